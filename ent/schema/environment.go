@@ -1,0 +1,46 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+
+	"github.com/sluicehq/sluice/internal/ids"
+)
+
+// Environment is a place a workflow version is deployed to (development,
+// staging, production, or more of each kind).
+type Environment struct{ ent.Schema }
+
+func (Environment) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.Environment}, TenantMixin{}, TimeMixin{}}
+}
+
+func (Environment) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("name").NotEmpty().MaxLen(63).
+			Annotations(entgql.OrderField("NAME")),
+		field.Enum("kind").Values("development", "staging", "production").
+			Annotations(entgql.Type("EnvironmentKind")),
+	}
+}
+
+func (Environment) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("deployments", Deployment.Type).Ref("environment").
+			Annotations(entgql.RelayConnection()),
+		edge.From("credentials", Credential.Type).Ref("environment").
+			Annotations(entgql.RelayConnection()),
+	}
+}
+
+func (Environment) Indexes() []ent.Index {
+	return []ent.Index{index.Fields("tenant_id", "name").Unique()}
+}
+
+func (Environment) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField(), entgql.MultiOrder()}
+}

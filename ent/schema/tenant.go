@@ -1,0 +1,38 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/field"
+
+	"github.com/sluicehq/sluice/internal/ids"
+)
+
+// Tenant is one customer organisation; every other table hangs off it.
+type Tenant struct{ ent.Schema }
+
+func (Tenant) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.Tenant}, TimeMixin{}}
+}
+
+func (Tenant) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("slug").Unique().NotEmpty().MaxLen(63).Immutable(),
+		field.String("name").NotEmpty().MaxLen(200),
+		field.Int("retention_days").Default(90).Positive(),
+		field.Int64("monthly_budget_micro_usd").Optional().Nillable().
+			Comment("Tenant-wide monthly spending cap on model calls; nil means none."),
+		field.JSON("sla_defaults", map[string]any{}).Optional().
+			Annotations(entgql.Type("Map")),
+		field.Bytes("data_key").Sensitive().
+			Comment("The tenant's data key, wrapped by the master key named in master_key_id.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("master_key_id").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+	}
+}
+
+func (Tenant) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput, entgql.SkipWhereInput)}
+}
