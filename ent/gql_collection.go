@@ -1045,11 +1045,6 @@ func (_q *TenantQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, tenant.FieldRetentionDays)
 				fieldSeen[tenant.FieldRetentionDays] = struct{}{}
 			}
-		case "monthlyBudgetMicroUsd":
-			if _, ok := fieldSeen[tenant.FieldMonthlyBudgetMicroUsd]; !ok {
-				selectedFields = append(selectedFields, tenant.FieldMonthlyBudgetMicroUsd)
-				fieldSeen[tenant.FieldMonthlyBudgetMicroUsd] = struct{}{}
-			}
 		case "slaDefaults":
 			if _, ok := fieldSeen[tenant.FieldSLADefaults]; !ok {
 				selectedFields = append(selectedFields, tenant.FieldSLADefaults)

@@ -7,7 +7,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
@@ -16,50 +15,84 @@ import (
 
 // Node is the resolver for the node field.
 func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) {
-	panic(fmt.Errorf("not implemented: Node - node"))
+	return resolveNode(ctx, id)
 }
 
 // Nodes is the resolver for the nodes field.
 func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, error) {
-	panic(fmt.Errorf("not implemented: Nodes - nodes"))
+	return resolveNodes(ctx, ids)
 }
 
 // APIKeys is the resolver for the apiKeys field.
 func (r *queryResolver) APIKeys(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.APIKeyOrder, where *ent.APIKeyWhereInput) (*ent.APIKeyConnection, error) {
-	panic(fmt.Errorf("not implemented: APIKeys - apiKeys"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.APIKey.Query().Paginate(ctx, after, first, before, last, ent.WithAPIKeyOrder(orderBy), ent.WithAPIKeyFilter(where.Filter))
 }
 
 // AuditLogs is the resolver for the auditLogs field.
 func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) (*ent.AuditLogConnection, error) {
-	panic(fmt.Errorf("not implemented: AuditLogs - auditLogs"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.AuditLog.Query().Paginate(ctx, after, first, before, last, ent.WithAuditLogOrder(orderBy), ent.WithAuditLogFilter(where.Filter))
 }
 
 // Credentials is the resolver for the credentials field.
 func (r *queryResolver) Credentials(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) (*ent.CredentialConnection, error) {
-	panic(fmt.Errorf("not implemented: Credentials - credentials"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Credential.Query().Paginate(ctx, after, first, before, last, ent.WithCredentialOrder(orderBy), ent.WithCredentialFilter(where.Filter))
 }
 
 // Deployments is the resolver for the deployments field.
 func (r *queryResolver) Deployments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) (*ent.DeploymentConnection, error) {
-	panic(fmt.Errorf("not implemented: Deployments - deployments"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Deployment.Query().Paginate(ctx, after, first, before, last, ent.WithDeploymentOrder(orderBy), ent.WithDeploymentFilter(where.Filter))
 }
 
 // Environments is the resolver for the environments field.
 func (r *queryResolver) Environments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) (*ent.EnvironmentConnection, error) {
-	panic(fmt.Errorf("not implemented: Environments - environments"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Environment.Query().Paginate(ctx, after, first, before, last, ent.WithEnvironmentOrder(orderBy), ent.WithEnvironmentFilter(where.Filter))
 }
 
 // Members is the resolver for the members field.
 func (r *queryResolver) Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error) {
-	panic(fmt.Errorf("not implemented: Members - members"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Member.Query().Paginate(ctx, after, first, before, last, ent.WithMemberOrder(orderBy), ent.WithMemberFilter(where.Filter))
 }
 
 // Workflows is the resolver for the workflows field.
 func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error) {
-	panic(fmt.Errorf("not implemented: Workflows - workflows"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Workflow.Query().Paginate(ctx, after, first, before, last, ent.WithWorkflowOrder(orderBy), ent.WithWorkflowFilter(where.Filter))
 }
 
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
-type queryResolver struct{ *Resolver }
+// Tenant returns generated.TenantResolver implementation.
+func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
+
+type (
+	queryResolver  struct{ *Resolver }
+	tenantResolver struct{ *Resolver }
+)

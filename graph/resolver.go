@@ -1,8 +1,13 @@
+// Package graph is Sluice's GraphQL layer: the schema, the generated
+// executable schema, thin resolvers that call internal/engine, and the error
+// presenter. Resolvers hold no domain logic.
 package graph
 
-// This file will not be regenerated automatically.
-//
-// It serves as dependency injection for your app, add any dependencies you require
-// here.
+import (
+	"github.com/sluicehq/sluice/internal/engine"
+)
 
-type Resolver struct{}
+// Resolver is the root resolver.
+type Resolver struct {
+	Engine *engine.Engine
+}

@@ -7,66 +7,114 @@ package graph
 
 import (
 	"context"
-	"fmt"
+	"strings"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/generated"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/money"
+	"github.com/sluicehq/sluice/internal/viewer"
 )
 
 // CreateEnvironment is the resolver for the createEnvironment field.
 func (r *mutationResolver) CreateEnvironment(ctx context.Context, input model.CreateEnvironmentInput) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: CreateEnvironment - createEnvironment"))
+	return r.Engine.CreateEnvironment(ctx, input.Name, input.Kind)
 }
 
 // CreateWorkflow is the resolver for the createWorkflow field.
 func (r *mutationResolver) CreateWorkflow(ctx context.Context, input model.CreateWorkflowInput) (*ent.Workflow, error) {
-	panic(fmt.Errorf("not implemented: CreateWorkflow - createWorkflow"))
+	desc := ""
+	if input.Description != nil {
+		desc = *input.Description
+	}
+	return r.Engine.CreateWorkflow(ctx, input.Name, input.Slug, desc)
 }
 
 // CreateWorkflowVersion is the resolver for the createWorkflowVersion field.
 func (r *mutationResolver) CreateWorkflowVersion(ctx context.Context, input model.CreateWorkflowVersionInput) (*ent.WorkflowVersion, error) {
-	panic(fmt.Errorf("not implemented: CreateWorkflowVersion - createWorkflowVersion"))
+	return r.Engine.CreateWorkflowVersion(ctx, input.WorkflowID, input.Definition)
+}
+
+// UpdateWorkflowVersion is the resolver for the updateWorkflowVersion field.
+func (r *mutationResolver) UpdateWorkflowVersion(ctx context.Context, input model.UpdateWorkflowVersionInput) (*ent.WorkflowVersion, error) {
+	return r.Engine.UpdateWorkflowVersion(ctx, input.ID, input.Definition)
 }
 
 // PublishWorkflowVersion is the resolver for the publishWorkflowVersion field.
 func (r *mutationResolver) PublishWorkflowVersion(ctx context.Context, id string) (*ent.WorkflowVersion, error) {
-	panic(fmt.Errorf("not implemented: PublishWorkflowVersion - publishWorkflowVersion"))
+	return r.Engine.PublishWorkflowVersion(ctx, id)
 }
 
 // DeployWorkflowVersion is the resolver for the deployWorkflowVersion field.
 func (r *mutationResolver) DeployWorkflowVersion(ctx context.Context, input model.DeployWorkflowVersionInput) (*ent.Deployment, error) {
-	panic(fmt.Errorf("not implemented: DeployWorkflowVersion - deployWorkflowVersion"))
+	return r.Engine.DeployWorkflowVersion(ctx, input.VersionID, input.EnvironmentID)
 }
 
 // CreateCredential is the resolver for the createCredential field.
 func (r *mutationResolver) CreateCredential(ctx context.Context, input model.CreateCredentialInput) (*ent.Credential, error) {
-	panic(fmt.Errorf("not implemented: CreateCredential - createCredential"))
+	return r.Engine.CreateCredential(ctx, input.EnvironmentID, input.Name, input.Type, input.Secret)
 }
 
 // RotateCredential is the resolver for the rotateCredential field.
 func (r *mutationResolver) RotateCredential(ctx context.Context, input model.RotateCredentialInput) (*ent.Credential, error) {
-	panic(fmt.Errorf("not implemented: RotateCredential - rotateCredential"))
+	return r.Engine.RotateCredential(ctx, input.ID, input.Secret)
 }
 
 // DeleteCredential is the resolver for the deleteCredential field.
 func (r *mutationResolver) DeleteCredential(ctx context.Context, id string) (string, error) {
-	panic(fmt.Errorf("not implemented: DeleteCredential - deleteCredential"))
+	return r.Engine.DeleteCredential(ctx, id)
 }
 
 // CreateAPIKey is the resolver for the createAPIKey field.
 func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.CreateAPIKeyPayload, error) {
-	panic(fmt.Errorf("not implemented: CreateAPIKey - createAPIKey"))
+	roles := make([]string, len(input.Roles))
+	for i, role := range input.Roles {
+		roles[i] = strings.ToLower(string(role))
+	}
+	key, token, err := r.Engine.CreateAPIKey(ctx, input.Name, roles, input.EnvironmentID, input.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	return &model.CreateAPIKeyPayload{APIKey: key, Token: token}, nil
 }
 
 // RevokeAPIKey is the resolver for the revokeAPIKey field.
 func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error) {
-	panic(fmt.Errorf("not implemented: RevokeAPIKey - revokeAPIKey"))
+	return r.Engine.RevokeAPIKey(ctx, id)
 }
 
 // Viewer is the resolver for the viewer field.
 func (r *queryResolver) Viewer(ctx context.Context) (*model.Viewer, error) {
-	panic(fmt.Errorf("not implemented: Viewer - viewer"))
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, errs.E(errs.Unauthenticated, "authentication required")
+	}
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.Tenant.Get(ctx, v.TenantID)
+	if err != nil {
+		if ent.IsNotFound(err) {
+			return nil, errs.E(errs.Unauthenticated, "the token names an unknown tenant")
+		}
+		return nil, err
+	}
+	out := &model.Viewer{Tenant: t, Subject: v.Subject, Roles: v.Roles}
+	if v.APIKeyID != "" {
+		out.APIKeyID = &v.APIKeyID
+	}
+	return out, nil
+}
+
+// MonthlyBudgetUsd is the resolver for the monthlyBudgetUSD field.
+func (r *tenantResolver) MonthlyBudgetUsd(ctx context.Context, obj *ent.Tenant) (*string, error) {
+	if obj.MonthlyBudgetMicroUsd == nil {
+		return nil, nil
+	}
+	s := money.FormatUSD(*obj.MonthlyBudgetMicroUsd)
+	return &s, nil
 }
 
 // Mutation returns generated.MutationResolver implementation.

@@ -22,7 +22,8 @@ func (Tenant) Fields() []ent.Field {
 		field.String("name").NotEmpty().MaxLen(200),
 		field.Int("retention_days").Default(90).Positive(),
 		field.Int64("monthly_budget_micro_usd").Optional().Nillable().
-			Comment("Tenant-wide monthly spending cap on model calls; nil means none."),
+			Comment("Tenant-wide monthly spending cap on model calls; nil means none.").
+			Annotations(entgql.Skip(entgql.SkipAll)), // exposed as monthlyBudgetMicroUSD/USD in schema.graphql
 		field.JSON("sla_defaults", map[string]any{}).Optional().
 			Annotations(entgql.Type("Map")),
 		field.Bytes("data_key").Sensitive().

@@ -36,6 +36,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Tenant() TenantResolver
 }
 
 type DirectiveRoot struct {
@@ -198,6 +199,7 @@ type ComplexityRoot struct {
 		PublishWorkflowVersion func(childComplexity int, id string) int
 		RevokeAPIKey           func(childComplexity int, id string) int
 		RotateCredential       func(childComplexity int, input model.RotateCredentialInput) int
+		UpdateWorkflowVersion  func(childComplexity int, input model.UpdateWorkflowVersionInput) int
 	}
 
 	PageInfo struct {
@@ -224,6 +226,7 @@ type ComplexityRoot struct {
 		CreatedAt             func(childComplexity int) int
 		ID                    func(childComplexity int) int
 		MonthlyBudgetMicroUsd func(childComplexity int) int
+		MonthlyBudgetUsd      func(childComplexity int) int
 		Name                  func(childComplexity int) int
 		RetentionDays         func(childComplexity int) int
 		SLADefaults           func(childComplexity int) int
@@ -297,6 +300,7 @@ type MutationResolver interface {
 	CreateEnvironment(ctx context.Context, input model.CreateEnvironmentInput) (*ent.Environment, error)
 	CreateWorkflow(ctx context.Context, input model.CreateWorkflowInput) (*ent.Workflow, error)
 	CreateWorkflowVersion(ctx context.Context, input model.CreateWorkflowVersionInput) (*ent.WorkflowVersion, error)
+	UpdateWorkflowVersion(ctx context.Context, input model.UpdateWorkflowVersionInput) (*ent.WorkflowVersion, error)
 	PublishWorkflowVersion(ctx context.Context, id string) (*ent.WorkflowVersion, error)
 	DeployWorkflowVersion(ctx context.Context, input model.DeployWorkflowVersionInput) (*ent.Deployment, error)
 	CreateCredential(ctx context.Context, input model.CreateCredentialInput) (*ent.Credential, error)
@@ -316,6 +320,9 @@ type QueryResolver interface {
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
+}
+type TenantResolver interface {
+	MonthlyBudgetUsd(ctx context.Context, obj *ent.Tenant) (*string, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -1003,6 +1010,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateCredential(childComplexity, args["input"].(model.RotateCredentialInput)), true
+	case "Mutation.updateWorkflowVersion":
+		if e.ComplexityRoot.Mutation.UpdateWorkflowVersion == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateWorkflowVersion_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateWorkflowVersion(childComplexity, args["input"].(model.UpdateWorkflowVersionInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -1148,12 +1166,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.ID(childComplexity), true
-	case "Tenant.monthlyBudgetMicroUsd":
+	case "Tenant.monthlyBudgetMicroUSD":
 		if e.ComplexityRoot.Tenant.MonthlyBudgetMicroUsd == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Tenant.MonthlyBudgetMicroUsd(childComplexity), true
+	case "Tenant.monthlyBudgetUSD":
+		if e.ComplexityRoot.Tenant.MonthlyBudgetUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.MonthlyBudgetUsd(childComplexity), true
 	case "Tenant.name":
 		if e.ComplexityRoot.Tenant.Name == nil {
 			break
@@ -1447,6 +1471,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
+			graphql.NewInputUnmarshaler("UpdateWorkflowVersionInput", ec.unmarshalInputUpdateWorkflowVersionInput),
 			graphql.NewInputUnmarshaler("WorkflowOrder", ec.unmarshalInputWorkflowOrder),
 			graphql.NewInputUnmarshaler("WorkflowVersionOrder", ec.unmarshalInputWorkflowVersionOrder),
 			graphql.NewInputUnmarshaler("WorkflowVersionWhereInput", ec.unmarshalInputWorkflowVersionWhereInput),
@@ -2990,10 +3015,6 @@ type Tenant implements Node {
   slug: String!
   name: String!
   retentionDays: Int!
-  """
-  Tenant-wide monthly spending cap on model calls; nil means none.
-  """
-  monthlyBudgetMicroUsd: Int
   slaDefaults: Map
 }
 """
@@ -3500,6 +3521,13 @@ type Viewer {
   apiKeyID: ID
 }
 
+extend type Tenant {
+  "Monthly spending cap on model calls in micro-USD; null means none."
+  monthlyBudgetMicroUSD: Int
+  "The same cap as a decimal USD string."
+  monthlyBudgetUSD: String
+}
+
 extend type Query {
   viewer: Viewer!
 }
@@ -3525,6 +3553,11 @@ input CreateWorkflowInput {
 
 input CreateWorkflowVersionInput {
   workflowID: ID!
+  definition: Map!
+}
+
+input UpdateWorkflowVersionInput {
+  id: ID!
   definition: Map!
 }
 
@@ -3563,6 +3596,8 @@ type Mutation {
   createEnvironment(input: CreateEnvironmentInput!): Environment!
   createWorkflow(input: CreateWorkflowInput!): Workflow!
   createWorkflowVersion(input: CreateWorkflowVersionInput!): WorkflowVersion!
+  "Replaces the definition of a draft. A published version is immutable: CONFLICT."
+  updateWorkflowVersion(input: UpdateWorkflowVersionInput!): WorkflowVersion!
   publishWorkflowVersion(id: ID!): WorkflowVersion!
   deployWorkflowVersion(input: DeployWorkflowVersionInput!): Deployment!
   createCredential(input: CreateCredentialInput!): Credential!
@@ -3897,10 +3932,12 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_name(ctx, field)
 	case "retentionDays":
 		return ec.fieldContext_Tenant_retentionDays(ctx, field)
-	case "monthlyBudgetMicroUsd":
-		return ec.fieldContext_Tenant_monthlyBudgetMicroUsd(ctx, field)
 	case "slaDefaults":
 		return ec.fieldContext_Tenant_slaDefaults(ctx, field)
+	case "monthlyBudgetMicroUSD":
+		return ec.fieldContext_Tenant_monthlyBudgetMicroUSD(ctx, field)
+	case "monthlyBudgetUSD":
+		return ec.fieldContext_Tenant_monthlyBudgetUSD(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Tenant", field.Name)
 }
@@ -4375,6 +4412,20 @@ func (ec *executionContext) field_Mutation_rotateCredential_args(ctx context.Con
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.RotateCredentialInput, error) {
 			return ec.unmarshalNRotateCredentialInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRotateCredentialInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateWorkflowVersion_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateWorkflowVersionInput, error) {
+			return ec.unmarshalNUpdateWorkflowVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateWorkflowVersionInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -7399,6 +7450,50 @@ func (ec *executionContext) fieldContext_Mutation_createWorkflowVersion(ctx cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_updateWorkflowVersion(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateWorkflowVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateWorkflowVersion(ctx, fc.Args["input"].(model.UpdateWorkflowVersionInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.WorkflowVersion) graphql.Marshaler {
+			return ec.marshalNWorkflowVersion2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐWorkflowVersion(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateWorkflowVersion(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WorkflowVersion(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateWorkflowVersion_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_publishWorkflowVersion(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8441,29 +8536,6 @@ func (ec *executionContext) fieldContext_Tenant_retentionDays(_ context.Context,
 	return graphql.NewScalarFieldContext("Tenant", field, false, false, "Int")
 }
 
-func (ec *executionContext) _Tenant_monthlyBudgetMicroUsd(ctx context.Context, field graphql.CollectedField, obj *ent.Tenant) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Tenant_monthlyBudgetMicroUsd(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.MonthlyBudgetMicroUsd, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
-			return ec.marshalOInt2ᚖint64(ctx, selections, v)
-		},
-		true,
-		false,
-	)
-}
-func (ec *executionContext) fieldContext_Tenant_monthlyBudgetMicroUsd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Tenant", field, false, false, "Int")
-}
-
 func (ec *executionContext) _Tenant_slaDefaults(ctx context.Context, field graphql.CollectedField, obj *ent.Tenant) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8485,6 +8557,52 @@ func (ec *executionContext) _Tenant_slaDefaults(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_Tenant_slaDefaults(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Tenant", field, false, false, "Map")
+}
+
+func (ec *executionContext) _Tenant_monthlyBudgetMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Tenant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Tenant_monthlyBudgetMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MonthlyBudgetMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Tenant_monthlyBudgetMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Tenant", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Tenant_monthlyBudgetUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Tenant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Tenant_monthlyBudgetUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Tenant().MonthlyBudgetUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Tenant_monthlyBudgetUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Tenant", field, true, true, "String")
 }
 
 func (ec *executionContext) _Viewer_tenant(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
@@ -15094,6 +15212,55 @@ func UnmarshalTenantOrder(ctx context.Context, raw any) (ent.TenantOrder, error)
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateWorkflowVersionInput(ctx context.Context, obj any) (model.UpdateWorkflowVersionInput, error) {
+	var it model.UpdateWorkflowVersionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "definition"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "definition":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("definition"))
+			data, err := ec.unmarshalNMap2map(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Definition = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateWorkflowVersionInput unmarshals raw into the UpdateWorkflowVersionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateWorkflowVersionInput(ctx context.Context, raw any) (model.UpdateWorkflowVersionInput, error) {
+	var out model.UpdateWorkflowVersionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateWorkflowVersionInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputWorkflowOrder(ctx context.Context, obj any) (ent.WorkflowOrder, error) {
 	var it ent.WorkflowOrder
 	if obj == nil {
@@ -17769,6 +17936,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "updateWorkflowVersion":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateWorkflowVersion(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "publishWorkflowVersion":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_publishWorkflowVersion(ctx, field)
@@ -18007,43 +18181,49 @@ func (ec *executionContext) _Tenant(ctx context.Context, sel ast.SelectionSet, o
 		case "id":
 			out.Values[i] = ec._Tenant_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "createdAt":
 			out.Values[i] = ec._Tenant_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "updatedAt":
 			out.Values[i] = ec._Tenant_updatedAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "slug":
 			out.Values[i] = ec._Tenant_slug(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "name":
 			out.Values[i] = ec._Tenant_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "retentionDays":
 			out.Values[i] = ec._Tenant_retentionDays(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
-			}
-		case "monthlyBudgetMicroUsd":
-			out.Values[i] = ec._Tenant_monthlyBudgetMicroUsd(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "slaDefaults":
 			out.Values[i] = ec._Tenant_slaDefaults(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "monthlyBudgetMicroUSD":
+			out.Values[i] = ec._Tenant_monthlyBudgetMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "monthlyBudgetUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Tenant_monthlyBudgetUSD(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -19304,6 +19484,11 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNUpdateWorkflowVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateWorkflowVersionInput(ctx context.Context, v any) (model.UpdateWorkflowVersionInput, error) {
+	res, err := ec.unmarshalInputUpdateWorkflowVersionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐViewer(ctx context.Context, sel ast.SelectionSet, v *model.Viewer) graphql.Marshaler {

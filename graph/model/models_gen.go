@@ -61,6 +61,11 @@ type RotateCredentialInput struct {
 	Secret map[string]any `json:"secret"`
 }
 
+type UpdateWorkflowVersionInput struct {
+	ID         string         `json:"id"`
+	Definition map[string]any `json:"definition"`
+}
+
 type Viewer struct {
 	Tenant   *ent.Tenant `json:"tenant"`
 	Subject  string      `json:"subject"`

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/store"
+)
+
+// app holds the long-lived components of a server process. Close releases
+// them in reverse order of opening.
+type app struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	db     *sql.DB
+	client *ent.Client
+	redis  *redis.Client
+	keys   *secrets.KeyRing
+	auth   *auth.Authenticator
+	engine *engine.Engine
+	closers []func()
+}
+
+func (a *app) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// keyRing loads the master keys; development falls back to a fixed,
+// clearly-marked ring that production refuses.
+func keyRing(cfg *config.Config) (*secrets.KeyRing, error) {
+	if cfg.MasterKeys == "" && cfg.Development() {
+		return secrets.DevKeyRing(), nil
+	}
+	ring, err := secrets.ParseKeyRing(cfg.MasterKeys, cfg.MasterKeyID)
+	if err != nil {
+		return nil, fmt.Errorf("SLUICE_MASTER_KEYS: %w", err)
+	}
+	if ring.IsDev() && !cfg.Development() {
+		return nil, errors.New("SLUICE_MASTER_KEYS holds the development key; refusing to run in production")
+	}
+	return ring, nil
+}
+
+// openApp connects to Postgres (app role) and Redis and builds the domain.
+func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
+	if err := cfg.CheckProduction(); err != nil {
+		return nil, fmt.Errorf("unsafe configuration for production (set SLUICE_ENV=development for local use):\n%w", err)
+	}
+	if cfg.DatabaseAppURL == "" {
+		return nil, errors.New("DATABASE_APP_URL is required")
+	}
+	a := &app{cfg: cfg, log: log}
+	keys, err := keyRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.keys = keys
+	db, err := store.Open(ctx, cfg.DatabaseAppURL, cfg.DatabaseMaxConns)
+	if err != nil {
+		return nil, err
+	}
+	a.db = db
+	a.closers = append(a.closers, func() { db.Close() })
+	if err := checkAppRole(ctx, db); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.client = store.NewClient(db)
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		a.redis = redis.NewClient(opts)
+		a.closers = append(a.closers, func() { a.redis.Close() })
+	}
+	verifierCtx, cancel := context.WithCancel(context.Background())
+	a.closers = append(a.closers, cancel)
+	jwtCfg := auth.JWTConfig{JWKSURL: cfg.JWTJWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	if cfg.JWTJWKSURL == "" {
+		jwtCfg.Secret = []byte(cfg.JWTSecret)
+	}
+	verifier, err := auth.NewJWTVerifier(verifierCtx, jwtCfg)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("JWT configuration: %w", err)
+	}
+	a.auth = auth.NewAuthenticator(verifier, a.client)
+	a.engine = engine.New(keys)
+	return a, nil
+}
+
+// checkAppRole refuses to serve tenants through a role that RLS does not bind.
+func checkAppRole(ctx context.Context, db *sql.DB) error {
+	var user string
+	var super, bypass bool
+	err := db.QueryRowContext(ctx, "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&user, &super, &bypass)
+	if err != nil {
+		return fmt.Errorf("check app role: %w", err)
+	}
+	if super || bypass {
+		return fmt.Errorf("DATABASE_APP_URL connects as %q, which is superuser or BYPASSRLS; use the non-owner app role (`sluice migrate up` creates it)", user)
+	}
+	var owns int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user").Scan(&owns); err != nil {
+		return err
+	}
+	if owns > 0 {
+		return fmt.Errorf("DATABASE_APP_URL connects as %q, which owns tables; FORCE RLS still applies but the app role must not own the schema", user)
+	}
+	return nil
+}
+
+// ready checks the database and Redis.
+func (a *app) ready(ctx context.Context) error {
+	var errs []string
+	if err := a.db.PingContext(ctx); err != nil {
+		errs = append(errs, "database: "+err.Error())
+	}
+	if a.redis != nil {
+		if err := a.redis.Ping(ctx).Err(); err != nil {
+			errs = append(errs, "redis: "+err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+const usage = `Usage: sluice <command> [flags]
+
+Commands:
+  serve                       run the GraphQL API server
+  dev                         run everything in one process for development
+                              (migrations applied, demo tenant seeded, token printed)
+  migrate up|down|status      apply, roll back or list database migrations
+  migrate diff NAME           write the migration that brings migrations/ up to ent/schema
+  tenant create --slug S --name N
+  tenant apply -f FILE        create or update a tenant from a manifest (idempotent)
+  tenant list
+  token mint --tenant S --role R [--subject X] [--ttl D]
+  help                        show this help
+
+Configuration is read from environment variables; see README.md.
+`
+
+// run is the whole program; main only wires the process to it, and tests call
+// it directly.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, getenv, stdout, stderr)
+	case "dev":
+		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout)
+	case "tenant":
+		return runTenant(ctx, rest, getenv, stdout)
+	case "token":
+		return runToken(ctx, rest, getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}

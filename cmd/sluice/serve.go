@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/server"
+)
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	a, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return serveHTTP(ctx, a, stdout)
+}
+
+// serveHTTP listens on the configured address until ctx ends, then shuts
+// down gracefully: stop accepting, finish in-flight requests within
+// ShutdownTimeout, then return so deferred closers release the pools.
+func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
+	h := server.New(server.Deps{
+		Config:  a.cfg,
+		Log:     a.log,
+		Client:  a.client,
+		Auth:    a.auth,
+		Engine:  a.engine,
+		Metrics: server.NewMetrics(),
+		Ready:   a.ready,
+	})
+	ln, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	// The first line on stdout names the address, so callers that asked for
+	// port 0 learn the real one.
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+	a.log.Info("listening", "addr", ln.Addr().String(), "env", a.cfg.Env)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

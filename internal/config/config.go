@@ -1,0 +1,205 @@
+// Package config reads Sluice's configuration from environment variables and
+// resolves every default in one place. See the README for the table.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environments Sluice runs in.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// DevJWTSecret signs development tokens. Production refuses to start with it.
+const DevJWTSecret = "sluice-development-secret-do-not-use-in-production"
+
+// Config is the whole runtime configuration.
+type Config struct {
+	// Env is "development" or "production" (SLUICE_ENV). If unset, production:
+	// unsafe defaults must be asked for, never fallen into.
+	Env string
+	// Addr is the HTTP listen address (SLUICE_ADDR). If unset, ":8080".
+	Addr string
+	// DatabaseURL connects as the owner of the schema; used for migrations and
+	// tenant provisioning (DATABASE_URL).
+	DatabaseURL string
+	// DatabaseAppURL connects as the non-owner app role that serves requests
+	// (DATABASE_APP_URL). Required.
+	DatabaseAppURL string
+	// DatabaseMaxConns caps the app pool (SLUICE_DB_MAX_CONNS). If unset, 20.
+	DatabaseMaxConns int
+	// RedisURL is asynq's Redis (REDIS_URL). Empty in `sluice dev` means an
+	// embedded Redis.
+	RedisURL string
+
+	JWTSecret   string // SLUICE_JWT_SECRET (HS256; development)
+	JWTJWKSURL  string // SLUICE_JWT_JWKS_URL (RS256/ES256/EdDSA; production)
+	JWTIssuer   string // SLUICE_JWT_ISSUER. If unset in development, "sluice-dev".
+	JWTAudience string // SLUICE_JWT_AUDIENCE. If unset in development, "sluice".
+
+	MasterKeys  string // SLUICE_MASTER_KEYS "id:base64key,..."; a fixed dev ring in development if unset
+	MasterKeyID string // SLUICE_MASTER_KEY_ID, the active key
+
+	// EgressAllowCIDRs are private ranges outbound calls may reach anyway
+	// (SLUICE_EGRESS_ALLOW_CIDRS, comma separated). Tests use 127.0.0.0/8.
+	EgressAllowCIDRs []netip.Prefix
+
+	// Introspection and GraphiQL (SLUICE_GRAPHQL_INTROSPECTION). If unset,
+	// on in development and off in production.
+	Introspection bool
+	// AllowedOrigins for browser websockets (SLUICE_ALLOWED_ORIGINS, comma
+	// separated host patterns). If unset, none: only non-browser clients.
+	AllowedOrigins []string
+	// MaxBodyBytes limits request bodies (SLUICE_MAX_BODY_BYTES). If unset, 1 MiB.
+	MaxBodyBytes int64
+	// QueryComplexity limits a query's cost (SLUICE_QUERY_COMPLEXITY). If unset, 1000.
+	QueryComplexity int
+	// QueryDepth limits a query's nesting (SLUICE_QUERY_DEPTH). If unset, 12.
+	QueryDepth int
+	// ShutdownTimeout bounds graceful shutdown (SLUICE_SHUTDOWN_TIMEOUT). If unset, 20s.
+	ShutdownTimeout time.Duration
+	// LogLevel is debug, info, warn or error (SLUICE_LOG_LEVEL). If unset, info.
+	LogLevel string
+}
+
+// Development reports whether Sluice runs in development mode.
+func (c *Config) Development() bool { return c.Env == EnvDevelopment }
+
+// Load reads the configuration through getenv and applies defaults. It does
+// not judge production safety; see CheckProduction.
+func Load(getenv func(string) string) (*Config, error) {
+	c := &Config{
+		Env:            strings.ToLower(strings.TrimSpace(getenv("SLUICE_ENV"))),
+		Addr:           getenv("SLUICE_ADDR"),
+		DatabaseURL:    getenv("DATABASE_URL"),
+		DatabaseAppURL: getenv("DATABASE_APP_URL"),
+		RedisURL:       getenv("REDIS_URL"),
+		JWTSecret:      getenv("SLUICE_JWT_SECRET"),
+		JWTJWKSURL:     getenv("SLUICE_JWT_JWKS_URL"),
+		JWTIssuer:      getenv("SLUICE_JWT_ISSUER"),
+		JWTAudience:    getenv("SLUICE_JWT_AUDIENCE"),
+		MasterKeys:     getenv("SLUICE_MASTER_KEYS"),
+		MasterKeyID:    getenv("SLUICE_MASTER_KEY_ID"),
+		LogLevel:       getenv("SLUICE_LOG_LEVEL"),
+	}
+	var errs []error
+	if c.Env == "" {
+		c.Env = EnvProduction
+	}
+	if c.Env != EnvDevelopment && c.Env != EnvProduction {
+		errs = append(errs, fmt.Errorf("SLUICE_ENV must be development or production, got %q", c.Env))
+	}
+	if c.Addr == "" {
+		c.Addr = ":8080"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Development() {
+		if c.JWTSecret == "" && c.JWTJWKSURL == "" {
+			c.JWTSecret = DevJWTSecret
+		}
+		if c.JWTIssuer == "" {
+			c.JWTIssuer = "sluice-dev"
+		}
+		if c.JWTAudience == "" {
+			c.JWTAudience = "sluice"
+		}
+	}
+	c.DatabaseMaxConns = intVar(getenv, "SLUICE_DB_MAX_CONNS", 20, &errs)
+	c.MaxBodyBytes = int64(intVar(getenv, "SLUICE_MAX_BODY_BYTES", 1<<20, &errs))
+	c.QueryComplexity = intVar(getenv, "SLUICE_QUERY_COMPLEXITY", 1000, &errs)
+	c.QueryDepth = intVar(getenv, "SLUICE_QUERY_DEPTH", 12, &errs)
+	c.ShutdownTimeout = durationVar(getenv, "SLUICE_SHUTDOWN_TIMEOUT", 20*time.Second, &errs)
+	c.Introspection = c.Development()
+	if v := getenv("SLUICE_GRAPHQL_INTROSPECTION"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SLUICE_GRAPHQL_INTROSPECTION: %w", err))
+		}
+		c.Introspection = b
+	}
+	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
+	for _, s := range list(getenv("SLUICE_EGRESS_ALLOW_CIDRS")) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SLUICE_EGRESS_ALLOW_CIDRS: %w", err))
+			continue
+		}
+		c.EgressAllowCIDRs = append(c.EgressAllowCIDRs, p)
+	}
+	return c, errors.Join(errs...)
+}
+
+// CheckProduction refuses unsafe settings outside development: development
+// secrets, missing keys, introspection without an explicit opt-in.
+func (c *Config) CheckProduction() error {
+	if c.Development() {
+		return nil
+	}
+	var errs []error
+	switch {
+	case c.JWTSecret == "" && c.JWTJWKSURL == "":
+		errs = append(errs, errors.New("SLUICE_JWT_JWKS_URL (or SLUICE_JWT_SECRET) is required in production"))
+	case c.JWTSecret == DevJWTSecret:
+		errs = append(errs, errors.New("SLUICE_JWT_SECRET is the development secret"))
+	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
+		errs = append(errs, errors.New("SLUICE_JWT_SECRET must be at least 32 bytes"))
+	}
+	if c.JWTIssuer == "" || c.JWTAudience == "" {
+		errs = append(errs, errors.New("SLUICE_JWT_ISSUER and SLUICE_JWT_AUDIENCE are required in production"))
+	}
+	if c.MasterKeys == "" || c.MasterKeyID == "" {
+		errs = append(errs, errors.New("SLUICE_MASTER_KEYS and SLUICE_MASTER_KEY_ID are required in production"))
+	}
+	if c.DatabaseAppURL == "" {
+		errs = append(errs, errors.New("DATABASE_APP_URL is required in production"))
+	}
+	if c.RedisURL == "" {
+		errs = append(errs, errors.New("REDIS_URL is required in production"))
+	}
+	return errors.Join(errs...)
+}
+
+func list(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func intVar(getenv func(string) string, name string, def int, errs *[]error) int {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s must be a positive integer, got %q", name, v))
+		return def
+	}
+	return n
+}
+
+func durationVar(getenv func(string) string, name string, def time.Duration, errs *[]error) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s must be a positive duration, got %q", name, v))
+		return def
+	}
+	return d
+}

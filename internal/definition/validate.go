@@ -1,0 +1,410 @@
+package definition
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"cel.dev/cel-go/common/types"
+)
+
+// Timeout ceilings. Approvals wait for people, everything else for machines.
+const (
+	MaxStepTimeout     = 24 * time.Hour
+	MaxApprovalTimeout = 30 * 24 * time.Hour
+)
+
+// validator runs the rules the format schema cannot express. It tolerates a
+// partially invalid document (missing fields, bad ids) because it also runs
+// after schema problems, to report everything in one pass.
+type validator struct {
+	d        *Definition
+	index    map[string]int // step id -> first step with it
+	needs    [][]int        // step -> indexes of valid needs
+	problems []Problem
+}
+
+func (d *Definition) validate() []Problem {
+	v := &validator{d: d, index: map[string]int{}}
+	v.checkIDs()
+	v.checkNeeds()
+	v.checkCycles()
+	ancestors := v.ancestors()
+	if len(d.Input) > 0 {
+		if _, err := CompileSchema(d.Input); err != nil {
+			v.add("$.input", "invalid JSON Schema: %v", err)
+		}
+	}
+	for i := range d.Steps {
+		v.checkStep(i, ancestors[i])
+	}
+	if d.Output != "" {
+		v.checkExpr("$.output", d.Output, exprScope{}, false)
+	}
+	return v.problems
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func stepPath(i int) string { return joinIndex("$.steps", i) }
+
+func (v *validator) checkIDs() {
+	for i, s := range v.d.Steps {
+		if s.ID == "" {
+			continue // the schema reports it as missing
+		}
+		if first, dup := v.index[s.ID]; dup {
+			v.add(stepPath(i)+".id", "duplicate step id %q (already used by %s)", s.ID, stepPath(first))
+			continue
+		}
+		v.index[s.ID] = i
+	}
+}
+
+func (v *validator) checkNeeds() {
+	v.needs = make([][]int, len(v.d.Steps))
+	for i, s := range v.d.Steps {
+		for j, n := range s.Needs {
+			path := joinIndex(stepPath(i)+".needs", j)
+			target, ok := v.index[n]
+			switch {
+			case n == s.ID:
+				v.add(path, "step %q cannot need itself", n)
+			case !ok:
+				v.add(path, "unknown step %q", n)
+			default:
+				if !slices.Contains(v.needs[i], target) {
+					v.needs[i] = append(v.needs[i], target)
+				}
+			}
+		}
+	}
+}
+
+// checkCycles reports one cycle per strongly connected component, anchored
+// at the component's first step in document order so reports are stable.
+func (v *validator) checkCycles() {
+	for _, comp := range v.components() {
+		if len(comp) < 2 {
+			continue // self needs are reported by checkNeeds
+		}
+		slices.Sort(comp)
+		start := comp[0]
+		cycle := v.cycleThrough(start, comp)
+		names := make([]string, len(cycle))
+		for k, i := range cycle {
+			names[k] = v.d.Steps[i].ID
+		}
+		needIdx := slices.Index(v.d.Steps[start].Needs, v.d.Steps[cycle[1]].ID)
+		v.add(joinIndex(stepPath(start)+".needs", needIdx), "cycle: %s", strings.Join(names, " -> "))
+	}
+}
+
+// components is Tarjan's algorithm over the needs graph.
+func (v *validator) components() [][]int {
+	n := len(v.d.Steps)
+	index, low := make([]int, n), make([]int, n)
+	onStack := make([]bool, n)
+	for i := range index {
+		index[i] = -1
+	}
+	var stack []int
+	var comps [][]int
+	next := 0
+	var visit func(i int)
+	visit = func(i int) {
+		index[i], low[i] = next, next
+		next++
+		stack = append(stack, i)
+		onStack[i] = true
+		for _, j := range v.needs[i] {
+			if index[j] < 0 {
+				visit(j)
+				low[i] = min(low[i], low[j])
+			} else if onStack[j] {
+				low[i] = min(low[i], index[j])
+			}
+		}
+		if low[i] == index[i] {
+			var comp []int
+			for {
+				top := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[top] = false
+				comp = append(comp, top)
+				if top == i {
+					break
+				}
+			}
+			comps = append(comps, comp)
+		}
+	}
+	for i := range n {
+		if index[i] < 0 {
+			visit(i)
+		}
+	}
+	return comps
+}
+
+// cycleThrough finds a shortest cycle from start back to itself within one
+// component, breadth first so the reported cycle is the simplest one.
+func (v *validator) cycleThrough(start int, comp []int) []int {
+	in := map[int]bool{}
+	for _, i := range comp {
+		in[i] = true
+	}
+	prev := map[int]int{}
+	queue := []int{start}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, j := range v.needs[cur] {
+			if !in[j] {
+				continue
+			}
+			if j == start {
+				path := []int{start}
+				for k := cur; k != start; k = prev[k] {
+					path = append(path, k)
+				}
+				path = append(path, start)
+				// path was built backwards from the closing edge.
+				slices.Reverse(path[1 : len(path)-1])
+				return path
+			}
+			if _, seen := prev[j]; !seen {
+				prev[j] = cur
+				queue = append(queue, j)
+			}
+		}
+	}
+	return []int{start, start}
+}
+
+// ancestors returns, per step, the ids it transitively needs: the only step
+// outputs its expressions may read.
+func (v *validator) ancestors() []map[string]bool {
+	out := make([]map[string]bool, len(v.d.Steps))
+	for i := range v.d.Steps {
+		seen := map[string]bool{}
+		visited := map[int]bool{i: true}
+		queue := slices.Clone(v.needs[i])
+		for len(queue) > 0 {
+			cur := queue[0]
+			queue = queue[1:]
+			if visited[cur] {
+				continue
+			}
+			visited[cur] = true
+			seen[v.d.Steps[cur].ID] = true
+			queue = append(queue, v.needs[cur]...)
+		}
+		out[i] = seen
+	}
+	return out
+}
+
+// exprScope says which steps an expression may reference. The zero value
+// (the definition's output) may reference any step.
+type exprScope struct {
+	stepID    string
+	restrict  bool
+	ancestors map[string]bool
+}
+
+func (v *validator) checkStep(i int, ancestors map[string]bool) {
+	s := &v.d.Steps[i]
+	path := stepPath(i)
+	scope := exprScope{stepID: s.ID, restrict: true, ancestors: ancestors}
+
+	maxTimeout := MaxStepTimeout
+	if s.Type == StepApproval {
+		maxTimeout = MaxApprovalTimeout
+	}
+	if s.Timeout.Duration > maxTimeout {
+		v.add(path+".timeout", "timeout %s exceeds the maximum of %s for %s steps", fmtDuration(s.Timeout.Duration), fmtDuration(maxTimeout), s.Type)
+	}
+	if s.Retry != nil {
+		p := s.RetryPolicy()
+		if p.InitialInterval.Duration > p.MaxInterval.Duration {
+			at := path + ".retry.initialInterval"
+			if s.Retry.InitialInterval.Duration == 0 {
+				at = path + ".retry.maxInterval"
+			}
+			v.add(at, "initialInterval %s is greater than maxInterval %s", fmtDuration(p.InitialInterval.Duration), fmtDuration(p.MaxInterval.Duration))
+		}
+	}
+	if s.Type == StepDelay && s.Duration.Duration > 0 && s.Until != "" {
+		v.add(path+".until", "set either duration or until, not both")
+	}
+	if s.Expect != nil && len(s.Expect.Schema) > 0 {
+		if _, err := CompileSchema(s.Expect.Schema); err != nil {
+			v.add(path+".expect.schema", "invalid JSON Schema: %v", err)
+		}
+	}
+
+	if s.If != "" {
+		v.checkExpr(path+".if", s.If, scope, true)
+	}
+	if r := s.Request; r != nil {
+		v.checkTemplate(path+".request.url", r.URL, scope)
+		for _, k := range sortedStringKeys(r.Headers) {
+			v.checkTemplate(joinKey(path+".request.headers", k), r.Headers[k], scope)
+		}
+		for _, k := range sortedStringKeys(r.Query) {
+			v.checkTemplate(joinKey(path+".request.query", k), r.Query[k], scope)
+		}
+		v.walkStrings(path+".request.body", r.Body, func(p, s string) { v.checkTemplate(p, s, scope) })
+	}
+	if s.System != "" {
+		v.checkTemplate(path+".system", s.System, scope)
+	}
+	for j, m := range s.Messages {
+		v.checkTemplate(joinIndex(path+".messages", j)+".content", m.Content, scope)
+	}
+	if len(s.Output) > 0 {
+		var out any
+		dec := json.NewDecoder(bytes.NewReader(s.Output))
+		dec.UseNumber()
+		if err := dec.Decode(&out); err != nil {
+			v.add(path+".output", "not valid JSON: %v", err)
+		} else {
+			v.walkStrings(path+".output", out, func(p, s string) { v.checkExpr(p, s, scope, false) })
+		}
+	}
+	if s.Message != "" {
+		v.checkTemplate(path+".message", s.Message, scope)
+	}
+	if s.Until != "" {
+		v.checkExpr(path+".until", s.Until, scope, false)
+	}
+}
+
+// fmtDuration prints durations the way people write them in definitions:
+// "720h0m0s" reads better as "30 days", "25h0m0s" as "25h".
+func fmtDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + " days"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func (v *validator) walkStrings(path string, val any, fn func(path, s string)) {
+	switch val := val.(type) {
+	case string:
+		fn(path, val)
+	case map[string]any:
+		for _, k := range sortedKeys(val) {
+			v.walkStrings(joinKey(path, k), val[k], fn)
+		}
+	case []any:
+		for i, e := range val {
+			v.walkStrings(joinIndex(path, i), e, fn)
+		}
+	}
+}
+
+func (v *validator) checkTemplate(path, tmpl string, scope exprScope) {
+	segs, err := parseTemplate(tmpl)
+	if err != nil {
+		v.add(path, "%v", err)
+		return
+	}
+	for _, seg := range segs {
+		if seg.isExpr {
+			v.checkExpr(path, seg.text, scope, false)
+		}
+	}
+}
+
+func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool) {
+	c := compileExpr(expr)
+	if c.err != nil {
+		v.add(path, "invalid expression %q: %v", expr, c.err)
+		return
+	}
+	if wantBool {
+		if t := c.ast.OutputType(); t.Kind() != types.BoolKind && t.Kind() != types.DynKind {
+			v.add(path, "expression %q must produce a bool, not %s", expr, t)
+		}
+	}
+	ids, dynamic := stepRefs(c.ast)
+	for _, id := range ids {
+		_, exists := v.index[id]
+		switch {
+		case !exists:
+			v.add(path, "unknown step %q in expression %q", id, expr)
+		case scope.restrict && !scope.ancestors[id]:
+			v.add(path, "step %s is not a dependency of %s; add it to needs to read its output", id, scope.stepID)
+		}
+	}
+	if dynamic && scope.restrict {
+		v.add(path, "expression %q must read steps by literal id (steps.<id>) so its dependencies can be checked", expr)
+	}
+}
+
+func sortedStringKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// newValidationError orders problems by path (indexes compared numerically,
+// so steps[10] follows steps[9]) and drops exact duplicates, which arise when
+// the schema and a semantic rule flag the same thing.
+func newValidationError(problems []Problem) *ValidationError {
+	sorted := slices.Clone(problems)
+	slices.SortStableFunc(sorted, func(a, b Problem) int {
+		if c := comparePaths(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Message, b.Message)
+	})
+	return &ValidationError{Problems: slices.Compact(sorted)}
+}
+
+func comparePaths(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digitPrefix(a), digitPrefix(b)
+		if da > 0 && db > 0 {
+			na, _ := strconv.Atoi(a[:da])
+			nb, _ := strconv.Atoi(b[:db])
+			if na != nb {
+				return na - nb
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) - len(b)
+}
+
+func digitPrefix(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,38 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// CreateEnvironment adds an environment to the viewer's tenant. Admins only.
+func (e *Engine) CreateEnvironment(ctx context.Context, name string, kind environment.Kind) (*ent.Environment, error) {
+	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if !slugPattern.MatchString(name) {
+		return nil, errs.Invalid("input.name", "must be lower case letters, digits and dashes, starting with a letter, at most 63 characters")
+	}
+	if err := environment.KindValidator(kind); err != nil {
+		return nil, errs.Invalid("input.kind", "must be development, staging or production")
+	}
+	env, err := c.Environment.Create().SetName(name).SetKind(kind).Save(ctx)
+	if err != nil {
+		return nil, dbError(err, "environment "+name)
+	}
+	return env, audit(ctx, c, "environment.create", "Environment", env.ID, map[string]any{"name": name, "kind": string(kind)})
+}
+
+// environmentByID loads an environment of the viewer's tenant or NOT_FOUND.
+func environmentByID(ctx context.Context, c *ent.Client, id, path string) (*ent.Environment, error) {
+	env, err := c.Environment.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, &errs.Error{Code: errs.NotFound, Message: "environment " + quote(id) + " not found", Problems: []errs.Problem{{Path: path, Message: "not found"}}}
+	}
+	return env, err
+}

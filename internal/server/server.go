@@ -1,0 +1,186 @@
+// Package server assembles Sluice's HTTP surface: /graphql (with GraphiQL in
+// development), /healthz, /readyz and /metrics, and the middleware every
+// request passes: request id, JSON access log, body limit and authentication.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/99designs/gqlgen/graphql/playground"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/graph"
+	"github.com/sluicehq/sluice/graph/generated"
+	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/requestid"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// Deps are what the server needs from the process.
+type Deps struct {
+	Config  *config.Config
+	Log     *slog.Logger
+	Client  *ent.Client // app role pool
+	Auth    *auth.Authenticator
+	Engine  *engine.Engine
+	Metrics *Metrics
+	// Ready reports whether dependencies (database, Redis) are reachable.
+	Ready func(ctx context.Context) error
+}
+
+// New returns the HTTP handler of the API.
+func New(d Deps) http.Handler {
+	presenter := graph.ErrorPresenter(d.Log)
+	gql := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
+	gql.AddTransport(transport.Options{})
+	gql.AddTransport(transport.POST{})
+	gql.SetErrorPresenter(presenter)
+	gql.SetRecoverFunc(graph.RecoverFunc(d.Log))
+	gql.SetQueryCache(graphqlLRU(1000))
+	gql.Use(extension.FixedComplexityLimit(d.Config.QueryComplexity))
+	gql.Use(depthLimit{max: d.Config.QueryDepth})
+	if d.Config.Introspection {
+		gql.Use(extension.Introspection{})
+	}
+	gql.Use(graphqlMetrics{m: d.Metrics})
+	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := d.Ready(ctx); err != nil {
+			d.Log.WarnContext(ctx, "not ready", "err", err)
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", d.Metrics.Handler())
+	api := authenticate(d.Auth, gql)
+	mux.Handle("POST /graphql", limitBody(d.Config.MaxBodyBytes, api))
+	mux.Handle("OPTIONS /graphql", gql)
+	if d.Config.Introspection {
+		mux.Handle("GET /graphql", playground.Handler("Sluice", "/graphql"))
+		mux.Handle("GET /{$}", http.RedirectHandler("/graphql", http.StatusFound))
+	}
+	return withRequest(d.Log, d.Metrics, mux)
+}
+
+// statusWriter remembers the status code for the access log and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// withRequest assigns a request id (or keeps a well-formed incoming one),
+// logs the request as JSON with its tenant, and records its latency.
+func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rid := r.Header.Get("X-Request-Id")
+		if rid == "" || len(rid) > 64 || strings.ContainsAny(rid, " \t\r\n\"") {
+			rid = requestid.New()
+		}
+		w.Header().Set("X-Request-Id", rid)
+		holder := &viewerHolder{}
+		ctx := requestid.NewContext(context.WithValue(r.Context(), viewerHolderKey{}, holder), rid)
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r.WithContext(ctx))
+		route := r.URL.Path
+		switch route {
+		case "/graphql", "/healthz", "/readyz", "/metrics", "/":
+		default:
+			route = "other"
+		}
+		d := time.Since(start)
+		m.observeHTTP(route, sw.code, d)
+		if route == "/healthz" || route == "/metrics" {
+			return
+		}
+		attrs := []any{"request_id", rid, "method", r.Method, "path", r.URL.Path, "status", sw.code, "duration_ms", float64(d.Microseconds()) / 1000}
+		if holder.v != nil {
+			attrs = append(attrs, "tenant_id", holder.v.TenantID, "subject", holder.v.Subject)
+		}
+		log.InfoContext(ctx, "http request", attrs...)
+	})
+}
+
+// viewerHolder lets the access log, which runs outside authentication, name
+// the tenant of the request.
+type viewerHolder struct{ v *viewer.Viewer }
+type viewerHolderKey struct{}
+
+// authenticate requires a valid bearer token on every GraphQL request.
+func authenticate(a *auth.Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := a.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			code := errs.CodeOf(err)
+			status := http.StatusUnauthorized
+			msg := "authentication failed"
+			if e, ok := errs.As(err); ok {
+				msg = e.Message
+			}
+			switch code {
+			case errs.Forbidden:
+				status = http.StatusForbidden
+			case errs.Unauthenticated:
+			default:
+				code, status, msg = errs.Internal, http.StatusInternalServerError, "internal error (request "+requestid.FromContext(r.Context())+")"
+			}
+			writeError(w, status, code, msg)
+			return
+		}
+		if h, ok := r.Context().Value(viewerHolderKey{}).(*viewerHolder); ok {
+			h.v = v
+		}
+		next.ServeHTTP(w, r.WithContext(viewer.NewContext(r.Context(), v)))
+	})
+}
+
+// limitBody refuses bodies over max bytes before any work is done.
+func limitBody(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			writeError(w, http.StatusRequestEntityTooLarge, errs.Validation, "request body is larger than the limit of "+itoa64(max)+" bytes")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeError writes a GraphQL-shaped error response outside gqlgen.
+func writeError(w http.ResponseWriter, status int, code errs.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"errors": []map[string]any{{"message": msg, "extensions": map[string]any{"code": string(code)}}},
+	})
+}
+
+var _ graphql.HandlerExtension = depthLimit{}

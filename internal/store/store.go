@@ -1,0 +1,103 @@
+// Package store opens Sluice's Postgres connections and runs work inside one
+// tenant: a transaction that starts with set_config('app.tenant_id', ..., true)
+// so Row-Level Security scopes every statement, and an Ent client bound to it.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	entsql "entgo.io/ent/dialect/sql"
+
+	"entgo.io/ent/dialect"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+
+	"github.com/sluicehq/sluice/ent"
+	_ "github.com/sluicehq/sluice/ent/runtime" // privacy policies and hooks
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// Open connects to Postgres through pgx and checks the connection.
+// maxConns of zero means 20.
+func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
+	if url == "" {
+		return nil, errors.New("store: empty database url")
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if maxConns <= 0 {
+		maxConns = 20
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ping database: %w", err)
+	}
+	return db, nil
+}
+
+// NewClient wraps db in an Ent client.
+func NewClient(db *sql.DB) *ent.Client {
+	return ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db)))
+}
+
+// BeginTenant starts a transaction scoped to tenantID. The setting is
+// transaction-local (the third argument of set_config), so it can never leak
+// to another request through the pool.
+func BeginTenant(ctx context.Context, client *ent.Client, tenantID string) (*ent.Tx, error) {
+	if tenantID == "" {
+		return nil, errors.New("store: begin tenant transaction without a tenant")
+	}
+	tx, err := client.Tx(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', $1, true)", tenantID); err != nil {
+		_ = tx.Rollback()
+		return nil, fmt.Errorf("set tenant: %w", err)
+	}
+	return tx, nil
+}
+
+// InTenant runs fn in one transaction scoped to the viewer's tenant in ctx,
+// with the transaction's client in fn's context. fn's error rolls back.
+func InTenant(ctx context.Context, client *ent.Client, fn func(ctx context.Context) error) error {
+	v := viewer.FromContext(ctx)
+	if v == nil || v.TenantID == "" {
+		return errors.New("store: no tenant in context")
+	}
+	tx, err := BeginTenant(ctx, client, v.TenantID)
+	if err != nil {
+		return err
+	}
+	txCtx := ent.NewContext(ent.NewTxContext(ctx, tx), tx.Client())
+	if err := fn(txCtx); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Client returns the tenant-scoped Ent client bound to ctx. Code that serves a
+// tenant must use it and never a pool-wide client, so RLS always applies.
+func Client(ctx context.Context) (*ent.Client, error) {
+	c := ent.FromContext(ctx)
+	if c == nil {
+		return nil, errors.New("store: no tenant transaction in context")
+	}
+	return c, nil
+}

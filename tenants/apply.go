@@ -1,0 +1,174 @@
+package tenants
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/privacy"
+	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/money"
+	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// Applier applies manifests through the owner's connection: the tenants
+// registry is visible to the owner only.
+type Applier struct {
+	Client *ent.Client // connected as DATABASE_URL (owner)
+	Keys   *secrets.KeyRing
+	Out    io.Writer
+}
+
+// registryContext reads the tenants registry across tenants; only the owner
+// connection can, and only tenant provisioning does.
+func registryContext(ctx context.Context) context.Context {
+	return privacy.DecisionContext(ctx, privacy.Allow)
+}
+
+// Lookup returns the tenant with slug, or a not found error.
+func (a *Applier) Lookup(ctx context.Context, slug string) (*ent.Tenant, error) {
+	t, err := a.Client.Tenant.Query().Where(tenant.Slug(slug)).Only(registryContext(ctx))
+	if ent.IsNotFound(err) {
+		return nil, fmt.Errorf("tenant %q not found", slug)
+	}
+	return t, err
+}
+
+// List returns every tenant.
+func (a *Applier) List(ctx context.Context) ([]*ent.Tenant, error) {
+	return a.Client.Tenant.Query().Order(ent.Asc(tenant.FieldSlug)).All(registryContext(ctx))
+}
+
+// Apply creates or updates the tenant a manifest declares. It is idempotent:
+// applying the same manifest twice changes nothing the second time. It never
+// deletes environments or members missing from the manifest; it reports them.
+func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	t, err := a.Client.Tenant.Query().Where(tenant.Slug(m.Slug)).Only(registryContext(ctx))
+	switch {
+	case ent.IsNotFound(err):
+		id := ids.New(ids.Tenant)
+		wrapped, keyID, err := a.Keys.NewDataKey(id)
+		if err != nil {
+			return nil, err
+		}
+		t, err = a.Client.Tenant.Create().SetID(id).SetSlug(m.Slug).SetName(m.Name).
+			SetDataKey(wrapped).SetMasterKeyID(keyID).
+			SetRetentionDays(m.RetentionDays).
+			SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
+			SetSLADefaults(slaMap(m.SLA)).
+			Save(viewer.SystemContext(ctx, id))
+		if err != nil {
+			return nil, fmt.Errorf("create tenant: %w", err)
+		}
+		a.printf("created tenant %s (%s)\n", t.Slug, t.ID)
+	case err != nil:
+		return nil, err
+	default:
+		t, err = t.Update().SetName(m.Name).SetRetentionDays(m.RetentionDays).
+			SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
+			SetSLADefaults(slaMap(m.SLA)).
+			Save(viewer.SystemContext(ctx, t.ID))
+		if err != nil {
+			return nil, fmt.Errorf("update tenant: %w", err)
+		}
+		a.printf("tenant %s (%s) exists\n", t.Slug, t.ID)
+	}
+	sys := viewer.SystemContext(ctx, t.ID)
+	err = store.InTenant(sys, a.Client, func(ctx context.Context) error {
+		c := ent.FromContext(ctx)
+		if err := a.applyEnvironments(ctx, c, m); err != nil {
+			return err
+		}
+		return a.applyMembers(ctx, c, m)
+	})
+	return t, err
+}
+
+func (a *Applier) applyEnvironments(ctx context.Context, c *ent.Client, m *Manifest) error {
+	existing, err := c.Environment.Query().All(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*ent.Environment{}
+	for _, e := range existing {
+		byName[e.Name] = e
+	}
+	for _, spec := range m.Environments {
+		if e, ok := byName[spec.Name]; ok {
+			if string(e.Kind) != spec.Kind {
+				return fmt.Errorf("environment %q exists with kind %s; the manifest says %s (kinds cannot change)", spec.Name, e.Kind, spec.Kind)
+			}
+			delete(byName, spec.Name)
+			continue
+		}
+		e, err := c.Environment.Create().SetName(spec.Name).SetKind(environment.Kind(spec.Kind)).Save(ctx)
+		if err != nil {
+			return fmt.Errorf("create environment %s: %w", spec.Name, err)
+		}
+		a.printf("  created environment %s (%s)\n", e.Name, e.ID)
+	}
+	for name := range byName {
+		a.printf("  environment %s is not in the manifest; left in place\n", name)
+	}
+	return nil
+}
+
+func (a *Applier) applyMembers(ctx context.Context, c *ent.Client, m *Manifest) error {
+	for _, spec := range m.Members {
+		roles := slices.Compact(slices.Sorted(slices.Values(spec.Roles)))
+		cur, err := c.Member.Query().Where(member.Subject(spec.Subject)).Only(ctx)
+		switch {
+		case ent.IsNotFound(err):
+			if err := c.Member.Create().SetSubject(spec.Subject).SetRoles(roles).Exec(ctx); err != nil {
+				return fmt.Errorf("create member %s: %w", spec.Subject, err)
+			}
+			a.printf("  added member %s %v\n", spec.Subject, roles)
+		case err != nil:
+			return err
+		case !slices.Equal(cur.Roles, roles):
+			if err := cur.Update().SetRoles(roles).Exec(ctx); err != nil {
+				return err
+			}
+			a.printf("  member %s roles %v -> %v\n", spec.Subject, cur.Roles, roles)
+		}
+	}
+	return nil
+}
+
+func (a *Applier) printf(format string, args ...any) {
+	if a.Out != nil {
+		fmt.Fprintf(a.Out, format, args...)
+	}
+}
+
+func budgetMicro(b BudgetSpec) *int64 {
+	if b.MonthlyUSD <= 0 {
+		return nil
+	}
+	v := money.FromUSD(b.MonthlyUSD)
+	return &v
+}
+
+func slaMap(s SLASpec) map[string]any {
+	out := map[string]any{}
+	if s.RunDuration != "" {
+		out["runDuration"] = s.RunDuration
+	}
+	if s.ApprovalResponse != "" {
+		out["approvalResponse"] = s.ApprovalResponse
+	}
+	if len(s.EscalateTo) > 0 {
+		out["escalateTo"] = s.EscalateTo
+	}
+	return out
+}

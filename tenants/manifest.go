@@ -1,0 +1,184 @@
+// Package tenants provisions tenants from declarative YAML manifests: a
+// default template (default.yaml) overlaid by a manifest, validated, then
+// applied idempotently with `sluice tenant apply -f FILE`.
+package tenants
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+//go:embed default.yaml
+var defaultTemplate []byte
+
+// Manifest declares a tenant.
+type Manifest struct {
+	Slug          string            `yaml:"slug"`
+	Name          string            `yaml:"name"`
+	Environments  []EnvironmentSpec `yaml:"environments"`
+	Roles         []string          `yaml:"roles"`
+	Members       []MemberSpec      `yaml:"members"`
+	RetentionDays int               `yaml:"retentionDays"`
+	Budget        BudgetSpec        `yaml:"budget"`
+	SLA           SLASpec           `yaml:"sla"`
+}
+
+// EnvironmentSpec declares one environment.
+type EnvironmentSpec struct {
+	Name string `yaml:"name"`
+	Kind string `yaml:"kind"`
+}
+
+// MemberSpec grants roles to a subject.
+type MemberSpec struct {
+	Subject string   `yaml:"subject"`
+	Roles   []string `yaml:"roles"`
+}
+
+// BudgetSpec is the tenant's monthly spending cap on model calls.
+type BudgetSpec struct {
+	MonthlyUSD float64 `yaml:"monthlyUSD"`
+}
+
+// SLASpec holds the tenant's SLA defaults; workflows may override them.
+type SLASpec struct {
+	RunDuration      string   `yaml:"runDuration"`
+	ApprovalResponse string   `yaml:"approvalResponse"`
+	EscalateTo       []string `yaml:"escalateTo"`
+}
+
+var (
+	slugRE = regexp.MustCompile(`^[a-z][a-z0-9-]{1,62}$`)
+	envRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+)
+
+// Parse reads a manifest over the default template and validates it.
+func Parse(data []byte) (*Manifest, error) {
+	m, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	// Lists replace the template's lists rather than merging into them.
+	var overlay Manifest
+	if err := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField()).Decode(&overlay); err != nil {
+		return nil, fmt.Errorf("parse manifest: %w", err)
+	}
+	m.Slug, m.Name = overlay.Slug, overlay.Name
+	if overlay.Environments != nil {
+		m.Environments = overlay.Environments
+	}
+	if overlay.Roles != nil {
+		m.Roles = overlay.Roles
+	}
+	m.Members = overlay.Members
+	if overlay.RetentionDays != 0 {
+		m.RetentionDays = overlay.RetentionDays
+	}
+	if overlay.Budget.MonthlyUSD != 0 {
+		m.Budget = overlay.Budget
+	}
+	if overlay.SLA.RunDuration != "" {
+		m.SLA.RunDuration = overlay.SLA.RunDuration
+	}
+	if overlay.SLA.ApprovalResponse != "" {
+		m.SLA.ApprovalResponse = overlay.SLA.ApprovalResponse
+	}
+	if overlay.SLA.EscalateTo != nil {
+		m.SLA.EscalateTo = overlay.SLA.EscalateTo
+	}
+	return m, m.Validate()
+}
+
+// Default returns the default template with no slug or name.
+func Default() (*Manifest, error) {
+	var m Manifest
+	if err := yaml.Unmarshal(defaultTemplate, &m); err != nil {
+		return nil, fmt.Errorf("default template: %w", err)
+	}
+	return &m, nil
+}
+
+// Validate reports every problem of the manifest, each naming its field.
+func (m *Manifest) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !slugRE.MatchString(m.Slug) {
+		bad("slug", "must be 2-63 lower case letters, digits or dashes, starting with a letter (got %q)", m.Slug)
+	}
+	if m.Name == "" || len(m.Name) > 200 {
+		bad("name", "must be 1 to 200 characters")
+	}
+	if len(m.Environments) == 0 {
+		bad("environments", "at least one environment is required")
+	}
+	seen := map[string]bool{}
+	for i, e := range m.Environments {
+		f := fmt.Sprintf("environments[%d]", i)
+		if !envRE.MatchString(e.Name) {
+			bad(f+".name", "must be lower case letters, digits or dashes, starting with a letter (got %q)", e.Name)
+		}
+		if seen[e.Name] {
+			bad(f+".name", "duplicate environment %q", e.Name)
+		}
+		seen[e.Name] = true
+		switch e.Kind {
+		case "development", "staging", "production":
+		default:
+			bad(f+".kind", "must be development, staging or production (got %q)", e.Kind)
+		}
+	}
+	for i, r := range m.Roles {
+		if !viewer.KnownRole(r) {
+			bad(fmt.Sprintf("roles[%d]", i), "unknown role %q", r)
+		}
+	}
+	subjects := map[string]bool{}
+	for i, mem := range m.Members {
+		f := fmt.Sprintf("members[%d]", i)
+		if mem.Subject == "" {
+			bad(f+".subject", "is required")
+		}
+		if subjects[mem.Subject] {
+			bad(f+".subject", "duplicate member %q", mem.Subject)
+		}
+		subjects[mem.Subject] = true
+		if len(mem.Roles) == 0 {
+			bad(f+".roles", "at least one role is required")
+		}
+		for j, r := range mem.Roles {
+			if !viewer.KnownRole(r) {
+				bad(fmt.Sprintf("%s.roles[%d]", f, j), "unknown role %q", r)
+			}
+		}
+	}
+	if m.RetentionDays < 1 || m.RetentionDays > 3650 {
+		bad("retentionDays", "must be between 1 and 3650")
+	}
+	if m.Budget.MonthlyUSD < 0 {
+		bad("budget.monthlyUSD", "must not be negative")
+	}
+	for field, v := range map[string]string{"sla.runDuration": m.SLA.RunDuration, "sla.approvalResponse": m.SLA.ApprovalResponse} {
+		if v == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			bad(field, "must be a positive duration such as 15m (got %q)", v)
+		}
+	}
+	for i, r := range m.SLA.EscalateTo {
+		if !viewer.KnownRole(r) {
+			bad(fmt.Sprintf("sla.escalateTo[%d]", i), "unknown role %q", r)
+		}
+	}
+	return errors.Join(errs...)
+}
