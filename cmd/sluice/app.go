@@ -22,14 +22,14 @@ import (
 // app holds the long-lived components of a server process. Close releases
 // them in reverse order of opening.
 type app struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	db     *sql.DB
-	client *ent.Client
-	redis  *redis.Client
-	keys   *secrets.KeyRing
-	auth   *auth.Authenticator
-	engine *engine.Engine
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *sql.DB
+	client  *ent.Client
+	redis   *redis.Client
+	keys    *secrets.KeyRing
+	auth    *auth.Authenticator
+	engine  *engine.Engine
 	closers []func()
 }
 

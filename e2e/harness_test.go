@@ -1,0 +1,436 @@
+// Package e2e tests Sluice as a client would: it builds the real binary,
+// runs it against a fresh Postgres database and the local Redis, and talks to
+// it only over HTTP (and, later, websockets and webhooks).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/sluicehq/sluice/internal/auth"
+)
+
+const (
+	jwtSecret   = "e2e-secret-for-tests-only-0123456789abcdef"
+	jwtIssuer   = "sluice-e2e"
+	jwtAudience = "sluice"
+	appRole     = "sluice_app_e2e"
+)
+
+func adminURL() string {
+	if u := os.Getenv("SLUICE_TEST_ADMIN_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+func redisURL() string {
+	if u := os.Getenv("SLUICE_TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// suite is shared by every test of the package: one binary, one database,
+// two API processes.
+var suite struct {
+	bin      string
+	dbName   string
+	ownerURL string
+	appURL   string
+	servers  []*process
+}
+
+func TestMain(m *testing.M) {
+	code, err := setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		os.Exit(1)
+	}
+	os.Exit(code(m))
+}
+
+func setup() (func(*testing.M) int, error) {
+	dir, err := os.MkdirTemp("", "sluice-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	suite.bin = filepath.Join(dir, "sluice")
+	build := exec.Command("go", "build", "-o", suite.bin, "../cmd/sluice")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	suite.dbName = "sluice_e2e_" + randHex(4)
+	admin, err := sql.Open("pgx", adminURL())
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE DATABASE " + suite.dbName); err != nil {
+		return nil, fmt.Errorf("create database: %w", err)
+	}
+	suite.ownerURL = withDB(adminURL(), suite.dbName, "")
+	suite.appURL = withDB(adminURL(), suite.dbName, appRole+":"+appRole)
+	if out, err := cli("migrate", "up"); err != nil {
+		return nil, fmt.Errorf("migrate up: %v\n%s", err, out)
+	}
+	for range 2 {
+		p, err := startServe(nil)
+		if err != nil {
+			return nil, err
+		}
+		suite.servers = append(suite.servers, p)
+	}
+	return func(m *testing.M) int {
+		code := m.Run()
+		for _, p := range suite.servers {
+			p.stop()
+		}
+		if code == 0 {
+			_, _ = admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)")
+			os.RemoveAll(dir)
+		}
+		return code
+	}, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// withDB rewrites a postgres URL to another database and, when userinfo is
+// set ("user:password"), another user.
+func withDB(u, db, userinfo string) string {
+	rest := strings.TrimPrefix(u, "postgres://")
+	at := strings.Index(rest, "@")
+	hostAndPath := rest[at+1:]
+	host := hostAndPath[:strings.Index(hostAndPath, "/")]
+	query := ""
+	if q := strings.Index(hostAndPath, "?"); q >= 0 {
+		query = hostAndPath[q:]
+	}
+	user := rest[:at]
+	if userinfo != "" {
+		user = userinfo
+	}
+	return "postgres://" + user + "@" + host + "/" + db + query
+}
+
+// baseEnv is the environment every Sluice process of the suite gets.
+func baseEnv() []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.Getenv("HOME"),
+		"SLUICE_ENV=development",
+		"DATABASE_URL=" + suite.ownerURL,
+		"DATABASE_APP_URL=" + suite.appURL,
+		"REDIS_URL=" + redisURL(),
+		"SLUICE_JWT_SECRET=" + jwtSecret,
+		"SLUICE_JWT_ISSUER=" + jwtIssuer,
+		"SLUICE_JWT_AUDIENCE=" + jwtAudience,
+		"SLUICE_EGRESS_ALLOW_CIDRS=127.0.0.0/8",
+		"SLUICE_LOG_LEVEL=debug",
+	}
+}
+
+// cli runs the binary to completion and returns its stdout.
+func cli(args ...string) (string, error) {
+	return cliEnv(nil, args...)
+}
+
+func cliEnv(extra []string, args ...string) (string, error) {
+	cmd := exec.Command(suite.bin, args...)
+	cmd.Env = append(baseEnv(), extra...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
+}
+
+// process is a running Sluice process with its output captured.
+type process struct {
+	cmd  *exec.Cmd
+	url  string
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+}
+
+func (p *process) Logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+type lockedWriter struct{ p *process }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.logs.Write(b)
+}
+
+// startServe starts `sluice serve` on a free port and waits for /healthz.
+func startServe(extra []string) (*process, error) {
+	return startProcess(append([]string{"SLUICE_ADDR=127.0.0.1:0"}, extra...), "serve")
+}
+
+func startProcess(extra []string, args ...string) (*process, error) {
+	p := &process{done: make(chan struct{})}
+	p.cmd = exec.Command(suite.bin, args...)
+	p.cmd.Env = append(baseEnv(), extra...)
+	p.cmd.Stderr = lockedWriter{p}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			if after, ok := strings.CutPrefix(line, "listening on "); ok {
+				select {
+				case urlc <- after:
+				default:
+				}
+			}
+			_, _ = lockedWriter{p}.Write([]byte(line + "\n"))
+		}
+	}()
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	select {
+	case p.url = <-urlc:
+	case <-p.done:
+		return nil, fmt.Errorf("sluice %v exited early:\n%s", args, p.Logs())
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return nil, fmt.Errorf("sluice %v did not start:\n%s", args, p.Logs())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("sluice %v: /healthz never answered", args)
+}
+
+func (p *process) stop() {
+	if p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// server returns one of the API processes; tests alternate between them so
+// every behaviour is seen through both.
+func server(i int) *process { return suite.servers[i%len(suite.servers)] }
+
+// allLogs concatenates the logs of every API process.
+func allLogs() string {
+	var b strings.Builder
+	for _, p := range suite.servers {
+		b.WriteString(p.Logs())
+	}
+	return b.String()
+}
+
+// tenant creates a tenant with a unique slug and returns its id.
+func newTenant(t *testing.T, prefix string) string {
+	t.Helper()
+	slug := prefix + "-" + randHex(3)
+	out, err := cli("tenant", "create", "--slug", slug, "--name", "Tenant "+slug)
+	if err != nil {
+		t.Fatalf("tenant create: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// token mints a JWT as the identity provider would.
+func token(t *testing.T, tenantID string, roles ...string) string {
+	t.Helper()
+	tok, err := auth.MintHS256([]byte(jwtSecret), jwtIssuer, jwtAudience,
+		auth.Claims{Subject: "user-" + strings.Join(roles, "-") + "@e2e.test", TenantID: tenantID, Roles: roles}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// gqlError is one GraphQL error.
+type gqlError struct {
+	Message    string         `json:"message"`
+	Path       []any          `json:"path"`
+	Extensions map[string]any `json:"extensions"`
+}
+
+// result is a decoded GraphQL response.
+type result struct {
+	Status int
+	Data   map[string]any
+	Errors []gqlError
+	Raw    string
+}
+
+// Code returns the code of the first error, or "".
+func (r *result) Code() string {
+	if len(r.Errors) == 0 {
+		return ""
+	}
+	c, _ := r.Errors[0].Extensions["code"].(string)
+	return c
+}
+
+// client talks GraphQL to one server as one caller.
+type client struct {
+	t     *testing.T
+	url   string
+	token string
+}
+
+func newClient(t *testing.T, i int, tok string) *client {
+	return &client{t: t, url: server(i).url + "/graphql", token: tok}
+}
+
+// do posts a query and decodes the response; transport failures fail the test.
+func (c *client) do(query string, vars map[string]any) *result {
+	c.t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	return c.raw(body, "application/json")
+}
+
+func (c *client) raw(body []byte, contentType string) *result {
+	c.t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("POST /graphql: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := &result{Status: resp.StatusCode, Raw: string(b)}
+	var decoded struct {
+		Data   map[string]any `json:"data"`
+		Errors []gqlError     `json:"errors"`
+	}
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		c.t.Fatalf("response is not JSON (status %d): %s", resp.StatusCode, b)
+	}
+	r.Data, r.Errors = decoded.Data, decoded.Errors
+	return r
+}
+
+// ok runs a query that must succeed and returns its data.
+func (c *client) ok(query string, vars map[string]any) map[string]any {
+	c.t.Helper()
+	r := c.do(query, vars)
+	if len(r.Errors) > 0 {
+		c.t.Fatalf("unexpected errors: %s", r.Raw)
+	}
+	return r.Data
+}
+
+// fail runs a query that must fail with code and returns the result.
+func (c *client) fail(code, query string, vars map[string]any) *result {
+	c.t.Helper()
+	r := c.do(query, vars)
+	if r.Code() != code {
+		c.t.Fatalf("want error %s, got: %s", code, r.Raw)
+	}
+	return r
+}
+
+// get walks data along a dotted path ("createWorkflow.id").
+func get(data any, path string) any {
+	cur := data
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
+
+func str(data any, path string) string {
+	s, _ := get(data, path).(string)
+	return s
+}
+
+// edges returns the nodes of a connection at path.
+func edges(data any, path string) []map[string]any {
+	var out []map[string]any
+	list, _ := get(data, path+".edges").([]any)
+	for _, e := range list {
+		if n, ok := get(e, "node").(map[string]any); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ownerDB opens the suite's database as its owner, for meta-tests that
+// inspect the catalog.
+func ownerDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", suite.ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func appDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", suite.appURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
