@@ -56,6 +56,7 @@ var suite struct {
 	ownerURL string
 	appURL   string
 	servers  []*process
+	workers  []*process
 }
 
 func TestMain(m *testing.M) {
@@ -99,10 +100,22 @@ func setup() (func(*testing.M) int, error) {
 		}
 		suite.servers = append(suite.servers, p)
 	}
+	for range 2 {
+		p, err := startWorker(nil)
+		if err != nil {
+			return nil, err
+		}
+		suite.workers = append(suite.workers, p)
+	}
 	return func(m *testing.M) int {
 		code := m.Run()
-		for _, p := range suite.servers {
+		for _, p := range append(suite.servers, suite.workers...) {
 			p.stop()
+		}
+		if code != 0 {
+			for i, p := range suite.workers {
+				fmt.Fprintf(os.Stderr, "--- worker %d log (tail)\n%s\n", i, tail(p.Logs(), 4000))
+			}
 		}
 		if code == 0 {
 			_, _ = admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)")
@@ -198,6 +211,18 @@ func startServe(extra []string) (*process, error) {
 	return startProcess(append([]string{"SLUICE_ADDR=127.0.0.1:0"}, extra...), "serve")
 }
 
+// startWorker starts `sluice worker` and waits until it reports it started.
+func startWorker(extra []string) (*process, error) {
+	return startProcess(append([]string{"SLUICE_WORKER_CONCURRENCY=10", "SLUICE_WORKER_RECONCILE_INTERVAL=1s"}, extra...), "worker")
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
 func startProcess(extra []string, args ...string) (*process, error) {
 	p := &process{done: make(chan struct{})}
 	p.cmd = exec.Command(suite.bin, args...)
@@ -221,6 +246,12 @@ func startProcess(extra []string, args ...string) (*process, error) {
 				default:
 				}
 			}
+			if line == "worker started" {
+				select {
+				case urlc <- "":
+				default:
+				}
+			}
 			_, _ = lockedWriter{p}.Write([]byte(line + "\n"))
 		}
 	}()
@@ -232,6 +263,9 @@ func startProcess(extra []string, args ...string) (*process, error) {
 	case <-time.After(30 * time.Second):
 		p.stop()
 		return nil, fmt.Errorf("sluice %v did not start:\n%s", args, p.Logs())
+	}
+	if p.url == "" {
+		return p, nil // a worker: no HTTP
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {

@@ -16,12 +16,17 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -36,6 +41,8 @@ type Client struct {
 	Schema *migrate.Schema
 	// APIKey is the client for interacting with the APIKey builders.
 	APIKey *APIKeyClient
+	// ApprovalRequest is the client for interacting with the ApprovalRequest builders.
+	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
 	// Credential is the client for interacting with the Credential builders.
@@ -48,6 +55,14 @@ type Client struct {
 	Environment *EnvironmentClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
+	// Run is the client for interacting with the Run builders.
+	Run *RunClient
+	// RunEvent is the client for interacting with the RunEvent builders.
+	RunEvent *RunEventClient
+	// StepAttempt is the client for interacting with the StepAttempt builders.
+	StepAttempt *StepAttemptClient
+	// StepRun is the client for interacting with the StepRun builders.
+	StepRun *StepRunClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
 	// Workflow is the client for interacting with the Workflow builders.
@@ -66,12 +81,17 @@ func NewClient(opts ...Option) *Client {
 func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.APIKey = NewAPIKeyClient(c.config)
+	c.ApprovalRequest = NewApprovalRequestClient(c.config)
 	c.AuditLog = NewAuditLogClient(c.config)
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
 	c.Member = NewMemberClient(c.config)
+	c.Run = NewRunClient(c.config)
+	c.RunEvent = NewRunEventClient(c.config)
+	c.StepAttempt = NewStepAttemptClient(c.config)
+	c.StepRun = NewStepRunClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
 	c.Workflow = NewWorkflowClient(c.config)
 	c.WorkflowVersion = NewWorkflowVersionClient(c.config)
@@ -168,12 +188,17 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ctx:               ctx,
 		config:            cfg,
 		APIKey:            NewAPIKeyClient(cfg),
+		ApprovalRequest:   NewApprovalRequestClient(cfg),
 		AuditLog:          NewAuditLogClient(cfg),
 		Credential:        NewCredentialClient(cfg),
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
 		Member:            NewMemberClient(cfg),
+		Run:               NewRunClient(cfg),
+		RunEvent:          NewRunEventClient(cfg),
+		StepAttempt:       NewStepAttemptClient(cfg),
+		StepRun:           NewStepRunClient(cfg),
 		Tenant:            NewTenantClient(cfg),
 		Workflow:          NewWorkflowClient(cfg),
 		WorkflowVersion:   NewWorkflowVersionClient(cfg),
@@ -197,12 +222,17 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ctx:               ctx,
 		config:            cfg,
 		APIKey:            NewAPIKeyClient(cfg),
+		ApprovalRequest:   NewApprovalRequestClient(cfg),
 		AuditLog:          NewAuditLogClient(cfg),
 		Credential:        NewCredentialClient(cfg),
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
 		Member:            NewMemberClient(cfg),
+		Run:               NewRunClient(cfg),
+		RunEvent:          NewRunEventClient(cfg),
+		StepAttempt:       NewStepAttemptClient(cfg),
+		StepRun:           NewStepRunClient(cfg),
 		Tenant:            NewTenantClient(cfg),
 		Workflow:          NewWorkflowClient(cfg),
 		WorkflowVersion:   NewWorkflowVersionClient(cfg),
@@ -235,8 +265,9 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.APIKey, c.AuditLog, c.Credential, c.CredentialVersion, c.Deployment,
-		c.Environment, c.Member, c.Tenant, c.Workflow, c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
+		c.Deployment, c.Environment, c.Member, c.Run, c.RunEvent, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -246,8 +277,9 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.APIKey, c.AuditLog, c.Credential, c.CredentialVersion, c.Deployment,
-		c.Environment, c.Member, c.Tenant, c.Workflow, c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
+		c.Deployment, c.Environment, c.Member, c.Run, c.RunEvent, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -258,6 +290,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 	switch m := m.(type) {
 	case *APIKeyMutation:
 		return c.APIKey.mutate(ctx, m)
+	case *ApprovalRequestMutation:
+		return c.ApprovalRequest.mutate(ctx, m)
 	case *AuditLogMutation:
 		return c.AuditLog.mutate(ctx, m)
 	case *CredentialMutation:
@@ -270,6 +304,14 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Environment.mutate(ctx, m)
 	case *MemberMutation:
 		return c.Member.mutate(ctx, m)
+	case *RunMutation:
+		return c.Run.mutate(ctx, m)
+	case *RunEventMutation:
+		return c.RunEvent.mutate(ctx, m)
+	case *StepAttemptMutation:
+		return c.StepAttempt.mutate(ctx, m)
+	case *StepRunMutation:
+		return c.StepRun.mutate(ctx, m)
 	case *TenantMutation:
 		return c.Tenant.mutate(ctx, m)
 	case *WorkflowMutation:
@@ -444,6 +486,172 @@ func (c *APIKeyClient) mutate(ctx context.Context, m *APIKeyMutation) (Value, er
 		return (&APIKeyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown APIKey mutation op: %q", m.Op())
+	}
+}
+
+// ApprovalRequestClient is a client for the ApprovalRequest schema.
+type ApprovalRequestClient struct {
+	config
+}
+
+// NewApprovalRequestClient returns a client for the ApprovalRequest from the given config.
+func NewApprovalRequestClient(c config) *ApprovalRequestClient {
+	return &ApprovalRequestClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `approvalrequest.Hooks(f(g(h())))`.
+func (c *ApprovalRequestClient) Use(hooks ...Hook) {
+	c.hooks.ApprovalRequest = append(c.hooks.ApprovalRequest, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `approvalrequest.Intercept(f(g(h())))`.
+func (c *ApprovalRequestClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ApprovalRequest = append(c.inters.ApprovalRequest, interceptors...)
+}
+
+// Create returns a builder for creating a ApprovalRequest entity.
+func (c *ApprovalRequestClient) Create() *ApprovalRequestCreate {
+	mutation := newApprovalRequestMutation(c.config, OpCreate)
+	return &ApprovalRequestCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ApprovalRequest entities.
+func (c *ApprovalRequestClient) CreateBulk(builders ...*ApprovalRequestCreate) *ApprovalRequestCreateBulk {
+	return &ApprovalRequestCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ApprovalRequestClient) MapCreateBulk(slice any, setFunc func(*ApprovalRequestCreate, int)) *ApprovalRequestCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ApprovalRequestCreateBulk{err: fmt.Errorf("calling to ApprovalRequestClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ApprovalRequestCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ApprovalRequestCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ApprovalRequest.
+func (c *ApprovalRequestClient) Update() *ApprovalRequestUpdate {
+	mutation := newApprovalRequestMutation(c.config, OpUpdate)
+	return &ApprovalRequestUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ApprovalRequestClient) UpdateOne(_m *ApprovalRequest) *ApprovalRequestUpdateOne {
+	mutation := newApprovalRequestMutation(c.config, OpUpdateOne, withApprovalRequest(_m))
+	return &ApprovalRequestUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ApprovalRequestClient) UpdateOneID(id string) *ApprovalRequestUpdateOne {
+	mutation := newApprovalRequestMutation(c.config, OpUpdateOne, withApprovalRequestID(id))
+	return &ApprovalRequestUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ApprovalRequest.
+func (c *ApprovalRequestClient) Delete() *ApprovalRequestDelete {
+	mutation := newApprovalRequestMutation(c.config, OpDelete)
+	return &ApprovalRequestDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ApprovalRequestClient) DeleteOne(_m *ApprovalRequest) *ApprovalRequestDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ApprovalRequestClient) DeleteOneID(id string) *ApprovalRequestDeleteOne {
+	builder := c.Delete().Where(approvalrequest.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ApprovalRequestDeleteOne{builder}
+}
+
+// Query returns a query builder for ApprovalRequest.
+func (c *ApprovalRequestClient) Query() *ApprovalRequestQuery {
+	return &ApprovalRequestQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeApprovalRequest},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ApprovalRequest entity by its id.
+func (c *ApprovalRequestClient) Get(ctx context.Context, id string) (*ApprovalRequest, error) {
+	return c.Query().Where(approvalrequest.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ApprovalRequestClient) GetX(ctx context.Context, id string) *ApprovalRequest {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ApprovalRequest.
+func (c *ApprovalRequestClient) QueryTenant(_m *ApprovalRequest) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(approvalrequest.Table, approvalrequest.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, approvalrequest.TenantTable, approvalrequest.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRun queries the run edge of a ApprovalRequest.
+func (c *ApprovalRequestClient) QueryRun(_m *ApprovalRequest) *RunQuery {
+	query := (&RunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(approvalrequest.Table, approvalrequest.FieldID, id),
+			sqlgraph.To(run.Table, run.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, approvalrequest.RunTable, approvalrequest.RunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ApprovalRequestClient) Hooks() []Hook {
+	hooks := c.hooks.ApprovalRequest
+	return append(hooks[:len(hooks):len(hooks)], approvalrequest.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ApprovalRequestClient) Interceptors() []Interceptor {
+	return c.inters.ApprovalRequest
+}
+
+func (c *ApprovalRequestClient) mutate(ctx context.Context, m *ApprovalRequestMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ApprovalRequestCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ApprovalRequestUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ApprovalRequestUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ApprovalRequestDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ApprovalRequest mutation op: %q", m.Op())
 	}
 }
 
@@ -1475,6 +1683,750 @@ func (c *MemberClient) mutate(ctx context.Context, m *MemberMutation) (Value, er
 	}
 }
 
+// RunClient is a client for the Run schema.
+type RunClient struct {
+	config
+}
+
+// NewRunClient returns a client for the Run from the given config.
+func NewRunClient(c config) *RunClient {
+	return &RunClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `run.Hooks(f(g(h())))`.
+func (c *RunClient) Use(hooks ...Hook) {
+	c.hooks.Run = append(c.hooks.Run, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `run.Intercept(f(g(h())))`.
+func (c *RunClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Run = append(c.inters.Run, interceptors...)
+}
+
+// Create returns a builder for creating a Run entity.
+func (c *RunClient) Create() *RunCreate {
+	mutation := newRunMutation(c.config, OpCreate)
+	return &RunCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Run entities.
+func (c *RunClient) CreateBulk(builders ...*RunCreate) *RunCreateBulk {
+	return &RunCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RunClient) MapCreateBulk(slice any, setFunc func(*RunCreate, int)) *RunCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RunCreateBulk{err: fmt.Errorf("calling to RunClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RunCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RunCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Run.
+func (c *RunClient) Update() *RunUpdate {
+	mutation := newRunMutation(c.config, OpUpdate)
+	return &RunUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RunClient) UpdateOne(_m *Run) *RunUpdateOne {
+	mutation := newRunMutation(c.config, OpUpdateOne, withRun(_m))
+	return &RunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RunClient) UpdateOneID(id string) *RunUpdateOne {
+	mutation := newRunMutation(c.config, OpUpdateOne, withRunID(id))
+	return &RunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Run.
+func (c *RunClient) Delete() *RunDelete {
+	mutation := newRunMutation(c.config, OpDelete)
+	return &RunDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RunClient) DeleteOne(_m *Run) *RunDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RunClient) DeleteOneID(id string) *RunDeleteOne {
+	builder := c.Delete().Where(run.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RunDeleteOne{builder}
+}
+
+// Query returns a query builder for Run.
+func (c *RunClient) Query() *RunQuery {
+	return &RunQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRun},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Run entity by its id.
+func (c *RunClient) Get(ctx context.Context, id string) (*Run, error) {
+	return c.Query().Where(run.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RunClient) GetX(ctx context.Context, id string) *Run {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Run.
+func (c *RunClient) QueryTenant(_m *Run) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, run.TenantTable, run.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryWorkflow queries the workflow edge of a Run.
+func (c *RunClient) QueryWorkflow(_m *Run) *WorkflowQuery {
+	query := (&WorkflowClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(workflow.Table, workflow.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, run.WorkflowTable, run.WorkflowColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryVersion queries the version edge of a Run.
+func (c *RunClient) QueryVersion(_m *Run) *WorkflowVersionQuery {
+	query := (&WorkflowVersionClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(workflowversion.Table, workflowversion.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, run.VersionTable, run.VersionColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryEnvironment queries the environment edge of a Run.
+func (c *RunClient) QueryEnvironment(_m *Run) *EnvironmentQuery {
+	query := (&EnvironmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(environment.Table, environment.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, run.EnvironmentTable, run.EnvironmentColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QuerySteps queries the steps edge of a Run.
+func (c *RunClient) QuerySteps(_m *Run) *StepRunQuery {
+	query := (&StepRunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(steprun.Table, steprun.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, run.StepsTable, run.StepsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRunEvents queries the run_events edge of a Run.
+func (c *RunClient) QueryRunEvents(_m *Run) *RunEventQuery {
+	query := (&RunEventClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(run.Table, run.FieldID, id),
+			sqlgraph.To(runevent.Table, runevent.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, run.RunEventsTable, run.RunEventsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RunClient) Hooks() []Hook {
+	hooks := c.hooks.Run
+	return append(hooks[:len(hooks):len(hooks)], run.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RunClient) Interceptors() []Interceptor {
+	return c.inters.Run
+}
+
+func (c *RunClient) mutate(ctx context.Context, m *RunMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RunCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RunUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RunDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Run mutation op: %q", m.Op())
+	}
+}
+
+// RunEventClient is a client for the RunEvent schema.
+type RunEventClient struct {
+	config
+}
+
+// NewRunEventClient returns a client for the RunEvent from the given config.
+func NewRunEventClient(c config) *RunEventClient {
+	return &RunEventClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `runevent.Hooks(f(g(h())))`.
+func (c *RunEventClient) Use(hooks ...Hook) {
+	c.hooks.RunEvent = append(c.hooks.RunEvent, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `runevent.Intercept(f(g(h())))`.
+func (c *RunEventClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RunEvent = append(c.inters.RunEvent, interceptors...)
+}
+
+// Create returns a builder for creating a RunEvent entity.
+func (c *RunEventClient) Create() *RunEventCreate {
+	mutation := newRunEventMutation(c.config, OpCreate)
+	return &RunEventCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RunEvent entities.
+func (c *RunEventClient) CreateBulk(builders ...*RunEventCreate) *RunEventCreateBulk {
+	return &RunEventCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RunEventClient) MapCreateBulk(slice any, setFunc func(*RunEventCreate, int)) *RunEventCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RunEventCreateBulk{err: fmt.Errorf("calling to RunEventClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RunEventCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RunEventCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RunEvent.
+func (c *RunEventClient) Update() *RunEventUpdate {
+	mutation := newRunEventMutation(c.config, OpUpdate)
+	return &RunEventUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RunEventClient) UpdateOne(_m *RunEvent) *RunEventUpdateOne {
+	mutation := newRunEventMutation(c.config, OpUpdateOne, withRunEvent(_m))
+	return &RunEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RunEventClient) UpdateOneID(id string) *RunEventUpdateOne {
+	mutation := newRunEventMutation(c.config, OpUpdateOne, withRunEventID(id))
+	return &RunEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RunEvent.
+func (c *RunEventClient) Delete() *RunEventDelete {
+	mutation := newRunEventMutation(c.config, OpDelete)
+	return &RunEventDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RunEventClient) DeleteOne(_m *RunEvent) *RunEventDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RunEventClient) DeleteOneID(id string) *RunEventDeleteOne {
+	builder := c.Delete().Where(runevent.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RunEventDeleteOne{builder}
+}
+
+// Query returns a query builder for RunEvent.
+func (c *RunEventClient) Query() *RunEventQuery {
+	return &RunEventQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRunEvent},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RunEvent entity by its id.
+func (c *RunEventClient) Get(ctx context.Context, id string) (*RunEvent, error) {
+	return c.Query().Where(runevent.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RunEventClient) GetX(ctx context.Context, id string) *RunEvent {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RunEvent.
+func (c *RunEventClient) QueryTenant(_m *RunEvent) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(runevent.Table, runevent.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, runevent.TenantTable, runevent.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRun queries the run edge of a RunEvent.
+func (c *RunEventClient) QueryRun(_m *RunEvent) *RunQuery {
+	query := (&RunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(runevent.Table, runevent.FieldID, id),
+			sqlgraph.To(run.Table, run.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, runevent.RunTable, runevent.RunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RunEventClient) Hooks() []Hook {
+	hooks := c.hooks.RunEvent
+	return append(hooks[:len(hooks):len(hooks)], runevent.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RunEventClient) Interceptors() []Interceptor {
+	return c.inters.RunEvent
+}
+
+func (c *RunEventClient) mutate(ctx context.Context, m *RunEventMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RunEventCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RunEventUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RunEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RunEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RunEvent mutation op: %q", m.Op())
+	}
+}
+
+// StepAttemptClient is a client for the StepAttempt schema.
+type StepAttemptClient struct {
+	config
+}
+
+// NewStepAttemptClient returns a client for the StepAttempt from the given config.
+func NewStepAttemptClient(c config) *StepAttemptClient {
+	return &StepAttemptClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `stepattempt.Hooks(f(g(h())))`.
+func (c *StepAttemptClient) Use(hooks ...Hook) {
+	c.hooks.StepAttempt = append(c.hooks.StepAttempt, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `stepattempt.Intercept(f(g(h())))`.
+func (c *StepAttemptClient) Intercept(interceptors ...Interceptor) {
+	c.inters.StepAttempt = append(c.inters.StepAttempt, interceptors...)
+}
+
+// Create returns a builder for creating a StepAttempt entity.
+func (c *StepAttemptClient) Create() *StepAttemptCreate {
+	mutation := newStepAttemptMutation(c.config, OpCreate)
+	return &StepAttemptCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of StepAttempt entities.
+func (c *StepAttemptClient) CreateBulk(builders ...*StepAttemptCreate) *StepAttemptCreateBulk {
+	return &StepAttemptCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *StepAttemptClient) MapCreateBulk(slice any, setFunc func(*StepAttemptCreate, int)) *StepAttemptCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &StepAttemptCreateBulk{err: fmt.Errorf("calling to StepAttemptClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*StepAttemptCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &StepAttemptCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for StepAttempt.
+func (c *StepAttemptClient) Update() *StepAttemptUpdate {
+	mutation := newStepAttemptMutation(c.config, OpUpdate)
+	return &StepAttemptUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *StepAttemptClient) UpdateOne(_m *StepAttempt) *StepAttemptUpdateOne {
+	mutation := newStepAttemptMutation(c.config, OpUpdateOne, withStepAttempt(_m))
+	return &StepAttemptUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *StepAttemptClient) UpdateOneID(id string) *StepAttemptUpdateOne {
+	mutation := newStepAttemptMutation(c.config, OpUpdateOne, withStepAttemptID(id))
+	return &StepAttemptUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for StepAttempt.
+func (c *StepAttemptClient) Delete() *StepAttemptDelete {
+	mutation := newStepAttemptMutation(c.config, OpDelete)
+	return &StepAttemptDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *StepAttemptClient) DeleteOne(_m *StepAttempt) *StepAttemptDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *StepAttemptClient) DeleteOneID(id string) *StepAttemptDeleteOne {
+	builder := c.Delete().Where(stepattempt.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &StepAttemptDeleteOne{builder}
+}
+
+// Query returns a query builder for StepAttempt.
+func (c *StepAttemptClient) Query() *StepAttemptQuery {
+	return &StepAttemptQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeStepAttempt},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a StepAttempt entity by its id.
+func (c *StepAttemptClient) Get(ctx context.Context, id string) (*StepAttempt, error) {
+	return c.Query().Where(stepattempt.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *StepAttemptClient) GetX(ctx context.Context, id string) *StepAttempt {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a StepAttempt.
+func (c *StepAttemptClient) QueryTenant(_m *StepAttempt) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(stepattempt.Table, stepattempt.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, stepattempt.TenantTable, stepattempt.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryStepRun queries the step_run edge of a StepAttempt.
+func (c *StepAttemptClient) QueryStepRun(_m *StepAttempt) *StepRunQuery {
+	query := (&StepRunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(stepattempt.Table, stepattempt.FieldID, id),
+			sqlgraph.To(steprun.Table, steprun.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, stepattempt.StepRunTable, stepattempt.StepRunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *StepAttemptClient) Hooks() []Hook {
+	hooks := c.hooks.StepAttempt
+	return append(hooks[:len(hooks):len(hooks)], stepattempt.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *StepAttemptClient) Interceptors() []Interceptor {
+	return c.inters.StepAttempt
+}
+
+func (c *StepAttemptClient) mutate(ctx context.Context, m *StepAttemptMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&StepAttemptCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&StepAttemptUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&StepAttemptUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&StepAttemptDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown StepAttempt mutation op: %q", m.Op())
+	}
+}
+
+// StepRunClient is a client for the StepRun schema.
+type StepRunClient struct {
+	config
+}
+
+// NewStepRunClient returns a client for the StepRun from the given config.
+func NewStepRunClient(c config) *StepRunClient {
+	return &StepRunClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `steprun.Hooks(f(g(h())))`.
+func (c *StepRunClient) Use(hooks ...Hook) {
+	c.hooks.StepRun = append(c.hooks.StepRun, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `steprun.Intercept(f(g(h())))`.
+func (c *StepRunClient) Intercept(interceptors ...Interceptor) {
+	c.inters.StepRun = append(c.inters.StepRun, interceptors...)
+}
+
+// Create returns a builder for creating a StepRun entity.
+func (c *StepRunClient) Create() *StepRunCreate {
+	mutation := newStepRunMutation(c.config, OpCreate)
+	return &StepRunCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of StepRun entities.
+func (c *StepRunClient) CreateBulk(builders ...*StepRunCreate) *StepRunCreateBulk {
+	return &StepRunCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *StepRunClient) MapCreateBulk(slice any, setFunc func(*StepRunCreate, int)) *StepRunCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &StepRunCreateBulk{err: fmt.Errorf("calling to StepRunClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*StepRunCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &StepRunCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for StepRun.
+func (c *StepRunClient) Update() *StepRunUpdate {
+	mutation := newStepRunMutation(c.config, OpUpdate)
+	return &StepRunUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *StepRunClient) UpdateOne(_m *StepRun) *StepRunUpdateOne {
+	mutation := newStepRunMutation(c.config, OpUpdateOne, withStepRun(_m))
+	return &StepRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *StepRunClient) UpdateOneID(id string) *StepRunUpdateOne {
+	mutation := newStepRunMutation(c.config, OpUpdateOne, withStepRunID(id))
+	return &StepRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for StepRun.
+func (c *StepRunClient) Delete() *StepRunDelete {
+	mutation := newStepRunMutation(c.config, OpDelete)
+	return &StepRunDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *StepRunClient) DeleteOne(_m *StepRun) *StepRunDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *StepRunClient) DeleteOneID(id string) *StepRunDeleteOne {
+	builder := c.Delete().Where(steprun.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &StepRunDeleteOne{builder}
+}
+
+// Query returns a query builder for StepRun.
+func (c *StepRunClient) Query() *StepRunQuery {
+	return &StepRunQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeStepRun},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a StepRun entity by its id.
+func (c *StepRunClient) Get(ctx context.Context, id string) (*StepRun, error) {
+	return c.Query().Where(steprun.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *StepRunClient) GetX(ctx context.Context, id string) *StepRun {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a StepRun.
+func (c *StepRunClient) QueryTenant(_m *StepRun) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(steprun.Table, steprun.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, steprun.TenantTable, steprun.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRun queries the run edge of a StepRun.
+func (c *StepRunClient) QueryRun(_m *StepRun) *RunQuery {
+	query := (&RunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(steprun.Table, steprun.FieldID, id),
+			sqlgraph.To(run.Table, run.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, steprun.RunTable, steprun.RunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryAttemptList queries the attempt_list edge of a StepRun.
+func (c *StepRunClient) QueryAttemptList(_m *StepRun) *StepAttemptQuery {
+	query := (&StepAttemptClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(steprun.Table, steprun.FieldID, id),
+			sqlgraph.To(stepattempt.Table, stepattempt.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, steprun.AttemptListTable, steprun.AttemptListColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *StepRunClient) Hooks() []Hook {
+	hooks := c.hooks.StepRun
+	return append(hooks[:len(hooks):len(hooks)], steprun.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *StepRunClient) Interceptors() []Interceptor {
+	return c.inters.StepRun
+}
+
+func (c *StepRunClient) mutate(ctx context.Context, m *StepRunMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&StepRunCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&StepRunUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&StepRunUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&StepRunDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown StepRun mutation op: %q", m.Op())
+	}
+}
+
 // TenantClient is a client for the Tenant schema.
 type TenantClient struct {
 	config
@@ -1960,12 +2912,14 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, AuditLog, Credential, CredentialVersion, Deployment, Environment,
-		Member, Tenant, Workflow, WorkflowVersion []ent.Hook
+		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
+		Environment, Member, Run, RunEvent, StepAttempt, StepRun, Tenant, Workflow,
+		WorkflowVersion []ent.Hook
 	}
 	inters struct {
-		APIKey, AuditLog, Credential, CredentialVersion, Deployment, Environment,
-		Member, Tenant, Workflow, WorkflowVersion []ent.Interceptor
+		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
+		Environment, Member, Run, RunEvent, StepAttempt, StepRun, Tenant, Workflow,
+		WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -13,12 +13,17 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -83,12 +88,17 @@ func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			apikey.Table:            apikey.ValidColumn,
+			approvalrequest.Table:   approvalrequest.ValidColumn,
 			auditlog.Table:          auditlog.ValidColumn,
 			credential.Table:        credential.ValidColumn,
 			credentialversion.Table: credentialversion.ValidColumn,
 			deployment.Table:        deployment.ValidColumn,
 			environment.Table:       environment.ValidColumn,
 			member.Table:            member.ValidColumn,
+			run.Table:               run.ValidColumn,
+			runevent.Table:          runevent.ValidColumn,
+			stepattempt.Table:       stepattempt.ValidColumn,
+			steprun.Table:           steprun.ValidColumn,
 			tenant.Table:            tenant.ValidColumn,
 			workflow.Table:          workflow.ValidColumn,
 			workflowversion.Table:   workflowversion.ValidColumn,

@@ -4,6 +4,7 @@ package ent
 
 import (
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -11,6 +12,10 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -23,7 +28,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 10)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 15)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -51,6 +56,35 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[1] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   approvalrequest.Table,
+			Columns: approvalrequest.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: approvalrequest.FieldID,
+			},
+		},
+		Type: "ApprovalRequest",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			approvalrequest.FieldTenantID:         {Type: field.TypeString, Column: approvalrequest.FieldTenantID},
+			approvalrequest.FieldCreatedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldCreatedAt},
+			approvalrequest.FieldUpdatedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldUpdatedAt},
+			approvalrequest.FieldRunID:            {Type: field.TypeString, Column: approvalrequest.FieldRunID},
+			approvalrequest.FieldStepID:           {Type: field.TypeString, Column: approvalrequest.FieldStepID},
+			approvalrequest.FieldStepRunID:        {Type: field.TypeString, Column: approvalrequest.FieldStepRunID},
+			approvalrequest.FieldStatus:           {Type: field.TypeEnum, Column: approvalrequest.FieldStatus},
+			approvalrequest.FieldMessage:          {Type: field.TypeString, Column: approvalrequest.FieldMessage},
+			approvalrequest.FieldContext:          {Type: field.TypeJSON, Column: approvalrequest.FieldContext},
+			approvalrequest.FieldApproverRoles:    {Type: field.TypeJSON, Column: approvalrequest.FieldApproverRoles},
+			approvalrequest.FieldApproverSubjects: {Type: field.TypeJSON, Column: approvalrequest.FieldApproverSubjects},
+			approvalrequest.FieldOnTimeout:        {Type: field.TypeEnum, Column: approvalrequest.FieldOnTimeout},
+			approvalrequest.FieldExpiresAt:        {Type: field.TypeTime, Column: approvalrequest.FieldExpiresAt},
+			approvalrequest.FieldDecidedBy:        {Type: field.TypeString, Column: approvalrequest.FieldDecidedBy},
+			approvalrequest.FieldComment:          {Type: field.TypeString, Column: approvalrequest.FieldComment},
+			approvalrequest.FieldDecidedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldDecidedAt},
+		},
+	}
+	graph.Nodes[2] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   auditlog.Table,
 			Columns: auditlog.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -71,7 +105,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			auditlog.FieldMetadata:   {Type: field.TypeJSON, Column: auditlog.FieldMetadata},
 		},
 	}
-	graph.Nodes[2] = &sqlgraph.Node{
+	graph.Nodes[3] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credential.Table,
 			Columns: credential.Columns,
@@ -94,7 +128,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credential.FieldRotatedAt:      {Type: field.TypeTime, Column: credential.FieldRotatedAt},
 		},
 	}
-	graph.Nodes[3] = &sqlgraph.Node{
+	graph.Nodes[4] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credentialversion.Table,
 			Columns: credentialversion.Columns,
@@ -114,7 +148,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credentialversion.FieldCreatedBy:    {Type: field.TypeString, Column: credentialversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[4] = &sqlgraph.Node{
+	graph.Nodes[5] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   deployment.Table,
 			Columns: deployment.Columns,
@@ -136,7 +170,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			deployment.FieldSupersededAt:      {Type: field.TypeTime, Column: deployment.FieldSupersededAt},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[6] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environment.Table,
 			Columns: environment.Columns,
@@ -154,7 +188,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environment.FieldKind:      {Type: field.TypeEnum, Column: environment.FieldKind},
 		},
 	}
-	graph.Nodes[6] = &sqlgraph.Node{
+	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -172,7 +206,118 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[7] = &sqlgraph.Node{
+	graph.Nodes[8] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   run.Table,
+			Columns: run.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: run.FieldID,
+			},
+		},
+		Type: "Run",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			run.FieldTenantID:       {Type: field.TypeString, Column: run.FieldTenantID},
+			run.FieldCreatedAt:      {Type: field.TypeTime, Column: run.FieldCreatedAt},
+			run.FieldUpdatedAt:      {Type: field.TypeTime, Column: run.FieldUpdatedAt},
+			run.FieldWorkflowID:     {Type: field.TypeString, Column: run.FieldWorkflowID},
+			run.FieldVersionID:      {Type: field.TypeString, Column: run.FieldVersionID},
+			run.FieldEnvironmentID:  {Type: field.TypeString, Column: run.FieldEnvironmentID},
+			run.FieldStatus:         {Type: field.TypeEnum, Column: run.FieldStatus},
+			run.FieldMode:           {Type: field.TypeEnum, Column: run.FieldMode},
+			run.FieldInput:          {Type: field.TypeJSON, Column: run.FieldInput},
+			run.FieldInputHash:      {Type: field.TypeString, Column: run.FieldInputHash},
+			run.FieldOutput:         {Type: field.TypeJSON, Column: run.FieldOutput},
+			run.FieldIdempotencyKey: {Type: field.TypeString, Column: run.FieldIdempotencyKey},
+			run.FieldReplayOf:       {Type: field.TypeString, Column: run.FieldReplayOf},
+			run.FieldErrorClass:     {Type: field.TypeString, Column: run.FieldErrorClass},
+			run.FieldErrorMessage:   {Type: field.TypeString, Column: run.FieldErrorMessage},
+			run.FieldFailedStepID:   {Type: field.TypeString, Column: run.FieldFailedStepID},
+			run.FieldCostMicroUsd:   {Type: field.TypeInt64, Column: run.FieldCostMicroUsd},
+			run.FieldNextSeq:        {Type: field.TypeInt64, Column: run.FieldNextSeq},
+			run.FieldCreatedBy:      {Type: field.TypeString, Column: run.FieldCreatedBy},
+			run.FieldStartedAt:      {Type: field.TypeTime, Column: run.FieldStartedAt},
+			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[9] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   runevent.Table,
+			Columns: runevent.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: runevent.FieldID,
+			},
+		},
+		Type: "RunEvent",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			runevent.FieldTenantID: {Type: field.TypeString, Column: runevent.FieldTenantID},
+			runevent.FieldRunID:    {Type: field.TypeString, Column: runevent.FieldRunID},
+			runevent.FieldSeq:      {Type: field.TypeInt64, Column: runevent.FieldSeq},
+			runevent.FieldType:     {Type: field.TypeString, Column: runevent.FieldType},
+			runevent.FieldStepID:   {Type: field.TypeString, Column: runevent.FieldStepID},
+			runevent.FieldAttempt:  {Type: field.TypeInt, Column: runevent.FieldAttempt},
+			runevent.FieldData:     {Type: field.TypeJSON, Column: runevent.FieldData},
+			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
+		},
+	}
+	graph.Nodes[10] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   stepattempt.Table,
+			Columns: stepattempt.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: stepattempt.FieldID,
+			},
+		},
+		Type: "StepAttempt",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			stepattempt.FieldTenantID:     {Type: field.TypeString, Column: stepattempt.FieldTenantID},
+			stepattempt.FieldCreatedAt:    {Type: field.TypeTime, Column: stepattempt.FieldCreatedAt},
+			stepattempt.FieldRunID:        {Type: field.TypeString, Column: stepattempt.FieldRunID},
+			stepattempt.FieldStepRunID:    {Type: field.TypeString, Column: stepattempt.FieldStepRunID},
+			stepattempt.FieldStepID:       {Type: field.TypeString, Column: stepattempt.FieldStepID},
+			stepattempt.FieldNumber:       {Type: field.TypeInt, Column: stepattempt.FieldNumber},
+			stepattempt.FieldStatus:       {Type: field.TypeEnum, Column: stepattempt.FieldStatus},
+			stepattempt.FieldCalls:        {Type: field.TypeJSON, Column: stepattempt.FieldCalls},
+			stepattempt.FieldErrorClass:   {Type: field.TypeString, Column: stepattempt.FieldErrorClass},
+			stepattempt.FieldErrorMessage: {Type: field.TypeString, Column: stepattempt.FieldErrorMessage},
+			stepattempt.FieldCostMicroUsd: {Type: field.TypeInt64, Column: stepattempt.FieldCostMicroUsd},
+			stepattempt.FieldScheduledAt:  {Type: field.TypeTime, Column: stepattempt.FieldScheduledAt},
+			stepattempt.FieldStartedAt:    {Type: field.TypeTime, Column: stepattempt.FieldStartedAt},
+			stepattempt.FieldFinishedAt:   {Type: field.TypeTime, Column: stepattempt.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[11] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   steprun.Table,
+			Columns: steprun.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: steprun.FieldID,
+			},
+		},
+		Type: "StepRun",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			steprun.FieldTenantID:         {Type: field.TypeString, Column: steprun.FieldTenantID},
+			steprun.FieldCreatedAt:        {Type: field.TypeTime, Column: steprun.FieldCreatedAt},
+			steprun.FieldUpdatedAt:        {Type: field.TypeTime, Column: steprun.FieldUpdatedAt},
+			steprun.FieldRunID:            {Type: field.TypeString, Column: steprun.FieldRunID},
+			steprun.FieldStepID:           {Type: field.TypeString, Column: steprun.FieldStepID},
+			steprun.FieldType:             {Type: field.TypeString, Column: steprun.FieldType},
+			steprun.FieldStatus:           {Type: field.TypeEnum, Column: steprun.FieldStatus},
+			steprun.FieldAttempts:         {Type: field.TypeInt, Column: steprun.FieldAttempts},
+			steprun.FieldCurrentAttemptID: {Type: field.TypeString, Column: steprun.FieldCurrentAttemptID},
+			steprun.FieldReadyAt:          {Type: field.TypeTime, Column: steprun.FieldReadyAt},
+			steprun.FieldOutput:           {Type: field.TypeJSON, Column: steprun.FieldOutput},
+			steprun.FieldErrorClass:       {Type: field.TypeString, Column: steprun.FieldErrorClass},
+			steprun.FieldErrorMessage:     {Type: field.TypeString, Column: steprun.FieldErrorMessage},
+			steprun.FieldCostMicroUsd:     {Type: field.TypeInt64, Column: steprun.FieldCostMicroUsd},
+			steprun.FieldStartedAt:        {Type: field.TypeTime, Column: steprun.FieldStartedAt},
+			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -194,7 +339,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldMasterKeyID:           {Type: field.TypeString, Column: tenant.FieldMasterKeyID},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -214,7 +359,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -262,6 +407,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"APIKey",
 		"Environment",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   approvalrequest.TenantTable,
+			Columns: []string{approvalrequest.TenantColumn},
+			Bidi:    false,
+		},
+		"ApprovalRequest",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   approvalrequest.RunTable,
+			Columns: []string{approvalrequest.RunColumn},
+			Bidi:    false,
+		},
+		"ApprovalRequest",
+		"Run",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -430,6 +599,162 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Member",
 		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   run.TenantTable,
+			Columns: []string{run.TenantColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"workflow",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   run.WorkflowTable,
+			Columns: []string{run.WorkflowColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"Workflow",
+	)
+	graph.MustAddE(
+		"version",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   run.VersionTable,
+			Columns: []string{run.VersionColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"WorkflowVersion",
+	)
+	graph.MustAddE(
+		"environment",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   run.EnvironmentTable,
+			Columns: []string{run.EnvironmentColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"Environment",
+	)
+	graph.MustAddE(
+		"steps",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   run.StepsTable,
+			Columns: []string{run.StepsColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"StepRun",
+	)
+	graph.MustAddE(
+		"run_events",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   run.RunEventsTable,
+			Columns: []string{run.RunEventsColumn},
+			Bidi:    false,
+		},
+		"Run",
+		"RunEvent",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   runevent.TenantTable,
+			Columns: []string{runevent.TenantColumn},
+			Bidi:    false,
+		},
+		"RunEvent",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   runevent.RunTable,
+			Columns: []string{runevent.RunColumn},
+			Bidi:    false,
+		},
+		"RunEvent",
+		"Run",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   stepattempt.TenantTable,
+			Columns: []string{stepattempt.TenantColumn},
+			Bidi:    false,
+		},
+		"StepAttempt",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"step_run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   stepattempt.StepRunTable,
+			Columns: []string{stepattempt.StepRunColumn},
+			Bidi:    false,
+		},
+		"StepAttempt",
+		"StepRun",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   steprun.TenantTable,
+			Columns: []string{steprun.TenantColumn},
+			Bidi:    false,
+		},
+		"StepRun",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   steprun.RunTable,
+			Columns: []string{steprun.RunColumn},
+			Bidi:    false,
+		},
+		"StepRun",
+		"Run",
+	)
+	graph.MustAddE(
+		"attempt_list",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   steprun.AttemptListTable,
+			Columns: []string{steprun.AttemptListColumn},
+			Bidi:    false,
+		},
+		"StepRun",
+		"StepAttempt",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -629,6 +954,154 @@ func (f *APIKeyFilter) WhereHasEnvironmentWith(preds ...predicate.Environment) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ApprovalRequestQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ApprovalRequestQuery builder.
+func (_q *ApprovalRequestQuery) Filter() *ApprovalRequestFilter {
+	return &ApprovalRequestFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ApprovalRequestMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ApprovalRequestMutation builder.
+func (m *ApprovalRequestMutation) Filter() *ApprovalRequestFilter {
+	return &ApprovalRequestFilter{config: m.config, predicateAdder: m}
+}
+
+// ApprovalRequestFilter provides a generic filtering capability at runtime for ApprovalRequestQuery.
+type ApprovalRequestFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ApprovalRequestFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[1].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ApprovalRequestFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ApprovalRequestFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ApprovalRequestFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(approvalrequest.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ApprovalRequestFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(approvalrequest.FieldUpdatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *ApprovalRequestFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *ApprovalRequestFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldStepID))
+}
+
+// WhereStepRunID applies the entql string predicate on the step_run_id field.
+func (f *ApprovalRequestFilter) WhereStepRunID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldStepRunID))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *ApprovalRequestFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldStatus))
+}
+
+// WhereMessage applies the entql string predicate on the message field.
+func (f *ApprovalRequestFilter) WhereMessage(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldMessage))
+}
+
+// WhereContext applies the entql json.RawMessage predicate on the context field.
+func (f *ApprovalRequestFilter) WhereContext(p entql.BytesP) {
+	f.Where(p.Field(approvalrequest.FieldContext))
+}
+
+// WhereApproverRoles applies the entql json.RawMessage predicate on the approver_roles field.
+func (f *ApprovalRequestFilter) WhereApproverRoles(p entql.BytesP) {
+	f.Where(p.Field(approvalrequest.FieldApproverRoles))
+}
+
+// WhereApproverSubjects applies the entql json.RawMessage predicate on the approver_subjects field.
+func (f *ApprovalRequestFilter) WhereApproverSubjects(p entql.BytesP) {
+	f.Where(p.Field(approvalrequest.FieldApproverSubjects))
+}
+
+// WhereOnTimeout applies the entql string predicate on the on_timeout field.
+func (f *ApprovalRequestFilter) WhereOnTimeout(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldOnTimeout))
+}
+
+// WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
+func (f *ApprovalRequestFilter) WhereExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(approvalrequest.FieldExpiresAt))
+}
+
+// WhereDecidedBy applies the entql string predicate on the decided_by field.
+func (f *ApprovalRequestFilter) WhereDecidedBy(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldDecidedBy))
+}
+
+// WhereComment applies the entql string predicate on the comment field.
+func (f *ApprovalRequestFilter) WhereComment(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldComment))
+}
+
+// WhereDecidedAt applies the entql time.Time predicate on the decided_at field.
+func (f *ApprovalRequestFilter) WhereDecidedAt(p entql.TimeP) {
+	f.Where(p.Field(approvalrequest.FieldDecidedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ApprovalRequestFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ApprovalRequestFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRun applies a predicate to check if query has an edge run.
+func (f *ApprovalRequestFilter) WhereHasRun() {
+	f.Where(entql.HasEdge("run"))
+}
+
+// WhereHasRunWith applies a predicate to check if query has an edge run with a given conditions (other predicates).
+func (f *ApprovalRequestFilter) WhereHasRunWith(preds ...predicate.Run) {
+	f.Where(entql.HasEdgeWith("run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *AuditLogQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -657,7 +1130,7 @@ type AuditLogFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *AuditLogFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[1].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -756,7 +1229,7 @@ type CredentialFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -888,7 +1361,7 @@ type CredentialVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -991,7 +1464,7 @@ type DeploymentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *DeploymentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1132,7 +1605,7 @@ type EnvironmentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1239,7 +1712,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1290,6 +1763,643 @@ func (f *MemberFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RunQuery builder.
+func (_q *RunQuery) Filter() *RunFilter {
+	return &RunFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RunMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RunMutation builder.
+func (m *RunMutation) Filter() *RunFilter {
+	return &RunFilter{config: m.config, predicateAdder: m}
+}
+
+// RunFilter provides a generic filtering capability at runtime for RunQuery.
+type RunFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RunFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RunFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(run.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RunFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(run.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *RunFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *RunFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *RunFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(run.FieldWorkflowID))
+}
+
+// WhereVersionID applies the entql string predicate on the version_id field.
+func (f *RunFilter) WhereVersionID(p entql.StringP) {
+	f.Where(p.Field(run.FieldVersionID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *RunFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(run.FieldEnvironmentID))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *RunFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(run.FieldStatus))
+}
+
+// WhereMode applies the entql string predicate on the mode field.
+func (f *RunFilter) WhereMode(p entql.StringP) {
+	f.Where(p.Field(run.FieldMode))
+}
+
+// WhereInput applies the entql json.RawMessage predicate on the input field.
+func (f *RunFilter) WhereInput(p entql.BytesP) {
+	f.Where(p.Field(run.FieldInput))
+}
+
+// WhereInputHash applies the entql string predicate on the input_hash field.
+func (f *RunFilter) WhereInputHash(p entql.StringP) {
+	f.Where(p.Field(run.FieldInputHash))
+}
+
+// WhereOutput applies the entql json.RawMessage predicate on the output field.
+func (f *RunFilter) WhereOutput(p entql.BytesP) {
+	f.Where(p.Field(run.FieldOutput))
+}
+
+// WhereIdempotencyKey applies the entql string predicate on the idempotency_key field.
+func (f *RunFilter) WhereIdempotencyKey(p entql.StringP) {
+	f.Where(p.Field(run.FieldIdempotencyKey))
+}
+
+// WhereReplayOf applies the entql string predicate on the replay_of field.
+func (f *RunFilter) WhereReplayOf(p entql.StringP) {
+	f.Where(p.Field(run.FieldReplayOf))
+}
+
+// WhereErrorClass applies the entql string predicate on the error_class field.
+func (f *RunFilter) WhereErrorClass(p entql.StringP) {
+	f.Where(p.Field(run.FieldErrorClass))
+}
+
+// WhereErrorMessage applies the entql string predicate on the error_message field.
+func (f *RunFilter) WhereErrorMessage(p entql.StringP) {
+	f.Where(p.Field(run.FieldErrorMessage))
+}
+
+// WhereFailedStepID applies the entql string predicate on the failed_step_id field.
+func (f *RunFilter) WhereFailedStepID(p entql.StringP) {
+	f.Where(p.Field(run.FieldFailedStepID))
+}
+
+// WhereCostMicroUsd applies the entql int64 predicate on the cost_micro_usd field.
+func (f *RunFilter) WhereCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(run.FieldCostMicroUsd))
+}
+
+// WhereNextSeq applies the entql int64 predicate on the next_seq field.
+func (f *RunFilter) WhereNextSeq(p entql.Int64P) {
+	f.Where(p.Field(run.FieldNextSeq))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *RunFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(run.FieldCreatedBy))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *RunFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *RunFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RunFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RunFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasWorkflow applies a predicate to check if query has an edge workflow.
+func (f *RunFilter) WhereHasWorkflow() {
+	f.Where(entql.HasEdge("workflow"))
+}
+
+// WhereHasWorkflowWith applies a predicate to check if query has an edge workflow with a given conditions (other predicates).
+func (f *RunFilter) WhereHasWorkflowWith(preds ...predicate.Workflow) {
+	f.Where(entql.HasEdgeWith("workflow", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasVersion applies a predicate to check if query has an edge version.
+func (f *RunFilter) WhereHasVersion() {
+	f.Where(entql.HasEdge("version"))
+}
+
+// WhereHasVersionWith applies a predicate to check if query has an edge version with a given conditions (other predicates).
+func (f *RunFilter) WhereHasVersionWith(preds ...predicate.WorkflowVersion) {
+	f.Where(entql.HasEdgeWith("version", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasEnvironment applies a predicate to check if query has an edge environment.
+func (f *RunFilter) WhereHasEnvironment() {
+	f.Where(entql.HasEdge("environment"))
+}
+
+// WhereHasEnvironmentWith applies a predicate to check if query has an edge environment with a given conditions (other predicates).
+func (f *RunFilter) WhereHasEnvironmentWith(preds ...predicate.Environment) {
+	f.Where(entql.HasEdgeWith("environment", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasSteps applies a predicate to check if query has an edge steps.
+func (f *RunFilter) WhereHasSteps() {
+	f.Where(entql.HasEdge("steps"))
+}
+
+// WhereHasStepsWith applies a predicate to check if query has an edge steps with a given conditions (other predicates).
+func (f *RunFilter) WhereHasStepsWith(preds ...predicate.StepRun) {
+	f.Where(entql.HasEdgeWith("steps", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRunEvents applies a predicate to check if query has an edge run_events.
+func (f *RunFilter) WhereHasRunEvents() {
+	f.Where(entql.HasEdge("run_events"))
+}
+
+// WhereHasRunEventsWith applies a predicate to check if query has an edge run_events with a given conditions (other predicates).
+func (f *RunFilter) WhereHasRunEventsWith(preds ...predicate.RunEvent) {
+	f.Where(entql.HasEdgeWith("run_events", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *RunEventQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RunEventQuery builder.
+func (_q *RunEventQuery) Filter() *RunEventFilter {
+	return &RunEventFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RunEventMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RunEventMutation builder.
+func (m *RunEventMutation) Filter() *RunEventFilter {
+	return &RunEventFilter{config: m.config, predicateAdder: m}
+}
+
+// RunEventFilter provides a generic filtering capability at runtime for RunEventQuery.
+type RunEventFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RunEventFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RunEventFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(runevent.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RunEventFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(runevent.FieldTenantID))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *RunEventFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(runevent.FieldRunID))
+}
+
+// WhereSeq applies the entql int64 predicate on the seq field.
+func (f *RunEventFilter) WhereSeq(p entql.Int64P) {
+	f.Where(p.Field(runevent.FieldSeq))
+}
+
+// WhereType applies the entql string predicate on the type field.
+func (f *RunEventFilter) WhereType(p entql.StringP) {
+	f.Where(p.Field(runevent.FieldType))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *RunEventFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(runevent.FieldStepID))
+}
+
+// WhereAttempt applies the entql int predicate on the attempt field.
+func (f *RunEventFilter) WhereAttempt(p entql.IntP) {
+	f.Where(p.Field(runevent.FieldAttempt))
+}
+
+// WhereData applies the entql json.RawMessage predicate on the data field.
+func (f *RunEventFilter) WhereData(p entql.BytesP) {
+	f.Where(p.Field(runevent.FieldData))
+}
+
+// WhereAt applies the entql time.Time predicate on the at field.
+func (f *RunEventFilter) WhereAt(p entql.TimeP) {
+	f.Where(p.Field(runevent.FieldAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RunEventFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RunEventFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRun applies a predicate to check if query has an edge run.
+func (f *RunEventFilter) WhereHasRun() {
+	f.Where(entql.HasEdge("run"))
+}
+
+// WhereHasRunWith applies a predicate to check if query has an edge run with a given conditions (other predicates).
+func (f *RunEventFilter) WhereHasRunWith(preds ...predicate.Run) {
+	f.Where(entql.HasEdgeWith("run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *StepAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the StepAttemptQuery builder.
+func (_q *StepAttemptQuery) Filter() *StepAttemptFilter {
+	return &StepAttemptFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *StepAttemptMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the StepAttemptMutation builder.
+func (m *StepAttemptMutation) Filter() *StepAttemptFilter {
+	return &StepAttemptFilter{config: m.config, predicateAdder: m}
+}
+
+// StepAttemptFilter provides a generic filtering capability at runtime for StepAttemptQuery.
+type StepAttemptFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *StepAttemptFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *StepAttemptFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *StepAttemptFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *StepAttemptFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(stepattempt.FieldCreatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *StepAttemptFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldRunID))
+}
+
+// WhereStepRunID applies the entql string predicate on the step_run_id field.
+func (f *StepAttemptFilter) WhereStepRunID(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldStepRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *StepAttemptFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldStepID))
+}
+
+// WhereNumber applies the entql int predicate on the number field.
+func (f *StepAttemptFilter) WhereNumber(p entql.IntP) {
+	f.Where(p.Field(stepattempt.FieldNumber))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *StepAttemptFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldStatus))
+}
+
+// WhereCalls applies the entql json.RawMessage predicate on the calls field.
+func (f *StepAttemptFilter) WhereCalls(p entql.BytesP) {
+	f.Where(p.Field(stepattempt.FieldCalls))
+}
+
+// WhereErrorClass applies the entql string predicate on the error_class field.
+func (f *StepAttemptFilter) WhereErrorClass(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldErrorClass))
+}
+
+// WhereErrorMessage applies the entql string predicate on the error_message field.
+func (f *StepAttemptFilter) WhereErrorMessage(p entql.StringP) {
+	f.Where(p.Field(stepattempt.FieldErrorMessage))
+}
+
+// WhereCostMicroUsd applies the entql int64 predicate on the cost_micro_usd field.
+func (f *StepAttemptFilter) WhereCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(stepattempt.FieldCostMicroUsd))
+}
+
+// WhereScheduledAt applies the entql time.Time predicate on the scheduled_at field.
+func (f *StepAttemptFilter) WhereScheduledAt(p entql.TimeP) {
+	f.Where(p.Field(stepattempt.FieldScheduledAt))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *StepAttemptFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(stepattempt.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *StepAttemptFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(stepattempt.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *StepAttemptFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *StepAttemptFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasStepRun applies a predicate to check if query has an edge step_run.
+func (f *StepAttemptFilter) WhereHasStepRun() {
+	f.Where(entql.HasEdge("step_run"))
+}
+
+// WhereHasStepRunWith applies a predicate to check if query has an edge step_run with a given conditions (other predicates).
+func (f *StepAttemptFilter) WhereHasStepRunWith(preds ...predicate.StepRun) {
+	f.Where(entql.HasEdgeWith("step_run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *StepRunQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the StepRunQuery builder.
+func (_q *StepRunQuery) Filter() *StepRunFilter {
+	return &StepRunFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *StepRunMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the StepRunMutation builder.
+func (m *StepRunMutation) Filter() *StepRunFilter {
+	return &StepRunFilter{config: m.config, predicateAdder: m}
+}
+
+// StepRunFilter provides a generic filtering capability at runtime for StepRunQuery.
+type StepRunFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *StepRunFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *StepRunFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *StepRunFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *StepRunFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(steprun.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *StepRunFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(steprun.FieldUpdatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *StepRunFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *StepRunFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldStepID))
+}
+
+// WhereType applies the entql string predicate on the type field.
+func (f *StepRunFilter) WhereType(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldType))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *StepRunFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldStatus))
+}
+
+// WhereAttempts applies the entql int predicate on the attempts field.
+func (f *StepRunFilter) WhereAttempts(p entql.IntP) {
+	f.Where(p.Field(steprun.FieldAttempts))
+}
+
+// WhereCurrentAttemptID applies the entql string predicate on the current_attempt_id field.
+func (f *StepRunFilter) WhereCurrentAttemptID(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldCurrentAttemptID))
+}
+
+// WhereReadyAt applies the entql time.Time predicate on the ready_at field.
+func (f *StepRunFilter) WhereReadyAt(p entql.TimeP) {
+	f.Where(p.Field(steprun.FieldReadyAt))
+}
+
+// WhereOutput applies the entql json.RawMessage predicate on the output field.
+func (f *StepRunFilter) WhereOutput(p entql.BytesP) {
+	f.Where(p.Field(steprun.FieldOutput))
+}
+
+// WhereErrorClass applies the entql string predicate on the error_class field.
+func (f *StepRunFilter) WhereErrorClass(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldErrorClass))
+}
+
+// WhereErrorMessage applies the entql string predicate on the error_message field.
+func (f *StepRunFilter) WhereErrorMessage(p entql.StringP) {
+	f.Where(p.Field(steprun.FieldErrorMessage))
+}
+
+// WhereCostMicroUsd applies the entql int64 predicate on the cost_micro_usd field.
+func (f *StepRunFilter) WhereCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(steprun.FieldCostMicroUsd))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *StepRunFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(steprun.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *StepRunFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(steprun.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *StepRunFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *StepRunFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRun applies a predicate to check if query has an edge run.
+func (f *StepRunFilter) WhereHasRun() {
+	f.Where(entql.HasEdge("run"))
+}
+
+// WhereHasRunWith applies a predicate to check if query has an edge run with a given conditions (other predicates).
+func (f *StepRunFilter) WhereHasRunWith(preds ...predicate.Run) {
+	f.Where(entql.HasEdgeWith("run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasAttemptList applies a predicate to check if query has an edge attempt_list.
+func (f *StepRunFilter) WhereHasAttemptList() {
+	f.Where(entql.HasEdge("attempt_list"))
+}
+
+// WhereHasAttemptListWith applies a predicate to check if query has an edge attempt_list with a given conditions (other predicates).
+func (f *StepRunFilter) WhereHasAttemptListWith(preds ...predicate.StepAttempt) {
+	f.Where(entql.HasEdgeWith("attempt_list", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *TenantQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -1318,7 +2428,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1403,7 +2513,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1520,7 +2630,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

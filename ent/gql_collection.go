@@ -11,11 +11,16 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -166,6 +171,175 @@ func newAPIKeyPaginateArgs(rv map[string]any) *apikeyPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*APIKeyWhereInput); ok {
 		args.opts = append(args.opts, WithAPIKeyFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ApprovalRequestQuery) CollectFields(ctx context.Context, satisfies ...string) (*ApprovalRequestQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ApprovalRequestQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(approvalrequest.Columns))
+		selectedFields = []string{approvalrequest.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "run":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&RunClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, runImplementors)...); err != nil {
+				return err
+			}
+			_q.withRun = query
+			if _, ok := fieldSeen[approvalrequest.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldRunID)
+				fieldSeen[approvalrequest.FieldRunID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[approvalrequest.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldCreatedAt)
+				fieldSeen[approvalrequest.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[approvalrequest.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldUpdatedAt)
+				fieldSeen[approvalrequest.FieldUpdatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[approvalrequest.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldRunID)
+				fieldSeen[approvalrequest.FieldRunID] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[approvalrequest.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldStepID)
+				fieldSeen[approvalrequest.FieldStepID] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[approvalrequest.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldStatus)
+				fieldSeen[approvalrequest.FieldStatus] = struct{}{}
+			}
+		case "message":
+			if _, ok := fieldSeen[approvalrequest.FieldMessage]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldMessage)
+				fieldSeen[approvalrequest.FieldMessage] = struct{}{}
+			}
+		case "context":
+			if _, ok := fieldSeen[approvalrequest.FieldContext]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldContext)
+				fieldSeen[approvalrequest.FieldContext] = struct{}{}
+			}
+		case "approverRoles":
+			if _, ok := fieldSeen[approvalrequest.FieldApproverRoles]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldApproverRoles)
+				fieldSeen[approvalrequest.FieldApproverRoles] = struct{}{}
+			}
+		case "approverSubjects":
+			if _, ok := fieldSeen[approvalrequest.FieldApproverSubjects]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldApproverSubjects)
+				fieldSeen[approvalrequest.FieldApproverSubjects] = struct{}{}
+			}
+		case "onTimeout":
+			if _, ok := fieldSeen[approvalrequest.FieldOnTimeout]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldOnTimeout)
+				fieldSeen[approvalrequest.FieldOnTimeout] = struct{}{}
+			}
+		case "expiresAt":
+			if _, ok := fieldSeen[approvalrequest.FieldExpiresAt]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldExpiresAt)
+				fieldSeen[approvalrequest.FieldExpiresAt] = struct{}{}
+			}
+		case "decidedBy":
+			if _, ok := fieldSeen[approvalrequest.FieldDecidedBy]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldDecidedBy)
+				fieldSeen[approvalrequest.FieldDecidedBy] = struct{}{}
+			}
+		case "comment":
+			if _, ok := fieldSeen[approvalrequest.FieldComment]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldComment)
+				fieldSeen[approvalrequest.FieldComment] = struct{}{}
+			}
+		case "decidedAt":
+			if _, ok := fieldSeen[approvalrequest.FieldDecidedAt]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldDecidedAt)
+				fieldSeen[approvalrequest.FieldDecidedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type approvalrequestPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ApprovalRequestPaginateOption
+}
+
+func newApprovalRequestPaginateArgs(rv map[string]any) *approvalrequestPaginateArgs {
+	args := &approvalrequestPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ApprovalRequestOrder{Field: &ApprovalRequestOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithApprovalRequestOrder(order))
+			}
+		case *ApprovalRequestOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithApprovalRequestOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*ApprovalRequestWhereInput); ok {
+		args.opts = append(args.opts, WithApprovalRequestFilter(v.Filter))
 	}
 	return args
 }
@@ -995,6 +1169,601 @@ func newMemberPaginateArgs(rv map[string]any) *memberPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*MemberWhereInput); ok {
 		args.opts = append(args.opts, WithMemberFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *RunQuery) CollectFields(ctx context.Context, satisfies ...string) (*RunQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(run.Columns))
+		selectedFields = []string{run.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "workflow":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&WorkflowClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, workflowImplementors)...); err != nil {
+				return err
+			}
+			_q.withWorkflow = query
+			if _, ok := fieldSeen[run.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, run.FieldWorkflowID)
+				fieldSeen[run.FieldWorkflowID] = struct{}{}
+			}
+
+		case "version":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&WorkflowVersionClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, workflowversionImplementors)...); err != nil {
+				return err
+			}
+			_q.withVersion = query
+			if _, ok := fieldSeen[run.FieldVersionID]; !ok {
+				selectedFields = append(selectedFields, run.FieldVersionID)
+				fieldSeen[run.FieldVersionID] = struct{}{}
+			}
+
+		case "environment":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&EnvironmentClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, environmentImplementors)...); err != nil {
+				return err
+			}
+			_q.withEnvironment = query
+			if _, ok := fieldSeen[run.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, run.FieldEnvironmentID)
+				fieldSeen[run.FieldEnvironmentID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[run.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldCreatedAt)
+				fieldSeen[run.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[run.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldUpdatedAt)
+				fieldSeen[run.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[run.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, run.FieldWorkflowID)
+				fieldSeen[run.FieldWorkflowID] = struct{}{}
+			}
+		case "versionID":
+			if _, ok := fieldSeen[run.FieldVersionID]; !ok {
+				selectedFields = append(selectedFields, run.FieldVersionID)
+				fieldSeen[run.FieldVersionID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[run.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, run.FieldEnvironmentID)
+				fieldSeen[run.FieldEnvironmentID] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[run.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, run.FieldStatus)
+				fieldSeen[run.FieldStatus] = struct{}{}
+			}
+		case "mode":
+			if _, ok := fieldSeen[run.FieldMode]; !ok {
+				selectedFields = append(selectedFields, run.FieldMode)
+				fieldSeen[run.FieldMode] = struct{}{}
+			}
+		case "input":
+			if _, ok := fieldSeen[run.FieldInput]; !ok {
+				selectedFields = append(selectedFields, run.FieldInput)
+				fieldSeen[run.FieldInput] = struct{}{}
+			}
+		case "idempotencyKey":
+			if _, ok := fieldSeen[run.FieldIdempotencyKey]; !ok {
+				selectedFields = append(selectedFields, run.FieldIdempotencyKey)
+				fieldSeen[run.FieldIdempotencyKey] = struct{}{}
+			}
+		case "replayOf":
+			if _, ok := fieldSeen[run.FieldReplayOf]; !ok {
+				selectedFields = append(selectedFields, run.FieldReplayOf)
+				fieldSeen[run.FieldReplayOf] = struct{}{}
+			}
+		case "failedStepID":
+			if _, ok := fieldSeen[run.FieldFailedStepID]; !ok {
+				selectedFields = append(selectedFields, run.FieldFailedStepID)
+				fieldSeen[run.FieldFailedStepID] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[run.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, run.FieldCreatedBy)
+				fieldSeen[run.FieldCreatedBy] = struct{}{}
+			}
+		case "startedAt":
+			if _, ok := fieldSeen[run.FieldStartedAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldStartedAt)
+				fieldSeen[run.FieldStartedAt] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[run.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldFinishedAt)
+				fieldSeen[run.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type runPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []RunPaginateOption
+}
+
+func newRunPaginateArgs(rv map[string]any) *runPaginateArgs {
+	args := &runPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &RunOrder{Field: &RunOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithRunOrder(order))
+			}
+		case *RunOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithRunOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*RunWhereInput); ok {
+		args.opts = append(args.opts, WithRunFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *RunEventQuery) CollectFields(ctx context.Context, satisfies ...string) (*RunEventQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *RunEventQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(runevent.Columns))
+		selectedFields = []string{runevent.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "run":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&RunClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, runImplementors)...); err != nil {
+				return err
+			}
+			_q.withRun = query
+			if _, ok := fieldSeen[runevent.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldRunID)
+				fieldSeen[runevent.FieldRunID] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[runevent.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldRunID)
+				fieldSeen[runevent.FieldRunID] = struct{}{}
+			}
+		case "seq":
+			if _, ok := fieldSeen[runevent.FieldSeq]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldSeq)
+				fieldSeen[runevent.FieldSeq] = struct{}{}
+			}
+		case "type":
+			if _, ok := fieldSeen[runevent.FieldType]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldType)
+				fieldSeen[runevent.FieldType] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[runevent.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldStepID)
+				fieldSeen[runevent.FieldStepID] = struct{}{}
+			}
+		case "attempt":
+			if _, ok := fieldSeen[runevent.FieldAttempt]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldAttempt)
+				fieldSeen[runevent.FieldAttempt] = struct{}{}
+			}
+		case "data":
+			if _, ok := fieldSeen[runevent.FieldData]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldData)
+				fieldSeen[runevent.FieldData] = struct{}{}
+			}
+		case "at":
+			if _, ok := fieldSeen[runevent.FieldAt]; !ok {
+				selectedFields = append(selectedFields, runevent.FieldAt)
+				fieldSeen[runevent.FieldAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type runeventPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []RunEventPaginateOption
+}
+
+func newRunEventPaginateArgs(rv map[string]any) *runeventPaginateArgs {
+	args := &runeventPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *StepAttemptQuery) CollectFields(ctx context.Context, satisfies ...string) (*StepAttemptQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *StepAttemptQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(stepattempt.Columns))
+		selectedFields = []string{stepattempt.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "stepRun":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&StepRunClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, steprunImplementors)...); err != nil {
+				return err
+			}
+			_q.withStepRun = query
+			if _, ok := fieldSeen[stepattempt.FieldStepRunID]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldStepRunID)
+				fieldSeen[stepattempt.FieldStepRunID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[stepattempt.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldCreatedAt)
+				fieldSeen[stepattempt.FieldCreatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[stepattempt.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldRunID)
+				fieldSeen[stepattempt.FieldRunID] = struct{}{}
+			}
+		case "stepRunID":
+			if _, ok := fieldSeen[stepattempt.FieldStepRunID]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldStepRunID)
+				fieldSeen[stepattempt.FieldStepRunID] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[stepattempt.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldStepID)
+				fieldSeen[stepattempt.FieldStepID] = struct{}{}
+			}
+		case "number":
+			if _, ok := fieldSeen[stepattempt.FieldNumber]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldNumber)
+				fieldSeen[stepattempt.FieldNumber] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[stepattempt.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldStatus)
+				fieldSeen[stepattempt.FieldStatus] = struct{}{}
+			}
+		case "scheduledAt":
+			if _, ok := fieldSeen[stepattempt.FieldScheduledAt]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldScheduledAt)
+				fieldSeen[stepattempt.FieldScheduledAt] = struct{}{}
+			}
+		case "startedAt":
+			if _, ok := fieldSeen[stepattempt.FieldStartedAt]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldStartedAt)
+				fieldSeen[stepattempt.FieldStartedAt] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[stepattempt.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldFinishedAt)
+				fieldSeen[stepattempt.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type stepattemptPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []StepAttemptPaginateOption
+}
+
+func newStepAttemptPaginateArgs(rv map[string]any) *stepattemptPaginateArgs {
+	args := &stepattemptPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &StepAttemptOrder{Field: &StepAttemptOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithStepAttemptOrder(order))
+			}
+		case *StepAttemptOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithStepAttemptOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *StepRunQuery) CollectFields(ctx context.Context, satisfies ...string) (*StepRunQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *StepRunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(steprun.Columns))
+		selectedFields = []string{steprun.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "run":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&RunClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, runImplementors)...); err != nil {
+				return err
+			}
+			_q.withRun = query
+			if _, ok := fieldSeen[steprun.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldRunID)
+				fieldSeen[steprun.FieldRunID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[steprun.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldCreatedAt)
+				fieldSeen[steprun.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[steprun.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldUpdatedAt)
+				fieldSeen[steprun.FieldUpdatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[steprun.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldRunID)
+				fieldSeen[steprun.FieldRunID] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[steprun.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldStepID)
+				fieldSeen[steprun.FieldStepID] = struct{}{}
+			}
+		case "type":
+			if _, ok := fieldSeen[steprun.FieldType]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldType)
+				fieldSeen[steprun.FieldType] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[steprun.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldStatus)
+				fieldSeen[steprun.FieldStatus] = struct{}{}
+			}
+		case "attempts":
+			if _, ok := fieldSeen[steprun.FieldAttempts]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldAttempts)
+				fieldSeen[steprun.FieldAttempts] = struct{}{}
+			}
+		case "readyAt":
+			if _, ok := fieldSeen[steprun.FieldReadyAt]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldReadyAt)
+				fieldSeen[steprun.FieldReadyAt] = struct{}{}
+			}
+		case "startedAt":
+			if _, ok := fieldSeen[steprun.FieldStartedAt]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldStartedAt)
+				fieldSeen[steprun.FieldStartedAt] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[steprun.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, steprun.FieldFinishedAt)
+				fieldSeen[steprun.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type steprunPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []StepRunPaginateOption
+}
+
+func newStepRunPaginateArgs(rv map[string]any) *steprunPaginateArgs {
+	args := &steprunPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &StepRunOrder{Field: &StepRunOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithStepRunOrder(order))
+			}
+		case *StepRunOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithStepRunOrder(v))
+			}
+		}
 	}
 	return args
 }

@@ -16,6 +16,14 @@ func (_m *APIKey) Environment(ctx context.Context) (*Environment, error) {
 	return result, MaskNotFound(err)
 }
 
+func (_m *ApprovalRequest) Run(ctx context.Context) (*Run, error) {
+	result, err := _m.Edges.RunOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryRun().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *Credential) Environment(ctx context.Context) (*Environment, error) {
 	result, err := _m.Edges.EnvironmentOrErr()
 	if IsNotLoaded(err) {
@@ -88,6 +96,54 @@ func (_m *Environment) Credentials(
 		return conn, nil
 	}
 	return _m.QueryCredentials().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *Run) Workflow(ctx context.Context) (*Workflow, error) {
+	result, err := _m.Edges.WorkflowOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryWorkflow().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *Run) Version(ctx context.Context) (*WorkflowVersion, error) {
+	result, err := _m.Edges.VersionOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryVersion().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *Run) Environment(ctx context.Context) (*Environment, error) {
+	result, err := _m.Edges.EnvironmentOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEnvironment().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *RunEvent) Run(ctx context.Context) (*Run, error) {
+	result, err := _m.Edges.RunOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryRun().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *StepAttempt) StepRun(ctx context.Context) (*StepRun, error) {
+	result, err := _m.Edges.StepRunOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryStepRun().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *StepRun) Run(ctx context.Context) (*Run, error) {
+	result, err := _m.Edges.RunOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryRun().Only(ctx)
+	}
+	return result, err
 }
 
 func (_m *Workflow) Versions(

@@ -10,11 +10,16 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/hashicorp/go-multierror"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -29,6 +34,11 @@ var apikeyImplementors = []string{"APIKey", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*APIKey) IsNode() {}
+
+var approvalrequestImplementors = []string{"ApprovalRequest", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*ApprovalRequest) IsNode() {}
 
 var auditlogImplementors = []string{"AuditLog", "Node"}
 
@@ -54,6 +64,26 @@ var memberImplementors = []string{"Member", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Member) IsNode() {}
+
+var runImplementors = []string{"Run", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Run) IsNode() {}
+
+var runeventImplementors = []string{"RunEvent", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*RunEvent) IsNode() {}
+
+var stepattemptImplementors = []string{"StepAttempt", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*StepAttempt) IsNode() {}
+
+var steprunImplementors = []string{"StepRun", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*StepRun) IsNode() {}
 
 var tenantImplementors = []string{"Tenant", "Node"}
 
@@ -137,6 +167,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			}
 		}
 		return query.Only(ctx)
+	case approvalrequest.Table:
+		query := c.ApprovalRequest.Query().
+			Where(approvalrequest.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, approvalrequestImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
 	case auditlog.Table:
 		query := c.AuditLog.Query().
 			Where(auditlog.ID(id))
@@ -178,6 +217,42 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(member.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, memberImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case run.Table:
+		query := c.Run.Query().
+			Where(run.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, runImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case runevent.Table:
+		query := c.RunEvent.Query().
+			Where(runevent.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, runeventImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case stepattempt.Table:
+		query := c.StepAttempt.Query().
+			Where(stepattempt.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, stepattemptImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case steprun.Table:
+		query := c.StepRun.Query().
+			Where(steprun.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, steprunImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -298,6 +373,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 				*noder = node
 			}
 		}
+	case approvalrequest.Table:
+		query := c.ApprovalRequest.Query().
+			Where(approvalrequest.IDIn(ids...))
+		query, err := query.CollectFields(ctx, approvalrequestImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
 	case auditlog.Table:
 		query := c.AuditLog.Query().
 			Where(auditlog.IDIn(ids...))
@@ -366,6 +457,70 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.Member.Query().
 			Where(member.IDIn(ids...))
 		query, err := query.CollectFields(ctx, memberImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case run.Table:
+		query := c.Run.Query().
+			Where(run.IDIn(ids...))
+		query, err := query.CollectFields(ctx, runImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case runevent.Table:
+		query := c.RunEvent.Query().
+			Where(runevent.IDIn(ids...))
+		query, err := query.CollectFields(ctx, runeventImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case stepattempt.Table:
+		query := c.StepAttempt.Query().
+			Where(stepattempt.IDIn(ids...))
+		query, err := query.CollectFields(ctx, stepattemptImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case steprun.Table:
+		query := c.StepRun.Query().
+			Where(steprun.IDIn(ids...))
+		query, err := query.CollectFields(ctx, steprunImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -15,11 +15,16 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -397,6 +402,302 @@ func (_m *APIKey) ToEdge(order *APIKeyOrder) *APIKeyEdge {
 		order = DefaultAPIKeyOrder
 	}
 	return &APIKeyEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// ApprovalRequestEdge is the edge representation of ApprovalRequest.
+type ApprovalRequestEdge struct {
+	Node   *ApprovalRequest `json:"node"`
+	Cursor Cursor           `json:"cursor"`
+}
+
+// ApprovalRequestConnection is the connection containing edges to ApprovalRequest.
+type ApprovalRequestConnection struct {
+	Edges      []*ApprovalRequestEdge `json:"edges"`
+	PageInfo   PageInfo               `json:"pageInfo"`
+	TotalCount int                    `json:"totalCount"`
+}
+
+func (c *ApprovalRequestConnection) build(nodes []*ApprovalRequest, pager *approvalrequestPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *ApprovalRequest
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *ApprovalRequest {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *ApprovalRequest {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*ApprovalRequestEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &ApprovalRequestEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// ApprovalRequestPaginateOption enables pagination customization.
+type ApprovalRequestPaginateOption func(*approvalrequestPager) error
+
+// WithApprovalRequestOrder configures pagination ordering.
+func WithApprovalRequestOrder(order *ApprovalRequestOrder) ApprovalRequestPaginateOption {
+	if order == nil {
+		order = DefaultApprovalRequestOrder
+	}
+	o := *order
+	return func(pager *approvalrequestPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultApprovalRequestOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithApprovalRequestFilter configures pagination filter.
+func WithApprovalRequestFilter(filter func(*ApprovalRequestQuery) (*ApprovalRequestQuery, error)) ApprovalRequestPaginateOption {
+	return func(pager *approvalrequestPager) error {
+		if filter == nil {
+			return errors.New("ApprovalRequestQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type approvalrequestPager struct {
+	reverse bool
+	order   *ApprovalRequestOrder
+	filter  func(*ApprovalRequestQuery) (*ApprovalRequestQuery, error)
+}
+
+func newApprovalRequestPager(opts []ApprovalRequestPaginateOption, reverse bool) (*approvalrequestPager, error) {
+	pager := &approvalrequestPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultApprovalRequestOrder
+	}
+	return pager, nil
+}
+
+func (p *approvalrequestPager) applyFilter(query *ApprovalRequestQuery) (*ApprovalRequestQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *approvalrequestPager) toCursor(_m *ApprovalRequest) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *approvalrequestPager) applyCursors(query *ApprovalRequestQuery, after, before *Cursor) (*ApprovalRequestQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultApprovalRequestOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *approvalrequestPager) applyOrder(query *ApprovalRequestQuery) *ApprovalRequestQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultApprovalRequestOrder.Field {
+		query = query.Order(DefaultApprovalRequestOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *approvalrequestPager) orderExpr(query *ApprovalRequestQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultApprovalRequestOrder.Field {
+			b.Comma().Ident(DefaultApprovalRequestOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to ApprovalRequest.
+func (_m *ApprovalRequestQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...ApprovalRequestPaginateOption,
+) (*ApprovalRequestConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newApprovalRequestPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &ApprovalRequestConnection{Edges: []*ApprovalRequestEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// ApprovalRequestOrderFieldCreatedAt orders ApprovalRequest by created_at.
+	ApprovalRequestOrderFieldCreatedAt = &ApprovalRequestOrderField{
+		Value: func(_m *ApprovalRequest) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: approvalrequest.FieldCreatedAt,
+		toTerm: approvalrequest.ByCreatedAt,
+		toCursor: func(_m *ApprovalRequest) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f ApprovalRequestOrderField) String() string {
+	var str string
+	switch f.column {
+	case ApprovalRequestOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f ApprovalRequestOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *ApprovalRequestOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("ApprovalRequestOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *ApprovalRequestOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid ApprovalRequestOrderField", str)
+	}
+	return nil
+}
+
+// ApprovalRequestOrderField defines the ordering field of ApprovalRequest.
+type ApprovalRequestOrderField struct {
+	// Value extracts the ordering value from the given ApprovalRequest.
+	Value    func(*ApprovalRequest) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) approvalrequest.OrderOption
+	toCursor func(*ApprovalRequest) Cursor
+}
+
+// ApprovalRequestOrder defines the ordering of ApprovalRequest.
+type ApprovalRequestOrder struct {
+	Direction OrderDirection             `json:"direction"`
+	Field     *ApprovalRequestOrderField `json:"field"`
+}
+
+// DefaultApprovalRequestOrder is the default ordering of ApprovalRequest.
+var DefaultApprovalRequestOrder = &ApprovalRequestOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &ApprovalRequestOrderField{
+		Value: func(_m *ApprovalRequest) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: approvalrequest.FieldID,
+		toTerm: approvalrequest.ByID,
+		toCursor: func(_m *ApprovalRequest) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts ApprovalRequest into ApprovalRequestEdge.
+func (_m *ApprovalRequest) ToEdge(order *ApprovalRequestOrder) *ApprovalRequestEdge {
+	if order == nil {
+		order = DefaultApprovalRequestOrder
+	}
+	return &ApprovalRequestEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}
@@ -1949,6 +2250,1161 @@ func (_m *Member) ToEdge(order *MemberOrder) *MemberEdge {
 		order = DefaultMemberOrder
 	}
 	return &MemberEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// RunEdge is the edge representation of Run.
+type RunEdge struct {
+	Node   *Run   `json:"node"`
+	Cursor Cursor `json:"cursor"`
+}
+
+// RunConnection is the connection containing edges to Run.
+type RunConnection struct {
+	Edges      []*RunEdge `json:"edges"`
+	PageInfo   PageInfo   `json:"pageInfo"`
+	TotalCount int        `json:"totalCount"`
+}
+
+func (c *RunConnection) build(nodes []*Run, pager *runPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Run
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Run {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Run {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*RunEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &RunEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// RunPaginateOption enables pagination customization.
+type RunPaginateOption func(*runPager) error
+
+// WithRunOrder configures pagination ordering.
+func WithRunOrder(order *RunOrder) RunPaginateOption {
+	if order == nil {
+		order = DefaultRunOrder
+	}
+	o := *order
+	return func(pager *runPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultRunOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithRunFilter configures pagination filter.
+func WithRunFilter(filter func(*RunQuery) (*RunQuery, error)) RunPaginateOption {
+	return func(pager *runPager) error {
+		if filter == nil {
+			return errors.New("RunQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type runPager struct {
+	reverse bool
+	order   *RunOrder
+	filter  func(*RunQuery) (*RunQuery, error)
+}
+
+func newRunPager(opts []RunPaginateOption, reverse bool) (*runPager, error) {
+	pager := &runPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultRunOrder
+	}
+	return pager, nil
+}
+
+func (p *runPager) applyFilter(query *RunQuery) (*RunQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *runPager) toCursor(_m *Run) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *runPager) applyCursors(query *RunQuery, after, before *Cursor) (*RunQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultRunOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *runPager) applyOrder(query *RunQuery) *RunQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultRunOrder.Field {
+		query = query.Order(DefaultRunOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *runPager) orderExpr(query *RunQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultRunOrder.Field {
+			b.Comma().Ident(DefaultRunOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Run.
+func (_m *RunQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...RunPaginateOption,
+) (*RunConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newRunPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &RunConnection{Edges: []*RunEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// RunOrderFieldCreatedAt orders Run by created_at.
+	RunOrderFieldCreatedAt = &RunOrderField{
+		Value: func(_m *Run) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: run.FieldCreatedAt,
+		toTerm: run.ByCreatedAt,
+		toCursor: func(_m *Run) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// RunOrderFieldStatus orders Run by status.
+	RunOrderFieldStatus = &RunOrderField{
+		Value: func(_m *Run) (ent.Value, error) {
+			return _m.Status, nil
+		},
+		column: run.FieldStatus,
+		toTerm: run.ByStatus,
+		toCursor: func(_m *Run) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Status,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f RunOrderField) String() string {
+	var str string
+	switch f.column {
+	case RunOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case RunOrderFieldStatus.column:
+		str = "STATUS"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f RunOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *RunOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("RunOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *RunOrderFieldCreatedAt
+	case "STATUS":
+		*f = *RunOrderFieldStatus
+	default:
+		return fmt.Errorf("%s is not a valid RunOrderField", str)
+	}
+	return nil
+}
+
+// RunOrderField defines the ordering field of Run.
+type RunOrderField struct {
+	// Value extracts the ordering value from the given Run.
+	Value    func(*Run) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) run.OrderOption
+	toCursor func(*Run) Cursor
+}
+
+// RunOrder defines the ordering of Run.
+type RunOrder struct {
+	Direction OrderDirection `json:"direction"`
+	Field     *RunOrderField `json:"field"`
+}
+
+// DefaultRunOrder is the default ordering of Run.
+var DefaultRunOrder = &RunOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &RunOrderField{
+		Value: func(_m *Run) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: run.FieldID,
+		toTerm: run.ByID,
+		toCursor: func(_m *Run) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Run into RunEdge.
+func (_m *Run) ToEdge(order *RunOrder) *RunEdge {
+	if order == nil {
+		order = DefaultRunOrder
+	}
+	return &RunEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// RunEventEdge is the edge representation of RunEvent.
+type RunEventEdge struct {
+	Node   *RunEvent `json:"node"`
+	Cursor Cursor    `json:"cursor"`
+}
+
+// RunEventConnection is the connection containing edges to RunEvent.
+type RunEventConnection struct {
+	Edges      []*RunEventEdge `json:"edges"`
+	PageInfo   PageInfo        `json:"pageInfo"`
+	TotalCount int             `json:"totalCount"`
+}
+
+func (c *RunEventConnection) build(nodes []*RunEvent, pager *runeventPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *RunEvent
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *RunEvent {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *RunEvent {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*RunEventEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &RunEventEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// RunEventPaginateOption enables pagination customization.
+type RunEventPaginateOption func(*runeventPager) error
+
+// WithRunEventOrder configures pagination ordering.
+func WithRunEventOrder(order *RunEventOrder) RunEventPaginateOption {
+	if order == nil {
+		order = DefaultRunEventOrder
+	}
+	o := *order
+	return func(pager *runeventPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultRunEventOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithRunEventFilter configures pagination filter.
+func WithRunEventFilter(filter func(*RunEventQuery) (*RunEventQuery, error)) RunEventPaginateOption {
+	return func(pager *runeventPager) error {
+		if filter == nil {
+			return errors.New("RunEventQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type runeventPager struct {
+	reverse bool
+	order   *RunEventOrder
+	filter  func(*RunEventQuery) (*RunEventQuery, error)
+}
+
+func newRunEventPager(opts []RunEventPaginateOption, reverse bool) (*runeventPager, error) {
+	pager := &runeventPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultRunEventOrder
+	}
+	return pager, nil
+}
+
+func (p *runeventPager) applyFilter(query *RunEventQuery) (*RunEventQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *runeventPager) toCursor(_m *RunEvent) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *runeventPager) applyCursors(query *RunEventQuery, after, before *Cursor) (*RunEventQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultRunEventOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *runeventPager) applyOrder(query *RunEventQuery) *RunEventQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultRunEventOrder.Field {
+		query = query.Order(DefaultRunEventOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *runeventPager) orderExpr(query *RunEventQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultRunEventOrder.Field {
+			b.Comma().Ident(DefaultRunEventOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to RunEvent.
+func (_m *RunEventQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...RunEventPaginateOption,
+) (*RunEventConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newRunEventPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &RunEventConnection{Edges: []*RunEventEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+// RunEventOrderField defines the ordering field of RunEvent.
+type RunEventOrderField struct {
+	// Value extracts the ordering value from the given RunEvent.
+	Value    func(*RunEvent) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) runevent.OrderOption
+	toCursor func(*RunEvent) Cursor
+}
+
+// RunEventOrder defines the ordering of RunEvent.
+type RunEventOrder struct {
+	Direction OrderDirection      `json:"direction"`
+	Field     *RunEventOrderField `json:"field"`
+}
+
+// DefaultRunEventOrder is the default ordering of RunEvent.
+var DefaultRunEventOrder = &RunEventOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &RunEventOrderField{
+		Value: func(_m *RunEvent) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: runevent.FieldID,
+		toTerm: runevent.ByID,
+		toCursor: func(_m *RunEvent) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts RunEvent into RunEventEdge.
+func (_m *RunEvent) ToEdge(order *RunEventOrder) *RunEventEdge {
+	if order == nil {
+		order = DefaultRunEventOrder
+	}
+	return &RunEventEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// StepAttemptEdge is the edge representation of StepAttempt.
+type StepAttemptEdge struct {
+	Node   *StepAttempt `json:"node"`
+	Cursor Cursor       `json:"cursor"`
+}
+
+// StepAttemptConnection is the connection containing edges to StepAttempt.
+type StepAttemptConnection struct {
+	Edges      []*StepAttemptEdge `json:"edges"`
+	PageInfo   PageInfo           `json:"pageInfo"`
+	TotalCount int                `json:"totalCount"`
+}
+
+func (c *StepAttemptConnection) build(nodes []*StepAttempt, pager *stepattemptPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *StepAttempt
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *StepAttempt {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *StepAttempt {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*StepAttemptEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &StepAttemptEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// StepAttemptPaginateOption enables pagination customization.
+type StepAttemptPaginateOption func(*stepattemptPager) error
+
+// WithStepAttemptOrder configures pagination ordering.
+func WithStepAttemptOrder(order *StepAttemptOrder) StepAttemptPaginateOption {
+	if order == nil {
+		order = DefaultStepAttemptOrder
+	}
+	o := *order
+	return func(pager *stepattemptPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultStepAttemptOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithStepAttemptFilter configures pagination filter.
+func WithStepAttemptFilter(filter func(*StepAttemptQuery) (*StepAttemptQuery, error)) StepAttemptPaginateOption {
+	return func(pager *stepattemptPager) error {
+		if filter == nil {
+			return errors.New("StepAttemptQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type stepattemptPager struct {
+	reverse bool
+	order   *StepAttemptOrder
+	filter  func(*StepAttemptQuery) (*StepAttemptQuery, error)
+}
+
+func newStepAttemptPager(opts []StepAttemptPaginateOption, reverse bool) (*stepattemptPager, error) {
+	pager := &stepattemptPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultStepAttemptOrder
+	}
+	return pager, nil
+}
+
+func (p *stepattemptPager) applyFilter(query *StepAttemptQuery) (*StepAttemptQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *stepattemptPager) toCursor(_m *StepAttempt) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *stepattemptPager) applyCursors(query *StepAttemptQuery, after, before *Cursor) (*StepAttemptQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultStepAttemptOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *stepattemptPager) applyOrder(query *StepAttemptQuery) *StepAttemptQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultStepAttemptOrder.Field {
+		query = query.Order(DefaultStepAttemptOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *stepattemptPager) orderExpr(query *StepAttemptQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultStepAttemptOrder.Field {
+			b.Comma().Ident(DefaultStepAttemptOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to StepAttempt.
+func (_m *StepAttemptQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...StepAttemptPaginateOption,
+) (*StepAttemptConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newStepAttemptPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &StepAttemptConnection{Edges: []*StepAttemptEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// StepAttemptOrderFieldCreatedAt orders StepAttempt by created_at.
+	StepAttemptOrderFieldCreatedAt = &StepAttemptOrderField{
+		Value: func(_m *StepAttempt) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: stepattempt.FieldCreatedAt,
+		toTerm: stepattempt.ByCreatedAt,
+		toCursor: func(_m *StepAttempt) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f StepAttemptOrderField) String() string {
+	var str string
+	switch f.column {
+	case StepAttemptOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f StepAttemptOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *StepAttemptOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("StepAttemptOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *StepAttemptOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid StepAttemptOrderField", str)
+	}
+	return nil
+}
+
+// StepAttemptOrderField defines the ordering field of StepAttempt.
+type StepAttemptOrderField struct {
+	// Value extracts the ordering value from the given StepAttempt.
+	Value    func(*StepAttempt) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) stepattempt.OrderOption
+	toCursor func(*StepAttempt) Cursor
+}
+
+// StepAttemptOrder defines the ordering of StepAttempt.
+type StepAttemptOrder struct {
+	Direction OrderDirection         `json:"direction"`
+	Field     *StepAttemptOrderField `json:"field"`
+}
+
+// DefaultStepAttemptOrder is the default ordering of StepAttempt.
+var DefaultStepAttemptOrder = &StepAttemptOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &StepAttemptOrderField{
+		Value: func(_m *StepAttempt) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: stepattempt.FieldID,
+		toTerm: stepattempt.ByID,
+		toCursor: func(_m *StepAttempt) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts StepAttempt into StepAttemptEdge.
+func (_m *StepAttempt) ToEdge(order *StepAttemptOrder) *StepAttemptEdge {
+	if order == nil {
+		order = DefaultStepAttemptOrder
+	}
+	return &StepAttemptEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// StepRunEdge is the edge representation of StepRun.
+type StepRunEdge struct {
+	Node   *StepRun `json:"node"`
+	Cursor Cursor   `json:"cursor"`
+}
+
+// StepRunConnection is the connection containing edges to StepRun.
+type StepRunConnection struct {
+	Edges      []*StepRunEdge `json:"edges"`
+	PageInfo   PageInfo       `json:"pageInfo"`
+	TotalCount int            `json:"totalCount"`
+}
+
+func (c *StepRunConnection) build(nodes []*StepRun, pager *steprunPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *StepRun
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *StepRun {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *StepRun {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*StepRunEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &StepRunEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// StepRunPaginateOption enables pagination customization.
+type StepRunPaginateOption func(*steprunPager) error
+
+// WithStepRunOrder configures pagination ordering.
+func WithStepRunOrder(order *StepRunOrder) StepRunPaginateOption {
+	if order == nil {
+		order = DefaultStepRunOrder
+	}
+	o := *order
+	return func(pager *steprunPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultStepRunOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithStepRunFilter configures pagination filter.
+func WithStepRunFilter(filter func(*StepRunQuery) (*StepRunQuery, error)) StepRunPaginateOption {
+	return func(pager *steprunPager) error {
+		if filter == nil {
+			return errors.New("StepRunQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type steprunPager struct {
+	reverse bool
+	order   *StepRunOrder
+	filter  func(*StepRunQuery) (*StepRunQuery, error)
+}
+
+func newStepRunPager(opts []StepRunPaginateOption, reverse bool) (*steprunPager, error) {
+	pager := &steprunPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultStepRunOrder
+	}
+	return pager, nil
+}
+
+func (p *steprunPager) applyFilter(query *StepRunQuery) (*StepRunQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *steprunPager) toCursor(_m *StepRun) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *steprunPager) applyCursors(query *StepRunQuery, after, before *Cursor) (*StepRunQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultStepRunOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *steprunPager) applyOrder(query *StepRunQuery) *StepRunQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultStepRunOrder.Field {
+		query = query.Order(DefaultStepRunOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *steprunPager) orderExpr(query *StepRunQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultStepRunOrder.Field {
+			b.Comma().Ident(DefaultStepRunOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to StepRun.
+func (_m *StepRunQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...StepRunPaginateOption,
+) (*StepRunConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newStepRunPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &StepRunConnection{Edges: []*StepRunEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// StepRunOrderFieldCreatedAt orders StepRun by created_at.
+	StepRunOrderFieldCreatedAt = &StepRunOrderField{
+		Value: func(_m *StepRun) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: steprun.FieldCreatedAt,
+		toTerm: steprun.ByCreatedAt,
+		toCursor: func(_m *StepRun) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f StepRunOrderField) String() string {
+	var str string
+	switch f.column {
+	case StepRunOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f StepRunOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *StepRunOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("StepRunOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *StepRunOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid StepRunOrderField", str)
+	}
+	return nil
+}
+
+// StepRunOrderField defines the ordering field of StepRun.
+type StepRunOrderField struct {
+	// Value extracts the ordering value from the given StepRun.
+	Value    func(*StepRun) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) steprun.OrderOption
+	toCursor func(*StepRun) Cursor
+}
+
+// StepRunOrder defines the ordering of StepRun.
+type StepRunOrder struct {
+	Direction OrderDirection     `json:"direction"`
+	Field     *StepRunOrderField `json:"field"`
+}
+
+// DefaultStepRunOrder is the default ordering of StepRun.
+var DefaultStepRunOrder = &StepRunOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &StepRunOrderField{
+		Value: func(_m *StepRun) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: steprun.FieldID,
+		toTerm: steprun.ByID,
+		toCursor: func(_m *StepRun) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts StepRun into StepRunEdge.
+func (_m *StepRun) ToEdge(order *StepRunOrder) *StepRunEdge {
+	if order == nil {
+		order = DefaultStepRunOrder
+	}
+	return &StepRunEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

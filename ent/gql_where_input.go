@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
@@ -587,6 +589,642 @@ func (i *APIKeyWhereInput) P() (predicate.APIKey, error) {
 		return predicates[0], nil
 	default:
 		return apikey.And(predicates...), nil
+	}
+}
+
+// ApprovalRequestWhereInput represents a where input for filtering ApprovalRequest queries.
+type ApprovalRequestWhereInput struct {
+	Predicates []predicate.ApprovalRequest  `json:"-"`
+	Not        *ApprovalRequestWhereInput   `json:"not,omitempty"`
+	Or         []*ApprovalRequestWhereInput `json:"or,omitempty"`
+	And        []*ApprovalRequestWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "run_id" field predicates.
+	RunID             *string  `json:"runID,omitempty"`
+	RunIDNEQ          *string  `json:"runIDNEQ,omitempty"`
+	RunIDIn           []string `json:"runIDIn,omitempty"`
+	RunIDNotIn        []string `json:"runIDNotIn,omitempty"`
+	RunIDGT           *string  `json:"runIDGT,omitempty"`
+	RunIDGTE          *string  `json:"runIDGTE,omitempty"`
+	RunIDLT           *string  `json:"runIDLT,omitempty"`
+	RunIDLTE          *string  `json:"runIDLTE,omitempty"`
+	RunIDContains     *string  `json:"runIDContains,omitempty"`
+	RunIDHasPrefix    *string  `json:"runIDHasPrefix,omitempty"`
+	RunIDHasSuffix    *string  `json:"runIDHasSuffix,omitempty"`
+	RunIDEqualFold    *string  `json:"runIDEqualFold,omitempty"`
+	RunIDContainsFold *string  `json:"runIDContainsFold,omitempty"`
+
+	// "step_id" field predicates.
+	StepID             *string  `json:"stepID,omitempty"`
+	StepIDNEQ          *string  `json:"stepIDNEQ,omitempty"`
+	StepIDIn           []string `json:"stepIDIn,omitempty"`
+	StepIDNotIn        []string `json:"stepIDNotIn,omitempty"`
+	StepIDGT           *string  `json:"stepIDGT,omitempty"`
+	StepIDGTE          *string  `json:"stepIDGTE,omitempty"`
+	StepIDLT           *string  `json:"stepIDLT,omitempty"`
+	StepIDLTE          *string  `json:"stepIDLTE,omitempty"`
+	StepIDContains     *string  `json:"stepIDContains,omitempty"`
+	StepIDHasPrefix    *string  `json:"stepIDHasPrefix,omitempty"`
+	StepIDHasSuffix    *string  `json:"stepIDHasSuffix,omitempty"`
+	StepIDEqualFold    *string  `json:"stepIDEqualFold,omitempty"`
+	StepIDContainsFold *string  `json:"stepIDContainsFold,omitempty"`
+
+	// "status" field predicates.
+	Status      *approvalrequest.Status  `json:"status,omitempty"`
+	StatusNEQ   *approvalrequest.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []approvalrequest.Status `json:"statusIn,omitempty"`
+	StatusNotIn []approvalrequest.Status `json:"statusNotIn,omitempty"`
+
+	// "message" field predicates.
+	Message             *string  `json:"message,omitempty"`
+	MessageNEQ          *string  `json:"messageNEQ,omitempty"`
+	MessageIn           []string `json:"messageIn,omitempty"`
+	MessageNotIn        []string `json:"messageNotIn,omitempty"`
+	MessageGT           *string  `json:"messageGT,omitempty"`
+	MessageGTE          *string  `json:"messageGTE,omitempty"`
+	MessageLT           *string  `json:"messageLT,omitempty"`
+	MessageLTE          *string  `json:"messageLTE,omitempty"`
+	MessageContains     *string  `json:"messageContains,omitempty"`
+	MessageHasPrefix    *string  `json:"messageHasPrefix,omitempty"`
+	MessageHasSuffix    *string  `json:"messageHasSuffix,omitempty"`
+	MessageIsNil        bool     `json:"messageIsNil,omitempty"`
+	MessageNotNil       bool     `json:"messageNotNil,omitempty"`
+	MessageEqualFold    *string  `json:"messageEqualFold,omitempty"`
+	MessageContainsFold *string  `json:"messageContainsFold,omitempty"`
+
+	// "on_timeout" field predicates.
+	OnTimeout      *approvalrequest.OnTimeout  `json:"onTimeout,omitempty"`
+	OnTimeoutNEQ   *approvalrequest.OnTimeout  `json:"onTimeoutNEQ,omitempty"`
+	OnTimeoutIn    []approvalrequest.OnTimeout `json:"onTimeoutIn,omitempty"`
+	OnTimeoutNotIn []approvalrequest.OnTimeout `json:"onTimeoutNotIn,omitempty"`
+
+	// "expires_at" field predicates.
+	ExpiresAt       *time.Time  `json:"expiresAt,omitempty"`
+	ExpiresAtNEQ    *time.Time  `json:"expiresAtNEQ,omitempty"`
+	ExpiresAtIn     []time.Time `json:"expiresAtIn,omitempty"`
+	ExpiresAtNotIn  []time.Time `json:"expiresAtNotIn,omitempty"`
+	ExpiresAtGT     *time.Time  `json:"expiresAtGT,omitempty"`
+	ExpiresAtGTE    *time.Time  `json:"expiresAtGTE,omitempty"`
+	ExpiresAtLT     *time.Time  `json:"expiresAtLT,omitempty"`
+	ExpiresAtLTE    *time.Time  `json:"expiresAtLTE,omitempty"`
+	ExpiresAtIsNil  bool        `json:"expiresAtIsNil,omitempty"`
+	ExpiresAtNotNil bool        `json:"expiresAtNotNil,omitempty"`
+
+	// "decided_by" field predicates.
+	DecidedBy             *string  `json:"decidedBy,omitempty"`
+	DecidedByNEQ          *string  `json:"decidedByNEQ,omitempty"`
+	DecidedByIn           []string `json:"decidedByIn,omitempty"`
+	DecidedByNotIn        []string `json:"decidedByNotIn,omitempty"`
+	DecidedByGT           *string  `json:"decidedByGT,omitempty"`
+	DecidedByGTE          *string  `json:"decidedByGTE,omitempty"`
+	DecidedByLT           *string  `json:"decidedByLT,omitempty"`
+	DecidedByLTE          *string  `json:"decidedByLTE,omitempty"`
+	DecidedByContains     *string  `json:"decidedByContains,omitempty"`
+	DecidedByHasPrefix    *string  `json:"decidedByHasPrefix,omitempty"`
+	DecidedByHasSuffix    *string  `json:"decidedByHasSuffix,omitempty"`
+	DecidedByIsNil        bool     `json:"decidedByIsNil,omitempty"`
+	DecidedByNotNil       bool     `json:"decidedByNotNil,omitempty"`
+	DecidedByEqualFold    *string  `json:"decidedByEqualFold,omitempty"`
+	DecidedByContainsFold *string  `json:"decidedByContainsFold,omitempty"`
+
+	// "comment" field predicates.
+	Comment             *string  `json:"comment,omitempty"`
+	CommentNEQ          *string  `json:"commentNEQ,omitempty"`
+	CommentIn           []string `json:"commentIn,omitempty"`
+	CommentNotIn        []string `json:"commentNotIn,omitempty"`
+	CommentGT           *string  `json:"commentGT,omitempty"`
+	CommentGTE          *string  `json:"commentGTE,omitempty"`
+	CommentLT           *string  `json:"commentLT,omitempty"`
+	CommentLTE          *string  `json:"commentLTE,omitempty"`
+	CommentContains     *string  `json:"commentContains,omitempty"`
+	CommentHasPrefix    *string  `json:"commentHasPrefix,omitempty"`
+	CommentHasSuffix    *string  `json:"commentHasSuffix,omitempty"`
+	CommentIsNil        bool     `json:"commentIsNil,omitempty"`
+	CommentNotNil       bool     `json:"commentNotNil,omitempty"`
+	CommentEqualFold    *string  `json:"commentEqualFold,omitempty"`
+	CommentContainsFold *string  `json:"commentContainsFold,omitempty"`
+
+	// "decided_at" field predicates.
+	DecidedAt       *time.Time  `json:"decidedAt,omitempty"`
+	DecidedAtNEQ    *time.Time  `json:"decidedAtNEQ,omitempty"`
+	DecidedAtIn     []time.Time `json:"decidedAtIn,omitempty"`
+	DecidedAtNotIn  []time.Time `json:"decidedAtNotIn,omitempty"`
+	DecidedAtGT     *time.Time  `json:"decidedAtGT,omitempty"`
+	DecidedAtGTE    *time.Time  `json:"decidedAtGTE,omitempty"`
+	DecidedAtLT     *time.Time  `json:"decidedAtLT,omitempty"`
+	DecidedAtLTE    *time.Time  `json:"decidedAtLTE,omitempty"`
+	DecidedAtIsNil  bool        `json:"decidedAtIsNil,omitempty"`
+	DecidedAtNotNil bool        `json:"decidedAtNotNil,omitempty"`
+
+	// "run" edge predicates.
+	HasRun     *bool            `json:"hasRun,omitempty"`
+	HasRunWith []*RunWhereInput `json:"hasRunWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *ApprovalRequestWhereInput) AddPredicates(predicates ...predicate.ApprovalRequest) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the ApprovalRequestWhereInput filter on the ApprovalRequestQuery builder.
+func (i *ApprovalRequestWhereInput) Filter(q *ApprovalRequestQuery) (*ApprovalRequestQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyApprovalRequestWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyApprovalRequestWhereInput is returned in case the ApprovalRequestWhereInput is empty.
+var ErrEmptyApprovalRequestWhereInput = errors.New("ent: empty predicate ApprovalRequestWhereInput")
+
+// P returns a predicate for filtering approvalrequests.
+// An error is returned if the input is empty or invalid.
+func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
+	var predicates []predicate.ApprovalRequest
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, approvalrequest.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.ApprovalRequest, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, approvalrequest.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.ApprovalRequest, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, approvalrequest.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, approvalrequest.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, approvalrequest.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, approvalrequest.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, approvalrequest.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, approvalrequest.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, approvalrequest.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, approvalrequest.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, approvalrequest.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, approvalrequest.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, approvalrequest.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, approvalrequest.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.RunID != nil {
+		predicates = append(predicates, approvalrequest.RunIDEQ(*i.RunID))
+	}
+	if i.RunIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.RunIDNEQ(*i.RunIDNEQ))
+	}
+	if len(i.RunIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.RunIDIn(i.RunIDIn...))
+	}
+	if len(i.RunIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.RunIDNotIn(i.RunIDNotIn...))
+	}
+	if i.RunIDGT != nil {
+		predicates = append(predicates, approvalrequest.RunIDGT(*i.RunIDGT))
+	}
+	if i.RunIDGTE != nil {
+		predicates = append(predicates, approvalrequest.RunIDGTE(*i.RunIDGTE))
+	}
+	if i.RunIDLT != nil {
+		predicates = append(predicates, approvalrequest.RunIDLT(*i.RunIDLT))
+	}
+	if i.RunIDLTE != nil {
+		predicates = append(predicates, approvalrequest.RunIDLTE(*i.RunIDLTE))
+	}
+	if i.RunIDContains != nil {
+		predicates = append(predicates, approvalrequest.RunIDContains(*i.RunIDContains))
+	}
+	if i.RunIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.RunIDHasPrefix(*i.RunIDHasPrefix))
+	}
+	if i.RunIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.RunIDHasSuffix(*i.RunIDHasSuffix))
+	}
+	if i.RunIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.RunIDEqualFold(*i.RunIDEqualFold))
+	}
+	if i.RunIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.RunIDContainsFold(*i.RunIDContainsFold))
+	}
+	if i.StepID != nil {
+		predicates = append(predicates, approvalrequest.StepIDEQ(*i.StepID))
+	}
+	if i.StepIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.StepIDNEQ(*i.StepIDNEQ))
+	}
+	if len(i.StepIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.StepIDIn(i.StepIDIn...))
+	}
+	if len(i.StepIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.StepIDNotIn(i.StepIDNotIn...))
+	}
+	if i.StepIDGT != nil {
+		predicates = append(predicates, approvalrequest.StepIDGT(*i.StepIDGT))
+	}
+	if i.StepIDGTE != nil {
+		predicates = append(predicates, approvalrequest.StepIDGTE(*i.StepIDGTE))
+	}
+	if i.StepIDLT != nil {
+		predicates = append(predicates, approvalrequest.StepIDLT(*i.StepIDLT))
+	}
+	if i.StepIDLTE != nil {
+		predicates = append(predicates, approvalrequest.StepIDLTE(*i.StepIDLTE))
+	}
+	if i.StepIDContains != nil {
+		predicates = append(predicates, approvalrequest.StepIDContains(*i.StepIDContains))
+	}
+	if i.StepIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.StepIDHasPrefix(*i.StepIDHasPrefix))
+	}
+	if i.StepIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.StepIDHasSuffix(*i.StepIDHasSuffix))
+	}
+	if i.StepIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.StepIDEqualFold(*i.StepIDEqualFold))
+	}
+	if i.StepIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.StepIDContainsFold(*i.StepIDContainsFold))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, approvalrequest.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, approvalrequest.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, approvalrequest.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Message != nil {
+		predicates = append(predicates, approvalrequest.MessageEQ(*i.Message))
+	}
+	if i.MessageNEQ != nil {
+		predicates = append(predicates, approvalrequest.MessageNEQ(*i.MessageNEQ))
+	}
+	if len(i.MessageIn) > 0 {
+		predicates = append(predicates, approvalrequest.MessageIn(i.MessageIn...))
+	}
+	if len(i.MessageNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.MessageNotIn(i.MessageNotIn...))
+	}
+	if i.MessageGT != nil {
+		predicates = append(predicates, approvalrequest.MessageGT(*i.MessageGT))
+	}
+	if i.MessageGTE != nil {
+		predicates = append(predicates, approvalrequest.MessageGTE(*i.MessageGTE))
+	}
+	if i.MessageLT != nil {
+		predicates = append(predicates, approvalrequest.MessageLT(*i.MessageLT))
+	}
+	if i.MessageLTE != nil {
+		predicates = append(predicates, approvalrequest.MessageLTE(*i.MessageLTE))
+	}
+	if i.MessageContains != nil {
+		predicates = append(predicates, approvalrequest.MessageContains(*i.MessageContains))
+	}
+	if i.MessageHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.MessageHasPrefix(*i.MessageHasPrefix))
+	}
+	if i.MessageHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.MessageHasSuffix(*i.MessageHasSuffix))
+	}
+	if i.MessageIsNil {
+		predicates = append(predicates, approvalrequest.MessageIsNil())
+	}
+	if i.MessageNotNil {
+		predicates = append(predicates, approvalrequest.MessageNotNil())
+	}
+	if i.MessageEqualFold != nil {
+		predicates = append(predicates, approvalrequest.MessageEqualFold(*i.MessageEqualFold))
+	}
+	if i.MessageContainsFold != nil {
+		predicates = append(predicates, approvalrequest.MessageContainsFold(*i.MessageContainsFold))
+	}
+	if i.OnTimeout != nil {
+		predicates = append(predicates, approvalrequest.OnTimeoutEQ(*i.OnTimeout))
+	}
+	if i.OnTimeoutNEQ != nil {
+		predicates = append(predicates, approvalrequest.OnTimeoutNEQ(*i.OnTimeoutNEQ))
+	}
+	if len(i.OnTimeoutIn) > 0 {
+		predicates = append(predicates, approvalrequest.OnTimeoutIn(i.OnTimeoutIn...))
+	}
+	if len(i.OnTimeoutNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.OnTimeoutNotIn(i.OnTimeoutNotIn...))
+	}
+	if i.ExpiresAt != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtEQ(*i.ExpiresAt))
+	}
+	if i.ExpiresAtNEQ != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtNEQ(*i.ExpiresAtNEQ))
+	}
+	if len(i.ExpiresAtIn) > 0 {
+		predicates = append(predicates, approvalrequest.ExpiresAtIn(i.ExpiresAtIn...))
+	}
+	if len(i.ExpiresAtNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.ExpiresAtNotIn(i.ExpiresAtNotIn...))
+	}
+	if i.ExpiresAtGT != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtGT(*i.ExpiresAtGT))
+	}
+	if i.ExpiresAtGTE != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtGTE(*i.ExpiresAtGTE))
+	}
+	if i.ExpiresAtLT != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtLT(*i.ExpiresAtLT))
+	}
+	if i.ExpiresAtLTE != nil {
+		predicates = append(predicates, approvalrequest.ExpiresAtLTE(*i.ExpiresAtLTE))
+	}
+	if i.ExpiresAtIsNil {
+		predicates = append(predicates, approvalrequest.ExpiresAtIsNil())
+	}
+	if i.ExpiresAtNotNil {
+		predicates = append(predicates, approvalrequest.ExpiresAtNotNil())
+	}
+	if i.DecidedBy != nil {
+		predicates = append(predicates, approvalrequest.DecidedByEQ(*i.DecidedBy))
+	}
+	if i.DecidedByNEQ != nil {
+		predicates = append(predicates, approvalrequest.DecidedByNEQ(*i.DecidedByNEQ))
+	}
+	if len(i.DecidedByIn) > 0 {
+		predicates = append(predicates, approvalrequest.DecidedByIn(i.DecidedByIn...))
+	}
+	if len(i.DecidedByNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.DecidedByNotIn(i.DecidedByNotIn...))
+	}
+	if i.DecidedByGT != nil {
+		predicates = append(predicates, approvalrequest.DecidedByGT(*i.DecidedByGT))
+	}
+	if i.DecidedByGTE != nil {
+		predicates = append(predicates, approvalrequest.DecidedByGTE(*i.DecidedByGTE))
+	}
+	if i.DecidedByLT != nil {
+		predicates = append(predicates, approvalrequest.DecidedByLT(*i.DecidedByLT))
+	}
+	if i.DecidedByLTE != nil {
+		predicates = append(predicates, approvalrequest.DecidedByLTE(*i.DecidedByLTE))
+	}
+	if i.DecidedByContains != nil {
+		predicates = append(predicates, approvalrequest.DecidedByContains(*i.DecidedByContains))
+	}
+	if i.DecidedByHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.DecidedByHasPrefix(*i.DecidedByHasPrefix))
+	}
+	if i.DecidedByHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.DecidedByHasSuffix(*i.DecidedByHasSuffix))
+	}
+	if i.DecidedByIsNil {
+		predicates = append(predicates, approvalrequest.DecidedByIsNil())
+	}
+	if i.DecidedByNotNil {
+		predicates = append(predicates, approvalrequest.DecidedByNotNil())
+	}
+	if i.DecidedByEqualFold != nil {
+		predicates = append(predicates, approvalrequest.DecidedByEqualFold(*i.DecidedByEqualFold))
+	}
+	if i.DecidedByContainsFold != nil {
+		predicates = append(predicates, approvalrequest.DecidedByContainsFold(*i.DecidedByContainsFold))
+	}
+	if i.Comment != nil {
+		predicates = append(predicates, approvalrequest.CommentEQ(*i.Comment))
+	}
+	if i.CommentNEQ != nil {
+		predicates = append(predicates, approvalrequest.CommentNEQ(*i.CommentNEQ))
+	}
+	if len(i.CommentIn) > 0 {
+		predicates = append(predicates, approvalrequest.CommentIn(i.CommentIn...))
+	}
+	if len(i.CommentNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.CommentNotIn(i.CommentNotIn...))
+	}
+	if i.CommentGT != nil {
+		predicates = append(predicates, approvalrequest.CommentGT(*i.CommentGT))
+	}
+	if i.CommentGTE != nil {
+		predicates = append(predicates, approvalrequest.CommentGTE(*i.CommentGTE))
+	}
+	if i.CommentLT != nil {
+		predicates = append(predicates, approvalrequest.CommentLT(*i.CommentLT))
+	}
+	if i.CommentLTE != nil {
+		predicates = append(predicates, approvalrequest.CommentLTE(*i.CommentLTE))
+	}
+	if i.CommentContains != nil {
+		predicates = append(predicates, approvalrequest.CommentContains(*i.CommentContains))
+	}
+	if i.CommentHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.CommentHasPrefix(*i.CommentHasPrefix))
+	}
+	if i.CommentHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.CommentHasSuffix(*i.CommentHasSuffix))
+	}
+	if i.CommentIsNil {
+		predicates = append(predicates, approvalrequest.CommentIsNil())
+	}
+	if i.CommentNotNil {
+		predicates = append(predicates, approvalrequest.CommentNotNil())
+	}
+	if i.CommentEqualFold != nil {
+		predicates = append(predicates, approvalrequest.CommentEqualFold(*i.CommentEqualFold))
+	}
+	if i.CommentContainsFold != nil {
+		predicates = append(predicates, approvalrequest.CommentContainsFold(*i.CommentContainsFold))
+	}
+	if i.DecidedAt != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtEQ(*i.DecidedAt))
+	}
+	if i.DecidedAtNEQ != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtNEQ(*i.DecidedAtNEQ))
+	}
+	if len(i.DecidedAtIn) > 0 {
+		predicates = append(predicates, approvalrequest.DecidedAtIn(i.DecidedAtIn...))
+	}
+	if len(i.DecidedAtNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.DecidedAtNotIn(i.DecidedAtNotIn...))
+	}
+	if i.DecidedAtGT != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtGT(*i.DecidedAtGT))
+	}
+	if i.DecidedAtGTE != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtGTE(*i.DecidedAtGTE))
+	}
+	if i.DecidedAtLT != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtLT(*i.DecidedAtLT))
+	}
+	if i.DecidedAtLTE != nil {
+		predicates = append(predicates, approvalrequest.DecidedAtLTE(*i.DecidedAtLTE))
+	}
+	if i.DecidedAtIsNil {
+		predicates = append(predicates, approvalrequest.DecidedAtIsNil())
+	}
+	if i.DecidedAtNotNil {
+		predicates = append(predicates, approvalrequest.DecidedAtNotNil())
+	}
+
+	if i.HasRun != nil {
+		p := approvalrequest.HasRun()
+		if !*i.HasRun {
+			p = approvalrequest.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasRunWith) > 0 {
+		with := make([]predicate.Run, 0, len(i.HasRunWith))
+		for _, w := range i.HasRunWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasRunWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, approvalrequest.HasRunWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyApprovalRequestWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return approvalrequest.And(predicates...), nil
 	}
 }
 
@@ -2749,6 +3387,856 @@ func (i *MemberWhereInput) P() (predicate.Member, error) {
 		return predicates[0], nil
 	default:
 		return member.And(predicates...), nil
+	}
+}
+
+// RunWhereInput represents a where input for filtering Run queries.
+type RunWhereInput struct {
+	Predicates []predicate.Run  `json:"-"`
+	Not        *RunWhereInput   `json:"not,omitempty"`
+	Or         []*RunWhereInput `json:"or,omitempty"`
+	And        []*RunWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "version_id" field predicates.
+	VersionID             *string  `json:"versionID,omitempty"`
+	VersionIDNEQ          *string  `json:"versionIDNEQ,omitempty"`
+	VersionIDIn           []string `json:"versionIDIn,omitempty"`
+	VersionIDNotIn        []string `json:"versionIDNotIn,omitempty"`
+	VersionIDGT           *string  `json:"versionIDGT,omitempty"`
+	VersionIDGTE          *string  `json:"versionIDGTE,omitempty"`
+	VersionIDLT           *string  `json:"versionIDLT,omitempty"`
+	VersionIDLTE          *string  `json:"versionIDLTE,omitempty"`
+	VersionIDContains     *string  `json:"versionIDContains,omitempty"`
+	VersionIDHasPrefix    *string  `json:"versionIDHasPrefix,omitempty"`
+	VersionIDHasSuffix    *string  `json:"versionIDHasSuffix,omitempty"`
+	VersionIDEqualFold    *string  `json:"versionIDEqualFold,omitempty"`
+	VersionIDContainsFold *string  `json:"versionIDContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "status" field predicates.
+	Status      *run.Status  `json:"status,omitempty"`
+	StatusNEQ   *run.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []run.Status `json:"statusIn,omitempty"`
+	StatusNotIn []run.Status `json:"statusNotIn,omitempty"`
+
+	// "mode" field predicates.
+	Mode      *run.Mode  `json:"mode,omitempty"`
+	ModeNEQ   *run.Mode  `json:"modeNEQ,omitempty"`
+	ModeIn    []run.Mode `json:"modeIn,omitempty"`
+	ModeNotIn []run.Mode `json:"modeNotIn,omitempty"`
+
+	// "idempotency_key" field predicates.
+	IdempotencyKey             *string  `json:"idempotencyKey,omitempty"`
+	IdempotencyKeyNEQ          *string  `json:"idempotencyKeyNEQ,omitempty"`
+	IdempotencyKeyIn           []string `json:"idempotencyKeyIn,omitempty"`
+	IdempotencyKeyNotIn        []string `json:"idempotencyKeyNotIn,omitempty"`
+	IdempotencyKeyGT           *string  `json:"idempotencyKeyGT,omitempty"`
+	IdempotencyKeyGTE          *string  `json:"idempotencyKeyGTE,omitempty"`
+	IdempotencyKeyLT           *string  `json:"idempotencyKeyLT,omitempty"`
+	IdempotencyKeyLTE          *string  `json:"idempotencyKeyLTE,omitempty"`
+	IdempotencyKeyContains     *string  `json:"idempotencyKeyContains,omitempty"`
+	IdempotencyKeyHasPrefix    *string  `json:"idempotencyKeyHasPrefix,omitempty"`
+	IdempotencyKeyHasSuffix    *string  `json:"idempotencyKeyHasSuffix,omitempty"`
+	IdempotencyKeyIsNil        bool     `json:"idempotencyKeyIsNil,omitempty"`
+	IdempotencyKeyNotNil       bool     `json:"idempotencyKeyNotNil,omitempty"`
+	IdempotencyKeyEqualFold    *string  `json:"idempotencyKeyEqualFold,omitempty"`
+	IdempotencyKeyContainsFold *string  `json:"idempotencyKeyContainsFold,omitempty"`
+
+	// "replay_of" field predicates.
+	ReplayOf             *string  `json:"replayOf,omitempty"`
+	ReplayOfNEQ          *string  `json:"replayOfNEQ,omitempty"`
+	ReplayOfIn           []string `json:"replayOfIn,omitempty"`
+	ReplayOfNotIn        []string `json:"replayOfNotIn,omitempty"`
+	ReplayOfGT           *string  `json:"replayOfGT,omitempty"`
+	ReplayOfGTE          *string  `json:"replayOfGTE,omitempty"`
+	ReplayOfLT           *string  `json:"replayOfLT,omitempty"`
+	ReplayOfLTE          *string  `json:"replayOfLTE,omitempty"`
+	ReplayOfContains     *string  `json:"replayOfContains,omitempty"`
+	ReplayOfHasPrefix    *string  `json:"replayOfHasPrefix,omitempty"`
+	ReplayOfHasSuffix    *string  `json:"replayOfHasSuffix,omitempty"`
+	ReplayOfIsNil        bool     `json:"replayOfIsNil,omitempty"`
+	ReplayOfNotNil       bool     `json:"replayOfNotNil,omitempty"`
+	ReplayOfEqualFold    *string  `json:"replayOfEqualFold,omitempty"`
+	ReplayOfContainsFold *string  `json:"replayOfContainsFold,omitempty"`
+
+	// "error_class" field predicates.
+	ErrorClass             *string  `json:"errorClass,omitempty"`
+	ErrorClassNEQ          *string  `json:"errorClassNEQ,omitempty"`
+	ErrorClassIn           []string `json:"errorClassIn,omitempty"`
+	ErrorClassNotIn        []string `json:"errorClassNotIn,omitempty"`
+	ErrorClassGT           *string  `json:"errorClassGT,omitempty"`
+	ErrorClassGTE          *string  `json:"errorClassGTE,omitempty"`
+	ErrorClassLT           *string  `json:"errorClassLT,omitempty"`
+	ErrorClassLTE          *string  `json:"errorClassLTE,omitempty"`
+	ErrorClassContains     *string  `json:"errorClassContains,omitempty"`
+	ErrorClassHasPrefix    *string  `json:"errorClassHasPrefix,omitempty"`
+	ErrorClassHasSuffix    *string  `json:"errorClassHasSuffix,omitempty"`
+	ErrorClassIsNil        bool     `json:"errorClassIsNil,omitempty"`
+	ErrorClassNotNil       bool     `json:"errorClassNotNil,omitempty"`
+	ErrorClassEqualFold    *string  `json:"errorClassEqualFold,omitempty"`
+	ErrorClassContainsFold *string  `json:"errorClassContainsFold,omitempty"`
+
+	// "failed_step_id" field predicates.
+	FailedStepID             *string  `json:"failedStepID,omitempty"`
+	FailedStepIDNEQ          *string  `json:"failedStepIDNEQ,omitempty"`
+	FailedStepIDIn           []string `json:"failedStepIDIn,omitempty"`
+	FailedStepIDNotIn        []string `json:"failedStepIDNotIn,omitempty"`
+	FailedStepIDGT           *string  `json:"failedStepIDGT,omitempty"`
+	FailedStepIDGTE          *string  `json:"failedStepIDGTE,omitempty"`
+	FailedStepIDLT           *string  `json:"failedStepIDLT,omitempty"`
+	FailedStepIDLTE          *string  `json:"failedStepIDLTE,omitempty"`
+	FailedStepIDContains     *string  `json:"failedStepIDContains,omitempty"`
+	FailedStepIDHasPrefix    *string  `json:"failedStepIDHasPrefix,omitempty"`
+	FailedStepIDHasSuffix    *string  `json:"failedStepIDHasSuffix,omitempty"`
+	FailedStepIDIsNil        bool     `json:"failedStepIDIsNil,omitempty"`
+	FailedStepIDNotNil       bool     `json:"failedStepIDNotNil,omitempty"`
+	FailedStepIDEqualFold    *string  `json:"failedStepIDEqualFold,omitempty"`
+	FailedStepIDContainsFold *string  `json:"failedStepIDContainsFold,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+
+	// "started_at" field predicates.
+	StartedAt       *time.Time  `json:"startedAt,omitempty"`
+	StartedAtNEQ    *time.Time  `json:"startedAtNEQ,omitempty"`
+	StartedAtIn     []time.Time `json:"startedAtIn,omitempty"`
+	StartedAtNotIn  []time.Time `json:"startedAtNotIn,omitempty"`
+	StartedAtGT     *time.Time  `json:"startedAtGT,omitempty"`
+	StartedAtGTE    *time.Time  `json:"startedAtGTE,omitempty"`
+	StartedAtLT     *time.Time  `json:"startedAtLT,omitempty"`
+	StartedAtLTE    *time.Time  `json:"startedAtLTE,omitempty"`
+	StartedAtIsNil  bool        `json:"startedAtIsNil,omitempty"`
+	StartedAtNotNil bool        `json:"startedAtNotNil,omitempty"`
+
+	// "finished_at" field predicates.
+	FinishedAt       *time.Time  `json:"finishedAt,omitempty"`
+	FinishedAtNEQ    *time.Time  `json:"finishedAtNEQ,omitempty"`
+	FinishedAtIn     []time.Time `json:"finishedAtIn,omitempty"`
+	FinishedAtNotIn  []time.Time `json:"finishedAtNotIn,omitempty"`
+	FinishedAtGT     *time.Time  `json:"finishedAtGT,omitempty"`
+	FinishedAtGTE    *time.Time  `json:"finishedAtGTE,omitempty"`
+	FinishedAtLT     *time.Time  `json:"finishedAtLT,omitempty"`
+	FinishedAtLTE    *time.Time  `json:"finishedAtLTE,omitempty"`
+	FinishedAtIsNil  bool        `json:"finishedAtIsNil,omitempty"`
+	FinishedAtNotNil bool        `json:"finishedAtNotNil,omitempty"`
+
+	// "workflow" edge predicates.
+	HasWorkflow     *bool                 `json:"hasWorkflow,omitempty"`
+	HasWorkflowWith []*WorkflowWhereInput `json:"hasWorkflowWith,omitempty"`
+
+	// "version" edge predicates.
+	HasVersion     *bool                        `json:"hasVersion,omitempty"`
+	HasVersionWith []*WorkflowVersionWhereInput `json:"hasVersionWith,omitempty"`
+
+	// "environment" edge predicates.
+	HasEnvironment     *bool                    `json:"hasEnvironment,omitempty"`
+	HasEnvironmentWith []*EnvironmentWhereInput `json:"hasEnvironmentWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *RunWhereInput) AddPredicates(predicates ...predicate.Run) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the RunWhereInput filter on the RunQuery builder.
+func (i *RunWhereInput) Filter(q *RunQuery) (*RunQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyRunWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyRunWhereInput is returned in case the RunWhereInput is empty.
+var ErrEmptyRunWhereInput = errors.New("ent: empty predicate RunWhereInput")
+
+// P returns a predicate for filtering runs.
+// An error is returned if the input is empty or invalid.
+func (i *RunWhereInput) P() (predicate.Run, error) {
+	var predicates []predicate.Run
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, run.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Run, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, run.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Run, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, run.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, run.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, run.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, run.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, run.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, run.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, run.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, run.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, run.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, run.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, run.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, run.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, run.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, run.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, run.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, run.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, run.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, run.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, run.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, run.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, run.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, run.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, run.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, run.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, run.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, run.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, run.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, run.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, run.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, run.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, run.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, run.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, run.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, run.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, run.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, run.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, run.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, run.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, run.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, run.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.VersionID != nil {
+		predicates = append(predicates, run.VersionIDEQ(*i.VersionID))
+	}
+	if i.VersionIDNEQ != nil {
+		predicates = append(predicates, run.VersionIDNEQ(*i.VersionIDNEQ))
+	}
+	if len(i.VersionIDIn) > 0 {
+		predicates = append(predicates, run.VersionIDIn(i.VersionIDIn...))
+	}
+	if len(i.VersionIDNotIn) > 0 {
+		predicates = append(predicates, run.VersionIDNotIn(i.VersionIDNotIn...))
+	}
+	if i.VersionIDGT != nil {
+		predicates = append(predicates, run.VersionIDGT(*i.VersionIDGT))
+	}
+	if i.VersionIDGTE != nil {
+		predicates = append(predicates, run.VersionIDGTE(*i.VersionIDGTE))
+	}
+	if i.VersionIDLT != nil {
+		predicates = append(predicates, run.VersionIDLT(*i.VersionIDLT))
+	}
+	if i.VersionIDLTE != nil {
+		predicates = append(predicates, run.VersionIDLTE(*i.VersionIDLTE))
+	}
+	if i.VersionIDContains != nil {
+		predicates = append(predicates, run.VersionIDContains(*i.VersionIDContains))
+	}
+	if i.VersionIDHasPrefix != nil {
+		predicates = append(predicates, run.VersionIDHasPrefix(*i.VersionIDHasPrefix))
+	}
+	if i.VersionIDHasSuffix != nil {
+		predicates = append(predicates, run.VersionIDHasSuffix(*i.VersionIDHasSuffix))
+	}
+	if i.VersionIDEqualFold != nil {
+		predicates = append(predicates, run.VersionIDEqualFold(*i.VersionIDEqualFold))
+	}
+	if i.VersionIDContainsFold != nil {
+		predicates = append(predicates, run.VersionIDContainsFold(*i.VersionIDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, run.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, run.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, run.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, run.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, run.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, run.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, run.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, run.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, run.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, run.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, run.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, run.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, run.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, run.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, run.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, run.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, run.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Mode != nil {
+		predicates = append(predicates, run.ModeEQ(*i.Mode))
+	}
+	if i.ModeNEQ != nil {
+		predicates = append(predicates, run.ModeNEQ(*i.ModeNEQ))
+	}
+	if len(i.ModeIn) > 0 {
+		predicates = append(predicates, run.ModeIn(i.ModeIn...))
+	}
+	if len(i.ModeNotIn) > 0 {
+		predicates = append(predicates, run.ModeNotIn(i.ModeNotIn...))
+	}
+	if i.IdempotencyKey != nil {
+		predicates = append(predicates, run.IdempotencyKeyEQ(*i.IdempotencyKey))
+	}
+	if i.IdempotencyKeyNEQ != nil {
+		predicates = append(predicates, run.IdempotencyKeyNEQ(*i.IdempotencyKeyNEQ))
+	}
+	if len(i.IdempotencyKeyIn) > 0 {
+		predicates = append(predicates, run.IdempotencyKeyIn(i.IdempotencyKeyIn...))
+	}
+	if len(i.IdempotencyKeyNotIn) > 0 {
+		predicates = append(predicates, run.IdempotencyKeyNotIn(i.IdempotencyKeyNotIn...))
+	}
+	if i.IdempotencyKeyGT != nil {
+		predicates = append(predicates, run.IdempotencyKeyGT(*i.IdempotencyKeyGT))
+	}
+	if i.IdempotencyKeyGTE != nil {
+		predicates = append(predicates, run.IdempotencyKeyGTE(*i.IdempotencyKeyGTE))
+	}
+	if i.IdempotencyKeyLT != nil {
+		predicates = append(predicates, run.IdempotencyKeyLT(*i.IdempotencyKeyLT))
+	}
+	if i.IdempotencyKeyLTE != nil {
+		predicates = append(predicates, run.IdempotencyKeyLTE(*i.IdempotencyKeyLTE))
+	}
+	if i.IdempotencyKeyContains != nil {
+		predicates = append(predicates, run.IdempotencyKeyContains(*i.IdempotencyKeyContains))
+	}
+	if i.IdempotencyKeyHasPrefix != nil {
+		predicates = append(predicates, run.IdempotencyKeyHasPrefix(*i.IdempotencyKeyHasPrefix))
+	}
+	if i.IdempotencyKeyHasSuffix != nil {
+		predicates = append(predicates, run.IdempotencyKeyHasSuffix(*i.IdempotencyKeyHasSuffix))
+	}
+	if i.IdempotencyKeyIsNil {
+		predicates = append(predicates, run.IdempotencyKeyIsNil())
+	}
+	if i.IdempotencyKeyNotNil {
+		predicates = append(predicates, run.IdempotencyKeyNotNil())
+	}
+	if i.IdempotencyKeyEqualFold != nil {
+		predicates = append(predicates, run.IdempotencyKeyEqualFold(*i.IdempotencyKeyEqualFold))
+	}
+	if i.IdempotencyKeyContainsFold != nil {
+		predicates = append(predicates, run.IdempotencyKeyContainsFold(*i.IdempotencyKeyContainsFold))
+	}
+	if i.ReplayOf != nil {
+		predicates = append(predicates, run.ReplayOfEQ(*i.ReplayOf))
+	}
+	if i.ReplayOfNEQ != nil {
+		predicates = append(predicates, run.ReplayOfNEQ(*i.ReplayOfNEQ))
+	}
+	if len(i.ReplayOfIn) > 0 {
+		predicates = append(predicates, run.ReplayOfIn(i.ReplayOfIn...))
+	}
+	if len(i.ReplayOfNotIn) > 0 {
+		predicates = append(predicates, run.ReplayOfNotIn(i.ReplayOfNotIn...))
+	}
+	if i.ReplayOfGT != nil {
+		predicates = append(predicates, run.ReplayOfGT(*i.ReplayOfGT))
+	}
+	if i.ReplayOfGTE != nil {
+		predicates = append(predicates, run.ReplayOfGTE(*i.ReplayOfGTE))
+	}
+	if i.ReplayOfLT != nil {
+		predicates = append(predicates, run.ReplayOfLT(*i.ReplayOfLT))
+	}
+	if i.ReplayOfLTE != nil {
+		predicates = append(predicates, run.ReplayOfLTE(*i.ReplayOfLTE))
+	}
+	if i.ReplayOfContains != nil {
+		predicates = append(predicates, run.ReplayOfContains(*i.ReplayOfContains))
+	}
+	if i.ReplayOfHasPrefix != nil {
+		predicates = append(predicates, run.ReplayOfHasPrefix(*i.ReplayOfHasPrefix))
+	}
+	if i.ReplayOfHasSuffix != nil {
+		predicates = append(predicates, run.ReplayOfHasSuffix(*i.ReplayOfHasSuffix))
+	}
+	if i.ReplayOfIsNil {
+		predicates = append(predicates, run.ReplayOfIsNil())
+	}
+	if i.ReplayOfNotNil {
+		predicates = append(predicates, run.ReplayOfNotNil())
+	}
+	if i.ReplayOfEqualFold != nil {
+		predicates = append(predicates, run.ReplayOfEqualFold(*i.ReplayOfEqualFold))
+	}
+	if i.ReplayOfContainsFold != nil {
+		predicates = append(predicates, run.ReplayOfContainsFold(*i.ReplayOfContainsFold))
+	}
+	if i.ErrorClass != nil {
+		predicates = append(predicates, run.ErrorClassEQ(*i.ErrorClass))
+	}
+	if i.ErrorClassNEQ != nil {
+		predicates = append(predicates, run.ErrorClassNEQ(*i.ErrorClassNEQ))
+	}
+	if len(i.ErrorClassIn) > 0 {
+		predicates = append(predicates, run.ErrorClassIn(i.ErrorClassIn...))
+	}
+	if len(i.ErrorClassNotIn) > 0 {
+		predicates = append(predicates, run.ErrorClassNotIn(i.ErrorClassNotIn...))
+	}
+	if i.ErrorClassGT != nil {
+		predicates = append(predicates, run.ErrorClassGT(*i.ErrorClassGT))
+	}
+	if i.ErrorClassGTE != nil {
+		predicates = append(predicates, run.ErrorClassGTE(*i.ErrorClassGTE))
+	}
+	if i.ErrorClassLT != nil {
+		predicates = append(predicates, run.ErrorClassLT(*i.ErrorClassLT))
+	}
+	if i.ErrorClassLTE != nil {
+		predicates = append(predicates, run.ErrorClassLTE(*i.ErrorClassLTE))
+	}
+	if i.ErrorClassContains != nil {
+		predicates = append(predicates, run.ErrorClassContains(*i.ErrorClassContains))
+	}
+	if i.ErrorClassHasPrefix != nil {
+		predicates = append(predicates, run.ErrorClassHasPrefix(*i.ErrorClassHasPrefix))
+	}
+	if i.ErrorClassHasSuffix != nil {
+		predicates = append(predicates, run.ErrorClassHasSuffix(*i.ErrorClassHasSuffix))
+	}
+	if i.ErrorClassIsNil {
+		predicates = append(predicates, run.ErrorClassIsNil())
+	}
+	if i.ErrorClassNotNil {
+		predicates = append(predicates, run.ErrorClassNotNil())
+	}
+	if i.ErrorClassEqualFold != nil {
+		predicates = append(predicates, run.ErrorClassEqualFold(*i.ErrorClassEqualFold))
+	}
+	if i.ErrorClassContainsFold != nil {
+		predicates = append(predicates, run.ErrorClassContainsFold(*i.ErrorClassContainsFold))
+	}
+	if i.FailedStepID != nil {
+		predicates = append(predicates, run.FailedStepIDEQ(*i.FailedStepID))
+	}
+	if i.FailedStepIDNEQ != nil {
+		predicates = append(predicates, run.FailedStepIDNEQ(*i.FailedStepIDNEQ))
+	}
+	if len(i.FailedStepIDIn) > 0 {
+		predicates = append(predicates, run.FailedStepIDIn(i.FailedStepIDIn...))
+	}
+	if len(i.FailedStepIDNotIn) > 0 {
+		predicates = append(predicates, run.FailedStepIDNotIn(i.FailedStepIDNotIn...))
+	}
+	if i.FailedStepIDGT != nil {
+		predicates = append(predicates, run.FailedStepIDGT(*i.FailedStepIDGT))
+	}
+	if i.FailedStepIDGTE != nil {
+		predicates = append(predicates, run.FailedStepIDGTE(*i.FailedStepIDGTE))
+	}
+	if i.FailedStepIDLT != nil {
+		predicates = append(predicates, run.FailedStepIDLT(*i.FailedStepIDLT))
+	}
+	if i.FailedStepIDLTE != nil {
+		predicates = append(predicates, run.FailedStepIDLTE(*i.FailedStepIDLTE))
+	}
+	if i.FailedStepIDContains != nil {
+		predicates = append(predicates, run.FailedStepIDContains(*i.FailedStepIDContains))
+	}
+	if i.FailedStepIDHasPrefix != nil {
+		predicates = append(predicates, run.FailedStepIDHasPrefix(*i.FailedStepIDHasPrefix))
+	}
+	if i.FailedStepIDHasSuffix != nil {
+		predicates = append(predicates, run.FailedStepIDHasSuffix(*i.FailedStepIDHasSuffix))
+	}
+	if i.FailedStepIDIsNil {
+		predicates = append(predicates, run.FailedStepIDIsNil())
+	}
+	if i.FailedStepIDNotNil {
+		predicates = append(predicates, run.FailedStepIDNotNil())
+	}
+	if i.FailedStepIDEqualFold != nil {
+		predicates = append(predicates, run.FailedStepIDEqualFold(*i.FailedStepIDEqualFold))
+	}
+	if i.FailedStepIDContainsFold != nil {
+		predicates = append(predicates, run.FailedStepIDContainsFold(*i.FailedStepIDContainsFold))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, run.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, run.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, run.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, run.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, run.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, run.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, run.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, run.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, run.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, run.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, run.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, run.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, run.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+	if i.StartedAt != nil {
+		predicates = append(predicates, run.StartedAtEQ(*i.StartedAt))
+	}
+	if i.StartedAtNEQ != nil {
+		predicates = append(predicates, run.StartedAtNEQ(*i.StartedAtNEQ))
+	}
+	if len(i.StartedAtIn) > 0 {
+		predicates = append(predicates, run.StartedAtIn(i.StartedAtIn...))
+	}
+	if len(i.StartedAtNotIn) > 0 {
+		predicates = append(predicates, run.StartedAtNotIn(i.StartedAtNotIn...))
+	}
+	if i.StartedAtGT != nil {
+		predicates = append(predicates, run.StartedAtGT(*i.StartedAtGT))
+	}
+	if i.StartedAtGTE != nil {
+		predicates = append(predicates, run.StartedAtGTE(*i.StartedAtGTE))
+	}
+	if i.StartedAtLT != nil {
+		predicates = append(predicates, run.StartedAtLT(*i.StartedAtLT))
+	}
+	if i.StartedAtLTE != nil {
+		predicates = append(predicates, run.StartedAtLTE(*i.StartedAtLTE))
+	}
+	if i.StartedAtIsNil {
+		predicates = append(predicates, run.StartedAtIsNil())
+	}
+	if i.StartedAtNotNil {
+		predicates = append(predicates, run.StartedAtNotNil())
+	}
+	if i.FinishedAt != nil {
+		predicates = append(predicates, run.FinishedAtEQ(*i.FinishedAt))
+	}
+	if i.FinishedAtNEQ != nil {
+		predicates = append(predicates, run.FinishedAtNEQ(*i.FinishedAtNEQ))
+	}
+	if len(i.FinishedAtIn) > 0 {
+		predicates = append(predicates, run.FinishedAtIn(i.FinishedAtIn...))
+	}
+	if len(i.FinishedAtNotIn) > 0 {
+		predicates = append(predicates, run.FinishedAtNotIn(i.FinishedAtNotIn...))
+	}
+	if i.FinishedAtGT != nil {
+		predicates = append(predicates, run.FinishedAtGT(*i.FinishedAtGT))
+	}
+	if i.FinishedAtGTE != nil {
+		predicates = append(predicates, run.FinishedAtGTE(*i.FinishedAtGTE))
+	}
+	if i.FinishedAtLT != nil {
+		predicates = append(predicates, run.FinishedAtLT(*i.FinishedAtLT))
+	}
+	if i.FinishedAtLTE != nil {
+		predicates = append(predicates, run.FinishedAtLTE(*i.FinishedAtLTE))
+	}
+	if i.FinishedAtIsNil {
+		predicates = append(predicates, run.FinishedAtIsNil())
+	}
+	if i.FinishedAtNotNil {
+		predicates = append(predicates, run.FinishedAtNotNil())
+	}
+
+	if i.HasWorkflow != nil {
+		p := run.HasWorkflow()
+		if !*i.HasWorkflow {
+			p = run.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasWorkflowWith) > 0 {
+		with := make([]predicate.Workflow, 0, len(i.HasWorkflowWith))
+		for _, w := range i.HasWorkflowWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasWorkflowWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, run.HasWorkflowWith(with...))
+	}
+	if i.HasVersion != nil {
+		p := run.HasVersion()
+		if !*i.HasVersion {
+			p = run.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasVersionWith) > 0 {
+		with := make([]predicate.WorkflowVersion, 0, len(i.HasVersionWith))
+		for _, w := range i.HasVersionWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasVersionWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, run.HasVersionWith(with...))
+	}
+	if i.HasEnvironment != nil {
+		p := run.HasEnvironment()
+		if !*i.HasEnvironment {
+			p = run.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasEnvironmentWith) > 0 {
+		with := make([]predicate.Environment, 0, len(i.HasEnvironmentWith))
+		for _, w := range i.HasEnvironmentWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasEnvironmentWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, run.HasEnvironmentWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyRunWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return run.And(predicates...), nil
 	}
 }
 

@@ -4,6 +4,7 @@ package ent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -19,6 +21,10 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -34,12 +40,17 @@ const (
 
 	// Node types.
 	TypeAPIKey            = "APIKey"
+	TypeApprovalRequest   = "ApprovalRequest"
 	TypeAuditLog          = "AuditLog"
 	TypeCredential        = "Credential"
 	TypeCredentialVersion = "CredentialVersion"
 	TypeDeployment        = "Deployment"
 	TypeEnvironment       = "Environment"
 	TypeMember            = "Member"
+	TypeRun               = "Run"
+	TypeRunEvent          = "RunEvent"
+	TypeStepAttempt       = "StepAttempt"
+	TypeStepRun           = "StepRun"
 	TypeTenant            = "Tenant"
 	TypeWorkflow          = "Workflow"
 	TypeWorkflowVersion   = "WorkflowVersion"
@@ -1164,6 +1175,1437 @@ func (m *APIKeyMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown APIKey edge %s", name)
+}
+
+// ApprovalRequestMutation represents an operation that mutates the ApprovalRequest nodes in the graph.
+type ApprovalRequestMutation struct {
+	config
+	op                      Op
+	typ                     string
+	id                      *string
+	created_at              *time.Time
+	updated_at              *time.Time
+	step_id                 *string
+	step_run_id             *string
+	status                  *approvalrequest.Status
+	message                 *string
+	context                 *map[string]interface{}
+	approver_roles          *[]string
+	appendapprover_roles    []string
+	approver_subjects       *[]string
+	appendapprover_subjects []string
+	on_timeout              *approvalrequest.OnTimeout
+	expires_at              *time.Time
+	decided_by              *string
+	comment                 *string
+	decided_at              *time.Time
+	clearedFields           map[string]struct{}
+	tenant                  *string
+	clearedtenant           bool
+	run                     *string
+	clearedrun              bool
+	done                    bool
+	oldValue                func(context.Context) (*ApprovalRequest, error)
+	predicates              []predicate.ApprovalRequest
+}
+
+var _ ent.Mutation = (*ApprovalRequestMutation)(nil)
+
+// approvalrequestOption allows management of the mutation configuration using functional options.
+type approvalrequestOption func(*ApprovalRequestMutation)
+
+// newApprovalRequestMutation creates new mutation for the ApprovalRequest entity.
+func newApprovalRequestMutation(c config, op Op, opts ...approvalrequestOption) *ApprovalRequestMutation {
+	m := &ApprovalRequestMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeApprovalRequest,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withApprovalRequestID sets the ID field of the mutation.
+func withApprovalRequestID(id string) approvalrequestOption {
+	return func(m *ApprovalRequestMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ApprovalRequest
+		)
+		m.oldValue = func(ctx context.Context) (*ApprovalRequest, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ApprovalRequest.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withApprovalRequest sets the old ApprovalRequest of the mutation.
+func withApprovalRequest(node *ApprovalRequest) approvalrequestOption {
+	return func(m *ApprovalRequestMutation) {
+		m.oldValue = func(context.Context) (*ApprovalRequest, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ApprovalRequestMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ApprovalRequestMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ApprovalRequest entities.
+func (m *ApprovalRequestMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ApprovalRequestMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ApprovalRequestMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ApprovalRequest.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ApprovalRequestMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ApprovalRequestMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ApprovalRequestMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ApprovalRequestMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ApprovalRequestMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ApprovalRequestMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ApprovalRequestMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ApprovalRequestMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ApprovalRequestMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *ApprovalRequestMutation) SetRunID(s string) {
+	m.run = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *ApprovalRequestMutation) RunID() (r string, exists bool) {
+	v := m.run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *ApprovalRequestMutation) ResetRunID() {
+	m.run = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *ApprovalRequestMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *ApprovalRequestMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *ApprovalRequestMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetStepRunID sets the "step_run_id" field.
+func (m *ApprovalRequestMutation) SetStepRunID(s string) {
+	m.step_run_id = &s
+}
+
+// StepRunID returns the value of the "step_run_id" field in the mutation.
+func (m *ApprovalRequestMutation) StepRunID() (r string, exists bool) {
+	v := m.step_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepRunID returns the old "step_run_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldStepRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepRunID: %w", err)
+	}
+	return oldValue.StepRunID, nil
+}
+
+// ResetStepRunID resets all changes to the "step_run_id" field.
+func (m *ApprovalRequestMutation) ResetStepRunID() {
+	m.step_run_id = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *ApprovalRequestMutation) SetStatus(a approvalrequest.Status) {
+	m.status = &a
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *ApprovalRequestMutation) Status() (r approvalrequest.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldStatus(ctx context.Context) (v approvalrequest.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *ApprovalRequestMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetMessage sets the "message" field.
+func (m *ApprovalRequestMutation) SetMessage(s string) {
+	m.message = &s
+}
+
+// Message returns the value of the "message" field in the mutation.
+func (m *ApprovalRequestMutation) Message() (r string, exists bool) {
+	v := m.message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMessage returns the old "message" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldMessage(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMessage: %w", err)
+	}
+	return oldValue.Message, nil
+}
+
+// ClearMessage clears the value of the "message" field.
+func (m *ApprovalRequestMutation) ClearMessage() {
+	m.message = nil
+	m.clearedFields[approvalrequest.FieldMessage] = struct{}{}
+}
+
+// MessageCleared returns if the "message" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) MessageCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldMessage]
+	return ok
+}
+
+// ResetMessage resets all changes to the "message" field.
+func (m *ApprovalRequestMutation) ResetMessage() {
+	m.message = nil
+	delete(m.clearedFields, approvalrequest.FieldMessage)
+}
+
+// SetContext sets the "context" field.
+func (m *ApprovalRequestMutation) SetContext(value map[string]interface{}) {
+	m.context = &value
+}
+
+// Context returns the value of the "context" field in the mutation.
+func (m *ApprovalRequestMutation) Context() (r map[string]interface{}, exists bool) {
+	v := m.context
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldContext returns the old "context" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldContext(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldContext is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldContext requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldContext: %w", err)
+	}
+	return oldValue.Context, nil
+}
+
+// ClearContext clears the value of the "context" field.
+func (m *ApprovalRequestMutation) ClearContext() {
+	m.context = nil
+	m.clearedFields[approvalrequest.FieldContext] = struct{}{}
+}
+
+// ContextCleared returns if the "context" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ContextCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldContext]
+	return ok
+}
+
+// ResetContext resets all changes to the "context" field.
+func (m *ApprovalRequestMutation) ResetContext() {
+	m.context = nil
+	delete(m.clearedFields, approvalrequest.FieldContext)
+}
+
+// SetApproverRoles sets the "approver_roles" field.
+func (m *ApprovalRequestMutation) SetApproverRoles(s []string) {
+	m.approver_roles = &s
+	m.appendapprover_roles = nil
+}
+
+// ApproverRoles returns the value of the "approver_roles" field in the mutation.
+func (m *ApprovalRequestMutation) ApproverRoles() (r []string, exists bool) {
+	v := m.approver_roles
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldApproverRoles returns the old "approver_roles" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldApproverRoles(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldApproverRoles is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldApproverRoles requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldApproverRoles: %w", err)
+	}
+	return oldValue.ApproverRoles, nil
+}
+
+// AppendApproverRoles adds s to the "approver_roles" field.
+func (m *ApprovalRequestMutation) AppendApproverRoles(s []string) {
+	m.appendapprover_roles = append(m.appendapprover_roles, s...)
+}
+
+// AppendedApproverRoles returns the list of values that were appended to the "approver_roles" field in this mutation.
+func (m *ApprovalRequestMutation) AppendedApproverRoles() ([]string, bool) {
+	if len(m.appendapprover_roles) == 0 {
+		return nil, false
+	}
+	return m.appendapprover_roles, true
+}
+
+// ClearApproverRoles clears the value of the "approver_roles" field.
+func (m *ApprovalRequestMutation) ClearApproverRoles() {
+	m.approver_roles = nil
+	m.appendapprover_roles = nil
+	m.clearedFields[approvalrequest.FieldApproverRoles] = struct{}{}
+}
+
+// ApproverRolesCleared returns if the "approver_roles" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ApproverRolesCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldApproverRoles]
+	return ok
+}
+
+// ResetApproverRoles resets all changes to the "approver_roles" field.
+func (m *ApprovalRequestMutation) ResetApproverRoles() {
+	m.approver_roles = nil
+	m.appendapprover_roles = nil
+	delete(m.clearedFields, approvalrequest.FieldApproverRoles)
+}
+
+// SetApproverSubjects sets the "approver_subjects" field.
+func (m *ApprovalRequestMutation) SetApproverSubjects(s []string) {
+	m.approver_subjects = &s
+	m.appendapprover_subjects = nil
+}
+
+// ApproverSubjects returns the value of the "approver_subjects" field in the mutation.
+func (m *ApprovalRequestMutation) ApproverSubjects() (r []string, exists bool) {
+	v := m.approver_subjects
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldApproverSubjects returns the old "approver_subjects" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldApproverSubjects(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldApproverSubjects is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldApproverSubjects requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldApproverSubjects: %w", err)
+	}
+	return oldValue.ApproverSubjects, nil
+}
+
+// AppendApproverSubjects adds s to the "approver_subjects" field.
+func (m *ApprovalRequestMutation) AppendApproverSubjects(s []string) {
+	m.appendapprover_subjects = append(m.appendapprover_subjects, s...)
+}
+
+// AppendedApproverSubjects returns the list of values that were appended to the "approver_subjects" field in this mutation.
+func (m *ApprovalRequestMutation) AppendedApproverSubjects() ([]string, bool) {
+	if len(m.appendapprover_subjects) == 0 {
+		return nil, false
+	}
+	return m.appendapprover_subjects, true
+}
+
+// ClearApproverSubjects clears the value of the "approver_subjects" field.
+func (m *ApprovalRequestMutation) ClearApproverSubjects() {
+	m.approver_subjects = nil
+	m.appendapprover_subjects = nil
+	m.clearedFields[approvalrequest.FieldApproverSubjects] = struct{}{}
+}
+
+// ApproverSubjectsCleared returns if the "approver_subjects" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ApproverSubjectsCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldApproverSubjects]
+	return ok
+}
+
+// ResetApproverSubjects resets all changes to the "approver_subjects" field.
+func (m *ApprovalRequestMutation) ResetApproverSubjects() {
+	m.approver_subjects = nil
+	m.appendapprover_subjects = nil
+	delete(m.clearedFields, approvalrequest.FieldApproverSubjects)
+}
+
+// SetOnTimeout sets the "on_timeout" field.
+func (m *ApprovalRequestMutation) SetOnTimeout(at approvalrequest.OnTimeout) {
+	m.on_timeout = &at
+}
+
+// OnTimeout returns the value of the "on_timeout" field in the mutation.
+func (m *ApprovalRequestMutation) OnTimeout() (r approvalrequest.OnTimeout, exists bool) {
+	v := m.on_timeout
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOnTimeout returns the old "on_timeout" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldOnTimeout(ctx context.Context) (v approvalrequest.OnTimeout, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOnTimeout is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOnTimeout requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOnTimeout: %w", err)
+	}
+	return oldValue.OnTimeout, nil
+}
+
+// ResetOnTimeout resets all changes to the "on_timeout" field.
+func (m *ApprovalRequestMutation) ResetOnTimeout() {
+	m.on_timeout = nil
+}
+
+// SetExpiresAt sets the "expires_at" field.
+func (m *ApprovalRequestMutation) SetExpiresAt(t time.Time) {
+	m.expires_at = &t
+}
+
+// ExpiresAt returns the value of the "expires_at" field in the mutation.
+func (m *ApprovalRequestMutation) ExpiresAt() (r time.Time, exists bool) {
+	v := m.expires_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpiresAt returns the old "expires_at" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldExpiresAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpiresAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpiresAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpiresAt: %w", err)
+	}
+	return oldValue.ExpiresAt, nil
+}
+
+// ClearExpiresAt clears the value of the "expires_at" field.
+func (m *ApprovalRequestMutation) ClearExpiresAt() {
+	m.expires_at = nil
+	m.clearedFields[approvalrequest.FieldExpiresAt] = struct{}{}
+}
+
+// ExpiresAtCleared returns if the "expires_at" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ExpiresAtCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldExpiresAt]
+	return ok
+}
+
+// ResetExpiresAt resets all changes to the "expires_at" field.
+func (m *ApprovalRequestMutation) ResetExpiresAt() {
+	m.expires_at = nil
+	delete(m.clearedFields, approvalrequest.FieldExpiresAt)
+}
+
+// SetDecidedBy sets the "decided_by" field.
+func (m *ApprovalRequestMutation) SetDecidedBy(s string) {
+	m.decided_by = &s
+}
+
+// DecidedBy returns the value of the "decided_by" field in the mutation.
+func (m *ApprovalRequestMutation) DecidedBy() (r string, exists bool) {
+	v := m.decided_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDecidedBy returns the old "decided_by" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldDecidedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDecidedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDecidedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDecidedBy: %w", err)
+	}
+	return oldValue.DecidedBy, nil
+}
+
+// ClearDecidedBy clears the value of the "decided_by" field.
+func (m *ApprovalRequestMutation) ClearDecidedBy() {
+	m.decided_by = nil
+	m.clearedFields[approvalrequest.FieldDecidedBy] = struct{}{}
+}
+
+// DecidedByCleared returns if the "decided_by" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) DecidedByCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldDecidedBy]
+	return ok
+}
+
+// ResetDecidedBy resets all changes to the "decided_by" field.
+func (m *ApprovalRequestMutation) ResetDecidedBy() {
+	m.decided_by = nil
+	delete(m.clearedFields, approvalrequest.FieldDecidedBy)
+}
+
+// SetComment sets the "comment" field.
+func (m *ApprovalRequestMutation) SetComment(s string) {
+	m.comment = &s
+}
+
+// Comment returns the value of the "comment" field in the mutation.
+func (m *ApprovalRequestMutation) Comment() (r string, exists bool) {
+	v := m.comment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldComment returns the old "comment" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldComment(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldComment is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldComment requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldComment: %w", err)
+	}
+	return oldValue.Comment, nil
+}
+
+// ClearComment clears the value of the "comment" field.
+func (m *ApprovalRequestMutation) ClearComment() {
+	m.comment = nil
+	m.clearedFields[approvalrequest.FieldComment] = struct{}{}
+}
+
+// CommentCleared returns if the "comment" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) CommentCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldComment]
+	return ok
+}
+
+// ResetComment resets all changes to the "comment" field.
+func (m *ApprovalRequestMutation) ResetComment() {
+	m.comment = nil
+	delete(m.clearedFields, approvalrequest.FieldComment)
+}
+
+// SetDecidedAt sets the "decided_at" field.
+func (m *ApprovalRequestMutation) SetDecidedAt(t time.Time) {
+	m.decided_at = &t
+}
+
+// DecidedAt returns the value of the "decided_at" field in the mutation.
+func (m *ApprovalRequestMutation) DecidedAt() (r time.Time, exists bool) {
+	v := m.decided_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDecidedAt returns the old "decided_at" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldDecidedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDecidedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDecidedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDecidedAt: %w", err)
+	}
+	return oldValue.DecidedAt, nil
+}
+
+// ClearDecidedAt clears the value of the "decided_at" field.
+func (m *ApprovalRequestMutation) ClearDecidedAt() {
+	m.decided_at = nil
+	m.clearedFields[approvalrequest.FieldDecidedAt] = struct{}{}
+}
+
+// DecidedAtCleared returns if the "decided_at" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) DecidedAtCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldDecidedAt]
+	return ok
+}
+
+// ResetDecidedAt resets all changes to the "decided_at" field.
+func (m *ApprovalRequestMutation) ResetDecidedAt() {
+	m.decided_at = nil
+	delete(m.clearedFields, approvalrequest.FieldDecidedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ApprovalRequestMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[approvalrequest.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ApprovalRequestMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ApprovalRequestMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ApprovalRequestMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearRun clears the "run" edge to the Run entity.
+func (m *ApprovalRequestMutation) ClearRun() {
+	m.clearedrun = true
+	m.clearedFields[approvalrequest.FieldRunID] = struct{}{}
+}
+
+// RunCleared reports if the "run" edge to the Run entity was cleared.
+func (m *ApprovalRequestMutation) RunCleared() bool {
+	return m.clearedrun
+}
+
+// RunIDs returns the "run" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// RunID instead. It exists only for internal usage by the builders.
+func (m *ApprovalRequestMutation) RunIDs() (ids []string) {
+	if id := m.run; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetRun resets all changes to the "run" edge.
+func (m *ApprovalRequestMutation) ResetRun() {
+	m.run = nil
+	m.clearedrun = false
+}
+
+// Where appends a list predicates to the ApprovalRequestMutation builder.
+func (m *ApprovalRequestMutation) Where(ps ...predicate.ApprovalRequest) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ApprovalRequestMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ApprovalRequestMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ApprovalRequest, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ApprovalRequestMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ApprovalRequestMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ApprovalRequest).
+func (m *ApprovalRequestMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ApprovalRequestMutation) Fields() []string {
+	fields := make([]string, 0, 16)
+	if m.tenant != nil {
+		fields = append(fields, approvalrequest.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, approvalrequest.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, approvalrequest.FieldUpdatedAt)
+	}
+	if m.run != nil {
+		fields = append(fields, approvalrequest.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, approvalrequest.FieldStepID)
+	}
+	if m.step_run_id != nil {
+		fields = append(fields, approvalrequest.FieldStepRunID)
+	}
+	if m.status != nil {
+		fields = append(fields, approvalrequest.FieldStatus)
+	}
+	if m.message != nil {
+		fields = append(fields, approvalrequest.FieldMessage)
+	}
+	if m.context != nil {
+		fields = append(fields, approvalrequest.FieldContext)
+	}
+	if m.approver_roles != nil {
+		fields = append(fields, approvalrequest.FieldApproverRoles)
+	}
+	if m.approver_subjects != nil {
+		fields = append(fields, approvalrequest.FieldApproverSubjects)
+	}
+	if m.on_timeout != nil {
+		fields = append(fields, approvalrequest.FieldOnTimeout)
+	}
+	if m.expires_at != nil {
+		fields = append(fields, approvalrequest.FieldExpiresAt)
+	}
+	if m.decided_by != nil {
+		fields = append(fields, approvalrequest.FieldDecidedBy)
+	}
+	if m.comment != nil {
+		fields = append(fields, approvalrequest.FieldComment)
+	}
+	if m.decided_at != nil {
+		fields = append(fields, approvalrequest.FieldDecidedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ApprovalRequestMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case approvalrequest.FieldTenantID:
+		return m.TenantID()
+	case approvalrequest.FieldCreatedAt:
+		return m.CreatedAt()
+	case approvalrequest.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case approvalrequest.FieldRunID:
+		return m.RunID()
+	case approvalrequest.FieldStepID:
+		return m.StepID()
+	case approvalrequest.FieldStepRunID:
+		return m.StepRunID()
+	case approvalrequest.FieldStatus:
+		return m.Status()
+	case approvalrequest.FieldMessage:
+		return m.Message()
+	case approvalrequest.FieldContext:
+		return m.Context()
+	case approvalrequest.FieldApproverRoles:
+		return m.ApproverRoles()
+	case approvalrequest.FieldApproverSubjects:
+		return m.ApproverSubjects()
+	case approvalrequest.FieldOnTimeout:
+		return m.OnTimeout()
+	case approvalrequest.FieldExpiresAt:
+		return m.ExpiresAt()
+	case approvalrequest.FieldDecidedBy:
+		return m.DecidedBy()
+	case approvalrequest.FieldComment:
+		return m.Comment()
+	case approvalrequest.FieldDecidedAt:
+		return m.DecidedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ApprovalRequestMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case approvalrequest.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case approvalrequest.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case approvalrequest.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case approvalrequest.FieldRunID:
+		return m.OldRunID(ctx)
+	case approvalrequest.FieldStepID:
+		return m.OldStepID(ctx)
+	case approvalrequest.FieldStepRunID:
+		return m.OldStepRunID(ctx)
+	case approvalrequest.FieldStatus:
+		return m.OldStatus(ctx)
+	case approvalrequest.FieldMessage:
+		return m.OldMessage(ctx)
+	case approvalrequest.FieldContext:
+		return m.OldContext(ctx)
+	case approvalrequest.FieldApproverRoles:
+		return m.OldApproverRoles(ctx)
+	case approvalrequest.FieldApproverSubjects:
+		return m.OldApproverSubjects(ctx)
+	case approvalrequest.FieldOnTimeout:
+		return m.OldOnTimeout(ctx)
+	case approvalrequest.FieldExpiresAt:
+		return m.OldExpiresAt(ctx)
+	case approvalrequest.FieldDecidedBy:
+		return m.OldDecidedBy(ctx)
+	case approvalrequest.FieldComment:
+		return m.OldComment(ctx)
+	case approvalrequest.FieldDecidedAt:
+		return m.OldDecidedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown ApprovalRequest field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ApprovalRequestMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case approvalrequest.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case approvalrequest.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case approvalrequest.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case approvalrequest.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case approvalrequest.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case approvalrequest.FieldStepRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepRunID(v)
+		return nil
+	case approvalrequest.FieldStatus:
+		v, ok := value.(approvalrequest.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case approvalrequest.FieldMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMessage(v)
+		return nil
+	case approvalrequest.FieldContext:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetContext(v)
+		return nil
+	case approvalrequest.FieldApproverRoles:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetApproverRoles(v)
+		return nil
+	case approvalrequest.FieldApproverSubjects:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetApproverSubjects(v)
+		return nil
+	case approvalrequest.FieldOnTimeout:
+		v, ok := value.(approvalrequest.OnTimeout)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOnTimeout(v)
+		return nil
+	case approvalrequest.FieldExpiresAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpiresAt(v)
+		return nil
+	case approvalrequest.FieldDecidedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDecidedBy(v)
+		return nil
+	case approvalrequest.FieldComment:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetComment(v)
+		return nil
+	case approvalrequest.FieldDecidedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDecidedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ApprovalRequest field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ApprovalRequestMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ApprovalRequestMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ApprovalRequestMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown ApprovalRequest numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ApprovalRequestMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(approvalrequest.FieldMessage) {
+		fields = append(fields, approvalrequest.FieldMessage)
+	}
+	if m.FieldCleared(approvalrequest.FieldContext) {
+		fields = append(fields, approvalrequest.FieldContext)
+	}
+	if m.FieldCleared(approvalrequest.FieldApproverRoles) {
+		fields = append(fields, approvalrequest.FieldApproverRoles)
+	}
+	if m.FieldCleared(approvalrequest.FieldApproverSubjects) {
+		fields = append(fields, approvalrequest.FieldApproverSubjects)
+	}
+	if m.FieldCleared(approvalrequest.FieldExpiresAt) {
+		fields = append(fields, approvalrequest.FieldExpiresAt)
+	}
+	if m.FieldCleared(approvalrequest.FieldDecidedBy) {
+		fields = append(fields, approvalrequest.FieldDecidedBy)
+	}
+	if m.FieldCleared(approvalrequest.FieldComment) {
+		fields = append(fields, approvalrequest.FieldComment)
+	}
+	if m.FieldCleared(approvalrequest.FieldDecidedAt) {
+		fields = append(fields, approvalrequest.FieldDecidedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ApprovalRequestMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ApprovalRequestMutation) ClearField(name string) error {
+	switch name {
+	case approvalrequest.FieldMessage:
+		m.ClearMessage()
+		return nil
+	case approvalrequest.FieldContext:
+		m.ClearContext()
+		return nil
+	case approvalrequest.FieldApproverRoles:
+		m.ClearApproverRoles()
+		return nil
+	case approvalrequest.FieldApproverSubjects:
+		m.ClearApproverSubjects()
+		return nil
+	case approvalrequest.FieldExpiresAt:
+		m.ClearExpiresAt()
+		return nil
+	case approvalrequest.FieldDecidedBy:
+		m.ClearDecidedBy()
+		return nil
+	case approvalrequest.FieldComment:
+		m.ClearComment()
+		return nil
+	case approvalrequest.FieldDecidedAt:
+		m.ClearDecidedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown ApprovalRequest nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ApprovalRequestMutation) ResetField(name string) error {
+	switch name {
+	case approvalrequest.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case approvalrequest.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case approvalrequest.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case approvalrequest.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case approvalrequest.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case approvalrequest.FieldStepRunID:
+		m.ResetStepRunID()
+		return nil
+	case approvalrequest.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case approvalrequest.FieldMessage:
+		m.ResetMessage()
+		return nil
+	case approvalrequest.FieldContext:
+		m.ResetContext()
+		return nil
+	case approvalrequest.FieldApproverRoles:
+		m.ResetApproverRoles()
+		return nil
+	case approvalrequest.FieldApproverSubjects:
+		m.ResetApproverSubjects()
+		return nil
+	case approvalrequest.FieldOnTimeout:
+		m.ResetOnTimeout()
+		return nil
+	case approvalrequest.FieldExpiresAt:
+		m.ResetExpiresAt()
+		return nil
+	case approvalrequest.FieldDecidedBy:
+		m.ResetDecidedBy()
+		return nil
+	case approvalrequest.FieldComment:
+		m.ResetComment()
+		return nil
+	case approvalrequest.FieldDecidedAt:
+		m.ResetDecidedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown ApprovalRequest field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ApprovalRequestMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, approvalrequest.EdgeTenant)
+	}
+	if m.run != nil {
+		edges = append(edges, approvalrequest.EdgeRun)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ApprovalRequestMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case approvalrequest.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case approvalrequest.EdgeRun:
+		if id := m.run; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ApprovalRequestMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ApprovalRequestMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ApprovalRequestMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, approvalrequest.EdgeTenant)
+	}
+	if m.clearedrun {
+		edges = append(edges, approvalrequest.EdgeRun)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ApprovalRequestMutation) EdgeCleared(name string) bool {
+	switch name {
+	case approvalrequest.EdgeTenant:
+		return m.clearedtenant
+	case approvalrequest.EdgeRun:
+		return m.clearedrun
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ApprovalRequestMutation) ClearEdge(name string) error {
+	switch name {
+	case approvalrequest.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case approvalrequest.EdgeRun:
+		m.ClearRun()
+		return nil
+	}
+	return fmt.Errorf("unknown ApprovalRequest unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ApprovalRequestMutation) ResetEdge(name string) error {
+	switch name {
+	case approvalrequest.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case approvalrequest.EdgeRun:
+		m.ResetRun()
+		return nil
+	}
+	return fmt.Errorf("unknown ApprovalRequest edge %s", name)
 }
 
 // AuditLogMutation represents an operation that mutates the AuditLog nodes in the graph.
@@ -6261,6 +7703,5826 @@ func (m *MemberMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Member edge %s", name)
+}
+
+// RunMutation represents an operation that mutates the Run nodes in the graph.
+type RunMutation struct {
+	config
+	op                 Op
+	typ                string
+	id                 *string
+	created_at         *time.Time
+	updated_at         *time.Time
+	status             *run.Status
+	mode               *run.Mode
+	input              *map[string]interface{}
+	input_hash         *string
+	output             *json.RawMessage
+	appendoutput       json.RawMessage
+	idempotency_key    *string
+	replay_of          *string
+	error_class        *string
+	error_message      *string
+	failed_step_id     *string
+	cost_micro_usd     *int64
+	addcost_micro_usd  *int64
+	next_seq           *int64
+	addnext_seq        *int64
+	created_by         *string
+	started_at         *time.Time
+	finished_at        *time.Time
+	clearedFields      map[string]struct{}
+	tenant             *string
+	clearedtenant      bool
+	workflow           *string
+	clearedworkflow    bool
+	version            *string
+	clearedversion     bool
+	environment        *string
+	clearedenvironment bool
+	steps              map[string]struct{}
+	removedsteps       map[string]struct{}
+	clearedsteps       bool
+	run_events         map[string]struct{}
+	removedrun_events  map[string]struct{}
+	clearedrun_events  bool
+	done               bool
+	oldValue           func(context.Context) (*Run, error)
+	predicates         []predicate.Run
+}
+
+var _ ent.Mutation = (*RunMutation)(nil)
+
+// runOption allows management of the mutation configuration using functional options.
+type runOption func(*RunMutation)
+
+// newRunMutation creates new mutation for the Run entity.
+func newRunMutation(c config, op Op, opts ...runOption) *RunMutation {
+	m := &RunMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeRun,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withRunID sets the ID field of the mutation.
+func withRunID(id string) runOption {
+	return func(m *RunMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Run
+		)
+		m.oldValue = func(ctx context.Context) (*Run, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Run.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withRun sets the old Run of the mutation.
+func withRun(node *Run) runOption {
+	return func(m *RunMutation) {
+		m.oldValue = func(context.Context) (*Run, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m RunMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m RunMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Run entities.
+func (m *RunMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *RunMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *RunMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Run.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *RunMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *RunMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *RunMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *RunMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *RunMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *RunMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *RunMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *RunMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *RunMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *RunMutation) SetWorkflowID(s string) {
+	m.workflow = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *RunMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *RunMutation) ResetWorkflowID() {
+	m.workflow = nil
+}
+
+// SetVersionID sets the "version_id" field.
+func (m *RunMutation) SetVersionID(s string) {
+	m.version = &s
+}
+
+// VersionID returns the value of the "version_id" field in the mutation.
+func (m *RunMutation) VersionID() (r string, exists bool) {
+	v := m.version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersionID returns the old "version_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersionID: %w", err)
+	}
+	return oldValue.VersionID, nil
+}
+
+// ResetVersionID resets all changes to the "version_id" field.
+func (m *RunMutation) ResetVersionID() {
+	m.version = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *RunMutation) SetEnvironmentID(s string) {
+	m.environment = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *RunMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *RunMutation) ResetEnvironmentID() {
+	m.environment = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *RunMutation) SetStatus(r run.Status) {
+	m.status = &r
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *RunMutation) Status() (r run.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldStatus(ctx context.Context) (v run.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *RunMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetMode sets the "mode" field.
+func (m *RunMutation) SetMode(r run.Mode) {
+	m.mode = &r
+}
+
+// Mode returns the value of the "mode" field in the mutation.
+func (m *RunMutation) Mode() (r run.Mode, exists bool) {
+	v := m.mode
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMode returns the old "mode" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldMode(ctx context.Context) (v run.Mode, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMode: %w", err)
+	}
+	return oldValue.Mode, nil
+}
+
+// ResetMode resets all changes to the "mode" field.
+func (m *RunMutation) ResetMode() {
+	m.mode = nil
+}
+
+// SetInput sets the "input" field.
+func (m *RunMutation) SetInput(value map[string]interface{}) {
+	m.input = &value
+}
+
+// Input returns the value of the "input" field in the mutation.
+func (m *RunMutation) Input() (r map[string]interface{}, exists bool) {
+	v := m.input
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInput returns the old "input" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldInput(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInput: %w", err)
+	}
+	return oldValue.Input, nil
+}
+
+// ResetInput resets all changes to the "input" field.
+func (m *RunMutation) ResetInput() {
+	m.input = nil
+}
+
+// SetInputHash sets the "input_hash" field.
+func (m *RunMutation) SetInputHash(s string) {
+	m.input_hash = &s
+}
+
+// InputHash returns the value of the "input_hash" field in the mutation.
+func (m *RunMutation) InputHash() (r string, exists bool) {
+	v := m.input_hash
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInputHash returns the old "input_hash" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldInputHash(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInputHash is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInputHash requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInputHash: %w", err)
+	}
+	return oldValue.InputHash, nil
+}
+
+// ResetInputHash resets all changes to the "input_hash" field.
+func (m *RunMutation) ResetInputHash() {
+	m.input_hash = nil
+}
+
+// SetOutput sets the "output" field.
+func (m *RunMutation) SetOutput(jm json.RawMessage) {
+	m.output = &jm
+	m.appendoutput = nil
+}
+
+// Output returns the value of the "output" field in the mutation.
+func (m *RunMutation) Output() (r json.RawMessage, exists bool) {
+	v := m.output
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutput returns the old "output" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldOutput(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutput: %w", err)
+	}
+	return oldValue.Output, nil
+}
+
+// AppendOutput adds jm to the "output" field.
+func (m *RunMutation) AppendOutput(jm json.RawMessage) {
+	m.appendoutput = append(m.appendoutput, jm...)
+}
+
+// AppendedOutput returns the list of values that were appended to the "output" field in this mutation.
+func (m *RunMutation) AppendedOutput() (json.RawMessage, bool) {
+	if len(m.appendoutput) == 0 {
+		return nil, false
+	}
+	return m.appendoutput, true
+}
+
+// ClearOutput clears the value of the "output" field.
+func (m *RunMutation) ClearOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	m.clearedFields[run.FieldOutput] = struct{}{}
+}
+
+// OutputCleared returns if the "output" field was cleared in this mutation.
+func (m *RunMutation) OutputCleared() bool {
+	_, ok := m.clearedFields[run.FieldOutput]
+	return ok
+}
+
+// ResetOutput resets all changes to the "output" field.
+func (m *RunMutation) ResetOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	delete(m.clearedFields, run.FieldOutput)
+}
+
+// SetIdempotencyKey sets the "idempotency_key" field.
+func (m *RunMutation) SetIdempotencyKey(s string) {
+	m.idempotency_key = &s
+}
+
+// IdempotencyKey returns the value of the "idempotency_key" field in the mutation.
+func (m *RunMutation) IdempotencyKey() (r string, exists bool) {
+	v := m.idempotency_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldIdempotencyKey returns the old "idempotency_key" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldIdempotencyKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldIdempotencyKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldIdempotencyKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldIdempotencyKey: %w", err)
+	}
+	return oldValue.IdempotencyKey, nil
+}
+
+// ClearIdempotencyKey clears the value of the "idempotency_key" field.
+func (m *RunMutation) ClearIdempotencyKey() {
+	m.idempotency_key = nil
+	m.clearedFields[run.FieldIdempotencyKey] = struct{}{}
+}
+
+// IdempotencyKeyCleared returns if the "idempotency_key" field was cleared in this mutation.
+func (m *RunMutation) IdempotencyKeyCleared() bool {
+	_, ok := m.clearedFields[run.FieldIdempotencyKey]
+	return ok
+}
+
+// ResetIdempotencyKey resets all changes to the "idempotency_key" field.
+func (m *RunMutation) ResetIdempotencyKey() {
+	m.idempotency_key = nil
+	delete(m.clearedFields, run.FieldIdempotencyKey)
+}
+
+// SetReplayOf sets the "replay_of" field.
+func (m *RunMutation) SetReplayOf(s string) {
+	m.replay_of = &s
+}
+
+// ReplayOf returns the value of the "replay_of" field in the mutation.
+func (m *RunMutation) ReplayOf() (r string, exists bool) {
+	v := m.replay_of
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReplayOf returns the old "replay_of" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldReplayOf(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReplayOf is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReplayOf requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReplayOf: %w", err)
+	}
+	return oldValue.ReplayOf, nil
+}
+
+// ClearReplayOf clears the value of the "replay_of" field.
+func (m *RunMutation) ClearReplayOf() {
+	m.replay_of = nil
+	m.clearedFields[run.FieldReplayOf] = struct{}{}
+}
+
+// ReplayOfCleared returns if the "replay_of" field was cleared in this mutation.
+func (m *RunMutation) ReplayOfCleared() bool {
+	_, ok := m.clearedFields[run.FieldReplayOf]
+	return ok
+}
+
+// ResetReplayOf resets all changes to the "replay_of" field.
+func (m *RunMutation) ResetReplayOf() {
+	m.replay_of = nil
+	delete(m.clearedFields, run.FieldReplayOf)
+}
+
+// SetErrorClass sets the "error_class" field.
+func (m *RunMutation) SetErrorClass(s string) {
+	m.error_class = &s
+}
+
+// ErrorClass returns the value of the "error_class" field in the mutation.
+func (m *RunMutation) ErrorClass() (r string, exists bool) {
+	v := m.error_class
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorClass returns the old "error_class" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldErrorClass(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorClass is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorClass requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorClass: %w", err)
+	}
+	return oldValue.ErrorClass, nil
+}
+
+// ClearErrorClass clears the value of the "error_class" field.
+func (m *RunMutation) ClearErrorClass() {
+	m.error_class = nil
+	m.clearedFields[run.FieldErrorClass] = struct{}{}
+}
+
+// ErrorClassCleared returns if the "error_class" field was cleared in this mutation.
+func (m *RunMutation) ErrorClassCleared() bool {
+	_, ok := m.clearedFields[run.FieldErrorClass]
+	return ok
+}
+
+// ResetErrorClass resets all changes to the "error_class" field.
+func (m *RunMutation) ResetErrorClass() {
+	m.error_class = nil
+	delete(m.clearedFields, run.FieldErrorClass)
+}
+
+// SetErrorMessage sets the "error_message" field.
+func (m *RunMutation) SetErrorMessage(s string) {
+	m.error_message = &s
+}
+
+// ErrorMessage returns the value of the "error_message" field in the mutation.
+func (m *RunMutation) ErrorMessage() (r string, exists bool) {
+	v := m.error_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorMessage returns the old "error_message" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldErrorMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorMessage: %w", err)
+	}
+	return oldValue.ErrorMessage, nil
+}
+
+// ClearErrorMessage clears the value of the "error_message" field.
+func (m *RunMutation) ClearErrorMessage() {
+	m.error_message = nil
+	m.clearedFields[run.FieldErrorMessage] = struct{}{}
+}
+
+// ErrorMessageCleared returns if the "error_message" field was cleared in this mutation.
+func (m *RunMutation) ErrorMessageCleared() bool {
+	_, ok := m.clearedFields[run.FieldErrorMessage]
+	return ok
+}
+
+// ResetErrorMessage resets all changes to the "error_message" field.
+func (m *RunMutation) ResetErrorMessage() {
+	m.error_message = nil
+	delete(m.clearedFields, run.FieldErrorMessage)
+}
+
+// SetFailedStepID sets the "failed_step_id" field.
+func (m *RunMutation) SetFailedStepID(s string) {
+	m.failed_step_id = &s
+}
+
+// FailedStepID returns the value of the "failed_step_id" field in the mutation.
+func (m *RunMutation) FailedStepID() (r string, exists bool) {
+	v := m.failed_step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailedStepID returns the old "failed_step_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldFailedStepID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailedStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailedStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailedStepID: %w", err)
+	}
+	return oldValue.FailedStepID, nil
+}
+
+// ClearFailedStepID clears the value of the "failed_step_id" field.
+func (m *RunMutation) ClearFailedStepID() {
+	m.failed_step_id = nil
+	m.clearedFields[run.FieldFailedStepID] = struct{}{}
+}
+
+// FailedStepIDCleared returns if the "failed_step_id" field was cleared in this mutation.
+func (m *RunMutation) FailedStepIDCleared() bool {
+	_, ok := m.clearedFields[run.FieldFailedStepID]
+	return ok
+}
+
+// ResetFailedStepID resets all changes to the "failed_step_id" field.
+func (m *RunMutation) ResetFailedStepID() {
+	m.failed_step_id = nil
+	delete(m.clearedFields, run.FieldFailedStepID)
+}
+
+// SetCostMicroUsd sets the "cost_micro_usd" field.
+func (m *RunMutation) SetCostMicroUsd(i int64) {
+	m.cost_micro_usd = &i
+	m.addcost_micro_usd = nil
+}
+
+// CostMicroUsd returns the value of the "cost_micro_usd" field in the mutation.
+func (m *RunMutation) CostMicroUsd() (r int64, exists bool) {
+	v := m.cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCostMicroUsd returns the old "cost_micro_usd" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCostMicroUsd: %w", err)
+	}
+	return oldValue.CostMicroUsd, nil
+}
+
+// AddCostMicroUsd adds i to the "cost_micro_usd" field.
+func (m *RunMutation) AddCostMicroUsd(i int64) {
+	if m.addcost_micro_usd != nil {
+		*m.addcost_micro_usd += i
+	} else {
+		m.addcost_micro_usd = &i
+	}
+}
+
+// AddedCostMicroUsd returns the value that was added to the "cost_micro_usd" field in this mutation.
+func (m *RunMutation) AddedCostMicroUsd() (r int64, exists bool) {
+	v := m.addcost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCostMicroUsd resets all changes to the "cost_micro_usd" field.
+func (m *RunMutation) ResetCostMicroUsd() {
+	m.cost_micro_usd = nil
+	m.addcost_micro_usd = nil
+}
+
+// SetNextSeq sets the "next_seq" field.
+func (m *RunMutation) SetNextSeq(i int64) {
+	m.next_seq = &i
+	m.addnext_seq = nil
+}
+
+// NextSeq returns the value of the "next_seq" field in the mutation.
+func (m *RunMutation) NextSeq() (r int64, exists bool) {
+	v := m.next_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextSeq returns the old "next_seq" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldNextSeq(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextSeq is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextSeq requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextSeq: %w", err)
+	}
+	return oldValue.NextSeq, nil
+}
+
+// AddNextSeq adds i to the "next_seq" field.
+func (m *RunMutation) AddNextSeq(i int64) {
+	if m.addnext_seq != nil {
+		*m.addnext_seq += i
+	} else {
+		m.addnext_seq = &i
+	}
+}
+
+// AddedNextSeq returns the value that was added to the "next_seq" field in this mutation.
+func (m *RunMutation) AddedNextSeq() (r int64, exists bool) {
+	v := m.addnext_seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetNextSeq resets all changes to the "next_seq" field.
+func (m *RunMutation) ResetNextSeq() {
+	m.next_seq = nil
+	m.addnext_seq = nil
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *RunMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *RunMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *RunMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *RunMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *RunMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldStartedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ClearStartedAt clears the value of the "started_at" field.
+func (m *RunMutation) ClearStartedAt() {
+	m.started_at = nil
+	m.clearedFields[run.FieldStartedAt] = struct{}{}
+}
+
+// StartedAtCleared returns if the "started_at" field was cleared in this mutation.
+func (m *RunMutation) StartedAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldStartedAt]
+	return ok
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *RunMutation) ResetStartedAt() {
+	m.started_at = nil
+	delete(m.clearedFields, run.FieldStartedAt)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *RunMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *RunMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *RunMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[run.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *RunMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *RunMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, run.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *RunMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[run.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *RunMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *RunMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *RunMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearWorkflow clears the "workflow" edge to the Workflow entity.
+func (m *RunMutation) ClearWorkflow() {
+	m.clearedworkflow = true
+	m.clearedFields[run.FieldWorkflowID] = struct{}{}
+}
+
+// WorkflowCleared reports if the "workflow" edge to the Workflow entity was cleared.
+func (m *RunMutation) WorkflowCleared() bool {
+	return m.clearedworkflow
+}
+
+// WorkflowIDs returns the "workflow" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// WorkflowID instead. It exists only for internal usage by the builders.
+func (m *RunMutation) WorkflowIDs() (ids []string) {
+	if id := m.workflow; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetWorkflow resets all changes to the "workflow" edge.
+func (m *RunMutation) ResetWorkflow() {
+	m.workflow = nil
+	m.clearedworkflow = false
+}
+
+// ClearVersion clears the "version" edge to the WorkflowVersion entity.
+func (m *RunMutation) ClearVersion() {
+	m.clearedversion = true
+	m.clearedFields[run.FieldVersionID] = struct{}{}
+}
+
+// VersionCleared reports if the "version" edge to the WorkflowVersion entity was cleared.
+func (m *RunMutation) VersionCleared() bool {
+	return m.clearedversion
+}
+
+// VersionIDs returns the "version" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// VersionID instead. It exists only for internal usage by the builders.
+func (m *RunMutation) VersionIDs() (ids []string) {
+	if id := m.version; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetVersion resets all changes to the "version" edge.
+func (m *RunMutation) ResetVersion() {
+	m.version = nil
+	m.clearedversion = false
+}
+
+// ClearEnvironment clears the "environment" edge to the Environment entity.
+func (m *RunMutation) ClearEnvironment() {
+	m.clearedenvironment = true
+	m.clearedFields[run.FieldEnvironmentID] = struct{}{}
+}
+
+// EnvironmentCleared reports if the "environment" edge to the Environment entity was cleared.
+func (m *RunMutation) EnvironmentCleared() bool {
+	return m.clearedenvironment
+}
+
+// EnvironmentIDs returns the "environment" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// EnvironmentID instead. It exists only for internal usage by the builders.
+func (m *RunMutation) EnvironmentIDs() (ids []string) {
+	if id := m.environment; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetEnvironment resets all changes to the "environment" edge.
+func (m *RunMutation) ResetEnvironment() {
+	m.environment = nil
+	m.clearedenvironment = false
+}
+
+// AddStepIDs adds the "steps" edge to the StepRun entity by ids.
+func (m *RunMutation) AddStepIDs(ids ...string) {
+	if m.steps == nil {
+		m.steps = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.steps[ids[i]] = struct{}{}
+	}
+}
+
+// ClearSteps clears the "steps" edge to the StepRun entity.
+func (m *RunMutation) ClearSteps() {
+	m.clearedsteps = true
+}
+
+// StepsCleared reports if the "steps" edge to the StepRun entity was cleared.
+func (m *RunMutation) StepsCleared() bool {
+	return m.clearedsteps
+}
+
+// RemoveStepIDs removes the "steps" edge to the StepRun entity by IDs.
+func (m *RunMutation) RemoveStepIDs(ids ...string) {
+	if m.removedsteps == nil {
+		m.removedsteps = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.steps, ids[i])
+		m.removedsteps[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedSteps returns the removed IDs of the "steps" edge to the StepRun entity.
+func (m *RunMutation) RemovedStepsIDs() (ids []string) {
+	for id := range m.removedsteps {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// StepsIDs returns the "steps" edge IDs in the mutation.
+func (m *RunMutation) StepsIDs() (ids []string) {
+	for id := range m.steps {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetSteps resets all changes to the "steps" edge.
+func (m *RunMutation) ResetSteps() {
+	m.steps = nil
+	m.clearedsteps = false
+	m.removedsteps = nil
+}
+
+// AddRunEventIDs adds the "run_events" edge to the RunEvent entity by ids.
+func (m *RunMutation) AddRunEventIDs(ids ...string) {
+	if m.run_events == nil {
+		m.run_events = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.run_events[ids[i]] = struct{}{}
+	}
+}
+
+// ClearRunEvents clears the "run_events" edge to the RunEvent entity.
+func (m *RunMutation) ClearRunEvents() {
+	m.clearedrun_events = true
+}
+
+// RunEventsCleared reports if the "run_events" edge to the RunEvent entity was cleared.
+func (m *RunMutation) RunEventsCleared() bool {
+	return m.clearedrun_events
+}
+
+// RemoveRunEventIDs removes the "run_events" edge to the RunEvent entity by IDs.
+func (m *RunMutation) RemoveRunEventIDs(ids ...string) {
+	if m.removedrun_events == nil {
+		m.removedrun_events = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.run_events, ids[i])
+		m.removedrun_events[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedRunEvents returns the removed IDs of the "run_events" edge to the RunEvent entity.
+func (m *RunMutation) RemovedRunEventsIDs() (ids []string) {
+	for id := range m.removedrun_events {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// RunEventsIDs returns the "run_events" edge IDs in the mutation.
+func (m *RunMutation) RunEventsIDs() (ids []string) {
+	for id := range m.run_events {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetRunEvents resets all changes to the "run_events" edge.
+func (m *RunMutation) ResetRunEvents() {
+	m.run_events = nil
+	m.clearedrun_events = false
+	m.removedrun_events = nil
+}
+
+// Where appends a list predicates to the RunMutation builder.
+func (m *RunMutation) Where(ps ...predicate.Run) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the RunMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *RunMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Run, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *RunMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *RunMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Run).
+func (m *RunMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *RunMutation) Fields() []string {
+	fields := make([]string, 0, 21)
+	if m.tenant != nil {
+		fields = append(fields, run.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, run.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, run.FieldUpdatedAt)
+	}
+	if m.workflow != nil {
+		fields = append(fields, run.FieldWorkflowID)
+	}
+	if m.version != nil {
+		fields = append(fields, run.FieldVersionID)
+	}
+	if m.environment != nil {
+		fields = append(fields, run.FieldEnvironmentID)
+	}
+	if m.status != nil {
+		fields = append(fields, run.FieldStatus)
+	}
+	if m.mode != nil {
+		fields = append(fields, run.FieldMode)
+	}
+	if m.input != nil {
+		fields = append(fields, run.FieldInput)
+	}
+	if m.input_hash != nil {
+		fields = append(fields, run.FieldInputHash)
+	}
+	if m.output != nil {
+		fields = append(fields, run.FieldOutput)
+	}
+	if m.idempotency_key != nil {
+		fields = append(fields, run.FieldIdempotencyKey)
+	}
+	if m.replay_of != nil {
+		fields = append(fields, run.FieldReplayOf)
+	}
+	if m.error_class != nil {
+		fields = append(fields, run.FieldErrorClass)
+	}
+	if m.error_message != nil {
+		fields = append(fields, run.FieldErrorMessage)
+	}
+	if m.failed_step_id != nil {
+		fields = append(fields, run.FieldFailedStepID)
+	}
+	if m.cost_micro_usd != nil {
+		fields = append(fields, run.FieldCostMicroUsd)
+	}
+	if m.next_seq != nil {
+		fields = append(fields, run.FieldNextSeq)
+	}
+	if m.created_by != nil {
+		fields = append(fields, run.FieldCreatedBy)
+	}
+	if m.started_at != nil {
+		fields = append(fields, run.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, run.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *RunMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case run.FieldTenantID:
+		return m.TenantID()
+	case run.FieldCreatedAt:
+		return m.CreatedAt()
+	case run.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case run.FieldWorkflowID:
+		return m.WorkflowID()
+	case run.FieldVersionID:
+		return m.VersionID()
+	case run.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case run.FieldStatus:
+		return m.Status()
+	case run.FieldMode:
+		return m.Mode()
+	case run.FieldInput:
+		return m.Input()
+	case run.FieldInputHash:
+		return m.InputHash()
+	case run.FieldOutput:
+		return m.Output()
+	case run.FieldIdempotencyKey:
+		return m.IdempotencyKey()
+	case run.FieldReplayOf:
+		return m.ReplayOf()
+	case run.FieldErrorClass:
+		return m.ErrorClass()
+	case run.FieldErrorMessage:
+		return m.ErrorMessage()
+	case run.FieldFailedStepID:
+		return m.FailedStepID()
+	case run.FieldCostMicroUsd:
+		return m.CostMicroUsd()
+	case run.FieldNextSeq:
+		return m.NextSeq()
+	case run.FieldCreatedBy:
+		return m.CreatedBy()
+	case run.FieldStartedAt:
+		return m.StartedAt()
+	case run.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case run.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case run.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case run.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case run.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case run.FieldVersionID:
+		return m.OldVersionID(ctx)
+	case run.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case run.FieldStatus:
+		return m.OldStatus(ctx)
+	case run.FieldMode:
+		return m.OldMode(ctx)
+	case run.FieldInput:
+		return m.OldInput(ctx)
+	case run.FieldInputHash:
+		return m.OldInputHash(ctx)
+	case run.FieldOutput:
+		return m.OldOutput(ctx)
+	case run.FieldIdempotencyKey:
+		return m.OldIdempotencyKey(ctx)
+	case run.FieldReplayOf:
+		return m.OldReplayOf(ctx)
+	case run.FieldErrorClass:
+		return m.OldErrorClass(ctx)
+	case run.FieldErrorMessage:
+		return m.OldErrorMessage(ctx)
+	case run.FieldFailedStepID:
+		return m.OldFailedStepID(ctx)
+	case run.FieldCostMicroUsd:
+		return m.OldCostMicroUsd(ctx)
+	case run.FieldNextSeq:
+		return m.OldNextSeq(ctx)
+	case run.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	case run.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case run.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown Run field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RunMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case run.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case run.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case run.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case run.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case run.FieldVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersionID(v)
+		return nil
+	case run.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case run.FieldStatus:
+		v, ok := value.(run.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case run.FieldMode:
+		v, ok := value.(run.Mode)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMode(v)
+		return nil
+	case run.FieldInput:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInput(v)
+		return nil
+	case run.FieldInputHash:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInputHash(v)
+		return nil
+	case run.FieldOutput:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutput(v)
+		return nil
+	case run.FieldIdempotencyKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetIdempotencyKey(v)
+		return nil
+	case run.FieldReplayOf:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReplayOf(v)
+		return nil
+	case run.FieldErrorClass:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorClass(v)
+		return nil
+	case run.FieldErrorMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorMessage(v)
+		return nil
+	case run.FieldFailedStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailedStepID(v)
+		return nil
+	case run.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCostMicroUsd(v)
+		return nil
+	case run.FieldNextSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextSeq(v)
+		return nil
+	case run.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	case run.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case run.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Run field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *RunMutation) AddedFields() []string {
+	var fields []string
+	if m.addcost_micro_usd != nil {
+		fields = append(fields, run.FieldCostMicroUsd)
+	}
+	if m.addnext_seq != nil {
+		fields = append(fields, run.FieldNextSeq)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case run.FieldCostMicroUsd:
+		return m.AddedCostMicroUsd()
+	case run.FieldNextSeq:
+		return m.AddedNextSeq()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RunMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case run.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCostMicroUsd(v)
+		return nil
+	case run.FieldNextSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddNextSeq(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Run numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *RunMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(run.FieldOutput) {
+		fields = append(fields, run.FieldOutput)
+	}
+	if m.FieldCleared(run.FieldIdempotencyKey) {
+		fields = append(fields, run.FieldIdempotencyKey)
+	}
+	if m.FieldCleared(run.FieldReplayOf) {
+		fields = append(fields, run.FieldReplayOf)
+	}
+	if m.FieldCleared(run.FieldErrorClass) {
+		fields = append(fields, run.FieldErrorClass)
+	}
+	if m.FieldCleared(run.FieldErrorMessage) {
+		fields = append(fields, run.FieldErrorMessage)
+	}
+	if m.FieldCleared(run.FieldFailedStepID) {
+		fields = append(fields, run.FieldFailedStepID)
+	}
+	if m.FieldCleared(run.FieldStartedAt) {
+		fields = append(fields, run.FieldStartedAt)
+	}
+	if m.FieldCleared(run.FieldFinishedAt) {
+		fields = append(fields, run.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *RunMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *RunMutation) ClearField(name string) error {
+	switch name {
+	case run.FieldOutput:
+		m.ClearOutput()
+		return nil
+	case run.FieldIdempotencyKey:
+		m.ClearIdempotencyKey()
+		return nil
+	case run.FieldReplayOf:
+		m.ClearReplayOf()
+		return nil
+	case run.FieldErrorClass:
+		m.ClearErrorClass()
+		return nil
+	case run.FieldErrorMessage:
+		m.ClearErrorMessage()
+		return nil
+	case run.FieldFailedStepID:
+		m.ClearFailedStepID()
+		return nil
+	case run.FieldStartedAt:
+		m.ClearStartedAt()
+		return nil
+	case run.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Run nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *RunMutation) ResetField(name string) error {
+	switch name {
+	case run.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case run.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case run.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case run.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case run.FieldVersionID:
+		m.ResetVersionID()
+		return nil
+	case run.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case run.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case run.FieldMode:
+		m.ResetMode()
+		return nil
+	case run.FieldInput:
+		m.ResetInput()
+		return nil
+	case run.FieldInputHash:
+		m.ResetInputHash()
+		return nil
+	case run.FieldOutput:
+		m.ResetOutput()
+		return nil
+	case run.FieldIdempotencyKey:
+		m.ResetIdempotencyKey()
+		return nil
+	case run.FieldReplayOf:
+		m.ResetReplayOf()
+		return nil
+	case run.FieldErrorClass:
+		m.ResetErrorClass()
+		return nil
+	case run.FieldErrorMessage:
+		m.ResetErrorMessage()
+		return nil
+	case run.FieldFailedStepID:
+		m.ResetFailedStepID()
+		return nil
+	case run.FieldCostMicroUsd:
+		m.ResetCostMicroUsd()
+		return nil
+	case run.FieldNextSeq:
+		m.ResetNextSeq()
+		return nil
+	case run.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	case run.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case run.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Run field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *RunMutation) AddedEdges() []string {
+	edges := make([]string, 0, 6)
+	if m.tenant != nil {
+		edges = append(edges, run.EdgeTenant)
+	}
+	if m.workflow != nil {
+		edges = append(edges, run.EdgeWorkflow)
+	}
+	if m.version != nil {
+		edges = append(edges, run.EdgeVersion)
+	}
+	if m.environment != nil {
+		edges = append(edges, run.EdgeEnvironment)
+	}
+	if m.steps != nil {
+		edges = append(edges, run.EdgeSteps)
+	}
+	if m.run_events != nil {
+		edges = append(edges, run.EdgeRunEvents)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *RunMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case run.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case run.EdgeWorkflow:
+		if id := m.workflow; id != nil {
+			return []ent.Value{*id}
+		}
+	case run.EdgeVersion:
+		if id := m.version; id != nil {
+			return []ent.Value{*id}
+		}
+	case run.EdgeEnvironment:
+		if id := m.environment; id != nil {
+			return []ent.Value{*id}
+		}
+	case run.EdgeSteps:
+		ids := make([]ent.Value, 0, len(m.steps))
+		for id := range m.steps {
+			ids = append(ids, id)
+		}
+		return ids
+	case run.EdgeRunEvents:
+		ids := make([]ent.Value, 0, len(m.run_events))
+		for id := range m.run_events {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *RunMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 6)
+	if m.removedsteps != nil {
+		edges = append(edges, run.EdgeSteps)
+	}
+	if m.removedrun_events != nil {
+		edges = append(edges, run.EdgeRunEvents)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *RunMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case run.EdgeSteps:
+		ids := make([]ent.Value, 0, len(m.removedsteps))
+		for id := range m.removedsteps {
+			ids = append(ids, id)
+		}
+		return ids
+	case run.EdgeRunEvents:
+		ids := make([]ent.Value, 0, len(m.removedrun_events))
+		for id := range m.removedrun_events {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *RunMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 6)
+	if m.clearedtenant {
+		edges = append(edges, run.EdgeTenant)
+	}
+	if m.clearedworkflow {
+		edges = append(edges, run.EdgeWorkflow)
+	}
+	if m.clearedversion {
+		edges = append(edges, run.EdgeVersion)
+	}
+	if m.clearedenvironment {
+		edges = append(edges, run.EdgeEnvironment)
+	}
+	if m.clearedsteps {
+		edges = append(edges, run.EdgeSteps)
+	}
+	if m.clearedrun_events {
+		edges = append(edges, run.EdgeRunEvents)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *RunMutation) EdgeCleared(name string) bool {
+	switch name {
+	case run.EdgeTenant:
+		return m.clearedtenant
+	case run.EdgeWorkflow:
+		return m.clearedworkflow
+	case run.EdgeVersion:
+		return m.clearedversion
+	case run.EdgeEnvironment:
+		return m.clearedenvironment
+	case run.EdgeSteps:
+		return m.clearedsteps
+	case run.EdgeRunEvents:
+		return m.clearedrun_events
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *RunMutation) ClearEdge(name string) error {
+	switch name {
+	case run.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case run.EdgeWorkflow:
+		m.ClearWorkflow()
+		return nil
+	case run.EdgeVersion:
+		m.ClearVersion()
+		return nil
+	case run.EdgeEnvironment:
+		m.ClearEnvironment()
+		return nil
+	}
+	return fmt.Errorf("unknown Run unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *RunMutation) ResetEdge(name string) error {
+	switch name {
+	case run.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case run.EdgeWorkflow:
+		m.ResetWorkflow()
+		return nil
+	case run.EdgeVersion:
+		m.ResetVersion()
+		return nil
+	case run.EdgeEnvironment:
+		m.ResetEnvironment()
+		return nil
+	case run.EdgeSteps:
+		m.ResetSteps()
+		return nil
+	case run.EdgeRunEvents:
+		m.ResetRunEvents()
+		return nil
+	}
+	return fmt.Errorf("unknown Run edge %s", name)
+}
+
+// RunEventMutation represents an operation that mutates the RunEvent nodes in the graph.
+type RunEventMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	seq           *int64
+	addseq        *int64
+	_type         *string
+	step_id       *string
+	attempt       *int
+	addattempt    *int
+	data          *map[string]interface{}
+	at            *time.Time
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	run           *string
+	clearedrun    bool
+	done          bool
+	oldValue      func(context.Context) (*RunEvent, error)
+	predicates    []predicate.RunEvent
+}
+
+var _ ent.Mutation = (*RunEventMutation)(nil)
+
+// runeventOption allows management of the mutation configuration using functional options.
+type runeventOption func(*RunEventMutation)
+
+// newRunEventMutation creates new mutation for the RunEvent entity.
+func newRunEventMutation(c config, op Op, opts ...runeventOption) *RunEventMutation {
+	m := &RunEventMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeRunEvent,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withRunEventID sets the ID field of the mutation.
+func withRunEventID(id string) runeventOption {
+	return func(m *RunEventMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *RunEvent
+		)
+		m.oldValue = func(ctx context.Context) (*RunEvent, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().RunEvent.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withRunEvent sets the old RunEvent of the mutation.
+func withRunEvent(node *RunEvent) runeventOption {
+	return func(m *RunEventMutation) {
+		m.oldValue = func(context.Context) (*RunEvent, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m RunEventMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m RunEventMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of RunEvent entities.
+func (m *RunEventMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *RunEventMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *RunEventMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().RunEvent.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *RunEventMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *RunEventMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *RunEventMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *RunEventMutation) SetRunID(s string) {
+	m.run = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *RunEventMutation) RunID() (r string, exists bool) {
+	v := m.run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *RunEventMutation) ResetRunID() {
+	m.run = nil
+}
+
+// SetSeq sets the "seq" field.
+func (m *RunEventMutation) SetSeq(i int64) {
+	m.seq = &i
+	m.addseq = nil
+}
+
+// Seq returns the value of the "seq" field in the mutation.
+func (m *RunEventMutation) Seq() (r int64, exists bool) {
+	v := m.seq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSeq returns the old "seq" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldSeq(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSeq is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSeq requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSeq: %w", err)
+	}
+	return oldValue.Seq, nil
+}
+
+// AddSeq adds i to the "seq" field.
+func (m *RunEventMutation) AddSeq(i int64) {
+	if m.addseq != nil {
+		*m.addseq += i
+	} else {
+		m.addseq = &i
+	}
+}
+
+// AddedSeq returns the value that was added to the "seq" field in this mutation.
+func (m *RunEventMutation) AddedSeq() (r int64, exists bool) {
+	v := m.addseq
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSeq resets all changes to the "seq" field.
+func (m *RunEventMutation) ResetSeq() {
+	m.seq = nil
+	m.addseq = nil
+}
+
+// SetType sets the "type" field.
+func (m *RunEventMutation) SetType(s string) {
+	m._type = &s
+}
+
+// GetType returns the value of the "type" field in the mutation.
+func (m *RunEventMutation) GetType() (r string, exists bool) {
+	v := m._type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldType returns the old "type" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldType(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldType: %w", err)
+	}
+	return oldValue.Type, nil
+}
+
+// ResetType resets all changes to the "type" field.
+func (m *RunEventMutation) ResetType() {
+	m._type = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *RunEventMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *RunEventMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldStepID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ClearStepID clears the value of the "step_id" field.
+func (m *RunEventMutation) ClearStepID() {
+	m.step_id = nil
+	m.clearedFields[runevent.FieldStepID] = struct{}{}
+}
+
+// StepIDCleared returns if the "step_id" field was cleared in this mutation.
+func (m *RunEventMutation) StepIDCleared() bool {
+	_, ok := m.clearedFields[runevent.FieldStepID]
+	return ok
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *RunEventMutation) ResetStepID() {
+	m.step_id = nil
+	delete(m.clearedFields, runevent.FieldStepID)
+}
+
+// SetAttempt sets the "attempt" field.
+func (m *RunEventMutation) SetAttempt(i int) {
+	m.attempt = &i
+	m.addattempt = nil
+}
+
+// Attempt returns the value of the "attempt" field in the mutation.
+func (m *RunEventMutation) Attempt() (r int, exists bool) {
+	v := m.attempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempt returns the old "attempt" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldAttempt(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempt: %w", err)
+	}
+	return oldValue.Attempt, nil
+}
+
+// AddAttempt adds i to the "attempt" field.
+func (m *RunEventMutation) AddAttempt(i int) {
+	if m.addattempt != nil {
+		*m.addattempt += i
+	} else {
+		m.addattempt = &i
+	}
+}
+
+// AddedAttempt returns the value that was added to the "attempt" field in this mutation.
+func (m *RunEventMutation) AddedAttempt() (r int, exists bool) {
+	v := m.addattempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearAttempt clears the value of the "attempt" field.
+func (m *RunEventMutation) ClearAttempt() {
+	m.attempt = nil
+	m.addattempt = nil
+	m.clearedFields[runevent.FieldAttempt] = struct{}{}
+}
+
+// AttemptCleared returns if the "attempt" field was cleared in this mutation.
+func (m *RunEventMutation) AttemptCleared() bool {
+	_, ok := m.clearedFields[runevent.FieldAttempt]
+	return ok
+}
+
+// ResetAttempt resets all changes to the "attempt" field.
+func (m *RunEventMutation) ResetAttempt() {
+	m.attempt = nil
+	m.addattempt = nil
+	delete(m.clearedFields, runevent.FieldAttempt)
+}
+
+// SetData sets the "data" field.
+func (m *RunEventMutation) SetData(value map[string]interface{}) {
+	m.data = &value
+}
+
+// Data returns the value of the "data" field in the mutation.
+func (m *RunEventMutation) Data() (r map[string]interface{}, exists bool) {
+	v := m.data
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldData returns the old "data" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldData(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldData is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldData requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldData: %w", err)
+	}
+	return oldValue.Data, nil
+}
+
+// ClearData clears the value of the "data" field.
+func (m *RunEventMutation) ClearData() {
+	m.data = nil
+	m.clearedFields[runevent.FieldData] = struct{}{}
+}
+
+// DataCleared returns if the "data" field was cleared in this mutation.
+func (m *RunEventMutation) DataCleared() bool {
+	_, ok := m.clearedFields[runevent.FieldData]
+	return ok
+}
+
+// ResetData resets all changes to the "data" field.
+func (m *RunEventMutation) ResetData() {
+	m.data = nil
+	delete(m.clearedFields, runevent.FieldData)
+}
+
+// SetAt sets the "at" field.
+func (m *RunEventMutation) SetAt(t time.Time) {
+	m.at = &t
+}
+
+// At returns the value of the "at" field in the mutation.
+func (m *RunEventMutation) At() (r time.Time, exists bool) {
+	v := m.at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAt returns the old "at" field's value of the RunEvent entity.
+// If the RunEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunEventMutation) OldAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAt: %w", err)
+	}
+	return oldValue.At, nil
+}
+
+// ResetAt resets all changes to the "at" field.
+func (m *RunEventMutation) ResetAt() {
+	m.at = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *RunEventMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[runevent.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *RunEventMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *RunEventMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *RunEventMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearRun clears the "run" edge to the Run entity.
+func (m *RunEventMutation) ClearRun() {
+	m.clearedrun = true
+	m.clearedFields[runevent.FieldRunID] = struct{}{}
+}
+
+// RunCleared reports if the "run" edge to the Run entity was cleared.
+func (m *RunEventMutation) RunCleared() bool {
+	return m.clearedrun
+}
+
+// RunIDs returns the "run" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// RunID instead. It exists only for internal usage by the builders.
+func (m *RunEventMutation) RunIDs() (ids []string) {
+	if id := m.run; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetRun resets all changes to the "run" edge.
+func (m *RunEventMutation) ResetRun() {
+	m.run = nil
+	m.clearedrun = false
+}
+
+// Where appends a list predicates to the RunEventMutation builder.
+func (m *RunEventMutation) Where(ps ...predicate.RunEvent) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the RunEventMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *RunEventMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.RunEvent, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *RunEventMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *RunEventMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (RunEvent).
+func (m *RunEventMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *RunEventMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, runevent.FieldTenantID)
+	}
+	if m.run != nil {
+		fields = append(fields, runevent.FieldRunID)
+	}
+	if m.seq != nil {
+		fields = append(fields, runevent.FieldSeq)
+	}
+	if m._type != nil {
+		fields = append(fields, runevent.FieldType)
+	}
+	if m.step_id != nil {
+		fields = append(fields, runevent.FieldStepID)
+	}
+	if m.attempt != nil {
+		fields = append(fields, runevent.FieldAttempt)
+	}
+	if m.data != nil {
+		fields = append(fields, runevent.FieldData)
+	}
+	if m.at != nil {
+		fields = append(fields, runevent.FieldAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *RunEventMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case runevent.FieldTenantID:
+		return m.TenantID()
+	case runevent.FieldRunID:
+		return m.RunID()
+	case runevent.FieldSeq:
+		return m.Seq()
+	case runevent.FieldType:
+		return m.GetType()
+	case runevent.FieldStepID:
+		return m.StepID()
+	case runevent.FieldAttempt:
+		return m.Attempt()
+	case runevent.FieldData:
+		return m.Data()
+	case runevent.FieldAt:
+		return m.At()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *RunEventMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case runevent.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case runevent.FieldRunID:
+		return m.OldRunID(ctx)
+	case runevent.FieldSeq:
+		return m.OldSeq(ctx)
+	case runevent.FieldType:
+		return m.OldType(ctx)
+	case runevent.FieldStepID:
+		return m.OldStepID(ctx)
+	case runevent.FieldAttempt:
+		return m.OldAttempt(ctx)
+	case runevent.FieldData:
+		return m.OldData(ctx)
+	case runevent.FieldAt:
+		return m.OldAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown RunEvent field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RunEventMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case runevent.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case runevent.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case runevent.FieldSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSeq(v)
+		return nil
+	case runevent.FieldType:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetType(v)
+		return nil
+	case runevent.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case runevent.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempt(v)
+		return nil
+	case runevent.FieldData:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetData(v)
+		return nil
+	case runevent.FieldAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *RunEventMutation) AddedFields() []string {
+	var fields []string
+	if m.addseq != nil {
+		fields = append(fields, runevent.FieldSeq)
+	}
+	if m.addattempt != nil {
+		fields = append(fields, runevent.FieldAttempt)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *RunEventMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case runevent.FieldSeq:
+		return m.AddedSeq()
+	case runevent.FieldAttempt:
+		return m.AddedAttempt()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RunEventMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case runevent.FieldSeq:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSeq(v)
+		return nil
+	case runevent.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *RunEventMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(runevent.FieldStepID) {
+		fields = append(fields, runevent.FieldStepID)
+	}
+	if m.FieldCleared(runevent.FieldAttempt) {
+		fields = append(fields, runevent.FieldAttempt)
+	}
+	if m.FieldCleared(runevent.FieldData) {
+		fields = append(fields, runevent.FieldData)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *RunEventMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *RunEventMutation) ClearField(name string) error {
+	switch name {
+	case runevent.FieldStepID:
+		m.ClearStepID()
+		return nil
+	case runevent.FieldAttempt:
+		m.ClearAttempt()
+		return nil
+	case runevent.FieldData:
+		m.ClearData()
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *RunEventMutation) ResetField(name string) error {
+	switch name {
+	case runevent.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case runevent.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case runevent.FieldSeq:
+		m.ResetSeq()
+		return nil
+	case runevent.FieldType:
+		m.ResetType()
+		return nil
+	case runevent.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case runevent.FieldAttempt:
+		m.ResetAttempt()
+		return nil
+	case runevent.FieldData:
+		m.ResetData()
+		return nil
+	case runevent.FieldAt:
+		m.ResetAt()
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *RunEventMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, runevent.EdgeTenant)
+	}
+	if m.run != nil {
+		edges = append(edges, runevent.EdgeRun)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *RunEventMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case runevent.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case runevent.EdgeRun:
+		if id := m.run; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *RunEventMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *RunEventMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *RunEventMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, runevent.EdgeTenant)
+	}
+	if m.clearedrun {
+		edges = append(edges, runevent.EdgeRun)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *RunEventMutation) EdgeCleared(name string) bool {
+	switch name {
+	case runevent.EdgeTenant:
+		return m.clearedtenant
+	case runevent.EdgeRun:
+		return m.clearedrun
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *RunEventMutation) ClearEdge(name string) error {
+	switch name {
+	case runevent.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case runevent.EdgeRun:
+		m.ClearRun()
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *RunEventMutation) ResetEdge(name string) error {
+	switch name {
+	case runevent.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case runevent.EdgeRun:
+		m.ResetRun()
+		return nil
+	}
+	return fmt.Errorf("unknown RunEvent edge %s", name)
+}
+
+// StepAttemptMutation represents an operation that mutates the StepAttempt nodes in the graph.
+type StepAttemptMutation struct {
+	config
+	op                Op
+	typ               string
+	id                *string
+	created_at        *time.Time
+	run_id            *string
+	step_id           *string
+	number            *int
+	addnumber         *int
+	status            *stepattempt.Status
+	calls             *[]map[string]interface{}
+	appendcalls       []map[string]interface{}
+	error_class       *string
+	error_message     *string
+	cost_micro_usd    *int64
+	addcost_micro_usd *int64
+	scheduled_at      *time.Time
+	started_at        *time.Time
+	finished_at       *time.Time
+	clearedFields     map[string]struct{}
+	tenant            *string
+	clearedtenant     bool
+	step_run          *string
+	clearedstep_run   bool
+	done              bool
+	oldValue          func(context.Context) (*StepAttempt, error)
+	predicates        []predicate.StepAttempt
+}
+
+var _ ent.Mutation = (*StepAttemptMutation)(nil)
+
+// stepattemptOption allows management of the mutation configuration using functional options.
+type stepattemptOption func(*StepAttemptMutation)
+
+// newStepAttemptMutation creates new mutation for the StepAttempt entity.
+func newStepAttemptMutation(c config, op Op, opts ...stepattemptOption) *StepAttemptMutation {
+	m := &StepAttemptMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeStepAttempt,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withStepAttemptID sets the ID field of the mutation.
+func withStepAttemptID(id string) stepattemptOption {
+	return func(m *StepAttemptMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *StepAttempt
+		)
+		m.oldValue = func(ctx context.Context) (*StepAttempt, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().StepAttempt.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withStepAttempt sets the old StepAttempt of the mutation.
+func withStepAttempt(node *StepAttempt) stepattemptOption {
+	return func(m *StepAttemptMutation) {
+		m.oldValue = func(context.Context) (*StepAttempt, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m StepAttemptMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m StepAttemptMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of StepAttempt entities.
+func (m *StepAttemptMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *StepAttemptMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *StepAttemptMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().StepAttempt.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *StepAttemptMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *StepAttemptMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *StepAttemptMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *StepAttemptMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *StepAttemptMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *StepAttemptMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *StepAttemptMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *StepAttemptMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *StepAttemptMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetStepRunID sets the "step_run_id" field.
+func (m *StepAttemptMutation) SetStepRunID(s string) {
+	m.step_run = &s
+}
+
+// StepRunID returns the value of the "step_run_id" field in the mutation.
+func (m *StepAttemptMutation) StepRunID() (r string, exists bool) {
+	v := m.step_run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepRunID returns the old "step_run_id" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldStepRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepRunID: %w", err)
+	}
+	return oldValue.StepRunID, nil
+}
+
+// ResetStepRunID resets all changes to the "step_run_id" field.
+func (m *StepAttemptMutation) ResetStepRunID() {
+	m.step_run = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *StepAttemptMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *StepAttemptMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *StepAttemptMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetNumber sets the "number" field.
+func (m *StepAttemptMutation) SetNumber(i int) {
+	m.number = &i
+	m.addnumber = nil
+}
+
+// Number returns the value of the "number" field in the mutation.
+func (m *StepAttemptMutation) Number() (r int, exists bool) {
+	v := m.number
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNumber returns the old "number" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldNumber(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNumber is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNumber requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNumber: %w", err)
+	}
+	return oldValue.Number, nil
+}
+
+// AddNumber adds i to the "number" field.
+func (m *StepAttemptMutation) AddNumber(i int) {
+	if m.addnumber != nil {
+		*m.addnumber += i
+	} else {
+		m.addnumber = &i
+	}
+}
+
+// AddedNumber returns the value that was added to the "number" field in this mutation.
+func (m *StepAttemptMutation) AddedNumber() (r int, exists bool) {
+	v := m.addnumber
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetNumber resets all changes to the "number" field.
+func (m *StepAttemptMutation) ResetNumber() {
+	m.number = nil
+	m.addnumber = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *StepAttemptMutation) SetStatus(s stepattempt.Status) {
+	m.status = &s
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *StepAttemptMutation) Status() (r stepattempt.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldStatus(ctx context.Context) (v stepattempt.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *StepAttemptMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetCalls sets the "calls" field.
+func (m *StepAttemptMutation) SetCalls(value []map[string]interface{}) {
+	m.calls = &value
+	m.appendcalls = nil
+}
+
+// Calls returns the value of the "calls" field in the mutation.
+func (m *StepAttemptMutation) Calls() (r []map[string]interface{}, exists bool) {
+	v := m.calls
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCalls returns the old "calls" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldCalls(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCalls is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCalls requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCalls: %w", err)
+	}
+	return oldValue.Calls, nil
+}
+
+// AppendCalls adds value to the "calls" field.
+func (m *StepAttemptMutation) AppendCalls(value []map[string]interface{}) {
+	m.appendcalls = append(m.appendcalls, value...)
+}
+
+// AppendedCalls returns the list of values that were appended to the "calls" field in this mutation.
+func (m *StepAttemptMutation) AppendedCalls() ([]map[string]interface{}, bool) {
+	if len(m.appendcalls) == 0 {
+		return nil, false
+	}
+	return m.appendcalls, true
+}
+
+// ClearCalls clears the value of the "calls" field.
+func (m *StepAttemptMutation) ClearCalls() {
+	m.calls = nil
+	m.appendcalls = nil
+	m.clearedFields[stepattempt.FieldCalls] = struct{}{}
+}
+
+// CallsCleared returns if the "calls" field was cleared in this mutation.
+func (m *StepAttemptMutation) CallsCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldCalls]
+	return ok
+}
+
+// ResetCalls resets all changes to the "calls" field.
+func (m *StepAttemptMutation) ResetCalls() {
+	m.calls = nil
+	m.appendcalls = nil
+	delete(m.clearedFields, stepattempt.FieldCalls)
+}
+
+// SetErrorClass sets the "error_class" field.
+func (m *StepAttemptMutation) SetErrorClass(s string) {
+	m.error_class = &s
+}
+
+// ErrorClass returns the value of the "error_class" field in the mutation.
+func (m *StepAttemptMutation) ErrorClass() (r string, exists bool) {
+	v := m.error_class
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorClass returns the old "error_class" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldErrorClass(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorClass is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorClass requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorClass: %w", err)
+	}
+	return oldValue.ErrorClass, nil
+}
+
+// ClearErrorClass clears the value of the "error_class" field.
+func (m *StepAttemptMutation) ClearErrorClass() {
+	m.error_class = nil
+	m.clearedFields[stepattempt.FieldErrorClass] = struct{}{}
+}
+
+// ErrorClassCleared returns if the "error_class" field was cleared in this mutation.
+func (m *StepAttemptMutation) ErrorClassCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldErrorClass]
+	return ok
+}
+
+// ResetErrorClass resets all changes to the "error_class" field.
+func (m *StepAttemptMutation) ResetErrorClass() {
+	m.error_class = nil
+	delete(m.clearedFields, stepattempt.FieldErrorClass)
+}
+
+// SetErrorMessage sets the "error_message" field.
+func (m *StepAttemptMutation) SetErrorMessage(s string) {
+	m.error_message = &s
+}
+
+// ErrorMessage returns the value of the "error_message" field in the mutation.
+func (m *StepAttemptMutation) ErrorMessage() (r string, exists bool) {
+	v := m.error_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorMessage returns the old "error_message" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldErrorMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorMessage: %w", err)
+	}
+	return oldValue.ErrorMessage, nil
+}
+
+// ClearErrorMessage clears the value of the "error_message" field.
+func (m *StepAttemptMutation) ClearErrorMessage() {
+	m.error_message = nil
+	m.clearedFields[stepattempt.FieldErrorMessage] = struct{}{}
+}
+
+// ErrorMessageCleared returns if the "error_message" field was cleared in this mutation.
+func (m *StepAttemptMutation) ErrorMessageCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldErrorMessage]
+	return ok
+}
+
+// ResetErrorMessage resets all changes to the "error_message" field.
+func (m *StepAttemptMutation) ResetErrorMessage() {
+	m.error_message = nil
+	delete(m.clearedFields, stepattempt.FieldErrorMessage)
+}
+
+// SetCostMicroUsd sets the "cost_micro_usd" field.
+func (m *StepAttemptMutation) SetCostMicroUsd(i int64) {
+	m.cost_micro_usd = &i
+	m.addcost_micro_usd = nil
+}
+
+// CostMicroUsd returns the value of the "cost_micro_usd" field in the mutation.
+func (m *StepAttemptMutation) CostMicroUsd() (r int64, exists bool) {
+	v := m.cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCostMicroUsd returns the old "cost_micro_usd" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCostMicroUsd: %w", err)
+	}
+	return oldValue.CostMicroUsd, nil
+}
+
+// AddCostMicroUsd adds i to the "cost_micro_usd" field.
+func (m *StepAttemptMutation) AddCostMicroUsd(i int64) {
+	if m.addcost_micro_usd != nil {
+		*m.addcost_micro_usd += i
+	} else {
+		m.addcost_micro_usd = &i
+	}
+}
+
+// AddedCostMicroUsd returns the value that was added to the "cost_micro_usd" field in this mutation.
+func (m *StepAttemptMutation) AddedCostMicroUsd() (r int64, exists bool) {
+	v := m.addcost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCostMicroUsd resets all changes to the "cost_micro_usd" field.
+func (m *StepAttemptMutation) ResetCostMicroUsd() {
+	m.cost_micro_usd = nil
+	m.addcost_micro_usd = nil
+}
+
+// SetScheduledAt sets the "scheduled_at" field.
+func (m *StepAttemptMutation) SetScheduledAt(t time.Time) {
+	m.scheduled_at = &t
+}
+
+// ScheduledAt returns the value of the "scheduled_at" field in the mutation.
+func (m *StepAttemptMutation) ScheduledAt() (r time.Time, exists bool) {
+	v := m.scheduled_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScheduledAt returns the old "scheduled_at" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldScheduledAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScheduledAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScheduledAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScheduledAt: %w", err)
+	}
+	return oldValue.ScheduledAt, nil
+}
+
+// ResetScheduledAt resets all changes to the "scheduled_at" field.
+func (m *StepAttemptMutation) ResetScheduledAt() {
+	m.scheduled_at = nil
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *StepAttemptMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *StepAttemptMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldStartedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ClearStartedAt clears the value of the "started_at" field.
+func (m *StepAttemptMutation) ClearStartedAt() {
+	m.started_at = nil
+	m.clearedFields[stepattempt.FieldStartedAt] = struct{}{}
+}
+
+// StartedAtCleared returns if the "started_at" field was cleared in this mutation.
+func (m *StepAttemptMutation) StartedAtCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldStartedAt]
+	return ok
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *StepAttemptMutation) ResetStartedAt() {
+	m.started_at = nil
+	delete(m.clearedFields, stepattempt.FieldStartedAt)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *StepAttemptMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *StepAttemptMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *StepAttemptMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[stepattempt.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *StepAttemptMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *StepAttemptMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, stepattempt.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *StepAttemptMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[stepattempt.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *StepAttemptMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *StepAttemptMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *StepAttemptMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearStepRun clears the "step_run" edge to the StepRun entity.
+func (m *StepAttemptMutation) ClearStepRun() {
+	m.clearedstep_run = true
+	m.clearedFields[stepattempt.FieldStepRunID] = struct{}{}
+}
+
+// StepRunCleared reports if the "step_run" edge to the StepRun entity was cleared.
+func (m *StepAttemptMutation) StepRunCleared() bool {
+	return m.clearedstep_run
+}
+
+// StepRunIDs returns the "step_run" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// StepRunID instead. It exists only for internal usage by the builders.
+func (m *StepAttemptMutation) StepRunIDs() (ids []string) {
+	if id := m.step_run; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetStepRun resets all changes to the "step_run" edge.
+func (m *StepAttemptMutation) ResetStepRun() {
+	m.step_run = nil
+	m.clearedstep_run = false
+}
+
+// Where appends a list predicates to the StepAttemptMutation builder.
+func (m *StepAttemptMutation) Where(ps ...predicate.StepAttempt) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the StepAttemptMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *StepAttemptMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.StepAttempt, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *StepAttemptMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *StepAttemptMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (StepAttempt).
+func (m *StepAttemptMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *StepAttemptMutation) Fields() []string {
+	fields := make([]string, 0, 14)
+	if m.tenant != nil {
+		fields = append(fields, stepattempt.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, stepattempt.FieldCreatedAt)
+	}
+	if m.run_id != nil {
+		fields = append(fields, stepattempt.FieldRunID)
+	}
+	if m.step_run != nil {
+		fields = append(fields, stepattempt.FieldStepRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, stepattempt.FieldStepID)
+	}
+	if m.number != nil {
+		fields = append(fields, stepattempt.FieldNumber)
+	}
+	if m.status != nil {
+		fields = append(fields, stepattempt.FieldStatus)
+	}
+	if m.calls != nil {
+		fields = append(fields, stepattempt.FieldCalls)
+	}
+	if m.error_class != nil {
+		fields = append(fields, stepattempt.FieldErrorClass)
+	}
+	if m.error_message != nil {
+		fields = append(fields, stepattempt.FieldErrorMessage)
+	}
+	if m.cost_micro_usd != nil {
+		fields = append(fields, stepattempt.FieldCostMicroUsd)
+	}
+	if m.scheduled_at != nil {
+		fields = append(fields, stepattempt.FieldScheduledAt)
+	}
+	if m.started_at != nil {
+		fields = append(fields, stepattempt.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, stepattempt.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *StepAttemptMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case stepattempt.FieldTenantID:
+		return m.TenantID()
+	case stepattempt.FieldCreatedAt:
+		return m.CreatedAt()
+	case stepattempt.FieldRunID:
+		return m.RunID()
+	case stepattempt.FieldStepRunID:
+		return m.StepRunID()
+	case stepattempt.FieldStepID:
+		return m.StepID()
+	case stepattempt.FieldNumber:
+		return m.Number()
+	case stepattempt.FieldStatus:
+		return m.Status()
+	case stepattempt.FieldCalls:
+		return m.Calls()
+	case stepattempt.FieldErrorClass:
+		return m.ErrorClass()
+	case stepattempt.FieldErrorMessage:
+		return m.ErrorMessage()
+	case stepattempt.FieldCostMicroUsd:
+		return m.CostMicroUsd()
+	case stepattempt.FieldScheduledAt:
+		return m.ScheduledAt()
+	case stepattempt.FieldStartedAt:
+		return m.StartedAt()
+	case stepattempt.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *StepAttemptMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case stepattempt.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case stepattempt.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case stepattempt.FieldRunID:
+		return m.OldRunID(ctx)
+	case stepattempt.FieldStepRunID:
+		return m.OldStepRunID(ctx)
+	case stepattempt.FieldStepID:
+		return m.OldStepID(ctx)
+	case stepattempt.FieldNumber:
+		return m.OldNumber(ctx)
+	case stepattempt.FieldStatus:
+		return m.OldStatus(ctx)
+	case stepattempt.FieldCalls:
+		return m.OldCalls(ctx)
+	case stepattempt.FieldErrorClass:
+		return m.OldErrorClass(ctx)
+	case stepattempt.FieldErrorMessage:
+		return m.OldErrorMessage(ctx)
+	case stepattempt.FieldCostMicroUsd:
+		return m.OldCostMicroUsd(ctx)
+	case stepattempt.FieldScheduledAt:
+		return m.OldScheduledAt(ctx)
+	case stepattempt.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case stepattempt.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown StepAttempt field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *StepAttemptMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case stepattempt.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case stepattempt.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case stepattempt.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case stepattempt.FieldStepRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepRunID(v)
+		return nil
+	case stepattempt.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case stepattempt.FieldNumber:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNumber(v)
+		return nil
+	case stepattempt.FieldStatus:
+		v, ok := value.(stepattempt.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case stepattempt.FieldCalls:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCalls(v)
+		return nil
+	case stepattempt.FieldErrorClass:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorClass(v)
+		return nil
+	case stepattempt.FieldErrorMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorMessage(v)
+		return nil
+	case stepattempt.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCostMicroUsd(v)
+		return nil
+	case stepattempt.FieldScheduledAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScheduledAt(v)
+		return nil
+	case stepattempt.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case stepattempt.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *StepAttemptMutation) AddedFields() []string {
+	var fields []string
+	if m.addnumber != nil {
+		fields = append(fields, stepattempt.FieldNumber)
+	}
+	if m.addcost_micro_usd != nil {
+		fields = append(fields, stepattempt.FieldCostMicroUsd)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *StepAttemptMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case stepattempt.FieldNumber:
+		return m.AddedNumber()
+	case stepattempt.FieldCostMicroUsd:
+		return m.AddedCostMicroUsd()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *StepAttemptMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case stepattempt.FieldNumber:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddNumber(v)
+		return nil
+	case stepattempt.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCostMicroUsd(v)
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *StepAttemptMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(stepattempt.FieldCalls) {
+		fields = append(fields, stepattempt.FieldCalls)
+	}
+	if m.FieldCleared(stepattempt.FieldErrorClass) {
+		fields = append(fields, stepattempt.FieldErrorClass)
+	}
+	if m.FieldCleared(stepattempt.FieldErrorMessage) {
+		fields = append(fields, stepattempt.FieldErrorMessage)
+	}
+	if m.FieldCleared(stepattempt.FieldStartedAt) {
+		fields = append(fields, stepattempt.FieldStartedAt)
+	}
+	if m.FieldCleared(stepattempt.FieldFinishedAt) {
+		fields = append(fields, stepattempt.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *StepAttemptMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *StepAttemptMutation) ClearField(name string) error {
+	switch name {
+	case stepattempt.FieldCalls:
+		m.ClearCalls()
+		return nil
+	case stepattempt.FieldErrorClass:
+		m.ClearErrorClass()
+		return nil
+	case stepattempt.FieldErrorMessage:
+		m.ClearErrorMessage()
+		return nil
+	case stepattempt.FieldStartedAt:
+		m.ClearStartedAt()
+		return nil
+	case stepattempt.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *StepAttemptMutation) ResetField(name string) error {
+	switch name {
+	case stepattempt.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case stepattempt.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case stepattempt.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case stepattempt.FieldStepRunID:
+		m.ResetStepRunID()
+		return nil
+	case stepattempt.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case stepattempt.FieldNumber:
+		m.ResetNumber()
+		return nil
+	case stepattempt.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case stepattempt.FieldCalls:
+		m.ResetCalls()
+		return nil
+	case stepattempt.FieldErrorClass:
+		m.ResetErrorClass()
+		return nil
+	case stepattempt.FieldErrorMessage:
+		m.ResetErrorMessage()
+		return nil
+	case stepattempt.FieldCostMicroUsd:
+		m.ResetCostMicroUsd()
+		return nil
+	case stepattempt.FieldScheduledAt:
+		m.ResetScheduledAt()
+		return nil
+	case stepattempt.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case stepattempt.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *StepAttemptMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, stepattempt.EdgeTenant)
+	}
+	if m.step_run != nil {
+		edges = append(edges, stepattempt.EdgeStepRun)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *StepAttemptMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case stepattempt.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case stepattempt.EdgeStepRun:
+		if id := m.step_run; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *StepAttemptMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *StepAttemptMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *StepAttemptMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, stepattempt.EdgeTenant)
+	}
+	if m.clearedstep_run {
+		edges = append(edges, stepattempt.EdgeStepRun)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *StepAttemptMutation) EdgeCleared(name string) bool {
+	switch name {
+	case stepattempt.EdgeTenant:
+		return m.clearedtenant
+	case stepattempt.EdgeStepRun:
+		return m.clearedstep_run
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *StepAttemptMutation) ClearEdge(name string) error {
+	switch name {
+	case stepattempt.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case stepattempt.EdgeStepRun:
+		m.ClearStepRun()
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *StepAttemptMutation) ResetEdge(name string) error {
+	switch name {
+	case stepattempt.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case stepattempt.EdgeStepRun:
+		m.ResetStepRun()
+		return nil
+	}
+	return fmt.Errorf("unknown StepAttempt edge %s", name)
+}
+
+// StepRunMutation represents an operation that mutates the StepRun nodes in the graph.
+type StepRunMutation struct {
+	config
+	op                  Op
+	typ                 string
+	id                  *string
+	created_at          *time.Time
+	updated_at          *time.Time
+	step_id             *string
+	_type               *string
+	status              *steprun.Status
+	attempts            *int
+	addattempts         *int
+	current_attempt_id  *string
+	ready_at            *time.Time
+	output              *json.RawMessage
+	appendoutput        json.RawMessage
+	error_class         *string
+	error_message       *string
+	cost_micro_usd      *int64
+	addcost_micro_usd   *int64
+	started_at          *time.Time
+	finished_at         *time.Time
+	clearedFields       map[string]struct{}
+	tenant              *string
+	clearedtenant       bool
+	run                 *string
+	clearedrun          bool
+	attempt_list        map[string]struct{}
+	removedattempt_list map[string]struct{}
+	clearedattempt_list bool
+	done                bool
+	oldValue            func(context.Context) (*StepRun, error)
+	predicates          []predicate.StepRun
+}
+
+var _ ent.Mutation = (*StepRunMutation)(nil)
+
+// steprunOption allows management of the mutation configuration using functional options.
+type steprunOption func(*StepRunMutation)
+
+// newStepRunMutation creates new mutation for the StepRun entity.
+func newStepRunMutation(c config, op Op, opts ...steprunOption) *StepRunMutation {
+	m := &StepRunMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeStepRun,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withStepRunID sets the ID field of the mutation.
+func withStepRunID(id string) steprunOption {
+	return func(m *StepRunMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *StepRun
+		)
+		m.oldValue = func(ctx context.Context) (*StepRun, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().StepRun.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withStepRun sets the old StepRun of the mutation.
+func withStepRun(node *StepRun) steprunOption {
+	return func(m *StepRunMutation) {
+		m.oldValue = func(context.Context) (*StepRun, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m StepRunMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m StepRunMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of StepRun entities.
+func (m *StepRunMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *StepRunMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *StepRunMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().StepRun.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *StepRunMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *StepRunMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *StepRunMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *StepRunMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *StepRunMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *StepRunMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *StepRunMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *StepRunMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *StepRunMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *StepRunMutation) SetRunID(s string) {
+	m.run = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *StepRunMutation) RunID() (r string, exists bool) {
+	v := m.run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *StepRunMutation) ResetRunID() {
+	m.run = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *StepRunMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *StepRunMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *StepRunMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetType sets the "type" field.
+func (m *StepRunMutation) SetType(s string) {
+	m._type = &s
+}
+
+// GetType returns the value of the "type" field in the mutation.
+func (m *StepRunMutation) GetType() (r string, exists bool) {
+	v := m._type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldType returns the old "type" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldType(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldType: %w", err)
+	}
+	return oldValue.Type, nil
+}
+
+// ResetType resets all changes to the "type" field.
+func (m *StepRunMutation) ResetType() {
+	m._type = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *StepRunMutation) SetStatus(s steprun.Status) {
+	m.status = &s
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *StepRunMutation) Status() (r steprun.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldStatus(ctx context.Context) (v steprun.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *StepRunMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetAttempts sets the "attempts" field.
+func (m *StepRunMutation) SetAttempts(i int) {
+	m.attempts = &i
+	m.addattempts = nil
+}
+
+// Attempts returns the value of the "attempts" field in the mutation.
+func (m *StepRunMutation) Attempts() (r int, exists bool) {
+	v := m.attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempts returns the old "attempts" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldAttempts(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempts: %w", err)
+	}
+	return oldValue.Attempts, nil
+}
+
+// AddAttempts adds i to the "attempts" field.
+func (m *StepRunMutation) AddAttempts(i int) {
+	if m.addattempts != nil {
+		*m.addattempts += i
+	} else {
+		m.addattempts = &i
+	}
+}
+
+// AddedAttempts returns the value that was added to the "attempts" field in this mutation.
+func (m *StepRunMutation) AddedAttempts() (r int, exists bool) {
+	v := m.addattempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempts resets all changes to the "attempts" field.
+func (m *StepRunMutation) ResetAttempts() {
+	m.attempts = nil
+	m.addattempts = nil
+}
+
+// SetCurrentAttemptID sets the "current_attempt_id" field.
+func (m *StepRunMutation) SetCurrentAttemptID(s string) {
+	m.current_attempt_id = &s
+}
+
+// CurrentAttemptID returns the value of the "current_attempt_id" field in the mutation.
+func (m *StepRunMutation) CurrentAttemptID() (r string, exists bool) {
+	v := m.current_attempt_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCurrentAttemptID returns the old "current_attempt_id" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldCurrentAttemptID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCurrentAttemptID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCurrentAttemptID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCurrentAttemptID: %w", err)
+	}
+	return oldValue.CurrentAttemptID, nil
+}
+
+// ClearCurrentAttemptID clears the value of the "current_attempt_id" field.
+func (m *StepRunMutation) ClearCurrentAttemptID() {
+	m.current_attempt_id = nil
+	m.clearedFields[steprun.FieldCurrentAttemptID] = struct{}{}
+}
+
+// CurrentAttemptIDCleared returns if the "current_attempt_id" field was cleared in this mutation.
+func (m *StepRunMutation) CurrentAttemptIDCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldCurrentAttemptID]
+	return ok
+}
+
+// ResetCurrentAttemptID resets all changes to the "current_attempt_id" field.
+func (m *StepRunMutation) ResetCurrentAttemptID() {
+	m.current_attempt_id = nil
+	delete(m.clearedFields, steprun.FieldCurrentAttemptID)
+}
+
+// SetReadyAt sets the "ready_at" field.
+func (m *StepRunMutation) SetReadyAt(t time.Time) {
+	m.ready_at = &t
+}
+
+// ReadyAt returns the value of the "ready_at" field in the mutation.
+func (m *StepRunMutation) ReadyAt() (r time.Time, exists bool) {
+	v := m.ready_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReadyAt returns the old "ready_at" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldReadyAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReadyAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReadyAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReadyAt: %w", err)
+	}
+	return oldValue.ReadyAt, nil
+}
+
+// ClearReadyAt clears the value of the "ready_at" field.
+func (m *StepRunMutation) ClearReadyAt() {
+	m.ready_at = nil
+	m.clearedFields[steprun.FieldReadyAt] = struct{}{}
+}
+
+// ReadyAtCleared returns if the "ready_at" field was cleared in this mutation.
+func (m *StepRunMutation) ReadyAtCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldReadyAt]
+	return ok
+}
+
+// ResetReadyAt resets all changes to the "ready_at" field.
+func (m *StepRunMutation) ResetReadyAt() {
+	m.ready_at = nil
+	delete(m.clearedFields, steprun.FieldReadyAt)
+}
+
+// SetOutput sets the "output" field.
+func (m *StepRunMutation) SetOutput(jm json.RawMessage) {
+	m.output = &jm
+	m.appendoutput = nil
+}
+
+// Output returns the value of the "output" field in the mutation.
+func (m *StepRunMutation) Output() (r json.RawMessage, exists bool) {
+	v := m.output
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutput returns the old "output" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldOutput(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutput: %w", err)
+	}
+	return oldValue.Output, nil
+}
+
+// AppendOutput adds jm to the "output" field.
+func (m *StepRunMutation) AppendOutput(jm json.RawMessage) {
+	m.appendoutput = append(m.appendoutput, jm...)
+}
+
+// AppendedOutput returns the list of values that were appended to the "output" field in this mutation.
+func (m *StepRunMutation) AppendedOutput() (json.RawMessage, bool) {
+	if len(m.appendoutput) == 0 {
+		return nil, false
+	}
+	return m.appendoutput, true
+}
+
+// ClearOutput clears the value of the "output" field.
+func (m *StepRunMutation) ClearOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	m.clearedFields[steprun.FieldOutput] = struct{}{}
+}
+
+// OutputCleared returns if the "output" field was cleared in this mutation.
+func (m *StepRunMutation) OutputCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldOutput]
+	return ok
+}
+
+// ResetOutput resets all changes to the "output" field.
+func (m *StepRunMutation) ResetOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	delete(m.clearedFields, steprun.FieldOutput)
+}
+
+// SetErrorClass sets the "error_class" field.
+func (m *StepRunMutation) SetErrorClass(s string) {
+	m.error_class = &s
+}
+
+// ErrorClass returns the value of the "error_class" field in the mutation.
+func (m *StepRunMutation) ErrorClass() (r string, exists bool) {
+	v := m.error_class
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorClass returns the old "error_class" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldErrorClass(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorClass is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorClass requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorClass: %w", err)
+	}
+	return oldValue.ErrorClass, nil
+}
+
+// ClearErrorClass clears the value of the "error_class" field.
+func (m *StepRunMutation) ClearErrorClass() {
+	m.error_class = nil
+	m.clearedFields[steprun.FieldErrorClass] = struct{}{}
+}
+
+// ErrorClassCleared returns if the "error_class" field was cleared in this mutation.
+func (m *StepRunMutation) ErrorClassCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldErrorClass]
+	return ok
+}
+
+// ResetErrorClass resets all changes to the "error_class" field.
+func (m *StepRunMutation) ResetErrorClass() {
+	m.error_class = nil
+	delete(m.clearedFields, steprun.FieldErrorClass)
+}
+
+// SetErrorMessage sets the "error_message" field.
+func (m *StepRunMutation) SetErrorMessage(s string) {
+	m.error_message = &s
+}
+
+// ErrorMessage returns the value of the "error_message" field in the mutation.
+func (m *StepRunMutation) ErrorMessage() (r string, exists bool) {
+	v := m.error_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorMessage returns the old "error_message" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldErrorMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorMessage: %w", err)
+	}
+	return oldValue.ErrorMessage, nil
+}
+
+// ClearErrorMessage clears the value of the "error_message" field.
+func (m *StepRunMutation) ClearErrorMessage() {
+	m.error_message = nil
+	m.clearedFields[steprun.FieldErrorMessage] = struct{}{}
+}
+
+// ErrorMessageCleared returns if the "error_message" field was cleared in this mutation.
+func (m *StepRunMutation) ErrorMessageCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldErrorMessage]
+	return ok
+}
+
+// ResetErrorMessage resets all changes to the "error_message" field.
+func (m *StepRunMutation) ResetErrorMessage() {
+	m.error_message = nil
+	delete(m.clearedFields, steprun.FieldErrorMessage)
+}
+
+// SetCostMicroUsd sets the "cost_micro_usd" field.
+func (m *StepRunMutation) SetCostMicroUsd(i int64) {
+	m.cost_micro_usd = &i
+	m.addcost_micro_usd = nil
+}
+
+// CostMicroUsd returns the value of the "cost_micro_usd" field in the mutation.
+func (m *StepRunMutation) CostMicroUsd() (r int64, exists bool) {
+	v := m.cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCostMicroUsd returns the old "cost_micro_usd" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCostMicroUsd: %w", err)
+	}
+	return oldValue.CostMicroUsd, nil
+}
+
+// AddCostMicroUsd adds i to the "cost_micro_usd" field.
+func (m *StepRunMutation) AddCostMicroUsd(i int64) {
+	if m.addcost_micro_usd != nil {
+		*m.addcost_micro_usd += i
+	} else {
+		m.addcost_micro_usd = &i
+	}
+}
+
+// AddedCostMicroUsd returns the value that was added to the "cost_micro_usd" field in this mutation.
+func (m *StepRunMutation) AddedCostMicroUsd() (r int64, exists bool) {
+	v := m.addcost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCostMicroUsd resets all changes to the "cost_micro_usd" field.
+func (m *StepRunMutation) ResetCostMicroUsd() {
+	m.cost_micro_usd = nil
+	m.addcost_micro_usd = nil
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *StepRunMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *StepRunMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldStartedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ClearStartedAt clears the value of the "started_at" field.
+func (m *StepRunMutation) ClearStartedAt() {
+	m.started_at = nil
+	m.clearedFields[steprun.FieldStartedAt] = struct{}{}
+}
+
+// StartedAtCleared returns if the "started_at" field was cleared in this mutation.
+func (m *StepRunMutation) StartedAtCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldStartedAt]
+	return ok
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *StepRunMutation) ResetStartedAt() {
+	m.started_at = nil
+	delete(m.clearedFields, steprun.FieldStartedAt)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *StepRunMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *StepRunMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *StepRunMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[steprun.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *StepRunMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *StepRunMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, steprun.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *StepRunMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[steprun.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *StepRunMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *StepRunMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *StepRunMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearRun clears the "run" edge to the Run entity.
+func (m *StepRunMutation) ClearRun() {
+	m.clearedrun = true
+	m.clearedFields[steprun.FieldRunID] = struct{}{}
+}
+
+// RunCleared reports if the "run" edge to the Run entity was cleared.
+func (m *StepRunMutation) RunCleared() bool {
+	return m.clearedrun
+}
+
+// RunIDs returns the "run" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// RunID instead. It exists only for internal usage by the builders.
+func (m *StepRunMutation) RunIDs() (ids []string) {
+	if id := m.run; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetRun resets all changes to the "run" edge.
+func (m *StepRunMutation) ResetRun() {
+	m.run = nil
+	m.clearedrun = false
+}
+
+// AddAttemptListIDs adds the "attempt_list" edge to the StepAttempt entity by ids.
+func (m *StepRunMutation) AddAttemptListIDs(ids ...string) {
+	if m.attempt_list == nil {
+		m.attempt_list = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.attempt_list[ids[i]] = struct{}{}
+	}
+}
+
+// ClearAttemptList clears the "attempt_list" edge to the StepAttempt entity.
+func (m *StepRunMutation) ClearAttemptList() {
+	m.clearedattempt_list = true
+}
+
+// AttemptListCleared reports if the "attempt_list" edge to the StepAttempt entity was cleared.
+func (m *StepRunMutation) AttemptListCleared() bool {
+	return m.clearedattempt_list
+}
+
+// RemoveAttemptListIDs removes the "attempt_list" edge to the StepAttempt entity by IDs.
+func (m *StepRunMutation) RemoveAttemptListIDs(ids ...string) {
+	if m.removedattempt_list == nil {
+		m.removedattempt_list = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.attempt_list, ids[i])
+		m.removedattempt_list[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedAttemptList returns the removed IDs of the "attempt_list" edge to the StepAttempt entity.
+func (m *StepRunMutation) RemovedAttemptListIDs() (ids []string) {
+	for id := range m.removedattempt_list {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// AttemptListIDs returns the "attempt_list" edge IDs in the mutation.
+func (m *StepRunMutation) AttemptListIDs() (ids []string) {
+	for id := range m.attempt_list {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetAttemptList resets all changes to the "attempt_list" edge.
+func (m *StepRunMutation) ResetAttemptList() {
+	m.attempt_list = nil
+	m.clearedattempt_list = false
+	m.removedattempt_list = nil
+}
+
+// Where appends a list predicates to the StepRunMutation builder.
+func (m *StepRunMutation) Where(ps ...predicate.StepRun) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the StepRunMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *StepRunMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.StepRun, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *StepRunMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *StepRunMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (StepRun).
+func (m *StepRunMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *StepRunMutation) Fields() []string {
+	fields := make([]string, 0, 16)
+	if m.tenant != nil {
+		fields = append(fields, steprun.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, steprun.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, steprun.FieldUpdatedAt)
+	}
+	if m.run != nil {
+		fields = append(fields, steprun.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, steprun.FieldStepID)
+	}
+	if m._type != nil {
+		fields = append(fields, steprun.FieldType)
+	}
+	if m.status != nil {
+		fields = append(fields, steprun.FieldStatus)
+	}
+	if m.attempts != nil {
+		fields = append(fields, steprun.FieldAttempts)
+	}
+	if m.current_attempt_id != nil {
+		fields = append(fields, steprun.FieldCurrentAttemptID)
+	}
+	if m.ready_at != nil {
+		fields = append(fields, steprun.FieldReadyAt)
+	}
+	if m.output != nil {
+		fields = append(fields, steprun.FieldOutput)
+	}
+	if m.error_class != nil {
+		fields = append(fields, steprun.FieldErrorClass)
+	}
+	if m.error_message != nil {
+		fields = append(fields, steprun.FieldErrorMessage)
+	}
+	if m.cost_micro_usd != nil {
+		fields = append(fields, steprun.FieldCostMicroUsd)
+	}
+	if m.started_at != nil {
+		fields = append(fields, steprun.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, steprun.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *StepRunMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case steprun.FieldTenantID:
+		return m.TenantID()
+	case steprun.FieldCreatedAt:
+		return m.CreatedAt()
+	case steprun.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case steprun.FieldRunID:
+		return m.RunID()
+	case steprun.FieldStepID:
+		return m.StepID()
+	case steprun.FieldType:
+		return m.GetType()
+	case steprun.FieldStatus:
+		return m.Status()
+	case steprun.FieldAttempts:
+		return m.Attempts()
+	case steprun.FieldCurrentAttemptID:
+		return m.CurrentAttemptID()
+	case steprun.FieldReadyAt:
+		return m.ReadyAt()
+	case steprun.FieldOutput:
+		return m.Output()
+	case steprun.FieldErrorClass:
+		return m.ErrorClass()
+	case steprun.FieldErrorMessage:
+		return m.ErrorMessage()
+	case steprun.FieldCostMicroUsd:
+		return m.CostMicroUsd()
+	case steprun.FieldStartedAt:
+		return m.StartedAt()
+	case steprun.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *StepRunMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case steprun.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case steprun.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case steprun.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case steprun.FieldRunID:
+		return m.OldRunID(ctx)
+	case steprun.FieldStepID:
+		return m.OldStepID(ctx)
+	case steprun.FieldType:
+		return m.OldType(ctx)
+	case steprun.FieldStatus:
+		return m.OldStatus(ctx)
+	case steprun.FieldAttempts:
+		return m.OldAttempts(ctx)
+	case steprun.FieldCurrentAttemptID:
+		return m.OldCurrentAttemptID(ctx)
+	case steprun.FieldReadyAt:
+		return m.OldReadyAt(ctx)
+	case steprun.FieldOutput:
+		return m.OldOutput(ctx)
+	case steprun.FieldErrorClass:
+		return m.OldErrorClass(ctx)
+	case steprun.FieldErrorMessage:
+		return m.OldErrorMessage(ctx)
+	case steprun.FieldCostMicroUsd:
+		return m.OldCostMicroUsd(ctx)
+	case steprun.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case steprun.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown StepRun field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *StepRunMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case steprun.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case steprun.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case steprun.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case steprun.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case steprun.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case steprun.FieldType:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetType(v)
+		return nil
+	case steprun.FieldStatus:
+		v, ok := value.(steprun.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case steprun.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempts(v)
+		return nil
+	case steprun.FieldCurrentAttemptID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCurrentAttemptID(v)
+		return nil
+	case steprun.FieldReadyAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReadyAt(v)
+		return nil
+	case steprun.FieldOutput:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutput(v)
+		return nil
+	case steprun.FieldErrorClass:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorClass(v)
+		return nil
+	case steprun.FieldErrorMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorMessage(v)
+		return nil
+	case steprun.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCostMicroUsd(v)
+		return nil
+	case steprun.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case steprun.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *StepRunMutation) AddedFields() []string {
+	var fields []string
+	if m.addattempts != nil {
+		fields = append(fields, steprun.FieldAttempts)
+	}
+	if m.addcost_micro_usd != nil {
+		fields = append(fields, steprun.FieldCostMicroUsd)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *StepRunMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case steprun.FieldAttempts:
+		return m.AddedAttempts()
+	case steprun.FieldCostMicroUsd:
+		return m.AddedCostMicroUsd()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *StepRunMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case steprun.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempts(v)
+		return nil
+	case steprun.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCostMicroUsd(v)
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *StepRunMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(steprun.FieldCurrentAttemptID) {
+		fields = append(fields, steprun.FieldCurrentAttemptID)
+	}
+	if m.FieldCleared(steprun.FieldReadyAt) {
+		fields = append(fields, steprun.FieldReadyAt)
+	}
+	if m.FieldCleared(steprun.FieldOutput) {
+		fields = append(fields, steprun.FieldOutput)
+	}
+	if m.FieldCleared(steprun.FieldErrorClass) {
+		fields = append(fields, steprun.FieldErrorClass)
+	}
+	if m.FieldCleared(steprun.FieldErrorMessage) {
+		fields = append(fields, steprun.FieldErrorMessage)
+	}
+	if m.FieldCleared(steprun.FieldStartedAt) {
+		fields = append(fields, steprun.FieldStartedAt)
+	}
+	if m.FieldCleared(steprun.FieldFinishedAt) {
+		fields = append(fields, steprun.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *StepRunMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *StepRunMutation) ClearField(name string) error {
+	switch name {
+	case steprun.FieldCurrentAttemptID:
+		m.ClearCurrentAttemptID()
+		return nil
+	case steprun.FieldReadyAt:
+		m.ClearReadyAt()
+		return nil
+	case steprun.FieldOutput:
+		m.ClearOutput()
+		return nil
+	case steprun.FieldErrorClass:
+		m.ClearErrorClass()
+		return nil
+	case steprun.FieldErrorMessage:
+		m.ClearErrorMessage()
+		return nil
+	case steprun.FieldStartedAt:
+		m.ClearStartedAt()
+		return nil
+	case steprun.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *StepRunMutation) ResetField(name string) error {
+	switch name {
+	case steprun.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case steprun.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case steprun.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case steprun.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case steprun.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case steprun.FieldType:
+		m.ResetType()
+		return nil
+	case steprun.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case steprun.FieldAttempts:
+		m.ResetAttempts()
+		return nil
+	case steprun.FieldCurrentAttemptID:
+		m.ResetCurrentAttemptID()
+		return nil
+	case steprun.FieldReadyAt:
+		m.ResetReadyAt()
+		return nil
+	case steprun.FieldOutput:
+		m.ResetOutput()
+		return nil
+	case steprun.FieldErrorClass:
+		m.ResetErrorClass()
+		return nil
+	case steprun.FieldErrorMessage:
+		m.ResetErrorMessage()
+		return nil
+	case steprun.FieldCostMicroUsd:
+		m.ResetCostMicroUsd()
+		return nil
+	case steprun.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case steprun.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *StepRunMutation) AddedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.tenant != nil {
+		edges = append(edges, steprun.EdgeTenant)
+	}
+	if m.run != nil {
+		edges = append(edges, steprun.EdgeRun)
+	}
+	if m.attempt_list != nil {
+		edges = append(edges, steprun.EdgeAttemptList)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *StepRunMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case steprun.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case steprun.EdgeRun:
+		if id := m.run; id != nil {
+			return []ent.Value{*id}
+		}
+	case steprun.EdgeAttemptList:
+		ids := make([]ent.Value, 0, len(m.attempt_list))
+		for id := range m.attempt_list {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *StepRunMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.removedattempt_list != nil {
+		edges = append(edges, steprun.EdgeAttemptList)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *StepRunMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case steprun.EdgeAttemptList:
+		ids := make([]ent.Value, 0, len(m.removedattempt_list))
+		for id := range m.removedattempt_list {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *StepRunMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.clearedtenant {
+		edges = append(edges, steprun.EdgeTenant)
+	}
+	if m.clearedrun {
+		edges = append(edges, steprun.EdgeRun)
+	}
+	if m.clearedattempt_list {
+		edges = append(edges, steprun.EdgeAttemptList)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *StepRunMutation) EdgeCleared(name string) bool {
+	switch name {
+	case steprun.EdgeTenant:
+		return m.clearedtenant
+	case steprun.EdgeRun:
+		return m.clearedrun
+	case steprun.EdgeAttemptList:
+		return m.clearedattempt_list
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *StepRunMutation) ClearEdge(name string) error {
+	switch name {
+	case steprun.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case steprun.EdgeRun:
+		m.ClearRun()
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *StepRunMutation) ResetEdge(name string) error {
+	switch name {
+	case steprun.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case steprun.EdgeRun:
+		m.ResetRun()
+		return nil
+	case steprun.EdgeAttemptList:
+		m.ResetAttemptList()
+		return nil
+	}
+	return fmt.Errorf("unknown StepRun edge %s", name)
 }
 
 // TenantMutation represents an operation that mutates the Tenant nodes in the graph.

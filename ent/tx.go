@@ -16,6 +16,8 @@ type Tx struct {
 	config
 	// APIKey is the client for interacting with the APIKey builders.
 	APIKey *APIKeyClient
+	// ApprovalRequest is the client for interacting with the ApprovalRequest builders.
+	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
 	// Credential is the client for interacting with the Credential builders.
@@ -28,6 +30,14 @@ type Tx struct {
 	Environment *EnvironmentClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
+	// Run is the client for interacting with the Run builders.
+	Run *RunClient
+	// RunEvent is the client for interacting with the RunEvent builders.
+	RunEvent *RunEventClient
+	// StepAttempt is the client for interacting with the StepAttempt builders.
+	StepAttempt *StepAttemptClient
+	// StepRun is the client for interacting with the StepRun builders.
+	StepRun *StepRunClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
 	// Workflow is the client for interacting with the Workflow builders.
@@ -166,12 +176,17 @@ func (tx *Tx) Client() *Client {
 
 func (tx *Tx) init() {
 	tx.APIKey = NewAPIKeyClient(tx.config)
+	tx.ApprovalRequest = NewApprovalRequestClient(tx.config)
 	tx.AuditLog = NewAuditLogClient(tx.config)
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
+	tx.Run = NewRunClient(tx.config)
+	tx.RunEvent = NewRunEventClient(tx.config)
+	tx.StepAttempt = NewStepAttemptClient(tx.config)
+	tx.StepRun = NewStepRunClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)
 	tx.Workflow = NewWorkflowClient(tx.config)
 	tx.WorkflowVersion = NewWorkflowVersionClient(tx.config)

@@ -32,6 +32,15 @@ func (r *queryResolver) APIKeys(ctx context.Context, after *entgql.Cursor[string
 	return c.APIKey.Query().Paginate(ctx, after, first, before, last, ent.WithAPIKeyOrder(orderBy), ent.WithAPIKeyFilter(where.Filter))
 }
 
+// Approvals is the resolver for the approvals field.
+func (r *queryResolver) Approvals(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApprovalRequestOrder, where *ent.ApprovalRequestWhereInput) (*ent.ApprovalRequestConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.ApprovalRequest.Query().Paginate(ctx, after, first, before, last, ent.WithApprovalRequestOrder(orderBy), ent.WithApprovalRequestFilter(where.Filter))
+}
+
 // AuditLogs is the resolver for the auditLogs field.
 func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) (*ent.AuditLogConnection, error) {
 	c, err := client(ctx)
@@ -77,6 +86,15 @@ func (r *queryResolver) Members(ctx context.Context, after *entgql.Cursor[string
 	return c.Member.Query().Paginate(ctx, after, first, before, last, ent.WithMemberOrder(orderBy), ent.WithMemberFilter(where.Filter))
 }
 
+// Runs is the resolver for the runs field.
+func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Run.Query().Paginate(ctx, after, first, before, last, ent.WithRunOrder(orderBy), ent.WithRunFilter(where.Filter))
+}
+
 // Workflows is the resolver for the workflows field.
 func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error) {
 	c, err := client(ctx)
@@ -89,10 +107,22 @@ func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[stri
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
+// Run returns generated.RunResolver implementation.
+func (r *Resolver) Run() generated.RunResolver { return &runResolver{r} }
+
+// StepAttempt returns generated.StepAttemptResolver implementation.
+func (r *Resolver) StepAttempt() generated.StepAttemptResolver { return &stepAttemptResolver{r} }
+
+// StepRun returns generated.StepRunResolver implementation.
+func (r *Resolver) StepRun() generated.StepRunResolver { return &stepRunResolver{r} }
+
 // Tenant returns generated.TenantResolver implementation.
 func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
 
 type (
-	queryResolver  struct{ *Resolver }
-	tenantResolver struct{ *Resolver }
+	queryResolver       struct{ *Resolver }
+	runResolver         struct{ *Resolver }
+	stepAttemptResolver struct{ *Resolver }
+	stepRunResolver     struct{ *Resolver }
+	tenantResolver      struct{ *Resolver }
 )

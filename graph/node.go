@@ -5,11 +5,16 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -30,6 +35,11 @@ var nodeTables = map[string]string{
 	ids.Deployment:      deployment.Table,
 	ids.Credential:      credential.Table,
 	ids.AuditLog:        auditlog.Table,
+	ids.Run:             run.Table,
+	ids.StepRun:         steprun.Table,
+	ids.StepAttempt:     stepattempt.Table,
+	ids.RunEvent:        runevent.Table,
+	ids.ApprovalRequest: approvalrequest.Table,
 }
 
 const maxNodes = 100

@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -25,7 +26,11 @@ type TenantTransaction struct {
 var _ interface {
 	graphql.HandlerExtension
 	graphql.ResponseInterceptor
+	graphql.FieldInterceptor
 } = TenantTransaction{}
+
+// txLockKey holds the mutex that serialises the resolvers of one request.
+type txLockKey struct{}
 
 func (TenantTransaction) ExtensionName() string                   { return "TenantTransaction" }
 func (TenantTransaction) Validate(graphql.ExecutableSchema) error { return nil }
@@ -47,6 +52,7 @@ func (t TenantTransaction) InterceptResponse(ctx context.Context, next graphql.R
 		return t.internalResponse(ctx, err)
 	}
 	txCtx := ent.NewContext(ent.NewTxContext(ctx, tx), tx.Client())
+	txCtx = context.WithValue(txCtx, txLockKey{}, &sync.Mutex{})
 	resp := next(txCtx)
 	if resp == nil || len(resp.Errors) > 0 || op.Operation == nil || op.Operation.Operation != ast.Mutation {
 		_ = tx.Rollback()
@@ -56,6 +62,21 @@ func (t TenantTransaction) InterceptResponse(ctx context.Context, next graphql.R
 		return t.internalResponse(ctx, fmt.Errorf("commit: %w", err))
 	}
 	return resp
+}
+
+// InterceptField runs the resolvers of one request one at a time. gqlgen
+// resolves sibling fields concurrently, but they all share the request's
+// transaction, and a Postgres connection runs one statement at a time
+// (concurrent use fails with "conn busy"). Resolvers read their rows fully
+// before returning, so holding the lock around each call is enough.
+func (TenantTransaction) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
+	mu, ok := ctx.Value(txLockKey{}).(*sync.Mutex)
+	if fc := graphql.GetFieldContext(ctx); !ok || fc == nil || (!fc.IsResolver && !fc.IsMethod) {
+		return next(ctx)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return next(ctx)
 }
 
 func (t TenantTransaction) internalResponse(ctx context.Context, err error) *graphql.Response {

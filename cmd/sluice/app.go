@@ -9,28 +9,34 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/worker"
 )
 
 // app holds the long-lived components of a server process. Close releases
 // them in reverse order of opening.
 type app struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	db      *sql.DB
-	client  *ent.Client
-	redis   *redis.Client
-	keys    *secrets.KeyRing
-	auth    *auth.Authenticator
-	engine  *engine.Engine
-	closers []func()
+	cfg        *config.Config
+	log        *slog.Logger
+	db         *sql.DB
+	client     *ent.Client
+	redis      *redis.Client
+	keys       *secrets.KeyRing
+	auth       *auth.Authenticator
+	engine     *engine.Engine
+	asynq      *asynq.Client
+	dispatcher *worker.Dispatcher
+	closers    []func()
 }
 
 func (a *app) Close() {
@@ -88,15 +94,19 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, err
 	}
 	a.client = store.NewClient(db)
-	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("REDIS_URL: %w", err)
-		}
-		a.redis = redis.NewClient(opts)
-		a.closers = append(a.closers, func() { a.redis.Close() })
+	if cfg.RedisURL == "" {
+		a.Close()
+		return nil, errors.New("REDIS_URL is required")
 	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	a.redis = redis.NewClient(opts)
+	a.closers = append(a.closers, func() { a.redis.Close() })
+	a.asynq = asynq.NewClientFromRedisClient(a.redis)
+	a.dispatcher = worker.NewDispatcher(a.asynq)
 	verifierCtx, cancel := context.WithCancel(context.Background())
 	a.closers = append(a.closers, cancel)
 	jwtCfg := auth.JWTConfig{JWKSURL: cfg.JWTJWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
@@ -109,7 +119,13 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, fmt.Errorf("JWT configuration: %w", err)
 	}
 	a.auth = auth.NewAuthenticator(verifier, a.client)
-	a.engine = engine.New(keys)
+	a.engine = engine.New(engine.Options{
+		Keys:       keys,
+		Client:     a.client,
+		Dispatcher: a.dispatcher,
+		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
+		Log:        log,
+	})
 	return a, nil
 }
 
@@ -140,10 +156,8 @@ func (a *app) ready(ctx context.Context) error {
 	if err := a.db.PingContext(ctx); err != nil {
 		errs = append(errs, "database: "+err.Error())
 	}
-	if a.redis != nil {
-		if err := a.redis.Ping(ctx).Err(); err != nil {
-			errs = append(errs, "redis: "+err.Error())
-		}
+	if err := a.redis.Ping(ctx).Err(); err != nil {
+		errs = append(errs, "redis: "+err.Error())
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))

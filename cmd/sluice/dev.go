@@ -123,7 +123,18 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   curl -s http://%s/graphql -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d '{"query":"{ viewer { tenant { slug } roles } }"}'
 `, t.ID, host, token, host)
-	return serveHTTP(ctx, a, stdout)
+	wcfg, err := workerConfig(env)
+	if err != nil {
+		return err
+	}
+	w := a.newWorker(wcfg)
+	werr := make(chan error, 1)
+	go func() { werr <- w.Run(ctx) }()
+	err = serveHTTP(ctx, a, stdout)
+	if wErr := <-werr; err == nil {
+		err = wErr
+	}
+	return err
 }
 
 func tickMiniredis(ctx context.Context, mr *miniredis.Miniredis) {

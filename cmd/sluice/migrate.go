@@ -22,6 +22,10 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if cfg.DatabaseURL == "" {
 		return errors.New("DATABASE_URL (the schema owner) is required")
 	}
+	if args[0] == "sum" {
+		// After adding or editing a hand-written migration.
+		return schemadiff.RewriteSum("migrations")
+	}
 	if args[0] == "diff" {
 		if len(args) != 2 {
 			return errors.New("usage: sluice migrate diff NAME (run from the repository root)")

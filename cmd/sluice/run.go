@@ -11,10 +11,12 @@ const usage = `Usage: sluice <command> [flags]
 
 Commands:
   serve                       run the GraphQL API server
+  worker                      run step execution (asynq), timers and the reconciler
   dev                         run everything in one process for development
                               (migrations applied, demo tenant seeded, token printed)
   migrate up|down|status      apply, roll back or list database migrations
   migrate diff NAME           write the migration that brings migrations/ up to ent/schema
+  migrate sum                 rewrite migrations/atlas.sum after editing a hand-written migration
   tenant create --slug S --name N
   tenant apply -f FILE        create or update a tenant from a manifest (idempotent)
   tenant list
@@ -35,6 +37,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		return runServe(ctx, rest, getenv, stdout, stderr)
+	case "worker":
+		return runWorker(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "migrate":

@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -16,6 +17,10 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -102,6 +107,33 @@ func (f TraverseAPIKey) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.APIKeyQuery", q)
+}
+
+// The ApprovalRequestFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ApprovalRequestFunc func(context.Context, *ent.ApprovalRequestQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ApprovalRequestFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ApprovalRequestQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ApprovalRequestQuery", q)
+}
+
+// The TraverseApprovalRequest type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseApprovalRequest func(context.Context, *ent.ApprovalRequestQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseApprovalRequest) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseApprovalRequest) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ApprovalRequestQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ApprovalRequestQuery", q)
 }
 
 // The AuditLogFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -266,6 +298,114 @@ func (f TraverseMember) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.MemberQuery", q)
 }
 
+// The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RunFunc func(context.Context, *ent.RunQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RunFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RunQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RunQuery", q)
+}
+
+// The TraverseRun type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRun func(context.Context, *ent.RunQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRun) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRun) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RunQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RunQuery", q)
+}
+
+// The RunEventFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RunEventFunc func(context.Context, *ent.RunEventQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RunEventFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RunEventQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RunEventQuery", q)
+}
+
+// The TraverseRunEvent type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRunEvent func(context.Context, *ent.RunEventQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRunEvent) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRunEvent) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RunEventQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RunEventQuery", q)
+}
+
+// The StepAttemptFunc type is an adapter to allow the use of ordinary function as a Querier.
+type StepAttemptFunc func(context.Context, *ent.StepAttemptQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f StepAttemptFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.StepAttemptQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.StepAttemptQuery", q)
+}
+
+// The TraverseStepAttempt type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseStepAttempt func(context.Context, *ent.StepAttemptQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseStepAttempt) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseStepAttempt) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.StepAttemptQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.StepAttemptQuery", q)
+}
+
+// The StepRunFunc type is an adapter to allow the use of ordinary function as a Querier.
+type StepRunFunc func(context.Context, *ent.StepRunQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f StepRunFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.StepRunQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.StepRunQuery", q)
+}
+
+// The TraverseStepRun type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseStepRun func(context.Context, *ent.StepRunQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseStepRun) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseStepRun) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.StepRunQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.StepRunQuery", q)
+}
+
 // The TenantFunc type is an adapter to allow the use of ordinary function as a Querier.
 type TenantFunc func(context.Context, *ent.TenantQuery) (ent.Value, error)
 
@@ -352,6 +492,8 @@ func NewQuery(q ent.Query) (Query, error) {
 	switch q := q.(type) {
 	case *ent.APIKeyQuery:
 		return &query[*ent.APIKeyQuery, predicate.APIKey, apikey.OrderOption]{typ: ent.TypeAPIKey, tq: q}, nil
+	case *ent.ApprovalRequestQuery:
+		return &query[*ent.ApprovalRequestQuery, predicate.ApprovalRequest, approvalrequest.OrderOption]{typ: ent.TypeApprovalRequest, tq: q}, nil
 	case *ent.AuditLogQuery:
 		return &query[*ent.AuditLogQuery, predicate.AuditLog, auditlog.OrderOption]{typ: ent.TypeAuditLog, tq: q}, nil
 	case *ent.CredentialQuery:
@@ -364,6 +506,14 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
 	case *ent.MemberQuery:
 		return &query[*ent.MemberQuery, predicate.Member, member.OrderOption]{typ: ent.TypeMember, tq: q}, nil
+	case *ent.RunQuery:
+		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
+	case *ent.RunEventQuery:
+		return &query[*ent.RunEventQuery, predicate.RunEvent, runevent.OrderOption]{typ: ent.TypeRunEvent, tq: q}, nil
+	case *ent.StepAttemptQuery:
+		return &query[*ent.StepAttemptQuery, predicate.StepAttempt, stepattempt.OrderOption]{typ: ent.TypeStepAttempt, tq: q}, nil
+	case *ent.StepRunQuery:
+		return &query[*ent.StepRunQuery, predicate.StepRun, steprun.OrderOption]{typ: ent.TypeStepRun, tq: q}, nil
 	case *ent.TenantQuery:
 		return &query[*ent.TenantQuery, predicate.Tenant, tenant.OrderOption]{typ: ent.TypeTenant, tq: q}, nil
 	case *ent.WorkflowQuery:

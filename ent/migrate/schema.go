@@ -52,6 +52,63 @@ var (
 			},
 		},
 	}
+	// ApprovalRequestsColumns holds the columns for the "approval_requests" table.
+	ApprovalRequestsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "step_run_id", Type: field.TypeString},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "approved", "rejected", "expired", "cancelled"}, Default: "pending"},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "context", Type: field.TypeJSON, Nullable: true},
+		{Name: "approver_roles", Type: field.TypeJSON, Nullable: true},
+		{Name: "approver_subjects", Type: field.TypeJSON, Nullable: true},
+		{Name: "on_timeout", Type: field.TypeEnum, Enums: []string{"approve", "reject", "fail"}, Default: "fail"},
+		{Name: "expires_at", Type: field.TypeTime, Nullable: true},
+		{Name: "decided_by", Type: field.TypeString, Nullable: true},
+		{Name: "comment", Type: field.TypeString, Nullable: true},
+		{Name: "decided_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Size: 40},
+	}
+	// ApprovalRequestsTable holds the schema information for the "approval_requests" table.
+	ApprovalRequestsTable = &schema.Table{
+		Name:       "approval_requests",
+		Columns:    ApprovalRequestsColumns,
+		PrimaryKey: []*schema.Column{ApprovalRequestsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "approval_requests_tenants_tenant",
+				Columns:    []*schema.Column{ApprovalRequestsColumns[15]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "approval_requests_runs_run",
+				Columns:    []*schema.Column{ApprovalRequestsColumns[16]},
+				RefColumns: []*schema.Column{RunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "approvalrequest_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{ApprovalRequestsColumns[15]},
+			},
+			{
+				Name:    "approvalrequest_tenant_id_step_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{ApprovalRequestsColumns[15], ApprovalRequestsColumns[4]},
+			},
+			{
+				Name:    "approvalrequest_tenant_id_status",
+				Unique:  false,
+				Columns: []*schema.Column{ApprovalRequestsColumns[15], ApprovalRequestsColumns[5]},
+			},
+		},
+	}
 	// AuditLogsColumns holds the columns for the "audit_logs" table.
 	AuditLogsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -310,6 +367,244 @@ var (
 			},
 		},
 	}
+	// RunsColumns holds the columns for the "runs" table.
+	RunsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "waiting", "succeeded", "failed", "cancelled"}, Default: "queued"},
+		{Name: "mode", Type: field.TypeEnum, Enums: []string{"live", "sandbox"}, Default: "live"},
+		{Name: "input", Type: field.TypeJSON},
+		{Name: "input_hash", Type: field.TypeString},
+		{Name: "output", Type: field.TypeJSON, Nullable: true},
+		{Name: "idempotency_key", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "replay_of", Type: field.TypeString, Nullable: true},
+		{Name: "error_class", Type: field.TypeString, Nullable: true},
+		{Name: "error_message", Type: field.TypeString, Nullable: true},
+		{Name: "failed_step_id", Type: field.TypeString, Nullable: true},
+		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "next_seq", Type: field.TypeInt64, Default: 1},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "workflow_id", Type: field.TypeString, Size: 40},
+		{Name: "version_id", Type: field.TypeString, Size: 40},
+		{Name: "environment_id", Type: field.TypeString, Size: 40},
+	}
+	// RunsTable holds the schema information for the "runs" table.
+	RunsTable = &schema.Table{
+		Name:       "runs",
+		Columns:    RunsColumns,
+		PrimaryKey: []*schema.Column{RunsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "runs_tenants_tenant",
+				Columns:    []*schema.Column{RunsColumns[18]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "runs_workflows_workflow",
+				Columns:    []*schema.Column{RunsColumns[19]},
+				RefColumns: []*schema.Column{WorkflowsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "runs_workflow_versions_version",
+				Columns:    []*schema.Column{RunsColumns[20]},
+				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "runs_environments_environment",
+				Columns:    []*schema.Column{RunsColumns[21]},
+				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "run_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[18]},
+			},
+			{
+				Name:    "run_tenant_id_idempotency_key",
+				Unique:  true,
+				Columns: []*schema.Column{RunsColumns[18], RunsColumns[8]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "idempotency_key IS NOT NULL",
+				},
+			},
+			{
+				Name:    "run_tenant_id_status_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[18], RunsColumns[3], RunsColumns[1]},
+			},
+			{
+				Name:    "run_tenant_id_workflow_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[18], RunsColumns[19], RunsColumns[1]},
+			},
+		},
+	}
+	// RunEventsColumns holds the columns for the "run_events" table.
+	RunEventsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "seq", Type: field.TypeInt64},
+		{Name: "type", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString, Nullable: true},
+		{Name: "attempt", Type: field.TypeInt, Nullable: true},
+		{Name: "data", Type: field.TypeJSON, Nullable: true},
+		{Name: "at", Type: field.TypeTime},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Size: 40},
+	}
+	// RunEventsTable holds the schema information for the "run_events" table.
+	RunEventsTable = &schema.Table{
+		Name:       "run_events",
+		Columns:    RunEventsColumns,
+		PrimaryKey: []*schema.Column{RunEventsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "run_events_tenants_tenant",
+				Columns:    []*schema.Column{RunEventsColumns[7]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "run_events_runs_run",
+				Columns:    []*schema.Column{RunEventsColumns[8]},
+				RefColumns: []*schema.Column{RunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "runevent_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{RunEventsColumns[7]},
+			},
+			{
+				Name:    "runevent_tenant_id_run_id_seq",
+				Unique:  true,
+				Columns: []*schema.Column{RunEventsColumns[7], RunEventsColumns[8], RunEventsColumns[1]},
+			},
+		},
+	}
+	// StepAttemptsColumns holds the columns for the "step_attempts" table.
+	StepAttemptsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "number", Type: field.TypeInt},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "succeeded", "failed", "cancelled"}, Default: "queued"},
+		{Name: "calls", Type: field.TypeJSON, Nullable: true},
+		{Name: "error_class", Type: field.TypeString, Nullable: true},
+		{Name: "error_message", Type: field.TypeString, Nullable: true},
+		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "scheduled_at", Type: field.TypeTime},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "step_run_id", Type: field.TypeString, Size: 40},
+	}
+	// StepAttemptsTable holds the schema information for the "step_attempts" table.
+	StepAttemptsTable = &schema.Table{
+		Name:       "step_attempts",
+		Columns:    StepAttemptsColumns,
+		PrimaryKey: []*schema.Column{StepAttemptsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "step_attempts_tenants_tenant",
+				Columns:    []*schema.Column{StepAttemptsColumns[13]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "step_attempts_step_runs_step_run",
+				Columns:    []*schema.Column{StepAttemptsColumns[14]},
+				RefColumns: []*schema.Column{StepRunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "stepattempt_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{StepAttemptsColumns[13]},
+			},
+			{
+				Name:    "stepattempt_tenant_id_step_run_id_number",
+				Unique:  true,
+				Columns: []*schema.Column{StepAttemptsColumns[13], StepAttemptsColumns[14], StepAttemptsColumns[4]},
+			},
+			{
+				Name:    "stepattempt_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{StepAttemptsColumns[13], StepAttemptsColumns[2]},
+			},
+		},
+	}
+	// StepRunsColumns holds the columns for the "step_runs" table.
+	StepRunsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "type", Type: field.TypeString},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "queued", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"}, Default: "pending"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "current_attempt_id", Type: field.TypeString, Nullable: true},
+		{Name: "ready_at", Type: field.TypeTime, Nullable: true},
+		{Name: "output", Type: field.TypeJSON, Nullable: true},
+		{Name: "error_class", Type: field.TypeString, Nullable: true},
+		{Name: "error_message", Type: field.TypeString, Nullable: true},
+		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Size: 40},
+	}
+	// StepRunsTable holds the schema information for the "step_runs" table.
+	StepRunsTable = &schema.Table{
+		Name:       "step_runs",
+		Columns:    StepRunsColumns,
+		PrimaryKey: []*schema.Column{StepRunsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "step_runs_tenants_tenant",
+				Columns:    []*schema.Column{StepRunsColumns[15]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "step_runs_runs_run",
+				Columns:    []*schema.Column{StepRunsColumns[16]},
+				RefColumns: []*schema.Column{RunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "steprun_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{StepRunsColumns[15]},
+			},
+			{
+				Name:    "steprun_tenant_id_run_id_step_id",
+				Unique:  true,
+				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[16], StepRunsColumns[3]},
+			},
+			{
+				Name:    "steprun_status_ready_at",
+				Unique:  false,
+				Columns: []*schema.Column{StepRunsColumns[5], StepRunsColumns[8]},
+			},
+		},
+	}
 	// TenantsColumns holds the columns for the "tenants" table.
 	TenantsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -417,12 +712,17 @@ var (
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		APIKeysTable,
+		ApprovalRequestsTable,
 		AuditLogsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
 		DeploymentsTable,
 		EnvironmentsTable,
 		MembersTable,
+		RunsTable,
+		RunEventsTable,
+		StepAttemptsTable,
+		StepRunsTable,
 		TenantsTable,
 		WorkflowsTable,
 		WorkflowVersionsTable,
@@ -432,6 +732,8 @@ var (
 func init() {
 	APIKeysTable.ForeignKeys[0].RefTable = TenantsTable
 	APIKeysTable.ForeignKeys[1].RefTable = EnvironmentsTable
+	ApprovalRequestsTable.ForeignKeys[0].RefTable = TenantsTable
+	ApprovalRequestsTable.ForeignKeys[1].RefTable = RunsTable
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable
 	CredentialsTable.ForeignKeys[1].RefTable = EnvironmentsTable
@@ -443,6 +745,16 @@ func init() {
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
+	RunsTable.ForeignKeys[0].RefTable = TenantsTable
+	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
+	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable
+	RunsTable.ForeignKeys[3].RefTable = EnvironmentsTable
+	RunEventsTable.ForeignKeys[0].RefTable = TenantsTable
+	RunEventsTable.ForeignKeys[1].RefTable = RunsTable
+	StepAttemptsTable.ForeignKeys[0].RefTable = TenantsTable
+	StepAttemptsTable.ForeignKeys[1].RefTable = StepRunsTable
+	StepRunsTable.ForeignKeys[0].RefTable = TenantsTable
+	StepRunsTable.ForeignKeys[1].RefTable = RunsTable
 	WorkflowsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[1].RefTable = WorkflowsTable

@@ -9,6 +9,9 @@ import (
 // APIKey is the predicate function for apikey builders.
 type APIKey func(*sql.Selector)
 
+// ApprovalRequest is the predicate function for approvalrequest builders.
+type ApprovalRequest func(*sql.Selector)
+
 // AuditLog is the predicate function for auditlog builders.
 type AuditLog func(*sql.Selector)
 
@@ -26,6 +29,18 @@ type Environment func(*sql.Selector)
 
 // Member is the predicate function for member builders.
 type Member func(*sql.Selector)
+
+// Run is the predicate function for run builders.
+type Run func(*sql.Selector)
+
+// RunEvent is the predicate function for runevent builders.
+type RunEvent func(*sql.Selector)
+
+// StepAttempt is the predicate function for stepattempt builders.
+type StepAttempt func(*sql.Selector)
+
+// StepRun is the predicate function for steprun builders.
+type StepRun func(*sql.Selector)
 
 // Tenant is the predicate function for tenant builders.
 type Tenant func(*sql.Selector)

@@ -135,6 +135,30 @@ func (f APIKeyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.APIKeyMutation", m)
 }
 
+// The ApprovalRequestQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ApprovalRequestQueryRuleFunc func(context.Context, *ent.ApprovalRequestQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ApprovalRequestQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ApprovalRequestQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ApprovalRequestQuery", q)
+}
+
+// The ApprovalRequestMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ApprovalRequestMutationRuleFunc func(context.Context, *ent.ApprovalRequestMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ApprovalRequestMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ApprovalRequestMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ApprovalRequestMutation", m)
+}
+
 // The AuditLogQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type AuditLogQueryRuleFunc func(context.Context, *ent.AuditLogQuery) error
@@ -279,6 +303,102 @@ func (f MemberMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.MemberMutation", m)
 }
 
+// The RunQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RunQueryRuleFunc func(context.Context, *ent.RunQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RunQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RunQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RunQuery", q)
+}
+
+// The RunMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RunMutationRuleFunc func(context.Context, *ent.RunMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RunMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RunMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RunMutation", m)
+}
+
+// The RunEventQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RunEventQueryRuleFunc func(context.Context, *ent.RunEventQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RunEventQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RunEventQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RunEventQuery", q)
+}
+
+// The RunEventMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RunEventMutationRuleFunc func(context.Context, *ent.RunEventMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RunEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RunEventMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RunEventMutation", m)
+}
+
+// The StepAttemptQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type StepAttemptQueryRuleFunc func(context.Context, *ent.StepAttemptQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f StepAttemptQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.StepAttemptQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.StepAttemptQuery", q)
+}
+
+// The StepAttemptMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type StepAttemptMutationRuleFunc func(context.Context, *ent.StepAttemptMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f StepAttemptMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.StepAttemptMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.StepAttemptMutation", m)
+}
+
+// The StepRunQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type StepRunQueryRuleFunc func(context.Context, *ent.StepRunQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f StepRunQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.StepRunQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.StepRunQuery", q)
+}
+
+// The StepRunMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type StepRunMutationRuleFunc func(context.Context, *ent.StepRunMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f StepRunMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.StepRunMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.StepRunMutation", m)
+}
+
 // The TenantQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type TenantQueryRuleFunc func(context.Context, *ent.TenantQuery) error
@@ -388,6 +508,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 	switch q := q.(type) {
 	case *ent.APIKeyQuery:
 		return q.Filter(), nil
+	case *ent.ApprovalRequestQuery:
+		return q.Filter(), nil
 	case *ent.AuditLogQuery:
 		return q.Filter(), nil
 	case *ent.CredentialQuery:
@@ -399,6 +521,14 @@ func queryFilter(q ent.Query) (Filter, error) {
 	case *ent.EnvironmentQuery:
 		return q.Filter(), nil
 	case *ent.MemberQuery:
+		return q.Filter(), nil
+	case *ent.RunQuery:
+		return q.Filter(), nil
+	case *ent.RunEventQuery:
+		return q.Filter(), nil
+	case *ent.StepAttemptQuery:
+		return q.Filter(), nil
+	case *ent.StepRunQuery:
 		return q.Filter(), nil
 	case *ent.TenantQuery:
 		return q.Filter(), nil
@@ -415,6 +545,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	switch m := m.(type) {
 	case *ent.APIKeyMutation:
 		return m.Filter(), nil
+	case *ent.ApprovalRequestMutation:
+		return m.Filter(), nil
 	case *ent.AuditLogMutation:
 		return m.Filter(), nil
 	case *ent.CredentialMutation:
@@ -426,6 +558,14 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EnvironmentMutation:
 		return m.Filter(), nil
 	case *ent.MemberMutation:
+		return m.Filter(), nil
+	case *ent.RunMutation:
+		return m.Filter(), nil
+	case *ent.RunEventMutation:
+		return m.Filter(), nil
+	case *ent.StepAttemptMutation:
+		return m.Filter(), nil
+	case *ent.StepRunMutation:
 		return m.Filter(), nil
 	case *ent.TenantMutation:
 		return m.Filter(), nil

@@ -7,13 +7,18 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent/apikey"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -86,6 +91,61 @@ func init() {
 	// apikey.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	apikey.IDValidator = func() func(string) error {
 		validators := apikeyDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	approvalrequestMixin := schema.ApprovalRequest{}.Mixin()
+	approvalrequest.Policy = privacy.NewPolicies(approvalrequestMixin[1], schema.ApprovalRequest{})
+	approvalrequest.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := approvalrequest.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	approvalrequestMixinHooks1 := approvalrequestMixin[1].Hooks()
+
+	approvalrequest.Hooks[1] = approvalrequestMixinHooks1[0]
+	approvalrequestMixinFields0 := approvalrequestMixin[0].Fields()
+	_ = approvalrequestMixinFields0
+	approvalrequestMixinFields1 := approvalrequestMixin[1].Fields()
+	_ = approvalrequestMixinFields1
+	approvalrequestMixinFields2 := approvalrequestMixin[2].Fields()
+	_ = approvalrequestMixinFields2
+	approvalrequestFields := schema.ApprovalRequest{}.Fields()
+	_ = approvalrequestFields
+	// approvalrequestDescTenantID is the schema descriptor for tenant_id field.
+	approvalrequestDescTenantID := approvalrequestMixinFields1[0].Descriptor()
+	// approvalrequest.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	approvalrequest.TenantIDValidator = approvalrequestDescTenantID.Validators[0].(func(string) error)
+	// approvalrequestDescCreatedAt is the schema descriptor for created_at field.
+	approvalrequestDescCreatedAt := approvalrequestMixinFields2[0].Descriptor()
+	// approvalrequest.DefaultCreatedAt holds the default value on creation for the created_at field.
+	approvalrequest.DefaultCreatedAt = approvalrequestDescCreatedAt.Default.(func() time.Time)
+	// approvalrequestDescUpdatedAt is the schema descriptor for updated_at field.
+	approvalrequestDescUpdatedAt := approvalrequestMixinFields2[1].Descriptor()
+	// approvalrequest.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	approvalrequest.DefaultUpdatedAt = approvalrequestDescUpdatedAt.Default.(func() time.Time)
+	// approvalrequest.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	approvalrequest.UpdateDefaultUpdatedAt = approvalrequestDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// approvalrequestDescID is the schema descriptor for id field.
+	approvalrequestDescID := approvalrequestMixinFields0[0].Descriptor()
+	// approvalrequest.DefaultID holds the default value on creation for the id field.
+	approvalrequest.DefaultID = approvalrequestDescID.Default.(func() string)
+	// approvalrequest.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	approvalrequest.IDValidator = func() func(string) error {
+		validators := approvalrequestDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -464,6 +524,232 @@ func init() {
 	// member.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	member.IDValidator = func() func(string) error {
 		validators := memberDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	runMixin := schema.Run{}.Mixin()
+	run.Policy = privacy.NewPolicies(runMixin[1], schema.Run{})
+	run.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := run.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	runMixinHooks1 := runMixin[1].Hooks()
+
+	run.Hooks[1] = runMixinHooks1[0]
+	runMixinFields0 := runMixin[0].Fields()
+	_ = runMixinFields0
+	runMixinFields1 := runMixin[1].Fields()
+	_ = runMixinFields1
+	runMixinFields2 := runMixin[2].Fields()
+	_ = runMixinFields2
+	runFields := schema.Run{}.Fields()
+	_ = runFields
+	// runDescTenantID is the schema descriptor for tenant_id field.
+	runDescTenantID := runMixinFields1[0].Descriptor()
+	// run.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	run.TenantIDValidator = runDescTenantID.Validators[0].(func(string) error)
+	// runDescCreatedAt is the schema descriptor for created_at field.
+	runDescCreatedAt := runMixinFields2[0].Descriptor()
+	// run.DefaultCreatedAt holds the default value on creation for the created_at field.
+	run.DefaultCreatedAt = runDescCreatedAt.Default.(func() time.Time)
+	// runDescUpdatedAt is the schema descriptor for updated_at field.
+	runDescUpdatedAt := runMixinFields2[1].Descriptor()
+	// run.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	run.DefaultUpdatedAt = runDescUpdatedAt.Default.(func() time.Time)
+	// run.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	run.UpdateDefaultUpdatedAt = runDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// runDescIdempotencyKey is the schema descriptor for idempotency_key field.
+	runDescIdempotencyKey := runFields[8].Descriptor()
+	// run.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
+	run.IdempotencyKeyValidator = runDescIdempotencyKey.Validators[0].(func(string) error)
+	// runDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
+	runDescCostMicroUsd := runFields[13].Descriptor()
+	// run.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
+	run.DefaultCostMicroUsd = runDescCostMicroUsd.Default.(int64)
+	// runDescNextSeq is the schema descriptor for next_seq field.
+	runDescNextSeq := runFields[14].Descriptor()
+	// run.DefaultNextSeq holds the default value on creation for the next_seq field.
+	run.DefaultNextSeq = runDescNextSeq.Default.(int64)
+	// runDescID is the schema descriptor for id field.
+	runDescID := runMixinFields0[0].Descriptor()
+	// run.DefaultID holds the default value on creation for the id field.
+	run.DefaultID = runDescID.Default.(func() string)
+	// run.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	run.IDValidator = func() func(string) error {
+		validators := runDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	runeventMixin := schema.RunEvent{}.Mixin()
+	runevent.Policy = privacy.NewPolicies(runeventMixin[1], schema.RunEvent{})
+	runevent.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := runevent.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	runeventMixinHooks1 := runeventMixin[1].Hooks()
+
+	runevent.Hooks[1] = runeventMixinHooks1[0]
+	runeventMixinFields0 := runeventMixin[0].Fields()
+	_ = runeventMixinFields0
+	runeventMixinFields1 := runeventMixin[1].Fields()
+	_ = runeventMixinFields1
+	runeventFields := schema.RunEvent{}.Fields()
+	_ = runeventFields
+	// runeventDescTenantID is the schema descriptor for tenant_id field.
+	runeventDescTenantID := runeventMixinFields1[0].Descriptor()
+	// runevent.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	runevent.TenantIDValidator = runeventDescTenantID.Validators[0].(func(string) error)
+	// runeventDescID is the schema descriptor for id field.
+	runeventDescID := runeventMixinFields0[0].Descriptor()
+	// runevent.DefaultID holds the default value on creation for the id field.
+	runevent.DefaultID = runeventDescID.Default.(func() string)
+	// runevent.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	runevent.IDValidator = func() func(string) error {
+		validators := runeventDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	stepattemptMixin := schema.StepAttempt{}.Mixin()
+	stepattempt.Policy = privacy.NewPolicies(stepattemptMixin[1], schema.StepAttempt{})
+	stepattempt.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := stepattempt.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	stepattemptMixinHooks1 := stepattemptMixin[1].Hooks()
+
+	stepattempt.Hooks[1] = stepattemptMixinHooks1[0]
+	stepattemptMixinFields0 := stepattemptMixin[0].Fields()
+	_ = stepattemptMixinFields0
+	stepattemptMixinFields1 := stepattemptMixin[1].Fields()
+	_ = stepattemptMixinFields1
+	stepattemptMixinFields2 := stepattemptMixin[2].Fields()
+	_ = stepattemptMixinFields2
+	stepattemptFields := schema.StepAttempt{}.Fields()
+	_ = stepattemptFields
+	// stepattemptDescTenantID is the schema descriptor for tenant_id field.
+	stepattemptDescTenantID := stepattemptMixinFields1[0].Descriptor()
+	// stepattempt.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	stepattempt.TenantIDValidator = stepattemptDescTenantID.Validators[0].(func(string) error)
+	// stepattemptDescCreatedAt is the schema descriptor for created_at field.
+	stepattemptDescCreatedAt := stepattemptMixinFields2[0].Descriptor()
+	// stepattempt.DefaultCreatedAt holds the default value on creation for the created_at field.
+	stepattempt.DefaultCreatedAt = stepattemptDescCreatedAt.Default.(func() time.Time)
+	// stepattemptDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
+	stepattemptDescCostMicroUsd := stepattemptFields[8].Descriptor()
+	// stepattempt.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
+	stepattempt.DefaultCostMicroUsd = stepattemptDescCostMicroUsd.Default.(int64)
+	// stepattemptDescID is the schema descriptor for id field.
+	stepattemptDescID := stepattemptMixinFields0[0].Descriptor()
+	// stepattempt.DefaultID holds the default value on creation for the id field.
+	stepattempt.DefaultID = stepattemptDescID.Default.(func() string)
+	// stepattempt.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	stepattempt.IDValidator = func() func(string) error {
+		validators := stepattemptDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	steprunMixin := schema.StepRun{}.Mixin()
+	steprun.Policy = privacy.NewPolicies(steprunMixin[1], schema.StepRun{})
+	steprun.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := steprun.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	steprunMixinHooks1 := steprunMixin[1].Hooks()
+
+	steprun.Hooks[1] = steprunMixinHooks1[0]
+	steprunMixinFields0 := steprunMixin[0].Fields()
+	_ = steprunMixinFields0
+	steprunMixinFields1 := steprunMixin[1].Fields()
+	_ = steprunMixinFields1
+	steprunMixinFields2 := steprunMixin[2].Fields()
+	_ = steprunMixinFields2
+	steprunFields := schema.StepRun{}.Fields()
+	_ = steprunFields
+	// steprunDescTenantID is the schema descriptor for tenant_id field.
+	steprunDescTenantID := steprunMixinFields1[0].Descriptor()
+	// steprun.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	steprun.TenantIDValidator = steprunDescTenantID.Validators[0].(func(string) error)
+	// steprunDescCreatedAt is the schema descriptor for created_at field.
+	steprunDescCreatedAt := steprunMixinFields2[0].Descriptor()
+	// steprun.DefaultCreatedAt holds the default value on creation for the created_at field.
+	steprun.DefaultCreatedAt = steprunDescCreatedAt.Default.(func() time.Time)
+	// steprunDescUpdatedAt is the schema descriptor for updated_at field.
+	steprunDescUpdatedAt := steprunMixinFields2[1].Descriptor()
+	// steprun.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	steprun.DefaultUpdatedAt = steprunDescUpdatedAt.Default.(func() time.Time)
+	// steprun.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	steprun.UpdateDefaultUpdatedAt = steprunDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// steprunDescAttempts is the schema descriptor for attempts field.
+	steprunDescAttempts := steprunFields[4].Descriptor()
+	// steprun.DefaultAttempts holds the default value on creation for the attempts field.
+	steprun.DefaultAttempts = steprunDescAttempts.Default.(int)
+	// steprunDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
+	steprunDescCostMicroUsd := steprunFields[10].Descriptor()
+	// steprun.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
+	steprun.DefaultCostMicroUsd = steprunDescCostMicroUsd.Default.(int64)
+	// steprunDescID is the schema descriptor for id field.
+	steprunDescID := steprunMixinFields0[0].Descriptor()
+	// steprun.DefaultID holds the default value on creation for the id field.
+	steprun.DefaultID = steprunDescID.Default.(func() string)
+	// steprun.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	steprun.IDValidator = func() func(string) error {
+		validators := steprunDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

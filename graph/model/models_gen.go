@@ -51,14 +51,67 @@ type CreateWorkflowVersionInput struct {
 	Definition map[string]any `json:"definition"`
 }
 
+// Failed runs sharing a failure class.
+type DeadLetterGroup struct {
+	Class string `json:"class"`
+	Count int    `json:"count"`
+	// The most recent failed runs of this class.
+	Runs []*ent.Run `json:"runs"`
+}
+
+type DecideApprovalInput struct {
+	ID       string           `json:"id"`
+	Decision ApprovalDecision `json:"decision"`
+	Comment  *string          `json:"comment,omitempty"`
+}
+
 type DeployWorkflowVersionInput struct {
 	VersionID     string `json:"versionID"`
 	EnvironmentID string `json:"environmentID"`
 }
 
+type ReplayRunInput struct {
+	RunID string `json:"runID"`
+	// Another version of the same workflow; if unset, the source run's version.
+	VersionID *string     `json:"versionID,omitempty"`
+	Mode      *ReplayMode `json:"mode,omitempty"`
+}
+
 type RotateCredentialInput struct {
 	ID     string         `json:"id"`
 	Secret map[string]any `json:"secret"`
+}
+
+// The failure of a run, step or attempt.
+type RunError struct {
+	// transient, permanent, schema_drift, budget or cancelled
+	Class   string `json:"class"`
+	Message string `json:"message"`
+	// The step that failed, for run errors.
+	StepID *string `json:"stepID,omitempty"`
+}
+
+type StartRunInput struct {
+	WorkflowID    string         `json:"workflowID"`
+	EnvironmentID string         `json:"environmentID"`
+	Input         map[string]any `json:"input,omitempty"`
+	// Same key and same input return the same run; same key and other input is CONFLICT.
+	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
+}
+
+// One outbound call made by an attempt.
+type StepCall struct {
+	Kind         string  `json:"kind"`
+	Method       *string `json:"method,omitempty"`
+	Host         *string `json:"host,omitempty"`
+	Path         *string `json:"path,omitempty"`
+	StatusCode   *int    `json:"statusCode,omitempty"`
+	DurationMs   *int    `json:"durationMs,omitempty"`
+	Provider     *string `json:"provider,omitempty"`
+	Model        *string `json:"model,omitempty"`
+	InputTokens  *int    `json:"inputTokens,omitempty"`
+	OutputTokens *int    `json:"outputTokens,omitempty"`
+	Error        *string `json:"error,omitempty"`
 }
 
 type UpdateWorkflowVersionInput struct {
@@ -71,6 +124,116 @@ type Viewer struct {
 	Subject  string      `json:"subject"`
 	Roles    []string    `json:"roles"`
 	APIKeyID *string     `json:"apiKeyID,omitempty"`
+}
+
+type ApprovalDecision string
+
+const (
+	ApprovalDecisionApprove ApprovalDecision = "APPROVE"
+	ApprovalDecisionReject  ApprovalDecision = "REJECT"
+)
+
+var AllApprovalDecision = []ApprovalDecision{
+	ApprovalDecisionApprove,
+	ApprovalDecisionReject,
+}
+
+func (e ApprovalDecision) IsValid() bool {
+	switch e {
+	case ApprovalDecisionApprove, ApprovalDecisionReject:
+		return true
+	}
+	return false
+}
+
+func (e ApprovalDecision) String() string {
+	return string(e)
+}
+
+func (e *ApprovalDecision) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ApprovalDecision(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ApprovalDecision", str)
+	}
+	return nil
+}
+
+func (e ApprovalDecision) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ApprovalDecision) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ApprovalDecision) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ReplayMode string
+
+const (
+	ReplayModeLive    ReplayMode = "LIVE"
+	ReplayModeSandbox ReplayMode = "SANDBOX"
+)
+
+var AllReplayMode = []ReplayMode{
+	ReplayModeLive,
+	ReplayModeSandbox,
+}
+
+func (e ReplayMode) IsValid() bool {
+	switch e {
+	case ReplayModeLive, ReplayModeSandbox:
+		return true
+	}
+	return false
+}
+
+func (e ReplayMode) String() string {
+	return string(e)
+}
+
+func (e *ReplayMode) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ReplayMode(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ReplayMode", str)
+	}
+	return nil
+}
+
+func (e ReplayMode) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ReplayMode) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ReplayMode) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type Role string

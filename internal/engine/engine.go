@@ -8,24 +8,48 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
+	"sync"
+	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
 // Engine performs domain operations for the viewer in the context.
 type Engine struct {
-	keys *secrets.KeyRing
+	keys       *secrets.KeyRing
+	client     *ent.Client
+	dispatcher Dispatcher
+	executor   *steps.Executor
+	log        *slog.Logger
+	now        func() time.Time
+	defs       sync.Map // version id -> *definition.Definition (published versions never change)
 }
 
-// New returns an Engine that seals credentials with keys.
-func New(keys *secrets.KeyRing) *Engine {
-	return &Engine{keys: keys}
+// Options configure an Engine. Client, Dispatcher and Executor are needed
+// for runs; the control plane works without them.
+type Options struct {
+	Keys       *secrets.KeyRing
+	Client     *ent.Client // app role pool, for worker-side transactions
+	Dispatcher Dispatcher
+	Executor   *steps.Executor
+	Log        *slog.Logger // if nil, slog.Default()
+}
+
+// New returns an Engine.
+func New(o Options) *Engine {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, executor: o.Executor, log: log, now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

@@ -24,6 +24,11 @@ const (
 	Credential        = "cred"
 	CredentialVersion = "credv"
 	AuditLog          = "aud"
+	Run               = "run"
+	StepRun           = "stp"
+	StepAttempt       = "att"
+	RunEvent          = "evt"
+	ApprovalRequest   = "apr"
 )
 
 var (

@@ -19,6 +19,7 @@ import (
 // default (SELECT, INSERT, UPDATE, DELETE).
 var appTableGrants = map[string]string{
 	"audit_logs":       "SELECT, INSERT", // append-only
+	"run_events":       "SELECT, INSERT", // append-only
 	"tenants":          "SELECT, UPDATE", // tenants are created by the owner (`sluice tenant`)
 	"goose_db_version": "",               // migrations belong to the owner
 }
@@ -141,6 +142,7 @@ func EnsureAppRole(ctx context.Context, db *sql.DB, appURL string) error {
 		"GRANT CONNECT ON DATABASE " + pgx.Identifier{dbName}.Sanitize() + " TO " + ident,
 		"GRANT USAGE ON SCHEMA public TO " + ident,
 		"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO " + ident,
+		"GRANT EXECUTE ON FUNCTION sluice_tenant_ids() TO " + ident,
 	}
 	rows, err := db.QueryContext(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
 	if err != nil {

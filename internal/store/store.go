@@ -101,3 +101,23 @@ func Client(ctx context.Context) (*ent.Client, error) {
 	}
 	return c, nil
 }
+
+// TenantIDs lists every tenant id through sluice_tenant_ids(), a SECURITY
+// DEFINER function owned by the schema owner: the app role cannot read the
+// tenants registry, but the reconciler must visit every tenant.
+func TenantIDs(ctx context.Context, client *ent.Client) ([]string, error) {
+	rows, err := client.QueryContext(ctx, "SELECT id FROM sluice_tenant_ids() AS t(id)")
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

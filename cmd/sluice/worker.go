@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/worker"
+)
+
+func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	a, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	wcfg, err := workerConfig(getenv)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "worker started")
+	return a.newWorker(wcfg).Run(ctx)
+}
+
+func (a *app) newWorker(cfg worker.Config) *worker.Worker {
+	return worker.New(a.redis, a.engine, a.dispatcher, a.log, cfg)
+}
+
+// workerConfig reads SLUICE_WORKER_CONCURRENCY and
+// SLUICE_WORKER_RECONCILE_INTERVAL; see README.
+func workerConfig(getenv func(string) string) (worker.Config, error) {
+	var c worker.Config
+	if v := getenv("SLUICE_WORKER_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("SLUICE_WORKER_CONCURRENCY must be a positive integer, got %q", v)
+		}
+		c.Concurrency = n
+	}
+	if v := getenv("SLUICE_WORKER_RECONCILE_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("SLUICE_WORKER_RECONCILE_INTERVAL must be a positive duration, got %q", v)
+		}
+		c.ReconcileInterval = d
+	}
+	return c, nil
+}

@@ -1,0 +1,80 @@
+package schema
+
+import (
+	"encoding/json"
+
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+
+	"github.com/sluicehq/sluice/internal/ids"
+)
+
+// Run is one execution of a published workflow version in an environment.
+// Postgres is its source of truth; the queue only carries wake-ups.
+type Run struct{ ent.Schema }
+
+func (Run) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.Run}, TenantMixin{}, TimeMixin{}}
+}
+
+func (Run) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("workflow_id").Immutable(),
+		field.String("version_id").Immutable(),
+		field.String("environment_id").Immutable(),
+		field.Enum("status").Values("queued", "running", "waiting", "succeeded", "failed", "cancelled").Default("queued").
+			Annotations(entgql.Type("RunStatus"), entgql.OrderField("STATUS")),
+		field.Enum("mode").Values("live", "sandbox").Default("live").Immutable().
+			Annotations(entgql.Type("RunMode")),
+		field.JSON("input", map[string]any{}).Immutable().
+			Annotations(entgql.Type("Map"), entgql.Skip(entgql.SkipWhereInput)),
+		field.String("input_hash").Immutable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.JSON("output", json.RawMessage{}).Optional().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("idempotency_key").Optional().Nillable().Immutable().MaxLen(255),
+		field.String("replay_of").Optional().Nillable().Immutable(),
+		field.String("error_class").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipType)),
+		field.String("error_message").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("failed_step_id").Optional().Nillable(),
+		field.Int64("cost_micro_usd").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int64("next_seq").Default(1).
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("created_by").Immutable(),
+		field.Time("started_at").Optional().Nillable(),
+		field.Time("finished_at").Optional().Nillable(),
+	}
+}
+
+func (Run) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("workflow", Workflow.Type).Field("workflow_id").Unique().Required().Immutable(),
+		edge.To("version", WorkflowVersion.Type).Field("version_id").Unique().Required().Immutable(),
+		edge.To("environment", Environment.Type).Field("environment_id").Unique().Required().Immutable(),
+		edge.From("steps", StepRun.Type).Ref("run").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		edge.From("run_events", RunEvent.Type).Ref("run").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+	}
+}
+
+func (Run) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("tenant_id", "idempotency_key").Unique().
+			Annotations(entsql.IndexWhere("idempotency_key IS NOT NULL")),
+		index.Fields("tenant_id", "status", "created_at"),
+		index.Fields("tenant_id", "workflow_id", "created_at"),
+	}
+}
+
+func (Run) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField()}
+}

@@ -1,0 +1,41 @@
+package graph
+
+import (
+	"encoding/json"
+
+	"github.com/sluicehq/sluice/graph/model"
+)
+
+func decodeRaw(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil
+	}
+	return v
+}
+
+func runError(class, message, stepID *string) *model.RunError {
+	if class == nil {
+		return nil
+	}
+	e := &model.RunError{Class: *class, StepID: stepID}
+	if message != nil {
+		e.Message = *message
+	}
+	return e
+}
+
+func stepCalls(calls []map[string]any) []*model.StepCall {
+	out := make([]*model.StepCall, 0, len(calls))
+	for _, c := range calls {
+		b, _ := json.Marshal(c)
+		var sc model.StepCall
+		if err := json.Unmarshal(b, &sc); err == nil {
+			out = append(out, &sc)
+		}
+	}
+	return out
+}

@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/steps"
+)
+
+// advance moves the run forward after any change: pending steps whose needs
+// are all done are skipped (false `if`) or scheduled, approvals are opened,
+// and the run's status follows its steps. It is idempotent.
+func (s *runState) advance(ctx context.Context) error {
+	if s.terminal() {
+		return nil
+	}
+	for _, id := range s.def.TopoOrder() {
+		sr := s.steps[id]
+		if sr == nil || sr.Status != steprun.StatusPending {
+			continue
+		}
+		step, _ := s.def.StepByID(id)
+		if !s.needsDone(step) {
+			continue
+		}
+		if step.If != "" {
+			ok, err := definition.EvalBool(step.If, s.expressionEnv())
+			if err != nil {
+				msg := "evaluate if: " + err.Error()
+				if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
+					return err
+				}
+				s.emit("step.failed", id, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
+				return s.failRun(ctx, id, string(steps.Permanent), msg)
+			}
+			if !ok {
+				if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now)); err != nil {
+					return err
+				}
+				s.emit("step.skipped", id, 0, nil)
+				continue
+			}
+		}
+		var err error
+		switch step.Type {
+		case definition.StepApproval:
+			err = s.openApproval(ctx, sr, step)
+		case definition.StepDelay:
+			err = s.scheduleDelay(ctx, sr, step)
+		default:
+			err = s.scheduleAttempt(ctx, sr, s.now)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return s.settle(ctx)
+}
+
+// needsDone reports whether every need of step succeeded or was skipped.
+func (s *runState) needsDone(step *definition.Step) bool {
+	for _, n := range step.Needs {
+		sr := s.steps[n]
+		if sr == nil || (sr.Status != steprun.StatusSucceeded && sr.Status != steprun.StatusSkipped) {
+			return false
+		}
+	}
+	return true
+}
+
+// scheduleAttempt creates the next attempt of a step, due at `at`.
+func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time.Time) error {
+	n := sr.Attempts + 1
+	attemptID := ids.New(ids.StepAttempt)
+	err := s.c.StepAttempt.Create().
+		SetID(attemptID).
+		SetRunID(s.run.ID).
+		SetStepRunID(sr.ID).
+		SetStepID(sr.StepID).
+		SetNumber(n).
+		SetScheduledAt(at).
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("create attempt: %w", err)
+	}
+	status := steprun.StatusQueued
+	if step, _ := s.def.StepByID(sr.StepID); step != nil && step.Type == definition.StepDelay {
+		status = steprun.StatusWaiting
+	}
+	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).
+		SetStatus(status).
+		SetAttempts(n).
+		SetCurrentAttemptID(attemptID).
+		SetReadyAt(at).
+		ClearErrorClass().ClearErrorMessage()); err != nil {
+		return err
+	}
+	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, ID: attemptID, At: at})
+	return nil
+}
+
+// scheduleDelay waits for the step's duration (or until its `until`
+// timestamp) by scheduling its attempt then.
+func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *definition.Step) error {
+	at := s.now.Add(step.Duration.Duration)
+	if step.Until != "" {
+		v, err := definition.Eval(step.Until, s.expressionEnv())
+		if err != nil {
+			return s.failStepNow(ctx, sr, "evaluate until: "+err.Error())
+		}
+		str, _ := v.(string)
+		t, err := time.Parse(time.RFC3339, str)
+		if err != nil {
+			return s.failStepNow(ctx, sr, fmt.Sprintf("until must give an RFC 3339 timestamp, got %v", v))
+		}
+		at = t.UTC()
+	}
+	if err := s.scheduleAttempt(ctx, sr, at); err != nil {
+		return err
+	}
+	s.emit("step.waiting", sr.StepID, s.steps[sr.StepID].Attempts, map[string]any{"until": at.Format(time.RFC3339Nano)})
+	return nil
+}
+
+// failStepNow fails a step permanently before any attempt ran, and the run.
+func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, msg string) error {
+	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
+		return err
+	}
+	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
+	return s.failRun(ctx, sr.StepID, string(steps.Permanent), msg)
+}
+
+// openApproval creates the approval request an operator decides, with the
+// context they need, and schedules its timeout.
+func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *definition.Step) error {
+	env := s.expressionEnv()
+	msg := step.Message
+	if msg != "" {
+		m, err := definition.Interpolate(msg, env)
+		if err != nil {
+			return s.failStepNow(ctx, sr, "render approval message: "+err.Error())
+		}
+		msg = m
+	}
+	needs := map[string]any{}
+	for _, n := range step.Needs {
+		if st, ok := env.Steps[n]; ok {
+			needs[n] = st
+		}
+	}
+	q := s.c.ApprovalRequest.Create().
+		SetRunID(s.run.ID).
+		SetStepID(sr.StepID).
+		SetStepRunID(sr.ID).
+		SetMessage(msg).
+		SetContext(map[string]any{"input": s.run.Input, "steps": needs, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID}).
+		SetOnTimeout(approvalrequest.OnTimeout(step.TimeoutAction()))
+	if step.Approvers != nil {
+		q.SetApproverRoles(step.Approvers.Roles).SetApproverSubjects(step.Approvers.Subjects)
+	}
+	var expires *time.Time
+	if step.Timeout.Duration > 0 {
+		t := s.now.Add(step.Timeout.Duration)
+		expires = &t
+		q.SetExpiresAt(t)
+	}
+	apr, err := q.Save(ctx)
+	if err != nil {
+		return fmt.Errorf("create approval: %w", err)
+	}
+	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusWaiting).SetStartedAt(s.now).SetAttempts(1)); err != nil {
+		return err
+	}
+	data := map[string]any{"approvalID": apr.ID, "message": msg}
+	if expires != nil {
+		data["expiresAt"] = expires.Format(time.RFC3339Nano)
+		s.tasks = append(s.tasks, Task{Kind: TaskApprovalTimeout, TenantID: s.run.TenantID, RunID: s.run.ID, ID: apr.ID, At: *expires})
+	}
+	s.emit("approval.requested", sr.StepID, 0, data)
+	return nil
+}
+
+// settle derives the run's status from its steps, finishing it when every
+// step is done.
+func (s *runState) settle(ctx context.Context) error {
+	if s.terminal() {
+		return nil
+	}
+	var active, waiting, done, started int
+	for _, sr := range s.steps {
+		switch sr.Status {
+		case steprun.StatusRunning:
+			active++
+			started++
+		case steprun.StatusQueued:
+			active++
+		case steprun.StatusWaiting:
+			waiting++
+		case steprun.StatusSucceeded, steprun.StatusSkipped:
+			done++
+		}
+	}
+	switch {
+	case done == len(s.steps):
+		out, err := s.runOutput()
+		if err != nil {
+			return s.failRun(ctx, "", string(steps.Permanent), "evaluate output: "+err.Error())
+		}
+		s.update.SetOutput(encodeJSON(out))
+		if s.run.StartedAt == nil {
+			s.setStatus(run.StatusRunning, nil)
+		}
+		s.setStatus(run.StatusSucceeded, nil)
+	case started > 0 || (active > 0 && s.run.StartedAt != nil):
+		s.setStatus(run.StatusRunning, nil)
+	case waiting > 0 && active == 0:
+		if s.run.StartedAt == nil {
+			s.setStatus(run.StatusRunning, nil)
+		}
+		s.setStatus(run.StatusWaiting, nil)
+	}
+	return nil
+}
+
+// runOutput evaluates the definition's output, or collects every step output.
+func (s *runState) runOutput() (any, error) {
+	env := s.expressionEnv()
+	if s.def.Output == "" {
+		out := map[string]any{}
+		for id, st := range env.Steps {
+			out[id] = st.(map[string]any)["output"]
+		}
+		return out, nil
+	}
+	return definition.Eval(s.def.Output, env)
+}
+
+func approvalPendingForRun(runID string) []predicate.ApprovalRequest {
+	return []predicate.ApprovalRequest{approvalrequest.RunID(runID), approvalrequest.StatusEQ(approvalrequest.StatusPending)}
+}
+
+var _ = run.StatusQueued

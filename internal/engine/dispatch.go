@@ -1,0 +1,61 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+)
+
+// Task kinds carried by the queue. They are stable names: never rename one.
+const (
+	TaskStep            = "step.execute"
+	TaskApprovalTimeout = "approval.timeout"
+)
+
+// Task is a wake-up for work Postgres already records as due. Losing one is
+// harmless: the reconciler re-sends anything past due.
+type Task struct {
+	Kind     string
+	TenantID string
+	RunID    string
+	// ID is the attempt or approval id; it is also the queue task id, so a
+	// duplicate enqueue of the same work is rejected by the queue.
+	ID string
+	At time.Time
+}
+
+// Dispatcher puts tasks on the queue.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, tasks []Task) error
+}
+
+// dispatchAfterCommit sends tasks once the transaction in ctx has committed,
+// never before: a worker must find the state the task refers to.
+func (e *Engine) dispatchAfterCommit(ctx context.Context, tasks []Task) {
+	if len(tasks) == 0 || e.dispatcher == nil {
+		return
+	}
+	send := func() {
+		// The request may be finishing; the send must not die with it.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := e.dispatcher.Dispatch(dctx, tasks); err != nil {
+			e.log.WarnContext(ctx, "dispatch failed; the reconciler will retry", "err", err, "tasks", len(tasks))
+		}
+	}
+	tx := ent.TxFromContext(ctx)
+	if tx == nil {
+		send()
+		return
+	}
+	tx.OnCommit(func(next ent.Committer) ent.Committer {
+		return ent.CommitFunc(func(ctx context.Context, tx *ent.Tx) error {
+			if err := next.Commit(ctx, tx); err != nil {
+				return err
+			}
+			send()
+			return nil
+		})
+	})
+}

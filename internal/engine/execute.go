@@ -1,0 +1,245 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/steps"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// job is what an attempt needs once its transaction has closed: side effects
+// run outside any transaction.
+type job struct {
+	tenantID, runID, attemptID string
+	attempt                    int
+	step                       *definition.Step
+	env                        definition.Env
+	credential                 *steps.Credential
+	idempotencyKey             string
+	recorded                   any  // sandbox: the source run's output for a side-effect step
+	replayed                   bool // sandbox side-effect step: return recorded, call nothing
+}
+
+// IdempotencyKey is the key a side effect of (run, step) carries: stable
+// across retries and resumes of that run, different for another run.
+func IdempotencyKey(runID, stepID string) string {
+	sum := sha256.Sum256([]byte(runID + "/" + stepID))
+	return "sluice-" + hex.EncodeToString(sum[:16])
+}
+
+// ExecuteAttempt runs one step attempt: claim it (fenced), execute it outside
+// any transaction, then record the result (fenced again) and advance the run.
+// A late or duplicate delivery of the same attempt changes nothing.
+func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string) error {
+	ctx = viewer.SystemContext(ctx, tenantID)
+	var j *job
+	err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+		var err error
+		j, err = e.claimAttempt(ctx, attemptID)
+		return err
+	})
+	if err != nil || j == nil {
+		return err
+	}
+	out, calls, execErr := e.runStep(ctx, j)
+	if ctx.Err() != nil {
+		// Shutdown or lost lease: leave the attempt running; the queue
+		// redelivers it and the fence keeps one result.
+		return ctx.Err()
+	}
+	return store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
+		return e.finishAttempt(ctx, j, out, calls, execErr)
+	})
+}
+
+// claimAttempt marks an attempt running if it is still the step's current
+// one and the run goes on. It returns nil when there is nothing to do.
+func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, error) {
+	c := ent.FromContext(ctx)
+	att, err := c.StepAttempt.Get(ctx, attemptID)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.lockRun(ctx, c, att.RunID)
+	if err != nil {
+		return nil, err
+	}
+	sr := s.steps[att.StepID]
+	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
+		return nil, nil
+	}
+	switch sr.Status {
+	case steprun.StatusQueued, steprun.StatusWaiting:
+	case steprun.StatusRunning:
+		// Redelivered after a crash: run it again under the same attempt;
+		// side effects carry the same idempotency key.
+	default:
+		return nil, nil
+	}
+	if sr.ReadyAt != nil && sr.ReadyAt.After(s.now.Add(time.Second)) {
+		// Delivered early (the queue schedules in whole seconds); it will be
+		// sent again when due.
+		return nil, nil
+	}
+	step, _ := s.def.StepByID(att.StepID)
+	if sr.Status != steprun.StatusRunning {
+		u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusRunning)
+		if sr.StartedAt == nil {
+			u.SetStartedAt(s.now)
+		}
+		if err := s.setStep(ctx, sr, u); err != nil {
+			return nil, err
+		}
+		if err := c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now).Exec(ctx); err != nil {
+			return nil, err
+		}
+		s.emit("step.started", att.StepID, att.Number, map[string]any{"attemptID": attemptID, "type": step.Type})
+		if err := s.settle(ctx); err != nil {
+			return nil, err
+		}
+	}
+	j := &job{
+		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: att.Number,
+		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID),
+	}
+	if s.run.Mode == run.ModeSandbox && step.SideEffect {
+		j.replayed = true
+		if s.run.ReplayOf != nil {
+			src, err := c.StepRun.Query().Where(steprun.RunID(*s.run.ReplayOf), steprun.StepID(step.ID), steprun.StatusEQ(steprun.StatusSucceeded)).Only(ctx)
+			if err != nil && !ent.IsNotFound(err) {
+				return nil, err
+			}
+			if src != nil {
+				j.recorded = decodeJSON(src.Output)
+			}
+		}
+	} else if step.Credential != "" {
+		typ, secret, err := e.OpenCredential(ctx, c, s.run.EnvironmentID, step.Credential)
+		switch {
+		case errs.CodeOf(err) == errs.NotFound:
+			// Left nil: runStep fails the attempt permanently, naming it.
+		case err != nil:
+			return nil, err
+		default:
+			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
+		}
+	}
+	return j, s.flush(ctx)
+}
+
+// runStep executes the step itself.
+func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error) {
+	if j.replayed {
+		if j.recorded == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "sandbox replay: the source run has no recorded output for step " + j.step.ID}
+		}
+		return j.recorded, nil, nil
+	}
+	switch j.step.Type {
+	case definition.StepTransform:
+		out, err := definition.EvalOutput(j.step.Output, j.env)
+		if err != nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "transform: " + err.Error()}
+		}
+		return out, nil, nil
+	case definition.StepDelay:
+		return map[string]any{"resumedAt": time.Now().UTC().Format(time.RFC3339Nano)}, nil, nil
+	case definition.StepHTTP, definition.StepLLM:
+		if j.step.Credential != "" && j.credential == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: fmt.Sprintf("credential %q is missing from the run's environment", j.step.Credential)}
+		}
+		if e.executor == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "this process cannot execute " + j.step.Type + " steps"}
+		}
+		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
+		var res *steps.Result
+		var err error
+		if j.step.Type == definition.StepHTTP {
+			res, err = e.executor.HTTP(ctx, req)
+		} else {
+			res, err = e.executor.LLM(ctx, req)
+		}
+		if res == nil {
+			return nil, nil, err
+		}
+		return res.Output, res.Calls, err
+	}
+	return nil, nil, &steps.Error{Class: steps.Permanent, Message: "step type " + j.step.Type + " cannot run on a worker"}
+}
+
+// finishAttempt records an attempt's result if it is still the step's
+// current running attempt, then retries, fails or advances the run.
+func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error) error {
+	c := ent.FromContext(ctx)
+	s, err := e.lockRun(ctx, c, j.runID)
+	if err != nil {
+		return err
+	}
+	sr := s.steps[j.step.ID]
+	if sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != j.attemptID || sr.Status != steprun.StatusRunning {
+		return nil // fenced: another delivery already recorded this attempt
+	}
+	callMaps := make([]map[string]any, 0, len(calls))
+	for _, call := range calls {
+		callMaps = append(callMaps, callToMap(call))
+	}
+	au := c.StepAttempt.UpdateOneID(j.attemptID).SetFinishedAt(s.now).SetCalls(callMaps)
+	if execErr == nil {
+		if err := au.SetStatus(stepattempt.StatusSucceeded).Exec(ctx); err != nil {
+			return err
+		}
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+			return err
+		}
+		s.emit("step.succeeded", j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
+		if err := s.advance(ctx); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	se := steps.Classify(execErr)
+	if err := au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).Exec(ctx); err != nil {
+		return err
+	}
+	policy := j.step.RetryPolicy()
+	if se.Class == steps.Transient && sr.Attempts < policy.MaxAttempts && !s.terminal() {
+		delay := policy.Backoff(sr.Attempts, nil)
+		if se.RetryAfter > delay {
+			delay = se.RetryAfter
+		}
+		at := s.now.Add(delay)
+		s.emit("step.retrying", j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "delayMs": delay.Milliseconds(), "nextAttempt": sr.Attempts + 1})
+		if err := s.scheduleAttempt(ctx, sr, at); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+		return err
+	}
+	s.emit("step.failed", j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "attemptID": j.attemptID})
+	if err := s.failRun(ctx, j.step.ID, string(se.Class), se.Message); err != nil {
+		return err
+	}
+	return s.flush(ctx)
+}
+
+func callToMap(c steps.Call) map[string]any {
+	b := encodeJSON(c)
+	m, _ := decodeJSON(b).(map[string]any)
+	return m
+}

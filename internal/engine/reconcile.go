@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// ReconcileOptions tune how late work must be before it is re-sent.
+type ReconcileOptions struct {
+	// Grace is how long past due a queued step may be before it is re-sent.
+	// If zero, 2s.
+	Grace time.Duration
+	// Stale is how long a step may run before it is presumed lost, on top
+	// of its timeout. If zero, 45s (the queue's lease is 30s).
+	Stale time.Duration
+}
+
+// DueTasks lists the tasks Postgres says are due in one tenant: steps whose
+// attempt is past due, steps running for too long, approvals past expiry.
+// Sending them again is safe: the queue rejects duplicates of live tasks and
+// the fences reject duplicates of finished ones.
+func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptions) ([]Task, error) {
+	if o.Grace == 0 {
+		o.Grace = 2 * time.Second
+	}
+	if o.Stale == 0 {
+		o.Stale = 45 * time.Second
+	}
+	now := e.now()
+	var tasks []Task
+	err := store.InTenant(viewer.SystemContext(ctx, tenantID), e.client, func(ctx context.Context) error {
+		c := ent.FromContext(ctx)
+		due, err := c.StepRun.Query().
+			Where(steprun.StatusIn(steprun.StatusQueued, steprun.StatusWaiting), steprun.ReadyAtLTE(now.Add(-o.Grace)), steprun.CurrentAttemptIDNotNil()).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		running, err := c.StepRun.Query().
+			Where(steprun.StatusEQ(steprun.StatusRunning), steprun.UpdatedAtLTE(now.Add(-o.Stale)), steprun.CurrentAttemptIDNotNil()).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, sr := range append(due, running...) {
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now})
+		}
+		expired, err := c.ApprovalRequest.Query().
+			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range expired {
+			tasks = append(tasks, Task{Kind: TaskApprovalTimeout, TenantID: tenantID, RunID: a.RunID, ID: a.ID, At: now})
+		}
+		return nil
+	})
+	return tasks, err
+}
+
+// TenantIDs lists every tenant, for the reconciler.
+func (e *Engine) TenantIDs(ctx context.Context) ([]string, error) {
+	return store.TenantIDs(ctx, e.client)
+}

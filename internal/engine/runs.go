@@ -1,0 +1,303 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/ent/workflowversion"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// maxIdempotencyKey bounds idempotency keys.
+const maxIdempotencyKey = 255
+
+// StartRunInput is what startRun takes.
+type StartRunInput struct {
+	WorkflowID     string
+	EnvironmentID  string
+	Input          map[string]any
+	IdempotencyKey *string
+}
+
+// inputHash identifies a run input for idempotency: same key with the same
+// hash is the same request.
+func inputHash(input map[string]any) string {
+	b, _ := json.Marshal(input) // map keys are sorted: stable
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// StartRun starts a run of the version deployed in the environment. With an
+// idempotency key, the same key and input return the existing run and the
+// same key with another input is CONFLICT.
+func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, error) {
+	v, c, err := authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvironmentScope(v, in.EnvironmentID); err != nil {
+		return nil, err
+	}
+	if in.Input == nil {
+		in.Input = map[string]any{}
+	}
+	hash := inputHash(in.Input)
+	if k := in.IdempotencyKey; k != nil {
+		if *k == "" || len(*k) > maxIdempotencyKey {
+			return nil, errs.Invalid("input.idempotencyKey", "must be 1 to %d characters", maxIdempotencyKey)
+		}
+		// Serialise starts with the same key so concurrent duplicates see
+		// the first one instead of failing on the unique index.
+		if _, err := c.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", v.TenantID+"/"+*k); err != nil {
+			return nil, err
+		}
+		existing, err := c.Run.Query().Where(run.IdempotencyKey(*k)).Only(ctx)
+		switch {
+		case err == nil:
+			if existing.InputHash != hash {
+				return nil, errs.E(errs.Conflict, "idempotency key %q was used with a different input", *k)
+			}
+			return existing, nil
+		case !ent.IsNotFound(err):
+			return nil, err
+		}
+	}
+	dep, err := c.Deployment.Query().
+		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
+			return nil, errs.NotFoundf("workflow", in.WorkflowID)
+		}
+		if _, eerr := environmentByID(ctx, c, in.EnvironmentID, "input.environmentID"); eerr != nil {
+			return nil, eerr
+		}
+		return nil, errs.Invalid("input.environmentID", "no version of this workflow is deployed in this environment")
+	}
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.definitionOf(ctx, c, dep.VersionID)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRunInput(def, in.Input); err != nil {
+		return nil, err
+	}
+	return e.createRun(ctx, c, v, newRun{
+		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
+		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
+	})
+}
+
+func validateRunInput(def *definition.Definition, input map[string]any) error {
+	err := def.ValidateInput(input)
+	if err == nil {
+		return nil
+	}
+	var ve *definition.ValidationError
+	if errors.As(err, &ve) {
+		problems := make([]errs.Problem, 0, len(ve.Problems))
+		for _, p := range ve.Problems {
+			problems = append(problems, errs.Problem{Path: "input.input" + p.Path[1:], Message: p.Message})
+		}
+		return errs.InvalidAll("run input does not match the workflow's input schema: "+ve.Error(), problems)
+	}
+	return errs.Invalid("input.input", "%v", err)
+}
+
+type newRun struct {
+	workflowID, versionID, environmentID string
+	input                                map[string]any
+	hash                                 string
+	idempotencyKey                       *string
+	mode                                 run.Mode
+	replayOf                             *string
+	def                                  *definition.Definition
+}
+
+// createRun inserts a run and its steps and schedules the first ones.
+func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer, nr newRun) (*ent.Run, error) {
+	r, err := c.Run.Create().
+		SetWorkflowID(nr.workflowID).
+		SetVersionID(nr.versionID).
+		SetEnvironmentID(nr.environmentID).
+		SetInput(nr.input).
+		SetInputHash(nr.hash).
+		SetNillableIdempotencyKey(nr.idempotencyKey).
+		SetNillableReplayOf(nr.replayOf).
+		SetMode(nr.mode).
+		SetCreatedBy(v.Subject).
+		Save(ctx)
+	if err != nil {
+		return nil, dbError(err, "run")
+	}
+	creates := make([]*ent.StepRunCreate, 0, len(nr.def.Steps))
+	for _, st := range nr.def.Steps {
+		creates = append(creates, c.StepRun.Create().SetRunID(r.ID).SetStepID(st.ID).SetType(st.Type))
+	}
+	list, err := c.StepRun.CreateBulk(creates...).Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(list)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now()}
+	for _, sr := range list {
+		s.steps[sr.StepID] = sr
+	}
+	data := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID, "mode": string(r.Mode)}
+	if nr.replayOf != nil {
+		data["replayOf"] = *nr.replayOf
+	}
+	s.emit("run.queued", "", 0, data)
+	if err := s.advance(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, nil
+}
+
+// CancelRun stops a run. Steps already running finish and keep their result;
+// nothing after them starts.
+func (e *Engine) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
+	v, c, err := authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.lockRun(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
+		return nil, err
+	}
+	if s.terminal() {
+		return nil, errs.E(errs.Conflict, "run %s is already %s", id, s.run.Status)
+	}
+	if err := s.stopPending(ctx, steprun.StatusCancelled); err != nil {
+		return nil, err
+	}
+	for _, sr := range s.steps {
+		if sr.Status == steprun.StatusPending {
+			if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusCancelled)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.update.SetErrorClass("cancelled").SetErrorMessage("cancelled by " + v.Subject)
+	s.setStatus(run.StatusCancelled, map[string]any{"by": v.Subject})
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, audit(ctx, c, "run.cancel", "Run", id, nil)
+}
+
+// ResumeRun continues a failed run from its failed steps. Steps that
+// succeeded keep their outputs and are not run again.
+func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
+	v, c, err := authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.lockRun(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
+		return nil, err
+	}
+	if s.run.Status != run.StatusFailed {
+		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
+	}
+	for _, sr := range s.steps {
+		switch sr.Status {
+		case steprun.StatusFailed, steprun.StatusCancelled:
+			u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
+			if err := s.setStep(ctx, sr, u); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.update.ClearErrorClass().ClearErrorMessage().ClearFailedStepID().ClearFinishedAt()
+	s.run.Status = run.StatusRunning
+	s.run.FinishedAt = nil
+	s.update.SetStatus(run.StatusRunning)
+	s.emit("run.resumed", "", 0, map[string]any{"by": v.Subject})
+	if err := s.advance(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, audit(ctx, c, "run.resume", "Run", id, nil)
+}
+
+// ReplayInput is what replayRun takes.
+type ReplayInput struct {
+	RunID     string
+	VersionID *string
+	Sandbox   bool
+}
+
+// ReplayRun starts a new run with the input of another. In sandbox mode,
+// side-effect steps return the source run's recorded outputs and call nothing.
+func (e *Engine) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, error) {
+	v, c, err := authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	src, err := c.Run.Get(ctx, in.RunID)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("run", in.RunID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvironmentScope(v, src.EnvironmentID); err != nil {
+		return nil, err
+	}
+	versionID := src.VersionID
+	if in.VersionID != nil {
+		wv, err := c.WorkflowVersion.Get(ctx, *in.VersionID)
+		if ent.IsNotFound(err) {
+			return nil, errs.NotFoundf("workflow version", *in.VersionID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if wv.WorkflowID != src.WorkflowID {
+			return nil, errs.Invalid("input.versionID", "belongs to another workflow")
+		}
+		if wv.Status != workflowversion.StatusPublished {
+			return nil, errs.Invalid("input.versionID", "is a draft; publish it first")
+		}
+		versionID = wv.ID
+	}
+	def, err := e.definitionOf(ctx, c, versionID)
+	if err != nil {
+		return nil, err
+	}
+	mode := run.ModeLive
+	if in.Sandbox {
+		mode = run.ModeSandbox
+	}
+	srcID := src.ID
+	r, err := e.createRun(ctx, c, v, newRun{
+		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
+		input: src.Input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, audit(ctx, c, "run.replay", "Run", r.ID, map[string]any{"source": src.ID, "mode": string(mode)})
+}

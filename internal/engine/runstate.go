@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+)
+
+// runState is one locked run inside one transaction: every state change of a
+// run goes through it, so events get gapless sequence numbers and tasks are
+// sent only after commit. Callers load it with lockRun, change it, then flush.
+type runState struct {
+	e      *Engine
+	c      *ent.Client
+	run    *ent.Run
+	def    *definition.Definition
+	steps  map[string]*ent.StepRun
+	update *ent.RunUpdateOne
+	seq    int64
+	events []*ent.RunEventCreate
+	tasks  []Task
+	now    time.Time
+	dirty  bool
+}
+
+// lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to
+// it), its definition and its steps.
+func (e *Engine) lockRun(ctx context.Context, c *ent.Client, runID string) (*runState, error) {
+	r, err := c.Run.Query().Where(run.ID(runID)).ForUpdate().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("run", runID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.definitionOf(ctx, c, r.VersionID)
+	if err != nil {
+		return nil, err
+	}
+	list, err := c.StepRun.Query().Where(steprun.RunID(r.ID)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &runState{e: e, c: c, run: r, def: def, steps: make(map[string]*ent.StepRun, len(list)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now()}
+	for _, sr := range list {
+		s.steps[sr.StepID] = sr
+	}
+	return s, nil
+}
+
+// definitionOf returns the parsed definition of a version. Published
+// versions are immutable, so the parse is cached by version id.
+func (e *Engine) definitionOf(ctx context.Context, c *ent.Client, versionID string) (*definition.Definition, error) {
+	if d, ok := e.defs.Load(versionID); ok {
+		return d.(*definition.Definition), nil
+	}
+	wv, err := c.WorkflowVersion.Get(ctx, versionID)
+	if err != nil {
+		return nil, fmt.Errorf("load version: %w", err)
+	}
+	raw, err := json.Marshal(wv.Definition)
+	if err != nil {
+		return nil, err
+	}
+	d, err := definition.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse definition of %s: %w", versionID, err)
+	}
+	if wv.Status == "published" {
+		e.defs.Store(versionID, d)
+	}
+	return d, nil
+}
+
+// emit appends an event to the run's log.
+func (s *runState) emit(typ, stepID string, attempt int, data map[string]any) {
+	ev := s.c.RunEvent.Create().
+		SetRunID(s.run.ID).
+		SetSeq(s.seq).
+		SetType(typ).
+		SetAt(s.now)
+	if stepID != "" {
+		ev.SetStepID(stepID)
+	}
+	if attempt > 0 {
+		ev.SetAttempt(attempt)
+	}
+	if data != nil {
+		ev.SetData(data)
+	}
+	s.events = append(s.events, ev)
+	s.seq++
+	s.dirty = true
+}
+
+// setStatus moves the run to status and emits the matching event.
+func (s *runState) setStatus(status run.Status, data map[string]any) {
+	if s.run.Status == status {
+		return
+	}
+	s.run.Status = status
+	s.update.SetStatus(status)
+	s.dirty = true
+	switch status {
+	case run.StatusRunning:
+		if s.run.StartedAt == nil {
+			s.run.StartedAt = &s.now
+			s.update.SetStartedAt(s.now)
+			s.emit("run.started", "", 0, data)
+			return
+		}
+	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
+		s.run.FinishedAt = &s.now
+		s.update.SetFinishedAt(s.now)
+	}
+	s.emit("run."+string(status), "", 0, data)
+}
+
+func (s *runState) terminal() bool {
+	switch s.run.Status {
+	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// flush writes the events and the run row, and queues tasks for after commit.
+func (s *runState) flush(ctx context.Context) error {
+	if len(s.events) > 0 {
+		if err := s.c.RunEvent.CreateBulk(s.events...).Exec(ctx); err != nil {
+			return fmt.Errorf("append events: %w", err)
+		}
+		s.events = nil
+	}
+	if s.dirty {
+		s.update.SetNextSeq(s.seq)
+		r, err := s.update.Save(ctx)
+		if err != nil {
+			return fmt.Errorf("update run: %w", err)
+		}
+		s.run = r
+		s.update = s.c.Run.UpdateOne(r)
+		s.dirty = false
+	}
+	s.e.dispatchAfterCommit(ctx, s.tasks)
+	s.tasks = nil
+	return nil
+}
+
+// expressionEnv is what a step's expressions see: the run input and the
+// outputs of succeeded steps.
+func (s *runState) expressionEnv() definition.Env {
+	stepsEnv := make(map[string]any, len(s.steps))
+	for id, sr := range s.steps {
+		if sr.Status == steprun.StatusSucceeded {
+			stepsEnv[id] = map[string]any{"output": decodeJSON(sr.Output)}
+		}
+	}
+	return definition.Env{
+		Input: s.run.Input,
+		Steps: stepsEnv,
+		Run:   map[string]any{"id": s.run.ID, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID, "environmentID": s.run.EnvironmentID, "mode": string(s.run.Mode)},
+		Env:   map[string]any{"id": s.run.EnvironmentID},
+	}
+}
+
+func decodeJSON(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil
+	}
+	return v
+}
+
+func encodeJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+// failRun marks the run failed by a step and stops its other queued work;
+// running steps finish and keep their results for a resume.
+func (s *runState) failRun(ctx context.Context, stepID, class, message string) error {
+	if s.terminal() {
+		return nil
+	}
+	s.update.SetErrorClass(class).SetErrorMessage(message).SetFailedStepID(stepID)
+	s.run.ErrorClass, s.run.ErrorMessage, s.run.FailedStepID = &class, &message, &stepID
+	if err := s.stopPending(ctx, steprun.StatusCancelled); err != nil {
+		return err
+	}
+	s.setStatus(run.StatusFailed, map[string]any{"class": class, "message": message, "stepID": stepID})
+	return nil
+}
+
+// stopPending moves queued and waiting steps to status and cancels their
+// open approvals.
+func (s *runState) stopPending(ctx context.Context, status steprun.Status) error {
+	for _, sr := range s.steps {
+		if sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusWaiting {
+			continue
+		}
+		if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(status).ClearReadyAt()); err != nil {
+			return err
+		}
+		if sr.CurrentAttemptID != nil {
+			if err := s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now).Exec(ctx); err != nil && !ent.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	_, err := s.c.ApprovalRequest.Update().
+		Where(approvalPendingForRun(s.run.ID)...).
+		SetStatus("cancelled").
+		Save(ctx)
+	return err
+}
+
+// setStep saves a step update and keeps the in-memory copy current.
+func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
+	updated, err := u.Save(ctx)
+	if err != nil {
+		return fmt.Errorf("update step %s: %w", sr.StepID, err)
+	}
+	s.steps[sr.StepID] = updated
+	return nil
+}

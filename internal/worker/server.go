@@ -1,0 +1,164 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/internal/engine"
+)
+
+// Config tunes the worker.
+type Config struct {
+	// Concurrency is how many tasks run at once. If zero, 20.
+	Concurrency int
+	// TaskCheckInterval is how long an idle processor waits before polling
+	// Redis again. If zero, 20ms (asynq's 1s default adds ~0.8s per step).
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often scheduled tasks are moved to
+	// their queue. If zero, 250ms.
+	DelayedTaskCheckInterval time.Duration
+	// ReconcileInterval is how often Postgres is checked for due work the
+	// queue lost. If zero, 2s.
+	ReconcileInterval time.Duration
+	// Reconcile tunes what counts as lost.
+	Reconcile engine.ReconcileOptions
+}
+
+// Worker runs asynq handlers and the reconciler.
+type Worker struct {
+	cfg        Config
+	engine     *engine.Engine
+	dispatcher *Dispatcher
+	server     *asynq.Server
+	log        *slog.Logger
+}
+
+// New builds a worker on a Redis client.
+func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.Logger, cfg Config) *Worker {
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 20
+	}
+	if cfg.TaskCheckInterval == 0 {
+		cfg.TaskCheckInterval = 20 * time.Millisecond
+	}
+	if cfg.DelayedTaskCheckInterval == 0 {
+		cfg.DelayedTaskCheckInterval = 250 * time.Millisecond
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 2 * time.Second
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   queueWeights,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		ShutdownTimeout:          10 * time.Second,
+		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration {
+			// Handler errors are infrastructure errors (database down):
+			// retry soon, then back off to 30s.
+			return min(time.Duration(n+1)*time.Second, 30*time.Second)
+		},
+		Logger:   asynqLogger{log},
+		LogLevel: asynq.WarnLevel,
+	})
+	return &Worker{cfg: cfg, engine: e, dispatcher: d, server: srv, log: log}
+}
+
+// Run processes tasks and reconciles until ctx ends, then shuts down: the
+// reconciler stops first, then asynq finishes in-flight handlers (up to its
+// ShutdownTimeout) and requeues the rest.
+func (w *Worker) Run(ctx context.Context) error {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(engine.TaskStep, w.handleStep)
+	mux.HandleFunc(engine.TaskApprovalTimeout, w.handleApprovalTimeout)
+	if err := w.server.Start(mux); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	w.reconcileLoop(ctx)
+	w.server.Shutdown()
+	return nil
+}
+
+func decode(t *asynq.Task) (payload, error) {
+	var p payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("%w: %v", asynq.SkipRetry, err)
+	}
+	return p, nil
+}
+
+func (w *Worker) handleStep(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	if err := w.engine.ExecuteAttempt(ctx, p.TenantID, p.ID); err != nil {
+		w.log.WarnContext(ctx, "step attempt", "err", err, "tenant_id", p.TenantID, "run_id", p.RunID, "attempt_id", p.ID)
+		return err
+	}
+	return nil
+}
+
+func (w *Worker) handleApprovalTimeout(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	return w.engine.ExpireApproval(ctx, p.TenantID, p.ID)
+}
+
+// reconcileLoop re-sends due work Postgres knows of, every interval.
+func (w *Worker) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := w.ReconcileOnce(ctx); err != nil {
+				w.log.WarnContext(ctx, "reconcile", "err", err)
+			} else if n > 0 {
+				w.log.DebugContext(ctx, "reconciled", "tasks", n)
+			}
+		}
+	}
+}
+
+// ReconcileOnce visits every tenant once and re-sends its due tasks.
+func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
+	tenants, err := w.engine.TenantIDs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, tid := range tenants {
+		tasks, err := w.engine.DueTasks(ctx, tid, w.cfg.Reconcile)
+		if err != nil {
+			return n, err
+		}
+		if len(tasks) == 0 {
+			continue
+		}
+		if err := w.dispatcher.Dispatch(ctx, tasks); err != nil {
+			return n, err
+		}
+		n += len(tasks)
+	}
+	return n, nil
+}
+
+// asynqLogger routes asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }

@@ -1,0 +1,70 @@
+// Package worker carries Sluice's work over asynq: the Dispatcher that
+// enqueues tasks after commit, the asynq server whose handlers call the
+// engine, and the reconciler that re-sends whatever Postgres says is due.
+// Redis holds only wake-ups; losing it loses nothing.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/sluicehq/sluice/internal/engine"
+)
+
+// Queue names and their weights. Steps get most of the capacity; timers
+// (approval timeouts) are rare but must not starve.
+const (
+	QueueSteps  = "steps"
+	QueueTimers = "timers"
+)
+
+var queueWeights = map[string]int{QueueSteps: 6, QueueTimers: 2}
+
+// payload is the body of every task. V is the payload version: handlers
+// accept older versions forever.
+type payload struct {
+	V        int    `json:"v"`
+	TenantID string `json:"tenantID"`
+	RunID    string `json:"runID"`
+	ID       string `json:"id"`
+}
+
+// Dispatcher enqueues engine tasks on asynq.
+type Dispatcher struct {
+	client *asynq.Client
+}
+
+// NewDispatcher wraps an asynq client.
+func NewDispatcher(c *asynq.Client) *Dispatcher { return &Dispatcher{client: c} }
+
+// Dispatch enqueues tasks; a task whose id is already queued is skipped.
+func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
+	var errs []error
+	for _, t := range tasks {
+		b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
+		queue := QueueSteps
+		if t.Kind == engine.TaskApprovalTimeout {
+			queue = QueueTimers
+		}
+		opts := []asynq.Option{
+			asynq.TaskID(t.Kind + ":" + t.ID),
+			asynq.Queue(queue),
+			asynq.MaxRetry(20),
+			// The engine enforces step timeouts; this bounds a stuck handler.
+			asynq.Timeout(15 * time.Minute),
+		}
+		if !t.At.IsZero() && time.Until(t.At) > 0 {
+			opts = append(opts, asynq.ProcessAt(t.At))
+		}
+		_, err := d.client.EnqueueContext(ctx, asynq.NewTask(t.Kind, b, opts...))
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+			errs = append(errs, fmt.Errorf("enqueue %s %s: %w", t.Kind, t.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
