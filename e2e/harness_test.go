@@ -23,6 +23,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/auth"
 )
@@ -41,12 +42,48 @@ func adminURL() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
-func redisURL() string {
-	if u := os.Getenv("SLUICE_TEST_REDIS_URL"); u != "" {
-		return u
+// redisAddr is the Redis server the suite uses; each stack of processes gets
+// a database of its own on it (see acquireRedisDB).
+func redisAddr() string {
+	if a := os.Getenv("SLUICE_TEST_REDIS_ADDR"); a != "" {
+		return a
 	}
-	return "redis://127.0.0.1:6379/0"
+	return "127.0.0.1:6379"
 }
+
+// acquireRedisDB reserves a Redis database number (1-15) for one stack of
+// Sluice processes, so concurrent test runs and stacks never share queues.
+// The reservation is a key in database 0 that expires after an hour.
+func acquireRedisDB() (int, func(), error) {
+	ctx := context.Background()
+	r0 := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	defer r0.Close()
+	for n := 1; n <= 15; n++ {
+		key := fmt.Sprintf("sluice:e2e:redis-db:%d", n)
+		ok, err := r0.SetNX(ctx, key, os.Getpid(), time.Hour).Result()
+		if err != nil {
+			return 0, nil, fmt.Errorf("redis at %s: %w", redisAddr(), err)
+		}
+		if !ok {
+			continue
+		}
+		db := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
+		err = db.FlushDB(ctx).Err()
+		db.Close()
+		if err != nil {
+			return 0, nil, err
+		}
+		release := func() {
+			r := redis.NewClient(&redis.Options{Addr: redisAddr()})
+			defer r.Close()
+			r.Del(context.Background(), key)
+		}
+		return n, release, nil
+	}
+	return 0, nil, fmt.Errorf("no free Redis database (1-15) on %s", redisAddr())
+}
+
+func redisURLFor(db int) string { return fmt.Sprintf("redis://%s/%d", redisAddr(), db) }
 
 // suite is shared by every test of the package: one binary, one database,
 // two API processes.
@@ -57,6 +94,7 @@ var suite struct {
 	appURL   string
 	servers  []*process
 	workers  []*process
+	redisDB  int
 }
 
 func TestMain(m *testing.M) {
@@ -90,6 +128,11 @@ func setup() (func(*testing.M) int, error) {
 	}
 	suite.ownerURL = withDB(adminURL(), suite.dbName, "")
 	suite.appURL = withDB(adminURL(), suite.dbName, appRole+":"+appRole)
+	db, release, err := acquireRedisDB()
+	if err != nil {
+		return nil, err
+	}
+	suite.redisDB = db
 	if out, err := cli("migrate", "up"); err != nil {
 		return nil, fmt.Errorf("migrate up: %v\n%s", err, out)
 	}
@@ -112,6 +155,7 @@ func setup() (func(*testing.M) int, error) {
 		for _, p := range append(suite.servers, suite.workers...) {
 			p.stop()
 		}
+		release()
 		if code != 0 {
 			for i, p := range suite.workers {
 				fmt.Fprintf(os.Stderr, "--- worker %d log (tail)\n%s\n", i, tail(p.Logs(), 4000))
@@ -157,7 +201,7 @@ func baseEnv() []string {
 		"SLUICE_ENV=development",
 		"DATABASE_URL=" + suite.ownerURL,
 		"DATABASE_APP_URL=" + suite.appURL,
-		"REDIS_URL=" + redisURL(),
+		"REDIS_URL=" + redisURLFor(suite.redisDB),
 		"SLUICE_JWT_SECRET=" + jwtSecret,
 		"SLUICE_JWT_ISSUER=" + jwtIssuer,
 		"SLUICE_JWT_AUDIENCE=" + jwtAudience,
@@ -363,6 +407,54 @@ type client struct {
 
 func newClient(t *testing.T, i int, tok string) *client {
 	return &client{t: t, url: server(i).url + "/graphql", token: tok}
+}
+
+// on returns a copy of c talking to another API process.
+func (c *client) on(p *process) *client {
+	return &client{t: c.t, url: p.url + "/graphql", token: c.token}
+}
+
+// stack is a separate set of Sluice processes on a Redis database of its
+// own (same Postgres database), for tests that kill workers or wipe Redis
+// without disturbing the rest of the suite.
+type stack struct {
+	redisDB int
+	env     []string
+	server  *process
+	workers []*process
+}
+
+func newStack(t *testing.T, workers int) *stack {
+	t.Helper()
+	db, release, err := acquireRedisDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stack{redisDB: db, env: []string{"REDIS_URL=" + redisURLFor(db)}}
+	t.Cleanup(func() {
+		for _, p := range append([]*process{st.server}, st.workers...) {
+			if p != nil {
+				p.stop()
+			}
+		}
+		release()
+	})
+	if st.server, err = startServe(st.env); err != nil {
+		t.Fatal(err)
+	}
+	for range workers {
+		w, err := startWorker(st.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.workers = append(st.workers, w)
+	}
+	return st
+}
+
+// redis returns a client on the stack's Redis database.
+func (st *stack) redis() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: redisAddr(), DB: st.redisDB})
 }
 
 // do posts a query and decodes the response; transport failures fail the test.

@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -49,52 +50,69 @@ func (a *Applier) List(ctx context.Context) ([]*ent.Tenant, error) {
 // Apply creates or updates the tenant a manifest declares. It is idempotent:
 // applying the same manifest twice changes nothing the second time. It never
 // deletes environments or members missing from the manifest; it reports them.
+// Everything happens in one transaction and is reported only once it commits,
+// so a manifest that fails halfway (an environment changing kind) changes
+// nothing.
 func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	t, err := a.Client.Tenant.Query().Where(tenant.Slug(m.Slug)).Only(registryContext(ctx))
+	existing, err := a.Client.Tenant.Query().Where(tenant.Slug(m.Slug)).Only(registryContext(ctx))
 	switch {
 	case ent.IsNotFound(err):
-		id := ids.New(ids.Tenant)
-		wrapped, keyID, err := a.Keys.NewDataKey(id)
-		if err != nil {
-			return nil, err
-		}
-		t, err = a.Client.Tenant.Create().SetID(id).SetSlug(m.Slug).SetName(m.Name).
-			SetDataKey(wrapped).SetMasterKeyID(keyID).
-			SetRetentionDays(m.RetentionDays).
-			SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
-			SetSLADefaults(slaMap(m.SLA)).
-			Save(viewer.SystemContext(ctx, id))
-		if err != nil {
-			return nil, fmt.Errorf("create tenant: %w", err)
-		}
-		a.printf("created tenant %s (%s)\n", t.Slug, t.ID)
+		existing = nil
 	case err != nil:
 		return nil, err
-	default:
-		t, err = t.Update().SetName(m.Name).SetRetentionDays(m.RetentionDays).
-			SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
-			SetSLADefaults(slaMap(m.SLA)).
-			Save(viewer.SystemContext(ctx, t.ID))
-		if err != nil {
-			return nil, fmt.Errorf("update tenant: %w", err)
-		}
-		a.printf("tenant %s (%s) exists\n", t.Slug, t.ID)
 	}
-	sys := viewer.SystemContext(ctx, t.ID)
-	err = store.InTenant(sys, a.Client, func(ctx context.Context) error {
+	id := ids.New(ids.Tenant)
+	if existing != nil {
+		id = existing.ID
+	}
+	var out bytes.Buffer
+	var t *ent.Tenant
+	err = store.InTenant(viewer.SystemContext(ctx, id), a.Client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
-		if err := a.applyEnvironments(ctx, c, m); err != nil {
+		var err error
+		if existing == nil {
+			wrapped, keyID, err := a.Keys.NewDataKey(id)
+			if err != nil {
+				return err
+			}
+			t, err = c.Tenant.Create().SetID(id).SetSlug(m.Slug).SetName(m.Name).
+				SetDataKey(wrapped).SetMasterKeyID(keyID).
+				SetRetentionDays(m.RetentionDays).
+				SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
+				SetSLADefaults(slaMap(m.SLA)).
+				Save(ctx)
+			if err != nil {
+				return fmt.Errorf("create tenant: %w", err)
+			}
+			fmt.Fprintf(&out, "created tenant %s (%s)\n", t.Slug, t.ID)
+		} else {
+			t, err = c.Tenant.UpdateOneID(id).SetName(m.Name).SetRetentionDays(m.RetentionDays).
+				SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
+				SetSLADefaults(slaMap(m.SLA)).
+				Save(ctx)
+			if err != nil {
+				return fmt.Errorf("update tenant: %w", err)
+			}
+			fmt.Fprintf(&out, "tenant %s (%s) exists\n", t.Slug, t.ID)
+		}
+		if err := applyEnvironments(ctx, c, m, &out); err != nil {
 			return err
 		}
-		return a.applyMembers(ctx, c, m)
+		return applyMembers(ctx, c, m, &out)
 	})
-	return t, err
+	if err != nil {
+		return nil, err
+	}
+	if a.Out != nil {
+		_, _ = a.Out.Write(out.Bytes())
+	}
+	return t.Unwrap(), nil
 }
 
-func (a *Applier) applyEnvironments(ctx context.Context, c *ent.Client, m *Manifest) error {
+func applyEnvironments(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
 	existing, err := c.Environment.Query().All(ctx)
 	if err != nil {
 		return err
@@ -115,15 +133,15 @@ func (a *Applier) applyEnvironments(ctx context.Context, c *ent.Client, m *Manif
 		if err != nil {
 			return fmt.Errorf("create environment %s: %w", spec.Name, err)
 		}
-		a.printf("  created environment %s (%s)\n", e.Name, e.ID)
+		fmt.Fprintf(out, "  created environment %s (%s)\n", e.Name, e.ID)
 	}
 	for name := range byName {
-		a.printf("  environment %s is not in the manifest; left in place\n", name)
+		fmt.Fprintf(out, "  environment %s is not in the manifest; left in place\n", name)
 	}
 	return nil
 }
 
-func (a *Applier) applyMembers(ctx context.Context, c *ent.Client, m *Manifest) error {
+func applyMembers(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
 	for _, spec := range m.Members {
 		roles := slices.Compact(slices.Sorted(slices.Values(spec.Roles)))
 		cur, err := c.Member.Query().Where(member.Subject(spec.Subject)).Only(ctx)
@@ -132,23 +150,17 @@ func (a *Applier) applyMembers(ctx context.Context, c *ent.Client, m *Manifest) 
 			if err := c.Member.Create().SetSubject(spec.Subject).SetRoles(roles).Exec(ctx); err != nil {
 				return fmt.Errorf("create member %s: %w", spec.Subject, err)
 			}
-			a.printf("  added member %s %v\n", spec.Subject, roles)
+			fmt.Fprintf(out, "  added member %s %v\n", spec.Subject, roles)
 		case err != nil:
 			return err
 		case !slices.Equal(cur.Roles, roles):
 			if err := cur.Update().SetRoles(roles).Exec(ctx); err != nil {
 				return err
 			}
-			a.printf("  member %s roles %v -> %v\n", spec.Subject, cur.Roles, roles)
+			fmt.Fprintf(out, "  member %s roles %v -> %v\n", spec.Subject, cur.Roles, roles)
 		}
 	}
 	return nil
-}
-
-func (a *Applier) printf(format string, args ...any) {
-	if a.Out != nil {
-		fmt.Fprintf(a.Out, format, args...)
-	}
 }
 
 func budgetMicro(b BudgetSpec) *int64 {

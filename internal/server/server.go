@@ -4,9 +4,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -74,7 +78,7 @@ func New(d Deps) http.Handler {
 	})
 	mux.Handle("GET /metrics", d.Metrics.Handler())
 	api := authenticate(d.Auth, gql)
-	mux.Handle("POST /graphql", limitBody(d.Config.MaxBodyBytes, api))
+	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, api))
 	mux.Handle("OPTIONS /graphql", gql)
 	if d.Config.Introspection {
 		mux.Handle("GET /graphql", playground.Handler("Sluice", "/graphql"))
@@ -162,14 +166,39 @@ func authenticate(a *auth.Authenticator, next http.Handler) http.Handler {
 	})
 }
 
-// limitBody refuses bodies over max bytes before any work is done.
-func limitBody(max int64, next http.Handler) http.Handler {
+// readBody checks a GraphQL POST before gqlgen sees it: the Content-Type
+// must be application/json (415 otherwise), the body at most max bytes (413,
+// with or without a Content-Length) and a JSON GraphQL request (400). gqlgen
+// would report the last two as internal errors and echo the body, secrets
+// included, into the log; here the caller gets a clear error and the body
+// goes nowhere.
+func readBody(max int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > max {
-			writeError(w, http.StatusRequestEntityTooLarge, errs.Validation, "request body is larger than the limit of "+itoa64(max)+" bytes")
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, errs.Validation, "Content-Type must be application/json")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, max)
+		tooLarge := "request body is larger than the limit of " + itoa64(max) + " bytes"
+		if r.ContentLength > max {
+			writeError(w, http.StatusRequestEntityTooLarge, errs.Validation, tooLarge)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, http.StatusRequestEntityTooLarge, errs.Validation, tooLarge)
+			} else {
+				writeError(w, http.StatusBadRequest, errs.Validation, "could not read the request body")
+			}
+			return
+		}
+		var params graphql.RawParams
+		if err := json.Unmarshal(body, &params); err != nil {
+			writeError(w, http.StatusBadRequest, errs.Validation, "request body is not a JSON GraphQL request: "+err.Error())
+			return
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		next.ServeHTTP(w, r)
 	})
 }
