@@ -23,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -55,6 +57,10 @@ type Client struct {
 	Environment *EnvironmentClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
+	// ModelCall is the client for interacting with the ModelCall builders.
+	ModelCall *ModelCallClient
+	// ModelPrice is the client for interacting with the ModelPrice builders.
+	ModelPrice *ModelPriceClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -88,6 +94,8 @@ func (c *Client) init() {
 	c.Deployment = NewDeploymentClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
 	c.Member = NewMemberClient(c.config)
+	c.ModelCall = NewModelCallClient(c.config)
+	c.ModelPrice = NewModelPriceClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.StepAttempt = NewStepAttemptClient(c.config)
@@ -195,6 +203,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
 		Member:            NewMemberClient(cfg),
+		ModelCall:         NewModelCallClient(cfg),
+		ModelPrice:        NewModelPriceClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
@@ -229,6 +239,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
 		Member:            NewMemberClient(cfg),
+		ModelCall:         NewModelCallClient(cfg),
+		ModelPrice:        NewModelPriceClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
@@ -266,8 +278,8 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Member, c.Run, c.RunEvent, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.Member, c.ModelCall, c.ModelPrice, c.Run,
+		c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -278,8 +290,8 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Member, c.Run, c.RunEvent, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.Member, c.ModelCall, c.ModelPrice, c.Run,
+		c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -304,6 +316,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Environment.mutate(ctx, m)
 	case *MemberMutation:
 		return c.Member.mutate(ctx, m)
+	case *ModelCallMutation:
+		return c.ModelCall.mutate(ctx, m)
+	case *ModelPriceMutation:
+		return c.ModelPrice.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -1683,6 +1699,306 @@ func (c *MemberClient) mutate(ctx context.Context, m *MemberMutation) (Value, er
 	}
 }
 
+// ModelCallClient is a client for the ModelCall schema.
+type ModelCallClient struct {
+	config
+}
+
+// NewModelCallClient returns a client for the ModelCall from the given config.
+func NewModelCallClient(c config) *ModelCallClient {
+	return &ModelCallClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `modelcall.Hooks(f(g(h())))`.
+func (c *ModelCallClient) Use(hooks ...Hook) {
+	c.hooks.ModelCall = append(c.hooks.ModelCall, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `modelcall.Intercept(f(g(h())))`.
+func (c *ModelCallClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ModelCall = append(c.inters.ModelCall, interceptors...)
+}
+
+// Create returns a builder for creating a ModelCall entity.
+func (c *ModelCallClient) Create() *ModelCallCreate {
+	mutation := newModelCallMutation(c.config, OpCreate)
+	return &ModelCallCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ModelCall entities.
+func (c *ModelCallClient) CreateBulk(builders ...*ModelCallCreate) *ModelCallCreateBulk {
+	return &ModelCallCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ModelCallClient) MapCreateBulk(slice any, setFunc func(*ModelCallCreate, int)) *ModelCallCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ModelCallCreateBulk{err: fmt.Errorf("calling to ModelCallClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ModelCallCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ModelCallCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ModelCall.
+func (c *ModelCallClient) Update() *ModelCallUpdate {
+	mutation := newModelCallMutation(c.config, OpUpdate)
+	return &ModelCallUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ModelCallClient) UpdateOne(_m *ModelCall) *ModelCallUpdateOne {
+	mutation := newModelCallMutation(c.config, OpUpdateOne, withModelCall(_m))
+	return &ModelCallUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ModelCallClient) UpdateOneID(id string) *ModelCallUpdateOne {
+	mutation := newModelCallMutation(c.config, OpUpdateOne, withModelCallID(id))
+	return &ModelCallUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ModelCall.
+func (c *ModelCallClient) Delete() *ModelCallDelete {
+	mutation := newModelCallMutation(c.config, OpDelete)
+	return &ModelCallDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ModelCallClient) DeleteOne(_m *ModelCall) *ModelCallDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ModelCallClient) DeleteOneID(id string) *ModelCallDeleteOne {
+	builder := c.Delete().Where(modelcall.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ModelCallDeleteOne{builder}
+}
+
+// Query returns a query builder for ModelCall.
+func (c *ModelCallClient) Query() *ModelCallQuery {
+	return &ModelCallQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeModelCall},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ModelCall entity by its id.
+func (c *ModelCallClient) Get(ctx context.Context, id string) (*ModelCall, error) {
+	return c.Query().Where(modelcall.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ModelCallClient) GetX(ctx context.Context, id string) *ModelCall {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ModelCall.
+func (c *ModelCallClient) QueryTenant(_m *ModelCall) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(modelcall.Table, modelcall.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, modelcall.TenantTable, modelcall.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ModelCallClient) Hooks() []Hook {
+	hooks := c.hooks.ModelCall
+	return append(hooks[:len(hooks):len(hooks)], modelcall.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ModelCallClient) Interceptors() []Interceptor {
+	return c.inters.ModelCall
+}
+
+func (c *ModelCallClient) mutate(ctx context.Context, m *ModelCallMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ModelCallCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ModelCallUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ModelCallUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ModelCallDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ModelCall mutation op: %q", m.Op())
+	}
+}
+
+// ModelPriceClient is a client for the ModelPrice schema.
+type ModelPriceClient struct {
+	config
+}
+
+// NewModelPriceClient returns a client for the ModelPrice from the given config.
+func NewModelPriceClient(c config) *ModelPriceClient {
+	return &ModelPriceClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `modelprice.Hooks(f(g(h())))`.
+func (c *ModelPriceClient) Use(hooks ...Hook) {
+	c.hooks.ModelPrice = append(c.hooks.ModelPrice, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `modelprice.Intercept(f(g(h())))`.
+func (c *ModelPriceClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ModelPrice = append(c.inters.ModelPrice, interceptors...)
+}
+
+// Create returns a builder for creating a ModelPrice entity.
+func (c *ModelPriceClient) Create() *ModelPriceCreate {
+	mutation := newModelPriceMutation(c.config, OpCreate)
+	return &ModelPriceCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ModelPrice entities.
+func (c *ModelPriceClient) CreateBulk(builders ...*ModelPriceCreate) *ModelPriceCreateBulk {
+	return &ModelPriceCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ModelPriceClient) MapCreateBulk(slice any, setFunc func(*ModelPriceCreate, int)) *ModelPriceCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ModelPriceCreateBulk{err: fmt.Errorf("calling to ModelPriceClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ModelPriceCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ModelPriceCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ModelPrice.
+func (c *ModelPriceClient) Update() *ModelPriceUpdate {
+	mutation := newModelPriceMutation(c.config, OpUpdate)
+	return &ModelPriceUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ModelPriceClient) UpdateOne(_m *ModelPrice) *ModelPriceUpdateOne {
+	mutation := newModelPriceMutation(c.config, OpUpdateOne, withModelPrice(_m))
+	return &ModelPriceUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ModelPriceClient) UpdateOneID(id string) *ModelPriceUpdateOne {
+	mutation := newModelPriceMutation(c.config, OpUpdateOne, withModelPriceID(id))
+	return &ModelPriceUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ModelPrice.
+func (c *ModelPriceClient) Delete() *ModelPriceDelete {
+	mutation := newModelPriceMutation(c.config, OpDelete)
+	return &ModelPriceDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ModelPriceClient) DeleteOne(_m *ModelPrice) *ModelPriceDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ModelPriceClient) DeleteOneID(id string) *ModelPriceDeleteOne {
+	builder := c.Delete().Where(modelprice.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ModelPriceDeleteOne{builder}
+}
+
+// Query returns a query builder for ModelPrice.
+func (c *ModelPriceClient) Query() *ModelPriceQuery {
+	return &ModelPriceQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeModelPrice},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ModelPrice entity by its id.
+func (c *ModelPriceClient) Get(ctx context.Context, id string) (*ModelPrice, error) {
+	return c.Query().Where(modelprice.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ModelPriceClient) GetX(ctx context.Context, id string) *ModelPrice {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ModelPrice.
+func (c *ModelPriceClient) QueryTenant(_m *ModelPrice) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(modelprice.Table, modelprice.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, modelprice.TenantTable, modelprice.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ModelPriceClient) Hooks() []Hook {
+	hooks := c.hooks.ModelPrice
+	return append(hooks[:len(hooks):len(hooks)], modelprice.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ModelPriceClient) Interceptors() []Interceptor {
+	return c.inters.ModelPrice
+}
+
+func (c *ModelPriceClient) mutate(ctx context.Context, m *ModelPriceMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ModelPriceCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ModelPriceUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ModelPriceUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ModelPriceDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ModelPrice mutation op: %q", m.Op())
+	}
+}
+
 // RunClient is a client for the Run schema.
 type RunClient struct {
 	config
@@ -2913,13 +3229,13 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Member, Run, RunEvent, StepAttempt, StepRun, Tenant, Workflow,
-		WorkflowVersion []ent.Hook
+		Environment, Member, ModelCall, ModelPrice, Run, RunEvent, StepAttempt,
+		StepRun, Tenant, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Member, Run, RunEvent, StepAttempt, StepRun, Tenant, Workflow,
-		WorkflowVersion []ent.Interceptor
+		Environment, Member, ModelCall, ModelPrice, Run, RunEvent, StepAttempt,
+		StepRun, Tenant, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

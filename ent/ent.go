@@ -20,6 +20,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -95,6 +97,8 @@ func checkColumn(t, c string) error {
 			deployment.Table:        deployment.ValidColumn,
 			environment.Table:       environment.ValidColumn,
 			member.Table:            member.ValidColumn,
+			modelcall.Table:         modelcall.ValidColumn,
+			modelprice.Table:        modelprice.ValidColumn,
 			run.Table:               run.ValidColumn,
 			runevent.Table:          runevent.ValidColumn,
 			stepattempt.Table:       stepattempt.ValidColumn,

@@ -11,6 +11,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -28,7 +30,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 15)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 17)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -208,6 +210,56 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   modelcall.Table,
+			Columns: modelcall.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: modelcall.FieldID,
+			},
+		},
+		Type: "ModelCall",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			modelcall.FieldTenantID:          {Type: field.TypeString, Column: modelcall.FieldTenantID},
+			modelcall.FieldCreatedAt:         {Type: field.TypeTime, Column: modelcall.FieldCreatedAt},
+			modelcall.FieldRunID:             {Type: field.TypeString, Column: modelcall.FieldRunID},
+			modelcall.FieldStepID:            {Type: field.TypeString, Column: modelcall.FieldStepID},
+			modelcall.FieldAttemptID:         {Type: field.TypeString, Column: modelcall.FieldAttemptID},
+			modelcall.FieldWorkflowID:        {Type: field.TypeString, Column: modelcall.FieldWorkflowID},
+			modelcall.FieldVersionID:         {Type: field.TypeString, Column: modelcall.FieldVersionID},
+			modelcall.FieldEnvironmentID:     {Type: field.TypeString, Column: modelcall.FieldEnvironmentID},
+			modelcall.FieldProvider:          {Type: field.TypeString, Column: modelcall.FieldProvider},
+			modelcall.FieldModel:             {Type: field.TypeString, Column: modelcall.FieldModel},
+			modelcall.FieldInputTokens:       {Type: field.TypeInt64, Column: modelcall.FieldInputTokens},
+			modelcall.FieldOutputTokens:      {Type: field.TypeInt64, Column: modelcall.FieldOutputTokens},
+			modelcall.FieldCachedInputTokens: {Type: field.TypeInt64, Column: modelcall.FieldCachedInputTokens},
+			modelcall.FieldCostMicroUsd:      {Type: field.TypeInt64, Column: modelcall.FieldCostMicroUsd},
+			modelcall.FieldPriced:            {Type: field.TypeBool, Column: modelcall.FieldPriced},
+			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
+		},
+	}
+	graph.Nodes[9] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   modelprice.Table,
+			Columns: modelprice.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: modelprice.FieldID,
+			},
+		},
+		Type: "ModelPrice",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			modelprice.FieldTenantID:                   {Type: field.TypeString, Column: modelprice.FieldTenantID},
+			modelprice.FieldCreatedAt:                  {Type: field.TypeTime, Column: modelprice.FieldCreatedAt},
+			modelprice.FieldUpdatedAt:                  {Type: field.TypeTime, Column: modelprice.FieldUpdatedAt},
+			modelprice.FieldProvider:                   {Type: field.TypeString, Column: modelprice.FieldProvider},
+			modelprice.FieldModel:                      {Type: field.TypeString, Column: modelprice.FieldModel},
+			modelprice.FieldInputMicroUsdPerMtok:       {Type: field.TypeInt64, Column: modelprice.FieldInputMicroUsdPerMtok},
+			modelprice.FieldOutputMicroUsdPerMtok:      {Type: field.TypeInt64, Column: modelprice.FieldOutputMicroUsdPerMtok},
+			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
+		},
+	}
+	graph.Nodes[10] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -240,7 +292,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -261,7 +313,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -288,7 +340,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldFinishedAt:   {Type: field.TypeTime, Column: stepattempt.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -317,7 +369,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -339,7 +391,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldMasterKeyID:           {Type: field.TypeString, Column: tenant.FieldMasterKeyID},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -359,7 +411,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -598,6 +650,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"Member",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   modelcall.TenantTable,
+			Columns: []string{modelcall.TenantColumn},
+			Bidi:    false,
+		},
+		"ModelCall",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   modelprice.TenantTable,
+			Columns: []string{modelprice.TenantColumn},
+			Bidi:    false,
+		},
+		"ModelPrice",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -1763,6 +1839,234 @@ func (f *MemberFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ModelCallQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ModelCallQuery builder.
+func (_q *ModelCallQuery) Filter() *ModelCallFilter {
+	return &ModelCallFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ModelCallMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ModelCallMutation builder.
+func (m *ModelCallMutation) Filter() *ModelCallFilter {
+	return &ModelCallFilter{config: m.config, predicateAdder: m}
+}
+
+// ModelCallFilter provides a generic filtering capability at runtime for ModelCallQuery.
+type ModelCallFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ModelCallFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ModelCallFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ModelCallFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ModelCallFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(modelcall.FieldCreatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *ModelCallFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *ModelCallFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldStepID))
+}
+
+// WhereAttemptID applies the entql string predicate on the attempt_id field.
+func (f *ModelCallFilter) WhereAttemptID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldAttemptID))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *ModelCallFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldWorkflowID))
+}
+
+// WhereVersionID applies the entql string predicate on the version_id field.
+func (f *ModelCallFilter) WhereVersionID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldVersionID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *ModelCallFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldEnvironmentID))
+}
+
+// WhereProvider applies the entql string predicate on the provider field.
+func (f *ModelCallFilter) WhereProvider(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldProvider))
+}
+
+// WhereModel applies the entql string predicate on the model field.
+func (f *ModelCallFilter) WhereModel(p entql.StringP) {
+	f.Where(p.Field(modelcall.FieldModel))
+}
+
+// WhereInputTokens applies the entql int64 predicate on the input_tokens field.
+func (f *ModelCallFilter) WhereInputTokens(p entql.Int64P) {
+	f.Where(p.Field(modelcall.FieldInputTokens))
+}
+
+// WhereOutputTokens applies the entql int64 predicate on the output_tokens field.
+func (f *ModelCallFilter) WhereOutputTokens(p entql.Int64P) {
+	f.Where(p.Field(modelcall.FieldOutputTokens))
+}
+
+// WhereCachedInputTokens applies the entql int64 predicate on the cached_input_tokens field.
+func (f *ModelCallFilter) WhereCachedInputTokens(p entql.Int64P) {
+	f.Where(p.Field(modelcall.FieldCachedInputTokens))
+}
+
+// WhereCostMicroUsd applies the entql int64 predicate on the cost_micro_usd field.
+func (f *ModelCallFilter) WhereCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(modelcall.FieldCostMicroUsd))
+}
+
+// WherePriced applies the entql bool predicate on the priced field.
+func (f *ModelCallFilter) WherePriced(p entql.BoolP) {
+	f.Where(p.Field(modelcall.FieldPriced))
+}
+
+// WhereLatencyMs applies the entql int64 predicate on the latency_ms field.
+func (f *ModelCallFilter) WhereLatencyMs(p entql.Int64P) {
+	f.Where(p.Field(modelcall.FieldLatencyMs))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ModelCallFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ModelCallFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *ModelPriceQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ModelPriceQuery builder.
+func (_q *ModelPriceQuery) Filter() *ModelPriceFilter {
+	return &ModelPriceFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ModelPriceMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ModelPriceMutation builder.
+func (m *ModelPriceMutation) Filter() *ModelPriceFilter {
+	return &ModelPriceFilter{config: m.config, predicateAdder: m}
+}
+
+// ModelPriceFilter provides a generic filtering capability at runtime for ModelPriceQuery.
+type ModelPriceFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ModelPriceFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ModelPriceFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(modelprice.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ModelPriceFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(modelprice.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ModelPriceFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(modelprice.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ModelPriceFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(modelprice.FieldUpdatedAt))
+}
+
+// WhereProvider applies the entql string predicate on the provider field.
+func (f *ModelPriceFilter) WhereProvider(p entql.StringP) {
+	f.Where(p.Field(modelprice.FieldProvider))
+}
+
+// WhereModel applies the entql string predicate on the model field.
+func (f *ModelPriceFilter) WhereModel(p entql.StringP) {
+	f.Where(p.Field(modelprice.FieldModel))
+}
+
+// WhereInputMicroUsdPerMtok applies the entql int64 predicate on the input_micro_usd_per_mtok field.
+func (f *ModelPriceFilter) WhereInputMicroUsdPerMtok(p entql.Int64P) {
+	f.Where(p.Field(modelprice.FieldInputMicroUsdPerMtok))
+}
+
+// WhereOutputMicroUsdPerMtok applies the entql int64 predicate on the output_micro_usd_per_mtok field.
+func (f *ModelPriceFilter) WhereOutputMicroUsdPerMtok(p entql.Int64P) {
+	f.Where(p.Field(modelprice.FieldOutputMicroUsdPerMtok))
+}
+
+// WhereCachedInputMicroUsdPerMtok applies the entql int64 predicate on the cached_input_micro_usd_per_mtok field.
+func (f *ModelPriceFilter) WhereCachedInputMicroUsdPerMtok(p entql.Int64P) {
+	f.Where(p.Field(modelprice.FieldCachedInputMicroUsdPerMtok))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ModelPriceFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ModelPriceFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -1791,7 +2095,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2020,7 +2324,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2128,7 +2432,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2266,7 +2570,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2428,7 +2732,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2513,7 +2817,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2630,7 +2934,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

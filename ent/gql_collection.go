@@ -17,6 +17,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -1169,6 +1171,264 @@ func newMemberPaginateArgs(rv map[string]any) *memberPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*MemberWhereInput); ok {
 		args.opts = append(args.opts, WithMemberFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ModelCallQuery) CollectFields(ctx context.Context, satisfies ...string) (*ModelCallQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ModelCallQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(modelcall.Columns))
+		selectedFields = []string{modelcall.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[modelcall.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldCreatedAt)
+				fieldSeen[modelcall.FieldCreatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[modelcall.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldRunID)
+				fieldSeen[modelcall.FieldRunID] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[modelcall.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldStepID)
+				fieldSeen[modelcall.FieldStepID] = struct{}{}
+			}
+		case "attemptID":
+			if _, ok := fieldSeen[modelcall.FieldAttemptID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldAttemptID)
+				fieldSeen[modelcall.FieldAttemptID] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[modelcall.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldWorkflowID)
+				fieldSeen[modelcall.FieldWorkflowID] = struct{}{}
+			}
+		case "versionID":
+			if _, ok := fieldSeen[modelcall.FieldVersionID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldVersionID)
+				fieldSeen[modelcall.FieldVersionID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[modelcall.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldEnvironmentID)
+				fieldSeen[modelcall.FieldEnvironmentID] = struct{}{}
+			}
+		case "provider":
+			if _, ok := fieldSeen[modelcall.FieldProvider]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldProvider)
+				fieldSeen[modelcall.FieldProvider] = struct{}{}
+			}
+		case "model":
+			if _, ok := fieldSeen[modelcall.FieldModel]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldModel)
+				fieldSeen[modelcall.FieldModel] = struct{}{}
+			}
+		case "inputTokens":
+			if _, ok := fieldSeen[modelcall.FieldInputTokens]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldInputTokens)
+				fieldSeen[modelcall.FieldInputTokens] = struct{}{}
+			}
+		case "outputTokens":
+			if _, ok := fieldSeen[modelcall.FieldOutputTokens]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldOutputTokens)
+				fieldSeen[modelcall.FieldOutputTokens] = struct{}{}
+			}
+		case "cachedInputTokens":
+			if _, ok := fieldSeen[modelcall.FieldCachedInputTokens]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldCachedInputTokens)
+				fieldSeen[modelcall.FieldCachedInputTokens] = struct{}{}
+			}
+		case "priced":
+			if _, ok := fieldSeen[modelcall.FieldPriced]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldPriced)
+				fieldSeen[modelcall.FieldPriced] = struct{}{}
+			}
+		case "latencyMs":
+			if _, ok := fieldSeen[modelcall.FieldLatencyMs]; !ok {
+				selectedFields = append(selectedFields, modelcall.FieldLatencyMs)
+				fieldSeen[modelcall.FieldLatencyMs] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type modelcallPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ModelCallPaginateOption
+}
+
+func newModelCallPaginateArgs(rv map[string]any) *modelcallPaginateArgs {
+	args := &modelcallPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ModelCallOrder{Field: &ModelCallOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithModelCallOrder(order))
+			}
+		case *ModelCallOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithModelCallOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*ModelCallWhereInput); ok {
+		args.opts = append(args.opts, WithModelCallFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ModelPriceQuery) CollectFields(ctx context.Context, satisfies ...string) (*ModelPriceQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ModelPriceQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(modelprice.Columns))
+		selectedFields = []string{modelprice.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[modelprice.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, modelprice.FieldCreatedAt)
+				fieldSeen[modelprice.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[modelprice.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, modelprice.FieldUpdatedAt)
+				fieldSeen[modelprice.FieldUpdatedAt] = struct{}{}
+			}
+		case "provider":
+			if _, ok := fieldSeen[modelprice.FieldProvider]; !ok {
+				selectedFields = append(selectedFields, modelprice.FieldProvider)
+				fieldSeen[modelprice.FieldProvider] = struct{}{}
+			}
+		case "model":
+			if _, ok := fieldSeen[modelprice.FieldModel]; !ok {
+				selectedFields = append(selectedFields, modelprice.FieldModel)
+				fieldSeen[modelprice.FieldModel] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type modelpricePaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ModelPricePaginateOption
+}
+
+func newModelPricePaginateArgs(rv map[string]any) *modelpricePaginateArgs {
+	args := &modelpricePaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ModelPriceOrder{Field: &ModelPriceOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithModelPriceOrder(order))
+			}
+		case *ModelPriceOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithModelPriceOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*ModelPriceWhereInput); ok {
+		args.opts = append(args.opts, WithModelPriceFilter(v.Filter))
 	}
 	return args
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -64,6 +66,16 @@ var memberImplementors = []string{"Member", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Member) IsNode() {}
+
+var modelcallImplementors = []string{"ModelCall", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*ModelCall) IsNode() {}
+
+var modelpriceImplementors = []string{"ModelPrice", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*ModelPrice) IsNode() {}
 
 var runImplementors = []string{"Run", "Node"}
 
@@ -217,6 +229,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(member.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, memberImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case modelcall.Table:
+		query := c.ModelCall.Query().
+			Where(modelcall.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, modelcallImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case modelprice.Table:
+		query := c.ModelPrice.Query().
+			Where(modelprice.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, modelpriceImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -457,6 +487,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.Member.Query().
 			Where(member.IDIn(ids...))
 		query, err := query.CollectFields(ctx, memberImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case modelcall.Table:
+		query := c.ModelCall.Query().
+			Where(modelcall.IDIn(ids...))
+		query, err := query.CollectFields(ctx, modelcallImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case modelprice.Table:
+		query := c.ModelPrice.Query().
+			Where(modelprice.IDIn(ids...))
+		query, err := query.CollectFields(ctx, modelpriceImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -21,6 +21,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -2250,6 +2252,598 @@ func (_m *Member) ToEdge(order *MemberOrder) *MemberEdge {
 		order = DefaultMemberOrder
 	}
 	return &MemberEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// ModelCallEdge is the edge representation of ModelCall.
+type ModelCallEdge struct {
+	Node   *ModelCall `json:"node"`
+	Cursor Cursor     `json:"cursor"`
+}
+
+// ModelCallConnection is the connection containing edges to ModelCall.
+type ModelCallConnection struct {
+	Edges      []*ModelCallEdge `json:"edges"`
+	PageInfo   PageInfo         `json:"pageInfo"`
+	TotalCount int              `json:"totalCount"`
+}
+
+func (c *ModelCallConnection) build(nodes []*ModelCall, pager *modelcallPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *ModelCall
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *ModelCall {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *ModelCall {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*ModelCallEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &ModelCallEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// ModelCallPaginateOption enables pagination customization.
+type ModelCallPaginateOption func(*modelcallPager) error
+
+// WithModelCallOrder configures pagination ordering.
+func WithModelCallOrder(order *ModelCallOrder) ModelCallPaginateOption {
+	if order == nil {
+		order = DefaultModelCallOrder
+	}
+	o := *order
+	return func(pager *modelcallPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultModelCallOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithModelCallFilter configures pagination filter.
+func WithModelCallFilter(filter func(*ModelCallQuery) (*ModelCallQuery, error)) ModelCallPaginateOption {
+	return func(pager *modelcallPager) error {
+		if filter == nil {
+			return errors.New("ModelCallQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type modelcallPager struct {
+	reverse bool
+	order   *ModelCallOrder
+	filter  func(*ModelCallQuery) (*ModelCallQuery, error)
+}
+
+func newModelCallPager(opts []ModelCallPaginateOption, reverse bool) (*modelcallPager, error) {
+	pager := &modelcallPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultModelCallOrder
+	}
+	return pager, nil
+}
+
+func (p *modelcallPager) applyFilter(query *ModelCallQuery) (*ModelCallQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *modelcallPager) toCursor(_m *ModelCall) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *modelcallPager) applyCursors(query *ModelCallQuery, after, before *Cursor) (*ModelCallQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultModelCallOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *modelcallPager) applyOrder(query *ModelCallQuery) *ModelCallQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultModelCallOrder.Field {
+		query = query.Order(DefaultModelCallOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *modelcallPager) orderExpr(query *ModelCallQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultModelCallOrder.Field {
+			b.Comma().Ident(DefaultModelCallOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to ModelCall.
+func (_m *ModelCallQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...ModelCallPaginateOption,
+) (*ModelCallConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newModelCallPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &ModelCallConnection{Edges: []*ModelCallEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// ModelCallOrderFieldCreatedAt orders ModelCall by created_at.
+	ModelCallOrderFieldCreatedAt = &ModelCallOrderField{
+		Value: func(_m *ModelCall) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: modelcall.FieldCreatedAt,
+		toTerm: modelcall.ByCreatedAt,
+		toCursor: func(_m *ModelCall) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f ModelCallOrderField) String() string {
+	var str string
+	switch f.column {
+	case ModelCallOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f ModelCallOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *ModelCallOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("ModelCallOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *ModelCallOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid ModelCallOrderField", str)
+	}
+	return nil
+}
+
+// ModelCallOrderField defines the ordering field of ModelCall.
+type ModelCallOrderField struct {
+	// Value extracts the ordering value from the given ModelCall.
+	Value    func(*ModelCall) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) modelcall.OrderOption
+	toCursor func(*ModelCall) Cursor
+}
+
+// ModelCallOrder defines the ordering of ModelCall.
+type ModelCallOrder struct {
+	Direction OrderDirection       `json:"direction"`
+	Field     *ModelCallOrderField `json:"field"`
+}
+
+// DefaultModelCallOrder is the default ordering of ModelCall.
+var DefaultModelCallOrder = &ModelCallOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &ModelCallOrderField{
+		Value: func(_m *ModelCall) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: modelcall.FieldID,
+		toTerm: modelcall.ByID,
+		toCursor: func(_m *ModelCall) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts ModelCall into ModelCallEdge.
+func (_m *ModelCall) ToEdge(order *ModelCallOrder) *ModelCallEdge {
+	if order == nil {
+		order = DefaultModelCallOrder
+	}
+	return &ModelCallEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// ModelPriceEdge is the edge representation of ModelPrice.
+type ModelPriceEdge struct {
+	Node   *ModelPrice `json:"node"`
+	Cursor Cursor      `json:"cursor"`
+}
+
+// ModelPriceConnection is the connection containing edges to ModelPrice.
+type ModelPriceConnection struct {
+	Edges      []*ModelPriceEdge `json:"edges"`
+	PageInfo   PageInfo          `json:"pageInfo"`
+	TotalCount int               `json:"totalCount"`
+}
+
+func (c *ModelPriceConnection) build(nodes []*ModelPrice, pager *modelpricePager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *ModelPrice
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *ModelPrice {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *ModelPrice {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*ModelPriceEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &ModelPriceEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// ModelPricePaginateOption enables pagination customization.
+type ModelPricePaginateOption func(*modelpricePager) error
+
+// WithModelPriceOrder configures pagination ordering.
+func WithModelPriceOrder(order *ModelPriceOrder) ModelPricePaginateOption {
+	if order == nil {
+		order = DefaultModelPriceOrder
+	}
+	o := *order
+	return func(pager *modelpricePager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultModelPriceOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithModelPriceFilter configures pagination filter.
+func WithModelPriceFilter(filter func(*ModelPriceQuery) (*ModelPriceQuery, error)) ModelPricePaginateOption {
+	return func(pager *modelpricePager) error {
+		if filter == nil {
+			return errors.New("ModelPriceQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type modelpricePager struct {
+	reverse bool
+	order   *ModelPriceOrder
+	filter  func(*ModelPriceQuery) (*ModelPriceQuery, error)
+}
+
+func newModelPricePager(opts []ModelPricePaginateOption, reverse bool) (*modelpricePager, error) {
+	pager := &modelpricePager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultModelPriceOrder
+	}
+	return pager, nil
+}
+
+func (p *modelpricePager) applyFilter(query *ModelPriceQuery) (*ModelPriceQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *modelpricePager) toCursor(_m *ModelPrice) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *modelpricePager) applyCursors(query *ModelPriceQuery, after, before *Cursor) (*ModelPriceQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultModelPriceOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *modelpricePager) applyOrder(query *ModelPriceQuery) *ModelPriceQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultModelPriceOrder.Field {
+		query = query.Order(DefaultModelPriceOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *modelpricePager) orderExpr(query *ModelPriceQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultModelPriceOrder.Field {
+			b.Comma().Ident(DefaultModelPriceOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to ModelPrice.
+func (_m *ModelPriceQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...ModelPricePaginateOption,
+) (*ModelPriceConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newModelPricePager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &ModelPriceConnection{Edges: []*ModelPriceEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// ModelPriceOrderFieldCreatedAt orders ModelPrice by created_at.
+	ModelPriceOrderFieldCreatedAt = &ModelPriceOrderField{
+		Value: func(_m *ModelPrice) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: modelprice.FieldCreatedAt,
+		toTerm: modelprice.ByCreatedAt,
+		toCursor: func(_m *ModelPrice) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f ModelPriceOrderField) String() string {
+	var str string
+	switch f.column {
+	case ModelPriceOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f ModelPriceOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *ModelPriceOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("ModelPriceOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *ModelPriceOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid ModelPriceOrderField", str)
+	}
+	return nil
+}
+
+// ModelPriceOrderField defines the ordering field of ModelPrice.
+type ModelPriceOrderField struct {
+	// Value extracts the ordering value from the given ModelPrice.
+	Value    func(*ModelPrice) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) modelprice.OrderOption
+	toCursor func(*ModelPrice) Cursor
+}
+
+// ModelPriceOrder defines the ordering of ModelPrice.
+type ModelPriceOrder struct {
+	Direction OrderDirection        `json:"direction"`
+	Field     *ModelPriceOrderField `json:"field"`
+}
+
+// DefaultModelPriceOrder is the default ordering of ModelPrice.
+var DefaultModelPriceOrder = &ModelPriceOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &ModelPriceOrderField{
+		Value: func(_m *ModelPrice) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: modelprice.FieldID,
+		toTerm: modelprice.ByID,
+		toCursor: func(_m *ModelPrice) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts ModelPrice into ModelPriceEdge.
+func (_m *ModelPrice) ToEdge(order *ModelPriceOrder) *ModelPriceEdge {
+	if order == nil {
+		order = DefaultModelPriceOrder
+	}
+	return &ModelPriceEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

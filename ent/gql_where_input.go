@@ -14,6 +14,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/workflow"
@@ -3387,6 +3389,1058 @@ func (i *MemberWhereInput) P() (predicate.Member, error) {
 		return predicates[0], nil
 	default:
 		return member.And(predicates...), nil
+	}
+}
+
+// ModelCallWhereInput represents a where input for filtering ModelCall queries.
+type ModelCallWhereInput struct {
+	Predicates []predicate.ModelCall  `json:"-"`
+	Not        *ModelCallWhereInput   `json:"not,omitempty"`
+	Or         []*ModelCallWhereInput `json:"or,omitempty"`
+	And        []*ModelCallWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "run_id" field predicates.
+	RunID             *string  `json:"runID,omitempty"`
+	RunIDNEQ          *string  `json:"runIDNEQ,omitempty"`
+	RunIDIn           []string `json:"runIDIn,omitempty"`
+	RunIDNotIn        []string `json:"runIDNotIn,omitempty"`
+	RunIDGT           *string  `json:"runIDGT,omitempty"`
+	RunIDGTE          *string  `json:"runIDGTE,omitempty"`
+	RunIDLT           *string  `json:"runIDLT,omitempty"`
+	RunIDLTE          *string  `json:"runIDLTE,omitempty"`
+	RunIDContains     *string  `json:"runIDContains,omitempty"`
+	RunIDHasPrefix    *string  `json:"runIDHasPrefix,omitempty"`
+	RunIDHasSuffix    *string  `json:"runIDHasSuffix,omitempty"`
+	RunIDEqualFold    *string  `json:"runIDEqualFold,omitempty"`
+	RunIDContainsFold *string  `json:"runIDContainsFold,omitempty"`
+
+	// "step_id" field predicates.
+	StepID             *string  `json:"stepID,omitempty"`
+	StepIDNEQ          *string  `json:"stepIDNEQ,omitempty"`
+	StepIDIn           []string `json:"stepIDIn,omitempty"`
+	StepIDNotIn        []string `json:"stepIDNotIn,omitempty"`
+	StepIDGT           *string  `json:"stepIDGT,omitempty"`
+	StepIDGTE          *string  `json:"stepIDGTE,omitempty"`
+	StepIDLT           *string  `json:"stepIDLT,omitempty"`
+	StepIDLTE          *string  `json:"stepIDLTE,omitempty"`
+	StepIDContains     *string  `json:"stepIDContains,omitempty"`
+	StepIDHasPrefix    *string  `json:"stepIDHasPrefix,omitempty"`
+	StepIDHasSuffix    *string  `json:"stepIDHasSuffix,omitempty"`
+	StepIDEqualFold    *string  `json:"stepIDEqualFold,omitempty"`
+	StepIDContainsFold *string  `json:"stepIDContainsFold,omitempty"`
+
+	// "attempt_id" field predicates.
+	AttemptID             *string  `json:"attemptID,omitempty"`
+	AttemptIDNEQ          *string  `json:"attemptIDNEQ,omitempty"`
+	AttemptIDIn           []string `json:"attemptIDIn,omitempty"`
+	AttemptIDNotIn        []string `json:"attemptIDNotIn,omitempty"`
+	AttemptIDGT           *string  `json:"attemptIDGT,omitempty"`
+	AttemptIDGTE          *string  `json:"attemptIDGTE,omitempty"`
+	AttemptIDLT           *string  `json:"attemptIDLT,omitempty"`
+	AttemptIDLTE          *string  `json:"attemptIDLTE,omitempty"`
+	AttemptIDContains     *string  `json:"attemptIDContains,omitempty"`
+	AttemptIDHasPrefix    *string  `json:"attemptIDHasPrefix,omitempty"`
+	AttemptIDHasSuffix    *string  `json:"attemptIDHasSuffix,omitempty"`
+	AttemptIDEqualFold    *string  `json:"attemptIDEqualFold,omitempty"`
+	AttemptIDContainsFold *string  `json:"attemptIDContainsFold,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "version_id" field predicates.
+	VersionID             *string  `json:"versionID,omitempty"`
+	VersionIDNEQ          *string  `json:"versionIDNEQ,omitempty"`
+	VersionIDIn           []string `json:"versionIDIn,omitempty"`
+	VersionIDNotIn        []string `json:"versionIDNotIn,omitempty"`
+	VersionIDGT           *string  `json:"versionIDGT,omitempty"`
+	VersionIDGTE          *string  `json:"versionIDGTE,omitempty"`
+	VersionIDLT           *string  `json:"versionIDLT,omitempty"`
+	VersionIDLTE          *string  `json:"versionIDLTE,omitempty"`
+	VersionIDContains     *string  `json:"versionIDContains,omitempty"`
+	VersionIDHasPrefix    *string  `json:"versionIDHasPrefix,omitempty"`
+	VersionIDHasSuffix    *string  `json:"versionIDHasSuffix,omitempty"`
+	VersionIDEqualFold    *string  `json:"versionIDEqualFold,omitempty"`
+	VersionIDContainsFold *string  `json:"versionIDContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "provider" field predicates.
+	Provider             *string  `json:"provider,omitempty"`
+	ProviderNEQ          *string  `json:"providerNEQ,omitempty"`
+	ProviderIn           []string `json:"providerIn,omitempty"`
+	ProviderNotIn        []string `json:"providerNotIn,omitempty"`
+	ProviderGT           *string  `json:"providerGT,omitempty"`
+	ProviderGTE          *string  `json:"providerGTE,omitempty"`
+	ProviderLT           *string  `json:"providerLT,omitempty"`
+	ProviderLTE          *string  `json:"providerLTE,omitempty"`
+	ProviderContains     *string  `json:"providerContains,omitempty"`
+	ProviderHasPrefix    *string  `json:"providerHasPrefix,omitempty"`
+	ProviderHasSuffix    *string  `json:"providerHasSuffix,omitempty"`
+	ProviderEqualFold    *string  `json:"providerEqualFold,omitempty"`
+	ProviderContainsFold *string  `json:"providerContainsFold,omitempty"`
+
+	// "model" field predicates.
+	Model             *string  `json:"model,omitempty"`
+	ModelNEQ          *string  `json:"modelNEQ,omitempty"`
+	ModelIn           []string `json:"modelIn,omitempty"`
+	ModelNotIn        []string `json:"modelNotIn,omitempty"`
+	ModelGT           *string  `json:"modelGT,omitempty"`
+	ModelGTE          *string  `json:"modelGTE,omitempty"`
+	ModelLT           *string  `json:"modelLT,omitempty"`
+	ModelLTE          *string  `json:"modelLTE,omitempty"`
+	ModelContains     *string  `json:"modelContains,omitempty"`
+	ModelHasPrefix    *string  `json:"modelHasPrefix,omitempty"`
+	ModelHasSuffix    *string  `json:"modelHasSuffix,omitempty"`
+	ModelEqualFold    *string  `json:"modelEqualFold,omitempty"`
+	ModelContainsFold *string  `json:"modelContainsFold,omitempty"`
+
+	// "input_tokens" field predicates.
+	InputTokens      *int64  `json:"inputTokens,omitempty"`
+	InputTokensNEQ   *int64  `json:"inputTokensNEQ,omitempty"`
+	InputTokensIn    []int64 `json:"inputTokensIn,omitempty"`
+	InputTokensNotIn []int64 `json:"inputTokensNotIn,omitempty"`
+	InputTokensGT    *int64  `json:"inputTokensGT,omitempty"`
+	InputTokensGTE   *int64  `json:"inputTokensGTE,omitempty"`
+	InputTokensLT    *int64  `json:"inputTokensLT,omitempty"`
+	InputTokensLTE   *int64  `json:"inputTokensLTE,omitempty"`
+
+	// "output_tokens" field predicates.
+	OutputTokens      *int64  `json:"outputTokens,omitempty"`
+	OutputTokensNEQ   *int64  `json:"outputTokensNEQ,omitempty"`
+	OutputTokensIn    []int64 `json:"outputTokensIn,omitempty"`
+	OutputTokensNotIn []int64 `json:"outputTokensNotIn,omitempty"`
+	OutputTokensGT    *int64  `json:"outputTokensGT,omitempty"`
+	OutputTokensGTE   *int64  `json:"outputTokensGTE,omitempty"`
+	OutputTokensLT    *int64  `json:"outputTokensLT,omitempty"`
+	OutputTokensLTE   *int64  `json:"outputTokensLTE,omitempty"`
+
+	// "cached_input_tokens" field predicates.
+	CachedInputTokens      *int64  `json:"cachedInputTokens,omitempty"`
+	CachedInputTokensNEQ   *int64  `json:"cachedInputTokensNEQ,omitempty"`
+	CachedInputTokensIn    []int64 `json:"cachedInputTokensIn,omitempty"`
+	CachedInputTokensNotIn []int64 `json:"cachedInputTokensNotIn,omitempty"`
+	CachedInputTokensGT    *int64  `json:"cachedInputTokensGT,omitempty"`
+	CachedInputTokensGTE   *int64  `json:"cachedInputTokensGTE,omitempty"`
+	CachedInputTokensLT    *int64  `json:"cachedInputTokensLT,omitempty"`
+	CachedInputTokensLTE   *int64  `json:"cachedInputTokensLTE,omitempty"`
+
+	// "priced" field predicates.
+	Priced    *bool `json:"priced,omitempty"`
+	PricedNEQ *bool `json:"pricedNEQ,omitempty"`
+
+	// "latency_ms" field predicates.
+	LatencyMs      *int64  `json:"latencyMs,omitempty"`
+	LatencyMsNEQ   *int64  `json:"latencyMsNEQ,omitempty"`
+	LatencyMsIn    []int64 `json:"latencyMsIn,omitempty"`
+	LatencyMsNotIn []int64 `json:"latencyMsNotIn,omitempty"`
+	LatencyMsGT    *int64  `json:"latencyMsGT,omitempty"`
+	LatencyMsGTE   *int64  `json:"latencyMsGTE,omitempty"`
+	LatencyMsLT    *int64  `json:"latencyMsLT,omitempty"`
+	LatencyMsLTE   *int64  `json:"latencyMsLTE,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *ModelCallWhereInput) AddPredicates(predicates ...predicate.ModelCall) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the ModelCallWhereInput filter on the ModelCallQuery builder.
+func (i *ModelCallWhereInput) Filter(q *ModelCallQuery) (*ModelCallQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyModelCallWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyModelCallWhereInput is returned in case the ModelCallWhereInput is empty.
+var ErrEmptyModelCallWhereInput = errors.New("ent: empty predicate ModelCallWhereInput")
+
+// P returns a predicate for filtering modelcalls.
+// An error is returned if the input is empty or invalid.
+func (i *ModelCallWhereInput) P() (predicate.ModelCall, error) {
+	var predicates []predicate.ModelCall
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, modelcall.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.ModelCall, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, modelcall.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.ModelCall, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, modelcall.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, modelcall.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, modelcall.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, modelcall.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, modelcall.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, modelcall.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, modelcall.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, modelcall.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, modelcall.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, modelcall.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, modelcall.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, modelcall.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, modelcall.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, modelcall.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, modelcall.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, modelcall.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, modelcall.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, modelcall.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, modelcall.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.RunID != nil {
+		predicates = append(predicates, modelcall.RunIDEQ(*i.RunID))
+	}
+	if i.RunIDNEQ != nil {
+		predicates = append(predicates, modelcall.RunIDNEQ(*i.RunIDNEQ))
+	}
+	if len(i.RunIDIn) > 0 {
+		predicates = append(predicates, modelcall.RunIDIn(i.RunIDIn...))
+	}
+	if len(i.RunIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.RunIDNotIn(i.RunIDNotIn...))
+	}
+	if i.RunIDGT != nil {
+		predicates = append(predicates, modelcall.RunIDGT(*i.RunIDGT))
+	}
+	if i.RunIDGTE != nil {
+		predicates = append(predicates, modelcall.RunIDGTE(*i.RunIDGTE))
+	}
+	if i.RunIDLT != nil {
+		predicates = append(predicates, modelcall.RunIDLT(*i.RunIDLT))
+	}
+	if i.RunIDLTE != nil {
+		predicates = append(predicates, modelcall.RunIDLTE(*i.RunIDLTE))
+	}
+	if i.RunIDContains != nil {
+		predicates = append(predicates, modelcall.RunIDContains(*i.RunIDContains))
+	}
+	if i.RunIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.RunIDHasPrefix(*i.RunIDHasPrefix))
+	}
+	if i.RunIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.RunIDHasSuffix(*i.RunIDHasSuffix))
+	}
+	if i.RunIDEqualFold != nil {
+		predicates = append(predicates, modelcall.RunIDEqualFold(*i.RunIDEqualFold))
+	}
+	if i.RunIDContainsFold != nil {
+		predicates = append(predicates, modelcall.RunIDContainsFold(*i.RunIDContainsFold))
+	}
+	if i.StepID != nil {
+		predicates = append(predicates, modelcall.StepIDEQ(*i.StepID))
+	}
+	if i.StepIDNEQ != nil {
+		predicates = append(predicates, modelcall.StepIDNEQ(*i.StepIDNEQ))
+	}
+	if len(i.StepIDIn) > 0 {
+		predicates = append(predicates, modelcall.StepIDIn(i.StepIDIn...))
+	}
+	if len(i.StepIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.StepIDNotIn(i.StepIDNotIn...))
+	}
+	if i.StepIDGT != nil {
+		predicates = append(predicates, modelcall.StepIDGT(*i.StepIDGT))
+	}
+	if i.StepIDGTE != nil {
+		predicates = append(predicates, modelcall.StepIDGTE(*i.StepIDGTE))
+	}
+	if i.StepIDLT != nil {
+		predicates = append(predicates, modelcall.StepIDLT(*i.StepIDLT))
+	}
+	if i.StepIDLTE != nil {
+		predicates = append(predicates, modelcall.StepIDLTE(*i.StepIDLTE))
+	}
+	if i.StepIDContains != nil {
+		predicates = append(predicates, modelcall.StepIDContains(*i.StepIDContains))
+	}
+	if i.StepIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.StepIDHasPrefix(*i.StepIDHasPrefix))
+	}
+	if i.StepIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.StepIDHasSuffix(*i.StepIDHasSuffix))
+	}
+	if i.StepIDEqualFold != nil {
+		predicates = append(predicates, modelcall.StepIDEqualFold(*i.StepIDEqualFold))
+	}
+	if i.StepIDContainsFold != nil {
+		predicates = append(predicates, modelcall.StepIDContainsFold(*i.StepIDContainsFold))
+	}
+	if i.AttemptID != nil {
+		predicates = append(predicates, modelcall.AttemptIDEQ(*i.AttemptID))
+	}
+	if i.AttemptIDNEQ != nil {
+		predicates = append(predicates, modelcall.AttemptIDNEQ(*i.AttemptIDNEQ))
+	}
+	if len(i.AttemptIDIn) > 0 {
+		predicates = append(predicates, modelcall.AttemptIDIn(i.AttemptIDIn...))
+	}
+	if len(i.AttemptIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.AttemptIDNotIn(i.AttemptIDNotIn...))
+	}
+	if i.AttemptIDGT != nil {
+		predicates = append(predicates, modelcall.AttemptIDGT(*i.AttemptIDGT))
+	}
+	if i.AttemptIDGTE != nil {
+		predicates = append(predicates, modelcall.AttemptIDGTE(*i.AttemptIDGTE))
+	}
+	if i.AttemptIDLT != nil {
+		predicates = append(predicates, modelcall.AttemptIDLT(*i.AttemptIDLT))
+	}
+	if i.AttemptIDLTE != nil {
+		predicates = append(predicates, modelcall.AttemptIDLTE(*i.AttemptIDLTE))
+	}
+	if i.AttemptIDContains != nil {
+		predicates = append(predicates, modelcall.AttemptIDContains(*i.AttemptIDContains))
+	}
+	if i.AttemptIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.AttemptIDHasPrefix(*i.AttemptIDHasPrefix))
+	}
+	if i.AttemptIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.AttemptIDHasSuffix(*i.AttemptIDHasSuffix))
+	}
+	if i.AttemptIDEqualFold != nil {
+		predicates = append(predicates, modelcall.AttemptIDEqualFold(*i.AttemptIDEqualFold))
+	}
+	if i.AttemptIDContainsFold != nil {
+		predicates = append(predicates, modelcall.AttemptIDContainsFold(*i.AttemptIDContainsFold))
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, modelcall.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, modelcall.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, modelcall.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, modelcall.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, modelcall.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, modelcall.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, modelcall.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, modelcall.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, modelcall.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, modelcall.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.VersionID != nil {
+		predicates = append(predicates, modelcall.VersionIDEQ(*i.VersionID))
+	}
+	if i.VersionIDNEQ != nil {
+		predicates = append(predicates, modelcall.VersionIDNEQ(*i.VersionIDNEQ))
+	}
+	if len(i.VersionIDIn) > 0 {
+		predicates = append(predicates, modelcall.VersionIDIn(i.VersionIDIn...))
+	}
+	if len(i.VersionIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.VersionIDNotIn(i.VersionIDNotIn...))
+	}
+	if i.VersionIDGT != nil {
+		predicates = append(predicates, modelcall.VersionIDGT(*i.VersionIDGT))
+	}
+	if i.VersionIDGTE != nil {
+		predicates = append(predicates, modelcall.VersionIDGTE(*i.VersionIDGTE))
+	}
+	if i.VersionIDLT != nil {
+		predicates = append(predicates, modelcall.VersionIDLT(*i.VersionIDLT))
+	}
+	if i.VersionIDLTE != nil {
+		predicates = append(predicates, modelcall.VersionIDLTE(*i.VersionIDLTE))
+	}
+	if i.VersionIDContains != nil {
+		predicates = append(predicates, modelcall.VersionIDContains(*i.VersionIDContains))
+	}
+	if i.VersionIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.VersionIDHasPrefix(*i.VersionIDHasPrefix))
+	}
+	if i.VersionIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.VersionIDHasSuffix(*i.VersionIDHasSuffix))
+	}
+	if i.VersionIDEqualFold != nil {
+		predicates = append(predicates, modelcall.VersionIDEqualFold(*i.VersionIDEqualFold))
+	}
+	if i.VersionIDContainsFold != nil {
+		predicates = append(predicates, modelcall.VersionIDContainsFold(*i.VersionIDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, modelcall.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, modelcall.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, modelcall.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.Provider != nil {
+		predicates = append(predicates, modelcall.ProviderEQ(*i.Provider))
+	}
+	if i.ProviderNEQ != nil {
+		predicates = append(predicates, modelcall.ProviderNEQ(*i.ProviderNEQ))
+	}
+	if len(i.ProviderIn) > 0 {
+		predicates = append(predicates, modelcall.ProviderIn(i.ProviderIn...))
+	}
+	if len(i.ProviderNotIn) > 0 {
+		predicates = append(predicates, modelcall.ProviderNotIn(i.ProviderNotIn...))
+	}
+	if i.ProviderGT != nil {
+		predicates = append(predicates, modelcall.ProviderGT(*i.ProviderGT))
+	}
+	if i.ProviderGTE != nil {
+		predicates = append(predicates, modelcall.ProviderGTE(*i.ProviderGTE))
+	}
+	if i.ProviderLT != nil {
+		predicates = append(predicates, modelcall.ProviderLT(*i.ProviderLT))
+	}
+	if i.ProviderLTE != nil {
+		predicates = append(predicates, modelcall.ProviderLTE(*i.ProviderLTE))
+	}
+	if i.ProviderContains != nil {
+		predicates = append(predicates, modelcall.ProviderContains(*i.ProviderContains))
+	}
+	if i.ProviderHasPrefix != nil {
+		predicates = append(predicates, modelcall.ProviderHasPrefix(*i.ProviderHasPrefix))
+	}
+	if i.ProviderHasSuffix != nil {
+		predicates = append(predicates, modelcall.ProviderHasSuffix(*i.ProviderHasSuffix))
+	}
+	if i.ProviderEqualFold != nil {
+		predicates = append(predicates, modelcall.ProviderEqualFold(*i.ProviderEqualFold))
+	}
+	if i.ProviderContainsFold != nil {
+		predicates = append(predicates, modelcall.ProviderContainsFold(*i.ProviderContainsFold))
+	}
+	if i.Model != nil {
+		predicates = append(predicates, modelcall.ModelEQ(*i.Model))
+	}
+	if i.ModelNEQ != nil {
+		predicates = append(predicates, modelcall.ModelNEQ(*i.ModelNEQ))
+	}
+	if len(i.ModelIn) > 0 {
+		predicates = append(predicates, modelcall.ModelIn(i.ModelIn...))
+	}
+	if len(i.ModelNotIn) > 0 {
+		predicates = append(predicates, modelcall.ModelNotIn(i.ModelNotIn...))
+	}
+	if i.ModelGT != nil {
+		predicates = append(predicates, modelcall.ModelGT(*i.ModelGT))
+	}
+	if i.ModelGTE != nil {
+		predicates = append(predicates, modelcall.ModelGTE(*i.ModelGTE))
+	}
+	if i.ModelLT != nil {
+		predicates = append(predicates, modelcall.ModelLT(*i.ModelLT))
+	}
+	if i.ModelLTE != nil {
+		predicates = append(predicates, modelcall.ModelLTE(*i.ModelLTE))
+	}
+	if i.ModelContains != nil {
+		predicates = append(predicates, modelcall.ModelContains(*i.ModelContains))
+	}
+	if i.ModelHasPrefix != nil {
+		predicates = append(predicates, modelcall.ModelHasPrefix(*i.ModelHasPrefix))
+	}
+	if i.ModelHasSuffix != nil {
+		predicates = append(predicates, modelcall.ModelHasSuffix(*i.ModelHasSuffix))
+	}
+	if i.ModelEqualFold != nil {
+		predicates = append(predicates, modelcall.ModelEqualFold(*i.ModelEqualFold))
+	}
+	if i.ModelContainsFold != nil {
+		predicates = append(predicates, modelcall.ModelContainsFold(*i.ModelContainsFold))
+	}
+	if i.InputTokens != nil {
+		predicates = append(predicates, modelcall.InputTokensEQ(*i.InputTokens))
+	}
+	if i.InputTokensNEQ != nil {
+		predicates = append(predicates, modelcall.InputTokensNEQ(*i.InputTokensNEQ))
+	}
+	if len(i.InputTokensIn) > 0 {
+		predicates = append(predicates, modelcall.InputTokensIn(i.InputTokensIn...))
+	}
+	if len(i.InputTokensNotIn) > 0 {
+		predicates = append(predicates, modelcall.InputTokensNotIn(i.InputTokensNotIn...))
+	}
+	if i.InputTokensGT != nil {
+		predicates = append(predicates, modelcall.InputTokensGT(*i.InputTokensGT))
+	}
+	if i.InputTokensGTE != nil {
+		predicates = append(predicates, modelcall.InputTokensGTE(*i.InputTokensGTE))
+	}
+	if i.InputTokensLT != nil {
+		predicates = append(predicates, modelcall.InputTokensLT(*i.InputTokensLT))
+	}
+	if i.InputTokensLTE != nil {
+		predicates = append(predicates, modelcall.InputTokensLTE(*i.InputTokensLTE))
+	}
+	if i.OutputTokens != nil {
+		predicates = append(predicates, modelcall.OutputTokensEQ(*i.OutputTokens))
+	}
+	if i.OutputTokensNEQ != nil {
+		predicates = append(predicates, modelcall.OutputTokensNEQ(*i.OutputTokensNEQ))
+	}
+	if len(i.OutputTokensIn) > 0 {
+		predicates = append(predicates, modelcall.OutputTokensIn(i.OutputTokensIn...))
+	}
+	if len(i.OutputTokensNotIn) > 0 {
+		predicates = append(predicates, modelcall.OutputTokensNotIn(i.OutputTokensNotIn...))
+	}
+	if i.OutputTokensGT != nil {
+		predicates = append(predicates, modelcall.OutputTokensGT(*i.OutputTokensGT))
+	}
+	if i.OutputTokensGTE != nil {
+		predicates = append(predicates, modelcall.OutputTokensGTE(*i.OutputTokensGTE))
+	}
+	if i.OutputTokensLT != nil {
+		predicates = append(predicates, modelcall.OutputTokensLT(*i.OutputTokensLT))
+	}
+	if i.OutputTokensLTE != nil {
+		predicates = append(predicates, modelcall.OutputTokensLTE(*i.OutputTokensLTE))
+	}
+	if i.CachedInputTokens != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensEQ(*i.CachedInputTokens))
+	}
+	if i.CachedInputTokensNEQ != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensNEQ(*i.CachedInputTokensNEQ))
+	}
+	if len(i.CachedInputTokensIn) > 0 {
+		predicates = append(predicates, modelcall.CachedInputTokensIn(i.CachedInputTokensIn...))
+	}
+	if len(i.CachedInputTokensNotIn) > 0 {
+		predicates = append(predicates, modelcall.CachedInputTokensNotIn(i.CachedInputTokensNotIn...))
+	}
+	if i.CachedInputTokensGT != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensGT(*i.CachedInputTokensGT))
+	}
+	if i.CachedInputTokensGTE != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensGTE(*i.CachedInputTokensGTE))
+	}
+	if i.CachedInputTokensLT != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensLT(*i.CachedInputTokensLT))
+	}
+	if i.CachedInputTokensLTE != nil {
+		predicates = append(predicates, modelcall.CachedInputTokensLTE(*i.CachedInputTokensLTE))
+	}
+	if i.Priced != nil {
+		predicates = append(predicates, modelcall.PricedEQ(*i.Priced))
+	}
+	if i.PricedNEQ != nil {
+		predicates = append(predicates, modelcall.PricedNEQ(*i.PricedNEQ))
+	}
+	if i.LatencyMs != nil {
+		predicates = append(predicates, modelcall.LatencyMsEQ(*i.LatencyMs))
+	}
+	if i.LatencyMsNEQ != nil {
+		predicates = append(predicates, modelcall.LatencyMsNEQ(*i.LatencyMsNEQ))
+	}
+	if len(i.LatencyMsIn) > 0 {
+		predicates = append(predicates, modelcall.LatencyMsIn(i.LatencyMsIn...))
+	}
+	if len(i.LatencyMsNotIn) > 0 {
+		predicates = append(predicates, modelcall.LatencyMsNotIn(i.LatencyMsNotIn...))
+	}
+	if i.LatencyMsGT != nil {
+		predicates = append(predicates, modelcall.LatencyMsGT(*i.LatencyMsGT))
+	}
+	if i.LatencyMsGTE != nil {
+		predicates = append(predicates, modelcall.LatencyMsGTE(*i.LatencyMsGTE))
+	}
+	if i.LatencyMsLT != nil {
+		predicates = append(predicates, modelcall.LatencyMsLT(*i.LatencyMsLT))
+	}
+	if i.LatencyMsLTE != nil {
+		predicates = append(predicates, modelcall.LatencyMsLTE(*i.LatencyMsLTE))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyModelCallWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return modelcall.And(predicates...), nil
+	}
+}
+
+// ModelPriceWhereInput represents a where input for filtering ModelPrice queries.
+type ModelPriceWhereInput struct {
+	Predicates []predicate.ModelPrice  `json:"-"`
+	Not        *ModelPriceWhereInput   `json:"not,omitempty"`
+	Or         []*ModelPriceWhereInput `json:"or,omitempty"`
+	And        []*ModelPriceWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "provider" field predicates.
+	Provider             *string  `json:"provider,omitempty"`
+	ProviderNEQ          *string  `json:"providerNEQ,omitempty"`
+	ProviderIn           []string `json:"providerIn,omitempty"`
+	ProviderNotIn        []string `json:"providerNotIn,omitempty"`
+	ProviderGT           *string  `json:"providerGT,omitempty"`
+	ProviderGTE          *string  `json:"providerGTE,omitempty"`
+	ProviderLT           *string  `json:"providerLT,omitempty"`
+	ProviderLTE          *string  `json:"providerLTE,omitempty"`
+	ProviderContains     *string  `json:"providerContains,omitempty"`
+	ProviderHasPrefix    *string  `json:"providerHasPrefix,omitempty"`
+	ProviderHasSuffix    *string  `json:"providerHasSuffix,omitempty"`
+	ProviderEqualFold    *string  `json:"providerEqualFold,omitempty"`
+	ProviderContainsFold *string  `json:"providerContainsFold,omitempty"`
+
+	// "model" field predicates.
+	Model             *string  `json:"model,omitempty"`
+	ModelNEQ          *string  `json:"modelNEQ,omitempty"`
+	ModelIn           []string `json:"modelIn,omitempty"`
+	ModelNotIn        []string `json:"modelNotIn,omitempty"`
+	ModelGT           *string  `json:"modelGT,omitempty"`
+	ModelGTE          *string  `json:"modelGTE,omitempty"`
+	ModelLT           *string  `json:"modelLT,omitempty"`
+	ModelLTE          *string  `json:"modelLTE,omitempty"`
+	ModelContains     *string  `json:"modelContains,omitempty"`
+	ModelHasPrefix    *string  `json:"modelHasPrefix,omitempty"`
+	ModelHasSuffix    *string  `json:"modelHasSuffix,omitempty"`
+	ModelEqualFold    *string  `json:"modelEqualFold,omitempty"`
+	ModelContainsFold *string  `json:"modelContainsFold,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *ModelPriceWhereInput) AddPredicates(predicates ...predicate.ModelPrice) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the ModelPriceWhereInput filter on the ModelPriceQuery builder.
+func (i *ModelPriceWhereInput) Filter(q *ModelPriceQuery) (*ModelPriceQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyModelPriceWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyModelPriceWhereInput is returned in case the ModelPriceWhereInput is empty.
+var ErrEmptyModelPriceWhereInput = errors.New("ent: empty predicate ModelPriceWhereInput")
+
+// P returns a predicate for filtering modelprices.
+// An error is returned if the input is empty or invalid.
+func (i *ModelPriceWhereInput) P() (predicate.ModelPrice, error) {
+	var predicates []predicate.ModelPrice
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, modelprice.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.ModelPrice, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, modelprice.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.ModelPrice, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, modelprice.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, modelprice.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, modelprice.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, modelprice.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, modelprice.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, modelprice.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, modelprice.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, modelprice.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, modelprice.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, modelprice.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, modelprice.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, modelprice.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, modelprice.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, modelprice.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, modelprice.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, modelprice.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, modelprice.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, modelprice.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, modelprice.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, modelprice.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, modelprice.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, modelprice.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, modelprice.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, modelprice.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, modelprice.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, modelprice.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, modelprice.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.Provider != nil {
+		predicates = append(predicates, modelprice.ProviderEQ(*i.Provider))
+	}
+	if i.ProviderNEQ != nil {
+		predicates = append(predicates, modelprice.ProviderNEQ(*i.ProviderNEQ))
+	}
+	if len(i.ProviderIn) > 0 {
+		predicates = append(predicates, modelprice.ProviderIn(i.ProviderIn...))
+	}
+	if len(i.ProviderNotIn) > 0 {
+		predicates = append(predicates, modelprice.ProviderNotIn(i.ProviderNotIn...))
+	}
+	if i.ProviderGT != nil {
+		predicates = append(predicates, modelprice.ProviderGT(*i.ProviderGT))
+	}
+	if i.ProviderGTE != nil {
+		predicates = append(predicates, modelprice.ProviderGTE(*i.ProviderGTE))
+	}
+	if i.ProviderLT != nil {
+		predicates = append(predicates, modelprice.ProviderLT(*i.ProviderLT))
+	}
+	if i.ProviderLTE != nil {
+		predicates = append(predicates, modelprice.ProviderLTE(*i.ProviderLTE))
+	}
+	if i.ProviderContains != nil {
+		predicates = append(predicates, modelprice.ProviderContains(*i.ProviderContains))
+	}
+	if i.ProviderHasPrefix != nil {
+		predicates = append(predicates, modelprice.ProviderHasPrefix(*i.ProviderHasPrefix))
+	}
+	if i.ProviderHasSuffix != nil {
+		predicates = append(predicates, modelprice.ProviderHasSuffix(*i.ProviderHasSuffix))
+	}
+	if i.ProviderEqualFold != nil {
+		predicates = append(predicates, modelprice.ProviderEqualFold(*i.ProviderEqualFold))
+	}
+	if i.ProviderContainsFold != nil {
+		predicates = append(predicates, modelprice.ProviderContainsFold(*i.ProviderContainsFold))
+	}
+	if i.Model != nil {
+		predicates = append(predicates, modelprice.ModelEQ(*i.Model))
+	}
+	if i.ModelNEQ != nil {
+		predicates = append(predicates, modelprice.ModelNEQ(*i.ModelNEQ))
+	}
+	if len(i.ModelIn) > 0 {
+		predicates = append(predicates, modelprice.ModelIn(i.ModelIn...))
+	}
+	if len(i.ModelNotIn) > 0 {
+		predicates = append(predicates, modelprice.ModelNotIn(i.ModelNotIn...))
+	}
+	if i.ModelGT != nil {
+		predicates = append(predicates, modelprice.ModelGT(*i.ModelGT))
+	}
+	if i.ModelGTE != nil {
+		predicates = append(predicates, modelprice.ModelGTE(*i.ModelGTE))
+	}
+	if i.ModelLT != nil {
+		predicates = append(predicates, modelprice.ModelLT(*i.ModelLT))
+	}
+	if i.ModelLTE != nil {
+		predicates = append(predicates, modelprice.ModelLTE(*i.ModelLTE))
+	}
+	if i.ModelContains != nil {
+		predicates = append(predicates, modelprice.ModelContains(*i.ModelContains))
+	}
+	if i.ModelHasPrefix != nil {
+		predicates = append(predicates, modelprice.ModelHasPrefix(*i.ModelHasPrefix))
+	}
+	if i.ModelHasSuffix != nil {
+		predicates = append(predicates, modelprice.ModelHasSuffix(*i.ModelHasSuffix))
+	}
+	if i.ModelEqualFold != nil {
+		predicates = append(predicates, modelprice.ModelEqualFold(*i.ModelEqualFold))
+	}
+	if i.ModelContainsFold != nil {
+		predicates = append(predicates, modelprice.ModelContainsFold(*i.ModelContainsFold))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyModelPriceWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return modelprice.And(predicates...), nil
 	}
 }
 

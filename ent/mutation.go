@@ -20,6 +20,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -47,6 +49,8 @@ const (
 	TypeDeployment        = "Deployment"
 	TypeEnvironment       = "Environment"
 	TypeMember            = "Member"
+	TypeModelCall         = "ModelCall"
+	TypeModelPrice        = "ModelPrice"
 	TypeRun               = "Run"
 	TypeRunEvent          = "RunEvent"
 	TypeStepAttempt       = "StepAttempt"
@@ -7703,6 +7707,2236 @@ func (m *MemberMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Member edge %s", name)
+}
+
+// ModelCallMutation represents an operation that mutates the ModelCall nodes in the graph.
+type ModelCallMutation struct {
+	config
+	op                     Op
+	typ                    string
+	id                     *string
+	created_at             *time.Time
+	run_id                 *string
+	step_id                *string
+	attempt_id             *string
+	workflow_id            *string
+	version_id             *string
+	environment_id         *string
+	provider               *string
+	model                  *string
+	input_tokens           *int64
+	addinput_tokens        *int64
+	output_tokens          *int64
+	addoutput_tokens       *int64
+	cached_input_tokens    *int64
+	addcached_input_tokens *int64
+	cost_micro_usd         *int64
+	addcost_micro_usd      *int64
+	priced                 *bool
+	latency_ms             *int64
+	addlatency_ms          *int64
+	clearedFields          map[string]struct{}
+	tenant                 *string
+	clearedtenant          bool
+	done                   bool
+	oldValue               func(context.Context) (*ModelCall, error)
+	predicates             []predicate.ModelCall
+}
+
+var _ ent.Mutation = (*ModelCallMutation)(nil)
+
+// modelcallOption allows management of the mutation configuration using functional options.
+type modelcallOption func(*ModelCallMutation)
+
+// newModelCallMutation creates new mutation for the ModelCall entity.
+func newModelCallMutation(c config, op Op, opts ...modelcallOption) *ModelCallMutation {
+	m := &ModelCallMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeModelCall,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withModelCallID sets the ID field of the mutation.
+func withModelCallID(id string) modelcallOption {
+	return func(m *ModelCallMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ModelCall
+		)
+		m.oldValue = func(ctx context.Context) (*ModelCall, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ModelCall.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withModelCall sets the old ModelCall of the mutation.
+func withModelCall(node *ModelCall) modelcallOption {
+	return func(m *ModelCallMutation) {
+		m.oldValue = func(context.Context) (*ModelCall, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ModelCallMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ModelCallMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ModelCall entities.
+func (m *ModelCallMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ModelCallMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ModelCallMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ModelCall.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ModelCallMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ModelCallMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ModelCallMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ModelCallMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ModelCallMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ModelCallMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *ModelCallMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *ModelCallMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *ModelCallMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *ModelCallMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *ModelCallMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *ModelCallMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetAttemptID sets the "attempt_id" field.
+func (m *ModelCallMutation) SetAttemptID(s string) {
+	m.attempt_id = &s
+}
+
+// AttemptID returns the value of the "attempt_id" field in the mutation.
+func (m *ModelCallMutation) AttemptID() (r string, exists bool) {
+	v := m.attempt_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttemptID returns the old "attempt_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldAttemptID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttemptID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttemptID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttemptID: %w", err)
+	}
+	return oldValue.AttemptID, nil
+}
+
+// ResetAttemptID resets all changes to the "attempt_id" field.
+func (m *ModelCallMutation) ResetAttemptID() {
+	m.attempt_id = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *ModelCallMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *ModelCallMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *ModelCallMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetVersionID sets the "version_id" field.
+func (m *ModelCallMutation) SetVersionID(s string) {
+	m.version_id = &s
+}
+
+// VersionID returns the value of the "version_id" field in the mutation.
+func (m *ModelCallMutation) VersionID() (r string, exists bool) {
+	v := m.version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersionID returns the old "version_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersionID: %w", err)
+	}
+	return oldValue.VersionID, nil
+}
+
+// ResetVersionID resets all changes to the "version_id" field.
+func (m *ModelCallMutation) ResetVersionID() {
+	m.version_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *ModelCallMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *ModelCallMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *ModelCallMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetProvider sets the "provider" field.
+func (m *ModelCallMutation) SetProvider(s string) {
+	m.provider = &s
+}
+
+// Provider returns the value of the "provider" field in the mutation.
+func (m *ModelCallMutation) Provider() (r string, exists bool) {
+	v := m.provider
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProvider returns the old "provider" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldProvider(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProvider is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProvider requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProvider: %w", err)
+	}
+	return oldValue.Provider, nil
+}
+
+// ResetProvider resets all changes to the "provider" field.
+func (m *ModelCallMutation) ResetProvider() {
+	m.provider = nil
+}
+
+// SetModel sets the "model" field.
+func (m *ModelCallMutation) SetModel(s string) {
+	m.model = &s
+}
+
+// Model returns the value of the "model" field in the mutation.
+func (m *ModelCallMutation) Model() (r string, exists bool) {
+	v := m.model
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldModel returns the old "model" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldModel(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldModel is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldModel requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldModel: %w", err)
+	}
+	return oldValue.Model, nil
+}
+
+// ResetModel resets all changes to the "model" field.
+func (m *ModelCallMutation) ResetModel() {
+	m.model = nil
+}
+
+// SetInputTokens sets the "input_tokens" field.
+func (m *ModelCallMutation) SetInputTokens(i int64) {
+	m.input_tokens = &i
+	m.addinput_tokens = nil
+}
+
+// InputTokens returns the value of the "input_tokens" field in the mutation.
+func (m *ModelCallMutation) InputTokens() (r int64, exists bool) {
+	v := m.input_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInputTokens returns the old "input_tokens" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldInputTokens(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInputTokens is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInputTokens requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInputTokens: %w", err)
+	}
+	return oldValue.InputTokens, nil
+}
+
+// AddInputTokens adds i to the "input_tokens" field.
+func (m *ModelCallMutation) AddInputTokens(i int64) {
+	if m.addinput_tokens != nil {
+		*m.addinput_tokens += i
+	} else {
+		m.addinput_tokens = &i
+	}
+}
+
+// AddedInputTokens returns the value that was added to the "input_tokens" field in this mutation.
+func (m *ModelCallMutation) AddedInputTokens() (r int64, exists bool) {
+	v := m.addinput_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetInputTokens resets all changes to the "input_tokens" field.
+func (m *ModelCallMutation) ResetInputTokens() {
+	m.input_tokens = nil
+	m.addinput_tokens = nil
+}
+
+// SetOutputTokens sets the "output_tokens" field.
+func (m *ModelCallMutation) SetOutputTokens(i int64) {
+	m.output_tokens = &i
+	m.addoutput_tokens = nil
+}
+
+// OutputTokens returns the value of the "output_tokens" field in the mutation.
+func (m *ModelCallMutation) OutputTokens() (r int64, exists bool) {
+	v := m.output_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutputTokens returns the old "output_tokens" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldOutputTokens(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutputTokens is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutputTokens requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutputTokens: %w", err)
+	}
+	return oldValue.OutputTokens, nil
+}
+
+// AddOutputTokens adds i to the "output_tokens" field.
+func (m *ModelCallMutation) AddOutputTokens(i int64) {
+	if m.addoutput_tokens != nil {
+		*m.addoutput_tokens += i
+	} else {
+		m.addoutput_tokens = &i
+	}
+}
+
+// AddedOutputTokens returns the value that was added to the "output_tokens" field in this mutation.
+func (m *ModelCallMutation) AddedOutputTokens() (r int64, exists bool) {
+	v := m.addoutput_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetOutputTokens resets all changes to the "output_tokens" field.
+func (m *ModelCallMutation) ResetOutputTokens() {
+	m.output_tokens = nil
+	m.addoutput_tokens = nil
+}
+
+// SetCachedInputTokens sets the "cached_input_tokens" field.
+func (m *ModelCallMutation) SetCachedInputTokens(i int64) {
+	m.cached_input_tokens = &i
+	m.addcached_input_tokens = nil
+}
+
+// CachedInputTokens returns the value of the "cached_input_tokens" field in the mutation.
+func (m *ModelCallMutation) CachedInputTokens() (r int64, exists bool) {
+	v := m.cached_input_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCachedInputTokens returns the old "cached_input_tokens" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldCachedInputTokens(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCachedInputTokens is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCachedInputTokens requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCachedInputTokens: %w", err)
+	}
+	return oldValue.CachedInputTokens, nil
+}
+
+// AddCachedInputTokens adds i to the "cached_input_tokens" field.
+func (m *ModelCallMutation) AddCachedInputTokens(i int64) {
+	if m.addcached_input_tokens != nil {
+		*m.addcached_input_tokens += i
+	} else {
+		m.addcached_input_tokens = &i
+	}
+}
+
+// AddedCachedInputTokens returns the value that was added to the "cached_input_tokens" field in this mutation.
+func (m *ModelCallMutation) AddedCachedInputTokens() (r int64, exists bool) {
+	v := m.addcached_input_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCachedInputTokens resets all changes to the "cached_input_tokens" field.
+func (m *ModelCallMutation) ResetCachedInputTokens() {
+	m.cached_input_tokens = nil
+	m.addcached_input_tokens = nil
+}
+
+// SetCostMicroUsd sets the "cost_micro_usd" field.
+func (m *ModelCallMutation) SetCostMicroUsd(i int64) {
+	m.cost_micro_usd = &i
+	m.addcost_micro_usd = nil
+}
+
+// CostMicroUsd returns the value of the "cost_micro_usd" field in the mutation.
+func (m *ModelCallMutation) CostMicroUsd() (r int64, exists bool) {
+	v := m.cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCostMicroUsd returns the old "cost_micro_usd" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCostMicroUsd: %w", err)
+	}
+	return oldValue.CostMicroUsd, nil
+}
+
+// AddCostMicroUsd adds i to the "cost_micro_usd" field.
+func (m *ModelCallMutation) AddCostMicroUsd(i int64) {
+	if m.addcost_micro_usd != nil {
+		*m.addcost_micro_usd += i
+	} else {
+		m.addcost_micro_usd = &i
+	}
+}
+
+// AddedCostMicroUsd returns the value that was added to the "cost_micro_usd" field in this mutation.
+func (m *ModelCallMutation) AddedCostMicroUsd() (r int64, exists bool) {
+	v := m.addcost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCostMicroUsd resets all changes to the "cost_micro_usd" field.
+func (m *ModelCallMutation) ResetCostMicroUsd() {
+	m.cost_micro_usd = nil
+	m.addcost_micro_usd = nil
+}
+
+// SetPriced sets the "priced" field.
+func (m *ModelCallMutation) SetPriced(b bool) {
+	m.priced = &b
+}
+
+// Priced returns the value of the "priced" field in the mutation.
+func (m *ModelCallMutation) Priced() (r bool, exists bool) {
+	v := m.priced
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPriced returns the old "priced" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldPriced(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPriced is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPriced requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPriced: %w", err)
+	}
+	return oldValue.Priced, nil
+}
+
+// ResetPriced resets all changes to the "priced" field.
+func (m *ModelCallMutation) ResetPriced() {
+	m.priced = nil
+}
+
+// SetLatencyMs sets the "latency_ms" field.
+func (m *ModelCallMutation) SetLatencyMs(i int64) {
+	m.latency_ms = &i
+	m.addlatency_ms = nil
+}
+
+// LatencyMs returns the value of the "latency_ms" field in the mutation.
+func (m *ModelCallMutation) LatencyMs() (r int64, exists bool) {
+	v := m.latency_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatencyMs returns the old "latency_ms" field's value of the ModelCall entity.
+// If the ModelCall object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelCallMutation) OldLatencyMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatencyMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatencyMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatencyMs: %w", err)
+	}
+	return oldValue.LatencyMs, nil
+}
+
+// AddLatencyMs adds i to the "latency_ms" field.
+func (m *ModelCallMutation) AddLatencyMs(i int64) {
+	if m.addlatency_ms != nil {
+		*m.addlatency_ms += i
+	} else {
+		m.addlatency_ms = &i
+	}
+}
+
+// AddedLatencyMs returns the value that was added to the "latency_ms" field in this mutation.
+func (m *ModelCallMutation) AddedLatencyMs() (r int64, exists bool) {
+	v := m.addlatency_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatencyMs resets all changes to the "latency_ms" field.
+func (m *ModelCallMutation) ResetLatencyMs() {
+	m.latency_ms = nil
+	m.addlatency_ms = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ModelCallMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[modelcall.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ModelCallMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ModelCallMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ModelCallMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ModelCallMutation builder.
+func (m *ModelCallMutation) Where(ps ...predicate.ModelCall) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ModelCallMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ModelCallMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ModelCall, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ModelCallMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ModelCallMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ModelCall).
+func (m *ModelCallMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ModelCallMutation) Fields() []string {
+	fields := make([]string, 0, 16)
+	if m.tenant != nil {
+		fields = append(fields, modelcall.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, modelcall.FieldCreatedAt)
+	}
+	if m.run_id != nil {
+		fields = append(fields, modelcall.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, modelcall.FieldStepID)
+	}
+	if m.attempt_id != nil {
+		fields = append(fields, modelcall.FieldAttemptID)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, modelcall.FieldWorkflowID)
+	}
+	if m.version_id != nil {
+		fields = append(fields, modelcall.FieldVersionID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, modelcall.FieldEnvironmentID)
+	}
+	if m.provider != nil {
+		fields = append(fields, modelcall.FieldProvider)
+	}
+	if m.model != nil {
+		fields = append(fields, modelcall.FieldModel)
+	}
+	if m.input_tokens != nil {
+		fields = append(fields, modelcall.FieldInputTokens)
+	}
+	if m.output_tokens != nil {
+		fields = append(fields, modelcall.FieldOutputTokens)
+	}
+	if m.cached_input_tokens != nil {
+		fields = append(fields, modelcall.FieldCachedInputTokens)
+	}
+	if m.cost_micro_usd != nil {
+		fields = append(fields, modelcall.FieldCostMicroUsd)
+	}
+	if m.priced != nil {
+		fields = append(fields, modelcall.FieldPriced)
+	}
+	if m.latency_ms != nil {
+		fields = append(fields, modelcall.FieldLatencyMs)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ModelCallMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case modelcall.FieldTenantID:
+		return m.TenantID()
+	case modelcall.FieldCreatedAt:
+		return m.CreatedAt()
+	case modelcall.FieldRunID:
+		return m.RunID()
+	case modelcall.FieldStepID:
+		return m.StepID()
+	case modelcall.FieldAttemptID:
+		return m.AttemptID()
+	case modelcall.FieldWorkflowID:
+		return m.WorkflowID()
+	case modelcall.FieldVersionID:
+		return m.VersionID()
+	case modelcall.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case modelcall.FieldProvider:
+		return m.Provider()
+	case modelcall.FieldModel:
+		return m.Model()
+	case modelcall.FieldInputTokens:
+		return m.InputTokens()
+	case modelcall.FieldOutputTokens:
+		return m.OutputTokens()
+	case modelcall.FieldCachedInputTokens:
+		return m.CachedInputTokens()
+	case modelcall.FieldCostMicroUsd:
+		return m.CostMicroUsd()
+	case modelcall.FieldPriced:
+		return m.Priced()
+	case modelcall.FieldLatencyMs:
+		return m.LatencyMs()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ModelCallMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case modelcall.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case modelcall.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case modelcall.FieldRunID:
+		return m.OldRunID(ctx)
+	case modelcall.FieldStepID:
+		return m.OldStepID(ctx)
+	case modelcall.FieldAttemptID:
+		return m.OldAttemptID(ctx)
+	case modelcall.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case modelcall.FieldVersionID:
+		return m.OldVersionID(ctx)
+	case modelcall.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case modelcall.FieldProvider:
+		return m.OldProvider(ctx)
+	case modelcall.FieldModel:
+		return m.OldModel(ctx)
+	case modelcall.FieldInputTokens:
+		return m.OldInputTokens(ctx)
+	case modelcall.FieldOutputTokens:
+		return m.OldOutputTokens(ctx)
+	case modelcall.FieldCachedInputTokens:
+		return m.OldCachedInputTokens(ctx)
+	case modelcall.FieldCostMicroUsd:
+		return m.OldCostMicroUsd(ctx)
+	case modelcall.FieldPriced:
+		return m.OldPriced(ctx)
+	case modelcall.FieldLatencyMs:
+		return m.OldLatencyMs(ctx)
+	}
+	return nil, fmt.Errorf("unknown ModelCall field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ModelCallMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case modelcall.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case modelcall.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case modelcall.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case modelcall.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case modelcall.FieldAttemptID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttemptID(v)
+		return nil
+	case modelcall.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case modelcall.FieldVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersionID(v)
+		return nil
+	case modelcall.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case modelcall.FieldProvider:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProvider(v)
+		return nil
+	case modelcall.FieldModel:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetModel(v)
+		return nil
+	case modelcall.FieldInputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInputTokens(v)
+		return nil
+	case modelcall.FieldOutputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutputTokens(v)
+		return nil
+	case modelcall.FieldCachedInputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCachedInputTokens(v)
+		return nil
+	case modelcall.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCostMicroUsd(v)
+		return nil
+	case modelcall.FieldPriced:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPriced(v)
+		return nil
+	case modelcall.FieldLatencyMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatencyMs(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ModelCall field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ModelCallMutation) AddedFields() []string {
+	var fields []string
+	if m.addinput_tokens != nil {
+		fields = append(fields, modelcall.FieldInputTokens)
+	}
+	if m.addoutput_tokens != nil {
+		fields = append(fields, modelcall.FieldOutputTokens)
+	}
+	if m.addcached_input_tokens != nil {
+		fields = append(fields, modelcall.FieldCachedInputTokens)
+	}
+	if m.addcost_micro_usd != nil {
+		fields = append(fields, modelcall.FieldCostMicroUsd)
+	}
+	if m.addlatency_ms != nil {
+		fields = append(fields, modelcall.FieldLatencyMs)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ModelCallMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case modelcall.FieldInputTokens:
+		return m.AddedInputTokens()
+	case modelcall.FieldOutputTokens:
+		return m.AddedOutputTokens()
+	case modelcall.FieldCachedInputTokens:
+		return m.AddedCachedInputTokens()
+	case modelcall.FieldCostMicroUsd:
+		return m.AddedCostMicroUsd()
+	case modelcall.FieldLatencyMs:
+		return m.AddedLatencyMs()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ModelCallMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case modelcall.FieldInputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddInputTokens(v)
+		return nil
+	case modelcall.FieldOutputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddOutputTokens(v)
+		return nil
+	case modelcall.FieldCachedInputTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCachedInputTokens(v)
+		return nil
+	case modelcall.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCostMicroUsd(v)
+		return nil
+	case modelcall.FieldLatencyMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatencyMs(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ModelCall numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ModelCallMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ModelCallMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ModelCallMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown ModelCall nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ModelCallMutation) ResetField(name string) error {
+	switch name {
+	case modelcall.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case modelcall.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case modelcall.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case modelcall.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case modelcall.FieldAttemptID:
+		m.ResetAttemptID()
+		return nil
+	case modelcall.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case modelcall.FieldVersionID:
+		m.ResetVersionID()
+		return nil
+	case modelcall.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case modelcall.FieldProvider:
+		m.ResetProvider()
+		return nil
+	case modelcall.FieldModel:
+		m.ResetModel()
+		return nil
+	case modelcall.FieldInputTokens:
+		m.ResetInputTokens()
+		return nil
+	case modelcall.FieldOutputTokens:
+		m.ResetOutputTokens()
+		return nil
+	case modelcall.FieldCachedInputTokens:
+		m.ResetCachedInputTokens()
+		return nil
+	case modelcall.FieldCostMicroUsd:
+		m.ResetCostMicroUsd()
+		return nil
+	case modelcall.FieldPriced:
+		m.ResetPriced()
+		return nil
+	case modelcall.FieldLatencyMs:
+		m.ResetLatencyMs()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelCall field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ModelCallMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, modelcall.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ModelCallMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case modelcall.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ModelCallMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ModelCallMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ModelCallMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, modelcall.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ModelCallMutation) EdgeCleared(name string) bool {
+	switch name {
+	case modelcall.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ModelCallMutation) ClearEdge(name string) error {
+	switch name {
+	case modelcall.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelCall unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ModelCallMutation) ResetEdge(name string) error {
+	switch name {
+	case modelcall.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelCall edge %s", name)
+}
+
+// ModelPriceMutation represents an operation that mutates the ModelPrice nodes in the graph.
+type ModelPriceMutation struct {
+	config
+	op                                 Op
+	typ                                string
+	id                                 *string
+	created_at                         *time.Time
+	updated_at                         *time.Time
+	provider                           *string
+	model                              *string
+	input_micro_usd_per_mtok           *int64
+	addinput_micro_usd_per_mtok        *int64
+	output_micro_usd_per_mtok          *int64
+	addoutput_micro_usd_per_mtok       *int64
+	cached_input_micro_usd_per_mtok    *int64
+	addcached_input_micro_usd_per_mtok *int64
+	clearedFields                      map[string]struct{}
+	tenant                             *string
+	clearedtenant                      bool
+	done                               bool
+	oldValue                           func(context.Context) (*ModelPrice, error)
+	predicates                         []predicate.ModelPrice
+}
+
+var _ ent.Mutation = (*ModelPriceMutation)(nil)
+
+// modelpriceOption allows management of the mutation configuration using functional options.
+type modelpriceOption func(*ModelPriceMutation)
+
+// newModelPriceMutation creates new mutation for the ModelPrice entity.
+func newModelPriceMutation(c config, op Op, opts ...modelpriceOption) *ModelPriceMutation {
+	m := &ModelPriceMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeModelPrice,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withModelPriceID sets the ID field of the mutation.
+func withModelPriceID(id string) modelpriceOption {
+	return func(m *ModelPriceMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ModelPrice
+		)
+		m.oldValue = func(ctx context.Context) (*ModelPrice, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ModelPrice.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withModelPrice sets the old ModelPrice of the mutation.
+func withModelPrice(node *ModelPrice) modelpriceOption {
+	return func(m *ModelPriceMutation) {
+		m.oldValue = func(context.Context) (*ModelPrice, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ModelPriceMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ModelPriceMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ModelPrice entities.
+func (m *ModelPriceMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ModelPriceMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ModelPriceMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ModelPrice.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ModelPriceMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ModelPriceMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ModelPriceMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ModelPriceMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ModelPriceMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ModelPriceMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ModelPriceMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ModelPriceMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ModelPriceMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetProvider sets the "provider" field.
+func (m *ModelPriceMutation) SetProvider(s string) {
+	m.provider = &s
+}
+
+// Provider returns the value of the "provider" field in the mutation.
+func (m *ModelPriceMutation) Provider() (r string, exists bool) {
+	v := m.provider
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProvider returns the old "provider" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldProvider(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProvider is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProvider requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProvider: %w", err)
+	}
+	return oldValue.Provider, nil
+}
+
+// ResetProvider resets all changes to the "provider" field.
+func (m *ModelPriceMutation) ResetProvider() {
+	m.provider = nil
+}
+
+// SetModel sets the "model" field.
+func (m *ModelPriceMutation) SetModel(s string) {
+	m.model = &s
+}
+
+// Model returns the value of the "model" field in the mutation.
+func (m *ModelPriceMutation) Model() (r string, exists bool) {
+	v := m.model
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldModel returns the old "model" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldModel(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldModel is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldModel requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldModel: %w", err)
+	}
+	return oldValue.Model, nil
+}
+
+// ResetModel resets all changes to the "model" field.
+func (m *ModelPriceMutation) ResetModel() {
+	m.model = nil
+}
+
+// SetInputMicroUsdPerMtok sets the "input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) SetInputMicroUsdPerMtok(i int64) {
+	m.input_micro_usd_per_mtok = &i
+	m.addinput_micro_usd_per_mtok = nil
+}
+
+// InputMicroUsdPerMtok returns the value of the "input_micro_usd_per_mtok" field in the mutation.
+func (m *ModelPriceMutation) InputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.input_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInputMicroUsdPerMtok returns the old "input_micro_usd_per_mtok" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldInputMicroUsdPerMtok(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInputMicroUsdPerMtok is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInputMicroUsdPerMtok requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInputMicroUsdPerMtok: %w", err)
+	}
+	return oldValue.InputMicroUsdPerMtok, nil
+}
+
+// AddInputMicroUsdPerMtok adds i to the "input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) AddInputMicroUsdPerMtok(i int64) {
+	if m.addinput_micro_usd_per_mtok != nil {
+		*m.addinput_micro_usd_per_mtok += i
+	} else {
+		m.addinput_micro_usd_per_mtok = &i
+	}
+}
+
+// AddedInputMicroUsdPerMtok returns the value that was added to the "input_micro_usd_per_mtok" field in this mutation.
+func (m *ModelPriceMutation) AddedInputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.addinput_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetInputMicroUsdPerMtok resets all changes to the "input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) ResetInputMicroUsdPerMtok() {
+	m.input_micro_usd_per_mtok = nil
+	m.addinput_micro_usd_per_mtok = nil
+}
+
+// SetOutputMicroUsdPerMtok sets the "output_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) SetOutputMicroUsdPerMtok(i int64) {
+	m.output_micro_usd_per_mtok = &i
+	m.addoutput_micro_usd_per_mtok = nil
+}
+
+// OutputMicroUsdPerMtok returns the value of the "output_micro_usd_per_mtok" field in the mutation.
+func (m *ModelPriceMutation) OutputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.output_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutputMicroUsdPerMtok returns the old "output_micro_usd_per_mtok" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldOutputMicroUsdPerMtok(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutputMicroUsdPerMtok is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutputMicroUsdPerMtok requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutputMicroUsdPerMtok: %w", err)
+	}
+	return oldValue.OutputMicroUsdPerMtok, nil
+}
+
+// AddOutputMicroUsdPerMtok adds i to the "output_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) AddOutputMicroUsdPerMtok(i int64) {
+	if m.addoutput_micro_usd_per_mtok != nil {
+		*m.addoutput_micro_usd_per_mtok += i
+	} else {
+		m.addoutput_micro_usd_per_mtok = &i
+	}
+}
+
+// AddedOutputMicroUsdPerMtok returns the value that was added to the "output_micro_usd_per_mtok" field in this mutation.
+func (m *ModelPriceMutation) AddedOutputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.addoutput_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetOutputMicroUsdPerMtok resets all changes to the "output_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) ResetOutputMicroUsdPerMtok() {
+	m.output_micro_usd_per_mtok = nil
+	m.addoutput_micro_usd_per_mtok = nil
+}
+
+// SetCachedInputMicroUsdPerMtok sets the "cached_input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) SetCachedInputMicroUsdPerMtok(i int64) {
+	m.cached_input_micro_usd_per_mtok = &i
+	m.addcached_input_micro_usd_per_mtok = nil
+}
+
+// CachedInputMicroUsdPerMtok returns the value of the "cached_input_micro_usd_per_mtok" field in the mutation.
+func (m *ModelPriceMutation) CachedInputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.cached_input_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCachedInputMicroUsdPerMtok returns the old "cached_input_micro_usd_per_mtok" field's value of the ModelPrice entity.
+// If the ModelPrice object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ModelPriceMutation) OldCachedInputMicroUsdPerMtok(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCachedInputMicroUsdPerMtok is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCachedInputMicroUsdPerMtok requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCachedInputMicroUsdPerMtok: %w", err)
+	}
+	return oldValue.CachedInputMicroUsdPerMtok, nil
+}
+
+// AddCachedInputMicroUsdPerMtok adds i to the "cached_input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) AddCachedInputMicroUsdPerMtok(i int64) {
+	if m.addcached_input_micro_usd_per_mtok != nil {
+		*m.addcached_input_micro_usd_per_mtok += i
+	} else {
+		m.addcached_input_micro_usd_per_mtok = &i
+	}
+}
+
+// AddedCachedInputMicroUsdPerMtok returns the value that was added to the "cached_input_micro_usd_per_mtok" field in this mutation.
+func (m *ModelPriceMutation) AddedCachedInputMicroUsdPerMtok() (r int64, exists bool) {
+	v := m.addcached_input_micro_usd_per_mtok
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCachedInputMicroUsdPerMtok resets all changes to the "cached_input_micro_usd_per_mtok" field.
+func (m *ModelPriceMutation) ResetCachedInputMicroUsdPerMtok() {
+	m.cached_input_micro_usd_per_mtok = nil
+	m.addcached_input_micro_usd_per_mtok = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ModelPriceMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[modelprice.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ModelPriceMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ModelPriceMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ModelPriceMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ModelPriceMutation builder.
+func (m *ModelPriceMutation) Where(ps ...predicate.ModelPrice) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ModelPriceMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ModelPriceMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ModelPrice, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ModelPriceMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ModelPriceMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ModelPrice).
+func (m *ModelPriceMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ModelPriceMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, modelprice.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, modelprice.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, modelprice.FieldUpdatedAt)
+	}
+	if m.provider != nil {
+		fields = append(fields, modelprice.FieldProvider)
+	}
+	if m.model != nil {
+		fields = append(fields, modelprice.FieldModel)
+	}
+	if m.input_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldInputMicroUsdPerMtok)
+	}
+	if m.output_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldOutputMicroUsdPerMtok)
+	}
+	if m.cached_input_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldCachedInputMicroUsdPerMtok)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ModelPriceMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case modelprice.FieldTenantID:
+		return m.TenantID()
+	case modelprice.FieldCreatedAt:
+		return m.CreatedAt()
+	case modelprice.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case modelprice.FieldProvider:
+		return m.Provider()
+	case modelprice.FieldModel:
+		return m.Model()
+	case modelprice.FieldInputMicroUsdPerMtok:
+		return m.InputMicroUsdPerMtok()
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		return m.OutputMicroUsdPerMtok()
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		return m.CachedInputMicroUsdPerMtok()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ModelPriceMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case modelprice.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case modelprice.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case modelprice.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case modelprice.FieldProvider:
+		return m.OldProvider(ctx)
+	case modelprice.FieldModel:
+		return m.OldModel(ctx)
+	case modelprice.FieldInputMicroUsdPerMtok:
+		return m.OldInputMicroUsdPerMtok(ctx)
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		return m.OldOutputMicroUsdPerMtok(ctx)
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		return m.OldCachedInputMicroUsdPerMtok(ctx)
+	}
+	return nil, fmt.Errorf("unknown ModelPrice field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ModelPriceMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case modelprice.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case modelprice.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case modelprice.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case modelprice.FieldProvider:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProvider(v)
+		return nil
+	case modelprice.FieldModel:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetModel(v)
+		return nil
+	case modelprice.FieldInputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInputMicroUsdPerMtok(v)
+		return nil
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutputMicroUsdPerMtok(v)
+		return nil
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCachedInputMicroUsdPerMtok(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ModelPrice field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ModelPriceMutation) AddedFields() []string {
+	var fields []string
+	if m.addinput_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldInputMicroUsdPerMtok)
+	}
+	if m.addoutput_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldOutputMicroUsdPerMtok)
+	}
+	if m.addcached_input_micro_usd_per_mtok != nil {
+		fields = append(fields, modelprice.FieldCachedInputMicroUsdPerMtok)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ModelPriceMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case modelprice.FieldInputMicroUsdPerMtok:
+		return m.AddedInputMicroUsdPerMtok()
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		return m.AddedOutputMicroUsdPerMtok()
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		return m.AddedCachedInputMicroUsdPerMtok()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ModelPriceMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case modelprice.FieldInputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddInputMicroUsdPerMtok(v)
+		return nil
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddOutputMicroUsdPerMtok(v)
+		return nil
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCachedInputMicroUsdPerMtok(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ModelPrice numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ModelPriceMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ModelPriceMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ModelPriceMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown ModelPrice nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ModelPriceMutation) ResetField(name string) error {
+	switch name {
+	case modelprice.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case modelprice.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case modelprice.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case modelprice.FieldProvider:
+		m.ResetProvider()
+		return nil
+	case modelprice.FieldModel:
+		m.ResetModel()
+		return nil
+	case modelprice.FieldInputMicroUsdPerMtok:
+		m.ResetInputMicroUsdPerMtok()
+		return nil
+	case modelprice.FieldOutputMicroUsdPerMtok:
+		m.ResetOutputMicroUsdPerMtok()
+		return nil
+	case modelprice.FieldCachedInputMicroUsdPerMtok:
+		m.ResetCachedInputMicroUsdPerMtok()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelPrice field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ModelPriceMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, modelprice.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ModelPriceMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case modelprice.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ModelPriceMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ModelPriceMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ModelPriceMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, modelprice.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ModelPriceMutation) EdgeCleared(name string) bool {
+	switch name {
+	case modelprice.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ModelPriceMutation) ClearEdge(name string) error {
+	switch name {
+	case modelprice.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelPrice unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ModelPriceMutation) ResetEdge(name string) error {
+	switch name {
+	case modelprice.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ModelPrice edge %s", name)
 }
 
 // RunMutation represents an operation that mutates the Run nodes in the graph.

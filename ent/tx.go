@@ -30,6 +30,10 @@ type Tx struct {
 	Environment *EnvironmentClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
+	// ModelCall is the client for interacting with the ModelCall builders.
+	ModelCall *ModelCallClient
+	// ModelPrice is the client for interacting with the ModelPrice builders.
+	ModelPrice *ModelPriceClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -183,6 +187,8 @@ func (tx *Tx) init() {
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
+	tx.ModelCall = NewModelCallClient(tx.config)
+	tx.ModelPrice = NewModelPriceClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.StepAttempt = NewStepAttemptClient(tx.config)

@@ -86,6 +86,24 @@ func (r *queryResolver) Members(ctx context.Context, after *entgql.Cursor[string
 	return c.Member.Query().Paginate(ctx, after, first, before, last, ent.WithMemberOrder(orderBy), ent.WithMemberFilter(where.Filter))
 }
 
+// ModelCalls is the resolver for the modelCalls field.
+func (r *queryResolver) ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.ModelCall.Query().Paginate(ctx, after, first, before, last, ent.WithModelCallOrder(orderBy), ent.WithModelCallFilter(where.Filter))
+}
+
+// ModelPrices is the resolver for the modelPrices field.
+func (r *queryResolver) ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.ModelPrice.Query().Paginate(ctx, after, first, before, last, ent.WithModelPriceOrder(orderBy), ent.WithModelPriceFilter(where.Filter))
+}
+
 // Runs is the resolver for the runs field.
 func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error) {
 	c, err := client(ctx)
@@ -104,6 +122,9 @@ func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[stri
 	return c.Workflow.Query().Paginate(ctx, after, first, before, last, ent.WithWorkflowOrder(orderBy), ent.WithWorkflowFilter(where.Filter))
 }
 
+// ModelCall returns generated.ModelCallResolver implementation.
+func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallResolver{r} }
+
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
@@ -120,6 +141,7 @@ func (r *Resolver) StepRun() generated.StepRunResolver { return &stepRunResolver
 func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
 
 type (
+	modelCallResolver   struct{ *Resolver }
 	queryResolver       struct{ *Resolver }
 	runResolver         struct{ *Resolver }
 	stepAttemptResolver struct{ *Resolver }

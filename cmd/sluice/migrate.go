@@ -15,16 +15,16 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) == 0 {
 		return errors.New("usage: sluice migrate up|down|status|diff NAME")
 	}
+	if args[0] == "sum" {
+		// After adding or editing a hand-written migration.
+		return schemadiff.RewriteSum("migrations")
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return err
 	}
 	if cfg.DatabaseURL == "" {
 		return errors.New("DATABASE_URL (the schema owner) is required")
-	}
-	if args[0] == "sum" {
-		// After adding or editing a hand-written migration.
-		return schemadiff.RewriteSum("migrations")
 	}
 	if args[0] == "diff" {
 		if len(args) != 2 {

@@ -105,6 +105,30 @@ func (f MemberFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, erro
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.MemberMutation", m)
 }
 
+// The ModelCallFunc type is an adapter to allow the use of ordinary
+// function as ModelCall mutator.
+type ModelCallFunc func(context.Context, *ent.ModelCallMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ModelCallFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ModelCallMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ModelCallMutation", m)
+}
+
+// The ModelPriceFunc type is an adapter to allow the use of ordinary
+// function as ModelPrice mutator.
+type ModelPriceFunc func(context.Context, *ent.ModelPriceMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ModelPriceFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ModelPriceMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ModelPriceMutation", m)
+}
+
 // The RunFunc type is an adapter to allow the use of ordinary
 // function as Run mutator.
 type RunFunc func(context.Context, *ent.RunMutation) (ent.Value, error)

@@ -16,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -298,6 +300,60 @@ func (f TraverseMember) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.MemberQuery", q)
 }
 
+// The ModelCallFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ModelCallFunc func(context.Context, *ent.ModelCallQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ModelCallFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ModelCallQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ModelCallQuery", q)
+}
+
+// The TraverseModelCall type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseModelCall func(context.Context, *ent.ModelCallQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseModelCall) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseModelCall) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ModelCallQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ModelCallQuery", q)
+}
+
+// The ModelPriceFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ModelPriceFunc func(context.Context, *ent.ModelPriceQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ModelPriceFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ModelPriceQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ModelPriceQuery", q)
+}
+
+// The TraverseModelPrice type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseModelPrice func(context.Context, *ent.ModelPriceQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseModelPrice) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseModelPrice) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ModelPriceQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ModelPriceQuery", q)
+}
+
 // The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
 type RunFunc func(context.Context, *ent.RunQuery) (ent.Value, error)
 
@@ -506,6 +562,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
 	case *ent.MemberQuery:
 		return &query[*ent.MemberQuery, predicate.Member, member.OrderOption]{typ: ent.TypeMember, tq: q}, nil
+	case *ent.ModelCallQuery:
+		return &query[*ent.ModelCallQuery, predicate.ModelCall, modelcall.OrderOption]{typ: ent.TypeModelCall, tq: q}, nil
+	case *ent.ModelPriceQuery:
+		return &query[*ent.ModelPriceQuery, predicate.ModelPrice, modelprice.OrderOption]{typ: ent.TypeModelPrice, tq: q}, nil
 	case *ent.RunQuery:
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:

@@ -367,6 +367,95 @@ var (
 			},
 		},
 	}
+	// ModelCallsColumns holds the columns for the "model_calls" table.
+	ModelCallsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "attempt_id", Type: field.TypeString},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "version_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "provider", Type: field.TypeString},
+		{Name: "model", Type: field.TypeString},
+		{Name: "input_tokens", Type: field.TypeInt64},
+		{Name: "output_tokens", Type: field.TypeInt64},
+		{Name: "cached_input_tokens", Type: field.TypeInt64},
+		{Name: "cost_micro_usd", Type: field.TypeInt64},
+		{Name: "priced", Type: field.TypeBool},
+		{Name: "latency_ms", Type: field.TypeInt64},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ModelCallsTable holds the schema information for the "model_calls" table.
+	ModelCallsTable = &schema.Table{
+		Name:       "model_calls",
+		Columns:    ModelCallsColumns,
+		PrimaryKey: []*schema.Column{ModelCallsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "model_calls_tenants_tenant",
+				Columns:    []*schema.Column{ModelCallsColumns[16]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "modelcall_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{ModelCallsColumns[16]},
+			},
+			{
+				Name:    "modelcall_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{ModelCallsColumns[16], ModelCallsColumns[1]},
+			},
+			{
+				Name:    "modelcall_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{ModelCallsColumns[16], ModelCallsColumns[2]},
+			},
+		},
+	}
+	// ModelPricesColumns holds the columns for the "model_prices" table.
+	ModelPricesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "provider", Type: field.TypeString},
+		{Name: "model", Type: field.TypeString},
+		{Name: "input_micro_usd_per_mtok", Type: field.TypeInt64},
+		{Name: "output_micro_usd_per_mtok", Type: field.TypeInt64},
+		{Name: "cached_input_micro_usd_per_mtok", Type: field.TypeInt64},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ModelPricesTable holds the schema information for the "model_prices" table.
+	ModelPricesTable = &schema.Table{
+		Name:       "model_prices",
+		Columns:    ModelPricesColumns,
+		PrimaryKey: []*schema.Column{ModelPricesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "model_prices_tenants_tenant",
+				Columns:    []*schema.Column{ModelPricesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "modelprice_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{ModelPricesColumns[8]},
+			},
+			{
+				Name:    "modelprice_tenant_id_provider_model",
+				Unique:  true,
+				Columns: []*schema.Column{ModelPricesColumns[8], ModelPricesColumns[3], ModelPricesColumns[4]},
+			},
+		},
+	}
 	// RunsColumns holds the columns for the "runs" table.
 	RunsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -719,6 +808,8 @@ var (
 		DeploymentsTable,
 		EnvironmentsTable,
 		MembersTable,
+		ModelCallsTable,
+		ModelPricesTable,
 		RunsTable,
 		RunEventsTable,
 		StepAttemptsTable,
@@ -745,6 +836,8 @@ func init() {
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
+	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
+	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable

@@ -30,6 +30,12 @@ type Environment func(*sql.Selector)
 // Member is the predicate function for member builders.
 type Member func(*sql.Selector)
 
+// ModelCall is the predicate function for modelcall builders.
+type ModelCall func(*sql.Selector)
+
+// ModelPrice is the predicate function for modelprice builders.
+type ModelPrice func(*sql.Selector)
+
 // Run is the predicate function for run builders.
 type Run func(*sql.Selector)
 

@@ -303,6 +303,54 @@ func (f MemberMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.MemberMutation", m)
 }
 
+// The ModelCallQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ModelCallQueryRuleFunc func(context.Context, *ent.ModelCallQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ModelCallQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ModelCallQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ModelCallQuery", q)
+}
+
+// The ModelCallMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ModelCallMutationRuleFunc func(context.Context, *ent.ModelCallMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ModelCallMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ModelCallMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ModelCallMutation", m)
+}
+
+// The ModelPriceQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ModelPriceQueryRuleFunc func(context.Context, *ent.ModelPriceQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ModelPriceQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ModelPriceQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ModelPriceQuery", q)
+}
+
+// The ModelPriceMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ModelPriceMutationRuleFunc func(context.Context, *ent.ModelPriceMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ModelPriceMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ModelPriceMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ModelPriceMutation", m)
+}
+
 // The RunQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type RunQueryRuleFunc func(context.Context, *ent.RunQuery) error
@@ -522,6 +570,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.MemberQuery:
 		return q.Filter(), nil
+	case *ent.ModelCallQuery:
+		return q.Filter(), nil
+	case *ent.ModelPriceQuery:
+		return q.Filter(), nil
 	case *ent.RunQuery:
 		return q.Filter(), nil
 	case *ent.RunEventQuery:
@@ -558,6 +610,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EnvironmentMutation:
 		return m.Filter(), nil
 	case *ent.MemberMutation:
+		return m.Filter(), nil
+	case *ent.ModelCallMutation:
+		return m.Filter(), nil
+	case *ent.ModelPriceMutation:
 		return m.Filter(), nil
 	case *ent.RunMutation:
 		return m.Filter(), nil

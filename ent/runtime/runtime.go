@@ -14,6 +14,8 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
@@ -524,6 +526,130 @@ func init() {
 	// member.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	member.IDValidator = func() func(string) error {
 		validators := memberDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	modelcallMixin := schema.ModelCall{}.Mixin()
+	modelcall.Policy = privacy.NewPolicies(modelcallMixin[1], schema.ModelCall{})
+	modelcall.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := modelcall.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	modelcallMixinHooks1 := modelcallMixin[1].Hooks()
+
+	modelcall.Hooks[1] = modelcallMixinHooks1[0]
+	modelcallMixinFields0 := modelcallMixin[0].Fields()
+	_ = modelcallMixinFields0
+	modelcallMixinFields1 := modelcallMixin[1].Fields()
+	_ = modelcallMixinFields1
+	modelcallMixinFields2 := modelcallMixin[2].Fields()
+	_ = modelcallMixinFields2
+	modelcallFields := schema.ModelCall{}.Fields()
+	_ = modelcallFields
+	// modelcallDescTenantID is the schema descriptor for tenant_id field.
+	modelcallDescTenantID := modelcallMixinFields1[0].Descriptor()
+	// modelcall.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	modelcall.TenantIDValidator = modelcallDescTenantID.Validators[0].(func(string) error)
+	// modelcallDescCreatedAt is the schema descriptor for created_at field.
+	modelcallDescCreatedAt := modelcallMixinFields2[0].Descriptor()
+	// modelcall.DefaultCreatedAt holds the default value on creation for the created_at field.
+	modelcall.DefaultCreatedAt = modelcallDescCreatedAt.Default.(func() time.Time)
+	// modelcallDescID is the schema descriptor for id field.
+	modelcallDescID := modelcallMixinFields0[0].Descriptor()
+	// modelcall.DefaultID holds the default value on creation for the id field.
+	modelcall.DefaultID = modelcallDescID.Default.(func() string)
+	// modelcall.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	modelcall.IDValidator = func() func(string) error {
+		validators := modelcallDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	modelpriceMixin := schema.ModelPrice{}.Mixin()
+	modelprice.Policy = privacy.NewPolicies(modelpriceMixin[1], schema.ModelPrice{})
+	modelprice.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := modelprice.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	modelpriceMixinHooks1 := modelpriceMixin[1].Hooks()
+
+	modelprice.Hooks[1] = modelpriceMixinHooks1[0]
+	modelpriceMixinFields0 := modelpriceMixin[0].Fields()
+	_ = modelpriceMixinFields0
+	modelpriceMixinFields1 := modelpriceMixin[1].Fields()
+	_ = modelpriceMixinFields1
+	modelpriceMixinFields2 := modelpriceMixin[2].Fields()
+	_ = modelpriceMixinFields2
+	modelpriceFields := schema.ModelPrice{}.Fields()
+	_ = modelpriceFields
+	// modelpriceDescTenantID is the schema descriptor for tenant_id field.
+	modelpriceDescTenantID := modelpriceMixinFields1[0].Descriptor()
+	// modelprice.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	modelprice.TenantIDValidator = modelpriceDescTenantID.Validators[0].(func(string) error)
+	// modelpriceDescCreatedAt is the schema descriptor for created_at field.
+	modelpriceDescCreatedAt := modelpriceMixinFields2[0].Descriptor()
+	// modelprice.DefaultCreatedAt holds the default value on creation for the created_at field.
+	modelprice.DefaultCreatedAt = modelpriceDescCreatedAt.Default.(func() time.Time)
+	// modelpriceDescUpdatedAt is the schema descriptor for updated_at field.
+	modelpriceDescUpdatedAt := modelpriceMixinFields2[1].Descriptor()
+	// modelprice.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	modelprice.DefaultUpdatedAt = modelpriceDescUpdatedAt.Default.(func() time.Time)
+	// modelprice.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	modelprice.UpdateDefaultUpdatedAt = modelpriceDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// modelpriceDescProvider is the schema descriptor for provider field.
+	modelpriceDescProvider := modelpriceFields[0].Descriptor()
+	// modelprice.ProviderValidator is a validator for the "provider" field. It is called by the builders before save.
+	modelprice.ProviderValidator = modelpriceDescProvider.Validators[0].(func(string) error)
+	// modelpriceDescModel is the schema descriptor for model field.
+	modelpriceDescModel := modelpriceFields[1].Descriptor()
+	// modelprice.ModelValidator is a validator for the "model" field. It is called by the builders before save.
+	modelprice.ModelValidator = modelpriceDescModel.Validators[0].(func(string) error)
+	// modelpriceDescInputMicroUsdPerMtok is the schema descriptor for input_micro_usd_per_mtok field.
+	modelpriceDescInputMicroUsdPerMtok := modelpriceFields[2].Descriptor()
+	// modelprice.InputMicroUsdPerMtokValidator is a validator for the "input_micro_usd_per_mtok" field. It is called by the builders before save.
+	modelprice.InputMicroUsdPerMtokValidator = modelpriceDescInputMicroUsdPerMtok.Validators[0].(func(int64) error)
+	// modelpriceDescOutputMicroUsdPerMtok is the schema descriptor for output_micro_usd_per_mtok field.
+	modelpriceDescOutputMicroUsdPerMtok := modelpriceFields[3].Descriptor()
+	// modelprice.OutputMicroUsdPerMtokValidator is a validator for the "output_micro_usd_per_mtok" field. It is called by the builders before save.
+	modelprice.OutputMicroUsdPerMtokValidator = modelpriceDescOutputMicroUsdPerMtok.Validators[0].(func(int64) error)
+	// modelpriceDescCachedInputMicroUsdPerMtok is the schema descriptor for cached_input_micro_usd_per_mtok field.
+	modelpriceDescCachedInputMicroUsdPerMtok := modelpriceFields[4].Descriptor()
+	// modelprice.CachedInputMicroUsdPerMtokValidator is a validator for the "cached_input_micro_usd_per_mtok" field. It is called by the builders before save.
+	modelprice.CachedInputMicroUsdPerMtokValidator = modelpriceDescCachedInputMicroUsdPerMtok.Validators[0].(func(int64) error)
+	// modelpriceDescID is the schema descriptor for id field.
+	modelpriceDescID := modelpriceMixinFields0[0].Descriptor()
+	// modelprice.DefaultID holds the default value on creation for the id field.
+	modelprice.DefaultID = modelpriceDescID.Default.(func() string)
+	// modelprice.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	modelprice.IDValidator = func() func(string) error {
+		validators := modelpriceDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -38,11 +38,13 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Run() RunResolver
 	StepAttempt() StepAttemptResolver
 	StepRun() StepRunResolver
+	Subscription() SubscriptionResolver
 	Tenant() TenantResolver
 }
 
@@ -127,6 +129,21 @@ type ComplexityRoot struct {
 	AuditLogEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	CostReportRow struct {
+		Calls         func(childComplexity int) int
+		CostMicroUsd  func(childComplexity int) int
+		CostUsd       func(childComplexity int) int
+		Day           func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		InputTokens   func(childComplexity int) int
+		Model         func(childComplexity int) int
+		OutputTokens  func(childComplexity int) int
+		Provider      func(childComplexity int) int
+		UnpricedCalls func(childComplexity int) int
+		VersionID     func(childComplexity int) int
+		WorkflowID    func(childComplexity int) int
 	}
 
 	CreateAPIKeyPayload struct {
@@ -231,6 +248,69 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	ModelCall struct {
+		AttemptID         func(childComplexity int) int
+		CachedInputTokens func(childComplexity int) int
+		CostMicroUsd      func(childComplexity int) int
+		CostUsd           func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		EnvironmentID     func(childComplexity int) int
+		ID                func(childComplexity int) int
+		InputTokens       func(childComplexity int) int
+		LatencyMs         func(childComplexity int) int
+		Model             func(childComplexity int) int
+		OutputTokens      func(childComplexity int) int
+		Priced            func(childComplexity int) int
+		Provider          func(childComplexity int) int
+		RunID             func(childComplexity int) int
+		StepID            func(childComplexity int) int
+		VersionID         func(childComplexity int) int
+		WorkflowID        func(childComplexity int) int
+	}
+
+	ModelCallConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	ModelCallEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	ModelPrice struct {
+		CachedInputMicroUsdPerMtok func(childComplexity int) int
+		CreatedAt                  func(childComplexity int) int
+		ID                         func(childComplexity int) int
+		InputMicroUsdPerMtok       func(childComplexity int) int
+		Model                      func(childComplexity int) int
+		OutputMicroUsdPerMtok      func(childComplexity int) int
+		Provider                   func(childComplexity int) int
+		UpdatedAt                  func(childComplexity int) int
+	}
+
+	ModelPriceConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	ModelPriceEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	ModelPriceInfo struct {
+		AsOf                       func(childComplexity int) int
+		CachedInputMicroUSDPerMTok func(childComplexity int) int
+		InputMicroUSDPerMTok       func(childComplexity int) int
+		Model                      func(childComplexity int) int
+		OutputMicroUSDPerMTok      func(childComplexity int) int
+		Provider                   func(childComplexity int) int
+		Source                     func(childComplexity int) int
+	}
+
 	Mutation struct {
 		CancelRun              func(childComplexity int, id string) int
 		CreateAPIKey           func(childComplexity int, input model.CreateAPIKeyInput) int
@@ -240,12 +320,15 @@ type ComplexityRoot struct {
 		CreateWorkflowVersion  func(childComplexity int, input model.CreateWorkflowVersionInput) int
 		DecideApproval         func(childComplexity int, input model.DecideApprovalInput) int
 		DeleteCredential       func(childComplexity int, id string) int
+		DeleteModelPrice       func(childComplexity int, id string) int
 		DeployWorkflowVersion  func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		PublishWorkflowVersion func(childComplexity int, id string) int
 		ReplayRun              func(childComplexity int, input model.ReplayRunInput) int
 		ResumeRun              func(childComplexity int, id string) int
 		RevokeAPIKey           func(childComplexity int, id string) int
 		RotateCredential       func(childComplexity int, input model.RotateCredentialInput) int
+		SetModelPrice          func(childComplexity int, input model.SetModelPriceInput) int
+		SetTenantBudget        func(childComplexity int, input model.SetTenantBudgetInput) int
 		StartRun               func(childComplexity int, input model.StartRunInput) int
 		UpdateWorkflowVersion  func(childComplexity int, input model.UpdateWorkflowVersionInput) int
 	}
@@ -258,19 +341,23 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		APIKeys      func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.APIKeyOrder, where *ent.APIKeyWhereInput) int
-		Approvals    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApprovalRequestOrder, where *ent.ApprovalRequestWhereInput) int
-		AuditLogs    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) int
-		Credentials  func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
-		DeadLetter   func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
-		Deployments  func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
-		Environments func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
-		Members      func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
-		Node         func(childComplexity int, id string) int
-		Nodes        func(childComplexity int, ids []string) int
-		Runs         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
-		Viewer       func(childComplexity int) int
-		Workflows    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) int
+		APIKeys              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.APIKeyOrder, where *ent.APIKeyWhereInput) int
+		Approvals            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApprovalRequestOrder, where *ent.ApprovalRequestWhereInput) int
+		AuditLogs            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) int
+		CostReport           func(childComplexity int, from time.Time, to time.Time, groupBy []model.CostGroupBy) int
+		Credentials          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
+		DeadLetter           func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
+		Deployments          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
+		EffectiveModelPrices func(childComplexity int) int
+		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
+		Members              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
+		ModelCalls           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) int
+		ModelPrices          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) int
+		Node                 func(childComplexity int, id string) int
+		Nodes                func(childComplexity int, ids []string) int
+		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
+		Viewer               func(childComplexity int) int
+		Workflows            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) int
 	}
 
 	Run struct {
@@ -380,6 +467,11 @@ type ComplexityRoot struct {
 		UpdatedAt    func(childComplexity int) int
 	}
 
+	Subscription struct {
+		RunEvents  func(childComplexity int, runID string, afterSeq *int) int
+		RunUpdated func(childComplexity int, where *ent.RunWhereInput) int
+	}
+
 	Tenant struct {
 		CreatedAt             func(childComplexity int) int
 		ID                    func(childComplexity int) int
@@ -454,6 +546,9 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type ModelCallResolver interface {
+	CostUsd(ctx context.Context, obj *ent.ModelCall) (string, error)
+}
 type MutationResolver interface {
 	CreateEnvironment(ctx context.Context, input model.CreateEnvironmentInput) (*ent.Environment, error)
 	CreateWorkflow(ctx context.Context, input model.CreateWorkflowInput) (*ent.Workflow, error)
@@ -466,6 +561,9 @@ type MutationResolver interface {
 	DeleteCredential(ctx context.Context, id string) (string, error)
 	CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.CreateAPIKeyPayload, error)
 	RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error)
+	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
+	DeleteModelPrice(ctx context.Context, id string) (string, error)
+	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
 	ResumeRun(ctx context.Context, id string) (*ent.Run, error)
@@ -482,8 +580,12 @@ type QueryResolver interface {
 	Deployments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) (*ent.DeploymentConnection, error)
 	Environments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) (*ent.EnvironmentConnection, error)
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
+	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
+	ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error)
 	Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
+	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
+	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
 }
@@ -506,6 +608,10 @@ type StepRunResolver interface {
 
 	CostUsd(ctx context.Context, obj *ent.StepRun) (string, error)
 	AttemptList(ctx context.Context, obj *ent.StepRun) ([]*ent.StepAttempt, error)
+}
+type SubscriptionResolver interface {
+	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
+	RunUpdated(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error)
 }
 type TenantResolver interface {
 	MonthlyBudgetUsd(ctx context.Context, obj *ent.Tenant) (*string, error)
@@ -849,6 +955,79 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuditLogEdge.Node(childComplexity), true
+
+	case "CostReportRow.calls":
+		if e.ComplexityRoot.CostReportRow.Calls == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.Calls(childComplexity), true
+	case "CostReportRow.costMicroUSD":
+		if e.ComplexityRoot.CostReportRow.CostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.CostMicroUsd(childComplexity), true
+	case "CostReportRow.costUSD":
+		if e.ComplexityRoot.CostReportRow.CostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.CostUsd(childComplexity), true
+	case "CostReportRow.day":
+		if e.ComplexityRoot.CostReportRow.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.Day(childComplexity), true
+	case "CostReportRow.environmentID":
+		if e.ComplexityRoot.CostReportRow.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.EnvironmentID(childComplexity), true
+	case "CostReportRow.inputTokens":
+		if e.ComplexityRoot.CostReportRow.InputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.InputTokens(childComplexity), true
+	case "CostReportRow.model":
+		if e.ComplexityRoot.CostReportRow.Model == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.Model(childComplexity), true
+	case "CostReportRow.outputTokens":
+		if e.ComplexityRoot.CostReportRow.OutputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.OutputTokens(childComplexity), true
+	case "CostReportRow.provider":
+		if e.ComplexityRoot.CostReportRow.Provider == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.Provider(childComplexity), true
+	case "CostReportRow.unpricedCalls":
+		if e.ComplexityRoot.CostReportRow.UnpricedCalls == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.UnpricedCalls(childComplexity), true
+	case "CostReportRow.versionID":
+		if e.ComplexityRoot.CostReportRow.VersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.VersionID(childComplexity), true
+	case "CostReportRow.workflowID":
+		if e.ComplexityRoot.CostReportRow.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CostReportRow.WorkflowID(childComplexity), true
 
 	case "CreateAPIKeyPayload.apiKey":
 		if e.ComplexityRoot.CreateAPIKeyPayload.APIKey == nil {
@@ -1234,6 +1413,265 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MemberEdge.Node(childComplexity), true
 
+	case "ModelCall.attemptID":
+		if e.ComplexityRoot.ModelCall.AttemptID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.AttemptID(childComplexity), true
+	case "ModelCall.cachedInputTokens":
+		if e.ComplexityRoot.ModelCall.CachedInputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.CachedInputTokens(childComplexity), true
+	case "ModelCall.costMicroUSD":
+		if e.ComplexityRoot.ModelCall.CostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.CostMicroUsd(childComplexity), true
+	case "ModelCall.costUSD":
+		if e.ComplexityRoot.ModelCall.CostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.CostUsd(childComplexity), true
+	case "ModelCall.createdAt":
+		if e.ComplexityRoot.ModelCall.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.CreatedAt(childComplexity), true
+	case "ModelCall.environmentID":
+		if e.ComplexityRoot.ModelCall.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.EnvironmentID(childComplexity), true
+	case "ModelCall.id":
+		if e.ComplexityRoot.ModelCall.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.ID(childComplexity), true
+	case "ModelCall.inputTokens":
+		if e.ComplexityRoot.ModelCall.InputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.InputTokens(childComplexity), true
+	case "ModelCall.latencyMs":
+		if e.ComplexityRoot.ModelCall.LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.LatencyMs(childComplexity), true
+	case "ModelCall.model":
+		if e.ComplexityRoot.ModelCall.Model == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.Model(childComplexity), true
+	case "ModelCall.outputTokens":
+		if e.ComplexityRoot.ModelCall.OutputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.OutputTokens(childComplexity), true
+	case "ModelCall.priced":
+		if e.ComplexityRoot.ModelCall.Priced == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.Priced(childComplexity), true
+	case "ModelCall.provider":
+		if e.ComplexityRoot.ModelCall.Provider == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.Provider(childComplexity), true
+	case "ModelCall.runID":
+		if e.ComplexityRoot.ModelCall.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.RunID(childComplexity), true
+	case "ModelCall.stepID":
+		if e.ComplexityRoot.ModelCall.StepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.StepID(childComplexity), true
+	case "ModelCall.versionID":
+		if e.ComplexityRoot.ModelCall.VersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.VersionID(childComplexity), true
+	case "ModelCall.workflowID":
+		if e.ComplexityRoot.ModelCall.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCall.WorkflowID(childComplexity), true
+
+	case "ModelCallConnection.edges":
+		if e.ComplexityRoot.ModelCallConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCallConnection.Edges(childComplexity), true
+	case "ModelCallConnection.pageInfo":
+		if e.ComplexityRoot.ModelCallConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCallConnection.PageInfo(childComplexity), true
+	case "ModelCallConnection.totalCount":
+		if e.ComplexityRoot.ModelCallConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCallConnection.TotalCount(childComplexity), true
+
+	case "ModelCallEdge.cursor":
+		if e.ComplexityRoot.ModelCallEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCallEdge.Cursor(childComplexity), true
+	case "ModelCallEdge.node":
+		if e.ComplexityRoot.ModelCallEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelCallEdge.Node(childComplexity), true
+
+	case "ModelPrice.cachedInputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPrice.CachedInputMicroUsdPerMtok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.CachedInputMicroUsdPerMtok(childComplexity), true
+	case "ModelPrice.createdAt":
+		if e.ComplexityRoot.ModelPrice.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.CreatedAt(childComplexity), true
+	case "ModelPrice.id":
+		if e.ComplexityRoot.ModelPrice.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.ID(childComplexity), true
+	case "ModelPrice.inputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPrice.InputMicroUsdPerMtok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.InputMicroUsdPerMtok(childComplexity), true
+	case "ModelPrice.model":
+		if e.ComplexityRoot.ModelPrice.Model == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.Model(childComplexity), true
+	case "ModelPrice.outputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPrice.OutputMicroUsdPerMtok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.OutputMicroUsdPerMtok(childComplexity), true
+	case "ModelPrice.provider":
+		if e.ComplexityRoot.ModelPrice.Provider == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.Provider(childComplexity), true
+	case "ModelPrice.updatedAt":
+		if e.ComplexityRoot.ModelPrice.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPrice.UpdatedAt(childComplexity), true
+
+	case "ModelPriceConnection.edges":
+		if e.ComplexityRoot.ModelPriceConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceConnection.Edges(childComplexity), true
+	case "ModelPriceConnection.pageInfo":
+		if e.ComplexityRoot.ModelPriceConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceConnection.PageInfo(childComplexity), true
+	case "ModelPriceConnection.totalCount":
+		if e.ComplexityRoot.ModelPriceConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceConnection.TotalCount(childComplexity), true
+
+	case "ModelPriceEdge.cursor":
+		if e.ComplexityRoot.ModelPriceEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceEdge.Cursor(childComplexity), true
+	case "ModelPriceEdge.node":
+		if e.ComplexityRoot.ModelPriceEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceEdge.Node(childComplexity), true
+
+	case "ModelPriceInfo.asOf":
+		if e.ComplexityRoot.ModelPriceInfo.AsOf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.AsOf(childComplexity), true
+	case "ModelPriceInfo.cachedInputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPriceInfo.CachedInputMicroUSDPerMTok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.CachedInputMicroUSDPerMTok(childComplexity), true
+	case "ModelPriceInfo.inputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPriceInfo.InputMicroUSDPerMTok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.InputMicroUSDPerMTok(childComplexity), true
+	case "ModelPriceInfo.model":
+		if e.ComplexityRoot.ModelPriceInfo.Model == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.Model(childComplexity), true
+	case "ModelPriceInfo.outputMicroUSDPerMTok":
+		if e.ComplexityRoot.ModelPriceInfo.OutputMicroUSDPerMTok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.OutputMicroUSDPerMTok(childComplexity), true
+	case "ModelPriceInfo.provider":
+		if e.ComplexityRoot.ModelPriceInfo.Provider == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.Provider(childComplexity), true
+	case "ModelPriceInfo.source":
+		if e.ComplexityRoot.ModelPriceInfo.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelPriceInfo.Source(childComplexity), true
+
 	case "Mutation.cancelRun":
 		if e.ComplexityRoot.Mutation.CancelRun == nil {
 			break
@@ -1322,6 +1760,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteCredential(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteModelPrice":
+		if e.ComplexityRoot.Mutation.DeleteModelPrice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteModelPrice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteModelPrice(childComplexity, args["id"].(string)), true
 	case "Mutation.deployWorkflowVersion":
 		if e.ComplexityRoot.Mutation.DeployWorkflowVersion == nil {
 			break
@@ -1388,6 +1837,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateCredential(childComplexity, args["input"].(model.RotateCredentialInput)), true
+	case "Mutation.setModelPrice":
+		if e.ComplexityRoot.Mutation.SetModelPrice == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setModelPrice_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetModelPrice(childComplexity, args["input"].(model.SetModelPriceInput)), true
+	case "Mutation.setTenantBudget":
+		if e.ComplexityRoot.Mutation.SetTenantBudget == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setTenantBudget_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetTenantBudget(childComplexity, args["input"].(model.SetTenantBudgetInput)), true
 	case "Mutation.startRun":
 		if e.ComplexityRoot.Mutation.StartRun == nil {
 			break
@@ -1469,6 +1940,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditLogs(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.AuditLogOrder), args["where"].(*ent.AuditLogWhereInput)), true
+	case "Query.costReport":
+		if e.ComplexityRoot.Query.CostReport == nil {
+			break
+		}
+
+		args, err := ec.field_Query_costReport_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CostReport(childComplexity, args["from"].(time.Time), args["to"].(time.Time), args["groupBy"].([]model.CostGroupBy)), true
 	case "Query.credentials":
 		if e.ComplexityRoot.Query.Credentials == nil {
 			break
@@ -1502,6 +1984,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Deployments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.DeploymentOrder), args["where"].(*ent.DeploymentWhereInput)), true
+	case "Query.effectiveModelPrices":
+		if e.ComplexityRoot.Query.EffectiveModelPrices == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.EffectiveModelPrices(childComplexity), true
 	case "Query.environments":
 		if e.ComplexityRoot.Query.Environments == nil {
 			break
@@ -1525,6 +2013,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Members(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.MemberOrder), args["where"].(*ent.MemberWhereInput)), true
+	case "Query.modelCalls":
+		if e.ComplexityRoot.Query.ModelCalls == nil {
+			break
+		}
+
+		args, err := ec.field_Query_modelCalls_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ModelCalls(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ModelCallOrder), args["where"].(*ent.ModelCallWhereInput)), true
+	case "Query.modelPrices":
+		if e.ComplexityRoot.Query.ModelPrices == nil {
+			break
+		}
+
+		args, err := ec.field_Query_modelPrices_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ModelPrices(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ModelPriceOrder), args["where"].(*ent.ModelPriceWhereInput)), true
 	case "Query.node":
 		if e.ComplexityRoot.Query.Node == nil {
 			break
@@ -2087,6 +2597,29 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepRun.UpdatedAt(childComplexity), true
 
+	case "Subscription.runEvents":
+		if e.ComplexityRoot.Subscription.RunEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_runEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.RunEvents(childComplexity, args["runID"].(string), args["afterSeq"].(*int)), true
+	case "Subscription.runUpdated":
+		if e.ComplexityRoot.Subscription.RunUpdated == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_runUpdated_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.RunUpdated(childComplexity, args["where"].(*ent.RunWhereInput)), true
+
 	case "Tenant.createdAt":
 		if e.ComplexityRoot.Tenant.CreatedAt == nil {
 			break
@@ -2405,10 +2938,16 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("EnvironmentWhereInput", ec.unmarshalInputEnvironmentWhereInput),
 			graphql.NewInputUnmarshaler("MemberOrder", ec.unmarshalInputMemberOrder),
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
+			graphql.NewInputUnmarshaler("ModelCallOrder", ec.unmarshalInputModelCallOrder),
+			graphql.NewInputUnmarshaler("ModelCallWhereInput", ec.unmarshalInputModelCallWhereInput),
+			graphql.NewInputUnmarshaler("ModelPriceOrder", ec.unmarshalInputModelPriceOrder),
+			graphql.NewInputUnmarshaler("ModelPriceWhereInput", ec.unmarshalInputModelPriceWhereInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
 			graphql.NewInputUnmarshaler("RunWhereInput", ec.unmarshalInputRunWhereInput),
+			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
+			graphql.NewInputUnmarshaler("SetTenantBudgetInput", ec.unmarshalInputSetTenantBudgetInput),
 			graphql.NewInputUnmarshaler("StartRunInput", ec.unmarshalInputStartRunInput),
 			graphql.NewInputUnmarshaler("StepAttemptOrder", ec.unmarshalInputStepAttemptOrder),
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
@@ -2468,6 +3007,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 				Data: buf.Bytes(),
 			}
 		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -2494,6 +3050,83 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../cost.graphql", Input: `# Cost: model prices, per-call cost, reports and budgets. Money is integer
+# micro-USD (...MicroUSD) and a decimal USD string (...USD).
+
+extend type ModelPrice {
+  inputMicroUSDPerMTok: Int!
+  outputMicroUSDPerMTok: Int!
+  cachedInputMicroUSDPerMTok: Int!
+}
+
+extend type ModelCall {
+  costMicroUSD: Int!
+  costUSD: String!
+}
+
+"A model's price, shipped or overridden by the tenant."
+type ModelPriceInfo {
+  provider: String!
+  model: String!
+  inputMicroUSDPerMTok: Int!
+  outputMicroUSDPerMTok: Int!
+  cachedInputMicroUSDPerMTok: Int!
+  "SHIPPED or OVERRIDE"
+  source: String!
+  "The date the shipped prices were taken."
+  asOf: String!
+}
+
+input SetModelPriceInput {
+  provider: String!
+  model: String!
+  inputUSDPerMTok: Float!
+  outputUSDPerMTok: Float!
+  cachedInputUSDPerMTok: Float
+}
+
+enum CostGroupBy {
+  WORKFLOW
+  VERSION
+  ENVIRONMENT
+  MODEL
+  DAY
+}
+
+"One group of a cost report. Only the grouped-by keys are set."
+type CostReportRow {
+  workflowID: ID
+  versionID: ID
+  environmentID: ID
+  provider: String
+  model: String
+  day: String
+  calls: Int!
+  inputTokens: Int!
+  outputTokens: Int!
+  costMicroUSD: Int!
+  costUSD: String!
+  "Calls to models without a price (counted as zero)."
+  unpricedCalls: Int!
+}
+
+input SetTenantBudgetInput {
+  "Monthly spending cap on model calls in USD; null removes it."
+  monthlyUSD: Float
+}
+
+extend type Query {
+  "Effective prices: shipped defaults with the tenant's overrides."
+  effectiveModelPrices: [ModelPriceInfo!]!
+  costReport(from: Time!, to: Time!, groupBy: [CostGroupBy!]!): [CostReportRow!]!
+}
+
+extend type Mutation {
+  setModelPrice(input: SetModelPriceInput!): ModelPrice!
+  deleteModelPrice(id: ID!): ID!
+  setTenantBudget(input: SetTenantBudgetInput!): Tenant!
+}
+`, BuiltIn: false},
 	{Name: "../ent.graphql", Input: `directive @goField(forceResolver: Boolean, name: String, omittable: Boolean) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 directive @goModel(model: String, models: [String!], forceGenerate: Boolean) on OBJECT | INPUT_OBJECT | SCALAR | ENUM | INTERFACE | UNION
 type APIKey implements Node {
@@ -3938,6 +4571,417 @@ input MemberWhereInput {
   subjectEqualFold: String
   subjectContainsFold: String
 }
+type ModelCall implements Node {
+  id: ID!
+  createdAt: Time!
+  runID: String!
+  stepID: String!
+  attemptID: String!
+  workflowID: String!
+  versionID: String!
+  environmentID: String!
+  provider: String!
+  model: String!
+  inputTokens: Int!
+  outputTokens: Int!
+  cachedInputTokens: Int!
+  """
+  False when the model has no price: its cost counts as zero.
+  """
+  priced: Boolean!
+  latencyMs: Int!
+}
+"""
+A connection to a list of items.
+"""
+type ModelCallConnection {
+  """
+  A list of edges.
+  """
+  edges: [ModelCallEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type ModelCallEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: ModelCall
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for ModelCall connections
+"""
+input ModelCallOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order ModelCalls.
+  """
+  field: ModelCallOrderField!
+}
+"""
+Properties by which ModelCall connections can be ordered.
+"""
+enum ModelCallOrderField {
+  CREATED_AT
+}
+"""
+ModelCallWhereInput is used for filtering ModelCall objects.
+Input was generated by ent.
+"""
+input ModelCallWhereInput {
+  not: ModelCallWhereInput
+  and: [ModelCallWhereInput!]
+  or: [ModelCallWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  run_id field predicates
+  """
+  runID: String
+  runIDNEQ: String
+  runIDIn: [String!]
+  runIDNotIn: [String!]
+  runIDGT: String
+  runIDGTE: String
+  runIDLT: String
+  runIDLTE: String
+  runIDContains: String
+  runIDHasPrefix: String
+  runIDHasSuffix: String
+  runIDEqualFold: String
+  runIDContainsFold: String
+  """
+  step_id field predicates
+  """
+  stepID: String
+  stepIDNEQ: String
+  stepIDIn: [String!]
+  stepIDNotIn: [String!]
+  stepIDGT: String
+  stepIDGTE: String
+  stepIDLT: String
+  stepIDLTE: String
+  stepIDContains: String
+  stepIDHasPrefix: String
+  stepIDHasSuffix: String
+  stepIDEqualFold: String
+  stepIDContainsFold: String
+  """
+  attempt_id field predicates
+  """
+  attemptID: String
+  attemptIDNEQ: String
+  attemptIDIn: [String!]
+  attemptIDNotIn: [String!]
+  attemptIDGT: String
+  attemptIDGTE: String
+  attemptIDLT: String
+  attemptIDLTE: String
+  attemptIDContains: String
+  attemptIDHasPrefix: String
+  attemptIDHasSuffix: String
+  attemptIDEqualFold: String
+  attemptIDContainsFold: String
+  """
+  workflow_id field predicates
+  """
+  workflowID: String
+  workflowIDNEQ: String
+  workflowIDIn: [String!]
+  workflowIDNotIn: [String!]
+  workflowIDGT: String
+  workflowIDGTE: String
+  workflowIDLT: String
+  workflowIDLTE: String
+  workflowIDContains: String
+  workflowIDHasPrefix: String
+  workflowIDHasSuffix: String
+  workflowIDEqualFold: String
+  workflowIDContainsFold: String
+  """
+  version_id field predicates
+  """
+  versionID: String
+  versionIDNEQ: String
+  versionIDIn: [String!]
+  versionIDNotIn: [String!]
+  versionIDGT: String
+  versionIDGTE: String
+  versionIDLT: String
+  versionIDLTE: String
+  versionIDContains: String
+  versionIDHasPrefix: String
+  versionIDHasSuffix: String
+  versionIDEqualFold: String
+  versionIDContainsFold: String
+  """
+  environment_id field predicates
+  """
+  environmentID: String
+  environmentIDNEQ: String
+  environmentIDIn: [String!]
+  environmentIDNotIn: [String!]
+  environmentIDGT: String
+  environmentIDGTE: String
+  environmentIDLT: String
+  environmentIDLTE: String
+  environmentIDContains: String
+  environmentIDHasPrefix: String
+  environmentIDHasSuffix: String
+  environmentIDEqualFold: String
+  environmentIDContainsFold: String
+  """
+  provider field predicates
+  """
+  provider: String
+  providerNEQ: String
+  providerIn: [String!]
+  providerNotIn: [String!]
+  providerGT: String
+  providerGTE: String
+  providerLT: String
+  providerLTE: String
+  providerContains: String
+  providerHasPrefix: String
+  providerHasSuffix: String
+  providerEqualFold: String
+  providerContainsFold: String
+  """
+  model field predicates
+  """
+  model: String
+  modelNEQ: String
+  modelIn: [String!]
+  modelNotIn: [String!]
+  modelGT: String
+  modelGTE: String
+  modelLT: String
+  modelLTE: String
+  modelContains: String
+  modelHasPrefix: String
+  modelHasSuffix: String
+  modelEqualFold: String
+  modelContainsFold: String
+  """
+  input_tokens field predicates
+  """
+  inputTokens: Int
+  inputTokensNEQ: Int
+  inputTokensIn: [Int!]
+  inputTokensNotIn: [Int!]
+  inputTokensGT: Int
+  inputTokensGTE: Int
+  inputTokensLT: Int
+  inputTokensLTE: Int
+  """
+  output_tokens field predicates
+  """
+  outputTokens: Int
+  outputTokensNEQ: Int
+  outputTokensIn: [Int!]
+  outputTokensNotIn: [Int!]
+  outputTokensGT: Int
+  outputTokensGTE: Int
+  outputTokensLT: Int
+  outputTokensLTE: Int
+  """
+  cached_input_tokens field predicates
+  """
+  cachedInputTokens: Int
+  cachedInputTokensNEQ: Int
+  cachedInputTokensIn: [Int!]
+  cachedInputTokensNotIn: [Int!]
+  cachedInputTokensGT: Int
+  cachedInputTokensGTE: Int
+  cachedInputTokensLT: Int
+  cachedInputTokensLTE: Int
+  """
+  priced field predicates
+  """
+  priced: Boolean
+  pricedNEQ: Boolean
+  """
+  latency_ms field predicates
+  """
+  latencyMs: Int
+  latencyMsNEQ: Int
+  latencyMsIn: [Int!]
+  latencyMsNotIn: [Int!]
+  latencyMsGT: Int
+  latencyMsGTE: Int
+  latencyMsLT: Int
+  latencyMsLTE: Int
+}
+type ModelPrice implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  provider: String!
+  model: String!
+}
+"""
+A connection to a list of items.
+"""
+type ModelPriceConnection {
+  """
+  A list of edges.
+  """
+  edges: [ModelPriceEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type ModelPriceEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: ModelPrice
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for ModelPrice connections
+"""
+input ModelPriceOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order ModelPrices.
+  """
+  field: ModelPriceOrderField!
+}
+"""
+Properties by which ModelPrice connections can be ordered.
+"""
+enum ModelPriceOrderField {
+  CREATED_AT
+}
+"""
+ModelPriceWhereInput is used for filtering ModelPrice objects.
+Input was generated by ent.
+"""
+input ModelPriceWhereInput {
+  not: ModelPriceWhereInput
+  and: [ModelPriceWhereInput!]
+  or: [ModelPriceWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  provider field predicates
+  """
+  provider: String
+  providerNEQ: String
+  providerIn: [String!]
+  providerNotIn: [String!]
+  providerGT: String
+  providerGTE: String
+  providerLT: String
+  providerLTE: String
+  providerContains: String
+  providerHasPrefix: String
+  providerHasSuffix: String
+  providerEqualFold: String
+  providerContainsFold: String
+  """
+  model field predicates
+  """
+  model: String
+  modelNEQ: String
+  modelIn: [String!]
+  modelNotIn: [String!]
+  modelGT: String
+  modelGTE: String
+  modelLT: String
+  modelLTE: String
+  modelContains: String
+  modelHasPrefix: String
+  modelHasSuffix: String
+  modelEqualFold: String
+  modelContainsFold: String
+}
 """
 An object with an ID.
 Follows the [Relay Global Object Identification Specification](https://relay.dev/graphql/objectidentification.htm)
@@ -4219,6 +5263,68 @@ type Query {
     """
     where: MemberWhereInput
   ): MemberConnection!
+  modelCalls(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for ModelCalls returned from the connection.
+    """
+    orderBy: ModelCallOrder
+
+    """
+    Filtering options for ModelCalls returned from the connection.
+    """
+    where: ModelCallWhereInput
+  ): ModelCallConnection!
+  modelPrices(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for ModelPrices returned from the connection.
+    """
+    orderBy: ModelPriceOrder
+
+    """
+    Filtering options for ModelPrices returned from the connection.
+    """
+    where: ModelPriceWhereInput
+  ): ModelPriceConnection!
   runs(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -5405,6 +6511,15 @@ type Mutation {
   revokeAPIKey(id: ID!): APIKey!
 }
 `, BuiltIn: false},
+	{Name: "../subscriptions.graphql", Input: `# Live updates over graphql-transport-ws (and SSE).
+
+type Subscription {
+  "Stored events after afterSeq, then live ones, in order, with no gap and no duplicate."
+  runEvents(runID: ID!, afterSeq: Int): RunEvent!
+  "Status and cost changes of runs matching where."
+  runUpdated(where: RunWhereInput): Run!
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -5568,6 +6683,36 @@ func (ec *executionContext) childFields_AuditLogEdge(ctx context.Context, field 
 		return ec.fieldContext_AuditLogEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuditLogEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CostReportRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "workflowID":
+		return ec.fieldContext_CostReportRow_workflowID(ctx, field)
+	case "versionID":
+		return ec.fieldContext_CostReportRow_versionID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_CostReportRow_environmentID(ctx, field)
+	case "provider":
+		return ec.fieldContext_CostReportRow_provider(ctx, field)
+	case "model":
+		return ec.fieldContext_CostReportRow_model(ctx, field)
+	case "day":
+		return ec.fieldContext_CostReportRow_day(ctx, field)
+	case "calls":
+		return ec.fieldContext_CostReportRow_calls(ctx, field)
+	case "inputTokens":
+		return ec.fieldContext_CostReportRow_inputTokens(ctx, field)
+	case "outputTokens":
+		return ec.fieldContext_CostReportRow_outputTokens(ctx, field)
+	case "costMicroUSD":
+		return ec.fieldContext_CostReportRow_costMicroUSD(ctx, field)
+	case "costUSD":
+		return ec.fieldContext_CostReportRow_costUSD(ctx, field)
+	case "unpricedCalls":
+		return ec.fieldContext_CostReportRow_unpricedCalls(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CostReportRow", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateAPIKeyPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -5772,6 +6917,132 @@ func (ec *executionContext) childFields_MemberEdge(ctx context.Context, field gr
 		return ec.fieldContext_MemberEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type MemberEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelCall(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ModelCall_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ModelCall_createdAt(ctx, field)
+	case "runID":
+		return ec.fieldContext_ModelCall_runID(ctx, field)
+	case "stepID":
+		return ec.fieldContext_ModelCall_stepID(ctx, field)
+	case "attemptID":
+		return ec.fieldContext_ModelCall_attemptID(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_ModelCall_workflowID(ctx, field)
+	case "versionID":
+		return ec.fieldContext_ModelCall_versionID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_ModelCall_environmentID(ctx, field)
+	case "provider":
+		return ec.fieldContext_ModelCall_provider(ctx, field)
+	case "model":
+		return ec.fieldContext_ModelCall_model(ctx, field)
+	case "inputTokens":
+		return ec.fieldContext_ModelCall_inputTokens(ctx, field)
+	case "outputTokens":
+		return ec.fieldContext_ModelCall_outputTokens(ctx, field)
+	case "cachedInputTokens":
+		return ec.fieldContext_ModelCall_cachedInputTokens(ctx, field)
+	case "priced":
+		return ec.fieldContext_ModelCall_priced(ctx, field)
+	case "latencyMs":
+		return ec.fieldContext_ModelCall_latencyMs(ctx, field)
+	case "costMicroUSD":
+		return ec.fieldContext_ModelCall_costMicroUSD(ctx, field)
+	case "costUSD":
+		return ec.fieldContext_ModelCall_costUSD(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelCall", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelCallConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_ModelCallConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_ModelCallConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_ModelCallConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelCallConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelCallEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_ModelCallEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_ModelCallEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelCallEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelPrice(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ModelPrice_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ModelPrice_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_ModelPrice_updatedAt(ctx, field)
+	case "provider":
+		return ec.fieldContext_ModelPrice_provider(ctx, field)
+	case "model":
+		return ec.fieldContext_ModelPrice_model(ctx, field)
+	case "inputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPrice_inputMicroUSDPerMTok(ctx, field)
+	case "outputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPrice_outputMicroUSDPerMTok(ctx, field)
+	case "cachedInputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPrice_cachedInputMicroUSDPerMTok(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelPrice", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelPriceConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_ModelPriceConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_ModelPriceConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_ModelPriceConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelPriceConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelPriceEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_ModelPriceEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_ModelPriceEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelPriceEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelPriceInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "provider":
+		return ec.fieldContext_ModelPriceInfo_provider(ctx, field)
+	case "model":
+		return ec.fieldContext_ModelPriceInfo_model(ctx, field)
+	case "inputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPriceInfo_inputMicroUSDPerMTok(ctx, field)
+	case "outputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPriceInfo_outputMicroUSDPerMTok(ctx, field)
+	case "cachedInputMicroUSDPerMTok":
+		return ec.fieldContext_ModelPriceInfo_cachedInputMicroUSDPerMTok(ctx, field)
+	case "source":
+		return ec.fieldContext_ModelPriceInfo_source(ctx, field)
+	case "asOf":
+		return ec.fieldContext_ModelPriceInfo_asOf(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelPriceInfo", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -6476,6 +7747,20 @@ func (ec *executionContext) field_Mutation_deleteCredential_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteModelPrice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_deployWorkflowVersion_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6552,6 +7837,34 @@ func (ec *executionContext) field_Mutation_rotateCredential_args(ctx context.Con
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.RotateCredentialInput, error) {
 			return ec.unmarshalNRotateCredentialInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRotateCredentialInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setModelPrice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetModelPriceInput, error) {
+			return ec.unmarshalNSetModelPriceInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetModelPriceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setTenantBudget_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetTenantBudgetInput, error) {
+			return ec.unmarshalNSetTenantBudgetInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetTenantBudgetInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -6761,6 +8074,36 @@ func (ec *executionContext) field_Query_auditLogs_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_costReport_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "groupBy",
+		func(ctx context.Context, v any) ([]model.CostGroupBy, error) {
+			return ec.unmarshalNCostGroupBy2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupByᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["groupBy"] = arg2
 	return args, nil
 }
 
@@ -7010,6 +8353,114 @@ func (ec *executionContext) field_Query_members_args(ctx context.Context, rawArg
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_modelCalls_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.ModelCallOrder, error) {
+			return ec.unmarshalOModelCallOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.ModelCallWhereInput, error) {
+			return ec.unmarshalOModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_modelPrices_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.ModelPriceOrder, error) {
+			return ec.unmarshalOModelPriceOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.ModelPriceWhereInput, error) {
+			return ec.unmarshalOModelPriceWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_node_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -7165,6 +8616,42 @@ func (ec *executionContext) field_Run_events_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["first"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_runEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "afterSeq",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["afterSeq"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_runUpdated_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.RunWhereInput, error) {
+			return ec.unmarshalORunWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg0
 	return args, nil
 }
 
@@ -8643,6 +10130,282 @@ func (ec *executionContext) _AuditLogEdge_cursor(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_AuditLogEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuditLogEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _CostReportRow_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CostReportRow_versionID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_versionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_versionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CostReportRow_environmentID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CostReportRow_provider(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_provider(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Provider, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_provider(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "String")
+}
+
+func (ec *executionContext) _CostReportRow_model(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_model(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Model, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_model(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "String")
+}
+
+func (ec *executionContext) _CostReportRow_day(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_day(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Day, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_day(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "String")
+}
+
+func (ec *executionContext) _CostReportRow_calls(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_calls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Calls, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_calls(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CostReportRow_inputTokens(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_inputTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InputTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_inputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CostReportRow_outputTokens(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_outputTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OutputTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_outputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CostReportRow_costMicroUSD(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_costMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_costMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CostReportRow_costUSD(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_costUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_costUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "String")
+}
+
+func (ec *executionContext) _CostReportRow_unpricedCalls(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CostReportRow_unpricedCalls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UnpricedCalls, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CostReportRow_unpricedCalls(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CostReportRow", field, false, false, "Int")
 }
 
 func (ec *executionContext) _CreateAPIKeyPayload_apiKey(ctx context.Context, field graphql.CollectedField, obj *model.CreateAPIKeyPayload) (ret graphql.Marshaler) {
@@ -10229,6 +11992,1026 @@ func (ec *executionContext) fieldContext_MemberEdge_cursor(_ context.Context, fi
 	return graphql.NewScalarFieldContext("MemberEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _ModelCall_id(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ModelCall_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ModelCall_runID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_stepID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_stepID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_attemptID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_attemptID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AttemptID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_attemptID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_versionID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_versionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_versionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_provider(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_provider(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Provider, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_provider(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_model(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_model(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Model, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_model(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelCall_inputTokens(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_inputTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InputTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_inputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCall_outputTokens(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_outputTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OutputTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_outputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCall_cachedInputTokens(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_cachedInputTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CachedInputTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_cachedInputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCall_priced(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_priced(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Priced, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_priced(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ModelCall_latencyMs(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_latencyMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LatencyMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_latencyMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCall_costMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_costMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_costMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCall_costUSD(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCall_costUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ModelCall().CostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCall_costUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCall", field, true, true, "String")
+}
+
+func (ec *executionContext) _ModelCallConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCallConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCallConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.ModelCallEdge) graphql.Marshaler {
+			return ec.marshalOModelCallEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCallConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelCallConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelCallEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelCallConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCallConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCallConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCallConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelCallConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelCallConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCallConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCallConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCallConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCallConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelCallEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCallEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCallEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ModelCall) graphql.Marshaler {
+			return ec.marshalOModelCall2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCall(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCallEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelCallEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelCall(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelCallEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.ModelCallEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelCallEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelCallEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelCallEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _ModelPrice_id(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ModelPrice_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ModelPrice_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ModelPrice_provider(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_provider(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Provider, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_provider(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelPrice_model(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_model(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Model, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_model(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelPrice_inputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_inputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InputMicroUsdPerMtok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_inputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPrice_outputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_outputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OutputMicroUsdPerMtok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_outputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPrice_cachedInputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPrice_cachedInputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CachedInputMicroUsdPerMtok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPrice_cachedInputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPrice", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPriceConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPriceConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.ModelPriceEdge) graphql.Marshaler {
+			return ec.marshalOModelPriceEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelPriceConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelPriceEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelPriceConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPriceConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelPriceConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelPriceConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPriceConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPriceEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPriceEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ModelPrice) graphql.Marshaler {
+			return ec.marshalOModelPrice2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPrice(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelPriceEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelPrice(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelPriceEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPriceEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _ModelPriceInfo_provider(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_provider(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Provider, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_provider(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelPriceInfo_model(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_model(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Model, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_model(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelPriceInfo_inputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_inputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InputMicroUSDPerMTok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_inputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPriceInfo_outputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_outputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OutputMicroUSDPerMTok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_outputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPriceInfo_cachedInputMicroUSDPerMTok(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_cachedInputMicroUSDPerMTok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CachedInputMicroUSDPerMTok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_cachedInputMicroUSDPerMTok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelPriceInfo_source(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelPriceInfo_asOf(ctx context.Context, field graphql.CollectedField, obj *model.ModelPriceInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelPriceInfo_asOf(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AsOf, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelPriceInfo_asOf(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelPriceInfo", field, false, false, "String")
+}
+
 func (ec *executionContext) _Mutation_createEnvironment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -10707,6 +13490,138 @@ func (ec *executionContext) fieldContext_Mutation_revokeAPIKey(ctx context.Conte
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_revokeAPIKey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setModelPrice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setModelPrice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetModelPrice(ctx, fc.Args["input"].(model.SetModelPriceInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ModelPrice) graphql.Marshaler {
+			return ec.marshalNModelPrice2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPrice(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setModelPrice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelPrice(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setModelPrice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteModelPrice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteModelPrice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteModelPrice(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteModelPrice(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteModelPrice_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setTenantBudget(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setTenantBudget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetTenantBudget(ctx, fc.Args["input"].(model.SetTenantBudgetInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Tenant) graphql.Marshaler {
+			return ec.marshalNTenant2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTenant(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setTenantBudget(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Tenant(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setTenantBudget_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -11421,6 +14336,94 @@ func (ec *executionContext) fieldContext_Query_members(ctx context.Context, fiel
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_modelCalls(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_modelCalls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ModelCalls(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.ModelCallOrder), fc.Args["where"].(*ent.ModelCallWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ModelCallConnection) graphql.Marshaler {
+			return ec.marshalNModelCallConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_modelCalls(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelCallConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_modelCalls_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_modelPrices(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_modelPrices(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ModelPrices(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.ModelPriceOrder), fc.Args["where"].(*ent.ModelPriceWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ModelPriceConnection) graphql.Marshaler {
+			return ec.marshalNModelPriceConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_modelPrices(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelPriceConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_modelPrices_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_runs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -11503,6 +14506,82 @@ func (ec *executionContext) fieldContext_Query_workflows(ctx context.Context, fi
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_workflows_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_effectiveModelPrices(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_effectiveModelPrices(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().EffectiveModelPrices(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ModelPriceInfo) graphql.Marshaler {
+			return ec.marshalNModelPriceInfo2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelPriceInfoᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_effectiveModelPrices(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelPriceInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_costReport(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_costReport(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CostReport(ctx, fc.Args["from"].(time.Time), fc.Args["to"].(time.Time), fc.Args["groupBy"].([]model.CostGroupBy))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CostReportRow) graphql.Marshaler {
+			return ec.marshalNCostReportRow2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostReportRowᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_costReport(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CostReportRow(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_costReport_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -13722,6 +16801,94 @@ func (ec *executionContext) fieldContext_StepRun_attemptList(_ context.Context, 
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_StepAttempt(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_runEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_runEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().RunEvents(ctx, fc.Args["runID"].(string), fc.Args["afterSeq"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.RunEvent) graphql.Marshaler {
+			return ec.marshalNRunEvent2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_runEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RunEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_runEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_runUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_runUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().RunUpdated(ctx, fc.Args["where"].(*ent.RunWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_runUpdated(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_runUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -21492,6 +24659,1680 @@ func UnmarshalMemberWhereInput(ctx context.Context, raw any) (ent.MemberWhereInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputModelCallOrder(ctx context.Context, obj any) (ent.ModelCallOrder, error) {
+	var it ent.ModelCallOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNModelCallOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalModelCallOrder unmarshals raw into the ModelCallOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalModelCallOrder(ctx context.Context, raw any) (ent.ModelCallOrder, error) {
+	var out ent.ModelCallOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelCallOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputModelCallWhereInput(ctx context.Context, obj any) (ent.ModelCallWhereInput, error) {
+	var it ent.ModelCallWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDEqualFold", "runIDContainsFold", "stepID", "stepIDNEQ", "stepIDIn", "stepIDNotIn", "stepIDGT", "stepIDGTE", "stepIDLT", "stepIDLTE", "stepIDContains", "stepIDHasPrefix", "stepIDHasSuffix", "stepIDEqualFold", "stepIDContainsFold", "attemptID", "attemptIDNEQ", "attemptIDIn", "attemptIDNotIn", "attemptIDGT", "attemptIDGTE", "attemptIDLT", "attemptIDLTE", "attemptIDContains", "attemptIDHasPrefix", "attemptIDHasSuffix", "attemptIDEqualFold", "attemptIDContainsFold", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "provider", "providerNEQ", "providerIn", "providerNotIn", "providerGT", "providerGTE", "providerLT", "providerLTE", "providerContains", "providerHasPrefix", "providerHasSuffix", "providerEqualFold", "providerContainsFold", "model", "modelNEQ", "modelIn", "modelNotIn", "modelGT", "modelGTE", "modelLT", "modelLTE", "modelContains", "modelHasPrefix", "modelHasSuffix", "modelEqualFold", "modelContainsFold", "inputTokens", "inputTokensNEQ", "inputTokensIn", "inputTokensNotIn", "inputTokensGT", "inputTokensGTE", "inputTokensLT", "inputTokensLTE", "outputTokens", "outputTokensNEQ", "outputTokensIn", "outputTokensNotIn", "outputTokensGT", "outputTokensGTE", "outputTokensLT", "outputTokensLTE", "cachedInputTokens", "cachedInputTokensNEQ", "cachedInputTokensIn", "cachedInputTokensNotIn", "cachedInputTokensGT", "cachedInputTokensGTE", "cachedInputTokensLT", "cachedInputTokensLTE", "priced", "pricedNEQ", "latencyMs", "latencyMsNEQ", "latencyMsIn", "latencyMsNotIn", "latencyMsGT", "latencyMsGTE", "latencyMsLT", "latencyMsLTE"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOModelCallWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOModelCallWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "runID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunID = data
+		case "runIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNEQ = data
+		case "runIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDIn = data
+		case "runIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNotIn = data
+		case "runIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDGT = data
+		case "runIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDGTE = data
+		case "runIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDLT = data
+		case "runIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDLTE = data
+		case "runIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDContains = data
+		case "runIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDHasPrefix = data
+		case "runIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDHasSuffix = data
+		case "runIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDEqualFold = data
+		case "runIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDContainsFold = data
+		case "stepID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepID = data
+		case "stepIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDNEQ = data
+		case "stepIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDIn = data
+		case "stepIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDNotIn = data
+		case "stepIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDGT = data
+		case "stepIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDGTE = data
+		case "stepIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDLT = data
+		case "stepIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDLTE = data
+		case "stepIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDContains = data
+		case "stepIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDHasPrefix = data
+		case "stepIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDHasSuffix = data
+		case "stepIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDEqualFold = data
+		case "stepIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDContainsFold = data
+		case "attemptID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptID = data
+		case "attemptIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDNEQ = data
+		case "attemptIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDIn = data
+		case "attemptIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDNotIn = data
+		case "attemptIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDGT = data
+		case "attemptIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDGTE = data
+		case "attemptIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDLT = data
+		case "attemptIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDLTE = data
+		case "attemptIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDContains = data
+		case "attemptIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDHasPrefix = data
+		case "attemptIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDHasSuffix = data
+		case "attemptIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDEqualFold = data
+		case "attemptIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptIDContainsFold = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "workflowIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNEQ = data
+		case "workflowIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIn = data
+		case "workflowIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotIn = data
+		case "workflowIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGT = data
+		case "workflowIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGTE = data
+		case "workflowIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLT = data
+		case "workflowIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLTE = data
+		case "workflowIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContains = data
+		case "workflowIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasPrefix = data
+		case "workflowIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasSuffix = data
+		case "workflowIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDEqualFold = data
+		case "workflowIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContainsFold = data
+		case "versionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionID = data
+		case "versionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDNEQ = data
+		case "versionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDIn = data
+		case "versionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDNotIn = data
+		case "versionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDGT = data
+		case "versionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDGTE = data
+		case "versionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDLT = data
+		case "versionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDLTE = data
+		case "versionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDContains = data
+		case "versionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDHasPrefix = data
+		case "versionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDHasSuffix = data
+		case "versionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDEqualFold = data
+		case "versionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDContainsFold = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "provider":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("provider"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Provider = data
+		case "providerNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderNEQ = data
+		case "providerIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderIn = data
+		case "providerNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderNotIn = data
+		case "providerGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderGT = data
+		case "providerGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderGTE = data
+		case "providerLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderLT = data
+		case "providerLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderLTE = data
+		case "providerContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderContains = data
+		case "providerHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderHasPrefix = data
+		case "providerHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderHasSuffix = data
+		case "providerEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderEqualFold = data
+		case "providerContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderContainsFold = data
+		case "model":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("model"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Model = data
+		case "modelNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelNEQ = data
+		case "modelIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelIn = data
+		case "modelNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelNotIn = data
+		case "modelGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelGT = data
+		case "modelGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelGTE = data
+		case "modelLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelLT = data
+		case "modelLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelLTE = data
+		case "modelContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelContains = data
+		case "modelHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelHasPrefix = data
+		case "modelHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelHasSuffix = data
+		case "modelEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelEqualFold = data
+		case "modelContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelContainsFold = data
+		case "inputTokens":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokens"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokens = data
+		case "inputTokensNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensNEQ = data
+		case "inputTokensIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensIn = data
+		case "inputTokensNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensNotIn = data
+		case "inputTokensGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensGT = data
+		case "inputTokensGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensGTE = data
+		case "inputTokensLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensLT = data
+		case "inputTokensLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputTokensLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputTokensLTE = data
+		case "outputTokens":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokens"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokens = data
+		case "outputTokensNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensNEQ = data
+		case "outputTokensIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensIn = data
+		case "outputTokensNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensNotIn = data
+		case "outputTokensGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensGT = data
+		case "outputTokensGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensGTE = data
+		case "outputTokensLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensLT = data
+		case "outputTokensLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputTokensLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputTokensLTE = data
+		case "cachedInputTokens":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokens"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokens = data
+		case "cachedInputTokensNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensNEQ = data
+		case "cachedInputTokensIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensIn = data
+		case "cachedInputTokensNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensNotIn = data
+		case "cachedInputTokensGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensGT = data
+		case "cachedInputTokensGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensGTE = data
+		case "cachedInputTokensLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensLT = data
+		case "cachedInputTokensLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputTokensLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputTokensLTE = data
+		case "priced":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priced"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Priced = data
+		case "pricedNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricedNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricedNEQ = data
+		case "latencyMs":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMs"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMs = data
+		case "latencyMsNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsNEQ = data
+		case "latencyMsIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsIn = data
+		case "latencyMsNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsNotIn = data
+		case "latencyMsGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsGT = data
+		case "latencyMsGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsGTE = data
+		case "latencyMsLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsLT = data
+		case "latencyMsLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMsLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LatencyMsLTE = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalModelCallWhereInput unmarshals raw into the ModelCallWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalModelCallWhereInput(ctx context.Context, raw any) (ent.ModelCallWhereInput, error) {
+	var out ent.ModelCallWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelCallWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputModelPriceOrder(ctx context.Context, obj any) (ent.ModelPriceOrder, error) {
+	var it ent.ModelPriceOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNModelPriceOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalModelPriceOrder unmarshals raw into the ModelPriceOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalModelPriceOrder(ctx context.Context, raw any) (ent.ModelPriceOrder, error) {
+	var out ent.ModelPriceOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelPriceOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputModelPriceWhereInput(ctx context.Context, obj any) (ent.ModelPriceWhereInput, error) {
+	var it ent.ModelPriceWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "provider", "providerNEQ", "providerIn", "providerNotIn", "providerGT", "providerGTE", "providerLT", "providerLTE", "providerContains", "providerHasPrefix", "providerHasSuffix", "providerEqualFold", "providerContainsFold", "model", "modelNEQ", "modelIn", "modelNotIn", "modelGT", "modelGTE", "modelLT", "modelLTE", "modelContains", "modelHasPrefix", "modelHasSuffix", "modelEqualFold", "modelContainsFold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOModelPriceWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOModelPriceWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOModelPriceWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "provider":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("provider"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Provider = data
+		case "providerNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderNEQ = data
+		case "providerIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderIn = data
+		case "providerNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderNotIn = data
+		case "providerGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderGT = data
+		case "providerGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderGTE = data
+		case "providerLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderLT = data
+		case "providerLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderLTE = data
+		case "providerContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderContains = data
+		case "providerHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderHasPrefix = data
+		case "providerHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderHasSuffix = data
+		case "providerEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderEqualFold = data
+		case "providerContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("providerContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProviderContainsFold = data
+		case "model":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("model"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Model = data
+		case "modelNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelNEQ = data
+		case "modelIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelIn = data
+		case "modelNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelNotIn = data
+		case "modelGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelGT = data
+		case "modelGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelGTE = data
+		case "modelLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelLT = data
+		case "modelLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelLTE = data
+		case "modelContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelContains = data
+		case "modelHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelHasPrefix = data
+		case "modelHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelHasSuffix = data
+		case "modelEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelEqualFold = data
+		case "modelContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelContainsFold = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalModelPriceWhereInput unmarshals raw into the ModelPriceWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalModelPriceWhereInput(ctx context.Context, raw any) (ent.ModelPriceWhereInput, error) {
+	var out ent.ModelPriceWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelPriceWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, obj any) (model.ReplayRunInput, error) {
 	var it model.ReplayRunInput
 	if obj == nil {
@@ -22911,6 +27752,118 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 func UnmarshalRunWhereInput(ctx context.Context, raw any) (ent.RunWhereInput, error) {
 	var out ent.RunWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RunWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSetModelPriceInput(ctx context.Context, obj any) (model.SetModelPriceInput, error) {
+	var it model.SetModelPriceInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"provider", "model", "inputUSDPerMTok", "outputUSDPerMTok", "cachedInputUSDPerMTok"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "provider":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("provider"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Provider = data
+		case "model":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("model"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Model = data
+		case "inputUSDPerMTok":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputUSDPerMTok"))
+			data, err := ec.unmarshalNFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputUSDPerMTok = data
+		case "outputUSDPerMTok":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outputUSDPerMTok"))
+			data, err := ec.unmarshalNFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OutputUSDPerMTok = data
+		case "cachedInputUSDPerMTok":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cachedInputUSDPerMTok"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CachedInputUSDPerMTok = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetModelPriceInput unmarshals raw into the SetModelPriceInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetModelPriceInput(ctx context.Context, raw any) (model.SetModelPriceInput, error) {
+	var out model.SetModelPriceInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetModelPriceInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSetTenantBudgetInput(ctx context.Context, obj any) (model.SetTenantBudgetInput, error) {
+	var it model.SetTenantBudgetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"monthlyUSD"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "monthlyUSD":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("monthlyUSD"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MonthlyUsd = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetTenantBudgetInput unmarshals raw into the SetTenantBudgetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetTenantBudgetInput(ctx context.Context, raw any) (model.SetTenantBudgetInput, error) {
+	var out model.SetTenantBudgetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetTenantBudgetInput", raw, &out)
 	return out, err
 }
 
@@ -24818,6 +29771,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Run(ctx, sel, obj)
+	case *ent.ModelPrice:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._ModelPrice(ctx, sel, obj)
+	case *ent.ModelCall:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._ModelCall(ctx, sel, obj)
 	case *ent.Member:
 		if obj == nil {
 			return graphql.Null
@@ -25360,6 +30323,94 @@ func (ec *executionContext) _AuditLogEdge(ctx context.Context, sel ast.Selection
 			}
 		case "cursor":
 			out.Values[i] = ec._AuditLogEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var costReportRowImplementors = []string{"CostReportRow"}
+
+func (ec *executionContext) _CostReportRow(ctx context.Context, sel ast.SelectionSet, obj *model.CostReportRow) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, costReportRowImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CostReportRow")
+		case "workflowID":
+			out.Values[i] = ec._CostReportRow_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "versionID":
+			out.Values[i] = ec._CostReportRow_versionID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "environmentID":
+			out.Values[i] = ec._CostReportRow_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "provider":
+			out.Values[i] = ec._CostReportRow_provider(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "model":
+			out.Values[i] = ec._CostReportRow_model(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "day":
+			out.Values[i] = ec._CostReportRow_day(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "calls":
+			out.Values[i] = ec._CostReportRow_calls(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "inputTokens":
+			out.Values[i] = ec._CostReportRow_inputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "outputTokens":
+			out.Values[i] = ec._CostReportRow_outputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costMicroUSD":
+			out.Values[i] = ec._CostReportRow_costMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costUSD":
+			out.Values[i] = ec._CostReportRow_costUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unpricedCalls":
+			out.Values[i] = ec._CostReportRow_unpricedCalls(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -26078,6 +31129,413 @@ func (ec *executionContext) _MemberEdge(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var modelCallImplementors = []string{"ModelCall", "Node"}
+
+func (ec *executionContext) _ModelCall(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelCall) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelCallImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelCall")
+		case "id":
+			out.Values[i] = ec._ModelCall_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._ModelCall_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._ModelCall_runID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stepID":
+			out.Values[i] = ec._ModelCall_stepID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "attemptID":
+			out.Values[i] = ec._ModelCall_attemptID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._ModelCall_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "versionID":
+			out.Values[i] = ec._ModelCall_versionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._ModelCall_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "provider":
+			out.Values[i] = ec._ModelCall_provider(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "model":
+			out.Values[i] = ec._ModelCall_model(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "inputTokens":
+			out.Values[i] = ec._ModelCall_inputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "outputTokens":
+			out.Values[i] = ec._ModelCall_outputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "cachedInputTokens":
+			out.Values[i] = ec._ModelCall_cachedInputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "priced":
+			out.Values[i] = ec._ModelCall_priced(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "latencyMs":
+			out.Values[i] = ec._ModelCall_latencyMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "costMicroUSD":
+			out.Values[i] = ec._ModelCall_costMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "costUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ModelCall_costUSD(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelCallConnectionImplementors = []string{"ModelCallConnection"}
+
+func (ec *executionContext) _ModelCallConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelCallConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelCallConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelCallConnection")
+		case "edges":
+			out.Values[i] = ec._ModelCallConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._ModelCallConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._ModelCallConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelCallEdgeImplementors = []string{"ModelCallEdge"}
+
+func (ec *executionContext) _ModelCallEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelCallEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelCallEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelCallEdge")
+		case "node":
+			out.Values[i] = ec._ModelCallEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._ModelCallEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelPriceImplementors = []string{"ModelPrice", "Node"}
+
+func (ec *executionContext) _ModelPrice(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelPrice) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelPriceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelPrice")
+		case "id":
+			out.Values[i] = ec._ModelPrice_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._ModelPrice_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._ModelPrice_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "provider":
+			out.Values[i] = ec._ModelPrice_provider(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "model":
+			out.Values[i] = ec._ModelPrice_model(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "inputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPrice_inputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "outputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPrice_outputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cachedInputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPrice_cachedInputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelPriceConnectionImplementors = []string{"ModelPriceConnection"}
+
+func (ec *executionContext) _ModelPriceConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelPriceConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelPriceConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelPriceConnection")
+		case "edges":
+			out.Values[i] = ec._ModelPriceConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._ModelPriceConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._ModelPriceConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelPriceEdgeImplementors = []string{"ModelPriceEdge"}
+
+func (ec *executionContext) _ModelPriceEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelPriceEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelPriceEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelPriceEdge")
+		case "node":
+			out.Values[i] = ec._ModelPriceEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._ModelPriceEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelPriceInfoImplementors = []string{"ModelPriceInfo"}
+
+func (ec *executionContext) _ModelPriceInfo(ctx context.Context, sel ast.SelectionSet, obj *model.ModelPriceInfo) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelPriceInfoImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelPriceInfo")
+		case "provider":
+			out.Values[i] = ec._ModelPriceInfo_provider(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "model":
+			out.Values[i] = ec._ModelPriceInfo_model(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "inputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPriceInfo_inputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "outputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPriceInfo_outputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cachedInputMicroUSDPerMTok":
+			out.Values[i] = ec._ModelPriceInfo_cachedInputMicroUSDPerMTok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._ModelPriceInfo_source(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "asOf":
+			out.Values[i] = ec._ModelPriceInfo_asOf(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -26170,6 +31628,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "revokeAPIKey":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_revokeAPIKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setModelPrice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setModelPrice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteModelPrice":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteModelPrice(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setTenantBudget":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setTenantBudget(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -26347,6 +31826,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_members(ctx, field)
 				})
+		case "modelCalls":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_modelCalls(ctx, field)
+				})
+		case "modelPrices":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_modelPrices(ctx, field)
+				})
 		case "runs":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -26358,6 +31849,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_workflows(ctx, field)
+				})
+		case "effectiveModelPrices":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_effectiveModelPrices(ctx, field)
+				})
+		case "costReport":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_costReport(ctx, field)
 				})
 		case "deadLetter":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -27057,6 +32560,28 @@ func (ec *executionContext) _StepRun(ctx context.Context, sel ast.SelectionSet, 
 	}
 
 	return out
+}
+
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "runEvents":
+		return ec._Subscription_runEvents(ctx, fields[0])
+	case "runUpdated":
+		return ec._Subscription_runUpdated(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
 }
 
 var tenantImplementors = []string{"Tenant", "Node"}
@@ -28025,6 +33550,70 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx context.Context, v any) (model.CostGroupBy, error) {
+	var res model.CostGroupBy
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx context.Context, sel ast.SelectionSet, v model.CostGroupBy) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNCostGroupBy2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupByᚄ(ctx context.Context, v any) ([]model.CostGroupBy, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.CostGroupBy, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNCostGroupBy2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupByᚄ(ctx context.Context, sel ast.SelectionSet, v []model.CostGroupBy) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCostReportRow2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostReportRowᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CostReportRow) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCostReportRow2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostReportRow(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCostReportRow2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostReportRow(ctx context.Context, sel ast.SelectionSet, v *model.CostReportRow) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CostReportRow!")
+		return graphql.Null
+	}
+	return ec._CostReportRow(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNCreateAPIKeyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateAPIKeyInput(ctx context.Context, v any) (model.CreateAPIKeyInput, error) {
 	res, err := ec.unmarshalInputCreateAPIKeyInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -28232,6 +33821,20 @@ func (ec *executionContext) unmarshalNEnvironmentWhereInput2ᚖgithubᚗcomᚋsl
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.SelectionSet, v float64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalFloatContext(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Float!")
+	}
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalID(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -28345,6 +33948,92 @@ func (ec *executionContext) marshalNMemberOrderField2ᚖgithubᚗcomᚋsluicehq�
 
 func (ec *executionContext) unmarshalNMemberWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMemberWhereInput(ctx context.Context, v any) (*ent.MemberWhereInput, error) {
 	res, err := ec.unmarshalInputMemberWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelCallConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallConnection(ctx context.Context, sel ast.SelectionSet, v *ent.ModelCallConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelCallConnection!")
+		return graphql.Null
+	}
+	return ec._ModelCallConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNModelCallOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallOrderField(ctx context.Context, v any) (*ent.ModelCallOrderField, error) {
+	var res = new(ent.ModelCallOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelCallOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.ModelCallOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelCallOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx context.Context, v any) (*ent.ModelCallWhereInput, error) {
+	res, err := ec.unmarshalInputModelCallWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelPrice2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPrice(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPrice) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelPrice!")
+		return graphql.Null
+	}
+	return ec._ModelPrice(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNModelPriceConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceConnection(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPriceConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelPriceConnection!")
+		return graphql.Null
+	}
+	return ec._ModelPriceConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNModelPriceInfo2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelPriceInfoᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ModelPriceInfo) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNModelPriceInfo2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelPriceInfo(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNModelPriceInfo2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelPriceInfo(ctx context.Context, sel ast.SelectionSet, v *model.ModelPriceInfo) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelPriceInfo!")
+		return graphql.Null
+	}
+	return ec._ModelPriceInfo(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNModelPriceOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceOrderField(ctx context.Context, v any) (*ent.ModelPriceOrderField, error) {
+	var res = new(ent.ModelPriceOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelPriceOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPriceOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelPriceOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNModelPriceWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInput(ctx context.Context, v any) (*ent.ModelPriceWhereInput, error) {
+	res, err := ec.unmarshalInputModelPriceWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -28515,6 +34204,16 @@ func (ec *executionContext) marshalNRunStatus2githubᚗcomᚋsluicehqᚋsluice�
 func (ec *executionContext) unmarshalNRunWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunWhereInput(ctx context.Context, v any) (*ent.RunWhereInput, error) {
 	res, err := ec.unmarshalInputRunWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSetModelPriceInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetModelPriceInput(ctx context.Context, v any) (model.SetModelPriceInput, error) {
+	res, err := ec.unmarshalInputSetModelPriceInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSetTenantBudgetInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetTenantBudgetInput(ctx context.Context, v any) (model.SetTenantBudgetInput, error) {
+	res, err := ec.unmarshalInputSetTenantBudgetInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNStartRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStartRunInput(ctx context.Context, v any) (model.StartRunInput, error) {
@@ -29592,6 +35291,23 @@ func (ec *executionContext) unmarshalOEnvironmentWhereInput2ᚖgithubᚗcomᚋsl
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel ast.SelectionSet, v *float64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	res := graphql.MarshalFloatContext(*v)
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalOID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
 	if v == nil {
 		return nil, nil
@@ -29643,6 +35359,41 @@ func (ec *executionContext) marshalOID2ᚖstring(ctx context.Context, sel ast.Se
 	_ = ctx
 	res := graphql.MarshalID(*v)
 	return res
+}
+
+func (ec *executionContext) unmarshalOInt2ᚕint64ᚄ(ctx context.Context, v any) ([]int64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]int64, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNInt2int64(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOInt2ᚕint64ᚄ(ctx context.Context, sel ast.SelectionSet, v []int64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNInt2int64(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOInt2ᚕintᚄ(ctx context.Context, v any) ([]int, error) {
@@ -29791,6 +35542,126 @@ func (ec *executionContext) unmarshalOMemberWhereInput2ᚖgithubᚗcomᚋsluiceh
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputMemberWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOModelCall2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCall(ctx context.Context, sel ast.SelectionSet, v *ent.ModelCall) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ModelCall(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOModelCallEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.ModelCallEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOModelCallEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOModelCallEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallEdge(ctx context.Context, sel ast.SelectionSet, v *ent.ModelCallEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ModelCallEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOModelCallOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallOrder(ctx context.Context, v any) (*ent.ModelCallOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputModelCallOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOModelCallWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInputᚄ(ctx context.Context, v any) ([]*ent.ModelCallWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.ModelCallWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx context.Context, v any) (*ent.ModelCallWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputModelCallWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOModelPrice2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPrice(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPrice) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ModelPrice(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOModelPriceEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.ModelPriceEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOModelPriceEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOModelPriceEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceEdge(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPriceEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ModelPriceEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOModelPriceOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceOrder(ctx context.Context, v any) (*ent.ModelPriceOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputModelPriceOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOModelPriceWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInputᚄ(ctx context.Context, v any) ([]*ent.ModelPriceWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.ModelPriceWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNModelPriceWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOModelPriceWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPriceWhereInput(ctx context.Context, v any) (*ent.ModelPriceWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputModelPriceWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

@@ -14,6 +14,23 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 )
 
+// One group of a cost report. Only the grouped-by keys are set.
+type CostReportRow struct {
+	WorkflowID    *string `json:"workflowID,omitempty"`
+	VersionID     *string `json:"versionID,omitempty"`
+	EnvironmentID *string `json:"environmentID,omitempty"`
+	Provider      *string `json:"provider,omitempty"`
+	Model         *string `json:"model,omitempty"`
+	Day           *string `json:"day,omitempty"`
+	Calls         int     `json:"calls"`
+	InputTokens   int     `json:"inputTokens"`
+	OutputTokens  int     `json:"outputTokens"`
+	CostMicroUsd  int     `json:"costMicroUSD"`
+	CostUsd       string  `json:"costUSD"`
+	// Calls to models without a price (counted as zero).
+	UnpricedCalls int `json:"unpricedCalls"`
+}
+
 type CreateAPIKeyInput struct {
 	Name          string     `json:"name"`
 	Roles         []Role     `json:"roles"`
@@ -70,6 +87,19 @@ type DeployWorkflowVersionInput struct {
 	EnvironmentID string `json:"environmentID"`
 }
 
+// A model's price, shipped or overridden by the tenant.
+type ModelPriceInfo struct {
+	Provider                   string `json:"provider"`
+	Model                      string `json:"model"`
+	InputMicroUSDPerMTok       int    `json:"inputMicroUSDPerMTok"`
+	OutputMicroUSDPerMTok      int    `json:"outputMicroUSDPerMTok"`
+	CachedInputMicroUSDPerMTok int    `json:"cachedInputMicroUSDPerMTok"`
+	// SHIPPED or OVERRIDE
+	Source string `json:"source"`
+	// The date the shipped prices were taken.
+	AsOf string `json:"asOf"`
+}
+
 type ReplayRunInput struct {
 	RunID string `json:"runID"`
 	// Another version of the same workflow; if unset, the source run's version.
@@ -89,6 +119,19 @@ type RunError struct {
 	Message string `json:"message"`
 	// The step that failed, for run errors.
 	StepID *string `json:"stepID,omitempty"`
+}
+
+type SetModelPriceInput struct {
+	Provider              string   `json:"provider"`
+	Model                 string   `json:"model"`
+	InputUSDPerMTok       float64  `json:"inputUSDPerMTok"`
+	OutputUSDPerMTok      float64  `json:"outputUSDPerMTok"`
+	CachedInputUSDPerMTok *float64 `json:"cachedInputUSDPerMTok,omitempty"`
+}
+
+type SetTenantBudgetInput struct {
+	// Monthly spending cap on model calls in USD; null removes it.
+	MonthlyUsd *float64 `json:"monthlyUSD,omitempty"`
 }
 
 type StartRunInput struct {
@@ -112,6 +155,9 @@ type StepCall struct {
 	InputTokens  *int    `json:"inputTokens,omitempty"`
 	OutputTokens *int    `json:"outputTokens,omitempty"`
 	Error        *string `json:"error,omitempty"`
+}
+
+type Subscription struct {
 }
 
 type UpdateWorkflowVersionInput struct {
@@ -176,6 +222,67 @@ func (e *ApprovalDecision) UnmarshalJSON(b []byte) error {
 }
 
 func (e ApprovalDecision) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type CostGroupBy string
+
+const (
+	CostGroupByWorkflow    CostGroupBy = "WORKFLOW"
+	CostGroupByVersion     CostGroupBy = "VERSION"
+	CostGroupByEnvironment CostGroupBy = "ENVIRONMENT"
+	CostGroupByModel       CostGroupBy = "MODEL"
+	CostGroupByDay         CostGroupBy = "DAY"
+)
+
+var AllCostGroupBy = []CostGroupBy{
+	CostGroupByWorkflow,
+	CostGroupByVersion,
+	CostGroupByEnvironment,
+	CostGroupByModel,
+	CostGroupByDay,
+}
+
+func (e CostGroupBy) IsValid() bool {
+	switch e {
+	case CostGroupByWorkflow, CostGroupByVersion, CostGroupByEnvironment, CostGroupByModel, CostGroupByDay:
+		return true
+	}
+	return false
+}
+
+func (e CostGroupBy) String() string {
+	return string(e)
+}
+
+func (e *CostGroupBy) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = CostGroupBy(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid CostGroupBy", str)
+	}
+	return nil
+}
+
+func (e CostGroupBy) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *CostGroupBy) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e CostGroupBy) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

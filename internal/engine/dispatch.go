@@ -30,20 +30,50 @@ type Dispatcher interface {
 	Dispatch(ctx context.Context, tasks []Task) error
 }
 
+// RunNotice tells live subscribers that a run changed: its committed events
+// (in seq order) and its current status and cost.
+type RunNotice struct {
+	TenantID     string
+	RunID        string
+	Status       string
+	CostMicroUSD int64
+	Events       []*ent.RunEvent
+}
+
+// Publisher fans committed run changes out to subscribers in every process.
+// Delivery is best effort: subscribers fill gaps from the event log.
+type Publisher interface {
+	Publish(ctx context.Context, n RunNotice)
+}
+
 // dispatchAfterCommit sends tasks once the transaction in ctx has committed,
 // never before: a worker must find the state the task refers to.
 func (e *Engine) dispatchAfterCommit(ctx context.Context, tasks []Task) {
 	if len(tasks) == 0 || e.dispatcher == nil {
 		return
 	}
-	send := func() {
+	afterCommit(ctx, func() {
 		// The request may be finishing; the send must not die with it.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := e.dispatcher.Dispatch(dctx, tasks); err != nil {
 			e.log.WarnContext(ctx, "dispatch failed; the reconciler will retry", "err", err, "tasks", len(tasks))
 		}
+	})
+}
+
+// publishAfterCommit tells subscribers about a run change once it is durable.
+func (e *Engine) publishAfterCommit(ctx context.Context, n RunNotice) {
+	if e.publisher == nil {
+		return
 	}
+	afterCommit(ctx, func() { e.publisher.Publish(context.WithoutCancel(ctx), n) })
+}
+
+// afterCommit runs fn after the transaction in ctx commits (at once when
+// there is none).
+func afterCommit(ctx context.Context, fn func()) {
+	send := fn
 	tx := ent.TxFromContext(ctx)
 	if tx == nil {
 		send()

@@ -27,6 +27,7 @@ type Engine struct {
 	keys       *secrets.KeyRing
 	client     *ent.Client
 	dispatcher Dispatcher
+	publisher  Publisher
 	executor   *steps.Executor
 	log        *slog.Logger
 	now        func() time.Time
@@ -39,6 +40,7 @@ type Options struct {
 	Keys       *secrets.KeyRing
 	Client     *ent.Client // app role pool, for worker-side transactions
 	Dispatcher Dispatcher
+	Publisher  Publisher // optional: live subscriptions
 	Executor   *steps.Executor
 	Log        *slog.Logger // if nil, slog.Default()
 }
@@ -49,7 +51,7 @@ func New(o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, executor: o.Executor, log: log, now: func() time.Time { return time.Now().UTC() }}
+	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

@@ -133,8 +133,10 @@ func (s *runState) terminal() bool {
 
 // flush writes the events and the run row, and queues tasks for after commit.
 func (s *runState) flush(ctx context.Context) error {
+	var saved []*ent.RunEvent
 	if len(s.events) > 0 {
-		if err := s.c.RunEvent.CreateBulk(s.events...).Exec(ctx); err != nil {
+		var err error
+		if saved, err = s.c.RunEvent.CreateBulk(s.events...).Save(ctx); err != nil {
 			return fmt.Errorf("append events: %w", err)
 		}
 		s.events = nil
@@ -151,6 +153,9 @@ func (s *runState) flush(ctx context.Context) error {
 	}
 	s.e.dispatchAfterCommit(ctx, s.tasks)
 	s.tasks = nil
+	if len(saved) > 0 {
+		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
+	}
 	return nil
 }
 

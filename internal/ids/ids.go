@@ -29,6 +29,8 @@ const (
 	StepAttempt       = "att"
 	RunEvent          = "evt"
 	ApprovalRequest   = "apr"
+	ModelPrice        = "mp"
+	ModelCall         = "mc"
 )
 
 var (

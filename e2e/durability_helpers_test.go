@@ -1,0 +1,252 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/auth"
+)
+
+// gql is a GraphQL caller that returns errors instead of failing a test, for
+// use from goroutines (t.Fatal must stay on the test goroutine) and from
+// benchmarks (the suite's helpers take a *testing.T).
+type gql struct {
+	url   string
+	token string
+}
+
+var gqlHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+// call posts a query; GraphQL errors and non-JSON answers are errors.
+func (g gql) call(query string, vars map[string]any) (map[string]any, error) {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, g.url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	resp, err := gqlHTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var decoded struct {
+		Data   map[string]any `json:"data"`
+		Errors []gqlError     `json:"errors"`
+	}
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		return nil, fmt.Errorf("status %d, not JSON: %.300s", resp.StatusCode, b)
+	}
+	if len(decoded.Errors) > 0 {
+		return nil, fmt.Errorf("graphql errors: %.500s", b)
+	}
+	return decoded.Data, nil
+}
+
+// gqlOn returns a caller on one API process.
+func gqlOn(p *process, tok string) gql { return gql{url: p.url + "/graphql", token: tok} }
+
+// benchTenant creates a tenant through the CLI, mints an owner token and
+// returns it with the tenant's development environment id. It fails with an
+// error rather than a *testing.T so benchmarks can use it.
+func benchTenant(prefix string) (tok, envID string, err error) {
+	slug := prefix + "-" + randHex(3)
+	out, err := cli("tenant", "create", "--slug", slug, "--name", "Tenant "+slug)
+	if err != nil {
+		return "", "", fmt.Errorf("tenant create: %v\n%s", err, out)
+	}
+	tid := strings.TrimSpace(out)
+	tok, err = auth.MintHS256([]byte(jwtSecret), jwtIssuer, jwtAudience,
+		auth.Claims{Subject: "bench@e2e.test", TenantID: tid, Roles: []string{"owner"}}, time.Hour)
+	if err != nil {
+		return "", "", err
+	}
+	d, err := gqlOn(server(0), tok).call(qEnvironments, nil)
+	if err != nil {
+		return "", "", err
+	}
+	for _, e := range edges(d, "environments") {
+		if e["name"] == "development" {
+			return tok, e["id"].(string), nil
+		}
+	}
+	return "", "", errors.New("no development environment")
+}
+
+// deployDef creates, publishes and deploys def and returns the workflow id.
+func (g gql) deployDef(envID, slug string, def map[string]any) (string, error) {
+	d, err := g.call(mCreateWF, map[string]any{"n": slug, "s": slug})
+	if err != nil {
+		return "", err
+	}
+	wf := str(d, "createWorkflow.id")
+	if d, err = g.call(mCreateVer, map[string]any{"w": wf, "d": def}); err != nil {
+		return "", err
+	}
+	v := str(d, "createWorkflowVersion.id")
+	if _, err := g.call(mPublish, map[string]any{"id": v}); err != nil {
+		return "", err
+	}
+	if _, err := g.call(mDeploy, map[string]any{"v": v, "e": envID}); err != nil {
+		return "", err
+	}
+	return wf, nil
+}
+
+// startRuns starts n runs of wf with `workers` concurrent callers. input(i)
+// gives run i's input; started (if not nil) is called after each start. It
+// returns the run ids in start order, or the first error.
+func (g gql) startRuns(wf, envID string, n, workers int, input func(i int) map[string]any, started func(done int)) ([]string, error) {
+	ids := make([]string, n)
+	var next, done atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				// Retry transport errors a few times: the API process is
+				// never killed, but the machine is busy.
+				var d map[string]any
+				var err error
+				for try := 0; try < 3; try++ {
+					if d, err = g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", wf, i)}); err == nil {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("start run %d: %w", i, err)
+					}
+					mu.Unlock()
+					return
+				}
+				ids[i] = str(d, "startRun.id")
+				if started != nil {
+					started(int(done.Add(1)))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return ids, firstErr
+}
+
+const qRunStatuses = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id status } } }`
+
+// statuses returns the status of every run in ids.
+func (g gql) statuses(ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for start := 0; start < len(ids); start += 100 {
+		batch := ids[start:min(start+100, len(ids))]
+		d, err := g.call(qRunStatuses, map[string]any{"ids": batch})
+		if err != nil {
+			return nil, err
+		}
+		list, _ := d["nodes"].([]any)
+		for _, n := range list {
+			if m, ok := n.(map[string]any); ok {
+				out[str(m, "id")] = str(m, "status")
+			}
+		}
+	}
+	return out, nil
+}
+
+func isTerminal(status string) bool {
+	return status == "succeeded" || status == "failed" || status == "cancelled"
+}
+
+// countTerminal counts the runs of m whose status is terminal.
+func countTerminal(m map[string]string) int {
+	n := 0
+	for _, s := range m {
+		if isTerminal(s) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitTerminal polls until every run in ids is terminal or timeout passes,
+// and returns the last statuses seen.
+func (g gql) waitTerminal(ids []string, timeout time.Duration) (map[string]string, error) {
+	deadline := time.Now().Add(timeout)
+	var last map[string]string
+	for {
+		m, err := g.statuses(ids)
+		if err == nil {
+			last = m
+			if countTerminal(m) == len(ids) {
+				return m, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return last, err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+const qRunDetails = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id status output
+	steps { stepID status attempts output attemptList { number status } }
+	events { seq type stepID attempt at } } } }`
+
+// runDetails fetches the steps, attempts and events of every run in ids.
+func (g gql) runDetails(ids []string) (map[string]map[string]any, error) {
+	out := make(map[string]map[string]any, len(ids))
+	for start := 0; start < len(ids); start += 20 {
+		batch := ids[start:min(start+20, len(ids))]
+		d, err := g.call(qRunDetails, map[string]any{"ids": batch})
+		if err != nil {
+			return nil, err
+		}
+		list, _ := d["nodes"].([]any)
+		for _, n := range list {
+			if m, ok := n.(map[string]any); ok {
+				out[str(m, "id")] = m
+			}
+		}
+	}
+	return out, nil
+}
+
+// stepsWithID returns every step entry of run whose stepID is id.
+func stepsWithID(run map[string]any, id string) []map[string]any {
+	var out []map[string]any
+	list, _ := run["steps"].([]any)
+	for _, s := range list {
+		if m, ok := s.(map[string]any); ok && m["stepID"] == id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// eventsOf returns the events of run with type typ and stepID step.
+func eventsOf(run map[string]any, typ, step string) []map[string]any {
+	var out []map[string]any
+	list, _ := run["events"].([]any)
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok && m["type"] == typ && (step == "" || m["stepID"] == step) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
