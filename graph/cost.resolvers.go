@@ -7,11 +7,11 @@ package graph
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/money"
 )
 
@@ -22,25 +22,58 @@ func (r *modelCallResolver) CostUsd(ctx context.Context, obj *ent.ModelCall) (st
 
 // SetModelPrice is the resolver for the setModelPrice field.
 func (r *mutationResolver) SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "setModelPrice")
+	return r.Engine.SetModelPrice(ctx, input.Provider, input.Model, input.InputUSDPerMTok, input.OutputUSDPerMTok, input.CachedInputUSDPerMTok)
 }
 
 // DeleteModelPrice is the resolver for the deleteModelPrice field.
 func (r *mutationResolver) DeleteModelPrice(ctx context.Context, id string) (string, error) {
-	return "", fmt.Errorf("%s is not implemented yet", "deleteModelPrice")
+	return r.Engine.DeleteModelPrice(ctx, id)
 }
 
 // SetTenantBudget is the resolver for the setTenantBudget field.
 func (r *mutationResolver) SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "setTenantBudget")
+	return r.Engine.SetTenantBudget(ctx, input.MonthlyUsd)
 }
 
 // EffectiveModelPrices is the resolver for the effectiveModelPrices field.
 func (r *queryResolver) EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "effectiveModelPrices")
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := r.Engine.EffectivePrices(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.ModelPriceInfo, len(list))
+	for i, p := range list {
+		out[i] = &model.ModelPriceInfo{
+			Provider: p.Provider, Model: p.Model,
+			InputMicroUSDPerMTok: int(p.Input), OutputMicroUSDPerMTok: int(p.Output), CachedInputMicroUSDPerMTok: int(p.CachedInput),
+			Source: p.Source, AsOf: p.AsOf,
+		}
+	}
+	return out, nil
 }
 
 // CostReport is the resolver for the costReport field.
 func (r *queryResolver) CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "costReport")
+	groups := make([]engine.CostGroup, len(groupBy))
+	for i, g := range groupBy {
+		groups[i] = engine.CostGroup(g)
+	}
+	rows, err := r.Engine.CostReport(ctx, from, to, groups)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.CostReportRow, len(rows))
+	for i, row := range rows {
+		out[i] = &model.CostReportRow{
+			WorkflowID: row.WorkflowID, VersionID: row.VersionID, EnvironmentID: row.EnvironmentID,
+			Provider: row.Provider, Model: row.Model, Day: row.Day,
+			Calls: int(row.Calls), InputTokens: int(row.InputTokens), OutputTokens: int(row.OutputTokens),
+			CostMicroUsd: int(row.CostMicroUSD), CostUsd: money.FormatUSD(row.CostMicroUSD), UnpricedCalls: int(row.UnpricedCalls),
+		}
+	}
+	return out, nil
 }

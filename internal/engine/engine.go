@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/llm"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/steps"
@@ -32,6 +33,7 @@ type Engine struct {
 	log        *slog.Logger
 	now        func() time.Time
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
+	shipped    *llm.Table
 }
 
 // Options configure an Engine. Client, Dispatcher and Executor are needed
@@ -51,7 +53,7 @@ func New(o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, now: func() time.Time { return time.Now().UTC() }}
+	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

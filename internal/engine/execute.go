@@ -29,6 +29,9 @@ type job struct {
 	idempotencyKey             string
 	recorded                   any  // sandbox: the source run's output for a side-effect step
 	replayed                   bool // sandbox side-effect step: return recorded, call nothing
+	budget                     *steps.Error
+	budgetData                 map[string]any
+	started                    time.Time
 }
 
 // IdempotencyKey is the key a side effect of (run, step) carries: stable
@@ -138,11 +141,20 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, erro
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
 		}
 	}
+	if step.Type == definition.StepLLM && !j.replayed && j.credential != nil {
+		if j.budget, j.budgetData, err = s.checkBudget(ctx, step, j.credential.Type); err != nil {
+			return nil, err
+		}
+	}
+	j.started = s.now
 	return j, s.flush(ctx)
 }
 
 // runStep executes the step itself.
 func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error) {
+	if j.budget != nil {
+		return nil, nil, j.budget
+	}
 	if j.replayed {
 		if j.recorded == nil {
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "sandbox replay: the source run has no recorded output for step " + j.step.ID}
@@ -197,7 +209,22 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	for _, call := range calls {
 		callMaps = append(callMaps, callToMap(call))
 	}
-	au := c.StepAttempt.UpdateOneID(j.attemptID).SetFinishedAt(s.now).SetCalls(callMaps)
+	cost, err := s.priceCalls(ctx, j, callMaps, calls)
+	if err != nil {
+		return err
+	}
+	au := c.StepAttempt.UpdateOneID(j.attemptID).SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
+	if cost > 0 {
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).AddCostMicroUsd(cost)); err != nil {
+			return err
+		}
+		sr = s.steps[j.step.ID]
+	}
+	if lb := j.step.LatencyBudget.Duration; lb > 0 && !j.started.IsZero() {
+		if took := s.now.Sub(j.started); took > lb {
+			s.emit("step.latency_budget_exceeded", j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
+		}
+	}
 	if execErr == nil {
 		if err := au.SetStatus(stepattempt.StatusSucceeded).Exec(ctx); err != nil {
 			return err
@@ -212,6 +239,9 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		return s.flush(ctx)
 	}
 	se := steps.Classify(execErr)
+	if se.Class == steps.Budget {
+		s.emit("budget.exceeded", j.step.ID, j.attempt, j.budgetData)
+	}
 	if err := au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).Exec(ctx); err != nil {
 		return err
 	}
