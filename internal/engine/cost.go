@@ -133,6 +133,8 @@ func (s *runState) priceCalls(ctx context.Context, j *job, calls []map[string]an
 		if err != nil {
 			return 0, fmt.Errorf("record model call: %w", err)
 		}
+		m, prov, mod, in, out, cst := s.e.metrics, call.Provider, call.Model, call.InputTokens, call.OutputTokens, cost
+		s.afterCommit = append(s.afterCommit, func() { m.modelCall(prov, mod, in, out, cst) })
 	}
 	if total > 0 {
 		s.run.CostMicroUsd += total

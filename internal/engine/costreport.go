@@ -34,7 +34,7 @@ var costColumns = map[CostGroup][]string{
 
 // CostRow is one group of a cost report; unset keys were not grouped by.
 type CostRow struct {
-	WorkflowID, VersionID, EnvironmentID, Provider, Model, Day *string
+	WorkflowID, VersionID, EnvironmentID, Provider, Model, Day    *string
 	Calls, InputTokens, OutputTokens, CostMicroUSD, UnpricedCalls int64
 }
 

@@ -34,6 +34,7 @@ type Engine struct {
 	now        func() time.Time
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
 	shipped    *llm.Table
+	metrics    *Metrics
 }
 
 // Options configure an Engine. Client, Dispatcher and Executor are needed
@@ -45,6 +46,7 @@ type Options struct {
 	Publisher  Publisher // optional: live subscriptions
 	Executor   *steps.Executor
 	Log        *slog.Logger // if nil, slog.Default()
+	Metrics    *Metrics     // optional
 }
 
 // New returns an Engine.
@@ -53,7 +55,7 @@ func New(o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), now: func() time.Time { return time.Now().UTC() }}
+	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics, now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

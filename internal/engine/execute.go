@@ -225,6 +225,14 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 			s.emit("step.latency_budget_exceeded", j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
 		}
 	}
+	outcome := "succeeded"
+	if execErr != nil {
+		outcome = string(steps.Classify(execErr).Class)
+	}
+	if !j.started.IsZero() {
+		m, typ, secs := s.e.metrics, j.step.Type, s.now.Sub(j.started).Seconds()
+		s.afterCommit = append(s.afterCommit, func() { m.attempt(typ, outcome, secs) })
+	}
 	if execErr == nil {
 		if err := au.SetStatus(stepattempt.StatusSucceeded).Exec(ctx); err != nil {
 			return err

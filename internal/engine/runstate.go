@@ -28,6 +28,8 @@ type runState struct {
 	tasks  []Task
 	now    time.Time
 	dirty  bool
+	// afterCommit holds observations (metrics) that count only once durable.
+	afterCommit []func()
 }
 
 // lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to
@@ -119,6 +121,12 @@ func (s *runState) setStatus(status run.Status, data map[string]any) {
 	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
 		s.run.FinishedAt = &s.now
 		s.update.SetFinishedAt(s.now)
+		class := ""
+		if s.run.ErrorClass != nil {
+			class = *s.run.ErrorClass
+		}
+		e, st := s.e, string(status)
+		s.afterCommit = append(s.afterCommit, func() { e.metrics.runFinished(st, class) })
 	}
 	s.emit("run."+string(status), "", 0, data)
 }
@@ -153,6 +161,10 @@ func (s *runState) flush(ctx context.Context) error {
 	}
 	s.e.dispatchAfterCommit(ctx, s.tasks)
 	s.tasks = nil
+	for _, fn := range s.afterCommit {
+		afterCommit(ctx, fn)
+	}
+	s.afterCommit = nil
 	if len(saved) > 0 {
 		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
 	}
