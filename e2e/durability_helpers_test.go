@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/auth"
@@ -101,11 +102,18 @@ func (g gql) deployDef(envID, slug string, def map[string]any) (string, error) {
 	return wf, nil
 }
 
-// startRuns starts n runs of wf with `workers` concurrent callers. input(i)
-// gives run i's input; started (if not nil) is called after each start. It
-// returns the run ids in start order, or the first error.
-func (g gql) startRuns(wf, envID string, n, workers int, input func(i int) map[string]any, started func(done int)) ([]string, error) {
+// startRuns starts n runs of wf with `workers` concurrent callers, at most
+// one start per `every` when it is positive. input(i) gives run i's input;
+// started (if not nil) is called after each start. It returns the run ids in
+// start order, or the first error.
+func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, input func(i int) map[string]any, started func(done int)) ([]string, error) {
 	ids := make([]string, n)
+	var tick <-chan time.Time
+	if every > 0 {
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		tick = tk.C
+	}
 	var next, done atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
@@ -118,6 +126,9 @@ func (g gql) startRuns(wf, envID string, n, workers int, input func(i int) map[s
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
+				}
+				if tick != nil {
+					<-tick
 				}
 				// Retry transport errors a few times: the API process is
 				// never killed, but the machine is busy.
@@ -249,4 +260,28 @@ func eventsOf(run map[string]any, typ, step string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// withoutSuiteWorkers stops the suite's workers for the rest of a
+// (non-parallel) test and restarts them when it ends. A stack shares the
+// suite's Postgres database, and every worker's reconciler scans every
+// tenant: left running, the suite's workers would pick the stack's due work
+// up through the suite's Redis and hide how the stack itself recovers.
+// Parallel tests wait until sequential ones finish, so none of them runs
+// while the suite has no worker.
+func withoutSuiteWorkers(t *testing.T) {
+	t.Helper()
+	for _, w := range suite.workers {
+		w.stop()
+	}
+	t.Cleanup(func() {
+		for i := range suite.workers {
+			w, err := startWorker(nil)
+			if err != nil {
+				t.Errorf("restart suite worker: %v", err)
+				continue
+			}
+			suite.workers[i] = w
+		}
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -42,18 +44,38 @@ func crashDefinition(sink string) map[string]any {
 	}
 }
 
+// newSlowSink is a scriptServer that records each request on arrival and
+// answers 0-100ms later, so that a worker killed mid-call has often already
+// delivered its side effect (the case that makes duplicates).
+func newSlowSink(t *testing.T) *scriptServer {
+	s := &scriptServer{scripts: map[string][]reply{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r) // records, then writes into the unflushed response buffer
+		time.Sleep(rand.N(100 * time.Millisecond))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
 // sinkBody is what a side-effect step of crashDefinition sends.
 type sinkBody struct {
 	Run  string `json:"run"`
 	Step string `json:"step"`
 }
 
+// redelivery is a side effect the sink received more than once.
+type redelivery struct {
+	run, step    string
+	first, again time.Time
+}
+
 // checkSink asserts that every (run, step) idempotency key reached the sink
 // and that every delivery carried the key of the run and step in its body;
 // it returns how many deliveries repeated an earlier one's key.
-func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []string) (dups int) {
+func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []string) (dups int, detail []redelivery) {
 	t.Helper()
 	seen := map[string]int{}
+	first := map[string]time.Time{}
 	for _, r := range sink.calls("/") {
 		var b sinkBody
 		if err := json.Unmarshal(r.Body, &b); err != nil {
@@ -67,6 +89,11 @@ func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []stri
 			t.Errorf("step %s posted to %s", b.Step, r.Path)
 		}
 		seen[r.IdempotencyKey]++
+		if at, ok := first[r.IdempotencyKey]; ok {
+			detail = append(detail, redelivery{run: b.Run, step: b.Step, first: at, again: r.At})
+		} else {
+			first[r.IdempotencyKey] = r.At
+		}
 	}
 	missing := 0
 	for _, id := range runIDs {
@@ -87,7 +114,7 @@ func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []stri
 			dups += n - 1
 		}
 	}
-	return dups
+	return dups, detail
 }
 
 // checkRecorded asserts, through GraphQL, that every run succeeded with
@@ -189,13 +216,16 @@ func dumpLogs(t *testing.T, name string, procs []*process) {
 // runs with side effects execute: every run must still succeed, every side
 // effect must be recorded exactly once, and the receiving system must see
 // every idempotency key (ideally exactly once).
+//
+// It is not parallel: with another stack beside it, the processes' database
+// pools (20 connections each) can exhaust Postgres's 100 slots.
 func TestCrashSafety(t *testing.T) {
-	t.Parallel()
 	const nRuns = 200
 	began := time.Now()
+	withoutSuiteWorkers(t)
 	st := newStack(t, 2)
 	f := newFixture(t, "crash")
-	sink := newScriptServer(t)
+	sink := newSlowSink(t)
 	wf, _ := deployWorkflow(t, f, "crash", crashDefinition(sink.URL))
 	g := gqlOn(st.server, f.owner.token)
 
@@ -203,8 +233,9 @@ func TestCrashSafety(t *testing.T) {
 	// die and start a replacement. It stops once every run has started and
 	// either every run is terminal or it has been killing for 25s.
 	var (
-		mu        sync.Mutex // guards st.workers and dead
+		mu        sync.Mutex // guards st.workers, dead and killedAt
 		dead      []*process
+		killedAt  []time.Time
 		kills     atomic.Int64
 		allIn     atomic.Bool
 		finished  atomic.Int64 // terminal runs, as last polled
@@ -231,12 +262,16 @@ func TestCrashSafety(t *testing.T) {
 			_ = victim.cmd.Process.Kill()
 			<-victim.done
 			kills.Add(1)
+			mu.Lock()
+			killedAt = append(killedAt, time.Now())
+			mu.Unlock()
 			var w *process
 			var err error
-			for try := 0; try < 3; try++ {
+			for try := 0; try < 10; try++ {
 				if w, err = startWorker(st.env); err == nil {
 					break
 				}
+				time.Sleep(500 * time.Millisecond)
 			}
 			mu.Lock()
 			dead = append(dead, victim)
@@ -270,7 +305,9 @@ func TestCrashSafety(t *testing.T) {
 		}
 	}()
 
-	ids, err := g.startRuns(wf, f.envID, nRuns, 20, func(i int) map[string]any { return map[string]any{"n": i} }, nil)
+	// Starts are paced (~13/s) so that the load lasts about 15s and the
+	// kills land while steps are executing.
+	ids, err := g.startRuns(wf, f.envID, nRuns, 20, 75*time.Millisecond, func(i int) map[string]any { return map[string]any{"n": i} }, nil)
 	startedIn := time.Since(killStart)
 	idsMu.Lock()
 	startedIDs = ids
@@ -323,13 +360,27 @@ func TestCrashSafety(t *testing.T) {
 
 	checkRecorded(t, g, ids, []string{"prep", "a", "mid", "b", "c"}, sideEffectSteps)
 	checkStepRowsDB(t, ids)
-	dups := checkSink(t, sink, ids, sideEffectSteps)
+	dups, again := checkSink(t, sink, ids, sideEffectSteps)
 
 	msg := fmt.Sprintf("crash safety: %d runs started in %s; %d worker kills over %s; all terminal %s after the first start (%s total with setup); %d sink deliveries for %d (run, step) keys, %d duplicate deliveries; statuses %v",
 		nRuns, startedIn.Round(time.Millisecond), kills.Load(), killedFor.Round(time.Millisecond), settled.Round(time.Millisecond),
 		time.Since(began).Round(time.Millisecond), len(sink.calls("/")), nRuns*len(sideEffectSteps), dups, byStatus)
 	t.Log(msg)
 	fmt.Println(msg)
+	// Each duplicate should follow a kill of the worker that made the first
+	// call; say which ones do not (those would be concurrent executions).
+	for _, d := range again {
+		killed := 0
+		for _, k := range killedAt {
+			if k.After(d.first) && k.Before(d.again) {
+				killed++
+			}
+		}
+		line := fmt.Sprintf("  duplicate: run %s step %s first at +%s, again %s later; kills in between: %d",
+			d.run, d.step, d.first.Sub(killStart).Round(time.Millisecond), d.again.Sub(d.first).Round(time.Millisecond), killed)
+		t.Log(line)
+		fmt.Println(line)
+	}
 }
 
 // delayDefinition waits 2s between a transform and a side effect.
@@ -353,8 +404,8 @@ func delayDefinition(sink string) map[string]any {
 // (many of them parked on a 2s delay whose wake-up lives only in Redis):
 // every run must still finish, rebuilt from Postgres by the reconciler.
 func TestRedisWipedMidway(t *testing.T) {
-	t.Parallel()
 	const nRuns = 100
+	withoutSuiteWorkers(t)
 	st := newStack(t, 2)
 	defer func() { dumpLogs(t, "wipe worker", st.workers) }()
 	f := newFixture(t, "wipe")
@@ -368,7 +419,7 @@ func TestRedisWipedMidway(t *testing.T) {
 	var keysBefore int64
 	var wipeErr error
 	began := time.Now()
-	ids, err := g.startRuns(wf, f.envID, nRuns, 20, func(i int) map[string]any { return map[string]any{"n": i} }, func(done int) {
+	ids, err := g.startRuns(wf, f.envID, nRuns, 20, 0, func(i int) map[string]any { return map[string]any{"n": i} }, func(done int) {
 		if done < nRuns/2 {
 			return
 		}
@@ -403,7 +454,7 @@ func TestRedisWipedMidway(t *testing.T) {
 		t.Fatalf("runs by status: %v; want all %d succeeded", byStatus, nRuns)
 	}
 	checkRecorded(t, g, ids, []string{"prep", "wait", "post", "done"}, []string{"post"})
-	dups := checkSink(t, sink, ids, []string{"post"})
+	dups, _ := checkSink(t, sink, ids, []string{"post"})
 	reconciled := 0
 	for _, w := range st.workers {
 		reconciled += strings.Count(w.Logs(), `"msg":"reconciled"`)

@@ -43,7 +43,7 @@ const maxReportSpan = 366 * 24 * time.Hour
 
 // CostReport aggregates model call cost in [from, to) in SQL.
 func (e *Engine) CostReport(ctx context.Context, from, to time.Time, groups []CostGroup) ([]CostRow, error) {
-	v, c, err := authorize(ctx, viewer.RoleViewer)
+	v, c, err := authorize(ctx, viewer.RoleViewer, viewer.RoleOperator, viewer.RoleEditor)
 	if err != nil {
 		return nil, err
 	}
