@@ -47,13 +47,29 @@ func IdempotencyKey(runID, stepID string) string {
 func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	var j *job
-	err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-		var err error
-		j, err = e.claimAttempt(ctx, attemptID)
-		return err
-	})
-	if err != nil || j == nil {
-		return err
+	for try := 0; ; try++ {
+		var early time.Duration
+		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+			var err error
+			j, early, err = e.claimAttempt(ctx, attemptID)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if early <= 0 || try == 2 {
+			break
+		}
+		// Delivered a little early: wait until it is due, outside any
+		// transaction, so retries honour their backoff and Retry-After.
+		select {
+		case <-time.After(early):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if j == nil {
+		return nil
 	}
 	out, calls, execErr := e.runStep(ctx, j)
 	if ctx.Err() != nil {
@@ -66,37 +82,47 @@ func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string)
 	})
 }
 
+// maxEarlyWait bounds how long a worker holds an attempt delivered before
+// it is due. The queue schedules in whole seconds, so a delivery can come up
+// to a second early; one earlier than this (clock skew) is dropped and the
+// reconciler sends it again once it is due.
+const maxEarlyWait = 2 * time.Second
+
 // claimAttempt marks an attempt running if it is still the step's current
-// one and the run goes on. It returns nil when there is nothing to do.
-func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, error) {
+// one and the run goes on. It returns a nil job when there is nothing to do,
+// and with it how long to wait first when the attempt is not due yet.
+func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time.Duration, error) {
 	c := ent.FromContext(ctx)
 	att, err := c.StepAttempt.Get(ctx, attemptID)
 	if ent.IsNotFound(err) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	s, err := e.lockRun(ctx, c, att.RunID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sr := s.steps[att.StepID]
 	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
-		return nil, nil
+		return nil, 0, nil
 	}
 	switch sr.Status {
 	case steprun.StatusQueued, steprun.StatusWaiting:
+		if sr.ReadyAt != nil && sr.ReadyAt.After(s.now) {
+			// Delivered early: never run an attempt before it is due (a
+			// retry's backoff or the server's Retry-After, a delay's end).
+			if early := sr.ReadyAt.Sub(s.now); early <= maxEarlyWait {
+				return nil, early, nil
+			}
+			return nil, 0, nil
+		}
 	case steprun.StatusRunning:
 		// Redelivered after a crash: run it again under the same attempt;
 		// side effects carry the same idempotency key.
 	default:
-		return nil, nil
-	}
-	if sr.ReadyAt != nil && sr.ReadyAt.After(s.now.Add(time.Second)) {
-		// Delivered early (the queue schedules in whole seconds); it will be
-		// sent again when due.
-		return nil, nil
+		return nil, 0, nil
 	}
 	step, _ := s.def.StepByID(att.StepID)
 	if sr.Status != steprun.StatusRunning {
@@ -105,14 +131,14 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, erro
 			u.SetStartedAt(s.now)
 		}
 		if err := s.setStep(ctx, sr, u); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if err := c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now).Exec(ctx); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		s.emit("step.started", att.StepID, att.Number, map[string]any{"attemptID": attemptID, "type": step.Type})
 		if err := s.settle(ctx); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	j := &job{
@@ -124,7 +150,7 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, erro
 		if s.run.ReplayOf != nil {
 			src, err := c.StepRun.Query().Where(steprun.RunID(*s.run.ReplayOf), steprun.StepID(step.ID), steprun.StatusEQ(steprun.StatusSucceeded)).Only(ctx)
 			if err != nil && !ent.IsNotFound(err) {
-				return nil, err
+				return nil, 0, err
 			}
 			if src != nil {
 				j.recorded = decodeJSON(src.Output)
@@ -136,18 +162,18 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, erro
 		case errs.CodeOf(err) == errs.NotFound:
 			// Left nil: runStep fails the attempt permanently, naming it.
 		case err != nil:
-			return nil, err
+			return nil, 0, err
 		default:
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
 		}
 	}
 	if step.Type == definition.StepLLM && !j.replayed && j.credential != nil {
 		if j.budget, j.budgetData, err = s.checkBudget(ctx, step, j.credential.Type); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	j.started = s.now
-	return j, s.flush(ctx)
+	return j, 0, s.flush(ctx)
 }
 
 // runStep executes the step itself.

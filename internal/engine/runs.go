@@ -66,6 +66,11 @@ func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, erro
 			if existing.InputHash != hash {
 				return nil, errs.E(errs.Conflict, "idempotency key %q was used with a different input", *k)
 			}
+			if existing.WorkflowID != in.WorkflowID || existing.EnvironmentID != in.EnvironmentID {
+				// Another request: never hand out a run of another workflow
+				// or environment (an environment-scoped key must not see it).
+				return nil, errs.E(errs.Conflict, "idempotency key %q was used for another workflow or environment", *k)
+			}
 			return existing, nil
 		case !ent.IsNotFound(err):
 			return nil, err
