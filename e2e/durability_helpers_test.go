@@ -108,6 +108,7 @@ func (g gql) deployDef(envID, slug string, def map[string]any) (string, error) {
 // start order, or the first error.
 func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, input func(i int) map[string]any, started func(done int)) ([]string, error) {
 	ids := make([]string, n)
+	batch := randHex(4) // a retried start reuses its key; another batch does not
 	var tick <-chan time.Time
 	if every > 0 {
 		tk := time.NewTicker(every)
@@ -135,7 +136,7 @@ func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, in
 				var d map[string]any
 				var err error
 				for try := 0; try < 3; try++ {
-					if d, err = g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", wf, i)}); err == nil {
+					if d, err = g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", batch, i)}); err == nil {
 						break
 					}
 					time.Sleep(200 * time.Millisecond)

@@ -7,12 +7,15 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/sluicehq/sluice/internal/engine"
 )
@@ -212,13 +215,43 @@ func dumpLogs(t *testing.T, name string, procs []*process) {
 	}
 }
 
+var logIDs = regexp.MustCompile(`\b(att|run|wf|wfv|env|ten)_[0-9a-z]+`)
+
+// logSummary counts the warnings and errors in the logs of procs and
+// returns the distinct messages with their counts.
+func logSummary(procs []*process) map[string]int {
+	out := map[string]int{}
+	for _, p := range procs {
+		for _, line := range strings.Split(p.Logs(), "\n") {
+			var e struct {
+				Level, Msg, Err string
+			}
+			if json.Unmarshal([]byte(line), &e) != nil || (e.Level != "WARN" && e.Level != "ERROR") {
+				continue
+			}
+			msg := e.Level + " " + e.Msg
+			if e.Err != "" {
+				msg += ": " + e.Err
+			}
+			msg = logIDs.ReplaceAllString(msg, "${1}_*")
+			if len(msg) > 160 {
+				msg = msg[:160]
+			}
+			out[msg]++
+		}
+	}
+	return out
+}
+
 // TestCrashSafety SIGKILLs the workers of a stack over and over while 200
 // runs with side effects execute: every run must still succeed, every side
 // effect must be recorded exactly once, and the receiving system must see
 // every idempotency key (ideally exactly once).
 //
-// It is not parallel: with another stack beside it, the processes' database
-// pools (20 connections each) can exhaust Postgres's 100 slots.
+// Like the other tests of this file it is not parallel: it stops the
+// suite's workers (see withoutSuiteWorkers), and with another stack beside
+// it the processes' database pools (20 connections each) can exhaust
+// Postgres's 100 slots.
 func TestCrashSafety(t *testing.T) {
 	const nRuns = 200
 	began := time.Now()
@@ -367,6 +400,9 @@ func TestCrashSafety(t *testing.T) {
 		time.Since(began).Round(time.Millisecond), len(sink.calls("/")), nRuns*len(sideEffectSteps), dups, byStatus)
 	t.Log(msg)
 	fmt.Println(msg)
+	for m, n := range logSummary(procs) {
+		t.Logf("worker log: %dx %s", n, m)
+	}
 	// Each duplicate should follow a kill of the worker that made the first
 	// call; say which ones do not (those would be concurrent executions).
 	for _, d := range again {
@@ -402,7 +438,8 @@ func delayDefinition(sink string) map[string]any {
 
 // TestRedisWipedMidway wipes the stack's Redis while 100 runs are in flight
 // (many of them parked on a 2s delay whose wake-up lives only in Redis):
-// every run must still finish, rebuilt from Postgres by the reconciler.
+// every run must still finish, rebuilt from Postgres by the stack's
+// reconciler (the suite's workers are stopped meanwhile).
 func TestRedisWipedMidway(t *testing.T) {
 	const nRuns = 100
 	withoutSuiteWorkers(t)
@@ -459,8 +496,59 @@ func TestRedisWipedMidway(t *testing.T) {
 	for _, w := range st.workers {
 		reconciled += strings.Count(w.Logs(), `"msg":"reconciled"`)
 	}
+	for m, n := range logSummary(st.workers) {
+		t.Logf("worker log: %dx %s", n, m)
+	}
+	if reconciled == 0 {
+		// The wipe dropped the scheduled wake-ups of the runs parked on
+		// their delay; only the stack's reconciler can have re-sent them.
+		t.Error("the stack's workers never logged re-sending due work after the wipe")
+	}
 	msg := fmt.Sprintf("redis wipe: %d keys wiped after %d starts; all %d runs succeeded in %s; %d duplicate deliveries; stack reconciler re-sent work %d times",
 		keysBefore, nRuns/2, nRuns, time.Since(began).Round(time.Millisecond), dups, reconciled)
 	t.Log(msg)
 	fmt.Println(msg)
+}
+
+// TestArchivedWakeUpDoesNotStrandRun archives a step's queued wake-up, the
+// state asynq leaves a task in once its retries are exhausted (for example
+// through a Postgres outage longer than the retry schedule). The task id is
+// still taken, so a plain re-enqueue by the reconciler is rejected; the run
+// must still finish.
+func TestArchivedWakeUpDoesNotStrandRun(t *testing.T) {
+	withoutSuiteWorkers(t)
+	st := newStack(t, 1)
+	defer func() { dumpLogs(t, "archive worker", st.workers) }()
+	f := newFixture(t, "archived")
+	wf, _ := deployWorkflow(t, f, "archived", map[string]any{
+		"schemaVersion": 1,
+		"steps": []any{
+			map[string]any{"id": "wait", "type": "delay", "duration": "4s"},
+			map[string]any{"id": "done", "type": "transform", "needs": []any{"wait"}, "output": "'done'"},
+		},
+		"output": "steps.done.output",
+	})
+	c := f.owner.on(st.server)
+	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	run := waitRun(t, c, id, 10*time.Second, "waiting")
+	var attemptID string
+	d := c.ok(`query($id: ID!) { node(id: $id) { ... on Run { steps { stepID attemptList { id status } } } } }`, map[string]any{"id": id})
+	if list, _ := get(d, "node.steps").([]any); len(list) > 0 {
+		if atts, _ := get(list[0], "attemptList").([]any); len(atts) == 1 {
+			attemptID = str(atts[0], "id")
+		}
+	}
+	if attemptID == "" {
+		t.Fatalf("no attempt for the delay step: %v (run %v)", d, run["status"])
+	}
+	rdb := st.redis()
+	defer rdb.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.ArchiveTask("steps", engine.TaskStep+":"+attemptID); err != nil {
+		t.Fatalf("archive the delay's wake-up: %v", err)
+	}
+	run = waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")
+	if run["status"] != "succeeded" || run["output"] != "done" {
+		t.Fatalf("run: %v", run)
+	}
 }

@@ -35,6 +35,7 @@ type Worker struct {
 	cfg        Config
 	engine     *engine.Engine
 	dispatcher *Dispatcher
+	inspector  *asynq.Inspector // lets the reconciler replace archived tasks
 	server     *asynq.Server
 	log        *slog.Logger
 }
@@ -67,7 +68,7 @@ func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.L
 		Logger:   asynqLogger{log},
 		LogLevel: asynq.WarnLevel,
 	})
-	return &Worker{cfg: cfg, engine: e, dispatcher: d, server: srv, log: log}
+	return &Worker{cfg: cfg, engine: e, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, log: log}
 }
 
 // Run processes tasks and reconciles until ctx ends, then shuts down: the
@@ -146,7 +147,7 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 		if len(tasks) == 0 {
 			continue
 		}
-		if err := w.dispatcher.Dispatch(ctx, tasks); err != nil {
+		if err := w.dispatcher.dispatch(ctx, tasks, w.inspector); err != nil {
 			return n, err
 		}
 		n += len(tasks)

@@ -44,6 +44,15 @@ func NewDispatcher(c *asynq.Client) *Dispatcher { return &Dispatcher{client: c} 
 
 // Dispatch enqueues tasks; a task whose id is already queued is skipped.
 func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
+	return d.dispatch(ctx, tasks, nil)
+}
+
+// dispatch is Dispatch; with an inspector (the reconciler's), a task whose
+// id is held by an archived task (asynq archives a task once its retries
+// are exhausted, e.g. through a long Postgres outage) is replaced: the
+// archived task will never run, and while it exists its id rejects every
+// re-send, which would strand the run.
+func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *asynq.Inspector) error {
 	var errs []error
 	for _, t := range tasks {
 		b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
@@ -51,8 +60,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
 		if t.Kind == engine.TaskApprovalTimeout {
 			queue = QueueTimers
 		}
+		id := t.Kind + ":" + t.ID
 		opts := []asynq.Option{
-			asynq.TaskID(t.Kind + ":" + t.ID),
+			asynq.TaskID(id),
 			asynq.Queue(queue),
 			asynq.MaxRetry(20),
 			// The engine enforces step timeouts; this bounds a stuck handler.
@@ -61,7 +71,17 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
 		if !t.At.IsZero() && time.Until(t.At) > 0 {
 			opts = append(opts, asynq.ProcessAt(t.At))
 		}
-		_, err := d.client.EnqueueContext(ctx, asynq.NewTask(t.Kind, b, opts...))
+		task := asynq.NewTask(t.Kind, b, opts...)
+		_, err := d.client.EnqueueContext(ctx, task)
+		if errors.Is(err, asynq.ErrTaskIDConflict) && insp != nil {
+			if info, ierr := insp.GetTaskInfo(queue, id); ierr == nil && info.State == asynq.TaskStateArchived {
+				if derr := insp.DeleteTask(queue, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+					errs = append(errs, fmt.Errorf("delete archived %s %s: %w", t.Kind, t.ID, derr))
+					continue
+				}
+				_, err = d.client.EnqueueContext(ctx, task)
+			}
+		}
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
 			errs = append(errs, fmt.Errorf("enqueue %s %s: %w", t.Kind, t.ID, err))
 		}
