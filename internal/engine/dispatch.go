@@ -23,6 +23,9 @@ type Task struct {
 	// duplicate enqueue of the same work is rejected by the queue.
 	ID string
 	At time.Time
+	// Takeover, when set, distinguishes a re-send of a running attempt whose
+	// worker went silent from the original delivery (see DueTasks).
+	Takeover string
 }
 
 // Dispatcher puts tasks on the queue.

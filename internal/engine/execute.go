@@ -22,6 +22,7 @@ import (
 // run outside any transaction.
 type job struct {
 	tenantID, runID, attemptID string
+	stepRunID                  string
 	attempt                    int
 	step                       *definition.Step
 	env                        definition.Env
@@ -71,7 +72,9 @@ func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string)
 	if j == nil {
 		return nil
 	}
+	stop := e.heartbeat(ctx, j)
 	out, calls, execErr := e.runStep(ctx, j)
+	stop()
 	if ctx.Err() != nil {
 		// Shutdown or lost lease: leave the attempt running; the queue
 		// redelivers it and the fence keeps one result.
@@ -80,6 +83,43 @@ func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string)
 	return store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
 		return e.finishAttempt(ctx, j, out, calls, execErr)
 	})
+}
+
+// Heartbeats: a worker executing an attempt touches its step every
+// HeartbeatInterval; a running step untouched for HeartbeatStale is
+// presumed abandoned (its worker died) and may be taken over.
+const (
+	HeartbeatInterval = 5 * time.Second
+	HeartbeatStale    = 15 * time.Second
+)
+
+// heartbeat keeps the step of j marked alive until the returned stop is called.
+func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+					return ent.FromContext(ctx).StepRun.Update().
+						Where(steprun.ID(j.stepRunID), steprun.CurrentAttemptID(j.attemptID), steprun.StatusEQ(steprun.StatusRunning)).
+						SetUpdatedAt(e.now()).Exec(ctx)
+				})
+				if err != nil && ctx.Err() == nil {
+					e.log.WarnContext(ctx, "heartbeat", "err", err, "attempt_id", j.attemptID)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // maxEarlyWait bounds how long a worker holds an attempt delivered before
@@ -119,8 +159,17 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 			return nil, 0, nil
 		}
 	case steprun.StatusRunning:
-		// Redelivered after a crash: run it again under the same attempt;
-		// side effects carry the same idempotency key.
+		// Another worker holds it while its heartbeat is fresh. Past that,
+		// the holder is presumed dead: run it again under the same attempt
+		// (side effects carry the same idempotency key) and take over.
+		if s.now.Sub(sr.UpdatedAt) < HeartbeatStale {
+			return nil, 0, nil
+		}
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
+			return nil, 0, err
+		}
+		sr = s.steps[att.StepID]
+		s.emit("step.reclaimed", att.StepID, att.Number, map[string]any{"attemptID": attemptID})
 	default:
 		return nil, 0, nil
 	}
@@ -142,7 +191,7 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 		}
 	}
 	j := &job{
-		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: att.Number,
+		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: att.Number, stepRunID: sr.ID,
 		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID),
 	}
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -16,8 +17,8 @@ type ReconcileOptions struct {
 	// Grace is how long past due a queued step may be before it is re-sent.
 	// If zero, 2s.
 	Grace time.Duration
-	// Stale is how long a step may run before it is presumed lost, on top
-	// of its timeout. If zero, 45s (the queue's lease is 30s).
+	// Stale is how long a running step's heartbeat may be silent before it
+	// is presumed lost. If zero, HeartbeatStale.
 	Stale time.Duration
 }
 
@@ -30,7 +31,7 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 		o.Grace = 2 * time.Second
 	}
 	if o.Stale == 0 {
-		o.Stale = 45 * time.Second
+		o.Stale = HeartbeatStale
 	}
 	now := e.now()
 	var tasks []Task
@@ -48,8 +49,15 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 		if err != nil {
 			return err
 		}
-		for _, sr := range append(due, running...) {
+		for _, sr := range due {
 			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now})
+		}
+		for _, sr := range running {
+			// The dead holder's task may still sit "active" in the queue
+			// under the attempt's id until its lease runs out; a takeover
+			// gets an id of its own (one per silent heartbeat).
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now,
+				Takeover: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
 		}
 		expired, err := c.ApprovalRequest.Query().
 			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).

@@ -61,6 +61,9 @@ func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *as
 			queue = QueueTimers
 		}
 		id := t.Kind + ":" + t.ID
+		if t.Takeover != "" {
+			id += ":takeover:" + t.Takeover
+		}
 		opts := []asynq.Option{
 			asynq.TaskID(id),
 			asynq.Queue(queue),
