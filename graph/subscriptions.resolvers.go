@@ -7,7 +7,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/generated"
@@ -15,12 +14,12 @@ import (
 
 // RunEvents is the resolver for the runEvents field.
 func (r *subscriptionResolver) RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "runEvents")
+	return subscribeRunEvents(ctx, runID, afterSeq)
 }
 
 // RunUpdated is the resolver for the runUpdated field.
 func (r *subscriptionResolver) RunUpdated(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error) {
-	return nil, fmt.Errorf("%s is not implemented yet", "runUpdated")
+	return subscribeRunUpdates(ctx, where)
 }
 
 // Subscription returns generated.SubscriptionResolver implementation.

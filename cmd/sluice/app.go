@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
@@ -123,10 +124,25 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Keys:       keys,
 		Client:     a.client,
 		Dispatcher: a.dispatcher,
-		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
-		Log:        log,
+		// Every process that commits run changes (serve and worker)
+		// publishes them to the API processes' hubs.
+		Publisher: enginePublisher{events.NewRedisPublisher(a.redis, log)},
+		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
+		Log:       log,
 	})
 	return a, nil
+}
+
+// enginePublisher hands the engine's committed run changes to the Redis
+// publisher. The adapter lives here so internal/events does not import the
+// engine (the engine may use events, never the reverse).
+type enginePublisher struct{ p *events.RedisPublisher }
+
+func (e enginePublisher) Publish(ctx context.Context, n engine.RunNotice) {
+	e.p.Publish(ctx, events.Notice{
+		TenantID: n.TenantID, RunID: n.RunID, Status: n.Status,
+		CostMicroUSD: n.CostMicroUSD, Events: events.FromRunEvents(n.Events),
+	})
 }
 
 // checkAppRole refuses to serve tenants through a role that RLS does not bind.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/server"
 )
 
@@ -34,16 +35,34 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 // serveHTTP listens on the configured address until ctx ends, then shuts
-// down gracefully: stop accepting, finish in-flight requests within
-// ShutdownTimeout, then return so deferred closers release the pools.
+// down in this order, within ShutdownTimeout:
+//  1. close the Hub: every subscription ends with a "resume with afterSeq"
+//     error and, shortly after, its websocket or SSE connection closes;
+//  2. http.Server.Shutdown: stop accepting, finish in-flight requests (SSE
+//     streams included);
+//  3. wait for the websockets, which Shutdown does not track (hijacked);
+//  4. return, so deferred closers release Redis and the pools (the Hub's
+//     Redis connection is already closed by then).
 func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
+	metrics := server.NewMetrics()
+	hub, err := events.NewHub(a.redis, events.HubOptions{Log: a.log, Registerer: metrics.Registry})
+	if err != nil {
+		return err
+	}
+	// Subscribed before the first request, so no subscriber can miss a
+	// change committed after it subscribed.
+	if err := hub.Start(ctx); err != nil {
+		return err
+	}
+	defer hub.Close()
 	h := server.New(server.Deps{
 		Config:  a.cfg,
 		Log:     a.log,
 		Client:  a.client,
 		Auth:    a.auth,
 		Engine:  a.engine,
-		Metrics: server.NewMetrics(),
+		Metrics: metrics,
+		Hub:     hub,
 		Ready:   a.ready,
 	})
 	ln, err := net.Listen("tcp", a.cfg.Addr)
@@ -68,10 +87,14 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 	case <-ctx.Done():
 	}
 	a.log.Info("shutting down")
+	hub.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := h.WaitStreams(sctx); err != nil {
+		a.log.Warn("websockets still open at shutdown timeout", "err", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err

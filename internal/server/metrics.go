@@ -77,7 +77,11 @@ func (g graphqlMetrics) InterceptResponse(ctx context.Context, next graphql.Resp
 	if name == "" {
 		name = "anonymous"
 	}
-	g.m.opDuration.WithLabelValues(typ, name).Observe(time.Since(start).Seconds())
+	if typ != "subscription" {
+		// A subscription's response takes as long as its next event: not a
+		// latency worth a histogram.
+		g.m.opDuration.WithLabelValues(typ, name).Observe(time.Since(start).Seconds())
+	}
 	if resp != nil {
 		for _, e := range resp.Errors {
 			code, _ := e.Extensions["code"].(string)

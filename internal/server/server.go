@@ -1,6 +1,8 @@
-// Package server assembles Sluice's HTTP surface: /graphql (with GraphiQL in
-// development), /healthz, /readyz and /metrics, and the middleware every
-// request passes: request id, JSON access log, body limit and authentication.
+// Package server assembles Sluice's HTTP surface: /graphql (POST, SSE and
+// websocket subscriptions; GraphiQL in development), /healthz, /readyz and
+// /metrics, and the middleware every request passes: request id, JSON access
+// log, body limit and authentication (websockets authenticate in
+// connection_init instead).
 package server
 
 import (
@@ -13,6 +15,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -28,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -40,15 +44,43 @@ type Deps struct {
 	Auth    *auth.Authenticator
 	Engine  *engine.Engine
 	Metrics *Metrics
+	// Hub fans live run changes out to subscriptions. If nil, subscriptions
+	// fail with an internal error.
+	Hub *events.Hub
 	// Ready reports whether dependencies (database, Redis) are reachable.
 	Ready func(ctx context.Context) error
 }
 
+// Server is the API's HTTP handler. Besides ordinary requests, which
+// http.Server.Shutdown waits for, it tracks websocket connections: they are
+// hijacked, so Shutdown does not see them (see WaitStreams).
+type Server struct {
+	http.Handler
+	streams sync.WaitGroup
+}
+
+// WaitStreams blocks until every websocket and SSE stream has ended (they end
+// once the Hub closes) or ctx is done.
+func (s *Server) WaitStreams(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // New returns the HTTP handler of the API.
-func New(d Deps) http.Handler {
+func New(d Deps) *Server {
+	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
 	gql := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
+	// Order matters: the first transport that supports a request serves it.
+	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Log))
 	gql.AddTransport(transport.Options{})
+	gql.AddTransport(transport.SSE{KeepAlivePingInterval: 10 * time.Second})
 	gql.AddTransport(transport.POST{})
 	gql.SetErrorPresenter(presenter)
 	gql.SetRecoverFunc(graph.RecoverFunc(d.Log))
@@ -60,6 +92,7 @@ func New(d Deps) http.Handler {
 	}
 	gql.Use(graphqlMetrics{m: d.Metrics})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
+	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -77,14 +110,29 @@ func New(d Deps) http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", d.Metrics.Handler())
-	api := authenticate(d.Auth, gql)
-	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, api))
+	live := streaming(d.Hub, &s.streams, gql)
+	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live)))
 	mux.Handle("OPTIONS /graphql", gql)
+	// A websocket handshake carries no Authorization header (browsers cannot
+	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
+	// connection_init message before any operation runs.
+	var page http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, errs.Validation, "use POST, or a websocket (graphql-transport-ws)")
+	})
 	if d.Config.Introspection {
-		mux.Handle("GET /graphql", playground.Handler("Sluice", "/graphql"))
+		page = playground.Handler("Sluice", "/graphql")
 		mux.Handle("GET /{$}", http.RedirectHandler("/graphql", http.StatusFound))
 	}
-	return withRequest(d.Log, d.Metrics, mux)
+	mux.Handle("GET /graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebsocketUpgrade(r) {
+			live.ServeHTTP(w, r)
+			return
+		}
+		page.ServeHTTP(w, r)
+	}))
+	s.Handler = withRequest(d.Log, d.Metrics, mux)
+	return s
 }
 
 // statusWriter remembers the status code for the access log and metrics.
@@ -99,6 +147,13 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush lets SSE responses stream (gqlgen asserts http.Flusher directly).
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
 
 // withRequest assigns a request id (or keeps a well-formed incoming one),
 // logs the request as JSON with its tenant, and records its latency.

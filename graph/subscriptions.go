@@ -1,0 +1,492 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// LiveUpdates serves subscription operations. It hands subscription
+// resolvers the process's Hub and the app pool, ends a stream with an error
+// when its resolver asks for one, and gives the fields below a subscription
+// one short tenant transaction per delivered value. TenantTransaction skips
+// subscriptions: a transaction must never stay open while a subscriber waits.
+type LiveUpdates struct {
+	Hub       *events.Hub
+	Client    *ent.Client // app role pool
+	Presenter graphql.ErrorPresenterFunc
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationInterceptor
+	graphql.ResponseInterceptor
+	graphql.FieldInterceptor
+} = LiveUpdates{}
+
+func (LiveUpdates) ExtensionName() string                   { return "LiveUpdates" }
+func (LiveUpdates) Validate(graphql.ExecutableSchema) error { return nil }
+
+// liveOperation is the state of one subscription operation.
+type liveOperation struct {
+	live *LiveUpdates
+	mu   sync.Mutex
+	end  *gqlerror.Error // sent once after the resolver's channel closes
+}
+
+type liveOperationKey struct{}
+
+// valueTx is the lazily opened transaction of one delivered value.
+type valueTx struct {
+	client *ent.Client
+	mu     sync.Mutex
+	tx     *ent.Tx
+}
+
+type valueTxKey struct{}
+
+func isSubscription(ctx context.Context) bool {
+	if !graphql.HasOperationContext(ctx) {
+		return false
+	}
+	op := graphql.GetOperationContext(ctx)
+	return op.Operation != nil && op.Operation.Operation == ast.Subscription
+}
+
+func (l LiveUpdates) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if isSubscription(ctx) {
+		ctx = context.WithValue(ctx, liveOperationKey{}, &liveOperation{live: &l})
+	}
+	return next(ctx)
+}
+
+func (l LiveUpdates) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	op, ok := ctx.Value(liveOperationKey{}).(*liveOperation)
+	if !ok {
+		return next(ctx)
+	}
+	vt := &valueTx{client: l.Client}
+	resp := next(context.WithValue(ctx, valueTxKey{}, vt))
+	vt.finish()
+	if resp == nil {
+		op.mu.Lock()
+		defer op.mu.Unlock()
+		if op.end != nil {
+			resp, op.end = &graphql.Response{Errors: gqlerror.List{op.end}}, nil
+		}
+	}
+	return resp
+}
+
+// InterceptField runs each resolver below a subscription inside the value's
+// transaction (opened on first use), one at a time: a Postgres connection
+// runs one statement at a time, and gqlgen resolves siblings concurrently.
+func (l LiveUpdates) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
+	vt, ok := ctx.Value(valueTxKey{}).(*valueTx)
+	fc := graphql.GetFieldContext(ctx)
+	if !ok || fc == nil || fc.Object == "Subscription" || (!fc.IsResolver && !fc.IsMethod) {
+		return next(ctx)
+	}
+	vt.mu.Lock()
+	defer vt.mu.Unlock()
+	if vt.tx == nil {
+		v := viewer.FromContext(ctx)
+		if v == nil {
+			return nil, errs.E(errs.Unauthenticated, "authentication required")
+		}
+		tx, err := store.BeginTenant(ctx, vt.client, v.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		vt.tx = tx
+	}
+	return next(ent.NewContext(ent.NewTxContext(ctx, vt.tx), vt.tx.Client()))
+}
+
+// finish ends the value's transaction; fields only read, so it rolls back.
+func (vt *valueTx) finish() {
+	vt.mu.Lock()
+	defer vt.mu.Unlock()
+	if vt.tx != nil {
+		_ = vt.tx.Rollback()
+		vt.tx = nil
+	}
+}
+
+// liveSubscriber returns the operation's live state and the viewer, who must
+// be allowed to read runs.
+func liveSubscriber(ctx context.Context) (*liveOperation, *viewer.Viewer, error) {
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, nil, errs.E(errs.Unauthenticated, "authentication required")
+	}
+	if !v.Has(viewer.RoleEditor, viewer.RoleOperator, viewer.RoleViewer) {
+		return nil, nil, errs.E(errs.Forbidden, "reading runs needs a role in this tenant")
+	}
+	op, ok := ctx.Value(liveOperationKey{}).(*liveOperation)
+	if !ok || op.live.Hub == nil || op.live.Client == nil {
+		return nil, nil, fmt.Errorf("live updates are not configured on this server")
+	}
+	return op, v, nil
+}
+
+// endWith makes the stream end with err after its last value (transports
+// send it as the final message instead of a plain completion).
+func (op *liveOperation) endWith(err *gqlerror.Error) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.end = err
+}
+
+// dropError tells a subscriber that the server ended its stream, and for
+// runEvents (afterSeq >= 0) where to pick it up again.
+func dropError(ctx context.Context, reason error, afterSeq int64) *gqlerror.Error {
+	what, code := "slow subscriber", errs.RateLimited
+	if errors.Is(reason, events.ErrHubClosed) {
+		what, code = "server shutting down", errs.Internal
+	}
+	ext := map[string]any{"code": string(code)}
+	msg := what + ": subscribe again"
+	if afterSeq >= 0 {
+		msg = fmt.Sprintf("%s: resume with afterSeq=%d", what, afterSeq)
+		ext["afterSeq"] = afterSeq
+	}
+	return &gqlerror.Error{Message: msg, Path: graphql.GetPath(ctx), Extensions: ext}
+}
+
+func (op *liveOperation) present(ctx context.Context, err error) *gqlerror.Error {
+	if op.live.Presenter != nil {
+		return op.live.Presenter(ctx, err)
+	}
+	return graphql.DefaultErrorPresenter(ctx, err)
+}
+
+// catchUpPage bounds one read of stored events.
+const catchUpPage = 500
+
+// subscribeRunEvents streams a run's events after afterSeq: first the stored
+// ones, then live ones, in seq order with no gap and no duplicate. The Hub
+// subscription starts before the first read of the log, so nothing committed
+// in between is missed; anything a live notice skips (a notice lost or
+// overtaken by a later one) is read from the log. The stream ends once the
+// run is final and all of its events were sent.
+func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error) {
+	op, v, err := liveSubscriber(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var after int64
+	if afterSeq != nil {
+		if *afterSeq < 0 {
+			return nil, errs.Invalid("afterSeq", "must be 0 or more, got %d", *afterSeq)
+		}
+		after = int64(*afterSeq)
+	}
+	s := &runEventStream{
+		op: op, tenantID: v.TenantID, runID: runID, last: after,
+		reload: selects(ctx, "run"),
+		sub:    op.live.Hub.SubscribeRun(v.TenantID, runID),
+		out:    make(chan *ent.RunEvent),
+	}
+	// One read checks the run and fetches the first page of its log.
+	first, err := s.readLog(ctx)
+	switch {
+	case ent.IsNotFound(err), err == nil && v.EnvironmentID != "" && first.environmentID != v.EnvironmentID:
+		s.sub.Close()
+		// Another tenant's run reads exactly like one that never existed.
+		return nil, errs.NotFoundf("run", runID)
+	case err != nil:
+		s.sub.Close()
+		return nil, err
+	}
+	go s.run(ctx, first)
+	return s.out, nil
+}
+
+// selects reports whether the current field selects a child named name.
+func selects(ctx context.Context, name string) bool {
+	for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// runEventStream is one runEvents subscriber.
+type runEventStream struct {
+	op              *liveOperation
+	tenantID, runID string
+	sub             *events.Subscription
+	out             chan *ent.RunEvent
+	last            int64 // seq of the last event sent
+	// reload: the selection reads the run edge, which events decoded from
+	// a notice cannot load; such subscribers read every change from the log.
+	reload bool
+}
+
+// logPage is one read of a run's log.
+type logPage struct {
+	events        []*ent.RunEvent
+	final         bool // the run was final when read
+	environmentID string
+}
+
+func (s *runEventStream) run(ctx context.Context, first logPage) {
+	defer close(s.out)
+	defer s.sub.Close()
+	done, err := s.sendPage(ctx, first)
+	for !done && err == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case n, ok := <-s.sub.C():
+			if !ok {
+				s.op.endWith(dropError(ctx, s.sub.Err(), s.last))
+				return
+			}
+			done, err = s.deliver(ctx, n)
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		s.op.endWith(s.op.present(ctx, err))
+	}
+}
+
+// deliver forwards a notice's events that come next; a gap is read from the
+// log first. It reports done once the run is final and fully sent.
+func (s *runEventStream) deliver(ctx context.Context, n *events.Notice) (bool, error) {
+	if n.Resync || s.reload {
+		return s.catchUp(ctx)
+	}
+	for _, e := range n.Events {
+		switch {
+		case e.Seq <= s.last:
+			continue // already sent (from the log or an earlier notice)
+		case e.Seq > s.last+1:
+			// An earlier notice was lost or is still on its way: the log has
+			// it, since notices are published after commit.
+			if done, err := s.catchUp(ctx); done || err != nil {
+				return done, err
+			}
+			continue
+		}
+		if err := s.send(ctx, e.RunEvent(s.tenantID, s.runID)); err != nil {
+			return false, err
+		}
+	}
+	if !events.Terminal(n.Status) {
+		return false, nil
+	}
+	if l := len(n.Events); l > 0 && n.Events[l-1].Type == "run."+n.Status && s.last >= n.Events[l-1].Seq {
+		// This notice made the run final and all of it is sent.
+		return true, nil
+	}
+	// A final status without its event here (a late step result, or a
+	// notice overtaken): the log says whether anything is left.
+	return s.catchUp(ctx)
+}
+
+// catchUp sends every stored event after the last one sent, and reports
+// whether the run is final with nothing left to send.
+func (s *runEventStream) catchUp(ctx context.Context) (bool, error) {
+	p, err := s.readLog(ctx)
+	if err != nil {
+		return false, err
+	}
+	return s.sendPage(ctx, p)
+}
+
+// sendPage sends a page read from the log and reads on while pages are full.
+func (s *runEventStream) sendPage(ctx context.Context, p logPage) (bool, error) {
+	for {
+		for _, e := range p.events {
+			if e.Seq <= s.last {
+				continue
+			}
+			if err := s.send(ctx, e); err != nil {
+				return false, err
+			}
+		}
+		if len(p.events) < catchUpPage {
+			return p.final, nil
+		}
+		var err error
+		if p, err = s.readLog(ctx); err != nil {
+			return false, err
+		}
+	}
+}
+
+// readLog reads the run's status and up to a page of events after the last
+// one sent, in one short tenant transaction.
+func (s *runEventStream) readLog(ctx context.Context) (logPage, error) {
+	var p logPage
+	err := store.InTenant(ctx, s.op.live.Client, func(ctx context.Context) error {
+		c := ent.FromContext(ctx)
+		// Status first: if it is final, every event up to it is committed
+		// and the read below sees it.
+		r, err := c.Run.Query().Where(run.ID(s.runID)).Select(run.FieldStatus, run.FieldEnvironmentID).Only(ctx)
+		if err != nil {
+			return err
+		}
+		p.final, p.environmentID = events.Terminal(string(r.Status)), r.EnvironmentID
+		q := c.RunEvent.Query().
+			Where(runevent.RunID(s.runID), runevent.SeqGT(s.last)).
+			Order(ent.Asc(runevent.FieldSeq)).
+			Limit(catchUpPage)
+		if s.reload {
+			if q, err = q.CollectFields(ctx); err != nil {
+				return err
+			}
+		}
+		p.events, err = q.All(ctx)
+		return err
+	})
+	if ent.IsNotFound(err) {
+		return p, err
+	}
+	if err != nil {
+		return p, fmt.Errorf("read events of run %s: %w", s.runID, err)
+	}
+	return p, nil
+}
+
+func (s *runEventStream) send(ctx context.Context, e *ent.RunEvent) error {
+	select {
+	case s.out <- e:
+		s.last = e.Seq
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// subscribeRunUpdates streams the runs of the viewer's tenant that match
+// where, each time their status or cost changes.
+func subscribeRunUpdates(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error) {
+	op, v, err := liveSubscriber(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if where != nil {
+		if _, err := where.P(); err != nil && err != ent.ErrEmptyRunWhereInput {
+			return nil, errs.Invalid("where", "%v", err)
+		}
+	}
+	s := &runUpdateStream{
+		op: op, envID: v.EnvironmentID, where: where,
+		sub:  op.live.Hub.SubscribeTenant(v.TenantID),
+		out:  make(chan *ent.Run),
+		seen: map[string]runSnapshot{},
+	}
+	go s.run(ctx)
+	return s.out, nil
+}
+
+// maxSeenRuns bounds the per-subscriber memory of run states; past it the
+// memory restarts (at worst one unchanged update is sent again).
+const maxSeenRuns = 10000
+
+type runSnapshot struct {
+	status string
+	cost   int64
+}
+
+// runUpdateStream is one runUpdated subscriber.
+type runUpdateStream struct {
+	op    *liveOperation
+	envID string // the viewer is restricted to this environment
+	where *ent.RunWhereInput
+	sub   *events.Subscription
+	out   chan *ent.Run
+	seen  map[string]runSnapshot // last status and cost seen per run
+}
+
+func (s *runUpdateStream) run(ctx context.Context) {
+	defer close(s.out)
+	defer s.sub.Close()
+	for {
+		var n *events.Notice
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-s.sub.C():
+			if !ok {
+				s.op.endWith(dropError(ctx, s.sub.Err(), -1))
+				return
+			}
+			n = m
+		}
+		// A resync carries no run: each run's next change shows its state.
+		// Notices without a status or cost change (most step events) cost
+		// no read.
+		if n.Resync || s.seen[n.RunID] == (runSnapshot{n.Status, n.CostMicroUSD}) {
+			continue
+		}
+		r, err := s.load(ctx, n.RunID)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.op.endWith(s.op.present(ctx, err))
+			}
+			return
+		}
+		snap := runSnapshot{n.Status, n.CostMicroUSD}
+		if r != nil {
+			snap = runSnapshot{string(r.Status), r.CostMicroUsd}
+		}
+		unchanged := s.seen[n.RunID] == snap
+		if len(s.seen) >= maxSeenRuns {
+			clear(s.seen)
+		}
+		s.seen[n.RunID] = snap
+		if r == nil || unchanged {
+			continue
+		}
+		select {
+		case s.out <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// load returns the run when it matches the filter, nil otherwise.
+func (s *runUpdateStream) load(ctx context.Context, runID string) (*ent.Run, error) {
+	var r *ent.Run
+	err := store.InTenant(ctx, s.op.live.Client, func(ctx context.Context) error {
+		q := ent.FromContext(ctx).Run.Query().Where(run.ID(runID))
+		if s.envID != "" {
+			q.Where(run.EnvironmentID(s.envID))
+		}
+		q, err := s.where.Filter(q)
+		if err != nil {
+			return err
+		}
+		if q, err = q.CollectFields(ctx); err != nil {
+			return err
+		}
+		r, err = q.Only(ctx)
+		if ent.IsNotFound(err) {
+			r, err = nil, nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load run %s: %w", runID, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,179 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// startHub runs a Hub on an embedded Redis and returns it with a publisher
+// and the registry holding its gauge.
+func startHub(t *testing.T, buffer int) (*Hub, *RedisPublisher, *prometheus.Registry) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	reg := prometheus.NewRegistry()
+	h, err := NewHub(rdb, HubOptions{Buffer: buffer, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h, NewRedisPublisher(rdb, nil), reg
+}
+
+func activeSubscriptions(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sluice_active_subscriptions" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("sluice_active_subscriptions is not registered")
+	return 0
+}
+
+func receive(t *testing.T, s *Subscription) *Notice {
+	t.Helper()
+	select {
+	case n, ok := <-s.C():
+		if !ok {
+			t.Fatalf("subscription closed: %v", s.Err())
+		}
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notice")
+		return nil
+	}
+}
+
+func notice(tenantID, runID string, seq int64) Notice {
+	return Notice{TenantID: tenantID, RunID: runID, Status: "running", CostMicroUSD: 7,
+		Events: []Event{{ID: "evt_x", Seq: seq, Type: "step.started", At: time.Unix(1700000000, 0).UTC()}}}
+}
+
+func TestHubFansOutByTenantAndRun(t *testing.T) {
+	h, pub, reg := startHub(t, 8)
+	runSub := h.SubscribeRun("ten_a", "run_1")
+	tenantSub := h.SubscribeTenant("ten_a")
+	otherRun := h.SubscribeRun("ten_a", "run_2")
+	otherTenant := h.SubscribeTenant("ten_b")
+	if got := activeSubscriptions(t, reg); got != 4 {
+		t.Fatalf("active subscriptions %v, want 4", got)
+	}
+
+	pub.Publish(context.Background(), notice("ten_a", "run_1", 3))
+	// A notice for each of the other subscribers, published after: if the
+	// first had reached them, it would arrive before these.
+	pub.Publish(context.Background(), notice("ten_a", "run_2", 1))
+	pub.Publish(context.Background(), notice("ten_b", "run_9", 1))
+
+	for _, s := range []*Subscription{runSub, tenantSub} {
+		n := receive(t, s)
+		if n.TenantID != "ten_a" || n.RunID != "run_1" || n.Status != "running" || n.CostMicroUSD != 7 ||
+			len(n.Events) != 1 || n.Events[0].Seq != 3 || !n.Events[0].At.Equal(time.Unix(1700000000, 0)) {
+			t.Fatalf("notice: %+v", n)
+		}
+	}
+	if n := receive(t, otherRun); n.RunID != "run_2" {
+		t.Fatalf("run_2's subscriber got %s's notice", n.RunID)
+	}
+	if n := receive(t, otherTenant); n.TenantID != "ten_b" {
+		t.Fatalf("ten_b's subscriber got %s's notice", n.TenantID)
+	}
+	runSub.Close()
+	runSub.Close()
+	if got := activeSubscriptions(t, reg); got != 3 {
+		t.Fatalf("active subscriptions %v after a close, want 3", got)
+	}
+}
+
+func TestHubDropsSlowSubscriberOnly(t *testing.T) {
+	h, pub, reg := startHub(t, 2)
+	slow := h.SubscribeRun("ten_a", "run_1")
+	fast := h.SubscribeRun("ten_a", "run_1")
+	for seq := int64(1); seq <= 3; seq++ {
+		pub.Publish(context.Background(), notice("ten_a", "run_1", seq))
+		if n := receive(t, fast); n.Events[0].Seq != seq {
+			t.Fatalf("fast subscriber got seq %d, want %d", n.Events[0].Seq, seq)
+		}
+	}
+	// slow never read: two notices fit, the third closed it.
+	for range 2 {
+		receive(t, slow)
+	}
+	if _, ok := <-slow.C(); ok {
+		t.Fatal("a full subscriber was not dropped")
+	}
+	if !errors.Is(slow.Err(), ErrSlowSubscriber) {
+		t.Fatalf("drop reason %v", slow.Err())
+	}
+	if got := activeSubscriptions(t, reg); got != 1 {
+		t.Fatalf("active subscriptions %v, want 1", got)
+	}
+}
+
+func TestHubCloseEndsSubscriptions(t *testing.T) {
+	h, _, reg := startHub(t, 4)
+	s := h.SubscribeTenant("ten_a")
+	h.Close()
+	if _, ok := <-s.C(); ok || !errors.Is(s.Err(), ErrHubClosed) {
+		t.Fatalf("after Close: open=%v err=%v", ok, s.Err())
+	}
+	if h.Closing().Err() == nil {
+		t.Fatal("Closing not cancelled")
+	}
+	late := h.SubscribeRun("ten_a", "run_1")
+	if _, ok := <-late.C(); ok || !errors.Is(late.Err(), ErrHubClosed) {
+		t.Fatal("a subscription after Close is open")
+	}
+	if got := activeSubscriptions(t, reg); got != 0 {
+		t.Fatalf("active subscriptions %v, want 0", got)
+	}
+}
+
+func TestHubResyncsAfterReconnect(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	h, err := NewHub(rdb, HubOptions{IdleCheck: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	s := h.SubscribeRun("ten_a", "run_1")
+	// Drop every connection: the hub must notice, re-subscribe and tell
+	// subscribers to re-read what they may have missed.
+	mr.Close()
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-s.C():
+		if !n.Resync || n.TenantID != "ten_a" || n.RunID != "run_1" {
+			t.Fatalf("want a resync of ten_a/run_1, got %+v", n)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no resync after Redis restarted")
+	}
+	// And the subscription works again.
+	NewRedisPublisher(rdb, nil).Publish(context.Background(), notice("ten_a", "run_1", 1))
+	if n := receive(t, s); n.Resync || n.Events[0].Seq != 1 {
+		t.Fatalf("after the resync: %+v", n)
+	}
+}

@@ -1,0 +1,48 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// publishTimeout bounds one PUBLISH: the engine calls Publish inline after a
+// commit, and a Redis outage must not stall runs (subscribers fill the gap
+// from the log).
+const publishTimeout = 2 * time.Second
+
+// RedisPublisher is responsible for telling every API process about a
+// committed run change: one PUBLISH on the tenant's channel.
+type RedisPublisher struct {
+	rdb redis.UniversalClient
+	log *slog.Logger
+}
+
+// NewRedisPublisher publishes through rdb. log nil means slog.Default().
+func NewRedisPublisher(rdb redis.UniversalClient, log *slog.Logger) *RedisPublisher {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &RedisPublisher{rdb: rdb, log: log}
+}
+
+// Publish sends n to the API processes. Delivery is best effort: a failure is
+// logged and dropped.
+func (p *RedisPublisher) Publish(ctx context.Context, n Notice) {
+	if n.TenantID == "" || n.RunID == "" {
+		return
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		p.log.WarnContext(ctx, "encode run notice", "err", err, "run_id", n.RunID)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if err := p.rdb.Publish(ctx, Channel(n.TenantID), b).Err(); err != nil {
+		p.log.WarnContext(ctx, "publish run notice; subscribers will read the gap from the log", "err", err, "run_id", n.RunID)
+	}
+}
