@@ -27,6 +27,9 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/webhookattempt"
+	"github.com/sluicehq/sluice/ent/webhookdelivery"
+	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
@@ -104,6 +107,9 @@ func checkColumn(t, c string) error {
 			stepattempt.Table:       stepattempt.ValidColumn,
 			steprun.Table:           steprun.ValidColumn,
 			tenant.Table:            tenant.ValidColumn,
+			webhookattempt.Table:    webhookattempt.ValidColumn,
+			webhookdelivery.Table:   webhookdelivery.ValidColumn,
+			webhookendpoint.Table:   webhookendpoint.ValidColumn,
 			workflow.Table:          workflow.ValidColumn,
 			workflowversion.Table:   workflowversion.ValidColumn,
 		})

@@ -47,6 +47,9 @@ func main() {
 	if err != nil {
 		log.Fatalf("ent codegen: %v", err)
 	}
+	if os.Getenv("SLUICE_SKIP_GQLGEN") == "1" {
+		return // regenerate Ent only, leaving graph/ untouched
+	}
 	cfg, err := config.LoadConfig("gqlgen.yml")
 	if err != nil {
 		log.Fatalf("gqlgen config: %v", err)

@@ -113,6 +113,24 @@ func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], 
 	return c.Run.Query().Paginate(ctx, after, first, before, last, ent.WithRunOrder(orderBy), ent.WithRunFilter(where.Filter))
 }
 
+// WebhookDeliveries is the resolver for the webhookDeliveries field.
+func (r *queryResolver) WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.WebhookDelivery.Query().Paginate(ctx, after, first, before, last, ent.WithWebhookDeliveryOrder(orderBy), ent.WithWebhookDeliveryFilter(where.Filter))
+}
+
+// WebhookEndpoints is the resolver for the webhookEndpoints field.
+func (r *queryResolver) WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.WebhookEndpoint.Query().Paginate(ctx, after, first, before, last, ent.WithWebhookEndpointOrder(orderBy), ent.WithWebhookEndpointFilter(where.Filter))
+}
+
 // Workflows is the resolver for the workflows field.
 func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error) {
 	c, err := client(ctx)
@@ -140,11 +158,17 @@ func (r *Resolver) StepRun() generated.StepRunResolver { return &stepRunResolver
 // Tenant returns generated.TenantResolver implementation.
 func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
 
+// WebhookDelivery returns generated.WebhookDeliveryResolver implementation.
+func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
+	return &webhookDeliveryResolver{r}
+}
+
 type (
-	modelCallResolver   struct{ *Resolver }
-	queryResolver       struct{ *Resolver }
-	runResolver         struct{ *Resolver }
-	stepAttemptResolver struct{ *Resolver }
-	stepRunResolver     struct{ *Resolver }
-	tenantResolver      struct{ *Resolver }
+	modelCallResolver       struct{ *Resolver }
+	queryResolver           struct{ *Resolver }
+	runResolver             struct{ *Resolver }
+	stepAttemptResolver     struct{ *Resolver }
+	stepRunResolver         struct{ *Resolver }
+	tenantResolver          struct{ *Resolver }
+	webhookDeliveryResolver struct{ *Resolver }
 )

@@ -11,11 +11,16 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/modelcall"
+	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/webhookattempt"
+	"github.com/sluicehq/sluice/ent/webhookdelivery"
+	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/errs"
@@ -40,6 +45,11 @@ var nodeTables = map[string]string{
 	ids.StepAttempt:     stepattempt.Table,
 	ids.RunEvent:        runevent.Table,
 	ids.ApprovalRequest: approvalrequest.Table,
+	ids.ModelPrice:      modelprice.Table,
+	ids.ModelCall:       modelcall.Table,
+	ids.WebhookEndpoint: webhookendpoint.Table,
+	ids.WebhookDelivery: webhookdelivery.Table,
+	ids.WebhookAttempt:  webhookattempt.Table,
 }
 
 const maxNodes = 100

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/worker"
@@ -36,6 +37,7 @@ type app struct {
 	auth       *auth.Authenticator
 	engine     *engine.Engine
 	asynq      *asynq.Client
+	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
 	closers    []func()
 }
@@ -120,6 +122,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, fmt.Errorf("JWT configuration: %w", err)
 	}
 	a.auth = auth.NewAuthenticator(verifier, a.client)
+	a.metrics = server.NewMetrics()
+	a.metrics.Registry.MustRegister(worker.NewQueueCollector(asynq.NewInspectorFromRedisClient(a.redis)))
 	a.engine = engine.New(engine.Options{
 		Keys:       keys,
 		Client:     a.client,
@@ -129,6 +133,13 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Publisher: enginePublisher{events.NewRedisPublisher(a.redis, log)},
 		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
 		Log:       log,
+		Metrics:   engine.NewMetrics(a.metrics.Registry),
+		Webhooks: engine.WebhookOptions{
+			Egress:        egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs},
+			RequireHTTPS:  !cfg.Development(),
+			ScheduleScale: cfg.WebhookScheduleScale,
+			RotationGrace: cfg.WebhookRotationGrace,
+		},
 	})
 	return a, nil
 }

@@ -44,7 +44,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 //  4. return, so deferred closers release Redis and the pools (the Hub's
 //     Redis connection is already closed by then).
 func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
-	metrics := server.NewMetrics()
+	metrics := a.metrics
 	hub, err := events.NewHub(a.redis, events.HubOptions{Log: a.log, Registerer: metrics.Registry})
 	if err != nil {
 		return err

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -31,6 +33,18 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	wcfg, err := workerConfig(getenv)
 	if err != nil {
 		return err
+	}
+	if cfg.WorkerMetricsAddr != "" {
+		// Step, model and queue metrics are recorded here; expose them.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.metrics.Handler())
+		srv := &http.Server{Addr: cfg.WorkerMetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("worker metrics", "err", err)
+			}
+		}()
+		defer srv.Close()
 	}
 	fmt.Fprintln(stdout, "worker started")
 	return a.newWorker(wcfg).Run(ctx)

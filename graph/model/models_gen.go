@@ -57,6 +57,20 @@ type CreateEnvironmentInput struct {
 	Kind environment.Kind `json:"kind"`
 }
 
+type CreateWebhookEndpointInput struct {
+	// https required in production; private and loopback targets are refused.
+	URL string `json:"url"`
+	// Event types to deliver; empty or absent means all.
+	EventTypes  []string `json:"eventTypes,omitempty"`
+	Description *string  `json:"description,omitempty"`
+}
+
+type CreateWebhookEndpointPayload struct {
+	Endpoint *ent.WebhookEndpoint `json:"endpoint"`
+	// The signing secret (whsec_...). It is shown only here, once.
+	Secret string `json:"secret"`
+}
+
 type CreateWorkflowInput struct {
 	Name        string  `json:"name"`
 	Slug        string  `json:"slug"`
@@ -158,6 +172,14 @@ type StepCall struct {
 }
 
 type Subscription struct {
+}
+
+type UpdateWebhookEndpointInput struct {
+	ID          string   `json:"id"`
+	URL         *string  `json:"url,omitempty"`
+	EventTypes  []string `json:"eventTypes,omitempty"`
+	Enabled     *bool    `json:"enabled,omitempty"`
+	Description *string  `json:"description,omitempty"`
 }
 
 type UpdateWorkflowVersionInput struct {

@@ -67,6 +67,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error (SLUICE_LOG_LEVEL). If unset, info.
 	LogLevel string
+	// WebhookScheduleScale multiplies the webhook retry schedule and the
+	// disable-after period (SLUICE_WEBHOOK_SCHEDULE_SCALE). If unset, 1;
+	// tests use a small value so the schedule runs in seconds.
+	WebhookScheduleScale float64
+	// WebhookRotationGrace is how long an old webhook secret keeps signing
+	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
+	WebhookRotationGrace time.Duration
+	// MetricsAddr, for `sluice worker`, serves /metrics on this address
+	// (SLUICE_WORKER_METRICS_ADDR). If unset, the worker serves none.
+	WorkerMetricsAddr string
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -127,6 +137,17 @@ func Load(getenv func(string) string) (*Config, error) {
 		c.Introspection = b
 	}
 	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
+	c.WorkerMetricsAddr = getenv("SLUICE_WORKER_METRICS_ADDR")
+	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
+	c.WebhookScheduleScale = 1
+	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 1 {
+			errs = append(errs, fmt.Errorf("SLUICE_WEBHOOK_SCHEDULE_SCALE must be a number in (0, 1], got %q", v))
+		} else {
+			c.WebhookScheduleScale = f
+		}
+	}
 	for _, s := range list(getenv("SLUICE_EGRESS_ALLOW_CIDRS")) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 const (
 	TaskStep            = "step.execute"
 	TaskApprovalTimeout = "approval.timeout"
+	TaskWebhook         = "webhook.deliver"
 )
 
 // Task is a wake-up for work Postgres already records as due. Losing one is
@@ -23,9 +24,10 @@ type Task struct {
 	// duplicate enqueue of the same work is rejected by the queue.
 	ID string
 	At time.Time
-	// Takeover, when set, distinguishes a re-send of a running attempt whose
-	// worker went silent from the original delivery (see DueTasks).
-	Takeover string
+	// Variant, when set, gives the queue task an id of its own for the same
+	// work: a takeover of a running attempt whose worker went silent (see
+	// DueTasks), or the next attempt of a webhook delivery.
+	Variant string
 }
 
 // Dispatcher puts tasks on the queue.

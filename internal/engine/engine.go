@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/llm"
 	"github.com/sluicehq/sluice/internal/requestid"
@@ -34,6 +36,8 @@ type Engine struct {
 	now        func() time.Time
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
 	shipped    *llm.Table
+	webhooks   WebhookOptions
+	hooks      *http.Client // webhook deliveries: egress-guarded, 15s, no redirects
 	metrics    *Metrics
 }
 
@@ -47,6 +51,7 @@ type Options struct {
 	Executor   *steps.Executor
 	Log        *slog.Logger // if nil, slog.Default()
 	Metrics    *Metrics     // optional
+	Webhooks   WebhookOptions
 }
 
 // New returns an Engine.
@@ -55,7 +60,8 @@ func New(o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics, now: func() time.Time { return time.Now().UTC() }}
+	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
+		webhooks: o.Webhooks, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -57,7 +58,7 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
 			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now,
-				Takeover: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
+				Variant: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
 		}
 		expired, err := c.ApprovalRequest.Query().
 			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).
@@ -67,6 +68,15 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 		}
 		for _, a := range expired {
 			tasks = append(tasks, Task{Kind: TaskApprovalTimeout, TenantID: tenantID, RunID: a.RunID, ID: a.ID, At: now})
+		}
+		hooks, err := c.WebhookDelivery.Query().
+			Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending), webhookdelivery.NextAttemptAtLTE(now.Add(-o.Grace))).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range hooks {
+			tasks = append(tasks, webhookTask(tenantID, d, now))
 		}
 		return nil
 	})

@@ -148,6 +148,9 @@ func (s *runState) flush(ctx context.Context) error {
 			return fmt.Errorf("append events: %w", err)
 		}
 		s.events = nil
+		if err := s.enqueueWebhooks(ctx, saved); err != nil {
+			return err
+		}
 	}
 	if s.dirty {
 		s.update.SetNextSeq(s.seq)

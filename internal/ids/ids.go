@@ -31,6 +31,9 @@ const (
 	ApprovalRequest   = "apr"
 	ModelPrice        = "mp"
 	ModelCall         = "mc"
+	WebhookEndpoint   = "whe"
+	WebhookDelivery   = "whd"
+	WebhookAttempt    = "wha"
 )
 
 var (

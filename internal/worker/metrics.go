@@ -30,7 +30,7 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, q := range []string{QueueSteps, QueueTimers} {
+	for _, q := range []string{QueueSteps, QueueWebhooks, QueueTimers} {
 		info, err := c.inspector.GetQueueInfo(q)
 		if err != nil {
 			continue // a queue that never held a task does not exist yet

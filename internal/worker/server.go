@@ -78,6 +78,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(engine.TaskStep, w.handleStep)
 	mux.HandleFunc(engine.TaskApprovalTimeout, w.handleApprovalTimeout)
+	mux.HandleFunc(engine.TaskWebhook, w.handleWebhook)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
@@ -112,6 +113,14 @@ func (w *Worker) handleApprovalTimeout(ctx context.Context, t *asynq.Task) error
 		return err
 	}
 	return w.engine.ExpireApproval(ctx, p.TenantID, p.ID)
+}
+
+func (w *Worker) handleWebhook(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	return w.engine.DeliverWebhook(ctx, p.TenantID, p.ID)
 }
 
 // reconcileLoop re-sends due work Postgres knows of, every interval.

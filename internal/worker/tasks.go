@@ -19,11 +19,13 @@ import (
 // Queue names and their weights. Steps get most of the capacity; timers
 // (approval timeouts) are rare but must not starve.
 const (
-	QueueSteps  = "steps"
-	QueueTimers = "timers"
+	QueueSteps    = "steps"
+	QueueTimers   = "timers"
+	QueueWebhooks = "webhooks"
 )
 
-var queueWeights = map[string]int{QueueSteps: 6, QueueTimers: 2}
+// Webhook deliveries have their own queue so a slow receiver never delays steps.
+var queueWeights = map[string]int{QueueSteps: 6, QueueWebhooks: 2, QueueTimers: 2}
 
 // payload is the body of every task. V is the payload version: handlers
 // accept older versions forever.
@@ -57,12 +59,15 @@ func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *as
 	for _, t := range tasks {
 		b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
 		queue := QueueSteps
-		if t.Kind == engine.TaskApprovalTimeout {
+		switch t.Kind {
+		case engine.TaskApprovalTimeout:
 			queue = QueueTimers
+		case engine.TaskWebhook:
+			queue = QueueWebhooks
 		}
 		id := t.Kind + ":" + t.ID
-		if t.Takeover != "" {
-			id += ":takeover:" + t.Takeover
+		if t.Variant != "" {
+			id += ":" + t.Variant
 		}
 		opts := []asynq.Option{
 			asynq.TaskID(id),

@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/webhookdelivery"
+	"github.com/sluicehq/sluice/ent/webhookendpoint"
+	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+	"github.com/sluicehq/sluice/internal/webhook"
+)
+
+// webhookTimeout bounds one delivery attempt, per the specification.
+const webhookTimeout = 15 * time.Second
+
+func egressForWebhooks(c egress.Config) egress.Config {
+	c.Timeout = webhookTimeout
+	return c
+}
+
+// delivery is what one attempt needs outside any transaction.
+type delivery struct {
+	id, webhookID, url string
+	attempt            int
+	body               []byte
+	secrets            []string
+}
+
+// DeliverWebhook makes one attempt of a delivery: sign, POST, record, and
+// schedule the next attempt, exhaust, or disable the endpoint.
+func (e *Engine) DeliverWebhook(ctx context.Context, tenantID, deliveryID string) error {
+	ctx = viewer.SystemContext(ctx, tenantID)
+	var d *delivery
+	err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+		var err error
+		d, err = e.prepareDelivery(ctx, deliveryID)
+		return err
+	})
+	if err != nil || d == nil {
+		return err
+	}
+	start := time.Now()
+	ts := start.UTC()
+	headers, err := webhook.Headers(d.webhookID, ts, d.body, d.secrets...)
+	if err != nil {
+		return err
+	}
+	status, retryAfter, sendErr := e.post(ctx, d.url, headers, d.body)
+	latency := time.Since(start)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
+		return e.recordDelivery(ctx, d, status, retryAfter, sendErr, latency)
+	})
+}
+
+func (e *Engine) prepareDelivery(ctx context.Context, id string) (*delivery, error) {
+	c := ent.FromContext(ctx)
+	d, err := c.WebhookDelivery.Query().Where(webhookdelivery.ID(id)).ForUpdate().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := e.now()
+	if d.Status != webhookdelivery.StatusPending || (d.NextAttemptAt != nil && d.NextAttemptAt.After(now.Add(time.Second))) {
+		return nil, nil // done, or not due (the reconciler sends it when due)
+	}
+	ep, err := c.WebhookEndpoint.Get(ctx, d.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	if !ep.Enabled {
+		return nil, d.Update().SetStatus(webhookdelivery.StatusCancelled).SetLastError("endpoint disabled").ClearNextAttemptAt().Exec(ctx)
+	}
+	cur, err := e.openWebhookSecret(ctx, c, ep, ep.SecretVersion, ep.Secret)
+	if err != nil {
+		return nil, err
+	}
+	secrets := []string{cur}
+	if ep.PreviousSecret != nil && ep.PreviousSecretExpiresAt != nil && ep.PreviousSecretExpiresAt.After(now) {
+		prev, err := e.openWebhookSecret(ctx, c, ep, ep.SecretVersion-1, *ep.PreviousSecret)
+		if err != nil {
+			return nil, err
+		}
+		secrets = append(secrets, prev)
+	}
+	body, err := json.Marshal(d.Payload)
+	if err != nil {
+		return nil, err
+	}
+	// Claim the attempt number now, so a duplicate task cannot send it twice.
+	if err := d.Update().SetAttempts(d.Attempts + 1).ClearNextAttemptAt().Exec(ctx); err != nil {
+		return nil, err
+	}
+	return &delivery{id: d.ID, webhookID: d.WebhookID, url: ep.URL, attempt: d.Attempts + 1, body: body, secrets: secrets}, nil
+}
+
+// post sends one request; 3xx are returned, never followed.
+func (e *Engine) post(ctx context.Context, url string, headers map[string]string, body []byte) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "Sluice-Webhooks/1")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := e.hooks.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, webhook.RetryAfter(resp.StatusCode, resp.Header, time.Now()), nil
+}
+
+func (e *Engine) recordDelivery(ctx context.Context, d *delivery, status int, retryAfter time.Duration, sendErr error, latency time.Duration) error {
+	c := ent.FromContext(ctx)
+	row, err := c.WebhookDelivery.Query().Where(webhookdelivery.ID(d.id)).ForUpdate().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil // the endpoint was deleted meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	if row.Status != webhookdelivery.StatusPending || row.Attempts != d.attempt {
+		return nil // fenced: a redelivery took over
+	}
+	ep, err := c.WebhookEndpoint.Query().Where(webhookendpoint.ID(row.EndpointID)).ForUpdate().Only(ctx)
+	if err != nil {
+		return err
+	}
+	now := e.now()
+	attempt := c.WebhookAttempt.Create().SetDeliveryID(d.id).SetNumber(d.attempt).SetLatencyMs(latency.Milliseconds())
+	du := row.Update()
+	errMsg := ""
+	if sendErr != nil {
+		errMsg = sendErr.Error()
+		if errors.Is(sendErr, egress.ErrDenied) {
+			errMsg = "destination not allowed (it resolved to a private, loopback or metadata address)"
+		}
+		attempt.SetError(errMsg)
+		du.SetLastError(errMsg).ClearLastStatusCode()
+	} else {
+		attempt.SetStatusCode(status)
+		du.SetLastStatusCode(status).ClearLastError()
+	}
+	outcome := webhook.Classify(status)
+	var tasks []Task
+	switch {
+	case sendErr == nil && outcome == webhook.Delivered:
+		du.SetStatus(webhookdelivery.StatusDelivered).SetDeliveredAt(now)
+		if ep.FailingSince != nil {
+			if err := ep.Update().ClearFailingSince().Exec(ctx); err != nil {
+				return err
+			}
+		}
+	case sendErr == nil && outcome == webhook.Gone:
+		du.SetStatus(webhookdelivery.StatusExhausted)
+		if err := e.disableEndpoint(ctx, c, ep, "the endpoint answered 410 Gone"); err != nil {
+			return err
+		}
+	case errors.Is(sendErr, egress.ErrDenied):
+		du.SetStatus(webhookdelivery.StatusExhausted)
+	default:
+		if ep.FailingSince == nil {
+			if err := ep.Update().SetFailingSince(now).Exec(ctx); err != nil {
+				return err
+			}
+		} else if now.Sub(*ep.FailingSince) > time.Duration(float64(webhook.DisableAfter)*e.webhooks.scale()) {
+			du.SetStatus(webhookdelivery.StatusExhausted)
+			if err := e.disableEndpoint(ctx, c, ep, "failing continuously for 5 days"); err != nil {
+				return err
+			}
+			break
+		}
+		delay, ok := webhook.NextDelay(d.attempt, e.webhooks.scale(), retryAfter)
+		if !ok {
+			du.SetStatus(webhookdelivery.StatusExhausted)
+			break
+		}
+		next := now.Add(delay)
+		attempt.SetNextAttemptAt(next)
+		du.SetNextAttemptAt(next)
+		row.Attempts = d.attempt
+		tasks = append(tasks, webhookTask(ep.TenantID, row, next))
+	}
+	if err := attempt.Exec(ctx); err != nil {
+		return err
+	}
+	if err := du.Exec(ctx); err != nil {
+		return err
+	}
+	e.dispatchAfterCommit(ctx, tasks)
+	return nil
+}
+
+// disableEndpoint stops deliveries to an endpoint and records why in the
+// tenant's audit log, where admins see it.
+func (e *Engine) disableEndpoint(ctx context.Context, c *ent.Client, ep *ent.WebhookEndpoint, reason string) error {
+	if !ep.Enabled {
+		return nil
+	}
+	if err := ep.Update().SetEnabled(false).SetDisabledReason(reason).Exec(ctx); err != nil {
+		return err
+	}
+	return audit(ctx, c, "webhook_endpoint.disabled", "WebhookEndpoint", ep.ID, map[string]any{"reason": reason, "url": ep.URL})
+}
