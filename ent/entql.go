@@ -290,6 +290,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFailedStepID:   {Type: field.TypeString, Column: run.FieldFailedStepID},
 			run.FieldCostMicroUsd:   {Type: field.TypeInt64, Column: run.FieldCostMicroUsd},
 			run.FieldNextSeq:        {Type: field.TypeInt64, Column: run.FieldNextSeq},
+			run.FieldTraceID:        {Type: field.TypeString, Column: run.FieldTraceID},
 			run.FieldCreatedBy:      {Type: field.TypeString, Column: run.FieldCreatedBy},
 			run.FieldStartedAt:      {Type: field.TypeTime, Column: run.FieldStartedAt},
 			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
@@ -2357,6 +2358,11 @@ func (f *RunFilter) WhereCostMicroUsd(p entql.Int64P) {
 // WhereNextSeq applies the entql int64 predicate on the next_seq field.
 func (f *RunFilter) WhereNextSeq(p entql.Int64P) {
 	f.Where(p.Field(run.FieldNextSeq))
+}
+
+// WhereTraceID applies the entql string predicate on the trace_id field.
+func (f *RunFilter) WhereTraceID(p entql.StringP) {
+	f.Where(p.Field(run.FieldTraceID))
 }
 
 // WhereCreatedBy applies the entql string predicate on the created_by field.

@@ -1557,6 +1557,11 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 				selectedFields = append(selectedFields, run.FieldFailedStepID)
 				fieldSeen[run.FieldFailedStepID] = struct{}{}
 			}
+		case "traceID":
+			if _, ok := fieldSeen[run.FieldTraceID]; !ok {
+				selectedFields = append(selectedFields, run.FieldTraceID)
+				fieldSeen[run.FieldTraceID] = struct{}{}
+			}
 		case "createdBy":
 			if _, ok := fieldSeen[run.FieldCreatedBy]; !ok {
 				selectedFields = append(selectedFields, run.FieldCreatedBy)

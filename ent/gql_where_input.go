@@ -4610,6 +4610,23 @@ type RunWhereInput struct {
 	FailedStepIDEqualFold    *string  `json:"failedStepIDEqualFold,omitempty"`
 	FailedStepIDContainsFold *string  `json:"failedStepIDContainsFold,omitempty"`
 
+	// "trace_id" field predicates.
+	TraceID             *string  `json:"traceID,omitempty"`
+	TraceIDNEQ          *string  `json:"traceIDNEQ,omitempty"`
+	TraceIDIn           []string `json:"traceIDIn,omitempty"`
+	TraceIDNotIn        []string `json:"traceIDNotIn,omitempty"`
+	TraceIDGT           *string  `json:"traceIDGT,omitempty"`
+	TraceIDGTE          *string  `json:"traceIDGTE,omitempty"`
+	TraceIDLT           *string  `json:"traceIDLT,omitempty"`
+	TraceIDLTE          *string  `json:"traceIDLTE,omitempty"`
+	TraceIDContains     *string  `json:"traceIDContains,omitempty"`
+	TraceIDHasPrefix    *string  `json:"traceIDHasPrefix,omitempty"`
+	TraceIDHasSuffix    *string  `json:"traceIDHasSuffix,omitempty"`
+	TraceIDIsNil        bool     `json:"traceIDIsNil,omitempty"`
+	TraceIDNotNil       bool     `json:"traceIDNotNil,omitempty"`
+	TraceIDEqualFold    *string  `json:"traceIDEqualFold,omitempty"`
+	TraceIDContainsFold *string  `json:"traceIDContainsFold,omitempty"`
+
 	// "created_by" field predicates.
 	CreatedBy             *string  `json:"createdBy,omitempty"`
 	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
@@ -5131,6 +5148,51 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	}
 	if i.FailedStepIDContainsFold != nil {
 		predicates = append(predicates, run.FailedStepIDContainsFold(*i.FailedStepIDContainsFold))
+	}
+	if i.TraceID != nil {
+		predicates = append(predicates, run.TraceIDEQ(*i.TraceID))
+	}
+	if i.TraceIDNEQ != nil {
+		predicates = append(predicates, run.TraceIDNEQ(*i.TraceIDNEQ))
+	}
+	if len(i.TraceIDIn) > 0 {
+		predicates = append(predicates, run.TraceIDIn(i.TraceIDIn...))
+	}
+	if len(i.TraceIDNotIn) > 0 {
+		predicates = append(predicates, run.TraceIDNotIn(i.TraceIDNotIn...))
+	}
+	if i.TraceIDGT != nil {
+		predicates = append(predicates, run.TraceIDGT(*i.TraceIDGT))
+	}
+	if i.TraceIDGTE != nil {
+		predicates = append(predicates, run.TraceIDGTE(*i.TraceIDGTE))
+	}
+	if i.TraceIDLT != nil {
+		predicates = append(predicates, run.TraceIDLT(*i.TraceIDLT))
+	}
+	if i.TraceIDLTE != nil {
+		predicates = append(predicates, run.TraceIDLTE(*i.TraceIDLTE))
+	}
+	if i.TraceIDContains != nil {
+		predicates = append(predicates, run.TraceIDContains(*i.TraceIDContains))
+	}
+	if i.TraceIDHasPrefix != nil {
+		predicates = append(predicates, run.TraceIDHasPrefix(*i.TraceIDHasPrefix))
+	}
+	if i.TraceIDHasSuffix != nil {
+		predicates = append(predicates, run.TraceIDHasSuffix(*i.TraceIDHasSuffix))
+	}
+	if i.TraceIDIsNil {
+		predicates = append(predicates, run.TraceIDIsNil())
+	}
+	if i.TraceIDNotNil {
+		predicates = append(predicates, run.TraceIDNotNil())
+	}
+	if i.TraceIDEqualFold != nil {
+		predicates = append(predicates, run.TraceIDEqualFold(*i.TraceIDEqualFold))
+	}
+	if i.TraceIDContainsFold != nil {
+		predicates = append(predicates, run.TraceIDContainsFold(*i.TraceIDContainsFold))
 	}
 	if i.CreatedBy != nil {
 		predicates = append(predicates, run.CreatedByEQ(*i.CreatedBy))

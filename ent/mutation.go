@@ -9968,6 +9968,7 @@ type RunMutation struct {
 	addcost_micro_usd  *int64
 	next_seq           *int64
 	addnext_seq        *int64
+	trace_id           *string
 	created_by         *string
 	started_at         *time.Time
 	finished_at        *time.Time
@@ -10877,6 +10878,55 @@ func (m *RunMutation) ResetNextSeq() {
 	m.addnext_seq = nil
 }
 
+// SetTraceID sets the "trace_id" field.
+func (m *RunMutation) SetTraceID(s string) {
+	m.trace_id = &s
+}
+
+// TraceID returns the value of the "trace_id" field in the mutation.
+func (m *RunMutation) TraceID() (r string, exists bool) {
+	v := m.trace_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTraceID returns the old "trace_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldTraceID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTraceID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTraceID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTraceID: %w", err)
+	}
+	return oldValue.TraceID, nil
+}
+
+// ClearTraceID clears the value of the "trace_id" field.
+func (m *RunMutation) ClearTraceID() {
+	m.trace_id = nil
+	m.clearedFields[run.FieldTraceID] = struct{}{}
+}
+
+// TraceIDCleared returns if the "trace_id" field was cleared in this mutation.
+func (m *RunMutation) TraceIDCleared() bool {
+	_, ok := m.clearedFields[run.FieldTraceID]
+	return ok
+}
+
+// ResetTraceID resets all changes to the "trace_id" field.
+func (m *RunMutation) ResetTraceID() {
+	m.trace_id = nil
+	delete(m.clearedFields, run.FieldTraceID)
+}
+
 // SetCreatedBy sets the "created_by" field.
 func (m *RunMutation) SetCreatedBy(s string) {
 	m.created_by = &s
@@ -11261,7 +11311,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 21)
+	fields := make([]string, 0, 22)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -11316,6 +11366,9 @@ func (m *RunMutation) Fields() []string {
 	if m.next_seq != nil {
 		fields = append(fields, run.FieldNextSeq)
 	}
+	if m.trace_id != nil {
+		fields = append(fields, run.FieldTraceID)
+	}
 	if m.created_by != nil {
 		fields = append(fields, run.FieldCreatedBy)
 	}
@@ -11369,6 +11422,8 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.CostMicroUsd()
 	case run.FieldNextSeq:
 		return m.NextSeq()
+	case run.FieldTraceID:
+		return m.TraceID()
 	case run.FieldCreatedBy:
 		return m.CreatedBy()
 	case run.FieldStartedAt:
@@ -11420,6 +11475,8 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldCostMicroUsd(ctx)
 	case run.FieldNextSeq:
 		return m.OldNextSeq(ctx)
+	case run.FieldTraceID:
+		return m.OldTraceID(ctx)
 	case run.FieldCreatedBy:
 		return m.OldCreatedBy(ctx)
 	case run.FieldStartedAt:
@@ -11561,6 +11618,13 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetNextSeq(v)
 		return nil
+	case run.FieldTraceID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTraceID(v)
+		return nil
 	case run.FieldCreatedBy:
 		v, ok := value.(string)
 		if !ok {
@@ -11657,6 +11721,9 @@ func (m *RunMutation) ClearedFields() []string {
 	if m.FieldCleared(run.FieldFailedStepID) {
 		fields = append(fields, run.FieldFailedStepID)
 	}
+	if m.FieldCleared(run.FieldTraceID) {
+		fields = append(fields, run.FieldTraceID)
+	}
 	if m.FieldCleared(run.FieldStartedAt) {
 		fields = append(fields, run.FieldStartedAt)
 	}
@@ -11694,6 +11761,9 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldFailedStepID:
 		m.ClearFailedStepID()
+		return nil
+	case run.FieldTraceID:
+		m.ClearTraceID()
 		return nil
 	case run.FieldStartedAt:
 		m.ClearStartedAt()
@@ -11762,6 +11832,9 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldNextSeq:
 		m.ResetNextSeq()
+		return nil
+	case run.FieldTraceID:
+		m.ResetTraceID()
 		return nil
 	case run.FieldCreatedBy:
 		m.ResetCreatedBy()

@@ -58,6 +58,8 @@ type Run struct {
 	CostMicroUsd int64 `json:"cost_micro_usd,omitempty"`
 	// NextSeq holds the value of the "next_seq" field.
 	NextSeq int64 `json:"next_seq,omitempty"`
+	// The run's OpenTelemetry (W3C) trace id: 32 hex characters.
+	TraceID string `json:"trace_id,omitempty"`
 	// CreatedBy holds the value of the "created_by" field.
 	CreatedBy string `json:"created_by,omitempty"`
 	// StartedAt holds the value of the "started_at" field.
@@ -165,7 +167,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case run.FieldCostMicroUsd, run.FieldNextSeq:
 			values[i] = new(sql.NullInt64)
-		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldCreatedBy:
+		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
 			values[i] = new(sql.NullString)
 		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt:
 			values[i] = new(sql.NullTime)
@@ -306,6 +308,12 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field next_seq", values[i])
 			} else if value.Valid {
 				_m.NextSeq = value.Int64
+			}
+		case run.FieldTraceID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field trace_id", values[i])
+			} else if value.Valid {
+				_m.TraceID = value.String
 			}
 		case run.FieldCreatedBy:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -456,6 +464,9 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("next_seq=")
 	builder.WriteString(fmt.Sprintf("%v", _m.NextSeq))
+	builder.WriteString(", ")
+	builder.WriteString("trace_id=")
+	builder.WriteString(_m.TraceID)
 	builder.WriteString(", ")
 	builder.WriteString("created_by=")
 	builder.WriteString(_m.CreatedBy)

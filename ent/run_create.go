@@ -226,6 +226,20 @@ func (_c *RunCreate) SetNillableNextSeq(v *int64) *RunCreate {
 	return _c
 }
 
+// SetTraceID sets the "trace_id" field.
+func (_c *RunCreate) SetTraceID(v string) *RunCreate {
+	_c.mutation.SetTraceID(v)
+	return _c
+}
+
+// SetNillableTraceID sets the "trace_id" field if the given value is not nil.
+func (_c *RunCreate) SetNillableTraceID(v *string) *RunCreate {
+	if v != nil {
+		_c.SetTraceID(*v)
+	}
+	return _c
+}
+
 // SetCreatedBy sets the "created_by" field.
 func (_c *RunCreate) SetCreatedBy(v string) *RunCreate {
 	_c.mutation.SetCreatedBy(v)
@@ -570,6 +584,10 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.NextSeq(); ok {
 		_spec.SetField(run.FieldNextSeq, field.TypeInt64, value)
 		_node.NextSeq = value
+	}
+	if value, ok := _c.mutation.TraceID(); ok {
+		_spec.SetField(run.FieldTraceID, field.TypeString, value)
+		_node.TraceID = value
 	}
 	if value, ok := _c.mutation.CreatedBy(); ok {
 		_spec.SetField(run.FieldCreatedBy, field.TypeString, value)
@@ -949,6 +967,9 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.ReplayOf(); exists {
 			s.SetIgnore(run.FieldReplayOf)
+		}
+		if _, exists := u.create.mutation.TraceID(); exists {
+			s.SetIgnore(run.FieldTraceID)
 		}
 		if _, exists := u.create.mutation.CreatedBy(); exists {
 			s.SetIgnore(run.FieldCreatedBy)
@@ -1392,6 +1413,9 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.ReplayOf(); exists {
 				s.SetIgnore(run.FieldReplayOf)
+			}
+			if _, exists := b.mutation.TraceID(); exists {
+				s.SetIgnore(run.FieldTraceID)
 			}
 			if _, exists := b.mutation.CreatedBy(); exists {
 				s.SetIgnore(run.FieldCreatedBy)

@@ -425,6 +425,9 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.AddedNextSeq(); ok {
 		_spec.AddField(run.FieldNextSeq, field.TypeInt64, value)
 	}
+	if _u.mutation.TraceIDCleared() {
+		_spec.ClearField(run.FieldTraceID, field.TypeString)
+	}
 	if value, ok := _u.mutation.StartedAt(); ok {
 		_spec.SetField(run.FieldStartedAt, field.TypeTime, value)
 	}
@@ -970,6 +973,9 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if value, ok := _u.mutation.AddedNextSeq(); ok {
 		_spec.AddField(run.FieldNextSeq, field.TypeInt64, value)
+	}
+	if _u.mutation.TraceIDCleared() {
+		_spec.ClearField(run.FieldTraceID, field.TypeString)
 	}
 	if value, ok := _u.mutation.StartedAt(); ok {
 		_spec.SetField(run.FieldStartedAt, field.TypeTime, value)

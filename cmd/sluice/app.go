@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/worker"
 )
 
@@ -122,6 +124,18 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, fmt.Errorf("JWT configuration: %w", err)
 	}
 	a.auth = auth.NewAuthenticator(verifier, a.client)
+	tracer, err := tracing.New(ctx, cfg.OTLPEndpoint, "sluice")
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("SLUICE_OTLP_ENDPOINT: %w", err)
+	}
+	if tracer != nil {
+		a.closers = append(a.closers, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tracer.Shutdown(sctx)
+		})
+	}
 	a.metrics = server.NewMetrics()
 	a.metrics.Registry.MustRegister(worker.NewQueueCollector(asynq.NewInspectorFromRedisClient(a.redis)))
 	a.engine = engine.New(engine.Options{
@@ -134,6 +148,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
 		Log:       log,
 		Metrics:   engine.NewMetrics(a.metrics.Registry),
+		Tracer:    tracer,
 		Webhooks: engine.WebhookOptions{
 			Egress:        egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs},
 			RequireHTTPS:  !cfg.Development(),

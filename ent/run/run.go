@@ -54,6 +54,8 @@ const (
 	FieldCostMicroUsd = "cost_micro_usd"
 	// FieldNextSeq holds the string denoting the next_seq field in the database.
 	FieldNextSeq = "next_seq"
+	// FieldTraceID holds the string denoting the trace_id field in the database.
+	FieldTraceID = "trace_id"
 	// FieldCreatedBy holds the string denoting the created_by field in the database.
 	FieldCreatedBy = "created_by"
 	// FieldStartedAt holds the string denoting the started_at field in the database.
@@ -139,6 +141,7 @@ var Columns = []string{
 	FieldFailedStepID,
 	FieldCostMicroUsd,
 	FieldNextSeq,
+	FieldTraceID,
 	FieldCreatedBy,
 	FieldStartedAt,
 	FieldFinishedAt,
@@ -324,6 +327,11 @@ func ByCostMicroUsd(opts ...sql.OrderTermOption) OrderOption {
 // ByNextSeq orders the results by the next_seq field.
 func ByNextSeq(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldNextSeq, opts...).ToFunc()
+}
+
+// ByTraceID orders the results by the trace_id field.
+func ByTraceID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTraceID, opts...).ToFunc()
 }
 
 // ByCreatedBy orders the results by the created_by field.

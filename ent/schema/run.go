@@ -48,6 +48,8 @@ func (Run) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int64("next_seq").Default(1).
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("trace_id").Optional().Immutable().
+			Comment("The run's OpenTelemetry (W3C) trace id: 32 hex characters."),
 		field.String("created_by").Immutable(),
 		field.Time("started_at").Optional().Nillable(),
 		field.Time("finished_at").Optional().Nillable(),

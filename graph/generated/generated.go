@@ -395,6 +395,7 @@ type ComplexityRoot struct {
 		StartedAt      func(childComplexity int) int
 		Status         func(childComplexity int) int
 		Steps          func(childComplexity int) int
+		TraceID        func(childComplexity int) int
 		UpdatedAt      func(childComplexity int) int
 		Version        func(childComplexity int) int
 		VersionID      func(childComplexity int) int
@@ -2396,6 +2397,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.Steps(childComplexity), true
+	case "Run.traceID":
+		if e.ComplexityRoot.Run.TraceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.TraceID(childComplexity), true
 	case "Run.updatedAt":
 		if e.ComplexityRoot.Run.UpdatedAt == nil {
 			break
@@ -5961,6 +5968,10 @@ type Run implements Node {
   idempotencyKey: String
   replayOf: String
   failedStepID: String
+  """
+  The run's OpenTelemetry (W3C) trace id: 32 hex characters.
+  """
+  traceID: String
   createdBy: String!
   startedAt: Time
   finishedAt: Time
@@ -6224,6 +6235,24 @@ input RunWhereInput {
   failedStepIDNotNil: Boolean
   failedStepIDEqualFold: String
   failedStepIDContainsFold: String
+  """
+  trace_id field predicates
+  """
+  traceID: String
+  traceIDNEQ: String
+  traceIDIn: [String!]
+  traceIDNotIn: [String!]
+  traceIDGT: String
+  traceIDGTE: String
+  traceIDLT: String
+  traceIDLTE: String
+  traceIDContains: String
+  traceIDHasPrefix: String
+  traceIDHasSuffix: String
+  traceIDIsNil: Boolean
+  traceIDNotNil: Boolean
+  traceIDEqualFold: String
+  traceIDContainsFold: String
   """
   created_by field predicates
   """
@@ -8253,6 +8282,8 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_replayOf(ctx, field)
 	case "failedStepID":
 		return ec.fieldContext_Run_failedStepID(ctx, field)
+	case "traceID":
+		return ec.fieldContext_Run_traceID(ctx, field)
 	case "createdBy":
 		return ec.fieldContext_Run_createdBy(ctx, field)
 	case "startedAt":
@@ -16937,6 +16968,29 @@ func (ec *executionContext) _Run_failedStepID(ctx context.Context, field graphql
 	)
 }
 func (ec *executionContext) fieldContext_Run_failedStepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "String")
+}
+
+func (ec *executionContext) _Run_traceID(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_traceID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TraceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_traceID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Run", field, false, false, "String")
 }
 
@@ -29692,7 +29746,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -30651,6 +30705,111 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.FailedStepIDContainsFold = data
+		case "traceID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceID = data
+		case "traceIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDNEQ = data
+		case "traceIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDIn = data
+		case "traceIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDNotIn = data
+		case "traceIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDGT = data
+		case "traceIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDGTE = data
+		case "traceIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDLT = data
+		case "traceIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDLTE = data
+		case "traceIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDContains = data
+		case "traceIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDHasPrefix = data
+		case "traceIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDHasSuffix = data
+		case "traceIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDIsNil = data
+		case "traceIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDNotNil = data
+		case "traceIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDEqualFold = data
+		case "traceIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("traceIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TraceIDContainsFold = data
 		case "createdBy":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -37391,6 +37550,11 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			}
 		case "failedStepID":
 			out.Values[i] = ec._Run_failedStepID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "traceID":
+			out.Values[i] = ec._Run_traceID(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}

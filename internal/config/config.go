@@ -77,6 +77,10 @@ type Config struct {
 	// MetricsAddr, for `sluice worker`, serves /metrics on this address
 	// (SLUICE_WORKER_METRICS_ADDR). If unset, the worker serves none.
 	WorkerMetricsAddr string
+	// OTLPEndpoint exports runs as OpenTelemetry traces to this OTLP/HTTP
+	// base URL, e.g. http://collector:4318 (SLUICE_OTLP_ENDPOINT). If unset,
+	// no export; trace ids are stored on runs either way.
+	OTLPEndpoint string
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -138,6 +142,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
 	c.WorkerMetricsAddr = getenv("SLUICE_WORKER_METRICS_ADDR")
+	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {

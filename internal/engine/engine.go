@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -37,6 +38,7 @@ type Engine struct {
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
 	shipped    *llm.Table
 	webhooks   WebhookOptions
+	tracer     *tracing.Exporter
 	hooks      *http.Client // webhook deliveries: egress-guarded, 15s, no redirects
 	metrics    *Metrics
 }
@@ -52,6 +54,7 @@ type Options struct {
 	Log        *slog.Logger // if nil, slog.Default()
 	Metrics    *Metrics     // optional
 	Webhooks   WebhookOptions
+	Tracer     *tracing.Exporter // optional: OTLP export of runs
 }
 
 // New returns an Engine.
@@ -61,7 +64,7 @@ func New(o Options) *Engine {
 		log = slog.Default()
 	}
 	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
-		webhooks: o.Webhooks, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC() }}
+		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC() }}
 }
 
 var (

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -306,7 +307,17 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	}
 	if !j.started.IsZero() {
 		m, typ, secs := s.e.metrics, j.step.Type, s.now.Sub(j.started).Seconds()
-		s.afterCommit = append(s.afterCommit, func() { m.attempt(typ, outcome, secs) })
+		span := tracing.Attempt{TraceID: s.run.TraceID, RunID: s.run.ID, TenantID: s.run.TenantID, StepID: j.step.ID, StepType: j.step.Type,
+			AttemptID: j.attemptID, Number: j.attempt, Start: j.started, End: s.now, Calls: callMaps}
+		if execErr != nil {
+			se := steps.Classify(execErr)
+			span.ErrorClass, span.ErrorMessage = string(se.Class), se.Message
+		}
+		tr := s.e.tracer
+		s.afterCommit = append(s.afterCommit, func() {
+			m.attempt(typ, outcome, secs)
+			tr.RecordAttempt(span)
+		})
 	}
 	if execErr == nil {
 		if err := au.SetStatus(stepattempt.StatusSucceeded).Exec(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -141,6 +142,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		SetNillableIdempotencyKey(nr.idempotencyKey).
 		SetNillableReplayOf(nr.replayOf).
 		SetMode(nr.mode).
+		SetTraceID(tracing.NewTraceID()).
 		SetCreatedBy(v.Subject).
 		Save(ctx)
 	if err != nil {

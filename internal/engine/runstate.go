@@ -125,8 +125,11 @@ func (s *runState) setStatus(status run.Status, data map[string]any) {
 		if s.run.ErrorClass != nil {
 			class = *s.run.ErrorClass
 		}
-		e, st := s.e, string(status)
-		s.afterCommit = append(s.afterCommit, func() { e.metrics.runFinished(st, class) })
+		e, st, r, now := s.e, string(status), s.run, s.now
+		s.afterCommit = append(s.afterCommit, func() {
+			e.metrics.runFinished(st, class)
+			e.tracer.RecordRun(r.TraceID, r.TenantID, r.ID, r.WorkflowID, r.VersionID, st, r.CreatedAt, now)
+		})
 	}
 	s.emit("run."+string(status), "", 0, data)
 }
