@@ -46,7 +46,16 @@ type Definition struct {
 	Steps         []Step          `json:"steps"`
 	Output        string          `json:"output,omitempty"` // CEL expression
 	MaxCostUSD    *float64        `json:"maxCostUSD,omitempty"`
+
+	// reads maps a step id to the step ids its expressions read, found
+	// while validating (see Reads).
+	reads map[string][]string
 }
+
+// Reads returns the ids of the steps whose outputs a step's expressions
+// read. Validation guarantees they are its ancestors, so the engine loads
+// only these outputs to evaluate the step.
+func (d *Definition) Reads(stepID string) []string { return d.reads[stepID] }
 
 // Step is one node of the workflow DAG. Which fields apply depends on Type;
 // the format schema rejects fields that belong to another type.

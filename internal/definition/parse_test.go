@@ -437,3 +437,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestReads(t *testing.T) {
+	d, err := Parse(loadExample(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Reads("classify"); len(got) != 1 || got[0] != "fetch" {
+		t.Fatalf("Reads(classify) = %v, want [fetch]", got)
+	}
+	if got := d.Reads("shape"); !slices.Contains(got, "classify") {
+		t.Fatalf("Reads(shape) = %v, want classify among them", got)
+	}
+	if got := d.Reads("fetch"); len(got) != 0 {
+		t.Fatalf("Reads(fetch) = %v, want none", got)
+	}
+}

@@ -344,6 +344,16 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 		}
 	}
 	ids, dynamic := stepRefs(c.ast)
+	if scope.stepID != "" {
+		if v.d.reads == nil {
+			v.d.reads = map[string][]string{}
+		}
+		for _, id := range ids {
+			if !slices.Contains(v.d.reads[scope.stepID], id) {
+				v.d.reads[scope.stepID] = append(v.d.reads[scope.stepID], id)
+			}
+		}
+	}
 	for _, id := range ids {
 		_, exists := v.index[id]
 		switch {

@@ -17,52 +17,86 @@ import (
 
 // advance moves the run forward after any change: pending steps whose needs
 // are all done are skipped (false `if`) or scheduled, approvals are opened,
-// and the run's status follows its steps. It is idempotent.
+// and the run's status follows its steps. It is idempotent. It considers
+// every step, so the run's steps must all be loaded (lockRun).
 func (s *runState) advance(ctx context.Context) error {
 	if s.terminal() {
 		return nil
 	}
 	for _, id := range s.def.TopoOrder() {
-		sr := s.steps[id]
-		if sr == nil || sr.Status != steprun.StatusPending {
-			continue
-		}
-		step, _ := s.def.StepByID(id)
-		if !s.needsDone(step) {
-			continue
-		}
-		if step.If != "" {
-			ok, err := definition.EvalBool(step.If, s.expressionEnv())
-			if err != nil {
-				msg := "evaluate if: " + err.Error()
-				if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
-					return err
-				}
-				s.emit("step.failed", id, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
-				return s.failRun(ctx, id, string(steps.Permanent), msg)
-			}
-			if !ok {
-				if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now)); err != nil {
-					return err
-				}
-				s.emit("step.skipped", id, 0, nil)
-				continue
-			}
-		}
-		var err error
-		switch step.Type {
-		case definition.StepApproval:
-			err = s.openApproval(ctx, sr, step)
-		case definition.StepDelay:
-			err = s.scheduleDelay(ctx, sr, step)
-		default:
-			err = s.scheduleAttempt(ctx, sr, s.now)
-		}
-		if err != nil {
+		if _, err := s.tryStart(ctx, id); err != nil || s.terminal() {
 			return err
 		}
 	}
 	return s.settle(ctx)
+}
+
+// advanceFrom is advance after the given steps finished, looking only at
+// their dependents (and, through skipped steps, theirs): a step finishing
+// costs the size of its neighbourhood, not of the run.
+func (s *runState) advanceFrom(ctx context.Context, finished ...string) error {
+	if s.terminal() {
+		return nil
+	}
+	queue := append([]string(nil), finished...)
+	seen := map[string]bool{}
+	for len(queue) > 0 {
+		id := queue[0]
+		queue = queue[1:]
+		for _, dep := range s.e.dependents(s.run.VersionID, s.def)[id] {
+			if seen[dep] {
+				continue
+			}
+			seen[dep] = true
+			step, _ := s.def.StepByID(dep)
+			load := append([]string{dep}, step.Needs...)
+			if err := s.load(ctx, append(load, s.def.Reads(dep)...)...); err != nil {
+				return err
+			}
+			skipped, err := s.tryStart(ctx, dep)
+			if err != nil || s.terminal() {
+				return err
+			}
+			if skipped {
+				queue = append(queue, dep)
+			}
+		}
+	}
+	return s.settle(ctx)
+}
+
+// tryStart starts a pending step whose needs are done: it is skipped when
+// its `if` is false (reported), or scheduled.
+func (s *runState) tryStart(ctx context.Context, id string) (skipped bool, err error) {
+	sr := s.steps[id]
+	if sr == nil || sr.Status != steprun.StatusPending {
+		return false, nil
+	}
+	step, _ := s.def.StepByID(id)
+	if !s.needsDone(step) {
+		return false, nil
+	}
+	if step.If != "" {
+		ok, err := definition.EvalBool(step.If, s.expressionEnv())
+		if err != nil {
+			return false, s.failStepNow(ctx, sr, "evaluate if: "+err.Error())
+		}
+		if !ok {
+			if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now)); err != nil {
+				return false, err
+			}
+			s.emit("step.skipped", id, 0, nil)
+			return true, nil
+		}
+	}
+	switch step.Type {
+	case definition.StepApproval:
+		return false, s.openApproval(ctx, sr, step)
+	case definition.StepDelay:
+		return false, s.scheduleDelay(ctx, sr, step)
+	default:
+		return false, s.scheduleAttempt(ctx, sr, s.now)
+	}
 }
 
 // needsDone reports whether every need of step succeeded or was skipped.
@@ -190,27 +224,38 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 }
 
 // settle derives the run's status from its steps, finishing it when every
-// step is done.
+// step is done. Counts come from the database, so it works whichever steps
+// are loaded.
 func (s *runState) settle(ctx context.Context) error {
 	if s.terminal() {
 		return nil
 	}
+	var counts []struct {
+		Status steprun.Status `json:"status"`
+		Count  int            `json:"count"`
+	}
+	if err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).GroupBy(steprun.FieldStatus).Aggregate(ent.Count()).Scan(ctx, &counts); err != nil {
+		return fmt.Errorf("count steps: %w", err)
+	}
 	var active, waiting, done, started int
-	for _, sr := range s.steps {
-		switch sr.Status {
+	for _, c := range counts {
+		switch c.Status {
 		case steprun.StatusRunning:
-			active++
-			started++
+			active += c.Count
+			started += c.Count
 		case steprun.StatusQueued:
-			active++
+			active += c.Count
 		case steprun.StatusWaiting:
-			waiting++
+			waiting += c.Count
 		case steprun.StatusSucceeded, steprun.StatusSkipped:
-			done++
+			done += c.Count
 		}
 	}
 	switch {
-	case done == len(s.steps):
+	case done == len(s.def.Steps):
+		if err := s.loadAll(ctx); err != nil {
+			return err
+		}
 		out, err := s.runOutput()
 		if err != nil {
 			return s.failRun(ctx, "", string(steps.Permanent), "evaluate output: "+err.Error())

@@ -36,6 +36,7 @@ type Engine struct {
 	log        *slog.Logger
 	now        func() time.Time
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
+	deps       sync.Map // version id -> map[step id][]dependent step ids
 	shipped    *llm.Table
 	webhooks   WebhookOptions
 	tracer     *tracing.Exporter

@@ -141,7 +141,10 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 	if err != nil {
 		return nil, 0, err
 	}
-	s, err := e.lockRun(ctx, c, att.RunID)
+	s, err := e.lockRunSteps(ctx, c, att.RunID, att.StepID)
+	if err == nil {
+		err = s.load(ctx, s.def.Reads(att.StepID)...)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -273,7 +276,7 @@ func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error)
 // current running attempt, then retries, fails or advances the run.
 func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error) error {
 	c := ent.FromContext(ctx)
-	s, err := e.lockRun(ctx, c, j.runID)
+	s, err := e.lockRunSteps(ctx, c, j.runID, j.step.ID)
 	if err != nil {
 		return err
 	}
@@ -327,7 +330,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 			return err
 		}
 		s.emit("step.succeeded", j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
-		if err := s.advance(ctx); err != nil {
+		if err := s.advanceFrom(ctx, j.step.ID); err != nil {
 			return err
 		}
 		return s.flush(ctx)

@@ -156,7 +156,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 	if err != nil {
 		return nil, err
 	}
-	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(list)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now()}
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(list)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true}
 	for _, sr := range list {
 		s.steps[sr.StepID] = sr
 	}

@@ -21,6 +21,16 @@ import (
 // webhookTimeout bounds one delivery attempt, per the specification.
 const webhookTimeout = 15 * time.Second
 
+// webhookLease is how long a claimed attempt may stay unrecorded before the
+// reconciler presumes its worker lost and sends the delivery again.
+const webhookLease = webhookTimeout + 5*time.Second
+
+// webhookEarlyWait is how early a wake-up may come and still be waited for
+// in the handler: the queue schedules in whole seconds, so a wake-up can
+// arrive up to a second before the attempt is due. Sending it then would
+// shorten the schedule and break a receiver's Retry-After.
+const webhookEarlyWait = 2 * time.Second
+
 func egressForWebhooks(c egress.Config) egress.Config {
 	c.Timeout = webhookTimeout
 	return c
@@ -39,13 +49,27 @@ type delivery struct {
 func (e *Engine) DeliverWebhook(ctx context.Context, tenantID, deliveryID string) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	var d *delivery
-	err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-		var err error
-		d, err = e.prepareDelivery(ctx, deliveryID)
-		return err
-	})
-	if err != nil || d == nil {
-		return err
+	for range 3 {
+		var early time.Duration
+		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+			var err error
+			d, early, err = e.prepareDelivery(ctx, deliveryID)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if d != nil || early <= 0 || early > webhookEarlyWait {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(early):
+		}
+	}
+	if d == nil {
+		return nil
 	}
 	start := time.Now()
 	ts := start.UTC()
@@ -63,47 +87,58 @@ func (e *Engine) DeliverWebhook(ctx context.Context, tenantID, deliveryID string
 	})
 }
 
-func (e *Engine) prepareDelivery(ctx context.Context, id string) (*delivery, error) {
+// prepareDelivery claims the next attempt of a delivery that is due. It
+// returns no delivery when there is nothing to send: done, or not due yet,
+// in which case it also says how long until it is.
+func (e *Engine) prepareDelivery(ctx context.Context, id string) (*delivery, time.Duration, error) {
 	c := ent.FromContext(ctx)
 	d, err := c.WebhookDelivery.Query().Where(webhookdelivery.ID(id)).ForUpdate().Only(ctx)
 	if ent.IsNotFound(err) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	now := e.now()
-	if d.Status != webhookdelivery.StatusPending || (d.NextAttemptAt != nil && d.NextAttemptAt.After(now.Add(time.Second))) {
-		return nil, nil // done, or not due (the reconciler sends it when due)
+	if d.Status != webhookdelivery.StatusPending {
+		return nil, 0, nil
+	}
+	if d.NextAttemptAt != nil && d.NextAttemptAt.After(now) {
+		// Not due: an early wake-up, a duplicate of an attempt in flight
+		// (its lease), or a stale task. The reconciler sends it when due.
+		return nil, d.NextAttemptAt.Sub(now), nil
 	}
 	ep, err := c.WebhookEndpoint.Get(ctx, d.EndpointID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if !ep.Enabled {
-		return nil, d.Update().SetStatus(webhookdelivery.StatusCancelled).SetLastError("endpoint disabled").ClearNextAttemptAt().Exec(ctx)
+		return nil, 0, d.Update().SetStatus(webhookdelivery.StatusCancelled).SetLastError("endpoint disabled").ClearNextAttemptAt().Exec(ctx)
 	}
 	cur, err := e.openWebhookSecret(ctx, c, ep, ep.SecretVersion, ep.Secret)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	secrets := []string{cur}
 	if ep.PreviousSecret != nil && ep.PreviousSecretExpiresAt != nil && ep.PreviousSecretExpiresAt.After(now) {
 		prev, err := e.openWebhookSecret(ctx, c, ep, ep.SecretVersion-1, *ep.PreviousSecret)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		secrets = append(secrets, prev)
 	}
 	body, err := json.Marshal(d.Payload)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	// Claim the attempt number now, so a duplicate task cannot send it twice.
-	if err := d.Update().SetAttempts(d.Attempts + 1).ClearNextAttemptAt().Exec(ctx); err != nil {
-		return nil, err
+	// Claim the attempt number now, so a duplicate task cannot send it
+	// twice, under a lease: if this worker dies before recording the
+	// attempt (and Redis loses the task), the reconciler finds the
+	// delivery due again once the lease ends, instead of never.
+	if err := d.Update().SetAttempts(d.Attempts + 1).SetNextAttemptAt(now.Add(webhookLease)).Exec(ctx); err != nil {
+		return nil, 0, err
 	}
-	return &delivery{id: d.ID, webhookID: d.WebhookID, url: ep.URL, attempt: d.Attempts + 1, body: body, secrets: secrets}, nil
+	return &delivery{id: d.ID, webhookID: d.WebhookID, url: ep.URL, attempt: d.Attempts + 1, body: body, secrets: secrets}, 0, nil
 }
 
 // post sends one request; 3xx are returned, never followed.
@@ -140,8 +175,15 @@ func (e *Engine) recordDelivery(ctx context.Context, d *delivery, status int, re
 	if row.Status != webhookdelivery.StatusPending || row.Attempts != d.attempt {
 		return nil // fenced: a redelivery took over
 	}
-	ep, err := c.WebhookEndpoint.Query().Where(webhookendpoint.ID(row.EndpointID)).ForUpdate().Only(ctx)
+	ep, err := c.WebhookEndpoint.Get(ctx, row.EndpointID)
 	if err != nil {
+		return err
+	}
+	// lockEndpoint re-reads the endpoint FOR UPDATE, only when its failure
+	// streak or state is to change: successful deliveries to one endpoint
+	// must not serialise on its row.
+	lockEndpoint := func() error {
+		ep, err = c.WebhookEndpoint.Query().Where(webhookendpoint.ID(row.EndpointID)).ForUpdate().Only(ctx)
 		return err
 	}
 	now := e.now()
@@ -161,22 +203,32 @@ func (e *Engine) recordDelivery(ctx context.Context, d *delivery, status int, re
 	}
 	outcome := webhook.Classify(status)
 	var tasks []Task
+	retry := false
 	switch {
 	case sendErr == nil && outcome == webhook.Delivered:
 		du.SetStatus(webhookdelivery.StatusDelivered).SetDeliveredAt(now)
 		if ep.FailingSince != nil {
+			if err := lockEndpoint(); err != nil {
+				return err
+			}
 			if err := ep.Update().ClearFailingSince().Exec(ctx); err != nil {
 				return err
 			}
 		}
 	case sendErr == nil && outcome == webhook.Gone:
 		du.SetStatus(webhookdelivery.StatusExhausted)
+		if err := lockEndpoint(); err != nil {
+			return err
+		}
 		if err := e.disableEndpoint(ctx, c, ep, "the endpoint answered 410 Gone"); err != nil {
 			return err
 		}
 	case errors.Is(sendErr, egress.ErrDenied):
 		du.SetStatus(webhookdelivery.StatusExhausted)
 	default:
+		if err := lockEndpoint(); err != nil {
+			return err
+		}
 		if ep.FailingSince == nil {
 			if err := ep.Update().SetFailingSince(now).Exec(ctx); err != nil {
 				return err
@@ -198,6 +250,10 @@ func (e *Engine) recordDelivery(ctx context.Context, d *delivery, status int, re
 		du.SetNextAttemptAt(next)
 		row.Attempts = d.attempt
 		tasks = append(tasks, webhookTask(ep.TenantID, row, next))
+		retry = true
+	}
+	if !retry {
+		du.ClearNextAttemptAt() // the claim's lease
 	}
 	if err := attempt.Exec(ctx); err != nil {
 		return err

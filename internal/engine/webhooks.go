@@ -280,9 +280,11 @@ func (s *runState) enqueueWebhooks(ctx context.Context, events []*ent.RunEvent) 
 	}
 	var creates []*ent.WebhookDeliveryCreate
 	for _, ev := range wanted {
+		// The timestamp is the event's `at` as stored (Postgres keeps
+		// microseconds), so it equals the `at` clients read from the run.
 		payload := map[string]any{
 			"type":      ev.Type,
-			"timestamp": ev.At.UTC().Format(time.RFC3339Nano),
+			"timestamp": ev.At.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano),
 			"data":      s.webhookData(ev),
 		}
 		for _, ep := range endpoints {
