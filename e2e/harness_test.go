@@ -207,6 +207,12 @@ func baseEnv() []string {
 		"SLUICE_JWT_AUDIENCE=" + jwtAudience,
 		"SLUICE_EGRESS_ALLOW_CIDRS=127.0.0.0/8",
 		"SLUICE_LOG_LEVEL=debug",
+		// Webhooks: the retry schedule (and the 5-day disable-after period)
+		// runs at 1/1000 speed, so 5s becomes 5ms, 5m 300ms, 30m 1.8s and
+		// a whole schedule about 4.5 minutes; the old secret keeps signing
+		// for 3s after a rotation instead of 24h.
+		"SLUICE_WEBHOOK_SCHEDULE_SCALE=0.001",
+		"SLUICE_WEBHOOK_ROTATION_GRACE=3s",
 	}
 }
 
@@ -424,13 +430,16 @@ type stack struct {
 	workers []*process
 }
 
-func newStack(t *testing.T, workers int) *stack {
+// newStack starts a server and workers on a fresh Redis database; extra
+// environment variables ("NAME=value", later ones win over baseEnv) let a
+// test run them with another configuration.
+func newStack(t *testing.T, workers int, extra ...string) *stack {
 	t.Helper()
 	db, release, err := acquireRedisDB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stack{redisDB: db, env: []string{"REDIS_URL=" + redisURLFor(db)}}
+	st := &stack{redisDB: db, env: append([]string{"REDIS_URL=" + redisURLFor(db)}, extra...)}
 	t.Cleanup(func() {
 		for _, p := range append([]*process{st.server}, st.workers...) {
 			if p != nil {
