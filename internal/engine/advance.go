@@ -144,6 +144,7 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 // scheduleDelay waits for the step's duration (or until its `until`
 // timestamp) by scheduling its attempt then.
 func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *definition.Step) error {
+	s.markStarted()
 	at := s.now.Add(step.Duration.Duration)
 	if step.Until != "" {
 		v, err := definition.Eval(step.Until, s.expressionEnv())
@@ -164,6 +165,14 @@ func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *def
 	return nil
 }
 
+// markStarted starts the run when its first work is a wait (approval or
+// delay), so run.started precedes the wait's events.
+func (s *runState) markStarted() {
+	if s.run.StartedAt == nil {
+		s.setStatus(run.StatusRunning, nil)
+	}
+}
+
 // failStepNow fails a step permanently before any attempt ran, and the run.
 func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, msg string) error {
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
@@ -176,6 +185,7 @@ func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, msg string)
 // openApproval creates the approval request an operator decides, with the
 // context they need, and schedules its timeout.
 func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *definition.Step) error {
+	s.markStarted()
 	env := s.expressionEnv()
 	msg := step.Message
 	if msg != "" {

@@ -65,7 +65,7 @@ func New(o Options) *Engine {
 		log = slog.Default()
 	}
 	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
-		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC() }}
+		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 var (
