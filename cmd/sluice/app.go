@@ -145,7 +145,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		// Every process that commits run changes (serve and worker)
 		// publishes them to the API processes' hubs.
 		Publisher: enginePublisher{events.NewRedisPublisher(a.redis, log)},
-		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})),
+		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
 		Log:       log,
 		Metrics:   engine.NewMetrics(a.metrics.Registry),
 		Tracer:    tracer,

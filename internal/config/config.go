@@ -81,6 +81,10 @@ type Config struct {
 	// base URL, e.g. http://collector:4318 (SLUICE_OTLP_ENDPOINT). If unset,
 	// no export; trace ids are stored on runs either way.
 	OTLPEndpoint string
+	// RedactFields are extra JSON field names (case-insensitive) whose
+	// values traces never keep (SLUICE_REDACT_FIELDS, comma separated). A
+	// default list (password, token, apiKey, ssn...) always applies.
+	RedactFields []string
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -143,6 +147,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
 	c.WorkerMetricsAddr = getenv("SLUICE_WORKER_METRICS_ADDR")
 	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
+	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {

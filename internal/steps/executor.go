@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -73,9 +74,27 @@ type Result struct {
 
 // Executor runs http and llm steps. It is safe for concurrent use.
 type Executor struct {
-	client *http.Client
-	tokens tokenCache
-	now    func() time.Time
+	client    *http.Client
+	tokens    tokenCache
+	now       func() time.Time
+	sensitive map[string]bool // lower-case JSON field names scrubbed from recorded bodies
+}
+
+// DefaultSensitiveFields are JSON field names whose values recorded bodies
+// never keep, whatever the configuration adds.
+var DefaultSensitiveFields = []string{
+	"password", "passwd", "secret", "client_secret", "clientsecret", "token", "access_token", "accesstoken",
+	"refresh_token", "refreshtoken", "id_token", "api_key", "apikey", "authorization", "cookie", "set-cookie",
+	"ssn", "card_number", "cardnumber", "cvv", "cvc", "iban", "private_key", "privatekey",
+}
+
+// WithSensitiveFields adds field names (case-insensitive) whose values are
+// scrubbed from recorded request and response bodies (SLUICE_REDACT_FIELDS).
+func (x *Executor) WithSensitiveFields(names []string) *Executor {
+	for _, n := range names {
+		x.sensitive[strings.ToLower(strings.TrimSpace(n))] = true
+	}
+	return x
 }
 
 // NewExecutor returns an executor making every call through client, which
@@ -85,7 +104,8 @@ func NewExecutor(client *http.Client) *Executor {
 	if client == nil {
 		client = egress.NewClient(egress.Config{})
 	}
-	return &Executor{client: client, now: time.Now}
+	x := &Executor{client: client, now: time.Now, sensitive: map[string]bool{}}
+	return x.WithSensitiveFields(DefaultSensitiveFields)
 }
 
 const (
@@ -134,7 +154,7 @@ func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets
 	call.Host = red.String(req.URL.Host)
 	call.Path = red.String(req.URL.Path)
 	call.StartedAt = x.now().UTC()
-	call.RequestBody = recordBody(body, red)
+	call.RequestBody = x.recordBody(body, red)
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", userAgent)
 	}
@@ -156,7 +176,7 @@ func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets
 	defer resp.Body.Close()
 	call.StatusCode = resp.StatusCode
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	call.ResponseBody = recordBody(data, red)
+	call.ResponseBody = x.recordBody(data, red)
 	if err != nil {
 		e := transportError(ctx, err, req.URL, red)
 		e.Message = "read response: " + e.Message
@@ -235,13 +255,53 @@ func scrubQuery(raw string) string {
 	return strings.Join(parts, "&")
 }
 
-// recordBody is b as the trace keeps it: redacted first (so a secret cut
-// by the cap cannot leave a fragment behind), then capped.
-func recordBody(b []byte, red *secrets.Redactor) string {
+// recordBody is b as the trace keeps it: sensitive JSON fields scrubbed and
+// credential values redacted first (so a secret cut by the cap cannot leave
+// a fragment behind), then capped.
+func (x *Executor) recordBody(b []byte, red *secrets.Redactor) string {
 	if len(b) == 0 {
 		return ""
 	}
+	b = scrubFields(b, x.sensitive)
 	return capText(red.String(strings.ToValidUTF8(string(b), "\uFFFD")), maxRecordedBody)
+}
+
+// scrubFields replaces the values of sensitive fields in a JSON document;
+// anything that is not JSON is returned as is.
+func scrubFields(b []byte, sensitive map[string]bool) []byte {
+	var doc any
+	if len(sensitive) == 0 || json.Unmarshal(b, &doc) != nil {
+		return b
+	}
+	changed := false
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				if sensitive[strings.ToLower(k)] {
+					v[k] = "[REDACTED]"
+					changed = true
+					continue
+				}
+				v[k] = walk(e)
+			}
+		case []any:
+			for i, e := range v {
+				v[i] = walk(e)
+			}
+		}
+		return v
+	}
+	doc = walk(doc)
+	if !changed {
+		return b
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return b
+	}
+	return out
 }
 
 // capText cuts s to at most n bytes on a rune boundary, marking the cut.
