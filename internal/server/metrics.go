@@ -90,3 +90,31 @@ func (g graphqlMetrics) InterceptResponse(ctx context.Context, next graphql.Resp
 	}
 	return resp
 }
+
+// errorCodes maps gqlgen's own error codes onto Sluice's (README, DESIGN):
+// a client handles one VALIDATION code for any bad request, and keeps the
+// original in extensions.reason.
+type errorCodes struct{}
+
+var gqlgenCodes = map[string]bool{
+	"GRAPHQL_VALIDATION_FAILED": true,
+	"GRAPHQL_PARSE_FAILED":      true,
+	"COMPLEXITY_LIMIT_EXCEEDED": true,
+}
+
+func (errorCodes) ExtensionName() string                   { return "ErrorCodes" }
+func (errorCodes) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (errorCodes) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	resp := next(ctx)
+	if resp == nil {
+		return nil
+	}
+	for _, e := range resp.Errors {
+		if code, _ := e.Extensions["code"].(string); gqlgenCodes[code] {
+			e.Extensions["code"] = "VALIDATION"
+			e.Extensions["reason"] = code
+		}
+	}
+	return resp
+}

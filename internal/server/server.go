@@ -90,6 +90,7 @@ func New(d Deps) *Server {
 	if d.Config.Introspection {
 		gql.Use(extension.Introspection{})
 	}
+	gql.Use(errorCodes{})
 	gql.Use(graphqlMetrics{m: d.Metrics})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
 	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
