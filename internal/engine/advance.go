@@ -303,4 +303,3 @@ func approvalPendingForRun(runID string) []predicate.ApprovalRequest {
 	return []predicate.ApprovalRequest{approvalrequest.RunID(runID), approvalrequest.StatusEQ(approvalrequest.StatusPending)}
 }
 
-var _ = run.StatusQueued

@@ -6,7 +6,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -135,10 +134,6 @@ func dbError(err error, what string) error {
 	}
 	if ent.IsConstraintError(err) {
 		return errs.E(errs.Conflict, "%s already exists", what)
-	}
-	var e *errs.Error
-	if errors.As(err, &e) {
-		return err
 	}
 	return err
 }
