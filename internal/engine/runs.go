@@ -174,18 +174,28 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 	return s.run, nil
 }
 
-// CancelRun stops a run. Steps already running finish and keep their result;
-// nothing after them starts.
-func (e *Engine) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
+// operateRun authorizes an operator on a run (role and environment scope)
+// and locks it with all its steps.
+func (e *Engine) operateRun(ctx context.Context, id string) (*viewer.Viewer, *ent.Client, *runState, error) {
 	v, c, err := authorize(ctx, viewer.RoleOperator)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	s, err := e.lockRun(ctx, c, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
+		return nil, nil, nil, err
+	}
+	return v, c, s, nil
+}
+
+// CancelRun stops a run. Steps already running finish and keep their result;
+// nothing after them starts.
+func (e *Engine) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
+	v, c, s, err := e.operateRun(ctx, id)
+	if err != nil {
 		return nil, err
 	}
 	if s.terminal() {
@@ -212,15 +222,8 @@ func (e *Engine) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
 // ResumeRun continues a failed run from its failed steps. Steps that
 // succeeded keep their outputs and are not run again.
 func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
-	v, c, err := authorize(ctx, viewer.RoleOperator)
+	v, c, s, err := e.operateRun(ctx, id)
 	if err != nil {
-		return nil, err
-	}
-	s, err := e.lockRun(ctx, c, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
 		return nil, err
 	}
 	if s.run.Status != run.StatusFailed {
