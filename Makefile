@@ -38,3 +38,7 @@ unit:
 
 e2e: services
 	$(GO) test -count=1 -timeout 12m ./e2e
+
+## bench: measure Sluice on this machine against its targets (BENCHMARKS.md); BENCH_FLAGS=--smoke for a quick check
+bench: services
+	$(GO) run ./cmd/sluice bench $(BENCH_FLAGS)

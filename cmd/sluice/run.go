@@ -21,6 +21,10 @@ Commands:
   tenant apply -f FILE        create or update a tenant from a manifest (idempotent)
   tenant list
   token mint --tenant S --role R [--subject X] [--ttl D]
+  bench [--smoke] [--workers N] [--concurrency N] [--in-process] [--only S,...]
+                              measure Sluice on this machine against its targets
+                              (a fresh database and Redis databases of its own;
+                              see BENCHMARKS.md and "sluice bench -h")
   help                        show this help
 
 Configuration is read from environment variables; see README.md.
@@ -47,6 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runTenant(ctx, rest, getenv, stdout)
 	case "token":
 		return runToken(ctx, rest, getenv, stdout)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
