@@ -30,6 +30,9 @@ type runState struct {
 	now    time.Time
 	dirty  bool
 	all    bool // every step is loaded
+	// continueWith, when set, receives one step attempt due now instead of
+	// the queue: the caller runs it next (see executeAttempt).
+	continueWith *string
 	// afterCommit holds observations (metrics) that count only once durable.
 	afterCommit []func()
 }
@@ -224,6 +227,15 @@ func (s *runState) flush(ctx context.Context) error {
 		s.run = r
 		s.update = s.c.Run.UpdateOne(r)
 		s.dirty = false
+	}
+	if s.continueWith != nil && *s.continueWith == "" {
+		for i, t := range s.tasks {
+			if t.Kind == TaskStep && !t.At.After(s.now) {
+				*s.continueWith = t.ID
+				s.tasks = append(s.tasks[:i], s.tasks[i+1:]...)
+				break
+			}
+		}
 	}
 	s.e.dispatchAfterCommit(ctx, s.tasks)
 	s.tasks = nil
