@@ -302,4 +302,3 @@ func (s *runState) runOutput() (any, error) {
 func approvalPendingForRun(runID string) []predicate.ApprovalRequest {
 	return []predicate.ApprovalRequest{approvalrequest.RunID(runID), approvalrequest.StatusEQ(approvalrequest.StatusPending)}
 }
-
