@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/entql"
 
+	entgen "github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -29,8 +30,28 @@ func FilterTenantRule() privacy.QueryMutationRule {
 			return privacy.Denyf("type %T is not tenant-owned", f)
 		}
 		tf.WhereTenantID(entql.StringEQ(v.TenantID))
+		if v.EnvironmentID != "" {
+			scopeToEnvironment(f, v.EnvironmentID)
+		}
 		return privacy.Skip
 	})
+}
+
+// scopeToEnvironment narrows what a caller restricted to one environment
+// (an environment-scoped API key) sees: that environment, and the objects
+// that belong to an environment only when they belong to it. Objects of no
+// environment (workflows, versions) stay visible.
+func scopeToEnvironment(f privacy.Filter, envID string) {
+	type envFilter interface {
+		WhereEnvironmentID(entql.StringP)
+	}
+	if ef, ok := f.(*entgen.EnvironmentFilter); ok {
+		ef.WhereID(entql.StringEQ(envID))
+		return
+	}
+	if ef, ok := f.(envFilter); ok {
+		ef.WhereEnvironmentID(entql.StringEQ(envID))
+	}
 }
 
 // FilterOwnTenantRule restricts the tenants table to the viewer's own row.
