@@ -54,8 +54,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 	return worker.New(a.redis, a.engine, a.dispatcher, a.log, cfg)
 }
 
-// workerConfig reads SLUICE_WORKER_CONCURRENCY and
-// SLUICE_WORKER_RECONCILE_INTERVAL; see README.
+// workerConfig reads SLUICE_WORKER_CONCURRENCY, SLUICE_WORKER_POLL_INTERVAL
+// and SLUICE_WORKER_RECONCILE_INTERVAL; see README.
 func workerConfig(getenv func(string) string) (worker.Config, error) {
 	var c worker.Config
 	if v := getenv("SLUICE_WORKER_CONCURRENCY"); v != "" {
@@ -64,6 +64,13 @@ func workerConfig(getenv func(string) string) (worker.Config, error) {
 			return c, fmt.Errorf("SLUICE_WORKER_CONCURRENCY must be a positive integer, got %q", v)
 		}
 		c.Concurrency = n
+	}
+	if v := getenv("SLUICE_WORKER_POLL_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("SLUICE_WORKER_POLL_INTERVAL must be a positive duration, got %q", v)
+		}
+		c.TaskCheckInterval = d
 	}
 	if v := getenv("SLUICE_WORKER_RECONCILE_INTERVAL"); v != "" {
 		d, err := time.ParseDuration(v)

@@ -220,9 +220,9 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 			return nil, 0, err
 		}
 		s.emit("step.started", att.StepID, att.Number, map[string]any{"attemptID": attemptID, "type": step.Type})
-		if err := s.settle(ctx); err != nil {
-			return nil, 0, err
-		}
+		// A step is running, so the run is (what settle would conclude,
+		// without counting the run's steps on every claim).
+		s.setStatus(run.StatusRunning, nil)
 	}
 	j := &job{
 		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: att.Number, stepRunID: sr.ID,
