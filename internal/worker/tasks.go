@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -55,44 +56,65 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
 // archived task will never run, and while it exists its id rejects every
 // re-send, which would strand the run.
 func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *asynq.Inspector) error {
-	var errs []error
-	for _, t := range tasks {
-		b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
-		queue := QueueSteps
-		switch t.Kind {
-		case engine.TaskApprovalTimeout:
-			queue = QueueTimers
-		case engine.TaskWebhook:
-			queue = QueueWebhooks
-		}
-		id := t.Kind + ":" + t.ID
-		if t.Variant != "" {
-			id += ":" + t.Variant
-		}
-		opts := []asynq.Option{
-			asynq.TaskID(id),
-			asynq.Queue(queue),
-			asynq.MaxRetry(20),
-			// The engine enforces step timeouts; this bounds a stuck handler.
-			asynq.Timeout(15 * time.Minute),
-		}
-		if !t.At.IsZero() && time.Until(t.At) > 0 {
-			opts = append(opts, asynq.ProcessAt(t.At))
-		}
-		task := asynq.NewTask(t.Kind, b, opts...)
-		_, err := d.client.EnqueueContext(ctx, task)
-		if errors.Is(err, asynq.ErrTaskIDConflict) && insp != nil {
-			if info, ierr := insp.GetTaskInfo(queue, id); ierr == nil && info.State == asynq.TaskStateArchived {
-				if derr := insp.DeleteTask(queue, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
-					errs = append(errs, fmt.Errorf("delete archived %s %s: %w", t.Kind, t.ID, derr))
-					continue
-				}
-				_, err = d.client.EnqueueContext(ctx, task)
+	if len(tasks) == 1 {
+		return d.enqueue(ctx, tasks[0], insp)
+	}
+	// A fan-out hands over hundreds of tasks at once; one Redis round trip
+	// each, a few in flight, keeps that short.
+	errs := make([]error, len(tasks))
+	sem := make(chan struct{}, dispatchParallelism)
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = d.enqueue(ctx, t, insp)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// dispatchParallelism bounds the enqueues one dispatch has in flight.
+const dispatchParallelism = 8
+
+// enqueue puts one task on its queue; see dispatch.
+func (d *Dispatcher) enqueue(ctx context.Context, t engine.Task, insp *asynq.Inspector) error {
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
+	queue := QueueSteps
+	switch t.Kind {
+	case engine.TaskApprovalTimeout:
+		queue = QueueTimers
+	case engine.TaskWebhook:
+		queue = QueueWebhooks
+	}
+	id := t.Kind + ":" + t.ID
+	if t.Variant != "" {
+		id += ":" + t.Variant
+	}
+	opts := []asynq.Option{
+		asynq.TaskID(id),
+		asynq.Queue(queue),
+		asynq.MaxRetry(20),
+		// The engine enforces step timeouts; this bounds a stuck handler.
+		asynq.Timeout(15 * time.Minute),
+	}
+	if !t.At.IsZero() && time.Until(t.At) > 0 {
+		opts = append(opts, asynq.ProcessAt(t.At))
+	}
+	task := asynq.NewTask(t.Kind, b, opts...)
+	_, err := d.client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) && insp != nil {
+		if info, ierr := insp.GetTaskInfo(queue, id); ierr == nil && info.State == asynq.TaskStateArchived {
+			if derr := insp.DeleteTask(queue, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+				return fmt.Errorf("delete archived %s %s: %w", t.Kind, t.ID, derr)
 			}
-		}
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
-			errs = append(errs, fmt.Errorf("enqueue %s %s: %w", t.Kind, t.ID, err))
+			_, err = d.client.EnqueueContext(ctx, task)
 		}
 	}
-	return errors.Join(errs...)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+		return fmt.Errorf("enqueue %s %s: %w", t.Kind, t.ID, err)
+	}
+	return nil
 }
