@@ -34,6 +34,9 @@ type job struct {
 	budget                     *steps.Error
 	budgetData                 map[string]any
 	started                    time.Time
+	// state is set for steps run inside their claim's transaction (no I/O
+	// to guard): the claim's unflushed run state, finished in place.
+	state *runState
 }
 
 // IdempotencyKey is the key a side effect of (run, step) carries: stable
@@ -70,12 +73,21 @@ const maxContinuations = 1000
 // Postgres, so the reconciler sends it.
 func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContinue bool) (string, error) {
 	var j *job
+	var next string
+	var nextPtr *string
+	if mayContinue {
+		nextPtr = &next
+	}
 	for try := 0; ; try++ {
 		var early time.Duration
 		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
 			var err error
 			j, early, err = e.claimAttempt(ctx, attemptID)
-			return err
+			if err != nil || j == nil || j.state == nil {
+				return err
+			}
+			out, calls, execErr := e.runStep(ctx, j)
+			return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
 		})
 		if err != nil {
 			return "", err
@@ -94,6 +106,9 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 	if j == nil {
 		return "", nil
 	}
+	if j.state != nil {
+		return next, nil // ran and finished inside the claim's transaction
+	}
 	stop := e.heartbeat(ctx, j)
 	out, calls, execErr := e.runStep(ctx, j)
 	stop()
@@ -101,11 +116,6 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 		// Shutdown or lost lease: leave the attempt running; the queue
 		// redelivers it and the fence keeps one result.
 		return "", ctx.Err()
-	}
-	var next string
-	var nextPtr *string
-	if mayContinue {
-		nextPtr = &next
 	}
 	err := store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
 		return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
@@ -256,6 +266,12 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 		}
 	}
 	j.started = s.now
+	if j.replayed || step.Type == definition.StepTransform || step.Type == definition.StepDelay {
+		// Pure work (or a recorded output): it runs inside this transaction
+		// and its result commits with its start, in one flush.
+		j.state = s
+		return j, 0, nil
+	}
 	return j, 0, s.flush(ctx)
 }
 
@@ -306,9 +322,14 @@ func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error)
 // current running attempt, then retries, fails or advances the run.
 func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error, continueWith *string) error {
 	c := ent.FromContext(ctx)
-	s, err := e.lockRunSteps(ctx, c, j.runID, j.step.ID)
-	if err != nil {
-		return err
+	s := j.state
+	if s != nil {
+		s.now = e.now() // the same transaction, a little later
+	} else {
+		var err error
+		if s, err = e.lockRunSteps(ctx, c, j.runID, j.step.ID); err != nil {
+			return err
+		}
 	}
 	s.continueWith = continueWith
 	sr := s.steps[j.step.ID]
