@@ -111,7 +111,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	a.redis = redis.NewClient(opts)
 	a.closers = append(a.closers, func() { a.redis.Close() })
 	a.asynq = asynq.NewClientFromRedisClient(a.redis)
-	a.dispatcher = worker.NewDispatcher(a.asynq)
+	a.dispatcher = worker.NewDispatcher(a.asynq, a.redis)
 	verifierCtx, cancel := context.WithCancel(context.Background())
 	a.closers = append(a.closers, cancel)
 	jwtCfg := auth.JWTConfig{JWKSURL: cfg.JWTJWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}

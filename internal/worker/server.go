@@ -37,6 +37,7 @@ type Worker struct {
 	dispatcher *Dispatcher
 	inspector  *asynq.Inspector // lets the reconciler replace archived tasks
 	server     *asynq.Server
+	rdb        redis.UniversalClient
 	log        *slog.Logger
 }
 
@@ -68,7 +69,7 @@ func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.L
 		Logger:   asynqLogger{log},
 		LogLevel: asynq.WarnLevel,
 	})
-	return &Worker{cfg: cfg, engine: e, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, log: log}
+	return &Worker{cfg: cfg, engine: e, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, rdb: rdb, log: log}
 }
 
 // Run processes tasks and reconciles until ctx ends, then shuts down: the
@@ -82,7 +83,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	// Direct runs of woken steps share a small budget beside asynq's. They
+	// outlive ctx by the same grace asynq gives its handlers.
+	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelExec()
+	slots := make(chan struct{}, max(1, w.cfg.Concurrency/4))
+	wakeDone := make(chan struct{})
+	go func() { defer close(wakeDone); w.wakeLoop(ctx, execCtx, slots) }()
 	w.reconcileLoop(ctx)
+	<-wakeDone
+	grace := time.AfterFunc(10*time.Second, cancelExec)
+	for range cap(slots) { // wait for woken steps to finish
+		slots <- struct{}{}
+	}
+	grace.Stop()
 	w.server.Shutdown()
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/engine"
 )
@@ -40,10 +41,14 @@ type payload struct {
 // Dispatcher enqueues engine tasks on asynq.
 type Dispatcher struct {
 	client *asynq.Client
+	rdb    redis.UniversalClient // for wake-ups (wake.go); nil disables them
 }
 
-// NewDispatcher wraps an asynq client.
-func NewDispatcher(c *asynq.Client) *Dispatcher { return &Dispatcher{client: c} }
+// NewDispatcher wraps an asynq client; rdb, the same Redis, carries
+// wake-ups for lone ready steps (nil disables them).
+func NewDispatcher(c *asynq.Client, rdb redis.UniversalClient) *Dispatcher {
+	return &Dispatcher{client: c, rdb: rdb}
+}
 
 // Dispatch enqueues tasks; a task whose id is already queued is skipped.
 func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
@@ -57,7 +62,12 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
 // re-send, which would strand the run.
 func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *asynq.Inspector) error {
 	if len(tasks) == 1 {
-		return d.enqueue(ctx, tasks[0], insp)
+		t := tasks[0]
+		err := d.enqueue(ctx, t, insp)
+		if err == nil && insp == nil && t.Kind == engine.TaskStep && t.Variant == "" && !t.At.After(time.Now()) {
+			d.wake(ctx, t)
+		}
+		return err
 	}
 	// A fan-out hands over hundreds of tasks at once; one Redis round trip
 	// each, a few in flight, keeps that short.
