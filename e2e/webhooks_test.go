@@ -588,6 +588,10 @@ func TestWebhookRetries(t *testing.T) {
 		if !strings.Contains(str(ep, "disabledReason"), "410") {
 			t.Fatalf("disabledReason: %v", ep)
 		}
+		// Redelivering to a disabled endpoint is refused, not queued to be cancelled.
+		if r := f.owner.fail("CONFLICT", mHookRedeliver, map[string]any{"id": d["id"]}); !strings.Contains(r.Errors[0].Message, "disabled") {
+			t.Fatalf("redeliver to a disabled endpoint: %s", r.Raw)
+		}
 		audit := edges(f.owner.ok(qHookAudit, map[string]any{"a": "webhook_endpoint.disabled"}), "auditLogs")
 		if len(audit) != 1 || audit[0]["targetID"] != epID || audit[0]["actorType"] != "system" || !strings.Contains(str(audit[0], "metadata.reason"), "410") {
 			t.Fatalf("audit: %v", audit)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/internal/egress"
@@ -248,6 +249,13 @@ func (e *Engine) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.
 	if d.Status == webhookdelivery.StatusPending {
 		return nil, errs.E(errs.Conflict, "delivery %s is still pending", id)
 	}
+	ep, err := c.WebhookEndpoint.Get(ctx, d.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	if !ep.Enabled {
+		return nil, errs.E(errs.Conflict, "endpoint %s is disabled; enable it before redelivering", ep.ID)
+	}
 	now := e.now()
 	d, err = d.Update().SetStatus(webhookdelivery.StatusPending).SetNextAttemptAt(now).ClearDeliveredAt().Save(ctx)
 	if err != nil {
@@ -265,6 +273,11 @@ func webhookTask(tenantID string, d *ent.WebhookDelivery, at time.Time) Task {
 // endpoint that wants it, in the transaction that commits the events (an
 // outbox), and sends the deliveries after commit.
 func (s *runState) enqueueWebhooks(ctx context.Context, events []*ent.RunEvent) error {
+	if s.run.Mode == run.ModeSandbox {
+		// A sandbox replay is a rehearsal on real data: it notifies no one,
+		// as it calls no side effect.
+		return nil
+	}
 	var wanted []*ent.RunEvent
 	for _, ev := range events {
 		if slices.Contains(WebhookEventTypes, ev.Type) {
