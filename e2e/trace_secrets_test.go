@@ -43,7 +43,7 @@ func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 	if run["status"] != "succeeded" {
 		t.Fatalf("run: %v", run)
 	}
-	trace := f.owner.do(`query($id: ID!) { node(id: $id) { ... on Run { output steps { stepID output attemptList { calls { kind method host path statusCode provider model inputTokens outputTokens error } } } events { type data } } } }`, map[string]any{"id": id})
+	trace := f.owner.do(`query($id: ID!) { node(id: $id) { ... on Run { output steps { stepID output calls { kind method host path statusCode durationMs provider model inputTokens outputTokens } attemptList { calls { kind method host path statusCode provider model inputTokens outputTokens error } } } events { type data } } } }`, map[string]any{"id": id})
 	if len(trace.Errors) > 0 {
 		t.Fatalf("trace query: %s", trace.Raw)
 	}
@@ -55,6 +55,16 @@ func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 	}
 	if calls != 3 {
 		t.Fatalf("trace has %d calls, want 3: %s", calls, trace.Raw)
+	}
+	// StepRun.calls is the same trace, per step, as the DESIGN contract names it.
+	for _, s := range get(trace.Data, "node.steps").([]any) {
+		list := get(s, "calls").([]any)
+		if len(list) != 1 {
+			t.Fatalf("step %s has calls %v, want 1", str(s, "stepID"), list)
+		}
+		if str(s, "stepID") == "ask" && (str(list[0], "provider") != "openai" || get(list[0], "inputTokens") != float64(120)) {
+			t.Fatalf("model call: %v", list[0])
+		}
 	}
 	if strings.Contains(trace.Raw, canary) {
 		t.Fatalf("canary in the run's trace, outputs or events: %s", trace.Raw)

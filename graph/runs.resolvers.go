@@ -145,3 +145,20 @@ func (r *stepRunResolver) AttemptList(ctx context.Context, obj *ent.StepRun) ([]
 	}
 	return engine.StepAttempts(ctx, c, obj.ID)
 }
+
+// Calls is the resolver for the calls field.
+func (r *stepRunResolver) Calls(ctx context.Context, obj *ent.StepRun) ([]*model.StepCall, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	attempts, err := engine.StepAttempts(ctx, c, obj.ID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*model.StepCall
+	for _, a := range attempts {
+		out = append(out, stepCalls(a.Calls)...)
+	}
+	return out, nil
+}

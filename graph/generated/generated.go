@@ -466,6 +466,7 @@ type ComplexityRoot struct {
 	StepRun struct {
 		AttemptList  func(childComplexity int) int
 		Attempts     func(childComplexity int) int
+		Calls        func(childComplexity int) int
 		CostMicroUsd func(childComplexity int) int
 		CostUsd      func(childComplexity int) int
 		CreatedAt    func(childComplexity int) int
@@ -701,6 +702,7 @@ type StepRunResolver interface {
 
 	CostUsd(ctx context.Context, obj *ent.StepRun) (string, error)
 	AttemptList(ctx context.Context, obj *ent.StepRun) ([]*ent.StepAttempt, error)
+	Calls(ctx context.Context, obj *ent.StepRun) ([]*model.StepCall, error)
 }
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
@@ -2704,6 +2706,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepRun.Attempts(childComplexity), true
+	case "StepRun.calls":
+		if e.ComplexityRoot.StepRun.Calls == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepRun.Calls(childComplexity), true
 	case "StepRun.costMicroUSD":
 		if e.ComplexityRoot.StepRun.CostMicroUsd == nil {
 			break
@@ -7480,6 +7488,8 @@ extend type StepRun {
   costUSD: String!
   "Every try of this step, oldest first."
   attemptList: [StepAttempt!]!
+  "The outbound calls of every attempt, oldest first."
+  calls: [StepCall!]!
 }
 
 "One outbound call made by an attempt."
@@ -8468,6 +8478,8 @@ func (ec *executionContext) childFields_StepRun(ctx context.Context, field graph
 		return ec.fieldContext_StepRun_costUSD(ctx, field)
 	case "attemptList":
 		return ec.fieldContext_StepRun_attemptList(ctx, field)
+	case "calls":
+		return ec.fieldContext_StepRun_calls(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepRun", field.Name)
 }
@@ -18778,6 +18790,38 @@ func (ec *executionContext) fieldContext_StepRun_attemptList(_ context.Context, 
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_StepAttempt(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepRun_calls(ctx context.Context, field graphql.CollectedField, obj *ent.StepRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepRun_calls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.StepRun().Calls(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.StepCall) graphql.Marshaler {
+			return ec.marshalNStepCall2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStepCallᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepRun_calls(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepCall(ctx, field)
 		},
 	}
 	return fc, nil
@@ -38126,6 +38170,12 @@ func (ec *executionContext) _StepRun(ctx context.Context, sel ast.SelectionSet, 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._StepRun_attemptList(ctx, field, obj)
+				})
+		case "calls":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._StepRun_calls(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
