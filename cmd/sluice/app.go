@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -205,4 +206,19 @@ func (a *app) ready(ctx context.Context) error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// startApp parses a long-running command's flags (none yet), loads the
+// configuration and opens the app; serve and worker share it.
+func startApp(ctx context.Context, name string, args []string, getenv func(string) string, stderr io.Writer) (*app, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return nil, err
+	}
+	return openApp(ctx, cfg, newLogger(stderr, cfg.LogLevel))
 }

@@ -3,29 +3,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/worker"
 )
 
 func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return err
-	}
-	log := newLogger(stderr, cfg.LogLevel)
-	a, err := openApp(ctx, cfg, log)
+	a, err := startApp(ctx, "worker", args, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -34,14 +22,14 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	if cfg.WorkerMetricsAddr != "" {
+	if a.cfg.WorkerMetricsAddr != "" {
 		// Step, model and queue metrics are recorded here; expose them.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.metrics.Handler())
-		srv := &http.Server{Addr: cfg.WorkerMetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: a.cfg.WorkerMetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("worker metrics", "err", err)
+				a.log.Error("worker metrics", "err", err)
 			}
 		}()
 		defer srv.Close()

@@ -358,20 +358,28 @@ func marshalJSON(v any) (string, error) {
 // type, so numbers, objects and lists can be passed through unchanged; any
 // other string stays a string. Map keys are not interpolated.
 func EvalTemplateValue(v any, env Env) (any, error) {
-	switch v := v.(type) {
-	case string:
-		segs, err := parseTemplate(v)
+	return mapLeaves(v, func(str string) (any, error) {
+		segs, err := parseTemplate(str)
 		if err != nil {
 			return nil, err
 		}
 		if len(segs) == 1 && segs[0].isExpr {
 			return Eval(segs[0].text, env)
 		}
-		return Interpolate(v, env)
+		return Interpolate(str, env)
+	})
+}
+
+// mapLeaves rebuilds a JSON value with every string leaf replaced by leaf's
+// result; other leaves are kept (numbers as exact as jsonNumber makes them).
+func mapLeaves(v any, leaf func(string) (any, error)) (any, error) {
+	switch v := v.(type) {
+	case string:
+		return leaf(v)
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for _, k := range sortedKeys(v) {
-			e, err := EvalTemplateValue(v[k], env)
+			e, err := mapLeaves(v[k], leaf)
 			if err != nil {
 				return nil, err
 			}
@@ -381,7 +389,7 @@ func EvalTemplateValue(v any, env Env) (any, error) {
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
-			r, err := EvalTemplateValue(e, env)
+			r, err := mapLeaves(e, leaf)
 			if err != nil {
 				return nil, err
 			}
@@ -412,34 +420,7 @@ func EvalOutput(raw json.RawMessage, env Env) (any, error) {
 }
 
 func evalOutputValue(v any, env Env) (any, error) {
-	switch v := v.(type) {
-	case string:
-		return Eval(v, env)
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for _, k := range sortedKeys(v) {
-			e, err := evalOutputValue(v[k], env)
-			if err != nil {
-				return nil, err
-			}
-			out[k] = e
-		}
-		return out, nil
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			r, err := evalOutputValue(e, env)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = r
-		}
-		return out, nil
-	case json.Number:
-		return jsonNumber(v), nil
-	default:
-		return v, nil
-	}
+	return mapLeaves(v, func(expr string) (any, error) { return Eval(expr, env) })
 }
 
 // jsonNumber keeps integers exact, matching what Eval returns for CEL ints.

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/credentialversion"
-	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -29,7 +27,7 @@ func (e *Engine) CreateAPIKey(ctx context.Context, name string, roles []string, 
 	}
 	for i, r := range roles {
 		if !viewer.KnownRole(r) {
-			return nil, "", errs.Invalid("input.roles["+itoa(i)+"]", "unknown role %q", r)
+			return nil, "", errs.Invalid("input.roles["+strconv.Itoa(i)+"]", "unknown role %q", r)
 		}
 		if r == viewer.RoleOwner && !v.System && !slices.Contains(v.Roles, viewer.RoleOwner) {
 			return nil, "", errs.E(errs.Forbidden, "only an owner can grant the owner role")
@@ -87,9 +85,3 @@ func (e *Engine) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, erro
 	}
 	return key, audit(ctx, c, "api_key.revoke", "APIKey", key.ID, map[string]any{"name": key.Name})
 }
-
-func credentialVersionNumber(n int) predicate.CredentialVersion {
-	return credentialversion.Version(n)
-}
-
-func itoa(i int) string { return strconv.Itoa(i) }

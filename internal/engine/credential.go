@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
+	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -215,7 +216,7 @@ func (e *Engine) OpenCredential(ctx context.Context, c *ent.Client, environmentI
 	if err != nil {
 		return "", nil, err
 	}
-	cv, err := cred.QueryVersions().Where(credentialVersionNumber(cred.CurrentVersion)).Only(ctx)
+	cv, err := cred.QueryVersions().Where(credentialversion.Version(cred.CurrentVersion)).Only(ctx)
 	if err != nil {
 		return "", nil, fmt.Errorf("load credential version: %w", err)
 	}
