@@ -290,6 +290,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFailedStepID:   {Type: field.TypeString, Column: run.FieldFailedStepID},
 			run.FieldCostMicroUsd:   {Type: field.TypeInt64, Column: run.FieldCostMicroUsd},
 			run.FieldNextSeq:        {Type: field.TypeInt64, Column: run.FieldNextSeq},
+			run.FieldStepCounts:     {Type: field.TypeJSON, Column: run.FieldStepCounts},
 			run.FieldTraceID:        {Type: field.TypeString, Column: run.FieldTraceID},
 			run.FieldCreatedBy:      {Type: field.TypeString, Column: run.FieldCreatedBy},
 			run.FieldStartedAt:      {Type: field.TypeTime, Column: run.FieldStartedAt},
@@ -2358,6 +2359,11 @@ func (f *RunFilter) WhereCostMicroUsd(p entql.Int64P) {
 // WhereNextSeq applies the entql int64 predicate on the next_seq field.
 func (f *RunFilter) WhereNextSeq(p entql.Int64P) {
 	f.Where(p.Field(run.FieldNextSeq))
+}
+
+// WhereStepCounts applies the entql json.RawMessage predicate on the step_counts field.
+func (f *RunFilter) WhereStepCounts(p entql.BytesP) {
+	f.Where(p.Field(run.FieldStepCounts))
 }
 
 // WhereTraceID applies the entql string predicate on the trace_id field.

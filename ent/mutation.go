@@ -9968,6 +9968,7 @@ type RunMutation struct {
 	addcost_micro_usd  *int64
 	next_seq           *int64
 	addnext_seq        *int64
+	step_counts        *map[string]int
 	trace_id           *string
 	created_by         *string
 	started_at         *time.Time
@@ -10878,6 +10879,55 @@ func (m *RunMutation) ResetNextSeq() {
 	m.addnext_seq = nil
 }
 
+// SetStepCounts sets the "step_counts" field.
+func (m *RunMutation) SetStepCounts(value map[string]int) {
+	m.step_counts = &value
+}
+
+// StepCounts returns the value of the "step_counts" field in the mutation.
+func (m *RunMutation) StepCounts() (r map[string]int, exists bool) {
+	v := m.step_counts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepCounts returns the old "step_counts" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldStepCounts(ctx context.Context) (v map[string]int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepCounts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepCounts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepCounts: %w", err)
+	}
+	return oldValue.StepCounts, nil
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (m *RunMutation) ClearStepCounts() {
+	m.step_counts = nil
+	m.clearedFields[run.FieldStepCounts] = struct{}{}
+}
+
+// StepCountsCleared returns if the "step_counts" field was cleared in this mutation.
+func (m *RunMutation) StepCountsCleared() bool {
+	_, ok := m.clearedFields[run.FieldStepCounts]
+	return ok
+}
+
+// ResetStepCounts resets all changes to the "step_counts" field.
+func (m *RunMutation) ResetStepCounts() {
+	m.step_counts = nil
+	delete(m.clearedFields, run.FieldStepCounts)
+}
+
 // SetTraceID sets the "trace_id" field.
 func (m *RunMutation) SetTraceID(s string) {
 	m.trace_id = &s
@@ -11311,7 +11361,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 22)
+	fields := make([]string, 0, 23)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -11365,6 +11415,9 @@ func (m *RunMutation) Fields() []string {
 	}
 	if m.next_seq != nil {
 		fields = append(fields, run.FieldNextSeq)
+	}
+	if m.step_counts != nil {
+		fields = append(fields, run.FieldStepCounts)
 	}
 	if m.trace_id != nil {
 		fields = append(fields, run.FieldTraceID)
@@ -11422,6 +11475,8 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.CostMicroUsd()
 	case run.FieldNextSeq:
 		return m.NextSeq()
+	case run.FieldStepCounts:
+		return m.StepCounts()
 	case run.FieldTraceID:
 		return m.TraceID()
 	case run.FieldCreatedBy:
@@ -11475,6 +11530,8 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldCostMicroUsd(ctx)
 	case run.FieldNextSeq:
 		return m.OldNextSeq(ctx)
+	case run.FieldStepCounts:
+		return m.OldStepCounts(ctx)
 	case run.FieldTraceID:
 		return m.OldTraceID(ctx)
 	case run.FieldCreatedBy:
@@ -11618,6 +11675,13 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetNextSeq(v)
 		return nil
+	case run.FieldStepCounts:
+		v, ok := value.(map[string]int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepCounts(v)
+		return nil
 	case run.FieldTraceID:
 		v, ok := value.(string)
 		if !ok {
@@ -11721,6 +11785,9 @@ func (m *RunMutation) ClearedFields() []string {
 	if m.FieldCleared(run.FieldFailedStepID) {
 		fields = append(fields, run.FieldFailedStepID)
 	}
+	if m.FieldCleared(run.FieldStepCounts) {
+		fields = append(fields, run.FieldStepCounts)
+	}
 	if m.FieldCleared(run.FieldTraceID) {
 		fields = append(fields, run.FieldTraceID)
 	}
@@ -11761,6 +11828,9 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldFailedStepID:
 		m.ClearFailedStepID()
+		return nil
+	case run.FieldStepCounts:
+		m.ClearStepCounts()
 		return nil
 	case run.FieldTraceID:
 		m.ClearTraceID()
@@ -11832,6 +11902,9 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldNextSeq:
 		m.ResetNextSeq()
+		return nil
+	case run.FieldStepCounts:
+		m.ResetStepCounts()
 		return nil
 	case run.FieldTraceID:
 		m.ResetTraceID()

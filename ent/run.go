@@ -58,6 +58,8 @@ type Run struct {
 	CostMicroUsd int64 `json:"cost_micro_usd,omitempty"`
 	// NextSeq holds the value of the "next_seq" field.
 	NextSeq int64 `json:"next_seq,omitempty"`
+	// How many of the run's steps are in each status, kept with every change so that settling the run reads no step rows.
+	StepCounts map[string]int `json:"step_counts,omitempty"`
 	// The run's OpenTelemetry (W3C) trace id: 32 hex characters.
 	TraceID string `json:"trace_id,omitempty"`
 	// CreatedBy holds the value of the "created_by" field.
@@ -163,7 +165,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case run.FieldInput, run.FieldOutput:
+		case run.FieldInput, run.FieldOutput, run.FieldStepCounts:
 			values[i] = new([]byte)
 		case run.FieldCostMicroUsd, run.FieldNextSeq:
 			values[i] = new(sql.NullInt64)
@@ -308,6 +310,14 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field next_seq", values[i])
 			} else if value.Valid {
 				_m.NextSeq = value.Int64
+			}
+		case run.FieldStepCounts:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field step_counts", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.StepCounts); err != nil {
+					return fmt.Errorf("unmarshal field step_counts: %w", err)
+				}
 			}
 		case run.FieldTraceID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -464,6 +474,9 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("next_seq=")
 	builder.WriteString(fmt.Sprintf("%v", _m.NextSeq))
+	builder.WriteString(", ")
+	builder.WriteString("step_counts=")
+	builder.WriteString(fmt.Sprintf("%v", _m.StepCounts))
 	builder.WriteString(", ")
 	builder.WriteString("trace_id=")
 	builder.WriteString(_m.TraceID)

@@ -226,6 +226,12 @@ func (_c *RunCreate) SetNillableNextSeq(v *int64) *RunCreate {
 	return _c
 }
 
+// SetStepCounts sets the "step_counts" field.
+func (_c *RunCreate) SetStepCounts(v map[string]int) *RunCreate {
+	_c.mutation.SetStepCounts(v)
+	return _c
+}
+
 // SetTraceID sets the "trace_id" field.
 func (_c *RunCreate) SetTraceID(v string) *RunCreate {
 	_c.mutation.SetTraceID(v)
@@ -585,6 +591,10 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 		_spec.SetField(run.FieldNextSeq, field.TypeInt64, value)
 		_node.NextSeq = value
 	}
+	if value, ok := _c.mutation.StepCounts(); ok {
+		_spec.SetField(run.FieldStepCounts, field.TypeJSON, value)
+		_node.StepCounts = value
+	}
 	if value, ok := _c.mutation.TraceID(); ok {
 		_spec.SetField(run.FieldTraceID, field.TypeString, value)
 		_node.TraceID = value
@@ -885,6 +895,24 @@ func (u *RunUpsert) AddNextSeq(v int64) *RunUpsert {
 	return u
 }
 
+// SetStepCounts sets the "step_counts" field.
+func (u *RunUpsert) SetStepCounts(v map[string]int) *RunUpsert {
+	u.Set(run.FieldStepCounts, v)
+	return u
+}
+
+// UpdateStepCounts sets the "step_counts" field to the value that was provided on create.
+func (u *RunUpsert) UpdateStepCounts() *RunUpsert {
+	u.SetExcluded(run.FieldStepCounts)
+	return u
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (u *RunUpsert) ClearStepCounts() *RunUpsert {
+	u.SetNull(run.FieldStepCounts)
+	return u
+}
+
 // SetStartedAt sets the "started_at" field.
 func (u *RunUpsert) SetStartedAt(v time.Time) *RunUpsert {
 	u.Set(run.FieldStartedAt, v)
@@ -1156,6 +1184,27 @@ func (u *RunUpsertOne) AddNextSeq(v int64) *RunUpsertOne {
 func (u *RunUpsertOne) UpdateNextSeq() *RunUpsertOne {
 	return u.Update(func(s *RunUpsert) {
 		s.UpdateNextSeq()
+	})
+}
+
+// SetStepCounts sets the "step_counts" field.
+func (u *RunUpsertOne) SetStepCounts(v map[string]int) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetStepCounts(v)
+	})
+}
+
+// UpdateStepCounts sets the "step_counts" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateStepCounts() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateStepCounts()
+	})
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (u *RunUpsertOne) ClearStepCounts() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearStepCounts()
 	})
 }
 
@@ -1603,6 +1652,27 @@ func (u *RunUpsertBulk) AddNextSeq(v int64) *RunUpsertBulk {
 func (u *RunUpsertBulk) UpdateNextSeq() *RunUpsertBulk {
 	return u.Update(func(s *RunUpsert) {
 		s.UpdateNextSeq()
+	})
+}
+
+// SetStepCounts sets the "step_counts" field.
+func (u *RunUpsertBulk) SetStepCounts(v map[string]int) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetStepCounts(v)
+	})
+}
+
+// UpdateStepCounts sets the "step_counts" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateStepCounts() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateStepCounts()
+	})
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (u *RunUpsertBulk) ClearStepCounts() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearStepCounts()
 	})
 }
 

@@ -173,6 +173,18 @@ func (_u *RunUpdate) AddNextSeq(v int64) *RunUpdate {
 	return _u
 }
 
+// SetStepCounts sets the "step_counts" field.
+func (_u *RunUpdate) SetStepCounts(v map[string]int) *RunUpdate {
+	_u.mutation.SetStepCounts(v)
+	return _u
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (_u *RunUpdate) ClearStepCounts() *RunUpdate {
+	_u.mutation.ClearStepCounts()
+	return _u
+}
+
 // SetStartedAt sets the "started_at" field.
 func (_u *RunUpdate) SetStartedAt(v time.Time) *RunUpdate {
 	_u.mutation.SetStartedAt(v)
@@ -424,6 +436,12 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedNextSeq(); ok {
 		_spec.AddField(run.FieldNextSeq, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.StepCounts(); ok {
+		_spec.SetField(run.FieldStepCounts, field.TypeJSON, value)
+	}
+	if _u.mutation.StepCountsCleared() {
+		_spec.ClearField(run.FieldStepCounts, field.TypeJSON)
 	}
 	if _u.mutation.TraceIDCleared() {
 		_spec.ClearField(run.FieldTraceID, field.TypeString)
@@ -689,6 +707,18 @@ func (_u *RunUpdateOne) SetNillableNextSeq(v *int64) *RunUpdateOne {
 // AddNextSeq adds value to the "next_seq" field.
 func (_u *RunUpdateOne) AddNextSeq(v int64) *RunUpdateOne {
 	_u.mutation.AddNextSeq(v)
+	return _u
+}
+
+// SetStepCounts sets the "step_counts" field.
+func (_u *RunUpdateOne) SetStepCounts(v map[string]int) *RunUpdateOne {
+	_u.mutation.SetStepCounts(v)
+	return _u
+}
+
+// ClearStepCounts clears the value of the "step_counts" field.
+func (_u *RunUpdateOne) ClearStepCounts() *RunUpdateOne {
+	_u.mutation.ClearStepCounts()
 	return _u
 }
 
@@ -973,6 +1003,12 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if value, ok := _u.mutation.AddedNextSeq(); ok {
 		_spec.AddField(run.FieldNextSeq, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.StepCounts(); ok {
+		_spec.SetField(run.FieldStepCounts, field.TypeJSON, value)
+	}
+	if _u.mutation.StepCountsCleared() {
+		_spec.ClearField(run.FieldStepCounts, field.TypeJSON)
 	}
 	if _u.mutation.TraceIDCleared() {
 		_spec.ClearField(run.FieldTraceID, field.TypeString)

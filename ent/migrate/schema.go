@@ -473,6 +473,7 @@ var (
 		{Name: "failed_step_id", Type: field.TypeString, Nullable: true},
 		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
 		{Name: "next_seq", Type: field.TypeInt64, Default: 1},
+		{Name: "step_counts", Type: field.TypeJSON, Nullable: true},
 		{Name: "trace_id", Type: field.TypeString, Nullable: true},
 		{Name: "created_by", Type: field.TypeString},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
@@ -490,25 +491,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[19]},
+				Columns:    []*schema.Column{RunsColumns[20]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[20]},
+				Columns:    []*schema.Column{RunsColumns[21]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[21]},
+				Columns:    []*schema.Column{RunsColumns[22]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[22]},
+				Columns:    []*schema.Column{RunsColumns[23]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -517,12 +518,12 @@ var (
 			{
 				Name:    "run_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[19]},
+				Columns: []*schema.Column{RunsColumns[20]},
 			},
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[19], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[20], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -530,12 +531,12 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[19], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[20], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[19], RunsColumns[20], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[20], RunsColumns[21], RunsColumns[1]},
 			},
 		},
 	}

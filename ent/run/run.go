@@ -54,6 +54,8 @@ const (
 	FieldCostMicroUsd = "cost_micro_usd"
 	// FieldNextSeq holds the string denoting the next_seq field in the database.
 	FieldNextSeq = "next_seq"
+	// FieldStepCounts holds the string denoting the step_counts field in the database.
+	FieldStepCounts = "step_counts"
 	// FieldTraceID holds the string denoting the trace_id field in the database.
 	FieldTraceID = "trace_id"
 	// FieldCreatedBy holds the string denoting the created_by field in the database.
@@ -141,6 +143,7 @@ var Columns = []string{
 	FieldFailedStepID,
 	FieldCostMicroUsd,
 	FieldNextSeq,
+	FieldStepCounts,
 	FieldTraceID,
 	FieldCreatedBy,
 	FieldStartedAt,

@@ -1065,6 +1065,16 @@ func NextSeqLTE(v int64) predicate.Run {
 	return predicate.Run(sql.FieldLTE(FieldNextSeq, v))
 }
 
+// StepCountsIsNil applies the IsNil predicate on the "step_counts" field.
+func StepCountsIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldStepCounts))
+}
+
+// StepCountsNotNil applies the NotNil predicate on the "step_counts" field.
+func StepCountsNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldStepCounts))
+}
+
 // TraceIDEQ applies the EQ predicate on the "trace_id" field.
 func TraceIDEQ(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldTraceID, v))

@@ -48,6 +48,9 @@ func (Run) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int64("next_seq").Default(1).
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.JSON("step_counts", map[string]int{}).Optional().
+			Comment("How many of the run's steps are in each status, kept with every change so that settling the run reads no step rows.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("trace_id").Optional().Immutable().
 			Comment("The run's OpenTelemetry (W3C) trace id: 32 hex characters."),
 		field.String("created_by").Immutable(),

@@ -366,7 +366,7 @@ func (d *Definition) TopoOrder() []string {
 	}
 	done := make([]bool, len(d.Steps))
 	order := make([]string, 0, len(d.Steps))
-	// Steps are at most 500, so rescanning for the lowest ready index is
+	// Steps are at most 1,000, so rescanning for the lowest ready index is
 	// cheap and gives document-order tie breaking without a heap.
 	for {
 		next := -1

@@ -3,6 +3,7 @@ package definition
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -451,5 +452,28 @@ func TestReads(t *testing.T) {
 	}
 	if got := d.Reads("fetch"); len(got) != 0 {
 		t.Fatalf("Reads(fetch) = %v, want none", got)
+	}
+}
+
+// A definition holds up to 1,000 steps: a fan-out of 1,000 parses, one more
+// is refused with the cap named.
+func TestStepCap(t *testing.T) {
+	doc := func(n int) []byte {
+		list := make([]string, n)
+		for i := range list {
+			list[i] = fmt.Sprintf(`{"id":"p%d","type":"transform","output":"1"}`, i)
+		}
+		return []byte(`{"schemaVersion":1,"steps":[` + strings.Join(list, ",") + `]}`)
+	}
+	d, err := Parse(doc(1000))
+	if err != nil {
+		t.Fatalf("1,000 steps: %v", err)
+	}
+	if len(d.TopoOrder()) != 1000 {
+		t.Fatalf("topological order holds %d steps, want 1000", len(d.TopoOrder()))
+	}
+	_, err = Parse(doc(1001))
+	if err == nil || !strings.Contains(err.Error(), "want 1,000") {
+		t.Fatalf("1,001 steps: want the cap in the error, got %v", err)
 	}
 }

@@ -137,7 +137,7 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 		ClearErrorClass().ClearErrorMessage()); err != nil {
 		return err
 	}
-	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, ID: attemptID, At: at})
+	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, StepID: sr.StepID, ID: attemptID, At: at})
 	return nil
 }
 
@@ -240,25 +240,22 @@ func (s *runState) settle(ctx context.Context) error {
 	if s.terminal() {
 		return nil
 	}
-	var counts []struct {
-		Status steprun.Status `json:"status"`
-		Count  int            `json:"count"`
-	}
-	if err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).GroupBy(steprun.FieldStatus).Aggregate(ent.Count()).Scan(ctx, &counts); err != nil {
-		return fmt.Errorf("count steps: %w", err)
+	counts, err := s.stepCounts(ctx)
+	if err != nil {
+		return err
 	}
 	var active, waiting, done, started int
-	for _, c := range counts {
-		switch c.Status {
+	for status, n := range counts {
+		switch steprun.Status(status) {
 		case steprun.StatusRunning:
-			active += c.Count
-			started += c.Count
+			active += n
+			started += n
 		case steprun.StatusQueued:
-			active += c.Count
+			active += n
 		case steprun.StatusWaiting:
-			waiting += c.Count
+			waiting += n
 		case steprun.StatusSucceeded, steprun.StatusSkipped:
-			done += c.Count
+			done += n
 		}
 	}
 	switch {
@@ -284,6 +281,29 @@ func (s *runState) settle(ctx context.Context) error {
 		s.setStatus(run.StatusWaiting, nil)
 	}
 	return nil
+}
+
+// stepCounts is how many of the run's steps are in each status. The run row
+// keeps them (step_counts), updated with every step change; a run whose
+// counts are missing (created before they were kept) is counted once from
+// its steps, and keeps them from then on.
+func (s *runState) stepCounts(ctx context.Context) (map[string]int, error) {
+	if s.counts != nil {
+		return s.counts, nil
+	}
+	var rows []struct {
+		Status steprun.Status `json:"status"`
+		Count  int            `json:"count"`
+	}
+	if err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).GroupBy(steprun.FieldStatus).Aggregate(ent.Count()).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("count steps: %w", err)
+	}
+	s.counts = map[string]int{}
+	for _, r := range rows {
+		s.counts[string(r.Status)] = r.Count
+	}
+	s.countsChanged, s.dirty = true, true
+	return s.counts, nil
 }
 
 // runOutput evaluates the definition's output, or collects every step output.

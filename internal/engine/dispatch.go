@@ -20,6 +20,7 @@ type Task struct {
 	Kind     string
 	TenantID string
 	RunID    string
+	StepID   string // of a step task
 	// ID is the attempt or approval id; it is also the queue task id, so a
 	// duplicate enqueue of the same work is rejected by the queue.
 	ID string

@@ -34,6 +34,7 @@ type job struct {
 	budget                     *steps.Error
 	budgetData                 map[string]any
 	started                    time.Time
+	claimed                    bool // this delivery moved the step to running
 	// state is set for steps run inside their claim's transaction (no I/O
 	// to guard): the claim's unflushed run state, finished in place.
 	state *runState
@@ -46,17 +47,23 @@ func IdempotencyKey(runID, stepID string) string {
 	return "sluice-" + hex.EncodeToString(sum[:16])
 }
 
+// AttemptRef names a step attempt as its task carries it. Only ID is
+// required; RunID and StepID, when known, spare a lookup.
+type AttemptRef struct {
+	RunID, StepID, ID string
+}
+
 // ExecuteAttempt runs one step attempt: claim it (fenced), execute it outside
 // any transaction, then record the result (fenced again) and advance the run.
 // A late or duplicate delivery of the same attempt changes nothing.
-func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID, attemptID string) error {
+func (e *Engine) ExecuteAttempt(ctx context.Context, tenantID string, ref AttemptRef) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
-	for i := 0; attemptID != ""; i++ {
-		next, err := e.executeAttempt(ctx, attemptID, i < maxContinuations)
+	for i := 0; ref.ID != ""; i++ {
+		next, err := e.executeAttempt(ctx, ref, i < maxContinuations)
 		if err != nil {
 			return err
 		}
-		attemptID = next
+		ref = next
 	}
 	return nil
 }
@@ -71,10 +78,10 @@ const maxContinuations = 1000
 // ready now is not sent through the queue but returned, for this worker to
 // run next; if the worker dies first, the step is queued and past due in
 // Postgres, so the reconciler sends it.
-func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContinue bool) (string, error) {
+func (e *Engine) executeAttempt(ctx context.Context, ref AttemptRef, mayContinue bool) (AttemptRef, error) {
 	var j *job
-	var next string
-	var nextPtr *string
+	var next AttemptRef
+	var nextPtr *AttemptRef
 	if mayContinue {
 		nextPtr = &next
 	}
@@ -82,7 +89,7 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 		var early time.Duration
 		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
 			var err error
-			j, early, err = e.claimAttempt(ctx, attemptID)
+			j, early, err = e.claimAttempt(ctx, ref)
 			if err != nil || j == nil || j.state == nil {
 				return err
 			}
@@ -90,7 +97,7 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 			return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
 		})
 		if err != nil {
-			return "", err
+			return AttemptRef{}, err
 		}
 		if early <= 0 || try == 2 {
 			break
@@ -100,11 +107,11 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 		select {
 		case <-time.After(early):
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return AttemptRef{}, ctx.Err()
 		}
 	}
 	if j == nil {
-		return "", nil
+		return AttemptRef{}, nil
 	}
 	if j.state != nil {
 		return next, nil // ran and finished inside the claim's transaction
@@ -115,13 +122,13 @@ func (e *Engine) executeAttempt(ctx context.Context, attemptID string, mayContin
 	if ctx.Err() != nil {
 		// Shutdown or lost lease: leave the attempt running; the queue
 		// redelivers it and the fence keeps one result.
-		return "", ctx.Err()
+		return AttemptRef{}, ctx.Err()
 	}
 	err := store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
 		return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
 	})
 	if err != nil {
-		return "", err
+		return AttemptRef{}, err
 	}
 	return next, nil
 }
@@ -172,26 +179,50 @@ const maxEarlyWait = 2 * time.Second
 // claimAttempt marks an attempt running if it is still the step's current
 // one and the run goes on. It returns a nil job when there is nothing to do,
 // and with it how long to wait first when the attempt is not due yet.
-func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time.Duration, error) {
+func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.Duration, error) {
 	c := ent.FromContext(ctx)
-	att, err := c.StepAttempt.Get(ctx, attemptID)
-	if ent.IsNotFound(err) {
+	attemptID := ref.ID
+	if ref.RunID == "" || ref.StepID == "" {
+		// A task from before tasks named their run and step.
+		att, err := c.StepAttempt.Get(ctx, attemptID)
+		if ent.IsNotFound(err) {
+			return nil, 0, nil
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		ref.RunID, ref.StepID = att.RunID, att.StepID
+	}
+	s, err := e.lockRunSteps(ctx, c, ref.RunID)
+	if errs.CodeOf(err) == errs.NotFound {
 		return nil, 0, nil
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	s, err := e.lockRunSteps(ctx, c, att.RunID, att.StepID)
-	if err == nil {
-		err = s.load(ctx, s.def.Reads(att.StepID)...)
+	step, ok := s.def.StepByID(ref.StepID)
+	if !ok {
+		return nil, 0, nil
 	}
-	if err != nil {
+	pure := step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
+	// One read for every step this claim may touch: the step, the outputs it
+	// reads and, when it finishes in this transaction, its dependents with
+	// what they need and read.
+	load := append([]string{ref.StepID}, s.def.Reads(ref.StepID)...)
+	if pure {
+		for _, dep := range e.dependents(s.run.VersionID, s.def)[ref.StepID] {
+			d, _ := s.def.StepByID(dep)
+			load = append(append(append(load, dep), d.Needs...), s.def.Reads(dep)...)
+		}
+	}
+	if err := s.load(ctx, load...); err != nil {
 		return nil, 0, err
 	}
-	sr := s.steps[att.StepID]
+	sr := s.steps[ref.StepID]
 	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
 		return nil, 0, nil
 	}
+	number := sr.Attempts // the current attempt is the step's latest
 	switch sr.Status {
 	case steprun.StatusQueued, steprun.StatusWaiting:
 		if sr.ReadyAt != nil && sr.ReadyAt.After(s.now) {
@@ -212,31 +243,40 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
 			return nil, 0, err
 		}
-		sr = s.steps[att.StepID]
-		s.emit("step.reclaimed", att.StepID, att.Number, map[string]any{"attemptID": attemptID})
+		sr = s.steps[ref.StepID]
+		s.emit("step.reclaimed", ref.StepID, number, map[string]any{"attemptID": attemptID})
 	default:
 		return nil, 0, nil
 	}
-	step, _ := s.def.StepByID(att.StepID)
+	claimed := false
 	if sr.Status != steprun.StatusRunning {
+		claimed = true
 		u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusRunning)
 		if sr.StartedAt == nil {
 			u.SetStartedAt(s.now)
 		}
-		if err := s.setStep(ctx, sr, u); err != nil {
-			return nil, 0, err
+		if pure {
+			// Its result commits with its start: one write of the step
+			// and of the attempt, when the result is recorded.
+			if err := s.deferStep(sr, u); err != nil {
+				return nil, 0, err
+			}
+		} else {
+			if err := s.setStep(ctx, sr, u); err != nil {
+				return nil, 0, err
+			}
+			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now)); err != nil {
+				return nil, 0, err
+			}
 		}
-		if err := c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now).Exec(ctx); err != nil {
-			return nil, 0, err
-		}
-		s.emit("step.started", att.StepID, att.Number, map[string]any{"attemptID": attemptID, "type": step.Type})
+		s.emit("step.started", ref.StepID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
 		// A step is running, so the run is (what settle would conclude,
 		// without counting the run's steps on every claim).
 		s.setStatus(run.StatusRunning, nil)
 	}
 	j := &job{
-		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: att.Number, stepRunID: sr.ID,
-		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID),
+		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
+		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID), claimed: claimed,
 	}
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {
 		j.replayed = true
@@ -266,7 +306,7 @@ func (e *Engine) claimAttempt(ctx context.Context, attemptID string) (*job, time
 		}
 	}
 	j.started = s.now
-	if j.replayed || step.Type == definition.StepTransform || step.Type == definition.StepDelay {
+	if pure {
 		// Pure work (or a recorded output): it runs inside this transaction
 		// and its result commits with its start, in one flush.
 		j.state = s
@@ -320,7 +360,7 @@ func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error)
 
 // finishAttempt records an attempt's result if it is still the step's
 // current running attempt, then retries, fails or advances the run.
-func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error, continueWith *string) error {
+func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error, continueWith *AttemptRef) error {
 	c := ent.FromContext(ctx)
 	s := j.state
 	if s != nil {
@@ -345,6 +385,9 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		return err
 	}
 	au := c.StepAttempt.UpdateOneID(j.attemptID).SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
+	if j.state != nil && j.claimed {
+		au.SetStartedAt(j.started) // the claim left the attempt's start to this write
+	}
 	if cost > 0 {
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).AddCostMicroUsd(cost)); err != nil {
 			return err
@@ -375,7 +418,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		})
 	}
 	if execErr == nil {
-		if err := au.SetStatus(stepattempt.StatusSucceeded).Exec(ctx); err != nil {
+		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded)); err != nil {
 			return err
 		}
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
@@ -391,7 +434,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	if se.Class == steps.Budget {
 		s.emit("budget.exceeded", j.step.ID, j.attempt, j.budgetData)
 	}
-	if err := au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).Exec(ctx); err != nil {
+	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message)); err != nil {
 		return err
 	}
 	policy := j.step.RetryPolicy()

@@ -51,13 +51,13 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 			return err
 		}
 		for _, sr := range due {
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now})
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now})
 		}
 		for _, sr := range running {
 			// The dead holder's task may still sit "active" in the queue
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, ID: *sr.CurrentAttemptID, At: now,
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now,
 				Variant: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
 		}
 		expired, err := c.ApprovalRequest.Query().

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/deployment"
@@ -14,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -148,17 +150,37 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 	if err != nil {
 		return nil, dbError(err, "run")
 	}
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true,
+		counts: map[string]int{}, countsChanged: true}
+	// Steps that can start at once (no needs, no condition, run by a worker)
+	// are created queued with their first attempt: two bulk inserts whatever
+	// the fan-out, where scheduling them one by one would cost a round trip
+	// or more each.
 	creates := make([]*ent.StepRunCreate, 0, len(nr.def.Steps))
+	var attempts []*ent.StepAttemptCreate
 	for _, st := range nr.def.Steps {
-		creates = append(creates, c.StepRun.Create().SetRunID(r.ID).SetStepID(st.ID).SetType(st.Type))
+		id := ids.New(ids.StepRun)
+		sc := c.StepRun.Create().SetID(id).SetRunID(r.ID).SetStepID(st.ID).SetType(st.Type)
+		if startsQueued(st) {
+			attemptID := ids.New(ids.StepAttempt)
+			sc.SetStatus(steprun.StatusQueued).SetAttempts(1).SetCurrentAttemptID(attemptID).SetReadyAt(s.now)
+			attempts = append(attempts, c.StepAttempt.Create().SetID(attemptID).SetRunID(r.ID).SetStepRunID(id).SetStepID(st.ID).SetNumber(1).SetScheduledAt(s.now))
+			s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: r.TenantID, RunID: r.ID, StepID: st.ID, ID: attemptID, At: s.now})
+		}
+		creates = append(creates, sc)
 	}
 	list, err := c.StepRun.CreateBulk(creates...).Save(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(list)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true}
 	for _, sr := range list {
 		s.steps[sr.StepID] = sr
+		s.counts[string(sr.Status)]++
+	}
+	if len(attempts) > 0 {
+		if err := c.StepAttempt.CreateBulk(attempts...).Exec(ctx); err != nil {
+			return nil, fmt.Errorf("create attempts: %w", err)
+		}
 	}
 	data := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID, "mode": string(r.Mode)}
 	if nr.replayOf != nil {
@@ -172,6 +194,19 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		return nil, err
 	}
 	return s.run, nil
+}
+
+// startsQueued reports whether a step is scheduled as soon as its run is
+// created: it needs nothing, has no condition and runs on a worker.
+func startsQueued(st definition.Step) bool {
+	if len(st.Needs) > 0 || st.If != "" {
+		return false
+	}
+	switch st.Type {
+	case definition.StepTransform, definition.StepHTTP, definition.StepLLM:
+		return true
+	}
+	return false
 }
 
 // operateRun authorizes an operator on a run (role and environment scope)

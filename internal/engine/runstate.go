@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
@@ -32,9 +34,17 @@ type runState struct {
 	all    bool // every step is loaded
 	// continueWith, when set, receives one step attempt due now instead of
 	// the queue: the caller runs it next (see executeAttempt).
-	continueWith *string
+	continueWith *AttemptRef
 	// afterCommit holds observations (metrics) that count only once durable.
 	afterCommit []func()
+	// counts is how many steps are in each status (the run's step_counts),
+	// kept by setStep; nil until known (see stepCounts).
+	counts        map[string]int
+	countsChanged bool
+	// deferred holds step changes made in memory only, written with the
+	// step's next setStep (or at flush): a pure step's start and result
+	// become one UPDATE.
+	deferred map[string]*ent.StepRunMutation
 }
 
 // lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to
@@ -63,6 +73,9 @@ func (e *Engine) lockRunSteps(ctx context.Context, c *ent.Client, runID string, 
 		return nil, err
 	}
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now()}
+	if sum(r.StepCounts) == len(def.Steps) {
+		s.counts = maps.Clone(r.StepCounts)
+	}
 	return s, s.load(ctx, stepIDs...)
 }
 
@@ -207,6 +220,11 @@ func (s *runState) terminal() bool {
 
 // flush writes the events and the run row, and queues tasks for after commit.
 func (s *runState) flush(ctx context.Context) error {
+	for id := range s.deferred {
+		if err := s.setStep(ctx, s.steps[id], s.c.StepRun.UpdateOne(s.steps[id])); err != nil {
+			return err
+		}
+	}
 	var saved []*ent.RunEvent
 	if len(s.events) > 0 {
 		var err error
@@ -220,18 +238,29 @@ func (s *runState) flush(ctx context.Context) error {
 	}
 	if s.dirty {
 		s.update.SetNextSeq(s.seq)
-		r, err := s.update.Save(ctx)
-		if err != nil {
+		if s.countsChanged {
+			s.update.SetStepCounts(maps.Clone(s.counts))
+			s.countsChanged = false
+		}
+		b := s.c.Run.Update().Where(run.ID(s.run.ID))
+		if err := copyMutation(b.Mutation(), s.update.Mutation()); err != nil {
 			return fmt.Errorf("update run: %w", err)
 		}
-		s.run = r
-		s.update = s.c.Run.UpdateOne(r)
+		if _, err := b.Save(ctx); err != nil {
+			return fmt.Errorf("update run: %w", err)
+		}
+		r := *s.run
+		if err := mirror(&r, b.Mutation()); err != nil {
+			return err
+		}
+		s.run = &r
+		s.update = s.c.Run.UpdateOne(s.run)
 		s.dirty = false
 	}
-	if s.continueWith != nil && *s.continueWith == "" {
+	if s.continueWith != nil && s.continueWith.ID == "" {
 		for i, t := range s.tasks {
 			if t.Kind == TaskStep && !t.At.After(s.now) {
-				*s.continueWith = t.ID
+				*s.continueWith = AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID}
 				s.tasks = append(s.tasks[:i], s.tasks[i+1:]...)
 				break
 			}
@@ -318,7 +347,7 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			return err
 		}
 		if sr.CurrentAttemptID != nil {
-			if err := s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now).Exec(ctx); err != nil && !ent.IsNotFound(err) {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now)); err != nil {
 				return err
 			}
 		}
@@ -330,12 +359,78 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 	return err
 }
 
-// setStep saves a step update and keeps the in-memory copy current.
+// setStep saves a step update (one UPDATE, no read back) and keeps the
+// in-memory copy and the run's step counts current.
 func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
-	updated, err := u.Save(ctx)
+	b := s.c.StepRun.Update().Where(steprun.ID(sr.ID))
+	if d := s.deferred[sr.StepID]; d != nil {
+		if err := copyMutation(b.Mutation(), d); err != nil {
+			return fmt.Errorf("update step %s: %w", sr.StepID, err)
+		}
+		delete(s.deferred, sr.StepID)
+	}
+	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
+		return fmt.Errorf("update step %s: %w", sr.StepID, err)
+	}
+	n, err := b.Save(ctx)
 	if err != nil {
 		return fmt.Errorf("update step %s: %w", sr.StepID, err)
 	}
-	s.steps[sr.StepID] = updated
+	if n != 1 {
+		return fmt.Errorf("update step %s: %d rows changed", sr.StepID, n)
+	}
+	return s.replaceStep(sr, b.Mutation())
+}
+
+// replaceStep puts in place of sr its copy with m applied, and counts the
+// change of status.
+func (s *runState) replaceStep(sr *ent.StepRun, m *ent.StepRunMutation) error {
+	updated := *sr
+	if err := mirror(&updated, m); err != nil {
+		return err
+	}
+	s.steps[sr.StepID] = &updated
+	if updated.Status != sr.Status && s.counts != nil {
+		s.counts[string(sr.Status)]--
+		s.counts[string(updated.Status)]++
+		s.countsChanged, s.dirty = true, true
+	}
 	return nil
+}
+
+// deferStep applies a step update in memory only; the step's next setStep,
+// or flush, writes it. The caller must not have read the row's new state
+// from the database in between (nothing in this transaction does).
+func (s *runState) deferStep(sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
+	if s.deferred[sr.StepID] != nil {
+		return fmt.Errorf("step %s: a deferred change is already pending", sr.StepID)
+	}
+	if err := s.replaceStep(sr, u.Mutation()); err != nil {
+		return err
+	}
+	if s.deferred == nil {
+		s.deferred = map[string]*ent.StepRunMutation{}
+	}
+	s.deferred[sr.StepID] = u.Mutation()
+	return nil
+}
+
+// setAttempt saves an attempt update: one UPDATE, nothing read back.
+func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdateOne) error {
+	b := s.c.StepAttempt.Update().Where(stepattempt.ID(attemptID))
+	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
+		return fmt.Errorf("update attempt %s: %w", attemptID, err)
+	}
+	if _, err := b.Save(ctx); err != nil {
+		return fmt.Errorf("update attempt %s: %w", attemptID, err)
+	}
+	return nil
+}
+
+func sum(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
 }

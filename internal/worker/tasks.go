@@ -35,7 +35,13 @@ type payload struct {
 	V        int    `json:"v"`
 	TenantID string `json:"tenantID"`
 	RunID    string `json:"runID"`
+	StepID   string `json:"stepID,omitempty"` // step tasks; absent in older ones
 	ID       string `json:"id"`
+}
+
+// attempt is the step attempt a step task names.
+func (p payload) attempt() engine.AttemptRef {
+	return engine.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID}
 }
 
 // Dispatcher enqueues engine tasks on asynq.
@@ -91,7 +97,7 @@ const dispatchParallelism = 8
 
 // enqueue puts one task on its queue; see dispatch.
 func (d *Dispatcher) enqueue(ctx context.Context, t engine.Task, insp *asynq.Inspector) error {
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID})
 	queue := QueueSteps
 	switch t.Kind {
 	case engine.TaskApprovalTimeout:

@@ -28,7 +28,7 @@ func (d *Dispatcher) wake(ctx context.Context, t engine.Task) {
 	if d.rdb == nil {
 		return
 	}
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, ID: t.ID})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID})
 	pipe := d.rdb.Pipeline()
 	pipe.RPush(ctx, wakeKey, b)
 	pipe.LTrim(ctx, wakeKey, -wakeBacklog, -1)
@@ -62,7 +62,7 @@ func (w *Worker) wakeLoop(ctx, execCtx context.Context, slots chan struct{}) {
 		}
 		go func() {
 			defer func() { <-slots }()
-			if err := w.engine.ExecuteAttempt(execCtx, p.TenantID, p.ID); err != nil {
+			if err := w.engine.ExecuteAttempt(execCtx, p.TenantID, p.attempt()); err != nil {
 				// The step is queued in Postgres; the reconciler sends it again.
 				w.log.Warn("woken step attempt", "err", err, "tenant_id", p.TenantID, "attempt_id", p.ID)
 			}
