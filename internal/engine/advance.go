@@ -137,7 +137,7 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 		ClearErrorClass().ClearErrorMessage()); err != nil {
 		return err
 	}
-	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, StepID: sr.StepID, ID: attemptID, At: at})
+	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, StepID: sr.StepID, ID: attemptID, At: at, Batched: sr.Type == definition.StepTransform})
 	return nil
 }
 

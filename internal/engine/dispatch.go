@@ -21,6 +21,9 @@ type Task struct {
 	TenantID string
 	RunID    string
 	StepID   string // of a step task
+	// Batched marks a transform's task: another delivery may run the step
+	// in a batch first (see runReadyTransforms).
+	Batched bool
 	// ID is the attempt or approval id; it is also the queue task id, so a
 	// duplicate enqueue of the same work is rejected by the queue.
 	ID string

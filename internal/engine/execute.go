@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -51,6 +52,9 @@ func IdempotencyKey(runID, stepID string) string {
 // required; RunID and StepID, when known, spare a lookup.
 type AttemptRef struct {
 	RunID, StepID, ID string
+	// Batched: the step is a transform, which another delivery may run in
+	// a batch (runReadyTransforms), so a delivery checks before locking.
+	Batched bool
 }
 
 // ExecuteAttempt runs one step attempt: claim it (fenced), execute it outside
@@ -88,13 +92,27 @@ func (e *Engine) executeAttempt(ctx context.Context, ref AttemptRef, mayContinue
 	for try := 0; ; try++ {
 		var early time.Duration
 		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+			var s *runState
 			var err error
-			j, early, err = e.claimAttempt(ctx, ref)
-			if err != nil || j == nil || j.state == nil {
+			j, s, early, err = e.claimAttempt(ctx, ref)
+			if err != nil || s == nil || early > 0 || (j != nil && j.state == nil) {
 				return err
 			}
-			out, calls, execErr := e.runStep(ctx, j)
-			return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
+			// A pure step (or none: another delivery's batch ran it) with
+			// the run locked: finish it and any other ready transforms of
+			// the run in this transaction, with one flush.
+			s.hold = true
+			if j != nil {
+				out, calls, execErr := e.runStep(ctx, j)
+				if err := e.finishAttempt(ctx, j, out, calls, execErr, nextPtr); err != nil {
+					return err
+				}
+			}
+			if err := e.runReadyTransforms(ctx, s, nextPtr); err != nil {
+				return err
+			}
+			s.hold = false
+			return s.flush(ctx)
 		})
 		if err != nil {
 			return AttemptRef{}, err
@@ -179,49 +197,84 @@ const maxEarlyWait = 2 * time.Second
 // claimAttempt marks an attempt running if it is still the step's current
 // one and the run goes on. It returns a nil job when there is nothing to do,
 // and with it how long to wait first when the attempt is not due yet.
-func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.Duration, error) {
+func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runState, time.Duration, error) {
 	c := ent.FromContext(ctx)
 	attemptID := ref.ID
 	if ref.RunID == "" || ref.StepID == "" {
 		// A task from before tasks named their run and step.
 		att, err := c.StepAttempt.Get(ctx, attemptID)
 		if ent.IsNotFound(err) {
-			return nil, 0, nil
+			return nil, nil, 0, nil
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		ref.RunID, ref.StepID = att.RunID, att.StepID
 	}
+	if ref.Batched {
+		// Another delivery may have run it in a batch: look before queueing
+		// behind the run's lock for nothing.
+		sr, err := c.StepRun.Query().Where(steprun.RunID(ref.RunID), steprun.StepID(ref.StepID)).
+			Select(steprun.FieldStatus, steprun.FieldCurrentAttemptID).Only(ctx)
+		if ent.IsNotFound(err) {
+			return nil, nil, 0, nil
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID || (sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusRunning) {
+			return nil, nil, 0, nil
+		}
+	}
 	s, err := e.lockRunSteps(ctx, c, ref.RunID)
 	if errs.CodeOf(err) == errs.NotFound {
-		return nil, 0, nil
+		return nil, nil, 0, nil
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	step, ok := s.def.StepByID(ref.StepID)
 	if !ok {
-		return nil, 0, nil
+		return nil, nil, 0, nil
 	}
-	pure := step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
-	// One read for every step this claim may touch: the step, the outputs it
-	// reads and, when it finishes in this transaction, its dependents with
-	// what they need and read.
-	load := append([]string{ref.StepID}, s.def.Reads(ref.StepID)...)
+	pure := s.pure(step)
+	if err := s.load(ctx, s.claimLoads(step, pure)...); err != nil {
+		return nil, nil, 0, err
+	}
+	sr := s.steps[ref.StepID]
+	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
+		return nil, s, 0, nil
+	}
+	j, early, err := s.claimStep(ctx, step, sr, pure)
+	return j, s, early, err
+}
+
+// pure reports whether a step runs inside its claim's transaction: no I/O
+// to guard (a transform, a delay's end, a sandbox replay's recorded output).
+func (s *runState) pure(step *definition.Step) bool {
+	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
+}
+
+// claimLoads is every step a claim may touch, for one read: the step, the
+// outputs it reads and, when it finishes in the same transaction, its
+// dependents with what they need and read.
+func (s *runState) claimLoads(step *definition.Step, pure bool) []string {
+	load := append([]string{step.ID}, s.def.Reads(step.ID)...)
 	if pure {
-		for _, dep := range e.dependents(s.run.VersionID, s.def)[ref.StepID] {
+		for _, dep := range s.e.dependents(s.run.VersionID, s.def)[step.ID] {
 			d, _ := s.def.StepByID(dep)
 			load = append(append(append(load, dep), d.Needs...), s.def.Reads(dep)...)
 		}
 	}
-	if err := s.load(ctx, load...); err != nil {
-		return nil, 0, err
-	}
-	sr := s.steps[ref.StepID]
-	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
-		return nil, 0, nil
-	}
+	return load
+}
+
+// claimStep marks the step's current attempt running, if it is due and not
+// held by a live worker. It returns a nil job when there is nothing to do,
+// and with it how long to wait first when the attempt is not due yet.
+func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent.StepRun, pure bool) (*job, time.Duration, error) {
+	c := s.c
+	attemptID := *sr.CurrentAttemptID
 	number := sr.Attempts // the current attempt is the step's latest
 	switch sr.Status {
 	case steprun.StatusQueued, steprun.StatusWaiting:
@@ -243,8 +296,8 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.D
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
 			return nil, 0, err
 		}
-		sr = s.steps[ref.StepID]
-		s.emit("step.reclaimed", ref.StepID, number, map[string]any{"attemptID": attemptID})
+		sr = s.steps[step.ID]
+		s.emit("step.reclaimed", step.ID, number, map[string]any{"attemptID": attemptID})
 	default:
 		return nil, 0, nil
 	}
@@ -269,7 +322,7 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.D
 				return nil, 0, err
 			}
 		}
-		s.emit("step.started", ref.StepID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
+		s.emit("step.started", step.ID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
 		// A step is running, so the run is (what settle would conclude,
 		// without counting the run's steps on every claim).
 		s.setStatus(run.StatusRunning, nil)
@@ -290,7 +343,7 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.D
 			}
 		}
 	} else if step.Credential != "" {
-		typ, secret, err := e.OpenCredential(ctx, c, s.run.EnvironmentID, step.Credential)
+		typ, secret, err := s.e.OpenCredential(ctx, c, s.run.EnvironmentID, step.Credential)
 		switch {
 		case errs.CodeOf(err) == errs.NotFound:
 			// Left nil: runStep fails the attempt permanently, naming it.
@@ -301,6 +354,7 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.D
 		}
 	}
 	if step.Type == definition.StepLLM && !j.replayed && j.credential != nil {
+		var err error
 		if j.budget, j.budgetData, err = s.checkBudget(ctx, step, j.credential.Type); err != nil {
 			return nil, 0, err
 		}
@@ -313,6 +367,73 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, time.D
 		return j, 0, nil
 	}
 	return j, 0, s.flush(ctx)
+}
+
+// transformBatch bounds how many ready transforms one transaction runs
+// besides the one it was delivered for.
+const transformBatch = 64
+
+// runReadyTransforms runs, in the locked run's transaction, transforms of
+// the run that were already ready when the lock was taken (a fan-out's
+// siblings): each is claimed, evaluated and recorded as if delivered, and
+// all commit together. Steps made ready by this transaction are left to
+// the queue or the continuation: a step's result commits before any step
+// that needs it starts. The siblings' own deliveries then find nothing to
+// do (AttemptRef.Batched).
+func (e *Engine) runReadyTransforms(ctx context.Context, s *runState, cont *AttemptRef) error {
+	if s.terminal() || s.counts == nil {
+		return nil
+	}
+	var fresh []string // made ready here
+	for _, t := range s.tasks {
+		if t.Kind == TaskStep {
+			fresh = append(fresh, t.StepID)
+		}
+	}
+	if s.counts[string(steprun.StatusQueued)] <= len(fresh) {
+		return nil
+	}
+	list, err := s.c.StepRun.Query().
+		Where(steprun.RunID(s.run.ID), steprun.StatusEQ(steprun.StatusQueued), steprun.TypeEQ(definition.StepTransform),
+			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...)).
+		Limit(transformBatch).All(ctx)
+	if err != nil {
+		return fmt.Errorf("ready transforms: %w", err)
+	}
+	var load []string
+	for _, sr := range list {
+		if _, ok := s.steps[sr.StepID]; !ok {
+			s.steps[sr.StepID] = sr
+		}
+		if step, ok := s.def.StepByID(sr.StepID); ok {
+			load = append(load, s.claimLoads(step, true)...)
+		}
+	}
+	if err := s.load(ctx, load...); err != nil {
+		return err
+	}
+	for _, found := range list {
+		step, ok := s.def.StepByID(found.StepID)
+		sr := s.steps[found.StepID]
+		if !ok || sr.Status != steprun.StatusQueued || sr.CurrentAttemptID == nil || slices.Contains(fresh, sr.StepID) {
+			continue
+		}
+		if s.terminal() {
+			return nil
+		}
+		j, _, err := s.claimStep(ctx, step, sr, true)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			continue
+		}
+		out, calls, execErr := e.runStep(ctx, j)
+		if err := e.finishAttempt(ctx, j, out, calls, execErr, cont); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runStep executes the step itself.

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
+	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -51,13 +52,13 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 			return err
 		}
 		for _, sr := range due {
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now})
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now, Batched: sr.Type == definition.StepTransform})
 		}
 		for _, sr := range running {
 			// The dead holder's task may still sit "active" in the queue
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now,
+			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now, Batched: sr.Type == definition.StepTransform,
 				Variant: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
 		}
 		expired, err := c.ApprovalRequest.Query().

@@ -165,7 +165,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 			attemptID := ids.New(ids.StepAttempt)
 			sc.SetStatus(steprun.StatusQueued).SetAttempts(1).SetCurrentAttemptID(attemptID).SetReadyAt(s.now)
 			attempts = append(attempts, c.StepAttempt.Create().SetID(attemptID).SetRunID(r.ID).SetStepRunID(id).SetStepID(st.ID).SetNumber(1).SetScheduledAt(s.now))
-			s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: r.TenantID, RunID: r.ID, StepID: st.ID, ID: attemptID, At: s.now})
+			s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: r.TenantID, RunID: r.ID, StepID: st.ID, ID: attemptID, At: s.now, Batched: st.Type == definition.StepTransform})
 		}
 		creates = append(creates, sc)
 	}

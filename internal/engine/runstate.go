@@ -45,6 +45,11 @@ type runState struct {
 	// step's next setStep (or at flush): a pure step's start and result
 	// become one UPDATE.
 	deferred map[string]*ent.StepRunMutation
+	// lockedAt is when the run's lock was taken.
+	lockedAt time.Time
+	// hold makes flush a no-op, so that several steps finished in one
+	// transaction (runReadyTransforms) are written with one flush.
+	hold bool
 }
 
 // lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to
@@ -72,7 +77,8 @@ func (e *Engine) lockRunSteps(ctx context.Context, c *ent.Client, runID string, 
 	if err != nil {
 		return nil, err
 	}
-	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now()}
+	now := e.now()
+	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: now, lockedAt: now}
 	if sum(r.StepCounts) == len(def.Steps) {
 		s.counts = maps.Clone(r.StepCounts)
 	}
@@ -220,6 +226,9 @@ func (s *runState) terminal() bool {
 
 // flush writes the events and the run row, and queues tasks for after commit.
 func (s *runState) flush(ctx context.Context) error {
+	if s.hold {
+		return nil
+	}
 	for id := range s.deferred {
 		if err := s.setStep(ctx, s.steps[id], s.c.StepRun.UpdateOne(s.steps[id])); err != nil {
 			return err

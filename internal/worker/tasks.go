@@ -36,12 +36,13 @@ type payload struct {
 	TenantID string `json:"tenantID"`
 	RunID    string `json:"runID"`
 	StepID   string `json:"stepID,omitempty"` // step tasks; absent in older ones
+	Batched  bool   `json:"batched,omitempty"`
 	ID       string `json:"id"`
 }
 
 // attempt is the step attempt a step task names.
 func (p payload) attempt() engine.AttemptRef {
-	return engine.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID}
+	return engine.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID, Batched: p.Batched}
 }
 
 // Dispatcher enqueues engine tasks on asynq.
@@ -97,7 +98,7 @@ const dispatchParallelism = 8
 
 // enqueue puts one task on its queue; see dispatch.
 func (d *Dispatcher) enqueue(ctx context.Context, t engine.Task, insp *asynq.Inspector) error {
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, Batched: t.Batched})
 	queue := QueueSteps
 	switch t.Kind {
 	case engine.TaskApprovalTimeout:

@@ -28,7 +28,7 @@ func (d *Dispatcher) wake(ctx context.Context, t engine.Task) {
 	if d.rdb == nil {
 		return
 	}
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, Batched: t.Batched})
 	pipe := d.rdb.Pipeline()
 	pipe.RPush(ctx, wakeKey, b)
 	pipe.LTrim(ctx, wakeKey, -wakeBacklog, -1)
