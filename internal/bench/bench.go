@@ -29,7 +29,8 @@ type Sizes struct {
 	StartRate      int           // startRun calls per second
 	StartFor       time.Duration // how long startRun is driven at StartRate
 	Subscribers    int           // websocket subscribers on one run
-	LiveSteps      int           // steps whose events the subscribers receive live
+	LiveSteps      int           // steps whose events the subscribers receive live, in a burst
+	LiveGates      int           // approvals decided one at a time while the subscribers listen
 }
 
 // FullSizes is the benchmark the targets are stated for.
@@ -37,7 +38,7 @@ func FullSizes() Sizes {
 	return Sizes{
 		BaselineTasks: 20000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
 		Chains: []int{40, 400}, FanOut: 1000, StartRate: 200, StartFor: 5 * time.Second,
-		Subscribers: 1000, LiveSteps: 5,
+		Subscribers: 1000, LiveSteps: 5, LiveGates: 6,
 	}
 }
 
@@ -47,7 +48,7 @@ func SmokeSizes() Sizes {
 	return Sizes{
 		BaselineTasks: 200, LatencyRuns: 3, ThroughputRuns: 20, InFlight: 10,
 		Chains: []int{5, 10}, FanOut: 20, StartRate: 50, StartFor: 200 * time.Millisecond,
-		Subscribers: 5, LiveSteps: 2,
+		Subscribers: 5, LiveSteps: 2, LiveGates: 2,
 	}
 }
 

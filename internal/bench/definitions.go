@@ -34,14 +34,20 @@ func fanOutDefinition(n int) map[string]any {
 	}
 }
 
-// gatedDefinition parks a run on an approval, then runs n transform steps
-// once it is approved: subscribers connect while it waits, and the events
-// after the approval are the live ones measured.
-func gatedDefinition(n int) map[string]any {
-	steps := []any{
-		map[string]any{"id": "gate", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}, "timeout": "1h"},
-		map[string]any{"id": "s1", "type": "transform", "needs": []any{"gate"}, "output": "'a'"},
+// gatedDefinition parks a run on gates approvals in a row, then runs n
+// chained transform steps once the last is approved: subscribers connect
+// while it waits on the first, each decision is one commit whose events
+// they receive, and the steps after the last are a burst of commits.
+func gatedDefinition(gates, n int) map[string]any {
+	var steps []any
+	for g := 1; g <= gates; g++ {
+		gate := map[string]any{"id": fmt.Sprintf("gate%d", g), "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}, "timeout": "1h"}
+		if g > 1 {
+			gate["needs"] = []any{fmt.Sprintf("gate%d", g-1)}
+		}
+		steps = append(steps, gate)
 	}
+	steps = append(steps, map[string]any{"id": "s1", "type": "transform", "needs": []any{fmt.Sprintf("gate%d", gates)}, "output": "'a'"})
 	for i := 2; i <= n; i++ {
 		steps = append(steps, map[string]any{
 			"id": fmt.Sprintf("s%d", i), "type": "transform", "needs": []any{fmt.Sprintf("s%d", i-1)},

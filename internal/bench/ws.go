@@ -16,6 +16,8 @@ type wsMsg struct {
 	ID      string          `json:"id,omitempty"`
 	Type    string          `json:"type"`
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// Received is when the message was read off the socket.
+	Received time.Time `json:"-"`
 }
 
 // wsConn is an authenticated graphql-transport-ws connection to one API
@@ -76,6 +78,7 @@ func (w *wsConn) read(ctx context.Context) (wsMsg, error) {
 		if err != nil {
 			return wsMsg{}, err
 		}
+		received := time.Now()
 		var m wsMsg
 		if err := json.Unmarshal(b, &m); err != nil {
 			return wsMsg{}, fmt.Errorf("not a graphql-transport-ws message: %.200s", b)
@@ -86,6 +89,7 @@ func (w *wsConn) read(ctx context.Context) (wsMsg, error) {
 			}
 			continue
 		}
+		m.Received = received
 		return m, nil
 	}
 }
@@ -101,6 +105,16 @@ type frame struct {
 // next returns the next message of subscription id; GraphQL errors in a
 // "next" payload and "error" messages are errors.
 func (w *wsConn) next(ctx context.Context, id string) (frame, error) {
+	f, err := w.nextRaw(ctx, id)
+	if err != nil || f.Type != "next" {
+		return f, err
+	}
+	return f, f.decode(id)
+}
+
+// nextRaw is next without decoding the payload (Data stays nil; see
+// decode): a subscriber that must keep up with many frames decodes later.
+func (w *wsConn) nextRaw(ctx context.Context, id string) (frame, error) {
 	for {
 		m, err := w.read(ctx)
 		if err != nil {
@@ -109,23 +123,26 @@ func (w *wsConn) next(ctx context.Context, id string) (frame, error) {
 		if m.ID != id {
 			continue
 		}
-		f := frame{Type: m.Type, Raw: string(m.Payload), Received: time.Now()}
-		switch m.Type {
-		case "next":
-			var p struct {
-				Data   map[string]any    `json:"data"`
-				Errors []json.RawMessage `json:"errors"`
-			}
-			if err := json.Unmarshal(m.Payload, &p); err != nil {
-				return f, err
-			}
-			if len(p.Errors) > 0 {
-				return f, fmt.Errorf("subscription %s: %.300s", id, f.Raw)
-			}
-			f.Data = p.Data
-		case "error":
+		f := frame{Type: m.Type, Raw: string(m.Payload), Received: m.Received}
+		if m.Type == "error" {
 			return f, fmt.Errorf("subscription %s: %.300s", id, f.Raw)
 		}
 		return f, nil
 	}
+}
+
+// decode fills Data from a "next" frame's payload.
+func (f *frame) decode(id string) error {
+	var p struct {
+		Data   map[string]any    `json:"data"`
+		Errors []json.RawMessage `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(f.Raw), &p); err != nil {
+		return err
+	}
+	if len(p.Errors) > 0 {
+		return fmt.Errorf("subscription %s: %.300s", id, f.Raw)
+	}
+	f.Data = p.Data
+	return nil
 }
