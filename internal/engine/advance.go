@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
+	"github.com/sluicehq/sluice/internal/store"
 )
 
 // advance moves the run forward after any change: pending steps whose needs
@@ -121,7 +122,7 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 		SetStepID(sr.StepID).
 		SetNumber(n).
 		SetScheduledAt(at).
-		Exec(ctx)
+		Exec(store.Deferred(ctx, "step_attempts:"+attemptID, 1))
 	if err != nil {
 		return fmt.Errorf("create attempt: %w", err)
 	}

@@ -318,7 +318,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			if err := s.setStep(ctx, sr, u); err != nil {
 				return nil, 0, err
 			}
-			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now)); err != nil {
+			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -539,7 +539,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		})
 	}
 	if execErr == nil {
-		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded)); err != nil {
+		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded), 1); err != nil {
 			return err
 		}
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
@@ -555,7 +555,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	if se.Class == steps.Budget {
 		s.emit("budget.exceeded", j.step.ID, j.attempt, j.budgetData)
 	}
-	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message)); err != nil {
+	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message), 1); err != nil {
 		return err
 	}
 	policy := j.step.RetryPolicy()

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/store"
 )
 
 // runState is one locked run inside one transaction: every state change of a
@@ -236,9 +237,14 @@ func (s *runState) flush(ctx context.Context) error {
 	}
 	var saved []*ent.RunEvent
 	if len(s.events) > 0 {
-		var err error
-		if saved, err = s.c.RunEvent.CreateBulk(s.events...).Save(ctx); err != nil {
-			return fmt.Errorf("append events: %w", err)
+		saved = make([]*ent.RunEvent, 0, len(s.events))
+		for _, ev := range s.events {
+			seq, _ := ev.Mutation().Seq()
+			e, err := ev.Save(store.Deferred(ctx, fmt.Sprintf("run_events:%s:%d", s.run.ID, seq), 1))
+			if err != nil {
+				return fmt.Errorf("append events: %w", err)
+			}
+			saved = append(saved, e)
 		}
 		s.events = nil
 		if err := s.enqueueWebhooks(ctx, saved); err != nil {
@@ -255,7 +261,7 @@ func (s *runState) flush(ctx context.Context) error {
 		if err := copyMutation(b.Mutation(), s.update.Mutation()); err != nil {
 			return fmt.Errorf("update run: %w", err)
 		}
-		if _, err := b.Save(ctx); err != nil {
+		if _, err := b.Save(store.Deferred(ctx, "runs:"+s.run.ID, 1)); err != nil {
 			return fmt.Errorf("update run: %w", err)
 		}
 		r := *s.run
@@ -356,7 +362,7 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			return err
 		}
 		if sr.CurrentAttemptID != nil {
-			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now)); err != nil {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
 				return err
 			}
 		}
@@ -381,12 +387,10 @@ func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *ent.StepRunU
 	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
 		return fmt.Errorf("update step %s: %w", sr.StepID, err)
 	}
-	n, err := b.Save(ctx)
-	if err != nil {
+	// Held and sent with the transaction's next statement; it must change
+	// exactly this row.
+	if _, err := b.Save(store.Deferred(ctx, "step_runs:"+sr.ID, 1)); err != nil {
 		return fmt.Errorf("update step %s: %w", sr.StepID, err)
-	}
-	if n != 1 {
-		return fmt.Errorf("update step %s: %d rows changed", sr.StepID, n)
 	}
 	return s.replaceStep(sr, b.Mutation())
 }
@@ -424,13 +428,15 @@ func (s *runState) deferStep(sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
 	return nil
 }
 
-// setAttempt saves an attempt update: one UPDATE, nothing read back.
-func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdateOne) error {
+// setAttempt saves an attempt update: one UPDATE, nothing read back, held
+// for the transaction's next statement. rows is how many rows it must
+// change: 1, or -1 when the attempt may be gone.
+func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdateOne, rows int) error {
 	b := s.c.StepAttempt.Update().Where(stepattempt.ID(attemptID))
 	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
 		return fmt.Errorf("update attempt %s: %w", attemptID, err)
 	}
-	if _, err := b.Save(ctx); err != nil {
+	if _, err := b.Save(store.Deferred(ctx, "step_attempts:"+attemptID, rows)); err != nil {
 		return fmt.Errorf("update attempt %s: %w", attemptID, err)
 	}
 	return nil

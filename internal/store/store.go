@@ -45,9 +45,10 @@ func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
 	return db, nil
 }
 
-// NewClient wraps db in an Ent client.
+// NewClient wraps db in an Ent client whose transactions hold deferred
+// writes (see Deferred).
 func NewClient(db *sql.DB) *ent.Client {
-	return ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db)))
+	return ent.NewClient(ent.Driver(Driver{entsql.OpenDB(dialect.Postgres, db)}))
 }
 
 // BeginTenant starts a transaction scoped to tenantID. The setting is
