@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -169,18 +170,13 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		}
 		creates = append(creates, sc)
 	}
-	list, err := c.StepRun.CreateBulk(creates...).Save(ctx)
+	list, err := e.createSteps(ctx, c, creates, attempts)
 	if err != nil {
 		return nil, err
 	}
 	for _, sr := range list {
 		s.steps[sr.StepID] = sr
 		s.counts[string(sr.Status)]++
-	}
-	if len(attempts) > 0 {
-		if err := c.StepAttempt.CreateBulk(attempts...).Exec(ctx); err != nil {
-			return nil, fmt.Errorf("create attempts: %w", err)
-		}
 	}
 	data := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID, "mode": string(r.Mode)}
 	if nr.replayOf != nil {
@@ -194,6 +190,43 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		return nil, err
 	}
 	return s.run, nil
+}
+
+// heldCreates is how many steps a new run may have for its rows to be held
+// and written with the run's first flush (one statement with its events);
+// more are inserted in bulk at once.
+const heldCreates = 6
+
+// createSteps inserts a new run's steps and first attempts.
+func (e *Engine) createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate, attempts []*ent.StepAttemptCreate) ([]*ent.StepRun, error) {
+	if len(steps) > heldCreates {
+		list, err := c.StepRun.CreateBulk(steps...).Save(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(attempts) > 0 {
+			if err := c.StepAttempt.CreateBulk(attempts...).Exec(ctx); err != nil {
+				return nil, fmt.Errorf("create attempts: %w", err)
+			}
+		}
+		return list, nil
+	}
+	list := make([]*ent.StepRun, 0, len(steps))
+	for _, sc := range steps {
+		id, _ := sc.Mutation().ID()
+		sr, err := sc.Save(store.Deferred(ctx, "step_runs:"+id, 1))
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, sr)
+	}
+	for _, ac := range attempts {
+		id, _ := ac.Mutation().ID()
+		if err := ac.Exec(store.Deferred(ctx, "step_attempts:"+id, 1)); err != nil {
+			return nil, fmt.Errorf("create attempts: %w", err)
+		}
+	}
+	return list, nil
 }
 
 // startsQueued reports whether a step is scheduled as soon as its run is

@@ -281,6 +281,7 @@ func (s *runState) flush(ctx context.Context) error {
 			}
 		}
 	}
+	markBatched(s.tasks)
 	s.e.dispatchAfterCommit(ctx, s.tasks)
 	s.tasks = nil
 	for _, fn := range s.afterCommit {
@@ -448,4 +449,22 @@ func sum(counts map[string]int) int {
 		n += c
 	}
 	return n
+}
+
+// markBatched keeps the Batched hint only on a flush's transform tasks that
+// have siblings (two or more): a lone transform cannot have been run by
+// another delivery's batch, so its delivery need not look first.
+func markBatched(tasks []Task) {
+	n := 0
+	for _, t := range tasks {
+		if t.Batched {
+			n++
+		}
+	}
+	if n >= 2 {
+		return
+	}
+	for i := range tasks {
+		tasks[i].Batched = false
+	}
 }
