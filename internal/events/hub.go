@@ -53,9 +53,10 @@ type Hub struct {
 	idleCheck time.Duration
 	active    prometheus.Gauge
 
-	mu     sync.Mutex
-	subs   map[string]map[*Subscription]struct{} // by subscriptionKey
-	closed bool
+	mu      sync.Mutex
+	subs    map[string]map[*Subscription]struct{} // by subscriptionKey
+	tenants map[string]int                        // subscriptions per tenant
+	closed  bool
 
 	closing     context.Context // cancelled when Close begins
 	stopClosing context.CancelFunc
@@ -82,8 +83,9 @@ func NewHub(rdb redis.UniversalClient, o HubOptions) (*Hub, error) {
 			Name: "sluice_active_subscriptions",
 			Help: "Live GraphQL subscriptions served by this process.",
 		}),
-		subs: map[string]map[*Subscription]struct{}{},
-		done: make(chan struct{}),
+		subs:    map[string]map[*Subscription]struct{}{},
+		tenants: map[string]int{},
+		done:    make(chan struct{}),
 	}
 	h.closing, h.stopClosing = context.WithCancel(context.Background())
 	if o.Registerer != nil {
@@ -147,6 +149,19 @@ func (h *Hub) SubscribeTenant(tenantID string) *Subscription {
 
 func subscriptionKey(tenantID, runID string) string { return tenantID + "\x00" + runID }
 
+func tenantOf(key string) string {
+	tenantID, _, _ := strings.Cut(key, "\x00")
+	return tenantID
+}
+
+// listened reports whether any local subscriber wants tenantID's notices:
+// the others are not even decoded.
+func (h *Hub) listened(tenantID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tenants[tenantID] > 0
+}
+
 func (h *Hub) subscribe(key string) *Subscription {
 	s := &Subscription{hub: h, key: key, c: make(chan *Notice, h.buffer)}
 	h.mu.Lock()
@@ -163,6 +178,7 @@ func (h *Hub) subscribe(key string) *Subscription {
 		h.subs[key] = set
 	}
 	set[s] = struct{}{}
+	h.tenants[tenantOf(key)]++
 	h.active.Inc()
 	return s
 }
@@ -181,6 +197,11 @@ func (h *Hub) dropLocked(s *Subscription, err error) {
 		}
 	}
 	close(s.c)
+	if t := tenantOf(s.key); h.tenants[t] > 1 {
+		h.tenants[t]--
+	} else {
+		delete(h.tenants, t)
+	}
 	h.active.Dec()
 }
 
@@ -227,7 +248,7 @@ func (h *Hub) listen(ctx context.Context, ps *redis.PubSub) {
 			}
 		case *redis.Message:
 			tenantID, ok := strings.CutPrefix(m.Channel, channelPrefix)
-			if !ok || tenantID == "" {
+			if !ok || tenantID == "" || !h.listened(tenantID) {
 				continue
 			}
 			n := &Notice{}

@@ -177,3 +177,26 @@ func TestHubResyncsAfterReconnect(t *testing.T) {
 		t.Fatalf("after the resync: %+v", n)
 	}
 }
+
+// A Hub decodes a tenant's notices only while someone in this process
+// listens to that tenant, through a run or the whole tenant.
+func TestHubListensOnlyForSubscribedTenants(t *testing.T) {
+	h, _, _ := startHub(t, 4)
+	if h.listened("ten_a") {
+		t.Fatal("listened to a tenant with no subscriber")
+	}
+	run := h.SubscribeRun("ten_a", "run_1")
+	all := h.SubscribeTenant("ten_a")
+	if !h.listened("ten_a") || h.listened("ten_b") {
+		t.Fatalf("after subscribing to ten_a: ten_a %v, ten_b %v", h.listened("ten_a"), h.listened("ten_b"))
+	}
+	run.Close()
+	if !h.listened("ten_a") {
+		t.Fatal("stopped listening while a tenant subscription remains")
+	}
+	all.Close()
+	all.Close() // twice is harmless and must not count twice
+	if h.listened("ten_a") {
+		t.Fatal("still listening after every subscriber left")
+	}
+}
