@@ -516,11 +516,6 @@ var (
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "run_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[20]},
-			},
-			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
 				Columns: []*schema.Column{RunsColumns[20], RunsColumns[8]},
@@ -573,11 +568,6 @@ var (
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "runevent_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{RunEventsColumns[7]},
-			},
-			{
 				Name:    "runevent_tenant_id_run_id_seq",
 				Unique:  true,
 				Columns: []*schema.Column{RunEventsColumns[7], RunEventsColumns[8], RunEventsColumns[1]},
@@ -622,11 +612,6 @@ var (
 			},
 		},
 		Indexes: []*schema.Index{
-			{
-				Name:    "stepattempt_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{StepAttemptsColumns[13]},
-			},
 			{
 				Name:    "stepattempt_tenant_id_step_run_id_number",
 				Unique:  true,
@@ -680,19 +665,17 @@ var (
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "steprun_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{StepRunsColumns[15]},
-			},
-			{
 				Name:    "steprun_tenant_id_run_id_step_id",
 				Unique:  true,
 				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[16], StepRunsColumns[3]},
 			},
 			{
-				Name:    "steprun_status_ready_at",
+				Name:    "steprun_tenant_id_status_ready_at",
 				Unique:  false,
-				Columns: []*schema.Column{StepRunsColumns[5], StepRunsColumns[8]},
+				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[5], StepRunsColumns[8]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "ready_at IS NOT NULL",
+				},
 			},
 		},
 	}

@@ -58,7 +58,13 @@ func now() time.Time { return time.Now().UTC() }
 // TenantMixin marks a table as tenant-owned: a tenant_id column set from the
 // viewer (never from input), an index led by it, and the privacy filter that
 // confines every query and mutation to the viewer's tenant.
-type TenantMixin struct{ mixin.Schema }
+type TenantMixin struct {
+	mixin.Schema
+	// LedByOwnIndexes: the schema's own indexes all lead with tenant_id, so
+	// the mixin adds none. On the tables the engine writes for every step,
+	// one index less is one index write less per row change.
+	LedByOwnIndexes bool
+}
 
 func (TenantMixin) Fields() []ent.Field {
 	return []ent.Field{
@@ -74,7 +80,10 @@ func (TenantMixin) Edges() []ent.Edge {
 	}
 }
 
-func (TenantMixin) Indexes() []ent.Index {
+func (m TenantMixin) Indexes() []ent.Index {
+	if m.LedByOwnIndexes {
+		return nil
+	}
 	return []ent.Index{index.Fields("tenant_id")}
 }
 

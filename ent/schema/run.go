@@ -19,7 +19,7 @@ import (
 type Run struct{ ent.Schema }
 
 func (Run) Mixin() []ent.Mixin {
-	return []ent.Mixin{IDMixin{Prefix: ids.Run}, TenantMixin{}, TimeMixin{}}
+	return []ent.Mixin{IDMixin{Prefix: ids.Run}, TenantMixin{LedByOwnIndexes: true}, TimeMixin{}}
 }
 
 func (Run) Fields() []ent.Field {

@@ -17,7 +17,7 @@ import (
 type RunEvent struct{ ent.Schema }
 
 func (RunEvent) Mixin() []ent.Mixin {
-	return []ent.Mixin{IDMixin{Prefix: ids.RunEvent}, TenantMixin{}}
+	return []ent.Mixin{IDMixin{Prefix: ids.RunEvent}, TenantMixin{LedByOwnIndexes: true}}
 }
 
 func (RunEvent) Fields() []ent.Field {

@@ -17,7 +17,7 @@ import (
 type StepAttempt struct{ ent.Schema }
 
 func (StepAttempt) Mixin() []ent.Mixin {
-	return []ent.Mixin{IDMixin{Prefix: ids.StepAttempt}, TenantMixin{}, CreatedMixin{}}
+	return []ent.Mixin{IDMixin{Prefix: ids.StepAttempt}, TenantMixin{LedByOwnIndexes: true}, CreatedMixin{}}
 }
 
 func (StepAttempt) Fields() []ent.Field {

@@ -19,7 +19,7 @@ import (
 type StepRun struct{ ent.Schema }
 
 func (StepRun) Mixin() []ent.Mixin {
-	return []ent.Mixin{IDMixin{Prefix: ids.StepRun}, TenantMixin{}, TimeMixin{}}
+	return []ent.Mixin{IDMixin{Prefix: ids.StepRun}, TenantMixin{LedByOwnIndexes: true}, TimeMixin{}}
 }
 
 func (StepRun) Fields() []ent.Field {
@@ -61,7 +61,11 @@ func (StepRun) Edges() []ent.Edge {
 func (StepRun) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("tenant_id", "run_id", "step_id").Unique(),
-		index.Fields("status", "ready_at"),
+		// The reconciler's view of due and stale steps. Only steps that can
+		// still run have a ready_at (a step's final write clears it), so a
+		// finished step leaves the index and its final write adds no entry.
+		index.Fields("tenant_id", "status", "ready_at").
+			Annotations(entsql.IndexWhere("ready_at IS NOT NULL")),
 	}
 }
 

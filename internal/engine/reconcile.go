@@ -46,7 +46,9 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 			return err
 		}
 		running, err := c.StepRun.Query().
-			Where(steprun.StatusEQ(steprun.StatusRunning), steprun.UpdatedAtLTE(now.Add(-o.Stale)), steprun.CurrentAttemptIDNotNil()).
+			// A running step keeps its ready_at until it finishes; saying so
+			// lets the partial index on ready_at serve this query.
+			Where(steprun.StatusEQ(steprun.StatusRunning), steprun.ReadyAtNotNil(), steprun.UpdatedAtLTE(now.Add(-o.Stale)), steprun.CurrentAttemptIDNotNil()).
 			Limit(1000).All(ctx)
 		if err != nil {
 			return err
