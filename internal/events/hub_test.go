@@ -2,22 +2,53 @@ package events
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
-// startHub runs a Hub on an embedded Redis and returns it with a publisher
-// and the registry holding its gauge.
+// These tests use the real Redis the suite uses (SLUICE_TEST_REDIS_ADDR,
+// default 127.0.0.1:6379). Pub/sub channels are shared by every database
+// and every test run on it, so each test names tenants of its own (tenant):
+// other runs' notices are for tenants no subscriber here listens to.
+
+func redisAddr() string {
+	if a := os.Getenv("SLUICE_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+func newRedis(t *testing.T, o redis.Options) *redis.Client {
+	t.Helper()
+	o.Addr = redisAddr()
+	rdb := redis.NewClient(&o)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("redis at %s: %v", o.Addr, err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// tenant returns a tenant id no other test or run uses.
+func tenant(name string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "ten_hubtest_" + name + "_" + hex.EncodeToString(b)
+}
+
+// startHub runs a Hub on the test Redis and returns it with a publisher and
+// the registry holding its gauge.
 func startHub(t *testing.T, buffer int) (*Hub, *RedisPublisher, *prometheus.Registry) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := newRedis(t, redis.Options{})
 	reg := prometheus.NewRegistry()
 	h, err := NewHub(rdb, HubOptions{Buffer: buffer, Registerer: reg})
 	if err != nil {
@@ -65,24 +96,26 @@ func notice(tenantID, runID string, seq int64) Notice {
 }
 
 func TestHubFansOutByTenantAndRun(t *testing.T) {
+	a := tenant("a")
+	b := tenant("b")
 	h, pub, reg := startHub(t, 8)
-	runSub := h.SubscribeRun("ten_a", "run_1")
-	tenantSub := h.SubscribeTenant("ten_a")
-	otherRun := h.SubscribeRun("ten_a", "run_2")
-	otherTenant := h.SubscribeTenant("ten_b")
+	runSub := h.SubscribeRun(a, "run_1")
+	tenantSub := h.SubscribeTenant(a)
+	otherRun := h.SubscribeRun(a, "run_2")
+	otherTenant := h.SubscribeTenant(b)
 	if got := activeSubscriptions(t, reg); got != 4 {
 		t.Fatalf("active subscriptions %v, want 4", got)
 	}
 
-	pub.Publish(context.Background(), notice("ten_a", "run_1", 3))
+	pub.Publish(context.Background(), notice(a, "run_1", 3))
 	// A notice for each of the other subscribers, published after: if the
 	// first had reached them, it would arrive before these.
-	pub.Publish(context.Background(), notice("ten_a", "run_2", 1))
-	pub.Publish(context.Background(), notice("ten_b", "run_9", 1))
+	pub.Publish(context.Background(), notice(a, "run_2", 1))
+	pub.Publish(context.Background(), notice(b, "run_9", 1))
 
 	for _, s := range []*Subscription{runSub, tenantSub} {
 		n := receive(t, s)
-		if n.TenantID != "ten_a" || n.RunID != "run_1" || n.Status != "running" || n.CostMicroUSD != 7 ||
+		if n.TenantID != a || n.RunID != "run_1" || n.Status != "running" || n.CostMicroUSD != 7 ||
 			len(n.Events) != 1 || n.Events[0].Seq != 3 || !n.Events[0].At.Equal(time.Unix(1700000000, 0)) {
 			t.Fatalf("notice: %+v", n)
 		}
@@ -90,8 +123,8 @@ func TestHubFansOutByTenantAndRun(t *testing.T) {
 	if n := receive(t, otherRun); n.RunID != "run_2" {
 		t.Fatalf("run_2's subscriber got %s's notice", n.RunID)
 	}
-	if n := receive(t, otherTenant); n.TenantID != "ten_b" {
-		t.Fatalf("ten_b's subscriber got %s's notice", n.TenantID)
+	if n := receive(t, otherTenant); n.TenantID != b {
+		t.Fatalf("b's subscriber got %s's notice", n.TenantID)
 	}
 	runSub.Close()
 	runSub.Close()
@@ -101,11 +134,12 @@ func TestHubFansOutByTenantAndRun(t *testing.T) {
 }
 
 func TestHubDropsSlowSubscriberOnly(t *testing.T) {
+	a := tenant("a")
 	h, pub, reg := startHub(t, 2)
-	slow := h.SubscribeRun("ten_a", "run_1")
-	fast := h.SubscribeRun("ten_a", "run_1")
+	slow := h.SubscribeRun(a, "run_1")
+	fast := h.SubscribeRun(a, "run_1")
 	for seq := int64(1); seq <= 3; seq++ {
-		pub.Publish(context.Background(), notice("ten_a", "run_1", seq))
+		pub.Publish(context.Background(), notice(a, "run_1", seq))
 		if n := receive(t, fast); n.Events[0].Seq != seq {
 			t.Fatalf("fast subscriber got seq %d, want %d", n.Events[0].Seq, seq)
 		}
@@ -126,8 +160,9 @@ func TestHubDropsSlowSubscriberOnly(t *testing.T) {
 }
 
 func TestHubCloseEndsSubscriptions(t *testing.T) {
+	a := tenant("a")
 	h, _, reg := startHub(t, 4)
-	s := h.SubscribeTenant("ten_a")
+	s := h.SubscribeTenant(a)
 	h.Close()
 	if _, ok := <-s.C(); ok || !errors.Is(s.Err(), ErrHubClosed) {
 		t.Fatalf("after Close: open=%v err=%v", ok, s.Err())
@@ -135,7 +170,7 @@ func TestHubCloseEndsSubscriptions(t *testing.T) {
 	if h.Closing().Err() == nil {
 		t.Fatal("Closing not cancelled")
 	}
-	late := h.SubscribeRun("ten_a", "run_1")
+	late := h.SubscribeRun(a, "run_1")
 	if _, ok := <-late.C(); ok || !errors.Is(late.Err(), ErrHubClosed) {
 		t.Fatal("a subscription after Close is open")
 	}
@@ -145,9 +180,9 @@ func TestHubCloseEndsSubscriptions(t *testing.T) {
 }
 
 func TestHubResyncsAfterReconnect(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	a := tenant("a")
+	name := "sluice-hub-test-" + a
+	rdb := newRedis(t, redis.Options{ClientName: name, MaxRetries: -1})
 	h, err := NewHub(rdb, HubOptions{IdleCheck: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -156,47 +191,74 @@ func TestHubResyncsAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	s := h.SubscribeRun("ten_a", "run_1")
-	// Drop every connection: the hub must notice, re-subscribe and tell
-	// subscribers to re-read what they may have missed.
-	mr.Close()
-	if err := mr.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	s := h.SubscribeRun(a, "run_1")
+	// Drop the hub's connection, as a Redis restart or a network cut
+	// would: the hub must notice, re-subscribe and tell subscribers to
+	// re-read what they may have missed.
+	killPubSub(t, rdb, name)
 	select {
 	case n := <-s.C():
-		if !n.Resync || n.TenantID != "ten_a" || n.RunID != "run_1" {
-			t.Fatalf("want a resync of ten_a/run_1, got %+v", n)
+		if !n.Resync || n.TenantID != a || n.RunID != "run_1" {
+			t.Fatalf("want a resync of %s/run_1, got %+v", a, n)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("no resync after Redis restarted")
+		t.Fatal("no resync after the connection was dropped")
 	}
 	// And the subscription works again.
-	NewRedisPublisher(rdb, nil).Publish(context.Background(), notice("ten_a", "run_1", 1))
+	NewRedisPublisher(rdb, nil).Publish(context.Background(), notice(a, "run_1", 1))
 	if n := receive(t, s); n.Resync || n.Events[0].Seq != 1 {
 		t.Fatalf("after the resync: %+v", n)
+	}
+}
+
+// killPubSub closes, from the server side, the pub/sub connection of the
+// client named name.
+func killPubSub(t *testing.T, rdb *redis.Client, name string) {
+	t.Helper()
+	ctx := context.Background()
+	list, err := rdb.ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, line := range strings.Split(list, "\n") {
+		if !strings.Contains(line, " name="+name+" ") || !strings.Contains(line, "psub=1") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if id, ok := strings.CutPrefix(f, "id="); ok {
+				if err := rdb.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
+					t.Fatal(err)
+				}
+				killed++
+			}
+		}
+	}
+	if killed == 0 {
+		t.Fatalf("no pub/sub connection named %s in CLIENT LIST", name)
 	}
 }
 
 // A Hub decodes a tenant's notices only while someone in this process
 // listens to that tenant, through a run or the whole tenant.
 func TestHubListensOnlyForSubscribedTenants(t *testing.T) {
+	a, b := tenant("a"), tenant("b")
 	h, _, _ := startHub(t, 4)
-	if h.listened("ten_a") {
+	if h.listened(a) {
 		t.Fatal("listened to a tenant with no subscriber")
 	}
-	run := h.SubscribeRun("ten_a", "run_1")
-	all := h.SubscribeTenant("ten_a")
-	if !h.listened("ten_a") || h.listened("ten_b") {
-		t.Fatalf("after subscribing to ten_a: ten_a %v, ten_b %v", h.listened("ten_a"), h.listened("ten_b"))
+	run := h.SubscribeRun(a, "run_1")
+	all := h.SubscribeTenant(a)
+	if !h.listened(a) || h.listened(b) {
+		t.Fatalf("after subscribing to a: a %v, b %v", h.listened(a), h.listened(b))
 	}
 	run.Close()
-	if !h.listened("ten_a") {
+	if !h.listened(a) {
 		t.Fatal("stopped listening while a tenant subscription remains")
 	}
 	all.Close()
 	all.Close() // twice is harmless and must not count twice
-	if h.listened("ten_a") {
+	if h.listened(a) {
 		t.Fatal("still listening after every subscriber left")
 	}
 }
