@@ -78,3 +78,41 @@ func TestEngineFanOutAndJoin(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineRunWithoutStepCounts covers runs created before the run row kept
+// its step counts: such a run settles from its steps, finishes normally, and
+// keeps counts from then on.
+func TestEngineRunWithoutStepCounts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "eng-counts")
+	prep := map[string]any{"id": "prep", "type": "transform", "output": "'ready'"}
+	done := map[string]any{"id": "done", "type": "transform", "needs": []any{"review"}, "output": "steps.prep.output + '!'"}
+	wf, _ := deployWorkflow(t, f, "counts", engDef(nil, "steps.done.output", prep, engApproval("review", "1h", "reject", "prep"), done))
+	operator := newClient(t, 1, token(t, f.tenantID, "operator"))
+	runID := engStart(t, operator, f, wf, map[string]any{})
+	apr := engPendingApproval(t, operator, runID)
+
+	db := ownerDB(t)
+	var counts string
+	if err := db.QueryRow(`SELECT step_counts::text FROM runs WHERE id = $1`, runID).Scan(&counts); err != nil {
+		t.Fatal(err)
+	}
+	if counts != `{"pending": 1, "waiting": 1, "succeeded": 1}` {
+		t.Fatalf("step_counts while waiting = %s", counts)
+	}
+	// As a run from before step counts were kept.
+	if _, err := db.Exec(`UPDATE runs SET step_counts = NULL WHERE id = $1`, runID); err != nil {
+		t.Fatal(err)
+	}
+	operator.ok(mEngDecide, map[string]any{"id": apr, "d": "APPROVE", "c": ""})
+	run := engFinish(t, f.owner, runID, "succeeded")
+	if run["output"] != "ready!" {
+		t.Fatalf("run output = %v", run["output"])
+	}
+	if err := db.QueryRow(`SELECT step_counts::text FROM runs WHERE id = $1`, runID).Scan(&counts); err != nil {
+		t.Fatal(err)
+	}
+	if counts != `{"succeeded": 3}` {
+		t.Fatalf("step_counts after the run = %s, want every step succeeded", counts)
+	}
+}

@@ -405,7 +405,9 @@ func (s *runState) replaceStep(sr *ent.StepRun, m *ent.StepRunMutation) error {
 	}
 	s.steps[sr.StepID] = &updated
 	if updated.Status != sr.Status && s.counts != nil {
-		s.counts[string(sr.Status)]--
+		if s.counts[string(sr.Status)]--; s.counts[string(sr.Status)] <= 0 {
+			delete(s.counts, string(sr.Status))
+		}
 		s.counts[string(updated.Status)]++
 		s.countsChanged, s.dirty = true, true
 	}
