@@ -194,9 +194,11 @@ func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
 // reconciler sends it again once it is due.
 const maxEarlyWait = 2 * time.Second
 
-// claimAttempt marks an attempt running if it is still the step's current
-// one and the run goes on. It returns a nil job when there is nothing to do,
-// and with it how long to wait first when the attempt is not due yet.
+// claimAttempt locks the attempt's run, reads the steps the attempt may
+// touch and claims the attempt (claimStep). It returns the locked run state
+// too, also when the job is nil (nothing to do for this attempt) so that the
+// caller may run the run's other ready transforms; the state is nil when the
+// run is gone or its lock was not taken.
 func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runState, time.Duration, error) {
 	c := ent.FromContext(ctx)
 	attemptID := ref.ID
