@@ -5,27 +5,35 @@ import (
 	"testing"
 )
 
-// TestEngineFanOutAndJoin runs wide fan-outs of transforms into a join, three
-// runs at once over the suite's two workers. Workers run ready sibling
-// transforms of a run in batches; whatever the batching, every step runs
-// exactly once, every event is logged once with gapless sequence numbers,
-// and the join starts only after every step it needs has succeeded.
+// TestEngineFanOutAndJoin runs wide fan-outs of transform pairs (p_i, then
+// q_i which needs it) into a join, three runs at once over the suite's two
+// workers. Workers run a run's ready transforms in batches; whatever the
+// batching, every step runs exactly once, every event is logged once with
+// gapless sequence numbers, and no step starts in the transaction that
+// recorded a result it needs: every q_i and the join are made ready by a
+// transaction that also runs other ready steps, so a batch that took the
+// step it just made ready would show here.
 func TestEngineFanOutAndJoin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "eng-fanout")
-	const width = 150
+	// Fewer pairs than a batch (64), so that a batch's query for ready
+	// steps sees every queued step, the q_i just made ready included.
+	const width = 40
 	var steps []map[string]any
-	var needs []any
+	var joinNeeds []any
 	for i := 1; i <= width; i++ {
-		id := fmt.Sprintf("p%d", i)
-		steps = append(steps, map[string]any{"id": id, "type": "transform", "output": fmt.Sprintf("input.n * %d.0", i)})
-		needs = append(needs, id)
+		p, q := fmt.Sprintf("p%d", i), fmt.Sprintf("q%d", i)
+		steps = append(steps,
+			map[string]any{"id": p, "type": "transform", "output": fmt.Sprintf("input.n * %d.0", i)},
+			map[string]any{"id": q, "type": "transform", "needs": []any{p}, "output": fmt.Sprintf("steps.%s.output + 1.0", p)})
+		joinNeeds = append(joinNeeds, q)
 	}
-	steps = append(steps, map[string]any{"id": "join", "type": "transform", "needs": needs,
-		"output": fmt.Sprintf("steps.p1.output + steps.p%d.output", width)})
+	steps = append(steps, map[string]any{"id": "join", "type": "transform", "needs": joinNeeds,
+		"output": fmt.Sprintf("steps.q1.output + steps.q%d.output", width)})
 	input := map[string]any{"type": "object", "required": []any{"n"}, "properties": map[string]any{"n": map[string]any{"type": "integer"}}}
 	wf, _ := deployWorkflow(t, f, "fanout", engDef(input, "steps.join.output", steps...))
 
+	db := ownerDB(t)
 	var ids []string
 	for n := 1; n <= 3; n++ {
 		ids = append(ids, engStart(t, f.owner, f, wf, map[string]any{"n": n}))
@@ -33,12 +41,12 @@ func TestEngineFanOutAndJoin(t *testing.T) {
 	for i, id := range ids {
 		n := i + 1
 		run := engFinish(t, f.owner, id, "succeeded")
-		if want := float64(n + n*width); run["output"] != want {
+		if want := float64(n*1 + 1 + n*width + 1); run["output"] != want {
 			t.Errorf("run %d output = %v, want %v", n, run["output"], want)
 		}
 		list, _ := run["steps"].([]any)
-		if len(list) != width+1 {
-			t.Fatalf("run %d has %d steps, want %d", n, len(list), width+1)
+		if len(list) != 2*width+1 {
+			t.Fatalf("run %d has %d steps, want %d", n, len(list), 2*width+1)
 		}
 		for _, s := range list {
 			st := s.(map[string]any)
@@ -48,7 +56,6 @@ func TestEngineFanOutAndJoin(t *testing.T) {
 		}
 		events, _ := run["events"].([]any)
 		started, succeeded := map[string]int{}, map[string]int{}
-		lastNeed, joinStart := 0.0, 0.0
 		for i, e := range events {
 			ev := e.(map[string]any)
 			if ev["seq"] != float64(i+1) {
@@ -58,24 +65,36 @@ func TestEngineFanOutAndJoin(t *testing.T) {
 			switch ev["type"] {
 			case "step.started":
 				started[step]++
-				if step == "join" {
-					joinStart = ev["seq"].(float64)
-				}
 			case "step.succeeded":
 				succeeded[step]++
-				if step != "join" {
-					lastNeed = max(lastNeed, ev["seq"].(float64))
-				}
 			}
 		}
-		for _, s := range append(needs, "join") {
-			if started[s.(string)] != 1 || succeeded[s.(string)] != 1 {
-				t.Errorf("run %d step %s: started %d times, succeeded %d times; want once each", n, s, started[s.(string)], succeeded[s.(string)])
+		for _, s := range list {
+			id := s.(map[string]any)["stepID"].(string)
+			if started[id] != 1 || succeeded[id] != 1 {
+				t.Errorf("run %d step %s: started %d times, succeeded %d times; want once each", n, id, started[id], succeeded[id])
 			}
 		}
-		if joinStart <= lastNeed {
-			t.Errorf("run %d: join started at seq %v, before its last need succeeded (seq %v)", n, joinStart, lastNeed)
+		// xmin names the transaction that inserted an event: a step's start
+		// must never share it with the result of a step it needs.
+		var shared int
+		if err := db.QueryRow(`SELECT count(*) FROM run_events d JOIN run_events s ON s.run_id = d.run_id AND s.xmin = d.xmin
+			WHERE d.run_id = $1 AND d.type = 'step.started' AND s.type = 'step.succeeded'
+			  AND ((d.step_id LIKE 'q%' AND s.step_id = 'p' || substr(d.step_id, 2)) OR (d.step_id = 'join' AND s.step_id LIKE 'q%'))`, id).Scan(&shared); err != nil {
+			t.Fatal(err)
 		}
+		if shared != 0 {
+			t.Errorf("run %d: %d steps started in the transaction that recorded a result they need", n, shared)
+		}
+		// And batching did happen: siblings share transactions.
+		var txs int
+		if err := db.QueryRow(`SELECT count(DISTINCT xmin::text) FROM run_events WHERE run_id = $1 AND type = 'step.succeeded' AND step_id LIKE 'p%'`, id).Scan(&txs); err != nil {
+			t.Fatal(err)
+		}
+		if txs >= width {
+			t.Errorf("run %d: %d transactions recorded %d sibling results: no batching", n, txs, width)
+		}
+		t.Logf("run %d: %d sibling results in %d transactions", n, width, txs)
 	}
 }
 
