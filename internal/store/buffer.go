@@ -44,7 +44,9 @@ type deferredWrite struct {
 
 // Deferred marks writes made with the returned context as held until the
 // transaction's next statement (see above). key names the row written; rows
-// is how many rows the write must change (-1: any).
+// is how many rows the write must change (-1: any). A held statement is an
+// INSERT or UPDATE without RETURNING whose only "$" are its placeholders
+// (they are renumbered when statements are joined), as Ent builds them.
 func Deferred(ctx context.Context, key string, rows int) context.Context {
 	return context.WithValue(ctx, deferredKey{}, deferredWrite{key: key, rows: rows})
 }
