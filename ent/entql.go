@@ -394,6 +394,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldSLADefaults:           {Type: field.TypeJSON, Column: tenant.FieldSLADefaults},
 			tenant.FieldDataKey:               {Type: field.TypeBytes, Column: tenant.FieldDataKey},
 			tenant.FieldMasterKeyID:           {Type: field.TypeString, Column: tenant.FieldMasterKeyID},
+			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 		},
 	}
 	graph.Nodes[15] = &sqlgraph.Node{
@@ -2961,6 +2962,11 @@ func (f *TenantFilter) WhereDataKey(p entql.BytesP) {
 // WhereMasterKeyID applies the entql string predicate on the master_key_id field.
 func (f *TenantFilter) WhereMasterKeyID(p entql.StringP) {
 	f.Where(p.Field(tenant.FieldMasterKeyID))
+}
+
+// WhereWebhooksVersion applies the entql int64 predicate on the webhooks_version field.
+func (f *TenantFilter) WhereWebhooksVersion(p entql.Int64P) {
+	f.Where(p.Field(tenant.FieldWebhooksVersion))
 }
 
 // addPredicate implements the predicateAdder interface.

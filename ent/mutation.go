@@ -15928,6 +15928,8 @@ type TenantMutation struct {
 	sla_defaults                *map[string]interface{}
 	data_key                    *[]byte
 	master_key_id               *string
+	webhooks_version            *int64
+	addwebhooks_version         *int64
 	clearedFields               map[string]struct{}
 	done                        bool
 	oldValue                    func(context.Context) (*Tenant, error)
@@ -16429,6 +16431,62 @@ func (m *TenantMutation) ResetMasterKeyID() {
 	m.master_key_id = nil
 }
 
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (m *TenantMutation) SetWebhooksVersion(i int64) {
+	m.webhooks_version = &i
+	m.addwebhooks_version = nil
+}
+
+// WebhooksVersion returns the value of the "webhooks_version" field in the mutation.
+func (m *TenantMutation) WebhooksVersion() (r int64, exists bool) {
+	v := m.webhooks_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWebhooksVersion returns the old "webhooks_version" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldWebhooksVersion(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWebhooksVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWebhooksVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWebhooksVersion: %w", err)
+	}
+	return oldValue.WebhooksVersion, nil
+}
+
+// AddWebhooksVersion adds i to the "webhooks_version" field.
+func (m *TenantMutation) AddWebhooksVersion(i int64) {
+	if m.addwebhooks_version != nil {
+		*m.addwebhooks_version += i
+	} else {
+		m.addwebhooks_version = &i
+	}
+}
+
+// AddedWebhooksVersion returns the value that was added to the "webhooks_version" field in this mutation.
+func (m *TenantMutation) AddedWebhooksVersion() (r int64, exists bool) {
+	v := m.addwebhooks_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetWebhooksVersion resets all changes to the "webhooks_version" field.
+func (m *TenantMutation) ResetWebhooksVersion() {
+	m.webhooks_version = nil
+	m.addwebhooks_version = nil
+}
+
 // Where appends a list predicates to the TenantMutation builder.
 func (m *TenantMutation) Where(ps ...predicate.Tenant) {
 	m.predicates = append(m.predicates, ps...)
@@ -16463,7 +16521,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 9)
+	fields := make([]string, 0, 10)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -16491,6 +16549,9 @@ func (m *TenantMutation) Fields() []string {
 	if m.master_key_id != nil {
 		fields = append(fields, tenant.FieldMasterKeyID)
 	}
+	if m.webhooks_version != nil {
+		fields = append(fields, tenant.FieldWebhooksVersion)
+	}
 	return fields
 }
 
@@ -16517,6 +16578,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.DataKey()
 	case tenant.FieldMasterKeyID:
 		return m.MasterKeyID()
+	case tenant.FieldWebhooksVersion:
+		return m.WebhooksVersion()
 	}
 	return nil, false
 }
@@ -16544,6 +16607,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldDataKey(ctx)
 	case tenant.FieldMasterKeyID:
 		return m.OldMasterKeyID(ctx)
+	case tenant.FieldWebhooksVersion:
+		return m.OldWebhooksVersion(ctx)
 	}
 	return nil, fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -16616,6 +16681,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetMasterKeyID(v)
 		return nil
+	case tenant.FieldWebhooksVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWebhooksVersion(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -16630,6 +16702,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addmonthly_budget_micro_usd != nil {
 		fields = append(fields, tenant.FieldMonthlyBudgetMicroUsd)
 	}
+	if m.addwebhooks_version != nil {
+		fields = append(fields, tenant.FieldWebhooksVersion)
+	}
 	return fields
 }
 
@@ -16642,6 +16717,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedRetentionDays()
 	case tenant.FieldMonthlyBudgetMicroUsd:
 		return m.AddedMonthlyBudgetMicroUsd()
+	case tenant.FieldWebhooksVersion:
+		return m.AddedWebhooksVersion()
 	}
 	return nil, false
 }
@@ -16664,6 +16741,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddMonthlyBudgetMicroUsd(v)
+		return nil
+	case tenant.FieldWebhooksVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddWebhooksVersion(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant numeric field %s", name)
@@ -16733,6 +16817,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldMasterKeyID:
 		m.ResetMasterKeyID()
+		return nil
+	case tenant.FieldWebhooksVersion:
+		m.ResetWebhooksVersion()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)

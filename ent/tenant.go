@@ -35,8 +35,10 @@ type Tenant struct {
 	// The tenant's data key, wrapped by the master key named in master_key_id.
 	DataKey []byte `json:"-"`
 	// MasterKeyID holds the value of the "master_key_id" field.
-	MasterKeyID  string `json:"master_key_id,omitempty"`
-	selectValues sql.SelectValues
+	MasterKeyID string `json:"master_key_id,omitempty"`
+	// Bumped with every change to the tenant's webhook endpoints (a hook in internal/store), so that caches of the endpoint list know when they are stale.
+	WebhooksVersion int64 `json:"webhooks_version,omitempty"`
+	selectValues    sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -46,7 +48,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -130,6 +132,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.MasterKeyID = value.String
 			}
+		case tenant.FieldWebhooksVersion:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field webhooks_version", values[i])
+			} else if value.Valid {
+				_m.WebhooksVersion = value.Int64
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -193,6 +201,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("master_key_id=")
 	builder.WriteString(_m.MasterKeyID)
+	builder.WriteString(", ")
+	builder.WriteString("webhooks_version=")
+	builder.WriteString(fmt.Sprintf("%v", _m.WebhooksVersion))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -109,6 +109,20 @@ func (_c *TenantCreate) SetMasterKeyID(v string) *TenantCreate {
 	return _c
 }
 
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (_c *TenantCreate) SetWebhooksVersion(v int64) *TenantCreate {
+	_c.mutation.SetWebhooksVersion(v)
+	return _c
+}
+
+// SetNillableWebhooksVersion sets the "webhooks_version" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableWebhooksVersion(v *int64) *TenantCreate {
+	if v != nil {
+		_c.SetWebhooksVersion(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -178,6 +192,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultRetentionDays
 		_c.mutation.SetRetentionDays(v)
 	}
+	if _, ok := _c.mutation.WebhooksVersion(); !ok {
+		v := tenant.DefaultWebhooksVersion
+		_c.mutation.SetWebhooksVersion(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -225,6 +243,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.MasterKeyID(); !ok {
 		return &ValidationError{Name: "master_key_id", err: errors.New(`ent: missing required field "Tenant.master_key_id"`)}
+	}
+	if _, ok := _c.mutation.WebhooksVersion(); !ok {
+		return &ValidationError{Name: "webhooks_version", err: errors.New(`ent: missing required field "Tenant.webhooks_version"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -302,6 +323,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.MasterKeyID(); ok {
 		_spec.SetField(tenant.FieldMasterKeyID, field.TypeString, value)
 		_node.MasterKeyID = value
+	}
+	if value, ok := _c.mutation.WebhooksVersion(); ok {
+		_spec.SetField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
+		_node.WebhooksVersion = value
 	}
 	return _node, _spec
 }
@@ -460,6 +485,24 @@ func (u *TenantUpsert) SetMasterKeyID(v string) *TenantUpsert {
 // UpdateMasterKeyID sets the "master_key_id" field to the value that was provided on create.
 func (u *TenantUpsert) UpdateMasterKeyID() *TenantUpsert {
 	u.SetExcluded(tenant.FieldMasterKeyID)
+	return u
+}
+
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (u *TenantUpsert) SetWebhooksVersion(v int64) *TenantUpsert {
+	u.Set(tenant.FieldWebhooksVersion, v)
+	return u
+}
+
+// UpdateWebhooksVersion sets the "webhooks_version" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateWebhooksVersion() *TenantUpsert {
+	u.SetExcluded(tenant.FieldWebhooksVersion)
+	return u
+}
+
+// AddWebhooksVersion adds v to the "webhooks_version" field.
+func (u *TenantUpsert) AddWebhooksVersion(v int64) *TenantUpsert {
+	u.Add(tenant.FieldWebhooksVersion, v)
 	return u
 }
 
@@ -640,6 +683,27 @@ func (u *TenantUpsertOne) SetMasterKeyID(v string) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateMasterKeyID() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateMasterKeyID()
+	})
+}
+
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (u *TenantUpsertOne) SetWebhooksVersion(v int64) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetWebhooksVersion(v)
+	})
+}
+
+// AddWebhooksVersion adds v to the "webhooks_version" field.
+func (u *TenantUpsertOne) AddWebhooksVersion(v int64) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddWebhooksVersion(v)
+	})
+}
+
+// UpdateWebhooksVersion sets the "webhooks_version" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateWebhooksVersion() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateWebhooksVersion()
 	})
 }
 
@@ -987,6 +1051,27 @@ func (u *TenantUpsertBulk) SetMasterKeyID(v string) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateMasterKeyID() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateMasterKeyID()
+	})
+}
+
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (u *TenantUpsertBulk) SetWebhooksVersion(v int64) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetWebhooksVersion(v)
+	})
+}
+
+// AddWebhooksVersion adds v to the "webhooks_version" field.
+func (u *TenantUpsertBulk) AddWebhooksVersion(v int64) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddWebhooksVersion(v)
+	})
+}
+
+// UpdateWebhooksVersion sets the "webhooks_version" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateWebhooksVersion() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateWebhooksVersion()
 	})
 }
 

@@ -129,6 +129,27 @@ func (_u *TenantUpdate) SetNillableMasterKeyID(v *string) *TenantUpdate {
 	return _u
 }
 
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (_u *TenantUpdate) SetWebhooksVersion(v int64) *TenantUpdate {
+	_u.mutation.ResetWebhooksVersion()
+	_u.mutation.SetWebhooksVersion(v)
+	return _u
+}
+
+// SetNillableWebhooksVersion sets the "webhooks_version" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableWebhooksVersion(v *int64) *TenantUpdate {
+	if v != nil {
+		_u.SetWebhooksVersion(*v)
+	}
+	return _u
+}
+
+// AddWebhooksVersion adds value to the "webhooks_version" field.
+func (_u *TenantUpdate) AddWebhooksVersion(v int64) *TenantUpdate {
+	_u.mutation.AddWebhooksVersion(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdate) Mutation() *TenantMutation {
 	return _u.mutation
@@ -241,6 +262,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.MasterKeyID(); ok {
 		_spec.SetField(tenant.FieldMasterKeyID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.WebhooksVersion(); ok {
+		_spec.SetField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedWebhooksVersion(); ok {
+		_spec.AddField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -361,6 +388,27 @@ func (_u *TenantUpdateOne) SetNillableMasterKeyID(v *string) *TenantUpdateOne {
 	if v != nil {
 		_u.SetMasterKeyID(*v)
 	}
+	return _u
+}
+
+// SetWebhooksVersion sets the "webhooks_version" field.
+func (_u *TenantUpdateOne) SetWebhooksVersion(v int64) *TenantUpdateOne {
+	_u.mutation.ResetWebhooksVersion()
+	_u.mutation.SetWebhooksVersion(v)
+	return _u
+}
+
+// SetNillableWebhooksVersion sets the "webhooks_version" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableWebhooksVersion(v *int64) *TenantUpdateOne {
+	if v != nil {
+		_u.SetWebhooksVersion(*v)
+	}
+	return _u
+}
+
+// AddWebhooksVersion adds value to the "webhooks_version" field.
+func (_u *TenantUpdateOne) AddWebhooksVersion(v int64) *TenantUpdateOne {
+	_u.mutation.AddWebhooksVersion(v)
 	return _u
 }
 
@@ -506,6 +554,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.MasterKeyID(); ok {
 		_spec.SetField(tenant.FieldMasterKeyID, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.WebhooksVersion(); ok {
+		_spec.SetField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedWebhooksVersion(); ok {
+		_spec.AddField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Tenant{config: _u.config}

@@ -691,6 +691,7 @@ var (
 		{Name: "sla_defaults", Type: field.TypeJSON, Nullable: true},
 		{Name: "data_key", Type: field.TypeBytes},
 		{Name: "master_key_id", Type: field.TypeString},
+		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{

@@ -960,6 +960,10 @@ func init() {
 	tenant.DefaultRetentionDays = tenantDescRetentionDays.Default.(int)
 	// tenant.RetentionDaysValidator is a validator for the "retention_days" field. It is called by the builders before save.
 	tenant.RetentionDaysValidator = tenantDescRetentionDays.Validators[0].(func(int) error)
+	// tenantDescWebhooksVersion is the schema descriptor for webhooks_version field.
+	tenantDescWebhooksVersion := tenantFields[7].Descriptor()
+	// tenant.DefaultWebhooksVersion holds the default value on creation for the webhooks_version field.
+	tenant.DefaultWebhooksVersion = tenantDescWebhooksVersion.Default.(int64)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.

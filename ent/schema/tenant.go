@@ -31,6 +31,9 @@ func (Tenant) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("master_key_id").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int64("webhooks_version").Default(0).
+			Comment("Bumped with every change to the tenant's webhook endpoints (a hook in internal/store), so that caches of the endpoint list know when they are stale.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

@@ -32,6 +32,8 @@ const (
 	FieldDataKey = "data_key"
 	// FieldMasterKeyID holds the string denoting the master_key_id field in the database.
 	FieldMasterKeyID = "master_key_id"
+	// FieldWebhooksVersion holds the string denoting the webhooks_version field in the database.
+	FieldWebhooksVersion = "webhooks_version"
 	// Table holds the table name of the tenant in the database.
 	Table = "tenants"
 )
@@ -48,6 +50,7 @@ var Columns = []string{
 	FieldSLADefaults,
 	FieldDataKey,
 	FieldMasterKeyID,
+	FieldWebhooksVersion,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -82,6 +85,8 @@ var (
 	DefaultRetentionDays int
 	// RetentionDaysValidator is a validator for the "retention_days" field. It is called by the builders before save.
 	RetentionDaysValidator func(int) error
+	// DefaultWebhooksVersion holds the default value on creation for the "webhooks_version" field.
+	DefaultWebhooksVersion int64
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -129,4 +134,9 @@ func ByMonthlyBudgetMicroUsd(opts ...sql.OrderTermOption) OrderOption {
 // ByMasterKeyID orders the results by the master_key_id field.
 func ByMasterKeyID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldMasterKeyID, opts...).ToFunc()
+}
+
+// ByWebhooksVersion orders the results by the webhooks_version field.
+func ByWebhooksVersion(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldWebhooksVersion, opts...).ToFunc()
 }

@@ -104,6 +104,11 @@ func MasterKeyID(v string) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldMasterKeyID, v))
 }
 
+// WebhooksVersion applies equality check predicate on the "webhooks_version" field. It's identical to WebhooksVersionEQ.
+func WebhooksVersion(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldWebhooksVersion, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldCreatedAt, v))
@@ -517,6 +522,46 @@ func MasterKeyIDEqualFold(v string) predicate.Tenant {
 // MasterKeyIDContainsFold applies the ContainsFold predicate on the "master_key_id" field.
 func MasterKeyIDContainsFold(v string) predicate.Tenant {
 	return predicate.Tenant(sql.FieldContainsFold(FieldMasterKeyID, v))
+}
+
+// WebhooksVersionEQ applies the EQ predicate on the "webhooks_version" field.
+func WebhooksVersionEQ(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldWebhooksVersion, v))
+}
+
+// WebhooksVersionNEQ applies the NEQ predicate on the "webhooks_version" field.
+func WebhooksVersionNEQ(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldWebhooksVersion, v))
+}
+
+// WebhooksVersionIn applies the In predicate on the "webhooks_version" field.
+func WebhooksVersionIn(vs ...int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldWebhooksVersion, vs...))
+}
+
+// WebhooksVersionNotIn applies the NotIn predicate on the "webhooks_version" field.
+func WebhooksVersionNotIn(vs ...int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldWebhooksVersion, vs...))
+}
+
+// WebhooksVersionGT applies the GT predicate on the "webhooks_version" field.
+func WebhooksVersionGT(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldWebhooksVersion, v))
+}
+
+// WebhooksVersionGTE applies the GTE predicate on the "webhooks_version" field.
+func WebhooksVersionGTE(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldWebhooksVersion, v))
+}
+
+// WebhooksVersionLT applies the LT predicate on the "webhooks_version" field.
+func WebhooksVersionLT(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldWebhooksVersion, v))
+}
+
+// WebhooksVersionLTE applies the LTE predicate on the "webhooks_version" field.
+func WebhooksVersionLTE(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldWebhooksVersion, v))
 }
 
 // And groups predicates with the AND operator between them.

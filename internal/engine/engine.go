@@ -36,11 +36,14 @@ type Engine struct {
 	now        func() time.Time
 	defs       sync.Map // version id -> *definition.Definition (published versions never change)
 	deps       sync.Map // version id -> map[step id][]dependent step ids
-	shipped    *llm.Table
-	webhooks   WebhookOptions
-	tracer     *tracing.Exporter
-	hooks      *http.Client // webhook deliveries: egress-guarded, 15s, no redirects
-	metrics    *Metrics
+	// endpointLists caches each tenant's enabled webhook endpoints by its
+	// webhooks_version (enabledEndpoints).
+	endpointLists sync.Map // tenant id -> endpointList
+	shipped       *llm.Table
+	webhooks      WebhookOptions
+	tracer        *tracing.Exporter
+	hooks         *http.Client // webhook deliveries: egress-guarded, 15s, no redirects
+	metrics       *Metrics
 }
 
 // Options configure an Engine. Client, Dispatcher and Executor are needed

@@ -2,16 +2,21 @@ package engine
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
+
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/store"
@@ -48,6 +53,10 @@ type runState struct {
 	deferred map[string]*ent.StepRunMutation
 	// lockedAt is when the run's lock was taken.
 	lockedAt time.Time
+	// webhooksVersion is the tenant's webhooks_version as read with the
+	// run's lock (webhooksKnown); see enqueueWebhooks.
+	webhooksVersion int64
+	webhooksKnown   bool
 	// hold makes flush a no-op, so that several steps finished in one
 	// transaction (runReadyTransforms) are written with one flush.
 	hold bool
@@ -67,7 +76,13 @@ func (e *Engine) lockRun(ctx context.Context, c *ent.Client, runID string) (*run
 // are loaded on demand (load). The hot paths use it so that a step's work
 // costs the same in a run of 3 steps and of 1,000.
 func (e *Engine) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
-	r, err := c.Run.Query().Where(run.ID(runID)).ForUpdate().Only(ctx)
+	// The tenant's webhooks_version comes with the run, for the cached list
+	// of webhook endpoints (enqueueWebhooks): no query of its own.
+	r, err := c.Run.Query().Where(run.ID(runID)).ForUpdate().
+		Modify(func(sel *entsql.Selector) {
+			sel.AppendSelectExprAs(entsql.Expr(fmt.Sprintf(`(SELECT t.%q FROM %q AS t WHERE t.%q = %s)`,
+				tenant.FieldWebhooksVersion, tenant.Table, tenant.FieldID, sel.C(run.FieldTenantID))), webhooksVersionColumn)
+		}).Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil, errs.NotFoundf("run", runID)
 	}
@@ -80,6 +95,7 @@ func (e *Engine) lockRunSteps(ctx context.Context, c *ent.Client, runID string, 
 	}
 	now := e.now()
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: now, lockedAt: now}
+	s.webhooksVersion, s.webhooksKnown = int64Value(r, webhooksVersionColumn)
 	if sum(r.StepCounts) == len(def.Steps) {
 		s.counts = maps.Clone(r.StepCounts)
 	}
@@ -469,4 +485,25 @@ func markBatched(tasks []Task) {
 	for i := range tasks {
 		tasks[i].Batched = false
 	}
+}
+
+// webhooksVersionColumn names the tenant's webhooks_version read with a run.
+const webhooksVersionColumn = "sluice_webhooks_version"
+
+// int64Value reads an extra selected column of r as an integer.
+func int64Value(r *ent.Run, column string) (int64, bool) {
+	v, err := r.Value(column)
+	if err != nil {
+		return 0, false
+	}
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case *sql.NullInt64:
+		return n.Int64, n.Valid
+	case []byte:
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		return i, err == nil
+	}
+	return 0, false
 }

@@ -287,7 +287,7 @@ func (s *runState) enqueueWebhooks(ctx context.Context, events []*ent.RunEvent) 
 	if len(wanted) == 0 {
 		return nil
 	}
-	endpoints, err := s.c.WebhookEndpoint.Query().Where(webhookendpoint.Enabled(true)).All(ctx)
+	endpoints, err := s.enabledEndpoints(ctx)
 	if err != nil || len(endpoints) == 0 {
 		return err
 	}
@@ -321,6 +321,39 @@ func (s *runState) enqueueWebhooks(ctx context.Context, events []*ent.RunEvent) 
 		s.tasks = append(s.tasks, webhookTask(s.run.TenantID, d, s.now))
 	}
 	return nil
+}
+
+// endpointList is a tenant's enabled webhook endpoints (what deliveries are
+// made from) as of its webhooks_version.
+type endpointList struct {
+	version   int64
+	endpoints []*ent.WebhookEndpoint
+}
+
+// enabledEndpoints lists the tenant's enabled webhook endpoints. Most
+// flushes that carry a run.* event would otherwise read them; the list is
+// cached per tenant under the tenant's webhooks_version, which every change
+// to an endpoint bumps in its own transaction (internal/store), and which
+// was read with the run's lock. A cached list of the same version is the
+// list this transaction would read.
+func (s *runState) enabledEndpoints(ctx context.Context) ([]*ent.WebhookEndpoint, error) {
+	tenantID := s.run.TenantID
+	if s.webhooksKnown {
+		if l, ok := s.e.endpointLists.Load(tenantID); ok && l.(endpointList).version == s.webhooksVersion {
+			return l.(endpointList).endpoints, nil
+		}
+	}
+	endpoints, err := s.c.WebhookEndpoint.Query().Where(webhookendpoint.Enabled(true)).
+		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.webhooksKnown {
+		// Read after the version: at worst newer than it, which only costs
+		// a read when the newer version is seen.
+		s.e.endpointLists.Store(tenantID, endpointList{version: s.webhooksVersion, endpoints: endpoints})
+	}
+	return endpoints, nil
 }
 
 // webhookData is the data of a webhook payload: the event with the run's
