@@ -50,6 +50,21 @@ type Definition struct {
 	// reads maps a step id to the step ids its expressions read, found
 	// while validating (see Reads).
 	reads map[string][]string
+	// outputReads: the step ids the output expression reads; outputAll:
+	// it reads steps by computed id, or there is no output expression
+	// (the run's output is every step's), so every step is needed.
+	outputReads []string
+	outputAll   bool
+}
+
+// OutputReads returns the ids of the steps whose outputs the run's output
+// reads, and false when that is every step (no output expression, or one
+// that reads steps by computed id).
+func (d *Definition) OutputReads() ([]string, bool) {
+	if d.Output == "" || d.outputAll {
+		return nil, false
+	}
+	return d.outputReads, true
 }
 
 // Reads returns the ids of the steps whose outputs a step's expressions

@@ -477,3 +477,30 @@ func TestStepCap(t *testing.T) {
 		t.Fatalf("1,001 steps: want the cap in the error, got %v", err)
 	}
 }
+
+func TestOutputReads(t *testing.T) {
+	for _, tc := range []struct {
+		output string
+		want   []string
+		ok     bool
+	}{
+		{`"steps.b.output + steps.a.output"`, []string{"b", "a"}, true},
+		{`"input.x"`, nil, true},
+		{`"steps['a'].output"`, []string{"a"}, true},
+		{`"steps[input.k].output"`, nil, false},
+		{``, nil, false},
+	} {
+		doc := `{"schemaVersion":1,"input":{"type":"object"},"steps":[{"id":"a","type":"transform","output":"1"},{"id":"b","type":"transform","output":"2"}]`
+		if tc.output != "" {
+			doc += `,"output":` + tc.output
+		}
+		d, err := Parse([]byte(doc + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.output, err)
+		}
+		got, ok := d.OutputReads()
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("output %s: OutputReads() = %v, %v; want %v, %v", tc.output, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -43,7 +43,7 @@ func (d *Definition) validate() []Problem {
 		v.checkStep(i, ancestors[i])
 	}
 	if d.Output != "" {
-		v.checkExpr("$.output", d.Output, exprScope{}, false)
+		v.checkExpr("$.output", d.Output, exprScope{output: true}, false)
 	}
 	return v.problems
 }
@@ -217,6 +217,7 @@ type exprScope struct {
 	stepID    string
 	restrict  bool
 	ancestors map[string]bool
+	output    bool // the definition's output expression
 }
 
 func (v *validator) checkStep(i int, ancestors map[string]bool) {
@@ -344,6 +345,9 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 		}
 	}
 	ids, dynamic := stepRefs(c.ast)
+	if scope.output {
+		v.d.outputReads, v.d.outputAll = ids, dynamic
+	}
 	if scope.stepID != "" {
 		if v.d.reads == nil {
 			v.d.reads = map[string][]string{}

@@ -261,7 +261,12 @@ func (s *runState) settle(ctx context.Context) error {
 	}
 	switch {
 	case done == len(s.def.Steps):
-		if err := s.loadAll(ctx); err != nil {
+		// The output needs the outputs it reads, or every step's.
+		if ids, ok := s.def.OutputReads(); ok {
+			if err := s.load(ctx, ids...); err != nil {
+				return err
+			}
+		} else if err := s.loadAll(ctx); err != nil {
 			return err
 		}
 		out, err := s.runOutput()
