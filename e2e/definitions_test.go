@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -90,6 +91,12 @@ func TestDefinitionValidation(t *testing.T) {
 			`{"id":"b","type":"transform","needs":["a"],"output":"1"}`), "$.steps[0].if"},
 		{"reference to an unknown step", `{"schemaVersion":1,"steps":[` + okTransform + `],"output":"steps.ghost.output"}`, "$.output"},
 	}
+	// A definition holds at most 1,000 steps.
+	many := make([]string, 1001)
+	for i := range many {
+		many[i] = fmt.Sprintf(`{"id":"p%d","type":"transform","output":"1"}`, i)
+	}
+	tests = append(tests, struct{ name, doc, path string }{"more than 1,000 steps", defSteps(many...), "$.steps"})
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(t, i, f.owner.token)
