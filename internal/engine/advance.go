@@ -138,7 +138,7 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 		ClearErrorClass().ClearErrorMessage()); err != nil {
 		return err
 	}
-	s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: s.run.TenantID, RunID: s.run.ID, StepID: sr.StepID, ID: attemptID, At: at, Batched: sr.Type == definition.StepTransform})
+	s.tasks = append(s.tasks, stepTask(s.run.TenantID, s.run.ID, sr.StepID, sr.Type, attemptID, at))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/internal/definition"
 )
 
 // Task kinds carried by the queue. They are stable names: never rename one.
@@ -32,6 +33,15 @@ type Task struct {
 	// work: a takeover of a running attempt whose worker went silent (see
 	// DueTasks), or the next attempt of a webhook delivery.
 	Variant string
+}
+
+// stepTask is the task that wakes a worker for a step's attempt. A
+// transform's task is marked Batched: another delivery may run it in a
+// batch first (runReadyTransforms); markBatched keeps the mark only where
+// that can happen.
+func stepTask(tenantID, runID, stepID, stepType, attemptID string, at time.Time) Task {
+	return Task{Kind: TaskStep, TenantID: tenantID, RunID: runID, StepID: stepID, ID: attemptID, At: at,
+		Batched: stepType == definition.StepTransform}
 }
 
 // Dispatcher puts tasks on the queue.

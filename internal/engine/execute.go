@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -320,7 +319,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			if err := s.setStep(ctx, sr, u); err != nil {
 				return nil, 0, err
 			}
-			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.UpdateOneID(attemptID).SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
+			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.Update().SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -417,7 +416,7 @@ func (e *Engine) runReadyTransforms(ctx context.Context, s *runState, cont *Atte
 	for _, found := range list {
 		step, ok := s.def.StepByID(found.StepID)
 		sr := s.steps[found.StepID]
-		if !ok || sr.Status != steprun.StatusQueued || sr.CurrentAttemptID == nil || slices.Contains(fresh, sr.StepID) {
+		if !ok || sr.Status != steprun.StatusQueued || sr.CurrentAttemptID == nil {
 			continue
 		}
 		if s.terminal() {
@@ -507,7 +506,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	if err != nil {
 		return err
 	}
-	au := c.StepAttempt.UpdateOneID(j.attemptID).SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
+	au := c.StepAttempt.Update().SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
 	if j.state != nil && j.claimed {
 		au.SetStartedAt(j.started) // the claim left the attempt's start to this write
 	}

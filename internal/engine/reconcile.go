@@ -9,7 +9,6 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
-	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -54,14 +53,15 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 			return err
 		}
 		for _, sr := range due {
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now, Batched: sr.Type == definition.StepTransform})
+			tasks = append(tasks, stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now))
 		}
 		for _, sr := range running {
 			// The dead holder's task may still sit "active" in the queue
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
-			tasks = append(tasks, Task{Kind: TaskStep, TenantID: tenantID, RunID: sr.RunID, StepID: sr.StepID, ID: *sr.CurrentAttemptID, At: now, Batched: sr.Type == definition.StepTransform,
-				Variant: strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)})
+			t := stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now)
+			t.Variant = strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)
+			tasks = append(tasks, t)
 		}
 		expired, err := c.ApprovalRequest.Query().
 			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).

@@ -166,11 +166,11 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 			attemptID := ids.New(ids.StepAttempt)
 			sc.SetStatus(steprun.StatusQueued).SetAttempts(1).SetCurrentAttemptID(attemptID).SetReadyAt(s.now)
 			attempts = append(attempts, c.StepAttempt.Create().SetID(attemptID).SetRunID(r.ID).SetStepRunID(id).SetStepID(st.ID).SetNumber(1).SetScheduledAt(s.now))
-			s.tasks = append(s.tasks, Task{Kind: TaskStep, TenantID: r.TenantID, RunID: r.ID, StepID: st.ID, ID: attemptID, At: s.now, Batched: st.Type == definition.StepTransform})
+			s.tasks = append(s.tasks, stepTask(r.TenantID, r.ID, st.ID, st.Type, attemptID, s.now))
 		}
 		creates = append(creates, sc)
 	}
-	list, err := e.createSteps(ctx, c, creates, attempts)
+	list, err := createSteps(ctx, c, creates, attempts)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 const heldCreates = 6
 
 // createSteps inserts a new run's steps and first attempts.
-func (e *Engine) createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate, attempts []*ent.StepAttemptCreate) ([]*ent.StepRun, error) {
+func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate, attempts []*ent.StepAttemptCreate) ([]*ent.StepRun, error) {
 	if len(steps) > heldCreates {
 		list, err := c.StepRun.CreateBulk(steps...).Save(ctx)
 		if err != nil {

@@ -2,12 +2,10 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
@@ -379,7 +377,7 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			return err
 		}
 		if sr.CurrentAttemptID != nil {
-			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.UpdateOneID(*sr.CurrentAttemptID).SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.Update().SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
 				return err
 			}
 		}
@@ -447,15 +445,11 @@ func (s *runState) deferStep(sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
 	return nil
 }
 
-// setAttempt saves an attempt update: one UPDATE, nothing read back, held
-// for the transaction's next statement. rows is how many rows it must
-// change: 1, or -1 when the attempt may be gone.
-func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdateOne, rows int) error {
-	b := s.c.StepAttempt.Update().Where(stepattempt.ID(attemptID))
-	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
-		return fmt.Errorf("update attempt %s: %w", attemptID, err)
-	}
-	if _, err := b.Save(store.Deferred(ctx, "step_attempts:"+attemptID, rows)); err != nil {
+// setAttempt saves an attempt update: one UPDATE of that attempt, nothing
+// read back, held for the transaction's next statement. rows is how many
+// rows it must change: 1, or -1 when the attempt may be gone.
+func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdate, rows int) error {
+	if _, err := u.Where(stepattempt.ID(attemptID)).Save(store.Deferred(ctx, "step_attempts:"+attemptID, rows)); err != nil {
 		return fmt.Errorf("update attempt %s: %w", attemptID, err)
 	}
 	return nil
@@ -490,20 +484,9 @@ func markBatched(tasks []Task) {
 // webhooksVersionColumn names the tenant's webhooks_version read with a run.
 const webhooksVersionColumn = "sluice_webhooks_version"
 
-// int64Value reads an extra selected column of r as an integer.
+// int64Value reads an extra selected integer column of r.
 func int64Value(r *ent.Run, column string) (int64, bool) {
 	v, err := r.Value(column)
-	if err != nil {
-		return 0, false
-	}
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case *sql.NullInt64:
-		return n.Int64, n.Valid
-	case []byte:
-		i, err := strconv.ParseInt(string(n), 10, 64)
-		return i, err == nil
-	}
-	return 0, false
+	n, ok := v.(int64)
+	return n, err == nil && ok
 }
