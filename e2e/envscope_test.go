@@ -28,7 +28,8 @@ func TestEnvironmentScopedAPIKeyReads(t *testing.T) {
 	if wfs := edges(scoped.ok(`{ workflows { edges { node { id } } } }`, nil), "workflows"); len(wfs) != 1 {
 		t.Fatalf("scoped key sees workflows %v", wfs)
 	}
-	scoped.fail("FORBIDDEN", mStartRun, map[string]any{"w": f.workflowID, "e": f.prodEnvID})
+	// Another environment reads like one that does not exist.
+	scoped.fail("NOT_FOUND", mStartRun, map[string]any{"w": f.workflowID, "e": f.prodEnvID})
 	run := str(scoped.ok(mStartRun, map[string]any{"w": f.workflowID, "e": f.envID, "i": map[string]any{"name": "x"}}), "startRun.id")
 	if run == "" {
 		t.Fatal("scoped key cannot start a run in its environment")

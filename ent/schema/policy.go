@@ -9,11 +9,12 @@ import (
 
 func (TenantMixin) Policy() ent.Policy {
 	return privacy.Policy{
-		Query: privacy.QueryPolicy{authz.FilterTenantRule()},
+		Query: privacy.QueryPolicy{authz.FilterTenantRule(), authz.FilterRunChildrenRule()},
 		Mutation: privacy.MutationPolicy{
 			authz.AllowSystemMutation(),
 			authz.DenyReadOnlyMutation(),
 			authz.FilterTenantRule(),
+			authz.ScopeRunChildrenMutationRule(),
 		},
 	}
 }

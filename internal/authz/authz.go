@@ -7,10 +7,13 @@ import (
 	"context"
 
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/entql"
 
 	entgen "github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/privacy"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -52,6 +55,97 @@ func scopeToEnvironment(f privacy.Filter, envID string) {
 	if ef, ok := f.(envFilter); ok {
 		ef.WhereEnvironmentID(entql.StringEQ(envID))
 	}
+}
+
+// FilterRunChildrenRule narrows, for a caller restricted to one environment,
+// the types that belong to an environment through their run (steps,
+// attempts, events, approvals, webhook deliveries and their attempts) to
+// those of runs in that environment, and hides the audit log (tenant-wide:
+// it records every environment's work). Callers of no environment (users,
+// unscoped keys, the worker) pay one context lookup.
+func FilterRunChildrenRule() privacy.QueryRule {
+	return privacy.QueryRuleFunc(func(ctx context.Context, q ent.Query) error {
+		v := viewer.FromContext(ctx)
+		if v == nil || v.EnvironmentID == "" {
+			return privacy.Skip
+		}
+		env := v.EnvironmentID
+		switch q := q.(type) {
+		case *entgen.StepRunQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.StepAttemptQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.RunEventQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.ApprovalRequestQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.WebhookDeliveryQuery:
+			q.Where(runInEnvironment(webhookdelivery.FieldRunID, env))
+		case *entgen.WebhookAttemptQuery:
+			q.Where(deliveryInEnvironment("delivery_id", env))
+		case *entgen.AuditLogQuery:
+			q.Where(func(s *sql.Selector) { s.Where(sql.False()) })
+		}
+		return privacy.Skip
+	})
+}
+
+// ScopeRunChildrenMutationRule is FilterRunChildrenRule for updates and
+// deletes, and refuses writes to tenant-wide types (environments, webhook
+// endpoints, model prices, API keys, members) from a caller restricted to one
+// environment. The engine refuses those operations first, with a message;
+// this is the floor under it.
+func ScopeRunChildrenMutationRule() privacy.MutationRule {
+	return privacy.MutationRuleFunc(func(ctx context.Context, m ent.Mutation) error {
+		v := viewer.FromContext(ctx)
+		if v == nil || v.EnvironmentID == "" || v.System {
+			return privacy.Skip
+		}
+		env := v.EnvironmentID
+		switch m := m.(type) {
+		case *entgen.StepRunMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.StepAttemptMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.RunEventMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.ApprovalRequestMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.WebhookDeliveryMutation:
+			m.Where(runInEnvironment(webhookdelivery.FieldRunID, env))
+		case *entgen.WebhookAttemptMutation:
+			m.Where(deliveryInEnvironment("delivery_id", env))
+		case *entgen.EnvironmentMutation, *entgen.WebhookEndpointMutation, *entgen.ModelPriceMutation,
+			*entgen.APIKeyMutation, *entgen.MemberMutation:
+			return privacy.Denyf("%s: tenant-wide administration needs an unscoped credential", m.Type())
+		}
+		return privacy.Skip
+	})
+}
+
+// runInEnvironment keeps rows whose run (column col) is in environment env.
+func runInEnvironment(col, env string) func(*sql.Selector) {
+	return func(s *sql.Selector) {
+		s.Where(sql.In(s.C(col), runsIn(s.Dialect(), env)))
+	}
+}
+
+// deliveryInEnvironment keeps rows whose webhook delivery (column col) is of
+// a run in environment env.
+func deliveryInEnvironment(col, env string) func(*sql.Selector) {
+	return func(s *sql.Selector) {
+		b := sql.Dialect(s.Dialect())
+		d := b.Table(webhookdelivery.Table).As("scope_deliveries")
+		s.Where(sql.In(s.C(col), b.Select(d.C(webhookdelivery.FieldID)).From(d).
+			Where(sql.In(d.C(webhookdelivery.FieldRunID), runsIn(s.Dialect(), env)))))
+	}
+}
+
+// runsIn selects the ids of the runs in environment env.
+func runsIn(dialect, env string) *sql.Selector {
+	b := sql.Dialect(dialect)
+	r := b.Table(run.Table).As("scope_runs")
+	return b.Select(r.C(run.FieldID)).From(r).Where(sql.EQ(r.C(run.FieldEnvironmentID), env))
 }
 
 // FilterOwnTenantRule restricts the tenants table to the viewer's own row.

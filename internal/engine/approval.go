@@ -40,8 +40,9 @@ func (e *Engine) DecideApproval(ctx context.Context, id string, approve bool, co
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
-		return nil, err
+	if !inScope(v, s.run.EnvironmentID) {
+		// The privacy rules hide such an approval already (FilterRunChildrenRule).
+		return nil, errs.NotFoundf("approval request", id)
 	}
 	apr, err = c.ApprovalRequest.Get(ctx, id)
 	if err != nil {

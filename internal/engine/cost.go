@@ -146,7 +146,7 @@ func (s *runState) priceCalls(ctx context.Context, j *job, calls []map[string]an
 
 // SetModelPrice overrides a model's price for the tenant. Admins only.
 func (e *Engine) SetModelPrice(ctx context.Context, provider, model string, inputUSD, outputUSD float64, cachedUSD *float64) (*ent.ModelPrice, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func (e *Engine) SetModelPrice(ctx context.Context, provider, model string, inpu
 
 // DeleteModelPrice removes a tenant override; the shipped price applies again.
 func (e *Engine) DeleteModelPrice(ctx context.Context, id string) (string, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return "", err
 	}
@@ -202,7 +202,7 @@ func (e *Engine) DeleteModelPrice(ctx context.Context, id string) (string, error
 
 // SetTenantBudget sets or clears the tenant's monthly model budget. Admins only.
 func (e *Engine) SetTenantBudget(ctx context.Context, monthlyUSD *float64) (*ent.Tenant, error) {
-	v, c, err := authorize(ctx, viewer.RoleAdmin)
+	v, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}

@@ -74,10 +74,17 @@ func (e *Engine) CostReport(ctx context.Context, from, to time.Time, groups []Co
 		q = "SELECT " + strings.Join(cols, ", ") + ", " + sel
 	}
 	q += " FROM model_calls WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3"
+	args := []any{v.TenantID, from.UTC(), to.UTC()}
+	if v.EnvironmentID != "" {
+		// This SQL bypasses Ent's privacy rules: a key scoped to one
+		// environment reports that environment's calls only.
+		q += " AND environment_id = $4"
+		args = append(args, v.EnvironmentID)
+	}
 	if len(cols) > 0 {
 		q += " GROUP BY " + strings.Join(cols, ", ") + " ORDER BY " + strings.Join(cols, ", ")
 	}
-	rows, err := c.QueryContext(ctx, q, v.TenantID, from.UTC(), to.UTC())
+	rows, err := c.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("cost report: %w", err)
 	}

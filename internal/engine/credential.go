@@ -110,9 +110,6 @@ func (e *Engine) CreateCredential(ctx context.Context, environmentID, name strin
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, environmentID); err != nil {
-		return nil, err
-	}
 	if !namePattern.MatchString(name) {
 		return nil, errs.Invalid("input.name", "must be lower case letters, digits, dashes and underscores, starting with a letter, at most 63 characters")
 	}
@@ -163,8 +160,8 @@ func (e *Engine) RotateCredential(ctx context.Context, id string, secret map[str
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, cred.EnvironmentID); err != nil {
-		return nil, err
+	if !inScope(v, cred.EnvironmentID) {
+		return nil, errs.NotFoundf("credential", id)
 	}
 	if err := validateSecret(cred.Type, secret, "input.secret"); err != nil {
 		return nil, err
@@ -197,8 +194,8 @@ func (e *Engine) DeleteCredential(ctx context.Context, id string) (string, error
 	if err != nil {
 		return "", err
 	}
-	if err := checkEnvironmentScope(v, cred.EnvironmentID); err != nil {
-		return "", err
+	if !inScope(v, cred.EnvironmentID) {
+		return "", errs.NotFoundf("credential", id)
 	}
 	if err := c.Credential.DeleteOneID(cred.ID).Exec(ctx); err != nil {
 		return "", err

@@ -92,12 +92,40 @@ func authorize(ctx context.Context, roles ...string) (*viewer.Viewer, *ent.Clien
 	return v, c, nil
 }
 
-// checkEnvironmentScope refuses callers restricted to another environment.
-func checkEnvironmentScope(v *viewer.Viewer, environmentID string) error {
-	if v.EnvironmentID != "" && v.EnvironmentID != environmentID {
-		return errs.E(errs.Forbidden, "this API key is restricted to another environment")
+// authorizeTenantWide is authorize for tenant-wide administration (webhook
+// endpoints, environments, budgets, prices, API keys), which a caller
+// restricted to one environment may not do whatever its roles. The scope is
+// checked first, so the answer never depends on the object named.
+func authorizeTenantWide(ctx context.Context, roles ...string) (*viewer.Viewer, *ent.Client, error) {
+	if err := RefuseEnvironmentScoped(ctx); err != nil {
+		return nil, nil, err
 	}
-	return nil
+	return authorize(ctx, roles...)
+}
+
+// RefuseEnvironmentScoped refuses a caller restricted to one environment
+// (an environment-scoped API key) with FORBIDDEN; anyone else passes.
+func RefuseEnvironmentScoped(ctx context.Context) error {
+	v := viewer.FromContext(ctx)
+	if v == nil || v.EnvironmentID == "" || v.System {
+		return nil
+	}
+	name := v.EnvironmentID
+	if c, err := store.Client(ctx); err == nil {
+		if env, err := c.Environment.Get(ctx, v.EnvironmentID); err == nil {
+			name = env.Name
+		}
+	}
+	return errs.E(errs.Forbidden, "this API key is scoped to environment %s; tenant-wide administration needs an unscoped credential", quote(name))
+}
+
+// inScope reports whether the viewer may reach objects of environmentID.
+// Objects outside its scope read exactly like objects that do not exist:
+// the privacy rules hide them (and environments) from such a viewer, so an
+// operation finds them missing at the point it would find a missing id;
+// inScope is the check under that.
+func inScope(v *viewer.Viewer, environmentID string) bool {
+	return v.EnvironmentID == "" || v.EnvironmentID == environmentID
 }
 
 // audit appends one audit entry in the current transaction.

@@ -11,7 +11,7 @@ import (
 
 // CreateEnvironment adds an environment to the viewer's tenant. Admins only.
 func (e *Engine) CreateEnvironment(ctx context.Context, name string, kind environment.Kind) (*ent.Environment, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
@@ -32,7 +32,11 @@ func (e *Engine) CreateEnvironment(ctx context.Context, name string, kind enviro
 func environmentByID(ctx context.Context, c *ent.Client, id, path string) (*ent.Environment, error) {
 	env, err := c.Environment.Get(ctx, id)
 	if ent.IsNotFound(err) {
-		return nil, &errs.Error{Code: errs.NotFound, Message: "environment " + quote(id) + " not found", Problems: []errs.Problem{{Path: path, Message: "not found"}}}
+		return nil, environmentNotFound(id, path)
 	}
 	return env, err
+}
+
+func environmentNotFound(id, path string) error {
+	return &errs.Error{Code: errs.NotFound, Message: "environment " + quote(id) + " not found", Problems: []errs.Problem{{Path: path, Message: "not found"}}}
 }

@@ -48,9 +48,6 @@ func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, in.EnvironmentID); err != nil {
-		return nil, err
-	}
 	if in.Input == nil {
 		in.Input = map[string]any{}
 	}
@@ -253,8 +250,8 @@ func (e *Engine) operateRun(ctx context.Context, id string) (*viewer.Viewer, *en
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
-		return nil, nil, nil, err
+	if !inScope(v, s.run.EnvironmentID) {
+		return nil, nil, nil, errs.NotFoundf("run", id)
 	}
 	return v, c, s, nil
 }
@@ -341,8 +338,8 @@ func (e *Engine) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, error
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, src.EnvironmentID); err != nil {
-		return nil, err
+	if !inScope(v, src.EnvironmentID) {
+		return nil, errs.NotFoundf("run", in.RunID)
 	}
 	versionID := src.VersionID
 	if in.VersionID != nil {

@@ -111,7 +111,7 @@ func (e *Engine) openWebhookSecret(ctx context.Context, c *ent.Client, ep *ent.W
 
 // CreateWebhookEndpoint registers an endpoint and returns its secret, once.
 func (e *Engine) CreateWebhookEndpoint(ctx context.Context, rawURL string, eventTypes []string, description string) (*ent.WebhookEndpoint, string, error) {
-	v, c, err := authorize(ctx, viewer.RoleAdmin)
+	v, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, "", err
 	}
@@ -141,7 +141,7 @@ func (e *Engine) CreateWebhookEndpoint(ctx context.Context, rawURL string, event
 // UpdateWebhookEndpoint changes an endpoint. Enabling it clears the reason
 // it was disabled and its failure streak.
 func (e *Engine) UpdateWebhookEndpoint(ctx context.Context, id string, rawURL *string, eventTypes []string, enabled *bool, description *string) (*ent.WebhookEndpoint, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func (e *Engine) UpdateWebhookEndpoint(ctx context.Context, id string, rawURL *s
 // RotateWebhookSecret issues a new secret; the old one keeps signing until
 // the grace period ends.
 func (e *Engine) RotateWebhookSecret(ctx context.Context, id string) (*ent.WebhookEndpoint, string, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, "", err
 	}
@@ -221,7 +221,7 @@ func (e *Engine) RotateWebhookSecret(ctx context.Context, id string) (*ent.Webho
 
 // DeleteWebhookEndpoint removes an endpoint and its delivery records.
 func (e *Engine) DeleteWebhookEndpoint(ctx context.Context, id string) (string, error) {
-	_, c, err := authorize(ctx, viewer.RoleAdmin)
+	_, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return "", err
 	}
@@ -235,7 +235,7 @@ func (e *Engine) DeleteWebhookEndpoint(ctx context.Context, id string) (string, 
 
 // RedeliverWebhookDelivery sends a delivery again, with the same webhook-id.
 func (e *Engine) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
-	v, c, err := authorize(ctx, viewer.RoleAdmin, viewer.RoleOperator)
+	v, c, err := authorizeTenantWide(ctx, viewer.RoleAdmin, viewer.RoleOperator)
 	if err != nil {
 		return nil, err
 	}

@@ -176,9 +176,6 @@ func (e *Engine) DeployWorkflowVersion(ctx context.Context, versionID, environme
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEnvironmentScope(v, environmentID); err != nil {
-		return nil, err
-	}
 	wv, err := c.WorkflowVersion.Get(ctx, versionID)
 	if ent.IsNotFound(err) {
 		return nil, errs.NotFoundf("workflow version", versionID)
