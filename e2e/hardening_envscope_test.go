@@ -275,6 +275,15 @@ func TestHardeningEnvironmentScope(t *testing.T) {
 		if a := get(owner.ok(qEngApproval, map[string]any{"id": stg.approval}), "node.status"); a != "pending" {
 			t.Errorf("staging approval decided: %v", a)
 		}
+		// Idempotency keys are unique in the tenant: a staging run's key
+		// answers CONFLICT to the scoped key and never hands out that run.
+		k := "hs-" + randHex(4)
+		keyed := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": stagingID, "i": map[string]any{}, "k": k}), "startRun.id")
+		r := scoped.do(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{}, "k": k})
+		if r.Code() != "CONFLICT" || strings.Contains(r.Raw, keyed) {
+			t.Errorf("startRun with staging's idempotency key: %s", hsShort(r.Raw))
+		}
+		owner.ok(mEngCancel, map[string]any{"id": keyed})
 	})
 
 	t.Run("tenant-wide mutations", func(t *testing.T) {
