@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -184,7 +185,7 @@ func TestHardeningEnvironmentScope(t *testing.T) {
 	})
 
 	t.Run("lists", func(t *testing.T) {
-		_, scoped := as(t)
+		owner, scoped := as(t)
 		lists := map[string]string{
 			"runs":              `{ runs(first: 100) { edges { node { id environmentID } } } }`,
 			"approvals":         `{ approvals(first: 100) { edges { node { id runID context run { id } } } } }`,
@@ -222,6 +223,15 @@ func TestHardeningEnvironmentScope(t *testing.T) {
 			if !strings.Contains(r.Raw, id) {
 				t.Errorf("lists lack the key's own %s: %s", id, r.Raw)
 			}
+		}
+		// Counts count only what the key sees.
+		r = scoped.do(`{ approvals { totalCount } webhookDeliveries { totalCount } modelCalls { totalCount }
+			webhookEndpoints { edges { node { deliveries { totalCount } } } } }`, nil)
+		owned := hsShort(owner.do(hsDeliveries, map[string]any{"r": devRun}).Raw)
+		nDev := len(edges(owner.ok(hsDeliveries, map[string]any{"r": devRun}), "webhookDeliveries"))
+		if get(r.Data, "approvals.totalCount") != float64(1) || get(r.Data, "modelCalls.totalCount") != float64(1) ||
+			get(r.Data, "webhookDeliveries.totalCount") != float64(nDev) || !strings.Contains(r.Raw, fmt.Sprintf(`"deliveries":{"totalCount":%d}`, nDev)) {
+			t.Errorf("counts seen by the scoped key: %s (its run's deliveries: %s)", r.Raw, owned)
 		}
 		// The audit log is tenant-wide: refused, and its entries unreadable.
 		scoped.fail("FORBIDDEN", `{ auditLogs(first: 10) { edges { node { id } } } }`, nil)
