@@ -29,14 +29,15 @@ func (e *Engine) CreateEnvironment(ctx context.Context, name string, kind enviro
 }
 
 // environmentByID loads an environment of the viewer's tenant or NOT_FOUND.
+// An environment outside the viewer's scope is NOT_FOUND too, answered at
+// the same point as a missing one (the privacy rules hide it already).
 func environmentByID(ctx context.Context, c *ent.Client, id, path string) (*ent.Environment, error) {
 	env, err := c.Environment.Get(ctx, id)
+	if v := viewer.FromContext(ctx); err == nil && v != nil && !inScope(v, env.ID) {
+		err = &ent.NotFoundError{}
+	}
 	if ent.IsNotFound(err) {
-		return nil, environmentNotFound(id, path)
+		return nil, &errs.Error{Code: errs.NotFound, Message: "environment " + quote(id) + " not found", Problems: []errs.Problem{{Path: path, Message: "not found"}}}
 	}
 	return env, err
-}
-
-func environmentNotFound(id, path string) error {
-	return &errs.Error{Code: errs.NotFound, Message: "environment " + quote(id) + " not found", Problems: []errs.Problem{{Path: path, Message: "not found"}}}
 }
