@@ -14,10 +14,9 @@ import (
 // TestDeniedErrorsNameHostNotAddress: a refusal at dial time says which
 // host and why, never the address the name resolved to.
 func TestDeniedErrorsNameHostNotAddress(t *testing.T) {
-	srv := okServer(t)
-	u, _ := url.Parse(srv.URL)
 	c := egress.NewClient(egress.Config{})
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://localhost:"+u.Port()+"/", nil)
+	// localhost resolves to 127.0.0.1; port 80 is allowed, the address is not.
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://localhost/", nil)
 	_, err := c.Do(req)
 	if !errors.Is(err, egress.ErrDenied) {
 		t.Fatalf("err = %v, want ErrDenied", err)
@@ -39,5 +38,13 @@ func TestDeniedPortIsNamed(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "port 8443") {
 		t.Errorf("error = %v, want it to name port 8443", err)
+	}
+	// At dial time too, without the address the name resolved to.
+	srv := okServer(t)
+	u, _ := url.Parse(srv.URL)
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://localhost:"+u.Port()+"/", nil)
+	_, err = egress.NewClient(egress.Config{}).Do(req)
+	if !errors.Is(err, egress.ErrPortDenied) || !strings.Contains(err.Error(), "port "+u.Port()) || strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("dial-time port refusal: %v", err)
 	}
 }

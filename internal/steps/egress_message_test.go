@@ -2,9 +2,6 @@ package steps_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -18,10 +15,8 @@ import (
 // names the host and says why, but never quotes the internal address the
 // name resolved to (that would map a tenant's view of the private network).
 func TestEgressRefusalNamesHostNotAddress(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL)
-	target := "http://localhost:" + u.Port() + "/x" // localhost resolves to 127.0.0.1
+	// localhost resolves to 127.0.0.1; port 80 is allowed, the address is not.
+	target := "http://localhost/x"
 	x := steps.NewExecutor(egress.NewClient(egress.Config{}))
 	res, err := x.HTTP(context.Background(), steps.Request{
 		RunID: "run_1", StepID: "call",
