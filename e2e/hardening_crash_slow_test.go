@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,8 @@ func measureSlowDuplicates(t *testing.T, delivery string) {
 	const nRuns = 100
 	withoutSuiteWorkers(t)
 	st := newStack(t, 2)
-	f := newFixture(t, "slow-"+delivery[:8])
+	slug := "slow-" + strings.ReplaceAll(delivery, "_", "-")
+	f := newFixture(t, slug)
 	var mu sync.Mutex
 	arrivals := map[string]int{}
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +53,7 @@ func measureSlowDuplicates(t *testing.T, delivery string) {
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	}))
 	defer sink.Close()
-	wf, _ := deployWorkflow(t, f, "slow-"+delivery[:8], deliveryDefinition(sink.URL+"/slow", delivery, ""))
+	wf, _ := deployWorkflow(t, f, slug, deliveryDefinition(sink.URL+"/slow", delivery, ""))
 	g := gqlOn(st.server, f.owner.token)
 
 	stop := make(chan struct{})
