@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +192,45 @@ func TestAtMostOnceValidation(t *testing.T) {
 	}
 	c.ok(mCreateVer, map[string]any{"w": wfID, "d": defJSON(t, httpStep(`,"sideEffect":true,"delivery":"at_most_once","onUncertain":"ask"`))})
 	c.ok(mCreateVer, map[string]any{"w": wfID, "d": defJSON(t, httpStep(`,"sideEffect":true,"delivery":"at_least_once"`))})
+}
+
+// TestAtMostOnceFailureRule: without any crash, an at_most_once call that
+// got an answer the default would retry (503) is not sent again and fails
+// as uncertain, while one that certainly was not sent (connection
+// refused) is retried like any transient failure.
+func TestAtMostOnceFailureRule(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "amo-rule")
+	srv := newScriptServer(t)
+	srv.script("/busy", reply{Status: 503, Body: map[string]any{"busy": true}}, reply{Status: 200, Body: map[string]any{"ok": true}})
+	closed := httptest.NewServer(http.NotFoundHandler())
+	refused := closed.URL
+	closed.Close()
+
+	def := func(url string) map[string]any {
+		d := deliveryDefinition(url, "at_most_once", "")
+		post := d["steps"].([]any)[0].(map[string]any)
+		post["timeout"] = "5s"
+		post["retry"] = map[string]any{"maxAttempts": 2, "initialInterval": "1s"}
+		return d
+	}
+	wfBusy, _ := deployWorkflow(t, f, "amo-busy", def(srv.URL+"/busy"))
+	wfRefused, _ := deployWorkflow(t, f, "amo-refused", def(refused+"/x"))
+	start := func(wf string) string {
+		return str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{}}), "startRun.id")
+	}
+	busy, ref := start(wfBusy), start(wfRefused)
+
+	r := waitRun(t, f.owner, busy, time.Minute, "failed", "succeeded")
+	if str(r, "status") != "failed" || str(r, "error.class") != "uncertain" || !strings.Contains(str(r, "error.message"), "status 503") {
+		t.Errorf("503 under at_most_once: %v", r)
+	}
+	if n := len(srv.calls("/busy")); n != 1 {
+		t.Errorf("receiver answered 503 and was called %d times, want 1", n)
+	}
+	r = waitRun(t, f.owner, ref, time.Minute, "failed", "succeeded")
+	post := stepOf(r, "post")
+	if str(r, "status") != "failed" || str(post, "error.class") != "transient" || get(post, "attempts") != float64(2) {
+		t.Errorf("connection refused under at_most_once: want 2 attempts, transient: %v", post)
+	}
 }

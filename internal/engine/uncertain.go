@@ -99,7 +99,7 @@ func (s *runState) takeoverUncertain(ctx context.Context, step *definition.Step,
 // (the attempt already recorded): it fails the step and the run, or with
 // onUncertain: "ask" parks the step for an operator's decision.
 func (s *runState) settleUncertain(ctx context.Context, step *definition.Step, sr *ent.StepRun, attemptID string, number int, msg string) error {
-	if step.UncertainAction() == definition.OnUncertainAsk {
+	if step.UncertainAction() == definition.OnUncertainAsk && !s.terminal() {
 		return s.askUncertain(ctx, sr, attemptID, number, msg)
 	}
 	class := string(steps.Uncertain)
