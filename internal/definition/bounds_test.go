@@ -87,3 +87,24 @@ func TestWorstCaseSpan(t *testing.T) {
 		t.Error("span overflowed")
 	}
 }
+
+// TestParseStoredKeepsOldVersionsRunning: a version published before the
+// bounds existed still parses for running, and its backoff is clamped.
+func TestParseStoredKeepsOldVersionsRunning(t *testing.T) {
+	doc := oneStep(`{"id":"a","type":"http","request":{"method":"POST","url":"https://x.example/","headers":{"X A":"1"}},
+		"retry":{"maxAttempts":3,"initialInterval":"1000000h","maxInterval":"2000000h"}}`)
+	if _, err := Parse([]byte(doc)); err == nil {
+		t.Fatal("Parse accepted it")
+	}
+	d, err := ParseStored([]byte(doc))
+	if err != nil {
+		t.Fatalf("ParseStored: %v", err)
+	}
+	if b := d.Steps[0].RetryPolicy().Backoff(2, nil); b > MaxRetryInterval {
+		t.Errorf("backoff %s exceeds %s", b, MaxRetryInterval)
+	}
+	// Rules that predate the bounds still apply.
+	if _, err := ParseStored([]byte(httpStep(`,"retry":{"initialInterval":"2m","maxInterval":"1m"}`))); err == nil {
+		t.Error("ParseStored accepted initialInterval > maxInterval")
+	}
+}

@@ -250,7 +250,17 @@ func (e *ValidationError) Error() string {
 // Parse decodes a definition (JSON, or YAML when the document does not start
 // with '{') and validates it completely. Any failure, including a syntax
 // error, is returned as *ValidationError.
-func Parse(raw []byte) (*Definition, error) {
+func Parse(raw []byte) (*Definition, error) { return parse(raw, true) }
+
+// ParseStored parses a definition stored by an earlier version of Sluice,
+// for running it: the rules added since definitions were first published
+// (bounded retry policies, header names and values, approver roles) are
+// not applied, so a version published before them keeps running. Those
+// rules still apply at create, publish and deploy (Parse); the engine
+// clamps retry intervals at run time anyway (RetryPolicy.Backoff).
+func ParseStored(raw []byte) (*Definition, error) { return parse(raw, false) }
+
+func parse(raw []byte, strict bool) (*Definition, error) {
 	doc, jsonDoc, err := decodeDocument(raw)
 	if err != nil {
 		return nil, newValidationError([]Problem{{Path: "$", Message: err.Error()}})
@@ -273,7 +283,7 @@ func Parse(raw []byte) (*Definition, error) {
 	}
 	// Semantic checks still run after schema problems when the document
 	// decoded, so one round trip reports as much as possible.
-	problems = append(problems, d.validate()...)
+	problems = append(problems, d.validate(strict)...)
 	if len(problems) > 0 {
 		return nil, newValidationError(problems)
 	}

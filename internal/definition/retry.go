@@ -64,6 +64,9 @@ func (p RetryPolicy) Backoff(attempt int, rnd *rand.Rand) time.Duration {
 	if maxInterval <= 0 {
 		maxInterval = DefaultMaxInterval
 	}
+	// Versions published before the bounds existed (ParseStored) may ask
+	// for more: never wait longer than the bound.
+	maxInterval = min(maxInterval, MaxRetryInterval)
 	coefficient := p.BackoffCoefficient
 	if coefficient < 1 {
 		coefficient = DefaultBackoffCoefficient

@@ -40,13 +40,14 @@ var ApproverRoles = []string{"owner", "admin", "editor", "operator"}
 // after schema problems, to report everything in one pass.
 type validator struct {
 	d        *Definition
+	strict   bool           // apply the rules added after definitions were first stored (ParseStored)
 	index    map[string]int // step id -> first step with it
 	needs    [][]int        // step -> indexes of valid needs
 	problems []Problem
 }
 
-func (d *Definition) validate() []Problem {
-	v := &validator{d: d, index: map[string]int{}}
+func (d *Definition) validate(strict bool) []Problem {
+	v := &validator{d: d, strict: strict, index: map[string]int{}}
 	v.checkIDs()
 	v.checkNeeds()
 	v.checkCycles()
@@ -258,10 +259,10 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 	if s.OnUncertain != "" && !s.AtMostOnce() {
 		v.add(path+".onUncertain", "onUncertain applies only to steps with delivery: at_most_once")
 	}
-	if r := s.Request; r != nil {
+	if r := s.Request; r != nil && v.strict {
 		v.checkHeaders(path+".request.headers", r.Headers)
 	}
-	if a := s.Approvers; a != nil {
+	if a := s.Approvers; a != nil && v.strict {
 		for j, role := range a.Roles {
 			if !slices.Contains(ApproverRoles, role) {
 				v.add(joinIndex(path+".approvers.roles", j), "role %q cannot decide approvals; use one of %s", role, strings.Join(ApproverRoles, ", "))
@@ -319,16 +320,17 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 func (v *validator) checkRetry(path string, s *Step) {
 	r, p := s.Retry, s.RetryPolicy()
 	path += ".retry"
-	bounded := true
-	if r.InitialInterval.Duration > MaxRetryInterval {
+	// Without strict, only the rule that predates the bounds applies.
+	bounded := v.strict
+	if v.strict && r.InitialInterval.Duration > MaxRetryInterval {
 		v.add(path+".initialInterval", "initialInterval %s exceeds the maximum of %s", fmtDuration(r.InitialInterval.Duration), fmtDuration(MaxRetryInterval))
 		bounded = false
 	}
-	if r.MaxInterval.Duration > MaxRetryInterval {
+	if v.strict && r.MaxInterval.Duration > MaxRetryInterval {
 		v.add(path+".maxInterval", "maxInterval %s exceeds the maximum of %s", fmtDuration(r.MaxInterval.Duration), fmtDuration(MaxRetryInterval))
 		bounded = false
 	}
-	if r.BackoffCoefficient > MaxBackoffCoefficient {
+	if v.strict && r.BackoffCoefficient > MaxBackoffCoefficient {
 		v.add(path+".backoffCoefficient", "backoffCoefficient %g exceeds the maximum of %g", r.BackoffCoefficient, MaxBackoffCoefficient)
 		bounded = false
 	}
