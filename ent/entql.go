@@ -343,6 +343,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldScheduledAt:  {Type: field.TypeTime, Column: stepattempt.FieldScheduledAt},
 			stepattempt.FieldStartedAt:    {Type: field.TypeTime, Column: stepattempt.FieldStartedAt},
 			stepattempt.FieldFinishedAt:   {Type: field.TypeTime, Column: stepattempt.FieldFinishedAt},
+			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
 	graph.Nodes[13] = &sqlgraph.Node{
@@ -2687,6 +2688,11 @@ func (f *StepAttemptFilter) WhereStartedAt(p entql.TimeP) {
 // WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
 func (f *StepAttemptFilter) WhereFinishedAt(p entql.TimeP) {
 	f.Where(p.Field(stepattempt.FieldFinishedAt))
+}
+
+// WhereSentAt applies the entql time.Time predicate on the sent_at field.
+func (f *StepAttemptFilter) WhereSentAt(p entql.TimeP) {
+	f.Where(p.Field(stepattempt.FieldSentAt))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.

@@ -1830,6 +1830,11 @@ func (_q *StepAttemptQuery) collectField(ctx context.Context, oneNode bool, opCt
 				selectedFields = append(selectedFields, stepattempt.FieldFinishedAt)
 				fieldSeen[stepattempt.FieldFinishedAt] = struct{}{}
 			}
+		case "sentAt":
+			if _, ok := fieldSeen[stepattempt.FieldSentAt]; !ok {
+				selectedFields = append(selectedFields, stepattempt.FieldSentAt)
+				fieldSeen[stepattempt.FieldSentAt] = struct{}{}
+			}
 		case "id":
 		case "__typename":
 		default:

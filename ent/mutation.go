@@ -13065,6 +13065,7 @@ type StepAttemptMutation struct {
 	scheduled_at      *time.Time
 	started_at        *time.Time
 	finished_at       *time.Time
+	sent_at           *time.Time
 	clearedFields     map[string]struct{}
 	tenant            *string
 	clearedtenant     bool
@@ -13804,6 +13805,55 @@ func (m *StepAttemptMutation) ResetFinishedAt() {
 	delete(m.clearedFields, stepattempt.FieldFinishedAt)
 }
 
+// SetSentAt sets the "sent_at" field.
+func (m *StepAttemptMutation) SetSentAt(t time.Time) {
+	m.sent_at = &t
+}
+
+// SentAt returns the value of the "sent_at" field in the mutation.
+func (m *StepAttemptMutation) SentAt() (r time.Time, exists bool) {
+	v := m.sent_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSentAt returns the old "sent_at" field's value of the StepAttempt entity.
+// If the StepAttempt object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepAttemptMutation) OldSentAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSentAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSentAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSentAt: %w", err)
+	}
+	return oldValue.SentAt, nil
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (m *StepAttemptMutation) ClearSentAt() {
+	m.sent_at = nil
+	m.clearedFields[stepattempt.FieldSentAt] = struct{}{}
+}
+
+// SentAtCleared returns if the "sent_at" field was cleared in this mutation.
+func (m *StepAttemptMutation) SentAtCleared() bool {
+	_, ok := m.clearedFields[stepattempt.FieldSentAt]
+	return ok
+}
+
+// ResetSentAt resets all changes to the "sent_at" field.
+func (m *StepAttemptMutation) ResetSentAt() {
+	m.sent_at = nil
+	delete(m.clearedFields, stepattempt.FieldSentAt)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *StepAttemptMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -13892,7 +13942,7 @@ func (m *StepAttemptMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *StepAttemptMutation) Fields() []string {
-	fields := make([]string, 0, 14)
+	fields := make([]string, 0, 15)
 	if m.tenant != nil {
 		fields = append(fields, stepattempt.FieldTenantID)
 	}
@@ -13935,6 +13985,9 @@ func (m *StepAttemptMutation) Fields() []string {
 	if m.finished_at != nil {
 		fields = append(fields, stepattempt.FieldFinishedAt)
 	}
+	if m.sent_at != nil {
+		fields = append(fields, stepattempt.FieldSentAt)
+	}
 	return fields
 }
 
@@ -13971,6 +14024,8 @@ func (m *StepAttemptMutation) Field(name string) (ent.Value, bool) {
 		return m.StartedAt()
 	case stepattempt.FieldFinishedAt:
 		return m.FinishedAt()
+	case stepattempt.FieldSentAt:
+		return m.SentAt()
 	}
 	return nil, false
 }
@@ -14008,6 +14063,8 @@ func (m *StepAttemptMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldStartedAt(ctx)
 	case stepattempt.FieldFinishedAt:
 		return m.OldFinishedAt(ctx)
+	case stepattempt.FieldSentAt:
+		return m.OldSentAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown StepAttempt field %s", name)
 }
@@ -14115,6 +14172,13 @@ func (m *StepAttemptMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetFinishedAt(v)
 		return nil
+	case stepattempt.FieldSentAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSentAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown StepAttempt field %s", name)
 }
@@ -14187,6 +14251,9 @@ func (m *StepAttemptMutation) ClearedFields() []string {
 	if m.FieldCleared(stepattempt.FieldFinishedAt) {
 		fields = append(fields, stepattempt.FieldFinishedAt)
 	}
+	if m.FieldCleared(stepattempt.FieldSentAt) {
+		fields = append(fields, stepattempt.FieldSentAt)
+	}
 	return fields
 }
 
@@ -14215,6 +14282,9 @@ func (m *StepAttemptMutation) ClearField(name string) error {
 		return nil
 	case stepattempt.FieldFinishedAt:
 		m.ClearFinishedAt()
+		return nil
+	case stepattempt.FieldSentAt:
+		m.ClearSentAt()
 		return nil
 	}
 	return fmt.Errorf("unknown StepAttempt nullable field %s", name)
@@ -14265,6 +14335,9 @@ func (m *StepAttemptMutation) ResetField(name string) error {
 		return nil
 	case stepattempt.FieldFinishedAt:
 		m.ResetFinishedAt()
+		return nil
+	case stepattempt.FieldSentAt:
+		m.ResetSentAt()
 		return nil
 	}
 	return fmt.Errorf("unknown StepAttempt field %s", name)

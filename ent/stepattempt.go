@@ -48,6 +48,8 @@ type StepAttempt struct {
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	// FinishedAt holds the value of the "finished_at" field.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// SentAt holds the value of the "sent_at" field.
+	SentAt *time.Time `json:"sent_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the StepAttemptQuery when eager-loading is set.
 	Edges        StepAttemptEdges `json:"edges"`
@@ -100,7 +102,7 @@ func (*StepAttempt) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case stepattempt.FieldID, stepattempt.FieldTenantID, stepattempt.FieldRunID, stepattempt.FieldStepRunID, stepattempt.FieldStepID, stepattempt.FieldStatus, stepattempt.FieldErrorClass, stepattempt.FieldErrorMessage:
 			values[i] = new(sql.NullString)
-		case stepattempt.FieldCreatedAt, stepattempt.FieldScheduledAt, stepattempt.FieldStartedAt, stepattempt.FieldFinishedAt:
+		case stepattempt.FieldCreatedAt, stepattempt.FieldScheduledAt, stepattempt.FieldStartedAt, stepattempt.FieldFinishedAt, stepattempt.FieldSentAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -213,6 +215,13 @@ func (_m *StepAttempt) assignValues(columns []string, values []any) error {
 				_m.FinishedAt = new(time.Time)
 				*_m.FinishedAt = value.Time
 			}
+		case stepattempt.FieldSentAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sent_at", values[i])
+			} else if value.Valid {
+				_m.SentAt = new(time.Time)
+				*_m.SentAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -306,6 +315,11 @@ func (_m *StepAttempt) String() string {
 	builder.WriteString(", ")
 	if v := _m.FinishedAt; v != nil {
 		builder.WriteString("finished_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.SentAt; v != nil {
+		builder.WriteString("sent_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')

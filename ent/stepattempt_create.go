@@ -165,6 +165,20 @@ func (_c *StepAttemptCreate) SetNillableFinishedAt(v *time.Time) *StepAttemptCre
 	return _c
 }
 
+// SetSentAt sets the "sent_at" field.
+func (_c *StepAttemptCreate) SetSentAt(v time.Time) *StepAttemptCreate {
+	_c.mutation.SetSentAt(v)
+	return _c
+}
+
+// SetNillableSentAt sets the "sent_at" field if the given value is not nil.
+func (_c *StepAttemptCreate) SetNillableSentAt(v *time.Time) *StepAttemptCreate {
+	if v != nil {
+		_c.SetSentAt(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *StepAttemptCreate) SetID(v string) *StepAttemptCreate {
 	_c.mutation.SetID(v)
@@ -385,6 +399,10 @@ func (_c *StepAttemptCreate) createSpec() (*StepAttempt, *sqlgraph.CreateSpec) {
 		_spec.SetField(stepattempt.FieldFinishedAt, field.TypeTime, value)
 		_node.FinishedAt = &value
 	}
+	if value, ok := _c.mutation.SentAt(); ok {
+		_spec.SetField(stepattempt.FieldSentAt, field.TypeTime, value)
+		_node.SentAt = &value
+	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -600,6 +618,24 @@ func (u *StepAttemptUpsert) UpdateFinishedAt() *StepAttemptUpsert {
 // ClearFinishedAt clears the value of the "finished_at" field.
 func (u *StepAttemptUpsert) ClearFinishedAt() *StepAttemptUpsert {
 	u.SetNull(stepattempt.FieldFinishedAt)
+	return u
+}
+
+// SetSentAt sets the "sent_at" field.
+func (u *StepAttemptUpsert) SetSentAt(v time.Time) *StepAttemptUpsert {
+	u.Set(stepattempt.FieldSentAt, v)
+	return u
+}
+
+// UpdateSentAt sets the "sent_at" field to the value that was provided on create.
+func (u *StepAttemptUpsert) UpdateSentAt() *StepAttemptUpsert {
+	u.SetExcluded(stepattempt.FieldSentAt)
+	return u
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (u *StepAttemptUpsert) ClearSentAt() *StepAttemptUpsert {
+	u.SetNull(stepattempt.FieldSentAt)
 	return u
 }
 
@@ -820,6 +856,27 @@ func (u *StepAttemptUpsertOne) UpdateFinishedAt() *StepAttemptUpsertOne {
 func (u *StepAttemptUpsertOne) ClearFinishedAt() *StepAttemptUpsertOne {
 	return u.Update(func(s *StepAttemptUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetSentAt sets the "sent_at" field.
+func (u *StepAttemptUpsertOne) SetSentAt(v time.Time) *StepAttemptUpsertOne {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.SetSentAt(v)
+	})
+}
+
+// UpdateSentAt sets the "sent_at" field to the value that was provided on create.
+func (u *StepAttemptUpsertOne) UpdateSentAt() *StepAttemptUpsertOne {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.UpdateSentAt()
+	})
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (u *StepAttemptUpsertOne) ClearSentAt() *StepAttemptUpsertOne {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.ClearSentAt()
 	})
 }
 
@@ -1207,6 +1264,27 @@ func (u *StepAttemptUpsertBulk) UpdateFinishedAt() *StepAttemptUpsertBulk {
 func (u *StepAttemptUpsertBulk) ClearFinishedAt() *StepAttemptUpsertBulk {
 	return u.Update(func(s *StepAttemptUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetSentAt sets the "sent_at" field.
+func (u *StepAttemptUpsertBulk) SetSentAt(v time.Time) *StepAttemptUpsertBulk {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.SetSentAt(v)
+	})
+}
+
+// UpdateSentAt sets the "sent_at" field to the value that was provided on create.
+func (u *StepAttemptUpsertBulk) UpdateSentAt() *StepAttemptUpsertBulk {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.UpdateSentAt()
+	})
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (u *StepAttemptUpsertBulk) ClearSentAt() *StepAttemptUpsertBulk {
+	return u.Update(func(s *StepAttemptUpsert) {
+		s.ClearSentAt()
 	})
 }
 

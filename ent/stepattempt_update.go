@@ -177,6 +177,26 @@ func (_u *StepAttemptUpdate) ClearFinishedAt() *StepAttemptUpdate {
 	return _u
 }
 
+// SetSentAt sets the "sent_at" field.
+func (_u *StepAttemptUpdate) SetSentAt(v time.Time) *StepAttemptUpdate {
+	_u.mutation.SetSentAt(v)
+	return _u
+}
+
+// SetNillableSentAt sets the "sent_at" field if the given value is not nil.
+func (_u *StepAttemptUpdate) SetNillableSentAt(v *time.Time) *StepAttemptUpdate {
+	if v != nil {
+		_u.SetSentAt(*v)
+	}
+	return _u
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (_u *StepAttemptUpdate) ClearSentAt() *StepAttemptUpdate {
+	_u.mutation.ClearSentAt()
+	return _u
+}
+
 // Mutation returns the StepAttemptMutation object of the builder.
 func (_u *StepAttemptUpdate) Mutation() *StepAttemptMutation {
 	return _u.mutation
@@ -289,6 +309,12 @@ func (_u *StepAttemptUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(stepattempt.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SentAt(); ok {
+		_spec.SetField(stepattempt.FieldSentAt, field.TypeTime, value)
+	}
+	if _u.mutation.SentAtCleared() {
+		_spec.ClearField(stepattempt.FieldSentAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -459,6 +485,26 @@ func (_u *StepAttemptUpdateOne) ClearFinishedAt() *StepAttemptUpdateOne {
 	return _u
 }
 
+// SetSentAt sets the "sent_at" field.
+func (_u *StepAttemptUpdateOne) SetSentAt(v time.Time) *StepAttemptUpdateOne {
+	_u.mutation.SetSentAt(v)
+	return _u
+}
+
+// SetNillableSentAt sets the "sent_at" field if the given value is not nil.
+func (_u *StepAttemptUpdateOne) SetNillableSentAt(v *time.Time) *StepAttemptUpdateOne {
+	if v != nil {
+		_u.SetSentAt(*v)
+	}
+	return _u
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (_u *StepAttemptUpdateOne) ClearSentAt() *StepAttemptUpdateOne {
+	_u.mutation.ClearSentAt()
+	return _u
+}
+
 // Mutation returns the StepAttemptMutation object of the builder.
 func (_u *StepAttemptUpdateOne) Mutation() *StepAttemptMutation {
 	return _u.mutation
@@ -601,6 +647,12 @@ func (_u *StepAttemptUpdateOne) sqlSave(ctx context.Context) (_node *StepAttempt
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(stepattempt.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SentAt(); ok {
+		_spec.SetField(stepattempt.FieldSentAt, field.TypeTime, value)
+	}
+	if _u.mutation.SentAtCleared() {
+		_spec.ClearField(stepattempt.FieldSentAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &StepAttempt{config: _u.config}

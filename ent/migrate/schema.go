@@ -589,6 +589,7 @@ var (
 		{Name: "scheduled_at", Type: field.TypeTime},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
 		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "sent_at", Type: field.TypeTime, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "step_run_id", Type: field.TypeString, Size: 40},
 	}
@@ -600,13 +601,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "step_attempts_tenants_tenant",
-				Columns:    []*schema.Column{StepAttemptsColumns[13]},
+				Columns:    []*schema.Column{StepAttemptsColumns[14]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "step_attempts_step_runs_step_run",
-				Columns:    []*schema.Column{StepAttemptsColumns[14]},
+				Columns:    []*schema.Column{StepAttemptsColumns[15]},
 				RefColumns: []*schema.Column{StepRunsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -615,12 +616,12 @@ var (
 			{
 				Name:    "stepattempt_tenant_id_step_run_id_number",
 				Unique:  true,
-				Columns: []*schema.Column{StepAttemptsColumns[13], StepAttemptsColumns[14], StepAttemptsColumns[4]},
+				Columns: []*schema.Column{StepAttemptsColumns[14], StepAttemptsColumns[15], StepAttemptsColumns[4]},
 			},
 			{
 				Name:    "stepattempt_tenant_id_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{StepAttemptsColumns[13], StepAttemptsColumns[2]},
+				Columns: []*schema.Column{StepAttemptsColumns[14], StepAttemptsColumns[2]},
 			},
 		},
 	}

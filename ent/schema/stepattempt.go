@@ -39,6 +39,10 @@ func (StepAttempt) Fields() []ent.Field {
 		field.Time("scheduled_at"),
 		field.Time("started_at").Optional().Nillable(),
 		field.Time("finished_at").Optional().Nillable(),
+		// sent_at is committed just before an at_most_once step's call is
+		// sent: a takeover that finds it set knows the call may have
+		// reached its receiver and does not send it again.
+		field.Time("sent_at").Optional().Nillable(),
 	}
 }
 

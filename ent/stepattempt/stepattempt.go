@@ -46,6 +46,8 @@ const (
 	FieldStartedAt = "started_at"
 	// FieldFinishedAt holds the string denoting the finished_at field in the database.
 	FieldFinishedAt = "finished_at"
+	// FieldSentAt holds the string denoting the sent_at field in the database.
+	FieldSentAt = "sent_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeStepRun holds the string denoting the step_run edge name in mutations.
@@ -85,6 +87,7 @@ var Columns = []string{
 	FieldScheduledAt,
 	FieldStartedAt,
 	FieldFinishedAt,
+	FieldSentAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -217,6 +220,11 @@ func ByStartedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByFinishedAt orders the results by the finished_at field.
 func ByFinishedAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldFinishedAt, opts...).ToFunc()
+}
+
+// BySentAt orders the results by the sent_at field.
+func BySentAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSentAt, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

@@ -125,6 +125,11 @@ func FinishedAt(v time.Time) predicate.StepAttempt {
 	return predicate.StepAttempt(sql.FieldEQ(FieldFinishedAt, v))
 }
 
+// SentAt applies equality check predicate on the "sent_at" field. It's identical to SentAtEQ.
+func SentAt(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldEQ(FieldSentAt, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.StepAttempt {
 	return predicate.StepAttempt(sql.FieldEQ(FieldTenantID, v))
@@ -823,6 +828,56 @@ func FinishedAtIsNil() predicate.StepAttempt {
 // FinishedAtNotNil applies the NotNil predicate on the "finished_at" field.
 func FinishedAtNotNil() predicate.StepAttempt {
 	return predicate.StepAttempt(sql.FieldNotNull(FieldFinishedAt))
+}
+
+// SentAtEQ applies the EQ predicate on the "sent_at" field.
+func SentAtEQ(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldEQ(FieldSentAt, v))
+}
+
+// SentAtNEQ applies the NEQ predicate on the "sent_at" field.
+func SentAtNEQ(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldNEQ(FieldSentAt, v))
+}
+
+// SentAtIn applies the In predicate on the "sent_at" field.
+func SentAtIn(vs ...time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldIn(FieldSentAt, vs...))
+}
+
+// SentAtNotIn applies the NotIn predicate on the "sent_at" field.
+func SentAtNotIn(vs ...time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldNotIn(FieldSentAt, vs...))
+}
+
+// SentAtGT applies the GT predicate on the "sent_at" field.
+func SentAtGT(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldGT(FieldSentAt, v))
+}
+
+// SentAtGTE applies the GTE predicate on the "sent_at" field.
+func SentAtGTE(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldGTE(FieldSentAt, v))
+}
+
+// SentAtLT applies the LT predicate on the "sent_at" field.
+func SentAtLT(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldLT(FieldSentAt, v))
+}
+
+// SentAtLTE applies the LTE predicate on the "sent_at" field.
+func SentAtLTE(v time.Time) predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldLTE(FieldSentAt, v))
+}
+
+// SentAtIsNil applies the IsNil predicate on the "sent_at" field.
+func SentAtIsNil() predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldIsNull(FieldSentAt))
+}
+
+// SentAtNotNil applies the NotNil predicate on the "sent_at" field.
+func SentAtNotNil() predicate.StepAttempt {
+	return predicate.StepAttempt(sql.FieldNotNull(FieldSentAt))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -442,6 +442,7 @@ type ComplexityRoot struct {
 		Number      func(childComplexity int) int
 		RunID       func(childComplexity int) int
 		ScheduledAt func(childComplexity int) int
+		SentAt      func(childComplexity int) int
 		StartedAt   func(childComplexity int) int
 		Status      func(childComplexity int) int
 		StepID      func(childComplexity int) int
@@ -2596,6 +2597,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepAttempt.ScheduledAt(childComplexity), true
+	case "StepAttempt.sentAt":
+		if e.ComplexityRoot.StepAttempt.SentAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepAttempt.SentAt(childComplexity), true
 	case "StepAttempt.startedAt":
 		if e.ComplexityRoot.StepAttempt.StartedAt == nil {
 			break
@@ -6330,6 +6337,7 @@ type StepAttempt implements Node {
   scheduledAt: Time!
   startedAt: Time
   finishedAt: Time
+  sentAt: Time
   stepRun: StepRun!
 }
 """
@@ -7463,7 +7471,7 @@ scalar Any
 
 "The failure of a run, step or attempt."
 type RunError {
-  "transient, permanent, schema_drift, budget or cancelled"
+  "transient, permanent, schema_drift, budget, cancelled or uncertain"
   class: String!
   message: String!
   "The step that failed, for run errors."
@@ -8402,6 +8410,8 @@ func (ec *executionContext) childFields_StepAttempt(ctx context.Context, field g
 		return ec.fieldContext_StepAttempt_startedAt(ctx, field)
 	case "finishedAt":
 		return ec.fieldContext_StepAttempt_finishedAt(ctx, field)
+	case "sentAt":
+		return ec.fieldContext_StepAttempt_sentAt(ctx, field)
 	case "stepRun":
 		return ec.fieldContext_StepAttempt_stepRun(ctx, field)
 	case "error":
@@ -18002,6 +18012,29 @@ func (ec *executionContext) _StepAttempt_finishedAt(ctx context.Context, field g
 	)
 }
 func (ec *executionContext) fieldContext_StepAttempt_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepAttempt", field, false, false, "Time")
+}
+
+func (ec *executionContext) _StepAttempt_sentAt(ctx context.Context, field graphql.CollectedField, obj *ent.StepAttempt) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepAttempt_sentAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SentAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepAttempt_sentAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepAttempt", field, false, false, "Time")
 }
 
@@ -37943,6 +37976,11 @@ func (ec *executionContext) _StepAttempt(ctx context.Context, sel ast.SelectionS
 			}
 		case "finishedAt":
 			out.Values[i] = ec._StepAttempt_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sentAt":
+			out.Values[i] = ec._StepAttempt_sentAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}

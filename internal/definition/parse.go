@@ -31,6 +31,23 @@ const (
 	StepDelay     = "delay"
 )
 
+// Delivery guarantees of side-effect steps (Step.Delivery).
+const (
+	// DeliveryAtLeastOnce (the default) sends again after a crash, under
+	// the same Idempotency-Key: the receiver must deduplicate.
+	DeliveryAtLeastOnce = "at_least_once"
+	// DeliveryAtMostOnce records that the call may have been sent before
+	// sending it and never sends it again once it may have been: a lost
+	// worker or an answer-less failure ends the step as `uncertain`.
+	DeliveryAtMostOnce = "at_most_once"
+)
+
+// onUncertain actions of at_most_once steps.
+const (
+	OnUncertainFail = "fail"
+	OnUncertainAsk  = "ask"
+)
+
 // Approval onTimeout outcomes.
 const (
 	OnTimeoutApprove = "approve"
@@ -75,12 +92,18 @@ func (d *Definition) Reads(stepID string) []string { return d.reads[stepID] }
 // Step is one node of the workflow DAG. Which fields apply depends on Type;
 // the format schema rejects fields that belong to another type.
 type Step struct {
-	ID            string       `json:"id"`
-	Type          string       `json:"type"`
-	Needs         []string     `json:"needs,omitempty"`
-	If            string       `json:"if,omitempty"`
-	Credential    string       `json:"credential,omitempty"`
-	SideEffect    bool         `json:"sideEffect,omitempty"`
+	ID         string   `json:"id"`
+	Type       string   `json:"type"`
+	Needs      []string `json:"needs,omitempty"`
+	If         string   `json:"if,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+	SideEffect bool     `json:"sideEffect,omitempty"`
+	// Delivery is at_least_once (the default) or at_most_once, for
+	// side-effect http and llm steps; OnUncertain (fail, the default, or
+	// ask) is what an at_most_once step does when its call may have been
+	// sent but its outcome is unknown.
+	Delivery      string       `json:"delivery,omitempty"`
+	OnUncertain   string       `json:"onUncertain,omitempty"`
 	Timeout       Duration     `json:"timeout,omitzero"`
 	LatencyBudget Duration     `json:"latencyBudget,omitzero"`
 	Retry         *RetryPolicy `json:"retry,omitempty"`
@@ -108,6 +131,17 @@ type Step struct {
 	// delay
 	Duration Duration `json:"duration,omitzero"`
 	Until    string   `json:"until,omitempty"` // CEL expression giving a timestamp string
+}
+
+// AtMostOnce reports whether the step's call must never be sent twice.
+func (s *Step) AtMostOnce() bool { return s.Delivery == DeliveryAtMostOnce }
+
+// UncertainAction is OnUncertain with its default applied.
+func (s *Step) UncertainAction() string {
+	if s.OnUncertain == "" {
+		return OnUncertainFail
+	}
+	return s.OnUncertain
 }
 
 // TimeoutAction is OnTimeout with its default applied.
@@ -216,7 +250,17 @@ func (e *ValidationError) Error() string {
 // Parse decodes a definition (JSON, or YAML when the document does not start
 // with '{') and validates it completely. Any failure, including a syntax
 // error, is returned as *ValidationError.
-func Parse(raw []byte) (*Definition, error) {
+func Parse(raw []byte) (*Definition, error) { return parse(raw, true) }
+
+// ParseStored parses a definition stored by an earlier version of Sluice,
+// for running it: the rules added since definitions were first published
+// (bounded retry policies, header names and values, approver roles) are
+// not applied, so a version published before them keeps running. Those
+// rules still apply at create, publish and deploy (Parse); the engine
+// clamps retry intervals at run time anyway (RetryPolicy.Backoff).
+func ParseStored(raw []byte) (*Definition, error) { return parse(raw, false) }
+
+func parse(raw []byte, strict bool) (*Definition, error) {
 	doc, jsonDoc, err := decodeDocument(raw)
 	if err != nil {
 		return nil, newValidationError([]Problem{{Path: "$", Message: err.Error()}})
@@ -239,7 +283,7 @@ func Parse(raw []byte) (*Definition, error) {
 	}
 	// Semantic checks still run after schema problems when the document
 	// decoded, so one round trip reports as much as possible.
-	problems = append(problems, d.validate()...)
+	problems = append(problems, d.validate(strict)...)
 	if len(problems) > 0 {
 		return nil, newValidationError(problems)
 	}

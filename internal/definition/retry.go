@@ -64,6 +64,9 @@ func (p RetryPolicy) Backoff(attempt int, rnd *rand.Rand) time.Duration {
 	if maxInterval <= 0 {
 		maxInterval = DefaultMaxInterval
 	}
+	// Versions published before the bounds existed (ParseStored) may ask
+	// for more: never wait longer than the bound.
+	maxInterval = min(maxInterval, MaxRetryInterval)
 	coefficient := p.BackoffCoefficient
 	if coefficient < 1 {
 		coefficient = DefaultBackoffCoefficient
@@ -84,4 +87,33 @@ func (p RetryPolicy) Backoff(attempt int, rnd *rand.Rand) time.Duration {
 	}
 	half := d / 2
 	return time.Duration(half + r*half)
+}
+
+// WorstCaseSpan is the longest the policy's schedule can wait in total
+// between its first and last attempt: every backoff at its full value
+// (equal jitter keeps at most the whole exponential delay), capped at
+// MaxInterval. A server's Retry-After is not counted.
+func (p RetryPolicy) WorstCaseSpan() time.Duration {
+	initial := float64(p.InitialInterval.Duration)
+	if initial <= 0 {
+		initial = float64(DefaultInitialInterval)
+	}
+	maxInterval := float64(p.MaxInterval.Duration)
+	if maxInterval <= 0 {
+		maxInterval = float64(DefaultMaxInterval)
+	}
+	coefficient := p.BackoffCoefficient
+	if coefficient < 1 {
+		coefficient = DefaultBackoffCoefficient
+	}
+	var total float64
+	d := initial
+	for range max(p.MaxAttempts-1, 0) {
+		total += min(d, maxInterval)
+		if total > float64(math.MaxInt64)/2 {
+			return time.Duration(math.MaxInt64)
+		}
+		d *= coefficient
+	}
+	return time.Duration(total)
 }

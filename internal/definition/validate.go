@@ -18,18 +18,36 @@ const (
 	MaxApprovalTimeout = 30 * 24 * time.Hour
 )
 
+// Retry ceilings. A step's retries must end within a week whatever the
+// policy says: MaxRetrySpan bounds the sum of the worst-case waits of the
+// schedule (every backoff at its full, unjittered value). A server's
+// Retry-After can still lengthen a wait, up to 24h each (see steps).
+const (
+	MaxRetryInterval      = 24 * time.Hour
+	MaxBackoffCoefficient = 10.0
+	MaxRetrySpan          = 7 * 24 * time.Hour
+)
+
+// ApproverRoles are the roles that can decide an approval request
+// (engine.DecideApproval): owners and admins hold every role, editors and
+// operators may decide when listed. A viewer cannot write, so listing
+// "viewer" (or a role Sluice does not know) would open a request that no
+// designated approver can ever decide.
+var ApproverRoles = []string{"owner", "admin", "editor", "operator"}
+
 // validator runs the rules the format schema cannot express. It tolerates a
 // partially invalid document (missing fields, bad ids) because it also runs
 // after schema problems, to report everything in one pass.
 type validator struct {
 	d        *Definition
+	strict   bool           // apply the rules added after definitions were first stored (ParseStored)
 	index    map[string]int // step id -> first step with it
 	needs    [][]int        // step -> indexes of valid needs
 	problems []Problem
 }
 
-func (d *Definition) validate() []Problem {
-	v := &validator{d: d, index: map[string]int{}}
+func (d *Definition) validate(strict bool) []Problem {
+	v := &validator{d: d, strict: strict, index: map[string]int{}}
 	v.checkIDs()
 	v.checkNeeds()
 	v.checkCycles()
@@ -233,13 +251,22 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 		v.add(path+".timeout", "timeout %s exceeds the maximum of %s for %s steps", fmtDuration(s.Timeout.Duration), fmtDuration(maxTimeout), s.Type)
 	}
 	if s.Retry != nil {
-		p := s.RetryPolicy()
-		if p.InitialInterval.Duration > p.MaxInterval.Duration {
-			at := path + ".retry.initialInterval"
-			if s.Retry.InitialInterval.Duration == 0 {
-				at = path + ".retry.maxInterval"
+		v.checkRetry(path, s)
+	}
+	if s.Delivery != "" && !s.SideEffect {
+		v.add(path+".delivery", "delivery applies only to side-effect steps (sideEffect: true)")
+	}
+	if s.OnUncertain != "" && !s.AtMostOnce() {
+		v.add(path+".onUncertain", "onUncertain applies only to steps with delivery: at_most_once")
+	}
+	if r := s.Request; r != nil && v.strict {
+		v.checkHeaders(path+".request.headers", r.Headers)
+	}
+	if a := s.Approvers; a != nil && v.strict {
+		for j, role := range a.Roles {
+			if !slices.Contains(ApproverRoles, role) {
+				v.add(joinIndex(path+".approvers.roles", j), "role %q cannot decide approvals; use one of %s", role, strings.Join(ApproverRoles, ", "))
 			}
-			v.add(at, "initialInterval %s is greater than maxInterval %s", fmtDuration(p.InitialInterval.Duration), fmtDuration(p.MaxInterval.Duration))
 		}
 	}
 	if s.Type == StepDelay && s.Duration.Duration > 0 && s.Until != "" {
@@ -286,6 +313,78 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 	if s.Until != "" {
 		v.checkExpr(path+".until", s.Until, scope, false)
 	}
+}
+
+// checkRetry bounds a retry policy: each interval, the coefficient and the
+// worst-case span of the whole schedule (MaxRetrySpan).
+func (v *validator) checkRetry(path string, s *Step) {
+	r, p := s.Retry, s.RetryPolicy()
+	path += ".retry"
+	// Without strict, only the rule that predates the bounds applies.
+	bounded := v.strict
+	if v.strict && r.InitialInterval.Duration > MaxRetryInterval {
+		v.add(path+".initialInterval", "initialInterval %s exceeds the maximum of %s", fmtDuration(r.InitialInterval.Duration), fmtDuration(MaxRetryInterval))
+		bounded = false
+	}
+	if v.strict && r.MaxInterval.Duration > MaxRetryInterval {
+		v.add(path+".maxInterval", "maxInterval %s exceeds the maximum of %s", fmtDuration(r.MaxInterval.Duration), fmtDuration(MaxRetryInterval))
+		bounded = false
+	}
+	if v.strict && r.BackoffCoefficient > MaxBackoffCoefficient {
+		v.add(path+".backoffCoefficient", "backoffCoefficient %g exceeds the maximum of %g", r.BackoffCoefficient, MaxBackoffCoefficient)
+		bounded = false
+	}
+	if p.InitialInterval.Duration > p.MaxInterval.Duration {
+		at := path + ".initialInterval"
+		if r.InitialInterval.Duration == 0 {
+			at = path + ".maxInterval"
+		}
+		v.add(at, "initialInterval %s is greater than maxInterval %s", fmtDuration(p.InitialInterval.Duration), fmtDuration(p.MaxInterval.Duration))
+		bounded = false
+	}
+	if !bounded {
+		return
+	}
+	if span := p.WorstCaseSpan(); span > MaxRetrySpan {
+		at := path + ".maxAttempts"
+		if r.MaxAttempts == 0 {
+			at = path + ".maxInterval"
+		}
+		v.add(at, "the retry schedule can wait %s in total (maxAttempts %d, intervals up to %s); at most %s is allowed: lower maxAttempts or maxInterval",
+			fmtDuration(span.Round(time.Second)), p.MaxAttempts, fmtDuration(p.MaxInterval.Duration), fmtDuration(MaxRetrySpan))
+	}
+}
+
+// checkHeaders refuses request headers that could not be sent as written
+// or would split the request: names must be RFC 7230 tokens, values (as
+// templates) must not hold CR, LF or NUL.
+func (v *validator) checkHeaders(path string, headers map[string]string) {
+	for _, k := range sortedStringKeys(headers) {
+		if !validHeaderName(k) {
+			v.add(path, "header name %q is not a valid HTTP header name (letters, digits and !#$%%&'*+-.^_`|~ only)", k)
+			continue
+		}
+		if strings.ContainsAny(headers[k], "\r\n\x00") {
+			v.add(joinKey(path, k), "header value must not contain CR, LF or NUL characters")
+		}
+	}
+}
+
+// validHeaderName reports whether name is an RFC 7230 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // fmtDuration prints durations the way people write them in definitions:

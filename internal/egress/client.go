@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -57,16 +58,27 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	if _, ok := req.Context().Deadline(); ok {
-		return t.base.RoundTrip(req)
+		resp, err := t.base.RoundTrip(req)
+		return resp, reword(req, err)
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
 	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, reword(req, err)
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// reword replaces a dial-time refusal, whose text quotes the address the
+// host resolved to, with one that names the host only.
+func reword(req *http.Request, err error) error {
+	var d *dialDenied
+	if err == nil || !errors.As(err, &d) {
+		return err
+	}
+	return denied(req.URL.Hostname(), d.port, d.err)
 }
 
 // cancelOnClose keeps the timeout context alive while the caller reads the

@@ -25,6 +25,40 @@ import (
 // a port or a scheme that is not allowed.
 var ErrDenied = errors.New("egress: destination not allowed")
 
+// ErrPortDenied is the ErrDenied of a port outside the allowed ones; such
+// errors wrap both.
+var ErrPortDenied = errors.New("port not allowed")
+
+// deniedError is a refusal worded for the tenant: it names the host the
+// caller asked for and why, never the address a name resolved to (that
+// would let a tenant map the private network by DNS).
+type deniedError struct {
+	host   string
+	port   uint16
+	reason error // ErrPortDenied or ErrAddrDenied
+}
+
+// errAddrDenied is the reason for an address outside the policy.
+var errAddrDenied = errors.New("address not allowed")
+
+func (e *deniedError) Error() string {
+	if e.reason == ErrPortDenied {
+		return fmt.Sprintf("egress: port %d is not allowed for %s (only 80 and 443, unless the address is in SLUICE_EGRESS_ALLOW_CIDRS)", e.port, e.host)
+	}
+	return fmt.Sprintf("egress: %s resolves to a disallowed address (loopback, private, link-local, CGNAT or metadata)", e.host)
+}
+
+func (e *deniedError) Unwrap() []error { return []error{ErrDenied, e.reason} }
+
+// denied words a policy refusal of host:port (from checkAddrPort) without
+// the address.
+func denied(host string, port uint16, err error) error {
+	if errors.Is(err, ssrf.ErrProhibitedPort) {
+		return &deniedError{host: host, port: port, reason: ErrPortDenied}
+	}
+	return &deniedError{host: host, port: port, reason: errAddrDenied}
+}
+
 // Config is the egress policy.
 type Config struct {
 	// AllowCIDRs are ranges allowed even though the policy would deny them
@@ -129,8 +163,21 @@ func (p *policy) control(network, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return fmt.Errorf("%w: cannot parse address %q", ErrDenied, address)
 	}
-	return p.checkAddrPort(ap)
+	if err := p.checkAddrPort(ap); err != nil {
+		return &dialDenied{err: err, port: ap.Port()}
+	}
+	return nil
 }
+
+// dialDenied carries a dial-time refusal, which names the address, up to
+// the transport, which rewords it with the request's host (denied).
+type dialDenied struct {
+	err  error
+	port uint16
+}
+
+func (d *dialDenied) Error() string { return d.err.Error() }
+func (d *dialDenied) Unwrap() error { return d.err }
 
 func checkScheme(scheme string, requireHTTPS bool) error {
 	switch {
@@ -188,7 +235,7 @@ func CheckURL(ctx context.Context, cfg Config, rawURL string, requireHTTPS bool)
 	p := newPolicy(cfg)
 	for _, a := range addrs {
 		if err := p.checkAddrPort(netip.AddrPortFrom(a, port)); err != nil {
-			return err
+			return denied(host, port, err)
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
@@ -91,6 +92,10 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	sr := s.steps[apr.StepID]
 	if sr == nil || sr.Status != steprun.StatusWaiting || s.terminal() {
 		return nil
+	}
+	if step, ok := s.def.StepByID(apr.StepID); ok && step.Type != definition.StepApproval {
+		// An at_most_once step whose call is uncertain (uncertain.go).
+		return s.settleUncertainApproval(ctx, sr, approve, by, comment)
 	}
 	if approve {
 		out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": timedOut}

@@ -35,6 +35,9 @@ type job struct {
 	budgetData                 map[string]any
 	started                    time.Time
 	claimed                    bool // this delivery moved the step to running
+	// held: an at_most_once attempt whose send another holder recorded
+	// first (markSent); this delivery sent nothing and records nothing.
+	held bool
 	// state is set for steps run inside their claim's transaction (no I/O
 	// to guard): the claim's unflushed run state, finished in place.
 	state *runState
@@ -136,6 +139,9 @@ func (e *Engine) executeAttempt(ctx context.Context, ref AttemptRef, mayContinue
 	stop := e.heartbeat(ctx, j)
 	out, calls, execErr := e.runStep(ctx, j)
 	stop()
+	if j.held {
+		return AttemptRef{}, nil
+	}
 	if ctx.Err() != nil {
 		// Shutdown or lost lease: leave the attempt running; the queue
 		// redelivers it and the fence keeps one result.
@@ -293,6 +299,12 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		// (side effects carry the same idempotency key) and take over.
 		if s.now.Sub(sr.UpdatedAt) < HeartbeatStale {
 			return nil, 0, nil
+		}
+		if step.AtMostOnce() && !pure {
+			// Its call may have been sent: never again (uncertain.go).
+			if done, err := s.takeoverUncertain(ctx, step, sr, attemptID, number); err != nil || done {
+				return nil, 0, err
+			}
 		}
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
 			return nil, 0, err
@@ -465,6 +477,9 @@ func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error)
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "this process cannot execute " + j.step.Type + " steps"}
 		}
 		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
+		if j.step.AtMostOnce() {
+			req.BeforeSend = e.markSent(j)
+		}
 		var res *steps.Result
 		var err error
 		if j.step.Type == definition.StepHTTP {
@@ -521,16 +536,16 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 			s.emit("step.latency_budget_exceeded", j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
 		}
 	}
+	se := deliveryClass(j.step, j.replayed, steps.Classify(execErr))
 	outcome := "succeeded"
 	if execErr != nil {
-		outcome = string(steps.Classify(execErr).Class)
+		outcome = string(se.Class)
 	}
 	if !j.started.IsZero() {
 		m, typ, secs := s.e.metrics, j.step.Type, s.now.Sub(j.started).Seconds()
 		span := tracing.Attempt{TraceID: s.run.TraceID, RunID: s.run.ID, TenantID: s.run.TenantID, StepID: j.step.ID, StepType: j.step.Type,
 			AttemptID: j.attemptID, Number: j.attempt, Start: j.started, End: s.now, Calls: callMaps}
 		if execErr != nil {
-			se := steps.Classify(execErr)
 			span.ErrorClass, span.ErrorMessage = string(se.Class), se.Message
 		}
 		tr := s.e.tracer
@@ -552,7 +567,6 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		}
 		return s.flush(ctx)
 	}
-	se := steps.Classify(execErr)
 	if se.Class == steps.Budget {
 		s.emit("budget.exceeded", j.step.ID, j.attempt, j.budgetData)
 	}
@@ -568,6 +582,12 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		at := s.now.Add(delay)
 		s.emit("step.retrying", j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "delayMs": delay.Milliseconds(), "nextAttempt": sr.Attempts + 1})
 		if err := s.scheduleAttempt(ctx, sr, at); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	if se.Class == steps.Uncertain {
+		if err := s.settleUncertain(ctx, j.step, sr, j.attemptID, j.attempt, se.Message); err != nil {
 			return err
 		}
 		return s.flush(ctx)

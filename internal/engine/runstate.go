@@ -168,7 +168,7 @@ func (e *Engine) definitionOf(ctx context.Context, c *ent.Client, versionID stri
 	if err != nil {
 		return nil, err
 	}
-	d, err := definition.Parse(raw)
+	d, err := definition.ParseStored(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parse definition of %s: %w", versionID, err)
 	}

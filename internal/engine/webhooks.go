@@ -73,6 +73,10 @@ func (e *Engine) checkEndpointURL(ctx context.Context, raw, path string) error {
 		return errs.Invalid(path, "must use https")
 	}
 	if err := egress.CheckURL(ctx, e.webhooks.Egress, raw, e.webhooks.RequireHTTPS); err != nil {
+		if errors.Is(err, egress.ErrPortDenied) {
+			port := u.Port()
+			return errs.Invalid(path, "port %s is not allowed: webhooks may use only ports 80 and 443 (unless SLUICE_EGRESS_ALLOW_CIDRS allows the address)", port)
+		}
 		if errors.Is(err, egress.ErrDenied) {
 			return errs.Invalid(path, "resolves to an address webhooks may not reach (loopback, private, link-local or metadata)")
 		}

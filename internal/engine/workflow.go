@@ -223,8 +223,13 @@ func (e *Engine) DeployWorkflowVersion(ctx context.Context, versionID, environme
 		SetNillablePreviousVersionID(prevVersion).
 		SetDeployedBy(v.Subject).
 		Save(ctx)
+	if ent.IsConstraintError(err) {
+		// The one active deployment per (workflow, environment) is unique:
+		// a concurrent deploy committed its own between our read and write.
+		return nil, errs.E(errs.Conflict, "another deployment to %s committed first; retry", env.Name)
+	}
 	if err != nil {
-		return nil, dbError(err, "deployment")
+		return nil, err
 	}
 	meta := map[string]any{"workflowID": wv.WorkflowID, "versionID": wv.ID, "number": wv.Number, "environment": env.Name, "environmentKind": string(env.Kind)}
 	if prevVersion != nil {

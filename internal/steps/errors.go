@@ -28,6 +28,10 @@ const (
 	SchemaDrift Class = "schema_drift"
 	Budget      Class = "budget"
 	Cancelled   Class = "cancelled"
+	// Uncertain: an at_most_once call may have reached its receiver but
+	// its outcome is unknown (the worker was lost, or the call failed
+	// after it may have been sent), so it is not sent again.
+	Uncertain Class = "uncertain"
 )
 
 // Error is a classified step failure. Message is safe to show to the tenant
@@ -41,6 +45,12 @@ type Error struct {
 	// StatusCode is the HTTP status of the response that failed the step,
 	// or zero when there was none.
 	StatusCode int
+	// NotSent says the request certainly never reached the receiver: no
+	// connection was made (DNS, connect or TLS failure, egress refusal)
+	// or the send was not recorded. Set only for calls made with
+	// Request.BeforeSend (at_most_once steps), whose other failures may
+	// have been sent.
+	NotSent bool
 }
 
 func (e *Error) Error() string { return string(e.Class) + ": " + e.Message }

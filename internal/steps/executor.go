@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -38,6 +40,12 @@ type Request struct {
 	// side-effecting step. If empty, a key derived from RunID and StepID is
 	// used, which is equally stable across attempts.
 	IdempotencyKey string
+	// BeforeSend, when set (at_most_once steps), is called just before the
+	// step's call is sent and must durably record that it may be sent; if
+	// it fails, nothing is sent and the attempt fails with NotSent. The
+	// call is then made so that nothing resends it (no transport replay),
+	// and its failures say whether it certainly was not sent (NotSent).
+	BeforeSend func(ctx context.Context) error
 }
 
 // Call is one outbound call, as recorded in the trace. Every string in it
@@ -148,7 +156,7 @@ type exchange struct {
 // send makes one call and records it in call. Transport failures and
 // oversized responses come back as classified, redacted errors; any HTTP
 // status is a successful exchange for the caller to judge.
-func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets.Redactor, call *Call, req *http.Request, body []byte) (*exchange, *Error) {
+func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets.Redactor, call *Call, req *http.Request, body []byte, beforeSend func(context.Context) error) (*exchange, *Error) {
 	call.Method = req.Method
 	call.URL = displayURL(req.URL, red)
 	call.Host = red.String(req.URL.Host)
@@ -169,9 +177,28 @@ func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets
 		call.Error = e.Message
 		return nil, e
 	}
+	var connected atomic.Bool
+	if beforeSend != nil {
+		// At most once: nothing may resend this request, not even the
+		// transport's replay of a request that failed on a reused
+		// connection (it replays requests whose body it can rewind).
+		req.GetBody = nil
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+		}))
+		if err := beforeSend(ctx); err != nil {
+			e := newError(Transient, "record the call before sending it: %v", err)
+			e.NotSent = true
+			return fail(e)
+		}
+	}
 	resp, err := x.client.Do(req)
 	if err != nil {
-		return fail(transportError(ctx, err, req.URL, red))
+		e := transportError(ctx, err, req.URL, red)
+		// Until a connection is made nothing is written: a DNS, connect,
+		// TLS or egress failure certainly did not reach the receiver.
+		e.NotSent = beforeSend != nil && !connected.Load()
+		return fail(e)
 	}
 	defer resp.Body.Close()
 	call.StatusCode = resp.StatusCode

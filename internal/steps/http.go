@@ -50,7 +50,7 @@ func (x *Executor) HTTP(ctx context.Context, req Request) (*Result, error) {
 
 	res := &Result{Calls: []Call{{Kind: "http"}}}
 	call := &res.Calls[0]
-	ex, e := x.send(ctx, timeout, red, call, hreq, body)
+	ex, e := x.send(ctx, timeout, red, call, hreq, body, req.BeforeSend)
 	if e != nil {
 		return res, e
 	}

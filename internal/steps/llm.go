@@ -93,7 +93,7 @@ func (x *Executor) LLM(ctx context.Context, req Request) (*Result, error) {
 
 	res := &Result{Calls: []Call{{Kind: "llm", Provider: p.name, Model: s.Model}}}
 	call := &res.Calls[0]
-	ex, e := x.send(ctx, timeout, red, call, hreq, body)
+	ex, e := x.send(ctx, timeout, red, call, hreq, body, req.BeforeSend)
 	if e != nil {
 		return res, e
 	}
