@@ -256,3 +256,42 @@ func TestLiveStreamsEndWhenAPIKeyRevoked(t *testing.T) {
 		t.Fatalf("revoked key: close code %d, want 4401", got)
 	}
 }
+
+// TestLiveStreamEndsWhenRevocationMessageLost revokes a key behind Sluice's
+// back (no revocation message is published): the API process finds it when
+// it re-reads the keys of its open streams (every 30s).
+func TestLiveStreamEndsWhenRevocationMessageLost(t *testing.T) {
+	t.Parallel()
+	lt := newLiveTenant(t, "revoke-lost", parkedDefinition())
+	runID := lt.start(t)
+	key := lt.owner.ok(mCreateKey, map[string]any{"n": "live", "r": []string{"VIEWER"}})
+	keyID, keyToken := str(key, "createAPIKey.apiKey.id"), str(key, "createAPIKey.token")
+	w := connectWS(t, server(0), wsBearer(keyToken))
+	w.subscribe("e", sRunEvents, map[string]any{"id": runID})
+	wsAwaitEvent(t, w, "e")
+	if _, err := ownerDB(t).Exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, keyID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	code, at := wsAwaitClose(t, w, 90*time.Second)
+	if code != 4401 {
+		t.Fatalf("close code %d, want 4401", code)
+	}
+	t.Logf("websocket closed %s after the silent revocation", at.Sub(revoked).Round(time.Millisecond))
+}
+
+// TestLiveStreamEndsAtAPIKeyExpiry: a key's expiresAt ends its streams like
+// a JWT's exp.
+func TestLiveStreamEndsAtAPIKeyExpiry(t *testing.T) {
+	t.Parallel()
+	lt := newLiveTenant(t, "key-exp", parkedDefinition())
+	runID := lt.start(t)
+	expires := time.Now().Add(4 * time.Second).UTC()
+	key := lt.owner.ok(`mutation($e: Time!) { createAPIKey(input: {name: "short", roles: [VIEWER], expiresAt: $e}) { token } }`,
+		map[string]any{"e": expires.Format(time.RFC3339Nano)})
+	s := openSSE(t, server(1), str(key, "createAPIKey.token"), sRunEvents, map[string]any{"id": runID})
+	sseAwaitEvent(t, s)
+	if ended := sseAwaitUnauthenticated(t, s, 30*time.Second); ended.Before(expires) {
+		t.Fatalf("SSE ended at %s, before the key's expiry %s", ended, expires)
+	}
+}
