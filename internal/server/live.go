@@ -126,7 +126,11 @@ type wsConnKey struct{}
 func (t closingWebsocket) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
 	ws := &wsConn{}
 	inner := t.Websocket
-	inner.Implementation = acceptRecorder{inner: t.Implementation, ws: ws}
+	impl := t.Implementation
+	if impl == nil {
+		impl = transport.CoderWebsocketImplementation{} // gqlgen's own default
+	}
+	inner.Implementation = acceptRecorder{inner: impl, ws: ws}
 	inner.Do(w, r.WithContext(context.WithValue(r.Context(), wsConnKey{}, ws)), exec)
 	ws.finish()
 }
