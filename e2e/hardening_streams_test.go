@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sluicehq/sluice/internal/auth"
 )
@@ -30,8 +31,11 @@ func tokenTTL(t *testing.T, tenantID string, ttl time.Duration, roles ...string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// exp is in whole seconds (NumericDate truncates).
-	return tok, time.Now().Add(ttl).Truncate(time.Second)
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, &c); err != nil || c.ExpiresAt == nil {
+		t.Fatalf("minted token: %v", err)
+	}
+	return tok, c.ExpiresAt.Time // whole seconds, as the server reads it
 }
 
 // parkedDefinition waits an hour on its only step: its runEvents stream
@@ -286,7 +290,7 @@ func TestLiveStreamEndsAtAPIKeyExpiry(t *testing.T) {
 	t.Parallel()
 	lt := newLiveTenant(t, "key-exp", parkedDefinition())
 	runID := lt.start(t)
-	expires := time.Now().Add(4 * time.Second).UTC()
+	expires := time.Now().Add(4 * time.Second).UTC().Truncate(time.Microsecond) // as Postgres stores it
 	key := lt.owner.ok(`mutation($e: Time!) { createAPIKey(input: {name: "short", roles: [VIEWER], expiresAt: $e}) { token } }`,
 		map[string]any{"e": expires.Format(time.RFC3339Nano)})
 	s := openSSE(t, server(1), str(key, "createAPIKey.token"), sRunEvents, map[string]any{"id": runID})
