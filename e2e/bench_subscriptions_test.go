@@ -195,10 +195,11 @@ func (g *liveBenchGQL) ok(query string, vars map[string]any) map[string]any {
 	return r.Data
 }
 
-// liveScrapeMetrics reads the unlabelled samples of an API process's /metrics.
+// liveScrapeMetrics reads the unlabelled samples of an API process's /metrics
+// (served on its metrics address, not the API port).
 func liveScrapeMetrics(tb testing.TB, p *process) map[string]float64 {
 	tb.Helper()
-	resp, err := http.Get(p.url + "/metrics")
+	resp, err := http.Get(p.metricsURL + "/metrics")
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -213,6 +213,9 @@ func baseEnv() []string {
 		// for 3s after a rotation instead of 24h.
 		"SLUICE_WEBHOOK_SCHEDULE_SCALE=0.001",
 		"SLUICE_WEBHOOK_ROTATION_GRACE=3s",
+		// Every API process of the suite serves /metrics on a port of its
+		// own (process.metricsURL).
+		"SLUICE_METRICS_ADDR=127.0.0.1:0",
 	}
 }
 
@@ -235,11 +238,14 @@ func cliEnv(extra []string, args ...string) (string, error) {
 
 // process is a running Sluice process with its output captured.
 type process struct {
-	cmd  *exec.Cmd
-	url  string
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
+	cmd *exec.Cmd
+	url string
+	// metricsURL is where an API process serves /metrics (its "metrics on"
+	// line, printed before "listening on").
+	metricsURL string
+	mu         sync.Mutex
+	logs       bytes.Buffer
+	done       chan struct{}
 }
 
 func (p *process) Logs() string {
@@ -290,6 +296,9 @@ func startProcess(extra []string, args ...string) (*process, error) {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
+			if after, ok := strings.CutPrefix(line, "metrics on "); ok {
+				p.metricsURL = after // read only after urlc hands over the url
+			}
 			if after, ok := strings.CutPrefix(line, "listening on "); ok {
 				select {
 				case urlc <- after:

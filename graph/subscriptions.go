@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/store"
@@ -136,11 +137,20 @@ func liveSubscriber(ctx context.Context) (*liveOperation, *viewer.Viewer, error)
 	if !v.Has(viewer.RoleEditor, viewer.RoleOperator, viewer.RoleViewer) {
 		return nil, nil, errs.E(errs.Forbidden, "reading runs needs a role in this tenant")
 	}
+	if err := auth.LeaseFrom(ctx).Err(); err != nil {
+		return nil, nil, err // the credential ended; the connection is closing
+	}
 	op, ok := ctx.Value(liveOperationKey{}).(*liveOperation)
 	if !ok || op.live.Hub == nil || op.live.Client == nil {
 		return nil, nil, fmt.Errorf("live updates are not configured on this server")
 	}
 	return op, v, nil
+}
+
+// credentialEnded ends the stream with the lease's UNAUTHENTICATED error:
+// the credential that opened it expired or was revoked.
+func (op *liveOperation) credentialEnded(ctx context.Context) {
+	op.endWith(op.present(ctx, auth.LeaseFrom(ctx).Err()))
 }
 
 // endWith makes the stream end with err after its last value (transports
@@ -248,10 +258,14 @@ type logPage struct {
 func (s *runEventStream) run(ctx context.Context, first logPage) {
 	defer close(s.out)
 	defer s.sub.Close()
+	lease := auth.LeaseFrom(ctx)
 	done, err := s.sendPage(ctx, first)
 	for !done && err == nil {
 		select {
 		case <-ctx.Done():
+			return
+		case <-lease.Done():
+			s.op.credentialEnded(ctx)
 			return
 		case n, ok := <-s.sub.C():
 			if !ok {
@@ -419,10 +433,14 @@ type runUpdateStream struct {
 func (s *runUpdateStream) run(ctx context.Context) {
 	defer close(s.out)
 	defer s.sub.Close()
+	lease := auth.LeaseFrom(ctx)
 	for {
 		var n *events.Notice
 		select {
 		case <-ctx.Done():
+			return
+		case <-lease.Done():
+			s.op.credentialEnded(ctx)
 			return
 		case m, ok := <-s.sub.C():
 			if !ok {

@@ -172,6 +172,11 @@ func (e enginePublisher) Publish(ctx context.Context, n engine.RunNotice) {
 	})
 }
 
+// PublishKeyRevoked hands an API key revocation to the API processes.
+func (e enginePublisher) PublishKeyRevoked(ctx context.Context, tenantID, keyID string) {
+	e.p.PublishKeyRevoked(ctx, tenantID, keyID)
+}
+
 // checkAppRole refuses to serve tenants through a role that RLS does not bind.
 func checkAppRole(ctx context.Context, db *sql.DB) error {
 	var user string

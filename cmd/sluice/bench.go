@@ -113,11 +113,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	defer releaseBaseline()
 
 	env := map[string]string{
-		"SLUICE_ENV":       config.EnvDevelopment,
-		"SLUICE_ADDR":      "127.0.0.1:0",
-		"DATABASE_URL":     ownerURL,
-		"DATABASE_APP_URL": appURL,
-		"REDIS_URL":        fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
+		"SLUICE_ENV":  config.EnvDevelopment,
+		"SLUICE_ADDR": "127.0.0.1:0",
+		// A port of its own: a benchmark must not collide with a running
+		// Sluice's metrics address.
+		"SLUICE_METRICS_ADDR": "127.0.0.1:0",
+		"DATABASE_URL":        ownerURL,
+		"DATABASE_APP_URL":    appURL,
+		"REDIS_URL":           fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
 		// A secret of this benchmark's own: its token is good nowhere else.
 		"SLUICE_JWT_SECRET":         randomHex(32),
 		"SLUICE_JWT_ISSUER":         "sluice-bench",

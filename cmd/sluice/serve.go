@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/server"
 )
@@ -22,8 +23,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return serveHTTP(ctx, a, stdout)
 }
 
-// serveHTTP listens on the configured address until ctx ends, then shuts
-// down in this order, within ShutdownTimeout:
+// serveHTTP serves /metrics on the metrics address (when set) and the API
+// on the configured address until ctx ends, then shuts down in this order,
+// within ShutdownTimeout:
 //  1. close the Hub: every subscription ends with a "resume with afterSeq"
 //     error and, shortly after, its websocket or SSE connection closes;
 //  2. http.Server.Shutdown: stop accepting, finish in-flight requests (SSE
@@ -33,7 +35,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 //     Redis connection is already closed by then).
 func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 	metrics := a.metrics
-	hub, err := events.NewHub(a.redis, events.HubOptions{Log: a.log, Registerer: metrics.Registry})
+	// Streams end with their credential: at expiry, or when their API key
+	// is revoked (announced on Redis by whichever process revoked it, and
+	// re-read periodically in case an announcement was lost).
+	leases := auth.NewLeases(a.client, auth.LeasesOptions{Log: a.log})
+	leasesCtx, stopLeases := context.WithCancel(ctx)
+	defer stopLeases()
+	go leases.Run(leasesCtx)
+	hub, err := events.NewHub(a.redis, events.HubOptions{
+		Log: a.log, Registerer: metrics.Registry,
+		KeyRevoked: leases.Revoked, Resynced: leases.Recheck,
+	})
 	if err != nil {
 		return err
 	}
@@ -51,8 +63,26 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Engine:  a.engine,
 		Metrics: metrics,
 		Hub:     hub,
+		Leases:  leases,
 		Ready:   a.ready,
 	})
+	if a.cfg.MetricsAddr != "" {
+		// Apart from the API port: series name every tenant's operations,
+		// and scrapers need no token.
+		mln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen for /metrics (SLUICE_METRICS_ADDR, \"off\" to serve none): %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		// Before "listening on", so a caller that waits for that line
+		// already knows this one.
+		fmt.Fprintf(stdout, "metrics on http://%s\n", mln.Addr())
+		a.log.Info("serving metrics", "addr", mln.Addr().String())
+	}
 	ln, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -63,8 +93,8 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
-	// The first line on stdout names the address, so callers that asked for
-	// port 0 learn the real one.
+	// A line on stdout names the address, so callers that asked for port 0
+	// learn the real one.
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 	a.log.Info("listening", "addr", ln.Addr().String(), "env", a.cfg.Env)
 	errc := make(chan error, 1)

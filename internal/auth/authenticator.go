@@ -8,9 +8,12 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/member"
+	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
@@ -21,17 +24,26 @@ import (
 // once a minute per key, so authentication stays a read.
 const lastUsedResolution = time.Minute
 
+// knownTenantsSize bounds the cache of tenant ids seen to exist.
+const knownTenantsSize = 10000
+
 // Authenticator turns a bearer credential into a viewer.
 type Authenticator struct {
 	jwt    *JWTVerifier
 	client *ent.Client
 	now    func() time.Time
+	// knownTenants holds tenant ids found to exist, so a JWT costs no
+	// query on the hot path. Only positive answers are kept: a tenant
+	// created a moment ago is known at its first token. Tenants are never
+	// deleted; a deletion would have to evict its id here.
+	knownTenants *lru.Cache[string, struct{}]
 }
 
 // NewAuthenticator verifies JWTs with jwt and API keys against client (the
 // app role's pool).
 func NewAuthenticator(jwt *JWTVerifier, client *ent.Client) *Authenticator {
-	return &Authenticator{jwt: jwt, client: client, now: time.Now}
+	known, _ := lru.New[string, struct{}](knownTenantsSize) // errors only on a size <= 0
+	return &Authenticator{jwt: jwt, client: client, now: time.Now, knownTenants: known}
 }
 
 func unauthenticated(format string, args ...any) error {
@@ -59,7 +71,14 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (*v
 	if !ids.Valid(claims.TenantID, ids.Tenant) {
 		return nil, unauthenticated("invalid token: tid is not a tenant id")
 	}
-	v := &viewer.Viewer{TenantID: claims.TenantID, Subject: claims.Subject}
+	known, err := a.tenantExists(ctx, claims.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	if !known {
+		return nil, unauthenticated("invalid token: tid names no tenant")
+	}
+	v := &viewer.Viewer{TenantID: claims.TenantID, Subject: claims.Subject, ExpiresAt: claims.ExpiresAt}
 	for _, r := range claims.Roles {
 		if viewer.KnownRole(r) && !slices.Contains(v.Roles, r) {
 			v.Roles = append(v.Roles, r)
@@ -76,6 +95,27 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (*v
 		return nil, errs.E(errs.Forbidden, "the token grants no role in this tenant")
 	}
 	return v, nil
+}
+
+// tenantExists reports whether tenantID names a tenant (the app role reads
+// only the tenant of its transaction).
+func (a *Authenticator) tenantExists(ctx context.Context, tenantID string) (bool, error) {
+	if _, ok := a.knownTenants.Get(tenantID); ok {
+		return true, nil
+	}
+	var exists bool
+	err := store.InTenant(viewer.SystemContext(ctx, tenantID), a.client, func(ctx context.Context) error {
+		var err error
+		exists, err = ent.FromContext(ctx).Tenant.Query().Where(tenant.ID(tenantID)).Exist(ctx)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("check tenant: %w", err)
+	}
+	if exists {
+		a.knownTenants.Add(tenantID, struct{}{})
+	}
+	return exists, nil
 }
 
 func (a *Authenticator) memberRoles(ctx context.Context, tenantID, subject string) ([]string, error) {
@@ -123,6 +163,9 @@ func (a *Authenticator) apiKey(ctx context.Context, token string) (*viewer.Viewe
 		v = &viewer.Viewer{TenantID: tid, Subject: "apikey:" + key.ID, Roles: key.Roles, APIKeyID: key.ID}
 		if key.EnvironmentID != nil {
 			v.EnvironmentID = *key.EnvironmentID
+		}
+		if key.ExpiresAt != nil {
+			v.ExpiresAt = key.ExpiresAt.UTC()
 		}
 		if key.LastUsedAt == nil || now.Sub(*key.LastUsedAt) > lastUsedResolution {
 			return c.APIKey.UpdateOneID(key.ID).SetLastUsedAt(now.UTC()).Exec(ctx)

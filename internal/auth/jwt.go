@@ -2,6 +2,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"time"
 
@@ -193,6 +195,28 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 	TenantID string    `json:"tid"`
 	Roles    []*string `json:"roles"`
+}
+
+// UnmarshalJSON refuses exp, nbf and iat that are not JSON numbers: jwt's
+// NumericDate also reads "1767225600" (a string), which RFC 7519 does not
+// allow and which other verifiers may read differently.
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		v, ok := raw[name]
+		if !ok {
+			continue
+		}
+		v = bytes.TrimSpace(v)
+		if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+			return &json.UnmarshalTypeError{Value: "non-number", Field: name, Type: reflect.TypeFor[jwt.NumericDate]()}
+		}
+	}
+	type plain tokenClaims // without this method
+	return json.Unmarshal(b, (*plain)(c))
 }
 
 // Verify checks token's signature, algorithm, issuer, audience, expiry and

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -215,6 +216,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"tid not a string", hs, hsToken(map[string]any{"tid": 42}), "claim tid has the wrong type"},
 		{"roles not a list", hs, hsToken(map[string]any{"roles": "admin"}), "claim roles has the wrong type"},
 		{"roles with a number", hs, hsToken(map[string]any{"roles": []any{"admin", 7}}), "claim roles"},
+		{"exp as a string", hs, hsToken(map[string]any{"exp": strconv.FormatInt(now.Add(hour).Unix(), 10)}), "claim exp has the wrong type"},
+		{"nbf as a string", hs, hsToken(map[string]any{"nbf": strconv.FormatInt(now.Unix(), 10)}), "claim nbf has the wrong type"},
+		{"iat as a string", hs, hsToken(map[string]any{"iat": strconv.FormatInt(now.Unix(), 10)}), "claim iat has the wrong type"},
 		{"roles with null", hs, hsToken(map[string]any{"roles": []any{"admin", nil}}), "roles must be a list of strings"},
 		{"garbage", hs, "not-a-jwt", "malformed"},
 		{"empty", hs, "", "malformed"},

@@ -17,6 +17,11 @@ const (
 	EnvProduction  = "production"
 )
 
+// DefaultMetricsAddr is where the API serves /metrics unless
+// SLUICE_METRICS_ADDR says otherwise: loopback only, and not 9090, which
+// Prometheus itself listens on.
+const DefaultMetricsAddr = "127.0.0.1:9464"
+
 // DevJWTSecret signs development tokens. Production refuses to start with it.
 const DevJWTSecret = "sluice-development-secret-do-not-use-in-production"
 
@@ -74,6 +79,10 @@ type Config struct {
 	// WebhookRotationGrace is how long an old webhook secret keeps signing
 	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
 	WebhookRotationGrace time.Duration
+	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
+	// from the public API port (SLUICE_METRICS_ADDR). If unset,
+	// DefaultMetricsAddr; "off" serves none.
+	MetricsAddr string
 	// MetricsAddr, for `sluice worker`, serves /metrics on this address
 	// (SLUICE_WORKER_METRICS_ADDR). If unset, the worker serves none.
 	WorkerMetricsAddr string
@@ -146,6 +155,12 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
 	c.WorkerMetricsAddr = getenv("SLUICE_WORKER_METRICS_ADDR")
+	switch c.MetricsAddr = strings.TrimSpace(getenv("SLUICE_METRICS_ADDR")); strings.ToLower(c.MetricsAddr) {
+	case "":
+		c.MetricsAddr = DefaultMetricsAddr
+	case "off":
+		c.MetricsAddr = ""
+	}
 	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
 	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)

@@ -78,5 +78,22 @@ func (e *Engine) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, erro
 	if err != nil {
 		return nil, err
 	}
+	e.publishKeyRevokedAfterCommit(ctx, key.TenantID, key.ID)
 	return key, audit(ctx, c, "api_key.revoke", "APIKey", key.ID, map[string]any{"name": key.Name})
+}
+
+// KeyRevocationPublisher tells every API process that an API key was
+// revoked, so the streams it opened end there too. The engine's Publisher
+// implements it when live streams are served.
+type KeyRevocationPublisher interface {
+	PublishKeyRevoked(ctx context.Context, tenantID, keyID string)
+}
+
+// publishKeyRevokedAfterCommit announces a revocation once it is durable.
+func (e *Engine) publishKeyRevokedAfterCommit(ctx context.Context, tenantID, keyID string) {
+	p, ok := e.publisher.(KeyRevocationPublisher)
+	if !ok {
+		return
+	}
+	afterCommit(ctx, func() { p.PublishKeyRevoked(context.WithoutCancel(ctx), tenantID, keyID) })
 }

@@ -14,6 +14,17 @@ import (
 // "sluice:runs:<tenantID>". It is a wire name: never rename it.
 const channelPrefix = "sluice:runs:"
 
+// KeyRevokedChannel carries API key revocations to every API process, so
+// the streams a key opened end wherever they run. It is not under
+// channelPrefix. A wire name: never rename it.
+const KeyRevokedChannel = "sluice:keys:revoked"
+
+// KeyRevoked is the message on KeyRevokedChannel.
+type KeyRevoked struct {
+	TenantID string `json:"tenantID"`
+	KeyID    string `json:"keyID"`
+}
+
 // Channel returns the pub/sub channel of a tenant's run changes.
 func Channel(tenantID string) string { return channelPrefix + tenantID }
 

@@ -37,6 +37,13 @@ type HubOptions struct {
 	Registerer prometheus.Registerer
 	// Log; if nil, slog.Default().
 	Log *slog.Logger
+	// KeyRevoked, if set, receives every API key revocation published on
+	// KeyRevokedChannel. It is called from the listening goroutine: it must
+	// not block.
+	KeyRevoked func(tenantID, keyID string)
+	// Resynced, if set, is called after the Redis subscription was lost and
+	// restored: messages published meanwhile (revocations too) are lost.
+	Resynced func()
 }
 
 // Hub is responsible for the live subscribers of one API process: it
@@ -52,6 +59,8 @@ type Hub struct {
 	buffer    int
 	idleCheck time.Duration
 	active    prometheus.Gauge
+	revoked   func(tenantID, keyID string)
+	resynced  func()
 
 	mu      sync.Mutex
 	subs    map[string]map[*Subscription]struct{} // by subscriptionKey
@@ -79,6 +88,7 @@ func NewHub(rdb redis.UniversalClient, o HubOptions) (*Hub, error) {
 	}
 	h := &Hub{
 		rdb: rdb, log: o.Log, buffer: o.Buffer, idleCheck: o.IdleCheck,
+		revoked: o.KeyRevoked, resynced: o.Resynced,
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_active_subscriptions",
 			Help: "Live GraphQL subscriptions served by this process.",
@@ -100,15 +110,48 @@ func NewHub(rdb redis.UniversalClient, o HubOptions) (*Hub, error) {
 // confirmed it, so nothing published afterwards is missed. The Hub listens
 // until ctx ends or Close is called.
 func (h *Hub) Start(ctx context.Context) error {
-	ps := h.rdb.PSubscribe(ctx, channelPrefix+"*")
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
-		return fmt.Errorf("subscribe to run changes: %w", err)
+	ps, err := h.subscribeAll(ctx)
+	if err != nil {
+		return err
 	}
 	ctx, h.cancel = context.WithCancel(ctx)
 	h.ps = ps
 	go h.listen(ctx, ps)
 	return nil
+}
+
+// subscribeAll subscribes to the revocation channel (when KeyRevoked is
+// set), then to every tenant's run channel, and returns once Redis has
+// confirmed both.
+func (h *Hub) subscribeAll(ctx context.Context) (*redis.PubSub, error) {
+	if h.revoked == nil {
+		ps := h.rdb.PSubscribe(ctx, channelPrefix+"*")
+		if _, err := ps.Receive(ctx); err != nil {
+			_ = ps.Close()
+			return nil, fmt.Errorf("subscribe to run changes: %w", err)
+		}
+		return ps, nil
+	}
+	ps := h.rdb.Subscribe(ctx, KeyRevokedChannel)
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("subscribe to API key revocations: %w", err)
+	}
+	if err := ps.PSubscribe(ctx, channelPrefix+"*"); err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("subscribe to run changes: %w", err)
+	}
+	for {
+		// A revocation published meanwhile concerns no stream yet: skip it.
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			_ = ps.Close()
+			return nil, fmt.Errorf("subscribe to run changes: %w", err)
+		}
+		if _, ok := msg.(*redis.Subscription); ok {
+			return ps, nil
+		}
+	}
 }
 
 // Close ends every subscription with ErrHubClosed and stops listening.
@@ -245,8 +288,22 @@ func (h *Hub) listen(ctx context.Context, ps *redis.PubSub) {
 				lost = false
 				h.log.Info("run change subscription restored; subscribers resync from the log")
 				h.resync()
+				if h.resynced != nil {
+					h.resynced()
+				}
 			}
 		case *redis.Message:
+			if m.Channel == KeyRevokedChannel {
+				var k KeyRevoked
+				if err := json.Unmarshal([]byte(m.Payload), &k); err != nil || k.KeyID == "" {
+					h.log.Warn("undecodable API key revocation", "err", err)
+					continue
+				}
+				if h.revoked != nil {
+					h.revoked(k.TenantID, k.KeyID)
+				}
+				continue
+			}
 			tenantID, ok := strings.CutPrefix(m.Channel, channelPrefix)
 			if !ok || tenantID == "" || !h.listened(tenantID) {
 				continue

@@ -262,3 +262,50 @@ func TestHubListensOnlyForSubscribedTenants(t *testing.T) {
 		t.Fatal("still listening after every subscriber left")
 	}
 }
+
+// TestHubKeyRevoked: a revocation published by any process reaches the
+// Hub's KeyRevoked callback, and run notices still flow.
+func TestHubKeyRevoked(t *testing.T) {
+	rdb := newRedis(t, redis.Options{})
+	got := make(chan KeyRevoked, 8)
+	h, err := NewHub(rdb, HubOptions{KeyRevoked: func(tenantID, keyID string) {
+		got <- KeyRevoked{TenantID: tenantID, KeyID: keyID}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	tid := tenant("revoke")
+	sub := h.SubscribeTenant(tid)
+	defer sub.Close()
+	p := NewRedisPublisher(newRedis(t, redis.Options{}), nil)
+	keyID := "key_" + tid
+	p.PublishKeyRevoked(context.Background(), tid, keyID)
+	p.Publish(context.Background(), Notice{TenantID: tid, RunID: "run_x", Status: "running"})
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case k := <-got:
+			if k.KeyID != keyID {
+				continue // another test run's revocation on the shared channel
+			}
+			if k.TenantID != tid {
+				t.Fatalf("revocation for %s, want %s", k.TenantID, tid)
+			}
+			select {
+			case n := <-sub.C():
+				if n.RunID != "run_x" {
+					t.Fatalf("notice %+v", n)
+				}
+				return
+			case <-deadline:
+				t.Fatal("run notice not delivered next to revocations")
+			}
+		case <-deadline:
+			t.Fatal("revocation not delivered")
+		}
+	}
+}

@@ -46,3 +46,18 @@ func (p *RedisPublisher) Publish(ctx context.Context, n Notice) {
 		p.log.WarnContext(ctx, "publish run notice; subscribers will read the gap from the log", "err", err, "run_id", n.RunID)
 	}
 }
+
+// PublishKeyRevoked tells every API process that an API key was revoked.
+// Best effort like Publish: a process that misses it finds the revocation
+// when it re-reads the keys of its open streams (auth.Leases).
+func (p *RedisPublisher) PublishKeyRevoked(ctx context.Context, tenantID, keyID string) {
+	b, err := json.Marshal(KeyRevoked{TenantID: tenantID, KeyID: keyID})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if err := p.rdb.Publish(ctx, KeyRevokedChannel, b).Err(); err != nil {
+		p.log.WarnContext(ctx, "publish API key revocation; streams end at the next re-check", "err", err, "api_key_id", keyID)
+	}
+}

@@ -1,6 +1,7 @@
 // Package server assembles Sluice's HTTP surface: /graphql (POST, SSE and
-// websocket subscriptions; GraphiQL in development), /healthz, /readyz and
-// /metrics, and the middleware every request passes: request id, JSON access
+// websocket subscriptions; GraphiQL in development), /healthz and /readyz
+// (/metrics is served on an address of its own, see Metrics.Handler), and
+// the middleware every request passes: request id, JSON access
 // log, body limit and authentication (websockets authenticate in
 // connection_init instead).
 package server
@@ -47,6 +48,9 @@ type Deps struct {
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
+	// Leases end websockets and SSE streams when their credential expires
+	// or is revoked. If nil, streams end at expiry only.
+	Leases *auth.Leases
 	// Ready reports whether dependencies (database, Redis) are reachable.
 	Ready func(ctx context.Context) error
 }
@@ -76,9 +80,10 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	gql := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
+	schema := generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}})
+	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
-	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Log))
+	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(transport.SSE{KeepAlivePingInterval: 10 * time.Second})
 	gql.AddTransport(transport.POST{})
@@ -91,7 +96,7 @@ func New(d Deps) *Server {
 		gql.Use(extension.Introspection{})
 	}
 	gql.Use(errorCodes{})
-	gql.Use(graphqlMetrics{m: d.Metrics})
+	gql.Use(graphqlMetrics{m: d.Metrics, fields: rootFields(schema.Schema())})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
 	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
 
@@ -110,8 +115,7 @@ func New(d Deps) *Server {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", d.Metrics.Handler())
-	live := streaming(d.Hub, &s.streams, gql)
+	live := streaming(d.Hub, d.Leases, &s.streams, gql)
 	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live)))
 	mux.Handle("OPTIONS /graphql", gql)
 	// A websocket handshake carries no Authorization header (browsers cannot
@@ -172,13 +176,13 @@ func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		route := r.URL.Path
 		switch route {
-		case "/graphql", "/healthz", "/readyz", "/metrics", "/":
+		case "/graphql", "/healthz", "/readyz", "/":
 		default:
 			route = "other"
 		}
 		d := time.Since(start)
 		m.observeHTTP(route, sw.code, d)
-		if route == "/healthz" || route == "/metrics" {
+		if route == "/healthz" {
 			return
 		}
 		attrs := []any{"request_id", rid, "method", r.Method, "path", r.URL.Path, "status", sw.code, "duration_ms", float64(d.Microseconds()) / 1000}

@@ -5,6 +5,7 @@ package viewer
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Role names. Ordered from most to least privileged; see Has.
@@ -34,6 +35,9 @@ type Viewer struct {
 	EnvironmentID string
 	// System marks Sluice's own work (worker, CLI provisioning) on behalf of a tenant.
 	System bool
+	// ExpiresAt is when the credential ends (a JWT's exp, an API key's
+	// expiry); zero when it does not expire. Long-lived streams end then.
+	ExpiresAt time.Time
 }
 
 // Has reports whether the viewer holds any of the given roles. Owner and
