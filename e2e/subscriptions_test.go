@@ -563,13 +563,6 @@ func TestSubscriptionRunUpdatedStaysInTenant(t *testing.T) {
 	w.subscribe("all", sRunUpdated, nil)
 	w.subscribe("done", sRunUpdated, map[string]any{"where": map[string]any{"status": "succeeded"}})
 
-	bRun := b.start(t)
-	aRun := a.start(t)
-	waitRun(t, b.owner, bRun, subTimeout, "succeeded")
-	// A marker run started after B finished: its updates come after
-	// anything of B's the hub could have leaked.
-	marker := a.start(t)
-
 	ctx, cancel := context.WithTimeout(context.Background(), subTimeout)
 	defer cancel()
 	statuses := map[string][]string{}
@@ -578,39 +571,59 @@ func TestSubscriptionRunUpdatedStaysInTenant(t *testing.T) {
 		l := statuses[id]
 		return len(l) > 0 && l[len(l)-1] == status
 	}
-	for !(succeeded[aRun] && succeeded[marker] && lastIs(aRun, "succeeded")) {
-		m, err := w.read(ctx)
-		if err != nil {
-			t.Fatalf("runUpdated: %v (so far %v)", err, statuses)
-		}
-		if m.Type != "next" {
-			t.Fatalf("unexpected %s: %s", m.Type, m.Payload)
-		}
-		var p struct {
-			Data   map[string]any `json:"data"`
-			Errors []gqlError     `json:"errors"`
-		}
-		if err := json.Unmarshal(m.Payload, &p); err != nil || len(p.Errors) > 0 {
-			t.Fatalf("runUpdated frame: %s", m.Payload)
-		}
-		r := get(p.Data, "runUpdated")
-		id, st := str(r, "id"), str(r, "status")
-		if id != aRun && id != marker {
-			t.Fatalf("tenant A received run %s (B's run is %s)", id, bRun)
-		}
-		if str(r, "workflow.slug") == "" || len(get(r, "steps").([]any)) != 2 {
-			t.Fatalf("nested fields missing: %s", m.Payload)
-		}
-		switch m.ID {
-		case "all":
-			statuses[id] = append(statuses[id], st)
-		case "done":
-			if st != "succeeded" {
-				t.Fatalf("filtered subscription received %s", st)
+	ours := map[string]bool{}
+	bRun := ""
+	readUntil := func(done func() bool) {
+		for !done() {
+			m, err := w.read(ctx)
+			if err != nil {
+				t.Fatalf("runUpdated: %v (so far %v)", err, statuses)
 			}
-			succeeded[id] = true
+			if m.Type != "next" {
+				t.Fatalf("unexpected %s: %s", m.Type, m.Payload)
+			}
+			var p struct {
+				Data   map[string]any `json:"data"`
+				Errors []gqlError     `json:"errors"`
+			}
+			if err := json.Unmarshal(m.Payload, &p); err != nil || len(p.Errors) > 0 {
+				t.Fatalf("runUpdated frame: %s", m.Payload)
+			}
+			r := get(p.Data, "runUpdated")
+			id, st := str(r, "id"), str(r, "status")
+			if !ours[id] {
+				t.Fatalf("tenant A received run %s (B's run is %s)", id, bRun)
+			}
+			if str(r, "workflow.slug") == "" || len(get(r, "steps").([]any)) != 2 {
+				t.Fatalf("nested fields missing: %s", m.Payload)
+			}
+			switch m.ID {
+			case "all":
+				statuses[id] = append(statuses[id], st)
+			case "done":
+				if st != "succeeded" {
+					t.Fatalf("filtered subscription received %s", st)
+				}
+				succeeded[id] = true
+			}
 		}
 	}
+	// The subscriptions are registered asynchronously: a warm-up run seen
+	// finishing on both of them shows they are live before the runs under
+	// test start, so none of those runs' status changes can be missed.
+	warm := a.start(t)
+	ours[warm] = true
+	readUntil(func() bool { return succeeded[warm] && lastIs(warm, "succeeded") })
+
+	bRun = b.start(t)
+	aRun := a.start(t)
+	ours[aRun] = true
+	waitRun(t, b.owner, bRun, subTimeout, "succeeded")
+	// A marker run started after B finished: its updates come after
+	// anything of B's the hub could have leaked.
+	marker := a.start(t)
+	ours[marker] = true
+	readUntil(func() bool { return succeeded[aRun] && succeeded[marker] && lastIs(aRun, "succeeded") })
 	got := statuses[aRun]
 	if len(got) < 2 || got[len(got)-1] != "succeeded" {
 		t.Fatalf("status changes of A's run: %v", got)
