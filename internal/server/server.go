@@ -33,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -76,7 +77,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	gql := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
+	gql := handler.New(graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}})))
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Log))
 	gql.AddTransport(transport.Options{})
@@ -90,8 +91,12 @@ func New(d Deps) *Server {
 	if d.Config.Introspection {
 		gql.Use(extension.Introspection{})
 	}
+	gql.SetDisableSuggestion(!d.Config.Introspection) // suggestions map the schema too
+	gql.Use(argumentCheck{introspection: d.Config.Introspection})
 	gql.Use(errorCodes{})
+	gql.Use(unavailableStatus{})
 	gql.Use(graphqlMetrics{m: d.Metrics})
+	gql.Use(graph.RequestLimits{MaxResponseBytes: d.Config.MaxResponseBytes, Log: d.Log})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
 	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
 
@@ -112,7 +117,7 @@ func New(d Deps) *Server {
 	})
 	mux.Handle("GET /metrics", d.Metrics.Handler())
 	live := streaming(d.Hub, &s.streams, gql)
-	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live)))
+	mux.Handle("POST /graphql", withUnavailableStatus(readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live))))
 	mux.Handle("OPTIONS /graphql", gql)
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
@@ -205,10 +210,13 @@ func authenticate(a *auth.Authenticator, next http.Handler) http.Handler {
 			if e, ok := errs.As(err); ok {
 				msg = e.Message
 			}
-			switch code {
-			case errs.Forbidden:
+			switch {
+			case store.Unavailable(err):
+				w.Header().Set("Retry-After", retryAfterSeconds)
+				code, status, msg = errs.Unavailable, http.StatusServiceUnavailable, "the database is unavailable; retry later"
+			case code == errs.Forbidden:
 				status = http.StatusForbidden
-			case errs.Unauthenticated:
+			case code == errs.Unauthenticated:
 			default:
 				code, status, msg = errs.Internal, http.StatusInternalServerError, "internal error (request "+requestid.FromContext(r.Context())+")"
 			}

@@ -1,0 +1,279 @@
+package graph
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/requestid"
+)
+
+// Page sizes of every list argument named first or last (connections and
+// Run.events): a larger value is refused before execution (VALIDATION at the
+// argument's path, see internal/server), and a list asked for neither gets
+// DefaultPageSize items.
+const (
+	MaxPageSize     = 200
+	DefaultPageSize = 100
+)
+
+// listEstimates is the cost multiplier of lists that take no first/last: the
+// number of items a query should expect (a run has a handful of steps, a step
+// a few attempts, an attempt one or two calls).
+var listEstimates = map[string]int{
+	"Run.steps":                   10,
+	"StepRun.attemptList":         3,
+	"StepRun.calls":               3,
+	"StepAttempt.calls":           3,
+	"WebhookDelivery.attemptList": 10,
+	"Query.deadLetter":            5,
+	"DeadLetterGroup.runs":        20,
+}
+
+// defaultListEstimate is the multiplier of other lists of objects.
+const defaultListEstimate = 10
+
+// Costed wraps the executable schema so that the complexity limit counts
+// what a query can return: every field costs 1, and a list multiplies the
+// cost of one item by its length: first/last (or the default page) for
+// connections and Run.events, the ids of nodes, the limit of deadLetter, an
+// estimate for other lists of objects (listEstimates). A connection's edges
+// are counted once, at the connection.
+func Costed(es graphql.ExecutableSchema) graphql.ExecutableSchema {
+	return costedSchema{es}
+}
+
+type costedSchema struct{ graphql.ExecutableSchema }
+
+func (s costedSchema) Complexity(ctx context.Context, typeName, field string, child int, args map[string]any) (int, bool) {
+	def := s.Schema().Types[typeName]
+	if def == nil {
+		return 0, false
+	}
+	fd := def.Fields.ForName(field)
+	if fd == nil {
+		return 0, false
+	}
+	return listLength(typeName, fd, args) * (child + 1), true
+}
+
+// listLength is how many items a field returns at most (1 for single values
+// and lists of scalars, which are one value each).
+func listLength(typeName string, fd *ast.FieldDefinition, args map[string]any) int {
+	if fd.Arguments.ForName("first") != nil {
+		n := DefaultPageSize
+		first, _ := args["first"].(*int)
+		last, _ := args["last"].(*int)
+		switch {
+		case first != nil && last != nil:
+			n = max(*first, *last)
+		case first != nil:
+			n = *first
+		case last != nil:
+			n = *last
+		}
+		return max(n, 1)
+	}
+	if fd.Name == "nodes" {
+		if ids, ok := args["ids"].([]string); ok {
+			return max(len(ids), 1)
+		}
+	}
+	if fd.Type.Elem == nil || fd.Name == "edges" && strings.HasSuffix(typeName, "Connection") {
+		return 1
+	}
+	if n, ok := listEstimates[typeName+"."+fd.Name]; ok {
+		return n
+	}
+	if elem := fd.Type.Elem; elem != nil && isLeafName(elem.Name()) {
+		return 1
+	}
+	return defaultListEstimate
+}
+
+func isLeafName(name string) bool {
+	switch name {
+	case "String", "Int", "Float", "Boolean", "ID", "Time", "Map", "Any", "Cursor":
+		return true
+	}
+	return false
+}
+
+// RequestLimits bounds the work of one query or mutation:
+//   - its response: once the values resolved exceed MaxResponseBytes, no
+//     further field runs and the answer is one VALIDATION error (reason
+//     RESPONSE_TOO_LARGE) instead of the data;
+//   - a client that disconnects: the context is cancelled (statements in
+//     flight stop), no further field runs, and the cancellation is logged
+//     once rather than once per resolver;
+//   - lists asked for neither first nor last get DefaultPageSize items;
+//   - child lists (Run.steps, Run.events, StepRun.attemptList and calls,
+//     WebhookDelivery.attemptList) load in one query per level through the
+//     request's loader (see loaders.go).
+type RequestLimits struct {
+	MaxResponseBytes int64
+	Log              *slog.Logger
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.ResponseInterceptor
+	graphql.FieldInterceptor
+} = RequestLimits{}
+
+func (RequestLimits) ExtensionName() string                   { return "RequestLimits" }
+func (RequestLimits) Validate(graphql.ExecutableSchema) error { return nil }
+
+// requestState is what RequestLimits keeps per operation.
+type requestState struct {
+	max      int64
+	bytes    atomic.Int64
+	exceeded atomic.Bool
+	cancel   context.CancelFunc
+	loader   *loader
+}
+
+type requestStateKey struct{}
+
+// errResponseTooLarge and errRequestCancelled end every field resolved after
+// the limit is reached; the response carries neither (see InterceptResponse).
+var (
+	errResponseTooLarge = errs.E(errs.Validation, "response too large")
+	errRequestCancelled = errs.E(errs.Unavailable, "request cancelled")
+)
+
+func (l RequestLimits) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	if !graphql.HasOperationContext(ctx) {
+		return next(ctx)
+	}
+	op := graphql.GetOperationContext(ctx)
+	if op.Operation == nil || op.Operation.Operation == ast.Subscription {
+		return next(ctx)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := &requestState{max: l.MaxResponseBytes, cancel: cancel, loader: newLoader()}
+	resp := next(context.WithValue(ctx, requestStateKey{}, st))
+	if st.exceeded.Load() {
+		return &graphql.Response{Errors: gqlerror.List{{
+			Message: "the response would be larger than " + itoa(st.max) + " bytes: ask for fewer items (first, last) or fields",
+			Extensions: map[string]any{"code": string(errs.Validation), "reason": "RESPONSE_TOO_LARGE",
+				"maxResponseBytes": st.max},
+		}}}
+	}
+	if ctx.Err() != nil {
+		// The client went away: the request's context ended.
+		l.Log.InfoContext(ctx, "request cancelled by the client", "request_id", requestid.FromContext(ctx),
+			"operation", op.OperationName, "after_ms", time.Since(start).Milliseconds())
+		return &graphql.Response{Errors: gqlerror.List{{Message: "request cancelled",
+			Extensions: map[string]any{"code": string(errs.Unavailable), "reason": "CANCELLED"}}}}
+	}
+	return resp
+}
+
+func (l RequestLimits) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
+	st, ok := ctx.Value(requestStateKey{}).(*requestState)
+	if !ok {
+		return next(ctx)
+	}
+	if st.exceeded.Load() {
+		return nil, errResponseTooLarge
+	}
+	if ctx.Err() != nil {
+		return nil, errRequestCancelled
+	}
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return next(ctx)
+	}
+	if fc.Args != nil {
+		if _, has := fc.Args["first"]; has {
+			first, _ := fc.Args["first"].(*int)
+			last, _ := fc.Args["last"].(*int)
+			if first == nil && last == nil {
+				n := DefaultPageSize
+				fc.Args["first"] = &n
+			}
+		}
+	}
+	res, err := next(ctx)
+	if err != nil {
+		return res, err
+	}
+	st.loader.register(res)
+	size := int64(len(fc.Field.Alias)+4) + valueSize(res)
+	if st.max > 0 && st.bytes.Add(size) > st.max {
+		st.exceeded.Store(true)
+		st.cancel()
+		return nil, errResponseTooLarge
+	}
+	return res, nil
+}
+
+// valueSize estimates the JSON size of a resolved value. Objects count
+// nothing here: their fields are counted as they resolve.
+func valueSize(v any) int64 {
+	switch x := v.(type) {
+	case nil:
+		return 4
+	case string:
+		return int64(len(x)) + 2
+	case *string:
+		if x == nil {
+			return 4
+		}
+		return int64(len(*x)) + 2
+	case []byte:
+		return int64(len(x))
+	case json.RawMessage:
+		return int64(len(x))
+	case []string:
+		var n int64 = 2
+		for _, s := range x {
+			n += int64(len(s)) + 3
+		}
+		return n
+	case map[string]any:
+		var n int64 = 2
+		for k, e := range x {
+			n += int64(len(k)) + 4 + valueSize(e)
+		}
+		return n
+	case []any:
+		var n int64 = 2
+		for _, e := range x {
+			n += valueSize(e) + 1
+		}
+		return n
+	case []map[string]any:
+		var n int64 = 2
+		for _, e := range x {
+			n += valueSize(e) + 1
+		}
+		return n
+	}
+	return 8
+}
+
+func itoa(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// loaderFor returns the request's loader, or a fresh one outside
+// RequestLimits (subscriptions, tests).
+func loaderFor(ctx context.Context) *loader {
+	if st, ok := ctx.Value(requestStateKey{}).(*requestState); ok {
+		return st.loader
+	}
+	return newLoader()
+}
