@@ -70,20 +70,23 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 func listLength(typeName string, fd *ast.FieldDefinition, args map[string]any) int {
 	if fd.Arguments.ForName("first") != nil {
 		n := DefaultPageSize
-		first, _ := args["first"].(*int)
-		last, _ := args["last"].(*int)
+		first, hasFirst := intArg(args["first"])
+		last, hasLast := intArg(args["last"])
 		switch {
-		case first != nil && last != nil:
-			n = max(*first, *last)
-		case first != nil:
-			n = *first
-		case last != nil:
-			n = *last
+		case hasFirst && hasLast:
+			n = max(first, last)
+		case hasFirst:
+			n = first
+		case hasLast:
+			n = last
 		}
 		return max(n, 1)
 	}
 	if fd.Name == "nodes" {
-		if ids, ok := args["ids"].([]string); ok {
+		switch ids := args["ids"].(type) {
+		case []string:
+			return max(len(ids), 1)
+		case []any:
 			return max(len(ids), 1)
 		}
 	}
@@ -97,6 +100,27 @@ func listLength(typeName string, fd *ast.FieldDefinition, args map[string]any) i
 		return 1
 	}
 	return defaultListEstimate
+}
+
+// intArg reads an argument as the complexity calculator passes it: the raw
+// literal or variable value.
+func intArg(v any) (int, bool) {
+	switch n := v.(type) {
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	case *int:
+		if n != nil {
+			return *n, true
+		}
+	case float64:
+		return int(n), true
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	}
+	return 0, false
 }
 
 func isLeafName(name string) bool {

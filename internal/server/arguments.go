@@ -77,7 +77,7 @@ func (w argWalker) field(f *ast.Field, parent string, depth int) *gqlerror.Error
 	}
 	for _, arg := range f.Arguments {
 		if p, ok := nulIn(arg.Value, arg.Name, w.op.Variables); ok {
-			return invalidArg(p, "must not contain a NUL character (\\u0000)")
+			return invalidArg(p, "must not contain a NUL character")
 		}
 		if arg.Name != "first" && arg.Name != "last" {
 			continue
