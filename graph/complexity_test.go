@@ -2,6 +2,8 @@ package graph
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/99designs/gqlgen/complexity"
@@ -32,9 +34,24 @@ func TestComplexityCountsListSizes(t *testing.T) {
 			workflow { name } environment { name }
 			steps { stepID status attempts error { class message } attemptList { number status calls { host path } } }
 			events(first: 5) { seq type } } } } }`)
-	attack := cost(t, `{ runs(first: 100) { edges { node { input output steps { output attemptList { calls { host path } } } events(first: 100) { seq type data } } } } }`)
-	t.Logf("dashboard %d, one alias of the attack %d", dash, attack)
-	if dash > 50000 || attack <= 50000 {
-		t.Errorf("dashboard %d must pass and the attack %d fail the default limit 50000", dash, attack)
+	alias := `a%d: runs(first: 100) { edges { node { input output steps { output attemptList { calls { host path } } } events(first: 100) { seq type data } } } }`
+	var attack strings.Builder
+	attack.WriteString("{")
+	for i := range 10 {
+		fmt.Fprintf(&attack, " "+alias, i)
+	}
+	attack.WriteString(" }")
+	tenAliases := cost(t, attack.String())
+	one := cost(t, `{ runs(first: 1000) { edges { node { input output steps { output attemptList { calls { host path } } } events(first: 1000) { seq type data } } } } }`)
+	asSent := 10 * one // ten aliases as the review sent them
+	t.Logf("dashboard %d, ten aliases at first: 100 %d, one alias at first: 1000 %d", dash, tenAliases, one)
+	if dash > limit || tenAliases <= limit || asSent <= limit {
+		t.Errorf("the dashboard (%d) must pass and the attacks (%d, %d) fail the default limit %d", dash, tenAliases, asSent, limit)
+	}
+	if m := cost(t, `mutation { a: cancelRun(id: "run_1") { id } b: cancelRun(id: "run_2") { id } }`); m < 2*mutationCost {
+		t.Errorf("two mutations cost %d", m)
 	}
 }
+
+// limit is SLUICE_QUERY_COMPLEXITY's default.
+const limit = 500000

@@ -17,13 +17,26 @@ import (
 )
 
 // Page sizes of every list argument named first or last (connections and
-// Run.events): a larger value is refused before execution (VALIDATION at the
-// argument's path, see internal/server), and a list asked for neither gets
-// DefaultPageSize items.
+// Run.events): a larger value is clamped to MaxPageSize, so no page holds
+// more (connections say hasNextPage); a connection asked for neither gets
+// DefaultPageSize items, Run.events MaxPageSize.
 const (
 	MaxPageSize     = 200
 	DefaultPageSize = 100
 )
+
+// mutationCost is the cost of each mutation field on top of its selection:
+// a write (one transaction, an audit entry, perhaps webhooks), so a request
+// can hold at most a couple of hundred.
+const mutationCost = 2000
+
+// defaultPage is the page of a list asked for neither first nor last.
+func defaultPage(typeName, field string) int {
+	if typeName == "Run" && field == "events" {
+		return MaxPageSize
+	}
+	return DefaultPageSize
+}
 
 // listEstimates is the cost multiplier of lists that take no first/last: the
 // number of items a query should expect (a run has a handful of steps, a step
@@ -62,14 +75,18 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 	if fd == nil {
 		return 0, false
 	}
-	return listLength(typeName, fd, args) * (child + 1), true
+	cost := listLength(typeName, fd, args) * (child + 1)
+	if typeName == "Mutation" {
+		cost += mutationCost
+	}
+	return cost, true
 }
 
 // listLength is how many items a field returns at most (1 for single values
 // and lists of scalars, which are one value each).
 func listLength(typeName string, fd *ast.FieldDefinition, args map[string]any) int {
 	if fd.Arguments.ForName("first") != nil {
-		n := DefaultPageSize
+		n := defaultPage(typeName, fd.Name)
 		first, hasFirst := intArg(args["first"])
 		last, hasLast := intArg(args["last"])
 		switch {
@@ -80,7 +97,7 @@ func listLength(typeName string, fd *ast.FieldDefinition, args map[string]any) i
 		case hasLast:
 			n = last
 		}
-		return max(n, 1)
+		return min(max(n, 1), MaxPageSize)
 	}
 	if fd.Name == "nodes" {
 		switch ids := args["ids"].(type) {
@@ -138,7 +155,8 @@ func isLeafName(name string) bool {
 //   - a client that disconnects: the context is cancelled (statements in
 //     flight stop), no further field runs, and the cancellation is logged
 //     once rather than once per resolver;
-//   - lists asked for neither first nor last get DefaultPageSize items;
+//   - first and last are clamped to MaxPageSize, and lists asked for
+//     neither get their default page;
 //   - child lists (Run.steps, Run.events, StepRun.attemptList and calls,
 //     WebhookDelivery.attemptList) load in one query per level through the
 //     request's loader (see loaders.go).
@@ -220,14 +238,7 @@ func (l RequestLimits) InterceptField(ctx context.Context, next graphql.Resolver
 		return next(ctx)
 	}
 	if fc.Args != nil {
-		if _, has := fc.Args["first"]; has {
-			first, _ := fc.Args["first"].(*int)
-			last, _ := fc.Args["last"].(*int)
-			if first == nil && last == nil {
-				n := DefaultPageSize
-				fc.Args["first"] = &n
-			}
-		}
+		pageArgs(fc)
 	}
 	res, err := next(ctx)
 	if err != nil {
@@ -241,6 +252,25 @@ func (l RequestLimits) InterceptField(ctx context.Context, next graphql.Resolver
 		return nil, errResponseTooLarge
 	}
 	return res, nil
+}
+
+// pageArgs clamps first and last to MaxPageSize and gives a list asked for
+// neither its default page, before the resolver reads them.
+func pageArgs(fc *graphql.FieldContext) {
+	if _, has := fc.Args["first"]; !has {
+		return
+	}
+	first, _ := fc.Args["first"].(*int)
+	last, _ := fc.Args["last"].(*int)
+	for _, p := range []*int{first, last} {
+		if p != nil && *p > MaxPageSize {
+			*p = MaxPageSize
+		}
+	}
+	if first == nil && last == nil {
+		n := defaultPage(fc.Object, fc.Field.Name)
+		fc.Args["first"] = &n
+	}
 }
 
 // valueSize estimates the JSON size of a resolved value. Objects count

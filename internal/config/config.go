@@ -61,7 +61,7 @@ type Config struct {
 	MaxBodyBytes int64
 	// QueryComplexity limits a query's cost (SLUICE_QUERY_COMPLEXITY): each
 	// field costs 1 and lists multiply their items' cost by their length
-	// (graph.Costed). If unset, 50000.
+	// (graph.Costed). If unset, 500000.
 	QueryComplexity int
 	// MaxResponseBytes bounds one GraphQL response (SLUICE_MAX_RESPONSE_BYTES):
 	// past it the query stops and answers an error. If unset, 16 MiB.
@@ -138,7 +138,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.DatabaseMaxConns = intVar(getenv, "SLUICE_DB_MAX_CONNS", 20, &errs)
 	c.MaxBodyBytes = int64(intVar(getenv, "SLUICE_MAX_BODY_BYTES", 1<<20, &errs))
-	c.QueryComplexity = intVar(getenv, "SLUICE_QUERY_COMPLEXITY", 50000, &errs)
+	c.QueryComplexity = intVar(getenv, "SLUICE_QUERY_COMPLEXITY", 500000, &errs)
 	c.MaxResponseBytes = int64(intVar(getenv, "SLUICE_MAX_RESPONSE_BYTES", 16<<20, &errs))
 	c.QueryDepth = intVar(getenv, "SLUICE_QUERY_DEPTH", 12, &errs)
 	c.ShutdownTimeout = durationVar(getenv, "SLUICE_SHUTDOWN_TIMEOUT", 20*time.Second, &errs)

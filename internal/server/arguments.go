@@ -9,7 +9,6 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/sluicehq/sluice/graph"
 	"github.com/sluicehq/sluice/internal/errs"
 )
 
@@ -18,9 +17,6 @@ import (
 //     value nested in a Map): Postgres cannot store one in text or jsonb,
 //     so it would fail late as an internal error. VALIDATION at the
 //     argument's path ("input.name", "input.definition.steps[0].id");
-//   - asks a list for more than graph.MaxPageSize items (first or last):
-//     VALIDATION at the field's response path and the argument
-//     ("runs.first", "recent.edges.node.events.first");
 //   - uses introspection (__schema, __type) while it is disabled:
 //     FORBIDDEN. (__typename stays allowed.)
 type argumentCheck struct{ introspection bool }
@@ -79,16 +75,6 @@ func (w argWalker) field(f *ast.Field, parent string, depth int) *gqlerror.Error
 		if p, ok := nulIn(arg.Value, arg.Name, w.op.Variables); ok {
 			return invalidArg(p, "must not contain a NUL character")
 		}
-		if arg.Name != "first" && arg.Name != "last" {
-			continue
-		}
-		v, err := arg.Value.Value(w.op.Variables)
-		if err != nil {
-			continue
-		}
-		if n, ok := asInt(v); ok && n > graph.MaxPageSize {
-			return invalidArg(path+"."+arg.Name, fmt.Sprintf("at most %d items per page (got %d); page with after/before", graph.MaxPageSize, n))
-		}
 	}
 	return w.selections(f.SelectionSet, path, depth+1)
 }
@@ -98,21 +84,6 @@ func invalidArg(path, msg string) *gqlerror.Error {
 		"code": string(errs.Validation), "path": path,
 		"problems": []errs.Problem{{Path: path, Message: msg}},
 	}}
-}
-
-func asInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case float64:
-		return int64(n), true
-	case interface{ Int64() (int64, error) }: // json.Number
-		i, err := n.Int64()
-		return i, err == nil
-	}
-	return 0, false
 }
 
 // nulIn reports the path of the first string holding a NUL byte in an

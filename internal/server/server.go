@@ -86,8 +86,8 @@ func New(d Deps) *Server {
 	gql.SetErrorPresenter(presenter)
 	gql.SetRecoverFunc(graph.RecoverFunc(d.Log))
 	gql.SetQueryCache(graphqlLRU(1000))
+	gql.Use(depthLimit{max: d.Config.QueryDepth}) // first: cheap, and it bounds the complexity walk
 	gql.Use(extension.FixedComplexityLimit(d.Config.QueryComplexity))
-	gql.Use(depthLimit{max: d.Config.QueryDepth})
 	if d.Config.Introspection {
 		gql.Use(extension.Introspection{})
 	}
