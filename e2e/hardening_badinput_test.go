@@ -107,7 +107,7 @@ func TestHardeningBadInputCodes(t *testing.T) {
 func TestHardeningIntrospectionOff(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "bad-introspect")
-	st := newStack(t, 0, "SLUICE_GRAPHQL_INTROSPECTION=false")
+	st := newStack(t, 0, "SLUICE_GRAPHQL_INTROSPECTION=false", "SLUICE_DB_MAX_CONNS=4")
 	c := f.owner.on(st.server)
 	for _, q := range []string{
 		`{ __schema { types { name } } }`,

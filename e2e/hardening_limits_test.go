@@ -21,7 +21,7 @@ func limitsStack(t *testing.T) (*stack, *tcpProxy) {
 	px := newTCPProxy(t, pgTarget(), true, true)
 	st := newStack(t, 0,
 		"DATABASE_APP_URL="+withHost(suite.appURL, px.addr),
-		"SLUICE_MAX_RESPONSE_BYTES=65536")
+		"SLUICE_MAX_RESPONSE_BYTES=65536", "SLUICE_DB_MAX_CONNS=4")
 	return st, px
 }
 

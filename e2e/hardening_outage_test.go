@@ -45,7 +45,7 @@ func TestHardeningPostgresOutage(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "outage")
 	px := newTCPProxy(t, pgTarget(), true, false)
-	st := newStack(t, 0, "DATABASE_APP_URL="+withHost(suite.appURL, px.addr))
+	st := newStack(t, 0, "DATABASE_APP_URL="+withHost(suite.appURL, px.addr), "SLUICE_DB_MAX_CONNS=4")
 	url := st.server.url + "/graphql"
 	const start = `mutation($w: ID!, $e: ID!) { startRun(input: {workflowID: $w, environmentID: $e, input: {name: "ada"}}) { id } }`
 	vars := map[string]any{"w": f.workflowID, "e": f.envID}
@@ -143,7 +143,7 @@ func TestHardeningStartWhileDown(t *testing.T) {
 		"DATABASE_APP_URL=" + withHost(suite.appURL, pg.addr),
 		"REDIS_URL=" + withHost(redisURLFor(db), rd.addr),
 		"SLUICE_ADDR=127.0.0.1:0",
-		"SLUICE_WORKER_CONCURRENCY=4", "SLUICE_WORKER_RECONCILE_INTERVAL=1s",
+		"SLUICE_WORKER_CONCURRENCY=4", "SLUICE_WORKER_RECONCILE_INTERVAL=1s", "SLUICE_DB_MAX_CONNS=4",
 	}
 	serve := launch(t, env, "serve")
 	work := launch(t, env, "worker")

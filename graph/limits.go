@@ -180,7 +180,9 @@ type requestState struct {
 	bytes    atomic.Int64
 	exceeded atomic.Bool
 	cancel   context.CancelFunc
-	loader   *loader
+	// loader is replaced at each mutation field: mutations run one after
+	// the other and may change what an earlier one's children read.
+	loader atomic.Pointer[loader]
 }
 
 type requestStateKey struct{}
@@ -203,7 +205,8 @@ func (l RequestLimits) InterceptResponse(ctx context.Context, next graphql.Respo
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := &requestState{max: l.MaxResponseBytes, cancel: cancel, loader: newLoader()}
+	st := &requestState{max: l.MaxResponseBytes, cancel: cancel}
+	st.loader.Store(newLoader())
 	resp := next(context.WithValue(ctx, requestStateKey{}, st))
 	if st.exceeded.Load() {
 		return &graphql.Response{Errors: gqlerror.List{{
@@ -240,11 +243,14 @@ func (l RequestLimits) InterceptField(ctx context.Context, next graphql.Resolver
 	if fc.Args != nil {
 		pageArgs(fc)
 	}
+	if fc.Object == "Mutation" {
+		st.loader.Store(newLoader())
+	}
 	res, err := next(ctx)
 	if err != nil {
 		return res, err
 	}
-	st.loader.register(res)
+	st.loader.Load().register(res)
 	size := int64(len(fc.Field.Alias)+4) + valueSize(res)
 	if st.max > 0 && st.bytes.Add(size) > st.max {
 		st.exceeded.Store(true)
@@ -327,7 +333,7 @@ func itoa(n int64) string {
 // RequestLimits (subscriptions, tests).
 func loaderFor(ctx context.Context) *loader {
 	if st, ok := ctx.Value(requestStateKey{}).(*requestState); ok {
-		return st.loader
+		return st.loader.Load()
 	}
 	return newLoader()
 }

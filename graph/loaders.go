@@ -58,6 +58,10 @@ func (l *loader) register(v any) {
 				}
 			}
 		}
+	case []ent.Noder:
+		for _, n := range x {
+			l.register(n)
+		}
 	case *ent.WebhookDelivery:
 		l.addDeliveries(x)
 	case []*ent.WebhookDelivery:

@@ -16,7 +16,8 @@ import (
 // reached over the network, such as Redis) could not be reached, as opposed
 // to a statement that failed: a failed connect, a dropped or refused
 // connection, an administrator shutting the server down (SQLSTATE 57P01,
-// 57P02, 57P03) or a connection exception (class 08). Such a request did
+// 57P02, 57P03), no connection slot left (53300) or a connection exception
+// (class 08). Such a request did
 // nothing that committed and may be retried as it is.
 func Unavailable(err error) bool {
 	if err == nil {
@@ -25,7 +26,8 @@ func Unavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "57P01", "57P02", "57P03":
+		case "57P01", "57P02", "57P03", // admin_shutdown, crash_shutdown, cannot_connect_now
+			"53300": // too_many_connections: a slot frees up soon
 			return true
 		}
 		return strings.HasPrefix(pgErr.Code, "08")

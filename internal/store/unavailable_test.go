@@ -20,6 +20,8 @@ func TestUnavailable(t *testing.T) {
 	}{
 		{fmt.Errorf("begin: %w", dialErr), true},
 		{&pgconn.PgError{Code: "57P01"}, true},
+		{&pgconn.ConnectError{}, true},
+		{&pgconn.PgError{Code: "53300"}, true},
 		{fmt.Errorf("x: %w", &pgconn.PgError{Code: "08006"}), true},
 		{&pgconn.PgError{Code: "23505"}, false},
 		{errors.New("no such step"), false},
