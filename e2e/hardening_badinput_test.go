@@ -3,6 +3,8 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/ids"
 )
 
 // badCase is one request that must be refused with code at path, writing
@@ -130,5 +132,21 @@ func TestHardeningIntrospectionOff(t *testing.T) {
 	r = f.owner.do(`{ workflowz { totalCount } }`, nil)
 	if !strings.Contains(r.Raw, "Did you mean") {
 		t.Errorf("development lost its suggestions: %s", r.Raw)
+	}
+}
+
+// TestHardeningForeignKeyNotConflict: a write that refers to something that
+// does not exist is not a uniqueness CONFLICT. A token naming a well-formed
+// tenant id that no tenant has used to create a workflow answering
+// CONFLICT "already exists" (the foreign key violation taken for a unique
+// one); now it is NOT_FOUND (or refused at authentication, 401).
+func TestHardeningForeignKeyNotConflict(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, 0, token(t, ids.New(ids.Tenant), "owner"))
+	r := c.do(mCreateWF, map[string]any{"n": "Ghost", "s": "ghost"})
+	switch r.Code() {
+	case "NOT_FOUND", "UNAUTHENTICATED":
+	default:
+		t.Fatalf("want NOT_FOUND (or UNAUTHENTICATED), got %s", r.Raw)
 	}
 }
