@@ -118,4 +118,3 @@ func isLeafName(name string) bool {
 	}
 	return false
 }
-
