@@ -110,6 +110,13 @@ func TestHardeningQueryLimits(t *testing.T) {
 		if got := len(edges(d, "workflows")); got != maxPageSize || get(d, "workflows.pageInfo.hasNextPage") != true {
 			t.Errorf("workflows(first: 200): %d nodes, hasNextPage %v", got, get(d, "workflows.pageInfo.hasNextPage"))
 		}
+		ids := make([]string, maxPageSize+1)
+		for i := range ids {
+			ids[i] = f.workflowID
+		}
+		if r := c.do(`query($ids: [ID!]!) { nodes(ids: $ids) { id } }`, map[string]any{"ids": ids}); r.Code() != "VALIDATION" || r.Errors[0].Extensions["path"] != "ids" {
+			t.Errorf("nodes with %d ids: want VALIDATION at ids, got %.300s", len(ids), r.Raw)
+		}
 		d = c.ok(`{ auditLogs { edges { node { id } } } }`, nil)
 		if got := len(edges(d, "auditLogs")); got > defaultPageSize {
 			t.Errorf("auditLogs without first: %d nodes", got)
