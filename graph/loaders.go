@@ -19,7 +19,7 @@ type loader struct {
 	mu sync.Mutex
 
 	runs      map[string]*ent.Run
-	steps     map[string][]*ent.StepRun // by run id, once loaded
+	steps     [2]map[string][]*ent.StepRun // by run id, once loaded: [0] without outputs, [1] with
 	stepRuns  map[string]*ent.StepRun
 	attempts  map[string][]*ent.StepAttempt // by step run id
 	events    map[eventsPage]map[string][]*ent.RunEvent
@@ -36,7 +36,7 @@ const maxBatch = 50
 
 func newLoader() *loader {
 	return &loader{
-		runs: map[string]*ent.Run{}, steps: map[string][]*ent.StepRun{},
+		runs: map[string]*ent.Run{}, steps: [2]map[string][]*ent.StepRun{{}, {}},
 		stepRuns: map[string]*ent.StepRun{}, attempts: map[string][]*ent.StepAttempt{},
 		events: map[eventsPage]map[string][]*ent.RunEvent{}, eventsFor: map[eventsPage]map[string]bool{},
 		hooks: map[string]*ent.WebhookDelivery{}, hookTries: map[string][]*ent.WebhookAttempt{},
@@ -112,30 +112,36 @@ func pending[T any](id string, registered map[string]T, loaded func(string) bool
 	return ids
 }
 
-// Steps returns a run's steps in definition order.
-func (l *loader) Steps(ctx context.Context, c *ent.Client, r *ent.Run) ([]*ent.StepRun, error) {
+// Steps returns a run's steps in definition order, with their outputs only
+// when withOutput is set.
+func (l *loader) Steps(ctx context.Context, c *ent.Client, r *ent.Run, withOutput bool) ([]*ent.StepRun, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s, ok := l.steps[r.ID]; ok {
+	mode := 0
+	if withOutput {
+		mode = 1
+	}
+	cache := l.steps[mode]
+	if s, ok := cache[r.ID]; ok {
 		return s, nil
 	}
 	l.runs[r.ID] = r
-	ids := pending(r.ID, l.runs, func(id string) bool { _, ok := l.steps[id]; return ok })
+	ids := pending(r.ID, l.runs, func(id string) bool { _, ok := cache[id]; return ok })
 	runs := make([]*ent.Run, len(ids))
 	for i, id := range ids {
 		runs[i] = l.runs[id]
 	}
-	got, err := engine.StepsOfRuns(ctx, c, runs)
+	got, err := engine.StepsOfRuns(ctx, c, runs, withOutput)
 	if err != nil {
 		return nil, err
 	}
 	for id, list := range got {
-		l.steps[id] = list
+		cache[id] = list
 		for _, s := range list {
 			l.stepRuns[s.ID] = s
 		}
 	}
-	return l.steps[r.ID], nil
+	return cache[r.ID], nil
 }
 
 // Attempts returns a step run's attempts, oldest first.

@@ -91,7 +91,7 @@ func (r *runResolver) Steps(ctx context.Context, obj *ent.Run) ([]*ent.StepRun, 
 	if err != nil {
 		return nil, err
 	}
-	return loaderFor(ctx).Steps(ctx, c, obj)
+	return loaderFor(ctx).Steps(ctx, c, obj, selects(ctx, "output"))
 }
 
 // Events is the resolver for the events field.

@@ -16,8 +16,9 @@ import (
 // for the children of many parents instead of one per parent.
 
 // StepsOfRuns returns the steps of each run, in definition order: one query
-// for the steps and one for the versions that order them.
-func StepsOfRuns(ctx context.Context, c *ent.Client, runs []*ent.Run) (map[string][]*ent.StepRun, error) {
+// for the steps and one for the versions that order them. Without
+// withOutput the steps' outputs (up to megabytes each) are not read.
+func StepsOfRuns(ctx context.Context, c *ent.Client, runs []*ent.Run, withOutput bool) (map[string][]*ent.StepRun, error) {
 	out := make(map[string][]*ent.StepRun, len(runs))
 	if len(runs) == 0 {
 		return out, nil
@@ -35,7 +36,17 @@ func StepsOfRuns(ctx context.Context, c *ent.Client, runs []*ent.Run) (map[strin
 			versionIDs = append(versionIDs, r.VersionID)
 		}
 	}
-	steps, err := c.StepRun.Query().Where(steprun.RunIDIn(runIDs...)).All(ctx)
+	q := c.StepRun.Query().Where(steprun.RunIDIn(runIDs...))
+	if !withOutput {
+		cols := make([]string, 0, len(steprun.Columns))
+		for _, col := range steprun.Columns {
+			if col != steprun.FieldOutput {
+				cols = append(cols, col)
+			}
+		}
+		q.Select(cols...)
+	}
+	steps, err := q.All(ctx)
 	if err != nil {
 		return nil, err
 	}
