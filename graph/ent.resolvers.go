@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/generated"
 	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/errs"
 )
 
 // Node is the resolver for the node field.
@@ -21,6 +22,9 @@ func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) 
 
 // Nodes is the resolver for the nodes field.
 func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, error) {
+	if len(ids) > MaxPageSize {
+		return nil, errs.Invalid("ids", "at most %d ids at a time (got %d)", MaxPageSize, len(ids))
+	}
 	return resolveNodes(ctx, ids)
 }
 

@@ -91,7 +91,7 @@ func (r *runResolver) Steps(ctx context.Context, obj *ent.Run) ([]*ent.StepRun, 
 	if err != nil {
 		return nil, err
 	}
-	return engine.RunSteps(ctx, c, obj)
+	return loaderFor(ctx).Steps(ctx, c, obj, selects(ctx, "output"))
 }
 
 // Events is the resolver for the events field.
@@ -100,7 +100,14 @@ func (r *runResolver) Events(ctx context.Context, obj *ent.Run, afterSeq *int, f
 	if err != nil {
 		return nil, err
 	}
-	return engine.RunEvents(ctx, c, obj.ID, afterSeq, first)
+	after, n := 0, DefaultPageSize
+	if afterSeq != nil && *afterSeq > 0 {
+		after = *afterSeq
+	}
+	if first != nil && *first > 0 {
+		n = min(*first, MaxPageSize)
+	}
+	return loaderFor(ctx).Events(ctx, c, obj.ID, after, n)
 }
 
 // Error is the resolver for the error field.
@@ -143,7 +150,7 @@ func (r *stepRunResolver) AttemptList(ctx context.Context, obj *ent.StepRun) ([]
 	if err != nil {
 		return nil, err
 	}
-	return engine.StepAttempts(ctx, c, obj.ID)
+	return loaderFor(ctx).Attempts(ctx, c, obj)
 }
 
 // Calls is the resolver for the calls field.
@@ -152,7 +159,7 @@ func (r *stepRunResolver) Calls(ctx context.Context, obj *ent.StepRun) ([]*model
 	if err != nil {
 		return nil, err
 	}
-	attempts, err := engine.StepAttempts(ctx, c, obj.ID)
+	attempts, err := loaderFor(ctx).Attempts(ctx, c, obj)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/graph/model"
 	"github.com/sluicehq/sluice/internal/engine"
 )
@@ -62,5 +61,5 @@ func (r *webhookDeliveryResolver) AttemptList(ctx context.Context, obj *ent.Webh
 	if err != nil {
 		return nil, err
 	}
-	return c.WebhookAttempt.Query().Where(webhookattempt.DeliveryID(obj.ID)).Order(ent.Asc(webhookattempt.FieldNumber)).All(ctx)
+	return loaderFor(ctx).DeliveryAttempts(ctx, c, obj)
 }

@@ -89,13 +89,18 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, err
 	}
 	a.keys = keys
-	db, err := store.Open(ctx, cfg.DatabaseAppURL, cfg.DatabaseMaxConns)
+	var db *sql.DB
+	err = waitFor(ctx, log, "the database", func(ctx context.Context) error {
+		var err error
+		db, err = store.Open(ctx, cfg.DatabaseAppURL, cfg.DatabaseMaxConns)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	a.db = db
 	a.closers = append(a.closers, func() { db.Close() })
-	if err := checkAppRole(ctx, db); err != nil {
+	if err := waitFor(ctx, log, "the database", func(ctx context.Context) error { return checkAppRole(ctx, db) }); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -111,6 +116,10 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	}
 	a.redis = redis.NewClient(opts)
 	a.closers = append(a.closers, func() { a.redis.Close() })
+	if err := waitFor(ctx, log, "redis", func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
 	a.asynq = asynq.NewClientFromRedisClient(a.redis)
 	a.dispatcher = worker.NewDispatcher(a.asynq, a.redis)
 	verifierCtx, cancel := context.WithCancel(context.Background())

@@ -64,8 +64,13 @@ type Config struct {
 	AllowedOrigins []string
 	// MaxBodyBytes limits request bodies (SLUICE_MAX_BODY_BYTES). If unset, 1 MiB.
 	MaxBodyBytes int64
-	// QueryComplexity limits a query's cost (SLUICE_QUERY_COMPLEXITY). If unset, 1000.
+	// QueryComplexity limits a query's cost (SLUICE_QUERY_COMPLEXITY): each
+	// field costs 1 and lists multiply their items' cost by their length
+	// (graph.Costed). If unset, 500000.
 	QueryComplexity int
+	// MaxResponseBytes bounds one GraphQL response (SLUICE_MAX_RESPONSE_BYTES):
+	// past it the query stops and answers an error. If unset, 16 MiB.
+	MaxResponseBytes int64
 	// QueryDepth limits a query's nesting (SLUICE_QUERY_DEPTH). If unset, 12.
 	QueryDepth int
 	// ShutdownTimeout bounds graceful shutdown (SLUICE_SHUTDOWN_TIMEOUT). If unset, 20s.
@@ -142,7 +147,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.DatabaseMaxConns = intVar(getenv, "SLUICE_DB_MAX_CONNS", 20, &errs)
 	c.MaxBodyBytes = int64(intVar(getenv, "SLUICE_MAX_BODY_BYTES", 1<<20, &errs))
-	c.QueryComplexity = intVar(getenv, "SLUICE_QUERY_COMPLEXITY", 1000, &errs)
+	c.QueryComplexity = intVar(getenv, "SLUICE_QUERY_COMPLEXITY", 500000, &errs)
+	c.MaxResponseBytes = int64(intVar(getenv, "SLUICE_MAX_RESPONSE_BYTES", 16<<20, &errs))
 	c.QueryDepth = intVar(getenv, "SLUICE_QUERY_DEPTH", 12, &errs)
 	c.ShutdownTimeout = durationVar(getenv, "SLUICE_SHUTDOWN_TIMEOUT", 20*time.Second, &errs)
 	c.Introspection = c.Development()

@@ -6,12 +6,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/egress"
@@ -162,6 +165,13 @@ func audit(ctx context.Context, c *ent.Client, action, targetType, targetID stri
 func dbError(err error, what string) error {
 	if err == nil {
 		return nil
+	}
+	// Only a unique violation means "already exists"; a foreign key, check
+	// or not-null violation is classified by its kind at the API boundary
+	// (graph.classify).
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code != "23505" {
+		return err
 	}
 	if ent.IsConstraintError(err) {
 		return errs.E(errs.Conflict, "%s already exists", what)

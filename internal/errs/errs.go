@@ -18,7 +18,11 @@ const (
 	Validation      Code = "VALIDATION"
 	Conflict        Code = "CONFLICT"
 	RateLimited     Code = "RATE_LIMITED"
-	Internal        Code = "INTERNAL"
+	// Unavailable means a dependency (Postgres, Redis) cannot be reached:
+	// nothing was done and the same request may be retried (HTTP 503 with
+	// Retry-After).
+	Unavailable Code = "UNAVAILABLE"
+	Internal    Code = "INTERNAL"
 )
 
 // Problem is one validation failure at a path of the input.

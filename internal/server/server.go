@@ -34,6 +34,7 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -80,7 +81,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}})
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -90,13 +91,17 @@ func New(d Deps) *Server {
 	gql.SetErrorPresenter(presenter)
 	gql.SetRecoverFunc(graph.RecoverFunc(d.Log))
 	gql.SetQueryCache(graphqlLRU(1000))
+	gql.Use(depthLimit{max: d.Config.QueryDepth}) // first: cheap, and it bounds the complexity walk
 	gql.Use(extension.FixedComplexityLimit(d.Config.QueryComplexity))
-	gql.Use(depthLimit{max: d.Config.QueryDepth})
 	if d.Config.Introspection {
 		gql.Use(extension.Introspection{})
 	}
+	gql.SetDisableSuggestion(!d.Config.Introspection) // suggestions map the schema too
+	gql.Use(argumentCheck{introspection: d.Config.Introspection})
 	gql.Use(errorCodes{})
+	gql.Use(unavailableStatus{})
 	gql.Use(graphqlMetrics{m: d.Metrics, fields: rootFields(schema.Schema())})
+	gql.Use(graph.RequestLimits{MaxResponseBytes: d.Config.MaxResponseBytes, Log: d.Log})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
 	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
 
@@ -116,7 +121,7 @@ func New(d Deps) *Server {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	live := streaming(d.Hub, d.Leases, &s.streams, gql)
-	mux.Handle("POST /graphql", readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live)))
+	mux.Handle("POST /graphql", withUnavailableStatus(readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live))))
 	mux.Handle("OPTIONS /graphql", gql)
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
@@ -209,10 +214,13 @@ func authenticate(a *auth.Authenticator, next http.Handler) http.Handler {
 			if e, ok := errs.As(err); ok {
 				msg = e.Message
 			}
-			switch code {
-			case errs.Forbidden:
+			switch {
+			case store.Unavailable(err):
+				w.Header().Set("Retry-After", retryAfterSeconds)
+				code, status, msg = errs.Unavailable, http.StatusServiceUnavailable, "the database is unavailable; retry later"
+			case code == errs.Forbidden:
 				status = http.StatusForbidden
-			case errs.Unauthenticated:
+			case code == errs.Unauthenticated:
 			default:
 				code, status, msg = errs.Internal, http.StatusInternalServerError, "internal error (request "+requestid.FromContext(r.Context())+")"
 			}
