@@ -38,7 +38,9 @@ func TestDefinitionBounds(t *testing.T) {
 		{"maxAttempts over the cap", http(`,"retry":{"maxAttempts":1000}`), "$.steps[0].retry.maxAttempts"},
 		{"CRLF in a header value", httpHeaders(`{"X-Note":"a\r\nX-Injected: 1"}`), "$.steps[0].request.headers['X-Note']"},
 		{"LF in a header value", httpHeaders(`{"X-Note":"a\nb"}`), "$.steps[0].request.headers['X-Note']"},
-		{"NUL in a header value", httpHeaders(`{"X-Note":"a\u0000b"}`), "$.steps[0].request.headers['X-Note']"},
+		// A NUL byte is refused for every argument before execution, with the
+		// argument's path (the definition's own check stays for stored ones).
+		{"NUL in a header value", httpHeaders(`{"X-Note":"a\u0000b"}`), "input.definition.steps[0].request.headers.X-Note"},
 		{"CRLF in a header name", httpHeaders(`{"X-A\r\nX-B":"1"}`), "$.steps[0].request.headers"},
 		{"space in a header name", httpHeaders(`{"X A":"1"}`), "$.steps[0].request.headers"},
 		{"colon in a header name", httpHeaders(`{"X-A:":"1"}`), "$.steps[0].request.headers"},
