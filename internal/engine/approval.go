@@ -40,6 +40,7 @@ func (e *Engine) DecideApproval(ctx context.Context, id string, approve bool, co
 	if err != nil {
 		return nil, err
 	}
+	s.deferEval = true
 	if err := checkEnvironmentScope(v, s.run.EnvironmentID); err != nil {
 		return nil, err
 	}
@@ -90,6 +91,14 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	sr := s.steps[apr.StepID]
 	if sr == nil || sr.Status != steprun.StatusWaiting || s.terminal() {
 		return nil
+	}
+	if approve && s.deferEval {
+		// What follows evaluates the dependents' expressions and the run's
+		// output: a worker finishes the step (decide.go).
+		if err := s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued); err != nil {
+			return err
+		}
+		return s.settle(ctx)
 	}
 	if approve {
 		out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": timedOut}

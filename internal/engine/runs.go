@@ -152,7 +152,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		return nil, dbError(err, "run")
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true,
-		counts: map[string]int{}, countsChanged: true}
+		counts: map[string]int{}, countsChanged: true, deferEval: true}
 	// Steps that can start at once (no needs, no condition, run by a worker)
 	// are created queued with their first attempt: two bulk inserts whatever
 	// the fan-out, where scheduling them one by one would cost a round trip
@@ -230,9 +230,10 @@ func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate,
 }
 
 // startsQueued reports whether a step is scheduled as soon as its run is
-// created: it needs nothing, has no condition and runs on a worker.
+// created: it needs nothing and runs on a worker, which also evaluates its
+// `if` (decide.go).
 func startsQueued(st definition.Step) bool {
-	if len(st.Needs) > 0 || st.If != "" {
+	if len(st.Needs) > 0 {
 		return false
 	}
 	switch st.Type {
@@ -297,6 +298,7 @@ func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 	if s.run.Status != run.StatusFailed {
 		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
 	}
+	s.deferEval = true
 	for _, sr := range s.steps {
 		switch sr.Status {
 		case steprun.StatusFailed, steprun.StatusCancelled:

@@ -28,6 +28,11 @@ const (
 	SchemaDrift Class = "schema_drift"
 	Budget      Class = "budget"
 	Cancelled   Class = "cancelled"
+	// Limit: an expression or a step output passed a cap (values, bytes,
+	// evaluation time; see internal/definition/limits.go).
+	Limit Class = "limit"
+	// Crashed: the step's worker died (was taken over) too many times.
+	Crashed Class = "crashed"
 )
 
 // Error is a classified step failure. Message is safe to show to the tenant
