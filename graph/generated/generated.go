@@ -7463,7 +7463,7 @@ scalar Any
 
 "The failure of a run, step or attempt."
 type RunError {
-  "transient, permanent, schema_drift, budget or cancelled"
+  "transient, permanent, schema_drift, budget, cancelled, limit or crashed"
   class: String!
   message: String!
   "The step that failed, for run errors."

@@ -119,11 +119,13 @@ func (s *runState) finishApproval(ctx context.Context, sr *ent.StepRun, by, comm
 // worker that died (or was stopped mid-step): a step that kills its worker
 // every time (a poison pill) would otherwise be retried forever, taking
 // down every worker in turn. After crashLimit takeovers the step fails
-// with class `crashed`. The count is the step's step.reclaimed events, so
-// it is durable in Postgres and survives Redis being wiped.
+// with class `crashed`. The count is the attempt's step.reclaimed events,
+// so it is durable in Postgres and survives Redis being wiped. A graceful
+// stop of a worker mid-step (a deploy) counts too: the step is left to a
+// takeover the same way.
 func (s *runState) crashedTooOften(ctx context.Context, sr *ent.StepRun) (int, bool, error) {
 	n, err := s.c.RunEvent.Query().
-		Where(runEventOfStep(s.run.ID, sr.StepID, "step.reclaimed")...).
+		Where(append(runEventOfStep(s.run.ID, sr.StepID, "step.reclaimed"), runevent.Attempt(sr.Attempts))...).
 		Count(ctx)
 	if err != nil {
 		return 0, false, fmt.Errorf("count takeovers: %w", err)

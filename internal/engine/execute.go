@@ -188,6 +188,11 @@ func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
+// lateDelivery is how late past due a transform's delivery must be to be
+// run outside its claim's transaction (see claimAttempt): the queue
+// redelivers the task of a dead worker once its lease (30s) expires.
+const lateDelivery = 20 * time.Second
+
 // maxEarlyWait bounds how long a worker holds an attempt delivered before
 // it is due. The queue schedules in whole seconds, so a delivery can come up
 // to a second early; one earlier than this (clock skew) is dropped and the
@@ -244,6 +249,14 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runSt
 		return nil, nil, 0, err
 	}
 	sr := s.steps[ref.StepID]
+	if pure && step.Type == definition.StepTransform && sr != nil && sr.ReadyAt != nil && s.now.Sub(*sr.ReadyAt) > lateDelivery {
+		// A late delivery may be the queue's redelivery after a worker died
+		// evaluating this transform inside its claim's transaction, which
+		// rolled back and left no trace. Claim it in a transaction of its
+		// own instead, with heartbeats: a worker dying again is then taken
+		// over and counted towards the crash limit (crashedTooOften).
+		pure = false
+	}
 	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
 		return nil, s, 0, nil
 	}
@@ -410,7 +423,9 @@ func (e *Engine) runReadyTransforms(ctx context.Context, s *runState, cont *Atte
 	}
 	list, err := s.c.StepRun.Query().
 		Where(steprun.RunID(s.run.ID), steprun.StatusEQ(steprun.StatusQueued), steprun.TypeEQ(definition.StepTransform),
-			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...)).
+			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...),
+			// Late ones run on their own delivery, outside (claimAttempt).
+			steprun.ReadyAtGT(s.lockedAt.Add(-lateDelivery))).
 		Limit(transformBatch).All(ctx)
 	if err != nil {
 		return fmt.Errorf("ready transforms: %w", err)

@@ -102,10 +102,20 @@ func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, erro
 	if err := validateRunInput(def, in.Input); err != nil {
 		return nil, err
 	}
-	return e.createRun(ctx, c, v, newRun{
+	r, err := e.createRun(ctx, c, v, newRun{
 		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 	})
+	if err != nil {
+		return nil, err
+	}
+	// A repeat with the same idempotency key returned above, before this:
+	// one entry per run started, none for a repeat (it changes nothing).
+	meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
+	if in.IdempotencyKey != nil {
+		meta["idempotencyKey"] = *in.IdempotencyKey
+	}
+	return r, auditHeld(ctx, c, "run.start", "Run", r.ID, meta)
 }
 
 func validateRunInput(def *definition.Definition, input map[string]any) error {
