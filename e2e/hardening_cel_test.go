@@ -169,7 +169,7 @@ func TestConditionsDecidedByWorkers(t *testing.T) {
 		"input":         map[string]any{"type": "object", "properties": map[string]any{"go": map[string]any{"type": "boolean"}}},
 		"steps": []any{
 			map[string]any{"id": "a", "type": "transform", "if": "input.go", "output": "'a'"},
-			map[string]any{"id": "ask", "type": "approval", "if": "input.go", "message": "approve {{ input.go }}?"},
+			map[string]any{"id": "ask", "type": "approval", "if": "input.go", "message": "approve {{ input.go }}?", "approvers": map[string]any{"roles": []any{"operator"}}},
 			map[string]any{"id": "b", "type": "transform", "needs": []any{"a", "ask"}, "if": "has(steps.a)", "output": "steps.a.output + '!'"},
 		},
 		"output": "has(steps.b) ? steps.b.output : 'none'",

@@ -66,16 +66,22 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 	}
 	switch step.Type {
 	case definition.StepApproval:
-		return true, s.openApproval(ctx, sr, step)
+		if err := s.openApproval(ctx, sr, step); err != nil {
+			return true, err
+		}
+		return true, s.settle(ctx) // the run now waits
 	case definition.StepDelay:
 		decision := *sr.CurrentAttemptID
 		if err := s.scheduleDelay(ctx, sr, step); err != nil {
 			return true, err
 		}
-		if s.steps[sr.StepID].Status == steprun.StatusFailed {
+		if s.terminal() {
 			return true, nil
 		}
-		return true, s.setAttempt(ctx, decision, s.c.StepAttempt.Update().SetStatus(stepattempt.StatusSucceeded).SetFinishedAt(s.now), 1)
+		if err := s.setAttempt(ctx, decision, s.c.StepAttempt.Update().SetStatus(stepattempt.StatusSucceeded).SetFinishedAt(s.now), 1); err != nil {
+			return true, err
+		}
+		return true, s.settle(ctx)
 	}
 	return false, nil
 }
