@@ -266,3 +266,7 @@ func guardedCall(guard func([]ref.Val) error, b *functions.Overload) func(args .
 		return types.NewErr("no binding for %s", b.Operator)
 	}
 }
+
+// CEL's own MemoryLimit (aggregate element counts) is not used: its size
+// calculator gives up past 10,000 nodes and reports such values as over
+// any limit, which refused `size(input.items)` for a 200,000-item input.
