@@ -282,6 +282,9 @@ func (s *runState) settle(ctx context.Context) error {
 	}
 	switch {
 	case done == len(s.def.Steps):
+		// Only a worker gets here with an output expression to evaluate:
+		// API requests leave every step they start queued or waiting
+		// (decide.go), and resumeRun refuses runs that failed at the output.
 		// The output needs the outputs it reads, or every step's.
 		if ids, ok := s.def.OutputReads(); ok {
 			if err := s.load(ctx, ids...); err != nil {
