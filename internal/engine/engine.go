@@ -16,7 +16,6 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/errs"
-	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/llm"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -122,17 +121,6 @@ func checkEnvironmentScope(v *viewer.Viewer, environmentID string) error {
 
 // audit appends one audit entry in the current transaction.
 func audit(ctx context.Context, c *ent.Client, action, targetType, targetID string, meta map[string]any) error {
-	return writeAudit(ctx, c, action, targetType, targetID, meta, false)
-}
-
-// auditHeld is audit for the hot path (startRun): the insert is held and
-// sent with the transaction's commit rather than on its own round trip
-// (store.Deferred).
-func auditHeld(ctx context.Context, c *ent.Client, action, targetType, targetID string, meta map[string]any) error {
-	return writeAudit(ctx, c, action, targetType, targetID, meta, true)
-}
-
-func writeAudit(ctx context.Context, c *ent.Client, action, targetType, targetID string, meta map[string]any, held bool) error {
 	v := viewer.FromContext(ctx)
 	actorType := "user"
 	switch {
@@ -154,11 +142,6 @@ func writeAudit(ctx context.Context, c *ent.Client, action, targetType, targetID
 		SetRequestID(requestid.FromContext(ctx))
 	if meta != nil {
 		q.SetMetadata(meta)
-	}
-	if held {
-		id := ids.New(ids.AuditLog)
-		q.SetID(id)
-		ctx = store.Deferred(ctx, "audit_logs:"+id, 1)
 	}
 	if err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("write audit entry: %w", err)

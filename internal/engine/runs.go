@@ -102,20 +102,14 @@ func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, erro
 	if err := validateRunInput(def, in.Input); err != nil {
 		return nil, err
 	}
-	r, err := e.createRun(ctx, c, v, newRun{
+	// Audited as run.start (createRun). A repeat with the same idempotency
+	// key returned above: one entry per run started, none for a repeat,
+	// which changes nothing.
+	return e.createRun(ctx, c, v, newRun{
 		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
+		auditStart: true,
 	})
-	if err != nil {
-		return nil, err
-	}
-	// A repeat with the same idempotency key returned above, before this:
-	// one entry per run started, none for a repeat (it changes nothing).
-	meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
-	if in.IdempotencyKey != nil {
-		meta["idempotencyKey"] = *in.IdempotencyKey
-	}
-	return r, auditHeld(ctx, c, "run.start", "Run", r.ID, meta)
 }
 
 func validateRunInput(def *definition.Definition, input map[string]any) error {
@@ -142,6 +136,8 @@ type newRun struct {
 	mode                                 run.Mode
 	replayOf                             *string
 	def                                  *definition.Definition
+	// auditStart writes the run.start audit entry (startRun).
+	auditStart bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -193,6 +189,19 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		data["replayOf"] = *nr.replayOf
 	}
 	s.emit("run.queued", "", 0, data)
+	if nr.auditStart {
+		// Written at once, not held (store.Deferred) for the run's first
+		// flush: held, it made a subscriber reliably miss the run's queued
+		// state (e2e TestSubscriptionRunUpdatedStaysInTenant), for reasons
+		// not yet understood. One extra INSERT per startRun.
+		meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
+		if nr.idempotencyKey != nil {
+			meta["idempotencyKey"] = *nr.idempotencyKey
+		}
+		if err := audit(ctx, c, "run.start", "Run", r.ID, meta); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
