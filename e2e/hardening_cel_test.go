@@ -106,6 +106,10 @@ func TestRunOutputTotalCap(t *testing.T) {
 	}
 }
 
+// formatBomb is a condition that formats ten aliases of a million-element
+// list: 780 MB and over a second when nothing bounds it.
+const formatBomb = `cel.bind(l, lists.range(1000000), cel.bind(m, [l,l,l,l,l,l,l,l,l,l], '%s'.format([m]).size() > 0))`
+
 // vmHWM is a process's peak resident memory in KiB (Linux).
 func vmHWM(t *testing.T, p *process) int {
 	t.Helper()
@@ -129,11 +133,10 @@ func vmHWM(t *testing.T, p *process) int {
 func TestIfBombNotEvaluatedByAPI(t *testing.T) {
 	st := newStack(t, 1)
 	f := newFixture(t, "celif")
-	cond := `cel.bind(l, lists.range(1000000), cel.bind(m, [l,l,l,l,l,l,l,l,l,l], '%s'.format([m]).size() > 0))`
 	wf, _ := deployWorkflow(t, f, "ifbomb", map[string]any{
 		"schemaVersion": 1,
 		"steps": []any{
-			map[string]any{"id": "guarded", "type": "transform", "if": cond, "output": "'ran'"},
+			map[string]any{"id": "guarded", "type": "transform", "if": formatBomb, "output": "'ran'"},
 			map[string]any{"id": "skipme", "type": "transform", "if": "input.go == true", "output": "'ran'"},
 		},
 	})
@@ -153,6 +156,40 @@ func TestIfBombNotEvaluatedByAPI(t *testing.T) {
 	}
 	if grew := vmHWM(t, st.server) - before; grew > 100<<10 {
 		t.Errorf("the API's peak memory grew by %d MiB", grew>>10)
+	}
+}
+
+// The same condition after an approval: decideApproval does not evaluate
+// the dependents' expressions either; a worker does.
+func TestApprovalDependentsNotEvaluatedByAPI(t *testing.T) {
+	st := newStack(t, 1)
+	f := newFixture(t, "celapr")
+	c := f.owner.on(st.server)
+	wf2, _ := deployWorkflow(t, f, "ifbomb-approval", map[string]any{
+		"schemaVersion": 1,
+		"steps": []any{
+			map[string]any{"id": "ask", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}},
+			map[string]any{"id": "guarded", "type": "transform", "needs": []any{"ask"}, "if": formatBomb, "output": "'ran'"},
+		},
+	})
+	id := str(c.ok(mStartRun, map[string]any{"w": wf2, "e": f.envID}), "startRun.id")
+	waitRun(t, c, id, 30*time.Second, "waiting")
+	apps := edges(c.ok(`query($r: ID!) { approvals(where: {runID: $r}) { edges { node { id } } } }`, map[string]any{"r": id}), "approvals")
+	if len(apps) != 1 {
+		t.Fatalf("approvals: %v", apps)
+	}
+	before := vmHWM(t, st.server)
+	start := time.Now()
+	c.ok(`mutation($id: ID!) { decideApproval(input: {id: $id, decision: APPROVE}) { id status } }`, map[string]any{"id": str(apps[0], "id")})
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("decideApproval took %s", took)
+	}
+	if grew := vmHWM(t, st.server) - before; grew > 100<<10 {
+		t.Errorf("the API's peak memory grew by %d MiB during decideApproval", grew>>10)
+	}
+	run := waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")
+	if run["status"] != "failed" || str(run, "error.class") != "limit" || str(run, "error.stepID") != "guarded" {
+		t.Fatalf("run %s, error %v; want guarded failed with class limit", run["status"], run["error"])
 	}
 }
 
