@@ -297,7 +297,11 @@ func (s *runState) settle(ctx context.Context) error {
 		if err != nil {
 			return s.failRun(ctx, "", string(exprClass(err)), "evaluate output: "+err.Error())
 		}
-		s.update.SetOutput(encodeJSON(out))
+		enc := encodeJSON(out)
+		if len(enc) > definition.MaxBytes {
+			return s.failRun(ctx, "", string(steps.Limit), fmt.Sprintf("the run's output is %d bytes, more than the %d MiB it may store", len(enc), definition.MaxBytes>>20))
+		}
+		s.update.SetOutput(enc)
 		if s.run.StartedAt == nil {
 			s.setStatus(run.StatusRunning, nil)
 		}

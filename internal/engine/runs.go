@@ -318,9 +318,10 @@ func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
 	}
 	if s.run.FailedStepID == nil || *s.run.FailedStepID == "" {
-		// Every step succeeded and the run's output expression failed: it
-		// would fail the same way again (and is evaluated by workers only).
-		return nil, errs.E(errs.Conflict, "run %s failed evaluating its output, not at a step; there is nothing to resume", id)
+		// Every step succeeded and the run's output failed (its expression
+		// or its size): it would fail the same way again (and only workers
+		// evaluate it).
+		return nil, errs.E(errs.Conflict, "run %s failed at its output (evaluating or storing it), not at a step; there is nothing to resume", id)
 	}
 	s.deferEval = true
 	for _, sr := range s.steps {
