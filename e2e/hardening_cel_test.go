@@ -343,3 +343,27 @@ func eventsOfType(run map[string]any, typ string) []map[string]any {
 	}
 	return out
 }
+
+// A run that failed at its output (every step succeeded) cannot be resumed:
+// the output would fail the same way, and the API evaluates no expression.
+func TestResumeRefusesRunFailedAtOutput(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "celout")
+	wf, _ := deployWorkflow(t, f, "outfail", map[string]any{
+		"schemaVersion": 1,
+		"steps":         []any{map[string]any{"id": "a", "type": "transform", "output": map[string]any{"x": "1"}}},
+		"output":        "steps.a.output.missing",
+	})
+	id := str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	run := waitRun(t, f.owner, id, 30*time.Second, "succeeded", "failed", "cancelled")
+	if run["status"] != "failed" || !strings.Contains(str(run, "error.message"), "evaluate output") {
+		t.Fatalf("run: %v", run["error"])
+	}
+	r := f.owner.fail("CONFLICT", `mutation($id: ID!) { resumeRun(id: $id) { id status } }`, map[string]any{"id": id})
+	if !strings.Contains(r.Errors[0].Message, "nothing to resume") {
+		t.Errorf("message: %s", r.Errors[0].Message)
+	}
+	if after := waitRun(t, f.owner, id, time.Second, "failed"); len(eventsOfType(after, "run.resumed")) != 0 {
+		t.Errorf("the run was resumed: %v", eventTypes(after))
+	}
+}
