@@ -367,3 +367,36 @@ func TestResumeRefusesRunFailedAtOutput(t *testing.T) {
 		t.Errorf("the run was resumed: %v", eventTypes(after))
 	}
 }
+
+// A transform delivered long past due (as the queue redelivers the task of
+// a worker that died evaluating it) is claimed in a transaction of its own,
+// with heartbeats, so that a crash can be counted: it still runs once and
+// its run succeeds.
+func TestLateTransformStillRuns(t *testing.T) {
+	withoutSuiteWorkers(t)
+	st := newStack(t, 0)
+	f := newFixture(t, "late")
+	wf, _ := deployWorkflow(t, f, "late", simpleDefinition())
+	c := f.owner.on(st.server)
+	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"name": "late"}}), "startRun.id")
+	// No worker for 21s: the first step is then 20s past due (the
+	// threshold of a late delivery).
+	time.Sleep(21 * time.Second)
+	w, err := startWorker(st.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.workers = append(st.workers, w)
+	run := waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")
+	if run["status"] != "succeeded" || run["output"] != "HELLO LATE" {
+		t.Fatalf("run: %v %v", run["status"], run["error"])
+	}
+	for _, s := range []string{"greet", "shout"} {
+		if st := stepOf(run, s); st["status"] != "succeeded" || st["attempts"] != float64(1) {
+			t.Errorf("step %s: %v", s, st)
+		}
+	}
+	if !strings.Contains(w.Logs(), "late transform claimed in a transaction of its own") {
+		t.Errorf("the late transform took the usual path; worker log:\n%s", tail(w.Logs(), 2000))
+	}
+}

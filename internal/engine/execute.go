@@ -256,6 +256,7 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runSt
 		// own instead, with heartbeats: a worker dying again is then taken
 		// over and counted towards the crash limit (crashedTooOften).
 		pure = false
+		e.log.DebugContext(ctx, "late transform claimed in a transaction of its own", "run_id", ref.RunID, "step_id", ref.StepID, "late", s.now.Sub(*sr.ReadyAt).String())
 	}
 	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
 		return nil, s, 0, nil
