@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -263,7 +264,8 @@ func TestConditionsDecidedByWorkers(t *testing.T) {
 
 // A step that kills its worker each time it runs (a poison pill) is taken
 // over after each crash, and fails with class `crashed` at its crash limit
-// instead of taking down worker after worker forever.
+// instead of taking down worker after worker forever, even when Redis is
+// wiped in between.
 func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
 	withoutSuiteWorkers(t)
 	st := newStack(t, 1, "SLUICE_STEP_STALE_AFTER=2s", "SLUICE_STEP_CRASH_LIMIT=3")
@@ -308,6 +310,14 @@ func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
 		_ = victim.cmd.Process.Kill()
 		<-victim.done
 		kills++
+		if kills == 2 {
+			// The count lives in Postgres: wiping Redis does not reset it.
+			rdb := st.redis()
+			if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			rdb.Close()
+		}
 		w, err := startWorker(st.env)
 		if err != nil {
 			t.Fatal(err)
