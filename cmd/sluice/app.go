@@ -159,6 +159,9 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Log:       log,
 		Metrics:   engine.NewMetrics(a.metrics.Registry),
 		Tracer:    tracer,
+		// Takeovers of silent steps and the crash limit (decide.go).
+		HeartbeatStale: cfg.StepStaleAfter,
+		CrashLimit:     cfg.StepCrashLimit,
 		Webhooks: engine.WebhookOptions{
 			Egress:        egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs},
 			RequireHTTPS:  !cfg.Development(),

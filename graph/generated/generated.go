@@ -7471,7 +7471,7 @@ scalar Any
 
 "The failure of a run, step or attempt."
 type RunError {
-  "transient, permanent, schema_drift, budget, cancelled or uncertain"
+  "transient, permanent, schema_drift, budget, cancelled, uncertain, limit or crashed"
   class: String!
   message: String!
   "The step that failed, for run errors."

@@ -99,6 +99,13 @@ type Config struct {
 	// values traces never keep (SLUICE_REDACT_FIELDS, comma separated). A
 	// default list (password, token, apiKey, ssn...) always applies.
 	RedactFields []string
+	// StepStaleAfter is how long a running step's heartbeat may be silent
+	// before its worker is presumed dead and another takes the step over
+	// (SLUICE_STEP_STALE_AFTER). If unset, 15s. Tests shorten it.
+	StepStaleAfter time.Duration
+	// StepCrashLimit is how many takeovers a step survives before it fails
+	// with class `crashed` (SLUICE_STEP_CRASH_LIMIT). If unset, 3.
+	StepCrashLimit int
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -151,6 +158,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.MaxResponseBytes = int64(intVar(getenv, "SLUICE_MAX_RESPONSE_BYTES", 16<<20, &errs))
 	c.QueryDepth = intVar(getenv, "SLUICE_QUERY_DEPTH", 12, &errs)
 	c.ShutdownTimeout = durationVar(getenv, "SLUICE_SHUTDOWN_TIMEOUT", 20*time.Second, &errs)
+	c.StepStaleAfter = durationVar(getenv, "SLUICE_STEP_STALE_AFTER", 15*time.Second, &errs)
+	c.StepCrashLimit = intVar(getenv, "SLUICE_STEP_CRASH_LIMIT", 3, &errs)
 	c.Introspection = c.Development()
 	if v := getenv("SLUICE_GRAPHQL_INTROSPECTION"); v != "" {
 		b, err := strconv.ParseBool(v)

@@ -2,6 +2,7 @@ package definition
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
 	"cel.dev/cel-go/ext"
+	"cel.dev/cel-go/interpreter"
 )
 
 // Env is what expressions can see. Steps maps a step id to {"output": ...};
@@ -38,7 +40,7 @@ type Env struct {
 const exprCostLimit = 10_000_000
 
 var celEnv = sync.OnceValue(func() *cel.Env {
-	e, err := cel.NewEnv(
+	base, err := cel.NewEnv(
 		cel.Variable("input", cel.DynType),
 		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("run", cel.MapType(cel.StringType, cel.DynType)),
@@ -54,6 +56,16 @@ var celEnv = sync.OnceValue(func() *cel.Env {
 		ext.Sets(),
 		ext.Bindings(),
 	)
+	if err != nil {
+		panic("definition: building CEL environment: " + err.Error())
+	}
+	// The functions that build large results or compare all pairs check
+	// their arguments against the caps first (limits.go).
+	guarded, err := guardedFunctions(base)
+	if err != nil {
+		panic("definition: guarding CEL functions: " + err.Error())
+	}
+	e, err := base.Extend(guarded...)
 	if err != nil {
 		panic("definition: building CEL environment: " + err.Error())
 	}
@@ -90,6 +102,7 @@ func compileExpr(expr string) *compiled {
 	} else if prg, err := celEnv().Program(ast,
 		cel.EvalOptions(cel.OptOptimize),
 		cel.CostLimit(exprCostLimit),
+		cel.InterruptCheckFrequency(interruptEvery),
 	); err != nil {
 		c.err = err
 	} else {
@@ -118,20 +131,46 @@ func formatIssues(iss *cel.Issues) error {
 // Eval evaluates a CEL expression and returns a plain JSON-compatible value:
 // map[string]any, []any, string, int64, float64, bool or nil. Timestamps and
 // durations become RFC 3339 and Go duration strings, bytes become base64.
+// An expression that passes a cap (limits.go) fails with ErrLimit.
 func Eval(expr string, env Env) (any, error) {
+	var b budget
+	return eval(expr, env, &b)
+}
+
+// eval is Eval spending the result's size on b, which callers building one
+// output from several expressions share.
+func eval(expr string, env Env, b *budget) (any, error) {
 	c := compileExpr(expr)
 	if c.err != nil {
 		return nil, fmt.Errorf("compile %q: %w", expr, c.err)
 	}
-	out, _, err := c.prg.Eval(activation(env))
+	ctx, cancel := context.WithTimeout(context.Background(), EvalTimeout)
+	defer cancel()
+	out, _, err := c.prg.ContextEval(ctx, activation(env))
 	if err != nil {
-		return nil, fmt.Errorf("evaluate %q: %w", expr, err)
+		return nil, fmt.Errorf("evaluate %q: %w", truncate(expr, 200), evalError(ctx, err))
 	}
-	v, err := toJSONValue(out)
+	v, err := toJSONValue(out, b)
 	if err != nil {
-		return nil, fmt.Errorf("evaluate %q: %w", expr, err)
+		return nil, fmt.Errorf("evaluate %q: %w", truncate(expr, 200), err)
 	}
 	return v, nil
+}
+
+// evalError names the cap an interrupted evaluation ran into.
+func evalError(ctx context.Context, err error) error {
+	var ce interpreter.EvalCancelledError
+	switch {
+	case errors.Is(err, ErrLimit):
+		return err
+	case ctx.Err() != nil:
+		return limitError("evaluation took longer than %s", EvalTimeout)
+	case errors.As(err, &ce) && ce.Cause == interpreter.CostLimitExceeded:
+		return limitError("evaluation cost more than %d", exprCostLimit)
+	case errors.As(err, &ce):
+		return fmt.Errorf("%w: %s", ErrLimit, ce.Message)
+	}
+	return err
 }
 
 // EvalBool evaluates a condition such as a step's `if`; a non-bool result is
@@ -170,7 +209,16 @@ func activation(env Env) map[string]any {
 	}
 }
 
-func toJSONValue(v ref.Val) (any, error) {
+// toJSONValue converts a CEL value, spending its size on b: a result that
+// aliases one list many times fails at the cap instead of being expanded.
+func toJSONValue(v ref.Val, b *budget) (any, error) {
+	switch v.(type) {
+	case types.String, types.Bytes, traits.Mapper, traits.Lister:
+	default:
+		if err := b.spend(1, 8); err != nil {
+			return nil, err
+		}
+	}
 	switch v := v.(type) {
 	case types.Null:
 		return nil, nil
@@ -186,8 +234,14 @@ func toJSONValue(v ref.Val) (any, error) {
 	case types.Double:
 		return float64(v), nil
 	case types.String:
+		if err := b.spend(1, len(v)); err != nil {
+			return nil, err
+		}
 		return string(v), nil
 	case types.Bytes:
+		if err := b.spend(1, base64.StdEncoding.EncodedLen(len(v))); err != nil {
+			return nil, err
+		}
 		return base64.StdEncoding.EncodeToString(v), nil
 	case types.Timestamp:
 		return v.Time.UTC().Format(time.RFC3339Nano), nil
@@ -199,8 +253,11 @@ func toJSONValue(v ref.Val) (any, error) {
 		if !v.HasValue() {
 			return nil, nil
 		}
-		return toJSONValue(v.GetValue())
+		return toJSONValue(v.GetValue(), b)
 	case traits.Mapper:
+		if err := b.spend(1, 2); err != nil {
+			return nil, err
+		}
 		out := map[string]any{}
 		for it := v.Iterator(); it.HasNext() == types.True; {
 			k := it.Next()
@@ -208,7 +265,10 @@ func toJSONValue(v ref.Val) (any, error) {
 			if !ok {
 				return nil, fmt.Errorf("map key %v is %s, only string keys can be represented in JSON", k, k.Type().TypeName())
 			}
-			e, err := toJSONValue(v.Get(k))
+			if err := b.spend(1, len(key)+3); err != nil {
+				return nil, err
+			}
+			e, err := toJSONValue(v.Get(k), b)
 			if err != nil {
 				return nil, err
 			}
@@ -220,9 +280,12 @@ func toJSONValue(v ref.Val) (any, error) {
 		if !ok {
 			return nil, errors.New("list without a size")
 		}
-		out := make([]any, 0, int(n))
+		if err := b.spend(1, 2); err != nil {
+			return nil, err
+		}
+		out := make([]any, 0, min(int(n), MaxValues))
 		for it := v.Iterator(); it.HasNext() == types.True; {
-			e, err := toJSONValue(it.Next())
+			e, err := toJSONValue(it.Next(), b)
 			if err != nil {
 				return nil, err
 			}
@@ -315,6 +378,13 @@ func truncate(s string, n int) string {
 // are inserted as they are; anything else is inserted JSON-encoded (so a
 // missing value renders as null rather than vanishing).
 func Interpolate(tmpl string, env Env) (string, error) {
+	var b budget
+	return interpolate(tmpl, env, &b)
+}
+
+// interpolate is Interpolate spending on b; the rendered string is capped
+// at MaxBytes too.
+func interpolate(tmpl string, env Env, bud *budget) (string, error) {
 	segs, err := parseTemplate(tmpl)
 	if err != nil {
 		return "", err
@@ -325,19 +395,22 @@ func Interpolate(tmpl string, env Env) (string, error) {
 			b.WriteString(s.text)
 			continue
 		}
-		v, err := Eval(s.text, env)
+		v, err := eval(s.text, env, bud)
 		if err != nil {
 			return "", err
 		}
 		if str, ok := v.(string); ok {
 			b.WriteString(str)
-			continue
+		} else {
+			enc, err := marshalJSON(v)
+			if err != nil {
+				return "", fmt.Errorf("encode result of %q: %w", s.text, err)
+			}
+			b.WriteString(enc)
 		}
-		enc, err := marshalJSON(v)
-		if err != nil {
-			return "", fmt.Errorf("encode result of %q: %w", s.text, err)
+		if b.Len() > MaxBytes {
+			return "", limitError("the rendered string is longer than %d MiB", MaxBytes>>20)
 		}
-		b.WriteString(enc)
 	}
 	return b.String(), nil
 }
@@ -358,15 +431,20 @@ func marshalJSON(v any) (string, error) {
 // type, so numbers, objects and lists can be passed through unchanged; any
 // other string stays a string. Map keys are not interpolated.
 func EvalTemplateValue(v any, env Env) (any, error) {
+	var b budget
 	return mapLeaves(v, func(str string) (any, error) {
 		segs, err := parseTemplate(str)
 		if err != nil {
 			return nil, err
 		}
 		if len(segs) == 1 && segs[0].isExpr {
-			return Eval(segs[0].text, env)
+			return eval(segs[0].text, env, &b)
 		}
-		return Interpolate(str, env)
+		out, err := interpolate(str, env, &b)
+		if err == nil {
+			err = b.spend(0, len(out))
+		}
+		return out, err
 	})
 }
 
@@ -420,7 +498,9 @@ func EvalOutput(raw json.RawMessage, env Env) (any, error) {
 }
 
 func evalOutputValue(v any, env Env) (any, error) {
-	return mapLeaves(v, func(expr string) (any, error) { return Eval(expr, env) })
+	// One budget for the whole output: the caps are per step output.
+	var b budget
+	return mapLeaves(v, func(expr string) (any, error) { return eval(expr, env, &b) })
 }
 
 // jsonNumber keeps integers exact, matching what Eval returns for CEL ints.

@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/ids"
@@ -77,18 +79,11 @@ func (s *runState) tryStart(ctx context.Context, id string) (skipped bool, err e
 	if !s.needsDone(step) {
 		return false, nil
 	}
-	if step.If != "" {
-		ok, err := definition.EvalBool(step.If, s.expressionEnv())
-		if err != nil {
-			return false, s.failStepNow(ctx, sr, "evaluate if: "+err.Error())
-		}
-		if !ok {
-			if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now)); err != nil {
-				return false, err
-			}
-			s.emit("step.skipped", id, 0, nil)
-			return true, nil
-		}
+	if step.If != "" || (s.deferEval && startEvaluates(step)) {
+		// Tenant expressions run on workers only: the step is queued, and
+		// the worker that claims it evaluates its `if` (and an approval's
+		// message, a delay's until) before anything else (decide).
+		return false, s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued)
 	}
 	switch step.Type {
 	case definition.StepApproval:
@@ -111,8 +106,30 @@ func (s *runState) needsDone(step *definition.Step) bool {
 	return true
 }
 
-// scheduleAttempt creates the next attempt of a step, due at `at`.
+// startEvaluates reports whether starting a step evaluates an expression
+// besides its `if`: an approval's templated message, a delay's until.
+func startEvaluates(step *definition.Step) bool {
+	switch step.Type {
+	case definition.StepApproval:
+		return strings.Contains(step.Message, "{{")
+	case definition.StepDelay:
+		return step.Until != ""
+	}
+	return false
+}
+
+// scheduleAttempt creates the next attempt of a step, due at `at`: queued,
+// or waiting for a delay.
 func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time.Time) error {
+	status := steprun.StatusQueued
+	if step, _ := s.def.StepByID(sr.StepID); step != nil && step.Type == definition.StepDelay {
+		status = steprun.StatusWaiting
+	}
+	return s.scheduleAttemptAs(ctx, sr, at, status)
+}
+
+// scheduleAttemptAs is scheduleAttempt with the step's status given.
+func (s *runState) scheduleAttemptAs(ctx context.Context, sr *ent.StepRun, at time.Time, status steprun.Status) error {
 	n := sr.Attempts + 1
 	attemptID := ids.New(ids.StepAttempt)
 	err := s.c.StepAttempt.Create().
@@ -125,10 +142,6 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 		Exec(store.Deferred(ctx, "step_attempts:"+attemptID, 1))
 	if err != nil {
 		return fmt.Errorf("create attempt: %w", err)
-	}
-	status := steprun.StatusQueued
-	if step, _ := s.def.StepByID(sr.StepID); step != nil && step.Type == definition.StepDelay {
-		status = steprun.StatusWaiting
 	}
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).
 		SetStatus(status).
@@ -150,12 +163,12 @@ func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *def
 	if step.Until != "" {
 		v, err := definition.Eval(step.Until, s.expressionEnv())
 		if err != nil {
-			return s.failStepNow(ctx, sr, "evaluate until: "+err.Error())
+			return s.failStepNow(ctx, sr, exprClass(err), "evaluate until: "+err.Error())
 		}
 		str, _ := v.(string)
 		t, err := time.Parse(time.RFC3339, str)
 		if err != nil {
-			return s.failStepNow(ctx, sr, fmt.Sprintf("until must give an RFC 3339 timestamp, got %v", v))
+			return s.failStepNow(ctx, sr, steps.Permanent, fmt.Sprintf("until must give an RFC 3339 timestamp, got %.200v", v))
 		}
 		at = t.UTC()
 	}
@@ -174,13 +187,17 @@ func (s *runState) markStarted() {
 	}
 }
 
-// failStepNow fails a step permanently before any attempt ran, and the run.
-func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, msg string) error {
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
+// failStepNow fails a step before any attempt ran (or its decision, see
+// decide), and the run.
+func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, class steps.Class, msg string) error {
+	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(class)).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
-	return s.failRun(ctx, sr.StepID, string(steps.Permanent), msg)
+	if err := s.endDecision(ctx, sr, stepattempt.StatusFailed); err != nil {
+		return err
+	}
+	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": string(class), "message": msg})
+	return s.failRun(ctx, sr.StepID, string(class), msg)
 }
 
 // openApproval creates the approval request an operator decides, with the
@@ -192,7 +209,7 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 	if msg != "" {
 		m, err := definition.Interpolate(msg, env)
 		if err != nil {
-			return s.failStepNow(ctx, sr, "render approval message: "+err.Error())
+			return s.failStepNow(ctx, sr, exprClass(err), "render approval message: "+err.Error())
 		}
 		msg = m
 	}
@@ -222,7 +239,11 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 	if err != nil {
 		return fmt.Errorf("create approval: %w", err)
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusWaiting).SetStartedAt(s.now).SetAttempts(1)); err != nil {
+	if err := s.endDecision(ctx, sr, stepattempt.StatusSucceeded); err != nil {
+		return err
+	}
+	// An approval waits on people, not on a task: no attempt is current.
+	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusWaiting).SetStartedAt(s.now).SetAttempts(1).ClearCurrentAttemptID().ClearReadyAt()); err != nil {
 		return err
 	}
 	data := map[string]any{"approvalID": apr.ID, "message": msg}
@@ -261,6 +282,9 @@ func (s *runState) settle(ctx context.Context) error {
 	}
 	switch {
 	case done == len(s.def.Steps):
+		// Only a worker gets here with an output expression to evaluate:
+		// API requests leave every step they start queued or waiting
+		// (decide.go), and resumeRun refuses runs that failed at the output.
 		// The output needs the outputs it reads, or every step's.
 		if ids, ok := s.def.OutputReads(); ok {
 			if err := s.load(ctx, ids...); err != nil {
@@ -271,9 +295,13 @@ func (s *runState) settle(ctx context.Context) error {
 		}
 		out, err := s.runOutput()
 		if err != nil {
-			return s.failRun(ctx, "", string(steps.Permanent), "evaluate output: "+err.Error())
+			return s.failRun(ctx, "", string(exprClass(err)), "evaluate output: "+err.Error())
 		}
-		s.update.SetOutput(encodeJSON(out))
+		enc := encodeJSON(out)
+		if len(enc) > definition.MaxBytes {
+			return s.failRun(ctx, "", string(steps.Limit), fmt.Sprintf("the run's output is %d bytes, more than the %d MiB it may store", len(enc), definition.MaxBytes>>20))
+		}
+		s.update.SetOutput(enc)
 		if s.run.StartedAt == nil {
 			s.setStatus(run.StatusRunning, nil)
 		}

@@ -41,6 +41,7 @@ func (e *Engine) DecideApproval(ctx context.Context, id string, approve bool, co
 	if err != nil {
 		return nil, err
 	}
+	s.deferEval = true
 	if !inScope(v, s.run.EnvironmentID) {
 		// The privacy rules hide such an approval already (FilterRunChildrenRule).
 		return nil, errs.NotFoundf("approval request", id)
@@ -96,6 +97,14 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	if step, ok := s.def.StepByID(apr.StepID); ok && step.Type != definition.StepApproval {
 		// An at_most_once step whose call is uncertain (uncertain.go).
 		return s.settleUncertainApproval(ctx, sr, approve, by, comment)
+	}
+	if approve && s.deferEval {
+		// What follows evaluates the dependents' expressions and the run's
+		// output: a worker finishes the step (decide.go).
+		if err := s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued); err != nil {
+			return err
+		}
+		return s.settle(ctx)
 	}
 	if approve {
 		out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": timedOut}

@@ -47,6 +47,8 @@ type Engine struct {
 	tracer        *tracing.Exporter
 	hooks         *http.Client // webhook deliveries: egress-guarded, 15s, no redirects
 	metrics       *Metrics
+	stale         time.Duration // see Options.HeartbeatStale
+	crashLimit    int           // see Options.CrashLimit
 }
 
 // Options configure an Engine. Client, Dispatcher and Executor are needed
@@ -61,7 +63,18 @@ type Options struct {
 	Metrics    *Metrics     // optional
 	Webhooks   WebhookOptions
 	Tracer     *tracing.Exporter // optional: OTLP export of runs
+	// HeartbeatStale is how long a running step's heartbeat may be silent
+	// before its worker is presumed dead and the step is taken over;
+	// heartbeats beat three times as often. If zero, HeartbeatStale.
+	HeartbeatStale time.Duration
+	// CrashLimit is how many times a step may be taken over (its worker
+	// went silent while running it) before it fails with class `crashed`.
+	// If zero, DefaultCrashLimit.
+	CrashLimit int
 }
+
+// DefaultCrashLimit is Options.CrashLimit's default.
+const DefaultCrashLimit = 3
 
 // New returns an Engine.
 func New(o Options) *Engine {
@@ -69,7 +82,13 @@ func New(o Options) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
+	if o.HeartbeatStale <= 0 {
+		o.HeartbeatStale = HeartbeatStale
+	}
+	if o.CrashLimit <= 0 {
+		o.CrashLimit = DefaultCrashLimit
+	}
+	return &Engine{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
 		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
+
+	"entgo.io/ent/dialect/sql"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
@@ -156,13 +159,11 @@ func (e *Engine) executeAttempt(ctx context.Context, ref AttemptRef, mayContinue
 	return next, nil
 }
 
-// Heartbeats: a worker executing an attempt touches its step every
-// HeartbeatInterval; a running step untouched for HeartbeatStale is
-// presumed abandoned (its worker died) and may be taken over.
-const (
-	HeartbeatInterval = 5 * time.Second
-	HeartbeatStale    = 15 * time.Second
-)
+// Heartbeats: a worker executing an attempt touches its step every third
+// of the stale period (HeartbeatStale by default, Options.HeartbeatStale);
+// a running step untouched for that long is presumed abandoned (its worker
+// died) and may be taken over.
+const HeartbeatStale = 15 * time.Second
 
 // heartbeat keeps the step of j marked alive until the returned stop is called.
 func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
@@ -170,7 +171,7 @@ func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(HeartbeatInterval)
+		t := time.NewTicker(e.stale / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -192,6 +193,11 @@ func (e *Engine) heartbeat(ctx context.Context, j *job) (stop func()) {
 	}()
 	return func() { close(done); <-finished }
 }
+
+// lateDelivery is how late past due a transform's delivery must be to be
+// run outside its claim's transaction (see claimAttempt): the queue
+// redelivers the task of a dead worker once its lease (30s) expires.
+const lateDelivery = 20 * time.Second
 
 // maxEarlyWait bounds how long a worker holds an attempt delivered before
 // it is due. The queue schedules in whole seconds, so a delivery can come up
@@ -249,6 +255,15 @@ func (e *Engine) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runSt
 		return nil, nil, 0, err
 	}
 	sr := s.steps[ref.StepID]
+	if pure && step.Type == definition.StepTransform && sr != nil && sr.ReadyAt != nil && s.now.Sub(*sr.ReadyAt) > lateDelivery {
+		// A late delivery may be the queue's redelivery after a worker died
+		// evaluating this transform inside its claim's transaction, which
+		// rolled back and left no trace. Claim it in a transaction of its
+		// own instead, with heartbeats: a worker dying again is then taken
+		// over and counted towards the crash limit (crashedTooOften).
+		pure = false
+		e.log.DebugContext(ctx, "late transform claimed in a transaction of its own", "run_id", ref.RunID, "step_id", ref.StepID, "late", s.now.Sub(*sr.ReadyAt).String())
+	}
 	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
 		return nil, s, 0, nil
 	}
@@ -293,11 +308,17 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			}
 			return nil, 0, nil
 		}
+		if sr.Status == steprun.StatusQueued {
+			if handled, err := s.decide(ctx, step, sr); handled || err != nil {
+				return nil, 0, err
+			}
+			sr = s.steps[step.ID]
+		}
 	case steprun.StatusRunning:
 		// Another worker holds it while its heartbeat is fresh. Past that,
 		// the holder is presumed dead: run it again under the same attempt
 		// (side effects carry the same idempotency key) and take over.
-		if s.now.Sub(sr.UpdatedAt) < HeartbeatStale {
+		if s.now.Sub(sr.UpdatedAt) < s.e.stale {
 			return nil, 0, nil
 		}
 		if step.AtMostOnce() && !pure {
@@ -306,11 +327,18 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 				return nil, 0, err
 			}
 		}
+		crashes, tooMany, err := s.crashedTooOften(ctx, sr)
+		if err != nil {
+			return nil, 0, err
+		}
+		if tooMany {
+			return nil, 0, s.failCrashed(ctx, sr, crashes)
+		}
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
 			return nil, 0, err
 		}
 		sr = s.steps[step.ID]
-		s.emit("step.reclaimed", step.ID, number, map[string]any{"attemptID": attemptID})
+		s.emit("step.reclaimed", step.ID, number, map[string]any{"attemptID": attemptID, "takeover": crashes})
 	default:
 		return nil, 0, nil
 	}
@@ -408,7 +436,9 @@ func (e *Engine) runReadyTransforms(ctx context.Context, s *runState, cont *Atte
 	}
 	list, err := s.c.StepRun.Query().
 		Where(steprun.RunID(s.run.ID), steprun.StatusEQ(steprun.StatusQueued), steprun.TypeEQ(definition.StepTransform),
-			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...)).
+			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...),
+			// Late ones run on their own delivery, outside (claimAttempt).
+			steprun.ReadyAtGT(s.lockedAt.Add(-lateDelivery))).
 		Limit(transformBatch).All(ctx)
 	if err != nil {
 		return fmt.Errorf("ready transforms: %w", err)
@@ -464,7 +494,7 @@ func (e *Engine) runStep(ctx context.Context, j *job) (any, []steps.Call, error)
 	case definition.StepTransform:
 		out, err := definition.EvalOutput(j.step.Output, j.env)
 		if err != nil {
-			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "transform: " + err.Error()}
+			return nil, nil, &steps.Error{Class: exprClass(err), Message: "transform: " + err.Error()}
 		}
 		return out, nil, nil
 	case definition.StepDelay:
@@ -554,11 +584,19 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 			tr.RecordAttempt(span)
 		})
 	}
+	var encoded []byte
+	if execErr == nil {
+		encoded = encodeJSON(out)
+		execErr = s.checkOutputSize(ctx, len(encoded))
+		if execErr != nil {
+			outcome = string(steps.Limit)
+		}
+	}
 	if execErr == nil {
 		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded), 1); err != nil {
 			return err
 		}
-		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encoded).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 			return err
 		}
 		s.emit("step.succeeded", j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
@@ -600,6 +638,51 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		return err
 	}
 	return s.flush(ctx)
+}
+
+// exprClass is the failure class of an expression's error: `limit` when it
+// passed a cap, `permanent` otherwise (it would fail the same way again).
+func exprClass(err error) steps.Class {
+	if errors.Is(err, definition.ErrLimit) {
+		return steps.Limit
+	}
+	return steps.Permanent
+}
+
+// MaxRunOutputBytes bounds the step outputs one run stores in total; each
+// step output is bounded by definition.MaxBytes.
+const MaxRunOutputBytes = 64 << 20
+
+// runOutputCheckFrom is the output size from which a step's output is
+// checked against the run's total: smaller ones (nearly all) skip the
+// query, which lets a run exceed MaxRunOutputBytes by at most this much per
+// step (a definition has at most 1,000 steps: 64 MiB more).
+const runOutputCheckFrom = 64 << 10
+
+// checkOutputSize refuses a step output over definition.MaxBytes, or one
+// that would take the run's stored outputs past MaxRunOutputBytes.
+func (s *runState) checkOutputSize(ctx context.Context, n int) error {
+	if n > definition.MaxBytes {
+		return &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("step output is %d bytes, more than the %d MiB a step output may store", n, definition.MaxBytes>>20)}
+	}
+	if n < runOutputCheckFrom {
+		return nil
+	}
+	var rows []struct {
+		Total int64 `json:"total"`
+	}
+	err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.OutputNotNil()).
+		Modify(func(q *sql.Selector) {
+			q.Select(sql.As("coalesce(sum(octet_length("+q.C(steprun.FieldOutput)+"::text)), 0)", "total"))
+		}).
+		Scan(ctx, &rows)
+	if err != nil {
+		return fmt.Errorf("run output size: %w", err)
+	}
+	if len(rows) == 1 && rows[0].Total+int64(n) > MaxRunOutputBytes {
+		return &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("the run's step outputs would take more than %d MiB", MaxRunOutputBytes>>20)}
+	}
+	return nil
 }
 
 func callToMap(c steps.Call) map[string]any {

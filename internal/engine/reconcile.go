@@ -19,7 +19,7 @@ type ReconcileOptions struct {
 	// If zero, 2s.
 	Grace time.Duration
 	// Stale is how long a running step's heartbeat may be silent before it
-	// is presumed lost. If zero, HeartbeatStale.
+	// is presumed lost. If zero, the engine's (Options.HeartbeatStale).
 	Stale time.Duration
 }
 
@@ -32,7 +32,7 @@ func (e *Engine) DueTasks(ctx context.Context, tenantID string, o ReconcileOptio
 		o.Grace = 2 * time.Second
 	}
 	if o.Stale == 0 {
-		o.Stale = HeartbeatStale
+		o.Stale = e.stale
 	}
 	now := e.now()
 	var tasks []Task

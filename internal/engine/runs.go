@@ -99,9 +99,13 @@ func (e *Engine) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, erro
 	if err := validateRunInput(def, in.Input); err != nil {
 		return nil, err
 	}
+	// Audited as run.start (createRun). A repeat with the same idempotency
+	// key returned above: one entry per run started, none for a repeat,
+	// which changes nothing.
 	return e.createRun(ctx, c, v, newRun{
 		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
+		auditStart: true,
 	})
 }
 
@@ -129,6 +133,8 @@ type newRun struct {
 	mode                                 run.Mode
 	replayOf                             *string
 	def                                  *definition.Definition
+	// auditStart writes the run.start audit entry (startRun).
+	auditStart bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -149,7 +155,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		return nil, dbError(err, "run")
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true,
-		counts: map[string]int{}, countsChanged: true}
+		counts: map[string]int{}, countsChanged: true, deferEval: true}
 	// Steps that can start at once (no needs, no condition, run by a worker)
 	// are created queued with their first attempt: two bulk inserts whatever
 	// the fan-out, where scheduling them one by one would cost a round trip
@@ -180,6 +186,19 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 		data["replayOf"] = *nr.replayOf
 	}
 	s.emit("run.queued", "", 0, data)
+	if nr.auditStart {
+		// Written at once, not held (store.Deferred) for the run's first
+		// flush: held, it made a subscriber reliably miss the run's queued
+		// state (e2e TestSubscriptionRunUpdatedStaysInTenant), for reasons
+		// not yet understood. One extra INSERT per startRun.
+		meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
+		if nr.idempotencyKey != nil {
+			meta["idempotencyKey"] = *nr.idempotencyKey
+		}
+		if err := audit(ctx, c, "run.start", "Run", r.ID, meta); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
@@ -227,9 +246,10 @@ func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate,
 }
 
 // startsQueued reports whether a step is scheduled as soon as its run is
-// created: it needs nothing, has no condition and runs on a worker.
+// created: it needs nothing and runs on a worker, which also evaluates its
+// `if` (decide.go).
 func startsQueued(st definition.Step) bool {
-	if len(st.Needs) > 0 || st.If != "" {
+	if len(st.Needs) > 0 {
 		return false
 	}
 	switch st.Type {
@@ -294,6 +314,13 @@ func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 	if s.run.Status != run.StatusFailed {
 		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
 	}
+	if s.run.FailedStepID == nil || *s.run.FailedStepID == "" {
+		// Every step succeeded and the run's output failed (its expression
+		// or its size): it would fail the same way again (and only workers
+		// evaluate it).
+		return nil, errs.E(errs.Conflict, "run %s failed at its output (evaluating or storing it), not at a step; there is nothing to resume", id)
+	}
+	s.deferEval = true
 	for _, sr := range s.steps {
 		switch sr.Status {
 		case steprun.StatusFailed, steprun.StatusCancelled:

@@ -58,6 +58,10 @@ type runState struct {
 	// hold makes flush a no-op, so that several steps finished in one
 	// transaction (runReadyTransforms) are written with one flush.
 	hold bool
+	// deferEval marks a run state changed by an API request: starting a
+	// step that evaluates a tenant expression is left to a worker (see
+	// decide.go).
+	deferEval bool
 }
 
 // lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to

@@ -32,6 +32,11 @@ const (
 	// its outcome is unknown (the worker was lost, or the call failed
 	// after it may have been sent), so it is not sent again.
 	Uncertain Class = "uncertain"
+	// Limit: an expression or a step output passed a cap (values, bytes,
+	// evaluation time; see internal/definition/limits.go).
+	Limit Class = "limit"
+	// Crashed: the step's worker died (was taken over) too many times.
+	Crashed Class = "crashed"
 )
 
 // Error is a classified step failure. Message is safe to show to the tenant
