@@ -587,9 +587,12 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	var encoded []byte
 	if execErr == nil {
 		encoded = encodeJSON(out)
-		execErr = s.checkOutputSize(ctx, len(encoded))
-		if execErr != nil {
-			outcome = string(steps.Limit)
+		if err := s.checkOutputSize(ctx, len(encoded)); err != nil {
+			var limit *steps.Error
+			if !errors.As(err, &limit) {
+				return err
+			}
+			execErr, se, outcome = err, limit, string(limit.Class)
 		}
 	}
 	if execErr == nil {
