@@ -187,15 +187,13 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 	}
 	s.emit("run.queued", "", 0, data)
 	if nr.auditStart {
-		// Written at once, not held (store.Deferred) for the run's first
-		// flush: held, it made a subscriber reliably miss the run's queued
-		// state (e2e TestSubscriptionRunUpdatedStaysInTenant), for reasons
-		// not yet understood. One extra INSERT per startRun.
+		// Held (store.Deferred) with the run's first flush: no extra round
+		// trip per startRun.
 		meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
 		if nr.idempotencyKey != nil {
 			meta["idempotencyKey"] = *nr.idempotencyKey
 		}
-		if err := audit(ctx, c, "run.start", "Run", r.ID, meta); err != nil {
+		if err := audit(store.Deferred(ctx, "audit_logs:run.start:"+r.ID, 1), c, "run.start", "Run", r.ID, meta); err != nil {
 			return nil, err
 		}
 	}
