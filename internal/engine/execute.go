@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tracing"
@@ -45,13 +44,6 @@ type job struct {
 	// state is set for steps run inside their claim's transaction (no I/O
 	// to guard): the claim's unflushed run state, finished in place.
 	state *runState
-}
-
-// IdempotencyKey is the key a side effect of (run, step) carries: stable
-// across retries and resumes of that run, different for another run.
-func IdempotencyKey(runID, stepID string) string {
-	sum := sha256.Sum256([]byte(runID + "/" + stepID))
-	return "sluice-" + hex.EncodeToString(sum[:16])
 }
 
 // AttemptRef names a step attempt as its task carries it. Only ID is
@@ -371,7 +363,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 	}
 	j := &job{
 		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
-		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID), claimed: claimed,
+		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
 	}
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {
 		j.replayed = true

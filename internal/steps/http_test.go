@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/steps"
 )
 
@@ -133,6 +134,9 @@ func TestHTTPIdempotencyKey(t *testing.T) {
 	k2 := run(steps.Request{RunID: "run_1", StepID: "post", Attempt: 2, Step: post})
 	if k1 == "" || k1 != k2 {
 		t.Errorf("derived keys %q, %q: want equal and non-empty across attempts", k1, k2)
+	}
+	if want := idempotency.Key("run_1", "post"); k1 != want {
+		t.Errorf("derived key %q, want the engine's key for (run, step) %q", k1, want)
 	}
 	if k3 := run(steps.Request{RunID: "run_2", StepID: "post", Step: post}); k3 == k1 {
 		t.Errorf("another run got the same key %q", k3)
