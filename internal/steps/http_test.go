@@ -173,6 +173,7 @@ func TestHTTPStatusClasses(t *testing.T) {
 		{name: "429 seconds", status: 429, retryAfter: "2", class: steps.Transient, wantRetry: 2 * time.Second},
 		{name: "429 date", status: 429, retryAfter: future, class: steps.Transient, minRetry: 80 * time.Second},
 		{name: "503 garbage retry-after", status: 503, retryAfter: "soon", class: steps.Transient},
+		{name: "503 seconds beyond int64", status: 503, retryAfter: "99999999999999999999", class: steps.Transient, wantRetry: 24 * time.Hour},
 		{name: "400", status: 400, class: steps.Permanent, message: `status 400: {"error":"bad ticket id"}`},
 		{name: "404", status: 404, class: steps.Permanent},
 		{name: "401", status: 401, class: steps.Permanent},

@@ -3,8 +3,9 @@ package webhook
 import (
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/retryafter"
 )
 
 // Schedule is the Standard Webhooks retry schedule: the delay before each
@@ -73,21 +74,11 @@ func Classify(status int) Outcome {
 	}
 }
 
-// RetryAfter parses a Retry-After header (seconds or an HTTP date); it is
-// honoured for 429 and 5xx only. Values are capped at a day.
+// RetryAfter is the wait a response asks for (retryafter's rule: seconds
+// or an HTTP date, at most a day); it is honoured for 429 and 5xx only.
 func RetryAfter(status int, h http.Header, now time.Time) time.Duration {
 	if status != http.StatusTooManyRequests && status < 500 {
 		return 0
 	}
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), 24*time.Hour)
+	return retryafter.FromHeader(h, now)
 }
