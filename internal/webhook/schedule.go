@@ -1,10 +1,10 @@
 package webhook
 
 import (
-	"math/rand/v2"
 	"net/http"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/backoff"
 	"github.com/sluicehq/sluice/internal/retryafter"
 )
 
@@ -30,6 +30,9 @@ var MaxAttempts = len(Schedule)
 // disabled.
 const DisableAfter = 5 * 24 * time.Hour
 
+// scheduleJitter is how far either way a scheduled delay may move.
+const scheduleJitter = 0.1
+
 // NextDelay returns the delay before attempt n+1 after attempt n failed
 // (n counts from 1), scaled by scale (1 in production; tests shrink it) with
 // up to 10% jitter either way, and never shorter than a Retry-After. The
@@ -38,11 +41,7 @@ func NextDelay(n int, scale float64, retryAfter time.Duration) (time.Duration, b
 	if n >= len(Schedule) {
 		return 0, false
 	}
-	d := time.Duration(float64(Schedule[n]) * scale)
-	if d > 0 {
-		jitter := (rand.Float64()*0.2 - 0.1) * float64(d)
-		d += time.Duration(jitter)
-	}
+	d := backoff.Spread(time.Duration(float64(Schedule[n])*scale), scheduleJitter, nil)
 	if retryAfter > d {
 		d = retryAfter
 	}
