@@ -103,4 +103,3 @@ func TestNextDelayFollowsTheSchedule(t *testing.T) {
 		t.Fatalf("NextDelay with Retry-After 1h = %v", d)
 	}
 }
-
