@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/idempotency"
 )
 
 // sideEffectSteps are the steps of crashDefinition that POST to the sink.
@@ -85,7 +86,7 @@ func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []stri
 			t.Errorf("sink got a body that is not JSON: %s", r.Body)
 			continue
 		}
-		if want := engine.IdempotencyKey(b.Run, b.Step); r.IdempotencyKey != want {
+		if want := idempotency.Key(b.Run, b.Step); r.IdempotencyKey != want {
 			t.Errorf("delivery of run %s step %s carried Idempotency-Key %q, want %q", b.Run, b.Step, r.IdempotencyKey, want)
 		}
 		if r.Path != "/"+b.Step {
@@ -101,7 +102,7 @@ func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []stri
 	missing := 0
 	for _, id := range runIDs {
 		for _, s := range stepIDs {
-			if seen[engine.IdempotencyKey(id, s)] == 0 {
+			if seen[idempotency.Key(id, s)] == 0 {
 				missing++
 				if missing <= 10 {
 					t.Errorf("sink never saw run %s step %s", id, s)

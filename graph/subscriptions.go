@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -305,7 +306,7 @@ func (s *runEventStream) deliver(ctx context.Context, n *events.Notice) (bool, e
 	if !events.Terminal(n.Status) {
 		return false, nil
 	}
-	if l := len(n.Events); l > 0 && n.Events[l-1].Type == "run."+n.Status && s.last >= n.Events[l-1].Seq {
+	if l := len(n.Events); l > 0 && eventtype.Type(n.Events[l-1].Type) == eventtype.ForRunStatus(n.Status) && s.last >= n.Events[l-1].Seq {
 		// This notice made the run final and all of it is sent.
 		return true, nil
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/eventtype"
 )
 
 // CreateWebhookEndpoint is the resolver for the createWebhookEndpoint field.
@@ -52,7 +52,12 @@ func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id stri
 
 // WebhookEventTypes is the resolver for the webhookEventTypes field.
 func (r *queryResolver) WebhookEventTypes(ctx context.Context) ([]string, error) {
-	return engine.WebhookEventTypes, nil
+	types := eventtype.Webhook()
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = string(t)
+	}
+	return names, nil
 }
 
 // AttemptList is the resolver for the attemptList field.

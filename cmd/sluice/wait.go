@@ -5,18 +5,13 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/backoff"
 	"github.com/sluicehq/sluice/internal/store"
 )
 
 // startupBackoff spaces the checks of a dependency that is down at start:
-// from 250ms, doubling, at most 5s apart (equal jitter, the one backoff
-// implementation in definition).
-var startupBackoff = definition.RetryPolicy{
-	InitialInterval:    definition.Duration{Duration: 250 * time.Millisecond},
-	MaxInterval:        definition.Duration{Duration: 5 * time.Second},
-	BackoffCoefficient: 2,
-}
+// from 250ms, doubling, at most 5s apart, with equal jitter.
+var startupBackoff = backoff.Exponential{Initial: 250 * time.Millisecond, Max: 5 * time.Second, Coefficient: 2}
 
 // waitFor runs check until it succeeds, ctx ends, or it fails with an error
 // that is not about reaching the dependency (bad credentials, a wrong role:
@@ -35,7 +30,7 @@ func waitFor(ctx context.Context, log *slog.Logger, what string, check func(cont
 		if !store.Unavailable(err) {
 			return err
 		}
-		d := startupBackoff.Backoff(attempt, nil)
+		d := startupBackoff.Delay(attempt, nil)
 		log.Warn("waiting for "+what, "attempt", attempt, "retry_in", d.String(), "err", err.Error())
 		select {
 		case <-ctx.Done():

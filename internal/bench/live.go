@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/eventtype"
 )
 
 // sRunEvents streams a run's events after afterSeq, then live ones.
@@ -129,7 +132,7 @@ func (s *session) live(ctx context.Context) error {
 	}
 	var single, burst Sample
 	for _, evs := range received {
-		if len(evs) == 0 || evs[len(evs)-1].Type != "run.succeeded" {
+		if len(evs) == 0 || evs[len(evs)-1].Type != string(eventtype.RunSucceeded) {
 			return fmt.Errorf("a subscriber's stream did not end with run.succeeded (%d events)", len(evs))
 		}
 		for _, e := range evs {
@@ -156,6 +159,10 @@ func (s *session) live(ctx context.Context) error {
 	return nil
 }
 
+// quotedApprovalRequested is how an approval.requested frame names its
+// type, to spot one without decoding the frame.
+var quotedApprovalRequested = strconv.Quote(string(eventtype.ApprovalRequested))
+
 // collectEvents reads runEvents frames until the server completes the
 // subscription. A frame is decoded at once only when it names an approval
 // (handed to requested), the rest once the subscription ends, so that the
@@ -171,7 +178,7 @@ func collectEvents(ctx context.Context, w *wsConn, requested func(liveEvent)) ([
 		if f.Type == "complete" {
 			break
 		}
-		if requested != nil && strings.Contains(f.Raw, `"approval.requested"`) {
+		if requested != nil && strings.Contains(f.Raw, quotedApprovalRequested) {
 			e, err := decodeEvent(f)
 			if err != nil {
 				return nil, err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/eventtype"
 )
 
 // Targets Sluice holds itself to (see BENCHMARKS.md).
@@ -229,9 +231,9 @@ func (s *session) stepTimes(ctx context.Context, runID string) (handOff, inStep 
 	started, succeeded := map[string]time.Time{}, map[string]time.Time{}
 	for _, e := range evs {
 		switch e.Type {
-		case "step.started":
+		case string(eventtype.StepStarted):
 			started[e.StepID] = e.At
-		case "step.succeeded":
+		case string(eventtype.StepSucceeded):
 			succeeded[e.StepID] = e.At
 		}
 	}

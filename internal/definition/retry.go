@@ -1,9 +1,10 @@
 package definition
 
 import (
-	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/backoff"
 )
 
 // Retry defaults. Only http and llm steps talk to other systems and so see
@@ -49,44 +50,31 @@ func (s *Step) RetryPolicy() RetryPolicy {
 }
 
 // Backoff returns how long to wait after failed attempt number attempt
-// (1-based) before the next one. The exponential delay
-// InitialInterval * BackoffCoefficient^(attempt-1) is capped at MaxInterval
-// and then given "equal jitter": half of it is kept and the other half is
-// random. Unlike full jitter this keeps a floor, so waits reliably grow while
-// workers retrying the same outage still spread out. A nil rnd uses the
-// global source.
+// (1-based) before the next one: backoff.Exponential's Delay, the
+// exponential delay InitialInterval * BackoffCoefficient^(attempt-1) capped
+// at MaxInterval with equal jitter (half of it kept, the other half
+// random). A nil rnd uses the global source.
 func (p RetryPolicy) Backoff(attempt int, rnd *rand.Rand) time.Duration {
-	initial := p.InitialInterval.Duration
-	if initial <= 0 {
-		initial = DefaultInitialInterval
-	}
-	maxInterval := p.MaxInterval.Duration
-	if maxInterval <= 0 {
-		maxInterval = DefaultMaxInterval
-	}
 	// Versions published before the bounds existed (ParseStored) may ask
 	// for more: never wait longer than the bound.
-	maxInterval = min(maxInterval, MaxRetryInterval)
-	coefficient := p.BackoffCoefficient
-	if coefficient < 1 {
-		coefficient = DefaultBackoffCoefficient
-	}
-	if attempt < 1 {
-		attempt = 1
-	}
+	e := p.exponential()
+	e.Max = min(e.Max, MaxRetryInterval)
+	return e.Delay(attempt, rnd)
+}
 
-	d := float64(initial) * math.Pow(coefficient, float64(attempt-1))
-	if math.IsNaN(d) || d > float64(maxInterval) {
-		d = float64(maxInterval)
+// exponential is the policy's backoff with unset fields at their defaults.
+func (p RetryPolicy) exponential() backoff.Exponential {
+	e := backoff.Exponential{Initial: p.InitialInterval.Duration, Max: p.MaxInterval.Duration, Coefficient: p.BackoffCoefficient}
+	if e.Initial <= 0 {
+		e.Initial = DefaultInitialInterval
 	}
-	var r float64
-	if rnd != nil {
-		r = rnd.Float64()
-	} else {
-		r = rand.Float64()
+	if e.Max <= 0 {
+		e.Max = DefaultMaxInterval
 	}
-	half := d / 2
-	return time.Duration(half + r*half)
+	if e.Coefficient < 1 {
+		e.Coefficient = DefaultBackoffCoefficient
+	}
+	return e
 }
 
 // WorstCaseSpan is the longest the policy's schedule can wait in total
@@ -94,26 +82,5 @@ func (p RetryPolicy) Backoff(attempt int, rnd *rand.Rand) time.Duration {
 // (equal jitter keeps at most the whole exponential delay), capped at
 // MaxInterval. A server's Retry-After is not counted.
 func (p RetryPolicy) WorstCaseSpan() time.Duration {
-	initial := float64(p.InitialInterval.Duration)
-	if initial <= 0 {
-		initial = float64(DefaultInitialInterval)
-	}
-	maxInterval := float64(p.MaxInterval.Duration)
-	if maxInterval <= 0 {
-		maxInterval = float64(DefaultMaxInterval)
-	}
-	coefficient := p.BackoffCoefficient
-	if coefficient < 1 {
-		coefficient = DefaultBackoffCoefficient
-	}
-	var total float64
-	d := initial
-	for range max(p.MaxAttempts-1, 0) {
-		total += min(d, maxInterval)
-		if total > float64(math.MaxInt64)/2 {
-			return time.Duration(math.MaxInt64)
-		}
-		d *= coefficient
-	}
-	return time.Duration(total)
+	return p.exponential().Span(p.MaxAttempts)
 }

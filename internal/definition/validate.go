@@ -21,7 +21,7 @@ const (
 // Retry ceilings. A step's retries must end within a week whatever the
 // policy says: MaxRetrySpan bounds the sum of the worst-case waits of the
 // schedule (every backoff at its full, unjittered value). A server's
-// Retry-After can still lengthen a wait, up to 24h each (see steps).
+// Retry-After can still lengthen a wait, up to 24h each (retryafter.Max).
 const (
 	MaxRetryInterval      = 24 * time.Hour
 	MaxBackoffCoefficient = 10.0

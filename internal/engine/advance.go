@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
@@ -175,7 +176,7 @@ func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *def
 	if err := s.scheduleAttempt(ctx, sr, at); err != nil {
 		return err
 	}
-	s.emit("step.waiting", sr.StepID, s.steps[sr.StepID].Attempts, map[string]any{"until": at.Format(time.RFC3339Nano)})
+	s.emit(eventtype.StepWaiting, sr.StepID, s.steps[sr.StepID].Attempts, map[string]any{"until": at.Format(time.RFC3339Nano)})
 	return nil
 }
 
@@ -196,7 +197,7 @@ func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, class steps
 	if err := s.endDecision(ctx, sr, stepattempt.StatusFailed); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": string(class), "message": msg})
+	s.emit(eventtype.StepFailed, sr.StepID, 0, map[string]any{"class": string(class), "message": msg})
 	return s.failRun(ctx, sr.StepID, string(class), msg)
 }
 
@@ -251,7 +252,7 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 		data["expiresAt"] = expires.Format(time.RFC3339Nano)
 		s.tasks = append(s.tasks, Task{Kind: TaskApprovalTimeout, TenantID: s.run.TenantID, RunID: s.run.ID, ID: apr.ID, At: *expires})
 	}
-	s.emit("approval.requested", sr.StepID, 0, data)
+	s.emit(eventtype.ApprovalRequested, sr.StepID, 0, data)
 	return nil
 }
 

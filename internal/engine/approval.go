@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -65,7 +66,7 @@ func (e *Engine) DecideApproval(ctx context.Context, id string, approve bool, co
 	if err != nil {
 		return nil, err
 	}
-	s.emit("approval.decided", apr.StepID, 0, map[string]any{"approvalID": apr.ID, "decision": decision, "by": v.Subject, "comment": comment})
+	s.emit(eventtype.ApprovalDecided, apr.StepID, 0, map[string]any{"approvalID": apr.ID, "decision": decision, "by": v.Subject, "comment": comment})
 	if err := s.settleApproval(ctx, apr, approve, false, v.Subject, comment); err != nil {
 		return nil, err
 	}
@@ -111,7 +112,7 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 		if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now)); err != nil {
 			return err
 		}
-		s.emit("step.succeeded", sr.StepID, 0, nil)
+		s.emit(eventtype.StepSucceeded, sr.StepID, 0, nil)
 		return s.advance(ctx)
 	}
 	msg := fmt.Sprintf("approval rejected by %s", by)
@@ -124,7 +125,7 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
+	s.emit(eventtype.StepFailed, sr.StepID, 0, map[string]any{"class": string(steps.Permanent), "message": msg})
 	return s.failRun(ctx, sr.StepID, string(steps.Permanent), msg)
 }
 
@@ -155,7 +156,7 @@ func (e *Engine) ExpireApproval(ctx context.Context, tenantID, approvalID string
 			return err
 		}
 		action := string(apr.OnTimeout)
-		s.emit("approval.expired", apr.StepID, 0, map[string]any{"approvalID": apr.ID, "onTimeout": action})
+		s.emit(eventtype.ApprovalExpired, apr.StepID, 0, map[string]any{"approvalID": apr.ID, "onTimeout": action})
 		switch apr.OnTimeout {
 		case approvalrequest.OnTimeoutApprove:
 			err = s.settleApproval(ctx, apr, true, true, "timeout", "")

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/steps"
 )
 
@@ -103,7 +104,7 @@ func (s *runState) skipStep(ctx context.Context, sr *ent.StepRun) error {
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.skipped", sr.StepID, 0, nil)
+	s.emit(eventtype.StepSkipped, sr.StepID, 0, nil)
 	return s.advanceFrom(ctx, sr.StepID)
 }
 
@@ -116,7 +117,7 @@ func (s *runState) finishApproval(ctx context.Context, sr *ent.StepRun, by, comm
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.succeeded", sr.StepID, 0, nil)
+	s.emit(eventtype.StepSucceeded, sr.StepID, 0, nil)
 	return s.advanceFrom(ctx, sr.StepID)
 }
 
@@ -131,7 +132,7 @@ func (s *runState) finishApproval(ctx context.Context, sr *ent.StepRun, by, comm
 // takeover the same way.
 func (s *runState) crashedTooOften(ctx context.Context, sr *ent.StepRun) (int, bool, error) {
 	n, err := s.c.RunEvent.Query().
-		Where(append(runEventOfStep(s.run.ID, sr.StepID, "step.reclaimed"), runevent.Attempt(sr.Attempts))...).
+		Where(append(runEventOfStep(s.run.ID, sr.StepID, eventtype.StepReclaimed), runevent.Attempt(sr.Attempts))...).
 		Count(ctx)
 	if err != nil {
 		return 0, false, fmt.Errorf("count takeovers: %w", err)
@@ -152,11 +153,11 @@ func (s *runState) failCrashed(ctx context.Context, sr *ent.StepRun, crashes int
 		SetErrorClass(string(steps.Crashed)).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, sr.Attempts, map[string]any{"class": string(steps.Crashed), "message": msg, "attemptID": attemptID})
+	s.emit(eventtype.StepFailed, sr.StepID, sr.Attempts, map[string]any{"class": string(steps.Crashed), "message": msg, "attemptID": attemptID})
 	return s.failRun(ctx, sr.StepID, string(steps.Crashed), msg)
 }
 
 // runEventOfStep selects a run's events of one type for one step.
-func runEventOfStep(runID, stepID, typ string) []predicate.RunEvent {
-	return []predicate.RunEvent{runevent.RunID(runID), runevent.StepID(stepID), runevent.Type(typ)}
+func runEventOfStep(runID, stepID string, typ eventtype.Type) []predicate.RunEvent {
+	return []predicate.RunEvent{runevent.RunID(runID), runevent.StepID(stepID), runevent.Type(string(typ))}
 }

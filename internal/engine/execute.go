@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -16,6 +14,8 @@ import (
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tracing"
@@ -44,13 +44,6 @@ type job struct {
 	// state is set for steps run inside their claim's transaction (no I/O
 	// to guard): the claim's unflushed run state, finished in place.
 	state *runState
-}
-
-// IdempotencyKey is the key a side effect of (run, step) carries: stable
-// across retries and resumes of that run, different for another run.
-func IdempotencyKey(runID, stepID string) string {
-	sum := sha256.Sum256([]byte(runID + "/" + stepID))
-	return "sluice-" + hex.EncodeToString(sum[:16])
 }
 
 // AttemptRef names a step attempt as its task carries it. Only ID is
@@ -338,7 +331,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			return nil, 0, err
 		}
 		sr = s.steps[step.ID]
-		s.emit("step.reclaimed", step.ID, number, map[string]any{"attemptID": attemptID, "takeover": crashes})
+		s.emit(eventtype.StepReclaimed, step.ID, number, map[string]any{"attemptID": attemptID, "takeover": crashes})
 	default:
 		return nil, 0, nil
 	}
@@ -363,14 +356,14 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 				return nil, 0, err
 			}
 		}
-		s.emit("step.started", step.ID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
+		s.emit(eventtype.StepStarted, step.ID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
 		// A step is running, so the run is (what settle would conclude,
 		// without counting the run's steps on every claim).
 		s.setStatus(run.StatusRunning, nil)
 	}
 	j := &job{
 		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
-		step: step, env: s.expressionEnv(), idempotencyKey: IdempotencyKey(s.run.ID, step.ID), claimed: claimed,
+		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
 	}
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {
 		j.replayed = true
@@ -563,7 +556,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	}
 	if lb := j.step.LatencyBudget.Duration; lb > 0 && !j.started.IsZero() {
 		if took := s.now.Sub(j.started); took > lb {
-			s.emit("step.latency_budget_exceeded", j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
+			s.emit(eventtype.StepLatencyBudgetExceeded, j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
 		}
 	}
 	se := deliveryClass(j.step, j.replayed, steps.Classify(execErr))
@@ -602,14 +595,14 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encoded).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 			return err
 		}
-		s.emit("step.succeeded", j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
+		s.emit(eventtype.StepSucceeded, j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
 		if err := s.advanceFrom(ctx, j.step.ID); err != nil {
 			return err
 		}
 		return s.flush(ctx)
 	}
 	if se.Class == steps.Budget {
-		s.emit("budget.exceeded", j.step.ID, j.attempt, j.budgetData)
+		s.emit(eventtype.BudgetExceeded, j.step.ID, j.attempt, j.budgetData)
 	}
 	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message), 1); err != nil {
 		return err
@@ -621,7 +614,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 			delay = se.RetryAfter
 		}
 		at := s.now.Add(delay)
-		s.emit("step.retrying", j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "delayMs": delay.Milliseconds(), "nextAttempt": sr.Attempts + 1})
+		s.emit(eventtype.StepRetrying, j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "delayMs": delay.Milliseconds(), "nextAttempt": sr.Attempts + 1})
 		if err := s.scheduleAttempt(ctx, sr, at); err != nil {
 			return err
 		}
@@ -636,7 +629,7 @@ func (e *Engine) finishAttempt(ctx context.Context, j *job, out any, calls []ste
 	if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.failed", j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "attemptID": j.attemptID})
+	s.emit(eventtype.StepFailed, j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "attemptID": j.attemptID})
 	if err := s.failRun(ctx, j.step.ID, string(se.Class), se.Message); err != nil {
 		return err
 	}

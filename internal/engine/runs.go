@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tracing"
@@ -185,7 +186,7 @@ func (e *Engine) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer,
 	if nr.replayOf != nil {
 		data["replayOf"] = *nr.replayOf
 	}
-	s.emit("run.queued", "", 0, data)
+	s.emit(eventtype.RunQueued, "", 0, data)
 	if nr.auditStart {
 		// Held (store.Deferred) with the run's first flush: no extra round
 		// trip per startRun.
@@ -332,7 +333,7 @@ func (e *Engine) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 	s.run.Status = run.StatusRunning
 	s.run.FinishedAt = nil
 	s.update.SetStatus(run.StatusRunning)
-	s.emit("run.resumed", "", 0, map[string]any{"by": v.Subject})
+	s.emit(eventtype.RunResumed, "", 0, map[string]any{"by": v.Subject})
 	if err := s.advance(ctx); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/store"
 )
 
@@ -183,11 +184,11 @@ func (e *Engine) definitionOf(ctx context.Context, c *ent.Client, versionID stri
 }
 
 // emit appends an event to the run's log.
-func (s *runState) emit(typ, stepID string, attempt int, data map[string]any) {
+func (s *runState) emit(typ eventtype.Type, stepID string, attempt int, data map[string]any) {
 	ev := s.c.RunEvent.Create().
 		SetRunID(s.run.ID).
 		SetSeq(s.seq).
-		SetType(typ).
+		SetType(string(typ)).
 		SetAt(s.now)
 	if stepID != "" {
 		ev.SetStepID(stepID)
@@ -216,7 +217,7 @@ func (s *runState) setStatus(status run.Status, data map[string]any) {
 		if s.run.StartedAt == nil {
 			s.run.StartedAt = &s.now
 			s.update.SetStartedAt(s.now)
-			s.emit("run.started", "", 0, data)
+			s.emit(eventtype.RunStarted, "", 0, data)
 			return
 		}
 	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
@@ -232,7 +233,7 @@ func (s *runState) setStatus(status run.Status, data map[string]any) {
 			e.tracer.RecordRun(r.TraceID, r.TenantID, r.ID, r.WorkflowID, r.VersionID, st, r.CreatedAt, now)
 		})
 	}
-	s.emit("run."+string(status), "", 0, data)
+	s.emit(eventtype.ForRunStatus(string(status)), "", 0, data)
 }
 
 func (s *runState) terminal() bool {

@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 )
@@ -106,7 +107,7 @@ func (s *runState) settleUncertain(ctx context.Context, step *definition.Step, s
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, number, map[string]any{"class": class, "message": msg, "attemptID": attemptID})
+	s.emit(eventtype.StepFailed, sr.StepID, number, map[string]any{"class": class, "message": msg, "attemptID": attemptID})
 	return s.failRun(ctx, sr.StepID, class, msg)
 }
 
@@ -131,7 +132,7 @@ func (s *runState) askUncertain(ctx context.Context, sr *ent.StepRun, attemptID 
 		SetErrorClass(string(steps.Uncertain)).SetErrorMessage(msg)); err != nil {
 		return err
 	}
-	s.emit("approval.requested", sr.StepID, number, map[string]any{"approvalID": apr.ID, "message": message, "reason": "uncertain", "attemptID": attemptID})
+	s.emit(eventtype.ApprovalRequested, sr.StepID, number, map[string]any{"approvalID": apr.ID, "message": message, "reason": "uncertain", "attemptID": attemptID})
 	return s.settle(ctx)
 }
 
@@ -153,6 +154,6 @@ func (s *runState) settleUncertainApproval(ctx context.Context, sr *ent.StepRun,
 	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
 		return err
 	}
-	s.emit("step.failed", sr.StepID, 0, map[string]any{"class": class, "message": msg})
+	s.emit(eventtype.StepFailed, sr.StepID, 0, map[string]any{"class": class, "message": msg})
 	return s.failRun(ctx, sr.StepID, class, msg)
 }

@@ -16,20 +16,12 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/viewer"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
-
-// WebhookEventTypes are the run events webhooks deliver. The names are the
-// run event names: never rename one.
-var WebhookEventTypes = []string{
-	"run.started", "run.succeeded", "run.failed", "run.cancelled",
-	"step.failed",
-	"approval.requested", "approval.decided", "approval.expired",
-	"budget.exceeded",
-}
 
 // WebhookOptions tune webhook delivery.
 type WebhookOptions struct {
@@ -87,7 +79,7 @@ func (e *Engine) checkEndpointURL(ctx context.Context, raw, path string) error {
 
 func checkEventTypes(types []string) error {
 	for i, t := range types {
-		if !slices.Contains(WebhookEventTypes, t) {
+		if !eventtype.Type(t).Delivered() {
 			return errs.Invalid(fmt.Sprintf("input.eventTypes[%d]", i), "unknown event type %q (see webhookEventTypes)", t)
 		}
 	}
@@ -284,7 +276,7 @@ func (s *runState) enqueueWebhooks(ctx context.Context, events []*ent.RunEvent) 
 	}
 	var wanted []*ent.RunEvent
 	for _, ev := range events {
-		if slices.Contains(WebhookEventTypes, ev.Type) {
+		if eventtype.Type(ev.Type).Delivered() {
 			wanted = append(wanted, ev)
 		}
 	}

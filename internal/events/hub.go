@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/internal/backoff"
 )
 
 // Reasons a Hub ends a subscription; see Subscription.Err.
@@ -248,6 +250,11 @@ func (h *Hub) dropLocked(s *Subscription, err error) {
 	h.active.Dec()
 }
 
+// reconnectBackoff spaces the waits after errors on the pattern
+// subscription: 50ms, doubling, at most 2s apart. Without jitter: one
+// subscription per process, nothing to spread.
+var reconnectBackoff = backoff.Exponential{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Coefficient: 2}
+
 // listen reads the pattern subscription until ctx ends. go-redis reconnects
 // and re-subscribes by itself after an error; messages published meanwhile
 // are lost, so after a re-subscription every subscriber is told to resync.
@@ -255,7 +262,7 @@ func (h *Hub) listen(ctx context.Context, ps *redis.PubSub) {
 	defer close(h.done)
 	defer ps.Close()
 	lost := false
-	backoff := 50 * time.Millisecond
+	failures := 0
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, h.idleCheck)
 		if ctx.Err() != nil {
@@ -273,15 +280,15 @@ func (h *Hub) listen(ctx context.Context, ps *redis.PubSub) {
 				h.log.Warn("run change subscription lost; reconnecting", "err", err)
 			}
 			lost = true
+			failures++
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(reconnectBackoff.Ceiling(failures)):
 			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		failures = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if lost {

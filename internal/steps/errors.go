@@ -9,12 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/retryafter"
 )
 
 // Class is a failure class. The engine retries Transient failures per the
@@ -119,10 +118,6 @@ func isNetworkError(err error) bool {
 		errors.Is(err, syscall.EPIPE)
 }
 
-// maxRetryAfter bounds what a server can ask for, so a hostile or broken
-// Retry-After cannot park a run for years (or overflow a Duration).
-const maxRetryAfter = 24 * time.Hour
-
 // statusError classifies a response status that is not a success. detail
 // is appended to the message (already redacted).
 func statusError(status int, h http.Header, now time.Time, detail string) *Error {
@@ -131,7 +126,7 @@ func statusError(status int, h http.Header, now time.Time, detail string) *Error
 	case status == http.StatusRequestTimeout, status == http.StatusTooEarly,
 		status == http.StatusTooManyRequests, status >= 500:
 		e.Class = Transient
-		e.RetryAfter = parseRetryAfter(h.Get("Retry-After"), now)
+		e.RetryAfter = retryafter.FromHeader(h, now)
 	case status >= 300 && status < 400:
 		e.Message += ": redirects are not followed"
 	}
@@ -139,23 +134,4 @@ func statusError(status int, h http.Header, now time.Time, detail string) *Error
 		e.Message += ": " + detail
 	}
 	return e
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date; anything else, or a
-// date in the past, means no delay.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return min(max(t.Sub(now), 0), maxRetryAfter)
-	}
-	return 0
 }

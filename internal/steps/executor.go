@@ -7,8 +7,6 @@ package steps
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/secrets"
 )
 
@@ -37,8 +36,8 @@ type Request struct {
 	Credential *Credential
 	// IdempotencyKey is sent as the Idempotency-Key header: by llm steps
 	// always, by http steps on methods other than GET and HEAD and on any
-	// side-effecting step. If empty, a key derived from RunID and StepID is
-	// used, which is equally stable across attempts.
+	// side-effecting step. If empty, idempotency.Key(RunID, StepID), the
+	// key the engine gives, is used.
 	IdempotencyKey string
 	// BeforeSend, when set (at_most_once steps), is called just before the
 	// step's call is sent and must durably record that it may be sent; if
@@ -133,8 +132,8 @@ func stepTimeout(s *definition.Step, def time.Duration) time.Duration {
 	return def
 }
 
-// idempotencyKey derives the key from (run, step) when the engine gave
-// none, so it is stable across retries and resumes.
+// idempotencyKey is the key the engine gave, or the one it would give
+// (run, step), so it is stable across retries and resumes.
 func idempotencyKey(req Request) string {
 	if req.IdempotencyKey != "" {
 		return req.IdempotencyKey
@@ -142,8 +141,7 @@ func idempotencyKey(req Request) string {
 	if req.RunID == "" && req.StepID == "" {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(req.RunID + "\x00" + req.StepID))
-	return hex.EncodeToString(sum[:16])
+	return idempotency.Key(req.RunID, req.StepID)
 }
 
 // exchange is a completed call: a response whose body was read in full.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/secrets"
 )
 
@@ -135,8 +136,8 @@ func buildHTTPRequest(ctx context.Context, req Request, red *secrets.Redactor) (
 		hreq.Header.Set("Content-Type", contentType)
 	}
 	sendsKey := req.Step.SideEffect || (method != http.MethodGet && method != http.MethodHead)
-	if key := idempotencyKey(req); sendsKey && key != "" && hreq.Header.Get("Idempotency-Key") == "" {
-		hreq.Header.Set("Idempotency-Key", key)
+	if key := idempotencyKey(req); sendsKey && key != "" && hreq.Header.Get(idempotency.Header) == "" {
+		hreq.Header.Set(idempotency.Header, key)
 	}
 	return hreq, body, nil
 }

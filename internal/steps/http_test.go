@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/steps"
 )
 
@@ -134,6 +135,9 @@ func TestHTTPIdempotencyKey(t *testing.T) {
 	if k1 == "" || k1 != k2 {
 		t.Errorf("derived keys %q, %q: want equal and non-empty across attempts", k1, k2)
 	}
+	if want := idempotency.Key("run_1", "post"); k1 != want {
+		t.Errorf("derived key %q, want the engine's key for (run, step) %q", k1, want)
+	}
 	if k3 := run(steps.Request{RunID: "run_2", StepID: "post", Step: post}); k3 == k1 {
 		t.Errorf("another run got the same key %q", k3)
 	}
@@ -169,6 +173,7 @@ func TestHTTPStatusClasses(t *testing.T) {
 		{name: "429 seconds", status: 429, retryAfter: "2", class: steps.Transient, wantRetry: 2 * time.Second},
 		{name: "429 date", status: 429, retryAfter: future, class: steps.Transient, minRetry: 80 * time.Second},
 		{name: "503 garbage retry-after", status: 503, retryAfter: "soon", class: steps.Transient},
+		{name: "503 seconds beyond int64", status: 503, retryAfter: "99999999999999999999", class: steps.Transient, wantRetry: 24 * time.Hour},
 		{name: "400", status: 400, class: steps.Permanent, message: `status 400: {"error":"bad ticket id"}`},
 		{name: "404", status: 404, class: steps.Permanent},
 		{name: "401", status: 401, class: steps.Permanent},

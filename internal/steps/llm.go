@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/secrets"
 )
 
@@ -88,7 +89,7 @@ func (x *Executor) LLM(ctx context.Context, req Request) (*Result, error) {
 	hreq.Header = header
 	hreq.Header.Set("Content-Type", "application/json")
 	if key := idempotencyKey(req); key != "" {
-		hreq.Header.Set("Idempotency-Key", key)
+		hreq.Header.Set(idempotency.Header, key)
 	}
 
 	res := &Result{Calls: []Call{{Kind: "llm", Provider: p.name, Model: s.Model}}}

@@ -1,10 +1,11 @@
 package webhook
 
 import (
-	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/backoff"
+	"github.com/sluicehq/sluice/internal/retryafter"
 )
 
 // Schedule is the Standard Webhooks retry schedule: the delay before each
@@ -29,6 +30,9 @@ var MaxAttempts = len(Schedule)
 // disabled.
 const DisableAfter = 5 * 24 * time.Hour
 
+// scheduleJitter is how far either way a scheduled delay may move.
+const scheduleJitter = 0.1
+
 // NextDelay returns the delay before attempt n+1 after attempt n failed
 // (n counts from 1), scaled by scale (1 in production; tests shrink it) with
 // up to 10% jitter either way, and never shorter than a Retry-After. The
@@ -37,11 +41,7 @@ func NextDelay(n int, scale float64, retryAfter time.Duration) (time.Duration, b
 	if n >= len(Schedule) {
 		return 0, false
 	}
-	d := time.Duration(float64(Schedule[n]) * scale)
-	if d > 0 {
-		jitter := (rand.Float64()*0.2 - 0.1) * float64(d)
-		d += time.Duration(jitter)
-	}
+	d := backoff.Spread(time.Duration(float64(Schedule[n])*scale), scheduleJitter, nil)
 	if retryAfter > d {
 		d = retryAfter
 	}
@@ -73,21 +73,11 @@ func Classify(status int) Outcome {
 	}
 }
 
-// RetryAfter parses a Retry-After header (seconds or an HTTP date); it is
-// honoured for 429 and 5xx only. Values are capped at a day.
+// RetryAfter is the wait a response asks for (retryafter's rule: seconds
+// or an HTTP date, at most a day); it is honoured for 429 and 5xx only.
 func RetryAfter(status int, h http.Header, now time.Time) time.Duration {
 	if status != http.StatusTooManyRequests && status < 500 {
 		return 0
 	}
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), 24*time.Hour)
+	return retryafter.FromHeader(h, now)
 }

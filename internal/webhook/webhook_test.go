@@ -77,3 +77,29 @@ func TestScheduleAndClassify(t *testing.T) {
 		t.Fatalf("Retry-After honoured on 400: %v", d)
 	}
 }
+
+// Every delay of the Standard Webhooks schedule stays within 10% of its
+// entry (scaled), the first retry included; nothing is due after the last.
+func TestNextDelayFollowsTheSchedule(t *testing.T) {
+	for _, scale := range []float64{1, 0.001} {
+		for n := 1; n < MaxAttempts; n++ {
+			want := time.Duration(float64(Schedule[n]) * scale)
+			for range 200 {
+				d, ok := NextDelay(n, scale, 0)
+				if !ok || d < want-want/10 || d > want+want/10 {
+					t.Fatalf("scale %v: NextDelay(%d) = %v, %v; want within 10%% of %v", scale, n, d, ok, want)
+				}
+			}
+		}
+		if _, ok := NextDelay(MaxAttempts, scale, 0); ok {
+			t.Fatalf("scale %v: a delay after the last attempt", scale)
+		}
+	}
+	if got := []time.Duration{Schedule[1], Schedule[2], Schedule[9]}; got[0] != 5*time.Second || got[1] != 5*time.Minute || got[2] != 24*time.Hour || MaxAttempts != 10 {
+		t.Fatalf("schedule changed: %v, %d attempts", Schedule, MaxAttempts)
+	}
+	// A Retry-After longer than the jittered delay wins.
+	if d, _ := NextDelay(2, 1, time.Hour); d != time.Hour {
+		t.Fatalf("NextDelay with Retry-After 1h = %v", d)
+	}
+}

@@ -1,0 +1,111 @@
+// Package eventtype names the run events: the type of every RunEvent the run
+// state machine writes, which subscriptions stream and webhooks deliver under
+// the same name. This file is the one place an event type is spelled; the
+// README's "Run events" list is checked against All.
+package eventtype
+
+import "slices"
+
+// Type is a run event's type, dotted and lower case. The values are wire
+// names (stored in the event log, streamed, chosen by webhook endpoints):
+// never rename one.
+type Type string
+
+// Run events, in the order the README lists them.
+const (
+	// RunQueued: the run was created and its first steps queued.
+	RunQueued Type = "run.queued"
+	// RunStarted: the run's first step started.
+	RunStarted Type = "run.started"
+	// StepStarted: a step attempt started.
+	StepStarted Type = "step.started"
+	// StepSucceeded: a step finished with an output.
+	StepSucceeded Type = "step.succeeded"
+	// StepRetrying: a step attempt failed with a transient error and the
+	// next attempt is scheduled.
+	StepRetrying Type = "step.retrying"
+	// StepFailed: a step failed for good (no attempt left, or an error that
+	// is not retried).
+	StepFailed Type = "step.failed"
+	// StepSkipped: a step's `if` was false.
+	StepSkipped Type = "step.skipped"
+	// StepWaiting: a delay step waits until its end.
+	StepWaiting Type = "step.waiting"
+	// StepReclaimed: a running step whose worker went silent was taken over
+	// by another worker under the same attempt.
+	StepReclaimed Type = "step.reclaimed"
+	// StepLatencyBudgetExceeded: an attempt took longer than the step's
+	// latencyBudget.
+	StepLatencyBudgetExceeded Type = "step.latency_budget_exceeded"
+	// BudgetExceeded: a model call was refused because it could pass the
+	// run's or the tenant's budget.
+	BudgetExceeded Type = "budget.exceeded"
+	// ApprovalRequested: an approval step (or an uncertain call with
+	// onUncertain "ask") waits for a decision.
+	ApprovalRequested Type = "approval.requested"
+	// ApprovalDecided: someone approved or rejected.
+	ApprovalDecided Type = "approval.decided"
+	// ApprovalExpired: an approval's timeout passed before a decision.
+	ApprovalExpired Type = "approval.expired"
+	// RunWaiting: every runnable step waits (an approval or a delay).
+	RunWaiting Type = "run.waiting"
+	// RunRunning: a waiting run moves again.
+	RunRunning Type = "run.running"
+	// RunResumed: a failed run was resumed.
+	RunResumed Type = "run.resumed"
+	// RunSucceeded: the run finished with its output.
+	RunSucceeded Type = "run.succeeded"
+	// RunFailed: the run failed.
+	RunFailed Type = "run.failed"
+	// RunCancelled: the run was cancelled.
+	RunCancelled Type = "run.cancelled"
+)
+
+var all = [...]Type{
+	RunQueued, RunStarted,
+	StepStarted, StepSucceeded, StepRetrying, StepFailed, StepSkipped, StepWaiting,
+	StepReclaimed, StepLatencyBudgetExceeded, BudgetExceeded,
+	ApprovalRequested, ApprovalDecided, ApprovalExpired,
+	RunWaiting, RunRunning, RunResumed, RunSucceeded, RunFailed, RunCancelled,
+}
+
+// webhook are the types webhooks deliver.
+var webhook = [...]Type{
+	RunStarted, RunSucceeded, RunFailed, RunCancelled,
+	StepFailed,
+	ApprovalRequested, ApprovalDecided, ApprovalExpired,
+	BudgetExceeded,
+}
+
+// All returns every run event type, in the README's order.
+func All() []Type { return slices.Clone(all[:]) }
+
+// Webhook returns the types webhooks deliver (the `webhookEventTypes`
+// query); an endpoint may subscribe to these only.
+func Webhook() []Type { return slices.Clone(webhook[:]) }
+
+// Delivered reports whether webhooks deliver events of type t. It
+// allocates nothing: it runs for every event a run writes.
+func (t Type) Delivered() bool { return slices.Contains(webhook[:], t) }
+
+// ForRunStatus returns the event written when a run moves to status (a
+// run status as stored: "queued", "running", "waiting", "succeeded",
+// "failed", "cancelled"), or "" for any other string. A run's first move
+// to running is RunStarted, not RunRunning: the state machine decides that.
+func ForRunStatus(status string) Type {
+	switch status {
+	case "queued":
+		return RunQueued
+	case "running":
+		return RunRunning
+	case "waiting":
+		return RunWaiting
+	case "succeeded":
+		return RunSucceeded
+	case "failed":
+		return RunFailed
+	case "cancelled":
+		return RunCancelled
+	}
+	return ""
+}
