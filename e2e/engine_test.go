@@ -118,22 +118,18 @@ func engFinish(t *testing.T, c *client, id string, want ...string) map[string]an
 // through the approvals query as an operator would, and returns its id.
 func engPendingApproval(t *testing.T, c *client, runID string) string {
 	t.Helper()
-	deadline := time.Now().Add(engWait)
-	for time.Now().Before(deadline) {
-		list := edges(c.ok(qEngApprovals, map[string]any{"r": runID}), "approvals")
-		if len(list) > 1 {
-			t.Fatalf("run %s has %d pending approvals: %v", runID, len(list), list)
-		}
-		if len(list) == 1 {
-			if list[0]["runID"] != runID || list[0]["status"] != "pending" {
-				t.Fatalf("approval: %v", list[0])
-			}
-			return list[0]["id"].(string)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var list []map[string]any
+	eventually(t, engWait, func() (bool, string) {
+		list = edges(c.ok(qEngApprovals, map[string]any{"r": runID}), "approvals")
+		return len(list) > 0, fmt.Sprintf("run %s has no pending approval", runID)
+	})
+	if len(list) > 1 {
+		t.Fatalf("run %s has %d pending approvals: %v", runID, len(list), list)
 	}
-	t.Fatalf("run %s never had a pending approval; run: %v", runID, engRun(t, c, runID))
-	return ""
+	if list[0]["runID"] != runID || list[0]["status"] != "pending" {
+		t.Fatalf("approval: %v", list[0])
+	}
+	return list[0]["id"].(string)
 }
 
 // engCalls returns the requests s received with exactly method and path.

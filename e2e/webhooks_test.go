@@ -114,23 +114,16 @@ func hookMsgs(t *testing.T, s *scriptServer, path string) []hookMsg {
 // match (all when match is nil) and returns those.
 func hookWaitMsgs(t *testing.T, s *scriptServer, path string, n int, match func(hookMsg) bool) []hookMsg {
 	t.Helper()
-	deadline := time.Now().Add(hookWait)
 	var got []hookMsg
-	for {
+	eventually(t, hookWait, func() (bool, string) {
 		got = got[:0]
 		for _, m := range hookMsgs(t, s, path) {
 			if match == nil || match(m) {
 				got = append(got, m)
 			}
 		}
-		if len(got) >= n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	if len(got) < n {
-		t.Fatalf("%s received %d matching messages within %s, want %d: %v", path, len(got), hookWait, n, hookTypes(got))
-	}
+		return len(got) >= n, fmt.Sprintf("%s received %d matching messages, want %d: %v", path, len(got), n, hookTypes(got))
+	})
 	return got
 }
 
@@ -172,19 +165,15 @@ func hookDeliveries(t *testing.T, c *client, where map[string]any) []map[string]
 // one of want and returns it.
 func hookWaitDelivery(t *testing.T, c *client, webhookID string, timeout time.Duration, want ...string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, timeout, func() (bool, string) {
 		if list := hookDeliveries(t, c, map[string]any{"webhookID": webhookID}); len(list) == 1 {
 			last = list[0]
-			if slices.Contains(want, str(last, "status")) {
-				return last
-			}
+			return slices.Contains(want, str(last, "status")), fmt.Sprintf("delivery %s not %v: %v", webhookID, want, last)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("delivery %s did not reach %v within %s; last: %v", webhookID, want, timeout, last)
-	return nil
+		return false, fmt.Sprintf("no single delivery %s", webhookID)
+	})
+	return last
 }
 
 // hookAttemptCodes lists the status codes of a delivery's attempts (0 for none).
@@ -201,17 +190,12 @@ func hookAttemptCodes(d map[string]any) []int {
 // hookAwaitEndpoint polls an endpoint until cond holds.
 func hookAwaitEndpoint(t *testing.T, c *client, id string, cond func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(hookWait)
 	var ep map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, hookWait, func() (bool, string) {
 		ep, _ = get(c.ok(qHookEndpoint, map[string]any{"id": id}), "node").(map[string]any)
-		if ep != nil && cond(ep) {
-			return ep
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("endpoint %s never reached the expected state; last: %v", id, ep)
-	return nil
+		return ep != nil && cond(ep), fmt.Sprintf("endpoint %s not in the expected state: %v", id, ep)
+	})
+	return ep
 }
 
 // hookRunEvents returns a run and its catalog events in seq order.
@@ -810,20 +794,13 @@ func TestWebhookDeliveryOutlivesWorkerCrash(t *testing.T) {
 	}
 	killed := time.Now()
 
-	deadline := time.Now().Add(60 * time.Second)
 	var msgs []recorded
-	for time.Now().Before(deadline) {
+	eventually(t, 60*time.Second, func() (bool, string) {
 		mu.Lock()
 		msgs = slices.Clone(got)
 		mu.Unlock()
-		if len(msgs) >= 2 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(msgs) < 2 {
-		t.Fatalf("the delivery was never sent again after the worker died")
-	}
+		return len(msgs) >= 2, "the delivery was never sent again after the worker died"
+	})
 	if msgs[1].Header.Get("webhook-id") != msgs[0].Header.Get("webhook-id") {
 		t.Fatalf("webhook-id changed: %s, %s", msgs[0].Header.Get("webhook-id"), msgs[1].Header.Get("webhook-id"))
 	}
@@ -1109,18 +1086,11 @@ func TestWebhookSSRF(t *testing.T) {
 	strict.fail("VALIDATION", mHookCreate, map[string]any{"u": srv.URL + "/strict"}) // creation refuses it there
 	runID := engStart(t, strict, f, f.workflowID, map[string]any{"name": "ssrf"})
 	engFinish(t, strict, runID, "succeeded")
-	deadline := time.Now().Add(hookWait)
 	var list []map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, hookWait, func() (bool, string) {
 		list = hookDeliveries(t, strict, map[string]any{"runID": runID})
-		if len(list) == 2 && !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(list) != 2 {
-		t.Fatalf("deliveries: %v", list)
-	}
+		return len(list) == 2 && !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }), fmt.Sprintf("deliveries: %v", list)
+	})
 	for _, d := range list {
 		if d["status"] != "exhausted" || d["attempts"] != float64(1) || !strings.Contains(str(d, "lastError"), "not allowed") || d["lastStatusCode"] != nil {
 			t.Fatalf("delivery to a refused address: %v", d)
