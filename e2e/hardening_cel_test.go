@@ -389,9 +389,16 @@ func TestLateTransformStillRuns(t *testing.T) {
 	wf, _ := deployWorkflow(t, f, "late", simpleDefinition())
 	c := f.owner.on(st.server)
 	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"name": "late"}}), "startRun.id")
-	// No worker for 21s: the first step is then 20s past due (the
-	// threshold of a late delivery).
-	time.Sleep(21 * time.Second)
+	// With no worker, the first step waits; its readiness is moved 21s
+	// into the past (the clock a worker compares it with) so the delivery
+	// is past the 20s threshold of a late one without waiting 21s.
+	res, err := ownerDB(t).Exec(`UPDATE step_runs SET ready_at = ready_at - interval '21 seconds' WHERE run_id = $1 AND status = 'queued'`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d queued steps back-dated, want 1", n)
+	}
 	w, err := startWorker(st.env)
 	if err != nil {
 		t.Fatal(err)
