@@ -223,7 +223,18 @@ func hookCheckRun(t *testing.T, c *client, s *scriptServer, path, secret, runID 
 	t.Helper()
 	run, events := hookRunEvents(t, c, runID)
 	msgs := hookWaitMsgs(t, s, path, len(events), forRun(runID))
-	time.Sleep(200 * time.Millisecond) // a duplicate would show up now
+	// Deliveries are recorded with the run's events, so the run being
+	// finished means all of them exist. A duplicate would come from one
+	// still pending or one too many: once each message's delivery is
+	// recorded delivered (it is never sent again) and the endpoint has one
+	// delivery per event, none can come.
+	endpointID := ""
+	for _, m := range msgs {
+		endpointID = str(hookWaitDelivery(t, c, m.ID, hookWait, "delivered"), "endpointID")
+	}
+	if n := len(hookDeliveries(t, c, map[string]any{"runID": runID, "endpointID": endpointID})); n != len(events) {
+		t.Fatalf("run %s: %d deliveries to %s for %d catalog events", runID, n, path, len(events))
+	}
 	msgs = hookWaitMsgs(t, s, path, len(events), forRun(runID))
 	if len(msgs) != len(events) {
 		t.Fatalf("run %s: %d messages for %d catalog events: got %v", runID, len(msgs), len(events), hookTypes(msgs))
@@ -475,9 +486,14 @@ func TestWebhookRunEvents(t *testing.T) {
 		}
 	}
 	// The run.succeeded-only endpoint got exactly the run.succeeded events.
-	succ := hookWaitMsgs(t, srv, "/hooks/succeeded", succeeded, nil)
-	time.Sleep(300 * time.Millisecond)
-	succ = hookMsgs(t, srv, "/hooks/succeeded")
+	// Every run is finished, so every delivery is recorded; once none to
+	// this endpoint is pending, nothing more is sent to it.
+	hookWaitMsgs(t, srv, "/hooks/succeeded", succeeded, nil)
+	eventually(t, hookWait, func() (bool, string) {
+		list := hookDeliveries(t, f.owner, map[string]any{"endpointID": succID})
+		return !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }), fmt.Sprintf("deliveries: %v", list)
+	})
+	succ := hookMsgs(t, srv, "/hooks/succeeded")
 	if len(succ) != succeeded {
 		t.Fatalf("run.succeeded-only endpoint got %v, want %d run.succeeded", hookTypes(succ), succeeded)
 	}
@@ -549,7 +565,8 @@ func TestWebhookRetries(t *testing.T) {
 				t.Errorf("attempt %d nextAttemptAt %v", i+1, get(a, "nextAttemptAt"))
 			}
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Delivered: it is never sent again, and the endpoint has no other
+		// delivery.
 		if n := len(hookMsgs(t, srv, "/h")); n != 3 {
 			t.Fatalf("%d requests after delivery, want 3", n)
 		}
@@ -583,12 +600,13 @@ func TestWebhookRetries(t *testing.T) {
 		// A disabled endpoint gets nothing more.
 		id := engStart(t, f.owner, f, f.workflowID, map[string]any{"name": "x"})
 		engFinish(t, f.owner, id, "succeeded")
-		time.Sleep(500 * time.Millisecond)
-		if n := len(hookMsgs(t, srv, "/gone")); n != 1 {
-			t.Fatalf("disabled endpoint received %d requests", n)
-		}
+		// Deliveries are recorded with the run's events: the finished run
+		// has all it will ever have, and nothing is sent without one.
 		if n := len(hookDeliveries(t, f.owner, map[string]any{"runID": id})); n != 0 {
 			t.Fatalf("%d deliveries recorded for a disabled endpoint", n)
+		}
+		if n := len(hookMsgs(t, srv, "/gone")); n != 1 {
+			t.Fatalf("disabled endpoint received %d requests", n)
 		}
 		// Enabling it again clears the reason.
 		up := f.owner.ok(mHookUpdate, map[string]any{"in": map[string]any{"id": epID, "enabled": true}})
@@ -684,9 +702,16 @@ func TestWebhookExhaustedAndRedeliver(t *testing.T) {
 	}
 
 	// Still failing once 5 days (scaled: 13s) have passed since the
-	// streak began: the next failure disables the endpoint.
-	failingSince, _ := time.Parse(time.RFC3339Nano, str(ep, "failingSince"))
-	time.Sleep(time.Until(failingSince.Add(14 * time.Second)))
+	// streak began: the next failure disables the endpoint. The streak's
+	// start is moved 14s back in Postgres, where each attempt reads it,
+	// instead of waiting for the time to pass.
+	res, err := ownerDB(t).Exec(`UPDATE webhook_endpoints SET failing_since = failing_since - interval '14 seconds' WHERE id = $1 AND failing_since IS NOT NULL`, epID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d endpoints back-dated, want 1", n)
+	}
 	runID2, second := hookSucceededRun(t, owner, f, srv, "/down")
 	d2 := hookWaitDelivery(t, owner, second.ID, hookWait, "exhausted")
 	if d2["attempts"] != float64(1) || str(d2, "runID") != runID2 {
@@ -841,6 +866,8 @@ func TestWebhookSecretRotation(t *testing.T) {
 	mustVerify(t, m, newSecret, "during grace, new secret")
 	mustVerify(t, m, oldSecret, "during grace, old secret")
 
+	// Waits for the grace period the server reported to pass (a deadline
+	// on the server's own clock, plus margin), not for an outcome.
 	time.Sleep(time.Until(expires) + 500*time.Millisecond)
 	_, m = hookSucceededRun(t, f.owner, f, srv, "/rot")
 	mustVerify(t, m, newSecret, "after grace, new secret")
