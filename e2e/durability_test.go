@@ -53,8 +53,8 @@ func crashDefinition(sink string) map[string]any {
 func newSlowSink(t *testing.T) *scriptServer {
 	s := &scriptServer{scripts: map[string][]reply{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r) // records, then writes into the unflushed response buffer
-		time.Sleep(rand.N(100 * time.Millisecond))
+		s.serve(w, r)                              // records, then writes into the unflushed response buffer
+		time.Sleep(rand.N(100 * time.Millisecond)) // the receiver's latency: part of the load, not a wait
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -304,7 +304,7 @@ func TestCrashSafety(t *testing.T) {
 				if w, err = startWorker(st.env); err == nil {
 					break
 				}
-				time.Sleep(500 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond) // retry pacing for a restart on a busy machine
 			}
 			mu.Lock()
 			dead = append(dead, victim)
