@@ -53,8 +53,9 @@ func crashDefinition(sink string) map[string]any {
 func newSlowSink(t *testing.T) *scriptServer {
 	s := &scriptServer{scripts: map[string][]reply{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r)                              // records, then writes into the unflushed response buffer
-		time.Sleep(rand.N(100 * time.Millisecond)) // the receiver's latency: part of the load, not a wait
+		s.serve(w, r) // records, then writes into the unflushed response buffer
+		// The receiver's latency: part of the load, not a wait.
+		time.Sleep(rand.N(100 * time.Millisecond))
 	}))
 	t.Cleanup(s.Close)
 	return s
