@@ -115,25 +115,22 @@ func runClosedLoop(b *testing.B, g gql, wf, envID string, n, workers int) []stri
 				}
 				id := str(d, "startRun.id")
 				ids[k] = id
-				deadline := time.Now().Add(time.Minute)
-				for {
+				// Every 10ms: the poll interval bounds the latency measured.
+				var st string
+				err = poll(time.Minute, 10*time.Millisecond, func() (bool, string) {
 					m, err := g.statuses([]string{id})
 					if err != nil {
-						errc <- err
-						return
+						return false, err.Error()
 					}
-					if st := m[id]; isTerminal(st) {
-						if st != "succeeded" {
-							errc <- fmt.Errorf("run %s is %s", id, st)
-							return
-						}
-						break
-					}
-					if time.Now().After(deadline) {
-						errc <- fmt.Errorf("run %s still %s after 1m", id, m[id])
-						return
-					}
-					time.Sleep(10 * time.Millisecond)
+					st = m[id]
+					return isTerminal(st), fmt.Sprintf("run %s is %s", id, st)
+				})
+				if err == nil && st != "succeeded" {
+					err = fmt.Errorf("run %s is %s", id, st)
+				}
+				if err != nil {
+					errc <- err
+					return
 				}
 			}
 		}()

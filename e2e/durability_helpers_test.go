@@ -139,7 +139,7 @@ func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, in
 					if d, err = g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", batch, i)}); err == nil {
 						break
 					}
-					time.Sleep(200 * time.Millisecond)
+					time.Sleep(200 * time.Millisecond) // retry pacing: a busy API process, not a wait for an outcome
 				}
 				if err != nil {
 					mu.Lock()
@@ -199,21 +199,22 @@ func countTerminal(m map[string]string) int {
 // waitTerminal polls until every run in ids is terminal or timeout passes,
 // and returns the last statuses seen.
 func (g gql) waitTerminal(ids []string, timeout time.Duration) (map[string]string, error) {
-	deadline := time.Now().Add(timeout)
 	var last map[string]string
-	for {
+	var lastErr error
+	// Every 250ms: each look fetches hundreds of runs.
+	err := poll(timeout, 250*time.Millisecond, func() (bool, string) {
 		m, err := g.statuses(ids)
-		if err == nil {
-			last = m
-			if countTerminal(m) == len(ids) {
-				return m, nil
-			}
+		if err != nil {
+			lastErr = err
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			return last, err
-		}
-		time.Sleep(250 * time.Millisecond)
+		last, lastErr = m, nil
+		return countTerminal(m) == len(ids), fmt.Sprintf("%d of %d runs terminal", countTerminal(m), len(ids))
+	})
+	if err == nil {
+		return last, nil
 	}
+	return last, lastErr
 }
 
 const qRunDetails = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id status output

@@ -55,6 +55,7 @@ func newSlowSink(t *testing.T) *scriptServer {
 	s := &scriptServer{scripts: map[string][]reply{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r) // records, then writes into the unflushed response buffer
+		// The receiver's latency: part of the load, not a wait.
 		time.Sleep(rand.N(100 * time.Millisecond))
 	}))
 	t.Cleanup(s.Close)
@@ -305,7 +306,7 @@ func TestCrashSafety(t *testing.T) {
 				if w, err = startWorker(st.env); err == nil {
 					break
 				}
-				time.Sleep(500 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond) // retry pacing for a restart on a busy machine
 			}
 			mu.Lock()
 			dead = append(dead, victim)

@@ -11,6 +11,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/sluicehq/sluice/internal/engine"
 )
 
 // The engine tests drive whole runs through the real processes: http steps
@@ -22,7 +26,7 @@ const (
 
 	qEngRun = `query($id: ID!) { node(id: $id) { ... on Run { id status mode replayOf failedStepID idempotencyKey output version { number }
 		error { class message stepID }
-		steps { stepID status attempts output error { class message } attemptList { number status error { class message } } }
+		steps { stepID status attempts output error { class message } attemptList { id number status error { class message } } }
 		events { seq type stepID attempt data } } } }`
 	qEngApprovals  = `query($r: ID!) { approvals(where: {runID: $r, status: pending}) { edges { node { id runID stepID status } } } }`
 	qEngApproval   = `query($id: ID!) { node(id: $id) { ... on ApprovalRequest { id status decidedBy comment } } }`
@@ -118,22 +122,18 @@ func engFinish(t *testing.T, c *client, id string, want ...string) map[string]an
 // through the approvals query as an operator would, and returns its id.
 func engPendingApproval(t *testing.T, c *client, runID string) string {
 	t.Helper()
-	deadline := time.Now().Add(engWait)
-	for time.Now().Before(deadline) {
-		list := edges(c.ok(qEngApprovals, map[string]any{"r": runID}), "approvals")
-		if len(list) > 1 {
-			t.Fatalf("run %s has %d pending approvals: %v", runID, len(list), list)
-		}
-		if len(list) == 1 {
-			if list[0]["runID"] != runID || list[0]["status"] != "pending" {
-				t.Fatalf("approval: %v", list[0])
-			}
-			return list[0]["id"].(string)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var list []map[string]any
+	eventually(t, engWait, func() (bool, string) {
+		list = edges(c.ok(qEngApprovals, map[string]any{"r": runID}), "approvals")
+		return len(list) > 0, fmt.Sprintf("run %s has no pending approval", runID)
+	})
+	if len(list) > 1 {
+		t.Fatalf("run %s has %d pending approvals: %v", runID, len(list), list)
 	}
-	t.Fatalf("run %s never had a pending approval; run: %v", runID, engRun(t, c, runID))
-	return ""
+	if list[0]["runID"] != runID || list[0]["status"] != "pending" {
+		t.Fatalf("approval: %v", list[0])
+	}
+	return list[0]["id"].(string)
 }
 
 // engCalls returns the requests s received with exactly method and path.
@@ -646,11 +646,19 @@ func TestEngineConcurrentApprovalDecisions(t *testing.T) {
 		if ev := engEvent(run, "approval.decided"); get(ev, "data.decision") != strings.ToLower(decision(w["decider"].(int))) {
 			t.Errorf("approval.decided: %v", ev)
 		}
-		// A late duplicate execution would show up after the run ended.
-		time.Sleep(1500 * time.Millisecond)
+		// A late duplicate execution would come from a step task of this
+		// run: once the queue holds none, every one has been handled, and
+		// the run's record and the sink show what they did.
+		waitQueueHandled(t, suiteRedis(t), "steps", runID)
+		run = engRun(t, operator, runID)
 		want := 0
 		if wantStatus == "approved" {
 			want = 1
+			if atts := engAttempts(t, run, "sink"); len(atts) != 1 || atts[0]["status"] != "succeeded" {
+				t.Errorf("sink attempts: %v", atts)
+			}
+		} else {
+			engNeverRan(t, run, "sink")
 		}
 		posts := engCount(t, srv, "POST", path, want)
 		if want == 1 && engJSONBody(t, posts[0])["decided"] != "true" {
@@ -803,7 +811,9 @@ func TestEngineReplay(t *testing.T) {
 		t.Fatalf("replayRun: %v", d)
 	}
 	sb := engFinish(t, f.owner, sbID, "succeeded")
-	time.Sleep(time.Second) // a stray call would arrive by now
+	// A stray call would be made by a step task of the replay: once the
+	// queue holds none, every one has been handled.
+	waitQueueHandled(t, suiteRedis(t), "steps", sbID)
 	engCount(t, srv, "POST", "/p/sink", 1)
 	if got := stepOf(sb, "post")["output"]; !reflect.DeepEqual(got, srcOut) {
 		t.Errorf("sandbox post output %v, want the source's %v", got, srcOut)
@@ -839,12 +849,23 @@ func TestEngineCancelDuringDelay(t *testing.T) {
 	operator := newClient(t, 1, token(t, f.tenantID, "operator"))
 	runID := engStart(t, operator, f, wf, nil)
 	waitRun(t, operator, runID, engWait, "waiting")
+	// The delay's end is a wake-up task scheduled on the queue; it is there
+	// before the run is cancelled, so the test sees it handled afterwards.
+	rdb := suiteRedis(t)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	wake := engine.TaskStep + ":" + engAttempts(t, engRun(t, operator, runID), "wait")[0]["id"].(string)
+	eventually(t, engWait, func() (bool, string) {
+		info, err := insp.GetTaskInfo("steps", wake)
+		return err == nil && info.State == asynq.TaskStateScheduled, fmt.Sprintf("delay wake-up %s: %v %v", wake, info, err)
+	})
 	d := operator.ok(mEngCancel, map[string]any{"id": runID})
 	if str(d, "cancelRun.status") != "cancelled" {
 		t.Fatalf("cancelRun: %v", d)
 	}
 	operator.fail("CONFLICT", mEngCancel, map[string]any{"id": runID})
-	time.Sleep(7 * time.Second)
+	// Once the delay's wake-up (and any task it led to) has been handled,
+	// whatever it did is recorded.
+	waitQueueHandled(t, rdb, "steps", runID)
 	run := engRun(t, f.owner, runID)
 	if run["status"] != "cancelled" || get(run, "error.class") != "cancelled" {
 		t.Errorf("run: %v %v", run["status"], run["error"])

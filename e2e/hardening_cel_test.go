@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,12 +93,10 @@ func TestRunOutputTotalCap(t *testing.T) {
 	// Polled without the outputs, which weigh 70 MB.
 	const qLight = `query($id: ID!) { node(id: $id) { ... on Run { status error { class message stepID } steps { stepID status } } } }`
 	var run map[string]any
-	for end := time.Now().Add(90 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+	eventually(t, 90*time.Second, func() (bool, string) {
 		run, _ = get(f.owner.ok(qLight, map[string]any{"id": id}), "node").(map[string]any)
-		if isTerminal(str(run, "status")) {
-			break
-		}
-	}
+		return isTerminal(str(run, "status")), fmt.Sprintf("run %s is %s", id, str(run, "status"))
+	})
 	if run["status"] != "failed" || str(run, "error.class") != "limit" || str(run, "error.stepID") != "s8" ||
 		!strings.Contains(str(run, "error.message"), "64 MiB") {
 		t.Fatalf("run %s, error %v; want s8 failed with class limit naming 64 MiB", run["status"], run["error"])
@@ -234,9 +233,10 @@ func TestConditionsDecidedByWorkers(t *testing.T) {
 	id = str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"go": true}}), "startRun.id")
 	waitRun(t, f.owner, id, 30*time.Second, "waiting")
 	var apps []map[string]any
-	for end := time.Now().Add(10 * time.Second); len(apps) == 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	eventually(t, 30*time.Second, func() (bool, string) {
 		apps = edges(f.owner.ok(`query($r: ID!) { approvals(where: {runID: $r}) { edges { node { id message status } } } }`, map[string]any{"r": id}), "approvals")
-	}
+		return len(apps) > 0, "no approval for run " + id
+	})
 	if len(apps) != 1 || str(apps[0], "message") != "approve true?" {
 		t.Fatalf("approvals: %v", apps)
 	}
@@ -389,9 +389,16 @@ func TestLateTransformStillRuns(t *testing.T) {
 	wf, _ := deployWorkflow(t, f, "late", simpleDefinition())
 	c := f.owner.on(st.server)
 	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"name": "late"}}), "startRun.id")
-	// No worker for 21s: the first step is then 20s past due (the
-	// threshold of a late delivery).
-	time.Sleep(21 * time.Second)
+	// With no worker, the first step waits; its readiness is moved 21s
+	// into the past (the clock a worker compares it with) so the delivery
+	// is past the 20s threshold of a late one without waiting 21s.
+	res, err := ownerDB(t).Exec(`UPDATE step_runs SET ready_at = ready_at - interval '21 seconds' WHERE run_id = $1 AND status = 'queued'`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d queued steps back-dated, want 1", n)
+	}
 	w, err := startWorker(st.env)
 	if err != nil {
 		t.Fatal(err)

@@ -67,15 +67,14 @@ func hsCollect(t *testing.T, owner *client, run string) hsObjects {
 	if len(mc) == 1 {
 		o.modelCall = str(mc[0], "id")
 	}
-	deadline := time.Now().Add(hookWait)
-	for o.webhookAttempt == "" && time.Now().Before(deadline) {
+	eventually(t, hookWait, func() (bool, string) {
 		for _, d := range edges(owner.ok(hsDeliveries, map[string]any{"r": run}), "webhookDeliveries") {
 			if list, _ := d["attemptList"].([]any); str(d, "status") == "delivered" && len(list) > 0 {
 				o.delivery, o.webhookAttempt = str(d, "id"), str(list[0], "id")
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return o.webhookAttempt != "", "no delivered webhook for run " + run
+	})
 	for typ, id := range o.all() {
 		if id == "" {
 			t.Fatalf("run %s has no %s: %v", run, typ, r)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -65,17 +66,10 @@ func TestHardeningPostgresOutage(t *testing.T) {
 	}
 
 	px.up()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() (bool, string) {
 		status, _, r := postGraphQL(t, url, f.owner.token, start, vars)
-		if status == 200 && len(r.Errors) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the outage: %d %s", status, r.Raw)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return status == 200 && len(r.Errors) == 0, fmt.Sprintf("after the outage: %d %s", status, r.Raw)
+	})
 }
 
 // launch starts a Sluice process without waiting for it to be ready.
@@ -112,17 +106,21 @@ func launch(t *testing.T, extra []string, args ...string) *process {
 // waitLog waits until p's output contains s; it fails if p exits first.
 func waitLog(t *testing.T, p *process, s string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.Logs(), s) {
+	exited := false
+	eventually(t, timeout, func() (bool, string) {
+		if strings.Contains(p.Logs(), s) {
+			return true, ""
+		}
 		select {
 		case <-p.done:
-			t.Fatalf("process exited while waiting for %q:\n%s", s, tail(p.Logs(), 3000))
+			exited = true
+			return true, ""
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q within %s:\n%s", s, timeout, tail(p.Logs(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false, fmt.Sprintf("no %q:\n%s", s, tail(p.Logs(), 3000))
+	})
+	if exited && !strings.Contains(p.Logs(), s) {
+		t.Fatalf("process exited while waiting for %q:\n%s", s, tail(p.Logs(), 3000))
 	}
 }
 
@@ -160,20 +158,14 @@ func TestHardeningStartWhileDown(t *testing.T) {
 	serve.mu.Lock()
 	base := serve.url
 	serve.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() (bool, string) {
 		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never 200:\n%s", tail(serve.Logs(), 3000))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200, fmt.Sprintf("/readyz %d:\n%s", resp.StatusCode, tail(serve.Logs(), 3000))
+	})
 	// The stack works end to end: a run started through it finishes on its
 	// worker.
 	c := &client{t: t, url: base + "/graphql", token: f.owner.token}

@@ -60,7 +60,7 @@ func (p *tcpProxy) up() {
 			go p.accept(p.ln)
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // retry pacing while the kernel releases the port
 	}
 	p.t.Fatalf("proxy cannot listen on %s again: %v", p.addr, err)
 }

@@ -116,15 +116,11 @@ func TestWebsocketBadInitLeavesNoDescriptor(t *testing.T) {
 	// Slack for descriptors the process opens on its own meanwhile (a pool
 	// connection); 300 leaked sockets are far beyond it.
 	const slack = 10
-	deadline := time.Now().Add(90 * time.Second)
-	now := openFDs(t, p)
-	for now > before+slack {
-		if time.Now().After(deadline) {
-			t.Fatalf("open descriptors: %d before %d bad clients, still %d after 90s", before, clients, now)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var now int
+	eventually(t, 90*time.Second, func() (bool, string) {
 		now = openFDs(t, p)
-	}
+		return now <= before+slack, fmt.Sprintf("open descriptors: %d before %d bad clients, still %d", before, clients, now)
+	})
 	t.Logf("open descriptors: %d before, %d after %d bad clients", before, now, clients)
 	// The process still serves websockets.
 	connectWS(t, p, wsBearer(token(t, newTenant(t, "ws-fd"), "viewer")))

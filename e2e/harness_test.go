@@ -326,19 +326,19 @@ func startProcess(extra []string, args ...string) (*process, error) {
 	if p.url == "" {
 		return p, nil // a worker: no HTTP
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	err = poll(15*time.Second, pollEvery, func() (bool, string) {
 		resp, err := http.Get(p.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p, nil
-			}
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	})
+	if err != nil {
+		p.stop()
+		return nil, fmt.Errorf("sluice %v: /healthz never answered: %v", args, err)
 	}
-	p.stop()
-	return nil, fmt.Errorf("sluice %v: /healthz never answered", args)
+	return p, nil
 }
 
 func (p *process) stop() {

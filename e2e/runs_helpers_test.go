@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -26,21 +28,12 @@ func deployWorkflow(t *testing.T, f *fixture, slug string, def map[string]any) (
 // waitRun polls a run until its status is one of want and returns it.
 func waitRun(t *testing.T, c *client, runID string, timeout time.Duration, want ...string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last map[string]any
-	for time.Now().Before(deadline) {
-		d := c.ok(qRun, map[string]any{"id": runID})
-		last, _ = get(d, "node").(map[string]any)
-		st := str(last, "status")
-		for _, w := range want {
-			if st == w {
-				return last
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("run %s did not reach %v within %s; last: %v", runID, want, timeout, last)
-	return nil
+	eventually(t, timeout, func() (bool, string) {
+		last, _ = get(c.ok(qRun, map[string]any{"id": runID}), "node").(map[string]any)
+		return slices.Contains(want, str(last, "status")), fmt.Sprintf("run %s not %v: %v", runID, want, last)
+	})
+	return last
 }
 
 // stepOf returns the step with id from a run.

@@ -17,6 +17,10 @@ import (
 func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "canary")
+	// Everything that carries the canary goes through a stack of its own,
+	// whose logs are complete once its processes have stopped.
+	st := newStack(t, 1)
+	owner := f.owner.on(st.server)
 	canary := "canary-" + randHex(16)
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -25,8 +29,8 @@ func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 	t.Cleanup(echo.Close)
 	// The fake model repeats its own API key: the call's redactor must catch it.
 	ai := newFakeOpenAI(t, "the key was "+canary+"-ai")
-	f.owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "echo", "t": "bearer", "s": map[string]any{"token": canary}})
-	f.owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "openai", "t": "openai", "s": map[string]any{"apiKey": canary + "-ai", "baseURL": ai.URL + "/v1"}})
+	owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "echo", "t": "bearer", "s": map[string]any{"token": canary}})
+	owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "openai", "t": "openai", "s": map[string]any{"apiKey": canary + "-ai", "baseURL": ai.URL + "/v1"}})
 	def := map[string]any{
 		"schemaVersion": 1,
 		"steps": []any{
@@ -38,12 +42,12 @@ func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 		},
 	}
 	wf, _ := deployWorkflow(t, f, "canary", def)
-	id := str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
-	run := waitRun(t, f.owner, id, 30*time.Second, "succeeded", "failed")
+	id := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	run := waitRun(t, owner, id, 30*time.Second, "succeeded", "failed")
 	if run["status"] != "succeeded" {
 		t.Fatalf("run: %v", run)
 	}
-	trace := f.owner.do(`query($id: ID!) { node(id: $id) { ... on Run { output steps { stepID output calls { kind method host path statusCode durationMs provider model inputTokens outputTokens } attemptList { calls { kind method host path statusCode provider model inputTokens outputTokens error } } } events { type data } } } }`, map[string]any{"id": id})
+	trace := owner.do(`query($id: ID!) { node(id: $id) { ... on Run { output steps { stepID output calls { kind method host path statusCode durationMs provider model inputTokens outputTokens } attemptList { calls { kind method host path statusCode provider model inputTokens outputTokens error } } } events { type data } } } }`, map[string]any{"id": id})
 	if len(trace.Errors) > 0 {
 		t.Fatalf("trace query: %s", trace.Raw)
 	}
@@ -72,8 +76,18 @@ func TestCanaryNeverInTraceOrEvents(t *testing.T) {
 	if !strings.Contains(trace.Raw, "[REDACTED]") {
 		t.Fatalf("the echoed credential was not visibly redacted: %s", trace.Raw)
 	}
-	time.Sleep(200 * time.Millisecond) // let the processes flush their last log lines
-	logs := allLogs()
+	// A stopped process's log is complete (stop waits until its output
+	// has been read). The suite's processes are included too: their
+	// workers' reconcilers may pick up a step of the stack's run.
+	logs := ""
+	for _, p := range append([]*process{st.server}, st.workers...) {
+		p.stop()
+		logs += p.Logs()
+	}
+	if !strings.Contains(logs, f.tenantID) {
+		t.Fatalf("the stack's log does not show the test's requests:\n%s", tail(logs, 2000))
+	}
+	logs += allLogs()
 	for _, w := range suite.workers {
 		logs += w.Logs()
 	}

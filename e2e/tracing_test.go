@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -88,13 +89,10 @@ func TestRunExportedAsTrace(t *testing.T) {
 	}
 	w.stop() // flushes the exporter
 	var spans []*tracepb.Span
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if spans = col.forTrace(traceID); len(spans) >= 3 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		spans = col.forTrace(traceID)
+		return len(spans) >= 3, fmt.Sprintf("%d spans of trace %s", len(spans), traceID)
+	})
 	names := map[string]*tracepb.Span{}
 	for _, s := range spans {
 		names[s.Name] = s

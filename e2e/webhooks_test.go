@@ -114,23 +114,16 @@ func hookMsgs(t *testing.T, s *scriptServer, path string) []hookMsg {
 // match (all when match is nil) and returns those.
 func hookWaitMsgs(t *testing.T, s *scriptServer, path string, n int, match func(hookMsg) bool) []hookMsg {
 	t.Helper()
-	deadline := time.Now().Add(hookWait)
 	var got []hookMsg
-	for {
+	eventually(t, hookWait, func() (bool, string) {
 		got = got[:0]
 		for _, m := range hookMsgs(t, s, path) {
 			if match == nil || match(m) {
 				got = append(got, m)
 			}
 		}
-		if len(got) >= n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	if len(got) < n {
-		t.Fatalf("%s received %d matching messages within %s, want %d: %v", path, len(got), hookWait, n, hookTypes(got))
-	}
+		return len(got) >= n, fmt.Sprintf("%s received %d matching messages, want %d: %v", path, len(got), n, hookTypes(got))
+	})
 	return got
 }
 
@@ -172,19 +165,15 @@ func hookDeliveries(t *testing.T, c *client, where map[string]any) []map[string]
 // one of want and returns it.
 func hookWaitDelivery(t *testing.T, c *client, webhookID string, timeout time.Duration, want ...string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, timeout, func() (bool, string) {
 		if list := hookDeliveries(t, c, map[string]any{"webhookID": webhookID}); len(list) == 1 {
 			last = list[0]
-			if slices.Contains(want, str(last, "status")) {
-				return last
-			}
+			return slices.Contains(want, str(last, "status")), fmt.Sprintf("delivery %s not %v: %v", webhookID, want, last)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("delivery %s did not reach %v within %s; last: %v", webhookID, want, timeout, last)
-	return nil
+		return false, fmt.Sprintf("no single delivery %s", webhookID)
+	})
+	return last
 }
 
 // hookAttemptCodes lists the status codes of a delivery's attempts (0 for none).
@@ -201,17 +190,12 @@ func hookAttemptCodes(d map[string]any) []int {
 // hookAwaitEndpoint polls an endpoint until cond holds.
 func hookAwaitEndpoint(t *testing.T, c *client, id string, cond func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(hookWait)
 	var ep map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, hookWait, func() (bool, string) {
 		ep, _ = get(c.ok(qHookEndpoint, map[string]any{"id": id}), "node").(map[string]any)
-		if ep != nil && cond(ep) {
-			return ep
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("endpoint %s never reached the expected state; last: %v", id, ep)
-	return nil
+		return ep != nil && cond(ep), fmt.Sprintf("endpoint %s not in the expected state: %v", id, ep)
+	})
+	return ep
 }
 
 // hookRunEvents returns a run and its catalog events in seq order.
@@ -239,7 +223,18 @@ func hookCheckRun(t *testing.T, c *client, s *scriptServer, path, secret, runID 
 	t.Helper()
 	run, events := hookRunEvents(t, c, runID)
 	msgs := hookWaitMsgs(t, s, path, len(events), forRun(runID))
-	time.Sleep(200 * time.Millisecond) // a duplicate would show up now
+	// Deliveries are recorded with the run's events, so the run being
+	// finished means all of them exist. A duplicate would come from one
+	// still pending or one too many: once each message's delivery is
+	// recorded delivered (it is never sent again) and the endpoint has one
+	// delivery per event, none can come.
+	endpointID := ""
+	for _, m := range msgs {
+		endpointID = str(hookWaitDelivery(t, c, m.ID, hookWait, "delivered"), "endpointID")
+	}
+	if n := len(hookDeliveries(t, c, map[string]any{"runID": runID, "endpointID": endpointID})); n != len(events) {
+		t.Fatalf("run %s: %d deliveries to %s for %d catalog events", runID, n, path, len(events))
+	}
 	msgs = hookWaitMsgs(t, s, path, len(events), forRun(runID))
 	if len(msgs) != len(events) {
 		t.Fatalf("run %s: %d messages for %d catalog events: got %v", runID, len(msgs), len(events), hookTypes(msgs))
@@ -491,9 +486,14 @@ func TestWebhookRunEvents(t *testing.T) {
 		}
 	}
 	// The run.succeeded-only endpoint got exactly the run.succeeded events.
-	succ := hookWaitMsgs(t, srv, "/hooks/succeeded", succeeded, nil)
-	time.Sleep(300 * time.Millisecond)
-	succ = hookMsgs(t, srv, "/hooks/succeeded")
+	// Every run is finished, so every delivery is recorded; once none to
+	// this endpoint is pending, nothing more is sent to it.
+	hookWaitMsgs(t, srv, "/hooks/succeeded", succeeded, nil)
+	eventually(t, hookWait, func() (bool, string) {
+		list := hookDeliveries(t, f.owner, map[string]any{"endpointID": succID})
+		return !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }), fmt.Sprintf("deliveries: %v", list)
+	})
+	succ := hookMsgs(t, srv, "/hooks/succeeded")
 	if len(succ) != succeeded {
 		t.Fatalf("run.succeeded-only endpoint got %v, want %d run.succeeded", hookTypes(succ), succeeded)
 	}
@@ -565,7 +565,8 @@ func TestWebhookRetries(t *testing.T) {
 				t.Errorf("attempt %d nextAttemptAt %v", i+1, get(a, "nextAttemptAt"))
 			}
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Delivered: it is never sent again, and the endpoint has no other
+		// delivery.
 		if n := len(hookMsgs(t, srv, "/h")); n != 3 {
 			t.Fatalf("%d requests after delivery, want 3", n)
 		}
@@ -599,12 +600,13 @@ func TestWebhookRetries(t *testing.T) {
 		// A disabled endpoint gets nothing more.
 		id := engStart(t, f.owner, f, f.workflowID, map[string]any{"name": "x"})
 		engFinish(t, f.owner, id, "succeeded")
-		time.Sleep(500 * time.Millisecond)
-		if n := len(hookMsgs(t, srv, "/gone")); n != 1 {
-			t.Fatalf("disabled endpoint received %d requests", n)
-		}
+		// Deliveries are recorded with the run's events: the finished run
+		// has all it will ever have, and nothing is sent without one.
 		if n := len(hookDeliveries(t, f.owner, map[string]any{"runID": id})); n != 0 {
 			t.Fatalf("%d deliveries recorded for a disabled endpoint", n)
+		}
+		if n := len(hookMsgs(t, srv, "/gone")); n != 1 {
+			t.Fatalf("disabled endpoint received %d requests", n)
 		}
 		// Enabling it again clears the reason.
 		up := f.owner.ok(mHookUpdate, map[string]any{"in": map[string]any{"id": epID, "enabled": true}})
@@ -700,9 +702,16 @@ func TestWebhookExhaustedAndRedeliver(t *testing.T) {
 	}
 
 	// Still failing once 5 days (scaled: 13s) have passed since the
-	// streak began: the next failure disables the endpoint.
-	failingSince, _ := time.Parse(time.RFC3339Nano, str(ep, "failingSince"))
-	time.Sleep(time.Until(failingSince.Add(14 * time.Second)))
+	// streak began: the next failure disables the endpoint. The streak's
+	// start is moved 14s back in Postgres, where each attempt reads it,
+	// instead of waiting for the time to pass.
+	res, err := ownerDB(t).Exec(`UPDATE webhook_endpoints SET failing_since = failing_since - interval '14 seconds' WHERE id = $1 AND failing_since IS NOT NULL`, epID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d endpoints back-dated, want 1", n)
+	}
 	runID2, second := hookSucceededRun(t, owner, f, srv, "/down")
 	d2 := hookWaitDelivery(t, owner, second.ID, hookWait, "exhausted")
 	if d2["attempts"] != float64(1) || str(d2, "runID") != runID2 {
@@ -810,20 +819,13 @@ func TestWebhookDeliveryOutlivesWorkerCrash(t *testing.T) {
 	}
 	killed := time.Now()
 
-	deadline := time.Now().Add(60 * time.Second)
 	var msgs []recorded
-	for time.Now().Before(deadline) {
+	eventually(t, 60*time.Second, func() (bool, string) {
 		mu.Lock()
 		msgs = slices.Clone(got)
 		mu.Unlock()
-		if len(msgs) >= 2 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(msgs) < 2 {
-		t.Fatalf("the delivery was never sent again after the worker died")
-	}
+		return len(msgs) >= 2, "the delivery was never sent again after the worker died"
+	})
 	if msgs[1].Header.Get("webhook-id") != msgs[0].Header.Get("webhook-id") {
 		t.Fatalf("webhook-id changed: %s, %s", msgs[0].Header.Get("webhook-id"), msgs[1].Header.Get("webhook-id"))
 	}
@@ -864,6 +866,8 @@ func TestWebhookSecretRotation(t *testing.T) {
 	mustVerify(t, m, newSecret, "during grace, new secret")
 	mustVerify(t, m, oldSecret, "during grace, old secret")
 
+	// Waits for the grace period the server reported to pass (a deadline
+	// on the server's own clock, plus margin), not for an outcome.
 	time.Sleep(time.Until(expires) + 500*time.Millisecond)
 	_, m = hookSucceededRun(t, f.owner, f, srv, "/rot")
 	mustVerify(t, m, newSecret, "after grace, new secret")
@@ -1109,18 +1113,11 @@ func TestWebhookSSRF(t *testing.T) {
 	strict.fail("VALIDATION", mHookCreate, map[string]any{"u": srv.URL + "/strict"}) // creation refuses it there
 	runID := engStart(t, strict, f, f.workflowID, map[string]any{"name": "ssrf"})
 	engFinish(t, strict, runID, "succeeded")
-	deadline := time.Now().Add(hookWait)
 	var list []map[string]any
-	for time.Now().Before(deadline) {
+	eventually(t, hookWait, func() (bool, string) {
 		list = hookDeliveries(t, strict, map[string]any{"runID": runID})
-		if len(list) == 2 && !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(list) != 2 {
-		t.Fatalf("deliveries: %v", list)
-	}
+		return len(list) == 2 && !slices.ContainsFunc(list, func(d map[string]any) bool { return d["status"] == "pending" }), fmt.Sprintf("deliveries: %v", list)
+	})
 	for _, d := range list {
 		if d["status"] != "exhausted" || d["attempts"] != float64(1) || !strings.Contains(str(d, "lastError"), "not allowed") || d["lastStatusCode"] != nil {
 			t.Fatalf("delivery to a refused address: %v", d)
