@@ -173,6 +173,7 @@ func TestApprovalDependentsNotEvaluatedByAPI(t *testing.T) {
 		},
 	})
 	id := str(c.ok(mStartRun, map[string]any{"w": wf2, "e": f.envID}), "startRun.id")
+	first := id
 	waitRun(t, c, id, 30*time.Second, "waiting")
 	apps := edges(c.ok(`query($r: ID!) { approvals(where: {runID: $r}) { edges { node { id } } } }`, map[string]any{"r": id}), "approvals")
 	if len(apps) != 1 {
@@ -190,6 +191,48 @@ func TestApprovalDependentsNotEvaluatedByAPI(t *testing.T) {
 	run := waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")
 	if run["status"] != "failed" || str(run, "error.class") != "limit" || str(run, "error.stepID") != "guarded" {
 		t.Fatalf("run %s, error %v; want guarded failed with class limit", run["status"], run["error"])
+	}
+
+	// An approval that is its run's last open step completes the run: the
+	// run's output is then evaluated by a worker, not by decideApproval.
+	wf3, _ := deployWorkflow(t, f, "outbomb-approval", map[string]any{
+		"schemaVersion": 1,
+		"steps":         []any{map[string]any{"id": "ask", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}}},
+		"output":        aliasBomb,
+	})
+	id = str(c.ok(mStartRun, map[string]any{"w": wf3, "e": f.envID}), "startRun.id")
+	waitRun(t, c, id, 30*time.Second, "waiting")
+	apps = edges(c.ok(`query($r: ID!) { approvals(where: {runID: $r}) { edges { node { id } } } }`, map[string]any{"r": id}), "approvals")
+	if len(apps) != 1 {
+		t.Fatalf("approvals: %v", apps)
+	}
+	before = vmHWM(t, st.server)
+	c.ok(`mutation($id: ID!) { decideApproval(input: {id: $id, decision: APPROVE}) { id status } }`, map[string]any{"id": str(apps[0], "id")})
+	if grew := vmHWM(t, st.server) - before; grew > 100<<10 {
+		t.Errorf("the API's peak memory grew by %d MiB during decideApproval of the last step", grew>>10)
+	}
+	run = waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")
+	if run["status"] != "failed" || str(run, "error.class") != "limit" {
+		t.Fatalf("run %s, error %v; want failed with class limit at its output", run["status"], run["error"])
+	}
+	// A worker's decision shows as an attempt of the step (README, Run
+	// events): the one that opened the approval, and for the last open
+	// approval the one that finished it; an approval with open dependents
+	// is completed by decideApproval itself.
+	askAttempts := func(runID string) any {
+		d := c.ok(`query($id: ID!) { node(id: $id) { ... on Run { steps { stepID attempts } } } }`, map[string]any{"id": runID})
+		for _, s := range get(d, "node.steps").([]any) {
+			if str(s, "stepID") == "ask" {
+				return get(s, "attempts")
+			}
+		}
+		return nil
+	}
+	if n := askAttempts(id); n != float64(2) {
+		t.Errorf("the last open approval has %v attempts, want 2 (opened and finished by a worker)", n)
+	}
+	if n := askAttempts(first); n != float64(1) {
+		t.Errorf("an approval with open dependents has %v attempts, want 1 (opened by a worker, completed by decideApproval)", n)
 	}
 }
 

@@ -100,12 +100,20 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 		return s.settleUncertainApproval(ctx, sr, approve, by, comment)
 	}
 	if approve && s.deferEval {
-		// What follows evaluates the dependents' expressions and the run's
-		// output: a worker finishes the step (decide.go).
-		if err := s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued); err != nil {
+		// Dependents that evaluate an expression to start are queued for a
+		// worker anyway (tryStart); what is left is the run's output, which
+		// this step completes when it is the run's last open step: then a
+		// worker finishes the step (decide.go).
+		last, err := s.lastOpenStep(ctx)
+		if err != nil {
 			return err
 		}
-		return s.settle(ctx)
+		if last {
+			if err := s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued); err != nil {
+				return err
+			}
+			return s.settle(ctx)
+		}
 	}
 	if approve {
 		out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": timedOut}
@@ -168,4 +176,18 @@ func (e *Engine) ExpireApproval(ctx context.Context, tenantID, approvalID string
 		}
 		return s.flush(ctx)
 	})
+}
+
+// lastOpenStep reports whether the run has one step that is not finished
+// (pending, queued, running or waiting): the one being decided.
+func (s *runState) lastOpenStep(ctx context.Context) (bool, error) {
+	counts, err := s.stepCounts(ctx)
+	if err != nil {
+		return false, err
+	}
+	open := 0
+	for _, st := range []steprun.Status{steprun.StatusPending, steprun.StatusQueued, steprun.StatusRunning, steprun.StatusWaiting} {
+		open += counts[string(st)]
+	}
+	return open <= 1, nil
 }
