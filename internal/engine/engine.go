@@ -71,6 +71,11 @@ type Options struct {
 	// went silent while running it) before it fails with class `crashed`.
 	// If zero, DefaultCrashLimit.
 	CrashLimit int
+	// Now is the engine's clock: what it records as the time of a claim,
+	// a heartbeat, a retry's ready_at, an approval's expiry, and what it
+	// compares them with. If nil, the UTC wall clock truncated to
+	// microseconds (Postgres's precision). Tests inject one they advance.
+	Now func() time.Time
 }
 
 // DefaultCrashLimit is Options.CrashLimit's default.
@@ -88,8 +93,11 @@ func New(o Options) *Engine {
 	if o.CrashLimit <= 0 {
 		o.CrashLimit = DefaultCrashLimit
 	}
+	if o.Now == nil {
+		o.Now = func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+	}
 	return &Engine{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, keys: o.Keys, client: o.Client, dispatcher: o.Dispatcher, publisher: o.Publisher, executor: o.Executor, log: log, shipped: llm.Shipped(), metrics: o.Metrics,
-		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+		webhooks: o.Webhooks, tracer: o.Tracer, hooks: egress.NewClient(egressForWebhooks(o.Webhooks.Egress)), now: o.Now}
 }
 
 var (
