@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/errs"
 )
 
 // TestClaimFinishSettle: a run's first step is queued with a task; a
@@ -181,4 +184,265 @@ func TestRetryWithBackoff(t *testing.T) {
 	}
 	x.wantLog(id, "run.queued", "step.started call#1", "run.started", "step.retrying call#1",
 		"step.started call#2", "step.succeeded call#2", "run.succeeded")
+}
+
+// TestTakeoverOfSilentAttempt: a worker claims an http step and dies in the
+// call; while its heartbeat is fresh nobody else runs the step; once the
+// clock passes the stale period the reconciler re-sends it under a task id
+// of its own and another worker takes it over (step.reclaimed) and
+// finishes it under the same attempt.
+func TestTakeoverOfSilentAttempt(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	received := make(chan struct{}, 1)
+	var hits int32
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		first := hits == 1
+		mu.Unlock()
+		if first {
+			received <- struct{}{}
+			<-r.Context().Done() // the first worker dies mid-call
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	t.Cleanup(srv.Close)
+	id := x.start(x.deploy(def("steps.call.output.body.ok", httpStep("call", srv.URL))), nil)
+	tasks := stepTasks(x.rec.take())
+	if len(tasks) != 1 {
+		t.Fatalf("tasks %+v", tasks)
+	}
+	claimedAt := x.clock.Now()
+	ctx, die := context.WithCancel(context.Background())
+	t.Cleanup(die)
+	done := make(chan error, 1)
+	go func() {
+		done <- x.e.ExecuteAttempt(ctx, x.tenantID, AttemptRef{RunID: id, StepID: "call", ID: tasks[0].ID})
+	}()
+	select {
+	case <-received:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first worker never called")
+	}
+	sr := x.step(id, "call")
+	// updated_at is the row's (Ent's wall clock); the stale check compares
+	// it with the engine's clock, which started at the wall clock.
+	if sr.Status != steprun.StatusRunning || sr.UpdatedAt.Sub(claimedAt).Abs() > 5*time.Second {
+		t.Fatalf("claimed step: %s updated %v", sr.Status, sr.UpdatedAt)
+	}
+	if at := x.attempts(id, "call"); len(at) != 1 || at[0].Status != stepattempt.StatusRunning {
+		t.Fatalf("attempts %v", at)
+	}
+	die()
+	if err := <-done; err == nil {
+		t.Fatal("the dying worker reported success")
+	}
+	// The dead worker left the step running.
+	if sr := x.step(id, "call"); sr.Status != steprun.StatusRunning {
+		t.Fatalf("after the worker died: %s", sr.Status)
+	}
+	logBefore := []string{"run.queued", "step.started call#1", "run.started"}
+	x.wantLog(id, logBefore...)
+
+	// Within the stale period: another delivery leaves it to its holder.
+	x.clock.Advance(stale - 10*time.Second)
+	if err := x.execute(tasks[0]); err != nil {
+		t.Fatal(err)
+	}
+	due, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 0 {
+		t.Fatalf("due within the stale period: %+v %v", due, err)
+	}
+	x.wantLog(id, logBefore...)
+
+	// Past it: taken over.
+	x.clock.Advance(20 * time.Second)
+	due, err = x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 1 || due[0].ID != tasks[0].ID || due[0].Variant == "" {
+		t.Fatalf("due past the stale period: %+v %v", due, err)
+	}
+	if err := x.execute(due[0]); err != nil {
+		t.Fatal(err)
+	}
+	r := x.run(id)
+	if r.Status != run.StatusSucceeded || string(r.Output) != "true" {
+		t.Fatalf("run %s output %s", r.Status, r.Output)
+	}
+	at := x.attempts(id, "call")
+	if len(at) != 1 || at[0].Status != stepattempt.StatusSucceeded || x.step(id, "call").Attempts != 1 {
+		t.Fatalf("attempts after the takeover: %v", at)
+	}
+	rec := x.event(id, "step.reclaimed", "call")
+	if rec.Data["attemptID"] != tasks[0].ID || rec.Data["takeover"] != float64(1) {
+		t.Errorf("step.reclaimed data %v", rec.Data)
+	}
+	x.wantLog(id, append(logBefore, "step.reclaimed call#1", "step.succeeded call#1", "run.succeeded")...)
+}
+
+func approvalStep(id, timeout, onTimeout string, needs ...string) map[string]any {
+	s := map[string]any{"id": id, "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}, "timeout": timeout}
+	if onTimeout != "" {
+		s["onTimeout"] = onTimeout
+	}
+	if len(needs) > 0 {
+		s["needs"] = needs
+	}
+	return s
+}
+
+// approvalRun starts a run whose first step asks for approval (1h timeout)
+// and whose second is a transform; it returns the run and its request.
+func approvalRun(x *h, onTimeout string) (string, *ent.ApprovalRequest, []Task) {
+	x.t.Helper()
+	id := x.start(x.deploy(def("steps.after.output",
+		approvalStep("gate", "1h", onTimeout),
+		map[string]any{"id": "after", "type": "transform", "needs": []any{"gate"}, "output": "'done'"},
+	)), nil)
+	other := x.drain()
+	aprs := x.approvals(id)
+	if len(aprs) != 1 {
+		x.t.Fatalf("approval requests: %v", aprs)
+	}
+	return id, aprs[0], other
+}
+
+// TestApprovalDecided: an approval step waits with a pending request and
+// an expiry task; an operator's approval lets the run go on; a second
+// decision is CONFLICT.
+func TestApprovalDecided(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	t0 := x.clock.Now()
+	id, apr, other := approvalRun(x, "")
+	if apr.Status != approvalrequest.StatusPending || apr.ExpiresAt == nil || !apr.ExpiresAt.Equal(t0.Add(time.Hour)) || apr.StepID != "gate" {
+		t.Fatalf("request %v", apr)
+	}
+	if len(other) != 1 || other[0].Kind != TaskApprovalTimeout || other[0].ID != apr.ID || !other[0].At.Equal(*apr.ExpiresAt) {
+		t.Fatalf("expiry task %+v", other)
+	}
+	if sr := x.step(id, "gate"); sr.Status != steprun.StatusWaiting {
+		t.Fatalf("gate is %s", sr.Status)
+	}
+	if r := x.run(id); r.Status != run.StatusWaiting {
+		t.Fatalf("run is %s", r.Status)
+	}
+	waiting := []string{"run.queued", "run.started", "approval.requested gate", "run.waiting"}
+	x.wantLog(id, waiting...)
+
+	// A viewer may not decide (approvers are operators): nothing written.
+	if err := x.as("user_viewer", "viewer").try(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, true, "")
+		return err
+	}); errs.CodeOf(err) != errs.Forbidden {
+		t.Fatalf("viewer decision: %v", err)
+	}
+	x.wantLog(id, waiting...)
+
+	x.clock.Advance(time.Minute)
+	op := x.as("user_op", "operator")
+	op.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, true, "looks fine")
+		return err
+	})
+	x.drain()
+	got := x.approvals(id)[0]
+	if got.Status != approvalrequest.StatusApproved || got.DecidedBy == nil || *got.DecidedBy != "user_op" ||
+		got.DecidedAt == nil || !got.DecidedAt.Equal(t0.Add(time.Minute)) || got.Comment == nil || *got.Comment != "looks fine" {
+		t.Fatalf("decided request %v", got)
+	}
+	if r := x.run(id); r.Status != run.StatusSucceeded || string(r.Output) != `"done"` {
+		t.Fatalf("run %s output %s", r.Status, r.Output)
+	}
+	if sr := x.step(id, "gate"); sr.Status != steprun.StatusSucceeded {
+		t.Fatalf("gate is %s", sr.Status)
+	}
+	dec := x.event(id, "approval.decided", "gate")
+	if dec.Data["decision"] != "approve" || dec.Data["by"] != "user_op" {
+		t.Errorf("approval.decided %v", dec.Data)
+	}
+	x.wantLog(id, append(waiting, "approval.decided gate", "step.succeeded gate", "run.running",
+		"step.started after#1", "step.succeeded after#1", "run.succeeded")...)
+	if err := op.try(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, false, "")
+		return err
+	}); errs.CodeOf(err) != errs.Conflict {
+		t.Fatalf("second decision: %v", err)
+	}
+	// The expiry task, delivered later, finds it decided.
+	x.clock.Advance(2 * time.Hour)
+	if err := x.e.ExpireApproval(context.Background(), x.tenantID, apr.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.approvals(id)[0]; got.Status != approvalrequest.StatusApproved {
+		t.Fatalf("expiry after the decision: %s", got.Status)
+	}
+}
+
+// TestApprovalTimeout: before its expiry an expiry task does nothing and
+// the reconciler sends none; after it, the request expires and the step
+// goes the way of onTimeout.
+func TestApprovalTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		onTimeout string
+		run       run.Status
+		gate      steprun.Status
+	}{
+		{"", run.StatusFailed, steprun.StatusFailed}, // reject by default
+		{"approve", run.StatusSucceeded, steprun.StatusSucceeded},
+	} {
+		t.Run("onTimeout="+tc.onTimeout, func(t *testing.T) {
+			t.Parallel()
+			x := newH(t)
+			id, apr, _ := approvalRun(x, tc.onTimeout)
+			x.clock.Advance(time.Hour - time.Second)
+			if err := x.e.ExpireApproval(context.Background(), x.tenantID, apr.ID); err != nil {
+				t.Fatal(err)
+			}
+			if got := x.approvals(id)[0]; got.Status != approvalrequest.StatusPending {
+				t.Fatalf("before expiry: %s", got.Status)
+			}
+			due, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+			if err != nil || len(due) != 0 {
+				t.Fatalf("due before expiry: %+v %v", due, err)
+			}
+			x.clock.Advance(time.Second)
+			due, err = x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+			if err != nil || len(due) != 1 || due[0].Kind != TaskApprovalTimeout || due[0].ID != apr.ID {
+				t.Fatalf("due at expiry: %+v %v", due, err)
+			}
+			if err := x.e.ExpireApproval(context.Background(), x.tenantID, due[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			x.drain()
+			got := x.approvals(id)[0]
+			if got.Status != approvalrequest.StatusExpired || got.DecidedBy == nil || *got.DecidedBy != "timeout" || !got.DecidedAt.Equal(x.clock.Now()) {
+				t.Fatalf("expired request %v", got)
+			}
+			if r := x.run(id); r.Status != tc.run {
+				t.Fatalf("run %s, want %s", r.Status, tc.run)
+			}
+			if sr := x.step(id, "gate"); sr.Status != tc.gate {
+				t.Fatalf("gate %s, want %s", sr.Status, tc.gate)
+			}
+			exp := x.event(id, "approval.expired", "gate")
+			want := tc.onTimeout
+			if want == "" {
+				want = "fail"
+			}
+			if exp.Data["onTimeout"] != want {
+				t.Errorf("approval.expired %v", exp.Data)
+			}
+			waiting := []string{"run.queued", "run.started", "approval.requested gate", "run.waiting", "approval.expired gate"}
+			if tc.onTimeout == "" {
+				x.wantLog(id, append(waiting, "step.failed gate", "run.failed")...)
+			} else {
+				x.wantLog(id, append(waiting, "step.succeeded gate", "run.running", "step.started after#1", "step.succeeded after#1", "run.succeeded")...)
+			}
+		})
+	}
 }
