@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
@@ -445,4 +446,208 @@ func TestApprovalTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCancel: cancelling a run waiting for approval cancels its open steps,
+// its pending request and the run; a later decision or delivery changes
+// nothing, and cancelling again is CONFLICT.
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	id, apr, _ := approvalRun(x, "")
+	x.clock.Advance(time.Minute)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.CancelRun(ctx, id)
+		return err
+	})
+	r := x.run(id)
+	if r.Status != run.StatusCancelled || r.ErrorClass == nil || *r.ErrorClass != "cancelled" || r.FinishedAt == nil {
+		t.Fatalf("run %v", r)
+	}
+	for step, want := range map[string]steprun.Status{"gate": steprun.StatusCancelled, "after": steprun.StatusCancelled} {
+		if sr := x.step(id, step); sr.Status != want {
+			t.Errorf("step %s: %s, want %s", step, sr.Status, want)
+		}
+	}
+	if got := x.approvals(id)[0]; got.Status != approvalrequest.StatusCancelled {
+		t.Errorf("request %s", got.Status)
+	}
+	ev := x.event(id, "run.cancelled", "")
+	if ev.Data["by"] != "user_owner" || !ev.At.Equal(x.clock.Now()) {
+		t.Errorf("run.cancelled %v at %v", ev.Data, ev.At)
+	}
+	want := []string{"run.queued", "run.started", "approval.requested gate", "run.waiting", "run.cancelled"}
+	x.wantLog(id, want...)
+	if len(stepTasks(x.rec.take())) != 0 {
+		t.Error("cancel dispatched step tasks")
+	}
+	// Too late for anything else.
+	if err := x.as("user_op", "operator").try(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, true, "")
+		return err
+	}); errs.CodeOf(err) != errs.Conflict {
+		t.Errorf("decision after cancel: %v", err)
+	}
+	if err := x.try(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.CancelRun(ctx, id)
+		return err
+	}); errs.CodeOf(err) != errs.Conflict {
+		t.Errorf("second cancel: %v", err)
+	}
+	x.clock.Advance(2 * time.Hour)
+	if err := x.e.ExpireApproval(context.Background(), x.tenantID, apr.ID); err != nil {
+		t.Fatal(err)
+	}
+	x.wantLog(id, want...)
+	if r := x.run(id); r.Status != run.StatusCancelled {
+		t.Errorf("run after late work: %s", r.Status)
+	}
+}
+
+// TestResume: a step failing permanently fails the run at it; resuming
+// runs it again under a new attempt, keeps the steps that succeeded, and
+// the run succeeds. Only failed runs resume.
+func TestResume(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newScript(t, 400)
+	id := x.start(x.deploy(def("steps.call.output.body.hit",
+		map[string]any{"id": "prep", "type": "transform", "output": "'p'"},
+		map[string]any{"id": "call", "type": "http", "needs": []any{"prep"}, "request": map[string]any{"method": "GET", "url": srv.URL}},
+	)), nil)
+	x.drain()
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.FailedStepID == nil || *r.FailedStepID != "call" || r.ErrorClass == nil || *r.ErrorClass != "permanent" {
+		t.Fatalf("run %v", r)
+	}
+	failed := []string{"run.queued", "step.started prep#1", "run.started", "step.succeeded prep#1", "step.started call#1", "step.failed call#1", "run.failed"}
+	x.wantLog(id, failed...)
+	prep := x.step(id, "prep")
+
+	srv.set(200)
+	x.clock.Advance(time.Minute)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.ResumeRun(ctx, id)
+		return err
+	})
+	if r := x.run(id); r.Status != run.StatusRunning || r.FailedStepID != nil || r.ErrorClass != nil || r.FinishedAt != nil {
+		t.Fatalf("resumed run %v", r)
+	}
+	sr := x.step(id, "call")
+	if sr.Status != steprun.StatusQueued || sr.Attempts != 2 || sr.ErrorClass != nil {
+		t.Fatalf("resumed step %v", sr)
+	}
+	x.drain()
+	if r := x.run(id); r.Status != run.StatusSucceeded || string(r.Output) != "1" {
+		t.Fatalf("run %s output %s", r.Status, r.Output)
+	}
+	at := x.attempts(id, "call")
+	if len(at) != 2 || at[0].Status != stepattempt.StatusFailed || at[1].Status != stepattempt.StatusSucceeded {
+		t.Fatalf("attempts %v", at)
+	}
+	if again := x.step(id, "prep"); again.Attempts != 1 || !again.UpdatedAt.Equal(prep.UpdatedAt) {
+		t.Errorf("prep ran again: %v", again)
+	}
+	if ev := x.event(id, "run.resumed", ""); ev.Data["by"] != "user_owner" {
+		t.Errorf("run.resumed %v", ev.Data)
+	}
+	x.wantLog(id, append(failed, "run.resumed", "step.started call#2", "step.succeeded call#2", "run.succeeded")...)
+	if err := x.try(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.ResumeRun(ctx, id)
+		return err
+	}); errs.CodeOf(err) != errs.Conflict {
+		t.Errorf("resume of a succeeded run: %v", err)
+	}
+}
+
+// TestReconcileLostTask: the queue lost a step's task; once it is past due
+// by the grace the reconciler lists it and its delivery runs the step. A
+// delay step waits until its end on the clock, and the reconciler wakes it.
+func TestReconcileLostTask(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	id := x.start(x.deploy(def("steps.after.output",
+		map[string]any{"id": "prep", "type": "transform", "output": "1"},
+		map[string]any{"id": "wait", "type": "delay", "needs": []any{"prep"}, "duration": "30s"},
+		map[string]any{"id": "after", "type": "transform", "needs": []any{"wait"}, "output": "2"},
+	)), nil)
+	lost := stepTasks(x.rec.take())
+	if len(lost) != 1 || lost[0].StepID != "prep" {
+		t.Fatalf("tasks %+v", lost)
+	}
+	due, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 0 {
+		t.Fatalf("due within the grace: %+v %v", due, err)
+	}
+	x.clock.Advance(3 * time.Second)
+	due, err = x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 1 || due[0].ID != lost[0].ID || due[0].StepID != "prep" || due[0].Variant != "" {
+		t.Fatalf("due past the grace: %+v %v", due, err)
+	}
+	if err := x.execute(due[0]); err != nil {
+		t.Fatal(err)
+	}
+	x.drain() // the delay's task comes early: nothing
+	wait := x.step(id, "wait")
+	if wait.Status != steprun.StatusWaiting {
+		t.Fatalf("delay step %s", wait.Status)
+	}
+	if wait.ReadyAt == nil || !wait.ReadyAt.Equal(x.clock.Now().Add(30*time.Second)) {
+		t.Fatalf("delay ready at %v, want %v", wait.ReadyAt, x.clock.Now().Add(30*time.Second))
+	}
+	if r := x.run(id); r.Status == run.StatusSucceeded {
+		t.Fatal("the delay did not wait")
+	}
+	x.clock.Advance(30*time.Second + 2*time.Second)
+	due, err = x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 1 || due[0].StepID != "wait" {
+		t.Fatalf("due after the delay: %+v %v", due, err)
+	}
+	if err := x.execute(due[0]); err != nil {
+		t.Fatal(err)
+	}
+	x.drain()
+	if r := x.run(id); r.Status != run.StatusSucceeded || string(r.Output) != "2" {
+		t.Fatalf("run %s output %s", r.Status, r.Output)
+	}
+	x.wantLog(id, "run.queued", "step.started prep#1", "run.started", "step.succeeded prep#1", "step.waiting wait#1", "run.waiting",
+		"step.started wait#1", "run.running", "step.succeeded wait#1", "step.started after#1", "step.succeeded after#1", "run.succeeded")
+	if ev := x.event(id, "step.succeeded", "wait"); !ev.At.Equal(x.clock.Now()) {
+		t.Errorf("the delay ended at %v, the clock says %v", ev.At, x.clock.Now())
+	}
+}
+
+// TestBudgetRefusal: a model call that could take the run over its
+// maxCostUSD is refused before it is sent: the step fails with class
+// budget, budget.exceeded is written, the provider sees nothing.
+func TestBudgetRefusal(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	ai := newScript(t, 200)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.CreateCredential(ctx, x.envID, "openai", credential.TypeOpenai, map[string]any{"apiKey": "sk-test-" + randHex(8), "baseURL": ai.URL + "/v1"})
+		return err
+	})
+	d := def("steps.draft.output.text",
+		map[string]any{"id": "draft", "type": "llm", "credential": "openai", "model": "gpt-4o", "maxTokens": 1000,
+			"messages": []any{map[string]any{"role": "user", "content": "Draft a reply"}}})
+	d["maxCostUSD"] = 0.0001
+	id := x.start(x.deploy(d), nil)
+	x.drain()
+	if ai.count() != 0 {
+		t.Fatalf("the provider got %d requests", ai.count())
+	}
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.ErrorClass == nil || *r.ErrorClass != "budget" || r.CostMicroUsd != 0 {
+		t.Fatalf("run %v", r)
+	}
+	at := x.attempts(id, "draft")
+	if len(at) != 1 || at[0].Status != stepattempt.StatusFailed || at[0].ErrorClass == nil || *at[0].ErrorClass != "budget" {
+		t.Fatalf("attempts %v", at)
+	}
+	ev := x.event(id, "budget.exceeded", "draft")
+	if ev.Data["scope"] != "run" || ev.Data["limitMicroUSD"] != float64(100) || ev.Data["spentMicroUSD"] != float64(0) {
+		t.Errorf("budget.exceeded %v", ev.Data)
+	}
+	x.wantLog(id, "run.queued", "step.started draft#1", "run.started", "budget.exceeded draft#1", "step.failed draft#1", "run.failed")
 }
