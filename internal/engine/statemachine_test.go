@@ -651,3 +651,178 @@ func TestBudgetRefusal(t *testing.T) {
 	}
 	x.wantLog(id, "run.queued", "step.started draft#1", "run.started", "budget.exceeded draft#1", "step.failed draft#1", "run.failed")
 }
+
+// hanger is a loopback server whose first `hang` requests block until
+// released (or their caller gives up); later ones answer {"n": i}.
+type hanger struct {
+	*httptest.Server
+	mu       sync.Mutex
+	hits     int
+	hang     int
+	received chan int
+	release  chan struct{}
+}
+
+func newHanger(t *testing.T, hang int) *hanger {
+	s := &hanger{hang: hang, received: make(chan int, 16), release: make(chan struct{})}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.hits++
+		n := s.hits
+		s.mu.Unlock()
+		if n <= s.hang {
+			s.received <- n
+			select {
+			case <-s.release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"n":%d}`, n)
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-s.release:
+		default:
+			close(s.release)
+		}
+		s.Close()
+	})
+	return s
+}
+
+// startWorker delivers ref in a goroutine, as one worker, and waits until
+// its call reached the server; it returns how to kill that worker and the
+// delivery's result channel.
+func (x *h) startWorker(srv *hanger, ref AttemptRef) (kill func(), done chan error) {
+	x.t.Helper()
+	ctx, kill := context.WithCancel(context.Background())
+	x.t.Cleanup(kill)
+	done = make(chan error, 1)
+	go func() { done <- x.e.ExecuteAttempt(ctx, x.tenantID, ref) }()
+	select {
+	case <-srv.received:
+	case err := <-done:
+		x.t.Fatalf("the worker returned (%v) before calling", err)
+	case <-time.After(20 * time.Second):
+		x.t.Fatal("the worker never called")
+	}
+	return kill, done
+}
+
+// takeoverTask advances the clock past the stale period and returns the
+// reconciler's takeover task for the run's only running step.
+func (x *h) takeoverTask() Task {
+	x.t.Helper()
+	x.clock.Advance(stale + 20*time.Second)
+	due, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 1 || due[0].Variant == "" {
+		x.t.Fatalf("takeover due: %+v %v", due, err)
+	}
+	return due[0]
+}
+
+func ref(t Task) AttemptRef {
+	return AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID, Batched: t.Batched}
+}
+
+// TestCrashLimit: a step whose worker goes silent CrashLimit (3) times is
+// not run again: the third takeover fails it with class crashed.
+func TestCrashLimit(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newHanger(t, 100)
+	id := x.start(x.deploy(def("", httpStep("call", srv.URL))), nil)
+	task := stepTasks(x.rec.take())[0]
+	for i := 0; i < 3; i++ {
+		if i > 0 {
+			task = x.takeoverTask()
+		}
+		kill, done := x.startWorker(srv, ref(task))
+		kill()
+		<-done
+	}
+	if err := x.execute(x.takeoverTask()); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	hits := srv.hits
+	srv.mu.Unlock()
+	if hits != 3 {
+		t.Fatalf("the step was called %d times, want 3", hits)
+	}
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.ErrorClass == nil || *r.ErrorClass != "crashed" {
+		t.Fatalf("run %v", r)
+	}
+	at := x.attempts(id, "call")
+	if len(at) != 1 || at[0].Status != stepattempt.StatusFailed || *at[0].ErrorClass != "crashed" {
+		t.Fatalf("attempts %v", at)
+	}
+	x.wantLog(id, "run.queued", "step.started call#1", "run.started", "step.reclaimed call#1", "step.reclaimed call#1",
+		"step.failed call#1", "run.failed")
+}
+
+// TestLateFinishIsFenced: a worker presumed dead comes back after another
+// took its attempt over and recorded it; its result is dropped.
+func TestLateFinishIsFenced(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newHanger(t, 1)
+	id := x.start(x.deploy(def("steps.call.output.body.n", httpStep("call", srv.URL))), nil)
+	task := stepTasks(x.rec.take())[0]
+	_, slow := x.startWorker(srv, ref(task))
+	if err := x.execute(x.takeoverTask()); err != nil {
+		t.Fatal(err)
+	}
+	if r := x.run(id); r.Status != run.StatusSucceeded || string(r.Output) != "2" {
+		t.Fatalf("run after the takeover: %s %s", r.Status, r.Output)
+	}
+	finished := x.attempts(id, "call")[0]
+	want := x.log(id)
+	close(srv.release) // the first worker's call returns {"n":1}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if r := x.run(id); string(r.Output) != "2" {
+		t.Errorf("the late result replaced the output: %s", r.Output)
+	}
+	if at := x.attempts(id, "call"); len(at) != 1 || !at[0].FinishedAt.Equal(*finished.FinishedAt) || at[0].Status != stepattempt.StatusSucceeded {
+		t.Errorf("attempt after the late finish: %v", at)
+	}
+	x.wantLog(id, want...)
+}
+
+// TestRetriesExhausted: a step failing transiently on every attempt fails
+// at its last one, and the run with it.
+func TestRetriesExhausted(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newScript(t, 503)
+	st := httpStep("call", srv.URL)
+	st["retry"] = map[string]any{"maxAttempts": 2, "initialInterval": "10s", "maxInterval": "10s"}
+	id := x.start(x.deploy(def("", st)), nil)
+	x.drain()
+	x.clock.Advance(10*time.Second + 2*time.Second + time.Millisecond)
+	due, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(due) != 1 {
+		t.Fatalf("due %+v %v", due, err)
+	}
+	if err := x.execute(due[0]); err != nil {
+		t.Fatal(err)
+	}
+	if srv.count() != 2 {
+		t.Fatalf("requests %d", srv.count())
+	}
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.ErrorClass == nil || *r.ErrorClass != "transient" || r.FailedStepID == nil || *r.FailedStepID != "call" {
+		t.Fatalf("run %v", r)
+	}
+	at := x.attempts(id, "call")
+	if len(at) != 2 || at[0].Status != stepattempt.StatusFailed || at[1].Status != stepattempt.StatusFailed {
+		t.Fatalf("attempts %v", at)
+	}
+	x.wantLog(id, "run.queued", "step.started call#1", "run.started", "step.retrying call#1",
+		"step.started call#2", "step.failed call#2", "run.failed")
+}
