@@ -62,6 +62,20 @@ func TestClaimFinishSettle(t *testing.T) {
 		}
 	}
 	x.wantLog(id, "run.queued", "step.started a#1", "run.started", "step.succeeded a#1", "step.started b#1", "step.succeeded b#1", "run.succeeded")
+	// Subscribers heard of each committed change, the last one the end.
+	x.rec.mu.Lock()
+	notices := x.rec.notices
+	x.rec.mu.Unlock()
+	if len(notices) == 0 || notices[len(notices)-1].Status != "succeeded" || notices[len(notices)-1].RunID != id {
+		t.Errorf("notices %+v", notices)
+	}
+	heard := 0
+	for _, n := range notices {
+		heard += len(n.Events)
+	}
+	if heard != 7 {
+		t.Errorf("notices carried %d events, the log has 7", heard)
+	}
 	// A duplicate delivery of a finished attempt changes nothing.
 	before := len(x.events(id))
 	if err := x.execute(tasks[0]); err != nil {
@@ -825,4 +839,66 @@ func TestRetriesExhausted(t *testing.T) {
 	}
 	x.wantLog(id, "run.queued", "step.started call#1", "run.started", "step.retrying call#1",
 		"step.started call#2", "step.failed call#2", "run.failed")
+}
+
+// TestApprovalRejected: a rejection fails the step and the run, and the
+// step after it never starts.
+func TestApprovalRejected(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	id, apr, _ := approvalRun(x, "")
+	x.as("user_op", "operator").in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, false, "no")
+		return err
+	})
+	x.drain()
+	if got := x.approvals(id)[0]; got.Status != approvalrequest.StatusRejected || *got.DecidedBy != "user_op" {
+		t.Fatalf("request %v", got)
+	}
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.FailedStepID == nil || *r.FailedStepID != "gate" {
+		t.Fatalf("run %v", r)
+	}
+	if sr := x.step(id, "gate"); sr.Status != steprun.StatusFailed {
+		t.Errorf("gate %s", sr.Status)
+	}
+	if sr := x.step(id, "after"); sr.Status != steprun.StatusPending && sr.Status != steprun.StatusCancelled && sr.Status != steprun.StatusSkipped {
+		t.Errorf("after %s", sr.Status)
+	}
+	if at := x.attempts(id, "after"); len(at) != 0 {
+		t.Errorf("the step after a rejection has attempts: %v", at)
+	}
+	x.wantLog(id, "run.queued", "run.started", "approval.requested gate", "run.waiting", "approval.decided gate", "step.failed gate", "run.failed")
+}
+
+// TestApprovalLastStep: approving a run's last open step leaves it to a
+// worker (only workers evaluate a run's output): the decision records the
+// request and sends the step's task; its delivery finishes the run.
+func TestApprovalLastStep(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	id := x.start(x.deploy(def("'shipped'", approvalStep("gate", "1h", ""))), nil)
+	x.drain()
+	apr := x.approvals(id)[0]
+	x.as("user_op", "operator").in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.DecideApproval(ctx, apr.ID, true, "")
+		return err
+	})
+	if got := x.approvals(id)[0]; got.Status != approvalrequest.StatusApproved {
+		t.Fatalf("request %s", got.Status)
+	}
+	if r := x.run(id); r.Status == run.StatusSucceeded {
+		t.Fatal("the API finished the run")
+	}
+	tasks := stepTasks(x.rec.take())
+	if len(tasks) != 1 || tasks[0].StepID != "gate" {
+		t.Fatalf("tasks after the last decision: %+v", tasks)
+	}
+	if err := x.execute(tasks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if r := x.run(id); r.Status != run.StatusSucceeded || string(r.Output) != `"shipped"` {
+		t.Fatalf("run %s output %s", r.Status, r.Output)
+	}
+	x.wantLog(id, "run.queued", "run.started", "approval.requested gate", "run.waiting", "approval.decided gate", "run.running", "step.succeeded gate", "run.succeeded")
 }
