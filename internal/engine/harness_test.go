@@ -249,7 +249,7 @@ func (x *h) try(fn func(ctx context.Context, c *ent.Client) error) error {
 	})
 }
 
-// as returns the owner's context with another viewer of the tenant.
+// as returns x acting as another member of the tenant.
 func (x *h) as(subject string, roles ...string) *h {
 	y := *x
 	y.ctx = viewer.NewContext(context.Background(), &viewer.Viewer{TenantID: x.tenantID, Subject: subject, Roles: roles})

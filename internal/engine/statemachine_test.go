@@ -43,12 +43,13 @@ func TestClaimFinishSettle(t *testing.T) {
 	if len(tasks) != 1 || tasks[0].Kind != TaskStep || tasks[0].StepID != "a" || tasks[0].ID != *a.CurrentAttemptID || tasks[0].RunID != id {
 		t.Fatalf("dispatched %+v", tasks)
 	}
+	x.clock.Advance(time.Second)
 	if err := x.execute(tasks[0]); err != nil {
 		t.Fatal(err)
 	}
 	x.drain()
 	r := x.run(id)
-	if r.Status != run.StatusSucceeded || r.FinishedAt == nil {
+	if r.Status != run.StatusSucceeded || r.FinishedAt == nil || !r.FinishedAt.Equal(x.clock.Now()) {
 		t.Fatalf("run: %+v", r)
 	}
 	if string(r.Output) != "50" {
@@ -58,7 +59,12 @@ func TestClaimFinishSettle(t *testing.T) {
 		sr := x.step(id, s)
 		at := x.attempts(id, s)
 		if sr.Status != steprun.StatusSucceeded || len(at) != 1 || at[0].Status != stepattempt.StatusSucceeded {
-			t.Errorf("step %s: %s, attempts %d", s, sr.Status, len(at))
+			t.Fatalf("step %s: %s, attempts %d", s, sr.Status, len(at))
+		}
+		// Claimed and finished at the engine's clock.
+		now := x.clock.Now()
+		if !sr.StartedAt.Equal(now) || !sr.FinishedAt.Equal(now) || !at[0].StartedAt.Equal(now) || !at[0].FinishedAt.Equal(now) {
+			t.Errorf("step %s times: started %v finished %v, attempt %v %v, clock %v", s, sr.StartedAt, sr.FinishedAt, at[0].StartedAt, at[0].FinishedAt, now)
 		}
 	}
 	x.wantLog(id, "run.queued", "step.started a#1", "run.started", "step.succeeded a#1", "step.started b#1", "step.succeeded b#1", "run.succeeded")
