@@ -413,7 +413,9 @@ func (r *result) Code() string {
 	return c
 }
 
-// client talks GraphQL to one server as one caller.
+// client talks GraphQL to one server as one caller. do, ok, fail and raw
+// fail the test on the caller's goroutine; try reports errors instead, for
+// goroutines.
 type client struct {
 	t     *testing.T
 	url   string
@@ -482,8 +484,26 @@ func (c *client) do(query string, vars map[string]any) *result {
 	return c.raw(body, "application/json")
 }
 
+// raw posts body as is; transport failures fail the test.
 func (c *client) raw(body []byte, contentType string) *result {
 	c.t.Helper()
+	r, err := c.post(body, contentType)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// try posts a query like do but reports transport and decoding failures
+// instead of failing the test: it is safe from any goroutine (t.Fatal must
+// stay on the test's own).
+func (c *client) try(query string, vars map[string]any) (*result, error) {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	return c.post(body, "application/json")
+}
+
+// post sends body to the GraphQL endpoint and decodes the answer.
+func (c *client) post(body []byte, contentType string) (*result, error) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	if c.token != "" {
@@ -491,7 +511,7 @@ func (c *client) raw(body []byte, contentType string) *result {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		c.t.Fatalf("POST /graphql: %v", err)
+		return nil, fmt.Errorf("POST /graphql: %w", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -501,10 +521,10 @@ func (c *client) raw(body []byte, contentType string) *result {
 		Errors []gqlError     `json:"errors"`
 	}
 	if err := json.Unmarshal(b, &decoded); err != nil {
-		c.t.Fatalf("response is not JSON (status %d): %s", resp.StatusCode, b)
+		return nil, fmt.Errorf("response is not JSON (status %d): %s", resp.StatusCode, b)
 	}
 	r.Data, r.Errors = decoded.Data, decoded.Errors
-	return r
+	return r, nil
 }
 
 // ok runs a query that must succeed and returns its data.
