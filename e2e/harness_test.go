@@ -414,15 +414,20 @@ func (r *result) Code() string {
 }
 
 // client talks GraphQL to one server as one caller. do, ok, fail and raw
-// fail the test on the caller's goroutine; try reports errors instead, for
-// goroutines.
+// fail the test on the caller's goroutine; try and tryOK report errors
+// instead, for goroutines and benchmarks.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	token string
 }
 
-func newClient(t *testing.T, i int, tok string) *client {
+// gqlHTTP carries every client's requests: it keeps enough idle connections
+// for the benchmarks' concurrent callers, and bounds a request on a busy
+// machine.
+var gqlHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+func newClient(t testing.TB, i int, tok string) *client {
 	return &client{t: t, url: server(i).url + "/graphql", token: tok}
 }
 
@@ -509,7 +514,7 @@ func (c *client) post(body []byte, contentType string) (*result, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := gqlHTTP.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("POST /graphql: %w", err)
 	}
@@ -535,6 +540,19 @@ func (c *client) ok(query string, vars map[string]any) map[string]any {
 		c.t.Fatalf("unexpected errors: %s", r.Raw)
 	}
 	return r.Data
+}
+
+// tryOK runs a query like ok but reports transport failures and GraphQL
+// errors instead of failing the test.
+func (c *client) tryOK(query string, vars map[string]any) (map[string]any, error) {
+	r, err := c.try(query, vars)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Errors) > 0 {
+		return nil, fmt.Errorf("graphql errors: %.500s", r.Raw)
+	}
+	return r.Data, nil
 }
 
 // fail runs a query that must fail with code and returns the result.
