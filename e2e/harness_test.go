@@ -399,6 +399,7 @@ type gqlError struct {
 // result is a decoded GraphQL response.
 type result struct {
 	Status int
+	Header http.Header
 	Data   map[string]any
 	Errors []gqlError
 	Raw    string
@@ -520,7 +521,7 @@ func (c *client) post(body []byte, contentType string) (*result, error) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := &result{Status: resp.StatusCode, Raw: string(b)}
+	r := &result{Status: resp.StatusCode, Header: resp.Header, Raw: string(b)}
 	var decoded struct {
 		Data   map[string]any `json:"data"`
 		Errors []gqlError     `json:"errors"`
