@@ -421,6 +421,9 @@ type client struct {
 	t     testing.TB
 	url   string
 	token string
+	// authorization, when set, is sent as the Authorization header as is
+	// instead of "Bearer "+token, for tests of the header itself.
+	authorization string
 }
 
 // gqlHTTP carries every client's requests: it keeps enough idle connections
@@ -434,7 +437,9 @@ func newClient(t testing.TB, i int, tok string) *client {
 
 // on returns a copy of c talking to another API process.
 func (c *client) on(p *process) *client {
-	return &client{t: c.t, url: p.url + "/graphql", token: c.token}
+	cp := *c
+	cp.url = p.url + "/graphql"
+	return &cp
 }
 
 // stack is a separate set of Sluice processes on a Redis database of its
@@ -512,7 +517,10 @@ func (c *client) try(query string, vars map[string]any) (*result, error) {
 func (c *client) post(body []byte, contentType string) (*result, error) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
-	if c.token != "" {
+	switch {
+	case c.authorization != "":
+		req.Header.Set("Authorization", c.authorization)
+	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := gqlHTTP.Do(req)
