@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,33 +51,6 @@ func authSign(t *testing.T, method jwt.SigningMethod, key any, c authClaims, kid
 	return s
 }
 
-// authDo posts query with an Authorization header as given ("" sends none).
-func authDo(t *testing.T, i int, header, query string) *result {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query})
-	req, _ := http.NewRequest(http.MethodPost, server(i).url+"/graphql", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if header != "" {
-		req.Header.Set("Authorization", header)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST /graphql: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := &result{Status: resp.StatusCode, Raw: string(b)}
-	var decoded struct {
-		Data   map[string]any `json:"data"`
-		Errors []gqlError     `json:"errors"`
-	}
-	if err := json.Unmarshal(b, &decoded); err != nil {
-		t.Fatalf("response is not JSON (status %d): %s", resp.StatusCode, b)
-	}
-	r.Data, r.Errors = decoded.Data, decoded.Errors
-	return r
-}
-
 // authRejected asserts r is a 401 UNAUTHENTICATED with no data.
 func authRejected(t *testing.T, what string, r *result) {
 	t.Helper()
@@ -102,7 +72,7 @@ func TestAuthJWTMatrix(t *testing.T) {
 	// is spoiled, so each refusal is about the one spoiled thing.
 	valid := authSign(t, jwt.SigningMethodHS256, secret, authValidClaims(tenantID), "")
 	for i := range 2 {
-		r := authDo(t, i, "Bearer "+valid, authViewerQuery)
+		r := newClient(t, i, valid).do(authViewerQuery, nil)
 		if r.Status != http.StatusOK || str(r.Data, "viewer.tenant.id") != tenantID {
 			t.Fatalf("control: a valid token is refused: %d %s", r.Status, r.Raw)
 		}
@@ -154,13 +124,14 @@ func TestAuthJWTMatrix(t *testing.T) {
 		{"valid token without scheme", valid},
 	}
 	for i, c := range cases {
-		r := authDo(t, i, c.header, authViewerQuery)
+		caller := &client{t: t, authorization: c.header} // "" sends no header
+		r := caller.on(server(i)).do(authViewerQuery, nil)
 		authRejected(t, c.name, r)
 		if tok := strings.TrimPrefix(c.header, "Bearer "); len(tok) > 16 && strings.Contains(r.Raw, tok) {
 			t.Errorf("%s: the response echoes the token: %s", c.name, r.Raw)
 		}
 		// Mutations are refused the same way.
-		authRejected(t, c.name+" (mutation)", authDo(t, i+1, c.header, `mutation { createWorkflow(input: {name: "x", slug: "x"}) { id } }`))
+		authRejected(t, c.name+" (mutation)", caller.on(server(i+1)).do(`mutation { createWorkflow(input: {name: "x", slug: "x"}) { id } }`, nil))
 	}
 }
 
@@ -269,7 +240,7 @@ func TestAuthAPIKeys(t *testing.T) {
 		"truncated":              f.apiKeyToken[:len(f.apiKeyToken)-1],
 		"not a tenant":           "slk_notatenant_" + strings.Repeat("a", 64),
 	} {
-		authRejected(t, name, authDo(t, 0, "Bearer "+tok, authViewerQuery))
+		authRejected(t, name, newClient(t, 0, tok).do(authViewerQuery, nil))
 	}
 
 	d = f.owner.ok(mRevokeKey, map[string]any{"id": f.apiKeyID})
@@ -277,7 +248,7 @@ func TestAuthAPIKeys(t *testing.T) {
 		t.Fatalf("revoke: %v", d)
 	}
 	for i := range 2 {
-		authRejected(t, "revoked key", authDo(t, i, "Bearer "+f.apiKeyToken, authViewerQuery))
+		authRejected(t, "revoked key", newClient(t, i, f.apiKeyToken).do(authViewerQuery, nil))
 	}
 	// The other tenant's key is untouched.
 	if d := newClient(t, 0, other.apiKeyToken).ok(authViewerQuery, nil); str(d, "viewer.tenant.id") != other.tenantID {

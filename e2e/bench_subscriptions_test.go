@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -40,7 +37,7 @@ func benchSubscribers(b *testing.B, subscribers int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := &liveBenchGQL{tb: b, url: p.url + "/graphql", token: tok}
+	g := (&client{t: b, token: tok}).on(p)
 	env := ""
 	for _, e := range edges(g.ok(qEnvironments, nil), "environments") {
 		if e["name"] == "development" {
@@ -165,34 +162,6 @@ func liveBenchTenant(b *testing.B) string {
 		b.Fatalf("tenant create: %v\n%s", err, out)
 	}
 	return strings.TrimSpace(out)
-}
-
-// liveBenchGQL is a GraphQL caller for benchmarks.
-type liveBenchGQL struct {
-	tb         testing.TB
-	url, token string
-}
-
-func (g *liveBenchGQL) ok(query string, vars map[string]any) map[string]any {
-	g.tb.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, g.url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+g.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		g.tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var r struct {
-		Data   map[string]any `json:"data"`
-		Errors []gqlError     `json:"errors"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil || len(r.Errors) > 0 {
-		g.tb.Fatalf("%s: %s", strings.Fields(query)[0], raw)
-	}
-	return r.Data
 }
 
 // liveScrapeMetrics reads the unlabelled samples of an API process's /metrics

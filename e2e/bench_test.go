@@ -19,7 +19,7 @@ import (
 var benchEnv struct {
 	once  sync.Once
 	err   error
-	g     gql
+	tok   string
 	envID string
 	wfs   map[string]string // definition name -> workflow id
 	mu    sync.Mutex
@@ -27,28 +27,27 @@ var benchEnv struct {
 
 // benchWorkflow returns a caller on API process 0 and the id of a workflow
 // deployed with def (deployed once per name).
-func benchWorkflow(b *testing.B, name string, def map[string]any) (gql, string, string) {
+func benchWorkflow(b *testing.B, name string, def map[string]any) (*client, string, string) {
 	b.Helper()
 	benchEnv.once.Do(func() {
-		tok, envID, err := benchTenant("bench")
-		benchEnv.err, benchEnv.envID = err, envID
-		benchEnv.g = gqlOn(server(0), tok)
+		benchEnv.tok, benchEnv.envID, benchEnv.err = benchTenant(b, "bench")
 		benchEnv.wfs = map[string]string{}
 	})
 	if benchEnv.err != nil {
 		b.Fatal(benchEnv.err)
 	}
+	g := newClient(b, 0, benchEnv.tok)
 	benchEnv.mu.Lock()
 	defer benchEnv.mu.Unlock()
 	wf, ok := benchEnv.wfs[name]
 	if !ok {
 		var err error
-		if wf, err = benchEnv.g.deployDef(benchEnv.envID, name+"-"+randHex(3), def); err != nil {
+		if wf, err = g.deployDef(benchEnv.envID, name+"-"+randHex(3), def); err != nil {
 			b.Fatal(err)
 		}
 		benchEnv.wfs[name] = wf
 	}
-	return benchEnv.g, wf, benchEnv.envID
+	return g, wf, benchEnv.envID
 }
 
 // chainDefinition is n transform steps, each needing the one before.
@@ -68,7 +67,7 @@ func chainDefinition(n int) map[string]any {
 
 // runBatch starts n runs of wf with `workers` concurrent callers and waits
 // until all are terminal; every run must succeed.
-func runBatch(b *testing.B, g gql, wf, envID string, n, workers int) []string {
+func runBatch(b *testing.B, g *client, wf, envID string, n, workers int) []string {
 	b.Helper()
 	ids, err := g.startRuns(wf, envID, n, workers, 0, func(i int) map[string]any { return map[string]any{"n": i} }, nil)
 	if err != nil {
@@ -89,7 +88,7 @@ func runBatch(b *testing.B, g gql, wf, envID string, n, workers int) []string {
 // runClosedLoop runs n runs of wf with `workers` callers, each starting a
 // run and waiting for it to end before starting the next, so that at most
 // `workers` runs are in flight; every run must succeed.
-func runClosedLoop(b *testing.B, g gql, wf, envID string, n, workers int) []string {
+func runClosedLoop(b *testing.B, g *client, wf, envID string, n, workers int) []string {
 	b.Helper()
 	ids := make([]string, n)
 	errc := make(chan error, workers)
@@ -108,7 +107,7 @@ func runClosedLoop(b *testing.B, g gql, wf, envID string, n, workers int) []stri
 				if k >= n {
 					return
 				}
-				d, err := g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": map[string]any{"n": k}})
+				d, err := g.tryOK(mStartRun, map[string]any{"w": wf, "e": envID, "i": map[string]any{"n": k}})
 				if err != nil {
 					errc <- err
 					return
@@ -146,10 +145,10 @@ func runClosedLoop(b *testing.B, g gql, wf, envID string, n, workers int) []stri
 const qRunTimes = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id createdAt finishedAt } } }`
 
 // lastFinish returns the latest finishedAt of the runs.
-func lastFinish(g gql, ids []string) (time.Time, error) {
+func lastFinish(g *client, ids []string) (time.Time, error) {
 	var last time.Time
 	for start := 0; start < len(ids); start += 100 {
-		d, err := g.call(qRunTimes, map[string]any{"ids": ids[start:min(start+100, len(ids))]})
+		d, err := g.tryOK(qRunTimes, map[string]any{"ids": ids[start:min(start+100, len(ids))]})
 		if err != nil {
 			return last, err
 		}

@@ -81,17 +81,17 @@ func BenchmarkWebhookDelivery(b *testing.B) {
 }
 
 func benchWebhooks(b *testing.B, runs int) {
-	tok, envID, err := benchTenant("bench-hooks")
+	tok, envID, err := benchTenant(b, "bench-hooks")
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := gqlOn(server(0), tok)
+	g := newClient(b, 0, tok)
 	wf, err := g.deployDef(envID, "hooks-"+randHex(3), chainDefinition(1))
 	if err != nil {
 		b.Fatal(err)
 	}
 	sink := newHookSink(b)
-	d, err := g.call(mHookCreate, map[string]any{"u": sink.URL + "/bench"})
+	d, err := g.tryOK(mHookCreate, map[string]any{"u": sink.URL + "/bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

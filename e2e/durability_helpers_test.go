@@ -1,13 +1,8 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,48 +12,10 @@ import (
 	"github.com/sluicehq/sluice/internal/auth"
 )
 
-// gql is a GraphQL caller that returns errors instead of failing a test, for
-// use from goroutines (t.Fatal must stay on the test goroutine) and from
-// benchmarks (the suite's helpers take a *testing.T).
-type gql struct {
-	url   string
-	token string
-}
-
-var gqlHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-
-// call posts a query; GraphQL errors and non-JSON answers are errors.
-func (g gql) call(query string, vars map[string]any) (map[string]any, error) {
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, g.url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+g.token)
-	resp, err := gqlHTTP.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var decoded struct {
-		Data   map[string]any `json:"data"`
-		Errors []gqlError     `json:"errors"`
-	}
-	if err := json.Unmarshal(b, &decoded); err != nil {
-		return nil, fmt.Errorf("status %d, not JSON: %.300s", resp.StatusCode, b)
-	}
-	if len(decoded.Errors) > 0 {
-		return nil, fmt.Errorf("graphql errors: %.500s", b)
-	}
-	return decoded.Data, nil
-}
-
-// gqlOn returns a caller on one API process.
-func gqlOn(p *process, tok string) gql { return gql{url: p.url + "/graphql", token: tok} }
-
 // benchTenant creates a tenant through the CLI, mints an owner token and
-// returns it with the tenant's development environment id. It fails with an
-// error rather than a *testing.T so benchmarks can use it.
-func benchTenant(prefix string) (tok, envID string, err error) {
+// returns it with the tenant's development environment id. It returns an
+// error rather than failing b, so a benchmark can run it once for all.
+func benchTenant(b testing.TB, prefix string) (tok, envID string, err error) {
 	slug := prefix + "-" + randHex(3)
 	out, err := cli("tenant", "create", "--slug", slug, "--name", "Tenant "+slug)
 	if err != nil {
@@ -70,7 +27,7 @@ func benchTenant(prefix string) (tok, envID string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	d, err := gqlOn(server(0), tok).call(qEnvironments, nil)
+	d, err := newClient(b, 0, tok).tryOK(qEnvironments, nil)
 	if err != nil {
 		return "", "", err
 	}
@@ -83,20 +40,20 @@ func benchTenant(prefix string) (tok, envID string, err error) {
 }
 
 // deployDef creates, publishes and deploys def and returns the workflow id.
-func (g gql) deployDef(envID, slug string, def map[string]any) (string, error) {
-	d, err := g.call(mCreateWF, map[string]any{"n": slug, "s": slug})
+func (g *client) deployDef(envID, slug string, def map[string]any) (string, error) {
+	d, err := g.tryOK(mCreateWF, map[string]any{"n": slug, "s": slug})
 	if err != nil {
 		return "", err
 	}
 	wf := str(d, "createWorkflow.id")
-	if d, err = g.call(mCreateVer, map[string]any{"w": wf, "d": def}); err != nil {
+	if d, err = g.tryOK(mCreateVer, map[string]any{"w": wf, "d": def}); err != nil {
 		return "", err
 	}
 	v := str(d, "createWorkflowVersion.id")
-	if _, err := g.call(mPublish, map[string]any{"id": v}); err != nil {
+	if _, err := g.tryOK(mPublish, map[string]any{"id": v}); err != nil {
 		return "", err
 	}
-	if _, err := g.call(mDeploy, map[string]any{"v": v, "e": envID}); err != nil {
+	if _, err := g.tryOK(mDeploy, map[string]any{"v": v, "e": envID}); err != nil {
 		return "", err
 	}
 	return wf, nil
@@ -106,7 +63,7 @@ func (g gql) deployDef(envID, slug string, def map[string]any) (string, error) {
 // one start per `every` when it is positive. input(i) gives run i's input;
 // started (if not nil) is called after each start. It returns the run ids in
 // start order, or the first error.
-func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, input func(i int) map[string]any, started func(done int)) ([]string, error) {
+func (g *client) startRuns(wf, envID string, n, workers int, every time.Duration, input func(i int) map[string]any, started func(done int)) ([]string, error) {
 	ids := make([]string, n)
 	batch := randHex(4) // a retried start reuses its key; another batch does not
 	var tick <-chan time.Time
@@ -136,7 +93,7 @@ func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, in
 				var d map[string]any
 				var err error
 				for try := 0; try < 3; try++ {
-					if d, err = g.call(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", batch, i)}); err == nil {
+					if d, err = g.tryOK(mStartRun, map[string]any{"w": wf, "e": envID, "i": input(i), "k": fmt.Sprintf("start-%s-%d", batch, i)}); err == nil {
 						break
 					}
 					time.Sleep(200 * time.Millisecond) // retry pacing: a busy API process, not a wait for an outcome
@@ -163,11 +120,11 @@ func (g gql) startRuns(wf, envID string, n, workers int, every time.Duration, in
 const qRunStatuses = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id status } } }`
 
 // statuses returns the status of every run in ids.
-func (g gql) statuses(ids []string) (map[string]string, error) {
+func (g *client) statuses(ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
 	for start := 0; start < len(ids); start += 100 {
 		batch := ids[start:min(start+100, len(ids))]
-		d, err := g.call(qRunStatuses, map[string]any{"ids": batch})
+		d, err := g.tryOK(qRunStatuses, map[string]any{"ids": batch})
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +155,7 @@ func countTerminal(m map[string]string) int {
 
 // waitTerminal polls until every run in ids is terminal or timeout passes,
 // and returns the last statuses seen.
-func (g gql) waitTerminal(ids []string, timeout time.Duration) (map[string]string, error) {
+func (g *client) waitTerminal(ids []string, timeout time.Duration) (map[string]string, error) {
 	var last map[string]string
 	var lastErr error
 	// Every 250ms: each look fetches hundreds of runs.
@@ -222,11 +179,11 @@ const qRunDetails = `query($ids: [ID!]!) { nodes(ids: $ids) { ... on Run { id st
 	events { seq type stepID attempt at } } } }`
 
 // runDetails fetches the steps, attempts and events of every run in ids.
-func (g gql) runDetails(ids []string) (map[string]map[string]any, error) {
+func (g *client) runDetails(ids []string) (map[string]map[string]any, error) {
 	out := make(map[string]map[string]any, len(ids))
 	for start := 0; start < len(ids); start += 20 {
 		batch := ids[start:min(start+20, len(ids))]
-		d, err := g.call(qRunDetails, map[string]any{"ids": batch})
+		d, err := g.tryOK(qRunDetails, map[string]any{"ids": batch})
 		if err != nil {
 			return nil, err
 		}

@@ -125,7 +125,7 @@ func checkSink(t *testing.T, sink *scriptServer, runIDs []string, stepIDs []stri
 // checkRecorded asserts, through GraphQL, that every run succeeded with
 // exactly one StepRun per step, one succeeded attempt and one output per
 // step, and one step.succeeded event per step (outputs never recomputed).
-func checkRecorded(t *testing.T, g gql, runIDs []string, allSteps []string, sideEffects []string) {
+func checkRecorded(t *testing.T, g *client, runIDs []string, allSteps []string, sideEffects []string) {
 	t.Helper()
 	details, err := g.runDetails(runIDs)
 	if err != nil {
@@ -262,7 +262,7 @@ func TestCrashSafety(t *testing.T) {
 	f := newFixture(t, "crash")
 	sink := newSlowSink(t)
 	wf, _ := deployWorkflow(t, f, "crash", crashDefinition(sink.URL))
-	g := gqlOn(st.server, f.owner.token)
+	g := f.owner.on(st.server)
 
 	// The killer: every 0.5-2s, SIGKILL one worker at random, wait for it to
 	// die and start a replacement. It stops once every run has started and
@@ -450,7 +450,7 @@ func TestRedisWipedMidway(t *testing.T) {
 	f := newFixture(t, "wipe")
 	sink := newScriptServer(t)
 	wf, _ := deployWorkflow(t, f, "wipe", delayDefinition(sink.URL))
-	g := gqlOn(st.server, f.owner.token)
+	g := f.owner.on(st.server)
 	rdb := st.redis()
 	defer rdb.Close()
 

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -204,37 +201,9 @@ func engNeverRan(t *testing.T, run map[string]any, stepID string) {
 	}
 }
 
-// engDo is a GraphQL request safe to make from any goroutine: it reports
-// transport and decoding failures instead of failing a test.
-func engDo(url, tok, query string, vars map[string]any) (*result, error) {
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := &result{Status: resp.StatusCode, Raw: string(b)}
-	var decoded struct {
-		Data   map[string]any `json:"data"`
-		Errors []gqlError     `json:"errors"`
-	}
-	if err := json.Unmarshal(b, &decoded); err != nil {
-		return nil, fmt.Errorf("status %d, not JSON: %s", resp.StatusCode, b)
-	}
-	r.Data, r.Errors = decoded.Data, decoded.Errors
-	return r, nil
-}
-
-// engConcurrently sends n requests at once (alternating API processes) and
-// returns their results in order.
-func engConcurrently(t *testing.T, n int, tok string, req func(i int) (string, map[string]any)) []*result {
+// engConcurrently sends n requests at once as c (alternating API processes)
+// and returns their results in order.
+func engConcurrently(t *testing.T, n int, c *client, req func(i int) (string, map[string]any)) []*result {
 	t.Helper()
 	results := make([]*result, n)
 	errs := make([]error, n)
@@ -242,11 +211,12 @@ func engConcurrently(t *testing.T, n int, tok string, req func(i int) (string, m
 	var wg sync.WaitGroup
 	for i := range n {
 		q, vars := req(i)
+		on := c.on(server(i))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			results[i], errs[i] = engDo(server(i).url+"/graphql", tok, q, vars)
+			results[i], errs[i] = on.try(q, vars)
 		}()
 	}
 	close(start)
@@ -531,7 +501,7 @@ func TestEngineStartRunIdempotency(t *testing.T) {
 	wf, ver := deployWorkflow(t, f, "idem", simpleDefinition())
 	key := "order-" + randHex(6)
 	input := map[string]any{"name": "ada"}
-	results := engConcurrently(t, 20, f.owner.token, func(int) (string, map[string]any) {
+	results := engConcurrently(t, 20, f.owner, func(int) (string, map[string]any) {
 		return mStartRun, map[string]any{"w": wf, "e": f.envID, "i": input, "k": key}
 	})
 	ids := map[string]int{}
@@ -584,8 +554,7 @@ func TestEngineConcurrentApprovalDecisions(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "eng-decide")
 	srv := newScriptServer(t)
-	opTok := token(t, f.tenantID, "operator")
-	operator := newClient(t, 0, opTok)
+	operator := newClient(t, 0, token(t, f.tenantID, "operator"))
 
 	race := func(t *testing.T, slug string, decision func(i int) string) {
 		path := "/sink/" + slug
@@ -597,7 +566,7 @@ func TestEngineConcurrentApprovalDecisions(t *testing.T) {
 		runID := engStart(t, operator, f, wf, map[string]any{"name": "x"})
 		apr := engPendingApproval(t, operator, runID)
 
-		results := engConcurrently(t, 20, opTok, func(i int) (string, map[string]any) {
+		results := engConcurrently(t, 20, operator, func(i int) (string, map[string]any) {
 			return mEngDecide, map[string]any{"id": apr, "d": decision(i), "c": fmt.Sprintf("decider %d", i)}
 		})
 		var winners []map[string]any

@@ -19,15 +19,15 @@ func TestAuthTokenOfUnknownTenantRefused(t *testing.T) {
 	ghost := ids.New(ids.Tenant) // well-formed, of no tenant
 	tok := token(t, ghost, "owner")
 	for i := range 2 {
-		authRejected(t, "POST /graphql", authDo(t, i, "Bearer "+tok, authViewerQuery))
-		authRejected(t, "createWorkflow", authDo(t, i, "Bearer "+tok, `mutation { createWorkflow(input: {name: "x", slug: "x"}) { id } }`))
+		authRejected(t, "POST /graphql", newClient(t, i, tok).do(authViewerQuery, nil))
+		authRejected(t, "createWorkflow", newClient(t, i, tok).do(`mutation { createWorkflow(input: {name: "x", slug: "x"}) { id } }`, nil))
 	}
 	if got := wsCloseCode(t, wsBearer(tok)); got != 4401 {
 		t.Fatalf("websocket: close code %d, want 4401", got)
 	}
 	// Control: a tenant created now is known at once.
 	real := newTenant(t, "auth-known")
-	if r := authDo(t, 1, "Bearer "+token(t, real, "viewer"), authViewerQuery); r.Status != http.StatusOK || str(r.Data, "viewer.tenant.id") != real {
+	if r := newClient(t, 1, token(t, real, "viewer")).do(authViewerQuery, nil); r.Status != http.StatusOK || str(r.Data, "viewer.tenant.id") != real {
 		t.Fatalf("a new tenant's token: %d %s", r.Status, r.Raw)
 	}
 }
@@ -50,7 +50,7 @@ func TestAuthStringExpRefused(t *testing.T) {
 		return s
 	}
 	// Control: the same claims with a numeric exp are accepted.
-	if r := authDo(t, 0, "Bearer "+sign(claims(now.Add(time.Hour).Unix())), authViewerQuery); r.Status != http.StatusOK {
+	if r := newClient(t, 0, sign(claims(now.Add(time.Hour).Unix()))).do(authViewerQuery, nil); r.Status != http.StatusOK {
 		t.Fatalf("control: %d %s", r.Status, r.Raw)
 	}
 	exp := now.Add(time.Hour).Unix()
@@ -60,7 +60,7 @@ func TestAuthStringExpRefused(t *testing.T) {
 		"iat string": func() jwt.MapClaims { c := claims(exp); c["iat"] = jsonString(now.Unix()); return c }(),
 	} {
 		for i := range 2 {
-			authRejected(t, name, authDo(t, i, "Bearer "+sign(c), authViewerQuery))
+			authRejected(t, name, newClient(t, i, sign(c)).do(authViewerQuery, nil))
 		}
 	}
 }

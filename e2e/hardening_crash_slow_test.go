@@ -54,7 +54,7 @@ func measureSlowDuplicates(t *testing.T, delivery string) {
 	}))
 	defer sink.Close()
 	wf, _ := deployWorkflow(t, f, slug, deliveryDefinition(sink.URL+"/slow", delivery, ""))
-	g := gqlOn(st.server, f.owner.token)
+	g := f.owner.on(st.server)
 
 	stop := make(chan struct{})
 	done := make(chan struct{})

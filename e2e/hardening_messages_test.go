@@ -57,18 +57,21 @@ func TestConcurrentDeploysSayAnotherWon(t *testing.T) {
 		var mu sync.Mutex
 		var wins []string
 		var losers []*result
+		var failed []error
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i, v := range versions {
+			c := f.owner.on(server(i))
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c := &client{t: t, url: server(i).url + "/graphql", token: f.owner.token}
 				<-start
-				r := c.do(mDeploy, map[string]any{"v": v, "e": f.envID})
+				r, err := c.try(mDeploy, map[string]any{"v": v, "e": f.envID})
 				mu.Lock()
 				defer mu.Unlock()
-				if len(r.Errors) == 0 {
+				if err != nil {
+					failed = append(failed, err)
+				} else if len(r.Errors) == 0 {
 					wins = append(wins, v)
 				} else {
 					losers = append(losers, r)
@@ -77,6 +80,9 @@ func TestConcurrentDeploysSayAnotherWon(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+		if len(failed) > 0 {
+			t.Fatal(failed[0])
+		}
 		if len(wins) == 0 {
 			t.Fatalf("round %d: no deploy won: %v", round, losers[0].Raw)
 		}

@@ -2,42 +2,13 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 )
-
-// postGraphQL posts a query and returns the HTTP response's status, headers
-// and decoded body.
-func postGraphQL(t *testing.T, url, token, query string, vars map[string]any) (int, http.Header, *result) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := &result{Status: resp.StatusCode, Raw: string(b)}
-	var decoded struct {
-		Data   map[string]any `json:"data"`
-		Errors []gqlError     `json:"errors"`
-	}
-	if err := json.Unmarshal(b, &decoded); err != nil {
-		t.Fatalf("response is not JSON (status %d): %s", resp.StatusCode, b)
-	}
-	r.Data, r.Errors = decoded.Data, decoded.Errors
-	return resp.StatusCode, resp.Header, r
-}
 
 // TestHardeningPostgresOutage: while Postgres cannot be reached, startRun
 // answers a retryable UNAVAILABLE with HTTP 503 and Retry-After (not
@@ -47,18 +18,18 @@ func TestHardeningPostgresOutage(t *testing.T) {
 	f := newFixture(t, "outage")
 	px := newTCPProxy(t, pgTarget(), true, false)
 	st := newStack(t, 0, "DATABASE_APP_URL="+withHost(suite.appURL, px.addr), "SLUICE_DB_MAX_CONNS=4")
-	url := st.server.url + "/graphql"
+	c := f.owner.on(st.server)
 	const start = `mutation($w: ID!, $e: ID!) { startRun(input: {workflowID: $w, environmentID: $e, input: {name: "ada"}}) { id } }`
 	vars := map[string]any{"w": f.workflowID, "e": f.envID}
-	if status, _, r := postGraphQL(t, url, f.owner.token, start, vars); status != 200 || len(r.Errors) > 0 {
-		t.Fatalf("before the outage: %d %s", status, r.Raw)
+	if r := c.do(start, vars); r.Status != 200 || len(r.Errors) > 0 {
+		t.Fatalf("before the outage: %d %s", r.Status, r.Raw)
 	}
 
 	px.down()
 	for _, q := range []string{start, `{ workflows { totalCount } }`} {
-		status, h, r := postGraphQL(t, url, f.owner.token, q, vars)
-		if r.Code() != "UNAVAILABLE" || status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
-			t.Errorf("during the outage: want UNAVAILABLE with 503 and Retry-After, got %d Retry-After=%q %s", status, h.Get("Retry-After"), r.Raw)
+		r := c.do(q, vars)
+		if r.Code() != "UNAVAILABLE" || r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+			t.Errorf("during the outage: want UNAVAILABLE with 503 and Retry-After, got %d Retry-After=%q %s", r.Status, r.Header.Get("Retry-After"), r.Raw)
 		}
 	}
 	if strings.Contains(st.server.Logs(), `"internal error"`) {
@@ -67,8 +38,8 @@ func TestHardeningPostgresOutage(t *testing.T) {
 
 	px.up()
 	eventually(t, 30*time.Second, func() (bool, string) {
-		status, _, r := postGraphQL(t, url, f.owner.token, start, vars)
-		return status == 200 && len(r.Errors) == 0, fmt.Sprintf("after the outage: %d %s", status, r.Raw)
+		r := c.do(start, vars)
+		return r.Status == 200 && len(r.Errors) == 0, fmt.Sprintf("after the outage: %d %s", r.Status, r.Raw)
 	})
 }
 

@@ -399,6 +399,7 @@ type gqlError struct {
 // result is a decoded GraphQL response.
 type result struct {
 	Status int
+	Header http.Header
 	Data   map[string]any
 	Errors []gqlError
 	Raw    string
@@ -413,20 +414,32 @@ func (r *result) Code() string {
 	return c
 }
 
-// client talks GraphQL to one server as one caller.
+// client talks GraphQL to one server as one caller. do, ok, fail and raw
+// fail the test on the caller's goroutine; try and tryOK report errors
+// instead, for goroutines and benchmarks.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	token string
+	// authorization, when set, is sent as the Authorization header as is
+	// instead of "Bearer "+token, for tests of the header itself.
+	authorization string
 }
 
-func newClient(t *testing.T, i int, tok string) *client {
+// gqlHTTP carries every client's requests: it keeps enough idle connections
+// for the benchmarks' concurrent callers, and bounds a request on a busy
+// machine.
+var gqlHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+func newClient(t testing.TB, i int, tok string) *client {
 	return &client{t: t, url: server(i).url + "/graphql", token: tok}
 }
 
 // on returns a copy of c talking to another API process.
 func (c *client) on(p *process) *client {
-	return &client{t: c.t, url: p.url + "/graphql", token: c.token}
+	cp := *c
+	cp.url = p.url + "/graphql"
+	return &cp
 }
 
 // stack is a separate set of Sluice processes on a Redis database of its
@@ -482,29 +495,50 @@ func (c *client) do(query string, vars map[string]any) *result {
 	return c.raw(body, "application/json")
 }
 
+// raw posts body as is; transport failures fail the test.
 func (c *client) raw(body []byte, contentType string) *result {
 	c.t.Helper()
+	r, err := c.post(body, contentType)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// try posts a query like do but reports transport and decoding failures
+// instead of failing the test: it is safe from any goroutine (t.Fatal must
+// stay on the test's own).
+func (c *client) try(query string, vars map[string]any) (*result, error) {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	return c.post(body, "application/json")
+}
+
+// post sends body to the GraphQL endpoint and decodes the answer.
+func (c *client) post(body []byte, contentType string) (*result, error) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
-	if c.token != "" {
+	switch {
+	case c.authorization != "":
+		req.Header.Set("Authorization", c.authorization)
+	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := gqlHTTP.Do(req)
 	if err != nil {
-		c.t.Fatalf("POST /graphql: %v", err)
+		return nil, fmt.Errorf("POST /graphql: %w", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := &result{Status: resp.StatusCode, Raw: string(b)}
+	r := &result{Status: resp.StatusCode, Header: resp.Header, Raw: string(b)}
 	var decoded struct {
 		Data   map[string]any `json:"data"`
 		Errors []gqlError     `json:"errors"`
 	}
 	if err := json.Unmarshal(b, &decoded); err != nil {
-		c.t.Fatalf("response is not JSON (status %d): %s", resp.StatusCode, b)
+		return nil, fmt.Errorf("response is not JSON (status %d): %s", resp.StatusCode, b)
 	}
 	r.Data, r.Errors = decoded.Data, decoded.Errors
-	return r
+	return r, nil
 }
 
 // ok runs a query that must succeed and returns its data.
@@ -515,6 +549,19 @@ func (c *client) ok(query string, vars map[string]any) map[string]any {
 		c.t.Fatalf("unexpected errors: %s", r.Raw)
 	}
 	return r.Data
+}
+
+// tryOK runs a query like ok but reports transport failures and GraphQL
+// errors instead of failing the test.
+func (c *client) tryOK(query string, vars map[string]any) (map[string]any, error) {
+	r, err := c.try(query, vars)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Errors) > 0 {
+		return nil, fmt.Errorf("graphql errors: %.500s", r.Raw)
+	}
+	return r.Data, nil
 }
 
 // fail runs a query that must fail with code and returns the result.
