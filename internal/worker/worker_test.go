@@ -1,0 +1,357 @@
+package worker
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/store"
+)
+
+func redisAddr() string {
+	if a := os.Getenv("SLUICE_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// testRedis reserves a Redis database (1-15) for the test, the way the e2e
+// harness does (same reservation keys in database 0), and empties it: the
+// wake list has a fixed key, so tests must not share a database.
+func testRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	ctx := context.Background()
+	r0 := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	defer r0.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		for n := 1; n <= 15; n++ {
+			key := fmt.Sprintf("sluice:e2e:redis-db:%d", n)
+			ok, err := r0.SetNX(ctx, key, os.Getpid(), 10*time.Minute).Result()
+			if err != nil {
+				t.Skipf("redis at %s: %v", redisAddr(), err)
+			}
+			if !ok {
+				continue
+			}
+			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
+			if err := rdb.FlushDB(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				rdb.FlushDB(context.Background())
+				rdb.Close()
+				r := redis.NewClient(&redis.Options{Addr: redisAddr()})
+				defer r.Close()
+				r.Del(context.Background(), key)
+			})
+			return rdb
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no free Redis database in 1-15")
+		}
+		time.Sleep(200 * time.Millisecond) // waiting for a reservation to free up, not asserting
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestDecode(t *testing.T) {
+	p, err := decode(asynq.NewTask(engine.TaskStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","batched":true,"id":"att_1"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := engine.AttemptRef{RunID: "run_1", StepID: "stp_1", ID: "att_1", Batched: true}
+	if p.V != 1 || p.TenantID != "ten_1" || p.attempt() != want {
+		t.Errorf("decoded %+v, attempt %+v", p, p.attempt())
+	}
+	// A task written before step ids were carried still decodes.
+	p, err = decode(asynq.NewTask(engine.TaskStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`)))
+	if err != nil || p.ID != "att_1" || p.StepID != "" || p.Batched {
+		t.Errorf("older payload: %+v, %v", p, err)
+	}
+	// A payload that cannot be read will never be: asynq must not retry it.
+	w := &Worker{log: quietLog()} // no engine: a handler that reached it would panic
+	for name, h := range map[string]asynq.HandlerFunc{
+		engine.TaskStep: w.handleStep, engine.TaskApprovalTimeout: w.handleApprovalTimeout, engine.TaskWebhook: w.handleWebhook,
+	} {
+		err := h(context.Background(), asynq.NewTask(name, []byte(`not json`)))
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s with a bad payload returned %v, want SkipRetry", name, err)
+		}
+	}
+}
+
+// The encoding is a contract with tasks already queued by older processes.
+func TestPayloadEncoding(t *testing.T) {
+	b, err := json.Marshal(payload{V: 1, TenantID: "ten_1", RunID: "run_1", ID: "att_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), `{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`; got != want {
+		t.Errorf("payload = %s, want %s", got, want)
+	}
+	if engine.TaskStep != "step.execute" || engine.TaskApprovalTimeout != "approval.timeout" || engine.TaskWebhook != "webhook.deliver" {
+		t.Error("task kinds changed: queued tasks of the old kinds would find no handler")
+	}
+}
+
+func TestDispatch(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	d := NewDispatcher(client, rdb)
+	later := time.Now().Add(time.Hour)
+
+	cases := []struct {
+		task  engine.Task
+		queue string
+		id    string
+		state asynq.TaskState
+	}{
+		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", Batched: true}, QueueSteps, "step.execute:att_1", asynq.TaskStatePending},
+		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", Variant: "takeover1"}, QueueSteps, "step.execute:att_1:takeover1", asynq.TaskStatePending},
+		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_2", ID: "att_2", At: later}, QueueSteps, "step.execute:att_2", asynq.TaskStateScheduled},
+		{engine.Task{Kind: engine.TaskApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1", At: later}, QueueTimers, "approval.timeout:apr_1", asynq.TaskStateScheduled},
+		{engine.Task{Kind: engine.TaskWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1", Variant: "2"}, QueueWebhooks, "webhook.deliver:dlv_1:2", asynq.TaskStatePending},
+	}
+	for _, c := range cases {
+		if err := d.Dispatch(ctx, []engine.Task{c.task}); err != nil {
+			t.Fatalf("dispatch %s: %v", c.id, err)
+		}
+		// The same work sent again is no error and no second task.
+		if err := d.Dispatch(ctx, []engine.Task{c.task}); err != nil {
+			t.Fatalf("dispatch %s again: %v", c.id, err)
+		}
+		info, err := insp.GetTaskInfo(c.queue, c.id)
+		if err != nil {
+			t.Fatalf("task %s in %s: %v", c.id, c.queue, err)
+		}
+		if info.Type != c.task.Kind || info.State != c.state || info.MaxRetry != 20 {
+			t.Errorf("task %s: type %s state %v max retry %d", c.id, info.Type, info.State, info.MaxRetry)
+		}
+		p, err := decode(asynq.NewTask(info.Type, info.Payload))
+		if err != nil || p.V != 1 || p.TenantID != c.task.TenantID || p.RunID != c.task.RunID || p.StepID != c.task.StepID || p.ID != c.task.ID || p.Batched != c.task.Batched {
+			t.Errorf("task %s payload %+v, %v", c.id, p, err)
+		}
+	}
+	count := func(queue string) int {
+		q, err := insp.GetQueueInfo(queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Size
+	}
+	if n := count(QueueSteps); n != 3 {
+		t.Errorf("%d step tasks, want 3", n)
+	}
+	if n := count(QueueTimers); n != 1 {
+		t.Errorf("%d timer tasks, want 1", n)
+	}
+	if n := count(QueueWebhooks); n != 1 {
+		t.Errorf("%d webhook tasks, want 1", n)
+	}
+
+	// A fan-out enqueues every task.
+	var fan []engine.Task
+	for i := range 20 {
+		fan = append(fan, engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_2", ID: fmt.Sprintf("fan_%d", i)})
+	}
+	if err := d.Dispatch(ctx, fan); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(QueueSteps); n != 23 {
+		t.Errorf("%d step tasks after a fan-out of 20, want 23", n)
+	}
+}
+
+// TestWakeUps: only a lone step task that is due now (and is no takeover)
+// pushes a wake-up, once per dispatch, carrying the task's payload.
+func TestWakeUps(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
+	wakes := func() []payload {
+		raw, err := rdb.LRange(ctx, wakeKey, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []payload
+		for _, r := range raw {
+			var p payload
+			if err := json.Unmarshal([]byte(r), &p); err != nil {
+				t.Fatalf("wake-up %q: %v", r, err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	noWake := [][]engine.Task{
+		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_later", At: time.Now().Add(time.Hour)}},
+		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_takeover", Variant: "t1"}},
+		{{Kind: engine.TaskApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1"}},
+		{{Kind: engine.TaskWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1"}},
+		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_a"}, {Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_b"}},
+	}
+	for _, tasks := range noWake {
+		if err := d.Dispatch(ctx, tasks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := wakes(); len(w) != 0 {
+		t.Fatalf("wake-ups %+v for tasks that must not wake a worker", w)
+	}
+	lone := engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_now", Batched: true}
+	if err := d.Dispatch(ctx, []engine.Task{lone}); err != nil {
+		t.Fatal(err)
+	}
+	w := wakes()
+	if len(w) != 1 || w[0] != (payload{V: 1, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", Batched: true, ID: "att_now"}) {
+		t.Fatalf("wake-ups %+v, want one for att_now", w)
+	}
+	// Without Redis for wake-ups the task is still enqueued.
+	if err := NewDispatcher(asynq.NewClientFromRedisClient(rdb), nil).Dispatch(ctx, []engine.Task{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_nowake"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(QueueSteps, "step.execute:att_nowake"); err != nil {
+		t.Errorf("task without wake-ups: %v", err)
+	}
+	if w := wakes(); len(w) != 1 {
+		t.Errorf("%d wake-ups, want still 1", len(w))
+	}
+}
+
+// runWakeLoop runs the wake loop until the wake list is empty, then stops it
+// and returns once it has returned.
+func runWakeLoop(t *testing.T, w *Worker, rdb *redis.Client, slots chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.wakeLoop(ctx, context.Background(), slots) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := rdb.LLen(context.Background(), wakeKey).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the wake loop left %d wake-ups", n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling for progress
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wake loop did not stop")
+	}
+}
+
+// TestWakeLoopLeavesWorkToTheQueue: a wake-up runs nothing unless this
+// worker has a free slot and takes the step's task out of the queue; in
+// every other case the task (if any) stays for asynq and the slot is free.
+// The worker has no engine: running a step would panic.
+func TestWakeLoopLeavesWorkToTheQueue(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
+	w := New(rdb, nil, d, quietLog(), Config{})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+
+	// Busy: every slot taken. The wake-up is dropped; the task stays queued.
+	busy := engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_busy"}
+	if err := d.Dispatch(ctx, []engine.Task{busy}); err != nil {
+		t.Fatal(err)
+	}
+	slots := make(chan struct{}, 1)
+	slots <- struct{}{}
+	runWakeLoop(t, w, rdb, slots)
+	if info, err := insp.GetTaskInfo(QueueSteps, "step.execute:att_busy"); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("busy worker: task %+v, %v; want it still pending", info, err)
+	}
+
+	// Free slot, but the task is gone (another worker took it) or the
+	// wake-up is garbage: nothing runs and the slot is given back.
+	slots = make(chan struct{}, 1)
+	gone, _ := json.Marshal(payload{V: 1, TenantID: "ten_1", RunID: "run_1", ID: "att_gone"})
+	if err := rdb.RPush(ctx, wakeKey, gone, "not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	runWakeLoop(t, w, rdb, slots)
+	if len(slots) != 0 {
+		t.Errorf("%d slots still held", len(slots))
+	}
+	if info, err := insp.GetTaskInfo(QueueSteps, "step.execute:att_busy"); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("unrelated task: %+v, %v; want it still pending", info, err)
+	}
+}
+
+// downEngine is a real engine whose Postgres is unreachable (a closed port).
+func downEngine(t *testing.T, d *Dispatcher) *engine.Engine {
+	t.Helper()
+	db, err := sql.Open("pgx", "postgres://postgres@127.0.0.1:1/none?connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return engine.New(engine.Options{Client: store.NewClient(db), Dispatcher: d, Log: quietLog()})
+}
+
+// TestHandlersRetryOutages: while Postgres is down a handler returns an
+// error asynq retries (not SkipRetry): the work stays due.
+func TestHandlersRetryOutages(t *testing.T) {
+	w := &Worker{engine: downEngine(t, nil), log: quietLog()}
+	b, _ := json.Marshal(payload{V: 1, TenantID: ids.New(ids.Tenant), RunID: ids.New(ids.Run), StepID: ids.New(ids.StepRun), ID: ids.New(ids.StepAttempt)})
+	for name, h := range map[string]asynq.HandlerFunc{
+		engine.TaskStep: w.handleStep, engine.TaskApprovalTimeout: w.handleApprovalTimeout, engine.TaskWebhook: w.handleWebhook,
+	} {
+		err := h(context.Background(), asynq.NewTask(name, b))
+		if err == nil || errors.Is(err, asynq.SkipRetry) || !store.Unavailable(err) {
+			t.Errorf("%s with Postgres down returned %v, want a retryable outage error", name, err)
+		}
+	}
+}
+
+// TestWakeLoopTakesTheTask: with a free slot, the worker that pops a
+// wake-up takes the step's task out of the queue (so asynq never runs it
+// too), runs the attempt, and gives the slot back when it ends.
+func TestWakeLoopTakesTheTask(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
+	w := New(rdb, downEngine(t, d), d, quietLog(), Config{})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	task := engine.Task{Kind: engine.TaskStep, TenantID: ids.New(ids.Tenant), RunID: ids.New(ids.Run), StepID: ids.New(ids.StepRun), ID: ids.New(ids.StepAttempt)}
+	if err := d.Dispatch(ctx, []engine.Task{task}); err != nil {
+		t.Fatal(err)
+	}
+	slots := make(chan struct{}, 1)
+	runWakeLoop(t, w, rdb, slots)
+	if _, err := insp.GetTaskInfo(QueueSteps, engine.TaskStep+":"+task.ID); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Errorf("the woken step's task is still queued (%v)", err)
+	}
+	// The attempt fails (Postgres is down) and releases its slot.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(slots) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the woken attempt never released its slot")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for progress
+	}
+}
