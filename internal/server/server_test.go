@@ -504,3 +504,29 @@ func series(t *testing.T, m *Metrics, name string) map[string]float64 {
 	}
 	return out
 }
+
+// countingReader records how much of a body was read.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// A body announced larger than the limit is refused unread.
+func TestReadBodyRefusesADeclaredOversizeUnread(t *testing.T) {
+	body := &countingReader{r: strings.NewReader(`{"query":"` + strings.Repeat("a", 100) + `"}`)}
+	h := readBody(32, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("the next handler ran") }))
+	req := httptest.NewRequest("POST", "/graphql", body)
+	req.ContentLength = 112
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 413 || body.n != 0 {
+		t.Errorf("status %d after reading %d bytes; want 413 unread", rec.Code, body.n)
+	}
+}
