@@ -41,7 +41,7 @@ func testRedis(t *testing.T) *redis.Client {
 			key := fmt.Sprintf("sluice:e2e:redis-db:%d", n)
 			ok, err := r0.SetNX(ctx, key, os.Getpid(), 10*time.Minute).Result()
 			if err != nil {
-				t.Skipf("redis at %s: %v", redisAddr(), err)
+				t.Fatalf("redis at %s: %v", redisAddr(), err)
 			}
 			if !ok {
 				continue
