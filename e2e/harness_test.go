@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/redisdb"
 )
 
 const (
@@ -52,35 +54,10 @@ func redisAddr() string {
 }
 
 // acquireRedisDB reserves a Redis database number (1-15) for one stack of
-// Sluice processes, so concurrent test runs and stacks never share queues.
-// The reservation is a key in database 0 that expires after an hour.
+// Sluice processes, so concurrent test runs and stacks never share queues
+// (internal/redisdb).
 func acquireRedisDB() (int, func(), error) {
-	ctx := context.Background()
-	r0 := redis.NewClient(&redis.Options{Addr: redisAddr()})
-	defer r0.Close()
-	for n := 1; n <= 15; n++ {
-		key := fmt.Sprintf("sluice:e2e:redis-db:%d", n)
-		ok, err := r0.SetNX(ctx, key, os.Getpid(), time.Hour).Result()
-		if err != nil {
-			return 0, nil, fmt.Errorf("redis at %s: %w", redisAddr(), err)
-		}
-		if !ok {
-			continue
-		}
-		db := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
-		err = db.FlushDB(ctx).Err()
-		db.Close()
-		if err != nil {
-			return 0, nil, err
-		}
-		release := func() {
-			r := redis.NewClient(&redis.Options{Addr: redisAddr()})
-			defer r.Close()
-			r.Del(context.Background(), key)
-		}
-		return n, release, nil
-	}
-	return 0, nil, fmt.Errorf("no free Redis database (1-15) on %s", redisAddr())
+	return redisdb.Acquire(context.Background(), redisAddr(), strconv.Itoa(os.Getpid()))
 }
 
 func redisURLFor(db int) string { return fmt.Sprintf("redis://%s/%d", redisAddr(), db) }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/bench"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/redisdb"
 )
 
 const (
@@ -101,12 +102,12 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer dropDatabase()
-	redisDB, releaseRedis, err := bench.AcquireRedisDB(ctx, *redisAddr)
+	redisDB, releaseRedis, err := redisdb.Acquire(ctx, *redisAddr, fmt.Sprintf("bench-%d", os.Getpid()))
 	if err != nil {
 		return err
 	}
 	defer releaseRedis()
-	baselineDB, releaseBaseline, err := bench.AcquireRedisDB(ctx, *redisAddr)
+	baselineDB, releaseBaseline, err := redisdb.Acquire(ctx, *redisAddr, fmt.Sprintf("bench-%d", os.Getpid()))
 	if err != nil {
 		return err
 	}

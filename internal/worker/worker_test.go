@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/redisdb"
 	"github.com/sluicehq/sluice/internal/store"
 )
 
@@ -28,39 +29,20 @@ func redisAddr() string {
 }
 
 // testRedis reserves a Redis database (1-15) for the test, the way the e2e
-// harness does (same reservation keys in database 0), and empties it: the
-// wake list has a fixed key, so tests must not share a database.
+// harness does (internal/redisdb), and empties it: the wake list has a fixed
+// key, so tests must not share a database.
 func testRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	ctx := context.Background()
-	r0 := redis.NewClient(&redis.Options{Addr: redisAddr()})
-	defer r0.Close()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		for n := 1; n <= 15; n++ {
-			key := fmt.Sprintf("sluice:e2e:redis-db:%d", n)
-			ok, err := r0.SetNX(ctx, key, os.Getpid(), 10*time.Minute).Result()
-			if err != nil {
-				t.Fatalf("redis at %s: %v", redisAddr(), err)
-			}
-			if !ok {
-				continue
-			}
+		n, release, err := redisdb.Acquire(context.Background(), redisAddr(), fmt.Sprintf("worker-test-%d", os.Getpid()))
+		if err == nil {
 			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
-			if err := rdb.FlushDB(ctx).Err(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				rdb.FlushDB(context.Background())
-				rdb.Close()
-				r := redis.NewClient(&redis.Options{Addr: redisAddr()})
-				defer r.Close()
-				r.Del(context.Background(), key)
-			})
+			t.Cleanup(func() { rdb.Close(); release() })
 			return rdb
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no free Redis database in 1-15")
+			t.Fatalf("redis at %s: %v", redisAddr(), err)
 		}
 		time.Sleep(200 * time.Millisecond) // waiting for a reservation to free up, not asserting
 	}
