@@ -17,8 +17,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/idempotency"
+	"github.com/sluicehq/sluice/internal/tasks"
 )
 
 // sideEffectSteps are the steps of crashDefinition that POST to the sink.
@@ -546,7 +546,7 @@ func TestArchivedWakeUpDoesNotStrandRun(t *testing.T) {
 	rdb := st.redis()
 	defer rdb.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	if err := insp.ArchiveTask("steps", engine.TaskStep+":"+attemptID); err != nil {
+	if err := insp.ArchiveTask("steps", tasks.KindStep+":"+attemptID); err != nil {
 		t.Fatalf("archive the delay's wake-up: %v", err)
 	}
 	run = waitRun(t, c, id, 30*time.Second, "succeeded", "failed", "cancelled")

@@ -11,7 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/tasks"
 )
 
 // The engine tests drive whole runs through the real processes: http steps
@@ -822,7 +822,7 @@ func TestEngineCancelDuringDelay(t *testing.T) {
 	// before the run is cancelled, so the test sees it handled afterwards.
 	rdb := suiteRedis(t)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	wake := engine.TaskStep + ":" + engAttempts(t, engRun(t, operator, runID), "wait")[0]["id"].(string)
+	wake := tasks.KindStep + ":" + engAttempts(t, engRun(t, operator, runID), "wait")[0]["id"].(string)
 	eventually(t, engWait, func() (bool, string) {
 		info, err := insp.GetTaskInfo("steps", wake)
 		return err == nil && info.State == asynq.TaskStateScheduled, fmt.Sprintf("delay wake-up %s: %v %v", wake, info, err)

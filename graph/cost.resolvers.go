@@ -11,7 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/money"
 )
 
@@ -22,17 +22,17 @@ func (r *modelCallResolver) CostUsd(ctx context.Context, obj *ent.ModelCall) (st
 
 // SetModelPrice is the resolver for the setModelPrice field.
 func (r *mutationResolver) SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error) {
-	return r.Engine.SetModelPrice(ctx, input.Provider, input.Model, input.InputUSDPerMTok, input.OutputUSDPerMTok, input.CachedInputUSDPerMTok)
+	return r.Control.SetModelPrice(ctx, input.Provider, input.Model, input.InputUSDPerMTok, input.OutputUSDPerMTok, input.CachedInputUSDPerMTok)
 }
 
 // DeleteModelPrice is the resolver for the deleteModelPrice field.
 func (r *mutationResolver) DeleteModelPrice(ctx context.Context, id string) (string, error) {
-	return r.Engine.DeleteModelPrice(ctx, id)
+	return r.Control.DeleteModelPrice(ctx, id)
 }
 
 // SetTenantBudget is the resolver for the setTenantBudget field.
 func (r *mutationResolver) SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error) {
-	return r.Engine.SetTenantBudget(ctx, input.MonthlyUsd)
+	return r.Control.SetTenantBudget(ctx, input.MonthlyUsd)
 }
 
 // EffectiveModelPrices is the resolver for the effectiveModelPrices field.
@@ -41,7 +41,7 @@ func (r *queryResolver) EffectiveModelPrices(ctx context.Context) ([]*model.Mode
 	if err != nil {
 		return nil, err
 	}
-	list, err := r.Engine.EffectivePrices(ctx, c)
+	list, err := r.Control.EffectivePrices(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +58,11 @@ func (r *queryResolver) EffectiveModelPrices(ctx context.Context) ([]*model.Mode
 
 // CostReport is the resolver for the costReport field.
 func (r *queryResolver) CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error) {
-	groups := make([]engine.CostGroup, len(groupBy))
+	groups := make([]control.CostGroup, len(groupBy))
 	for i, g := range groupBy {
-		groups[i] = engine.CostGroup(g)
+		groups[i] = control.CostGroup(g)
 	}
-	rows, err := r.Engine.CostReport(ctx, from, to, groups)
+	rows, err := r.Control.CostReport(ctx, from, to, groups)
 	if err != nil {
 		return nil, err
 	}

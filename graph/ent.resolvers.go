@@ -11,7 +11,7 @@ import (
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/generated"
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/errs"
 )
 
@@ -49,7 +49,7 @@ func (r *queryResolver) Approvals(ctx context.Context, after *entgql.Cursor[stri
 // AuditLogs is the resolver for the auditLogs field.
 func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) (*ent.AuditLogConnection, error) {
 	// The audit log records every environment's work: tenant-wide.
-	if err := engine.RefuseEnvironmentScoped(ctx); err != nil {
+	if err := access.RefuseEnvironmentScoped(ctx); err != nil {
 		return nil, err
 	}
 	c, err := client(ctx)

@@ -5,7 +5,8 @@ import (
 	"sync"
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/webhook"
 )
 
 // loader loads child lists one query per level instead of one per parent.
@@ -127,11 +128,11 @@ func (l *loader) Steps(ctx context.Context, c *ent.Client, r *ent.Run, withOutpu
 	}
 	l.runs[r.ID] = r
 	ids := pending(r.ID, l.runs, func(id string) bool { _, ok := cache[id]; return ok })
-	runs := make([]*ent.Run, len(ids))
+	parents := make([]*ent.Run, len(ids))
 	for i, id := range ids {
-		runs[i] = l.runs[id]
+		parents[i] = l.runs[id]
 	}
-	got, err := engine.StepsOfRuns(ctx, c, runs, withOutput)
+	got, err := runs.StepsOfRuns(ctx, c, parents, withOutput)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func (l *loader) Attempts(ctx context.Context, c *ent.Client, s *ent.StepRun) ([
 	}
 	l.stepRuns[s.ID] = s
 	ids := pending(s.ID, l.stepRuns, func(id string) bool { _, ok := l.attempts[id]; return ok })
-	got, err := engine.AttemptsOfSteps(ctx, c, ids)
+	got, err := runs.AttemptsOfSteps(ctx, c, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +176,7 @@ func (l *loader) Events(ctx context.Context, c *ent.Client, runID string, afterS
 		l.eventsFor[page], l.events[page] = map[string]bool{}, map[string][]*ent.RunEvent{}
 	}
 	ids := pending(runID, l.runs, func(id string) bool { return l.eventsFor[page][id] })
-	got, err := engine.EventsOfRuns(ctx, c, ids, afterSeq, n)
+	got, err := runs.EventsOfRuns(ctx, c, ids, afterSeq, n)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (l *loader) DeliveryAttempts(ctx context.Context, c *ent.Client, d *ent.Web
 	}
 	l.hooks[d.ID] = d
 	ids := pending(d.ID, l.hooks, func(id string) bool { _, ok := l.hookTries[id]; return ok })
-	got, err := engine.AttemptsOfDeliveries(ctx, c, ids)
+	got, err := webhook.AttemptsOfDeliveries(ctx, c, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -1,13 +1,19 @@
 // Package graph is Sluice's GraphQL layer: the schema, the generated
-// executable schema, thin resolvers that call internal/engine, and the error
-// presenter. Resolvers hold no domain logic.
+// executable schema, thin resolvers that call the control plane
+// (internal/control), the run state machine (internal/runs) and outbound
+// webhooks (internal/webhook), and the error presenter. Resolvers hold no
+// domain logic.
 package graph
 
 import (
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/control"
+	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/webhook"
 )
 
 // Resolver is the root resolver.
 type Resolver struct {
-	Engine *engine.Engine
+	Control  *control.Service
+	Runs     *runs.Service
+	Webhooks *webhook.Service
 }

@@ -10,13 +10,13 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
-	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/money"
+	"github.com/sluicehq/sluice/internal/runs"
 )
 
 // StartRun is the resolver for the startRun field.
 func (r *mutationResolver) StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error) {
-	return r.Engine.StartRun(ctx, engine.StartRunInput{
+	return r.Runs.StartRun(ctx, runs.StartRunInput{
 		WorkflowID: input.WorkflowID, EnvironmentID: input.EnvironmentID,
 		Input: input.Input, IdempotencyKey: input.IdempotencyKey,
 	})
@@ -24,17 +24,17 @@ func (r *mutationResolver) StartRun(ctx context.Context, input model.StartRunInp
 
 // CancelRun is the resolver for the cancelRun field.
 func (r *mutationResolver) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
-	return r.Engine.CancelRun(ctx, id)
+	return r.Runs.CancelRun(ctx, id)
 }
 
 // ResumeRun is the resolver for the resumeRun field.
 func (r *mutationResolver) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
-	return r.Engine.ResumeRun(ctx, id)
+	return r.Runs.ResumeRun(ctx, id)
 }
 
 // ReplayRun is the resolver for the replayRun field.
 func (r *mutationResolver) ReplayRun(ctx context.Context, input model.ReplayRunInput) (*ent.Run, error) {
-	return r.Engine.ReplayRun(ctx, engine.ReplayInput{
+	return r.Runs.ReplayRun(ctx, runs.ReplayInput{
 		RunID: input.RunID, VersionID: input.VersionID,
 		Sandbox: input.Mode != nil && *input.Mode == model.ReplayModeSandbox,
 	})
@@ -46,7 +46,7 @@ func (r *mutationResolver) DecideApproval(ctx context.Context, input model.Decid
 	if input.Comment != nil {
 		comment = *input.Comment
 	}
-	return r.Engine.DecideApproval(ctx, input.ID, input.Decision == model.ApprovalDecisionApprove, comment)
+	return r.Runs.DecideApproval(ctx, input.ID, input.Decision == model.ApprovalDecisionApprove, comment)
 }
 
 // DeadLetter is the resolver for the deadLetter field.
@@ -59,7 +59,7 @@ func (r *queryResolver) DeadLetter(ctx context.Context, workflowID *string, envi
 	if limit != nil {
 		n = *limit
 	}
-	groups, err := engine.DeadLetter(ctx, c, workflowID, environmentID, n)
+	groups, err := runs.DeadLetter(ctx, c, workflowID, environmentID, n)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ import (
 
 // CreateEnvironment is the resolver for the createEnvironment field.
 func (r *mutationResolver) CreateEnvironment(ctx context.Context, input model.CreateEnvironmentInput) (*ent.Environment, error) {
-	return r.Engine.CreateEnvironment(ctx, input.Name, input.Kind)
+	return r.Control.CreateEnvironment(ctx, input.Name, input.Kind)
 }
 
 // CreateWorkflow is the resolver for the createWorkflow field.
@@ -28,42 +28,42 @@ func (r *mutationResolver) CreateWorkflow(ctx context.Context, input model.Creat
 	if input.Description != nil {
 		desc = *input.Description
 	}
-	return r.Engine.CreateWorkflow(ctx, input.Name, input.Slug, desc)
+	return r.Control.CreateWorkflow(ctx, input.Name, input.Slug, desc)
 }
 
 // CreateWorkflowVersion is the resolver for the createWorkflowVersion field.
 func (r *mutationResolver) CreateWorkflowVersion(ctx context.Context, input model.CreateWorkflowVersionInput) (*ent.WorkflowVersion, error) {
-	return r.Engine.CreateWorkflowVersion(ctx, input.WorkflowID, input.Definition)
+	return r.Control.CreateWorkflowVersion(ctx, input.WorkflowID, input.Definition)
 }
 
 // UpdateWorkflowVersion is the resolver for the updateWorkflowVersion field.
 func (r *mutationResolver) UpdateWorkflowVersion(ctx context.Context, input model.UpdateWorkflowVersionInput) (*ent.WorkflowVersion, error) {
-	return r.Engine.UpdateWorkflowVersion(ctx, input.ID, input.Definition)
+	return r.Control.UpdateWorkflowVersion(ctx, input.ID, input.Definition)
 }
 
 // PublishWorkflowVersion is the resolver for the publishWorkflowVersion field.
 func (r *mutationResolver) PublishWorkflowVersion(ctx context.Context, id string) (*ent.WorkflowVersion, error) {
-	return r.Engine.PublishWorkflowVersion(ctx, id)
+	return r.Control.PublishWorkflowVersion(ctx, id)
 }
 
 // DeployWorkflowVersion is the resolver for the deployWorkflowVersion field.
 func (r *mutationResolver) DeployWorkflowVersion(ctx context.Context, input model.DeployWorkflowVersionInput) (*ent.Deployment, error) {
-	return r.Engine.DeployWorkflowVersion(ctx, input.VersionID, input.EnvironmentID)
+	return r.Control.DeployWorkflowVersion(ctx, input.VersionID, input.EnvironmentID)
 }
 
 // CreateCredential is the resolver for the createCredential field.
 func (r *mutationResolver) CreateCredential(ctx context.Context, input model.CreateCredentialInput) (*ent.Credential, error) {
-	return r.Engine.CreateCredential(ctx, input.EnvironmentID, input.Name, input.Type, input.Secret)
+	return r.Control.CreateCredential(ctx, input.EnvironmentID, input.Name, input.Type, input.Secret)
 }
 
 // RotateCredential is the resolver for the rotateCredential field.
 func (r *mutationResolver) RotateCredential(ctx context.Context, input model.RotateCredentialInput) (*ent.Credential, error) {
-	return r.Engine.RotateCredential(ctx, input.ID, input.Secret)
+	return r.Control.RotateCredential(ctx, input.ID, input.Secret)
 }
 
 // DeleteCredential is the resolver for the deleteCredential field.
 func (r *mutationResolver) DeleteCredential(ctx context.Context, id string) (string, error) {
-	return r.Engine.DeleteCredential(ctx, id)
+	return r.Control.DeleteCredential(ctx, id)
 }
 
 // CreateAPIKey is the resolver for the createAPIKey field.
@@ -72,7 +72,7 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 	for i, role := range input.Roles {
 		roles[i] = strings.ToLower(string(role))
 	}
-	key, token, err := r.Engine.CreateAPIKey(ctx, input.Name, roles, input.EnvironmentID, input.ExpiresAt)
+	key, token, err := r.Control.CreateAPIKey(ctx, input.Name, roles, input.EnvironmentID, input.ExpiresAt)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 
 // RevokeAPIKey is the resolver for the revokeAPIKey field.
 func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error) {
-	return r.Engine.RevokeAPIKey(ctx, id)
+	return r.Control.RevokeAPIKey(ctx, id)
 }
 
 // Viewer is the resolver for the viewer field.

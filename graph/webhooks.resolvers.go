@@ -19,7 +19,7 @@ func (r *mutationResolver) CreateWebhookEndpoint(ctx context.Context, input mode
 	if input.Description != nil {
 		desc = *input.Description
 	}
-	ep, secret, err := r.Engine.CreateWebhookEndpoint(ctx, input.URL, input.EventTypes, desc)
+	ep, secret, err := r.Webhooks.CreateWebhookEndpoint(ctx, input.URL, input.EventTypes, desc)
 	if err != nil {
 		return nil, err
 	}
@@ -28,12 +28,12 @@ func (r *mutationResolver) CreateWebhookEndpoint(ctx context.Context, input mode
 
 // UpdateWebhookEndpoint is the resolver for the updateWebhookEndpoint field.
 func (r *mutationResolver) UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*ent.WebhookEndpoint, error) {
-	return r.Engine.UpdateWebhookEndpoint(ctx, input.ID, input.URL, input.EventTypes, input.Enabled, input.Description)
+	return r.Webhooks.UpdateWebhookEndpoint(ctx, input.ID, input.URL, input.EventTypes, input.Enabled, input.Description)
 }
 
 // RotateWebhookSecret is the resolver for the rotateWebhookSecret field.
 func (r *mutationResolver) RotateWebhookSecret(ctx context.Context, id string) (*model.CreateWebhookEndpointPayload, error) {
-	ep, secret, err := r.Engine.RotateWebhookSecret(ctx, id)
+	ep, secret, err := r.Webhooks.RotateWebhookSecret(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -42,12 +42,12 @@ func (r *mutationResolver) RotateWebhookSecret(ctx context.Context, id string) (
 
 // DeleteWebhookEndpoint is the resolver for the deleteWebhookEndpoint field.
 func (r *mutationResolver) DeleteWebhookEndpoint(ctx context.Context, id string) (string, error) {
-	return r.Engine.DeleteWebhookEndpoint(ctx, id)
+	return r.Webhooks.DeleteWebhookEndpoint(ctx, id)
 }
 
 // RedeliverWebhookDelivery is the resolver for the redeliverWebhookDelivery field.
 func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
-	return r.Engine.RedeliverWebhookDelivery(ctx, id)
+	return r.Webhooks.RedeliverWebhookDelivery(ctx, id)
 }
 
 // WebhookEventTypes is the resolver for the webhookEventTypes field.

@@ -17,14 +17,17 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/egress"
-	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tracing"
+	"github.com/sluicehq/sluice/internal/vault"
+	"github.com/sluicehq/sluice/internal/webhook"
 	"github.com/sluicehq/sluice/internal/worker"
 )
 
@@ -38,7 +41,9 @@ type app struct {
 	redis      *redis.Client
 	keys       *secrets.KeyRing
 	auth       *auth.Authenticator
-	engine     *engine.Engine
+	control    *control.Service
+	runs       *runs.Service
+	webhooks   *webhook.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -148,36 +153,46 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	}
 	a.metrics = server.NewMetrics()
 	a.metrics.Registry.MustRegister(worker.NewQueueCollector(asynq.NewInspectorFromRedisClient(a.redis)))
-	a.engine = engine.New(engine.Options{
-		Keys:       keys,
+	v := vault.New(keys)
+	// Every process that commits run changes (serve and worker) publishes
+	// them to the API processes' hubs.
+	pub := runPublisher{events.NewRedisPublisher(a.redis, log)}
+	a.control = control.New(control.Options{Vault: v, Revocations: pub})
+	a.webhooks = webhook.NewService(webhook.ServiceOptions{
 		Client:     a.client,
+		Vault:      v,
 		Dispatcher: a.dispatcher,
-		// Every process that commits run changes (serve and worker)
-		// publishes them to the API processes' hubs.
-		Publisher: enginePublisher{events.NewRedisPublisher(a.redis, log)},
-		Executor:  steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
-		Log:       log,
-		Metrics:   engine.NewMetrics(a.metrics.Registry),
-		Tracer:    tracer,
-		// Takeovers of silent steps and the crash limit (decide.go).
-		HeartbeatStale: cfg.StepStaleAfter,
-		CrashLimit:     cfg.StepCrashLimit,
-		Webhooks: engine.WebhookOptions{
+		Log:        log,
+		Options: webhook.Options{
 			Egress:        egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs},
 			RequireHTTPS:  !cfg.Development(),
 			ScheduleScale: cfg.WebhookScheduleScale,
 			RotationGrace: cfg.WebhookRotationGrace,
 		},
 	})
+	a.runs = runs.New(runs.Options{
+		Client:     a.client,
+		Vault:      v,
+		Dispatcher: a.dispatcher,
+		Publisher:  pub,
+		Outbox:     a.webhooks,
+		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
+		Log:        log,
+		Metrics:    runs.NewMetrics(a.metrics.Registry),
+		Tracer:     tracer,
+		// Takeovers of silent steps and the crash limit (decide.go).
+		HeartbeatStale: cfg.StepStaleAfter,
+		CrashLimit:     cfg.StepCrashLimit,
+	})
 	return a, nil
 }
 
-// enginePublisher hands the engine's committed run changes to the Redis
-// publisher. The adapter lives here so internal/events does not import the
-// engine (the engine may use events, never the reverse).
-type enginePublisher struct{ p *events.RedisPublisher }
+// runPublisher hands the run state machine's committed changes to the
+// Redis publisher. The adapter lives here so internal/events does not
+// import internal/runs (runs may use events, never the reverse).
+type runPublisher struct{ p *events.RedisPublisher }
 
-func (e enginePublisher) Publish(ctx context.Context, n engine.RunNotice) {
+func (e runPublisher) Publish(ctx context.Context, n runs.RunNotice) {
 	e.p.Publish(ctx, events.Notice{
 		TenantID: n.TenantID, RunID: n.RunID, Status: n.Status,
 		CostMicroUSD: n.CostMicroUSD, Events: events.FromRunEvents(n.Events),
@@ -185,7 +200,7 @@ func (e enginePublisher) Publish(ctx context.Context, n engine.RunNotice) {
 }
 
 // PublishKeyRevoked hands an API key revocation to the API processes.
-func (e enginePublisher) PublishKeyRevoked(ctx context.Context, tenantID, keyID string) {
+func (e runPublisher) PublishKeyRevoked(ctx context.Context, tenantID, keyID string) {
 	e.p.PublishKeyRevoked(ctx, tenantID, keyID)
 }
 

@@ -39,7 +39,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func (a *app) newWorker(cfg worker.Config) *worker.Worker {
-	return worker.New(a.redis, a.engine, a.dispatcher, a.log, cfg)
+	return worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 }
 
 // workerConfig reads SLUICE_WORKER_CONCURRENCY, SLUICE_WORKER_POLL_INTERVAL

@@ -1103,8 +1103,11 @@ func init() {
 		})
 	}
 	webhookendpointMixinHooks1 := webhookendpointMixin[1].Hooks()
+	webhookendpointHooks := schema.WebhookEndpoint{}.Hooks()
 
 	webhookendpoint.Hooks[1] = webhookendpointMixinHooks1[0]
+
+	webhookendpoint.Hooks[2] = webhookendpointHooks[0]
 	webhookendpointMixinFields0 := webhookendpointMixin[0].Fields()
 	_ = webhookendpointMixinFields0
 	webhookendpointMixinFields1 := webhookendpointMixin[1].Fields()

@@ -1,6 +1,10 @@
 package schema
 
 import (
+	"context"
+	"errors"
+	"fmt"
+
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
@@ -9,7 +13,12 @@ import (
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 
+	gen "github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/hook"
+	"github.com/sluicehq/sluice/ent/privacy"
+	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/viewer"
 )
 
 // WebhookEndpoint is a tenant's receiver of run events. Its signing secret
@@ -38,6 +47,36 @@ func (WebhookEndpoint) Fields() []ent.Field {
 		field.Time("failing_since").Optional().Nillable(),
 		field.String("created_by").Immutable(),
 	}
+}
+
+// Hooks: every change to an endpoint bumps its tenant's webhooks_version in
+// the same transaction, whichever code path makes it. The outbox caches
+// each tenant's enabled endpoints under that version (internal/webhook), so
+// a change the version missed would leave a stale list in use.
+func (WebhookEndpoint) Hooks() []ent.Hook {
+	return []ent.Hook{bumpWebhooksVersion}
+}
+
+func bumpWebhooksVersion(next ent.Mutator) ent.Mutator {
+	return hook.WebhookEndpointFunc(func(ctx context.Context, m *gen.WebhookEndpointMutation) (ent.Value, error) {
+		v, err := next.Mutate(ctx, m)
+		if err != nil {
+			return v, err
+		}
+		vw := viewer.FromContext(ctx)
+		if vw == nil || vw.TenantID == "" {
+			return nil, errors.New("webhook endpoint changed without a tenant in context")
+		}
+		// Bookkeeping only Sluice writes: the tenant policy allows no
+		// tenant mutation from a viewer; Row-Level Security still confines
+		// the update to the viewer's tenant.
+		err = m.Client().Tenant.Update().Where(tenant.ID(vw.TenantID)).AddWebhooksVersion(1).
+			Exec(privacy.DecisionContext(ctx, privacy.Allow))
+		if err != nil {
+			return nil, fmt.Errorf("bump webhooks version: %w", err)
+		}
+		return v, nil
+	})
 }
 
 func (WebhookEndpoint) Edges() []ent.Edge {

@@ -100,7 +100,7 @@ func ValidColumn(column string) bool {
 //
 //	import _ "github.com/sluicehq/sluice/ent/runtime"
 var (
-	Hooks  [2]ent.Hook
+	Hooks  [3]ent.Hook
 	Policy ent.Policy
 	// TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
 	TenantIDValidator func(string) error

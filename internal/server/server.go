@@ -30,22 +30,26 @@ import (
 	"github.com/sluicehq/sluice/graph/generated"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
+	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
+	"github.com/sluicehq/sluice/internal/webhook"
 )
 
 // Deps are what the server needs from the process.
 type Deps struct {
-	Config  *config.Config
-	Log     *slog.Logger
-	Client  *ent.Client // app role pool
-	Auth    *auth.Authenticator
-	Engine  *engine.Engine
-	Metrics *Metrics
+	Config   *config.Config
+	Log      *slog.Logger
+	Client   *ent.Client // app role pool
+	Auth     *auth.Authenticator
+	Control  *control.Service
+	Runs     *runs.Service
+	Webhooks *webhook.Service
+	Metrics  *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -81,7 +85,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Engine: d.Engine}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))

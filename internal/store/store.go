@@ -16,10 +16,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/hook"
-	"github.com/sluicehq/sluice/ent/privacy"
 	_ "github.com/sluicehq/sluice/ent/runtime" // privacy policies and hooks
-	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -49,39 +46,9 @@ func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
 }
 
 // NewClient wraps db in an Ent client whose transactions hold deferred
-// writes (see Deferred) and whose webhook endpoint changes bump their
-// tenant's webhooks_version.
+// writes (see Deferred).
 func NewClient(db *sql.DB) *ent.Client {
-	c := ent.NewClient(ent.Driver(Driver{entsql.OpenDB(dialect.Postgres, db)}))
-	c.WebhookEndpoint.Use(bumpWebhooksVersion)
-	return c
-}
-
-// bumpWebhooksVersion increments the tenant's webhooks_version in the
-// transaction of every change to one of its webhook endpoints, whichever
-// code path makes it: the engine caches each tenant's endpoint list by that
-// version (enqueueWebhooks), so a change the version missed would leave a
-// stale list in use.
-func bumpWebhooksVersion(next ent.Mutator) ent.Mutator {
-	return hook.WebhookEndpointFunc(func(ctx context.Context, m *ent.WebhookEndpointMutation) (ent.Value, error) {
-		v, err := next.Mutate(ctx, m)
-		if err != nil {
-			return v, err
-		}
-		vw := viewer.FromContext(ctx)
-		if vw == nil || vw.TenantID == "" {
-			return nil, errors.New("store: webhook endpoint changed without a tenant in context")
-		}
-		// Bookkeeping only Sluice writes: the tenant policy allows no
-		// tenant mutation from a viewer; Row-Level Security still confines
-		// the update to the viewer's tenant.
-		err = m.Client().Tenant.Update().Where(tenant.ID(vw.TenantID)).AddWebhooksVersion(1).
-			Exec(privacy.DecisionContext(ctx, privacy.Allow))
-		if err != nil {
-			return nil, fmt.Errorf("bump webhooks version: %w", err)
-		}
-		return v, nil
-	})
+	return ent.NewClient(ent.Driver(Driver{entsql.OpenDB(dialect.Postgres, db)}))
 }
 
 // BeginTenant starts a transaction scoped to tenantID. The setting is

@@ -1,6 +1,8 @@
-// Package webhook delivers run events to tenants' endpoints following the
-// Standard Webhooks specification: signing, the retry schedule, and the
-// classification of responses.
+// Package webhook owns outbound webhooks: a tenant's endpoints and their
+// signing secrets, the outbox of deliveries written in the transaction of
+// the run events they carry, and the delivery attempts that follow the
+// Standard Webhooks specification (signing, retry schedule, classification
+// of responses, disabling an endpoint that keeps failing).
 package webhook
 
 import (

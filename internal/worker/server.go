@@ -10,7 +10,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/webhook"
 )
 
 // Config tunes the worker.
@@ -27,13 +29,14 @@ type Config struct {
 	// queue lost. If zero, 2s.
 	ReconcileInterval time.Duration
 	// Reconcile tunes what counts as lost.
-	Reconcile engine.ReconcileOptions
+	Reconcile runs.ReconcileOptions
 }
 
 // Worker runs asynq handlers and the reconciler.
 type Worker struct {
 	cfg        Config
-	engine     *engine.Engine
+	runs       *runs.Service
+	webhooks   *webhook.Service
 	dispatcher *Dispatcher
 	inspector  *asynq.Inspector // lets the reconciler replace archived tasks
 	server     *asynq.Server
@@ -41,8 +44,9 @@ type Worker struct {
 	log        *slog.Logger
 }
 
-// New builds a worker on a Redis client.
-func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.Logger, cfg Config) *Worker {
+// New builds a worker on a Redis client: its handlers call the run state
+// machine (r) and the webhook deliverer (wh).
+func New(rdb redis.UniversalClient, r *runs.Service, wh *webhook.Service, d *Dispatcher, log *slog.Logger, cfg Config) *Worker {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 20
 	}
@@ -69,7 +73,7 @@ func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.L
 		Logger:   asynqLogger{log},
 		LogLevel: asynq.WarnLevel,
 	})
-	return &Worker{cfg: cfg, engine: e, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, rdb: rdb, log: log}
+	return &Worker{cfg: cfg, runs: r, webhooks: wh, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, rdb: rdb, log: log}
 }
 
 // Run processes tasks and reconciles until ctx ends, then shuts down: the
@@ -77,9 +81,9 @@ func New(rdb redis.UniversalClient, e *engine.Engine, d *Dispatcher, log *slog.L
 // ShutdownTimeout) and requeues the rest.
 func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(engine.TaskStep, w.handleStep)
-	mux.HandleFunc(engine.TaskApprovalTimeout, w.handleApprovalTimeout)
-	mux.HandleFunc(engine.TaskWebhook, w.handleWebhook)
+	mux.HandleFunc(tasks.KindStep, w.handleStep)
+	mux.HandleFunc(tasks.KindApprovalTimeout, w.handleApprovalTimeout)
+	mux.HandleFunc(tasks.KindWebhook, w.handleWebhook)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
@@ -114,7 +118,7 @@ func (w *Worker) handleStep(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if err := w.engine.ExecuteAttempt(ctx, p.TenantID, p.attempt()); err != nil {
+	if err := w.runs.ExecuteAttempt(ctx, p.TenantID, p.attempt()); err != nil {
 		w.log.WarnContext(ctx, "step attempt", "err", err, "tenant_id", p.TenantID, "run_id", p.RunID, "attempt_id", p.ID)
 		return err
 	}
@@ -126,7 +130,7 @@ func (w *Worker) handleApprovalTimeout(ctx context.Context, t *asynq.Task) error
 	if err != nil {
 		return err
 	}
-	return w.engine.ExpireApproval(ctx, p.TenantID, p.ID)
+	return w.runs.ExpireApproval(ctx, p.TenantID, p.ID)
 }
 
 func (w *Worker) handleWebhook(ctx context.Context, t *asynq.Task) error {
@@ -134,7 +138,7 @@ func (w *Worker) handleWebhook(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	return w.engine.DeliverWebhook(ctx, p.TenantID, p.ID)
+	return w.webhooks.DeliverWebhook(ctx, p.TenantID, p.ID)
 }
 
 // reconcileLoop re-sends due work Postgres knows of, every interval.
@@ -157,23 +161,30 @@ func (w *Worker) reconcileLoop(ctx context.Context) {
 
 // ReconcileOnce visits every tenant once and re-sends its due tasks.
 func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
-	tenants, err := w.engine.TenantIDs(ctx)
+	tenants, err := w.runs.TenantIDs(ctx)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, tid := range tenants {
-		tasks, err := w.engine.DueTasks(ctx, tid, w.cfg.Reconcile)
+		due, err := w.runs.DueTasks(ctx, tid, w.cfg.Reconcile)
 		if err != nil {
 			return n, err
 		}
-		if len(tasks) == 0 {
+		if w.webhooks != nil {
+			deliveries, err := w.webhooks.DueTasks(ctx, tid, w.cfg.Reconcile.GraceOrDefault())
+			if err != nil {
+				return n, err
+			}
+			due = append(due, deliveries...)
+		}
+		if len(due) == 0 {
 			continue
 		}
-		if err := w.dispatcher.dispatch(ctx, tasks, w.inspector); err != nil {
+		if err := w.dispatcher.dispatch(ctx, due, w.inspector); err != nil {
 			return n, err
 		}
-		n += len(tasks)
+		n += len(due)
 	}
 	return n, nil
 }

@@ -1,7 +1,7 @@
 // Package worker carries Sluice's work over asynq: the Dispatcher that
 // enqueues tasks after commit, the asynq server whose handlers call the
-// engine, and the reconciler that re-sends whatever Postgres says is due.
-// Redis holds only wake-ups; losing it loses nothing.
+// run state machine and the webhook deliverer, and the reconciler that
+// re-sends whatever Postgres says is due. Redis holds only wake-ups; losing it loses nothing.
 package worker
 
 import (
@@ -15,7 +15,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/tasks"
 )
 
 // Queue names and their weights. Steps get most of the capacity; timers
@@ -32,20 +33,20 @@ var queueWeights = map[string]int{QueueSteps: 6, QueueWebhooks: 2, QueueTimers: 
 // payload is the body of every task. V is the payload version: handlers
 // accept older versions forever.
 type payload struct {
-	V        int    `json:"v"`
-	TenantID string `json:"tenantID"`
-	RunID    string `json:"runID"`
-	StepID   string `json:"stepID,omitempty"` // step tasks; absent in older ones
-	Batched  bool   `json:"batched,omitempty"`
-	ID       string `json:"id"`
+	V          int    `json:"v"`
+	TenantID   string `json:"tenantID"`
+	RunID      string `json:"runID"`
+	StepID     string `json:"stepID,omitempty"`  // step tasks; absent in older ones
+	CheckFirst bool   `json:"batched,omitempty"` // wire name from before the rename; never change it
+	ID         string `json:"id"`
 }
 
 // attempt is the step attempt a step task names.
-func (p payload) attempt() engine.AttemptRef {
-	return engine.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID, Batched: p.Batched}
+func (p payload) attempt() runs.AttemptRef {
+	return runs.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID, CheckFirst: p.CheckFirst}
 }
 
-// Dispatcher enqueues engine tasks on asynq.
+// Dispatcher enqueues tasks on asynq.
 type Dispatcher struct {
 	client *asynq.Client
 	rdb    redis.UniversalClient // for wake-ups (wake.go); nil disables them
@@ -58,8 +59,8 @@ func NewDispatcher(c *asynq.Client, rdb redis.UniversalClient) *Dispatcher {
 }
 
 // Dispatch enqueues tasks; a task whose id is already queued is skipped.
-func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
-	return d.dispatch(ctx, tasks, nil)
+func (d *Dispatcher) Dispatch(ctx context.Context, ts []tasks.Task) error {
+	return d.dispatch(ctx, ts, nil)
 }
 
 // dispatch is Dispatch; with an inspector (the reconciler's), a task whose
@@ -67,21 +68,21 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tasks []engine.Task) error {
 // are exhausted, e.g. through a long Postgres outage) is replaced: the
 // archived task will never run, and while it exists its id rejects every
 // re-send, which would strand the run.
-func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *asynq.Inspector) error {
-	if len(tasks) == 1 {
-		t := tasks[0]
+func (d *Dispatcher) dispatch(ctx context.Context, ts []tasks.Task, insp *asynq.Inspector) error {
+	if len(ts) == 1 {
+		t := ts[0]
 		err := d.enqueue(ctx, t, insp)
-		if err == nil && insp == nil && t.Kind == engine.TaskStep && t.Variant == "" && !t.At.After(time.Now()) {
+		if err == nil && insp == nil && t.Kind == tasks.KindStep && t.Variant == "" && !t.At.After(time.Now()) {
 			d.wake(ctx, t)
 		}
 		return err
 	}
 	// A fan-out hands over hundreds of tasks at once; one Redis round trip
 	// each, a few in flight, keeps that short.
-	errs := make([]error, len(tasks))
+	errs := make([]error, len(ts))
 	sem := make(chan struct{}, dispatchParallelism)
 	var wg sync.WaitGroup
-	for i, t := range tasks {
+	for i, t := range ts {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -97,13 +98,13 @@ func (d *Dispatcher) dispatch(ctx context.Context, tasks []engine.Task, insp *as
 const dispatchParallelism = 8
 
 // enqueue puts one task on its queue; see dispatch.
-func (d *Dispatcher) enqueue(ctx context.Context, t engine.Task, insp *asynq.Inspector) error {
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, Batched: t.Batched})
+func (d *Dispatcher) enqueue(ctx context.Context, t tasks.Task, insp *asynq.Inspector) error {
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
 	queue := QueueSteps
 	switch t.Kind {
-	case engine.TaskApprovalTimeout:
+	case tasks.KindApprovalTimeout:
 		queue = QueueTimers
-	case engine.TaskWebhook:
+	case tasks.KindWebhook:
 		queue = QueueWebhooks
 	}
 	id := t.Kind + ":" + t.ID
@@ -114,7 +115,7 @@ func (d *Dispatcher) enqueue(ctx context.Context, t engine.Task, insp *asynq.Ins
 		asynq.TaskID(id),
 		asynq.Queue(queue),
 		asynq.MaxRetry(20),
-		// The engine enforces step timeouts; this bounds a stuck handler.
+		// The run state machine enforces step timeouts; this bounds a stuck handler.
 		asynq.Timeout(15 * time.Minute),
 	}
 	if !t.At.IsZero() && time.Until(t.At) > 0 {

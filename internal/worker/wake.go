@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluicehq/sluice/internal/engine"
+	"github.com/sluicehq/sluice/internal/tasks"
 )
 
 // The wake list lets a worker start a lone ready step at once instead of
@@ -24,11 +24,11 @@ const (
 )
 
 // wake pushes a wake-up for a single step task that is due now.
-func (d *Dispatcher) wake(ctx context.Context, t engine.Task) {
+func (d *Dispatcher) wake(ctx context.Context, t tasks.Task) {
 	if d.rdb == nil {
 		return
 	}
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, Batched: t.Batched})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
 	pipe := d.rdb.Pipeline()
 	pipe.RPush(ctx, wakeKey, b)
 	pipe.LTrim(ctx, wakeKey, -wakeBacklog, -1)
@@ -56,13 +56,13 @@ func (w *Worker) wakeLoop(ctx, execCtx context.Context, slots chan struct{}) {
 		}
 		// Run the step only if its task was still waiting in the queue:
 		// deleting it is what makes this worker the one that runs it.
-		if err := w.inspector.DeleteTask(QueueSteps, engine.TaskStep+":"+p.ID); err != nil {
+		if err := w.inspector.DeleteTask(QueueSteps, tasks.KindStep+":"+p.ID); err != nil {
 			<-slots
 			continue
 		}
 		go func() {
 			defer func() { <-slots }()
-			if err := w.engine.ExecuteAttempt(execCtx, p.TenantID, p.attempt()); err != nil {
+			if err := w.runs.ExecuteAttempt(execCtx, p.TenantID, p.attempt()); err != nil {
 				// The step is queued in Postgres; the reconciler sends it again.
 				w.log.Warn("woken step attempt", "err", err, "tenant_id", p.TenantID, "attempt_id", p.ID)
 			}

@@ -15,10 +15,12 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sluicehq/sluice/internal/engine"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/redisdb"
+	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/webhook"
 )
 
 func redisAddr() string {
@@ -51,23 +53,23 @@ func testRedis(t *testing.T) *redis.Client {
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestDecode(t *testing.T) {
-	p, err := decode(asynq.NewTask(engine.TaskStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","batched":true,"id":"att_1"}`)))
+	p, err := decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","batched":true,"id":"att_1"}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := engine.AttemptRef{RunID: "run_1", StepID: "stp_1", ID: "att_1", Batched: true}
+	want := runs.AttemptRef{RunID: "run_1", StepID: "stp_1", ID: "att_1", CheckFirst: true}
 	if p.V != 1 || p.TenantID != "ten_1" || p.attempt() != want {
 		t.Errorf("decoded %+v, attempt %+v", p, p.attempt())
 	}
 	// A task written before step ids were carried still decodes.
-	p, err = decode(asynq.NewTask(engine.TaskStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`)))
-	if err != nil || p.ID != "att_1" || p.StepID != "" || p.Batched {
+	p, err = decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`)))
+	if err != nil || p.ID != "att_1" || p.StepID != "" || p.CheckFirst {
 		t.Errorf("older payload: %+v, %v", p, err)
 	}
 	// A payload that cannot be read will never be: asynq must not retry it.
-	w := &Worker{log: quietLog()} // no engine: a handler that reached it would panic
+	w := &Worker{log: quietLog()} // no services: a handler that reached it would panic
 	for name, h := range map[string]asynq.HandlerFunc{
-		engine.TaskStep: w.handleStep, engine.TaskApprovalTimeout: w.handleApprovalTimeout, engine.TaskWebhook: w.handleWebhook,
+		tasks.KindStep: w.handleStep, tasks.KindApprovalTimeout: w.handleApprovalTimeout, tasks.KindWebhook: w.handleWebhook,
 	} {
 		err := h(context.Background(), asynq.NewTask(name, []byte(`not json`)))
 		if !errors.Is(err, asynq.SkipRetry) {
@@ -85,7 +87,7 @@ func TestPayloadEncoding(t *testing.T) {
 	if got, want := string(b), `{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`; got != want {
 		t.Errorf("payload = %s, want %s", got, want)
 	}
-	if engine.TaskStep != "step.execute" || engine.TaskApprovalTimeout != "approval.timeout" || engine.TaskWebhook != "webhook.deliver" {
+	if tasks.KindStep != "step.execute" || tasks.KindApprovalTimeout != "approval.timeout" || tasks.KindWebhook != "webhook.deliver" {
 		t.Error("task kinds changed: queued tasks of the old kinds would find no handler")
 	}
 }
@@ -99,23 +101,23 @@ func TestDispatch(t *testing.T) {
 	later := time.Now().Add(time.Hour)
 
 	cases := []struct {
-		task  engine.Task
+		task  tasks.Task
 		queue string
 		id    string
 		state asynq.TaskState
 	}{
-		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", Batched: true}, QueueSteps, "step.execute:att_1", asynq.TaskStatePending},
-		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", Variant: "takeover1"}, QueueSteps, "step.execute:att_1:takeover1", asynq.TaskStatePending},
-		{engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_2", ID: "att_2", At: later}, QueueSteps, "step.execute:att_2", asynq.TaskStateScheduled},
-		{engine.Task{Kind: engine.TaskApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1", At: later}, QueueTimers, "approval.timeout:apr_1", asynq.TaskStateScheduled},
-		{engine.Task{Kind: engine.TaskWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1", Variant: "2"}, QueueWebhooks, "webhook.deliver:dlv_1:2", asynq.TaskStatePending},
+		{tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", CheckFirst: true}, QueueSteps, "step.execute:att_1", asynq.TaskStatePending},
+		{tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_1", Variant: "takeover1"}, QueueSteps, "step.execute:att_1:takeover1", asynq.TaskStatePending},
+		{tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_2", ID: "att_2", At: later}, QueueSteps, "step.execute:att_2", asynq.TaskStateScheduled},
+		{tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1", At: later}, QueueTimers, "approval.timeout:apr_1", asynq.TaskStateScheduled},
+		{tasks.Task{Kind: tasks.KindWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1", Variant: "2"}, QueueWebhooks, "webhook.deliver:dlv_1:2", asynq.TaskStatePending},
 	}
 	for _, c := range cases {
-		if err := d.Dispatch(ctx, []engine.Task{c.task}); err != nil {
+		if err := d.Dispatch(ctx, []tasks.Task{c.task}); err != nil {
 			t.Fatalf("dispatch %s: %v", c.id, err)
 		}
 		// The same work sent again is no error and no second task.
-		if err := d.Dispatch(ctx, []engine.Task{c.task}); err != nil {
+		if err := d.Dispatch(ctx, []tasks.Task{c.task}); err != nil {
 			t.Fatalf("dispatch %s again: %v", c.id, err)
 		}
 		info, err := insp.GetTaskInfo(c.queue, c.id)
@@ -126,7 +128,7 @@ func TestDispatch(t *testing.T) {
 			t.Errorf("task %s: type %s state %v max retry %d", c.id, info.Type, info.State, info.MaxRetry)
 		}
 		p, err := decode(asynq.NewTask(info.Type, info.Payload))
-		if err != nil || p.V != 1 || p.TenantID != c.task.TenantID || p.RunID != c.task.RunID || p.StepID != c.task.StepID || p.ID != c.task.ID || p.Batched != c.task.Batched {
+		if err != nil || p.V != 1 || p.TenantID != c.task.TenantID || p.RunID != c.task.RunID || p.StepID != c.task.StepID || p.ID != c.task.ID || p.CheckFirst != c.task.CheckFirst {
 			t.Errorf("task %s payload %+v, %v", c.id, p, err)
 		}
 	}
@@ -148,9 +150,9 @@ func TestDispatch(t *testing.T) {
 	}
 
 	// A fan-out enqueues every task.
-	var fan []engine.Task
+	var fan []tasks.Task
 	for i := range 20 {
-		fan = append(fan, engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_2", ID: fmt.Sprintf("fan_%d", i)})
+		fan = append(fan, tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_2", ID: fmt.Sprintf("fan_%d", i)})
 	}
 	if err := d.Dispatch(ctx, fan); err != nil {
 		t.Fatal(err)
@@ -181,12 +183,12 @@ func TestWakeUps(t *testing.T) {
 		}
 		return out
 	}
-	noWake := [][]engine.Task{
-		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_later", At: time.Now().Add(time.Hour)}},
-		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_takeover", Variant: "t1"}},
-		{{Kind: engine.TaskApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1"}},
-		{{Kind: engine.TaskWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1"}},
-		{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_a"}, {Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_b"}},
+	noWake := [][]tasks.Task{
+		{{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_later", At: time.Now().Add(time.Hour)}},
+		{{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_takeover", Variant: "t1"}},
+		{{Kind: tasks.KindApprovalTimeout, TenantID: "ten_1", RunID: "run_1", ID: "apr_1"}},
+		{{Kind: tasks.KindWebhook, TenantID: "ten_1", RunID: "run_1", ID: "dlv_1"}},
+		{{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_a"}, {Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_b"}},
 	}
 	for _, tasks := range noWake {
 		if err := d.Dispatch(ctx, tasks); err != nil {
@@ -196,16 +198,16 @@ func TestWakeUps(t *testing.T) {
 	if w := wakes(); len(w) != 0 {
 		t.Fatalf("wake-ups %+v for tasks that must not wake a worker", w)
 	}
-	lone := engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_now", Batched: true}
-	if err := d.Dispatch(ctx, []engine.Task{lone}); err != nil {
+	lone := tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", ID: "att_now", CheckFirst: true}
+	if err := d.Dispatch(ctx, []tasks.Task{lone}); err != nil {
 		t.Fatal(err)
 	}
 	w := wakes()
-	if len(w) != 1 || w[0] != (payload{V: 1, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", Batched: true, ID: "att_now"}) {
+	if len(w) != 1 || w[0] != (payload{V: 1, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", CheckFirst: true, ID: "att_now"}) {
 		t.Fatalf("wake-ups %+v, want one for att_now", w)
 	}
 	// Without Redis for wake-ups the task is still enqueued.
-	if err := NewDispatcher(asynq.NewClientFromRedisClient(rdb), nil).Dispatch(ctx, []engine.Task{{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_nowake"}}); err != nil {
+	if err := NewDispatcher(asynq.NewClientFromRedisClient(rdb), nil).Dispatch(ctx, []tasks.Task{{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_nowake"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(QueueSteps, "step.execute:att_nowake"); err != nil {
@@ -248,17 +250,17 @@ func runWakeLoop(t *testing.T, w *Worker, rdb *redis.Client, slots chan struct{}
 // TestWakeLoopLeavesWorkToTheQueue: a wake-up runs nothing unless this
 // worker has a free slot and takes the step's task out of the queue; in
 // every other case the task (if any) stays for asynq and the slot is free.
-// The worker has no engine: running a step would panic.
+// The worker has no run state machine: running a step would panic.
 func TestWakeLoopLeavesWorkToTheQueue(t *testing.T) {
 	ctx := context.Background()
 	rdb := testRedis(t)
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
-	w := New(rdb, nil, d, quietLog(), Config{})
+	w := New(rdb, nil, nil, d, quietLog(), Config{})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 
 	// Busy: every slot taken. The wake-up is dropped; the task stays queued.
-	busy := engine.Task{Kind: engine.TaskStep, TenantID: "ten_1", RunID: "run_1", ID: "att_busy"}
-	if err := d.Dispatch(ctx, []engine.Task{busy}); err != nil {
+	busy := tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", ID: "att_busy"}
+	if err := d.Dispatch(ctx, []tasks.Task{busy}); err != nil {
 		t.Fatal(err)
 	}
 	slots := make(chan struct{}, 1)
@@ -284,24 +286,28 @@ func TestWakeLoopLeavesWorkToTheQueue(t *testing.T) {
 	}
 }
 
-// downEngine is a real engine whose Postgres is unreachable (a closed port).
-func downEngine(t *testing.T, d *Dispatcher) *engine.Engine {
+// downServices are a real run state machine and webhook deliverer whose
+// Postgres is unreachable (a closed port).
+func downServices(t *testing.T, d *Dispatcher) (*runs.Service, *webhook.Service) {
 	t.Helper()
 	db, err := sql.Open("pgx", "postgres://postgres@127.0.0.1:1/none?connect_timeout=5")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return engine.New(engine.Options{Client: store.NewClient(db), Dispatcher: d, Log: quietLog()})
+	c := store.NewClient(db)
+	return runs.New(runs.Options{Client: c, Dispatcher: d, Log: quietLog()}),
+		webhook.NewService(webhook.ServiceOptions{Client: c, Dispatcher: d, Log: quietLog()})
 }
 
 // TestHandlersRetryOutages: while Postgres is down a handler returns an
 // error asynq retries (not SkipRetry): the work stays due.
 func TestHandlersRetryOutages(t *testing.T) {
-	w := &Worker{engine: downEngine(t, nil), log: quietLog()}
+	r, wh := downServices(t, nil)
+	w := &Worker{runs: r, webhooks: wh, log: quietLog()}
 	b, _ := json.Marshal(payload{V: 1, TenantID: ids.New(ids.Tenant), RunID: ids.New(ids.Run), StepID: ids.New(ids.StepRun), ID: ids.New(ids.StepAttempt)})
 	for name, h := range map[string]asynq.HandlerFunc{
-		engine.TaskStep: w.handleStep, engine.TaskApprovalTimeout: w.handleApprovalTimeout, engine.TaskWebhook: w.handleWebhook,
+		tasks.KindStep: w.handleStep, tasks.KindApprovalTimeout: w.handleApprovalTimeout, tasks.KindWebhook: w.handleWebhook,
 	} {
 		err := h(context.Background(), asynq.NewTask(name, b))
 		if err == nil || errors.Is(err, asynq.SkipRetry) || !store.Unavailable(err) {
@@ -317,15 +323,16 @@ func TestWakeLoopTakesTheTask(t *testing.T) {
 	ctx := context.Background()
 	rdb := testRedis(t)
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
-	w := New(rdb, downEngine(t, d), d, quietLog(), Config{})
+	r, wh := downServices(t, d)
+	w := New(rdb, r, wh, d, quietLog(), Config{})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	task := engine.Task{Kind: engine.TaskStep, TenantID: ids.New(ids.Tenant), RunID: ids.New(ids.Run), StepID: ids.New(ids.StepRun), ID: ids.New(ids.StepAttempt)}
-	if err := d.Dispatch(ctx, []engine.Task{task}); err != nil {
+	task := tasks.Task{Kind: tasks.KindStep, TenantID: ids.New(ids.Tenant), RunID: ids.New(ids.Run), StepID: ids.New(ids.StepRun), ID: ids.New(ids.StepAttempt)}
+	if err := d.Dispatch(ctx, []tasks.Task{task}); err != nil {
 		t.Fatal(err)
 	}
 	slots := make(chan struct{}, 1)
 	runWakeLoop(t, w, rdb, slots)
-	if _, err := insp.GetTaskInfo(QueueSteps, engine.TaskStep+":"+task.ID); !errors.Is(err, asynq.ErrTaskNotFound) {
+	if _, err := insp.GetTaskInfo(QueueSteps, tasks.KindStep+":"+task.ID); !errors.Is(err, asynq.ErrTaskNotFound) {
 		t.Errorf("the woken step's task is still queued (%v)", err)
 	}
 	// The attempt fails (Postgres is down) and releases its slot.

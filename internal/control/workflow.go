@@ -1,0 +1,267 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/credential"
+	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowversion"
+	"github.com/sluicehq/sluice/internal/access"
+	"github.com/sluicehq/sluice/internal/audit"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// CreateWorkflow adds a workflow. Editors and above.
+func (s *Service) CreateWorkflow(ctx context.Context, name, slug, description string) (*ent.Workflow, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" || len(name) > 200 {
+		return nil, errs.Invalid("input.name", "must be 1 to 200 characters")
+	}
+	if !slugPattern.MatchString(slug) {
+		return nil, errs.Invalid("input.slug", "must be lower case letters, digits and dashes, starting with a letter, at most 63 characters")
+	}
+	if len(description) > 2000 {
+		return nil, errs.Invalid("input.description", "must be at most 2000 characters")
+	}
+	wf, err := c.Workflow.Create().SetName(name).SetSlug(slug).SetDescription(description).SetCreatedBy(v.Subject).Save(ctx)
+	if err != nil {
+		return nil, store.ConflictIfExists(err, "workflow "+slug)
+	}
+	return wf, audit.Record(ctx, c, "workflow.create", "Workflow", wf.ID, map[string]any{"slug": slug})
+}
+
+// parseDefinition validates a definition and returns it with its canonical
+// map form. Validation problems carry paths prefixed with input.definition.
+func parseDefinition(raw map[string]any) (*definition.Definition, map[string]any, error) {
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, nil, errs.Invalid("input.definition", "is not JSON: %v", err)
+	}
+	def, err := definition.Parse(b)
+	if err != nil {
+		var ve *definition.ValidationError
+		if errors.As(err, &ve) {
+			problems := make([]errs.Problem, 0, len(ve.Problems))
+			for _, p := range ve.Problems {
+				problems = append(problems, errs.Problem{Path: p.Path, Message: p.Message})
+			}
+			return nil, nil, errs.InvalidAll(ve.Error(), problems)
+		}
+		return nil, nil, errs.Invalid("input.definition", "%v", err)
+	}
+	return def, raw, nil
+}
+
+// CreateWorkflowVersion stores a new draft version with the next number.
+// The definition is validated now, so a draft that exists can be published.
+func (s *Service) CreateWorkflowVersion(ctx context.Context, workflowID string, raw map[string]any) (*ent.WorkflowVersion, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	// The row lock serialises version numbering per workflow.
+	wf, err := c.Workflow.Query().Where(workflow.ID(workflowID)).ForUpdate().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("workflow", workflowID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	def, raw, err := parseDefinition(raw)
+	if err != nil {
+		return nil, err
+	}
+	last, err := wf.QueryVersions().Order(ent.Desc(workflowversion.FieldNumber)).First(ctx)
+	next := 1
+	switch {
+	case err == nil:
+		next = last.Number + 1
+	case !ent.IsNotFound(err):
+		return nil, err
+	}
+	wv, err := c.WorkflowVersion.Create().
+		SetWorkflowID(wf.ID).
+		SetNumber(next).
+		SetSchemaVersion(def.SchemaVersion).
+		SetDefinition(raw).
+		SetContentHash(def.Hash()).
+		SetCreatedBy(v.Subject).
+		Save(ctx)
+	if err != nil {
+		return nil, store.ConflictIfExists(err, "version "+strconv.Itoa(next))
+	}
+	return wv, audit.Record(ctx, c, "workflow_version.create", "WorkflowVersion", wv.ID, map[string]any{"workflowID": wf.ID, "number": next, "contentHash": wv.ContentHash})
+}
+
+// UpdateWorkflowVersion replaces the definition of a draft. Published
+// versions are immutable: CONFLICT.
+func (s *Service) UpdateWorkflowVersion(ctx context.Context, id string, raw map[string]any) (*ent.WorkflowVersion, error) {
+	_, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	wv, err := versionForUpdate(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if wv.Status == workflowversion.StatusPublished {
+		return nil, errs.E(errs.Conflict, "workflow version %s is published and immutable; create a new version", id)
+	}
+	def, raw, err := parseDefinition(raw)
+	if err != nil {
+		return nil, err
+	}
+	wv, err = wv.Update().SetDefinition(raw).SetSchemaVersion(def.SchemaVersion).SetContentHash(def.Hash()).Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return wv, audit.Record(ctx, c, "workflow_version.update", "WorkflowVersion", wv.ID, map[string]any{"contentHash": wv.ContentHash})
+}
+
+// PublishWorkflowVersion validates a draft again and freezes it. Publishing a
+// published version returns it unchanged.
+func (s *Service) PublishWorkflowVersion(ctx context.Context, id string) (*ent.WorkflowVersion, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	wv, err := versionForUpdate(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if wv.Status == workflowversion.StatusPublished {
+		return wv, nil
+	}
+	def, _, err := parseDefinition(wv.Definition)
+	if err != nil {
+		return nil, err
+	}
+	if def.Hash() != wv.ContentHash {
+		return nil, errs.E(errs.Internal, "content hash mismatch on version %s", id)
+	}
+	wv, err = wv.Update().
+		SetStatus(workflowversion.StatusPublished).
+		SetPublishedAt(time.Now().UTC()).
+		SetPublishedBy(v.Subject).
+		Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return wv, audit.Record(ctx, c, "workflow_version.publish", "WorkflowVersion", wv.ID, map[string]any{"contentHash": wv.ContentHash, "number": wv.Number})
+}
+
+func versionForUpdate(ctx context.Context, c *ent.Client, id string) (*ent.WorkflowVersion, error) {
+	wv, err := c.WorkflowVersion.Query().Where(workflowversion.ID(id)).ForUpdate().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("workflow version", id)
+	}
+	return wv, err
+}
+
+// DeployWorkflowVersion makes a published version the one new runs use in an
+// environment. Production deploys need an admin; the previous deployment is
+// kept as history.
+func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environmentID string) (*ent.Deployment, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	wv, err := c.WorkflowVersion.Get(ctx, versionID)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("workflow version", versionID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	env, err := EnvironmentByID(ctx, c, environmentID, "input.environmentID")
+	if err != nil {
+		return nil, err
+	}
+	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) {
+		return nil, errs.E(errs.Forbidden, "deploying to production needs the admin role")
+	}
+	if wv.Status != workflowversion.StatusPublished {
+		return nil, errs.Invalid("input.versionID", "version %d is a draft; publish it first", wv.Number)
+	}
+	def, _, err := parseDefinition(wv.Definition)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
+		return nil, err
+	}
+	prev, err := c.Deployment.Query().
+		Where(deployment.WorkflowID(wv.WorkflowID), deployment.EnvironmentID(env.ID), deployment.Active(true)).
+		ForUpdate().Only(ctx)
+	var prevVersion *string
+	switch {
+	case err == nil:
+		if prev.VersionID == wv.ID {
+			return prev, nil
+		}
+		prevVersion = &prev.VersionID
+		if err := prev.Update().SetActive(false).SetSupersededAt(time.Now().UTC()).Exec(ctx); err != nil {
+			return nil, err
+		}
+	case !ent.IsNotFound(err):
+		return nil, err
+	}
+	dep, err := c.Deployment.Create().
+		SetWorkflowID(wv.WorkflowID).
+		SetEnvironmentID(env.ID).
+		SetVersionID(wv.ID).
+		SetNillablePreviousVersionID(prevVersion).
+		SetDeployedBy(v.Subject).
+		Save(ctx)
+	if ent.IsConstraintError(err) {
+		// The one active deployment per (workflow, environment) is unique:
+		// a concurrent deploy committed its own between our read and write.
+		return nil, errs.E(errs.Conflict, "another deployment to %s committed first; retry", env.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	meta := map[string]any{"workflowID": wv.WorkflowID, "versionID": wv.ID, "number": wv.Number, "environment": env.Name, "environmentKind": string(env.Kind)}
+	if prevVersion != nil {
+		meta["previousVersionID"] = *prevVersion
+	}
+	return dep, audit.Record(ctx, c, "workflow_version.deploy", "Deployment", dep.ID, meta)
+}
+
+// checkCredentials makes sure every credential a definition names exists in
+// the target environment.
+func checkCredentials(ctx context.Context, c *ent.Client, def *definition.Definition, envID string) error {
+	var problems []errs.Problem
+	for i, s := range def.Steps {
+		if s.Credential == "" {
+			continue
+		}
+		ok, err := c.Credential.Query().Where(credential.EnvironmentID(envID), credential.Name(s.Credential)).Exist(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			problems = append(problems, errs.Problem{
+				Path:    "$.steps[" + strconv.Itoa(i) + "].credential",
+				Message: "credential " + quote(s.Credential) + " does not exist in the target environment",
+			})
+		}
+	}
+	if len(problems) > 0 {
+		return errs.InvalidAll("the definition names credentials missing from the environment", problems)
+	}
+	return nil
+}

@@ -1,0 +1,689 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"entgo.io/ent/dialect/sql"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/idempotency"
+	"github.com/sluicehq/sluice/internal/steps"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/tracing"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// job is what an attempt needs once its transaction has closed: side effects
+// run outside any transaction.
+type job struct {
+	tenantID, runID, attemptID string
+	stepRunID                  string
+	attempt                    int
+	step                       *definition.Step
+	env                        definition.Env
+	credential                 *steps.Credential
+	idempotencyKey             string
+	recorded                   any  // sandbox: the source run's output for a side-effect step
+	replayed                   bool // sandbox side-effect step: return recorded, call nothing
+	budget                     *steps.Error
+	budgetData                 map[string]any
+	started                    time.Time
+	claimed                    bool // this delivery moved the step to running
+	// held: an at_most_once attempt whose send another holder recorded
+	// first (markSent); this delivery sent nothing and records nothing.
+	held bool
+	// state is set for steps run inside their claim's transaction (no I/O
+	// to guard): the claim's unflushed run state, finished in place.
+	state *runState
+}
+
+// AttemptRef names a step attempt as its task carries it. Only ID is
+// required; RunID and StepID, when known, spare a lookup.
+type AttemptRef struct {
+	RunID, StepID, ID string
+	// CheckFirst: the step is a transform that another delivery may run in
+	// its batch (runReadyTransforms), so a delivery checks before locking.
+	CheckFirst bool
+}
+
+// ExecuteAttempt runs one step attempt: claim it (fenced), execute it outside
+// any transaction, then record the result (fenced again) and advance the run.
+// A late or duplicate delivery of the same attempt changes nothing.
+func (e *Service) ExecuteAttempt(ctx context.Context, tenantID string, ref AttemptRef) error {
+	ctx = viewer.SystemContext(ctx, tenantID)
+	for i := 0; ref.ID != ""; i++ {
+		next, err := e.executeAttempt(ctx, ref, i < maxContinuations)
+		if err != nil {
+			return err
+		}
+		ref = next
+	}
+	return nil
+}
+
+// maxContinuations bounds how many steps one delivery runs back to back.
+// Continuing saves the queue round trip between a step and the next one
+// (the dominant cost of a chain); the bound keeps one task from holding a
+// worker slot indefinitely.
+const maxContinuations = 1000
+
+// executeAttempt runs one attempt. With mayContinue, a step its result made
+// ready now is not sent through the queue but returned, for this worker to
+// run next; if the worker dies first, the step is queued and past due in
+// Postgres, so the reconciler sends it.
+func (e *Service) executeAttempt(ctx context.Context, ref AttemptRef, mayContinue bool) (AttemptRef, error) {
+	var j *job
+	var next AttemptRef
+	var nextPtr *AttemptRef
+	if mayContinue {
+		nextPtr = &next
+	}
+	for try := 0; ; try++ {
+		var early time.Duration
+		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+			var s *runState
+			var err error
+			j, s, early, err = e.claimAttempt(ctx, ref)
+			if err != nil || s == nil || early > 0 || (j != nil && j.state == nil) {
+				return err
+			}
+			// A pure step (or none: another delivery's batch ran it) with
+			// the run locked: finish it and any other ready transforms of
+			// the run in this transaction, with one flush.
+			s.hold = true
+			if j != nil {
+				out, calls, execErr := e.runStep(ctx, j)
+				if err := e.finishAttempt(ctx, j, out, calls, execErr, nextPtr); err != nil {
+					return err
+				}
+			}
+			if err := e.runReadyTransforms(ctx, s, nextPtr); err != nil {
+				return err
+			}
+			s.hold = false
+			return s.flush(ctx)
+		})
+		if err != nil {
+			return AttemptRef{}, err
+		}
+		if early <= 0 || try == 2 {
+			break
+		}
+		// Delivered a little early: wait until it is due, outside any
+		// transaction, so retries honour their backoff and Retry-After.
+		select {
+		case <-time.After(early):
+		case <-ctx.Done():
+			return AttemptRef{}, ctx.Err()
+		}
+	}
+	if j == nil {
+		return AttemptRef{}, nil
+	}
+	if j.state != nil {
+		return next, nil // ran and finished inside the claim's transaction
+	}
+	stop := e.heartbeat(ctx, j)
+	out, calls, execErr := e.runStep(ctx, j)
+	stop()
+	if j.held {
+		return AttemptRef{}, nil
+	}
+	if ctx.Err() != nil {
+		// Shutdown or lost lease: leave the attempt running; the queue
+		// redelivers it and the fence keeps one result.
+		return AttemptRef{}, ctx.Err()
+	}
+	err := store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
+		return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
+	})
+	if err != nil {
+		return AttemptRef{}, err
+	}
+	return next, nil
+}
+
+// Heartbeats: a worker executing an attempt touches its step every third
+// of the stale period (HeartbeatStale by default, Options.HeartbeatStale);
+// a running step untouched for that long is presumed abandoned (its worker
+// died) and may be taken over.
+const HeartbeatStale = 15 * time.Second
+
+// heartbeat keeps the step of j marked alive until the returned stop is called.
+func (e *Service) heartbeat(ctx context.Context, j *job) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(e.stale / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+					return ent.FromContext(ctx).StepRun.Update().
+						Where(steprun.ID(j.stepRunID), steprun.CurrentAttemptID(j.attemptID), steprun.StatusEQ(steprun.StatusRunning)).
+						SetUpdatedAt(e.now()).Exec(ctx)
+				})
+				if err != nil && ctx.Err() == nil {
+					e.log.WarnContext(ctx, "heartbeat", "err", err, "attempt_id", j.attemptID)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// lateDelivery is how late past due a transform's delivery must be to be
+// run outside its claim's transaction (see claimAttempt): the queue
+// redelivers the task of a dead worker once its lease (30s) expires.
+const lateDelivery = 20 * time.Second
+
+// maxEarlyWait bounds how long a worker holds an attempt delivered before
+// it is due. The queue schedules in whole seconds, so a delivery can come up
+// to a second early; one earlier than this (clock skew) is dropped and the
+// reconciler sends it again once it is due.
+const maxEarlyWait = 2 * time.Second
+
+// claimAttempt locks the attempt's run, reads the steps the attempt may
+// touch and claims the attempt (claimStep). It returns the locked run state
+// too, also when the job is nil (nothing to do for this attempt) so that the
+// caller may run the run's other ready transforms; the state is nil when the
+// run is gone or its lock was not taken.
+func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runState, time.Duration, error) {
+	c := ent.FromContext(ctx)
+	attemptID := ref.ID
+	if ref.RunID == "" || ref.StepID == "" {
+		// A task from before tasks named their run and step.
+		att, err := c.StepAttempt.Get(ctx, attemptID)
+		if ent.IsNotFound(err) {
+			return nil, nil, 0, nil
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		ref.RunID, ref.StepID = att.RunID, att.StepID
+	}
+	if ref.CheckFirst {
+		// Another delivery may have run it in a batch: look before queueing
+		// behind the run's lock for nothing.
+		sr, err := c.StepRun.Query().Where(steprun.RunID(ref.RunID), steprun.StepID(ref.StepID)).
+			Select(steprun.FieldStatus, steprun.FieldCurrentAttemptID).Only(ctx)
+		if ent.IsNotFound(err) {
+			return nil, nil, 0, nil
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID || (sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusRunning) {
+			return nil, nil, 0, nil
+		}
+	}
+	s, err := e.lockRunSteps(ctx, c, ref.RunID)
+	if errs.CodeOf(err) == errs.NotFound {
+		return nil, nil, 0, nil
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	step, ok := s.def.StepByID(ref.StepID)
+	if !ok {
+		return nil, nil, 0, nil
+	}
+	pure := s.pure(step)
+	if err := s.load(ctx, s.claimLoads(step, pure)...); err != nil {
+		return nil, nil, 0, err
+	}
+	sr := s.steps[ref.StepID]
+	if pure && step.Type == definition.StepTransform && sr != nil && sr.ReadyAt != nil && s.now.Sub(*sr.ReadyAt) > lateDelivery {
+		// A late delivery may be the queue's redelivery after a worker died
+		// evaluating this transform inside its claim's transaction, which
+		// rolled back and left no trace. Claim it in a transaction of its
+		// own instead, with heartbeats: a worker dying again is then taken
+		// over and counted towards the crash limit (crashedTooOften).
+		pure = false
+		e.log.DebugContext(ctx, "late transform claimed in a transaction of its own", "run_id", ref.RunID, "step_id", ref.StepID, "late", s.now.Sub(*sr.ReadyAt).String())
+	}
+	if s.terminal() || sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID {
+		return nil, s, 0, nil
+	}
+	j, early, err := s.claimStep(ctx, step, sr, pure)
+	return j, s, early, err
+}
+
+// pure reports whether a step runs inside its claim's transaction: no I/O
+// to guard (a transform, a delay's end, a sandbox replay's recorded output).
+func (s *runState) pure(step *definition.Step) bool {
+	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
+}
+
+// claimLoads is every step a claim may touch, for one read: the step, the
+// outputs it reads and, when it finishes in the same transaction, its
+// dependents with what they need and read.
+func (s *runState) claimLoads(step *definition.Step, pure bool) []string {
+	load := append([]string{step.ID}, s.def.Reads(step.ID)...)
+	if pure {
+		for _, dep := range s.e.dependentsOf(s.run.VersionID, s.def)[step.ID] {
+			d, _ := s.def.StepByID(dep)
+			load = append(append(append(load, dep), d.Needs...), s.def.Reads(dep)...)
+		}
+	}
+	return load
+}
+
+// claimStep marks the step's current attempt running, if it is due and not
+// held by a live worker. It returns a nil job when there is nothing to do,
+// and with it how long to wait first when the attempt is not due yet.
+func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent.StepRun, pure bool) (*job, time.Duration, error) {
+	c := s.c
+	attemptID := *sr.CurrentAttemptID
+	number := sr.Attempts // the current attempt is the step's latest
+	switch sr.Status {
+	case steprun.StatusQueued, steprun.StatusWaiting:
+		if sr.ReadyAt != nil && sr.ReadyAt.After(s.now) {
+			// Delivered early: never run an attempt before it is due (a
+			// retry's backoff or the server's Retry-After, a delay's end).
+			if early := sr.ReadyAt.Sub(s.now); early <= maxEarlyWait {
+				return nil, early, nil
+			}
+			return nil, 0, nil
+		}
+		if sr.Status == steprun.StatusQueued {
+			if handled, err := s.decide(ctx, step, sr); handled || err != nil {
+				return nil, 0, err
+			}
+			sr = s.steps[step.ID]
+		}
+	case steprun.StatusRunning:
+		// Another worker holds it while its heartbeat is fresh. Past that,
+		// the holder is presumed dead: run it again under the same attempt
+		// (side effects carry the same idempotency key) and take over.
+		if s.now.Sub(sr.UpdatedAt) < s.e.stale {
+			return nil, 0, nil
+		}
+		if step.AtMostOnce() && !pure {
+			// Its call may have been sent: never again (uncertain.go).
+			if done, err := s.takeoverUncertain(ctx, step, sr, attemptID, number); err != nil || done {
+				return nil, 0, err
+			}
+		}
+		crashes, tooMany, err := s.crashedTooOften(ctx, sr)
+		if err != nil {
+			return nil, 0, err
+		}
+		if tooMany {
+			return nil, 0, s.failCrashed(ctx, sr, crashes)
+		}
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
+			return nil, 0, err
+		}
+		sr = s.steps[step.ID]
+		s.emit(eventtype.StepReclaimed, step.ID, number, map[string]any{"attemptID": attemptID, "takeover": crashes})
+	default:
+		return nil, 0, nil
+	}
+	claimed := false
+	if sr.Status != steprun.StatusRunning {
+		claimed = true
+		u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusRunning)
+		if sr.StartedAt == nil {
+			u.SetStartedAt(s.now)
+		}
+		if pure {
+			// Its result commits with its start: one write of the step
+			// and of the attempt, when the result is recorded.
+			if err := s.deferStep(sr, u); err != nil {
+				return nil, 0, err
+			}
+		} else {
+			if err := s.setStep(ctx, sr, u); err != nil {
+				return nil, 0, err
+			}
+			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.Update().SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
+				return nil, 0, err
+			}
+		}
+		s.emit(eventtype.StepStarted, step.ID, number, map[string]any{"attemptID": attemptID, "type": step.Type})
+		// A step is running, so the run is (what settle would conclude,
+		// without counting the run's steps on every claim).
+		s.setStatus(run.StatusRunning, nil)
+	}
+	j := &job{
+		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
+		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
+	}
+	if s.run.Mode == run.ModeSandbox && step.SideEffect {
+		j.replayed = true
+		if s.run.ReplayOf != nil {
+			src, err := c.StepRun.Query().Where(steprun.RunID(*s.run.ReplayOf), steprun.StepID(step.ID), steprun.StatusEQ(steprun.StatusSucceeded)).Only(ctx)
+			if err != nil && !ent.IsNotFound(err) {
+				return nil, 0, err
+			}
+			if src != nil {
+				j.recorded = decodeJSON(src.Output)
+			}
+		}
+	} else if step.Credential != "" {
+		typ, secret, err := s.e.vault.OpenCredential(ctx, c, s.run.EnvironmentID, step.Credential)
+		switch {
+		case errs.CodeOf(err) == errs.NotFound:
+			// Left nil: runStep fails the attempt permanently, naming it.
+		case err != nil:
+			return nil, 0, err
+		default:
+			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
+		}
+	}
+	if step.Type == definition.StepLLM && !j.replayed && j.credential != nil {
+		var err error
+		if j.budget, j.budgetData, err = s.checkBudget(ctx, step, j.credential.Type); err != nil {
+			return nil, 0, err
+		}
+	}
+	j.started = s.now
+	if pure {
+		// Pure work (or a recorded output): it runs inside this transaction
+		// and its result commits with its start, in one flush.
+		j.state = s
+		return j, 0, nil
+	}
+	return j, 0, s.flush(ctx)
+}
+
+// transformBatch bounds how many ready transforms one transaction runs
+// besides the one it was delivered for.
+const transformBatch = 64
+
+// runReadyTransforms runs, in the locked run's transaction, transforms of
+// the run that were already ready when the lock was taken (a fan-out's
+// siblings): each is claimed, evaluated and recorded as if delivered, and
+// all commit together. Steps made ready by this transaction are left to
+// the queue or the continuation: a step's result commits before any step
+// that needs it starts. The siblings' own deliveries then find nothing to
+// do (AttemptRef.CheckFirst).
+func (e *Service) runReadyTransforms(ctx context.Context, s *runState, cont *AttemptRef) error {
+	if s.terminal() || s.counts == nil {
+		return nil
+	}
+	var fresh []string // made ready here
+	for _, t := range s.tasks {
+		if t.Kind == tasks.KindStep {
+			fresh = append(fresh, t.StepID)
+		}
+	}
+	if s.counts[string(steprun.StatusQueued)] <= len(fresh) {
+		return nil
+	}
+	list, err := s.c.StepRun.Query().
+		Where(steprun.RunID(s.run.ID), steprun.StatusEQ(steprun.StatusQueued), steprun.TypeEQ(definition.StepTransform),
+			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...),
+			// Late ones run on their own delivery, outside (claimAttempt).
+			steprun.ReadyAtGT(s.lockedAt.Add(-lateDelivery))).
+		Limit(transformBatch).All(ctx)
+	if err != nil {
+		return fmt.Errorf("ready transforms: %w", err)
+	}
+	var load []string
+	for _, sr := range list {
+		if _, ok := s.steps[sr.StepID]; !ok {
+			s.steps[sr.StepID] = sr
+		}
+		if step, ok := s.def.StepByID(sr.StepID); ok {
+			load = append(load, s.claimLoads(step, true)...)
+		}
+	}
+	if err := s.load(ctx, load...); err != nil {
+		return err
+	}
+	for _, found := range list {
+		step, ok := s.def.StepByID(found.StepID)
+		sr := s.steps[found.StepID]
+		if !ok || sr.Status != steprun.StatusQueued || sr.CurrentAttemptID == nil {
+			continue
+		}
+		if s.terminal() {
+			return nil
+		}
+		j, _, err := s.claimStep(ctx, step, sr, true)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			continue
+		}
+		out, calls, execErr := e.runStep(ctx, j)
+		if err := e.finishAttempt(ctx, j, out, calls, execErr, cont); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runStep executes the step itself.
+func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error) {
+	if j.budget != nil {
+		return nil, nil, j.budget
+	}
+	if j.replayed {
+		if j.recorded == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "sandbox replay: the source run has no recorded output for step " + j.step.ID}
+		}
+		return j.recorded, nil, nil
+	}
+	switch j.step.Type {
+	case definition.StepTransform:
+		out, err := definition.EvalOutput(j.step.Output, j.env)
+		if err != nil {
+			return nil, nil, &steps.Error{Class: exprClass(err), Message: "transform: " + err.Error()}
+		}
+		return out, nil, nil
+	case definition.StepDelay:
+		return map[string]any{"resumedAt": time.Now().UTC().Format(time.RFC3339Nano)}, nil, nil
+	case definition.StepHTTP, definition.StepLLM:
+		if j.step.Credential != "" && j.credential == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: fmt.Sprintf("credential %q is missing from the run's environment", j.step.Credential)}
+		}
+		if e.executor == nil {
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "this process cannot execute " + j.step.Type + " steps"}
+		}
+		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
+		if j.step.AtMostOnce() {
+			req.BeforeSend = e.markSent(j)
+		}
+		var res *steps.Result
+		var err error
+		if j.step.Type == definition.StepHTTP {
+			res, err = e.executor.HTTP(ctx, req)
+		} else {
+			res, err = e.executor.LLM(ctx, req)
+		}
+		if res == nil {
+			return nil, nil, err
+		}
+		return res.Output, res.Calls, err
+	}
+	return nil, nil, &steps.Error{Class: steps.Permanent, Message: "step type " + j.step.Type + " cannot run on a worker"}
+}
+
+// finishAttempt records an attempt's result if it is still the step's
+// current running attempt, then retries, fails or advances the run.
+func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []steps.Call, execErr error, continueWith *AttemptRef) error {
+	c := ent.FromContext(ctx)
+	s := j.state
+	if s != nil {
+		s.now = e.now() // the same transaction, a little later
+	} else {
+		var err error
+		if s, err = e.lockRunSteps(ctx, c, j.runID, j.step.ID); err != nil {
+			return err
+		}
+	}
+	s.continueWith = continueWith
+	sr := s.steps[j.step.ID]
+	if sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != j.attemptID || sr.Status != steprun.StatusRunning {
+		return nil // fenced: another delivery already recorded this attempt
+	}
+	callMaps := make([]map[string]any, 0, len(calls))
+	for _, call := range calls {
+		callMaps = append(callMaps, callToMap(call))
+	}
+	cost, err := s.priceCalls(ctx, j, callMaps, calls)
+	if err != nil {
+		return err
+	}
+	au := c.StepAttempt.Update().SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
+	if j.state != nil && j.claimed {
+		au.SetStartedAt(j.started) // the claim left the attempt's start to this write
+	}
+	if cost > 0 {
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).AddCostMicroUsd(cost)); err != nil {
+			return err
+		}
+		sr = s.steps[j.step.ID]
+	}
+	if lb := j.step.LatencyBudget.Duration; lb > 0 && !j.started.IsZero() {
+		if took := s.now.Sub(j.started); took > lb {
+			s.emit(eventtype.StepLatencyBudgetExceeded, j.step.ID, j.attempt, map[string]any{"budgetMs": lb.Milliseconds(), "durationMs": took.Milliseconds()})
+		}
+	}
+	se := deliveryClass(j.step, j.replayed, steps.Classify(execErr))
+	outcome := "succeeded"
+	if execErr != nil {
+		outcome = string(se.Class)
+	}
+	if !j.started.IsZero() {
+		m, typ, secs := s.e.metrics, j.step.Type, s.now.Sub(j.started).Seconds()
+		span := tracing.Attempt{TraceID: s.run.TraceID, RunID: s.run.ID, TenantID: s.run.TenantID, StepID: j.step.ID, StepType: j.step.Type,
+			AttemptID: j.attemptID, Number: j.attempt, Start: j.started, End: s.now, Calls: callMaps}
+		if execErr != nil {
+			span.ErrorClass, span.ErrorMessage = string(se.Class), se.Message
+		}
+		tr := s.e.tracer
+		s.afterCommit = append(s.afterCommit, func() {
+			m.attempt(typ, outcome, secs)
+			tr.RecordAttempt(span)
+		})
+	}
+	var encoded []byte
+	if execErr == nil {
+		encoded = encodeJSON(out)
+		if err := s.checkOutputSize(ctx, len(encoded)); err != nil {
+			var limit *steps.Error
+			if !errors.As(err, &limit) {
+				return err
+			}
+			execErr, se, outcome = err, limit, string(limit.Class)
+		}
+	}
+	if execErr == nil {
+		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded), 1); err != nil {
+			return err
+		}
+		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encoded).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+			return err
+		}
+		s.emit(eventtype.StepSucceeded, j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
+		if err := s.advanceFrom(ctx, j.step.ID); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	if se.Class == steps.Budget {
+		s.emit(eventtype.BudgetExceeded, j.step.ID, j.attempt, j.budgetData)
+	}
+	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message), 1); err != nil {
+		return err
+	}
+	policy := j.step.RetryPolicy()
+	if se.Class == steps.Transient && sr.Attempts < policy.MaxAttempts && !s.terminal() {
+		delay := policy.Backoff(sr.Attempts, nil)
+		if se.RetryAfter > delay {
+			delay = se.RetryAfter
+		}
+		at := s.now.Add(delay)
+		s.emit(eventtype.StepRetrying, j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "delayMs": delay.Milliseconds(), "nextAttempt": sr.Attempts + 1})
+		if err := s.scheduleAttempt(ctx, sr, at); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	if se.Class == steps.Uncertain {
+		if err := s.settleUncertain(ctx, j.step, sr, j.attemptID, j.attempt, se.Message); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	}
+	if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+		return err
+	}
+	s.emit(eventtype.StepFailed, j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "attemptID": j.attemptID})
+	if err := s.failRun(ctx, j.step.ID, string(se.Class), se.Message); err != nil {
+		return err
+	}
+	return s.flush(ctx)
+}
+
+// exprClass is the failure class of an expression's error: `limit` when it
+// passed a cap, `permanent` otherwise (it would fail the same way again).
+func exprClass(err error) steps.Class {
+	if errors.Is(err, definition.ErrLimit) {
+		return steps.Limit
+	}
+	return steps.Permanent
+}
+
+// MaxRunOutputBytes bounds the step outputs one run stores in total; each
+// step output is bounded by definition.MaxBytes.
+const MaxRunOutputBytes = 64 << 20
+
+// runOutputCheckFrom is the output size from which a step's output is
+// checked against the run's total: smaller ones (nearly all) skip the
+// query, which lets a run exceed MaxRunOutputBytes by at most this much per
+// step (a definition has at most 1,000 steps: 64 MiB more).
+const runOutputCheckFrom = 64 << 10
+
+// checkOutputSize refuses a step output over definition.MaxBytes, or one
+// that would take the run's stored outputs past MaxRunOutputBytes.
+func (s *runState) checkOutputSize(ctx context.Context, n int) error {
+	if n > definition.MaxBytes {
+		return &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("step output is %d bytes, more than the %d MiB a step output may store", n, definition.MaxBytes>>20)}
+	}
+	if n < runOutputCheckFrom {
+		return nil
+	}
+	var rows []struct {
+		Total int64 `json:"total"`
+	}
+	err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.OutputNotNil()).
+		Modify(func(q *sql.Selector) {
+			q.Select(sql.As("coalesce(sum(octet_length("+q.C(steprun.FieldOutput)+"::text)), 0)", "total"))
+		}).
+		Scan(ctx, &rows)
+	if err != nil {
+		return fmt.Errorf("run output size: %w", err)
+	}
+	if len(rows) == 1 && rows[0].Total+int64(n) > MaxRunOutputBytes {
+		return &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("the run's step outputs would take more than %d MiB", MaxRunOutputBytes>>20)}
+	}
+	return nil
+}
+
+func callToMap(c steps.Call) map[string]any {
+	b := encodeJSON(c)
+	m, _ := decodeJSON(b).(map[string]any)
+	return m
+}

@@ -1,0 +1,89 @@
+package runs
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// ReconcileOptions tune how late work must be before it is re-sent.
+type ReconcileOptions struct {
+	// Grace is how long past due a queued step may be before it is re-sent.
+	// If zero, 2s.
+	Grace time.Duration
+	// Stale is how long a running step's heartbeat may be silent before it
+	// is presumed lost. If zero, the engine's (Options.HeartbeatStale).
+	Stale time.Duration
+}
+
+// GraceOrDefault is Grace, or 2 s when it is zero.
+func (o ReconcileOptions) GraceOrDefault() time.Duration {
+	if o.Grace == 0 {
+		return 2 * time.Second
+	}
+	return o.Grace
+}
+
+// DueTasks lists the tasks Postgres says are due in one tenant: steps whose
+// attempt is past due, steps running for too long, approvals past expiry.
+// Sending them again is safe: the queue rejects duplicates of live tasks and
+// the fences reject duplicates of finished ones.
+func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOptions) ([]tasks.Task, error) {
+	o.Grace = o.GraceOrDefault()
+	if o.Stale == 0 {
+		o.Stale = e.stale
+	}
+	now := e.now()
+	var due []tasks.Task
+	err := store.InTenant(viewer.SystemContext(ctx, tenantID), e.client, func(ctx context.Context) error {
+		c := ent.FromContext(ctx)
+		late, err := c.StepRun.Query().
+			Where(steprun.StatusIn(steprun.StatusQueued, steprun.StatusWaiting), steprun.ReadyAtLTE(now.Add(-o.Grace)), steprun.CurrentAttemptIDNotNil()).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		running, err := c.StepRun.Query().
+			// A running step keeps its ready_at until it finishes; saying so
+			// lets the partial index on ready_at serve this query.
+			Where(steprun.StatusEQ(steprun.StatusRunning), steprun.ReadyAtNotNil(), steprun.UpdatedAtLTE(now.Add(-o.Stale)), steprun.CurrentAttemptIDNotNil()).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, sr := range late {
+			due = append(due, stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now))
+		}
+		for _, sr := range running {
+			// The dead holder's task may still sit "active" in the queue
+			// under the attempt's id until its lease runs out; a takeover
+			// gets an id of its own (one per silent heartbeat).
+			t := stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now)
+			t.Variant = strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)
+			due = append(due, t)
+		}
+		expired, err := c.ApprovalRequest.Query().
+			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).
+			Limit(1000).All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range expired {
+			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.RunID, ID: a.ID, At: now})
+		}
+		return nil
+	})
+	return due, err
+}
+
+// TenantIDs lists every tenant, for the reconciler.
+func (e *Service) TenantIDs(ctx context.Context) ([]string, error) {
+	return store.TenantIDs(ctx, e.client)
+}

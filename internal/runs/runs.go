@@ -1,0 +1,407 @@
+package runs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/ent/workflowversion"
+	"github.com/sluicehq/sluice/internal/access"
+	"github.com/sluicehq/sluice/internal/audit"
+	"github.com/sluicehq/sluice/internal/control"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tracing"
+	"github.com/sluicehq/sluice/internal/viewer"
+)
+
+// maxIdempotencyKey bounds idempotency keys.
+const maxIdempotencyKey = 255
+
+// StartRunInput is what startRun takes.
+type StartRunInput struct {
+	WorkflowID     string
+	EnvironmentID  string
+	Input          map[string]any
+	IdempotencyKey *string
+}
+
+// inputHash identifies a run input for idempotency: same key with the same
+// hash is the same request.
+func inputHash(input map[string]any) string {
+	b, _ := json.Marshal(input) // map keys are sorted: stable
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// StartRun starts a run of the version deployed in the environment. With an
+// idempotency key, the same key and input return the existing run and the
+// same key with another input is CONFLICT.
+func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	if in.Input == nil {
+		in.Input = map[string]any{}
+	}
+	hash := inputHash(in.Input)
+	if k := in.IdempotencyKey; k != nil {
+		if *k == "" || len(*k) > maxIdempotencyKey {
+			return nil, errs.Invalid("input.idempotencyKey", "must be 1 to %d characters", maxIdempotencyKey)
+		}
+		// Serialise starts with the same key so concurrent duplicates see
+		// the first one instead of failing on the unique index.
+		if _, err := c.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", v.TenantID+"/"+*k); err != nil {
+			return nil, err
+		}
+		existing, err := c.Run.Query().Where(run.IdempotencyKey(*k)).Only(ctx)
+		switch {
+		case err == nil:
+			if existing.InputHash != hash {
+				return nil, errs.E(errs.Conflict, "idempotency key %q was used with a different input", *k)
+			}
+			if existing.WorkflowID != in.WorkflowID || existing.EnvironmentID != in.EnvironmentID {
+				// Another request: never hand out a run of another workflow
+				// or environment (an environment-scoped key must not see it).
+				return nil, errs.E(errs.Conflict, "idempotency key %q was used for another workflow or environment", *k)
+			}
+			return existing, nil
+		case !ent.IsNotFound(err):
+			return nil, err
+		}
+	}
+	dep, err := c.Deployment.Query().
+		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
+			return nil, errs.NotFoundf("workflow", in.WorkflowID)
+		}
+		if _, eerr := control.EnvironmentByID(ctx, c, in.EnvironmentID, "input.environmentID"); eerr != nil {
+			return nil, eerr
+		}
+		return nil, errs.Invalid("input.environmentID", "no version of this workflow is deployed in this environment")
+	}
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.definitionOf(ctx, c, dep.VersionID)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRunInput(def, in.Input); err != nil {
+		return nil, err
+	}
+	// Audited as run.start (createRun). A repeat with the same idempotency
+	// key returned above: one entry per run started, none for a repeat,
+	// which changes nothing.
+	return e.createRun(ctx, c, v, newRun{
+		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
+		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
+		auditStart: true,
+	})
+}
+
+func validateRunInput(def *definition.Definition, input map[string]any) error {
+	err := def.ValidateInput(input)
+	if err == nil {
+		return nil
+	}
+	var ve *definition.ValidationError
+	if errors.As(err, &ve) {
+		problems := make([]errs.Problem, 0, len(ve.Problems))
+		for _, p := range ve.Problems {
+			problems = append(problems, errs.Problem{Path: "input.input" + p.Path[1:], Message: p.Message})
+		}
+		return errs.InvalidAll("run input does not match the workflow's input schema: "+ve.Error(), problems)
+	}
+	return errs.Invalid("input.input", "%v", err)
+}
+
+type newRun struct {
+	workflowID, versionID, environmentID string
+	input                                map[string]any
+	hash                                 string
+	idempotencyKey                       *string
+	mode                                 run.Mode
+	replayOf                             *string
+	def                                  *definition.Definition
+	// auditStart writes the run.start audit entry (startRun).
+	auditStart bool
+}
+
+// createRun inserts a run and its steps and schedules the first ones.
+func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer, nr newRun) (*ent.Run, error) {
+	r, err := c.Run.Create().
+		SetWorkflowID(nr.workflowID).
+		SetVersionID(nr.versionID).
+		SetEnvironmentID(nr.environmentID).
+		SetInput(nr.input).
+		SetInputHash(nr.hash).
+		SetNillableIdempotencyKey(nr.idempotencyKey).
+		SetNillableReplayOf(nr.replayOf).
+		SetMode(nr.mode).
+		SetTraceID(tracing.NewTraceID()).
+		SetCreatedBy(v.Subject).
+		Save(ctx)
+	if err != nil {
+		return nil, store.ConflictIfExists(err, "run")
+	}
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true,
+		counts: map[string]int{}, countsChanged: true, deferEval: true}
+	// Steps that can start at once (no needs, no condition, run by a worker)
+	// are created queued with their first attempt: two bulk inserts whatever
+	// the fan-out, where scheduling them one by one would cost a round trip
+	// or more each.
+	creates := make([]*ent.StepRunCreate, 0, len(nr.def.Steps))
+	var attempts []*ent.StepAttemptCreate
+	for _, st := range nr.def.Steps {
+		id := ids.New(ids.StepRun)
+		sc := c.StepRun.Create().SetID(id).SetRunID(r.ID).SetStepID(st.ID).SetType(st.Type)
+		if startsQueued(st) {
+			attemptID := ids.New(ids.StepAttempt)
+			sc.SetStatus(steprun.StatusQueued).SetAttempts(1).SetCurrentAttemptID(attemptID).SetReadyAt(s.now)
+			attempts = append(attempts, c.StepAttempt.Create().SetID(attemptID).SetRunID(r.ID).SetStepRunID(id).SetStepID(st.ID).SetNumber(1).SetScheduledAt(s.now))
+			s.tasks = append(s.tasks, stepTask(r.TenantID, r.ID, st.ID, st.Type, attemptID, s.now))
+		}
+		creates = append(creates, sc)
+	}
+	list, err := createSteps(ctx, c, creates, attempts)
+	if err != nil {
+		return nil, err
+	}
+	for _, sr := range list {
+		s.steps[sr.StepID] = sr
+		s.counts[string(sr.Status)]++
+	}
+	data := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID, "mode": string(r.Mode)}
+	if nr.replayOf != nil {
+		data["replayOf"] = *nr.replayOf
+	}
+	s.emit(eventtype.RunQueued, "", 0, data)
+	if nr.auditStart {
+		// Held (store.Deferred) with the run's first flush: no extra round
+		// trip per startRun.
+		meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
+		if nr.idempotencyKey != nil {
+			meta["idempotencyKey"] = *nr.idempotencyKey
+		}
+		if err := audit.Record(store.Deferred(ctx, "audit_logs:run.start:"+r.ID, 1), c, "run.start", "Run", r.ID, meta); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.advance(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, nil
+}
+
+// heldCreates is how many steps a new run may have for its rows to be held
+// and written with the run's first flush (one statement with its events);
+// more are inserted in bulk at once.
+const heldCreates = 6
+
+// createSteps inserts a new run's steps and first attempts.
+func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate, attempts []*ent.StepAttemptCreate) ([]*ent.StepRun, error) {
+	if len(steps) > heldCreates {
+		list, err := c.StepRun.CreateBulk(steps...).Save(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(attempts) > 0 {
+			if err := c.StepAttempt.CreateBulk(attempts...).Exec(ctx); err != nil {
+				return nil, fmt.Errorf("create attempts: %w", err)
+			}
+		}
+		return list, nil
+	}
+	list := make([]*ent.StepRun, 0, len(steps))
+	for _, sc := range steps {
+		id, _ := sc.Mutation().ID()
+		sr, err := sc.Save(store.Deferred(ctx, "step_runs:"+id, 1))
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, sr)
+	}
+	for _, ac := range attempts {
+		id, _ := ac.Mutation().ID()
+		if err := ac.Exec(store.Deferred(ctx, "step_attempts:"+id, 1)); err != nil {
+			return nil, fmt.Errorf("create attempts: %w", err)
+		}
+	}
+	return list, nil
+}
+
+// startsQueued reports whether a step is scheduled as soon as its run is
+// created: it needs nothing and runs on a worker, which also evaluates its
+// `if` (decide.go).
+func startsQueued(st definition.Step) bool {
+	if len(st.Needs) > 0 {
+		return false
+	}
+	switch st.Type {
+	case definition.StepTransform, definition.StepHTTP, definition.StepLLM:
+		return true
+	}
+	return false
+}
+
+// operateRun authorizes an operator on a run (role and environment scope)
+// and locks it with all its steps.
+func (e *Service) operateRun(ctx context.Context, id string) (*viewer.Viewer, *ent.Client, *runState, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := e.lockRun(ctx, c, id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !access.InScope(v, s.run.EnvironmentID) {
+		return nil, nil, nil, errs.NotFoundf("run", id)
+	}
+	return v, c, s, nil
+}
+
+// CancelRun stops a run. Steps already running finish and keep their result;
+// nothing after them starts.
+func (e *Service) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
+	v, c, s, err := e.operateRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if s.terminal() {
+		return nil, errs.E(errs.Conflict, "run %s is already %s", id, s.run.Status)
+	}
+	if err := s.stopPending(ctx, steprun.StatusCancelled); err != nil {
+		return nil, err
+	}
+	for _, sr := range s.steps {
+		if sr.Status == steprun.StatusPending {
+			if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusCancelled)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.update.SetErrorClass("cancelled").SetErrorMessage("cancelled by " + v.Subject)
+	s.setStatus(run.StatusCancelled, map[string]any{"by": v.Subject})
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, audit.Record(ctx, c, "run.cancel", "Run", id, nil)
+}
+
+// ResumeRun continues a failed run from its failed steps. Steps that
+// succeeded keep their outputs and are not run again.
+func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
+	v, c, s, err := e.operateRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if s.run.Status != run.StatusFailed {
+		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
+	}
+	if s.run.FailedStepID == nil || *s.run.FailedStepID == "" {
+		// Every step succeeded and the run's output failed (its expression
+		// or its size): it would fail the same way again (and only workers
+		// evaluate it).
+		return nil, errs.E(errs.Conflict, "run %s failed at its output (evaluating or storing it), not at a step; there is nothing to resume", id)
+	}
+	s.deferEval = true
+	for _, sr := range s.steps {
+		switch sr.Status {
+		case steprun.StatusFailed, steprun.StatusCancelled:
+			u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
+			if err := s.setStep(ctx, sr, u); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.update.ClearErrorClass().ClearErrorMessage().ClearFailedStepID().ClearFinishedAt()
+	s.run.Status = run.StatusRunning
+	s.run.FinishedAt = nil
+	s.update.SetStatus(run.StatusRunning)
+	s.emit(eventtype.RunResumed, "", 0, map[string]any{"by": v.Subject})
+	if err := s.advance(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	return s.run, audit.Record(ctx, c, "run.resume", "Run", id, nil)
+}
+
+// ReplayInput is what replayRun takes.
+type ReplayInput struct {
+	RunID     string
+	VersionID *string
+	Sandbox   bool
+}
+
+// ReplayRun starts a new run with the input of another. In sandbox mode,
+// side-effect steps return the source run's recorded outputs and call nothing.
+func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	src, err := c.Run.Get(ctx, in.RunID)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("run", in.RunID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !access.InScope(v, src.EnvironmentID) {
+		return nil, errs.NotFoundf("run", in.RunID)
+	}
+	versionID := src.VersionID
+	if in.VersionID != nil {
+		wv, err := c.WorkflowVersion.Get(ctx, *in.VersionID)
+		if ent.IsNotFound(err) {
+			return nil, errs.NotFoundf("workflow version", *in.VersionID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if wv.WorkflowID != src.WorkflowID {
+			return nil, errs.Invalid("input.versionID", "belongs to another workflow")
+		}
+		if wv.Status != workflowversion.StatusPublished {
+			return nil, errs.Invalid("input.versionID", "is a draft; publish it first")
+		}
+		versionID = wv.ID
+	}
+	def, err := e.definitionOf(ctx, c, versionID)
+	if err != nil {
+		return nil, err
+	}
+	mode := run.ModeLive
+	if in.Sandbox {
+		mode = run.ModeSandbox
+	}
+	srcID := src.ID
+	r, err := e.createRun(ctx, c, v, newRun{
+		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
+		input: src.Input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, audit.Record(ctx, c, "run.replay", "Run", r.ID, map[string]any{"source": src.ID, "mode": string(mode)})
+}

@@ -1,0 +1,505 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	entsql "entgo.io/ent/dialect/sql"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tasks"
+)
+
+// runState is one locked run inside one transaction: every state change of a
+// run goes through it, so events get gapless sequence numbers and tasks are
+// sent only after commit. Callers load it with lockRun, change it, then flush.
+type runState struct {
+	e      *Service
+	c      *ent.Client
+	run    *ent.Run
+	def    *definition.Definition
+	steps  map[string]*ent.StepRun
+	update *ent.RunUpdateOne
+	seq    int64
+	events []*ent.RunEventCreate
+	tasks  []tasks.Task
+	now    time.Time
+	dirty  bool
+	all    bool // every step is loaded
+	// continueWith, when set, receives one step attempt due now instead of
+	// the queue: the caller runs it next (see executeAttempt).
+	continueWith *AttemptRef
+	// afterCommit holds observations (metrics) that count only once durable.
+	afterCommit []func()
+	// counts is how many steps are in each status (the run's step_counts),
+	// kept by setStep; nil until known (see stepCounts).
+	counts        map[string]int
+	countsChanged bool
+	// deferred holds step changes made in memory only, written with the
+	// step's next setStep (or at flush): a pure step's start and result
+	// become one UPDATE.
+	deferred map[string]*ent.StepRunMutation
+	// lockedAt is when the run's lock was taken.
+	lockedAt time.Time
+	// endpointsVersion is the tenant's webhooks_version as read with the
+	// run's lock, or -1: the outbox caches the tenant's webhook endpoints
+	// under it (see Outbox).
+	endpointsVersion int64
+	// hold makes flush a no-op, so that several steps finished in one
+	// transaction (runReadyTransforms) are written with one flush.
+	hold bool
+	// deferEval marks a run state changed by an API request: starting a
+	// step that evaluates a tenant expression is left to a worker (see
+	// decide.go).
+	deferEval bool
+}
+
+// lockRun loads a run with SELECT ... FOR UPDATE (serialising every change to
+// it), its definition and all its steps.
+func (e *Service) lockRun(ctx context.Context, c *ent.Client, runID string) (*runState, error) {
+	s, err := e.lockRunSteps(ctx, c, runID)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.loadAll(ctx)
+}
+
+// lockRunSteps locks a run like lockRun but loads only the steps named; more
+// are loaded on demand (load). The hot paths use it so that a step's work
+// costs the same in a run of 3 steps and of 1,000.
+func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
+	// The tenant's webhooks_version comes with the run, for the outbox's
+	// cached list of webhook endpoints: no query of its own.
+	r, err := c.Run.Query().Where(run.ID(runID)).ForUpdate().
+		Modify(func(sel *entsql.Selector) {
+			sel.AppendSelectExprAs(entsql.Expr(fmt.Sprintf(`(SELECT t.%q FROM %q AS t WHERE t.%q = %s)`,
+				tenant.FieldWebhooksVersion, tenant.Table, tenant.FieldID, sel.C(run.FieldTenantID))), webhooksVersionColumn)
+		}).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, errs.NotFoundf("run", runID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.definitionOf(ctx, c, r.VersionID)
+	if err != nil {
+		return nil, err
+	}
+	now := e.now()
+	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: now, lockedAt: now}
+	s.endpointsVersion = -1
+	if v, ok := int64Value(r, webhooksVersionColumn); ok {
+		s.endpointsVersion = v
+	}
+	if sum(r.StepCounts) == len(def.Steps) {
+		s.counts = maps.Clone(r.StepCounts)
+	}
+	return s, s.load(ctx, stepIDs...)
+}
+
+// load reads the named steps that are not loaded yet.
+func (s *runState) load(ctx context.Context, stepIDs ...string) error {
+	var missing []string
+	for _, id := range stepIDs {
+		if _, ok := s.steps[id]; !ok && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 || s.all {
+		return nil
+	}
+	list, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.StepIDIn(missing...)).All(ctx)
+	if err != nil {
+		return fmt.Errorf("load steps: %w", err)
+	}
+	for _, sr := range list {
+		s.steps[sr.StepID] = sr
+	}
+	return nil
+}
+
+// loadAll reads every step of the run.
+func (s *runState) loadAll(ctx context.Context) error {
+	if s.all {
+		return nil
+	}
+	list, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).All(ctx)
+	if err != nil {
+		return fmt.Errorf("load steps: %w", err)
+	}
+	for _, sr := range list {
+		if _, ok := s.steps[sr.StepID]; !ok {
+			s.steps[sr.StepID] = sr
+		}
+	}
+	s.all = true
+	return nil
+}
+
+// dependents maps each step of a version to the steps that need it.
+func (e *Service) dependentsOf(versionID string, def *definition.Definition) map[string][]string {
+	if m, ok := e.dependents.Load(versionID); ok {
+		return m.(map[string][]string)
+	}
+	m := map[string][]string{}
+	for _, st := range def.Steps {
+		for _, n := range st.Needs {
+			m[n] = append(m[n], st.ID)
+		}
+	}
+	e.dependents.Store(versionID, m)
+	return m
+}
+
+// definitionOf returns the parsed definition of a version. Published
+// versions are immutable, so the parse is cached by version id.
+func (e *Service) definitionOf(ctx context.Context, c *ent.Client, versionID string) (*definition.Definition, error) {
+	if d, ok := e.defs.Load(versionID); ok {
+		return d.(*definition.Definition), nil
+	}
+	wv, err := c.WorkflowVersion.Get(ctx, versionID)
+	if err != nil {
+		return nil, fmt.Errorf("load version: %w", err)
+	}
+	raw, err := json.Marshal(wv.Definition)
+	if err != nil {
+		return nil, err
+	}
+	d, err := definition.ParseStored(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse definition of %s: %w", versionID, err)
+	}
+	if wv.Status == "published" {
+		e.defs.Store(versionID, d)
+	}
+	return d, nil
+}
+
+// emit appends an event to the run's log.
+func (s *runState) emit(typ eventtype.Type, stepID string, attempt int, data map[string]any) {
+	ev := s.c.RunEvent.Create().
+		SetRunID(s.run.ID).
+		SetSeq(s.seq).
+		SetType(string(typ)).
+		SetAt(s.now)
+	if stepID != "" {
+		ev.SetStepID(stepID)
+	}
+	if attempt > 0 {
+		ev.SetAttempt(attempt)
+	}
+	if data != nil {
+		ev.SetData(data)
+	}
+	s.events = append(s.events, ev)
+	s.seq++
+	s.dirty = true
+}
+
+// setStatus moves the run to status and emits the matching event.
+func (s *runState) setStatus(status run.Status, data map[string]any) {
+	if s.run.Status == status {
+		return
+	}
+	s.run.Status = status
+	s.update.SetStatus(status)
+	s.dirty = true
+	switch status {
+	case run.StatusRunning:
+		if s.run.StartedAt == nil {
+			s.run.StartedAt = &s.now
+			s.update.SetStartedAt(s.now)
+			s.emit(eventtype.RunStarted, "", 0, data)
+			return
+		}
+	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
+		s.run.FinishedAt = &s.now
+		s.update.SetFinishedAt(s.now)
+		class := ""
+		if s.run.ErrorClass != nil {
+			class = *s.run.ErrorClass
+		}
+		e, st, r, now := s.e, string(status), s.run, s.now
+		s.afterCommit = append(s.afterCommit, func() {
+			e.metrics.runFinished(st, class)
+			e.tracer.RecordRun(r.TraceID, r.TenantID, r.ID, r.WorkflowID, r.VersionID, st, r.CreatedAt, now)
+		})
+	}
+	s.emit(eventtype.ForRunStatus(string(status)), "", 0, data)
+}
+
+func (s *runState) terminal() bool {
+	switch s.run.Status {
+	case run.StatusSucceeded, run.StatusFailed, run.StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// flush writes the events and the run row, and queues tasks for after commit.
+func (s *runState) flush(ctx context.Context) error {
+	if s.hold {
+		return nil
+	}
+	for id := range s.deferred {
+		if err := s.setStep(ctx, s.steps[id], s.c.StepRun.UpdateOne(s.steps[id])); err != nil {
+			return err
+		}
+	}
+	var saved []*ent.RunEvent
+	if len(s.events) > 0 {
+		saved = make([]*ent.RunEvent, 0, len(s.events))
+		for _, ev := range s.events {
+			seq, _ := ev.Mutation().Seq()
+			e, err := ev.Save(store.Deferred(ctx, fmt.Sprintf("run_events:%s:%d", s.run.ID, seq), 1))
+			if err != nil {
+				return fmt.Errorf("append events: %w", err)
+			}
+			saved = append(saved, e)
+		}
+		s.events = nil
+		if s.e.outbox != nil {
+			ts, err := s.e.outbox.Record(ctx, s.c, s.run, s.endpointsVersion, saved, s.now)
+			if err != nil {
+				return err
+			}
+			s.tasks = append(s.tasks, ts...)
+		}
+	}
+	if s.dirty {
+		s.update.SetNextSeq(s.seq)
+		if s.countsChanged {
+			s.update.SetStepCounts(maps.Clone(s.counts))
+			s.countsChanged = false
+		}
+		b := s.c.Run.Update().Where(run.ID(s.run.ID))
+		if err := copyMutation(b.Mutation(), s.update.Mutation()); err != nil {
+			return fmt.Errorf("update run: %w", err)
+		}
+		if _, err := b.Save(store.Deferred(ctx, "runs:"+s.run.ID, 1)); err != nil {
+			return fmt.Errorf("update run: %w", err)
+		}
+		r := *s.run
+		if err := mirror(&r, b.Mutation()); err != nil {
+			return err
+		}
+		s.run = &r
+		s.update = s.c.Run.UpdateOne(s.run)
+		s.dirty = false
+	}
+	if s.continueWith != nil && s.continueWith.ID == "" {
+		for i, t := range s.tasks {
+			if t.Kind == tasks.KindStep && !t.At.After(s.now) {
+				*s.continueWith = AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID}
+				s.tasks = append(s.tasks[:i], s.tasks[i+1:]...)
+				break
+			}
+		}
+	}
+	markCheckFirst(s.tasks)
+	s.e.dispatchAfterCommit(ctx, s.tasks)
+	s.tasks = nil
+	for _, fn := range s.afterCommit {
+		store.AfterCommit(ctx, fn)
+	}
+	s.afterCommit = nil
+	if len(saved) > 0 {
+		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
+	}
+	return nil
+}
+
+// expressionEnv is what a step's expressions see: the run input and the
+// outputs of succeeded steps.
+func (s *runState) expressionEnv() definition.Env {
+	stepsEnv := make(map[string]any, len(s.steps))
+	for id, sr := range s.steps {
+		if sr.Status == steprun.StatusSucceeded {
+			stepsEnv[id] = map[string]any{"output": decodeJSON(sr.Output)}
+		}
+	}
+	return definition.Env{
+		Input: s.run.Input,
+		Steps: stepsEnv,
+		Run:   map[string]any{"id": s.run.ID, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID, "environmentID": s.run.EnvironmentID, "mode": string(s.run.Mode)},
+		Env:   map[string]any{"id": s.run.EnvironmentID},
+	}
+}
+
+func decodeJSON(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil
+	}
+	return v
+}
+
+func encodeJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+// failRun marks the run failed by a step and stops its other queued work;
+// running steps finish and keep their results for a resume.
+func (s *runState) failRun(ctx context.Context, stepID, class, message string) error {
+	if s.terminal() {
+		return nil
+	}
+	s.update.SetErrorClass(class).SetErrorMessage(message).SetFailedStepID(stepID)
+	s.run.ErrorClass, s.run.ErrorMessage, s.run.FailedStepID = &class, &message, &stepID
+	if err := s.stopPending(ctx, steprun.StatusCancelled); err != nil {
+		return err
+	}
+	s.setStatus(run.StatusFailed, map[string]any{"class": class, "message": message, "stepID": stepID})
+	return nil
+}
+
+// stopPending moves queued and waiting steps to status and cancels their
+// open approvals.
+func (s *runState) stopPending(ctx context.Context, status steprun.Status) error {
+	open, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.StatusIn(steprun.StatusQueued, steprun.StatusWaiting)).All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sr := range open {
+		s.steps[sr.StepID] = sr
+	}
+	for _, sr := range open {
+		if sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusWaiting {
+			continue
+		}
+		if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(status).ClearReadyAt()); err != nil {
+			return err
+		}
+		if sr.CurrentAttemptID != nil {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.Update().SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = s.c.ApprovalRequest.Update().
+		Where(approvalPendingForRun(s.run.ID)...).
+		SetStatus("cancelled").
+		Save(ctx)
+	return err
+}
+
+// setStep saves a step update (one UPDATE, no read back) and keeps the
+// in-memory copy and the run's step counts current.
+func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
+	b := s.c.StepRun.Update().Where(steprun.ID(sr.ID))
+	if d := s.deferred[sr.StepID]; d != nil {
+		if err := copyMutation(b.Mutation(), d); err != nil {
+			return fmt.Errorf("update step %s: %w", sr.StepID, err)
+		}
+		delete(s.deferred, sr.StepID)
+	}
+	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
+		return fmt.Errorf("update step %s: %w", sr.StepID, err)
+	}
+	// Held and sent with the transaction's next statement; it must change
+	// exactly this row.
+	if _, err := b.Save(store.Deferred(ctx, "step_runs:"+sr.ID, 1)); err != nil {
+		return fmt.Errorf("update step %s: %w", sr.StepID, err)
+	}
+	return s.replaceStep(sr, b.Mutation())
+}
+
+// replaceStep puts in place of sr its copy with m applied, and counts the
+// change of status.
+func (s *runState) replaceStep(sr *ent.StepRun, m *ent.StepRunMutation) error {
+	updated := *sr
+	if err := mirror(&updated, m); err != nil {
+		return err
+	}
+	s.steps[sr.StepID] = &updated
+	if updated.Status != sr.Status && s.counts != nil {
+		if s.counts[string(sr.Status)]--; s.counts[string(sr.Status)] <= 0 {
+			delete(s.counts, string(sr.Status))
+		}
+		s.counts[string(updated.Status)]++
+		s.countsChanged, s.dirty = true, true
+	}
+	return nil
+}
+
+// deferStep applies a step update in memory only; the step's next setStep,
+// or flush, writes it. The caller must not have read the row's new state
+// from the database in between (nothing in this transaction does).
+func (s *runState) deferStep(sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
+	if s.deferred[sr.StepID] != nil {
+		return fmt.Errorf("step %s: a deferred change is already pending", sr.StepID)
+	}
+	if err := s.replaceStep(sr, u.Mutation()); err != nil {
+		return err
+	}
+	if s.deferred == nil {
+		s.deferred = map[string]*ent.StepRunMutation{}
+	}
+	s.deferred[sr.StepID] = u.Mutation()
+	return nil
+}
+
+// setAttempt saves an attempt update: one UPDATE of that attempt, nothing
+// read back, held for the transaction's next statement. rows is how many
+// rows it must change: 1, or -1 when the attempt may be gone.
+func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdate, rows int) error {
+	if _, err := u.Where(stepattempt.ID(attemptID)).Save(store.Deferred(ctx, "step_attempts:"+attemptID, rows)); err != nil {
+		return fmt.Errorf("update attempt %s: %w", attemptID, err)
+	}
+	return nil
+}
+
+func sum(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// markCheckFirst keeps the CheckFirst hint only on a flush's transform tasks that
+// have siblings (two or more): a lone transform cannot have been run by
+// another delivery's batch, so its delivery need not look first.
+func markCheckFirst(tasks []tasks.Task) {
+	n := 0
+	for _, t := range tasks {
+		if t.CheckFirst {
+			n++
+		}
+	}
+	if n >= 2 {
+		return
+	}
+	for i := range tasks {
+		tasks[i].CheckFirst = false
+	}
+}
+
+// webhooksVersionColumn names the tenant's webhooks_version read with a run.
+const webhooksVersionColumn = "sluice_webhooks_version"
+
+// int64Value reads an extra selected integer column of r.
+func int64Value(r *ent.Run, column string) (int64, bool) {
+	v, err := r.Value(column)
+	n, ok := v.(int64)
+	return n, err == nil && ok
+}
