@@ -1,6 +1,8 @@
 // Package store opens Sluice's Postgres connections and runs work inside one
 // tenant: a transaction that starts with set_config('app.tenant_id', ..., true)
 // so Row-Level Security scopes every statement, and an Ent client bound to it.
+// Raw pgx SQL runs in the same transaction through Raw, and writes of either
+// kind can be held and sent together in one batch (Deferred, Hold).
 package store
 
 import (
@@ -49,8 +51,9 @@ func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
 }
 
 // NewClient wraps db in an Ent client whose transactions hold deferred
-// writes (see Deferred) and whose webhook endpoint changes bump their
-// tenant's webhooks_version.
+// writes (see Deferred) and share their connection with raw pgx (see Raw),
+// and whose webhook endpoint changes bump their tenant's webhooks_version.
+// db must use the pgx driver (Open).
 func NewClient(db *sql.DB) *ent.Client {
 	c := ent.NewClient(ent.Driver(Driver{entsql.OpenDB(dialect.Postgres, db)}))
 	c.WebhookEndpoint.Use(bumpWebhooksVersion)
