@@ -6,32 +6,35 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
+	"sync"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Write-behind: the run engine changes several rows per step (the attempt,
 // the step, the next attempt and step, the events, the run) and reads none
 // of them back. Sent one by one, each is a round trip, and round trips are
-// most of a step's cost. A write marked with Deferred is instead held by
-// the transaction and sent, with the other held writes, as one statement
-// (data-modifying CTEs) just before the transaction's next statement of any
-// kind, or its commit. Nothing can observe the difference: every read in the
-// transaction first sends what is held, so it sees every write before it.
+// most of a step's cost. A write marked with Deferred (an Ent write) or
+// queued with Hold (raw SQL) is instead held by the transaction and sent,
+// with the other held writes, as one pgx batch (one round trip, each write
+// its own statement) just before the transaction's next statement of any
+// kind, Ent or raw, or its commit. Nothing can observe the difference:
+// every statement in the transaction first sends what is held, so it sees
+// every write before it. A rollback drops what is held.
 //
-// Two held writes never touch the same row (Postgres would apply only one of
-// them in a single statement): a write whose key is already held sends the
-// held ones first. Each held write states how many rows it must change; a
-// different count fails the transaction, as the write would have failed on
-// its own.
+// A write whose key is already held sends the held ones first, so writes to
+// one row apply in order even if a batch ever stopped being sequential.
+// Each held write states how many rows it must change; a different count
+// fails the transaction (every later statement and the commit return the
+// error, and the commit rolls back), as the write would have failed on its
+// own.
 
-// maxHeld bounds the writes sent as one statement: a step holds about
-// eight; a batch of steps would make one statement of hundreds, which
-// Postgres plans more slowly than it runs several smaller ones.
+// maxHeld bounds the writes held at once: a step holds about eight; a
+// batch of steps would otherwise hold hundreds of statements and their
+// arguments until its next read.
 const maxHeld = 16
 
 // deferredKey is the context key of a Deferred write.
@@ -42,17 +45,18 @@ type deferredWrite struct {
 	rows int    // rows it must change; -1 for any number
 }
 
-// Deferred marks writes made with the returned context as held until the
-// transaction's next statement (see above). key names the row written; rows
-// is how many rows the write must change (-1: any). A held statement is an
-// INSERT or UPDATE without RETURNING whose only "$" are its placeholders
-// (they are renumbered when statements are joined), as Ent builds them.
+// Deferred marks Ent writes made with the returned context in a transaction
+// of a store client as held until the transaction's next statement (see
+// above). key names the row written; rows is how many rows the write must
+// change (-1: any). Only statements Ent sends through Exec (INSERT, UPDATE
+// and DELETE without RETURNING) are held; Ent writes that read a result,
+// and any write outside a transaction, run at once.
 func Deferred(ctx context.Context, key string, rows int) context.Context {
 	return context.WithValue(ctx, deferredKey{}, deferredWrite{key: key, rows: rows})
 }
 
 // Driver wraps the Ent SQL driver so that its transactions hold deferred
-// writes.
+// writes and share their connection with raw pgx (see Raw).
 type Driver struct {
 	*entsql.Driver
 }
@@ -62,13 +66,64 @@ func (d Driver) Tx(ctx context.Context) (dialect.Tx, error) {
 	return d.BeginTx(ctx, nil)
 }
 
-// BeginTx starts a transaction with options that holds deferred writes.
+// BeginTx starts a transaction with options that holds deferred writes. It
+// takes one connection from the pool for the whole transaction: Ent runs
+// through it as a *sql.Conn and raw pgx as the *pgx.Conn beneath, so both
+// are in the same transaction. Commit or Rollback returns it to the pool.
 func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error) {
-	tx, err := d.Driver.BeginTx(ctx, opts)
+	txOpts, err := pgxTxOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedTx{tx: tx.(*entsql.Tx)}, nil
+	conn, err := d.DB().Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var pc *pgx.Conn
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("store: database driver connection is %T, not pgx", dc)
+		}
+		pc = c.Conn()
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Join(err, conn.Close())
+	}
+	tx, err := pc.BeginTx(ctx, txOpts)
+	if err != nil {
+		// A connection left inside a transaction is discarded by the
+		// pgx driver when next taken from the pool (ResetSession).
+		return nil, errors.Join(err, conn.Close())
+	}
+	return &bufferedTx{ctx: ctx, conn: conn, ent: entsql.Conn{ExecQuerier: conn}, tx: tx}, nil
+}
+
+// pgxTxOptions maps database/sql options to pgx's, as the pgx stdlib driver
+// does.
+func pgxTxOptions(opts *sql.TxOptions) (pgx.TxOptions, error) {
+	var o pgx.TxOptions
+	if opts == nil {
+		return o, nil
+	}
+	switch sql.IsolationLevel(opts.Isolation) {
+	case sql.LevelDefault:
+	case sql.LevelReadUncommitted:
+		o.IsoLevel = pgx.ReadUncommitted
+	case sql.LevelReadCommitted:
+		o.IsoLevel = pgx.ReadCommitted
+	case sql.LevelRepeatableRead, sql.LevelSnapshot:
+		o.IsoLevel = pgx.RepeatableRead
+	case sql.LevelSerializable:
+		o.IsoLevel = pgx.Serializable
+	default:
+		return o, fmt.Errorf("store: isolation level %v is not supported", opts.Isolation)
+	}
+	if opts.ReadOnly {
+		o.AccessMode = pgx.ReadOnly
+	}
+	return o, nil
 }
 
 type heldWrite struct {
@@ -77,11 +132,44 @@ type heldWrite struct {
 	rows  int
 }
 
-// bufferedTx is a transaction holding deferred writes.
+// bufferedTx is a transaction on one pooled connection, holding deferred
+// writes. Ent's statements go through conn, raw pgx through tx, which
+// share the connection; tx also refuses use after the end.
 type bufferedTx struct {
-	tx   *entsql.Tx
+	ctx  context.Context // of BeginTx; the commit runs with it
+	conn *sql.Conn       // nil once the transaction ended
+	ent  entsql.Conn     // Ent's statements, through conn
+	tx   pgx.Tx
+
+	// mu guards what follows and orders sending against new writes.
+	mu   sync.Mutex
 	held []heldWrite
 	keys map[string]bool
+	err  error // a held write's failure: the transaction cannot commit
+}
+
+// hold queues a write, first sending what is held when key is held already
+// or the queue is full.
+func (t *bufferedTx) hold(ctx context.Context, key string, rows int, query string, args []any) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return t.err
+	}
+	if t.conn == nil {
+		return sql.ErrTxDone
+	}
+	if t.keys[key] || len(t.held) >= maxHeld {
+		if err := t.sendLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if t.keys == nil {
+		t.keys = map[string]bool{}
+	}
+	t.keys[key] = true
+	t.held = append(t.held, heldWrite{query: query, args: args, rows: rows})
+	return nil
 }
 
 // Exec holds a deferred write, or sends what is held and then the statement.
@@ -91,29 +179,18 @@ func (t *bufferedTx) Exec(ctx context.Context, query string, args, v any) error 
 		if !ok {
 			return fmt.Errorf("store: invalid args %T", args)
 		}
-		if t.keys[w.key] || len(t.held) >= maxHeld {
-			if err := t.send(ctx); err != nil {
-				return err
-			}
+		if err := t.hold(ctx, w.key, w.rows, query, argv); err != nil {
+			return err
 		}
-		if t.keys == nil {
-			t.keys = map[string]bool{}
-		}
-		t.keys[w.key] = true
-		t.held = append(t.held, heldWrite{query: query, args: argv, rows: w.rows})
 		if r, ok := v.(*sql.Result); ok {
-			n := w.rows
-			if n < 0 {
-				n = 0
-			}
-			*r = driver.RowsAffected(n)
+			*r = driver.RowsAffected(max(w.rows, 0))
 		}
 		return nil
 	}
 	if err := t.send(ctx); err != nil {
 		return err
 	}
-	return t.tx.Exec(ctx, query, args, v)
+	return t.ent.Exec(ctx, query, args, v)
 }
 
 // Query sends what is held, then runs the query.
@@ -121,15 +198,20 @@ func (t *bufferedTx) Query(ctx context.Context, query string, args, v any) error
 	if err := t.send(ctx); err != nil {
 		return err
 	}
-	return t.tx.Query(ctx, query, args, v)
+	return t.ent.Query(ctx, query, args, v)
 }
 
-// ExecContext sends what is held, then runs the statement.
+// ExecContext sends what is held, then runs the statement. It answers the
+// probe of Raw and Hold with this transaction.
 func (t *bufferedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if p, ok := ctx.Value(probeKey{}).(*probe); ok {
+		p.tx = t
+		return driver.RowsAffected(0), nil
+	}
 	if err := t.send(ctx); err != nil {
 		return nil, err
 	}
-	return t.tx.ExecContext(ctx, query, args...)
+	return t.conn.ExecContext(ctx, query, args...)
 }
 
 // QueryContext sends what is held, then runs the query.
@@ -137,95 +219,97 @@ func (t *bufferedTx) QueryContext(ctx context.Context, query string, args ...any
 	if err := t.send(ctx); err != nil {
 		return nil, err
 	}
-	return t.tx.QueryContext(ctx, query, args...)
+	return t.conn.QueryContext(ctx, query, args...)
 }
 
-// Commit sends what is held, then commits; if sending fails, it rolls back.
+// Commit sends what is held, then commits; if sending fails, or a held
+// write failed before, it rolls back and returns that failure.
 func (t *bufferedTx) Commit() error {
-	if err := t.send(context.Background()); err != nil {
-		return errors.Join(err, t.tx.Rollback())
+	if err := t.send(t.ctx); err != nil {
+		if errors.Is(err, sql.ErrTxDone) {
+			return err
+		}
+		return errors.Join(err, t.end(false))
 	}
-	return t.tx.Commit()
+	return t.end(true)
 }
 
 // Rollback drops what is held and rolls back.
 func (t *bufferedTx) Rollback() error {
+	t.mu.Lock()
 	t.held, t.keys = nil, nil
-	return t.tx.Rollback()
+	t.mu.Unlock()
+	return t.end(false)
 }
 
-var placeholder = regexp.MustCompile(`\$[0-9]+`)
+// end commits or rolls back and returns the connection to the pool. A
+// connection whose COMMIT or ROLLBACK failed is closed instead: its state
+// is unknown.
+func (t *bufferedTx) end(commit bool) error {
+	t.mu.Lock()
+	conn := t.conn
+	t.conn = nil
+	t.mu.Unlock()
+	if conn == nil {
+		return sql.ErrTxDone
+	}
+	var err error
+	if commit {
+		err = t.tx.Commit(t.ctx)
+	} else {
+		// Roll back even when the caller's context is done.
+		err = t.tx.Rollback(context.WithoutCancel(t.ctx))
+	}
+	if err != nil {
+		// Returning driver.ErrBadConn from Raw makes database/sql close
+		// the connection rather than pool it.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		_ = conn.Close()
+		return err
+	}
+	return conn.Close()
+}
 
-// send runs the held writes as one statement and checks each one's count.
+// send sends what is held.
 func (t *bufferedTx) send(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sendLocked(ctx)
+}
+
+// sendLocked runs the held writes as one batch and checks each one's count.
+// A failure fails the transaction.
+func (t *bufferedTx) sendLocked(ctx context.Context) error {
+	if t.err != nil {
+		return t.err
+	}
+	if t.conn == nil {
+		return sql.ErrTxDone
+	}
 	held := t.held
 	t.held, t.keys = nil, nil
-	switch len(held) {
-	case 0:
+	if len(held) == 0 {
 		return nil
-	case 1:
-		res, err := t.tx.ExecContext(ctx, held[0].query, held[0].args...)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		return checkRows(held[0], n)
 	}
-	var b strings.Builder
-	var args []any
-	b.WriteString("WITH ")
+	b := &pgx.Batch{}
+	for _, w := range held {
+		b.Queue(w.query, w.args...)
+	}
+	br := t.tx.SendBatch(ctx, b)
 	for i, w := range held {
-		if i > 0 {
-			b.WriteString(", ")
+		tag, err := br.Exec()
+		if err == nil && w.rows >= 0 && tag.RowsAffected() != int64(w.rows) {
+			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
-		offset := len(args)
-		q := placeholder.ReplaceAllStringFunc(w.query, func(p string) string {
-			n, _ := strconv.Atoi(p[1:])
-			return "$" + strconv.Itoa(n+offset)
-		})
-		fmt.Fprintf(&b, "w%d AS (%s RETURNING 1)", i, q)
-		args = append(args, w.args...)
-	}
-	b.WriteString(" SELECT ")
-	for i := range held {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "(SELECT count(*) FROM w%d)", i)
-	}
-	rows, err := t.tx.QueryContext(ctx, b.String(), args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return errors.New("store: held writes returned no counts")
-	}
-	counts := make([]int64, len(held))
-	dest := make([]any, len(held))
-	for i := range counts {
-		dest[i] = &counts[i]
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return err
-	}
-	for i, w := range held {
-		if err := checkRows(w, counts[i]); err != nil {
-			return err
+		if err != nil {
+			t.err = fmt.Errorf("store: held write %d of %d: %w: %.200s", i+1, len(held), err, w.query)
+			_ = br.Close()
+			return t.err
 		}
 	}
-	return rows.Close()
-}
-
-func checkRows(w heldWrite, n int64) error {
-	if w.rows >= 0 && n != int64(w.rows) {
-		return fmt.Errorf("store: a held write changed %d rows, want %d: %.120s", n, w.rows, w.query)
+	if err := br.Close(); err != nil {
+		t.err = fmt.Errorf("store: held writes: %w", err)
+		return t.err
 	}
 	return nil
 }
