@@ -14,9 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/eventtype"
-	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
-	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
 )
 
@@ -133,19 +131,12 @@ func (s *runState) scheduleAttempt(ctx context.Context, sr *ent.StepRun, at time
 // scheduleAttemptAs is scheduleAttempt with the step's status given.
 func (s *runState) scheduleAttemptAs(ctx context.Context, sr *ent.StepRun, at time.Time, status steprun.Status) error {
 	n := sr.Attempts + 1
-	attemptID := ids.New(ids.StepAttempt)
-	err := s.c.StepAttempt.Create().
-		SetID(attemptID).
-		SetRunID(s.run.ID).
-		SetStepRunID(sr.ID).
-		SetStepID(sr.StepID).
-		SetNumber(n).
-		SetScheduledAt(at).
-		Exec(store.Deferred(ctx, "step_attempts:"+attemptID, 1))
-	if err != nil {
+	att := newAttempt(s.run.TenantID, s.run.ID, sr, n, at, s.now)
+	attemptID := att.ID
+	if err := insertAttempt(ctx, att); err != nil {
 		return fmt.Errorf("create attempt: %w", err)
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).
+	if err := s.setStep(ctx, sr, changeStep().
 		SetStatus(status).
 		SetAttempts(n).
 		SetCurrentAttemptID(attemptID).
@@ -192,7 +183,7 @@ func (s *runState) markStarted() {
 // failStepNow fails a step before any attempt ran (or its decision, see
 // decide), and the run.
 func (s *runState) failStepNow(ctx context.Context, sr *ent.StepRun, class steps.Class, msg string) error {
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(class)).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).SetErrorClass(string(class)).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
 	if err := s.endDecision(ctx, sr, stepattempt.StatusFailed); err != nil {
@@ -245,7 +236,7 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 		return err
 	}
 	// An approval waits on people, not on a task: no attempt is current.
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusWaiting).SetStartedAt(s.now).SetAttempts(1).ClearCurrentAttemptID().ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusWaiting).SetStartedAt(s.now).SetAttempts(1).ClearCurrentAttemptID().ClearReadyAt()); err != nil {
 		return err
 	}
 	data := map[string]any{"approvalID": apr.ID, "message": msg}

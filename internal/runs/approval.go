@@ -119,7 +119,7 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	}
 	if approve {
 		out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": timedOut}
-		if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now)); err != nil {
+		if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now)); err != nil {
 			return err
 		}
 		s.emit(eventtype.StepSucceeded, sr.StepID, 0, nil)
@@ -132,7 +132,7 @@ func (s *runState) settleApproval(ctx context.Context, apr *ent.ApprovalRequest,
 	if timedOut {
 		msg = "approval timed out"
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).SetErrorClass(string(steps.Permanent)).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepFailed, sr.StepID, 0, map[string]any{"class": string(steps.Permanent), "message": msg})

@@ -79,7 +79,7 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 		if s.terminal() {
 			return true, nil
 		}
-		if err := s.setAttempt(ctx, decision, s.c.StepAttempt.Update().SetStatus(stepattempt.StatusSucceeded).SetFinishedAt(s.now), 1); err != nil {
+		if err := s.setAttempt(ctx, decision, changeAttempt().SetStatus(stepattempt.StatusSucceeded).SetFinishedAt(s.now), 1); err != nil {
 			return true, err
 		}
 		return true, s.settle(ctx)
@@ -93,7 +93,7 @@ func (s *runState) endDecision(ctx context.Context, sr *ent.StepRun, status step
 	if sr.Status != steprun.StatusQueued || sr.CurrentAttemptID == nil {
 		return nil
 	}
-	return s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.Update().SetStatus(status).SetFinishedAt(s.now), 1)
+	return s.setAttempt(ctx, *sr.CurrentAttemptID, changeAttempt().SetStatus(status).SetFinishedAt(s.now), 1)
 }
 
 // skipStep skips a step whose `if` is false, and moves on to its dependents.
@@ -101,7 +101,7 @@ func (s *runState) skipStep(ctx context.Context, sr *ent.StepRun) error {
 	if err := s.endDecision(ctx, sr, stepattempt.StatusCancelled); err != nil {
 		return err
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusSkipped).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepSkipped, sr.StepID, 0, nil)
@@ -114,7 +114,7 @@ func (s *runState) finishApproval(ctx context.Context, sr *ent.StepRun, by, comm
 		return err
 	}
 	out := map[string]any{"approved": true, "decision": "approve", "decidedBy": by, "comment": comment, "timedOut": false}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusSucceeded).SetOutput(encodeJSON(out)).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepSucceeded, sr.StepID, 0, nil)
@@ -145,11 +145,11 @@ func (s *runState) crashedTooOften(ctx context.Context, sr *ent.StepRun) (int, b
 func (s *runState) failCrashed(ctx context.Context, sr *ent.StepRun, crashes int) error {
 	msg := fmt.Sprintf("the step's worker stopped responding %d times while running it (crash limit %d); it is not run again", crashes, s.e.crashLimit)
 	attemptID := *sr.CurrentAttemptID
-	if err := s.setAttempt(ctx, attemptID, s.c.StepAttempt.Update().SetStatus(stepattempt.StatusFailed).
+	if err := s.setAttempt(ctx, attemptID, changeAttempt().SetStatus(stepattempt.StatusFailed).
 		SetErrorClass(string(steps.Crashed)).SetErrorMessage(msg).SetFinishedAt(s.now), 1); err != nil {
 		return err
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).
 		SetErrorClass(string(steps.Crashed)).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}

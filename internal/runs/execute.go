@@ -56,10 +56,12 @@ type AttemptRef struct {
 	CheckFirst bool
 }
 
-// ExecuteAttempt runs one step attempt: claim it (fenced), execute it outside
-// any transaction, then record the result (fenced again) and advance the run.
-// A late or duplicate delivery of the same attempt changes nothing.
-func (e *Service) ExecuteAttempt(ctx context.Context, tenantID string, ref AttemptRef) error {
+// ExecuteChain runs the step attempt ref names and then, back to back, the
+// attempts its result makes ready (up to maxContinuations). Each attempt
+// is claimed (fenced), executed outside any transaction, recorded (fenced
+// again) and advances the run (executeAttempt). A late or duplicate
+// delivery of the same attempt changes nothing.
+func (e *Service) ExecuteChain(ctx context.Context, tenantID string, ref AttemptRef) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	for i := 0; ref.ID != ""; i++ {
 		next, err := e.executeAttempt(ctx, ref, i < maxContinuations)
@@ -221,16 +223,9 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 	if ref.CheckFirst {
 		// Another delivery may have run it in a batch: look before queueing
 		// behind the run's lock for nothing.
-		sr, err := c.StepRun.Query().Where(steprun.RunID(ref.RunID), steprun.StepID(ref.StepID)).
-			Select(steprun.FieldStatus, steprun.FieldCurrentAttemptID).Only(ctx)
-		if ent.IsNotFound(err) {
-			return nil, nil, 0, nil
-		}
-		if err != nil {
+		open, err := attemptIsOpen(ctx, tenantOf(ctx), ref.RunID, ref.StepID, attemptID)
+		if err != nil || !open {
 			return nil, nil, 0, err
-		}
-		if sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != attemptID || (sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusRunning) {
-			return nil, nil, 0, nil
 		}
 	}
 	s, err := e.lockRunSteps(ctx, c, ref.RunID)
@@ -244,7 +239,7 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 	if !ok {
 		return nil, nil, 0, nil
 	}
-	pure := s.pure(step)
+	pure := s.runsInClaim(step)
 	if err := s.load(ctx, s.claimLoads(step, pure)...); err != nil {
 		return nil, nil, 0, err
 	}
@@ -265,9 +260,9 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 	return j, s, early, err
 }
 
-// pure reports whether a step runs inside its claim's transaction: no I/O
+// runsInClaim reports whether a step runs inside its claim's transaction: no I/O
 // to guard (a transform, a delay's end, a sandbox replay's recorded output).
-func (s *runState) pure(step *definition.Step) bool {
+func (s *runState) runsInClaim(step *definition.Step) bool {
 	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
 }
 
@@ -328,7 +323,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		if tooMany {
 			return nil, 0, s.failCrashed(ctx, sr, crashes)
 		}
-		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetUpdatedAt(s.now)); err != nil {
+		if err := s.setStep(ctx, sr, changeStep().SetUpdatedAt(s.now)); err != nil {
 			return nil, 0, err
 		}
 		sr = s.steps[step.ID]
@@ -339,7 +334,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 	claimed := false
 	if sr.Status != steprun.StatusRunning {
 		claimed = true
-		u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusRunning)
+		u := changeStep().SetStatus(steprun.StatusRunning)
 		if sr.StartedAt == nil {
 			u.SetStartedAt(s.now)
 		}
@@ -353,7 +348,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			if err := s.setStep(ctx, sr, u); err != nil {
 				return nil, 0, err
 			}
-			if err := s.setAttempt(ctx, attemptID, c.StepAttempt.Update().SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
+			if err := s.setAttempt(ctx, attemptID, changeAttempt().SetStatus(stepattempt.StatusRunning).SetStartedAt(s.now), 1); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -428,12 +423,8 @@ func (e *Service) runReadyTransforms(ctx context.Context, s *runState, cont *Att
 	if s.counts[string(steprun.StatusQueued)] <= len(fresh) {
 		return nil
 	}
-	list, err := s.c.StepRun.Query().
-		Where(steprun.RunID(s.run.ID), steprun.StatusEQ(steprun.StatusQueued), steprun.TypeEQ(definition.StepTransform),
-			steprun.ReadyAtLTE(s.lockedAt), steprun.StepIDNotIn(fresh...),
-			// Late ones run on their own delivery, outside (claimAttempt).
-			steprun.ReadyAtGT(s.lockedAt.Add(-lateDelivery))).
-		Limit(transformBatch).All(ctx)
+	// Late ones run on their own delivery, outside (claimAttempt).
+	list, err := readyTransformRows(ctx, s.run.TenantID, s.run.ID, s.lockedAt.Add(-lateDelivery), s.lockedAt, fresh, transformBatch)
 	if err != nil {
 		return fmt.Errorf("ready transforms: %w", err)
 	}
@@ -545,12 +536,12 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 	if err != nil {
 		return err
 	}
-	au := c.StepAttempt.Update().SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
+	au := changeAttempt().SetFinishedAt(s.now).SetCalls(callMaps).SetCostMicroUsd(cost)
 	if j.state != nil && j.claimed {
 		au.SetStartedAt(j.started) // the claim left the attempt's start to this write
 	}
 	if cost > 0 {
-		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).AddCostMicroUsd(cost)); err != nil {
+		if err := s.setStep(ctx, sr, changeStep().AddCostMicroUsd(cost)); err != nil {
 			return err
 		}
 		sr = s.steps[j.step.ID]
@@ -593,7 +584,7 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 		if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusSucceeded), 1); err != nil {
 			return err
 		}
-		if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusSucceeded).SetOutput(encoded).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+		if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusSucceeded).SetOutput(encoded).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 			return err
 		}
 		s.emit(eventtype.StepSucceeded, j.step.ID, j.attempt, map[string]any{"attemptID": j.attemptID})
@@ -627,7 +618,7 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 		}
 		return s.flush(ctx)
 	}
-	if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepFailed, j.step.ID, j.attempt, map[string]any{"class": string(se.Class), "message": se.Message, "attemptID": j.attemptID})

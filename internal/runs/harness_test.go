@@ -302,7 +302,7 @@ func (x *h) start(wfID string, input map[string]any) string {
 
 // execute delivers one step task as the worker's handleStep does.
 func (x *h) execute(t tasks.Task) error {
-	return x.e.ExecuteAttempt(context.Background(), t.TenantID, AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
+	return x.e.ExecuteChain(context.Background(), t.TenantID, AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
 }
 
 // drain delivers every dispatched step task, and those they dispatch, until

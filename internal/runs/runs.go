@@ -158,7 +158,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if err != nil {
 		return nil, store.ConflictIfExists(err, "run")
 	}
-	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: c.Run.UpdateOne(r), seq: r.NextSeq, now: e.now(), all: true,
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: e.now(), all: true,
 		counts: map[string]int{}, countsChanged: true, deferEval: true}
 	// Steps that can start at once (no needs, no condition, run by a worker)
 	// are created queued with their first attempt: two bulk inserts whatever
@@ -197,7 +197,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		if nr.idempotencyKey != nil {
 			meta["idempotencyKey"] = *nr.idempotencyKey
 		}
-		if err := audit.Record(store.Deferred(ctx, "audit_logs:run.start:"+r.ID, 1), c, "run.start", "Run", r.ID, meta); err != nil {
+		if err := audit.Record(store.Held(ctx, "audit_logs:run.start:"+r.ID, 1), c, "run.start", "Run", r.ID, meta); err != nil {
 			return nil, err
 		}
 	}
@@ -232,7 +232,7 @@ func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate,
 	list := make([]*ent.StepRun, 0, len(steps))
 	for _, sc := range steps {
 		id, _ := sc.Mutation().ID()
-		sr, err := sc.Save(store.Deferred(ctx, "step_runs:"+id, 1))
+		sr, err := sc.Save(store.Held(ctx, "step_runs:"+id, 1))
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +240,7 @@ func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate,
 	}
 	for _, ac := range attempts {
 		id, _ := ac.Mutation().ID()
-		if err := ac.Exec(store.Deferred(ctx, "step_attempts:"+id, 1)); err != nil {
+		if err := ac.Exec(store.Held(ctx, "step_attempts:"+id, 1)); err != nil {
 			return nil, fmt.Errorf("create attempts: %w", err)
 		}
 	}
@@ -293,7 +293,7 @@ func (e *Service) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
 	}
 	for _, sr := range s.steps {
 		if sr.Status == steprun.StatusPending {
-			if err := s.setStep(ctx, sr, c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusCancelled)); err != nil {
+			if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusCancelled)); err != nil {
 				return nil, err
 			}
 		}
@@ -326,7 +326,7 @@ func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 	for _, sr := range s.steps {
 		switch sr.Status {
 		case steprun.StatusFailed, steprun.StatusCancelled:
-			u := c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
+			u := changeStep().SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
 			if err := s.setStep(ctx, sr, u); err != nil {
 				return nil, err
 			}

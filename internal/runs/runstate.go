@@ -8,18 +8,15 @@ import (
 	"slices"
 	"time"
 
-	entsql "entgo.io/ent/dialect/sql"
-
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
-	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
-	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/definition"
-	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/viewer"
 )
 
 // runState is one locked run inside one transaction: every state change of a
@@ -31,9 +28,9 @@ type runState struct {
 	run    *ent.Run
 	def    *definition.Definition
 	steps  map[string]*ent.StepRun
-	update *ent.RunUpdateOne
+	update *runChange
 	seq    int64
-	events []*ent.RunEventCreate
+	events []*ent.RunEvent
 	tasks  []tasks.Task
 	now    time.Time
 	dirty  bool
@@ -47,10 +44,10 @@ type runState struct {
 	// kept by setStep; nil until known (see stepCounts).
 	counts        map[string]int
 	countsChanged bool
-	// deferred holds step changes made in memory only, written with the
-	// step's next setStep (or at flush): a pure step's start and result
-	// become one UPDATE.
-	deferred map[string]*ent.StepRunMutation
+	// unwritten holds step changes made in memory only (deferStep),
+	// written with the step's next setStep or at flush: a pure step's start
+	// and result become one UPDATE.
+	unwritten map[string]*stepChange
 	// lockedAt is when the run's lock was taken.
 	lockedAt time.Time
 	// endpointsVersion is the tenant's webhooks_version as read with the
@@ -80,16 +77,7 @@ func (e *Service) lockRun(ctx context.Context, c *ent.Client, runID string) (*ru
 // are loaded on demand (load). The hot paths use it so that a step's work
 // costs the same in a run of 3 steps and of 1,000.
 func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
-	// The tenant's webhooks_version comes with the run, for the outbox's
-	// cached list of webhook endpoints: no query of its own.
-	r, err := c.Run.Query().Where(run.ID(runID)).ForUpdate().
-		Modify(func(sel *entsql.Selector) {
-			sel.AppendSelectExprAs(entsql.Expr(fmt.Sprintf(`(SELECT t.%q FROM %q AS t WHERE t.%q = %s)`,
-				tenant.FieldWebhooksVersion, tenant.Table, tenant.FieldID, sel.C(run.FieldTenantID))), webhooksVersionColumn)
-		}).Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, errs.NotFoundf("run", runID)
-	}
+	r, endpointsVersion, err := lockRunRow(ctx, tenantOf(ctx), runID)
 	if err != nil {
 		return nil, err
 	}
@@ -98,11 +86,8 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 		return nil, err
 	}
 	now := e.now()
-	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: c.Run.UpdateOne(r), seq: r.NextSeq, now: now, lockedAt: now}
-	s.endpointsVersion = -1
-	if v, ok := int64Value(r, webhooksVersionColumn); ok {
-		s.endpointsVersion = v
-	}
+	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: &runChange{}, seq: r.NextSeq, now: now, lockedAt: now,
+		endpointsVersion: endpointsVersion}
 	if sum(r.StepCounts) == len(def.Steps) {
 		s.counts = maps.Clone(r.StepCounts)
 	}
@@ -120,7 +105,7 @@ func (s *runState) load(ctx context.Context, stepIDs ...string) error {
 	if len(missing) == 0 || s.all {
 		return nil
 	}
-	list, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.StepIDIn(missing...)).All(ctx)
+	list, err := stepRows(ctx, s.run.TenantID, s.run.ID, missing)
 	if err != nil {
 		return fmt.Errorf("load steps: %w", err)
 	}
@@ -135,7 +120,7 @@ func (s *runState) loadAll(ctx context.Context) error {
 	if s.all {
 		return nil
 	}
-	list, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).All(ctx)
+	list, err := stepRows(ctx, s.run.TenantID, s.run.ID, nil)
 	if err != nil {
 		return fmt.Errorf("load steps: %w", err)
 	}
@@ -189,19 +174,12 @@ func (e *Service) definitionOf(ctx context.Context, c *ent.Client, versionID str
 
 // emit appends an event to the run's log.
 func (s *runState) emit(typ eventtype.Type, stepID string, attempt int, data map[string]any) {
-	ev := s.c.RunEvent.Create().
-		SetRunID(s.run.ID).
-		SetSeq(s.seq).
-		SetType(string(typ)).
-		SetAt(s.now)
+	ev := &ent.RunEvent{ID: ids.New(ids.RunEvent), TenantID: s.run.TenantID, RunID: s.run.ID, Seq: s.seq, Type: string(typ), Data: data, At: s.now}
 	if stepID != "" {
-		ev.SetStepID(stepID)
+		ev.StepID = &stepID
 	}
 	if attempt > 0 {
-		ev.SetAttempt(attempt)
-	}
-	if data != nil {
-		ev.SetData(data)
+		ev.Attempt = &attempt
 	}
 	s.events = append(s.events, ev)
 	s.seq++
@@ -253,21 +231,17 @@ func (s *runState) flush(ctx context.Context) error {
 	if s.hold {
 		return nil
 	}
-	for id := range s.deferred {
-		if err := s.setStep(ctx, s.steps[id], s.c.StepRun.UpdateOne(s.steps[id])); err != nil {
+	for id := range s.unwritten {
+		if err := s.setStep(ctx, s.steps[id], changeStep()); err != nil {
 			return err
 		}
 	}
-	var saved []*ent.RunEvent
-	if len(s.events) > 0 {
-		saved = make([]*ent.RunEvent, 0, len(s.events))
-		for _, ev := range s.events {
-			seq, _ := ev.Mutation().Seq()
-			e, err := ev.Save(store.Deferred(ctx, fmt.Sprintf("run_events:%s:%d", s.run.ID, seq), 1))
-			if err != nil {
+	saved := s.events
+	if len(saved) > 0 {
+		for _, ev := range saved {
+			if err := insertEvent(ctx, ev); err != nil {
 				return fmt.Errorf("append events: %w", err)
 			}
-			saved = append(saved, e)
 		}
 		s.events = nil
 		if s.e.outbox != nil {
@@ -279,24 +253,21 @@ func (s *runState) flush(ctx context.Context) error {
 		}
 	}
 	if s.dirty {
-		s.update.SetNextSeq(s.seq)
+		s.update.SetNextSeq(s.seq).SetUpdatedAt(s.now)
 		if s.countsChanged {
 			s.update.SetStepCounts(maps.Clone(s.counts))
 			s.countsChanged = false
 		}
-		b := s.c.Run.Update().Where(run.ID(s.run.ID))
-		if err := copyMutation(b.Mutation(), s.update.Mutation()); err != nil {
+		if err := s.update.hold(ctx, "runs", s.run.TenantID, s.run.ID, 1); err != nil {
 			return fmt.Errorf("update run: %w", err)
 		}
-		if _, err := b.Save(store.Deferred(ctx, "runs:"+s.run.ID, 1)); err != nil {
-			return fmt.Errorf("update run: %w", err)
-		}
+		// A copy: the previous one may have been handed out.
 		r := *s.run
-		if err := mirror(&r, b.Mutation()); err != nil {
-			return err
+		for _, f := range s.update.apply {
+			f(&r)
 		}
 		s.run = &r
-		s.update = s.c.Run.UpdateOne(s.run)
+		s.update = &runChange{}
 		s.dirty = false
 	}
 	if s.continueWith != nil && s.continueWith.ID == "" {
@@ -375,7 +346,7 @@ func (s *runState) failRun(ctx context.Context, stepID, class, message string) e
 // stopPending moves queued and waiting steps to status and cancels their
 // open approvals.
 func (s *runState) stopPending(ctx context.Context, status steprun.Status) error {
-	open, err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.StatusIn(steprun.StatusQueued, steprun.StatusWaiting)).All(ctx)
+	open, err := stepRowsIn(ctx, s.run.TenantID, s.run.ID, steprun.StatusQueued, steprun.StatusWaiting)
 	if err != nil {
 		return err
 	}
@@ -386,11 +357,11 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 		if sr.Status != steprun.StatusQueued && sr.Status != steprun.StatusWaiting {
 			continue
 		}
-		if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(status).ClearReadyAt()); err != nil {
+		if err := s.setStep(ctx, sr, changeStep().SetStatus(status).ClearReadyAt()); err != nil {
 			return err
 		}
 		if sr.CurrentAttemptID != nil {
-			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, s.c.StepAttempt.Update().SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, changeAttempt().SetStatus("cancelled").SetFinishedAt(s.now), -1); err != nil {
 				return err
 			}
 		}
@@ -402,33 +373,35 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 	return err
 }
 
-// setStep saves a step update (one UPDATE, no read back) and keeps the
-// in-memory copy and the run's step counts current.
-func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
-	b := s.c.StepRun.Update().Where(steprun.ID(sr.ID))
-	if d := s.deferred[sr.StepID]; d != nil {
-		if err := copyMutation(b.Mutation(), d); err != nil {
-			return fmt.Errorf("update step %s: %w", sr.StepID, err)
-		}
-		delete(s.deferred, sr.StepID)
+// setStep writes a step change (one UPDATE, held for the transaction's
+// next statement, nothing read back) with any change deferStep left
+// unwritten, and keeps the in-memory copy and the run's step counts
+// current.
+func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *stepChange) error {
+	w := &stepChange{}
+	if d := s.unwritten[sr.StepID]; d != nil {
+		w.merge(&d.columnSet)
+		delete(s.unwritten, sr.StepID)
 	}
-	if err := copyMutation(b.Mutation(), u.Mutation()); err != nil {
+	w.merge(&u.columnSet)
+	if _, ok := u.columnSetHas("updated_at"); !ok {
+		u.SetUpdatedAt(s.now)
+		w.set("updated_at", s.now)
+	}
+	// It must change exactly this row.
+	if err := w.hold(ctx, "step_runs", s.run.TenantID, sr.ID, 1); err != nil {
 		return fmt.Errorf("update step %s: %w", sr.StepID, err)
 	}
-	// Held and sent with the transaction's next statement; it must change
-	// exactly this row.
-	if _, err := b.Save(store.Deferred(ctx, "step_runs:"+sr.ID, 1)); err != nil {
-		return fmt.Errorf("update step %s: %w", sr.StepID, err)
-	}
-	return s.replaceStep(sr, b.Mutation())
+	s.replaceStep(sr, u)
+	return nil
 }
 
-// replaceStep puts in place of sr its copy with m applied, and counts the
+// replaceStep puts in place of sr its copy with u applied, and counts the
 // change of status.
-func (s *runState) replaceStep(sr *ent.StepRun, m *ent.StepRunMutation) error {
+func (s *runState) replaceStep(sr *ent.StepRun, u *stepChange) {
 	updated := *sr
-	if err := mirror(&updated, m); err != nil {
-		return err
+	for _, f := range u.apply {
+		f(&updated)
 	}
 	s.steps[sr.StepID] = &updated
 	if updated.Status != sr.Status && s.counts != nil {
@@ -438,31 +411,28 @@ func (s *runState) replaceStep(sr *ent.StepRun, m *ent.StepRunMutation) error {
 		s.counts[string(updated.Status)]++
 		s.countsChanged, s.dirty = true, true
 	}
-	return nil
 }
 
-// deferStep applies a step update in memory only; the step's next setStep,
+// deferStep applies a step change in memory only; the step's next setStep,
 // or flush, writes it. The caller must not have read the row's new state
 // from the database in between (nothing in this transaction does).
-func (s *runState) deferStep(sr *ent.StepRun, u *ent.StepRunUpdateOne) error {
-	if s.deferred[sr.StepID] != nil {
-		return fmt.Errorf("step %s: a deferred change is already pending", sr.StepID)
+func (s *runState) deferStep(sr *ent.StepRun, u *stepChange) error {
+	if s.unwritten[sr.StepID] != nil {
+		return fmt.Errorf("step %s: an unwritten change is already pending", sr.StepID)
 	}
-	if err := s.replaceStep(sr, u.Mutation()); err != nil {
-		return err
+	s.replaceStep(sr, u)
+	if s.unwritten == nil {
+		s.unwritten = map[string]*stepChange{}
 	}
-	if s.deferred == nil {
-		s.deferred = map[string]*ent.StepRunMutation{}
-	}
-	s.deferred[sr.StepID] = u.Mutation()
+	s.unwritten[sr.StepID] = u
 	return nil
 }
 
-// setAttempt saves an attempt update: one UPDATE of that attempt, nothing
+// setAttempt writes an attempt change: one UPDATE of that attempt, nothing
 // read back, held for the transaction's next statement. rows is how many
 // rows it must change: 1, or -1 when the attempt may be gone.
-func (s *runState) setAttempt(ctx context.Context, attemptID string, u *ent.StepAttemptUpdate, rows int) error {
-	if _, err := u.Where(stepattempt.ID(attemptID)).Save(store.Deferred(ctx, "step_attempts:"+attemptID, rows)); err != nil {
+func (s *runState) setAttempt(ctx context.Context, attemptID string, u *attemptChange, rows int) error {
+	if err := u.hold(ctx, "step_attempts", s.run.TenantID, attemptID, rows); err != nil {
 		return fmt.Errorf("update attempt %s: %w", attemptID, err)
 	}
 	return nil
@@ -494,12 +464,10 @@ func markCheckFirst(tasks []tasks.Task) {
 	}
 }
 
-// webhooksVersionColumn names the tenant's webhooks_version read with a run.
-const webhooksVersionColumn = "sluice_webhooks_version"
-
-// int64Value reads an extra selected integer column of r.
-func int64Value(r *ent.Run, column string) (int64, bool) {
-	v, err := r.Value(column)
-	n, ok := v.(int64)
-	return n, err == nil && ok
+// tenantOf is the tenant of the viewer in ctx.
+func tenantOf(ctx context.Context) string {
+	if v := viewer.FromContext(ctx); v != nil {
+		return v.TenantID
+	}
+	return ""
 }

@@ -243,7 +243,7 @@ func TestTakeoverOfSilentAttempt(t *testing.T) {
 	t.Cleanup(die)
 	done := make(chan error, 1)
 	go func() {
-		done <- x.e.ExecuteAttempt(ctx, x.tenantID, AttemptRef{RunID: id, StepID: "call", ID: sent[0].ID})
+		done <- x.e.ExecuteChain(ctx, x.tenantID, AttemptRef{RunID: id, StepID: "call", ID: sent[0].ID})
 	}()
 	select {
 	case <-received:
@@ -721,7 +721,7 @@ func (x *h) startWorker(srv *hanger, ref AttemptRef) (kill func(), done chan err
 	ctx, kill := context.WithCancel(context.Background())
 	x.t.Cleanup(kill)
 	done = make(chan error, 1)
-	go func() { done <- x.e.ExecuteAttempt(ctx, x.tenantID, ref) }()
+	go func() { done <- x.e.ExecuteChain(ctx, x.tenantID, ref) }()
 	select {
 	case <-srv.received:
 	case err := <-done:

@@ -89,7 +89,7 @@ func (s *runState) takeoverUncertain(ctx context.Context, step *definition.Step,
 	}
 	msg := "the worker was lost while the call may have been in flight (sent at " + att.SentAt.UTC().Format("2006-01-02T15:04:05.000Z") +
 		"); delivery at_most_once does not send it again"
-	if err := s.setAttempt(ctx, attemptID, s.c.StepAttempt.Update().SetStatus(stepattempt.StatusFailed).SetFinishedAt(s.now).
+	if err := s.setAttempt(ctx, attemptID, changeAttempt().SetStatus(stepattempt.StatusFailed).SetFinishedAt(s.now).
 		SetErrorClass(string(steps.Uncertain)).SetErrorMessage(msg), 1); err != nil {
 		return false, err
 	}
@@ -104,7 +104,7 @@ func (s *runState) settleUncertain(ctx context.Context, step *definition.Step, s
 		return s.askUncertain(ctx, sr, attemptID, number, msg)
 	}
 	class := string(steps.Uncertain)
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepFailed, sr.StepID, number, map[string]any{"class": class, "message": msg, "attemptID": attemptID})
@@ -128,7 +128,7 @@ func (s *runState) askUncertain(ctx context.Context, sr *ent.StepRun, attemptID 
 	if err != nil {
 		return fmt.Errorf("create approval: %w", err)
 	}
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusWaiting).ClearCurrentAttemptID().ClearReadyAt().
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusWaiting).ClearCurrentAttemptID().ClearReadyAt().
 		SetErrorClass(string(steps.Uncertain)).SetErrorMessage(msg)); err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (s *runState) settleUncertainApproval(ctx context.Context, sr *ent.StepRun,
 		msg += ": " + comment
 	}
 	class := string(steps.Uncertain)
-	if err := s.setStep(ctx, sr, s.c.StepRun.UpdateOne(sr).SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
+	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusFailed).SetErrorClass(class).SetErrorMessage(msg).SetFinishedAt(s.now)); err != nil {
 		return err
 	}
 	s.emit(eventtype.StepFailed, sr.StepID, 0, map[string]any{"class": class, "message": msg})

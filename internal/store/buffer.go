@@ -17,7 +17,7 @@ import (
 // Write-behind: the run engine changes several rows per step (the attempt,
 // the step, the next attempt and step, the events, the run) and reads none
 // of them back. Sent one by one, each is a round trip, and round trips are
-// most of a step's cost. A write marked with Deferred (an Ent write) or
+// most of a step's cost. A write marked with Held (an Ent write) or
 // queued with Hold (raw SQL) is instead held by the transaction and sent,
 // with the other held writes, as one pgx batch (one round trip, each write
 // its own statement) just before the transaction's next statement of any
@@ -37,22 +37,22 @@ import (
 // arguments until its next read.
 const maxHeld = 16
 
-// deferredKey is the context key of a Deferred write.
-type deferredKey struct{}
+// heldKey is the context key of a Held write.
+type heldKey struct{}
 
-type deferredWrite struct {
+type heldMark struct {
 	key  string // the row written, e.g. "step_runs:stp_..."
 	rows int    // rows it must change; -1 for any number
 }
 
-// Deferred marks Ent writes made with the returned context in a transaction
+// Held marks Ent writes made with the returned context in a transaction
 // of a store client as held until the transaction's next statement (see
 // above). key names the row written; rows is how many rows the write must
 // change (-1: any). Only statements Ent sends through Exec (INSERT, UPDATE
 // and DELETE without RETURNING) are held; Ent writes that read a result,
 // and any write outside a transaction, run at once.
-func Deferred(ctx context.Context, key string, rows int) context.Context {
-	return context.WithValue(ctx, deferredKey{}, deferredWrite{key: key, rows: rows})
+func Held(ctx context.Context, key string, rows int) context.Context {
+	return context.WithValue(ctx, heldKey{}, heldMark{key: key, rows: rows})
 }
 
 // Driver wraps the Ent SQL driver so that its transactions hold deferred
@@ -174,7 +174,7 @@ func (t *bufferedTx) hold(ctx context.Context, key string, rows int, query strin
 
 // Exec holds a deferred write, or sends what is held and then the statement.
 func (t *bufferedTx) Exec(ctx context.Context, query string, args, v any) error {
-	if w, ok := ctx.Value(deferredKey{}).(deferredWrite); ok {
+	if w, ok := ctx.Value(heldKey{}).(heldMark); ok {
 		argv, ok := args.([]any)
 		if !ok {
 			return fmt.Errorf("store: invalid args %T", args)

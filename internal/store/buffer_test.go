@@ -155,7 +155,7 @@ func TestHeldWritesAreSentInOneBatchBeforeTheNextRead(t *testing.T) {
 	ctx, tx, bt := f.begin(t)
 	before := f.sent.roundTrips()
 	for i, v := range []string{"a", "b", "c"} {
-		entWrite(t, Deferred(ctx, "held:"+v, 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), i+1, v)
+		entWrite(t, Held(ctx, "held:"+v, 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), i+1, v)
 	}
 	if err := Hold(ctx, "held:4", 1, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 4, "d"); err != nil {
 		t.Fatal(err)
@@ -182,22 +182,22 @@ func TestHeldWritesAreSentInOneBatchBeforeTheNextRead(t *testing.T) {
 func TestHeldWritesToOneRowKeepTheirOrder(t *testing.T) {
 	f := newFixture(t)
 	ctx, tx, bt := f.begin(t)
-	entWrite(t, Deferred(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "first")
-	entWrite(t, Deferred(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 2, "other")
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "first")
+	entWrite(t, Held(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 2, "other")
 	if err := Hold(ctx, "held:1", 1, f.q("UPDATE held SET v = v || $1 WHERE id = $2"), "+second", 1); err != nil {
 		t.Fatal(err)
 	}
 	if b := f.sent.batches.Load(); b != 1 || len(bt.held) != 1 {
 		t.Fatalf("after a second write to a held row: %d batches, %d held; want 1, 1", b, len(bt.held))
 	}
-	entWrite(t, Deferred(ctx, "held:1", 1), bt, f.q("UPDATE held SET v = v || $1 WHERE id = $2"), "+third", 1)
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("UPDATE held SET v = v || $1 WHERE id = $2"), "+third", 1)
 	if got := f.values(t, ctx, tx); got != "1=first+second+third,2=other" {
 		t.Fatalf("got %q", got)
 	}
 
 	ctx, _, bt = f.begin(t)
 	for i := range maxHeld + 1 {
-		entWrite(t, Deferred(ctx, fmt.Sprint("held:", 100+i), 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, 'x')"), 100+i)
+		entWrite(t, Held(ctx, fmt.Sprint("held:", 100+i), 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, 'x')"), 100+i)
 	}
 	if len(bt.held) != 1 {
 		t.Fatalf("%d writes held after maxHeld+1, want 1", len(bt.held))
@@ -210,13 +210,13 @@ func TestHeldWritesToOneRowKeepTheirOrder(t *testing.T) {
 func TestHeldWriteCountIsChecked(t *testing.T) {
 	f := newFixture(t)
 	ctx, tx, bt := f.begin(t)
-	entWrite(t, Deferred(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
-	entWrite(t, Deferred(ctx, "held:9", -1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2"), "x", 9)
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:9", -1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2"), "x", 9)
 	if got := f.values(t, ctx, tx); got != "1=a" {
 		t.Fatalf("got %q", got)
 	}
-	entWrite(t, Deferred(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 2, "b")
-	entWrite(t, Deferred(ctx, "held:8", 1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2 /* the wrong one */"), "x", 8)
+	entWrite(t, Held(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 2, "b")
+	entWrite(t, Held(ctx, "held:8", 1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2 /* the wrong one */"), "x", 8)
 	raw, err := Raw(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func TestHeldWriteCountIsChecked(t *testing.T) {
 func TestRollbackDropsHeldWrites(t *testing.T) {
 	f := newFixture(t)
 	ctx, tx, bt := f.begin(t)
-	entWrite(t, Deferred(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
 	if err := Hold(ctx, "held:2", 1, f.q("INSERT INTO held (id, v) VALUES (2, 'b')")); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestRawAndEntShareTheTransaction(t *testing.T) {
 	if _, err := raw.Exec(ctx, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 2, "raw"); err != nil {
 		t.Fatal(err)
 	}
-	entWrite(t, Deferred(ctx, "held:3", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 3, "ent held")
+	entWrite(t, Held(ctx, "held:3", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 3, "ent held")
 	rows, err := raw.Query(ctx, f.q("SELECT v FROM held ORDER BY id"))
 	if err != nil {
 		t.Fatal(err)
@@ -392,8 +392,8 @@ func TestRawAndEntShareTheTransaction(t *testing.T) {
 func TestHeldWriteWithDollarInAConstant(t *testing.T) {
 	f := newFixture(t)
 	ctx, tx, bt := f.begin(t)
-	entWrite(t, Deferred(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
-	entWrite(t, Deferred(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, 'costs $1, or $2' || $2)"), 2, "!")
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:2", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, 'costs $1, or $2' || $2)"), 2, "!")
 	if err := Hold(ctx, "held:3", 1, f.q("INSERT INTO held (id, v) VALUES (3, $$ $1 $$)")); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestHeldArgumentsEncodeAsSentAtOnce(t *testing.T) {
 			Columns("id", "v", "j", "jb", "at", "n").
 			Values(i+1, "$x", doc, doc, at, nil).Query()
 		if held {
-			entWrite(t, Deferred(ctx, "held:2", 1), bt, query, args...)
+			entWrite(t, Held(ctx, "held:2", 1), bt, query, args...)
 			if len(bt.held) != 1 {
 				t.Fatal("the write was not held")
 			}

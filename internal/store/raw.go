@@ -13,7 +13,7 @@ import (
 // Querier runs raw pgx SQL in the tenant transaction of a context, on the
 // connection Ent uses, so raw statements and Ent's see each other's writes
 // and commit or roll back together. Each method first sends the writes the
-// transaction holds (Deferred, Hold), so it sees them too. The methods have
+// transaction holds (Held, Hold), so it sees them too. The methods have
 // pgx's semantics (placeholders $1, $2, ...; pgx types); as with pgx, rows
 // from Query must be closed before the transaction's next statement, Ent's
 // included, and a failed statement aborts the transaction. A Querier is
@@ -38,7 +38,7 @@ func Raw(ctx context.Context) (Querier, error) {
 }
 
 // Hold queues a raw SQL write in the transaction in ctx, with the rules of
-// Deferred: it is sent in one batch with the other held writes before the
+// Held: it is sent in one batch with the other held writes before the
 // transaction's next statement or its commit, dropped on rollback; key
 // names the row written (a write whose key is held sends the held ones
 // first); rows is how many rows it must change (-1: any), and another count

@@ -2,7 +2,7 @@
 // tenant: a transaction that starts with set_config('app.tenant_id', ..., true)
 // so Row-Level Security scopes every statement, and an Ent client bound to it.
 // Raw pgx SQL runs in the same transaction through Raw, and writes of either
-// kind can be held and sent together in one batch (Deferred, Hold).
+// kind can be held and sent together in one batch (Held, Hold).
 package store
 
 import (
@@ -48,7 +48,7 @@ func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
 }
 
 // NewClient wraps db in an Ent client whose transactions hold deferred
-// writes (see Deferred) and share their connection with raw pgx (see Raw).
+// writes (see Held) and share their connection with raw pgx (see Raw).
 // db must use the pgx driver (Open).
 func NewClient(db *sql.DB) *ent.Client {
 	return ent.NewClient(ent.Driver(Driver{entsql.OpenDB(dialect.Postgres, db)}))

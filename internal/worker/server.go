@@ -118,7 +118,7 @@ func (w *Worker) handleStep(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if err := w.runs.ExecuteAttempt(ctx, p.TenantID, p.attempt()); err != nil {
+	if err := w.runs.ExecuteChain(ctx, p.TenantID, p.attempt()); err != nil {
 		w.log.WarnContext(ctx, "step attempt", "err", err, "tenant_id", p.TenantID, "run_id", p.RunID, "attempt_id", p.ID)
 		return err
 	}

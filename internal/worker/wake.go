@@ -62,7 +62,7 @@ func (w *Worker) wakeLoop(ctx, execCtx context.Context, slots chan struct{}) {
 		}
 		go func() {
 			defer func() { <-slots }()
-			if err := w.runs.ExecuteAttempt(execCtx, p.TenantID, p.attempt()); err != nil {
+			if err := w.runs.ExecuteChain(execCtx, p.TenantID, p.attempt()); err != nil {
 				// The step is queued in Postgres; the reconciler sends it again.
 				w.log.Warn("woken step attempt", "err", err, "tenant_id", p.TenantID, "attempt_id", p.ID)
 			}

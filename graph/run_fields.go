@@ -1,3 +1,5 @@
+// Helpers of the Run, StepRun and StepAttempt field resolvers: decoding
+// stored JSON, the run error and the recorded calls of an attempt.
 package graph
 
 import (

@@ -1,0 +1,418 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/stepattempt"
+	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/store"
+)
+
+// The state machine's statements on its hot path: reading and locking a
+// run, reading its steps, and writing runs, steps, attempts and events. They
+// are plain SQL run through pgx in the tenant transaction of the context
+// (store.Raw, store.Hold), so they see Ent's writes in that transaction and
+// Ent sees theirs. Every statement names tenant_id besides the row's id;
+// Row-Level Security confines it to the transaction's tenant again.
+//
+// Writes are held (store.Hold) and sent in one batch with the others before
+// the transaction's next statement or its commit: a step's result, its
+// attempt, the next attempt, its events and the run row cost one round trip.
+// Rows are read into Ent's entity structs, which the GraphQL layer returns.
+
+const runColumns = `id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
+	input_hash, output, idempotency_key, replay_of, error_class, error_message, failed_step_id, cost_micro_usd, next_seq,
+	step_counts, trace_id, created_by, started_at, finished_at`
+
+func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
+	r := &ent.Run{}
+	dest := []any{&r.ID, &r.TenantID, &r.CreatedAt, &r.UpdatedAt, &r.WorkflowID, &r.VersionID, &r.EnvironmentID, &r.Status, &r.Mode, &r.Input,
+		&r.InputHash, &r.Output, &r.IdempotencyKey, &r.ReplayOf, &r.ErrorClass, &r.ErrorMessage, &r.FailedStepID, &r.CostMicroUsd, &r.NextSeq,
+		&r.StepCounts, &r.TraceID, &r.CreatedBy, &r.StartedAt, &r.FinishedAt}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+const stepColumns = `id, tenant_id, created_at, updated_at, run_id, step_id, type, status, attempts, current_attempt_id, ready_at,
+	output, error_class, error_message, cost_micro_usd, started_at, finished_at`
+
+func scanSteps(rows pgx.Rows) ([]*ent.StepRun, error) {
+	defer rows.Close()
+	var out []*ent.StepRun
+	for rows.Next() {
+		s := &ent.StepRun{}
+		if err := rows.Scan(&s.ID, &s.TenantID, &s.CreatedAt, &s.UpdatedAt, &s.RunID, &s.StepID, &s.Type, &s.Status, &s.Attempts, &s.CurrentAttemptID, &s.ReadyAt,
+			&s.Output, &s.ErrorClass, &s.ErrorMessage, &s.CostMicroUsd, &s.StartedAt, &s.FinishedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// lockRunRow reads a run with SELECT ... FOR UPDATE, which serialises every
+// change to it, and with it the tenant's webhooks_version, under which the
+// outbox caches the tenant's webhook endpoints (see Outbox): no round trip
+// of its own.
+func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var version int64
+	r, err := scanRun(q.QueryRow(ctx, `SELECT `+runColumns+`, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
+		FROM runs WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, runID, tenantID), &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, errs.NotFoundf("run", runID)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("lock run: %w", err)
+	}
+	return r, version, nil
+}
+
+// stepRows reads a run's steps: those named, or all of them when stepIDs
+// is nil.
+func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]*ent.StepRun, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var rows pgx.Rows
+	if stepIDs == nil {
+		rows, err = q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2`, tenantID, runID)
+	} else {
+		rows, err = q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`, tenantID, runID, stepIDs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return scanSteps(rows)
+}
+
+// stepRowsWhere reads a run's steps in the given statuses.
+func stepRowsIn(ctx context.Context, tenantID, runID string, statuses ...steprun.Status) ([]*ent.StepRun, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(statuses))
+	for i, st := range statuses {
+		names[i] = string(st)
+	}
+	rows, err := q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND status = ANY($3)`, tenantID, runID, names)
+	if err != nil {
+		return nil, err
+	}
+	return scanSteps(rows)
+}
+
+// readyTransformRows reads up to limit queued transforms of a run that
+// became ready in (after, until], other than those named in except.
+func readyTransformRows(ctx context.Context, tenantID, runID string, after, until time.Time, except []string, limit int) ([]*ent.StepRun, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if except == nil {
+		except = []string{}
+	}
+	rows, err := q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs
+		WHERE tenant_id = $1 AND run_id = $2 AND status = 'queued' AND type = 'transform'
+		AND ready_at > $3 AND ready_at <= $4 AND NOT (step_id = ANY($5)) LIMIT $6`,
+		tenantID, runID, after, until, except, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanSteps(rows)
+}
+
+// attemptIsOpen reports whether attemptID is its step's current attempt and
+// the step is queued or running: a look without the run's lock.
+func attemptIsOpen(ctx context.Context, tenantID, runID, stepID, attemptID string) (bool, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return false, err
+	}
+	var open bool
+	err = q.QueryRow(ctx, `SELECT COALESCE(current_attempt_id = $4, false) AND status IN ('queued', 'running') FROM step_runs
+		WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3`, tenantID, runID, stepID, attemptID).Scan(&open)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return open, err
+}
+
+// insertEvent holds the insert of one run event.
+func insertEvent(ctx context.Context, ev *ent.RunEvent) error {
+	var data any
+	if ev.Data != nil {
+		data = ev.Data
+	}
+	return store.Hold(ctx, "run_events:"+ev.RunID+":"+strconv.FormatInt(ev.Seq, 10), 1,
+		`INSERT INTO run_events (id, tenant_id, run_id, seq, type, step_id, attempt, data, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		ev.ID, ev.TenantID, ev.RunID, ev.Seq, ev.Type, ev.StepID, ev.Attempt, data, ev.At)
+}
+
+// insertAttempt holds the insert of a step's next attempt.
+func insertAttempt(ctx context.Context, a *ent.StepAttempt) error {
+	return store.Hold(ctx, "step_attempts:"+a.ID, 1,
+		`INSERT INTO step_attempts (id, tenant_id, created_at, run_id, step_run_id, step_id, number, status, cost_micro_usd, scheduled_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)`,
+		a.ID, a.TenantID, a.CreatedAt, a.RunID, a.StepRunID, a.StepID, a.Number, a.Status, a.ScheduledAt)
+}
+
+// newAttempt is a step's next attempt, as insertAttempt writes it.
+func newAttempt(tenantID, runID string, sr *ent.StepRun, number int, at, now time.Time) *ent.StepAttempt {
+	return &ent.StepAttempt{ID: ids.New(ids.StepAttempt), TenantID: tenantID, CreatedAt: now, RunID: runID, StepRunID: sr.ID,
+		StepID: sr.StepID, Number: number, Status: stepattempt.StatusQueued, ScheduledAt: at}
+}
+
+// columnSet is the SET list of an UPDATE of one row, built column by
+// column: a column set twice keeps its last value, additions accumulate.
+type columnSet struct {
+	cols []string
+	vals []any
+	add  []bool // "col = col + value"
+}
+
+func (c *columnSet) set(col string, v any) {
+	for i, x := range c.cols {
+		if x == col {
+			c.vals[i], c.add[i] = v, false
+			return
+		}
+	}
+	c.cols, c.vals, c.add = append(c.cols, col), append(c.vals, v), append(c.add, false)
+}
+
+func (c *columnSet) addTo(col string, n int64) {
+	for i, x := range c.cols {
+		if x == col {
+			// Added to before, or set before: either way the sum.
+			c.vals[i] = c.vals[i].(int64) + n
+			return
+		}
+	}
+	c.cols, c.vals, c.add = append(c.cols, col), append(c.vals, n), append(c.add, true)
+}
+
+func (c *columnSet) merge(o *columnSet) {
+	for i, col := range o.cols {
+		if o.add[i] {
+			c.addTo(col, o.vals[i].(int64))
+		} else {
+			c.set(col, o.vals[i])
+		}
+	}
+}
+
+func (c *columnSet) columnSetHas(col string) (int, bool) {
+	for i, x := range c.cols {
+		if x == col {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+// hold holds `UPDATE table SET ... WHERE id = $1 AND tenant_id = $2` (and
+// extra conditions), which must change rows rows (-1: any).
+func (c *columnSet) hold(ctx context.Context, table, tenantID, id string, rows int) error {
+	var b strings.Builder
+	b.WriteString("UPDATE ")
+	b.WriteString(table)
+	b.WriteString(" SET ")
+	args := make([]any, 0, len(c.cols)+2)
+	args = append(args, id, tenantID)
+	for i, col := range c.cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		args = append(args, c.vals[i])
+		p := "$" + strconv.Itoa(len(args))
+		if c.add[i] {
+			b.WriteString(col + " = " + col + " + " + p)
+		} else {
+			b.WriteString(col + " = " + p)
+		}
+	}
+	b.WriteString(" WHERE id = $1 AND tenant_id = $2")
+	return store.Hold(ctx, table+":"+id, rows, b.String(), args...)
+}
+
+// stepChange is a change to one step_runs row: what to write, and the same
+// change applied to the in-memory copy (apply), field by field.
+type stepChange struct {
+	columnSet
+	apply []func(*ent.StepRun)
+}
+
+func changeStep() *stepChange { return &stepChange{} }
+
+func (u *stepChange) on(col string, v any, f func(*ent.StepRun)) *stepChange {
+	u.set(col, v)
+	u.apply = append(u.apply, f)
+	return u
+}
+
+func (u *stepChange) SetStatus(v steprun.Status) *stepChange {
+	return u.on("status", v, func(s *ent.StepRun) { s.Status = v })
+}
+func (u *stepChange) SetAttempts(v int) *stepChange {
+	return u.on("attempts", v, func(s *ent.StepRun) { s.Attempts = v })
+}
+func (u *stepChange) SetCurrentAttemptID(v string) *stepChange {
+	return u.on("current_attempt_id", v, func(s *ent.StepRun) { s.CurrentAttemptID = &v })
+}
+func (u *stepChange) ClearCurrentAttemptID() *stepChange {
+	return u.on("current_attempt_id", nil, func(s *ent.StepRun) { s.CurrentAttemptID = nil })
+}
+func (u *stepChange) SetReadyAt(v time.Time) *stepChange {
+	return u.on("ready_at", v, func(s *ent.StepRun) { s.ReadyAt = &v })
+}
+func (u *stepChange) ClearReadyAt() *stepChange {
+	return u.on("ready_at", nil, func(s *ent.StepRun) { s.ReadyAt = nil })
+}
+func (u *stepChange) SetOutput(v json.RawMessage) *stepChange {
+	return u.on("output", v, func(s *ent.StepRun) { s.Output = v })
+}
+func (u *stepChange) SetErrorClass(v string) *stepChange {
+	return u.on("error_class", v, func(s *ent.StepRun) { s.ErrorClass = &v })
+}
+func (u *stepChange) ClearErrorClass() *stepChange {
+	return u.on("error_class", nil, func(s *ent.StepRun) { s.ErrorClass = nil })
+}
+func (u *stepChange) SetErrorMessage(v string) *stepChange {
+	return u.on("error_message", v, func(s *ent.StepRun) { s.ErrorMessage = &v })
+}
+func (u *stepChange) ClearErrorMessage() *stepChange {
+	return u.on("error_message", nil, func(s *ent.StepRun) { s.ErrorMessage = nil })
+}
+func (u *stepChange) AddCostMicroUsd(v int64) *stepChange {
+	u.addTo("cost_micro_usd", v)
+	u.apply = append(u.apply, func(s *ent.StepRun) { s.CostMicroUsd += v })
+	return u
+}
+func (u *stepChange) SetStartedAt(v time.Time) *stepChange {
+	return u.on("started_at", v, func(s *ent.StepRun) { s.StartedAt = &v })
+}
+func (u *stepChange) SetFinishedAt(v time.Time) *stepChange {
+	return u.on("finished_at", v, func(s *ent.StepRun) { s.FinishedAt = &v })
+}
+func (u *stepChange) ClearFinishedAt() *stepChange {
+	return u.on("finished_at", nil, func(s *ent.StepRun) { s.FinishedAt = nil })
+}
+func (u *stepChange) SetUpdatedAt(v time.Time) *stepChange {
+	return u.on("updated_at", v, func(s *ent.StepRun) { s.UpdatedAt = v })
+}
+
+// attemptChange is a change to one step_attempts row; attempts are not
+// kept in memory.
+type attemptChange struct{ columnSet }
+
+func changeAttempt() *attemptChange { return &attemptChange{} }
+
+func (u *attemptChange) SetStatus(v stepattempt.Status) *attemptChange {
+	u.set("status", v)
+	return u
+}
+func (u *attemptChange) SetStartedAt(v time.Time) *attemptChange {
+	u.set("started_at", v)
+	return u
+}
+func (u *attemptChange) SetFinishedAt(v time.Time) *attemptChange {
+	u.set("finished_at", v)
+	return u
+}
+func (u *attemptChange) SetErrorClass(v string) *attemptChange {
+	u.set("error_class", v)
+	return u
+}
+func (u *attemptChange) SetErrorMessage(v string) *attemptChange {
+	u.set("error_message", v)
+	return u
+}
+func (u *attemptChange) SetCalls(v []map[string]any) *attemptChange {
+	u.set("calls", v)
+	return u
+}
+func (u *attemptChange) SetCostMicroUsd(v int64) *attemptChange {
+	u.set("cost_micro_usd", v)
+	return u
+}
+
+// runChange is a change to the runs row of a locked run, applied to the
+// in-memory copy at flush.
+type runChange struct {
+	columnSet
+	apply []func(*ent.Run)
+}
+
+func (u *runChange) on(col string, v any, f func(*ent.Run)) *runChange {
+	u.set(col, v)
+	u.apply = append(u.apply, f)
+	return u
+}
+
+func (u *runChange) SetStatus(v run.Status) *runChange {
+	return u.on("status", v, func(r *ent.Run) { r.Status = v })
+}
+func (u *runChange) SetOutput(v json.RawMessage) *runChange {
+	return u.on("output", v, func(r *ent.Run) { r.Output = v })
+}
+func (u *runChange) SetErrorClass(v string) *runChange {
+	return u.on("error_class", v, func(r *ent.Run) { r.ErrorClass = &v })
+}
+func (u *runChange) ClearErrorClass() *runChange {
+	return u.on("error_class", nil, func(r *ent.Run) { r.ErrorClass = nil })
+}
+func (u *runChange) SetErrorMessage(v string) *runChange {
+	return u.on("error_message", v, func(r *ent.Run) { r.ErrorMessage = &v })
+}
+func (u *runChange) ClearErrorMessage() *runChange {
+	return u.on("error_message", nil, func(r *ent.Run) { r.ErrorMessage = nil })
+}
+func (u *runChange) SetFailedStepID(v string) *runChange {
+	return u.on("failed_step_id", v, func(r *ent.Run) { r.FailedStepID = &v })
+}
+func (u *runChange) ClearFailedStepID() *runChange {
+	return u.on("failed_step_id", nil, func(r *ent.Run) { r.FailedStepID = nil })
+}
+func (u *runChange) AddCostMicroUsd(v int64) *runChange {
+	u.addTo("cost_micro_usd", v)
+	u.apply = append(u.apply, func(r *ent.Run) { r.CostMicroUsd += v })
+	return u
+}
+func (u *runChange) SetNextSeq(v int64) *runChange {
+	return u.on("next_seq", v, func(r *ent.Run) { r.NextSeq = v })
+}
+func (u *runChange) SetStepCounts(v map[string]int) *runChange {
+	return u.on("step_counts", v, func(r *ent.Run) { r.StepCounts = v })
+}
+func (u *runChange) SetStartedAt(v time.Time) *runChange {
+	return u.on("started_at", v, func(r *ent.Run) { r.StartedAt = &v })
+}
+func (u *runChange) SetFinishedAt(v time.Time) *runChange {
+	return u.on("finished_at", v, func(r *ent.Run) { r.FinishedAt = &v })
+}
+func (u *runChange) ClearFinishedAt() *runChange {
+	return u.on("finished_at", nil, func(r *ent.Run) { r.FinishedAt = nil })
+}
+func (u *runChange) SetUpdatedAt(v time.Time) *runChange {
+	return u.on("updated_at", v, func(r *ent.Run) { r.UpdatedAt = v })
+}
