@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/deployment"
@@ -143,42 +142,34 @@ type newRun struct {
 
 // createRun inserts a run and its steps and schedules the first ones.
 func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer, nr newRun) (*ent.Run, error) {
-	r, err := c.Run.Create().
-		SetWorkflowID(nr.workflowID).
-		SetVersionID(nr.versionID).
-		SetEnvironmentID(nr.environmentID).
-		SetInput(nr.input).
-		SetInputHash(nr.hash).
-		SetNillableIdempotencyKey(nr.idempotencyKey).
-		SetNillableReplayOf(nr.replayOf).
-		SetMode(nr.mode).
-		SetTraceID(tracing.NewTraceID()).
-		SetCreatedBy(v.Subject).
-		Save(ctx)
-	if err != nil {
-		return nil, store.ConflictIfExists(err, "run")
+	now := e.now()
+	r := &ent.Run{ID: ids.New(ids.Run), TenantID: v.TenantID, CreatedAt: now, UpdatedAt: now, WorkflowID: nr.workflowID,
+		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
+		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
+		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject}
+	if err := insertRun(ctx, r); err != nil {
+		return nil, err
 	}
-	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: e.now(), all: true,
+	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: now, all: true,
 		counts: map[string]int{}, countsChanged: true, deferEval: true}
 	// Steps that can start at once (no needs, no condition, run by a worker)
-	// are created queued with their first attempt: two bulk inserts whatever
-	// the fan-out, where scheduling them one by one would cost a round trip
-	// or more each.
-	creates := make([]*ent.StepRunCreate, 0, len(nr.def.Steps))
-	var attempts []*ent.StepAttemptCreate
+	// are created queued with their first attempt. Whatever the fan-out,
+	// the steps are one statement and the attempts another, held with the
+	// run's first flush.
+	list := make([]*ent.StepRun, 0, len(nr.def.Steps))
+	var attempts []*ent.StepAttempt
 	for _, st := range nr.def.Steps {
-		id := ids.New(ids.StepRun)
-		sc := c.StepRun.Create().SetID(id).SetRunID(r.ID).SetStepID(st.ID).SetType(st.Type)
+		sr := &ent.StepRun{ID: ids.New(ids.StepRun), TenantID: r.TenantID, CreatedAt: now, UpdatedAt: now, RunID: r.ID, StepID: st.ID,
+			Type: st.Type, Status: steprun.StatusPending}
 		if startsQueued(st) {
-			attemptID := ids.New(ids.StepAttempt)
-			sc.SetStatus(steprun.StatusQueued).SetAttempts(1).SetCurrentAttemptID(attemptID).SetReadyAt(s.now)
-			attempts = append(attempts, c.StepAttempt.Create().SetID(attemptID).SetRunID(r.ID).SetStepRunID(id).SetStepID(st.ID).SetNumber(1).SetScheduledAt(s.now))
-			s.tasks = append(s.tasks, stepTask(r.TenantID, r.ID, st.ID, st.Type, attemptID, s.now))
+			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
+			sr.Status, sr.Attempts, sr.CurrentAttemptID, sr.ReadyAt = steprun.StatusQueued, 1, &a.ID, &now
+			attempts = append(attempts, a)
+			s.tasks = append(s.tasks, stepTask(r.TenantID, r.ID, st.ID, st.Type, a.ID, now))
 		}
-		creates = append(creates, sc)
+		list = append(list, sr)
 	}
-	list, err := createSteps(ctx, c, creates, attempts)
-	if err != nil {
+	if err := insertSteps(ctx, r, list, attempts); err != nil {
 		return nil, err
 	}
 	for _, sr := range list {
@@ -208,43 +199,6 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		return nil, err
 	}
 	return s.run, nil
-}
-
-// heldCreates is how many steps a new run may have for its rows to be held
-// and written with the run's first flush (one statement with its events);
-// more are inserted in bulk at once.
-const heldCreates = 6
-
-// createSteps inserts a new run's steps and first attempts.
-func createSteps(ctx context.Context, c *ent.Client, steps []*ent.StepRunCreate, attempts []*ent.StepAttemptCreate) ([]*ent.StepRun, error) {
-	if len(steps) > heldCreates {
-		list, err := c.StepRun.CreateBulk(steps...).Save(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if len(attempts) > 0 {
-			if err := c.StepAttempt.CreateBulk(attempts...).Exec(ctx); err != nil {
-				return nil, fmt.Errorf("create attempts: %w", err)
-			}
-		}
-		return list, nil
-	}
-	list := make([]*ent.StepRun, 0, len(steps))
-	for _, sc := range steps {
-		id, _ := sc.Mutation().ID()
-		sr, err := sc.Save(store.Held(ctx, "step_runs:"+id, 1))
-		if err != nil {
-			return nil, err
-		}
-		list = append(list, sr)
-	}
-	for _, ac := range attempts {
-		id, _ := ac.Mutation().ID()
-		if err := ac.Exec(store.Held(ctx, "step_attempts:"+id, 1)); err != nil {
-			return nil, fmt.Errorf("create attempts: %w", err)
-		}
-	}
-	return list, nil
 }
 
 // startsQueued reports whether a step is scheduled as soon as its run is

@@ -176,6 +176,49 @@ func insertAttempt(ctx context.Context, a *ent.StepAttempt) error {
 		a.ID, a.TenantID, a.CreatedAt, a.RunID, a.StepRunID, a.StepID, a.Number, a.Status, a.ScheduledAt)
 }
 
+// insertRun holds the insert of a new run. It comes first in its batch, so
+// the rows that reference it follow it.
+func insertRun(ctx context.Context, r *ent.Run) error {
+	return store.Hold(ctx, "runs:"+r.ID, 1,
+		`INSERT INTO runs (id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
+		input_hash, idempotency_key, replay_of, cost_micro_usd, next_seq, trace_id, created_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16)`,
+		r.ID, r.TenantID, r.CreatedAt, r.UpdatedAt, r.WorkflowID, r.VersionID, r.EnvironmentID, r.Status, r.Mode, r.Input,
+		r.InputHash, r.IdempotencyKey, r.ReplayOf, r.NextSeq, r.TraceID, r.CreatedBy)
+}
+
+// insertSteps holds the inserts of a new run's steps and first attempts:
+// one statement for the steps and one for the attempts, whatever their
+// number.
+func insertSteps(ctx context.Context, r *ent.Run, list []*ent.StepRun, attempts []*ent.StepAttempt) error {
+	n := len(list)
+	id, stepID, typ, status := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	count, current, ready := make([]int64, n), make([]*string, n), make([]*time.Time, n)
+	for i, sr := range list {
+		id[i], stepID[i], typ[i], status[i] = sr.ID, sr.StepID, sr.Type, string(sr.Status)
+		count[i], current[i], ready[i] = int64(sr.Attempts), sr.CurrentAttemptID, sr.ReadyAt
+	}
+	err := store.Hold(ctx, "step_runs:of:"+r.ID, n,
+		`INSERT INTO step_runs (id, tenant_id, created_at, updated_at, run_id, step_id, type, status, attempts, current_attempt_id, ready_at, cost_micro_usd)
+		SELECT t.id, $1, $2, $2, $3, t.step_id, t.type, t.status, t.attempts, t.current_attempt_id, t.ready_at, 0
+		FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], $10::timestamptz[])
+			AS t(id, step_id, type, status, attempts, current_attempt_id, ready_at)`,
+		r.TenantID, r.CreatedAt, r.ID, id, stepID, typ, status, count, current, ready)
+	if err != nil || len(attempts) == 0 {
+		return err
+	}
+	m := len(attempts)
+	aid, stepRunID, aStepID, number, scheduled := make([]string, m), make([]string, m), make([]string, m), make([]int64, m), make([]time.Time, m)
+	for i, a := range attempts {
+		aid[i], stepRunID[i], aStepID[i], number[i], scheduled[i] = a.ID, a.StepRunID, a.StepID, int64(a.Number), a.ScheduledAt
+	}
+	return store.Hold(ctx, "step_attempts:of:"+r.ID, m,
+		`INSERT INTO step_attempts (id, tenant_id, created_at, run_id, step_run_id, step_id, number, status, cost_micro_usd, scheduled_at)
+		SELECT t.id, $1, $2, $3, t.step_run_id, t.step_id, t.number, 'queued', 0, t.scheduled_at
+		FROM unnest($4::text[], $5::text[], $6::text[], $7::int8[], $8::timestamptz[]) AS t(id, step_run_id, step_id, number, scheduled_at)`,
+		r.TenantID, r.CreatedAt, r.ID, aid, stepRunID, aStepID, number, scheduled)
+}
+
 // newAttempt is a step's next attempt, as insertAttempt writes it.
 func newAttempt(tenantID, runID string, sr *ent.StepRun, number int, at, now time.Time) *ent.StepAttempt {
 	return &ent.StepAttempt{ID: ids.New(ids.StepAttempt), TenantID: tenantID, CreatedAt: now, RunID: runID, StepRunID: sr.ID,

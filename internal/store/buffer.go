@@ -25,23 +25,23 @@ import (
 // every statement in the transaction first sends what is held, so it sees
 // every write before it. A rollback drops what is held.
 //
-// A write whose key is already held sends the held ones first, so writes to
-// one row apply in order even if a batch ever stopped being sequential.
-// Each held write states how many rows it must change; a different count
+// A batch runs its statements in order, each seeing the ones before it, so
+// several held writes may change the same row (a run inserted, then
+// updated). Each held write states how many rows it must change; a different count
 // fails the transaction (every later statement and the commit return the
 // error, and the commit rolls back), as the write would have failed on its
 // own.
 
 // maxHeld bounds the writes held at once: a step holds about eight; a
-// batch of steps would otherwise hold hundreds of statements and their
-// arguments until its next read.
-const maxHeld = 16
+// batch of 64 transforms (internal/runs) would otherwise hold hundreds of
+// statements and their arguments until its next read.
+const maxHeld = 128
 
 // heldKey is the context key of a Held write.
 type heldKey struct{}
 
 type heldMark struct {
-	key  string // the row written, e.g. "step_runs:stp_..."
+	key  string // names the row written, e.g. "step_runs:stp_...", in errors
 	rows int    // rows it must change; -1 for any number
 }
 
@@ -127,6 +127,7 @@ func pgxTxOptions(opts *sql.TxOptions) (pgx.TxOptions, error) {
 }
 
 type heldWrite struct {
+	key   string
 	query string
 	args  []any
 	rows  int
@@ -144,12 +145,10 @@ type bufferedTx struct {
 	// mu guards what follows and orders sending against new writes.
 	mu   sync.Mutex
 	held []heldWrite
-	keys map[string]bool
 	err  error // a held write's failure: the transaction cannot commit
 }
 
-// hold queues a write, first sending what is held when key is held already
-// or the queue is full.
+// hold queues a write, first sending what is held when the queue is full.
 func (t *bufferedTx) hold(ctx context.Context, key string, rows int, query string, args []any) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -159,16 +158,12 @@ func (t *bufferedTx) hold(ctx context.Context, key string, rows int, query strin
 	if t.conn == nil {
 		return sql.ErrTxDone
 	}
-	if t.keys[key] || len(t.held) >= maxHeld {
+	if len(t.held) >= maxHeld {
 		if err := t.sendLocked(ctx); err != nil {
 			return err
 		}
 	}
-	if t.keys == nil {
-		t.keys = map[string]bool{}
-	}
-	t.keys[key] = true
-	t.held = append(t.held, heldWrite{query: query, args: args, rows: rows})
+	t.held = append(t.held, heldWrite{key: key, query: query, args: args, rows: rows})
 	return nil
 }
 
@@ -237,7 +232,7 @@ func (t *bufferedTx) Commit() error {
 // Rollback drops what is held and rolls back.
 func (t *bufferedTx) Rollback() error {
 	t.mu.Lock()
-	t.held, t.keys = nil, nil
+	t.held = nil
 	t.mu.Unlock()
 	return t.end(false)
 }
@@ -287,7 +282,7 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 		return sql.ErrTxDone
 	}
 	held := t.held
-	t.held, t.keys = nil, nil
+	t.held = nil
 	if len(held) == 0 {
 		return nil
 	}
@@ -302,7 +297,7 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
 		if err != nil {
-			t.err = fmt.Errorf("store: held write %d of %d: %w: %.200s", i+1, len(held), err, w.query)
+			t.err = fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1, len(held), w.key, err, w.query)
 			_ = br.Close()
 			return t.err
 		}
