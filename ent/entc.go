@@ -43,7 +43,7 @@ func main() {
 			gen.FeatureModifier,
 			gen.FeatureIntercept,
 		},
-	}, entc.Extensions(ex))
+	}, entc.Extensions(ex), entc.TemplateDir("./ent/template"))
 	if err != nil {
 		log.Fatalf("ent codegen: %v", err)
 	}

@@ -8,12 +8,12 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
-	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/tasks"
 )
@@ -212,24 +212,20 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 			needs[n] = st
 		}
 	}
-	q := s.c.ApprovalRequest.Create().
-		SetRunID(s.run.ID).
-		SetStepID(sr.StepID).
-		SetStepRunID(sr.ID).
-		SetMessage(msg).
-		SetContext(map[string]any{"input": s.run.Input, "steps": needs, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID}).
-		SetOnTimeout(approvalrequest.OnTimeout(step.TimeoutAction()))
+	apr := &ent.ApprovalRequest{ID: ids.New(ids.ApprovalRequest), TenantID: s.run.TenantID, CreatedAt: s.now, UpdatedAt: s.now,
+		RunID: s.run.ID, StepID: sr.StepID, StepRunID: sr.ID, Status: approvalrequest.StatusPending, Message: msg,
+		Context:   map[string]any{"input": s.run.Input, "steps": needs, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID},
+		OnTimeout: approvalrequest.OnTimeout(step.TimeoutAction())}
 	if step.Approvers != nil {
-		q.SetApproverRoles(step.Approvers.Roles).SetApproverSubjects(step.Approvers.Subjects)
+		apr.ApproverRoles, apr.ApproverSubjects = step.Approvers.Roles, step.Approvers.Subjects
 	}
 	var expires *time.Time
 	if step.Timeout.Duration > 0 {
 		t := s.now.Add(step.Timeout.Duration)
 		expires = &t
-		q.SetExpiresAt(t)
+		apr.ExpiresAt = expires
 	}
-	apr, err := q.Save(ctx)
-	if err != nil {
+	if err := insertApproval(ctx, apr); err != nil {
 		return fmt.Errorf("create approval: %w", err)
 	}
 	if err := s.endDecision(ctx, sr, stepattempt.StatusSucceeded); err != nil {
@@ -318,17 +314,11 @@ func (s *runState) stepCounts(ctx context.Context) (map[string]int, error) {
 	if s.counts != nil {
 		return s.counts, nil
 	}
-	var rows []struct {
-		Status steprun.Status `json:"status"`
-		Count  int            `json:"count"`
-	}
-	if err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID)).GroupBy(steprun.FieldStatus).Aggregate(ent.Count()).Scan(ctx, &rows); err != nil {
+	counts, err := countSteps(ctx, s.run.TenantID, s.run.ID)
+	if err != nil {
 		return nil, fmt.Errorf("count steps: %w", err)
 	}
-	s.counts = map[string]int{}
-	for _, r := range rows {
-		s.counts[string(r.Status)] = r.Count
-	}
+	s.counts = counts
 	s.countsChanged, s.dirty = true, true
 	return s.counts, nil
 }
@@ -344,8 +334,4 @@ func (s *runState) runOutput() (any, error) {
 		return out, nil
 	}
 	return definition.Eval(s.def.Output, env)
-}
-
-func approvalPendingForRun(runID string) []predicate.ApprovalRequest {
-	return []predicate.ApprovalRequest{approvalrequest.RunID(runID), approvalrequest.StatusEQ(approvalrequest.StatusPending)}
 }

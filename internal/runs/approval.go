@@ -49,9 +49,11 @@ func (e *Service) DecideApproval(ctx context.Context, id string, approve bool, c
 		// The privacy rules hide such an approval already (FilterRunChildrenRule).
 		return nil, errs.NotFoundf("approval request", id)
 	}
-	apr, err = c.ApprovalRequest.Get(ctx, id)
-	if err != nil {
+	if apr, err = approvalRow(ctx, v.TenantID, id); err != nil {
 		return nil, err
+	}
+	if apr == nil {
+		return nil, errs.NotFoundf("approval request", id)
 	}
 	if apr.Status != approvalrequest.StatusPending {
 		return nil, errs.E(errs.Conflict, "approval request %s is already %s", id, apr.Status)
@@ -60,12 +62,11 @@ func (e *Service) DecideApproval(ctx context.Context, id string, approve bool, c
 	if approve {
 		status, decision = approvalrequest.StatusApproved, "approve"
 	}
-	u := c.ApprovalRequest.UpdateOne(apr).SetStatus(status).SetDecidedBy(v.Subject).SetDecidedAt(s.now)
+	var note *string
 	if comment != "" {
-		u.SetComment(comment)
+		note = &comment
 	}
-	apr, err = u.Save(ctx)
-	if err != nil {
+	if err := decideApproval(ctx, apr, status, v.Subject, note, s.now); err != nil {
 		return nil, err
 	}
 	s.emit(eventtype.ApprovalDecided, apr.StepID, 0, map[string]any{"approvalID": apr.ID, "decision": decision, "by": v.Subject, "comment": comment})
@@ -144,25 +145,21 @@ func (e *Service) ExpireApproval(ctx context.Context, tenantID, approvalID strin
 	ctx = viewer.SystemContext(ctx, tenantID)
 	return store.InTenant(ctx, e.client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
-		apr, err := c.ApprovalRequest.Get(ctx, approvalID)
-		if ent.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
+		apr, err := approvalRow(ctx, tenantID, approvalID)
+		if err != nil || apr == nil {
 			return err
 		}
 		s, err := e.lockRun(ctx, c, apr.RunID)
 		if err != nil {
 			return err
 		}
-		apr, err = c.ApprovalRequest.Get(ctx, approvalID)
-		if err != nil {
+		if apr, err = approvalRow(ctx, tenantID, approvalID); err != nil || apr == nil {
 			return err
 		}
 		if apr.Status != approvalrequest.StatusPending || apr.ExpiresAt == nil || apr.ExpiresAt.After(s.now) {
 			return nil
 		}
-		if apr, err = c.ApprovalRequest.UpdateOne(apr).SetStatus(approvalrequest.StatusExpired).SetDecidedAt(s.now).SetDecidedBy("timeout").Save(ctx); err != nil {
+		if err := decideApproval(ctx, apr, approvalrequest.StatusExpired, "timeout", nil, s.now); err != nil {
 			return err
 		}
 		action := string(apr.OnTimeout)

@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"time"
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/llm"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/steps"
@@ -28,11 +27,11 @@ func providerOf(credType string) string {
 // estimated from its prompt length (~4 characters a token) and maxTokens.
 func (s *runState) checkBudget(ctx context.Context, step *definition.Step, credType string) (*steps.Error, map[string]any, error) {
 	maxRun := s.def.MaxCostUSD
-	tenant, err := s.c.Tenant.Get(ctx, s.run.TenantID)
+	monthly, err := tenantBudget(ctx, s.run.TenantID)
 	if err != nil {
 		return nil, nil, err
 	}
-	if maxRun == nil && tenant.MonthlyBudgetMicroUsd == nil {
+	if maxRun == nil && monthly == nil {
 		return nil, nil, nil
 	}
 	table, err := control.Prices(ctx, s.c)
@@ -56,31 +55,17 @@ func (s *runState) checkBudget(ctx context.Context, step *definition.Step, credT
 				map[string]any{"scope": "run", "spentMicroUSD": s.run.CostMicroUsd, "limitMicroUSD": limit, "estimateMicroUSD": estimate}, nil
 		}
 	}
-	if tenant.MonthlyBudgetMicroUsd != nil {
-		spent, err := monthSpend(ctx, s.c, s.now)
+	if monthly != nil {
+		spent, err := monthSpend(ctx, s.run.TenantID, s.now)
 		if err != nil {
 			return nil, nil, err
 		}
-		if spent+estimate > *tenant.MonthlyBudgetMicroUsd {
-			return &steps.Error{Class: steps.Budget, Message: fmt.Sprintf("the tenant has spent %s USD of its %s USD monthly budget; this call could cost up to %s USD", money.FormatUSD(spent), money.FormatUSD(*tenant.MonthlyBudgetMicroUsd), money.FormatUSD(estimate))},
-				map[string]any{"scope": "tenant", "spentMicroUSD": spent, "limitMicroUSD": *tenant.MonthlyBudgetMicroUsd, "estimateMicroUSD": estimate}, nil
+		if spent+estimate > *monthly {
+			return &steps.Error{Class: steps.Budget, Message: fmt.Sprintf("the tenant has spent %s USD of its %s USD monthly budget; this call could cost up to %s USD", money.FormatUSD(spent), money.FormatUSD(*monthly), money.FormatUSD(estimate))},
+				map[string]any{"scope": "tenant", "spentMicroUSD": spent, "limitMicroUSD": *monthly, "estimateMicroUSD": estimate}, nil
 		}
 	}
 	return nil, nil, nil
-}
-
-// monthSpend sums the tenant's model cost in the calendar month (UTC) of now.
-func monthSpend(ctx context.Context, c *ent.Client, now time.Time) (int64, error) {
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	var rows []struct {
-		Sum *int64 `json:"sum"`
-	}
-	err := c.ModelCall.Query().Where(modelcall.CreatedAtGTE(start)).
-		Aggregate(ent.As(ent.Sum(modelcall.FieldCostMicroUsd), "sum")).Scan(ctx, &rows)
-	if err != nil || len(rows) == 0 || rows[0].Sum == nil {
-		return 0, err
-	}
-	return *rows[0].Sum, nil
 }
 
 // priceCalls prices the model calls of an attempt, records them for cost
@@ -104,13 +89,12 @@ func (s *runState) priceCalls(ctx context.Context, j *job, calls []map[string]an
 		calls[i]["costMicroUSD"] = cost
 		calls[i]["priced"] = priced
 		total += cost
-		err := s.c.ModelCall.Create().
-			SetRunID(s.run.ID).SetStepID(j.step.ID).SetAttemptID(j.attemptID).
-			SetWorkflowID(s.run.WorkflowID).SetVersionID(s.run.VersionID).SetEnvironmentID(s.run.EnvironmentID).
-			SetProvider(call.Provider).SetModel(call.Model).
-			SetInputTokens(call.InputTokens).SetOutputTokens(call.OutputTokens).SetCachedInputTokens(call.CachedInputTokens).
-			SetCostMicroUsd(cost).SetPriced(priced).SetLatencyMs(call.DurationMs).
-			Exec(ctx)
+		err := insertModelCall(ctx, &ent.ModelCall{ID: ids.New(ids.ModelCall), TenantID: s.run.TenantID, CreatedAt: s.now,
+			RunID: s.run.ID, StepID: j.step.ID, AttemptID: j.attemptID,
+			WorkflowID: s.run.WorkflowID, VersionID: s.run.VersionID, EnvironmentID: s.run.EnvironmentID,
+			Provider: call.Provider, Model: call.Model,
+			InputTokens: call.InputTokens, OutputTokens: call.OutputTokens, CachedInputTokens: call.CachedInputTokens,
+			CostMicroUsd: cost, Priced: priced, LatencyMs: call.DurationMs})
 		if err != nil {
 			return 0, fmt.Errorf("record model call: %w", err)
 		}
@@ -118,7 +102,7 @@ func (s *runState) priceCalls(ctx context.Context, j *job, calls []map[string]an
 		s.afterCommit = append(s.afterCommit, func() { m.modelCall(prov, mod, in, out, cst) })
 	}
 	if total > 0 {
-		s.run.CostMicroUsd += total
+		// The in-memory run takes the addition at flush, with the row.
 		s.update.AddCostMicroUsd(total)
 		s.dirty = true
 	}

@@ -6,8 +6,6 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
-	"github.com/sluicehq/sluice/ent/predicate"
-	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
@@ -31,10 +29,8 @@ import (
 func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.StepRun) (bool, error) {
 	switch step.Type {
 	case definition.StepApproval:
-		apr, err := s.c.ApprovalRequest.Query().
-			Where(approvalrequest.StepRunID(sr.ID)).
-			Order(ent.Desc(approvalrequest.FieldCreatedAt)).First(ctx)
-		if err != nil && !ent.IsNotFound(err) {
+		apr, err := latestApprovalOfStep(ctx, s.run.TenantID, sr.ID)
+		if err != nil {
 			return false, fmt.Errorf("approval of step %s: %w", step.ID, err)
 		}
 		if apr != nil && apr.Status == approvalrequest.StatusApproved {
@@ -131,9 +127,7 @@ func (s *runState) finishApproval(ctx context.Context, sr *ent.StepRun, by, comm
 // stop of a worker mid-step (a deploy) counts too: the step is left to a
 // takeover the same way.
 func (s *runState) crashedTooOften(ctx context.Context, sr *ent.StepRun) (int, bool, error) {
-	n, err := s.c.RunEvent.Query().
-		Where(append(runEventOfStep(s.run.ID, sr.StepID, eventtype.StepReclaimed), runevent.Attempt(sr.Attempts))...).
-		Count(ctx)
+	n, err := takeovers(ctx, s.run.TenantID, s.run.ID, sr.StepID, sr.Attempts)
 	if err != nil {
 		return 0, false, fmt.Errorf("count takeovers: %w", err)
 	}
@@ -155,9 +149,4 @@ func (s *runState) failCrashed(ctx context.Context, sr *ent.StepRun, crashes int
 	}
 	s.emit(eventtype.StepFailed, sr.StepID, sr.Attempts, map[string]any{"class": string(steps.Crashed), "message": msg, "attemptID": attemptID})
 	return s.failRun(ctx, sr.StepID, string(steps.Crashed), msg)
-}
-
-// runEventOfStep selects a run's events of one type for one step.
-func runEventOfStep(runID, stepID string, typ eventtype.Type) []predicate.RunEvent {
-	return []predicate.RunEvent{runevent.RunID(runID), runevent.StepID(stepID), runevent.Type(string(typ))}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"entgo.io/ent/dialect/sql"
-
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -177,9 +175,7 @@ func (e *Service) heartbeat(ctx context.Context, j *job) (stop func()) {
 				return
 			case <-t.C:
 				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-					return ent.FromContext(ctx).StepRun.Update().
-						Where(steprun.ID(j.stepRunID), steprun.CurrentAttemptID(j.attemptID), steprun.StatusEQ(steprun.StatusRunning)).
-						SetUpdatedAt(e.now()).Exec(ctx)
+					return beat(ctx, j.tenantID, j.stepRunID, j.attemptID, e.now())
 				})
 				if err != nil && ctx.Err() == nil {
 					e.log.WarnContext(ctx, "heartbeat", "err", err, "attempt_id", j.attemptID)
@@ -211,14 +207,11 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 	attemptID := ref.ID
 	if ref.RunID == "" || ref.StepID == "" {
 		// A task from before tasks named their run and step.
-		att, err := c.StepAttempt.Get(ctx, attemptID)
-		if ent.IsNotFound(err) {
-			return nil, nil, 0, nil
-		}
-		if err != nil {
+		runID, stepID, found, err := attemptStep(ctx, tenantOf(ctx), attemptID)
+		if err != nil || !found {
 			return nil, nil, 0, err
 		}
-		ref.RunID, ref.StepID = att.RunID, att.StepID
+		ref.RunID, ref.StepID = runID, stepID
 	}
 	if ref.CheckFirst {
 		// Another delivery may have run it in a batch: look before queueing
@@ -364,12 +357,12 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {
 		j.replayed = true
 		if s.run.ReplayOf != nil {
-			src, err := c.StepRun.Query().Where(steprun.RunID(*s.run.ReplayOf), steprun.StepID(step.ID), steprun.StatusEQ(steprun.StatusSucceeded)).Only(ctx)
-			if err != nil && !ent.IsNotFound(err) {
+			out, found, err := succeededOutput(ctx, s.run.TenantID, *s.run.ReplayOf, step.ID)
+			if err != nil {
 				return nil, 0, err
 			}
-			if src != nil {
-				j.recorded = decodeJSON(src.Output)
+			if found {
+				j.recorded = decodeJSON(out)
 			}
 		}
 	} else if step.Credential != "" {
@@ -656,18 +649,11 @@ func (s *runState) checkOutputSize(ctx context.Context, n int) error {
 	if n < runOutputCheckFrom {
 		return nil
 	}
-	var rows []struct {
-		Total int64 `json:"total"`
-	}
-	err := s.c.StepRun.Query().Where(steprun.RunID(s.run.ID), steprun.OutputNotNil()).
-		Modify(func(q *sql.Selector) {
-			q.Select(sql.As("coalesce(sum(octet_length("+q.C(steprun.FieldOutput)+"::text)), 0)", "total"))
-		}).
-		Scan(ctx, &rows)
+	total, err := storedOutputBytes(ctx, s.run.TenantID, s.run.ID)
 	if err != nil {
 		return fmt.Errorf("run output size: %w", err)
 	}
-	if len(rows) == 1 && rows[0].Total+int64(n) > MaxRunOutputBytes {
+	if total+int64(n) > MaxRunOutputBytes {
 		return &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("the run's step outputs would take more than %d MiB", MaxRunOutputBytes>>20)}
 	}
 	return nil

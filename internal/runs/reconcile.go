@@ -5,9 +5,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/approvalrequest"
-	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -43,40 +40,23 @@ func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOpti
 	now := e.now()
 	var due []tasks.Task
 	err := store.InTenant(viewer.SystemContext(ctx, tenantID), e.client, func(ctx context.Context) error {
-		c := ent.FromContext(ctx)
-		late, err := c.StepRun.Query().
-			Where(steprun.StatusIn(steprun.StatusQueued, steprun.StatusWaiting), steprun.ReadyAtLTE(now.Add(-o.Grace)), steprun.CurrentAttemptIDNotNil()).
-			Limit(1000).All(ctx)
+		late, running, expired, err := dueRows(ctx, tenantID, now.Add(-o.Grace), now.Add(-o.Stale), now)
 		if err != nil {
 			return err
 		}
-		running, err := c.StepRun.Query().
-			// A running step keeps its ready_at until it finishes; saying so
-			// lets the partial index on ready_at serve this query.
-			Where(steprun.StatusEQ(steprun.StatusRunning), steprun.ReadyAtNotNil(), steprun.UpdatedAtLTE(now.Add(-o.Stale)), steprun.CurrentAttemptIDNotNil()).
-			Limit(1000).All(ctx)
-		if err != nil {
-			return err
+		for _, d := range late {
+			due = append(due, stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now))
 		}
-		for _, sr := range late {
-			due = append(due, stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now))
-		}
-		for _, sr := range running {
+		for _, d := range running {
 			// The dead holder's task may still sit "active" in the queue
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
-			t := stepTask(tenantID, sr.RunID, sr.StepID, sr.Type, *sr.CurrentAttemptID, now)
-			t.Variant = strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)
+			t := stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now)
+			t.Variant = strconv.FormatInt(d.updatedAt.UnixMilli(), 36)
 			due = append(due, t)
 		}
-		expired, err := c.ApprovalRequest.Query().
-			Where(approvalrequest.StatusEQ(approvalrequest.StatusPending), approvalrequest.ExpiresAtLTE(now)).
-			Limit(1000).All(ctx)
-		if err != nil {
-			return err
-		}
 		for _, a := range expired {
-			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.RunID, ID: a.ID, At: now})
+			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.runID, ID: a.id, At: now})
 		}
 		return nil
 	})

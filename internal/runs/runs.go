@@ -147,6 +147,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
 		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject}
+	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err
 	}
@@ -159,8 +160,8 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	list := make([]*ent.StepRun, 0, len(nr.def.Steps))
 	var attempts []*ent.StepAttempt
 	for _, st := range nr.def.Steps {
-		sr := &ent.StepRun{ID: ids.New(ids.StepRun), TenantID: r.TenantID, CreatedAt: now, UpdatedAt: now, RunID: r.ID, StepID: st.ID,
-			Type: st.Type, Status: steprun.StatusPending}
+		sr := c.StepRun.Bind(&ent.StepRun{ID: ids.New(ids.StepRun), TenantID: r.TenantID, CreatedAt: now, UpdatedAt: now, RunID: r.ID, StepID: st.ID,
+			Type: st.Type, Status: steprun.StatusPending})
 		if startsQueued(st) {
 			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
 			sr.Status, sr.Attempts, sr.CurrentAttemptID, sr.ReadyAt = steprun.StatusQueued, 1, &a.ID, &now

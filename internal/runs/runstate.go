@@ -366,11 +366,7 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			}
 		}
 	}
-	_, err = s.c.ApprovalRequest.Update().
-		Where(approvalPendingForRun(s.run.ID)...).
-		SetStatus("cancelled").
-		Save(ctx)
-	return err
+	return cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now)
 }
 
 // setStep writes a step change (one UPDATE, held for the transaction's

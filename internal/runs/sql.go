@@ -12,10 +12,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
 )
@@ -30,7 +32,9 @@ import (
 // Writes are held (store.Hold) and sent in one batch with the others before
 // the transaction's next statement or its commit: a step's result, its
 // attempt, the next attempt, its events and the run row cost one round trip.
-// Rows are read into Ent's entity structs, which the GraphQL layer returns.
+// Rows are read into Ent's entity structs, bound to the transaction's Ent
+// client (Bind), so that the GraphQL layer can return them and load their
+// edges as if Ent had read them.
 
 const runColumns = `id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 	input_hash, output, idempotency_key, replay_of, error_class, error_message, failed_step_id, cost_micro_usd, next_seq,
@@ -50,7 +54,7 @@ func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 const stepColumns = `id, tenant_id, created_at, updated_at, run_id, step_id, type, status, attempts, current_attempt_id, ready_at,
 	output, error_class, error_message, cost_micro_usd, started_at, finished_at`
 
-func scanSteps(rows pgx.Rows) ([]*ent.StepRun, error) {
+func scanSteps(ctx context.Context, rows pgx.Rows) ([]*ent.StepRun, error) {
 	defer rows.Close()
 	var out []*ent.StepRun
 	for rows.Next() {
@@ -61,7 +65,20 @@ func scanSteps(rows pgx.Rows) ([]*ent.StepRun, error) {
 		}
 		out = append(out, s)
 	}
+	if c := ent.FromContext(ctx); c != nil {
+		for _, s := range out {
+			c.StepRun.Bind(s)
+		}
+	}
 	return out, rows.Err()
+}
+
+// bindRun binds r to the Ent client of the transaction in ctx.
+func bindRun(ctx context.Context, r *ent.Run) *ent.Run {
+	if c := ent.FromContext(ctx); c != nil {
+		c.Run.Bind(r)
+	}
+	return r
 }
 
 // lockRunRow reads a run with SELECT ... FOR UPDATE, which serialises every
@@ -82,7 +99,7 @@ func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, e
 	if err != nil {
 		return nil, 0, fmt.Errorf("lock run: %w", err)
 	}
-	return r, version, nil
+	return bindRun(ctx, r), version, nil
 }
 
 // stepRows reads a run's steps: those named, or all of them when stepIDs
@@ -101,7 +118,7 @@ func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]
 	if err != nil {
 		return nil, err
 	}
-	return scanSteps(rows)
+	return scanSteps(ctx, rows)
 }
 
 // stepRowsWhere reads a run's steps in the given statuses.
@@ -118,7 +135,7 @@ func stepRowsIn(ctx context.Context, tenantID, runID string, statuses ...steprun
 	if err != nil {
 		return nil, err
 	}
-	return scanSteps(rows)
+	return scanSteps(ctx, rows)
 }
 
 // readyTransformRows reads up to limit queued transforms of a run that
@@ -138,7 +155,7 @@ func readyTransformRows(ctx context.Context, tenantID, runID string, after, unti
 	if err != nil {
 		return nil, err
 	}
-	return scanSteps(rows)
+	return scanSteps(ctx, rows)
 }
 
 // attemptIsOpen reports whether attemptID is its step's current attempt and
@@ -458,4 +475,273 @@ func (u *runChange) ClearFinishedAt() *runChange {
 }
 func (u *runChange) SetUpdatedAt(v time.Time) *runChange {
 	return u.on("updated_at", v, func(r *ent.Run) { r.UpdatedAt = v })
+}
+
+const approvalColumns = `id, tenant_id, created_at, updated_at, run_id, step_id, step_run_id, status, message, context,
+	approver_roles, approver_subjects, on_timeout, expires_at, decided_by, comment, decided_at`
+
+func scanApproval(ctx context.Context, row pgx.Row) (*ent.ApprovalRequest, error) {
+	a := &ent.ApprovalRequest{}
+	var message *string
+	err := row.Scan(&a.ID, &a.TenantID, &a.CreatedAt, &a.UpdatedAt, &a.RunID, &a.StepID, &a.StepRunID, &a.Status, &message, &a.Context,
+		&a.ApproverRoles, &a.ApproverSubjects, &a.OnTimeout, &a.ExpiresAt, &a.DecidedBy, &a.Comment, &a.DecidedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if message != nil {
+		a.Message = *message
+	}
+	if c := ent.FromContext(ctx); c != nil {
+		c.ApprovalRequest.Bind(a)
+	}
+	return a, nil
+}
+
+// approvalRow reads an approval request; nil when there is none.
+func approvalRow(ctx context.Context, tenantID, id string) (*ent.ApprovalRequest, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return scanApproval(ctx, q.QueryRow(ctx, `SELECT `+approvalColumns+` FROM approval_requests WHERE id = $1 AND tenant_id = $2`, id, tenantID))
+}
+
+// latestApprovalOfStep reads the latest approval request of a step run;
+// nil when there is none.
+func latestApprovalOfStep(ctx context.Context, tenantID, stepRunID string) (*ent.ApprovalRequest, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return scanApproval(ctx, q.QueryRow(ctx, `SELECT `+approvalColumns+` FROM approval_requests
+		WHERE tenant_id = $1 AND step_run_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1`, tenantID, stepRunID))
+}
+
+// insertApproval holds the insert of an approval request.
+func insertApproval(ctx context.Context, a *ent.ApprovalRequest) error {
+	return store.Hold(ctx, "approval_requests:"+a.ID, 1,
+		`INSERT INTO approval_requests (id, tenant_id, created_at, updated_at, run_id, step_id, step_run_id, status, message, context,
+		approver_roles, approver_subjects, on_timeout, expires_at) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		a.ID, a.TenantID, a.CreatedAt, a.RunID, a.StepID, a.StepRunID, a.Status, a.Message, a.Context,
+		a.ApproverRoles, a.ApproverSubjects, a.OnTimeout, a.ExpiresAt)
+}
+
+// cancelPendingApprovals holds the cancellation of a run's pending
+// approval requests.
+func cancelPendingApprovals(ctx context.Context, tenantID, runID string, now time.Time) error {
+	return store.Hold(ctx, "approval_requests:of:"+runID, -1,
+		`UPDATE approval_requests SET status = 'cancelled', updated_at = $3 WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'`,
+		tenantID, runID, now)
+}
+
+// decideApproval holds the decision of a pending approval request (status,
+// who, when and the comment, if any) and applies it to a.
+func decideApproval(ctx context.Context, a *ent.ApprovalRequest, status approvalrequest.Status, by string, comment *string, now time.Time) error {
+	err := store.Hold(ctx, "approval_requests:"+a.ID, 1,
+		`UPDATE approval_requests SET status = $3, decided_by = $4, decided_at = $5, comment = COALESCE($6, comment), updated_at = $5
+		WHERE id = $1 AND tenant_id = $2`, a.ID, a.TenantID, status, by, now, comment)
+	if err != nil {
+		return err
+	}
+	a.Status, a.DecidedBy, a.DecidedAt, a.UpdatedAt = status, &by, &now, now
+	if comment != nil {
+		a.Comment = comment
+	}
+	return nil
+}
+
+// scalar runs a query of one row and one column into dest; found is false
+// when there is no row.
+func scalar(ctx context.Context, dest any, sql string, args ...any) (found bool, err error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return false, err
+	}
+	err = q.QueryRow(ctx, sql, args...).Scan(dest)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// attemptStep reads the run and step of an attempt; found is false when
+// the attempt is gone.
+func attemptStep(ctx context.Context, tenantID, attemptID string) (runID, stepID string, found bool, err error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return "", "", false, err
+	}
+	err = q.QueryRow(ctx, `SELECT run_id, step_id FROM step_attempts WHERE id = $1 AND tenant_id = $2`, attemptID, tenantID).Scan(&runID, &stepID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", false, nil
+	}
+	return runID, stepID, err == nil, err
+}
+
+// attemptSentAt reads when an at_most_once attempt's call was sent (nil:
+// not sent).
+func attemptSentAt(ctx context.Context, tenantID, attemptID string) (*time.Time, error) {
+	var at *time.Time
+	found, err := scalar(ctx, &at, `SELECT sent_at FROM step_attempts WHERE id = $1 AND tenant_id = $2`, attemptID, tenantID)
+	if err == nil && !found {
+		err = fmt.Errorf("attempt %s not found", attemptID)
+	}
+	return at, err
+}
+
+// markAttemptSent records that an at_most_once attempt's call is about to
+// be sent, if the attempt is running and not marked yet; it reports
+// whether this call marked it.
+func markAttemptSent(ctx context.Context, tenantID, attemptID string, now time.Time) (bool, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return false, err
+	}
+	tag, err := q.Exec(ctx, `UPDATE step_attempts SET sent_at = $3 WHERE id = $1 AND tenant_id = $2 AND status = 'running' AND sent_at IS NULL`,
+		attemptID, tenantID, now)
+	return tag.RowsAffected() == 1, err
+}
+
+// beat records a running step's heartbeat, if attemptID still holds it.
+func beat(ctx context.Context, tenantID, stepRunID, attemptID string, now time.Time) error {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = q.Exec(ctx, `UPDATE step_runs SET updated_at = $4 WHERE id = $1 AND tenant_id = $2 AND current_attempt_id = $3 AND status = 'running'`,
+		stepRunID, tenantID, attemptID, now)
+	return err
+}
+
+// takeovers counts a step attempt's step.reclaimed events.
+func takeovers(ctx context.Context, tenantID, runID, stepID string, attempt int) (int, error) {
+	var n int
+	_, err := scalar(ctx, &n, `SELECT count(*) FROM run_events WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3 AND type = $4 AND attempt = $5`,
+		tenantID, runID, stepID, string(eventtype.StepReclaimed), attempt)
+	return n, err
+}
+
+// succeededOutput reads the output of a run's step that succeeded; found
+// is false when it did not.
+func succeededOutput(ctx context.Context, tenantID, runID, stepID string) (out json.RawMessage, found bool, err error) {
+	found, err = scalar(ctx, &out, `SELECT output FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3 AND status = 'succeeded'`,
+		tenantID, runID, stepID)
+	return out, found, err
+}
+
+// storedOutputBytes is the size of a run's stored step outputs.
+func storedOutputBytes(ctx context.Context, tenantID, runID string) (int64, error) {
+	var n int64
+	_, err := scalar(ctx, &n, `SELECT coalesce(sum(octet_length(output::text)), 0) FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND output IS NOT NULL`,
+		tenantID, runID)
+	return n, err
+}
+
+// countSteps counts a run's steps in each status.
+func countSteps(ctx context.Context, tenantID, runID string) (map[string]int, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.Query(ctx, `SELECT status, count(*) FROM step_runs WHERE tenant_id = $1 AND run_id = $2 GROUP BY status`, tenantID, runID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	for rows.Next() {
+		var status string
+		var n int
+		if err := rows.Scan(&status, &n); err != nil {
+			return nil, err
+		}
+		counts[status] = n
+	}
+	return counts, rows.Err()
+}
+
+// tenantBudget reads the tenant's monthly model budget (nil: none).
+func tenantBudget(ctx context.Context, tenantID string) (*int64, error) {
+	var budget *int64
+	_, err := scalar(ctx, &budget, `SELECT monthly_budget_micro_usd FROM tenants WHERE id = $1`, tenantID)
+	return budget, err
+}
+
+// monthSpend sums the tenant's model cost in the calendar month (UTC) of now.
+func monthSpend(ctx context.Context, tenantID string, now time.Time) (int64, error) {
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	var n int64
+	_, err := scalar(ctx, &n, `SELECT coalesce(sum(cost_micro_usd), 0) FROM model_calls WHERE tenant_id = $1 AND created_at >= $2`, tenantID, start)
+	return n, err
+}
+
+// insertModelCall holds the record of a priced model call.
+func insertModelCall(ctx context.Context, m *ent.ModelCall) error {
+	return store.Hold(ctx, "model_calls:"+m.ID, 1,
+		`INSERT INTO model_calls (id, tenant_id, created_at, run_id, step_id, attempt_id, workflow_id, version_id, environment_id, provider, model,
+		input_tokens, output_tokens, cached_input_tokens, cost_micro_usd, priced, latency_ms)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		m.ID, m.TenantID, m.CreatedAt, m.RunID, m.StepID, m.AttemptID, m.WorkflowID, m.VersionID, m.EnvironmentID, m.Provider, m.Model,
+		m.InputTokens, m.OutputTokens, m.CachedInputTokens, m.CostMicroUsd, m.Priced, m.LatencyMs)
+}
+
+// dueStep is a step whose current attempt the reconciler may send again.
+type dueStep struct {
+	runID, stepID, stepType, attemptID string
+	updatedAt                          time.Time
+}
+
+// dueApproval is a pending approval past its expiry.
+type dueApproval struct{ id, runID string }
+
+// dueRows reads, in one round trip, a tenant's queued or waiting steps
+// ready before readyBefore, its running steps silent since before
+// silentSince, and its pending approvals expired by now; at most 1,000 of
+// each.
+func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now time.Time) (late, running []dueStep, expired []dueApproval, err error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
+		WHERE tenant_id = $1 AND status IN ('queued', 'waiting') AND ready_at <= $2 AND current_attempt_id IS NOT NULL LIMIT 1000`, tenantID, readyBefore)
+	// A running step keeps its ready_at until it finishes; saying so lets
+	// the partial index on ready_at serve this query.
+	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
+		WHERE tenant_id = $1 AND status = 'running' AND ready_at IS NOT NULL AND updated_at <= $2 AND current_attempt_id IS NOT NULL LIMIT 1000`, tenantID, silentSince)
+	b.Queue(`SELECT id, run_id FROM approval_requests WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= $2 LIMIT 1000`, tenantID, now)
+	br := q.SendBatch(ctx, b)
+	defer br.Close()
+	steps := func() ([]dueStep, error) {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueStep, error) {
+			var d dueStep
+			return d, r.Scan(&d.runID, &d.stepID, &d.stepType, &d.attemptID, &d.updatedAt)
+		})
+	}
+	if late, err = steps(); err != nil {
+		return nil, nil, nil, err
+	}
+	if running, err = steps(); err != nil {
+		return nil, nil, nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	expired, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueApproval, error) {
+		var a dueApproval
+		return a, r.Scan(&a.id, &a.runID)
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return late, running, expired, br.Close()
 }

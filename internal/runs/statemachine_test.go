@@ -909,3 +909,87 @@ func TestApprovalLastStep(t *testing.T) {
 	}
 	x.wantLog(id, "run.queued", "run.started", "approval.requested gate", "run.waiting", "approval.decided gate", "run.running", "step.succeeded gate", "run.succeeded")
 }
+
+// TestReturnedRunsLoadTheirEdges: the runs StartRun and CancelRun return
+// were read by plain SQL; the GraphQL layer loads their edges (workflow,
+// environment, steps) through the caller's transaction, as for a run Ent
+// read.
+func TestReturnedRunsLoadTheirEdges(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	wfID := x.deploy(def("steps.after.output",
+		approvalStep("gate", "1h", ""),
+		map[string]any{"id": "after", "type": "transform", "needs": []any{"gate"}, "output": "'done'"},
+	))
+	check := func(ctx context.Context, what string, r *ent.Run) {
+		t.Helper()
+		wf, err := r.Workflow(ctx)
+		if err != nil || wf.ID != wfID {
+			t.Errorf("%s: workflow edge %v, %v", what, wf, err)
+		}
+		env, err := r.Environment(ctx)
+		if err != nil || env.ID != x.envID {
+			t.Errorf("%s: environment edge %v, %v", what, env, err)
+		}
+		if n, err := r.QuerySteps().Count(ctx); err != nil || n != 2 {
+			t.Errorf("%s: %d steps, %v", what, n, err)
+		}
+	}
+	var id string
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		r, err := x.e.StartRun(ctx, StartRunInput{WorkflowID: wfID, EnvironmentID: x.envID})
+		if err != nil {
+			return err
+		}
+		id = r.ID
+		check(ctx, "startRun", r)
+		return nil
+	})
+	x.drain()
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		r, err := x.e.CancelRun(ctx, id)
+		if err != nil {
+			return err
+		}
+		check(ctx, "cancelRun", r)
+		return nil
+	})
+}
+
+// TestModelCostCountedOnce: a priced model call adds its cost to the step
+// and the run once, in the database and in what live subscribers are told.
+func TestModelCostCountedOnce(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	ai := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":500}}`)
+	}))
+	t.Cleanup(ai.Close)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.ctl.CreateCredential(ctx, x.envID, "openai", credential.TypeOpenai, map[string]any{"apiKey": "sk-test-" + randHex(8), "baseURL": ai.URL + "/v1"})
+		return err
+	})
+	id := x.start(x.deploy(def("steps.draft.output.text",
+		map[string]any{"id": "draft", "type": "llm", "credential": "openai", "model": "gpt-4o", "maxTokens": 1000,
+			"messages": []any{map[string]any{"role": "user", "content": "Draft a reply"}}})), nil)
+	x.drain()
+	r := x.run(id)
+	if r.Status != run.StatusSucceeded || r.CostMicroUsd <= 0 {
+		t.Fatalf("run %s, cost %d", r.Status, r.CostMicroUsd)
+	}
+	if sr := x.step(id, "draft"); sr.CostMicroUsd != r.CostMicroUsd {
+		t.Errorf("step cost %d, run cost %d", sr.CostMicroUsd, r.CostMicroUsd)
+	}
+	var last *RunNotice
+	x.rec.mu.Lock()
+	for i := range x.rec.notices {
+		if x.rec.notices[i].RunID == id {
+			last = &x.rec.notices[i]
+		}
+	}
+	x.rec.mu.Unlock()
+	if last == nil || last.CostMicroUSD != r.CostMicroUsd {
+		t.Errorf("live subscribers were told cost %v, the run holds %d", last, r.CostMicroUsd)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 )
@@ -42,18 +43,16 @@ var errAttemptHeld = errors.New("another worker holds this attempt")
 // may send.
 func (e *Service) markSent(j *job) func(context.Context) error {
 	return func(ctx context.Context) error {
-		var n int
+		var marked bool
 		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
 			var err error
-			n, err = ent.FromContext(ctx).StepAttempt.Update().
-				Where(stepattempt.ID(j.attemptID), stepattempt.StatusEQ(stepattempt.StatusRunning), stepattempt.SentAtIsNil()).
-				SetSentAt(e.now()).Save(ctx)
+			marked, err = markAttemptSent(ctx, j.tenantID, j.attemptID, e.now())
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		if n == 0 {
+		if !marked {
 			j.held = true
 			return errAttemptHeld
 		}
@@ -80,14 +79,14 @@ func deliveryClass(step *definition.Step, replayed bool, se *steps.Error) *steps
 // asks) and true is returned; otherwise nothing was sent and the attempt
 // may run again.
 func (s *runState) takeoverUncertain(ctx context.Context, step *definition.Step, sr *ent.StepRun, attemptID string, number int) (bool, error) {
-	att, err := s.c.StepAttempt.Query().Where(stepattempt.ID(attemptID)).Select(stepattempt.FieldSentAt).Only(ctx)
+	sentAt, err := attemptSentAt(ctx, s.run.TenantID, attemptID)
 	if err != nil {
 		return false, fmt.Errorf("attempt %s: %w", attemptID, err)
 	}
-	if att.SentAt == nil {
+	if sentAt == nil {
 		return false, nil
 	}
-	msg := "the worker was lost while the call may have been in flight (sent at " + att.SentAt.UTC().Format("2006-01-02T15:04:05.000Z") +
+	msg := "the worker was lost while the call may have been in flight (sent at " + sentAt.UTC().Format("2006-01-02T15:04:05.000Z") +
 		"); delivery at_most_once does not send it again"
 	if err := s.setAttempt(ctx, attemptID, changeAttempt().SetStatus(stepattempt.StatusFailed).SetFinishedAt(s.now).
 		SetErrorClass(string(steps.Uncertain)).SetErrorMessage(msg), 1); err != nil {
@@ -116,16 +115,12 @@ func (s *runState) settleUncertain(ctx context.Context, step *definition.Step, s
 // waits with no current attempt, so no delivery of the old one runs it.
 func (s *runState) askUncertain(ctx context.Context, sr *ent.StepRun, attemptID string, number int, msg string) error {
 	message := fmt.Sprintf("Step %s (at_most_once) may or may not have reached its receiver: %s. Approve to send it again, reject to fail the step.", sr.StepID, msg)
-	apr, err := s.c.ApprovalRequest.Create().
-		SetRunID(s.run.ID).
-		SetStepID(sr.StepID).
-		SetStepRunID(sr.ID).
-		SetMessage(message).
-		SetContext(map[string]any{"reason": "uncertain", "attemptID": attemptID, "attempt": number, "error": msg,
-			"workflowID": s.run.WorkflowID, "versionID": s.run.VersionID}).
-		SetOnTimeout(approvalrequest.OnTimeoutFail).
-		Save(ctx)
-	if err != nil {
+	apr := &ent.ApprovalRequest{ID: ids.New(ids.ApprovalRequest), TenantID: s.run.TenantID, CreatedAt: s.now, UpdatedAt: s.now,
+		RunID: s.run.ID, StepID: sr.StepID, StepRunID: sr.ID, Status: approvalrequest.StatusPending, Message: message,
+		Context: map[string]any{"reason": "uncertain", "attemptID": attemptID, "attempt": number, "error": msg,
+			"workflowID": s.run.WorkflowID, "versionID": s.run.VersionID},
+		OnTimeout: approvalrequest.OnTimeoutFail}
+	if err := insertApproval(ctx, apr); err != nil {
 		return fmt.Errorf("create approval: %w", err)
 	}
 	if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusWaiting).ClearCurrentAttemptID().ClearReadyAt().
