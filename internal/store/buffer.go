@@ -71,9 +71,10 @@ func (d Driver) Tx(ctx context.Context) (dialect.Tx, error) {
 // through it as a *sql.Conn and raw pgx as the *pgx.Conn beneath, so both
 // are in the same transaction. Commit or Rollback returns it to the pool.
 // The *pgx.Conn is used after Raw's callback returns, which database/sql
-// allows no other way: the *sql.Conn is this transaction's alone until it
-// ends, and every use of the *pgx.Conn goes through the pgx.Tx, which
-// refuses use after the end.
+// advises against; it is safe here because the *sql.Conn is this
+// transaction's alone until it ends, so nothing else uses the connection,
+// and every raw use goes through the pgx.Tx, which refuses use after the
+// end.
 func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error) {
 	txOpts, err := pgxTxOptions(opts)
 	if err != nil {
