@@ -139,7 +139,9 @@ type heldWrite struct {
 
 // bufferedTx is a transaction on one pooled connection, holding deferred
 // writes. Ent's statements go through conn, raw pgx through tx, which
-// share the connection; tx also refuses use after the end.
+// share the connection; tx also refuses use after the end. Ent's session
+// variables (entsql.WithVar) are not supported; the tenant is set with
+// set_config (BeginTenant).
 type bufferedTx struct {
 	ctx     context.Context // of BeginTx; the commit runs with it
 	conn    *sql.Conn       // nil once the transaction ended
