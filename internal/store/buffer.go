@@ -70,6 +70,11 @@ func (d Driver) Tx(ctx context.Context) (dialect.Tx, error) {
 // takes one connection from the pool for the whole transaction: Ent runs
 // through it as a *sql.Conn and raw pgx as the *pgx.Conn beneath, so both
 // are in the same transaction. Commit or Rollback returns it to the pool.
+// The *pgx.Conn is used after Raw's callback returns, which database/sql
+// advises against; it is safe here because the *sql.Conn is this
+// transaction's alone until it ends, so nothing else uses the connection,
+// and every raw use goes through the pgx.Tx, which refuses use after the
+// end.
 func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error) {
 	txOpts, err := pgxTxOptions(opts)
 	if err != nil {
@@ -97,7 +102,7 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 		// pgx driver when next taken from the pool (ResetSession).
 		return nil, errors.Join(err, conn.Close())
 	}
-	return &bufferedTx{ctx: ctx, conn: conn, ent: entsql.Conn{ExecQuerier: conn}, tx: tx}, nil
+	return &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, tx: tx}, nil
 }
 
 // pgxTxOptions maps database/sql options to pgx's, as the pgx stdlib driver
@@ -135,12 +140,14 @@ type heldWrite struct {
 
 // bufferedTx is a transaction on one pooled connection, holding deferred
 // writes. Ent's statements go through conn, raw pgx through tx, which
-// share the connection; tx also refuses use after the end.
+// share the connection; tx also refuses use after the end. Ent's session
+// variables (entsql.WithVar) are not supported; the tenant is set with
+// set_config (BeginTenant).
 type bufferedTx struct {
-	ctx  context.Context // of BeginTx; the commit runs with it
-	conn *sql.Conn       // nil once the transaction ended
-	ent  entsql.Conn     // Ent's statements, through conn
-	tx   pgx.Tx
+	ctx     context.Context // of BeginTx; the commit runs with it
+	conn    *sql.Conn       // nil once the transaction ended
+	entConn entsql.Conn     // Ent's statements, through conn
+	tx      pgx.Tx
 
 	// mu guards what follows and orders sending against new writes.
 	mu   sync.Mutex
@@ -185,7 +192,7 @@ func (t *bufferedTx) Exec(ctx context.Context, query string, args, v any) error 
 	if err := t.send(ctx); err != nil {
 		return err
 	}
-	return t.ent.Exec(ctx, query, args, v)
+	return t.entConn.Exec(ctx, query, args, v)
 }
 
 // Query sends what is held, then runs the query.
@@ -193,7 +200,7 @@ func (t *bufferedTx) Query(ctx context.Context, query string, args, v any) error
 	if err := t.send(ctx); err != nil {
 		return err
 	}
-	return t.ent.Query(ctx, query, args, v)
+	return t.entConn.Query(ctx, query, args, v)
 }
 
 // ExecContext sends what is held, then runs the statement. It answers the
