@@ -36,7 +36,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, roles []string,
 			return nil, "", errs.E(errs.Forbidden, "only an owner can grant the owner role")
 		}
 	}
-	if expiresAt != nil && !expiresAt.After(time.Now()) {
+	if expiresAt != nil && !expiresAt.After(s.now()) {
 		return nil, "", errs.Invalid("input.expiresAt", "must be in the future")
 	}
 	q := c.APIKey.Create()
@@ -77,7 +77,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, err
 	if key.RevokedAt != nil {
 		return key, nil
 	}
-	key, err = key.Update().SetRevokedAt(time.Now().UTC()).Save(ctx)
+	key, err = key.Update().SetRevokedAt(s.now()).Save(ctx)
 	if err != nil {
 		return nil, err
 	}

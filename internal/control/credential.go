@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
-	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
@@ -146,7 +145,7 @@ func (s *Service) RotateCredential(ctx context.Context, id string, secret map[st
 	if err := c.CredentialVersion.Create().SetCredentialID(cred.ID).SetVersion(next).SetCiphertext(ct).SetFingerprint(fp).SetCreatedBy(v.Subject).Exec(ctx); err != nil {
 		return nil, err
 	}
-	cred, err = cred.Update().SetCurrentVersion(next).SetFingerprint(fp).SetRotatedAt(time.Now().UTC()).Save(ctx)
+	cred, err = cred.Update().SetCurrentVersion(next).SetFingerprint(fp).SetRotatedAt(s.now()).Save(ctx)
 	if err != nil {
 		return nil, err
 	}

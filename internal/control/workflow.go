@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
@@ -154,7 +153,7 @@ func (s *Service) PublishWorkflowVersion(ctx context.Context, id string) (*ent.W
 	}
 	wv, err = wv.Update().
 		SetStatus(workflowversion.StatusPublished).
-		SetPublishedAt(time.Now().UTC()).
+		SetPublishedAt(s.now()).
 		SetPublishedBy(v.Subject).
 		Save(ctx)
 	if err != nil {
@@ -213,7 +212,7 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 			return prev, nil
 		}
 		prevVersion = &prev.VersionID
-		if err := prev.Update().SetActive(false).SetSupersededAt(time.Now().UTC()).Exec(ctx); err != nil {
+		if err := prev.Update().SetActive(false).SetSupersededAt(s.now()).Exec(ctx); err != nil {
 			return nil, err
 		}
 	case !ent.IsNotFound(err):

@@ -39,10 +39,9 @@ func Raw(ctx context.Context) (Querier, error) {
 
 // Hold queues a raw SQL write in the transaction in ctx, with the rules of
 // Held: it is sent in one batch with the other held writes before the
-// transaction's next statement or its commit, dropped on rollback; key
-// names the row written (a write whose key is held sends the held ones
-// first); rows is how many rows it must change (-1: any), and another count
-// fails the transaction. args are not copied: do not change them after.
+// transaction's next statement or its commit, in the order held, dropped
+// on rollback; key names the row written (in errors); rows is how many
+// rows it must change (-1: any), and another count fails the transaction. args are not copied: do not change them after.
 // Outside a transaction of a store client it returns an error.
 func Hold(ctx context.Context, key string, rows int, sql string, args ...any) error {
 	t, err := txFrom(ctx)
