@@ -93,7 +93,7 @@ func FilterRunChildrenRule() privacy.QueryRule {
 // ScopeRunChildrenMutationRule is FilterRunChildrenRule for updates and
 // deletes, and refuses writes to tenant-wide types (environments, webhook
 // endpoints, model prices, API keys, members) from a caller restricted to one
-// environment. The engine refuses those operations first, with a message;
+// environment. The domain services refuse those operations first, with a message;
 // this is the floor under it.
 func ScopeRunChildrenMutationRule() privacy.MutationRule {
 	return privacy.MutationRuleFunc(func(ctx context.Context, m ent.Mutation) error {
@@ -168,7 +168,7 @@ func FilterOwnTenantRule() privacy.QueryMutationRule {
 }
 
 // DenyReadOnlyMutation refuses every write from a viewer that holds only the
-// viewer role. Finer role checks live in the engine, per operation.
+// viewer role. Finer role checks live in the domain services, per operation.
 func DenyReadOnlyMutation() privacy.MutationRule {
 	return privacy.MutationRuleFunc(func(ctx context.Context, _ ent.Mutation) error {
 		if v := viewer.FromContext(ctx); v == nil || !v.CanWrite() {

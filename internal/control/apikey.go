@@ -86,7 +86,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, err
 }
 
 // KeyRevocationPublisher tells every API process that an API key was
-// revoked, so the streams it opened end there too. The engine's Publisher
+// revoked, so the streams it opened end there too. The run publisher
 // implements it when live streams are served.
 type KeyRevocationPublisher interface {
 	PublishKeyRevoked(ctx context.Context, tenantID, keyID string)

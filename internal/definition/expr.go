@@ -25,7 +25,7 @@ import (
 )
 
 // Env is what expressions can see. Steps maps a step id to {"output": ...};
-// the engine only puts the outputs of a step's ancestors there. Values should
+// the run state machine only puts the outputs of a step's ancestors there. Values should
 // be plain JSON values (maps, slices, strings, float64/int64, bools, nil);
 // json.Number is accepted too, and integral ones then behave as CEL ints.
 type Env struct {
@@ -79,7 +79,7 @@ type compiled struct {
 }
 
 // programs caches compilation (including failures) per expression text: the
-// engine evaluates the same few expressions for every run, and checking and
+// run state machine evaluates the same few expressions for every run, and checking and
 // planning dominate the cost of evaluating them.
 var programs sync.Map // string -> *compiled
 

@@ -85,7 +85,7 @@ func (d *Definition) OutputReads() ([]string, bool) {
 }
 
 // Reads returns the ids of the steps whose outputs a step's expressions
-// read. Validation guarantees they are its ancestors, so the engine loads
+// read. Validation guarantees they are its ancestors, so the run state machine loads
 // only these outputs to evaluate the step.
 func (d *Definition) Reads(stepID string) []string { return d.reads[stepID] }
 
@@ -256,7 +256,7 @@ func Parse(raw []byte) (*Definition, error) { return parse(raw, true) }
 // for running it: the rules added since definitions were first published
 // (bounded retry policies, header names and values, approver roles) are
 // not applied, so a version published before them keeps running. Those
-// rules still apply at create, publish and deploy (Parse); the engine
+// rules still apply at create, publish and deploy (Parse); the run state machine
 // clamps retry intervals at run time anyway (RetryPolicy.Backoff).
 func ParseStored(raw []byte) (*Definition, error) { return parse(raw, false) }
 

@@ -82,7 +82,7 @@ type compiledSchema struct {
 }
 
 // userSchemas caches compiled input/expect schemas by their text, because
-// the engine validates every run input and response against the same few.
+// the run state machine validates every run input and response against the same few.
 var userSchemas sync.Map // string -> compiledSchema
 
 // cachedSchemas bounds userSchemas for the same reason as cachedPrograms.

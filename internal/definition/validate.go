@@ -29,7 +29,7 @@ const (
 )
 
 // ApproverRoles are the roles that can decide an approval request
-// (engine.DecideApproval): owners and admins hold every role, editors and
+// (runs.DecideApproval): owners and admins hold every role, editors and
 // operators may decide when listed. A viewer cannot write, so listing
 // "viewer" (or a role Sluice does not know) would open a request that no
 // designated approver can ever decide.

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// publishTimeout bounds one PUBLISH: the engine calls Publish inline after a
+// publishTimeout bounds one PUBLISH: the run state machine calls Publish inline after a
 // commit, and a Redis outage must not stall runs (subscribers fill the gap
 // from the log).
 const publishTimeout = 2 * time.Second

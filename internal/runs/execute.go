@@ -476,7 +476,7 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		}
 		return out, nil, nil
 	case definition.StepDelay:
-		return map[string]any{"resumedAt": time.Now().UTC().Format(time.RFC3339Nano)}, nil, nil
+		return map[string]any{"resumedAt": j.started.UTC().Format(time.RFC3339Nano)}, nil, nil
 	case definition.StepHTTP, definition.StepLLM:
 		if j.step.Credential != "" && j.credential == nil {
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: fmt.Sprintf("credential %q is missing from the run's environment", j.step.Credential)}

@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the engine's Prometheus metrics. They are recorded where work
+// Metrics are the run state machine's Prometheus metrics. They are recorded where work
 // happens: step metrics in workers, run outcomes wherever a run finishes.
 type Metrics struct {
 	runsFinished *prometheus.CounterVec
@@ -13,7 +13,7 @@ type Metrics struct {
 	cost         *prometheus.CounterVec
 }
 
-// NewMetrics registers the engine's metrics on reg.
+// NewMetrics registers the run state machine's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{

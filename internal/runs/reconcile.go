@@ -16,7 +16,7 @@ type ReconcileOptions struct {
 	// If zero, 2s.
 	Grace time.Duration
 	// Stale is how long a running step's heartbeat may be silent before it
-	// is presumed lost. If zero, the engine's (Options.HeartbeatStale).
+	// is presumed lost. If zero, the Service's (Options.HeartbeatStale).
 	Stale time.Duration
 }
 

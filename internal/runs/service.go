@@ -57,7 +57,7 @@ type Options struct {
 	// went silent while running it) before it fails with class `crashed`.
 	// If zero, DefaultCrashLimit.
 	CrashLimit int
-	// Now is the engine's clock: what it records as the time of a claim,
+	// Now is the state machine's clock: what it records as the time of a claim,
 	// a heartbeat, a retry's ready_at, an approval's expiry, and what it
 	// compares them with. If nil, the UTC wall clock truncated to
 	// microseconds (Postgres's precision). Tests inject one they advance.

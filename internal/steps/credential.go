@@ -26,7 +26,7 @@ const (
 	CredentialOAuth2    = "oauth2"    // clientId, clientSecret, tokenURL, refreshToken?, accessToken?, scopes?
 )
 
-// Credential is a decrypted credential as the engine hands it to an
+// Credential is a decrypted credential as the run state machine hands it to an
 // executor. Secret holds the fields listed for its Type.
 type Credential struct {
 	Type   string

@@ -16,7 +16,7 @@ import (
 	"github.com/sluicehq/sluice/internal/retryafter"
 )
 
-// Class is a failure class. The engine retries Transient failures per the
+// Class is a failure class. The run state machine retries Transient failures per the
 // step's retry policy and fails the step at once for every other class.
 type Class string
 
@@ -44,7 +44,7 @@ type Error struct {
 	Class   Class
 	Message string
 	// RetryAfter is the delay the server asked for (Retry-After), if any;
-	// the engine waits at least this long before the next attempt.
+	// the run state machine waits at least this long before the next attempt.
 	RetryAfter time.Duration
 	// StatusCode is the HTTP status of the response that failed the step,
 	// or zero when there was none.

@@ -25,7 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/secrets"
 )
 
-// Request is one attempt of a step, as the engine hands it to an executor.
+// Request is one attempt of a step, as the run state machine hands it to an executor.
 type Request struct {
 	RunID   string
 	StepID  string
@@ -37,7 +37,7 @@ type Request struct {
 	// IdempotencyKey is sent as the Idempotency-Key header: by llm steps
 	// always, by http steps on methods other than GET and HEAD and on any
 	// side-effecting step. If empty, idempotency.Key(RunID, StepID), the
-	// key the engine gives, is used.
+	// key the run state machine gives, is used.
 	IdempotencyKey string
 	// BeforeSend, when set (at_most_once steps), is called just before the
 	// step's call is sent and must durably record that it may be sent; if
@@ -132,7 +132,7 @@ func stepTimeout(s *definition.Step, def time.Duration) time.Duration {
 	return def
 }
 
-// idempotencyKey is the key the engine gave, or the one it would give
+// idempotencyKey is the key the run state machine gave, or the one it would give
 // (run, step), so it is stable across retries and resumes.
 func idempotencyKey(req Request) string {
 	if req.IdempotencyKey != "" {

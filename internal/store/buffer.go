@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// Write-behind: the run engine changes several rows per step (the attempt,
+// Write-behind: the run state machine changes several rows per step (the attempt,
 // the step, the next attempt and step, the events, the run) and reads none
 // of them back. Sent one by one, each is a round trip, and round trips are
 // most of a step's cost. A write marked with Held (an Ent write) or
