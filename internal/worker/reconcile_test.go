@@ -202,6 +202,21 @@ func (x *world) ids(queue string) []string {
 	return out
 }
 
+// payload is the payload of the tenant's task id in queue; a missing
+// task fails the test.
+func (x *world) payload(queue, id string) payload {
+	x.t.Helper()
+	info, ok := x.queued(queue)[id]
+	if !ok {
+		x.t.Fatalf("no task %s in %s", id, queue)
+	}
+	p, err := decode(asynq.NewTask(info.Type, info.Payload))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return p
+}
+
 // lose deletes the tenant's tasks from a queue: the queue lost them.
 func (x *world) lose(queue string) {
 	x.t.Helper()
@@ -308,9 +323,8 @@ func TestReconcileResendsALostStep(t *testing.T) {
 	x.lose(QueueSteps) // lost again: the next pass sends it again
 	x.reconcile()
 	x.wantIDs(QueueSteps, task+" pending")
-	p, err := decode(asynq.NewTask(tasks.KindStep, x.queued(QueueSteps)[task].Payload))
-	if err != nil || p.RunID != runID || p.StepID != "call" || p.ID != att {
-		t.Errorf("re-sent payload %+v, %v", p, err)
+	if p := x.payload(QueueSteps, task); p.RunID != runID || p.StepID != "call" || p.ID != att {
+		t.Errorf("re-sent payload %+v", p)
 	}
 
 	x.in(func(ctx context.Context, _ *ent.Client) error { _, err := x.runs.CancelRun(ctx, runID); return err })
@@ -362,9 +376,8 @@ func TestReconcileTakesOverASilentStep(t *testing.T) {
 	x.reconcile()
 	takeover := task + ":" + strconv.FormatInt(sr.UpdatedAt.UnixMilli(), 36)
 	x.wantIDs(QueueSteps, task+" pending", takeover+" pending")
-	p, err := decode(asynq.NewTask(tasks.KindStep, x.queued(QueueSteps)[takeover].Payload))
-	if err != nil || p.ID != att || p.RunID != runID || p.StepID != "call" {
-		t.Errorf("takeover payload %+v, %v", p, err)
+	if p := x.payload(QueueSteps, takeover); p.ID != att || p.RunID != runID || p.StepID != "call" {
+		t.Errorf("takeover payload %+v", p)
 	}
 	x.reconcile() // the same silence: the same takeover, not a second one
 	x.wantIDs(QueueSteps, task+" pending", takeover+" pending")
@@ -407,8 +420,8 @@ func TestReconcileExpiresApprovals(t *testing.T) {
 	x.reconcile()
 	x.wantIDs(QueueTimers, timeout+" pending")
 
-	info := x.queued(QueueTimers)[timeout]
-	if err := x.w.handleApprovalTimeout(context.Background(), asynq.NewTask(info.Type, info.Payload)); err != nil {
+	p, _ := json.Marshal(x.payload(QueueTimers, timeout))
+	if err := x.w.handleApprovalTimeout(context.Background(), asynq.NewTask(tasks.KindApprovalTimeout, p)); err != nil {
 		t.Fatal(err)
 	}
 	x.in(func(ctx context.Context, c *ent.Client) error {
