@@ -10,13 +10,8 @@ package runs
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -36,101 +31,19 @@ import (
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/testdb"
 	"github.com/sluicehq/sluice/internal/vault"
 	"github.com/sluicehq/sluice/internal/viewer"
-	"github.com/sluicehq/sluice/tenants"
 )
 
-// testDB is the package run's database: the owner's client (tenant
-// provisioning) and the app role's (the engine's).
-var testDB struct {
-	owner, app *ent.Client
-	skip       string
-}
+// testDB is the package run's database (internal/testdb): the owner's
+// client (tenant provisioning) and the app role's (the engine's).
+var testDB *testdb.DB
 
-const testAppRole = "sluice_app_enginetest"
-
-func adminURL() string {
-	if u := os.Getenv("SLUICE_TEST_ADMIN_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
-// withDB returns u naming database db and, when user is set, that user
-// (password = user).
-func withDB(u, db, user string) (string, error) {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "", err
-	}
-	p.Path = "/" + db
-	if user != "" {
-		p.User = url.UserPassword(user, user)
-	}
-	return p.String(), nil
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randHex(n int) string { return testdb.RandHex(n) }
 
 func TestMain(m *testing.M) {
-	os.Exit(runWithDatabase(m))
-}
-
-func runWithDatabase(m *testing.M) int {
-	ctx := context.Background()
-	admin, err := sql.Open("pgx", adminURL())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests:", err)
-		return 1
-	}
-	defer admin.Close()
-	name := "sluice_enginetest_" + randHex(4)
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests: create database:", err)
-		return 1
-	}
-	defer func() {
-		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	}()
-	ownerURL, err := withDB(adminURL(), name, "")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests:", err)
-		return 1
-	}
-	appURL, _ := withDB(adminURL(), name, testAppRole)
-	ownerDB, err := store.Open(ctx, ownerURL, 4)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests: open owner:", err)
-		return 1
-	}
-	defer ownerDB.Close()
-	mig, err := store.NewMigrator(ownerDB)
-	if err == nil {
-		err = mig.Up(ctx, appURL, io.Discard)
-		if err != nil {
-			// Another package run may have created the (cluster-wide)
-			// app role at the same instant: once more finds it.
-			err = mig.Up(ctx, appURL, io.Discard)
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests: migrate:", err)
-		return 1
-	}
-	appDB, err := store.Open(ctx, appURL, 10)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "engine tests: open app:", err)
-		return 1
-	}
-	defer appDB.Close()
-	testDB.owner = store.NewClient(ownerDB)
-	testDB.app = store.NewClient(appDB)
-	return m.Run()
+	os.Exit(testdb.Main(m, "enginetest", &testDB))
 }
 
 // clock is the engine's injected clock.
@@ -200,15 +113,9 @@ const stale = time.Hour
 func newH(t *testing.T) *h {
 	t.Helper()
 	ctx := context.Background()
-	m, err := tenants.Default()
+	tenantID, err := testDB.Tenant(ctx, "engine test")
 	if err != nil {
 		t.Fatal(err)
-	}
-	m.Slug, m.Name = "t-"+randHex(6), "engine test"
-	a := &tenants.Applier{Client: testDB.owner, Keys: secrets.DevKeyRing(), Out: io.Discard}
-	tn, err := a.Apply(ctx, m)
-	if err != nil {
-		t.Fatalf("create tenant: %v", err)
 	}
 	// Postgres keeps microseconds: so does the clock.
 	clk := &clock{t: time.Now().UTC().Truncate(time.Microsecond)}
@@ -216,15 +123,15 @@ func newH(t *testing.T) *h {
 	loopback := egress.Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	e := New(Options{
 		Vault:          vault.New(secrets.DevKeyRing()),
-		Client:         testDB.app,
+		Client:         testDB.App,
 		Dispatcher:     rec,
 		Publisher:      rec,
 		Executor:       steps.NewExecutor(egress.NewClient(loopback)),
 		HeartbeatStale: stale,
 		Now:            clk.Now,
 	})
-	x := &h{t: t, e: e, ctl: control.New(control.Options{Vault: vault.New(secrets.DevKeyRing()), Now: clk.Now}), clock: clk, rec: rec, tenantID: tn.ID,
-		ctx: viewer.NewContext(ctx, &viewer.Viewer{TenantID: tn.ID, Subject: "user_owner", Roles: []string{viewer.RoleOwner}})}
+	x := &h{t: t, e: e, ctl: control.New(control.Options{Vault: vault.New(secrets.DevKeyRing()), Now: clk.Now}), clock: clk, rec: rec, tenantID: tenantID,
+		ctx: viewer.NewContext(ctx, &viewer.Viewer{TenantID: tenantID, Subject: "user_owner", Roles: []string{viewer.RoleOwner}})}
 	x.in(func(ctx context.Context, c *ent.Client) error {
 		env, err := c.Environment.Query().Where(environment.Name("development")).Only(ctx)
 		if err != nil {
