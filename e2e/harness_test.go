@@ -103,8 +103,8 @@ func setup() (func(*testing.M) int, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer admin.Close()
 	if _, err := admin.Exec("CREATE DATABASE " + suite.dbName); err != nil {
+		admin.Close()
 		return nil, fmt.Errorf("create database: %w", err)
 	}
 	suite.ownerURL = withDB(adminURL(), suite.dbName, "")
@@ -132,6 +132,8 @@ func setup() (func(*testing.M) int, error) {
 		suite.workers = append(suite.workers, p)
 	}
 	return func(m *testing.M) int {
+		// Closed only here: the database is dropped through it at the end.
+		defer admin.Close()
 		code := m.Run()
 		for _, p := range append(suite.servers, suite.workers...) {
 			p.stop()
@@ -147,7 +149,9 @@ func setup() (func(*testing.M) int, error) {
 			}
 		}
 		if code == 0 {
-			_, _ = admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)")
+			if _, err := admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)"); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: drop database:", err)
+			}
 			os.RemoveAll(dir)
 		}
 		return code
