@@ -30,7 +30,13 @@ func BenchmarkSubscriptionLatency(b *testing.B) {
 }
 
 func benchSubscribers(b *testing.B, subscribers int) {
-	p := suite.servers[0]
+	// An API process of its own: its memory figures must not include the
+	// benchmark's clients (the suite's servers run in this process).
+	p, err := startServeProcess(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.stop)
 	tenantID := liveBenchTenant(b)
 	owner := auth.Claims{Subject: "bench-owner@e2e.test", TenantID: tenantID, Roles: []string{"owner"}}
 	tok, err := auth.MintHS256([]byte(jwtSecret), jwtIssuer, jwtAudience, owner, 2*time.Hour)

@@ -258,7 +258,7 @@ func TestCrashSafety(t *testing.T) {
 	const nRuns = 200
 	began := time.Now()
 	withoutSuiteWorkers(t)
-	st := newStack(t, 2)
+	st := newProcessStack(t, 2) // its workers are SIGKILLed
 	f := newFixture(t, "crash")
 	sink := newSlowSink(t)
 	wf, _ := deployWorkflow(t, f, "crash", crashDefinition(sink.URL))
@@ -303,7 +303,7 @@ func TestCrashSafety(t *testing.T) {
 			var w *process
 			var err error
 			for try := 0; try < 10; try++ {
-				if w, err = startWorker(st.env); err == nil {
+				if w, err = st.startWorker(); err == nil {
 					break
 				}
 				time.Sleep(500 * time.Millisecond) // retry pacing for a restart on a busy machine

@@ -113,7 +113,7 @@ const formatBomb = `cel.bind(l, lists.range(1000000), cel.bind(m, [l,l,l,l,l,l,l
 // vmHWM is a process's peak resident memory in KiB (Linux).
 func vmHWM(t *testing.T, p *process) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/status")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid(t)) + "/status")
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}
@@ -131,7 +131,7 @@ func vmHWM(t *testing.T, p *process) int {
 // in the API process. The API answers at once with its memory unchanged;
 // a worker evaluates the condition, which fails the step with class limit.
 func TestIfBombNotEvaluatedByAPI(t *testing.T) {
-	st := newStack(t, 1)
+	st := newProcessStack(t, 1) // the API's peak memory is read from /proc
 	f := newFixture(t, "celif")
 	wf, _ := deployWorkflow(t, f, "ifbomb", map[string]any{
 		"schemaVersion": 1,
@@ -162,7 +162,7 @@ func TestIfBombNotEvaluatedByAPI(t *testing.T) {
 // The same condition after an approval: decideApproval does not evaluate
 // the dependents' expressions either; a worker does.
 func TestApprovalDependentsNotEvaluatedByAPI(t *testing.T) {
-	st := newStack(t, 1)
+	st := newProcessStack(t, 1) // the API's peak memory is read from /proc
 	f := newFixture(t, "celapr")
 	c := f.owner.on(st.server)
 	wf2, _ := deployWorkflow(t, f, "ifbomb-approval", map[string]any{
@@ -311,7 +311,7 @@ func TestConditionsDecidedByWorkers(t *testing.T) {
 // wiped in between.
 func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
 	withoutSuiteWorkers(t)
-	st := newStack(t, 1, "SLUICE_STEP_STALE_AFTER=2s", "SLUICE_STEP_CRASH_LIMIT=3")
+	st := newProcessStack(t, 1, "SLUICE_STEP_STALE_AFTER=2s", "SLUICE_STEP_CRASH_LIMIT=3") // its workers are SIGKILLed
 	defer func() { dumpLogs(t, "poison worker", st.workers) }()
 
 	// The step calls a server that never answers; each call it receives is
@@ -361,7 +361,7 @@ func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
 			}
 			rdb.Close()
 		}
-		w, err := startWorker(st.env)
+		w, err := st.startWorker()
 		if err != nil {
 			t.Fatal(err)
 		}

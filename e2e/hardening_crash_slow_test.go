@@ -33,7 +33,7 @@ func TestSlowSideEffectDuplicates(t *testing.T) {
 func measureSlowDuplicates(t *testing.T, delivery string) {
 	const nRuns = 100
 	withoutSuiteWorkers(t)
-	st := newStack(t, 2)
+	st := newProcessStack(t, 2) // its workers are SIGKILLed
 	slug := "slow-" + strings.ReplaceAll(delivery, "_", "-")
 	f := newFixture(t, slug)
 	var mu sync.Mutex
@@ -72,10 +72,10 @@ func measureSlowDuplicates(t *testing.T, delivery string) {
 			_ = victim.cmd.Process.Kill()
 			<-victim.done
 			kills++
-			w, err := startWorker(st.env)
+			w, err := st.startWorker()
 			for try := 0; err != nil && try < 10; try++ {
 				time.Sleep(500 * time.Millisecond) // retry pacing for a restart on a busy machine
-				w, err = startWorker(st.env)
+				w, err = st.startWorker()
 			}
 			if err != nil {
 				t.Errorf("restart worker: %v", err)

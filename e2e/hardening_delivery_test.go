@@ -78,7 +78,7 @@ const qDeliveryRun = `query($id: ID!) { node(id: $id) { ... on Run { id status e
 // succeeds.
 func TestAtMostOnceDelivery(t *testing.T) {
 	withoutSuiteWorkers(t)
-	st := newStack(t, 1)
+	st := newProcessStack(t, 1) // its worker is SIGKILLed
 	f := newFixture(t, "amo")
 	recv := newHangingReceiver(t)
 	g := newClient(t, 0, f.owner.token).on(st.server)
@@ -105,7 +105,7 @@ func TestAtMostOnceDelivery(t *testing.T) {
 	w := st.workers[0]
 	_ = w.cmd.Process.Kill()
 	<-w.done
-	nw, err := startWorker(st.env)
+	nw, err := st.startWorker()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func badInit(ctx context.Context, p *process) (*websocket.Conn, error) {
 // openFDs counts the open descriptors of a process.
 func openFDs(t *testing.T, p *process) int {
 	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestWebsocketBadInitPayloadIsClosed(t *testing.T) {
 // were.
 func TestWebsocketBadInitLeavesNoDescriptor(t *testing.T) {
 	t.Parallel()
-	st := newStack(t, 0)
+	st := newProcessStack(t, 0) // the API's descriptors are read from /proc
 	p := st.server
 	// Warm up: the first connection may open pooled resources that stay.
 	// It waits for the server's answer (a close frame; at most 10s without

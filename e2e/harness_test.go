@@ -1,6 +1,7 @@
-// Package e2e tests Sluice as a client would: it builds the real binary,
-// runs it against a fresh Postgres database and the local Redis, and talks to
-// it only over HTTP (and, later, websockets and webhooks).
+// Package e2e tests Sluice as a client would: it runs the real commands
+// (internal/cli's Run, in this process, or the built binary where a test
+// needs a separate process) against a fresh Postgres database and the local
+// Redis, and talks to them only over HTTP, websockets and webhooks.
 package e2e
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/auth"
+	sluicecli "github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/internal/redisdb"
 )
 
@@ -62,8 +65,9 @@ func acquireRedisDB() (int, func(), error) {
 
 func redisURLFor(db int) string { return fmt.Sprintf("redis://%s/%d", redisAddr(), db) }
 
-// suite is shared by every test of the package: one binary, one database,
-// two API processes.
+// suite is shared by every test of the package: one binary (for the tests
+// that need a separate process), one database, two API servers and two
+// workers running in this process.
 var suite struct {
 	bin      string
 	dbName   string
@@ -99,8 +103,8 @@ func setup() (func(*testing.M) int, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer admin.Close()
 	if _, err := admin.Exec("CREATE DATABASE " + suite.dbName); err != nil {
+		admin.Close()
 		return nil, fmt.Errorf("create database: %w", err)
 	}
 	suite.ownerURL = withDB(adminURL(), suite.dbName, "")
@@ -128,18 +132,26 @@ func setup() (func(*testing.M) int, error) {
 		suite.workers = append(suite.workers, p)
 	}
 	return func(m *testing.M) int {
+		// Closed only here: the database is dropped through it at the end.
+		defer admin.Close()
 		code := m.Run()
 		for _, p := range append(suite.servers, suite.workers...) {
 			p.stop()
 		}
 		release()
+		if l := leaks(); l != "" {
+			fmt.Fprintln(os.Stderr, l)
+			code = 1
+		}
 		if code != 0 {
 			for i, p := range suite.workers {
 				fmt.Fprintf(os.Stderr, "--- worker %d log (tail)\n%s\n", i, tail(p.Logs(), 4000))
 			}
 		}
 		if code == 0 {
-			_, _ = admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)")
+			if _, err := admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)"); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: drop database:", err)
+			}
 			os.RemoveAll(dir)
 		}
 		return code
@@ -196,27 +208,41 @@ func baseEnv() []string {
 	}
 }
 
-// cli runs the binary to completion and returns its stdout.
+// cli runs a sluice command to completion in this process and returns its
+// stdout (stdout and stderr when it fails). Tests of the binary's own output
+// and exit codes run it instead (cli_test.go).
 func cli(args ...string) (string, error) {
-	return cliEnv(nil, args...)
-}
-
-func cliEnv(extra []string, args ...string) (string, error) {
-	cmd := exec.Command(suite.bin, args...)
-	cmd.Env = append(baseEnv(), extra...)
 	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := sluicecli.Run(context.Background(), args, envOf(baseEnv()), &out, &errb)
 	if err != nil {
 		return out.String() + errb.String(), err
 	}
 	return out.String(), nil
 }
 
-// process is a running Sluice process with its output captured.
+// envOf turns "NAME=value" entries into a getenv; a later entry wins, as in
+// a process's environment built by exec.Cmd.
+func envOf(env []string) func(string) string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return func(k string) string { return m[k] }
+}
+
+// process is a running Sluice API server or worker with its output
+// captured: a goroutine of this process running cli.Run, or (cmd set) a
+// separate process of the binary, for tests that kill it or inspect it
+// through /proc.
 type process struct {
 	cmd *exec.Cmd
-	url string
+	// cancel ends an in-process Run; err is what it returned (read after
+	// done is closed).
+	cancel context.CancelFunc
+	err    error
+	url    string
 	// metricsURL is where an API process serves /metrics (its "metrics on"
 	// line, printed before "listening on").
 	metricsURL string
@@ -239,14 +265,33 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.p.logs.Write(b)
 }
 
-// startServe starts `sluice serve` on a free port and waits for /healthz.
+// serveEnv and workerEnv are what an API server and a worker of the suite
+// get on top of baseEnv.
+var (
+	serveEnv  = []string{"SLUICE_ADDR=127.0.0.1:0"}
+	workerEnv = []string{"SLUICE_WORKER_CONCURRENCY=10", "SLUICE_WORKER_RECONCILE_INTERVAL=1s"}
+)
+
+// startServe runs `sluice serve` in this process on a free port and waits
+// for /healthz.
 func startServe(extra []string) (*process, error) {
-	return startProcess(append([]string{"SLUICE_ADDR=127.0.0.1:0"}, extra...), "serve")
+	return startInProcess(append(slices.Clone(serveEnv), extra...), "serve")
 }
 
-// startWorker starts `sluice worker` and waits until it reports it started.
+// startWorker runs `sluice worker` in this process and waits until it
+// reports it started.
 func startWorker(extra []string) (*process, error) {
-	return startProcess(append([]string{"SLUICE_WORKER_CONCURRENCY=10", "SLUICE_WORKER_RECONCILE_INTERVAL=1s"}, extra...), "worker")
+	return startInProcess(append(slices.Clone(workerEnv), extra...), "worker")
+}
+
+// startServeProcess and startWorkerProcess start the same as separate
+// processes of the binary.
+func startServeProcess(extra []string) (*process, error) {
+	return startProcess(append(slices.Clone(serveEnv), extra...), "serve")
+}
+
+func startWorkerProcess(extra []string) (*process, error) {
+	return startProcess(append(slices.Clone(workerEnv), extra...), "worker")
 }
 
 func tail(s string, n int) string {
@@ -254,6 +299,69 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// startInProcess runs internal/cli's Run(args) in a goroutine with a context of its
+// own and waits as startProcess does: for the "listening on" line and
+// /healthz, or for "worker started".
+func startInProcess(extra []string, args ...string) (*process, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &process{done: make(chan struct{}), cancel: cancel}
+	urlc := make(chan string, 1)
+	out := &stdoutLines{p: p, urlc: urlc}
+	go func() {
+		defer close(p.done)
+		p.err = sluicecli.Run(ctx, args, envOf(append(baseEnv(), extra...)), out, lockedWriter{p})
+		if p.err != nil {
+			// As main reports it.
+			_, _ = lockedWriter{p}.Write([]byte("sluice: " + p.err.Error() + "\n"))
+		}
+	}()
+	return p, p.ready(args, urlc)
+}
+
+// stdoutLines takes a server's or worker's stdout: it records each line in
+// the logs and hands over the address of the "listening on" line (or ""
+// for "worker started"), remembering the "metrics on" one.
+type stdoutLines struct {
+	p    *process
+	urlc chan string
+	mu   sync.Mutex
+	part []byte // an unfinished line
+}
+
+func (w *stdoutLines) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.part = append(w.part, b...)
+	for {
+		i := bytes.IndexByte(w.part, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := string(w.part[:i])
+		w.part = w.part[i+1:]
+		w.line(line)
+	}
+}
+
+func (w *stdoutLines) line(line string) {
+	if after, ok := strings.CutPrefix(line, "metrics on "); ok {
+		w.p.metricsURL = after // read only after urlc hands over the url
+	}
+	if after, ok := strings.CutPrefix(line, "listening on "); ok {
+		select {
+		case w.urlc <- after:
+		default:
+		}
+	}
+	if line == "worker started" {
+		select {
+		case w.urlc <- "":
+		default:
+		}
+	}
+	_, _ = lockedWriter{w.p}.Write([]byte(line + "\n"))
 }
 
 func startProcess(extra []string, args ...string) (*process, error) {
@@ -270,40 +378,32 @@ func startProcess(extra []string, args ...string) (*process, error) {
 	}
 	urlc := make(chan string, 1)
 	go func() {
+		out := &stdoutLines{p: p, urlc: urlc}
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			line := sc.Text()
-			if after, ok := strings.CutPrefix(line, "metrics on "); ok {
-				p.metricsURL = after // read only after urlc hands over the url
-			}
-			if after, ok := strings.CutPrefix(line, "listening on "); ok {
-				select {
-				case urlc <- after:
-				default:
-				}
-			}
-			if line == "worker started" {
-				select {
-				case urlc <- "":
-				default:
-				}
-			}
-			_, _ = lockedWriter{p}.Write([]byte(line + "\n"))
+			out.line(sc.Text())
 		}
 	}()
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	return p, p.ready(args, urlc)
+}
+
+// ready waits until p has started: a server's url arrives on urlc and its
+// /healthz answers 200, or a worker reports it started ("" on urlc). On
+// failure p is stopped.
+func (p *process) ready(args []string, urlc chan string) error {
 	select {
 	case p.url = <-urlc:
 	case <-p.done:
-		return nil, fmt.Errorf("sluice %v exited early:\n%s", args, p.Logs())
+		return fmt.Errorf("sluice %v exited early:\n%s", args, p.Logs())
 	case <-time.After(30 * time.Second):
 		p.stop()
-		return nil, fmt.Errorf("sluice %v did not start:\n%s", args, p.Logs())
+		return fmt.Errorf("sluice %v did not start:\n%s", args, p.Logs())
 	}
 	if p.url == "" {
-		return p, nil // a worker: no HTTP
+		return nil // a worker: no HTTP
 	}
-	err = poll(15*time.Second, pollEvery, func() (bool, string) {
+	err := poll(15*time.Second, pollEvery, func() (bool, string) {
 		resp, err := http.Get(p.url + "/healthz")
 		if err != nil {
 			return false, err.Error()
@@ -313,14 +413,39 @@ func startProcess(extra []string, args ...string) (*process, error) {
 	})
 	if err != nil {
 		p.stop()
-		return nil, fmt.Errorf("sluice %v: /healthz never answered: %v", args, err)
+		return fmt.Errorf("sluice %v: /healthz never answered: %v", args, err)
 	}
-	return p, nil
+	return nil
 }
 
+// stopTimeout bounds a graceful stop: past Sluice's own shutdown bounds
+// (20s for the API, 10s for asynq's handlers plus 10s for woken steps).
+const stopTimeout = 45 * time.Second
+
+// stop ends p gracefully: an in-process Run has its context cancelled and
+// must return within stopTimeout (a Run that does not is a leak, which
+// fails the suite); a separate process gets SIGINT, then SIGKILL.
 func (p *process) stop() {
+	if err := p.halt(); err != nil {
+		leaked.Lock()
+		leaked.errs = append(leaked.errs, err.Error())
+		leaked.Unlock()
+	}
+}
+
+// halt is stop, returning the leak instead of recording it.
+func (p *process) halt() error {
+	if p.cmd == nil {
+		p.cancel()
+		select {
+		case <-p.done:
+			return nil
+		case <-time.After(stopTimeout):
+			return fmt.Errorf("an in-process sluice did not return within %s of its context ending (leaked):\n%s", stopTimeout, tail(p.Logs(), 3000))
+		}
+	}
 	if p.cmd.Process == nil {
-		return
+		return nil
 	}
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	select {
@@ -329,6 +454,29 @@ func (p *process) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+	return nil
+}
+
+// leaked collects in-process Runs that outlived their stop.
+var leaked struct {
+	sync.Mutex
+	errs []string
+}
+
+func leaks() string {
+	leaked.Lock()
+	defer leaked.Unlock()
+	return strings.Join(leaked.errs, "\n")
+}
+
+// pid is the process id of a separate process; tests that inspect a process
+// through /proc or signal it need one (newProcessStack).
+func (p *process) pid(t *testing.T) int {
+	t.Helper()
+	if p.cmd == nil || p.cmd.Process == nil {
+		t.Fatal("this test needs a separate process: start it with newProcessStack or start*Process")
+	}
+	return p.cmd.Process.Pid
 }
 
 // server returns one of the API processes; tests alternate between them so
@@ -419,45 +567,74 @@ func (c *client) on(p *process) *client {
 	return &cp
 }
 
-// stack is a separate set of Sluice processes on a Redis database of its
-// own (same Postgres database), for tests that kill workers or wipe Redis
-// without disturbing the rest of the suite.
+// stack is a separate API server and workers on a Redis database of their
+// own (same Postgres database), for tests that kill workers, wipe Redis or
+// need another configuration without disturbing the rest of the suite.
 type stack struct {
-	redisDB int
-	env     []string
-	server  *process
-	workers []*process
+	redisDB   int
+	env       []string
+	processes bool // separate processes of the binary, not in-process
+	server    *process
+	workers   []*process
 }
 
-// newStack starts a server and workers on a fresh Redis database; extra
-// environment variables ("NAME=value", later ones win over baseEnv) let a
-// test run them with another configuration.
+// newStack runs a server and workers in this process on a fresh Redis
+// database; extra environment variables ("NAME=value", later ones win over
+// baseEnv) let a test run them with another configuration.
 func newStack(t *testing.T, workers int, extra ...string) *stack {
+	t.Helper()
+	return startStack(t, false, workers, extra)
+}
+
+// newProcessStack is newStack with separate processes of the binary, for
+// tests that SIGKILL them or read their /proc entries.
+func newProcessStack(t *testing.T, workers int, extra ...string) *stack {
+	t.Helper()
+	return startStack(t, true, workers, extra)
+}
+
+func startStack(t *testing.T, processes bool, workers int, extra []string) *stack {
 	t.Helper()
 	db, release, err := acquireRedisDB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stack{redisDB: db, env: append([]string{"REDIS_URL=" + redisURLFor(db)}, extra...)}
+	st := &stack{redisDB: db, env: append([]string{"REDIS_URL=" + redisURLFor(db)}, extra...), processes: processes}
 	t.Cleanup(func() {
 		for _, p := range append([]*process{st.server}, st.workers...) {
 			if p != nil {
-				p.stop()
+				if err := p.halt(); err != nil {
+					t.Error(err)
+				}
 			}
 		}
 		release()
 	})
-	if st.server, err = startServe(st.env); err != nil {
+	if processes {
+		st.server, err = startServeProcess(st.env)
+	} else {
+		st.server, err = startServe(st.env)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	for range workers {
-		w, err := startWorker(st.env)
+		w, err := st.startWorker()
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.workers = append(st.workers, w)
 	}
 	return st
+}
+
+// startWorker starts one more worker of the stack, of the stack's kind; the
+// caller adds it to st.workers (or replaces a dead one) to have it stopped.
+func (st *stack) startWorker() (*process, error) {
+	if st.processes {
+		return startWorkerProcess(st.env)
+	}
+	return startWorker(st.env)
 }
 
 // redis returns a client on the stack's Redis database.

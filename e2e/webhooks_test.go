@@ -782,7 +782,7 @@ func TestWebhookExhaustedAndRedeliver(t *testing.T) {
 // attempt's lease ends, by whichever worker's reconciler finds it.
 func TestWebhookDeliveryOutlivesWorkerCrash(t *testing.T) {
 	t.Parallel()
-	st := newStack(t, 1)
+	st := newProcessStack(t, 1) // its worker is SIGKILLed
 	f := newFixture(t, "hook-crash")
 	owner := f.owner.on(st.server)
 	inFlight := make(chan struct{})

@@ -1,12 +1,15 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
+	"os/signal"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -14,10 +17,17 @@ import (
 // TestMain lets this test binary stand in for the sluice binary: `sluice
 // bench` starts `serve` and `worker` as child processes of os.Executable(),
 // which under `go test` is this binary. go test passes only -test.* flags,
-// so a first argument naming one of those commands means "be sluice".
+// so a first argument naming one of those commands means "be sluice" (as
+// cmd/sluice's main does).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "worker") {
-		main()
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sluice:", err)
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -49,7 +59,7 @@ func TestBenchSmoke(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	begin := time.Now()
-	err := run(ctx, []string{"bench", "--smoke", "--admin-url", testAdminURL(), "--redis", testRedisAddr()}, os.Getenv, &stdout, &stderr)
+	err := Run(ctx, []string{"bench", "--smoke", "--admin-url", testAdminURL(), "--redis", testRedisAddr()}, os.Getenv, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench --smoke: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
@@ -96,7 +106,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"--admin-url", "not a url"},
 	} {
 		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), append([]string{"bench"}, args...), func(string) string { return "" }, &stdout, &stderr)
+		err := Run(context.Background(), append([]string{"bench"}, args...), func(string) string { return "" }, &stdout, &stderr)
 		if err == nil {
 			t.Errorf("bench %v: want an error", args)
 		}

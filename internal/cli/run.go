@@ -1,4 +1,8 @@
-package main
+// Package cli is the sluice command: it parses a command line and runs the
+// API server, the worker, the development process, migrations, tenant
+// provisioning, token minting or the benchmark. cmd/sluice only wires a
+// process to Run; tests run it in-process.
+package cli
 
 import (
 	"context"
@@ -30,9 +34,13 @@ Commands:
 Configuration is read from environment variables; see README.md.
 `
 
-// run is the whole program; main only wires the process to it, and tests call
-// it directly.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Run is the whole program: args are the command line without the program
+// name, getenv the environment, stdout and stderr its output. It returns
+// when the command is done or, for serve, worker and dev, when ctx ends.
+// serve and worker keep no process-wide state (no package variables,
+// signal handlers, default registries or os.Exit), so several can run in
+// one process.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command given")
