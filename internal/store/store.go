@@ -57,6 +57,15 @@ func NewClient(db *sql.DB) *ent.Client {
 // BeginTenant starts a transaction scoped to tenantID. The setting is
 // transaction-local (the third argument of set_config), so it can never leak
 // to another request through the pool.
+//
+// The same statement asks for custom plans (plan_cache_mode), also
+// transaction-local. Statements are prepared once per connection; after a
+// few executions Postgres may keep a generic plan made when a table was
+// small (a new installation, a new database) and, until an ANALYZE, go on
+// scanning the table as it grows: measured on a fresh database, a step's
+// held writes took 2.6 ms instead of 0.3 in about half of the benchmark
+// runs. A custom plan costs a few tens of microseconds of planning and
+// always sees the table's current size.
 func BeginTenant(ctx context.Context, client *ent.Client, tenantID string) (*ent.Tx, error) {
 	if tenantID == "" {
 		return nil, errors.New("store: begin tenant transaction without a tenant")
@@ -65,7 +74,7 @@ func BeginTenant(ctx context.Context, client *ent.Client, tenantID string) (*ent
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', $1, true)", tenantID); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)", tenantID); err != nil {
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("set tenant: %w", err)
 	}
