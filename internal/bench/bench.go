@@ -21,6 +21,7 @@ import (
 // Sizes is the scale of each scenario.
 type Sizes struct {
 	BaselineTasks  int           // raw asynq no-op tasks
+	Commits        int           // one-row insert commits of the commit baseline
 	LatencyRuns    int           // sequential 3-step runs, timed one by one
 	ThroughputRuns int           // 3-step runs in the throughput phase
 	InFlight       int           // runs kept in flight in the throughput phase
@@ -36,7 +37,7 @@ type Sizes struct {
 // FullSizes is the benchmark the targets are stated for.
 func FullSizes() Sizes {
 	return Sizes{
-		BaselineTasks: 20000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
+		BaselineTasks: 20000, Commits: 1000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
 		Chains: []int{40, 400}, FanOut: 1000, StartRate: 200, StartFor: 5 * time.Second,
 		Subscribers: 1000, LiveSteps: 5, LiveGates: 6,
 	}
@@ -46,7 +47,7 @@ func FullSizes() Sizes {
 // works; its figures mean nothing.
 func SmokeSizes() Sizes {
 	return Sizes{
-		BaselineTasks: 200, LatencyRuns: 3, ThroughputRuns: 20, InFlight: 10,
+		BaselineTasks: 200, Commits: 20, LatencyRuns: 3, ThroughputRuns: 20, InFlight: 10,
 		Chains: []int{5, 10}, FanOut: 20, StartRate: 50, StartFor: 200 * time.Millisecond,
 		Subscribers: 5, LiveSteps: 2, LiveGates: 2,
 	}
@@ -63,6 +64,7 @@ type Target struct {
 	APIURL      string // http://host:port of the API process the benchmark talks to
 	Token       string // a bearer token of the benchmark tenant's owner
 	RedisAddr   string // the Redis server, for the baseline
+	DatabaseURL string // the benchmark's database (a role that may create a table), for the commit baseline
 	BaselineDB  int    // a Redis database of the baseline's own, flushed before and after
 	Workers     int    // worker processes (the baseline runs as many asynq servers)
 	Concurrency int    // tasks each worker runs at once
@@ -157,8 +159,9 @@ type session struct {
 	envID  string
 	report *Report
 
-	asynqRate   float64 // baseline tasks/s, once measured
-	threeStepWF string  // the 3-step workflow, once deployed
+	asynqRate   float64       // baseline tasks/s, once measured
+	commitP50   time.Duration // one-row commit p50, once measured
+	threeStepWF string        // the 3-step workflow, once deployed
 
 	mu   sync.Mutex
 	runs []string // every run started, for the final check

@@ -23,6 +23,7 @@ const (
 	goalFanOutSeconds   = 2 // 1,000 parallel steps
 	goalStartP99Ms      = 15
 	goalLiveP99Ms       = 50
+	goalHandOffCommits  = 3 // chain hand-off p50 as a multiple of a one-row commit p50
 )
 
 // baseline measures raw asynq at the workers' total concurrency.
@@ -34,7 +35,8 @@ func (s *session) baseline(ctx context.Context) error {
 	}
 	s.asynqRate = rate
 	s.figure(ScenarioBaseline, fmt.Sprintf("asynq no-op, %d server(s) x %d", workers, conc), rate, "tasks/s", nil)
-	return nil
+	_, err = s.commits(ctx)
+	return err
 }
 
 // threeStep measures a 3-step transform workflow: the latency of one run at
@@ -212,6 +214,14 @@ func (s *session) chains(ctx context.Context) error {
 		}
 		s.figure(ScenarioChain, label+"overhead per step ("+of+")", ms(per.Median()), "ms", atMost(goalChainStepMs, "ms"))
 		s.figure(ScenarioChain, label+"hand-off step.succeeded -> next step.started p50", ms(handOff.Median()), "ms", nil)
+		commit, err := s.commits(ctx)
+		if err != nil {
+			return err
+		}
+		if commit > 0 {
+			s.figure(ScenarioChain, label+"hand-off p50 vs one-row commit p50", float64(handOff.Median())/float64(commit), "x",
+				&Goal{Value: goalHandOffCommits, AtMost: true, Text: "<= " + trim(goalHandOffCommits) + " x"})
+		}
 		s.figure(ScenarioChain, label+"in step step.started -> step.succeeded p50", ms(inStep.Median()), "ms", nil)
 	}
 	return nil

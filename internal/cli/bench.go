@@ -153,7 +153,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	target := bench.Target{
-		Token: token, RedisAddr: *redisAddr, BaselineDB: baselineDB,
+		Token: token, RedisAddr: *redisAddr, BaselineDB: baselineDB, DatabaseURL: ownerURL,
 		Workers: *workers, Concurrency: *concurrency,
 	}
 	var children []*bench.Child
