@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"regexp"
 	"sync"
 
 	"entgo.io/ent/dialect"
@@ -96,13 +97,35 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 	if err != nil {
 		return nil, errors.Join(err, conn.Close())
 	}
+	tenant, _ := ctx.Value(beginTenantKey{}).(string)
+	if tenant != "" && opts == nil && tenantIDPattern.MatchString(tenant) {
+		// One round trip: BEGIN and the tenant's settings as one simple
+		// query (the id is checked to be a literal that needs no quoting).
+		txOpts.BeginQuery = "BEGIN; " + tenantSettings(tenant)
+	} else {
+		tenant = ""
+	}
 	tx, err := pc.BeginTx(ctx, txOpts)
 	if err != nil {
 		// A connection left inside a transaction is discarded by the
 		// pgx driver when next taken from the pool (ResetSession).
 		return nil, errors.Join(err, conn.Close())
 	}
-	return &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, tx: tx}, nil
+	return &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, tx: tx, tenant: tenant}, nil
+}
+
+// beginTenantKey carries to BeginTx the tenant a transaction is begun for
+// (BeginTenant), so the tenant's settings go with BEGIN.
+type beginTenantKey struct{}
+
+// tenantIDPattern is what a tenant id looks like (internal/ids): a literal
+// SQL needs no escaping for.
+var tenantIDPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+
+// tenantSettings is the statement that scopes a transaction to tenant (see
+// BeginTenant); tenant must match tenantIDPattern.
+func tenantSettings(tenant string) string {
+	return "SELECT set_config('app.tenant_id', '" + tenant + "', true), set_config('plan_cache_mode', 'force_custom_plan', true)"
 }
 
 // pgxTxOptions maps database/sql options to pgx's, as the pgx stdlib driver
@@ -148,6 +171,7 @@ type bufferedTx struct {
 	conn    *sql.Conn       // nil once the transaction ended
 	entConn entsql.Conn     // Ent's statements, through conn
 	tx      pgx.Tx
+	tenant  string // the tenant set with BEGIN (tenantSetting), if any
 
 	// mu guards what follows and orders sending against new writes.
 	mu   sync.Mutex

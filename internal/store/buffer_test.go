@@ -525,3 +525,44 @@ func TestBrokenConnectionIsNotPooled(t *testing.T) {
 		}
 	}
 }
+
+// BeginTenant scopes the transaction to the tenant and asks for custom
+// plans in the round trip of BEGIN; an id that is not a plain literal
+// takes a statement of its own, with the same effect.
+func TestBeginTenantSetsTheTenantWithBegin(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		tenant     string
+		roundTrips int64
+	}{
+		{"ten_01jd5x8k2m", 1},
+		{"ten_o'brien", 2},
+	} {
+		before := f.sent.roundTrips()
+		tx, err := BeginTenant(context.Background(), f.client, tc.tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := f.sent.roundTrips() - before; n != tc.roundTrips {
+			t.Errorf("%s: %d round trips to begin, want %d", tc.tenant, n, tc.roundTrips)
+		}
+		var tenant, mode string
+		rows, err := tx.QueryContext(context.Background(), "SELECT current_setting('app.tenant_id'), current_setting('plan_cache_mode')")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			if err := rows.Scan(&tenant, &mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows.Close()
+		if tenant != tc.tenant || mode != "force_custom_plan" {
+			t.Errorf("%s: the transaction has tenant %q and plan_cache_mode %q", tc.tenant, tenant, mode)
+		}
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.inUse(t, "after the rollbacks")
+}

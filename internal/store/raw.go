@@ -64,7 +64,11 @@ type probe struct{ tx *bufferedTx }
 const probeSQL = "-- store: probe"
 
 func txFrom(ctx context.Context) (*bufferedTx, error) {
-	tx := ent.TxFromContext(ctx)
+	return txOf(ctx, ent.TxFromContext(ctx))
+}
+
+// txOf is the bufferedTx beneath tx, or errNoTx.
+func txOf(ctx context.Context, tx *ent.Tx) (*bufferedTx, error) {
 	if tx == nil {
 		return nil, errNoTx
 	}
