@@ -46,24 +46,6 @@ func TestMain(m *testing.M) {
 	os.Exit(testdb.Main(m, "enginetest", &testDB))
 }
 
-// clock is the engine's injected clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // recorder is the Dispatcher and the Publisher: it keeps what it is given.
 type recorder struct {
 	mu      sync.Mutex
@@ -99,7 +81,7 @@ type h struct {
 	t        *testing.T
 	e        *Service
 	ctl      *control.Service // to create workflows and credentials
-	clock    *clock
+	clock    *testdb.Clock
 	rec      *recorder
 	tenantID string
 	envID    string
@@ -118,7 +100,7 @@ func newH(t *testing.T) *h {
 		t.Fatal(err)
 	}
 	// Postgres keeps microseconds: so does the clock.
-	clk := &clock{t: time.Now().UTC().Truncate(time.Microsecond)}
+	clk := testdb.NewClock(time.Now())
 	rec := &recorder{}
 	loopback := egress.Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	e := New(Options{

@@ -47,20 +47,9 @@ func stepTask(tenantID, runID, stepID, stepType, attemptID string, at time.Time)
 		CheckFirst: stepType == definition.StepTransform}
 }
 
-// dispatchAfterCommit sends tasks once the transaction in ctx has committed,
-// never before: a worker must find the state the task refers to.
+// dispatchAfterCommit sends tasks once the transaction in ctx has committed.
 func (e *Service) dispatchAfterCommit(ctx context.Context, ts []tasks.Task) {
-	if len(ts) == 0 || e.dispatcher == nil {
-		return
-	}
-	store.AfterCommit(ctx, func() {
-		// The request may be finishing; the send must not die with it.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := e.dispatcher.Dispatch(dctx, ts); err != nil {
-			e.log.WarnContext(ctx, "dispatch failed; the reconciler will retry", "err", err, "tasks", len(ts))
-		}
-	})
+	tasks.DispatchAfterCommit(ctx, e.dispatcher, e.log, ts)
 }
 
 // publishAfterCommit tells subscribers about a run change once it is durable.

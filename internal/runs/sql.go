@@ -121,7 +121,7 @@ func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]
 	return scanSteps(ctx, rows)
 }
 
-// stepRowsWhere reads a run's steps in the given statuses.
+// stepRowsIn reads a run's steps in the given statuses.
 func stepRowsIn(ctx context.Context, tenantID, runID string, statuses ...steprun.Status) ([]*ent.StepRun, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"time"
 
 	coderws "github.com/coder/websocket"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -29,7 +27,6 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/events"
-	"github.com/sluicehq/sluice/internal/redisdb"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/store"
@@ -46,31 +43,6 @@ func TestMain(m *testing.M) {
 
 // deadline bounds a test's waits; nothing asserts how fast answers come.
 const deadline = 30 * time.Second
-
-func redisAddr() string {
-	if a := os.Getenv("SLUICE_TEST_REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6379"
-}
-
-// testRedis reserves a Redis database for the test (internal/redisdb).
-func testRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	until := time.Now().Add(2 * time.Minute)
-	for {
-		n, release, err := redisdb.Acquire(context.Background(), redisAddr(), fmt.Sprintf("server-test-%d", os.Getpid()))
-		if err == nil {
-			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
-			t.Cleanup(func() { rdb.Close(); release() })
-			return rdb
-		}
-		if time.Now().After(until) {
-			t.Fatalf("redis at %s: %v", redisAddr(), err)
-		}
-		time.Sleep(200 * time.Millisecond) // waiting for a reservation to free up, not asserting
-	}
-}
 
 // live is the real API on the package's database, served over HTTP, with a
 // tenant holding one run.
@@ -96,7 +68,7 @@ func newLive(t *testing.T) *live {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := events.NewHub(testRedis(t), events.HubOptions{Log: log})
+	hub, err := events.NewHub(testdb.Redis(t, "server-test"), events.HubOptions{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,10 @@ package tasks
 
 import (
 	"context"
+	"log/slog"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/store"
 )
 
 // Task kinds carried by the queue. They are stable names: never rename one.
@@ -41,4 +44,22 @@ type Task struct {
 // Dispatcher puts tasks on the queue.
 type Dispatcher interface {
 	Dispatch(ctx context.Context, tasks []Task) error
+}
+
+// DispatchAfterCommit sends ts through d once the transaction in ctx has
+// committed, never before (a worker must find the state a task refers to),
+// and never if it rolls back. A failed send is logged: the reconciler sends
+// the work again once it is past due. d may be nil (nothing is sent).
+func DispatchAfterCommit(ctx context.Context, d Dispatcher, log *slog.Logger, ts []Task) {
+	if len(ts) == 0 || d == nil {
+		return
+	}
+	store.AfterCommit(ctx, func() {
+		// The request may be finishing; the send must not die with it.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := d.Dispatch(dctx, ts); err != nil {
+			log.WarnContext(ctx, "dispatch failed; the reconciler will retry", "err", err, "tasks", len(ts))
+		}
+	})
 }

@@ -56,18 +56,9 @@ func NewService(o ServiceOptions) *Service {
 }
 
 // dispatchAfterCommit sends tasks once the transaction in ctx has
-// committed, never before: a worker must find the delivery it names.
+// committed: a worker must find the delivery it names.
 func (s *Service) dispatchAfterCommit(ctx context.Context, ts []tasks.Task) {
-	if len(ts) == 0 || s.dispatcher == nil {
-		return
-	}
-	store.AfterCommit(ctx, func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := s.dispatcher.Dispatch(dctx, ts); err != nil {
-			s.log.WarnContext(ctx, "dispatch failed; the reconciler will retry", "err", err, "tasks", len(ts))
-		}
-	})
+	tasks.DispatchAfterCommit(ctx, s.dispatcher, s.log, ts)
 }
 
 // DueTasks lists the deliveries of one tenant whose next attempt is past

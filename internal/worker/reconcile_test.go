@@ -17,7 +17,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,29 +56,11 @@ const (
 	stale = time.Hour
 )
 
-// clock is the services' injected clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // world is one test's tenant, services and worker, on the package's
 // database and a Redis database of the test's own.
 type world struct {
 	t        *testing.T
-	clock    *clock
+	clock    *testdb.Clock
 	insp     *asynq.Inspector
 	d        *Dispatcher
 	runs     *runs.Service
@@ -93,12 +74,12 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
 	// The clock runs a day behind the wall clock, so what the services
 	// send "now" is due now for asynq too (not scheduled), however far a
 	// test advances it. Postgres keeps microseconds: so does the clock.
-	clk := &clock{t: time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Microsecond)}
+	clk := testdb.NewClock(time.Now().Add(-24 * time.Hour))
 	loopback := egress.Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	v := vault.New(secrets.DevKeyRing())
 	hooks := webhook.NewService(webhook.ServiceOptions{Client: testDB.App, Vault: v, Dispatcher: d,
@@ -495,7 +476,7 @@ func TestReconcileReplacesArchivedTasks(t *testing.T) {
 // TestQueueCollector: the queue gauges are the queues' sizes by state.
 func TestQueueCollector(t *testing.T) {
 	ctx := context.Background()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), nil)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	later := time.Now().Add(time.Hour)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -16,39 +15,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/internal/ids"
-	"github.com/sluicehq/sluice/internal/redisdb"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/testdb"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
-
-func redisAddr() string {
-	if a := os.Getenv("SLUICE_TEST_REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6379"
-}
-
-// testRedis reserves a Redis database (1-15) for the test, the way the e2e
-// harness does (internal/redisdb), and empties it: the wake list has a fixed
-// key, so tests must not share a database.
-func testRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		n, release, err := redisdb.Acquire(context.Background(), redisAddr(), fmt.Sprintf("worker-test-%d", os.Getpid()))
-		if err == nil {
-			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), DB: n})
-			t.Cleanup(func() { rdb.Close(); release() })
-			return rdb
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis at %s: %v", redisAddr(), err)
-		}
-		time.Sleep(200 * time.Millisecond) // waiting for a reservation to free up, not asserting
-	}
-}
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -94,7 +66,7 @@ func TestPayloadEncoding(t *testing.T) {
 
 func TestDispatch(t *testing.T) {
 	ctx := context.Background()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	client := asynq.NewClientFromRedisClient(rdb)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	d := NewDispatcher(client, rdb)
@@ -166,7 +138,7 @@ func TestDispatch(t *testing.T) {
 // pushes a wake-up, once per dispatch, carrying the task's payload.
 func TestWakeUps(t *testing.T) {
 	ctx := context.Background()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
 	wakes := func() []payload {
 		raw, err := rdb.LRange(ctx, wakeKey, 0, -1).Result()
@@ -253,7 +225,7 @@ func runWakeLoop(t *testing.T, w *Worker, rdb *redis.Client, slots chan struct{}
 // The worker has no run state machine: running a step would panic.
 func TestWakeLoopLeavesWorkToTheQueue(t *testing.T) {
 	ctx := context.Background()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
 	w := New(rdb, nil, nil, d, quietLog(), Config{})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -321,7 +293,7 @@ func TestHandlersRetryOutages(t *testing.T) {
 // too), runs the attempt, and gives the slot back when it ends.
 func TestWakeLoopTakesTheTask(t *testing.T) {
 	ctx := context.Background()
-	rdb := testRedis(t)
+	rdb := testdb.Redis(t, "worker-test")
 	d := NewDispatcher(asynq.NewClientFromRedisClient(rdb), rdb)
 	r, wh := downServices(t, d)
 	w := New(rdb, r, wh, d, quietLog(), Config{})
