@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/tally"
 )
 
 // Sizes is the scale of each scenario.
@@ -69,6 +71,9 @@ type Target struct {
 	Workers     int    // worker processes (the baseline runs as many asynq servers)
 	Concurrency int    // tasks each worker runs at once
 	Processes   []Process
+	// Counters reads the processes' wire counters (internal/tally), summed;
+	// nil: wire cost is not reported.
+	Counters func(context.Context) (map[string]tally.Counts, error)
 }
 
 // Scenario names, as --only takes them.

@@ -18,9 +18,11 @@ import (
 type Child struct {
 	Name string
 	URL  string // serve: the http://host:port it listens on
-	cmd  *exec.Cmd
-	done chan struct{}
-	logs tail
+	// MetricsURL is the http://host:port it serves /metrics on, if it said.
+	MetricsURL string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	logs       tail
 }
 
 // StartChild runs exe with args and env (nothing inherited) and waits until
@@ -44,6 +46,9 @@ func StartChild(ctx context.Context, name, exe string, args, env []string) (*Chi
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
+			if m, ok := strings.CutPrefix(line, "metrics on "); ok {
+				c.MetricsURL = m // before the ready line, so read before ready
+			}
 			addr, isServer := strings.CutPrefix(line, "listening on ")
 			if isServer || line == "worker started" {
 				if !isServer {

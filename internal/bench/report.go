@@ -40,10 +40,14 @@ type Figure struct {
 	Name     string
 	Value    float64 // NaN: could not be measured (the name says why)
 	Unit     string
-	Goal     *Goal // nil: informational
+	Goal     *Goal  // nil: informational
+	Text     string // if set, printed instead of the value and unit
 }
 
 func (f Figure) value() string {
+	if f.Text != "" {
+		return f.Text
+	}
 	if math.IsNaN(f.Value) {
 		return "n/a"
 	}

@@ -64,7 +64,13 @@ func (s *session) latency(ctx context.Context, wf string) error {
 	const warmUp = 3 // connections, caches, the subscription settling
 	var client, engine Sample
 	var ids []string
+	var wire wireMark
 	for i := range warmUp + s.o.Sizes.LatencyRuns {
+		if i == warmUp {
+			if wire, err = s.markWire(ctx); err != nil {
+				return err
+			}
+		}
 		begin := time.Now()
 		id, err := s.start(ctx, wf, i)
 		if err != nil {
@@ -79,6 +85,9 @@ func (s *session) latency(ctx context.Context, wf string) error {
 		}
 		client = append(client, e.at.Sub(begin))
 		ids = append(ids, id)
+	}
+	if err := s.reportWire(ctx, ScenarioThreeStep, fmt.Sprintf("%d sequential runs", len(ids)), wire, 3*len(ids)); err != nil {
+		return err
 	}
 	m, err := s.c.statuses(ctx, ids)
 	if err != nil {
@@ -188,6 +197,11 @@ func (s *session) chains(ctx context.Context) error {
 			reps = 1
 		}
 		var per, handOff, inStep Sample
+		wire, err := s.markWire(ctx)
+		if err != nil {
+			w.close()
+			return err
+		}
 		for i := range reps {
 			begin := time.Now()
 			id, err := s.start(ctx, wf, i)
@@ -207,6 +221,9 @@ func (s *session) chains(ctx context.Context) error {
 			}
 		}
 		w.close()
+		if err := s.reportWire(ctx, ScenarioChain, fmt.Sprintf("%d sequential steps x %d runs", n, reps), wire, n*reps); err != nil {
+			return err
+		}
 		label := fmt.Sprintf("%d sequential steps: ", n)
 		of := "1 run"
 		if reps > 1 {

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tally"
 	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/vault"
 	"github.com/sluicehq/sluice/internal/webhook"
@@ -120,6 +121,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	a.redis = redis.NewClient(opts)
+	a.redis.AddHook(tally.RedisHook{})
 	a.closers = append(a.closers, func() { a.redis.Close() })
 	if err := waitFor(ctx, log, "redis", func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
 		a.Close()

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/internal/bench"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/redisdb"
+	"github.com/sluicehq/sluice/internal/tally"
 )
 
 const (
@@ -118,10 +119,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		"SLUICE_ADDR": "127.0.0.1:0",
 		// A port of its own: a benchmark must not collide with a running
 		// Sluice's metrics address.
-		"SLUICE_METRICS_ADDR": "127.0.0.1:0",
-		"DATABASE_URL":        ownerURL,
-		"DATABASE_APP_URL":    appURL,
-		"REDIS_URL":           fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
+		"SLUICE_METRICS_ADDR":        "127.0.0.1:0",
+		"SLUICE_WORKER_METRICS_ADDR": "127.0.0.1:0",
+		"DATABASE_URL":               ownerURL,
+		"DATABASE_APP_URL":           appURL,
+		"REDIS_URL":                  fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
 		// A secret of this benchmark's own: its token is good nowhere else.
 		"SLUICE_JWT_SECRET":         randomHex(32),
 		"SLUICE_JWT_ISSUER":         "sluice-bench",
@@ -193,6 +195,17 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 
+	if *inProcess {
+		target.Counters = func(context.Context) (map[string]tally.Counts, error) { return tally.Snapshot(), nil }
+	} else {
+		var urls []string
+		for _, c := range children {
+			if c.MetricsURL != "" {
+				urls = append(urls, c.MetricsURL)
+			}
+		}
+		target.Counters = func(ctx context.Context) (map[string]tally.Counts, error) { return bench.ScrapeCounters(ctx, urls) }
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {

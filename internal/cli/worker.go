@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -26,13 +27,20 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		// Step, model and queue metrics are recorded here; expose them.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.metrics.Handler())
-		srv := &http.Server{Addr: a.cfg.WorkerMetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", a.cfg.WorkerMetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen for /metrics (SLUICE_WORKER_METRICS_ADDR): %w", err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("worker metrics", "err", err)
 			}
 		}()
 		defer srv.Close()
+		// Before "worker started", so a caller that asked for port 0 and
+		// waits for that line already knows the address.
+		fmt.Fprintf(stdout, "metrics on http://%s\n", ln.Addr())
 	}
 	fmt.Fprintln(stdout, "worker started")
 	return a.newWorker(wcfg).Run(ctx)

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/internal/idempotency"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tally"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -62,7 +63,14 @@ type AttemptRef struct {
 func (e *Service) ExecuteChain(ctx context.Context, tenantID string, ref AttemptRef) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	for i := 0; ref.ID != ""; i++ {
-		next, err := e.executeAttempt(ctx, ref, i < maxContinuations)
+		// Each attempt's wire cost, by how it came: from the queue ("step"),
+		// back to back ("continuation"), or finishing its run ("finish").
+		t, path := &tally.Tally{}, "step"
+		if i > 0 {
+			path = "continuation"
+		}
+		next, err := e.executeAttempt(tally.With(ctx, t), ref, i < maxContinuations)
+		tally.Record(path, t)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tally"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -40,6 +41,8 @@ type runState struct {
 	continueWith *AttemptRef
 	// afterCommit holds observations (metrics) that count only once durable.
 	afterCommit []func()
+	// finishedRun: the run reached a terminal status since the last flush.
+	finishedRun bool
 	// counts is how many steps are in each status (the run's step_counts),
 	// kept by setStep; nil until known (see stepCounts).
 	counts        map[string]int
@@ -210,6 +213,7 @@ func (s *runState) setStatus(status run.Status, data map[string]any) {
 			class = *s.run.ErrorClass
 		}
 		e, st, r, now := s.e, string(status), s.run, s.now
+		s.finishedRun = true
 		s.afterCommit = append(s.afterCommit, func() {
 			e.metrics.runFinished(st, class)
 			e.tracer.RecordRun(r.TraceID, r.TenantID, r.ID, r.WorkflowID, r.VersionID, st, r.CreatedAt, now)
@@ -286,6 +290,10 @@ func (s *runState) flush(ctx context.Context) error {
 		store.AfterCommit(ctx, fn)
 	}
 	s.afterCommit = nil
+	if s.finishedRun {
+		s.finishedRun = false
+		store.AfterCommit(ctx, func() { tally.Rename(ctx, "finish") })
+	}
 	if len(saved) > 0 {
 		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
 	}

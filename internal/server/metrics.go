@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/sluicehq/sluice/internal/tally"
 )
 
 // Metrics are the API server's Prometheus metrics.
@@ -43,6 +45,10 @@ func NewMetrics() *Metrics {
 	}
 	reg.MustRegister(m.httpDuration, m.opDuration, m.opErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// This process's Postgres and Redis round trips, by path.
+	if err := tally.Register(reg); err != nil {
+		panic(err)
+	}
 	return m
 }
 
@@ -111,8 +117,17 @@ func (g graphqlMetrics) InterceptResponse(ctx context.Context, next graphql.Resp
 		return next(ctx)
 	}
 	start := time.Now()
-	resp := next(ctx)
 	typ, field := g.labels(graphql.GetOperationContext(ctx))
+	var t *tally.Tally
+	if typ == "query" || typ == "mutation" {
+		// Its wire cost, by field (sluice_postgres_round_trips_total{path="api:startRun"}).
+		t = &tally.Tally{}
+		ctx = tally.With(ctx, t)
+	}
+	resp := next(ctx)
+	if t != nil {
+		tally.Record("api:"+field, t)
+	}
 	if typ != "subscription" {
 		// A subscription's response takes as long as its next event: not a
 		// latency worth a histogram.

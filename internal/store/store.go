@@ -15,23 +15,29 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 
 	"entgo.io/ent/dialect"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/sluicehq/sluice/ent"
 	_ "github.com/sluicehq/sluice/ent/runtime" // privacy policies and hooks
+	"github.com/sluicehq/sluice/internal/tally"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
-// Open connects to Postgres through pgx and checks the connection.
+// Open connects to Postgres through pgx (counting round trips, see
+// internal/tally) and checks the connection.
 // maxConns of zero means 20.
 func Open(ctx context.Context, url string, maxConns int) (*sql.DB, error) {
 	if url == "" {
 		return nil, errors.New("store: empty database url")
 	}
-	db, err := sql.Open("pgx", url)
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
+	// Every call counts towards the wire cost of its unit of work.
+	cfg.Tracer = tally.PGTracer{}
+	db := stdlib.OpenDB(*cfg)
 	if maxConns <= 0 {
 		maxConns = 20
 	}
