@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -190,7 +192,7 @@ func (t *bufferedTx) hold(ctx context.Context, key string, rows int, query strin
 		return sql.ErrTxDone
 	}
 	if len(t.held) >= maxHeld {
-		if err := t.sendLocked(ctx); err != nil {
+		if err := t.sendLocked(ctx, false); err != nil {
 			return err
 		}
 	}
@@ -248,16 +250,31 @@ func (t *bufferedTx) QueryContext(ctx context.Context, query string, args ...any
 	return t.conn.QueryContext(ctx, query, args...)
 }
 
-// Commit sends what is held, then commits; if sending fails, or a held
-// write failed before, it rolls back and returns that failure.
+// Commit sends what is held and commits, in one round trip: COMMIT goes
+// last in the held writes' batch. If a held write fails (now or before),
+// it rolls back and returns that failure.
 func (t *bufferedTx) Commit() error {
-	if err := t.send(t.ctx); err != nil {
-		if errors.Is(err, sql.ErrTxDone) {
-			return err
+	t.mu.Lock()
+	if t.err != nil || t.conn == nil || len(t.held) == 0 {
+		t.mu.Unlock()
+		if err := t.send(t.ctx); err != nil {
+			if errors.Is(err, sql.ErrTxDone) {
+				return err
+			}
+			return errors.Join(err, t.end(false))
 		}
-		return errors.Join(err, t.end(false))
+		return t.end(true)
 	}
-	return t.end(true)
+	err := t.sendLocked(t.ctx, true)
+	conn := t.conn
+	t.conn = nil
+	t.mu.Unlock()
+	if err != nil {
+		// Whatever the batch left (an aborted transaction, or none), end
+		// it; a connection that cannot is not pooled.
+		return errors.Join(err, t.close(conn, t.tx.Rollback(context.WithoutCancel(t.ctx))))
+	}
+	return conn.Close()
 }
 
 // Rollback drops what is held and rolls back.
@@ -286,6 +303,12 @@ func (t *bufferedTx) end(commit bool) error {
 		// Roll back even when the caller's context is done.
 		err = t.tx.Rollback(context.WithoutCancel(t.ctx))
 	}
+	return t.close(conn, err)
+}
+
+// close returns conn to the pool, or closes it when ending its transaction
+// failed (err): its state is unknown.
+func (t *bufferedTx) close(conn *sql.Conn, err error) error {
 	if err != nil {
 		// Returning driver.ErrBadConn from Raw makes database/sql close
 		// the connection rather than pool it.
@@ -300,12 +323,13 @@ func (t *bufferedTx) end(commit bool) error {
 func (t *bufferedTx) send(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sendLocked(ctx)
+	return t.sendLocked(ctx, false)
 }
 
-// sendLocked runs the held writes as one batch and checks each one's count.
-// A failure fails the transaction.
-func (t *bufferedTx) sendLocked(ctx context.Context) error {
+// sendLocked runs the held writes as one batch and checks each one's count;
+// with commit, the batch ends with COMMIT. A failure fails the
+// transaction.
+func (t *bufferedTx) sendLocked(ctx context.Context, commit bool) error {
 	if t.err != nil {
 		return t.err
 	}
@@ -319,16 +343,39 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 	}
 	b := &pgx.Batch{}
 	for _, w := range held {
+		if commit && w.rows >= 0 {
+			// COMMIT follows in the same batch: Postgres checks the count.
+			q, args := checkedWrite(w)
+			b.Queue(q, args...)
+			continue
+		}
 		b.Queue(w.query, w.args...)
+	}
+	if commit {
+		b.Queue("COMMIT")
 	}
 	br := t.tx.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()
-		if err == nil && w.rows >= 0 && tag.RowsAffected() != int64(w.rows) {
+		switch {
+		case err != nil && commit && w.rows >= 0:
+			err = countError(err)
+		case err == nil && w.rows >= 0 && !commit && tag.RowsAffected() != int64(w.rows):
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
 		if err != nil {
 			t.err = fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1, len(held), w.key, err, w.query)
+			_ = br.Close()
+			return t.err
+		}
+	}
+	if commit {
+		tag, err := br.Exec()
+		if err == nil && tag.String() != "COMMIT" {
+			err = pgx.ErrTxCommitRollback // the transaction had failed: Postgres rolled it back
+		}
+		if err != nil {
+			t.err = err
 			_ = br.Close()
 			return t.err
 		}
@@ -338,4 +385,34 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 		return t.err
 	}
 	return nil
+}
+
+// checkedWrite is w made to fail in Postgres, aborting the transaction (and
+// so the COMMIT after it in the batch), when it changes another number of
+// rows than it must: the count is checked where the write runs, as a client
+// would check it too late. The failure is a cast of a text naming the
+// counts to an integer (no function of the schema is needed), which
+// countError turns back into the client's message.
+func checkedWrite(w heldWrite) (string, []any) {
+	n := len(w.args)
+	q := fmt.Sprintf("WITH w AS (%s\nRETURNING 1) SELECT CASE WHEN count(*) = $%d::bigint THEN 0 "+
+		"ELSE ('%s' || count(*) || ' rows, want ' || $%d::bigint)::int END FROM w", w.query, n+1, countMarker, n+1)
+	return q, append(append(make([]any, 0, n+1), w.args...), int64(w.rows))
+}
+
+// countMarker starts the text checkedWrite fails to cast.
+const countMarker = "sluice held write changed "
+
+// countError is the failure of a checkedWrite as the client's check words
+// it, or err unchanged.
+func countError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" {
+		return err
+	}
+	i := strings.Index(pgErr.Message, countMarker)
+	if i < 0 {
+		return err
+	}
+	return errors.New("changed " + strings.TrimSuffix(pgErr.Message[i+len(countMarker):], `"`))
 }

@@ -252,6 +252,42 @@ func TestHeldWriteCountIsChecked(t *testing.T) {
 	f.inUse(t, "after a commit whose held write failed")
 }
 
+// The commit sends the held writes and COMMIT in one batch, so a count
+// check on the client would come too late: a write that changes another
+// number of rows than it must still fails the commit, and nothing is
+// written.
+func TestHeldWriteCountIsCheckedInTheCommitBatch(t *testing.T) {
+	f := newFixture(t)
+	ctx, tx, bt := f.begin(t)
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:8", 1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2 /* the wrong one */"), "x", 8)
+	before := f.sent.roundTrips()
+	err := tx.Commit()
+	if err == nil || !strings.Contains(err.Error(), "held write 2 of 2 (held:8): changed 0 rows, want 1") {
+		t.Fatalf("commit with a write that changed nothing: %v", err)
+	}
+	if got := f.values(t, context.Background(), nil); got != "" {
+		t.Fatalf("after the failed commit the table holds %q", got)
+	}
+	f.inUse(t, "after a failed commit")
+
+	// And when every count is right, the writes and the commit take one
+	// round trip.
+	ctx, tx, bt = f.begin(t)
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:any", -1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2"), "b", 1)
+	before = f.sent.roundTrips()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.sent.roundTrips() - before; got != 1 {
+		t.Errorf("commit took %d round trips, want 1", got)
+	}
+	if got := f.values(t, context.Background(), nil); got != "1=b" {
+		t.Fatalf("after the commit the table holds %q", got)
+	}
+}
+
 // Rollback drops held writes without sending them.
 func TestRollbackDropsHeldWrites(t *testing.T) {
 	f := newFixture(t)
