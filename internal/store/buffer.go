@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -76,8 +75,7 @@ func (d Driver) Tx(ctx context.Context) (dialect.Tx, error) {
 // The *pgx.Conn is used after Raw's callback returns, which database/sql
 // advises against; it is safe here because the *sql.Conn is this
 // transaction's alone until it ends, so nothing else uses the connection,
-// and every raw use goes through the pgx.Tx, which refuses use after the
-// end.
+// and every raw use first checks that the transaction has not ended.
 func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, error) {
 	txOpts, err := pgxTxOptions(opts)
 	if err != nil {
@@ -99,35 +97,39 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 	if err != nil {
 		return nil, errors.Join(err, conn.Close())
 	}
-	tenant, _ := ctx.Value(beginTenantKey{}).(string)
-	if tenant != "" && opts == nil && tenantIDPattern.MatchString(tenant) {
-		// One round trip: BEGIN and the tenant's settings as one simple
-		// query (the id is checked to be a literal that needs no quoting).
-		txOpts.BeginQuery = "BEGIN; " + tenantSettings(tenant)
-	} else {
-		tenant = ""
+	// Nothing is sent yet: BEGIN and the tenant's settings are held, and go
+	// with the transaction's first statement (in one batch with it when it
+	// is a raw one) or not at all when it sends none.
+	t := &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, pc: pc}
+	t.held = append(t.held, heldWrite{key: "begin", query: beginSQL(txOpts), rows: -1})
+	if tenant, _ := ctx.Value(beginTenantKey{}).(string); tenant != "" {
+		t.tenant = tenant
+		t.held = append(t.held, heldWrite{key: "tenant settings", query: tenantSettings, args: []any{tenant}, rows: -1})
 	}
-	tx, err := pc.BeginTx(ctx, txOpts)
-	if err != nil {
-		// A connection left inside a transaction is discarded by the
-		// pgx driver when next taken from the pool (ResetSession).
-		return nil, errors.Join(err, conn.Close())
-	}
-	return &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, tx: tx, tenant: tenant}, nil
+	t.opening = len(t.held)
+	return t, nil
 }
 
 // beginTenantKey carries to BeginTx the tenant a transaction is begun for
 // (BeginTenant), so the tenant's settings go with BEGIN.
 type beginTenantKey struct{}
 
-// tenantIDPattern is what a tenant id looks like (internal/ids): a literal
-// SQL needs no escaping for.
-var tenantIDPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+// tenantSettings scopes a transaction to the tenant in $1 (see BeginTenant).
+const tenantSettings = "SELECT set_config('app.tenant_id', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)"
 
-// tenantSettings is the statement that scopes a transaction to tenant (see
-// BeginTenant); tenant must match tenantIDPattern.
-func tenantSettings(tenant string) string {
-	return "SELECT set_config('app.tenant_id', '" + tenant + "', true), set_config('plan_cache_mode', 'force_custom_plan', true)"
+// beginSQL is the BEGIN statement of o.
+func beginSQL(o pgx.TxOptions) string {
+	q := "BEGIN"
+	if o.IsoLevel != "" {
+		q += " ISOLATION LEVEL " + string(o.IsoLevel)
+	}
+	if o.AccessMode != "" {
+		q += " " + string(o.AccessMode)
+	}
+	if o.DeferrableMode != "" {
+		q += " " + string(o.DeferrableMode)
+	}
+	return q
 }
 
 // pgxTxOptions maps database/sql options to pgx's, as the pgx stdlib driver
@@ -164,21 +166,24 @@ type heldWrite struct {
 }
 
 // bufferedTx is a transaction on one pooled connection, holding deferred
-// writes. Ent's statements go through conn, raw pgx through tx, which
-// share the connection; tx also refuses use after the end. Ent's session
-// variables (entsql.WithVar) are not supported; the tenant is set with
-// set_config (BeginTenant).
+// writes. Ent's statements go through conn, raw pgx through pc, which share
+// the connection. It begins lazily: BEGIN and the tenant's settings are its
+// first held statements (opening), sent with whatever comes first. Ent's
+// session variables (entsql.WithVar) are not supported; the tenant is set
+// with set_config (BeginTenant).
 type bufferedTx struct {
 	ctx     context.Context // of BeginTx; the commit runs with it
 	conn    *sql.Conn       // nil once the transaction ended
 	entConn entsql.Conn     // Ent's statements, through conn
-	tx      pgx.Tx
-	tenant  string // the tenant set with BEGIN (tenantSetting), if any
+	pc      *pgx.Conn       // raw statements, on the same connection
+	tenant  string          // the tenant whose settings open the transaction, if any
 
 	// mu guards what follows and orders sending against new writes.
-	mu   sync.Mutex
-	held []heldWrite
-	err  error // a held write's failure: the transaction cannot commit
+	mu      sync.Mutex
+	held    []heldWrite
+	opening int   // the first held statements that open the transaction, while unsent
+	sent    bool  // something was sent: Postgres has a transaction to end
+	err     error // a held write's failure: the transaction cannot commit
 }
 
 // hold queues a write, first sending what is held when the queue is full.
@@ -251,28 +256,37 @@ func (t *bufferedTx) QueryContext(ctx context.Context, query string, args ...any
 }
 
 // Commit sends what is held and commits, in one round trip: COMMIT goes
-// last in the held writes' batch. If a held write fails (now or before),
-// it rolls back and returns that failure.
+// last in the held writes' batch. A transaction that sent nothing and
+// holds no write commits without a round trip. If a held write fails (now
+// or before), it rolls back and returns that failure.
 func (t *bufferedTx) Commit() error {
 	t.mu.Lock()
-	if t.err != nil || t.conn == nil || len(t.held) == 0 {
+	if t.conn == nil {
 		t.mu.Unlock()
-		if err := t.send(t.ctx); err != nil {
-			if errors.Is(err, sql.ErrTxDone) {
-				return err
-			}
-			return errors.Join(err, t.end(false))
-		}
-		return t.end(true)
+		return sql.ErrTxDone
 	}
-	err := t.sendLocked(t.ctx, true)
+	if t.err == nil && !t.sent && len(t.held) == t.opening {
+		// Nothing to commit: it never began.
+		conn := t.conn
+		t.conn, t.held = nil, nil
+		t.mu.Unlock()
+		return conn.Close()
+	}
+	err := t.err
+	if err == nil {
+		err = t.sendLocked(t.ctx, true)
+	}
 	conn := t.conn
 	t.conn = nil
+	sent := t.sent
 	t.mu.Unlock()
 	if err != nil {
+		if !sent {
+			return errors.Join(err, conn.Close())
+		}
 		// Whatever the batch left (an aborted transaction, or none), end
 		// it; a connection that cannot is not pooled.
-		return errors.Join(err, t.close(conn, t.tx.Rollback(context.WithoutCancel(t.ctx))))
+		return errors.Join(err, t.close(conn, t.rollback()))
 	}
 	return conn.Close()
 }
@@ -280,30 +294,24 @@ func (t *bufferedTx) Commit() error {
 // Rollback drops what is held and rolls back.
 func (t *bufferedTx) Rollback() error {
 	t.mu.Lock()
-	t.held = nil
-	t.mu.Unlock()
-	return t.end(false)
-}
-
-// end commits or rolls back and returns the connection to the pool. A
-// connection whose COMMIT or ROLLBACK failed is closed instead: its state
-// is unknown.
-func (t *bufferedTx) end(commit bool) error {
-	t.mu.Lock()
 	conn := t.conn
-	t.conn = nil
+	t.conn, t.held = nil, nil
+	sent := t.sent
 	t.mu.Unlock()
 	if conn == nil {
 		return sql.ErrTxDone
 	}
-	var err error
-	if commit {
-		err = t.tx.Commit(t.ctx)
-	} else {
-		// Roll back even when the caller's context is done.
-		err = t.tx.Rollback(context.WithoutCancel(t.ctx))
+	if !sent {
+		return conn.Close() // it never began
 	}
-	return t.close(conn, err)
+	return t.close(conn, t.rollback())
+}
+
+// rollback ends the transaction on the connection, even when the caller's
+// context is done.
+func (t *bufferedTx) rollback() error {
+	_, err := t.pc.Exec(context.WithoutCancel(t.ctx), "ROLLBACK")
+	return err
 }
 
 // close returns conn to the pool, or closes it when ending its transaction
@@ -330,17 +338,60 @@ func (t *bufferedTx) send(ctx context.Context) error {
 // with commit, the batch ends with COMMIT. A failure fails the
 // transaction.
 func (t *bufferedTx) sendLocked(ctx context.Context, commit bool) error {
+	br, err := t.flushLocked(ctx, commit, nil)
+	if br != nil {
+		err = br.Close()
+		if err != nil {
+			t.err = fmt.Errorf("store: held writes: %w", err)
+			err = t.err
+		}
+	}
+	return err
+}
+
+// statement is a raw statement sent in the held writes' batch, after them.
+type statement struct {
+	sql  string
+	args []any
+}
+
+// sendWith sends what is held and then next, in one batch, and returns
+// the batch's results positioned at next's, for the caller to read and
+// close. With nothing held it sends nothing and returns nil results: the
+// caller sends next itself.
+func (t *bufferedTx) sendWith(ctx context.Context, next statement) (pgx.BatchResults, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.flushLocked(ctx, false, &next)
+}
+
+// flushLocked sends the held writes as one batch and checks each one's
+// result; then, with commit, COMMIT (and each count is checked by Postgres,
+// see checkedWrite), or next, whose results are left to the caller in the
+// returned batch results (nil when nothing was sent).
+func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *statement) (pgx.BatchResults, error) {
 	if t.err != nil {
-		return t.err
+		return nil, t.err
 	}
 	if t.conn == nil {
-		return sql.ErrTxDone
+		return nil, sql.ErrTxDone
 	}
-	held := t.held
-	t.held = nil
+	held, opening := t.held, t.opening
+	t.held, t.opening = nil, 0
 	if len(held) == 0 {
-		return nil
+		if commit {
+			tag, err := t.pc.Exec(ctx, "COMMIT")
+			if err == nil && tag.String() != "COMMIT" {
+				err = pgx.ErrTxCommitRollback // the transaction had failed: Postgres rolled it back
+			}
+			if err != nil {
+				t.err = err
+			}
+			return nil, err
+		}
+		return nil, nil
 	}
+	t.sent = true
 	b := &pgx.Batch{}
 	for _, w := range held {
 		if commit && w.rows >= 0 {
@@ -351,10 +402,13 @@ func (t *bufferedTx) sendLocked(ctx context.Context, commit bool) error {
 		}
 		b.Queue(w.query, w.args...)
 	}
-	if commit {
+	switch {
+	case commit:
 		b.Queue("COMMIT")
+	case next != nil:
+		b.Queue(next.sql, next.args...)
 	}
-	br := t.tx.SendBatch(ctx, b)
+	br := t.pc.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()
 		switch {
@@ -363,10 +417,15 @@ func (t *bufferedTx) sendLocked(ctx context.Context, commit bool) error {
 		case err == nil && w.rows >= 0 && !commit && tag.RowsAffected() != int64(w.rows):
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
-		if err != nil {
-			t.err = fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1, len(held), w.key, err, w.query)
+		if err != nil && i < opening {
+			t.err = fmt.Errorf("store: %s: %w", w.key, err)
 			_ = br.Close()
-			return t.err
+			return nil, t.err
+		}
+		if err != nil {
+			t.err = fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1-opening, len(held)-opening, w.key, err, w.query)
+			_ = br.Close()
+			return nil, t.err
 		}
 	}
 	if commit {
@@ -377,14 +436,10 @@ func (t *bufferedTx) sendLocked(ctx context.Context, commit bool) error {
 		if err != nil {
 			t.err = err
 			_ = br.Close()
-			return t.err
+			return nil, t.err
 		}
 	}
-	if err := br.Close(); err != nil {
-		t.err = fmt.Errorf("store: held writes: %w", err)
-		return t.err
-	}
-	return nil
+	return br, nil
 }
 
 // checkedWrite is w made to fail in Postgres, aborting the transaction (and

@@ -166,8 +166,9 @@ func TestHeldWritesAreSentInOneBatchBeforeTheNextRead(t *testing.T) {
 	if got := f.values(t, ctx, tx); got != "1=a,2=b,3=c,4=d" {
 		t.Fatalf("after the read: %q", got)
 	}
-	if b, s, q := f.sent.batches.Load(), f.sent.batched.Load(), f.sent.statements.Load(); b != 1 || s != 4 {
-		t.Fatalf("%d batches of %d statements, want 1 of 4 (and %d statements)", b, s, q)
+	// BEGIN is held too, and goes first in the batch.
+	if b, s, q := f.sent.batches.Load(), f.sent.batched.Load(), f.sent.statements.Load(); b != 1 || s != 5 {
+		t.Fatalf("%d batches of %d statements, want 1 of 5 (and %d statements)", b, s, q)
 	}
 	if n := f.sent.roundTrips() - before; n != 2 {
 		t.Fatalf("%d round trips for the held writes and the read, want 2", n)
@@ -187,8 +188,8 @@ func TestHeldWritesToOneRowKeepTheirOrder(t *testing.T) {
 	if err := Hold(ctx, "held:1", 1, f.q("UPDATE held SET v = v || $1 WHERE id = $2"), "+second", 1); err != nil {
 		t.Fatal(err)
 	}
-	if b := f.sent.batches.Load(); b != 0 || len(bt.held) != 3 {
-		t.Fatalf("after a second write to a held row: %d batches, %d held; want 0, 3", b, len(bt.held))
+	if b := f.sent.batches.Load(); b != 0 || len(bt.held) != 4 {
+		t.Fatalf("after a second write to a held row: %d batches, %d held; want 0, 4 (BEGIN and 3)", b, len(bt.held))
 	}
 	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("UPDATE held SET v = v || $1 WHERE id = $2"), "+third", 1)
 	if got := f.values(t, ctx, tx); got != "1=first+second+third,2=other" {
@@ -198,8 +199,9 @@ func TestHeldWritesToOneRowKeepTheirOrder(t *testing.T) {
 		t.Fatalf("%d batches for four held writes, want 1", b)
 	}
 
+	// BEGIN and maxHeld writes: the last one sends the others first.
 	ctx, _, bt = f.begin(t)
-	for i := range maxHeld + 1 {
+	for i := range maxHeld {
 		entWrite(t, Held(ctx, fmt.Sprint("held:", 100+i), 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, 'x')"), 100+i)
 	}
 	if len(bt.held) != 1 {
@@ -563,42 +565,50 @@ func TestBrokenConnectionIsNotPooled(t *testing.T) {
 }
 
 // BeginTenant scopes the transaction to the tenant and asks for custom
-// plans in the round trip of BEGIN; an id that is not a plain literal
-// takes a statement of its own, with the same effect.
+// plans; nothing is sent until the first statement, and a raw one takes
+// BEGIN and the settings in its own round trip. Any tenant id is bound as
+// a parameter, never spliced into SQL.
 func TestBeginTenantSetsTheTenantWithBegin(t *testing.T) {
 	f := newFixture(t)
-	for _, tc := range []struct {
-		tenant     string
-		roundTrips int64
-	}{
-		{"ten_01jd5x8k2m", 1},
-		{"ten_o'brien", 2},
-	} {
+	for _, tenant := range []string{"ten_01jd5x8k2m", "ten_o'brien"} {
 		before := f.sent.roundTrips()
-		tx, err := BeginTenant(context.Background(), f.client, tc.tenant)
+		tx, err := BeginTenant(context.Background(), f.client, tenant)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := f.sent.roundTrips() - before; n != tc.roundTrips {
-			t.Errorf("%s: %d round trips to begin, want %d", tc.tenant, n, tc.roundTrips)
+		if n := f.sent.roundTrips() - before; n != 0 {
+			t.Errorf("%s: %d round trips to begin, want 0", tenant, n)
 		}
-		var tenant, mode string
-		rows, err := tx.QueryContext(context.Background(), "SELECT current_setting('app.tenant_id'), current_setting('plan_cache_mode')")
+		ctx := ent.NewTxContext(context.Background(), tx)
+		raw, err := Raw(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rows.Next() {
-			if err := rows.Scan(&tenant, &mode); err != nil {
-				t.Fatal(err)
-			}
+		var got, mode string
+		if err := raw.QueryRow(ctx, "SELECT current_setting('app.tenant_id'), current_setting('plan_cache_mode')").Scan(&got, &mode); err != nil {
+			t.Fatal(err)
 		}
-		rows.Close()
-		if tenant != tc.tenant || mode != "force_custom_plan" {
-			t.Errorf("%s: the transaction has tenant %q and plan_cache_mode %q", tc.tenant, tenant, mode)
+		if got != tenant || mode != "force_custom_plan" {
+			t.Errorf("%s: the transaction has tenant %q and plan_cache_mode %q", tenant, got, mode)
+		}
+		if n := f.sent.roundTrips() - before; n != 1 {
+			t.Errorf("%s: %d round trips to begin and read, want 1", tenant, n)
 		}
 		if err := tx.Rollback(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A transaction that sent nothing ends without a round trip.
+	before := f.sent.roundTrips()
+	tx, err := BeginTenant(context.Background(), f.client, "ten_idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.sent.roundTrips() - before; n != 0 {
+		t.Errorf("an empty transaction took %d round trips, want 0", n)
 	}
 	f.inUse(t, "after the rollbacks")
 }

@@ -82,35 +82,101 @@ func txOf(ctx context.Context, tx *ent.Tx) (*bufferedTx, error) {
 	return p.tx, nil
 }
 
-// rawTx is the Querier of a bufferedTx.
+// rawTx is the Querier of a bufferedTx. A raw statement goes in one batch
+// with the writes held before it (BEGIN and the tenant's settings, for the
+// transaction's first statement): one round trip for both.
 type rawTx struct{ t *bufferedTx }
 
 func (r rawTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := r.t.send(ctx); err != nil {
+	br, err := r.t.sendWith(ctx, statement{sql, args})
+	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	return r.t.tx.Exec(ctx, sql, args...)
+	if br == nil {
+		return r.t.pc.Exec(ctx, sql, args...)
+	}
+	tag, err := br.Exec()
+	return tag, errors.Join(err, br.Close())
 }
 
 func (r rawTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := r.t.send(ctx); err != nil {
+	br, err := r.t.sendWith(ctx, statement{sql, args})
+	if err != nil {
 		return nil, err
 	}
-	return r.t.tx.Query(ctx, sql, args...)
+	if br == nil {
+		return r.t.pc.Query(ctx, sql, args...)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
 }
 
 func (r rawTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if err := r.t.send(ctx); err != nil {
+	rows, err := r.Query(ctx, sql, args...)
+	if err != nil {
 		return errRow{err}
 	}
-	return r.t.tx.QueryRow(ctx, sql, args...)
+	return firstRow{rows}
 }
 
 func (r rawTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if err := r.t.send(ctx); err != nil {
 		return pgx.FailedBatchResults(b, err)
 	}
-	return r.t.tx.SendBatch(ctx, b)
+	return r.t.pc.SendBatch(ctx, b)
+}
+
+// batchRows are the rows of a statement sent last in a batch: closing them
+// closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br  pgx.BatchResults
+	err error // of closing the batch
+}
+
+func (r *batchRows) Close() {
+	r.Rows.Close()
+	if r.br != nil {
+		r.err = r.br.Close()
+		r.br = nil
+	}
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// firstRow is a pgx.Row reading the first of rows, as pgx's QueryRow does.
+type firstRow struct{ rows pgx.Rows }
+
+func (r firstRow) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
 }
 
 // errRow is a pgx.Row whose query could not be sent.

@@ -73,8 +73,9 @@ func NewClient(db *sql.DB) *ent.Client {
 // runs. A custom plan costs a few tens of microseconds of planning and
 // always sees the table's current size.
 //
-// For a client of NewClient, the settings travel with BEGIN as one simple
-// query: one round trip for both, on every tenant transaction.
+// For a client of NewClient, nothing is sent yet: BEGIN and the settings
+// go with the transaction's first statement, in the same round trip when
+// it is a raw one (Raw), and a transaction that sends nothing costs none.
 func BeginTenant(ctx context.Context, client *ent.Client, tenantID string) (*ent.Tx, error) {
 	if tenantID == "" {
 		return nil, errors.New("store: begin tenant transaction without a tenant")
@@ -84,10 +85,9 @@ func BeginTenant(ctx context.Context, client *ent.Client, tenantID string) (*ent
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	if bt, err := txOf(ctx, tx); err == nil && bt.tenant == tenantID {
-		return tx, nil // set with BEGIN, in the same round trip
+		return tx, nil // held with BEGIN
 	}
-	// Another driver, or an id that is not a plain literal: a statement of
-	// its own.
+	// Another driver: a statement of its own.
 	if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)", tenantID); err != nil {
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("set tenant: %w", err)
