@@ -44,6 +44,9 @@ type job struct {
 	// state is set for steps run inside their claim's transaction (no I/O
 	// to guard): the claim's unflushed run state, finished in place.
 	state *runState
+	// finishLoads are the steps recording the result reads (the step, its
+	// dependents and what they need), read with the run's lock.
+	finishLoads []string
 }
 
 // AttemptRef names a step attempt as its task carries it. Only ID is
@@ -53,6 +56,10 @@ type AttemptRef struct {
 	// CheckFirst: the step is a transform that another delivery may run in
 	// its batch (runReadyTransforms), so a delivery checks before locking.
 	CheckFirst bool
+	// preload names the steps the claim reads, when known (a continuation):
+	// they are read with the run's lock, in one round trip. A pointer keeps
+	// AttemptRef comparable.
+	preload *[]string
 }
 
 // ExecuteChain runs the step attempt ref names and then, back to back, the
@@ -229,7 +236,11 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 			return nil, nil, 0, err
 		}
 	}
-	s, err := e.lockRunSteps(ctx, c, ref.RunID)
+	preload := []string{ref.StepID} // at least the step itself
+	if ref.preload != nil {
+		preload = *ref.preload
+	}
+	s, err := e.lockRunSteps(ctx, c, ref.RunID, preload...)
 	if errs.CodeOf(err) == errs.NotFound {
 		return nil, nil, 0, nil
 	}
@@ -361,6 +372,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 	j := &job{
 		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
 		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
+		finishLoads: s.claimLoads(step, true),
 	}
 	if s.run.Mode == run.ModeSandbox && step.SideEffect {
 		j.replayed = true
@@ -520,7 +532,7 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 		s.now = e.now() // the same transaction, a little later
 	} else {
 		var err error
-		if s, err = e.lockRunSteps(ctx, c, j.runID, j.step.ID); err != nil {
+		if s, err = e.lockRunSteps(ctx, c, j.runID, j.finishLoads...); err != nil {
 			return err
 		}
 	}

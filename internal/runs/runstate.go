@@ -43,6 +43,8 @@ type runState struct {
 	afterCommit []func()
 	// finishedRun: the run reached a terminal status since the last flush.
 	finishedRun bool
+	// loaded are steps read with the lock (lockRunSteps), found or not.
+	loaded []string
 	// counts is how many steps are in each status (the run's step_counts),
 	// kept by setStep; nil until known (see stepCounts).
 	counts        map[string]int
@@ -80,7 +82,16 @@ func (e *Service) lockRun(ctx context.Context, c *ent.Client, runID string) (*ru
 // are loaded on demand (load). The hot paths use it so that a step's work
 // costs the same in a run of 3 steps and of 1,000.
 func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
-	r, endpointsVersion, err := lockRunRow(ctx, tenantOf(ctx), runID)
+	var r *ent.Run
+	var endpointsVersion int64
+	var preloaded []*ent.StepRun
+	var err error
+	if len(stepIDs) > 0 {
+		// The lock and the steps in one round trip.
+		r, endpointsVersion, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
+	} else {
+		r, endpointsVersion, err = lockRunRow(ctx, tenantOf(ctx), runID)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -94,14 +105,18 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 	if sum(r.StepCounts) == len(def.Steps) {
 		s.counts = maps.Clone(r.StepCounts)
 	}
-	return s, s.load(ctx, stepIDs...)
+	for _, sr := range preloaded {
+		s.steps[sr.StepID] = sr
+	}
+	s.loaded = stepIDs // read, whether or not each exists
+	return s, nil
 }
 
 // load reads the named steps that are not loaded yet.
 func (s *runState) load(ctx context.Context, stepIDs ...string) error {
 	var missing []string
 	for _, id := range stepIDs {
-		if _, ok := s.steps[id]; !ok && !slices.Contains(missing, id) {
+		if _, ok := s.steps[id]; !ok && !slices.Contains(missing, id) && !slices.Contains(s.loaded, id) {
 			missing = append(missing, id)
 		}
 	}
@@ -278,6 +293,11 @@ func (s *runState) flush(ctx context.Context) error {
 		for i, t := range s.tasks {
 			if t.Kind == tasks.KindStep && !t.At.After(s.now) {
 				*s.continueWith = AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID}
+				if step, ok := s.def.StepByID(t.StepID); ok {
+					// What its claim will read, read with the run's lock.
+					loads := s.claimLoads(step, s.runsInClaim(step))
+					s.continueWith.preload = &loads
+				}
 				s.tasks = append(s.tasks[:i], s.tasks[i+1:]...)
 				break
 			}

@@ -102,6 +102,43 @@ func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, e
 	return bindRun(ctx, r), version, nil
 }
 
+// lockRunWithSteps is lockRunRow and stepRows of the named steps in one
+// round trip: the steps are read after the lock is taken, so they are as
+// current as a read after it.
+func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []string) (*ent.Run, int64, []*ent.StepRun, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT `+runColumns+`, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
+		FROM runs WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, runID, tenantID)
+	b.Queue(`SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`, tenantID, runID, stepIDs)
+	br := q.SendBatch(ctx, b)
+	var version int64
+	r, err := scanRun(br.QueryRow(), &version)
+	if err != nil {
+		_ = br.Close()
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, 0, nil, errs.NotFoundf("run", runID)
+		}
+		return nil, 0, nil, fmt.Errorf("lock run: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, 0, nil, fmt.Errorf("load steps: %w", err)
+	}
+	steps, err := scanSteps(ctx, rows)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("load steps: %w", err)
+	}
+	return bindRun(ctx, r), version, steps, nil
+}
+
 // stepRows reads a run's steps: those named, or all of them when stepIDs
 // is nil.
 func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]*ent.StepRun, error) {

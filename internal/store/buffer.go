@@ -365,11 +365,21 @@ func (t *bufferedTx) sendWith(ctx context.Context, next statement) (pgx.BatchRes
 	return t.flushLocked(ctx, false, &next)
 }
 
+// sendBefore sends what is held and then the statements of b, in one
+// batch, and returns the batch's results positioned at b's first, for the
+// caller to read and close. With nothing held it sends nothing and returns
+// nil results: the caller sends b itself.
+func (t *bufferedTx) sendBefore(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.flushLocked(ctx, false, nil, b.QueuedQueries...)
+}
+
 // flushLocked sends the held writes as one batch and checks each one's
 // result; then, with commit, COMMIT (and each count is checked by Postgres,
-// see checkedWrite), or next, whose results are left to the caller in the
-// returned batch results (nil when nothing was sent).
-func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *statement) (pgx.BatchResults, error) {
+// see checkedWrite), or next and more, whose results are left to the
+// caller in the returned batch results (nil when nothing was sent).
+func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *statement, more ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -408,6 +418,7 @@ func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *stateme
 	case next != nil:
 		b.Queue(next.sql, next.args...)
 	}
+	b.QueuedQueries = append(b.QueuedQueries, more...)
 	br := t.pc.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()

@@ -612,3 +612,43 @@ func TestBeginTenantSetsTheTenantWithBegin(t *testing.T) {
 	}
 	f.inUse(t, "after the rollbacks")
 }
+
+// A raw batch goes in one round trip with what is held before it (BEGIN,
+// the tenant's settings, held writes), and sees all of it.
+func TestRawBatchCarriesWhatIsHeld(t *testing.T) {
+	f := newFixture(t)
+	before := f.sent.roundTrips()
+	tx, err := BeginTenant(context.Background(), f.client, "ten_batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	ctx := ent.NewTxContext(context.Background(), tx)
+	if err := Hold(ctx, "held:1", 1, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := Raw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &pgx.Batch{}
+	b.Queue(f.q("SELECT v FROM held WHERE id = 1"))
+	b.Queue("SELECT current_setting('app.tenant_id')")
+	br := raw.SendBatch(ctx, b)
+	var v, tenant string
+	if err := br.QueryRow().Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.QueryRow().Scan(&tenant); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v != "a" || tenant != "ten_batch" {
+		t.Errorf("the batch read %q and tenant %q, want the held write and ten_batch", v, tenant)
+	}
+	if n := f.sent.roundTrips() - before; n != 1 {
+		t.Errorf("%d round trips, want 1", n)
+	}
+}

@@ -124,10 +124,14 @@ func (r rawTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 }
 
 func (r rawTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if err := r.t.send(ctx); err != nil {
+	br, err := r.t.sendBefore(ctx, b)
+	if err != nil {
 		return pgx.FailedBatchResults(b, err)
 	}
-	return r.t.pc.SendBatch(ctx, b)
+	if br == nil {
+		return r.t.pc.SendBatch(ctx, b)
+	}
+	return br
 }
 
 // batchRows are the rows of a statement sent last in a batch: closing them
