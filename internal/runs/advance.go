@@ -144,7 +144,9 @@ func (s *runState) scheduleAttemptAs(ctx context.Context, sr *ent.StepRun, at ti
 		ClearErrorClass().ClearErrorMessage()); err != nil {
 		return err
 	}
-	s.tasks = append(s.tasks, stepTask(s.run.TenantID, s.run.ID, sr.StepID, sr.Type, attemptID, at))
+	t := stepTask(s.run.TenantID, s.run.ID, sr.StepID, sr.Type, attemptID, at)
+	t.VersionID = s.run.VersionID
+	s.tasks = append(s.tasks, t)
 	return nil
 }
 

@@ -53,6 +53,8 @@ type job struct {
 // required; RunID and StepID, when known, spare a lookup.
 type AttemptRef struct {
 	RunID, StepID, ID string
+	// VersionID, when known, is the run's workflow version (see preload).
+	VersionID string
 	// CheckFirst: the step is a transform that another delivery may run in
 	// its batch (runReadyTransforms), so a delivery checks before locking.
 	CheckFirst bool
@@ -239,6 +241,13 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 	preload := []string{ref.StepID} // at least the step itself
 	if ref.preload != nil {
 		preload = *ref.preload
+	} else if d, ok := e.defs.Load(ref.VersionID); ok && ref.VersionID != "" {
+		// The definition is known: every step the claim may read, even if
+		// it turns out not to run in its claim.
+		def := d.(*definition.Definition)
+		if step, ok := def.StepByID(ref.StepID); ok {
+			preload = e.claimLoadsOf(ref.VersionID, def, step, true)
+		}
 	}
 	s, err := e.lockRunSteps(ctx, c, ref.RunID, preload...)
 	if errs.CodeOf(err) == errs.NotFound {
@@ -282,11 +291,16 @@ func (s *runState) runsInClaim(step *definition.Step) bool {
 // outputs it reads and, when it finishes in the same transaction, its
 // dependents with what they need and read.
 func (s *runState) claimLoads(step *definition.Step, pure bool) []string {
-	load := append([]string{step.ID}, s.def.Reads(step.ID)...)
+	return s.e.claimLoadsOf(s.run.VersionID, s.def, step, pure)
+}
+
+// claimLoadsOf is claimLoads for a step of version versionID.
+func (e *Service) claimLoadsOf(versionID string, def *definition.Definition, step *definition.Step, pure bool) []string {
+	load := append([]string{step.ID}, def.Reads(step.ID)...)
 	if pure {
-		for _, dep := range s.e.dependentsOf(s.run.VersionID, s.def)[step.ID] {
-			d, _ := s.def.StepByID(dep)
-			load = append(append(append(load, dep), d.Needs...), s.def.Reads(dep)...)
+		for _, dep := range e.dependentsOf(versionID, def)[step.ID] {
+			d, _ := def.StepByID(dep)
+			load = append(append(append(load, dep), d.Needs...), def.Reads(dep)...)
 		}
 	}
 	return load

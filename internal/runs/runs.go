@@ -166,7 +166,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
 			sr.Status, sr.Attempts, sr.CurrentAttemptID, sr.ReadyAt = steprun.StatusQueued, 1, &a.ID, &now
 			attempts = append(attempts, a)
-			s.tasks = append(s.tasks, stepTask(r.TenantID, r.ID, st.ID, st.Type, a.ID, now))
+			t := stepTask(r.TenantID, r.ID, st.ID, st.Type, a.ID, now)
+			t.VersionID = r.VersionID
+			s.tasks = append(s.tasks, t)
 		}
 		list = append(list, sr)
 	}

@@ -26,6 +26,10 @@ type Task struct {
 	TenantID string
 	RunID    string
 	StepID   string // of a step task
+	// VersionID is the workflow version of a step task's run, when known:
+	// a worker that has the version's definition cached reads what the
+	// claim needs with the run's lock, in one round trip.
+	VersionID string
 	// CheckFirst marks a transform step's task when a sibling transform was
 	// made ready in the same commit: another delivery may run the step in
 	// its batch first, so the worker looks before it locks the run.

@@ -36,14 +36,15 @@ type payload struct {
 	V          int    `json:"v"`
 	TenantID   string `json:"tenantID"`
 	RunID      string `json:"runID"`
-	StepID     string `json:"stepID,omitempty"`  // step tasks; absent in older ones
-	CheckFirst bool   `json:"batched,omitempty"` // wire name from before the rename; never change it
+	StepID     string `json:"stepID,omitempty"`    // step tasks; absent in older ones
+	VersionID  string `json:"versionID,omitempty"` // step tasks; absent in older ones
+	CheckFirst bool   `json:"batched,omitempty"`   // wire name from before the rename; never change it
 	ID         string `json:"id"`
 }
 
 // attempt is the step attempt a step task names.
 func (p payload) attempt() runs.AttemptRef {
-	return runs.AttemptRef{RunID: p.RunID, StepID: p.StepID, ID: p.ID, CheckFirst: p.CheckFirst}
+	return runs.AttemptRef{RunID: p.RunID, StepID: p.StepID, VersionID: p.VersionID, ID: p.ID, CheckFirst: p.CheckFirst}
 }
 
 // Dispatcher enqueues tasks on asynq.
@@ -99,7 +100,7 @@ const dispatchParallelism = 8
 
 // enqueue puts one task on its queue; see dispatch.
 func (d *Dispatcher) enqueue(ctx context.Context, t tasks.Task, insp *asynq.Inspector) error {
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, VersionID: t.VersionID, ID: t.ID, CheckFirst: t.CheckFirst})
 	queue := QueueSteps
 	switch t.Kind {
 	case tasks.KindApprovalTimeout:

@@ -25,17 +25,17 @@ import (
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestDecode(t *testing.T) {
-	p, err := decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","batched":true,"id":"att_1"}`)))
+	p, err := decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","versionID":"ver_1","batched":true,"id":"att_1"}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := runs.AttemptRef{RunID: "run_1", StepID: "stp_1", ID: "att_1", CheckFirst: true}
+	want := runs.AttemptRef{RunID: "run_1", StepID: "stp_1", VersionID: "ver_1", ID: "att_1", CheckFirst: true}
 	if p.V != 1 || p.TenantID != "ten_1" || p.attempt() != want {
 		t.Errorf("decoded %+v, attempt %+v", p, p.attempt())
 	}
 	// A task written before step ids were carried still decodes.
 	p, err = decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","id":"att_1"}`)))
-	if err != nil || p.ID != "att_1" || p.StepID != "" || p.CheckFirst {
+	if err != nil || p.ID != "att_1" || p.StepID != "" || p.VersionID != "" || p.CheckFirst {
 		t.Errorf("older payload: %+v, %v", p, err)
 	}
 	// A payload that cannot be read will never be: asynq must not retry it.
