@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/sluicehq/sluice/graph"
 )
 
 // Metrics are the API server's Prometheus metrics.
@@ -19,6 +21,7 @@ type Metrics struct {
 	httpDuration *prometheus.HistogramVec
 	opDuration   *prometheus.HistogramVec
 	opErrors     *prometheus.CounterVec
+	liveRenders  *prometheus.CounterVec
 }
 
 // NewMetrics registers the HTTP, GraphQL and Go runtime metrics.
@@ -40,8 +43,9 @@ func NewMetrics() *Metrics {
 			Name: "sluice_graphql_operation_errors_total",
 			Help: "GraphQL operation errors, by operation type, first top-level field and error code.",
 		}, []string{"type", "field", "code"}),
+		liveRenders: graph.NewLiveRendersCounter(),
 	}
-	reg.MustRegister(m.httpDuration, m.opDuration, m.opErrors,
+	reg.MustRegister(m.httpDuration, m.opDuration, m.opErrors, m.liveRenders,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
