@@ -26,10 +26,16 @@ import (
 // when its resolver asks for one, and gives the fields below a subscription
 // one short tenant transaction per delivered value. TenantTransaction skips
 // subscriptions: a transaction must never stay open while a subscriber waits.
+//
+// runEvents values go through Frames: the stream hands its events to
+// InterceptResponse, which renders each (event, selection, access) once per
+// process and gives every other subscriber of it the same bytes.
 type LiveUpdates struct {
 	Hub       *events.Hub
 	Client    *ent.Client // app role pool
 	Presenter graphql.ErrorPresenterFunc
+	// Frames, if set, shares rendered runEvents values between subscribers.
+	Frames *FrameCache
 }
 
 var _ interface {
@@ -47,6 +53,21 @@ type liveOperation struct {
 	live *LiveUpdates
 	mu   sync.Mutex
 	end  *gqlerror.Error // sent once after the resolver's channel closes
+	feed *eventFeed      // set by a runEvents resolver
+}
+
+// eventFeed carries a runEvents stream's events to gqlgen through
+// InterceptResponse, which takes each event off the stream itself, so that
+// it can answer with a value rendered for another subscriber instead of
+// executing the selection again.
+type eventFeed struct {
+	in  <-chan *ent.RunEvent // the stream's events; closed when it ends
+	gql chan *ent.RunEvent   // the resolver's channel gqlgen reads; buffer 1
+	// cacheable: the selection reads no database (no run edge) and the
+	// operation's digest could be taken.
+	cacheable bool
+	selection [32]byte // selectionDigest
+	ended     bool     // in was closed; gql is closed
 }
 
 type liveOperationKey struct{}
@@ -80,9 +101,15 @@ func (l LiveUpdates) InterceptResponse(ctx context.Context, next graphql.Respons
 	if !ok {
 		return next(ctx)
 	}
-	vt := &valueTx{client: l.Client}
-	resp := next(context.WithValue(ctx, valueTxKey{}, vt))
-	vt.finish()
+	op.mu.Lock()
+	feed := op.feed
+	op.mu.Unlock()
+	var resp *graphql.Response
+	if feed != nil {
+		resp = l.nextEvent(ctx, feed, next)
+	} else {
+		resp = l.render(ctx, next)
+	}
 	if resp == nil {
 		op.mu.Lock()
 		defer op.mu.Unlock()
@@ -91,6 +118,53 @@ func (l LiveUpdates) InterceptResponse(ctx context.Context, next graphql.Respons
 		}
 	}
 	return resp
+}
+
+// render executes the operation's selection for its next value, with the
+// value's transaction.
+func (l LiveUpdates) render(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	vt := &valueTx{client: l.Client}
+	resp := next(context.WithValue(ctx, valueTxKey{}, vt))
+	vt.finish()
+	return resp
+}
+
+// nextEvent takes a runEvents stream's next event and answers with its
+// value: shared through Frames when the selection allows, rendered
+// otherwise. It returns nil once the stream ended (or ctx did). Responses
+// of one operation are asked for one at a time, so the feed needs no lock.
+func (l LiveUpdates) nextEvent(ctx context.Context, f *eventFeed, next graphql.ResponseHandler) *graphql.Response {
+	if f.ended {
+		return nil
+	}
+	var e *ent.RunEvent
+	select {
+	case v, ok := <-f.in:
+		if !ok {
+			f.ended = true
+			close(f.gql)
+			return nil
+		}
+		e = v
+	case <-ctx.Done():
+		return nil
+	}
+	render := func() *graphql.Response {
+		f.gql <- e // never blocks: the buffer is emptied below
+		resp := l.render(ctx, next)
+		select {
+		case <-f.gql: // gqlgen did not take it (ctx ended first)
+		default:
+		}
+		return resp
+	}
+	if !f.cacheable || l.Frames == nil {
+		if l.Frames != nil {
+			l.Frames.count(l.Frames.miss)
+		}
+		return render()
+	}
+	return l.Frames.value(ctx, frameKey{eventID: e.ID, selection: f.selection}, render)
 }
 
 // InterceptField runs each resolver below a subscription inside the value's
@@ -212,6 +286,10 @@ func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-cha
 		sub:    op.live.Hub.SubscribeRun(v.TenantID, runID),
 		out:    make(chan *ent.RunEvent),
 	}
+	feed := &eventFeed{in: s.out, gql: make(chan *ent.RunEvent, 1)}
+	if !s.reload {
+		feed.selection, feed.cacheable = selectionDigest(ctx)
+	}
 	// One read checks the run and fetches the first page of its log.
 	first, err := s.readLog(ctx)
 	switch {
@@ -223,8 +301,11 @@ func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-cha
 		s.sub.Close()
 		return nil, err
 	}
+	op.mu.Lock()
+	op.feed = feed
+	op.mu.Unlock()
 	go s.run(ctx, first)
-	return s.out, nil
+	return feed.gql, nil
 }
 
 // selects reports whether the current field selects a child named name.

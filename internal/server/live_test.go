@@ -49,7 +49,9 @@ const deadline = 30 * time.Second
 type live struct {
 	url      string
 	tenantID string
+	envID    string // the run's environment
 	runID    string
+	metrics  *Metrics
 }
 
 func newLive(t *testing.T) *live {
@@ -68,7 +70,8 @@ func newLive(t *testing.T) *live {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := events.NewHub(testdb.Redis(t, "server-test"), events.HubOptions{Log: log})
+	rdb := testdb.Redis(t, "server-test")
+	hub, err := events.NewHub(rdb, events.HubOptions{Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +80,13 @@ func newLive(t *testing.T) *live {
 	}
 	v := vault.New(secrets.DevKeyRing())
 	ctl := control.New(control.Options{Vault: v})
-	r := runs.New(runs.Options{Client: testDB.App, Vault: v, Log: log}) // no dispatcher: the run stays queued
+	// No dispatcher: the run stays queued. Its changes through the API
+	// (cancelRun) reach subscribers as in production.
+	r := runs.New(runs.Options{Client: testDB.App, Vault: v, Log: log, Publisher: runPublisher{events.NewRedisPublisher(rdb, log)}})
+	metrics := NewMetrics()
 	s := New(Deps{
 		Config: cfg, Log: log, Client: testDB.App, Auth: auth.NewAuthenticator(verifier, testDB.App),
-		Control: ctl, Runs: r, Metrics: NewMetrics(), Hub: hub, Leases: auth.NewLeases(testDB.App, auth.LeasesOptions{Log: log}),
+		Control: ctl, Runs: r, Metrics: metrics, Hub: hub, Leases: auth.NewLeases(testDB.App, auth.LeasesOptions{Log: log}),
 		Ready: func(context.Context) error { return nil },
 	})
 	srv := httptest.NewServer(s)
@@ -90,7 +96,7 @@ func newLive(t *testing.T) *live {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &live{url: srv.URL, tenantID: tenantID}
+	l := &live{url: srv.URL, tenantID: tenantID, metrics: metrics}
 	owner := viewer.NewContext(ctx, &viewer.Viewer{TenantID: tenantID, Subject: "user_owner", Roles: []string{viewer.RoleOwner}})
 	err = store.InTenant(owner, testDB.App, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
@@ -116,7 +122,7 @@ func newLive(t *testing.T) *live {
 		}
 		run, err := r.StartRun(ctx, runs.StartRunInput{WorkflowID: wf.ID, EnvironmentID: envRow.ID})
 		if err == nil {
-			l.runID = run.ID
+			l.runID, l.envID = run.ID, envRow.ID
 		}
 		return err
 	})
@@ -124,6 +130,17 @@ func newLive(t *testing.T) *live {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// runPublisher hands the run state machine's notices to Redis, as the
+// API process wires it (internal/cli).
+type runPublisher struct{ p *events.RedisPublisher }
+
+func (e runPublisher) Publish(ctx context.Context, n runs.RunNotice) {
+	e.p.Publish(ctx, events.Notice{
+		TenantID: n.TenantID, RunID: n.RunID, Status: n.Status,
+		CostMicroUSD: n.CostMicroUSD, Events: events.FromRunEvents(n.Events),
+	})
 }
 
 // token mints a JWT for the tenant; no roles means the member's roles.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/sluicehq/sluice/graph"
 	"github.com/sluicehq/sluice/internal/tally"
 )
 
@@ -21,6 +22,7 @@ type Metrics struct {
 	httpDuration *prometheus.HistogramVec
 	opDuration   *prometheus.HistogramVec
 	opErrors     *prometheus.CounterVec
+	liveRenders  *prometheus.CounterVec
 }
 
 // NewMetrics registers the HTTP, GraphQL and Go runtime metrics.
@@ -42,8 +44,9 @@ func NewMetrics() *Metrics {
 			Name: "sluice_graphql_operation_errors_total",
 			Help: "GraphQL operation errors, by operation type, first top-level field and error code.",
 		}, []string{"type", "field", "code"}),
+		liveRenders: graph.NewLiveRendersCounter(),
 	}
-	reg.MustRegister(m.httpDuration, m.opDuration, m.opErrors,
+	reg.MustRegister(m.httpDuration, m.opDuration, m.opErrors, m.liveRenders,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// This process's Postgres and Redis round trips, by path.
 	if err := tally.Register(reg); err != nil {

@@ -107,7 +107,8 @@ func New(d Deps) *Server {
 	gql.Use(graphqlMetrics{m: d.Metrics, fields: rootFields(schema.Schema())})
 	gql.Use(graph.RequestLimits{MaxResponseBytes: d.Config.MaxResponseBytes, Log: d.Log})
 	gql.Use(graph.TenantTransaction{Client: d.Client, Presenter: presenter})
-	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter})
+	gql.Use(graph.LiveUpdates{Hub: d.Hub, Client: d.Client, Presenter: presenter,
+		Frames: graph.NewFrameCache(graph.FrameCacheOptions{Renders: d.Metrics.liveRenders})})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
