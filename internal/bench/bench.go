@@ -2,7 +2,8 @@
 // asynq baseline, then run latency and throughput, long chains, fan-out,
 // startRun at a fixed rate and live-update latency, measured against
 // running API and worker processes as a client sees them (GraphQL over
-// HTTP and websockets), plus the processes' peak memory. The command sets
+// HTTP and websockets), plus the processes' peak memory, and the same
+// 3-step workflow on a peer (DBOS Transact for Go) for comparison. The command sets
 // the processes up (a fresh database, a tenant, a token); this package
 // drives them and reports figures against Sluice's targets.
 package bench
@@ -74,12 +75,20 @@ type Target struct {
 	// Counters reads the processes' wire counters (internal/tally), summed;
 	// nil: wire cost is not reported.
 	Counters func(context.Context) (map[string]tally.Counts, error)
+	// PeersDir is the DBOS peer's module directory (PeerDBOSDir in
+	// Sluice's checkout); empty: the peers scenario reports n/a.
+	PeersDir string
+	// NewDatabase creates an empty database named prefix plus a random
+	// suffix on the benchmark's Postgres and returns its URL and what drops
+	// it; the peers scenario gives it to the peer.
+	NewDatabase func(ctx context.Context, prefix string) (url string, drop func(), err error)
 }
 
 // Scenario names, as --only takes them.
 const (
 	ScenarioBaseline  = "baseline"
 	ScenarioThreeStep = "3-step"
+	ScenarioPeers     = "peers"
 	ScenarioChain     = "chain"
 	ScenarioFanOut    = "fan-out"
 	ScenarioStart     = "start"
@@ -87,7 +96,7 @@ const (
 )
 
 // Scenarios lists every scenario in the order they run.
-var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive}
+var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive}
 
 // Options tunes a benchmark.
 type Options struct {
@@ -120,6 +129,7 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 	}{
 		{ScenarioBaseline, s.baseline},
 		{ScenarioThreeStep, s.threeStep},
+		{ScenarioPeers, s.peers},
 		{ScenarioChain, s.chains},
 		{ScenarioFanOut, s.fanOut},
 		{ScenarioStart, s.startRate},
@@ -167,6 +177,9 @@ type session struct {
 	asynqRate   float64       // baseline tasks/s, once measured
 	commitP50   time.Duration // one-row commit p50, once measured
 	threeStepWF string        // the 3-step workflow, once deployed
+
+	threeStepServerP50 time.Duration // 3-step latency p50, createdAt->finishedAt, once measured
+	threeStepRunsPerS  float64       // 3-step throughput, once measured
 
 	mu   sync.Mutex
 	runs []string // every run started, for the final check

@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"context"
 	"errors"
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +93,35 @@ func TestPeakRSS(t *testing.T) {
 	}
 	if _, err := PeakRSS(-1); err == nil {
 		t.Error("PeakRSS(-1): want an error")
+	}
+}
+
+// TestPeersUnavailable: without the peer's sources the peers scenario
+// reports n/a with the reason and does not fail the benchmark.
+func TestPeersUnavailable(t *testing.T) {
+	for dir, reason := range map[string]string{
+		"":                                    "no peer sources",
+		filepath.Join(t.TempDir(), "missing"): "no peer module at",
+	} {
+		s := &session{t: Target{PeersDir: dir}, o: Options{Progress: io.Discard}, report: &Report{}}
+		if err := s.peers(context.Background()); err != nil {
+			t.Fatalf("PeersDir %q: %v", dir, err)
+		}
+		if len(s.report.Figures) != 1 {
+			t.Fatalf("PeersDir %q: want one figure, got %+v", dir, s.report.Figures)
+		}
+		f := s.report.Figures[0]
+		if f.Scenario != ScenarioPeers || !math.IsNaN(f.Value) || !strings.Contains(f.Name, "n/a: "+reason) {
+			t.Errorf("PeersDir %q: got %+v, want n/a naming %q", dir, f, reason)
+		}
+	}
+}
+
+func TestRatio(t *testing.T) {
+	if got := ratio(3, 4); got != 0.75 {
+		t.Errorf("ratio(3, 4) = %v", got)
+	}
+	if !math.IsNaN(ratio(3, 0)) {
+		t.Error("ratio(3, 0): want NaN")
 	}
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -10,4 +11,13 @@ import (
 // left running against a dropped database.
 func orphanProof(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+}
+
+// exitedPeakRSS is the peak resident set size in bytes of a process that has
+// exited (its rusage; Linux reports ru_maxrss in KiB).
+func exitedPeakRSS(ps *os.ProcessState) (int64, bool) {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 0 {
+		return ru.Maxrss << 10, true
+	}
+	return 0, false
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -59,6 +60,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	concurrency := fs.Int("concurrency", 20, "tasks each worker runs at once (SLUICE_WORKER_CONCURRENCY); the raw asynq baseline runs at the same")
 	inProcess := fs.Bool("in-process", false, "run the API and the workers inside this process, as 'sluice dev' does (one RSS figure, which includes the benchmark's clients)")
 	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all)")
+	peersDir := fs.String("peers-dir", "", "directory of the DBOS peer's Go module, built with the go toolchain for the peers scenario (default: "+bench.PeerDBOSDir+" under the Sluice module root found from the working directory)")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to `file` while the scenarios run (with --in-process it covers the API and workers)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: sluice bench [flags]\n\n"+
@@ -87,6 +89,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			}
 			scenarios = append(scenarios, strings.TrimSpace(s))
 		}
+	}
+	if *peersDir == "" {
+		*peersDir = defaultPeersDir()
 	}
 	sizes := bench.FullSizes()
 	if *smoke {
@@ -157,6 +162,20 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	target := bench.Target{
 		Token: token, RedisAddr: *redisAddr, BaselineDB: baselineDB, DatabaseURL: ownerURL,
 		Workers: *workers, Concurrency: *concurrency,
+		PeersDir: *peersDir,
+		NewDatabase: func(ctx context.Context, prefix string) (string, func(), error) {
+			name := prefix + randomHex(4)
+			url, _, err := benchDatabaseURLs(*adminURL, name)
+			if err != nil {
+				return "", nil, err
+			}
+			drop, err := createBenchDatabase(ctx, *adminURL, name)
+			if err != nil {
+				return "", nil, err
+			}
+			fmt.Fprintf(stderr, "bench: peer database %s\n", name)
+			return url, drop, nil
+		},
 	}
 	var children []*bench.Child
 	if *inProcess {
@@ -350,6 +369,40 @@ func (l *listenWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
+}
+
+// sluiceModule is Sluice's module path, as its go.mod names it.
+const sluiceModule = "github.com/sluicehq/sluice"
+
+// defaultPeersDir finds Sluice's module root from the working directory
+// (the directory or a parent whose go.mod declares sluiceModule) and
+// returns the DBOS peer's directory under it, or "" when the benchmark does
+// not run from a checkout.
+func defaultPeersDir() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && declaresModule(b, sluiceModule) {
+			return filepath.Join(dir, filepath.FromSlash(bench.PeerDBOSDir))
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+// declaresModule reports whether a go.mod's module directive is path.
+func declaresModule(gomod []byte, path string) bool {
+	for line := range strings.Lines(string(gomod)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module"); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`) == path
+		}
+	}
+	return false
 }
 
 func randomHex(n int) string {

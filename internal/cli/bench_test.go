@@ -6,12 +6,16 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/bench"
 )
 
 // TestMain lets this test binary stand in for the sluice binary: `sluice
@@ -55,7 +59,9 @@ func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs Postgres and Redis")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A first build of the DBOS peer compiles DBOS (about a minute); later
+	// ones take seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	begin := time.Now()
@@ -69,14 +75,20 @@ func TestBenchSmoke(t *testing.T) {
 	if m == nil || m[1] != m[2] || m[1] == "0" {
 		t.Fatalf("want every run started to have succeeded, got:\n%s", out)
 	}
-	for _, scenario := range []string{"baseline", "3-step", "chain", "fan-out", "start", "live", "memory"} {
+	for _, scenario := range []string{"baseline", "3-step", "peers", "chain", "fan-out", "start", "live", "memory"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(scenario) + `\s`).MatchString(out) {
 			t.Errorf("no %s figure in the report:\n%s", scenario, out)
 		}
 	}
-	if strings.Contains(out, "n/a") {
-		t.Errorf("a figure could not be measured:\n%s", out)
+	var peers []string
+	for line := range strings.Lines(out) {
+		if strings.HasPrefix(line, "peers ") {
+			peers = append(peers, line)
+		} else if strings.Contains(line, "n/a") {
+			t.Errorf("a figure could not be measured: %s", line)
+		}
 	}
+	checkPeers(t, peers)
 	// The benchmark cleans up after itself: its database is gone.
 	name := regexp.MustCompile(`database (sluice_bench_[0-9a-f]+)`).FindStringSubmatch(stderr.String())
 	if name == nil {
@@ -93,6 +105,66 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	if exists {
 		t.Errorf("database %s was not dropped", name[1])
+	}
+}
+
+// checkPeers checks the peers scenario's lines of a smoke report. The DBOS
+// peer is measured, with both ratios against 3-step (which ran), unless there
+// is no go command on PATH or its module cannot be fetched (no network and
+// an empty module cache): then its one line says n/a and why.
+func checkPeers(t *testing.T, lines []string) {
+	t.Helper()
+	all := strings.Join(lines, "")
+	if len(lines) == 1 && strings.Contains(all, "n/a: no Go toolchain on PATH") {
+		if _, err := exec.LookPath("go"); err == nil {
+			t.Errorf("go is on PATH but the peers scenario did not find it:\n%s", all)
+		}
+		return
+	}
+	if len(lines) == 1 && strings.Contains(all, "n/a: go build of the peer failed") {
+		dl := exec.Command("go", "mod", "download")
+		dl.Dir = filepath.Join("..", "..", filepath.FromSlash(bench.PeerDBOSDir))
+		dl.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+		if out, err := dl.CombinedOutput(); err == nil {
+			t.Errorf("the DBOS peer's modules download but its build failed:\n%s", all)
+		} else {
+			t.Logf("DBOS peer not measured, its modules cannot be fetched here (%v: %s):\n%s", err, out, all)
+		}
+		return
+	}
+	for _, want := range []string{"latency start->result", "throughput", "3-step p50 server clock / DBOS p50", "3-step runs/s / DBOS runs/s"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no peers figure %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "n/a") {
+		t.Errorf("a peers figure could not be measured:\n%s", all)
+	}
+}
+
+// TestDefaultPeersDir: run from anywhere in the checkout (tests run in
+// their package's directory), the peer's module is found under the root.
+func TestDefaultPeersDir(t *testing.T) {
+	dir := defaultPeersDir()
+	if !strings.HasSuffix(filepath.ToSlash(dir), "/"+bench.PeerDBOSDir) {
+		t.Fatalf("defaultPeersDir = %q", dir)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !declaresModule(b, sluiceModule+"/"+bench.PeerDBOSDir) {
+		t.Errorf("%s/go.mod declares another module:\n%s", dir, b)
+	}
+	for gomod, want := range map[string]bool{
+		"module github.com/sluicehq/sluice\n\ngo 1.26\n":        true,
+		"// a comment\nmodule \"github.com/sluicehq/sluice\"\n": true,
+		"module github.com/sluicehq/sluice/internal/x\n":        false,
+		"go 1.26\n": false,
+	} {
+		if got := declaresModule([]byte(gomod), sluiceModule); got != want {
+			t.Errorf("declaresModule(%q) = %v, want %v", gomod, got, want)
+		}
 	}
 }
 
