@@ -38,10 +38,16 @@ var bombs = []string{
 	`cel.bind(a, lists.range(100000).map(x, 'abcdefghij').join(''), cel.bind(b, a+a+a+a+a+a+a+a+a+a, cel.bind(c, b+b+b+b+b+b+b+b+b+b, size(c+c+c+c+c+c+c+c+c+c))))`,
 }
 
+// Each bomb is refused with ErrLimit having allocated far less than it
+// asks for (gigabytes). How fast is measured by the benchmark
+// (BenchmarkWorstExpression), not here: a loaded machine slows any
+// evaluation; the wait below only catches one that never ends.
 func TestEvalBombsFailFast(t *testing.T) {
+	const maxAlloc = 1 << 30
 	for _, expr := range bombs {
 		t.Run(truncate(expr, 60), func(t *testing.T) {
-			start := time.Now()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
 			done := make(chan error, 1)
 			go func() {
 				_, err := Eval(expr, Env{})
@@ -49,14 +55,15 @@ func TestEvalBombsFailFast(t *testing.T) {
 			}()
 			select {
 			case err := <-done:
-				if took := time.Since(start); took > 3*time.Second {
-					t.Errorf("took %s, want under 3s", took)
-				}
+				runtime.ReadMemStats(&after)
 				if !errors.Is(err, ErrLimit) {
 					t.Fatalf("err = %v, want ErrLimit", err)
 				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("still evaluating after 10s")
+				if alloc := after.TotalAlloc - before.TotalAlloc; alloc > maxAlloc {
+					t.Errorf("allocated %d MiB before it was refused, want under %d MiB", alloc>>20, maxAlloc>>20)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Fatal("still evaluating after 2 minutes")
 			}
 		})
 	}
@@ -64,7 +71,6 @@ func TestEvalBombsFailFast(t *testing.T) {
 
 func TestInterpolateAndOutputBombsFailFast(t *testing.T) {
 	alias := `cel.bind(l, lists.range(1000000), cel.bind(m, [l,l,l,l,l,l,l,l,l,l], m))`
-	start := time.Now()
 	if _, err := Interpolate("x {{ "+alias+" }} y", Env{}); !errors.Is(err, ErrLimit) {
 		t.Errorf("Interpolate: err = %v, want ErrLimit", err)
 	}
@@ -74,9 +80,6 @@ func TestInterpolateAndOutputBombsFailFast(t *testing.T) {
 	}
 	if _, err := EvalBool("size("+alias+") > 0", Env{}); err != nil {
 		t.Errorf("size of an alias list is cheap and fine: %v", err)
-	}
-	if took := time.Since(start); took > 6*time.Second {
-		t.Errorf("took %s", took)
 	}
 }
 

@@ -306,7 +306,7 @@ func TestHTTPTimeoutAndCancel(t *testing.T) {
 	if e.Class != steps.Transient || !strings.Contains(e.Message, "timed out after 100ms") {
 		t.Errorf("timeout: %+v", e)
 	}
-	if time.Since(start) > 3*time.Second {
+	if time.Since(start) > 10*time.Second { // the server never answers: only the timeout ends it
 		t.Errorf("took %s", time.Since(start))
 	}
 	if res == nil || res.Calls[0].Error == "" {
