@@ -28,10 +28,10 @@ func TestTransformOutputBombFailsStep(t *testing.T) {
 			map[string]any{"id": "boom", "type": "transform", "output": map[string]any{"big": aliasBomb}},
 		},
 	})
-	start := time.Now()
 	id := str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	// How fast the cap stops it is the benchmark's to say (a loaded machine
+	// slows any evaluation); waitRun bounds it.
 	run := waitRun(t, f.owner, id, 30*time.Second, "succeeded", "failed", "cancelled")
-	took := time.Since(start)
 	if run["status"] != "failed" || str(run, "error.class") != "limit" {
 		t.Fatalf("run %s, error %v; want failed with class limit", run["status"], run["error"])
 	}
@@ -41,9 +41,6 @@ func TestTransformOutputBombFailsStep(t *testing.T) {
 	if step := stepOf(run, "boom"); step["status"] != "failed" || step["output"] != nil {
 		t.Errorf("step: %v", step)
 	}
-	// How fast the cap stops it is the benchmark's to say; a run that took
-	// as long as waitRun allows would have failed there.
-	_ = took
 	// Workers are alive: a plain run still goes through.
 	wf2, _ := deployWorkflow(t, f, "after-bomb", simpleDefinition())
 	id2 := str(f.owner.ok(mStartRun, map[string]any{"w": wf2, "e": f.envID, "i": map[string]any{"name": "x"}}), "startRun.id")
