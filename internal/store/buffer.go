@@ -404,7 +404,7 @@ func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *stateme
 	t.sent = true
 	b := &pgx.Batch{}
 	for _, w := range held {
-		if commit && w.rows >= 0 {
+		if commit && w.rows >= 0 && !countCertain(w.query) {
 			// COMMIT follows in the same batch: Postgres checks the count.
 			q, args := checkedWrite(w)
 			b.Queue(q, args...)
@@ -425,6 +425,10 @@ func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, next *stateme
 		switch {
 		case err != nil && commit && w.rows >= 0:
 			err = countError(err)
+		case err == nil && commit && w.rows >= 0 && countCertain(w.query) && tag.RowsAffected() != int64(w.rows):
+			// Cannot happen (see countCertain), but if it did, COMMIT has
+			// run: say so rather than hide it.
+			err = fmt.Errorf("changed %d rows, want %d, and the transaction committed", tag.RowsAffected(), w.rows)
 		case err == nil && w.rows >= 0 && !commit && tag.RowsAffected() != int64(w.rows):
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
@@ -464,6 +468,15 @@ func checkedWrite(w heldWrite) (string, []any) {
 	q := fmt.Sprintf("WITH w AS (%s\nRETURNING 1) SELECT CASE WHEN count(*) = $%d::bigint THEN 0 "+
 		"ELSE ('%s' || count(*) || ' rows, want ' || $%d::bigint)::int END FROM w", w.query, n+1, countMarker, n+1)
 	return q, append(append(make([]any, 0, n+1), w.args...), int64(w.rows))
+}
+
+// countCertain reports whether a write's row count is fixed by its text: a
+// plain INSERT (no ON CONFLICT, no WHERE) adds every row it lists or
+// fails. Such writes go to the commit batch unwrapped: the wrapper costs
+// Postgres a CTE to plan on every step.
+func countCertain(query string) bool {
+	q := strings.ToUpper(strings.TrimSpace(query))
+	return strings.HasPrefix(q, "INSERT ") && !strings.Contains(q, "ON CONFLICT") && !strings.Contains(q, "WHERE")
 }
 
 // countMarker starts the text checkedWrite fails to cast.

@@ -652,3 +652,21 @@ func TestRawBatchCarriesWhatIsHeld(t *testing.T) {
 		t.Errorf("%d round trips, want 1", n)
 	}
 }
+
+// Plain INSERTs go to the commit batch as they are; anything whose count
+// the text does not fix is checked by Postgres.
+func TestCountCertain(t *testing.T) {
+	for q, want := range map[string]bool{
+		"INSERT INTO t (a) VALUES ($1)":                          true,
+		"  insert into t (a) SELECT * FROM unnest($1::text[])":   true,
+		"INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING":   false,
+		"INSERT INTO t (a) SELECT a FROM u WHERE a > 1":          false,
+		"UPDATE t SET a = $1 WHERE id = $2":                      false,
+		"DELETE FROM t WHERE id = $1":                            false,
+		"WITH x AS (SELECT 1) INSERT INTO t (a) SELECT 1 FROM x": false,
+	} {
+		if got := countCertain(q); got != want {
+			t.Errorf("countCertain(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
