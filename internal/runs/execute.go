@@ -70,7 +70,9 @@ type AttemptRef struct {
 // again) and advances the run (executeAttempt). A late or duplicate
 // delivery of the same attempt changes nothing.
 func (e *Service) ExecuteChain(ctx context.Context, tenantID string, ref AttemptRef) error {
-	ctx = viewer.SystemContext(ctx, tenantID)
+	// The state machine's statements are shaped for cached plans (rows by
+	// primary key, tenants by RLS): see store.GenericPlans.
+	ctx = store.GenericPlans(viewer.SystemContext(ctx, tenantID))
 	for i := 0; ref.ID != ""; i++ {
 		// Each attempt's wire cost, by how it came: from the queue ("step"),
 		// back to back ("continuation"), or finishing its run ("finish").

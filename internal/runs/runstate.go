@@ -277,7 +277,7 @@ func (s *runState) flush(ctx context.Context) error {
 			s.update.SetStepCounts(maps.Clone(s.counts))
 			s.countsChanged = false
 		}
-		if err := s.update.hold(ctx, "runs", s.run.TenantID, s.run.ID, 1); err != nil {
+		if err := s.update.hold(ctx, "runs", s.run.ID, 1); err != nil {
 			return fmt.Errorf("update run: %w", err)
 		}
 		// A copy: the previous one may have been handed out.
@@ -413,7 +413,7 @@ func (s *runState) setStep(ctx context.Context, sr *ent.StepRun, u *stepChange) 
 		w.set("updated_at", s.now)
 	}
 	// It must change exactly this row.
-	if err := w.hold(ctx, "step_runs", s.run.TenantID, sr.ID, 1); err != nil {
+	if err := w.hold(ctx, "step_runs", sr.ID, 1); err != nil {
 		return fmt.Errorf("update step %s: %w", sr.StepID, err)
 	}
 	s.replaceStep(sr, u)
@@ -456,7 +456,7 @@ func (s *runState) deferStep(sr *ent.StepRun, u *stepChange) error {
 // read back, held for the transaction's next statement. rows is how many
 // rows it must change: 1, or -1 when the attempt may be gone.
 func (s *runState) setAttempt(ctx context.Context, attemptID string, u *attemptChange, rows int) error {
-	if err := u.hold(ctx, "step_attempts", s.run.TenantID, attemptID, rows); err != nil {
+	if err := u.hold(ctx, "step_attempts", attemptID, rows); err != nil {
 		return fmt.Errorf("update attempt %s: %w", attemptID, err)
 	}
 	return nil

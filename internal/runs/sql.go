@@ -91,8 +91,7 @@ func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, e
 		return nil, 0, err
 	}
 	var version int64
-	r, err := scanRun(q.QueryRow(ctx, `SELECT `+runColumns+`, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
-		FROM runs WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, runID, tenantID), &version)
+	r, err := scanRun(q.QueryRow(ctx, lockRunSQL, runID), &version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, errs.NotFoundf("run", runID)
 	}
@@ -101,6 +100,12 @@ func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, e
 	}
 	return bindRun(ctx, r), version, nil
 }
+
+// lockRunSQL locks a run by id, with its tenant's webhooks_version. The
+// tenant is checked by row-level security (see columnSet.hold for why not
+// by the statement too).
+var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
+		FROM runs WHERE id = $1 FOR UPDATE`
 
 // lockRunWithSteps is lockRunRow and stepRows of the named steps in one
 // round trip: the steps are read after the lock is taken, so they are as
@@ -111,8 +116,7 @@ func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []str
 		return nil, 0, nil, err
 	}
 	b := &pgx.Batch{}
-	b.Queue(`SELECT `+runColumns+`, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
-		FROM runs WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, runID, tenantID)
+	b.Queue(lockRunSQL, runID)
 	b.Queue(`SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`, tenantID, runID, stepIDs)
 	br := q.SendBatch(ctx, b)
 	var version int64
@@ -327,15 +331,20 @@ func (c *columnSet) columnSetHas(col string) (int, bool) {
 	return -1, false
 }
 
-// hold holds `UPDATE table SET ... WHERE id = $1 AND tenant_id = $2` (and
-// extra conditions), which must change rows rows (-1: any).
-func (c *columnSet) hold(ctx context.Context, table, tenantID, id string, rows int) error {
+// hold holds `UPDATE table SET ... WHERE id = $1`, which must change rows
+// rows (-1: any). The row's tenant is checked by row-level security, not by
+// a `tenant_id = $n` of the statement's own: with one, a plan cached for
+// the statement (a generic plan, made while the table is small and has no
+// statistics) may scan a tenant-led index by tenant and filter the id,
+// reading every row of the tenant; without one, the primary key is the
+// only index the statement can use (BENCHMARKS.md, issue 12).
+func (c *columnSet) hold(ctx context.Context, table, id string, rows int) error {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
 	b.WriteString(table)
 	b.WriteString(" SET ")
-	args := make([]any, 0, len(c.cols)+2)
-	args = append(args, id, tenantID)
+	args := make([]any, 0, len(c.cols)+1)
+	args = append(args, id)
 	for i, col := range c.cols {
 		if i > 0 {
 			b.WriteString(", ")
@@ -348,7 +357,7 @@ func (c *columnSet) hold(ctx context.Context, table, tenantID, id string, rows i
 			b.WriteString(col + " = " + p)
 		}
 	}
-	b.WriteString(" WHERE id = $1 AND tenant_id = $2")
+	b.WriteString(" WHERE id = $1")
 	return store.Hold(ctx, table+":"+id, rows, b.String(), args...)
 }
 
@@ -622,7 +631,7 @@ func attemptStep(ctx context.Context, tenantID, attemptID string) (runID, stepID
 // not sent).
 func attemptSentAt(ctx context.Context, tenantID, attemptID string) (*time.Time, error) {
 	var at *time.Time
-	found, err := scalar(ctx, &at, `SELECT sent_at FROM step_attempts WHERE id = $1 AND tenant_id = $2`, attemptID, tenantID)
+	found, err := scalar(ctx, &at, `SELECT sent_at FROM step_attempts WHERE id = $1`, attemptID) // tenant: RLS (see columnSet.hold)
 	if err == nil && !found {
 		err = fmt.Errorf("attempt %s not found", attemptID)
 	}
@@ -637,8 +646,9 @@ func markAttemptSent(ctx context.Context, tenantID, attemptID string, now time.T
 	if err != nil {
 		return false, err
 	}
-	tag, err := q.Exec(ctx, `UPDATE step_attempts SET sent_at = $3 WHERE id = $1 AND tenant_id = $2 AND status = 'running' AND sent_at IS NULL`,
-		attemptID, tenantID, now)
+	// The tenant is checked by RLS (see columnSet.hold).
+	tag, err := q.Exec(ctx, `UPDATE step_attempts SET sent_at = $2 WHERE id = $1 AND status = 'running' AND sent_at IS NULL`,
+		attemptID, now)
 	return tag.RowsAffected() == 1, err
 }
 
@@ -648,8 +658,9 @@ func beat(ctx context.Context, tenantID, stepRunID, attemptID string, now time.T
 	if err != nil {
 		return err
 	}
-	_, err = q.Exec(ctx, `UPDATE step_runs SET updated_at = $4 WHERE id = $1 AND tenant_id = $2 AND current_attempt_id = $3 AND status = 'running'`,
-		stepRunID, tenantID, attemptID, now)
+	// The tenant is checked by RLS (see columnSet.hold).
+	_, err = q.Exec(ctx, `UPDATE step_runs SET updated_at = $3 WHERE id = $1 AND current_attempt_id = $2 AND status = 'running'`,
+		stepRunID, attemptID, now)
 	return err
 }
 

@@ -102,7 +102,11 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 	t.held = append(t.held, heldWrite{key: "begin", query: beginSQL(txOpts), rows: -1})
 	if tenant, _ := ctx.Value(beginTenantKey{}).(string); tenant != "" {
 		t.tenant = tenant
-		t.held = append(t.held, heldWrite{key: "tenant settings", query: tenantSettings, args: []any{tenant}, rows: -1})
+		settings := tenantSettings
+		if generic, _ := ctx.Value(genericPlansKey{}).(bool); generic {
+			settings = tenantOnly
+		}
+		t.held = append(t.held, heldWrite{key: "tenant settings", query: settings, args: []any{tenant}, rows: -1})
 	}
 	t.opening = len(t.held)
 	return t, nil
@@ -114,6 +118,26 @@ type beginTenantKey struct{}
 
 // tenantSettings scopes a transaction to the tenant in $1 (see BeginTenant).
 const tenantSettings = "SELECT set_config('app.tenant_id', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)"
+
+// tenantOnly scopes a transaction to the tenant in $1 and leaves the plan
+// mode to Postgres (GenericPlans).
+const tenantOnly = "SELECT set_config('app.tenant_id', $1, true)"
+
+type genericPlansKey struct{}
+
+// GenericPlans lets the tenant transactions begun with ctx use Postgres's
+// default plan mode: a prepared statement's plan may be cached (a generic
+// plan) instead of made for every execution, which is most of what a
+// statement costs Postgres on the hot path. Only for transactions whose
+// statements have one sensible plan whatever the table's size and
+// statistics, such as the run state machine's (a row by its primary key,
+// with the tenant left to row-level security: see internal/runs); a
+// statement with an explicit tenant_id = $n next to an id may be planned,
+// on a small table without statistics, as a scan of every row of the
+// tenant (BENCHMARKS.md, issue 12).
+func GenericPlans(ctx context.Context) context.Context {
+	return context.WithValue(ctx, genericPlansKey{}, true)
+}
 
 // beginSQL is the BEGIN statement of o.
 func beginSQL(o pgx.TxOptions) string {
