@@ -304,8 +304,13 @@ func (s *runState) flush(ctx context.Context) error {
 		}
 	}
 	markCheckFirst(s.tasks)
-	s.e.dispatchAfterCommit(ctx, s.tasks)
-	s.tasks = nil
+	// After-commit work runs last registered first (store.AfterCommit wraps
+	// Ent's commit hooks): the tasks are registered last so that a worker
+	// is woken before subscribers are told and metrics recorded, which
+	// would otherwise delay a new run's first step by a Redis round trip.
+	if len(saved) > 0 {
+		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
+	}
 	for _, fn := range s.afterCommit {
 		store.AfterCommit(ctx, fn)
 	}
@@ -314,9 +319,8 @@ func (s *runState) flush(ctx context.Context) error {
 		s.finishedRun = false
 		store.AfterCommit(ctx, func() { tally.Rename(ctx, "finish") })
 	}
-	if len(saved) > 0 {
-		s.e.publishAfterCommit(ctx, RunNotice{TenantID: s.run.TenantID, RunID: s.run.ID, Status: string(s.run.Status), CostMicroUSD: s.run.CostMicroUsd, Events: saved})
-	}
+	s.e.dispatchAfterCommit(ctx, s.tasks)
+	s.tasks = nil
 	return nil
 }
 

@@ -11,7 +11,9 @@ import (
 )
 
 // AfterCommit runs fn once the transaction in ctx has committed, and never
-// if it rolls back; at once when ctx carries no transaction.
+// if it rolls back; at once when ctx carries no transaction. Functions of
+// one transaction run in the reverse of the order they were added (each
+// wraps Ent's commit hooks before it).
 func AfterCommit(ctx context.Context, fn func()) {
 	tx := ent.TxFromContext(ctx)
 	if tx == nil {
