@@ -99,13 +99,6 @@ func (s *session) markWire(ctx context.Context) (wireMark, error) {
 	return wireMark(m), err
 }
 
-func sub(a, b tally.Counts) tally.Counts {
-	return tally.Counts{
-		Units: a.Units - b.Units, Transactions: a.Transactions - b.Transactions, Statements: a.Statements - b.Statements,
-		RoundTrips: a.RoundTrips - b.RoundTrips, RedisRoundTrips: a.RedisRoundTrips - b.RedisRoundTrips, RedisCommands: a.RedisCommands - b.RedisCommands,
-	}
-}
-
 // reportWire reports the wire cost between before and now: per unit of
 // each path, and per step over every path ("other" included).
 func (s *session) reportWire(ctx context.Context, scenario, label string, before wireMark, steps int) error {
@@ -118,21 +111,16 @@ func (s *session) reportWire(ctx context.Context, scenario, label string, before
 	}
 	var all tally.Counts
 	for name, c := range after {
-		d := sub(c, before[name])
-		all.Transactions += d.Transactions
-		all.Statements += d.Statements
-		all.RoundTrips += d.RoundTrips
-		all.RedisRoundTrips += d.RedisRoundTrips
-		all.RedisCommands += d.RedisCommands
+		all = all.Plus(c.Minus(before[name]))
 	}
 	for _, p := range wirePaths {
-		d := sub(after[p], before[p])
+		d := after[p].Minus(before[p])
 		if d.Units <= 0 {
 			continue
 		}
 		s.wireFigure(scenario, fmt.Sprintf("%s: wire per %s (%d)", label, p, d.Units), d, float64(d.Units))
 	}
-	other := sub(after[tally.Other], before[tally.Other])
+	other := after[tally.Other].Minus(before[tally.Other])
 	s.wireFigure(scenario, label+": wire of other work, per step", other, float64(steps))
 	s.wireFigure(scenario, label+": wire per step, all paths", all, float64(steps))
 	return nil

@@ -194,7 +194,7 @@ func (e *Service) heartbeat(ctx context.Context, j *job) (stop func()) {
 				return
 			case <-t.C:
 				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-					return beat(ctx, j.tenantID, j.stepRunID, j.attemptID, e.now())
+					return beat(ctx, j.stepRunID, j.attemptID, e.now())
 				})
 				if err != nil && ctx.Err() == nil {
 					e.log.WarnContext(ctx, "heartbeat", "err", err, "attempt_id", j.attemptID)

@@ -90,7 +90,7 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 		// The lock and the steps in one round trip.
 		r, endpointsVersion, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
 	} else {
-		r, endpointsVersion, err = lockRunRow(ctx, tenantOf(ctx), runID)
+		r, endpointsVersion, err = lockRunRow(ctx, runID)
 	}
 	if err != nil {
 		return nil, err

@@ -85,7 +85,7 @@ func bindRun(ctx context.Context, r *ent.Run) *ent.Run {
 // change to it, and with it the tenant's webhooks_version, under which the
 // outbox caches the tenant's webhook endpoints (see Outbox): no round trip
 // of its own.
-func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, error) {
+func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -107,6 +107,9 @@ func lockRunRow(ctx context.Context, tenantID, runID string) (*ent.Run, int64, e
 var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
 		FROM runs WHERE id = $1 FOR UPDATE`
 
+// stepsByIDSQL reads the steps of a run ($1, $2) named in $3.
+var stepsByIDSQL = `SELECT ` + stepColumns + ` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`
+
 // lockRunWithSteps is lockRunRow and stepRows of the named steps in one
 // round trip: the steps are read after the lock is taken, so they are as
 // current as a read after it.
@@ -117,7 +120,7 @@ func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []str
 	}
 	b := &pgx.Batch{}
 	b.Queue(lockRunSQL, runID)
-	b.Queue(`SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`, tenantID, runID, stepIDs)
+	b.Queue(stepsByIDSQL, tenantID, runID, stepIDs)
 	br := q.SendBatch(ctx, b)
 	var version int64
 	r, err := scanRun(br.QueryRow(), &version)
@@ -154,7 +157,7 @@ func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]
 	if stepIDs == nil {
 		rows, err = q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2`, tenantID, runID)
 	} else {
-		rows, err = q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = ANY($3)`, tenantID, runID, stepIDs)
+		rows, err = q.Query(ctx, stepsByIDSQL, tenantID, runID, stepIDs)
 	}
 	if err != nil {
 		return nil, err
@@ -629,7 +632,7 @@ func attemptStep(ctx context.Context, tenantID, attemptID string) (runID, stepID
 
 // attemptSentAt reads when an at_most_once attempt's call was sent (nil:
 // not sent).
-func attemptSentAt(ctx context.Context, tenantID, attemptID string) (*time.Time, error) {
+func attemptSentAt(ctx context.Context, attemptID string) (*time.Time, error) {
 	var at *time.Time
 	found, err := scalar(ctx, &at, `SELECT sent_at FROM step_attempts WHERE id = $1`, attemptID) // tenant: RLS (see columnSet.hold)
 	if err == nil && !found {
@@ -641,7 +644,7 @@ func attemptSentAt(ctx context.Context, tenantID, attemptID string) (*time.Time,
 // markAttemptSent records that an at_most_once attempt's call is about to
 // be sent, if the attempt is running and not marked yet; it reports
 // whether this call marked it.
-func markAttemptSent(ctx context.Context, tenantID, attemptID string, now time.Time) (bool, error) {
+func markAttemptSent(ctx context.Context, attemptID string, now time.Time) (bool, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
 		return false, err
@@ -653,7 +656,7 @@ func markAttemptSent(ctx context.Context, tenantID, attemptID string, now time.T
 }
 
 // beat records a running step's heartbeat, if attemptID still holds it.
-func beat(ctx context.Context, tenantID, stepRunID, attemptID string, now time.Time) error {
+func beat(ctx context.Context, stepRunID, attemptID string, now time.Time) error {
 	q, err := store.Raw(ctx)
 	if err != nil {
 		return err

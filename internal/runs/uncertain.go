@@ -46,7 +46,7 @@ func (e *Service) markSent(j *job) func(context.Context) error {
 		var marked bool
 		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
 			var err error
-			marked, err = markAttemptSent(ctx, j.tenantID, j.attemptID, e.now())
+			marked, err = markAttemptSent(ctx, j.attemptID, e.now())
 			return err
 		})
 		if err != nil {
@@ -79,7 +79,7 @@ func deliveryClass(step *definition.Step, replayed bool, se *steps.Error) *steps
 // asks) and true is returned; otherwise nothing was sent and the attempt
 // may run again.
 func (s *runState) takeoverUncertain(ctx context.Context, step *definition.Step, sr *ent.StepRun, attemptID string, number int) (bool, error) {
-	sentAt, err := attemptSentAt(ctx, s.run.TenantID, attemptID)
+	sentAt, err := attemptSentAt(ctx, attemptID)
 	if err != nil {
 		return false, fmt.Errorf("attempt %s: %w", attemptID, err)
 	}

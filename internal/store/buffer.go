@@ -378,7 +378,7 @@ func (t *bufferedTx) send(ctx context.Context) error {
 // sendLocked runs the held writes as one batch and checks each one's count.
 // A failure fails the transaction.
 func (t *bufferedTx) sendLocked(ctx context.Context) error {
-	br, err := t.flushLocked(ctx, nil)
+	br, err := t.flushLocked(ctx)
 	if br != nil {
 		err = br.Close()
 		if err != nil {
@@ -389,36 +389,20 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 	return err
 }
 
-// statement is a raw statement sent in the held writes' batch, after them.
-type statement struct {
-	sql  string
-	args []any
-}
-
-// sendWith sends what is held and then next, in one batch, and returns
-// the batch's results positioned at next's, for the caller to read and
-// close. With nothing held it sends nothing and returns nil results: the
-// caller sends next itself.
-func (t *bufferedTx) sendWith(ctx context.Context, next statement) (pgx.BatchResults, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.flushLocked(ctx, &next)
-}
-
-// sendBefore sends what is held and then the statements of b, in one
-// batch, and returns the batch's results positioned at b's first, for the
+// sendBefore sends what is held and then queries, in one batch, and
+// returns the batch's results positioned at the first query, for the
 // caller to read and close. With nothing held it sends nothing and returns
-// nil results: the caller sends b itself.
-func (t *bufferedTx) sendBefore(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+// nil results: the caller sends the queries itself.
+func (t *bufferedTx) sendBefore(ctx context.Context, queries ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.flushLocked(ctx, nil, b.QueuedQueries...)
+	return t.flushLocked(ctx, queries...)
 }
 
 // flushLocked sends the held writes as one batch and checks each one's
-// result; then next and more, whose results are left to the caller in the
+// result; then queries, whose results are left to the caller in the
 // returned batch results (nil when nothing was sent).
-func (t *bufferedTx) flushLocked(ctx context.Context, next *statement, more ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
+func (t *bufferedTx) flushLocked(ctx context.Context, queries ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -435,10 +419,7 @@ func (t *bufferedTx) flushLocked(ctx context.Context, next *statement, more ...*
 	for _, w := range held {
 		b.Queue(w.query, w.args...)
 	}
-	if next != nil {
-		b.Queue(next.sql, next.args...)
-	}
-	b.QueuedQueries = append(b.QueuedQueries, more...)
+	b.QueuedQueries = append(b.QueuedQueries, queries...)
 	br := t.pc.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()

@@ -88,7 +88,7 @@ func txOf(ctx context.Context, tx *ent.Tx) (*bufferedTx, error) {
 type rawTx struct{ t *bufferedTx }
 
 func (r rawTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br, err := r.t.sendWith(ctx, statement{sql, args})
+	br, err := r.t.sendBefore(ctx, &pgx.QueuedQuery{SQL: sql, Arguments: args})
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -100,7 +100,7 @@ func (r rawTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 }
 
 func (r rawTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	br, err := r.t.sendWith(ctx, statement{sql, args})
+	br, err := r.t.sendBefore(ctx, &pgx.QueuedQuery{SQL: sql, Arguments: args})
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (r rawTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 }
 
 func (r rawTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	br, err := r.t.sendBefore(ctx, b)
+	br, err := r.t.sendBefore(ctx, b.QueuedQueries...)
 	if err != nil {
 		return pgx.FailedBatchResults(b, err)
 	}

@@ -12,6 +12,7 @@ package tally
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,22 @@ type Counts struct {
 	Units                                int64
 	Transactions, Statements, RoundTrips int64
 	RedisRoundTrips, RedisCommands       int64
+}
+
+// Plus is c and o added field by field.
+func (c Counts) Plus(o Counts) Counts {
+	return Counts{
+		Units: c.Units + o.Units, Transactions: c.Transactions + o.Transactions, Statements: c.Statements + o.Statements,
+		RoundTrips: c.RoundTrips + o.RoundTrips, RedisRoundTrips: c.RedisRoundTrips + o.RedisRoundTrips, RedisCommands: c.RedisCommands + o.RedisCommands,
+	}
+}
+
+// Minus is c less o field by field (what happened between two snapshots).
+func (c Counts) Minus(o Counts) Counts {
+	return c.Plus(Counts{
+		Units: -o.Units, Transactions: -o.Transactions, Statements: -o.Statements,
+		RoundTrips: -o.RoundTrips, RedisRoundTrips: -o.RedisRoundTrips, RedisCommands: -o.RedisCommands,
+	})
 }
 
 func (t *Tally) counts() Counts {
@@ -70,14 +87,9 @@ const Other = "other"
 
 var (
 	mu    sync.Mutex
-	paths = map[string]*path{}
+	paths = map[string]Counts{} // totals of the recorded units, by path
 	other = &Tally{}
 )
-
-type path struct {
-	units int64
-	sum   Counts
-}
 
 // Rename files the unit of ctx's tally under name instead of the name its
 // Record gives (a step whose transaction finished its run: "finish").
@@ -95,31 +107,17 @@ func Record(name string, t *Tally) {
 		name = *r
 	}
 	c := t.counts()
+	c.Units = 1
 	mu.Lock()
 	defer mu.Unlock()
-	p := paths[name]
-	if p == nil {
-		p = &path{}
-		paths[name] = p
-	}
-	p.units++
-	p.sum.Transactions += c.Transactions
-	p.sum.Statements += c.Statements
-	p.sum.RoundTrips += c.RoundTrips
-	p.sum.RedisRoundTrips += c.RedisRoundTrips
-	p.sum.RedisCommands += c.RedisCommands
+	paths[name] = paths[name].Plus(c)
 }
 
 // Snapshot returns the totals of every path so far, "other" included.
 func Snapshot() map[string]Counts {
 	mu.Lock()
 	defer mu.Unlock()
-	out := make(map[string]Counts, len(paths)+1)
-	for name, p := range paths {
-		c := p.sum
-		c.Units = p.units
-		out[name] = c
-	}
+	out := maps.Clone(paths)
 	out[Other] = other.counts()
 	return out
 }

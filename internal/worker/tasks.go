@@ -6,7 +6,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -40,6 +39,12 @@ type payload struct {
 	VersionID  string `json:"versionID,omitempty"` // step tasks; absent in older ones
 	CheckFirst bool   `json:"batched,omitempty"`   // wire name from before the rename; never change it
 	ID         string `json:"id"`
+}
+
+// encodePayload is the body of t's queue task (and of its wake-up).
+func encodePayload(t tasks.Task) []byte {
+	b := encodePayload(t)
+	return b
 }
 
 // attempt is the step attempt a step task names.
@@ -100,7 +105,7 @@ const dispatchParallelism = 8
 
 // enqueue puts one task on its queue; see dispatch.
 func (d *Dispatcher) enqueue(ctx context.Context, t tasks.Task, insp *asynq.Inspector) error {
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, VersionID: t.VersionID, ID: t.ID, CheckFirst: t.CheckFirst})
+	b := encodePayload(t)
 	queue := QueueSteps
 	switch t.Kind {
 	case tasks.KindApprovalTimeout:

@@ -28,7 +28,7 @@ func (d *Dispatcher) wake(ctx context.Context, t tasks.Task) {
 	if d.rdb == nil {
 		return
 	}
-	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, VersionID: t.VersionID, ID: t.ID, CheckFirst: t.CheckFirst})
+	b := encodePayload(t)
 	pipe := d.rdb.Pipeline()
 	pipe.RPush(ctx, wakeKey, b)
 	pipe.LTrim(ctx, wakeKey, -wakeBacklog, -1)
