@@ -6,6 +6,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -43,7 +44,7 @@ type payload struct {
 
 // encodePayload is the body of t's queue task (and of its wake-up).
 func encodePayload(t tasks.Task) []byte {
-	b := encodePayload(t)
+	b, _ := json.Marshal(payload{V: 1, TenantID: t.TenantID, RunID: t.RunID, StepID: t.StepID, VersionID: t.VersionID, ID: t.ID, CheckFirst: t.CheckFirst})
 	return b
 }
 

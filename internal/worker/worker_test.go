@@ -24,6 +24,19 @@ import (
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// A task's payload decodes to the attempt it names, version included.
+func TestPayloadRoundTrip(t *testing.T) {
+	task := tasks.Task{Kind: tasks.KindStep, TenantID: "ten_1", RunID: "run_1", StepID: "stp_1", VersionID: "ver_1", ID: "att_1", CheckFirst: true}
+	p, err := decode(asynq.NewTask(tasks.KindStep, encodePayload(task)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := runs.AttemptRef{RunID: "run_1", StepID: "stp_1", VersionID: "ver_1", ID: "att_1", CheckFirst: true}
+	if p.TenantID != "ten_1" || p.attempt() != want {
+		t.Errorf("decoded %+v, attempt %+v", p, p.attempt())
+	}
+}
+
 func TestDecode(t *testing.T) {
 	p, err := decode(asynq.NewTask(tasks.KindStep, []byte(`{"v":1,"tenantID":"ten_1","runID":"run_1","stepID":"stp_1","versionID":"ver_1","batched":true,"id":"att_1"}`)))
 	if err != nil {
