@@ -89,6 +89,15 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 	checkPeers(t, peers)
+	// The processes' wire counters were scraped: every path of a 3-step run
+	// shows its units and at least one Postgres round trip per unit.
+	for _, p := range []string{"api:startRun", "step", "continuation", "finish"} {
+		re := regexp.MustCompile(`(?m)^3-step\s+\d+ sequential runs: wire per ` + regexp.QuoteMeta(p) + ` \((\d+)\)\s+[0-9.]+ tx, [0-9.]+ stmt, ([0-9.]+) PG RT`)
+		m := re.FindStringSubmatch(out)
+		if m == nil || m[1] == "0" || m[2] == "0.00" {
+			t.Errorf("no wire cost per %s in the report:\n%s", p, out)
+		}
+	}
 	// The benchmark cleans up after itself: its database is gone.
 	name := regexp.MustCompile(`database (sluice_bench_[0-9a-f]+)`).FindStringSubmatch(stderr.String())
 	if name == nil {
