@@ -172,6 +172,10 @@ func (s *session) throughput(ctx context.Context, wf string) error {
 	}
 	defer w.close()
 	n := s.o.Sizes.ThroughputRuns
+	groups, err := s.markWire(ctx)
+	if err != nil {
+		return err
+	}
 	ids := make([]string, n)
 	var next atomic.Int64
 	var firstErr error
@@ -221,7 +225,10 @@ func (s *session) throughput(ctx context.Context, wf string) error {
 	if s.asynqRate > 0 {
 		s.figure(ScenarioThreeStep, "steps/s vs raw asynq tasks/s", 100*steps/s.asynqRate, "%", atLeast(goalStepsVsAsynqPct, "%"))
 	}
-	return nil
+	if err := s.reportWire(ctx, ScenarioThreeStep, label, groups, 3*n); err != nil {
+		return err
+	}
+	return s.reportGroups(ctx, ScenarioThreeStep, label, groups, 3*n)
 }
 
 // chains runs each chain length: the run's duration divided by its steps is

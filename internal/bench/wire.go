@@ -38,6 +38,15 @@ func ScrapeCounters(ctx context.Context, urls []string) (map[string]tally.Counts
 
 var metricLine = regexp.MustCompile(`^(sluice_[a-z_]+_total)\{path="([^"]*)"\} ([0-9.e+]+)$`)
 
+// groupLine is a worker's group commit counter (store.Group).
+var groupLine = regexp.MustCompile(`^(sluice_step_grouped_total|sluice_step_group_transactions_total|sluice_step_group_retried_total) ([0-9.e+]+)$`)
+
+// groupPath holds the group commit counters in a scrape: Units is steps
+// committed in shared transactions, Transactions the shared transactions,
+// Statements the steps run again alone. It is not a path of work, and
+// reportWire leaves it out.
+const groupPath = "~group commit"
+
 func scrape(ctx context.Context, url string, into map[string]tally.Counts) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -56,6 +65,23 @@ func scrape(ctx context.Context, url string, into map[string]tally.Counts) error
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		if g := groupLine.FindStringSubmatch(sc.Text()); g != nil {
+			v, err := strconv.ParseFloat(g[2], 64)
+			if err != nil {
+				continue
+			}
+			c := into[groupPath]
+			switch g[1] {
+			case "sluice_step_grouped_total":
+				c.Units += int64(v)
+			case "sluice_step_group_transactions_total":
+				c.Transactions += int64(v)
+			default:
+				c.Statements += int64(v)
+			}
+			into[groupPath] = c
+			continue
+		}
 		m := metricLine.FindStringSubmatch(sc.Text())
 		if m == nil {
 			continue
@@ -111,7 +137,9 @@ func (s *session) reportWire(ctx context.Context, scenario, label string, before
 	}
 	var all tally.Counts
 	for name, c := range after {
-		all = all.Plus(c.Minus(before[name]))
+		if name != groupPath {
+			all = all.Plus(c.Minus(before[name]))
+		}
 	}
 	for _, p := range wirePaths {
 		d := after[p].Minus(before[p])
@@ -137,4 +165,22 @@ func (s *session) wireFigure(scenario, name string, c tally.Counts, n float64) {
 	f := Figure{Scenario: scenario, Name: name, Value: float64(c.RoundTrips) / n, Unit: "PG RT", Text: text}
 	s.report.Figures = append(s.report.Figures, f)
 	s.progress("  %s %s: %s", scenario, name, text)
+}
+
+// reportGroups reports how many of a phase's steps were committed in
+// shared transactions (group commit), and in how many.
+func (s *session) reportGroups(ctx context.Context, scenario, label string, before wireMark, steps int) error {
+	if before == nil || steps <= 0 {
+		return nil
+	}
+	after, err := s.markWire(ctx)
+	if err != nil {
+		return err
+	}
+	d := after[groupPath].Minus(before[groupPath])
+	text := fmt.Sprintf("%d of %d steps in %d shared transactions (%s steps each), %d run again alone",
+		d.Units, steps, d.Transactions, trim(float64(d.Units)/float64(max(d.Transactions, 1))), d.Statements)
+	s.report.Figures = append(s.report.Figures, Figure{Scenario: scenario, Name: label + ": group commit", Value: 100 * float64(d.Units) / float64(steps), Unit: "% grouped", Text: text})
+	s.progress("  %s %s: group commit: %s", scenario, label, text)
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -172,6 +174,27 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 			RotationGrace: cfg.WebhookRotationGrace,
 		},
 	})
+	var group *store.Group
+	if cfg.StepGroupMax > 1 {
+		// Group commit of steps under load (store.Group); the API never
+		// runs steps, so only workers use it.
+		group = store.NewGroup(a.client, cfg.StepCommitLanes, cfg.StepGroupMax)
+		g := group
+		a.metrics.Registry.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_step_group_transactions_total",
+				Help: "Shared transactions that committed the steps of two or more runs together (group commit).",
+			}, func() float64 { return float64(g.Stats().Groups) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_step_grouped_total",
+				Help: "Step transactions committed in a shared transaction (group commit).",
+			}, func() float64 { return float64(g.Stats().Grouped) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_step_group_retried_total",
+				Help: "Step transactions run again alone because their shared transaction failed.",
+			}, func() float64 { return float64(g.Stats().Retried) }),
+		)
+	}
 	a.runs = runs.New(runs.Options{
 		Client:     a.client,
 		Vault:      v,
@@ -185,6 +208,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		// Takeovers of silent steps and the crash limit (decide.go).
 		HeartbeatStale: cfg.StepStaleAfter,
 		CrashLimit:     cfg.StepCrashLimit,
+		Group:          group,
 	})
 	return a, nil
 }

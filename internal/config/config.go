@@ -106,6 +106,14 @@ type Config struct {
 	// StepCrashLimit is how many takeovers a step survives before it fails
 	// with class `crashed` (SLUICE_STEP_CRASH_LIMIT). If unset, 3.
 	StepCrashLimit int
+	// StepCommitLanes is how many step transactions a worker runs at once
+	// before it groups the others into shared transactions
+	// (SLUICE_STEP_COMMIT_LANES). If unset, 4.
+	StepCommitLanes int
+	// StepGroupMax is how many steps one shared transaction holds at most
+	// (SLUICE_STEP_GROUP_MAX); 1 turns grouping off: every step then has a
+	// transaction of its own and no lane limit applies. If unset, 16.
+	StepGroupMax int
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -160,6 +168,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.ShutdownTimeout = durationVar(getenv, "SLUICE_SHUTDOWN_TIMEOUT", 20*time.Second, &errs)
 	c.StepStaleAfter = durationVar(getenv, "SLUICE_STEP_STALE_AFTER", 15*time.Second, &errs)
 	c.StepCrashLimit = intVar(getenv, "SLUICE_STEP_CRASH_LIMIT", 3, &errs)
+	c.StepCommitLanes = intVar(getenv, "SLUICE_STEP_COMMIT_LANES", 4, &errs)
+	c.StepGroupMax = intVar(getenv, "SLUICE_STEP_GROUP_MAX", 16, &errs)
 	c.Introspection = c.Development()
 	if v := getenv("SLUICE_GRAPHQL_INTROSPECTION"); v != "" {
 		b, err := strconv.ParseBool(v)

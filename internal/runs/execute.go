@@ -90,6 +90,16 @@ func (e *Service) ExecuteChain(ctx context.Context, tenantID string, ref Attempt
 	return nil
 }
 
+// stepTx runs a step's transaction: in a group with other runs' steps
+// when the service has one (Options.Group), else in one of its own. runID
+// orders the group's lock taking.
+func (e *Service) stepTx(ctx context.Context, runID string, fn func(ctx context.Context) error) error {
+	if e.group != nil {
+		return e.group.InTenant(ctx, runID, fn)
+	}
+	return store.InTenant(ctx, e.client, fn)
+}
+
 // maxContinuations bounds how many steps one delivery runs back to back.
 // Continuing saves the queue round trip between a step and the next one
 // (the dominant cost of a chain); the bound keeps one task from holding a
@@ -109,7 +119,9 @@ func (e *Service) executeAttempt(ctx context.Context, ref AttemptRef, mayContinu
 	}
 	for try := 0; ; try++ {
 		var early time.Duration
-		err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
+		err := e.stepTx(ctx, ref.RunID, func(ctx context.Context) error {
+			// Run again from the start if its transaction is retried.
+			next = AttemptRef{}
 			var s *runState
 			var err error
 			j, s, early, err = e.claimAttempt(ctx, ref)
@@ -163,7 +175,8 @@ func (e *Service) executeAttempt(ctx context.Context, ref AttemptRef, mayContinu
 		// redelivers it and the fence keeps one result.
 		return AttemptRef{}, ctx.Err()
 	}
-	err := store.InTenant(context.WithoutCancel(ctx), e.client, func(ctx context.Context) error {
+	err := e.stepTx(context.WithoutCancel(ctx), ref.RunID, func(ctx context.Context) error {
+		next = AttemptRef{}
 		return e.finishAttempt(ctx, j, out, calls, execErr, nextPtr)
 	})
 	if err != nil {

@@ -257,10 +257,8 @@ func (s *runState) flush(ctx context.Context) error {
 	}
 	saved := s.events
 	if len(saved) > 0 {
-		for _, ev := range saved {
-			if err := insertEvent(ctx, ev); err != nil {
-				return fmt.Errorf("append events: %w", err)
-			}
+		if err := insertEvents(ctx, saved); err != nil {
+			return fmt.Errorf("append events: %w", err)
 		}
 		s.events = nil
 		if s.e.outbox != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/steps"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/tracing"
 	"github.com/sluicehq/sluice/internal/vault"
@@ -36,6 +37,7 @@ type Service struct {
 	metrics    *Metrics
 	stale      time.Duration // see Options.HeartbeatStale
 	crashLimit int           // see Options.CrashLimit
+	group      *store.Group  // see Options.Group
 }
 
 // Options configure a Service.
@@ -62,6 +64,10 @@ type Options struct {
 	// compares them with. If nil, the UTC wall clock truncated to
 	// microseconds (Postgres's precision). Tests inject one they advance.
 	Now func() time.Time
+	// Group, if set, runs the transactions of steps of different runs
+	// together under load (group commit, see store.Group); workers set
+	// it. If nil, each step has a transaction of its own.
+	Group *store.Group
 }
 
 // DefaultCrashLimit is Options.CrashLimit's default.
@@ -83,5 +89,6 @@ func New(o Options) *Service {
 		o.Now = func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 	}
 	return &Service{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, client: o.Client, vault: o.Vault, dispatcher: o.Dispatcher,
-		publisher: o.Publisher, outbox: o.Outbox, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now}
+		publisher: o.Publisher, outbox: o.Outbox, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
+		group: o.Group}
 }

@@ -229,6 +229,40 @@ func insertEvent(ctx context.Context, ev *ent.RunEvent) error {
 		ev.ID, ev.TenantID, ev.RunID, ev.Seq, ev.Type, ev.StepID, ev.Attempt, data, ev.At)
 }
 
+// insertEvents holds the insert of a run's events: one statement whatever
+// their number.
+func insertEvents(ctx context.Context, evs []*ent.RunEvent) error {
+	if len(evs) == 1 {
+		return insertEvent(ctx, evs[0])
+	}
+	n := len(evs)
+	id, typ, at, seq := make([]string, n), make([]string, n), make([]time.Time, n), make([]int64, n)
+	stepID, data := make([]*string, n), make([]*string, n)
+	attempt := make([]*int64, n)
+	for i, ev := range evs {
+		id[i], typ[i], at[i], seq[i], stepID[i] = ev.ID, ev.Type, ev.At, ev.Seq, ev.StepID
+		if ev.Attempt != nil {
+			a := int64(*ev.Attempt)
+			attempt[i] = &a
+		}
+		if ev.Data != nil {
+			b, err := json.Marshal(ev.Data)
+			if err != nil {
+				return fmt.Errorf("event %s data: %w", ev.Type, err)
+			}
+			d := string(b)
+			data[i] = &d
+		}
+	}
+	first := evs[0]
+	return store.Hold(ctx, "run_events:"+first.RunID+":"+strconv.FormatInt(first.Seq, 10)+"+"+strconv.Itoa(n-1), n,
+		`INSERT INTO run_events (id, tenant_id, run_id, seq, type, step_id, attempt, data, at)
+		SELECT t.id, $1, $2, t.seq, t.type, t.step_id, t.attempt, t.data::jsonb, t.at
+		FROM unnest($3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::timestamptz[])
+			AS t(id, seq, type, step_id, attempt, data, at)`,
+		first.TenantID, first.RunID, id, seq, typ, stepID, attempt, data, at)
+}
+
 // insertAttempt holds the insert of a step's next attempt.
 func insertAttempt(ctx context.Context, a *ent.StepAttempt) error {
 	return store.Hold(ctx, "step_attempts:"+a.ID, 1,

@@ -107,6 +107,14 @@ func InTenant(ctx context.Context, client *ent.Client, fn func(ctx context.Conte
 		return err
 	}
 	txCtx := ent.NewContext(ent.NewTxContext(ctx, tx), tx.Client())
+	defer func() {
+		// A panic in fn ends the transaction too, so that its connection
+		// goes back to the pool, and goes on.
+		if r := recover(); r != nil {
+			_ = tx.Rollback()
+			panic(r)
+		}
+	}()
 	if err := fn(txCtx); err != nil {
 		if rbErr := tx.Rollback(); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
