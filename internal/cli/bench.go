@@ -40,6 +40,7 @@ const (
 var benchPassthrough = []string{
 	"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG", "GOCOVERDIR",
 	"SLUICE_LOG_LEVEL", "SLUICE_DB_MAX_CONNS", "SLUICE_WORKER_RECONCILE_INTERVAL",
+	"SLUICE_STEP_COMMIT_LANES", "SLUICE_STEP_GROUP_MAX",
 }
 
 // runBench measures Sluice on this machine: it creates a fresh database
