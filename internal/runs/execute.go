@@ -41,8 +41,8 @@ type job struct {
 	// maxCostUSD, for the budget checks of an llm step's later calls.
 	runCost    int64
 	maxRunCost *float64
-	started                    time.Time
-	claimed                    bool // this delivery moved the step to running
+	started    time.Time
+	claimed    bool // this delivery moved the step to running
 	// held: an at_most_once attempt whose send another holder recorded
 	// first (markSent); this delivery sent nothing and records nothing.
 	held bool
