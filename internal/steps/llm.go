@@ -62,7 +62,7 @@ type correction struct {
 // back to the model.
 func (c *correction) text() string {
 	return "Your reply does not match the required JSON Schema: " + c.problem +
-		". Reply again with only a JSON value that matches the schema."
+		". Answer again with output that matches the schema."
 }
 
 // provider is one model API: how to ask and how to read the answer.
@@ -150,27 +150,26 @@ func (x *Executor) LLM(ctx context.Context, req Request) (*Result, error) {
 
 	res := &Result{}
 	var failures []string
-	for i, t := range targets {
-		out, e := x.askModel(ctx, req, t, system, msgs, red, res)
+	for _, t := range targets {
+		var out map[string]any
+		out, e = x.askModel(ctx, req, t, system, msgs, red, res)
 		if e == nil {
 			res.Output = out
 			res.Output["usage"] = attemptUsage(res.Calls)
 			return res, nil
 		}
-		if len(targets) > 1 {
-			failures = append(failures, t.label()+": "+e.Message)
-		}
-		if i == len(targets)-1 || !fallsBack(req, e) {
-			if len(failures) > 1 {
-				e.Message = strings.Join(failures, "; then ")
-			}
-			if len(res.Calls) == 0 {
-				return nil, e
-			}
-			return res, e
+		failures = append(failures, t.label()+": "+e.Message)
+		if !fallsBack(req, e) {
+			break
 		}
 	}
-	panic("unreachable")
+	if len(failures) > 1 {
+		e.Message = strings.Join(failures, "; then ")
+	}
+	if len(res.Calls) == 0 {
+		return nil, e
+	}
+	return res, e
 }
 
 // fallsBack reports whether a model's failure moves on to the next model:
