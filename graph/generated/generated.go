@@ -451,6 +451,7 @@ type ComplexityRoot struct {
 	}
 
 	StepCall struct {
+		CostMicroUsd func(childComplexity int) int
 		DurationMs   func(childComplexity int) int
 		Error        func(childComplexity int) int
 		Host         func(childComplexity int) int
@@ -460,6 +461,7 @@ type ComplexityRoot struct {
 		Model        func(childComplexity int) int
 		OutputTokens func(childComplexity int) int
 		Path         func(childComplexity int) int
+		Priced       func(childComplexity int) int
 		Provider     func(childComplexity int) int
 		StatusCode   func(childComplexity int) int
 	}
@@ -2634,6 +2636,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepAttempt.StepRunID(childComplexity), true
 
+	case "StepCall.costMicroUSD":
+		if e.ComplexityRoot.StepCall.CostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.CostMicroUsd(childComplexity), true
 	case "StepCall.durationMs":
 		if e.ComplexityRoot.StepCall.DurationMs == nil {
 			break
@@ -2688,6 +2696,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepCall.Path(childComplexity), true
+	case "StepCall.priced":
+		if e.ComplexityRoot.StepCall.Priced == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.Priced(childComplexity), true
 	case "StepCall.provider":
 		if e.ComplexityRoot.StepCall.Provider == nil {
 			break
@@ -7512,6 +7526,9 @@ type StepCall {
   model: String
   inputTokens: Int
   outputTokens: Int
+  "Model calls: the call's cost in micro-USD, and whether the model has a price (unpriced models cost zero)."
+  costMicroUSD: Int
+  priced: Boolean
   error: String
 }
 
@@ -8446,6 +8463,10 @@ func (ec *executionContext) childFields_StepCall(ctx context.Context, field grap
 		return ec.fieldContext_StepCall_inputTokens(ctx, field)
 	case "outputTokens":
 		return ec.fieldContext_StepCall_outputTokens(ctx, field)
+	case "costMicroUSD":
+		return ec.fieldContext_StepCall_costMicroUSD(ctx, field)
+	case "priced":
+		return ec.fieldContext_StepCall_priced(ctx, field)
 	case "error":
 		return ec.fieldContext_StepCall_error(ctx, field)
 	}
@@ -18385,6 +18406,52 @@ func (ec *executionContext) _StepCall_outputTokens(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_StepCall_outputTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepCall_costMicroUSD(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_costMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_costMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepCall_priced(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_priced(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Priced, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *bool) graphql.Marshaler {
+			return ec.marshalOBoolean2ᚖbool(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_priced(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _StepCall_error(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
@@ -38083,6 +38150,16 @@ func (ec *executionContext) _StepCall(ctx context.Context, sel ast.SelectionSet,
 			}
 		case "outputTokens":
 			out.Values[i] = ec._StepCall_outputTokens(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "costMicroUSD":
+			out.Values[i] = ec._StepCall_costMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "priced":
+			out.Values[i] = ec._StepCall_priced(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}

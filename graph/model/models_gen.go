@@ -168,6 +168,9 @@ type StepCall struct {
 	Model        *string `json:"model,omitempty"`
 	InputTokens  *int    `json:"inputTokens,omitempty"`
 	OutputTokens *int    `json:"outputTokens,omitempty"`
+	// Model calls: the call's cost in micro-USD, and whether the model has a price (unpriced models cost zero).
+	CostMicroUsd *int    `json:"costMicroUSD,omitempty"`
+	Priced       *bool   `json:"priced,omitempty"`
 	Error        *string `json:"error,omitempty"`
 }
 

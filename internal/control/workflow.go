@@ -240,23 +240,36 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 	return dep, audit.Record(ctx, c, "workflow_version.deploy", "Deployment", dep.ID, meta)
 }
 
-// checkCredentials makes sure every credential a definition names exists in
-// the target environment.
+// checkCredentials makes sure every credential a definition names (a
+// step's own and an llm step's fallbacks') exists in the target
+// environment.
 func checkCredentials(ctx context.Context, c *ent.Client, def *definition.Definition, envID string) error {
 	var problems []errs.Problem
-	for i, s := range def.Steps {
-		if s.Credential == "" {
-			continue
+	check := func(path, name string) error {
+		if name == "" {
+			return nil
 		}
-		ok, err := c.Credential.Query().Where(credential.EnvironmentID(envID), credential.Name(s.Credential)).Exist(ctx)
+		ok, err := c.Credential.Query().Where(credential.EnvironmentID(envID), credential.Name(name)).Exist(ctx)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			problems = append(problems, errs.Problem{
-				Path:    "$.steps[" + strconv.Itoa(i) + "].credential",
-				Message: "credential " + quote(s.Credential) + " does not exist in the target environment",
+				Path:    path,
+				Message: "credential " + quote(name) + " does not exist in the target environment",
 			})
+		}
+		return nil
+	}
+	for i, s := range def.Steps {
+		path := "$.steps[" + strconv.Itoa(i) + "]"
+		if err := check(path+".credential", s.Credential); err != nil {
+			return err
+		}
+		for k, f := range s.Fallbacks {
+			if err := check(path+".fallbacks["+strconv.Itoa(k)+"].credential", f.Credential); err != nil {
+				return err
+			}
 		}
 	}
 	if len(problems) > 0 {

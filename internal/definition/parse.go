@@ -116,8 +116,18 @@ type Step struct {
 	Model       string    `json:"model,omitempty"`
 	MaxTokens   int       `json:"maxTokens,omitempty"`
 	Temperature *float64  `json:"temperature,omitempty"`
+	TopP        *float64  `json:"topP,omitempty"`
+	Stop        StopList  `json:"stop,omitempty"`
+	Seed        *int64    `json:"seed,omitempty"`
 	System      string    `json:"system,omitempty"`
 	Messages    []Message `json:"messages,omitempty"`
+	// OutputSchema, when set, asks the model for JSON matching this JSON
+	// Schema (the provider's structured output) and checks the reply
+	// against it; the parsed reply is the output's "json".
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+	// Fallbacks are tried in order when the model before them fails with
+	// a transient or provider error (MaxFallbacks at most).
+	Fallbacks []Fallback `json:"fallbacks,omitempty"`
 
 	// transform: either a CEL expression string or an object/array whose
 	// string leaves are CEL expressions (other leaves are literals).
@@ -176,6 +186,36 @@ type HTTPRequest struct {
 type Expect struct {
 	Status []int           `json:"status,omitempty"`
 	Schema json.RawMessage `json:"schema,omitempty"`
+}
+
+// MaxFallbacks bounds an llm step's fallbacks.
+const MaxFallbacks = 3
+
+// Fallback is another model an llm step tries when the one before it is
+// down: a credential of the run's environment (openai or anthropic) and a
+// model of that provider.
+type Fallback struct {
+	Credential string `json:"credential"`
+	Model      string `json:"model"`
+}
+
+// StopList is an llm step's stop sequences, written as one string or a
+// list of strings; it always encodes as a list.
+type StopList []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (l *StopList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = StopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("stop must be a string or a list of strings")
+	}
+	*l = many
+	return nil
 }
 
 // Message is one llm chat message; Content is a {{ }} template.

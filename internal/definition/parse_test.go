@@ -255,6 +255,35 @@ func TestParseRejects(t *testing.T) {
 			[]Problem{{"$.steps[0].messages[0].role", "value must be one of"}}},
 		{"maxTokens too large", steps(`{"id":"a","type":"llm","model":"m","maxTokens":200001,"messages":[{"role":"user","content":"hi"}]}`),
 			[]Problem{{"$.steps[0].maxTokens", "maximum"}}},
+		{"outputSchema that does not compile", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"outputSchema":{"type":"object","required":"label"}}`),
+			[]Problem{{"$.steps[0].outputSchema", "invalid JSON Schema"}}},
+		{"outputSchema with external ref", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"outputSchema":{"$ref":"https://example.com/s.json"}}`),
+			[]Problem{{"$.steps[0].outputSchema", "not allowed"}}},
+		{"outputSchema not an object schema", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"outputSchema":{"type":"array"}}`),
+			[]Problem{{"$.steps[0].outputSchema", `"type": "object" at its root`}}},
+		{"outputSchema not an object", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"outputSchema":true}`),
+			[]Problem{{"$.steps[0].outputSchema", "want object"}}},
+		{"outputSchema on http", steps(`{"id":"a","type":"http","request":{"method":"GET","url":"u"},"outputSchema":{"type":"object"}}`),
+			[]Problem{{"$.steps[0].outputSchema", "not allowed for http steps"}}},
+		{"four fallbacks", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"fallbacks":[
+			{"credential":"c","model":"m1"},{"credential":"c","model":"m2"},{"credential":"c","model":"m3"},{"credential":"c","model":"m4"}]}`),
+			[]Problem{{"$.steps[0].fallbacks", "at most 3"}}},
+		{"fallback without model", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"fallbacks":[{"credential":"c","model":"m1"},{"credential":"c"}]}`),
+			[]Problem{{"$.steps[0].fallbacks[1].model", "is required"}}},
+		{"fallback without credential", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"fallbacks":[{"model":"m1"}]}`),
+			[]Problem{{"$.steps[0].fallbacks[0].credential", "is required"}}},
+		{"fallback with empty model", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"fallbacks":[{"credential":"c","model":""}]}`),
+			[]Problem{{"$.steps[0].fallbacks[0].model", "minLength"}}},
+		{"fallbacks on transform", steps(`{"id":"a","type":"transform","output":"1","fallbacks":[]}`),
+			[]Problem{{"$.steps[0].fallbacks", "not allowed for transform steps"}}},
+		{"topP above 1", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"topP":1.5}`),
+			[]Problem{{"$.steps[0].topP", "maximum"}}},
+		{"stop neither string nor list", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"stop":5}`),
+			[]Problem{{"$.steps[0].stop", "got number, want string or array"}}},
+		{"stop with an empty sequence", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"stop":["END",""]}`),
+			[]Problem{{"$.steps[0].stop[1]", "minLength"}}},
+		{"seed not an integer", steps(`{"id":"a","type":"llm","model":"m","messages":[{"role":"user","content":"hi"}],"seed":1.5}`),
+			[]Problem{{"$.steps[0].seed", "want integer"}}},
 		{"transform without output", steps(`{"id":"a","type":"transform"}`),
 			[]Problem{{"$.steps[0].output", "is required for transform steps"}}},
 		{"approval without approvers", steps(`{"id":"a","type":"approval"}`),
@@ -502,5 +531,40 @@ func TestOutputReads(t *testing.T) {
 		if ok != tc.ok || !slices.Equal(got, tc.want) {
 			t.Errorf("output %s: OutputReads() = %v, %v; want %v, %v", tc.output, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestParseLLMOptions: structured output, sampling parameters and
+// fallbacks decode; stop is one string or a list, and a definition that
+// spells it either way hashes the same.
+func TestParseLLMOptions(t *testing.T) {
+	doc := func(stop string) string {
+		return steps(`{"id":"a","type":"llm","credential":"openai","model":"gpt-4o","messages":[{"role":"user","content":"hi"}],
+			"temperature":0.1,"topP":0.9,"seed":42,"stop":` + stop + `,
+			"outputSchema":{"type":"object","required":["label"],"properties":{"label":{"type":"string"}}},
+			"fallbacks":[{"credential":"anthropic","model":"claude-sonnet-4-5"},{"credential":"openai","model":"gpt-4o-mini"}]}`)
+	}
+	d, err := Parse([]byte(doc(`"END"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := d.Steps[0]
+	if *s.TopP != 0.9 || *s.Seed != 42 || !slices.Equal(s.Stop, []string{"END"}) || len(s.Fallbacks) != 2 ||
+		s.Fallbacks[0] != (Fallback{Credential: "anthropic", Model: "claude-sonnet-4-5"}) || !strings.Contains(string(s.OutputSchema), `"label"`) {
+		t.Fatalf("step = %+v", s)
+	}
+	list, err := Parse([]byte(doc(`["END"]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Hash() != list.Hash() {
+		t.Error(`stop "END" and ["END"] hash differently`)
+	}
+	two, err := Parse([]byte(doc(`["END","STOP"]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(two.Steps[0].Stop, []string{"END", "STOP"}) {
+		t.Errorf("stop = %v", two.Steps[0].Stop)
 	}
 }

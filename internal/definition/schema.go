@@ -251,6 +251,12 @@ func collectSchemaProblems(e *jsonschema.ValidationError, doc any, out *[]Proble
 			msg = "must not be empty"
 		}
 		*out = append(*out, Problem{Path: path, Message: msg})
+	case *kind.MaxItems:
+		msg := k.LocalizedString(printer)
+		if strings.HasSuffix(e.SchemaURL, "/properties/fallbacks") {
+			msg = fmt.Sprintf("at most %d fallbacks are allowed, got %d", k.Want, k.Got)
+		}
+		*out = append(*out, Problem{Path: path, Message: msg})
 	case *kind.MinProperties:
 		msg := k.LocalizedString(printer)
 		if k.Want == 1 {

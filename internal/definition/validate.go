@@ -277,6 +277,9 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 			v.add(path+".expect.schema", "invalid JSON Schema: %v", err)
 		}
 	}
+	if len(s.OutputSchema) > 0 {
+		v.checkOutputSchema(path+".outputSchema", s.OutputSchema)
+	}
 
 	if s.If != "" {
 		v.checkExpr(path+".if", s.If, scope, true)
@@ -352,6 +355,25 @@ func (v *validator) checkRetry(path string, s *Step) {
 		}
 		v.add(at, "the retry schedule can wait %s in total (maxAttempts %d, intervals up to %s); at most %s is allowed: lower maxAttempts or maxInterval",
 			fmtDuration(span.Round(time.Second)), p.MaxAttempts, fmtDuration(p.MaxInterval.Duration), fmtDuration(MaxRetrySpan))
+	}
+}
+
+// checkOutputSchema requires an llm step's outputSchema to compile and to
+// describe an object: OpenAI's json_schema response format and Anthropic's
+// tool input schema both take only an object at the root.
+func (v *validator) checkOutputSchema(path string, schema json.RawMessage) {
+	if !bytes.HasPrefix(bytes.TrimSpace(schema), []byte("{")) {
+		return // not an object: the format schema says so
+	}
+	if _, err := CompileSchema(schema); err != nil {
+		v.add(path, "invalid JSON Schema: %v", err)
+		return
+	}
+	var root struct {
+		Type any `json:"type"`
+	}
+	if json.Unmarshal(schema, &root) != nil || root.Type != "object" {
+		v.add(path, `outputSchema must describe an object ("type": "object" at its root): model providers return structured output as a JSON object`)
 	}
 }
 

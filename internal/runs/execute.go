@@ -31,13 +31,18 @@ type job struct {
 	step                       *definition.Step
 	env                        definition.Env
 	credential                 *steps.Credential
+	fallbacks                  []steps.Fallback // an llm step's, credentials resolved like credential
 	idempotencyKey             string
 	recorded                   any  // sandbox: the source run's output for a side-effect step
 	replayed                   bool // sandbox side-effect step: return recorded, call nothing
 	budget                     *steps.Error
 	budgetData                 map[string]any
-	started                    time.Time
-	claimed                    bool // this delivery moved the step to running
+	// runCost and maxRunCost: what the run had spent at the claim and its
+	// maxCostUSD, for the budget checks of an llm step's later calls.
+	runCost    int64
+	maxRunCost *float64
+	started    time.Time
+	claimed    bool // this delivery moved the step to running
 	// held: an at_most_once attempt whose send another holder recorded
 	// first (markSent); this delivery sent nothing and records nothing.
 	held bool
@@ -425,6 +430,12 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
 		}
 	}
+	if step.Type == definition.StepLLM && !j.replayed {
+		if err := s.openFallbacks(ctx, step, j); err != nil {
+			return nil, 0, err
+		}
+		j.runCost, j.maxRunCost = s.run.CostMicroUsd, s.def.MaxCostUSD
+	}
 	if step.Type == definition.StepLLM && !j.replayed && j.credential != nil {
 		var err error
 		if j.budget, j.budgetData, err = s.checkBudget(ctx, step, j.credential.Type); err != nil {
@@ -439,6 +450,29 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		return j, 0, nil
 	}
 	return j, 0, s.flush(ctx)
+}
+
+// openFallbacks resolves an llm step's fallback credentials like its own:
+// by name in the run's environment. One missing is left nil; the executor
+// fails the step naming it if it comes to that fallback.
+func (s *runState) openFallbacks(ctx context.Context, step *definition.Step, j *job) error {
+	for _, f := range step.Fallbacks {
+		fb := steps.Fallback{Name: f.Credential, Model: f.Model}
+		if f.Credential == step.Credential && j.credential != nil {
+			fb.Credential = j.credential
+		} else {
+			typ, secret, err := s.e.vault.OpenCredential(ctx, s.c, s.run.EnvironmentID, f.Credential)
+			switch {
+			case errs.CodeOf(err) == errs.NotFound:
+			case err != nil:
+				return err
+			default:
+				fb.Credential = &steps.Credential{Type: string(typ), Secret: secret}
+			}
+		}
+		j.fallbacks = append(j.fallbacks, fb)
+	}
+	return nil
 }
 
 // transformBatch bounds how many ready transforms one transaction runs
@@ -536,6 +570,9 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
 		if j.step.AtMostOnce() {
 			req.BeforeSend = e.markSent(j)
+		}
+		if j.step.Type == definition.StepLLM {
+			req.Fallbacks, req.BeforeModelCall = j.fallbacks, e.callBudget(j)
 		}
 		var res *steps.Result
 		var err error

@@ -67,19 +67,34 @@ func (c *Credential) scopes() []string {
 	return nil
 }
 
-// newRedactor scrubs the credential's secret values, forms of them that
-// the Redactor cannot derive by itself (the user:password pair that Basic
-// auth base64-encodes), and extra values obtained at run time such as an
-// OAuth access token.
+// newRedactor scrubs the credential's secret values and extra values
+// obtained at run time such as an OAuth access token.
 func newRedactor(c *Credential, extra ...string) *secrets.Redactor {
+	return secrets.NewRedactor(append(secretValues(c), extra...)...)
+}
+
+// newRedactorFor scrubs the secrets of every credential a step uses (an
+// llm step's own and its fallbacks').
+func newRedactorFor(creds ...*Credential) *secrets.Redactor {
 	var values []string
-	if c != nil {
-		values = secrets.SecretStrings(c.Secret)
-		if c.Type == CredentialBasic {
-			values = append(values, c.field("username")+":"+c.field("password"))
-		}
+	for _, c := range creds {
+		values = append(values, secretValues(c)...)
 	}
-	return secrets.NewRedactor(append(values, extra...)...)
+	return secrets.NewRedactor(values...)
+}
+
+// secretValues are a credential's secret values and forms of them that
+// the Redactor cannot derive by itself (the user:password pair that Basic
+// auth base64-encodes); none for nil.
+func secretValues(c *Credential) []string {
+	if c == nil {
+		return nil
+	}
+	values := secrets.SecretStrings(c.Secret)
+	if c.Type == CredentialBasic {
+		values = append(values, c.field("username")+":"+c.field("password"))
+	}
+	return values
 }
 
 // authorize injects the credential into an http step's request. It returns

@@ -45,6 +45,13 @@ type Request struct {
 	// call is then made so that nothing resends it (no transport replay),
 	// and its failures say whether it certainly was not sent (NotSent).
 	BeforeSend func(ctx context.Context) error
+	// Fallbacks are an llm step's fallback models, in the step's order,
+	// with their credentials resolved like Credential.
+	Fallbacks []Fallback
+	// BeforeModelCall, when set, is called before each model call of an
+	// llm step, once its request is built; an error (a Budget *Error to
+	// refuse the call) ends the attempt with it, and nothing is sent.
+	BeforeModelCall func(ctx context.Context, next PlannedCall) error
 }
 
 // Call is one outbound call, as recorded in the trace. Every string in it

@@ -14,7 +14,7 @@ import (
 var llmEnv = definition.Env{Steps: map[string]any{"fetch": map[string]any{"output": map[string]any{"body": map[string]any{"subject": "Printer on fire"}}}}}
 
 func llmStep(t *testing.T) *definition.Step {
-	return step(t, `{"id":"classify","type":"llm","model":"gpt-4o-mini","maxTokens":200,"temperature":0.2,
+	return step(t, `{"id":"classify","type":"llm","model":"gpt-4o-mini","maxTokens":200,"temperature":0.2,"topP":0.9,"stop":["END","STOP"],"seed":7,
 		"system":"You label tickets.",
 		"messages":[{"role":"user","content":"Classify: {{ steps.fetch.output.body.subject }}"}]}`)
 }
@@ -43,7 +43,7 @@ func TestLLMOpenAI(t *testing.T) {
 	if gotAuth != "Bearer sk-test-abcdef" || gotPath != "/v1/chat/completions" || gotKey == "" || gotOrg != "org-1" {
 		t.Errorf("auth %q path %q key %q org %q", gotAuth, gotPath, gotKey, gotOrg)
 	}
-	wantBody := `{"max_tokens":200,"messages":[{"content":"You label tickets.","role":"system"},{"content":"Classify: Printer on fire","role":"user"}],"model":"gpt-4o-mini","temperature":0.2}`
+	wantBody := `{"max_completion_tokens":200,"messages":[{"content":"You label tickets.","role":"system"},{"content":"Classify: Printer on fire","role":"user"}],"model":"gpt-4o-mini","seed":7,"stop":["END","STOP"],"temperature":0.2,"top_p":0.9}`
 	if b, _ := json.Marshal(got); string(b) != wantBody {
 		t.Errorf("request body = %s\nwant %s", b, wantBody)
 	}
@@ -76,7 +76,7 @@ func TestLLMAnthropic(t *testing.T) {
 			"usage":       map[string]any{"input_tokens": 30, "output_tokens": 4, "cache_read_input_tokens": 12},
 		})
 	})
-	s := step(t, `{"id":"classify","type":"llm","model":"claude-test","system":"You label tickets.",
+	s := step(t, `{"id":"classify","type":"llm","model":"claude-test","system":"You label tickets.","temperature":0.3,"topP":0.8,"stop":"END","seed":7,
 		"messages":[{"role":"system","content":"Be terse."},{"role":"user","content":"Classify: {{ steps.fetch.output.body.subject }}"}]}`)
 	res, err := newExecutor().LLM(context.Background(), steps.Request{
 		RunID: "run_1", StepID: "classify", Step: s, Env: llmEnv,
@@ -88,7 +88,8 @@ func TestLLMAnthropic(t *testing.T) {
 	if gotKey != "sk-ant-test-1234" || gotVersion != "2023-06-01" || gotPath != "/v1/messages" || gotIdem == "" {
 		t.Errorf("key %q version %q path %q idempotency %q", gotKey, gotVersion, gotPath, gotIdem)
 	}
-	wantBody := `{"max_tokens":1024,"messages":[{"content":"Classify: Printer on fire","role":"user"}],"model":"claude-test","system":"You label tickets.\n\nBe terse."}`
+	// Anthropic has no seed: it is not sent.
+	wantBody := `{"max_tokens":1024,"messages":[{"content":"Classify: Printer on fire","role":"user"}],"model":"claude-test","stop_sequences":["END"],"system":"You label tickets.\n\nBe terse.","temperature":0.3,"top_p":0.8}`
 	if b, _ := json.Marshal(got); string(b) != wantBody {
 		t.Errorf("request body = %s\nwant %s", b, wantBody)
 	}

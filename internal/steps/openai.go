@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-
-	"github.com/sluicehq/sluice/internal/definition"
 )
 
 const openAIBaseURL = "https://api.openai.com/v1"
@@ -16,25 +14,52 @@ type openAIMessage struct {
 }
 
 type openAIChatRequest struct {
-	Model       string          `json:"model"`
-	Messages    []openAIMessage `json:"messages"`
-	MaxTokens   int             `json:"max_tokens,omitempty"`
-	Temperature *float64        `json:"temperature,omitempty"`
+	Model    string          `json:"model"`
+	Messages []openAIMessage `json:"messages"`
+	// max_completion_tokens, not max_tokens, which reasoning models refuse.
+	MaxCompletionTokens int                   `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64              `json:"temperature,omitempty"`
+	TopP                *float64              `json:"top_p,omitempty"`
+	Stop                []string              `json:"stop,omitempty"`
+	Seed                *int64                `json:"seed,omitempty"`
+	ResponseFormat      *openAIResponseFormat `json:"response_format,omitempty"`
+}
+
+type openAIResponseFormat struct {
+	Type       string           `json:"type"`
+	JSONSchema openAIJSONSchema `json:"json_schema"`
+}
+
+type openAIJSONSchema struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+	Strict bool            `json:"strict"`
 }
 
 // openAIRequest builds a chat completions request; the step's system
-// prompt becomes a leading system message.
-func openAIRequest(c *Credential, s *definition.Step, system string, msgs []definition.Message) (string, any, http.Header, *Error) {
+// prompt becomes a leading system message. An outputSchema is sent as a
+// strict json_schema response format; a correction follows the
+// conversation with the reply and a user message saying what is wrong.
+func openAIRequest(c *Credential, r *chat) (string, any, http.Header, *Error) {
 	base, e := baseURL(c, openAIBaseURL)
 	if e != nil {
 		return "", nil, nil, e
 	}
-	body := openAIChatRequest{Model: s.Model, MaxTokens: s.MaxTokens, Temperature: s.Temperature}
-	if system != "" {
-		body.Messages = append(body.Messages, openAIMessage{Role: "system", Content: system})
+	s := r.step
+	body := openAIChatRequest{Model: r.model, MaxCompletionTokens: s.MaxTokens, Temperature: s.Temperature, TopP: s.TopP, Stop: s.Stop, Seed: s.Seed}
+	if r.system != "" {
+		body.Messages = append(body.Messages, openAIMessage{Role: "system", Content: r.system})
 	}
-	for _, m := range msgs {
+	for _, m := range r.msgs {
 		body.Messages = append(body.Messages, openAIMessage{Role: m.Role, Content: m.Content})
+	}
+	if r.schema != nil {
+		body.ResponseFormat = &openAIResponseFormat{Type: "json_schema", JSONSchema: openAIJSONSchema{Name: r.schemaName, Schema: r.schema, Strict: true}}
+	}
+	if k := r.correction; k != nil {
+		body.Messages = append(body.Messages,
+			openAIMessage{Role: "assistant", Content: k.prior.text},
+			openAIMessage{Role: "user", Content: k.text()})
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+c.field("apiKey"))
@@ -62,7 +87,7 @@ type openAIChatResponse struct {
 	} `json:"usage"`
 }
 
-func parseOpenAI(body []byte) (*completion, *Error) {
+func parseOpenAI(body []byte, req *chat) (*completion, *Error) {
 	var r openAIChatResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, newError(SchemaDrift, "openai response is not a chat completion: %s", err)
@@ -79,6 +104,9 @@ func parseOpenAI(body []byte) (*completion, *Error) {
 		text = *choice.Message.Refusal
 	}
 	out := &completion{text: text, finishReason: choice.FinishReason, model: r.Model}
+	if req.schema != nil {
+		out.reply = []byte(text)
+	}
 	if u := r.Usage; u != nil {
 		out.inputTokens, out.outputTokens = u.PromptTokens, u.CompletionTokens
 		if u.PromptTokensDetails != nil {
