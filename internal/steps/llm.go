@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -130,15 +131,15 @@ func (x *Executor) LLM(ctx context.Context, req Request) (*Result, error) {
 
 // renderMessages interpolates the system prompt and every message.
 func renderMessages(s *definition.Step, env definition.Env, red *secrets.Redactor) (string, []definition.Message, *Error) {
-	system, err := definition.Interpolate(s.System, env)
+	system, err := definition.Interpolate(s.Path()+".system", s.System, env)
 	if err != nil {
-		return "", nil, newError(Permanent, "system: %s", red.String(err.Error()))
+		return "", nil, newError(Permanent, "%s", red.String(err.Error()))
 	}
 	msgs := make([]definition.Message, len(s.Messages))
 	for i, m := range s.Messages {
-		content, err := definition.Interpolate(m.Content, env)
+		content, err := definition.Interpolate(fmt.Sprintf("%s.messages[%d].content", s.Path(), i), m.Content, env)
 		if err != nil {
-			return "", nil, newError(Permanent, "messages[%d].content: %s", i, red.String(err.Error()))
+			return "", nil, newError(Permanent, "%s", red.String(err.Error()))
 		}
 		msgs[i] = definition.Message{Role: m.Role, Content: content}
 	}
