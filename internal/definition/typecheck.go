@@ -129,7 +129,7 @@ func typeErrorMessage(e *cel.Error, parsed *cel.Ast, rootID int64) (string, bool
 	case fn == "_[_]" && len(args) == 2:
 		return fmt.Sprintf("%s%s cannot be indexed with %s: index a list with an int, a map with its key type", where, args[0], args[1]), true
 	case target != "":
-		return fmt.Sprintf("%s%s() on a %s does not take (%s)", where, fn, target, strings.Join(args, ", ")), true
+		return fmt.Sprintf("%s%s has no method %s(%s)", where, target, fn, strings.Join(args, ", ")), true
 	}
 	return fmt.Sprintf("%sno function %s takes (%s)", where, fn, strings.Join(args, ", ")), true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strconv"
 )
 
 // The number rule: a JSON number whose value is a whole number within
@@ -112,11 +113,20 @@ func normalizeScalar(v any) any {
 	return v
 }
 
-// numberValue is the number rule for a float64.
+// numberValue is the number rule for a float64: the int it is written as
+// in JSON, so that a double gives the same int in memory as read back.
+// Beyond 2^53 that differs from the double's exact value: 2^62 is written
+// 4611686018427388000.
 func numberValue(f float64) any {
 	// -2^63 is exact in a float64 and fits; 2^63 does not.
-	if f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63 {
+	if f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return f
+	}
+	if math.Abs(f) < 1<<53 {
 		return int64(f)
+	}
+	if i, err := strconv.ParseInt(strconv.FormatFloat(f, 'f', -1, 64), 10, 64); err == nil {
+		return i
 	}
 	return f
 }
