@@ -511,13 +511,13 @@ func mapLeaves(path string, v any, leaf func(path, s string) (any, error)) (any,
 // other leaves are literals.
 func EvalOutput(path string, raw json.RawMessage, env Env) (any, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return nil, errors.New("transform output is empty")
+		return nil, fmt.Errorf("%s: transform output is empty", path)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("transform output is not JSON: %w", err)
+		return nil, fmt.Errorf("%s: transform output is not JSON: %w", path, err)
 	}
 	// One budget for the whole output: the caps are per step output.
 	var b budget
