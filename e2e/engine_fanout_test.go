@@ -24,8 +24,8 @@ func TestEngineFanOutAndJoin(t *testing.T) {
 	for i := 1; i <= width; i++ {
 		p, q := fmt.Sprintf("p%d", i), fmt.Sprintf("q%d", i)
 		steps = append(steps,
-			map[string]any{"id": p, "type": "transform", "output": fmt.Sprintf("input.n * %d.0", i)},
-			map[string]any{"id": q, "type": "transform", "needs": []any{p}, "output": fmt.Sprintf("steps.%s.output + 1.0", p)})
+			map[string]any{"id": p, "type": "transform", "output": fmt.Sprintf("input.n * %d", i)},
+			map[string]any{"id": q, "type": "transform", "needs": []any{p}, "output": fmt.Sprintf("steps.%s.output + 1", p)})
 		joinNeeds = append(joinNeeds, q)
 	}
 	steps = append(steps, map[string]any{"id": "join", "type": "transform", "needs": joinNeeds,

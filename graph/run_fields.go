@@ -3,17 +3,22 @@
 package graph
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/sluicehq/sluice/graph/model"
 )
 
+// decodeRaw decodes a stored output for the Any scalar, numbers kept as
+// stored (json.Number): an int beyond 2^53 stays exact.
 func decodeRaw(raw json.RawMessage) any {
 	if len(raw) == 0 {
 		return nil
 	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := dec.Decode(&v); err != nil {
 		return nil
 	}
 	return v

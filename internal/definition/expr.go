@@ -26,8 +26,9 @@ import (
 
 // Env is what expressions can see. Steps maps a step id to {"output": ...};
 // the run state machine only puts the outputs of a step's ancestors there. Values should
-// be plain JSON values (maps, slices, strings, float64/int64, bools, nil);
-// json.Number is accepted too, and integral ones then behave as CEL ints.
+// be plain JSON values (maps, slices, strings, int64 and float64 as the
+// number rule makes them, bools, nil): Definition.InputValue and
+// Definition.OutputValue build them.
 type Env struct {
 	Input any
 	Steps map[string]any
@@ -45,8 +46,8 @@ var celEnv = sync.OnceValue(func() *cel.Env {
 		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("run", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("env", cel.MapType(cel.StringType, cel.DynType)),
-		// JSON numbers arrive as doubles; without this `input.count > 5`
-		// would fail for lack of a double/int overload.
+		// A double field compared with an int literal (`input.price > 5`)
+		// is what people write; CEL's arithmetic stays strictly typed.
 		cel.CrossTypeNumericComparisons(true),
 		cel.OptionalTypes(),
 		ext.Strings(),
@@ -76,6 +77,12 @@ type compiled struct {
 	ast *cel.Ast
 	prg cel.Program
 	err error
+
+	// tracking: the same expression planned to record every
+	// subexpression's value, built when an evaluation fails, to say
+	// where and on which types (explain).
+	trackOnce sync.Once
+	tracking  cel.Program
 }
 
 // programs caches compilation (including failures) per expression text: the
@@ -131,28 +138,35 @@ func formatIssues(iss *cel.Issues) error {
 // Eval evaluates a CEL expression and returns a plain JSON-compatible value:
 // map[string]any, []any, string, int64, float64, bool or nil. Timestamps and
 // durations become RFC 3339 and Go duration strings, bytes become base64.
-// An expression that passes a cap (limits.go) fails with ErrLimit.
-func Eval(expr string, env Env) (any, error) {
+// An expression that passes a cap (limits.go) fails with ErrLimit. path is
+// where the expression is in its definition ($.steps[0].if); errors name
+// it.
+func Eval(path, expr string, env Env) (any, error) {
 	var b budget
-	return eval(expr, env, &b)
+	return eval(path, expr, env, &b)
 }
 
 // eval is Eval spending the result's size on b, which callers building one
 // output from several expressions share.
-func eval(expr string, env Env, b *budget) (any, error) {
+func eval(path, expr string, env Env, b *budget) (any, error) {
 	c := compileExpr(expr)
 	if c.err != nil {
-		return nil, fmt.Errorf("compile %q: %w", expr, c.err)
+		return nil, fmt.Errorf("compile %q at %s: %w", truncate(expr, 200), path, c.err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), EvalTimeout)
 	defer cancel()
-	out, _, err := c.prg.ContextEval(ctx, activation(env))
+	act := activation(env)
+	out, _, err := c.prg.ContextEval(ctx, act)
 	if err != nil {
-		return nil, fmt.Errorf("evaluate %q: %w", truncate(expr, 200), evalError(ctx, err))
+		err = evalError(ctx, err)
+		if !errors.Is(err, ErrLimit) {
+			err = c.explain(act, err)
+		}
+		return nil, fmt.Errorf("evaluate %q at %s: %w", truncate(expr, 200), path, err)
 	}
 	v, err := toJSONValue(out, b)
 	if err != nil {
-		return nil, fmt.Errorf("evaluate %q: %w", truncate(expr, 200), err)
+		return nil, fmt.Errorf("evaluate %q at %s: %w", truncate(expr, 200), path, err)
 	}
 	return v, nil
 }
@@ -175,21 +189,33 @@ func evalError(ctx context.Context, err error) error {
 
 // EvalBool evaluates a condition such as a step's `if`; a non-bool result is
 // an error rather than being coerced, so typos do not silently skip steps.
-func EvalBool(expr string, env Env) (bool, error) {
-	v, err := Eval(expr, env)
+func EvalBool(path, expr string, env Env) (bool, error) {
+	v, err := Eval(path, expr, env)
 	if err != nil {
 		return false, err
 	}
 	b, ok := v.(bool)
 	if !ok {
-		return false, fmt.Errorf("evaluate %q: got %s, want bool", expr, describe(v))
+		return false, fmt.Errorf("evaluate %q at %s: got %s, want bool", truncate(expr, 200), path, describe(v))
 	}
 	return b, nil
 }
 
+// describe names a result's CEL type.
 func describe(v any) string {
-	if v == nil {
+	switch v.(type) {
+	case nil:
 		return "null"
+	case int64:
+		return "int"
+	case float64:
+		return "double"
+	case string:
+		return "string"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "map"
 	}
 	return fmt.Sprintf("%T", v)
 }
@@ -377,17 +403,17 @@ func truncate(s string, n int) string {
 // Interpolate renders a string with {{ expr }} placeholders. String results
 // are inserted as they are; anything else is inserted JSON-encoded (so a
 // missing value renders as null rather than vanishing).
-func Interpolate(tmpl string, env Env) (string, error) {
+func Interpolate(path, tmpl string, env Env) (string, error) {
 	var b budget
-	return interpolate(tmpl, env, &b)
+	return interpolate(path, tmpl, env, &b)
 }
 
 // interpolate is Interpolate spending on b; the rendered string is capped
 // at MaxBytes too.
-func interpolate(tmpl string, env Env, bud *budget) (string, error) {
+func interpolate(path, tmpl string, env Env, bud *budget) (string, error) {
 	segs, err := parseTemplate(tmpl)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	var b strings.Builder
 	for _, s := range segs {
@@ -395,7 +421,7 @@ func interpolate(tmpl string, env Env, bud *budget) (string, error) {
 			b.WriteString(s.text)
 			continue
 		}
-		v, err := eval(s.text, env, bud)
+		v, err := eval(path, s.text, env, bud)
 		if err != nil {
 			return "", err
 		}
@@ -430,17 +456,17 @@ func marshalJSON(v any) (string, error) {
 // like "{{ steps.shape.output }}", takes the expression's value with its own
 // type, so numbers, objects and lists can be passed through unchanged; any
 // other string stays a string. Map keys are not interpolated.
-func EvalTemplateValue(v any, env Env) (any, error) {
+func EvalTemplateValue(path string, v any, env Env) (any, error) {
 	var b budget
-	return mapLeaves(v, func(str string) (any, error) {
+	return mapLeaves(path, v, func(path, str string) (any, error) {
 		segs, err := parseTemplate(str)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if len(segs) == 1 && segs[0].isExpr {
-			return eval(segs[0].text, env, &b)
+			return eval(path, segs[0].text, env, &b)
 		}
-		out, err := interpolate(str, env, &b)
+		out, err := interpolate(path, str, env, &b)
 		if err == nil {
 			err = b.spend(0, len(out))
 		}
@@ -449,15 +475,16 @@ func EvalTemplateValue(v any, env Env) (any, error) {
 }
 
 // mapLeaves rebuilds a JSON value with every string leaf replaced by leaf's
-// result; other leaves are kept (numbers as exact as jsonNumber makes them).
-func mapLeaves(v any, leaf func(string) (any, error)) (any, error) {
+// result, called with the leaf's path; other leaves are kept, numbers
+// under the number rule.
+func mapLeaves(path string, v any, leaf func(path, s string) (any, error)) (any, error) {
 	switch v := v.(type) {
 	case string:
-		return leaf(v)
+		return leaf(path, v)
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for _, k := range sortedKeys(v) {
-			e, err := mapLeaves(v[k], leaf)
+			e, err := mapLeaves(joinKey(path, k), v[k], leaf)
 			if err != nil {
 				return nil, err
 			}
@@ -467,51 +494,34 @@ func mapLeaves(v any, leaf func(string) (any, error)) (any, error) {
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
-			r, err := mapLeaves(e, leaf)
+			r, err := mapLeaves(joinIndex(path, i), e, leaf)
 			if err != nil {
 				return nil, err
 			}
 			out[i] = r
 		}
 		return out, nil
-	case json.Number:
-		return jsonNumber(v), nil
 	default:
-		return v, nil
+		return normalizeScalar(v), nil
 	}
 }
 
 // EvalOutput evaluates a transform step's output: a JSON string is one
 // expression; in an object or array every string leaf is an expression and
 // other leaves are literals.
-func EvalOutput(raw json.RawMessage, env Env) (any, error) {
+func EvalOutput(path string, raw json.RawMessage, env Env) (any, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return nil, errors.New("transform output is empty")
+		return nil, fmt.Errorf("%s: transform output is empty", path)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("transform output is not JSON: %w", err)
+		return nil, fmt.Errorf("%s: transform output is not JSON: %w", path, err)
 	}
-	return evalOutputValue(v, env)
-}
-
-func evalOutputValue(v any, env Env) (any, error) {
 	// One budget for the whole output: the caps are per step output.
 	var b budget
-	return mapLeaves(v, func(expr string) (any, error) { return eval(expr, env, &b) })
-}
-
-// jsonNumber keeps integers exact, matching what Eval returns for CEL ints.
-func jsonNumber(n json.Number) any {
-	if i, err := n.Int64(); err == nil {
-		return i
-	}
-	if f, err := n.Float64(); err == nil {
-		return f
-	}
-	return n.String()
+	return mapLeaves(path, v, func(path, expr string) (any, error) { return eval(path, expr, env, &b) })
 }
 
 // sortedKeys makes evaluation order, and so the first error reported,

@@ -51,7 +51,7 @@ func TestEval(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
-			got, err := Eval(tt.expr, testEnv())
+			got, err := Eval("$.x", tt.expr, testEnv())
 			if err != nil {
 				t.Fatalf("Eval: %v", err)
 			}
@@ -71,26 +71,26 @@ func TestEvalErrors(t *testing.T) {
 		"{1: 'int keys'}",      // not representable as JSON
 		"",                     // empty
 	} {
-		if v, err := Eval(expr, testEnv()); err == nil {
+		if v, err := Eval("$.x", expr, testEnv()); err == nil {
 			t.Errorf("Eval(%q) = %#v, want error", expr, v)
 		}
 	}
 }
 
 func TestEvalBool(t *testing.T) {
-	ok, err := EvalBool("steps.classify.output.text.contains('urgent')", testEnv())
+	ok, err := EvalBool("$.x", "steps.classify.output.text.contains('urgent')", testEnv())
 	if err != nil || !ok {
 		t.Errorf("EvalBool = %v, %v", ok, err)
 	}
-	ok, err = EvalBool("input.count < 1", testEnv())
+	ok, err = EvalBool("$.x", "input.count < 1", testEnv())
 	if err != nil || ok {
 		t.Errorf("EvalBool = %v, %v", ok, err)
 	}
-	if _, err := EvalBool("input.ticketId", testEnv()); err == nil || !strings.Contains(err.Error(), "want bool") {
+	if _, err := EvalBool("$.x", "input.ticketId", testEnv()); err == nil || !strings.Contains(err.Error(), "want bool") {
 		t.Errorf("non-bool result: err = %v", err)
 	}
 	// Nil maps in Env are treated as empty rather than crashing.
-	if ok, err := EvalBool("size(steps) == 0 && !has(run.id)", Env{}); err != nil || !ok {
+	if ok, err := EvalBool("$.x", "size(steps) == 0 && !has(run.id)", Env{}); err != nil || !ok {
 		t.Errorf("empty env: %v, %v", ok, err)
 	}
 }
@@ -100,7 +100,7 @@ func TestEvalConcurrentUsesCache(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if v, err := Eval(expr, testEnv()); err != nil || v != 6.0 {
+			if v, err := Eval("$.x", expr, testEnv()); err != nil || v != 6.0 {
 				t.Errorf("Eval = %v, %v", v, err)
 			}
 		})
@@ -131,7 +131,7 @@ func TestInterpolate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.tmpl, func(t *testing.T) {
-			got, err := Interpolate(tt.tmpl, testEnv())
+			got, err := Interpolate("$.x", tt.tmpl, testEnv())
 			if err != nil {
 				t.Fatalf("Interpolate: %v", err)
 			}
@@ -141,7 +141,7 @@ func TestInterpolate(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"{{ input.ticketId ", "{{ }}", "{{ nope }}", "{{ 'unclosed }}"} {
-		if got, err := Interpolate(bad, testEnv()); err == nil {
+		if got, err := Interpolate("$.x", bad, testEnv()); err == nil {
 			t.Errorf("Interpolate(%q) = %q, want error", bad, got)
 		}
 	}
@@ -155,7 +155,7 @@ func TestEvalTemplateValue(t *testing.T) {
 		"nested":   []any{"{{ run.id }}", json.Number("7"), true, nil, map[string]any{"env": "env={{ env.name }}"}},
 		"literal":  2.5,
 	}
-	got, err := EvalTemplateValue(body, testEnv())
+	got, err := EvalTemplateValue("$.x", body, testEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestEvalTemplateValue(t *testing.T) {
 	if body["text"] != "Ticket {{ input.ticketId }}: {{ steps.fetch.output.body.subject }}" {
 		t.Error("EvalTemplateValue modified its input")
 	}
-	if _, err := EvalTemplateValue([]any{"ok", "{{ missing }}"}, testEnv()); err == nil {
+	if _, err := EvalTemplateValue("$.x", []any{"ok", "{{ missing }}"}, testEnv()); err == nil {
 		t.Error("bad leaf did not fail")
 	}
 }
@@ -189,7 +189,7 @@ func TestEvalOutput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
-			got, err := EvalOutput(json.RawMessage(tt.raw), testEnv())
+			got, err := EvalOutput("$.x", json.RawMessage(tt.raw), testEnv())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,7 +199,7 @@ func TestEvalOutput(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{``, `{"x": "input.("}`, `not json`} {
-		if _, err := EvalOutput(json.RawMessage(bad), testEnv()); err == nil {
+		if _, err := EvalOutput("$.x", json.RawMessage(bad), testEnv()); err == nil {
 			t.Errorf("EvalOutput(%q) succeeded", bad)
 		}
 	}
@@ -212,21 +212,21 @@ func TestEvalDesignExample(t *testing.T) {
 	}
 	env := testEnv()
 	shape, _ := d.StepByID("shape")
-	out, err := EvalOutput(shape.Output, env)
+	out, err := EvalOutput("$.x", shape.Output, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.Steps["shape"] = map[string]any{"output": out}
 	post, _ := d.StepByID("post")
-	url, err := Interpolate(post.Request.URL, env)
+	url, err := Interpolate("$.x", post.Request.URL, env)
 	if err != nil || url != "https://crm.example.com/tickets/T-42/notes" {
 		t.Errorf("url = %q, %v", url, err)
 	}
-	body, err := EvalTemplateValue(post.Request.Body, env)
+	body, err := EvalTemplateValue("$.x", post.Request.Body, env)
 	if err != nil || !reflect.DeepEqual(body, map[string]any{"text": "urgent: hardware"}) {
 		t.Errorf("body = %#v, %v", body, err)
 	}
-	result, err := Eval(d.Output, env)
+	result, err := Eval("$.x", d.Output, env)
 	if err != nil || !reflect.DeepEqual(result, map[string]any{"ticket": "T-42", "label": "urgent: hardware"}) {
 		t.Errorf("output = %#v, %v", result, err)
 	}

@@ -50,7 +50,7 @@ func TestEvalBombsFailFast(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			done := make(chan error, 1)
 			go func() {
-				_, err := Eval(expr, Env{})
+				_, err := Eval("$.x", expr, Env{})
 				done <- err
 			}()
 			select {
@@ -71,14 +71,14 @@ func TestEvalBombsFailFast(t *testing.T) {
 
 func TestInterpolateAndOutputBombsFailFast(t *testing.T) {
 	alias := `cel.bind(l, lists.range(1000000), cel.bind(m, [l,l,l,l,l,l,l,l,l,l], m))`
-	if _, err := Interpolate("x {{ "+alias+" }} y", Env{}); !errors.Is(err, ErrLimit) {
+	if _, err := Interpolate("$.x", "x {{ "+alias+" }} y", Env{}); !errors.Is(err, ErrLimit) {
 		t.Errorf("Interpolate: err = %v, want ErrLimit", err)
 	}
 	raw, _ := json.Marshal(map[string]any{"a": alias, "b": []any{alias}})
-	if _, err := EvalOutput(raw, Env{}); !errors.Is(err, ErrLimit) {
+	if _, err := EvalOutput("$.x", raw, Env{}); !errors.Is(err, ErrLimit) {
 		t.Errorf("EvalOutput: err = %v, want ErrLimit", err)
 	}
-	if _, err := EvalBool("size("+alias+") > 0", Env{}); err != nil {
+	if _, err := EvalBool("$.x", "size("+alias+") > 0", Env{}); err != nil {
 		t.Errorf("size of an alias list is cheap and fine: %v", err)
 	}
 }
@@ -88,7 +88,7 @@ func TestInterpolateAndOutputBombsFailFast(t *testing.T) {
 func TestEvalOutputCapIsPerOutput(t *testing.T) {
 	leaf := `lists.range(300000).map(x, 'abcdefghijklmnopqrstuvwxyz').join('')` // 7.8 MB
 	raw, _ := json.Marshal(map[string]any{"a": leaf, "b": leaf})
-	_, err := EvalOutput(raw, Env{})
+	_, err := EvalOutput("$.x", raw, Env{})
 	if !errors.Is(err, ErrLimit) {
 		t.Fatalf("err = %v, want ErrLimit", err)
 	}
@@ -108,7 +108,7 @@ func TestEvalWithinCaps(t *testing.T) {
 		`sets.contains([1,2,3], [2])`,
 		`'abc'.replace('b', 'xyz')`,
 	} {
-		if _, err := Eval(expr, Env{}); err != nil {
+		if _, err := Eval("$.x", expr, Env{}); err != nil {
 			t.Errorf("%s: %v", expr, err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestEvalWithinCaps(t *testing.T) {
 	for i := range big {
 		big[i] = int64(i)
 	}
-	if v, err := Eval("size(input.items)", Env{Input: map[string]any{"items": big}}); err != nil || v != int64(200000) {
+	if v, err := Eval("$.x", "size(input.items)", Env{Input: map[string]any{"items": big}}); err != nil || v != int64(200000) {
 		t.Errorf("size(input.items) = %v, %v", v, err)
 	}
 }
@@ -133,7 +133,7 @@ func BenchmarkWorstExpression(b *testing.B) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			_, _ = Eval(expr, Env{})
+			_, _ = Eval("$.x", expr, Env{})
 			took := time.Since(start)
 			runtime.ReadMemStats(&after)
 			per := float64(after.TotalAlloc - before.TotalAlloc)

@@ -72,6 +72,9 @@ type Definition struct {
 	// (the run's output is every step's), so every step is needed.
 	outputReads []string
 	outputAll   bool
+	// types: the shapes of the input and of every step's output, found
+	// while validating (see InputValue, OutputValue).
+	types definitionTypes
 }
 
 // OutputReads returns the ids of the steps whose outputs the run's output
@@ -141,6 +144,17 @@ type Step struct {
 	// delay
 	Duration Duration `json:"duration,omitzero"`
 	Until    string   `json:"until,omitempty"` // CEL expression giving a timestamp string
+
+	path string // $.steps[i], set by Parse
+}
+
+// Path is the step's JSON path in its definition ($.steps[2]), which
+// expression errors name.
+func (s *Step) Path() string {
+	if s.path == "" {
+		return "$.steps[?(@.id=='" + s.ID + "')]"
+	}
+	return s.path
 }
 
 // AtMostOnce reports whether the step's call must never be sent twice.

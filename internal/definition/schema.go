@@ -352,6 +352,9 @@ func pointerToPath(loc []string, doc any) string {
 
 var plainKey = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$]*$`)
 
+// JoinKey appends an object key to a JSON path: $.a.b, or $.a['b c'].
+func JoinKey(path, key string) string { return joinKey(path, key) }
+
 func joinKey(path, key string) string {
 	if plainKey.MatchString(key) {
 		return path + "." + key

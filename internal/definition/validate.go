@@ -44,10 +44,12 @@ type validator struct {
 	index    map[string]int // step id -> first step with it
 	needs    [][]int        // step -> indexes of valid needs
 	problems []Problem
+	typing   *typing
+	outputs  map[string]*shape // step id -> output shape, as steps are checked
 }
 
 func (d *Definition) validate(strict bool) []Problem {
-	v := &validator{d: d, strict: strict, index: map[string]int{}}
+	v := &validator{d: d, strict: strict, index: map[string]int{}, typing: newTyping(d.Input), outputs: map[string]*shape{}}
 	v.checkIDs()
 	v.checkNeeds()
 	v.checkCycles()
@@ -57,13 +59,41 @@ func (d *Definition) validate(strict bool) []Problem {
 			v.add("$.input", "invalid JSON Schema: %v", err)
 		}
 	}
-	for i := range d.Steps {
-		v.checkStep(i, ancestors[i])
+	// Dependencies first: a step's expressions are type-checked against
+	// the output shapes of the steps it reads.
+	for _, i := range v.checkOrder() {
+		d.Steps[i].path = stepPath(i)
+		out := v.checkStep(i, ancestors[i])
+		if id := d.Steps[i].ID; id != "" && v.index[id] == i {
+			v.outputs[id] = out
+			v.typing.declareOutput(id, out)
+		}
 	}
 	if d.Output != "" {
 		v.checkExpr("$.output", d.Output, exprScope{output: true}, false)
 	}
+	d.types = definitionTypes{input: v.typing.input, outputs: v.outputs}
 	return v.problems
+}
+
+// checkOrder lists step indexes in dependency order (TopoOrder), then the
+// steps it leaves out (on a cycle, or with a duplicate or missing id) in
+// document order.
+func (v *validator) checkOrder() []int {
+	order := make([]int, 0, len(v.d.Steps))
+	seen := make([]bool, len(v.d.Steps))
+	for _, id := range v.d.TopoOrder() {
+		if i, ok := v.index[id]; ok && !seen[i] {
+			seen[i] = true
+			order = append(order, i)
+		}
+	}
+	for i := range v.d.Steps {
+		if !seen[i] {
+			order = append(order, i)
+		}
+	}
+	return order
 }
 
 func (v *validator) add(path, format string, args ...any) {
@@ -238,7 +268,8 @@ type exprScope struct {
 	output    bool // the definition's output expression
 }
 
-func (v *validator) checkStep(i int, ancestors map[string]bool) {
+// checkStep checks one step and returns the shape of its output.
+func (v *validator) checkStep(i int, ancestors map[string]bool) *shape {
 	s := &v.d.Steps[i]
 	path := stepPath(i)
 	scope := exprScope{stepID: s.ID, restrict: true, ancestors: ancestors}
@@ -300,6 +331,7 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 	for j, m := range s.Messages {
 		v.checkTemplate(joinIndex(path+".messages", j)+".content", m.Content, scope)
 	}
+	var transformOutput *shape
 	if len(s.Output) > 0 {
 		var out any
 		dec := json.NewDecoder(bytes.NewReader(s.Output))
@@ -307,7 +339,7 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 		if err := dec.Decode(&out); err != nil {
 			v.add(path+".output", "not valid JSON: %v", err)
 		} else {
-			v.walkStrings(path+".output", out, func(p, s string) { v.checkExpr(p, s, scope, false) })
+			transformOutput = v.outputShape(path+".output", out, scope)
 		}
 	}
 	if s.Message != "" {
@@ -316,6 +348,43 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) {
 	if s.Until != "" {
 		v.checkExpr(path+".until", s.Until, scope, false)
 	}
+	switch s.Type {
+	case StepTransform:
+		return transformOutput
+	case StepHTTP:
+		return httpOutputShape(s)
+	case StepLLM:
+		return llmShape(s)
+	case StepApproval:
+		return approvalOutputShape
+	case StepDelay:
+		return delayOutputShape
+	}
+	return nil
+}
+
+// outputShape checks a transform output's expressions (its string leaves)
+// and returns the output's shape: the expressions' types, the literals'.
+func (v *validator) outputShape(path string, val any, scope exprScope) *shape {
+	switch val := val.(type) {
+	case string:
+		return v.checkExpr(path, val, scope, false)
+	case map[string]any:
+		fields := make(map[string]*shape, len(val))
+		for _, k := range sortedKeys(val) {
+			if f := v.outputShape(joinKey(path, k), val[k], scope); f != nil {
+				fields[k] = f
+			}
+		}
+		return objectOf(fields)
+	case []any:
+		elems := make([]*shape, len(val))
+		for i, e := range val {
+			elems[i] = v.outputShape(joinIndex(path, i), e, scope)
+		}
+		return listOf(joinShapes(elems))
+	}
+	return literalShape(val)
 }
 
 // checkRetry bounds a retry policy: each interval, the coefficient and the
@@ -454,15 +523,29 @@ func (v *validator) checkTemplate(path, tmpl string, scope exprScope) {
 	}
 }
 
-func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool) {
+// checkExpr compiles an expression, checks the steps it reads and
+// type-checks it; it returns the shape of its result (nil when unknown).
+func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool) *shape {
 	c := compileExpr(expr)
 	if c.err != nil {
 		v.add(path, "invalid expression %q: %v", expr, c.err)
-		return
+		return nil
 	}
 	if wantBool {
 		if t := c.ast.OutputType(); t.Kind() != types.BoolKind && t.Kind() != types.DynKind {
 			v.add(path, "expression %q must produce a bool, not %s", expr, t)
+			wantBool = false
+		}
+	}
+	out, typeErrs := v.typing.check(expr)
+	// Type errors are refused at create, publish and deploy; versions
+	// stored before expressions were type-checked still run (ParseStored).
+	if v.strict {
+		for _, msg := range typeErrs {
+			v.add(path, "type error in %q: %s", truncate(expr, 200), msg)
+		}
+		if wantBool && out != nil && out.kind != shapeBool {
+			v.add(path, "expression %q must produce a bool, not %s", expr, out.celType())
 		}
 	}
 	ids, dynamic := stepRefs(c.ast)
@@ -491,6 +574,7 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 	if dynamic && scope.restrict {
 		v.add(path, "expression %q must read steps by literal id (steps.<id>) so its dependencies can be checked", expr)
 	}
+	return out
 }
 
 func sortedStringKeys(m map[string]string) []string {

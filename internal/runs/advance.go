@@ -156,14 +156,14 @@ func (s *runState) scheduleDelay(ctx context.Context, sr *ent.StepRun, step *def
 	s.markStarted()
 	at := s.now.Add(step.Duration.Duration)
 	if step.Until != "" {
-		v, err := definition.Eval(step.Until, s.expressionEnv())
+		v, err := definition.Eval(step.Path()+".until", step.Until, s.expressionEnv())
 		if err != nil {
 			return s.failStepNow(ctx, sr, exprClass(err), "evaluate until: "+err.Error())
 		}
 		str, _ := v.(string)
 		t, err := time.Parse(time.RFC3339, str)
 		if err != nil {
-			return s.failStepNow(ctx, sr, steps.Permanent, fmt.Sprintf("until must give an RFC 3339 timestamp, got %.200v", v))
+			return s.failStepNow(ctx, sr, steps.Permanent, fmt.Sprintf("%s: until must give an RFC 3339 timestamp, got %.200v", step.Path(), v))
 		}
 		at = t.UTC()
 	}
@@ -202,7 +202,7 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 	env := s.expressionEnv()
 	msg := step.Message
 	if msg != "" {
-		m, err := definition.Interpolate(msg, env)
+		m, err := definition.Interpolate(step.Path()+".message", msg, env)
 		if err != nil {
 			return s.failStepNow(ctx, sr, exprClass(err), "render approval message: "+err.Error())
 		}
@@ -335,5 +335,5 @@ func (s *runState) runOutput() (any, error) {
 		}
 		return out, nil
 	}
-	return definition.Eval(s.def.Output, env)
+	return definition.Eval("$.output", s.def.Output, env)
 }

@@ -53,7 +53,7 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 		return false, err
 	}
 	if step.If != "" {
-		ok, err := definition.EvalBool(step.If, s.expressionEnv())
+		ok, err := definition.EvalBool(step.Path()+".if", step.If, s.expressionEnv())
 		if err != nil {
 			return true, s.failStepNow(ctx, sr, exprClass(err), "evaluate if: "+err.Error())
 		}

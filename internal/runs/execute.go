@@ -553,7 +553,7 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 	}
 	switch j.step.Type {
 	case definition.StepTransform:
-		out, err := definition.EvalOutput(j.step.Output, j.env)
+		out, err := definition.EvalOutput(j.step.Path()+".output", j.step.Output, j.env)
 		if err != nil {
 			return nil, nil, &steps.Error{Class: exprClass(err), Message: "transform: " + err.Error()}
 		}

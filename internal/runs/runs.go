@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/deployment"
@@ -353,9 +354,14 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 		mode = run.ModeSandbox
 	}
 	srcID := src.ID
+	// The input as stored: Ent's decoding rounds ints beyond 2^53.
+	input, err := runInput(ctx, src.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
+	}
 	r, err := e.createRun(ctx, c, v, newRun{
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
-		input: src.Input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
+		input: input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
 	})
 	if err != nil {
 		return nil, err

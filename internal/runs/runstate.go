@@ -59,6 +59,8 @@ type runState struct {
 	// run's lock, or -1: the outbox caches the tenant's webhook endpoints
 	// under it (see Outbox).
 	endpointsVersion int64
+	// input is the run's input as expressions see it (expressionEnv).
+	input any
 	// hold makes flush a no-op, so that several steps finished in one
 	// transaction (runReadyTransforms) are written with one flush.
 	hold bool
@@ -323,28 +325,38 @@ func (s *runState) flush(ctx context.Context) error {
 }
 
 // expressionEnv is what a step's expressions see: the run input and the
-// outputs of succeeded steps.
+// outputs of succeeded steps, their numbers typed by the number rule and
+// the definition's declared types (Definition.InputValue, OutputValue),
+// whether they were recorded in this transaction or read back from
+// Postgres, so a run, its resume and its replays see the same values.
 func (s *runState) expressionEnv() definition.Env {
 	stepsEnv := make(map[string]any, len(s.steps))
 	for id, sr := range s.steps {
 		if sr.Status == steprun.StatusSucceeded {
-			stepsEnv[id] = map[string]any{"output": decodeJSON(sr.Output)}
+			stepsEnv[id] = map[string]any{"output": s.def.OutputValue(id, sr.Output)}
 		}
 	}
+	if s.input == nil {
+		// The input is immutable and expressions never change their
+		// values: one copy per run state.
+		s.input = s.def.InputValue(s.run.Input)
+	}
 	return definition.Env{
-		Input: s.run.Input,
+		Input: s.input,
 		Steps: stepsEnv,
 		Run:   map[string]any{"id": s.run.ID, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID, "environmentID": s.run.EnvironmentID, "mode": string(s.run.Mode)},
 		Env:   map[string]any{"id": s.run.EnvironmentID},
 	}
 }
 
+// decodeJSON decodes stored JSON with the number rule; nil when it does
+// not decode.
 func decodeJSON(raw json.RawMessage) any {
 	if len(raw) == 0 {
 		return nil
 	}
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	v, err := definition.DecodeJSON(raw)
+	if err != nil {
 		return nil
 	}
 	return v

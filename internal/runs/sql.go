@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,13 +43,50 @@ const runColumns = `id, tenant_id, created_at, updated_at, workflow_id, version_
 
 func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 	r := &ent.Run{}
-	dest := []any{&r.ID, &r.TenantID, &r.CreatedAt, &r.UpdatedAt, &r.WorkflowID, &r.VersionID, &r.EnvironmentID, &r.Status, &r.Mode, &r.Input,
+	dest := []any{&r.ID, &r.TenantID, &r.CreatedAt, &r.UpdatedAt, &r.WorkflowID, &r.VersionID, &r.EnvironmentID, &r.Status, &r.Mode, exactJSONMap{&r.Input},
 		&r.InputHash, &r.Output, &r.IdempotencyKey, &r.ReplayOf, &r.ErrorClass, &r.ErrorMessage, &r.FailedStepID, &r.CostMicroUsd, &r.NextSeq,
 		&r.StepCounts, &r.TraceID, &r.CreatedBy, &r.StartedAt, &r.FinishedAt}
 	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// exactJSONMap scans a JSON object column with its numbers as json.Number:
+// pgx would decode them as float64, which rounds ints beyond 2^53, and a
+// run's input must read back as it was given (the number rule then types
+// it, definition.InputValue).
+type exactJSONMap struct{ dst *map[string]any }
+
+// Scan implements sql.Scanner.
+func (s exactJSONMap) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		*s.dst = nil
+		return nil
+	case []byte:
+		b = v
+	case string:
+		b = []byte(v)
+	default:
+		return fmt.Errorf("cannot scan %T as a JSON object", src)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	*s.dst = m
+	return nil
+}
+
+// runInput reads a run's input as exactJSONMap does.
+func runInput(ctx context.Context, runID string) (map[string]any, error) {
+	var in map[string]any
+	_, err := scalar(ctx, exactJSONMap{&in}, `SELECT input FROM runs WHERE id = $1`, runID)
+	return in, err
 }
 
 const stepColumns = `id, tenant_id, created_at, updated_at, run_id, step_id, type, status, attempts, current_attempt_id, ready_at,

@@ -26,8 +26,8 @@ func TestClaimFinishSettle(t *testing.T) {
 	t.Parallel()
 	x := newH(t)
 	wf := x.deploy(def("steps.b.output",
-		map[string]any{"id": "a", "type": "transform", "output": "input.n + 1.0"},
-		map[string]any{"id": "b", "type": "transform", "needs": []any{"a"}, "output": "steps.a.output * 10.0"},
+		map[string]any{"id": "a", "type": "transform", "output": "input.n + 1"},
+		map[string]any{"id": "b", "type": "transform", "needs": []any{"a"}, "output": "steps.a.output * 10"},
 	))
 	id := x.start(wf, map[string]any{"n": 4})
 	if r := x.run(id); r.Status != run.StatusQueued && r.Status != run.StatusRunning {

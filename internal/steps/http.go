@@ -72,14 +72,19 @@ func buildHTTPRequest(ctx context.Context, req Request, red *secrets.Redactor) (
 	bad := func(what string, err error) *Error {
 		return newError(Permanent, "%s: %s", what, red.String(err.Error()))
 	}
+	// Expression errors name their JSON path in the definition.
+	evalErr := func(err error) *Error {
+		return newError(Permanent, "%s", red.String(err.Error()))
+	}
+	path := req.Step.Path() + ".request"
 	method := strings.ToUpper(r.Method)
 	if method == "" {
 		method = http.MethodGet
 	}
 
-	rawURL, err := definition.Interpolate(r.URL, req.Env)
+	rawURL, err := definition.Interpolate(path+".url", r.URL, req.Env)
 	if err != nil {
-		return nil, nil, bad("request.url", err)
+		return nil, nil, evalErr(err)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -88,9 +93,9 @@ func buildHTTPRequest(ctx context.Context, req Request, red *secrets.Redactor) (
 	if len(r.Query) > 0 {
 		q := u.Query()
 		for _, k := range sortedKeys(r.Query) {
-			v, err := definition.Interpolate(r.Query[k], req.Env)
+			v, err := definition.Interpolate(definition.JoinKey(path+".query", k), r.Query[k], req.Env)
 			if err != nil {
-				return nil, nil, bad("request.query."+k, err)
+				return nil, nil, evalErr(err)
 			}
 			q.Set(k, v)
 		}
@@ -102,15 +107,15 @@ func buildHTTPRequest(ctx context.Context, req Request, red *secrets.Redactor) (
 	switch b := r.Body.(type) {
 	case nil:
 	case string:
-		s, err := definition.Interpolate(b, req.Env)
+		s, err := definition.Interpolate(path+".body", b, req.Env)
 		if err != nil {
-			return nil, nil, bad("request.body", err)
+			return nil, nil, evalErr(err)
 		}
 		body, contentType = []byte(s), "text/plain; charset=utf-8"
 	default:
-		v, err := definition.EvalTemplateValue(b, req.Env)
+		v, err := definition.EvalTemplateValue(path+".body", b, req.Env)
 		if err != nil {
-			return nil, nil, bad("request.body", err)
+			return nil, nil, evalErr(err)
 		}
 		if body, err = json.Marshal(v); err != nil {
 			return nil, nil, bad("request.body", err)
@@ -126,9 +131,9 @@ func buildHTTPRequest(ctx context.Context, req Request, red *secrets.Redactor) (
 		hreq.Body, hreq.GetBody, hreq.ContentLength = http.NoBody, nil, 0
 	}
 	for _, k := range sortedKeys(r.Headers) {
-		v, err := definition.Interpolate(r.Headers[k], req.Env)
+		v, err := definition.Interpolate(definition.JoinKey(path+".headers", k), r.Headers[k], req.Env)
 		if err != nil {
-			return nil, nil, bad("request.headers."+k, err)
+			return nil, nil, evalErr(err)
 		}
 		hreq.Header.Set(k, v)
 	}
@@ -188,7 +193,7 @@ func (x *Executor) httpOutcome(s *definition.Step, method string, ex *exchange, 
 	return map[string]any{
 		"status":  ex.status,
 		"headers": headers,
-		"body":    redactValue(plainJSON(body), red),
+		"body":    redactValue(definition.NormalizeJSON(body), red),
 	}, nil
 }
 
@@ -259,30 +264,6 @@ func checkSchema(schema json.RawMessage, body any, red *secrets.Redactor) *Error
 		parts = append(parts, p.String())
 	}
 	return newError(SchemaDrift, "response does not match expect.schema: %s", red.String(strings.Join(parts, "; ")))
-}
-
-// plainJSON converts json.Number to int64 when integral and in range, else
-// float64, matching the values the expression environment expects.
-func plainJSON(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return i
-		}
-		if f, err := v.Float64(); err == nil {
-			return f
-		}
-		return v.String()
-	case map[string]any:
-		for k, e := range v {
-			v[k] = plainJSON(e)
-		}
-	case []any:
-		for i, e := range v {
-			v[i] = plainJSON(e)
-		}
-	}
-	return v
 }
 
 func sortedKeys(m map[string]string) []string {

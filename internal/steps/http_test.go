@@ -66,7 +66,7 @@ func TestHTTPGetWithBearer(t *testing.T) {
 		t.Errorf("response body not recorded: %q", c.ResponseBody)
 	}
 	// The output must survive the expression environment.
-	v, err := definition.Eval(`steps.fetch.output.body.subject + " " + string(steps.fetch.output.status)`,
+	v, err := definition.Eval("$.output", `steps.fetch.output.body.subject + " " + string(steps.fetch.output.status)`,
 		definition.Env{Steps: map[string]any{"fetch": map[string]any{"output": res.Output}}})
 	if err != nil || v != "Printer on fire 200" {
 		t.Errorf("eval over output = %v, %v", v, err)

@@ -234,7 +234,7 @@ func (x *Executor) askModel(ctx context.Context, req Request, t target, system s
 		}
 		v, problem := structuredReply(out, r)
 		if problem == "" {
-			output["json"] = redactValue(plainJSON(v), red)
+			output["json"] = redactValue(definition.NormalizeJSON(v), red)
 			return output, nil
 		}
 		if r.correction != nil || s.AtMostOnce() {
@@ -391,15 +391,15 @@ func attemptUsage(calls []Call) map[string]any {
 
 // renderMessages interpolates the system prompt and every message.
 func renderMessages(s *definition.Step, env definition.Env, red *secrets.Redactor) (string, []definition.Message, *Error) {
-	system, err := definition.Interpolate(s.System, env)
+	system, err := definition.Interpolate(s.Path()+".system", s.System, env)
 	if err != nil {
-		return "", nil, newError(Permanent, "system: %s", red.String(err.Error()))
+		return "", nil, newError(Permanent, "%s", red.String(err.Error()))
 	}
 	msgs := make([]definition.Message, len(s.Messages))
 	for i, m := range s.Messages {
-		content, err := definition.Interpolate(m.Content, env)
+		content, err := definition.Interpolate(fmt.Sprintf("%s.messages[%d].content", s.Path(), i), m.Content, env)
 		if err != nil {
-			return "", nil, newError(Permanent, "messages[%d].content: %s", i, red.String(err.Error()))
+			return "", nil, newError(Permanent, "%s", red.String(err.Error()))
 		}
 		msgs[i] = definition.Message{Role: m.Role, Content: content}
 	}
