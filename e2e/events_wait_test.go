@@ -383,3 +383,31 @@ func TestWaitStepTimeoutSurvivesWorkerKillAndRedisWipe(t *testing.T) {
 		t.Error("the new worker never re-sent due work: the timeout came from elsewhere")
 	}
 }
+
+// TestWaitStepEnvironmentScope: a key scoped to one environment sends
+// events there only and sees only that environment's events; an event id
+// is deduplicated across the tenant, and reused in another environment it
+// is CONFLICT.
+func TestWaitStepEnvironmentScope(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "wait-scope")
+	prod := sendEvent(f.owner, f.prodEnvID, "deploy.done", map[string]any{"v": 1}, "shared")
+	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-ops", roles: [OPERATOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	scoped.fail("NOT_FOUND", mSendEvent, map[string]any{"e": f.prodEnvID, "n": "deploy.done"})
+	r := scoped.fail("CONFLICT", mSendEvent, map[string]any{"e": f.envID, "n": "deploy.done", "id": "shared"})
+	if strings.Contains(r.Raw, str(prod, "event.id")) {
+		t.Errorf("the conflict names the other environment's event: %s", r.Raw)
+	}
+	mine := sendEvent(scoped, f.envID, "deploy.done", map[string]any{"v": 2}, "")
+	list := edges(scoped.ok(qInboundEvents, nil), "inboundEvents")
+	if len(list) != 1 || list[0]["id"] != str(mine, "event.id") {
+		t.Errorf("scoped key sees %v", list)
+	}
+	if n := get(scoped.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": str(prod, "event.id")}), "node"); n != nil {
+		t.Errorf("scoped key reads another environment's event: %v", n)
+	}
+	if n := get(f.owner.ok(qInboundEvents, nil), "inboundEvents.totalCount"); n != float64(2) {
+		t.Errorf("owner sees %v events", n)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
-	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
@@ -94,16 +93,20 @@ func (e *Service) SendEvent(ctx context.Context, in SendEventInput) (*SendEventR
 		if err := advisoryLock(ctx, v.TenantID+"/event-id/"+*in.ID); err != nil {
 			return nil, err
 		}
-		prev, err := c.InboundEvent.Query().
-			Where(inboundevent.DedupeID(*in.ID), inboundevent.ReceivedAtGT(now.Add(-EventDedupeWindow))).
-			Order(ent.Desc(inboundevent.FieldReceivedAt)).First(ctx)
+		// Across the tenant (not only what the caller's scope shows), like
+		// run idempotency keys.
+		prevID, prevEnv, err := eventByDedupeID(ctx, v.TenantID, *in.ID, now.Add(-EventDedupeWindow))
 		switch {
-		case err == nil && prev.EnvironmentID != env.ID:
-			return nil, errs.E(errs.Conflict, "event id %q was used in another environment within %s", *in.ID, EventDedupeWindow)
-		case err == nil:
-			return &SendEventResult{Event: prev, Duplicate: true}, nil
-		case !ent.IsNotFound(err):
+		case err != nil:
 			return nil, err
+		case prevID != "" && prevEnv != env.ID:
+			return nil, errs.E(errs.Conflict, "event id %q was used in another environment within %s", *in.ID, EventDedupeWindow)
+		case prevID != "":
+			prev, err := c.InboundEvent.Get(ctx, prevID)
+			if err != nil {
+				return nil, err
+			}
+			return &SendEventResult{Event: prev, Duplicate: true}, nil
 		}
 	}
 	// Waits starting now look at the stored events under the same lock

@@ -179,17 +179,24 @@ func untakenEvents(ctx context.Context, tenantID, environmentID, name, runID str
 	})
 }
 
-// eventTakenBy reports whether a wait of the run took the event.
-func eventTakenBy(ctx context.Context, tenantID, runID, eventID string) (bool, error) {
-	var taken bool
-	_, err := scalar(ctx, &taken, `SELECT EXISTS (SELECT 1 FROM event_waits WHERE tenant_id = $1 AND run_id = $2 AND event_id = $3)`,
-		tenantID, runID, eventID)
-	return taken, err
+// eventByDedupeID reads the latest event of the tenant with dedupe id id
+// received after since: its id and environment, or "" when there is none.
+func eventByDedupeID(ctx context.Context, tenantID, id string, since time.Time) (eventID, environmentID string, err error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	err = q.QueryRow(ctx, `SELECT id, environment_id FROM inbound_events WHERE tenant_id = $1 AND dedupe_id = $2 AND received_at > $3
+		ORDER BY received_at DESC LIMIT 1`, tenantID, id, since).Scan(&eventID, &environmentID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil
+	}
+	return eventID, environmentID, err
 }
 
-// eventNameLock serialises, for one environment and event name, the
-// requests that send such an event with the waits that look at the
-// stored ones (see beginWait): held until the transaction ends.
+// eventNameLockKey names the lock that serialises, for one environment and
+// event name, the requests that send such an event with the waits that look
+// at the stored ones (see wait.go); it is held until the transaction ends.
 func eventNameLockKey(tenantID, environmentID, name string) string {
 	return tenantID + "/wait/" + environmentID + "/" + name
 }
