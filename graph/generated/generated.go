@@ -7864,7 +7864,7 @@ scalar Any
 
 "The failure of a run, step or attempt."
 type RunError {
-  "transient, permanent, schema_drift, budget, cancelled, uncertain, limit or crashed"
+  "transient, permanent, schema_drift, budget, cancelled, uncertain, limit, crashed or timeout"
   class: String!
   message: String!
   "The step that failed, for run errors."

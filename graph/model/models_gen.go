@@ -128,7 +128,7 @@ type RotateCredentialInput struct {
 
 // The failure of a run, step or attempt.
 type RunError struct {
-	// transient, permanent, schema_drift, budget, cancelled, uncertain, limit or crashed
+	// transient, permanent, schema_drift, budget, cancelled, uncertain, limit, crashed or timeout
 	Class   string `json:"class"`
 	Message string `json:"message"`
 	// The step that failed, for run errors.
