@@ -413,3 +413,48 @@ func TestWaitSandboxReplayUsesTheRecordedOutput(t *testing.T) {
 		t.Fatalf("live replay %s", live.Status)
 	}
 }
+
+// TestSendEventConcurrentDuplicates: concurrent sends of one id store one
+// event and resume the waiting step once.
+func TestSendEventConcurrentDuplicates(t *testing.T) {
+	x := newH(t)
+	wf := x.deploy(waitDef("1h", ""))
+	id := x.start(wf, map[string]any{"order": "o-1"})
+	x.drain()
+	const n = 8
+	type result struct {
+		res *SendEventResult
+		err error
+	}
+	out := make(chan result, n)
+	for range n {
+		go func() {
+			var r result
+			r.err = store.InTenant(x.ctx, x.e.client, func(ctx context.Context) error {
+				id := "same"
+				var err error
+				r.res, err = x.e.SendEvent(ctx, SendEventInput{EnvironmentID: x.envID, Name: "paid", Data: map[string]any{"order": "o-1"}, ID: &id})
+				return err
+			})
+			out <- r
+		}()
+	}
+	stored, resumed := 0, 0
+	for range n {
+		r := <-out
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !r.res.Duplicate {
+			stored++
+		}
+		resumed += r.res.Resumed
+	}
+	if stored != 1 || resumed != 1 {
+		t.Fatalf("stored %d events, resumed %d steps; want 1 and 1", stored, resumed)
+	}
+	x.drain()
+	if r := x.run(id); r.Status != run.StatusSucceeded {
+		t.Fatalf("run %s", r.Status)
+	}
+}
