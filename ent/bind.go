@@ -58,6 +58,22 @@ func (c *EnvironmentClient) Bind(_m *Environment) *Environment {
 	return _m
 }
 
+// Bind gives a EventWait that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EventWaitClient) Bind(_m *EventWait) *EventWait {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a InboundEvent that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *InboundEventClient) Bind(_m *InboundEvent) *InboundEvent {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Member that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -22,6 +22,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -58,6 +60,10 @@ type Client struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// EventWait is the client for interacting with the EventWait builders.
+	EventWait *EventWaitClient
+	// InboundEvent is the client for interacting with the InboundEvent builders.
+	InboundEvent *InboundEventClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
 	// ModelCall is the client for interacting with the ModelCall builders.
@@ -102,6 +108,8 @@ func (c *Client) init() {
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
+	c.EventWait = NewEventWaitClient(c.config)
+	c.InboundEvent = NewInboundEventClient(c.config)
 	c.Member = NewMemberClient(c.config)
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
@@ -214,6 +222,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
+		EventWait:         NewEventWaitClient(cfg),
+		InboundEvent:      NewInboundEventClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
@@ -253,6 +263,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
+		EventWait:         NewEventWaitClient(cfg),
+		InboundEvent:      NewInboundEventClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
@@ -296,9 +308,10 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Member, c.ModelCall, c.ModelPrice, c.Run,
-		c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.Member,
+		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
+		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -309,9 +322,10 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Member, c.ModelCall, c.ModelPrice, c.Run,
-		c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.Member,
+		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
+		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -334,6 +348,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Deployment.mutate(ctx, m)
 	case *EnvironmentMutation:
 		return c.Environment.mutate(ctx, m)
+	case *EventWaitMutation:
+		return c.EventWait.mutate(ctx, m)
+	case *InboundEventMutation:
+		return c.InboundEvent.mutate(ctx, m)
 	case *MemberMutation:
 		return c.Member.mutate(ctx, m)
 	case *ModelCallMutation:
@@ -1572,6 +1590,338 @@ func (c *EnvironmentClient) mutate(ctx context.Context, m *EnvironmentMutation) 
 		return (&EnvironmentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Environment mutation op: %q", m.Op())
+	}
+}
+
+// EventWaitClient is a client for the EventWait schema.
+type EventWaitClient struct {
+	config
+}
+
+// NewEventWaitClient returns a client for the EventWait from the given config.
+func NewEventWaitClient(c config) *EventWaitClient {
+	return &EventWaitClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `eventwait.Hooks(f(g(h())))`.
+func (c *EventWaitClient) Use(hooks ...Hook) {
+	c.hooks.EventWait = append(c.hooks.EventWait, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `eventwait.Intercept(f(g(h())))`.
+func (c *EventWaitClient) Intercept(interceptors ...Interceptor) {
+	c.inters.EventWait = append(c.inters.EventWait, interceptors...)
+}
+
+// Create returns a builder for creating a EventWait entity.
+func (c *EventWaitClient) Create() *EventWaitCreate {
+	mutation := newEventWaitMutation(c.config, OpCreate)
+	return &EventWaitCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of EventWait entities.
+func (c *EventWaitClient) CreateBulk(builders ...*EventWaitCreate) *EventWaitCreateBulk {
+	return &EventWaitCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EventWaitClient) MapCreateBulk(slice any, setFunc func(*EventWaitCreate, int)) *EventWaitCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EventWaitCreateBulk{err: fmt.Errorf("calling to EventWaitClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EventWaitCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EventWaitCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for EventWait.
+func (c *EventWaitClient) Update() *EventWaitUpdate {
+	mutation := newEventWaitMutation(c.config, OpUpdate)
+	return &EventWaitUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EventWaitClient) UpdateOne(_m *EventWait) *EventWaitUpdateOne {
+	mutation := newEventWaitMutation(c.config, OpUpdateOne, withEventWait(_m))
+	return &EventWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EventWaitClient) UpdateOneID(id string) *EventWaitUpdateOne {
+	mutation := newEventWaitMutation(c.config, OpUpdateOne, withEventWaitID(id))
+	return &EventWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for EventWait.
+func (c *EventWaitClient) Delete() *EventWaitDelete {
+	mutation := newEventWaitMutation(c.config, OpDelete)
+	return &EventWaitDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EventWaitClient) DeleteOne(_m *EventWait) *EventWaitDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EventWaitClient) DeleteOneID(id string) *EventWaitDeleteOne {
+	builder := c.Delete().Where(eventwait.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EventWaitDeleteOne{builder}
+}
+
+// Query returns a query builder for EventWait.
+func (c *EventWaitClient) Query() *EventWaitQuery {
+	return &EventWaitQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEventWait},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a EventWait entity by its id.
+func (c *EventWaitClient) Get(ctx context.Context, id string) (*EventWait, error) {
+	return c.Query().Where(eventwait.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EventWaitClient) GetX(ctx context.Context, id string) *EventWait {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a EventWait.
+func (c *EventWaitClient) QueryTenant(_m *EventWait) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(eventwait.Table, eventwait.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, eventwait.TenantTable, eventwait.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRun queries the run edge of a EventWait.
+func (c *EventWaitClient) QueryRun(_m *EventWait) *RunQuery {
+	query := (&RunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(eventwait.Table, eventwait.FieldID, id),
+			sqlgraph.To(run.Table, run.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, eventwait.RunTable, eventwait.RunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EventWaitClient) Hooks() []Hook {
+	hooks := c.hooks.EventWait
+	return append(hooks[:len(hooks):len(hooks)], eventwait.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EventWaitClient) Interceptors() []Interceptor {
+	return c.inters.EventWait
+}
+
+func (c *EventWaitClient) mutate(ctx context.Context, m *EventWaitMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EventWaitCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EventWaitUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EventWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EventWaitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown EventWait mutation op: %q", m.Op())
+	}
+}
+
+// InboundEventClient is a client for the InboundEvent schema.
+type InboundEventClient struct {
+	config
+}
+
+// NewInboundEventClient returns a client for the InboundEvent from the given config.
+func NewInboundEventClient(c config) *InboundEventClient {
+	return &InboundEventClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `inboundevent.Hooks(f(g(h())))`.
+func (c *InboundEventClient) Use(hooks ...Hook) {
+	c.hooks.InboundEvent = append(c.hooks.InboundEvent, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `inboundevent.Intercept(f(g(h())))`.
+func (c *InboundEventClient) Intercept(interceptors ...Interceptor) {
+	c.inters.InboundEvent = append(c.inters.InboundEvent, interceptors...)
+}
+
+// Create returns a builder for creating a InboundEvent entity.
+func (c *InboundEventClient) Create() *InboundEventCreate {
+	mutation := newInboundEventMutation(c.config, OpCreate)
+	return &InboundEventCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of InboundEvent entities.
+func (c *InboundEventClient) CreateBulk(builders ...*InboundEventCreate) *InboundEventCreateBulk {
+	return &InboundEventCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *InboundEventClient) MapCreateBulk(slice any, setFunc func(*InboundEventCreate, int)) *InboundEventCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &InboundEventCreateBulk{err: fmt.Errorf("calling to InboundEventClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*InboundEventCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &InboundEventCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for InboundEvent.
+func (c *InboundEventClient) Update() *InboundEventUpdate {
+	mutation := newInboundEventMutation(c.config, OpUpdate)
+	return &InboundEventUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *InboundEventClient) UpdateOne(_m *InboundEvent) *InboundEventUpdateOne {
+	mutation := newInboundEventMutation(c.config, OpUpdateOne, withInboundEvent(_m))
+	return &InboundEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *InboundEventClient) UpdateOneID(id string) *InboundEventUpdateOne {
+	mutation := newInboundEventMutation(c.config, OpUpdateOne, withInboundEventID(id))
+	return &InboundEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for InboundEvent.
+func (c *InboundEventClient) Delete() *InboundEventDelete {
+	mutation := newInboundEventMutation(c.config, OpDelete)
+	return &InboundEventDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *InboundEventClient) DeleteOne(_m *InboundEvent) *InboundEventDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *InboundEventClient) DeleteOneID(id string) *InboundEventDeleteOne {
+	builder := c.Delete().Where(inboundevent.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &InboundEventDeleteOne{builder}
+}
+
+// Query returns a query builder for InboundEvent.
+func (c *InboundEventClient) Query() *InboundEventQuery {
+	return &InboundEventQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeInboundEvent},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a InboundEvent entity by its id.
+func (c *InboundEventClient) Get(ctx context.Context, id string) (*InboundEvent, error) {
+	return c.Query().Where(inboundevent.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *InboundEventClient) GetX(ctx context.Context, id string) *InboundEvent {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a InboundEvent.
+func (c *InboundEventClient) QueryTenant(_m *InboundEvent) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(inboundevent.Table, inboundevent.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, inboundevent.TenantTable, inboundevent.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryEnvironment queries the environment edge of a InboundEvent.
+func (c *InboundEventClient) QueryEnvironment(_m *InboundEvent) *EnvironmentQuery {
+	query := (&EnvironmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(inboundevent.Table, inboundevent.FieldID, id),
+			sqlgraph.To(environment.Table, environment.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, inboundevent.EnvironmentTable, inboundevent.EnvironmentColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *InboundEventClient) Hooks() []Hook {
+	hooks := c.hooks.InboundEvent
+	return append(hooks[:len(hooks):len(hooks)], inboundevent.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *InboundEventClient) Interceptors() []Interceptor {
+	return c.inters.InboundEvent
+}
+
+func (c *InboundEventClient) mutate(ctx context.Context, m *InboundEventMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&InboundEventCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&InboundEventUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&InboundEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&InboundEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown InboundEvent mutation op: %q", m.Op())
 	}
 }
 
@@ -3769,15 +4119,15 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Member, ModelCall, ModelPrice, Run, RunEvent, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Hook
+		Environment, EventWait, InboundEvent, Member, ModelCall, ModelPrice, Run,
+		RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Member, ModelCall, ModelPrice, Run, RunEvent, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Interceptor
+		Environment, EventWait, InboundEvent, Member, ModelCall, ModelPrice, Run,
+		RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -19,6 +19,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -99,6 +101,8 @@ func checkColumn(t, c string) error {
 			credentialversion.Table: credentialversion.ValidColumn,
 			deployment.Table:        deployment.ValidColumn,
 			environment.Table:       environment.ValidColumn,
+			eventwait.Table:         eventwait.ValidColumn,
+			inboundevent.Table:      inboundevent.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
 			modelprice.Table:        modelprice.ValidColumn,

@@ -10,6 +10,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -33,7 +35,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 20)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 22)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -195,6 +197,57 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   eventwait.Table,
+			Columns: eventwait.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: eventwait.FieldID,
+			},
+		},
+		Type: "EventWait",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			eventwait.FieldTenantID:      {Type: field.TypeString, Column: eventwait.FieldTenantID},
+			eventwait.FieldCreatedAt:     {Type: field.TypeTime, Column: eventwait.FieldCreatedAt},
+			eventwait.FieldUpdatedAt:     {Type: field.TypeTime, Column: eventwait.FieldUpdatedAt},
+			eventwait.FieldRunID:         {Type: field.TypeString, Column: eventwait.FieldRunID},
+			eventwait.FieldStepID:        {Type: field.TypeString, Column: eventwait.FieldStepID},
+			eventwait.FieldStepRunID:     {Type: field.TypeString, Column: eventwait.FieldStepRunID},
+			eventwait.FieldAttempt:       {Type: field.TypeInt, Column: eventwait.FieldAttempt},
+			eventwait.FieldEnvironmentID: {Type: field.TypeString, Column: eventwait.FieldEnvironmentID},
+			eventwait.FieldEvent:         {Type: field.TypeString, Column: eventwait.FieldEvent},
+			eventwait.FieldMatch:         {Type: field.TypeString, Column: eventwait.FieldMatch},
+			eventwait.FieldStatus:        {Type: field.TypeEnum, Column: eventwait.FieldStatus},
+			eventwait.FieldExpiresAt:     {Type: field.TypeTime, Column: eventwait.FieldExpiresAt},
+			eventwait.FieldScanned:       {Type: field.TypeBool, Column: eventwait.FieldScanned},
+			eventwait.FieldTokenHash:     {Type: field.TypeString, Column: eventwait.FieldTokenHash},
+			eventwait.FieldEventID:       {Type: field.TypeString, Column: eventwait.FieldEventID},
+			eventwait.FieldResolvedBy:    {Type: field.TypeString, Column: eventwait.FieldResolvedBy},
+			eventwait.FieldPayload:       {Type: field.TypeJSON, Column: eventwait.FieldPayload},
+			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
+		},
+	}
+	graph.Nodes[8] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   inboundevent.Table,
+			Columns: inboundevent.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: inboundevent.FieldID,
+			},
+		},
+		Type: "InboundEvent",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			inboundevent.FieldTenantID:      {Type: field.TypeString, Column: inboundevent.FieldTenantID},
+			inboundevent.FieldEnvironmentID: {Type: field.TypeString, Column: inboundevent.FieldEnvironmentID},
+			inboundevent.FieldName:          {Type: field.TypeString, Column: inboundevent.FieldName},
+			inboundevent.FieldDedupeID:      {Type: field.TypeString, Column: inboundevent.FieldDedupeID},
+			inboundevent.FieldData:          {Type: field.TypeJSON, Column: inboundevent.FieldData},
+			inboundevent.FieldSentBy:        {Type: field.TypeString, Column: inboundevent.FieldSentBy},
+			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
+		},
+	}
+	graph.Nodes[9] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -211,7 +264,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -240,7 +293,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -261,7 +314,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -297,7 +350,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -318,7 +371,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -346,7 +399,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -375,7 +428,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -398,7 +451,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -419,7 +472,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -447,7 +500,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -474,7 +527,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -494,7 +547,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -722,6 +775,54 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Environment",
 		"Credential",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   eventwait.TenantTable,
+			Columns: []string{eventwait.TenantColumn},
+			Bidi:    false,
+		},
+		"EventWait",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   eventwait.RunTable,
+			Columns: []string{eventwait.RunColumn},
+			Bidi:    false,
+		},
+		"EventWait",
+		"Run",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   inboundevent.TenantTable,
+			Columns: []string{inboundevent.TenantColumn},
+			Bidi:    false,
+		},
+		"InboundEvent",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"environment",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   inboundevent.EnvironmentTable,
+			Columns: []string{inboundevent.EnvironmentColumn},
+			Bidi:    false,
+		},
+		"InboundEvent",
+		"Environment",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -1927,6 +2028,267 @@ func (f *EnvironmentFilter) WhereHasCredentialsWith(preds ...predicate.Credentia
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *EventWaitQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the EventWaitQuery builder.
+func (_q *EventWaitQuery) Filter() *EventWaitFilter {
+	return &EventWaitFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *EventWaitMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the EventWaitMutation builder.
+func (m *EventWaitMutation) Filter() *EventWaitFilter {
+	return &EventWaitFilter{config: m.config, predicateAdder: m}
+}
+
+// EventWaitFilter provides a generic filtering capability at runtime for EventWaitQuery.
+type EventWaitFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *EventWaitFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *EventWaitFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *EventWaitFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *EventWaitFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(eventwait.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *EventWaitFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(eventwait.FieldUpdatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *EventWaitFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *EventWaitFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldStepID))
+}
+
+// WhereStepRunID applies the entql string predicate on the step_run_id field.
+func (f *EventWaitFilter) WhereStepRunID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldStepRunID))
+}
+
+// WhereAttempt applies the entql int predicate on the attempt field.
+func (f *EventWaitFilter) WhereAttempt(p entql.IntP) {
+	f.Where(p.Field(eventwait.FieldAttempt))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *EventWaitFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldEnvironmentID))
+}
+
+// WhereEvent applies the entql string predicate on the event field.
+func (f *EventWaitFilter) WhereEvent(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldEvent))
+}
+
+// WhereMatch applies the entql string predicate on the match field.
+func (f *EventWaitFilter) WhereMatch(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldMatch))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *EventWaitFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldStatus))
+}
+
+// WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
+func (f *EventWaitFilter) WhereExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(eventwait.FieldExpiresAt))
+}
+
+// WhereScanned applies the entql bool predicate on the scanned field.
+func (f *EventWaitFilter) WhereScanned(p entql.BoolP) {
+	f.Where(p.Field(eventwait.FieldScanned))
+}
+
+// WhereTokenHash applies the entql string predicate on the token_hash field.
+func (f *EventWaitFilter) WhereTokenHash(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldTokenHash))
+}
+
+// WhereEventID applies the entql string predicate on the event_id field.
+func (f *EventWaitFilter) WhereEventID(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldEventID))
+}
+
+// WhereResolvedBy applies the entql string predicate on the resolved_by field.
+func (f *EventWaitFilter) WhereResolvedBy(p entql.StringP) {
+	f.Where(p.Field(eventwait.FieldResolvedBy))
+}
+
+// WherePayload applies the entql json.RawMessage predicate on the payload field.
+func (f *EventWaitFilter) WherePayload(p entql.BytesP) {
+	f.Where(p.Field(eventwait.FieldPayload))
+}
+
+// WhereResolvedAt applies the entql time.Time predicate on the resolved_at field.
+func (f *EventWaitFilter) WhereResolvedAt(p entql.TimeP) {
+	f.Where(p.Field(eventwait.FieldResolvedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *EventWaitFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *EventWaitFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRun applies a predicate to check if query has an edge run.
+func (f *EventWaitFilter) WhereHasRun() {
+	f.Where(entql.HasEdge("run"))
+}
+
+// WhereHasRunWith applies a predicate to check if query has an edge run with a given conditions (other predicates).
+func (f *EventWaitFilter) WhereHasRunWith(preds ...predicate.Run) {
+	f.Where(entql.HasEdgeWith("run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *InboundEventQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the InboundEventQuery builder.
+func (_q *InboundEventQuery) Filter() *InboundEventFilter {
+	return &InboundEventFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *InboundEventMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the InboundEventMutation builder.
+func (m *InboundEventMutation) Filter() *InboundEventFilter {
+	return &InboundEventFilter{config: m.config, predicateAdder: m}
+}
+
+// InboundEventFilter provides a generic filtering capability at runtime for InboundEventQuery.
+type InboundEventFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *InboundEventFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *InboundEventFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *InboundEventFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldTenantID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *InboundEventFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldEnvironmentID))
+}
+
+// WhereName applies the entql string predicate on the name field.
+func (f *InboundEventFilter) WhereName(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldName))
+}
+
+// WhereDedupeID applies the entql string predicate on the dedupe_id field.
+func (f *InboundEventFilter) WhereDedupeID(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldDedupeID))
+}
+
+// WhereData applies the entql json.RawMessage predicate on the data field.
+func (f *InboundEventFilter) WhereData(p entql.BytesP) {
+	f.Where(p.Field(inboundevent.FieldData))
+}
+
+// WhereSentBy applies the entql string predicate on the sent_by field.
+func (f *InboundEventFilter) WhereSentBy(p entql.StringP) {
+	f.Where(p.Field(inboundevent.FieldSentBy))
+}
+
+// WhereReceivedAt applies the entql time.Time predicate on the received_at field.
+func (f *InboundEventFilter) WhereReceivedAt(p entql.TimeP) {
+	f.Where(p.Field(inboundevent.FieldReceivedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *InboundEventFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *InboundEventFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasEnvironment applies a predicate to check if query has an edge environment.
+func (f *InboundEventFilter) WhereHasEnvironment() {
+	f.Where(entql.HasEdge("environment"))
+}
+
+// WhereHasEnvironmentWith applies a predicate to check if query has an edge environment with a given conditions (other predicates).
+func (f *InboundEventFilter) WhereHasEnvironmentWith(preds ...predicate.Environment) {
+	f.Where(entql.HasEdgeWith("environment", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *MemberQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -1955,7 +2317,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2034,7 +2396,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2168,7 +2530,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2262,7 +2624,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2501,7 +2863,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2609,7 +2971,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2752,7 +3114,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2914,7 +3276,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3004,7 +3366,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3112,7 +3474,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3269,7 +3631,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3407,7 +3769,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3524,7 +3886,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

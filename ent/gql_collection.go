@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -1070,6 +1071,130 @@ func newEnvironmentPaginateArgs(rv map[string]any) *environmentPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*EnvironmentWhereInput); ok {
 		args.opts = append(args.opts, WithEnvironmentFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *InboundEventQuery) CollectFields(ctx context.Context, satisfies ...string) (*InboundEventQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *InboundEventQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(inboundevent.Columns))
+		selectedFields = []string{inboundevent.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "environment":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&EnvironmentClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, environmentImplementors)...); err != nil {
+				return err
+			}
+			_q.withEnvironment = query
+			if _, ok := fieldSeen[inboundevent.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldEnvironmentID)
+				fieldSeen[inboundevent.FieldEnvironmentID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[inboundevent.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldEnvironmentID)
+				fieldSeen[inboundevent.FieldEnvironmentID] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[inboundevent.FieldName]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldName)
+				fieldSeen[inboundevent.FieldName] = struct{}{}
+			}
+		case "dedupeID":
+			if _, ok := fieldSeen[inboundevent.FieldDedupeID]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldDedupeID)
+				fieldSeen[inboundevent.FieldDedupeID] = struct{}{}
+			}
+		case "sentBy":
+			if _, ok := fieldSeen[inboundevent.FieldSentBy]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldSentBy)
+				fieldSeen[inboundevent.FieldSentBy] = struct{}{}
+			}
+		case "receivedAt":
+			if _, ok := fieldSeen[inboundevent.FieldReceivedAt]; !ok {
+				selectedFields = append(selectedFields, inboundevent.FieldReceivedAt)
+				fieldSeen[inboundevent.FieldReceivedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type inboundeventPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []InboundEventPaginateOption
+}
+
+func newInboundEventPaginateArgs(rv map[string]any) *inboundeventPaginateArgs {
+	args := &inboundeventPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &InboundEventOrder{Field: &InboundEventOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithInboundEventOrder(order))
+			}
+		case *InboundEventOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithInboundEventOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*InboundEventWhereInput); ok {
+		args.opts = append(args.opts, WithInboundEventFilter(v.Filter))
 	}
 	return args
 }

@@ -98,6 +98,14 @@ func (_m *Environment) Credentials(
 	return _m.QueryCredentials().Paginate(ctx, after, first, before, last, opts...)
 }
 
+func (_m *InboundEvent) Environment(ctx context.Context) (*Environment, error) {
+	result, err := _m.Edges.EnvironmentOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEnvironment().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *Run) Workflow(ctx context.Context) (*Workflow, error) {
 	result, err := _m.Edges.WorkflowOrErr()
 	if IsNotLoaded(err) {

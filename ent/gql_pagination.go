@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -1959,6 +1960,302 @@ func (_m *Environment) ToEdge(order *EnvironmentOrder) *EnvironmentEdge {
 		order = DefaultEnvironmentOrder
 	}
 	return &EnvironmentEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// InboundEventEdge is the edge representation of InboundEvent.
+type InboundEventEdge struct {
+	Node   *InboundEvent `json:"node"`
+	Cursor Cursor        `json:"cursor"`
+}
+
+// InboundEventConnection is the connection containing edges to InboundEvent.
+type InboundEventConnection struct {
+	Edges      []*InboundEventEdge `json:"edges"`
+	PageInfo   PageInfo            `json:"pageInfo"`
+	TotalCount int                 `json:"totalCount"`
+}
+
+func (c *InboundEventConnection) build(nodes []*InboundEvent, pager *inboundeventPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *InboundEvent
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *InboundEvent {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *InboundEvent {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*InboundEventEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &InboundEventEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// InboundEventPaginateOption enables pagination customization.
+type InboundEventPaginateOption func(*inboundeventPager) error
+
+// WithInboundEventOrder configures pagination ordering.
+func WithInboundEventOrder(order *InboundEventOrder) InboundEventPaginateOption {
+	if order == nil {
+		order = DefaultInboundEventOrder
+	}
+	o := *order
+	return func(pager *inboundeventPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultInboundEventOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithInboundEventFilter configures pagination filter.
+func WithInboundEventFilter(filter func(*InboundEventQuery) (*InboundEventQuery, error)) InboundEventPaginateOption {
+	return func(pager *inboundeventPager) error {
+		if filter == nil {
+			return errors.New("InboundEventQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type inboundeventPager struct {
+	reverse bool
+	order   *InboundEventOrder
+	filter  func(*InboundEventQuery) (*InboundEventQuery, error)
+}
+
+func newInboundEventPager(opts []InboundEventPaginateOption, reverse bool) (*inboundeventPager, error) {
+	pager := &inboundeventPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultInboundEventOrder
+	}
+	return pager, nil
+}
+
+func (p *inboundeventPager) applyFilter(query *InboundEventQuery) (*InboundEventQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *inboundeventPager) toCursor(_m *InboundEvent) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *inboundeventPager) applyCursors(query *InboundEventQuery, after, before *Cursor) (*InboundEventQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultInboundEventOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *inboundeventPager) applyOrder(query *InboundEventQuery) *InboundEventQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultInboundEventOrder.Field {
+		query = query.Order(DefaultInboundEventOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *inboundeventPager) orderExpr(query *InboundEventQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultInboundEventOrder.Field {
+			b.Comma().Ident(DefaultInboundEventOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to InboundEvent.
+func (_m *InboundEventQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...InboundEventPaginateOption,
+) (*InboundEventConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newInboundEventPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &InboundEventConnection{Edges: []*InboundEventEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// InboundEventOrderFieldReceivedAt orders InboundEvent by received_at.
+	InboundEventOrderFieldReceivedAt = &InboundEventOrderField{
+		Value: func(_m *InboundEvent) (ent.Value, error) {
+			return _m.ReceivedAt, nil
+		},
+		column: inboundevent.FieldReceivedAt,
+		toTerm: inboundevent.ByReceivedAt,
+		toCursor: func(_m *InboundEvent) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.ReceivedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f InboundEventOrderField) String() string {
+	var str string
+	switch f.column {
+	case InboundEventOrderFieldReceivedAt.column:
+		str = "RECEIVED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f InboundEventOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *InboundEventOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("InboundEventOrderField %T must be a string", v)
+	}
+	switch str {
+	case "RECEIVED_AT":
+		*f = *InboundEventOrderFieldReceivedAt
+	default:
+		return fmt.Errorf("%s is not a valid InboundEventOrderField", str)
+	}
+	return nil
+}
+
+// InboundEventOrderField defines the ordering field of InboundEvent.
+type InboundEventOrderField struct {
+	// Value extracts the ordering value from the given InboundEvent.
+	Value    func(*InboundEvent) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) inboundevent.OrderOption
+	toCursor func(*InboundEvent) Cursor
+}
+
+// InboundEventOrder defines the ordering of InboundEvent.
+type InboundEventOrder struct {
+	Direction OrderDirection          `json:"direction"`
+	Field     *InboundEventOrderField `json:"field"`
+}
+
+// DefaultInboundEventOrder is the default ordering of InboundEvent.
+var DefaultInboundEventOrder = &InboundEventOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &InboundEventOrderField{
+		Value: func(_m *InboundEvent) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: inboundevent.FieldID,
+		toTerm: inboundevent.ByID,
+		toCursor: func(_m *InboundEvent) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts InboundEvent into InboundEventEdge.
+func (_m *InboundEvent) ToEdge(order *InboundEventOrder) *InboundEventEdge {
+	if order == nil {
+		order = DefaultInboundEventOrder
+	}
+	return &InboundEventEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

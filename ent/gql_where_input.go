@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -3137,6 +3138,418 @@ func (i *EnvironmentWhereInput) P() (predicate.Environment, error) {
 		return predicates[0], nil
 	default:
 		return environment.And(predicates...), nil
+	}
+}
+
+// InboundEventWhereInput represents a where input for filtering InboundEvent queries.
+type InboundEventWhereInput struct {
+	Predicates []predicate.InboundEvent  `json:"-"`
+	Not        *InboundEventWhereInput   `json:"not,omitempty"`
+	Or         []*InboundEventWhereInput `json:"or,omitempty"`
+	And        []*InboundEventWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "dedupe_id" field predicates.
+	DedupeID             *string  `json:"dedupeID,omitempty"`
+	DedupeIDNEQ          *string  `json:"dedupeIDNEQ,omitempty"`
+	DedupeIDIn           []string `json:"dedupeIDIn,omitempty"`
+	DedupeIDNotIn        []string `json:"dedupeIDNotIn,omitempty"`
+	DedupeIDGT           *string  `json:"dedupeIDGT,omitempty"`
+	DedupeIDGTE          *string  `json:"dedupeIDGTE,omitempty"`
+	DedupeIDLT           *string  `json:"dedupeIDLT,omitempty"`
+	DedupeIDLTE          *string  `json:"dedupeIDLTE,omitempty"`
+	DedupeIDContains     *string  `json:"dedupeIDContains,omitempty"`
+	DedupeIDHasPrefix    *string  `json:"dedupeIDHasPrefix,omitempty"`
+	DedupeIDHasSuffix    *string  `json:"dedupeIDHasSuffix,omitempty"`
+	DedupeIDIsNil        bool     `json:"dedupeIDIsNil,omitempty"`
+	DedupeIDNotNil       bool     `json:"dedupeIDNotNil,omitempty"`
+	DedupeIDEqualFold    *string  `json:"dedupeIDEqualFold,omitempty"`
+	DedupeIDContainsFold *string  `json:"dedupeIDContainsFold,omitempty"`
+
+	// "sent_by" field predicates.
+	SentBy             *string  `json:"sentBy,omitempty"`
+	SentByNEQ          *string  `json:"sentByNEQ,omitempty"`
+	SentByIn           []string `json:"sentByIn,omitempty"`
+	SentByNotIn        []string `json:"sentByNotIn,omitempty"`
+	SentByGT           *string  `json:"sentByGT,omitempty"`
+	SentByGTE          *string  `json:"sentByGTE,omitempty"`
+	SentByLT           *string  `json:"sentByLT,omitempty"`
+	SentByLTE          *string  `json:"sentByLTE,omitempty"`
+	SentByContains     *string  `json:"sentByContains,omitempty"`
+	SentByHasPrefix    *string  `json:"sentByHasPrefix,omitempty"`
+	SentByHasSuffix    *string  `json:"sentByHasSuffix,omitempty"`
+	SentByEqualFold    *string  `json:"sentByEqualFold,omitempty"`
+	SentByContainsFold *string  `json:"sentByContainsFold,omitempty"`
+
+	// "received_at" field predicates.
+	ReceivedAt      *time.Time  `json:"receivedAt,omitempty"`
+	ReceivedAtNEQ   *time.Time  `json:"receivedAtNEQ,omitempty"`
+	ReceivedAtIn    []time.Time `json:"receivedAtIn,omitempty"`
+	ReceivedAtNotIn []time.Time `json:"receivedAtNotIn,omitempty"`
+	ReceivedAtGT    *time.Time  `json:"receivedAtGT,omitempty"`
+	ReceivedAtGTE   *time.Time  `json:"receivedAtGTE,omitempty"`
+	ReceivedAtLT    *time.Time  `json:"receivedAtLT,omitempty"`
+	ReceivedAtLTE   *time.Time  `json:"receivedAtLTE,omitempty"`
+
+	// "environment" edge predicates.
+	HasEnvironment     *bool                    `json:"hasEnvironment,omitempty"`
+	HasEnvironmentWith []*EnvironmentWhereInput `json:"hasEnvironmentWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *InboundEventWhereInput) AddPredicates(predicates ...predicate.InboundEvent) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the InboundEventWhereInput filter on the InboundEventQuery builder.
+func (i *InboundEventWhereInput) Filter(q *InboundEventQuery) (*InboundEventQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyInboundEventWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyInboundEventWhereInput is returned in case the InboundEventWhereInput is empty.
+var ErrEmptyInboundEventWhereInput = errors.New("ent: empty predicate InboundEventWhereInput")
+
+// P returns a predicate for filtering inboundevents.
+// An error is returned if the input is empty or invalid.
+func (i *InboundEventWhereInput) P() (predicate.InboundEvent, error) {
+	var predicates []predicate.InboundEvent
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, inboundevent.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.InboundEvent, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, inboundevent.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.InboundEvent, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, inboundevent.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, inboundevent.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, inboundevent.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, inboundevent.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, inboundevent.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, inboundevent.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, inboundevent.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, inboundevent.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, inboundevent.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, inboundevent.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, inboundevent.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, inboundevent.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, inboundevent.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, inboundevent.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, inboundevent.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, inboundevent.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, inboundevent.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, inboundevent.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, inboundevent.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, inboundevent.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, inboundevent.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, inboundevent.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, inboundevent.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, inboundevent.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, inboundevent.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, inboundevent.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, inboundevent.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.DedupeID != nil {
+		predicates = append(predicates, inboundevent.DedupeIDEQ(*i.DedupeID))
+	}
+	if i.DedupeIDNEQ != nil {
+		predicates = append(predicates, inboundevent.DedupeIDNEQ(*i.DedupeIDNEQ))
+	}
+	if len(i.DedupeIDIn) > 0 {
+		predicates = append(predicates, inboundevent.DedupeIDIn(i.DedupeIDIn...))
+	}
+	if len(i.DedupeIDNotIn) > 0 {
+		predicates = append(predicates, inboundevent.DedupeIDNotIn(i.DedupeIDNotIn...))
+	}
+	if i.DedupeIDGT != nil {
+		predicates = append(predicates, inboundevent.DedupeIDGT(*i.DedupeIDGT))
+	}
+	if i.DedupeIDGTE != nil {
+		predicates = append(predicates, inboundevent.DedupeIDGTE(*i.DedupeIDGTE))
+	}
+	if i.DedupeIDLT != nil {
+		predicates = append(predicates, inboundevent.DedupeIDLT(*i.DedupeIDLT))
+	}
+	if i.DedupeIDLTE != nil {
+		predicates = append(predicates, inboundevent.DedupeIDLTE(*i.DedupeIDLTE))
+	}
+	if i.DedupeIDContains != nil {
+		predicates = append(predicates, inboundevent.DedupeIDContains(*i.DedupeIDContains))
+	}
+	if i.DedupeIDHasPrefix != nil {
+		predicates = append(predicates, inboundevent.DedupeIDHasPrefix(*i.DedupeIDHasPrefix))
+	}
+	if i.DedupeIDHasSuffix != nil {
+		predicates = append(predicates, inboundevent.DedupeIDHasSuffix(*i.DedupeIDHasSuffix))
+	}
+	if i.DedupeIDIsNil {
+		predicates = append(predicates, inboundevent.DedupeIDIsNil())
+	}
+	if i.DedupeIDNotNil {
+		predicates = append(predicates, inboundevent.DedupeIDNotNil())
+	}
+	if i.DedupeIDEqualFold != nil {
+		predicates = append(predicates, inboundevent.DedupeIDEqualFold(*i.DedupeIDEqualFold))
+	}
+	if i.DedupeIDContainsFold != nil {
+		predicates = append(predicates, inboundevent.DedupeIDContainsFold(*i.DedupeIDContainsFold))
+	}
+	if i.SentBy != nil {
+		predicates = append(predicates, inboundevent.SentByEQ(*i.SentBy))
+	}
+	if i.SentByNEQ != nil {
+		predicates = append(predicates, inboundevent.SentByNEQ(*i.SentByNEQ))
+	}
+	if len(i.SentByIn) > 0 {
+		predicates = append(predicates, inboundevent.SentByIn(i.SentByIn...))
+	}
+	if len(i.SentByNotIn) > 0 {
+		predicates = append(predicates, inboundevent.SentByNotIn(i.SentByNotIn...))
+	}
+	if i.SentByGT != nil {
+		predicates = append(predicates, inboundevent.SentByGT(*i.SentByGT))
+	}
+	if i.SentByGTE != nil {
+		predicates = append(predicates, inboundevent.SentByGTE(*i.SentByGTE))
+	}
+	if i.SentByLT != nil {
+		predicates = append(predicates, inboundevent.SentByLT(*i.SentByLT))
+	}
+	if i.SentByLTE != nil {
+		predicates = append(predicates, inboundevent.SentByLTE(*i.SentByLTE))
+	}
+	if i.SentByContains != nil {
+		predicates = append(predicates, inboundevent.SentByContains(*i.SentByContains))
+	}
+	if i.SentByHasPrefix != nil {
+		predicates = append(predicates, inboundevent.SentByHasPrefix(*i.SentByHasPrefix))
+	}
+	if i.SentByHasSuffix != nil {
+		predicates = append(predicates, inboundevent.SentByHasSuffix(*i.SentByHasSuffix))
+	}
+	if i.SentByEqualFold != nil {
+		predicates = append(predicates, inboundevent.SentByEqualFold(*i.SentByEqualFold))
+	}
+	if i.SentByContainsFold != nil {
+		predicates = append(predicates, inboundevent.SentByContainsFold(*i.SentByContainsFold))
+	}
+	if i.ReceivedAt != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtEQ(*i.ReceivedAt))
+	}
+	if i.ReceivedAtNEQ != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtNEQ(*i.ReceivedAtNEQ))
+	}
+	if len(i.ReceivedAtIn) > 0 {
+		predicates = append(predicates, inboundevent.ReceivedAtIn(i.ReceivedAtIn...))
+	}
+	if len(i.ReceivedAtNotIn) > 0 {
+		predicates = append(predicates, inboundevent.ReceivedAtNotIn(i.ReceivedAtNotIn...))
+	}
+	if i.ReceivedAtGT != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtGT(*i.ReceivedAtGT))
+	}
+	if i.ReceivedAtGTE != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtGTE(*i.ReceivedAtGTE))
+	}
+	if i.ReceivedAtLT != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtLT(*i.ReceivedAtLT))
+	}
+	if i.ReceivedAtLTE != nil {
+		predicates = append(predicates, inboundevent.ReceivedAtLTE(*i.ReceivedAtLTE))
+	}
+
+	if i.HasEnvironment != nil {
+		p := inboundevent.HasEnvironment()
+		if !*i.HasEnvironment {
+			p = inboundevent.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasEnvironmentWith) > 0 {
+		with := make([]predicate.Environment, 0, len(i.HasEnvironmentWith))
+		for _, w := range i.HasEnvironmentWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasEnvironmentWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, inboundevent.HasEnvironmentWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyInboundEventWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return inboundevent.And(predicates...), nil
 	}
 }
 

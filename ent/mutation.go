@@ -19,6 +19,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -51,6 +53,8 @@ const (
 	TypeCredentialVersion = "CredentialVersion"
 	TypeDeployment        = "Deployment"
 	TypeEnvironment       = "Environment"
+	TypeEventWait         = "EventWait"
+	TypeInboundEvent      = "InboundEvent"
 	TypeMember            = "Member"
 	TypeModelCall         = "ModelCall"
 	TypeModelPrice        = "ModelPrice"
@@ -7095,6 +7099,2321 @@ func (m *EnvironmentMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Environment edge %s", name)
+}
+
+// EventWaitMutation represents an operation that mutates the EventWait nodes in the graph.
+type EventWaitMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	created_at     *time.Time
+	updated_at     *time.Time
+	step_id        *string
+	step_run_id    *string
+	attempt        *int
+	addattempt     *int
+	environment_id *string
+	event          *string
+	match          *string
+	status         *eventwait.Status
+	expires_at     *time.Time
+	scanned        *bool
+	token_hash     *string
+	event_id       *string
+	resolved_by    *string
+	payload        *json.RawMessage
+	appendpayload  json.RawMessage
+	resolved_at    *time.Time
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	run            *string
+	clearedrun     bool
+	done           bool
+	oldValue       func(context.Context) (*EventWait, error)
+	predicates     []predicate.EventWait
+}
+
+var _ ent.Mutation = (*EventWaitMutation)(nil)
+
+// eventwaitOption allows management of the mutation configuration using functional options.
+type eventwaitOption func(*EventWaitMutation)
+
+// newEventWaitMutation creates new mutation for the EventWait entity.
+func newEventWaitMutation(c config, op Op, opts ...eventwaitOption) *EventWaitMutation {
+	m := &EventWaitMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEventWait,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEventWaitID sets the ID field of the mutation.
+func withEventWaitID(id string) eventwaitOption {
+	return func(m *EventWaitMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *EventWait
+		)
+		m.oldValue = func(ctx context.Context) (*EventWait, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().EventWait.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEventWait sets the old EventWait of the mutation.
+func withEventWait(node *EventWait) eventwaitOption {
+	return func(m *EventWaitMutation) {
+		m.oldValue = func(context.Context) (*EventWait, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EventWaitMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EventWaitMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of EventWait entities.
+func (m *EventWaitMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EventWaitMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EventWaitMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().EventWait.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EventWaitMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EventWaitMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EventWaitMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EventWaitMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EventWaitMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EventWaitMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *EventWaitMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *EventWaitMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *EventWaitMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *EventWaitMutation) SetRunID(s string) {
+	m.run = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *EventWaitMutation) RunID() (r string, exists bool) {
+	v := m.run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *EventWaitMutation) ResetRunID() {
+	m.run = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *EventWaitMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *EventWaitMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *EventWaitMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetStepRunID sets the "step_run_id" field.
+func (m *EventWaitMutation) SetStepRunID(s string) {
+	m.step_run_id = &s
+}
+
+// StepRunID returns the value of the "step_run_id" field in the mutation.
+func (m *EventWaitMutation) StepRunID() (r string, exists bool) {
+	v := m.step_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepRunID returns the old "step_run_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldStepRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepRunID: %w", err)
+	}
+	return oldValue.StepRunID, nil
+}
+
+// ResetStepRunID resets all changes to the "step_run_id" field.
+func (m *EventWaitMutation) ResetStepRunID() {
+	m.step_run_id = nil
+}
+
+// SetAttempt sets the "attempt" field.
+func (m *EventWaitMutation) SetAttempt(i int) {
+	m.attempt = &i
+	m.addattempt = nil
+}
+
+// Attempt returns the value of the "attempt" field in the mutation.
+func (m *EventWaitMutation) Attempt() (r int, exists bool) {
+	v := m.attempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempt returns the old "attempt" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldAttempt(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempt: %w", err)
+	}
+	return oldValue.Attempt, nil
+}
+
+// AddAttempt adds i to the "attempt" field.
+func (m *EventWaitMutation) AddAttempt(i int) {
+	if m.addattempt != nil {
+		*m.addattempt += i
+	} else {
+		m.addattempt = &i
+	}
+}
+
+// AddedAttempt returns the value that was added to the "attempt" field in this mutation.
+func (m *EventWaitMutation) AddedAttempt() (r int, exists bool) {
+	v := m.addattempt
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempt resets all changes to the "attempt" field.
+func (m *EventWaitMutation) ResetAttempt() {
+	m.attempt = nil
+	m.addattempt = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *EventWaitMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *EventWaitMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *EventWaitMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetEvent sets the "event" field.
+func (m *EventWaitMutation) SetEvent(s string) {
+	m.event = &s
+}
+
+// Event returns the value of the "event" field in the mutation.
+func (m *EventWaitMutation) Event() (r string, exists bool) {
+	v := m.event
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEvent returns the old "event" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldEvent(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEvent is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEvent requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEvent: %w", err)
+	}
+	return oldValue.Event, nil
+}
+
+// ResetEvent resets all changes to the "event" field.
+func (m *EventWaitMutation) ResetEvent() {
+	m.event = nil
+}
+
+// SetMatch sets the "match" field.
+func (m *EventWaitMutation) SetMatch(s string) {
+	m.match = &s
+}
+
+// Match returns the value of the "match" field in the mutation.
+func (m *EventWaitMutation) Match() (r string, exists bool) {
+	v := m.match
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMatch returns the old "match" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldMatch(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMatch is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMatch requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMatch: %w", err)
+	}
+	return oldValue.Match, nil
+}
+
+// ClearMatch clears the value of the "match" field.
+func (m *EventWaitMutation) ClearMatch() {
+	m.match = nil
+	m.clearedFields[eventwait.FieldMatch] = struct{}{}
+}
+
+// MatchCleared returns if the "match" field was cleared in this mutation.
+func (m *EventWaitMutation) MatchCleared() bool {
+	_, ok := m.clearedFields[eventwait.FieldMatch]
+	return ok
+}
+
+// ResetMatch resets all changes to the "match" field.
+func (m *EventWaitMutation) ResetMatch() {
+	m.match = nil
+	delete(m.clearedFields, eventwait.FieldMatch)
+}
+
+// SetStatus sets the "status" field.
+func (m *EventWaitMutation) SetStatus(e eventwait.Status) {
+	m.status = &e
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *EventWaitMutation) Status() (r eventwait.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldStatus(ctx context.Context) (v eventwait.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *EventWaitMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetExpiresAt sets the "expires_at" field.
+func (m *EventWaitMutation) SetExpiresAt(t time.Time) {
+	m.expires_at = &t
+}
+
+// ExpiresAt returns the value of the "expires_at" field in the mutation.
+func (m *EventWaitMutation) ExpiresAt() (r time.Time, exists bool) {
+	v := m.expires_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpiresAt returns the old "expires_at" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldExpiresAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpiresAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpiresAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpiresAt: %w", err)
+	}
+	return oldValue.ExpiresAt, nil
+}
+
+// ResetExpiresAt resets all changes to the "expires_at" field.
+func (m *EventWaitMutation) ResetExpiresAt() {
+	m.expires_at = nil
+}
+
+// SetScanned sets the "scanned" field.
+func (m *EventWaitMutation) SetScanned(b bool) {
+	m.scanned = &b
+}
+
+// Scanned returns the value of the "scanned" field in the mutation.
+func (m *EventWaitMutation) Scanned() (r bool, exists bool) {
+	v := m.scanned
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScanned returns the old "scanned" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldScanned(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScanned is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScanned requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScanned: %w", err)
+	}
+	return oldValue.Scanned, nil
+}
+
+// ResetScanned resets all changes to the "scanned" field.
+func (m *EventWaitMutation) ResetScanned() {
+	m.scanned = nil
+}
+
+// SetTokenHash sets the "token_hash" field.
+func (m *EventWaitMutation) SetTokenHash(s string) {
+	m.token_hash = &s
+}
+
+// TokenHash returns the value of the "token_hash" field in the mutation.
+func (m *EventWaitMutation) TokenHash() (r string, exists bool) {
+	v := m.token_hash
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTokenHash returns the old "token_hash" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldTokenHash(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTokenHash is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTokenHash requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTokenHash: %w", err)
+	}
+	return oldValue.TokenHash, nil
+}
+
+// ResetTokenHash resets all changes to the "token_hash" field.
+func (m *EventWaitMutation) ResetTokenHash() {
+	m.token_hash = nil
+}
+
+// SetEventID sets the "event_id" field.
+func (m *EventWaitMutation) SetEventID(s string) {
+	m.event_id = &s
+}
+
+// EventID returns the value of the "event_id" field in the mutation.
+func (m *EventWaitMutation) EventID() (r string, exists bool) {
+	v := m.event_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEventID returns the old "event_id" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldEventID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEventID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEventID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEventID: %w", err)
+	}
+	return oldValue.EventID, nil
+}
+
+// ClearEventID clears the value of the "event_id" field.
+func (m *EventWaitMutation) ClearEventID() {
+	m.event_id = nil
+	m.clearedFields[eventwait.FieldEventID] = struct{}{}
+}
+
+// EventIDCleared returns if the "event_id" field was cleared in this mutation.
+func (m *EventWaitMutation) EventIDCleared() bool {
+	_, ok := m.clearedFields[eventwait.FieldEventID]
+	return ok
+}
+
+// ResetEventID resets all changes to the "event_id" field.
+func (m *EventWaitMutation) ResetEventID() {
+	m.event_id = nil
+	delete(m.clearedFields, eventwait.FieldEventID)
+}
+
+// SetResolvedBy sets the "resolved_by" field.
+func (m *EventWaitMutation) SetResolvedBy(s string) {
+	m.resolved_by = &s
+}
+
+// ResolvedBy returns the value of the "resolved_by" field in the mutation.
+func (m *EventWaitMutation) ResolvedBy() (r string, exists bool) {
+	v := m.resolved_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedBy returns the old "resolved_by" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldResolvedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedBy: %w", err)
+	}
+	return oldValue.ResolvedBy, nil
+}
+
+// ClearResolvedBy clears the value of the "resolved_by" field.
+func (m *EventWaitMutation) ClearResolvedBy() {
+	m.resolved_by = nil
+	m.clearedFields[eventwait.FieldResolvedBy] = struct{}{}
+}
+
+// ResolvedByCleared returns if the "resolved_by" field was cleared in this mutation.
+func (m *EventWaitMutation) ResolvedByCleared() bool {
+	_, ok := m.clearedFields[eventwait.FieldResolvedBy]
+	return ok
+}
+
+// ResetResolvedBy resets all changes to the "resolved_by" field.
+func (m *EventWaitMutation) ResetResolvedBy() {
+	m.resolved_by = nil
+	delete(m.clearedFields, eventwait.FieldResolvedBy)
+}
+
+// SetPayload sets the "payload" field.
+func (m *EventWaitMutation) SetPayload(jm json.RawMessage) {
+	m.payload = &jm
+	m.appendpayload = nil
+}
+
+// Payload returns the value of the "payload" field in the mutation.
+func (m *EventWaitMutation) Payload() (r json.RawMessage, exists bool) {
+	v := m.payload
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayload returns the old "payload" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldPayload(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayload is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayload requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayload: %w", err)
+	}
+	return oldValue.Payload, nil
+}
+
+// AppendPayload adds jm to the "payload" field.
+func (m *EventWaitMutation) AppendPayload(jm json.RawMessage) {
+	m.appendpayload = append(m.appendpayload, jm...)
+}
+
+// AppendedPayload returns the list of values that were appended to the "payload" field in this mutation.
+func (m *EventWaitMutation) AppendedPayload() (json.RawMessage, bool) {
+	if len(m.appendpayload) == 0 {
+		return nil, false
+	}
+	return m.appendpayload, true
+}
+
+// ClearPayload clears the value of the "payload" field.
+func (m *EventWaitMutation) ClearPayload() {
+	m.payload = nil
+	m.appendpayload = nil
+	m.clearedFields[eventwait.FieldPayload] = struct{}{}
+}
+
+// PayloadCleared returns if the "payload" field was cleared in this mutation.
+func (m *EventWaitMutation) PayloadCleared() bool {
+	_, ok := m.clearedFields[eventwait.FieldPayload]
+	return ok
+}
+
+// ResetPayload resets all changes to the "payload" field.
+func (m *EventWaitMutation) ResetPayload() {
+	m.payload = nil
+	m.appendpayload = nil
+	delete(m.clearedFields, eventwait.FieldPayload)
+}
+
+// SetResolvedAt sets the "resolved_at" field.
+func (m *EventWaitMutation) SetResolvedAt(t time.Time) {
+	m.resolved_at = &t
+}
+
+// ResolvedAt returns the value of the "resolved_at" field in the mutation.
+func (m *EventWaitMutation) ResolvedAt() (r time.Time, exists bool) {
+	v := m.resolved_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedAt returns the old "resolved_at" field's value of the EventWait entity.
+// If the EventWait object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EventWaitMutation) OldResolvedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedAt: %w", err)
+	}
+	return oldValue.ResolvedAt, nil
+}
+
+// ClearResolvedAt clears the value of the "resolved_at" field.
+func (m *EventWaitMutation) ClearResolvedAt() {
+	m.resolved_at = nil
+	m.clearedFields[eventwait.FieldResolvedAt] = struct{}{}
+}
+
+// ResolvedAtCleared returns if the "resolved_at" field was cleared in this mutation.
+func (m *EventWaitMutation) ResolvedAtCleared() bool {
+	_, ok := m.clearedFields[eventwait.FieldResolvedAt]
+	return ok
+}
+
+// ResetResolvedAt resets all changes to the "resolved_at" field.
+func (m *EventWaitMutation) ResetResolvedAt() {
+	m.resolved_at = nil
+	delete(m.clearedFields, eventwait.FieldResolvedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EventWaitMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[eventwait.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EventWaitMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EventWaitMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EventWaitMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearRun clears the "run" edge to the Run entity.
+func (m *EventWaitMutation) ClearRun() {
+	m.clearedrun = true
+	m.clearedFields[eventwait.FieldRunID] = struct{}{}
+}
+
+// RunCleared reports if the "run" edge to the Run entity was cleared.
+func (m *EventWaitMutation) RunCleared() bool {
+	return m.clearedrun
+}
+
+// RunIDs returns the "run" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// RunID instead. It exists only for internal usage by the builders.
+func (m *EventWaitMutation) RunIDs() (ids []string) {
+	if id := m.run; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetRun resets all changes to the "run" edge.
+func (m *EventWaitMutation) ResetRun() {
+	m.run = nil
+	m.clearedrun = false
+}
+
+// Where appends a list predicates to the EventWaitMutation builder.
+func (m *EventWaitMutation) Where(ps ...predicate.EventWait) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EventWaitMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EventWaitMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.EventWait, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EventWaitMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EventWaitMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (EventWait).
+func (m *EventWaitMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EventWaitMutation) Fields() []string {
+	fields := make([]string, 0, 18)
+	if m.tenant != nil {
+		fields = append(fields, eventwait.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, eventwait.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, eventwait.FieldUpdatedAt)
+	}
+	if m.run != nil {
+		fields = append(fields, eventwait.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, eventwait.FieldStepID)
+	}
+	if m.step_run_id != nil {
+		fields = append(fields, eventwait.FieldStepRunID)
+	}
+	if m.attempt != nil {
+		fields = append(fields, eventwait.FieldAttempt)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, eventwait.FieldEnvironmentID)
+	}
+	if m.event != nil {
+		fields = append(fields, eventwait.FieldEvent)
+	}
+	if m.match != nil {
+		fields = append(fields, eventwait.FieldMatch)
+	}
+	if m.status != nil {
+		fields = append(fields, eventwait.FieldStatus)
+	}
+	if m.expires_at != nil {
+		fields = append(fields, eventwait.FieldExpiresAt)
+	}
+	if m.scanned != nil {
+		fields = append(fields, eventwait.FieldScanned)
+	}
+	if m.token_hash != nil {
+		fields = append(fields, eventwait.FieldTokenHash)
+	}
+	if m.event_id != nil {
+		fields = append(fields, eventwait.FieldEventID)
+	}
+	if m.resolved_by != nil {
+		fields = append(fields, eventwait.FieldResolvedBy)
+	}
+	if m.payload != nil {
+		fields = append(fields, eventwait.FieldPayload)
+	}
+	if m.resolved_at != nil {
+		fields = append(fields, eventwait.FieldResolvedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EventWaitMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case eventwait.FieldTenantID:
+		return m.TenantID()
+	case eventwait.FieldCreatedAt:
+		return m.CreatedAt()
+	case eventwait.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case eventwait.FieldRunID:
+		return m.RunID()
+	case eventwait.FieldStepID:
+		return m.StepID()
+	case eventwait.FieldStepRunID:
+		return m.StepRunID()
+	case eventwait.FieldAttempt:
+		return m.Attempt()
+	case eventwait.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case eventwait.FieldEvent:
+		return m.Event()
+	case eventwait.FieldMatch:
+		return m.Match()
+	case eventwait.FieldStatus:
+		return m.Status()
+	case eventwait.FieldExpiresAt:
+		return m.ExpiresAt()
+	case eventwait.FieldScanned:
+		return m.Scanned()
+	case eventwait.FieldTokenHash:
+		return m.TokenHash()
+	case eventwait.FieldEventID:
+		return m.EventID()
+	case eventwait.FieldResolvedBy:
+		return m.ResolvedBy()
+	case eventwait.FieldPayload:
+		return m.Payload()
+	case eventwait.FieldResolvedAt:
+		return m.ResolvedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EventWaitMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case eventwait.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case eventwait.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case eventwait.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case eventwait.FieldRunID:
+		return m.OldRunID(ctx)
+	case eventwait.FieldStepID:
+		return m.OldStepID(ctx)
+	case eventwait.FieldStepRunID:
+		return m.OldStepRunID(ctx)
+	case eventwait.FieldAttempt:
+		return m.OldAttempt(ctx)
+	case eventwait.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case eventwait.FieldEvent:
+		return m.OldEvent(ctx)
+	case eventwait.FieldMatch:
+		return m.OldMatch(ctx)
+	case eventwait.FieldStatus:
+		return m.OldStatus(ctx)
+	case eventwait.FieldExpiresAt:
+		return m.OldExpiresAt(ctx)
+	case eventwait.FieldScanned:
+		return m.OldScanned(ctx)
+	case eventwait.FieldTokenHash:
+		return m.OldTokenHash(ctx)
+	case eventwait.FieldEventID:
+		return m.OldEventID(ctx)
+	case eventwait.FieldResolvedBy:
+		return m.OldResolvedBy(ctx)
+	case eventwait.FieldPayload:
+		return m.OldPayload(ctx)
+	case eventwait.FieldResolvedAt:
+		return m.OldResolvedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown EventWait field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EventWaitMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case eventwait.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case eventwait.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case eventwait.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case eventwait.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case eventwait.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case eventwait.FieldStepRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepRunID(v)
+		return nil
+	case eventwait.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempt(v)
+		return nil
+	case eventwait.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case eventwait.FieldEvent:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEvent(v)
+		return nil
+	case eventwait.FieldMatch:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMatch(v)
+		return nil
+	case eventwait.FieldStatus:
+		v, ok := value.(eventwait.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case eventwait.FieldExpiresAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpiresAt(v)
+		return nil
+	case eventwait.FieldScanned:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScanned(v)
+		return nil
+	case eventwait.FieldTokenHash:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTokenHash(v)
+		return nil
+	case eventwait.FieldEventID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEventID(v)
+		return nil
+	case eventwait.FieldResolvedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedBy(v)
+		return nil
+	case eventwait.FieldPayload:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayload(v)
+		return nil
+	case eventwait.FieldResolvedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EventWaitMutation) AddedFields() []string {
+	var fields []string
+	if m.addattempt != nil {
+		fields = append(fields, eventwait.FieldAttempt)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EventWaitMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case eventwait.FieldAttempt:
+		return m.AddedAttempt()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EventWaitMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case eventwait.FieldAttempt:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EventWaitMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(eventwait.FieldMatch) {
+		fields = append(fields, eventwait.FieldMatch)
+	}
+	if m.FieldCleared(eventwait.FieldEventID) {
+		fields = append(fields, eventwait.FieldEventID)
+	}
+	if m.FieldCleared(eventwait.FieldResolvedBy) {
+		fields = append(fields, eventwait.FieldResolvedBy)
+	}
+	if m.FieldCleared(eventwait.FieldPayload) {
+		fields = append(fields, eventwait.FieldPayload)
+	}
+	if m.FieldCleared(eventwait.FieldResolvedAt) {
+		fields = append(fields, eventwait.FieldResolvedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EventWaitMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EventWaitMutation) ClearField(name string) error {
+	switch name {
+	case eventwait.FieldMatch:
+		m.ClearMatch()
+		return nil
+	case eventwait.FieldEventID:
+		m.ClearEventID()
+		return nil
+	case eventwait.FieldResolvedBy:
+		m.ClearResolvedBy()
+		return nil
+	case eventwait.FieldPayload:
+		m.ClearPayload()
+		return nil
+	case eventwait.FieldResolvedAt:
+		m.ClearResolvedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EventWaitMutation) ResetField(name string) error {
+	switch name {
+	case eventwait.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case eventwait.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case eventwait.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case eventwait.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case eventwait.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case eventwait.FieldStepRunID:
+		m.ResetStepRunID()
+		return nil
+	case eventwait.FieldAttempt:
+		m.ResetAttempt()
+		return nil
+	case eventwait.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case eventwait.FieldEvent:
+		m.ResetEvent()
+		return nil
+	case eventwait.FieldMatch:
+		m.ResetMatch()
+		return nil
+	case eventwait.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case eventwait.FieldExpiresAt:
+		m.ResetExpiresAt()
+		return nil
+	case eventwait.FieldScanned:
+		m.ResetScanned()
+		return nil
+	case eventwait.FieldTokenHash:
+		m.ResetTokenHash()
+		return nil
+	case eventwait.FieldEventID:
+		m.ResetEventID()
+		return nil
+	case eventwait.FieldResolvedBy:
+		m.ResetResolvedBy()
+		return nil
+	case eventwait.FieldPayload:
+		m.ResetPayload()
+		return nil
+	case eventwait.FieldResolvedAt:
+		m.ResetResolvedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EventWaitMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, eventwait.EdgeTenant)
+	}
+	if m.run != nil {
+		edges = append(edges, eventwait.EdgeRun)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EventWaitMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case eventwait.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case eventwait.EdgeRun:
+		if id := m.run; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EventWaitMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EventWaitMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EventWaitMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, eventwait.EdgeTenant)
+	}
+	if m.clearedrun {
+		edges = append(edges, eventwait.EdgeRun)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EventWaitMutation) EdgeCleared(name string) bool {
+	switch name {
+	case eventwait.EdgeTenant:
+		return m.clearedtenant
+	case eventwait.EdgeRun:
+		return m.clearedrun
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EventWaitMutation) ClearEdge(name string) error {
+	switch name {
+	case eventwait.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case eventwait.EdgeRun:
+		m.ClearRun()
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EventWaitMutation) ResetEdge(name string) error {
+	switch name {
+	case eventwait.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case eventwait.EdgeRun:
+		m.ResetRun()
+		return nil
+	}
+	return fmt.Errorf("unknown EventWait edge %s", name)
+}
+
+// InboundEventMutation represents an operation that mutates the InboundEvent nodes in the graph.
+type InboundEventMutation struct {
+	config
+	op                 Op
+	typ                string
+	id                 *string
+	name               *string
+	dedupe_id          *string
+	data               *json.RawMessage
+	appenddata         json.RawMessage
+	sent_by            *string
+	received_at        *time.Time
+	clearedFields      map[string]struct{}
+	tenant             *string
+	clearedtenant      bool
+	environment        *string
+	clearedenvironment bool
+	done               bool
+	oldValue           func(context.Context) (*InboundEvent, error)
+	predicates         []predicate.InboundEvent
+}
+
+var _ ent.Mutation = (*InboundEventMutation)(nil)
+
+// inboundeventOption allows management of the mutation configuration using functional options.
+type inboundeventOption func(*InboundEventMutation)
+
+// newInboundEventMutation creates new mutation for the InboundEvent entity.
+func newInboundEventMutation(c config, op Op, opts ...inboundeventOption) *InboundEventMutation {
+	m := &InboundEventMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeInboundEvent,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withInboundEventID sets the ID field of the mutation.
+func withInboundEventID(id string) inboundeventOption {
+	return func(m *InboundEventMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *InboundEvent
+		)
+		m.oldValue = func(ctx context.Context) (*InboundEvent, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().InboundEvent.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withInboundEvent sets the old InboundEvent of the mutation.
+func withInboundEvent(node *InboundEvent) inboundeventOption {
+	return func(m *InboundEventMutation) {
+		m.oldValue = func(context.Context) (*InboundEvent, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m InboundEventMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m InboundEventMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of InboundEvent entities.
+func (m *InboundEventMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *InboundEventMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *InboundEventMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().InboundEvent.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *InboundEventMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *InboundEventMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *InboundEventMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *InboundEventMutation) SetEnvironmentID(s string) {
+	m.environment = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *InboundEventMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *InboundEventMutation) ResetEnvironmentID() {
+	m.environment = nil
+}
+
+// SetName sets the "name" field.
+func (m *InboundEventMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *InboundEventMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *InboundEventMutation) ResetName() {
+	m.name = nil
+}
+
+// SetDedupeID sets the "dedupe_id" field.
+func (m *InboundEventMutation) SetDedupeID(s string) {
+	m.dedupe_id = &s
+}
+
+// DedupeID returns the value of the "dedupe_id" field in the mutation.
+func (m *InboundEventMutation) DedupeID() (r string, exists bool) {
+	v := m.dedupe_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupeID returns the old "dedupe_id" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldDedupeID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupeID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupeID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupeID: %w", err)
+	}
+	return oldValue.DedupeID, nil
+}
+
+// ClearDedupeID clears the value of the "dedupe_id" field.
+func (m *InboundEventMutation) ClearDedupeID() {
+	m.dedupe_id = nil
+	m.clearedFields[inboundevent.FieldDedupeID] = struct{}{}
+}
+
+// DedupeIDCleared returns if the "dedupe_id" field was cleared in this mutation.
+func (m *InboundEventMutation) DedupeIDCleared() bool {
+	_, ok := m.clearedFields[inboundevent.FieldDedupeID]
+	return ok
+}
+
+// ResetDedupeID resets all changes to the "dedupe_id" field.
+func (m *InboundEventMutation) ResetDedupeID() {
+	m.dedupe_id = nil
+	delete(m.clearedFields, inboundevent.FieldDedupeID)
+}
+
+// SetData sets the "data" field.
+func (m *InboundEventMutation) SetData(jm json.RawMessage) {
+	m.data = &jm
+	m.appenddata = nil
+}
+
+// Data returns the value of the "data" field in the mutation.
+func (m *InboundEventMutation) Data() (r json.RawMessage, exists bool) {
+	v := m.data
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldData returns the old "data" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldData(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldData is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldData requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldData: %w", err)
+	}
+	return oldValue.Data, nil
+}
+
+// AppendData adds jm to the "data" field.
+func (m *InboundEventMutation) AppendData(jm json.RawMessage) {
+	m.appenddata = append(m.appenddata, jm...)
+}
+
+// AppendedData returns the list of values that were appended to the "data" field in this mutation.
+func (m *InboundEventMutation) AppendedData() (json.RawMessage, bool) {
+	if len(m.appenddata) == 0 {
+		return nil, false
+	}
+	return m.appenddata, true
+}
+
+// ClearData clears the value of the "data" field.
+func (m *InboundEventMutation) ClearData() {
+	m.data = nil
+	m.appenddata = nil
+	m.clearedFields[inboundevent.FieldData] = struct{}{}
+}
+
+// DataCleared returns if the "data" field was cleared in this mutation.
+func (m *InboundEventMutation) DataCleared() bool {
+	_, ok := m.clearedFields[inboundevent.FieldData]
+	return ok
+}
+
+// ResetData resets all changes to the "data" field.
+func (m *InboundEventMutation) ResetData() {
+	m.data = nil
+	m.appenddata = nil
+	delete(m.clearedFields, inboundevent.FieldData)
+}
+
+// SetSentBy sets the "sent_by" field.
+func (m *InboundEventMutation) SetSentBy(s string) {
+	m.sent_by = &s
+}
+
+// SentBy returns the value of the "sent_by" field in the mutation.
+func (m *InboundEventMutation) SentBy() (r string, exists bool) {
+	v := m.sent_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSentBy returns the old "sent_by" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldSentBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSentBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSentBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSentBy: %w", err)
+	}
+	return oldValue.SentBy, nil
+}
+
+// ResetSentBy resets all changes to the "sent_by" field.
+func (m *InboundEventMutation) ResetSentBy() {
+	m.sent_by = nil
+}
+
+// SetReceivedAt sets the "received_at" field.
+func (m *InboundEventMutation) SetReceivedAt(t time.Time) {
+	m.received_at = &t
+}
+
+// ReceivedAt returns the value of the "received_at" field in the mutation.
+func (m *InboundEventMutation) ReceivedAt() (r time.Time, exists bool) {
+	v := m.received_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReceivedAt returns the old "received_at" field's value of the InboundEvent entity.
+// If the InboundEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InboundEventMutation) OldReceivedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReceivedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReceivedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReceivedAt: %w", err)
+	}
+	return oldValue.ReceivedAt, nil
+}
+
+// ResetReceivedAt resets all changes to the "received_at" field.
+func (m *InboundEventMutation) ResetReceivedAt() {
+	m.received_at = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *InboundEventMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[inboundevent.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *InboundEventMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *InboundEventMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *InboundEventMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearEnvironment clears the "environment" edge to the Environment entity.
+func (m *InboundEventMutation) ClearEnvironment() {
+	m.clearedenvironment = true
+	m.clearedFields[inboundevent.FieldEnvironmentID] = struct{}{}
+}
+
+// EnvironmentCleared reports if the "environment" edge to the Environment entity was cleared.
+func (m *InboundEventMutation) EnvironmentCleared() bool {
+	return m.clearedenvironment
+}
+
+// EnvironmentIDs returns the "environment" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// EnvironmentID instead. It exists only for internal usage by the builders.
+func (m *InboundEventMutation) EnvironmentIDs() (ids []string) {
+	if id := m.environment; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetEnvironment resets all changes to the "environment" edge.
+func (m *InboundEventMutation) ResetEnvironment() {
+	m.environment = nil
+	m.clearedenvironment = false
+}
+
+// Where appends a list predicates to the InboundEventMutation builder.
+func (m *InboundEventMutation) Where(ps ...predicate.InboundEvent) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the InboundEventMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *InboundEventMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.InboundEvent, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *InboundEventMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *InboundEventMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (InboundEvent).
+func (m *InboundEventMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *InboundEventMutation) Fields() []string {
+	fields := make([]string, 0, 7)
+	if m.tenant != nil {
+		fields = append(fields, inboundevent.FieldTenantID)
+	}
+	if m.environment != nil {
+		fields = append(fields, inboundevent.FieldEnvironmentID)
+	}
+	if m.name != nil {
+		fields = append(fields, inboundevent.FieldName)
+	}
+	if m.dedupe_id != nil {
+		fields = append(fields, inboundevent.FieldDedupeID)
+	}
+	if m.data != nil {
+		fields = append(fields, inboundevent.FieldData)
+	}
+	if m.sent_by != nil {
+		fields = append(fields, inboundevent.FieldSentBy)
+	}
+	if m.received_at != nil {
+		fields = append(fields, inboundevent.FieldReceivedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *InboundEventMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case inboundevent.FieldTenantID:
+		return m.TenantID()
+	case inboundevent.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case inboundevent.FieldName:
+		return m.Name()
+	case inboundevent.FieldDedupeID:
+		return m.DedupeID()
+	case inboundevent.FieldData:
+		return m.Data()
+	case inboundevent.FieldSentBy:
+		return m.SentBy()
+	case inboundevent.FieldReceivedAt:
+		return m.ReceivedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *InboundEventMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case inboundevent.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case inboundevent.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case inboundevent.FieldName:
+		return m.OldName(ctx)
+	case inboundevent.FieldDedupeID:
+		return m.OldDedupeID(ctx)
+	case inboundevent.FieldData:
+		return m.OldData(ctx)
+	case inboundevent.FieldSentBy:
+		return m.OldSentBy(ctx)
+	case inboundevent.FieldReceivedAt:
+		return m.OldReceivedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown InboundEvent field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *InboundEventMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case inboundevent.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case inboundevent.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case inboundevent.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case inboundevent.FieldDedupeID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupeID(v)
+		return nil
+	case inboundevent.FieldData:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetData(v)
+		return nil
+	case inboundevent.FieldSentBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSentBy(v)
+		return nil
+	case inboundevent.FieldReceivedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReceivedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown InboundEvent field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *InboundEventMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *InboundEventMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *InboundEventMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown InboundEvent numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *InboundEventMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(inboundevent.FieldDedupeID) {
+		fields = append(fields, inboundevent.FieldDedupeID)
+	}
+	if m.FieldCleared(inboundevent.FieldData) {
+		fields = append(fields, inboundevent.FieldData)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *InboundEventMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *InboundEventMutation) ClearField(name string) error {
+	switch name {
+	case inboundevent.FieldDedupeID:
+		m.ClearDedupeID()
+		return nil
+	case inboundevent.FieldData:
+		m.ClearData()
+		return nil
+	}
+	return fmt.Errorf("unknown InboundEvent nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *InboundEventMutation) ResetField(name string) error {
+	switch name {
+	case inboundevent.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case inboundevent.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case inboundevent.FieldName:
+		m.ResetName()
+		return nil
+	case inboundevent.FieldDedupeID:
+		m.ResetDedupeID()
+		return nil
+	case inboundevent.FieldData:
+		m.ResetData()
+		return nil
+	case inboundevent.FieldSentBy:
+		m.ResetSentBy()
+		return nil
+	case inboundevent.FieldReceivedAt:
+		m.ResetReceivedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown InboundEvent field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *InboundEventMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, inboundevent.EdgeTenant)
+	}
+	if m.environment != nil {
+		edges = append(edges, inboundevent.EdgeEnvironment)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *InboundEventMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case inboundevent.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case inboundevent.EdgeEnvironment:
+		if id := m.environment; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *InboundEventMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *InboundEventMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *InboundEventMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, inboundevent.EdgeTenant)
+	}
+	if m.clearedenvironment {
+		edges = append(edges, inboundevent.EdgeEnvironment)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *InboundEventMutation) EdgeCleared(name string) bool {
+	switch name {
+	case inboundevent.EdgeTenant:
+		return m.clearedtenant
+	case inboundevent.EdgeEnvironment:
+		return m.clearedenvironment
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *InboundEventMutation) ClearEdge(name string) error {
+	switch name {
+	case inboundevent.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case inboundevent.EdgeEnvironment:
+		m.ClearEnvironment()
+		return nil
+	}
+	return fmt.Errorf("unknown InboundEvent unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *InboundEventMutation) ResetEdge(name string) error {
+	switch name {
+	case inboundevent.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case inboundevent.EdgeEnvironment:
+		m.ResetEnvironment()
+		return nil
+	}
+	return fmt.Errorf("unknown InboundEvent edge %s", name)
 }
 
 // MemberMutation represents an operation that mutates the Member nodes in the graph.

@@ -28,6 +28,10 @@ type Tx struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// EventWait is the client for interacting with the EventWait builders.
+	EventWait *EventWaitClient
+	// InboundEvent is the client for interacting with the InboundEvent builders.
+	InboundEvent *InboundEventClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
 	// ModelCall is the client for interacting with the ModelCall builders.
@@ -192,6 +196,8 @@ func (tx *Tx) init() {
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
+	tx.EventWait = NewEventWaitClient(tx.config)
+	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)

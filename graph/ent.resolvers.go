@@ -86,6 +86,15 @@ func (r *queryResolver) Environments(ctx context.Context, after *entgql.Cursor[s
 	return c.Environment.Query().Paginate(ctx, after, first, before, last, ent.WithEnvironmentOrder(orderBy), ent.WithEnvironmentFilter(where.Filter))
 }
 
+// InboundEvents is the resolver for the inboundEvents field.
+func (r *queryResolver) InboundEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) (*ent.InboundEventConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.InboundEvent.Query().Paginate(ctx, after, first, before, last, ent.WithInboundEventOrder(orderBy), ent.WithInboundEventFilter(where.Filter))
+}
+
 // Members is the resolver for the members field.
 func (r *queryResolver) Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error) {
 	c, err := client(ctx)
@@ -149,6 +158,14 @@ func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[stri
 	return c.Workflow.Query().Paginate(ctx, after, first, before, last, ent.WithWorkflowOrder(orderBy), ent.WithWorkflowFilter(where.Filter))
 }
 
+// Data is the resolver for the data field.
+func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[string]any, error) {
+	return r.eventData(ctx, obj)
+}
+
+// InboundEvent returns generated.InboundEventResolver implementation.
+func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
+
 // ModelCall returns generated.ModelCallResolver implementation.
 func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallResolver{r} }
 
@@ -157,6 +174,9 @@ func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
 // Run returns generated.RunResolver implementation.
 func (r *Resolver) Run() generated.RunResolver { return &runResolver{r} }
+
+// RunEvent returns generated.RunEventResolver implementation.
+func (r *Resolver) RunEvent() generated.RunEventResolver { return &runEventResolver{r} }
 
 // StepAttempt returns generated.StepAttemptResolver implementation.
 func (r *Resolver) StepAttempt() generated.StepAttemptResolver { return &stepAttemptResolver{r} }
@@ -173,9 +193,11 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	inboundEventResolver    struct{ *Resolver }
 	modelCallResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
 	runResolver             struct{ *Resolver }
+	runEventResolver        struct{ *Resolver }
 	stepAttemptResolver     struct{ *Resolver }
 	stepRunResolver         struct{ *Resolver }
 	tenantResolver          struct{ *Resolver }

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -52,6 +53,7 @@ var nodeTables = map[string]string{
 	ids.WebhookEndpoint: webhookendpoint.Table,
 	ids.WebhookDelivery: webhookdelivery.Table,
 	ids.WebhookAttempt:  webhookattempt.Table,
+	ids.InboundEvent:    inboundevent.Table,
 }
 
 const maxNodes = 100

@@ -16,4 +16,6 @@ type Resolver struct {
 	Control  *control.Service
 	Runs     *runs.Service
 	Webhooks *webhook.Service
+	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
+	PublicURL string
 }

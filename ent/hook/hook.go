@@ -93,6 +93,30 @@ func (f EnvironmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EnvironmentMutation", m)
 }
 
+// The EventWaitFunc type is an adapter to allow the use of ordinary
+// function as EventWait mutator.
+type EventWaitFunc func(context.Context, *ent.EventWaitMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EventWaitFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EventWaitMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EventWaitMutation", m)
+}
+
+// The InboundEventFunc type is an adapter to allow the use of ordinary
+// function as InboundEvent mutator.
+type InboundEventFunc func(context.Context, *ent.InboundEventMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f InboundEventFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.InboundEventMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.InboundEventMutation", m)
+}
+
 // The MemberFunc type is an adapter to allow the use of ordinary
 // function as Member mutator.
 type MemberFunc func(context.Context, *ent.MemberMutation) (ent.Value, error)

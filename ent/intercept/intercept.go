@@ -15,6 +15,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -274,6 +276,60 @@ func (f TraverseEnvironment) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.EnvironmentQuery", q)
+}
+
+// The EventWaitFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EventWaitFunc func(context.Context, *ent.EventWaitQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EventWaitFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EventWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EventWaitQuery", q)
+}
+
+// The TraverseEventWait type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEventWait func(context.Context, *ent.EventWaitQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEventWait) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEventWait) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EventWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EventWaitQuery", q)
+}
+
+// The InboundEventFunc type is an adapter to allow the use of ordinary function as a Querier.
+type InboundEventFunc func(context.Context, *ent.InboundEventQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f InboundEventFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.InboundEventQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.InboundEventQuery", q)
+}
+
+// The TraverseInboundEvent type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseInboundEvent func(context.Context, *ent.InboundEventQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseInboundEvent) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseInboundEvent) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.InboundEventQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.InboundEventQuery", q)
 }
 
 // The MemberFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -644,6 +700,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.DeploymentQuery, predicate.Deployment, deployment.OrderOption]{typ: ent.TypeDeployment, tq: q}, nil
 	case *ent.EnvironmentQuery:
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
+	case *ent.EventWaitQuery:
+		return &query[*ent.EventWaitQuery, predicate.EventWait, eventwait.OrderOption]{typ: ent.TypeEventWait, tq: q}, nil
+	case *ent.InboundEventQuery:
+		return &query[*ent.InboundEventQuery, predicate.InboundEvent, inboundevent.OrderOption]{typ: ent.TypeInboundEvent, tq: q}, nil
 	case *ent.MemberQuery:
 		return &query[*ent.MemberQuery, predicate.Member, member.OrderOption]{typ: ent.TypeMember, tq: q}, nil
 	case *ent.ModelCallQuery:

@@ -332,6 +332,124 @@ var (
 			},
 		},
 	}
+	// EventWaitsColumns holds the columns for the "event_waits" table.
+	EventWaitsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "step_run_id", Type: field.TypeString},
+		{Name: "attempt", Type: field.TypeInt},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "event", Type: field.TypeString},
+		{Name: "match", Type: field.TypeString, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "resolved", "expired", "cancelled"}, Default: "pending"},
+		{Name: "expires_at", Type: field.TypeTime},
+		{Name: "scanned", Type: field.TypeBool, Default: false},
+		{Name: "token_hash", Type: field.TypeString},
+		{Name: "event_id", Type: field.TypeString, Nullable: true},
+		{Name: "resolved_by", Type: field.TypeString, Nullable: true},
+		{Name: "payload", Type: field.TypeJSON, Nullable: true},
+		{Name: "resolved_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Size: 40},
+	}
+	// EventWaitsTable holds the schema information for the "event_waits" table.
+	EventWaitsTable = &schema.Table{
+		Name:       "event_waits",
+		Columns:    EventWaitsColumns,
+		PrimaryKey: []*schema.Column{EventWaitsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "event_waits_tenants_tenant",
+				Columns:    []*schema.Column{EventWaitsColumns[17]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "event_waits_runs_run",
+				Columns:    []*schema.Column{EventWaitsColumns[18]},
+				RefColumns: []*schema.Column{RunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "eventwait_tenant_id_environment_id_event",
+				Unique:  false,
+				Columns: []*schema.Column{EventWaitsColumns[17], EventWaitsColumns[6], EventWaitsColumns[7]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status = 'pending'",
+				},
+			},
+			{
+				Name:    "eventwait_tenant_id_step_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{EventWaitsColumns[17], EventWaitsColumns[4]},
+			},
+			{
+				Name:    "eventwait_token_hash",
+				Unique:  true,
+				Columns: []*schema.Column{EventWaitsColumns[12]},
+			},
+			{
+				Name:    "eventwait_tenant_id_run_id_event_id",
+				Unique:  true,
+				Columns: []*schema.Column{EventWaitsColumns[17], EventWaitsColumns[18], EventWaitsColumns[13]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "event_id IS NOT NULL",
+				},
+			},
+		},
+	}
+	// InboundEventsColumns holds the columns for the "inbound_events" table.
+	InboundEventsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "name", Type: field.TypeString, Size: 100},
+		{Name: "dedupe_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "data", Type: field.TypeJSON, Nullable: true},
+		{Name: "sent_by", Type: field.TypeString},
+		{Name: "received_at", Type: field.TypeTime},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "environment_id", Type: field.TypeString, Size: 40},
+	}
+	// InboundEventsTable holds the schema information for the "inbound_events" table.
+	InboundEventsTable = &schema.Table{
+		Name:       "inbound_events",
+		Columns:    InboundEventsColumns,
+		PrimaryKey: []*schema.Column{InboundEventsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "inbound_events_tenants_tenant",
+				Columns:    []*schema.Column{InboundEventsColumns[6]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "inbound_events_environments_environment",
+				Columns:    []*schema.Column{InboundEventsColumns[7]},
+				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "inboundevent_tenant_id_environment_id_name_received_at",
+				Unique:  false,
+				Columns: []*schema.Column{InboundEventsColumns[6], InboundEventsColumns[7], InboundEventsColumns[1], InboundEventsColumns[5]},
+			},
+			{
+				Name:    "inboundevent_tenant_id_dedupe_id_received_at",
+				Unique:  false,
+				Columns: []*schema.Column{InboundEventsColumns[6], InboundEventsColumns[2], InboundEventsColumns[5]},
+			},
+			{
+				Name:    "inboundevent_tenant_id_received_at",
+				Unique:  false,
+				Columns: []*schema.Column{InboundEventsColumns[6], InboundEventsColumns[5]},
+			},
+		},
+	}
 	// MembersColumns holds the columns for the "members" table.
 	MembersColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -933,6 +1051,8 @@ var (
 		CredentialVersionsTable,
 		DeploymentsTable,
 		EnvironmentsTable,
+		EventWaitsTable,
+		InboundEventsTable,
 		MembersTable,
 		ModelCallsTable,
 		ModelPricesTable,
@@ -964,6 +1084,10 @@ func init() {
 	DeploymentsTable.ForeignKeys[2].RefTable = EnvironmentsTable
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
+	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
+	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
+	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
+	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable

@@ -27,6 +27,12 @@ type Deployment func(*sql.Selector)
 // Environment is the predicate function for environment builders.
 type Environment func(*sql.Selector)
 
+// EventWait is the predicate function for eventwait builders.
+type EventWait func(*sql.Selector)
+
+// InboundEvent is the predicate function for inboundevent builders.
+type InboundEvent func(*sql.Selector)
+
 // Member is the predicate function for member builders.
 type Member func(*sql.Selector)
 

@@ -279,6 +279,54 @@ func (f EnvironmentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mut
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EnvironmentMutation", m)
 }
 
+// The EventWaitQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EventWaitQueryRuleFunc func(context.Context, *ent.EventWaitQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EventWaitQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EventWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EventWaitQuery", q)
+}
+
+// The EventWaitMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EventWaitMutationRuleFunc func(context.Context, *ent.EventWaitMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EventWaitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EventWaitMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EventWaitMutation", m)
+}
+
+// The InboundEventQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type InboundEventQueryRuleFunc func(context.Context, *ent.InboundEventQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f InboundEventQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.InboundEventQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.InboundEventQuery", q)
+}
+
+// The InboundEventMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type InboundEventMutationRuleFunc func(context.Context, *ent.InboundEventMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f InboundEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.InboundEventMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.InboundEventMutation", m)
+}
+
 // The MemberQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type MemberQueryRuleFunc func(context.Context, *ent.MemberQuery) error
@@ -640,6 +688,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EnvironmentQuery:
 		return q.Filter(), nil
+	case *ent.EventWaitQuery:
+		return q.Filter(), nil
+	case *ent.InboundEventQuery:
+		return q.Filter(), nil
 	case *ent.MemberQuery:
 		return q.Filter(), nil
 	case *ent.ModelCallQuery:
@@ -686,6 +738,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.DeploymentMutation:
 		return m.Filter(), nil
 	case *ent.EnvironmentMutation:
+		return m.Filter(), nil
+	case *ent.EventWaitMutation:
+		return m.Filter(), nil
+	case *ent.InboundEventMutation:
 		return m.Filter(), nil
 	case *ent.MemberMutation:
 		return m.Filter(), nil

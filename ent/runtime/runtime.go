@@ -13,6 +13,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -456,6 +458,134 @@ func init() {
 	// environment.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	environment.IDValidator = func() func(string) error {
 		validators := environmentDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	eventwaitMixin := schema.EventWait{}.Mixin()
+	eventwait.Policy = privacy.NewPolicies(eventwaitMixin[1], schema.EventWait{})
+	eventwait.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := eventwait.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	eventwaitMixinHooks1 := eventwaitMixin[1].Hooks()
+
+	eventwait.Hooks[1] = eventwaitMixinHooks1[0]
+	eventwaitMixinFields0 := eventwaitMixin[0].Fields()
+	_ = eventwaitMixinFields0
+	eventwaitMixinFields1 := eventwaitMixin[1].Fields()
+	_ = eventwaitMixinFields1
+	eventwaitMixinFields2 := eventwaitMixin[2].Fields()
+	_ = eventwaitMixinFields2
+	eventwaitFields := schema.EventWait{}.Fields()
+	_ = eventwaitFields
+	// eventwaitDescTenantID is the schema descriptor for tenant_id field.
+	eventwaitDescTenantID := eventwaitMixinFields1[0].Descriptor()
+	// eventwait.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	eventwait.TenantIDValidator = eventwaitDescTenantID.Validators[0].(func(string) error)
+	// eventwaitDescCreatedAt is the schema descriptor for created_at field.
+	eventwaitDescCreatedAt := eventwaitMixinFields2[0].Descriptor()
+	// eventwait.DefaultCreatedAt holds the default value on creation for the created_at field.
+	eventwait.DefaultCreatedAt = eventwaitDescCreatedAt.Default.(func() time.Time)
+	// eventwaitDescUpdatedAt is the schema descriptor for updated_at field.
+	eventwaitDescUpdatedAt := eventwaitMixinFields2[1].Descriptor()
+	// eventwait.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	eventwait.DefaultUpdatedAt = eventwaitDescUpdatedAt.Default.(func() time.Time)
+	// eventwait.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	eventwait.UpdateDefaultUpdatedAt = eventwaitDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// eventwaitDescScanned is the schema descriptor for scanned field.
+	eventwaitDescScanned := eventwaitFields[9].Descriptor()
+	// eventwait.DefaultScanned holds the default value on creation for the scanned field.
+	eventwait.DefaultScanned = eventwaitDescScanned.Default.(bool)
+	// eventwaitDescID is the schema descriptor for id field.
+	eventwaitDescID := eventwaitMixinFields0[0].Descriptor()
+	// eventwait.DefaultID holds the default value on creation for the id field.
+	eventwait.DefaultID = eventwaitDescID.Default.(func() string)
+	// eventwait.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	eventwait.IDValidator = func() func(string) error {
+		validators := eventwaitDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	inboundeventMixin := schema.InboundEvent{}.Mixin()
+	inboundevent.Policy = privacy.NewPolicies(inboundeventMixin[1], schema.InboundEvent{})
+	inboundevent.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := inboundevent.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	inboundeventMixinHooks1 := inboundeventMixin[1].Hooks()
+
+	inboundevent.Hooks[1] = inboundeventMixinHooks1[0]
+	inboundeventMixinFields0 := inboundeventMixin[0].Fields()
+	_ = inboundeventMixinFields0
+	inboundeventMixinFields1 := inboundeventMixin[1].Fields()
+	_ = inboundeventMixinFields1
+	inboundeventFields := schema.InboundEvent{}.Fields()
+	_ = inboundeventFields
+	// inboundeventDescTenantID is the schema descriptor for tenant_id field.
+	inboundeventDescTenantID := inboundeventMixinFields1[0].Descriptor()
+	// inboundevent.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	inboundevent.TenantIDValidator = inboundeventDescTenantID.Validators[0].(func(string) error)
+	// inboundeventDescName is the schema descriptor for name field.
+	inboundeventDescName := inboundeventFields[1].Descriptor()
+	// inboundevent.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	inboundevent.NameValidator = func() func(string) error {
+		validators := inboundeventDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// inboundeventDescDedupeID is the schema descriptor for dedupe_id field.
+	inboundeventDescDedupeID := inboundeventFields[2].Descriptor()
+	// inboundevent.DedupeIDValidator is a validator for the "dedupe_id" field. It is called by the builders before save.
+	inboundevent.DedupeIDValidator = inboundeventDescDedupeID.Validators[0].(func(string) error)
+	// inboundeventDescReceivedAt is the schema descriptor for received_at field.
+	inboundeventDescReceivedAt := inboundeventFields[5].Descriptor()
+	// inboundevent.DefaultReceivedAt holds the default value on creation for the received_at field.
+	inboundevent.DefaultReceivedAt = inboundeventDescReceivedAt.Default.(func() time.Time)
+	// inboundeventDescID is the schema descriptor for id field.
+	inboundeventDescID := inboundeventMixinFields0[0].Descriptor()
+	// inboundevent.DefaultID holds the default value on creation for the id field.
+	inboundevent.DefaultID = inboundeventDescID.Default.(func() string)
+	// inboundevent.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	inboundevent.IDValidator = func() func(string) error {
+		validators := inboundeventDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

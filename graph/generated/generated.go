@@ -39,10 +39,12 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	InboundEvent() InboundEventResolver
 	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Run() RunResolver
+	RunEvent() RunEventResolver
 	StepAttempt() StepAttemptResolver
 	StepRun() StepRunResolver
 	Subscription() SubscriptionResolver
@@ -236,6 +238,28 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	InboundEvent struct {
+		Data          func(childComplexity int) int
+		DedupeID      func(childComplexity int) int
+		Environment   func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Name          func(childComplexity int) int
+		ReceivedAt    func(childComplexity int) int
+		SentBy        func(childComplexity int) int
+	}
+
+	InboundEventConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	InboundEventEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	Member struct {
 		CreatedAt func(childComplexity int) int
 		ID        func(childComplexity int) int
@@ -338,6 +362,7 @@ type ComplexityRoot struct {
 		RevokeAPIKey             func(childComplexity int, id string) int
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
+		SendEvent                func(childComplexity int, input model.SendEventInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
@@ -362,6 +387,7 @@ type ComplexityRoot struct {
 		Deployments          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
 		EffectiveModelPrices func(childComplexity int) int
 		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
+		InboundEvents        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) int
 		Members              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
 		ModelCalls           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) int
 		ModelPrices          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) int
@@ -430,6 +456,12 @@ type ComplexityRoot struct {
 		Seq     func(childComplexity int) int
 		StepID  func(childComplexity int) int
 		Type    func(childComplexity int) int
+	}
+
+	SendEventPayload struct {
+		Duplicate func(childComplexity int) int
+		Event     func(childComplexity int) int
+		Resumed   func(childComplexity int) int
 	}
 
 	StepAttempt struct {
@@ -635,6 +667,9 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type InboundEventResolver interface {
+	Data(ctx context.Context, obj *ent.InboundEvent) (map[string]any, error)
+}
 type ModelCallResolver interface {
 	CostUsd(ctx context.Context, obj *ent.ModelCall) (string, error)
 }
@@ -653,6 +688,7 @@ type MutationResolver interface {
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
 	DeleteModelPrice(ctx context.Context, id string) (string, error)
 	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
+	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
 	ResumeRun(ctx context.Context, id string) (*ent.Run, error)
@@ -673,6 +709,7 @@ type QueryResolver interface {
 	Credentials(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) (*ent.CredentialConnection, error)
 	Deployments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) (*ent.DeploymentConnection, error)
 	Environments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) (*ent.EnvironmentConnection, error)
+	InboundEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) (*ent.InboundEventConnection, error)
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
 	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
 	ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error)
@@ -693,6 +730,9 @@ type RunResolver interface {
 	CostUsd(ctx context.Context, obj *ent.Run) (string, error)
 	Steps(ctx context.Context, obj *ent.Run) ([]*ent.StepRun, error)
 	Events(ctx context.Context, obj *ent.Run, afterSeq *int, first *int) ([]*ent.RunEvent, error)
+}
+type RunEventResolver interface {
+	Data(ctx context.Context, obj *ent.RunEvent) (map[string]any, error)
 }
 type StepAttemptResolver interface {
 	Error(ctx context.Context, obj *ent.StepAttempt) (*model.RunError, error)
@@ -1464,6 +1504,87 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EnvironmentEdge.Node(childComplexity), true
 
+	case "InboundEvent.data":
+		if e.ComplexityRoot.InboundEvent.Data == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.Data(childComplexity), true
+	case "InboundEvent.dedupeID":
+		if e.ComplexityRoot.InboundEvent.DedupeID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.DedupeID(childComplexity), true
+	case "InboundEvent.environment":
+		if e.ComplexityRoot.InboundEvent.Environment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.Environment(childComplexity), true
+	case "InboundEvent.environmentID":
+		if e.ComplexityRoot.InboundEvent.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.EnvironmentID(childComplexity), true
+	case "InboundEvent.id":
+		if e.ComplexityRoot.InboundEvent.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.ID(childComplexity), true
+	case "InboundEvent.name":
+		if e.ComplexityRoot.InboundEvent.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.Name(childComplexity), true
+	case "InboundEvent.receivedAt":
+		if e.ComplexityRoot.InboundEvent.ReceivedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.ReceivedAt(childComplexity), true
+	case "InboundEvent.sentBy":
+		if e.ComplexityRoot.InboundEvent.SentBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEvent.SentBy(childComplexity), true
+
+	case "InboundEventConnection.edges":
+		if e.ComplexityRoot.InboundEventConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEventConnection.Edges(childComplexity), true
+	case "InboundEventConnection.pageInfo":
+		if e.ComplexityRoot.InboundEventConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEventConnection.PageInfo(childComplexity), true
+	case "InboundEventConnection.totalCount":
+		if e.ComplexityRoot.InboundEventConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEventConnection.TotalCount(childComplexity), true
+
+	case "InboundEventEdge.cursor":
+		if e.ComplexityRoot.InboundEventEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEventEdge.Cursor(childComplexity), true
+	case "InboundEventEdge.node":
+		if e.ComplexityRoot.InboundEventEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InboundEventEdge.Node(childComplexity), true
+
 	case "Member.createdAt":
 		if e.ComplexityRoot.Member.CreatedAt == nil {
 			break
@@ -1995,6 +2116,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateWebhookSecret(childComplexity, args["id"].(string)), true
+	case "Mutation.sendEvent":
+		if e.ComplexityRoot.Mutation.SendEvent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_sendEvent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
 	case "Mutation.setModelPrice":
 		if e.ComplexityRoot.Mutation.SetModelPrice == nil {
 			break
@@ -2170,6 +2302,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Environments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].([]*ent.EnvironmentOrder), args["where"].(*ent.EnvironmentWhereInput)), true
+	case "Query.inboundEvents":
+		if e.ComplexityRoot.Query.InboundEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Query_inboundEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.InboundEvents(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.InboundEventOrder), args["where"].(*ent.InboundEventWhereInput)), true
 
 	case "Query.members":
 		if e.ComplexityRoot.Query.Members == nil {
@@ -2544,6 +2687,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.RunEvent.Type(childComplexity), true
+
+	case "SendEventPayload.duplicate":
+		if e.ComplexityRoot.SendEventPayload.Duplicate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SendEventPayload.Duplicate(childComplexity), true
+	case "SendEventPayload.event":
+		if e.ComplexityRoot.SendEventPayload.Event == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SendEventPayload.Event(childComplexity), true
+	case "SendEventPayload.resumed":
+		if e.ComplexityRoot.SendEventPayload.Resumed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SendEventPayload.Resumed(childComplexity), true
 
 	case "StepAttempt.calls":
 		if e.ComplexityRoot.StepAttempt.Calls == nil {
@@ -3464,6 +3626,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("DeploymentWhereInput", ec.unmarshalInputDeploymentWhereInput),
 			graphql.NewInputUnmarshaler("EnvironmentOrder", ec.unmarshalInputEnvironmentOrder),
 			graphql.NewInputUnmarshaler("EnvironmentWhereInput", ec.unmarshalInputEnvironmentWhereInput),
+			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
+			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
 			graphql.NewInputUnmarshaler("MemberOrder", ec.unmarshalInputMemberOrder),
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
 			graphql.NewInputUnmarshaler("ModelCallOrder", ec.unmarshalInputModelCallOrder),
@@ -3474,6 +3638,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
 			graphql.NewInputUnmarshaler("RunWhereInput", ec.unmarshalInputRunWhereInput),
+			graphql.NewInputUnmarshaler("SendEventInput", ec.unmarshalInputSendEventInput),
 			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
 			graphql.NewInputUnmarshaler("SetTenantBudgetInput", ec.unmarshalInputSetTenantBudgetInput),
 			graphql.NewInputUnmarshaler("StartRunInput", ec.unmarshalInputStartRunInput),
@@ -4985,6 +5150,171 @@ input EnvironmentWhereInput {
   hasCredentials: Boolean
   hasCredentialsWith: [CredentialWhereInput!]
 }
+type InboundEvent implements Node {
+  id: ID!
+  environmentID: ID!
+  name: String!
+  """
+  The id the sender gave: the same id again within 24 hours is a duplicate.
+  """
+  dedupeID: String
+  sentBy: String!
+  receivedAt: Time!
+  environment: Environment!
+}
+"""
+A connection to a list of items.
+"""
+type InboundEventConnection {
+  """
+  A list of edges.
+  """
+  edges: [InboundEventEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type InboundEventEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: InboundEvent
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for InboundEvent connections
+"""
+input InboundEventOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order InboundEvents.
+  """
+  field: InboundEventOrderField!
+}
+"""
+Properties by which InboundEvent connections can be ordered.
+"""
+enum InboundEventOrderField {
+  RECEIVED_AT
+}
+"""
+InboundEventWhereInput is used for filtering InboundEvent objects.
+Input was generated by ent.
+"""
+input InboundEventWhereInput {
+  not: InboundEventWhereInput
+  and: [InboundEventWhereInput!]
+  or: [InboundEventWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  environment_id field predicates
+  """
+  environmentID: ID
+  environmentIDNEQ: ID
+  environmentIDIn: [ID!]
+  environmentIDNotIn: [ID!]
+  environmentIDGT: ID
+  environmentIDGTE: ID
+  environmentIDLT: ID
+  environmentIDLTE: ID
+  environmentIDContains: ID
+  environmentIDHasPrefix: ID
+  environmentIDHasSuffix: ID
+  environmentIDEqualFold: ID
+  environmentIDContainsFold: ID
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  dedupe_id field predicates
+  """
+  dedupeID: String
+  dedupeIDNEQ: String
+  dedupeIDIn: [String!]
+  dedupeIDNotIn: [String!]
+  dedupeIDGT: String
+  dedupeIDGTE: String
+  dedupeIDLT: String
+  dedupeIDLTE: String
+  dedupeIDContains: String
+  dedupeIDHasPrefix: String
+  dedupeIDHasSuffix: String
+  dedupeIDIsNil: Boolean
+  dedupeIDNotNil: Boolean
+  dedupeIDEqualFold: String
+  dedupeIDContainsFold: String
+  """
+  sent_by field predicates
+  """
+  sentBy: String
+  sentByNEQ: String
+  sentByIn: [String!]
+  sentByNotIn: [String!]
+  sentByGT: String
+  sentByGTE: String
+  sentByLT: String
+  sentByLTE: String
+  sentByContains: String
+  sentByHasPrefix: String
+  sentByHasSuffix: String
+  sentByEqualFold: String
+  sentByContainsFold: String
+  """
+  received_at field predicates
+  """
+  receivedAt: Time
+  receivedAtNEQ: Time
+  receivedAtIn: [Time!]
+  receivedAtNotIn: [Time!]
+  receivedAtGT: Time
+  receivedAtGTE: Time
+  receivedAtLT: Time
+  receivedAtLTE: Time
+  """
+  environment edge predicates
+  """
+  hasEnvironment: Boolean
+  hasEnvironmentWith: [EnvironmentWhereInput!]
+}
 """
 The builtin Map type
 """
@@ -5766,6 +6096,37 @@ type Query {
     """
     where: EnvironmentWhereInput
   ): EnvironmentConnection!
+  inboundEvents(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for InboundEvents returned from the connection.
+    """
+    orderBy: InboundEventOrder
+
+    """
+    Filtering options for InboundEvents returned from the connection.
+    """
+    where: InboundEventWhereInput
+  ): InboundEventConnection!
   members(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -7478,6 +7839,38 @@ input WorkflowWhereInput {
   hasDeploymentsWith: [DeploymentWhereInput!]
 }
 `, BuiltIn: false},
+	{Name: "../events.graphql", Input: `# Outside events: sendEvent stores an event in an environment and resumes the
+# wait steps waiting for it.
+
+extend type InboundEvent {
+  "The event's data: a JSON object."
+  data: Map!
+}
+
+input SendEventInput {
+  environmentID: ID!
+  "1 to 100 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit."
+  name: String!
+  "A JSON object of at most 256 KiB."
+  data: Map
+  "Deduplicates: the same id again within 24 hours stores nothing and resumes nothing."
+  id: String
+}
+
+type SendEventPayload {
+  "The stored event; for a duplicate, the original one."
+  event: InboundEvent!
+  "The id was seen within 24 hours: nothing was stored or resumed."
+  duplicate: Boolean!
+  "How many waiting steps the event resumed (at most 1,000, one per run)."
+  resumed: Int!
+}
+
+extend type Mutation {
+  "Sends an outside event to an environment: the wait steps of its runs waiting for it take it."
+  sendEvent(input: SendEventInput!): SendEventPayload!
+}
+`, BuiltIn: false},
 	{Name: "../runs.graphql", Input: `# Runs: durable executions of published workflow versions.
 
 "Any JSON value."
@@ -7485,7 +7878,7 @@ scalar Any
 
 "The failure of a run, step or attempt."
 type RunError {
-  "transient, permanent, schema_drift, budget, cancelled, uncertain, limit or crashed"
+  "transient, permanent, schema_drift, budget, cancelled, uncertain, limit, crashed or timeout"
   class: String!
   message: String!
   "The step that failed, for run errors."
@@ -8113,6 +8506,50 @@ func (ec *executionContext) childFields_EnvironmentEdge(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type EnvironmentEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_InboundEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_InboundEvent_id(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_InboundEvent_environmentID(ctx, field)
+	case "name":
+		return ec.fieldContext_InboundEvent_name(ctx, field)
+	case "dedupeID":
+		return ec.fieldContext_InboundEvent_dedupeID(ctx, field)
+	case "sentBy":
+		return ec.fieldContext_InboundEvent_sentBy(ctx, field)
+	case "receivedAt":
+		return ec.fieldContext_InboundEvent_receivedAt(ctx, field)
+	case "environment":
+		return ec.fieldContext_InboundEvent_environment(ctx, field)
+	case "data":
+		return ec.fieldContext_InboundEvent_data(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type InboundEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_InboundEventConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_InboundEventConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_InboundEventConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_InboundEventConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type InboundEventConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_InboundEventEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_InboundEventEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_InboundEventEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type InboundEventEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_Member(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -8403,6 +8840,18 @@ func (ec *executionContext) childFields_RunEvent(ctx context.Context, field grap
 		return ec.fieldContext_RunEvent_run(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type RunEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_SendEventPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "event":
+		return ec.fieldContext_SendEventPayload_event(ctx, field)
+	case "duplicate":
+		return ec.fieldContext_SendEventPayload_duplicate(ctx, field)
+	case "resumed":
+		return ec.fieldContext_SendEventPayload_resumed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SendEventPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_StepAttempt(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -9281,6 +9730,20 @@ func (ec *executionContext) field_Mutation_rotateWebhookSecret_args(ctx context.
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SendEventInput, error) {
+			return ec.unmarshalNSendEventInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setModelPrice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9741,6 +10204,60 @@ func (ec *executionContext) field_Query_environments_args(ctx context.Context, r
 	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
 		func(ctx context.Context, v any) (*ent.EnvironmentWhereInput, error) {
 			return ec.unmarshalOEnvironmentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_inboundEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.InboundEventOrder, error) {
+			return ec.unmarshalOInboundEventOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.InboundEventWhereInput, error) {
+			return ec.unmarshalOInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -13402,6 +13919,341 @@ func (ec *executionContext) fieldContext_EnvironmentEdge_cursor(_ context.Contex
 	return graphql.NewScalarFieldContext("EnvironmentEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _InboundEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _InboundEvent_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _InboundEvent_name(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _InboundEvent_dedupeID(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_dedupeID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DedupeID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_dedupeID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _InboundEvent_sentBy(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_sentBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SentBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_sentBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _InboundEvent_receivedAt(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_receivedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReceivedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_receivedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _InboundEvent_environment(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_environment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Environment(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_environment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "InboundEvent",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _InboundEvent_data(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEvent_data(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.InboundEvent().Data(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalNMap2map(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEvent_data(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEvent", field, true, true, "Map")
+}
+
+func (ec *executionContext) _InboundEventConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEventConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.InboundEventEdge) graphql.Marshaler {
+			return ec.marshalOInboundEventEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEventConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "InboundEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_InboundEventEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _InboundEventConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEventConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEventConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "InboundEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _InboundEventConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEventConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEventConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEventConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _InboundEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEventEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.InboundEvent) graphql.Marshaler {
+			return ec.marshalOInboundEvent2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEvent(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEventEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "InboundEventEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_InboundEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _InboundEventEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InboundEventEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InboundEventEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InboundEventEdge", field, false, false, "Cursor")
+}
+
 func (ec *executionContext) _Member_id(ctx context.Context, field graphql.CollectedField, obj *ent.Member) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15295,6 +16147,50 @@ func (ec *executionContext) fieldContext_Mutation_setTenantBudget(ctx context.Co
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_sendEvent(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_sendEvent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SendEvent(ctx, fc.Args["input"].(model.SendEventInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SendEventPayload) graphql.Marshaler {
+			return ec.marshalNSendEventPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_sendEvent(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SendEventPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_sendEvent_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_startRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -16173,6 +17069,50 @@ func (ec *executionContext) fieldContext_Query_environments(ctx context.Context,
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_environments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_inboundEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_inboundEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().InboundEvents(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.InboundEventOrder), fc.Args["where"].(*ent.InboundEventWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.InboundEventConnection) graphql.Marshaler {
+			return ec.marshalNInboundEventConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_inboundEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_InboundEventConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_inboundEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -17737,7 +18677,7 @@ func (ec *executionContext) _RunEvent_data(ctx context.Context, field graphql.Co
 			return ec.fieldContext_RunEvent_data(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Data, nil
+			return ec.Resolvers.RunEvent().Data(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
@@ -17748,7 +18688,7 @@ func (ec *executionContext) _RunEvent_data(ctx context.Context, field graphql.Co
 	)
 }
 func (ec *executionContext) fieldContext_RunEvent_data(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("RunEvent", field, false, false, "Map")
+	return graphql.NewScalarFieldContext("RunEvent", field, true, true, "Map")
 }
 
 func (ec *executionContext) _RunEvent_at(ctx context.Context, field graphql.CollectedField, obj *ent.RunEvent) (ret graphql.Marshaler) {
@@ -17804,6 +18744,84 @@ func (ec *executionContext) fieldContext_RunEvent_run(_ context.Context, field g
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _SendEventPayload_event(ctx context.Context, field graphql.CollectedField, obj *model.SendEventPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SendEventPayload_event(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Event, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.InboundEvent) graphql.Marshaler {
+			return ec.marshalNInboundEvent2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SendEventPayload_event(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SendEventPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_InboundEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SendEventPayload_duplicate(ctx context.Context, field graphql.CollectedField, obj *model.SendEventPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SendEventPayload_duplicate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Duplicate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SendEventPayload_duplicate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SendEventPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _SendEventPayload_resumed(ctx context.Context, field graphql.CollectedField, obj *model.SendEventPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SendEventPayload_resumed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Resumed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SendEventPayload_resumed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SendEventPayload", field, false, false, "Int")
 }
 
 func (ec *executionContext) _StepAttempt_id(ctx context.Context, field graphql.CollectedField, obj *ent.StepAttempt) (ret graphql.Marshaler) {
@@ -27661,6 +28679,633 @@ func UnmarshalEnvironmentWhereInput(ctx context.Context, raw any) (ent.Environme
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputInboundEventOrder(ctx context.Context, obj any) (ent.InboundEventOrder, error) {
+	var it ent.InboundEventOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNInboundEventOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalInboundEventOrder unmarshals raw into the InboundEventOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalInboundEventOrder(ctx context.Context, raw any) (ent.InboundEventOrder, error) {
+	var out ent.InboundEventOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "InboundEventOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputInboundEventWhereInput(ctx context.Context, obj any) (ent.InboundEventWhereInput, error) {
+	var it ent.InboundEventWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "dedupeID", "dedupeIDNEQ", "dedupeIDIn", "dedupeIDNotIn", "dedupeIDGT", "dedupeIDGTE", "dedupeIDLT", "dedupeIDLTE", "dedupeIDContains", "dedupeIDHasPrefix", "dedupeIDHasSuffix", "dedupeIDIsNil", "dedupeIDNotNil", "dedupeIDEqualFold", "dedupeIDContainsFold", "sentBy", "sentByNEQ", "sentByIn", "sentByNotIn", "sentByGT", "sentByGTE", "sentByLT", "sentByLTE", "sentByContains", "sentByHasPrefix", "sentByHasSuffix", "sentByEqualFold", "sentByContainsFold", "receivedAt", "receivedAtNEQ", "receivedAtIn", "receivedAtNotIn", "receivedAtGT", "receivedAtGTE", "receivedAtLT", "receivedAtLTE", "hasEnvironment", "hasEnvironmentWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOInboundEventWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOInboundEventWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "nameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNEQ = data
+		case "nameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIn = data
+		case "nameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotIn = data
+		case "nameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGT = data
+		case "nameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGTE = data
+		case "nameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLT = data
+		case "nameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLTE = data
+		case "nameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContains = data
+		case "nameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasPrefix = data
+		case "nameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasSuffix = data
+		case "nameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameEqualFold = data
+		case "nameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContainsFold = data
+		case "dedupeID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeID = data
+		case "dedupeIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDNEQ = data
+		case "dedupeIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDIn = data
+		case "dedupeIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDNotIn = data
+		case "dedupeIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDGT = data
+		case "dedupeIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDGTE = data
+		case "dedupeIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDLT = data
+		case "dedupeIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDLTE = data
+		case "dedupeIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDContains = data
+		case "dedupeIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDHasPrefix = data
+		case "dedupeIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDHasSuffix = data
+		case "dedupeIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDIsNil = data
+		case "dedupeIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDNotNil = data
+		case "dedupeIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDEqualFold = data
+		case "dedupeIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupeIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupeIDContainsFold = data
+		case "sentBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentBy = data
+		case "sentByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByNEQ = data
+		case "sentByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByIn = data
+		case "sentByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByNotIn = data
+		case "sentByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByGT = data
+		case "sentByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByGTE = data
+		case "sentByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByLT = data
+		case "sentByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByLTE = data
+		case "sentByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByContains = data
+		case "sentByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByHasPrefix = data
+		case "sentByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByHasSuffix = data
+		case "sentByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByEqualFold = data
+		case "sentByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentByContainsFold = data
+		case "receivedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAt = data
+		case "receivedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtNEQ = data
+		case "receivedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtIn = data
+		case "receivedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtNotIn = data
+		case "receivedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtGT = data
+		case "receivedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtGTE = data
+		case "receivedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtLT = data
+		case "receivedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReceivedAtLTE = data
+		case "hasEnvironment":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEnvironment"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEnvironment = data
+		case "hasEnvironmentWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEnvironmentWith"))
+			data, err := ec.unmarshalOEnvironmentWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEnvironmentWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalInboundEventWhereInput unmarshals raw into the InboundEventWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalInboundEventWhereInput(ctx context.Context, raw any) (ent.InboundEventWhereInput, error) {
+	var out ent.InboundEventWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "InboundEventWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputMemberOrder(ctx context.Context, obj any) (ent.MemberOrder, error) {
 	var it ent.MemberOrder
 	if obj == nil {
@@ -31241,6 +32886,69 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 func UnmarshalRunWhereInput(ctx context.Context, raw any) (ent.RunWhereInput, error) {
 	var out ent.RunWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RunWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSendEventInput(ctx context.Context, obj any) (model.SendEventInput, error) {
+	var it model.SendEventInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"environmentID", "name", "data", "id"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "data":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("data"))
+			data, err := ec.unmarshalOMap2map(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Data = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSendEventInput unmarshals raw into the SendEventInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSendEventInput(ctx context.Context, raw any) (model.SendEventInput, error) {
+	var out model.SendEventInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SendEventInput", raw, &out)
 	return out, err
 }
 
@@ -35416,6 +37124,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Member(ctx, sel, obj)
+	case *ent.InboundEvent:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._InboundEvent(ctx, sel, obj)
 	case *ent.Environment:
 		if obj == nil {
 			return graphql.Null
@@ -36663,6 +38376,157 @@ func (ec *executionContext) _EnvironmentEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var inboundEventImplementors = []string{"InboundEvent", "Node"}
+
+func (ec *executionContext) _InboundEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.InboundEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, inboundEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("InboundEvent")
+		case "id":
+			out.Values[i] = ec._InboundEvent_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._InboundEvent_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "name":
+			out.Values[i] = ec._InboundEvent_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "dedupeID":
+			out.Values[i] = ec._InboundEvent_dedupeID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sentBy":
+			out.Values[i] = ec._InboundEvent_sentBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "receivedAt":
+			out.Values[i] = ec._InboundEvent_receivedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environment":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._InboundEvent_environment(ctx, field, obj)
+				})
+		case "data":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._InboundEvent_data(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var inboundEventConnectionImplementors = []string{"InboundEventConnection"}
+
+func (ec *executionContext) _InboundEventConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.InboundEventConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, inboundEventConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("InboundEventConnection")
+		case "edges":
+			out.Values[i] = ec._InboundEventConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._InboundEventConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._InboundEventConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var inboundEventEdgeImplementors = []string{"InboundEventEdge"}
+
+func (ec *executionContext) _InboundEventEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.InboundEventEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, inboundEventEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("InboundEventEdge")
+		case "node":
+			out.Values[i] = ec._InboundEventEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._InboundEventEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var memberImplementors = []string{"Member", "Node"}
 
 func (ec *executionContext) _Member(ctx context.Context, sel ast.SelectionSet, obj *ent.Member) graphql.Marshaler {
@@ -37321,6 +39185,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "sendEvent":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_sendEvent(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "startRun":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_startRun(ctx, field)
@@ -37522,6 +39393,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_environments(ctx, field)
+				})
+		case "inboundEvents":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_inboundEvents(ctx, field)
 				})
 		case "members":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -37953,10 +39830,11 @@ func (ec *executionContext) _RunEvent(ctx context.Context, sel ast.SelectionSet,
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "data":
-			out.Values[i] = ec._RunEvent_data(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._RunEvent_data(ctx, field, obj)
+				})
 		case "at":
 			out.Values[i] = ec._RunEvent_at(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -37968,6 +39846,49 @@ func (ec *executionContext) _RunEvent(ctx context.Context, sel ast.SelectionSet,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._RunEvent_run(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sendEventPayloadImplementors = []string{"SendEventPayload"}
+
+func (ec *executionContext) _SendEventPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SendEventPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sendEventPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SendEventPayload")
+		case "event":
+			out.Values[i] = ec._SendEventPayload_event(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "duplicate":
+			out.Values[i] = ec._SendEventPayload_duplicate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resumed":
+			out.Values[i] = ec._SendEventPayload_resumed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -40078,6 +41999,41 @@ func (ec *executionContext) marshalNID2ᚕstringᚄ(ctx context.Context, sel ast
 	return ret
 }
 
+func (ec *executionContext) marshalNInboundEvent2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEvent(ctx context.Context, sel ast.SelectionSet, v *ent.InboundEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "InboundEvent!")
+		return graphql.Null
+	}
+	return ec._InboundEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNInboundEventConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventConnection(ctx context.Context, sel ast.SelectionSet, v *ent.InboundEventConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "InboundEventConnection!")
+		return graphql.Null
+	}
+	return ec._InboundEventConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNInboundEventOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventOrderField(ctx context.Context, v any) (*ent.InboundEventOrderField, error) {
+	var res = new(ent.InboundEventOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNInboundEventOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.InboundEventOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "InboundEventOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx context.Context, v any) (*ent.InboundEventWhereInput, error) {
+	res, err := ec.unmarshalInputInboundEventWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
 	res, err := graphql.UnmarshalInt(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -40404,6 +42360,19 @@ func (ec *executionContext) marshalNRunStatus2githubᚗcomᚋsluicehqᚋsluice�
 func (ec *executionContext) unmarshalNRunWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunWhereInput(ctx context.Context, v any) (*ent.RunWhereInput, error) {
 	res, err := ec.unmarshalInputRunWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSendEventInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventInput(ctx context.Context, v any) (model.SendEventInput, error) {
+	res, err := ec.unmarshalInputSendEventInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSendEventPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventPayload(ctx context.Context, sel ast.SelectionSet, v *model.SendEventPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SendEventPayload!")
+		return graphql.Null
+	}
+	return ec._SendEventPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNSetModelPriceInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetModelPriceInput(ctx context.Context, v any) (model.SetModelPriceInput, error) {
@@ -41682,6 +43651,66 @@ func (ec *executionContext) marshalOID2ᚖstring(ctx context.Context, sel ast.Se
 	_ = ctx
 	res := graphql.MarshalID(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOInboundEvent2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEvent(ctx context.Context, sel ast.SelectionSet, v *ent.InboundEvent) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._InboundEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOInboundEventEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.InboundEventEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOInboundEventEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOInboundEventEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventEdge(ctx context.Context, sel ast.SelectionSet, v *ent.InboundEventEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._InboundEventEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOInboundEventOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventOrder(ctx context.Context, v any) (*ent.InboundEventOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputInboundEventOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOInboundEventWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInputᚄ(ctx context.Context, v any) ([]*ent.InboundEventWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.InboundEventWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx context.Context, v any) (*ent.InboundEventWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputInboundEventWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOInt2int64(ctx context.Context, v any) (int64, error) {

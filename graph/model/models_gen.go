@@ -128,11 +128,30 @@ type RotateCredentialInput struct {
 
 // The failure of a run, step or attempt.
 type RunError struct {
-	// transient, permanent, schema_drift, budget, cancelled, uncertain, limit or crashed
+	// transient, permanent, schema_drift, budget, cancelled, uncertain, limit, crashed or timeout
 	Class   string `json:"class"`
 	Message string `json:"message"`
 	// The step that failed, for run errors.
 	StepID *string `json:"stepID,omitempty"`
+}
+
+type SendEventInput struct {
+	EnvironmentID string `json:"environmentID"`
+	// 1 to 100 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.
+	Name string `json:"name"`
+	// A JSON object of at most 256 KiB.
+	Data map[string]any `json:"data,omitempty"`
+	// Deduplicates: the same id again within 24 hours stores nothing and resumes nothing.
+	ID *string `json:"id,omitempty"`
+}
+
+type SendEventPayload struct {
+	// The stored event; for a duplicate, the original one.
+	Event *ent.InboundEvent `json:"event"`
+	// The id was seen within 24 hours: nothing was stored or resumed.
+	Duplicate bool `json:"duplicate"`
+	// How many waiting steps the event resumed (at most 1,000, one per run).
+	Resumed int `json:"resumed"`
 }
 
 type SetModelPriceInput struct {

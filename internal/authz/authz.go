@@ -59,7 +59,7 @@ func scopeToEnvironment(f privacy.Filter, envID string) {
 
 // FilterRunChildrenRule narrows, for a caller restricted to one environment,
 // the types that belong to an environment through their run (steps,
-// attempts, events, approvals, webhook deliveries and their attempts) to
+// attempts, events, approvals, event waits, webhook deliveries and their attempts) to
 // those of runs in that environment, and hides the audit log (tenant-wide:
 // it records every environment's work). Callers of no environment (users,
 // unscoped keys, the worker) pay one context lookup.
@@ -78,6 +78,8 @@ func FilterRunChildrenRule() privacy.QueryRule {
 		case *entgen.RunEventQuery:
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.ApprovalRequestQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.EventWaitQuery:
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.WebhookDeliveryQuery:
 			q.Where(runInEnvironment(webhookdelivery.FieldRunID, env))
@@ -110,6 +112,8 @@ func ScopeRunChildrenMutationRule() privacy.MutationRule {
 		case *entgen.RunEventMutation:
 			m.Where(runInEnvironment("run_id", env))
 		case *entgen.ApprovalRequestMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.EventWaitMutation:
 			m.Where(runInEnvironment("run_id", env))
 		case *entgen.WebhookDeliveryMutation:
 			m.Where(runInEnvironment(webhookdelivery.FieldRunID, env))

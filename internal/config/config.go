@@ -64,6 +64,11 @@ type Config struct {
 	AllowedOrigins []string
 	// MaxBodyBytes limits request bodies (SLUICE_MAX_BODY_BYTES). If unset, 1 MiB.
 	MaxBodyBytes int64
+	// PublicURL is the API's address as its callers reach it
+	// (SLUICE_PUBLIC_URL, e.g. https://sluice.example.com), which wait
+	// steps' callback URLs start with. If unset, callback URLs are paths
+	// (/callbacks/...).
+	PublicURL string
 	// QueryComplexity limits a query's cost (SLUICE_QUERY_COMPLEXITY): each
 	// field costs 1 and lists multiply their items' cost by their length
 	// (graph.Costed). If unset, 500000.
@@ -179,6 +184,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		c.Introspection = b
 	}
 	c.AllowedOrigins = list(getenv("SLUICE_ALLOWED_ORIGINS"))
+	c.PublicURL = strings.TrimRight(strings.TrimSpace(getenv("SLUICE_PUBLIC_URL")), "/")
 	c.WorkerMetricsAddr = getenv("SLUICE_WORKER_METRICS_ADDR")
 	switch c.MetricsAddr = strings.TrimSpace(getenv("SLUICE_METRICS_ADDR")); strings.ToLower(c.MetricsAddr) {
 	case "":

@@ -29,6 +29,7 @@ const (
 	StepTransform = "transform"
 	StepApproval  = "approval"
 	StepDelay     = "delay"
+	StepWait      = "wait"
 )
 
 // Delivery guarantees of side-effect steps (Step.Delivery).
@@ -48,11 +49,13 @@ const (
 	OnUncertainAsk  = "ask"
 )
 
-// Approval onTimeout outcomes.
+// onTimeout outcomes: approve, reject or fail for approvals; fail or
+// continue for waits.
 const (
-	OnTimeoutApprove = "approve"
-	OnTimeoutReject  = "reject"
-	OnTimeoutFail    = "fail"
+	OnTimeoutApprove  = "approve"
+	OnTimeoutReject   = "reject"
+	OnTimeoutFail     = "fail"
+	OnTimeoutContinue = "continue"
 )
 
 // Definition is a validated workflow definition. Values returned by Parse are
@@ -138,12 +141,18 @@ type Step struct {
 
 	// approval
 	Approvers *Approvers `json:"approvers,omitempty"`
-	OnTimeout string     `json:"onTimeout,omitempty"` // approve|reject|fail; empty means fail
+	OnTimeout string     `json:"onTimeout,omitempty"` // approve|reject|fail (approval), fail|continue (wait); empty means fail
 	Message   string     `json:"message,omitempty"`   // {{ }} template shown to the operator
 
 	// delay
 	Duration Duration `json:"duration,omitzero"`
 	Until    string   `json:"until,omitempty"` // CEL expression giving a timestamp string
+
+	// wait: the name of the outside event it waits for, and an optional
+	// CEL condition over `event` (and input, steps, run) the event must
+	// meet. Its Timeout defaults to MaxWaitTimeout (see WaitTimeout).
+	Event string `json:"event,omitempty"`
+	Match string `json:"match,omitempty"`
 
 	path string // $.steps[i], set by Parse
 }
@@ -174,6 +183,15 @@ func (s *Step) TimeoutAction() string {
 		return OnTimeoutFail
 	}
 	return s.OnTimeout
+}
+
+// WaitTimeout is how long a wait step waits: its timeout, or
+// MaxWaitTimeout when it sets none.
+func (s *Step) WaitTimeout() time.Duration {
+	if s.Timeout.Duration > 0 {
+		return s.Timeout.Duration
+	}
+	return MaxWaitTimeout
 }
 
 // RetryPolicy controls retries of transient failures. Zero fields mean "use

@@ -275,8 +275,12 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) *shape {
 	scope := exprScope{stepID: s.ID, restrict: true, ancestors: ancestors}
 
 	maxTimeout := MaxStepTimeout
-	if s.Type == StepApproval {
+	switch s.Type {
+	case StepApproval:
 		maxTimeout = MaxApprovalTimeout
+	case StepWait:
+		maxTimeout = MaxWaitTimeout
+		v.checkWait(path, s, scope)
 	}
 	if s.Timeout.Duration > maxTimeout {
 		v.add(path+".timeout", "timeout %s exceeds the maximum of %s for %s steps", fmtDuration(s.Timeout.Duration), fmtDuration(maxTimeout), s.Type)

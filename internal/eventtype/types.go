@@ -29,7 +29,8 @@ const (
 	StepFailed Type = "step.failed"
 	// StepSkipped: a step's `if` was false.
 	StepSkipped Type = "step.skipped"
-	// StepWaiting: a delay step waits until its end.
+	// StepWaiting: a delay step waits until its end, or a wait step for
+	// its outside event.
 	StepWaiting Type = "step.waiting"
 	// StepReclaimed: a running step whose worker went silent was taken over
 	// by another worker under the same attempt.

@@ -34,6 +34,8 @@ const (
 	WebhookEndpoint   = "whe"
 	WebhookDelivery   = "whd"
 	WebhookAttempt    = "wha"
+	InboundEvent      = "iev"
+	EventWait         = "wt"
 )
 
 var (

@@ -90,6 +90,10 @@ func (s *runState) tryStart(ctx context.Context, id string) (skipped bool, err e
 		return false, s.openApproval(ctx, sr, step)
 	case definition.StepDelay:
 		return false, s.scheduleDelay(ctx, sr, step)
+	case definition.StepWait:
+		// A worker starts it: it evaluates the match against stored
+		// events (wait.go).
+		return false, s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued)
 	default:
 		return false, s.scheduleAttempt(ctx, sr, s.now)
 	}

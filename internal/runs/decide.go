@@ -44,6 +44,19 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 			return true, s.finishApproval(ctx, sr, by, comment)
 		}
 	case definition.StepDelay:
+	case definition.StepWait:
+		// Resolved through the API as its run's last open step: finish it.
+		w, err := latestWaitOfStep(ctx, s.run.TenantID, sr.ID)
+		if err != nil {
+			return false, fmt.Errorf("wait of step %s: %w", step.ID, err)
+		}
+		if w != nil && w.Status == waitResolved {
+			by := "event"
+			if w.EventID == nil {
+				by = "callback"
+			}
+			return true, s.finishWait(ctx, sr, w, *sr.CurrentAttemptID, by)
+		}
 	default:
 		if step.If == "" || sr.StartedAt != nil {
 			return false, nil // no condition, or decided when it first ran
@@ -67,6 +80,11 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 			return true, err
 		}
 		return true, s.settle(ctx) // the run now waits
+	case definition.StepWait:
+		if err := s.beginWait(ctx, sr, step); err != nil || s.terminal() {
+			return true, err
+		}
+		return true, s.settle(ctx)
 	case definition.StepDelay:
 		decision := *sr.CurrentAttemptID
 		if err := s.scheduleDelay(ctx, sr, step); err != nil {

@@ -304,7 +304,8 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 // runsInClaim reports whether a step runs inside its claim's transaction: no I/O
 // to guard (a transform, a delay's end, a sandbox replay's recorded output).
 func (s *runState) runsInClaim(step *definition.Step) bool {
-	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || (s.run.Mode == run.ModeSandbox && step.SideEffect)
+	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || step.Type == definition.StepWait ||
+		(s.run.Mode == run.ModeSandbox && step.SideEffect)
 }
 
 // claimLoads is every step a claim may touch, for one read: the step, the
@@ -342,6 +343,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 				return nil, early, nil
 			}
 			return nil, 0, nil
+		}
+		if sr.Status == steprun.StatusWaiting && step.Type == definition.StepWait {
+			// Its deadline, or a look at the stored events (wait.go).
+			return nil, 0, s.wakeWait(ctx, step, sr)
 		}
 		if sr.Status == steprun.StatusQueued {
 			if handled, err := s.decide(ctx, step, sr); handled || err != nil {

@@ -213,7 +213,7 @@ func startsQueued(st definition.Step) bool {
 		return false
 	}
 	switch st.Type {
-	case definition.StepTransform, definition.StepHTTP, definition.StepLLM:
+	case definition.StepTransform, definition.StepHTTP, definition.StepLLM, definition.StepWait:
 		return true
 	}
 	return false

@@ -386,7 +386,7 @@ func (s *runState) failRun(ctx context.Context, stepID, class, message string) e
 }
 
 // stopPending moves queued and waiting steps to status and cancels their
-// open approvals.
+// open approvals and waits.
 func (s *runState) stopPending(ctx context.Context, status steprun.Status) error {
 	open, err := stepRowsIn(ctx, s.run.TenantID, s.run.ID, steprun.StatusQueued, steprun.StatusWaiting)
 	if err != nil {
@@ -408,7 +408,10 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			}
 		}
 	}
-	return cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now)
+	if err := cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
+		return err
+	}
+	return cancelPendingWaits(ctx, s.run.TenantID, s.run.ID, s.now)
 }
 
 // setStep writes a step change (one UPDATE, held for the transaction's

@@ -38,6 +38,8 @@ type Service struct {
 	stale      time.Duration // see Options.HeartbeatStale
 	crashLimit int           // see Options.CrashLimit
 	group      *store.Group  // see Options.Group
+	// callbackKeys: tenant id -> key of the tenant's callback tokens (wait.go)
+	callbackKeys sync.Map
 }
 
 // Options configure a Service.

@@ -85,7 +85,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -128,6 +128,7 @@ func New(d Deps) *Server {
 	live := streaming(d.Hub, d.Leases, &s.streams, gql)
 	mux.Handle("POST /graphql", withUnavailableStatus(readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live))))
 	mux.Handle("OPTIONS /graphql", gql)
+	mux.Handle("POST "+callbackRoute+"/{token}", callback(d.Runs, d.Config.MaxBodyBytes, d.Log))
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
 	// connection_init message before any operation runs.
@@ -184,9 +185,12 @@ func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
 		ctx := requestid.NewContext(context.WithValue(r.Context(), viewerHolderKey{}, holder), rid)
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r.WithContext(ctx))
-		route := r.URL.Path
-		switch route {
-		case "/graphql", "/healthz", "/readyz", "/":
+		route, path := r.URL.Path, r.URL.Path
+		switch {
+		case route == "/graphql", route == "/healthz", route == "/readyz", route == "/":
+		case strings.HasPrefix(route, callbackRoute+"/"):
+			// The token is a credential: never logged.
+			route, path = callbackRoute, callbackRoute+"/…"
 		default:
 			route = "other"
 		}
@@ -195,7 +199,7 @@ func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
 		if route == "/healthz" {
 			return
 		}
-		attrs := []any{"request_id", rid, "method", r.Method, "path", r.URL.Path, "status", sw.code, "duration_ms", float64(d.Microseconds()) / 1000}
+		attrs := []any{"request_id", rid, "method", r.Method, "path", path, "status", sw.code, "duration_ms", float64(d.Microseconds()) / 1000}
 		if holder.v != nil {
 			attrs = append(attrs, "tenant_id", holder.v.TenantID, "subject", holder.v.Subject)
 		}

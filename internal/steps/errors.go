@@ -36,6 +36,9 @@ const (
 	Limit Class = "limit"
 	// Crashed: the step's worker died (was taken over) too many times.
 	Crashed Class = "crashed"
+	// Timeout: a wait step's deadline passed before its event came
+	// (onTimeout fail).
+	Timeout Class = "timeout"
 )
 
 // Error is a classified step failure. Message is safe to show to the tenant

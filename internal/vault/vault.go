@@ -6,6 +6,8 @@ package vault
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 
@@ -100,4 +102,18 @@ func (v *Vault) OpenWebhookSecret(ctx context.Context, c *ent.Client, ep *ent.We
 	}
 	b, err := secrets.Open(key, secrets.AAD{TenantID: ep.TenantID, CredentialID: ep.ID, Version: version}, sealed)
 	return string(b), err
+}
+
+// CallbackKey returns the viewer's tenant's key for the callback tokens of
+// wait steps: derived from the tenant's data key, so that a token can be
+// computed again from what it names and never has to be stored.
+func (v *Vault) CallbackKey(ctx context.Context, c *ent.Client) ([]byte, error) {
+	key, err := v.dataKey(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("sluice:v1:callback-token"))
+	return mac.Sum(nil), nil
 }
