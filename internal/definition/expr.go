@@ -33,6 +33,10 @@ type Env struct {
 	Steps map[string]any
 	Run   map[string]any
 	Env   map[string]any
+	// Item and Index are a map step's current item and its position
+	// (mapstep.go); validation allows them only in a map's inner step.
+	Item  any
+	Index int64
 }
 
 // exprCostLimit bounds the work a single evaluation may do, since
@@ -45,6 +49,8 @@ var celEnv = sync.OnceValue(func() *cel.Env {
 		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("run", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("env", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("item", cel.DynType),
+		cel.Variable("index", cel.IntType),
 		// JSON numbers arrive as doubles; without this `input.count > 5`
 		// would fail for lack of a double/int overload.
 		cel.CrossTypeNumericComparisons(true),
@@ -206,6 +212,8 @@ func activation(env Env) map[string]any {
 		"steps": orEmpty(env.Steps),
 		"run":   orEmpty(env.Run),
 		"env":   orEmpty(env.Env),
+		"item":  env.Item,
+		"index": env.Index,
 	}
 }
 

@@ -29,6 +29,7 @@ const (
 	StepTransform = "transform"
 	StepApproval  = "approval"
 	StepDelay     = "delay"
+	StepMap       = "map"
 )
 
 // Delivery guarantees of side-effect steps (Step.Delivery).
@@ -141,6 +142,13 @@ type Step struct {
 	// delay
 	Duration Duration `json:"duration,omitzero"`
 	Until    string   `json:"until,omitempty"` // CEL expression giving a timestamp string
+
+	// map (mapstep.go): Items is a CEL expression giving a list; Step is
+	// run once per item, with `item` and `index` in scope.
+	Items         string `json:"items,omitempty"`
+	Concurrency   int    `json:"concurrency,omitempty"`
+	FailurePolicy string `json:"failurePolicy,omitempty"`
+	Step          *Step  `json:"step,omitempty"`
 }
 
 // AtMostOnce reports whether the step's call must never be sent twice.

@@ -236,12 +236,22 @@ type exprScope struct {
 	restrict  bool
 	ancestors map[string]bool
 	output    bool // the definition's output expression
+	mapItem   bool // a map step's inner step: `item` and `index` are defined
 }
 
 func (v *validator) checkStep(i int, ancestors map[string]bool) {
 	s := &v.d.Steps[i]
 	path := stepPath(i)
 	scope := exprScope{stepID: s.ID, restrict: true, ancestors: ancestors}
+	v.checkStepBody(path, s, scope)
+	if s.Type == StepMap {
+		v.checkMap(path, s, scope)
+	}
+}
+
+// checkStepBody checks one step's fields and expressions: a step of the
+// definition, or a map step's inner step (scope.mapItem).
+func (v *validator) checkStepBody(path string, s *Step, scope exprScope) {
 
 	maxTimeout := MaxStepTimeout
 	if s.Type == StepApproval {
@@ -464,6 +474,9 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 		if t := c.ast.OutputType(); t.Kind() != types.BoolKind && t.Kind() != types.DynKind {
 			v.add(path, "expression %q must produce a bool, not %s", expr, t)
 		}
+	}
+	if !scope.mapItem {
+		v.checkMapVars(path, expr, c.ast)
 	}
 	ids, dynamic := stepRefs(c.ast)
 	if scope.output {
