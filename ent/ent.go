@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -99,6 +100,7 @@ func checkColumn(t, c string) error {
 			credentialversion.Table: credentialversion.ValidColumn,
 			deployment.Table:        deployment.ValidColumn,
 			environment.Table:       environment.ValidColumn,
+			mapitem.Table:           mapitem.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
 			modelprice.Table:        modelprice.ValidColumn,

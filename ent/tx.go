@@ -28,6 +28,8 @@ type Tx struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// MapItem is the client for interacting with the MapItem builders.
+	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
 	// ModelCall is the client for interacting with the ModelCall builders.
@@ -192,6 +194,7 @@ func (tx *Tx) init() {
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
+	tx.MapItem = NewMapItemClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)

@@ -27,6 +27,9 @@ type Deployment func(*sql.Selector)
 // Environment is the predicate function for environment builders.
 type Environment func(*sql.Selector)
 
+// MapItem is the predicate function for mapitem builders.
+type MapItem func(*sql.Selector)
+
 // Member is the predicate function for member builders.
 type Member func(*sql.Selector)
 

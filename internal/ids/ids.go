@@ -34,6 +34,7 @@ const (
 	WebhookEndpoint   = "whe"
 	WebhookDelivery   = "whd"
 	WebhookAttempt    = "wha"
+	MapItem           = "mit"
 )
 
 var (
