@@ -211,6 +211,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldRunID:        {Type: field.TypeString, Column: mapitem.FieldRunID},
 			mapitem.FieldStepID:       {Type: field.TypeString, Column: mapitem.FieldStepID},
 			mapitem.FieldIndex:        {Type: field.TypeInt, Column: mapitem.FieldIndex},
+			mapitem.FieldItem:         {Type: field.TypeJSON, Column: mapitem.FieldItem},
 			mapitem.FieldStatus:       {Type: field.TypeEnum, Column: mapitem.FieldStatus},
 			mapitem.FieldAttempts:     {Type: field.TypeInt, Column: mapitem.FieldAttempts},
 			mapitem.FieldReadyAt:      {Type: field.TypeTime, Column: mapitem.FieldReadyAt},
@@ -2036,6 +2037,11 @@ func (f *MapItemFilter) WhereStepID(p entql.StringP) {
 // WhereIndex applies the entql int predicate on the index field.
 func (f *MapItemFilter) WhereIndex(p entql.IntP) {
 	f.Where(p.Field(mapitem.FieldIndex))
+}
+
+// WhereItem applies the entql json.RawMessage predicate on the item field.
+func (f *MapItemFilter) WhereItem(p entql.BytesP) {
+	f.Where(p.Field(mapitem.FieldItem))
 }
 
 // WhereStatus applies the entql string predicate on the status field.

@@ -31,6 +31,8 @@ type MapItem struct {
 	StepID string `json:"step_id,omitempty"`
 	// Index holds the value of the "index" field.
 	Index int `json:"index,omitempty"`
+	// The list element, evaluated once when the map step started: each attempt sees the same item.
+	Item json.RawMessage `json:"item,omitempty"`
 	// Status holds the value of the "status" field.
 	Status mapitem.Status `json:"status,omitempty"`
 	// Attempts holds the value of the "attempts" field.
@@ -82,7 +84,7 @@ func (*MapItem) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case mapitem.FieldOutput, mapitem.FieldCalls:
+		case mapitem.FieldItem, mapitem.FieldOutput, mapitem.FieldCalls:
 			values[i] = new([]byte)
 		case mapitem.FieldIndex, mapitem.FieldAttempts, mapitem.FieldCostMicroUsd:
 			values[i] = new(sql.NullInt64)
@@ -146,6 +148,14 @@ func (_m *MapItem) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field index", values[i])
 			} else if value.Valid {
 				_m.Index = int(value.Int64)
+			}
+		case mapitem.FieldItem:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field item", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Item); err != nil {
+					return fmt.Errorf("unmarshal field item: %w", err)
+				}
 			}
 		case mapitem.FieldStatus:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -274,6 +284,9 @@ func (_m *MapItem) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("index=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Index))
+	builder.WriteString(", ")
+	builder.WriteString("item=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Item))
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))

@@ -77,6 +77,12 @@ func (_c *MapItemCreate) SetIndex(v int) *MapItemCreate {
 	return _c
 }
 
+// SetItem sets the "item" field.
+func (_c *MapItemCreate) SetItem(v json.RawMessage) *MapItemCreate {
+	_c.mutation.SetItem(v)
+	return _c
+}
+
 // SetStatus sets the "status" field.
 func (_c *MapItemCreate) SetStatus(v mapitem.Status) *MapItemCreate {
 	_c.mutation.SetStatus(v)
@@ -395,6 +401,10 @@ func (_c *MapItemCreate) createSpec() (*MapItem, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Index(); ok {
 		_spec.SetField(mapitem.FieldIndex, field.TypeInt, value)
 		_node.Index = value
+	}
+	if value, ok := _c.mutation.Item(); ok {
+		_spec.SetField(mapitem.FieldItem, field.TypeJSON, value)
+		_node.Item = value
 	}
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(mapitem.FieldStatus, field.TypeEnum, value)
@@ -722,6 +732,9 @@ func (u *MapItemUpsertOne) UpdateNewValues() *MapItemUpsertOne {
 		}
 		if _, exists := u.create.mutation.Index(); exists {
 			s.SetIgnore(mapitem.FieldIndex)
+		}
+		if _, exists := u.create.mutation.Item(); exists {
+			s.SetIgnore(mapitem.FieldItem)
 		}
 	}))
 	return u
@@ -1168,6 +1181,9 @@ func (u *MapItemUpsertBulk) UpdateNewValues() *MapItemUpsertBulk {
 			}
 			if _, exists := b.mutation.Index(); exists {
 				s.SetIgnore(mapitem.FieldIndex)
+			}
+			if _, exists := b.mutation.Item(); exists {
+				s.SetIgnore(mapitem.FieldItem)
 			}
 		}
 	}))

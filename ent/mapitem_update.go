@@ -310,6 +310,9 @@ func (_u *MapItemUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(mapitem.FieldUpdatedAt, field.TypeTime, value)
 	}
+	if _u.mutation.ItemCleared() {
+		_spec.ClearField(mapitem.FieldItem, field.TypeJSON)
+	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(mapitem.FieldStatus, field.TypeEnum, value)
 	}
@@ -707,6 +710,9 @@ func (_u *MapItemUpdateOne) sqlSave(ctx context.Context) (_node *MapItem, err er
 	}
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(mapitem.FieldUpdatedAt, field.TypeTime, value)
+	}
+	if _u.mutation.ItemCleared() {
+		_spec.ClearField(mapitem.FieldItem, field.TypeJSON)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(mapitem.FieldStatus, field.TypeEnum, value)

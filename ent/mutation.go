@@ -7111,6 +7111,8 @@ type MapItemMutation struct {
 	step_id           *string
 	index             *int
 	addindex          *int
+	item              *json.RawMessage
+	appenditem        json.RawMessage
 	status            *mapitem.Status
 	attempts          *int
 	addattempts       *int
@@ -7471,6 +7473,71 @@ func (m *MapItemMutation) AddedIndex() (r int, exists bool) {
 func (m *MapItemMutation) ResetIndex() {
 	m.index = nil
 	m.addindex = nil
+}
+
+// SetItem sets the "item" field.
+func (m *MapItemMutation) SetItem(jm json.RawMessage) {
+	m.item = &jm
+	m.appenditem = nil
+}
+
+// Item returns the value of the "item" field in the mutation.
+func (m *MapItemMutation) Item() (r json.RawMessage, exists bool) {
+	v := m.item
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldItem returns the old "item" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldItem(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldItem is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldItem requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldItem: %w", err)
+	}
+	return oldValue.Item, nil
+}
+
+// AppendItem adds jm to the "item" field.
+func (m *MapItemMutation) AppendItem(jm json.RawMessage) {
+	m.appenditem = append(m.appenditem, jm...)
+}
+
+// AppendedItem returns the list of values that were appended to the "item" field in this mutation.
+func (m *MapItemMutation) AppendedItem() (json.RawMessage, bool) {
+	if len(m.appenditem) == 0 {
+		return nil, false
+	}
+	return m.appenditem, true
+}
+
+// ClearItem clears the value of the "item" field.
+func (m *MapItemMutation) ClearItem() {
+	m.item = nil
+	m.appenditem = nil
+	m.clearedFields[mapitem.FieldItem] = struct{}{}
+}
+
+// ItemCleared returns if the "item" field was cleared in this mutation.
+func (m *MapItemMutation) ItemCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldItem]
+	return ok
+}
+
+// ResetItem resets all changes to the "item" field.
+func (m *MapItemMutation) ResetItem() {
+	m.item = nil
+	m.appenditem = nil
+	delete(m.clearedFields, mapitem.FieldItem)
 }
 
 // SetStatus sets the "status" field.
@@ -8057,7 +8124,7 @@ func (m *MapItemMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *MapItemMutation) Fields() []string {
-	fields := make([]string, 0, 16)
+	fields := make([]string, 0, 17)
 	if m.tenant != nil {
 		fields = append(fields, mapitem.FieldTenantID)
 	}
@@ -8075,6 +8142,9 @@ func (m *MapItemMutation) Fields() []string {
 	}
 	if m.index != nil {
 		fields = append(fields, mapitem.FieldIndex)
+	}
+	if m.item != nil {
+		fields = append(fields, mapitem.FieldItem)
 	}
 	if m.status != nil {
 		fields = append(fields, mapitem.FieldStatus)
@@ -8126,6 +8196,8 @@ func (m *MapItemMutation) Field(name string) (ent.Value, bool) {
 		return m.StepID()
 	case mapitem.FieldIndex:
 		return m.Index()
+	case mapitem.FieldItem:
+		return m.Item()
 	case mapitem.FieldStatus:
 		return m.Status()
 	case mapitem.FieldAttempts:
@@ -8167,6 +8239,8 @@ func (m *MapItemMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldStepID(ctx)
 	case mapitem.FieldIndex:
 		return m.OldIndex(ctx)
+	case mapitem.FieldItem:
+		return m.OldItem(ctx)
 	case mapitem.FieldStatus:
 		return m.OldStatus(ctx)
 	case mapitem.FieldAttempts:
@@ -8237,6 +8311,13 @@ func (m *MapItemMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetIndex(v)
+		return nil
+	case mapitem.FieldItem:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetItem(v)
 		return nil
 	case mapitem.FieldStatus:
 		v, ok := value.(mapitem.Status)
@@ -8377,6 +8458,9 @@ func (m *MapItemMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *MapItemMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(mapitem.FieldItem) {
+		fields = append(fields, mapitem.FieldItem)
+	}
 	if m.FieldCleared(mapitem.FieldReadyAt) {
 		fields = append(fields, mapitem.FieldReadyAt)
 	}
@@ -8412,6 +8496,9 @@ func (m *MapItemMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *MapItemMutation) ClearField(name string) error {
 	switch name {
+	case mapitem.FieldItem:
+		m.ClearItem()
+		return nil
 	case mapitem.FieldReadyAt:
 		m.ClearReadyAt()
 		return nil
@@ -8458,6 +8545,9 @@ func (m *MapItemMutation) ResetField(name string) error {
 		return nil
 	case mapitem.FieldIndex:
 		m.ResetIndex()
+		return nil
+	case mapitem.FieldItem:
+		m.ResetItem()
 		return nil
 	case mapitem.FieldStatus:
 		m.ResetStatus()

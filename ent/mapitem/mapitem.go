@@ -30,6 +30,8 @@ const (
 	FieldStepID = "step_id"
 	// FieldIndex holds the string denoting the index field in the database.
 	FieldIndex = "index"
+	// FieldItem holds the string denoting the item field in the database.
+	FieldItem = "item"
 	// FieldStatus holds the string denoting the status field in the database.
 	FieldStatus = "status"
 	// FieldAttempts holds the string denoting the attempts field in the database.
@@ -72,6 +74,7 @@ var Columns = []string{
 	FieldRunID,
 	FieldStepID,
 	FieldIndex,
+	FieldItem,
 	FieldStatus,
 	FieldAttempts,
 	FieldReadyAt,

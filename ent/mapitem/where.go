@@ -445,6 +445,16 @@ func IndexLTE(v int) predicate.MapItem {
 	return predicate.MapItem(sql.FieldLTE(FieldIndex, v))
 }
 
+// ItemIsNil applies the IsNil predicate on the "item" field.
+func ItemIsNil() predicate.MapItem {
+	return predicate.MapItem(sql.FieldIsNull(FieldItem))
+}
+
+// ItemNotNil applies the NotNil predicate on the "item" field.
+func ItemNotNil() predicate.MapItem {
+	return predicate.MapItem(sql.FieldNotNull(FieldItem))
+}
+
 // StatusEQ applies the EQ predicate on the "status" field.
 func StatusEQ(v Status) predicate.MapItem {
 	return predicate.MapItem(sql.FieldEQ(FieldStatus, v))

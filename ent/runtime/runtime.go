@@ -506,11 +506,11 @@ func init() {
 	// mapitem.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	mapitem.UpdateDefaultUpdatedAt = mapitemDescUpdatedAt.UpdateDefault.(func() time.Time)
 	// mapitemDescAttempts is the schema descriptor for attempts field.
-	mapitemDescAttempts := mapitemFields[4].Descriptor()
+	mapitemDescAttempts := mapitemFields[5].Descriptor()
 	// mapitem.DefaultAttempts holds the default value on creation for the attempts field.
 	mapitem.DefaultAttempts = mapitemDescAttempts.Default.(int)
 	// mapitemDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
-	mapitemDescCostMicroUsd := mapitemFields[10].Descriptor()
+	mapitemDescCostMicroUsd := mapitemFields[11].Descriptor()
 	// mapitem.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
 	mapitem.DefaultCostMicroUsd = mapitemDescCostMicroUsd.Default.(int64)
 	// mapitemDescID is the schema descriptor for id field.

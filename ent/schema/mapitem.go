@@ -28,6 +28,8 @@ func (MapItem) Fields() []ent.Field {
 		field.String("run_id").Immutable(),
 		field.String("step_id").Immutable(),
 		field.Int("index").Immutable(),
+		field.JSON("item", json.RawMessage{}).Optional().Immutable().
+			Comment("The list element, evaluated once when the map step started: each attempt sees the same item."),
 		field.Enum("status").Values("queued", "running", "succeeded", "failed", "cancelled").Default("queued"),
 		field.Int("attempts").Default(0),
 		field.Time("ready_at").Optional().Nillable().

@@ -396,6 +396,9 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			}
 		}
 	}
+	if err := s.cancelRunMapItems(ctx); err != nil {
+		return err
+	}
 	return cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now)
 }
 
