@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/runs"
 )
@@ -168,4 +169,16 @@ func (r *stepRunResolver) Calls(ctx context.Context, obj *ent.StepRun) ([]*model
 		out = append(out, stepCalls(a.Calls)...)
 	}
 	return out, nil
+}
+
+// Items is the resolver for the items field.
+func (r *stepRunResolver) Items(ctx context.Context, obj *ent.StepRun) (*model.MapItemCounts, error) {
+	if obj.Type != definition.StepMap {
+		return nil, nil
+	}
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return mapItemCounts(ctx, c, obj)
 }

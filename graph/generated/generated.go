@@ -236,6 +236,15 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	MapItemCounts struct {
+		Cancelled func(childComplexity int) int
+		Failed    func(childComplexity int) int
+		Queued    func(childComplexity int) int
+		Running   func(childComplexity int) int
+		Succeeded func(childComplexity int) int
+		Total     func(childComplexity int) int
+	}
+
 	Member struct {
 		CreatedAt func(childComplexity int) int
 		ID        func(childComplexity int) int
@@ -476,6 +485,7 @@ type ComplexityRoot struct {
 		Error        func(childComplexity int) int
 		FinishedAt   func(childComplexity int) int
 		ID           func(childComplexity int) int
+		Items        func(childComplexity int) int
 		Output       func(childComplexity int) int
 		ReadyAt      func(childComplexity int) int
 		Run          func(childComplexity int) int
@@ -706,6 +716,7 @@ type StepRunResolver interface {
 	CostUsd(ctx context.Context, obj *ent.StepRun) (string, error)
 	AttemptList(ctx context.Context, obj *ent.StepRun) ([]*ent.StepAttempt, error)
 	Calls(ctx context.Context, obj *ent.StepRun) ([]*model.StepCall, error)
+	Items(ctx context.Context, obj *ent.StepRun) (*model.MapItemCounts, error)
 }
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
@@ -1463,6 +1474,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EnvironmentEdge.Node(childComplexity), true
+
+	case "MapItemCounts.cancelled":
+		if e.ComplexityRoot.MapItemCounts.Cancelled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Cancelled(childComplexity), true
+	case "MapItemCounts.failed":
+		if e.ComplexityRoot.MapItemCounts.Failed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Failed(childComplexity), true
+	case "MapItemCounts.queued":
+		if e.ComplexityRoot.MapItemCounts.Queued == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Queued(childComplexity), true
+	case "MapItemCounts.running":
+		if e.ComplexityRoot.MapItemCounts.Running == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Running(childComplexity), true
+	case "MapItemCounts.succeeded":
+		if e.ComplexityRoot.MapItemCounts.Succeeded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Succeeded(childComplexity), true
+	case "MapItemCounts.total":
+		if e.ComplexityRoot.MapItemCounts.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Total(childComplexity), true
 
 	case "Member.createdAt":
 		if e.ComplexityRoot.Member.CreatedAt == nil {
@@ -2769,6 +2817,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepRun.ID(childComplexity), true
+	case "StepRun.items":
+		if e.ComplexityRoot.StepRun.Items == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepRun.Items(childComplexity), true
 	case "StepRun.output":
 		if e.ComplexityRoot.StepRun.Output == nil {
 			break
@@ -7512,6 +7566,18 @@ extend type StepRun {
   attemptList: [StepAttempt!]!
   "The outbound calls of every attempt, oldest first."
   calls: [StepCall!]!
+  "A map step's items by status; null for other steps and for maps of transforms (evaluated at once, with no item rows)."
+  items: MapItemCounts
+}
+
+"How many items of a map step are in each status."
+type MapItemCounts {
+  total: Int!
+  queued: Int!
+  running: Int!
+  succeeded: Int!
+  failed: Int!
+  cancelled: Int!
 }
 
 "One outbound call made by an attempt."
@@ -8113,6 +8179,24 @@ func (ec *executionContext) childFields_EnvironmentEdge(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type EnvironmentEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_MapItemCounts(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "total":
+		return ec.fieldContext_MapItemCounts_total(ctx, field)
+	case "queued":
+		return ec.fieldContext_MapItemCounts_queued(ctx, field)
+	case "running":
+		return ec.fieldContext_MapItemCounts_running(ctx, field)
+	case "succeeded":
+		return ec.fieldContext_MapItemCounts_succeeded(ctx, field)
+	case "failed":
+		return ec.fieldContext_MapItemCounts_failed(ctx, field)
+	case "cancelled":
+		return ec.fieldContext_MapItemCounts_cancelled(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MapItemCounts", field.Name)
+}
+
 func (ec *executionContext) childFields_Member(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -8511,6 +8595,8 @@ func (ec *executionContext) childFields_StepRun(ctx context.Context, field graph
 		return ec.fieldContext_StepRun_attemptList(ctx, field)
 	case "calls":
 		return ec.fieldContext_StepRun_calls(ctx, field)
+	case "items":
+		return ec.fieldContext_StepRun_items(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepRun", field.Name)
 }
@@ -13400,6 +13486,144 @@ func (ec *executionContext) _EnvironmentEdge_cursor(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_EnvironmentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EnvironmentEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _MapItemCounts_total(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_queued(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_queued(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Queued, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_queued(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_running(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_running(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Running, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_running(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_succeeded(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_succeeded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Succeeded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_succeeded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_failed(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_failed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_failed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_cancelled(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_cancelled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cancelled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_cancelled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Member_id(ctx context.Context, field graphql.CollectedField, obj *ent.Member) (ret graphql.Marshaler) {
@@ -18922,6 +19146,38 @@ func (ec *executionContext) fieldContext_StepRun_calls(_ context.Context, field 
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_StepCall(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepRun_items(ctx context.Context, field graphql.CollectedField, obj *ent.StepRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepRun_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.StepRun().Items(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MapItemCounts) graphql.Marshaler {
+			return ec.marshalOMapItemCounts2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐMapItemCounts(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepRun_items(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MapItemCounts(ctx, field)
 		},
 	}
 	return fc, nil
@@ -36663,6 +36919,64 @@ func (ec *executionContext) _EnvironmentEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var mapItemCountsImplementors = []string{"MapItemCounts"}
+
+func (ec *executionContext) _MapItemCounts(ctx context.Context, sel ast.SelectionSet, obj *model.MapItemCounts) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mapItemCountsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MapItemCounts")
+		case "total":
+			out.Values[i] = ec._MapItemCounts_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "queued":
+			out.Values[i] = ec._MapItemCounts_queued(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "running":
+			out.Values[i] = ec._MapItemCounts_running(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "succeeded":
+			out.Values[i] = ec._MapItemCounts_succeeded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failed":
+			out.Values[i] = ec._MapItemCounts_failed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelled":
+			out.Values[i] = ec._MapItemCounts_cancelled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var memberImplementors = []string{"Member", "Node"}
 
 func (ec *executionContext) _Member(ctx context.Context, sel ast.SelectionSet, obj *ent.Member) graphql.Marshaler {
@@ -38291,6 +38605,12 @@ func (ec *executionContext) _StepRun(ctx context.Context, sel ast.SelectionSet, 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._StepRun_calls(ctx, field, obj)
+				})
+		case "items":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._StepRun_items(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -41818,6 +42138,13 @@ func (ec *executionContext) marshalOMap2map(ctx context.Context, sel ast.Selecti
 	_ = ctx
 	res := graphql.MarshalMap(v)
 	return res
+}
+
+func (ec *executionContext) marshalOMapItemCounts2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐMapItemCounts(ctx context.Context, sel ast.SelectionSet, v *model.MapItemCounts) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._MapItemCounts(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalOMember2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMember(ctx context.Context, sel ast.SelectionSet, v *ent.Member) graphql.Marshaler {
