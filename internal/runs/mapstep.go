@@ -523,12 +523,12 @@ func dueMapItemTasks(ctx context.Context, tenantID string, readyBefore, silentSi
 // besides the row's id, and RLS confines it to the transaction's tenant.
 
 type mapItemRow struct {
-	runID, stepID     string
-	index, attempts   int
-	status            string
-	readyAt           *time.Time
-	updatedAt         time.Time
-	item              json.RawMessage
+	runID, stepID   string
+	index, attempts int
+	status          string
+	readyAt         *time.Time
+	updatedAt       time.Time
+	item            json.RawMessage
 }
 
 func lockMapItem(ctx context.Context, tenantID, itemID string) (mapItemRow, bool, error) {
