@@ -41,7 +41,7 @@ func mapDefinition(n int) map[string]any {
 		"schemaVersion": 1,
 		"input":         map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}},
 		"steps": []any{map[string]any{"id": "each", "type": "map", "items": fmt.Sprintf("lists.range(%d)", n),
-			"step": map[string]any{"type": "transform", "output": map[string]any{"i": "index", "n": "item * input.n"}}}},
+			"step": map[string]any{"type": "transform", "output": map[string]any{"i": "index", "sq": "item * item"}}}},
 		"output": "size(steps.each.output)",
 	}
 }
