@@ -275,6 +275,15 @@ func TestMapBadInput(t *testing.T) {
 	if n := get(d, "node.versions.totalCount"); n != float64(0) {
 		t.Errorf("%v versions written, want none", n)
 	}
+
+	// A deploy checks the inner step's credential like a step's own.
+	v := str(c.ok(mCreateVer, map[string]any{"w": wfID, "d": defJSON(t, defSteps(
+		`{"id":"m","type":"map","items":"[1]","step":{"type":"http","credential":"nope","request":{"method":"GET","url":"https://x.example/"}}}`))}), "createWorkflowVersion.id")
+	c.ok(mPublish, map[string]any{"id": v})
+	r := c.fail("VALIDATION", mDeploy, map[string]any{"v": v, "e": f.envID})
+	if !hasProblemAt(r, "$.steps[0].step.credential") {
+		t.Errorf("deploy with a missing inner credential: want a problem at $.steps[0].step.credential, got %s", r.Raw)
+	}
 }
 
 // TestMapItemsIsolation: another tenant sees neither the run nor its map
@@ -340,4 +349,66 @@ func sumCalls(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// TestMapLLMItems asks a model once per item: each call carries its item,
+// is priced and recorded as a model call, and the map step's cost (the sum
+// of its items') is the run's.
+func TestMapLLMItems(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "map-llm")
+	ai := newScriptServer(t)
+	ai.script(openAIPath, openAIAnswer("done"))
+	f.owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "model", "t": "openai", "s": map[string]any{"apiKey": "sk-test-" + randHex(8), "baseURL": ai.URL + "/v1"}})
+	wf, _ := deployWorkflow(t, f, "map-llm", engDef(nil, "steps.each.output",
+		map[string]any{"id": "each", "type": "map", "items": "['a', 'b', 'c', 'd', 'e']", "concurrency": 2,
+			"step": map[string]any{"type": "llm", "credential": "model", "model": "gpt-4o", "maxTokens": 50,
+				"messages": []any{map[string]any{"role": "user", "content": "Summarize ticket {{ index }}: {{ item }}"}}}}))
+	id := engStart(t, f.owner, f, wf, nil)
+	run := waitMapRun(t, f.owner, id, "succeeded")
+	out, _ := run["output"].([]any)
+	if len(out) != 5 {
+		t.Fatalf("output = %v", run["output"])
+	}
+	for i, o := range out {
+		if get(o, "text") != "done" {
+			t.Errorf("output[%d] = %v", i, o)
+		}
+	}
+	reqs := ai.calls(openAIPath)
+	if len(reqs) != 5 {
+		t.Fatalf("the model got %d requests, want 5", len(reqs))
+	}
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		msgs, _ := requestBody(t, r)["messages"].([]any)
+		if len(msgs) > 0 {
+			seen[str(msgs[len(msgs)-1], "content")] = true
+		}
+	}
+	for i, item := range []string{"a", "b", "c", "d", "e"} {
+		if !seen[fmt.Sprintf("Summarize ticket %d: %s", i, item)] {
+			t.Errorf("no request for item %d (%s): %v", i, item, seen)
+		}
+	}
+	cost, _ := run["costMicroUSD"].(float64)
+	stepList, _ := get(f.owner.ok(`query($id: ID!) { node(id: $id) { ... on Run { steps { stepID costMicroUSD } } } }`, map[string]any{"id": id}), "node.steps").([]any)
+	var stepCost any
+	if len(stepList) == 1 {
+		stepCost = get(stepList[0], "costMicroUSD")
+	}
+	if cost <= 0 || stepCost != cost {
+		t.Errorf("run cost %v, map step cost %v: want equal and positive", cost, stepCost)
+	}
+	mc := f.owner.ok(qRunModelCalls, map[string]any{"r": id})
+	if get(mc, "modelCalls.totalCount") != float64(5) {
+		t.Errorf("model calls: %v", mc)
+	}
+	var sum float64
+	for _, e := range edges(mc, "modelCalls") {
+		sum += get(e, "costMicroUSD").(float64)
+	}
+	if sum != cost {
+		t.Errorf("model calls cost %v in total, the run %v", sum, cost)
+	}
 }

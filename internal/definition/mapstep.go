@@ -81,9 +81,7 @@ func (v *validator) checkMap(path string, s *Step, scope exprScope) {
 	case StepMap:
 		v.add(ipath+".type", "a map step cannot contain another map step: map over a list of lists with one map and a transform, or chain two map steps")
 		return
-	case StepHTTP, StepTransform:
-	case StepLLM:
-		v.add(ipath+".type", "llm inner steps are not supported by map steps yet; use http or transform")
+	case StepHTTP, StepLLM, StepTransform:
 	case "":
 		return // the schema reports it as missing
 	default:

@@ -290,6 +290,20 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
 		}
 	}
+	if inner.Type == definition.StepLLM {
+		// Like an llm step's claim: fallbacks resolved, budgets checked
+		// against what the run had spent when this item was claimed.
+		st.e, st.c, st.def, st.now = e, c, def, now
+		if err := st.openFallbacks(ctx, &inner, j); err != nil {
+			return nil, 0, err
+		}
+		j.runCost, j.maxRunCost = r.CostMicroUsd, def.MaxCostUSD
+		if j.credential != nil {
+			if j.budget, j.budgetData, err = st.checkBudget(ctx, &inner, j.credential.Type); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
 	return &itemJob{id: itemID, runID: r.ID, stepID: step.ID, index: row.index, attempt: row.attempts, job: j}, 0, nil
 }
 
@@ -341,7 +355,26 @@ func (e *Service) finishItem(ctx context.Context, it *itemJob, out any, calls []
 	for _, call := range calls {
 		callMaps = append(callMaps, callToMap(call))
 	}
+	// Model calls are priced and recorded now: the run's cost and the map
+	// step's grow item by item (the item's id stands for the attempt).
+	cost, err := s.priceCalls(ctx, it.job, callMaps, calls)
+	if err != nil {
+		return err
+	}
+	if sr := s.steps[it.stepID]; cost > 0 && sr != nil {
+		if err := s.setStep(ctx, sr, changeStep().AddCostMicroUsd(cost)); err != nil {
+			return err
+		}
+	}
+	if cost > 0 {
+		if _, err := exec(ctx, `UPDATE map_items SET cost_micro_usd = cost_micro_usd + $2 WHERE id = $1`, it.id, cost); err != nil {
+			return err
+		}
+	}
 	se := steps.Classify(execErr)
+	if se != nil && se.Class == steps.Budget {
+		s.emit(eventtype.BudgetExceeded, it.stepID, stepAttempts(s, it.stepID), it.job.budgetData)
+	}
 	var encoded []byte
 	if execErr == nil {
 		if encoded = encodeJSON(out); len(encoded) > definition.MaxBytes {
@@ -424,12 +457,8 @@ func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent
 			out[i] = mapItemError(class, msg)
 		}
 	}
+	// The items' costs were added to the step and the run as each finished.
 	u := changeStep().SetFinishedAt(s.now)
-	if delta := cost - sr.CostMicroUsd; delta != 0 {
-		u.AddCostMicroUsd(delta)
-		s.update.AddCostMicroUsd(delta)
-		s.dirty = true
-	}
 	attemptID := ""
 	if sr.CurrentAttemptID != nil {
 		attemptID = *sr.CurrentAttemptID
@@ -468,6 +497,14 @@ func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent
 	}
 	s.emit(eventtype.StepFailed, step.ID, sr.Attempts, map[string]any{"class": string(failed.Class), "message": failed.Message, "attemptID": attemptID})
 	return s.failRun(ctx, step.ID, string(failed.Class), failed.Message)
+}
+
+// stepAttempts is a loaded step's attempt count.
+func stepAttempts(s *runState, stepID string) int {
+	if sr := s.steps[stepID]; sr != nil {
+		return sr.Attempts
+	}
+	return 0
 }
 
 // hasMapItems reports whether the run's definition has a map step whose
