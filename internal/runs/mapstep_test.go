@@ -12,7 +12,9 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
+	"github.com/sluicehq/sluice/internal/viewer"
 )
 
 // TestMapItemsDurable: a map step's item tasks are lost (a Redis wipe):
@@ -121,4 +123,86 @@ func TestMapItemsDurable(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMapItemTakeoverAndCancel: a worker claims an item and dies; while
+// its heartbeat is fresh nothing is re-sent; past the stale period the
+// reconciler sends a takeover, which runs the item under the same attempt
+// and hands its slot on. cancelRun then cancels the items not running, and
+// their late deliveries call nothing.
+func TestMapItemTakeoverAndCancel(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newScript(t, 200)
+	id := x.start(x.deploy(def("steps.each.output",
+		map[string]any{"id": "each", "type": "map", "items": "[1, 2, 3, 4]", "concurrency": 1,
+			"step": map[string]any{"type": "http", "request": map[string]any{"method": "GET", "url": srv.URL + "/{{ item }}"}}},
+	)), nil)
+	first := x.drain()
+	if len(first) != 1 || first[0].Kind != tasks.KindMapItem {
+		t.Fatalf("tasks: %+v", first)
+	}
+	// A worker claims the item and dies before calling.
+	ctx := viewer.SystemContext(context.Background(), x.tenantID)
+	if err := store.InTenant(ctx, testDB.App, func(ctx context.Context) error {
+		it, _, err := x.e.claimItem(ctx, x.tenantID, id, first[0].ID)
+		if err == nil && it == nil {
+			t.Error("the claim found nothing to do")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	x.clock.Advance(time.Minute)
+	for _, tk := range x.rec.take() {
+		t.Fatalf("a task was sent while the item's holder is fresh: %+v", tk)
+	}
+	if ts, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{}); err != nil || len(ts) != 0 {
+		t.Fatalf("due while the holder is fresh: %+v %v", ts, err)
+	}
+	// A duplicate delivery while it is held does nothing.
+	if err := x.e.ExecuteMapItem(context.Background(), x.tenantID, id, first[0].ID); err != nil || srv.count() != 0 {
+		t.Fatalf("a delivery ran a held item: %v, %d calls", err, srv.count())
+	}
+	x.clock.Advance(stale)
+	ts, err := x.e.DueTasks(context.Background(), x.tenantID, ReconcileOptions{})
+	if err != nil || len(ts) != 1 || ts[0].ID != first[0].ID || ts[0].Variant == first[0].Variant {
+		t.Fatalf("takeover task: %+v %v (first %+v)", ts, err, first[0])
+	}
+	if err := x.e.ExecuteMapItem(context.Background(), x.tenantID, id, ts[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if srv.count() != 1 {
+		t.Fatalf("%d calls after the takeover, want 1", srv.count())
+	}
+	next := x.rec.take()
+	if len(next) != 1 || next[0].Kind != tasks.KindMapItem || next[0].ID == first[0].ID {
+		t.Fatalf("the finished item started %+v", next)
+	}
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.CancelRun(ctx, id)
+		return err
+	})
+	if err := x.e.ExecuteMapItem(context.Background(), x.tenantID, id, next[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if srv.count() != 1 {
+		t.Fatalf("%d calls after cancelRun, want 1", srv.count())
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		items, err := c.MapItem.Query().Where(mapitem.RunID(id)).Order(ent.Asc(mapitem.FieldIndex)).All(ctx)
+		if err != nil {
+			return err
+		}
+		want := []mapitem.Status{mapitem.StatusSucceeded, mapitem.StatusCancelled, mapitem.StatusCancelled, mapitem.StatusCancelled}
+		for i, it := range items {
+			if it.Status != want[i] || (i == 0 && it.Attempts != 1) {
+				t.Errorf("item %d: %s after %d attempts, want %s", i, it.Status, it.Attempts, want[i])
+			}
+		}
+		return nil
+	})
+	if r := x.run(id); r.Status != run.StatusCancelled {
+		t.Errorf("run %s", r.Status)
+	}
 }
