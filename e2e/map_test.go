@@ -239,6 +239,15 @@ func TestMapTransforms(t *testing.T) {
 	if get(run, "error.class") != "permanent" || !strings.Contains(str(run, "error.message"), "the list has 10001 items; a map step takes at most 10000") {
 		t.Errorf("10,001 items: run error = %v", run["error"])
 	}
+
+	// The items' outputs together are bounded like one step output.
+	huge := engDef(nil, "", map[string]any{"id": "each", "type": "map", "items": "lists.range(1000)",
+		"step": map[string]any{"type": "transform", "output": "lists.range(1000).map(i, 'abcdefghij')"}})
+	wf4, _ := deployWorkflow(t, f, "map-huge", huge)
+	run = waitMapRun(t, f.owner, engStart(t, f.owner, f, wf4, nil), "failed")
+	if get(run, "error.class") != "limit" || !strings.Contains(str(run, "error.message"), "8 MiB a step output may store") {
+		t.Errorf("outputs over 8 MiB: run error = %v", run["error"])
+	}
 }
 
 // TestMapBadInput: bad map steps are refused at create with VALIDATION and

@@ -95,12 +95,28 @@ func (e *Service) runMap(ctx context.Context, j *job) (any, error) {
 	return nil, errMapItemsStarted
 }
 
-// mapTransform evaluates a transform inner step for every item.
+// maxMapTransformTime bounds how long a map of transforms may evaluate in
+// its claim's transaction, which holds the run's lock: each item's
+// evaluation is bounded (definition.EvalTimeout), not their number.
+const maxMapTransformTime = 10 * time.Second
+
+// mapTransform evaluates a transform inner step for every item. The
+// outputs together are bounded like one step output (definition.MaxBytes),
+// counted as they are made.
 func mapTransform(step *definition.Step, env definition.Env, list []any) (any, error) {
 	out := make([]any, len(list))
+	size, begin := 2, time.Now()
 	for i, item := range list {
+		if i%100 == 99 && time.Since(begin) > maxMapTransformTime {
+			return nil, &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("map items: evaluating %d items took more than %s (limit exceeded at item %d)", len(list), maxMapTransformTime, i)}
+		}
 		env.Item, env.Index = item, int64(i)
 		v, err := definition.EvalOutput(step.Step.Output, env)
+		if err == nil {
+			if size += len(encodeJSON(v)) + 1; size > definition.MaxBytes {
+				return nil, &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("map items: the outputs up to item %d take more than the %d MiB a step output may store", i, definition.MaxBytes>>20)}
+			}
+		}
 		if err != nil {
 			class := exprClass(err)
 			if step.MapFailurePolicy() == definition.MapContinue {
@@ -377,8 +393,9 @@ func (e *Service) finishItem(ctx context.Context, it *itemJob, out any, calls []
 	}
 	var encoded []byte
 	if execErr == nil {
-		if encoded = encodeJSON(out); len(encoded) > definition.MaxBytes {
-			se = &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("item output is %d bytes, more than the %d MiB a step output may store", len(encoded), definition.MaxBytes>>20)}
+		encoded = encodeJSON(out)
+		if se, err = s.checkItemOutputSize(ctx, it, len(encoded)); err != nil {
+			return err
 		}
 	}
 	if se == nil {
@@ -428,13 +445,44 @@ func (e *Service) finishItem(ctx context.Context, it *itemJob, out any, calls []
 	return s.flush(ctx)
 }
 
+// checkItemOutputSize refuses an item output that would take the map's
+// output past definition.MaxBytes (the items' outputs are the map step's
+// output). Outputs under runOutputCheckFrom skip the query; finishMap
+// checks the total again before reading the outputs.
+func (s *runState) checkItemOutputSize(ctx context.Context, it *itemJob, n int) (*steps.Error, error) {
+	limit := &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("item output would take the map step's output past the %d MiB a step output may store", definition.MaxBytes>>20)}
+	if n > definition.MaxBytes {
+		return limit, nil
+	}
+	if n < runOutputCheckFrom {
+		return nil, nil
+	}
+	total, err := mapOutputBytes(ctx, s.run.TenantID, s.run.ID, it.stepID)
+	if err != nil {
+		return nil, err
+	}
+	if total+int64(n) > definition.MaxBytes {
+		return limit, nil
+	}
+	return nil, nil
+}
+
 // finishMap ends a map step whose items are done (or, with failed set, that
 // an item failed under the fail policy): its output is the items' outputs
 // in item order and its cost their sum, added to the run's.
 func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent.StepRun, failed *steps.Error) error {
-	items, err := mapItemResults(ctx, s.run.TenantID, s.run.ID, step.ID)
+	total, err := mapOutputBytes(ctx, s.run.TenantID, s.run.ID, step.ID)
 	if err != nil {
 		return err
+	}
+	if total > definition.MaxBytes && failed == nil {
+		failed = &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("the items' outputs take %d bytes, more than the %d MiB a step output may store", total, definition.MaxBytes>>20)}
+	}
+	var items []mapItemResult
+	if total <= definition.MaxBytes {
+		if items, err = mapItemResults(ctx, s.run.TenantID, s.run.ID, step.ID); err != nil {
+			return err
+		}
 	}
 	var cost int64
 	out := make([]any, len(items))
@@ -711,6 +759,14 @@ func cancelMapItems(ctx context.Context, tenantID, runID, stepID string, now tim
 	_, err := exec(ctx, `UPDATE map_items SET status = 'cancelled', ready_at = NULL, finished_at = $4, updated_at = $4
 		WHERE tenant_id = $1 AND run_id = $2 AND ($3 = '' OR step_id = $3) AND status = 'queued'`, tenantID, runID, stepID, now)
 	return err
+}
+
+// mapOutputBytes is the size of a map step's item outputs as JSON text.
+func mapOutputBytes(ctx context.Context, tenantID, runID, stepID string) (int64, error) {
+	var n int64
+	_, err := scalar(ctx, &n, `SELECT COALESCE(sum(octet_length(output::text)), 0)::bigint FROM map_items
+		WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3 AND output IS NOT NULL`, tenantID, runID, stepID)
+	return n, err
 }
 
 type mapItemResult struct {
