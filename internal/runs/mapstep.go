@@ -566,13 +566,42 @@ func (s *runState) hasMapItems() bool {
 	return false
 }
 
-// cancelRunMapItems cancels the items of the run's map steps that have
-// not started; running ones finish and keep their result.
+// cancelRunMapItems, when the run stops (failed by another step, or
+// cancelled), cancels the items of its map steps that have not started
+// (running ones finish and keep their result) and the map steps still
+// running: nothing would finish them now, and a resume starts a cancelled
+// map step again, re-running only its items that did not succeed.
 func (s *runState) cancelRunMapItems(ctx context.Context) error {
 	if !s.hasMapItems() {
 		return nil
 	}
-	return cancelMapItems(ctx, s.run.TenantID, s.run.ID, "", s.now)
+	if err := cancelMapItems(ctx, s.run.TenantID, s.run.ID, "", s.now); err != nil {
+		return err
+	}
+	var maps []string
+	for i := range s.def.Steps {
+		if s.def.Steps[i].MapRunsItems() {
+			maps = append(maps, s.def.Steps[i].ID)
+		}
+	}
+	if err := s.load(ctx, maps...); err != nil {
+		return err
+	}
+	for _, id := range maps {
+		sr := s.steps[id]
+		if sr == nil || sr.Status != steprun.StatusRunning {
+			continue
+		}
+		if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusCancelled).SetFinishedAt(s.now).ClearReadyAt()); err != nil {
+			return err
+		}
+		if sr.CurrentAttemptID != nil {
+			if err := s.setAttempt(ctx, *sr.CurrentAttemptID, changeAttempt().SetStatus(stepattempt.StatusCancelled).SetFinishedAt(s.now), -1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // dueMapItemTasks lists the tasks of items past due or silent too long,

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -204,5 +205,62 @@ func TestMapItemTakeoverAndCancel(t *testing.T) {
 	})
 	if r := x.run(id); r.Status != run.StatusCancelled {
 		t.Errorf("run %s", r.Status)
+	}
+	if sr := x.step(id, "each"); sr.Status != steprun.StatusCancelled {
+		t.Errorf("map step %s after cancelRun, want cancelled", sr.Status)
+	}
+}
+
+// TestMapStoppedByAnotherStep: a step beside a running map fails the run;
+// the map step is cancelled with its items not started, and resumeRun runs
+// the map again: its succeeded items are not called again.
+func TestMapStoppedByAnotherStep(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	items := newScript(t, 200)
+	boom := newScript(t, 422)
+	id := x.start(x.deploy(def("steps.each.output",
+		map[string]any{"id": "each", "type": "map", "items": "[1, 2, 3]", "concurrency": 1,
+			"step": map[string]any{"type": "http", "request": map[string]any{"method": "GET", "url": items.URL + "/{{ item }}"}}},
+		httpStep("boom", boom.URL),
+	)), nil)
+	itemTasks := x.drain() // the map starts item 0; boom fails the run
+	if r := x.run(id); r.Status != run.StatusFailed || r.FailedStepID == nil || *r.FailedStepID != "boom" {
+		t.Fatalf("run %s failed at %v", r.Status, r.FailedStepID)
+	}
+	if sr := x.step(id, "each"); sr.Status != steprun.StatusCancelled {
+		t.Fatalf("map step %s, want cancelled", sr.Status)
+	}
+	for _, tk := range itemTasks {
+		if err := x.e.ExecuteMapItem(context.Background(), tk.TenantID, tk.RunID, tk.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if items.count() != 0 {
+		t.Fatalf("%d item calls after the run failed, want 0", items.count())
+	}
+	boom.set(200)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.ResumeRun(ctx, id)
+		return err
+	})
+	for i := 0; i < 10; i++ {
+		ts := x.drain()
+		if len(ts) == 0 {
+			break
+		}
+		for _, tk := range ts {
+			if err := x.e.ExecuteMapItem(context.Background(), tk.TenantID, tk.RunID, tk.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := x.run(id)
+	if r.Status != run.StatusSucceeded || items.count() != 3 {
+		t.Fatalf("after resume: run %s, %d item calls (want succeeded, 3)", r.Status, items.count())
+	}
+	var out []map[string]any
+	if err := json.Unmarshal(r.Output, &out); err != nil || len(out) != 3 {
+		t.Fatalf("output %s", r.Output)
 	}
 }
