@@ -214,6 +214,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldItem:         {Type: field.TypeJSON, Column: mapitem.FieldItem},
 			mapitem.FieldStatus:       {Type: field.TypeEnum, Column: mapitem.FieldStatus},
 			mapitem.FieldAttempts:     {Type: field.TypeInt, Column: mapitem.FieldAttempts},
+			mapitem.FieldTakeovers:    {Type: field.TypeInt, Column: mapitem.FieldTakeovers},
 			mapitem.FieldReadyAt:      {Type: field.TypeTime, Column: mapitem.FieldReadyAt},
 			mapitem.FieldOutput:       {Type: field.TypeJSON, Column: mapitem.FieldOutput},
 			mapitem.FieldErrorClass:   {Type: field.TypeString, Column: mapitem.FieldErrorClass},
@@ -2052,6 +2053,11 @@ func (f *MapItemFilter) WhereStatus(p entql.StringP) {
 // WhereAttempts applies the entql int predicate on the attempts field.
 func (f *MapItemFilter) WhereAttempts(p entql.IntP) {
 	f.Where(p.Field(mapitem.FieldAttempts))
+}
+
+// WhereTakeovers applies the entql int predicate on the takeovers field.
+func (f *MapItemFilter) WhereTakeovers(p entql.IntP) {
+	f.Where(p.Field(mapitem.FieldTakeovers))
 }
 
 // WhereReadyAt applies the entql time.Time predicate on the ready_at field.

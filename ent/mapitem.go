@@ -37,6 +37,8 @@ type MapItem struct {
 	Status mapitem.Status `json:"status,omitempty"`
 	// Attempts holds the value of the "attempts" field.
 	Attempts int `json:"attempts,omitempty"`
+	// How many times a silent holder's attempt was taken over; at the crash limit the item fails with class crashed.
+	Takeovers int `json:"takeovers,omitempty"`
 	// When the item's next attempt is due; unset while it waits for a slot (concurrency) or once it is done.
 	ReadyAt *time.Time `json:"ready_at,omitempty"`
 	// Output holds the value of the "output" field.
@@ -86,7 +88,7 @@ func (*MapItem) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case mapitem.FieldItem, mapitem.FieldOutput, mapitem.FieldCalls:
 			values[i] = new([]byte)
-		case mapitem.FieldIndex, mapitem.FieldAttempts, mapitem.FieldCostMicroUsd:
+		case mapitem.FieldIndex, mapitem.FieldAttempts, mapitem.FieldTakeovers, mapitem.FieldCostMicroUsd:
 			values[i] = new(sql.NullInt64)
 		case mapitem.FieldID, mapitem.FieldTenantID, mapitem.FieldRunID, mapitem.FieldStepID, mapitem.FieldStatus, mapitem.FieldErrorClass, mapitem.FieldErrorMessage:
 			values[i] = new(sql.NullString)
@@ -168,6 +170,12 @@ func (_m *MapItem) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field attempts", values[i])
 			} else if value.Valid {
 				_m.Attempts = int(value.Int64)
+			}
+		case mapitem.FieldTakeovers:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field takeovers", values[i])
+			} else if value.Valid {
+				_m.Takeovers = int(value.Int64)
 			}
 		case mapitem.FieldReadyAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
@@ -293,6 +301,9 @@ func (_m *MapItem) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("attempts=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Attempts))
+	builder.WriteString(", ")
+	builder.WriteString("takeovers=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Takeovers))
 	builder.WriteString(", ")
 	if v := _m.ReadyAt; v != nil {
 		builder.WriteString("ready_at=")

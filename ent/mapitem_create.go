@@ -111,6 +111,20 @@ func (_c *MapItemCreate) SetNillableAttempts(v *int) *MapItemCreate {
 	return _c
 }
 
+// SetTakeovers sets the "takeovers" field.
+func (_c *MapItemCreate) SetTakeovers(v int) *MapItemCreate {
+	_c.mutation.SetTakeovers(v)
+	return _c
+}
+
+// SetNillableTakeovers sets the "takeovers" field if the given value is not nil.
+func (_c *MapItemCreate) SetNillableTakeovers(v *int) *MapItemCreate {
+	if v != nil {
+		_c.SetTakeovers(*v)
+	}
+	return _c
+}
+
 // SetReadyAt sets the "ready_at" field.
 func (_c *MapItemCreate) SetReadyAt(v time.Time) *MapItemCreate {
 	_c.mutation.SetReadyAt(v)
@@ -285,6 +299,10 @@ func (_c *MapItemCreate) defaults() error {
 		v := mapitem.DefaultAttempts
 		_c.mutation.SetAttempts(v)
 	}
+	if _, ok := _c.mutation.Takeovers(); !ok {
+		v := mapitem.DefaultTakeovers
+		_c.mutation.SetTakeovers(v)
+	}
 	if _, ok := _c.mutation.CostMicroUsd(); !ok {
 		v := mapitem.DefaultCostMicroUsd
 		_c.mutation.SetCostMicroUsd(v)
@@ -334,6 +352,9 @@ func (_c *MapItemCreate) check() error {
 	}
 	if _, ok := _c.mutation.Attempts(); !ok {
 		return &ValidationError{Name: "attempts", err: errors.New(`ent: missing required field "MapItem.attempts"`)}
+	}
+	if _, ok := _c.mutation.Takeovers(); !ok {
+		return &ValidationError{Name: "takeovers", err: errors.New(`ent: missing required field "MapItem.takeovers"`)}
 	}
 	if _, ok := _c.mutation.CostMicroUsd(); !ok {
 		return &ValidationError{Name: "cost_micro_usd", err: errors.New(`ent: missing required field "MapItem.cost_micro_usd"`)}
@@ -413,6 +434,10 @@ func (_c *MapItemCreate) createSpec() (*MapItem, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Attempts(); ok {
 		_spec.SetField(mapitem.FieldAttempts, field.TypeInt, value)
 		_node.Attempts = value
+	}
+	if value, ok := _c.mutation.Takeovers(); ok {
+		_spec.SetField(mapitem.FieldTakeovers, field.TypeInt, value)
+		_node.Takeovers = value
 	}
 	if value, ok := _c.mutation.ReadyAt(); ok {
 		_spec.SetField(mapitem.FieldReadyAt, field.TypeTime, value)
@@ -554,6 +579,24 @@ func (u *MapItemUpsert) UpdateAttempts() *MapItemUpsert {
 // AddAttempts adds v to the "attempts" field.
 func (u *MapItemUpsert) AddAttempts(v int) *MapItemUpsert {
 	u.Add(mapitem.FieldAttempts, v)
+	return u
+}
+
+// SetTakeovers sets the "takeovers" field.
+func (u *MapItemUpsert) SetTakeovers(v int) *MapItemUpsert {
+	u.Set(mapitem.FieldTakeovers, v)
+	return u
+}
+
+// UpdateTakeovers sets the "takeovers" field to the value that was provided on create.
+func (u *MapItemUpsert) UpdateTakeovers() *MapItemUpsert {
+	u.SetExcluded(mapitem.FieldTakeovers)
+	return u
+}
+
+// AddTakeovers adds v to the "takeovers" field.
+func (u *MapItemUpsert) AddTakeovers(v int) *MapItemUpsert {
+	u.Add(mapitem.FieldTakeovers, v)
 	return u
 }
 
@@ -813,6 +856,27 @@ func (u *MapItemUpsertOne) AddAttempts(v int) *MapItemUpsertOne {
 func (u *MapItemUpsertOne) UpdateAttempts() *MapItemUpsertOne {
 	return u.Update(func(s *MapItemUpsert) {
 		s.UpdateAttempts()
+	})
+}
+
+// SetTakeovers sets the "takeovers" field.
+func (u *MapItemUpsertOne) SetTakeovers(v int) *MapItemUpsertOne {
+	return u.Update(func(s *MapItemUpsert) {
+		s.SetTakeovers(v)
+	})
+}
+
+// AddTakeovers adds v to the "takeovers" field.
+func (u *MapItemUpsertOne) AddTakeovers(v int) *MapItemUpsertOne {
+	return u.Update(func(s *MapItemUpsert) {
+		s.AddTakeovers(v)
+	})
+}
+
+// UpdateTakeovers sets the "takeovers" field to the value that was provided on create.
+func (u *MapItemUpsertOne) UpdateTakeovers() *MapItemUpsertOne {
+	return u.Update(func(s *MapItemUpsert) {
+		s.UpdateTakeovers()
 	})
 }
 
@@ -1263,6 +1327,27 @@ func (u *MapItemUpsertBulk) AddAttempts(v int) *MapItemUpsertBulk {
 func (u *MapItemUpsertBulk) UpdateAttempts() *MapItemUpsertBulk {
 	return u.Update(func(s *MapItemUpsert) {
 		s.UpdateAttempts()
+	})
+}
+
+// SetTakeovers sets the "takeovers" field.
+func (u *MapItemUpsertBulk) SetTakeovers(v int) *MapItemUpsertBulk {
+	return u.Update(func(s *MapItemUpsert) {
+		s.SetTakeovers(v)
+	})
+}
+
+// AddTakeovers adds v to the "takeovers" field.
+func (u *MapItemUpsertBulk) AddTakeovers(v int) *MapItemUpsertBulk {
+	return u.Update(func(s *MapItemUpsert) {
+		s.AddTakeovers(v)
+	})
+}
+
+// UpdateTakeovers sets the "takeovers" field to the value that was provided on create.
+func (u *MapItemUpsertBulk) UpdateTakeovers() *MapItemUpsertBulk {
+	return u.Update(func(s *MapItemUpsert) {
+		s.UpdateTakeovers()
 	})
 }
 

@@ -72,6 +72,27 @@ func (_u *MapItemUpdate) AddAttempts(v int) *MapItemUpdate {
 	return _u
 }
 
+// SetTakeovers sets the "takeovers" field.
+func (_u *MapItemUpdate) SetTakeovers(v int) *MapItemUpdate {
+	_u.mutation.ResetTakeovers()
+	_u.mutation.SetTakeovers(v)
+	return _u
+}
+
+// SetNillableTakeovers sets the "takeovers" field if the given value is not nil.
+func (_u *MapItemUpdate) SetNillableTakeovers(v *int) *MapItemUpdate {
+	if v != nil {
+		_u.SetTakeovers(*v)
+	}
+	return _u
+}
+
+// AddTakeovers adds value to the "takeovers" field.
+func (_u *MapItemUpdate) AddTakeovers(v int) *MapItemUpdate {
+	_u.mutation.AddTakeovers(v)
+	return _u
+}
+
 // SetReadyAt sets the "ready_at" field.
 func (_u *MapItemUpdate) SetReadyAt(v time.Time) *MapItemUpdate {
 	_u.mutation.SetReadyAt(v)
@@ -322,6 +343,12 @@ func (_u *MapItemUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.AddedAttempts(); ok {
 		_spec.AddField(mapitem.FieldAttempts, field.TypeInt, value)
 	}
+	if value, ok := _u.mutation.Takeovers(); ok {
+		_spec.SetField(mapitem.FieldTakeovers, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedTakeovers(); ok {
+		_spec.AddField(mapitem.FieldTakeovers, field.TypeInt, value)
+	}
 	if value, ok := _u.mutation.ReadyAt(); ok {
 		_spec.SetField(mapitem.FieldReadyAt, field.TypeTime, value)
 	}
@@ -440,6 +467,27 @@ func (_u *MapItemUpdateOne) SetNillableAttempts(v *int) *MapItemUpdateOne {
 // AddAttempts adds value to the "attempts" field.
 func (_u *MapItemUpdateOne) AddAttempts(v int) *MapItemUpdateOne {
 	_u.mutation.AddAttempts(v)
+	return _u
+}
+
+// SetTakeovers sets the "takeovers" field.
+func (_u *MapItemUpdateOne) SetTakeovers(v int) *MapItemUpdateOne {
+	_u.mutation.ResetTakeovers()
+	_u.mutation.SetTakeovers(v)
+	return _u
+}
+
+// SetNillableTakeovers sets the "takeovers" field if the given value is not nil.
+func (_u *MapItemUpdateOne) SetNillableTakeovers(v *int) *MapItemUpdateOne {
+	if v != nil {
+		_u.SetTakeovers(*v)
+	}
+	return _u
+}
+
+// AddTakeovers adds value to the "takeovers" field.
+func (_u *MapItemUpdateOne) AddTakeovers(v int) *MapItemUpdateOne {
+	_u.mutation.AddTakeovers(v)
 	return _u
 }
 
@@ -722,6 +770,12 @@ func (_u *MapItemUpdateOne) sqlSave(ctx context.Context) (_node *MapItem, err er
 	}
 	if value, ok := _u.mutation.AddedAttempts(); ok {
 		_spec.AddField(mapitem.FieldAttempts, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.Takeovers(); ok {
+		_spec.SetField(mapitem.FieldTakeovers, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedTakeovers(); ok {
+		_spec.AddField(mapitem.FieldTakeovers, field.TypeInt, value)
 	}
 	if value, ok := _u.mutation.ReadyAt(); ok {
 		_spec.SetField(mapitem.FieldReadyAt, field.TypeTime, value)

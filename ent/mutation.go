@@ -7116,6 +7116,8 @@ type MapItemMutation struct {
 	status            *mapitem.Status
 	attempts          *int
 	addattempts       *int
+	takeovers         *int
+	addtakeovers      *int
 	ready_at          *time.Time
 	output            *json.RawMessage
 	appendoutput      json.RawMessage
@@ -7632,6 +7634,62 @@ func (m *MapItemMutation) ResetAttempts() {
 	m.addattempts = nil
 }
 
+// SetTakeovers sets the "takeovers" field.
+func (m *MapItemMutation) SetTakeovers(i int) {
+	m.takeovers = &i
+	m.addtakeovers = nil
+}
+
+// Takeovers returns the value of the "takeovers" field in the mutation.
+func (m *MapItemMutation) Takeovers() (r int, exists bool) {
+	v := m.takeovers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTakeovers returns the old "takeovers" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldTakeovers(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTakeovers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTakeovers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTakeovers: %w", err)
+	}
+	return oldValue.Takeovers, nil
+}
+
+// AddTakeovers adds i to the "takeovers" field.
+func (m *MapItemMutation) AddTakeovers(i int) {
+	if m.addtakeovers != nil {
+		*m.addtakeovers += i
+	} else {
+		m.addtakeovers = &i
+	}
+}
+
+// AddedTakeovers returns the value that was added to the "takeovers" field in this mutation.
+func (m *MapItemMutation) AddedTakeovers() (r int, exists bool) {
+	v := m.addtakeovers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTakeovers resets all changes to the "takeovers" field.
+func (m *MapItemMutation) ResetTakeovers() {
+	m.takeovers = nil
+	m.addtakeovers = nil
+}
+
 // SetReadyAt sets the "ready_at" field.
 func (m *MapItemMutation) SetReadyAt(t time.Time) {
 	m.ready_at = &t
@@ -8124,7 +8182,7 @@ func (m *MapItemMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *MapItemMutation) Fields() []string {
-	fields := make([]string, 0, 17)
+	fields := make([]string, 0, 18)
 	if m.tenant != nil {
 		fields = append(fields, mapitem.FieldTenantID)
 	}
@@ -8151,6 +8209,9 @@ func (m *MapItemMutation) Fields() []string {
 	}
 	if m.attempts != nil {
 		fields = append(fields, mapitem.FieldAttempts)
+	}
+	if m.takeovers != nil {
+		fields = append(fields, mapitem.FieldTakeovers)
 	}
 	if m.ready_at != nil {
 		fields = append(fields, mapitem.FieldReadyAt)
@@ -8202,6 +8263,8 @@ func (m *MapItemMutation) Field(name string) (ent.Value, bool) {
 		return m.Status()
 	case mapitem.FieldAttempts:
 		return m.Attempts()
+	case mapitem.FieldTakeovers:
+		return m.Takeovers()
 	case mapitem.FieldReadyAt:
 		return m.ReadyAt()
 	case mapitem.FieldOutput:
@@ -8245,6 +8308,8 @@ func (m *MapItemMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldStatus(ctx)
 	case mapitem.FieldAttempts:
 		return m.OldAttempts(ctx)
+	case mapitem.FieldTakeovers:
+		return m.OldTakeovers(ctx)
 	case mapitem.FieldReadyAt:
 		return m.OldReadyAt(ctx)
 	case mapitem.FieldOutput:
@@ -8333,6 +8398,13 @@ func (m *MapItemMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetAttempts(v)
 		return nil
+	case mapitem.FieldTakeovers:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTakeovers(v)
+		return nil
 	case mapitem.FieldReadyAt:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -8403,6 +8475,9 @@ func (m *MapItemMutation) AddedFields() []string {
 	if m.addattempts != nil {
 		fields = append(fields, mapitem.FieldAttempts)
 	}
+	if m.addtakeovers != nil {
+		fields = append(fields, mapitem.FieldTakeovers)
+	}
 	if m.addcost_micro_usd != nil {
 		fields = append(fields, mapitem.FieldCostMicroUsd)
 	}
@@ -8418,6 +8493,8 @@ func (m *MapItemMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedIndex()
 	case mapitem.FieldAttempts:
 		return m.AddedAttempts()
+	case mapitem.FieldTakeovers:
+		return m.AddedTakeovers()
 	case mapitem.FieldCostMicroUsd:
 		return m.AddedCostMicroUsd()
 	}
@@ -8442,6 +8519,13 @@ func (m *MapItemMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddAttempts(v)
+		return nil
+	case mapitem.FieldTakeovers:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTakeovers(v)
 		return nil
 	case mapitem.FieldCostMicroUsd:
 		v, ok := value.(int64)
@@ -8554,6 +8638,9 @@ func (m *MapItemMutation) ResetField(name string) error {
 		return nil
 	case mapitem.FieldAttempts:
 		m.ResetAttempts()
+		return nil
+	case mapitem.FieldTakeovers:
+		m.ResetTakeovers()
 		return nil
 	case mapitem.FieldReadyAt:
 		m.ResetReadyAt()

@@ -36,6 +36,8 @@ const (
 	FieldStatus = "status"
 	// FieldAttempts holds the string denoting the attempts field in the database.
 	FieldAttempts = "attempts"
+	// FieldTakeovers holds the string denoting the takeovers field in the database.
+	FieldTakeovers = "takeovers"
 	// FieldReadyAt holds the string denoting the ready_at field in the database.
 	FieldReadyAt = "ready_at"
 	// FieldOutput holds the string denoting the output field in the database.
@@ -77,6 +79,7 @@ var Columns = []string{
 	FieldItem,
 	FieldStatus,
 	FieldAttempts,
+	FieldTakeovers,
 	FieldReadyAt,
 	FieldOutput,
 	FieldErrorClass,
@@ -115,6 +118,8 @@ var (
 	UpdateDefaultUpdatedAt func() time.Time
 	// DefaultAttempts holds the default value on creation for the "attempts" field.
 	DefaultAttempts int
+	// DefaultTakeovers holds the default value on creation for the "takeovers" field.
+	DefaultTakeovers int
 	// DefaultCostMicroUsd holds the default value on creation for the "cost_micro_usd" field.
 	DefaultCostMicroUsd int64
 	// DefaultID holds the default value on creation for the "id" field.
@@ -198,6 +203,11 @@ func ByStatus(opts ...sql.OrderTermOption) OrderOption {
 // ByAttempts orders the results by the attempts field.
 func ByAttempts(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldAttempts, opts...).ToFunc()
+}
+
+// ByTakeovers orders the results by the takeovers field.
+func ByTakeovers(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTakeovers, opts...).ToFunc()
 }
 
 // ByReadyAt orders the results by the ready_at field.

@@ -100,6 +100,11 @@ func Attempts(v int) predicate.MapItem {
 	return predicate.MapItem(sql.FieldEQ(FieldAttempts, v))
 }
 
+// Takeovers applies equality check predicate on the "takeovers" field. It's identical to TakeoversEQ.
+func Takeovers(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldEQ(FieldTakeovers, v))
+}
+
 // ReadyAt applies equality check predicate on the "ready_at" field. It's identical to ReadyAtEQ.
 func ReadyAt(v time.Time) predicate.MapItem {
 	return predicate.MapItem(sql.FieldEQ(FieldReadyAt, v))
@@ -513,6 +518,46 @@ func AttemptsLT(v int) predicate.MapItem {
 // AttemptsLTE applies the LTE predicate on the "attempts" field.
 func AttemptsLTE(v int) predicate.MapItem {
 	return predicate.MapItem(sql.FieldLTE(FieldAttempts, v))
+}
+
+// TakeoversEQ applies the EQ predicate on the "takeovers" field.
+func TakeoversEQ(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldEQ(FieldTakeovers, v))
+}
+
+// TakeoversNEQ applies the NEQ predicate on the "takeovers" field.
+func TakeoversNEQ(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldNEQ(FieldTakeovers, v))
+}
+
+// TakeoversIn applies the In predicate on the "takeovers" field.
+func TakeoversIn(vs ...int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldIn(FieldTakeovers, vs...))
+}
+
+// TakeoversNotIn applies the NotIn predicate on the "takeovers" field.
+func TakeoversNotIn(vs ...int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldNotIn(FieldTakeovers, vs...))
+}
+
+// TakeoversGT applies the GT predicate on the "takeovers" field.
+func TakeoversGT(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldGT(FieldTakeovers, v))
+}
+
+// TakeoversGTE applies the GTE predicate on the "takeovers" field.
+func TakeoversGTE(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldGTE(FieldTakeovers, v))
+}
+
+// TakeoversLT applies the LT predicate on the "takeovers" field.
+func TakeoversLT(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldLT(FieldTakeovers, v))
+}
+
+// TakeoversLTE applies the LTE predicate on the "takeovers" field.
+func TakeoversLTE(v int) predicate.MapItem {
+	return predicate.MapItem(sql.FieldLTE(FieldTakeovers, v))
 }
 
 // ReadyAtEQ applies the EQ predicate on the "ready_at" field.

@@ -343,6 +343,7 @@ var (
 		{Name: "item", Type: field.TypeJSON, Nullable: true},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "succeeded", "failed", "cancelled"}, Default: "queued"},
 		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "takeovers", Type: field.TypeInt, Default: 0},
 		{Name: "ready_at", Type: field.TypeTime, Nullable: true},
 		{Name: "output", Type: field.TypeJSON, Nullable: true},
 		{Name: "error_class", Type: field.TypeString, Nullable: true},
@@ -361,7 +362,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "map_items_tenants_tenant",
-				Columns:    []*schema.Column{MapItemsColumns[17]},
+				Columns:    []*schema.Column{MapItemsColumns[18]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -370,12 +371,12 @@ var (
 			{
 				Name:    "mapitem_tenant_id_run_id_step_id_index",
 				Unique:  true,
-				Columns: []*schema.Column{MapItemsColumns[17], MapItemsColumns[3], MapItemsColumns[4], MapItemsColumns[5]},
+				Columns: []*schema.Column{MapItemsColumns[18], MapItemsColumns[3], MapItemsColumns[4], MapItemsColumns[5]},
 			},
 			{
 				Name:    "mapitem_tenant_id_status_ready_at",
 				Unique:  false,
-				Columns: []*schema.Column{MapItemsColumns[17], MapItemsColumns[7], MapItemsColumns[9]},
+				Columns: []*schema.Column{MapItemsColumns[18], MapItemsColumns[7], MapItemsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "ready_at IS NOT NULL",
 				},

@@ -509,8 +509,12 @@ func init() {
 	mapitemDescAttempts := mapitemFields[5].Descriptor()
 	// mapitem.DefaultAttempts holds the default value on creation for the attempts field.
 	mapitem.DefaultAttempts = mapitemDescAttempts.Default.(int)
+	// mapitemDescTakeovers is the schema descriptor for takeovers field.
+	mapitemDescTakeovers := mapitemFields[6].Descriptor()
+	// mapitem.DefaultTakeovers holds the default value on creation for the takeovers field.
+	mapitem.DefaultTakeovers = mapitemDescTakeovers.Default.(int)
 	// mapitemDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
-	mapitemDescCostMicroUsd := mapitemFields[11].Descriptor()
+	mapitemDescCostMicroUsd := mapitemFields[12].Descriptor()
 	// mapitem.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
 	mapitem.DefaultCostMicroUsd = mapitemDescCostMicroUsd.Default.(int64)
 	// mapitemDescID is the schema descriptor for id field.

@@ -32,6 +32,8 @@ func (MapItem) Fields() []ent.Field {
 			Comment("The list element, evaluated once when the map step started: each attempt sees the same item."),
 		field.Enum("status").Values("queued", "running", "succeeded", "failed", "cancelled").Default("queued"),
 		field.Int("attempts").Default(0),
+		field.Int("takeovers").Default(0).
+			Comment("How many times a silent holder's attempt was taken over; at the crash limit the item fails with class crashed."),
 		field.Time("ready_at").Optional().Nillable().
 			Comment("When the item's next attempt is due; unset while it waits for a slot (concurrency) or once it is done."),
 		field.JSON("output", json.RawMessage{}).Optional(),

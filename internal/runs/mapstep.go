@@ -189,6 +189,9 @@ type itemJob struct {
 	id, runID, stepID string
 	index, attempt    int
 	job               *job
+	// crashed: the item's holders went silent this many times, the crash
+	// limit: it fails (class crashed) instead of running again.
+	crashed int
 }
 
 // ExecuteMapItem runs one attempt of a map item: claimed under the item's
@@ -219,6 +222,12 @@ func (e *Service) ExecuteMapItem(ctx context.Context, tenantID, runID, itemID st
 	if it == nil {
 		return nil
 	}
+	if it.crashed > 0 {
+		msg := fmt.Sprintf("the item's worker stopped responding %d times while running it (crash limit %d); it is not run again", it.crashed, e.crashLimit)
+		return e.stepTx(context.WithoutCancel(ctx), runID, func(ctx context.Context) error {
+			return e.finishItem(ctx, it, nil, nil, &steps.Error{Class: steps.Crashed, Message: msg})
+		})
+	}
 	stop := e.itemHeartbeat(ctx, it)
 	out, calls, execErr := e.runStep(ctx, it.job)
 	stop()
@@ -238,6 +247,7 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 		return nil, 0, err
 	}
 	now := e.now()
+	takeover := false
 	switch row.status {
 	case "queued":
 		if row.readyAt == nil {
@@ -255,7 +265,13 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 			return nil, 0, nil // its holder is alive
 		}
 		// Its worker went silent: run the same attempt again, under the
-		// same idempotency key.
+		// same idempotency key, unless that makes the crash limit (an item
+		// that kills its worker is not run forever); counted in the row,
+		// so a Redis wipe does not reset it.
+		if silences := row.takeovers + 1; silences >= e.crashLimit {
+			return &itemJob{id: itemID, runID: row.runID, stepID: row.stepID, index: row.index, attempt: row.attempts, crashed: silences}, 0, nil
+		}
+		takeover = true
 	default:
 		return nil, 0, nil
 	}
@@ -276,7 +292,7 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 	if !ok || step.Step == nil {
 		return nil, 0, nil
 	}
-	if err := claimMapItem(ctx, itemID, row.attempts, now); err != nil {
+	if err := claimMapItem(ctx, itemID, row.attempts, takeover, now); err != nil {
 		return nil, 0, err
 	}
 	inner := *step.Step
@@ -639,6 +655,7 @@ func dueMapItemTasks(ctx context.Context, tenantID string, readyBefore, silentSi
 type mapItemRow struct {
 	runID, stepID   string
 	index, attempts int
+	takeovers       int
 	status          string
 	readyAt         *time.Time
 	updatedAt       time.Time
@@ -651,9 +668,9 @@ func lockMapItem(ctx context.Context, tenantID, itemID string) (mapItemRow, bool
 		return mapItemRow{}, false, err
 	}
 	var r mapItemRow
-	err = q.QueryRow(ctx, `SELECT run_id, step_id, index, status, attempts, ready_at, updated_at, item FROM map_items
+	err = q.QueryRow(ctx, `SELECT run_id, step_id, index, status, attempts, takeovers, ready_at, updated_at, item FROM map_items
 		WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, itemID, tenantID).
-		Scan(&r.runID, &r.stepID, &r.index, &r.status, &r.attempts, &r.readyAt, &r.updatedAt, &r.item)
+		Scan(&r.runID, &r.stepID, &r.index, &r.status, &r.attempts, &r.takeovers, &r.readyAt, &r.updatedAt, &r.item)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, false, nil
 	}
@@ -681,9 +698,10 @@ func exec(ctx context.Context, sql string, args ...any) (int64, error) {
 	return tag.RowsAffected(), err
 }
 
-func claimMapItem(ctx context.Context, itemID string, attempts int, now time.Time) error {
-	_, err := exec(ctx, `UPDATE map_items SET status = 'running', attempts = $2, updated_at = $3, started_at = COALESCE(started_at, $3)
-		WHERE id = $1`, itemID, attempts, now) // tenant: RLS, and the row was read with it
+func claimMapItem(ctx context.Context, itemID string, attempts int, takeover bool, now time.Time) error {
+	_, err := exec(ctx, `UPDATE map_items SET status = 'running', attempts = $2, updated_at = $3, started_at = COALESCE(started_at, $3),
+		takeovers = takeovers + CASE WHEN $4 THEN 1 ELSE 0 END
+		WHERE id = $1`, itemID, attempts, now, takeover) // tenant: RLS, and the row was read with it
 	return err
 }
 

@@ -264,3 +264,56 @@ func TestMapStoppedByAnotherStep(t *testing.T) {
 		t.Fatalf("output %s", r.Output)
 	}
 }
+
+// TestMapItemCrashLimit: an item whose workers go silent (die) while
+// running it is taken over, and at the crash limit it fails with class
+// crashed instead of running again: under the fail policy, so do the map
+// step and the run.
+func TestMapItemCrashLimit(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	srv := newScript(t, 200)
+	id := x.start(x.deploy(def("steps.each.output",
+		map[string]any{"id": "each", "type": "map", "items": "[1]",
+			"step": map[string]any{"type": "http", "request": map[string]any{"method": "GET", "url": srv.URL + "/{{ item }}"}}},
+	)), nil)
+	first := x.drain()
+	if len(first) != 1 {
+		t.Fatalf("tasks: %+v", first)
+	}
+	ctx := viewer.SystemContext(context.Background(), x.tenantID)
+	for i := 0; i < DefaultCrashLimit; i++ {
+		// A worker claims the item (a takeover after the first) and dies.
+		if err := store.InTenant(ctx, testDB.App, func(ctx context.Context) error {
+			it, _, err := x.e.claimItem(ctx, x.tenantID, id, first[0].ID)
+			if err == nil && (it == nil || it.crashed > 0) {
+				t.Errorf("claim %d: %+v", i+1, it)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		x.clock.Advance(stale + time.Second)
+	}
+	// The third silence: the item fails, nothing is called.
+	if err := x.e.ExecuteMapItem(context.Background(), x.tenantID, id, first[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if srv.count() != 0 {
+		t.Errorf("%d calls, want none", srv.count())
+	}
+	r := x.run(id)
+	if r.Status != run.StatusFailed || r.ErrorClass == nil || *r.ErrorClass != "crashed" {
+		t.Fatalf("run %s %v %v", r.Status, r.ErrorClass, r.ErrorMessage)
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		it, err := c.MapItem.Query().Where(mapitem.RunID(id)).Only(ctx)
+		if err != nil {
+			return err
+		}
+		if it.Status != mapitem.StatusFailed || it.Takeovers != DefaultCrashLimit-1 || it.ErrorClass == nil || *it.ErrorClass != "crashed" {
+			t.Errorf("item: %s, %d takeovers, class %v", it.Status, it.Takeovers, it.ErrorClass)
+		}
+		return nil
+	})
+}
