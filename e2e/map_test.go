@@ -126,6 +126,27 @@ func TestMapHTTPContinue(t *testing.T) {
 	if get(each, "items.total") != float64(1000) || get(each, "items.succeeded") != float64(999) || get(each, "items.failed") != float64(1) {
 		t.Errorf("items = %v, want 1000 total, 999 succeeded, 1 failed", each["items"])
 	}
+	// The failed item, found by status; items page in item order.
+	qItems := `query($id: ID!, $s: MapItemStatus, $n: Int) { node(id: $id) { ... on Run { steps { stepID
+		mapItems(first: $n, status: $s) { totalCount edges { node { id index status attempts item output error { class message } calls { statusCode } } } } } } } }`
+	failed := mapItemsOf(t, f.owner.ok(qItems, map[string]any{"id": id, "s": "failed", "n": 10}))
+	if len(failed) != 1 || get(failed[0], "index") != float64(500) || get(failed[0], "item") != float64(500) ||
+		get(failed[0], "error.class") != "permanent" || get(failed[0], "attempts") != float64(1) || get(failed[0], "output") != nil {
+		t.Errorf("failed items: %v", failed)
+	}
+	firstPage := mapItemsOf(t, f.owner.ok(qItems, map[string]any{"id": id, "n": 3}))
+	if len(firstPage) != 3 || get(firstPage[2], "index") != float64(2) || get(firstPage[2], "output.body.double") != float64(4) || get(firstPage[2], "status") != "succeeded" {
+		t.Errorf("first page of items: %v", firstPage)
+	}
+	itemID := str(failed[0], "id")
+	if n := get(f.owner.ok(`query($id: ID!) { node(id: $id) { ... on MapItem { index status } } }`, map[string]any{"id": itemID}), "node.index"); n != float64(500) {
+		t.Errorf("node(id: %s).index = %v, want 500", itemID, n)
+	}
+	other := newFixture(t, "map-continue-other")
+	if n := get(other.owner.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": itemID}), "node"); n != nil {
+		t.Errorf("another tenant reads the map item: %v", n)
+	}
+
 	calls, keys := api.snapshot()
 	if len(calls) != 1000 {
 		t.Errorf("%d distinct Idempotency-Keys, want 1000 (one per item)", len(calls))
@@ -350,6 +371,20 @@ func waitMapRun(t *testing.T, c *client, id string, want string) map[string]any 
 		return s == want, fmt.Sprintf("run %s is %s, not %s", id, s, want)
 	})
 	return last
+}
+
+// mapItemsOf returns the map items of the run's "each" step in a mapItems
+// query's answer.
+func mapItemsOf(t *testing.T, data map[string]any) []map[string]any {
+	t.Helper()
+	list, _ := get(data, "node.steps").([]any)
+	for _, s := range list {
+		if get(s, "stepID") == "each" {
+			return edges(s, "mapItems")
+		}
+	}
+	t.Fatalf("no step each in %v", data)
+	return nil
 }
 
 func sumCalls(m map[string]int) int {

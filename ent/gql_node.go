@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -64,6 +65,11 @@ var environmentImplementors = []string{"Environment", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Environment) IsNode() {}
+
+var mapitemImplementors = []string{"MapItem", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*MapItem) IsNode() {}
 
 var memberImplementors = []string{"Member", "Node"}
 
@@ -238,6 +244,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(environment.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, environmentImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case mapitem.Table:
+		query := c.MapItem.Query().
+			Where(mapitem.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, mapitemImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -516,6 +531,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.Environment.Query().
 			Where(environment.IDIn(ids...))
 		query, err := query.CollectFields(ctx, environmentImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case mapitem.Table:
+		query := c.MapItem.Query().
+			Where(mapitem.IDIn(ids...))
+		query, err := query.CollectFields(ctx, mapitemImplementors...)
 		if err != nil {
 			return nil, err
 		}

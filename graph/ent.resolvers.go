@@ -149,6 +149,9 @@ func (r *queryResolver) Workflows(ctx context.Context, after *entgql.Cursor[stri
 	return c.Workflow.Query().Paginate(ctx, after, first, before, last, ent.WithWorkflowOrder(orderBy), ent.WithWorkflowFilter(where.Filter))
 }
 
+// MapItem returns generated.MapItemResolver implementation.
+func (r *Resolver) MapItem() generated.MapItemResolver { return &mapItemResolver{r} }
+
 // ModelCall returns generated.ModelCallResolver implementation.
 func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallResolver{r} }
 
@@ -173,6 +176,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	mapItemResolver         struct{ *Resolver }
 	modelCallResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
 	runResolver             struct{ *Resolver }

@@ -27,20 +27,29 @@ func (MapItem) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("run_id").Immutable(),
 		field.String("step_id").Immutable(),
-		field.Int("index").Immutable(),
+		field.Int("index").Immutable().
+			Annotations(entgql.OrderField("INDEX")),
 		field.JSON("item", json.RawMessage{}).Optional().Immutable().
-			Comment("The list element, evaluated once when the map step started: each attempt sees the same item."),
-		field.Enum("status").Values("queued", "running", "succeeded", "failed", "cancelled").Default("queued"),
+			Comment("The list element, evaluated once when the map step started: each attempt sees the same item.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Enum("status").Values("queued", "running", "succeeded", "failed", "cancelled").Default("queued").
+			Annotations(entgql.Type("MapItemStatus")),
 		field.Int("attempts").Default(0),
 		field.Int("takeovers").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)).
 			Comment("How many times a silent holder's attempt was taken over; at the crash limit the item fails with class crashed."),
 		field.Time("ready_at").Optional().Nillable().
 			Comment("When the item's next attempt is due; unset while it waits for a slot (concurrency) or once it is done."),
-		field.JSON("output", json.RawMessage{}).Optional(),
-		field.String("error_class").Optional().Nillable(),
-		field.String("error_message").Optional().Nillable(),
-		field.JSON("calls", []map[string]any{}).Optional(),
-		field.Int64("cost_micro_usd").Default(0),
+		field.JSON("output", json.RawMessage{}).Optional().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("error_class").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("error_message").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.JSON("calls", []map[string]any{}).Optional().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int64("cost_micro_usd").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Time("started_at").Optional().Nillable(),
 		field.Time("finished_at").Optional().Nillable(),
 	}
@@ -57,5 +66,5 @@ func (MapItem) Indexes() []ent.Index {
 }
 
 func (MapItem) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.Skip(entgql.SkipAll)}
+	return []schema.Annotation{entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput, entgql.SkipWhereInput), entgql.RelayConnection()}
 }
