@@ -66,7 +66,23 @@ func (e *Service) runMap(ctx context.Context, j *job) (any, error) {
 			if err := s.startMapItems(ctx, step); err != nil {
 				return nil, err
 			}
-			return nil, errMapItemsStarted
+			inFlight, waiting, err := countMapItems(ctx, s.run.TenantID, s.run.ID, step.ID)
+			if err != nil {
+				return nil, err
+			}
+			if inFlight > 0 || waiting > 0 {
+				return nil, errMapItemsStarted
+			}
+			// Every item had succeeded (the map step was stopped while its
+			// last ones ran, or failed at its output): it ends now.
+			out, _, failed, err := s.mapOutput(ctx, step, nil)
+			if err != nil {
+				return nil, err
+			}
+			if failed != nil {
+				return nil, failed
+			}
+			return out, nil
 		}
 	}
 	v, err := definition.Eval(step.Items, j.env)
@@ -486,10 +502,13 @@ func (s *runState) checkItemOutputSize(ctx context.Context, it *itemJob, n int) 
 // finishMap ends a map step whose items are done (or, with failed set, that
 // an item failed under the fail policy): its output is the items' outputs
 // in item order and its cost their sum, added to the run's.
-func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent.StepRun, failed *steps.Error) error {
+// mapOutput reads a map step's items in item order: its output, its cost,
+// and (fail policy) the failure of its first failed item, unless failed is
+// already set. Outputs past definition.MaxBytes fail it without being read.
+func (s *runState) mapOutput(ctx context.Context, step *definition.Step, failed *steps.Error) ([]any, int64, *steps.Error, error) {
 	total, err := mapOutputBytes(ctx, s.run.TenantID, s.run.ID, step.ID)
 	if err != nil {
-		return err
+		return nil, 0, nil, err
 	}
 	if total > definition.MaxBytes && failed == nil {
 		failed = &steps.Error{Class: steps.Limit, Message: fmt.Sprintf("the items' outputs take %d bytes, more than the %d MiB a step output may store", total, definition.MaxBytes>>20)}
@@ -497,7 +516,7 @@ func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent
 	var items []mapItemResult
 	if total <= definition.MaxBytes {
 		if items, err = mapItemResults(ctx, s.run.TenantID, s.run.ID, step.ID); err != nil {
-			return err
+			return nil, 0, nil, err
 		}
 	}
 	var cost int64
@@ -520,6 +539,14 @@ func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent
 			}
 			out[i] = mapItemError(class, msg)
 		}
+	}
+	return out, cost, failed, nil
+}
+
+func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent.StepRun, failed *steps.Error) error {
+	out, cost, failed, err := s.mapOutput(ctx, step, failed)
+	if err != nil {
+		return err
 	}
 	// The items' costs were added to the step and the run as each finished.
 	u := changeStep().SetFinishedAt(s.now)
@@ -547,7 +574,7 @@ func (s *runState) finishMap(ctx context.Context, step *definition.Step, sr *ent
 		if err := s.setStep(ctx, sr, u.SetStatus(steprun.StatusSucceeded).SetOutput(encoded).ClearReadyAt()); err != nil {
 			return err
 		}
-		s.emit(eventtype.StepSucceeded, step.ID, sr.Attempts, map[string]any{"attemptID": attemptID, "items": len(items)})
+		s.emit(eventtype.StepSucceeded, step.ID, sr.Attempts, map[string]any{"attemptID": attemptID, "items": len(out)})
 		return s.advanceFrom(ctx, step.ID)
 	}
 	if attemptID != "" {

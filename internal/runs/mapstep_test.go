@@ -317,3 +317,71 @@ func TestMapItemCrashLimit(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMapResumeAfterItsLastItemSucceeded: another step fails the run while
+// a map step's last item runs; the item then succeeds and keeps its
+// output. resumeRun ends the map step at once from its items, calling
+// nothing again.
+func TestMapResumeAfterItsLastItemSucceeded(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	items := newScript(t, 200)
+	boom := newScript(t, 422)
+	id := x.start(x.deploy(def("steps.each.output",
+		map[string]any{"id": "each", "type": "map", "items": "[7]",
+			"step": map[string]any{"type": "http", "request": map[string]any{"method": "GET", "url": items.URL + "/{{ item }}"}}},
+		httpStep("boom", boom.URL),
+	)), nil)
+	var mapTask, boomTask tasks.Task
+	for _, tk := range x.rec.take() {
+		switch tk.StepID {
+		case "each":
+			mapTask = tk
+		case "boom":
+			boomTask = tk
+		}
+	}
+	if err := x.execute(mapTask); err != nil {
+		t.Fatal(err)
+	}
+	itemTasks := x.rec.take()
+	if len(itemTasks) != 1 {
+		t.Fatalf("item tasks %+v", itemTasks)
+	}
+	// A worker claims the item; meanwhile boom fails the run.
+	ctx := viewer.SystemContext(context.Background(), x.tenantID)
+	var it *itemJob
+	if err := store.InTenant(ctx, testDB.App, func(ctx context.Context) error {
+		var err error
+		it, _, err = x.e.claimItem(ctx, x.tenantID, id, itemTasks[0].ID)
+		return err
+	}); err != nil || it == nil {
+		t.Fatalf("claim: %v %v", it, err)
+	}
+	if err := x.execute(boomTask); err != nil {
+		t.Fatal(err)
+	}
+	if sr := x.step(id, "each"); sr.Status != steprun.StatusCancelled || x.run(id).Status != run.StatusFailed {
+		t.Fatalf("map step %s, run %s", sr.Status, x.run(id).Status)
+	}
+	out, calls, execErr := x.e.runStep(ctx, it.job)
+	if err := x.e.stepTx(ctx, id, func(ctx context.Context) error { return x.e.finishItem(ctx, it, out, calls, execErr) }); err != nil {
+		t.Fatal(err)
+	}
+	boom.set(200)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.ResumeRun(ctx, id)
+		return err
+	})
+	if left := x.drain(); len(left) != 0 {
+		t.Fatalf("tasks after the resume: %+v", left)
+	}
+	r := x.run(id)
+	if r.Status != run.StatusSucceeded || items.count() != 1 {
+		t.Fatalf("after resume: run %s, %d item calls (want succeeded, 1)", r.Status, items.count())
+	}
+	var o []map[string]any
+	if err := json.Unmarshal(r.Output, &o); err != nil || len(o) != 1 || o[0]["status"] != float64(200) {
+		t.Fatalf("output %s", r.Output)
+	}
+}
