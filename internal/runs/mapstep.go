@@ -63,10 +63,7 @@ func (e *Service) runMap(ctx context.Context, j *job) (any, error) {
 			return nil, err
 		}
 		if resumed {
-			if err := s.startMapItems(ctx, step); err != nil {
-				return nil, err
-			}
-			inFlight, waiting, err := countMapItems(ctx, s.run.TenantID, s.run.ID, step.ID)
+			inFlight, waiting, err := s.startMapItems(ctx, step)
 			if err != nil {
 				return nil, err
 			}
@@ -105,7 +102,7 @@ func (e *Service) runMap(ctx context.Context, j *job) (any, error) {
 	if err := insertMapItems(ctx, s.run.TenantID, s.run.ID, step.ID, list, s.now); err != nil {
 		return nil, err
 	}
-	if err := s.startMapItems(ctx, step); err != nil {
+	if _, _, err := s.startMapItems(ctx, step); err != nil {
 		return nil, err
 	}
 	return nil, errMapItemsStarted
@@ -176,24 +173,17 @@ func (s *runState) mapStarted(ctx context.Context, j *job, sr *ent.StepRun) erro
 }
 
 // startMapItems makes waiting items due, up to the step's concurrency in
-// flight, and queues their tasks (sent after commit).
-func (s *runState) startMapItems(ctx context.Context, step *definition.Step) error {
-	inFlight, waiting, err := countMapItems(ctx, s.run.TenantID, s.run.ID, step.ID)
+// flight, and queues their tasks (sent after commit). It returns how many
+// items are in flight and waiting once they are.
+func (s *runState) startMapItems(ctx context.Context, step *definition.Step) (inFlight, waiting int, err error) {
+	inFlight, waiting, started, err := settleMapItems(ctx, s.run.TenantID, s.run.ID, step.ID, step.MapConcurrency(), s.now)
 	if err != nil {
-		return err
-	}
-	free := step.MapConcurrency() - inFlight
-	if waiting == 0 || free <= 0 {
-		return nil
-	}
-	started, err := dueMapItems(ctx, s.run.TenantID, s.run.ID, step.ID, free, s.now)
-	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	for _, it := range started {
 		s.tasks = append(s.tasks, mapItemTask(s.run.TenantID, s.run.ID, step.ID, it.id, strconv.Itoa(it.attempts+1), s.now))
 	}
-	return nil
+	return inFlight, waiting, nil
 }
 
 func mapItemTask(tenantID, runID, stepID, itemID, variant string, at time.Time) tasks.Task {
@@ -462,10 +452,7 @@ func (e *Service) finishItem(ctx context.Context, it *itemJob, out any, calls []
 		}
 		return s.flush(ctx)
 	}
-	if err := s.startMapItems(ctx, step); err != nil {
-		return err
-	}
-	inFlight, waiting, err := countMapItems(ctx, s.run.TenantID, s.run.ID, it.stepID)
+	inFlight, waiting, err := s.startMapItems(ctx, step)
 	if err != nil {
 		return err
 	}
@@ -758,10 +745,10 @@ func recordMapItem(ctx context.Context, itemID, status string, output []byte, se
 	if output != nil {
 		out = json.RawMessage(output)
 	}
-	_, err := exec(ctx, `UPDATE map_items SET status = $2, output = $3, error_class = $4, error_message = $5,
+	// Held: sent with the transaction's next statement (store.Hold).
+	return store.Hold(ctx, "map_items:"+itemID, 1, `UPDATE map_items SET status = $2, output = $3, error_class = $4, error_message = $5,
 		calls = COALESCE(calls, '[]'::jsonb) || $6::jsonb, ready_at = $7, finished_at = $8, updated_at = $9 WHERE id = $1`,
 		itemID, status, out, class, msg, encodeJSON(calls), readyAt, finished, now)
-	return err
 }
 
 // insertMapItems writes a map step's items, waiting for a slot.
@@ -790,41 +777,48 @@ func restartMapItems(ctx context.Context, tenantID, runID, stepID string, now ti
 	return true, err
 }
 
-// countMapItems counts a map step's items in flight (running, or due or
-// retrying) and waiting for a slot.
-func countMapItems(ctx context.Context, tenantID, runID, stepID string) (inFlight, waiting int, err error) {
-	q, err := store.Raw(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	err = q.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'running' OR (status = 'queued' AND ready_at IS NOT NULL)),
-		count(*) FILTER (WHERE status = 'queued' AND ready_at IS NULL)
-		FROM map_items WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3`, tenantID, runID, stepID).Scan(&inFlight, &waiting)
-	return inFlight, waiting, err
-}
-
 type startedItem struct {
 	id       string
 	attempts int
 }
 
-// dueMapItems makes up to n waiting items due now, in item order.
-func dueMapItems(ctx context.Context, tenantID, runID, stepID string, n int, now time.Time) ([]startedItem, error) {
+// settleMapItems makes waiting items due now, in item order, so that up
+// to concurrency are in flight (running, or due, or waiting for a retry),
+// and returns the counts in flight and waiting after it, with the items it
+// started: one round trip.
+func settleMapItems(ctx context.Context, tenantID, runID, stepID string, concurrency int, now time.Time) (inFlight, waiting int, started []startedItem, err error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, err
+		return 0, 0, nil, err
 	}
-	rows, err := q.Query(ctx, `UPDATE map_items SET ready_at = $5, updated_at = $5 WHERE id IN (
-			SELECT id FROM map_items WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3 AND status = 'queued' AND ready_at IS NULL
-			ORDER BY index LIMIT $4)
-		RETURNING id, attempts`, tenantID, runID, stepID, n, now)
+	rows, err := q.Query(ctx, `WITH c AS (
+			SELECT count(*) FILTER (WHERE status = 'running' OR (status = 'queued' AND ready_at IS NOT NULL)) AS in_flight,
+				count(*) FILTER (WHERE status = 'queued' AND ready_at IS NULL) AS waiting
+			FROM map_items WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3),
+		s AS (
+			UPDATE map_items SET ready_at = $5, updated_at = $5 WHERE id IN (
+				SELECT id FROM map_items WHERE tenant_id = $1 AND run_id = $2 AND step_id = $3 AND status = 'queued' AND ready_at IS NULL
+				ORDER BY index LIMIT GREATEST($4 - (SELECT in_flight FROM c), 0))
+			RETURNING id, attempts)
+		SELECT c.in_flight, c.waiting, s.id, s.attempts FROM c LEFT JOIN s ON true`, tenantID, runID, stepID, concurrency, now)
 	if err != nil {
-		return nil, err
+		return 0, 0, nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (startedItem, error) {
-		var it startedItem
-		return it, r.Scan(&it.id, &it.attempts)
-	})
+	defer rows.Close()
+	for rows.Next() {
+		var id *string
+		var attempts *int
+		if err := rows.Scan(&inFlight, &waiting, &id, &attempts); err != nil {
+			return 0, 0, nil, err
+		}
+		if id != nil {
+			started = append(started, startedItem{id: *id, attempts: *attempts})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, nil, err
+	}
+	return inFlight + len(started), waiting - len(started), started, nil
 }
 
 // cancelMapItems cancels the items of a run (of one map step, when stepID
