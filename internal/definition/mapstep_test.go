@@ -61,6 +61,7 @@ func TestParseMapStepRefused(t *testing.T) {
 		{"item outside map", `{"id": "each", "type": "transform", "output": "item + 1"}`, "$.steps[1].output", "only inside a map step"},
 		{"index in map items", `{"id": "each", "type": "map", "items": "[index]", "step": {"type": "transform", "output": "item"}}`, "$.steps[1].items", "only inside a map step"},
 		{"map fields on transform", `{"id": "each", "type": "transform", "output": "1", "items": "[1]"}`, "$.steps[1].items", "not allowed for transform steps"},
+		{"inner if", `{"id": "each", "type": "map", "items": "[1]", "step": {"type": "transform", "if": "item > 0", "output": "item"}}`, "$.steps[1].step.if", "not allowed"},
 		{"inner at_most_once", `{"id": "each", "type": "map", "items": "[1]", "step": {"type": "http", "sideEffect": true, "delivery": "at_most_once", "request": {"method": "POST", "url": "https://x"}}}`, "$.steps[1].step.delivery", "not supported"},
 	}
 	for _, c := range cases {
