@@ -74,6 +74,14 @@ func (c *InboundEventClient) Bind(_m *InboundEvent) *InboundEvent {
 	return _m
 }
 
+// Bind gives a MapItem that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *MapItemClient) Bind(_m *MapItem) *MapItem {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Member that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -64,6 +65,8 @@ type Client struct {
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
+	// MapItem is the client for interacting with the MapItem builders.
+	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
 	// ModelCall is the client for interacting with the ModelCall builders.
@@ -110,6 +113,7 @@ func (c *Client) init() {
 	c.Environment = NewEnvironmentClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
+	c.MapItem = NewMapItemClient(c.config)
 	c.Member = NewMemberClient(c.config)
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
@@ -224,6 +228,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Environment:       NewEnvironmentClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
+		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
@@ -265,6 +270,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Environment:       NewEnvironmentClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
+		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
@@ -308,7 +314,7 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.Member,
+		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.MapItem, c.Member,
 		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
 		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
 		c.WorkflowVersion,
@@ -322,7 +328,7 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.Member,
+		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.MapItem, c.Member,
 		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
 		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
 		c.WorkflowVersion,
@@ -352,6 +358,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.EventWait.mutate(ctx, m)
 	case *InboundEventMutation:
 		return c.InboundEvent.mutate(ctx, m)
+	case *MapItemMutation:
+		return c.MapItem.mutate(ctx, m)
 	case *MemberMutation:
 		return c.Member.mutate(ctx, m)
 	case *ModelCallMutation:
@@ -1922,6 +1930,156 @@ func (c *InboundEventClient) mutate(ctx context.Context, m *InboundEventMutation
 		return (&InboundEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown InboundEvent mutation op: %q", m.Op())
+	}
+}
+
+// MapItemClient is a client for the MapItem schema.
+type MapItemClient struct {
+	config
+}
+
+// NewMapItemClient returns a client for the MapItem from the given config.
+func NewMapItemClient(c config) *MapItemClient {
+	return &MapItemClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `mapitem.Hooks(f(g(h())))`.
+func (c *MapItemClient) Use(hooks ...Hook) {
+	c.hooks.MapItem = append(c.hooks.MapItem, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `mapitem.Intercept(f(g(h())))`.
+func (c *MapItemClient) Intercept(interceptors ...Interceptor) {
+	c.inters.MapItem = append(c.inters.MapItem, interceptors...)
+}
+
+// Create returns a builder for creating a MapItem entity.
+func (c *MapItemClient) Create() *MapItemCreate {
+	mutation := newMapItemMutation(c.config, OpCreate)
+	return &MapItemCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of MapItem entities.
+func (c *MapItemClient) CreateBulk(builders ...*MapItemCreate) *MapItemCreateBulk {
+	return &MapItemCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *MapItemClient) MapCreateBulk(slice any, setFunc func(*MapItemCreate, int)) *MapItemCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &MapItemCreateBulk{err: fmt.Errorf("calling to MapItemClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*MapItemCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &MapItemCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for MapItem.
+func (c *MapItemClient) Update() *MapItemUpdate {
+	mutation := newMapItemMutation(c.config, OpUpdate)
+	return &MapItemUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *MapItemClient) UpdateOne(_m *MapItem) *MapItemUpdateOne {
+	mutation := newMapItemMutation(c.config, OpUpdateOne, withMapItem(_m))
+	return &MapItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *MapItemClient) UpdateOneID(id string) *MapItemUpdateOne {
+	mutation := newMapItemMutation(c.config, OpUpdateOne, withMapItemID(id))
+	return &MapItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for MapItem.
+func (c *MapItemClient) Delete() *MapItemDelete {
+	mutation := newMapItemMutation(c.config, OpDelete)
+	return &MapItemDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *MapItemClient) DeleteOne(_m *MapItem) *MapItemDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *MapItemClient) DeleteOneID(id string) *MapItemDeleteOne {
+	builder := c.Delete().Where(mapitem.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &MapItemDeleteOne{builder}
+}
+
+// Query returns a query builder for MapItem.
+func (c *MapItemClient) Query() *MapItemQuery {
+	return &MapItemQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeMapItem},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a MapItem entity by its id.
+func (c *MapItemClient) Get(ctx context.Context, id string) (*MapItem, error) {
+	return c.Query().Where(mapitem.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *MapItemClient) GetX(ctx context.Context, id string) *MapItem {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a MapItem.
+func (c *MapItemClient) QueryTenant(_m *MapItem) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(mapitem.Table, mapitem.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, mapitem.TenantTable, mapitem.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *MapItemClient) Hooks() []Hook {
+	hooks := c.hooks.MapItem
+	return append(hooks[:len(hooks):len(hooks)], mapitem.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *MapItemClient) Interceptors() []Interceptor {
+	return c.inters.MapItem
+}
+
+func (c *MapItemClient) mutate(ctx context.Context, m *MapItemMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&MapItemCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&MapItemUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&MapItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&MapItemDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown MapItem mutation op: %q", m.Op())
 	}
 }
 
@@ -4119,14 +4277,14 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EventWait, InboundEvent, Member, ModelCall, ModelPrice, Run,
-		RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		Environment, EventWait, InboundEvent, MapItem, Member, ModelCall, ModelPrice,
+		Run, RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
 		WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EventWait, InboundEvent, Member, ModelCall, ModelPrice, Run,
-		RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		Environment, EventWait, InboundEvent, MapItem, Member, ModelCall, ModelPrice,
+		Run, RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
 		WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )

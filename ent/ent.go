@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -103,6 +104,7 @@ func checkColumn(t, c string) error {
 			environment.Table:       environment.ValidColumn,
 			eventwait.Table:         eventwait.ValidColumn,
 			inboundevent.Table:      inboundevent.ValidColumn,
+			mapitem.Table:           mapitem.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
 			modelprice.Table:        modelprice.ValidColumn,

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -35,7 +36,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 22)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 23)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -248,6 +249,37 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   mapitem.Table,
+			Columns: mapitem.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: mapitem.FieldID,
+			},
+		},
+		Type: "MapItem",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			mapitem.FieldTenantID:     {Type: field.TypeString, Column: mapitem.FieldTenantID},
+			mapitem.FieldCreatedAt:    {Type: field.TypeTime, Column: mapitem.FieldCreatedAt},
+			mapitem.FieldUpdatedAt:    {Type: field.TypeTime, Column: mapitem.FieldUpdatedAt},
+			mapitem.FieldRunID:        {Type: field.TypeString, Column: mapitem.FieldRunID},
+			mapitem.FieldStepID:       {Type: field.TypeString, Column: mapitem.FieldStepID},
+			mapitem.FieldIndex:        {Type: field.TypeInt, Column: mapitem.FieldIndex},
+			mapitem.FieldItem:         {Type: field.TypeJSON, Column: mapitem.FieldItem},
+			mapitem.FieldStatus:       {Type: field.TypeEnum, Column: mapitem.FieldStatus},
+			mapitem.FieldAttempts:     {Type: field.TypeInt, Column: mapitem.FieldAttempts},
+			mapitem.FieldTakeovers:    {Type: field.TypeInt, Column: mapitem.FieldTakeovers},
+			mapitem.FieldReadyAt:      {Type: field.TypeTime, Column: mapitem.FieldReadyAt},
+			mapitem.FieldOutput:       {Type: field.TypeJSON, Column: mapitem.FieldOutput},
+			mapitem.FieldErrorClass:   {Type: field.TypeString, Column: mapitem.FieldErrorClass},
+			mapitem.FieldErrorMessage: {Type: field.TypeString, Column: mapitem.FieldErrorMessage},
+			mapitem.FieldCalls:        {Type: field.TypeJSON, Column: mapitem.FieldCalls},
+			mapitem.FieldCostMicroUsd: {Type: field.TypeInt64, Column: mapitem.FieldCostMicroUsd},
+			mapitem.FieldStartedAt:    {Type: field.TypeTime, Column: mapitem.FieldStartedAt},
+			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[10] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -264,7 +296,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -293,7 +325,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -314,7 +346,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -350,7 +382,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -371,7 +403,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -399,7 +431,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -428,7 +460,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -451,7 +483,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -472,7 +504,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -500,7 +532,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -527,7 +559,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -547,7 +579,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -823,6 +855,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"InboundEvent",
 		"Environment",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   mapitem.TenantTable,
+			Columns: []string{mapitem.TenantColumn},
+			Bidi:    false,
+		},
+		"MapItem",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -2289,6 +2333,150 @@ func (f *InboundEventFilter) WhereHasEnvironmentWith(preds ...predicate.Environm
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *MapItemQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the MapItemQuery builder.
+func (_q *MapItemQuery) Filter() *MapItemFilter {
+	return &MapItemFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *MapItemMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the MapItemMutation builder.
+func (m *MapItemMutation) Filter() *MapItemFilter {
+	return &MapItemFilter{config: m.config, predicateAdder: m}
+}
+
+// MapItemFilter provides a generic filtering capability at runtime for MapItemQuery.
+type MapItemFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *MapItemFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *MapItemFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *MapItemFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *MapItemFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(mapitem.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *MapItemFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(mapitem.FieldUpdatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *MapItemFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *MapItemFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldStepID))
+}
+
+// WhereIndex applies the entql int predicate on the index field.
+func (f *MapItemFilter) WhereIndex(p entql.IntP) {
+	f.Where(p.Field(mapitem.FieldIndex))
+}
+
+// WhereItem applies the entql json.RawMessage predicate on the item field.
+func (f *MapItemFilter) WhereItem(p entql.BytesP) {
+	f.Where(p.Field(mapitem.FieldItem))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *MapItemFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldStatus))
+}
+
+// WhereAttempts applies the entql int predicate on the attempts field.
+func (f *MapItemFilter) WhereAttempts(p entql.IntP) {
+	f.Where(p.Field(mapitem.FieldAttempts))
+}
+
+// WhereTakeovers applies the entql int predicate on the takeovers field.
+func (f *MapItemFilter) WhereTakeovers(p entql.IntP) {
+	f.Where(p.Field(mapitem.FieldTakeovers))
+}
+
+// WhereReadyAt applies the entql time.Time predicate on the ready_at field.
+func (f *MapItemFilter) WhereReadyAt(p entql.TimeP) {
+	f.Where(p.Field(mapitem.FieldReadyAt))
+}
+
+// WhereOutput applies the entql json.RawMessage predicate on the output field.
+func (f *MapItemFilter) WhereOutput(p entql.BytesP) {
+	f.Where(p.Field(mapitem.FieldOutput))
+}
+
+// WhereErrorClass applies the entql string predicate on the error_class field.
+func (f *MapItemFilter) WhereErrorClass(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldErrorClass))
+}
+
+// WhereErrorMessage applies the entql string predicate on the error_message field.
+func (f *MapItemFilter) WhereErrorMessage(p entql.StringP) {
+	f.Where(p.Field(mapitem.FieldErrorMessage))
+}
+
+// WhereCalls applies the entql json.RawMessage predicate on the calls field.
+func (f *MapItemFilter) WhereCalls(p entql.BytesP) {
+	f.Where(p.Field(mapitem.FieldCalls))
+}
+
+// WhereCostMicroUsd applies the entql int64 predicate on the cost_micro_usd field.
+func (f *MapItemFilter) WhereCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(mapitem.FieldCostMicroUsd))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *MapItemFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(mapitem.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *MapItemFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(mapitem.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *MapItemFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *MapItemFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *MemberQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2317,7 +2505,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2396,7 +2584,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2530,7 +2718,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2624,7 +2812,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2863,7 +3051,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2971,7 +3159,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3114,7 +3302,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3276,7 +3464,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3366,7 +3554,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3474,7 +3662,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3631,7 +3819,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3769,7 +3957,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3886,7 +4074,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

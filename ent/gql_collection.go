@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -1195,6 +1196,137 @@ func newInboundEventPaginateArgs(rv map[string]any) *inboundeventPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*InboundEventWhereInput); ok {
 		args.opts = append(args.opts, WithInboundEventFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *MapItemQuery) CollectFields(ctx context.Context, satisfies ...string) (*MapItemQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *MapItemQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(mapitem.Columns))
+		selectedFields = []string{mapitem.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[mapitem.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldCreatedAt)
+				fieldSeen[mapitem.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[mapitem.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldUpdatedAt)
+				fieldSeen[mapitem.FieldUpdatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[mapitem.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldRunID)
+				fieldSeen[mapitem.FieldRunID] = struct{}{}
+			}
+		case "stepID":
+			if _, ok := fieldSeen[mapitem.FieldStepID]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldStepID)
+				fieldSeen[mapitem.FieldStepID] = struct{}{}
+			}
+		case "index":
+			if _, ok := fieldSeen[mapitem.FieldIndex]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldIndex)
+				fieldSeen[mapitem.FieldIndex] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[mapitem.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldStatus)
+				fieldSeen[mapitem.FieldStatus] = struct{}{}
+			}
+		case "attempts":
+			if _, ok := fieldSeen[mapitem.FieldAttempts]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldAttempts)
+				fieldSeen[mapitem.FieldAttempts] = struct{}{}
+			}
+		case "readyAt":
+			if _, ok := fieldSeen[mapitem.FieldReadyAt]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldReadyAt)
+				fieldSeen[mapitem.FieldReadyAt] = struct{}{}
+			}
+		case "startedAt":
+			if _, ok := fieldSeen[mapitem.FieldStartedAt]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldStartedAt)
+				fieldSeen[mapitem.FieldStartedAt] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[mapitem.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, mapitem.FieldFinishedAt)
+				fieldSeen[mapitem.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type mapitemPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []MapItemPaginateOption
+}
+
+func newMapItemPaginateArgs(rv map[string]any) *mapitemPaginateArgs {
+	args := &mapitemPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &MapItemOrder{Field: &MapItemOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithMapItemOrder(order))
+			}
+		case *MapItemOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithMapItemOrder(v))
+			}
+		}
 	}
 	return args
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -70,6 +71,11 @@ var inboundeventImplementors = []string{"InboundEvent", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*InboundEvent) IsNode() {}
+
+var mapitemImplementors = []string{"MapItem", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*MapItem) IsNode() {}
 
 var memberImplementors = []string{"Member", "Node"}
 
@@ -253,6 +259,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(inboundevent.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, inboundeventImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case mapitem.Table:
+		query := c.MapItem.Query().
+			Where(mapitem.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, mapitemImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -547,6 +562,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.InboundEvent.Query().
 			Where(inboundevent.IDIn(ids...))
 		query, err := query.CollectFields(ctx, inboundeventImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case mapitem.Table:
+		query := c.MapItem.Query().
+			Where(mapitem.IDIn(ids...))
+		query, err := query.CollectFields(ctx, mapitemImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -2256,6 +2257,320 @@ func (_m *InboundEvent) ToEdge(order *InboundEventOrder) *InboundEventEdge {
 		order = DefaultInboundEventOrder
 	}
 	return &InboundEventEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// MapItemEdge is the edge representation of MapItem.
+type MapItemEdge struct {
+	Node   *MapItem `json:"node"`
+	Cursor Cursor   `json:"cursor"`
+}
+
+// MapItemConnection is the connection containing edges to MapItem.
+type MapItemConnection struct {
+	Edges      []*MapItemEdge `json:"edges"`
+	PageInfo   PageInfo       `json:"pageInfo"`
+	TotalCount int            `json:"totalCount"`
+}
+
+func (c *MapItemConnection) build(nodes []*MapItem, pager *mapitemPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *MapItem
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *MapItem {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *MapItem {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*MapItemEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &MapItemEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// MapItemPaginateOption enables pagination customization.
+type MapItemPaginateOption func(*mapitemPager) error
+
+// WithMapItemOrder configures pagination ordering.
+func WithMapItemOrder(order *MapItemOrder) MapItemPaginateOption {
+	if order == nil {
+		order = DefaultMapItemOrder
+	}
+	o := *order
+	return func(pager *mapitemPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultMapItemOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithMapItemFilter configures pagination filter.
+func WithMapItemFilter(filter func(*MapItemQuery) (*MapItemQuery, error)) MapItemPaginateOption {
+	return func(pager *mapitemPager) error {
+		if filter == nil {
+			return errors.New("MapItemQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type mapitemPager struct {
+	reverse bool
+	order   *MapItemOrder
+	filter  func(*MapItemQuery) (*MapItemQuery, error)
+}
+
+func newMapItemPager(opts []MapItemPaginateOption, reverse bool) (*mapitemPager, error) {
+	pager := &mapitemPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultMapItemOrder
+	}
+	return pager, nil
+}
+
+func (p *mapitemPager) applyFilter(query *MapItemQuery) (*MapItemQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *mapitemPager) toCursor(_m *MapItem) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *mapitemPager) applyCursors(query *MapItemQuery, after, before *Cursor) (*MapItemQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultMapItemOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *mapitemPager) applyOrder(query *MapItemQuery) *MapItemQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultMapItemOrder.Field {
+		query = query.Order(DefaultMapItemOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *mapitemPager) orderExpr(query *MapItemQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultMapItemOrder.Field {
+			b.Comma().Ident(DefaultMapItemOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to MapItem.
+func (_m *MapItemQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...MapItemPaginateOption,
+) (*MapItemConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newMapItemPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &MapItemConnection{Edges: []*MapItemEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// MapItemOrderFieldCreatedAt orders MapItem by created_at.
+	MapItemOrderFieldCreatedAt = &MapItemOrderField{
+		Value: func(_m *MapItem) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: mapitem.FieldCreatedAt,
+		toTerm: mapitem.ByCreatedAt,
+		toCursor: func(_m *MapItem) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// MapItemOrderFieldIndex orders MapItem by index.
+	MapItemOrderFieldIndex = &MapItemOrderField{
+		Value: func(_m *MapItem) (ent.Value, error) {
+			return _m.Index, nil
+		},
+		column: mapitem.FieldIndex,
+		toTerm: mapitem.ByIndex,
+		toCursor: func(_m *MapItem) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Index,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f MapItemOrderField) String() string {
+	var str string
+	switch f.column {
+	case MapItemOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case MapItemOrderFieldIndex.column:
+		str = "INDEX"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f MapItemOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *MapItemOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("MapItemOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *MapItemOrderFieldCreatedAt
+	case "INDEX":
+		*f = *MapItemOrderFieldIndex
+	default:
+		return fmt.Errorf("%s is not a valid MapItemOrderField", str)
+	}
+	return nil
+}
+
+// MapItemOrderField defines the ordering field of MapItem.
+type MapItemOrderField struct {
+	// Value extracts the ordering value from the given MapItem.
+	Value    func(*MapItem) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) mapitem.OrderOption
+	toCursor func(*MapItem) Cursor
+}
+
+// MapItemOrder defines the ordering of MapItem.
+type MapItemOrder struct {
+	Direction OrderDirection     `json:"direction"`
+	Field     *MapItemOrderField `json:"field"`
+}
+
+// DefaultMapItemOrder is the default ordering of MapItem.
+var DefaultMapItemOrder = &MapItemOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &MapItemOrderField{
+		Value: func(_m *MapItem) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: mapitem.FieldID,
+		toTerm: mapitem.ByID,
+		toCursor: func(_m *MapItem) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts MapItem into MapItemEdge.
+func (_m *MapItem) ToEdge(order *MapItemOrder) *MapItemEdge {
+	if order == nil {
+		order = DefaultMapItemOrder
+	}
+	return &MapItemEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

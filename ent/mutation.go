@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -55,6 +56,7 @@ const (
 	TypeEnvironment       = "Environment"
 	TypeEventWait         = "EventWait"
 	TypeInboundEvent      = "InboundEvent"
+	TypeMapItem           = "MapItem"
 	TypeMember            = "Member"
 	TypeModelCall         = "ModelCall"
 	TypeModelPrice        = "ModelPrice"
@@ -9414,6 +9416,1651 @@ func (m *InboundEventMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown InboundEvent edge %s", name)
+}
+
+// MapItemMutation represents an operation that mutates the MapItem nodes in the graph.
+type MapItemMutation struct {
+	config
+	op                Op
+	typ               string
+	id                *string
+	created_at        *time.Time
+	updated_at        *time.Time
+	run_id            *string
+	step_id           *string
+	index             *int
+	addindex          *int
+	item              *json.RawMessage
+	appenditem        json.RawMessage
+	status            *mapitem.Status
+	attempts          *int
+	addattempts       *int
+	takeovers         *int
+	addtakeovers      *int
+	ready_at          *time.Time
+	output            *json.RawMessage
+	appendoutput      json.RawMessage
+	error_class       *string
+	error_message     *string
+	calls             *[]map[string]interface{}
+	appendcalls       []map[string]interface{}
+	cost_micro_usd    *int64
+	addcost_micro_usd *int64
+	started_at        *time.Time
+	finished_at       *time.Time
+	clearedFields     map[string]struct{}
+	tenant            *string
+	clearedtenant     bool
+	done              bool
+	oldValue          func(context.Context) (*MapItem, error)
+	predicates        []predicate.MapItem
+}
+
+var _ ent.Mutation = (*MapItemMutation)(nil)
+
+// mapitemOption allows management of the mutation configuration using functional options.
+type mapitemOption func(*MapItemMutation)
+
+// newMapItemMutation creates new mutation for the MapItem entity.
+func newMapItemMutation(c config, op Op, opts ...mapitemOption) *MapItemMutation {
+	m := &MapItemMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeMapItem,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withMapItemID sets the ID field of the mutation.
+func withMapItemID(id string) mapitemOption {
+	return func(m *MapItemMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *MapItem
+		)
+		m.oldValue = func(ctx context.Context) (*MapItem, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().MapItem.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withMapItem sets the old MapItem of the mutation.
+func withMapItem(node *MapItem) mapitemOption {
+	return func(m *MapItemMutation) {
+		m.oldValue = func(context.Context) (*MapItem, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m MapItemMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m MapItemMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of MapItem entities.
+func (m *MapItemMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *MapItemMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *MapItemMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().MapItem.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *MapItemMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *MapItemMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *MapItemMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *MapItemMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *MapItemMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *MapItemMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *MapItemMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *MapItemMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *MapItemMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *MapItemMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *MapItemMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *MapItemMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *MapItemMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *MapItemMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *MapItemMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetIndex sets the "index" field.
+func (m *MapItemMutation) SetIndex(i int) {
+	m.index = &i
+	m.addindex = nil
+}
+
+// Index returns the value of the "index" field in the mutation.
+func (m *MapItemMutation) Index() (r int, exists bool) {
+	v := m.index
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldIndex returns the old "index" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldIndex(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldIndex is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldIndex requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldIndex: %w", err)
+	}
+	return oldValue.Index, nil
+}
+
+// AddIndex adds i to the "index" field.
+func (m *MapItemMutation) AddIndex(i int) {
+	if m.addindex != nil {
+		*m.addindex += i
+	} else {
+		m.addindex = &i
+	}
+}
+
+// AddedIndex returns the value that was added to the "index" field in this mutation.
+func (m *MapItemMutation) AddedIndex() (r int, exists bool) {
+	v := m.addindex
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetIndex resets all changes to the "index" field.
+func (m *MapItemMutation) ResetIndex() {
+	m.index = nil
+	m.addindex = nil
+}
+
+// SetItem sets the "item" field.
+func (m *MapItemMutation) SetItem(jm json.RawMessage) {
+	m.item = &jm
+	m.appenditem = nil
+}
+
+// Item returns the value of the "item" field in the mutation.
+func (m *MapItemMutation) Item() (r json.RawMessage, exists bool) {
+	v := m.item
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldItem returns the old "item" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldItem(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldItem is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldItem requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldItem: %w", err)
+	}
+	return oldValue.Item, nil
+}
+
+// AppendItem adds jm to the "item" field.
+func (m *MapItemMutation) AppendItem(jm json.RawMessage) {
+	m.appenditem = append(m.appenditem, jm...)
+}
+
+// AppendedItem returns the list of values that were appended to the "item" field in this mutation.
+func (m *MapItemMutation) AppendedItem() (json.RawMessage, bool) {
+	if len(m.appenditem) == 0 {
+		return nil, false
+	}
+	return m.appenditem, true
+}
+
+// ClearItem clears the value of the "item" field.
+func (m *MapItemMutation) ClearItem() {
+	m.item = nil
+	m.appenditem = nil
+	m.clearedFields[mapitem.FieldItem] = struct{}{}
+}
+
+// ItemCleared returns if the "item" field was cleared in this mutation.
+func (m *MapItemMutation) ItemCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldItem]
+	return ok
+}
+
+// ResetItem resets all changes to the "item" field.
+func (m *MapItemMutation) ResetItem() {
+	m.item = nil
+	m.appenditem = nil
+	delete(m.clearedFields, mapitem.FieldItem)
+}
+
+// SetStatus sets the "status" field.
+func (m *MapItemMutation) SetStatus(value mapitem.Status) {
+	m.status = &value
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *MapItemMutation) Status() (r mapitem.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldStatus(ctx context.Context) (v mapitem.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *MapItemMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetAttempts sets the "attempts" field.
+func (m *MapItemMutation) SetAttempts(i int) {
+	m.attempts = &i
+	m.addattempts = nil
+}
+
+// Attempts returns the value of the "attempts" field in the mutation.
+func (m *MapItemMutation) Attempts() (r int, exists bool) {
+	v := m.attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempts returns the old "attempts" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldAttempts(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempts: %w", err)
+	}
+	return oldValue.Attempts, nil
+}
+
+// AddAttempts adds i to the "attempts" field.
+func (m *MapItemMutation) AddAttempts(i int) {
+	if m.addattempts != nil {
+		*m.addattempts += i
+	} else {
+		m.addattempts = &i
+	}
+}
+
+// AddedAttempts returns the value that was added to the "attempts" field in this mutation.
+func (m *MapItemMutation) AddedAttempts() (r int, exists bool) {
+	v := m.addattempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempts resets all changes to the "attempts" field.
+func (m *MapItemMutation) ResetAttempts() {
+	m.attempts = nil
+	m.addattempts = nil
+}
+
+// SetTakeovers sets the "takeovers" field.
+func (m *MapItemMutation) SetTakeovers(i int) {
+	m.takeovers = &i
+	m.addtakeovers = nil
+}
+
+// Takeovers returns the value of the "takeovers" field in the mutation.
+func (m *MapItemMutation) Takeovers() (r int, exists bool) {
+	v := m.takeovers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTakeovers returns the old "takeovers" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldTakeovers(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTakeovers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTakeovers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTakeovers: %w", err)
+	}
+	return oldValue.Takeovers, nil
+}
+
+// AddTakeovers adds i to the "takeovers" field.
+func (m *MapItemMutation) AddTakeovers(i int) {
+	if m.addtakeovers != nil {
+		*m.addtakeovers += i
+	} else {
+		m.addtakeovers = &i
+	}
+}
+
+// AddedTakeovers returns the value that was added to the "takeovers" field in this mutation.
+func (m *MapItemMutation) AddedTakeovers() (r int, exists bool) {
+	v := m.addtakeovers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTakeovers resets all changes to the "takeovers" field.
+func (m *MapItemMutation) ResetTakeovers() {
+	m.takeovers = nil
+	m.addtakeovers = nil
+}
+
+// SetReadyAt sets the "ready_at" field.
+func (m *MapItemMutation) SetReadyAt(t time.Time) {
+	m.ready_at = &t
+}
+
+// ReadyAt returns the value of the "ready_at" field in the mutation.
+func (m *MapItemMutation) ReadyAt() (r time.Time, exists bool) {
+	v := m.ready_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReadyAt returns the old "ready_at" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldReadyAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReadyAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReadyAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReadyAt: %w", err)
+	}
+	return oldValue.ReadyAt, nil
+}
+
+// ClearReadyAt clears the value of the "ready_at" field.
+func (m *MapItemMutation) ClearReadyAt() {
+	m.ready_at = nil
+	m.clearedFields[mapitem.FieldReadyAt] = struct{}{}
+}
+
+// ReadyAtCleared returns if the "ready_at" field was cleared in this mutation.
+func (m *MapItemMutation) ReadyAtCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldReadyAt]
+	return ok
+}
+
+// ResetReadyAt resets all changes to the "ready_at" field.
+func (m *MapItemMutation) ResetReadyAt() {
+	m.ready_at = nil
+	delete(m.clearedFields, mapitem.FieldReadyAt)
+}
+
+// SetOutput sets the "output" field.
+func (m *MapItemMutation) SetOutput(jm json.RawMessage) {
+	m.output = &jm
+	m.appendoutput = nil
+}
+
+// Output returns the value of the "output" field in the mutation.
+func (m *MapItemMutation) Output() (r json.RawMessage, exists bool) {
+	v := m.output
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutput returns the old "output" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldOutput(ctx context.Context) (v json.RawMessage, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutput: %w", err)
+	}
+	return oldValue.Output, nil
+}
+
+// AppendOutput adds jm to the "output" field.
+func (m *MapItemMutation) AppendOutput(jm json.RawMessage) {
+	m.appendoutput = append(m.appendoutput, jm...)
+}
+
+// AppendedOutput returns the list of values that were appended to the "output" field in this mutation.
+func (m *MapItemMutation) AppendedOutput() (json.RawMessage, bool) {
+	if len(m.appendoutput) == 0 {
+		return nil, false
+	}
+	return m.appendoutput, true
+}
+
+// ClearOutput clears the value of the "output" field.
+func (m *MapItemMutation) ClearOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	m.clearedFields[mapitem.FieldOutput] = struct{}{}
+}
+
+// OutputCleared returns if the "output" field was cleared in this mutation.
+func (m *MapItemMutation) OutputCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldOutput]
+	return ok
+}
+
+// ResetOutput resets all changes to the "output" field.
+func (m *MapItemMutation) ResetOutput() {
+	m.output = nil
+	m.appendoutput = nil
+	delete(m.clearedFields, mapitem.FieldOutput)
+}
+
+// SetErrorClass sets the "error_class" field.
+func (m *MapItemMutation) SetErrorClass(s string) {
+	m.error_class = &s
+}
+
+// ErrorClass returns the value of the "error_class" field in the mutation.
+func (m *MapItemMutation) ErrorClass() (r string, exists bool) {
+	v := m.error_class
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorClass returns the old "error_class" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldErrorClass(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorClass is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorClass requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorClass: %w", err)
+	}
+	return oldValue.ErrorClass, nil
+}
+
+// ClearErrorClass clears the value of the "error_class" field.
+func (m *MapItemMutation) ClearErrorClass() {
+	m.error_class = nil
+	m.clearedFields[mapitem.FieldErrorClass] = struct{}{}
+}
+
+// ErrorClassCleared returns if the "error_class" field was cleared in this mutation.
+func (m *MapItemMutation) ErrorClassCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldErrorClass]
+	return ok
+}
+
+// ResetErrorClass resets all changes to the "error_class" field.
+func (m *MapItemMutation) ResetErrorClass() {
+	m.error_class = nil
+	delete(m.clearedFields, mapitem.FieldErrorClass)
+}
+
+// SetErrorMessage sets the "error_message" field.
+func (m *MapItemMutation) SetErrorMessage(s string) {
+	m.error_message = &s
+}
+
+// ErrorMessage returns the value of the "error_message" field in the mutation.
+func (m *MapItemMutation) ErrorMessage() (r string, exists bool) {
+	v := m.error_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrorMessage returns the old "error_message" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldErrorMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrorMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrorMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrorMessage: %w", err)
+	}
+	return oldValue.ErrorMessage, nil
+}
+
+// ClearErrorMessage clears the value of the "error_message" field.
+func (m *MapItemMutation) ClearErrorMessage() {
+	m.error_message = nil
+	m.clearedFields[mapitem.FieldErrorMessage] = struct{}{}
+}
+
+// ErrorMessageCleared returns if the "error_message" field was cleared in this mutation.
+func (m *MapItemMutation) ErrorMessageCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldErrorMessage]
+	return ok
+}
+
+// ResetErrorMessage resets all changes to the "error_message" field.
+func (m *MapItemMutation) ResetErrorMessage() {
+	m.error_message = nil
+	delete(m.clearedFields, mapitem.FieldErrorMessage)
+}
+
+// SetCalls sets the "calls" field.
+func (m *MapItemMutation) SetCalls(value []map[string]interface{}) {
+	m.calls = &value
+	m.appendcalls = nil
+}
+
+// Calls returns the value of the "calls" field in the mutation.
+func (m *MapItemMutation) Calls() (r []map[string]interface{}, exists bool) {
+	v := m.calls
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCalls returns the old "calls" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldCalls(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCalls is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCalls requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCalls: %w", err)
+	}
+	return oldValue.Calls, nil
+}
+
+// AppendCalls adds value to the "calls" field.
+func (m *MapItemMutation) AppendCalls(value []map[string]interface{}) {
+	m.appendcalls = append(m.appendcalls, value...)
+}
+
+// AppendedCalls returns the list of values that were appended to the "calls" field in this mutation.
+func (m *MapItemMutation) AppendedCalls() ([]map[string]interface{}, bool) {
+	if len(m.appendcalls) == 0 {
+		return nil, false
+	}
+	return m.appendcalls, true
+}
+
+// ClearCalls clears the value of the "calls" field.
+func (m *MapItemMutation) ClearCalls() {
+	m.calls = nil
+	m.appendcalls = nil
+	m.clearedFields[mapitem.FieldCalls] = struct{}{}
+}
+
+// CallsCleared returns if the "calls" field was cleared in this mutation.
+func (m *MapItemMutation) CallsCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldCalls]
+	return ok
+}
+
+// ResetCalls resets all changes to the "calls" field.
+func (m *MapItemMutation) ResetCalls() {
+	m.calls = nil
+	m.appendcalls = nil
+	delete(m.clearedFields, mapitem.FieldCalls)
+}
+
+// SetCostMicroUsd sets the "cost_micro_usd" field.
+func (m *MapItemMutation) SetCostMicroUsd(i int64) {
+	m.cost_micro_usd = &i
+	m.addcost_micro_usd = nil
+}
+
+// CostMicroUsd returns the value of the "cost_micro_usd" field in the mutation.
+func (m *MapItemMutation) CostMicroUsd() (r int64, exists bool) {
+	v := m.cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCostMicroUsd returns the old "cost_micro_usd" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCostMicroUsd: %w", err)
+	}
+	return oldValue.CostMicroUsd, nil
+}
+
+// AddCostMicroUsd adds i to the "cost_micro_usd" field.
+func (m *MapItemMutation) AddCostMicroUsd(i int64) {
+	if m.addcost_micro_usd != nil {
+		*m.addcost_micro_usd += i
+	} else {
+		m.addcost_micro_usd = &i
+	}
+}
+
+// AddedCostMicroUsd returns the value that was added to the "cost_micro_usd" field in this mutation.
+func (m *MapItemMutation) AddedCostMicroUsd() (r int64, exists bool) {
+	v := m.addcost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCostMicroUsd resets all changes to the "cost_micro_usd" field.
+func (m *MapItemMutation) ResetCostMicroUsd() {
+	m.cost_micro_usd = nil
+	m.addcost_micro_usd = nil
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *MapItemMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *MapItemMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldStartedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ClearStartedAt clears the value of the "started_at" field.
+func (m *MapItemMutation) ClearStartedAt() {
+	m.started_at = nil
+	m.clearedFields[mapitem.FieldStartedAt] = struct{}{}
+}
+
+// StartedAtCleared returns if the "started_at" field was cleared in this mutation.
+func (m *MapItemMutation) StartedAtCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldStartedAt]
+	return ok
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *MapItemMutation) ResetStartedAt() {
+	m.started_at = nil
+	delete(m.clearedFields, mapitem.FieldStartedAt)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *MapItemMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *MapItemMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the MapItem entity.
+// If the MapItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MapItemMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *MapItemMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[mapitem.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *MapItemMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[mapitem.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *MapItemMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, mapitem.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *MapItemMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[mapitem.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *MapItemMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *MapItemMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *MapItemMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the MapItemMutation builder.
+func (m *MapItemMutation) Where(ps ...predicate.MapItem) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the MapItemMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *MapItemMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.MapItem, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *MapItemMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *MapItemMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (MapItem).
+func (m *MapItemMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *MapItemMutation) Fields() []string {
+	fields := make([]string, 0, 18)
+	if m.tenant != nil {
+		fields = append(fields, mapitem.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, mapitem.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, mapitem.FieldUpdatedAt)
+	}
+	if m.run_id != nil {
+		fields = append(fields, mapitem.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, mapitem.FieldStepID)
+	}
+	if m.index != nil {
+		fields = append(fields, mapitem.FieldIndex)
+	}
+	if m.item != nil {
+		fields = append(fields, mapitem.FieldItem)
+	}
+	if m.status != nil {
+		fields = append(fields, mapitem.FieldStatus)
+	}
+	if m.attempts != nil {
+		fields = append(fields, mapitem.FieldAttempts)
+	}
+	if m.takeovers != nil {
+		fields = append(fields, mapitem.FieldTakeovers)
+	}
+	if m.ready_at != nil {
+		fields = append(fields, mapitem.FieldReadyAt)
+	}
+	if m.output != nil {
+		fields = append(fields, mapitem.FieldOutput)
+	}
+	if m.error_class != nil {
+		fields = append(fields, mapitem.FieldErrorClass)
+	}
+	if m.error_message != nil {
+		fields = append(fields, mapitem.FieldErrorMessage)
+	}
+	if m.calls != nil {
+		fields = append(fields, mapitem.FieldCalls)
+	}
+	if m.cost_micro_usd != nil {
+		fields = append(fields, mapitem.FieldCostMicroUsd)
+	}
+	if m.started_at != nil {
+		fields = append(fields, mapitem.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, mapitem.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *MapItemMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case mapitem.FieldTenantID:
+		return m.TenantID()
+	case mapitem.FieldCreatedAt:
+		return m.CreatedAt()
+	case mapitem.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case mapitem.FieldRunID:
+		return m.RunID()
+	case mapitem.FieldStepID:
+		return m.StepID()
+	case mapitem.FieldIndex:
+		return m.Index()
+	case mapitem.FieldItem:
+		return m.Item()
+	case mapitem.FieldStatus:
+		return m.Status()
+	case mapitem.FieldAttempts:
+		return m.Attempts()
+	case mapitem.FieldTakeovers:
+		return m.Takeovers()
+	case mapitem.FieldReadyAt:
+		return m.ReadyAt()
+	case mapitem.FieldOutput:
+		return m.Output()
+	case mapitem.FieldErrorClass:
+		return m.ErrorClass()
+	case mapitem.FieldErrorMessage:
+		return m.ErrorMessage()
+	case mapitem.FieldCalls:
+		return m.Calls()
+	case mapitem.FieldCostMicroUsd:
+		return m.CostMicroUsd()
+	case mapitem.FieldStartedAt:
+		return m.StartedAt()
+	case mapitem.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *MapItemMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case mapitem.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case mapitem.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case mapitem.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case mapitem.FieldRunID:
+		return m.OldRunID(ctx)
+	case mapitem.FieldStepID:
+		return m.OldStepID(ctx)
+	case mapitem.FieldIndex:
+		return m.OldIndex(ctx)
+	case mapitem.FieldItem:
+		return m.OldItem(ctx)
+	case mapitem.FieldStatus:
+		return m.OldStatus(ctx)
+	case mapitem.FieldAttempts:
+		return m.OldAttempts(ctx)
+	case mapitem.FieldTakeovers:
+		return m.OldTakeovers(ctx)
+	case mapitem.FieldReadyAt:
+		return m.OldReadyAt(ctx)
+	case mapitem.FieldOutput:
+		return m.OldOutput(ctx)
+	case mapitem.FieldErrorClass:
+		return m.OldErrorClass(ctx)
+	case mapitem.FieldErrorMessage:
+		return m.OldErrorMessage(ctx)
+	case mapitem.FieldCalls:
+		return m.OldCalls(ctx)
+	case mapitem.FieldCostMicroUsd:
+		return m.OldCostMicroUsd(ctx)
+	case mapitem.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case mapitem.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown MapItem field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *MapItemMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case mapitem.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case mapitem.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case mapitem.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case mapitem.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case mapitem.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case mapitem.FieldIndex:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetIndex(v)
+		return nil
+	case mapitem.FieldItem:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetItem(v)
+		return nil
+	case mapitem.FieldStatus:
+		v, ok := value.(mapitem.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case mapitem.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempts(v)
+		return nil
+	case mapitem.FieldTakeovers:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTakeovers(v)
+		return nil
+	case mapitem.FieldReadyAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReadyAt(v)
+		return nil
+	case mapitem.FieldOutput:
+		v, ok := value.(json.RawMessage)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutput(v)
+		return nil
+	case mapitem.FieldErrorClass:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorClass(v)
+		return nil
+	case mapitem.FieldErrorMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrorMessage(v)
+		return nil
+	case mapitem.FieldCalls:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCalls(v)
+		return nil
+	case mapitem.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCostMicroUsd(v)
+		return nil
+	case mapitem.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case mapitem.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *MapItemMutation) AddedFields() []string {
+	var fields []string
+	if m.addindex != nil {
+		fields = append(fields, mapitem.FieldIndex)
+	}
+	if m.addattempts != nil {
+		fields = append(fields, mapitem.FieldAttempts)
+	}
+	if m.addtakeovers != nil {
+		fields = append(fields, mapitem.FieldTakeovers)
+	}
+	if m.addcost_micro_usd != nil {
+		fields = append(fields, mapitem.FieldCostMicroUsd)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *MapItemMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case mapitem.FieldIndex:
+		return m.AddedIndex()
+	case mapitem.FieldAttempts:
+		return m.AddedAttempts()
+	case mapitem.FieldTakeovers:
+		return m.AddedTakeovers()
+	case mapitem.FieldCostMicroUsd:
+		return m.AddedCostMicroUsd()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *MapItemMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case mapitem.FieldIndex:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddIndex(v)
+		return nil
+	case mapitem.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempts(v)
+		return nil
+	case mapitem.FieldTakeovers:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTakeovers(v)
+		return nil
+	case mapitem.FieldCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCostMicroUsd(v)
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *MapItemMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(mapitem.FieldItem) {
+		fields = append(fields, mapitem.FieldItem)
+	}
+	if m.FieldCleared(mapitem.FieldReadyAt) {
+		fields = append(fields, mapitem.FieldReadyAt)
+	}
+	if m.FieldCleared(mapitem.FieldOutput) {
+		fields = append(fields, mapitem.FieldOutput)
+	}
+	if m.FieldCleared(mapitem.FieldErrorClass) {
+		fields = append(fields, mapitem.FieldErrorClass)
+	}
+	if m.FieldCleared(mapitem.FieldErrorMessage) {
+		fields = append(fields, mapitem.FieldErrorMessage)
+	}
+	if m.FieldCleared(mapitem.FieldCalls) {
+		fields = append(fields, mapitem.FieldCalls)
+	}
+	if m.FieldCleared(mapitem.FieldStartedAt) {
+		fields = append(fields, mapitem.FieldStartedAt)
+	}
+	if m.FieldCleared(mapitem.FieldFinishedAt) {
+		fields = append(fields, mapitem.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *MapItemMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *MapItemMutation) ClearField(name string) error {
+	switch name {
+	case mapitem.FieldItem:
+		m.ClearItem()
+		return nil
+	case mapitem.FieldReadyAt:
+		m.ClearReadyAt()
+		return nil
+	case mapitem.FieldOutput:
+		m.ClearOutput()
+		return nil
+	case mapitem.FieldErrorClass:
+		m.ClearErrorClass()
+		return nil
+	case mapitem.FieldErrorMessage:
+		m.ClearErrorMessage()
+		return nil
+	case mapitem.FieldCalls:
+		m.ClearCalls()
+		return nil
+	case mapitem.FieldStartedAt:
+		m.ClearStartedAt()
+		return nil
+	case mapitem.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *MapItemMutation) ResetField(name string) error {
+	switch name {
+	case mapitem.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case mapitem.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case mapitem.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case mapitem.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case mapitem.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case mapitem.FieldIndex:
+		m.ResetIndex()
+		return nil
+	case mapitem.FieldItem:
+		m.ResetItem()
+		return nil
+	case mapitem.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case mapitem.FieldAttempts:
+		m.ResetAttempts()
+		return nil
+	case mapitem.FieldTakeovers:
+		m.ResetTakeovers()
+		return nil
+	case mapitem.FieldReadyAt:
+		m.ResetReadyAt()
+		return nil
+	case mapitem.FieldOutput:
+		m.ResetOutput()
+		return nil
+	case mapitem.FieldErrorClass:
+		m.ResetErrorClass()
+		return nil
+	case mapitem.FieldErrorMessage:
+		m.ResetErrorMessage()
+		return nil
+	case mapitem.FieldCalls:
+		m.ResetCalls()
+		return nil
+	case mapitem.FieldCostMicroUsd:
+		m.ResetCostMicroUsd()
+		return nil
+	case mapitem.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case mapitem.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *MapItemMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, mapitem.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *MapItemMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case mapitem.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *MapItemMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *MapItemMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *MapItemMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, mapitem.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *MapItemMutation) EdgeCleared(name string) bool {
+	switch name {
+	case mapitem.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *MapItemMutation) ClearEdge(name string) error {
+	switch name {
+	case mapitem.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *MapItemMutation) ResetEdge(name string) error {
+	switch name {
+	case mapitem.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown MapItem edge %s", name)
 }
 
 // MemberMutation represents an operation that mutates the Member nodes in the graph.

@@ -32,6 +32,8 @@ type Tx struct {
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
+	// MapItem is the client for interacting with the MapItem builders.
+	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
 	Member *MemberClient
 	// ModelCall is the client for interacting with the ModelCall builders.
@@ -198,6 +200,7 @@ func (tx *Tx) init() {
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
+	tx.MapItem = NewMapItemClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)

@@ -17,6 +17,7 @@ var listEstimates = map[string]int{
 	"StepRun.attemptList":         3,
 	"StepRun.calls":               3,
 	"StepAttempt.calls":           3,
+	"MapItem.calls":               3,
 	"WebhookDelivery.attemptList": 10,
 	"Query.deadLetter":            5,
 	"DeadLetterGroup.runs":        20,

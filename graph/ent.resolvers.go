@@ -166,6 +166,9 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 // InboundEvent returns generated.InboundEventResolver implementation.
 func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
 
+// MapItem returns generated.MapItemResolver implementation.
+func (r *Resolver) MapItem() generated.MapItemResolver { return &mapItemResolver{r} }
+
 // ModelCall returns generated.ModelCallResolver implementation.
 func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallResolver{r} }
 
@@ -194,6 +197,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 
 type (
 	inboundEventResolver    struct{ *Resolver }
+	mapItemResolver         struct{ *Resolver }
 	modelCallResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
 	runResolver             struct{ *Resolver }

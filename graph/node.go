@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -46,6 +47,7 @@ var nodeTables = map[string]string{
 	ids.Run:             run.Table,
 	ids.StepRun:         steprun.Table,
 	ids.StepAttempt:     stepattempt.Table,
+	ids.MapItem:         mapitem.Table,
 	ids.RunEvent:        runevent.Table,
 	ids.ApprovalRequest: approvalrequest.Table,
 	ids.ModelPrice:      modelprice.Table,

@@ -4,8 +4,11 @@ package graph
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 
+	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/graph/model"
 )
 
@@ -45,4 +48,38 @@ func stepCalls(calls []map[string]any) []*model.StepCall {
 		}
 	}
 	return out
+}
+
+// mapItemCounts counts a map step's items by status, through Ent (privacy
+// and RLS apply); a map with no item rows (of transforms) has none.
+func mapItemCounts(ctx context.Context, c *ent.Client, sr *ent.StepRun) (*model.MapItemCounts, error) {
+	var rows []struct {
+		Status mapitem.Status `json:"status"`
+		Count  int            `json:"count"`
+	}
+	err := c.MapItem.Query().Where(mapitem.RunID(sr.RunID), mapitem.StepID(sr.StepID)).
+		GroupBy(mapitem.FieldStatus).Aggregate(ent.Count()).Scan(ctx, &rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	out := &model.MapItemCounts{}
+	for _, r := range rows {
+		out.Total += r.Count
+		switch r.Status {
+		case mapitem.StatusQueued:
+			out.Queued = r.Count
+		case mapitem.StatusRunning:
+			out.Running = r.Count
+		case mapitem.StatusSucceeded:
+			out.Succeeded = r.Count
+		case mapitem.StatusFailed:
+			out.Failed = r.Count
+		case mapitem.StatusCancelled:
+			out.Cancelled = r.Count
+		}
+	}
+	return out, nil
 }

@@ -8,11 +8,39 @@ package graph
 import (
 	"context"
 
+	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/runs"
 )
+
+// Item is the resolver for the item field.
+func (r *mapItemResolver) Item(ctx context.Context, obj *ent.MapItem) (any, error) {
+	return decodeRaw(obj.Item), nil
+}
+
+// Output is the resolver for the output field.
+func (r *mapItemResolver) Output(ctx context.Context, obj *ent.MapItem) (any, error) {
+	return decodeRaw(obj.Output), nil
+}
+
+// Error is the resolver for the error field.
+func (r *mapItemResolver) Error(ctx context.Context, obj *ent.MapItem) (*model.RunError, error) {
+	return runError(obj.ErrorClass, obj.ErrorMessage, nil), nil
+}
+
+// CostUsd is the resolver for the costUSD field.
+func (r *mapItemResolver) CostUsd(ctx context.Context, obj *ent.MapItem) (string, error) {
+	return money.FormatUSD(obj.CostMicroUsd), nil
+}
+
+// Calls is the resolver for the calls field.
+func (r *mapItemResolver) Calls(ctx context.Context, obj *ent.MapItem) ([]*model.StepCall, error) {
+	return stepCalls(obj.Calls), nil
+}
 
 // StartRun is the resolver for the startRun field.
 func (r *mutationResolver) StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error) {
@@ -168,4 +196,32 @@ func (r *stepRunResolver) Calls(ctx context.Context, obj *ent.StepRun) ([]*model
 		out = append(out, stepCalls(a.Calls)...)
 	}
 	return out, nil
+}
+
+// Items is the resolver for the items field.
+func (r *stepRunResolver) Items(ctx context.Context, obj *ent.StepRun) (*model.MapItemCounts, error) {
+	if obj.Type != definition.StepMap {
+		return nil, nil
+	}
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return mapItemCounts(ctx, c, obj)
+}
+
+// MapItems is the resolver for the mapItems field.
+func (r *stepRunResolver) MapItems(ctx context.Context, obj *ent.StepRun, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MapItemOrder, status *mapitem.Status) (*ent.MapItemConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if orderBy == nil {
+		orderBy = &ent.MapItemOrder{Field: ent.MapItemOrderFieldIndex, Direction: entgql.OrderDirectionAsc}
+	}
+	q := c.MapItem.Query().Where(mapitem.RunID(obj.RunID), mapitem.StepID(obj.StepID))
+	if status != nil {
+		q.Where(mapitem.StatusEQ(*status))
+	}
+	return q.Paginate(ctx, after, first, before, last, ent.WithMapItemOrder(orderBy))
 }

@@ -117,6 +117,18 @@ func (f InboundEventFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.InboundEventMutation", m)
 }
 
+// The MapItemFunc type is an adapter to allow the use of ordinary
+// function as MapItem mutator.
+type MapItemFunc func(context.Context, *ent.MapItemMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f MapItemFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.MapItemMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.MapItemMutation", m)
+}
+
 // The MemberFunc type is an adapter to allow the use of ordinary
 // function as Member mutator.
 type MemberFunc func(context.Context, *ent.MemberMutation) (ent.Value, error)

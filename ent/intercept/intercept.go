@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -330,6 +331,33 @@ func (f TraverseInboundEvent) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.InboundEventQuery", q)
+}
+
+// The MapItemFunc type is an adapter to allow the use of ordinary function as a Querier.
+type MapItemFunc func(context.Context, *ent.MapItemQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f MapItemFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.MapItemQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.MapItemQuery", q)
+}
+
+// The TraverseMapItem type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseMapItem func(context.Context, *ent.MapItemQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseMapItem) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseMapItem) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.MapItemQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.MapItemQuery", q)
 }
 
 // The MemberFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -704,6 +732,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.EventWaitQuery, predicate.EventWait, eventwait.OrderOption]{typ: ent.TypeEventWait, tq: q}, nil
 	case *ent.InboundEventQuery:
 		return &query[*ent.InboundEventQuery, predicate.InboundEvent, inboundevent.OrderOption]{typ: ent.TypeInboundEvent, tq: q}, nil
+	case *ent.MapItemQuery:
+		return &query[*ent.MapItemQuery, predicate.MapItem, mapitem.OrderOption]{typ: ent.TypeMapItem, tq: q}, nil
 	case *ent.MemberQuery:
 		return &query[*ent.MemberQuery, predicate.Member, member.OrderOption]{typ: ent.TypeMember, tq: q}, nil
 	case *ent.ModelCallQuery:

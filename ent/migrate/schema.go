@@ -450,6 +450,57 @@ var (
 			},
 		},
 	}
+	// MapItemsColumns holds the columns for the "map_items" table.
+	MapItemsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "index", Type: field.TypeInt},
+		{Name: "item", Type: field.TypeJSON, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "succeeded", "failed", "cancelled"}, Default: "queued"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "takeovers", Type: field.TypeInt, Default: 0},
+		{Name: "ready_at", Type: field.TypeTime, Nullable: true},
+		{Name: "output", Type: field.TypeJSON, Nullable: true},
+		{Name: "error_class", Type: field.TypeString, Nullable: true},
+		{Name: "error_message", Type: field.TypeString, Nullable: true},
+		{Name: "calls", Type: field.TypeJSON, Nullable: true},
+		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// MapItemsTable holds the schema information for the "map_items" table.
+	MapItemsTable = &schema.Table{
+		Name:       "map_items",
+		Columns:    MapItemsColumns,
+		PrimaryKey: []*schema.Column{MapItemsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "map_items_tenants_tenant",
+				Columns:    []*schema.Column{MapItemsColumns[18]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "mapitem_tenant_id_run_id_step_id_index",
+				Unique:  true,
+				Columns: []*schema.Column{MapItemsColumns[18], MapItemsColumns[3], MapItemsColumns[4], MapItemsColumns[5]},
+			},
+			{
+				Name:    "mapitem_tenant_id_status_ready_at",
+				Unique:  false,
+				Columns: []*schema.Column{MapItemsColumns[18], MapItemsColumns[7], MapItemsColumns[10]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "ready_at IS NOT NULL",
+				},
+			},
+		},
+	}
 	// MembersColumns holds the columns for the "members" table.
 	MembersColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1053,6 +1104,7 @@ var (
 		EnvironmentsTable,
 		EventWaitsTable,
 		InboundEventsTable,
+		MapItemsTable,
 		MembersTable,
 		ModelCallsTable,
 		ModelPricesTable,
@@ -1088,6 +1140,7 @@ func init() {
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
+	MapItemsTable.ForeignKeys[0].RefTable = TenantsTable
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable

@@ -33,6 +33,9 @@ type EventWait func(*sql.Selector)
 // InboundEvent is the predicate function for inboundevent builders.
 type InboundEvent func(*sql.Selector)
 
+// MapItem is the predicate function for mapitem builders.
+type MapItem func(*sql.Selector)
+
 // Member is the predicate function for member builders.
 type Member func(*sql.Selector)
 

@@ -327,6 +327,30 @@ func (f InboundEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mu
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.InboundEventMutation", m)
 }
 
+// The MapItemQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type MapItemQueryRuleFunc func(context.Context, *ent.MapItemQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f MapItemQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.MapItemQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.MapItemQuery", q)
+}
+
+// The MapItemMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type MapItemMutationRuleFunc func(context.Context, *ent.MapItemMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f MapItemMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.MapItemMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.MapItemMutation", m)
+}
+
 // The MemberQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type MemberQueryRuleFunc func(context.Context, *ent.MemberQuery) error
@@ -692,6 +716,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.InboundEventQuery:
 		return q.Filter(), nil
+	case *ent.MapItemQuery:
+		return q.Filter(), nil
 	case *ent.MemberQuery:
 		return q.Filter(), nil
 	case *ent.ModelCallQuery:
@@ -742,6 +768,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EventWaitMutation:
 		return m.Filter(), nil
 	case *ent.InboundEventMutation:
+		return m.Filter(), nil
+	case *ent.MapItemMutation:
 		return m.Filter(), nil
 	case *ent.MemberMutation:
 		return m.Filter(), nil

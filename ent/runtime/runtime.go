@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
@@ -586,6 +587,73 @@ func init() {
 	// inboundevent.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	inboundevent.IDValidator = func() func(string) error {
 		validators := inboundeventDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	mapitemMixin := schema.MapItem{}.Mixin()
+	mapitem.Policy = privacy.NewPolicies(mapitemMixin[1], schema.MapItem{})
+	mapitem.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := mapitem.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	mapitemMixinHooks1 := mapitemMixin[1].Hooks()
+
+	mapitem.Hooks[1] = mapitemMixinHooks1[0]
+	mapitemMixinFields0 := mapitemMixin[0].Fields()
+	_ = mapitemMixinFields0
+	mapitemMixinFields1 := mapitemMixin[1].Fields()
+	_ = mapitemMixinFields1
+	mapitemMixinFields2 := mapitemMixin[2].Fields()
+	_ = mapitemMixinFields2
+	mapitemFields := schema.MapItem{}.Fields()
+	_ = mapitemFields
+	// mapitemDescTenantID is the schema descriptor for tenant_id field.
+	mapitemDescTenantID := mapitemMixinFields1[0].Descriptor()
+	// mapitem.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	mapitem.TenantIDValidator = mapitemDescTenantID.Validators[0].(func(string) error)
+	// mapitemDescCreatedAt is the schema descriptor for created_at field.
+	mapitemDescCreatedAt := mapitemMixinFields2[0].Descriptor()
+	// mapitem.DefaultCreatedAt holds the default value on creation for the created_at field.
+	mapitem.DefaultCreatedAt = mapitemDescCreatedAt.Default.(func() time.Time)
+	// mapitemDescUpdatedAt is the schema descriptor for updated_at field.
+	mapitemDescUpdatedAt := mapitemMixinFields2[1].Descriptor()
+	// mapitem.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	mapitem.DefaultUpdatedAt = mapitemDescUpdatedAt.Default.(func() time.Time)
+	// mapitem.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	mapitem.UpdateDefaultUpdatedAt = mapitemDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// mapitemDescAttempts is the schema descriptor for attempts field.
+	mapitemDescAttempts := mapitemFields[5].Descriptor()
+	// mapitem.DefaultAttempts holds the default value on creation for the attempts field.
+	mapitem.DefaultAttempts = mapitemDescAttempts.Default.(int)
+	// mapitemDescTakeovers is the schema descriptor for takeovers field.
+	mapitemDescTakeovers := mapitemFields[6].Descriptor()
+	// mapitem.DefaultTakeovers holds the default value on creation for the takeovers field.
+	mapitem.DefaultTakeovers = mapitemDescTakeovers.Default.(int)
+	// mapitemDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
+	mapitemDescCostMicroUsd := mapitemFields[12].Descriptor()
+	// mapitem.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
+	mapitem.DefaultCostMicroUsd = mapitemDescCostMicroUsd.Default.(int64)
+	// mapitemDescID is the schema descriptor for id field.
+	mapitemDescID := mapitemMixinFields0[0].Descriptor()
+	// mapitem.DefaultID holds the default value on creation for the id field.
+	mapitem.DefaultID = mapitemDescID.Default.(func() string)
+	// mapitem.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	mapitem.IDValidator = func() func(string) error {
+		validators := mapitemDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

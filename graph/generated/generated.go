@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
@@ -40,6 +41,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	InboundEvent() InboundEventResolver
+	MapItem() MapItemResolver
 	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
@@ -256,6 +258,46 @@ type ComplexityRoot struct {
 	}
 
 	InboundEventEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	MapItem struct {
+		Attempts     func(childComplexity int) int
+		Calls        func(childComplexity int) int
+		CostMicroUsd func(childComplexity int) int
+		CostUsd      func(childComplexity int) int
+		CreatedAt    func(childComplexity int) int
+		Error        func(childComplexity int) int
+		FinishedAt   func(childComplexity int) int
+		ID           func(childComplexity int) int
+		Index        func(childComplexity int) int
+		Item         func(childComplexity int) int
+		Output       func(childComplexity int) int
+		ReadyAt      func(childComplexity int) int
+		RunID        func(childComplexity int) int
+		StartedAt    func(childComplexity int) int
+		Status       func(childComplexity int) int
+		StepID       func(childComplexity int) int
+		UpdatedAt    func(childComplexity int) int
+	}
+
+	MapItemConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	MapItemCounts struct {
+		Cancelled func(childComplexity int) int
+		Failed    func(childComplexity int) int
+		Queued    func(childComplexity int) int
+		Running   func(childComplexity int) int
+		Succeeded func(childComplexity int) int
+		Total     func(childComplexity int) int
+	}
+
+	MapItemEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
 	}
@@ -508,6 +550,8 @@ type ComplexityRoot struct {
 		Error        func(childComplexity int) int
 		FinishedAt   func(childComplexity int) int
 		ID           func(childComplexity int) int
+		Items        func(childComplexity int) int
+		MapItems     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MapItemOrder, status *mapitem.Status) int
 		Output       func(childComplexity int) int
 		ReadyAt      func(childComplexity int) int
 		Run          func(childComplexity int) int
@@ -670,6 +714,14 @@ type ComplexityRoot struct {
 type InboundEventResolver interface {
 	Data(ctx context.Context, obj *ent.InboundEvent) (map[string]any, error)
 }
+type MapItemResolver interface {
+	Item(ctx context.Context, obj *ent.MapItem) (any, error)
+	Output(ctx context.Context, obj *ent.MapItem) (any, error)
+	Error(ctx context.Context, obj *ent.MapItem) (*model.RunError, error)
+
+	CostUsd(ctx context.Context, obj *ent.MapItem) (string, error)
+	Calls(ctx context.Context, obj *ent.MapItem) ([]*model.StepCall, error)
+}
 type ModelCallResolver interface {
 	CostUsd(ctx context.Context, obj *ent.ModelCall) (string, error)
 }
@@ -746,6 +798,8 @@ type StepRunResolver interface {
 	CostUsd(ctx context.Context, obj *ent.StepRun) (string, error)
 	AttemptList(ctx context.Context, obj *ent.StepRun) ([]*ent.StepAttempt, error)
 	Calls(ctx context.Context, obj *ent.StepRun) ([]*model.StepCall, error)
+	Items(ctx context.Context, obj *ent.StepRun) (*model.MapItemCounts, error)
+	MapItems(ctx context.Context, obj *ent.StepRun, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MapItemOrder, status *mapitem.Status) (*ent.MapItemConnection, error)
 }
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
@@ -1584,6 +1638,178 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.InboundEventEdge.Node(childComplexity), true
+
+	case "MapItem.attempts":
+		if e.ComplexityRoot.MapItem.Attempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Attempts(childComplexity), true
+	case "MapItem.calls":
+		if e.ComplexityRoot.MapItem.Calls == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Calls(childComplexity), true
+	case "MapItem.costMicroUSD":
+		if e.ComplexityRoot.MapItem.CostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.CostMicroUsd(childComplexity), true
+	case "MapItem.costUSD":
+		if e.ComplexityRoot.MapItem.CostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.CostUsd(childComplexity), true
+	case "MapItem.createdAt":
+		if e.ComplexityRoot.MapItem.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.CreatedAt(childComplexity), true
+	case "MapItem.error":
+		if e.ComplexityRoot.MapItem.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Error(childComplexity), true
+	case "MapItem.finishedAt":
+		if e.ComplexityRoot.MapItem.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.FinishedAt(childComplexity), true
+	case "MapItem.id":
+		if e.ComplexityRoot.MapItem.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.ID(childComplexity), true
+	case "MapItem.index":
+		if e.ComplexityRoot.MapItem.Index == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Index(childComplexity), true
+	case "MapItem.item":
+		if e.ComplexityRoot.MapItem.Item == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Item(childComplexity), true
+	case "MapItem.output":
+		if e.ComplexityRoot.MapItem.Output == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Output(childComplexity), true
+	case "MapItem.readyAt":
+		if e.ComplexityRoot.MapItem.ReadyAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.ReadyAt(childComplexity), true
+	case "MapItem.runID":
+		if e.ComplexityRoot.MapItem.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.RunID(childComplexity), true
+	case "MapItem.startedAt":
+		if e.ComplexityRoot.MapItem.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.StartedAt(childComplexity), true
+	case "MapItem.status":
+		if e.ComplexityRoot.MapItem.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.Status(childComplexity), true
+	case "MapItem.stepID":
+		if e.ComplexityRoot.MapItem.StepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.StepID(childComplexity), true
+	case "MapItem.updatedAt":
+		if e.ComplexityRoot.MapItem.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItem.UpdatedAt(childComplexity), true
+
+	case "MapItemConnection.edges":
+		if e.ComplexityRoot.MapItemConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemConnection.Edges(childComplexity), true
+	case "MapItemConnection.pageInfo":
+		if e.ComplexityRoot.MapItemConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemConnection.PageInfo(childComplexity), true
+	case "MapItemConnection.totalCount":
+		if e.ComplexityRoot.MapItemConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemConnection.TotalCount(childComplexity), true
+
+	case "MapItemCounts.cancelled":
+		if e.ComplexityRoot.MapItemCounts.Cancelled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Cancelled(childComplexity), true
+	case "MapItemCounts.failed":
+		if e.ComplexityRoot.MapItemCounts.Failed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Failed(childComplexity), true
+	case "MapItemCounts.queued":
+		if e.ComplexityRoot.MapItemCounts.Queued == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Queued(childComplexity), true
+	case "MapItemCounts.running":
+		if e.ComplexityRoot.MapItemCounts.Running == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Running(childComplexity), true
+	case "MapItemCounts.succeeded":
+		if e.ComplexityRoot.MapItemCounts.Succeeded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Succeeded(childComplexity), true
+	case "MapItemCounts.total":
+		if e.ComplexityRoot.MapItemCounts.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemCounts.Total(childComplexity), true
+
+	case "MapItemEdge.cursor":
+		if e.ComplexityRoot.MapItemEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemEdge.Cursor(childComplexity), true
+	case "MapItemEdge.node":
+		if e.ComplexityRoot.MapItemEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MapItemEdge.Node(childComplexity), true
 
 	case "Member.createdAt":
 		if e.ComplexityRoot.Member.CreatedAt == nil {
@@ -2931,6 +3157,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepRun.ID(childComplexity), true
+	case "StepRun.items":
+		if e.ComplexityRoot.StepRun.Items == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepRun.Items(childComplexity), true
+	case "StepRun.mapItems":
+		if e.ComplexityRoot.StepRun.MapItems == nil {
+			break
+		}
+
+		args, err := ec.field_StepRun_mapItems_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.StepRun.MapItems(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.MapItemOrder), args["status"].(*mapitem.Status)), true
 	case "StepRun.output":
 		if e.ComplexityRoot.StepRun.Output == nil {
 			break
@@ -3628,6 +3871,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("EnvironmentWhereInput", ec.unmarshalInputEnvironmentWhereInput),
 			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
 			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
+			graphql.NewInputUnmarshaler("MapItemOrder", ec.unmarshalInputMapItemOrder),
 			graphql.NewInputUnmarshaler("MemberOrder", ec.unmarshalInputMemberOrder),
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
 			graphql.NewInputUnmarshaler("ModelCallOrder", ec.unmarshalInputModelCallOrder),
@@ -5319,6 +5563,82 @@ input InboundEventWhereInput {
 The builtin Map type
 """
 scalar Map
+type MapItem implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  runID: String!
+  stepID: String!
+  index: Int!
+  status: MapItemStatus!
+  attempts: Int!
+  """
+  When the item's next attempt is due; unset while it waits for a slot (concurrency) or once it is done.
+  """
+  readyAt: Time
+  startedAt: Time
+  finishedAt: Time
+}
+"""
+A connection to a list of items.
+"""
+type MapItemConnection {
+  """
+  A list of edges.
+  """
+  edges: [MapItemEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type MapItemEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: MapItem
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for MapItem connections
+"""
+input MapItemOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order MapItems.
+  """
+  field: MapItemOrderField!
+}
+"""
+Properties by which MapItem connections can be ordered.
+"""
+enum MapItemOrderField {
+  CREATED_AT
+  INDEX
+}
+"""
+MapItemStatus is enum for the field status
+"""
+enum MapItemStatus @goModel(model: "github.com/sluicehq/sluice/ent/mapitem.Status") {
+  queued
+  running
+  succeeded
+  failed
+  cancelled
+}
 type Member implements Node {
   id: ID!
   createdAt: Time!
@@ -7905,6 +8225,34 @@ extend type StepRun {
   attemptList: [StepAttempt!]!
   "The outbound calls of every attempt, oldest first."
   calls: [StepCall!]!
+  "A map step's items by status; null for other steps and for maps of transforms (evaluated at once, with no item rows)."
+  items: MapItemCounts
+}
+
+extend type StepRun {
+  "A map step's items (http and llm maps; maps of transforms keep none), in item order unless orderBy says otherwise; status filters them."
+  mapItems(after: Cursor, first: Int, before: Cursor, last: Int, orderBy: MapItemOrder, status: MapItemStatus): MapItemConnection!
+}
+
+extend type MapItem {
+  "The list element this item ran with."
+  item: Any
+  output: Any
+  error: RunError
+  costMicroUSD: Int!
+  costUSD: String!
+  "The outbound calls of the item's attempts, oldest first."
+  calls: [StepCall!]!
+}
+
+"How many items of a map step are in each status."
+type MapItemCounts {
+  total: Int!
+  queued: Int!
+  running: Int!
+  succeeded: Int!
+  failed: Int!
+  cancelled: Int!
 }
 
 "One outbound call made by an attempt."
@@ -8550,6 +8898,86 @@ func (ec *executionContext) childFields_InboundEventEdge(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type InboundEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_MapItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_MapItem_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_MapItem_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_MapItem_updatedAt(ctx, field)
+	case "runID":
+		return ec.fieldContext_MapItem_runID(ctx, field)
+	case "stepID":
+		return ec.fieldContext_MapItem_stepID(ctx, field)
+	case "index":
+		return ec.fieldContext_MapItem_index(ctx, field)
+	case "status":
+		return ec.fieldContext_MapItem_status(ctx, field)
+	case "attempts":
+		return ec.fieldContext_MapItem_attempts(ctx, field)
+	case "readyAt":
+		return ec.fieldContext_MapItem_readyAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_MapItem_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_MapItem_finishedAt(ctx, field)
+	case "item":
+		return ec.fieldContext_MapItem_item(ctx, field)
+	case "output":
+		return ec.fieldContext_MapItem_output(ctx, field)
+	case "error":
+		return ec.fieldContext_MapItem_error(ctx, field)
+	case "costMicroUSD":
+		return ec.fieldContext_MapItem_costMicroUSD(ctx, field)
+	case "costUSD":
+		return ec.fieldContext_MapItem_costUSD(ctx, field)
+	case "calls":
+		return ec.fieldContext_MapItem_calls(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MapItem", field.Name)
+}
+
+func (ec *executionContext) childFields_MapItemConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_MapItemConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_MapItemConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_MapItemConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MapItemConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_MapItemCounts(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "total":
+		return ec.fieldContext_MapItemCounts_total(ctx, field)
+	case "queued":
+		return ec.fieldContext_MapItemCounts_queued(ctx, field)
+	case "running":
+		return ec.fieldContext_MapItemCounts_running(ctx, field)
+	case "succeeded":
+		return ec.fieldContext_MapItemCounts_succeeded(ctx, field)
+	case "failed":
+		return ec.fieldContext_MapItemCounts_failed(ctx, field)
+	case "cancelled":
+		return ec.fieldContext_MapItemCounts_cancelled(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MapItemCounts", field.Name)
+}
+
+func (ec *executionContext) childFields_MapItemEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_MapItemEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_MapItemEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MapItemEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_Member(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -8960,6 +9388,10 @@ func (ec *executionContext) childFields_StepRun(ctx context.Context, field graph
 		return ec.fieldContext_StepRun_attemptList(ctx, field)
 	case "calls":
 		return ec.fieldContext_StepRun_calls(ctx, field)
+	case "items":
+		return ec.fieldContext_StepRun_items(ctx, field)
+	case "mapItems":
+		return ec.fieldContext_StepRun_mapItems(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepRun", field.Name)
 }
@@ -10691,6 +11123,60 @@ func (ec *executionContext) field_Run_events_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["first"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_StepRun_mapItems_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.MapItemOrder, error) {
+			return ec.unmarshalOMapItemOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) (*mapitem.Status, error) {
+			return ec.unmarshalOMapItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg5
 	return args, nil
 }
 
@@ -14252,6 +14738,695 @@ func (ec *executionContext) _InboundEventEdge_cursor(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_InboundEventEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("InboundEventEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _MapItem_id(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "ID")
+}
+
+func (ec *executionContext) _MapItem_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MapItem_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MapItem_runID(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _MapItem_stepID(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_stepID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _MapItem_index(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_index(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Index, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_index(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItem_status(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v mapitem.Status) graphql.Marshaler {
+			return ec.marshalNMapItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "MapItemStatus")
+}
+
+func (ec *executionContext) _MapItem_attempts(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_attempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Attempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_attempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItem_readyAt(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_readyAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReadyAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_readyAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MapItem_startedAt(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MapItem_finishedAt(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MapItem_item(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_item(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MapItem().Item(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v any) graphql.Marshaler {
+			return ec.marshalOAny2interface(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_item(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, true, true, "Any")
+}
+
+func (ec *executionContext) _MapItem_output(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_output(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MapItem().Output(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v any) graphql.Marshaler {
+			return ec.marshalOAny2interface(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_output(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, true, true, "Any")
+}
+
+func (ec *executionContext) _MapItem_error(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MapItem().Error(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RunError) graphql.Marshaler {
+			return ec.marshalORunError2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRunError(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MapItem",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RunError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MapItem_costMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_costMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_costMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItem_costUSD(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_costUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MapItem().CostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_costUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItem", field, true, true, "String")
+}
+
+func (ec *executionContext) _MapItem_calls(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItem_calls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.MapItem().Calls(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.StepCall) graphql.Marshaler {
+			return ec.marshalNStepCall2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStepCallᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItem_calls(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MapItem",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepCall(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MapItemConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.MapItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.MapItemEdge) graphql.Marshaler {
+			return ec.marshalOMapItemEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MapItemConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MapItemEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MapItemConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.MapItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MapItemConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MapItemConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.MapItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_total(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_queued(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_queued(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Queued, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_queued(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_running(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_running(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Running, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_running(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_succeeded(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_succeeded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Succeeded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_succeeded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_failed(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_failed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_failed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemCounts_cancelled(ctx context.Context, field graphql.CollectedField, obj *model.MapItemCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemCounts_cancelled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cancelled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemCounts_cancelled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MapItemEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.MapItemEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.MapItem) graphql.Marshaler {
+			return ec.marshalOMapItem2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItem(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MapItemEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MapItem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MapItemEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.MapItemEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MapItemEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MapItemEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MapItemEdge", field, false, false, "Cursor")
 }
 
 func (ec *executionContext) _Member_id(ctx context.Context, field graphql.CollectedField, obj *ent.Member) (ret graphql.Marshaler) {
@@ -19941,6 +21116,82 @@ func (ec *executionContext) fieldContext_StepRun_calls(_ context.Context, field 
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_StepCall(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepRun_items(ctx context.Context, field graphql.CollectedField, obj *ent.StepRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepRun_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.StepRun().Items(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MapItemCounts) graphql.Marshaler {
+			return ec.marshalOMapItemCounts2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐMapItemCounts(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepRun_items(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MapItemCounts(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepRun_mapItems(ctx context.Context, field graphql.CollectedField, obj *ent.StepRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepRun_mapItems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.StepRun().MapItems(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.MapItemOrder), fc.Args["status"].(*mapitem.Status))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.MapItemConnection) graphql.Marshaler {
+			return ec.marshalNMapItemConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepRun_mapItems(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MapItemConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_StepRun_mapItems_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -29306,6 +30557,59 @@ func UnmarshalInboundEventWhereInput(ctx context.Context, raw any) (ent.InboundE
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputMapItemOrder(ctx context.Context, obj any) (ent.MapItemOrder, error) {
+	var it ent.MapItemOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNMapItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalMapItemOrder unmarshals raw into the MapItemOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalMapItemOrder(ctx context.Context, raw any) (ent.MapItemOrder, error) {
+	var out ent.MapItemOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "MapItemOrder", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputMemberOrder(ctx context.Context, obj any) (ent.MemberOrder, error) {
 	var it ent.MemberOrder
 	if obj == nil {
@@ -37124,6 +38428,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Member(ctx, sel, obj)
+	case *ent.MapItem:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._MapItem(ctx, sel, obj)
 	case *ent.InboundEvent:
 		if obj == nil {
 			return graphql.Null
@@ -38507,6 +39816,263 @@ func (ec *executionContext) _InboundEventEdge(ctx context.Context, sel ast.Selec
 			}
 		case "cursor":
 			out.Values[i] = ec._InboundEventEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mapItemImplementors = []string{"MapItem", "Node"}
+
+func (ec *executionContext) _MapItem(ctx context.Context, sel ast.SelectionSet, obj *ent.MapItem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mapItemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MapItem")
+		case "id":
+			out.Values[i] = ec._MapItem_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._MapItem_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._MapItem_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._MapItem_runID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stepID":
+			out.Values[i] = ec._MapItem_stepID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "index":
+			out.Values[i] = ec._MapItem_index(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._MapItem_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "attempts":
+			out.Values[i] = ec._MapItem_attempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "readyAt":
+			out.Values[i] = ec._MapItem_readyAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "startedAt":
+			out.Values[i] = ec._MapItem_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedAt":
+			out.Values[i] = ec._MapItem_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "item":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MapItem_item(ctx, field, obj)
+				})
+		case "output":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MapItem_output(ctx, field, obj)
+				})
+		case "error":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MapItem_error(ctx, field, obj)
+				})
+		case "costMicroUSD":
+			out.Values[i] = ec._MapItem_costMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "costUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MapItem_costUSD(ctx, field, obj)
+				})
+		case "calls":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._MapItem_calls(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mapItemConnectionImplementors = []string{"MapItemConnection"}
+
+func (ec *executionContext) _MapItemConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.MapItemConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mapItemConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MapItemConnection")
+		case "edges":
+			out.Values[i] = ec._MapItemConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._MapItemConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._MapItemConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mapItemCountsImplementors = []string{"MapItemCounts"}
+
+func (ec *executionContext) _MapItemCounts(ctx context.Context, sel ast.SelectionSet, obj *model.MapItemCounts) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mapItemCountsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MapItemCounts")
+		case "total":
+			out.Values[i] = ec._MapItemCounts_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "queued":
+			out.Values[i] = ec._MapItemCounts_queued(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "running":
+			out.Values[i] = ec._MapItemCounts_running(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "succeeded":
+			out.Values[i] = ec._MapItemCounts_succeeded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failed":
+			out.Values[i] = ec._MapItemCounts_failed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelled":
+			out.Values[i] = ec._MapItemCounts_cancelled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mapItemEdgeImplementors = []string{"MapItemEdge"}
+
+func (ec *executionContext) _MapItemEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.MapItemEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mapItemEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MapItemEdge")
+		case "node":
+			out.Values[i] = ec._MapItemEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._MapItemEdge_cursor(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -40212,6 +41778,18 @@ func (ec *executionContext) _StepRun(ctx context.Context, sel ast.SelectionSet, 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._StepRun_calls(ctx, field, obj)
+				})
+		case "items":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._StepRun_items(ctx, field, obj)
+				})
+		case "mapItems":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._StepRun_mapItems(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -42080,6 +43658,38 @@ func (ec *executionContext) marshalNMap2map(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) marshalNMapItemConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemConnection(ctx context.Context, sel ast.SelectionSet, v *ent.MapItemConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MapItemConnection!")
+		return graphql.Null
+	}
+	return ec._MapItemConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNMapItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemOrderField(ctx context.Context, v any) (*ent.MapItemOrderField, error) {
+	var res = new(ent.MapItemOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMapItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.MapItemOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MapItemOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNMapItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx context.Context, v any) (mapitem.Status, error) {
+	var res mapitem.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMapItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx context.Context, sel ast.SelectionSet, v mapitem.Status) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNMemberConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMemberConnection(ctx context.Context, sel ast.SelectionSet, v *ent.MemberConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "MemberConnection!")
@@ -43847,6 +45457,64 @@ func (ec *executionContext) marshalOMap2map(ctx context.Context, sel ast.Selecti
 	_ = ctx
 	res := graphql.MarshalMap(v)
 	return res
+}
+
+func (ec *executionContext) marshalOMapItem2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItem(ctx context.Context, sel ast.SelectionSet, v *ent.MapItem) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._MapItem(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOMapItemCounts2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐMapItemCounts(ctx context.Context, sel ast.SelectionSet, v *model.MapItemCounts) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._MapItemCounts(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOMapItemEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.MapItemEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOMapItemEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOMapItemEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemEdge(ctx context.Context, sel ast.SelectionSet, v *ent.MapItemEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._MapItemEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOMapItemOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemOrder(ctx context.Context, v any) (*ent.MapItemOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputMapItemOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOMapItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx context.Context, v any) (*mapitem.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(mapitem.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOMapItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx context.Context, sel ast.SelectionSet, v *mapitem.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalOMember2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMember(ctx context.Context, sel ast.SelectionSet, v *ent.Member) graphql.Marshaler {

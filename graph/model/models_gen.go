@@ -101,6 +101,16 @@ type DeployWorkflowVersionInput struct {
 	EnvironmentID string `json:"environmentID"`
 }
 
+// How many items of a map step are in each status.
+type MapItemCounts struct {
+	Total     int `json:"total"`
+	Queued    int `json:"queued"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
+}
+
 // A model's price, shipped or overridden by the tenant.
 type ModelPriceInfo struct {
 	Provider                   string `json:"provider"`

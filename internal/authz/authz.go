@@ -75,6 +75,8 @@ func FilterRunChildrenRule() privacy.QueryRule {
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.StepAttemptQuery:
 			q.Where(runInEnvironment("run_id", env))
+		case *entgen.MapItemQuery:
+			q.Where(runInEnvironment("run_id", env))
 		case *entgen.RunEventQuery:
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.ApprovalRequestQuery:
@@ -108,6 +110,8 @@ func ScopeRunChildrenMutationRule() privacy.MutationRule {
 		case *entgen.StepRunMutation:
 			m.Where(runInEnvironment("run_id", env))
 		case *entgen.StepAttemptMutation:
+			m.Where(runInEnvironment("run_id", env))
+		case *entgen.MapItemMutation:
 			m.Where(runInEnvironment("run_id", env))
 		case *entgen.RunEventMutation:
 			m.Where(runInEnvironment("run_id", env))

@@ -34,6 +34,18 @@ func fanOutDefinition(n int) map[string]any {
 	}
 }
 
+// mapDefinition is one map step over n items whose inner step is a
+// transform.
+func mapDefinition(n int) map[string]any {
+	return map[string]any{
+		"schemaVersion": 1,
+		"input":         map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}},
+		"steps": []any{map[string]any{"id": "each", "type": "map", "items": fmt.Sprintf("lists.range(%d)", n),
+			"step": map[string]any{"type": "transform", "output": map[string]any{"i": "index", "sq": "item * item"}}}},
+		"output": "size(steps.each.output)",
+	}
+}
+
 // gatedDefinition parks a run on gates approvals in a row, then runs n
 // chained transform steps once the last is approved: subscribers connect
 // while it waits on the first, each decision is one commit whose events

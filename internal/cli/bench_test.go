@@ -80,6 +80,9 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("no %s figure in the report:\n%s", scenario, out)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^fan-out\s+map of \d+ transforms: time to finish\s+[0-9.]+ s`).MatchString(out) {
+		t.Errorf("no map-of-transforms figure in the fan-out scenario:\n%s", out)
+	}
 	var peers []string
 	for line := range strings.Lines(out) {
 		if strings.HasPrefix(line, "peers ") {

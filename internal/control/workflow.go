@@ -241,8 +241,8 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 }
 
 // checkCredentials makes sure every credential a definition names (a
-// step's own and an llm step's fallbacks') exists in the target
-// environment.
+// step's own, an llm step's fallbacks', a map step's inner step's) exists
+// in the target environment.
 func checkCredentials(ctx context.Context, c *ent.Client, def *definition.Definition, envID string) error {
 	var problems []errs.Problem
 	check := func(path, name string) error {
@@ -261,8 +261,8 @@ func checkCredentials(ctx context.Context, c *ent.Client, def *definition.Defini
 		}
 		return nil
 	}
-	for i, s := range def.Steps {
-		path := "$.steps[" + strconv.Itoa(i) + "]"
+	var checkStep func(path string, s *definition.Step) error
+	checkStep = func(path string, s *definition.Step) error {
 		if err := check(path+".credential", s.Credential); err != nil {
 			return err
 		}
@@ -270,6 +270,15 @@ func checkCredentials(ctx context.Context, c *ent.Client, def *definition.Defini
 			if err := check(path+".fallbacks["+strconv.Itoa(k)+"].credential", f.Credential); err != nil {
 				return err
 			}
+		}
+		if s.Step != nil { // a map step's inner step
+			return checkStep(path+".step", s.Step)
+		}
+		return nil
+	}
+	for i := range def.Steps {
+		if err := checkStep("$.steps["+strconv.Itoa(i)+"]", &def.Steps[i]); err != nil {
+			return err
 		}
 	}
 	if len(problems) > 0 {

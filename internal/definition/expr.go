@@ -34,6 +34,10 @@ type Env struct {
 	Steps map[string]any
 	Run   map[string]any
 	Env   map[string]any
+	// Item and Index are a map step's current item and its position
+	// (mapstep.go); validation allows them only in a map's inner step.
+	Item  any
+	Index int64
 }
 
 // exprCostLimit bounds the work a single evaluation may do, since
@@ -46,6 +50,8 @@ var celEnv = sync.OnceValue(func() *cel.Env {
 		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("run", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("env", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("item", cel.DynType),
+		cel.Variable("index", cel.IntType),
 		// A double field compared with an int literal (`input.price > 5`)
 		// is what people write; CEL's arithmetic stays strictly typed.
 		cel.CrossTypeNumericComparisons(true),
@@ -232,6 +238,8 @@ func activation(env Env) map[string]any {
 		"steps": orEmpty(env.Steps),
 		"run":   orEmpty(env.Run),
 		"env":   orEmpty(env.Env),
+		"item":  env.Item,
+		"index": env.Index,
 	}
 }
 

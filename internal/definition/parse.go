@@ -30,6 +30,7 @@ const (
 	StepApproval  = "approval"
 	StepDelay     = "delay"
 	StepWait      = "wait"
+	StepMap       = "map"
 )
 
 // Delivery guarantees of side-effect steps (Step.Delivery).
@@ -153,6 +154,13 @@ type Step struct {
 	// meet. Its Timeout defaults to MaxWaitTimeout (see WaitTimeout).
 	Event string `json:"event,omitempty"`
 	Match string `json:"match,omitempty"`
+
+	// map (mapstep.go): Items is a CEL expression giving a list; Step is
+	// run once per item, with `item` and `index` in scope.
+	Items         string `json:"items,omitempty"`
+	Concurrency   int    `json:"concurrency,omitempty"`
+	FailurePolicy string `json:"failurePolicy,omitempty"`
+	Step          *Step  `json:"step,omitempty"`
 
 	path string // $.steps[i], set by Parse
 }

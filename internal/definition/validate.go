@@ -63,6 +63,9 @@ func (d *Definition) validate(strict bool) []Problem {
 	// the output shapes of the steps it reads.
 	for _, i := range v.checkOrder() {
 		d.Steps[i].path = stepPath(i)
+		if in := d.Steps[i].Step; in != nil {
+			in.path = stepPath(i) + ".step" // a map step's inner step
+		}
 		out := v.checkStep(i, ancestors[i])
 		if id := d.Steps[i].ID; id != "" && v.index[id] == i {
 			v.outputs[id] = out
@@ -266,6 +269,7 @@ type exprScope struct {
 	restrict  bool
 	ancestors map[string]bool
 	output    bool // the definition's output expression
+	mapItem   bool // a map step's inner step: `item` and `index` are defined
 }
 
 // checkStep checks one step and returns the shape of its output.
@@ -273,6 +277,17 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) *shape {
 	s := &v.d.Steps[i]
 	path := stepPath(i)
 	scope := exprScope{stepID: s.ID, restrict: true, ancestors: ancestors}
+	out := v.checkStepBody(path, s, scope)
+	if s.Type == StepMap {
+		return v.checkMap(path, s, scope)
+	}
+	return out
+}
+
+// checkStepBody checks one step's fields and expressions, a step of the
+// definition or a map step's inner step (scope.mapItem), and returns the
+// shape of its output.
+func (v *validator) checkStepBody(path string, s *Step, scope exprScope) *shape {
 
 	maxTimeout := MaxStepTimeout
 	switch s.Type {
@@ -551,6 +566,9 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 		if wantBool && out != nil && out.kind != shapeBool {
 			v.add(path, "expression %q must produce a bool, not %s", expr, out.celType())
 		}
+	}
+	if !scope.mapItem {
+		v.checkMapVars(path, expr, c.ast)
 	}
 	ids, dynamic := stepRefs(c.ast)
 	if scope.output {

@@ -36,6 +36,7 @@ const (
 	WebhookAttempt    = "wha"
 	InboundEvent      = "iev"
 	EventWait         = "wt"
+	MapItem           = "mit"
 )
 
 var (

@@ -305,7 +305,7 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 // to guard (a transform, a delay's end, a sandbox replay's recorded output).
 func (s *runState) runsInClaim(step *definition.Step) bool {
 	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || step.Type == definition.StepWait ||
-		(s.run.Mode == run.ModeSandbox && step.SideEffect)
+		step.Type == definition.StepMap || (s.run.Mode == run.ModeSandbox && step.HasSideEffect())
 }
 
 // claimLoads is every step a claim may touch, for one read: the step, the
@@ -355,6 +355,11 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			sr = s.steps[step.ID]
 		}
 	case steprun.StatusRunning:
+		if step.Type == definition.StepMap {
+			// Its claim committed with its items started: they run on
+			// their own and the last one finishes it (mapstep.go).
+			return nil, 0, nil
+		}
 		// Another worker holds it while its heartbeat is fresh. Past that,
 		// the holder is presumed dead: run it again under the same attempt
 		// (side effects carry the same idempotency key) and take over.
@@ -413,7 +418,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
 		finishLoads: s.claimLoads(step, true),
 	}
-	if s.run.Mode == run.ModeSandbox && step.SideEffect {
+	if s.run.Mode == run.ModeSandbox && step.HasSideEffect() {
 		j.replayed = true
 		if s.run.ReplayOf != nil {
 			out, found, err := succeededOutput(ctx, s.run.TenantID, *s.run.ReplayOf, step.ID)
@@ -565,6 +570,9 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		return out, nil, nil
 	case definition.StepDelay:
 		return map[string]any{"resumedAt": j.started.UTC().Format(time.RFC3339Nano)}, nil, nil
+	case definition.StepMap:
+		out, err := e.runMap(ctx, j)
+		return out, nil, err
 	case definition.StepHTTP, definition.StepLLM:
 		if j.step.Credential != "" && j.credential == nil {
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: fmt.Sprintf("credential %q is missing from the run's environment", j.step.Credential)}
@@ -611,6 +619,9 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 	sr := s.steps[j.step.ID]
 	if sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != j.attemptID || sr.Status != steprun.StatusRunning {
 		return nil // fenced: another delivery already recorded this attempt
+	}
+	if errors.Is(execErr, errMapItemsStarted) {
+		return s.mapStarted(ctx, j, sr) // the map step runs on, item by item (mapstep.go)
 	}
 	callMaps := make([]map[string]any, 0, len(calls))
 	for _, call := range calls {

@@ -55,6 +55,11 @@ func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOpti
 			t.Variant = strconv.FormatInt(d.updatedAt.UnixMilli(), 36)
 			due = append(due, t)
 		}
+		items, err := dueMapItemTasks(ctx, tenantID, now.Add(-o.Grace), now.Add(-o.Stale))
+		if err != nil {
+			return err
+		}
+		due = append(due, items...)
 		for _, a := range expired {
 			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.runID, ID: a.id, At: now})
 		}

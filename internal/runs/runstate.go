@@ -408,6 +408,9 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 			}
 		}
 	}
+	if err := s.cancelRunMapItems(ctx); err != nil {
+		return err
+	}
 	if err := cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ const (
 	KindStep            = "step.execute"
 	KindApprovalTimeout = "approval.timeout"
 	KindWebhook         = "webhook.deliver"
+	KindMapItem         = "map.item"
 )
 
 // Task is a wake-up for work Postgres already records as due.

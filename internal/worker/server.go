@@ -84,6 +84,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	mux.HandleFunc(tasks.KindStep, w.handleStep)
 	mux.HandleFunc(tasks.KindApprovalTimeout, w.handleApprovalTimeout)
 	mux.HandleFunc(tasks.KindWebhook, w.handleWebhook)
+	mux.HandleFunc(tasks.KindMapItem, w.handleMapItem)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
@@ -120,6 +121,18 @@ func (w *Worker) handleStep(ctx context.Context, t *asynq.Task) error {
 	}
 	if err := w.runs.ExecuteChain(ctx, p.TenantID, p.attempt()); err != nil {
 		w.log.WarnContext(ctx, "step attempt", "err", err, "tenant_id", p.TenantID, "run_id", p.RunID, "attempt_id", p.ID)
+		return err
+	}
+	return nil
+}
+
+func (w *Worker) handleMapItem(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	if err := w.runs.ExecuteMapItem(ctx, p.TenantID, p.RunID, p.ID); err != nil {
+		w.log.WarnContext(ctx, "map item", "err", err, "tenant_id", p.TenantID, "run_id", p.RunID, "item_id", p.ID)
 		return err
 	}
 	return nil
