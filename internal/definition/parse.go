@@ -30,6 +30,7 @@ const (
 	StepApproval  = "approval"
 	StepDelay     = "delay"
 	StepWait      = "wait"
+	StepWorkflow  = "workflow"
 )
 
 // Delivery guarantees of side-effect steps (Step.Delivery).
@@ -153,6 +154,13 @@ type Step struct {
 	// meet. Its Timeout defaults to MaxWaitTimeout (see WaitTimeout).
 	Event string `json:"event,omitempty"`
 	Match string `json:"match,omitempty"`
+
+	// workflow: the id of the workflow a child run runs (the version
+	// deployed in the run's environment), and the child's input: an object
+	// whose string leaves are CEL expressions (other leaves literals), or
+	// one CEL expression giving an object.
+	Workflow string          `json:"workflow,omitempty"`
+	Input    json.RawMessage `json:"input,omitempty"`
 
 	path string // $.steps[i], set by Parse
 }

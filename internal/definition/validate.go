@@ -346,6 +346,9 @@ func (v *validator) checkStep(i int, ancestors map[string]bool) *shape {
 			transformOutput = v.outputShape(path+".output", out, scope)
 		}
 	}
+	if len(s.Input) > 0 {
+		v.checkChildInput(path+".input", s.Input, scope)
+	}
 	if s.Message != "" {
 		v.checkTemplate(path+".message", s.Message, scope)
 	}
