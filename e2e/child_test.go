@@ -227,7 +227,7 @@ func TestWorkflowStepCostRollsUp(t *testing.T) {
 	f.owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "model", "t": "openai", "s": map[string]any{"apiKey": "sk-test-" + randHex(8), "baseURL": ai.URL + "/v1"}})
 	childWF, _ := deployWorkflow(t, f, "classify", classifyDefinition(nil))
 	parentWF, _ := deployWorkflow(t, f, "parent", map[string]any{"schemaVersion": 1,
-		"steps": []any{map[string]any{"id": "enrich", "type": "workflow", "workflow": childWF, "input": map[string]any{"subject": "'Printer on fire'"}}},
+		"steps":  []any{map[string]any{"id": "enrich", "type": "workflow", "workflow": childWF, "input": map[string]any{"subject": "'Printer on fire'"}}},
 		"output": "steps.enrich.output"})
 	id := engStart(t, f.owner, f, parentWF, nil)
 	engFinish(t, f.owner, id, "succeeded")
