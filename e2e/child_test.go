@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Workflow steps through GraphQL: a parent run starts a child run of
@@ -325,5 +327,50 @@ func TestWorkflowStepBadInput(t *testing.T) {
 	}
 	if after := get(f.owner.ok(qVersions, map[string]any{"w": f.workflowID}), "node.versions.totalCount"); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("versions written: %v, before %v", after, before)
+	}
+}
+
+// TestWorkflowStepWakeUpSurvivesWorkerKillAndRedisWipe: with the worker
+// SIGKILLed, a child cancelled through the API sends its parent's wake-up
+// to Redis, which is then wiped; a new worker's reconciler finds the
+// waiting step in Postgres and the parent fails with class cancelled.
+func TestWorkflowStepWakeUpSurvivesWorkerKillAndRedisWipe(t *testing.T) {
+	withoutSuiteWorkers(t)
+	st := newProcessStack(t, 1) // its worker is SIGKILLed
+	f := newFixture(t, "child-durable")
+	childWF, _ := deployWorkflow(t, f, "waiter", waiterDefinition("1h"))
+	parentWF, _ := deployWorkflow(t, f, "parent", parentDefinition(childWF, map[string]any{"n": "steps.prep.output.m"}))
+	g := f.owner.on(st.server)
+	id := engStart(t, g, f, parentWF, map[string]any{"n": 1})
+	child := childOf(t, g, id, "waiting")
+	waitRun(t, g, id, engWait, "waiting")
+	w := st.workers[0]
+	_ = w.cmd.Process.Kill()
+	<-w.done
+	g.ok(mEngCancel, map[string]any{"id": str(child, "id")})
+	rdb := st.redis()
+	defer rdb.Close()
+	ctx := context.Background()
+	if n, err := rdb.DBSize(ctx).Result(); err != nil || n == 0 {
+		t.Fatalf("Redis held %d keys (%v): the wipe would prove nothing", n, err)
+	}
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := childRunNode(t, g, id); r["status"] != "waiting" {
+		t.Fatalf("the parent moved without a worker: %v", r["status"])
+	}
+	nw, err := st.startWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.workers[0] = nw
+	defer dumpLogs(t, "child worker", []*process{w, nw})
+	run := waitRun(t, g, id, 60*time.Second, "failed", "succeeded")
+	if run["status"] != "failed" || get(run, "error.class") != "cancelled" || get(run, "error.stepID") != "enrich" {
+		t.Fatalf("parent: %v %v", run["status"], run["error"])
+	}
+	if !strings.Contains(nw.Logs(), `"msg":"reconciled"`) {
+		t.Error("the new worker never re-sent due work: the wake-up came from elsewhere")
 	}
 }
