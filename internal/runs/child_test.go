@@ -159,3 +159,62 @@ func TestChildDepthAtRunTime(t *testing.T) {
 		t.Errorf("depth 5 step: %s %v %v", sr.Status, sr.ErrorClass, sr.ErrorMessage)
 	}
 }
+
+// TestChildResumeAndFailureCascade: resuming a parent whose workflow step
+// failed starts a new child (the next attempt's); a parent failing at
+// another step cancels its waiting child.
+func TestChildResumeAndFailureCascade(t *testing.T) {
+	x := newH(t)
+	child := x.deploy(def("", map[string]any{"id": "hold", "type": "wait", "event": "never.sent", "timeout": "1h"}))
+	parent := x.deploy(def("", map[string]any{"id": "enrich", "type": "workflow", "workflow": child}))
+	id := x.start(parent, nil)
+	x.drain()
+	first := x.children(id)
+	if len(first) != 1 {
+		t.Fatalf("children: %+v", first)
+	}
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.CancelRun(ctx, first[0].ID)
+		return err
+	})
+	x.drain()
+	if r := x.run(id); r.Status != run.StatusFailed {
+		t.Fatalf("parent %s", r.Status)
+	}
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		_, err := x.e.ResumeRun(ctx, id)
+		return err
+	})
+	x.drain()
+	kids := x.children(id)
+	if len(kids) != 2 || x.run(id).Status != run.StatusWaiting {
+		t.Fatalf("after resume: parent %s, children %+v", x.run(id).Status, kids)
+	}
+	for _, k := range kids {
+		want := run.StatusWaiting
+		if k.ID == first[0].ID {
+			want = run.StatusCancelled
+		}
+		if k.Status != want {
+			t.Errorf("child %s is %s, want %s", k.ID, k.Status, want)
+		}
+	}
+
+	// Another step fails while the child waits: the child is cancelled.
+	parent2 := x.deploy(def("",
+		map[string]any{"id": "enrich", "type": "workflow", "workflow": child},
+		map[string]any{"id": "boom", "type": "transform", "output": "int(input.s)"}))
+	id2 := x.start(parent2, map[string]any{"s": "x"})
+	x.drain()
+	r := x.run(id2)
+	kids = x.children(id2)
+	if r.Status != run.StatusFailed || *r.FailedStepID != "boom" || len(kids) != 1 {
+		t.Fatalf("parent %s %v, children %+v", r.Status, r.FailedStepID, kids)
+	}
+	if c := x.run(kids[0].ID); c.Status != run.StatusCancelled || !strings.Contains(*c.ErrorMessage, id2) {
+		t.Errorf("child %s %v", c.Status, c.ErrorMessage)
+	}
+	if sr := x.step(id2, "enrich"); sr.Status != steprun.StatusCancelled {
+		t.Errorf("workflow step %s", sr.Status)
+	}
+}
