@@ -370,6 +370,9 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldOutput:         {Type: field.TypeJSON, Column: run.FieldOutput},
 			run.FieldIdempotencyKey: {Type: field.TypeString, Column: run.FieldIdempotencyKey},
 			run.FieldReplayOf:       {Type: field.TypeString, Column: run.FieldReplayOf},
+			run.FieldParentRunID:    {Type: field.TypeString, Column: run.FieldParentRunID},
+			run.FieldParentStepID:   {Type: field.TypeString, Column: run.FieldParentStepID},
+			run.FieldDepth:          {Type: field.TypeInt, Column: run.FieldDepth},
 			run.FieldErrorClass:     {Type: field.TypeString, Column: run.FieldErrorClass},
 			run.FieldErrorMessage:   {Type: field.TypeString, Column: run.FieldErrorMessage},
 			run.FieldFailedStepID:   {Type: field.TypeString, Column: run.FieldFailedStepID},
@@ -2886,6 +2889,21 @@ func (f *RunFilter) WhereIdempotencyKey(p entql.StringP) {
 // WhereReplayOf applies the entql string predicate on the replay_of field.
 func (f *RunFilter) WhereReplayOf(p entql.StringP) {
 	f.Where(p.Field(run.FieldReplayOf))
+}
+
+// WhereParentRunID applies the entql string predicate on the parent_run_id field.
+func (f *RunFilter) WhereParentRunID(p entql.StringP) {
+	f.Where(p.Field(run.FieldParentRunID))
+}
+
+// WhereParentStepID applies the entql string predicate on the parent_step_id field.
+func (f *RunFilter) WhereParentStepID(p entql.StringP) {
+	f.Where(p.Field(run.FieldParentStepID))
+}
+
+// WhereDepth applies the entql int predicate on the depth field.
+func (f *RunFilter) WhereDepth(p entql.IntP) {
+	f.Where(p.Field(run.FieldDepth))
 }
 
 // WhereErrorClass applies the entql string predicate on the error_class field.

@@ -1809,6 +1809,21 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 				selectedFields = append(selectedFields, run.FieldReplayOf)
 				fieldSeen[run.FieldReplayOf] = struct{}{}
 			}
+		case "parentRunID":
+			if _, ok := fieldSeen[run.FieldParentRunID]; !ok {
+				selectedFields = append(selectedFields, run.FieldParentRunID)
+				fieldSeen[run.FieldParentRunID] = struct{}{}
+			}
+		case "parentStepID":
+			if _, ok := fieldSeen[run.FieldParentStepID]; !ok {
+				selectedFields = append(selectedFields, run.FieldParentStepID)
+				fieldSeen[run.FieldParentStepID] = struct{}{}
+			}
+		case "depth":
+			if _, ok := fieldSeen[run.FieldDepth]; !ok {
+				selectedFields = append(selectedFields, run.FieldDepth)
+				fieldSeen[run.FieldDepth] = struct{}{}
+			}
 		case "failedStepID":
 			if _, ok := fieldSeen[run.FieldFailedStepID]; !ok {
 				selectedFields = append(selectedFields, run.FieldFailedStepID)

@@ -4989,6 +4989,50 @@ type RunWhereInput struct {
 	ReplayOfEqualFold    *string  `json:"replayOfEqualFold,omitempty"`
 	ReplayOfContainsFold *string  `json:"replayOfContainsFold,omitempty"`
 
+	// "parent_run_id" field predicates.
+	ParentRunID             *string  `json:"parentRunID,omitempty"`
+	ParentRunIDNEQ          *string  `json:"parentRunIDNEQ,omitempty"`
+	ParentRunIDIn           []string `json:"parentRunIDIn,omitempty"`
+	ParentRunIDNotIn        []string `json:"parentRunIDNotIn,omitempty"`
+	ParentRunIDGT           *string  `json:"parentRunIDGT,omitempty"`
+	ParentRunIDGTE          *string  `json:"parentRunIDGTE,omitempty"`
+	ParentRunIDLT           *string  `json:"parentRunIDLT,omitempty"`
+	ParentRunIDLTE          *string  `json:"parentRunIDLTE,omitempty"`
+	ParentRunIDContains     *string  `json:"parentRunIDContains,omitempty"`
+	ParentRunIDHasPrefix    *string  `json:"parentRunIDHasPrefix,omitempty"`
+	ParentRunIDHasSuffix    *string  `json:"parentRunIDHasSuffix,omitempty"`
+	ParentRunIDIsNil        bool     `json:"parentRunIDIsNil,omitempty"`
+	ParentRunIDNotNil       bool     `json:"parentRunIDNotNil,omitempty"`
+	ParentRunIDEqualFold    *string  `json:"parentRunIDEqualFold,omitempty"`
+	ParentRunIDContainsFold *string  `json:"parentRunIDContainsFold,omitempty"`
+
+	// "parent_step_id" field predicates.
+	ParentStepID             *string  `json:"parentStepID,omitempty"`
+	ParentStepIDNEQ          *string  `json:"parentStepIDNEQ,omitempty"`
+	ParentStepIDIn           []string `json:"parentStepIDIn,omitempty"`
+	ParentStepIDNotIn        []string `json:"parentStepIDNotIn,omitempty"`
+	ParentStepIDGT           *string  `json:"parentStepIDGT,omitempty"`
+	ParentStepIDGTE          *string  `json:"parentStepIDGTE,omitempty"`
+	ParentStepIDLT           *string  `json:"parentStepIDLT,omitempty"`
+	ParentStepIDLTE          *string  `json:"parentStepIDLTE,omitempty"`
+	ParentStepIDContains     *string  `json:"parentStepIDContains,omitempty"`
+	ParentStepIDHasPrefix    *string  `json:"parentStepIDHasPrefix,omitempty"`
+	ParentStepIDHasSuffix    *string  `json:"parentStepIDHasSuffix,omitempty"`
+	ParentStepIDIsNil        bool     `json:"parentStepIDIsNil,omitempty"`
+	ParentStepIDNotNil       bool     `json:"parentStepIDNotNil,omitempty"`
+	ParentStepIDEqualFold    *string  `json:"parentStepIDEqualFold,omitempty"`
+	ParentStepIDContainsFold *string  `json:"parentStepIDContainsFold,omitempty"`
+
+	// "depth" field predicates.
+	Depth      *int  `json:"depth,omitempty"`
+	DepthNEQ   *int  `json:"depthNEQ,omitempty"`
+	DepthIn    []int `json:"depthIn,omitempty"`
+	DepthNotIn []int `json:"depthNotIn,omitempty"`
+	DepthGT    *int  `json:"depthGT,omitempty"`
+	DepthGTE   *int  `json:"depthGTE,omitempty"`
+	DepthLT    *int  `json:"depthLT,omitempty"`
+	DepthLTE   *int  `json:"depthLTE,omitempty"`
+
 	// "error_class" field predicates.
 	ErrorClass             *string  `json:"errorClass,omitempty"`
 	ErrorClassNEQ          *string  `json:"errorClassNEQ,omitempty"`
@@ -5471,6 +5515,120 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	}
 	if i.ReplayOfContainsFold != nil {
 		predicates = append(predicates, run.ReplayOfContainsFold(*i.ReplayOfContainsFold))
+	}
+	if i.ParentRunID != nil {
+		predicates = append(predicates, run.ParentRunIDEQ(*i.ParentRunID))
+	}
+	if i.ParentRunIDNEQ != nil {
+		predicates = append(predicates, run.ParentRunIDNEQ(*i.ParentRunIDNEQ))
+	}
+	if len(i.ParentRunIDIn) > 0 {
+		predicates = append(predicates, run.ParentRunIDIn(i.ParentRunIDIn...))
+	}
+	if len(i.ParentRunIDNotIn) > 0 {
+		predicates = append(predicates, run.ParentRunIDNotIn(i.ParentRunIDNotIn...))
+	}
+	if i.ParentRunIDGT != nil {
+		predicates = append(predicates, run.ParentRunIDGT(*i.ParentRunIDGT))
+	}
+	if i.ParentRunIDGTE != nil {
+		predicates = append(predicates, run.ParentRunIDGTE(*i.ParentRunIDGTE))
+	}
+	if i.ParentRunIDLT != nil {
+		predicates = append(predicates, run.ParentRunIDLT(*i.ParentRunIDLT))
+	}
+	if i.ParentRunIDLTE != nil {
+		predicates = append(predicates, run.ParentRunIDLTE(*i.ParentRunIDLTE))
+	}
+	if i.ParentRunIDContains != nil {
+		predicates = append(predicates, run.ParentRunIDContains(*i.ParentRunIDContains))
+	}
+	if i.ParentRunIDHasPrefix != nil {
+		predicates = append(predicates, run.ParentRunIDHasPrefix(*i.ParentRunIDHasPrefix))
+	}
+	if i.ParentRunIDHasSuffix != nil {
+		predicates = append(predicates, run.ParentRunIDHasSuffix(*i.ParentRunIDHasSuffix))
+	}
+	if i.ParentRunIDIsNil {
+		predicates = append(predicates, run.ParentRunIDIsNil())
+	}
+	if i.ParentRunIDNotNil {
+		predicates = append(predicates, run.ParentRunIDNotNil())
+	}
+	if i.ParentRunIDEqualFold != nil {
+		predicates = append(predicates, run.ParentRunIDEqualFold(*i.ParentRunIDEqualFold))
+	}
+	if i.ParentRunIDContainsFold != nil {
+		predicates = append(predicates, run.ParentRunIDContainsFold(*i.ParentRunIDContainsFold))
+	}
+	if i.ParentStepID != nil {
+		predicates = append(predicates, run.ParentStepIDEQ(*i.ParentStepID))
+	}
+	if i.ParentStepIDNEQ != nil {
+		predicates = append(predicates, run.ParentStepIDNEQ(*i.ParentStepIDNEQ))
+	}
+	if len(i.ParentStepIDIn) > 0 {
+		predicates = append(predicates, run.ParentStepIDIn(i.ParentStepIDIn...))
+	}
+	if len(i.ParentStepIDNotIn) > 0 {
+		predicates = append(predicates, run.ParentStepIDNotIn(i.ParentStepIDNotIn...))
+	}
+	if i.ParentStepIDGT != nil {
+		predicates = append(predicates, run.ParentStepIDGT(*i.ParentStepIDGT))
+	}
+	if i.ParentStepIDGTE != nil {
+		predicates = append(predicates, run.ParentStepIDGTE(*i.ParentStepIDGTE))
+	}
+	if i.ParentStepIDLT != nil {
+		predicates = append(predicates, run.ParentStepIDLT(*i.ParentStepIDLT))
+	}
+	if i.ParentStepIDLTE != nil {
+		predicates = append(predicates, run.ParentStepIDLTE(*i.ParentStepIDLTE))
+	}
+	if i.ParentStepIDContains != nil {
+		predicates = append(predicates, run.ParentStepIDContains(*i.ParentStepIDContains))
+	}
+	if i.ParentStepIDHasPrefix != nil {
+		predicates = append(predicates, run.ParentStepIDHasPrefix(*i.ParentStepIDHasPrefix))
+	}
+	if i.ParentStepIDHasSuffix != nil {
+		predicates = append(predicates, run.ParentStepIDHasSuffix(*i.ParentStepIDHasSuffix))
+	}
+	if i.ParentStepIDIsNil {
+		predicates = append(predicates, run.ParentStepIDIsNil())
+	}
+	if i.ParentStepIDNotNil {
+		predicates = append(predicates, run.ParentStepIDNotNil())
+	}
+	if i.ParentStepIDEqualFold != nil {
+		predicates = append(predicates, run.ParentStepIDEqualFold(*i.ParentStepIDEqualFold))
+	}
+	if i.ParentStepIDContainsFold != nil {
+		predicates = append(predicates, run.ParentStepIDContainsFold(*i.ParentStepIDContainsFold))
+	}
+	if i.Depth != nil {
+		predicates = append(predicates, run.DepthEQ(*i.Depth))
+	}
+	if i.DepthNEQ != nil {
+		predicates = append(predicates, run.DepthNEQ(*i.DepthNEQ))
+	}
+	if len(i.DepthIn) > 0 {
+		predicates = append(predicates, run.DepthIn(i.DepthIn...))
+	}
+	if len(i.DepthNotIn) > 0 {
+		predicates = append(predicates, run.DepthNotIn(i.DepthNotIn...))
+	}
+	if i.DepthGT != nil {
+		predicates = append(predicates, run.DepthGT(*i.DepthGT))
+	}
+	if i.DepthGTE != nil {
+		predicates = append(predicates, run.DepthGTE(*i.DepthGTE))
+	}
+	if i.DepthLT != nil {
+		predicates = append(predicates, run.DepthLT(*i.DepthLT))
+	}
+	if i.DepthLTE != nil {
+		predicates = append(predicates, run.DepthLTE(*i.DepthLTE))
 	}
 	if i.ErrorClass != nil {
 		predicates = append(predicates, run.ErrorClassEQ(*i.ErrorClass))

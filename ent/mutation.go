@@ -13927,6 +13927,10 @@ type RunMutation struct {
 	appendoutput       json.RawMessage
 	idempotency_key    *string
 	replay_of          *string
+	parent_run_id      *string
+	parent_step_id     *string
+	depth              *int
+	adddepth           *int
 	error_class        *string
 	error_message      *string
 	failed_step_id     *string
@@ -14584,6 +14588,160 @@ func (m *RunMutation) ReplayOfCleared() bool {
 func (m *RunMutation) ResetReplayOf() {
 	m.replay_of = nil
 	delete(m.clearedFields, run.FieldReplayOf)
+}
+
+// SetParentRunID sets the "parent_run_id" field.
+func (m *RunMutation) SetParentRunID(s string) {
+	m.parent_run_id = &s
+}
+
+// ParentRunID returns the value of the "parent_run_id" field in the mutation.
+func (m *RunMutation) ParentRunID() (r string, exists bool) {
+	v := m.parent_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldParentRunID returns the old "parent_run_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldParentRunID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldParentRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldParentRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldParentRunID: %w", err)
+	}
+	return oldValue.ParentRunID, nil
+}
+
+// ClearParentRunID clears the value of the "parent_run_id" field.
+func (m *RunMutation) ClearParentRunID() {
+	m.parent_run_id = nil
+	m.clearedFields[run.FieldParentRunID] = struct{}{}
+}
+
+// ParentRunIDCleared returns if the "parent_run_id" field was cleared in this mutation.
+func (m *RunMutation) ParentRunIDCleared() bool {
+	_, ok := m.clearedFields[run.FieldParentRunID]
+	return ok
+}
+
+// ResetParentRunID resets all changes to the "parent_run_id" field.
+func (m *RunMutation) ResetParentRunID() {
+	m.parent_run_id = nil
+	delete(m.clearedFields, run.FieldParentRunID)
+}
+
+// SetParentStepID sets the "parent_step_id" field.
+func (m *RunMutation) SetParentStepID(s string) {
+	m.parent_step_id = &s
+}
+
+// ParentStepID returns the value of the "parent_step_id" field in the mutation.
+func (m *RunMutation) ParentStepID() (r string, exists bool) {
+	v := m.parent_step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldParentStepID returns the old "parent_step_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldParentStepID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldParentStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldParentStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldParentStepID: %w", err)
+	}
+	return oldValue.ParentStepID, nil
+}
+
+// ClearParentStepID clears the value of the "parent_step_id" field.
+func (m *RunMutation) ClearParentStepID() {
+	m.parent_step_id = nil
+	m.clearedFields[run.FieldParentStepID] = struct{}{}
+}
+
+// ParentStepIDCleared returns if the "parent_step_id" field was cleared in this mutation.
+func (m *RunMutation) ParentStepIDCleared() bool {
+	_, ok := m.clearedFields[run.FieldParentStepID]
+	return ok
+}
+
+// ResetParentStepID resets all changes to the "parent_step_id" field.
+func (m *RunMutation) ResetParentStepID() {
+	m.parent_step_id = nil
+	delete(m.clearedFields, run.FieldParentStepID)
+}
+
+// SetDepth sets the "depth" field.
+func (m *RunMutation) SetDepth(i int) {
+	m.depth = &i
+	m.adddepth = nil
+}
+
+// Depth returns the value of the "depth" field in the mutation.
+func (m *RunMutation) Depth() (r int, exists bool) {
+	v := m.depth
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDepth returns the old "depth" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldDepth(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDepth is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDepth requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDepth: %w", err)
+	}
+	return oldValue.Depth, nil
+}
+
+// AddDepth adds i to the "depth" field.
+func (m *RunMutation) AddDepth(i int) {
+	if m.adddepth != nil {
+		*m.adddepth += i
+	} else {
+		m.adddepth = &i
+	}
+}
+
+// AddedDepth returns the value that was added to the "depth" field in this mutation.
+func (m *RunMutation) AddedDepth() (r int, exists bool) {
+	v := m.adddepth
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetDepth resets all changes to the "depth" field.
+func (m *RunMutation) ResetDepth() {
+	m.depth = nil
+	m.adddepth = nil
 }
 
 // SetErrorClass sets the "error_class" field.
@@ -15327,7 +15485,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 23)
+	fields := make([]string, 0, 26)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -15366,6 +15524,15 @@ func (m *RunMutation) Fields() []string {
 	}
 	if m.replay_of != nil {
 		fields = append(fields, run.FieldReplayOf)
+	}
+	if m.parent_run_id != nil {
+		fields = append(fields, run.FieldParentRunID)
+	}
+	if m.parent_step_id != nil {
+		fields = append(fields, run.FieldParentStepID)
+	}
+	if m.depth != nil {
+		fields = append(fields, run.FieldDepth)
 	}
 	if m.error_class != nil {
 		fields = append(fields, run.FieldErrorClass)
@@ -15431,6 +15598,12 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.IdempotencyKey()
 	case run.FieldReplayOf:
 		return m.ReplayOf()
+	case run.FieldParentRunID:
+		return m.ParentRunID()
+	case run.FieldParentStepID:
+		return m.ParentStepID()
+	case run.FieldDepth:
+		return m.Depth()
 	case run.FieldErrorClass:
 		return m.ErrorClass()
 	case run.FieldErrorMessage:
@@ -15486,6 +15659,12 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldIdempotencyKey(ctx)
 	case run.FieldReplayOf:
 		return m.OldReplayOf(ctx)
+	case run.FieldParentRunID:
+		return m.OldParentRunID(ctx)
+	case run.FieldParentStepID:
+		return m.OldParentStepID(ctx)
+	case run.FieldDepth:
+		return m.OldDepth(ctx)
 	case run.FieldErrorClass:
 		return m.OldErrorClass(ctx)
 	case run.FieldErrorMessage:
@@ -15606,6 +15785,27 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetReplayOf(v)
 		return nil
+	case run.FieldParentRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetParentRunID(v)
+		return nil
+	case run.FieldParentStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetParentStepID(v)
+		return nil
+	case run.FieldDepth:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDepth(v)
+		return nil
 	case run.FieldErrorClass:
 		v, ok := value.(string)
 		if !ok {
@@ -15684,6 +15884,9 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 // this mutation.
 func (m *RunMutation) AddedFields() []string {
 	var fields []string
+	if m.adddepth != nil {
+		fields = append(fields, run.FieldDepth)
+	}
 	if m.addcost_micro_usd != nil {
 		fields = append(fields, run.FieldCostMicroUsd)
 	}
@@ -15698,6 +15901,8 @@ func (m *RunMutation) AddedFields() []string {
 // was not set, or was not defined in the schema.
 func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
+	case run.FieldDepth:
+		return m.AddedDepth()
 	case run.FieldCostMicroUsd:
 		return m.AddedCostMicroUsd()
 	case run.FieldNextSeq:
@@ -15711,6 +15916,13 @@ func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *RunMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case run.FieldDepth:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddDepth(v)
+		return nil
 	case run.FieldCostMicroUsd:
 		v, ok := value.(int64)
 		if !ok {
@@ -15741,6 +15953,12 @@ func (m *RunMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(run.FieldReplayOf) {
 		fields = append(fields, run.FieldReplayOf)
+	}
+	if m.FieldCleared(run.FieldParentRunID) {
+		fields = append(fields, run.FieldParentRunID)
+	}
+	if m.FieldCleared(run.FieldParentStepID) {
+		fields = append(fields, run.FieldParentStepID)
 	}
 	if m.FieldCleared(run.FieldErrorClass) {
 		fields = append(fields, run.FieldErrorClass)
@@ -15785,6 +16003,12 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldReplayOf:
 		m.ClearReplayOf()
+		return nil
+	case run.FieldParentRunID:
+		m.ClearParentRunID()
+		return nil
+	case run.FieldParentStepID:
+		m.ClearParentStepID()
 		return nil
 	case run.FieldErrorClass:
 		m.ClearErrorClass()
@@ -15853,6 +16077,15 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldReplayOf:
 		m.ResetReplayOf()
+		return nil
+	case run.FieldParentRunID:
+		m.ResetParentRunID()
+		return nil
+	case run.FieldParentStepID:
+		m.ResetParentStepID()
+		return nil
+	case run.FieldDepth:
+		m.ResetDepth()
 		return nil
 	case run.FieldErrorClass:
 		m.ResetErrorClass()

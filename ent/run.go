@@ -48,6 +48,12 @@ type Run struct {
 	IdempotencyKey *string `json:"idempotency_key,omitempty"`
 	// ReplayOf holds the value of the "replay_of" field.
 	ReplayOf *string `json:"replay_of,omitempty"`
+	// The run whose workflow step started this one (a child run); null for a run started otherwise.
+	ParentRunID *string `json:"parent_run_id,omitempty"`
+	// The id of the parent run's workflow step that started this run.
+	ParentStepID *string `json:"parent_step_id,omitempty"`
+	// 1 for a run started otherwise, its parent's depth + 1 for a child run (at most 5).
+	Depth int `json:"depth,omitempty"`
 	// ErrorClass holds the value of the "error_class" field.
 	ErrorClass *string `json:"error_class,omitempty"`
 	// ErrorMessage holds the value of the "error_message" field.
@@ -167,9 +173,9 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case run.FieldInput, run.FieldOutput, run.FieldStepCounts:
 			values[i] = new([]byte)
-		case run.FieldCostMicroUsd, run.FieldNextSeq:
+		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq:
 			values[i] = new(sql.NullInt64)
-		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
+		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
 			values[i] = new(sql.NullString)
 		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt:
 			values[i] = new(sql.NullTime)
@@ -277,6 +283,26 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.ReplayOf = new(string)
 				*_m.ReplayOf = value.String
+			}
+		case run.FieldParentRunID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field parent_run_id", values[i])
+			} else if value.Valid {
+				_m.ParentRunID = new(string)
+				*_m.ParentRunID = value.String
+			}
+		case run.FieldParentStepID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field parent_step_id", values[i])
+			} else if value.Valid {
+				_m.ParentStepID = new(string)
+				*_m.ParentStepID = value.String
+			}
+		case run.FieldDepth:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field depth", values[i])
+			} else if value.Valid {
+				_m.Depth = int(value.Int64)
 			}
 		case run.FieldErrorClass:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -453,6 +479,19 @@ func (_m *Run) String() string {
 		builder.WriteString("replay_of=")
 		builder.WriteString(*v)
 	}
+	builder.WriteString(", ")
+	if v := _m.ParentRunID; v != nil {
+		builder.WriteString("parent_run_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.ParentStepID; v != nil {
+		builder.WriteString("parent_step_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	builder.WriteString("depth=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Depth))
 	builder.WriteString(", ")
 	if v := _m.ErrorClass; v != nil {
 		builder.WriteString("error_class=")

@@ -156,6 +156,48 @@ func (_c *RunCreate) SetNillableReplayOf(v *string) *RunCreate {
 	return _c
 }
 
+// SetParentRunID sets the "parent_run_id" field.
+func (_c *RunCreate) SetParentRunID(v string) *RunCreate {
+	_c.mutation.SetParentRunID(v)
+	return _c
+}
+
+// SetNillableParentRunID sets the "parent_run_id" field if the given value is not nil.
+func (_c *RunCreate) SetNillableParentRunID(v *string) *RunCreate {
+	if v != nil {
+		_c.SetParentRunID(*v)
+	}
+	return _c
+}
+
+// SetParentStepID sets the "parent_step_id" field.
+func (_c *RunCreate) SetParentStepID(v string) *RunCreate {
+	_c.mutation.SetParentStepID(v)
+	return _c
+}
+
+// SetNillableParentStepID sets the "parent_step_id" field if the given value is not nil.
+func (_c *RunCreate) SetNillableParentStepID(v *string) *RunCreate {
+	if v != nil {
+		_c.SetParentStepID(*v)
+	}
+	return _c
+}
+
+// SetDepth sets the "depth" field.
+func (_c *RunCreate) SetDepth(v int) *RunCreate {
+	_c.mutation.SetDepth(v)
+	return _c
+}
+
+// SetNillableDepth sets the "depth" field if the given value is not nil.
+func (_c *RunCreate) SetNillableDepth(v *int) *RunCreate {
+	if v != nil {
+		_c.SetDepth(*v)
+	}
+	return _c
+}
+
 // SetErrorClass sets the "error_class" field.
 func (_c *RunCreate) SetErrorClass(v string) *RunCreate {
 	_c.mutation.SetErrorClass(v)
@@ -403,6 +445,10 @@ func (_c *RunCreate) defaults() error {
 		v := run.DefaultMode
 		_c.mutation.SetMode(v)
 	}
+	if _, ok := _c.mutation.Depth(); !ok {
+		v := run.DefaultDepth
+		_c.mutation.SetDepth(v)
+	}
 	if _, ok := _c.mutation.CostMicroUsd(); !ok {
 		v := run.DefaultCostMicroUsd
 		_c.mutation.SetCostMicroUsd(v)
@@ -472,6 +518,9 @@ func (_c *RunCreate) check() error {
 		if err := run.IdempotencyKeyValidator(v); err != nil {
 			return &ValidationError{Name: "idempotency_key", err: fmt.Errorf(`ent: validator failed for field "Run.idempotency_key": %w`, err)}
 		}
+	}
+	if _, ok := _c.mutation.Depth(); !ok {
+		return &ValidationError{Name: "depth", err: errors.New(`ent: missing required field "Run.depth"`)}
 	}
 	if _, ok := _c.mutation.CostMicroUsd(); !ok {
 		return &ValidationError{Name: "cost_micro_usd", err: errors.New(`ent: missing required field "Run.cost_micro_usd"`)}
@@ -570,6 +619,18 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.ReplayOf(); ok {
 		_spec.SetField(run.FieldReplayOf, field.TypeString, value)
 		_node.ReplayOf = &value
+	}
+	if value, ok := _c.mutation.ParentRunID(); ok {
+		_spec.SetField(run.FieldParentRunID, field.TypeString, value)
+		_node.ParentRunID = &value
+	}
+	if value, ok := _c.mutation.ParentStepID(); ok {
+		_spec.SetField(run.FieldParentStepID, field.TypeString, value)
+		_node.ParentStepID = &value
+	}
+	if value, ok := _c.mutation.Depth(); ok {
+		_spec.SetField(run.FieldDepth, field.TypeInt, value)
+		_node.Depth = value
 	}
 	if value, ok := _c.mutation.ErrorClass(); ok {
 		_spec.SetField(run.FieldErrorClass, field.TypeString, value)
@@ -995,6 +1056,15 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.ReplayOf(); exists {
 			s.SetIgnore(run.FieldReplayOf)
+		}
+		if _, exists := u.create.mutation.ParentRunID(); exists {
+			s.SetIgnore(run.FieldParentRunID)
+		}
+		if _, exists := u.create.mutation.ParentStepID(); exists {
+			s.SetIgnore(run.FieldParentStepID)
+		}
+		if _, exists := u.create.mutation.Depth(); exists {
+			s.SetIgnore(run.FieldDepth)
 		}
 		if _, exists := u.create.mutation.TraceID(); exists {
 			s.SetIgnore(run.FieldTraceID)
@@ -1462,6 +1532,15 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.ReplayOf(); exists {
 				s.SetIgnore(run.FieldReplayOf)
+			}
+			if _, exists := b.mutation.ParentRunID(); exists {
+				s.SetIgnore(run.FieldParentRunID)
+			}
+			if _, exists := b.mutation.ParentStepID(); exists {
+				s.SetIgnore(run.FieldParentStepID)
+			}
+			if _, exists := b.mutation.Depth(); exists {
+				s.SetIgnore(run.FieldDepth)
 			}
 			if _, exists := b.mutation.TraceID(); exists {
 				s.SetIgnore(run.FieldTraceID)

@@ -407,6 +407,12 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.ReplayOfCleared() {
 		_spec.ClearField(run.FieldReplayOf, field.TypeString)
 	}
+	if _u.mutation.ParentRunIDCleared() {
+		_spec.ClearField(run.FieldParentRunID, field.TypeString)
+	}
+	if _u.mutation.ParentStepIDCleared() {
+		_spec.ClearField(run.FieldParentStepID, field.TypeString)
+	}
 	if value, ok := _u.mutation.ErrorClass(); ok {
 		_spec.SetField(run.FieldErrorClass, field.TypeString, value)
 	}
@@ -973,6 +979,12 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if _u.mutation.ReplayOfCleared() {
 		_spec.ClearField(run.FieldReplayOf, field.TypeString)
+	}
+	if _u.mutation.ParentRunIDCleared() {
+		_spec.ClearField(run.FieldParentRunID, field.TypeString)
+	}
+	if _u.mutation.ParentStepIDCleared() {
+		_spec.ClearField(run.FieldParentStepID, field.TypeString)
 	}
 	if value, ok := _u.mutation.ErrorClass(); ok {
 		_spec.SetField(run.FieldErrorClass, field.TypeString, value)

@@ -11,6 +11,7 @@ import (
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/mapitem"
+	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/graph/model"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/money"
@@ -136,6 +137,31 @@ func (r *runResolver) Events(ctx context.Context, obj *ent.Run, afterSeq *int, f
 		n = min(*first, MaxPageSize)
 	}
 	return loaderFor(ctx).Events(ctx, c, obj.ID, after, n)
+}
+
+// ParentRun is the resolver for the parentRun field.
+func (r *runResolver) ParentRun(ctx context.Context, obj *ent.Run) (*ent.Run, error) {
+	if obj.ParentRunID == nil {
+		return nil, nil
+	}
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.Run.Get(ctx, *obj.ParentRunID)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return p, err
+}
+
+// Children is the resolver for the children field.
+func (r *runResolver) Children(ctx context.Context, obj *ent.Run) ([]*ent.Run, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Run.Query().Where(run.ParentRunID(obj.ID)).Order(ent.Asc(run.FieldCreatedAt), ent.Asc(run.FieldID)).Limit(100).All(ctx)
 }
 
 // Error is the resolver for the error field.

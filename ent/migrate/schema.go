@@ -637,6 +637,9 @@ var (
 		{Name: "output", Type: field.TypeJSON, Nullable: true},
 		{Name: "idempotency_key", Type: field.TypeString, Nullable: true, Size: 255},
 		{Name: "replay_of", Type: field.TypeString, Nullable: true},
+		{Name: "parent_run_id", Type: field.TypeString, Nullable: true},
+		{Name: "parent_step_id", Type: field.TypeString, Nullable: true},
+		{Name: "depth", Type: field.TypeInt, Default: 1},
 		{Name: "error_class", Type: field.TypeString, Nullable: true},
 		{Name: "error_message", Type: field.TypeString, Nullable: true},
 		{Name: "failed_step_id", Type: field.TypeString, Nullable: true},
@@ -660,25 +663,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[20]},
+				Columns:    []*schema.Column{RunsColumns[23]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[21]},
+				Columns:    []*schema.Column{RunsColumns[24]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[22]},
+				Columns:    []*schema.Column{RunsColumns[25]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[23]},
+				Columns:    []*schema.Column{RunsColumns[26]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -687,7 +690,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[20], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[23], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -695,12 +698,20 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[20], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[23], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[20], RunsColumns[21], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[23], RunsColumns[24], RunsColumns[1]},
+			},
+			{
+				Name:    "run_tenant_id_parent_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[23], RunsColumns[10]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "parent_run_id IS NOT NULL",
+				},
 			},
 		},
 	}

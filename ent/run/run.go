@@ -44,6 +44,12 @@ const (
 	FieldIdempotencyKey = "idempotency_key"
 	// FieldReplayOf holds the string denoting the replay_of field in the database.
 	FieldReplayOf = "replay_of"
+	// FieldParentRunID holds the string denoting the parent_run_id field in the database.
+	FieldParentRunID = "parent_run_id"
+	// FieldParentStepID holds the string denoting the parent_step_id field in the database.
+	FieldParentStepID = "parent_step_id"
+	// FieldDepth holds the string denoting the depth field in the database.
+	FieldDepth = "depth"
 	// FieldErrorClass holds the string denoting the error_class field in the database.
 	FieldErrorClass = "error_class"
 	// FieldErrorMessage holds the string denoting the error_message field in the database.
@@ -138,6 +144,9 @@ var Columns = []string{
 	FieldOutput,
 	FieldIdempotencyKey,
 	FieldReplayOf,
+	FieldParentRunID,
+	FieldParentStepID,
+	FieldDepth,
 	FieldErrorClass,
 	FieldErrorMessage,
 	FieldFailedStepID,
@@ -178,6 +187,8 @@ var (
 	UpdateDefaultUpdatedAt func() time.Time
 	// IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	IdempotencyKeyValidator func(string) error
+	// DefaultDepth holds the default value on creation for the "depth" field.
+	DefaultDepth int
 	// DefaultCostMicroUsd holds the default value on creation for the "cost_micro_usd" field.
 	DefaultCostMicroUsd int64
 	// DefaultNextSeq holds the default value on creation for the "next_seq" field.
@@ -305,6 +316,21 @@ func ByIdempotencyKey(opts ...sql.OrderTermOption) OrderOption {
 // ByReplayOf orders the results by the replay_of field.
 func ByReplayOf(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldReplayOf, opts...).ToFunc()
+}
+
+// ByParentRunID orders the results by the parent_run_id field.
+func ByParentRunID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldParentRunID, opts...).ToFunc()
+}
+
+// ByParentStepID orders the results by the parent_step_id field.
+func ByParentStepID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldParentStepID, opts...).ToFunc()
+}
+
+// ByDepth orders the results by the depth field.
+func ByDepth(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldDepth, opts...).ToFunc()
 }
 
 // ByErrorClass orders the results by the error_class field.

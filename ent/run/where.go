@@ -110,6 +110,21 @@ func ReplayOf(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldReplayOf, v))
 }
 
+// ParentRunID applies equality check predicate on the "parent_run_id" field. It's identical to ParentRunIDEQ.
+func ParentRunID(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldParentRunID, v))
+}
+
+// ParentStepID applies equality check predicate on the "parent_step_id" field. It's identical to ParentStepIDEQ.
+func ParentStepID(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldParentStepID, v))
+}
+
+// Depth applies equality check predicate on the "depth" field. It's identical to DepthEQ.
+func Depth(v int) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldDepth, v))
+}
+
 // ErrorClass applies equality check predicate on the "error_class" field. It's identical to ErrorClassEQ.
 func ErrorClass(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldErrorClass, v))
@@ -758,6 +773,196 @@ func ReplayOfEqualFold(v string) predicate.Run {
 // ReplayOfContainsFold applies the ContainsFold predicate on the "replay_of" field.
 func ReplayOfContainsFold(v string) predicate.Run {
 	return predicate.Run(sql.FieldContainsFold(FieldReplayOf, v))
+}
+
+// ParentRunIDEQ applies the EQ predicate on the "parent_run_id" field.
+func ParentRunIDEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldParentRunID, v))
+}
+
+// ParentRunIDNEQ applies the NEQ predicate on the "parent_run_id" field.
+func ParentRunIDNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldParentRunID, v))
+}
+
+// ParentRunIDIn applies the In predicate on the "parent_run_id" field.
+func ParentRunIDIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldParentRunID, vs...))
+}
+
+// ParentRunIDNotIn applies the NotIn predicate on the "parent_run_id" field.
+func ParentRunIDNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldParentRunID, vs...))
+}
+
+// ParentRunIDGT applies the GT predicate on the "parent_run_id" field.
+func ParentRunIDGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldParentRunID, v))
+}
+
+// ParentRunIDGTE applies the GTE predicate on the "parent_run_id" field.
+func ParentRunIDGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldParentRunID, v))
+}
+
+// ParentRunIDLT applies the LT predicate on the "parent_run_id" field.
+func ParentRunIDLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldParentRunID, v))
+}
+
+// ParentRunIDLTE applies the LTE predicate on the "parent_run_id" field.
+func ParentRunIDLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldParentRunID, v))
+}
+
+// ParentRunIDContains applies the Contains predicate on the "parent_run_id" field.
+func ParentRunIDContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldParentRunID, v))
+}
+
+// ParentRunIDHasPrefix applies the HasPrefix predicate on the "parent_run_id" field.
+func ParentRunIDHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldParentRunID, v))
+}
+
+// ParentRunIDHasSuffix applies the HasSuffix predicate on the "parent_run_id" field.
+func ParentRunIDHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldParentRunID, v))
+}
+
+// ParentRunIDIsNil applies the IsNil predicate on the "parent_run_id" field.
+func ParentRunIDIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldParentRunID))
+}
+
+// ParentRunIDNotNil applies the NotNil predicate on the "parent_run_id" field.
+func ParentRunIDNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldParentRunID))
+}
+
+// ParentRunIDEqualFold applies the EqualFold predicate on the "parent_run_id" field.
+func ParentRunIDEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldParentRunID, v))
+}
+
+// ParentRunIDContainsFold applies the ContainsFold predicate on the "parent_run_id" field.
+func ParentRunIDContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldParentRunID, v))
+}
+
+// ParentStepIDEQ applies the EQ predicate on the "parent_step_id" field.
+func ParentStepIDEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldParentStepID, v))
+}
+
+// ParentStepIDNEQ applies the NEQ predicate on the "parent_step_id" field.
+func ParentStepIDNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldParentStepID, v))
+}
+
+// ParentStepIDIn applies the In predicate on the "parent_step_id" field.
+func ParentStepIDIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldParentStepID, vs...))
+}
+
+// ParentStepIDNotIn applies the NotIn predicate on the "parent_step_id" field.
+func ParentStepIDNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldParentStepID, vs...))
+}
+
+// ParentStepIDGT applies the GT predicate on the "parent_step_id" field.
+func ParentStepIDGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldParentStepID, v))
+}
+
+// ParentStepIDGTE applies the GTE predicate on the "parent_step_id" field.
+func ParentStepIDGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldParentStepID, v))
+}
+
+// ParentStepIDLT applies the LT predicate on the "parent_step_id" field.
+func ParentStepIDLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldParentStepID, v))
+}
+
+// ParentStepIDLTE applies the LTE predicate on the "parent_step_id" field.
+func ParentStepIDLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldParentStepID, v))
+}
+
+// ParentStepIDContains applies the Contains predicate on the "parent_step_id" field.
+func ParentStepIDContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldParentStepID, v))
+}
+
+// ParentStepIDHasPrefix applies the HasPrefix predicate on the "parent_step_id" field.
+func ParentStepIDHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldParentStepID, v))
+}
+
+// ParentStepIDHasSuffix applies the HasSuffix predicate on the "parent_step_id" field.
+func ParentStepIDHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldParentStepID, v))
+}
+
+// ParentStepIDIsNil applies the IsNil predicate on the "parent_step_id" field.
+func ParentStepIDIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldParentStepID))
+}
+
+// ParentStepIDNotNil applies the NotNil predicate on the "parent_step_id" field.
+func ParentStepIDNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldParentStepID))
+}
+
+// ParentStepIDEqualFold applies the EqualFold predicate on the "parent_step_id" field.
+func ParentStepIDEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldParentStepID, v))
+}
+
+// ParentStepIDContainsFold applies the ContainsFold predicate on the "parent_step_id" field.
+func ParentStepIDContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldParentStepID, v))
+}
+
+// DepthEQ applies the EQ predicate on the "depth" field.
+func DepthEQ(v int) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldDepth, v))
+}
+
+// DepthNEQ applies the NEQ predicate on the "depth" field.
+func DepthNEQ(v int) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldDepth, v))
+}
+
+// DepthIn applies the In predicate on the "depth" field.
+func DepthIn(vs ...int) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldDepth, vs...))
+}
+
+// DepthNotIn applies the NotIn predicate on the "depth" field.
+func DepthNotIn(vs ...int) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldDepth, vs...))
+}
+
+// DepthGT applies the GT predicate on the "depth" field.
+func DepthGT(v int) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldDepth, v))
+}
+
+// DepthGTE applies the GTE predicate on the "depth" field.
+func DepthGTE(v int) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldDepth, v))
+}
+
+// DepthLT applies the LT predicate on the "depth" field.
+func DepthLT(v int) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldDepth, v))
+}
+
+// DepthLTE applies the LTE predicate on the "depth" field.
+func DepthLTE(v int) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldDepth, v))
 }
 
 // ErrorClassEQ applies the EQ predicate on the "error_class" field.

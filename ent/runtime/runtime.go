@@ -903,12 +903,16 @@ func init() {
 	runDescIdempotencyKey := runFields[8].Descriptor()
 	// run.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	run.IdempotencyKeyValidator = runDescIdempotencyKey.Validators[0].(func(string) error)
+	// runDescDepth is the schema descriptor for depth field.
+	runDescDepth := runFields[12].Descriptor()
+	// run.DefaultDepth holds the default value on creation for the depth field.
+	run.DefaultDepth = runDescDepth.Default.(int)
 	// runDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
-	runDescCostMicroUsd := runFields[13].Descriptor()
+	runDescCostMicroUsd := runFields[16].Descriptor()
 	// run.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
 	run.DefaultCostMicroUsd = runDescCostMicroUsd.Default.(int64)
 	// runDescNextSeq is the schema descriptor for next_seq field.
-	runDescNextSeq := runFields[14].Descriptor()
+	runDescNextSeq := runFields[17].Descriptor()
 	// run.DefaultNextSeq holds the default value on creation for the next_seq field.
 	run.DefaultNextSeq = runDescNextSeq.Default.(int64)
 	// runDescID is the schema descriptor for id field.

@@ -39,6 +39,12 @@ func (Run) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("idempotency_key").Optional().Nillable().Immutable().MaxLen(255),
 		field.String("replay_of").Optional().Nillable().Immutable(),
+		field.String("parent_run_id").Optional().Nillable().Immutable().
+			Comment("The run whose workflow step started this one (a child run); null for a run started otherwise."),
+		field.String("parent_step_id").Optional().Nillable().Immutable().
+			Comment("The id of the parent run's workflow step that started this run."),
+		field.Int("depth").Default(1).Immutable().
+			Comment("1 for a run started otherwise, its parent's depth + 1 for a child run (at most 5)."),
 		field.String("error_class").Optional().Nillable().
 			Annotations(entgql.Skip(entgql.SkipType)),
 		field.String("error_message").Optional().Nillable().
@@ -77,6 +83,8 @@ func (Run) Indexes() []ent.Index {
 			Annotations(entsql.IndexWhere("idempotency_key IS NOT NULL")),
 		index.Fields("tenant_id", "status", "created_at"),
 		index.Fields("tenant_id", "workflow_id", "created_at"),
+		index.Fields("tenant_id", "parent_run_id").
+			Annotations(entsql.IndexWhere("parent_run_id IS NOT NULL")),
 	}
 }
 

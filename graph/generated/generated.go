@@ -444,10 +444,12 @@ type ComplexityRoot struct {
 	}
 
 	Run struct {
+		Children       func(childComplexity int) int
 		CostMicroUsd   func(childComplexity int) int
 		CostUsd        func(childComplexity int) int
 		CreatedAt      func(childComplexity int) int
 		CreatedBy      func(childComplexity int) int
+		Depth          func(childComplexity int) int
 		Environment    func(childComplexity int) int
 		EnvironmentID  func(childComplexity int) int
 		Error          func(childComplexity int) int
@@ -459,6 +461,9 @@ type ComplexityRoot struct {
 		Input          func(childComplexity int) int
 		Mode           func(childComplexity int) int
 		Output         func(childComplexity int) int
+		ParentRun      func(childComplexity int) int
+		ParentRunID    func(childComplexity int) int
+		ParentStepID   func(childComplexity int) int
 		ReplayOf       func(childComplexity int) int
 		StartedAt      func(childComplexity int) int
 		Status         func(childComplexity int) int
@@ -782,6 +787,8 @@ type RunResolver interface {
 	CostUsd(ctx context.Context, obj *ent.Run) (string, error)
 	Steps(ctx context.Context, obj *ent.Run) ([]*ent.StepRun, error)
 	Events(ctx context.Context, obj *ent.Run, afterSeq *int, first *int) ([]*ent.RunEvent, error)
+	ParentRun(ctx context.Context, obj *ent.Run) (*ent.Run, error)
+	Children(ctx context.Context, obj *ent.Run) ([]*ent.Run, error)
 }
 type RunEventResolver interface {
 	Data(ctx context.Context, obj *ent.RunEvent) (map[string]any, error)
@@ -2652,6 +2659,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Workflows(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].([]*ent.WorkflowOrder), args["where"].(*ent.WorkflowWhereInput)), true
 
+	case "Run.children":
+		if e.ComplexityRoot.Run.Children == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.Children(childComplexity), true
 	case "Run.costMicroUSD":
 		if e.ComplexityRoot.Run.CostMicroUsd == nil {
 			break
@@ -2676,6 +2689,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.CreatedBy(childComplexity), true
+	case "Run.depth":
+		if e.ComplexityRoot.Run.Depth == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.Depth(childComplexity), true
 	case "Run.environment":
 		if e.ComplexityRoot.Run.Environment == nil {
 			break
@@ -2747,6 +2766,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.Output(childComplexity), true
+	case "Run.parentRun":
+		if e.ComplexityRoot.Run.ParentRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.ParentRun(childComplexity), true
+	case "Run.parentRunID":
+		if e.ComplexityRoot.Run.ParentRunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.ParentRunID(childComplexity), true
+	case "Run.parentStepID":
+		if e.ComplexityRoot.Run.ParentStepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.ParentStepID(childComplexity), true
 	case "Run.replayOf":
 		if e.ComplexityRoot.Run.ReplayOf == nil {
 			break
@@ -6677,6 +6714,18 @@ type Run implements Node {
   input: Map!
   idempotencyKey: String
   replayOf: String
+  """
+  The run whose workflow step started this one (a child run); null for a run started otherwise.
+  """
+  parentRunID: String
+  """
+  The id of the parent run's workflow step that started this run.
+  """
+  parentStepID: String
+  """
+  1 for a run started otherwise, its parent's depth + 1 for a child run (at most 5).
+  """
+  depth: Int!
   failedStepID: String
   """
   The run's OpenTelemetry (W3C) trace id: 32 hex characters.
@@ -6909,6 +6958,53 @@ input RunWhereInput {
   replayOfNotNil: Boolean
   replayOfEqualFold: String
   replayOfContainsFold: String
+  """
+  parent_run_id field predicates
+  """
+  parentRunID: String
+  parentRunIDNEQ: String
+  parentRunIDIn: [String!]
+  parentRunIDNotIn: [String!]
+  parentRunIDGT: String
+  parentRunIDGTE: String
+  parentRunIDLT: String
+  parentRunIDLTE: String
+  parentRunIDContains: String
+  parentRunIDHasPrefix: String
+  parentRunIDHasSuffix: String
+  parentRunIDIsNil: Boolean
+  parentRunIDNotNil: Boolean
+  parentRunIDEqualFold: String
+  parentRunIDContainsFold: String
+  """
+  parent_step_id field predicates
+  """
+  parentStepID: String
+  parentStepIDNEQ: String
+  parentStepIDIn: [String!]
+  parentStepIDNotIn: [String!]
+  parentStepIDGT: String
+  parentStepIDGTE: String
+  parentStepIDLT: String
+  parentStepIDLTE: String
+  parentStepIDContains: String
+  parentStepIDHasPrefix: String
+  parentStepIDHasSuffix: String
+  parentStepIDIsNil: Boolean
+  parentStepIDNotNil: Boolean
+  parentStepIDEqualFold: String
+  parentStepIDContainsFold: String
+  """
+  depth field predicates
+  """
+  depth: Int
+  depthNEQ: Int
+  depthIn: [Int!]
+  depthNotIn: [Int!]
+  depthGT: Int
+  depthGTE: Int
+  depthLT: Int
+  depthLTE: Int
   """
   error_class field predicates
   """
@@ -8214,6 +8310,10 @@ extend type Run {
   steps: [StepRun!]!
   "The run's events after afterSeq (exclusive), in order."
   events(afterSeq: Int, first: Int): [RunEvent!]!
+  "The run whose workflow step started this run (parentRunID), if any."
+  parentRun: Run
+  "The runs this run's workflow steps started, oldest first (at most 100)."
+  children: [Run!]!
 }
 
 extend type StepRun {
@@ -9180,6 +9280,12 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_idempotencyKey(ctx, field)
 	case "replayOf":
 		return ec.fieldContext_Run_replayOf(ctx, field)
+	case "parentRunID":
+		return ec.fieldContext_Run_parentRunID(ctx, field)
+	case "parentStepID":
+		return ec.fieldContext_Run_parentStepID(ctx, field)
+	case "depth":
+		return ec.fieldContext_Run_depth(ctx, field)
 	case "failedStepID":
 		return ec.fieldContext_Run_failedStepID(ctx, field)
 	case "traceID":
@@ -9208,6 +9314,10 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_steps(ctx, field)
 	case "events":
 		return ec.fieldContext_Run_events(ctx, field)
+	case "parentRun":
+		return ec.fieldContext_Run_parentRun(ctx, field)
+	case "children":
+		return ec.fieldContext_Run_children(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Run", field.Name)
 }
@@ -19106,6 +19216,75 @@ func (ec *executionContext) fieldContext_Run_replayOf(_ context.Context, field g
 	return graphql.NewScalarFieldContext("Run", field, false, false, "String")
 }
 
+func (ec *executionContext) _Run_parentRunID(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_parentRunID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ParentRunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_parentRunID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "String")
+}
+
+func (ec *executionContext) _Run_parentStepID(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_parentStepID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ParentStepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_parentStepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "String")
+}
+
+func (ec *executionContext) _Run_depth(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_depth(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Depth, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_depth(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Run_failedStepID(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -19490,6 +19669,70 @@ func (ec *executionContext) fieldContext_Run_events(ctx context.Context, field g
 	if fc.Args, err = ec.field_Run_events_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Run_parentRun(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_parentRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().ParentRun(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalORun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_parentRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Run",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Run_children(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_children(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().Children(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_children(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Run",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -32839,7 +33082,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -33588,6 +33831,272 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.ReplayOfContainsFold = data
+		case "parentRunID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunID = data
+		case "parentRunIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDNEQ = data
+		case "parentRunIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDIn = data
+		case "parentRunIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDNotIn = data
+		case "parentRunIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDGT = data
+		case "parentRunIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDGTE = data
+		case "parentRunIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDLT = data
+		case "parentRunIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDLTE = data
+		case "parentRunIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDContains = data
+		case "parentRunIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDHasPrefix = data
+		case "parentRunIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDHasSuffix = data
+		case "parentRunIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDIsNil = data
+		case "parentRunIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDNotNil = data
+		case "parentRunIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDEqualFold = data
+		case "parentRunIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentRunIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentRunIDContainsFold = data
+		case "parentStepID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepID = data
+		case "parentStepIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDNEQ = data
+		case "parentStepIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDIn = data
+		case "parentStepIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDNotIn = data
+		case "parentStepIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDGT = data
+		case "parentStepIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDGTE = data
+		case "parentStepIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDLT = data
+		case "parentStepIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDLTE = data
+		case "parentStepIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDContains = data
+		case "parentStepIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDHasPrefix = data
+		case "parentStepIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDHasSuffix = data
+		case "parentStepIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDIsNil = data
+		case "parentStepIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDNotNil = data
+		case "parentStepIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDEqualFold = data
+		case "parentStepIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("parentStepIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ParentStepIDContainsFold = data
+		case "depth":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depth"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Depth = data
+		case "depthNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthNEQ = data
+		case "depthIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthIn = data
+		case "depthNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthNotIn = data
+		case "depthGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthGT = data
+		case "depthGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthGTE = data
+		case "depthLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthLT = data
+		case "depthLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("depthLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DepthLTE = data
 		case "errorClass":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorClass"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -41135,6 +41644,21 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "parentRunID":
+			out.Values[i] = ec._Run_parentRunID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "parentStepID":
+			out.Values[i] = ec._Run_parentStepID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "depth":
+			out.Values[i] = ec._Run_depth(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "failedStepID":
 			out.Values[i] = ec._Run_failedStepID(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -41212,6 +41736,18 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_events(ctx, field, obj)
+				})
+		case "parentRun":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_parentRun(ctx, field, obj)
+				})
+		case "children":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_children(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))

@@ -151,6 +151,9 @@ func (s *Service) PublishWorkflowVersion(ctx context.Context, id string) (*ent.W
 	if def.Hash() != wv.ContentHash {
 		return nil, errs.E(errs.Internal, "content hash mismatch on version %s", id)
 	}
+	if err := checkWorkflowRefs(ctx, c, wv.WorkflowID, def); err != nil {
+		return nil, err
+	}
 	wv, err = wv.Update().
 		SetStatus(workflowversion.StatusPublished).
 		SetPublishedAt(s.now()).

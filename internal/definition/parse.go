@@ -31,6 +31,7 @@ const (
 	StepDelay     = "delay"
 	StepWait      = "wait"
 	StepMap       = "map"
+	StepWorkflow  = "workflow"
 )
 
 // Delivery guarantees of side-effect steps (Step.Delivery).
@@ -161,6 +162,13 @@ type Step struct {
 	Concurrency   int    `json:"concurrency,omitempty"`
 	FailurePolicy string `json:"failurePolicy,omitempty"`
 	Step          *Step  `json:"step,omitempty"`
+
+	// workflow: the id of the workflow a child run runs (the version
+	// deployed in the run's environment), and the child's input: an object
+	// whose string leaves are CEL expressions (other leaves literals), or
+	// one CEL expression giving an object.
+	Workflow string          `json:"workflow,omitempty"`
+	Input    json.RawMessage `json:"input,omitempty"`
 
 	path string // $.steps[i], set by Parse
 }

@@ -361,6 +361,9 @@ func (v *validator) checkStepBody(path string, s *Step, scope exprScope) *shape 
 			transformOutput = v.outputShape(path+".output", out, scope)
 		}
 	}
+	if len(s.Input) > 0 {
+		v.checkChildInput(path+".input", s.Input, scope)
+	}
 	if s.Message != "" {
 		v.checkTemplate(path+".message", s.Message, scope)
 	}

@@ -43,7 +43,7 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 			}
 			return true, s.finishApproval(ctx, sr, by, comment)
 		}
-	case definition.StepDelay:
+	case definition.StepDelay, definition.StepWorkflow:
 	case definition.StepWait:
 		// Resolved through the API as its run's last open step: finish it.
 		w, err := latestWaitOfStep(ctx, s.run.TenantID, sr.ID)
@@ -82,6 +82,11 @@ func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.St
 		return true, s.settle(ctx) // the run now waits
 	case definition.StepWait:
 		if err := s.beginWait(ctx, sr, step); err != nil || s.terminal() {
+			return true, err
+		}
+		return true, s.settle(ctx)
+	case definition.StepWorkflow:
+		if err := s.beginChild(ctx, sr, step); err != nil || s.terminal() {
 			return true, err
 		}
 		return true, s.settle(ctx)

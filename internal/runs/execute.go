@@ -305,7 +305,7 @@ func (e *Service) claimAttempt(ctx context.Context, ref AttemptRef) (*job, *runS
 // to guard (a transform, a delay's end, a sandbox replay's recorded output).
 func (s *runState) runsInClaim(step *definition.Step) bool {
 	return step.Type == definition.StepTransform || step.Type == definition.StepDelay || step.Type == definition.StepWait ||
-		step.Type == definition.StepMap || (s.run.Mode == run.ModeSandbox && step.HasSideEffect())
+		step.Type == definition.StepMap || step.Type == definition.StepWorkflow || (s.run.Mode == run.ModeSandbox && step.HasSideEffect())
 }
 
 // claimLoads is every step a claim may touch, for one read: the step, the
@@ -347,6 +347,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		if sr.Status == steprun.StatusWaiting && step.Type == definition.StepWait {
 			// Its deadline, or a look at the stored events (wait.go).
 			return nil, 0, s.wakeWait(ctx, step, sr)
+		}
+		if sr.Status == steprun.StatusWaiting && step.Type == definition.StepWorkflow {
+			// Its child run may have finished (child.go).
+			return nil, 0, s.wakeChild(ctx, step, sr)
 		}
 		if sr.Status == steprun.StatusQueued {
 			if handled, err := s.decide(ctx, step, sr); handled || err != nil {

@@ -60,6 +60,17 @@ func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOpti
 			return err
 		}
 		due = append(due, items...)
+		children, err := dueChildSteps(ctx, tenantID, now.Add(-o.Grace))
+		if err != nil {
+			return err
+		}
+		for _, d := range children {
+			// A child run finished and its parent's step still waits: the
+			// task telling the parent was lost (child.go).
+			t := stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now)
+			t.Variant = "c" + strconv.FormatInt(now.UnixMilli(), 36)
+			due = append(due, t)
+		}
 		for _, a := range expired {
 			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.runID, ID: a.id, At: now})
 		}

@@ -139,6 +139,10 @@ type newRun struct {
 	def                                  *definition.Definition
 	// auditStart writes the run.start audit entry (startRun).
 	auditStart bool
+	// parentRunID and parentStepID: the run and workflow step that start
+	// this run (a child run, child.go), at depth (0 means 1).
+	parentRunID, parentStepID *string
+	depth                     int
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -147,7 +151,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	r := &ent.Run{ID: ids.New(ids.Run), TenantID: v.TenantID, CreatedAt: now, UpdatedAt: now, WorkflowID: nr.workflowID,
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
-		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject}
+		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1)}
 	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err
@@ -213,7 +217,7 @@ func startsQueued(st definition.Step) bool {
 		return false
 	}
 	switch st.Type {
-	case definition.StepTransform, definition.StepHTTP, definition.StepLLM, definition.StepWait:
+	case definition.StepTransform, definition.StepHTTP, definition.StepLLM, definition.StepWait, definition.StepWorkflow:
 		return true
 	}
 	return false
@@ -246,19 +250,8 @@ func (e *Service) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
 	if s.terminal() {
 		return nil, errs.E(errs.Conflict, "run %s is already %s", id, s.run.Status)
 	}
-	if err := s.stopPending(ctx, steprun.StatusCancelled); err != nil {
-		return nil, err
-	}
-	for _, sr := range s.steps {
-		if sr.Status == steprun.StatusPending {
-			if err := s.setStep(ctx, sr, changeStep().SetStatus(steprun.StatusCancelled)); err != nil {
-				return nil, err
-			}
-		}
-	}
-	s.update.SetErrorClass("cancelled").SetErrorMessage("cancelled by " + v.Subject)
-	s.setStatus(run.StatusCancelled, map[string]any{"by": v.Subject})
-	if err := s.flush(ctx); err != nil {
+	// Its children too (cancelChildren), each after it: parent before child.
+	if err := s.cancel(ctx, "cancelled by "+v.Subject, map[string]any{"by": v.Subject}); err != nil {
 		return nil, err
 	}
 	return s.run, audit.Record(ctx, c, "run.cancel", "Run", id, nil)

@@ -315,6 +315,11 @@ func (s *runState) flush(ctx context.Context) error {
 		store.AfterCommit(ctx, fn)
 	}
 	s.afterCommit = nil
+	if s.finishedRun && s.run.ParentRunID != nil {
+		if err := s.notifyParent(ctx); err != nil {
+			return err
+		}
+	}
 	if s.finishedRun {
 		s.finishedRun = false
 		store.AfterCommit(ctx, func() { tally.Rename(ctx, "finish") })
@@ -414,7 +419,10 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 	if err := cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
 		return err
 	}
-	return cancelPendingWaits(ctx, s.run.TenantID, s.run.ID, s.now)
+	if err := cancelPendingWaits(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
+		return err
+	}
+	return s.cancelChildren(ctx)
 }
 
 // setStep writes a step change (one UPDATE, held for the transaction's
