@@ -205,7 +205,7 @@ func TestUnknownStepTypeRefusedAtCreate(t *testing.T) {
 	wf := str(f.owner.ok(mCreateWF, map[string]any{"n": "Future", "s": "future"}), "createWorkflow.id")
 	r := f.owner.fail("VALIDATION", mCreateVer, map[string]any{"w": wf, "d": defJSON(t, `{"schemaVersion":1,"steps":[
 		{"id":"a","type":"transform","output":"1"},
-		{"id":"b","type":"map","needs":["a"],"items":"[1, 2]"}]}`)})
+		{"id":"b","type":"teleport","needs":["a"],"items":"[1, 2]"}]}`)})
 	if msg := problemMessage(r, "$.steps[1].type"); msg == "" || !strings.Contains(msg, "transform") {
 		t.Errorf("want a problem at $.steps[1].type naming the known types, got %s", r.Raw)
 	}
