@@ -288,23 +288,11 @@ func (s *runState) cancel(ctx context.Context, message string, data map[string]a
 	return s.flush(ctx)
 }
 
-// dueChildSteps reads a tenant's waiting workflow steps whose current
-// child run finished before finishedBefore (at most 1,000).
-func dueChildSteps(ctx context.Context, tenantID string, finishedBefore any) ([]dueStep, error) {
-	q, err := store.Raw(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := q.Query(ctx, `SELECT s.run_id, s.step_id, s.type, s.current_attempt_id, s.updated_at FROM step_runs s
+// dueChildStepsSQL reads a tenant's workflow steps still waiting on a
+// child run of their current attempt that finished before $2 (dueRows):
+// the task telling the parent was lost.
+const dueChildStepsSQL = `SELECT s.run_id, s.step_id, s.type, s.current_attempt_id, s.updated_at FROM step_runs s
 		JOIN runs c ON c.tenant_id = s.tenant_id AND c.idempotency_key = 'child:' || s.run_id || ':' || s.step_id || ':' || s.attempts
 		WHERE s.tenant_id = $1 AND s.status = 'waiting' AND s.type = 'workflow' AND s.current_attempt_id IS NOT NULL
 			AND c.status IN ('succeeded', 'failed', 'cancelled') AND c.finished_at <= $2
-		LIMIT 1000`, tenantID, finishedBefore)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueStep, error) {
-		var d dueStep
-		return d, r.Scan(&d.runID, &d.stepID, &d.stepType, &d.attemptID, &d.updatedAt)
-	})
-}
+		LIMIT 1000`

@@ -634,33 +634,20 @@ func (s *runState) cancelRunMapItems(ctx context.Context) error {
 	return nil
 }
 
-// dueMapItemTasks lists the tasks of items past due or silent too long,
-// for the reconciler.
-func dueMapItemTasks(ctx context.Context, tenantID string, readyBefore, silentSince time.Time) ([]tasks.Task, error) {
-	q, err := store.Raw(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := q.Query(ctx, `SELECT id, run_id, step_id, status, attempts, updated_at FROM map_items
+// dueMapItemsSQL reads a tenant's map items queued and ready before $2, or
+// running and silent since before $3 (dueRows).
+const dueMapItemsSQL = `SELECT id, run_id, step_id, status, attempts, updated_at FROM map_items
 		WHERE tenant_id = $1 AND ready_at IS NOT NULL AND ((status = 'queued' AND ready_at <= $2) OR (status = 'running' AND updated_at <= $3))
-		LIMIT 1000`, tenantID, readyBefore, silentSince)
-	if err != nil {
-		return nil, err
+		LIMIT 1000`
+
+// dueItemTask is the task that sends a due map item again.
+func dueItemTask(tenantID string, it dueItem, now time.Time) tasks.Task {
+	variant := strconv.Itoa(it.attempts + 1)
+	if it.status == "running" {
+		// A takeover: the dead holder's task may still be active.
+		variant = strconv.Itoa(it.attempts) + "-" + strconv.FormatInt(it.updatedAt.UnixMilli(), 36)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
-		var id, runID, stepID, status string
-		var attempts int
-		var updated time.Time
-		if err := r.Scan(&id, &runID, &stepID, &status, &attempts, &updated); err != nil {
-			return tasks.Task{}, err
-		}
-		variant := strconv.Itoa(attempts + 1)
-		if status == "running" {
-			// A takeover: the dead holder's task may still be active.
-			variant = strconv.Itoa(attempts) + "-" + strconv.FormatInt(updated.UnixMilli(), 36)
-		}
-		return mapItemTask(tenantID, runID, stepID, id, variant, time.Now()), nil
-	})
+	return mapItemTask(tenantID, it.runID, it.stepID, it.id, variant, now)
 }
 
 // The statements on map_items. Like sql.go's, each names tenant_id

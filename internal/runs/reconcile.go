@@ -29,7 +29,9 @@ func (o ReconcileOptions) GraceOrDefault() time.Duration {
 }
 
 // DueTasks lists the tasks Postgres says are due in one tenant: steps whose
-// attempt is past due, steps running for too long, approvals past expiry.
+// attempt is past due, steps running for too long, approvals past expiry,
+// map items past due or silent, and workflow steps whose child finished
+// without telling them; all read in one round trip (dueRows).
 // Sending them again is safe: the queue rejects duplicates of live tasks and
 // the fences reject duplicates of finished ones.
 func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOptions) ([]tasks.Task, error) {
@@ -40,38 +42,32 @@ func (e *Service) DueTasks(ctx context.Context, tenantID string, o ReconcileOpti
 	now := e.now()
 	var due []tasks.Task
 	err := store.InTenant(viewer.SystemContext(ctx, tenantID), e.client, func(ctx context.Context) error {
-		late, running, expired, err := dueRows(ctx, tenantID, now.Add(-o.Grace), now.Add(-o.Stale), now)
+		d, err := dueRows(ctx, tenantID, now.Add(-o.Grace), now.Add(-o.Stale), now)
 		if err != nil {
 			return err
 		}
-		for _, d := range late {
-			due = append(due, stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now))
+		for _, s := range d.late {
+			due = append(due, stepTask(tenantID, s.runID, s.stepID, s.stepType, s.attemptID, now))
 		}
-		for _, d := range running {
+		for _, s := range d.running {
 			// The dead holder's task may still sit "active" in the queue
 			// under the attempt's id until its lease runs out; a takeover
 			// gets an id of its own (one per silent heartbeat).
-			t := stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now)
-			t.Variant = strconv.FormatInt(d.updatedAt.UnixMilli(), 36)
+			t := stepTask(tenantID, s.runID, s.stepID, s.stepType, s.attemptID, now)
+			t.Variant = strconv.FormatInt(s.updatedAt.UnixMilli(), 36)
 			due = append(due, t)
 		}
-		items, err := dueMapItemTasks(ctx, tenantID, now.Add(-o.Grace), now.Add(-o.Stale))
-		if err != nil {
-			return err
+		for _, it := range d.items {
+			due = append(due, dueItemTask(tenantID, it, now))
 		}
-		due = append(due, items...)
-		children, err := dueChildSteps(ctx, tenantID, now.Add(-o.Grace))
-		if err != nil {
-			return err
-		}
-		for _, d := range children {
+		for _, s := range d.children {
 			// A child run finished and its parent's step still waits: the
 			// task telling the parent was lost (child.go).
-			t := stepTask(tenantID, d.runID, d.stepID, d.stepType, d.attemptID, now)
+			t := stepTask(tenantID, s.runID, s.stepID, s.stepType, s.attemptID, now)
 			t.Variant = "c" + strconv.FormatInt(now.UnixMilli(), 36)
 			due = append(due, t)
 		}
-		for _, a := range expired {
+		for _, a := range d.expired {
 			due = append(due, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: tenantID, RunID: a.runID, ID: a.id, At: now})
 		}
 		return nil

@@ -820,14 +820,31 @@ type dueStep struct {
 // dueApproval is a pending approval past its expiry.
 type dueApproval struct{ id, runID string }
 
+// dueItem is a map step's item the reconciler may send again (mapstep.go).
+type dueItem struct {
+	id, runID, stepID, status string
+	attempts                  int
+	updatedAt                 time.Time
+}
+
+// dueSet is what dueRows found due in one tenant.
+type dueSet struct {
+	late, running []dueStep     // queued or waiting steps past due; running steps gone silent
+	expired       []dueApproval // pending approvals past expiry
+	items         []dueItem     // map items past due or gone silent
+	children      []dueStep     // workflow steps waiting on a child that finished (child.go)
+}
+
 // dueRows reads, in one round trip, a tenant's queued or waiting steps
 // ready before readyBefore, its running steps silent since before
-// silentSince, and its pending approvals expired by now; at most 1,000 of
-// each.
-func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now time.Time) (late, running []dueStep, expired []dueApproval, err error) {
+// silentSince, its pending approvals expired by now, its map items due or
+// silent by the same bounds, and its workflow steps whose child finished
+// before readyBefore; at most 1,000 of each.
+func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now time.Time) (dueSet, error) {
+	var d dueSet
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return d, err
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
@@ -837,6 +854,8 @@ func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now
 	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
 		WHERE tenant_id = $1 AND status = 'running' AND ready_at IS NOT NULL AND updated_at <= $2 AND current_attempt_id IS NOT NULL LIMIT 1000`, tenantID, silentSince)
 	b.Queue(`SELECT id, run_id FROM approval_requests WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= $2 LIMIT 1000`, tenantID, now)
+	b.Queue(dueMapItemsSQL, tenantID, readyBefore, silentSince)
+	b.Queue(dueChildStepsSQL, tenantID, readyBefore)
 	br := q.SendBatch(ctx, b)
 	defer br.Close()
 	steps := func() ([]dueStep, error) {
@@ -849,22 +868,35 @@ func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now
 			return d, r.Scan(&d.runID, &d.stepID, &d.stepType, &d.attemptID, &d.updatedAt)
 		})
 	}
-	if late, err = steps(); err != nil {
-		return nil, nil, nil, err
+	if d.late, err = steps(); err != nil {
+		return d, err
 	}
-	if running, err = steps(); err != nil {
-		return nil, nil, nil, err
+	if d.running, err = steps(); err != nil {
+		return d, err
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, nil, nil, err
+		return d, err
 	}
-	expired, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueApproval, error) {
+	d.expired, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueApproval, error) {
 		var a dueApproval
 		return a, r.Scan(&a.id, &a.runID)
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return d, err
 	}
-	return late, running, expired, br.Close()
+	if rows, err = br.Query(); err != nil {
+		return d, err
+	}
+	d.items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueItem, error) {
+		var it dueItem
+		return it, r.Scan(&it.id, &it.runID, &it.stepID, &it.status, &it.attempts, &it.updatedAt)
+	})
+	if err != nil {
+		return d, err
+	}
+	if d.children, err = steps(); err != nil {
+		return d, err
+	}
+	return d, br.Close()
 }
