@@ -198,6 +198,15 @@ const HeartbeatStale = 15 * time.Second
 
 // heartbeat keeps the step of j marked alive until the returned stop is called.
 func (e *Service) heartbeat(ctx context.Context, j *job) (stop func()) {
+	return e.keepAlive(ctx, func(ctx context.Context) error {
+		return beat(ctx, j.stepRunID, j.attemptID, e.now())
+	}, "heartbeat", "attempt_id", j.attemptID)
+}
+
+// keepAlive runs beat in a tenant transaction every third of the stale
+// period until the returned stop is called or ctx ends; a failed beat is
+// logged with msg and the key and value that name what it keeps alive.
+func (e *Service) keepAlive(ctx context.Context, beat func(ctx context.Context) error, msg, key, id string) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -211,11 +220,8 @@ func (e *Service) heartbeat(ctx context.Context, j *job) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-					return beat(ctx, j.stepRunID, j.attemptID, e.now())
-				})
-				if err != nil && ctx.Err() == nil {
-					e.log.WarnContext(ctx, "heartbeat", "err", err, "attempt_id", j.attemptID)
+				if err := store.InTenant(ctx, e.client, beat); err != nil && ctx.Err() == nil {
+					e.log.WarnContext(ctx, msg, "err", err, key, id)
 				}
 			}
 		}

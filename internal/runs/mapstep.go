@@ -347,29 +347,9 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 
 // itemHeartbeat keeps a running item marked alive until stop is called.
 func (e *Service) itemHeartbeat(ctx context.Context, it *itemJob) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(e.stale / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				err := store.InTenant(ctx, e.client, func(ctx context.Context) error {
-					return beatMapItem(ctx, it.id, it.attempt, e.now())
-				})
-				if err != nil && ctx.Err() == nil {
-					e.log.WarnContext(ctx, "map item heartbeat", "err", err, "item_id", it.id)
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
+	return e.keepAlive(ctx, func(ctx context.Context) error {
+		return beatMapItem(ctx, it.id, it.attempt, e.now())
+	}, "map item heartbeat", "item_id", it.id)
 }
 
 // finishItem records an item's attempt, if it still holds the item, then
