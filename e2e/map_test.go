@@ -332,6 +332,22 @@ func TestMapItemsIsolation(t *testing.T) {
 	if n := get(other.owner.ok(qMapRun, map[string]any{"id": id}), "node"); n != nil {
 		t.Errorf("another tenant reads the run: %v", n)
 	}
+	// A key scoped to another environment of the same tenant reads neither
+	// the run nor its items by id.
+	qItem := `query($id: ID!) { node(id: $id) { ... on MapItem { id index } } }`
+	items := mapItemsOf(t, f.owner.ok(`query($id: ID!) { node(id: $id) { ... on Run { steps { stepID
+		mapItems(first: 1) { totalCount edges { node { id } } } } } } }`, map[string]any{"id": id}))
+	if len(items) != 1 || get(f.owner.ok(qItem, map[string]any{"id": items[0]["id"]}), "node.id") != items[0]["id"] {
+		t.Fatalf("the owner's items: %v", items)
+	}
+	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "prod-only", roles: [OPERATOR], environmentID: $e}) { token } }`, map[string]any{"e": f.prodEnvID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	if n := get(scoped.ok(qMapRun, map[string]any{"id": id}), "node"); n != nil {
+		t.Errorf("a key of another environment reads the run: %v", n)
+	}
+	if n := get(scoped.ok(qItem, map[string]any{"id": items[0]["id"]}), "node"); n != nil {
+		t.Errorf("a key of another environment reads a map item: %v", n)
+	}
 	db := appDB(t)
 	tx, err := db.Begin()
 	if err != nil {
