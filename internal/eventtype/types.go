@@ -48,6 +48,9 @@ const (
 	ApprovalDecided Type = "approval.decided"
 	// ApprovalExpired: an approval's timeout passed before a decision.
 	ApprovalExpired Type = "approval.expired"
+	// ApprovalEscalated: an open approval reached a level of its
+	// escalation policy.
+	ApprovalEscalated Type = "approval.escalated"
 	// RunWaiting: every runnable step waits (an approval or a delay).
 	RunWaiting Type = "run.waiting"
 	// RunRunning: a waiting run moves again.
@@ -66,20 +69,43 @@ var all = [...]Type{
 	RunQueued, RunStarted,
 	StepStarted, StepSucceeded, StepRetrying, StepFailed, StepSkipped, StepWaiting,
 	StepReclaimed, StepLatencyBudgetExceeded, BudgetExceeded,
-	ApprovalRequested, ApprovalDecided, ApprovalExpired,
+	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	RunWaiting, RunRunning, RunResumed, RunSucceeded, RunFailed, RunCancelled,
 }
+
+// Tenant events: about a tenant's service levels, not about one run. They
+// never enter a run's event log; webhooks deliver them (RecordEvent in the
+// webhook package).
+const (
+	// SLABreached: an SLA objective was breached (a run past a deadline,
+	// or a window objective that no longer holds).
+	SLABreached Type = "sla.breached"
+	// IncidentAcknowledged: someone acknowledged an incident.
+	IncidentAcknowledged Type = "incident.acknowledged"
+	// IncidentEscalated: an incident reached a level of its escalation
+	// policy.
+	IncidentEscalated Type = "incident.escalated"
+	// IncidentResolved: an incident was resolved, by hand or because its
+	// objective holds again.
+	IncidentResolved Type = "incident.resolved"
+)
+
+var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
 	RunStarted, RunSucceeded, RunFailed, RunCancelled,
 	StepFailed,
-	ApprovalRequested, ApprovalDecided, ApprovalExpired,
+	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	BudgetExceeded,
+	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 }
 
 // All returns every run event type, in the README's order.
 func All() []Type { return slices.Clone(all[:]) }
+
+// Tenant returns the tenant events (not run events) in the README's order.
+func Tenant() []Type { return slices.Clone(tenant[:]) }
 
 // Webhook returns the types webhooks deliver (the `webhookEventTypes`
 // query); an endpoint may subscribe to these only.

@@ -121,11 +121,11 @@ func TestReadmeListsWebhookEventTypes(t *testing.T) {
 	compare(t, "webhook event types", readme, set(eventtype.Webhook()))
 }
 
-func TestWebhookTypesAreRunEvents(t *testing.T) {
+func TestWebhookTypesAreRunOrTenantEvents(t *testing.T) {
 	all := eventtype.All()
 	for _, w := range eventtype.Webhook() {
-		if !slices.Contains(all, w) {
-			t.Errorf("webhooks deliver %q, which is not a run event", w)
+		if !slices.Contains(all, w) && !slices.Contains(eventtype.Tenant(), w) {
+			t.Errorf("webhooks deliver %q, which is neither a run event nor a tenant event", w)
 		}
 		if !w.Delivered() {
 			t.Errorf("%q.Delivered() = false", w)
@@ -143,7 +143,7 @@ func TestWebhookTypesAreRunEvents(t *testing.T) {
 
 func TestTypesAreDottedLowerCaseAndUnique(t *testing.T) {
 	seen := map[eventtype.Type]bool{}
-	for _, a := range eventtype.All() {
+	for _, a := range append(eventtype.All(), eventtype.Tenant()...) {
 		if !typeName.MatchString("`" + string(a) + "`") {
 			t.Errorf("%q is not dotted lower case", a)
 		}
@@ -176,8 +176,8 @@ func TestForRunStatus(t *testing.T) {
 // category prefix such as "run."): it names the constant. Tests are exempt:
 // they assert wire values.
 func TestNoEventTypeLiteralsOutsideTypesFile(t *testing.T) {
-	forbidden := set(eventtype.All())
-	for _, a := range eventtype.All() {
+	forbidden := set(append(eventtype.All(), eventtype.Tenant()...))
+	for _, a := range append(eventtype.All(), eventtype.Tenant()...) {
 		forbidden[strings.SplitN(string(a), ".", 2)[0]+"."] = true
 	}
 	self, err := filepath.Abs("types.go")

@@ -129,3 +129,67 @@ func webhookData(r *ent.Run, ev *ent.RunEvent) map[string]any {
 	}
 	return data
 }
+
+// Event is a tenant event (eventtype.Tenant, or a run event raised outside
+// a run's transaction) to deliver by webhook.
+type Event struct {
+	Type eventtype.Type
+	// Data is the payload's data; the tenant id is added.
+	Data map[string]any
+	// EndpointIDs, when set, are the only endpoints the event goes to,
+	// whether or not they chose its type: an escalation level names the
+	// endpoints it pages. Disabled or unknown ones are skipped. When empty,
+	// every enabled endpoint that wants the type receives it.
+	EndpointIDs []string
+}
+
+// RecordEvent writes, in the transaction of c (the caller's tenant
+// transaction, which commits the change the event reports), one delivery
+// per endpoint that gets ev, and wakes their first attempts after commit.
+// It returns the ids of the deliveries written. The payload has the shape
+// of a run event's ({type, timestamp, data}) with no run id or seq.
+func (s *Service) RecordEvent(ctx context.Context, c *ent.Client, tenantID string, ev Event, now time.Time) ([]string, error) {
+	q := c.WebhookEndpoint.Query().Where(webhookendpoint.Enabled(true))
+	if len(ev.EndpointIDs) > 0 {
+		q = q.Where(webhookendpoint.IDIn(ev.EndpointIDs...))
+	}
+	endpoints, err := q.Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read webhook endpoints: %w", err)
+	}
+	data := make(map[string]any, len(ev.Data)+1)
+	for k, v := range ev.Data {
+		data[k] = v
+	}
+	data["tenantID"] = tenantID
+	payload := map[string]any{
+		"type":      string(ev.Type),
+		"timestamp": now.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano),
+		"data":      data,
+	}
+	var creates []*ent.WebhookDeliveryCreate
+	for _, ep := range endpoints {
+		if len(ev.EndpointIDs) == 0 && len(ep.EventTypes) > 0 && !slices.Contains(ep.EventTypes, string(ev.Type)) {
+			continue
+		}
+		id := ids.New(ids.WebhookDelivery)
+		creates = append(creates, c.WebhookDelivery.Create().SetID(id).
+			SetEndpointID(ep.ID).SetWebhookID("msg_"+strings.TrimPrefix(id, ids.WebhookDelivery+"_")).
+			SetEventType(string(ev.Type)).SetPayload(payload).SetNextAttemptAt(now))
+	}
+	if len(creates) == 0 {
+		return nil, nil
+	}
+	list, err := c.WebhookDelivery.CreateBulk(creates...).Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("record webhook deliveries: %w", err)
+	}
+	out := make([]string, len(list))
+	ts := make([]tasks.Task, len(list))
+	for i, d := range list {
+		out[i] = d.ID
+		ts[i] = deliveryTask(tenantID, d, now)
+	}
+	s.dispatchAfterCommit(ctx, ts)
+	return out, nil
+}
