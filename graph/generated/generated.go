@@ -435,12 +435,33 @@ type ComplexityRoot struct {
 		ModelPrices          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) int
 		Node                 func(childComplexity int, id string) int
 		Nodes                func(childComplexity int, ids []string) int
+		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
 		Viewer               func(childComplexity int) int
 		WebhookDeliveries    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		WebhookEndpoints     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) int
 		WebhookEventTypes    func(childComplexity int) int
 		Workflows            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) int
+	}
+
+	QueueStats struct {
+		At     func(childComplexity int) int
+		Groups func(childComplexity int) int
+		Total  func(childComplexity int) int
+	}
+
+	QueueStatsRow struct {
+		ApprovalsOpen             func(childComplexity int) int
+		EnvironmentID             func(childComplexity int) int
+		OldestApprovalAgeSeconds  func(childComplexity int) int
+		OldestApprovalAt          func(childComplexity int) int
+		OldestReadyStepAgeSeconds func(childComplexity int) int
+		OldestReadyStepAt         func(childComplexity int) int
+		RunsQueued                func(childComplexity int) int
+		RunsRunning               func(childComplexity int) int
+		RunsWaiting               func(childComplexity int) int
+		StepsReady                func(childComplexity int) int
+		WorkflowID                func(childComplexity int) int
 	}
 
 	Run struct {
@@ -774,6 +795,7 @@ type QueryResolver interface {
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
+	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
@@ -2602,6 +2624,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Nodes(childComplexity, args["ids"].([]string)), true
+	case "Query.queueStats":
+		if e.ComplexityRoot.Query.QueueStats == nil {
+			break
+		}
+
+		args, err := ec.field_Query_queueStats_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.QueueStats(childComplexity, args["workflowID"].(*string), args["environmentID"].(*string)), true
 	case "Query.runs":
 		if e.ComplexityRoot.Query.Runs == nil {
 			break
@@ -2658,6 +2691,92 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Workflows(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].([]*ent.WorkflowOrder), args["where"].(*ent.WorkflowWhereInput)), true
+
+	case "QueueStats.at":
+		if e.ComplexityRoot.QueueStats.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.At(childComplexity), true
+	case "QueueStats.groups":
+		if e.ComplexityRoot.QueueStats.Groups == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.Groups(childComplexity), true
+	case "QueueStats.total":
+		if e.ComplexityRoot.QueueStats.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.Total(childComplexity), true
+
+	case "QueueStatsRow.approvalsOpen":
+		if e.ComplexityRoot.QueueStatsRow.ApprovalsOpen == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.ApprovalsOpen(childComplexity), true
+	case "QueueStatsRow.environmentID":
+		if e.ComplexityRoot.QueueStatsRow.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.EnvironmentID(childComplexity), true
+	case "QueueStatsRow.oldestApprovalAgeSeconds":
+		if e.ComplexityRoot.QueueStatsRow.OldestApprovalAgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.OldestApprovalAgeSeconds(childComplexity), true
+	case "QueueStatsRow.oldestApprovalAt":
+		if e.ComplexityRoot.QueueStatsRow.OldestApprovalAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.OldestApprovalAt(childComplexity), true
+	case "QueueStatsRow.oldestReadyStepAgeSeconds":
+		if e.ComplexityRoot.QueueStatsRow.OldestReadyStepAgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.OldestReadyStepAgeSeconds(childComplexity), true
+	case "QueueStatsRow.oldestReadyStepAt":
+		if e.ComplexityRoot.QueueStatsRow.OldestReadyStepAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.OldestReadyStepAt(childComplexity), true
+	case "QueueStatsRow.runsQueued":
+		if e.ComplexityRoot.QueueStatsRow.RunsQueued == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.RunsQueued(childComplexity), true
+	case "QueueStatsRow.runsRunning":
+		if e.ComplexityRoot.QueueStatsRow.RunsRunning == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.RunsRunning(childComplexity), true
+	case "QueueStatsRow.runsWaiting":
+		if e.ComplexityRoot.QueueStatsRow.RunsWaiting == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.RunsWaiting(childComplexity), true
+	case "QueueStatsRow.stepsReady":
+		if e.ComplexityRoot.QueueStatsRow.StepsReady == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.StepsReady(childComplexity), true
+	case "QueueStatsRow.workflowID":
+		if e.ComplexityRoot.QueueStatsRow.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.WorkflowID(childComplexity), true
 
 	case "Run.children":
 		if e.ComplexityRoot.Run.Children == nil {
@@ -4030,6 +4149,43 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../backlog.graphql", Input: `# Backlog monitoring: what is waiting, by workflow and environment.
+
+"The unfinished work of a tenant, read from Postgres at ` + "`" + `at` + "`" + `."
+type QueueStats {
+  "When the figures were read (the server's clock)."
+  at: Time!
+  "The sum over every group (oldest ages over every group)."
+  total: QueueStatsRow!
+  "One row per workflow and environment with unfinished work, ordered by workflow then environment."
+  groups: [QueueStatsRow!]!
+}
+
+"The backlog of one workflow in one environment (both unset in ` + "`" + `total` + "`" + `)."
+type QueueStatsRow {
+  workflowID: ID
+  environmentID: ID
+  runsQueued: Int!
+  runsRunning: Int!
+  runsWaiting: Int!
+  "Steps due to start (their dependencies done, any retry delay over) that no worker has started yet."
+  stepsReady: Int!
+  "When the longest-waiting ready step became due; null without one."
+  oldestReadyStepAt: Time
+  "Seconds since oldestReadyStepAt, at ` + "`" + `at` + "`" + `; 0 without one."
+  oldestReadyStepAgeSeconds: Float!
+  approvalsOpen: Int!
+  "When the oldest open approval opened; null without one."
+  oldestApprovalAt: Time
+  "Seconds since oldestApprovalAt, at ` + "`" + `at` + "`" + `; 0 without one."
+  oldestApprovalAgeSeconds: Float!
+}
+
+extend type Query {
+  "The backlog of the tenant, or of one workflow and/or environment. Every role may read it; a key scoped to one environment sees that environment's only."
+  queueStats(workflowID: ID, environmentID: ID): QueueStats!
+}
+`, BuiltIn: false},
 	{Name: "../cost.graphql", Input: `# Cost: model prices, per-call cost, reports and budgets. Money is integer
 # micro-USD (...MicroUSD) and a decimal USD string (...USD).
 
@@ -9256,6 +9412,46 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
 }
 
+func (ec *executionContext) childFields_QueueStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_QueueStats_at(ctx, field)
+	case "total":
+		return ec.fieldContext_QueueStats_total(ctx, field)
+	case "groups":
+		return ec.fieldContext_QueueStats_groups(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QueueStats", field.Name)
+}
+
+func (ec *executionContext) childFields_QueueStatsRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "workflowID":
+		return ec.fieldContext_QueueStatsRow_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_QueueStatsRow_environmentID(ctx, field)
+	case "runsQueued":
+		return ec.fieldContext_QueueStatsRow_runsQueued(ctx, field)
+	case "runsRunning":
+		return ec.fieldContext_QueueStatsRow_runsRunning(ctx, field)
+	case "runsWaiting":
+		return ec.fieldContext_QueueStatsRow_runsWaiting(ctx, field)
+	case "stepsReady":
+		return ec.fieldContext_QueueStatsRow_stepsReady(ctx, field)
+	case "oldestReadyStepAt":
+		return ec.fieldContext_QueueStatsRow_oldestReadyStepAt(ctx, field)
+	case "oldestReadyStepAgeSeconds":
+		return ec.fieldContext_QueueStatsRow_oldestReadyStepAgeSeconds(ctx, field)
+	case "approvalsOpen":
+		return ec.fieldContext_QueueStatsRow_approvalsOpen(ctx, field)
+	case "oldestApprovalAt":
+		return ec.fieldContext_QueueStatsRow_oldestApprovalAt(ctx, field)
+	case "oldestApprovalAgeSeconds":
+		return ec.fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QueueStatsRow", field.Name)
+}
+
 func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -10995,6 +11191,28 @@ func (ec *executionContext) field_Query_nodes_args(ctx context.Context, rawArgs 
 		return nil, err
 	}
 	args["ids"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_queueStats_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "environmentID",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["environmentID"] = arg1
 	return args, nil
 }
 
@@ -18712,6 +18930,50 @@ func (ec *executionContext) fieldContext_Query_workflows(ctx context.Context, fi
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_queueStats(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_queueStats(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().QueueStats(ctx, fc.Args["workflowID"].(*string), fc.Args["environmentID"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
+			return ec.marshalNQueueStats2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStats(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_queueStats(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueStats(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_queueStats_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_effectiveModelPrices(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -18961,6 +19223,346 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _QueueStats_at(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStats", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QueueStats_total(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.QueueStatsRow) graphql.Marshaler {
+			return ec.marshalNQueueStatsRow2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStatsRow(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "QueueStats",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueStatsRow(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _QueueStats_groups(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_groups(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Groups, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.QueueStatsRow) graphql.Marshaler {
+			return ec.marshalNQueueStatsRow2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStatsRowᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_groups(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "QueueStats",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueStatsRow(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _QueueStatsRow_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "ID")
+}
+
+func (ec *executionContext) _QueueStatsRow_environmentID(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "ID")
+}
+
+func (ec *executionContext) _QueueStatsRow_runsQueued(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_runsQueued(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunsQueued, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_runsQueued(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_runsRunning(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_runsRunning(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunsRunning, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_runsRunning(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_runsWaiting(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_runsWaiting(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunsWaiting, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_runsWaiting(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_stepsReady(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_stepsReady(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepsReady, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_stepsReady(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_oldestReadyStepAt(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_oldestReadyStepAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestReadyStepAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_oldestReadyStepAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QueueStatsRow_oldestReadyStepAgeSeconds(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_oldestReadyStepAgeSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestReadyStepAgeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_oldestReadyStepAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QueueStatsRow_approvalsOpen(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_approvalsOpen(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ApprovalsOpen, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_approvalsOpen(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_oldestApprovalAt(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_oldestApprovalAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestApprovalAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_oldestApprovalAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QueueStatsRow_oldestApprovalAgeSeconds(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestApprovalAgeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Float")
 }
 
 func (ec *executionContext) _Run_id(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -41517,6 +42119,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_workflows(ctx, field)
 				})
+		case "queueStats":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_queueStats(ctx, field)
+				})
 		case "effectiveModelPrices":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -41560,6 +42168,132 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var queueStatsImplementors = []string{"QueueStats"}
+
+func (ec *executionContext) _QueueStats(ctx context.Context, sel ast.SelectionSet, obj *model.QueueStats) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, queueStatsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QueueStats")
+		case "at":
+			out.Values[i] = ec._QueueStats_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "total":
+			out.Values[i] = ec._QueueStats_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "groups":
+			out.Values[i] = ec._QueueStats_groups(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var queueStatsRowImplementors = []string{"QueueStatsRow"}
+
+func (ec *executionContext) _QueueStatsRow(ctx context.Context, sel ast.SelectionSet, obj *model.QueueStatsRow) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, queueStatsRowImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QueueStatsRow")
+		case "workflowID":
+			out.Values[i] = ec._QueueStatsRow_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "environmentID":
+			out.Values[i] = ec._QueueStatsRow_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "runsQueued":
+			out.Values[i] = ec._QueueStatsRow_runsQueued(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runsRunning":
+			out.Values[i] = ec._QueueStatsRow_runsRunning(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runsWaiting":
+			out.Values[i] = ec._QueueStatsRow_runsWaiting(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepsReady":
+			out.Values[i] = ec._QueueStatsRow_stepsReady(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "oldestReadyStepAt":
+			out.Values[i] = ec._QueueStatsRow_oldestReadyStepAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "oldestReadyStepAgeSeconds":
+			out.Values[i] = ec._QueueStatsRow_oldestReadyStepAgeSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "approvalsOpen":
+			out.Values[i] = ec._QueueStatsRow_approvalsOpen(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "oldestApprovalAt":
+			out.Values[i] = ec._QueueStatsRow_oldestApprovalAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "oldestApprovalAgeSeconds":
+			out.Values[i] = ec._QueueStatsRow_oldestApprovalAgeSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -44361,6 +45095,38 @@ func (ec *executionContext) marshalNOrderDirection2entgoᚗioᚋcontribᚋentgql
 
 func (ec *executionContext) marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
 	return ec._PageInfo(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNQueueStats2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStats(ctx context.Context, sel ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "QueueStats!")
+		return graphql.Null
+	}
+	return ec._QueueStats(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNQueueStatsRow2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStatsRowᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.QueueStatsRow) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNQueueStatsRow2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStatsRow(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNQueueStatsRow2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStatsRow(ctx context.Context, sel ast.SelectionSet, v *model.QueueStatsRow) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "QueueStatsRow!")
+		return graphql.Null
+	}
+	return ec._QueueStatsRow(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNReplayRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐReplayRunInput(ctx context.Context, v any) (model.ReplayRunInput, error) {

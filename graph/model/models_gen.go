@@ -124,6 +124,36 @@ type ModelPriceInfo struct {
 	AsOf string `json:"asOf"`
 }
 
+// The unfinished work of a tenant, read from Postgres at `at`.
+type QueueStats struct {
+	// When the figures were read (the server's clock).
+	At time.Time `json:"at"`
+	// The sum over every group (oldest ages over every group).
+	Total *QueueStatsRow `json:"total"`
+	// One row per workflow and environment with unfinished work, ordered by workflow then environment.
+	Groups []*QueueStatsRow `json:"groups"`
+}
+
+// The backlog of one workflow in one environment (both unset in `total`).
+type QueueStatsRow struct {
+	WorkflowID    *string `json:"workflowID,omitempty"`
+	EnvironmentID *string `json:"environmentID,omitempty"`
+	RunsQueued    int     `json:"runsQueued"`
+	RunsRunning   int     `json:"runsRunning"`
+	RunsWaiting   int     `json:"runsWaiting"`
+	// Steps due to start (their dependencies done, any retry delay over) that no worker has started yet.
+	StepsReady int `json:"stepsReady"`
+	// When the longest-waiting ready step became due; null without one.
+	OldestReadyStepAt *time.Time `json:"oldestReadyStepAt,omitempty"`
+	// Seconds since oldestReadyStepAt, at `at`; 0 without one.
+	OldestReadyStepAgeSeconds float64 `json:"oldestReadyStepAgeSeconds"`
+	ApprovalsOpen             int     `json:"approvalsOpen"`
+	// When the oldest open approval opened; null without one.
+	OldestApprovalAt *time.Time `json:"oldestApprovalAt,omitempty"`
+	// Seconds since oldestApprovalAt, at `at`; 0 without one.
+	OldestApprovalAgeSeconds float64 `json:"oldestApprovalAgeSeconds"`
+}
+
 type ReplayRunInput struct {
 	RunID string `json:"runID"`
 	// Another version of the same workflow; if unset, the source run's version.

@@ -156,7 +156,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		})
 	}
 	a.metrics = server.NewMetrics()
-	a.metrics.Registry.MustRegister(worker.NewQueueCollector(asynq.NewInspectorFromRedisClient(a.redis)))
+	a.metrics.Registry.MustRegister(worker.NewQueueCollector(asynq.NewInspectorFromRedisClient(a.redis)),
+		control.NewBacklogCollector(a.client, log, cfg.BacklogMetricsInterval))
 	v := vault.New(keys)
 	// Every process that commits run changes (serve and worker) publishes
 	// them to the API processes' hubs.

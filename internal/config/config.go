@@ -89,6 +89,10 @@ type Config struct {
 	// WebhookRotationGrace is how long an old webhook secret keeps signing
 	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
 	WebhookRotationGrace time.Duration
+	// BacklogMetricsInterval is how old the sluice_backlog_* gauges may be
+	// when scraped (SLUICE_BACKLOG_METRICS_INTERVAL): a scrape reads
+	// Postgres again only after it. If unset, 10s.
+	BacklogMetricsInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -195,6 +199,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
 	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
+	c.BacklogMetricsInterval = durationVar(getenv, "SLUICE_BACKLOG_METRICS_INTERVAL", 10*time.Second, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
