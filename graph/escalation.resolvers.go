@@ -7,23 +7,25 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/escalation"
 )
 
 // CreateEscalationPolicy is the resolver for the createEscalationPolicy field.
 func (r *mutationResolver) CreateEscalationPolicy(ctx context.Context, input model.CreateEscalationPolicyInput) (*ent.EscalationPolicy, error) {
-	panic(fmt.Errorf("not implemented: CreateEscalationPolicy - createEscalationPolicy"))
+	return r.Escalation.CreatePolicy(ctx, escalation.PolicyInput{Name: &input.Name, Description: input.Description,
+		Levels: levelsFromInput(input.Levels, true), Repeat: input.Repeat})
 }
 
 // UpdateEscalationPolicy is the resolver for the updateEscalationPolicy field.
 func (r *mutationResolver) UpdateEscalationPolicy(ctx context.Context, input model.UpdateEscalationPolicyInput) (*ent.EscalationPolicy, error) {
-	panic(fmt.Errorf("not implemented: UpdateEscalationPolicy - updateEscalationPolicy"))
+	return r.Escalation.UpdatePolicy(ctx, input.ID, escalation.PolicyInput{Name: input.Name, Description: input.Description,
+		Levels: levelsFromInput(input.Levels, false), Repeat: input.Repeat})
 }
 
 // DeleteEscalationPolicy is the resolver for the deleteEscalationPolicy field.
 func (r *mutationResolver) DeleteEscalationPolicy(ctx context.Context, id string) (string, error) {
-	panic(fmt.Errorf("not implemented: DeleteEscalationPolicy - deleteEscalationPolicy"))
+	return r.Escalation.DeletePolicy(ctx, id)
 }
