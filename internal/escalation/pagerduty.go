@@ -44,7 +44,15 @@ func (s *Service) Send(ctx context.Context, tenantID, sendID string) error {
 			return err
 		}
 		now := s.now()
-		if p.Status != pagerdutysend.StatusPending || p.NextAttemptAt == nil || p.NextAttemptAt.After(now) {
+		if p.Status != pagerdutysend.StatusPending || p.NextAttemptAt == nil {
+			return nil
+		}
+		if p.NextAttemptAt.After(now) {
+			// Woken early (the queue schedules in whole seconds), or
+			// another try holds it: wake again when due.
+			t := sendTask(tenantID, p)
+			t.Variant += "r" + now.Format("150405.000")
+			s.dispatchAfterCommit(ctx, t)
 			return nil
 		}
 		// PagerDuty applies events in the order it gets them: an
