@@ -383,7 +383,7 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{EscalationsColumns[23], EscalationsColumns[7]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "run_id IS NOT NULL AND status IN ('active', 'acknowledged')",
+					Where: "run_id IS NOT NULL",
 				},
 			},
 			{

@@ -97,7 +97,7 @@ func (Escalation) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("tenant_id", "subject_kind", "subject_id").Unique(),
 		index.Fields("tenant_id", "run_id").
-			Annotations(entsql.IndexWhere("run_id IS NOT NULL AND status IN ('active', 'acknowledged')")),
+			Annotations(entsql.IndexWhere("run_id IS NOT NULL")),
 		index.Fields("tenant_id", "next_fire_at").
 			Annotations(entsql.IndexWhere("next_fire_at IS NOT NULL")),
 	}

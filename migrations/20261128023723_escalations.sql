@@ -8,7 +8,7 @@ CREATE TABLE "escalations" ("id" character varying NOT NULL, "created_at" timest
 -- create index "escalation_tenant_id_next_fire_at" to table: "escalations"
 CREATE INDEX "escalation_tenant_id_next_fire_at" ON "escalations" ("tenant_id", "next_fire_at") WHERE (next_fire_at IS NOT NULL);
 -- create index "escalation_tenant_id_run_id" to table: "escalations"
-CREATE INDEX "escalation_tenant_id_run_id" ON "escalations" ("tenant_id", "run_id") WHERE ((run_id IS NOT NULL) AND ((status)::text = ANY ((ARRAY['active'::character varying, 'acknowledged'::character varying])::text[])));
+CREATE INDEX "escalation_tenant_id_run_id" ON "escalations" ("tenant_id", "run_id") WHERE (run_id IS NOT NULL);
 -- create index "escalation_tenant_id_subject_kind_subject_id" to table: "escalations"
 CREATE UNIQUE INDEX "escalation_tenant_id_subject_kind_subject_id" ON "escalations" ("tenant_id", "subject_kind", "subject_id");
 -- create "pager_duty_sends" table
