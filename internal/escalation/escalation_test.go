@@ -229,7 +229,8 @@ func (x *world) get(id string) *ent.Escalation {
 func (x *world) fire() {
 	x.t.Helper()
 	for _, t := range x.q.take(tasks.KindEscalation) {
-		if err := x.svc.FireDue(context.Background(), t.TenantID, t.ID); err != nil {
+		level, loop := esc.TaskLevel(t.Kind + ":" + t.ID + ":" + t.Variant)
+		if err := x.svc.FireDue(context.Background(), t.TenantID, t.ID, level, loop); err != nil {
 			x.t.Fatal(err)
 		}
 	}
@@ -432,7 +433,7 @@ func TestLostWakeUpFiresOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- x.svc.FireDue(context.Background(), x.tenantID, e.ID)
+			errc <- x.svc.FireDue(context.Background(), x.tenantID, e.ID, -1, -1)
 		}()
 	}
 	wg.Wait()

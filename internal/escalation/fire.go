@@ -30,7 +30,9 @@ const (
 // its queue task). The level is fired in one transaction that locks the
 // escalation's row (after the run's, for an approval) and re-checks its
 // state and due time, so a duplicate or late wake-up fires nothing twice.
-func (s *Service) FireDue(ctx context.Context, tenantID, escalationID string) error {
+// level and loop are those the wake-up was sent for (TaskLevel), or -1
+// when unknown: a wake-up for a level already passed does nothing.
+func (s *Service) FireDue(ctx context.Context, tenantID, escalationID string, level, loop int) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	return store.InTenant(ctx, s.client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
@@ -41,7 +43,7 @@ func (s *Service) FireDue(ctx context.Context, tenantID, escalationID string) er
 		if err != nil {
 			return err
 		}
-		if e.NextFireAt == nil {
+		if e.NextFireAt == nil || (level >= 0 && (level != e.Level || loop != e.Loop)) {
 			return nil
 		}
 		if now := s.now(); e.NextFireAt.After(now) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -118,6 +119,27 @@ func levelTask(tenantID string, e *ent.Escalation) tasks.Task {
 		t.At = *e.NextFireAt
 	}
 	return t
+}
+
+// TaskLevel reads the level and loop a level task was sent for from its
+// queue task id ("escalation.level:<id>:l<level>.<loop>[r...]"); -1, -1
+// when the id does not say.
+func TaskLevel(taskID string) (level, loop int) {
+	i := strings.LastIndex(taskID, ":l")
+	if i < 0 {
+		return -1, -1
+	}
+	v := taskID[i+2:]
+	if j := strings.IndexByte(v, 'r'); j >= 0 {
+		v = v[:j]
+	}
+	a, b, ok := strings.Cut(v, ".")
+	l, err1 := strconv.Atoi(a)
+	lp, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil {
+		return -1, -1
+	}
+	return l, lp
 }
 
 // sendTask wakes a worker for a PagerDuty send's next try.

@@ -170,7 +170,9 @@ func (w *Worker) handleEscalation(ctx context.Context, t *asynq.Task) error {
 	if w.escalation == nil {
 		return fmt.Errorf("%w: no escalation service", asynq.SkipRetry)
 	}
-	return w.escalation.FireDue(ctx, p.TenantID, p.ID)
+	id, _ := asynq.GetTaskID(ctx)
+	level, loop := escalation.TaskLevel(id)
+	return w.escalation.FireDue(ctx, p.TenantID, p.ID, level, loop)
 }
 
 func (w *Worker) handlePagerDuty(ctx context.Context, t *asynq.Task) error {
