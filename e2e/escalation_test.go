@@ -113,6 +113,16 @@ func TestEscalationApprovalLevels(t *testing.T) {
 		t.Fatalf("escalation of the approval decided before level 2: %v", escA)
 	}
 
+	// Another tenant sees neither the escalation nor its policy.
+	other := newClient(t, 0, token(t, newTenant(t, "escx"), "owner")).on(st.server)
+	if r := other.do(`query($a: ID!, $b: ID!) { nodes(ids: [$a, $b]) { id } }`, map[string]any{"a": str(escA, "id"), "b": policyID}); !strings.Contains(r.Raw, `"nodes":[null,null]`) {
+		t.Errorf("another tenant reads the escalation or policy: %s", r.Raw)
+	}
+	if r := other.ok(`{ escalations { totalCount } escalationPolicies { totalCount } }`, nil); get(r, "escalations.totalCount") != float64(0) || get(r, "escalationPolicies.totalCount") != float64(0) {
+		t.Errorf("another tenant lists: %v", r)
+	}
+	other.fail("NOT_FOUND", mUpdateEsc, map[string]any{"in": map[string]any{"id": policyID, "repeat": 3}})
+
 	// The policy is edited while B's escalation runs.
 	owner.ok(mUpdateEsc, map[string]any{"in": map[string]any{"id": policyID, "levels": []any{
 		map[string]any{"delay": "1h", "targets": []any{map[string]any{"role": "admin"}}}}}})
