@@ -234,3 +234,33 @@ func TestEscalationPolicyIsolationAndValidation(t *testing.T) {
 		t.Errorf("audit: %v", actions)
 	}
 }
+
+// An approval's escalation ends with the approval however it ends: its
+// timeout (onTimeout still decides the step) or the run being cancelled.
+func TestEscalationResolvedByTimeoutAndCancel(t *testing.T) {
+	f := newFixture(t, "escend")
+	f.owner.ok(mCreateEsc, map[string]any{"in": map[string]any{"name": "slow", "levels": []any{
+		map[string]any{"delay": "1h", "targets": []any{map[string]any{"role": "operator"}}}}}})
+	wf, _ := deployWorkflow(t, f, "esc-end", map[string]any{"schemaVersion": 1, "steps": []any{
+		map[string]any{"id": "review", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}},
+			"escalation": "slow", "timeout": "1s", "onTimeout": "approve"},
+	}})
+	wfCancel, _ := deployWorkflow(t, f, "esc-cancel", map[string]any{"schemaVersion": 1, "steps": []any{
+		map[string]any{"id": "review", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}, "escalation": "slow"},
+	}})
+	timed := str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{}}), "startRun.id")
+	cancelled := str(f.owner.ok(mStartRun, map[string]any{"w": wfCancel, "e": f.envID, "i": map[string]any{}}), "startRun.id")
+	waitRun(t, f.owner, timed, 20*time.Second, "succeeded")
+	waitRun(t, f.owner, cancelled, 20*time.Second, "waiting")
+	f.owner.ok(`mutation($id: ID!) { cancelRun(id: $id) { id } }`, map[string]any{"id": cancelled})
+	for _, runID := range []string{timed, cancelled} {
+		list := edges(f.owner.ok(qApprovalsOf, map[string]any{"r": runID}), "approvals")
+		if len(list) != 1 {
+			t.Fatalf("approvals of %s: %v", runID, list)
+		}
+		e := escalationOf(t, f.owner, str(list[0], "id"))
+		if fired, _ := get(e, "firings").([]any); str(e, "status") != "resolved" || get(e, "nextFireAt") != nil || len(fired) != 0 {
+			t.Errorf("escalation of run %s: %v", runID, e)
+		}
+	}
+}

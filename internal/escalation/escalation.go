@@ -70,7 +70,7 @@ func (s *Service) start(ctx context.Context, c *ent.Client, tenantID string, p *
 	cr := c.Escalation.Create().SetPolicyID(p.ID).SetPolicyName(p.Name).
 		SetSubjectKind(escalation.SubjectKind(subj.Kind)).SetSubjectID(subj.ID).
 		SetDedupKey(dedup).SetSummary(subj.Summary).SetSeverity(subj.Severity).
-		SetLevels(p.Levels).SetRepeat(p.Repeat).SetNextFireAt(at).SetCreatedAt(now).SetUpdatedAt(now)
+		SetLevels(p.Levels).SetRepeat(p.Repeat).SetFirings([]spec.Firing{}).SetNextFireAt(at).SetCreatedAt(now).SetUpdatedAt(now)
 	if subj.RunID != "" {
 		cr.SetRunID(subj.RunID)
 	}
