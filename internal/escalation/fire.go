@@ -174,6 +174,7 @@ func (s *Service) page(ctx context.Context, c *ent.Client, tenantID string, e *e
 	if e.SubjectKind == escalation.SubjectKindApproval {
 		typ = eventtype.ApprovalEscalated
 		data["approvalID"] = e.SubjectID
+		data["runID"] = e.RunID
 		if emit != nil {
 			// The run event reaches every endpoint that wants
 			// approval.escalated (the run's webhook outbox); the level's own
