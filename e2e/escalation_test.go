@@ -253,6 +253,17 @@ func TestEscalationResolvedByTimeoutAndCancel(t *testing.T) {
 	waitRun(t, f.owner, timed, 20*time.Second, "succeeded")
 	waitRun(t, f.owner, cancelled, 20*time.Second, "waiting")
 	f.owner.ok(`mutation($id: ID!) { cancelRun(id: $id) { id } }`, map[string]any{"id": cancelled})
+	// A key scoped to another environment sees neither escalation; one
+	// scoped to the runs' environment sees both. Neither manages policies.
+	for env, want := range map[string]float64{f.prodEnvID: 0, f.envID: 2} {
+		key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "scoped", roles: [ADMIN], environmentID: $e}) { token } }`, map[string]any{"e": env})
+		scoped := newClient(t, 0, str(key, "createAPIKey.token"))
+		if n := get(scoped.ok(`{ escalations { totalCount } }`, nil), "escalations.totalCount"); n != want {
+			t.Errorf("key scoped to %s sees %v escalations, want %v", env, n, want)
+		}
+		scoped.fail("FORBIDDEN", mCreateEsc, map[string]any{"in": map[string]any{"name": "s", "levels": []any{
+			map[string]any{"delay": "1m", "targets": []any{map[string]any{"role": "operator"}}}}}})
+	}
 	for _, runID := range []string{timed, cancelled} {
 		list := edges(f.owner.ok(qApprovalsOf, map[string]any{"r": runID}), "approvals")
 		if len(list) != 1 {

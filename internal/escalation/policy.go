@@ -231,23 +231,3 @@ func (s *Service) DeletePolicy(ctx context.Context, id string) (string, error) {
 func (s *Service) PolicyExists(ctx context.Context, c *ent.Client, id string) (bool, error) {
 	return c.EscalationPolicy.Query().Where(escalationpolicy.ID(id)).Exist(ctx)
 }
-
-// MissingPolicies returns which of names have no policy in the tenant of
-// c's transaction (approval steps name policies; checked at publish).
-func (s *Service) MissingPolicies(ctx context.Context, c *ent.Client, names []string) ([]string, error) {
-	if len(names) == 0 {
-		return nil, nil
-	}
-	found, err := c.EscalationPolicy.Query().Where(escalationpolicy.NameIn(names...)).
-		Select(escalationpolicy.FieldName).Strings(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var missing []string
-	for _, n := range names {
-		if !slices.Contains(found, n) {
-			missing = append(missing, n)
-		}
-	}
-	return missing, nil
-}
