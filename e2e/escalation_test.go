@@ -149,7 +149,18 @@ func TestEscalationApprovalLevels(t *testing.T) {
 	if !slices.Equal(levelsA, []float64{1}) {
 		t.Errorf("run A's approval.escalated levels: %v", levelsA)
 	}
-	escB = escalationOf(t, owner, aprB)
+	// Both PagerDuty sends are recorded as sent, with their tries.
+	eventually(t, 20*time.Second, func() (bool, string) {
+		escB = escalationOf(t, owner, aprB)
+		var got []string
+		for _, s := range edges(escB, "pagerDutySends") {
+			codes, _ := get(s, "attemptList").([]any)
+			got = append(got, fmt.Sprintf("%s %s %d %v", str(s, "action"), str(s, "status"), len(codes), s["dedupKey"]))
+		}
+		slices.Sort(got)
+		want := []string{"resolve sent 1 approval:" + aprB, "trigger sent 1 approval:" + aprB}
+		return slices.Equal(got, want), fmt.Sprintf("sends %v, want %v", got, want)
+	})
 	if str(escB, "status") != "resolved" || len(get(escB, "firings").([]any)) != 2 {
 		t.Fatalf("B: %v", escB)
 	}

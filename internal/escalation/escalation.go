@@ -3,6 +3,7 @@ package escalation
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -63,8 +64,8 @@ func (s *Service) start(ctx context.Context, c *ent.Client, tenantID string, p *
 	if len(dedup) > 255 {
 		dedup = dedup[:255]
 	}
-	if subj.Severity == "" {
-		subj.Severity = "warning"
+	if !slices.Contains(severities, subj.Severity) {
+		subj.Severity = "warning" // PagerDuty accepts only its four
 	}
 	at := now.Add(p.Levels[0].DelayDuration())
 	cr := c.Escalation.Create().SetPolicyID(p.ID).SetPolicyName(p.Name).
