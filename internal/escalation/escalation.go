@@ -92,11 +92,13 @@ func (s *Service) start(ctx context.Context, c *ent.Client, tenantID string, p *
 func (s *Service) Acknowledge(ctx context.Context, c *ent.Client, tenantID, kind, subjectID, by string, now time.Time) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	e, err := s.lockSubject(ctx, c, kind, subjectID)
-	if err != nil || e == nil || e.Status != escalation.StatusActive {
+	if err != nil || e == nil || (e.Status != escalation.StatusActive && e.Status != escalation.StatusExhausted) {
 		return err
 	}
+	// An exhausted escalation has no level left; its PagerDuty incidents
+	// are still open, and are acknowledged too.
 	u := e.Update().SetStatus(escalation.StatusAcknowledged).SetAcknowledgedAt(now).SetAcknowledgedBy(by).SetUpdatedAt(now)
-	if !hasCondition(e.Levels, spec.IfNotResolved) {
+	if e.Status == escalation.StatusExhausted || !hasCondition(e.Levels, spec.IfNotResolved) {
 		u.ClearNextFireAt()
 	}
 	if err := u.Exec(ctx); err != nil {

@@ -313,13 +313,19 @@ func TestLevelsFireInOrder(t *testing.T) {
 	if payload["severity"] != "critical" || payload["source"] != "sluice" || payload["summary"] != "maxDuration breached" || payload["component"] != "wf_1" {
 		t.Errorf("payload: %v", payload)
 	}
+	// Acknowledged after it ran out of levels: PagerDuty's incident is
+	// still open, and is acknowledged too.
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		return x.svc.Acknowledge(ctx, c, x.tenantID, esc.KindIncident, "inc_1", "user_oncall", x.clock.Now())
+	})
+	x.send()
 	x.in(func(ctx context.Context, c *ent.Client) error {
 		return x.svc.Resolve(ctx, c, x.tenantID, esc.KindIncident, "inc_1", "user_owner", x.clock.Now())
 	})
 	x.send()
 	evs = x.pd.got()
-	if len(evs) != 2 || evs[1]["event_action"] != "resolve" || evs[1]["dedup_key"] != "sla:inc_1" {
-		t.Fatalf("resolve not mirrored: %v", evs)
+	if len(evs) != 3 || evs[1]["event_action"] != "acknowledge" || evs[2]["event_action"] != "resolve" || evs[2]["dedup_key"] != "sla:inc_1" {
+		t.Fatalf("acknowledge and resolve not mirrored: %v", evs)
 	}
 	if got := x.get(e.ID); got.Status != escalation.StatusResolved || got.ResolvedBy == nil || *got.ResolvedBy != "user_owner" {
 		t.Errorf("resolved: %s %v", got.Status, got.ResolvedBy)
