@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
+	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/store"
@@ -55,9 +56,18 @@ func (s *Service) FireDue(ctx context.Context, tenantID, escalationID string, le
 			return nil
 		}
 		if e.SubjectKind == escalation.SubjectKindApproval && e.RunID != "" && s.runs != nil {
-			return s.runs.WithRunLock(ctx, c, e.RunID, func(emit func(string, map[string]any)) error {
+			err := s.runs.WithRunLock(ctx, c, e.RunID, func(emit func(string, map[string]any)) error {
 				return s.fireLocked(ctx, c, tenantID, escalationID, emit)
 			})
+			if errs.CodeOf(err) == errs.NotFound {
+				// The run is gone: nothing is left to page about.
+				locked, lerr := c.Escalation.Query().Where(escalation.ID(escalationID)).ForUpdate().Only(ctx)
+				if lerr != nil {
+					return lerr
+				}
+				return s.resolve(ctx, c, tenantID, locked, "run gone", s.now())
+			}
+			return err
 		}
 		return s.fireLocked(ctx, c, tenantID, escalationID, nil)
 	})
