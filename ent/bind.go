@@ -58,6 +58,22 @@ func (c *EnvironmentClient) Bind(_m *Environment) *Environment {
 	return _m
 }
 
+// Bind gives a Escalation that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EscalationClient) Bind(_m *Escalation) *Escalation {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a EscalationPolicy that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EscalationPolicyClient) Bind(_m *EscalationPolicy) *EscalationPolicy {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a EventWait that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
@@ -102,6 +118,14 @@ func (c *ModelCallClient) Bind(_m *ModelCall) *ModelCall {
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
 func (c *ModelPriceClient) Bind(_m *ModelPrice) *ModelPrice {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a PagerDutySend that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *PagerDutySendClient) Bind(_m *PagerDutySend) *PagerDutySend {
 	_m.config = c.config
 	return _m
 }

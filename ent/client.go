@@ -22,12 +22,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -61,6 +64,10 @@ type Client struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// Escalation is the client for interacting with the Escalation builders.
+	Escalation *EscalationClient
+	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
+	EscalationPolicy *EscalationPolicyClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -73,6 +80,8 @@ type Client struct {
 	ModelCall *ModelCallClient
 	// ModelPrice is the client for interacting with the ModelPrice builders.
 	ModelPrice *ModelPriceClient
+	// PagerDutySend is the client for interacting with the PagerDutySend builders.
+	PagerDutySend *PagerDutySendClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -111,12 +120,15 @@ func (c *Client) init() {
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
+	c.Escalation = NewEscalationClient(c.config)
+	c.EscalationPolicy = NewEscalationPolicyClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
 	c.MapItem = NewMapItemClient(c.config)
 	c.Member = NewMemberClient(c.config)
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
+	c.PagerDutySend = NewPagerDutySendClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.StepAttempt = NewStepAttemptClient(c.config)
@@ -226,12 +238,15 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
+		Escalation:        NewEscalationClient(cfg),
+		EscalationPolicy:  NewEscalationPolicyClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
 		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
+		PagerDutySend:     NewPagerDutySendClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
@@ -268,12 +283,15 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		CredentialVersion: NewCredentialVersionClient(cfg),
 		Deployment:        NewDeploymentClient(cfg),
 		Environment:       NewEnvironmentClient(cfg),
+		Escalation:        NewEscalationClient(cfg),
+		EscalationPolicy:  NewEscalationPolicyClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
 		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
 		ModelPrice:        NewModelPriceClient(cfg),
+		PagerDutySend:     NewPagerDutySendClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
@@ -314,9 +332,10 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.MapItem, c.Member,
-		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
-		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
+		c.InboundEvent, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Run, c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
 		c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
@@ -328,9 +347,10 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EventWait, c.InboundEvent, c.MapItem, c.Member,
-		c.ModelCall, c.ModelPrice, c.Run, c.RunEvent, c.StepAttempt, c.StepRun,
-		c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
+		c.InboundEvent, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Run, c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
 		c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
@@ -354,6 +374,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Deployment.mutate(ctx, m)
 	case *EnvironmentMutation:
 		return c.Environment.mutate(ctx, m)
+	case *EscalationMutation:
+		return c.Escalation.mutate(ctx, m)
+	case *EscalationPolicyMutation:
+		return c.EscalationPolicy.mutate(ctx, m)
 	case *EventWaitMutation:
 		return c.EventWait.mutate(ctx, m)
 	case *InboundEventMutation:
@@ -366,6 +390,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ModelCall.mutate(ctx, m)
 	case *ModelPriceMutation:
 		return c.ModelPrice.mutate(ctx, m)
+	case *PagerDutySendMutation:
+		return c.PagerDutySend.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -1601,6 +1627,322 @@ func (c *EnvironmentClient) mutate(ctx context.Context, m *EnvironmentMutation) 
 	}
 }
 
+// EscalationClient is a client for the Escalation schema.
+type EscalationClient struct {
+	config
+}
+
+// NewEscalationClient returns a client for the Escalation from the given config.
+func NewEscalationClient(c config) *EscalationClient {
+	return &EscalationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `escalation.Hooks(f(g(h())))`.
+func (c *EscalationClient) Use(hooks ...Hook) {
+	c.hooks.Escalation = append(c.hooks.Escalation, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `escalation.Intercept(f(g(h())))`.
+func (c *EscalationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Escalation = append(c.inters.Escalation, interceptors...)
+}
+
+// Create returns a builder for creating a Escalation entity.
+func (c *EscalationClient) Create() *EscalationCreate {
+	mutation := newEscalationMutation(c.config, OpCreate)
+	return &EscalationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Escalation entities.
+func (c *EscalationClient) CreateBulk(builders ...*EscalationCreate) *EscalationCreateBulk {
+	return &EscalationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EscalationClient) MapCreateBulk(slice any, setFunc func(*EscalationCreate, int)) *EscalationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EscalationCreateBulk{err: fmt.Errorf("calling to EscalationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EscalationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EscalationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Escalation.
+func (c *EscalationClient) Update() *EscalationUpdate {
+	mutation := newEscalationMutation(c.config, OpUpdate)
+	return &EscalationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EscalationClient) UpdateOne(_m *Escalation) *EscalationUpdateOne {
+	mutation := newEscalationMutation(c.config, OpUpdateOne, withEscalation(_m))
+	return &EscalationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EscalationClient) UpdateOneID(id string) *EscalationUpdateOne {
+	mutation := newEscalationMutation(c.config, OpUpdateOne, withEscalationID(id))
+	return &EscalationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Escalation.
+func (c *EscalationClient) Delete() *EscalationDelete {
+	mutation := newEscalationMutation(c.config, OpDelete)
+	return &EscalationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EscalationClient) DeleteOne(_m *Escalation) *EscalationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EscalationClient) DeleteOneID(id string) *EscalationDeleteOne {
+	builder := c.Delete().Where(escalation.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EscalationDeleteOne{builder}
+}
+
+// Query returns a query builder for Escalation.
+func (c *EscalationClient) Query() *EscalationQuery {
+	return &EscalationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEscalation},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Escalation entity by its id.
+func (c *EscalationClient) Get(ctx context.Context, id string) (*Escalation, error) {
+	return c.Query().Where(escalation.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EscalationClient) GetX(ctx context.Context, id string) *Escalation {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Escalation.
+func (c *EscalationClient) QueryTenant(_m *Escalation) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(escalation.Table, escalation.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, escalation.TenantTable, escalation.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryPagerDutySends queries the pager_duty_sends edge of a Escalation.
+func (c *EscalationClient) QueryPagerDutySends(_m *Escalation) *PagerDutySendQuery {
+	query := (&PagerDutySendClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(escalation.Table, escalation.FieldID, id),
+			sqlgraph.To(pagerdutysend.Table, pagerdutysend.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, escalation.PagerDutySendsTable, escalation.PagerDutySendsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EscalationClient) Hooks() []Hook {
+	hooks := c.hooks.Escalation
+	return append(hooks[:len(hooks):len(hooks)], escalation.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EscalationClient) Interceptors() []Interceptor {
+	return c.inters.Escalation
+}
+
+func (c *EscalationClient) mutate(ctx context.Context, m *EscalationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EscalationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EscalationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EscalationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EscalationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Escalation mutation op: %q", m.Op())
+	}
+}
+
+// EscalationPolicyClient is a client for the EscalationPolicy schema.
+type EscalationPolicyClient struct {
+	config
+}
+
+// NewEscalationPolicyClient returns a client for the EscalationPolicy from the given config.
+func NewEscalationPolicyClient(c config) *EscalationPolicyClient {
+	return &EscalationPolicyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `escalationpolicy.Hooks(f(g(h())))`.
+func (c *EscalationPolicyClient) Use(hooks ...Hook) {
+	c.hooks.EscalationPolicy = append(c.hooks.EscalationPolicy, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `escalationpolicy.Intercept(f(g(h())))`.
+func (c *EscalationPolicyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.EscalationPolicy = append(c.inters.EscalationPolicy, interceptors...)
+}
+
+// Create returns a builder for creating a EscalationPolicy entity.
+func (c *EscalationPolicyClient) Create() *EscalationPolicyCreate {
+	mutation := newEscalationPolicyMutation(c.config, OpCreate)
+	return &EscalationPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of EscalationPolicy entities.
+func (c *EscalationPolicyClient) CreateBulk(builders ...*EscalationPolicyCreate) *EscalationPolicyCreateBulk {
+	return &EscalationPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EscalationPolicyClient) MapCreateBulk(slice any, setFunc func(*EscalationPolicyCreate, int)) *EscalationPolicyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EscalationPolicyCreateBulk{err: fmt.Errorf("calling to EscalationPolicyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EscalationPolicyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EscalationPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for EscalationPolicy.
+func (c *EscalationPolicyClient) Update() *EscalationPolicyUpdate {
+	mutation := newEscalationPolicyMutation(c.config, OpUpdate)
+	return &EscalationPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EscalationPolicyClient) UpdateOne(_m *EscalationPolicy) *EscalationPolicyUpdateOne {
+	mutation := newEscalationPolicyMutation(c.config, OpUpdateOne, withEscalationPolicy(_m))
+	return &EscalationPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EscalationPolicyClient) UpdateOneID(id string) *EscalationPolicyUpdateOne {
+	mutation := newEscalationPolicyMutation(c.config, OpUpdateOne, withEscalationPolicyID(id))
+	return &EscalationPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for EscalationPolicy.
+func (c *EscalationPolicyClient) Delete() *EscalationPolicyDelete {
+	mutation := newEscalationPolicyMutation(c.config, OpDelete)
+	return &EscalationPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EscalationPolicyClient) DeleteOne(_m *EscalationPolicy) *EscalationPolicyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EscalationPolicyClient) DeleteOneID(id string) *EscalationPolicyDeleteOne {
+	builder := c.Delete().Where(escalationpolicy.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EscalationPolicyDeleteOne{builder}
+}
+
+// Query returns a query builder for EscalationPolicy.
+func (c *EscalationPolicyClient) Query() *EscalationPolicyQuery {
+	return &EscalationPolicyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEscalationPolicy},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a EscalationPolicy entity by its id.
+func (c *EscalationPolicyClient) Get(ctx context.Context, id string) (*EscalationPolicy, error) {
+	return c.Query().Where(escalationpolicy.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EscalationPolicyClient) GetX(ctx context.Context, id string) *EscalationPolicy {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a EscalationPolicy.
+func (c *EscalationPolicyClient) QueryTenant(_m *EscalationPolicy) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(escalationpolicy.Table, escalationpolicy.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, escalationpolicy.TenantTable, escalationpolicy.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EscalationPolicyClient) Hooks() []Hook {
+	hooks := c.hooks.EscalationPolicy
+	return append(hooks[:len(hooks):len(hooks)], escalationpolicy.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EscalationPolicyClient) Interceptors() []Interceptor {
+	return c.inters.EscalationPolicy
+}
+
+func (c *EscalationPolicyClient) mutate(ctx context.Context, m *EscalationPolicyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EscalationPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EscalationPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EscalationPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EscalationPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown EscalationPolicy mutation op: %q", m.Op())
+	}
+}
+
 // EventWaitClient is a client for the EventWait schema.
 type EventWaitClient struct {
 	config
@@ -2530,6 +2872,172 @@ func (c *ModelPriceClient) mutate(ctx context.Context, m *ModelPriceMutation) (V
 		return (&ModelPriceDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown ModelPrice mutation op: %q", m.Op())
+	}
+}
+
+// PagerDutySendClient is a client for the PagerDutySend schema.
+type PagerDutySendClient struct {
+	config
+}
+
+// NewPagerDutySendClient returns a client for the PagerDutySend from the given config.
+func NewPagerDutySendClient(c config) *PagerDutySendClient {
+	return &PagerDutySendClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `pagerdutysend.Hooks(f(g(h())))`.
+func (c *PagerDutySendClient) Use(hooks ...Hook) {
+	c.hooks.PagerDutySend = append(c.hooks.PagerDutySend, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `pagerdutysend.Intercept(f(g(h())))`.
+func (c *PagerDutySendClient) Intercept(interceptors ...Interceptor) {
+	c.inters.PagerDutySend = append(c.inters.PagerDutySend, interceptors...)
+}
+
+// Create returns a builder for creating a PagerDutySend entity.
+func (c *PagerDutySendClient) Create() *PagerDutySendCreate {
+	mutation := newPagerDutySendMutation(c.config, OpCreate)
+	return &PagerDutySendCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of PagerDutySend entities.
+func (c *PagerDutySendClient) CreateBulk(builders ...*PagerDutySendCreate) *PagerDutySendCreateBulk {
+	return &PagerDutySendCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *PagerDutySendClient) MapCreateBulk(slice any, setFunc func(*PagerDutySendCreate, int)) *PagerDutySendCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &PagerDutySendCreateBulk{err: fmt.Errorf("calling to PagerDutySendClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*PagerDutySendCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &PagerDutySendCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for PagerDutySend.
+func (c *PagerDutySendClient) Update() *PagerDutySendUpdate {
+	mutation := newPagerDutySendMutation(c.config, OpUpdate)
+	return &PagerDutySendUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *PagerDutySendClient) UpdateOne(_m *PagerDutySend) *PagerDutySendUpdateOne {
+	mutation := newPagerDutySendMutation(c.config, OpUpdateOne, withPagerDutySend(_m))
+	return &PagerDutySendUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *PagerDutySendClient) UpdateOneID(id string) *PagerDutySendUpdateOne {
+	mutation := newPagerDutySendMutation(c.config, OpUpdateOne, withPagerDutySendID(id))
+	return &PagerDutySendUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for PagerDutySend.
+func (c *PagerDutySendClient) Delete() *PagerDutySendDelete {
+	mutation := newPagerDutySendMutation(c.config, OpDelete)
+	return &PagerDutySendDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *PagerDutySendClient) DeleteOne(_m *PagerDutySend) *PagerDutySendDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *PagerDutySendClient) DeleteOneID(id string) *PagerDutySendDeleteOne {
+	builder := c.Delete().Where(pagerdutysend.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &PagerDutySendDeleteOne{builder}
+}
+
+// Query returns a query builder for PagerDutySend.
+func (c *PagerDutySendClient) Query() *PagerDutySendQuery {
+	return &PagerDutySendQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypePagerDutySend},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a PagerDutySend entity by its id.
+func (c *PagerDutySendClient) Get(ctx context.Context, id string) (*PagerDutySend, error) {
+	return c.Query().Where(pagerdutysend.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *PagerDutySendClient) GetX(ctx context.Context, id string) *PagerDutySend {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a PagerDutySend.
+func (c *PagerDutySendClient) QueryTenant(_m *PagerDutySend) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(pagerdutysend.Table, pagerdutysend.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, pagerdutysend.TenantTable, pagerdutysend.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryEscalation queries the escalation edge of a PagerDutySend.
+func (c *PagerDutySendClient) QueryEscalation(_m *PagerDutySend) *EscalationQuery {
+	query := (&EscalationClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(pagerdutysend.Table, pagerdutysend.FieldID, id),
+			sqlgraph.To(escalation.Table, escalation.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, pagerdutysend.EscalationTable, pagerdutysend.EscalationColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *PagerDutySendClient) Hooks() []Hook {
+	hooks := c.hooks.PagerDutySend
+	return append(hooks[:len(hooks):len(hooks)], pagerdutysend.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *PagerDutySendClient) Interceptors() []Interceptor {
+	return c.inters.PagerDutySend
+}
+
+func (c *PagerDutySendClient) mutate(ctx context.Context, m *PagerDutySendMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&PagerDutySendCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&PagerDutySendUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&PagerDutySendUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&PagerDutySendDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown PagerDutySend mutation op: %q", m.Op())
 	}
 }
 
@@ -4277,15 +4785,17 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EventWait, InboundEvent, MapItem, Member, ModelCall, ModelPrice,
-		Run, RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
+		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, MapItem,
+		Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent, StepAttempt,
+		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EventWait, InboundEvent, MapItem, Member, ModelCall, ModelPrice,
-		Run, RunEvent, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
+		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, MapItem,
+		Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent, StepAttempt,
+		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -19,12 +19,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -102,12 +105,15 @@ func checkColumn(t, c string) error {
 			credentialversion.Table: credentialversion.ValidColumn,
 			deployment.Table:        deployment.ValidColumn,
 			environment.Table:       environment.ValidColumn,
+			escalation.Table:        escalation.ValidColumn,
+			escalationpolicy.Table:  escalationpolicy.ValidColumn,
 			eventwait.Table:         eventwait.ValidColumn,
 			inboundevent.Table:      inboundevent.ValidColumn,
 			mapitem.Table:           mapitem.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
 			modelprice.Table:        modelprice.ValidColumn,
+			pagerdutysend.Table:     pagerdutysend.ValidColumn,
 			run.Table:               run.ValidColumn,
 			runevent.Table:          runevent.ValidColumn,
 			stepattempt.Table:       stepattempt.ValidColumn,

@@ -10,12 +10,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -36,7 +39,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 23)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 26)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -198,6 +201,63 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   escalation.Table,
+			Columns: escalation.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: escalation.FieldID,
+			},
+		},
+		Type: "Escalation",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			escalation.FieldTenantID:       {Type: field.TypeString, Column: escalation.FieldTenantID},
+			escalation.FieldCreatedAt:      {Type: field.TypeTime, Column: escalation.FieldCreatedAt},
+			escalation.FieldUpdatedAt:      {Type: field.TypeTime, Column: escalation.FieldUpdatedAt},
+			escalation.FieldPolicyID:       {Type: field.TypeString, Column: escalation.FieldPolicyID},
+			escalation.FieldPolicyName:     {Type: field.TypeString, Column: escalation.FieldPolicyName},
+			escalation.FieldSubjectKind:    {Type: field.TypeEnum, Column: escalation.FieldSubjectKind},
+			escalation.FieldSubjectID:      {Type: field.TypeString, Column: escalation.FieldSubjectID},
+			escalation.FieldRunID:          {Type: field.TypeString, Column: escalation.FieldRunID},
+			escalation.FieldDedupKey:       {Type: field.TypeString, Column: escalation.FieldDedupKey},
+			escalation.FieldSummary:        {Type: field.TypeString, Column: escalation.FieldSummary},
+			escalation.FieldSeverity:       {Type: field.TypeString, Column: escalation.FieldSeverity},
+			escalation.FieldDetails:        {Type: field.TypeJSON, Column: escalation.FieldDetails},
+			escalation.FieldLevels:         {Type: field.TypeJSON, Column: escalation.FieldLevels},
+			escalation.FieldRepeat:         {Type: field.TypeInt, Column: escalation.FieldRepeat},
+			escalation.FieldStatus:         {Type: field.TypeEnum, Column: escalation.FieldStatus},
+			escalation.FieldLevel:          {Type: field.TypeInt, Column: escalation.FieldLevel},
+			escalation.FieldLoop:           {Type: field.TypeInt, Column: escalation.FieldLoop},
+			escalation.FieldNextFireAt:     {Type: field.TypeTime, Column: escalation.FieldNextFireAt},
+			escalation.FieldFirings:        {Type: field.TypeJSON, Column: escalation.FieldFirings},
+			escalation.FieldAcknowledgedAt: {Type: field.TypeTime, Column: escalation.FieldAcknowledgedAt},
+			escalation.FieldAcknowledgedBy: {Type: field.TypeString, Column: escalation.FieldAcknowledgedBy},
+			escalation.FieldResolvedAt:     {Type: field.TypeTime, Column: escalation.FieldResolvedAt},
+			escalation.FieldResolvedBy:     {Type: field.TypeString, Column: escalation.FieldResolvedBy},
+		},
+	}
+	graph.Nodes[8] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   escalationpolicy.Table,
+			Columns: escalationpolicy.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: escalationpolicy.FieldID,
+			},
+		},
+		Type: "EscalationPolicy",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			escalationpolicy.FieldTenantID:    {Type: field.TypeString, Column: escalationpolicy.FieldTenantID},
+			escalationpolicy.FieldCreatedAt:   {Type: field.TypeTime, Column: escalationpolicy.FieldCreatedAt},
+			escalationpolicy.FieldUpdatedAt:   {Type: field.TypeTime, Column: escalationpolicy.FieldUpdatedAt},
+			escalationpolicy.FieldName:        {Type: field.TypeString, Column: escalationpolicy.FieldName},
+			escalationpolicy.FieldDescription: {Type: field.TypeString, Column: escalationpolicy.FieldDescription},
+			escalationpolicy.FieldLevels:      {Type: field.TypeJSON, Column: escalationpolicy.FieldLevels},
+			escalationpolicy.FieldRepeat:      {Type: field.TypeInt, Column: escalationpolicy.FieldRepeat},
+			escalationpolicy.FieldCreatedBy:   {Type: field.TypeString, Column: escalationpolicy.FieldCreatedBy},
+		},
+	}
+	graph.Nodes[9] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   eventwait.Table,
 			Columns: eventwait.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -227,7 +287,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
@@ -247,7 +307,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -278,7 +338,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -296,7 +356,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -325,7 +385,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -346,7 +406,35 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   pagerdutysend.Table,
+			Columns: pagerdutysend.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: pagerdutysend.FieldID,
+			},
+		},
+		Type: "PagerDutySend",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			pagerdutysend.FieldTenantID:       {Type: field.TypeString, Column: pagerdutysend.FieldTenantID},
+			pagerdutysend.FieldCreatedAt:      {Type: field.TypeTime, Column: pagerdutysend.FieldCreatedAt},
+			pagerdutysend.FieldUpdatedAt:      {Type: field.TypeTime, Column: pagerdutysend.FieldUpdatedAt},
+			pagerdutysend.FieldEscalationID:   {Type: field.TypeString, Column: pagerdutysend.FieldEscalationID},
+			pagerdutysend.FieldCredentialID:   {Type: field.TypeString, Column: pagerdutysend.FieldCredentialID},
+			pagerdutysend.FieldAction:         {Type: field.TypeEnum, Column: pagerdutysend.FieldAction},
+			pagerdutysend.FieldDedupKey:       {Type: field.TypeString, Column: pagerdutysend.FieldDedupKey},
+			pagerdutysend.FieldPayload:        {Type: field.TypeJSON, Column: pagerdutysend.FieldPayload},
+			pagerdutysend.FieldStatus:         {Type: field.TypeEnum, Column: pagerdutysend.FieldStatus},
+			pagerdutysend.FieldAttempts:       {Type: field.TypeInt, Column: pagerdutysend.FieldAttempts},
+			pagerdutysend.FieldNextAttemptAt:  {Type: field.TypeTime, Column: pagerdutysend.FieldNextAttemptAt},
+			pagerdutysend.FieldLastStatusCode: {Type: field.TypeInt, Column: pagerdutysend.FieldLastStatusCode},
+			pagerdutysend.FieldLastError:      {Type: field.TypeString, Column: pagerdutysend.FieldLastError},
+			pagerdutysend.FieldSentAt:         {Type: field.TypeTime, Column: pagerdutysend.FieldSentAt},
+			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
+		},
+	}
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -385,7 +473,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -406,7 +494,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -434,7 +522,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -463,7 +551,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -486,7 +574,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -507,7 +595,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -535,7 +623,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -562,7 +650,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -582,7 +670,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -816,6 +904,42 @@ var schemaGraph = func() *sqlgraph.Schema {
 		&sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
 			Inverse: false,
+			Table:   escalation.TenantTable,
+			Columns: []string{escalation.TenantColumn},
+			Bidi:    false,
+		},
+		"Escalation",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"pager_duty_sends",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   escalation.PagerDutySendsTable,
+			Columns: []string{escalation.PagerDutySendsColumn},
+			Bidi:    false,
+		},
+		"Escalation",
+		"PagerDutySend",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   escalationpolicy.TenantTable,
+			Columns: []string{escalationpolicy.TenantColumn},
+			Bidi:    false,
+		},
+		"EscalationPolicy",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
 			Table:   eventwait.TenantTable,
 			Columns: []string{eventwait.TenantColumn},
 			Bidi:    false,
@@ -906,6 +1030,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"ModelPrice",
 		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   pagerdutysend.TenantTable,
+			Columns: []string{pagerdutysend.TenantColumn},
+			Bidi:    false,
+		},
+		"PagerDutySend",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"escalation",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   pagerdutysend.EscalationTable,
+			Columns: []string{pagerdutysend.EscalationColumn},
+			Bidi:    false,
+		},
+		"PagerDutySend",
+		"Escalation",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -2075,6 +2223,283 @@ func (f *EnvironmentFilter) WhereHasCredentialsWith(preds ...predicate.Credentia
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *EscalationQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the EscalationQuery builder.
+func (_q *EscalationQuery) Filter() *EscalationFilter {
+	return &EscalationFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *EscalationMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the EscalationMutation builder.
+func (m *EscalationMutation) Filter() *EscalationFilter {
+	return &EscalationFilter{config: m.config, predicateAdder: m}
+}
+
+// EscalationFilter provides a generic filtering capability at runtime for EscalationQuery.
+type EscalationFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *EscalationFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *EscalationFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *EscalationFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *EscalationFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(escalation.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *EscalationFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(escalation.FieldUpdatedAt))
+}
+
+// WherePolicyID applies the entql string predicate on the policy_id field.
+func (f *EscalationFilter) WherePolicyID(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldPolicyID))
+}
+
+// WherePolicyName applies the entql string predicate on the policy_name field.
+func (f *EscalationFilter) WherePolicyName(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldPolicyName))
+}
+
+// WhereSubjectKind applies the entql string predicate on the subject_kind field.
+func (f *EscalationFilter) WhereSubjectKind(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldSubjectKind))
+}
+
+// WhereSubjectID applies the entql string predicate on the subject_id field.
+func (f *EscalationFilter) WhereSubjectID(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldSubjectID))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *EscalationFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldRunID))
+}
+
+// WhereDedupKey applies the entql string predicate on the dedup_key field.
+func (f *EscalationFilter) WhereDedupKey(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldDedupKey))
+}
+
+// WhereSummary applies the entql string predicate on the summary field.
+func (f *EscalationFilter) WhereSummary(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldSummary))
+}
+
+// WhereSeverity applies the entql string predicate on the severity field.
+func (f *EscalationFilter) WhereSeverity(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldSeverity))
+}
+
+// WhereDetails applies the entql json.RawMessage predicate on the details field.
+func (f *EscalationFilter) WhereDetails(p entql.BytesP) {
+	f.Where(p.Field(escalation.FieldDetails))
+}
+
+// WhereLevels applies the entql json.RawMessage predicate on the levels field.
+func (f *EscalationFilter) WhereLevels(p entql.BytesP) {
+	f.Where(p.Field(escalation.FieldLevels))
+}
+
+// WhereRepeat applies the entql int predicate on the repeat field.
+func (f *EscalationFilter) WhereRepeat(p entql.IntP) {
+	f.Where(p.Field(escalation.FieldRepeat))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *EscalationFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldStatus))
+}
+
+// WhereLevel applies the entql int predicate on the level field.
+func (f *EscalationFilter) WhereLevel(p entql.IntP) {
+	f.Where(p.Field(escalation.FieldLevel))
+}
+
+// WhereLoop applies the entql int predicate on the loop field.
+func (f *EscalationFilter) WhereLoop(p entql.IntP) {
+	f.Where(p.Field(escalation.FieldLoop))
+}
+
+// WhereNextFireAt applies the entql time.Time predicate on the next_fire_at field.
+func (f *EscalationFilter) WhereNextFireAt(p entql.TimeP) {
+	f.Where(p.Field(escalation.FieldNextFireAt))
+}
+
+// WhereFirings applies the entql json.RawMessage predicate on the firings field.
+func (f *EscalationFilter) WhereFirings(p entql.BytesP) {
+	f.Where(p.Field(escalation.FieldFirings))
+}
+
+// WhereAcknowledgedAt applies the entql time.Time predicate on the acknowledged_at field.
+func (f *EscalationFilter) WhereAcknowledgedAt(p entql.TimeP) {
+	f.Where(p.Field(escalation.FieldAcknowledgedAt))
+}
+
+// WhereAcknowledgedBy applies the entql string predicate on the acknowledged_by field.
+func (f *EscalationFilter) WhereAcknowledgedBy(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldAcknowledgedBy))
+}
+
+// WhereResolvedAt applies the entql time.Time predicate on the resolved_at field.
+func (f *EscalationFilter) WhereResolvedAt(p entql.TimeP) {
+	f.Where(p.Field(escalation.FieldResolvedAt))
+}
+
+// WhereResolvedBy applies the entql string predicate on the resolved_by field.
+func (f *EscalationFilter) WhereResolvedBy(p entql.StringP) {
+	f.Where(p.Field(escalation.FieldResolvedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *EscalationFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *EscalationFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasPagerDutySends applies a predicate to check if query has an edge pager_duty_sends.
+func (f *EscalationFilter) WhereHasPagerDutySends() {
+	f.Where(entql.HasEdge("pager_duty_sends"))
+}
+
+// WhereHasPagerDutySendsWith applies a predicate to check if query has an edge pager_duty_sends with a given conditions (other predicates).
+func (f *EscalationFilter) WhereHasPagerDutySendsWith(preds ...predicate.PagerDutySend) {
+	f.Where(entql.HasEdgeWith("pager_duty_sends", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *EscalationPolicyQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the EscalationPolicyQuery builder.
+func (_q *EscalationPolicyQuery) Filter() *EscalationPolicyFilter {
+	return &EscalationPolicyFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *EscalationPolicyMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the EscalationPolicyMutation builder.
+func (m *EscalationPolicyMutation) Filter() *EscalationPolicyFilter {
+	return &EscalationPolicyFilter{config: m.config, predicateAdder: m}
+}
+
+// EscalationPolicyFilter provides a generic filtering capability at runtime for EscalationPolicyQuery.
+type EscalationPolicyFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *EscalationPolicyFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *EscalationPolicyFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(escalationpolicy.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *EscalationPolicyFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(escalationpolicy.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *EscalationPolicyFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(escalationpolicy.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *EscalationPolicyFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(escalationpolicy.FieldUpdatedAt))
+}
+
+// WhereName applies the entql string predicate on the name field.
+func (f *EscalationPolicyFilter) WhereName(p entql.StringP) {
+	f.Where(p.Field(escalationpolicy.FieldName))
+}
+
+// WhereDescription applies the entql string predicate on the description field.
+func (f *EscalationPolicyFilter) WhereDescription(p entql.StringP) {
+	f.Where(p.Field(escalationpolicy.FieldDescription))
+}
+
+// WhereLevels applies the entql json.RawMessage predicate on the levels field.
+func (f *EscalationPolicyFilter) WhereLevels(p entql.BytesP) {
+	f.Where(p.Field(escalationpolicy.FieldLevels))
+}
+
+// WhereRepeat applies the entql int predicate on the repeat field.
+func (f *EscalationPolicyFilter) WhereRepeat(p entql.IntP) {
+	f.Where(p.Field(escalationpolicy.FieldRepeat))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *EscalationPolicyFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(escalationpolicy.FieldCreatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *EscalationPolicyFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *EscalationPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *EventWaitQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2103,7 +2528,7 @@ type EventWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EventWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2261,7 +2686,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2364,7 +2789,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2508,7 +2933,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2587,7 +3012,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2721,7 +3146,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2787,6 +3212,149 @@ func (f *ModelPriceFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *PagerDutySendQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the PagerDutySendQuery builder.
+func (_q *PagerDutySendQuery) Filter() *PagerDutySendFilter {
+	return &PagerDutySendFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *PagerDutySendMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the PagerDutySendMutation builder.
+func (m *PagerDutySendMutation) Filter() *PagerDutySendFilter {
+	return &PagerDutySendFilter{config: m.config, predicateAdder: m}
+}
+
+// PagerDutySendFilter provides a generic filtering capability at runtime for PagerDutySendQuery.
+type PagerDutySendFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *PagerDutySendFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *PagerDutySendFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *PagerDutySendFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *PagerDutySendFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(pagerdutysend.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *PagerDutySendFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(pagerdutysend.FieldUpdatedAt))
+}
+
+// WhereEscalationID applies the entql string predicate on the escalation_id field.
+func (f *PagerDutySendFilter) WhereEscalationID(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldEscalationID))
+}
+
+// WhereCredentialID applies the entql string predicate on the credential_id field.
+func (f *PagerDutySendFilter) WhereCredentialID(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldCredentialID))
+}
+
+// WhereAction applies the entql string predicate on the action field.
+func (f *PagerDutySendFilter) WhereAction(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldAction))
+}
+
+// WhereDedupKey applies the entql string predicate on the dedup_key field.
+func (f *PagerDutySendFilter) WhereDedupKey(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldDedupKey))
+}
+
+// WherePayload applies the entql json.RawMessage predicate on the payload field.
+func (f *PagerDutySendFilter) WherePayload(p entql.BytesP) {
+	f.Where(p.Field(pagerdutysend.FieldPayload))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *PagerDutySendFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldStatus))
+}
+
+// WhereAttempts applies the entql int predicate on the attempts field.
+func (f *PagerDutySendFilter) WhereAttempts(p entql.IntP) {
+	f.Where(p.Field(pagerdutysend.FieldAttempts))
+}
+
+// WhereNextAttemptAt applies the entql time.Time predicate on the next_attempt_at field.
+func (f *PagerDutySendFilter) WhereNextAttemptAt(p entql.TimeP) {
+	f.Where(p.Field(pagerdutysend.FieldNextAttemptAt))
+}
+
+// WhereLastStatusCode applies the entql int predicate on the last_status_code field.
+func (f *PagerDutySendFilter) WhereLastStatusCode(p entql.IntP) {
+	f.Where(p.Field(pagerdutysend.FieldLastStatusCode))
+}
+
+// WhereLastError applies the entql string predicate on the last_error field.
+func (f *PagerDutySendFilter) WhereLastError(p entql.StringP) {
+	f.Where(p.Field(pagerdutysend.FieldLastError))
+}
+
+// WhereSentAt applies the entql time.Time predicate on the sent_at field.
+func (f *PagerDutySendFilter) WhereSentAt(p entql.TimeP) {
+	f.Where(p.Field(pagerdutysend.FieldSentAt))
+}
+
+// WhereAttemptList applies the entql json.RawMessage predicate on the attempt_list field.
+func (f *PagerDutySendFilter) WhereAttemptList(p entql.BytesP) {
+	f.Where(p.Field(pagerdutysend.FieldAttemptList))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *PagerDutySendFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *PagerDutySendFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasEscalation applies a predicate to check if query has an edge escalation.
+func (f *PagerDutySendFilter) WhereHasEscalation() {
+	f.Where(entql.HasEdge("escalation"))
+}
+
+// WhereHasEscalationWith applies a predicate to check if query has an edge escalation with a given conditions (other predicates).
+func (f *PagerDutySendFilter) WhereHasEscalationWith(preds ...predicate.Escalation) {
+	f.Where(entql.HasEdgeWith("escalation", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2815,7 +3383,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3069,7 +3637,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3177,7 +3745,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3320,7 +3888,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3482,7 +4050,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3572,7 +4140,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3680,7 +4248,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3837,7 +4405,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3975,7 +4543,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4092,7 +4660,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -16,11 +16,14 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -1077,6 +1080,408 @@ func newEnvironmentPaginateArgs(rv map[string]any) *environmentPaginateArgs {
 }
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *EscalationQuery) CollectFields(ctx context.Context, satisfies ...string) (*EscalationQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *EscalationQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(escalation.Columns))
+		selectedFields = []string{escalation.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "pagerDutySends":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&PagerDutySendClient{config: _q.config}).Query()
+			)
+			args := newPagerDutySendPaginateArgs(fieldArgs(ctx, new(PagerDutySendWhereInput), path...))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newPagerDutySendPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
+			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*Escalation) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID string `sql:"escalation_id"`
+							Count  int    `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(escalation.PagerDutySendsColumn), ids...))
+						})
+						if err := query.GroupBy(escalation.PagerDutySendsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[string]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[0][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*Escalation) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.PagerDutySends)
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[0][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if field := collectedField(ctx, path...); field != nil {
+				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, pagerdutysendImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(escalation.PagerDutySendsColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedPagerDutySends(alias, func(wq *PagerDutySendQuery) {
+				*wq = *query
+			})
+		case "createdAt":
+			if _, ok := fieldSeen[escalation.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldCreatedAt)
+				fieldSeen[escalation.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[escalation.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldUpdatedAt)
+				fieldSeen[escalation.FieldUpdatedAt] = struct{}{}
+			}
+		case "policyID":
+			if _, ok := fieldSeen[escalation.FieldPolicyID]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldPolicyID)
+				fieldSeen[escalation.FieldPolicyID] = struct{}{}
+			}
+		case "policyName":
+			if _, ok := fieldSeen[escalation.FieldPolicyName]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldPolicyName)
+				fieldSeen[escalation.FieldPolicyName] = struct{}{}
+			}
+		case "subjectKind":
+			if _, ok := fieldSeen[escalation.FieldSubjectKind]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldSubjectKind)
+				fieldSeen[escalation.FieldSubjectKind] = struct{}{}
+			}
+		case "subjectID":
+			if _, ok := fieldSeen[escalation.FieldSubjectID]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldSubjectID)
+				fieldSeen[escalation.FieldSubjectID] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[escalation.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldRunID)
+				fieldSeen[escalation.FieldRunID] = struct{}{}
+			}
+		case "dedupKey":
+			if _, ok := fieldSeen[escalation.FieldDedupKey]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldDedupKey)
+				fieldSeen[escalation.FieldDedupKey] = struct{}{}
+			}
+		case "summary":
+			if _, ok := fieldSeen[escalation.FieldSummary]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldSummary)
+				fieldSeen[escalation.FieldSummary] = struct{}{}
+			}
+		case "severity":
+			if _, ok := fieldSeen[escalation.FieldSeverity]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldSeverity)
+				fieldSeen[escalation.FieldSeverity] = struct{}{}
+			}
+		case "details":
+			if _, ok := fieldSeen[escalation.FieldDetails]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldDetails)
+				fieldSeen[escalation.FieldDetails] = struct{}{}
+			}
+		case "levels":
+			if _, ok := fieldSeen[escalation.FieldLevels]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldLevels)
+				fieldSeen[escalation.FieldLevels] = struct{}{}
+			}
+		case "repeat":
+			if _, ok := fieldSeen[escalation.FieldRepeat]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldRepeat)
+				fieldSeen[escalation.FieldRepeat] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[escalation.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldStatus)
+				fieldSeen[escalation.FieldStatus] = struct{}{}
+			}
+		case "level":
+			if _, ok := fieldSeen[escalation.FieldLevel]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldLevel)
+				fieldSeen[escalation.FieldLevel] = struct{}{}
+			}
+		case "loop":
+			if _, ok := fieldSeen[escalation.FieldLoop]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldLoop)
+				fieldSeen[escalation.FieldLoop] = struct{}{}
+			}
+		case "nextFireAt":
+			if _, ok := fieldSeen[escalation.FieldNextFireAt]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldNextFireAt)
+				fieldSeen[escalation.FieldNextFireAt] = struct{}{}
+			}
+		case "firings":
+			if _, ok := fieldSeen[escalation.FieldFirings]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldFirings)
+				fieldSeen[escalation.FieldFirings] = struct{}{}
+			}
+		case "acknowledgedAt":
+			if _, ok := fieldSeen[escalation.FieldAcknowledgedAt]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldAcknowledgedAt)
+				fieldSeen[escalation.FieldAcknowledgedAt] = struct{}{}
+			}
+		case "acknowledgedBy":
+			if _, ok := fieldSeen[escalation.FieldAcknowledgedBy]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldAcknowledgedBy)
+				fieldSeen[escalation.FieldAcknowledgedBy] = struct{}{}
+			}
+		case "resolvedAt":
+			if _, ok := fieldSeen[escalation.FieldResolvedAt]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldResolvedAt)
+				fieldSeen[escalation.FieldResolvedAt] = struct{}{}
+			}
+		case "resolvedBy":
+			if _, ok := fieldSeen[escalation.FieldResolvedBy]; !ok {
+				selectedFields = append(selectedFields, escalation.FieldResolvedBy)
+				fieldSeen[escalation.FieldResolvedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type escalationPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []EscalationPaginateOption
+}
+
+func newEscalationPaginateArgs(rv map[string]any) *escalationPaginateArgs {
+	args := &escalationPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &EscalationOrder{Field: &EscalationOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithEscalationOrder(order))
+			}
+		case *EscalationOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithEscalationOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*EscalationWhereInput); ok {
+		args.opts = append(args.opts, WithEscalationFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *EscalationPolicyQuery) CollectFields(ctx context.Context, satisfies ...string) (*EscalationPolicyQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *EscalationPolicyQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(escalationpolicy.Columns))
+		selectedFields = []string{escalationpolicy.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[escalationpolicy.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldCreatedAt)
+				fieldSeen[escalationpolicy.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[escalationpolicy.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldUpdatedAt)
+				fieldSeen[escalationpolicy.FieldUpdatedAt] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[escalationpolicy.FieldName]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldName)
+				fieldSeen[escalationpolicy.FieldName] = struct{}{}
+			}
+		case "description":
+			if _, ok := fieldSeen[escalationpolicy.FieldDescription]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldDescription)
+				fieldSeen[escalationpolicy.FieldDescription] = struct{}{}
+			}
+		case "levels":
+			if _, ok := fieldSeen[escalationpolicy.FieldLevels]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldLevels)
+				fieldSeen[escalationpolicy.FieldLevels] = struct{}{}
+			}
+		case "repeat":
+			if _, ok := fieldSeen[escalationpolicy.FieldRepeat]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldRepeat)
+				fieldSeen[escalationpolicy.FieldRepeat] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[escalationpolicy.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, escalationpolicy.FieldCreatedBy)
+				fieldSeen[escalationpolicy.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type escalationpolicyPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []EscalationPolicyPaginateOption
+}
+
+func newEscalationPolicyPaginateArgs(rv map[string]any) *escalationpolicyPaginateArgs {
+	args := &escalationpolicyPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &EscalationPolicyOrder{Field: &EscalationPolicyOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithEscalationPolicyOrder(order))
+			}
+		case *EscalationPolicyOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithEscalationPolicyOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*EscalationPolicyWhereInput); ok {
+		args.opts = append(args.opts, WithEscalationPolicyFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
 func (_q *InboundEventQuery) CollectFields(ctx context.Context, satisfies ...string) (*InboundEventQuery, error) {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil {
@@ -1689,6 +2094,175 @@ func newModelPricePaginateArgs(rv map[string]any) *modelpricePaginateArgs {
 	}
 	if v, ok := rv[whereField].(*ModelPriceWhereInput); ok {
 		args.opts = append(args.opts, WithModelPriceFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *PagerDutySendQuery) CollectFields(ctx context.Context, satisfies ...string) (*PagerDutySendQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *PagerDutySendQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(pagerdutysend.Columns))
+		selectedFields = []string{pagerdutysend.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "escalation":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&EscalationClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, escalationImplementors)...); err != nil {
+				return err
+			}
+			_q.withEscalation = query
+			if _, ok := fieldSeen[pagerdutysend.FieldEscalationID]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldEscalationID)
+				fieldSeen[pagerdutysend.FieldEscalationID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[pagerdutysend.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldCreatedAt)
+				fieldSeen[pagerdutysend.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[pagerdutysend.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldUpdatedAt)
+				fieldSeen[pagerdutysend.FieldUpdatedAt] = struct{}{}
+			}
+		case "escalationID":
+			if _, ok := fieldSeen[pagerdutysend.FieldEscalationID]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldEscalationID)
+				fieldSeen[pagerdutysend.FieldEscalationID] = struct{}{}
+			}
+		case "credentialID":
+			if _, ok := fieldSeen[pagerdutysend.FieldCredentialID]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldCredentialID)
+				fieldSeen[pagerdutysend.FieldCredentialID] = struct{}{}
+			}
+		case "action":
+			if _, ok := fieldSeen[pagerdutysend.FieldAction]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldAction)
+				fieldSeen[pagerdutysend.FieldAction] = struct{}{}
+			}
+		case "dedupKey":
+			if _, ok := fieldSeen[pagerdutysend.FieldDedupKey]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldDedupKey)
+				fieldSeen[pagerdutysend.FieldDedupKey] = struct{}{}
+			}
+		case "payload":
+			if _, ok := fieldSeen[pagerdutysend.FieldPayload]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldPayload)
+				fieldSeen[pagerdutysend.FieldPayload] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[pagerdutysend.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldStatus)
+				fieldSeen[pagerdutysend.FieldStatus] = struct{}{}
+			}
+		case "attempts":
+			if _, ok := fieldSeen[pagerdutysend.FieldAttempts]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldAttempts)
+				fieldSeen[pagerdutysend.FieldAttempts] = struct{}{}
+			}
+		case "nextAttemptAt":
+			if _, ok := fieldSeen[pagerdutysend.FieldNextAttemptAt]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldNextAttemptAt)
+				fieldSeen[pagerdutysend.FieldNextAttemptAt] = struct{}{}
+			}
+		case "lastStatusCode":
+			if _, ok := fieldSeen[pagerdutysend.FieldLastStatusCode]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldLastStatusCode)
+				fieldSeen[pagerdutysend.FieldLastStatusCode] = struct{}{}
+			}
+		case "lastError":
+			if _, ok := fieldSeen[pagerdutysend.FieldLastError]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldLastError)
+				fieldSeen[pagerdutysend.FieldLastError] = struct{}{}
+			}
+		case "sentAt":
+			if _, ok := fieldSeen[pagerdutysend.FieldSentAt]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldSentAt)
+				fieldSeen[pagerdutysend.FieldSentAt] = struct{}{}
+			}
+		case "attemptList":
+			if _, ok := fieldSeen[pagerdutysend.FieldAttemptList]; !ok {
+				selectedFields = append(selectedFields, pagerdutysend.FieldAttemptList)
+				fieldSeen[pagerdutysend.FieldAttemptList] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type pagerdutysendPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []PagerDutySendPaginateOption
+}
+
+func newPagerDutySendPaginateArgs(rv map[string]any) *pagerdutysendPaginateArgs {
+	args := &pagerdutysendPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &PagerDutySendOrder{Field: &PagerDutySendOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithPagerDutySendOrder(order))
+			}
+		case *PagerDutySendOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithPagerDutySendOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*PagerDutySendWhereInput); ok {
+		args.opts = append(args.opts, WithPagerDutySendFilter(v.Filter))
 	}
 	return args
 }

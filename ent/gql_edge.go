@@ -98,10 +98,39 @@ func (_m *Environment) Credentials(
 	return _m.QueryCredentials().Paginate(ctx, after, first, before, last, opts...)
 }
 
+func (_m *Escalation) PagerDutySends(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *PagerDutySendOrder, where *PagerDutySendWhereInput,
+) (*PagerDutySendConnection, error) {
+	opts := []PagerDutySendPaginateOption{
+		WithPagerDutySendOrder(orderBy),
+		WithPagerDutySendFilter(where.Filter),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
+	if nodes, err := _m.NamedPagerDutySends(alias); err == nil || hasTotalCount {
+		pager, err := newPagerDutySendPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &PagerDutySendConnection{Edges: []*PagerDutySendEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QueryPagerDutySends().Paginate(ctx, after, first, before, last, opts...)
+}
+
 func (_m *InboundEvent) Environment(ctx context.Context) (*Environment, error) {
 	result, err := _m.Edges.EnvironmentOrErr()
 	if IsNotLoaded(err) {
 		result, err = _m.QueryEnvironment().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *PagerDutySend) Escalation(ctx context.Context) (*Escalation, error) {
+	result, err := _m.Edges.EscalationOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEscalation().Only(ctx)
 	}
 	return result, err
 }

@@ -15,11 +15,14 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -67,6 +70,16 @@ var environmentImplementors = []string{"Environment", "Node"}
 // IsNode implements the Node interface check for GQLGen.
 func (*Environment) IsNode() {}
 
+var escalationImplementors = []string{"Escalation", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Escalation) IsNode() {}
+
+var escalationpolicyImplementors = []string{"EscalationPolicy", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*EscalationPolicy) IsNode() {}
+
 var inboundeventImplementors = []string{"InboundEvent", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
@@ -91,6 +104,11 @@ var modelpriceImplementors = []string{"ModelPrice", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*ModelPrice) IsNode() {}
+
+var pagerdutysendImplementors = []string{"PagerDutySend", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*PagerDutySend) IsNode() {}
 
 var runImplementors = []string{"Run", "Node"}
 
@@ -254,6 +272,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			}
 		}
 		return query.Only(ctx)
+	case escalation.Table:
+		query := c.Escalation.Query().
+			Where(escalation.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, escalationImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case escalationpolicy.Table:
+		query := c.EscalationPolicy.Query().
+			Where(escalationpolicy.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, escalationpolicyImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
 	case inboundevent.Table:
 		query := c.InboundEvent.Query().
 			Where(inboundevent.ID(id))
@@ -295,6 +331,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(modelprice.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, modelpriceImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case pagerdutysend.Table:
+		query := c.PagerDutySend.Query().
+			Where(pagerdutysend.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, pagerdutysendImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -558,6 +603,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 				*noder = node
 			}
 		}
+	case escalation.Table:
+		query := c.Escalation.Query().
+			Where(escalation.IDIn(ids...))
+		query, err := query.CollectFields(ctx, escalationImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case escalationpolicy.Table:
+		query := c.EscalationPolicy.Query().
+			Where(escalationpolicy.IDIn(ids...))
+		query, err := query.CollectFields(ctx, escalationpolicyImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
 	case inboundevent.Table:
 		query := c.InboundEvent.Query().
 			Where(inboundevent.IDIn(ids...))
@@ -626,6 +703,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.ModelPrice.Query().
 			Where(modelprice.IDIn(ids...))
 		query, err := query.CollectFields(ctx, modelpriceImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case pagerdutysend.Table:
+		query := c.PagerDutySend.Query().
+			Where(pagerdutysend.IDIn(ids...))
+		query, err := query.CollectFields(ctx, pagerdutysendImplementors...)
 		if err != nil {
 			return nil, err
 		}

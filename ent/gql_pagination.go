@@ -20,11 +20,14 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -1966,6 +1969,616 @@ func (_m *Environment) ToEdge(order *EnvironmentOrder) *EnvironmentEdge {
 	}
 }
 
+// EscalationEdge is the edge representation of Escalation.
+type EscalationEdge struct {
+	Node   *Escalation `json:"node"`
+	Cursor Cursor      `json:"cursor"`
+}
+
+// EscalationConnection is the connection containing edges to Escalation.
+type EscalationConnection struct {
+	Edges      []*EscalationEdge `json:"edges"`
+	PageInfo   PageInfo          `json:"pageInfo"`
+	TotalCount int               `json:"totalCount"`
+}
+
+func (c *EscalationConnection) build(nodes []*Escalation, pager *escalationPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Escalation
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Escalation {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Escalation {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*EscalationEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &EscalationEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// EscalationPaginateOption enables pagination customization.
+type EscalationPaginateOption func(*escalationPager) error
+
+// WithEscalationOrder configures pagination ordering.
+func WithEscalationOrder(order *EscalationOrder) EscalationPaginateOption {
+	if order == nil {
+		order = DefaultEscalationOrder
+	}
+	o := *order
+	return func(pager *escalationPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultEscalationOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithEscalationFilter configures pagination filter.
+func WithEscalationFilter(filter func(*EscalationQuery) (*EscalationQuery, error)) EscalationPaginateOption {
+	return func(pager *escalationPager) error {
+		if filter == nil {
+			return errors.New("EscalationQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type escalationPager struct {
+	reverse bool
+	order   *EscalationOrder
+	filter  func(*EscalationQuery) (*EscalationQuery, error)
+}
+
+func newEscalationPager(opts []EscalationPaginateOption, reverse bool) (*escalationPager, error) {
+	pager := &escalationPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultEscalationOrder
+	}
+	return pager, nil
+}
+
+func (p *escalationPager) applyFilter(query *EscalationQuery) (*EscalationQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *escalationPager) toCursor(_m *Escalation) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *escalationPager) applyCursors(query *EscalationQuery, after, before *Cursor) (*EscalationQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultEscalationOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *escalationPager) applyOrder(query *EscalationQuery) *EscalationQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultEscalationOrder.Field {
+		query = query.Order(DefaultEscalationOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *escalationPager) orderExpr(query *EscalationQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultEscalationOrder.Field {
+			b.Comma().Ident(DefaultEscalationOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Escalation.
+func (_m *EscalationQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...EscalationPaginateOption,
+) (*EscalationConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newEscalationPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &EscalationConnection{Edges: []*EscalationEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// EscalationOrderFieldCreatedAt orders Escalation by created_at.
+	EscalationOrderFieldCreatedAt = &EscalationOrderField{
+		Value: func(_m *Escalation) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: escalation.FieldCreatedAt,
+		toTerm: escalation.ByCreatedAt,
+		toCursor: func(_m *Escalation) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f EscalationOrderField) String() string {
+	var str string
+	switch f.column {
+	case EscalationOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f EscalationOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *EscalationOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("EscalationOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *EscalationOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid EscalationOrderField", str)
+	}
+	return nil
+}
+
+// EscalationOrderField defines the ordering field of Escalation.
+type EscalationOrderField struct {
+	// Value extracts the ordering value from the given Escalation.
+	Value    func(*Escalation) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) escalation.OrderOption
+	toCursor func(*Escalation) Cursor
+}
+
+// EscalationOrder defines the ordering of Escalation.
+type EscalationOrder struct {
+	Direction OrderDirection        `json:"direction"`
+	Field     *EscalationOrderField `json:"field"`
+}
+
+// DefaultEscalationOrder is the default ordering of Escalation.
+var DefaultEscalationOrder = &EscalationOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &EscalationOrderField{
+		Value: func(_m *Escalation) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: escalation.FieldID,
+		toTerm: escalation.ByID,
+		toCursor: func(_m *Escalation) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Escalation into EscalationEdge.
+func (_m *Escalation) ToEdge(order *EscalationOrder) *EscalationEdge {
+	if order == nil {
+		order = DefaultEscalationOrder
+	}
+	return &EscalationEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// EscalationPolicyEdge is the edge representation of EscalationPolicy.
+type EscalationPolicyEdge struct {
+	Node   *EscalationPolicy `json:"node"`
+	Cursor Cursor            `json:"cursor"`
+}
+
+// EscalationPolicyConnection is the connection containing edges to EscalationPolicy.
+type EscalationPolicyConnection struct {
+	Edges      []*EscalationPolicyEdge `json:"edges"`
+	PageInfo   PageInfo                `json:"pageInfo"`
+	TotalCount int                     `json:"totalCount"`
+}
+
+func (c *EscalationPolicyConnection) build(nodes []*EscalationPolicy, pager *escalationpolicyPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *EscalationPolicy
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *EscalationPolicy {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *EscalationPolicy {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*EscalationPolicyEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &EscalationPolicyEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// EscalationPolicyPaginateOption enables pagination customization.
+type EscalationPolicyPaginateOption func(*escalationpolicyPager) error
+
+// WithEscalationPolicyOrder configures pagination ordering.
+func WithEscalationPolicyOrder(order *EscalationPolicyOrder) EscalationPolicyPaginateOption {
+	if order == nil {
+		order = DefaultEscalationPolicyOrder
+	}
+	o := *order
+	return func(pager *escalationpolicyPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultEscalationPolicyOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithEscalationPolicyFilter configures pagination filter.
+func WithEscalationPolicyFilter(filter func(*EscalationPolicyQuery) (*EscalationPolicyQuery, error)) EscalationPolicyPaginateOption {
+	return func(pager *escalationpolicyPager) error {
+		if filter == nil {
+			return errors.New("EscalationPolicyQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type escalationpolicyPager struct {
+	reverse bool
+	order   *EscalationPolicyOrder
+	filter  func(*EscalationPolicyQuery) (*EscalationPolicyQuery, error)
+}
+
+func newEscalationPolicyPager(opts []EscalationPolicyPaginateOption, reverse bool) (*escalationpolicyPager, error) {
+	pager := &escalationpolicyPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultEscalationPolicyOrder
+	}
+	return pager, nil
+}
+
+func (p *escalationpolicyPager) applyFilter(query *EscalationPolicyQuery) (*EscalationPolicyQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *escalationpolicyPager) toCursor(_m *EscalationPolicy) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *escalationpolicyPager) applyCursors(query *EscalationPolicyQuery, after, before *Cursor) (*EscalationPolicyQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultEscalationPolicyOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *escalationpolicyPager) applyOrder(query *EscalationPolicyQuery) *EscalationPolicyQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultEscalationPolicyOrder.Field {
+		query = query.Order(DefaultEscalationPolicyOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *escalationpolicyPager) orderExpr(query *EscalationPolicyQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultEscalationPolicyOrder.Field {
+			b.Comma().Ident(DefaultEscalationPolicyOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to EscalationPolicy.
+func (_m *EscalationPolicyQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...EscalationPolicyPaginateOption,
+) (*EscalationPolicyConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newEscalationPolicyPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &EscalationPolicyConnection{Edges: []*EscalationPolicyEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// EscalationPolicyOrderFieldCreatedAt orders EscalationPolicy by created_at.
+	EscalationPolicyOrderFieldCreatedAt = &EscalationPolicyOrderField{
+		Value: func(_m *EscalationPolicy) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: escalationpolicy.FieldCreatedAt,
+		toTerm: escalationpolicy.ByCreatedAt,
+		toCursor: func(_m *EscalationPolicy) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// EscalationPolicyOrderFieldName orders EscalationPolicy by name.
+	EscalationPolicyOrderFieldName = &EscalationPolicyOrderField{
+		Value: func(_m *EscalationPolicy) (ent.Value, error) {
+			return _m.Name, nil
+		},
+		column: escalationpolicy.FieldName,
+		toTerm: escalationpolicy.ByName,
+		toCursor: func(_m *EscalationPolicy) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Name,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f EscalationPolicyOrderField) String() string {
+	var str string
+	switch f.column {
+	case EscalationPolicyOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case EscalationPolicyOrderFieldName.column:
+		str = "NAME"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f EscalationPolicyOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *EscalationPolicyOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("EscalationPolicyOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *EscalationPolicyOrderFieldCreatedAt
+	case "NAME":
+		*f = *EscalationPolicyOrderFieldName
+	default:
+		return fmt.Errorf("%s is not a valid EscalationPolicyOrderField", str)
+	}
+	return nil
+}
+
+// EscalationPolicyOrderField defines the ordering field of EscalationPolicy.
+type EscalationPolicyOrderField struct {
+	// Value extracts the ordering value from the given EscalationPolicy.
+	Value    func(*EscalationPolicy) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) escalationpolicy.OrderOption
+	toCursor func(*EscalationPolicy) Cursor
+}
+
+// EscalationPolicyOrder defines the ordering of EscalationPolicy.
+type EscalationPolicyOrder struct {
+	Direction OrderDirection              `json:"direction"`
+	Field     *EscalationPolicyOrderField `json:"field"`
+}
+
+// DefaultEscalationPolicyOrder is the default ordering of EscalationPolicy.
+var DefaultEscalationPolicyOrder = &EscalationPolicyOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &EscalationPolicyOrderField{
+		Value: func(_m *EscalationPolicy) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: escalationpolicy.FieldID,
+		toTerm: escalationpolicy.ByID,
+		toCursor: func(_m *EscalationPolicy) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts EscalationPolicy into EscalationPolicyEdge.
+func (_m *EscalationPolicy) ToEdge(order *EscalationPolicyOrder) *EscalationPolicyEdge {
+	if order == nil {
+		order = DefaultEscalationPolicyOrder
+	}
+	return &EscalationPolicyEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
 // InboundEventEdge is the edge representation of InboundEvent.
 type InboundEventEdge struct {
 	Node   *InboundEvent `json:"node"`
@@ -3459,6 +4072,302 @@ func (_m *ModelPrice) ToEdge(order *ModelPriceOrder) *ModelPriceEdge {
 		order = DefaultModelPriceOrder
 	}
 	return &ModelPriceEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// PagerDutySendEdge is the edge representation of PagerDutySend.
+type PagerDutySendEdge struct {
+	Node   *PagerDutySend `json:"node"`
+	Cursor Cursor         `json:"cursor"`
+}
+
+// PagerDutySendConnection is the connection containing edges to PagerDutySend.
+type PagerDutySendConnection struct {
+	Edges      []*PagerDutySendEdge `json:"edges"`
+	PageInfo   PageInfo             `json:"pageInfo"`
+	TotalCount int                  `json:"totalCount"`
+}
+
+func (c *PagerDutySendConnection) build(nodes []*PagerDutySend, pager *pagerdutysendPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *PagerDutySend
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *PagerDutySend {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *PagerDutySend {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*PagerDutySendEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &PagerDutySendEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// PagerDutySendPaginateOption enables pagination customization.
+type PagerDutySendPaginateOption func(*pagerdutysendPager) error
+
+// WithPagerDutySendOrder configures pagination ordering.
+func WithPagerDutySendOrder(order *PagerDutySendOrder) PagerDutySendPaginateOption {
+	if order == nil {
+		order = DefaultPagerDutySendOrder
+	}
+	o := *order
+	return func(pager *pagerdutysendPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultPagerDutySendOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithPagerDutySendFilter configures pagination filter.
+func WithPagerDutySendFilter(filter func(*PagerDutySendQuery) (*PagerDutySendQuery, error)) PagerDutySendPaginateOption {
+	return func(pager *pagerdutysendPager) error {
+		if filter == nil {
+			return errors.New("PagerDutySendQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type pagerdutysendPager struct {
+	reverse bool
+	order   *PagerDutySendOrder
+	filter  func(*PagerDutySendQuery) (*PagerDutySendQuery, error)
+}
+
+func newPagerDutySendPager(opts []PagerDutySendPaginateOption, reverse bool) (*pagerdutysendPager, error) {
+	pager := &pagerdutysendPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultPagerDutySendOrder
+	}
+	return pager, nil
+}
+
+func (p *pagerdutysendPager) applyFilter(query *PagerDutySendQuery) (*PagerDutySendQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *pagerdutysendPager) toCursor(_m *PagerDutySend) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *pagerdutysendPager) applyCursors(query *PagerDutySendQuery, after, before *Cursor) (*PagerDutySendQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultPagerDutySendOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *pagerdutysendPager) applyOrder(query *PagerDutySendQuery) *PagerDutySendQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultPagerDutySendOrder.Field {
+		query = query.Order(DefaultPagerDutySendOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *pagerdutysendPager) orderExpr(query *PagerDutySendQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultPagerDutySendOrder.Field {
+			b.Comma().Ident(DefaultPagerDutySendOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to PagerDutySend.
+func (_m *PagerDutySendQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...PagerDutySendPaginateOption,
+) (*PagerDutySendConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newPagerDutySendPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &PagerDutySendConnection{Edges: []*PagerDutySendEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// PagerDutySendOrderFieldCreatedAt orders PagerDutySend by created_at.
+	PagerDutySendOrderFieldCreatedAt = &PagerDutySendOrderField{
+		Value: func(_m *PagerDutySend) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: pagerdutysend.FieldCreatedAt,
+		toTerm: pagerdutysend.ByCreatedAt,
+		toCursor: func(_m *PagerDutySend) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f PagerDutySendOrderField) String() string {
+	var str string
+	switch f.column {
+	case PagerDutySendOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f PagerDutySendOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *PagerDutySendOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("PagerDutySendOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *PagerDutySendOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid PagerDutySendOrderField", str)
+	}
+	return nil
+}
+
+// PagerDutySendOrderField defines the ordering field of PagerDutySend.
+type PagerDutySendOrderField struct {
+	// Value extracts the ordering value from the given PagerDutySend.
+	Value    func(*PagerDutySend) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) pagerdutysend.OrderOption
+	toCursor func(*PagerDutySend) Cursor
+}
+
+// PagerDutySendOrder defines the ordering of PagerDutySend.
+type PagerDutySendOrder struct {
+	Direction OrderDirection           `json:"direction"`
+	Field     *PagerDutySendOrderField `json:"field"`
+}
+
+// DefaultPagerDutySendOrder is the default ordering of PagerDutySend.
+var DefaultPagerDutySendOrder = &PagerDutySendOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &PagerDutySendOrderField{
+		Value: func(_m *PagerDutySend) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: pagerdutysend.FieldID,
+		toTerm: pagerdutysend.ByID,
+		toCursor: func(_m *PagerDutySend) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts PagerDutySend into PagerDutySendEdge.
+func (_m *PagerDutySend) ToEdge(order *PagerDutySendOrder) *PagerDutySendEdge {
+	if order == nil {
+		order = DefaultPagerDutySendOrder
+	}
+	return &PagerDutySendEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -13,10 +13,13 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
@@ -3141,6 +3144,1414 @@ func (i *EnvironmentWhereInput) P() (predicate.Environment, error) {
 	}
 }
 
+// EscalationWhereInput represents a where input for filtering Escalation queries.
+type EscalationWhereInput struct {
+	Predicates []predicate.Escalation  `json:"-"`
+	Not        *EscalationWhereInput   `json:"not,omitempty"`
+	Or         []*EscalationWhereInput `json:"or,omitempty"`
+	And        []*EscalationWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "policy_id" field predicates.
+	PolicyID             *string  `json:"policyID,omitempty"`
+	PolicyIDNEQ          *string  `json:"policyIDNEQ,omitempty"`
+	PolicyIDIn           []string `json:"policyIDIn,omitempty"`
+	PolicyIDNotIn        []string `json:"policyIDNotIn,omitempty"`
+	PolicyIDGT           *string  `json:"policyIDGT,omitempty"`
+	PolicyIDGTE          *string  `json:"policyIDGTE,omitempty"`
+	PolicyIDLT           *string  `json:"policyIDLT,omitempty"`
+	PolicyIDLTE          *string  `json:"policyIDLTE,omitempty"`
+	PolicyIDContains     *string  `json:"policyIDContains,omitempty"`
+	PolicyIDHasPrefix    *string  `json:"policyIDHasPrefix,omitempty"`
+	PolicyIDHasSuffix    *string  `json:"policyIDHasSuffix,omitempty"`
+	PolicyIDIsNil        bool     `json:"policyIDIsNil,omitempty"`
+	PolicyIDNotNil       bool     `json:"policyIDNotNil,omitempty"`
+	PolicyIDEqualFold    *string  `json:"policyIDEqualFold,omitempty"`
+	PolicyIDContainsFold *string  `json:"policyIDContainsFold,omitempty"`
+
+	// "policy_name" field predicates.
+	PolicyName             *string  `json:"policyName,omitempty"`
+	PolicyNameNEQ          *string  `json:"policyNameNEQ,omitempty"`
+	PolicyNameIn           []string `json:"policyNameIn,omitempty"`
+	PolicyNameNotIn        []string `json:"policyNameNotIn,omitempty"`
+	PolicyNameGT           *string  `json:"policyNameGT,omitempty"`
+	PolicyNameGTE          *string  `json:"policyNameGTE,omitempty"`
+	PolicyNameLT           *string  `json:"policyNameLT,omitempty"`
+	PolicyNameLTE          *string  `json:"policyNameLTE,omitempty"`
+	PolicyNameContains     *string  `json:"policyNameContains,omitempty"`
+	PolicyNameHasPrefix    *string  `json:"policyNameHasPrefix,omitempty"`
+	PolicyNameHasSuffix    *string  `json:"policyNameHasSuffix,omitempty"`
+	PolicyNameEqualFold    *string  `json:"policyNameEqualFold,omitempty"`
+	PolicyNameContainsFold *string  `json:"policyNameContainsFold,omitempty"`
+
+	// "subject_kind" field predicates.
+	SubjectKind      *escalation.SubjectKind  `json:"subjectKind,omitempty"`
+	SubjectKindNEQ   *escalation.SubjectKind  `json:"subjectKindNEQ,omitempty"`
+	SubjectKindIn    []escalation.SubjectKind `json:"subjectKindIn,omitempty"`
+	SubjectKindNotIn []escalation.SubjectKind `json:"subjectKindNotIn,omitempty"`
+
+	// "subject_id" field predicates.
+	SubjectID             *string  `json:"subjectID,omitempty"`
+	SubjectIDNEQ          *string  `json:"subjectIDNEQ,omitempty"`
+	SubjectIDIn           []string `json:"subjectIDIn,omitempty"`
+	SubjectIDNotIn        []string `json:"subjectIDNotIn,omitempty"`
+	SubjectIDGT           *string  `json:"subjectIDGT,omitempty"`
+	SubjectIDGTE          *string  `json:"subjectIDGTE,omitempty"`
+	SubjectIDLT           *string  `json:"subjectIDLT,omitempty"`
+	SubjectIDLTE          *string  `json:"subjectIDLTE,omitempty"`
+	SubjectIDContains     *string  `json:"subjectIDContains,omitempty"`
+	SubjectIDHasPrefix    *string  `json:"subjectIDHasPrefix,omitempty"`
+	SubjectIDHasSuffix    *string  `json:"subjectIDHasSuffix,omitempty"`
+	SubjectIDEqualFold    *string  `json:"subjectIDEqualFold,omitempty"`
+	SubjectIDContainsFold *string  `json:"subjectIDContainsFold,omitempty"`
+
+	// "run_id" field predicates.
+	RunID             *string  `json:"runID,omitempty"`
+	RunIDNEQ          *string  `json:"runIDNEQ,omitempty"`
+	RunIDIn           []string `json:"runIDIn,omitempty"`
+	RunIDNotIn        []string `json:"runIDNotIn,omitempty"`
+	RunIDGT           *string  `json:"runIDGT,omitempty"`
+	RunIDGTE          *string  `json:"runIDGTE,omitempty"`
+	RunIDLT           *string  `json:"runIDLT,omitempty"`
+	RunIDLTE          *string  `json:"runIDLTE,omitempty"`
+	RunIDContains     *string  `json:"runIDContains,omitempty"`
+	RunIDHasPrefix    *string  `json:"runIDHasPrefix,omitempty"`
+	RunIDHasSuffix    *string  `json:"runIDHasSuffix,omitempty"`
+	RunIDIsNil        bool     `json:"runIDIsNil,omitempty"`
+	RunIDNotNil       bool     `json:"runIDNotNil,omitempty"`
+	RunIDEqualFold    *string  `json:"runIDEqualFold,omitempty"`
+	RunIDContainsFold *string  `json:"runIDContainsFold,omitempty"`
+
+	// "dedup_key" field predicates.
+	DedupKey             *string  `json:"dedupKey,omitempty"`
+	DedupKeyNEQ          *string  `json:"dedupKeyNEQ,omitempty"`
+	DedupKeyIn           []string `json:"dedupKeyIn,omitempty"`
+	DedupKeyNotIn        []string `json:"dedupKeyNotIn,omitempty"`
+	DedupKeyGT           *string  `json:"dedupKeyGT,omitempty"`
+	DedupKeyGTE          *string  `json:"dedupKeyGTE,omitempty"`
+	DedupKeyLT           *string  `json:"dedupKeyLT,omitempty"`
+	DedupKeyLTE          *string  `json:"dedupKeyLTE,omitempty"`
+	DedupKeyContains     *string  `json:"dedupKeyContains,omitempty"`
+	DedupKeyHasPrefix    *string  `json:"dedupKeyHasPrefix,omitempty"`
+	DedupKeyHasSuffix    *string  `json:"dedupKeyHasSuffix,omitempty"`
+	DedupKeyEqualFold    *string  `json:"dedupKeyEqualFold,omitempty"`
+	DedupKeyContainsFold *string  `json:"dedupKeyContainsFold,omitempty"`
+
+	// "summary" field predicates.
+	Summary             *string  `json:"summary,omitempty"`
+	SummaryNEQ          *string  `json:"summaryNEQ,omitempty"`
+	SummaryIn           []string `json:"summaryIn,omitempty"`
+	SummaryNotIn        []string `json:"summaryNotIn,omitempty"`
+	SummaryGT           *string  `json:"summaryGT,omitempty"`
+	SummaryGTE          *string  `json:"summaryGTE,omitempty"`
+	SummaryLT           *string  `json:"summaryLT,omitempty"`
+	SummaryLTE          *string  `json:"summaryLTE,omitempty"`
+	SummaryContains     *string  `json:"summaryContains,omitempty"`
+	SummaryHasPrefix    *string  `json:"summaryHasPrefix,omitempty"`
+	SummaryHasSuffix    *string  `json:"summaryHasSuffix,omitempty"`
+	SummaryEqualFold    *string  `json:"summaryEqualFold,omitempty"`
+	SummaryContainsFold *string  `json:"summaryContainsFold,omitempty"`
+
+	// "severity" field predicates.
+	Severity             *string  `json:"severity,omitempty"`
+	SeverityNEQ          *string  `json:"severityNEQ,omitempty"`
+	SeverityIn           []string `json:"severityIn,omitempty"`
+	SeverityNotIn        []string `json:"severityNotIn,omitempty"`
+	SeverityGT           *string  `json:"severityGT,omitempty"`
+	SeverityGTE          *string  `json:"severityGTE,omitempty"`
+	SeverityLT           *string  `json:"severityLT,omitempty"`
+	SeverityLTE          *string  `json:"severityLTE,omitempty"`
+	SeverityContains     *string  `json:"severityContains,omitempty"`
+	SeverityHasPrefix    *string  `json:"severityHasPrefix,omitempty"`
+	SeverityHasSuffix    *string  `json:"severityHasSuffix,omitempty"`
+	SeverityEqualFold    *string  `json:"severityEqualFold,omitempty"`
+	SeverityContainsFold *string  `json:"severityContainsFold,omitempty"`
+
+	// "repeat" field predicates.
+	Repeat      *int  `json:"repeat,omitempty"`
+	RepeatNEQ   *int  `json:"repeatNEQ,omitempty"`
+	RepeatIn    []int `json:"repeatIn,omitempty"`
+	RepeatNotIn []int `json:"repeatNotIn,omitempty"`
+	RepeatGT    *int  `json:"repeatGT,omitempty"`
+	RepeatGTE   *int  `json:"repeatGTE,omitempty"`
+	RepeatLT    *int  `json:"repeatLT,omitempty"`
+	RepeatLTE   *int  `json:"repeatLTE,omitempty"`
+
+	// "status" field predicates.
+	Status      *escalation.Status  `json:"status,omitempty"`
+	StatusNEQ   *escalation.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []escalation.Status `json:"statusIn,omitempty"`
+	StatusNotIn []escalation.Status `json:"statusNotIn,omitempty"`
+
+	// "level" field predicates.
+	Level      *int  `json:"level,omitempty"`
+	LevelNEQ   *int  `json:"levelNEQ,omitempty"`
+	LevelIn    []int `json:"levelIn,omitempty"`
+	LevelNotIn []int `json:"levelNotIn,omitempty"`
+	LevelGT    *int  `json:"levelGT,omitempty"`
+	LevelGTE   *int  `json:"levelGTE,omitempty"`
+	LevelLT    *int  `json:"levelLT,omitempty"`
+	LevelLTE   *int  `json:"levelLTE,omitempty"`
+
+	// "loop" field predicates.
+	Loop      *int  `json:"loop,omitempty"`
+	LoopNEQ   *int  `json:"loopNEQ,omitempty"`
+	LoopIn    []int `json:"loopIn,omitempty"`
+	LoopNotIn []int `json:"loopNotIn,omitempty"`
+	LoopGT    *int  `json:"loopGT,omitempty"`
+	LoopGTE   *int  `json:"loopGTE,omitempty"`
+	LoopLT    *int  `json:"loopLT,omitempty"`
+	LoopLTE   *int  `json:"loopLTE,omitempty"`
+
+	// "next_fire_at" field predicates.
+	NextFireAt       *time.Time  `json:"nextFireAt,omitempty"`
+	NextFireAtNEQ    *time.Time  `json:"nextFireAtNEQ,omitempty"`
+	NextFireAtIn     []time.Time `json:"nextFireAtIn,omitempty"`
+	NextFireAtNotIn  []time.Time `json:"nextFireAtNotIn,omitempty"`
+	NextFireAtGT     *time.Time  `json:"nextFireAtGT,omitempty"`
+	NextFireAtGTE    *time.Time  `json:"nextFireAtGTE,omitempty"`
+	NextFireAtLT     *time.Time  `json:"nextFireAtLT,omitempty"`
+	NextFireAtLTE    *time.Time  `json:"nextFireAtLTE,omitempty"`
+	NextFireAtIsNil  bool        `json:"nextFireAtIsNil,omitempty"`
+	NextFireAtNotNil bool        `json:"nextFireAtNotNil,omitempty"`
+
+	// "acknowledged_at" field predicates.
+	AcknowledgedAt       *time.Time  `json:"acknowledgedAt,omitempty"`
+	AcknowledgedAtNEQ    *time.Time  `json:"acknowledgedAtNEQ,omitempty"`
+	AcknowledgedAtIn     []time.Time `json:"acknowledgedAtIn,omitempty"`
+	AcknowledgedAtNotIn  []time.Time `json:"acknowledgedAtNotIn,omitempty"`
+	AcknowledgedAtGT     *time.Time  `json:"acknowledgedAtGT,omitempty"`
+	AcknowledgedAtGTE    *time.Time  `json:"acknowledgedAtGTE,omitempty"`
+	AcknowledgedAtLT     *time.Time  `json:"acknowledgedAtLT,omitempty"`
+	AcknowledgedAtLTE    *time.Time  `json:"acknowledgedAtLTE,omitempty"`
+	AcknowledgedAtIsNil  bool        `json:"acknowledgedAtIsNil,omitempty"`
+	AcknowledgedAtNotNil bool        `json:"acknowledgedAtNotNil,omitempty"`
+
+	// "acknowledged_by" field predicates.
+	AcknowledgedBy             *string  `json:"acknowledgedBy,omitempty"`
+	AcknowledgedByNEQ          *string  `json:"acknowledgedByNEQ,omitempty"`
+	AcknowledgedByIn           []string `json:"acknowledgedByIn,omitempty"`
+	AcknowledgedByNotIn        []string `json:"acknowledgedByNotIn,omitempty"`
+	AcknowledgedByGT           *string  `json:"acknowledgedByGT,omitempty"`
+	AcknowledgedByGTE          *string  `json:"acknowledgedByGTE,omitempty"`
+	AcknowledgedByLT           *string  `json:"acknowledgedByLT,omitempty"`
+	AcknowledgedByLTE          *string  `json:"acknowledgedByLTE,omitempty"`
+	AcknowledgedByContains     *string  `json:"acknowledgedByContains,omitempty"`
+	AcknowledgedByHasPrefix    *string  `json:"acknowledgedByHasPrefix,omitempty"`
+	AcknowledgedByHasSuffix    *string  `json:"acknowledgedByHasSuffix,omitempty"`
+	AcknowledgedByIsNil        bool     `json:"acknowledgedByIsNil,omitempty"`
+	AcknowledgedByNotNil       bool     `json:"acknowledgedByNotNil,omitempty"`
+	AcknowledgedByEqualFold    *string  `json:"acknowledgedByEqualFold,omitempty"`
+	AcknowledgedByContainsFold *string  `json:"acknowledgedByContainsFold,omitempty"`
+
+	// "resolved_at" field predicates.
+	ResolvedAt       *time.Time  `json:"resolvedAt,omitempty"`
+	ResolvedAtNEQ    *time.Time  `json:"resolvedAtNEQ,omitempty"`
+	ResolvedAtIn     []time.Time `json:"resolvedAtIn,omitempty"`
+	ResolvedAtNotIn  []time.Time `json:"resolvedAtNotIn,omitempty"`
+	ResolvedAtGT     *time.Time  `json:"resolvedAtGT,omitempty"`
+	ResolvedAtGTE    *time.Time  `json:"resolvedAtGTE,omitempty"`
+	ResolvedAtLT     *time.Time  `json:"resolvedAtLT,omitempty"`
+	ResolvedAtLTE    *time.Time  `json:"resolvedAtLTE,omitempty"`
+	ResolvedAtIsNil  bool        `json:"resolvedAtIsNil,omitempty"`
+	ResolvedAtNotNil bool        `json:"resolvedAtNotNil,omitempty"`
+
+	// "resolved_by" field predicates.
+	ResolvedBy             *string  `json:"resolvedBy,omitempty"`
+	ResolvedByNEQ          *string  `json:"resolvedByNEQ,omitempty"`
+	ResolvedByIn           []string `json:"resolvedByIn,omitempty"`
+	ResolvedByNotIn        []string `json:"resolvedByNotIn,omitempty"`
+	ResolvedByGT           *string  `json:"resolvedByGT,omitempty"`
+	ResolvedByGTE          *string  `json:"resolvedByGTE,omitempty"`
+	ResolvedByLT           *string  `json:"resolvedByLT,omitempty"`
+	ResolvedByLTE          *string  `json:"resolvedByLTE,omitempty"`
+	ResolvedByContains     *string  `json:"resolvedByContains,omitempty"`
+	ResolvedByHasPrefix    *string  `json:"resolvedByHasPrefix,omitempty"`
+	ResolvedByHasSuffix    *string  `json:"resolvedByHasSuffix,omitempty"`
+	ResolvedByIsNil        bool     `json:"resolvedByIsNil,omitempty"`
+	ResolvedByNotNil       bool     `json:"resolvedByNotNil,omitempty"`
+	ResolvedByEqualFold    *string  `json:"resolvedByEqualFold,omitempty"`
+	ResolvedByContainsFold *string  `json:"resolvedByContainsFold,omitempty"`
+
+	// "pager_duty_sends" edge predicates.
+	HasPagerDutySends     *bool                      `json:"hasPagerDutySends,omitempty"`
+	HasPagerDutySendsWith []*PagerDutySendWhereInput `json:"hasPagerDutySendsWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *EscalationWhereInput) AddPredicates(predicates ...predicate.Escalation) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the EscalationWhereInput filter on the EscalationQuery builder.
+func (i *EscalationWhereInput) Filter(q *EscalationQuery) (*EscalationQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyEscalationWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyEscalationWhereInput is returned in case the EscalationWhereInput is empty.
+var ErrEmptyEscalationWhereInput = errors.New("ent: empty predicate EscalationWhereInput")
+
+// P returns a predicate for filtering escalations.
+// An error is returned if the input is empty or invalid.
+func (i *EscalationWhereInput) P() (predicate.Escalation, error) {
+	var predicates []predicate.Escalation
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, escalation.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Escalation, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, escalation.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Escalation, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, escalation.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, escalation.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, escalation.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, escalation.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, escalation.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, escalation.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, escalation.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, escalation.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, escalation.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, escalation.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, escalation.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, escalation.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, escalation.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, escalation.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, escalation.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, escalation.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, escalation.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, escalation.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, escalation.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, escalation.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, escalation.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, escalation.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, escalation.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, escalation.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, escalation.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, escalation.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, escalation.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.PolicyID != nil {
+		predicates = append(predicates, escalation.PolicyIDEQ(*i.PolicyID))
+	}
+	if i.PolicyIDNEQ != nil {
+		predicates = append(predicates, escalation.PolicyIDNEQ(*i.PolicyIDNEQ))
+	}
+	if len(i.PolicyIDIn) > 0 {
+		predicates = append(predicates, escalation.PolicyIDIn(i.PolicyIDIn...))
+	}
+	if len(i.PolicyIDNotIn) > 0 {
+		predicates = append(predicates, escalation.PolicyIDNotIn(i.PolicyIDNotIn...))
+	}
+	if i.PolicyIDGT != nil {
+		predicates = append(predicates, escalation.PolicyIDGT(*i.PolicyIDGT))
+	}
+	if i.PolicyIDGTE != nil {
+		predicates = append(predicates, escalation.PolicyIDGTE(*i.PolicyIDGTE))
+	}
+	if i.PolicyIDLT != nil {
+		predicates = append(predicates, escalation.PolicyIDLT(*i.PolicyIDLT))
+	}
+	if i.PolicyIDLTE != nil {
+		predicates = append(predicates, escalation.PolicyIDLTE(*i.PolicyIDLTE))
+	}
+	if i.PolicyIDContains != nil {
+		predicates = append(predicates, escalation.PolicyIDContains(*i.PolicyIDContains))
+	}
+	if i.PolicyIDHasPrefix != nil {
+		predicates = append(predicates, escalation.PolicyIDHasPrefix(*i.PolicyIDHasPrefix))
+	}
+	if i.PolicyIDHasSuffix != nil {
+		predicates = append(predicates, escalation.PolicyIDHasSuffix(*i.PolicyIDHasSuffix))
+	}
+	if i.PolicyIDIsNil {
+		predicates = append(predicates, escalation.PolicyIDIsNil())
+	}
+	if i.PolicyIDNotNil {
+		predicates = append(predicates, escalation.PolicyIDNotNil())
+	}
+	if i.PolicyIDEqualFold != nil {
+		predicates = append(predicates, escalation.PolicyIDEqualFold(*i.PolicyIDEqualFold))
+	}
+	if i.PolicyIDContainsFold != nil {
+		predicates = append(predicates, escalation.PolicyIDContainsFold(*i.PolicyIDContainsFold))
+	}
+	if i.PolicyName != nil {
+		predicates = append(predicates, escalation.PolicyNameEQ(*i.PolicyName))
+	}
+	if i.PolicyNameNEQ != nil {
+		predicates = append(predicates, escalation.PolicyNameNEQ(*i.PolicyNameNEQ))
+	}
+	if len(i.PolicyNameIn) > 0 {
+		predicates = append(predicates, escalation.PolicyNameIn(i.PolicyNameIn...))
+	}
+	if len(i.PolicyNameNotIn) > 0 {
+		predicates = append(predicates, escalation.PolicyNameNotIn(i.PolicyNameNotIn...))
+	}
+	if i.PolicyNameGT != nil {
+		predicates = append(predicates, escalation.PolicyNameGT(*i.PolicyNameGT))
+	}
+	if i.PolicyNameGTE != nil {
+		predicates = append(predicates, escalation.PolicyNameGTE(*i.PolicyNameGTE))
+	}
+	if i.PolicyNameLT != nil {
+		predicates = append(predicates, escalation.PolicyNameLT(*i.PolicyNameLT))
+	}
+	if i.PolicyNameLTE != nil {
+		predicates = append(predicates, escalation.PolicyNameLTE(*i.PolicyNameLTE))
+	}
+	if i.PolicyNameContains != nil {
+		predicates = append(predicates, escalation.PolicyNameContains(*i.PolicyNameContains))
+	}
+	if i.PolicyNameHasPrefix != nil {
+		predicates = append(predicates, escalation.PolicyNameHasPrefix(*i.PolicyNameHasPrefix))
+	}
+	if i.PolicyNameHasSuffix != nil {
+		predicates = append(predicates, escalation.PolicyNameHasSuffix(*i.PolicyNameHasSuffix))
+	}
+	if i.PolicyNameEqualFold != nil {
+		predicates = append(predicates, escalation.PolicyNameEqualFold(*i.PolicyNameEqualFold))
+	}
+	if i.PolicyNameContainsFold != nil {
+		predicates = append(predicates, escalation.PolicyNameContainsFold(*i.PolicyNameContainsFold))
+	}
+	if i.SubjectKind != nil {
+		predicates = append(predicates, escalation.SubjectKindEQ(*i.SubjectKind))
+	}
+	if i.SubjectKindNEQ != nil {
+		predicates = append(predicates, escalation.SubjectKindNEQ(*i.SubjectKindNEQ))
+	}
+	if len(i.SubjectKindIn) > 0 {
+		predicates = append(predicates, escalation.SubjectKindIn(i.SubjectKindIn...))
+	}
+	if len(i.SubjectKindNotIn) > 0 {
+		predicates = append(predicates, escalation.SubjectKindNotIn(i.SubjectKindNotIn...))
+	}
+	if i.SubjectID != nil {
+		predicates = append(predicates, escalation.SubjectIDEQ(*i.SubjectID))
+	}
+	if i.SubjectIDNEQ != nil {
+		predicates = append(predicates, escalation.SubjectIDNEQ(*i.SubjectIDNEQ))
+	}
+	if len(i.SubjectIDIn) > 0 {
+		predicates = append(predicates, escalation.SubjectIDIn(i.SubjectIDIn...))
+	}
+	if len(i.SubjectIDNotIn) > 0 {
+		predicates = append(predicates, escalation.SubjectIDNotIn(i.SubjectIDNotIn...))
+	}
+	if i.SubjectIDGT != nil {
+		predicates = append(predicates, escalation.SubjectIDGT(*i.SubjectIDGT))
+	}
+	if i.SubjectIDGTE != nil {
+		predicates = append(predicates, escalation.SubjectIDGTE(*i.SubjectIDGTE))
+	}
+	if i.SubjectIDLT != nil {
+		predicates = append(predicates, escalation.SubjectIDLT(*i.SubjectIDLT))
+	}
+	if i.SubjectIDLTE != nil {
+		predicates = append(predicates, escalation.SubjectIDLTE(*i.SubjectIDLTE))
+	}
+	if i.SubjectIDContains != nil {
+		predicates = append(predicates, escalation.SubjectIDContains(*i.SubjectIDContains))
+	}
+	if i.SubjectIDHasPrefix != nil {
+		predicates = append(predicates, escalation.SubjectIDHasPrefix(*i.SubjectIDHasPrefix))
+	}
+	if i.SubjectIDHasSuffix != nil {
+		predicates = append(predicates, escalation.SubjectIDHasSuffix(*i.SubjectIDHasSuffix))
+	}
+	if i.SubjectIDEqualFold != nil {
+		predicates = append(predicates, escalation.SubjectIDEqualFold(*i.SubjectIDEqualFold))
+	}
+	if i.SubjectIDContainsFold != nil {
+		predicates = append(predicates, escalation.SubjectIDContainsFold(*i.SubjectIDContainsFold))
+	}
+	if i.RunID != nil {
+		predicates = append(predicates, escalation.RunIDEQ(*i.RunID))
+	}
+	if i.RunIDNEQ != nil {
+		predicates = append(predicates, escalation.RunIDNEQ(*i.RunIDNEQ))
+	}
+	if len(i.RunIDIn) > 0 {
+		predicates = append(predicates, escalation.RunIDIn(i.RunIDIn...))
+	}
+	if len(i.RunIDNotIn) > 0 {
+		predicates = append(predicates, escalation.RunIDNotIn(i.RunIDNotIn...))
+	}
+	if i.RunIDGT != nil {
+		predicates = append(predicates, escalation.RunIDGT(*i.RunIDGT))
+	}
+	if i.RunIDGTE != nil {
+		predicates = append(predicates, escalation.RunIDGTE(*i.RunIDGTE))
+	}
+	if i.RunIDLT != nil {
+		predicates = append(predicates, escalation.RunIDLT(*i.RunIDLT))
+	}
+	if i.RunIDLTE != nil {
+		predicates = append(predicates, escalation.RunIDLTE(*i.RunIDLTE))
+	}
+	if i.RunIDContains != nil {
+		predicates = append(predicates, escalation.RunIDContains(*i.RunIDContains))
+	}
+	if i.RunIDHasPrefix != nil {
+		predicates = append(predicates, escalation.RunIDHasPrefix(*i.RunIDHasPrefix))
+	}
+	if i.RunIDHasSuffix != nil {
+		predicates = append(predicates, escalation.RunIDHasSuffix(*i.RunIDHasSuffix))
+	}
+	if i.RunIDIsNil {
+		predicates = append(predicates, escalation.RunIDIsNil())
+	}
+	if i.RunIDNotNil {
+		predicates = append(predicates, escalation.RunIDNotNil())
+	}
+	if i.RunIDEqualFold != nil {
+		predicates = append(predicates, escalation.RunIDEqualFold(*i.RunIDEqualFold))
+	}
+	if i.RunIDContainsFold != nil {
+		predicates = append(predicates, escalation.RunIDContainsFold(*i.RunIDContainsFold))
+	}
+	if i.DedupKey != nil {
+		predicates = append(predicates, escalation.DedupKeyEQ(*i.DedupKey))
+	}
+	if i.DedupKeyNEQ != nil {
+		predicates = append(predicates, escalation.DedupKeyNEQ(*i.DedupKeyNEQ))
+	}
+	if len(i.DedupKeyIn) > 0 {
+		predicates = append(predicates, escalation.DedupKeyIn(i.DedupKeyIn...))
+	}
+	if len(i.DedupKeyNotIn) > 0 {
+		predicates = append(predicates, escalation.DedupKeyNotIn(i.DedupKeyNotIn...))
+	}
+	if i.DedupKeyGT != nil {
+		predicates = append(predicates, escalation.DedupKeyGT(*i.DedupKeyGT))
+	}
+	if i.DedupKeyGTE != nil {
+		predicates = append(predicates, escalation.DedupKeyGTE(*i.DedupKeyGTE))
+	}
+	if i.DedupKeyLT != nil {
+		predicates = append(predicates, escalation.DedupKeyLT(*i.DedupKeyLT))
+	}
+	if i.DedupKeyLTE != nil {
+		predicates = append(predicates, escalation.DedupKeyLTE(*i.DedupKeyLTE))
+	}
+	if i.DedupKeyContains != nil {
+		predicates = append(predicates, escalation.DedupKeyContains(*i.DedupKeyContains))
+	}
+	if i.DedupKeyHasPrefix != nil {
+		predicates = append(predicates, escalation.DedupKeyHasPrefix(*i.DedupKeyHasPrefix))
+	}
+	if i.DedupKeyHasSuffix != nil {
+		predicates = append(predicates, escalation.DedupKeyHasSuffix(*i.DedupKeyHasSuffix))
+	}
+	if i.DedupKeyEqualFold != nil {
+		predicates = append(predicates, escalation.DedupKeyEqualFold(*i.DedupKeyEqualFold))
+	}
+	if i.DedupKeyContainsFold != nil {
+		predicates = append(predicates, escalation.DedupKeyContainsFold(*i.DedupKeyContainsFold))
+	}
+	if i.Summary != nil {
+		predicates = append(predicates, escalation.SummaryEQ(*i.Summary))
+	}
+	if i.SummaryNEQ != nil {
+		predicates = append(predicates, escalation.SummaryNEQ(*i.SummaryNEQ))
+	}
+	if len(i.SummaryIn) > 0 {
+		predicates = append(predicates, escalation.SummaryIn(i.SummaryIn...))
+	}
+	if len(i.SummaryNotIn) > 0 {
+		predicates = append(predicates, escalation.SummaryNotIn(i.SummaryNotIn...))
+	}
+	if i.SummaryGT != nil {
+		predicates = append(predicates, escalation.SummaryGT(*i.SummaryGT))
+	}
+	if i.SummaryGTE != nil {
+		predicates = append(predicates, escalation.SummaryGTE(*i.SummaryGTE))
+	}
+	if i.SummaryLT != nil {
+		predicates = append(predicates, escalation.SummaryLT(*i.SummaryLT))
+	}
+	if i.SummaryLTE != nil {
+		predicates = append(predicates, escalation.SummaryLTE(*i.SummaryLTE))
+	}
+	if i.SummaryContains != nil {
+		predicates = append(predicates, escalation.SummaryContains(*i.SummaryContains))
+	}
+	if i.SummaryHasPrefix != nil {
+		predicates = append(predicates, escalation.SummaryHasPrefix(*i.SummaryHasPrefix))
+	}
+	if i.SummaryHasSuffix != nil {
+		predicates = append(predicates, escalation.SummaryHasSuffix(*i.SummaryHasSuffix))
+	}
+	if i.SummaryEqualFold != nil {
+		predicates = append(predicates, escalation.SummaryEqualFold(*i.SummaryEqualFold))
+	}
+	if i.SummaryContainsFold != nil {
+		predicates = append(predicates, escalation.SummaryContainsFold(*i.SummaryContainsFold))
+	}
+	if i.Severity != nil {
+		predicates = append(predicates, escalation.SeverityEQ(*i.Severity))
+	}
+	if i.SeverityNEQ != nil {
+		predicates = append(predicates, escalation.SeverityNEQ(*i.SeverityNEQ))
+	}
+	if len(i.SeverityIn) > 0 {
+		predicates = append(predicates, escalation.SeverityIn(i.SeverityIn...))
+	}
+	if len(i.SeverityNotIn) > 0 {
+		predicates = append(predicates, escalation.SeverityNotIn(i.SeverityNotIn...))
+	}
+	if i.SeverityGT != nil {
+		predicates = append(predicates, escalation.SeverityGT(*i.SeverityGT))
+	}
+	if i.SeverityGTE != nil {
+		predicates = append(predicates, escalation.SeverityGTE(*i.SeverityGTE))
+	}
+	if i.SeverityLT != nil {
+		predicates = append(predicates, escalation.SeverityLT(*i.SeverityLT))
+	}
+	if i.SeverityLTE != nil {
+		predicates = append(predicates, escalation.SeverityLTE(*i.SeverityLTE))
+	}
+	if i.SeverityContains != nil {
+		predicates = append(predicates, escalation.SeverityContains(*i.SeverityContains))
+	}
+	if i.SeverityHasPrefix != nil {
+		predicates = append(predicates, escalation.SeverityHasPrefix(*i.SeverityHasPrefix))
+	}
+	if i.SeverityHasSuffix != nil {
+		predicates = append(predicates, escalation.SeverityHasSuffix(*i.SeverityHasSuffix))
+	}
+	if i.SeverityEqualFold != nil {
+		predicates = append(predicates, escalation.SeverityEqualFold(*i.SeverityEqualFold))
+	}
+	if i.SeverityContainsFold != nil {
+		predicates = append(predicates, escalation.SeverityContainsFold(*i.SeverityContainsFold))
+	}
+	if i.Repeat != nil {
+		predicates = append(predicates, escalation.RepeatEQ(*i.Repeat))
+	}
+	if i.RepeatNEQ != nil {
+		predicates = append(predicates, escalation.RepeatNEQ(*i.RepeatNEQ))
+	}
+	if len(i.RepeatIn) > 0 {
+		predicates = append(predicates, escalation.RepeatIn(i.RepeatIn...))
+	}
+	if len(i.RepeatNotIn) > 0 {
+		predicates = append(predicates, escalation.RepeatNotIn(i.RepeatNotIn...))
+	}
+	if i.RepeatGT != nil {
+		predicates = append(predicates, escalation.RepeatGT(*i.RepeatGT))
+	}
+	if i.RepeatGTE != nil {
+		predicates = append(predicates, escalation.RepeatGTE(*i.RepeatGTE))
+	}
+	if i.RepeatLT != nil {
+		predicates = append(predicates, escalation.RepeatLT(*i.RepeatLT))
+	}
+	if i.RepeatLTE != nil {
+		predicates = append(predicates, escalation.RepeatLTE(*i.RepeatLTE))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, escalation.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, escalation.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, escalation.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, escalation.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Level != nil {
+		predicates = append(predicates, escalation.LevelEQ(*i.Level))
+	}
+	if i.LevelNEQ != nil {
+		predicates = append(predicates, escalation.LevelNEQ(*i.LevelNEQ))
+	}
+	if len(i.LevelIn) > 0 {
+		predicates = append(predicates, escalation.LevelIn(i.LevelIn...))
+	}
+	if len(i.LevelNotIn) > 0 {
+		predicates = append(predicates, escalation.LevelNotIn(i.LevelNotIn...))
+	}
+	if i.LevelGT != nil {
+		predicates = append(predicates, escalation.LevelGT(*i.LevelGT))
+	}
+	if i.LevelGTE != nil {
+		predicates = append(predicates, escalation.LevelGTE(*i.LevelGTE))
+	}
+	if i.LevelLT != nil {
+		predicates = append(predicates, escalation.LevelLT(*i.LevelLT))
+	}
+	if i.LevelLTE != nil {
+		predicates = append(predicates, escalation.LevelLTE(*i.LevelLTE))
+	}
+	if i.Loop != nil {
+		predicates = append(predicates, escalation.LoopEQ(*i.Loop))
+	}
+	if i.LoopNEQ != nil {
+		predicates = append(predicates, escalation.LoopNEQ(*i.LoopNEQ))
+	}
+	if len(i.LoopIn) > 0 {
+		predicates = append(predicates, escalation.LoopIn(i.LoopIn...))
+	}
+	if len(i.LoopNotIn) > 0 {
+		predicates = append(predicates, escalation.LoopNotIn(i.LoopNotIn...))
+	}
+	if i.LoopGT != nil {
+		predicates = append(predicates, escalation.LoopGT(*i.LoopGT))
+	}
+	if i.LoopGTE != nil {
+		predicates = append(predicates, escalation.LoopGTE(*i.LoopGTE))
+	}
+	if i.LoopLT != nil {
+		predicates = append(predicates, escalation.LoopLT(*i.LoopLT))
+	}
+	if i.LoopLTE != nil {
+		predicates = append(predicates, escalation.LoopLTE(*i.LoopLTE))
+	}
+	if i.NextFireAt != nil {
+		predicates = append(predicates, escalation.NextFireAtEQ(*i.NextFireAt))
+	}
+	if i.NextFireAtNEQ != nil {
+		predicates = append(predicates, escalation.NextFireAtNEQ(*i.NextFireAtNEQ))
+	}
+	if len(i.NextFireAtIn) > 0 {
+		predicates = append(predicates, escalation.NextFireAtIn(i.NextFireAtIn...))
+	}
+	if len(i.NextFireAtNotIn) > 0 {
+		predicates = append(predicates, escalation.NextFireAtNotIn(i.NextFireAtNotIn...))
+	}
+	if i.NextFireAtGT != nil {
+		predicates = append(predicates, escalation.NextFireAtGT(*i.NextFireAtGT))
+	}
+	if i.NextFireAtGTE != nil {
+		predicates = append(predicates, escalation.NextFireAtGTE(*i.NextFireAtGTE))
+	}
+	if i.NextFireAtLT != nil {
+		predicates = append(predicates, escalation.NextFireAtLT(*i.NextFireAtLT))
+	}
+	if i.NextFireAtLTE != nil {
+		predicates = append(predicates, escalation.NextFireAtLTE(*i.NextFireAtLTE))
+	}
+	if i.NextFireAtIsNil {
+		predicates = append(predicates, escalation.NextFireAtIsNil())
+	}
+	if i.NextFireAtNotNil {
+		predicates = append(predicates, escalation.NextFireAtNotNil())
+	}
+	if i.AcknowledgedAt != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtEQ(*i.AcknowledgedAt))
+	}
+	if i.AcknowledgedAtNEQ != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtNEQ(*i.AcknowledgedAtNEQ))
+	}
+	if len(i.AcknowledgedAtIn) > 0 {
+		predicates = append(predicates, escalation.AcknowledgedAtIn(i.AcknowledgedAtIn...))
+	}
+	if len(i.AcknowledgedAtNotIn) > 0 {
+		predicates = append(predicates, escalation.AcknowledgedAtNotIn(i.AcknowledgedAtNotIn...))
+	}
+	if i.AcknowledgedAtGT != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtGT(*i.AcknowledgedAtGT))
+	}
+	if i.AcknowledgedAtGTE != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtGTE(*i.AcknowledgedAtGTE))
+	}
+	if i.AcknowledgedAtLT != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtLT(*i.AcknowledgedAtLT))
+	}
+	if i.AcknowledgedAtLTE != nil {
+		predicates = append(predicates, escalation.AcknowledgedAtLTE(*i.AcknowledgedAtLTE))
+	}
+	if i.AcknowledgedAtIsNil {
+		predicates = append(predicates, escalation.AcknowledgedAtIsNil())
+	}
+	if i.AcknowledgedAtNotNil {
+		predicates = append(predicates, escalation.AcknowledgedAtNotNil())
+	}
+	if i.AcknowledgedBy != nil {
+		predicates = append(predicates, escalation.AcknowledgedByEQ(*i.AcknowledgedBy))
+	}
+	if i.AcknowledgedByNEQ != nil {
+		predicates = append(predicates, escalation.AcknowledgedByNEQ(*i.AcknowledgedByNEQ))
+	}
+	if len(i.AcknowledgedByIn) > 0 {
+		predicates = append(predicates, escalation.AcknowledgedByIn(i.AcknowledgedByIn...))
+	}
+	if len(i.AcknowledgedByNotIn) > 0 {
+		predicates = append(predicates, escalation.AcknowledgedByNotIn(i.AcknowledgedByNotIn...))
+	}
+	if i.AcknowledgedByGT != nil {
+		predicates = append(predicates, escalation.AcknowledgedByGT(*i.AcknowledgedByGT))
+	}
+	if i.AcknowledgedByGTE != nil {
+		predicates = append(predicates, escalation.AcknowledgedByGTE(*i.AcknowledgedByGTE))
+	}
+	if i.AcknowledgedByLT != nil {
+		predicates = append(predicates, escalation.AcknowledgedByLT(*i.AcknowledgedByLT))
+	}
+	if i.AcknowledgedByLTE != nil {
+		predicates = append(predicates, escalation.AcknowledgedByLTE(*i.AcknowledgedByLTE))
+	}
+	if i.AcknowledgedByContains != nil {
+		predicates = append(predicates, escalation.AcknowledgedByContains(*i.AcknowledgedByContains))
+	}
+	if i.AcknowledgedByHasPrefix != nil {
+		predicates = append(predicates, escalation.AcknowledgedByHasPrefix(*i.AcknowledgedByHasPrefix))
+	}
+	if i.AcknowledgedByHasSuffix != nil {
+		predicates = append(predicates, escalation.AcknowledgedByHasSuffix(*i.AcknowledgedByHasSuffix))
+	}
+	if i.AcknowledgedByIsNil {
+		predicates = append(predicates, escalation.AcknowledgedByIsNil())
+	}
+	if i.AcknowledgedByNotNil {
+		predicates = append(predicates, escalation.AcknowledgedByNotNil())
+	}
+	if i.AcknowledgedByEqualFold != nil {
+		predicates = append(predicates, escalation.AcknowledgedByEqualFold(*i.AcknowledgedByEqualFold))
+	}
+	if i.AcknowledgedByContainsFold != nil {
+		predicates = append(predicates, escalation.AcknowledgedByContainsFold(*i.AcknowledgedByContainsFold))
+	}
+	if i.ResolvedAt != nil {
+		predicates = append(predicates, escalation.ResolvedAtEQ(*i.ResolvedAt))
+	}
+	if i.ResolvedAtNEQ != nil {
+		predicates = append(predicates, escalation.ResolvedAtNEQ(*i.ResolvedAtNEQ))
+	}
+	if len(i.ResolvedAtIn) > 0 {
+		predicates = append(predicates, escalation.ResolvedAtIn(i.ResolvedAtIn...))
+	}
+	if len(i.ResolvedAtNotIn) > 0 {
+		predicates = append(predicates, escalation.ResolvedAtNotIn(i.ResolvedAtNotIn...))
+	}
+	if i.ResolvedAtGT != nil {
+		predicates = append(predicates, escalation.ResolvedAtGT(*i.ResolvedAtGT))
+	}
+	if i.ResolvedAtGTE != nil {
+		predicates = append(predicates, escalation.ResolvedAtGTE(*i.ResolvedAtGTE))
+	}
+	if i.ResolvedAtLT != nil {
+		predicates = append(predicates, escalation.ResolvedAtLT(*i.ResolvedAtLT))
+	}
+	if i.ResolvedAtLTE != nil {
+		predicates = append(predicates, escalation.ResolvedAtLTE(*i.ResolvedAtLTE))
+	}
+	if i.ResolvedAtIsNil {
+		predicates = append(predicates, escalation.ResolvedAtIsNil())
+	}
+	if i.ResolvedAtNotNil {
+		predicates = append(predicates, escalation.ResolvedAtNotNil())
+	}
+	if i.ResolvedBy != nil {
+		predicates = append(predicates, escalation.ResolvedByEQ(*i.ResolvedBy))
+	}
+	if i.ResolvedByNEQ != nil {
+		predicates = append(predicates, escalation.ResolvedByNEQ(*i.ResolvedByNEQ))
+	}
+	if len(i.ResolvedByIn) > 0 {
+		predicates = append(predicates, escalation.ResolvedByIn(i.ResolvedByIn...))
+	}
+	if len(i.ResolvedByNotIn) > 0 {
+		predicates = append(predicates, escalation.ResolvedByNotIn(i.ResolvedByNotIn...))
+	}
+	if i.ResolvedByGT != nil {
+		predicates = append(predicates, escalation.ResolvedByGT(*i.ResolvedByGT))
+	}
+	if i.ResolvedByGTE != nil {
+		predicates = append(predicates, escalation.ResolvedByGTE(*i.ResolvedByGTE))
+	}
+	if i.ResolvedByLT != nil {
+		predicates = append(predicates, escalation.ResolvedByLT(*i.ResolvedByLT))
+	}
+	if i.ResolvedByLTE != nil {
+		predicates = append(predicates, escalation.ResolvedByLTE(*i.ResolvedByLTE))
+	}
+	if i.ResolvedByContains != nil {
+		predicates = append(predicates, escalation.ResolvedByContains(*i.ResolvedByContains))
+	}
+	if i.ResolvedByHasPrefix != nil {
+		predicates = append(predicates, escalation.ResolvedByHasPrefix(*i.ResolvedByHasPrefix))
+	}
+	if i.ResolvedByHasSuffix != nil {
+		predicates = append(predicates, escalation.ResolvedByHasSuffix(*i.ResolvedByHasSuffix))
+	}
+	if i.ResolvedByIsNil {
+		predicates = append(predicates, escalation.ResolvedByIsNil())
+	}
+	if i.ResolvedByNotNil {
+		predicates = append(predicates, escalation.ResolvedByNotNil())
+	}
+	if i.ResolvedByEqualFold != nil {
+		predicates = append(predicates, escalation.ResolvedByEqualFold(*i.ResolvedByEqualFold))
+	}
+	if i.ResolvedByContainsFold != nil {
+		predicates = append(predicates, escalation.ResolvedByContainsFold(*i.ResolvedByContainsFold))
+	}
+
+	if i.HasPagerDutySends != nil {
+		p := escalation.HasPagerDutySends()
+		if !*i.HasPagerDutySends {
+			p = escalation.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasPagerDutySendsWith) > 0 {
+		with := make([]predicate.PagerDutySend, 0, len(i.HasPagerDutySendsWith))
+		for _, w := range i.HasPagerDutySendsWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasPagerDutySendsWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, escalation.HasPagerDutySendsWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyEscalationWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return escalation.And(predicates...), nil
+	}
+}
+
+// EscalationPolicyWhereInput represents a where input for filtering EscalationPolicy queries.
+type EscalationPolicyWhereInput struct {
+	Predicates []predicate.EscalationPolicy  `json:"-"`
+	Not        *EscalationPolicyWhereInput   `json:"not,omitempty"`
+	Or         []*EscalationPolicyWhereInput `json:"or,omitempty"`
+	And        []*EscalationPolicyWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "description" field predicates.
+	Description             *string  `json:"description,omitempty"`
+	DescriptionNEQ          *string  `json:"descriptionNEQ,omitempty"`
+	DescriptionIn           []string `json:"descriptionIn,omitempty"`
+	DescriptionNotIn        []string `json:"descriptionNotIn,omitempty"`
+	DescriptionGT           *string  `json:"descriptionGT,omitempty"`
+	DescriptionGTE          *string  `json:"descriptionGTE,omitempty"`
+	DescriptionLT           *string  `json:"descriptionLT,omitempty"`
+	DescriptionLTE          *string  `json:"descriptionLTE,omitempty"`
+	DescriptionContains     *string  `json:"descriptionContains,omitempty"`
+	DescriptionHasPrefix    *string  `json:"descriptionHasPrefix,omitempty"`
+	DescriptionHasSuffix    *string  `json:"descriptionHasSuffix,omitempty"`
+	DescriptionIsNil        bool     `json:"descriptionIsNil,omitempty"`
+	DescriptionNotNil       bool     `json:"descriptionNotNil,omitempty"`
+	DescriptionEqualFold    *string  `json:"descriptionEqualFold,omitempty"`
+	DescriptionContainsFold *string  `json:"descriptionContainsFold,omitempty"`
+
+	// "repeat" field predicates.
+	Repeat      *int  `json:"repeat,omitempty"`
+	RepeatNEQ   *int  `json:"repeatNEQ,omitempty"`
+	RepeatIn    []int `json:"repeatIn,omitempty"`
+	RepeatNotIn []int `json:"repeatNotIn,omitempty"`
+	RepeatGT    *int  `json:"repeatGT,omitempty"`
+	RepeatGTE   *int  `json:"repeatGTE,omitempty"`
+	RepeatLT    *int  `json:"repeatLT,omitempty"`
+	RepeatLTE   *int  `json:"repeatLTE,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *EscalationPolicyWhereInput) AddPredicates(predicates ...predicate.EscalationPolicy) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the EscalationPolicyWhereInput filter on the EscalationPolicyQuery builder.
+func (i *EscalationPolicyWhereInput) Filter(q *EscalationPolicyQuery) (*EscalationPolicyQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyEscalationPolicyWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyEscalationPolicyWhereInput is returned in case the EscalationPolicyWhereInput is empty.
+var ErrEmptyEscalationPolicyWhereInput = errors.New("ent: empty predicate EscalationPolicyWhereInput")
+
+// P returns a predicate for filtering escalationpolicies.
+// An error is returned if the input is empty or invalid.
+func (i *EscalationPolicyWhereInput) P() (predicate.EscalationPolicy, error) {
+	var predicates []predicate.EscalationPolicy
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, escalationpolicy.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.EscalationPolicy, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, escalationpolicy.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.EscalationPolicy, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, escalationpolicy.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, escalationpolicy.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, escalationpolicy.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, escalationpolicy.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, escalationpolicy.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, escalationpolicy.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, escalationpolicy.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, escalationpolicy.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, escalationpolicy.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, escalationpolicy.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, escalationpolicy.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, escalationpolicy.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, escalationpolicy.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, escalationpolicy.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, escalationpolicy.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, escalationpolicy.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, escalationpolicy.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, escalationpolicy.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, escalationpolicy.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, escalationpolicy.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, escalationpolicy.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, escalationpolicy.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, escalationpolicy.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, escalationpolicy.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, escalationpolicy.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, escalationpolicy.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.Description != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionEQ(*i.Description))
+	}
+	if i.DescriptionNEQ != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionNEQ(*i.DescriptionNEQ))
+	}
+	if len(i.DescriptionIn) > 0 {
+		predicates = append(predicates, escalationpolicy.DescriptionIn(i.DescriptionIn...))
+	}
+	if len(i.DescriptionNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.DescriptionNotIn(i.DescriptionNotIn...))
+	}
+	if i.DescriptionGT != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionGT(*i.DescriptionGT))
+	}
+	if i.DescriptionGTE != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionGTE(*i.DescriptionGTE))
+	}
+	if i.DescriptionLT != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionLT(*i.DescriptionLT))
+	}
+	if i.DescriptionLTE != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionLTE(*i.DescriptionLTE))
+	}
+	if i.DescriptionContains != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionContains(*i.DescriptionContains))
+	}
+	if i.DescriptionHasPrefix != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionHasPrefix(*i.DescriptionHasPrefix))
+	}
+	if i.DescriptionHasSuffix != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionHasSuffix(*i.DescriptionHasSuffix))
+	}
+	if i.DescriptionIsNil {
+		predicates = append(predicates, escalationpolicy.DescriptionIsNil())
+	}
+	if i.DescriptionNotNil {
+		predicates = append(predicates, escalationpolicy.DescriptionNotNil())
+	}
+	if i.DescriptionEqualFold != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionEqualFold(*i.DescriptionEqualFold))
+	}
+	if i.DescriptionContainsFold != nil {
+		predicates = append(predicates, escalationpolicy.DescriptionContainsFold(*i.DescriptionContainsFold))
+	}
+	if i.Repeat != nil {
+		predicates = append(predicates, escalationpolicy.RepeatEQ(*i.Repeat))
+	}
+	if i.RepeatNEQ != nil {
+		predicates = append(predicates, escalationpolicy.RepeatNEQ(*i.RepeatNEQ))
+	}
+	if len(i.RepeatIn) > 0 {
+		predicates = append(predicates, escalationpolicy.RepeatIn(i.RepeatIn...))
+	}
+	if len(i.RepeatNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.RepeatNotIn(i.RepeatNotIn...))
+	}
+	if i.RepeatGT != nil {
+		predicates = append(predicates, escalationpolicy.RepeatGT(*i.RepeatGT))
+	}
+	if i.RepeatGTE != nil {
+		predicates = append(predicates, escalationpolicy.RepeatGTE(*i.RepeatGTE))
+	}
+	if i.RepeatLT != nil {
+		predicates = append(predicates, escalationpolicy.RepeatLT(*i.RepeatLT))
+	}
+	if i.RepeatLTE != nil {
+		predicates = append(predicates, escalationpolicy.RepeatLTE(*i.RepeatLTE))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, escalationpolicy.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, escalationpolicy.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, escalationpolicy.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyEscalationPolicyWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return escalationpolicy.And(predicates...), nil
+	}
+}
+
 // InboundEventWhereInput represents a where input for filtering InboundEvent queries.
 type InboundEventWhereInput struct {
 	Predicates []predicate.InboundEvent  `json:"-"`
@@ -4856,6 +6267,648 @@ func (i *ModelPriceWhereInput) P() (predicate.ModelPrice, error) {
 		return predicates[0], nil
 	default:
 		return modelprice.And(predicates...), nil
+	}
+}
+
+// PagerDutySendWhereInput represents a where input for filtering PagerDutySend queries.
+type PagerDutySendWhereInput struct {
+	Predicates []predicate.PagerDutySend  `json:"-"`
+	Not        *PagerDutySendWhereInput   `json:"not,omitempty"`
+	Or         []*PagerDutySendWhereInput `json:"or,omitempty"`
+	And        []*PagerDutySendWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "escalation_id" field predicates.
+	EscalationID             *string  `json:"escalationID,omitempty"`
+	EscalationIDNEQ          *string  `json:"escalationIDNEQ,omitempty"`
+	EscalationIDIn           []string `json:"escalationIDIn,omitempty"`
+	EscalationIDNotIn        []string `json:"escalationIDNotIn,omitempty"`
+	EscalationIDGT           *string  `json:"escalationIDGT,omitempty"`
+	EscalationIDGTE          *string  `json:"escalationIDGTE,omitempty"`
+	EscalationIDLT           *string  `json:"escalationIDLT,omitempty"`
+	EscalationIDLTE          *string  `json:"escalationIDLTE,omitempty"`
+	EscalationIDContains     *string  `json:"escalationIDContains,omitempty"`
+	EscalationIDHasPrefix    *string  `json:"escalationIDHasPrefix,omitempty"`
+	EscalationIDHasSuffix    *string  `json:"escalationIDHasSuffix,omitempty"`
+	EscalationIDEqualFold    *string  `json:"escalationIDEqualFold,omitempty"`
+	EscalationIDContainsFold *string  `json:"escalationIDContainsFold,omitempty"`
+
+	// "credential_id" field predicates.
+	CredentialID             *string  `json:"credentialID,omitempty"`
+	CredentialIDNEQ          *string  `json:"credentialIDNEQ,omitempty"`
+	CredentialIDIn           []string `json:"credentialIDIn,omitempty"`
+	CredentialIDNotIn        []string `json:"credentialIDNotIn,omitempty"`
+	CredentialIDGT           *string  `json:"credentialIDGT,omitempty"`
+	CredentialIDGTE          *string  `json:"credentialIDGTE,omitempty"`
+	CredentialIDLT           *string  `json:"credentialIDLT,omitempty"`
+	CredentialIDLTE          *string  `json:"credentialIDLTE,omitempty"`
+	CredentialIDContains     *string  `json:"credentialIDContains,omitempty"`
+	CredentialIDHasPrefix    *string  `json:"credentialIDHasPrefix,omitempty"`
+	CredentialIDHasSuffix    *string  `json:"credentialIDHasSuffix,omitempty"`
+	CredentialIDEqualFold    *string  `json:"credentialIDEqualFold,omitempty"`
+	CredentialIDContainsFold *string  `json:"credentialIDContainsFold,omitempty"`
+
+	// "action" field predicates.
+	Action      *pagerdutysend.Action  `json:"action,omitempty"`
+	ActionNEQ   *pagerdutysend.Action  `json:"actionNEQ,omitempty"`
+	ActionIn    []pagerdutysend.Action `json:"actionIn,omitempty"`
+	ActionNotIn []pagerdutysend.Action `json:"actionNotIn,omitempty"`
+
+	// "dedup_key" field predicates.
+	DedupKey             *string  `json:"dedupKey,omitempty"`
+	DedupKeyNEQ          *string  `json:"dedupKeyNEQ,omitempty"`
+	DedupKeyIn           []string `json:"dedupKeyIn,omitempty"`
+	DedupKeyNotIn        []string `json:"dedupKeyNotIn,omitempty"`
+	DedupKeyGT           *string  `json:"dedupKeyGT,omitempty"`
+	DedupKeyGTE          *string  `json:"dedupKeyGTE,omitempty"`
+	DedupKeyLT           *string  `json:"dedupKeyLT,omitempty"`
+	DedupKeyLTE          *string  `json:"dedupKeyLTE,omitempty"`
+	DedupKeyContains     *string  `json:"dedupKeyContains,omitempty"`
+	DedupKeyHasPrefix    *string  `json:"dedupKeyHasPrefix,omitempty"`
+	DedupKeyHasSuffix    *string  `json:"dedupKeyHasSuffix,omitempty"`
+	DedupKeyEqualFold    *string  `json:"dedupKeyEqualFold,omitempty"`
+	DedupKeyContainsFold *string  `json:"dedupKeyContainsFold,omitempty"`
+
+	// "status" field predicates.
+	Status      *pagerdutysend.Status  `json:"status,omitempty"`
+	StatusNEQ   *pagerdutysend.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []pagerdutysend.Status `json:"statusIn,omitempty"`
+	StatusNotIn []pagerdutysend.Status `json:"statusNotIn,omitempty"`
+
+	// "attempts" field predicates.
+	Attempts      *int  `json:"attempts,omitempty"`
+	AttemptsNEQ   *int  `json:"attemptsNEQ,omitempty"`
+	AttemptsIn    []int `json:"attemptsIn,omitempty"`
+	AttemptsNotIn []int `json:"attemptsNotIn,omitempty"`
+	AttemptsGT    *int  `json:"attemptsGT,omitempty"`
+	AttemptsGTE   *int  `json:"attemptsGTE,omitempty"`
+	AttemptsLT    *int  `json:"attemptsLT,omitempty"`
+	AttemptsLTE   *int  `json:"attemptsLTE,omitempty"`
+
+	// "next_attempt_at" field predicates.
+	NextAttemptAt       *time.Time  `json:"nextAttemptAt,omitempty"`
+	NextAttemptAtNEQ    *time.Time  `json:"nextAttemptAtNEQ,omitempty"`
+	NextAttemptAtIn     []time.Time `json:"nextAttemptAtIn,omitempty"`
+	NextAttemptAtNotIn  []time.Time `json:"nextAttemptAtNotIn,omitempty"`
+	NextAttemptAtGT     *time.Time  `json:"nextAttemptAtGT,omitempty"`
+	NextAttemptAtGTE    *time.Time  `json:"nextAttemptAtGTE,omitempty"`
+	NextAttemptAtLT     *time.Time  `json:"nextAttemptAtLT,omitempty"`
+	NextAttemptAtLTE    *time.Time  `json:"nextAttemptAtLTE,omitempty"`
+	NextAttemptAtIsNil  bool        `json:"nextAttemptAtIsNil,omitempty"`
+	NextAttemptAtNotNil bool        `json:"nextAttemptAtNotNil,omitempty"`
+
+	// "last_status_code" field predicates.
+	LastStatusCode       *int  `json:"lastStatusCode,omitempty"`
+	LastStatusCodeNEQ    *int  `json:"lastStatusCodeNEQ,omitempty"`
+	LastStatusCodeIn     []int `json:"lastStatusCodeIn,omitempty"`
+	LastStatusCodeNotIn  []int `json:"lastStatusCodeNotIn,omitempty"`
+	LastStatusCodeGT     *int  `json:"lastStatusCodeGT,omitempty"`
+	LastStatusCodeGTE    *int  `json:"lastStatusCodeGTE,omitempty"`
+	LastStatusCodeLT     *int  `json:"lastStatusCodeLT,omitempty"`
+	LastStatusCodeLTE    *int  `json:"lastStatusCodeLTE,omitempty"`
+	LastStatusCodeIsNil  bool  `json:"lastStatusCodeIsNil,omitempty"`
+	LastStatusCodeNotNil bool  `json:"lastStatusCodeNotNil,omitempty"`
+
+	// "last_error" field predicates.
+	LastError             *string  `json:"lastError,omitempty"`
+	LastErrorNEQ          *string  `json:"lastErrorNEQ,omitempty"`
+	LastErrorIn           []string `json:"lastErrorIn,omitempty"`
+	LastErrorNotIn        []string `json:"lastErrorNotIn,omitempty"`
+	LastErrorGT           *string  `json:"lastErrorGT,omitempty"`
+	LastErrorGTE          *string  `json:"lastErrorGTE,omitempty"`
+	LastErrorLT           *string  `json:"lastErrorLT,omitempty"`
+	LastErrorLTE          *string  `json:"lastErrorLTE,omitempty"`
+	LastErrorContains     *string  `json:"lastErrorContains,omitempty"`
+	LastErrorHasPrefix    *string  `json:"lastErrorHasPrefix,omitempty"`
+	LastErrorHasSuffix    *string  `json:"lastErrorHasSuffix,omitempty"`
+	LastErrorIsNil        bool     `json:"lastErrorIsNil,omitempty"`
+	LastErrorNotNil       bool     `json:"lastErrorNotNil,omitempty"`
+	LastErrorEqualFold    *string  `json:"lastErrorEqualFold,omitempty"`
+	LastErrorContainsFold *string  `json:"lastErrorContainsFold,omitempty"`
+
+	// "sent_at" field predicates.
+	SentAt       *time.Time  `json:"sentAt,omitempty"`
+	SentAtNEQ    *time.Time  `json:"sentAtNEQ,omitempty"`
+	SentAtIn     []time.Time `json:"sentAtIn,omitempty"`
+	SentAtNotIn  []time.Time `json:"sentAtNotIn,omitempty"`
+	SentAtGT     *time.Time  `json:"sentAtGT,omitempty"`
+	SentAtGTE    *time.Time  `json:"sentAtGTE,omitempty"`
+	SentAtLT     *time.Time  `json:"sentAtLT,omitempty"`
+	SentAtLTE    *time.Time  `json:"sentAtLTE,omitempty"`
+	SentAtIsNil  bool        `json:"sentAtIsNil,omitempty"`
+	SentAtNotNil bool        `json:"sentAtNotNil,omitempty"`
+
+	// "escalation" edge predicates.
+	HasEscalation     *bool                   `json:"hasEscalation,omitempty"`
+	HasEscalationWith []*EscalationWhereInput `json:"hasEscalationWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *PagerDutySendWhereInput) AddPredicates(predicates ...predicate.PagerDutySend) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the PagerDutySendWhereInput filter on the PagerDutySendQuery builder.
+func (i *PagerDutySendWhereInput) Filter(q *PagerDutySendQuery) (*PagerDutySendQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyPagerDutySendWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyPagerDutySendWhereInput is returned in case the PagerDutySendWhereInput is empty.
+var ErrEmptyPagerDutySendWhereInput = errors.New("ent: empty predicate PagerDutySendWhereInput")
+
+// P returns a predicate for filtering pagerdutysends.
+// An error is returned if the input is empty or invalid.
+func (i *PagerDutySendWhereInput) P() (predicate.PagerDutySend, error) {
+	var predicates []predicate.PagerDutySend
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, pagerdutysend.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.PagerDutySend, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, pagerdutysend.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.PagerDutySend, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, pagerdutysend.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, pagerdutysend.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, pagerdutysend.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, pagerdutysend.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, pagerdutysend.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, pagerdutysend.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, pagerdutysend.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, pagerdutysend.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, pagerdutysend.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, pagerdutysend.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, pagerdutysend.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, pagerdutysend.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, pagerdutysend.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, pagerdutysend.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.EscalationID != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDEQ(*i.EscalationID))
+	}
+	if i.EscalationIDNEQ != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDNEQ(*i.EscalationIDNEQ))
+	}
+	if len(i.EscalationIDIn) > 0 {
+		predicates = append(predicates, pagerdutysend.EscalationIDIn(i.EscalationIDIn...))
+	}
+	if len(i.EscalationIDNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.EscalationIDNotIn(i.EscalationIDNotIn...))
+	}
+	if i.EscalationIDGT != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDGT(*i.EscalationIDGT))
+	}
+	if i.EscalationIDGTE != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDGTE(*i.EscalationIDGTE))
+	}
+	if i.EscalationIDLT != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDLT(*i.EscalationIDLT))
+	}
+	if i.EscalationIDLTE != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDLTE(*i.EscalationIDLTE))
+	}
+	if i.EscalationIDContains != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDContains(*i.EscalationIDContains))
+	}
+	if i.EscalationIDHasPrefix != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDHasPrefix(*i.EscalationIDHasPrefix))
+	}
+	if i.EscalationIDHasSuffix != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDHasSuffix(*i.EscalationIDHasSuffix))
+	}
+	if i.EscalationIDEqualFold != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDEqualFold(*i.EscalationIDEqualFold))
+	}
+	if i.EscalationIDContainsFold != nil {
+		predicates = append(predicates, pagerdutysend.EscalationIDContainsFold(*i.EscalationIDContainsFold))
+	}
+	if i.CredentialID != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDEQ(*i.CredentialID))
+	}
+	if i.CredentialIDNEQ != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDNEQ(*i.CredentialIDNEQ))
+	}
+	if len(i.CredentialIDIn) > 0 {
+		predicates = append(predicates, pagerdutysend.CredentialIDIn(i.CredentialIDIn...))
+	}
+	if len(i.CredentialIDNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.CredentialIDNotIn(i.CredentialIDNotIn...))
+	}
+	if i.CredentialIDGT != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDGT(*i.CredentialIDGT))
+	}
+	if i.CredentialIDGTE != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDGTE(*i.CredentialIDGTE))
+	}
+	if i.CredentialIDLT != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDLT(*i.CredentialIDLT))
+	}
+	if i.CredentialIDLTE != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDLTE(*i.CredentialIDLTE))
+	}
+	if i.CredentialIDContains != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDContains(*i.CredentialIDContains))
+	}
+	if i.CredentialIDHasPrefix != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDHasPrefix(*i.CredentialIDHasPrefix))
+	}
+	if i.CredentialIDHasSuffix != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDHasSuffix(*i.CredentialIDHasSuffix))
+	}
+	if i.CredentialIDEqualFold != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDEqualFold(*i.CredentialIDEqualFold))
+	}
+	if i.CredentialIDContainsFold != nil {
+		predicates = append(predicates, pagerdutysend.CredentialIDContainsFold(*i.CredentialIDContainsFold))
+	}
+	if i.Action != nil {
+		predicates = append(predicates, pagerdutysend.ActionEQ(*i.Action))
+	}
+	if i.ActionNEQ != nil {
+		predicates = append(predicates, pagerdutysend.ActionNEQ(*i.ActionNEQ))
+	}
+	if len(i.ActionIn) > 0 {
+		predicates = append(predicates, pagerdutysend.ActionIn(i.ActionIn...))
+	}
+	if len(i.ActionNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.ActionNotIn(i.ActionNotIn...))
+	}
+	if i.DedupKey != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyEQ(*i.DedupKey))
+	}
+	if i.DedupKeyNEQ != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyNEQ(*i.DedupKeyNEQ))
+	}
+	if len(i.DedupKeyIn) > 0 {
+		predicates = append(predicates, pagerdutysend.DedupKeyIn(i.DedupKeyIn...))
+	}
+	if len(i.DedupKeyNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.DedupKeyNotIn(i.DedupKeyNotIn...))
+	}
+	if i.DedupKeyGT != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyGT(*i.DedupKeyGT))
+	}
+	if i.DedupKeyGTE != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyGTE(*i.DedupKeyGTE))
+	}
+	if i.DedupKeyLT != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyLT(*i.DedupKeyLT))
+	}
+	if i.DedupKeyLTE != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyLTE(*i.DedupKeyLTE))
+	}
+	if i.DedupKeyContains != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyContains(*i.DedupKeyContains))
+	}
+	if i.DedupKeyHasPrefix != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyHasPrefix(*i.DedupKeyHasPrefix))
+	}
+	if i.DedupKeyHasSuffix != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyHasSuffix(*i.DedupKeyHasSuffix))
+	}
+	if i.DedupKeyEqualFold != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyEqualFold(*i.DedupKeyEqualFold))
+	}
+	if i.DedupKeyContainsFold != nil {
+		predicates = append(predicates, pagerdutysend.DedupKeyContainsFold(*i.DedupKeyContainsFold))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, pagerdutysend.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, pagerdutysend.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, pagerdutysend.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Attempts != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsEQ(*i.Attempts))
+	}
+	if i.AttemptsNEQ != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsNEQ(*i.AttemptsNEQ))
+	}
+	if len(i.AttemptsIn) > 0 {
+		predicates = append(predicates, pagerdutysend.AttemptsIn(i.AttemptsIn...))
+	}
+	if len(i.AttemptsNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.AttemptsNotIn(i.AttemptsNotIn...))
+	}
+	if i.AttemptsGT != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsGT(*i.AttemptsGT))
+	}
+	if i.AttemptsGTE != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsGTE(*i.AttemptsGTE))
+	}
+	if i.AttemptsLT != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsLT(*i.AttemptsLT))
+	}
+	if i.AttemptsLTE != nil {
+		predicates = append(predicates, pagerdutysend.AttemptsLTE(*i.AttemptsLTE))
+	}
+	if i.NextAttemptAt != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtEQ(*i.NextAttemptAt))
+	}
+	if i.NextAttemptAtNEQ != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtNEQ(*i.NextAttemptAtNEQ))
+	}
+	if len(i.NextAttemptAtIn) > 0 {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtIn(i.NextAttemptAtIn...))
+	}
+	if len(i.NextAttemptAtNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtNotIn(i.NextAttemptAtNotIn...))
+	}
+	if i.NextAttemptAtGT != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtGT(*i.NextAttemptAtGT))
+	}
+	if i.NextAttemptAtGTE != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtGTE(*i.NextAttemptAtGTE))
+	}
+	if i.NextAttemptAtLT != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtLT(*i.NextAttemptAtLT))
+	}
+	if i.NextAttemptAtLTE != nil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtLTE(*i.NextAttemptAtLTE))
+	}
+	if i.NextAttemptAtIsNil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtIsNil())
+	}
+	if i.NextAttemptAtNotNil {
+		predicates = append(predicates, pagerdutysend.NextAttemptAtNotNil())
+	}
+	if i.LastStatusCode != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeEQ(*i.LastStatusCode))
+	}
+	if i.LastStatusCodeNEQ != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeNEQ(*i.LastStatusCodeNEQ))
+	}
+	if len(i.LastStatusCodeIn) > 0 {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeIn(i.LastStatusCodeIn...))
+	}
+	if len(i.LastStatusCodeNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeNotIn(i.LastStatusCodeNotIn...))
+	}
+	if i.LastStatusCodeGT != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeGT(*i.LastStatusCodeGT))
+	}
+	if i.LastStatusCodeGTE != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeGTE(*i.LastStatusCodeGTE))
+	}
+	if i.LastStatusCodeLT != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeLT(*i.LastStatusCodeLT))
+	}
+	if i.LastStatusCodeLTE != nil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeLTE(*i.LastStatusCodeLTE))
+	}
+	if i.LastStatusCodeIsNil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeIsNil())
+	}
+	if i.LastStatusCodeNotNil {
+		predicates = append(predicates, pagerdutysend.LastStatusCodeNotNil())
+	}
+	if i.LastError != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorEQ(*i.LastError))
+	}
+	if i.LastErrorNEQ != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorNEQ(*i.LastErrorNEQ))
+	}
+	if len(i.LastErrorIn) > 0 {
+		predicates = append(predicates, pagerdutysend.LastErrorIn(i.LastErrorIn...))
+	}
+	if len(i.LastErrorNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.LastErrorNotIn(i.LastErrorNotIn...))
+	}
+	if i.LastErrorGT != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorGT(*i.LastErrorGT))
+	}
+	if i.LastErrorGTE != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorGTE(*i.LastErrorGTE))
+	}
+	if i.LastErrorLT != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorLT(*i.LastErrorLT))
+	}
+	if i.LastErrorLTE != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorLTE(*i.LastErrorLTE))
+	}
+	if i.LastErrorContains != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorContains(*i.LastErrorContains))
+	}
+	if i.LastErrorHasPrefix != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorHasPrefix(*i.LastErrorHasPrefix))
+	}
+	if i.LastErrorHasSuffix != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorHasSuffix(*i.LastErrorHasSuffix))
+	}
+	if i.LastErrorIsNil {
+		predicates = append(predicates, pagerdutysend.LastErrorIsNil())
+	}
+	if i.LastErrorNotNil {
+		predicates = append(predicates, pagerdutysend.LastErrorNotNil())
+	}
+	if i.LastErrorEqualFold != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorEqualFold(*i.LastErrorEqualFold))
+	}
+	if i.LastErrorContainsFold != nil {
+		predicates = append(predicates, pagerdutysend.LastErrorContainsFold(*i.LastErrorContainsFold))
+	}
+	if i.SentAt != nil {
+		predicates = append(predicates, pagerdutysend.SentAtEQ(*i.SentAt))
+	}
+	if i.SentAtNEQ != nil {
+		predicates = append(predicates, pagerdutysend.SentAtNEQ(*i.SentAtNEQ))
+	}
+	if len(i.SentAtIn) > 0 {
+		predicates = append(predicates, pagerdutysend.SentAtIn(i.SentAtIn...))
+	}
+	if len(i.SentAtNotIn) > 0 {
+		predicates = append(predicates, pagerdutysend.SentAtNotIn(i.SentAtNotIn...))
+	}
+	if i.SentAtGT != nil {
+		predicates = append(predicates, pagerdutysend.SentAtGT(*i.SentAtGT))
+	}
+	if i.SentAtGTE != nil {
+		predicates = append(predicates, pagerdutysend.SentAtGTE(*i.SentAtGTE))
+	}
+	if i.SentAtLT != nil {
+		predicates = append(predicates, pagerdutysend.SentAtLT(*i.SentAtLT))
+	}
+	if i.SentAtLTE != nil {
+		predicates = append(predicates, pagerdutysend.SentAtLTE(*i.SentAtLTE))
+	}
+	if i.SentAtIsNil {
+		predicates = append(predicates, pagerdutysend.SentAtIsNil())
+	}
+	if i.SentAtNotNil {
+		predicates = append(predicates, pagerdutysend.SentAtNotNil())
+	}
+
+	if i.HasEscalation != nil {
+		p := pagerdutysend.HasEscalation()
+		if !*i.HasEscalation {
+			p = pagerdutysend.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasEscalationWith) > 0 {
+		with := make([]predicate.Escalation, 0, len(i.HasEscalationWith))
+		for _, w := range i.HasEscalationWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasEscalationWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, pagerdutysend.HasEscalationWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyPagerDutySendWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return pagerdutysend.And(predicates...), nil
 	}
 }
 

@@ -19,12 +19,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -36,6 +39,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
+	"github.com/sluicehq/sluice/internal/escalation/spec"
 )
 
 const (
@@ -54,12 +58,15 @@ const (
 	TypeCredentialVersion = "CredentialVersion"
 	TypeDeployment        = "Deployment"
 	TypeEnvironment       = "Environment"
+	TypeEscalation        = "Escalation"
+	TypeEscalationPolicy  = "EscalationPolicy"
 	TypeEventWait         = "EventWait"
 	TypeInboundEvent      = "InboundEvent"
 	TypeMapItem           = "MapItem"
 	TypeMember            = "Member"
 	TypeModelCall         = "ModelCall"
 	TypeModelPrice        = "ModelPrice"
+	TypePagerDutySend     = "PagerDutySend"
 	TypeRun               = "Run"
 	TypeRunEvent          = "RunEvent"
 	TypeStepAttempt       = "StepAttempt"
@@ -7103,6 +7110,2812 @@ func (m *EnvironmentMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Environment edge %s", name)
 }
 
+// EscalationMutation represents an operation that mutates the Escalation nodes in the graph.
+type EscalationMutation struct {
+	config
+	op                      Op
+	typ                     string
+	id                      *string
+	created_at              *time.Time
+	updated_at              *time.Time
+	policy_id               *string
+	policy_name             *string
+	subject_kind            *escalation.SubjectKind
+	subject_id              *string
+	run_id                  *string
+	dedup_key               *string
+	summary                 *string
+	severity                *string
+	details                 *map[string]interface{}
+	levels                  *[]spec.Level
+	appendlevels            []spec.Level
+	repeat                  *int
+	addrepeat               *int
+	status                  *escalation.Status
+	level                   *int
+	addlevel                *int
+	loop                    *int
+	addloop                 *int
+	next_fire_at            *time.Time
+	firings                 *[]spec.Firing
+	appendfirings           []spec.Firing
+	acknowledged_at         *time.Time
+	acknowledged_by         *string
+	resolved_at             *time.Time
+	resolved_by             *string
+	clearedFields           map[string]struct{}
+	tenant                  *string
+	clearedtenant           bool
+	pager_duty_sends        map[string]struct{}
+	removedpager_duty_sends map[string]struct{}
+	clearedpager_duty_sends bool
+	done                    bool
+	oldValue                func(context.Context) (*Escalation, error)
+	predicates              []predicate.Escalation
+}
+
+var _ ent.Mutation = (*EscalationMutation)(nil)
+
+// escalationOption allows management of the mutation configuration using functional options.
+type escalationOption func(*EscalationMutation)
+
+// newEscalationMutation creates new mutation for the Escalation entity.
+func newEscalationMutation(c config, op Op, opts ...escalationOption) *EscalationMutation {
+	m := &EscalationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEscalation,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEscalationID sets the ID field of the mutation.
+func withEscalationID(id string) escalationOption {
+	return func(m *EscalationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Escalation
+		)
+		m.oldValue = func(ctx context.Context) (*Escalation, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Escalation.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEscalation sets the old Escalation of the mutation.
+func withEscalation(node *Escalation) escalationOption {
+	return func(m *EscalationMutation) {
+		m.oldValue = func(context.Context) (*Escalation, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EscalationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EscalationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Escalation entities.
+func (m *EscalationMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EscalationMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EscalationMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Escalation.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EscalationMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EscalationMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EscalationMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EscalationMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EscalationMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EscalationMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *EscalationMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *EscalationMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *EscalationMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetPolicyID sets the "policy_id" field.
+func (m *EscalationMutation) SetPolicyID(s string) {
+	m.policy_id = &s
+}
+
+// PolicyID returns the value of the "policy_id" field in the mutation.
+func (m *EscalationMutation) PolicyID() (r string, exists bool) {
+	v := m.policy_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPolicyID returns the old "policy_id" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldPolicyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPolicyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPolicyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPolicyID: %w", err)
+	}
+	return oldValue.PolicyID, nil
+}
+
+// ClearPolicyID clears the value of the "policy_id" field.
+func (m *EscalationMutation) ClearPolicyID() {
+	m.policy_id = nil
+	m.clearedFields[escalation.FieldPolicyID] = struct{}{}
+}
+
+// PolicyIDCleared returns if the "policy_id" field was cleared in this mutation.
+func (m *EscalationMutation) PolicyIDCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldPolicyID]
+	return ok
+}
+
+// ResetPolicyID resets all changes to the "policy_id" field.
+func (m *EscalationMutation) ResetPolicyID() {
+	m.policy_id = nil
+	delete(m.clearedFields, escalation.FieldPolicyID)
+}
+
+// SetPolicyName sets the "policy_name" field.
+func (m *EscalationMutation) SetPolicyName(s string) {
+	m.policy_name = &s
+}
+
+// PolicyName returns the value of the "policy_name" field in the mutation.
+func (m *EscalationMutation) PolicyName() (r string, exists bool) {
+	v := m.policy_name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPolicyName returns the old "policy_name" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldPolicyName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPolicyName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPolicyName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPolicyName: %w", err)
+	}
+	return oldValue.PolicyName, nil
+}
+
+// ResetPolicyName resets all changes to the "policy_name" field.
+func (m *EscalationMutation) ResetPolicyName() {
+	m.policy_name = nil
+}
+
+// SetSubjectKind sets the "subject_kind" field.
+func (m *EscalationMutation) SetSubjectKind(ek escalation.SubjectKind) {
+	m.subject_kind = &ek
+}
+
+// SubjectKind returns the value of the "subject_kind" field in the mutation.
+func (m *EscalationMutation) SubjectKind() (r escalation.SubjectKind, exists bool) {
+	v := m.subject_kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSubjectKind returns the old "subject_kind" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldSubjectKind(ctx context.Context) (v escalation.SubjectKind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSubjectKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSubjectKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSubjectKind: %w", err)
+	}
+	return oldValue.SubjectKind, nil
+}
+
+// ResetSubjectKind resets all changes to the "subject_kind" field.
+func (m *EscalationMutation) ResetSubjectKind() {
+	m.subject_kind = nil
+}
+
+// SetSubjectID sets the "subject_id" field.
+func (m *EscalationMutation) SetSubjectID(s string) {
+	m.subject_id = &s
+}
+
+// SubjectID returns the value of the "subject_id" field in the mutation.
+func (m *EscalationMutation) SubjectID() (r string, exists bool) {
+	v := m.subject_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSubjectID returns the old "subject_id" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldSubjectID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSubjectID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSubjectID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSubjectID: %w", err)
+	}
+	return oldValue.SubjectID, nil
+}
+
+// ResetSubjectID resets all changes to the "subject_id" field.
+func (m *EscalationMutation) ResetSubjectID() {
+	m.subject_id = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *EscalationMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *EscalationMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ClearRunID clears the value of the "run_id" field.
+func (m *EscalationMutation) ClearRunID() {
+	m.run_id = nil
+	m.clearedFields[escalation.FieldRunID] = struct{}{}
+}
+
+// RunIDCleared returns if the "run_id" field was cleared in this mutation.
+func (m *EscalationMutation) RunIDCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldRunID]
+	return ok
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *EscalationMutation) ResetRunID() {
+	m.run_id = nil
+	delete(m.clearedFields, escalation.FieldRunID)
+}
+
+// SetDedupKey sets the "dedup_key" field.
+func (m *EscalationMutation) SetDedupKey(s string) {
+	m.dedup_key = &s
+}
+
+// DedupKey returns the value of the "dedup_key" field in the mutation.
+func (m *EscalationMutation) DedupKey() (r string, exists bool) {
+	v := m.dedup_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupKey returns the old "dedup_key" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldDedupKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupKey: %w", err)
+	}
+	return oldValue.DedupKey, nil
+}
+
+// ResetDedupKey resets all changes to the "dedup_key" field.
+func (m *EscalationMutation) ResetDedupKey() {
+	m.dedup_key = nil
+}
+
+// SetSummary sets the "summary" field.
+func (m *EscalationMutation) SetSummary(s string) {
+	m.summary = &s
+}
+
+// Summary returns the value of the "summary" field in the mutation.
+func (m *EscalationMutation) Summary() (r string, exists bool) {
+	v := m.summary
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSummary returns the old "summary" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldSummary(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSummary is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSummary requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSummary: %w", err)
+	}
+	return oldValue.Summary, nil
+}
+
+// ResetSummary resets all changes to the "summary" field.
+func (m *EscalationMutation) ResetSummary() {
+	m.summary = nil
+}
+
+// SetSeverity sets the "severity" field.
+func (m *EscalationMutation) SetSeverity(s string) {
+	m.severity = &s
+}
+
+// Severity returns the value of the "severity" field in the mutation.
+func (m *EscalationMutation) Severity() (r string, exists bool) {
+	v := m.severity
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSeverity returns the old "severity" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldSeverity(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSeverity is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSeverity requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSeverity: %w", err)
+	}
+	return oldValue.Severity, nil
+}
+
+// ResetSeverity resets all changes to the "severity" field.
+func (m *EscalationMutation) ResetSeverity() {
+	m.severity = nil
+}
+
+// SetDetails sets the "details" field.
+func (m *EscalationMutation) SetDetails(value map[string]interface{}) {
+	m.details = &value
+}
+
+// Details returns the value of the "details" field in the mutation.
+func (m *EscalationMutation) Details() (r map[string]interface{}, exists bool) {
+	v := m.details
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDetails returns the old "details" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldDetails(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDetails is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDetails requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDetails: %w", err)
+	}
+	return oldValue.Details, nil
+}
+
+// ClearDetails clears the value of the "details" field.
+func (m *EscalationMutation) ClearDetails() {
+	m.details = nil
+	m.clearedFields[escalation.FieldDetails] = struct{}{}
+}
+
+// DetailsCleared returns if the "details" field was cleared in this mutation.
+func (m *EscalationMutation) DetailsCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldDetails]
+	return ok
+}
+
+// ResetDetails resets all changes to the "details" field.
+func (m *EscalationMutation) ResetDetails() {
+	m.details = nil
+	delete(m.clearedFields, escalation.FieldDetails)
+}
+
+// SetLevels sets the "levels" field.
+func (m *EscalationMutation) SetLevels(s []spec.Level) {
+	m.levels = &s
+	m.appendlevels = nil
+}
+
+// Levels returns the value of the "levels" field in the mutation.
+func (m *EscalationMutation) Levels() (r []spec.Level, exists bool) {
+	v := m.levels
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLevels returns the old "levels" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldLevels(ctx context.Context) (v []spec.Level, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLevels is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLevels requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLevels: %w", err)
+	}
+	return oldValue.Levels, nil
+}
+
+// AppendLevels adds s to the "levels" field.
+func (m *EscalationMutation) AppendLevels(s []spec.Level) {
+	m.appendlevels = append(m.appendlevels, s...)
+}
+
+// AppendedLevels returns the list of values that were appended to the "levels" field in this mutation.
+func (m *EscalationMutation) AppendedLevels() ([]spec.Level, bool) {
+	if len(m.appendlevels) == 0 {
+		return nil, false
+	}
+	return m.appendlevels, true
+}
+
+// ResetLevels resets all changes to the "levels" field.
+func (m *EscalationMutation) ResetLevels() {
+	m.levels = nil
+	m.appendlevels = nil
+}
+
+// SetRepeat sets the "repeat" field.
+func (m *EscalationMutation) SetRepeat(i int) {
+	m.repeat = &i
+	m.addrepeat = nil
+}
+
+// Repeat returns the value of the "repeat" field in the mutation.
+func (m *EscalationMutation) Repeat() (r int, exists bool) {
+	v := m.repeat
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRepeat returns the old "repeat" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldRepeat(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRepeat is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRepeat requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRepeat: %w", err)
+	}
+	return oldValue.Repeat, nil
+}
+
+// AddRepeat adds i to the "repeat" field.
+func (m *EscalationMutation) AddRepeat(i int) {
+	if m.addrepeat != nil {
+		*m.addrepeat += i
+	} else {
+		m.addrepeat = &i
+	}
+}
+
+// AddedRepeat returns the value that was added to the "repeat" field in this mutation.
+func (m *EscalationMutation) AddedRepeat() (r int, exists bool) {
+	v := m.addrepeat
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRepeat resets all changes to the "repeat" field.
+func (m *EscalationMutation) ResetRepeat() {
+	m.repeat = nil
+	m.addrepeat = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *EscalationMutation) SetStatus(e escalation.Status) {
+	m.status = &e
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *EscalationMutation) Status() (r escalation.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldStatus(ctx context.Context) (v escalation.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *EscalationMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetLevel sets the "level" field.
+func (m *EscalationMutation) SetLevel(i int) {
+	m.level = &i
+	m.addlevel = nil
+}
+
+// Level returns the value of the "level" field in the mutation.
+func (m *EscalationMutation) Level() (r int, exists bool) {
+	v := m.level
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLevel returns the old "level" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldLevel(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLevel is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLevel requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLevel: %w", err)
+	}
+	return oldValue.Level, nil
+}
+
+// AddLevel adds i to the "level" field.
+func (m *EscalationMutation) AddLevel(i int) {
+	if m.addlevel != nil {
+		*m.addlevel += i
+	} else {
+		m.addlevel = &i
+	}
+}
+
+// AddedLevel returns the value that was added to the "level" field in this mutation.
+func (m *EscalationMutation) AddedLevel() (r int, exists bool) {
+	v := m.addlevel
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLevel resets all changes to the "level" field.
+func (m *EscalationMutation) ResetLevel() {
+	m.level = nil
+	m.addlevel = nil
+}
+
+// SetLoop sets the "loop" field.
+func (m *EscalationMutation) SetLoop(i int) {
+	m.loop = &i
+	m.addloop = nil
+}
+
+// Loop returns the value of the "loop" field in the mutation.
+func (m *EscalationMutation) Loop() (r int, exists bool) {
+	v := m.loop
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLoop returns the old "loop" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldLoop(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLoop is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLoop requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLoop: %w", err)
+	}
+	return oldValue.Loop, nil
+}
+
+// AddLoop adds i to the "loop" field.
+func (m *EscalationMutation) AddLoop(i int) {
+	if m.addloop != nil {
+		*m.addloop += i
+	} else {
+		m.addloop = &i
+	}
+}
+
+// AddedLoop returns the value that was added to the "loop" field in this mutation.
+func (m *EscalationMutation) AddedLoop() (r int, exists bool) {
+	v := m.addloop
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLoop resets all changes to the "loop" field.
+func (m *EscalationMutation) ResetLoop() {
+	m.loop = nil
+	m.addloop = nil
+}
+
+// SetNextFireAt sets the "next_fire_at" field.
+func (m *EscalationMutation) SetNextFireAt(t time.Time) {
+	m.next_fire_at = &t
+}
+
+// NextFireAt returns the value of the "next_fire_at" field in the mutation.
+func (m *EscalationMutation) NextFireAt() (r time.Time, exists bool) {
+	v := m.next_fire_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextFireAt returns the old "next_fire_at" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldNextFireAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextFireAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextFireAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextFireAt: %w", err)
+	}
+	return oldValue.NextFireAt, nil
+}
+
+// ClearNextFireAt clears the value of the "next_fire_at" field.
+func (m *EscalationMutation) ClearNextFireAt() {
+	m.next_fire_at = nil
+	m.clearedFields[escalation.FieldNextFireAt] = struct{}{}
+}
+
+// NextFireAtCleared returns if the "next_fire_at" field was cleared in this mutation.
+func (m *EscalationMutation) NextFireAtCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldNextFireAt]
+	return ok
+}
+
+// ResetNextFireAt resets all changes to the "next_fire_at" field.
+func (m *EscalationMutation) ResetNextFireAt() {
+	m.next_fire_at = nil
+	delete(m.clearedFields, escalation.FieldNextFireAt)
+}
+
+// SetFirings sets the "firings" field.
+func (m *EscalationMutation) SetFirings(s []spec.Firing) {
+	m.firings = &s
+	m.appendfirings = nil
+}
+
+// Firings returns the value of the "firings" field in the mutation.
+func (m *EscalationMutation) Firings() (r []spec.Firing, exists bool) {
+	v := m.firings
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFirings returns the old "firings" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldFirings(ctx context.Context) (v []spec.Firing, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFirings is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFirings requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFirings: %w", err)
+	}
+	return oldValue.Firings, nil
+}
+
+// AppendFirings adds s to the "firings" field.
+func (m *EscalationMutation) AppendFirings(s []spec.Firing) {
+	m.appendfirings = append(m.appendfirings, s...)
+}
+
+// AppendedFirings returns the list of values that were appended to the "firings" field in this mutation.
+func (m *EscalationMutation) AppendedFirings() ([]spec.Firing, bool) {
+	if len(m.appendfirings) == 0 {
+		return nil, false
+	}
+	return m.appendfirings, true
+}
+
+// ClearFirings clears the value of the "firings" field.
+func (m *EscalationMutation) ClearFirings() {
+	m.firings = nil
+	m.appendfirings = nil
+	m.clearedFields[escalation.FieldFirings] = struct{}{}
+}
+
+// FiringsCleared returns if the "firings" field was cleared in this mutation.
+func (m *EscalationMutation) FiringsCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldFirings]
+	return ok
+}
+
+// ResetFirings resets all changes to the "firings" field.
+func (m *EscalationMutation) ResetFirings() {
+	m.firings = nil
+	m.appendfirings = nil
+	delete(m.clearedFields, escalation.FieldFirings)
+}
+
+// SetAcknowledgedAt sets the "acknowledged_at" field.
+func (m *EscalationMutation) SetAcknowledgedAt(t time.Time) {
+	m.acknowledged_at = &t
+}
+
+// AcknowledgedAt returns the value of the "acknowledged_at" field in the mutation.
+func (m *EscalationMutation) AcknowledgedAt() (r time.Time, exists bool) {
+	v := m.acknowledged_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAcknowledgedAt returns the old "acknowledged_at" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldAcknowledgedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAcknowledgedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAcknowledgedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAcknowledgedAt: %w", err)
+	}
+	return oldValue.AcknowledgedAt, nil
+}
+
+// ClearAcknowledgedAt clears the value of the "acknowledged_at" field.
+func (m *EscalationMutation) ClearAcknowledgedAt() {
+	m.acknowledged_at = nil
+	m.clearedFields[escalation.FieldAcknowledgedAt] = struct{}{}
+}
+
+// AcknowledgedAtCleared returns if the "acknowledged_at" field was cleared in this mutation.
+func (m *EscalationMutation) AcknowledgedAtCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldAcknowledgedAt]
+	return ok
+}
+
+// ResetAcknowledgedAt resets all changes to the "acknowledged_at" field.
+func (m *EscalationMutation) ResetAcknowledgedAt() {
+	m.acknowledged_at = nil
+	delete(m.clearedFields, escalation.FieldAcknowledgedAt)
+}
+
+// SetAcknowledgedBy sets the "acknowledged_by" field.
+func (m *EscalationMutation) SetAcknowledgedBy(s string) {
+	m.acknowledged_by = &s
+}
+
+// AcknowledgedBy returns the value of the "acknowledged_by" field in the mutation.
+func (m *EscalationMutation) AcknowledgedBy() (r string, exists bool) {
+	v := m.acknowledged_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAcknowledgedBy returns the old "acknowledged_by" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldAcknowledgedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAcknowledgedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAcknowledgedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAcknowledgedBy: %w", err)
+	}
+	return oldValue.AcknowledgedBy, nil
+}
+
+// ClearAcknowledgedBy clears the value of the "acknowledged_by" field.
+func (m *EscalationMutation) ClearAcknowledgedBy() {
+	m.acknowledged_by = nil
+	m.clearedFields[escalation.FieldAcknowledgedBy] = struct{}{}
+}
+
+// AcknowledgedByCleared returns if the "acknowledged_by" field was cleared in this mutation.
+func (m *EscalationMutation) AcknowledgedByCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldAcknowledgedBy]
+	return ok
+}
+
+// ResetAcknowledgedBy resets all changes to the "acknowledged_by" field.
+func (m *EscalationMutation) ResetAcknowledgedBy() {
+	m.acknowledged_by = nil
+	delete(m.clearedFields, escalation.FieldAcknowledgedBy)
+}
+
+// SetResolvedAt sets the "resolved_at" field.
+func (m *EscalationMutation) SetResolvedAt(t time.Time) {
+	m.resolved_at = &t
+}
+
+// ResolvedAt returns the value of the "resolved_at" field in the mutation.
+func (m *EscalationMutation) ResolvedAt() (r time.Time, exists bool) {
+	v := m.resolved_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedAt returns the old "resolved_at" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldResolvedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedAt: %w", err)
+	}
+	return oldValue.ResolvedAt, nil
+}
+
+// ClearResolvedAt clears the value of the "resolved_at" field.
+func (m *EscalationMutation) ClearResolvedAt() {
+	m.resolved_at = nil
+	m.clearedFields[escalation.FieldResolvedAt] = struct{}{}
+}
+
+// ResolvedAtCleared returns if the "resolved_at" field was cleared in this mutation.
+func (m *EscalationMutation) ResolvedAtCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldResolvedAt]
+	return ok
+}
+
+// ResetResolvedAt resets all changes to the "resolved_at" field.
+func (m *EscalationMutation) ResetResolvedAt() {
+	m.resolved_at = nil
+	delete(m.clearedFields, escalation.FieldResolvedAt)
+}
+
+// SetResolvedBy sets the "resolved_by" field.
+func (m *EscalationMutation) SetResolvedBy(s string) {
+	m.resolved_by = &s
+}
+
+// ResolvedBy returns the value of the "resolved_by" field in the mutation.
+func (m *EscalationMutation) ResolvedBy() (r string, exists bool) {
+	v := m.resolved_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedBy returns the old "resolved_by" field's value of the Escalation entity.
+// If the Escalation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationMutation) OldResolvedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedBy: %w", err)
+	}
+	return oldValue.ResolvedBy, nil
+}
+
+// ClearResolvedBy clears the value of the "resolved_by" field.
+func (m *EscalationMutation) ClearResolvedBy() {
+	m.resolved_by = nil
+	m.clearedFields[escalation.FieldResolvedBy] = struct{}{}
+}
+
+// ResolvedByCleared returns if the "resolved_by" field was cleared in this mutation.
+func (m *EscalationMutation) ResolvedByCleared() bool {
+	_, ok := m.clearedFields[escalation.FieldResolvedBy]
+	return ok
+}
+
+// ResetResolvedBy resets all changes to the "resolved_by" field.
+func (m *EscalationMutation) ResetResolvedBy() {
+	m.resolved_by = nil
+	delete(m.clearedFields, escalation.FieldResolvedBy)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EscalationMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[escalation.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EscalationMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EscalationMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EscalationMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// AddPagerDutySendIDs adds the "pager_duty_sends" edge to the PagerDutySend entity by ids.
+func (m *EscalationMutation) AddPagerDutySendIDs(ids ...string) {
+	if m.pager_duty_sends == nil {
+		m.pager_duty_sends = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.pager_duty_sends[ids[i]] = struct{}{}
+	}
+}
+
+// ClearPagerDutySends clears the "pager_duty_sends" edge to the PagerDutySend entity.
+func (m *EscalationMutation) ClearPagerDutySends() {
+	m.clearedpager_duty_sends = true
+}
+
+// PagerDutySendsCleared reports if the "pager_duty_sends" edge to the PagerDutySend entity was cleared.
+func (m *EscalationMutation) PagerDutySendsCleared() bool {
+	return m.clearedpager_duty_sends
+}
+
+// RemovePagerDutySendIDs removes the "pager_duty_sends" edge to the PagerDutySend entity by IDs.
+func (m *EscalationMutation) RemovePagerDutySendIDs(ids ...string) {
+	if m.removedpager_duty_sends == nil {
+		m.removedpager_duty_sends = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.pager_duty_sends, ids[i])
+		m.removedpager_duty_sends[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedPagerDutySends returns the removed IDs of the "pager_duty_sends" edge to the PagerDutySend entity.
+func (m *EscalationMutation) RemovedPagerDutySendsIDs() (ids []string) {
+	for id := range m.removedpager_duty_sends {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// PagerDutySendsIDs returns the "pager_duty_sends" edge IDs in the mutation.
+func (m *EscalationMutation) PagerDutySendsIDs() (ids []string) {
+	for id := range m.pager_duty_sends {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetPagerDutySends resets all changes to the "pager_duty_sends" edge.
+func (m *EscalationMutation) ResetPagerDutySends() {
+	m.pager_duty_sends = nil
+	m.clearedpager_duty_sends = false
+	m.removedpager_duty_sends = nil
+}
+
+// Where appends a list predicates to the EscalationMutation builder.
+func (m *EscalationMutation) Where(ps ...predicate.Escalation) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EscalationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EscalationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Escalation, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EscalationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EscalationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Escalation).
+func (m *EscalationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EscalationMutation) Fields() []string {
+	fields := make([]string, 0, 23)
+	if m.tenant != nil {
+		fields = append(fields, escalation.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, escalation.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, escalation.FieldUpdatedAt)
+	}
+	if m.policy_id != nil {
+		fields = append(fields, escalation.FieldPolicyID)
+	}
+	if m.policy_name != nil {
+		fields = append(fields, escalation.FieldPolicyName)
+	}
+	if m.subject_kind != nil {
+		fields = append(fields, escalation.FieldSubjectKind)
+	}
+	if m.subject_id != nil {
+		fields = append(fields, escalation.FieldSubjectID)
+	}
+	if m.run_id != nil {
+		fields = append(fields, escalation.FieldRunID)
+	}
+	if m.dedup_key != nil {
+		fields = append(fields, escalation.FieldDedupKey)
+	}
+	if m.summary != nil {
+		fields = append(fields, escalation.FieldSummary)
+	}
+	if m.severity != nil {
+		fields = append(fields, escalation.FieldSeverity)
+	}
+	if m.details != nil {
+		fields = append(fields, escalation.FieldDetails)
+	}
+	if m.levels != nil {
+		fields = append(fields, escalation.FieldLevels)
+	}
+	if m.repeat != nil {
+		fields = append(fields, escalation.FieldRepeat)
+	}
+	if m.status != nil {
+		fields = append(fields, escalation.FieldStatus)
+	}
+	if m.level != nil {
+		fields = append(fields, escalation.FieldLevel)
+	}
+	if m.loop != nil {
+		fields = append(fields, escalation.FieldLoop)
+	}
+	if m.next_fire_at != nil {
+		fields = append(fields, escalation.FieldNextFireAt)
+	}
+	if m.firings != nil {
+		fields = append(fields, escalation.FieldFirings)
+	}
+	if m.acknowledged_at != nil {
+		fields = append(fields, escalation.FieldAcknowledgedAt)
+	}
+	if m.acknowledged_by != nil {
+		fields = append(fields, escalation.FieldAcknowledgedBy)
+	}
+	if m.resolved_at != nil {
+		fields = append(fields, escalation.FieldResolvedAt)
+	}
+	if m.resolved_by != nil {
+		fields = append(fields, escalation.FieldResolvedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EscalationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case escalation.FieldTenantID:
+		return m.TenantID()
+	case escalation.FieldCreatedAt:
+		return m.CreatedAt()
+	case escalation.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case escalation.FieldPolicyID:
+		return m.PolicyID()
+	case escalation.FieldPolicyName:
+		return m.PolicyName()
+	case escalation.FieldSubjectKind:
+		return m.SubjectKind()
+	case escalation.FieldSubjectID:
+		return m.SubjectID()
+	case escalation.FieldRunID:
+		return m.RunID()
+	case escalation.FieldDedupKey:
+		return m.DedupKey()
+	case escalation.FieldSummary:
+		return m.Summary()
+	case escalation.FieldSeverity:
+		return m.Severity()
+	case escalation.FieldDetails:
+		return m.Details()
+	case escalation.FieldLevels:
+		return m.Levels()
+	case escalation.FieldRepeat:
+		return m.Repeat()
+	case escalation.FieldStatus:
+		return m.Status()
+	case escalation.FieldLevel:
+		return m.Level()
+	case escalation.FieldLoop:
+		return m.Loop()
+	case escalation.FieldNextFireAt:
+		return m.NextFireAt()
+	case escalation.FieldFirings:
+		return m.Firings()
+	case escalation.FieldAcknowledgedAt:
+		return m.AcknowledgedAt()
+	case escalation.FieldAcknowledgedBy:
+		return m.AcknowledgedBy()
+	case escalation.FieldResolvedAt:
+		return m.ResolvedAt()
+	case escalation.FieldResolvedBy:
+		return m.ResolvedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EscalationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case escalation.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case escalation.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case escalation.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case escalation.FieldPolicyID:
+		return m.OldPolicyID(ctx)
+	case escalation.FieldPolicyName:
+		return m.OldPolicyName(ctx)
+	case escalation.FieldSubjectKind:
+		return m.OldSubjectKind(ctx)
+	case escalation.FieldSubjectID:
+		return m.OldSubjectID(ctx)
+	case escalation.FieldRunID:
+		return m.OldRunID(ctx)
+	case escalation.FieldDedupKey:
+		return m.OldDedupKey(ctx)
+	case escalation.FieldSummary:
+		return m.OldSummary(ctx)
+	case escalation.FieldSeverity:
+		return m.OldSeverity(ctx)
+	case escalation.FieldDetails:
+		return m.OldDetails(ctx)
+	case escalation.FieldLevels:
+		return m.OldLevels(ctx)
+	case escalation.FieldRepeat:
+		return m.OldRepeat(ctx)
+	case escalation.FieldStatus:
+		return m.OldStatus(ctx)
+	case escalation.FieldLevel:
+		return m.OldLevel(ctx)
+	case escalation.FieldLoop:
+		return m.OldLoop(ctx)
+	case escalation.FieldNextFireAt:
+		return m.OldNextFireAt(ctx)
+	case escalation.FieldFirings:
+		return m.OldFirings(ctx)
+	case escalation.FieldAcknowledgedAt:
+		return m.OldAcknowledgedAt(ctx)
+	case escalation.FieldAcknowledgedBy:
+		return m.OldAcknowledgedBy(ctx)
+	case escalation.FieldResolvedAt:
+		return m.OldResolvedAt(ctx)
+	case escalation.FieldResolvedBy:
+		return m.OldResolvedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown Escalation field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EscalationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case escalation.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case escalation.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case escalation.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case escalation.FieldPolicyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPolicyID(v)
+		return nil
+	case escalation.FieldPolicyName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPolicyName(v)
+		return nil
+	case escalation.FieldSubjectKind:
+		v, ok := value.(escalation.SubjectKind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSubjectKind(v)
+		return nil
+	case escalation.FieldSubjectID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSubjectID(v)
+		return nil
+	case escalation.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case escalation.FieldDedupKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupKey(v)
+		return nil
+	case escalation.FieldSummary:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSummary(v)
+		return nil
+	case escalation.FieldSeverity:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSeverity(v)
+		return nil
+	case escalation.FieldDetails:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDetails(v)
+		return nil
+	case escalation.FieldLevels:
+		v, ok := value.([]spec.Level)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLevels(v)
+		return nil
+	case escalation.FieldRepeat:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRepeat(v)
+		return nil
+	case escalation.FieldStatus:
+		v, ok := value.(escalation.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case escalation.FieldLevel:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLevel(v)
+		return nil
+	case escalation.FieldLoop:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLoop(v)
+		return nil
+	case escalation.FieldNextFireAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextFireAt(v)
+		return nil
+	case escalation.FieldFirings:
+		v, ok := value.([]spec.Firing)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFirings(v)
+		return nil
+	case escalation.FieldAcknowledgedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAcknowledgedAt(v)
+		return nil
+	case escalation.FieldAcknowledgedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAcknowledgedBy(v)
+		return nil
+	case escalation.FieldResolvedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedAt(v)
+		return nil
+	case escalation.FieldResolvedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EscalationMutation) AddedFields() []string {
+	var fields []string
+	if m.addrepeat != nil {
+		fields = append(fields, escalation.FieldRepeat)
+	}
+	if m.addlevel != nil {
+		fields = append(fields, escalation.FieldLevel)
+	}
+	if m.addloop != nil {
+		fields = append(fields, escalation.FieldLoop)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EscalationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case escalation.FieldRepeat:
+		return m.AddedRepeat()
+	case escalation.FieldLevel:
+		return m.AddedLevel()
+	case escalation.FieldLoop:
+		return m.AddedLoop()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EscalationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case escalation.FieldRepeat:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRepeat(v)
+		return nil
+	case escalation.FieldLevel:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLevel(v)
+		return nil
+	case escalation.FieldLoop:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLoop(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EscalationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(escalation.FieldPolicyID) {
+		fields = append(fields, escalation.FieldPolicyID)
+	}
+	if m.FieldCleared(escalation.FieldRunID) {
+		fields = append(fields, escalation.FieldRunID)
+	}
+	if m.FieldCleared(escalation.FieldDetails) {
+		fields = append(fields, escalation.FieldDetails)
+	}
+	if m.FieldCleared(escalation.FieldNextFireAt) {
+		fields = append(fields, escalation.FieldNextFireAt)
+	}
+	if m.FieldCleared(escalation.FieldFirings) {
+		fields = append(fields, escalation.FieldFirings)
+	}
+	if m.FieldCleared(escalation.FieldAcknowledgedAt) {
+		fields = append(fields, escalation.FieldAcknowledgedAt)
+	}
+	if m.FieldCleared(escalation.FieldAcknowledgedBy) {
+		fields = append(fields, escalation.FieldAcknowledgedBy)
+	}
+	if m.FieldCleared(escalation.FieldResolvedAt) {
+		fields = append(fields, escalation.FieldResolvedAt)
+	}
+	if m.FieldCleared(escalation.FieldResolvedBy) {
+		fields = append(fields, escalation.FieldResolvedBy)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EscalationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EscalationMutation) ClearField(name string) error {
+	switch name {
+	case escalation.FieldPolicyID:
+		m.ClearPolicyID()
+		return nil
+	case escalation.FieldRunID:
+		m.ClearRunID()
+		return nil
+	case escalation.FieldDetails:
+		m.ClearDetails()
+		return nil
+	case escalation.FieldNextFireAt:
+		m.ClearNextFireAt()
+		return nil
+	case escalation.FieldFirings:
+		m.ClearFirings()
+		return nil
+	case escalation.FieldAcknowledgedAt:
+		m.ClearAcknowledgedAt()
+		return nil
+	case escalation.FieldAcknowledgedBy:
+		m.ClearAcknowledgedBy()
+		return nil
+	case escalation.FieldResolvedAt:
+		m.ClearResolvedAt()
+		return nil
+	case escalation.FieldResolvedBy:
+		m.ClearResolvedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EscalationMutation) ResetField(name string) error {
+	switch name {
+	case escalation.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case escalation.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case escalation.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case escalation.FieldPolicyID:
+		m.ResetPolicyID()
+		return nil
+	case escalation.FieldPolicyName:
+		m.ResetPolicyName()
+		return nil
+	case escalation.FieldSubjectKind:
+		m.ResetSubjectKind()
+		return nil
+	case escalation.FieldSubjectID:
+		m.ResetSubjectID()
+		return nil
+	case escalation.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case escalation.FieldDedupKey:
+		m.ResetDedupKey()
+		return nil
+	case escalation.FieldSummary:
+		m.ResetSummary()
+		return nil
+	case escalation.FieldSeverity:
+		m.ResetSeverity()
+		return nil
+	case escalation.FieldDetails:
+		m.ResetDetails()
+		return nil
+	case escalation.FieldLevels:
+		m.ResetLevels()
+		return nil
+	case escalation.FieldRepeat:
+		m.ResetRepeat()
+		return nil
+	case escalation.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case escalation.FieldLevel:
+		m.ResetLevel()
+		return nil
+	case escalation.FieldLoop:
+		m.ResetLoop()
+		return nil
+	case escalation.FieldNextFireAt:
+		m.ResetNextFireAt()
+		return nil
+	case escalation.FieldFirings:
+		m.ResetFirings()
+		return nil
+	case escalation.FieldAcknowledgedAt:
+		m.ResetAcknowledgedAt()
+		return nil
+	case escalation.FieldAcknowledgedBy:
+		m.ResetAcknowledgedBy()
+		return nil
+	case escalation.FieldResolvedAt:
+		m.ResetResolvedAt()
+		return nil
+	case escalation.FieldResolvedBy:
+		m.ResetResolvedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EscalationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, escalation.EdgeTenant)
+	}
+	if m.pager_duty_sends != nil {
+		edges = append(edges, escalation.EdgePagerDutySends)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EscalationMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case escalation.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case escalation.EdgePagerDutySends:
+		ids := make([]ent.Value, 0, len(m.pager_duty_sends))
+		for id := range m.pager_duty_sends {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EscalationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.removedpager_duty_sends != nil {
+		edges = append(edges, escalation.EdgePagerDutySends)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EscalationMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case escalation.EdgePagerDutySends:
+		ids := make([]ent.Value, 0, len(m.removedpager_duty_sends))
+		for id := range m.removedpager_duty_sends {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EscalationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, escalation.EdgeTenant)
+	}
+	if m.clearedpager_duty_sends {
+		edges = append(edges, escalation.EdgePagerDutySends)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EscalationMutation) EdgeCleared(name string) bool {
+	switch name {
+	case escalation.EdgeTenant:
+		return m.clearedtenant
+	case escalation.EdgePagerDutySends:
+		return m.clearedpager_duty_sends
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EscalationMutation) ClearEdge(name string) error {
+	switch name {
+	case escalation.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EscalationMutation) ResetEdge(name string) error {
+	switch name {
+	case escalation.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case escalation.EdgePagerDutySends:
+		m.ResetPagerDutySends()
+		return nil
+	}
+	return fmt.Errorf("unknown Escalation edge %s", name)
+}
+
+// EscalationPolicyMutation represents an operation that mutates the EscalationPolicy nodes in the graph.
+type EscalationPolicyMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	updated_at    *time.Time
+	name          *string
+	description   *string
+	levels        *[]spec.Level
+	appendlevels  []spec.Level
+	repeat        *int
+	addrepeat     *int
+	created_by    *string
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*EscalationPolicy, error)
+	predicates    []predicate.EscalationPolicy
+}
+
+var _ ent.Mutation = (*EscalationPolicyMutation)(nil)
+
+// escalationpolicyOption allows management of the mutation configuration using functional options.
+type escalationpolicyOption func(*EscalationPolicyMutation)
+
+// newEscalationPolicyMutation creates new mutation for the EscalationPolicy entity.
+func newEscalationPolicyMutation(c config, op Op, opts ...escalationpolicyOption) *EscalationPolicyMutation {
+	m := &EscalationPolicyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEscalationPolicy,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEscalationPolicyID sets the ID field of the mutation.
+func withEscalationPolicyID(id string) escalationpolicyOption {
+	return func(m *EscalationPolicyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *EscalationPolicy
+		)
+		m.oldValue = func(ctx context.Context) (*EscalationPolicy, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().EscalationPolicy.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEscalationPolicy sets the old EscalationPolicy of the mutation.
+func withEscalationPolicy(node *EscalationPolicy) escalationpolicyOption {
+	return func(m *EscalationPolicyMutation) {
+		m.oldValue = func(context.Context) (*EscalationPolicy, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EscalationPolicyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EscalationPolicyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of EscalationPolicy entities.
+func (m *EscalationPolicyMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EscalationPolicyMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EscalationPolicyMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().EscalationPolicy.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EscalationPolicyMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EscalationPolicyMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EscalationPolicyMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EscalationPolicyMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EscalationPolicyMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EscalationPolicyMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *EscalationPolicyMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *EscalationPolicyMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *EscalationPolicyMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetName sets the "name" field.
+func (m *EscalationPolicyMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *EscalationPolicyMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *EscalationPolicyMutation) ResetName() {
+	m.name = nil
+}
+
+// SetDescription sets the "description" field.
+func (m *EscalationPolicyMutation) SetDescription(s string) {
+	m.description = &s
+}
+
+// Description returns the value of the "description" field in the mutation.
+func (m *EscalationPolicyMutation) Description() (r string, exists bool) {
+	v := m.description
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDescription returns the old "description" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldDescription(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDescription is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDescription requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDescription: %w", err)
+	}
+	return oldValue.Description, nil
+}
+
+// ClearDescription clears the value of the "description" field.
+func (m *EscalationPolicyMutation) ClearDescription() {
+	m.description = nil
+	m.clearedFields[escalationpolicy.FieldDescription] = struct{}{}
+}
+
+// DescriptionCleared returns if the "description" field was cleared in this mutation.
+func (m *EscalationPolicyMutation) DescriptionCleared() bool {
+	_, ok := m.clearedFields[escalationpolicy.FieldDescription]
+	return ok
+}
+
+// ResetDescription resets all changes to the "description" field.
+func (m *EscalationPolicyMutation) ResetDescription() {
+	m.description = nil
+	delete(m.clearedFields, escalationpolicy.FieldDescription)
+}
+
+// SetLevels sets the "levels" field.
+func (m *EscalationPolicyMutation) SetLevels(s []spec.Level) {
+	m.levels = &s
+	m.appendlevels = nil
+}
+
+// Levels returns the value of the "levels" field in the mutation.
+func (m *EscalationPolicyMutation) Levels() (r []spec.Level, exists bool) {
+	v := m.levels
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLevels returns the old "levels" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldLevels(ctx context.Context) (v []spec.Level, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLevels is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLevels requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLevels: %w", err)
+	}
+	return oldValue.Levels, nil
+}
+
+// AppendLevels adds s to the "levels" field.
+func (m *EscalationPolicyMutation) AppendLevels(s []spec.Level) {
+	m.appendlevels = append(m.appendlevels, s...)
+}
+
+// AppendedLevels returns the list of values that were appended to the "levels" field in this mutation.
+func (m *EscalationPolicyMutation) AppendedLevels() ([]spec.Level, bool) {
+	if len(m.appendlevels) == 0 {
+		return nil, false
+	}
+	return m.appendlevels, true
+}
+
+// ResetLevels resets all changes to the "levels" field.
+func (m *EscalationPolicyMutation) ResetLevels() {
+	m.levels = nil
+	m.appendlevels = nil
+}
+
+// SetRepeat sets the "repeat" field.
+func (m *EscalationPolicyMutation) SetRepeat(i int) {
+	m.repeat = &i
+	m.addrepeat = nil
+}
+
+// Repeat returns the value of the "repeat" field in the mutation.
+func (m *EscalationPolicyMutation) Repeat() (r int, exists bool) {
+	v := m.repeat
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRepeat returns the old "repeat" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldRepeat(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRepeat is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRepeat requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRepeat: %w", err)
+	}
+	return oldValue.Repeat, nil
+}
+
+// AddRepeat adds i to the "repeat" field.
+func (m *EscalationPolicyMutation) AddRepeat(i int) {
+	if m.addrepeat != nil {
+		*m.addrepeat += i
+	} else {
+		m.addrepeat = &i
+	}
+}
+
+// AddedRepeat returns the value that was added to the "repeat" field in this mutation.
+func (m *EscalationPolicyMutation) AddedRepeat() (r int, exists bool) {
+	v := m.addrepeat
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRepeat resets all changes to the "repeat" field.
+func (m *EscalationPolicyMutation) ResetRepeat() {
+	m.repeat = nil
+	m.addrepeat = nil
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *EscalationPolicyMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *EscalationPolicyMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the EscalationPolicy entity.
+// If the EscalationPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EscalationPolicyMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *EscalationPolicyMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EscalationPolicyMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[escalationpolicy.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EscalationPolicyMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EscalationPolicyMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EscalationPolicyMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the EscalationPolicyMutation builder.
+func (m *EscalationPolicyMutation) Where(ps ...predicate.EscalationPolicy) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EscalationPolicyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EscalationPolicyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.EscalationPolicy, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EscalationPolicyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EscalationPolicyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (EscalationPolicy).
+func (m *EscalationPolicyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EscalationPolicyMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, escalationpolicy.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, escalationpolicy.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, escalationpolicy.FieldUpdatedAt)
+	}
+	if m.name != nil {
+		fields = append(fields, escalationpolicy.FieldName)
+	}
+	if m.description != nil {
+		fields = append(fields, escalationpolicy.FieldDescription)
+	}
+	if m.levels != nil {
+		fields = append(fields, escalationpolicy.FieldLevels)
+	}
+	if m.repeat != nil {
+		fields = append(fields, escalationpolicy.FieldRepeat)
+	}
+	if m.created_by != nil {
+		fields = append(fields, escalationpolicy.FieldCreatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EscalationPolicyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case escalationpolicy.FieldTenantID:
+		return m.TenantID()
+	case escalationpolicy.FieldCreatedAt:
+		return m.CreatedAt()
+	case escalationpolicy.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case escalationpolicy.FieldName:
+		return m.Name()
+	case escalationpolicy.FieldDescription:
+		return m.Description()
+	case escalationpolicy.FieldLevels:
+		return m.Levels()
+	case escalationpolicy.FieldRepeat:
+		return m.Repeat()
+	case escalationpolicy.FieldCreatedBy:
+		return m.CreatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EscalationPolicyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case escalationpolicy.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case escalationpolicy.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case escalationpolicy.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case escalationpolicy.FieldName:
+		return m.OldName(ctx)
+	case escalationpolicy.FieldDescription:
+		return m.OldDescription(ctx)
+	case escalationpolicy.FieldLevels:
+		return m.OldLevels(ctx)
+	case escalationpolicy.FieldRepeat:
+		return m.OldRepeat(ctx)
+	case escalationpolicy.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown EscalationPolicy field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EscalationPolicyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case escalationpolicy.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case escalationpolicy.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case escalationpolicy.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case escalationpolicy.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case escalationpolicy.FieldDescription:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDescription(v)
+		return nil
+	case escalationpolicy.FieldLevels:
+		v, ok := value.([]spec.Level)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLevels(v)
+		return nil
+	case escalationpolicy.FieldRepeat:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRepeat(v)
+		return nil
+	case escalationpolicy.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EscalationPolicyMutation) AddedFields() []string {
+	var fields []string
+	if m.addrepeat != nil {
+		fields = append(fields, escalationpolicy.FieldRepeat)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EscalationPolicyMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case escalationpolicy.FieldRepeat:
+		return m.AddedRepeat()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EscalationPolicyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case escalationpolicy.FieldRepeat:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRepeat(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EscalationPolicyMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(escalationpolicy.FieldDescription) {
+		fields = append(fields, escalationpolicy.FieldDescription)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EscalationPolicyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EscalationPolicyMutation) ClearField(name string) error {
+	switch name {
+	case escalationpolicy.FieldDescription:
+		m.ClearDescription()
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EscalationPolicyMutation) ResetField(name string) error {
+	switch name {
+	case escalationpolicy.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case escalationpolicy.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case escalationpolicy.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case escalationpolicy.FieldName:
+		m.ResetName()
+		return nil
+	case escalationpolicy.FieldDescription:
+		m.ResetDescription()
+		return nil
+	case escalationpolicy.FieldLevels:
+		m.ResetLevels()
+		return nil
+	case escalationpolicy.FieldRepeat:
+		m.ResetRepeat()
+		return nil
+	case escalationpolicy.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EscalationPolicyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, escalationpolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EscalationPolicyMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case escalationpolicy.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EscalationPolicyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EscalationPolicyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EscalationPolicyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, escalationpolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EscalationPolicyMutation) EdgeCleared(name string) bool {
+	switch name {
+	case escalationpolicy.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EscalationPolicyMutation) ClearEdge(name string) error {
+	switch name {
+	case escalationpolicy.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EscalationPolicyMutation) ResetEdge(name string) error {
+	switch name {
+	case escalationpolicy.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown EscalationPolicy edge %s", name)
+}
+
 // EventWaitMutation represents an operation that mutates the EventWait nodes in the graph.
 type EventWaitMutation struct {
 	config
@@ -13909,6 +16722,1398 @@ func (m *ModelPriceMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown ModelPrice edge %s", name)
+}
+
+// PagerDutySendMutation represents an operation that mutates the PagerDutySend nodes in the graph.
+type PagerDutySendMutation struct {
+	config
+	op                  Op
+	typ                 string
+	id                  *string
+	created_at          *time.Time
+	updated_at          *time.Time
+	credential_id       *string
+	action              *pagerdutysend.Action
+	dedup_key           *string
+	payload             *map[string]interface{}
+	status              *pagerdutysend.Status
+	attempts            *int
+	addattempts         *int
+	next_attempt_at     *time.Time
+	last_status_code    *int
+	addlast_status_code *int
+	last_error          *string
+	sent_at             *time.Time
+	attempt_list        *[]spec.Attempt
+	appendattempt_list  []spec.Attempt
+	clearedFields       map[string]struct{}
+	tenant              *string
+	clearedtenant       bool
+	escalation          *string
+	clearedescalation   bool
+	done                bool
+	oldValue            func(context.Context) (*PagerDutySend, error)
+	predicates          []predicate.PagerDutySend
+}
+
+var _ ent.Mutation = (*PagerDutySendMutation)(nil)
+
+// pagerdutysendOption allows management of the mutation configuration using functional options.
+type pagerdutysendOption func(*PagerDutySendMutation)
+
+// newPagerDutySendMutation creates new mutation for the PagerDutySend entity.
+func newPagerDutySendMutation(c config, op Op, opts ...pagerdutysendOption) *PagerDutySendMutation {
+	m := &PagerDutySendMutation{
+		config:        c,
+		op:            op,
+		typ:           TypePagerDutySend,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withPagerDutySendID sets the ID field of the mutation.
+func withPagerDutySendID(id string) pagerdutysendOption {
+	return func(m *PagerDutySendMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *PagerDutySend
+		)
+		m.oldValue = func(ctx context.Context) (*PagerDutySend, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().PagerDutySend.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withPagerDutySend sets the old PagerDutySend of the mutation.
+func withPagerDutySend(node *PagerDutySend) pagerdutysendOption {
+	return func(m *PagerDutySendMutation) {
+		m.oldValue = func(context.Context) (*PagerDutySend, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m PagerDutySendMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m PagerDutySendMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of PagerDutySend entities.
+func (m *PagerDutySendMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *PagerDutySendMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *PagerDutySendMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().PagerDutySend.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *PagerDutySendMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *PagerDutySendMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *PagerDutySendMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *PagerDutySendMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *PagerDutySendMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *PagerDutySendMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *PagerDutySendMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *PagerDutySendMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *PagerDutySendMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetEscalationID sets the "escalation_id" field.
+func (m *PagerDutySendMutation) SetEscalationID(s string) {
+	m.escalation = &s
+}
+
+// EscalationID returns the value of the "escalation_id" field in the mutation.
+func (m *PagerDutySendMutation) EscalationID() (r string, exists bool) {
+	v := m.escalation
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEscalationID returns the old "escalation_id" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldEscalationID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEscalationID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEscalationID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEscalationID: %w", err)
+	}
+	return oldValue.EscalationID, nil
+}
+
+// ResetEscalationID resets all changes to the "escalation_id" field.
+func (m *PagerDutySendMutation) ResetEscalationID() {
+	m.escalation = nil
+}
+
+// SetCredentialID sets the "credential_id" field.
+func (m *PagerDutySendMutation) SetCredentialID(s string) {
+	m.credential_id = &s
+}
+
+// CredentialID returns the value of the "credential_id" field in the mutation.
+func (m *PagerDutySendMutation) CredentialID() (r string, exists bool) {
+	v := m.credential_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCredentialID returns the old "credential_id" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldCredentialID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCredentialID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCredentialID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCredentialID: %w", err)
+	}
+	return oldValue.CredentialID, nil
+}
+
+// ResetCredentialID resets all changes to the "credential_id" field.
+func (m *PagerDutySendMutation) ResetCredentialID() {
+	m.credential_id = nil
+}
+
+// SetAction sets the "action" field.
+func (m *PagerDutySendMutation) SetAction(pa pagerdutysend.Action) {
+	m.action = &pa
+}
+
+// Action returns the value of the "action" field in the mutation.
+func (m *PagerDutySendMutation) Action() (r pagerdutysend.Action, exists bool) {
+	v := m.action
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAction returns the old "action" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldAction(ctx context.Context) (v pagerdutysend.Action, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAction is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAction requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAction: %w", err)
+	}
+	return oldValue.Action, nil
+}
+
+// ResetAction resets all changes to the "action" field.
+func (m *PagerDutySendMutation) ResetAction() {
+	m.action = nil
+}
+
+// SetDedupKey sets the "dedup_key" field.
+func (m *PagerDutySendMutation) SetDedupKey(s string) {
+	m.dedup_key = &s
+}
+
+// DedupKey returns the value of the "dedup_key" field in the mutation.
+func (m *PagerDutySendMutation) DedupKey() (r string, exists bool) {
+	v := m.dedup_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupKey returns the old "dedup_key" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldDedupKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupKey: %w", err)
+	}
+	return oldValue.DedupKey, nil
+}
+
+// ResetDedupKey resets all changes to the "dedup_key" field.
+func (m *PagerDutySendMutation) ResetDedupKey() {
+	m.dedup_key = nil
+}
+
+// SetPayload sets the "payload" field.
+func (m *PagerDutySendMutation) SetPayload(value map[string]interface{}) {
+	m.payload = &value
+}
+
+// Payload returns the value of the "payload" field in the mutation.
+func (m *PagerDutySendMutation) Payload() (r map[string]interface{}, exists bool) {
+	v := m.payload
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayload returns the old "payload" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldPayload(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayload is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayload requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayload: %w", err)
+	}
+	return oldValue.Payload, nil
+}
+
+// ClearPayload clears the value of the "payload" field.
+func (m *PagerDutySendMutation) ClearPayload() {
+	m.payload = nil
+	m.clearedFields[pagerdutysend.FieldPayload] = struct{}{}
+}
+
+// PayloadCleared returns if the "payload" field was cleared in this mutation.
+func (m *PagerDutySendMutation) PayloadCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldPayload]
+	return ok
+}
+
+// ResetPayload resets all changes to the "payload" field.
+func (m *PagerDutySendMutation) ResetPayload() {
+	m.payload = nil
+	delete(m.clearedFields, pagerdutysend.FieldPayload)
+}
+
+// SetStatus sets the "status" field.
+func (m *PagerDutySendMutation) SetStatus(pa pagerdutysend.Status) {
+	m.status = &pa
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *PagerDutySendMutation) Status() (r pagerdutysend.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldStatus(ctx context.Context) (v pagerdutysend.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *PagerDutySendMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetAttempts sets the "attempts" field.
+func (m *PagerDutySendMutation) SetAttempts(i int) {
+	m.attempts = &i
+	m.addattempts = nil
+}
+
+// Attempts returns the value of the "attempts" field in the mutation.
+func (m *PagerDutySendMutation) Attempts() (r int, exists bool) {
+	v := m.attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempts returns the old "attempts" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldAttempts(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempts: %w", err)
+	}
+	return oldValue.Attempts, nil
+}
+
+// AddAttempts adds i to the "attempts" field.
+func (m *PagerDutySendMutation) AddAttempts(i int) {
+	if m.addattempts != nil {
+		*m.addattempts += i
+	} else {
+		m.addattempts = &i
+	}
+}
+
+// AddedAttempts returns the value that was added to the "attempts" field in this mutation.
+func (m *PagerDutySendMutation) AddedAttempts() (r int, exists bool) {
+	v := m.addattempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempts resets all changes to the "attempts" field.
+func (m *PagerDutySendMutation) ResetAttempts() {
+	m.attempts = nil
+	m.addattempts = nil
+}
+
+// SetNextAttemptAt sets the "next_attempt_at" field.
+func (m *PagerDutySendMutation) SetNextAttemptAt(t time.Time) {
+	m.next_attempt_at = &t
+}
+
+// NextAttemptAt returns the value of the "next_attempt_at" field in the mutation.
+func (m *PagerDutySendMutation) NextAttemptAt() (r time.Time, exists bool) {
+	v := m.next_attempt_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextAttemptAt returns the old "next_attempt_at" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldNextAttemptAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextAttemptAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextAttemptAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextAttemptAt: %w", err)
+	}
+	return oldValue.NextAttemptAt, nil
+}
+
+// ClearNextAttemptAt clears the value of the "next_attempt_at" field.
+func (m *PagerDutySendMutation) ClearNextAttemptAt() {
+	m.next_attempt_at = nil
+	m.clearedFields[pagerdutysend.FieldNextAttemptAt] = struct{}{}
+}
+
+// NextAttemptAtCleared returns if the "next_attempt_at" field was cleared in this mutation.
+func (m *PagerDutySendMutation) NextAttemptAtCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldNextAttemptAt]
+	return ok
+}
+
+// ResetNextAttemptAt resets all changes to the "next_attempt_at" field.
+func (m *PagerDutySendMutation) ResetNextAttemptAt() {
+	m.next_attempt_at = nil
+	delete(m.clearedFields, pagerdutysend.FieldNextAttemptAt)
+}
+
+// SetLastStatusCode sets the "last_status_code" field.
+func (m *PagerDutySendMutation) SetLastStatusCode(i int) {
+	m.last_status_code = &i
+	m.addlast_status_code = nil
+}
+
+// LastStatusCode returns the value of the "last_status_code" field in the mutation.
+func (m *PagerDutySendMutation) LastStatusCode() (r int, exists bool) {
+	v := m.last_status_code
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastStatusCode returns the old "last_status_code" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldLastStatusCode(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastStatusCode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastStatusCode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastStatusCode: %w", err)
+	}
+	return oldValue.LastStatusCode, nil
+}
+
+// AddLastStatusCode adds i to the "last_status_code" field.
+func (m *PagerDutySendMutation) AddLastStatusCode(i int) {
+	if m.addlast_status_code != nil {
+		*m.addlast_status_code += i
+	} else {
+		m.addlast_status_code = &i
+	}
+}
+
+// AddedLastStatusCode returns the value that was added to the "last_status_code" field in this mutation.
+func (m *PagerDutySendMutation) AddedLastStatusCode() (r int, exists bool) {
+	v := m.addlast_status_code
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearLastStatusCode clears the value of the "last_status_code" field.
+func (m *PagerDutySendMutation) ClearLastStatusCode() {
+	m.last_status_code = nil
+	m.addlast_status_code = nil
+	m.clearedFields[pagerdutysend.FieldLastStatusCode] = struct{}{}
+}
+
+// LastStatusCodeCleared returns if the "last_status_code" field was cleared in this mutation.
+func (m *PagerDutySendMutation) LastStatusCodeCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldLastStatusCode]
+	return ok
+}
+
+// ResetLastStatusCode resets all changes to the "last_status_code" field.
+func (m *PagerDutySendMutation) ResetLastStatusCode() {
+	m.last_status_code = nil
+	m.addlast_status_code = nil
+	delete(m.clearedFields, pagerdutysend.FieldLastStatusCode)
+}
+
+// SetLastError sets the "last_error" field.
+func (m *PagerDutySendMutation) SetLastError(s string) {
+	m.last_error = &s
+}
+
+// LastError returns the value of the "last_error" field in the mutation.
+func (m *PagerDutySendMutation) LastError() (r string, exists bool) {
+	v := m.last_error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastError returns the old "last_error" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldLastError(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastError: %w", err)
+	}
+	return oldValue.LastError, nil
+}
+
+// ClearLastError clears the value of the "last_error" field.
+func (m *PagerDutySendMutation) ClearLastError() {
+	m.last_error = nil
+	m.clearedFields[pagerdutysend.FieldLastError] = struct{}{}
+}
+
+// LastErrorCleared returns if the "last_error" field was cleared in this mutation.
+func (m *PagerDutySendMutation) LastErrorCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldLastError]
+	return ok
+}
+
+// ResetLastError resets all changes to the "last_error" field.
+func (m *PagerDutySendMutation) ResetLastError() {
+	m.last_error = nil
+	delete(m.clearedFields, pagerdutysend.FieldLastError)
+}
+
+// SetSentAt sets the "sent_at" field.
+func (m *PagerDutySendMutation) SetSentAt(t time.Time) {
+	m.sent_at = &t
+}
+
+// SentAt returns the value of the "sent_at" field in the mutation.
+func (m *PagerDutySendMutation) SentAt() (r time.Time, exists bool) {
+	v := m.sent_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSentAt returns the old "sent_at" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldSentAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSentAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSentAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSentAt: %w", err)
+	}
+	return oldValue.SentAt, nil
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (m *PagerDutySendMutation) ClearSentAt() {
+	m.sent_at = nil
+	m.clearedFields[pagerdutysend.FieldSentAt] = struct{}{}
+}
+
+// SentAtCleared returns if the "sent_at" field was cleared in this mutation.
+func (m *PagerDutySendMutation) SentAtCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldSentAt]
+	return ok
+}
+
+// ResetSentAt resets all changes to the "sent_at" field.
+func (m *PagerDutySendMutation) ResetSentAt() {
+	m.sent_at = nil
+	delete(m.clearedFields, pagerdutysend.FieldSentAt)
+}
+
+// SetAttemptList sets the "attempt_list" field.
+func (m *PagerDutySendMutation) SetAttemptList(s []spec.Attempt) {
+	m.attempt_list = &s
+	m.appendattempt_list = nil
+}
+
+// AttemptList returns the value of the "attempt_list" field in the mutation.
+func (m *PagerDutySendMutation) AttemptList() (r []spec.Attempt, exists bool) {
+	v := m.attempt_list
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttemptList returns the old "attempt_list" field's value of the PagerDutySend entity.
+// If the PagerDutySend object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PagerDutySendMutation) OldAttemptList(ctx context.Context) (v []spec.Attempt, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttemptList is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttemptList requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttemptList: %w", err)
+	}
+	return oldValue.AttemptList, nil
+}
+
+// AppendAttemptList adds s to the "attempt_list" field.
+func (m *PagerDutySendMutation) AppendAttemptList(s []spec.Attempt) {
+	m.appendattempt_list = append(m.appendattempt_list, s...)
+}
+
+// AppendedAttemptList returns the list of values that were appended to the "attempt_list" field in this mutation.
+func (m *PagerDutySendMutation) AppendedAttemptList() ([]spec.Attempt, bool) {
+	if len(m.appendattempt_list) == 0 {
+		return nil, false
+	}
+	return m.appendattempt_list, true
+}
+
+// ClearAttemptList clears the value of the "attempt_list" field.
+func (m *PagerDutySendMutation) ClearAttemptList() {
+	m.attempt_list = nil
+	m.appendattempt_list = nil
+	m.clearedFields[pagerdutysend.FieldAttemptList] = struct{}{}
+}
+
+// AttemptListCleared returns if the "attempt_list" field was cleared in this mutation.
+func (m *PagerDutySendMutation) AttemptListCleared() bool {
+	_, ok := m.clearedFields[pagerdutysend.FieldAttemptList]
+	return ok
+}
+
+// ResetAttemptList resets all changes to the "attempt_list" field.
+func (m *PagerDutySendMutation) ResetAttemptList() {
+	m.attempt_list = nil
+	m.appendattempt_list = nil
+	delete(m.clearedFields, pagerdutysend.FieldAttemptList)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *PagerDutySendMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[pagerdutysend.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *PagerDutySendMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *PagerDutySendMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *PagerDutySendMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearEscalation clears the "escalation" edge to the Escalation entity.
+func (m *PagerDutySendMutation) ClearEscalation() {
+	m.clearedescalation = true
+	m.clearedFields[pagerdutysend.FieldEscalationID] = struct{}{}
+}
+
+// EscalationCleared reports if the "escalation" edge to the Escalation entity was cleared.
+func (m *PagerDutySendMutation) EscalationCleared() bool {
+	return m.clearedescalation
+}
+
+// EscalationIDs returns the "escalation" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// EscalationID instead. It exists only for internal usage by the builders.
+func (m *PagerDutySendMutation) EscalationIDs() (ids []string) {
+	if id := m.escalation; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetEscalation resets all changes to the "escalation" edge.
+func (m *PagerDutySendMutation) ResetEscalation() {
+	m.escalation = nil
+	m.clearedescalation = false
+}
+
+// Where appends a list predicates to the PagerDutySendMutation builder.
+func (m *PagerDutySendMutation) Where(ps ...predicate.PagerDutySend) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the PagerDutySendMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *PagerDutySendMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.PagerDutySend, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *PagerDutySendMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *PagerDutySendMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (PagerDutySend).
+func (m *PagerDutySendMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *PagerDutySendMutation) Fields() []string {
+	fields := make([]string, 0, 15)
+	if m.tenant != nil {
+		fields = append(fields, pagerdutysend.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, pagerdutysend.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, pagerdutysend.FieldUpdatedAt)
+	}
+	if m.escalation != nil {
+		fields = append(fields, pagerdutysend.FieldEscalationID)
+	}
+	if m.credential_id != nil {
+		fields = append(fields, pagerdutysend.FieldCredentialID)
+	}
+	if m.action != nil {
+		fields = append(fields, pagerdutysend.FieldAction)
+	}
+	if m.dedup_key != nil {
+		fields = append(fields, pagerdutysend.FieldDedupKey)
+	}
+	if m.payload != nil {
+		fields = append(fields, pagerdutysend.FieldPayload)
+	}
+	if m.status != nil {
+		fields = append(fields, pagerdutysend.FieldStatus)
+	}
+	if m.attempts != nil {
+		fields = append(fields, pagerdutysend.FieldAttempts)
+	}
+	if m.next_attempt_at != nil {
+		fields = append(fields, pagerdutysend.FieldNextAttemptAt)
+	}
+	if m.last_status_code != nil {
+		fields = append(fields, pagerdutysend.FieldLastStatusCode)
+	}
+	if m.last_error != nil {
+		fields = append(fields, pagerdutysend.FieldLastError)
+	}
+	if m.sent_at != nil {
+		fields = append(fields, pagerdutysend.FieldSentAt)
+	}
+	if m.attempt_list != nil {
+		fields = append(fields, pagerdutysend.FieldAttemptList)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *PagerDutySendMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case pagerdutysend.FieldTenantID:
+		return m.TenantID()
+	case pagerdutysend.FieldCreatedAt:
+		return m.CreatedAt()
+	case pagerdutysend.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case pagerdutysend.FieldEscalationID:
+		return m.EscalationID()
+	case pagerdutysend.FieldCredentialID:
+		return m.CredentialID()
+	case pagerdutysend.FieldAction:
+		return m.Action()
+	case pagerdutysend.FieldDedupKey:
+		return m.DedupKey()
+	case pagerdutysend.FieldPayload:
+		return m.Payload()
+	case pagerdutysend.FieldStatus:
+		return m.Status()
+	case pagerdutysend.FieldAttempts:
+		return m.Attempts()
+	case pagerdutysend.FieldNextAttemptAt:
+		return m.NextAttemptAt()
+	case pagerdutysend.FieldLastStatusCode:
+		return m.LastStatusCode()
+	case pagerdutysend.FieldLastError:
+		return m.LastError()
+	case pagerdutysend.FieldSentAt:
+		return m.SentAt()
+	case pagerdutysend.FieldAttemptList:
+		return m.AttemptList()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *PagerDutySendMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case pagerdutysend.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case pagerdutysend.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case pagerdutysend.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case pagerdutysend.FieldEscalationID:
+		return m.OldEscalationID(ctx)
+	case pagerdutysend.FieldCredentialID:
+		return m.OldCredentialID(ctx)
+	case pagerdutysend.FieldAction:
+		return m.OldAction(ctx)
+	case pagerdutysend.FieldDedupKey:
+		return m.OldDedupKey(ctx)
+	case pagerdutysend.FieldPayload:
+		return m.OldPayload(ctx)
+	case pagerdutysend.FieldStatus:
+		return m.OldStatus(ctx)
+	case pagerdutysend.FieldAttempts:
+		return m.OldAttempts(ctx)
+	case pagerdutysend.FieldNextAttemptAt:
+		return m.OldNextAttemptAt(ctx)
+	case pagerdutysend.FieldLastStatusCode:
+		return m.OldLastStatusCode(ctx)
+	case pagerdutysend.FieldLastError:
+		return m.OldLastError(ctx)
+	case pagerdutysend.FieldSentAt:
+		return m.OldSentAt(ctx)
+	case pagerdutysend.FieldAttemptList:
+		return m.OldAttemptList(ctx)
+	}
+	return nil, fmt.Errorf("unknown PagerDutySend field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *PagerDutySendMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case pagerdutysend.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case pagerdutysend.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case pagerdutysend.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case pagerdutysend.FieldEscalationID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEscalationID(v)
+		return nil
+	case pagerdutysend.FieldCredentialID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCredentialID(v)
+		return nil
+	case pagerdutysend.FieldAction:
+		v, ok := value.(pagerdutysend.Action)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAction(v)
+		return nil
+	case pagerdutysend.FieldDedupKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupKey(v)
+		return nil
+	case pagerdutysend.FieldPayload:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayload(v)
+		return nil
+	case pagerdutysend.FieldStatus:
+		v, ok := value.(pagerdutysend.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case pagerdutysend.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempts(v)
+		return nil
+	case pagerdutysend.FieldNextAttemptAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextAttemptAt(v)
+		return nil
+	case pagerdutysend.FieldLastStatusCode:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastStatusCode(v)
+		return nil
+	case pagerdutysend.FieldLastError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastError(v)
+		return nil
+	case pagerdutysend.FieldSentAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSentAt(v)
+		return nil
+	case pagerdutysend.FieldAttemptList:
+		v, ok := value.([]spec.Attempt)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttemptList(v)
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *PagerDutySendMutation) AddedFields() []string {
+	var fields []string
+	if m.addattempts != nil {
+		fields = append(fields, pagerdutysend.FieldAttempts)
+	}
+	if m.addlast_status_code != nil {
+		fields = append(fields, pagerdutysend.FieldLastStatusCode)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *PagerDutySendMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case pagerdutysend.FieldAttempts:
+		return m.AddedAttempts()
+	case pagerdutysend.FieldLastStatusCode:
+		return m.AddedLastStatusCode()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *PagerDutySendMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case pagerdutysend.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempts(v)
+		return nil
+	case pagerdutysend.FieldLastStatusCode:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLastStatusCode(v)
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *PagerDutySendMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(pagerdutysend.FieldPayload) {
+		fields = append(fields, pagerdutysend.FieldPayload)
+	}
+	if m.FieldCleared(pagerdutysend.FieldNextAttemptAt) {
+		fields = append(fields, pagerdutysend.FieldNextAttemptAt)
+	}
+	if m.FieldCleared(pagerdutysend.FieldLastStatusCode) {
+		fields = append(fields, pagerdutysend.FieldLastStatusCode)
+	}
+	if m.FieldCleared(pagerdutysend.FieldLastError) {
+		fields = append(fields, pagerdutysend.FieldLastError)
+	}
+	if m.FieldCleared(pagerdutysend.FieldSentAt) {
+		fields = append(fields, pagerdutysend.FieldSentAt)
+	}
+	if m.FieldCleared(pagerdutysend.FieldAttemptList) {
+		fields = append(fields, pagerdutysend.FieldAttemptList)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *PagerDutySendMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *PagerDutySendMutation) ClearField(name string) error {
+	switch name {
+	case pagerdutysend.FieldPayload:
+		m.ClearPayload()
+		return nil
+	case pagerdutysend.FieldNextAttemptAt:
+		m.ClearNextAttemptAt()
+		return nil
+	case pagerdutysend.FieldLastStatusCode:
+		m.ClearLastStatusCode()
+		return nil
+	case pagerdutysend.FieldLastError:
+		m.ClearLastError()
+		return nil
+	case pagerdutysend.FieldSentAt:
+		m.ClearSentAt()
+		return nil
+	case pagerdutysend.FieldAttemptList:
+		m.ClearAttemptList()
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *PagerDutySendMutation) ResetField(name string) error {
+	switch name {
+	case pagerdutysend.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case pagerdutysend.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case pagerdutysend.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case pagerdutysend.FieldEscalationID:
+		m.ResetEscalationID()
+		return nil
+	case pagerdutysend.FieldCredentialID:
+		m.ResetCredentialID()
+		return nil
+	case pagerdutysend.FieldAction:
+		m.ResetAction()
+		return nil
+	case pagerdutysend.FieldDedupKey:
+		m.ResetDedupKey()
+		return nil
+	case pagerdutysend.FieldPayload:
+		m.ResetPayload()
+		return nil
+	case pagerdutysend.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case pagerdutysend.FieldAttempts:
+		m.ResetAttempts()
+		return nil
+	case pagerdutysend.FieldNextAttemptAt:
+		m.ResetNextAttemptAt()
+		return nil
+	case pagerdutysend.FieldLastStatusCode:
+		m.ResetLastStatusCode()
+		return nil
+	case pagerdutysend.FieldLastError:
+		m.ResetLastError()
+		return nil
+	case pagerdutysend.FieldSentAt:
+		m.ResetSentAt()
+		return nil
+	case pagerdutysend.FieldAttemptList:
+		m.ResetAttemptList()
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *PagerDutySendMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, pagerdutysend.EdgeTenant)
+	}
+	if m.escalation != nil {
+		edges = append(edges, pagerdutysend.EdgeEscalation)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *PagerDutySendMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case pagerdutysend.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case pagerdutysend.EdgeEscalation:
+		if id := m.escalation; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *PagerDutySendMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *PagerDutySendMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *PagerDutySendMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, pagerdutysend.EdgeTenant)
+	}
+	if m.clearedescalation {
+		edges = append(edges, pagerdutysend.EdgeEscalation)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *PagerDutySendMutation) EdgeCleared(name string) bool {
+	switch name {
+	case pagerdutysend.EdgeTenant:
+		return m.clearedtenant
+	case pagerdutysend.EdgeEscalation:
+		return m.clearedescalation
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *PagerDutySendMutation) ClearEdge(name string) error {
+	switch name {
+	case pagerdutysend.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case pagerdutysend.EdgeEscalation:
+		m.ClearEscalation()
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *PagerDutySendMutation) ResetEdge(name string) error {
+	switch name {
+	case pagerdutysend.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case pagerdutysend.EdgeEscalation:
+		m.ResetEscalation()
+		return nil
+	}
+	return fmt.Errorf("unknown PagerDutySend edge %s", name)
 }
 
 // RunMutation represents an operation that mutates the Run nodes in the graph.

@@ -28,6 +28,10 @@ type Tx struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// Escalation is the client for interacting with the Escalation builders.
+	Escalation *EscalationClient
+	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
+	EscalationPolicy *EscalationPolicyClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -40,6 +44,8 @@ type Tx struct {
 	ModelCall *ModelCallClient
 	// ModelPrice is the client for interacting with the ModelPrice builders.
 	ModelPrice *ModelPriceClient
+	// PagerDutySend is the client for interacting with the PagerDutySend builders.
+	PagerDutySend *PagerDutySendClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -198,12 +204,15 @@ func (tx *Tx) init() {
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
+	tx.Escalation = NewEscalationClient(tx.config)
+	tx.EscalationPolicy = NewEscalationPolicyClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.MapItem = NewMapItemClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
+	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.StepAttempt = NewStepAttemptClient(tx.config)

@@ -86,6 +86,24 @@ func (r *queryResolver) Environments(ctx context.Context, after *entgql.Cursor[s
 	return c.Environment.Query().Paginate(ctx, after, first, before, last, ent.WithEnvironmentOrder(orderBy), ent.WithEnvironmentFilter(where.Filter))
 }
 
+// Escalations is the resolver for the escalations field.
+func (r *queryResolver) Escalations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationOrder, where *ent.EscalationWhereInput) (*ent.EscalationConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Escalation.Query().Paginate(ctx, after, first, before, last, ent.WithEscalationOrder(orderBy), ent.WithEscalationFilter(where.Filter))
+}
+
+// EscalationPolicies is the resolver for the escalationPolicies field.
+func (r *queryResolver) EscalationPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationPolicyOrder, where *ent.EscalationPolicyWhereInput) (*ent.EscalationPolicyConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.EscalationPolicy.Query().Paginate(ctx, after, first, before, last, ent.WithEscalationPolicyOrder(orderBy), ent.WithEscalationPolicyFilter(where.Filter))
+}
+
 // InboundEvents is the resolver for the inboundEvents field.
 func (r *queryResolver) InboundEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) (*ent.InboundEventConnection, error) {
 	c, err := client(ctx)

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"github.com/sluicehq/sluice/internal/control"
+	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
@@ -16,6 +17,8 @@ type Resolver struct {
 	Control  *control.Service
 	Runs     *runs.Service
 	Webhooks *webhook.Service
+	// Escalation manages escalation policies.
+	Escalation *escalation.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -131,6 +131,7 @@ const (
 	TypeOpenai    Type = "openai"
 	TypeAnthropic Type = "anthropic"
 	TypeOauth2    Type = "oauth2"
+	TypePagerduty Type = "pagerduty"
 )
 
 func (_type Type) String() string {
@@ -140,7 +141,7 @@ func (_type Type) String() string {
 // TypeValidator is a validator for the "type" field enum values. It is called by the builders before save.
 func TypeValidator(_type Type) error {
 	switch _type {
-	case TypeBearer, TypeBasic, TypeHeader, TypeOpenai, TypeAnthropic, TypeOauth2:
+	case TypeBearer, TypeBasic, TypeHeader, TypeOpenai, TypeAnthropic, TypeOauth2, TypePagerduty:
 		return nil
 	default:
 		return fmt.Errorf("credential: invalid enum value for type field: %q", _type)

@@ -93,6 +93,30 @@ func (f EnvironmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EnvironmentMutation", m)
 }
 
+// The EscalationFunc type is an adapter to allow the use of ordinary
+// function as Escalation mutator.
+type EscalationFunc func(context.Context, *ent.EscalationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EscalationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EscalationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EscalationMutation", m)
+}
+
+// The EscalationPolicyFunc type is an adapter to allow the use of ordinary
+// function as EscalationPolicy mutator.
+type EscalationPolicyFunc func(context.Context, *ent.EscalationPolicyMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EscalationPolicyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EscalationPolicyMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EscalationPolicyMutation", m)
+}
+
 // The EventWaitFunc type is an adapter to allow the use of ordinary
 // function as EventWait mutator.
 type EventWaitFunc func(context.Context, *ent.EventWaitMutation) (ent.Value, error)
@@ -163,6 +187,18 @@ func (f ModelPriceFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, 
 		return f(ctx, mv)
 	}
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ModelPriceMutation", m)
+}
+
+// The PagerDutySendFunc type is an adapter to allow the use of ordinary
+// function as PagerDutySend mutator.
+type PagerDutySendFunc func(context.Context, *ent.PagerDutySendMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f PagerDutySendFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.PagerDutySendMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.PagerDutySendMutation", m)
 }
 
 // The RunFunc type is an adapter to allow the use of ordinary

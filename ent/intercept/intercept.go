@@ -15,12 +15,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -279,6 +282,60 @@ func (f TraverseEnvironment) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.EnvironmentQuery", q)
 }
 
+// The EscalationFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EscalationFunc func(context.Context, *ent.EscalationQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EscalationFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EscalationQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EscalationQuery", q)
+}
+
+// The TraverseEscalation type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEscalation func(context.Context, *ent.EscalationQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEscalation) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEscalation) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EscalationQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EscalationQuery", q)
+}
+
+// The EscalationPolicyFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EscalationPolicyFunc func(context.Context, *ent.EscalationPolicyQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EscalationPolicyFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EscalationPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EscalationPolicyQuery", q)
+}
+
+// The TraverseEscalationPolicy type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEscalationPolicy func(context.Context, *ent.EscalationPolicyQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEscalationPolicy) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEscalationPolicy) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EscalationPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EscalationPolicyQuery", q)
+}
+
 // The EventWaitFunc type is an adapter to allow the use of ordinary function as a Querier.
 type EventWaitFunc func(context.Context, *ent.EventWaitQuery) (ent.Value, error)
 
@@ -439,6 +496,33 @@ func (f TraverseModelPrice) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.ModelPriceQuery", q)
+}
+
+// The PagerDutySendFunc type is an adapter to allow the use of ordinary function as a Querier.
+type PagerDutySendFunc func(context.Context, *ent.PagerDutySendQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f PagerDutySendFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.PagerDutySendQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.PagerDutySendQuery", q)
+}
+
+// The TraversePagerDutySend type is an adapter to allow the use of ordinary function as Traverser.
+type TraversePagerDutySend func(context.Context, *ent.PagerDutySendQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraversePagerDutySend) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraversePagerDutySend) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.PagerDutySendQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.PagerDutySendQuery", q)
 }
 
 // The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -728,6 +812,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.DeploymentQuery, predicate.Deployment, deployment.OrderOption]{typ: ent.TypeDeployment, tq: q}, nil
 	case *ent.EnvironmentQuery:
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
+	case *ent.EscalationQuery:
+		return &query[*ent.EscalationQuery, predicate.Escalation, escalation.OrderOption]{typ: ent.TypeEscalation, tq: q}, nil
+	case *ent.EscalationPolicyQuery:
+		return &query[*ent.EscalationPolicyQuery, predicate.EscalationPolicy, escalationpolicy.OrderOption]{typ: ent.TypeEscalationPolicy, tq: q}, nil
 	case *ent.EventWaitQuery:
 		return &query[*ent.EventWaitQuery, predicate.EventWait, eventwait.OrderOption]{typ: ent.TypeEventWait, tq: q}, nil
 	case *ent.InboundEventQuery:
@@ -740,6 +828,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ModelCallQuery, predicate.ModelCall, modelcall.OrderOption]{typ: ent.TypeModelCall, tq: q}, nil
 	case *ent.ModelPriceQuery:
 		return &query[*ent.ModelPriceQuery, predicate.ModelPrice, modelprice.OrderOption]{typ: ent.TypeModelPrice, tq: q}, nil
+	case *ent.PagerDutySendQuery:
+		return &query[*ent.PagerDutySendQuery, predicate.PagerDutySend, pagerdutysend.OrderOption]{typ: ent.TypePagerDutySend, tq: q}, nil
 	case *ent.RunQuery:
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:

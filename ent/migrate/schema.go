@@ -154,7 +154,7 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
 		{Name: "name", Type: field.TypeString, Size: 63},
-		{Name: "type", Type: field.TypeEnum, Enums: []string{"bearer", "basic", "header", "openai", "anthropic", "oauth2"}},
+		{Name: "type", Type: field.TypeEnum, Enums: []string{"bearer", "basic", "header", "openai", "anthropic", "oauth2", "pagerduty"}},
 		{Name: "current_version", Type: field.TypeInt},
 		{Name: "fingerprint", Type: field.TypeString},
 		{Name: "created_by", Type: field.TypeString},
@@ -329,6 +329,103 @@ var (
 				Name:    "environment_tenant_id_name",
 				Unique:  true,
 				Columns: []*schema.Column{EnvironmentsColumns[5], EnvironmentsColumns[3]},
+			},
+		},
+	}
+	// EscalationsColumns holds the columns for the "escalations" table.
+	EscalationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "policy_id", Type: field.TypeString, Nullable: true},
+		{Name: "policy_name", Type: field.TypeString},
+		{Name: "subject_kind", Type: field.TypeEnum, Enums: []string{"incident", "approval"}},
+		{Name: "subject_id", Type: field.TypeString},
+		{Name: "run_id", Type: field.TypeString, Nullable: true},
+		{Name: "dedup_key", Type: field.TypeString, Size: 255},
+		{Name: "summary", Type: field.TypeString},
+		{Name: "severity", Type: field.TypeString},
+		{Name: "details", Type: field.TypeJSON, Nullable: true},
+		{Name: "levels", Type: field.TypeJSON},
+		{Name: "repeat", Type: field.TypeInt},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"active", "acknowledged", "resolved", "exhausted"}, Default: "active"},
+		{Name: "level", Type: field.TypeInt, Default: 0},
+		{Name: "loop", Type: field.TypeInt, Default: 0},
+		{Name: "next_fire_at", Type: field.TypeTime, Nullable: true},
+		{Name: "firings", Type: field.TypeJSON, Nullable: true},
+		{Name: "acknowledged_at", Type: field.TypeTime, Nullable: true},
+		{Name: "acknowledged_by", Type: field.TypeString, Nullable: true},
+		{Name: "resolved_at", Type: field.TypeTime, Nullable: true},
+		{Name: "resolved_by", Type: field.TypeString, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// EscalationsTable holds the schema information for the "escalations" table.
+	EscalationsTable = &schema.Table{
+		Name:       "escalations",
+		Columns:    EscalationsColumns,
+		PrimaryKey: []*schema.Column{EscalationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "escalations_tenants_tenant",
+				Columns:    []*schema.Column{EscalationsColumns[23]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "escalation_tenant_id_subject_kind_subject_id",
+				Unique:  true,
+				Columns: []*schema.Column{EscalationsColumns[23], EscalationsColumns[5], EscalationsColumns[6]},
+			},
+			{
+				Name:    "escalation_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{EscalationsColumns[23], EscalationsColumns[7]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "run_id IS NOT NULL",
+				},
+			},
+			{
+				Name:    "escalation_tenant_id_next_fire_at",
+				Unique:  false,
+				Columns: []*schema.Column{EscalationsColumns[23], EscalationsColumns[17]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "next_fire_at IS NOT NULL",
+				},
+			},
+		},
+	}
+	// EscalationPoliciesColumns holds the columns for the "escalation_policies" table.
+	EscalationPoliciesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 100},
+		{Name: "description", Type: field.TypeString, Nullable: true, Size: 500},
+		{Name: "levels", Type: field.TypeJSON},
+		{Name: "repeat", Type: field.TypeInt, Default: 0},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// EscalationPoliciesTable holds the schema information for the "escalation_policies" table.
+	EscalationPoliciesTable = &schema.Table{
+		Name:       "escalation_policies",
+		Columns:    EscalationPoliciesColumns,
+		PrimaryKey: []*schema.Column{EscalationPoliciesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "escalation_policies_tenants_tenant",
+				Columns:    []*schema.Column{EscalationPoliciesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "escalationpolicy_tenant_id_name",
+				Unique:  true,
+				Columns: []*schema.Column{EscalationPoliciesColumns[8], EscalationPoliciesColumns[3]},
 			},
 		},
 	}
@@ -622,6 +719,60 @@ var (
 				Name:    "modelprice_tenant_id_provider_model",
 				Unique:  true,
 				Columns: []*schema.Column{ModelPricesColumns[8], ModelPricesColumns[3], ModelPricesColumns[4]},
+			},
+		},
+	}
+	// PagerDutySendsColumns holds the columns for the "pager_duty_sends" table.
+	PagerDutySendsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "credential_id", Type: field.TypeString},
+		{Name: "action", Type: field.TypeEnum, Enums: []string{"trigger", "acknowledge", "resolve"}},
+		{Name: "dedup_key", Type: field.TypeString},
+		{Name: "payload", Type: field.TypeJSON, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "sent", "failed"}, Default: "pending"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "next_attempt_at", Type: field.TypeTime, Nullable: true},
+		{Name: "last_status_code", Type: field.TypeInt, Nullable: true},
+		{Name: "last_error", Type: field.TypeString, Nullable: true},
+		{Name: "sent_at", Type: field.TypeTime, Nullable: true},
+		{Name: "attempt_list", Type: field.TypeJSON, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "escalation_id", Type: field.TypeString, Size: 40},
+	}
+	// PagerDutySendsTable holds the schema information for the "pager_duty_sends" table.
+	PagerDutySendsTable = &schema.Table{
+		Name:       "pager_duty_sends",
+		Columns:    PagerDutySendsColumns,
+		PrimaryKey: []*schema.Column{PagerDutySendsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "pager_duty_sends_tenants_tenant",
+				Columns:    []*schema.Column{PagerDutySendsColumns[14]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "pager_duty_sends_escalations_escalation",
+				Columns:    []*schema.Column{PagerDutySendsColumns[15]},
+				RefColumns: []*schema.Column{EscalationsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "pagerdutysend_tenant_id_escalation_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{PagerDutySendsColumns[14], PagerDutySendsColumns[15], PagerDutySendsColumns[1]},
+			},
+			{
+				Name:    "pagerdutysend_tenant_id_next_attempt_at",
+				Unique:  false,
+				Columns: []*schema.Column{PagerDutySendsColumns[14], PagerDutySendsColumns[9]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status = 'pending'",
+				},
 			},
 		},
 	}
@@ -1113,12 +1264,15 @@ var (
 		CredentialVersionsTable,
 		DeploymentsTable,
 		EnvironmentsTable,
+		EscalationsTable,
+		EscalationPoliciesTable,
 		EventWaitsTable,
 		InboundEventsTable,
 		MapItemsTable,
 		MembersTable,
 		ModelCallsTable,
 		ModelPricesTable,
+		PagerDutySendsTable,
 		RunsTable,
 		RunEventsTable,
 		StepAttemptsTable,
@@ -1147,6 +1301,8 @@ func init() {
 	DeploymentsTable.ForeignKeys[2].RefTable = EnvironmentsTable
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
+	EscalationsTable.ForeignKeys[0].RefTable = TenantsTable
+	EscalationPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
@@ -1155,6 +1311,8 @@ func init() {
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable
+	PagerDutySendsTable.ForeignKeys[0].RefTable = TenantsTable
+	PagerDutySendsTable.ForeignKeys[1].RefTable = EscalationsTable
 	RunsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable

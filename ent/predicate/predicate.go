@@ -27,6 +27,12 @@ type Deployment func(*sql.Selector)
 // Environment is the predicate function for environment builders.
 type Environment func(*sql.Selector)
 
+// Escalation is the predicate function for escalation builders.
+type Escalation func(*sql.Selector)
+
+// EscalationPolicy is the predicate function for escalationpolicy builders.
+type EscalationPolicy func(*sql.Selector)
+
 // EventWait is the predicate function for eventwait builders.
 type EventWait func(*sql.Selector)
 
@@ -44,6 +50,9 @@ type ModelCall func(*sql.Selector)
 
 // ModelPrice is the predicate function for modelprice builders.
 type ModelPrice func(*sql.Selector)
+
+// PagerDutySend is the predicate function for pagerdutysend builders.
+type PagerDutySend func(*sql.Selector)
 
 // Run is the predicate function for run builders.
 type Run func(*sql.Selector)

@@ -279,6 +279,54 @@ func (f EnvironmentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mut
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EnvironmentMutation", m)
 }
 
+// The EscalationQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EscalationQueryRuleFunc func(context.Context, *ent.EscalationQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EscalationQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EscalationQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EscalationQuery", q)
+}
+
+// The EscalationMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EscalationMutationRuleFunc func(context.Context, *ent.EscalationMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EscalationMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EscalationMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EscalationMutation", m)
+}
+
+// The EscalationPolicyQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EscalationPolicyQueryRuleFunc func(context.Context, *ent.EscalationPolicyQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EscalationPolicyQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EscalationPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EscalationPolicyQuery", q)
+}
+
+// The EscalationPolicyMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EscalationPolicyMutationRuleFunc func(context.Context, *ent.EscalationPolicyMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EscalationPolicyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EscalationPolicyMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EscalationPolicyMutation", m)
+}
+
 // The EventWaitQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type EventWaitQueryRuleFunc func(context.Context, *ent.EventWaitQuery) error
@@ -421,6 +469,30 @@ func (f ModelPriceMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Muta
 		return f(ctx, m)
 	}
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ModelPriceMutation", m)
+}
+
+// The PagerDutySendQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type PagerDutySendQueryRuleFunc func(context.Context, *ent.PagerDutySendQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f PagerDutySendQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.PagerDutySendQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.PagerDutySendQuery", q)
+}
+
+// The PagerDutySendMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type PagerDutySendMutationRuleFunc func(context.Context, *ent.PagerDutySendMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f PagerDutySendMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.PagerDutySendMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.PagerDutySendMutation", m)
 }
 
 // The RunQueryRuleFunc type is an adapter to allow the use of ordinary
@@ -712,6 +784,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EnvironmentQuery:
 		return q.Filter(), nil
+	case *ent.EscalationQuery:
+		return q.Filter(), nil
+	case *ent.EscalationPolicyQuery:
+		return q.Filter(), nil
 	case *ent.EventWaitQuery:
 		return q.Filter(), nil
 	case *ent.InboundEventQuery:
@@ -723,6 +799,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 	case *ent.ModelCallQuery:
 		return q.Filter(), nil
 	case *ent.ModelPriceQuery:
+		return q.Filter(), nil
+	case *ent.PagerDutySendQuery:
 		return q.Filter(), nil
 	case *ent.RunQuery:
 		return q.Filter(), nil
@@ -765,6 +843,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 		return m.Filter(), nil
 	case *ent.EnvironmentMutation:
 		return m.Filter(), nil
+	case *ent.EscalationMutation:
+		return m.Filter(), nil
+	case *ent.EscalationPolicyMutation:
+		return m.Filter(), nil
 	case *ent.EventWaitMutation:
 		return m.Filter(), nil
 	case *ent.InboundEventMutation:
@@ -776,6 +858,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ModelCallMutation:
 		return m.Filter(), nil
 	case *ent.ModelPriceMutation:
+		return m.Filter(), nil
+	case *ent.PagerDutySendMutation:
 		return m.Filter(), nil
 	case *ent.RunMutation:
 		return m.Filter(), nil

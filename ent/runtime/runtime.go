@@ -13,12 +13,15 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
@@ -472,6 +475,154 @@ func init() {
 			return nil
 		}
 	}()
+	escalationMixin := schema.Escalation{}.Mixin()
+	escalation.Policy = privacy.NewPolicies(escalationMixin[1], schema.Escalation{})
+	escalation.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := escalation.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	escalationMixinHooks1 := escalationMixin[1].Hooks()
+
+	escalation.Hooks[1] = escalationMixinHooks1[0]
+	escalationMixinFields0 := escalationMixin[0].Fields()
+	_ = escalationMixinFields0
+	escalationMixinFields1 := escalationMixin[1].Fields()
+	_ = escalationMixinFields1
+	escalationMixinFields2 := escalationMixin[2].Fields()
+	_ = escalationMixinFields2
+	escalationFields := schema.Escalation{}.Fields()
+	_ = escalationFields
+	// escalationDescTenantID is the schema descriptor for tenant_id field.
+	escalationDescTenantID := escalationMixinFields1[0].Descriptor()
+	// escalation.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	escalation.TenantIDValidator = escalationDescTenantID.Validators[0].(func(string) error)
+	// escalationDescCreatedAt is the schema descriptor for created_at field.
+	escalationDescCreatedAt := escalationMixinFields2[0].Descriptor()
+	// escalation.DefaultCreatedAt holds the default value on creation for the created_at field.
+	escalation.DefaultCreatedAt = escalationDescCreatedAt.Default.(func() time.Time)
+	// escalationDescUpdatedAt is the schema descriptor for updated_at field.
+	escalationDescUpdatedAt := escalationMixinFields2[1].Descriptor()
+	// escalation.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	escalation.DefaultUpdatedAt = escalationDescUpdatedAt.Default.(func() time.Time)
+	// escalation.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	escalation.UpdateDefaultUpdatedAt = escalationDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// escalationDescDedupKey is the schema descriptor for dedup_key field.
+	escalationDescDedupKey := escalationFields[5].Descriptor()
+	// escalation.DedupKeyValidator is a validator for the "dedup_key" field. It is called by the builders before save.
+	escalation.DedupKeyValidator = escalationDescDedupKey.Validators[0].(func(string) error)
+	// escalationDescLevel is the schema descriptor for level field.
+	escalationDescLevel := escalationFields[12].Descriptor()
+	// escalation.DefaultLevel holds the default value on creation for the level field.
+	escalation.DefaultLevel = escalationDescLevel.Default.(int)
+	// escalationDescLoop is the schema descriptor for loop field.
+	escalationDescLoop := escalationFields[13].Descriptor()
+	// escalation.DefaultLoop holds the default value on creation for the loop field.
+	escalation.DefaultLoop = escalationDescLoop.Default.(int)
+	// escalationDescID is the schema descriptor for id field.
+	escalationDescID := escalationMixinFields0[0].Descriptor()
+	// escalation.DefaultID holds the default value on creation for the id field.
+	escalation.DefaultID = escalationDescID.Default.(func() string)
+	// escalation.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	escalation.IDValidator = func() func(string) error {
+		validators := escalationDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	escalationpolicyMixin := schema.EscalationPolicy{}.Mixin()
+	escalationpolicy.Policy = privacy.NewPolicies(escalationpolicyMixin[1], schema.EscalationPolicy{})
+	escalationpolicy.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := escalationpolicy.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	escalationpolicyMixinHooks1 := escalationpolicyMixin[1].Hooks()
+
+	escalationpolicy.Hooks[1] = escalationpolicyMixinHooks1[0]
+	escalationpolicyMixinFields0 := escalationpolicyMixin[0].Fields()
+	_ = escalationpolicyMixinFields0
+	escalationpolicyMixinFields1 := escalationpolicyMixin[1].Fields()
+	_ = escalationpolicyMixinFields1
+	escalationpolicyMixinFields2 := escalationpolicyMixin[2].Fields()
+	_ = escalationpolicyMixinFields2
+	escalationpolicyFields := schema.EscalationPolicy{}.Fields()
+	_ = escalationpolicyFields
+	// escalationpolicyDescTenantID is the schema descriptor for tenant_id field.
+	escalationpolicyDescTenantID := escalationpolicyMixinFields1[0].Descriptor()
+	// escalationpolicy.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	escalationpolicy.TenantIDValidator = escalationpolicyDescTenantID.Validators[0].(func(string) error)
+	// escalationpolicyDescCreatedAt is the schema descriptor for created_at field.
+	escalationpolicyDescCreatedAt := escalationpolicyMixinFields2[0].Descriptor()
+	// escalationpolicy.DefaultCreatedAt holds the default value on creation for the created_at field.
+	escalationpolicy.DefaultCreatedAt = escalationpolicyDescCreatedAt.Default.(func() time.Time)
+	// escalationpolicyDescUpdatedAt is the schema descriptor for updated_at field.
+	escalationpolicyDescUpdatedAt := escalationpolicyMixinFields2[1].Descriptor()
+	// escalationpolicy.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	escalationpolicy.DefaultUpdatedAt = escalationpolicyDescUpdatedAt.Default.(func() time.Time)
+	// escalationpolicy.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	escalationpolicy.UpdateDefaultUpdatedAt = escalationpolicyDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// escalationpolicyDescName is the schema descriptor for name field.
+	escalationpolicyDescName := escalationpolicyFields[0].Descriptor()
+	// escalationpolicy.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	escalationpolicy.NameValidator = func() func(string) error {
+		validators := escalationpolicyDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// escalationpolicyDescDescription is the schema descriptor for description field.
+	escalationpolicyDescDescription := escalationpolicyFields[1].Descriptor()
+	// escalationpolicy.DescriptionValidator is a validator for the "description" field. It is called by the builders before save.
+	escalationpolicy.DescriptionValidator = escalationpolicyDescDescription.Validators[0].(func(string) error)
+	// escalationpolicyDescRepeat is the schema descriptor for repeat field.
+	escalationpolicyDescRepeat := escalationpolicyFields[3].Descriptor()
+	// escalationpolicy.DefaultRepeat holds the default value on creation for the repeat field.
+	escalationpolicy.DefaultRepeat = escalationpolicyDescRepeat.Default.(int)
+	// escalationpolicyDescID is the schema descriptor for id field.
+	escalationpolicyDescID := escalationpolicyMixinFields0[0].Descriptor()
+	// escalationpolicy.DefaultID holds the default value on creation for the id field.
+	escalationpolicy.DefaultID = escalationpolicyDescID.Default.(func() string)
+	// escalationpolicy.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	escalationpolicy.IDValidator = func() func(string) error {
+		validators := escalationpolicyDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	eventwaitMixin := schema.EventWait{}.Mixin()
 	eventwait.Policy = privacy.NewPolicies(eventwaitMixin[1], schema.EventWait{})
 	eventwait.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -851,6 +1002,65 @@ func init() {
 	// modelprice.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	modelprice.IDValidator = func() func(string) error {
 		validators := modelpriceDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	pagerdutysendMixin := schema.PagerDutySend{}.Mixin()
+	pagerdutysend.Policy = privacy.NewPolicies(pagerdutysendMixin[1], schema.PagerDutySend{})
+	pagerdutysend.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := pagerdutysend.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	pagerdutysendMixinHooks1 := pagerdutysendMixin[1].Hooks()
+
+	pagerdutysend.Hooks[1] = pagerdutysendMixinHooks1[0]
+	pagerdutysendMixinFields0 := pagerdutysendMixin[0].Fields()
+	_ = pagerdutysendMixinFields0
+	pagerdutysendMixinFields1 := pagerdutysendMixin[1].Fields()
+	_ = pagerdutysendMixinFields1
+	pagerdutysendMixinFields2 := pagerdutysendMixin[2].Fields()
+	_ = pagerdutysendMixinFields2
+	pagerdutysendFields := schema.PagerDutySend{}.Fields()
+	_ = pagerdutysendFields
+	// pagerdutysendDescTenantID is the schema descriptor for tenant_id field.
+	pagerdutysendDescTenantID := pagerdutysendMixinFields1[0].Descriptor()
+	// pagerdutysend.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	pagerdutysend.TenantIDValidator = pagerdutysendDescTenantID.Validators[0].(func(string) error)
+	// pagerdutysendDescCreatedAt is the schema descriptor for created_at field.
+	pagerdutysendDescCreatedAt := pagerdutysendMixinFields2[0].Descriptor()
+	// pagerdutysend.DefaultCreatedAt holds the default value on creation for the created_at field.
+	pagerdutysend.DefaultCreatedAt = pagerdutysendDescCreatedAt.Default.(func() time.Time)
+	// pagerdutysendDescUpdatedAt is the schema descriptor for updated_at field.
+	pagerdutysendDescUpdatedAt := pagerdutysendMixinFields2[1].Descriptor()
+	// pagerdutysend.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	pagerdutysend.DefaultUpdatedAt = pagerdutysendDescUpdatedAt.Default.(func() time.Time)
+	// pagerdutysend.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	pagerdutysend.UpdateDefaultUpdatedAt = pagerdutysendDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// pagerdutysendDescAttempts is the schema descriptor for attempts field.
+	pagerdutysendDescAttempts := pagerdutysendFields[6].Descriptor()
+	// pagerdutysend.DefaultAttempts holds the default value on creation for the attempts field.
+	pagerdutysend.DefaultAttempts = pagerdutysendDescAttempts.Default.(int)
+	// pagerdutysendDescID is the schema descriptor for id field.
+	pagerdutysendDescID := pagerdutysendMixinFields0[0].Descriptor()
+	// pagerdutysend.DefaultID holds the default value on creation for the id field.
+	pagerdutysend.DefaultID = pagerdutysendDescID.Default.(func() string)
+	// pagerdutysend.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	pagerdutysend.IDValidator = func() func(string) error {
+		validators := pagerdutysendDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -25,7 +25,7 @@ func (Credential) Fields() []ent.Field {
 		field.String("environment_id").Immutable(),
 		field.String("name").NotEmpty().MaxLen(63).
 			Annotations(entgql.OrderField("NAME")),
-		field.Enum("type").Values("bearer", "basic", "header", "openai", "anthropic", "oauth2").Immutable().
+		field.Enum("type").Values("bearer", "basic", "header", "openai", "anthropic", "oauth2", "pagerduty").Immutable().
 			Annotations(entgql.Type("CredentialType")),
 		field.Int("current_version").Positive(),
 		field.String("fingerprint"),

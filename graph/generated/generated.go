@@ -19,13 +19,16 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/mapitem"
+	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/escalation/spec"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -240,6 +243,89 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	Escalation struct {
+		AcknowledgedAt func(childComplexity int) int
+		AcknowledgedBy func(childComplexity int) int
+		CreatedAt      func(childComplexity int) int
+		DedupKey       func(childComplexity int) int
+		Details        func(childComplexity int) int
+		Firings        func(childComplexity int) int
+		ID             func(childComplexity int) int
+		Level          func(childComplexity int) int
+		Levels         func(childComplexity int) int
+		Loop           func(childComplexity int) int
+		NextFireAt     func(childComplexity int) int
+		PagerDutySends func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PagerDutySendOrder, where *ent.PagerDutySendWhereInput) int
+		PolicyID       func(childComplexity int) int
+		PolicyName     func(childComplexity int) int
+		Repeat         func(childComplexity int) int
+		ResolvedAt     func(childComplexity int) int
+		ResolvedBy     func(childComplexity int) int
+		RunID          func(childComplexity int) int
+		Severity       func(childComplexity int) int
+		Status         func(childComplexity int) int
+		SubjectID      func(childComplexity int) int
+		SubjectKind    func(childComplexity int) int
+		Summary        func(childComplexity int) int
+		UpdatedAt      func(childComplexity int) int
+	}
+
+	EscalationConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	EscalationEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	EscalationFiring struct {
+		At                 func(childComplexity int) int
+		Level              func(childComplexity int) int
+		Loop               func(childComplexity int) int
+		Members            func(childComplexity int) int
+		Outcome            func(childComplexity int) int
+		PagerDutySendIDs   func(childComplexity int) int
+		Targets            func(childComplexity int) int
+		WebhookDeliveryIDs func(childComplexity int) int
+	}
+
+	EscalationLevel struct {
+		Condition func(childComplexity int) int
+		Delay     func(childComplexity int) int
+		Targets   func(childComplexity int) int
+	}
+
+	EscalationPolicy struct {
+		CreatedAt   func(childComplexity int) int
+		CreatedBy   func(childComplexity int) int
+		Description func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Levels      func(childComplexity int) int
+		Name        func(childComplexity int) int
+		Repeat      func(childComplexity int) int
+		UpdatedAt   func(childComplexity int) int
+	}
+
+	EscalationPolicyConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	EscalationPolicyEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	EscalationTarget struct {
+		PagerDuty         func(childComplexity int) int
+		Role              func(childComplexity int) int
+		WebhookEndpointID func(childComplexity int) int
+	}
+
 	InboundEvent struct {
 		Data          func(childComplexity int) int
 		DedupeID      func(childComplexity int) int
@@ -389,11 +475,13 @@ type ComplexityRoot struct {
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
 		CreateEnvironment        func(childComplexity int, input model.CreateEnvironmentInput) int
+		CreateEscalationPolicy   func(childComplexity int, input model.CreateEscalationPolicyInput) int
 		CreateWebhookEndpoint    func(childComplexity int, input model.CreateWebhookEndpointInput) int
 		CreateWorkflow           func(childComplexity int, input model.CreateWorkflowInput) int
 		CreateWorkflowVersion    func(childComplexity int, input model.CreateWorkflowVersionInput) int
 		DecideApproval           func(childComplexity int, input model.DecideApprovalInput) int
 		DeleteCredential         func(childComplexity int, id string) int
+		DeleteEscalationPolicy   func(childComplexity int, id string) int
 		DeleteModelPrice         func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
@@ -408,6 +496,7 @@ type ComplexityRoot struct {
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
+		UpdateEscalationPolicy   func(childComplexity int, input model.UpdateEscalationPolicyInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 		UpdateWorkflowVersion    func(childComplexity int, input model.UpdateWorkflowVersionInput) int
 	}
@@ -417,6 +506,48 @@ type ComplexityRoot struct {
 		HasNextPage     func(childComplexity int) int
 		HasPreviousPage func(childComplexity int) int
 		StartCursor     func(childComplexity int) int
+	}
+
+	PagerDutyAttempt struct {
+		At         func(childComplexity int) int
+		Error      func(childComplexity int) int
+		LatencyMs  func(childComplexity int) int
+		StatusCode func(childComplexity int) int
+	}
+
+	PagerDutySend struct {
+		Action         func(childComplexity int) int
+		AttemptList    func(childComplexity int) int
+		Attempts       func(childComplexity int) int
+		CreatedAt      func(childComplexity int) int
+		CredentialID   func(childComplexity int) int
+		DedupKey       func(childComplexity int) int
+		Escalation     func(childComplexity int) int
+		EscalationID   func(childComplexity int) int
+		ID             func(childComplexity int) int
+		LastError      func(childComplexity int) int
+		LastStatusCode func(childComplexity int) int
+		NextAttemptAt  func(childComplexity int) int
+		Payload        func(childComplexity int) int
+		SentAt         func(childComplexity int) int
+		Status         func(childComplexity int) int
+		UpdatedAt      func(childComplexity int) int
+	}
+
+	PagerDutySendConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	PagerDutySendEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	PagerDutyTarget struct {
+		CredentialID func(childComplexity int) int
+		Severity     func(childComplexity int) int
 	}
 
 	Query struct {
@@ -429,6 +560,8 @@ type ComplexityRoot struct {
 		Deployments          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
 		EffectiveModelPrices func(childComplexity int) int
 		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
+		EscalationPolicies   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationPolicyOrder, where *ent.EscalationPolicyWhereInput) int
+		Escalations          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationOrder, where *ent.EscalationWhereInput) int
 		InboundEvents        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) int
 		Members              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
 		ModelCalls           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) int
@@ -766,6 +899,9 @@ type MutationResolver interface {
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
 	DeleteModelPrice(ctx context.Context, id string) (string, error)
 	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
+	CreateEscalationPolicy(ctx context.Context, input model.CreateEscalationPolicyInput) (*ent.EscalationPolicy, error)
+	UpdateEscalationPolicy(ctx context.Context, input model.UpdateEscalationPolicyInput) (*ent.EscalationPolicy, error)
+	DeleteEscalationPolicy(ctx context.Context, id string) (string, error)
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
@@ -787,6 +923,8 @@ type QueryResolver interface {
 	Credentials(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) (*ent.CredentialConnection, error)
 	Deployments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) (*ent.DeploymentConnection, error)
 	Environments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) (*ent.EnvironmentConnection, error)
+	Escalations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationOrder, where *ent.EscalationWhereInput) (*ent.EscalationConnection, error)
+	EscalationPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationPolicyOrder, where *ent.EscalationPolicyWhereInput) (*ent.EscalationPolicyConnection, error)
 	InboundEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) (*ent.InboundEventConnection, error)
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
 	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
@@ -1587,6 +1725,356 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EnvironmentEdge.Node(childComplexity), true
 
+	case "Escalation.acknowledgedAt":
+		if e.ComplexityRoot.Escalation.AcknowledgedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.AcknowledgedAt(childComplexity), true
+	case "Escalation.acknowledgedBy":
+		if e.ComplexityRoot.Escalation.AcknowledgedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.AcknowledgedBy(childComplexity), true
+	case "Escalation.createdAt":
+		if e.ComplexityRoot.Escalation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.CreatedAt(childComplexity), true
+	case "Escalation.dedupKey":
+		if e.ComplexityRoot.Escalation.DedupKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.DedupKey(childComplexity), true
+	case "Escalation.details":
+		if e.ComplexityRoot.Escalation.Details == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Details(childComplexity), true
+	case "Escalation.firings":
+		if e.ComplexityRoot.Escalation.Firings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Firings(childComplexity), true
+	case "Escalation.id":
+		if e.ComplexityRoot.Escalation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.ID(childComplexity), true
+	case "Escalation.level":
+		if e.ComplexityRoot.Escalation.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Level(childComplexity), true
+	case "Escalation.levels":
+		if e.ComplexityRoot.Escalation.Levels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Levels(childComplexity), true
+	case "Escalation.loop":
+		if e.ComplexityRoot.Escalation.Loop == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Loop(childComplexity), true
+	case "Escalation.nextFireAt":
+		if e.ComplexityRoot.Escalation.NextFireAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.NextFireAt(childComplexity), true
+	case "Escalation.pagerDutySends":
+		if e.ComplexityRoot.Escalation.PagerDutySends == nil {
+			break
+		}
+
+		args, err := ec.field_Escalation_pagerDutySends_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Escalation.PagerDutySends(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.PagerDutySendOrder), args["where"].(*ent.PagerDutySendWhereInput)), true
+	case "Escalation.policyID":
+		if e.ComplexityRoot.Escalation.PolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.PolicyID(childComplexity), true
+	case "Escalation.policyName":
+		if e.ComplexityRoot.Escalation.PolicyName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.PolicyName(childComplexity), true
+	case "Escalation.repeat":
+		if e.ComplexityRoot.Escalation.Repeat == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Repeat(childComplexity), true
+	case "Escalation.resolvedAt":
+		if e.ComplexityRoot.Escalation.ResolvedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.ResolvedAt(childComplexity), true
+	case "Escalation.resolvedBy":
+		if e.ComplexityRoot.Escalation.ResolvedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.ResolvedBy(childComplexity), true
+	case "Escalation.runID":
+		if e.ComplexityRoot.Escalation.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.RunID(childComplexity), true
+	case "Escalation.severity":
+		if e.ComplexityRoot.Escalation.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Severity(childComplexity), true
+	case "Escalation.status":
+		if e.ComplexityRoot.Escalation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Status(childComplexity), true
+	case "Escalation.subjectID":
+		if e.ComplexityRoot.Escalation.SubjectID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.SubjectID(childComplexity), true
+	case "Escalation.subjectKind":
+		if e.ComplexityRoot.Escalation.SubjectKind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.SubjectKind(childComplexity), true
+	case "Escalation.summary":
+		if e.ComplexityRoot.Escalation.Summary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.Summary(childComplexity), true
+	case "Escalation.updatedAt":
+		if e.ComplexityRoot.Escalation.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Escalation.UpdatedAt(childComplexity), true
+
+	case "EscalationConnection.edges":
+		if e.ComplexityRoot.EscalationConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationConnection.Edges(childComplexity), true
+	case "EscalationConnection.pageInfo":
+		if e.ComplexityRoot.EscalationConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationConnection.PageInfo(childComplexity), true
+	case "EscalationConnection.totalCount":
+		if e.ComplexityRoot.EscalationConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationConnection.TotalCount(childComplexity), true
+
+	case "EscalationEdge.cursor":
+		if e.ComplexityRoot.EscalationEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationEdge.Cursor(childComplexity), true
+	case "EscalationEdge.node":
+		if e.ComplexityRoot.EscalationEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationEdge.Node(childComplexity), true
+
+	case "EscalationFiring.at":
+		if e.ComplexityRoot.EscalationFiring.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.At(childComplexity), true
+	case "EscalationFiring.level":
+		if e.ComplexityRoot.EscalationFiring.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.Level(childComplexity), true
+	case "EscalationFiring.loop":
+		if e.ComplexityRoot.EscalationFiring.Loop == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.Loop(childComplexity), true
+	case "EscalationFiring.members":
+		if e.ComplexityRoot.EscalationFiring.Members == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.Members(childComplexity), true
+	case "EscalationFiring.outcome":
+		if e.ComplexityRoot.EscalationFiring.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.Outcome(childComplexity), true
+	case "EscalationFiring.pagerDutySendIDs":
+		if e.ComplexityRoot.EscalationFiring.PagerDutySendIDs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.PagerDutySendIDs(childComplexity), true
+	case "EscalationFiring.targets":
+		if e.ComplexityRoot.EscalationFiring.Targets == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.Targets(childComplexity), true
+	case "EscalationFiring.webhookDeliveryIDs":
+		if e.ComplexityRoot.EscalationFiring.WebhookDeliveryIDs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationFiring.WebhookDeliveryIDs(childComplexity), true
+
+	case "EscalationLevel.condition":
+		if e.ComplexityRoot.EscalationLevel.Condition == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationLevel.Condition(childComplexity), true
+	case "EscalationLevel.delay":
+		if e.ComplexityRoot.EscalationLevel.Delay == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationLevel.Delay(childComplexity), true
+	case "EscalationLevel.targets":
+		if e.ComplexityRoot.EscalationLevel.Targets == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationLevel.Targets(childComplexity), true
+
+	case "EscalationPolicy.createdAt":
+		if e.ComplexityRoot.EscalationPolicy.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.CreatedAt(childComplexity), true
+	case "EscalationPolicy.createdBy":
+		if e.ComplexityRoot.EscalationPolicy.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.CreatedBy(childComplexity), true
+	case "EscalationPolicy.description":
+		if e.ComplexityRoot.EscalationPolicy.Description == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.Description(childComplexity), true
+	case "EscalationPolicy.id":
+		if e.ComplexityRoot.EscalationPolicy.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.ID(childComplexity), true
+	case "EscalationPolicy.levels":
+		if e.ComplexityRoot.EscalationPolicy.Levels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.Levels(childComplexity), true
+	case "EscalationPolicy.name":
+		if e.ComplexityRoot.EscalationPolicy.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.Name(childComplexity), true
+	case "EscalationPolicy.repeat":
+		if e.ComplexityRoot.EscalationPolicy.Repeat == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.Repeat(childComplexity), true
+	case "EscalationPolicy.updatedAt":
+		if e.ComplexityRoot.EscalationPolicy.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicy.UpdatedAt(childComplexity), true
+
+	case "EscalationPolicyConnection.edges":
+		if e.ComplexityRoot.EscalationPolicyConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicyConnection.Edges(childComplexity), true
+	case "EscalationPolicyConnection.pageInfo":
+		if e.ComplexityRoot.EscalationPolicyConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicyConnection.PageInfo(childComplexity), true
+	case "EscalationPolicyConnection.totalCount":
+		if e.ComplexityRoot.EscalationPolicyConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicyConnection.TotalCount(childComplexity), true
+
+	case "EscalationPolicyEdge.cursor":
+		if e.ComplexityRoot.EscalationPolicyEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicyEdge.Cursor(childComplexity), true
+	case "EscalationPolicyEdge.node":
+		if e.ComplexityRoot.EscalationPolicyEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationPolicyEdge.Node(childComplexity), true
+
+	case "EscalationTarget.pagerDuty":
+		if e.ComplexityRoot.EscalationTarget.PagerDuty == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationTarget.PagerDuty(childComplexity), true
+	case "EscalationTarget.role":
+		if e.ComplexityRoot.EscalationTarget.Role == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationTarget.Role(childComplexity), true
+	case "EscalationTarget.webhookEndpointID":
+		if e.ComplexityRoot.EscalationTarget.WebhookEndpointID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EscalationTarget.WebhookEndpointID(childComplexity), true
+
 	case "InboundEvent.data":
 		if e.ComplexityRoot.InboundEvent.Data == nil {
 			break
@@ -2206,6 +2694,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateEnvironment(childComplexity, args["input"].(model.CreateEnvironmentInput)), true
+	case "Mutation.createEscalationPolicy":
+		if e.ComplexityRoot.Mutation.CreateEscalationPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createEscalationPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateEscalationPolicy(childComplexity, args["input"].(model.CreateEscalationPolicyInput)), true
 	case "Mutation.createWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.CreateWebhookEndpoint == nil {
 			break
@@ -2261,6 +2760,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteCredential(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteEscalationPolicy":
+		if e.ComplexityRoot.Mutation.DeleteEscalationPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteEscalationPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteEscalationPolicy(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteModelPrice":
 		if e.ComplexityRoot.Mutation.DeleteModelPrice == nil {
 			break
@@ -2415,6 +2925,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.StartRun(childComplexity, args["input"].(model.StartRunInput)), true
+	case "Mutation.updateEscalationPolicy":
+		if e.ComplexityRoot.Mutation.UpdateEscalationPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateEscalationPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateEscalationPolicy(childComplexity, args["input"].(model.UpdateEscalationPolicyInput)), true
 	case "Mutation.updateWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.UpdateWebhookEndpoint == nil {
 			break
@@ -2462,6 +2983,173 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PageInfo.StartCursor(childComplexity), true
+
+	case "PagerDutyAttempt.at":
+		if e.ComplexityRoot.PagerDutyAttempt.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyAttempt.At(childComplexity), true
+	case "PagerDutyAttempt.error":
+		if e.ComplexityRoot.PagerDutyAttempt.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyAttempt.Error(childComplexity), true
+	case "PagerDutyAttempt.latencyMs":
+		if e.ComplexityRoot.PagerDutyAttempt.LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyAttempt.LatencyMs(childComplexity), true
+	case "PagerDutyAttempt.statusCode":
+		if e.ComplexityRoot.PagerDutyAttempt.StatusCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyAttempt.StatusCode(childComplexity), true
+
+	case "PagerDutySend.action":
+		if e.ComplexityRoot.PagerDutySend.Action == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.Action(childComplexity), true
+	case "PagerDutySend.attemptList":
+		if e.ComplexityRoot.PagerDutySend.AttemptList == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.AttemptList(childComplexity), true
+	case "PagerDutySend.attempts":
+		if e.ComplexityRoot.PagerDutySend.Attempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.Attempts(childComplexity), true
+	case "PagerDutySend.createdAt":
+		if e.ComplexityRoot.PagerDutySend.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.CreatedAt(childComplexity), true
+	case "PagerDutySend.credentialID":
+		if e.ComplexityRoot.PagerDutySend.CredentialID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.CredentialID(childComplexity), true
+	case "PagerDutySend.dedupKey":
+		if e.ComplexityRoot.PagerDutySend.DedupKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.DedupKey(childComplexity), true
+	case "PagerDutySend.escalation":
+		if e.ComplexityRoot.PagerDutySend.Escalation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.Escalation(childComplexity), true
+	case "PagerDutySend.escalationID":
+		if e.ComplexityRoot.PagerDutySend.EscalationID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.EscalationID(childComplexity), true
+	case "PagerDutySend.id":
+		if e.ComplexityRoot.PagerDutySend.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.ID(childComplexity), true
+	case "PagerDutySend.lastError":
+		if e.ComplexityRoot.PagerDutySend.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.LastError(childComplexity), true
+	case "PagerDutySend.lastStatusCode":
+		if e.ComplexityRoot.PagerDutySend.LastStatusCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.LastStatusCode(childComplexity), true
+	case "PagerDutySend.nextAttemptAt":
+		if e.ComplexityRoot.PagerDutySend.NextAttemptAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.NextAttemptAt(childComplexity), true
+	case "PagerDutySend.payload":
+		if e.ComplexityRoot.PagerDutySend.Payload == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.Payload(childComplexity), true
+	case "PagerDutySend.sentAt":
+		if e.ComplexityRoot.PagerDutySend.SentAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.SentAt(childComplexity), true
+	case "PagerDutySend.status":
+		if e.ComplexityRoot.PagerDutySend.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.Status(childComplexity), true
+	case "PagerDutySend.updatedAt":
+		if e.ComplexityRoot.PagerDutySend.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySend.UpdatedAt(childComplexity), true
+
+	case "PagerDutySendConnection.edges":
+		if e.ComplexityRoot.PagerDutySendConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySendConnection.Edges(childComplexity), true
+	case "PagerDutySendConnection.pageInfo":
+		if e.ComplexityRoot.PagerDutySendConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySendConnection.PageInfo(childComplexity), true
+	case "PagerDutySendConnection.totalCount":
+		if e.ComplexityRoot.PagerDutySendConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySendConnection.TotalCount(childComplexity), true
+
+	case "PagerDutySendEdge.cursor":
+		if e.ComplexityRoot.PagerDutySendEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySendEdge.Cursor(childComplexity), true
+	case "PagerDutySendEdge.node":
+		if e.ComplexityRoot.PagerDutySendEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutySendEdge.Node(childComplexity), true
+
+	case "PagerDutyTarget.credentialID":
+		if e.ComplexityRoot.PagerDutyTarget.CredentialID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyTarget.CredentialID(childComplexity), true
+	case "PagerDutyTarget.severity":
+		if e.ComplexityRoot.PagerDutyTarget.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PagerDutyTarget.Severity(childComplexity), true
 
 	case "Query.apiKeys":
 		if e.ComplexityRoot.Query.APIKeys == nil {
@@ -2557,6 +3245,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Environments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].([]*ent.EnvironmentOrder), args["where"].(*ent.EnvironmentWhereInput)), true
+	case "Query.escalationPolicies":
+		if e.ComplexityRoot.Query.EscalationPolicies == nil {
+			break
+		}
+
+		args, err := ec.field_Query_escalationPolicies_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.EscalationPolicies(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.EscalationPolicyOrder), args["where"].(*ent.EscalationPolicyWhereInput)), true
+	case "Query.escalations":
+		if e.ComplexityRoot.Query.Escalations == nil {
+			break
+		}
+
+		args, err := ec.field_Query_escalations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Escalations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.EscalationOrder), args["where"].(*ent.EscalationWhereInput)), true
 	case "Query.inboundEvents":
 		if e.ComplexityRoot.Query.InboundEvents == nil {
 			break
@@ -4014,6 +4724,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateAPIKeyInput", ec.unmarshalInputCreateAPIKeyInput),
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
+			graphql.NewInputUnmarshaler("CreateEscalationPolicyInput", ec.unmarshalInputCreateEscalationPolicyInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowInput", ec.unmarshalInputCreateWorkflowInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowVersionInput", ec.unmarshalInputCreateWorkflowVersionInput),
@@ -4025,6 +4736,12 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("DeploymentWhereInput", ec.unmarshalInputDeploymentWhereInput),
 			graphql.NewInputUnmarshaler("EnvironmentOrder", ec.unmarshalInputEnvironmentOrder),
 			graphql.NewInputUnmarshaler("EnvironmentWhereInput", ec.unmarshalInputEnvironmentWhereInput),
+			graphql.NewInputUnmarshaler("EscalationLevelInput", ec.unmarshalInputEscalationLevelInput),
+			graphql.NewInputUnmarshaler("EscalationOrder", ec.unmarshalInputEscalationOrder),
+			graphql.NewInputUnmarshaler("EscalationPolicyOrder", ec.unmarshalInputEscalationPolicyOrder),
+			graphql.NewInputUnmarshaler("EscalationPolicyWhereInput", ec.unmarshalInputEscalationPolicyWhereInput),
+			graphql.NewInputUnmarshaler("EscalationTargetInput", ec.unmarshalInputEscalationTargetInput),
+			graphql.NewInputUnmarshaler("EscalationWhereInput", ec.unmarshalInputEscalationWhereInput),
 			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
 			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
 			graphql.NewInputUnmarshaler("MapItemOrder", ec.unmarshalInputMapItemOrder),
@@ -4034,6 +4751,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ModelCallWhereInput", ec.unmarshalInputModelCallWhereInput),
 			graphql.NewInputUnmarshaler("ModelPriceOrder", ec.unmarshalInputModelPriceOrder),
 			graphql.NewInputUnmarshaler("ModelPriceWhereInput", ec.unmarshalInputModelPriceWhereInput),
+			graphql.NewInputUnmarshaler("PagerDutySendOrder", ec.unmarshalInputPagerDutySendOrder),
+			graphql.NewInputUnmarshaler("PagerDutySendWhereInput", ec.unmarshalInputPagerDutySendWhereInput),
+			graphql.NewInputUnmarshaler("PagerDutyTargetInput", ec.unmarshalInputPagerDutyTargetInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
@@ -4045,6 +4765,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("StepAttemptOrder", ec.unmarshalInputStepAttemptOrder),
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
+			graphql.NewInputUnmarshaler("UpdateEscalationPolicyInput", ec.unmarshalInputUpdateEscalationPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("UpdateWorkflowVersionInput", ec.unmarshalInputUpdateWorkflowVersionInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
@@ -5022,6 +5743,7 @@ enum CredentialType @goModel(model: "github.com/sluicehq/sluice/ent/credential.T
   openai
   anthropic
   oauth2
+  pagerduty
 }
 """
 CredentialWhereInput is used for filtering Credential objects.
@@ -5586,6 +6308,588 @@ input EnvironmentWhereInput {
   """
   hasCredentials: Boolean
   hasCredentialsWith: [CredentialWhereInput!]
+}
+type Escalation implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  """
+  The policy copied at the start; it may since have been edited or deleted.
+  """
+  policyID: String
+  policyName: String!
+  subjectKind: EscalationSubjectKind!
+  subjectID: String!
+  runID: String
+  dedupKey: String!
+  summary: String!
+  severity: String!
+  details: Map
+  levels: [EscalationLevel!]!
+  repeat: Int!
+  status: EscalationStatus!
+  """
+  The level fired next (0-based).
+  """
+  level: Int!
+  loop: Int!
+  nextFireAt: Time
+  firings: [EscalationFiring!]
+  acknowledgedAt: Time
+  acknowledgedBy: String
+  resolvedAt: Time
+  resolvedBy: String
+  pagerDutySends(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for PagerDutySends returned from the connection.
+    """
+    orderBy: PagerDutySendOrder
+
+    """
+    Filtering options for PagerDutySends returned from the connection.
+    """
+    where: PagerDutySendWhereInput
+  ): PagerDutySendConnection!
+}
+"""
+A connection to a list of items.
+"""
+type EscalationConnection {
+  """
+  A list of edges.
+  """
+  edges: [EscalationEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type EscalationEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Escalation
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for Escalation connections
+"""
+input EscalationOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Escalations.
+  """
+  field: EscalationOrderField!
+}
+"""
+Properties by which Escalation connections can be ordered.
+"""
+enum EscalationOrderField {
+  CREATED_AT
+}
+type EscalationPolicy implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  name: String!
+  description: String
+  levels: [EscalationLevel!]!
+  """
+  How many more times the levels loop after the last one.
+  """
+  repeat: Int!
+  createdBy: String!
+}
+"""
+A connection to a list of items.
+"""
+type EscalationPolicyConnection {
+  """
+  A list of edges.
+  """
+  edges: [EscalationPolicyEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type EscalationPolicyEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: EscalationPolicy
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for EscalationPolicy connections
+"""
+input EscalationPolicyOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order EscalationPolicies.
+  """
+  field: EscalationPolicyOrderField!
+}
+"""
+Properties by which EscalationPolicy connections can be ordered.
+"""
+enum EscalationPolicyOrderField {
+  CREATED_AT
+  NAME
+}
+"""
+EscalationPolicyWhereInput is used for filtering EscalationPolicy objects.
+Input was generated by ent.
+"""
+input EscalationPolicyWhereInput {
+  not: EscalationPolicyWhereInput
+  and: [EscalationPolicyWhereInput!]
+  or: [EscalationPolicyWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  description field predicates
+  """
+  description: String
+  descriptionNEQ: String
+  descriptionIn: [String!]
+  descriptionNotIn: [String!]
+  descriptionGT: String
+  descriptionGTE: String
+  descriptionLT: String
+  descriptionLTE: String
+  descriptionContains: String
+  descriptionHasPrefix: String
+  descriptionHasSuffix: String
+  descriptionIsNil: Boolean
+  descriptionNotNil: Boolean
+  descriptionEqualFold: String
+  descriptionContainsFold: String
+  """
+  repeat field predicates
+  """
+  repeat: Int
+  repeatNEQ: Int
+  repeatIn: [Int!]
+  repeatNotIn: [Int!]
+  repeatGT: Int
+  repeatGTE: Int
+  repeatLT: Int
+  repeatLTE: Int
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
+}
+"""
+EscalationStatus is enum for the field status
+"""
+enum EscalationStatus @goModel(model: "github.com/sluicehq/sluice/ent/escalation.Status") {
+  active
+  acknowledged
+  resolved
+  exhausted
+}
+"""
+EscalationSubjectKind is enum for the field subject_kind
+"""
+enum EscalationSubjectKind @goModel(model: "github.com/sluicehq/sluice/ent/escalation.SubjectKind") {
+  incident
+  approval
+}
+"""
+EscalationWhereInput is used for filtering Escalation objects.
+Input was generated by ent.
+"""
+input EscalationWhereInput {
+  not: EscalationWhereInput
+  and: [EscalationWhereInput!]
+  or: [EscalationWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  policy_id field predicates
+  """
+  policyID: String
+  policyIDNEQ: String
+  policyIDIn: [String!]
+  policyIDNotIn: [String!]
+  policyIDGT: String
+  policyIDGTE: String
+  policyIDLT: String
+  policyIDLTE: String
+  policyIDContains: String
+  policyIDHasPrefix: String
+  policyIDHasSuffix: String
+  policyIDIsNil: Boolean
+  policyIDNotNil: Boolean
+  policyIDEqualFold: String
+  policyIDContainsFold: String
+  """
+  policy_name field predicates
+  """
+  policyName: String
+  policyNameNEQ: String
+  policyNameIn: [String!]
+  policyNameNotIn: [String!]
+  policyNameGT: String
+  policyNameGTE: String
+  policyNameLT: String
+  policyNameLTE: String
+  policyNameContains: String
+  policyNameHasPrefix: String
+  policyNameHasSuffix: String
+  policyNameEqualFold: String
+  policyNameContainsFold: String
+  """
+  subject_kind field predicates
+  """
+  subjectKind: EscalationSubjectKind
+  subjectKindNEQ: EscalationSubjectKind
+  subjectKindIn: [EscalationSubjectKind!]
+  subjectKindNotIn: [EscalationSubjectKind!]
+  """
+  subject_id field predicates
+  """
+  subjectID: String
+  subjectIDNEQ: String
+  subjectIDIn: [String!]
+  subjectIDNotIn: [String!]
+  subjectIDGT: String
+  subjectIDGTE: String
+  subjectIDLT: String
+  subjectIDLTE: String
+  subjectIDContains: String
+  subjectIDHasPrefix: String
+  subjectIDHasSuffix: String
+  subjectIDEqualFold: String
+  subjectIDContainsFold: String
+  """
+  run_id field predicates
+  """
+  runID: String
+  runIDNEQ: String
+  runIDIn: [String!]
+  runIDNotIn: [String!]
+  runIDGT: String
+  runIDGTE: String
+  runIDLT: String
+  runIDLTE: String
+  runIDContains: String
+  runIDHasPrefix: String
+  runIDHasSuffix: String
+  runIDIsNil: Boolean
+  runIDNotNil: Boolean
+  runIDEqualFold: String
+  runIDContainsFold: String
+  """
+  dedup_key field predicates
+  """
+  dedupKey: String
+  dedupKeyNEQ: String
+  dedupKeyIn: [String!]
+  dedupKeyNotIn: [String!]
+  dedupKeyGT: String
+  dedupKeyGTE: String
+  dedupKeyLT: String
+  dedupKeyLTE: String
+  dedupKeyContains: String
+  dedupKeyHasPrefix: String
+  dedupKeyHasSuffix: String
+  dedupKeyEqualFold: String
+  dedupKeyContainsFold: String
+  """
+  summary field predicates
+  """
+  summary: String
+  summaryNEQ: String
+  summaryIn: [String!]
+  summaryNotIn: [String!]
+  summaryGT: String
+  summaryGTE: String
+  summaryLT: String
+  summaryLTE: String
+  summaryContains: String
+  summaryHasPrefix: String
+  summaryHasSuffix: String
+  summaryEqualFold: String
+  summaryContainsFold: String
+  """
+  severity field predicates
+  """
+  severity: String
+  severityNEQ: String
+  severityIn: [String!]
+  severityNotIn: [String!]
+  severityGT: String
+  severityGTE: String
+  severityLT: String
+  severityLTE: String
+  severityContains: String
+  severityHasPrefix: String
+  severityHasSuffix: String
+  severityEqualFold: String
+  severityContainsFold: String
+  """
+  repeat field predicates
+  """
+  repeat: Int
+  repeatNEQ: Int
+  repeatIn: [Int!]
+  repeatNotIn: [Int!]
+  repeatGT: Int
+  repeatGTE: Int
+  repeatLT: Int
+  repeatLTE: Int
+  """
+  status field predicates
+  """
+  status: EscalationStatus
+  statusNEQ: EscalationStatus
+  statusIn: [EscalationStatus!]
+  statusNotIn: [EscalationStatus!]
+  """
+  level field predicates
+  """
+  level: Int
+  levelNEQ: Int
+  levelIn: [Int!]
+  levelNotIn: [Int!]
+  levelGT: Int
+  levelGTE: Int
+  levelLT: Int
+  levelLTE: Int
+  """
+  loop field predicates
+  """
+  loop: Int
+  loopNEQ: Int
+  loopIn: [Int!]
+  loopNotIn: [Int!]
+  loopGT: Int
+  loopGTE: Int
+  loopLT: Int
+  loopLTE: Int
+  """
+  next_fire_at field predicates
+  """
+  nextFireAt: Time
+  nextFireAtNEQ: Time
+  nextFireAtIn: [Time!]
+  nextFireAtNotIn: [Time!]
+  nextFireAtGT: Time
+  nextFireAtGTE: Time
+  nextFireAtLT: Time
+  nextFireAtLTE: Time
+  nextFireAtIsNil: Boolean
+  nextFireAtNotNil: Boolean
+  """
+  acknowledged_at field predicates
+  """
+  acknowledgedAt: Time
+  acknowledgedAtNEQ: Time
+  acknowledgedAtIn: [Time!]
+  acknowledgedAtNotIn: [Time!]
+  acknowledgedAtGT: Time
+  acknowledgedAtGTE: Time
+  acknowledgedAtLT: Time
+  acknowledgedAtLTE: Time
+  acknowledgedAtIsNil: Boolean
+  acknowledgedAtNotNil: Boolean
+  """
+  acknowledged_by field predicates
+  """
+  acknowledgedBy: String
+  acknowledgedByNEQ: String
+  acknowledgedByIn: [String!]
+  acknowledgedByNotIn: [String!]
+  acknowledgedByGT: String
+  acknowledgedByGTE: String
+  acknowledgedByLT: String
+  acknowledgedByLTE: String
+  acknowledgedByContains: String
+  acknowledgedByHasPrefix: String
+  acknowledgedByHasSuffix: String
+  acknowledgedByIsNil: Boolean
+  acknowledgedByNotNil: Boolean
+  acknowledgedByEqualFold: String
+  acknowledgedByContainsFold: String
+  """
+  resolved_at field predicates
+  """
+  resolvedAt: Time
+  resolvedAtNEQ: Time
+  resolvedAtIn: [Time!]
+  resolvedAtNotIn: [Time!]
+  resolvedAtGT: Time
+  resolvedAtGTE: Time
+  resolvedAtLT: Time
+  resolvedAtLTE: Time
+  resolvedAtIsNil: Boolean
+  resolvedAtNotNil: Boolean
+  """
+  resolved_by field predicates
+  """
+  resolvedBy: String
+  resolvedByNEQ: String
+  resolvedByIn: [String!]
+  resolvedByNotIn: [String!]
+  resolvedByGT: String
+  resolvedByGTE: String
+  resolvedByLT: String
+  resolvedByLTE: String
+  resolvedByContains: String
+  resolvedByHasPrefix: String
+  resolvedByHasSuffix: String
+  resolvedByIsNil: Boolean
+  resolvedByNotNil: Boolean
+  resolvedByEqualFold: String
+  resolvedByContainsFold: String
+  """
+  pager_duty_sends edge predicates
+  """
+  hasPagerDutySends: Boolean
+  hasPagerDutySendsWith: [PagerDutySendWhereInput!]
 }
 type InboundEvent implements Node {
   id: ID!
@@ -6404,6 +7708,268 @@ type PageInfo {
   """
   endCursor: Cursor
 }
+"""
+PagerDutyAction is enum for the field action
+"""
+enum PagerDutyAction @goModel(model: "github.com/sluicehq/sluice/ent/pagerdutysend.Action") {
+  trigger
+  acknowledge
+  resolve
+}
+type PagerDutySend implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  escalationID: ID!
+  credentialID: String!
+  action: PagerDutyAction!
+  dedupKey: String!
+  payload: Map
+  status: PagerDutySendStatus!
+  attempts: Int!
+  nextAttemptAt: Time
+  lastStatusCode: Int
+  lastError: String
+  sentAt: Time
+  attemptList: [PagerDutyAttempt!]
+  escalation: Escalation!
+}
+"""
+A connection to a list of items.
+"""
+type PagerDutySendConnection {
+  """
+  A list of edges.
+  """
+  edges: [PagerDutySendEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type PagerDutySendEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: PagerDutySend
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for PagerDutySend connections
+"""
+input PagerDutySendOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order PagerDutySends.
+  """
+  field: PagerDutySendOrderField!
+}
+"""
+Properties by which PagerDutySend connections can be ordered.
+"""
+enum PagerDutySendOrderField {
+  CREATED_AT
+}
+"""
+PagerDutySendStatus is enum for the field status
+"""
+enum PagerDutySendStatus @goModel(model: "github.com/sluicehq/sluice/ent/pagerdutysend.Status") {
+  pending
+  sent
+  failed
+}
+"""
+PagerDutySendWhereInput is used for filtering PagerDutySend objects.
+Input was generated by ent.
+"""
+input PagerDutySendWhereInput {
+  not: PagerDutySendWhereInput
+  and: [PagerDutySendWhereInput!]
+  or: [PagerDutySendWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  escalation_id field predicates
+  """
+  escalationID: ID
+  escalationIDNEQ: ID
+  escalationIDIn: [ID!]
+  escalationIDNotIn: [ID!]
+  escalationIDGT: ID
+  escalationIDGTE: ID
+  escalationIDLT: ID
+  escalationIDLTE: ID
+  escalationIDContains: ID
+  escalationIDHasPrefix: ID
+  escalationIDHasSuffix: ID
+  escalationIDEqualFold: ID
+  escalationIDContainsFold: ID
+  """
+  credential_id field predicates
+  """
+  credentialID: String
+  credentialIDNEQ: String
+  credentialIDIn: [String!]
+  credentialIDNotIn: [String!]
+  credentialIDGT: String
+  credentialIDGTE: String
+  credentialIDLT: String
+  credentialIDLTE: String
+  credentialIDContains: String
+  credentialIDHasPrefix: String
+  credentialIDHasSuffix: String
+  credentialIDEqualFold: String
+  credentialIDContainsFold: String
+  """
+  action field predicates
+  """
+  action: PagerDutyAction
+  actionNEQ: PagerDutyAction
+  actionIn: [PagerDutyAction!]
+  actionNotIn: [PagerDutyAction!]
+  """
+  dedup_key field predicates
+  """
+  dedupKey: String
+  dedupKeyNEQ: String
+  dedupKeyIn: [String!]
+  dedupKeyNotIn: [String!]
+  dedupKeyGT: String
+  dedupKeyGTE: String
+  dedupKeyLT: String
+  dedupKeyLTE: String
+  dedupKeyContains: String
+  dedupKeyHasPrefix: String
+  dedupKeyHasSuffix: String
+  dedupKeyEqualFold: String
+  dedupKeyContainsFold: String
+  """
+  status field predicates
+  """
+  status: PagerDutySendStatus
+  statusNEQ: PagerDutySendStatus
+  statusIn: [PagerDutySendStatus!]
+  statusNotIn: [PagerDutySendStatus!]
+  """
+  attempts field predicates
+  """
+  attempts: Int
+  attemptsNEQ: Int
+  attemptsIn: [Int!]
+  attemptsNotIn: [Int!]
+  attemptsGT: Int
+  attemptsGTE: Int
+  attemptsLT: Int
+  attemptsLTE: Int
+  """
+  next_attempt_at field predicates
+  """
+  nextAttemptAt: Time
+  nextAttemptAtNEQ: Time
+  nextAttemptAtIn: [Time!]
+  nextAttemptAtNotIn: [Time!]
+  nextAttemptAtGT: Time
+  nextAttemptAtGTE: Time
+  nextAttemptAtLT: Time
+  nextAttemptAtLTE: Time
+  nextAttemptAtIsNil: Boolean
+  nextAttemptAtNotNil: Boolean
+  """
+  last_status_code field predicates
+  """
+  lastStatusCode: Int
+  lastStatusCodeNEQ: Int
+  lastStatusCodeIn: [Int!]
+  lastStatusCodeNotIn: [Int!]
+  lastStatusCodeGT: Int
+  lastStatusCodeGTE: Int
+  lastStatusCodeLT: Int
+  lastStatusCodeLTE: Int
+  lastStatusCodeIsNil: Boolean
+  lastStatusCodeNotNil: Boolean
+  """
+  last_error field predicates
+  """
+  lastError: String
+  lastErrorNEQ: String
+  lastErrorIn: [String!]
+  lastErrorNotIn: [String!]
+  lastErrorGT: String
+  lastErrorGTE: String
+  lastErrorLT: String
+  lastErrorLTE: String
+  lastErrorContains: String
+  lastErrorHasPrefix: String
+  lastErrorHasSuffix: String
+  lastErrorIsNil: Boolean
+  lastErrorNotNil: Boolean
+  lastErrorEqualFold: String
+  lastErrorContainsFold: String
+  """
+  sent_at field predicates
+  """
+  sentAt: Time
+  sentAtNEQ: Time
+  sentAtIn: [Time!]
+  sentAtNotIn: [Time!]
+  sentAtGT: Time
+  sentAtGTE: Time
+  sentAtLT: Time
+  sentAtLTE: Time
+  sentAtIsNil: Boolean
+  sentAtNotNil: Boolean
+  """
+  escalation edge predicates
+  """
+  hasEscalation: Boolean
+  hasEscalationWith: [EscalationWhereInput!]
+}
 type Query {
   """
   Fetches an object given its ID.
@@ -6609,6 +8175,68 @@ type Query {
     """
     where: EnvironmentWhereInput
   ): EnvironmentConnection!
+  escalations(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for Escalations returned from the connection.
+    """
+    orderBy: EscalationOrder
+
+    """
+    Filtering options for Escalations returned from the connection.
+    """
+    where: EscalationWhereInput
+  ): EscalationConnection!
+  escalationPolicies(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for EscalationPolicies returned from the connection.
+    """
+    orderBy: EscalationPolicyOrder
+
+    """
+    Filtering options for EscalationPolicies returned from the connection.
+    """
+    where: EscalationPolicyWhereInput
+  ): EscalationPolicyConnection!
   inboundEvents(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -8411,6 +10039,106 @@ input WorkflowWhereInput {
   hasDeploymentsWith: [DeploymentWhereInput!]
 }
 `, BuiltIn: false},
+	{Name: "../escalation.graphql", Input: `# Escalation policies: who is paged, and when, while an incident or an
+# approval stays open (internal/escalation).
+
+enum EscalationCondition {
+  "Fire while no one has acknowledged the subject (the default)."
+  IF_NOT_ACKNOWLEDGED
+  "Fire while the subject is open, acknowledged or not."
+  IF_NOT_RESOLVED
+}
+
+type EscalationLevel {
+  "Go duration after the previous level (or the start, for the first)."
+  delay: String!
+  condition: EscalationCondition!
+  targets: [EscalationTarget!]!
+}
+
+"Exactly one field is set."
+type EscalationTarget {
+  webhookEndpointID: ID
+  pagerDuty: PagerDutyTarget
+  role: String
+}
+
+type PagerDutyTarget {
+  "A credential of type pagerduty (secret {routingKey})."
+  credentialID: ID!
+  "critical, error, warning or info; the subject's severity when absent."
+  severity: String
+}
+
+"A level an escalation reached."
+type EscalationFiring {
+  level: Int!
+  loop: Int!
+  at: Time!
+  "fired, or skipped when the level's condition no longer held."
+  outcome: String!
+  targets: [EscalationTarget!]!
+  "Subjects holding the roles the level named."
+  members: [String!]
+  webhookDeliveryIDs: [ID!]
+  pagerDutySendIDs: [ID!]
+}
+
+"One try of a PagerDuty send."
+type PagerDutyAttempt {
+  at: Time!
+  statusCode: Int
+  error: String
+  latencyMs: Int!
+}
+
+input EscalationLevelInput {
+  "Go duration, at least 0 (e.g. \"5m\")."
+  delay: String!
+  "IF_NOT_ACKNOWLEDGED when absent."
+  condition: EscalationCondition
+  targets: [EscalationTargetInput!]!
+}
+
+"Set exactly one field."
+input EscalationTargetInput {
+  webhookEndpointID: ID
+  pagerDuty: PagerDutyTargetInput
+  "A member role: owner, admin, editor, operator or viewer."
+  role: String
+}
+
+input PagerDutyTargetInput {
+  credentialID: ID!
+  severity: String
+}
+
+input CreateEscalationPolicyInput {
+  name: String!
+  description: String
+  "1 to 10 levels, in order."
+  levels: [EscalationLevelInput!]!
+  "How many more times the levels loop after the last (0 to 10)."
+  repeat: Int
+}
+
+input UpdateEscalationPolicyInput {
+  id: ID!
+  name: String
+  description: String
+  levels: [EscalationLevelInput!]
+  repeat: Int
+}
+
+extend type Mutation {
+  "Admins only."
+  createEscalationPolicy(input: CreateEscalationPolicyInput!): EscalationPolicy!
+  "Admins only. Running escalations keep the levels they started with."
+  updateEscalationPolicy(input: UpdateEscalationPolicyInput!): EscalationPolicy!
+  "Admins only. Running escalations keep the levels they started with."
+  deleteEscalationPolicy(id: ID!): ID!
+}
+`, BuiltIn: false},
 	{Name: "../events.graphql", Input: `# Outside events: sendEvent stores an event in an environment and resumes the
 # wait steps waiting for it.
 
@@ -9110,6 +10838,172 @@ func (ec *executionContext) childFields_EnvironmentEdge(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type EnvironmentEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_Escalation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Escalation_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Escalation_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Escalation_updatedAt(ctx, field)
+	case "policyID":
+		return ec.fieldContext_Escalation_policyID(ctx, field)
+	case "policyName":
+		return ec.fieldContext_Escalation_policyName(ctx, field)
+	case "subjectKind":
+		return ec.fieldContext_Escalation_subjectKind(ctx, field)
+	case "subjectID":
+		return ec.fieldContext_Escalation_subjectID(ctx, field)
+	case "runID":
+		return ec.fieldContext_Escalation_runID(ctx, field)
+	case "dedupKey":
+		return ec.fieldContext_Escalation_dedupKey(ctx, field)
+	case "summary":
+		return ec.fieldContext_Escalation_summary(ctx, field)
+	case "severity":
+		return ec.fieldContext_Escalation_severity(ctx, field)
+	case "details":
+		return ec.fieldContext_Escalation_details(ctx, field)
+	case "levels":
+		return ec.fieldContext_Escalation_levels(ctx, field)
+	case "repeat":
+		return ec.fieldContext_Escalation_repeat(ctx, field)
+	case "status":
+		return ec.fieldContext_Escalation_status(ctx, field)
+	case "level":
+		return ec.fieldContext_Escalation_level(ctx, field)
+	case "loop":
+		return ec.fieldContext_Escalation_loop(ctx, field)
+	case "nextFireAt":
+		return ec.fieldContext_Escalation_nextFireAt(ctx, field)
+	case "firings":
+		return ec.fieldContext_Escalation_firings(ctx, field)
+	case "acknowledgedAt":
+		return ec.fieldContext_Escalation_acknowledgedAt(ctx, field)
+	case "acknowledgedBy":
+		return ec.fieldContext_Escalation_acknowledgedBy(ctx, field)
+	case "resolvedAt":
+		return ec.fieldContext_Escalation_resolvedAt(ctx, field)
+	case "resolvedBy":
+		return ec.fieldContext_Escalation_resolvedBy(ctx, field)
+	case "pagerDutySends":
+		return ec.fieldContext_Escalation_pagerDutySends(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Escalation", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_EscalationConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_EscalationConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_EscalationConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_EscalationEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_EscalationEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationFiring(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "level":
+		return ec.fieldContext_EscalationFiring_level(ctx, field)
+	case "loop":
+		return ec.fieldContext_EscalationFiring_loop(ctx, field)
+	case "at":
+		return ec.fieldContext_EscalationFiring_at(ctx, field)
+	case "outcome":
+		return ec.fieldContext_EscalationFiring_outcome(ctx, field)
+	case "targets":
+		return ec.fieldContext_EscalationFiring_targets(ctx, field)
+	case "members":
+		return ec.fieldContext_EscalationFiring_members(ctx, field)
+	case "webhookDeliveryIDs":
+		return ec.fieldContext_EscalationFiring_webhookDeliveryIDs(ctx, field)
+	case "pagerDutySendIDs":
+		return ec.fieldContext_EscalationFiring_pagerDutySendIDs(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationFiring", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationLevel(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "delay":
+		return ec.fieldContext_EscalationLevel_delay(ctx, field)
+	case "condition":
+		return ec.fieldContext_EscalationLevel_condition(ctx, field)
+	case "targets":
+		return ec.fieldContext_EscalationLevel_targets(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationLevel", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationPolicy(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_EscalationPolicy_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_EscalationPolicy_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_EscalationPolicy_updatedAt(ctx, field)
+	case "name":
+		return ec.fieldContext_EscalationPolicy_name(ctx, field)
+	case "description":
+		return ec.fieldContext_EscalationPolicy_description(ctx, field)
+	case "levels":
+		return ec.fieldContext_EscalationPolicy_levels(ctx, field)
+	case "repeat":
+		return ec.fieldContext_EscalationPolicy_repeat(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_EscalationPolicy_createdBy(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationPolicy", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationPolicyConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_EscalationPolicyConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_EscalationPolicyConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_EscalationPolicyConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationPolicyConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationPolicyEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_EscalationPolicyEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_EscalationPolicyEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationPolicyEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EscalationTarget(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "webhookEndpointID":
+		return ec.fieldContext_EscalationTarget_webhookEndpointID(ctx, field)
+	case "pagerDuty":
+		return ec.fieldContext_EscalationTarget_pagerDuty(ctx, field)
+	case "role":
+		return ec.fieldContext_EscalationTarget_role(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EscalationTarget", field.Name)
+}
+
 func (ec *executionContext) childFields_InboundEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -9410,6 +11304,90 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_PagerDutyAttempt(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_PagerDutyAttempt_at(ctx, field)
+	case "statusCode":
+		return ec.fieldContext_PagerDutyAttempt_statusCode(ctx, field)
+	case "error":
+		return ec.fieldContext_PagerDutyAttempt_error(ctx, field)
+	case "latencyMs":
+		return ec.fieldContext_PagerDutyAttempt_latencyMs(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PagerDutyAttempt", field.Name)
+}
+
+func (ec *executionContext) childFields_PagerDutySend(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_PagerDutySend_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_PagerDutySend_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_PagerDutySend_updatedAt(ctx, field)
+	case "escalationID":
+		return ec.fieldContext_PagerDutySend_escalationID(ctx, field)
+	case "credentialID":
+		return ec.fieldContext_PagerDutySend_credentialID(ctx, field)
+	case "action":
+		return ec.fieldContext_PagerDutySend_action(ctx, field)
+	case "dedupKey":
+		return ec.fieldContext_PagerDutySend_dedupKey(ctx, field)
+	case "payload":
+		return ec.fieldContext_PagerDutySend_payload(ctx, field)
+	case "status":
+		return ec.fieldContext_PagerDutySend_status(ctx, field)
+	case "attempts":
+		return ec.fieldContext_PagerDutySend_attempts(ctx, field)
+	case "nextAttemptAt":
+		return ec.fieldContext_PagerDutySend_nextAttemptAt(ctx, field)
+	case "lastStatusCode":
+		return ec.fieldContext_PagerDutySend_lastStatusCode(ctx, field)
+	case "lastError":
+		return ec.fieldContext_PagerDutySend_lastError(ctx, field)
+	case "sentAt":
+		return ec.fieldContext_PagerDutySend_sentAt(ctx, field)
+	case "attemptList":
+		return ec.fieldContext_PagerDutySend_attemptList(ctx, field)
+	case "escalation":
+		return ec.fieldContext_PagerDutySend_escalation(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PagerDutySend", field.Name)
+}
+
+func (ec *executionContext) childFields_PagerDutySendConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_PagerDutySendConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_PagerDutySendConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_PagerDutySendConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PagerDutySendConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_PagerDutySendEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_PagerDutySendEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_PagerDutySendEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PagerDutySendEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_PagerDutyTarget(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "credentialID":
+		return ec.fieldContext_PagerDutyTarget_credentialID(ctx, field)
+	case "severity":
+		return ec.fieldContext_PagerDutyTarget_severity(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PagerDutyTarget", field.Name)
 }
 
 func (ec *executionContext) childFields_QueueStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -10202,6 +12180,60 @@ func (ec *executionContext) field_Environment_deployments_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Escalation_pagerDutySends_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.PagerDutySendOrder, error) {
+			return ec.unmarshalOPagerDutySendOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.PagerDutySendWhereInput, error) {
+			return ec.unmarshalOPagerDutySendWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_cancelRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -10250,6 +12282,20 @@ func (ec *executionContext) field_Mutation_createEnvironment_args(ctx context.Co
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateEnvironmentInput, error) {
 			return ec.unmarshalNCreateEnvironmentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateEnvironmentInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createEscalationPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateEscalationPolicyInput, error) {
+			return ec.unmarshalNCreateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateEscalationPolicyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -10315,6 +12361,20 @@ func (ec *executionContext) field_Mutation_decideApproval_args(ctx context.Conte
 }
 
 func (ec *executionContext) field_Mutation_deleteCredential_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteEscalationPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -10516,6 +12576,20 @@ func (ec *executionContext) field_Mutation_startRun_args(ctx context.Context, ra
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.StartRunInput, error) {
 			return ec.unmarshalNStartRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStartRunInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateEscalationPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
+			return ec.unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -10942,6 +13016,114 @@ func (ec *executionContext) field_Query_environments_args(ctx context.Context, r
 	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
 		func(ctx context.Context, v any) (*ent.EnvironmentWhereInput, error) {
 			return ec.unmarshalOEnvironmentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_escalationPolicies_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.EscalationPolicyOrder, error) {
+			return ec.unmarshalOEscalationPolicyOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.EscalationPolicyWhereInput, error) {
+			return ec.unmarshalOEscalationPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_escalations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.EscalationOrder, error) {
+			return ec.unmarshalOEscalationOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.EscalationWhereInput, error) {
+			return ec.unmarshalOEscalationWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -14733,6 +16915,1423 @@ func (ec *executionContext) fieldContext_EnvironmentEdge_cursor(_ context.Contex
 	return graphql.NewScalarFieldContext("EnvironmentEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _Escalation_id(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Escalation_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Escalation_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Escalation_policyID(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_policyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_policyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_policyName(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_policyName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PolicyName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_policyName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_subjectKind(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_subjectKind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SubjectKind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v escalation.SubjectKind) graphql.Marshaler {
+			return ec.marshalNEscalationSubjectKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_subjectKind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "EscalationSubjectKind")
+}
+
+func (ec *executionContext) _Escalation_subjectID(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_subjectID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SubjectID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_subjectID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_runID(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_dedupKey(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_dedupKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DedupKey, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_dedupKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_summary(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_summary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Summary, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_summary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_severity(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_details(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_details(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Details, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_details(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Map")
+}
+
+func (ec *executionContext) _Escalation_levels(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_levels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Levels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Level) graphql.Marshaler {
+			return ec.marshalNEscalationLevel2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐLevelᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_levels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Escalation",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationLevel(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Escalation_repeat(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_repeat(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Repeat, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_repeat(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Escalation_status(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v escalation.Status) graphql.Marshaler {
+			return ec.marshalNEscalationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "EscalationStatus")
+}
+
+func (ec *executionContext) _Escalation_level(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Escalation_loop(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_loop(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Loop, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_loop(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Escalation_nextFireAt(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_nextFireAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextFireAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_nextFireAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Escalation_firings(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_firings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Firings, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Firing) graphql.Marshaler {
+			return ec.marshalOEscalationFiring2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐFiringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_firings(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Escalation",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationFiring(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Escalation_acknowledgedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_acknowledgedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AcknowledgedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_acknowledgedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Escalation_acknowledgedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_acknowledgedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AcknowledgedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_acknowledgedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_resolvedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_resolvedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResolvedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_resolvedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Escalation_resolvedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_resolvedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResolvedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_resolvedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Escalation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Escalation_pagerDutySends(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Escalation_pagerDutySends(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.PagerDutySends(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.PagerDutySendOrder), fc.Args["where"].(*ent.PagerDutySendWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.PagerDutySendConnection) graphql.Marshaler {
+			return ec.marshalNPagerDutySendConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Escalation_pagerDutySends(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Escalation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PagerDutySendConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Escalation_pagerDutySends_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EscalationEdge) graphql.Marshaler {
+			return ec.marshalOEscalationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EscalationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Escalation) graphql.Marshaler {
+			return ec.marshalOEscalation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Escalation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EscalationFiring_level(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EscalationFiring_loop(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_loop(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Loop, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_loop(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EscalationFiring_at(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EscalationFiring_outcome(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_outcome(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Outcome, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_outcome(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationFiring_targets(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_targets(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Targets, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Target) graphql.Marshaler {
+			return ec.marshalNEscalationTarget2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐTargetᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_targets(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationFiring",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationTarget(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationFiring_members(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_members(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Members, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_members(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationFiring_webhookDeliveryIDs(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_webhookDeliveryIDs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookDeliveryIDs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_webhookDeliveryIDs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EscalationFiring_pagerDutySendIDs(ctx context.Context, field graphql.CollectedField, obj *spec.Firing) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationFiring_pagerDutySendIDs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PagerDutySendIDs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationFiring_pagerDutySendIDs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationFiring", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EscalationLevel_delay(ctx context.Context, field graphql.CollectedField, obj *spec.Level) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationLevel_delay(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Delay, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationLevel_delay(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationLevel", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationLevel_condition(ctx context.Context, field graphql.CollectedField, obj *spec.Level) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationLevel_condition(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Condition, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v spec.Condition) graphql.Marshaler {
+			return ec.marshalNEscalationCondition2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationLevel_condition(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationLevel", field, false, false, "EscalationCondition")
+}
+
+func (ec *executionContext) _EscalationLevel_targets(ctx context.Context, field graphql.CollectedField, obj *spec.Level) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationLevel_targets(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Targets, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Target) graphql.Marshaler {
+			return ec.marshalNEscalationTarget2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐTargetᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationLevel_targets(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationLevel",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationTarget(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationPolicy_id(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EscalationPolicy_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EscalationPolicy_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EscalationPolicy_name(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationPolicy_description(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_description(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Description, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_description(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationPolicy_levels(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_levels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Levels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Level) graphql.Marshaler {
+			return ec.marshalNEscalationLevel2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐLevelᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_levels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationPolicy",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationLevel(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationPolicy_repeat(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_repeat(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Repeat, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_repeat(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EscalationPolicy_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicy_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicy_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _EscalationPolicyConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicyConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EscalationPolicyEdge) graphql.Marshaler {
+			return ec.marshalOEscalationPolicyEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicyConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationPolicyConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationPolicyEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationPolicyConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicyConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicyConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationPolicyConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationPolicyConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicyConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicyConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicyConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EscalationPolicyEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicyEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicyEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EscalationPolicy) graphql.Marshaler {
+			return ec.marshalOEscalationPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicy(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicyEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationPolicyEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationPolicyEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.EscalationPolicyEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationPolicyEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationPolicyEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationPolicyEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EscalationTarget_webhookEndpointID(ctx context.Context, field graphql.CollectedField, obj *spec.Target) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationTarget_webhookEndpointID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookEndpointID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationTarget_webhookEndpointID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationTarget", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EscalationTarget_pagerDuty(ctx context.Context, field graphql.CollectedField, obj *spec.Target) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationTarget_pagerDuty(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PagerDuty, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *spec.PagerDutyTarget) graphql.Marshaler {
+			return ec.marshalOPagerDutyTarget2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐPagerDutyTarget(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationTarget_pagerDuty(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EscalationTarget",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PagerDutyTarget(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EscalationTarget_role(ctx context.Context, field graphql.CollectedField, obj *spec.Target) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EscalationTarget_role(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Role, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EscalationTarget_role(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EscalationTarget", field, false, false, "String")
+}
+
 func (ec *executionContext) _InboundEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -17650,6 +21249,138 @@ func (ec *executionContext) fieldContext_Mutation_setTenantBudget(ctx context.Co
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createEscalationPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createEscalationPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateEscalationPolicy(ctx, fc.Args["input"].(model.CreateEscalationPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EscalationPolicy) graphql.Marshaler {
+			return ec.marshalNEscalationPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createEscalationPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createEscalationPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateEscalationPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateEscalationPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateEscalationPolicy(ctx, fc.Args["input"].(model.UpdateEscalationPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EscalationPolicy) graphql.Marshaler {
+			return ec.marshalNEscalationPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateEscalationPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateEscalationPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteEscalationPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteEscalationPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteEscalationPolicy(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteEscalationPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteEscalationPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_sendEvent(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -18226,6 +21957,672 @@ func (ec *executionContext) fieldContext_PageInfo_endCursor(_ context.Context, f
 	return graphql.NewScalarFieldContext("PageInfo", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _PagerDutyAttempt_at(ctx context.Context, field graphql.CollectedField, obj *spec.Attempt) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyAttempt_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyAttempt_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyAttempt", field, false, false, "Time")
+}
+
+func (ec *executionContext) _PagerDutyAttempt_statusCode(ctx context.Context, field graphql.CollectedField, obj *spec.Attempt) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyAttempt_statusCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusCode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyAttempt_statusCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyAttempt", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PagerDutyAttempt_error(ctx context.Context, field graphql.CollectedField, obj *spec.Attempt) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyAttempt_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyAttempt_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyAttempt", field, false, false, "String")
+}
+
+func (ec *executionContext) _PagerDutyAttempt_latencyMs(ctx context.Context, field graphql.CollectedField, obj *spec.Attempt) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyAttempt_latencyMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LatencyMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyAttempt_latencyMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyAttempt", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PagerDutySend_id(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "ID")
+}
+
+func (ec *executionContext) _PagerDutySend_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Time")
+}
+
+func (ec *executionContext) _PagerDutySend_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Time")
+}
+
+func (ec *executionContext) _PagerDutySend_escalationID(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_escalationID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_escalationID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "ID")
+}
+
+func (ec *executionContext) _PagerDutySend_credentialID(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_credentialID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CredentialID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_credentialID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "String")
+}
+
+func (ec *executionContext) _PagerDutySend_action(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_action(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Action, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v pagerdutysend.Action) graphql.Marshaler {
+			return ec.marshalNPagerDutyAction2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_action(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "PagerDutyAction")
+}
+
+func (ec *executionContext) _PagerDutySend_dedupKey(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_dedupKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DedupKey, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_dedupKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "String")
+}
+
+func (ec *executionContext) _PagerDutySend_payload(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_payload(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Payload, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_payload(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Map")
+}
+
+func (ec *executionContext) _PagerDutySend_status(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v pagerdutysend.Status) graphql.Marshaler {
+			return ec.marshalNPagerDutySendStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "PagerDutySendStatus")
+}
+
+func (ec *executionContext) _PagerDutySend_attempts(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_attempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Attempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_attempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PagerDutySend_nextAttemptAt(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_nextAttemptAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextAttemptAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_nextAttemptAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Time")
+}
+
+func (ec *executionContext) _PagerDutySend_lastStatusCode(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_lastStatusCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastStatusCode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_lastStatusCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PagerDutySend_lastError(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "String")
+}
+
+func (ec *executionContext) _PagerDutySend_sentAt(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_sentAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SentAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_sentAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySend", field, false, false, "Time")
+}
+
+func (ec *executionContext) _PagerDutySend_attemptList(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_attemptList(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AttemptList, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []spec.Attempt) graphql.Marshaler {
+			return ec.marshalOPagerDutyAttempt2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐAttemptᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_attemptList(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PagerDutySend",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PagerDutyAttempt(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PagerDutySend_escalation(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySend) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySend_escalation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Escalation(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Escalation) graphql.Marshaler {
+			return ec.marshalNEscalation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySend_escalation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PagerDutySend",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Escalation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PagerDutySendConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySendConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySendConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.PagerDutySendEdge) graphql.Marshaler {
+			return ec.marshalOPagerDutySendEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySendConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PagerDutySendConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PagerDutySendEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PagerDutySendConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySendConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySendConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySendConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PagerDutySendConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PagerDutySendConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySendConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySendConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySendConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySendConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PagerDutySendEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySendEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySendEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.PagerDutySend) graphql.Marshaler {
+			return ec.marshalOPagerDutySend2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySend(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySendEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PagerDutySendEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PagerDutySend(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PagerDutySendEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.PagerDutySendEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutySendEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutySendEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutySendEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _PagerDutyTarget_credentialID(ctx context.Context, field graphql.CollectedField, obj *spec.PagerDutyTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyTarget_credentialID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CredentialID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyTarget_credentialID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyTarget", field, false, false, "ID")
+}
+
+func (ec *executionContext) _PagerDutyTarget_severity(ctx context.Context, field graphql.CollectedField, obj *spec.PagerDutyTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PagerDutyTarget_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PagerDutyTarget_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PagerDutyTarget", field, false, false, "String")
+}
+
 func (ec *executionContext) _Query_node(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -18572,6 +22969,94 @@ func (ec *executionContext) fieldContext_Query_environments(ctx context.Context,
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_environments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_escalations(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_escalations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Escalations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.EscalationOrder), fc.Args["where"].(*ent.EscalationWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EscalationConnection) graphql.Marshaler {
+			return ec.marshalNEscalationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_escalations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_escalations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_escalationPolicies(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_escalationPolicies(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().EscalationPolicies(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.EscalationPolicyOrder), fc.Args["where"].(*ent.EscalationPolicyWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EscalationPolicyConnection) graphql.Marshaler {
+			return ec.marshalNEscalationPolicyConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_escalationPolicies(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EscalationPolicyConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_escalationPolicies_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -28418,6 +32903,69 @@ func UnmarshalCreateEnvironmentInput(ctx context.Context, raw any) (model.Create
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateEscalationPolicyInput(ctx context.Context, obj any) (model.CreateEscalationPolicyInput, error) {
+	var it model.CreateEscalationPolicyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "description", "levels", "repeat"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "levels":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levels"))
+			data, err := ec.unmarshalNEscalationLevelInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Levels = data
+		case "repeat":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeat"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Repeat = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateEscalationPolicyInput unmarshals raw into the CreateEscalationPolicyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateEscalationPolicyInput(ctx context.Context, raw any) (model.CreateEscalationPolicyInput, error) {
+	var out model.CreateEscalationPolicyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateEscalationPolicyInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateWebhookEndpointInput(ctx context.Context, obj any) (model.CreateWebhookEndpointInput, error) {
 	var it model.CreateWebhookEndpointInput
 	if obj == nil {
@@ -30772,6 +35320,2366 @@ func (ec *executionContext) unmarshalInputEnvironmentWhereInput(ctx context.Cont
 func UnmarshalEnvironmentWhereInput(ctx context.Context, raw any) (ent.EnvironmentWhereInput, error) {
 	var out ent.EnvironmentWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "EnvironmentWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationLevelInput(ctx context.Context, obj any) (model.EscalationLevelInput, error) {
+	var it model.EscalationLevelInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"delay", "condition", "targets"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "delay":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("delay"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Delay = data
+		case "condition":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("condition"))
+			data, err := ec.unmarshalOEscalationCondition2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Condition = data
+		case "targets":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targets"))
+			data, err := ec.unmarshalNEscalationTargetInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationTargetInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Targets = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationLevelInput unmarshals raw into the EscalationLevelInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationLevelInput(ctx context.Context, raw any) (model.EscalationLevelInput, error) {
+	var out model.EscalationLevelInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationLevelInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationOrder(ctx context.Context, obj any) (ent.EscalationOrder, error) {
+	var it ent.EscalationOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNEscalationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationOrder unmarshals raw into the EscalationOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationOrder(ctx context.Context, raw any) (ent.EscalationOrder, error) {
+	var out ent.EscalationOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationPolicyOrder(ctx context.Context, obj any) (ent.EscalationPolicyOrder, error) {
+	var it ent.EscalationPolicyOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNEscalationPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationPolicyOrder unmarshals raw into the EscalationPolicyOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationPolicyOrder(ctx context.Context, raw any) (ent.EscalationPolicyOrder, error) {
+	var out ent.EscalationPolicyOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationPolicyOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationPolicyWhereInput(ctx context.Context, obj any) (ent.EscalationPolicyWhereInput, error) {
+	var it ent.EscalationPolicyWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "description", "descriptionNEQ", "descriptionIn", "descriptionNotIn", "descriptionGT", "descriptionGTE", "descriptionLT", "descriptionLTE", "descriptionContains", "descriptionHasPrefix", "descriptionHasSuffix", "descriptionIsNil", "descriptionNotNil", "descriptionEqualFold", "descriptionContainsFold", "repeat", "repeatNEQ", "repeatIn", "repeatNotIn", "repeatGT", "repeatGTE", "repeatLT", "repeatLTE", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOEscalationPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOEscalationPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOEscalationPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "nameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNEQ = data
+		case "nameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIn = data
+		case "nameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotIn = data
+		case "nameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGT = data
+		case "nameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGTE = data
+		case "nameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLT = data
+		case "nameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLTE = data
+		case "nameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContains = data
+		case "nameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasPrefix = data
+		case "nameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasSuffix = data
+		case "nameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameEqualFold = data
+		case "nameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContainsFold = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "descriptionNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNEQ = data
+		case "descriptionIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionIn = data
+		case "descriptionNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNotIn = data
+		case "descriptionGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionGT = data
+		case "descriptionGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionGTE = data
+		case "descriptionLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionLT = data
+		case "descriptionLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionLTE = data
+		case "descriptionContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionContains = data
+		case "descriptionHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionHasPrefix = data
+		case "descriptionHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionHasSuffix = data
+		case "descriptionIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionIsNil = data
+		case "descriptionNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNotNil = data
+		case "descriptionEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionEqualFold = data
+		case "descriptionContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionContainsFold = data
+		case "repeat":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeat"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Repeat = data
+		case "repeatNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatNEQ = data
+		case "repeatIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatIn = data
+		case "repeatNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatNotIn = data
+		case "repeatGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatGT = data
+		case "repeatGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatGTE = data
+		case "repeatLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatLT = data
+		case "repeatLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatLTE = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationPolicyWhereInput unmarshals raw into the EscalationPolicyWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationPolicyWhereInput(ctx context.Context, raw any) (ent.EscalationPolicyWhereInput, error) {
+	var out ent.EscalationPolicyWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationPolicyWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationTargetInput(ctx context.Context, obj any) (model.EscalationTargetInput, error) {
+	var it model.EscalationTargetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"webhookEndpointID", "pagerDuty", "role"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "webhookEndpointID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("webhookEndpointID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WebhookEndpointID = data
+		case "pagerDuty":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pagerDuty"))
+			data, err := ec.unmarshalOPagerDutyTargetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPagerDutyTargetInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PagerDuty = data
+		case "role":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("role"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Role = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationTargetInput unmarshals raw into the EscalationTargetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationTargetInput(ctx context.Context, raw any) (model.EscalationTargetInput, error) {
+	var out model.EscalationTargetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationTargetInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEscalationWhereInput(ctx context.Context, obj any) (ent.EscalationWhereInput, error) {
+	var it ent.EscalationWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "policyID", "policyIDNEQ", "policyIDIn", "policyIDNotIn", "policyIDGT", "policyIDGTE", "policyIDLT", "policyIDLTE", "policyIDContains", "policyIDHasPrefix", "policyIDHasSuffix", "policyIDIsNil", "policyIDNotNil", "policyIDEqualFold", "policyIDContainsFold", "policyName", "policyNameNEQ", "policyNameIn", "policyNameNotIn", "policyNameGT", "policyNameGTE", "policyNameLT", "policyNameLTE", "policyNameContains", "policyNameHasPrefix", "policyNameHasSuffix", "policyNameEqualFold", "policyNameContainsFold", "subjectKind", "subjectKindNEQ", "subjectKindIn", "subjectKindNotIn", "subjectID", "subjectIDNEQ", "subjectIDIn", "subjectIDNotIn", "subjectIDGT", "subjectIDGTE", "subjectIDLT", "subjectIDLTE", "subjectIDContains", "subjectIDHasPrefix", "subjectIDHasSuffix", "subjectIDEqualFold", "subjectIDContainsFold", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDIsNil", "runIDNotNil", "runIDEqualFold", "runIDContainsFold", "dedupKey", "dedupKeyNEQ", "dedupKeyIn", "dedupKeyNotIn", "dedupKeyGT", "dedupKeyGTE", "dedupKeyLT", "dedupKeyLTE", "dedupKeyContains", "dedupKeyHasPrefix", "dedupKeyHasSuffix", "dedupKeyEqualFold", "dedupKeyContainsFold", "summary", "summaryNEQ", "summaryIn", "summaryNotIn", "summaryGT", "summaryGTE", "summaryLT", "summaryLTE", "summaryContains", "summaryHasPrefix", "summaryHasSuffix", "summaryEqualFold", "summaryContainsFold", "severity", "severityNEQ", "severityIn", "severityNotIn", "severityGT", "severityGTE", "severityLT", "severityLTE", "severityContains", "severityHasPrefix", "severityHasSuffix", "severityEqualFold", "severityContainsFold", "repeat", "repeatNEQ", "repeatIn", "repeatNotIn", "repeatGT", "repeatGTE", "repeatLT", "repeatLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "level", "levelNEQ", "levelIn", "levelNotIn", "levelGT", "levelGTE", "levelLT", "levelLTE", "loop", "loopNEQ", "loopIn", "loopNotIn", "loopGT", "loopGTE", "loopLT", "loopLTE", "nextFireAt", "nextFireAtNEQ", "nextFireAtIn", "nextFireAtNotIn", "nextFireAtGT", "nextFireAtGTE", "nextFireAtLT", "nextFireAtLTE", "nextFireAtIsNil", "nextFireAtNotNil", "acknowledgedAt", "acknowledgedAtNEQ", "acknowledgedAtIn", "acknowledgedAtNotIn", "acknowledgedAtGT", "acknowledgedAtGTE", "acknowledgedAtLT", "acknowledgedAtLTE", "acknowledgedAtIsNil", "acknowledgedAtNotNil", "acknowledgedBy", "acknowledgedByNEQ", "acknowledgedByIn", "acknowledgedByNotIn", "acknowledgedByGT", "acknowledgedByGTE", "acknowledgedByLT", "acknowledgedByLTE", "acknowledgedByContains", "acknowledgedByHasPrefix", "acknowledgedByHasSuffix", "acknowledgedByIsNil", "acknowledgedByNotNil", "acknowledgedByEqualFold", "acknowledgedByContainsFold", "resolvedAt", "resolvedAtNEQ", "resolvedAtIn", "resolvedAtNotIn", "resolvedAtGT", "resolvedAtGTE", "resolvedAtLT", "resolvedAtLTE", "resolvedAtIsNil", "resolvedAtNotNil", "resolvedBy", "resolvedByNEQ", "resolvedByIn", "resolvedByNotIn", "resolvedByGT", "resolvedByGTE", "resolvedByLT", "resolvedByLTE", "resolvedByContains", "resolvedByHasPrefix", "resolvedByHasSuffix", "resolvedByIsNil", "resolvedByNotNil", "resolvedByEqualFold", "resolvedByContainsFold", "hasPagerDutySends", "hasPagerDutySendsWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOEscalationWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOEscalationWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOEscalationWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "policyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyID = data
+		case "policyIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDNEQ = data
+		case "policyIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDIn = data
+		case "policyIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDNotIn = data
+		case "policyIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDGT = data
+		case "policyIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDGTE = data
+		case "policyIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDLT = data
+		case "policyIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDLTE = data
+		case "policyIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDContains = data
+		case "policyIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDHasPrefix = data
+		case "policyIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDHasSuffix = data
+		case "policyIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDIsNil = data
+		case "policyIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDNotNil = data
+		case "policyIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDEqualFold = data
+		case "policyIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyIDContainsFold = data
+		case "policyName":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyName"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyName = data
+		case "policyNameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameNEQ = data
+		case "policyNameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameIn = data
+		case "policyNameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameNotIn = data
+		case "policyNameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameGT = data
+		case "policyNameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameGTE = data
+		case "policyNameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameLT = data
+		case "policyNameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameLTE = data
+		case "policyNameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameContains = data
+		case "policyNameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameHasPrefix = data
+		case "policyNameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameHasSuffix = data
+		case "policyNameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameEqualFold = data
+		case "policyNameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("policyNameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PolicyNameContainsFold = data
+		case "subjectKind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectKind"))
+			data, err := ec.unmarshalOEscalationSubjectKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectKind = data
+		case "subjectKindNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectKindNEQ"))
+			data, err := ec.unmarshalOEscalationSubjectKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectKindNEQ = data
+		case "subjectKindIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectKindIn"))
+			data, err := ec.unmarshalOEscalationSubjectKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectKindIn = data
+		case "subjectKindNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectKindNotIn"))
+			data, err := ec.unmarshalOEscalationSubjectKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectKindNotIn = data
+		case "subjectID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectID = data
+		case "subjectIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDNEQ = data
+		case "subjectIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDIn = data
+		case "subjectIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDNotIn = data
+		case "subjectIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDGT = data
+		case "subjectIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDGTE = data
+		case "subjectIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDLT = data
+		case "subjectIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDLTE = data
+		case "subjectIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDContains = data
+		case "subjectIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDHasPrefix = data
+		case "subjectIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDHasSuffix = data
+		case "subjectIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDEqualFold = data
+		case "subjectIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subjectIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubjectIDContainsFold = data
+		case "runID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunID = data
+		case "runIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNEQ = data
+		case "runIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDIn = data
+		case "runIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNotIn = data
+		case "runIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDGT = data
+		case "runIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDGTE = data
+		case "runIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDLT = data
+		case "runIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDLTE = data
+		case "runIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDContains = data
+		case "runIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDHasPrefix = data
+		case "runIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDHasSuffix = data
+		case "runIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDIsNil = data
+		case "runIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNotNil = data
+		case "runIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDEqualFold = data
+		case "runIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDContainsFold = data
+		case "dedupKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKey = data
+		case "dedupKeyNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyNEQ = data
+		case "dedupKeyIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyIn = data
+		case "dedupKeyNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyNotIn = data
+		case "dedupKeyGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyGT = data
+		case "dedupKeyGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyGTE = data
+		case "dedupKeyLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyLT = data
+		case "dedupKeyLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyLTE = data
+		case "dedupKeyContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyContains = data
+		case "dedupKeyHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyHasPrefix = data
+		case "dedupKeyHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyHasSuffix = data
+		case "dedupKeyEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyEqualFold = data
+		case "dedupKeyContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyContainsFold = data
+		case "summary":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summary"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Summary = data
+		case "summaryNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryNEQ = data
+		case "summaryIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryIn = data
+		case "summaryNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryNotIn = data
+		case "summaryGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryGT = data
+		case "summaryGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryGTE = data
+		case "summaryLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryLT = data
+		case "summaryLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryLTE = data
+		case "summaryContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryContains = data
+		case "summaryHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryHasPrefix = data
+		case "summaryHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryHasSuffix = data
+		case "summaryEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryEqualFold = data
+		case "summaryContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summaryContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SummaryContainsFold = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "severityNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityNEQ = data
+		case "severityIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityIn = data
+		case "severityNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityNotIn = data
+		case "severityGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityGT = data
+		case "severityGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityGTE = data
+		case "severityLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityLT = data
+		case "severityLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityLTE = data
+		case "severityContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityContains = data
+		case "severityHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityHasPrefix = data
+		case "severityHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityHasSuffix = data
+		case "severityEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityEqualFold = data
+		case "severityContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severityContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SeverityContainsFold = data
+		case "repeat":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeat"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Repeat = data
+		case "repeatNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatNEQ = data
+		case "repeatIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatIn = data
+		case "repeatNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatNotIn = data
+		case "repeatGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatGT = data
+		case "repeatGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatGTE = data
+		case "repeatLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatLT = data
+		case "repeatLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeatLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RepeatLTE = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOEscalationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "statusNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNEQ"))
+			data, err := ec.unmarshalOEscalationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNEQ = data
+		case "statusIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusIn"))
+			data, err := ec.unmarshalOEscalationStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusIn = data
+		case "statusNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNotIn"))
+			data, err := ec.unmarshalOEscalationStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNotIn = data
+		case "level":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("level"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Level = data
+		case "levelNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelNEQ = data
+		case "levelIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelIn = data
+		case "levelNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelNotIn = data
+		case "levelGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelGT = data
+		case "levelGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelGTE = data
+		case "levelLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelLT = data
+		case "levelLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levelLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LevelLTE = data
+		case "loop":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loop"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Loop = data
+		case "loopNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopNEQ = data
+		case "loopIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopIn = data
+		case "loopNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopNotIn = data
+		case "loopGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopGT = data
+		case "loopGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopGTE = data
+		case "loopLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopLT = data
+		case "loopLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("loopLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LoopLTE = data
+		case "nextFireAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAt = data
+		case "nextFireAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtNEQ = data
+		case "nextFireAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtIn = data
+		case "nextFireAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtNotIn = data
+		case "nextFireAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtGT = data
+		case "nextFireAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtGTE = data
+		case "nextFireAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtLT = data
+		case "nextFireAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtLTE = data
+		case "nextFireAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtIsNil = data
+		case "nextFireAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextFireAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextFireAtNotNil = data
+		case "acknowledgedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAt = data
+		case "acknowledgedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtNEQ = data
+		case "acknowledgedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtIn = data
+		case "acknowledgedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtNotIn = data
+		case "acknowledgedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtGT = data
+		case "acknowledgedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtGTE = data
+		case "acknowledgedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtLT = data
+		case "acknowledgedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtLTE = data
+		case "acknowledgedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtIsNil = data
+		case "acknowledgedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedAtNotNil = data
+		case "acknowledgedBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedBy = data
+		case "acknowledgedByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByNEQ = data
+		case "acknowledgedByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByIn = data
+		case "acknowledgedByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByNotIn = data
+		case "acknowledgedByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByGT = data
+		case "acknowledgedByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByGTE = data
+		case "acknowledgedByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByLT = data
+		case "acknowledgedByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByLTE = data
+		case "acknowledgedByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByContains = data
+		case "acknowledgedByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByHasPrefix = data
+		case "acknowledgedByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByHasSuffix = data
+		case "acknowledgedByIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByIsNil = data
+		case "acknowledgedByNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByNotNil = data
+		case "acknowledgedByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByEqualFold = data
+		case "acknowledgedByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acknowledgedByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcknowledgedByContainsFold = data
+		case "resolvedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAt = data
+		case "resolvedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtNEQ = data
+		case "resolvedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtIn = data
+		case "resolvedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtNotIn = data
+		case "resolvedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtGT = data
+		case "resolvedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtGTE = data
+		case "resolvedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtLT = data
+		case "resolvedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtLTE = data
+		case "resolvedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtIsNil = data
+		case "resolvedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedAtNotNil = data
+		case "resolvedBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedBy = data
+		case "resolvedByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByNEQ = data
+		case "resolvedByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByIn = data
+		case "resolvedByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByNotIn = data
+		case "resolvedByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByGT = data
+		case "resolvedByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByGTE = data
+		case "resolvedByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByLT = data
+		case "resolvedByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByLTE = data
+		case "resolvedByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByContains = data
+		case "resolvedByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByHasPrefix = data
+		case "resolvedByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByHasSuffix = data
+		case "resolvedByIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByIsNil = data
+		case "resolvedByNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByNotNil = data
+		case "resolvedByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByEqualFold = data
+		case "resolvedByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("resolvedByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ResolvedByContainsFold = data
+		case "hasPagerDutySends":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPagerDutySends"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasPagerDutySends = data
+		case "hasPagerDutySendsWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPagerDutySendsWith"))
+			data, err := ec.unmarshalOPagerDutySendWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasPagerDutySendsWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEscalationWhereInput unmarshals raw into the EscalationWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEscalationWhereInput(ctx context.Context, raw any) (ent.EscalationWhereInput, error) {
+	var out ent.EscalationWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EscalationWhereInput", raw, &out)
 	return out, err
 }
 
@@ -33511,6 +40419,1060 @@ func UnmarshalModelPriceWhereInput(ctx context.Context, raw any) (ent.ModelPrice
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputPagerDutySendOrder(ctx context.Context, obj any) (ent.PagerDutySendOrder, error) {
+	var it ent.PagerDutySendOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNPagerDutySendOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPagerDutySendOrder unmarshals raw into the PagerDutySendOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPagerDutySendOrder(ctx context.Context, raw any) (ent.PagerDutySendOrder, error) {
+	var out ent.PagerDutySendOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PagerDutySendOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputPagerDutySendWhereInput(ctx context.Context, obj any) (ent.PagerDutySendWhereInput, error) {
+	var it ent.PagerDutySendWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "escalationID", "escalationIDNEQ", "escalationIDIn", "escalationIDNotIn", "escalationIDGT", "escalationIDGTE", "escalationIDLT", "escalationIDLTE", "escalationIDContains", "escalationIDHasPrefix", "escalationIDHasSuffix", "escalationIDEqualFold", "escalationIDContainsFold", "credentialID", "credentialIDNEQ", "credentialIDIn", "credentialIDNotIn", "credentialIDGT", "credentialIDGTE", "credentialIDLT", "credentialIDLTE", "credentialIDContains", "credentialIDHasPrefix", "credentialIDHasSuffix", "credentialIDEqualFold", "credentialIDContainsFold", "action", "actionNEQ", "actionIn", "actionNotIn", "dedupKey", "dedupKeyNEQ", "dedupKeyIn", "dedupKeyNotIn", "dedupKeyGT", "dedupKeyGTE", "dedupKeyLT", "dedupKeyLTE", "dedupKeyContains", "dedupKeyHasPrefix", "dedupKeyHasSuffix", "dedupKeyEqualFold", "dedupKeyContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "attempts", "attemptsNEQ", "attemptsIn", "attemptsNotIn", "attemptsGT", "attemptsGTE", "attemptsLT", "attemptsLTE", "nextAttemptAt", "nextAttemptAtNEQ", "nextAttemptAtIn", "nextAttemptAtNotIn", "nextAttemptAtGT", "nextAttemptAtGTE", "nextAttemptAtLT", "nextAttemptAtLTE", "nextAttemptAtIsNil", "nextAttemptAtNotNil", "lastStatusCode", "lastStatusCodeNEQ", "lastStatusCodeIn", "lastStatusCodeNotIn", "lastStatusCodeGT", "lastStatusCodeGTE", "lastStatusCodeLT", "lastStatusCodeLTE", "lastStatusCodeIsNil", "lastStatusCodeNotNil", "lastError", "lastErrorNEQ", "lastErrorIn", "lastErrorNotIn", "lastErrorGT", "lastErrorGTE", "lastErrorLT", "lastErrorLTE", "lastErrorContains", "lastErrorHasPrefix", "lastErrorHasSuffix", "lastErrorIsNil", "lastErrorNotNil", "lastErrorEqualFold", "lastErrorContainsFold", "sentAt", "sentAtNEQ", "sentAtIn", "sentAtNotIn", "sentAtGT", "sentAtGTE", "sentAtLT", "sentAtLTE", "sentAtIsNil", "sentAtNotNil", "hasEscalation", "hasEscalationWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOPagerDutySendWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOPagerDutySendWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOPagerDutySendWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "escalationID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationID = data
+		case "escalationIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDNEQ = data
+		case "escalationIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDIn = data
+		case "escalationIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDNotIn = data
+		case "escalationIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDGT = data
+		case "escalationIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDGTE = data
+		case "escalationIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDLT = data
+		case "escalationIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDLTE = data
+		case "escalationIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDContains = data
+		case "escalationIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDHasPrefix = data
+		case "escalationIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDHasSuffix = data
+		case "escalationIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDEqualFold = data
+		case "escalationIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationIDContainsFold = data
+		case "credentialID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialID = data
+		case "credentialIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDNEQ = data
+		case "credentialIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDIn = data
+		case "credentialIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDNotIn = data
+		case "credentialIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDGT = data
+		case "credentialIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDGTE = data
+		case "credentialIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDLT = data
+		case "credentialIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDLTE = data
+		case "credentialIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDContains = data
+		case "credentialIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDHasPrefix = data
+		case "credentialIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDHasSuffix = data
+		case "credentialIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDEqualFold = data
+		case "credentialIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialIDContainsFold = data
+		case "action":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("action"))
+			data, err := ec.unmarshalOPagerDutyAction2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Action = data
+		case "actionNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actionNEQ"))
+			data, err := ec.unmarshalOPagerDutyAction2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ActionNEQ = data
+		case "actionIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actionIn"))
+			data, err := ec.unmarshalOPagerDutyAction2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐActionᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ActionIn = data
+		case "actionNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actionNotIn"))
+			data, err := ec.unmarshalOPagerDutyAction2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐActionᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ActionNotIn = data
+		case "dedupKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKey = data
+		case "dedupKeyNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyNEQ = data
+		case "dedupKeyIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyIn = data
+		case "dedupKeyNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyNotIn = data
+		case "dedupKeyGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyGT = data
+		case "dedupKeyGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyGTE = data
+		case "dedupKeyLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyLT = data
+		case "dedupKeyLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyLTE = data
+		case "dedupKeyContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyContains = data
+		case "dedupKeyHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyHasPrefix = data
+		case "dedupKeyHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyHasSuffix = data
+		case "dedupKeyEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyEqualFold = data
+		case "dedupKeyContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedupKeyContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DedupKeyContainsFold = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOPagerDutySendStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "statusNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNEQ"))
+			data, err := ec.unmarshalOPagerDutySendStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNEQ = data
+		case "statusIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusIn"))
+			data, err := ec.unmarshalOPagerDutySendStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusIn = data
+		case "statusNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNotIn"))
+			data, err := ec.unmarshalOPagerDutySendStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNotIn = data
+		case "attempts":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attempts"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Attempts = data
+		case "attemptsNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsNEQ = data
+		case "attemptsIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsIn = data
+		case "attemptsNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsNotIn = data
+		case "attemptsGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsGT = data
+		case "attemptsGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsGTE = data
+		case "attemptsLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsLT = data
+		case "attemptsLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AttemptsLTE = data
+		case "nextAttemptAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAt = data
+		case "nextAttemptAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtNEQ = data
+		case "nextAttemptAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtIn = data
+		case "nextAttemptAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtNotIn = data
+		case "nextAttemptAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtGT = data
+		case "nextAttemptAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtGTE = data
+		case "nextAttemptAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtLT = data
+		case "nextAttemptAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtLTE = data
+		case "nextAttemptAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtIsNil = data
+		case "nextAttemptAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nextAttemptAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NextAttemptAtNotNil = data
+		case "lastStatusCode":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCode"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCode = data
+		case "lastStatusCodeNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeNEQ = data
+		case "lastStatusCodeIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeIn = data
+		case "lastStatusCodeNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeNotIn = data
+		case "lastStatusCodeGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeGT = data
+		case "lastStatusCodeGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeGTE = data
+		case "lastStatusCodeLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeLT = data
+		case "lastStatusCodeLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeLTE = data
+		case "lastStatusCodeIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeIsNil = data
+		case "lastStatusCodeNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastStatusCodeNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastStatusCodeNotNil = data
+		case "lastError":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastError"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastError = data
+		case "lastErrorNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorNEQ = data
+		case "lastErrorIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorIn = data
+		case "lastErrorNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorNotIn = data
+		case "lastErrorGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorGT = data
+		case "lastErrorGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorGTE = data
+		case "lastErrorLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorLT = data
+		case "lastErrorLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorLTE = data
+		case "lastErrorContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorContains = data
+		case "lastErrorHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorHasPrefix = data
+		case "lastErrorHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorHasSuffix = data
+		case "lastErrorIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorIsNil = data
+		case "lastErrorNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorNotNil = data
+		case "lastErrorEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorEqualFold = data
+		case "lastErrorContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lastErrorContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LastErrorContainsFold = data
+		case "sentAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAt = data
+		case "sentAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtNEQ = data
+		case "sentAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtIn = data
+		case "sentAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtNotIn = data
+		case "sentAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtGT = data
+		case "sentAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtGTE = data
+		case "sentAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtLT = data
+		case "sentAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtLTE = data
+		case "sentAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtIsNil = data
+		case "sentAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sentAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SentAtNotNil = data
+		case "hasEscalation":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEscalation"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEscalation = data
+		case "hasEscalationWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEscalationWith"))
+			data, err := ec.unmarshalOEscalationWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEscalationWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPagerDutySendWhereInput unmarshals raw into the PagerDutySendWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPagerDutySendWhereInput(ctx context.Context, raw any) (ent.PagerDutySendWhereInput, error) {
+	var out ent.PagerDutySendWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PagerDutySendWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputPagerDutyTargetInput(ctx context.Context, obj any) (model.PagerDutyTargetInput, error) {
+	var it model.PagerDutyTargetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"credentialID", "severity"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "credentialID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialID = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPagerDutyTargetInput unmarshals raw into the PagerDutyTargetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPagerDutyTargetInput(ctx context.Context, raw any) (model.PagerDutyTargetInput, error) {
+	var out model.PagerDutyTargetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PagerDutyTargetInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, obj any) (model.ReplayRunInput, error) {
 	var it model.ReplayRunInput
 	if obj == nil {
@@ -35698,6 +43660,76 @@ func (ec *executionContext) unmarshalInputTenantOrder(ctx context.Context, obj a
 func UnmarshalTenantOrder(ctx context.Context, raw any) (ent.TenantOrder, error) {
 	var out ent.TenantOrder
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "TenantOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateEscalationPolicyInput(ctx context.Context, obj any) (model.UpdateEscalationPolicyInput, error) {
+	var it model.UpdateEscalationPolicyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "description", "levels", "repeat"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "levels":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("levels"))
+			data, err := ec.unmarshalOEscalationLevelInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Levels = data
+		case "repeat":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("repeat"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Repeat = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateEscalationPolicyInput unmarshals raw into the UpdateEscalationPolicyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateEscalationPolicyInput(ctx context.Context, raw any) (model.UpdateEscalationPolicyInput, error) {
+	var out model.UpdateEscalationPolicyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateEscalationPolicyInput", raw, &out)
 	return out, err
 }
 
@@ -39524,6 +47556,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Run(ctx, sel, obj)
+	case *ent.PagerDutySend:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._PagerDutySend(ctx, sel, obj)
 	case *ent.ModelPrice:
 		if obj == nil {
 			return graphql.Null
@@ -39549,6 +47586,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._InboundEvent(ctx, sel, obj)
+	case *ent.EscalationPolicy:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._EscalationPolicy(ctx, sel, obj)
+	case *ent.Escalation:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._Escalation(ctx, sel, obj)
 	case *ent.Environment:
 		if obj == nil {
 			return graphql.Null
@@ -40796,6 +48843,539 @@ func (ec *executionContext) _EnvironmentEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var escalationImplementors = []string{"Escalation", "Node"}
+
+func (ec *executionContext) _Escalation(ctx context.Context, sel ast.SelectionSet, obj *ent.Escalation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Escalation")
+		case "id":
+			out.Values[i] = ec._Escalation_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Escalation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Escalation_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "policyID":
+			out.Values[i] = ec._Escalation_policyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "policyName":
+			out.Values[i] = ec._Escalation_policyName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "subjectKind":
+			out.Values[i] = ec._Escalation_subjectKind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "subjectID":
+			out.Values[i] = ec._Escalation_subjectID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._Escalation_runID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "dedupKey":
+			out.Values[i] = ec._Escalation_dedupKey(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "summary":
+			out.Values[i] = ec._Escalation_summary(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "severity":
+			out.Values[i] = ec._Escalation_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "details":
+			out.Values[i] = ec._Escalation_details(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "levels":
+			out.Values[i] = ec._Escalation_levels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "repeat":
+			out.Values[i] = ec._Escalation_repeat(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._Escalation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "level":
+			out.Values[i] = ec._Escalation_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "loop":
+			out.Values[i] = ec._Escalation_loop(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "nextFireAt":
+			out.Values[i] = ec._Escalation_nextFireAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "firings":
+			out.Values[i] = ec._Escalation_firings(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "acknowledgedAt":
+			out.Values[i] = ec._Escalation_acknowledgedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "acknowledgedBy":
+			out.Values[i] = ec._Escalation_acknowledgedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resolvedAt":
+			out.Values[i] = ec._Escalation_resolvedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resolvedBy":
+			out.Values[i] = ec._Escalation_resolvedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "pagerDutySends":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Escalation_pagerDutySends(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationConnectionImplementors = []string{"EscalationConnection"}
+
+func (ec *executionContext) _EscalationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.EscalationConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationConnection")
+		case "edges":
+			out.Values[i] = ec._EscalationConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._EscalationConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._EscalationConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationEdgeImplementors = []string{"EscalationEdge"}
+
+func (ec *executionContext) _EscalationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.EscalationEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationEdge")
+		case "node":
+			out.Values[i] = ec._EscalationEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._EscalationEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationFiringImplementors = []string{"EscalationFiring"}
+
+func (ec *executionContext) _EscalationFiring(ctx context.Context, sel ast.SelectionSet, obj *spec.Firing) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationFiringImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationFiring")
+		case "level":
+			out.Values[i] = ec._EscalationFiring_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "loop":
+			out.Values[i] = ec._EscalationFiring_loop(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._EscalationFiring_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "outcome":
+			out.Values[i] = ec._EscalationFiring_outcome(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "targets":
+			out.Values[i] = ec._EscalationFiring_targets(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "members":
+			out.Values[i] = ec._EscalationFiring_members(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "webhookDeliveryIDs":
+			out.Values[i] = ec._EscalationFiring_webhookDeliveryIDs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pagerDutySendIDs":
+			out.Values[i] = ec._EscalationFiring_pagerDutySendIDs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationLevelImplementors = []string{"EscalationLevel"}
+
+func (ec *executionContext) _EscalationLevel(ctx context.Context, sel ast.SelectionSet, obj *spec.Level) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationLevelImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationLevel")
+		case "delay":
+			out.Values[i] = ec._EscalationLevel_delay(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "condition":
+			out.Values[i] = ec._EscalationLevel_condition(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "targets":
+			out.Values[i] = ec._EscalationLevel_targets(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationPolicyImplementors = []string{"EscalationPolicy", "Node"}
+
+func (ec *executionContext) _EscalationPolicy(ctx context.Context, sel ast.SelectionSet, obj *ent.EscalationPolicy) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationPolicyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationPolicy")
+		case "id":
+			out.Values[i] = ec._EscalationPolicy_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._EscalationPolicy_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._EscalationPolicy_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._EscalationPolicy_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "description":
+			out.Values[i] = ec._EscalationPolicy_description(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "levels":
+			out.Values[i] = ec._EscalationPolicy_levels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "repeat":
+			out.Values[i] = ec._EscalationPolicy_repeat(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdBy":
+			out.Values[i] = ec._EscalationPolicy_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationPolicyConnectionImplementors = []string{"EscalationPolicyConnection"}
+
+func (ec *executionContext) _EscalationPolicyConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.EscalationPolicyConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationPolicyConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationPolicyConnection")
+		case "edges":
+			out.Values[i] = ec._EscalationPolicyConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._EscalationPolicyConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._EscalationPolicyConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationPolicyEdgeImplementors = []string{"EscalationPolicyEdge"}
+
+func (ec *executionContext) _EscalationPolicyEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.EscalationPolicyEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationPolicyEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationPolicyEdge")
+		case "node":
+			out.Values[i] = ec._EscalationPolicyEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._EscalationPolicyEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var escalationTargetImplementors = []string{"EscalationTarget"}
+
+func (ec *executionContext) _EscalationTarget(ctx context.Context, sel ast.SelectionSet, obj *spec.Target) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, escalationTargetImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EscalationTarget")
+		case "webhookEndpointID":
+			out.Values[i] = ec._EscalationTarget_webhookEndpointID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pagerDuty":
+			out.Values[i] = ec._EscalationTarget_pagerDuty(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "role":
+			out.Values[i] = ec._EscalationTarget_role(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var inboundEventImplementors = []string{"InboundEvent", "Node"}
 
 func (ec *executionContext) _InboundEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.InboundEvent) graphql.Marshaler {
@@ -41862,6 +50442,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createEscalationPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createEscalationPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateEscalationPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateEscalationPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteEscalationPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteEscalationPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "sendEvent":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_sendEvent(ctx, field)
@@ -42004,6 +50605,282 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var pagerDutyAttemptImplementors = []string{"PagerDutyAttempt"}
+
+func (ec *executionContext) _PagerDutyAttempt(ctx context.Context, sel ast.SelectionSet, obj *spec.Attempt) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pagerDutyAttemptImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PagerDutyAttempt")
+		case "at":
+			out.Values[i] = ec._PagerDutyAttempt_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "statusCode":
+			out.Values[i] = ec._PagerDutyAttempt_statusCode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._PagerDutyAttempt_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "latencyMs":
+			out.Values[i] = ec._PagerDutyAttempt_latencyMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var pagerDutySendImplementors = []string{"PagerDutySend", "Node"}
+
+func (ec *executionContext) _PagerDutySend(ctx context.Context, sel ast.SelectionSet, obj *ent.PagerDutySend) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pagerDutySendImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PagerDutySend")
+		case "id":
+			out.Values[i] = ec._PagerDutySend_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._PagerDutySend_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._PagerDutySend_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "escalationID":
+			out.Values[i] = ec._PagerDutySend_escalationID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "credentialID":
+			out.Values[i] = ec._PagerDutySend_credentialID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "action":
+			out.Values[i] = ec._PagerDutySend_action(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "dedupKey":
+			out.Values[i] = ec._PagerDutySend_dedupKey(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "payload":
+			out.Values[i] = ec._PagerDutySend_payload(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._PagerDutySend_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "attempts":
+			out.Values[i] = ec._PagerDutySend_attempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "nextAttemptAt":
+			out.Values[i] = ec._PagerDutySend_nextAttemptAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastStatusCode":
+			out.Values[i] = ec._PagerDutySend_lastStatusCode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastError":
+			out.Values[i] = ec._PagerDutySend_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sentAt":
+			out.Values[i] = ec._PagerDutySend_sentAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "attemptList":
+			out.Values[i] = ec._PagerDutySend_attemptList(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "escalation":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._PagerDutySend_escalation(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var pagerDutySendConnectionImplementors = []string{"PagerDutySendConnection"}
+
+func (ec *executionContext) _PagerDutySendConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.PagerDutySendConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pagerDutySendConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PagerDutySendConnection")
+		case "edges":
+			out.Values[i] = ec._PagerDutySendConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._PagerDutySendConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._PagerDutySendConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var pagerDutySendEdgeImplementors = []string{"PagerDutySendEdge"}
+
+func (ec *executionContext) _PagerDutySendEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.PagerDutySendEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pagerDutySendEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PagerDutySendEdge")
+		case "node":
+			out.Values[i] = ec._PagerDutySendEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._PagerDutySendEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var pagerDutyTargetImplementors = []string{"PagerDutyTarget"}
+
+func (ec *executionContext) _PagerDutyTarget(ctx context.Context, sel ast.SelectionSet, obj *spec.PagerDutyTarget) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pagerDutyTargetImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PagerDutyTarget")
+		case "credentialID":
+			out.Values[i] = ec._PagerDutyTarget_credentialID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._PagerDutyTarget_severity(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var queryImplementors = []string{"Query"}
 
 func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -42070,6 +50947,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_environments(ctx, field)
+				})
+		case "escalations":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_escalations(ctx, field)
+				})
+		case "escalationPolicies":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_escalationPolicies(ctx, field)
 				})
 		case "inboundEvents":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -44593,6 +53482,11 @@ func (ec *executionContext) unmarshalNCreateEnvironmentInput2githubᚗcomᚋslui
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateEscalationPolicyInput(ctx context.Context, v any) (model.CreateEscalationPolicyInput, error) {
+	res, err := ec.unmarshalInputCreateEscalationPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreateWebhookEndpointInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateWebhookEndpointInput(ctx context.Context, v any) (model.CreateWebhookEndpointInput, error) {
 	res, err := ec.unmarshalInputCreateWebhookEndpointInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -44787,6 +53681,188 @@ func (ec *executionContext) marshalNEnvironmentOrderField2ᚖgithubᚗcomᚋslui
 
 func (ec *executionContext) unmarshalNEnvironmentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInput(ctx context.Context, v any) (*ent.EnvironmentWhereInput, error) {
 	res, err := ec.unmarshalInputEnvironmentWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalation(ctx context.Context, sel ast.SelectionSet, v *ent.Escalation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Escalation!")
+		return graphql.Null
+	}
+	return ec._Escalation(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEscalationCondition2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx context.Context, v any) (spec.Condition, error) {
+	var res spec.Condition
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalationCondition2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx context.Context, sel ast.SelectionSet, v spec.Condition) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNEscalationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationConnection(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EscalationConnection!")
+		return graphql.Null
+	}
+	return ec._EscalationConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEscalationFiring2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐFiring(ctx context.Context, sel ast.SelectionSet, v spec.Firing) graphql.Marshaler {
+	return ec._EscalationFiring(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEscalationLevel2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐLevel(ctx context.Context, sel ast.SelectionSet, v spec.Level) graphql.Marshaler {
+	return ec._EscalationLevel(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEscalationLevel2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐLevelᚄ(ctx context.Context, sel ast.SelectionSet, v []spec.Level) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEscalationLevel2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐLevel(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNEscalationLevelInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInputᚄ(ctx context.Context, v any) ([]*model.EscalationLevelInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EscalationLevelInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationLevelInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNEscalationLevelInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInput(ctx context.Context, v any) (*model.EscalationLevelInput, error) {
+	res, err := ec.unmarshalInputEscalationLevelInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNEscalationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationOrderField(ctx context.Context, v any) (*ent.EscalationOrderField, error) {
+	var res = new(ent.EscalationOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EscalationOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalNEscalationPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicy(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationPolicy) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EscalationPolicy!")
+		return graphql.Null
+	}
+	return ec._EscalationPolicy(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEscalationPolicyConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyConnection(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationPolicyConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EscalationPolicyConnection!")
+		return graphql.Null
+	}
+	return ec._EscalationPolicyConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEscalationPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyOrderField(ctx context.Context, v any) (*ent.EscalationPolicyOrderField, error) {
+	var res = new(ent.EscalationPolicyOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalationPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationPolicyOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EscalationPolicyOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNEscalationPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInput(ctx context.Context, v any) (*ent.EscalationPolicyWhereInput, error) {
+	res, err := ec.unmarshalInputEscalationPolicyWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNEscalationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx context.Context, v any) (escalation.Status, error) {
+	var res escalation.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx context.Context, sel ast.SelectionSet, v escalation.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNEscalationSubjectKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx context.Context, v any) (escalation.SubjectKind, error) {
+	var res escalation.SubjectKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEscalationSubjectKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx context.Context, sel ast.SelectionSet, v escalation.SubjectKind) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNEscalationTarget2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐTarget(ctx context.Context, sel ast.SelectionSet, v spec.Target) graphql.Marshaler {
+	return ec._EscalationTarget(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEscalationTarget2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐTargetᚄ(ctx context.Context, sel ast.SelectionSet, v []spec.Target) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEscalationTarget2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐTarget(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNEscalationTargetInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationTargetInputᚄ(ctx context.Context, v any) ([]*model.EscalationTargetInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EscalationTargetInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationTargetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationTargetInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNEscalationTargetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationTargetInput(ctx context.Context, v any) (*model.EscalationTargetInput, error) {
+	res, err := ec.unmarshalInputEscalationTargetInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNEscalationWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInput(ctx context.Context, v any) (*ent.EscalationWhereInput, error) {
+	res, err := ec.unmarshalInputEscalationWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -45095,6 +54171,57 @@ func (ec *executionContext) marshalNOrderDirection2entgoᚗioᚋcontribᚋentgql
 
 func (ec *executionContext) marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
 	return ec._PageInfo(ctx, sel, &v)
+}
+
+func (ec *executionContext) unmarshalNPagerDutyAction2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx context.Context, v any) (pagerdutysend.Action, error) {
+	var res pagerdutysend.Action
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNPagerDutyAction2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx context.Context, sel ast.SelectionSet, v pagerdutysend.Action) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNPagerDutyAttempt2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐAttempt(ctx context.Context, sel ast.SelectionSet, v spec.Attempt) graphql.Marshaler {
+	return ec._PagerDutyAttempt(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNPagerDutySendConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendConnection(ctx context.Context, sel ast.SelectionSet, v *ent.PagerDutySendConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "PagerDutySendConnection!")
+		return graphql.Null
+	}
+	return ec._PagerDutySendConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNPagerDutySendOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendOrderField(ctx context.Context, v any) (*ent.PagerDutySendOrderField, error) {
+	var res = new(ent.PagerDutySendOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNPagerDutySendOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.PagerDutySendOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "PagerDutySendOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNPagerDutySendStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx context.Context, v any) (pagerdutysend.Status, error) {
+	var res pagerdutysend.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNPagerDutySendStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx context.Context, sel ast.SelectionSet, v pagerdutysend.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNPagerDutySendWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInput(ctx context.Context, v any) (*ent.PagerDutySendWhereInput, error) {
+	res, err := ec.unmarshalInputPagerDutySendWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNQueueStats2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStats(ctx context.Context, sel ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
@@ -45489,6 +54616,11 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
+	res, err := ec.unmarshalInputUpdateEscalationPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNUpdateWebhookEndpointInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateWebhookEndpointInput(ctx context.Context, v any) (model.UpdateWebhookEndpointInput, error) {
@@ -46495,6 +55627,282 @@ func (ec *executionContext) unmarshalOEnvironmentWhereInput2ᚖgithubᚗcomᚋsl
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalOEscalation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalation(ctx context.Context, sel ast.SelectionSet, v *ent.Escalation) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Escalation(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEscalationCondition2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx context.Context, v any) (*spec.Condition, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(spec.Condition)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEscalationCondition2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐCondition(ctx context.Context, sel ast.SelectionSet, v *spec.Condition) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalOEscalationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.EscalationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOEscalationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOEscalationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationEdge(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EscalationEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEscalationFiring2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐFiringᚄ(ctx context.Context, sel ast.SelectionSet, v []spec.Firing) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEscalationFiring2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐFiring(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOEscalationLevelInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInputᚄ(ctx context.Context, v any) ([]*model.EscalationLevelInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EscalationLevelInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationLevelInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEscalationLevelInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEscalationOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationOrder(ctx context.Context, v any) (*ent.EscalationOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEscalationOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEscalationPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicy(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationPolicy) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EscalationPolicy(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEscalationPolicyEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.EscalationPolicyEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOEscalationPolicyEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOEscalationPolicyEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyEdge(ctx context.Context, sel ast.SelectionSet, v *ent.EscalationPolicyEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EscalationPolicyEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEscalationPolicyOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyOrder(ctx context.Context, v any) (*ent.EscalationPolicyOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEscalationPolicyOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOEscalationPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInputᚄ(ctx context.Context, v any) ([]*ent.EscalationPolicyWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.EscalationPolicyWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEscalationPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationPolicyWhereInput(ctx context.Context, v any) (*ent.EscalationPolicyWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEscalationPolicyWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOEscalationStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatusᚄ(ctx context.Context, v any) ([]escalation.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]escalation.Status, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOEscalationStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []escalation.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEscalationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOEscalationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx context.Context, v any) (*escalation.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(escalation.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEscalationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐStatus(ctx context.Context, sel ast.SelectionSet, v *escalation.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOEscalationSubjectKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKindᚄ(ctx context.Context, v any) ([]escalation.SubjectKind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]escalation.SubjectKind, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationSubjectKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOEscalationSubjectKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKindᚄ(ctx context.Context, sel ast.SelectionSet, v []escalation.SubjectKind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEscalationSubjectKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOEscalationSubjectKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx context.Context, v any) (*escalation.SubjectKind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(escalation.SubjectKind)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEscalationSubjectKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋescalationᚐSubjectKind(ctx context.Context, sel ast.SelectionSet, v *escalation.SubjectKind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOEscalationWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInputᚄ(ctx context.Context, v any) ([]*ent.EscalationWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.EscalationWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEscalationWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEscalationWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalationWhereInput(ctx context.Context, v any) (*ent.EscalationWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEscalationWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
 	if v == nil {
 		return nil, nil
@@ -47004,6 +56412,204 @@ func (ec *executionContext) marshalONode2githubᚗcomᚋsluicehqᚋsluiceᚋent�
 		return graphql.Null
 	}
 	return ec._Node(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOPagerDutyAction2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐActionᚄ(ctx context.Context, v any) ([]pagerdutysend.Action, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]pagerdutysend.Action, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNPagerDutyAction2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOPagerDutyAction2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐActionᚄ(ctx context.Context, sel ast.SelectionSet, v []pagerdutysend.Action) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPagerDutyAction2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOPagerDutyAction2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx context.Context, v any) (*pagerdutysend.Action, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(pagerdutysend.Action)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOPagerDutyAction2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐAction(ctx context.Context, sel ast.SelectionSet, v *pagerdutysend.Action) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalOPagerDutyAttempt2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐAttemptᚄ(ctx context.Context, sel ast.SelectionSet, v []spec.Attempt) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPagerDutyAttempt2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐAttempt(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalOPagerDutySend2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySend(ctx context.Context, sel ast.SelectionSet, v *ent.PagerDutySend) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._PagerDutySend(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOPagerDutySendEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.PagerDutySendEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOPagerDutySendEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOPagerDutySendEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendEdge(ctx context.Context, sel ast.SelectionSet, v *ent.PagerDutySendEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._PagerDutySendEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOPagerDutySendOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendOrder(ctx context.Context, v any) (*ent.PagerDutySendOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputPagerDutySendOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOPagerDutySendStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatusᚄ(ctx context.Context, v any) ([]pagerdutysend.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]pagerdutysend.Status, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNPagerDutySendStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOPagerDutySendStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []pagerdutysend.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPagerDutySendStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOPagerDutySendStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx context.Context, v any) (*pagerdutysend.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(pagerdutysend.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOPagerDutySendStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐStatus(ctx context.Context, sel ast.SelectionSet, v *pagerdutysend.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOPagerDutySendWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInputᚄ(ctx context.Context, v any) ([]*ent.PagerDutySendWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.PagerDutySendWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNPagerDutySendWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOPagerDutySendWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐPagerDutySendWhereInput(ctx context.Context, v any) (*ent.PagerDutySendWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputPagerDutySendWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOPagerDutyTarget2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋescalationᚋspecᚐPagerDutyTarget(ctx context.Context, sel ast.SelectionSet, v *spec.PagerDutyTarget) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._PagerDutyTarget(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOPagerDutyTargetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPagerDutyTargetInput(ctx context.Context, v any) (*model.PagerDutyTargetInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputPagerDutyTargetInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOReplayMode2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐReplayMode(ctx context.Context, v any) (*model.ReplayMode, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/internal/escalation/spec"
 )
 
 // One group of a cost report. Only the grouped-by keys are set.
@@ -55,6 +56,15 @@ type CreateCredentialInput struct {
 type CreateEnvironmentInput struct {
 	Name string           `json:"name"`
 	Kind environment.Kind `json:"kind"`
+}
+
+type CreateEscalationPolicyInput struct {
+	Name        string  `json:"name"`
+	Description *string `json:"description,omitempty"`
+	// 1 to 10 levels, in order.
+	Levels []*EscalationLevelInput `json:"levels"`
+	// How many more times the levels loop after the last (0 to 10).
+	Repeat *int `json:"repeat,omitempty"`
 }
 
 type CreateWebhookEndpointInput struct {
@@ -101,6 +111,22 @@ type DeployWorkflowVersionInput struct {
 	EnvironmentID string `json:"environmentID"`
 }
 
+type EscalationLevelInput struct {
+	// Go duration, at least 0 (e.g. "5m").
+	Delay string `json:"delay"`
+	// IF_NOT_ACKNOWLEDGED when absent.
+	Condition *spec.Condition          `json:"condition,omitempty"`
+	Targets   []*EscalationTargetInput `json:"targets"`
+}
+
+// Set exactly one field.
+type EscalationTargetInput struct {
+	WebhookEndpointID *string               `json:"webhookEndpointID,omitempty"`
+	PagerDuty         *PagerDutyTargetInput `json:"pagerDuty,omitempty"`
+	// A member role: owner, admin, editor, operator or viewer.
+	Role *string `json:"role,omitempty"`
+}
+
 // How many items of a map step are in each status.
 type MapItemCounts struct {
 	Total     int `json:"total"`
@@ -122,6 +148,11 @@ type ModelPriceInfo struct {
 	Source string `json:"source"`
 	// The date the shipped prices were taken.
 	AsOf string `json:"asOf"`
+}
+
+type PagerDutyTargetInput struct {
+	CredentialID string  `json:"credentialID"`
+	Severity     *string `json:"severity,omitempty"`
 }
 
 // The unfinished work of a tenant, read from Postgres at `at`.
@@ -234,6 +265,14 @@ type StepCall struct {
 }
 
 type Subscription struct {
+}
+
+type UpdateEscalationPolicyInput struct {
+	ID          string                  `json:"id"`
+	Name        *string                 `json:"name,omitempty"`
+	Description *string                 `json:"description,omitempty"`
+	Levels      []*EscalationLevelInput `json:"levels,omitempty"`
+	Repeat      *int                    `json:"repeat,omitempty"`
 }
 
 type UpdateWebhookEndpointInput struct {

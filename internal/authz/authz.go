@@ -89,6 +89,12 @@ func FilterRunChildrenRule() privacy.QueryRule {
 			q.Where(deliveryInEnvironment("delivery_id", env))
 		case *entgen.AuditLogQuery:
 			q.Where(func(s *sql.Selector) { s.Where(sql.False()) })
+		case *entgen.EscalationQuery:
+			// An approval's escalation belongs to its run's environment;
+			// an incident's is tenant-wide, so hidden from a scoped key.
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.PagerDutySendQuery:
+			q.Where(func(s *sql.Selector) { s.Where(sql.False()) })
 		}
 		return privacy.Skip
 	})
@@ -124,7 +130,7 @@ func ScopeRunChildrenMutationRule() privacy.MutationRule {
 		case *entgen.WebhookAttemptMutation:
 			m.Where(deliveryInEnvironment("delivery_id", env))
 		case *entgen.EnvironmentMutation, *entgen.WebhookEndpointMutation, *entgen.ModelPriceMutation,
-			*entgen.APIKeyMutation, *entgen.MemberMutation:
+			*entgen.APIKeyMutation, *entgen.MemberMutation, *entgen.EscalationPolicyMutation:
 			return privacy.Denyf("%s: tenant-wide administration needs an unscoped credential", m.Type())
 		}
 		return privacy.Skip

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/egress"
+	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -47,6 +48,7 @@ type app struct {
 	control    *control.Service
 	runs       *runs.Service
 	webhooks   *webhook.Service
+	escalation *escalation.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -175,6 +177,15 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 			RotationGrace: cfg.WebhookRotationGrace,
 		},
 	})
+	a.escalation = escalation.New(escalation.Options{
+		Client:       a.client,
+		Vault:        v,
+		Webhooks:     a.webhooks,
+		Dispatcher:   a.dispatcher,
+		Log:          log,
+		PagerDutyURL: cfg.PagerDutyEventsURL,
+		Egress:       egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs},
+	})
 	var group *store.Group
 	if cfg.StepGroupMax > 1 {
 		// Group commit of steps under load (store.Group); the API never
@@ -202,6 +213,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Dispatcher: a.dispatcher,
 		Publisher:  pub,
 		Outbox:     a.webhooks,
+		Escalator:  a.escalation,
 		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
 		Log:        log,
 		Metrics:    runs.NewMetrics(a.metrics.Registry),
@@ -211,6 +223,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		CrashLimit:     cfg.StepCrashLimit,
 		Group:          group,
 	})
+	a.escalation.SetRuns(a.runs)
 	return a, nil
 }
 

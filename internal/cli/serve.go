@@ -56,17 +56,18 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 	}
 	defer hub.Close()
 	h := server.New(server.Deps{
-		Config:   a.cfg,
-		Log:      a.log,
-		Client:   a.client,
-		Auth:     a.auth,
-		Control:  a.control,
-		Runs:     a.runs,
-		Webhooks: a.webhooks,
-		Metrics:  metrics,
-		Hub:      hub,
-		Leases:   leases,
-		Ready:    a.ready,
+		Config:     a.cfg,
+		Log:        a.log,
+		Client:     a.client,
+		Auth:       a.auth,
+		Control:    a.control,
+		Runs:       a.runs,
+		Webhooks:   a.webhooks,
+		Escalation: a.escalation,
+		Metrics:    metrics,
+		Hub:        hub,
+		Leases:     leases,
+		Ready:      a.ready,
 	})
 	if a.cfg.MetricsAddr != "" {
 		// Apart from the API port: series name every tenant's operations,

@@ -47,7 +47,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func (a *app) newWorker(cfg worker.Config) *worker.Worker {
-	return worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
+	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
+	w.SetEscalation(a.escalation)
+	return w
 }
 
 // workerConfig reads SLUICE_WORKER_CONCURRENCY, SLUICE_WORKER_POLL_INTERVAL

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -86,6 +87,11 @@ type Config struct {
 	// disable-after period (SLUICE_WEBHOOK_SCHEDULE_SCALE). If unset, 1;
 	// tests use a small value so the schedule runs in seconds.
 	WebhookScheduleScale float64
+	// PagerDutyEventsURL is where PagerDuty events are posted
+	// (SLUICE_PAGERDUTY_EVENTS_URL). If unset, the PagerDuty Events API v2
+	// (https://events.pagerduty.com/v2/enqueue); tests point it at a
+	// loopback receiver.
+	PagerDutyEventsURL string
 	// WebhookRotationGrace is how long an old webhook secret keeps signing
 	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
 	WebhookRotationGrace time.Duration
@@ -200,6 +206,12 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
 	c.BacklogMetricsInterval = durationVar(getenv, "SLUICE_BACKLOG_METRICS_INTERVAL", 10*time.Second, &errs)
+	c.PagerDutyEventsURL = getenv("SLUICE_PAGERDUTY_EVENTS_URL")
+	if v := c.PagerDutyEventsURL; v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("SLUICE_PAGERDUTY_EVENTS_URL must be an http(s) URL, got %q", v))
+		}
+	}
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -24,6 +24,7 @@ var secretShapes = map[credential.Type]struct{ required, optional []string }{
 	credential.TypeHeader:    {required: []string{"name", "value"}},
 	credential.TypeOpenai:    {required: []string{"apiKey"}, optional: []string{"baseURL", "organization"}},
 	credential.TypeAnthropic: {required: []string{"apiKey"}, optional: []string{"baseURL"}},
+	credential.TypePagerduty: {required: []string{"routingKey"}},
 	credential.TypeOauth2:    {required: []string{"clientId", "clientSecret", "tokenURL"}, optional: []string{"refreshToken", "accessToken", "scopes", "expiry"}},
 }
 

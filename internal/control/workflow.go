@@ -154,6 +154,9 @@ func (s *Service) PublishWorkflowVersion(ctx context.Context, id string) (*ent.W
 	if err := checkWorkflowRefs(ctx, c, wv.WorkflowID, def); err != nil {
 		return nil, err
 	}
+	if err := checkEscalationRefs(ctx, c, def); err != nil {
+		return nil, err
+	}
 	wv, err = wv.Update().
 		SetStatus(workflowversion.StatusPublished).
 		SetPublishedAt(s.now()).

@@ -145,6 +145,9 @@ type Step struct {
 	Approvers *Approvers `json:"approvers,omitempty"`
 	OnTimeout string     `json:"onTimeout,omitempty"` // approve|reject|fail (approval), fail|continue (wait); empty means fail
 	Message   string     `json:"message,omitempty"`   // {{ }} template shown to the operator
+	// Escalation names the escalation policy whose levels fire while the
+	// approval is open (internal/escalation).
+	Escalation string `json:"escalation,omitempty"`
 
 	// delay
 	Duration Duration `json:"duration,omitzero"`

@@ -61,3 +61,21 @@ func EvalChildInput(path string, raw json.RawMessage, env Env) (map[string]any, 
 	}
 	return m, nil
 }
+
+// EscalationRef is an approval step's escalation policy, by name.
+type EscalationRef struct {
+	Index  int // the step's index in steps
+	Policy string
+}
+
+// EscalationRefs lists the escalation policies the definition's approval
+// steps name, in step order.
+func (d *Definition) EscalationRefs() []EscalationRef {
+	var out []EscalationRef
+	for i, s := range d.Steps {
+		if s.Type == StepApproval && s.Escalation != "" {
+			out = append(out, EscalationRef{Index: i, Policy: s.Escalation})
+		}
+	}
+	return out
+}

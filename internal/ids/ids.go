@@ -37,6 +37,9 @@ const (
 	InboundEvent      = "iev"
 	EventWait         = "wt"
 	MapItem           = "mit"
+	EscalationPolicy  = "esp"
+	Escalation        = "esc"
+	PagerDutySend     = "pds"
 )
 
 var (

@@ -247,7 +247,7 @@ func (s *runState) openApproval(ctx context.Context, sr *ent.StepRun, step *defi
 		s.tasks = append(s.tasks, tasks.Task{Kind: tasks.KindApprovalTimeout, TenantID: s.run.TenantID, RunID: s.run.ID, ID: apr.ID, At: *expires})
 	}
 	s.emit(eventtype.ApprovalRequested, sr.StepID, 0, data)
-	return nil
+	return s.startEscalation(ctx, step, apr.ID, msg)
 }
 
 // settle derives the run's status from its steps, finishing it when every

@@ -70,6 +70,9 @@ func (e *Service) DecideApproval(ctx context.Context, id string, approve bool, c
 		return nil, err
 	}
 	s.emit(eventtype.ApprovalDecided, apr.StepID, 0, map[string]any{"approvalID": apr.ID, "decision": decision, "by": v.Subject, "comment": comment})
+	if err := s.resolveEscalation(ctx, apr.StepID, apr.ID, v.Subject); err != nil {
+		return nil, err
+	}
 	if err := s.settleApproval(ctx, apr, approve, false, v.Subject, comment); err != nil {
 		return nil, err
 	}
@@ -164,6 +167,9 @@ func (e *Service) ExpireApproval(ctx context.Context, tenantID, approvalID strin
 		}
 		action := string(apr.OnTimeout)
 		s.emit(eventtype.ApprovalExpired, apr.StepID, 0, map[string]any{"approvalID": apr.ID, "onTimeout": action})
+		if err := s.resolveEscalation(ctx, apr.StepID, apr.ID, "timeout"); err != nil {
+			return err
+		}
 		switch apr.OnTimeout {
 		case approvalrequest.OnTimeoutApprove:
 			err = s.settleApproval(ctx, apr, true, true, "timeout", "")

@@ -419,6 +419,9 @@ func (s *runState) stopPending(ctx context.Context, status steprun.Status) error
 	if err := cancelPendingApprovals(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
 		return err
 	}
+	if err := s.resolveRunEscalations(ctx); err != nil {
+		return err
+	}
 	if err := cancelPendingWaits(ctx, s.run.TenantID, s.run.ID, s.now); err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
@@ -49,7 +50,9 @@ type Deps struct {
 	Control  *control.Service
 	Runs     *runs.Service
 	Webhooks *webhook.Service
-	Metrics  *Metrics
+	// Escalation manages escalation policies; optional.
+	Escalation *escalation.Service
+	Metrics    *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -85,7 +88,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))

@@ -19,6 +19,8 @@ const (
 	KindApprovalTimeout = "approval.timeout"
 	KindWebhook         = "webhook.deliver"
 	KindMapItem         = "map.item"
+	KindEscalation      = "escalation.level"
+	KindPagerDuty       = "pagerduty.send"
 )
 
 // Task is a wake-up for work Postgres already records as due.

@@ -65,6 +65,23 @@ func (v *Vault) OpenCredential(ctx context.Context, c *ent.Client, environmentID
 	if err != nil {
 		return "", nil, err
 	}
+	return v.open(ctx, c, cred)
+}
+
+// OpenCredentialByID decrypts the current version of a credential named by
+// id (a PagerDuty routing key, for escalations).
+func (v *Vault) OpenCredentialByID(ctx context.Context, c *ent.Client, id string) (credential.Type, map[string]any, error) {
+	cred, err := c.Credential.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return "", nil, errs.NotFoundf("credential", id)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return v.open(ctx, c, cred)
+}
+
+func (v *Vault) open(ctx context.Context, c *ent.Client, cred *ent.Credential) (credential.Type, map[string]any, error) {
 	cv, err := cred.QueryVersions().Where(credentialversion.Version(cred.CurrentVersion)).Only(ctx)
 	if err != nil {
 		return "", nil, fmt.Errorf("load credential version: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/tasks"
 	"github.com/sluicehq/sluice/internal/webhook"
@@ -37,6 +38,7 @@ type Worker struct {
 	cfg        Config
 	runs       *runs.Service
 	webhooks   *webhook.Service
+	escalation *escalation.Service // optional; see SetEscalation
 	dispatcher *Dispatcher
 	inspector  *asynq.Inspector // lets the reconciler replace archived tasks
 	server     *asynq.Server
@@ -76,6 +78,10 @@ func New(rdb redis.UniversalClient, r *runs.Service, wh *webhook.Service, d *Dis
 	return &Worker{cfg: cfg, runs: r, webhooks: wh, dispatcher: d, inspector: asynq.NewInspectorFromRedisClient(rdb), server: srv, rdb: rdb, log: log}
 }
 
+// SetEscalation lets the worker fire escalation levels and send PagerDuty
+// events, and reconcile them.
+func (w *Worker) SetEscalation(es *escalation.Service) { w.escalation = es }
+
 // Run processes tasks and reconciles until ctx ends, then shuts down: the
 // reconciler stops first, then asynq finishes in-flight handlers (up to its
 // ShutdownTimeout) and requeues the rest.
@@ -85,6 +91,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	mux.HandleFunc(tasks.KindApprovalTimeout, w.handleApprovalTimeout)
 	mux.HandleFunc(tasks.KindWebhook, w.handleWebhook)
 	mux.HandleFunc(tasks.KindMapItem, w.handleMapItem)
+	mux.HandleFunc(tasks.KindEscalation, w.handleEscalation)
+	mux.HandleFunc(tasks.KindPagerDuty, w.handlePagerDuty)
 	if err := w.server.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
@@ -154,6 +162,30 @@ func (w *Worker) handleWebhook(ctx context.Context, t *asynq.Task) error {
 	return w.webhooks.DeliverWebhook(ctx, p.TenantID, p.ID)
 }
 
+func (w *Worker) handleEscalation(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	if w.escalation == nil {
+		return fmt.Errorf("%w: no escalation service", asynq.SkipRetry)
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	level, loop := escalation.TaskLevel(id)
+	return w.escalation.FireDue(ctx, p.TenantID, p.ID, level, loop)
+}
+
+func (w *Worker) handlePagerDuty(ctx context.Context, t *asynq.Task) error {
+	p, err := decode(t)
+	if err != nil {
+		return err
+	}
+	if w.escalation == nil {
+		return fmt.Errorf("%w: no escalation service", asynq.SkipRetry)
+	}
+	return w.escalation.Send(ctx, p.TenantID, p.ID)
+}
+
 // reconcileLoop re-sends due work Postgres knows of, every interval.
 func (w *Worker) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.ReconcileInterval)
@@ -190,6 +222,13 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 				return n, err
 			}
 			due = append(due, deliveries...)
+		}
+		if w.escalation != nil {
+			levels, err := w.escalation.DueTasks(ctx, tid, w.cfg.Reconcile.GraceOrDefault())
+			if err != nil {
+				return n, err
+			}
+			due = append(due, levels...)
 		}
 		if len(due) == 0 {
 			continue

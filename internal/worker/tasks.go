@@ -109,9 +109,9 @@ func (d *Dispatcher) enqueue(ctx context.Context, t tasks.Task, insp *asynq.Insp
 	b := encodePayload(t)
 	queue := QueueSteps
 	switch t.Kind {
-	case tasks.KindApprovalTimeout:
+	case tasks.KindApprovalTimeout, tasks.KindEscalation:
 		queue = QueueTimers
-	case tasks.KindWebhook:
+	case tasks.KindWebhook, tasks.KindPagerDuty:
 		queue = QueueWebhooks
 	}
 	id := t.Kind + ":" + t.ID
