@@ -66,14 +66,13 @@ func pdWait(t *testing.T, s *scriptServer, action, dedup string) map[string]any 
 // level is an approval.escalated event in the run's log. Editing the policy
 // meanwhile changes neither escalation's levels.
 func TestEscalationApprovalLevels(t *testing.T) {
+	t.Parallel()
 	recv := newScriptServer(t)
 	recv.script("/pd", reply{Status: 202, Body: map[string]any{"status": "success", "message": "Event processed"}})
-	st := newStack(t, 1, "SLUICE_PAGERDUTY_EVENTS_URL="+recv.URL+"/pd")
 	f := newFixture(t, "esc")
-	owner := f.owner.on(st.server)
-	f.owner = owner
+	owner := f.owner
 	hook, _ := hookEndpoint(t, owner, recv.URL+"/hook", "run.failed") // not subscribed: it is the level's target
-	cred := str(owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "pagerduty", "t": "pagerduty", "s": map[string]any{"routingKey": "R0UTING"}}), "createCredential.id")
+	cred := str(owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "pagerduty", "t": "pagerduty", "s": map[string]any{"routingKey": "R0UTING", "eventsURL": recv.URL + "/pd"}}), "createCredential.id")
 	pol := owner.ok(mCreateEsc, map[string]any{"in": map[string]any{"name": "approvals", "levels": []any{
 		map[string]any{"delay": "1s", "targets": []any{map[string]any{"webhookEndpointID": hook}}},
 		map[string]any{"delay": "3s", "targets": []any{map[string]any{"pagerDuty": map[string]any{"credentialID": cred}}}},
@@ -106,7 +105,7 @@ func TestEscalationApprovalLevels(t *testing.T) {
 			return m.Type == "approval.escalated" && str(m.Data, "approvalID") == apr && get(m.Data, "level") == float64(1)
 		})
 	}
-	operator := newClient(t, 0, token(t, f.tenantID, "operator")).on(st.server)
+	operator := newClient(t, 0, token(t, f.tenantID, "operator"))
 	operator.ok(mDecide, map[string]any{"id": aprA})
 	escA := escalationOf(t, owner, aprA)
 	if str(escA, "status") != "resolved" || get(escA, "nextFireAt") != nil || len(get(escA, "firings").([]any)) != 1 || str(escA, "dedupKey") != "approval:"+aprA {
@@ -114,7 +113,7 @@ func TestEscalationApprovalLevels(t *testing.T) {
 	}
 
 	// Another tenant sees neither the escalation nor its policy.
-	other := newClient(t, 0, token(t, newTenant(t, "escx"), "owner")).on(st.server)
+	other := newClient(t, 0, token(t, newTenant(t, "escx"), "owner"))
 	if r := other.do(`query($a: ID!, $b: ID!) { nodes(ids: [$a, $b]) { id } }`, map[string]any{"a": str(escA, "id"), "b": policyID}); !strings.Contains(r.Raw, `"nodes":[null,null]`) {
 		t.Errorf("another tenant reads the escalation or policy: %s", r.Raw)
 	}

@@ -24,7 +24,7 @@ var secretShapes = map[credential.Type]struct{ required, optional []string }{
 	credential.TypeHeader:    {required: []string{"name", "value"}},
 	credential.TypeOpenai:    {required: []string{"apiKey"}, optional: []string{"baseURL", "organization"}},
 	credential.TypeAnthropic: {required: []string{"apiKey"}, optional: []string{"baseURL"}},
-	credential.TypePagerduty: {required: []string{"routingKey"}},
+	credential.TypePagerduty: {required: []string{"routingKey"}, optional: []string{"eventsURL"}},
 	credential.TypeOauth2:    {required: []string{"clientId", "clientSecret", "tokenURL"}, optional: []string{"refreshToken", "accessToken", "scopes", "expiry"}},
 }
 
@@ -62,7 +62,7 @@ func validateSecret(typ credential.Type, secret map[string]any, path string) err
 			problems = append(problems, errs.Problem{Path: path + "." + k, Message: fmt.Sprintf("is not a field of a %s credential", typ)})
 		}
 	}
-	for _, k := range []string{"baseURL", "tokenURL"} {
+	for _, k := range []string{"baseURL", "tokenURL", "eventsURL"} {
 		if s, ok := secret[k].(string); ok && s != "" {
 			if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				problems = append(problems, errs.Problem{Path: path + "." + k, Message: "must be an http(s) URL"})

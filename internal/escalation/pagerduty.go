@@ -34,6 +34,7 @@ func (s *Service) Send(ctx context.Context, tenantID, sendID string) error {
 	ctx = viewer.SystemContext(ctx, tenantID)
 	var claimed *ent.PagerDutySend
 	var body []byte
+	var eventsURL string
 	err := store.InTenant(ctx, s.client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
 		p, err := c.PagerDutySend.Query().Where(pagerdutysend.ID(sendID)).ForUpdate().Only(ctx)
@@ -74,6 +75,14 @@ func (s *Service) Send(ctx context.Context, tenantID, sendID string) error {
 		}
 		typ, secret, err := s.vault.OpenCredentialByID(ctx, c, p.CredentialID)
 		key, _ := secret["routingKey"].(string)
+		// A credential may name its own events URL (an EU account's
+		// https://events.eu.pagerduty.com/v2/enqueue); else the
+		// configured one.
+		if u, _ := secret["eventsURL"].(string); u != "" {
+			eventsURL = u
+		} else {
+			eventsURL = s.pdURL
+		}
 		if err != nil || typ != credential.TypePagerduty || key == "" {
 			msg := "the pagerduty credential is gone or has no routing key"
 			return s.record(ctx, tenantID, p, 0, &msg, 0, now, false)
@@ -95,7 +104,7 @@ func (s *Service) Send(ctx context.Context, tenantID, sendID string) error {
 		return err
 	}
 	start := time.Now()
-	status, hdr, callErr := s.post(ctx, body)
+	status, hdr, callErr := s.post(ctx, eventsURL, body)
 	latency := time.Since(start).Milliseconds()
 	return store.InTenant(ctx, s.client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
@@ -161,10 +170,10 @@ func (s *Service) record(ctx context.Context, tenantID string, p *ent.PagerDutyS
 }
 
 // post sends one event; status 0 means no response.
-func (s *Service) post(ctx context.Context, body []byte) (int, http.Header, error) {
+func (s *Service) post(ctx context.Context, eventsURL string, body []byte) (int, http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, pdTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.pdURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, eventsURL, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
