@@ -21,12 +21,15 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -104,12 +107,15 @@ func checkColumn(t, c string) error {
 			environment.Table:       environment.ValidColumn,
 			eventwait.Table:         eventwait.ValidColumn,
 			inboundevent.Table:      inboundevent.ValidColumn,
+			incident.Table:          incident.ValidColumn,
 			mapitem.Table:           mapitem.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
 			modelprice.Table:        modelprice.ValidColumn,
 			run.Table:               run.ValidColumn,
 			runevent.Table:          runevent.ValidColumn,
+			slabreach.Table:         slabreach.ValidColumn,
+			slapolicy.Table:         slapolicy.ValidColumn,
 			stepattempt.Table:       stepattempt.ValidColumn,
 			steprun.Table:           steprun.ValidColumn,
 			tenant.Table:            tenant.ValidColumn,

@@ -32,6 +32,8 @@ type Tx struct {
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
+	// Incident is the client for interacting with the Incident builders.
+	Incident *IncidentClient
 	// MapItem is the client for interacting with the MapItem builders.
 	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
@@ -44,6 +46,10 @@ type Tx struct {
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
 	RunEvent *RunEventClient
+	// SLABreach is the client for interacting with the SLABreach builders.
+	SLABreach *SLABreachClient
+	// SLAPolicy is the client for interacting with the SLAPolicy builders.
+	SLAPolicy *SLAPolicyClient
 	// StepAttempt is the client for interacting with the StepAttempt builders.
 	StepAttempt *StepAttemptClient
 	// StepRun is the client for interacting with the StepRun builders.
@@ -200,12 +206,15 @@ func (tx *Tx) init() {
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
+	tx.Incident = NewIncidentClient(tx.config)
 	tx.MapItem = NewMapItemClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
+	tx.SLABreach = NewSLABreachClient(tx.config)
+	tx.SLAPolicy = NewSLAPolicyClient(tx.config)
 	tx.StepAttempt = NewStepAttemptClient(tx.config)
 	tx.StepRun = NewStepRunClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)

@@ -37,6 +37,9 @@ const (
 	InboundEvent      = "iev"
 	EventWait         = "wt"
 	MapItem           = "mit"
+	SLAPolicy         = "slp"
+	Incident          = "inc"
+	SLABreach         = "slb"
 )
 
 var (
