@@ -7,9 +7,9 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/generated"
 	"github.com/sluicehq/sluice/internal/access"
@@ -134,7 +134,11 @@ func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], 
 
 // SLAPolicies is the resolver for the slaPolicies field.
 func (r *queryResolver) SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error) {
-	panic(fmt.Errorf("not implemented: SLAPolicies - slaPolicies"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.SLAPolicy.Query().Paginate(ctx, after, first, before, last, ent.WithSLAPolicyOrder(orderBy), ent.WithSLAPolicyFilter(where.Filter))
 }
 
 // WebhookDeliveries is the resolver for the webhookDeliveries field.

@@ -13,12 +13,15 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -56,6 +59,9 @@ var nodeTables = map[string]string{
 	ids.WebhookDelivery: webhookdelivery.Table,
 	ids.WebhookAttempt:  webhookattempt.Table,
 	ids.InboundEvent:    inboundevent.Table,
+	ids.SLAPolicy:       slapolicy.Table,
+	ids.Incident:        incident.Table,
+	ids.SLABreach:       slabreach.Table,
 }
 
 const maxNodes = 100

@@ -8,6 +8,7 @@ package graph
 import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
 
@@ -16,6 +17,7 @@ type Resolver struct {
 	Control  *control.Service
 	Runs     *runs.Service
 	Webhooks *webhook.Service
+	SLA      *sla.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

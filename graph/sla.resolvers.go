@@ -7,79 +7,114 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/sla"
 )
 
 // Scope is the resolver for the scope field.
 func (r *incidentResolver) Scope(ctx context.Context, obj *ent.Incident) (model.SLAScope, error) {
-	panic(fmt.Errorf("not implemented: Scope - scope"))
+	return model.SLAScope(sla.ScopeOf(obj.WorkflowID, obj.EnvironmentID)), nil
 }
 
 // Policy is the resolver for the policy field.
 func (r *incidentResolver) Policy(ctx context.Context, obj *ent.Incident) (*ent.SLAPolicy, error) {
-	panic(fmt.Errorf("not implemented: Policy - policy"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.SLAPolicy.Get(ctx, obj.PolicyID)
+	if ent.IsNotFound(err) {
+		return nil, nil // deleted since
+	}
+	return p, err
 }
 
 // CreateSLAPolicy is the resolver for the createSLAPolicy field.
 func (r *mutationResolver) CreateSLAPolicy(ctx context.Context, input model.CreateSLAPolicyInput) (*ent.SLAPolicy, error) {
-	panic(fmt.Errorf("not implemented: CreateSLAPolicy - createSLAPolicy"))
+	return r.SLA.CreatePolicy(ctx, sla.PolicyInput{WorkflowID: input.WorkflowID, EnvironmentID: input.EnvironmentID, Name: input.Name,
+		Objectives: objectivesFromInput(input.Objectives)})
 }
 
 // UpdateSLAPolicy is the resolver for the updateSLAPolicy field.
 func (r *mutationResolver) UpdateSLAPolicy(ctx context.Context, input model.UpdateSLAPolicyInput) (*ent.SLAPolicy, error) {
-	panic(fmt.Errorf("not implemented: UpdateSLAPolicy - updateSLAPolicy"))
+	return r.SLA.UpdatePolicy(ctx, input.ID, input.Name, objectivesFromInput(input.Objectives))
 }
 
 // DeleteSLAPolicy is the resolver for the deleteSLAPolicy field.
 func (r *mutationResolver) DeleteSLAPolicy(ctx context.Context, id string) (string, error) {
-	panic(fmt.Errorf("not implemented: DeleteSLAPolicy - deleteSLAPolicy"))
+	return r.SLA.DeletePolicy(ctx, id)
 }
 
 // AcknowledgeIncident is the resolver for the acknowledgeIncident field.
 func (r *mutationResolver) AcknowledgeIncident(ctx context.Context, id string, note *string) (*ent.Incident, error) {
-	panic(fmt.Errorf("not implemented: AcknowledgeIncident - acknowledgeIncident"))
+	return r.SLA.AcknowledgeIncident(ctx, id, note)
 }
 
 // ResolveIncident is the resolver for the resolveIncident field.
 func (r *mutationResolver) ResolveIncident(ctx context.Context, id string, note *string) (*ent.Incident, error) {
-	panic(fmt.Errorf("not implemented: ResolveIncident - resolveIncident"))
+	return r.SLA.ResolveIncident(ctx, id, note)
 }
 
 // EffectiveSLA is the resolver for the effectiveSLA field.
 func (r *queryResolver) EffectiveSLA(ctx context.Context, workflowID string, environmentID string) (*model.EffectiveSLA, error) {
-	panic(fmt.Errorf("not implemented: EffectiveSLA - effectiveSLA"))
+	eff, err := r.SLA.EffectiveFor(ctx, workflowID, environmentID)
+	if err != nil {
+		return nil, err
+	}
+	return effectiveToModel(eff), nil
 }
 
 // Incidents is the resolver for the incidents field.
 func (r *queryResolver) Incidents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) (*ent.IncidentConnection, error) {
-	panic(fmt.Errorf("not implemented: Incidents - incidents"))
+	var f sla.IncidentFilter
+	if where != nil {
+		f = sla.IncidentFilter{Status: where.Status, Severity: where.Severity, WorkflowID: where.WorkflowID, EnvironmentID: where.EnvironmentID}
+	}
+	q, err := r.SLA.Incidents(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return q.Paginate(ctx, after, first, before, last, ent.WithIncidentOrder(&ent.IncidentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.IncidentOrderFieldCreatedAt}))
 }
 
 // SLABreaches is the resolver for the slaBreaches field.
 func (r *runResolver) SLABreaches(ctx context.Context, obj *ent.Run) ([]*ent.SLABreach, error) {
-	panic(fmt.Errorf("not implemented: SLABreaches - slaBreaches"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.SLABreach.Query().Where(slabreach.RunID(obj.ID)).Order(ent.Asc(slabreach.FieldCreatedAt)).All(ctx)
 }
 
 // Incident is the resolver for the incident field.
 func (r *sLABreachResolver) Incident(ctx context.Context, obj *ent.SLABreach) (*ent.Incident, error) {
-	panic(fmt.Errorf("not implemented: Incident - incident"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	inc, err := c.Incident.Get(ctx, obj.IncidentID)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return inc, err
 }
 
 // Scope is the resolver for the scope field.
 func (r *sLAPolicyResolver) Scope(ctx context.Context, obj *ent.SLAPolicy) (model.SLAScope, error) {
-	panic(fmt.Errorf("not implemented: Scope - scope"))
+	return model.SLAScope(sla.ScopeOf(obj.WorkflowID, obj.EnvironmentID)), nil
 }
 
 // Objectives is the resolver for the objectives field.
 func (r *sLAPolicyResolver) Objectives(ctx context.Context, obj *ent.SLAPolicy) (*model.SLAObjectives, error) {
-	panic(fmt.Errorf("not implemented: Objectives - objectives"))
+	return objectivesToModel(obj.Objectives), nil
 }
 
 // IncidentUpdated is the resolver for the incidentUpdated field.
 func (r *subscriptionResolver) IncidentUpdated(ctx context.Context) (<-chan *ent.Incident, error) {
-	panic(fmt.Errorf("not implemented: IncidentUpdated - incidentUpdated"))
+	return subscribeIncidents(ctx)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tally"
@@ -47,6 +48,7 @@ type app struct {
 	control    *control.Service
 	runs       *runs.Service
 	webhooks   *webhook.Service
+	sla        *sla.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -195,7 +197,16 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 			}, func() float64 { return float64(g.Stats().Retried) }),
 		)
 	}
+	a.sla = sla.New(sla.Options{
+		Client:         a.client,
+		Events:         a.webhooks,
+		Publisher:      pub.p,
+		Log:            log,
+		SweepInterval:  cfg.SLASweepInterval,
+		WindowInterval: cfg.SLAWindowInterval,
+	})
 	a.runs = runs.New(runs.Options{
+		SLA:        a.sla,
 		Client:     a.client,
 		Vault:      v,
 		Dispatcher: a.dispatcher,

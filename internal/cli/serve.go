@@ -63,6 +63,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Control:  a.control,
 		Runs:     a.runs,
 		Webhooks: a.webhooks,
+		SLA:      a.sla,
 		Metrics:  metrics,
 		Hub:      hub,
 		Leases:   leases,

@@ -89,6 +89,13 @@ type Config struct {
 	// WebhookRotationGrace is how long an old webhook secret keeps signing
 	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
 	WebhookRotationGrace time.Duration
+	// SLASweepInterval is how often a worker looks for runs and approvals
+	// past an SLA deadline (SLUICE_SLA_SWEEP_INTERVAL). If unset, 5s.
+	SLASweepInterval time.Duration
+	// SLAWindowInterval is how often window SLA objectives (success rate,
+	// cost per window) are evaluated (SLUICE_SLA_WINDOW_INTERVAL). If
+	// unset, 1m.
+	SLAWindowInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -195,6 +202,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
 	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
+	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
+	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -28,6 +28,7 @@ type Service struct {
 	dispatcher tasks.Dispatcher
 	publisher  Publisher
 	outbox     Outbox
+	sla        SLA
 	executor   *steps.Executor
 	log        *slog.Logger
 	now        func() time.Time
@@ -49,6 +50,7 @@ type Options struct {
 	Dispatcher tasks.Dispatcher
 	Publisher  Publisher // optional: live subscriptions
 	Outbox     Outbox    // optional: outbound webhooks
+	SLA        SLA       // optional: SLA deadlines of new runs
 	Executor   *steps.Executor
 	Log        *slog.Logger      // if nil, slog.Default()
 	Metrics    *Metrics          // optional
@@ -91,6 +93,6 @@ func New(o Options) *Service {
 		o.Now = func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 	}
 	return &Service{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, client: o.Client, vault: o.Vault, dispatcher: o.Dispatcher,
-		publisher: o.Publisher, outbox: o.Outbox, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
+		publisher: o.Publisher, outbox: o.Outbox, sla: o.SLA, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
 		group: o.Group}
 }

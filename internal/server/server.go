@@ -35,6 +35,7 @@ import (
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 	"github.com/sluicehq/sluice/internal/webhook"
@@ -49,6 +50,7 @@ type Deps struct {
 	Control  *control.Service
 	Runs     *runs.Service
 	Webhooks *webhook.Service
+	SLA      *sla.Service
 	Metrics  *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
@@ -85,7 +87,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, SLA: d.SLA, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
