@@ -16,8 +16,8 @@ import (
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
-	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )

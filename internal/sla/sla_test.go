@@ -246,7 +246,9 @@ func TestIncidentTransitions(t *testing.T) {
 		t.Errorf("viewer acknowledges: %v", err)
 	}
 	other := newH(t)
-	if _, err := call(other, func(ctx context.Context) (*ent.Incident, error) { return other.sla.AcknowledgeIncident(ctx, inc.ID, nil) }); errs.CodeOf(err) != errs.NotFound {
+	if _, err := call(other, func(ctx context.Context) (*ent.Incident, error) {
+		return other.sla.AcknowledgeIncident(ctx, inc.ID, nil)
+	}); errs.CodeOf(err) != errs.NotFound {
 		t.Errorf("another tenant acknowledges: %v", err)
 	}
 	if _, err := call(other, func(ctx context.Context) (*ent.Incident, error) { return other.sla.ResolveIncident(ctx, inc.ID, nil) }); errs.CodeOf(err) != errs.NotFound {
