@@ -1289,11 +1289,6 @@ func (_q *IncidentQuery) collectField(ctx context.Context, oneNode bool, opCtx *
 				selectedFields = append(selectedFields, incident.FieldLastSeenAt)
 				fieldSeen[incident.FieldLastSeenAt] = struct{}{}
 			}
-		case "sampleRunIds":
-			if _, ok := fieldSeen[incident.FieldSampleRunIds]; !ok {
-				selectedFields = append(selectedFields, incident.FieldSampleRunIds)
-				fieldSeen[incident.FieldSampleRunIds] = struct{}{}
-			}
 		case "escalationPolicyID":
 			if _, ok := fieldSeen[incident.FieldEscalationPolicyID]; !ok {
 				selectedFields = append(selectedFields, incident.FieldEscalationPolicyID)

@@ -108,7 +108,8 @@ func (Incident) Fields() []ent.Field {
 		field.Int("count").Default(1),
 		field.Time("first_seen_at").Immutable(),
 		field.Time("last_seen_at"),
-		field.Strings("sample_run_ids").Optional(),
+		field.Strings("sample_run_ids").Optional().
+			Annotations(entgql.Skip(entgql.SkipType)), // sampleRunIDs in sla.graphql
 		field.String("escalation_policy_id").Optional().Nillable().Immutable(),
 		field.JSON("details", map[string]any{}).Optional().
 			Comment("The last breach's measurement (rate, runs, cost, deadline...).").

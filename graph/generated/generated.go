@@ -1969,7 +1969,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Incident.ResolvedBy(childComplexity), true
-	case "Incident.sampleRunIds":
+	case "Incident.sampleRunIDs":
 		if e.ComplexityRoot.Incident.SampleRunIds == nil {
 			break
 		}
@@ -6462,7 +6462,6 @@ type Incident implements Node {
   count: Int!
   firstSeenAt: Time!
   lastSeenAt: Time!
-  sampleRunIds: [String!]
   escalationPolicyID: String
   """
   The last breach's measurement (rate, runs, cost, deadline...).
@@ -9900,6 +9899,8 @@ type EffectiveSLA {
 }
 
 extend type Incident {
+  "Up to 10 of the runs that breached (per-run objectives), oldest first."
+  sampleRunIDs: [ID!]!
   "The policy's scope, as it was when the incident opened."
   scope: SLAScope!
   policy: SLAPolicy
@@ -10466,8 +10467,6 @@ func (ec *executionContext) childFields_Incident(ctx context.Context, field grap
 		return ec.fieldContext_Incident_firstSeenAt(ctx, field)
 	case "lastSeenAt":
 		return ec.fieldContext_Incident_lastSeenAt(ctx, field)
-	case "sampleRunIds":
-		return ec.fieldContext_Incident_sampleRunIds(ctx, field)
 	case "escalationPolicyID":
 		return ec.fieldContext_Incident_escalationPolicyID(ctx, field)
 	case "details":
@@ -10482,6 +10481,8 @@ func (ec *executionContext) childFields_Incident(ctx context.Context, field grap
 		return ec.fieldContext_Incident_resolvedAt(ctx, field)
 	case "note":
 		return ec.fieldContext_Incident_note(ctx, field)
+	case "sampleRunIDs":
+		return ec.fieldContext_Incident_sampleRunIDs(ctx, field)
 	case "scope":
 		return ec.fieldContext_Incident_scope(ctx, field)
 	case "policy":
@@ -17254,29 +17255,6 @@ func (ec *executionContext) fieldContext_Incident_lastSeenAt(_ context.Context, 
 	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
 }
 
-func (ec *executionContext) _Incident_sampleRunIds(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Incident_sampleRunIds(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.SampleRunIds, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
-			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
-		},
-		true,
-		false,
-	)
-}
-func (ec *executionContext) fieldContext_Incident_sampleRunIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
-}
-
 func (ec *executionContext) _Incident_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -17436,6 +17414,29 @@ func (ec *executionContext) _Incident_note(ctx context.Context, field graphql.Co
 }
 func (ec *executionContext) fieldContext_Incident_note(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_sampleRunIDs(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_sampleRunIDs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SampleRunIds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_sampleRunIDs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "ID")
 }
 
 func (ec *executionContext) _Incident_scope(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
@@ -46637,11 +46638,6 @@ func (ec *executionContext) _Incident(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "sampleRunIds":
-			out.Values[i] = ec._Incident_sampleRunIds(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
 		case "escalationPolicyID":
 			out.Values[i] = ec._Incident_escalationPolicyID(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -46675,6 +46671,11 @@ func (ec *executionContext) _Incident(ctx context.Context, sel ast.SelectionSet,
 		case "note":
 			out.Values[i] = ec._Incident_note(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sampleRunIDs":
+			out.Values[i] = ec._Incident_sampleRunIDs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "scope":

@@ -88,7 +88,7 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 	}
 	opened := inc == nil
 	if opened {
-		var samples []string
+		samples := []string{}
 		if b.runID != "" {
 			samples = []string{b.runID}
 		}
