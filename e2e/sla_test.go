@@ -37,11 +37,7 @@ func delayWorkflow(d string) map[string]any {
 
 func incidentsOf(t *testing.T, c *client, where map[string]any) []map[string]any {
 	t.Helper()
-	var nodes []map[string]any
-	for _, e := range edges(c.ok(qIncidents, map[string]any{"w": where}), "incidents") {
-		nodes = append(nodes, e["node"].(map[string]any))
-	}
-	return nodes
+	return edges(c.ok(qIncidents, map[string]any{"w": where}), "incidents")
 }
 
 // TestSLAMaxDurationBreachArrivesWhileTheRunRuns: a run past its 2s
@@ -269,7 +265,7 @@ func TestSLAIsolationAndBadInput(t *testing.T) {
 	if get(b.owner.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": pol}), "node") != nil {
 		t.Error("another tenant reads the policy")
 	}
-	if got := edges(b.owner.ok(qSLAPolicies, nil), "slaPolicies"); len(got) != 1 || get(got[0], "node.scope") != "TENANT" {
+	if got := edges(b.owner.ok(qSLAPolicies, nil), "slaPolicies"); len(got) != 1 || got[0]["scope"] != "TENANT" {
 		t.Errorf("tenant b's policies %v, want only its own default", got)
 	}
 	if len(incidentsOf(t, b.owner, nil)) != 0 {
