@@ -179,12 +179,12 @@ func TestSLABreachesSurviveASweeperKill(t *testing.T) {
 	hookEndpoint(t, owner, recv.URL+"/sla", "sla.breached")
 	wf, _ := deployWorkflow(t, f, "slow", delayWorkflow("30s"))
 	owner.ok(mSLACreate, map[string]any{"in": map[string]any{"workflowID": wf,
-		"objectives": map[string]any{"maxDuration": map[string]any{"duration": "1s", "severity": "ERROR"}}}})
-	// Deadlines spread over 4s, so breaches fall due before and after the
-	// kill.
+		"objectives": map[string]any{"maxDuration": map[string]any{"duration": "3s", "severity": "ERROR"}}}})
+	// Runs started over 2.4s with a 3s maxDuration: their deadlines fall
+	// due one after another, before and after the kill.
 	const n = 40
 	ids := map[string]bool{}
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(60 * time.Millisecond)
 	for range n {
 		<-tick.C
 		ids[str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{}}), "startRun.id")] = true
