@@ -778,7 +778,7 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{RunsColumns[27], RunsColumns[26]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "sla_check_at IS NOT NULL AND status IN ('queued', 'running', 'waiting')",
+					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
 			},
 			{

@@ -97,7 +97,7 @@ func (Run) Indexes() []ent.Index {
 			Annotations(entsql.IndexWhere("parent_run_id IS NOT NULL")),
 		// The SLA sweep: unfinished runs with a deadline to judge.
 		index.Fields("tenant_id", "sla_check_at").
-			Annotations(entsql.IndexWhere("sla_check_at IS NOT NULL AND status IN ('queued', 'running', 'waiting')")),
+			Annotations(entsql.IndexWhere("sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')")),
 		// SLA window objectives (aggregates over runs finished in a window)
 		// and the check of runs that finished before the sweep saw them.
 		index.Fields("tenant_id", "finished_at").

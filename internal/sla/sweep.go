@@ -87,7 +87,8 @@ const slaRunColumns = `id, workflow_id, environment_id, status, created_at, star
 // tenant, $2 now, $3 limit), through the partial index
 // run_tenant_id_sla_check_at.
 const DueRunsSQL = `SELECT ` + slaRunColumns + ` FROM runs
-	WHERE tenant_id = $1 AND sla_check_at IS NOT NULL AND sla_check_at <= $2 AND status IN ('queued', 'running', 'waiting')
+	WHERE tenant_id = $1 AND sla_check_at IS NOT NULL AND sla_check_at <= $2
+	AND (status = 'queued' OR status = 'running' OR status = 'waiting')
 	ORDER BY sla_check_at LIMIT $3`
 
 // finishedRunsSQL reads a tenant's live runs finished since $2 that still

@@ -4,7 +4,7 @@ ALTER TABLE "runs" ADD COLUMN "sla_deadline_at" timestamptz NULL, ADD COLUMN "sl
 -- create index "run_tenant_id_finished_at" to table: "runs"
 CREATE INDEX "run_tenant_id_finished_at" ON "runs" ("tenant_id", "finished_at") WHERE ((finished_at IS NOT NULL) AND ((mode)::text = 'live'::text));
 -- create index "run_tenant_id_sla_check_at" to table: "runs"
-CREATE INDEX "run_tenant_id_sla_check_at" ON "runs" ("tenant_id", "sla_check_at") WHERE ((sla_check_at IS NOT NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'running'::character varying, 'waiting'::character varying])::text[])));
+CREATE INDEX "run_tenant_id_sla_check_at" ON "runs" ("tenant_id", "sla_check_at") WHERE ((sla_check_at IS NOT NULL) AND (((status)::text = 'queued'::text) OR ((status)::text = 'running'::text) OR ((status)::text = 'waiting'::text)));
 -- modify "tenants" table
 ALTER TABLE "tenants" ADD COLUMN "sla_version" bigint NOT NULL DEFAULT 0;
 -- create "incidents" table
