@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -248,8 +249,17 @@ func TestSLAIsolationAndBadInput(t *testing.T) {
 	if str(eff, "effectiveSLA.objectives.maxDuration.duration") != "100ms" || str(eff, "effectiveSLA.objectives.maxDuration.severity") != "WARNING" {
 		t.Errorf("effective %v", eff)
 	}
+	// incidentUpdated streams the tenant's incidents as they change.
+	w := connectWS(t, server(1), wsBearer(token(t, a.tenantID, "viewer")))
+	w.subscribe("inc", `subscription { incidentUpdated { id status objective count } }`, nil)
 	runID := str(a.owner.ok(mStartRun, map[string]any{"w": wf, "e": a.envID, "i": map[string]any{}}), "startRun.id")
 	waitRun(t, a.owner, runID, 30*time.Second, "succeeded")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	frame, err := w.next(ctx, "inc")
+	if err != nil || frame.Type != "next" || str(frame.Data, "incidentUpdated.status") != "TRIGGERED" || str(frame.Data, "incidentUpdated.objective") != "maxDuration" {
+		t.Fatalf("incidentUpdated: %v %+v", err, frame)
+	}
 	var incID string
 	eventually(t, 20*time.Second, func() (bool, string) {
 		list := incidentsOf(t, a.owner, nil)
@@ -310,6 +320,9 @@ func TestSLAIsolationAndBadInput(t *testing.T) {
 		t.Errorf("acknowledge: %v", got)
 	}
 	op.fail("CONFLICT", mIncAck, map[string]any{"id": incID})
+	if frame, err := w.next(ctx, "inc"); err != nil || str(frame.Data, "incidentUpdated.status") != "ACKNOWLEDGED" || str(frame.Data, "incidentUpdated.id") != incID {
+		t.Errorf("incidentUpdated after the acknowledgement: %v %+v", err, frame)
+	}
 	if str(op.ok(mIncRes, map[string]any{"id": incID}), "resolveIncident.status") != "RESOLVED" {
 		t.Error("resolve")
 	}
