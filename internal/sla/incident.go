@@ -37,7 +37,9 @@ type breach struct {
 	policy    *ent.SLAPolicy
 	objective string
 	// runID and subject: for per-run objectives, the run (and the approval
-	// request of maxApprovalWait); empty for window objectives.
+	// request of maxApprovalWait); for completeBy, no run and the subject
+	// "<policy>@<instant>"; both empty for window objectives. A breach
+	// with either is recorded once (sla_breaches).
 	runID, subject string
 	details        map[string]any
 }
@@ -75,7 +77,7 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 	if inc != nil {
 		incID = inc.ID
 	}
-	if b.runID != "" {
+	if b.runID != "" || b.subject != "" {
 		res, err := c.ExecContext(ctx, `INSERT INTO sla_breaches (id, tenant_id, created_at, run_id, objective, subject, incident_id, policy_id, details)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, run_id, objective, subject) DO NOTHING`,
 			ids.New(ids.SLABreach), tenantID, now, b.runID, b.objective, b.subject, incID, b.policy.ID, jsonOf(b.details))
@@ -112,7 +114,7 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 			return false, fmt.Errorf("join incident: %w", err)
 		}
 	}
-	if opened || b.runID != "" {
+	if opened || b.runID != "" || b.subject != "" {
 		data := map[string]any{
 			"incidentID": inc.ID, "incidentKey": inc.Key, "incidentStatus": string(inc.Status), "objective": b.objective,
 			"policyID": b.policy.ID, "scope": string(ScopeOf(b.policy.WorkflowID, b.policy.EnvironmentID)),
@@ -127,7 +129,7 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 		if b.runID != "" {
 			data["runID"] = b.runID
 		}
-		if b.subject != "" {
+		if b.subject != "" && b.runID != "" {
 			data["approvalID"] = b.subject
 		}
 		if len(b.details) > 0 {

@@ -114,8 +114,16 @@ func (s *Service) evaluateTenant(ctx context.Context, tenantID string, rep *Wind
 				windows[o.Window] = true
 				verdicts[IncidentKey(p, slaspec.MaxCostPerWindow)] = &verdict{policy: p, objective: slaspec.MaxCostPerWindow}
 			}
+			if p.Objectives.CompleteBy != nil {
+				// Judged per instant (completeby.go); listed so its open
+				// incident is not taken for an orphan.
+				verdicts[IncidentKey(p, slaspec.CompleteBy)] = &verdict{policy: p, objective: slaspec.CompleteBy}
+			}
 		}
-		if len(verdicts) == 0 {
+		if err := s.evaluateCompleteBy(ctx, c, q, tenantID, policies, now, rep); err != nil {
+			return err
+		}
+		if len(windows) == 0 {
 			return s.resolveOrphans(ctx, c, tenantID, verdicts)
 		}
 		for w := range windows {

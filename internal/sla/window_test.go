@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -146,4 +147,68 @@ func TestAQueuedRunPastItsQueueDelayAndAnApprovalLeftOpen(t *testing.T) {
 	if len(list) != 1 || list[0].Objective != slaspec.MaxApprovalWait || list[0].SampleRunIds[0] != r.ID || list[0].Count != 1 {
 		t.Fatalf("incidents %+v", list)
 	}
+}
+
+func TestCompleteByJudgesEachInstantOnce(t *testing.T) {
+	x := newH(t)
+	x.endpoint()
+	wf := x.deploy(delayDef("1h"))
+	// The clock 10s past a minute: the policy (stamped with the wall
+	// clock) is older than the next instant.
+	now := x.clock.Now()
+	x.clock.Advance(now.Truncate(time.Minute).Add(time.Minute + 10*time.Second).Sub(now))
+	x.policy(sla.PolicyInput{WorkflowID: &wf, Objectives: slaspec.Objectives{CompleteBy: &slaspec.Deadline{
+		Common: slaspec.Common{Severity: slaspec.Critical}, Cron: "* * * * *", TimeZone: "Europe/Paris"}}})
+	x.start(wf) // still waiting at the next instant
+	x.evaluate()
+	if n := len(x.incidents()); n != 0 {
+		t.Fatalf("%d incidents before the instant", n)
+	}
+	x.clock.Advance(time.Minute)
+	x.evaluate()
+	x.evaluate()
+	list := x.incidents()
+	if len(list) != 1 || list[0].Objective != slaspec.CompleteBy || list[0].Count != 1 || list[0].Details["runs"] != float64(1) {
+		t.Fatalf("incidents %+v", list)
+	}
+	if n := x.deliveries(string(eventtype.SLABreached)); n != 1 {
+		t.Errorf("%d sla.breached deliveries, want 1", n)
+	}
+	// The next minute has no run (requireRun is off): met, resolved.
+	x.clock.Advance(time.Minute)
+	x.evaluate()
+	if got := x.incidents()[0]; got.Status != incident.StatusResolved {
+		t.Errorf("after a met instant: %+v", got)
+	}
+}
+
+func TestAQueuedRunPastItsQueueDelay(t *testing.T) {
+	x := newH(t)
+	// An http step starts queued; the test's queue delivers nothing, so
+	// the run stays queued.
+	wf := x.deploy(map[string]any{"schemaVersion": 1, "steps": []any{map[string]any{"id": "call", "type": "http",
+		"request": map[string]any{"method": "GET", "url": "http://127.0.0.1:9/x"}}}})
+	x.policy(sla.PolicyInput{Objectives: slaspec.Objectives{MaxQueueDelay: dur("10s", slaspec.Warning), MaxDuration: dur("1h", slaspec.Error)}})
+	r := x.start(wf)
+	if r.SLAQueueDeadlineAt == nil || r.Status != "queued" {
+		t.Fatalf("run %+v", r)
+	}
+	x.clock.Advance(11 * time.Second)
+	x.sweep()
+	x.sweep()
+	list := x.incidents()
+	if len(list) != 1 || list[0].Objective != slaspec.MaxQueueDelay || list[0].Count != 1 {
+		t.Fatalf("incidents %+v", list)
+	}
+	// The run's next check is its maxDuration deadline.
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		got, err := c.Run.Get(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		if got.SLACheckAt == nil || !got.SLACheckAt.Equal(*got.SLADeadlineAt) {
+			t.Errorf("sla_check_at %v, deadline %v", got.SLACheckAt, got.SLADeadlineAt)
+		}
+		return nil
+	})
 }
