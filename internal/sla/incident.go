@@ -274,7 +274,7 @@ type IncidentFilter struct {
 // Incidents returns the query of the tenant's incidents matching f (every
 // role); the caller paginates.
 func (s *Service) Incidents(ctx context.Context, f IncidentFilter) (*ent.IncidentQuery, error) {
-	_, c, err := access.Authorize(ctx, viewer.RoleViewer)
+	_, c, err := access.Authorize(ctx, viewer.RoleEditor, viewer.RoleOperator, viewer.RoleViewer)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
@@ -154,7 +155,7 @@ func (s *Service) DeletePolicy(ctx context.Context, id string) (string, error) {
 // EffectiveFor returns the SLA in force for a workflow in an environment
 // (every role).
 func (s *Service) EffectiveFor(ctx context.Context, workflowID, environmentID string) (Effective, error) {
-	v, c, err := access.Authorize(ctx, viewer.RoleViewer)
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor, viewer.RoleOperator, viewer.RoleViewer)
 	if err != nil {
 		return Effective{}, err
 	}
@@ -171,7 +172,9 @@ func (s *Service) EffectiveFor(ctx context.Context, workflowID, environmentID st
 	} else if err != nil {
 		return Effective{}, err
 	}
-	policies, err := c.SLAPolicy.Query().All(ctx)
+	// Every policy of the tenant (an environment-scoped caller's filter
+	// would hide those of no environment, which apply to it too).
+	policies, err := c.SLAPolicy.Query().All(privacy.DecisionContext(ctx, privacy.Allow))
 	if err != nil {
 		return Effective{}, err
 	}

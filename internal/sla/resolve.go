@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/slaspec"
@@ -128,7 +129,11 @@ func (s *Service) tenantPolicies(ctx context.Context, c *ent.Client, tenantID st
 	if v, ok := s.policies.Load(tenantID); ok && v.(policySet).version == version {
 		return v.(policySet).policies, nil
 	}
-	list, err := c.SLAPolicy.Query().All(ctx)
+	// All of the tenant's policies whoever asks: an environment-scoped
+	// caller's privacy filter would hide those of no environment, and the
+	// set is cached for every caller. Row-Level Security still confines
+	// the read to the tenant.
+	list, err := c.SLAPolicy.Query().All(privacy.DecisionContext(ctx, privacy.Allow))
 	if err != nil {
 		return nil, fmt.Errorf("read SLA policies: %w", err)
 	}

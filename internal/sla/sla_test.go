@@ -296,3 +296,26 @@ func TestIncidentTransitions(t *testing.T) {
 	}
 	_ = slapolicy.Table
 }
+
+func TestAnEnvironmentScopedCallerGetsTheTenantsDeadlines(t *testing.T) {
+	x := newH(t)
+	wf := x.deploy(delayDef("10s"))
+	x.policy(sla.PolicyInput{Objectives: slaspec.Objectives{MaxDuration: dur("1h", slaspec.Error)}})
+	scoped := x.as("key_ci", viewer.RoleOperator)
+	scoped.ctx = viewer.NewContext(context.Background(), &viewer.Viewer{TenantID: x.tenantID, Subject: "key_ci", Roles: []string{viewer.RoleOperator},
+		EnvironmentID: x.envID, APIKeyID: "key_ci"})
+	// The first start after the change reads (and caches) the policies,
+	// as the scoped caller: the tenant default must be among them.
+	r := scoped.start(wf)
+	if r.SLADeadlineAt == nil {
+		t.Fatal("a run started by an environment-scoped key got no deadline from the tenant default policy")
+	}
+	var eff sla.Effective
+	scoped.in(func(ctx context.Context, _ *ent.Client) (err error) {
+		eff, err = x.sla.EffectiveFor(ctx, wf, x.envID)
+		return err
+	})
+	if eff.Objectives.MaxDuration == nil {
+		t.Error("effectiveSLA for an environment-scoped key misses the tenant default")
+	}
+}
