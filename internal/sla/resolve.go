@@ -144,6 +144,16 @@ func (s *Service) tenantPolicies(ctx context.Context, c *ent.Client, tenantID st
 	return list, nil
 }
 
+// cachedPolicies returns the tenant's cached policies and their version,
+// if any (the caller checks the version).
+func (s *Service) cachedPolicies(tenantID string) ([]*ent.SLAPolicy, int64, bool) {
+	v, ok := s.policies.Load(tenantID)
+	if !ok {
+		return nil, 0, false
+	}
+	return v.(policySet).policies, v.(policySet).version, true
+}
+
 // RunDeadlines implements runs.SLA: the deadlines of a new live run.
 func (s *Service) RunDeadlines(ctx context.Context, c *ent.Client, tenantID string, version int64, workflowID, environmentID string, created time.Time) (runs.RunDeadlines, error) {
 	var d runs.RunDeadlines

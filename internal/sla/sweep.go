@@ -125,6 +125,12 @@ func scanRuns(rows pgx.Rows) ([]slaRun, error) {
 
 // sweepTenant sweeps one batch of a tenant in one transaction; full says
 // a batch was full (there may be more).
+//
+// Its reads go in one round trip (with the transaction's BEGIN): the
+// tenant's sla_version, the due runs, and, when the tenant's policies as
+// last cached have the objectives that need them, the recently finished
+// runs and the overdue approvals. Only when the version shows the cache
+// stale are the policies read again and the conditional reads sent then.
 func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepReport) (full bool, err error) {
 	now := s.now()
 	err = store.InTenant(viewer.SystemContext(ctx, tenantID), s.o.Client, func(ctx context.Context) error {
@@ -133,35 +139,58 @@ func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepRe
 		if err != nil {
 			return err
 		}
+		cached, cachedVersion, haveCache := s.cachedPolicies(tenantID)
+		reads := s.planReads(cached, haveCache, now)
+		b := &pgx.Batch{}
+		b.Queue(`SELECT sla_version FROM tenants WHERE id = $1`, tenantID)
+		b.Queue(DueRunsSQL, tenantID, now, s.o.Batch)
+		reads.queue(b, tenantID, s.o.Batch)
+		br := q.SendBatch(ctx, b)
 		var version int64
-		if err := q.QueryRow(ctx, `SELECT sla_version FROM tenants WHERE id = $1`, tenantID).Scan(&version); err != nil {
-			return fmt.Errorf("read sla version: %w", err)
-		}
-		policies, err := s.tenantPolicies(ctx, c, tenantID, version)
+		var list, finished []slaRun
+		var approvals []overdueApproval
+		err = func() error {
+			defer br.Close()
+			if err := br.QueryRow().Scan(&version); err != nil {
+				return fmt.Errorf("read sla version: %w", err)
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return fmt.Errorf("due runs: %w", err)
+			}
+			if list, err = scanRuns(rows); err != nil {
+				return fmt.Errorf("due runs: %w", err)
+			}
+			return reads.scan(br, &finished, &approvals)
+		}()
 		if err != nil {
 			return err
 		}
-		rows, err := q.Query(ctx, DueRunsSQL, tenantID, now, s.o.Batch)
-		if err != nil {
-			return fmt.Errorf("due runs: %w", err)
-		}
-		list, err := scanRuns(rows)
-		if err != nil {
-			return fmt.Errorf("due runs: %w", err)
-		}
-		full = len(list) == s.o.Batch
-		if anySet(policies, slaspec.MaxDuration, slaspec.MaxQueueDelay, slaspec.MaxCostPerRun) {
-			rows, err := q.Query(ctx, finishedRunsSQL, tenantID, now.Add(-s.finishedLookback()), s.o.Batch)
-			if err != nil {
-				return fmt.Errorf("finished runs: %w", err)
+		policies := cached
+		if !haveCache || version != cachedVersion {
+			if policies, err = s.tenantPolicies(ctx, c, tenantID, version); err != nil {
+				return err
 			}
-			finished, err := scanRuns(rows)
-			if err != nil {
-				return fmt.Errorf("finished runs: %w", err)
+			if again := s.planReads(policies, true, now); again != reads {
+				// The policies changed since they were cached: the
+				// conditional reads again, as they now are.
+				finished, approvals = nil, nil
+				b := &pgx.Batch{}
+				again.queue(b, tenantID, s.o.Batch)
+				if b.Len() > 0 {
+					br := q.SendBatch(ctx, b)
+					err := again.scan(br, &finished, &approvals)
+					if cerr := br.Close(); err == nil {
+						err = cerr
+					}
+					if err != nil {
+						return err
+					}
+				}
 			}
-			full = full || len(finished) == s.o.Batch
-			list = append(list, finished...)
 		}
+		full = len(list) == s.o.Batch || len(finished) == s.o.Batch || len(approvals) == s.o.Batch
+		list = append(list, finished...)
 		var moveIDs []string
 		var moveTo []*time.Time
 		for _, r := range list {
@@ -187,16 +216,76 @@ func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepRe
 				return fmt.Errorf("move sla_check_at: %w", err)
 			}
 		}
-		if minWait, ok := minApprovalWait(policies); ok {
-			n, err := s.sweepApprovals(ctx, c, q, tenantID, policies, now, minWait, rep)
-			if err != nil {
-				return err
-			}
-			full = full || n == s.o.Batch
-		}
-		return nil
+		return s.recordApprovals(ctx, c, tenantID, policies, approvals, now, rep)
 	})
 	return full, err
+}
+
+// sweepReads are the sweep's reads that depend on a tenant's objectives.
+type sweepReads struct {
+	finished     bool      // some policy has a per-run objective judged at finish
+	finishedFrom time.Time // lookback start
+	approvals    bool      // some policy has maxApprovalWait
+	openedBefore time.Time // now - the shortest maxApprovalWait
+}
+
+// planReads decides the conditional reads from policies; without a cached
+// set (known false) it plans none, and the caller reads the policies first.
+func (s *Service) planReads(policies []*ent.SLAPolicy, known bool, now time.Time) sweepReads {
+	var r sweepReads
+	if !known {
+		return r
+	}
+	if anySet(policies, slaspec.MaxDuration, slaspec.MaxQueueDelay, slaspec.MaxCostPerRun) {
+		r.finished, r.finishedFrom = true, now.Add(-s.finishedLookback())
+	}
+	if w, ok := minApprovalWait(policies); ok {
+		r.approvals, r.openedBefore = true, now.Add(-w)
+	}
+	return r
+}
+
+func (r sweepReads) queue(b *pgx.Batch, tenantID string, limit int) {
+	if r.finished {
+		b.Queue(finishedRunsSQL, tenantID, r.finishedFrom, limit)
+	}
+	if r.approvals {
+		b.Queue(overdueApprovalsSQL, tenantID, r.openedBefore, limit)
+	}
+}
+
+func (r sweepReads) scan(br pgx.BatchResults, finished *[]slaRun, approvals *[]overdueApproval) error {
+	if r.finished {
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("finished runs: %w", err)
+		}
+		if *finished, err = scanRuns(rows); err != nil {
+			return fmt.Errorf("finished runs: %w", err)
+		}
+	}
+	if r.approvals {
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("overdue approvals: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a overdueApproval
+			if err := rows.Scan(&a.id, &a.runID, &a.created, &a.workflowID, &a.environmentID); err != nil {
+				return err
+			}
+			*approvals = append(*approvals, a)
+		}
+		return rows.Err()
+	}
+	return nil
+}
+
+// overdueApproval is a pending approval request as the sweep reads it.
+type overdueApproval struct {
+	id, runID, workflowID, environmentID string
+	created                              time.Time
 }
 
 // anySet reports whether some policy sets one of the objectives.
@@ -284,30 +373,9 @@ func nextCheck(r slaRun, now time.Time) *time.Time {
 	return next
 }
 
-// sweepApprovals records the maxApprovalWait breaches of pending approval
-// requests; it returns how many requests it read.
-func (s *Service) sweepApprovals(ctx context.Context, c *ent.Client, q store.Querier, tenantID string, policies []*ent.SLAPolicy, now time.Time, minWait time.Duration, rep *SweepReport) (int, error) {
-	rows, err := q.Query(ctx, overdueApprovalsSQL, tenantID, now.Add(-minWait), s.o.Batch)
-	if err != nil {
-		return 0, fmt.Errorf("overdue approvals: %w", err)
-	}
-	type overdue struct {
-		id, runID, workflowID, environmentID string
-		created                              time.Time
-	}
-	var list []overdue
-	for rows.Next() {
-		var a overdue
-		if err := rows.Scan(&a.id, &a.runID, &a.created, &a.workflowID, &a.environmentID); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		list = append(list, a)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
+// recordApprovals records the maxApprovalWait breaches of pending
+// approval requests read by the sweep.
+func (s *Service) recordApprovals(ctx context.Context, c *ent.Client, tenantID string, policies []*ent.SLAPolicy, list []overdueApproval, now time.Time, rep *SweepReport) error {
 	for _, a := range list {
 		eff := Resolve(policies, a.workflowID, a.environmentID)
 		o := eff.Objectives.MaxApprovalWait
@@ -317,13 +385,13 @@ func (s *Service) sweepApprovals(ctx context.Context, c *ent.Client, q store.Que
 		ok, err := s.record(ctx, c, tenantID, breach{policy: eff.Sources[slaspec.MaxApprovalWait], objective: slaspec.MaxApprovalWait,
 			runID: a.runID, subject: a.id, details: map[string]any{"approvalID": a.id, "openedAt": a.created.Format(time.RFC3339Nano), "limit": o.Duration}}, now)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if ok {
 			rep.Breaches++
 		}
 	}
-	return len(list), nil
+	return nil
 }
 
 // RunSweeper sweeps every SweepInterval until ctx ends, under the
