@@ -7,6 +7,7 @@ package sla_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"sync"
@@ -45,6 +46,7 @@ type escalations struct {
 	mu    sync.Mutex
 	calls []string
 	known string
+	fail  bool // IncidentOpened fails (and with it the sweep's transaction)
 }
 
 func (e *escalations) add(s string) {
@@ -54,6 +56,9 @@ func (e *escalations) add(s string) {
 }
 
 func (e *escalations) IncidentOpened(_ context.Context, _ *ent.Client, _ string, inc *ent.Incident, _ time.Time) error {
+	if e.fail {
+		return errors.New("escalation unavailable")
+	}
 	e.add("opened " + *inc.EscalationPolicyID)
 	return nil
 }

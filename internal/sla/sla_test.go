@@ -319,3 +319,48 @@ func TestAnEnvironmentScopedCallerGetsTheTenantsDeadlines(t *testing.T) {
 		t.Error("effectiveSLA for an environment-scoped key misses the tenant default")
 	}
 }
+
+// TestASweepThatFailsRecordsNothing: a sweep whose transaction fails part
+// way (here the escalator, after the breach row and the incident were
+// written) leaves no trace, and the next one records each breach once.
+func TestASweepThatFailsRecordsNothing(t *testing.T) {
+	x := newH(t)
+	x.endpoint()
+	wf := x.deploy(delayDef("10s"))
+	x.policy(sla.PolicyInput{WorkflowID: &wf, Objectives: slaspec.Objectives{
+		MaxDuration: &slaspec.Duration{Common: slaspec.Common{Severity: slaspec.Error, EscalationPolicyID: ptr("esc_known")}, Duration: "1s"}}})
+	r1, r2 := x.start(wf), x.start(wf)
+	x.clock.Advance(2 * time.Second)
+	x.esc.fail = true
+	if _, err := x.sla.Sweep(context.Background()); err == nil {
+		t.Fatal("the sweep did not report the failure")
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		if n, _ := c.SLABreach.Query().Count(ctx); n != 0 {
+			t.Errorf("%d breaches left by a failed sweep", n)
+		}
+		for _, id := range []string{r1.ID, r2.ID} {
+			got, err := c.Run.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			if got.SLACheckAt == nil {
+				t.Errorf("run %s moved on by a failed sweep", id)
+			}
+		}
+		return nil
+	})
+	if len(x.incidents()) != 0 || x.deliveries(string(eventtype.SLABreached)) != 0 {
+		t.Error("a failed sweep left an incident or a delivery")
+	}
+	x.esc.fail = false
+	x.sweep()
+	x.sweep()
+	list := x.incidents()
+	if len(list) != 1 || list[0].Count != 2 {
+		t.Fatalf("incidents %+v", list)
+	}
+	if n := x.deliveries(string(eventtype.SLABreached)); n != 2 {
+		t.Errorf("%d sla.breached deliveries, want 2", n)
+	}
+}
