@@ -92,11 +92,23 @@ type h struct {
 
 func newH(t *testing.T) *h {
 	t.Helper()
-	ctx := context.Background()
-	tenantID, err := testDB.Tenant(ctx, "sla test")
+	tenantID, err := testDB.Tenant(context.Background(), "sla test")
 	if err != nil {
 		t.Fatal(err)
 	}
+	x := newHFor(t, tenantID)
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		// Tests set their own policies: drop the manifest's default.
+		_, err = x.sla.DeletePolicy(ctx, x.defaultPolicy(ctx, c))
+		return err
+	})
+	return x
+}
+
+// newHFor is newH for an existing tenant, its policies as they are.
+func newHFor(t *testing.T, tenantID string) *h {
+	t.Helper()
+	ctx := context.Background()
 	clk := testdb.NewClock(time.Now())
 	loopback := egress.Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	v := vault.New(secrets.DevKeyRing())
@@ -115,9 +127,7 @@ func newH(t *testing.T) *h {
 			return err
 		}
 		x.envID = env.ID
-		// Tests set their own policies: drop the manifest's default.
-		_, err = x.sla.DeletePolicy(ctx, x.defaultPolicy(ctx, c))
-		return err
+		return nil
 	})
 	return x
 }

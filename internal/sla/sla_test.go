@@ -3,6 +3,7 @@ package sla_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -14,9 +15,12 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/slaspec"
+	"github.com/sluicehq/sluice/internal/testdb"
 	"github.com/sluicehq/sluice/internal/viewer"
+	"github.com/sluicehq/sluice/tenants"
 )
 
 func delayDef(d string) map[string]any {
@@ -362,5 +366,51 @@ func TestASweepThatFailsRecordsNothing(t *testing.T) {
 	}
 	if n := x.deliveries(string(eventtype.SLABreached)); n != 2 {
 		t.Errorf("%d sla.breached deliveries, want 2", n)
+	}
+}
+
+// TestTheManifestIsTheTenantDefaultPolicy: applying a tenant manifest
+// writes its sla section into the tenant default policy and keeps the
+// policy's other objectives and what an admin set on those two.
+func TestTheManifestIsTheTenantDefaultPolicy(t *testing.T) {
+	ctx := context.Background()
+	m, err := tenants.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Slug, m.Name = "t-"+testdb.RandHex(6), "manifest"
+	ap := &tenants.Applier{Client: testDB.Owner, Keys: secrets.DevKeyRing(), Out: io.Discard}
+	tn, err := ap.Apply(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newHFor(t, tn.ID)
+	var p *ent.SLAPolicy
+	read := func() {
+		x.in(func(ctx context.Context, c *ent.Client) (err error) {
+			p, err = c.SLAPolicy.Query().Only(ctx)
+			return err
+		})
+	}
+	read()
+	if p.Objectives.MaxDuration.Duration != "15m" || p.Objectives.MaxDuration.Severity != slaspec.Error ||
+		p.Objectives.MaxApprovalWait.Duration != "4h" || p.Objectives.MaxApprovalWait.Severity != slaspec.Warning {
+		t.Fatalf("default policy %+v", p.Objectives)
+	}
+	// An admin adds an objective and raises a severity.
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		o := p.Objectives
+		o.MaxDuration = &slaspec.Duration{Common: slaspec.Common{Severity: slaspec.Critical}, Duration: "15m"}
+		o.MaxQueueDelay = dur("1m", slaspec.Info)
+		_, err := x.sla.UpdatePolicy(ctx, p.ID, nil, o)
+		return err
+	})
+	m.SLA.RunDuration = "20m"
+	if _, err := ap.Apply(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	read()
+	if p.Objectives.MaxDuration.Duration != "20m" || p.Objectives.MaxDuration.Severity != slaspec.Critical || p.Objectives.MaxQueueDelay == nil {
+		t.Errorf("after a second apply %+v", p.Objectives)
 	}
 }
