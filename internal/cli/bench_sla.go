@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ const benchSLAScenario = "sla"
 const (
 	benchSLARuns = 100000
 	benchSLALate = 100
+	// benchSLAFinished runs finished in the last 30 minutes feed the
+	// window aggregate's plan.
+	benchSLAFinished = 20000
 )
 
 type noDispatch struct{}
@@ -82,6 +86,17 @@ func benchSLA(ctx context.Context, ownerURL, appURL, tenantID string, stdout io.
 	if err != nil {
 		return fmt.Errorf("sla bench runs: %w", err)
 	}
+	// And runs finished in the last 30 minutes, for the window aggregate.
+	_, err = conn.ExecContext(ctx, `INSERT INTO runs (id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode,
+		input, input_hash, cost_micro_usd, next_seq, trace_id, created_by, depth, started_at, finished_at, error_class)
+		SELECT 'run_benchdone' || lpad(g::text, 8, '0'), $1, f, f, 'wf_bench', 'wfv_bench', 'env_bench',
+			CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'succeeded' END, 'live', '{}', '', 1000, 1, '', 'bench', 1, f, f,
+			CASE WHEN g % 10 = 0 THEN 'transient' END
+		FROM generate_series(1, $2::int) AS g, LATERAL (SELECT $3::timestamptz - (g % 1800) * interval '1 second' AS f) AS t`,
+		tenantID, benchSLAFinished, now)
+	if err != nil {
+		return fmt.Errorf("sla bench finished runs: %w", err)
+	}
 	if _, err := conn.ExecContext(ctx, `ANALYZE runs`); err != nil {
 		return err
 	}
@@ -95,27 +110,41 @@ func benchSLA(ctx context.Context, ownerURL, appURL, tenantID string, stdout io.
 	client := store.NewClient(db)
 	hooks := webhook.NewService(webhook.ServiceOptions{Client: client, Dispatcher: noDispatch{}})
 	s := sla.New(sla.Options{Client: client, Events: hooks, Now: func() time.Time { return now }})
-	// The plan of the sweep's query, as the app role sees it (RLS on).
-	var plan []string
-	err = store.InTenant(viewer.SystemContext(ctx, tenantID), client, func(ctx context.Context) error {
-		q, err := store.Raw(ctx)
-		if err != nil {
-			return err
-		}
-		rows, err := q.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+sla.DueRunsSQL, tenantID, now, 500)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
+	// The plans of the sweep's query and of the window aggregate, as the
+	// app role sees them (RLS on).
+	explain := func(query string, args ...any) ([]string, error) {
+		var plan []string
+		err := store.InTenant(viewer.SystemContext(ctx, tenantID), client, func(ctx context.Context) error {
+			q, err := store.Raw(ctx)
+			if err != nil {
 				return err
 			}
-			plan = append(plan, line)
-		}
-		return rows.Err()
-	})
+			rows, err := q.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+query, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					return err
+				}
+				plan = append(plan, line)
+			}
+			return rows.Err()
+		})
+		return plan, err
+	}
+	plan, err := explain(sla.DueRunsSQL, tenantID, now, 500)
+	if err != nil {
+		return fmt.Errorf("explain: %w", err)
+	}
+	windowPlan, err := explain(sla.WindowAggregateSQL, tenantID, now.Add(-time.Hour), now)
+	if err != nil {
+		return fmt.Errorf("explain: %w", err)
+	}
+	// The sweep's read of recently finished runs.
+	finishedPlan, err := explain(sla.FinishedRunsSQL, tenantID, now.Add(-2*time.Minute), 500)
 	if err != nil {
 		return fmt.Errorf("explain: %w", err)
 	}
@@ -138,16 +167,24 @@ func benchSLA(ctx context.Context, ownerURL, appURL, tenantID string, stdout io.
 		return err
 	}
 	seq := false
-	for _, l := range plan {
+	for _, l := range slices.Concat(plan, windowPlan, finishedPlan) {
 		if strings.Contains(l, "Seq Scan on runs") {
 			seq = true
 		}
 	}
-	fmt.Fprintf(stdout, "sla       %d running runs, %d past their deadline (inserted in %s)\n", benchSLARuns, benchSLALate, inserted.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "sla       %d running runs, %d past their deadline, %d finished in the last 30m (inserted in %s)\n", benchSLARuns, benchSLALate, benchSLAFinished, inserted.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "sla       one sweep: %s; %d runs judged, %d breaches recorded (%d in sla_breaches), %d incident(s)\n",
 		took.Round(time.Microsecond), rep.Runs, rep.Breaches, breaches, incidents)
-	fmt.Fprintf(stdout, "sla       sequential scan of runs: %v\nsla       plan of the due-runs query:\n", seq)
+	fmt.Fprintf(stdout, "sla       sequential scan of runs (either query): %v\nsla       plan of the due-runs query:\n", seq)
 	for _, l := range plan {
+		fmt.Fprintf(stdout, "            %s\n", l)
+	}
+	fmt.Fprintf(stdout, "sla       plan of the window aggregate (runs finished in the last hour):\n")
+	for _, l := range windowPlan {
+		fmt.Fprintf(stdout, "            %s\n", l)
+	}
+	fmt.Fprintf(stdout, "sla       plan of the sweep's read of runs finished in the last 2 minutes:\n")
+	for _, l := range finishedPlan {
 		fmt.Fprintf(stdout, "            %s\n", l)
 	}
 	if breaches != benchSLALate || seq {

@@ -91,10 +91,10 @@ const DueRunsSQL = `SELECT ` + slaRunColumns + ` FROM runs
 	AND (status = 'queued' OR status = 'running' OR status = 'waiting')
 	ORDER BY sla_check_at LIMIT $3`
 
-// finishedRunsSQL reads a tenant's live runs finished since $2 that still
+// FinishedRunsSQL reads a tenant's live runs finished since $2 that still
 // have a deadline to judge or went over their cost limit without a breach
 // recorded, through run_tenant_id_finished_at.
-const finishedRunsSQL = `SELECT ` + slaRunColumns + ` FROM runs
+const FinishedRunsSQL = `SELECT ` + slaRunColumns + ` FROM runs
 	WHERE tenant_id = $1 AND finished_at IS NOT NULL AND mode = 'live' AND finished_at >= $2
 	AND (sla_check_at IS NOT NULL
 		OR (sla_max_cost_micro_usd IS NOT NULL AND cost_micro_usd > sla_max_cost_micro_usd
@@ -247,7 +247,7 @@ func (s *Service) planReads(policies []*ent.SLAPolicy, known bool, now time.Time
 
 func (r sweepReads) queue(b *pgx.Batch, tenantID string, limit int) {
 	if r.finished {
-		b.Queue(finishedRunsSQL, tenantID, r.finishedFrom, limit)
+		b.Queue(FinishedRunsSQL, tenantID, r.finishedFrom, limit)
 	}
 	if r.approvals {
 		b.Queue(overdueApprovalsSQL, tenantID, r.openedBefore, limit)
