@@ -327,4 +327,20 @@ func TestSLAIsolationAndBadInput(t *testing.T) {
 		t.Error("resolve")
 	}
 	op.fail("CONFLICT", mIncRes, map[string]any{"id": incID})
+	// Policy changes: update, delete, each audited with the transitions.
+	up := a.owner.ok(mSLAUpdate, map[string]any{"in": map[string]any{"id": pol,
+		"objectives": map[string]any{"maxDuration": map[string]any{"duration": "1h", "severity": "INFO"}}}})
+	if str(up, "updateSLAPolicy.objectives.maxDuration.duration") != "1h" {
+		t.Errorf("update: %v", up)
+	}
+	if str(a.owner.ok(mSLADelete, map[string]any{"id": pol}), "deleteSLAPolicy") != pol {
+		t.Error("delete")
+	}
+	a.owner.fail("NOT_FOUND", mSLADelete, map[string]any{"id": pol})
+	for _, action := range []string{"sla_policy.create", "sla_policy.update", "sla_policy.delete", "incident.open", "incident.acknowledge", "incident.resolve"} {
+		logs := edges(a.owner.ok(qHookAudit, map[string]any{"a": action}), "auditLogs")
+		if len(logs) != 1 {
+			t.Errorf("%d audit entries %s, want 1", len(logs), action)
+		}
+	}
 }

@@ -211,8 +211,13 @@ func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepRe
 			}
 		}
 		if len(moveIDs) > 0 {
+			// Runs a step's transaction holds are skipped (their check
+			// time stays; the next sweep reads them again and finds their
+			// breaches recorded): the sweep never waits for the state
+			// machine, nor deadlocks with a group commit holding several.
 			if _, err := q.Exec(ctx, `UPDATE runs SET sla_check_at = t.at FROM unnest($2::text[], $3::timestamptz[]) AS t(id, at)
-				WHERE runs.tenant_id = $1 AND runs.id = t.id`, tenantID, moveIDs, moveTo); err != nil {
+				WHERE runs.tenant_id = $1 AND runs.id = t.id
+				AND runs.id IN (SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2) FOR UPDATE SKIP LOCKED)`, tenantID, moveIDs, moveTo); err != nil {
 				return fmt.Errorf("move sla_check_at: %w", err)
 			}
 		}
