@@ -11,7 +11,6 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/run"
-	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/runs"
@@ -298,7 +297,6 @@ func TestIncidentTransitions(t *testing.T) {
 	if list := x.incidents(); len(list) != 2 {
 		t.Errorf("%d incidents after a breach following a resolve, want 2", len(list))
 	}
-	_ = slapolicy.Table
 }
 
 func TestAnEnvironmentScopedCallerGetsTheTenantsDeadlines(t *testing.T) {
