@@ -90,6 +90,14 @@ func (c *InboundEventClient) Bind(_m *InboundEvent) *InboundEvent {
 	return _m
 }
 
+// Bind gives a Incident that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *IncidentClient) Bind(_m *Incident) *Incident {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a MapItem that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
@@ -142,6 +150,22 @@ func (c *RunClient) Bind(_m *Run) *Run {
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
 func (c *RunEventClient) Bind(_m *RunEvent) *RunEvent {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a SLABreach that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *SLABreachClient) Bind(_m *SLABreach) *SLABreach {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a SLAPolicy that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *SLAPolicyClient) Bind(_m *SLAPolicy) *SLAPolicy {
 	_m.config = c.config
 	return _m
 }

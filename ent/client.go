@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -33,6 +34,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -72,6 +75,8 @@ type Client struct {
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
+	// Incident is the client for interacting with the Incident builders.
+	Incident *IncidentClient
 	// MapItem is the client for interacting with the MapItem builders.
 	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
@@ -86,6 +91,10 @@ type Client struct {
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
 	RunEvent *RunEventClient
+	// SLABreach is the client for interacting with the SLABreach builders.
+	SLABreach *SLABreachClient
+	// SLAPolicy is the client for interacting with the SLAPolicy builders.
+	SLAPolicy *SLAPolicyClient
 	// StepAttempt is the client for interacting with the StepAttempt builders.
 	StepAttempt *StepAttemptClient
 	// StepRun is the client for interacting with the StepRun builders.
@@ -124,6 +133,7 @@ func (c *Client) init() {
 	c.EscalationPolicy = NewEscalationPolicyClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
+	c.Incident = NewIncidentClient(c.config)
 	c.MapItem = NewMapItemClient(c.config)
 	c.Member = NewMemberClient(c.config)
 	c.ModelCall = NewModelCallClient(c.config)
@@ -131,6 +141,8 @@ func (c *Client) init() {
 	c.PagerDutySend = NewPagerDutySendClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
+	c.SLABreach = NewSLABreachClient(c.config)
+	c.SLAPolicy = NewSLAPolicyClient(c.config)
 	c.StepAttempt = NewStepAttemptClient(c.config)
 	c.StepRun = NewStepRunClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
@@ -242,6 +254,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		EscalationPolicy:  NewEscalationPolicyClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
+		Incident:          NewIncidentClient(cfg),
 		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
@@ -249,6 +262,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		PagerDutySend:     NewPagerDutySendClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
+		SLABreach:         NewSLABreachClient(cfg),
+		SLAPolicy:         NewSLAPolicyClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
 		StepRun:           NewStepRunClient(cfg),
 		Tenant:            NewTenantClient(cfg),
@@ -287,6 +302,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		EscalationPolicy:  NewEscalationPolicyClient(cfg),
 		EventWait:         NewEventWaitClient(cfg),
 		InboundEvent:      NewInboundEventClient(cfg),
+		Incident:          NewIncidentClient(cfg),
 		MapItem:           NewMapItemClient(cfg),
 		Member:            NewMemberClient(cfg),
 		ModelCall:         NewModelCallClient(cfg),
@@ -294,6 +310,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		PagerDutySend:     NewPagerDutySendClient(cfg),
 		Run:               NewRunClient(cfg),
 		RunEvent:          NewRunEventClient(cfg),
+		SLABreach:         NewSLABreachClient(cfg),
+		SLAPolicy:         NewSLAPolicyClient(cfg),
 		StepAttempt:       NewStepAttemptClient(cfg),
 		StepRun:           NewStepRunClient(cfg),
 		Tenant:            NewTenantClient(cfg),
@@ -333,10 +351,10 @@ func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
-		c.InboundEvent, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Run, c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant,
-		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
-		c.WorkflowVersion,
+		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -348,10 +366,10 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
-		c.InboundEvent, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Run, c.RunEvent, c.StepAttempt, c.StepRun, c.Tenant,
-		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
-		c.WorkflowVersion,
+		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -382,6 +400,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.EventWait.mutate(ctx, m)
 	case *InboundEventMutation:
 		return c.InboundEvent.mutate(ctx, m)
+	case *IncidentMutation:
+		return c.Incident.mutate(ctx, m)
 	case *MapItemMutation:
 		return c.MapItem.mutate(ctx, m)
 	case *MemberMutation:
@@ -396,6 +416,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
 		return c.RunEvent.mutate(ctx, m)
+	case *SLABreachMutation:
+		return c.SLABreach.mutate(ctx, m)
+	case *SLAPolicyMutation:
+		return c.SLAPolicy.mutate(ctx, m)
 	case *StepAttemptMutation:
 		return c.StepAttempt.mutate(ctx, m)
 	case *StepRunMutation:
@@ -2275,6 +2299,156 @@ func (c *InboundEventClient) mutate(ctx context.Context, m *InboundEventMutation
 	}
 }
 
+// IncidentClient is a client for the Incident schema.
+type IncidentClient struct {
+	config
+}
+
+// NewIncidentClient returns a client for the Incident from the given config.
+func NewIncidentClient(c config) *IncidentClient {
+	return &IncidentClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `incident.Hooks(f(g(h())))`.
+func (c *IncidentClient) Use(hooks ...Hook) {
+	c.hooks.Incident = append(c.hooks.Incident, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `incident.Intercept(f(g(h())))`.
+func (c *IncidentClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Incident = append(c.inters.Incident, interceptors...)
+}
+
+// Create returns a builder for creating a Incident entity.
+func (c *IncidentClient) Create() *IncidentCreate {
+	mutation := newIncidentMutation(c.config, OpCreate)
+	return &IncidentCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Incident entities.
+func (c *IncidentClient) CreateBulk(builders ...*IncidentCreate) *IncidentCreateBulk {
+	return &IncidentCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *IncidentClient) MapCreateBulk(slice any, setFunc func(*IncidentCreate, int)) *IncidentCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &IncidentCreateBulk{err: fmt.Errorf("calling to IncidentClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*IncidentCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &IncidentCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Incident.
+func (c *IncidentClient) Update() *IncidentUpdate {
+	mutation := newIncidentMutation(c.config, OpUpdate)
+	return &IncidentUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *IncidentClient) UpdateOne(_m *Incident) *IncidentUpdateOne {
+	mutation := newIncidentMutation(c.config, OpUpdateOne, withIncident(_m))
+	return &IncidentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *IncidentClient) UpdateOneID(id string) *IncidentUpdateOne {
+	mutation := newIncidentMutation(c.config, OpUpdateOne, withIncidentID(id))
+	return &IncidentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Incident.
+func (c *IncidentClient) Delete() *IncidentDelete {
+	mutation := newIncidentMutation(c.config, OpDelete)
+	return &IncidentDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *IncidentClient) DeleteOne(_m *Incident) *IncidentDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *IncidentClient) DeleteOneID(id string) *IncidentDeleteOne {
+	builder := c.Delete().Where(incident.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &IncidentDeleteOne{builder}
+}
+
+// Query returns a query builder for Incident.
+func (c *IncidentClient) Query() *IncidentQuery {
+	return &IncidentQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeIncident},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Incident entity by its id.
+func (c *IncidentClient) Get(ctx context.Context, id string) (*Incident, error) {
+	return c.Query().Where(incident.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *IncidentClient) GetX(ctx context.Context, id string) *Incident {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Incident.
+func (c *IncidentClient) QueryTenant(_m *Incident) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(incident.Table, incident.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, incident.TenantTable, incident.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *IncidentClient) Hooks() []Hook {
+	hooks := c.hooks.Incident
+	return append(hooks[:len(hooks):len(hooks)], incident.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *IncidentClient) Interceptors() []Interceptor {
+	return c.inters.Incident
+}
+
+func (c *IncidentClient) mutate(ctx context.Context, m *IncidentMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&IncidentCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&IncidentUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&IncidentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&IncidentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Incident mutation op: %q", m.Op())
+	}
+}
+
 // MapItemClient is a client for the MapItem schema.
 type MapItemClient struct {
 	config
@@ -3434,6 +3608,306 @@ func (c *RunEventClient) mutate(ctx context.Context, m *RunEventMutation) (Value
 		return (&RunEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown RunEvent mutation op: %q", m.Op())
+	}
+}
+
+// SLABreachClient is a client for the SLABreach schema.
+type SLABreachClient struct {
+	config
+}
+
+// NewSLABreachClient returns a client for the SLABreach from the given config.
+func NewSLABreachClient(c config) *SLABreachClient {
+	return &SLABreachClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `slabreach.Hooks(f(g(h())))`.
+func (c *SLABreachClient) Use(hooks ...Hook) {
+	c.hooks.SLABreach = append(c.hooks.SLABreach, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `slabreach.Intercept(f(g(h())))`.
+func (c *SLABreachClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SLABreach = append(c.inters.SLABreach, interceptors...)
+}
+
+// Create returns a builder for creating a SLABreach entity.
+func (c *SLABreachClient) Create() *SLABreachCreate {
+	mutation := newSLABreachMutation(c.config, OpCreate)
+	return &SLABreachCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SLABreach entities.
+func (c *SLABreachClient) CreateBulk(builders ...*SLABreachCreate) *SLABreachCreateBulk {
+	return &SLABreachCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SLABreachClient) MapCreateBulk(slice any, setFunc func(*SLABreachCreate, int)) *SLABreachCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SLABreachCreateBulk{err: fmt.Errorf("calling to SLABreachClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SLABreachCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SLABreachCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SLABreach.
+func (c *SLABreachClient) Update() *SLABreachUpdate {
+	mutation := newSLABreachMutation(c.config, OpUpdate)
+	return &SLABreachUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SLABreachClient) UpdateOne(_m *SLABreach) *SLABreachUpdateOne {
+	mutation := newSLABreachMutation(c.config, OpUpdateOne, withSLABreach(_m))
+	return &SLABreachUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SLABreachClient) UpdateOneID(id string) *SLABreachUpdateOne {
+	mutation := newSLABreachMutation(c.config, OpUpdateOne, withSLABreachID(id))
+	return &SLABreachUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SLABreach.
+func (c *SLABreachClient) Delete() *SLABreachDelete {
+	mutation := newSLABreachMutation(c.config, OpDelete)
+	return &SLABreachDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SLABreachClient) DeleteOne(_m *SLABreach) *SLABreachDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SLABreachClient) DeleteOneID(id string) *SLABreachDeleteOne {
+	builder := c.Delete().Where(slabreach.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SLABreachDeleteOne{builder}
+}
+
+// Query returns a query builder for SLABreach.
+func (c *SLABreachClient) Query() *SLABreachQuery {
+	return &SLABreachQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSLABreach},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SLABreach entity by its id.
+func (c *SLABreachClient) Get(ctx context.Context, id string) (*SLABreach, error) {
+	return c.Query().Where(slabreach.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SLABreachClient) GetX(ctx context.Context, id string) *SLABreach {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a SLABreach.
+func (c *SLABreachClient) QueryTenant(_m *SLABreach) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(slabreach.Table, slabreach.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, slabreach.TenantTable, slabreach.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *SLABreachClient) Hooks() []Hook {
+	hooks := c.hooks.SLABreach
+	return append(hooks[:len(hooks):len(hooks)], slabreach.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *SLABreachClient) Interceptors() []Interceptor {
+	return c.inters.SLABreach
+}
+
+func (c *SLABreachClient) mutate(ctx context.Context, m *SLABreachMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SLABreachCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SLABreachUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SLABreachUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SLABreachDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SLABreach mutation op: %q", m.Op())
+	}
+}
+
+// SLAPolicyClient is a client for the SLAPolicy schema.
+type SLAPolicyClient struct {
+	config
+}
+
+// NewSLAPolicyClient returns a client for the SLAPolicy from the given config.
+func NewSLAPolicyClient(c config) *SLAPolicyClient {
+	return &SLAPolicyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `slapolicy.Hooks(f(g(h())))`.
+func (c *SLAPolicyClient) Use(hooks ...Hook) {
+	c.hooks.SLAPolicy = append(c.hooks.SLAPolicy, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `slapolicy.Intercept(f(g(h())))`.
+func (c *SLAPolicyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SLAPolicy = append(c.inters.SLAPolicy, interceptors...)
+}
+
+// Create returns a builder for creating a SLAPolicy entity.
+func (c *SLAPolicyClient) Create() *SLAPolicyCreate {
+	mutation := newSLAPolicyMutation(c.config, OpCreate)
+	return &SLAPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SLAPolicy entities.
+func (c *SLAPolicyClient) CreateBulk(builders ...*SLAPolicyCreate) *SLAPolicyCreateBulk {
+	return &SLAPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SLAPolicyClient) MapCreateBulk(slice any, setFunc func(*SLAPolicyCreate, int)) *SLAPolicyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SLAPolicyCreateBulk{err: fmt.Errorf("calling to SLAPolicyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SLAPolicyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SLAPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SLAPolicy.
+func (c *SLAPolicyClient) Update() *SLAPolicyUpdate {
+	mutation := newSLAPolicyMutation(c.config, OpUpdate)
+	return &SLAPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SLAPolicyClient) UpdateOne(_m *SLAPolicy) *SLAPolicyUpdateOne {
+	mutation := newSLAPolicyMutation(c.config, OpUpdateOne, withSLAPolicy(_m))
+	return &SLAPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SLAPolicyClient) UpdateOneID(id string) *SLAPolicyUpdateOne {
+	mutation := newSLAPolicyMutation(c.config, OpUpdateOne, withSLAPolicyID(id))
+	return &SLAPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SLAPolicy.
+func (c *SLAPolicyClient) Delete() *SLAPolicyDelete {
+	mutation := newSLAPolicyMutation(c.config, OpDelete)
+	return &SLAPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SLAPolicyClient) DeleteOne(_m *SLAPolicy) *SLAPolicyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SLAPolicyClient) DeleteOneID(id string) *SLAPolicyDeleteOne {
+	builder := c.Delete().Where(slapolicy.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SLAPolicyDeleteOne{builder}
+}
+
+// Query returns a query builder for SLAPolicy.
+func (c *SLAPolicyClient) Query() *SLAPolicyQuery {
+	return &SLAPolicyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSLAPolicy},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SLAPolicy entity by its id.
+func (c *SLAPolicyClient) Get(ctx context.Context, id string) (*SLAPolicy, error) {
+	return c.Query().Where(slapolicy.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SLAPolicyClient) GetX(ctx context.Context, id string) *SLAPolicy {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a SLAPolicy.
+func (c *SLAPolicyClient) QueryTenant(_m *SLAPolicy) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(slapolicy.Table, slapolicy.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, slapolicy.TenantTable, slapolicy.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *SLAPolicyClient) Hooks() []Hook {
+	hooks := c.hooks.SLAPolicy
+	return append(hooks[:len(hooks):len(hooks)], slapolicy.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *SLAPolicyClient) Interceptors() []Interceptor {
+	return c.inters.SLAPolicy
+}
+
+func (c *SLAPolicyClient) mutate(ctx context.Context, m *SLAPolicyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SLAPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SLAPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SLAPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SLAPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SLAPolicy mutation op: %q", m.Op())
 	}
 }
 
@@ -4785,17 +5259,17 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, MapItem,
-		Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Hook
+		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, Incident,
+		MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, MapItem,
-		Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Interceptor
+		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, Incident,
+		MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -30,6 +31,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -109,6 +112,7 @@ func checkColumn(t, c string) error {
 			escalationpolicy.Table:  escalationpolicy.ValidColumn,
 			eventwait.Table:         eventwait.ValidColumn,
 			inboundevent.Table:      inboundevent.ValidColumn,
+			incident.Table:          incident.ValidColumn,
 			mapitem.Table:           mapitem.ValidColumn,
 			member.Table:            member.ValidColumn,
 			modelcall.Table:         modelcall.ValidColumn,
@@ -116,6 +120,8 @@ func checkColumn(t, c string) error {
 			pagerdutysend.Table:     pagerdutysend.ValidColumn,
 			run.Table:               run.ValidColumn,
 			runevent.Table:          runevent.ValidColumn,
+			slabreach.Table:         slabreach.ValidColumn,
+			slapolicy.Table:         slapolicy.ValidColumn,
 			stepattempt.Table:       stepattempt.ValidColumn,
 			steprun.Table:           steprun.ValidColumn,
 			tenant.Table:            tenant.ValidColumn,

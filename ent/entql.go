@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -22,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -39,7 +42,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 26)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 29)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -309,6 +312,42 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   incident.Table,
+			Columns: incident.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: incident.FieldID,
+			},
+		},
+		Type: "Incident",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			incident.FieldTenantID:           {Type: field.TypeString, Column: incident.FieldTenantID},
+			incident.FieldCreatedAt:          {Type: field.TypeTime, Column: incident.FieldCreatedAt},
+			incident.FieldUpdatedAt:          {Type: field.TypeTime, Column: incident.FieldUpdatedAt},
+			incident.FieldKey:                {Type: field.TypeString, Column: incident.FieldKey},
+			incident.FieldPolicyID:           {Type: field.TypeString, Column: incident.FieldPolicyID},
+			incident.FieldObjective:          {Type: field.TypeString, Column: incident.FieldObjective},
+			incident.FieldWorkflowID:         {Type: field.TypeString, Column: incident.FieldWorkflowID},
+			incident.FieldEnvironmentID:      {Type: field.TypeString, Column: incident.FieldEnvironmentID},
+			incident.FieldPerRun:             {Type: field.TypeBool, Column: incident.FieldPerRun},
+			incident.FieldStatus:             {Type: field.TypeEnum, Column: incident.FieldStatus},
+			incident.FieldSeverity:           {Type: field.TypeEnum, Column: incident.FieldSeverity},
+			incident.FieldCount:              {Type: field.TypeInt, Column: incident.FieldCount},
+			incident.FieldFirstSeenAt:        {Type: field.TypeTime, Column: incident.FieldFirstSeenAt},
+			incident.FieldLastSeenAt:         {Type: field.TypeTime, Column: incident.FieldLastSeenAt},
+			incident.FieldSampleRunIds:       {Type: field.TypeJSON, Column: incident.FieldSampleRunIds},
+			incident.FieldEscalationPolicyID: {Type: field.TypeString, Column: incident.FieldEscalationPolicyID},
+			incident.FieldDetails:            {Type: field.TypeJSON, Column: incident.FieldDetails},
+			incident.FieldHealthyEvaluations: {Type: field.TypeInt, Column: incident.FieldHealthyEvaluations},
+			incident.FieldAcknowledgedBy:     {Type: field.TypeString, Column: incident.FieldAcknowledgedBy},
+			incident.FieldAcknowledgedAt:     {Type: field.TypeTime, Column: incident.FieldAcknowledgedAt},
+			incident.FieldResolvedBy:         {Type: field.TypeString, Column: incident.FieldResolvedBy},
+			incident.FieldResolvedAt:         {Type: field.TypeTime, Column: incident.FieldResolvedAt},
+			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
+		},
+	}
+	graph.Nodes[12] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -338,7 +377,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -356,7 +395,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -385,7 +424,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -406,7 +445,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -434,7 +473,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -445,35 +484,39 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		Type: "Run",
 		Fields: map[string]*sqlgraph.FieldSpec{
-			run.FieldTenantID:       {Type: field.TypeString, Column: run.FieldTenantID},
-			run.FieldCreatedAt:      {Type: field.TypeTime, Column: run.FieldCreatedAt},
-			run.FieldUpdatedAt:      {Type: field.TypeTime, Column: run.FieldUpdatedAt},
-			run.FieldWorkflowID:     {Type: field.TypeString, Column: run.FieldWorkflowID},
-			run.FieldVersionID:      {Type: field.TypeString, Column: run.FieldVersionID},
-			run.FieldEnvironmentID:  {Type: field.TypeString, Column: run.FieldEnvironmentID},
-			run.FieldStatus:         {Type: field.TypeEnum, Column: run.FieldStatus},
-			run.FieldMode:           {Type: field.TypeEnum, Column: run.FieldMode},
-			run.FieldInput:          {Type: field.TypeJSON, Column: run.FieldInput},
-			run.FieldInputHash:      {Type: field.TypeString, Column: run.FieldInputHash},
-			run.FieldOutput:         {Type: field.TypeJSON, Column: run.FieldOutput},
-			run.FieldIdempotencyKey: {Type: field.TypeString, Column: run.FieldIdempotencyKey},
-			run.FieldReplayOf:       {Type: field.TypeString, Column: run.FieldReplayOf},
-			run.FieldParentRunID:    {Type: field.TypeString, Column: run.FieldParentRunID},
-			run.FieldParentStepID:   {Type: field.TypeString, Column: run.FieldParentStepID},
-			run.FieldDepth:          {Type: field.TypeInt, Column: run.FieldDepth},
-			run.FieldErrorClass:     {Type: field.TypeString, Column: run.FieldErrorClass},
-			run.FieldErrorMessage:   {Type: field.TypeString, Column: run.FieldErrorMessage},
-			run.FieldFailedStepID:   {Type: field.TypeString, Column: run.FieldFailedStepID},
-			run.FieldCostMicroUsd:   {Type: field.TypeInt64, Column: run.FieldCostMicroUsd},
-			run.FieldNextSeq:        {Type: field.TypeInt64, Column: run.FieldNextSeq},
-			run.FieldStepCounts:     {Type: field.TypeJSON, Column: run.FieldStepCounts},
-			run.FieldTraceID:        {Type: field.TypeString, Column: run.FieldTraceID},
-			run.FieldCreatedBy:      {Type: field.TypeString, Column: run.FieldCreatedBy},
-			run.FieldStartedAt:      {Type: field.TypeTime, Column: run.FieldStartedAt},
-			run.FieldFinishedAt:     {Type: field.TypeTime, Column: run.FieldFinishedAt},
+			run.FieldTenantID:           {Type: field.TypeString, Column: run.FieldTenantID},
+			run.FieldCreatedAt:          {Type: field.TypeTime, Column: run.FieldCreatedAt},
+			run.FieldUpdatedAt:          {Type: field.TypeTime, Column: run.FieldUpdatedAt},
+			run.FieldWorkflowID:         {Type: field.TypeString, Column: run.FieldWorkflowID},
+			run.FieldVersionID:          {Type: field.TypeString, Column: run.FieldVersionID},
+			run.FieldEnvironmentID:      {Type: field.TypeString, Column: run.FieldEnvironmentID},
+			run.FieldStatus:             {Type: field.TypeEnum, Column: run.FieldStatus},
+			run.FieldMode:               {Type: field.TypeEnum, Column: run.FieldMode},
+			run.FieldInput:              {Type: field.TypeJSON, Column: run.FieldInput},
+			run.FieldInputHash:          {Type: field.TypeString, Column: run.FieldInputHash},
+			run.FieldOutput:             {Type: field.TypeJSON, Column: run.FieldOutput},
+			run.FieldIdempotencyKey:     {Type: field.TypeString, Column: run.FieldIdempotencyKey},
+			run.FieldReplayOf:           {Type: field.TypeString, Column: run.FieldReplayOf},
+			run.FieldParentRunID:        {Type: field.TypeString, Column: run.FieldParentRunID},
+			run.FieldParentStepID:       {Type: field.TypeString, Column: run.FieldParentStepID},
+			run.FieldDepth:              {Type: field.TypeInt, Column: run.FieldDepth},
+			run.FieldErrorClass:         {Type: field.TypeString, Column: run.FieldErrorClass},
+			run.FieldErrorMessage:       {Type: field.TypeString, Column: run.FieldErrorMessage},
+			run.FieldFailedStepID:       {Type: field.TypeString, Column: run.FieldFailedStepID},
+			run.FieldCostMicroUsd:       {Type: field.TypeInt64, Column: run.FieldCostMicroUsd},
+			run.FieldNextSeq:            {Type: field.TypeInt64, Column: run.FieldNextSeq},
+			run.FieldStepCounts:         {Type: field.TypeJSON, Column: run.FieldStepCounts},
+			run.FieldTraceID:            {Type: field.TypeString, Column: run.FieldTraceID},
+			run.FieldCreatedBy:          {Type: field.TypeString, Column: run.FieldCreatedBy},
+			run.FieldStartedAt:          {Type: field.TypeTime, Column: run.FieldStartedAt},
+			run.FieldFinishedAt:         {Type: field.TypeTime, Column: run.FieldFinishedAt},
+			run.FieldSLADeadlineAt:      {Type: field.TypeTime, Column: run.FieldSLADeadlineAt},
+			run.FieldSLAQueueDeadlineAt: {Type: field.TypeTime, Column: run.FieldSLAQueueDeadlineAt},
+			run.FieldSLAMaxCostMicroUsd: {Type: field.TypeInt64, Column: run.FieldSLAMaxCostMicroUsd},
+			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -494,7 +537,50 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   slabreach.Table,
+			Columns: slabreach.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: slabreach.FieldID,
+			},
+		},
+		Type: "SLABreach",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			slabreach.FieldTenantID:   {Type: field.TypeString, Column: slabreach.FieldTenantID},
+			slabreach.FieldCreatedAt:  {Type: field.TypeTime, Column: slabreach.FieldCreatedAt},
+			slabreach.FieldRunID:      {Type: field.TypeString, Column: slabreach.FieldRunID},
+			slabreach.FieldObjective:  {Type: field.TypeString, Column: slabreach.FieldObjective},
+			slabreach.FieldSubject:    {Type: field.TypeString, Column: slabreach.FieldSubject},
+			slabreach.FieldIncidentID: {Type: field.TypeString, Column: slabreach.FieldIncidentID},
+			slabreach.FieldPolicyID:   {Type: field.TypeString, Column: slabreach.FieldPolicyID},
+			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
+		},
+	}
+	graph.Nodes[20] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   slapolicy.Table,
+			Columns: slapolicy.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: slapolicy.FieldID,
+			},
+		},
+		Type: "SLAPolicy",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			slapolicy.FieldTenantID:      {Type: field.TypeString, Column: slapolicy.FieldTenantID},
+			slapolicy.FieldCreatedAt:     {Type: field.TypeTime, Column: slapolicy.FieldCreatedAt},
+			slapolicy.FieldUpdatedAt:     {Type: field.TypeTime, Column: slapolicy.FieldUpdatedAt},
+			slapolicy.FieldWorkflowID:    {Type: field.TypeString, Column: slapolicy.FieldWorkflowID},
+			slapolicy.FieldEnvironmentID: {Type: field.TypeString, Column: slapolicy.FieldEnvironmentID},
+			slapolicy.FieldScopeKey:      {Type: field.TypeString, Column: slapolicy.FieldScopeKey},
+			slapolicy.FieldName:          {Type: field.TypeString, Column: slapolicy.FieldName},
+			slapolicy.FieldObjectives:    {Type: field.TypeJSON, Column: slapolicy.FieldObjectives},
+			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
+		},
+	}
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -522,7 +608,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -551,7 +637,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -572,9 +658,10 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldDataKey:               {Type: field.TypeBytes, Column: tenant.FieldDataKey},
 			tenant.FieldMasterKeyID:           {Type: field.TypeString, Column: tenant.FieldMasterKeyID},
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
+			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -595,7 +682,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -623,7 +710,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -650,7 +737,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -670,7 +757,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -988,6 +1075,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		&sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
 			Inverse: false,
+			Table:   incident.TenantTable,
+			Columns: []string{incident.TenantColumn},
+			Bidi:    false,
+		},
+		"Incident",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
 			Table:   mapitem.TenantTable,
 			Columns: []string{mapitem.TenantColumn},
 			Bidi:    false,
@@ -1150,6 +1249,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"RunEvent",
 		"Run",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   slabreach.TenantTable,
+			Columns: []string{slabreach.TenantColumn},
+			Bidi:    false,
+		},
+		"SLABreach",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   slapolicy.TenantTable,
+			Columns: []string{slapolicy.TenantColumn},
+			Bidi:    false,
+		},
+		"SLAPolicy",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -2761,6 +2884,175 @@ func (f *InboundEventFilter) WhereHasEnvironmentWith(preds ...predicate.Environm
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *IncidentQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the IncidentQuery builder.
+func (_q *IncidentQuery) Filter() *IncidentFilter {
+	return &IncidentFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *IncidentMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the IncidentMutation builder.
+func (m *IncidentMutation) Filter() *IncidentFilter {
+	return &IncidentFilter{config: m.config, predicateAdder: m}
+}
+
+// IncidentFilter provides a generic filtering capability at runtime for IncidentQuery.
+type IncidentFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *IncidentFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *IncidentFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *IncidentFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *IncidentFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *IncidentFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldUpdatedAt))
+}
+
+// WhereKey applies the entql string predicate on the key field.
+func (f *IncidentFilter) WhereKey(p entql.StringP) {
+	f.Where(p.Field(incident.FieldKey))
+}
+
+// WherePolicyID applies the entql string predicate on the policy_id field.
+func (f *IncidentFilter) WherePolicyID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldPolicyID))
+}
+
+// WhereObjective applies the entql string predicate on the objective field.
+func (f *IncidentFilter) WhereObjective(p entql.StringP) {
+	f.Where(p.Field(incident.FieldObjective))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *IncidentFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *IncidentFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldEnvironmentID))
+}
+
+// WherePerRun applies the entql bool predicate on the per_run field.
+func (f *IncidentFilter) WherePerRun(p entql.BoolP) {
+	f.Where(p.Field(incident.FieldPerRun))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *IncidentFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(incident.FieldStatus))
+}
+
+// WhereSeverity applies the entql string predicate on the severity field.
+func (f *IncidentFilter) WhereSeverity(p entql.StringP) {
+	f.Where(p.Field(incident.FieldSeverity))
+}
+
+// WhereCount applies the entql int predicate on the count field.
+func (f *IncidentFilter) WhereCount(p entql.IntP) {
+	f.Where(p.Field(incident.FieldCount))
+}
+
+// WhereFirstSeenAt applies the entql time.Time predicate on the first_seen_at field.
+func (f *IncidentFilter) WhereFirstSeenAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldFirstSeenAt))
+}
+
+// WhereLastSeenAt applies the entql time.Time predicate on the last_seen_at field.
+func (f *IncidentFilter) WhereLastSeenAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldLastSeenAt))
+}
+
+// WhereSampleRunIds applies the entql json.RawMessage predicate on the sample_run_ids field.
+func (f *IncidentFilter) WhereSampleRunIds(p entql.BytesP) {
+	f.Where(p.Field(incident.FieldSampleRunIds))
+}
+
+// WhereEscalationPolicyID applies the entql string predicate on the escalation_policy_id field.
+func (f *IncidentFilter) WhereEscalationPolicyID(p entql.StringP) {
+	f.Where(p.Field(incident.FieldEscalationPolicyID))
+}
+
+// WhereDetails applies the entql json.RawMessage predicate on the details field.
+func (f *IncidentFilter) WhereDetails(p entql.BytesP) {
+	f.Where(p.Field(incident.FieldDetails))
+}
+
+// WhereHealthyEvaluations applies the entql int predicate on the healthy_evaluations field.
+func (f *IncidentFilter) WhereHealthyEvaluations(p entql.IntP) {
+	f.Where(p.Field(incident.FieldHealthyEvaluations))
+}
+
+// WhereAcknowledgedBy applies the entql string predicate on the acknowledged_by field.
+func (f *IncidentFilter) WhereAcknowledgedBy(p entql.StringP) {
+	f.Where(p.Field(incident.FieldAcknowledgedBy))
+}
+
+// WhereAcknowledgedAt applies the entql time.Time predicate on the acknowledged_at field.
+func (f *IncidentFilter) WhereAcknowledgedAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldAcknowledgedAt))
+}
+
+// WhereResolvedBy applies the entql string predicate on the resolved_by field.
+func (f *IncidentFilter) WhereResolvedBy(p entql.StringP) {
+	f.Where(p.Field(incident.FieldResolvedBy))
+}
+
+// WhereResolvedAt applies the entql time.Time predicate on the resolved_at field.
+func (f *IncidentFilter) WhereResolvedAt(p entql.TimeP) {
+	f.Where(p.Field(incident.FieldResolvedAt))
+}
+
+// WhereNote applies the entql string predicate on the note field.
+func (f *IncidentFilter) WhereNote(p entql.StringP) {
+	f.Where(p.Field(incident.FieldNote))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *IncidentFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *IncidentFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *MapItemQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2789,7 +3081,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2933,7 +3225,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3012,7 +3304,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3146,7 +3438,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3240,7 +3532,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3383,7 +3675,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3524,6 +3816,26 @@ func (f *RunFilter) WhereFinishedAt(p entql.TimeP) {
 	f.Where(p.Field(run.FieldFinishedAt))
 }
 
+// WhereSLADeadlineAt applies the entql time.Time predicate on the sla_deadline_at field.
+func (f *RunFilter) WhereSLADeadlineAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldSLADeadlineAt))
+}
+
+// WhereSLAQueueDeadlineAt applies the entql time.Time predicate on the sla_queue_deadline_at field.
+func (f *RunFilter) WhereSLAQueueDeadlineAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldSLAQueueDeadlineAt))
+}
+
+// WhereSLAMaxCostMicroUsd applies the entql int64 predicate on the sla_max_cost_micro_usd field.
+func (f *RunFilter) WhereSLAMaxCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(run.FieldSLAMaxCostMicroUsd))
+}
+
+// WhereSLACheckAt applies the entql time.Time predicate on the sla_check_at field.
+func (f *RunFilter) WhereSLACheckAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldSLACheckAt))
+}
+
 // WhereHasTenant applies a predicate to check if query has an edge tenant.
 func (f *RunFilter) WhereHasTenant() {
 	f.Where(entql.HasEdge("tenant"))
@@ -3637,7 +3949,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3717,6 +4029,199 @@ func (f *RunEventFilter) WhereHasRunWith(preds ...predicate.Run) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *SLABreachQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the SLABreachQuery builder.
+func (_q *SLABreachQuery) Filter() *SLABreachFilter {
+	return &SLABreachFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *SLABreachMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the SLABreachMutation builder.
+func (m *SLABreachMutation) Filter() *SLABreachFilter {
+	return &SLABreachFilter{config: m.config, predicateAdder: m}
+}
+
+// SLABreachFilter provides a generic filtering capability at runtime for SLABreachQuery.
+type SLABreachFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *SLABreachFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *SLABreachFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *SLABreachFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *SLABreachFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(slabreach.FieldCreatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *SLABreachFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldRunID))
+}
+
+// WhereObjective applies the entql string predicate on the objective field.
+func (f *SLABreachFilter) WhereObjective(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldObjective))
+}
+
+// WhereSubject applies the entql string predicate on the subject field.
+func (f *SLABreachFilter) WhereSubject(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldSubject))
+}
+
+// WhereIncidentID applies the entql string predicate on the incident_id field.
+func (f *SLABreachFilter) WhereIncidentID(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldIncidentID))
+}
+
+// WherePolicyID applies the entql string predicate on the policy_id field.
+func (f *SLABreachFilter) WherePolicyID(p entql.StringP) {
+	f.Where(p.Field(slabreach.FieldPolicyID))
+}
+
+// WhereDetails applies the entql json.RawMessage predicate on the details field.
+func (f *SLABreachFilter) WhereDetails(p entql.BytesP) {
+	f.Where(p.Field(slabreach.FieldDetails))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *SLABreachFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *SLABreachFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *SLAPolicyQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the SLAPolicyQuery builder.
+func (_q *SLAPolicyQuery) Filter() *SLAPolicyFilter {
+	return &SLAPolicyFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *SLAPolicyMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the SLAPolicyMutation builder.
+func (m *SLAPolicyMutation) Filter() *SLAPolicyFilter {
+	return &SLAPolicyFilter{config: m.config, predicateAdder: m}
+}
+
+// SLAPolicyFilter provides a generic filtering capability at runtime for SLAPolicyQuery.
+type SLAPolicyFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *SLAPolicyFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *SLAPolicyFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *SLAPolicyFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *SLAPolicyFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(slapolicy.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *SLAPolicyFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(slapolicy.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *SLAPolicyFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *SLAPolicyFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldEnvironmentID))
+}
+
+// WhereScopeKey applies the entql string predicate on the scope_key field.
+func (f *SLAPolicyFilter) WhereScopeKey(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldScopeKey))
+}
+
+// WhereName applies the entql string predicate on the name field.
+func (f *SLAPolicyFilter) WhereName(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldName))
+}
+
+// WhereObjectives applies the entql json.RawMessage predicate on the objectives field.
+func (f *SLAPolicyFilter) WhereObjectives(p entql.BytesP) {
+	f.Where(p.Field(slapolicy.FieldObjectives))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *SLAPolicyFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(slapolicy.FieldCreatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *SLAPolicyFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *SLAPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *StepAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -3745,7 +4250,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3888,7 +4393,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4050,7 +4555,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4111,6 +4616,11 @@ func (f *TenantFilter) WhereWebhooksVersion(p entql.Int64P) {
 	f.Where(p.Field(tenant.FieldWebhooksVersion))
 }
 
+// WhereSLAVersion applies the entql int64 predicate on the sla_version field.
+func (f *TenantFilter) WhereSLAVersion(p entql.Int64P) {
+	f.Where(p.Field(tenant.FieldSLAVersion))
+}
+
 // addPredicate implements the predicateAdder interface.
 func (_q *WebhookAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
@@ -4140,7 +4650,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4248,7 +4758,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4405,7 +4915,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4543,7 +5053,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4660,7 +5170,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

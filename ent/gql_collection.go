@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -26,6 +27,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -1606,6 +1609,187 @@ func newInboundEventPaginateArgs(rv map[string]any) *inboundeventPaginateArgs {
 }
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *IncidentQuery) CollectFields(ctx context.Context, satisfies ...string) (*IncidentQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *IncidentQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(incident.Columns))
+		selectedFields = []string{incident.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[incident.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldCreatedAt)
+				fieldSeen[incident.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[incident.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldUpdatedAt)
+				fieldSeen[incident.FieldUpdatedAt] = struct{}{}
+			}
+		case "key":
+			if _, ok := fieldSeen[incident.FieldKey]; !ok {
+				selectedFields = append(selectedFields, incident.FieldKey)
+				fieldSeen[incident.FieldKey] = struct{}{}
+			}
+		case "policyID":
+			if _, ok := fieldSeen[incident.FieldPolicyID]; !ok {
+				selectedFields = append(selectedFields, incident.FieldPolicyID)
+				fieldSeen[incident.FieldPolicyID] = struct{}{}
+			}
+		case "objective":
+			if _, ok := fieldSeen[incident.FieldObjective]; !ok {
+				selectedFields = append(selectedFields, incident.FieldObjective)
+				fieldSeen[incident.FieldObjective] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[incident.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, incident.FieldWorkflowID)
+				fieldSeen[incident.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[incident.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, incident.FieldEnvironmentID)
+				fieldSeen[incident.FieldEnvironmentID] = struct{}{}
+			}
+		case "perRun":
+			if _, ok := fieldSeen[incident.FieldPerRun]; !ok {
+				selectedFields = append(selectedFields, incident.FieldPerRun)
+				fieldSeen[incident.FieldPerRun] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[incident.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, incident.FieldStatus)
+				fieldSeen[incident.FieldStatus] = struct{}{}
+			}
+		case "severity":
+			if _, ok := fieldSeen[incident.FieldSeverity]; !ok {
+				selectedFields = append(selectedFields, incident.FieldSeverity)
+				fieldSeen[incident.FieldSeverity] = struct{}{}
+			}
+		case "count":
+			if _, ok := fieldSeen[incident.FieldCount]; !ok {
+				selectedFields = append(selectedFields, incident.FieldCount)
+				fieldSeen[incident.FieldCount] = struct{}{}
+			}
+		case "firstSeenAt":
+			if _, ok := fieldSeen[incident.FieldFirstSeenAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldFirstSeenAt)
+				fieldSeen[incident.FieldFirstSeenAt] = struct{}{}
+			}
+		case "lastSeenAt":
+			if _, ok := fieldSeen[incident.FieldLastSeenAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldLastSeenAt)
+				fieldSeen[incident.FieldLastSeenAt] = struct{}{}
+			}
+		case "escalationPolicyID":
+			if _, ok := fieldSeen[incident.FieldEscalationPolicyID]; !ok {
+				selectedFields = append(selectedFields, incident.FieldEscalationPolicyID)
+				fieldSeen[incident.FieldEscalationPolicyID] = struct{}{}
+			}
+		case "details":
+			if _, ok := fieldSeen[incident.FieldDetails]; !ok {
+				selectedFields = append(selectedFields, incident.FieldDetails)
+				fieldSeen[incident.FieldDetails] = struct{}{}
+			}
+		case "acknowledgedBy":
+			if _, ok := fieldSeen[incident.FieldAcknowledgedBy]; !ok {
+				selectedFields = append(selectedFields, incident.FieldAcknowledgedBy)
+				fieldSeen[incident.FieldAcknowledgedBy] = struct{}{}
+			}
+		case "acknowledgedAt":
+			if _, ok := fieldSeen[incident.FieldAcknowledgedAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldAcknowledgedAt)
+				fieldSeen[incident.FieldAcknowledgedAt] = struct{}{}
+			}
+		case "resolvedBy":
+			if _, ok := fieldSeen[incident.FieldResolvedBy]; !ok {
+				selectedFields = append(selectedFields, incident.FieldResolvedBy)
+				fieldSeen[incident.FieldResolvedBy] = struct{}{}
+			}
+		case "resolvedAt":
+			if _, ok := fieldSeen[incident.FieldResolvedAt]; !ok {
+				selectedFields = append(selectedFields, incident.FieldResolvedAt)
+				fieldSeen[incident.FieldResolvedAt] = struct{}{}
+			}
+		case "note":
+			if _, ok := fieldSeen[incident.FieldNote]; !ok {
+				selectedFields = append(selectedFields, incident.FieldNote)
+				fieldSeen[incident.FieldNote] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type incidentPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []IncidentPaginateOption
+}
+
+func newIncidentPaginateArgs(rv map[string]any) *incidentPaginateArgs {
+	args := &incidentPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &IncidentOrder{Field: &IncidentOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithIncidentOrder(order))
+			}
+		case *IncidentOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithIncidentOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
 func (_q *MapItemQuery) CollectFields(ctx context.Context, satisfies ...string) (*MapItemQuery, error) {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil {
@@ -2423,6 +2607,16 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 				selectedFields = append(selectedFields, run.FieldFinishedAt)
 				fieldSeen[run.FieldFinishedAt] = struct{}{}
 			}
+		case "slaDeadlineAt":
+			if _, ok := fieldSeen[run.FieldSLADeadlineAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldSLADeadlineAt)
+				fieldSeen[run.FieldSLADeadlineAt] = struct{}{}
+			}
+		case "slaQueueDeadlineAt":
+			if _, ok := fieldSeen[run.FieldSLAQueueDeadlineAt]; !ok {
+				selectedFields = append(selectedFields, run.FieldSLAQueueDeadlineAt)
+				fieldSeen[run.FieldSLAQueueDeadlineAt] = struct{}{}
+			}
 		case "id":
 		case "__typename":
 		default:
@@ -2591,6 +2785,236 @@ func newRunEventPaginateArgs(rv map[string]any) *runeventPaginateArgs {
 	}
 	if v := rv[beforeField]; v != nil {
 		args.before = v.(*Cursor)
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *SLABreachQuery) CollectFields(ctx context.Context, satisfies ...string) (*SLABreachQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *SLABreachQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(slabreach.Columns))
+		selectedFields = []string{slabreach.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[slabreach.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldCreatedAt)
+				fieldSeen[slabreach.FieldCreatedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[slabreach.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldRunID)
+				fieldSeen[slabreach.FieldRunID] = struct{}{}
+			}
+		case "objective":
+			if _, ok := fieldSeen[slabreach.FieldObjective]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldObjective)
+				fieldSeen[slabreach.FieldObjective] = struct{}{}
+			}
+		case "subject":
+			if _, ok := fieldSeen[slabreach.FieldSubject]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldSubject)
+				fieldSeen[slabreach.FieldSubject] = struct{}{}
+			}
+		case "incidentID":
+			if _, ok := fieldSeen[slabreach.FieldIncidentID]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldIncidentID)
+				fieldSeen[slabreach.FieldIncidentID] = struct{}{}
+			}
+		case "policyID":
+			if _, ok := fieldSeen[slabreach.FieldPolicyID]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldPolicyID)
+				fieldSeen[slabreach.FieldPolicyID] = struct{}{}
+			}
+		case "details":
+			if _, ok := fieldSeen[slabreach.FieldDetails]; !ok {
+				selectedFields = append(selectedFields, slabreach.FieldDetails)
+				fieldSeen[slabreach.FieldDetails] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type slabreachPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []SLABreachPaginateOption
+}
+
+func newSLABreachPaginateArgs(rv map[string]any) *slabreachPaginateArgs {
+	args := &slabreachPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &SLABreachOrder{Field: &SLABreachOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithSLABreachOrder(order))
+			}
+		case *SLABreachOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithSLABreachOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *SLAPolicyQuery) CollectFields(ctx context.Context, satisfies ...string) (*SLAPolicyQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *SLAPolicyQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(slapolicy.Columns))
+		selectedFields = []string{slapolicy.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[slapolicy.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldCreatedAt)
+				fieldSeen[slapolicy.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[slapolicy.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldUpdatedAt)
+				fieldSeen[slapolicy.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[slapolicy.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldWorkflowID)
+				fieldSeen[slapolicy.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[slapolicy.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldEnvironmentID)
+				fieldSeen[slapolicy.FieldEnvironmentID] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[slapolicy.FieldName]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldName)
+				fieldSeen[slapolicy.FieldName] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[slapolicy.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, slapolicy.FieldCreatedBy)
+				fieldSeen[slapolicy.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type slapolicyPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []SLAPolicyPaginateOption
+}
+
+func newSLAPolicyPaginateArgs(rv map[string]any) *slapolicyPaginateArgs {
+	args := &slapolicyPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &SLAPolicyOrder{Field: &SLAPolicyOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithSLAPolicyOrder(order))
+			}
+		case *SLAPolicyOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithSLAPolicyOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*SLAPolicyWhereInput); ok {
+		args.opts = append(args.opts, WithSLAPolicyFilter(v.Filter))
 	}
 	return args
 }

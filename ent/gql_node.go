@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -25,6 +26,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -85,6 +88,11 @@ var inboundeventImplementors = []string{"InboundEvent", "Node"}
 // IsNode implements the Node interface check for GQLGen.
 func (*InboundEvent) IsNode() {}
 
+var incidentImplementors = []string{"Incident", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Incident) IsNode() {}
+
 var mapitemImplementors = []string{"MapItem", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
@@ -119,6 +127,16 @@ var runeventImplementors = []string{"RunEvent", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*RunEvent) IsNode() {}
+
+var slabreachImplementors = []string{"SLABreach", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*SLABreach) IsNode() {}
+
+var slapolicyImplementors = []string{"SLAPolicy", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*SLAPolicy) IsNode() {}
 
 var stepattemptImplementors = []string{"StepAttempt", "Node"}
 
@@ -299,6 +317,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			}
 		}
 		return query.Only(ctx)
+	case incident.Table:
+		query := c.Incident.Query().
+			Where(incident.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, incidentImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
 	case mapitem.Table:
 		query := c.MapItem.Query().
 			Where(mapitem.ID(id))
@@ -358,6 +385,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(runevent.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, runeventImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case slabreach.Table:
+		query := c.SLABreach.Query().
+			Where(slabreach.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, slabreachImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case slapolicy.Table:
+		query := c.SLAPolicy.Query().
+			Where(slapolicy.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, slapolicyImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -651,6 +696,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 				*noder = node
 			}
 		}
+	case incident.Table:
+		query := c.Incident.Query().
+			Where(incident.IDIn(ids...))
+		query, err := query.CollectFields(ctx, incidentImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
 	case mapitem.Table:
 		query := c.MapItem.Query().
 			Where(mapitem.IDIn(ids...))
@@ -751,6 +812,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.RunEvent.Query().
 			Where(runevent.IDIn(ids...))
 		query, err := query.CollectFields(ctx, runeventImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case slabreach.Table:
+		query := c.SLABreach.Query().
+			Where(slabreach.IDIn(ids...))
+		query, err := query.CollectFields(ctx, slabreachImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case slapolicy.Table:
+		query := c.SLAPolicy.Query().
+			Where(slapolicy.IDIn(ids...))
+		query, err := query.CollectFields(ctx, slapolicyImplementors...)
 		if err != nil {
 			return nil, err
 		}

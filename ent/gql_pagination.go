@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -30,6 +31,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -2875,6 +2878,302 @@ func (_m *InboundEvent) ToEdge(order *InboundEventOrder) *InboundEventEdge {
 	}
 }
 
+// IncidentEdge is the edge representation of Incident.
+type IncidentEdge struct {
+	Node   *Incident `json:"node"`
+	Cursor Cursor    `json:"cursor"`
+}
+
+// IncidentConnection is the connection containing edges to Incident.
+type IncidentConnection struct {
+	Edges      []*IncidentEdge `json:"edges"`
+	PageInfo   PageInfo        `json:"pageInfo"`
+	TotalCount int             `json:"totalCount"`
+}
+
+func (c *IncidentConnection) build(nodes []*Incident, pager *incidentPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Incident
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Incident {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Incident {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*IncidentEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &IncidentEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// IncidentPaginateOption enables pagination customization.
+type IncidentPaginateOption func(*incidentPager) error
+
+// WithIncidentOrder configures pagination ordering.
+func WithIncidentOrder(order *IncidentOrder) IncidentPaginateOption {
+	if order == nil {
+		order = DefaultIncidentOrder
+	}
+	o := *order
+	return func(pager *incidentPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultIncidentOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithIncidentFilter configures pagination filter.
+func WithIncidentFilter(filter func(*IncidentQuery) (*IncidentQuery, error)) IncidentPaginateOption {
+	return func(pager *incidentPager) error {
+		if filter == nil {
+			return errors.New("IncidentQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type incidentPager struct {
+	reverse bool
+	order   *IncidentOrder
+	filter  func(*IncidentQuery) (*IncidentQuery, error)
+}
+
+func newIncidentPager(opts []IncidentPaginateOption, reverse bool) (*incidentPager, error) {
+	pager := &incidentPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultIncidentOrder
+	}
+	return pager, nil
+}
+
+func (p *incidentPager) applyFilter(query *IncidentQuery) (*IncidentQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *incidentPager) toCursor(_m *Incident) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *incidentPager) applyCursors(query *IncidentQuery, after, before *Cursor) (*IncidentQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultIncidentOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *incidentPager) applyOrder(query *IncidentQuery) *IncidentQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultIncidentOrder.Field {
+		query = query.Order(DefaultIncidentOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *incidentPager) orderExpr(query *IncidentQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultIncidentOrder.Field {
+			b.Comma().Ident(DefaultIncidentOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Incident.
+func (_m *IncidentQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...IncidentPaginateOption,
+) (*IncidentConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newIncidentPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &IncidentConnection{Edges: []*IncidentEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// IncidentOrderFieldCreatedAt orders Incident by created_at.
+	IncidentOrderFieldCreatedAt = &IncidentOrderField{
+		Value: func(_m *Incident) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: incident.FieldCreatedAt,
+		toTerm: incident.ByCreatedAt,
+		toCursor: func(_m *Incident) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f IncidentOrderField) String() string {
+	var str string
+	switch f.column {
+	case IncidentOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f IncidentOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *IncidentOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("IncidentOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *IncidentOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid IncidentOrderField", str)
+	}
+	return nil
+}
+
+// IncidentOrderField defines the ordering field of Incident.
+type IncidentOrderField struct {
+	// Value extracts the ordering value from the given Incident.
+	Value    func(*Incident) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) incident.OrderOption
+	toCursor func(*Incident) Cursor
+}
+
+// IncidentOrder defines the ordering of Incident.
+type IncidentOrder struct {
+	Direction OrderDirection      `json:"direction"`
+	Field     *IncidentOrderField `json:"field"`
+}
+
+// DefaultIncidentOrder is the default ordering of Incident.
+var DefaultIncidentOrder = &IncidentOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &IncidentOrderField{
+		Value: func(_m *Incident) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: incident.FieldID,
+		toTerm: incident.ByID,
+		toCursor: func(_m *Incident) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Incident into IncidentEdge.
+func (_m *Incident) ToEdge(order *IncidentOrder) *IncidentEdge {
+	if order == nil {
+		order = DefaultIncidentOrder
+	}
+	return &IncidentEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
 // MapItemEdge is the edge representation of MapItem.
 type MapItemEdge struct {
 	Node   *MapItem `json:"node"`
@@ -4931,6 +5230,598 @@ func (_m *RunEvent) ToEdge(order *RunEventOrder) *RunEventEdge {
 		order = DefaultRunEventOrder
 	}
 	return &RunEventEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// SLABreachEdge is the edge representation of SLABreach.
+type SLABreachEdge struct {
+	Node   *SLABreach `json:"node"`
+	Cursor Cursor     `json:"cursor"`
+}
+
+// SLABreachConnection is the connection containing edges to SLABreach.
+type SLABreachConnection struct {
+	Edges      []*SLABreachEdge `json:"edges"`
+	PageInfo   PageInfo         `json:"pageInfo"`
+	TotalCount int              `json:"totalCount"`
+}
+
+func (c *SLABreachConnection) build(nodes []*SLABreach, pager *slabreachPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *SLABreach
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *SLABreach {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *SLABreach {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*SLABreachEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &SLABreachEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// SLABreachPaginateOption enables pagination customization.
+type SLABreachPaginateOption func(*slabreachPager) error
+
+// WithSLABreachOrder configures pagination ordering.
+func WithSLABreachOrder(order *SLABreachOrder) SLABreachPaginateOption {
+	if order == nil {
+		order = DefaultSLABreachOrder
+	}
+	o := *order
+	return func(pager *slabreachPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultSLABreachOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithSLABreachFilter configures pagination filter.
+func WithSLABreachFilter(filter func(*SLABreachQuery) (*SLABreachQuery, error)) SLABreachPaginateOption {
+	return func(pager *slabreachPager) error {
+		if filter == nil {
+			return errors.New("SLABreachQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type slabreachPager struct {
+	reverse bool
+	order   *SLABreachOrder
+	filter  func(*SLABreachQuery) (*SLABreachQuery, error)
+}
+
+func newSLABreachPager(opts []SLABreachPaginateOption, reverse bool) (*slabreachPager, error) {
+	pager := &slabreachPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultSLABreachOrder
+	}
+	return pager, nil
+}
+
+func (p *slabreachPager) applyFilter(query *SLABreachQuery) (*SLABreachQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *slabreachPager) toCursor(_m *SLABreach) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *slabreachPager) applyCursors(query *SLABreachQuery, after, before *Cursor) (*SLABreachQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultSLABreachOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *slabreachPager) applyOrder(query *SLABreachQuery) *SLABreachQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultSLABreachOrder.Field {
+		query = query.Order(DefaultSLABreachOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *slabreachPager) orderExpr(query *SLABreachQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultSLABreachOrder.Field {
+			b.Comma().Ident(DefaultSLABreachOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to SLABreach.
+func (_m *SLABreachQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...SLABreachPaginateOption,
+) (*SLABreachConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newSLABreachPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &SLABreachConnection{Edges: []*SLABreachEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// SLABreachOrderFieldCreatedAt orders SLABreach by created_at.
+	SLABreachOrderFieldCreatedAt = &SLABreachOrderField{
+		Value: func(_m *SLABreach) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: slabreach.FieldCreatedAt,
+		toTerm: slabreach.ByCreatedAt,
+		toCursor: func(_m *SLABreach) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f SLABreachOrderField) String() string {
+	var str string
+	switch f.column {
+	case SLABreachOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f SLABreachOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *SLABreachOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("SLABreachOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *SLABreachOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid SLABreachOrderField", str)
+	}
+	return nil
+}
+
+// SLABreachOrderField defines the ordering field of SLABreach.
+type SLABreachOrderField struct {
+	// Value extracts the ordering value from the given SLABreach.
+	Value    func(*SLABreach) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) slabreach.OrderOption
+	toCursor func(*SLABreach) Cursor
+}
+
+// SLABreachOrder defines the ordering of SLABreach.
+type SLABreachOrder struct {
+	Direction OrderDirection       `json:"direction"`
+	Field     *SLABreachOrderField `json:"field"`
+}
+
+// DefaultSLABreachOrder is the default ordering of SLABreach.
+var DefaultSLABreachOrder = &SLABreachOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &SLABreachOrderField{
+		Value: func(_m *SLABreach) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: slabreach.FieldID,
+		toTerm: slabreach.ByID,
+		toCursor: func(_m *SLABreach) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts SLABreach into SLABreachEdge.
+func (_m *SLABreach) ToEdge(order *SLABreachOrder) *SLABreachEdge {
+	if order == nil {
+		order = DefaultSLABreachOrder
+	}
+	return &SLABreachEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// SLAPolicyEdge is the edge representation of SLAPolicy.
+type SLAPolicyEdge struct {
+	Node   *SLAPolicy `json:"node"`
+	Cursor Cursor     `json:"cursor"`
+}
+
+// SLAPolicyConnection is the connection containing edges to SLAPolicy.
+type SLAPolicyConnection struct {
+	Edges      []*SLAPolicyEdge `json:"edges"`
+	PageInfo   PageInfo         `json:"pageInfo"`
+	TotalCount int              `json:"totalCount"`
+}
+
+func (c *SLAPolicyConnection) build(nodes []*SLAPolicy, pager *slapolicyPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *SLAPolicy
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *SLAPolicy {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *SLAPolicy {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*SLAPolicyEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &SLAPolicyEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// SLAPolicyPaginateOption enables pagination customization.
+type SLAPolicyPaginateOption func(*slapolicyPager) error
+
+// WithSLAPolicyOrder configures pagination ordering.
+func WithSLAPolicyOrder(order *SLAPolicyOrder) SLAPolicyPaginateOption {
+	if order == nil {
+		order = DefaultSLAPolicyOrder
+	}
+	o := *order
+	return func(pager *slapolicyPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultSLAPolicyOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithSLAPolicyFilter configures pagination filter.
+func WithSLAPolicyFilter(filter func(*SLAPolicyQuery) (*SLAPolicyQuery, error)) SLAPolicyPaginateOption {
+	return func(pager *slapolicyPager) error {
+		if filter == nil {
+			return errors.New("SLAPolicyQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type slapolicyPager struct {
+	reverse bool
+	order   *SLAPolicyOrder
+	filter  func(*SLAPolicyQuery) (*SLAPolicyQuery, error)
+}
+
+func newSLAPolicyPager(opts []SLAPolicyPaginateOption, reverse bool) (*slapolicyPager, error) {
+	pager := &slapolicyPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultSLAPolicyOrder
+	}
+	return pager, nil
+}
+
+func (p *slapolicyPager) applyFilter(query *SLAPolicyQuery) (*SLAPolicyQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *slapolicyPager) toCursor(_m *SLAPolicy) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *slapolicyPager) applyCursors(query *SLAPolicyQuery, after, before *Cursor) (*SLAPolicyQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultSLAPolicyOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *slapolicyPager) applyOrder(query *SLAPolicyQuery) *SLAPolicyQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultSLAPolicyOrder.Field {
+		query = query.Order(DefaultSLAPolicyOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *slapolicyPager) orderExpr(query *SLAPolicyQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultSLAPolicyOrder.Field {
+			b.Comma().Ident(DefaultSLAPolicyOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to SLAPolicy.
+func (_m *SLAPolicyQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...SLAPolicyPaginateOption,
+) (*SLAPolicyConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newSLAPolicyPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &SLAPolicyConnection{Edges: []*SLAPolicyEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// SLAPolicyOrderFieldCreatedAt orders SLAPolicy by created_at.
+	SLAPolicyOrderFieldCreatedAt = &SLAPolicyOrderField{
+		Value: func(_m *SLAPolicy) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: slapolicy.FieldCreatedAt,
+		toTerm: slapolicy.ByCreatedAt,
+		toCursor: func(_m *SLAPolicy) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f SLAPolicyOrderField) String() string {
+	var str string
+	switch f.column {
+	case SLAPolicyOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f SLAPolicyOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *SLAPolicyOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("SLAPolicyOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *SLAPolicyOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid SLAPolicyOrderField", str)
+	}
+	return nil
+}
+
+// SLAPolicyOrderField defines the ordering field of SLAPolicy.
+type SLAPolicyOrderField struct {
+	// Value extracts the ordering value from the given SLAPolicy.
+	Value    func(*SLAPolicy) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) slapolicy.OrderOption
+	toCursor func(*SLAPolicy) Cursor
+}
+
+// SLAPolicyOrder defines the ordering of SLAPolicy.
+type SLAPolicyOrder struct {
+	Direction OrderDirection       `json:"direction"`
+	Field     *SLAPolicyOrderField `json:"field"`
+}
+
+// DefaultSLAPolicyOrder is the default ordering of SLAPolicy.
+var DefaultSLAPolicyOrder = &SLAPolicyOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &SLAPolicyOrderField{
+		Value: func(_m *SLAPolicy) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: slapolicy.FieldID,
+		toTerm: slapolicy.ByID,
+		toCursor: func(_m *SLAPolicy) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts SLAPolicy into SLAPolicyEdge.
+func (_m *SLAPolicy) ToEdge(order *SLAPolicyOrder) *SLAPolicyEdge {
+	if order == nil {
+		order = DefaultSLAPolicyOrder
+	}
+	return &SLAPolicyEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
@@ -7176,6 +7177,30 @@ type RunWhereInput struct {
 	FinishedAtIsNil  bool        `json:"finishedAtIsNil,omitempty"`
 	FinishedAtNotNil bool        `json:"finishedAtNotNil,omitempty"`
 
+	// "sla_deadline_at" field predicates.
+	SLADeadlineAt       *time.Time  `json:"slaDeadlineAt,omitempty"`
+	SLADeadlineAtNEQ    *time.Time  `json:"slaDeadlineAtNEQ,omitempty"`
+	SLADeadlineAtIn     []time.Time `json:"slaDeadlineAtIn,omitempty"`
+	SLADeadlineAtNotIn  []time.Time `json:"slaDeadlineAtNotIn,omitempty"`
+	SLADeadlineAtGT     *time.Time  `json:"slaDeadlineAtGT,omitempty"`
+	SLADeadlineAtGTE    *time.Time  `json:"slaDeadlineAtGTE,omitempty"`
+	SLADeadlineAtLT     *time.Time  `json:"slaDeadlineAtLT,omitempty"`
+	SLADeadlineAtLTE    *time.Time  `json:"slaDeadlineAtLTE,omitempty"`
+	SLADeadlineAtIsNil  bool        `json:"slaDeadlineAtIsNil,omitempty"`
+	SLADeadlineAtNotNil bool        `json:"slaDeadlineAtNotNil,omitempty"`
+
+	// "sla_queue_deadline_at" field predicates.
+	SLAQueueDeadlineAt       *time.Time  `json:"slaQueueDeadlineAt,omitempty"`
+	SLAQueueDeadlineAtNEQ    *time.Time  `json:"slaQueueDeadlineAtNEQ,omitempty"`
+	SLAQueueDeadlineAtIn     []time.Time `json:"slaQueueDeadlineAtIn,omitempty"`
+	SLAQueueDeadlineAtNotIn  []time.Time `json:"slaQueueDeadlineAtNotIn,omitempty"`
+	SLAQueueDeadlineAtGT     *time.Time  `json:"slaQueueDeadlineAtGT,omitempty"`
+	SLAQueueDeadlineAtGTE    *time.Time  `json:"slaQueueDeadlineAtGTE,omitempty"`
+	SLAQueueDeadlineAtLT     *time.Time  `json:"slaQueueDeadlineAtLT,omitempty"`
+	SLAQueueDeadlineAtLTE    *time.Time  `json:"slaQueueDeadlineAtLTE,omitempty"`
+	SLAQueueDeadlineAtIsNil  bool        `json:"slaQueueDeadlineAtIsNil,omitempty"`
+	SLAQueueDeadlineAtNotNil bool        `json:"slaQueueDeadlineAtNotNil,omitempty"`
+
 	// "workflow" edge predicates.
 	HasWorkflow     *bool                 `json:"hasWorkflow,omitempty"`
 	HasWorkflowWith []*WorkflowWhereInput `json:"hasWorkflowWith,omitempty"`
@@ -7917,6 +7942,66 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	if i.FinishedAtNotNil {
 		predicates = append(predicates, run.FinishedAtNotNil())
 	}
+	if i.SLADeadlineAt != nil {
+		predicates = append(predicates, run.SLADeadlineAtEQ(*i.SLADeadlineAt))
+	}
+	if i.SLADeadlineAtNEQ != nil {
+		predicates = append(predicates, run.SLADeadlineAtNEQ(*i.SLADeadlineAtNEQ))
+	}
+	if len(i.SLADeadlineAtIn) > 0 {
+		predicates = append(predicates, run.SLADeadlineAtIn(i.SLADeadlineAtIn...))
+	}
+	if len(i.SLADeadlineAtNotIn) > 0 {
+		predicates = append(predicates, run.SLADeadlineAtNotIn(i.SLADeadlineAtNotIn...))
+	}
+	if i.SLADeadlineAtGT != nil {
+		predicates = append(predicates, run.SLADeadlineAtGT(*i.SLADeadlineAtGT))
+	}
+	if i.SLADeadlineAtGTE != nil {
+		predicates = append(predicates, run.SLADeadlineAtGTE(*i.SLADeadlineAtGTE))
+	}
+	if i.SLADeadlineAtLT != nil {
+		predicates = append(predicates, run.SLADeadlineAtLT(*i.SLADeadlineAtLT))
+	}
+	if i.SLADeadlineAtLTE != nil {
+		predicates = append(predicates, run.SLADeadlineAtLTE(*i.SLADeadlineAtLTE))
+	}
+	if i.SLADeadlineAtIsNil {
+		predicates = append(predicates, run.SLADeadlineAtIsNil())
+	}
+	if i.SLADeadlineAtNotNil {
+		predicates = append(predicates, run.SLADeadlineAtNotNil())
+	}
+	if i.SLAQueueDeadlineAt != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtEQ(*i.SLAQueueDeadlineAt))
+	}
+	if i.SLAQueueDeadlineAtNEQ != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtNEQ(*i.SLAQueueDeadlineAtNEQ))
+	}
+	if len(i.SLAQueueDeadlineAtIn) > 0 {
+		predicates = append(predicates, run.SLAQueueDeadlineAtIn(i.SLAQueueDeadlineAtIn...))
+	}
+	if len(i.SLAQueueDeadlineAtNotIn) > 0 {
+		predicates = append(predicates, run.SLAQueueDeadlineAtNotIn(i.SLAQueueDeadlineAtNotIn...))
+	}
+	if i.SLAQueueDeadlineAtGT != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtGT(*i.SLAQueueDeadlineAtGT))
+	}
+	if i.SLAQueueDeadlineAtGTE != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtGTE(*i.SLAQueueDeadlineAtGTE))
+	}
+	if i.SLAQueueDeadlineAtLT != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtLT(*i.SLAQueueDeadlineAtLT))
+	}
+	if i.SLAQueueDeadlineAtLTE != nil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtLTE(*i.SLAQueueDeadlineAtLTE))
+	}
+	if i.SLAQueueDeadlineAtIsNil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtIsNil())
+	}
+	if i.SLAQueueDeadlineAtNotNil {
+		predicates = append(predicates, run.SLAQueueDeadlineAtNotNil())
+	}
 
 	if i.HasWorkflow != nil {
 		p := run.HasWorkflow()
@@ -7979,6 +8064,446 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 		return predicates[0], nil
 	default:
 		return run.And(predicates...), nil
+	}
+}
+
+// SLAPolicyWhereInput represents a where input for filtering SLAPolicy queries.
+type SLAPolicyWhereInput struct {
+	Predicates []predicate.SLAPolicy  `json:"-"`
+	Not        *SLAPolicyWhereInput   `json:"not,omitempty"`
+	Or         []*SLAPolicyWhereInput `json:"or,omitempty"`
+	And        []*SLAPolicyWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDIsNil        bool     `json:"workflowIDIsNil,omitempty"`
+	WorkflowIDNotNil       bool     `json:"workflowIDNotNil,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDIsNil        bool     `json:"environmentIDIsNil,omitempty"`
+	EnvironmentIDNotNil       bool     `json:"environmentIDNotNil,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameIsNil        bool     `json:"nameIsNil,omitempty"`
+	NameNotNil       bool     `json:"nameNotNil,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *SLAPolicyWhereInput) AddPredicates(predicates ...predicate.SLAPolicy) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the SLAPolicyWhereInput filter on the SLAPolicyQuery builder.
+func (i *SLAPolicyWhereInput) Filter(q *SLAPolicyQuery) (*SLAPolicyQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptySLAPolicyWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptySLAPolicyWhereInput is returned in case the SLAPolicyWhereInput is empty.
+var ErrEmptySLAPolicyWhereInput = errors.New("ent: empty predicate SLAPolicyWhereInput")
+
+// P returns a predicate for filtering slapolicies.
+// An error is returned if the input is empty or invalid.
+func (i *SLAPolicyWhereInput) P() (predicate.SLAPolicy, error) {
+	var predicates []predicate.SLAPolicy
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, slapolicy.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.SLAPolicy, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, slapolicy.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.SLAPolicy, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, slapolicy.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, slapolicy.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, slapolicy.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, slapolicy.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, slapolicy.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, slapolicy.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, slapolicy.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, slapolicy.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, slapolicy.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, slapolicy.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, slapolicy.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, slapolicy.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, slapolicy.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, slapolicy.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, slapolicy.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, slapolicy.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, slapolicy.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, slapolicy.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, slapolicy.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, slapolicy.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, slapolicy.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, slapolicy.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, slapolicy.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, slapolicy.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDIsNil {
+		predicates = append(predicates, slapolicy.WorkflowIDIsNil())
+	}
+	if i.WorkflowIDNotNil {
+		predicates = append(predicates, slapolicy.WorkflowIDNotNil())
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, slapolicy.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, slapolicy.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, slapolicy.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDIsNil {
+		predicates = append(predicates, slapolicy.EnvironmentIDIsNil())
+	}
+	if i.EnvironmentIDNotNil {
+		predicates = append(predicates, slapolicy.EnvironmentIDNotNil())
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, slapolicy.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, slapolicy.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, slapolicy.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, slapolicy.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, slapolicy.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, slapolicy.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, slapolicy.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, slapolicy.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, slapolicy.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, slapolicy.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, slapolicy.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, slapolicy.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameIsNil {
+		predicates = append(predicates, slapolicy.NameIsNil())
+	}
+	if i.NameNotNil {
+		predicates = append(predicates, slapolicy.NameNotNil())
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, slapolicy.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, slapolicy.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, slapolicy.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, slapolicy.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, slapolicy.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, slapolicy.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, slapolicy.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, slapolicy.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, slapolicy.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, slapolicy.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, slapolicy.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, slapolicy.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, slapolicy.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, slapolicy.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, slapolicy.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptySLAPolicyWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return slapolicy.And(predicates...), nil
 	}
 }
 

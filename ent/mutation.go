@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -31,6 +32,8 @@ import (
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -40,6 +43,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/slaspec"
 )
 
 const (
@@ -62,6 +66,7 @@ const (
 	TypeEscalationPolicy  = "EscalationPolicy"
 	TypeEventWait         = "EventWait"
 	TypeInboundEvent      = "InboundEvent"
+	TypeIncident          = "Incident"
 	TypeMapItem           = "MapItem"
 	TypeMember            = "Member"
 	TypeModelCall         = "ModelCall"
@@ -69,6 +74,8 @@ const (
 	TypePagerDutySend     = "PagerDutySend"
 	TypeRun               = "Run"
 	TypeRunEvent          = "RunEvent"
+	TypeSLABreach         = "SLABreach"
+	TypeSLAPolicy         = "SLAPolicy"
 	TypeStepAttempt       = "StepAttempt"
 	TypeStepRun           = "StepRun"
 	TypeTenant            = "Tenant"
@@ -12231,6 +12238,1859 @@ func (m *InboundEventMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown InboundEvent edge %s", name)
 }
 
+// IncidentMutation represents an operation that mutates the Incident nodes in the graph.
+type IncidentMutation struct {
+	config
+	op                     Op
+	typ                    string
+	id                     *string
+	created_at             *time.Time
+	updated_at             *time.Time
+	key                    *string
+	policy_id              *string
+	objective              *string
+	workflow_id            *string
+	environment_id         *string
+	per_run                *bool
+	status                 *incident.Status
+	severity               *incident.Severity
+	count                  *int
+	addcount               *int
+	first_seen_at          *time.Time
+	last_seen_at           *time.Time
+	sample_run_ids         *[]string
+	appendsample_run_ids   []string
+	escalation_policy_id   *string
+	details                *map[string]interface{}
+	healthy_evaluations    *int
+	addhealthy_evaluations *int
+	acknowledged_by        *string
+	acknowledged_at        *time.Time
+	resolved_by            *string
+	resolved_at            *time.Time
+	note                   *string
+	clearedFields          map[string]struct{}
+	tenant                 *string
+	clearedtenant          bool
+	done                   bool
+	oldValue               func(context.Context) (*Incident, error)
+	predicates             []predicate.Incident
+}
+
+var _ ent.Mutation = (*IncidentMutation)(nil)
+
+// incidentOption allows management of the mutation configuration using functional options.
+type incidentOption func(*IncidentMutation)
+
+// newIncidentMutation creates new mutation for the Incident entity.
+func newIncidentMutation(c config, op Op, opts ...incidentOption) *IncidentMutation {
+	m := &IncidentMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeIncident,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withIncidentID sets the ID field of the mutation.
+func withIncidentID(id string) incidentOption {
+	return func(m *IncidentMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Incident
+		)
+		m.oldValue = func(ctx context.Context) (*Incident, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Incident.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withIncident sets the old Incident of the mutation.
+func withIncident(node *Incident) incidentOption {
+	return func(m *IncidentMutation) {
+		m.oldValue = func(context.Context) (*Incident, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m IncidentMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m IncidentMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Incident entities.
+func (m *IncidentMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *IncidentMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *IncidentMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Incident.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *IncidentMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *IncidentMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *IncidentMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *IncidentMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *IncidentMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *IncidentMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *IncidentMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *IncidentMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *IncidentMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetKey sets the "key" field.
+func (m *IncidentMutation) SetKey(s string) {
+	m.key = &s
+}
+
+// Key returns the value of the "key" field in the mutation.
+func (m *IncidentMutation) Key() (r string, exists bool) {
+	v := m.key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKey returns the old "key" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKey: %w", err)
+	}
+	return oldValue.Key, nil
+}
+
+// ResetKey resets all changes to the "key" field.
+func (m *IncidentMutation) ResetKey() {
+	m.key = nil
+}
+
+// SetPolicyID sets the "policy_id" field.
+func (m *IncidentMutation) SetPolicyID(s string) {
+	m.policy_id = &s
+}
+
+// PolicyID returns the value of the "policy_id" field in the mutation.
+func (m *IncidentMutation) PolicyID() (r string, exists bool) {
+	v := m.policy_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPolicyID returns the old "policy_id" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldPolicyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPolicyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPolicyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPolicyID: %w", err)
+	}
+	return oldValue.PolicyID, nil
+}
+
+// ResetPolicyID resets all changes to the "policy_id" field.
+func (m *IncidentMutation) ResetPolicyID() {
+	m.policy_id = nil
+}
+
+// SetObjective sets the "objective" field.
+func (m *IncidentMutation) SetObjective(s string) {
+	m.objective = &s
+}
+
+// Objective returns the value of the "objective" field in the mutation.
+func (m *IncidentMutation) Objective() (r string, exists bool) {
+	v := m.objective
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjective returns the old "objective" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldObjective(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjective is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjective requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjective: %w", err)
+	}
+	return oldValue.Objective, nil
+}
+
+// ResetObjective resets all changes to the "objective" field.
+func (m *IncidentMutation) ResetObjective() {
+	m.objective = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *IncidentMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *IncidentMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldWorkflowID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ClearWorkflowID clears the value of the "workflow_id" field.
+func (m *IncidentMutation) ClearWorkflowID() {
+	m.workflow_id = nil
+	m.clearedFields[incident.FieldWorkflowID] = struct{}{}
+}
+
+// WorkflowIDCleared returns if the "workflow_id" field was cleared in this mutation.
+func (m *IncidentMutation) WorkflowIDCleared() bool {
+	_, ok := m.clearedFields[incident.FieldWorkflowID]
+	return ok
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *IncidentMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+	delete(m.clearedFields, incident.FieldWorkflowID)
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *IncidentMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *IncidentMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldEnvironmentID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ClearEnvironmentID clears the value of the "environment_id" field.
+func (m *IncidentMutation) ClearEnvironmentID() {
+	m.environment_id = nil
+	m.clearedFields[incident.FieldEnvironmentID] = struct{}{}
+}
+
+// EnvironmentIDCleared returns if the "environment_id" field was cleared in this mutation.
+func (m *IncidentMutation) EnvironmentIDCleared() bool {
+	_, ok := m.clearedFields[incident.FieldEnvironmentID]
+	return ok
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *IncidentMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+	delete(m.clearedFields, incident.FieldEnvironmentID)
+}
+
+// SetPerRun sets the "per_run" field.
+func (m *IncidentMutation) SetPerRun(b bool) {
+	m.per_run = &b
+}
+
+// PerRun returns the value of the "per_run" field in the mutation.
+func (m *IncidentMutation) PerRun() (r bool, exists bool) {
+	v := m.per_run
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPerRun returns the old "per_run" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldPerRun(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPerRun is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPerRun requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPerRun: %w", err)
+	}
+	return oldValue.PerRun, nil
+}
+
+// ResetPerRun resets all changes to the "per_run" field.
+func (m *IncidentMutation) ResetPerRun() {
+	m.per_run = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *IncidentMutation) SetStatus(i incident.Status) {
+	m.status = &i
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *IncidentMutation) Status() (r incident.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldStatus(ctx context.Context) (v incident.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *IncidentMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetSeverity sets the "severity" field.
+func (m *IncidentMutation) SetSeverity(i incident.Severity) {
+	m.severity = &i
+}
+
+// Severity returns the value of the "severity" field in the mutation.
+func (m *IncidentMutation) Severity() (r incident.Severity, exists bool) {
+	v := m.severity
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSeverity returns the old "severity" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldSeverity(ctx context.Context) (v incident.Severity, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSeverity is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSeverity requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSeverity: %w", err)
+	}
+	return oldValue.Severity, nil
+}
+
+// ResetSeverity resets all changes to the "severity" field.
+func (m *IncidentMutation) ResetSeverity() {
+	m.severity = nil
+}
+
+// SetCount sets the "count" field.
+func (m *IncidentMutation) SetCount(i int) {
+	m.count = &i
+	m.addcount = nil
+}
+
+// Count returns the value of the "count" field in the mutation.
+func (m *IncidentMutation) Count() (r int, exists bool) {
+	v := m.count
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCount returns the old "count" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldCount(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCount: %w", err)
+	}
+	return oldValue.Count, nil
+}
+
+// AddCount adds i to the "count" field.
+func (m *IncidentMutation) AddCount(i int) {
+	if m.addcount != nil {
+		*m.addcount += i
+	} else {
+		m.addcount = &i
+	}
+}
+
+// AddedCount returns the value that was added to the "count" field in this mutation.
+func (m *IncidentMutation) AddedCount() (r int, exists bool) {
+	v := m.addcount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCount resets all changes to the "count" field.
+func (m *IncidentMutation) ResetCount() {
+	m.count = nil
+	m.addcount = nil
+}
+
+// SetFirstSeenAt sets the "first_seen_at" field.
+func (m *IncidentMutation) SetFirstSeenAt(t time.Time) {
+	m.first_seen_at = &t
+}
+
+// FirstSeenAt returns the value of the "first_seen_at" field in the mutation.
+func (m *IncidentMutation) FirstSeenAt() (r time.Time, exists bool) {
+	v := m.first_seen_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFirstSeenAt returns the old "first_seen_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldFirstSeenAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFirstSeenAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFirstSeenAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFirstSeenAt: %w", err)
+	}
+	return oldValue.FirstSeenAt, nil
+}
+
+// ResetFirstSeenAt resets all changes to the "first_seen_at" field.
+func (m *IncidentMutation) ResetFirstSeenAt() {
+	m.first_seen_at = nil
+}
+
+// SetLastSeenAt sets the "last_seen_at" field.
+func (m *IncidentMutation) SetLastSeenAt(t time.Time) {
+	m.last_seen_at = &t
+}
+
+// LastSeenAt returns the value of the "last_seen_at" field in the mutation.
+func (m *IncidentMutation) LastSeenAt() (r time.Time, exists bool) {
+	v := m.last_seen_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastSeenAt returns the old "last_seen_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldLastSeenAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastSeenAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastSeenAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastSeenAt: %w", err)
+	}
+	return oldValue.LastSeenAt, nil
+}
+
+// ResetLastSeenAt resets all changes to the "last_seen_at" field.
+func (m *IncidentMutation) ResetLastSeenAt() {
+	m.last_seen_at = nil
+}
+
+// SetSampleRunIds sets the "sample_run_ids" field.
+func (m *IncidentMutation) SetSampleRunIds(s []string) {
+	m.sample_run_ids = &s
+	m.appendsample_run_ids = nil
+}
+
+// SampleRunIds returns the value of the "sample_run_ids" field in the mutation.
+func (m *IncidentMutation) SampleRunIds() (r []string, exists bool) {
+	v := m.sample_run_ids
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSampleRunIds returns the old "sample_run_ids" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldSampleRunIds(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSampleRunIds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSampleRunIds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSampleRunIds: %w", err)
+	}
+	return oldValue.SampleRunIds, nil
+}
+
+// AppendSampleRunIds adds s to the "sample_run_ids" field.
+func (m *IncidentMutation) AppendSampleRunIds(s []string) {
+	m.appendsample_run_ids = append(m.appendsample_run_ids, s...)
+}
+
+// AppendedSampleRunIds returns the list of values that were appended to the "sample_run_ids" field in this mutation.
+func (m *IncidentMutation) AppendedSampleRunIds() ([]string, bool) {
+	if len(m.appendsample_run_ids) == 0 {
+		return nil, false
+	}
+	return m.appendsample_run_ids, true
+}
+
+// ClearSampleRunIds clears the value of the "sample_run_ids" field.
+func (m *IncidentMutation) ClearSampleRunIds() {
+	m.sample_run_ids = nil
+	m.appendsample_run_ids = nil
+	m.clearedFields[incident.FieldSampleRunIds] = struct{}{}
+}
+
+// SampleRunIdsCleared returns if the "sample_run_ids" field was cleared in this mutation.
+func (m *IncidentMutation) SampleRunIdsCleared() bool {
+	_, ok := m.clearedFields[incident.FieldSampleRunIds]
+	return ok
+}
+
+// ResetSampleRunIds resets all changes to the "sample_run_ids" field.
+func (m *IncidentMutation) ResetSampleRunIds() {
+	m.sample_run_ids = nil
+	m.appendsample_run_ids = nil
+	delete(m.clearedFields, incident.FieldSampleRunIds)
+}
+
+// SetEscalationPolicyID sets the "escalation_policy_id" field.
+func (m *IncidentMutation) SetEscalationPolicyID(s string) {
+	m.escalation_policy_id = &s
+}
+
+// EscalationPolicyID returns the value of the "escalation_policy_id" field in the mutation.
+func (m *IncidentMutation) EscalationPolicyID() (r string, exists bool) {
+	v := m.escalation_policy_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEscalationPolicyID returns the old "escalation_policy_id" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldEscalationPolicyID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEscalationPolicyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEscalationPolicyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEscalationPolicyID: %w", err)
+	}
+	return oldValue.EscalationPolicyID, nil
+}
+
+// ClearEscalationPolicyID clears the value of the "escalation_policy_id" field.
+func (m *IncidentMutation) ClearEscalationPolicyID() {
+	m.escalation_policy_id = nil
+	m.clearedFields[incident.FieldEscalationPolicyID] = struct{}{}
+}
+
+// EscalationPolicyIDCleared returns if the "escalation_policy_id" field was cleared in this mutation.
+func (m *IncidentMutation) EscalationPolicyIDCleared() bool {
+	_, ok := m.clearedFields[incident.FieldEscalationPolicyID]
+	return ok
+}
+
+// ResetEscalationPolicyID resets all changes to the "escalation_policy_id" field.
+func (m *IncidentMutation) ResetEscalationPolicyID() {
+	m.escalation_policy_id = nil
+	delete(m.clearedFields, incident.FieldEscalationPolicyID)
+}
+
+// SetDetails sets the "details" field.
+func (m *IncidentMutation) SetDetails(value map[string]interface{}) {
+	m.details = &value
+}
+
+// Details returns the value of the "details" field in the mutation.
+func (m *IncidentMutation) Details() (r map[string]interface{}, exists bool) {
+	v := m.details
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDetails returns the old "details" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldDetails(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDetails is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDetails requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDetails: %w", err)
+	}
+	return oldValue.Details, nil
+}
+
+// ClearDetails clears the value of the "details" field.
+func (m *IncidentMutation) ClearDetails() {
+	m.details = nil
+	m.clearedFields[incident.FieldDetails] = struct{}{}
+}
+
+// DetailsCleared returns if the "details" field was cleared in this mutation.
+func (m *IncidentMutation) DetailsCleared() bool {
+	_, ok := m.clearedFields[incident.FieldDetails]
+	return ok
+}
+
+// ResetDetails resets all changes to the "details" field.
+func (m *IncidentMutation) ResetDetails() {
+	m.details = nil
+	delete(m.clearedFields, incident.FieldDetails)
+}
+
+// SetHealthyEvaluations sets the "healthy_evaluations" field.
+func (m *IncidentMutation) SetHealthyEvaluations(i int) {
+	m.healthy_evaluations = &i
+	m.addhealthy_evaluations = nil
+}
+
+// HealthyEvaluations returns the value of the "healthy_evaluations" field in the mutation.
+func (m *IncidentMutation) HealthyEvaluations() (r int, exists bool) {
+	v := m.healthy_evaluations
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHealthyEvaluations returns the old "healthy_evaluations" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldHealthyEvaluations(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHealthyEvaluations is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHealthyEvaluations requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHealthyEvaluations: %w", err)
+	}
+	return oldValue.HealthyEvaluations, nil
+}
+
+// AddHealthyEvaluations adds i to the "healthy_evaluations" field.
+func (m *IncidentMutation) AddHealthyEvaluations(i int) {
+	if m.addhealthy_evaluations != nil {
+		*m.addhealthy_evaluations += i
+	} else {
+		m.addhealthy_evaluations = &i
+	}
+}
+
+// AddedHealthyEvaluations returns the value that was added to the "healthy_evaluations" field in this mutation.
+func (m *IncidentMutation) AddedHealthyEvaluations() (r int, exists bool) {
+	v := m.addhealthy_evaluations
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetHealthyEvaluations resets all changes to the "healthy_evaluations" field.
+func (m *IncidentMutation) ResetHealthyEvaluations() {
+	m.healthy_evaluations = nil
+	m.addhealthy_evaluations = nil
+}
+
+// SetAcknowledgedBy sets the "acknowledged_by" field.
+func (m *IncidentMutation) SetAcknowledgedBy(s string) {
+	m.acknowledged_by = &s
+}
+
+// AcknowledgedBy returns the value of the "acknowledged_by" field in the mutation.
+func (m *IncidentMutation) AcknowledgedBy() (r string, exists bool) {
+	v := m.acknowledged_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAcknowledgedBy returns the old "acknowledged_by" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldAcknowledgedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAcknowledgedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAcknowledgedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAcknowledgedBy: %w", err)
+	}
+	return oldValue.AcknowledgedBy, nil
+}
+
+// ClearAcknowledgedBy clears the value of the "acknowledged_by" field.
+func (m *IncidentMutation) ClearAcknowledgedBy() {
+	m.acknowledged_by = nil
+	m.clearedFields[incident.FieldAcknowledgedBy] = struct{}{}
+}
+
+// AcknowledgedByCleared returns if the "acknowledged_by" field was cleared in this mutation.
+func (m *IncidentMutation) AcknowledgedByCleared() bool {
+	_, ok := m.clearedFields[incident.FieldAcknowledgedBy]
+	return ok
+}
+
+// ResetAcknowledgedBy resets all changes to the "acknowledged_by" field.
+func (m *IncidentMutation) ResetAcknowledgedBy() {
+	m.acknowledged_by = nil
+	delete(m.clearedFields, incident.FieldAcknowledgedBy)
+}
+
+// SetAcknowledgedAt sets the "acknowledged_at" field.
+func (m *IncidentMutation) SetAcknowledgedAt(t time.Time) {
+	m.acknowledged_at = &t
+}
+
+// AcknowledgedAt returns the value of the "acknowledged_at" field in the mutation.
+func (m *IncidentMutation) AcknowledgedAt() (r time.Time, exists bool) {
+	v := m.acknowledged_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAcknowledgedAt returns the old "acknowledged_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldAcknowledgedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAcknowledgedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAcknowledgedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAcknowledgedAt: %w", err)
+	}
+	return oldValue.AcknowledgedAt, nil
+}
+
+// ClearAcknowledgedAt clears the value of the "acknowledged_at" field.
+func (m *IncidentMutation) ClearAcknowledgedAt() {
+	m.acknowledged_at = nil
+	m.clearedFields[incident.FieldAcknowledgedAt] = struct{}{}
+}
+
+// AcknowledgedAtCleared returns if the "acknowledged_at" field was cleared in this mutation.
+func (m *IncidentMutation) AcknowledgedAtCleared() bool {
+	_, ok := m.clearedFields[incident.FieldAcknowledgedAt]
+	return ok
+}
+
+// ResetAcknowledgedAt resets all changes to the "acknowledged_at" field.
+func (m *IncidentMutation) ResetAcknowledgedAt() {
+	m.acknowledged_at = nil
+	delete(m.clearedFields, incident.FieldAcknowledgedAt)
+}
+
+// SetResolvedBy sets the "resolved_by" field.
+func (m *IncidentMutation) SetResolvedBy(s string) {
+	m.resolved_by = &s
+}
+
+// ResolvedBy returns the value of the "resolved_by" field in the mutation.
+func (m *IncidentMutation) ResolvedBy() (r string, exists bool) {
+	v := m.resolved_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedBy returns the old "resolved_by" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldResolvedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedBy: %w", err)
+	}
+	return oldValue.ResolvedBy, nil
+}
+
+// ClearResolvedBy clears the value of the "resolved_by" field.
+func (m *IncidentMutation) ClearResolvedBy() {
+	m.resolved_by = nil
+	m.clearedFields[incident.FieldResolvedBy] = struct{}{}
+}
+
+// ResolvedByCleared returns if the "resolved_by" field was cleared in this mutation.
+func (m *IncidentMutation) ResolvedByCleared() bool {
+	_, ok := m.clearedFields[incident.FieldResolvedBy]
+	return ok
+}
+
+// ResetResolvedBy resets all changes to the "resolved_by" field.
+func (m *IncidentMutation) ResetResolvedBy() {
+	m.resolved_by = nil
+	delete(m.clearedFields, incident.FieldResolvedBy)
+}
+
+// SetResolvedAt sets the "resolved_at" field.
+func (m *IncidentMutation) SetResolvedAt(t time.Time) {
+	m.resolved_at = &t
+}
+
+// ResolvedAt returns the value of the "resolved_at" field in the mutation.
+func (m *IncidentMutation) ResolvedAt() (r time.Time, exists bool) {
+	v := m.resolved_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResolvedAt returns the old "resolved_at" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldResolvedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResolvedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResolvedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResolvedAt: %w", err)
+	}
+	return oldValue.ResolvedAt, nil
+}
+
+// ClearResolvedAt clears the value of the "resolved_at" field.
+func (m *IncidentMutation) ClearResolvedAt() {
+	m.resolved_at = nil
+	m.clearedFields[incident.FieldResolvedAt] = struct{}{}
+}
+
+// ResolvedAtCleared returns if the "resolved_at" field was cleared in this mutation.
+func (m *IncidentMutation) ResolvedAtCleared() bool {
+	_, ok := m.clearedFields[incident.FieldResolvedAt]
+	return ok
+}
+
+// ResetResolvedAt resets all changes to the "resolved_at" field.
+func (m *IncidentMutation) ResetResolvedAt() {
+	m.resolved_at = nil
+	delete(m.clearedFields, incident.FieldResolvedAt)
+}
+
+// SetNote sets the "note" field.
+func (m *IncidentMutation) SetNote(s string) {
+	m.note = &s
+}
+
+// Note returns the value of the "note" field in the mutation.
+func (m *IncidentMutation) Note() (r string, exists bool) {
+	v := m.note
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNote returns the old "note" field's value of the Incident entity.
+// If the Incident object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IncidentMutation) OldNote(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNote is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNote requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNote: %w", err)
+	}
+	return oldValue.Note, nil
+}
+
+// ClearNote clears the value of the "note" field.
+func (m *IncidentMutation) ClearNote() {
+	m.note = nil
+	m.clearedFields[incident.FieldNote] = struct{}{}
+}
+
+// NoteCleared returns if the "note" field was cleared in this mutation.
+func (m *IncidentMutation) NoteCleared() bool {
+	_, ok := m.clearedFields[incident.FieldNote]
+	return ok
+}
+
+// ResetNote resets all changes to the "note" field.
+func (m *IncidentMutation) ResetNote() {
+	m.note = nil
+	delete(m.clearedFields, incident.FieldNote)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *IncidentMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[incident.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *IncidentMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *IncidentMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *IncidentMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the IncidentMutation builder.
+func (m *IncidentMutation) Where(ps ...predicate.Incident) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the IncidentMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *IncidentMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Incident, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *IncidentMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *IncidentMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Incident).
+func (m *IncidentMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *IncidentMutation) Fields() []string {
+	fields := make([]string, 0, 23)
+	if m.tenant != nil {
+		fields = append(fields, incident.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, incident.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, incident.FieldUpdatedAt)
+	}
+	if m.key != nil {
+		fields = append(fields, incident.FieldKey)
+	}
+	if m.policy_id != nil {
+		fields = append(fields, incident.FieldPolicyID)
+	}
+	if m.objective != nil {
+		fields = append(fields, incident.FieldObjective)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, incident.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, incident.FieldEnvironmentID)
+	}
+	if m.per_run != nil {
+		fields = append(fields, incident.FieldPerRun)
+	}
+	if m.status != nil {
+		fields = append(fields, incident.FieldStatus)
+	}
+	if m.severity != nil {
+		fields = append(fields, incident.FieldSeverity)
+	}
+	if m.count != nil {
+		fields = append(fields, incident.FieldCount)
+	}
+	if m.first_seen_at != nil {
+		fields = append(fields, incident.FieldFirstSeenAt)
+	}
+	if m.last_seen_at != nil {
+		fields = append(fields, incident.FieldLastSeenAt)
+	}
+	if m.sample_run_ids != nil {
+		fields = append(fields, incident.FieldSampleRunIds)
+	}
+	if m.escalation_policy_id != nil {
+		fields = append(fields, incident.FieldEscalationPolicyID)
+	}
+	if m.details != nil {
+		fields = append(fields, incident.FieldDetails)
+	}
+	if m.healthy_evaluations != nil {
+		fields = append(fields, incident.FieldHealthyEvaluations)
+	}
+	if m.acknowledged_by != nil {
+		fields = append(fields, incident.FieldAcknowledgedBy)
+	}
+	if m.acknowledged_at != nil {
+		fields = append(fields, incident.FieldAcknowledgedAt)
+	}
+	if m.resolved_by != nil {
+		fields = append(fields, incident.FieldResolvedBy)
+	}
+	if m.resolved_at != nil {
+		fields = append(fields, incident.FieldResolvedAt)
+	}
+	if m.note != nil {
+		fields = append(fields, incident.FieldNote)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *IncidentMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case incident.FieldTenantID:
+		return m.TenantID()
+	case incident.FieldCreatedAt:
+		return m.CreatedAt()
+	case incident.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case incident.FieldKey:
+		return m.Key()
+	case incident.FieldPolicyID:
+		return m.PolicyID()
+	case incident.FieldObjective:
+		return m.Objective()
+	case incident.FieldWorkflowID:
+		return m.WorkflowID()
+	case incident.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case incident.FieldPerRun:
+		return m.PerRun()
+	case incident.FieldStatus:
+		return m.Status()
+	case incident.FieldSeverity:
+		return m.Severity()
+	case incident.FieldCount:
+		return m.Count()
+	case incident.FieldFirstSeenAt:
+		return m.FirstSeenAt()
+	case incident.FieldLastSeenAt:
+		return m.LastSeenAt()
+	case incident.FieldSampleRunIds:
+		return m.SampleRunIds()
+	case incident.FieldEscalationPolicyID:
+		return m.EscalationPolicyID()
+	case incident.FieldDetails:
+		return m.Details()
+	case incident.FieldHealthyEvaluations:
+		return m.HealthyEvaluations()
+	case incident.FieldAcknowledgedBy:
+		return m.AcknowledgedBy()
+	case incident.FieldAcknowledgedAt:
+		return m.AcknowledgedAt()
+	case incident.FieldResolvedBy:
+		return m.ResolvedBy()
+	case incident.FieldResolvedAt:
+		return m.ResolvedAt()
+	case incident.FieldNote:
+		return m.Note()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *IncidentMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case incident.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case incident.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case incident.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case incident.FieldKey:
+		return m.OldKey(ctx)
+	case incident.FieldPolicyID:
+		return m.OldPolicyID(ctx)
+	case incident.FieldObjective:
+		return m.OldObjective(ctx)
+	case incident.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case incident.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case incident.FieldPerRun:
+		return m.OldPerRun(ctx)
+	case incident.FieldStatus:
+		return m.OldStatus(ctx)
+	case incident.FieldSeverity:
+		return m.OldSeverity(ctx)
+	case incident.FieldCount:
+		return m.OldCount(ctx)
+	case incident.FieldFirstSeenAt:
+		return m.OldFirstSeenAt(ctx)
+	case incident.FieldLastSeenAt:
+		return m.OldLastSeenAt(ctx)
+	case incident.FieldSampleRunIds:
+		return m.OldSampleRunIds(ctx)
+	case incident.FieldEscalationPolicyID:
+		return m.OldEscalationPolicyID(ctx)
+	case incident.FieldDetails:
+		return m.OldDetails(ctx)
+	case incident.FieldHealthyEvaluations:
+		return m.OldHealthyEvaluations(ctx)
+	case incident.FieldAcknowledgedBy:
+		return m.OldAcknowledgedBy(ctx)
+	case incident.FieldAcknowledgedAt:
+		return m.OldAcknowledgedAt(ctx)
+	case incident.FieldResolvedBy:
+		return m.OldResolvedBy(ctx)
+	case incident.FieldResolvedAt:
+		return m.OldResolvedAt(ctx)
+	case incident.FieldNote:
+		return m.OldNote(ctx)
+	}
+	return nil, fmt.Errorf("unknown Incident field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *IncidentMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case incident.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case incident.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case incident.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case incident.FieldKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKey(v)
+		return nil
+	case incident.FieldPolicyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPolicyID(v)
+		return nil
+	case incident.FieldObjective:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjective(v)
+		return nil
+	case incident.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case incident.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case incident.FieldPerRun:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPerRun(v)
+		return nil
+	case incident.FieldStatus:
+		v, ok := value.(incident.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case incident.FieldSeverity:
+		v, ok := value.(incident.Severity)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSeverity(v)
+		return nil
+	case incident.FieldCount:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCount(v)
+		return nil
+	case incident.FieldFirstSeenAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFirstSeenAt(v)
+		return nil
+	case incident.FieldLastSeenAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastSeenAt(v)
+		return nil
+	case incident.FieldSampleRunIds:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSampleRunIds(v)
+		return nil
+	case incident.FieldEscalationPolicyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEscalationPolicyID(v)
+		return nil
+	case incident.FieldDetails:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDetails(v)
+		return nil
+	case incident.FieldHealthyEvaluations:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHealthyEvaluations(v)
+		return nil
+	case incident.FieldAcknowledgedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAcknowledgedBy(v)
+		return nil
+	case incident.FieldAcknowledgedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAcknowledgedAt(v)
+		return nil
+	case incident.FieldResolvedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedBy(v)
+		return nil
+	case incident.FieldResolvedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResolvedAt(v)
+		return nil
+	case incident.FieldNote:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNote(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Incident field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *IncidentMutation) AddedFields() []string {
+	var fields []string
+	if m.addcount != nil {
+		fields = append(fields, incident.FieldCount)
+	}
+	if m.addhealthy_evaluations != nil {
+		fields = append(fields, incident.FieldHealthyEvaluations)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *IncidentMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case incident.FieldCount:
+		return m.AddedCount()
+	case incident.FieldHealthyEvaluations:
+		return m.AddedHealthyEvaluations()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *IncidentMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case incident.FieldCount:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCount(v)
+		return nil
+	case incident.FieldHealthyEvaluations:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddHealthyEvaluations(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Incident numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *IncidentMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(incident.FieldWorkflowID) {
+		fields = append(fields, incident.FieldWorkflowID)
+	}
+	if m.FieldCleared(incident.FieldEnvironmentID) {
+		fields = append(fields, incident.FieldEnvironmentID)
+	}
+	if m.FieldCleared(incident.FieldSampleRunIds) {
+		fields = append(fields, incident.FieldSampleRunIds)
+	}
+	if m.FieldCleared(incident.FieldEscalationPolicyID) {
+		fields = append(fields, incident.FieldEscalationPolicyID)
+	}
+	if m.FieldCleared(incident.FieldDetails) {
+		fields = append(fields, incident.FieldDetails)
+	}
+	if m.FieldCleared(incident.FieldAcknowledgedBy) {
+		fields = append(fields, incident.FieldAcknowledgedBy)
+	}
+	if m.FieldCleared(incident.FieldAcknowledgedAt) {
+		fields = append(fields, incident.FieldAcknowledgedAt)
+	}
+	if m.FieldCleared(incident.FieldResolvedBy) {
+		fields = append(fields, incident.FieldResolvedBy)
+	}
+	if m.FieldCleared(incident.FieldResolvedAt) {
+		fields = append(fields, incident.FieldResolvedAt)
+	}
+	if m.FieldCleared(incident.FieldNote) {
+		fields = append(fields, incident.FieldNote)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *IncidentMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *IncidentMutation) ClearField(name string) error {
+	switch name {
+	case incident.FieldWorkflowID:
+		m.ClearWorkflowID()
+		return nil
+	case incident.FieldEnvironmentID:
+		m.ClearEnvironmentID()
+		return nil
+	case incident.FieldSampleRunIds:
+		m.ClearSampleRunIds()
+		return nil
+	case incident.FieldEscalationPolicyID:
+		m.ClearEscalationPolicyID()
+		return nil
+	case incident.FieldDetails:
+		m.ClearDetails()
+		return nil
+	case incident.FieldAcknowledgedBy:
+		m.ClearAcknowledgedBy()
+		return nil
+	case incident.FieldAcknowledgedAt:
+		m.ClearAcknowledgedAt()
+		return nil
+	case incident.FieldResolvedBy:
+		m.ClearResolvedBy()
+		return nil
+	case incident.FieldResolvedAt:
+		m.ClearResolvedAt()
+		return nil
+	case incident.FieldNote:
+		m.ClearNote()
+		return nil
+	}
+	return fmt.Errorf("unknown Incident nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *IncidentMutation) ResetField(name string) error {
+	switch name {
+	case incident.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case incident.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case incident.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case incident.FieldKey:
+		m.ResetKey()
+		return nil
+	case incident.FieldPolicyID:
+		m.ResetPolicyID()
+		return nil
+	case incident.FieldObjective:
+		m.ResetObjective()
+		return nil
+	case incident.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case incident.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case incident.FieldPerRun:
+		m.ResetPerRun()
+		return nil
+	case incident.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case incident.FieldSeverity:
+		m.ResetSeverity()
+		return nil
+	case incident.FieldCount:
+		m.ResetCount()
+		return nil
+	case incident.FieldFirstSeenAt:
+		m.ResetFirstSeenAt()
+		return nil
+	case incident.FieldLastSeenAt:
+		m.ResetLastSeenAt()
+		return nil
+	case incident.FieldSampleRunIds:
+		m.ResetSampleRunIds()
+		return nil
+	case incident.FieldEscalationPolicyID:
+		m.ResetEscalationPolicyID()
+		return nil
+	case incident.FieldDetails:
+		m.ResetDetails()
+		return nil
+	case incident.FieldHealthyEvaluations:
+		m.ResetHealthyEvaluations()
+		return nil
+	case incident.FieldAcknowledgedBy:
+		m.ResetAcknowledgedBy()
+		return nil
+	case incident.FieldAcknowledgedAt:
+		m.ResetAcknowledgedAt()
+		return nil
+	case incident.FieldResolvedBy:
+		m.ResetResolvedBy()
+		return nil
+	case incident.FieldResolvedAt:
+		m.ResetResolvedAt()
+		return nil
+	case incident.FieldNote:
+		m.ResetNote()
+		return nil
+	}
+	return fmt.Errorf("unknown Incident field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *IncidentMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, incident.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *IncidentMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case incident.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *IncidentMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *IncidentMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *IncidentMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, incident.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *IncidentMutation) EdgeCleared(name string) bool {
+	switch name {
+	case incident.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *IncidentMutation) ClearEdge(name string) error {
+	switch name {
+	case incident.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Incident unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *IncidentMutation) ResetEdge(name string) error {
+	switch name {
+	case incident.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Incident edge %s", name)
+}
+
 // MapItemMutation represents an operation that mutates the MapItem nodes in the graph.
 type MapItemMutation struct {
 	config
@@ -18119,53 +19979,58 @@ func (m *PagerDutySendMutation) ResetEdge(name string) error {
 // RunMutation represents an operation that mutates the Run nodes in the graph.
 type RunMutation struct {
 	config
-	op                 Op
-	typ                string
-	id                 *string
-	created_at         *time.Time
-	updated_at         *time.Time
-	status             *run.Status
-	mode               *run.Mode
-	input              *map[string]interface{}
-	input_hash         *string
-	output             *json.RawMessage
-	appendoutput       json.RawMessage
-	idempotency_key    *string
-	replay_of          *string
-	parent_run_id      *string
-	parent_step_id     *string
-	depth              *int
-	adddepth           *int
-	error_class        *string
-	error_message      *string
-	failed_step_id     *string
-	cost_micro_usd     *int64
-	addcost_micro_usd  *int64
-	next_seq           *int64
-	addnext_seq        *int64
-	step_counts        *map[string]int
-	trace_id           *string
-	created_by         *string
-	started_at         *time.Time
-	finished_at        *time.Time
-	clearedFields      map[string]struct{}
-	tenant             *string
-	clearedtenant      bool
-	workflow           *string
-	clearedworkflow    bool
-	version            *string
-	clearedversion     bool
-	environment        *string
-	clearedenvironment bool
-	steps              map[string]struct{}
-	removedsteps       map[string]struct{}
-	clearedsteps       bool
-	run_events         map[string]struct{}
-	removedrun_events  map[string]struct{}
-	clearedrun_events  bool
-	done               bool
-	oldValue           func(context.Context) (*Run, error)
-	predicates         []predicate.Run
+	op                        Op
+	typ                       string
+	id                        *string
+	created_at                *time.Time
+	updated_at                *time.Time
+	status                    *run.Status
+	mode                      *run.Mode
+	input                     *map[string]interface{}
+	input_hash                *string
+	output                    *json.RawMessage
+	appendoutput              json.RawMessage
+	idempotency_key           *string
+	replay_of                 *string
+	parent_run_id             *string
+	parent_step_id            *string
+	depth                     *int
+	adddepth                  *int
+	error_class               *string
+	error_message             *string
+	failed_step_id            *string
+	cost_micro_usd            *int64
+	addcost_micro_usd         *int64
+	next_seq                  *int64
+	addnext_seq               *int64
+	step_counts               *map[string]int
+	trace_id                  *string
+	created_by                *string
+	started_at                *time.Time
+	finished_at               *time.Time
+	sla_deadline_at           *time.Time
+	sla_queue_deadline_at     *time.Time
+	sla_max_cost_micro_usd    *int64
+	addsla_max_cost_micro_usd *int64
+	sla_check_at              *time.Time
+	clearedFields             map[string]struct{}
+	tenant                    *string
+	clearedtenant             bool
+	workflow                  *string
+	clearedworkflow           bool
+	version                   *string
+	clearedversion            bool
+	environment               *string
+	clearedenvironment        bool
+	steps                     map[string]struct{}
+	removedsteps              map[string]struct{}
+	clearedsteps              bool
+	run_events                map[string]struct{}
+	removedrun_events         map[string]struct{}
+	clearedrun_events         bool
+	done                      bool
+	oldValue                  func(context.Context) (*Run, error)
+	predicates                []predicate.Run
 }
 
 var _ ent.Mutation = (*RunMutation)(nil)
@@ -19440,6 +21305,223 @@ func (m *RunMutation) ResetFinishedAt() {
 	delete(m.clearedFields, run.FieldFinishedAt)
 }
 
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (m *RunMutation) SetSLADeadlineAt(t time.Time) {
+	m.sla_deadline_at = &t
+}
+
+// SLADeadlineAt returns the value of the "sla_deadline_at" field in the mutation.
+func (m *RunMutation) SLADeadlineAt() (r time.Time, exists bool) {
+	v := m.sla_deadline_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSLADeadlineAt returns the old "sla_deadline_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldSLADeadlineAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSLADeadlineAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSLADeadlineAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSLADeadlineAt: %w", err)
+	}
+	return oldValue.SLADeadlineAt, nil
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (m *RunMutation) ClearSLADeadlineAt() {
+	m.sla_deadline_at = nil
+	m.clearedFields[run.FieldSLADeadlineAt] = struct{}{}
+}
+
+// SLADeadlineAtCleared returns if the "sla_deadline_at" field was cleared in this mutation.
+func (m *RunMutation) SLADeadlineAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldSLADeadlineAt]
+	return ok
+}
+
+// ResetSLADeadlineAt resets all changes to the "sla_deadline_at" field.
+func (m *RunMutation) ResetSLADeadlineAt() {
+	m.sla_deadline_at = nil
+	delete(m.clearedFields, run.FieldSLADeadlineAt)
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (m *RunMutation) SetSLAQueueDeadlineAt(t time.Time) {
+	m.sla_queue_deadline_at = &t
+}
+
+// SLAQueueDeadlineAt returns the value of the "sla_queue_deadline_at" field in the mutation.
+func (m *RunMutation) SLAQueueDeadlineAt() (r time.Time, exists bool) {
+	v := m.sla_queue_deadline_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSLAQueueDeadlineAt returns the old "sla_queue_deadline_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldSLAQueueDeadlineAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSLAQueueDeadlineAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSLAQueueDeadlineAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSLAQueueDeadlineAt: %w", err)
+	}
+	return oldValue.SLAQueueDeadlineAt, nil
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (m *RunMutation) ClearSLAQueueDeadlineAt() {
+	m.sla_queue_deadline_at = nil
+	m.clearedFields[run.FieldSLAQueueDeadlineAt] = struct{}{}
+}
+
+// SLAQueueDeadlineAtCleared returns if the "sla_queue_deadline_at" field was cleared in this mutation.
+func (m *RunMutation) SLAQueueDeadlineAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldSLAQueueDeadlineAt]
+	return ok
+}
+
+// ResetSLAQueueDeadlineAt resets all changes to the "sla_queue_deadline_at" field.
+func (m *RunMutation) ResetSLAQueueDeadlineAt() {
+	m.sla_queue_deadline_at = nil
+	delete(m.clearedFields, run.FieldSLAQueueDeadlineAt)
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (m *RunMutation) SetSLAMaxCostMicroUsd(i int64) {
+	m.sla_max_cost_micro_usd = &i
+	m.addsla_max_cost_micro_usd = nil
+}
+
+// SLAMaxCostMicroUsd returns the value of the "sla_max_cost_micro_usd" field in the mutation.
+func (m *RunMutation) SLAMaxCostMicroUsd() (r int64, exists bool) {
+	v := m.sla_max_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSLAMaxCostMicroUsd returns the old "sla_max_cost_micro_usd" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldSLAMaxCostMicroUsd(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSLAMaxCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSLAMaxCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSLAMaxCostMicroUsd: %w", err)
+	}
+	return oldValue.SLAMaxCostMicroUsd, nil
+}
+
+// AddSLAMaxCostMicroUsd adds i to the "sla_max_cost_micro_usd" field.
+func (m *RunMutation) AddSLAMaxCostMicroUsd(i int64) {
+	if m.addsla_max_cost_micro_usd != nil {
+		*m.addsla_max_cost_micro_usd += i
+	} else {
+		m.addsla_max_cost_micro_usd = &i
+	}
+}
+
+// AddedSLAMaxCostMicroUsd returns the value that was added to the "sla_max_cost_micro_usd" field in this mutation.
+func (m *RunMutation) AddedSLAMaxCostMicroUsd() (r int64, exists bool) {
+	v := m.addsla_max_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (m *RunMutation) ClearSLAMaxCostMicroUsd() {
+	m.sla_max_cost_micro_usd = nil
+	m.addsla_max_cost_micro_usd = nil
+	m.clearedFields[run.FieldSLAMaxCostMicroUsd] = struct{}{}
+}
+
+// SLAMaxCostMicroUsdCleared returns if the "sla_max_cost_micro_usd" field was cleared in this mutation.
+func (m *RunMutation) SLAMaxCostMicroUsdCleared() bool {
+	_, ok := m.clearedFields[run.FieldSLAMaxCostMicroUsd]
+	return ok
+}
+
+// ResetSLAMaxCostMicroUsd resets all changes to the "sla_max_cost_micro_usd" field.
+func (m *RunMutation) ResetSLAMaxCostMicroUsd() {
+	m.sla_max_cost_micro_usd = nil
+	m.addsla_max_cost_micro_usd = nil
+	delete(m.clearedFields, run.FieldSLAMaxCostMicroUsd)
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (m *RunMutation) SetSLACheckAt(t time.Time) {
+	m.sla_check_at = &t
+}
+
+// SLACheckAt returns the value of the "sla_check_at" field in the mutation.
+func (m *RunMutation) SLACheckAt() (r time.Time, exists bool) {
+	v := m.sla_check_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSLACheckAt returns the old "sla_check_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldSLACheckAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSLACheckAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSLACheckAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSLACheckAt: %w", err)
+	}
+	return oldValue.SLACheckAt, nil
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (m *RunMutation) ClearSLACheckAt() {
+	m.sla_check_at = nil
+	m.clearedFields[run.FieldSLACheckAt] = struct{}{}
+}
+
+// SLACheckAtCleared returns if the "sla_check_at" field was cleared in this mutation.
+func (m *RunMutation) SLACheckAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldSLACheckAt]
+	return ok
+}
+
+// ResetSLACheckAt resets all changes to the "sla_check_at" field.
+func (m *RunMutation) ResetSLACheckAt() {
+	m.sla_check_at = nil
+	delete(m.clearedFields, run.FieldSLACheckAt)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *RunMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -19690,7 +21772,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 26)
+	fields := make([]string, 0, 30)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -19769,6 +21851,18 @@ func (m *RunMutation) Fields() []string {
 	if m.finished_at != nil {
 		fields = append(fields, run.FieldFinishedAt)
 	}
+	if m.sla_deadline_at != nil {
+		fields = append(fields, run.FieldSLADeadlineAt)
+	}
+	if m.sla_queue_deadline_at != nil {
+		fields = append(fields, run.FieldSLAQueueDeadlineAt)
+	}
+	if m.sla_max_cost_micro_usd != nil {
+		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
+	}
+	if m.sla_check_at != nil {
+		fields = append(fields, run.FieldSLACheckAt)
+	}
 	return fields
 }
 
@@ -19829,6 +21923,14 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.StartedAt()
 	case run.FieldFinishedAt:
 		return m.FinishedAt()
+	case run.FieldSLADeadlineAt:
+		return m.SLADeadlineAt()
+	case run.FieldSLAQueueDeadlineAt:
+		return m.SLAQueueDeadlineAt()
+	case run.FieldSLAMaxCostMicroUsd:
+		return m.SLAMaxCostMicroUsd()
+	case run.FieldSLACheckAt:
+		return m.SLACheckAt()
 	}
 	return nil, false
 }
@@ -19890,6 +21992,14 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldStartedAt(ctx)
 	case run.FieldFinishedAt:
 		return m.OldFinishedAt(ctx)
+	case run.FieldSLADeadlineAt:
+		return m.OldSLADeadlineAt(ctx)
+	case run.FieldSLAQueueDeadlineAt:
+		return m.OldSLAQueueDeadlineAt(ctx)
+	case run.FieldSLAMaxCostMicroUsd:
+		return m.OldSLAMaxCostMicroUsd(ctx)
+	case run.FieldSLACheckAt:
+		return m.OldSLACheckAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown Run field %s", name)
 }
@@ -20081,6 +22191,34 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetFinishedAt(v)
 		return nil
+	case run.FieldSLADeadlineAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSLADeadlineAt(v)
+		return nil
+	case run.FieldSLAQueueDeadlineAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSLAQueueDeadlineAt(v)
+		return nil
+	case run.FieldSLAMaxCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSLAMaxCostMicroUsd(v)
+		return nil
+	case run.FieldSLACheckAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSLACheckAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Run field %s", name)
 }
@@ -20098,6 +22236,9 @@ func (m *RunMutation) AddedFields() []string {
 	if m.addnext_seq != nil {
 		fields = append(fields, run.FieldNextSeq)
 	}
+	if m.addsla_max_cost_micro_usd != nil {
+		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
+	}
 	return fields
 }
 
@@ -20112,6 +22253,8 @@ func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedCostMicroUsd()
 	case run.FieldNextSeq:
 		return m.AddedNextSeq()
+	case run.FieldSLAMaxCostMicroUsd:
+		return m.AddedSLAMaxCostMicroUsd()
 	}
 	return nil, false
 }
@@ -20141,6 +22284,13 @@ func (m *RunMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddNextSeq(v)
+		return nil
+	case run.FieldSLAMaxCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSLAMaxCostMicroUsd(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Run numeric field %s", name)
@@ -20185,6 +22335,18 @@ func (m *RunMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(run.FieldFinishedAt) {
 		fields = append(fields, run.FieldFinishedAt)
+	}
+	if m.FieldCleared(run.FieldSLADeadlineAt) {
+		fields = append(fields, run.FieldSLADeadlineAt)
+	}
+	if m.FieldCleared(run.FieldSLAQueueDeadlineAt) {
+		fields = append(fields, run.FieldSLAQueueDeadlineAt)
+	}
+	if m.FieldCleared(run.FieldSLAMaxCostMicroUsd) {
+		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
+	}
+	if m.FieldCleared(run.FieldSLACheckAt) {
+		fields = append(fields, run.FieldSLACheckAt)
 	}
 	return fields
 }
@@ -20235,6 +22397,18 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldFinishedAt:
 		m.ClearFinishedAt()
+		return nil
+	case run.FieldSLADeadlineAt:
+		m.ClearSLADeadlineAt()
+		return nil
+	case run.FieldSLAQueueDeadlineAt:
+		m.ClearSLAQueueDeadlineAt()
+		return nil
+	case run.FieldSLAMaxCostMicroUsd:
+		m.ClearSLAMaxCostMicroUsd()
+		return nil
+	case run.FieldSLACheckAt:
+		m.ClearSLACheckAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Run nullable field %s", name)
@@ -20321,6 +22495,18 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldFinishedAt:
 		m.ResetFinishedAt()
+		return nil
+	case run.FieldSLADeadlineAt:
+		m.ResetSLADeadlineAt()
+		return nil
+	case run.FieldSLAQueueDeadlineAt:
+		m.ResetSLAQueueDeadlineAt()
+		return nil
+	case run.FieldSLAMaxCostMicroUsd:
+		m.ResetSLAMaxCostMicroUsd()
+		return nil
+	case run.FieldSLACheckAt:
+		m.ResetSLACheckAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Run field %s", name)
@@ -21446,6 +23632,1670 @@ func (m *RunEventMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown RunEvent edge %s", name)
+}
+
+// SLABreachMutation represents an operation that mutates the SLABreach nodes in the graph.
+type SLABreachMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	run_id        *string
+	objective     *string
+	subject       *string
+	incident_id   *string
+	policy_id     *string
+	details       *map[string]interface{}
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*SLABreach, error)
+	predicates    []predicate.SLABreach
+}
+
+var _ ent.Mutation = (*SLABreachMutation)(nil)
+
+// slabreachOption allows management of the mutation configuration using functional options.
+type slabreachOption func(*SLABreachMutation)
+
+// newSLABreachMutation creates new mutation for the SLABreach entity.
+func newSLABreachMutation(c config, op Op, opts ...slabreachOption) *SLABreachMutation {
+	m := &SLABreachMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSLABreach,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withSLABreachID sets the ID field of the mutation.
+func withSLABreachID(id string) slabreachOption {
+	return func(m *SLABreachMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *SLABreach
+		)
+		m.oldValue = func(ctx context.Context) (*SLABreach, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().SLABreach.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSLABreach sets the old SLABreach of the mutation.
+func withSLABreach(node *SLABreach) slabreachOption {
+	return func(m *SLABreachMutation) {
+		m.oldValue = func(context.Context) (*SLABreach, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m SLABreachMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m SLABreachMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of SLABreach entities.
+func (m *SLABreachMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *SLABreachMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *SLABreachMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().SLABreach.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *SLABreachMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *SLABreachMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *SLABreachMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *SLABreachMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *SLABreachMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *SLABreachMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *SLABreachMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *SLABreachMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *SLABreachMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetObjective sets the "objective" field.
+func (m *SLABreachMutation) SetObjective(s string) {
+	m.objective = &s
+}
+
+// Objective returns the value of the "objective" field in the mutation.
+func (m *SLABreachMutation) Objective() (r string, exists bool) {
+	v := m.objective
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjective returns the old "objective" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldObjective(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjective is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjective requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjective: %w", err)
+	}
+	return oldValue.Objective, nil
+}
+
+// ResetObjective resets all changes to the "objective" field.
+func (m *SLABreachMutation) ResetObjective() {
+	m.objective = nil
+}
+
+// SetSubject sets the "subject" field.
+func (m *SLABreachMutation) SetSubject(s string) {
+	m.subject = &s
+}
+
+// Subject returns the value of the "subject" field in the mutation.
+func (m *SLABreachMutation) Subject() (r string, exists bool) {
+	v := m.subject
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSubject returns the old "subject" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldSubject(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSubject is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSubject requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSubject: %w", err)
+	}
+	return oldValue.Subject, nil
+}
+
+// ResetSubject resets all changes to the "subject" field.
+func (m *SLABreachMutation) ResetSubject() {
+	m.subject = nil
+}
+
+// SetIncidentID sets the "incident_id" field.
+func (m *SLABreachMutation) SetIncidentID(s string) {
+	m.incident_id = &s
+}
+
+// IncidentID returns the value of the "incident_id" field in the mutation.
+func (m *SLABreachMutation) IncidentID() (r string, exists bool) {
+	v := m.incident_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldIncidentID returns the old "incident_id" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldIncidentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldIncidentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldIncidentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldIncidentID: %w", err)
+	}
+	return oldValue.IncidentID, nil
+}
+
+// ResetIncidentID resets all changes to the "incident_id" field.
+func (m *SLABreachMutation) ResetIncidentID() {
+	m.incident_id = nil
+}
+
+// SetPolicyID sets the "policy_id" field.
+func (m *SLABreachMutation) SetPolicyID(s string) {
+	m.policy_id = &s
+}
+
+// PolicyID returns the value of the "policy_id" field in the mutation.
+func (m *SLABreachMutation) PolicyID() (r string, exists bool) {
+	v := m.policy_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPolicyID returns the old "policy_id" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldPolicyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPolicyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPolicyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPolicyID: %w", err)
+	}
+	return oldValue.PolicyID, nil
+}
+
+// ResetPolicyID resets all changes to the "policy_id" field.
+func (m *SLABreachMutation) ResetPolicyID() {
+	m.policy_id = nil
+}
+
+// SetDetails sets the "details" field.
+func (m *SLABreachMutation) SetDetails(value map[string]interface{}) {
+	m.details = &value
+}
+
+// Details returns the value of the "details" field in the mutation.
+func (m *SLABreachMutation) Details() (r map[string]interface{}, exists bool) {
+	v := m.details
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDetails returns the old "details" field's value of the SLABreach entity.
+// If the SLABreach object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLABreachMutation) OldDetails(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDetails is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDetails requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDetails: %w", err)
+	}
+	return oldValue.Details, nil
+}
+
+// ClearDetails clears the value of the "details" field.
+func (m *SLABreachMutation) ClearDetails() {
+	m.details = nil
+	m.clearedFields[slabreach.FieldDetails] = struct{}{}
+}
+
+// DetailsCleared returns if the "details" field was cleared in this mutation.
+func (m *SLABreachMutation) DetailsCleared() bool {
+	_, ok := m.clearedFields[slabreach.FieldDetails]
+	return ok
+}
+
+// ResetDetails resets all changes to the "details" field.
+func (m *SLABreachMutation) ResetDetails() {
+	m.details = nil
+	delete(m.clearedFields, slabreach.FieldDetails)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *SLABreachMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[slabreach.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *SLABreachMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *SLABreachMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *SLABreachMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the SLABreachMutation builder.
+func (m *SLABreachMutation) Where(ps ...predicate.SLABreach) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the SLABreachMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *SLABreachMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.SLABreach, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *SLABreachMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *SLABreachMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (SLABreach).
+func (m *SLABreachMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *SLABreachMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, slabreach.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, slabreach.FieldCreatedAt)
+	}
+	if m.run_id != nil {
+		fields = append(fields, slabreach.FieldRunID)
+	}
+	if m.objective != nil {
+		fields = append(fields, slabreach.FieldObjective)
+	}
+	if m.subject != nil {
+		fields = append(fields, slabreach.FieldSubject)
+	}
+	if m.incident_id != nil {
+		fields = append(fields, slabreach.FieldIncidentID)
+	}
+	if m.policy_id != nil {
+		fields = append(fields, slabreach.FieldPolicyID)
+	}
+	if m.details != nil {
+		fields = append(fields, slabreach.FieldDetails)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *SLABreachMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case slabreach.FieldTenantID:
+		return m.TenantID()
+	case slabreach.FieldCreatedAt:
+		return m.CreatedAt()
+	case slabreach.FieldRunID:
+		return m.RunID()
+	case slabreach.FieldObjective:
+		return m.Objective()
+	case slabreach.FieldSubject:
+		return m.Subject()
+	case slabreach.FieldIncidentID:
+		return m.IncidentID()
+	case slabreach.FieldPolicyID:
+		return m.PolicyID()
+	case slabreach.FieldDetails:
+		return m.Details()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *SLABreachMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case slabreach.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case slabreach.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case slabreach.FieldRunID:
+		return m.OldRunID(ctx)
+	case slabreach.FieldObjective:
+		return m.OldObjective(ctx)
+	case slabreach.FieldSubject:
+		return m.OldSubject(ctx)
+	case slabreach.FieldIncidentID:
+		return m.OldIncidentID(ctx)
+	case slabreach.FieldPolicyID:
+		return m.OldPolicyID(ctx)
+	case slabreach.FieldDetails:
+		return m.OldDetails(ctx)
+	}
+	return nil, fmt.Errorf("unknown SLABreach field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SLABreachMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case slabreach.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case slabreach.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case slabreach.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case slabreach.FieldObjective:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjective(v)
+		return nil
+	case slabreach.FieldSubject:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSubject(v)
+		return nil
+	case slabreach.FieldIncidentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetIncidentID(v)
+		return nil
+	case slabreach.FieldPolicyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPolicyID(v)
+		return nil
+	case slabreach.FieldDetails:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDetails(v)
+		return nil
+	}
+	return fmt.Errorf("unknown SLABreach field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *SLABreachMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *SLABreachMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SLABreachMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown SLABreach numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *SLABreachMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(slabreach.FieldDetails) {
+		fields = append(fields, slabreach.FieldDetails)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *SLABreachMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *SLABreachMutation) ClearField(name string) error {
+	switch name {
+	case slabreach.FieldDetails:
+		m.ClearDetails()
+		return nil
+	}
+	return fmt.Errorf("unknown SLABreach nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *SLABreachMutation) ResetField(name string) error {
+	switch name {
+	case slabreach.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case slabreach.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case slabreach.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case slabreach.FieldObjective:
+		m.ResetObjective()
+		return nil
+	case slabreach.FieldSubject:
+		m.ResetSubject()
+		return nil
+	case slabreach.FieldIncidentID:
+		m.ResetIncidentID()
+		return nil
+	case slabreach.FieldPolicyID:
+		m.ResetPolicyID()
+		return nil
+	case slabreach.FieldDetails:
+		m.ResetDetails()
+		return nil
+	}
+	return fmt.Errorf("unknown SLABreach field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *SLABreachMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, slabreach.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *SLABreachMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case slabreach.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *SLABreachMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *SLABreachMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *SLABreachMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, slabreach.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *SLABreachMutation) EdgeCleared(name string) bool {
+	switch name {
+	case slabreach.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *SLABreachMutation) ClearEdge(name string) error {
+	switch name {
+	case slabreach.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown SLABreach unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *SLABreachMutation) ResetEdge(name string) error {
+	switch name {
+	case slabreach.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown SLABreach edge %s", name)
+}
+
+// SLAPolicyMutation represents an operation that mutates the SLAPolicy nodes in the graph.
+type SLAPolicyMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	created_at     *time.Time
+	updated_at     *time.Time
+	workflow_id    *string
+	environment_id *string
+	scope_key      *string
+	name           *string
+	objectives     *slaspec.Objectives
+	created_by     *string
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	done           bool
+	oldValue       func(context.Context) (*SLAPolicy, error)
+	predicates     []predicate.SLAPolicy
+}
+
+var _ ent.Mutation = (*SLAPolicyMutation)(nil)
+
+// slapolicyOption allows management of the mutation configuration using functional options.
+type slapolicyOption func(*SLAPolicyMutation)
+
+// newSLAPolicyMutation creates new mutation for the SLAPolicy entity.
+func newSLAPolicyMutation(c config, op Op, opts ...slapolicyOption) *SLAPolicyMutation {
+	m := &SLAPolicyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSLAPolicy,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withSLAPolicyID sets the ID field of the mutation.
+func withSLAPolicyID(id string) slapolicyOption {
+	return func(m *SLAPolicyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *SLAPolicy
+		)
+		m.oldValue = func(ctx context.Context) (*SLAPolicy, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().SLAPolicy.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSLAPolicy sets the old SLAPolicy of the mutation.
+func withSLAPolicy(node *SLAPolicy) slapolicyOption {
+	return func(m *SLAPolicyMutation) {
+		m.oldValue = func(context.Context) (*SLAPolicy, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m SLAPolicyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m SLAPolicyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of SLAPolicy entities.
+func (m *SLAPolicyMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *SLAPolicyMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *SLAPolicyMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().SLAPolicy.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *SLAPolicyMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *SLAPolicyMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *SLAPolicyMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *SLAPolicyMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *SLAPolicyMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *SLAPolicyMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *SLAPolicyMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *SLAPolicyMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *SLAPolicyMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *SLAPolicyMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *SLAPolicyMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldWorkflowID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ClearWorkflowID clears the value of the "workflow_id" field.
+func (m *SLAPolicyMutation) ClearWorkflowID() {
+	m.workflow_id = nil
+	m.clearedFields[slapolicy.FieldWorkflowID] = struct{}{}
+}
+
+// WorkflowIDCleared returns if the "workflow_id" field was cleared in this mutation.
+func (m *SLAPolicyMutation) WorkflowIDCleared() bool {
+	_, ok := m.clearedFields[slapolicy.FieldWorkflowID]
+	return ok
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *SLAPolicyMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+	delete(m.clearedFields, slapolicy.FieldWorkflowID)
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *SLAPolicyMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *SLAPolicyMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldEnvironmentID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ClearEnvironmentID clears the value of the "environment_id" field.
+func (m *SLAPolicyMutation) ClearEnvironmentID() {
+	m.environment_id = nil
+	m.clearedFields[slapolicy.FieldEnvironmentID] = struct{}{}
+}
+
+// EnvironmentIDCleared returns if the "environment_id" field was cleared in this mutation.
+func (m *SLAPolicyMutation) EnvironmentIDCleared() bool {
+	_, ok := m.clearedFields[slapolicy.FieldEnvironmentID]
+	return ok
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *SLAPolicyMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+	delete(m.clearedFields, slapolicy.FieldEnvironmentID)
+}
+
+// SetScopeKey sets the "scope_key" field.
+func (m *SLAPolicyMutation) SetScopeKey(s string) {
+	m.scope_key = &s
+}
+
+// ScopeKey returns the value of the "scope_key" field in the mutation.
+func (m *SLAPolicyMutation) ScopeKey() (r string, exists bool) {
+	v := m.scope_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScopeKey returns the old "scope_key" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldScopeKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScopeKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScopeKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScopeKey: %w", err)
+	}
+	return oldValue.ScopeKey, nil
+}
+
+// ResetScopeKey resets all changes to the "scope_key" field.
+func (m *SLAPolicyMutation) ResetScopeKey() {
+	m.scope_key = nil
+}
+
+// SetName sets the "name" field.
+func (m *SLAPolicyMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *SLAPolicyMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ClearName clears the value of the "name" field.
+func (m *SLAPolicyMutation) ClearName() {
+	m.name = nil
+	m.clearedFields[slapolicy.FieldName] = struct{}{}
+}
+
+// NameCleared returns if the "name" field was cleared in this mutation.
+func (m *SLAPolicyMutation) NameCleared() bool {
+	_, ok := m.clearedFields[slapolicy.FieldName]
+	return ok
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *SLAPolicyMutation) ResetName() {
+	m.name = nil
+	delete(m.clearedFields, slapolicy.FieldName)
+}
+
+// SetObjectives sets the "objectives" field.
+func (m *SLAPolicyMutation) SetObjectives(s slaspec.Objectives) {
+	m.objectives = &s
+}
+
+// Objectives returns the value of the "objectives" field in the mutation.
+func (m *SLAPolicyMutation) Objectives() (r slaspec.Objectives, exists bool) {
+	v := m.objectives
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldObjectives returns the old "objectives" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldObjectives(ctx context.Context) (v slaspec.Objectives, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldObjectives is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldObjectives requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldObjectives: %w", err)
+	}
+	return oldValue.Objectives, nil
+}
+
+// ResetObjectives resets all changes to the "objectives" field.
+func (m *SLAPolicyMutation) ResetObjectives() {
+	m.objectives = nil
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *SLAPolicyMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *SLAPolicyMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the SLAPolicy entity.
+// If the SLAPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SLAPolicyMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *SLAPolicyMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *SLAPolicyMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[slapolicy.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *SLAPolicyMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *SLAPolicyMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *SLAPolicyMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the SLAPolicyMutation builder.
+func (m *SLAPolicyMutation) Where(ps ...predicate.SLAPolicy) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the SLAPolicyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *SLAPolicyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.SLAPolicy, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *SLAPolicyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *SLAPolicyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (SLAPolicy).
+func (m *SLAPolicyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *SLAPolicyMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.tenant != nil {
+		fields = append(fields, slapolicy.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, slapolicy.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, slapolicy.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, slapolicy.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, slapolicy.FieldEnvironmentID)
+	}
+	if m.scope_key != nil {
+		fields = append(fields, slapolicy.FieldScopeKey)
+	}
+	if m.name != nil {
+		fields = append(fields, slapolicy.FieldName)
+	}
+	if m.objectives != nil {
+		fields = append(fields, slapolicy.FieldObjectives)
+	}
+	if m.created_by != nil {
+		fields = append(fields, slapolicy.FieldCreatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *SLAPolicyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case slapolicy.FieldTenantID:
+		return m.TenantID()
+	case slapolicy.FieldCreatedAt:
+		return m.CreatedAt()
+	case slapolicy.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case slapolicy.FieldWorkflowID:
+		return m.WorkflowID()
+	case slapolicy.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case slapolicy.FieldScopeKey:
+		return m.ScopeKey()
+	case slapolicy.FieldName:
+		return m.Name()
+	case slapolicy.FieldObjectives:
+		return m.Objectives()
+	case slapolicy.FieldCreatedBy:
+		return m.CreatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *SLAPolicyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case slapolicy.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case slapolicy.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case slapolicy.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case slapolicy.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case slapolicy.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case slapolicy.FieldScopeKey:
+		return m.OldScopeKey(ctx)
+	case slapolicy.FieldName:
+		return m.OldName(ctx)
+	case slapolicy.FieldObjectives:
+		return m.OldObjectives(ctx)
+	case slapolicy.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown SLAPolicy field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SLAPolicyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case slapolicy.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case slapolicy.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case slapolicy.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case slapolicy.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case slapolicy.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case slapolicy.FieldScopeKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScopeKey(v)
+		return nil
+	case slapolicy.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case slapolicy.FieldObjectives:
+		v, ok := value.(slaspec.Objectives)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetObjectives(v)
+		return nil
+	case slapolicy.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown SLAPolicy field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *SLAPolicyMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *SLAPolicyMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SLAPolicyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown SLAPolicy numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *SLAPolicyMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(slapolicy.FieldWorkflowID) {
+		fields = append(fields, slapolicy.FieldWorkflowID)
+	}
+	if m.FieldCleared(slapolicy.FieldEnvironmentID) {
+		fields = append(fields, slapolicy.FieldEnvironmentID)
+	}
+	if m.FieldCleared(slapolicy.FieldName) {
+		fields = append(fields, slapolicy.FieldName)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *SLAPolicyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *SLAPolicyMutation) ClearField(name string) error {
+	switch name {
+	case slapolicy.FieldWorkflowID:
+		m.ClearWorkflowID()
+		return nil
+	case slapolicy.FieldEnvironmentID:
+		m.ClearEnvironmentID()
+		return nil
+	case slapolicy.FieldName:
+		m.ClearName()
+		return nil
+	}
+	return fmt.Errorf("unknown SLAPolicy nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *SLAPolicyMutation) ResetField(name string) error {
+	switch name {
+	case slapolicy.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case slapolicy.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case slapolicy.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case slapolicy.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case slapolicy.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case slapolicy.FieldScopeKey:
+		m.ResetScopeKey()
+		return nil
+	case slapolicy.FieldName:
+		m.ResetName()
+		return nil
+	case slapolicy.FieldObjectives:
+		m.ResetObjectives()
+		return nil
+	case slapolicy.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown SLAPolicy field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *SLAPolicyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, slapolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *SLAPolicyMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case slapolicy.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *SLAPolicyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *SLAPolicyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *SLAPolicyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, slapolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *SLAPolicyMutation) EdgeCleared(name string) bool {
+	switch name {
+	case slapolicy.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *SLAPolicyMutation) ClearEdge(name string) error {
+	switch name {
+	case slapolicy.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown SLAPolicy unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *SLAPolicyMutation) ResetEdge(name string) error {
+	switch name {
+	case slapolicy.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown SLAPolicy edge %s", name)
 }
 
 // StepAttemptMutation represents an operation that mutates the StepAttempt nodes in the graph.
@@ -24407,6 +28257,8 @@ type TenantMutation struct {
 	master_key_id               *string
 	webhooks_version            *int64
 	addwebhooks_version         *int64
+	sla_version                 *int64
+	addsla_version              *int64
 	clearedFields               map[string]struct{}
 	done                        bool
 	oldValue                    func(context.Context) (*Tenant, error)
@@ -24964,6 +28816,62 @@ func (m *TenantMutation) ResetWebhooksVersion() {
 	m.addwebhooks_version = nil
 }
 
+// SetSLAVersion sets the "sla_version" field.
+func (m *TenantMutation) SetSLAVersion(i int64) {
+	m.sla_version = &i
+	m.addsla_version = nil
+}
+
+// SLAVersion returns the value of the "sla_version" field in the mutation.
+func (m *TenantMutation) SLAVersion() (r int64, exists bool) {
+	v := m.sla_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSLAVersion returns the old "sla_version" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldSLAVersion(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSLAVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSLAVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSLAVersion: %w", err)
+	}
+	return oldValue.SLAVersion, nil
+}
+
+// AddSLAVersion adds i to the "sla_version" field.
+func (m *TenantMutation) AddSLAVersion(i int64) {
+	if m.addsla_version != nil {
+		*m.addsla_version += i
+	} else {
+		m.addsla_version = &i
+	}
+}
+
+// AddedSLAVersion returns the value that was added to the "sla_version" field in this mutation.
+func (m *TenantMutation) AddedSLAVersion() (r int64, exists bool) {
+	v := m.addsla_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSLAVersion resets all changes to the "sla_version" field.
+func (m *TenantMutation) ResetSLAVersion() {
+	m.sla_version = nil
+	m.addsla_version = nil
+}
+
 // Where appends a list predicates to the TenantMutation builder.
 func (m *TenantMutation) Where(ps ...predicate.Tenant) {
 	m.predicates = append(m.predicates, ps...)
@@ -24998,7 +28906,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 10)
+	fields := make([]string, 0, 11)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -25029,6 +28937,9 @@ func (m *TenantMutation) Fields() []string {
 	if m.webhooks_version != nil {
 		fields = append(fields, tenant.FieldWebhooksVersion)
 	}
+	if m.sla_version != nil {
+		fields = append(fields, tenant.FieldSLAVersion)
+	}
 	return fields
 }
 
@@ -25057,6 +28968,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.MasterKeyID()
 	case tenant.FieldWebhooksVersion:
 		return m.WebhooksVersion()
+	case tenant.FieldSLAVersion:
+		return m.SLAVersion()
 	}
 	return nil, false
 }
@@ -25086,6 +28999,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldMasterKeyID(ctx)
 	case tenant.FieldWebhooksVersion:
 		return m.OldWebhooksVersion(ctx)
+	case tenant.FieldSLAVersion:
+		return m.OldSLAVersion(ctx)
 	}
 	return nil, fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -25165,6 +29080,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetWebhooksVersion(v)
 		return nil
+	case tenant.FieldSLAVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSLAVersion(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -25182,6 +29104,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addwebhooks_version != nil {
 		fields = append(fields, tenant.FieldWebhooksVersion)
 	}
+	if m.addsla_version != nil {
+		fields = append(fields, tenant.FieldSLAVersion)
+	}
 	return fields
 }
 
@@ -25196,6 +29121,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedMonthlyBudgetMicroUsd()
 	case tenant.FieldWebhooksVersion:
 		return m.AddedWebhooksVersion()
+	case tenant.FieldSLAVersion:
+		return m.AddedSLAVersion()
 	}
 	return nil, false
 }
@@ -25225,6 +29152,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddWebhooksVersion(v)
+		return nil
+	case tenant.FieldSLAVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSLAVersion(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant numeric field %s", name)
@@ -25297,6 +29231,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldWebhooksVersion:
 		m.ResetWebhooksVersion()
+		return nil
+	case tenant.FieldSLAVersion:
+		m.ResetSLAVersion()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)

@@ -74,6 +74,14 @@ type Run struct {
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	// FinishedAt holds the value of the "finished_at" field.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// When the run must have finished (created_at + the effective maxDuration); null without one. Live runs only.
+	SLADeadlineAt *time.Time `json:"sla_deadline_at,omitempty"`
+	// When the run's first step must have started (created_at + the effective maxQueueDelay).
+	SLAQueueDeadlineAt *time.Time `json:"sla_queue_deadline_at,omitempty"`
+	// The effective maxCostPerRun when the run started.
+	SLAMaxCostMicroUsd *int64 `json:"sla_max_cost_micro_usd,omitempty"`
+	// When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.
+	SLACheckAt *time.Time `json:"sla_check_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the RunQuery when eager-loading is set.
 	Edges        RunEdges `json:"edges"`
@@ -173,11 +181,11 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case run.FieldInput, run.FieldOutput, run.FieldStepCounts:
 			values[i] = new([]byte)
-		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq:
+		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd:
 			values[i] = new(sql.NullInt64)
 		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
 			values[i] = new(sql.NullString)
-		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt:
+		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt, run.FieldSLADeadlineAt, run.FieldSLAQueueDeadlineAt, run.FieldSLACheckAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -371,6 +379,34 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				_m.FinishedAt = new(time.Time)
 				*_m.FinishedAt = value.Time
 			}
+		case run.FieldSLADeadlineAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sla_deadline_at", values[i])
+			} else if value.Valid {
+				_m.SLADeadlineAt = new(time.Time)
+				*_m.SLADeadlineAt = value.Time
+			}
+		case run.FieldSLAQueueDeadlineAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sla_queue_deadline_at", values[i])
+			} else if value.Valid {
+				_m.SLAQueueDeadlineAt = new(time.Time)
+				*_m.SLAQueueDeadlineAt = value.Time
+			}
+		case run.FieldSLAMaxCostMicroUsd:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field sla_max_cost_micro_usd", values[i])
+			} else if value.Valid {
+				_m.SLAMaxCostMicroUsd = new(int64)
+				*_m.SLAMaxCostMicroUsd = value.Int64
+			}
+		case run.FieldSLACheckAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sla_check_at", values[i])
+			} else if value.Valid {
+				_m.SLACheckAt = new(time.Time)
+				*_m.SLACheckAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -530,6 +566,26 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	if v := _m.FinishedAt; v != nil {
 		builder.WriteString("finished_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.SLADeadlineAt; v != nil {
+		builder.WriteString("sla_deadline_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.SLAQueueDeadlineAt; v != nil {
+		builder.WriteString("sla_queue_deadline_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.SLAMaxCostMicroUsd; v != nil {
+		builder.WriteString("sla_max_cost_micro_usd=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.SLACheckAt; v != nil {
+		builder.WriteString("sla_check_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')

@@ -322,6 +322,62 @@ func (_c *RunCreate) SetNillableFinishedAt(v *time.Time) *RunCreate {
 	return _c
 }
 
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (_c *RunCreate) SetSLADeadlineAt(v time.Time) *RunCreate {
+	_c.mutation.SetSLADeadlineAt(v)
+	return _c
+}
+
+// SetNillableSLADeadlineAt sets the "sla_deadline_at" field if the given value is not nil.
+func (_c *RunCreate) SetNillableSLADeadlineAt(v *time.Time) *RunCreate {
+	if v != nil {
+		_c.SetSLADeadlineAt(*v)
+	}
+	return _c
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (_c *RunCreate) SetSLAQueueDeadlineAt(v time.Time) *RunCreate {
+	_c.mutation.SetSLAQueueDeadlineAt(v)
+	return _c
+}
+
+// SetNillableSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field if the given value is not nil.
+func (_c *RunCreate) SetNillableSLAQueueDeadlineAt(v *time.Time) *RunCreate {
+	if v != nil {
+		_c.SetSLAQueueDeadlineAt(*v)
+	}
+	return _c
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (_c *RunCreate) SetSLAMaxCostMicroUsd(v int64) *RunCreate {
+	_c.mutation.SetSLAMaxCostMicroUsd(v)
+	return _c
+}
+
+// SetNillableSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field if the given value is not nil.
+func (_c *RunCreate) SetNillableSLAMaxCostMicroUsd(v *int64) *RunCreate {
+	if v != nil {
+		_c.SetSLAMaxCostMicroUsd(*v)
+	}
+	return _c
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (_c *RunCreate) SetSLACheckAt(v time.Time) *RunCreate {
+	_c.mutation.SetSLACheckAt(v)
+	return _c
+}
+
+// SetNillableSLACheckAt sets the "sla_check_at" field if the given value is not nil.
+func (_c *RunCreate) SetNillableSLACheckAt(v *time.Time) *RunCreate {
+	if v != nil {
+		_c.SetSLACheckAt(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *RunCreate) SetID(v string) *RunCreate {
 	_c.mutation.SetID(v)
@@ -672,6 +728,22 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 		_spec.SetField(run.FieldFinishedAt, field.TypeTime, value)
 		_node.FinishedAt = &value
 	}
+	if value, ok := _c.mutation.SLADeadlineAt(); ok {
+		_spec.SetField(run.FieldSLADeadlineAt, field.TypeTime, value)
+		_node.SLADeadlineAt = &value
+	}
+	if value, ok := _c.mutation.SLAQueueDeadlineAt(); ok {
+		_spec.SetField(run.FieldSLAQueueDeadlineAt, field.TypeTime, value)
+		_node.SLAQueueDeadlineAt = &value
+	}
+	if value, ok := _c.mutation.SLAMaxCostMicroUsd(); ok {
+		_spec.SetField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
+		_node.SLAMaxCostMicroUsd = &value
+	}
+	if value, ok := _c.mutation.SLACheckAt(); ok {
+		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
+		_node.SLACheckAt = &value
+	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -1010,6 +1082,84 @@ func (u *RunUpsert) ClearFinishedAt() *RunUpsert {
 	return u
 }
 
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (u *RunUpsert) SetSLADeadlineAt(v time.Time) *RunUpsert {
+	u.Set(run.FieldSLADeadlineAt, v)
+	return u
+}
+
+// UpdateSLADeadlineAt sets the "sla_deadline_at" field to the value that was provided on create.
+func (u *RunUpsert) UpdateSLADeadlineAt() *RunUpsert {
+	u.SetExcluded(run.FieldSLADeadlineAt)
+	return u
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (u *RunUpsert) ClearSLADeadlineAt() *RunUpsert {
+	u.SetNull(run.FieldSLADeadlineAt)
+	return u
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (u *RunUpsert) SetSLAQueueDeadlineAt(v time.Time) *RunUpsert {
+	u.Set(run.FieldSLAQueueDeadlineAt, v)
+	return u
+}
+
+// UpdateSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field to the value that was provided on create.
+func (u *RunUpsert) UpdateSLAQueueDeadlineAt() *RunUpsert {
+	u.SetExcluded(run.FieldSLAQueueDeadlineAt)
+	return u
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (u *RunUpsert) ClearSLAQueueDeadlineAt() *RunUpsert {
+	u.SetNull(run.FieldSLAQueueDeadlineAt)
+	return u
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (u *RunUpsert) SetSLAMaxCostMicroUsd(v int64) *RunUpsert {
+	u.Set(run.FieldSLAMaxCostMicroUsd, v)
+	return u
+}
+
+// UpdateSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field to the value that was provided on create.
+func (u *RunUpsert) UpdateSLAMaxCostMicroUsd() *RunUpsert {
+	u.SetExcluded(run.FieldSLAMaxCostMicroUsd)
+	return u
+}
+
+// AddSLAMaxCostMicroUsd adds v to the "sla_max_cost_micro_usd" field.
+func (u *RunUpsert) AddSLAMaxCostMicroUsd(v int64) *RunUpsert {
+	u.Add(run.FieldSLAMaxCostMicroUsd, v)
+	return u
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (u *RunUpsert) ClearSLAMaxCostMicroUsd() *RunUpsert {
+	u.SetNull(run.FieldSLAMaxCostMicroUsd)
+	return u
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (u *RunUpsert) SetSLACheckAt(v time.Time) *RunUpsert {
+	u.Set(run.FieldSLACheckAt, v)
+	return u
+}
+
+// UpdateSLACheckAt sets the "sla_check_at" field to the value that was provided on create.
+func (u *RunUpsert) UpdateSLACheckAt() *RunUpsert {
+	u.SetExcluded(run.FieldSLACheckAt)
+	return u
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (u *RunUpsert) ClearSLACheckAt() *RunUpsert {
+	u.SetNull(run.FieldSLACheckAt)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -1317,6 +1467,97 @@ func (u *RunUpsertOne) UpdateFinishedAt() *RunUpsertOne {
 func (u *RunUpsertOne) ClearFinishedAt() *RunUpsertOne {
 	return u.Update(func(s *RunUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (u *RunUpsertOne) SetSLADeadlineAt(v time.Time) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLADeadlineAt(v)
+	})
+}
+
+// UpdateSLADeadlineAt sets the "sla_deadline_at" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateSLADeadlineAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLADeadlineAt()
+	})
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (u *RunUpsertOne) ClearSLADeadlineAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLADeadlineAt()
+	})
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (u *RunUpsertOne) SetSLAQueueDeadlineAt(v time.Time) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLAQueueDeadlineAt(v)
+	})
+}
+
+// UpdateSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateSLAQueueDeadlineAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLAQueueDeadlineAt()
+	})
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (u *RunUpsertOne) ClearSLAQueueDeadlineAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLAQueueDeadlineAt()
+	})
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertOne) SetSLAMaxCostMicroUsd(v int64) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLAMaxCostMicroUsd(v)
+	})
+}
+
+// AddSLAMaxCostMicroUsd adds v to the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertOne) AddSLAMaxCostMicroUsd(v int64) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.AddSLAMaxCostMicroUsd(v)
+	})
+}
+
+// UpdateSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateSLAMaxCostMicroUsd() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLAMaxCostMicroUsd()
+	})
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertOne) ClearSLAMaxCostMicroUsd() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLAMaxCostMicroUsd()
+	})
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (u *RunUpsertOne) SetSLACheckAt(v time.Time) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLACheckAt(v)
+	})
+}
+
+// UpdateSLACheckAt sets the "sla_check_at" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateSLACheckAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLACheckAt()
+	})
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (u *RunUpsertOne) ClearSLACheckAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLACheckAt()
 	})
 }
 
@@ -1794,6 +2035,97 @@ func (u *RunUpsertBulk) UpdateFinishedAt() *RunUpsertBulk {
 func (u *RunUpsertBulk) ClearFinishedAt() *RunUpsertBulk {
 	return u.Update(func(s *RunUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (u *RunUpsertBulk) SetSLADeadlineAt(v time.Time) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLADeadlineAt(v)
+	})
+}
+
+// UpdateSLADeadlineAt sets the "sla_deadline_at" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateSLADeadlineAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLADeadlineAt()
+	})
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (u *RunUpsertBulk) ClearSLADeadlineAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLADeadlineAt()
+	})
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (u *RunUpsertBulk) SetSLAQueueDeadlineAt(v time.Time) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLAQueueDeadlineAt(v)
+	})
+}
+
+// UpdateSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateSLAQueueDeadlineAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLAQueueDeadlineAt()
+	})
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (u *RunUpsertBulk) ClearSLAQueueDeadlineAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLAQueueDeadlineAt()
+	})
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertBulk) SetSLAMaxCostMicroUsd(v int64) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLAMaxCostMicroUsd(v)
+	})
+}
+
+// AddSLAMaxCostMicroUsd adds v to the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertBulk) AddSLAMaxCostMicroUsd(v int64) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.AddSLAMaxCostMicroUsd(v)
+	})
+}
+
+// UpdateSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateSLAMaxCostMicroUsd() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLAMaxCostMicroUsd()
+	})
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (u *RunUpsertBulk) ClearSLAMaxCostMicroUsd() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLAMaxCostMicroUsd()
+	})
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (u *RunUpsertBulk) SetSLACheckAt(v time.Time) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetSLACheckAt(v)
+	})
+}
+
+// UpdateSLACheckAt sets the "sla_check_at" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateSLACheckAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateSLACheckAt()
+	})
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (u *RunUpsertBulk) ClearSLACheckAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearSLACheckAt()
 	})
 }
 

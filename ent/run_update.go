@@ -225,6 +225,93 @@ func (_u *RunUpdate) ClearFinishedAt() *RunUpdate {
 	return _u
 }
 
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (_u *RunUpdate) SetSLADeadlineAt(v time.Time) *RunUpdate {
+	_u.mutation.SetSLADeadlineAt(v)
+	return _u
+}
+
+// SetNillableSLADeadlineAt sets the "sla_deadline_at" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableSLADeadlineAt(v *time.Time) *RunUpdate {
+	if v != nil {
+		_u.SetSLADeadlineAt(*v)
+	}
+	return _u
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (_u *RunUpdate) ClearSLADeadlineAt() *RunUpdate {
+	_u.mutation.ClearSLADeadlineAt()
+	return _u
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (_u *RunUpdate) SetSLAQueueDeadlineAt(v time.Time) *RunUpdate {
+	_u.mutation.SetSLAQueueDeadlineAt(v)
+	return _u
+}
+
+// SetNillableSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableSLAQueueDeadlineAt(v *time.Time) *RunUpdate {
+	if v != nil {
+		_u.SetSLAQueueDeadlineAt(*v)
+	}
+	return _u
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (_u *RunUpdate) ClearSLAQueueDeadlineAt() *RunUpdate {
+	_u.mutation.ClearSLAQueueDeadlineAt()
+	return _u
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdate) SetSLAMaxCostMicroUsd(v int64) *RunUpdate {
+	_u.mutation.ResetSLAMaxCostMicroUsd()
+	_u.mutation.SetSLAMaxCostMicroUsd(v)
+	return _u
+}
+
+// SetNillableSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableSLAMaxCostMicroUsd(v *int64) *RunUpdate {
+	if v != nil {
+		_u.SetSLAMaxCostMicroUsd(*v)
+	}
+	return _u
+}
+
+// AddSLAMaxCostMicroUsd adds value to the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdate) AddSLAMaxCostMicroUsd(v int64) *RunUpdate {
+	_u.mutation.AddSLAMaxCostMicroUsd(v)
+	return _u
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdate) ClearSLAMaxCostMicroUsd() *RunUpdate {
+	_u.mutation.ClearSLAMaxCostMicroUsd()
+	return _u
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (_u *RunUpdate) SetSLACheckAt(v time.Time) *RunUpdate {
+	_u.mutation.SetSLACheckAt(v)
+	return _u
+}
+
+// SetNillableSLACheckAt sets the "sla_check_at" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableSLACheckAt(v *time.Time) *RunUpdate {
+	if v != nil {
+		_u.SetSLACheckAt(*v)
+	}
+	return _u
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (_u *RunUpdate) ClearSLACheckAt() *RunUpdate {
+	_u.mutation.ClearSLACheckAt()
+	return _u
+}
+
 // AddStepIDs adds the "steps" edge to the StepRun entity by IDs.
 func (_u *RunUpdate) AddStepIDs(ids ...string) *RunUpdate {
 	_u.mutation.AddStepIDs(ids...)
@@ -463,6 +550,33 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(run.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLADeadlineAt(); ok {
+		_spec.SetField(run.FieldSLADeadlineAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLADeadlineAtCleared() {
+		_spec.ClearField(run.FieldSLADeadlineAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLAQueueDeadlineAt(); ok {
+		_spec.SetField(run.FieldSLAQueueDeadlineAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLAQueueDeadlineAtCleared() {
+		_spec.ClearField(run.FieldSLAQueueDeadlineAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLAMaxCostMicroUsd(); ok {
+		_spec.SetField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedSLAMaxCostMicroUsd(); ok {
+		_spec.AddField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
+	}
+	if _u.mutation.SLAMaxCostMicroUsdCleared() {
+		_spec.ClearField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.SLACheckAt(); ok {
+		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLACheckAtCleared() {
+		_spec.ClearField(run.FieldSLACheckAt, field.TypeTime)
 	}
 	if _u.mutation.StepsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -768,6 +882,93 @@ func (_u *RunUpdateOne) ClearFinishedAt() *RunUpdateOne {
 	return _u
 }
 
+// SetSLADeadlineAt sets the "sla_deadline_at" field.
+func (_u *RunUpdateOne) SetSLADeadlineAt(v time.Time) *RunUpdateOne {
+	_u.mutation.SetSLADeadlineAt(v)
+	return _u
+}
+
+// SetNillableSLADeadlineAt sets the "sla_deadline_at" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableSLADeadlineAt(v *time.Time) *RunUpdateOne {
+	if v != nil {
+		_u.SetSLADeadlineAt(*v)
+	}
+	return _u
+}
+
+// ClearSLADeadlineAt clears the value of the "sla_deadline_at" field.
+func (_u *RunUpdateOne) ClearSLADeadlineAt() *RunUpdateOne {
+	_u.mutation.ClearSLADeadlineAt()
+	return _u
+}
+
+// SetSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field.
+func (_u *RunUpdateOne) SetSLAQueueDeadlineAt(v time.Time) *RunUpdateOne {
+	_u.mutation.SetSLAQueueDeadlineAt(v)
+	return _u
+}
+
+// SetNillableSLAQueueDeadlineAt sets the "sla_queue_deadline_at" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableSLAQueueDeadlineAt(v *time.Time) *RunUpdateOne {
+	if v != nil {
+		_u.SetSLAQueueDeadlineAt(*v)
+	}
+	return _u
+}
+
+// ClearSLAQueueDeadlineAt clears the value of the "sla_queue_deadline_at" field.
+func (_u *RunUpdateOne) ClearSLAQueueDeadlineAt() *RunUpdateOne {
+	_u.mutation.ClearSLAQueueDeadlineAt()
+	return _u
+}
+
+// SetSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdateOne) SetSLAMaxCostMicroUsd(v int64) *RunUpdateOne {
+	_u.mutation.ResetSLAMaxCostMicroUsd()
+	_u.mutation.SetSLAMaxCostMicroUsd(v)
+	return _u
+}
+
+// SetNillableSLAMaxCostMicroUsd sets the "sla_max_cost_micro_usd" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableSLAMaxCostMicroUsd(v *int64) *RunUpdateOne {
+	if v != nil {
+		_u.SetSLAMaxCostMicroUsd(*v)
+	}
+	return _u
+}
+
+// AddSLAMaxCostMicroUsd adds value to the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdateOne) AddSLAMaxCostMicroUsd(v int64) *RunUpdateOne {
+	_u.mutation.AddSLAMaxCostMicroUsd(v)
+	return _u
+}
+
+// ClearSLAMaxCostMicroUsd clears the value of the "sla_max_cost_micro_usd" field.
+func (_u *RunUpdateOne) ClearSLAMaxCostMicroUsd() *RunUpdateOne {
+	_u.mutation.ClearSLAMaxCostMicroUsd()
+	return _u
+}
+
+// SetSLACheckAt sets the "sla_check_at" field.
+func (_u *RunUpdateOne) SetSLACheckAt(v time.Time) *RunUpdateOne {
+	_u.mutation.SetSLACheckAt(v)
+	return _u
+}
+
+// SetNillableSLACheckAt sets the "sla_check_at" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableSLACheckAt(v *time.Time) *RunUpdateOne {
+	if v != nil {
+		_u.SetSLACheckAt(*v)
+	}
+	return _u
+}
+
+// ClearSLACheckAt clears the value of the "sla_check_at" field.
+func (_u *RunUpdateOne) ClearSLACheckAt() *RunUpdateOne {
+	_u.mutation.ClearSLACheckAt()
+	return _u
+}
+
 // AddStepIDs adds the "steps" edge to the StepRun entity by IDs.
 func (_u *RunUpdateOne) AddStepIDs(ids ...string) *RunUpdateOne {
 	_u.mutation.AddStepIDs(ids...)
@@ -1036,6 +1237,33 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(run.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLADeadlineAt(); ok {
+		_spec.SetField(run.FieldSLADeadlineAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLADeadlineAtCleared() {
+		_spec.ClearField(run.FieldSLADeadlineAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLAQueueDeadlineAt(); ok {
+		_spec.SetField(run.FieldSLAQueueDeadlineAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLAQueueDeadlineAtCleared() {
+		_spec.ClearField(run.FieldSLAQueueDeadlineAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SLAMaxCostMicroUsd(); ok {
+		_spec.SetField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedSLAMaxCostMicroUsd(); ok {
+		_spec.AddField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
+	}
+	if _u.mutation.SLAMaxCostMicroUsdCleared() {
+		_spec.ClearField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.SLACheckAt(); ok {
+		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
+	}
+	if _u.mutation.SLACheckAtCleared() {
+		_spec.ClearField(run.FieldSLACheckAt, field.TypeTime)
 	}
 	if _u.mutation.StepsCleared() {
 		edge := &sqlgraph.EdgeSpec{

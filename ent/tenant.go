@@ -38,7 +38,9 @@ type Tenant struct {
 	MasterKeyID string `json:"master_key_id,omitempty"`
 	// Bumped with every change to the tenant's webhook endpoints (a hook in internal/store), so that caches of the endpoint list know when they are stale.
 	WebhooksVersion int64 `json:"webhooks_version,omitempty"`
-	selectValues    sql.SelectValues
+	// Bumped with every change to the tenant's SLA policies (a hook of the policy schema), so that caches of the policies know when they are stale.
+	SLAVersion   int64 `json:"sla_version,omitempty"`
+	selectValues sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -48,7 +50,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -138,6 +140,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.WebhooksVersion = value.Int64
 			}
+		case tenant.FieldSLAVersion:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field sla_version", values[i])
+			} else if value.Valid {
+				_m.SLAVersion = value.Int64
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -204,6 +212,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("webhooks_version=")
 	builder.WriteString(fmt.Sprintf("%v", _m.WebhooksVersion))
+	builder.WriteString(", ")
+	builder.WriteString("sla_version=")
+	builder.WriteString(fmt.Sprintf("%v", _m.SLAVersion))
 	builder.WriteByte(')')
 	return builder.String()
 }

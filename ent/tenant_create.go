@@ -123,6 +123,20 @@ func (_c *TenantCreate) SetNillableWebhooksVersion(v *int64) *TenantCreate {
 	return _c
 }
 
+// SetSLAVersion sets the "sla_version" field.
+func (_c *TenantCreate) SetSLAVersion(v int64) *TenantCreate {
+	_c.mutation.SetSLAVersion(v)
+	return _c
+}
+
+// SetNillableSLAVersion sets the "sla_version" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableSLAVersion(v *int64) *TenantCreate {
+	if v != nil {
+		_c.SetSLAVersion(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -196,6 +210,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultWebhooksVersion
 		_c.mutation.SetWebhooksVersion(v)
 	}
+	if _, ok := _c.mutation.SLAVersion(); !ok {
+		v := tenant.DefaultSLAVersion
+		_c.mutation.SetSLAVersion(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -246,6 +264,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.WebhooksVersion(); !ok {
 		return &ValidationError{Name: "webhooks_version", err: errors.New(`ent: missing required field "Tenant.webhooks_version"`)}
+	}
+	if _, ok := _c.mutation.SLAVersion(); !ok {
+		return &ValidationError{Name: "sla_version", err: errors.New(`ent: missing required field "Tenant.sla_version"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -327,6 +348,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.WebhooksVersion(); ok {
 		_spec.SetField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
 		_node.WebhooksVersion = value
+	}
+	if value, ok := _c.mutation.SLAVersion(); ok {
+		_spec.SetField(tenant.FieldSLAVersion, field.TypeInt64, value)
+		_node.SLAVersion = value
 	}
 	return _node, _spec
 }
@@ -503,6 +528,24 @@ func (u *TenantUpsert) UpdateWebhooksVersion() *TenantUpsert {
 // AddWebhooksVersion adds v to the "webhooks_version" field.
 func (u *TenantUpsert) AddWebhooksVersion(v int64) *TenantUpsert {
 	u.Add(tenant.FieldWebhooksVersion, v)
+	return u
+}
+
+// SetSLAVersion sets the "sla_version" field.
+func (u *TenantUpsert) SetSLAVersion(v int64) *TenantUpsert {
+	u.Set(tenant.FieldSLAVersion, v)
+	return u
+}
+
+// UpdateSLAVersion sets the "sla_version" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateSLAVersion() *TenantUpsert {
+	u.SetExcluded(tenant.FieldSLAVersion)
+	return u
+}
+
+// AddSLAVersion adds v to the "sla_version" field.
+func (u *TenantUpsert) AddSLAVersion(v int64) *TenantUpsert {
+	u.Add(tenant.FieldSLAVersion, v)
 	return u
 }
 
@@ -704,6 +747,27 @@ func (u *TenantUpsertOne) AddWebhooksVersion(v int64) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateWebhooksVersion() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateWebhooksVersion()
+	})
+}
+
+// SetSLAVersion sets the "sla_version" field.
+func (u *TenantUpsertOne) SetSLAVersion(v int64) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetSLAVersion(v)
+	})
+}
+
+// AddSLAVersion adds v to the "sla_version" field.
+func (u *TenantUpsertOne) AddSLAVersion(v int64) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddSLAVersion(v)
+	})
+}
+
+// UpdateSLAVersion sets the "sla_version" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateSLAVersion() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateSLAVersion()
 	})
 }
 
@@ -1072,6 +1136,27 @@ func (u *TenantUpsertBulk) AddWebhooksVersion(v int64) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateWebhooksVersion() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateWebhooksVersion()
+	})
+}
+
+// SetSLAVersion sets the "sla_version" field.
+func (u *TenantUpsertBulk) SetSLAVersion(v int64) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetSLAVersion(v)
+	})
+}
+
+// AddSLAVersion adds v to the "sla_version" field.
+func (u *TenantUpsertBulk) AddSLAVersion(v int64) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddSLAVersion(v)
+	})
+}
+
+// UpdateSLAVersion sets the "sla_version" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateSLAVersion() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateSLAVersion()
 	})
 }
 

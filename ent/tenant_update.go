@@ -150,6 +150,27 @@ func (_u *TenantUpdate) AddWebhooksVersion(v int64) *TenantUpdate {
 	return _u
 }
 
+// SetSLAVersion sets the "sla_version" field.
+func (_u *TenantUpdate) SetSLAVersion(v int64) *TenantUpdate {
+	_u.mutation.ResetSLAVersion()
+	_u.mutation.SetSLAVersion(v)
+	return _u
+}
+
+// SetNillableSLAVersion sets the "sla_version" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableSLAVersion(v *int64) *TenantUpdate {
+	if v != nil {
+		_u.SetSLAVersion(*v)
+	}
+	return _u
+}
+
+// AddSLAVersion adds value to the "sla_version" field.
+func (_u *TenantUpdate) AddSLAVersion(v int64) *TenantUpdate {
+	_u.mutation.AddSLAVersion(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdate) Mutation() *TenantMutation {
 	return _u.mutation
@@ -268,6 +289,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedWebhooksVersion(); ok {
 		_spec.AddField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.SLAVersion(); ok {
+		_spec.SetField(tenant.FieldSLAVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedSLAVersion(); ok {
+		_spec.AddField(tenant.FieldSLAVersion, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -409,6 +436,27 @@ func (_u *TenantUpdateOne) SetNillableWebhooksVersion(v *int64) *TenantUpdateOne
 // AddWebhooksVersion adds value to the "webhooks_version" field.
 func (_u *TenantUpdateOne) AddWebhooksVersion(v int64) *TenantUpdateOne {
 	_u.mutation.AddWebhooksVersion(v)
+	return _u
+}
+
+// SetSLAVersion sets the "sla_version" field.
+func (_u *TenantUpdateOne) SetSLAVersion(v int64) *TenantUpdateOne {
+	_u.mutation.ResetSLAVersion()
+	_u.mutation.SetSLAVersion(v)
+	return _u
+}
+
+// SetNillableSLAVersion sets the "sla_version" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableSLAVersion(v *int64) *TenantUpdateOne {
+	if v != nil {
+		_u.SetSLAVersion(*v)
+	}
+	return _u
+}
+
+// AddSLAVersion adds value to the "sla_version" field.
+func (_u *TenantUpdateOne) AddSLAVersion(v int64) *TenantUpdateOne {
+	_u.mutation.AddSLAVersion(v)
 	return _u
 }
 
@@ -560,6 +608,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedWebhooksVersion(); ok {
 		_spec.AddField(tenant.FieldWebhooksVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.SLAVersion(); ok {
+		_spec.SetField(tenant.FieldSLAVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedSLAVersion(); ok {
+		_spec.AddField(tenant.FieldSLAVersion, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Tenant{config: _u.config}

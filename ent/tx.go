@@ -36,6 +36,8 @@ type Tx struct {
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
+	// Incident is the client for interacting with the Incident builders.
+	Incident *IncidentClient
 	// MapItem is the client for interacting with the MapItem builders.
 	MapItem *MapItemClient
 	// Member is the client for interacting with the Member builders.
@@ -50,6 +52,10 @@ type Tx struct {
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
 	RunEvent *RunEventClient
+	// SLABreach is the client for interacting with the SLABreach builders.
+	SLABreach *SLABreachClient
+	// SLAPolicy is the client for interacting with the SLAPolicy builders.
+	SLAPolicy *SLAPolicyClient
 	// StepAttempt is the client for interacting with the StepAttempt builders.
 	StepAttempt *StepAttemptClient
 	// StepRun is the client for interacting with the StepRun builders.
@@ -208,6 +214,7 @@ func (tx *Tx) init() {
 	tx.EscalationPolicy = NewEscalationPolicyClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
+	tx.Incident = NewIncidentClient(tx.config)
 	tx.MapItem = NewMapItemClient(tx.config)
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
@@ -215,6 +222,8 @@ func (tx *Tx) init() {
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
+	tx.SLABreach = NewSLABreachClient(tx.config)
+	tx.SLAPolicy = NewSLAPolicyClient(tx.config)
 	tx.StepAttempt = NewStepAttemptClient(tx.config)
 	tx.StepRun = NewStepRunClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)

@@ -149,6 +149,15 @@ func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], 
 	return c.Run.Query().Paginate(ctx, after, first, before, last, ent.WithRunOrder(orderBy), ent.WithRunFilter(where.Filter))
 }
 
+// SLAPolicies is the resolver for the slaPolicies field.
+func (r *queryResolver) SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.SLAPolicy.Query().Paginate(ctx, after, first, before, last, ent.WithSLAPolicyOrder(orderBy), ent.WithSLAPolicyFilter(where.Filter))
+}
+
 // WebhookDeliveries is the resolver for the webhookDeliveries field.
 func (r *queryResolver) WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
 	c, err := client(ctx)
@@ -184,6 +193,9 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 // InboundEvent returns generated.InboundEventResolver implementation.
 func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
 
+// Incident returns generated.IncidentResolver implementation.
+func (r *Resolver) Incident() generated.IncidentResolver { return &incidentResolver{r} }
+
 // MapItem returns generated.MapItemResolver implementation.
 func (r *Resolver) MapItem() generated.MapItemResolver { return &mapItemResolver{r} }
 
@@ -198,6 +210,12 @@ func (r *Resolver) Run() generated.RunResolver { return &runResolver{r} }
 
 // RunEvent returns generated.RunEventResolver implementation.
 func (r *Resolver) RunEvent() generated.RunEventResolver { return &runEventResolver{r} }
+
+// SLABreach returns generated.SLABreachResolver implementation.
+func (r *Resolver) SLABreach() generated.SLABreachResolver { return &sLABreachResolver{r} }
+
+// SLAPolicy returns generated.SLAPolicyResolver implementation.
+func (r *Resolver) SLAPolicy() generated.SLAPolicyResolver { return &sLAPolicyResolver{r} }
 
 // StepAttempt returns generated.StepAttemptResolver implementation.
 func (r *Resolver) StepAttempt() generated.StepAttemptResolver { return &stepAttemptResolver{r} }
@@ -215,11 +233,14 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 
 type (
 	inboundEventResolver    struct{ *Resolver }
+	incidentResolver        struct{ *Resolver }
 	mapItemResolver         struct{ *Resolver }
 	modelCallResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
 	runResolver             struct{ *Resolver }
 	runEventResolver        struct{ *Resolver }
+	sLABreachResolver       struct{ *Resolver }
+	sLAPolicyResolver       struct{ *Resolver }
 	stepAttemptResolver     struct{ *Resolver }
 	stepRunResolver         struct{ *Resolver }
 	tenantResolver          struct{ *Resolver }

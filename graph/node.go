@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -22,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -62,6 +65,9 @@ var nodeTables = map[string]string{
 	ids.EscalationPolicy: escalationpolicy.Table,
 	ids.Escalation:       escalation.Table,
 	ids.PagerDutySend:    pagerdutysend.Table,
+	ids.SLAPolicy:        slapolicy.Table,
+	ids.Incident:         incident.Table,
+	ids.SLABreach:        slabreach.Table,
 }
 
 const maxNodes = 100

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
 
@@ -19,6 +20,7 @@ type Resolver struct {
 	Webhooks *webhook.Service
 	// Escalation manages escalation policies.
 	Escalation *escalation.Service
+	SLA        *sla.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

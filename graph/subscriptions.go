@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/eventtype"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -534,7 +535,7 @@ func (s *runUpdateStream) run(ctx context.Context) {
 		// A resync carries no run: each run's next change shows its state.
 		// Notices without a status or cost change (most step events) cost
 		// no read.
-		if n.Resync || s.seen[n.RunID] == (runSnapshot{n.Status, n.CostMicroUSD}) {
+		if n.Resync || ids.Prefix(n.RunID) == ids.Incident || s.seen[n.RunID] == (runSnapshot{n.Status, n.CostMicroUSD}) {
 			continue
 		}
 		r, err := s.load(ctx, n.RunID)

@@ -11,10 +11,12 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/privacy"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/secrets"
+	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -101,7 +103,11 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 		if err := applyEnvironments(ctx, c, m, &out); err != nil {
 			return err
 		}
-		return applyMembers(ctx, c, m, &out)
+		if err := applyMembers(ctx, c, m, &out); err != nil {
+			return err
+		}
+		// The sla section is the tenant default SLA policy (internal/sla).
+		return applySLA(ctx, c, m.SLA.RunDuration, m.SLA.ApprovalResponse)
 	})
 	if err != nil {
 		return nil, err
@@ -183,4 +189,47 @@ func slaMap(s SLASpec) map[string]any {
 		out["escalateTo"] = s.EscalateTo
 	}
 	return out
+}
+
+// applySLA writes the tenant default policy from a tenant
+// manifest's sla section: runDuration is maxDuration (ERROR) and
+// approvalResponse is maxApprovalWait (WARNING). The policy's other
+// objectives are kept; an empty field leaves its objective as it is. c is
+// the tenant's transaction (system viewer). Policies live in internal/sla;
+// this writes the row as that package reads it.
+func applySLA(ctx context.Context, c *ent.Client, runDuration, approvalResponse string) error {
+	if runDuration == "" && approvalResponse == "" {
+		return nil
+	}
+	p, err := c.SLAPolicy.Query().Where(slapolicy.ScopeKey("")).Only(ctx)
+	if err != nil && !ent.IsNotFound(err) {
+		return err
+	}
+	var o slaspec.Objectives
+	if p != nil {
+		o = p.Objectives
+	}
+	if runDuration != "" {
+		o.MaxDuration = &slaspec.Duration{Common: slaspec.Common{Severity: slaspec.Error}, Duration: runDuration}
+		if p != nil && p.Objectives.MaxDuration != nil {
+			o.MaxDuration.Common = p.Objectives.MaxDuration.Common
+		}
+	}
+	if approvalResponse != "" {
+		o.MaxApprovalWait = &slaspec.Duration{Common: slaspec.Common{Severity: slaspec.Warning}, Duration: approvalResponse}
+		if p != nil && p.Objectives.MaxApprovalWait != nil {
+			o.MaxApprovalWait.Common = p.Objectives.MaxApprovalWait.Common
+		}
+	}
+	if problems := o.Validate(); len(problems) > 0 {
+		return fmt.Errorf("sla: %s: %s", problems[0].Path, problems[0].Message)
+	}
+	if p == nil {
+		_, err = c.SLAPolicy.Create().SetScopeKey("").SetName("tenant manifest").SetObjectives(o).SetCreatedBy("tenant-manifest").Save(ctx)
+		return err
+	}
+	if o == p.Objectives {
+		return nil
+	}
+	return p.Update().SetObjectives(o).Exec(ctx)
 }

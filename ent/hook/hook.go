@@ -141,6 +141,18 @@ func (f InboundEventFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.InboundEventMutation", m)
 }
 
+// The IncidentFunc type is an adapter to allow the use of ordinary
+// function as Incident mutator.
+type IncidentFunc func(context.Context, *ent.IncidentMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f IncidentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.IncidentMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.IncidentMutation", m)
+}
+
 // The MapItemFunc type is an adapter to allow the use of ordinary
 // function as MapItem mutator.
 type MapItemFunc func(context.Context, *ent.MapItemMutation) (ent.Value, error)
@@ -223,6 +235,30 @@ func (f RunEventFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, er
 		return f(ctx, mv)
 	}
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.RunEventMutation", m)
+}
+
+// The SLABreachFunc type is an adapter to allow the use of ordinary
+// function as SLABreach mutator.
+type SLABreachFunc func(context.Context, *ent.SLABreachMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f SLABreachFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.SLABreachMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.SLABreachMutation", m)
+}
+
+// The SLAPolicyFunc type is an adapter to allow the use of ordinary
+// function as SLAPolicy mutator.
+type SLAPolicyFunc func(context.Context, *ent.SLAPolicyMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f SLAPolicyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.SLAPolicyMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.SLAPolicyMutation", m)
 }
 
 // The StepAttemptFunc type is an adapter to allow the use of ordinary

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -27,6 +28,8 @@ import (
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -390,6 +393,33 @@ func (f TraverseInboundEvent) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.InboundEventQuery", q)
 }
 
+// The IncidentFunc type is an adapter to allow the use of ordinary function as a Querier.
+type IncidentFunc func(context.Context, *ent.IncidentQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f IncidentFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.IncidentQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.IncidentQuery", q)
+}
+
+// The TraverseIncident type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseIncident func(context.Context, *ent.IncidentQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseIncident) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseIncident) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.IncidentQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.IncidentQuery", q)
+}
+
 // The MapItemFunc type is an adapter to allow the use of ordinary function as a Querier.
 type MapItemFunc func(context.Context, *ent.MapItemQuery) (ent.Value, error)
 
@@ -577,6 +607,60 @@ func (f TraverseRunEvent) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.RunEventQuery", q)
+}
+
+// The SLABreachFunc type is an adapter to allow the use of ordinary function as a Querier.
+type SLABreachFunc func(context.Context, *ent.SLABreachQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f SLABreachFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.SLABreachQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.SLABreachQuery", q)
+}
+
+// The TraverseSLABreach type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseSLABreach func(context.Context, *ent.SLABreachQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseSLABreach) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseSLABreach) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.SLABreachQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.SLABreachQuery", q)
+}
+
+// The SLAPolicyFunc type is an adapter to allow the use of ordinary function as a Querier.
+type SLAPolicyFunc func(context.Context, *ent.SLAPolicyQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f SLAPolicyFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.SLAPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.SLAPolicyQuery", q)
+}
+
+// The TraverseSLAPolicy type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseSLAPolicy func(context.Context, *ent.SLAPolicyQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseSLAPolicy) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseSLAPolicy) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.SLAPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.SLAPolicyQuery", q)
 }
 
 // The StepAttemptFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -820,6 +904,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.EventWaitQuery, predicate.EventWait, eventwait.OrderOption]{typ: ent.TypeEventWait, tq: q}, nil
 	case *ent.InboundEventQuery:
 		return &query[*ent.InboundEventQuery, predicate.InboundEvent, inboundevent.OrderOption]{typ: ent.TypeInboundEvent, tq: q}, nil
+	case *ent.IncidentQuery:
+		return &query[*ent.IncidentQuery, predicate.Incident, incident.OrderOption]{typ: ent.TypeIncident, tq: q}, nil
 	case *ent.MapItemQuery:
 		return &query[*ent.MapItemQuery, predicate.MapItem, mapitem.OrderOption]{typ: ent.TypeMapItem, tq: q}, nil
 	case *ent.MemberQuery:
@@ -834,6 +920,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:
 		return &query[*ent.RunEventQuery, predicate.RunEvent, runevent.OrderOption]{typ: ent.TypeRunEvent, tq: q}, nil
+	case *ent.SLABreachQuery:
+		return &query[*ent.SLABreachQuery, predicate.SLABreach, slabreach.OrderOption]{typ: ent.TypeSLABreach, tq: q}, nil
+	case *ent.SLAPolicyQuery:
+		return &query[*ent.SLAPolicyQuery, predicate.SLAPolicy, slapolicy.OrderOption]{typ: ent.TypeSLAPolicy, tq: q}, nil
 	case *ent.StepAttemptQuery:
 		return &query[*ent.StepAttemptQuery, predicate.StepAttempt, stepattempt.OrderOption]{typ: ent.TypeStepAttempt, tq: q}, nil
 	case *ent.StepRunQuery:

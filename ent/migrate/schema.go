@@ -547,6 +547,62 @@ var (
 			},
 		},
 	}
+	// IncidentsColumns holds the columns for the "incidents" table.
+	IncidentsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "key", Type: field.TypeString},
+		{Name: "policy_id", Type: field.TypeString},
+		{Name: "objective", Type: field.TypeString},
+		{Name: "workflow_id", Type: field.TypeString, Nullable: true},
+		{Name: "environment_id", Type: field.TypeString, Nullable: true},
+		{Name: "per_run", Type: field.TypeBool},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"TRIGGERED", "ACKNOWLEDGED", "RESOLVED"}, Default: "TRIGGERED"},
+		{Name: "severity", Type: field.TypeEnum, Enums: []string{"CRITICAL", "ERROR", "WARNING", "INFO"}},
+		{Name: "count", Type: field.TypeInt, Default: 1},
+		{Name: "first_seen_at", Type: field.TypeTime},
+		{Name: "last_seen_at", Type: field.TypeTime},
+		{Name: "sample_run_ids", Type: field.TypeJSON, Nullable: true},
+		{Name: "escalation_policy_id", Type: field.TypeString, Nullable: true},
+		{Name: "details", Type: field.TypeJSON, Nullable: true},
+		{Name: "healthy_evaluations", Type: field.TypeInt, Default: 0},
+		{Name: "acknowledged_by", Type: field.TypeString, Nullable: true},
+		{Name: "acknowledged_at", Type: field.TypeTime, Nullable: true},
+		{Name: "resolved_by", Type: field.TypeString, Nullable: true},
+		{Name: "resolved_at", Type: field.TypeTime, Nullable: true},
+		{Name: "note", Type: field.TypeString, Nullable: true, Size: 2000},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// IncidentsTable holds the schema information for the "incidents" table.
+	IncidentsTable = &schema.Table{
+		Name:       "incidents",
+		Columns:    IncidentsColumns,
+		PrimaryKey: []*schema.Column{IncidentsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "incidents_tenants_tenant",
+				Columns:    []*schema.Column{IncidentsColumns[23]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "incident_tenant_id_key",
+				Unique:  true,
+				Columns: []*schema.Column{IncidentsColumns[23], IncidentsColumns[3]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status <> 'RESOLVED'",
+				},
+			},
+			{
+				Name:    "incident_tenant_id_status_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{IncidentsColumns[23], IncidentsColumns[9], IncidentsColumns[1]},
+			},
+		},
+	}
 	// MapItemsColumns holds the columns for the "map_items" table.
 	MapItemsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -801,6 +857,10 @@ var (
 		{Name: "created_by", Type: field.TypeString},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
 		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "sla_deadline_at", Type: field.TypeTime, Nullable: true},
+		{Name: "sla_queue_deadline_at", Type: field.TypeTime, Nullable: true},
+		{Name: "sla_max_cost_micro_usd", Type: field.TypeInt64, Nullable: true},
+		{Name: "sla_check_at", Type: field.TypeTime, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "workflow_id", Type: field.TypeString, Size: 40},
 		{Name: "version_id", Type: field.TypeString, Size: 40},
@@ -814,25 +874,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[23]},
+				Columns:    []*schema.Column{RunsColumns[27]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[24]},
+				Columns:    []*schema.Column{RunsColumns[28]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[25]},
+				Columns:    []*schema.Column{RunsColumns[29]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[26]},
+				Columns:    []*schema.Column{RunsColumns[30]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -841,7 +901,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[23], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -849,19 +909,35 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[23], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[23], RunsColumns[24], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[28], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[23], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
+				},
+			},
+			{
+				Name:    "run_tenant_id_sla_check_at",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[26]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
+				},
+			},
+			{
+				Name:    "run_tenant_id_finished_at",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[27], RunsColumns[22]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
 			},
 		},
@@ -902,6 +978,73 @@ var (
 				Name:    "runevent_tenant_id_run_id_seq",
 				Unique:  true,
 				Columns: []*schema.Column{RunEventsColumns[7], RunEventsColumns[8], RunEventsColumns[1]},
+			},
+		},
+	}
+	// SLABreachesColumns holds the columns for the "sla_breaches" table.
+	SLABreachesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "objective", Type: field.TypeString},
+		{Name: "subject", Type: field.TypeString, Default: ""},
+		{Name: "incident_id", Type: field.TypeString},
+		{Name: "policy_id", Type: field.TypeString},
+		{Name: "details", Type: field.TypeJSON, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// SLABreachesTable holds the schema information for the "sla_breaches" table.
+	SLABreachesTable = &schema.Table{
+		Name:       "sla_breaches",
+		Columns:    SLABreachesColumns,
+		PrimaryKey: []*schema.Column{SLABreachesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "sla_breaches_tenants_tenant",
+				Columns:    []*schema.Column{SLABreachesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "slabreach_tenant_id_run_id_objective_subject",
+				Unique:  true,
+				Columns: []*schema.Column{SLABreachesColumns[8], SLABreachesColumns[2], SLABreachesColumns[3], SLABreachesColumns[4]},
+			},
+		},
+	}
+	// SLAPoliciesColumns holds the columns for the "sla_policies" table.
+	SLAPoliciesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString, Nullable: true},
+		{Name: "environment_id", Type: field.TypeString, Nullable: true},
+		{Name: "scope_key", Type: field.TypeString},
+		{Name: "name", Type: field.TypeString, Nullable: true, Size: 200},
+		{Name: "objectives", Type: field.TypeJSON},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// SLAPoliciesTable holds the schema information for the "sla_policies" table.
+	SLAPoliciesTable = &schema.Table{
+		Name:       "sla_policies",
+		Columns:    SLAPoliciesColumns,
+		PrimaryKey: []*schema.Column{SLAPoliciesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "sla_policies_tenants_tenant",
+				Columns:    []*schema.Column{SLAPoliciesColumns[9]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "slapolicy_tenant_id_scope_key",
+				Unique:  true,
+				Columns: []*schema.Column{SLAPoliciesColumns[9], SLAPoliciesColumns[5]},
 			},
 		},
 	}
@@ -1024,6 +1167,7 @@ var (
 		{Name: "data_key", Type: field.TypeBytes},
 		{Name: "master_key_id", Type: field.TypeString},
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
+		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{
@@ -1268,6 +1412,7 @@ var (
 		EscalationPoliciesTable,
 		EventWaitsTable,
 		InboundEventsTable,
+		IncidentsTable,
 		MapItemsTable,
 		MembersTable,
 		ModelCallsTable,
@@ -1275,6 +1420,8 @@ var (
 		PagerDutySendsTable,
 		RunsTable,
 		RunEventsTable,
+		SLABreachesTable,
+		SLAPoliciesTable,
 		StepAttemptsTable,
 		StepRunsTable,
 		TenantsTable,
@@ -1307,6 +1454,7 @@ func init() {
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
+	IncidentsTable.ForeignKeys[0].RefTable = TenantsTable
 	MapItemsTable.ForeignKeys[0].RefTable = TenantsTable
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
@@ -1319,6 +1467,8 @@ func init() {
 	RunsTable.ForeignKeys[3].RefTable = EnvironmentsTable
 	RunEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunEventsTable.ForeignKeys[1].RefTable = RunsTable
+	SLABreachesTable.ForeignKeys[0].RefTable = TenantsTable
+	SLAPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
 	StepAttemptsTable.ForeignKeys[0].RefTable = TenantsTable
 	StepAttemptsTable.ForeignKeys[1].RefTable = StepRunsTable
 	StepRunsTable.ForeignKeys[0].RefTable = TenantsTable

@@ -39,6 +39,9 @@ type EventWait func(*sql.Selector)
 // InboundEvent is the predicate function for inboundevent builders.
 type InboundEvent func(*sql.Selector)
 
+// Incident is the predicate function for incident builders.
+type Incident func(*sql.Selector)
+
 // MapItem is the predicate function for mapitem builders.
 type MapItem func(*sql.Selector)
 
@@ -59,6 +62,12 @@ type Run func(*sql.Selector)
 
 // RunEvent is the predicate function for runevent builders.
 type RunEvent func(*sql.Selector)
+
+// SLABreach is the predicate function for slabreach builders.
+type SLABreach func(*sql.Selector)
+
+// SLAPolicy is the predicate function for slapolicy builders.
+type SLAPolicy func(*sql.Selector)
 
 // StepAttempt is the predicate function for stepattempt builders.
 type StepAttempt func(*sql.Selector)

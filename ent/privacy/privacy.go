@@ -375,6 +375,30 @@ func (f InboundEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mu
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.InboundEventMutation", m)
 }
 
+// The IncidentQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type IncidentQueryRuleFunc func(context.Context, *ent.IncidentQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f IncidentQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.IncidentQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.IncidentQuery", q)
+}
+
+// The IncidentMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type IncidentMutationRuleFunc func(context.Context, *ent.IncidentMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f IncidentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.IncidentMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.IncidentMutation", m)
+}
+
 // The MapItemQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type MapItemQueryRuleFunc func(context.Context, *ent.MapItemQuery) error
@@ -541,6 +565,54 @@ func (f RunEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 		return f(ctx, m)
 	}
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RunEventMutation", m)
+}
+
+// The SLABreachQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type SLABreachQueryRuleFunc func(context.Context, *ent.SLABreachQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f SLABreachQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.SLABreachQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.SLABreachQuery", q)
+}
+
+// The SLABreachMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type SLABreachMutationRuleFunc func(context.Context, *ent.SLABreachMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f SLABreachMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.SLABreachMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.SLABreachMutation", m)
+}
+
+// The SLAPolicyQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type SLAPolicyQueryRuleFunc func(context.Context, *ent.SLAPolicyQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f SLAPolicyQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.SLAPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.SLAPolicyQuery", q)
+}
+
+// The SLAPolicyMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type SLAPolicyMutationRuleFunc func(context.Context, *ent.SLAPolicyMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f SLAPolicyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.SLAPolicyMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.SLAPolicyMutation", m)
 }
 
 // The StepAttemptQueryRuleFunc type is an adapter to allow the use of ordinary
@@ -792,6 +864,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.InboundEventQuery:
 		return q.Filter(), nil
+	case *ent.IncidentQuery:
+		return q.Filter(), nil
 	case *ent.MapItemQuery:
 		return q.Filter(), nil
 	case *ent.MemberQuery:
@@ -805,6 +879,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 	case *ent.RunQuery:
 		return q.Filter(), nil
 	case *ent.RunEventQuery:
+		return q.Filter(), nil
+	case *ent.SLABreachQuery:
+		return q.Filter(), nil
+	case *ent.SLAPolicyQuery:
 		return q.Filter(), nil
 	case *ent.StepAttemptQuery:
 		return q.Filter(), nil
@@ -851,6 +929,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 		return m.Filter(), nil
 	case *ent.InboundEventMutation:
 		return m.Filter(), nil
+	case *ent.IncidentMutation:
+		return m.Filter(), nil
 	case *ent.MapItemMutation:
 		return m.Filter(), nil
 	case *ent.MemberMutation:
@@ -864,6 +944,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.RunMutation:
 		return m.Filter(), nil
 	case *ent.RunEventMutation:
+		return m.Filter(), nil
+	case *ent.SLABreachMutation:
+		return m.Filter(), nil
+	case *ent.SLAPolicyMutation:
 		return m.Filter(), nil
 	case *ent.StepAttemptMutation:
 		return m.Filter(), nil

@@ -70,6 +70,14 @@ const (
 	FieldStartedAt = "started_at"
 	// FieldFinishedAt holds the string denoting the finished_at field in the database.
 	FieldFinishedAt = "finished_at"
+	// FieldSLADeadlineAt holds the string denoting the sla_deadline_at field in the database.
+	FieldSLADeadlineAt = "sla_deadline_at"
+	// FieldSLAQueueDeadlineAt holds the string denoting the sla_queue_deadline_at field in the database.
+	FieldSLAQueueDeadlineAt = "sla_queue_deadline_at"
+	// FieldSLAMaxCostMicroUsd holds the string denoting the sla_max_cost_micro_usd field in the database.
+	FieldSLAMaxCostMicroUsd = "sla_max_cost_micro_usd"
+	// FieldSLACheckAt holds the string denoting the sla_check_at field in the database.
+	FieldSLACheckAt = "sla_check_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeWorkflow holds the string denoting the workflow edge name in mutations.
@@ -157,6 +165,10 @@ var Columns = []string{
 	FieldCreatedBy,
 	FieldStartedAt,
 	FieldFinishedAt,
+	FieldSLADeadlineAt,
+	FieldSLAQueueDeadlineAt,
+	FieldSLAMaxCostMicroUsd,
+	FieldSLACheckAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -376,6 +388,26 @@ func ByStartedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByFinishedAt orders the results by the finished_at field.
 func ByFinishedAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldFinishedAt, opts...).ToFunc()
+}
+
+// BySLADeadlineAt orders the results by the sla_deadline_at field.
+func BySLADeadlineAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSLADeadlineAt, opts...).ToFunc()
+}
+
+// BySLAQueueDeadlineAt orders the results by the sla_queue_deadline_at field.
+func BySLAQueueDeadlineAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSLAQueueDeadlineAt, opts...).ToFunc()
+}
+
+// BySLAMaxCostMicroUsd orders the results by the sla_max_cost_micro_usd field.
+func BySLAMaxCostMicroUsd(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSLAMaxCostMicroUsd, opts...).ToFunc()
+}
+
+// BySLACheckAt orders the results by the sla_check_at field.
+func BySLACheckAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSLACheckAt, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

@@ -170,6 +170,26 @@ func FinishedAt(v time.Time) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldFinishedAt, v))
 }
 
+// SLADeadlineAt applies equality check predicate on the "sla_deadline_at" field. It's identical to SLADeadlineAtEQ.
+func SLADeadlineAt(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLADeadlineAt, v))
+}
+
+// SLAQueueDeadlineAt applies equality check predicate on the "sla_queue_deadline_at" field. It's identical to SLAQueueDeadlineAtEQ.
+func SLAQueueDeadlineAt(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAMaxCostMicroUsd applies equality check predicate on the "sla_max_cost_micro_usd" field. It's identical to SLAMaxCostMicroUsdEQ.
+func SLAMaxCostMicroUsd(v int64) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLACheckAt applies equality check predicate on the "sla_check_at" field. It's identical to SLACheckAtEQ.
+func SLACheckAt(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLACheckAt, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldTenantID, v))
@@ -1518,6 +1538,206 @@ func FinishedAtIsNil() predicate.Run {
 // FinishedAtNotNil applies the NotNil predicate on the "finished_at" field.
 func FinishedAtNotNil() predicate.Run {
 	return predicate.Run(sql.FieldNotNull(FieldFinishedAt))
+}
+
+// SLADeadlineAtEQ applies the EQ predicate on the "sla_deadline_at" field.
+func SLADeadlineAtEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtNEQ applies the NEQ predicate on the "sla_deadline_at" field.
+func SLADeadlineAtNEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtIn applies the In predicate on the "sla_deadline_at" field.
+func SLADeadlineAtIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldSLADeadlineAt, vs...))
+}
+
+// SLADeadlineAtNotIn applies the NotIn predicate on the "sla_deadline_at" field.
+func SLADeadlineAtNotIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldSLADeadlineAt, vs...))
+}
+
+// SLADeadlineAtGT applies the GT predicate on the "sla_deadline_at" field.
+func SLADeadlineAtGT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtGTE applies the GTE predicate on the "sla_deadline_at" field.
+func SLADeadlineAtGTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtLT applies the LT predicate on the "sla_deadline_at" field.
+func SLADeadlineAtLT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtLTE applies the LTE predicate on the "sla_deadline_at" field.
+func SLADeadlineAtLTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldSLADeadlineAt, v))
+}
+
+// SLADeadlineAtIsNil applies the IsNil predicate on the "sla_deadline_at" field.
+func SLADeadlineAtIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldSLADeadlineAt))
+}
+
+// SLADeadlineAtNotNil applies the NotNil predicate on the "sla_deadline_at" field.
+func SLADeadlineAtNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldSLADeadlineAt))
+}
+
+// SLAQueueDeadlineAtEQ applies the EQ predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtNEQ applies the NEQ predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtNEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtIn applies the In predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldSLAQueueDeadlineAt, vs...))
+}
+
+// SLAQueueDeadlineAtNotIn applies the NotIn predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtNotIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldSLAQueueDeadlineAt, vs...))
+}
+
+// SLAQueueDeadlineAtGT applies the GT predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtGT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtGTE applies the GTE predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtGTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtLT applies the LT predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtLT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtLTE applies the LTE predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtLTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldSLAQueueDeadlineAt, v))
+}
+
+// SLAQueueDeadlineAtIsNil applies the IsNil predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldSLAQueueDeadlineAt))
+}
+
+// SLAQueueDeadlineAtNotNil applies the NotNil predicate on the "sla_queue_deadline_at" field.
+func SLAQueueDeadlineAtNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldSLAQueueDeadlineAt))
+}
+
+// SLAMaxCostMicroUsdEQ applies the EQ predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdEQ(v int64) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdNEQ applies the NEQ predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdNEQ(v int64) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdIn applies the In predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdIn(vs ...int64) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldSLAMaxCostMicroUsd, vs...))
+}
+
+// SLAMaxCostMicroUsdNotIn applies the NotIn predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdNotIn(vs ...int64) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldSLAMaxCostMicroUsd, vs...))
+}
+
+// SLAMaxCostMicroUsdGT applies the GT predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdGT(v int64) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdGTE applies the GTE predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdGTE(v int64) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdLT applies the LT predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdLT(v int64) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdLTE applies the LTE predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdLTE(v int64) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldSLAMaxCostMicroUsd, v))
+}
+
+// SLAMaxCostMicroUsdIsNil applies the IsNil predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldSLAMaxCostMicroUsd))
+}
+
+// SLAMaxCostMicroUsdNotNil applies the NotNil predicate on the "sla_max_cost_micro_usd" field.
+func SLAMaxCostMicroUsdNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldSLAMaxCostMicroUsd))
+}
+
+// SLACheckAtEQ applies the EQ predicate on the "sla_check_at" field.
+func SLACheckAtEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldSLACheckAt, v))
+}
+
+// SLACheckAtNEQ applies the NEQ predicate on the "sla_check_at" field.
+func SLACheckAtNEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldSLACheckAt, v))
+}
+
+// SLACheckAtIn applies the In predicate on the "sla_check_at" field.
+func SLACheckAtIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldSLACheckAt, vs...))
+}
+
+// SLACheckAtNotIn applies the NotIn predicate on the "sla_check_at" field.
+func SLACheckAtNotIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldSLACheckAt, vs...))
+}
+
+// SLACheckAtGT applies the GT predicate on the "sla_check_at" field.
+func SLACheckAtGT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldSLACheckAt, v))
+}
+
+// SLACheckAtGTE applies the GTE predicate on the "sla_check_at" field.
+func SLACheckAtGTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldSLACheckAt, v))
+}
+
+// SLACheckAtLT applies the LT predicate on the "sla_check_at" field.
+func SLACheckAtLT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldSLACheckAt, v))
+}
+
+// SLACheckAtLTE applies the LTE predicate on the "sla_check_at" field.
+func SLACheckAtLTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldSLACheckAt, v))
+}
+
+// SLACheckAtIsNil applies the IsNil predicate on the "sla_check_at" field.
+func SLACheckAtIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldSLACheckAt))
+}
+
+// SLACheckAtNotNil applies the NotNil predicate on the "sla_check_at" field.
+func SLACheckAtNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldSLACheckAt))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
@@ -25,6 +26,8 @@ import (
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
+	"github.com/sluicehq/sluice/ent/slabreach"
+	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
@@ -751,6 +754,73 @@ func init() {
 			return nil
 		}
 	}()
+	incidentMixin := schema.Incident{}.Mixin()
+	incident.Policy = privacy.NewPolicies(incidentMixin[1], schema.Incident{})
+	incident.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := incident.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	incidentMixinHooks1 := incidentMixin[1].Hooks()
+
+	incident.Hooks[1] = incidentMixinHooks1[0]
+	incidentMixinFields0 := incidentMixin[0].Fields()
+	_ = incidentMixinFields0
+	incidentMixinFields1 := incidentMixin[1].Fields()
+	_ = incidentMixinFields1
+	incidentMixinFields2 := incidentMixin[2].Fields()
+	_ = incidentMixinFields2
+	incidentFields := schema.Incident{}.Fields()
+	_ = incidentFields
+	// incidentDescTenantID is the schema descriptor for tenant_id field.
+	incidentDescTenantID := incidentMixinFields1[0].Descriptor()
+	// incident.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	incident.TenantIDValidator = incidentDescTenantID.Validators[0].(func(string) error)
+	// incidentDescCreatedAt is the schema descriptor for created_at field.
+	incidentDescCreatedAt := incidentMixinFields2[0].Descriptor()
+	// incident.DefaultCreatedAt holds the default value on creation for the created_at field.
+	incident.DefaultCreatedAt = incidentDescCreatedAt.Default.(func() time.Time)
+	// incidentDescUpdatedAt is the schema descriptor for updated_at field.
+	incidentDescUpdatedAt := incidentMixinFields2[1].Descriptor()
+	// incident.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	incident.DefaultUpdatedAt = incidentDescUpdatedAt.Default.(func() time.Time)
+	// incident.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	incident.UpdateDefaultUpdatedAt = incidentDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// incidentDescCount is the schema descriptor for count field.
+	incidentDescCount := incidentFields[8].Descriptor()
+	// incident.DefaultCount holds the default value on creation for the count field.
+	incident.DefaultCount = incidentDescCount.Default.(int)
+	// incidentDescHealthyEvaluations is the schema descriptor for healthy_evaluations field.
+	incidentDescHealthyEvaluations := incidentFields[14].Descriptor()
+	// incident.DefaultHealthyEvaluations holds the default value on creation for the healthy_evaluations field.
+	incident.DefaultHealthyEvaluations = incidentDescHealthyEvaluations.Default.(int)
+	// incidentDescNote is the schema descriptor for note field.
+	incidentDescNote := incidentFields[19].Descriptor()
+	// incident.NoteValidator is a validator for the "note" field. It is called by the builders before save.
+	incident.NoteValidator = incidentDescNote.Validators[0].(func(string) error)
+	// incidentDescID is the schema descriptor for id field.
+	incidentDescID := incidentMixinFields0[0].Descriptor()
+	// incident.DefaultID holds the default value on creation for the id field.
+	incident.DefaultID = incidentDescID.Default.(func() string)
+	// incident.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	incident.IDValidator = func() func(string) error {
+		validators := incidentDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	mapitemMixin := schema.MapItem{}.Mixin()
 	mapitem.Policy = privacy.NewPolicies(mapitemMixin[1], schema.MapItem{})
 	mapitem.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -1188,6 +1258,121 @@ func init() {
 			return nil
 		}
 	}()
+	slabreachMixin := schema.SLABreach{}.Mixin()
+	slabreach.Policy = privacy.NewPolicies(slabreachMixin[1], schema.SLABreach{})
+	slabreach.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := slabreach.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	slabreachMixinHooks1 := slabreachMixin[1].Hooks()
+
+	slabreach.Hooks[1] = slabreachMixinHooks1[0]
+	slabreachMixinFields0 := slabreachMixin[0].Fields()
+	_ = slabreachMixinFields0
+	slabreachMixinFields1 := slabreachMixin[1].Fields()
+	_ = slabreachMixinFields1
+	slabreachMixinFields2 := slabreachMixin[2].Fields()
+	_ = slabreachMixinFields2
+	slabreachFields := schema.SLABreach{}.Fields()
+	_ = slabreachFields
+	// slabreachDescTenantID is the schema descriptor for tenant_id field.
+	slabreachDescTenantID := slabreachMixinFields1[0].Descriptor()
+	// slabreach.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	slabreach.TenantIDValidator = slabreachDescTenantID.Validators[0].(func(string) error)
+	// slabreachDescCreatedAt is the schema descriptor for created_at field.
+	slabreachDescCreatedAt := slabreachMixinFields2[0].Descriptor()
+	// slabreach.DefaultCreatedAt holds the default value on creation for the created_at field.
+	slabreach.DefaultCreatedAt = slabreachDescCreatedAt.Default.(func() time.Time)
+	// slabreachDescSubject is the schema descriptor for subject field.
+	slabreachDescSubject := slabreachFields[2].Descriptor()
+	// slabreach.DefaultSubject holds the default value on creation for the subject field.
+	slabreach.DefaultSubject = slabreachDescSubject.Default.(string)
+	// slabreachDescID is the schema descriptor for id field.
+	slabreachDescID := slabreachMixinFields0[0].Descriptor()
+	// slabreach.DefaultID holds the default value on creation for the id field.
+	slabreach.DefaultID = slabreachDescID.Default.(func() string)
+	// slabreach.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	slabreach.IDValidator = func() func(string) error {
+		validators := slabreachDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	slapolicyMixin := schema.SLAPolicy{}.Mixin()
+	slapolicy.Policy = privacy.NewPolicies(slapolicyMixin[1], schema.SLAPolicy{})
+	slapolicy.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := slapolicy.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	slapolicyMixinHooks1 := slapolicyMixin[1].Hooks()
+	slapolicyHooks := schema.SLAPolicy{}.Hooks()
+
+	slapolicy.Hooks[1] = slapolicyMixinHooks1[0]
+
+	slapolicy.Hooks[2] = slapolicyHooks[0]
+	slapolicyMixinFields0 := slapolicyMixin[0].Fields()
+	_ = slapolicyMixinFields0
+	slapolicyMixinFields1 := slapolicyMixin[1].Fields()
+	_ = slapolicyMixinFields1
+	slapolicyMixinFields2 := slapolicyMixin[2].Fields()
+	_ = slapolicyMixinFields2
+	slapolicyFields := schema.SLAPolicy{}.Fields()
+	_ = slapolicyFields
+	// slapolicyDescTenantID is the schema descriptor for tenant_id field.
+	slapolicyDescTenantID := slapolicyMixinFields1[0].Descriptor()
+	// slapolicy.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	slapolicy.TenantIDValidator = slapolicyDescTenantID.Validators[0].(func(string) error)
+	// slapolicyDescCreatedAt is the schema descriptor for created_at field.
+	slapolicyDescCreatedAt := slapolicyMixinFields2[0].Descriptor()
+	// slapolicy.DefaultCreatedAt holds the default value on creation for the created_at field.
+	slapolicy.DefaultCreatedAt = slapolicyDescCreatedAt.Default.(func() time.Time)
+	// slapolicyDescUpdatedAt is the schema descriptor for updated_at field.
+	slapolicyDescUpdatedAt := slapolicyMixinFields2[1].Descriptor()
+	// slapolicy.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	slapolicy.DefaultUpdatedAt = slapolicyDescUpdatedAt.Default.(func() time.Time)
+	// slapolicy.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	slapolicy.UpdateDefaultUpdatedAt = slapolicyDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// slapolicyDescName is the schema descriptor for name field.
+	slapolicyDescName := slapolicyFields[3].Descriptor()
+	// slapolicy.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	slapolicy.NameValidator = slapolicyDescName.Validators[0].(func(string) error)
+	// slapolicyDescID is the schema descriptor for id field.
+	slapolicyDescID := slapolicyMixinFields0[0].Descriptor()
+	// slapolicy.DefaultID holds the default value on creation for the id field.
+	slapolicy.DefaultID = slapolicyDescID.Default.(func() string)
+	// slapolicy.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	slapolicy.IDValidator = func() func(string) error {
+		validators := slapolicyDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	stepattemptMixin := schema.StepAttempt{}.Mixin()
 	stepattempt.Policy = privacy.NewPolicies(stepattemptMixin[1], schema.StepAttempt{})
 	stepattempt.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -1376,6 +1561,10 @@ func init() {
 	tenantDescWebhooksVersion := tenantFields[7].Descriptor()
 	// tenant.DefaultWebhooksVersion holds the default value on creation for the webhooks_version field.
 	tenant.DefaultWebhooksVersion = tenantDescWebhooksVersion.Default.(int64)
+	// tenantDescSLAVersion is the schema descriptor for sla_version field.
+	tenantDescSLAVersion := tenantFields[8].Descriptor()
+	// tenant.DefaultSLAVersion holds the default value on creation for the sla_version field.
+	tenant.DefaultSLAVersion = tenantDescSLAVersion.Default.(int64)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.

@@ -62,6 +62,16 @@ func (Run) Fields() []ent.Field {
 		field.String("created_by").Immutable(),
 		field.Time("started_at").Optional().Nillable(),
 		field.Time("finished_at").Optional().Nillable(),
+		field.Time("sla_deadline_at").Optional().Nillable().
+			Comment("When the run must have finished (created_at + the effective maxDuration); null without one. Live runs only."),
+		field.Time("sla_queue_deadline_at").Optional().Nillable().
+			Comment("When the run's first step must have started (created_at + the effective maxQueueDelay)."),
+		field.Int64("sla_max_cost_micro_usd").Optional().Nillable().
+			Comment("The effective maxCostPerRun when the run started.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Time("sla_check_at").Optional().Nillable().
+			Comment("When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 
@@ -85,6 +95,13 @@ func (Run) Indexes() []ent.Index {
 		index.Fields("tenant_id", "workflow_id", "created_at"),
 		index.Fields("tenant_id", "parent_run_id").
 			Annotations(entsql.IndexWhere("parent_run_id IS NOT NULL")),
+		// The SLA sweep: unfinished runs with a deadline to judge.
+		index.Fields("tenant_id", "sla_check_at").
+			Annotations(entsql.IndexWhere("sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')")),
+		// SLA window objectives (aggregates over runs finished in a window)
+		// and the check of runs that finished before the sweep saw them.
+		index.Fields("tenant_id", "finished_at").
+			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND mode = 'live'")),
 	}
 }
 

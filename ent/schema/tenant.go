@@ -34,6 +34,9 @@ func (Tenant) Fields() []ent.Field {
 		field.Int64("webhooks_version").Default(0).
 			Comment("Bumped with every change to the tenant's webhook endpoints (a hook in internal/store), so that caches of the endpoint list know when they are stale.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int64("sla_version").Default(0).
+			Comment("Bumped with every change to the tenant's SLA policies (a hook of the policy schema), so that caches of the policies know when they are stale.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

@@ -34,6 +34,8 @@ const (
 	FieldMasterKeyID = "master_key_id"
 	// FieldWebhooksVersion holds the string denoting the webhooks_version field in the database.
 	FieldWebhooksVersion = "webhooks_version"
+	// FieldSLAVersion holds the string denoting the sla_version field in the database.
+	FieldSLAVersion = "sla_version"
 	// Table holds the table name of the tenant in the database.
 	Table = "tenants"
 )
@@ -51,6 +53,7 @@ var Columns = []string{
 	FieldDataKey,
 	FieldMasterKeyID,
 	FieldWebhooksVersion,
+	FieldSLAVersion,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -87,6 +90,8 @@ var (
 	RetentionDaysValidator func(int) error
 	// DefaultWebhooksVersion holds the default value on creation for the "webhooks_version" field.
 	DefaultWebhooksVersion int64
+	// DefaultSLAVersion holds the default value on creation for the "sla_version" field.
+	DefaultSLAVersion int64
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -139,4 +144,9 @@ func ByMasterKeyID(opts ...sql.OrderTermOption) OrderOption {
 // ByWebhooksVersion orders the results by the webhooks_version field.
 func ByWebhooksVersion(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldWebhooksVersion, opts...).ToFunc()
+}
+
+// BySLAVersion orders the results by the sla_version field.
+func BySLAVersion(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSLAVersion, opts...).ToFunc()
 }

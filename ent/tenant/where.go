@@ -109,6 +109,11 @@ func WebhooksVersion(v int64) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldWebhooksVersion, v))
 }
 
+// SLAVersion applies equality check predicate on the "sla_version" field. It's identical to SLAVersionEQ.
+func SLAVersion(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldSLAVersion, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldCreatedAt, v))
@@ -562,6 +567,46 @@ func WebhooksVersionLT(v int64) predicate.Tenant {
 // WebhooksVersionLTE applies the LTE predicate on the "webhooks_version" field.
 func WebhooksVersionLTE(v int64) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldWebhooksVersion, v))
+}
+
+// SLAVersionEQ applies the EQ predicate on the "sla_version" field.
+func SLAVersionEQ(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldSLAVersion, v))
+}
+
+// SLAVersionNEQ applies the NEQ predicate on the "sla_version" field.
+func SLAVersionNEQ(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldSLAVersion, v))
+}
+
+// SLAVersionIn applies the In predicate on the "sla_version" field.
+func SLAVersionIn(vs ...int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldSLAVersion, vs...))
+}
+
+// SLAVersionNotIn applies the NotIn predicate on the "sla_version" field.
+func SLAVersionNotIn(vs ...int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldSLAVersion, vs...))
+}
+
+// SLAVersionGT applies the GT predicate on the "sla_version" field.
+func SLAVersionGT(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldSLAVersion, v))
+}
+
+// SLAVersionGTE applies the GTE predicate on the "sla_version" field.
+func SLAVersionGTE(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldSLAVersion, v))
+}
+
+// SLAVersionLT applies the LT predicate on the "sla_version" field.
+func SLAVersionLT(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldSLAVersion, v))
+}
+
+// SLAVersionLTE applies the LTE predicate on the "sla_version" field.
+func SLAVersionLTE(v int64) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldSLAVersion, v))
 }
 
 // And groups predicates with the AND operator between them.

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/run"
@@ -44,12 +45,15 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	InboundEvent() InboundEventResolver
+	Incident() IncidentResolver
 	MapItem() MapItemResolver
 	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Run() RunResolver
 	RunEvent() RunEventResolver
+	SLABreach() SLABreachResolver
+	SLAPolicy() SLAPolicyResolver
 	StepAttempt() StepAttemptResolver
 	StepRun() StepRunResolver
 	Subscription() SubscriptionResolver
@@ -222,6 +226,19 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	EffectiveSLA struct {
+		Objectives func(childComplexity int) int
+		Sources    func(childComplexity int) int
+	}
+
+	EffectiveSLAObjective struct {
+		EscalationPolicyID func(childComplexity int) int
+		Objective          func(childComplexity int) int
+		Policy             func(childComplexity int) int
+		Scope              func(childComplexity int) int
+		Severity           func(childComplexity int) int
+	}
+
 	Environment struct {
 		CreatedAt   func(childComplexity int) int
 		Credentials func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
@@ -344,6 +361,44 @@ type ComplexityRoot struct {
 	}
 
 	InboundEventEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	Incident struct {
+		AcknowledgedAt     func(childComplexity int) int
+		AcknowledgedBy     func(childComplexity int) int
+		Count              func(childComplexity int) int
+		CreatedAt          func(childComplexity int) int
+		Details            func(childComplexity int) int
+		EnvironmentID      func(childComplexity int) int
+		EscalationPolicyID func(childComplexity int) int
+		FirstSeenAt        func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		Key                func(childComplexity int) int
+		LastSeenAt         func(childComplexity int) int
+		Note               func(childComplexity int) int
+		Objective          func(childComplexity int) int
+		PerRun             func(childComplexity int) int
+		Policy             func(childComplexity int) int
+		PolicyID           func(childComplexity int) int
+		ResolvedAt         func(childComplexity int) int
+		ResolvedBy         func(childComplexity int) int
+		SampleRunIds       func(childComplexity int) int
+		Scope              func(childComplexity int) int
+		Severity           func(childComplexity int) int
+		Status             func(childComplexity int) int
+		UpdatedAt          func(childComplexity int) int
+		WorkflowID         func(childComplexity int) int
+	}
+
+	IncidentConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	IncidentEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
 	}
@@ -471,11 +526,13 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
 		CancelRun                func(childComplexity int, id string) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
 		CreateEnvironment        func(childComplexity int, input model.CreateEnvironmentInput) int
 		CreateEscalationPolicy   func(childComplexity int, input model.CreateEscalationPolicyInput) int
+		CreateSLAPolicy          func(childComplexity int, input model.CreateSLAPolicyInput) int
 		CreateWebhookEndpoint    func(childComplexity int, input model.CreateWebhookEndpointInput) int
 		CreateWorkflow           func(childComplexity int, input model.CreateWorkflowInput) int
 		CreateWorkflowVersion    func(childComplexity int, input model.CreateWorkflowVersionInput) int
@@ -483,11 +540,13 @@ type ComplexityRoot struct {
 		DeleteCredential         func(childComplexity int, id string) int
 		DeleteEscalationPolicy   func(childComplexity int, id string) int
 		DeleteModelPrice         func(childComplexity int, id string) int
+		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
+		ResolveIncident          func(childComplexity int, id string, note *string) int
 		ResumeRun                func(childComplexity int, id string) int
 		RevokeAPIKey             func(childComplexity int, id string) int
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
@@ -497,6 +556,7 @@ type ComplexityRoot struct {
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
 		UpdateEscalationPolicy   func(childComplexity int, input model.UpdateEscalationPolicyInput) int
+		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 		UpdateWorkflowVersion    func(childComplexity int, input model.UpdateWorkflowVersionInput) int
 	}
@@ -559,10 +619,12 @@ type ComplexityRoot struct {
 		DeadLetter           func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
 		Deployments          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
 		EffectiveModelPrices func(childComplexity int) int
+		EffectiveSLA         func(childComplexity int, workflowID string, environmentID string) int
 		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
 		EscalationPolicies   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationPolicyOrder, where *ent.EscalationPolicyWhereInput) int
 		Escalations          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationOrder, where *ent.EscalationWhereInput) int
 		InboundEvents        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) int
+		Incidents            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) int
 		Members              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
 		ModelCalls           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) int
 		ModelPrices          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) int
@@ -570,6 +632,7 @@ type ComplexityRoot struct {
 		Nodes                func(childComplexity int, ids []string) int
 		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
+		SLAPolicies          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) int
 		Viewer               func(childComplexity int) int
 		WebhookDeliveries    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		WebhookEndpoints     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) int
@@ -598,36 +661,39 @@ type ComplexityRoot struct {
 	}
 
 	Run struct {
-		Children       func(childComplexity int) int
-		CostMicroUsd   func(childComplexity int) int
-		CostUsd        func(childComplexity int) int
-		CreatedAt      func(childComplexity int) int
-		CreatedBy      func(childComplexity int) int
-		Depth          func(childComplexity int) int
-		Environment    func(childComplexity int) int
-		EnvironmentID  func(childComplexity int) int
-		Error          func(childComplexity int) int
-		Events         func(childComplexity int, afterSeq *int, first *int) int
-		FailedStepID   func(childComplexity int) int
-		FinishedAt     func(childComplexity int) int
-		ID             func(childComplexity int) int
-		IdempotencyKey func(childComplexity int) int
-		Input          func(childComplexity int) int
-		Mode           func(childComplexity int) int
-		Output         func(childComplexity int) int
-		ParentRun      func(childComplexity int) int
-		ParentRunID    func(childComplexity int) int
-		ParentStepID   func(childComplexity int) int
-		ReplayOf       func(childComplexity int) int
-		StartedAt      func(childComplexity int) int
-		Status         func(childComplexity int) int
-		Steps          func(childComplexity int) int
-		TraceID        func(childComplexity int) int
-		UpdatedAt      func(childComplexity int) int
-		Version        func(childComplexity int) int
-		VersionID      func(childComplexity int) int
-		Workflow       func(childComplexity int) int
-		WorkflowID     func(childComplexity int) int
+		Children           func(childComplexity int) int
+		CostMicroUsd       func(childComplexity int) int
+		CostUsd            func(childComplexity int) int
+		CreatedAt          func(childComplexity int) int
+		CreatedBy          func(childComplexity int) int
+		Depth              func(childComplexity int) int
+		Environment        func(childComplexity int) int
+		EnvironmentID      func(childComplexity int) int
+		Error              func(childComplexity int) int
+		Events             func(childComplexity int, afterSeq *int, first *int) int
+		FailedStepID       func(childComplexity int) int
+		FinishedAt         func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		IdempotencyKey     func(childComplexity int) int
+		Input              func(childComplexity int) int
+		Mode               func(childComplexity int) int
+		Output             func(childComplexity int) int
+		ParentRun          func(childComplexity int) int
+		ParentRunID        func(childComplexity int) int
+		ParentStepID       func(childComplexity int) int
+		ReplayOf           func(childComplexity int) int
+		SLABreaches        func(childComplexity int) int
+		SLADeadlineAt      func(childComplexity int) int
+		SLAQueueDeadlineAt func(childComplexity int) int
+		StartedAt          func(childComplexity int) int
+		Status             func(childComplexity int) int
+		Steps              func(childComplexity int) int
+		TraceID            func(childComplexity int) int
+		UpdatedAt          func(childComplexity int) int
+		Version            func(childComplexity int) int
+		VersionID          func(childComplexity int) int
+		Workflow           func(childComplexity int) int
+		WorkflowID         func(childComplexity int) int
 	}
 
 	RunConnection struct {
@@ -657,6 +723,89 @@ type ComplexityRoot struct {
 		Seq     func(childComplexity int) int
 		StepID  func(childComplexity int) int
 		Type    func(childComplexity int) int
+	}
+
+	SLABreach struct {
+		CreatedAt  func(childComplexity int) int
+		Details    func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Incident   func(childComplexity int) int
+		IncidentID func(childComplexity int) int
+		Objective  func(childComplexity int) int
+		PolicyID   func(childComplexity int) int
+		RunID      func(childComplexity int) int
+		Subject    func(childComplexity int) int
+	}
+
+	SLACompleteByObjective struct {
+		Cron               func(childComplexity int) int
+		EscalationPolicyID func(childComplexity int) int
+		RequireRun         func(childComplexity int) int
+		Severity           func(childComplexity int) int
+		TimeZone           func(childComplexity int) int
+	}
+
+	SLACostObjective struct {
+		EscalationPolicyID func(childComplexity int) int
+		MicroUsd           func(childComplexity int) int
+		Severity           func(childComplexity int) int
+		Usd                func(childComplexity int) int
+	}
+
+	SLADurationObjective struct {
+		Duration           func(childComplexity int) int
+		EscalationPolicyID func(childComplexity int) int
+		Severity           func(childComplexity int) int
+	}
+
+	SLAObjectives struct {
+		CompleteBy       func(childComplexity int) int
+		MaxApprovalWait  func(childComplexity int) int
+		MaxCostPerRun    func(childComplexity int) int
+		MaxCostPerWindow func(childComplexity int) int
+		MaxDuration      func(childComplexity int) int
+		MaxQueueDelay    func(childComplexity int) int
+		MinSuccessRate   func(childComplexity int) int
+	}
+
+	SLAPolicy struct {
+		CreatedAt     func(childComplexity int) int
+		CreatedBy     func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Name          func(childComplexity int) int
+		Objectives    func(childComplexity int) int
+		Scope         func(childComplexity int) int
+		UpdatedAt     func(childComplexity int) int
+		WorkflowID    func(childComplexity int) int
+	}
+
+	SLAPolicyConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	SLAPolicyEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	SLASuccessRateObjective struct {
+		CountPermanent     func(childComplexity int) int
+		EscalationPolicyID func(childComplexity int) int
+		MinRuns            func(childComplexity int) int
+		Rate               func(childComplexity int) int
+		Severity           func(childComplexity int) int
+		Window             func(childComplexity int) int
+	}
+
+	SLAWindowCostObjective struct {
+		EscalationPolicyID func(childComplexity int) int
+		MicroUsd           func(childComplexity int) int
+		Severity           func(childComplexity int) int
+		Usd                func(childComplexity int) int
+		Window             func(childComplexity int) int
 	}
 
 	SendEventPayload struct {
@@ -723,8 +872,9 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		RunEvents  func(childComplexity int, runID string, afterSeq *int) int
-		RunUpdated func(childComplexity int, where *ent.RunWhereInput) int
+		IncidentUpdated func(childComplexity int) int
+		RunEvents       func(childComplexity int, runID string, afterSeq *int) int
+		RunUpdated      func(childComplexity int, where *ent.RunWhereInput) int
 	}
 
 	Tenant struct {
@@ -873,6 +1023,10 @@ type ComplexityRoot struct {
 type InboundEventResolver interface {
 	Data(ctx context.Context, obj *ent.InboundEvent) (map[string]any, error)
 }
+type IncidentResolver interface {
+	Scope(ctx context.Context, obj *ent.Incident) (model.SLAScope, error)
+	Policy(ctx context.Context, obj *ent.Incident) (*ent.SLAPolicy, error)
+}
 type MapItemResolver interface {
 	Item(ctx context.Context, obj *ent.MapItem) (any, error)
 	Output(ctx context.Context, obj *ent.MapItem) (any, error)
@@ -908,6 +1062,11 @@ type MutationResolver interface {
 	ResumeRun(ctx context.Context, id string) (*ent.Run, error)
 	ReplayRun(ctx context.Context, input model.ReplayRunInput) (*ent.Run, error)
 	DecideApproval(ctx context.Context, input model.DecideApprovalInput) (*ent.ApprovalRequest, error)
+	CreateSLAPolicy(ctx context.Context, input model.CreateSLAPolicyInput) (*ent.SLAPolicy, error)
+	UpdateSLAPolicy(ctx context.Context, input model.UpdateSLAPolicyInput) (*ent.SLAPolicy, error)
+	DeleteSLAPolicy(ctx context.Context, id string) (string, error)
+	AcknowledgeIncident(ctx context.Context, id string, note *string) (*ent.Incident, error)
+	ResolveIncident(ctx context.Context, id string, note *string) (*ent.Incident, error)
 	CreateWebhookEndpoint(ctx context.Context, input model.CreateWebhookEndpointInput) (*model.CreateWebhookEndpointPayload, error)
 	UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*ent.WebhookEndpoint, error)
 	RotateWebhookSecret(ctx context.Context, id string) (*model.CreateWebhookEndpointPayload, error)
@@ -930,6 +1089,7 @@ type QueryResolver interface {
 	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
 	ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error)
 	Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error)
+	SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error)
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
@@ -938,6 +1098,8 @@ type QueryResolver interface {
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
+	EffectiveSLA(ctx context.Context, workflowID string, environmentID string) (*model.EffectiveSLA, error)
+	Incidents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) (*ent.IncidentConnection, error)
 	WebhookEventTypes(ctx context.Context) ([]string, error)
 }
 type RunResolver interface {
@@ -949,9 +1111,17 @@ type RunResolver interface {
 	Events(ctx context.Context, obj *ent.Run, afterSeq *int, first *int) ([]*ent.RunEvent, error)
 	ParentRun(ctx context.Context, obj *ent.Run) (*ent.Run, error)
 	Children(ctx context.Context, obj *ent.Run) ([]*ent.Run, error)
+	SLABreaches(ctx context.Context, obj *ent.Run) ([]*ent.SLABreach, error)
 }
 type RunEventResolver interface {
 	Data(ctx context.Context, obj *ent.RunEvent) (map[string]any, error)
+}
+type SLABreachResolver interface {
+	Incident(ctx context.Context, obj *ent.SLABreach) (*ent.Incident, error)
+}
+type SLAPolicyResolver interface {
+	Scope(ctx context.Context, obj *ent.SLAPolicy) (model.SLAScope, error)
+	Objectives(ctx context.Context, obj *ent.SLAPolicy) (*model.SLAObjectives, error)
 }
 type StepAttemptResolver interface {
 	Error(ctx context.Context, obj *ent.StepAttempt) (*model.RunError, error)
@@ -971,6 +1141,7 @@ type StepRunResolver interface {
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
 	RunUpdated(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error)
+	IncidentUpdated(ctx context.Context) (<-chan *ent.Incident, error)
 }
 type TenantResolver interface {
 	MonthlyBudgetUsd(ctx context.Context, obj *ent.Tenant) (*string, error)
@@ -1640,6 +1811,50 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DeploymentEdge.Node(childComplexity), true
 
+	case "EffectiveSLA.objectives":
+		if e.ComplexityRoot.EffectiveSLA.Objectives == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLA.Objectives(childComplexity), true
+	case "EffectiveSLA.sources":
+		if e.ComplexityRoot.EffectiveSLA.Sources == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLA.Sources(childComplexity), true
+
+	case "EffectiveSLAObjective.escalationPolicyID":
+		if e.ComplexityRoot.EffectiveSLAObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLAObjective.EscalationPolicyID(childComplexity), true
+	case "EffectiveSLAObjective.objective":
+		if e.ComplexityRoot.EffectiveSLAObjective.Objective == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLAObjective.Objective(childComplexity), true
+	case "EffectiveSLAObjective.policy":
+		if e.ComplexityRoot.EffectiveSLAObjective.Policy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLAObjective.Policy(childComplexity), true
+	case "EffectiveSLAObjective.scope":
+		if e.ComplexityRoot.EffectiveSLAObjective.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLAObjective.Scope(childComplexity), true
+	case "EffectiveSLAObjective.severity":
+		if e.ComplexityRoot.EffectiveSLAObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EffectiveSLAObjective.Severity(childComplexity), true
+
 	case "Environment.createdAt":
 		if e.ComplexityRoot.Environment.CreatedAt == nil {
 			break
@@ -2156,6 +2371,183 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.InboundEventEdge.Node(childComplexity), true
 
+	case "Incident.acknowledgedAt":
+		if e.ComplexityRoot.Incident.AcknowledgedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.AcknowledgedAt(childComplexity), true
+	case "Incident.acknowledgedBy":
+		if e.ComplexityRoot.Incident.AcknowledgedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.AcknowledgedBy(childComplexity), true
+	case "Incident.count":
+		if e.ComplexityRoot.Incident.Count == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Count(childComplexity), true
+	case "Incident.createdAt":
+		if e.ComplexityRoot.Incident.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.CreatedAt(childComplexity), true
+	case "Incident.details":
+		if e.ComplexityRoot.Incident.Details == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Details(childComplexity), true
+	case "Incident.environmentID":
+		if e.ComplexityRoot.Incident.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.EnvironmentID(childComplexity), true
+	case "Incident.escalationPolicyID":
+		if e.ComplexityRoot.Incident.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.EscalationPolicyID(childComplexity), true
+	case "Incident.firstSeenAt":
+		if e.ComplexityRoot.Incident.FirstSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.FirstSeenAt(childComplexity), true
+	case "Incident.id":
+		if e.ComplexityRoot.Incident.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.ID(childComplexity), true
+	case "Incident.key":
+		if e.ComplexityRoot.Incident.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Key(childComplexity), true
+	case "Incident.lastSeenAt":
+		if e.ComplexityRoot.Incident.LastSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.LastSeenAt(childComplexity), true
+	case "Incident.note":
+		if e.ComplexityRoot.Incident.Note == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Note(childComplexity), true
+	case "Incident.objective":
+		if e.ComplexityRoot.Incident.Objective == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Objective(childComplexity), true
+	case "Incident.perRun":
+		if e.ComplexityRoot.Incident.PerRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.PerRun(childComplexity), true
+	case "Incident.policy":
+		if e.ComplexityRoot.Incident.Policy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Policy(childComplexity), true
+	case "Incident.policyID":
+		if e.ComplexityRoot.Incident.PolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.PolicyID(childComplexity), true
+	case "Incident.resolvedAt":
+		if e.ComplexityRoot.Incident.ResolvedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.ResolvedAt(childComplexity), true
+	case "Incident.resolvedBy":
+		if e.ComplexityRoot.Incident.ResolvedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.ResolvedBy(childComplexity), true
+	case "Incident.sampleRunIDs":
+		if e.ComplexityRoot.Incident.SampleRunIds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.SampleRunIds(childComplexity), true
+	case "Incident.scope":
+		if e.ComplexityRoot.Incident.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Scope(childComplexity), true
+	case "Incident.severity":
+		if e.ComplexityRoot.Incident.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Severity(childComplexity), true
+	case "Incident.status":
+		if e.ComplexityRoot.Incident.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Status(childComplexity), true
+	case "Incident.updatedAt":
+		if e.ComplexityRoot.Incident.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.UpdatedAt(childComplexity), true
+	case "Incident.workflowID":
+		if e.ComplexityRoot.Incident.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.WorkflowID(childComplexity), true
+
+	case "IncidentConnection.edges":
+		if e.ComplexityRoot.IncidentConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IncidentConnection.Edges(childComplexity), true
+	case "IncidentConnection.pageInfo":
+		if e.ComplexityRoot.IncidentConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IncidentConnection.PageInfo(childComplexity), true
+	case "IncidentConnection.totalCount":
+		if e.ComplexityRoot.IncidentConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IncidentConnection.TotalCount(childComplexity), true
+
+	case "IncidentEdge.cursor":
+		if e.ComplexityRoot.IncidentEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IncidentEdge.Cursor(childComplexity), true
+	case "IncidentEdge.node":
+		if e.ComplexityRoot.IncidentEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IncidentEdge.Node(childComplexity), true
+
 	case "MapItem.attempts":
 		if e.ComplexityRoot.MapItem.Attempts == nil {
 			break
@@ -2650,6 +3042,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ModelPriceInfo.Source(childComplexity), true
 
+	case "Mutation.acknowledgeIncident":
+		if e.ComplexityRoot.Mutation.AcknowledgeIncident == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_acknowledgeIncident_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AcknowledgeIncident(childComplexity, args["id"].(string), args["note"].(*string)), true
 	case "Mutation.cancelRun":
 		if e.ComplexityRoot.Mutation.CancelRun == nil {
 			break
@@ -2705,6 +3108,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateEscalationPolicy(childComplexity, args["input"].(model.CreateEscalationPolicyInput)), true
+	case "Mutation.createSLAPolicy":
+		if e.ComplexityRoot.Mutation.CreateSLAPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createSLAPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateSLAPolicy(childComplexity, args["input"].(model.CreateSLAPolicyInput)), true
 	case "Mutation.createWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.CreateWebhookEndpoint == nil {
 			break
@@ -2782,6 +3196,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteModelPrice(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteSLAPolicy":
+		if e.ComplexityRoot.Mutation.DeleteSLAPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteSLAPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteSLAPolicy(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.DeleteWebhookEndpoint == nil {
 			break
@@ -2837,6 +3262,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ReplayRun(childComplexity, args["input"].(model.ReplayRunInput)), true
+	case "Mutation.resolveIncident":
+		if e.ComplexityRoot.Mutation.ResolveIncident == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resolveIncident_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResolveIncident(childComplexity, args["id"].(string), args["note"].(*string)), true
 	case "Mutation.resumeRun":
 		if e.ComplexityRoot.Mutation.ResumeRun == nil {
 			break
@@ -2936,6 +3372,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateEscalationPolicy(childComplexity, args["input"].(model.UpdateEscalationPolicyInput)), true
+	case "Mutation.updateSLAPolicy":
+		if e.ComplexityRoot.Mutation.UpdateSLAPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateSLAPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateSLAPolicy(childComplexity, args["input"].(model.UpdateSLAPolicyInput)), true
 	case "Mutation.updateWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.UpdateWebhookEndpoint == nil {
 			break
@@ -3234,6 +3681,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.EffectiveModelPrices(childComplexity), true
+	case "Query.effectiveSLA":
+		if e.ComplexityRoot.Query.EffectiveSLA == nil {
+			break
+		}
+
+		args, err := ec.field_Query_effectiveSLA_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.EffectiveSLA(childComplexity, args["workflowID"].(string), args["environmentID"].(string)), true
 	case "Query.environments":
 		if e.ComplexityRoot.Query.Environments == nil {
 			break
@@ -3278,6 +3736,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.InboundEvents(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.InboundEventOrder), args["where"].(*ent.InboundEventWhereInput)), true
+	case "Query.incidents":
+		if e.ComplexityRoot.Query.Incidents == nil {
+			break
+		}
+
+		args, err := ec.field_Query_incidents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Incidents(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["where"].(*model.IncidentsWhereInput)), true
 
 	case "Query.members":
 		if e.ComplexityRoot.Query.Members == nil {
@@ -3356,6 +3825,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Runs(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.RunOrder), args["where"].(*ent.RunWhereInput)), true
+	case "Query.slaPolicies":
+		if e.ComplexityRoot.Query.SLAPolicies == nil {
+			break
+		}
+
+		args, err := ec.field_Query_slaPolicies_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.SLAPolicies(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.SLAPolicyOrder), args["where"].(*ent.SLAPolicyWhereInput)), true
 	case "Query.viewer":
 		if e.ComplexityRoot.Query.Viewer == nil {
 			break
@@ -3619,6 +4099,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ReplayOf(childComplexity), true
+	case "Run.slaBreaches":
+		if e.ComplexityRoot.Run.SLABreaches == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.SLABreaches(childComplexity), true
+	case "Run.slaDeadlineAt":
+		if e.ComplexityRoot.Run.SLADeadlineAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.SLADeadlineAt(childComplexity), true
+	case "Run.slaQueueDeadlineAt":
+		if e.ComplexityRoot.Run.SLAQueueDeadlineAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.SLAQueueDeadlineAt(childComplexity), true
 	case "Run.startedAt":
 		if e.ComplexityRoot.Run.StartedAt == nil {
 			break
@@ -3779,6 +4277,334 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.RunEvent.Type(childComplexity), true
+
+	case "SLABreach.createdAt":
+		if e.ComplexityRoot.SLABreach.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.CreatedAt(childComplexity), true
+	case "SLABreach.details":
+		if e.ComplexityRoot.SLABreach.Details == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.Details(childComplexity), true
+	case "SLABreach.id":
+		if e.ComplexityRoot.SLABreach.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.ID(childComplexity), true
+	case "SLABreach.incident":
+		if e.ComplexityRoot.SLABreach.Incident == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.Incident(childComplexity), true
+	case "SLABreach.incidentID":
+		if e.ComplexityRoot.SLABreach.IncidentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.IncidentID(childComplexity), true
+	case "SLABreach.objective":
+		if e.ComplexityRoot.SLABreach.Objective == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.Objective(childComplexity), true
+	case "SLABreach.policyID":
+		if e.ComplexityRoot.SLABreach.PolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.PolicyID(childComplexity), true
+	case "SLABreach.runID":
+		if e.ComplexityRoot.SLABreach.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.RunID(childComplexity), true
+	case "SLABreach.subject":
+		if e.ComplexityRoot.SLABreach.Subject == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLABreach.Subject(childComplexity), true
+
+	case "SLACompleteByObjective.cron":
+		if e.ComplexityRoot.SLACompleteByObjective.Cron == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACompleteByObjective.Cron(childComplexity), true
+	case "SLACompleteByObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLACompleteByObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACompleteByObjective.EscalationPolicyID(childComplexity), true
+	case "SLACompleteByObjective.requireRun":
+		if e.ComplexityRoot.SLACompleteByObjective.RequireRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACompleteByObjective.RequireRun(childComplexity), true
+	case "SLACompleteByObjective.severity":
+		if e.ComplexityRoot.SLACompleteByObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACompleteByObjective.Severity(childComplexity), true
+	case "SLACompleteByObjective.timeZone":
+		if e.ComplexityRoot.SLACompleteByObjective.TimeZone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACompleteByObjective.TimeZone(childComplexity), true
+
+	case "SLACostObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLACostObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACostObjective.EscalationPolicyID(childComplexity), true
+	case "SLACostObjective.microUSD":
+		if e.ComplexityRoot.SLACostObjective.MicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACostObjective.MicroUsd(childComplexity), true
+	case "SLACostObjective.severity":
+		if e.ComplexityRoot.SLACostObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACostObjective.Severity(childComplexity), true
+	case "SLACostObjective.USD":
+		if e.ComplexityRoot.SLACostObjective.Usd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLACostObjective.Usd(childComplexity), true
+
+	case "SLADurationObjective.duration":
+		if e.ComplexityRoot.SLADurationObjective.Duration == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLADurationObjective.Duration(childComplexity), true
+	case "SLADurationObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLADurationObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLADurationObjective.EscalationPolicyID(childComplexity), true
+	case "SLADurationObjective.severity":
+		if e.ComplexityRoot.SLADurationObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLADurationObjective.Severity(childComplexity), true
+
+	case "SLAObjectives.completeBy":
+		if e.ComplexityRoot.SLAObjectives.CompleteBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.CompleteBy(childComplexity), true
+	case "SLAObjectives.maxApprovalWait":
+		if e.ComplexityRoot.SLAObjectives.MaxApprovalWait == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MaxApprovalWait(childComplexity), true
+	case "SLAObjectives.maxCostPerRun":
+		if e.ComplexityRoot.SLAObjectives.MaxCostPerRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MaxCostPerRun(childComplexity), true
+	case "SLAObjectives.maxCostPerWindow":
+		if e.ComplexityRoot.SLAObjectives.MaxCostPerWindow == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MaxCostPerWindow(childComplexity), true
+	case "SLAObjectives.maxDuration":
+		if e.ComplexityRoot.SLAObjectives.MaxDuration == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MaxDuration(childComplexity), true
+	case "SLAObjectives.maxQueueDelay":
+		if e.ComplexityRoot.SLAObjectives.MaxQueueDelay == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MaxQueueDelay(childComplexity), true
+	case "SLAObjectives.minSuccessRate":
+		if e.ComplexityRoot.SLAObjectives.MinSuccessRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.MinSuccessRate(childComplexity), true
+
+	case "SLAPolicy.createdAt":
+		if e.ComplexityRoot.SLAPolicy.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.CreatedAt(childComplexity), true
+	case "SLAPolicy.createdBy":
+		if e.ComplexityRoot.SLAPolicy.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.CreatedBy(childComplexity), true
+	case "SLAPolicy.environmentID":
+		if e.ComplexityRoot.SLAPolicy.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.EnvironmentID(childComplexity), true
+	case "SLAPolicy.id":
+		if e.ComplexityRoot.SLAPolicy.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.ID(childComplexity), true
+	case "SLAPolicy.name":
+		if e.ComplexityRoot.SLAPolicy.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.Name(childComplexity), true
+	case "SLAPolicy.objectives":
+		if e.ComplexityRoot.SLAPolicy.Objectives == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.Objectives(childComplexity), true
+	case "SLAPolicy.scope":
+		if e.ComplexityRoot.SLAPolicy.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.Scope(childComplexity), true
+	case "SLAPolicy.updatedAt":
+		if e.ComplexityRoot.SLAPolicy.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.UpdatedAt(childComplexity), true
+	case "SLAPolicy.workflowID":
+		if e.ComplexityRoot.SLAPolicy.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicy.WorkflowID(childComplexity), true
+
+	case "SLAPolicyConnection.edges":
+		if e.ComplexityRoot.SLAPolicyConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicyConnection.Edges(childComplexity), true
+	case "SLAPolicyConnection.pageInfo":
+		if e.ComplexityRoot.SLAPolicyConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicyConnection.PageInfo(childComplexity), true
+	case "SLAPolicyConnection.totalCount":
+		if e.ComplexityRoot.SLAPolicyConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicyConnection.TotalCount(childComplexity), true
+
+	case "SLAPolicyEdge.cursor":
+		if e.ComplexityRoot.SLAPolicyEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicyEdge.Cursor(childComplexity), true
+	case "SLAPolicyEdge.node":
+		if e.ComplexityRoot.SLAPolicyEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAPolicyEdge.Node(childComplexity), true
+
+	case "SLASuccessRateObjective.countPermanent":
+		if e.ComplexityRoot.SLASuccessRateObjective.CountPermanent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.CountPermanent(childComplexity), true
+	case "SLASuccessRateObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLASuccessRateObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.EscalationPolicyID(childComplexity), true
+	case "SLASuccessRateObjective.minRuns":
+		if e.ComplexityRoot.SLASuccessRateObjective.MinRuns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.MinRuns(childComplexity), true
+	case "SLASuccessRateObjective.rate":
+		if e.ComplexityRoot.SLASuccessRateObjective.Rate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.Rate(childComplexity), true
+	case "SLASuccessRateObjective.severity":
+		if e.ComplexityRoot.SLASuccessRateObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.Severity(childComplexity), true
+	case "SLASuccessRateObjective.window":
+		if e.ComplexityRoot.SLASuccessRateObjective.Window == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLASuccessRateObjective.Window(childComplexity), true
+
+	case "SLAWindowCostObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLAWindowCostObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAWindowCostObjective.EscalationPolicyID(childComplexity), true
+	case "SLAWindowCostObjective.microUSD":
+		if e.ComplexityRoot.SLAWindowCostObjective.MicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAWindowCostObjective.MicroUsd(childComplexity), true
+	case "SLAWindowCostObjective.severity":
+		if e.ComplexityRoot.SLAWindowCostObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAWindowCostObjective.Severity(childComplexity), true
+	case "SLAWindowCostObjective.USD":
+		if e.ComplexityRoot.SLAWindowCostObjective.Usd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAWindowCostObjective.Usd(childComplexity), true
+	case "SLAWindowCostObjective.window":
+		if e.ComplexityRoot.SLAWindowCostObjective.Window == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAWindowCostObjective.Window(childComplexity), true
 
 	case "SendEventPayload.duplicate":
 		if e.ComplexityRoot.SendEventPayload.Duplicate == nil {
@@ -4095,6 +4921,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepRun.UpdatedAt(childComplexity), true
 
+	case "Subscription.incidentUpdated":
+		if e.ComplexityRoot.Subscription.IncidentUpdated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.IncidentUpdated(childComplexity), true
 	case "Subscription.runEvents":
 		if e.ComplexityRoot.Subscription.RunEvents == nil {
 			break
@@ -4725,6 +5557,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
 			graphql.NewInputUnmarshaler("CreateEscalationPolicyInput", ec.unmarshalInputCreateEscalationPolicyInput),
+			graphql.NewInputUnmarshaler("CreateSLAPolicyInput", ec.unmarshalInputCreateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowInput", ec.unmarshalInputCreateWorkflowInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowVersionInput", ec.unmarshalInputCreateWorkflowVersionInput),
@@ -4744,6 +5577,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("EscalationWhereInput", ec.unmarshalInputEscalationWhereInput),
 			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
 			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
+			graphql.NewInputUnmarshaler("IncidentOrder", ec.unmarshalInputIncidentOrder),
+			graphql.NewInputUnmarshaler("IncidentsWhereInput", ec.unmarshalInputIncidentsWhereInput),
 			graphql.NewInputUnmarshaler("MapItemOrder", ec.unmarshalInputMapItemOrder),
 			graphql.NewInputUnmarshaler("MemberOrder", ec.unmarshalInputMemberOrder),
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
@@ -4758,6 +5593,15 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
 			graphql.NewInputUnmarshaler("RunWhereInput", ec.unmarshalInputRunWhereInput),
+			graphql.NewInputUnmarshaler("SLABreachOrder", ec.unmarshalInputSLABreachOrder),
+			graphql.NewInputUnmarshaler("SLACompleteByObjectiveInput", ec.unmarshalInputSLACompleteByObjectiveInput),
+			graphql.NewInputUnmarshaler("SLACostObjectiveInput", ec.unmarshalInputSLACostObjectiveInput),
+			graphql.NewInputUnmarshaler("SLADurationObjectiveInput", ec.unmarshalInputSLADurationObjectiveInput),
+			graphql.NewInputUnmarshaler("SLAObjectivesInput", ec.unmarshalInputSLAObjectivesInput),
+			graphql.NewInputUnmarshaler("SLAPolicyOrder", ec.unmarshalInputSLAPolicyOrder),
+			graphql.NewInputUnmarshaler("SLAPolicyWhereInput", ec.unmarshalInputSLAPolicyWhereInput),
+			graphql.NewInputUnmarshaler("SLASuccessRateObjectiveInput", ec.unmarshalInputSLASuccessRateObjectiveInput),
+			graphql.NewInputUnmarshaler("SLAWindowCostObjectiveInput", ec.unmarshalInputSLAWindowCostObjectiveInput),
 			graphql.NewInputUnmarshaler("SendEventInput", ec.unmarshalInputSendEventInput),
 			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
 			graphql.NewInputUnmarshaler("SetTenantBudgetInput", ec.unmarshalInputSetTenantBudgetInput),
@@ -4766,6 +5610,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
 			graphql.NewInputUnmarshaler("UpdateEscalationPolicyInput", ec.unmarshalInputUpdateEscalationPolicyInput),
+			graphql.NewInputUnmarshaler("UpdateSLAPolicyInput", ec.unmarshalInputUpdateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("UpdateWorkflowVersionInput", ec.unmarshalInputUpdateWorkflowVersionInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
@@ -7056,6 +7901,104 @@ input InboundEventWhereInput {
   hasEnvironment: Boolean
   hasEnvironmentWith: [EnvironmentWhereInput!]
 }
+type Incident implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  """
+  sha256 of policy, objective and scope, hex: the PagerDuty dedup_key.
+  """
+  key: String!
+  policyID: String!
+  objective: String!
+  workflowID: String
+  environmentID: String
+  """
+  A per-run objective's incident (resolved by hand); otherwise a window objective's (resolves by itself).
+  """
+  perRun: Boolean!
+  status: IncidentStatus!
+  severity: IncidentSeverity!
+  count: Int!
+  firstSeenAt: Time!
+  lastSeenAt: Time!
+  escalationPolicyID: String
+  """
+  The last breach's measurement (rate, runs, cost, deadline...).
+  """
+  details: Map
+  acknowledgedBy: String
+  acknowledgedAt: Time
+  resolvedBy: String
+  resolvedAt: Time
+  note: String
+}
+"""
+A connection to a list of items.
+"""
+type IncidentConnection {
+  """
+  A list of edges.
+  """
+  edges: [IncidentEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type IncidentEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Incident
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for Incident connections
+"""
+input IncidentOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Incidents.
+  """
+  field: IncidentOrderField!
+}
+"""
+Properties by which Incident connections can be ordered.
+"""
+enum IncidentOrderField {
+  CREATED_AT
+}
+"""
+IncidentSeverity is enum for the field severity
+"""
+enum IncidentSeverity @goModel(model: "github.com/sluicehq/sluice/ent/incident.Severity") {
+  CRITICAL
+  ERROR
+  WARNING
+  INFO
+}
+"""
+IncidentStatus is enum for the field status
+"""
+enum IncidentStatus @goModel(model: "github.com/sluicehq/sluice/ent/incident.Status") {
+  TRIGGERED
+  ACKNOWLEDGED
+  RESOLVED
+}
 """
 The builtin Map type
 """
@@ -8392,6 +9335,37 @@ type Query {
     """
     where: RunWhereInput
   ): RunConnection!
+  slaPolicies(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for SLAPolicies returned from the connection.
+    """
+    orderBy: SLAPolicyOrder
+
+    """
+    Filtering options for SLAPolicies returned from the connection.
+    """
+    where: SLAPolicyWhereInput
+  ): SLAPolicyConnection!
   webhookDeliveries(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -8518,6 +9492,14 @@ type Run implements Node {
   createdBy: String!
   startedAt: Time
   finishedAt: Time
+  """
+  When the run must have finished (created_at + the effective maxDuration); null without one. Live runs only.
+  """
+  slaDeadlineAt: Time
+  """
+  When the run's first step must have started (created_at + the effective maxQueueDelay).
+  """
+  slaQueueDeadlineAt: Time
   workflow: Workflow!
   version: WorkflowVersion!
   environment: Environment!
@@ -8886,6 +9868,32 @@ input RunWhereInput {
   finishedAtIsNil: Boolean
   finishedAtNotNil: Boolean
   """
+  sla_deadline_at field predicates
+  """
+  slaDeadlineAt: Time
+  slaDeadlineAtNEQ: Time
+  slaDeadlineAtIn: [Time!]
+  slaDeadlineAtNotIn: [Time!]
+  slaDeadlineAtGT: Time
+  slaDeadlineAtGTE: Time
+  slaDeadlineAtLT: Time
+  slaDeadlineAtLTE: Time
+  slaDeadlineAtIsNil: Boolean
+  slaDeadlineAtNotNil: Boolean
+  """
+  sla_queue_deadline_at field predicates
+  """
+  slaQueueDeadlineAt: Time
+  slaQueueDeadlineAtNEQ: Time
+  slaQueueDeadlineAtIn: [Time!]
+  slaQueueDeadlineAtNotIn: [Time!]
+  slaQueueDeadlineAtGT: Time
+  slaQueueDeadlineAtGTE: Time
+  slaQueueDeadlineAtLT: Time
+  slaQueueDeadlineAtLTE: Time
+  slaQueueDeadlineAtIsNil: Boolean
+  slaQueueDeadlineAtNotNil: Boolean
+  """
   workflow edge predicates
   """
   hasWorkflow: Boolean
@@ -8900,6 +9908,210 @@ input RunWhereInput {
   """
   hasEnvironment: Boolean
   hasEnvironmentWith: [EnvironmentWhereInput!]
+}
+type SLABreach implements Node {
+  id: ID!
+  createdAt: Time!
+  runID: String!
+  objective: String!
+  """
+  The approval request for maxApprovalWait; empty otherwise.
+  """
+  subject: String!
+  incidentID: String!
+  policyID: String!
+  details: Map
+}
+"""
+Ordering options for SLABreach connections
+"""
+input SLABreachOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order SLABreaches.
+  """
+  field: SLABreachOrderField!
+}
+"""
+Properties by which SLABreach connections can be ordered.
+"""
+enum SLABreachOrderField {
+  CREATED_AT
+}
+type SLAPolicy implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  workflowID: String
+  environmentID: String
+  name: String
+  createdBy: String!
+}
+"""
+A connection to a list of items.
+"""
+type SLAPolicyConnection {
+  """
+  A list of edges.
+  """
+  edges: [SLAPolicyEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type SLAPolicyEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: SLAPolicy
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for SLAPolicy connections
+"""
+input SLAPolicyOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order SLAPolicies.
+  """
+  field: SLAPolicyOrderField!
+}
+"""
+Properties by which SLAPolicy connections can be ordered.
+"""
+enum SLAPolicyOrderField {
+  CREATED_AT
+}
+"""
+SLAPolicyWhereInput is used for filtering SLAPolicy objects.
+Input was generated by ent.
+"""
+input SLAPolicyWhereInput {
+  not: SLAPolicyWhereInput
+  and: [SLAPolicyWhereInput!]
+  or: [SLAPolicyWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  workflow_id field predicates
+  """
+  workflowID: String
+  workflowIDNEQ: String
+  workflowIDIn: [String!]
+  workflowIDNotIn: [String!]
+  workflowIDGT: String
+  workflowIDGTE: String
+  workflowIDLT: String
+  workflowIDLTE: String
+  workflowIDContains: String
+  workflowIDHasPrefix: String
+  workflowIDHasSuffix: String
+  workflowIDIsNil: Boolean
+  workflowIDNotNil: Boolean
+  workflowIDEqualFold: String
+  workflowIDContainsFold: String
+  """
+  environment_id field predicates
+  """
+  environmentID: String
+  environmentIDNEQ: String
+  environmentIDIn: [String!]
+  environmentIDNotIn: [String!]
+  environmentIDGT: String
+  environmentIDGTE: String
+  environmentIDLT: String
+  environmentIDLTE: String
+  environmentIDContains: String
+  environmentIDHasPrefix: String
+  environmentIDHasSuffix: String
+  environmentIDIsNil: Boolean
+  environmentIDNotNil: Boolean
+  environmentIDEqualFold: String
+  environmentIDContainsFold: String
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameIsNil: Boolean
+  nameNotNil: Boolean
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
 }
 type StepAttempt implements Node {
   id: ID!
@@ -10413,6 +11625,207 @@ type Mutation {
   revokeAPIKey(id: ID!): APIKey!
 }
 `, BuiltIn: false},
+	{Name: "../sla.graphql", Input: `# Service levels: SLA policies (objectives per scope), the effective SLA of
+# a workflow in an environment, and the incidents breaches open.
+
+enum SLASeverity {
+  CRITICAL
+  ERROR
+  WARNING
+  INFO
+}
+
+"Where an objective comes from: the tenant default, a workflow, an environment, or a workflow in an environment."
+enum SLAScope {
+  TENANT
+  WORKFLOW
+  ENVIRONMENT
+  WORKFLOW_ENVIRONMENT
+}
+
+"A time bound: maxDuration (run created to finished), maxQueueDelay (created to first step started), maxApprovalWait (an approval open)."
+type SLADurationObjective {
+  "A duration such as 30s or 2h."
+  duration: String!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+type SLASuccessRateObjective {
+  "Between 0 and 1."
+  rate: Float!
+  "The sliding window of finished runs, such as 1h."
+  window: String!
+  "Fewer finished runs in the window: no verdict."
+  minRuns: Int!
+  "Count runs failed with class permanent (bad input) as failures (default false: they are left out)."
+  countPermanent: Boolean!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+type SLACostObjective {
+  microUSD: Int!
+  USD: String!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+type SLAWindowCostObjective {
+  microUSD: Int!
+  USD: String!
+  window: String!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+"At each instant of cron (in timeZone), every live run of the scope created since the previous instant must have succeeded."
+type SLACompleteByObjective {
+  cron: String!
+  timeZone: String!
+  "No run at all since the previous instant is a breach too."
+  requireRun: Boolean!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+type SLAObjectives {
+  maxDuration: SLADurationObjective
+  maxQueueDelay: SLADurationObjective
+  maxApprovalWait: SLADurationObjective
+  minSuccessRate: SLASuccessRateObjective
+  maxCostPerRun: SLACostObjective
+  maxCostPerWindow: SLAWindowCostObjective
+  completeBy: SLACompleteByObjective
+}
+
+input SLADurationObjectiveInput {
+  duration: String!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+input SLASuccessRateObjectiveInput {
+  rate: Float!
+  window: String!
+  minRuns: Int!
+  countPermanent: Boolean
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+input SLACostObjectiveInput {
+  microUSD: Int!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+input SLAWindowCostObjectiveInput {
+  microUSD: Int!
+  window: String!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+input SLACompleteByObjectiveInput {
+  cron: String!
+  "An IANA time zone such as Europe/Paris; UTC if absent."
+  timeZone: String
+  requireRun: Boolean
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+input SLAObjectivesInput {
+  maxDuration: SLADurationObjectiveInput
+  maxQueueDelay: SLADurationObjectiveInput
+  maxApprovalWait: SLADurationObjectiveInput
+  minSuccessRate: SLASuccessRateObjectiveInput
+  maxCostPerRun: SLACostObjectiveInput
+  maxCostPerWindow: SLAWindowCostObjectiveInput
+  completeBy: SLACompleteByObjectiveInput
+}
+
+extend type SLAPolicy {
+  scope: SLAScope!
+  objectives: SLAObjectives!
+}
+
+input CreateSLAPolicyInput {
+  "Both absent: the tenant default."
+  workflowID: ID
+  environmentID: ID
+  name: String
+  objectives: SLAObjectivesInput!
+}
+
+input UpdateSLAPolicyInput {
+  id: ID!
+  name: String
+  "Replaces every objective."
+  objectives: SLAObjectivesInput!
+}
+
+"One objective in effect and the policy it comes from."
+type EffectiveSLAObjective {
+  "maxDuration, maxQueueDelay, maxApprovalWait, minSuccessRate, maxCostPerRun, maxCostPerWindow or completeBy."
+  objective: String!
+  policy: SLAPolicy!
+  scope: SLAScope!
+  severity: SLASeverity!
+  escalationPolicyID: String
+}
+
+type EffectiveSLA {
+  "Each objective with the most specific policy setting it."
+  objectives: SLAObjectives!
+  sources: [EffectiveSLAObjective!]!
+}
+
+extend type Incident {
+  "Up to 10 of the runs that breached (per-run objectives), oldest first."
+  sampleRunIDs: [ID!]!
+  "The policy's scope, as it was when the incident opened."
+  scope: SLAScope!
+  policy: SLAPolicy
+}
+
+extend type Run {
+  "The objectives this run breached (per-run objectives), oldest first."
+  slaBreaches: [SLABreach!]!
+}
+
+extend type SLABreach {
+  incident: Incident
+}
+
+input IncidentsWhereInput {
+  status: IncidentStatus
+  severity: IncidentSeverity
+  workflowID: ID
+  environmentID: ID
+}
+
+extend type Query {
+  "The SLA in effect for runs of a workflow in an environment."
+  effectiveSLA(workflowID: ID!, environmentID: ID!): EffectiveSLA!
+  "The tenant's incidents, newest first."
+  incidents(after: Cursor, first: Int, before: Cursor, last: Int, where: IncidentsWhereInput): IncidentConnection!
+}
+
+extend type Mutation {
+  createSLAPolicy(input: CreateSLAPolicyInput!): SLAPolicy!
+  updateSLAPolicy(input: UpdateSLAPolicyInput!): SLAPolicy!
+  deleteSLAPolicy(id: ID!): ID!
+  acknowledgeIncident(id: ID!, note: String): Incident!
+  resolveIncident(id: ID!, note: String): Incident!
+}
+
+extend type Subscription {
+  "The tenant's incidents as they open, join breaches, are acknowledged and resolve."
+  incidentUpdated: Incident!
+}
+`, BuiltIn: false},
 	{Name: "../subscriptions.graphql", Input: `# Live updates over graphql-transport-ws (and SSE).
 
 type Subscription {
@@ -10796,6 +12209,32 @@ func (ec *executionContext) childFields_DeploymentEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type DeploymentEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_EffectiveSLA(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "objectives":
+		return ec.fieldContext_EffectiveSLA_objectives(ctx, field)
+	case "sources":
+		return ec.fieldContext_EffectiveSLA_sources(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EffectiveSLA", field.Name)
+}
+
+func (ec *executionContext) childFields_EffectiveSLAObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "objective":
+		return ec.fieldContext_EffectiveSLAObjective_objective(ctx, field)
+	case "policy":
+		return ec.fieldContext_EffectiveSLAObjective_policy(ctx, field)
+	case "scope":
+		return ec.fieldContext_EffectiveSLAObjective_scope(ctx, field)
+	case "severity":
+		return ec.fieldContext_EffectiveSLAObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_EffectiveSLAObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EffectiveSLAObjective", field.Name)
+}
+
 func (ec *executionContext) childFields_Environment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -11046,6 +12485,82 @@ func (ec *executionContext) childFields_InboundEventEdge(ctx context.Context, fi
 		return ec.fieldContext_InboundEventEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type InboundEventEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_Incident(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Incident_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Incident_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Incident_updatedAt(ctx, field)
+	case "key":
+		return ec.fieldContext_Incident_key(ctx, field)
+	case "policyID":
+		return ec.fieldContext_Incident_policyID(ctx, field)
+	case "objective":
+		return ec.fieldContext_Incident_objective(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_Incident_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_Incident_environmentID(ctx, field)
+	case "perRun":
+		return ec.fieldContext_Incident_perRun(ctx, field)
+	case "status":
+		return ec.fieldContext_Incident_status(ctx, field)
+	case "severity":
+		return ec.fieldContext_Incident_severity(ctx, field)
+	case "count":
+		return ec.fieldContext_Incident_count(ctx, field)
+	case "firstSeenAt":
+		return ec.fieldContext_Incident_firstSeenAt(ctx, field)
+	case "lastSeenAt":
+		return ec.fieldContext_Incident_lastSeenAt(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_Incident_escalationPolicyID(ctx, field)
+	case "details":
+		return ec.fieldContext_Incident_details(ctx, field)
+	case "acknowledgedBy":
+		return ec.fieldContext_Incident_acknowledgedBy(ctx, field)
+	case "acknowledgedAt":
+		return ec.fieldContext_Incident_acknowledgedAt(ctx, field)
+	case "resolvedBy":
+		return ec.fieldContext_Incident_resolvedBy(ctx, field)
+	case "resolvedAt":
+		return ec.fieldContext_Incident_resolvedAt(ctx, field)
+	case "note":
+		return ec.fieldContext_Incident_note(ctx, field)
+	case "sampleRunIDs":
+		return ec.fieldContext_Incident_sampleRunIDs(ctx, field)
+	case "scope":
+		return ec.fieldContext_Incident_scope(ctx, field)
+	case "policy":
+		return ec.fieldContext_Incident_policy(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Incident", field.Name)
+}
+
+func (ec *executionContext) childFields_IncidentConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_IncidentConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_IncidentConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_IncidentConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IncidentConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_IncidentEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_IncidentEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_IncidentEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IncidentEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_MapItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -11470,6 +12985,10 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_startedAt(ctx, field)
 	case "finishedAt":
 		return ec.fieldContext_Run_finishedAt(ctx, field)
+	case "slaDeadlineAt":
+		return ec.fieldContext_Run_slaDeadlineAt(ctx, field)
+	case "slaQueueDeadlineAt":
+		return ec.fieldContext_Run_slaQueueDeadlineAt(ctx, field)
 	case "workflow":
 		return ec.fieldContext_Run_workflow(ctx, field)
 	case "version":
@@ -11492,6 +13011,8 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_parentRun(ctx, field)
 	case "children":
 		return ec.fieldContext_Run_children(ctx, field)
+	case "slaBreaches":
+		return ec.fieldContext_Run_slaBreaches(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Run", field.Name)
 }
@@ -11552,6 +13073,172 @@ func (ec *executionContext) childFields_RunEvent(ctx context.Context, field grap
 		return ec.fieldContext_RunEvent_run(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type RunEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_SLABreach(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_SLABreach_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_SLABreach_createdAt(ctx, field)
+	case "runID":
+		return ec.fieldContext_SLABreach_runID(ctx, field)
+	case "objective":
+		return ec.fieldContext_SLABreach_objective(ctx, field)
+	case "subject":
+		return ec.fieldContext_SLABreach_subject(ctx, field)
+	case "incidentID":
+		return ec.fieldContext_SLABreach_incidentID(ctx, field)
+	case "policyID":
+		return ec.fieldContext_SLABreach_policyID(ctx, field)
+	case "details":
+		return ec.fieldContext_SLABreach_details(ctx, field)
+	case "incident":
+		return ec.fieldContext_SLABreach_incident(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLABreach", field.Name)
+}
+
+func (ec *executionContext) childFields_SLACompleteByObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cron":
+		return ec.fieldContext_SLACompleteByObjective_cron(ctx, field)
+	case "timeZone":
+		return ec.fieldContext_SLACompleteByObjective_timeZone(ctx, field)
+	case "requireRun":
+		return ec.fieldContext_SLACompleteByObjective_requireRun(ctx, field)
+	case "severity":
+		return ec.fieldContext_SLACompleteByObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLACompleteByObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLACompleteByObjective", field.Name)
+}
+
+func (ec *executionContext) childFields_SLACostObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "microUSD":
+		return ec.fieldContext_SLACostObjective_microUSD(ctx, field)
+	case "USD":
+		return ec.fieldContext_SLACostObjective_USD(ctx, field)
+	case "severity":
+		return ec.fieldContext_SLACostObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLACostObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLACostObjective", field.Name)
+}
+
+func (ec *executionContext) childFields_SLADurationObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "duration":
+		return ec.fieldContext_SLADurationObjective_duration(ctx, field)
+	case "severity":
+		return ec.fieldContext_SLADurationObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLADurationObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLADurationObjective", field.Name)
+}
+
+func (ec *executionContext) childFields_SLAObjectives(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "maxDuration":
+		return ec.fieldContext_SLAObjectives_maxDuration(ctx, field)
+	case "maxQueueDelay":
+		return ec.fieldContext_SLAObjectives_maxQueueDelay(ctx, field)
+	case "maxApprovalWait":
+		return ec.fieldContext_SLAObjectives_maxApprovalWait(ctx, field)
+	case "minSuccessRate":
+		return ec.fieldContext_SLAObjectives_minSuccessRate(ctx, field)
+	case "maxCostPerRun":
+		return ec.fieldContext_SLAObjectives_maxCostPerRun(ctx, field)
+	case "maxCostPerWindow":
+		return ec.fieldContext_SLAObjectives_maxCostPerWindow(ctx, field)
+	case "completeBy":
+		return ec.fieldContext_SLAObjectives_completeBy(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAObjectives", field.Name)
+}
+
+func (ec *executionContext) childFields_SLAPolicy(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_SLAPolicy_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_SLAPolicy_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_SLAPolicy_updatedAt(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_SLAPolicy_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_SLAPolicy_environmentID(ctx, field)
+	case "name":
+		return ec.fieldContext_SLAPolicy_name(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_SLAPolicy_createdBy(ctx, field)
+	case "scope":
+		return ec.fieldContext_SLAPolicy_scope(ctx, field)
+	case "objectives":
+		return ec.fieldContext_SLAPolicy_objectives(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAPolicy", field.Name)
+}
+
+func (ec *executionContext) childFields_SLAPolicyConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_SLAPolicyConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_SLAPolicyConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_SLAPolicyConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAPolicyConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_SLAPolicyEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_SLAPolicyEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_SLAPolicyEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAPolicyEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_SLASuccessRateObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "rate":
+		return ec.fieldContext_SLASuccessRateObjective_rate(ctx, field)
+	case "window":
+		return ec.fieldContext_SLASuccessRateObjective_window(ctx, field)
+	case "minRuns":
+		return ec.fieldContext_SLASuccessRateObjective_minRuns(ctx, field)
+	case "countPermanent":
+		return ec.fieldContext_SLASuccessRateObjective_countPermanent(ctx, field)
+	case "severity":
+		return ec.fieldContext_SLASuccessRateObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLASuccessRateObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLASuccessRateObjective", field.Name)
+}
+
+func (ec *executionContext) childFields_SLAWindowCostObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "microUSD":
+		return ec.fieldContext_SLAWindowCostObjective_microUSD(ctx, field)
+	case "USD":
+		return ec.fieldContext_SLAWindowCostObjective_USD(ctx, field)
+	case "window":
+		return ec.fieldContext_SLAWindowCostObjective_window(ctx, field)
+	case "severity":
+		return ec.fieldContext_SLAWindowCostObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLAWindowCostObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAWindowCostObjective", field.Name)
 }
 
 func (ec *executionContext) childFields_SendEventPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -12234,6 +13921,28 @@ func (ec *executionContext) field_Escalation_pagerDutySends_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_acknowledgeIncident_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "note",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["note"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_cancelRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -12296,6 +14005,20 @@ func (ec *executionContext) field_Mutation_createEscalationPolicy_args(ctx conte
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateEscalationPolicyInput, error) {
 			return ec.unmarshalNCreateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateEscalationPolicyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createSLAPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateSLAPolicyInput, error) {
+			return ec.unmarshalNCreateSLAPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateSLAPolicyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -12402,6 +14125,20 @@ func (ec *executionContext) field_Mutation_deleteModelPrice_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteSLAPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_deleteWebhookEndpoint_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -12469,6 +14206,28 @@ func (ec *executionContext) field_Mutation_replayRun_args(ctx context.Context, r
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_resolveIncident_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "note",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["note"] = arg1
 	return args, nil
 }
 
@@ -12590,6 +14349,20 @@ func (ec *executionContext) field_Mutation_updateEscalationPolicy_args(ctx conte
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
 			return ec.unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateSLAPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateSLAPolicyInput, error) {
+			return ec.unmarshalNUpdateSLAPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateSLAPolicyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -12970,6 +14743,28 @@ func (ec *executionContext) field_Query_deployments_args(ctx context.Context, ra
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_effectiveSLA_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "environmentID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["environmentID"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_environments_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -13183,6 +14978,52 @@ func (ec *executionContext) field_Query_inboundEvents_args(ctx context.Context, 
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_incidents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*model.IncidentsWhereInput, error) {
+			return ec.unmarshalOIncidentsWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐIncidentsWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg4
 	return args, nil
 }
 
@@ -13444,6 +15285,60 @@ func (ec *executionContext) field_Query_runs_args(ctx context.Context, rawArgs m
 	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
 		func(ctx context.Context, v any) (*ent.RunWhereInput, error) {
 			return ec.unmarshalORunWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_slaPolicies_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.SLAPolicyOrder, error) {
+			return ec.unmarshalOSLAPolicyOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.SLAPolicyWhereInput, error) {
+			return ec.unmarshalOSLAPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -16570,6 +18465,194 @@ func (ec *executionContext) fieldContext_DeploymentEdge_cursor(_ context.Context
 	return graphql.NewScalarFieldContext("DeploymentEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _EffectiveSLA_objectives(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLA) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLA_objectives(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Objectives, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLAObjectives) graphql.Marshaler {
+			return ec.marshalNSLAObjectives2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectives(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLA_objectives(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EffectiveSLA",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAObjectives(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EffectiveSLA_sources(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLA) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLA_sources(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sources, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.EffectiveSLAObjective) graphql.Marshaler {
+			return ec.marshalNEffectiveSLAObjective2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLAObjectiveᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLA_sources(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EffectiveSLA",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EffectiveSLAObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EffectiveSLAObjective_objective(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLAObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLAObjective_objective(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Objective, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLAObjective_objective(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EffectiveSLAObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _EffectiveSLAObjective_policy(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLAObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLAObjective_policy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Policy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+			return ec.marshalNSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLAObjective_policy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EffectiveSLAObjective",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EffectiveSLAObjective_scope(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLAObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLAObjective_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scope, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLAScope) graphql.Marshaler {
+			return ec.marshalNSLAScope2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAScope(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLAObjective_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EffectiveSLAObjective", field, false, false, "SLAScope")
+}
+
+func (ec *executionContext) _EffectiveSLAObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLAObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLAObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLAObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EffectiveSLAObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _EffectiveSLAObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLAObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EffectiveSLAObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EffectiveSLAObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EffectiveSLAObjective", field, false, false, "String")
+}
+
 func (ec *executionContext) _Environment_id(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -18665,6 +20748,709 @@ func (ec *executionContext) _InboundEventEdge_cursor(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_InboundEventEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("InboundEventEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _Incident_id(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Incident_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_key(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_policyID(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_policyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_policyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_objective(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_objective(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Objective, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_objective(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_perRun(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_perRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PerRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_perRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Incident_status(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v incident.Status) graphql.Marshaler {
+			return ec.marshalNIncidentStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "IncidentStatus")
+}
+
+func (ec *executionContext) _Incident_severity(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v incident.Severity) graphql.Marshaler {
+			return ec.marshalNIncidentSeverity2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "IncidentSeverity")
+}
+
+func (ec *executionContext) _Incident_count(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_count(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Count, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_count(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Incident_firstSeenAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_firstSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_firstSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_lastSeenAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_lastSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_lastSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_details(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_details(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Details, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_details(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Map")
+}
+
+func (ec *executionContext) _Incident_acknowledgedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_acknowledgedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AcknowledgedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_acknowledgedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_acknowledgedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_acknowledgedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AcknowledgedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_acknowledgedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_resolvedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_resolvedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResolvedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_resolvedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_resolvedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_resolvedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResolvedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_resolvedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Incident_note(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_note(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Note, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_note(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "String")
+}
+
+func (ec *executionContext) _Incident_sampleRunIDs(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_sampleRunIDs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SampleRunIds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_sampleRunIDs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Incident_scope(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Incident().Scope(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLAScope) graphql.Marshaler {
+			return ec.marshalNSLAScope2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAScope(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Incident", field, true, true, "SLAScope")
+}
+
+func (ec *executionContext) _Incident_policy(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_policy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Incident().Policy(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+			return ec.marshalOSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_policy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Incident",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IncidentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.IncidentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IncidentConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.IncidentEdge) graphql.Marshaler {
+			return ec.marshalOIncidentEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IncidentConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IncidentConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IncidentEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IncidentConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.IncidentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IncidentConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IncidentConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IncidentConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IncidentConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.IncidentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IncidentConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IncidentConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IncidentConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IncidentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.IncidentEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IncidentEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+			return ec.marshalOIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IncidentEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IncidentEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Incident(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IncidentEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.IncidentEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IncidentEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IncidentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IncidentEdge", field, false, false, "Cursor")
 }
 
 func (ec *executionContext) _MapItem_id(ctx context.Context, field graphql.CollectedField, obj *ent.MapItem) (ret graphql.Marshaler) {
@@ -21645,6 +24431,226 @@ func (ec *executionContext) fieldContext_Mutation_decideApproval(ctx context.Con
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createSLAPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createSLAPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateSLAPolicy(ctx, fc.Args["input"].(model.CreateSLAPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+			return ec.marshalNSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createSLAPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createSLAPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateSLAPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateSLAPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateSLAPolicy(ctx, fc.Args["input"].(model.UpdateSLAPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+			return ec.marshalNSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateSLAPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateSLAPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteSLAPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteSLAPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteSLAPolicy(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteSLAPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteSLAPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_acknowledgeIncident(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_acknowledgeIncident(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AcknowledgeIncident(ctx, fc.Args["id"].(string), fc.Args["note"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+			return ec.marshalNIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_acknowledgeIncident(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Incident(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_acknowledgeIncident_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resolveIncident(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resolveIncident(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResolveIncident(ctx, fc.Args["id"].(string), fc.Args["note"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+			return ec.marshalNIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resolveIncident(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Incident(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resolveIncident_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createWebhookEndpoint(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -23283,6 +26289,50 @@ func (ec *executionContext) fieldContext_Query_runs(ctx context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_slaPolicies(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_slaPolicies(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().SLAPolicies(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.SLAPolicyOrder), fc.Args["where"].(*ent.SLAPolicyWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicyConnection) graphql.Marshaler {
+			return ec.marshalNSLAPolicyConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_slaPolicies(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicyConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_slaPolicies_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_webhookDeliveries(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -23607,6 +26657,94 @@ func (ec *executionContext) fieldContext_Query_viewer(_ context.Context, field g
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Viewer(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_effectiveSLA(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_effectiveSLA(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().EffectiveSLA(ctx, fc.Args["workflowID"].(string), fc.Args["environmentID"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.EffectiveSLA) graphql.Marshaler {
+			return ec.marshalNEffectiveSLA2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLA(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_effectiveSLA(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EffectiveSLA(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_effectiveSLA_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_incidents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_incidents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Incidents(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["where"].(*model.IncidentsWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.IncidentConnection) graphql.Marshaler {
+			return ec.marshalNIncidentConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_incidents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IncidentConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_incidents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -24487,6 +27625,52 @@ func (ec *executionContext) fieldContext_Run_finishedAt(_ context.Context, field
 	return graphql.NewScalarFieldContext("Run", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Run_slaDeadlineAt(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_slaDeadlineAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SLADeadlineAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_slaDeadlineAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Run_slaQueueDeadlineAt(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_slaQueueDeadlineAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SLAQueueDeadlineAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_slaQueueDeadlineAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "Time")
+}
+
 func (ec *executionContext) _Run_workflow(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -24819,6 +28003,38 @@ func (ec *executionContext) fieldContext_Run_children(_ context.Context, field g
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Run_slaBreaches(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_slaBreaches(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().SLABreaches(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.SLABreach) graphql.Marshaler {
+			return ec.marshalNSLABreach2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreachᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_slaBreaches(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Run",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLABreach(ctx, field)
 		},
 	}
 	return fc, nil
@@ -25249,6 +28465,1333 @@ func (ec *executionContext) fieldContext_RunEvent_run(_ context.Context, field g
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _SLABreach_id(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "ID")
+}
+
+func (ec *executionContext) _SLABreach_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SLABreach_runID(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLABreach_objective(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_objective(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Objective, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_objective(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLABreach_subject(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_subject(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subject, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_subject(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLABreach_incidentID(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_incidentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.IncidentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_incidentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLABreach_policyID(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_policyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_policyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLABreach_details(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_details(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Details, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_details(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLABreach", field, false, false, "Map")
+}
+
+func (ec *executionContext) _SLABreach_incident(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLABreach_incident(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.SLABreach().Incident(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+			return ec.marshalOIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLABreach_incident(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLABreach",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Incident(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLACompleteByObjective_cron(ctx context.Context, field graphql.CollectedField, obj *model.SLACompleteByObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACompleteByObjective_cron(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cron, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACompleteByObjective_cron(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACompleteByObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLACompleteByObjective_timeZone(ctx context.Context, field graphql.CollectedField, obj *model.SLACompleteByObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACompleteByObjective_timeZone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeZone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACompleteByObjective_timeZone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACompleteByObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLACompleteByObjective_requireRun(ctx context.Context, field graphql.CollectedField, obj *model.SLACompleteByObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACompleteByObjective_requireRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequireRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACompleteByObjective_requireRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACompleteByObjective", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _SLACompleteByObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLACompleteByObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACompleteByObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACompleteByObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACompleteByObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLACompleteByObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLACompleteByObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACompleteByObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLACompleteByObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACompleteByObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLACostObjective_microUSD(ctx context.Context, field graphql.CollectedField, obj *model.SLACostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACostObjective_microUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACostObjective_microUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACostObjective", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SLACostObjective_USD(ctx context.Context, field graphql.CollectedField, obj *model.SLACostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACostObjective_USD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Usd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACostObjective_USD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACostObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLACostObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLACostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACostObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLACostObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACostObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLACostObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLACostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLACostObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLACostObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLACostObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLADurationObjective_duration(ctx context.Context, field graphql.CollectedField, obj *model.SLADurationObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLADurationObjective_duration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Duration, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLADurationObjective_duration(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLADurationObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLADurationObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLADurationObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLADurationObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLADurationObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLADurationObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLADurationObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLADurationObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLADurationObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLADurationObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLADurationObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAObjectives_maxDuration(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_maxDuration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxDuration, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLADurationObjective) graphql.Marshaler {
+			return ec.marshalOSLADurationObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_maxDuration(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLADurationObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_maxQueueDelay(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_maxQueueDelay(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxQueueDelay, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLADurationObjective) graphql.Marshaler {
+			return ec.marshalOSLADurationObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_maxQueueDelay(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLADurationObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_maxApprovalWait(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_maxApprovalWait(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxApprovalWait, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLADurationObjective) graphql.Marshaler {
+			return ec.marshalOSLADurationObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_maxApprovalWait(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLADurationObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_minSuccessRate(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_minSuccessRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinSuccessRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLASuccessRateObjective) graphql.Marshaler {
+			return ec.marshalOSLASuccessRateObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASuccessRateObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_minSuccessRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLASuccessRateObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_maxCostPerRun(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_maxCostPerRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxCostPerRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLACostObjective) graphql.Marshaler {
+			return ec.marshalOSLACostObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACostObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_maxCostPerRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLACostObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_maxCostPerWindow(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_maxCostPerWindow(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxCostPerWindow, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLAWindowCostObjective) graphql.Marshaler {
+			return ec.marshalOSLAWindowCostObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAWindowCostObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_maxCostPerWindow(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAWindowCostObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_completeBy(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_completeBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CompleteBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLACompleteByObjective) graphql.Marshaler {
+			return ec.marshalOSLACompleteByObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACompleteByObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_completeBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLACompleteByObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAPolicy_id(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "ID")
+}
+
+func (ec *executionContext) _SLAPolicy_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SLAPolicy_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SLAPolicy_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAPolicy_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAPolicy_name(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAPolicy_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAPolicy_scope(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.SLAPolicy().Scope(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLAScope) graphql.Marshaler {
+			return ec.marshalNSLAScope2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAScope(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicy", field, true, true, "SLAScope")
+}
+
+func (ec *executionContext) _SLAPolicy_objectives(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicy_objectives(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.SLAPolicy().Objectives(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLAObjectives) graphql.Marshaler {
+			return ec.marshalNSLAObjectives2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectives(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicy_objectives(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAPolicy",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAObjectives(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAPolicyConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicyConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.SLAPolicyEdge) graphql.Marshaler {
+			return ec.marshalOSLAPolicyEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicyConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAPolicyConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicyEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAPolicyConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicyConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicyConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAPolicyConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAPolicyConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicyConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicyConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicyConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicyConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SLAPolicyEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicyEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicyEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+			return ec.marshalOSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicyEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAPolicyEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAPolicyEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.SLAPolicyEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAPolicyEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAPolicyEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAPolicyEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_rate(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_rate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_rate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_window(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_window(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Window, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_window(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_minRuns(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_minRuns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinRuns, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_minRuns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_countPermanent(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_countPermanent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CountPermanent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_countPermanent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLASuccessRateObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLASuccessRateObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLASuccessRateObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLASuccessRateObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLASuccessRateObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAWindowCostObjective_microUSD(ctx context.Context, field graphql.CollectedField, obj *model.SLAWindowCostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAWindowCostObjective_microUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAWindowCostObjective_microUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAWindowCostObjective", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SLAWindowCostObjective_USD(ctx context.Context, field graphql.CollectedField, obj *model.SLAWindowCostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAWindowCostObjective_USD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Usd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAWindowCostObjective_USD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAWindowCostObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAWindowCostObjective_window(ctx context.Context, field graphql.CollectedField, obj *model.SLAWindowCostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAWindowCostObjective_window(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Window, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAWindowCostObjective_window(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAWindowCostObjective", field, false, false, "String")
+}
+
+func (ec *executionContext) _SLAWindowCostObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLAWindowCostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAWindowCostObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAWindowCostObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAWindowCostObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLAWindowCostObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLAWindowCostObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAWindowCostObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAWindowCostObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAWindowCostObjective", field, false, false, "String")
 }
 
 func (ec *executionContext) _SendEventPayload_event(ctx context.Context, field graphql.CollectedField, obj *model.SendEventPayload) (ret graphql.Marshaler) {
@@ -26610,6 +31153,38 @@ func (ec *executionContext) fieldContext_Subscription_runUpdated(ctx context.Con
 	if fc.Args, err = ec.field_Subscription_runUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_incidentUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_incidentUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().IncidentUpdated(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+			return ec.marshalNIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_incidentUpdated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Incident(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -32966,6 +37541,69 @@ func UnmarshalCreateEscalationPolicyInput(ctx context.Context, raw any) (model.C
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateSLAPolicyInput(ctx context.Context, obj any) (model.CreateSLAPolicyInput, error) {
+	var it model.CreateSLAPolicyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "name", "objectives"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "objectives":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("objectives"))
+			data, err := ec.unmarshalNSLAObjectivesInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectivesInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Objectives = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateSLAPolicyInput unmarshals raw into the CreateSLAPolicyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateSLAPolicyInput(ctx context.Context, raw any) (model.CreateSLAPolicyInput, error) {
+	var out model.CreateSLAPolicyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateSLAPolicyInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateWebhookEndpointInput(ctx context.Context, obj any) (model.CreateWebhookEndpointInput, error) {
 	var it model.CreateWebhookEndpointInput
 	if obj == nil {
@@ -38310,6 +42948,122 @@ func UnmarshalInboundEventWhereInput(ctx context.Context, raw any) (ent.InboundE
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputIncidentOrder(ctx context.Context, obj any) (ent.IncidentOrder, error) {
+	var it ent.IncidentOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNIncidentOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalIncidentOrder unmarshals raw into the IncidentOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalIncidentOrder(ctx context.Context, raw any) (ent.IncidentOrder, error) {
+	var out ent.IncidentOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "IncidentOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputIncidentsWhereInput(ctx context.Context, obj any) (model.IncidentsWhereInput, error) {
+	var it model.IncidentsWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"status", "severity", "workflowID", "environmentID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOIncidentStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalOIncidentSeverity2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalIncidentsWhereInput unmarshals raw into the IncidentsWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalIncidentsWhereInput(ctx context.Context, raw any) (model.IncidentsWhereInput, error) {
+	var out model.IncidentsWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "IncidentsWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputMapItemOrder(ctx context.Context, obj any) (ent.MapItemOrder, error) {
 	var it ent.MapItemOrder
 	if obj == nil {
@@ -41646,7 +46400,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -43207,6 +47961,146 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.FinishedAtNotNil = data
+		case "slaDeadlineAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAt = data
+		case "slaDeadlineAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtNEQ = data
+		case "slaDeadlineAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtIn = data
+		case "slaDeadlineAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtNotIn = data
+		case "slaDeadlineAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtGT = data
+		case "slaDeadlineAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtGTE = data
+		case "slaDeadlineAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtLT = data
+		case "slaDeadlineAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtLTE = data
+		case "slaDeadlineAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtIsNil = data
+		case "slaDeadlineAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaDeadlineAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLADeadlineAtNotNil = data
+		case "slaQueueDeadlineAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAt = data
+		case "slaQueueDeadlineAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtNEQ = data
+		case "slaQueueDeadlineAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtIn = data
+		case "slaQueueDeadlineAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtNotIn = data
+		case "slaQueueDeadlineAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtGT = data
+		case "slaQueueDeadlineAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtGTE = data
+		case "slaQueueDeadlineAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtLT = data
+		case "slaQueueDeadlineAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtLTE = data
+		case "slaQueueDeadlineAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtIsNil = data
+		case "slaQueueDeadlineAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("slaQueueDeadlineAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SLAQueueDeadlineAtNotNil = data
 		case "hasWorkflow":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasWorkflow"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -43263,6 +48157,1162 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 func UnmarshalRunWhereInput(ctx context.Context, raw any) (ent.RunWhereInput, error) {
 	var out ent.RunWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RunWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLABreachOrder(ctx context.Context, obj any) (ent.SLABreachOrder, error) {
+	var it ent.SLABreachOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNSLABreachOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreachOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLABreachOrder unmarshals raw into the SLABreachOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLABreachOrder(ctx context.Context, raw any) (ent.SLABreachOrder, error) {
+	var out ent.SLABreachOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLABreachOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLACompleteByObjectiveInput(ctx context.Context, obj any) (model.SLACompleteByObjectiveInput, error) {
+	var it model.SLACompleteByObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"cron", "timeZone", "requireRun", "severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "cron":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cron"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Cron = data
+		case "timeZone":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("timeZone"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TimeZone = data
+		case "requireRun":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requireRun"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequireRun = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLACompleteByObjectiveInput unmarshals raw into the SLACompleteByObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLACompleteByObjectiveInput(ctx context.Context, raw any) (model.SLACompleteByObjectiveInput, error) {
+	var out model.SLACompleteByObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLACompleteByObjectiveInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLACostObjectiveInput(ctx context.Context, obj any) (model.SLACostObjectiveInput, error) {
+	var it model.SLACostObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"microUSD", "severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "microUSD":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("microUSD"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MicroUsd = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLACostObjectiveInput unmarshals raw into the SLACostObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLACostObjectiveInput(ctx context.Context, raw any) (model.SLACostObjectiveInput, error) {
+	var out model.SLACostObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLACostObjectiveInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLADurationObjectiveInput(ctx context.Context, obj any) (model.SLADurationObjectiveInput, error) {
+	var it model.SLADurationObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"duration", "severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "duration":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("duration"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Duration = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLADurationObjectiveInput unmarshals raw into the SLADurationObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLADurationObjectiveInput(ctx context.Context, raw any) (model.SLADurationObjectiveInput, error) {
+	var out model.SLADurationObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLADurationObjectiveInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLAObjectivesInput(ctx context.Context, obj any) (model.SLAObjectivesInput, error) {
+	var it model.SLAObjectivesInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"maxDuration", "maxQueueDelay", "maxApprovalWait", "minSuccessRate", "maxCostPerRun", "maxCostPerWindow", "completeBy"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "maxDuration":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxDuration"))
+			data, err := ec.unmarshalOSLADurationObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxDuration = data
+		case "maxQueueDelay":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxQueueDelay"))
+			data, err := ec.unmarshalOSLADurationObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxQueueDelay = data
+		case "maxApprovalWait":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxApprovalWait"))
+			data, err := ec.unmarshalOSLADurationObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxApprovalWait = data
+		case "minSuccessRate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minSuccessRate"))
+			data, err := ec.unmarshalOSLASuccessRateObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASuccessRateObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinSuccessRate = data
+		case "maxCostPerRun":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxCostPerRun"))
+			data, err := ec.unmarshalOSLACostObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACostObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxCostPerRun = data
+		case "maxCostPerWindow":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxCostPerWindow"))
+			data, err := ec.unmarshalOSLAWindowCostObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAWindowCostObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxCostPerWindow = data
+		case "completeBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completeBy"))
+			data, err := ec.unmarshalOSLACompleteByObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACompleteByObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompleteBy = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLAObjectivesInput unmarshals raw into the SLAObjectivesInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLAObjectivesInput(ctx context.Context, raw any) (model.SLAObjectivesInput, error) {
+	var out model.SLAObjectivesInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLAObjectivesInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLAPolicyOrder(ctx context.Context, obj any) (ent.SLAPolicyOrder, error) {
+	var it ent.SLAPolicyOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNSLAPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLAPolicyOrder unmarshals raw into the SLAPolicyOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLAPolicyOrder(ctx context.Context, raw any) (ent.SLAPolicyOrder, error) {
+	var out ent.SLAPolicyOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLAPolicyOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLAPolicyWhereInput(ctx context.Context, obj any) (ent.SLAPolicyWhereInput, error) {
+	var it ent.SLAPolicyWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDIsNil", "workflowIDNotNil", "workflowIDEqualFold", "workflowIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDIsNil", "environmentIDNotNil", "environmentIDEqualFold", "environmentIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameIsNil", "nameNotNil", "nameEqualFold", "nameContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOSLAPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOSLAPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOSLAPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "workflowIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNEQ = data
+		case "workflowIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIn = data
+		case "workflowIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotIn = data
+		case "workflowIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGT = data
+		case "workflowIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGTE = data
+		case "workflowIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLT = data
+		case "workflowIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLTE = data
+		case "workflowIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContains = data
+		case "workflowIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasPrefix = data
+		case "workflowIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasSuffix = data
+		case "workflowIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIsNil = data
+		case "workflowIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotNil = data
+		case "workflowIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDEqualFold = data
+		case "workflowIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContainsFold = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIsNil = data
+		case "environmentIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotNil = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "nameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNEQ = data
+		case "nameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIn = data
+		case "nameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotIn = data
+		case "nameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGT = data
+		case "nameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGTE = data
+		case "nameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLT = data
+		case "nameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLTE = data
+		case "nameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContains = data
+		case "nameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasPrefix = data
+		case "nameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasSuffix = data
+		case "nameIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIsNil = data
+		case "nameNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotNil = data
+		case "nameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameEqualFold = data
+		case "nameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContainsFold = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLAPolicyWhereInput unmarshals raw into the SLAPolicyWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLAPolicyWhereInput(ctx context.Context, raw any) (ent.SLAPolicyWhereInput, error) {
+	var out ent.SLAPolicyWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLAPolicyWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLASuccessRateObjectiveInput(ctx context.Context, obj any) (model.SLASuccessRateObjectiveInput, error) {
+	var it model.SLASuccessRateObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"rate", "window", "minRuns", "countPermanent", "severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "rate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rate"))
+			data, err := ec.unmarshalNFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rate = data
+		case "window":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("window"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Window = data
+		case "minRuns":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minRuns"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinRuns = data
+		case "countPermanent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("countPermanent"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CountPermanent = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLASuccessRateObjectiveInput unmarshals raw into the SLASuccessRateObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLASuccessRateObjectiveInput(ctx context.Context, raw any) (model.SLASuccessRateObjectiveInput, error) {
+	var out model.SLASuccessRateObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLASuccessRateObjectiveInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSLAWindowCostObjectiveInput(ctx context.Context, obj any) (model.SLAWindowCostObjectiveInput, error) {
+	var it model.SLAWindowCostObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"microUSD", "window", "severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "microUSD":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("microUSD"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MicroUsd = data
+		case "window":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("window"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Window = data
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLAWindowCostObjectiveInput unmarshals raw into the SLAWindowCostObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLAWindowCostObjectiveInput(ctx context.Context, raw any) (model.SLAWindowCostObjectiveInput, error) {
+	var out model.SLAWindowCostObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLAWindowCostObjectiveInput", raw, &out)
 	return out, err
 }
 
@@ -43730,6 +49780,62 @@ func (ec *executionContext) unmarshalInputUpdateEscalationPolicyInput(ctx contex
 func UnmarshalUpdateEscalationPolicyInput(ctx context.Context, raw any) (model.UpdateEscalationPolicyInput, error) {
 	var out model.UpdateEscalationPolicyInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateEscalationPolicyInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateSLAPolicyInput(ctx context.Context, obj any) (model.UpdateSLAPolicyInput, error) {
+	var it model.UpdateSLAPolicyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "objectives"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "objectives":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("objectives"))
+			data, err := ec.unmarshalNSLAObjectivesInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectivesInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Objectives = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateSLAPolicyInput unmarshals raw into the UpdateSLAPolicyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateSLAPolicyInput(ctx context.Context, raw any) (model.UpdateSLAPolicyInput, error) {
+	var out model.UpdateSLAPolicyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateSLAPolicyInput", raw, &out)
 	return out, err
 }
 
@@ -47546,6 +53652,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._StepAttempt(ctx, sel, obj)
+	case *ent.SLAPolicy:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._SLAPolicy(ctx, sel, obj)
+	case *ent.SLABreach:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._SLABreach(ctx, sel, obj)
 	case *ent.RunEvent:
 		if obj == nil {
 			return graphql.Null
@@ -47581,6 +53697,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._MapItem(ctx, sel, obj)
+	case *ent.Incident:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._Incident(ctx, sel, obj)
 	case *ent.InboundEvent:
 		if obj == nil {
 			return graphql.Null
@@ -48697,6 +54818,97 @@ func (ec *executionContext) _DeploymentEdge(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var effectiveSLAImplementors = []string{"EffectiveSLA"}
+
+func (ec *executionContext) _EffectiveSLA(ctx context.Context, sel ast.SelectionSet, obj *model.EffectiveSLA) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, effectiveSLAImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EffectiveSLA")
+		case "objectives":
+			out.Values[i] = ec._EffectiveSLA_objectives(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sources":
+			out.Values[i] = ec._EffectiveSLA_sources(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var effectiveSLAObjectiveImplementors = []string{"EffectiveSLAObjective"}
+
+func (ec *executionContext) _EffectiveSLAObjective(ctx context.Context, sel ast.SelectionSet, obj *model.EffectiveSLAObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, effectiveSLAObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EffectiveSLAObjective")
+		case "objective":
+			out.Values[i] = ec._EffectiveSLAObjective_objective(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "policy":
+			out.Values[i] = ec._EffectiveSLAObjective_policy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scope":
+			out.Values[i] = ec._EffectiveSLAObjective_scope(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._EffectiveSLAObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._EffectiveSLAObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var environmentImplementors = []string{"Environment", "Node"}
 
 func (ec *executionContext) _Environment(ctx context.Context, sel ast.SelectionSet, obj *ent.Environment) graphql.Marshaler {
@@ -49507,6 +55719,237 @@ func (ec *executionContext) _InboundEventEdge(ctx context.Context, sel ast.Selec
 			}
 		case "cursor":
 			out.Values[i] = ec._InboundEventEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var incidentImplementors = []string{"Incident", "Node"}
+
+func (ec *executionContext) _Incident(ctx context.Context, sel ast.SelectionSet, obj *ent.Incident) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, incidentImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Incident")
+		case "id":
+			out.Values[i] = ec._Incident_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Incident_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Incident_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "key":
+			out.Values[i] = ec._Incident_key(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "policyID":
+			out.Values[i] = ec._Incident_policyID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "objective":
+			out.Values[i] = ec._Incident_objective(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._Incident_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._Incident_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "perRun":
+			out.Values[i] = ec._Incident_perRun(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._Incident_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "severity":
+			out.Values[i] = ec._Incident_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "count":
+			out.Values[i] = ec._Incident_count(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "firstSeenAt":
+			out.Values[i] = ec._Incident_firstSeenAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastSeenAt":
+			out.Values[i] = ec._Incident_lastSeenAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._Incident_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "details":
+			out.Values[i] = ec._Incident_details(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "acknowledgedBy":
+			out.Values[i] = ec._Incident_acknowledgedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "acknowledgedAt":
+			out.Values[i] = ec._Incident_acknowledgedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resolvedBy":
+			out.Values[i] = ec._Incident_resolvedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resolvedAt":
+			out.Values[i] = ec._Incident_resolvedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "note":
+			out.Values[i] = ec._Incident_note(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sampleRunIDs":
+			out.Values[i] = ec._Incident_sampleRunIDs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "scope":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Incident_scope(ctx, field, obj)
+				})
+		case "policy":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Incident_policy(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var incidentConnectionImplementors = []string{"IncidentConnection"}
+
+func (ec *executionContext) _IncidentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.IncidentConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, incidentConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IncidentConnection")
+		case "edges":
+			out.Values[i] = ec._IncidentConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._IncidentConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._IncidentConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var incidentEdgeImplementors = []string{"IncidentEdge"}
+
+func (ec *executionContext) _IncidentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.IncidentEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, incidentEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IncidentEdge")
+		case "node":
+			out.Values[i] = ec._IncidentEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._IncidentEdge_cursor(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -50505,6 +56948,41 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createSLAPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createSLAPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateSLAPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateSLAPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteSLAPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteSLAPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "acknowledgeIncident":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_acknowledgeIncident(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resolveIncident":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resolveIncident(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createWebhookEndpoint":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createWebhookEndpoint(ctx, field)
@@ -50990,6 +57468,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_runs(ctx, field)
 				})
+		case "slaPolicies":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_slaPolicies(ctx, field)
+				})
 		case "webhookDeliveries":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -51037,6 +57521,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_viewer(ctx, field)
+				})
+		case "effectiveSLA":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_effectiveSLA(ctx, field)
+				})
+		case "incidents":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_incidents(ctx, field)
 				})
 		case "webhookEventTypes":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -51307,6 +57803,16 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "slaDeadlineAt":
+			out.Values[i] = ec._Run_slaDeadlineAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "slaQueueDeadlineAt":
+			out.Values[i] = ec._Run_slaQueueDeadlineAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "workflow":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -51371,6 +57877,12 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_children(ctx, field, obj)
+				})
+		case "slaBreaches":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_slaBreaches(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -51571,6 +58083,554 @@ func (ec *executionContext) _RunEvent(ctx context.Context, sel ast.SelectionSet,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._RunEvent_run(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLABreachImplementors = []string{"SLABreach", "Node"}
+
+func (ec *executionContext) _SLABreach(ctx context.Context, sel ast.SelectionSet, obj *ent.SLABreach) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLABreachImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLABreach")
+		case "id":
+			out.Values[i] = ec._SLABreach_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._SLABreach_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._SLABreach_runID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "objective":
+			out.Values[i] = ec._SLABreach_objective(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "subject":
+			out.Values[i] = ec._SLABreach_subject(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "incidentID":
+			out.Values[i] = ec._SLABreach_incidentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "policyID":
+			out.Values[i] = ec._SLABreach_policyID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "details":
+			out.Values[i] = ec._SLABreach_details(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "incident":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._SLABreach_incident(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLACompleteByObjectiveImplementors = []string{"SLACompleteByObjective"}
+
+func (ec *executionContext) _SLACompleteByObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLACompleteByObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLACompleteByObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLACompleteByObjective")
+		case "cron":
+			out.Values[i] = ec._SLACompleteByObjective_cron(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "timeZone":
+			out.Values[i] = ec._SLACompleteByObjective_timeZone(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requireRun":
+			out.Values[i] = ec._SLACompleteByObjective_requireRun(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._SLACompleteByObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLACompleteByObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLACostObjectiveImplementors = []string{"SLACostObjective"}
+
+func (ec *executionContext) _SLACostObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLACostObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLACostObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLACostObjective")
+		case "microUSD":
+			out.Values[i] = ec._SLACostObjective_microUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "USD":
+			out.Values[i] = ec._SLACostObjective_USD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._SLACostObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLACostObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLADurationObjectiveImplementors = []string{"SLADurationObjective"}
+
+func (ec *executionContext) _SLADurationObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLADurationObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLADurationObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLADurationObjective")
+		case "duration":
+			out.Values[i] = ec._SLADurationObjective_duration(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._SLADurationObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLADurationObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLAObjectivesImplementors = []string{"SLAObjectives"}
+
+func (ec *executionContext) _SLAObjectives(ctx context.Context, sel ast.SelectionSet, obj *model.SLAObjectives) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAObjectivesImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAObjectives")
+		case "maxDuration":
+			out.Values[i] = ec._SLAObjectives_maxDuration(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxQueueDelay":
+			out.Values[i] = ec._SLAObjectives_maxQueueDelay(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxApprovalWait":
+			out.Values[i] = ec._SLAObjectives_maxApprovalWait(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "minSuccessRate":
+			out.Values[i] = ec._SLAObjectives_minSuccessRate(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxCostPerRun":
+			out.Values[i] = ec._SLAObjectives_maxCostPerRun(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxCostPerWindow":
+			out.Values[i] = ec._SLAObjectives_maxCostPerWindow(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "completeBy":
+			out.Values[i] = ec._SLAObjectives_completeBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLAPolicyImplementors = []string{"SLAPolicy", "Node"}
+
+func (ec *executionContext) _SLAPolicy(ctx context.Context, sel ast.SelectionSet, obj *ent.SLAPolicy) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAPolicyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAPolicy")
+		case "id":
+			out.Values[i] = ec._SLAPolicy_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._SLAPolicy_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._SLAPolicy_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._SLAPolicy_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._SLAPolicy_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "name":
+			out.Values[i] = ec._SLAPolicy_name(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._SLAPolicy_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "scope":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._SLAPolicy_scope(ctx, field, obj)
+				})
+		case "objectives":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._SLAPolicy_objectives(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLAPolicyConnectionImplementors = []string{"SLAPolicyConnection"}
+
+func (ec *executionContext) _SLAPolicyConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.SLAPolicyConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAPolicyConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAPolicyConnection")
+		case "edges":
+			out.Values[i] = ec._SLAPolicyConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._SLAPolicyConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._SLAPolicyConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLAPolicyEdgeImplementors = []string{"SLAPolicyEdge"}
+
+func (ec *executionContext) _SLAPolicyEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.SLAPolicyEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAPolicyEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAPolicyEdge")
+		case "node":
+			out.Values[i] = ec._SLAPolicyEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._SLAPolicyEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLASuccessRateObjectiveImplementors = []string{"SLASuccessRateObjective"}
+
+func (ec *executionContext) _SLASuccessRateObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLASuccessRateObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLASuccessRateObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLASuccessRateObjective")
+		case "rate":
+			out.Values[i] = ec._SLASuccessRateObjective_rate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "window":
+			out.Values[i] = ec._SLASuccessRateObjective_window(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "minRuns":
+			out.Values[i] = ec._SLASuccessRateObjective_minRuns(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "countPermanent":
+			out.Values[i] = ec._SLASuccessRateObjective_countPermanent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._SLASuccessRateObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLASuccessRateObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sLAWindowCostObjectiveImplementors = []string{"SLAWindowCostObjective"}
+
+func (ec *executionContext) _SLAWindowCostObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLAWindowCostObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAWindowCostObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAWindowCostObjective")
+		case "microUSD":
+			out.Values[i] = ec._SLAWindowCostObjective_microUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "USD":
+			out.Values[i] = ec._SLAWindowCostObjective_USD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "window":
+			out.Values[i] = ec._SLAWindowCostObjective_window(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "severity":
+			out.Values[i] = ec._SLAWindowCostObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLAWindowCostObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -51984,6 +59044,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_runEvents(ctx, fields[0])
 	case "runUpdated":
 		return ec._Subscription_runUpdated(ctx, fields[0])
+	case "incidentUpdated":
+		return ec._Subscription_incidentUpdated(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
@@ -53487,6 +60549,11 @@ func (ec *executionContext) unmarshalNCreateEscalationPolicyInput2githubᚗcom�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateSLAPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateSLAPolicyInput(ctx context.Context, v any) (model.CreateSLAPolicyInput, error) {
+	res, err := ec.unmarshalInputCreateSLAPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreateWebhookEndpointInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateWebhookEndpointInput(ctx context.Context, v any) (model.CreateWebhookEndpointInput, error) {
 	res, err := ec.unmarshalInputCreateWebhookEndpointInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -53632,6 +60699,38 @@ func (ec *executionContext) marshalNDeploymentOrderField2ᚖgithubᚗcomᚋsluic
 func (ec *executionContext) unmarshalNDeploymentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeploymentWhereInput(ctx context.Context, v any) (*ent.DeploymentWhereInput, error) {
 	res, err := ec.unmarshalInputDeploymentWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEffectiveSLA2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLA(ctx context.Context, sel ast.SelectionSet, v *model.EffectiveSLA) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EffectiveSLA!")
+		return graphql.Null
+	}
+	return ec._EffectiveSLA(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEffectiveSLAObjective2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLAObjectiveᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.EffectiveSLAObjective) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEffectiveSLAObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLAObjective(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEffectiveSLAObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLAObjective(ctx context.Context, sel ast.SelectionSet, v *model.EffectiveSLAObjective) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EffectiveSLAObjective!")
+		return graphql.Null
+	}
+	return ec._EffectiveSLAObjective(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx context.Context, sel ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
@@ -53956,6 +61055,56 @@ func (ec *executionContext) marshalNInboundEventOrderField2ᚖgithubᚗcomᚋslu
 func (ec *executionContext) unmarshalNInboundEventWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐInboundEventWhereInput(ctx context.Context, v any) (*ent.InboundEventWhereInput, error) {
 	res, err := ec.unmarshalInputInboundEventWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx context.Context, sel ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Incident!")
+		return graphql.Null
+	}
+	return ec._Incident(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNIncidentConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentConnection(ctx context.Context, sel ast.SelectionSet, v *ent.IncidentConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "IncidentConnection!")
+		return graphql.Null
+	}
+	return ec._IncidentConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNIncidentOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentOrderField(ctx context.Context, v any) (*ent.IncidentOrderField, error) {
+	var res = new(ent.IncidentOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNIncidentOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.IncidentOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "IncidentOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNIncidentSeverity2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx context.Context, v any) (incident.Severity, error) {
+	var res incident.Severity
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNIncidentSeverity2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx context.Context, sel ast.SelectionSet, v incident.Severity) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNIncidentStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx context.Context, v any) (incident.Status, error) {
+	var res incident.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNIncidentStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx context.Context, sel ast.SelectionSet, v incident.Status) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
@@ -54401,6 +61550,112 @@ func (ec *executionContext) unmarshalNRunWhereInput2ᚖgithubᚗcomᚋsluicehq�
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNSLABreach2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreachᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.SLABreach) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSLABreach2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreach(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNSLABreach2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreach(ctx context.Context, sel ast.SelectionSet, v *ent.SLABreach) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLABreach!")
+		return graphql.Null
+	}
+	return ec._SLABreach(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSLABreachOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreachOrderField(ctx context.Context, v any) (*ent.SLABreachOrderField, error) {
+	var res = new(ent.SLABreachOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSLABreachOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLABreachOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.SLABreachOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLABreachOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalNSLAObjectives2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectives(ctx context.Context, sel ast.SelectionSet, v *model.SLAObjectives) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLAObjectives!")
+		return graphql.Null
+	}
+	return ec._SLAObjectives(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSLAObjectivesInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAObjectivesInput(ctx context.Context, v any) (*model.SLAObjectivesInput, error) {
+	res, err := ec.unmarshalInputSLAObjectivesInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx context.Context, sel ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLAPolicy!")
+		return graphql.Null
+	}
+	return ec._SLAPolicy(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSLAPolicyConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyConnection(ctx context.Context, sel ast.SelectionSet, v *ent.SLAPolicyConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLAPolicyConnection!")
+		return graphql.Null
+	}
+	return ec._SLAPolicyConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSLAPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyOrderField(ctx context.Context, v any) (*ent.SLAPolicyOrderField, error) {
+	var res = new(ent.SLAPolicyOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSLAPolicyOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.SLAPolicyOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SLAPolicyOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNSLAPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInput(ctx context.Context, v any) (*ent.SLAPolicyWhereInput, error) {
+	res, err := ec.unmarshalInputSLAPolicyWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSLAScope2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAScope(ctx context.Context, v any) (model.SLAScope, error) {
+	var res model.SLAScope
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSLAScope2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAScope(ctx context.Context, sel ast.SelectionSet, v model.SLAScope) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx context.Context, v any) (model.SLASeverity, error) {
+	var res model.SLASeverity
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx context.Context, sel ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNSendEventInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventInput(ctx context.Context, v any) (model.SendEventInput, error) {
 	res, err := ec.unmarshalInputSendEventInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -54620,6 +61875,11 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 
 func (ec *executionContext) unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
 	res, err := ec.unmarshalInputUpdateEscalationPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdateSLAPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateSLAPolicyInput(ctx context.Context, v any) (model.UpdateSLAPolicyInput, error) {
+	res, err := ec.unmarshalInputUpdateSLAPolicyInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -56033,6 +63293,73 @@ func (ec *executionContext) unmarshalOInboundEventWhereInput2ᚖgithubᚗcomᚋs
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalOIncident2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncident(ctx context.Context, sel ast.SelectionSet, v *ent.Incident) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Incident(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOIncidentEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.IncidentEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOIncidentEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOIncidentEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐIncidentEdge(ctx context.Context, sel ast.SelectionSet, v *ent.IncidentEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._IncidentEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOIncidentSeverity2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx context.Context, v any) (*incident.Severity, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(incident.Severity)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOIncidentSeverity2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐSeverity(ctx context.Context, sel ast.SelectionSet, v *incident.Severity) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOIncidentStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx context.Context, v any) (*incident.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(incident.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOIncidentStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋincidentᚐStatus(ctx context.Context, sel ast.SelectionSet, v *incident.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOIncidentsWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐIncidentsWhereInput(ctx context.Context, v any) (*model.IncidentsWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputIncidentsWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalOInt2int64(ctx context.Context, v any) (int64, error) {
 	res, err := graphql.UnmarshalInt64(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -56796,6 +64123,141 @@ func (ec *executionContext) unmarshalORunWhereInput2ᚖgithubᚗcomᚋsluicehq�
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputRunWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLACompleteByObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACompleteByObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLACompleteByObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLACompleteByObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLACompleteByObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACompleteByObjectiveInput(ctx context.Context, v any) (*model.SLACompleteByObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLACompleteByObjectiveInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLACostObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACostObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLACostObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLACostObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLACostObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLACostObjectiveInput(ctx context.Context, v any) (*model.SLACostObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLACostObjectiveInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLADurationObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLADurationObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLADurationObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLADurationObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLADurationObjectiveInput(ctx context.Context, v any) (*model.SLADurationObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLADurationObjectiveInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLAPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicy(ctx context.Context, sel ast.SelectionSet, v *ent.SLAPolicy) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLAPolicy(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOSLAPolicyEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.SLAPolicyEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOSLAPolicyEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOSLAPolicyEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyEdge(ctx context.Context, sel ast.SelectionSet, v *ent.SLAPolicyEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLAPolicyEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLAPolicyOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyOrder(ctx context.Context, v any) (*ent.SLAPolicyOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLAPolicyOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOSLAPolicyWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInputᚄ(ctx context.Context, v any) ([]*ent.SLAPolicyWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.SLAPolicyWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNSLAPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOSLAPolicyWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐSLAPolicyWhereInput(ctx context.Context, v any) (*ent.SLAPolicyWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLAPolicyWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLASuccessRateObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASuccessRateObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLASuccessRateObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLASuccessRateObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLASuccessRateObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASuccessRateObjectiveInput(ctx context.Context, v any) (*model.SLASuccessRateObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLASuccessRateObjectiveInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLAWindowCostObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAWindowCostObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLAWindowCostObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLAWindowCostObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLAWindowCostObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAWindowCostObjectiveInput(ctx context.Context, v any) (*model.SLAWindowCostObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLAWindowCostObjectiveInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

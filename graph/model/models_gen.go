@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 )
 
@@ -67,6 +68,14 @@ type CreateEscalationPolicyInput struct {
 	Repeat *int `json:"repeat,omitempty"`
 }
 
+type CreateSLAPolicyInput struct {
+	// Both absent: the tenant default.
+	WorkflowID    *string             `json:"workflowID,omitempty"`
+	EnvironmentID *string             `json:"environmentID,omitempty"`
+	Name          *string             `json:"name,omitempty"`
+	Objectives    *SLAObjectivesInput `json:"objectives"`
+}
+
 type CreateWebhookEndpointInput struct {
 	// https required in production; private and loopback targets are refused.
 	URL string `json:"url"`
@@ -111,6 +120,22 @@ type DeployWorkflowVersionInput struct {
 	EnvironmentID string `json:"environmentID"`
 }
 
+type EffectiveSLA struct {
+	// Each objective with the most specific policy setting it.
+	Objectives *SLAObjectives           `json:"objectives"`
+	Sources    []*EffectiveSLAObjective `json:"sources"`
+}
+
+// One objective in effect and the policy it comes from.
+type EffectiveSLAObjective struct {
+	// maxDuration, maxQueueDelay, maxApprovalWait, minSuccessRate, maxCostPerRun, maxCostPerWindow or completeBy.
+	Objective          string         `json:"objective"`
+	Policy             *ent.SLAPolicy `json:"policy"`
+	Scope              SLAScope       `json:"scope"`
+	Severity           SLASeverity    `json:"severity"`
+	EscalationPolicyID *string        `json:"escalationPolicyID,omitempty"`
+}
+
 type EscalationLevelInput struct {
 	// Go duration, at least 0 (e.g. "5m").
 	Delay string `json:"delay"`
@@ -125,6 +150,13 @@ type EscalationTargetInput struct {
 	PagerDuty         *PagerDutyTargetInput `json:"pagerDuty,omitempty"`
 	// A member role: owner, admin, editor, operator or viewer.
 	Role *string `json:"role,omitempty"`
+}
+
+type IncidentsWhereInput struct {
+	Status        *incident.Status   `json:"status,omitempty"`
+	Severity      *incident.Severity `json:"severity,omitempty"`
+	WorkflowID    *string            `json:"workflowID,omitempty"`
+	EnvironmentID *string            `json:"environmentID,omitempty"`
 }
 
 // How many items of a map step are in each status.
@@ -206,6 +238,109 @@ type RunError struct {
 	StepID *string `json:"stepID,omitempty"`
 }
 
+// At each instant of cron (in timeZone), every live run of the scope created since the previous instant must have succeeded.
+type SLACompleteByObjective struct {
+	Cron     string `json:"cron"`
+	TimeZone string `json:"timeZone"`
+	// No run at all since the previous instant is a breach too.
+	RequireRun         bool        `json:"requireRun"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLACompleteByObjectiveInput struct {
+	Cron string `json:"cron"`
+	// An IANA time zone such as Europe/Paris; UTC if absent.
+	TimeZone           *string     `json:"timeZone,omitempty"`
+	RequireRun         *bool       `json:"requireRun,omitempty"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLACostObjective struct {
+	MicroUsd           int         `json:"microUSD"`
+	Usd                string      `json:"USD"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLACostObjectiveInput struct {
+	MicroUsd           int         `json:"microUSD"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+// A time bound: maxDuration (run created to finished), maxQueueDelay (created to first step started), maxApprovalWait (an approval open).
+type SLADurationObjective struct {
+	// A duration such as 30s or 2h.
+	Duration           string      `json:"duration"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLADurationObjectiveInput struct {
+	Duration           string      `json:"duration"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLAObjectives struct {
+	MaxDuration      *SLADurationObjective    `json:"maxDuration,omitempty"`
+	MaxQueueDelay    *SLADurationObjective    `json:"maxQueueDelay,omitempty"`
+	MaxApprovalWait  *SLADurationObjective    `json:"maxApprovalWait,omitempty"`
+	MinSuccessRate   *SLASuccessRateObjective `json:"minSuccessRate,omitempty"`
+	MaxCostPerRun    *SLACostObjective        `json:"maxCostPerRun,omitempty"`
+	MaxCostPerWindow *SLAWindowCostObjective  `json:"maxCostPerWindow,omitempty"`
+	CompleteBy       *SLACompleteByObjective  `json:"completeBy,omitempty"`
+}
+
+type SLAObjectivesInput struct {
+	MaxDuration      *SLADurationObjectiveInput    `json:"maxDuration,omitempty"`
+	MaxQueueDelay    *SLADurationObjectiveInput    `json:"maxQueueDelay,omitempty"`
+	MaxApprovalWait  *SLADurationObjectiveInput    `json:"maxApprovalWait,omitempty"`
+	MinSuccessRate   *SLASuccessRateObjectiveInput `json:"minSuccessRate,omitempty"`
+	MaxCostPerRun    *SLACostObjectiveInput        `json:"maxCostPerRun,omitempty"`
+	MaxCostPerWindow *SLAWindowCostObjectiveInput  `json:"maxCostPerWindow,omitempty"`
+	CompleteBy       *SLACompleteByObjectiveInput  `json:"completeBy,omitempty"`
+}
+
+type SLASuccessRateObjective struct {
+	// Between 0 and 1.
+	Rate float64 `json:"rate"`
+	// The sliding window of finished runs, such as 1h.
+	Window string `json:"window"`
+	// Fewer finished runs in the window: no verdict.
+	MinRuns int `json:"minRuns"`
+	// Count runs failed with class permanent (bad input) as failures (default false: they are left out).
+	CountPermanent     bool        `json:"countPermanent"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLASuccessRateObjectiveInput struct {
+	Rate               float64     `json:"rate"`
+	Window             string      `json:"window"`
+	MinRuns            int         `json:"minRuns"`
+	CountPermanent     *bool       `json:"countPermanent,omitempty"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLAWindowCostObjective struct {
+	MicroUsd           int         `json:"microUSD"`
+	Usd                string      `json:"USD"`
+	Window             string      `json:"window"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLAWindowCostObjectiveInput struct {
+	MicroUsd           int         `json:"microUSD"`
+	Window             string      `json:"window"`
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
 type SendEventInput struct {
 	EnvironmentID string `json:"environmentID"`
 	// 1 to 100 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.
@@ -273,6 +408,13 @@ type UpdateEscalationPolicyInput struct {
 	Description *string                 `json:"description,omitempty"`
 	Levels      []*EscalationLevelInput `json:"levels,omitempty"`
 	Repeat      *int                    `json:"repeat,omitempty"`
+}
+
+type UpdateSLAPolicyInput struct {
+	ID   string  `json:"id"`
+	Name *string `json:"name,omitempty"`
+	// Replaces every objective.
+	Objectives *SLAObjectivesInput `json:"objectives"`
 }
 
 type UpdateWebhookEndpointInput struct {
@@ -522,6 +664,125 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Where an objective comes from: the tenant default, a workflow, an environment, or a workflow in an environment.
+type SLAScope string
+
+const (
+	SLAScopeTenant              SLAScope = "TENANT"
+	SLAScopeWorkflow            SLAScope = "WORKFLOW"
+	SLAScopeEnvironment         SLAScope = "ENVIRONMENT"
+	SLAScopeWorkflowEnvironment SLAScope = "WORKFLOW_ENVIRONMENT"
+)
+
+var AllSLAScope = []SLAScope{
+	SLAScopeTenant,
+	SLAScopeWorkflow,
+	SLAScopeEnvironment,
+	SLAScopeWorkflowEnvironment,
+}
+
+func (e SLAScope) IsValid() bool {
+	switch e {
+	case SLAScopeTenant, SLAScopeWorkflow, SLAScopeEnvironment, SLAScopeWorkflowEnvironment:
+		return true
+	}
+	return false
+}
+
+func (e SLAScope) String() string {
+	return string(e)
+}
+
+func (e *SLAScope) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = SLAScope(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid SLAScope", str)
+	}
+	return nil
+}
+
+func (e SLAScope) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *SLAScope) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e SLAScope) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type SLASeverity string
+
+const (
+	SLASeverityCritical SLASeverity = "CRITICAL"
+	SLASeverityError    SLASeverity = "ERROR"
+	SLASeverityWarning  SLASeverity = "WARNING"
+	SLASeverityInfo     SLASeverity = "INFO"
+)
+
+var AllSLASeverity = []SLASeverity{
+	SLASeverityCritical,
+	SLASeverityError,
+	SLASeverityWarning,
+	SLASeverityInfo,
+}
+
+func (e SLASeverity) IsValid() bool {
+	switch e {
+	case SLASeverityCritical, SLASeverityError, SLASeverityWarning, SLASeverityInfo:
+		return true
+	}
+	return false
+}
+
+func (e SLASeverity) String() string {
+	return string(e)
+}
+
+func (e *SLASeverity) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = SLASeverity(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid SLASeverity", str)
+	}
+	return nil
+}
+
+func (e SLASeverity) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *SLASeverity) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e SLASeverity) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

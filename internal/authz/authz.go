@@ -59,7 +59,7 @@ func scopeToEnvironment(f privacy.Filter, envID string) {
 
 // FilterRunChildrenRule narrows, for a caller restricted to one environment,
 // the types that belong to an environment through their run (steps,
-// attempts, events, approvals, event waits, webhook deliveries and their attempts) to
+// attempts, events, approvals, event waits, SLA breaches, webhook deliveries and their attempts) to
 // those of runs in that environment, and hides the audit log (tenant-wide:
 // it records every environment's work). Callers of no environment (users,
 // unscoped keys, the worker) pay one context lookup.
@@ -82,6 +82,8 @@ func FilterRunChildrenRule() privacy.QueryRule {
 		case *entgen.ApprovalRequestQuery:
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.EventWaitQuery:
+			q.Where(runInEnvironment("run_id", env))
+		case *entgen.SLABreachQuery:
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.WebhookDeliveryQuery:
 			q.Where(runInEnvironment(webhookdelivery.FieldRunID, env))

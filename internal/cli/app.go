@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tally"
@@ -49,6 +50,7 @@ type app struct {
 	runs       *runs.Service
 	webhooks   *webhook.Service
 	escalation *escalation.Service
+	sla        *sla.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -207,7 +209,16 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 			}, func() float64 { return float64(g.Stats().Retried) }),
 		)
 	}
+	a.sla = sla.New(sla.Options{
+		Client:         a.client,
+		Events:         a.webhooks,
+		Publisher:      pub.p,
+		Log:            log,
+		SweepInterval:  cfg.SLASweepInterval,
+		WindowInterval: cfg.SLAWindowInterval,
+	})
 	a.runs = runs.New(runs.Options{
+		SLA:        a.sla,
 		Client:     a.client,
 		Vault:      v,
 		Dispatcher: a.dispatcher,
@@ -224,6 +235,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Group:          group,
 	})
 	a.escalation.SetRuns(a.runs)
+	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }
 

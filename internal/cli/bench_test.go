@@ -199,3 +199,25 @@ func TestBenchBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchSLA runs `bench --only sla`: one sweep over 100,000 running runs
+// records the 100 breaches due and reads runs through indexes only.
+func TestBenchSLA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Postgres and Redis")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := Run(ctx, []string{"bench", "--only", "sla", "--admin-url", testAdminURL(), "--redis", testRedisAddr()}, os.Getenv, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench --only sla: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"100 breaches recorded (100 in sla_breaches), 1 incident(s)", "sequential scan of runs (either query): false",
+		"Index Scan using run_tenant_id_sla_check_at on runs"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -64,6 +64,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Runs:       a.runs,
 		Webhooks:   a.webhooks,
 		Escalation: a.escalation,
+		SLA:        a.sla,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

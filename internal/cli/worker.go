@@ -47,6 +47,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func (a *app) newWorker(cfg worker.Config) *worker.Worker {
+	// The SLA sweep and window evaluation run in every worker; a singleton
+	// lock in Postgres lets one at a time work.
+	cfg.Loops = append(cfg.Loops,
+		func(ctx context.Context) { a.sla.RunSweeper(ctx, a.db) },
+		func(ctx context.Context) { a.sla.RunWindowEvaluator(ctx, a.db) },
+	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)
 	return w

@@ -99,6 +99,13 @@ type Config struct {
 	// when scraped (SLUICE_BACKLOG_METRICS_INTERVAL): a scrape reads
 	// Postgres again only after it. If unset, 10s.
 	BacklogMetricsInterval time.Duration
+	// SLASweepInterval is how often a worker looks for runs and approvals
+	// past an SLA deadline (SLUICE_SLA_SWEEP_INTERVAL). If unset, 5s.
+	SLASweepInterval time.Duration
+	// SLAWindowInterval is how often window SLA objectives (success rate,
+	// cost per window) are evaluated (SLUICE_SLA_WINDOW_INTERVAL). If
+	// unset, 1m.
+	SLAWindowInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -212,6 +219,8 @@ func Load(getenv func(string) string) (*Config, error) {
 			errs = append(errs, fmt.Errorf("SLUICE_PAGERDUTY_EVENTS_URL must be an http(s) URL, got %q", v))
 		}
 	}
+	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
+	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -198,6 +198,7 @@ func (s *Service) page(ctx context.Context, c *ent.Client, tenantID string, e *e
 			endpointIDs = slices.DeleteFunc(endpointIDs, func(id string) bool { return slices.Contains(subscribed, id) })
 		}
 	} else {
+		data["incidentID"] = e.SubjectID
 		// An incident's level is announced to every endpoint that wants
 		// incident.escalated, and to the level's own endpoints: one
 		// delivery each.

@@ -47,6 +47,14 @@ func (p *RedisPublisher) Publish(ctx context.Context, n Notice) {
 	}
 }
 
+// PublishIncident tells the API processes that an incident changed
+// (incidentUpdated). It travels on the tenant's channel as a notice with
+// the incident id (inc_...) in runID and its status, and no events; run
+// streams skip it. Best effort like Publish.
+func (p *RedisPublisher) PublishIncident(ctx context.Context, tenantID, incidentID, status string) {
+	p.Publish(ctx, Notice{TenantID: tenantID, RunID: incidentID, Status: status})
+}
+
 // PublishKeyRevoked tells every API process that an API key was revoked.
 // Best effort like Publish: a process that misses it finds the revocation
 // when it re-reads the keys of its open streams (auth.Leases).

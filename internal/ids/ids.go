@@ -40,6 +40,9 @@ const (
 	EscalationPolicy  = "esp"
 	Escalation        = "esc"
 	PagerDutySend     = "pds"
+	SLAPolicy         = "slp"
+	Incident          = "inc"
+	SLABreach         = "slb"
 )
 
 var (

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 
+	entsql "entgo.io/ent/dialect/sql"
+
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/run"
@@ -81,10 +83,19 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			return nil, err
 		}
 	}
-	dep, err := c.Deployment.Query().
+	// The deployment and the tenant's sla_version (under which SLA
+	// policies are cached) in one round trip.
+	var deps []struct {
+		VersionID  string `json:"version_id"`
+		SLAVersion int64  `json:"sla_version"`
+	}
+	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
-		Only(ctx)
-	if ent.IsNotFound(err) {
+		Modify(func(s *entsql.Selector) {
+			s.Select(s.C(deployment.FieldVersionID))
+			s.AppendSelectExprAs(entsql.Expr("(SELECT sla_version FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "sla_version")
+		}).Scan(ctx, &deps)
+	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
 			return nil, errs.NotFoundf("workflow", in.WorkflowID)
 		}
@@ -96,6 +107,10 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	if err != nil {
 		return nil, err
 	}
+	if len(deps) > 1 {
+		return nil, fmt.Errorf("%d active deployments of workflow %s in environment %s", len(deps), in.WorkflowID, in.EnvironmentID)
+	}
+	dep := deps[0]
 	def, err := e.definitionOf(ctx, c, dep.VersionID)
 	if err != nil {
 		return nil, err
@@ -109,7 +124,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	return e.createRun(ctx, c, v, newRun{
 		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
-		auditStart: true,
+		auditStart: true, slaVersion: dep.SLAVersion,
 	})
 }
 
@@ -143,6 +158,9 @@ type newRun struct {
 	// this run (a child run, child.go), at depth (0 means 1).
 	parentRunID, parentStepID *string
 	depth                     int
+	// slaVersion is the tenant's sla_version read in this transaction;
+	// 0 also when unknown (see createRun).
+	slaVersion int64
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -152,6 +170,19 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
 		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1)}
+	if e.sla != nil && nr.mode == run.ModeLive {
+		// A sandbox replay is a rehearsal: it neither counts towards
+		// service levels nor gets deadlines.
+		version := nr.slaVersion
+		if !nr.auditStart {
+			version = -1 // a replay or a child run: not read with the start
+		}
+		d, err := e.sla.RunDeadlines(ctx, c, v.TenantID, version, nr.workflowID, nr.environmentID, now)
+		if err != nil {
+			return nil, fmt.Errorf("SLA deadlines: %w", err)
+		}
+		r.SLADeadlineAt, r.SLAQueueDeadlineAt, r.SLAMaxCostMicroUsd, r.SLACheckAt = d.DeadlineAt, d.QueueDeadlineAt, d.MaxCostMicroUSD, d.CheckAt()
+	}
 	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err

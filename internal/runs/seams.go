@@ -59,3 +59,36 @@ func (e *Service) publishAfterCommit(ctx context.Context, n RunNotice) {
 	}
 	store.AfterCommit(ctx, func() { e.publisher.Publish(context.WithoutCancel(ctx), n) })
 }
+
+// SLA gives a new live run its service-level deadlines (internal/sla).
+// version is the tenant's sla_version as read in the run's transaction,
+// or -1 when unknown (SLA then reads it): the policies are cached under it,
+// so a tenant's runs cost no round trip for their deadlines.
+type SLA interface {
+	RunDeadlines(ctx context.Context, c *ent.Client, tenantID string, version int64, workflowID, environmentID string, created time.Time) (RunDeadlines, error)
+}
+
+// RunDeadlines are a run's SLA deadlines and limits, each nil when no
+// objective sets it.
+type RunDeadlines struct {
+	DeadlineAt      *time.Time // created + maxDuration
+	QueueDeadlineAt *time.Time // created + maxQueueDelay
+	MaxCostMicroUSD *int64     // maxCostPerRun
+}
+
+// CheckAt is when the SLA sweep must first look at the run: its earliest
+// deadline, or nil.
+func (d RunDeadlines) CheckAt() *time.Time {
+	var at *time.Time
+	for _, t := range []*time.Time{d.DeadlineAt, d.QueueDeadlineAt} {
+		if t != nil && (at == nil || t.Before(*at)) {
+			at = t
+		}
+	}
+	if at == nil && d.MaxCostMicroUSD != nil {
+		// Nothing to watch while it runs; its cost is judged once it
+		// finishes (the sweep reads recently finished runs).
+		return nil
+	}
+	return at
+}

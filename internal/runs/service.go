@@ -29,6 +29,7 @@ type Service struct {
 	publisher  Publisher
 	outbox     Outbox
 	escalator  Escalator
+	sla        SLA
 	executor   *steps.Executor
 	log        *slog.Logger
 	now        func() time.Time
@@ -51,6 +52,7 @@ type Options struct {
 	Publisher  Publisher // optional: live subscriptions
 	Outbox     Outbox    // optional: outbound webhooks
 	Escalator  Escalator // optional: escalation of approvals
+	SLA        SLA       // optional: SLA deadlines of new runs
 	Executor   *steps.Executor
 	Log        *slog.Logger      // if nil, slog.Default()
 	Metrics    *Metrics          // optional
@@ -93,6 +95,6 @@ func New(o Options) *Service {
 		o.Now = func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 	}
 	return &Service{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, client: o.Client, vault: o.Vault, dispatcher: o.Dispatcher,
-		publisher: o.Publisher, outbox: o.Outbox, escalator: o.Escalator, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
+		publisher: o.Publisher, outbox: o.Outbox, escalator: o.Escalator, sla: o.SLA, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
 		group: o.Group}
 }

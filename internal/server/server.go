@@ -36,6 +36,7 @@ import (
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 	"github.com/sluicehq/sluice/internal/webhook"
@@ -52,7 +53,9 @@ type Deps struct {
 	Webhooks *webhook.Service
 	// Escalation manages escalation policies; optional.
 	Escalation *escalation.Service
-	Metrics    *Metrics
+	// SLA manages SLA policies and incidents; optional.
+	SLA     *sla.Service
+	Metrics *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -88,7 +91,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -31,6 +32,10 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// Reconcile tunes what counts as lost.
 	Reconcile runs.ReconcileOptions
+	// Loops run beside the reconciler until the worker's ctx ends, and
+	// are waited for before asynq shuts down: the SLA sweep and window
+	// evaluator (internal/sla), which take their own singleton locks.
+	Loops []func(ctx context.Context)
 }
 
 // Worker runs asynq handlers and the reconciler.
@@ -103,7 +108,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	slots := make(chan struct{}, max(1, w.cfg.Concurrency/4))
 	wakeDone := make(chan struct{})
 	go func() { defer close(wakeDone); w.wakeLoop(ctx, execCtx, slots) }()
+	loopsDone := make(chan struct{})
+	go func() {
+		defer close(loopsDone)
+		var wg sync.WaitGroup
+		for _, loop := range w.cfg.Loops {
+			wg.Go(func() { loop(ctx) })
+		}
+		wg.Wait()
+	}()
 	w.reconcileLoop(ctx)
+	<-loopsDone
 	<-wakeDone
 	grace := time.AfterFunc(10*time.Second, cancelExec)
 	for range cap(slots) { // wait for woken steps to finish
