@@ -10,6 +10,7 @@ import (
 
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/graph/model"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -31,6 +32,20 @@ func (r *incidentResolver) Policy(ctx context.Context, obj *ent.Incident) (*ent.
 		return nil, nil // deleted since
 	}
 	return p, err
+}
+
+// Escalation is the resolver for the escalation field.
+func (r *incidentResolver) Escalation(ctx context.Context, obj *ent.Incident) (*ent.Escalation, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := c.Escalation.Query().
+		Where(escalation.SubjectKindEQ(escalation.SubjectKindIncident), escalation.SubjectID(obj.ID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return e, err
 }
 
 // CreateSLAPolicy is the resolver for the createSLAPolicy field.

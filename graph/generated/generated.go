@@ -372,6 +372,7 @@ type ComplexityRoot struct {
 		CreatedAt          func(childComplexity int) int
 		Details            func(childComplexity int) int
 		EnvironmentID      func(childComplexity int) int
+		Escalation         func(childComplexity int) int
 		EscalationPolicyID func(childComplexity int) int
 		FirstSeenAt        func(childComplexity int) int
 		ID                 func(childComplexity int) int
@@ -1026,6 +1027,7 @@ type InboundEventResolver interface {
 type IncidentResolver interface {
 	Scope(ctx context.Context, obj *ent.Incident) (model.SLAScope, error)
 	Policy(ctx context.Context, obj *ent.Incident) (*ent.SLAPolicy, error)
+	Escalation(ctx context.Context, obj *ent.Incident) (*ent.Escalation, error)
 }
 type MapItemResolver interface {
 	Item(ctx context.Context, obj *ent.MapItem) (any, error)
@@ -2407,6 +2409,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Incident.EnvironmentID(childComplexity), true
+	case "Incident.escalation":
+		if e.ComplexityRoot.Incident.Escalation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Incident.Escalation(childComplexity), true
 	case "Incident.escalationPolicyID":
 		if e.ComplexityRoot.Incident.EscalationPolicyID == nil {
 			break
@@ -11788,6 +11796,8 @@ extend type Incident {
   "The policy's scope, as it was when the incident opened."
   scope: SLAScope!
   policy: SLAPolicy
+  "The escalation its objective's escalation policy started (a copy of the policy's levels taken when the incident opened); null when the objective names none."
+  escalation: Escalation
 }
 
 extend type Run {
@@ -12537,6 +12547,8 @@ func (ec *executionContext) childFields_Incident(ctx context.Context, field grap
 		return ec.fieldContext_Incident_scope(ctx, field)
 	case "policy":
 		return ec.fieldContext_Incident_policy(ctx, field)
+	case "escalation":
+		return ec.fieldContext_Incident_escalation(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Incident", field.Name)
 }
@@ -21306,6 +21318,38 @@ func (ec *executionContext) fieldContext_Incident_policy(_ context.Context, fiel
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_SLAPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Incident_escalation(ctx context.Context, field graphql.CollectedField, obj *ent.Incident) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Incident_escalation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Incident().Escalation(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Escalation) graphql.Marshaler {
+			return ec.marshalOEscalation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEscalation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Incident_escalation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Incident",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Escalation(ctx, field)
 		},
 	}
 	return fc, nil
@@ -55871,6 +55915,12 @@ func (ec *executionContext) _Incident(ctx context.Context, sel ast.SelectionSet,
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Incident_policy(ctx, field, obj)
+				})
+		case "escalation":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Incident_escalation(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
