@@ -57,6 +57,18 @@ func TestSLAIncidentEscalates(t *testing.T) {
 			"maxDuration": map[string]any{"duration": "1s", "severity": "CRITICAL", "escalationPolicyID": esc}}}})
 		return wf
 	}
+	// Another tenant can neither name this tenant's escalation policy nor
+	// attach a policy to its workflow: VALIDATION at the field, nothing written.
+	other := newFixture(t, "sla-esc-b")
+	before := get(other.owner.ok(qSLAPolicies, nil), "slaPolicies.totalCount")
+	r := other.owner.fail("VALIDATION", mSLACreate, map[string]any{"in": map[string]any{"objectives": map[string]any{
+		"maxDuration": map[string]any{"duration": "1m", "severity": "ERROR", "escalationPolicyID": slow}}}})
+	if p, _ := r.Errors[0].Extensions["path"].(string); p != "input.objectives.maxDuration.escalationPolicyID" {
+		t.Errorf("a foreign escalation policy: path %q: %s", p, r.Raw)
+	}
+	if n := get(other.owner.ok(qSLAPolicies, nil), "slaPolicies.totalCount"); n != before {
+		t.Errorf("a refused policy was written: %v policies, %v before", n, before)
+	}
 	acked := workflow("acked", slow)
 	paged := workflow("paged", fast)
 	run := func(wf string) string {
