@@ -41,10 +41,11 @@ func TestSingleton(t *testing.T) {
 	}
 
 	// A holder dies with the lock held: its backend is terminated from
-	// outside, as when its process is killed.
+	// outside, as when its process is killed (and waited for: the lock is
+	// released when the backend has exited, not when it is signalled).
 	ran, err = Singleton(ctx, f.db, name, func(ctx context.Context) error {
 		var killed int
-		err := f.db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		err := f.db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_locks
 			WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1`, SingletonKey(name)).Scan(&killed)
 		if killed != 1 {
 			t.Errorf("terminated %d holders of the lock, want 1", killed)
