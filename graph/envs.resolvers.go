@@ -7,54 +7,76 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/envvars"
 )
 
 // Variables is the resolver for the variables field.
 func (r *environmentResolver) Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error) {
-	panic(fmt.Errorf("not implemented: Variables - variables"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := control.EnvironmentVariables(ctx, c, obj)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*envvars.Variable, len(vars))
+	for i := range vars {
+		out[i] = &vars[i]
+	}
+	return out, nil
 }
 
 // Archived is the resolver for the archived field.
 func (r *environmentResolver) Archived(ctx context.Context, obj *ent.Environment) (bool, error) {
-	panic(fmt.Errorf("not implemented: Archived - archived"))
+	return obj.ArchivedAt != nil, nil
 }
 
 // SetEnvironmentVariables is the resolver for the setEnvironmentVariables field.
 func (r *mutationResolver) SetEnvironmentVariables(ctx context.Context, input model.SetEnvironmentVariablesInput) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: SetEnvironmentVariables - setEnvironmentVariables"))
+	set := make([]envvars.Variable, len(input.Set))
+	for i, x := range input.Set {
+		set[i] = envvars.Variable{Name: x.Name, Type: x.Type, Value: x.Value}
+	}
+	return r.Control.SetEnvironmentVariables(ctx, input.EnvironmentID, control.VariableChange{Set: set, Unset: input.Unset})
 }
 
 // SetEnvironmentVariable is the resolver for the setEnvironmentVariable field.
 func (r *mutationResolver) SetEnvironmentVariable(ctx context.Context, input model.SetEnvironmentVariableInput) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: SetEnvironmentVariable - setEnvironmentVariable"))
+	return r.Control.SetEnvironmentVariables(ctx, input.EnvironmentID, control.VariableChange{
+		Set:     []envvars.Variable{{Name: input.Name, Type: input.Type, Value: input.Value}},
+		SetPath: func(int) string { return "input" },
+	})
 }
 
 // UnsetEnvironmentVariable is the resolver for the unsetEnvironmentVariable field.
 func (r *mutationResolver) UnsetEnvironmentVariable(ctx context.Context, input model.UnsetEnvironmentVariableInput) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: UnsetEnvironmentVariable - unsetEnvironmentVariable"))
+	return r.Control.SetEnvironmentVariables(ctx, input.EnvironmentID, control.VariableChange{
+		Unset:     []string{input.Name},
+		UnsetPath: func(int) string { return "input.name" },
+	})
 }
 
 // UpdateEnvironment is the resolver for the updateEnvironment field.
 func (r *mutationResolver) UpdateEnvironment(ctx context.Context, input model.UpdateEnvironmentInput) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: UpdateEnvironment - updateEnvironment"))
+	return r.Control.UpdateEnvironment(ctx, input.ID, input.Name, input.Description)
 }
 
 // ArchiveEnvironment is the resolver for the archiveEnvironment field.
 func (r *mutationResolver) ArchiveEnvironment(ctx context.Context, id string) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: ArchiveEnvironment - archiveEnvironment"))
+	return r.Control.ArchiveEnvironment(ctx, id, true)
 }
 
 // UnarchiveEnvironment is the resolver for the unarchiveEnvironment field.
 func (r *mutationResolver) UnarchiveEnvironment(ctx context.Context, id string) (*ent.Environment, error) {
-	panic(fmt.Errorf("not implemented: UnarchiveEnvironment - unarchiveEnvironment"))
+	return r.Control.ArchiveEnvironment(ctx, id, false)
 }
 
 // PromoteDeployment is the resolver for the promoteDeployment field.
 func (r *mutationResolver) PromoteDeployment(ctx context.Context, input model.PromoteDeploymentInput) (*ent.Deployment, error) {
-	panic(fmt.Errorf("not implemented: PromoteDeployment - promoteDeployment"))
+	return r.Control.PromoteDeployment(ctx, input.FromEnvironmentID, input.ToEnvironmentID, input.WorkflowID)
 }

@@ -23,7 +23,9 @@ import (
 // Service runs the state machine for the viewer in the context (API
 // requests) or for the tenant a worker's task names.
 type Service struct {
-	client     *ent.Client
+	client *ent.Client
+	// vars caches environments' variables versions (envvars.go).
+	vars       varsCache
 	vault      *vault.Vault
 	dispatcher tasks.Dispatcher
 	publisher  Publisher
