@@ -29,8 +29,10 @@ func envIDs(t *testing.T, c *client) map[string]string {
 
 // varsDefinition calls the environment's apiBase twice: /ping, then /after.
 func varsDefinition() map[string]any {
+	call := engHTTP("call", "GET", "{{ env.vars.apiBase }}/ping")
+	call["if"] = "env.vars.apiBase.startsWith('http')"
 	d := engDef(nil, "",
-		engHTTP("call", "GET", "{{ env.vars.apiBase }}/ping"),
+		call,
 		engHTTP("after", "GET", "{{ env.vars.apiBase }}/after?label={{ env.vars.label }}", "call"))
 	d["vars"] = map[string]any{
 		"apiBase": map[string]any{"type": "string", "required": true, "description": "where the API lives"},
@@ -116,11 +118,18 @@ func TestEnvironmentVariablesIsolate(t *testing.T) {
 	}
 	engCount(t, srv, "GET", "/staging/after", 2)
 	engCount(t, srv, "GET", "/moved/after", 0)
+	// A replay reads the source run's values too.
+	replay := str(f.owner.ok(`mutation($id: ID!) { replayRun(input: {runID: $id, mode: LIVE}) { id } }`, map[string]any{"id": failed}), "replayRun.id")
+	run = engFinish(t, f.owner, replay, "succeeded")
+	if get(run, "output.base") != srv.URL+"/staging" {
+		t.Fatalf("replay output: %v", run["output"])
+	}
+	engCount(t, srv, "GET", "/staging/ping", 2)
 	// A new staging run reads the new value.
 	newRun := str(f.owner.ok(mStartRun, map[string]any{"w": wf, "e": staging}), "startRun.id")
 	engFinish(t, f.owner, newRun, "succeeded")
 	engCount(t, srv, "GET", "/moved/ping", 1)
-	engCount(t, srv, "GET", "/staging/ping", 1)
+	engCount(t, srv, "GET", "/staging/ping", 2)
 
 	// Every version of staging's variables is kept.
 	env := f.owner.ok(qEnvVars, map[string]any{"id": staging})
