@@ -255,6 +255,8 @@ func TestEnvironmentArchiveRename(t *testing.T) {
 	if !strings.Contains(r.Raw, "archived") {
 		t.Fatalf("deploy to an archived environment: %s", r.Raw)
 	}
+	f.owner.fail("VALIDATION", `mutation($id: ID!) { replayRun(input: {runID: $id, mode: LIVE}) { id } }`, map[string]any{"id": before})
+	f.owner.ok(`mutation($id: ID!) { replayRun(input: {runID: $id, mode: SANDBOX}) { id } }`, map[string]any{"id": before})
 	if st := str(f.owner.ok(qRun, map[string]any{"id": before}), "node.status"); st != "succeeded" {
 		t.Fatalf("run of the archived environment: %v", st)
 	}

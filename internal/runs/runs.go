@@ -400,6 +400,16 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	mode := run.ModeLive
 	if in.Sandbox {
 		mode = run.ModeSandbox
+	} else {
+		// A live replay is a new run: an archived environment refuses it.
+		// A sandbox replay calls nothing and stays allowed.
+		env, err := control.EnvironmentByID(ctx, c, src.EnvironmentID, "input.runID")
+		if err != nil {
+			return nil, err
+		}
+		if env.ArchivedAt != nil {
+			return nil, control.ArchivedError(env, "input.runID", "new runs (a sandbox replay is allowed)")
+		}
 	}
 	srcID := src.ID
 	// The input as stored: Ent's decoding rounds ints beyond 2^53.
