@@ -228,6 +228,20 @@ func TestEnvironmentIsolation(t *testing.T) {
 	b.owner.fail("NOT_FOUND", mPromote, map[string]any{"f": a.envID, "t": b.prodEnvID, "w": b.workflowID})
 	b.owner.fail("NOT_FOUND", mPromote, map[string]any{"f": b.envID, "t": a.prodEnvID, "w": b.workflowID})
 	b.owner.fail("NOT_FOUND", mPromote, map[string]any{"f": b.envID, "t": b.prodEnvID, "w": a.workflowID})
+	// A key scoped to production with the admin role reads production's
+	// variables only and sets none (tenant-wide administration).
+	a.owner.ok(mSetVar, map[string]any{"e": a.prodEnvID, "n": "region", "t": "STRING", "v": "eu"})
+	key := a.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "prod-admin", roles: [ADMIN], environmentID: $e}) { token } }`, map[string]any{"e": a.prodEnvID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	if v := get(scoped.ok(qEnvVars, map[string]any{"id": a.prodEnvID}), "node.variables"); len(v.([]any)) != 1 {
+		t.Fatalf("scoped key reads production's variables: %v", v)
+	}
+	if n := get(scoped.ok(qEnvVars, map[string]any{"id": a.envID}), "node"); n != nil {
+		t.Fatalf("scoped key reads development: %v", n)
+	}
+	scoped.fail("FORBIDDEN", mSetVar, map[string]any{"e": a.prodEnvID, "n": "region", "t": "STRING", "v": "us"})
+	scoped.fail("FORBIDDEN", mArchiveEnv, map[string]any{"id": a.prodEnvID})
+
 	got := a.owner.ok(qEnvVars, map[string]any{"id": a.envID})
 	if get(got, "node.varsVersion") != float64(1) || get(got, "node.archived") != false || str(got, "node.name") != "development" {
 		t.Fatalf("a's environment changed: %v", got)
