@@ -299,3 +299,44 @@ func TestEnvironmentArchiveRename(t *testing.T) {
 		}
 	}
 }
+
+// TestPromoteDeploymentChecks: a promotion goes through the deploy checks
+// (a required variable missing in the target, production needing an
+// admin) and refuses bad input, writing nothing.
+func TestPromoteDeploymentChecks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "envs-promote")
+	envs := envIDs(t, f.owner)
+	staging, prod := envs["staging"], envs["production"]
+	srv := newScriptServer(t)
+	wf := str(f.owner.ok(mCreateWF, map[string]any{"n": "promo", "s": "promo"}), "createWorkflow.id")
+	v1 := str(f.owner.ok(mCreateVer, map[string]any{"w": wf, "d": varsDefinition()}), "createWorkflowVersion.id")
+	f.owner.ok(mPublish, map[string]any{"id": v1})
+
+	// Nothing deployed in staging yet.
+	r := f.owner.fail("VALIDATION", mPromote, map[string]any{"f": staging, "t": prod, "w": wf})
+	if !hasProblemAt(r, "input.fromEnvironmentID") {
+		t.Fatalf("promote with nothing deployed: %s", r.Raw)
+	}
+	f.owner.ok(mSetVar, map[string]any{"e": staging, "n": "apiBase", "t": "STRING", "v": srv.URL + "/s"})
+	f.owner.ok(mDeploy, map[string]any{"v": v1, "e": staging})
+
+	r = f.owner.fail("VALIDATION", mPromote, map[string]any{"f": staging, "t": prod, "w": wf})
+	if !hasProblemAt(r, "$.vars.apiBase") || !strings.Contains(r.Raw, "apiBase") {
+		t.Fatalf("promote to production without apiBase: %s", r.Raw)
+	}
+	f.owner.fail("VALIDATION", mPromote, map[string]any{"f": staging, "t": staging, "w": wf})
+	editor := newClient(t, 1, token(t, f.tenantID, "editor"))
+	f.owner.ok(mSetVar, map[string]any{"e": prod, "n": "apiBase", "t": "STRING", "v": srv.URL + "/p"})
+	editor.fail("FORBIDDEN", mPromote, map[string]any{"f": staging, "t": prod, "w": wf})
+	if n := get(f.owner.ok(qEnvVars, map[string]any{"id": prod}), "node.deployments.totalCount"); n != float64(0) {
+		t.Fatalf("refused promotions deployed: %v", n)
+	}
+	if n := get(f.owner.ok(`{ auditLogs(where: {action: "deployment.promote"}) { totalCount } }`, nil), "auditLogs.totalCount"); n != float64(0) {
+		t.Fatalf("refused promotions audited: %v", n)
+	}
+	dep := f.owner.ok(mPromote, map[string]any{"f": staging, "t": prod, "w": wf})
+	if str(dep, "promoteDeployment.version.id") != v1 {
+		t.Fatalf("promote: %v", dep)
+	}
+}
