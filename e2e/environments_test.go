@@ -239,6 +239,19 @@ func TestEnvironmentIsolation(t *testing.T) {
 	if n := get(scoped.ok(qEnvVars, map[string]any{"id": a.envID}), "node"); n != nil {
 		t.Fatalf("scoped key reads development: %v", n)
 	}
+	devVersions := edges(a.owner.ok(`query($id: ID!) { node(id: $id) { ... on Environment { variableVersions { edges { node { id } } } } } }`, map[string]any{"id": a.envID}), "node.variableVersions")
+	if len(devVersions) != 1 {
+		t.Fatalf("development's versions: %v", devVersions)
+	}
+	devVersion := devVersions[0]["id"].(string)
+	if n := get(a.owner.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": devVersion}), "node.id"); n != devVersion {
+		t.Fatalf("owner reads the version node: %v", n)
+	}
+	for _, c := range []*client{scoped, b.owner} {
+		if n := get(c.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": devVersion}), "node"); n != nil {
+			t.Fatalf("another environment's or tenant's variables version is visible: %v", n)
+		}
+	}
 	scoped.fail("FORBIDDEN", mSetVar, map[string]any{"e": a.prodEnvID, "n": "region", "t": "STRING", "v": "us"})
 	scoped.fail("FORBIDDEN", mArchiveEnv, map[string]any{"id": a.prodEnvID})
 
