@@ -305,6 +305,14 @@ func TestEnvironmentArchiveRename(t *testing.T) {
 	if str(f.owner.ok(qEnvVars, map[string]any{"id": f.envID}), "node.name") != "dev-two" {
 		t.Fatal("refused update changed the name")
 	}
+	created := f.owner.ok(`mutation($d: String) { createEnvironment(input: {name: "qa", kind: staging, description: $d}) { id description archived varsVersion } }`, map[string]any{"d": "shared test bed"})
+	if str(created, "createEnvironment.description") != "shared test bed" || get(created, "createEnvironment.archived") != false {
+		t.Fatalf("create with description: %v", created)
+	}
+	r = f.owner.fail("VALIDATION", `mutation($d: String) { createEnvironment(input: {name: "qa2", kind: staging, description: $d}) { id } }`, map[string]any{"d": strings.Repeat("d", 501)})
+	if !hasProblemAt(r, "input.description") {
+		t.Fatalf("long description: %s", r.Raw)
+	}
 	for action, n := range map[string]float64{"environment.archive": 1, "environment.unarchive": 1, "environment.update": 1} {
 		got := get(f.owner.ok(`query($a: String!) { auditLogs(where: {action: $a}) { totalCount } }`, map[string]any{"a": action}), "auditLogs.totalCount")
 		if got != n {

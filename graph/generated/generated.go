@@ -12146,6 +12146,8 @@ enum Role {
 input CreateEnvironmentInput {
   name: String!
   kind: EnvironmentKind!
+  "At most 500 characters."
+  description: String
 }
 
 input CreateWorkflowInput {
@@ -39212,7 +39214,7 @@ func (ec *executionContext) unmarshalInputCreateEnvironmentInput(ctx context.Con
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "kind"}
+	fieldsInOrder := [...]string{"name", "kind", "description"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -39233,6 +39235,13 @@ func (ec *executionContext) unmarshalInputCreateEnvironmentInput(ctx context.Con
 				return it, err
 			}
 			it.Kind = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
 		}
 	}
 	return it, nil

@@ -58,6 +58,8 @@ type CreateCredentialInput struct {
 type CreateEnvironmentInput struct {
 	Name string           `json:"name"`
 	Kind environment.Kind `json:"kind"`
+	// At most 500 characters.
+	Description *string `json:"description,omitempty"`
 }
 
 type CreateEscalationPolicyInput struct {
