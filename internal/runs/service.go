@@ -23,9 +23,7 @@ import (
 // Service runs the state machine for the viewer in the context (API
 // requests) or for the tenant a worker's task names.
 type Service struct {
-	client *ent.Client
-	// vars caches environments' variables versions (envvars.go).
-	vars       varsCache
+	client     *ent.Client
 	vault      *vault.Vault
 	dispatcher tasks.Dispatcher
 	publisher  Publisher
@@ -44,6 +42,8 @@ type Service struct {
 	group      *store.Group  // see Options.Group
 	// callbackKeys: tenant id -> key of the tenant's callback tokens (wait.go)
 	callbackKeys sync.Map
+	// vars caches environments' variables versions (envvars.go).
+	vars varsCache
 }
 
 // Options configure a Service.

@@ -18,12 +18,13 @@ import (
 // appTableGrants lists the tables whose app-role privileges differ from the
 // default (SELECT, INSERT, UPDATE, DELETE).
 var appTableGrants = map[string]string{
-	"audit_logs": "SELECT, INSERT", // append-only
-	"run_events": "SELECT, INSERT", // append-only
+	"audit_logs":       "SELECT, INSERT", // append-only
+	"run_events":       "SELECT, INSERT", // append-only
+	"tenants":          "SELECT, UPDATE", // tenants are created by the owner (`sluice tenant`)
+	"goose_db_version": "",               // migrations belong to the owner
+
 	// Each variables version is immutable: runs read the set they started with.
 	"environment_variable_versions": "SELECT, INSERT",
-	"tenants":                       "SELECT, UPDATE", // tenants are created by the owner (`sluice tenant`)
-	"goose_db_version":              "",               // migrations belong to the owner
 }
 
 // Migrator applies the embedded migrations as the owner role.
