@@ -131,13 +131,23 @@ func TestEnvironmentVariablesIsolate(t *testing.T) {
 	engCount(t, srv, "GET", "/moved/ping", 1)
 	engCount(t, srv, "GET", "/staging/ping", 2)
 
+	// What a deployed version requires cannot be removed or retyped.
+	r = f.owner.fail("VALIDATION", mUnsetVar, map[string]any{"e": staging, "n": "apiBase"})
+	if !hasProblemAt(r, "input.name") || !strings.Contains(r.Raw, "deployed here") {
+		t.Fatalf("unset of a required variable: %s", r.Raw)
+	}
+	r = f.owner.fail("VALIDATION", mSetVar, map[string]any{"e": staging, "n": "apiBase", "t": "BOOLEAN", "v": true})
+	if !hasProblemAt(r, "input.type") {
+		t.Fatalf("retype of a declared variable: %s", r.Raw)
+	}
+	f.owner.ok(mUnsetVar, map[string]any{"e": staging, "n": "label"}) // has a default
 	// Every version of staging's variables is kept.
 	env := f.owner.ok(qEnvVars, map[string]any{"id": staging})
-	if get(env, "node.variableVersions.totalCount") != float64(2) || get(env, "node.varsVersion") != float64(2) {
+	if get(env, "node.variableVersions.totalCount") != float64(3) || get(env, "node.varsVersion") != float64(3) {
 		t.Fatalf("staging versions: %v", env)
 	}
 	logs := f.owner.ok(`{ auditLogs(where: {action: "environment.variables.set"}) { totalCount } }`, nil)
-	if get(logs, "auditLogs.totalCount") != float64(4) {
+	if get(logs, "auditLogs.totalCount") != float64(5) {
 		t.Fatalf("variables audit entries: %v", logs)
 	}
 	if get(f.owner.ok(`{ auditLogs(where: {action: "deployment.promote"}) { totalCount } }`, nil), "auditLogs.totalCount") != float64(1) {

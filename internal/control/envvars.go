@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/internal/access"
@@ -101,6 +102,9 @@ func (s *Service) SetEnvironmentVariables(ctx context.Context, environmentID str
 	}
 	if len(problems) > 0 {
 		return nil, errs.InvalidAll("the variables change is invalid", problems)
+	}
+	if err := checkDeployedNeeds(ctx, c, env, envvars.Sorted(next), ch); err != nil {
+		return nil, err
 	}
 	version := env.VarsVersion + 1
 	if _, err := c.EnvironmentVariableVersion.Create().
@@ -236,4 +240,48 @@ func (s *Service) ArchiveEnvironment(ctx context.Context, id string, archived bo
 func ArchivedError(env *ent.Environment, path, what string) error {
 	return &errs.Error{Code: errs.Validation, Message: "environment " + env.Name + " is archived: it refuses " + what + "; unarchive it first",
 		Problems: []errs.Problem{{Path: path, Message: "environment is archived"}}}
+}
+
+// checkDeployedNeeds refuses a change that would leave a version deployed in
+// the environment without a variable it requires, or with one of another
+// type than it declares: the deploy check, kept true afterwards.
+func checkDeployedNeeds(ctx context.Context, c *ent.Client, env *ent.Environment, next []envvars.Variable, ch VariableChange) error {
+	deps, err := c.Deployment.Query().
+		Where(deployment.EnvironmentID(env.ID), deployment.Active(true)).
+		WithVersion().All(ctx)
+	if err != nil {
+		return err
+	}
+	pathOf := func(name string) string {
+		for i, x := range ch.Set {
+			if x.Name == name {
+				return ch.SetPath(i) + ".type"
+			}
+		}
+		for i, n := range ch.Unset {
+			if n == name {
+				return ch.UnsetPath(i)
+			}
+		}
+		return "input"
+	}
+	var problems []errs.Problem
+	for _, d := range deps {
+		wv := d.Edges.Version
+		if wv == nil {
+			continue
+		}
+		def, _, err := parseDefinition(wv.Definition)
+		if err != nil || len(def.Vars) == 0 {
+			continue
+		}
+		for _, p := range def.CheckVars(next) {
+			problems = append(problems, errs.Problem{Path: pathOf(p.Name),
+				Message: fmt.Sprintf("%s: version %d of workflow %s, deployed here, declares it", p.Message, wv.Number, wv.WorkflowID)})
+		}
+	}
+	if len(problems) > 0 {
+		return errs.InvalidAll("the change would break what is deployed in environment "+env.Name+"; deploy a version that does not need it first", problems)
+	}
+	return nil
 }
