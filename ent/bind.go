@@ -58,6 +58,14 @@ func (c *EnvironmentClient) Bind(_m *Environment) *Environment {
 	return _m
 }
 
+// Bind gives a EnvironmentVariableVersion that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EnvironmentVariableVersionClient) Bind(_m *EnvironmentVariableVersion) *EnvironmentVariableVersion {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Escalation that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
@@ -67,6 +68,8 @@ type Client struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// EnvironmentVariableVersion is the client for interacting with the EnvironmentVariableVersion builders.
+	EnvironmentVariableVersion *EnvironmentVariableVersionClient
 	// Escalation is the client for interacting with the Escalation builders.
 	Escalation *EscalationClient
 	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
@@ -129,6 +132,7 @@ func (c *Client) init() {
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
+	c.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(c.config)
 	c.Escalation = NewEscalationClient(c.config)
 	c.EscalationPolicy = NewEscalationPolicyClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
@@ -241,37 +245,38 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:               ctx,
-		config:            cfg,
-		APIKey:            NewAPIKeyClient(cfg),
-		ApprovalRequest:   NewApprovalRequestClient(cfg),
-		AuditLog:          NewAuditLogClient(cfg),
-		Credential:        NewCredentialClient(cfg),
-		CredentialVersion: NewCredentialVersionClient(cfg),
-		Deployment:        NewDeploymentClient(cfg),
-		Environment:       NewEnvironmentClient(cfg),
-		Escalation:        NewEscalationClient(cfg),
-		EscalationPolicy:  NewEscalationPolicyClient(cfg),
-		EventWait:         NewEventWaitClient(cfg),
-		InboundEvent:      NewInboundEventClient(cfg),
-		Incident:          NewIncidentClient(cfg),
-		MapItem:           NewMapItemClient(cfg),
-		Member:            NewMemberClient(cfg),
-		ModelCall:         NewModelCallClient(cfg),
-		ModelPrice:        NewModelPriceClient(cfg),
-		PagerDutySend:     NewPagerDutySendClient(cfg),
-		Run:               NewRunClient(cfg),
-		RunEvent:          NewRunEventClient(cfg),
-		SLABreach:         NewSLABreachClient(cfg),
-		SLAPolicy:         NewSLAPolicyClient(cfg),
-		StepAttempt:       NewStepAttemptClient(cfg),
-		StepRun:           NewStepRunClient(cfg),
-		Tenant:            NewTenantClient(cfg),
-		WebhookAttempt:    NewWebhookAttemptClient(cfg),
-		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
-		WebhookEndpoint:   NewWebhookEndpointClient(cfg),
-		Workflow:          NewWorkflowClient(cfg),
-		WorkflowVersion:   NewWorkflowVersionClient(cfg),
+		ctx:                        ctx,
+		config:                     cfg,
+		APIKey:                     NewAPIKeyClient(cfg),
+		ApprovalRequest:            NewApprovalRequestClient(cfg),
+		AuditLog:                   NewAuditLogClient(cfg),
+		Credential:                 NewCredentialClient(cfg),
+		CredentialVersion:          NewCredentialVersionClient(cfg),
+		Deployment:                 NewDeploymentClient(cfg),
+		Environment:                NewEnvironmentClient(cfg),
+		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
+		Escalation:                 NewEscalationClient(cfg),
+		EscalationPolicy:           NewEscalationPolicyClient(cfg),
+		EventWait:                  NewEventWaitClient(cfg),
+		InboundEvent:               NewInboundEventClient(cfg),
+		Incident:                   NewIncidentClient(cfg),
+		MapItem:                    NewMapItemClient(cfg),
+		Member:                     NewMemberClient(cfg),
+		ModelCall:                  NewModelCallClient(cfg),
+		ModelPrice:                 NewModelPriceClient(cfg),
+		PagerDutySend:              NewPagerDutySendClient(cfg),
+		Run:                        NewRunClient(cfg),
+		RunEvent:                   NewRunEventClient(cfg),
+		SLABreach:                  NewSLABreachClient(cfg),
+		SLAPolicy:                  NewSLAPolicyClient(cfg),
+		StepAttempt:                NewStepAttemptClient(cfg),
+		StepRun:                    NewStepRunClient(cfg),
+		Tenant:                     NewTenantClient(cfg),
+		WebhookAttempt:             NewWebhookAttemptClient(cfg),
+		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
+		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
+		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
 }
 
@@ -289,37 +294,38 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:               ctx,
-		config:            cfg,
-		APIKey:            NewAPIKeyClient(cfg),
-		ApprovalRequest:   NewApprovalRequestClient(cfg),
-		AuditLog:          NewAuditLogClient(cfg),
-		Credential:        NewCredentialClient(cfg),
-		CredentialVersion: NewCredentialVersionClient(cfg),
-		Deployment:        NewDeploymentClient(cfg),
-		Environment:       NewEnvironmentClient(cfg),
-		Escalation:        NewEscalationClient(cfg),
-		EscalationPolicy:  NewEscalationPolicyClient(cfg),
-		EventWait:         NewEventWaitClient(cfg),
-		InboundEvent:      NewInboundEventClient(cfg),
-		Incident:          NewIncidentClient(cfg),
-		MapItem:           NewMapItemClient(cfg),
-		Member:            NewMemberClient(cfg),
-		ModelCall:         NewModelCallClient(cfg),
-		ModelPrice:        NewModelPriceClient(cfg),
-		PagerDutySend:     NewPagerDutySendClient(cfg),
-		Run:               NewRunClient(cfg),
-		RunEvent:          NewRunEventClient(cfg),
-		SLABreach:         NewSLABreachClient(cfg),
-		SLAPolicy:         NewSLAPolicyClient(cfg),
-		StepAttempt:       NewStepAttemptClient(cfg),
-		StepRun:           NewStepRunClient(cfg),
-		Tenant:            NewTenantClient(cfg),
-		WebhookAttempt:    NewWebhookAttemptClient(cfg),
-		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
-		WebhookEndpoint:   NewWebhookEndpointClient(cfg),
-		Workflow:          NewWorkflowClient(cfg),
-		WorkflowVersion:   NewWorkflowVersionClient(cfg),
+		ctx:                        ctx,
+		config:                     cfg,
+		APIKey:                     NewAPIKeyClient(cfg),
+		ApprovalRequest:            NewApprovalRequestClient(cfg),
+		AuditLog:                   NewAuditLogClient(cfg),
+		Credential:                 NewCredentialClient(cfg),
+		CredentialVersion:          NewCredentialVersionClient(cfg),
+		Deployment:                 NewDeploymentClient(cfg),
+		Environment:                NewEnvironmentClient(cfg),
+		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
+		Escalation:                 NewEscalationClient(cfg),
+		EscalationPolicy:           NewEscalationPolicyClient(cfg),
+		EventWait:                  NewEventWaitClient(cfg),
+		InboundEvent:               NewInboundEventClient(cfg),
+		Incident:                   NewIncidentClient(cfg),
+		MapItem:                    NewMapItemClient(cfg),
+		Member:                     NewMemberClient(cfg),
+		ModelCall:                  NewModelCallClient(cfg),
+		ModelPrice:                 NewModelPriceClient(cfg),
+		PagerDutySend:              NewPagerDutySendClient(cfg),
+		Run:                        NewRunClient(cfg),
+		RunEvent:                   NewRunEventClient(cfg),
+		SLABreach:                  NewSLABreachClient(cfg),
+		SLAPolicy:                  NewSLAPolicyClient(cfg),
+		StepAttempt:                NewStepAttemptClient(cfg),
+		StepRun:                    NewStepRunClient(cfg),
+		Tenant:                     NewTenantClient(cfg),
+		WebhookAttempt:             NewWebhookAttemptClient(cfg),
+		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
+		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
+		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
 }
 
@@ -350,11 +356,11 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
-		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
+		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
+		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -365,11 +371,11 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.Escalation, c.EscalationPolicy, c.EventWait,
-		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
+		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
+		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -392,6 +398,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Deployment.mutate(ctx, m)
 	case *EnvironmentMutation:
 		return c.Environment.mutate(ctx, m)
+	case *EnvironmentVariableVersionMutation:
+		return c.EnvironmentVariableVersion.mutate(ctx, m)
 	case *EscalationMutation:
 		return c.Escalation.mutate(ctx, m)
 	case *EscalationPolicyMutation:
@@ -1625,6 +1633,22 @@ func (c *EnvironmentClient) QueryCredentials(_m *Environment) *CredentialQuery {
 	return query
 }
 
+// QueryVariableVersions queries the variable_versions edge of a Environment.
+func (c *EnvironmentClient) QueryVariableVersions(_m *Environment) *EnvironmentVariableVersionQuery {
+	query := (&EnvironmentVariableVersionClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(environment.Table, environment.FieldID, id),
+			sqlgraph.To(environmentvariableversion.Table, environmentvariableversion.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, environment.VariableVersionsTable, environment.VariableVersionsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *EnvironmentClient) Hooks() []Hook {
 	hooks := c.hooks.Environment
@@ -1648,6 +1672,172 @@ func (c *EnvironmentClient) mutate(ctx context.Context, m *EnvironmentMutation) 
 		return (&EnvironmentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Environment mutation op: %q", m.Op())
+	}
+}
+
+// EnvironmentVariableVersionClient is a client for the EnvironmentVariableVersion schema.
+type EnvironmentVariableVersionClient struct {
+	config
+}
+
+// NewEnvironmentVariableVersionClient returns a client for the EnvironmentVariableVersion from the given config.
+func NewEnvironmentVariableVersionClient(c config) *EnvironmentVariableVersionClient {
+	return &EnvironmentVariableVersionClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `environmentvariableversion.Hooks(f(g(h())))`.
+func (c *EnvironmentVariableVersionClient) Use(hooks ...Hook) {
+	c.hooks.EnvironmentVariableVersion = append(c.hooks.EnvironmentVariableVersion, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `environmentvariableversion.Intercept(f(g(h())))`.
+func (c *EnvironmentVariableVersionClient) Intercept(interceptors ...Interceptor) {
+	c.inters.EnvironmentVariableVersion = append(c.inters.EnvironmentVariableVersion, interceptors...)
+}
+
+// Create returns a builder for creating a EnvironmentVariableVersion entity.
+func (c *EnvironmentVariableVersionClient) Create() *EnvironmentVariableVersionCreate {
+	mutation := newEnvironmentVariableVersionMutation(c.config, OpCreate)
+	return &EnvironmentVariableVersionCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of EnvironmentVariableVersion entities.
+func (c *EnvironmentVariableVersionClient) CreateBulk(builders ...*EnvironmentVariableVersionCreate) *EnvironmentVariableVersionCreateBulk {
+	return &EnvironmentVariableVersionCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EnvironmentVariableVersionClient) MapCreateBulk(slice any, setFunc func(*EnvironmentVariableVersionCreate, int)) *EnvironmentVariableVersionCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EnvironmentVariableVersionCreateBulk{err: fmt.Errorf("calling to EnvironmentVariableVersionClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EnvironmentVariableVersionCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EnvironmentVariableVersionCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for EnvironmentVariableVersion.
+func (c *EnvironmentVariableVersionClient) Update() *EnvironmentVariableVersionUpdate {
+	mutation := newEnvironmentVariableVersionMutation(c.config, OpUpdate)
+	return &EnvironmentVariableVersionUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EnvironmentVariableVersionClient) UpdateOne(_m *EnvironmentVariableVersion) *EnvironmentVariableVersionUpdateOne {
+	mutation := newEnvironmentVariableVersionMutation(c.config, OpUpdateOne, withEnvironmentVariableVersion(_m))
+	return &EnvironmentVariableVersionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EnvironmentVariableVersionClient) UpdateOneID(id string) *EnvironmentVariableVersionUpdateOne {
+	mutation := newEnvironmentVariableVersionMutation(c.config, OpUpdateOne, withEnvironmentVariableVersionID(id))
+	return &EnvironmentVariableVersionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for EnvironmentVariableVersion.
+func (c *EnvironmentVariableVersionClient) Delete() *EnvironmentVariableVersionDelete {
+	mutation := newEnvironmentVariableVersionMutation(c.config, OpDelete)
+	return &EnvironmentVariableVersionDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EnvironmentVariableVersionClient) DeleteOne(_m *EnvironmentVariableVersion) *EnvironmentVariableVersionDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EnvironmentVariableVersionClient) DeleteOneID(id string) *EnvironmentVariableVersionDeleteOne {
+	builder := c.Delete().Where(environmentvariableversion.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EnvironmentVariableVersionDeleteOne{builder}
+}
+
+// Query returns a query builder for EnvironmentVariableVersion.
+func (c *EnvironmentVariableVersionClient) Query() *EnvironmentVariableVersionQuery {
+	return &EnvironmentVariableVersionQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEnvironmentVariableVersion},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a EnvironmentVariableVersion entity by its id.
+func (c *EnvironmentVariableVersionClient) Get(ctx context.Context, id string) (*EnvironmentVariableVersion, error) {
+	return c.Query().Where(environmentvariableversion.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EnvironmentVariableVersionClient) GetX(ctx context.Context, id string) *EnvironmentVariableVersion {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a EnvironmentVariableVersion.
+func (c *EnvironmentVariableVersionClient) QueryTenant(_m *EnvironmentVariableVersion) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(environmentvariableversion.Table, environmentvariableversion.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, environmentvariableversion.TenantTable, environmentvariableversion.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryEnvironment queries the environment edge of a EnvironmentVariableVersion.
+func (c *EnvironmentVariableVersionClient) QueryEnvironment(_m *EnvironmentVariableVersion) *EnvironmentQuery {
+	query := (&EnvironmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(environmentvariableversion.Table, environmentvariableversion.FieldID, id),
+			sqlgraph.To(environment.Table, environment.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, environmentvariableversion.EnvironmentTable, environmentvariableversion.EnvironmentColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EnvironmentVariableVersionClient) Hooks() []Hook {
+	hooks := c.hooks.EnvironmentVariableVersion
+	return append(hooks[:len(hooks):len(hooks)], environmentvariableversion.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EnvironmentVariableVersionClient) Interceptors() []Interceptor {
+	return c.inters.EnvironmentVariableVersion
+}
+
+func (c *EnvironmentVariableVersionClient) mutate(ctx context.Context, m *EnvironmentVariableVersionMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EnvironmentVariableVersionCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EnvironmentVariableVersionUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EnvironmentVariableVersionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EnvironmentVariableVersionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown EnvironmentVariableVersion mutation op: %q", m.Op())
 	}
 }
 
@@ -5259,17 +5449,19 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, Incident,
-		MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
+		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
+		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
+		PagerDutySend, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt, StepRun,
+		Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, Escalation, EscalationPolicy, EventWait, InboundEvent, Incident,
-		MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
+		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
+		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
+		PagerDutySend, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt, StepRun,
+		Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
@@ -101,35 +102,36 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			apikey.Table:            apikey.ValidColumn,
-			approvalrequest.Table:   approvalrequest.ValidColumn,
-			auditlog.Table:          auditlog.ValidColumn,
-			credential.Table:        credential.ValidColumn,
-			credentialversion.Table: credentialversion.ValidColumn,
-			deployment.Table:        deployment.ValidColumn,
-			environment.Table:       environment.ValidColumn,
-			escalation.Table:        escalation.ValidColumn,
-			escalationpolicy.Table:  escalationpolicy.ValidColumn,
-			eventwait.Table:         eventwait.ValidColumn,
-			inboundevent.Table:      inboundevent.ValidColumn,
-			incident.Table:          incident.ValidColumn,
-			mapitem.Table:           mapitem.ValidColumn,
-			member.Table:            member.ValidColumn,
-			modelcall.Table:         modelcall.ValidColumn,
-			modelprice.Table:        modelprice.ValidColumn,
-			pagerdutysend.Table:     pagerdutysend.ValidColumn,
-			run.Table:               run.ValidColumn,
-			runevent.Table:          runevent.ValidColumn,
-			slabreach.Table:         slabreach.ValidColumn,
-			slapolicy.Table:         slapolicy.ValidColumn,
-			stepattempt.Table:       stepattempt.ValidColumn,
-			steprun.Table:           steprun.ValidColumn,
-			tenant.Table:            tenant.ValidColumn,
-			webhookattempt.Table:    webhookattempt.ValidColumn,
-			webhookdelivery.Table:   webhookdelivery.ValidColumn,
-			webhookendpoint.Table:   webhookendpoint.ValidColumn,
-			workflow.Table:          workflow.ValidColumn,
-			workflowversion.Table:   workflowversion.ValidColumn,
+			apikey.Table:                     apikey.ValidColumn,
+			approvalrequest.Table:            approvalrequest.ValidColumn,
+			auditlog.Table:                   auditlog.ValidColumn,
+			credential.Table:                 credential.ValidColumn,
+			credentialversion.Table:          credentialversion.ValidColumn,
+			deployment.Table:                 deployment.ValidColumn,
+			environment.Table:                environment.ValidColumn,
+			environmentvariableversion.Table: environmentvariableversion.ValidColumn,
+			escalation.Table:                 escalation.ValidColumn,
+			escalationpolicy.Table:           escalationpolicy.ValidColumn,
+			eventwait.Table:                  eventwait.ValidColumn,
+			inboundevent.Table:               inboundevent.ValidColumn,
+			incident.Table:                   incident.ValidColumn,
+			mapitem.Table:                    mapitem.ValidColumn,
+			member.Table:                     member.ValidColumn,
+			modelcall.Table:                  modelcall.ValidColumn,
+			modelprice.Table:                 modelprice.ValidColumn,
+			pagerdutysend.Table:              pagerdutysend.ValidColumn,
+			run.Table:                        run.ValidColumn,
+			runevent.Table:                   runevent.ValidColumn,
+			slabreach.Table:                  slabreach.ValidColumn,
+			slapolicy.Table:                  slapolicy.ValidColumn,
+			stepattempt.Table:                stepattempt.ValidColumn,
+			steprun.Table:                    steprun.ValidColumn,
+			tenant.Table:                     tenant.ValidColumn,
+			webhookattempt.Table:             webhookattempt.ValidColumn,
+			webhookdelivery.Table:            webhookdelivery.ValidColumn,
+			webhookendpoint.Table:            webhookendpoint.ValidColumn,
+			workflow.Table:                   workflow.ValidColumn,
+			workflowversion.Table:            workflowversion.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

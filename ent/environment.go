@@ -28,6 +28,12 @@ type Environment struct {
 	Name string `json:"name,omitempty"`
 	// Kind holds the value of the "kind" field.
 	Kind environment.Kind `json:"kind,omitempty"`
+	// Description holds the value of the "description" field.
+	Description string `json:"description,omitempty"`
+	// Set while archived: the environment refuses new runs and deploys.
+	ArchivedAt *time.Time `json:"archived_at,omitempty"`
+	// The current variables version; 0 is the empty set. Bumped in the transaction of every change.
+	VarsVersion int64 `json:"vars_version,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the EnvironmentQuery when eager-loading is set.
 	Edges        EnvironmentEdges `json:"edges"`
@@ -42,14 +48,17 @@ type EnvironmentEdges struct {
 	Deployments []*Deployment `json:"deployments,omitempty"`
 	// Credentials holds the value of the credentials edge.
 	Credentials []*Credential `json:"credentials,omitempty"`
+	// VariableVersions holds the value of the variable_versions edge.
+	VariableVersions []*EnvironmentVariableVersion `json:"variable_versions,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [3]bool
+	loadedTypes [4]bool
 	// totalCount holds the count of the edges above.
-	totalCount [2]map[string]int
+	totalCount [3]map[string]int
 
-	namedDeployments map[string][]*Deployment
-	namedCredentials map[string][]*Credential
+	namedDeployments      map[string][]*Deployment
+	namedCredentials      map[string][]*Credential
+	namedVariableVersions map[string][]*EnvironmentVariableVersion
 }
 
 // TenantOrErr returns the Tenant value or an error if the edge
@@ -81,14 +90,25 @@ func (e EnvironmentEdges) CredentialsOrErr() ([]*Credential, error) {
 	return nil, &NotLoadedError{edge: "credentials"}
 }
 
+// VariableVersionsOrErr returns the VariableVersions value or an error if the edge
+// was not loaded in eager-loading.
+func (e EnvironmentEdges) VariableVersionsOrErr() ([]*EnvironmentVariableVersion, error) {
+	if e.loadedTypes[3] {
+		return e.VariableVersions, nil
+	}
+	return nil, &NotLoadedError{edge: "variable_versions"}
+}
+
 // scanValues returns the types for scanning values from sql.Rows.
 func (*Environment) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case environment.FieldID, environment.FieldTenantID, environment.FieldName, environment.FieldKind:
+		case environment.FieldVarsVersion:
+			values[i] = new(sql.NullInt64)
+		case environment.FieldID, environment.FieldTenantID, environment.FieldName, environment.FieldKind, environment.FieldDescription:
 			values[i] = new(sql.NullString)
-		case environment.FieldCreatedAt, environment.FieldUpdatedAt:
+		case environment.FieldCreatedAt, environment.FieldUpdatedAt, environment.FieldArchivedAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -141,6 +161,25 @@ func (_m *Environment) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Kind = environment.Kind(value.String)
 			}
+		case environment.FieldDescription:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field description", values[i])
+			} else if value.Valid {
+				_m.Description = value.String
+			}
+		case environment.FieldArchivedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field archived_at", values[i])
+			} else if value.Valid {
+				_m.ArchivedAt = new(time.Time)
+				*_m.ArchivedAt = value.Time
+			}
+		case environment.FieldVarsVersion:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field vars_version", values[i])
+			} else if value.Valid {
+				_m.VarsVersion = value.Int64
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -167,6 +206,11 @@ func (_m *Environment) QueryDeployments() *DeploymentQuery {
 // QueryCredentials queries the "credentials" edge of the Environment entity.
 func (_m *Environment) QueryCredentials() *CredentialQuery {
 	return NewEnvironmentClient(_m.config).QueryCredentials(_m)
+}
+
+// QueryVariableVersions queries the "variable_versions" edge of the Environment entity.
+func (_m *Environment) QueryVariableVersions() *EnvironmentVariableVersionQuery {
+	return NewEnvironmentClient(_m.config).QueryVariableVersions(_m)
 }
 
 // Update returns a builder for updating this Environment.
@@ -206,6 +250,17 @@ func (_m *Environment) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("kind=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Kind))
+	builder.WriteString(", ")
+	builder.WriteString("description=")
+	builder.WriteString(_m.Description)
+	builder.WriteString(", ")
+	if v := _m.ArchivedAt; v != nil {
+		builder.WriteString("archived_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("vars_version=")
+	builder.WriteString(fmt.Sprintf("%v", _m.VarsVersion))
 	builder.WriteByte(')')
 	return builder.String()
 }
@@ -255,6 +310,30 @@ func (_m *Environment) appendNamedCredentials(name string, edges ...*Credential)
 		_m.Edges.namedCredentials[name] = []*Credential{}
 	} else {
 		_m.Edges.namedCredentials[name] = append(_m.Edges.namedCredentials[name], edges...)
+	}
+}
+
+// NamedVariableVersions returns the VariableVersions named value or an error if the edge was not
+// loaded in eager-loading with this name.
+func (_m *Environment) NamedVariableVersions(name string) ([]*EnvironmentVariableVersion, error) {
+	if _m.Edges.namedVariableVersions == nil {
+		return nil, &NotLoadedError{edge: name}
+	}
+	nodes, ok := _m.Edges.namedVariableVersions[name]
+	if !ok {
+		return nil, &NotLoadedError{edge: name}
+	}
+	return nodes, nil
+}
+
+func (_m *Environment) appendNamedVariableVersions(name string, edges ...*EnvironmentVariableVersion) {
+	if _m.Edges.namedVariableVersions == nil {
+		_m.Edges.namedVariableVersions = make(map[string][]*EnvironmentVariableVersion)
+	}
+	if len(edges) == 0 {
+		_m.Edges.namedVariableVersions[name] = []*EnvironmentVariableVersion{}
+	} else {
+		_m.Edges.namedVariableVersions[name] = append(_m.Edges.namedVariableVersions[name], edges...)
 	}
 }
 

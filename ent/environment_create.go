@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/tenant"
 )
 
@@ -72,6 +73,48 @@ func (_c *EnvironmentCreate) SetKind(v environment.Kind) *EnvironmentCreate {
 	return _c
 }
 
+// SetDescription sets the "description" field.
+func (_c *EnvironmentCreate) SetDescription(v string) *EnvironmentCreate {
+	_c.mutation.SetDescription(v)
+	return _c
+}
+
+// SetNillableDescription sets the "description" field if the given value is not nil.
+func (_c *EnvironmentCreate) SetNillableDescription(v *string) *EnvironmentCreate {
+	if v != nil {
+		_c.SetDescription(*v)
+	}
+	return _c
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (_c *EnvironmentCreate) SetArchivedAt(v time.Time) *EnvironmentCreate {
+	_c.mutation.SetArchivedAt(v)
+	return _c
+}
+
+// SetNillableArchivedAt sets the "archived_at" field if the given value is not nil.
+func (_c *EnvironmentCreate) SetNillableArchivedAt(v *time.Time) *EnvironmentCreate {
+	if v != nil {
+		_c.SetArchivedAt(*v)
+	}
+	return _c
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (_c *EnvironmentCreate) SetVarsVersion(v int64) *EnvironmentCreate {
+	_c.mutation.SetVarsVersion(v)
+	return _c
+}
+
+// SetNillableVarsVersion sets the "vars_version" field if the given value is not nil.
+func (_c *EnvironmentCreate) SetNillableVarsVersion(v *int64) *EnvironmentCreate {
+	if v != nil {
+		_c.SetVarsVersion(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *EnvironmentCreate) SetID(v string) *EnvironmentCreate {
 	_c.mutation.SetID(v)
@@ -119,6 +162,21 @@ func (_c *EnvironmentCreate) AddCredentials(v ...*Credential) *EnvironmentCreate
 		ids[i] = v[i].ID
 	}
 	return _c.AddCredentialIDs(ids...)
+}
+
+// AddVariableVersionIDs adds the "variable_versions" edge to the EnvironmentVariableVersion entity by IDs.
+func (_c *EnvironmentCreate) AddVariableVersionIDs(ids ...string) *EnvironmentCreate {
+	_c.mutation.AddVariableVersionIDs(ids...)
+	return _c
+}
+
+// AddVariableVersions adds the "variable_versions" edges to the EnvironmentVariableVersion entity.
+func (_c *EnvironmentCreate) AddVariableVersions(v ...*EnvironmentVariableVersion) *EnvironmentCreate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddVariableVersionIDs(ids...)
 }
 
 // Mutation returns the EnvironmentMutation object of the builder.
@@ -172,6 +230,14 @@ func (_c *EnvironmentCreate) defaults() error {
 		v := environment.DefaultUpdatedAt()
 		_c.mutation.SetUpdatedAt(v)
 	}
+	if _, ok := _c.mutation.Description(); !ok {
+		v := environment.DefaultDescription
+		_c.mutation.SetDescription(v)
+	}
+	if _, ok := _c.mutation.VarsVersion(); !ok {
+		v := environment.DefaultVarsVersion
+		_c.mutation.SetVarsVersion(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if environment.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized environment.DefaultID (forgotten import ent/runtime?)")
@@ -213,6 +279,17 @@ func (_c *EnvironmentCreate) check() error {
 		if err := environment.KindValidator(v); err != nil {
 			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "Environment.kind": %w`, err)}
 		}
+	}
+	if _, ok := _c.mutation.Description(); !ok {
+		return &ValidationError{Name: "description", err: errors.New(`ent: missing required field "Environment.description"`)}
+	}
+	if v, ok := _c.mutation.Description(); ok {
+		if err := environment.DescriptionValidator(v); err != nil {
+			return &ValidationError{Name: "description", err: fmt.Errorf(`ent: validator failed for field "Environment.description": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.VarsVersion(); !ok {
+		return &ValidationError{Name: "vars_version", err: errors.New(`ent: missing required field "Environment.vars_version"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := environment.IDValidator(v); err != nil {
@@ -274,6 +351,18 @@ func (_c *EnvironmentCreate) createSpec() (*Environment, *sqlgraph.CreateSpec) {
 		_spec.SetField(environment.FieldKind, field.TypeEnum, value)
 		_node.Kind = value
 	}
+	if value, ok := _c.mutation.Description(); ok {
+		_spec.SetField(environment.FieldDescription, field.TypeString, value)
+		_node.Description = value
+	}
+	if value, ok := _c.mutation.ArchivedAt(); ok {
+		_spec.SetField(environment.FieldArchivedAt, field.TypeTime, value)
+		_node.ArchivedAt = &value
+	}
+	if value, ok := _c.mutation.VarsVersion(); ok {
+		_spec.SetField(environment.FieldVarsVersion, field.TypeInt64, value)
+		_node.VarsVersion = value
+	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -316,6 +405,22 @@ func (_c *EnvironmentCreate) createSpec() (*Environment, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(credential.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.VariableVersionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
 			},
 		}
 		for _, k := range nodes {
@@ -408,6 +513,54 @@ func (u *EnvironmentUpsert) SetKind(v environment.Kind) *EnvironmentUpsert {
 // UpdateKind sets the "kind" field to the value that was provided on create.
 func (u *EnvironmentUpsert) UpdateKind() *EnvironmentUpsert {
 	u.SetExcluded(environment.FieldKind)
+	return u
+}
+
+// SetDescription sets the "description" field.
+func (u *EnvironmentUpsert) SetDescription(v string) *EnvironmentUpsert {
+	u.Set(environment.FieldDescription, v)
+	return u
+}
+
+// UpdateDescription sets the "description" field to the value that was provided on create.
+func (u *EnvironmentUpsert) UpdateDescription() *EnvironmentUpsert {
+	u.SetExcluded(environment.FieldDescription)
+	return u
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (u *EnvironmentUpsert) SetArchivedAt(v time.Time) *EnvironmentUpsert {
+	u.Set(environment.FieldArchivedAt, v)
+	return u
+}
+
+// UpdateArchivedAt sets the "archived_at" field to the value that was provided on create.
+func (u *EnvironmentUpsert) UpdateArchivedAt() *EnvironmentUpsert {
+	u.SetExcluded(environment.FieldArchivedAt)
+	return u
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (u *EnvironmentUpsert) ClearArchivedAt() *EnvironmentUpsert {
+	u.SetNull(environment.FieldArchivedAt)
+	return u
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (u *EnvironmentUpsert) SetVarsVersion(v int64) *EnvironmentUpsert {
+	u.Set(environment.FieldVarsVersion, v)
+	return u
+}
+
+// UpdateVarsVersion sets the "vars_version" field to the value that was provided on create.
+func (u *EnvironmentUpsert) UpdateVarsVersion() *EnvironmentUpsert {
+	u.SetExcluded(environment.FieldVarsVersion)
+	return u
+}
+
+// AddVarsVersion adds v to the "vars_version" field.
+func (u *EnvironmentUpsert) AddVarsVersion(v int64) *EnvironmentUpsert {
+	u.Add(environment.FieldVarsVersion, v)
 	return u
 }
 
@@ -504,6 +657,62 @@ func (u *EnvironmentUpsertOne) SetKind(v environment.Kind) *EnvironmentUpsertOne
 func (u *EnvironmentUpsertOne) UpdateKind() *EnvironmentUpsertOne {
 	return u.Update(func(s *EnvironmentUpsert) {
 		s.UpdateKind()
+	})
+}
+
+// SetDescription sets the "description" field.
+func (u *EnvironmentUpsertOne) SetDescription(v string) *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetDescription(v)
+	})
+}
+
+// UpdateDescription sets the "description" field to the value that was provided on create.
+func (u *EnvironmentUpsertOne) UpdateDescription() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateDescription()
+	})
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (u *EnvironmentUpsertOne) SetArchivedAt(v time.Time) *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetArchivedAt(v)
+	})
+}
+
+// UpdateArchivedAt sets the "archived_at" field to the value that was provided on create.
+func (u *EnvironmentUpsertOne) UpdateArchivedAt() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateArchivedAt()
+	})
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (u *EnvironmentUpsertOne) ClearArchivedAt() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.ClearArchivedAt()
+	})
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (u *EnvironmentUpsertOne) SetVarsVersion(v int64) *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetVarsVersion(v)
+	})
+}
+
+// AddVarsVersion adds v to the "vars_version" field.
+func (u *EnvironmentUpsertOne) AddVarsVersion(v int64) *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.AddVarsVersion(v)
+	})
+}
+
+// UpdateVarsVersion sets the "vars_version" field to the value that was provided on create.
+func (u *EnvironmentUpsertOne) UpdateVarsVersion() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateVarsVersion()
 	})
 }
 
@@ -767,6 +976,62 @@ func (u *EnvironmentUpsertBulk) SetKind(v environment.Kind) *EnvironmentUpsertBu
 func (u *EnvironmentUpsertBulk) UpdateKind() *EnvironmentUpsertBulk {
 	return u.Update(func(s *EnvironmentUpsert) {
 		s.UpdateKind()
+	})
+}
+
+// SetDescription sets the "description" field.
+func (u *EnvironmentUpsertBulk) SetDescription(v string) *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetDescription(v)
+	})
+}
+
+// UpdateDescription sets the "description" field to the value that was provided on create.
+func (u *EnvironmentUpsertBulk) UpdateDescription() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateDescription()
+	})
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (u *EnvironmentUpsertBulk) SetArchivedAt(v time.Time) *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetArchivedAt(v)
+	})
+}
+
+// UpdateArchivedAt sets the "archived_at" field to the value that was provided on create.
+func (u *EnvironmentUpsertBulk) UpdateArchivedAt() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateArchivedAt()
+	})
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (u *EnvironmentUpsertBulk) ClearArchivedAt() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.ClearArchivedAt()
+	})
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (u *EnvironmentUpsertBulk) SetVarsVersion(v int64) *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetVarsVersion(v)
+	})
+}
+
+// AddVarsVersion adds v to the "vars_version" field.
+func (u *EnvironmentUpsertBulk) AddVarsVersion(v int64) *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.AddVarsVersion(v)
+	})
+}
+
+// UpdateVarsVersion sets the "vars_version" field to the value that was provided on create.
+func (u *EnvironmentUpsertBulk) UpdateVarsVersion() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateVarsVersion()
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/tenant"
 )
@@ -24,17 +25,19 @@ import (
 // EnvironmentQuery is the builder for querying Environment entities.
 type EnvironmentQuery struct {
 	config
-	ctx                  *QueryContext
-	order                []environment.OrderOption
-	inters               []Interceptor
-	predicates           []predicate.Environment
-	withTenant           *TenantQuery
-	withDeployments      *DeploymentQuery
-	withCredentials      *CredentialQuery
-	loadTotal            []func(context.Context, []*Environment) error
-	modifiers            []func(*sql.Selector)
-	withNamedDeployments map[string]*DeploymentQuery
-	withNamedCredentials map[string]*CredentialQuery
+	ctx                       *QueryContext
+	order                     []environment.OrderOption
+	inters                    []Interceptor
+	predicates                []predicate.Environment
+	withTenant                *TenantQuery
+	withDeployments           *DeploymentQuery
+	withCredentials           *CredentialQuery
+	withVariableVersions      *EnvironmentVariableVersionQuery
+	loadTotal                 []func(context.Context, []*Environment) error
+	modifiers                 []func(*sql.Selector)
+	withNamedDeployments      map[string]*DeploymentQuery
+	withNamedCredentials      map[string]*CredentialQuery
+	withNamedVariableVersions map[string]*EnvironmentVariableVersionQuery
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -130,6 +133,28 @@ func (_q *EnvironmentQuery) QueryCredentials() *CredentialQuery {
 			sqlgraph.From(environment.Table, environment.FieldID, selector),
 			sqlgraph.To(credential.Table, credential.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, true, environment.CredentialsTable, environment.CredentialsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryVariableVersions chains the current query on the "variable_versions" edge.
+func (_q *EnvironmentQuery) QueryVariableVersions() *EnvironmentVariableVersionQuery {
+	query := (&EnvironmentVariableVersionClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(environment.Table, environment.FieldID, selector),
+			sqlgraph.To(environmentvariableversion.Table, environmentvariableversion.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, environment.VariableVersionsTable, environment.VariableVersionsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -324,14 +349,15 @@ func (_q *EnvironmentQuery) Clone() *EnvironmentQuery {
 		return nil
 	}
 	return &EnvironmentQuery{
-		config:          _q.config,
-		ctx:             _q.ctx.Clone(),
-		order:           append([]environment.OrderOption{}, _q.order...),
-		inters:          append([]Interceptor{}, _q.inters...),
-		predicates:      append([]predicate.Environment{}, _q.predicates...),
-		withTenant:      _q.withTenant.Clone(),
-		withDeployments: _q.withDeployments.Clone(),
-		withCredentials: _q.withCredentials.Clone(),
+		config:               _q.config,
+		ctx:                  _q.ctx.Clone(),
+		order:                append([]environment.OrderOption{}, _q.order...),
+		inters:               append([]Interceptor{}, _q.inters...),
+		predicates:           append([]predicate.Environment{}, _q.predicates...),
+		withTenant:           _q.withTenant.Clone(),
+		withDeployments:      _q.withDeployments.Clone(),
+		withCredentials:      _q.withCredentials.Clone(),
+		withVariableVersions: _q.withVariableVersions.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
 		path:      _q.path,
@@ -369,6 +395,17 @@ func (_q *EnvironmentQuery) WithCredentials(opts ...func(*CredentialQuery)) *Env
 		opt(query)
 	}
 	_q.withCredentials = query
+	return _q
+}
+
+// WithVariableVersions tells the query-builder to eager-load the nodes that are connected to
+// the "variable_versions" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *EnvironmentQuery) WithVariableVersions(opts ...func(*EnvironmentVariableVersionQuery)) *EnvironmentQuery {
+	query := (&EnvironmentVariableVersionClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withVariableVersions = query
 	return _q
 }
 
@@ -456,10 +493,11 @@ func (_q *EnvironmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*
 	var (
 		nodes       = []*Environment{}
 		_spec       = _q.querySpec()
-		loadedTypes = [3]bool{
+		loadedTypes = [4]bool{
 			_q.withTenant != nil,
 			_q.withDeployments != nil,
 			_q.withCredentials != nil,
+			_q.withVariableVersions != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -503,6 +541,15 @@ func (_q *EnvironmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*
 			return nil, err
 		}
 	}
+	if query := _q.withVariableVersions; query != nil {
+		if err := _q.loadVariableVersions(ctx, query, nodes,
+			func(n *Environment) { n.Edges.VariableVersions = []*EnvironmentVariableVersion{} },
+			func(n *Environment, e *EnvironmentVariableVersion) {
+				n.Edges.VariableVersions = append(n.Edges.VariableVersions, e)
+			}); err != nil {
+			return nil, err
+		}
+	}
 	for name, query := range _q.withNamedDeployments {
 		if err := _q.loadDeployments(ctx, query, nodes,
 			func(n *Environment) { n.appendNamedDeployments(name) },
@@ -514,6 +561,13 @@ func (_q *EnvironmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*
 		if err := _q.loadCredentials(ctx, query, nodes,
 			func(n *Environment) { n.appendNamedCredentials(name) },
 			func(n *Environment, e *Credential) { n.appendNamedCredentials(name, e) }); err != nil {
+			return nil, err
+		}
+	}
+	for name, query := range _q.withNamedVariableVersions {
+		if err := _q.loadVariableVersions(ctx, query, nodes,
+			func(n *Environment) { n.appendNamedVariableVersions(name) },
+			func(n *Environment, e *EnvironmentVariableVersion) { n.appendNamedVariableVersions(name, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -599,6 +653,36 @@ func (_q *EnvironmentQuery) loadCredentials(ctx context.Context, query *Credenti
 	}
 	query.Where(predicate.Credential(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(environment.CredentialsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.EnvironmentID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "environment_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *EnvironmentQuery) loadVariableVersions(ctx context.Context, query *EnvironmentVariableVersionQuery, nodes []*Environment, init func(*Environment), assign func(*Environment, *EnvironmentVariableVersion)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[string]*Environment)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(environmentvariableversion.FieldEnvironmentID)
+	}
+	query.Where(predicate.EnvironmentVariableVersion(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(environment.VariableVersionsColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {
@@ -762,6 +846,20 @@ func (_q *EnvironmentQuery) WithNamedCredentials(name string, opts ...func(*Cred
 		_q.withNamedCredentials = make(map[string]*CredentialQuery)
 	}
 	_q.withNamedCredentials[name] = query
+	return _q
+}
+
+// WithNamedVariableVersions tells the query-builder to eager-load the nodes that are connected to the "variable_versions"
+// edge with the given name. The optional arguments are used to configure the query builder of the edge.
+func (_q *EnvironmentQuery) WithNamedVariableVersions(name string, opts ...func(*EnvironmentVariableVersionQuery)) *EnvironmentQuery {
+	query := (&EnvironmentVariableVersionClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	if _q.withNamedVariableVersions == nil {
+		_q.withNamedVariableVersions = make(map[string]*EnvironmentVariableVersionQuery)
+	}
+	_q.withNamedVariableVersions[name] = query
 	return _q
 }
 

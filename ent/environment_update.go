@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/predicate"
 )
 
@@ -65,6 +66,61 @@ func (_u *EnvironmentUpdate) SetNillableKind(v *environment.Kind) *EnvironmentUp
 	return _u
 }
 
+// SetDescription sets the "description" field.
+func (_u *EnvironmentUpdate) SetDescription(v string) *EnvironmentUpdate {
+	_u.mutation.SetDescription(v)
+	return _u
+}
+
+// SetNillableDescription sets the "description" field if the given value is not nil.
+func (_u *EnvironmentUpdate) SetNillableDescription(v *string) *EnvironmentUpdate {
+	if v != nil {
+		_u.SetDescription(*v)
+	}
+	return _u
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (_u *EnvironmentUpdate) SetArchivedAt(v time.Time) *EnvironmentUpdate {
+	_u.mutation.SetArchivedAt(v)
+	return _u
+}
+
+// SetNillableArchivedAt sets the "archived_at" field if the given value is not nil.
+func (_u *EnvironmentUpdate) SetNillableArchivedAt(v *time.Time) *EnvironmentUpdate {
+	if v != nil {
+		_u.SetArchivedAt(*v)
+	}
+	return _u
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (_u *EnvironmentUpdate) ClearArchivedAt() *EnvironmentUpdate {
+	_u.mutation.ClearArchivedAt()
+	return _u
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (_u *EnvironmentUpdate) SetVarsVersion(v int64) *EnvironmentUpdate {
+	_u.mutation.ResetVarsVersion()
+	_u.mutation.SetVarsVersion(v)
+	return _u
+}
+
+// SetNillableVarsVersion sets the "vars_version" field if the given value is not nil.
+func (_u *EnvironmentUpdate) SetNillableVarsVersion(v *int64) *EnvironmentUpdate {
+	if v != nil {
+		_u.SetVarsVersion(*v)
+	}
+	return _u
+}
+
+// AddVarsVersion adds value to the "vars_version" field.
+func (_u *EnvironmentUpdate) AddVarsVersion(v int64) *EnvironmentUpdate {
+	_u.mutation.AddVarsVersion(v)
+	return _u
+}
+
 // AddDeploymentIDs adds the "deployments" edge to the Deployment entity by IDs.
 func (_u *EnvironmentUpdate) AddDeploymentIDs(ids ...string) *EnvironmentUpdate {
 	_u.mutation.AddDeploymentIDs(ids...)
@@ -93,6 +149,21 @@ func (_u *EnvironmentUpdate) AddCredentials(v ...*Credential) *EnvironmentUpdate
 		ids[i] = v[i].ID
 	}
 	return _u.AddCredentialIDs(ids...)
+}
+
+// AddVariableVersionIDs adds the "variable_versions" edge to the EnvironmentVariableVersion entity by IDs.
+func (_u *EnvironmentUpdate) AddVariableVersionIDs(ids ...string) *EnvironmentUpdate {
+	_u.mutation.AddVariableVersionIDs(ids...)
+	return _u
+}
+
+// AddVariableVersions adds the "variable_versions" edges to the EnvironmentVariableVersion entity.
+func (_u *EnvironmentUpdate) AddVariableVersions(v ...*EnvironmentVariableVersion) *EnvironmentUpdate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddVariableVersionIDs(ids...)
 }
 
 // Mutation returns the EnvironmentMutation object of the builder.
@@ -140,6 +211,27 @@ func (_u *EnvironmentUpdate) RemoveCredentials(v ...*Credential) *EnvironmentUpd
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveCredentialIDs(ids...)
+}
+
+// ClearVariableVersions clears all "variable_versions" edges to the EnvironmentVariableVersion entity.
+func (_u *EnvironmentUpdate) ClearVariableVersions() *EnvironmentUpdate {
+	_u.mutation.ClearVariableVersions()
+	return _u
+}
+
+// RemoveVariableVersionIDs removes the "variable_versions" edge to EnvironmentVariableVersion entities by IDs.
+func (_u *EnvironmentUpdate) RemoveVariableVersionIDs(ids ...string) *EnvironmentUpdate {
+	_u.mutation.RemoveVariableVersionIDs(ids...)
+	return _u
+}
+
+// RemoveVariableVersions removes "variable_versions" edges to EnvironmentVariableVersion entities.
+func (_u *EnvironmentUpdate) RemoveVariableVersions(v ...*EnvironmentVariableVersion) *EnvironmentUpdate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveVariableVersionIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -196,6 +288,11 @@ func (_u *EnvironmentUpdate) check() error {
 			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "Environment.kind": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.Description(); ok {
+		if err := environment.DescriptionValidator(v); err != nil {
+			return &ValidationError{Name: "description", err: fmt.Errorf(`ent: validator failed for field "Environment.description": %w`, err)}
+		}
+	}
 	if _u.mutation.TenantCleared() && len(_u.mutation.TenantIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Environment.tenant"`)
 	}
@@ -228,6 +325,21 @@ func (_u *EnvironmentUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	}
 	if value, ok := _u.mutation.Kind(); ok {
 		_spec.SetField(environment.FieldKind, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.Description(); ok {
+		_spec.SetField(environment.FieldDescription, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.ArchivedAt(); ok {
+		_spec.SetField(environment.FieldArchivedAt, field.TypeTime, value)
+	}
+	if _u.mutation.ArchivedAtCleared() {
+		_spec.ClearField(environment.FieldArchivedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.VarsVersion(); ok {
+		_spec.SetField(environment.FieldVarsVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedVarsVersion(); ok {
+		_spec.AddField(environment.FieldVarsVersion, field.TypeInt64, value)
 	}
 	if _u.mutation.DeploymentsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -319,6 +431,51 @@ func (_u *EnvironmentUpdate) sqlSave(ctx context.Context) (_node int, err error)
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.VariableVersionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedVariableVersionsIDs(); len(nodes) > 0 && !_u.mutation.VariableVersionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.VariableVersionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -375,6 +532,61 @@ func (_u *EnvironmentUpdateOne) SetNillableKind(v *environment.Kind) *Environmen
 	return _u
 }
 
+// SetDescription sets the "description" field.
+func (_u *EnvironmentUpdateOne) SetDescription(v string) *EnvironmentUpdateOne {
+	_u.mutation.SetDescription(v)
+	return _u
+}
+
+// SetNillableDescription sets the "description" field if the given value is not nil.
+func (_u *EnvironmentUpdateOne) SetNillableDescription(v *string) *EnvironmentUpdateOne {
+	if v != nil {
+		_u.SetDescription(*v)
+	}
+	return _u
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (_u *EnvironmentUpdateOne) SetArchivedAt(v time.Time) *EnvironmentUpdateOne {
+	_u.mutation.SetArchivedAt(v)
+	return _u
+}
+
+// SetNillableArchivedAt sets the "archived_at" field if the given value is not nil.
+func (_u *EnvironmentUpdateOne) SetNillableArchivedAt(v *time.Time) *EnvironmentUpdateOne {
+	if v != nil {
+		_u.SetArchivedAt(*v)
+	}
+	return _u
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (_u *EnvironmentUpdateOne) ClearArchivedAt() *EnvironmentUpdateOne {
+	_u.mutation.ClearArchivedAt()
+	return _u
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (_u *EnvironmentUpdateOne) SetVarsVersion(v int64) *EnvironmentUpdateOne {
+	_u.mutation.ResetVarsVersion()
+	_u.mutation.SetVarsVersion(v)
+	return _u
+}
+
+// SetNillableVarsVersion sets the "vars_version" field if the given value is not nil.
+func (_u *EnvironmentUpdateOne) SetNillableVarsVersion(v *int64) *EnvironmentUpdateOne {
+	if v != nil {
+		_u.SetVarsVersion(*v)
+	}
+	return _u
+}
+
+// AddVarsVersion adds value to the "vars_version" field.
+func (_u *EnvironmentUpdateOne) AddVarsVersion(v int64) *EnvironmentUpdateOne {
+	_u.mutation.AddVarsVersion(v)
+	return _u
+}
+
 // AddDeploymentIDs adds the "deployments" edge to the Deployment entity by IDs.
 func (_u *EnvironmentUpdateOne) AddDeploymentIDs(ids ...string) *EnvironmentUpdateOne {
 	_u.mutation.AddDeploymentIDs(ids...)
@@ -403,6 +615,21 @@ func (_u *EnvironmentUpdateOne) AddCredentials(v ...*Credential) *EnvironmentUpd
 		ids[i] = v[i].ID
 	}
 	return _u.AddCredentialIDs(ids...)
+}
+
+// AddVariableVersionIDs adds the "variable_versions" edge to the EnvironmentVariableVersion entity by IDs.
+func (_u *EnvironmentUpdateOne) AddVariableVersionIDs(ids ...string) *EnvironmentUpdateOne {
+	_u.mutation.AddVariableVersionIDs(ids...)
+	return _u
+}
+
+// AddVariableVersions adds the "variable_versions" edges to the EnvironmentVariableVersion entity.
+func (_u *EnvironmentUpdateOne) AddVariableVersions(v ...*EnvironmentVariableVersion) *EnvironmentUpdateOne {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddVariableVersionIDs(ids...)
 }
 
 // Mutation returns the EnvironmentMutation object of the builder.
@@ -450,6 +677,27 @@ func (_u *EnvironmentUpdateOne) RemoveCredentials(v ...*Credential) *Environment
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveCredentialIDs(ids...)
+}
+
+// ClearVariableVersions clears all "variable_versions" edges to the EnvironmentVariableVersion entity.
+func (_u *EnvironmentUpdateOne) ClearVariableVersions() *EnvironmentUpdateOne {
+	_u.mutation.ClearVariableVersions()
+	return _u
+}
+
+// RemoveVariableVersionIDs removes the "variable_versions" edge to EnvironmentVariableVersion entities by IDs.
+func (_u *EnvironmentUpdateOne) RemoveVariableVersionIDs(ids ...string) *EnvironmentUpdateOne {
+	_u.mutation.RemoveVariableVersionIDs(ids...)
+	return _u
+}
+
+// RemoveVariableVersions removes "variable_versions" edges to EnvironmentVariableVersion entities.
+func (_u *EnvironmentUpdateOne) RemoveVariableVersions(v ...*EnvironmentVariableVersion) *EnvironmentUpdateOne {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveVariableVersionIDs(ids...)
 }
 
 // Where appends a list predicates to the EnvironmentUpdate builder.
@@ -519,6 +767,11 @@ func (_u *EnvironmentUpdateOne) check() error {
 			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "Environment.kind": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.Description(); ok {
+		if err := environment.DescriptionValidator(v); err != nil {
+			return &ValidationError{Name: "description", err: fmt.Errorf(`ent: validator failed for field "Environment.description": %w`, err)}
+		}
+	}
 	if _u.mutation.TenantCleared() && len(_u.mutation.TenantIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Environment.tenant"`)
 	}
@@ -568,6 +821,21 @@ func (_u *EnvironmentUpdateOne) sqlSave(ctx context.Context) (_node *Environment
 	}
 	if value, ok := _u.mutation.Kind(); ok {
 		_spec.SetField(environment.FieldKind, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.Description(); ok {
+		_spec.SetField(environment.FieldDescription, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.ArchivedAt(); ok {
+		_spec.SetField(environment.FieldArchivedAt, field.TypeTime, value)
+	}
+	if _u.mutation.ArchivedAtCleared() {
+		_spec.ClearField(environment.FieldArchivedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.VarsVersion(); ok {
+		_spec.SetField(environment.FieldVarsVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedVarsVersion(); ok {
+		_spec.AddField(environment.FieldVarsVersion, field.TypeInt64, value)
 	}
 	if _u.mutation.DeploymentsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -652,6 +920,51 @@ func (_u *EnvironmentUpdateOne) sqlSave(ctx context.Context) (_node *Environment
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(credential.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.VariableVersionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedVariableVersionsIDs(); len(nodes) > 0 && !_u.mutation.VariableVersionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.VariableVersionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   environment.VariableVersionsTable,
+			Columns: []string{environment.VariableVersionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(environmentvariableversion.FieldID, field.TypeString),
 			},
 		}
 		for _, k := range nodes {

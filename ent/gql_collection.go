@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
@@ -993,6 +994,95 @@ func (_q *EnvironmentQuery) collectField(ctx context.Context, oneNode bool, opCt
 			_q.WithNamedCredentials(alias, func(wq *CredentialQuery) {
 				*wq = *query
 			})
+
+		case "variableVersions":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&EnvironmentVariableVersionClient{config: _q.config}).Query()
+			)
+			args := newEnvironmentVariableVersionPaginateArgs(fieldArgs(ctx, nil, path...))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newEnvironmentVariableVersionPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
+			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*Environment) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID string `sql:"environment_id"`
+							Count  int    `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(environment.VariableVersionsColumn), ids...))
+						})
+						if err := query.GroupBy(environment.VariableVersionsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[string]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*Environment) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.VariableVersions)
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if field := collectedField(ctx, path...); field != nil {
+				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, environmentvariableversionImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(environment.VariableVersionsColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedVariableVersions(alias, func(wq *EnvironmentVariableVersionQuery) {
+				*wq = *query
+			})
 		case "createdAt":
 			if _, ok := fieldSeen[environment.FieldCreatedAt]; !ok {
 				selectedFields = append(selectedFields, environment.FieldCreatedAt)
@@ -1012,6 +1102,21 @@ func (_q *EnvironmentQuery) collectField(ctx context.Context, oneNode bool, opCt
 			if _, ok := fieldSeen[environment.FieldKind]; !ok {
 				selectedFields = append(selectedFields, environment.FieldKind)
 				fieldSeen[environment.FieldKind] = struct{}{}
+			}
+		case "description":
+			if _, ok := fieldSeen[environment.FieldDescription]; !ok {
+				selectedFields = append(selectedFields, environment.FieldDescription)
+				fieldSeen[environment.FieldDescription] = struct{}{}
+			}
+		case "archivedAt":
+			if _, ok := fieldSeen[environment.FieldArchivedAt]; !ok {
+				selectedFields = append(selectedFields, environment.FieldArchivedAt)
+				fieldSeen[environment.FieldArchivedAt] = struct{}{}
+			}
+		case "varsVersion":
+			if _, ok := fieldSeen[environment.FieldVarsVersion]; !ok {
+				selectedFields = append(selectedFields, environment.FieldVarsVersion)
+				fieldSeen[environment.FieldVarsVersion] = struct{}{}
 			}
 		case "id":
 		case "__typename":
@@ -1078,6 +1183,140 @@ func newEnvironmentPaginateArgs(rv map[string]any) *environmentPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*EnvironmentWhereInput); ok {
 		args.opts = append(args.opts, WithEnvironmentFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *EnvironmentVariableVersionQuery) CollectFields(ctx context.Context, satisfies ...string) (*EnvironmentVariableVersionQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *EnvironmentVariableVersionQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(environmentvariableversion.Columns))
+		selectedFields = []string{environmentvariableversion.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "environment":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&EnvironmentClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, environmentImplementors)...); err != nil {
+				return err
+			}
+			_q.withEnvironment = query
+			if _, ok := fieldSeen[environmentvariableversion.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldEnvironmentID)
+				fieldSeen[environmentvariableversion.FieldEnvironmentID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[environmentvariableversion.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldCreatedAt)
+				fieldSeen[environmentvariableversion.FieldCreatedAt] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[environmentvariableversion.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldEnvironmentID)
+				fieldSeen[environmentvariableversion.FieldEnvironmentID] = struct{}{}
+			}
+		case "version":
+			if _, ok := fieldSeen[environmentvariableversion.FieldVersion]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldVersion)
+				fieldSeen[environmentvariableversion.FieldVersion] = struct{}{}
+			}
+		case "variables":
+			if _, ok := fieldSeen[environmentvariableversion.FieldVariables]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldVariables)
+				fieldSeen[environmentvariableversion.FieldVariables] = struct{}{}
+			}
+		case "setNames":
+			if _, ok := fieldSeen[environmentvariableversion.FieldSetNames]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldSetNames)
+				fieldSeen[environmentvariableversion.FieldSetNames] = struct{}{}
+			}
+		case "unsetNames":
+			if _, ok := fieldSeen[environmentvariableversion.FieldUnsetNames]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldUnsetNames)
+				fieldSeen[environmentvariableversion.FieldUnsetNames] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[environmentvariableversion.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, environmentvariableversion.FieldCreatedBy)
+				fieldSeen[environmentvariableversion.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type environmentvariableversionPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []EnvironmentVariableVersionPaginateOption
+}
+
+func newEnvironmentVariableVersionPaginateArgs(rv map[string]any) *environmentvariableversionPaginateArgs {
+	args := &environmentvariableversionPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &EnvironmentVariableVersionOrder{Field: &EnvironmentVariableVersionOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithEnvironmentVariableVersionOrder(order))
+			}
+		case *EnvironmentVariableVersionOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithEnvironmentVariableVersionOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*EnvironmentVariableVersionWhereInput); ok {
+		args.opts = append(args.opts, WithEnvironmentVariableVersionFilter(v.Filter))
 	}
 	return args
 }
@@ -2616,6 +2855,11 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 			if _, ok := fieldSeen[run.FieldSLAQueueDeadlineAt]; !ok {
 				selectedFields = append(selectedFields, run.FieldSLAQueueDeadlineAt)
 				fieldSeen[run.FieldSLAQueueDeadlineAt] = struct{}{}
+			}
+		case "envVarsVersion":
+			if _, ok := fieldSeen[run.FieldEnvVarsVersion]; !ok {
+				selectedFields = append(selectedFields, run.FieldEnvVarsVersion)
+				fieldSeen[run.FieldEnvVarsVersion] = struct{}{}
 			}
 		case "id":
 		case "__typename":

@@ -98,6 +98,34 @@ func (_m *Environment) Credentials(
 	return _m.QueryCredentials().Paginate(ctx, after, first, before, last, opts...)
 }
 
+func (_m *Environment) VariableVersions(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *EnvironmentVariableVersionOrder,
+) (*EnvironmentVariableVersionConnection, error) {
+	opts := []EnvironmentVariableVersionPaginateOption{
+		WithEnvironmentVariableVersionOrder(orderBy),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
+	if nodes, err := _m.NamedVariableVersions(alias); err == nil || hasTotalCount {
+		pager, err := newEnvironmentVariableVersionPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &EnvironmentVariableVersionConnection{Edges: []*EnvironmentVariableVersionEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QueryVariableVersions().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *EnvironmentVariableVersion) Environment(ctx context.Context) (*Environment, error) {
+	result, err := _m.Edges.EnvironmentOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEnvironment().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *Escalation) PagerDutySends(
 	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *PagerDutySendOrder, where *PagerDutySendWhereInput,
 ) (*PagerDutySendConnection, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
@@ -72,6 +73,11 @@ var environmentImplementors = []string{"Environment", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Environment) IsNode() {}
+
+var environmentvariableversionImplementors = []string{"EnvironmentVariableVersion", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*EnvironmentVariableVersion) IsNode() {}
 
 var escalationImplementors = []string{"Escalation", "Node"}
 
@@ -286,6 +292,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(environment.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, environmentImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case environmentvariableversion.Table:
+		query := c.EnvironmentVariableVersion.Query().
+			Where(environmentvariableversion.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, environmentvariableversionImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -636,6 +651,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.Environment.Query().
 			Where(environment.IDIn(ids...))
 		query, err := query.CollectFields(ctx, environmentImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case environmentvariableversion.Table:
+		query := c.EnvironmentVariableVersion.Query().
+			Where(environmentvariableversion.IDIn(ids...))
+		query, err := query.CollectFields(ctx, environmentvariableversionImplementors...)
 		if err != nil {
 			return nil, err
 		}

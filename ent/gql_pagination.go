@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
@@ -1967,6 +1968,320 @@ func (_m *Environment) ToEdge(order *EnvironmentOrder) *EnvironmentEdge {
 		order = DefaultEnvironmentOrder
 	}
 	return &EnvironmentEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// EnvironmentVariableVersionEdge is the edge representation of EnvironmentVariableVersion.
+type EnvironmentVariableVersionEdge struct {
+	Node   *EnvironmentVariableVersion `json:"node"`
+	Cursor Cursor                      `json:"cursor"`
+}
+
+// EnvironmentVariableVersionConnection is the connection containing edges to EnvironmentVariableVersion.
+type EnvironmentVariableVersionConnection struct {
+	Edges      []*EnvironmentVariableVersionEdge `json:"edges"`
+	PageInfo   PageInfo                          `json:"pageInfo"`
+	TotalCount int                               `json:"totalCount"`
+}
+
+func (c *EnvironmentVariableVersionConnection) build(nodes []*EnvironmentVariableVersion, pager *environmentvariableversionPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *EnvironmentVariableVersion
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *EnvironmentVariableVersion {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *EnvironmentVariableVersion {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*EnvironmentVariableVersionEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &EnvironmentVariableVersionEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// EnvironmentVariableVersionPaginateOption enables pagination customization.
+type EnvironmentVariableVersionPaginateOption func(*environmentvariableversionPager) error
+
+// WithEnvironmentVariableVersionOrder configures pagination ordering.
+func WithEnvironmentVariableVersionOrder(order *EnvironmentVariableVersionOrder) EnvironmentVariableVersionPaginateOption {
+	if order == nil {
+		order = DefaultEnvironmentVariableVersionOrder
+	}
+	o := *order
+	return func(pager *environmentvariableversionPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultEnvironmentVariableVersionOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithEnvironmentVariableVersionFilter configures pagination filter.
+func WithEnvironmentVariableVersionFilter(filter func(*EnvironmentVariableVersionQuery) (*EnvironmentVariableVersionQuery, error)) EnvironmentVariableVersionPaginateOption {
+	return func(pager *environmentvariableversionPager) error {
+		if filter == nil {
+			return errors.New("EnvironmentVariableVersionQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type environmentvariableversionPager struct {
+	reverse bool
+	order   *EnvironmentVariableVersionOrder
+	filter  func(*EnvironmentVariableVersionQuery) (*EnvironmentVariableVersionQuery, error)
+}
+
+func newEnvironmentVariableVersionPager(opts []EnvironmentVariableVersionPaginateOption, reverse bool) (*environmentvariableversionPager, error) {
+	pager := &environmentvariableversionPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultEnvironmentVariableVersionOrder
+	}
+	return pager, nil
+}
+
+func (p *environmentvariableversionPager) applyFilter(query *EnvironmentVariableVersionQuery) (*EnvironmentVariableVersionQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *environmentvariableversionPager) toCursor(_m *EnvironmentVariableVersion) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *environmentvariableversionPager) applyCursors(query *EnvironmentVariableVersionQuery, after, before *Cursor) (*EnvironmentVariableVersionQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultEnvironmentVariableVersionOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *environmentvariableversionPager) applyOrder(query *EnvironmentVariableVersionQuery) *EnvironmentVariableVersionQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultEnvironmentVariableVersionOrder.Field {
+		query = query.Order(DefaultEnvironmentVariableVersionOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *environmentvariableversionPager) orderExpr(query *EnvironmentVariableVersionQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultEnvironmentVariableVersionOrder.Field {
+			b.Comma().Ident(DefaultEnvironmentVariableVersionOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to EnvironmentVariableVersion.
+func (_m *EnvironmentVariableVersionQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...EnvironmentVariableVersionPaginateOption,
+) (*EnvironmentVariableVersionConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newEnvironmentVariableVersionPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &EnvironmentVariableVersionConnection{Edges: []*EnvironmentVariableVersionEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// EnvironmentVariableVersionOrderFieldCreatedAt orders EnvironmentVariableVersion by created_at.
+	EnvironmentVariableVersionOrderFieldCreatedAt = &EnvironmentVariableVersionOrderField{
+		Value: func(_m *EnvironmentVariableVersion) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: environmentvariableversion.FieldCreatedAt,
+		toTerm: environmentvariableversion.ByCreatedAt,
+		toCursor: func(_m *EnvironmentVariableVersion) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// EnvironmentVariableVersionOrderFieldVersion orders EnvironmentVariableVersion by version.
+	EnvironmentVariableVersionOrderFieldVersion = &EnvironmentVariableVersionOrderField{
+		Value: func(_m *EnvironmentVariableVersion) (ent.Value, error) {
+			return _m.Version, nil
+		},
+		column: environmentvariableversion.FieldVersion,
+		toTerm: environmentvariableversion.ByVersion,
+		toCursor: func(_m *EnvironmentVariableVersion) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Version,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f EnvironmentVariableVersionOrderField) String() string {
+	var str string
+	switch f.column {
+	case EnvironmentVariableVersionOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case EnvironmentVariableVersionOrderFieldVersion.column:
+		str = "VERSION"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f EnvironmentVariableVersionOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *EnvironmentVariableVersionOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("EnvironmentVariableVersionOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *EnvironmentVariableVersionOrderFieldCreatedAt
+	case "VERSION":
+		*f = *EnvironmentVariableVersionOrderFieldVersion
+	default:
+		return fmt.Errorf("%s is not a valid EnvironmentVariableVersionOrderField", str)
+	}
+	return nil
+}
+
+// EnvironmentVariableVersionOrderField defines the ordering field of EnvironmentVariableVersion.
+type EnvironmentVariableVersionOrderField struct {
+	// Value extracts the ordering value from the given EnvironmentVariableVersion.
+	Value    func(*EnvironmentVariableVersion) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) environmentvariableversion.OrderOption
+	toCursor func(*EnvironmentVariableVersion) Cursor
+}
+
+// EnvironmentVariableVersionOrder defines the ordering of EnvironmentVariableVersion.
+type EnvironmentVariableVersionOrder struct {
+	Direction OrderDirection                        `json:"direction"`
+	Field     *EnvironmentVariableVersionOrderField `json:"field"`
+}
+
+// DefaultEnvironmentVariableVersionOrder is the default ordering of EnvironmentVariableVersion.
+var DefaultEnvironmentVariableVersionOrder = &EnvironmentVariableVersionOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &EnvironmentVariableVersionOrderField{
+		Value: func(_m *EnvironmentVariableVersion) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: environmentvariableversion.FieldID,
+		toTerm: environmentvariableversion.ByID,
+		toCursor: func(_m *EnvironmentVariableVersion) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts EnvironmentVariableVersion into EnvironmentVariableVersionEdge.
+func (_m *EnvironmentVariableVersion) ToEdge(order *EnvironmentVariableVersionOrder) *EnvironmentVariableVersionEdge {
+	if order == nil {
+		order = DefaultEnvironmentVariableVersionOrder
+	}
+	return &EnvironmentVariableVersionEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
@@ -42,6 +43,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/slaspec"
 )
@@ -55,35 +57,36 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAPIKey            = "APIKey"
-	TypeApprovalRequest   = "ApprovalRequest"
-	TypeAuditLog          = "AuditLog"
-	TypeCredential        = "Credential"
-	TypeCredentialVersion = "CredentialVersion"
-	TypeDeployment        = "Deployment"
-	TypeEnvironment       = "Environment"
-	TypeEscalation        = "Escalation"
-	TypeEscalationPolicy  = "EscalationPolicy"
-	TypeEventWait         = "EventWait"
-	TypeInboundEvent      = "InboundEvent"
-	TypeIncident          = "Incident"
-	TypeMapItem           = "MapItem"
-	TypeMember            = "Member"
-	TypeModelCall         = "ModelCall"
-	TypeModelPrice        = "ModelPrice"
-	TypePagerDutySend     = "PagerDutySend"
-	TypeRun               = "Run"
-	TypeRunEvent          = "RunEvent"
-	TypeSLABreach         = "SLABreach"
-	TypeSLAPolicy         = "SLAPolicy"
-	TypeStepAttempt       = "StepAttempt"
-	TypeStepRun           = "StepRun"
-	TypeTenant            = "Tenant"
-	TypeWebhookAttempt    = "WebhookAttempt"
-	TypeWebhookDelivery   = "WebhookDelivery"
-	TypeWebhookEndpoint   = "WebhookEndpoint"
-	TypeWorkflow          = "Workflow"
-	TypeWorkflowVersion   = "WorkflowVersion"
+	TypeAPIKey                     = "APIKey"
+	TypeApprovalRequest            = "ApprovalRequest"
+	TypeAuditLog                   = "AuditLog"
+	TypeCredential                 = "Credential"
+	TypeCredentialVersion          = "CredentialVersion"
+	TypeDeployment                 = "Deployment"
+	TypeEnvironment                = "Environment"
+	TypeEnvironmentVariableVersion = "EnvironmentVariableVersion"
+	TypeEscalation                 = "Escalation"
+	TypeEscalationPolicy           = "EscalationPolicy"
+	TypeEventWait                  = "EventWait"
+	TypeInboundEvent               = "InboundEvent"
+	TypeIncident                   = "Incident"
+	TypeMapItem                    = "MapItem"
+	TypeMember                     = "Member"
+	TypeModelCall                  = "ModelCall"
+	TypeModelPrice                 = "ModelPrice"
+	TypePagerDutySend              = "PagerDutySend"
+	TypeRun                        = "Run"
+	TypeRunEvent                   = "RunEvent"
+	TypeSLABreach                  = "SLABreach"
+	TypeSLAPolicy                  = "SLAPolicy"
+	TypeStepAttempt                = "StepAttempt"
+	TypeStepRun                    = "StepRun"
+	TypeTenant                     = "Tenant"
+	TypeWebhookAttempt             = "WebhookAttempt"
+	TypeWebhookDelivery            = "WebhookDelivery"
+	TypeWebhookEndpoint            = "WebhookEndpoint"
+	TypeWorkflow                   = "Workflow"
+	TypeWorkflowVersion            = "WorkflowVersion"
 )
 
 // APIKeyMutation represents an operation that mutates the APIKey nodes in the graph.
@@ -6350,25 +6353,32 @@ func (m *DeploymentMutation) ResetEdge(name string) error {
 // EnvironmentMutation represents an operation that mutates the Environment nodes in the graph.
 type EnvironmentMutation struct {
 	config
-	op                 Op
-	typ                string
-	id                 *string
-	created_at         *time.Time
-	updated_at         *time.Time
-	name               *string
-	kind               *environment.Kind
-	clearedFields      map[string]struct{}
-	tenant             *string
-	clearedtenant      bool
-	deployments        map[string]struct{}
-	removeddeployments map[string]struct{}
-	cleareddeployments bool
-	credentials        map[string]struct{}
-	removedcredentials map[string]struct{}
-	clearedcredentials bool
-	done               bool
-	oldValue           func(context.Context) (*Environment, error)
-	predicates         []predicate.Environment
+	op                       Op
+	typ                      string
+	id                       *string
+	created_at               *time.Time
+	updated_at               *time.Time
+	name                     *string
+	kind                     *environment.Kind
+	description              *string
+	archived_at              *time.Time
+	vars_version             *int64
+	addvars_version          *int64
+	clearedFields            map[string]struct{}
+	tenant                   *string
+	clearedtenant            bool
+	deployments              map[string]struct{}
+	removeddeployments       map[string]struct{}
+	cleareddeployments       bool
+	credentials              map[string]struct{}
+	removedcredentials       map[string]struct{}
+	clearedcredentials       bool
+	variable_versions        map[string]struct{}
+	removedvariable_versions map[string]struct{}
+	clearedvariable_versions bool
+	done                     bool
+	oldValue                 func(context.Context) (*Environment, error)
+	predicates               []predicate.Environment
 }
 
 var _ ent.Mutation = (*EnvironmentMutation)(nil)
@@ -6655,6 +6665,147 @@ func (m *EnvironmentMutation) ResetKind() {
 	m.kind = nil
 }
 
+// SetDescription sets the "description" field.
+func (m *EnvironmentMutation) SetDescription(s string) {
+	m.description = &s
+}
+
+// Description returns the value of the "description" field in the mutation.
+func (m *EnvironmentMutation) Description() (r string, exists bool) {
+	v := m.description
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDescription returns the old "description" field's value of the Environment entity.
+// If the Environment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentMutation) OldDescription(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDescription is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDescription requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDescription: %w", err)
+	}
+	return oldValue.Description, nil
+}
+
+// ResetDescription resets all changes to the "description" field.
+func (m *EnvironmentMutation) ResetDescription() {
+	m.description = nil
+}
+
+// SetArchivedAt sets the "archived_at" field.
+func (m *EnvironmentMutation) SetArchivedAt(t time.Time) {
+	m.archived_at = &t
+}
+
+// ArchivedAt returns the value of the "archived_at" field in the mutation.
+func (m *EnvironmentMutation) ArchivedAt() (r time.Time, exists bool) {
+	v := m.archived_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldArchivedAt returns the old "archived_at" field's value of the Environment entity.
+// If the Environment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentMutation) OldArchivedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldArchivedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldArchivedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldArchivedAt: %w", err)
+	}
+	return oldValue.ArchivedAt, nil
+}
+
+// ClearArchivedAt clears the value of the "archived_at" field.
+func (m *EnvironmentMutation) ClearArchivedAt() {
+	m.archived_at = nil
+	m.clearedFields[environment.FieldArchivedAt] = struct{}{}
+}
+
+// ArchivedAtCleared returns if the "archived_at" field was cleared in this mutation.
+func (m *EnvironmentMutation) ArchivedAtCleared() bool {
+	_, ok := m.clearedFields[environment.FieldArchivedAt]
+	return ok
+}
+
+// ResetArchivedAt resets all changes to the "archived_at" field.
+func (m *EnvironmentMutation) ResetArchivedAt() {
+	m.archived_at = nil
+	delete(m.clearedFields, environment.FieldArchivedAt)
+}
+
+// SetVarsVersion sets the "vars_version" field.
+func (m *EnvironmentMutation) SetVarsVersion(i int64) {
+	m.vars_version = &i
+	m.addvars_version = nil
+}
+
+// VarsVersion returns the value of the "vars_version" field in the mutation.
+func (m *EnvironmentMutation) VarsVersion() (r int64, exists bool) {
+	v := m.vars_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVarsVersion returns the old "vars_version" field's value of the Environment entity.
+// If the Environment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentMutation) OldVarsVersion(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVarsVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVarsVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVarsVersion: %w", err)
+	}
+	return oldValue.VarsVersion, nil
+}
+
+// AddVarsVersion adds i to the "vars_version" field.
+func (m *EnvironmentMutation) AddVarsVersion(i int64) {
+	if m.addvars_version != nil {
+		*m.addvars_version += i
+	} else {
+		m.addvars_version = &i
+	}
+}
+
+// AddedVarsVersion returns the value that was added to the "vars_version" field in this mutation.
+func (m *EnvironmentMutation) AddedVarsVersion() (r int64, exists bool) {
+	v := m.addvars_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetVarsVersion resets all changes to the "vars_version" field.
+func (m *EnvironmentMutation) ResetVarsVersion() {
+	m.vars_version = nil
+	m.addvars_version = nil
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *EnvironmentMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -6790,6 +6941,60 @@ func (m *EnvironmentMutation) ResetCredentials() {
 	m.removedcredentials = nil
 }
 
+// AddVariableVersionIDs adds the "variable_versions" edge to the EnvironmentVariableVersion entity by ids.
+func (m *EnvironmentMutation) AddVariableVersionIDs(ids ...string) {
+	if m.variable_versions == nil {
+		m.variable_versions = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.variable_versions[ids[i]] = struct{}{}
+	}
+}
+
+// ClearVariableVersions clears the "variable_versions" edge to the EnvironmentVariableVersion entity.
+func (m *EnvironmentMutation) ClearVariableVersions() {
+	m.clearedvariable_versions = true
+}
+
+// VariableVersionsCleared reports if the "variable_versions" edge to the EnvironmentVariableVersion entity was cleared.
+func (m *EnvironmentMutation) VariableVersionsCleared() bool {
+	return m.clearedvariable_versions
+}
+
+// RemoveVariableVersionIDs removes the "variable_versions" edge to the EnvironmentVariableVersion entity by IDs.
+func (m *EnvironmentMutation) RemoveVariableVersionIDs(ids ...string) {
+	if m.removedvariable_versions == nil {
+		m.removedvariable_versions = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.variable_versions, ids[i])
+		m.removedvariable_versions[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedVariableVersions returns the removed IDs of the "variable_versions" edge to the EnvironmentVariableVersion entity.
+func (m *EnvironmentMutation) RemovedVariableVersionsIDs() (ids []string) {
+	for id := range m.removedvariable_versions {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// VariableVersionsIDs returns the "variable_versions" edge IDs in the mutation.
+func (m *EnvironmentMutation) VariableVersionsIDs() (ids []string) {
+	for id := range m.variable_versions {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetVariableVersions resets all changes to the "variable_versions" edge.
+func (m *EnvironmentMutation) ResetVariableVersions() {
+	m.variable_versions = nil
+	m.clearedvariable_versions = false
+	m.removedvariable_versions = nil
+}
+
 // Where appends a list predicates to the EnvironmentMutation builder.
 func (m *EnvironmentMutation) Where(ps ...predicate.Environment) {
 	m.predicates = append(m.predicates, ps...)
@@ -6824,7 +7029,7 @@ func (m *EnvironmentMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *EnvironmentMutation) Fields() []string {
-	fields := make([]string, 0, 5)
+	fields := make([]string, 0, 8)
 	if m.tenant != nil {
 		fields = append(fields, environment.FieldTenantID)
 	}
@@ -6839,6 +7044,15 @@ func (m *EnvironmentMutation) Fields() []string {
 	}
 	if m.kind != nil {
 		fields = append(fields, environment.FieldKind)
+	}
+	if m.description != nil {
+		fields = append(fields, environment.FieldDescription)
+	}
+	if m.archived_at != nil {
+		fields = append(fields, environment.FieldArchivedAt)
+	}
+	if m.vars_version != nil {
+		fields = append(fields, environment.FieldVarsVersion)
 	}
 	return fields
 }
@@ -6858,6 +7072,12 @@ func (m *EnvironmentMutation) Field(name string) (ent.Value, bool) {
 		return m.Name()
 	case environment.FieldKind:
 		return m.Kind()
+	case environment.FieldDescription:
+		return m.Description()
+	case environment.FieldArchivedAt:
+		return m.ArchivedAt()
+	case environment.FieldVarsVersion:
+		return m.VarsVersion()
 	}
 	return nil, false
 }
@@ -6877,6 +7097,12 @@ func (m *EnvironmentMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldName(ctx)
 	case environment.FieldKind:
 		return m.OldKind(ctx)
+	case environment.FieldDescription:
+		return m.OldDescription(ctx)
+	case environment.FieldArchivedAt:
+		return m.OldArchivedAt(ctx)
+	case environment.FieldVarsVersion:
+		return m.OldVarsVersion(ctx)
 	}
 	return nil, fmt.Errorf("unknown Environment field %s", name)
 }
@@ -6921,6 +7147,27 @@ func (m *EnvironmentMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetKind(v)
 		return nil
+	case environment.FieldDescription:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDescription(v)
+		return nil
+	case environment.FieldArchivedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetArchivedAt(v)
+		return nil
+	case environment.FieldVarsVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVarsVersion(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Environment field %s", name)
 }
@@ -6928,13 +7175,21 @@ func (m *EnvironmentMutation) SetField(name string, value ent.Value) error {
 // AddedFields returns all numeric fields that were incremented/decremented during
 // this mutation.
 func (m *EnvironmentMutation) AddedFields() []string {
-	return nil
+	var fields []string
+	if m.addvars_version != nil {
+		fields = append(fields, environment.FieldVarsVersion)
+	}
+	return fields
 }
 
 // AddedField returns the numeric value that was incremented/decremented on a field
 // with the given name. The second boolean return value indicates that this field
 // was not set, or was not defined in the schema.
 func (m *EnvironmentMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case environment.FieldVarsVersion:
+		return m.AddedVarsVersion()
+	}
 	return nil, false
 }
 
@@ -6943,6 +7198,13 @@ func (m *EnvironmentMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *EnvironmentMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case environment.FieldVarsVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddVarsVersion(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Environment numeric field %s", name)
 }
@@ -6950,7 +7212,11 @@ func (m *EnvironmentMutation) AddField(name string, value ent.Value) error {
 // ClearedFields returns all nullable fields that were cleared during this
 // mutation.
 func (m *EnvironmentMutation) ClearedFields() []string {
-	return nil
+	var fields []string
+	if m.FieldCleared(environment.FieldArchivedAt) {
+		fields = append(fields, environment.FieldArchivedAt)
+	}
+	return fields
 }
 
 // FieldCleared returns a boolean indicating if a field with the given name was
@@ -6963,6 +7229,11 @@ func (m *EnvironmentMutation) FieldCleared(name string) bool {
 // ClearField clears the value of the field with the given name. It returns an
 // error if the field is not defined in the schema.
 func (m *EnvironmentMutation) ClearField(name string) error {
+	switch name {
+	case environment.FieldArchivedAt:
+		m.ClearArchivedAt()
+		return nil
+	}
 	return fmt.Errorf("unknown Environment nullable field %s", name)
 }
 
@@ -6985,13 +7256,22 @@ func (m *EnvironmentMutation) ResetField(name string) error {
 	case environment.FieldKind:
 		m.ResetKind()
 		return nil
+	case environment.FieldDescription:
+		m.ResetDescription()
+		return nil
+	case environment.FieldArchivedAt:
+		m.ResetArchivedAt()
+		return nil
+	case environment.FieldVarsVersion:
+		m.ResetVarsVersion()
+		return nil
 	}
 	return fmt.Errorf("unknown Environment field %s", name)
 }
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *EnvironmentMutation) AddedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.tenant != nil {
 		edges = append(edges, environment.EdgeTenant)
 	}
@@ -7000,6 +7280,9 @@ func (m *EnvironmentMutation) AddedEdges() []string {
 	}
 	if m.credentials != nil {
 		edges = append(edges, environment.EdgeCredentials)
+	}
+	if m.variable_versions != nil {
+		edges = append(edges, environment.EdgeVariableVersions)
 	}
 	return edges
 }
@@ -7024,18 +7307,27 @@ func (m *EnvironmentMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case environment.EdgeVariableVersions:
+		ids := make([]ent.Value, 0, len(m.variable_versions))
+		for id := range m.variable_versions {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *EnvironmentMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.removeddeployments != nil {
 		edges = append(edges, environment.EdgeDeployments)
 	}
 	if m.removedcredentials != nil {
 		edges = append(edges, environment.EdgeCredentials)
+	}
+	if m.removedvariable_versions != nil {
+		edges = append(edges, environment.EdgeVariableVersions)
 	}
 	return edges
 }
@@ -7056,13 +7348,19 @@ func (m *EnvironmentMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case environment.EdgeVariableVersions:
+		ids := make([]ent.Value, 0, len(m.removedvariable_versions))
+		for id := range m.removedvariable_versions {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *EnvironmentMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.clearedtenant {
 		edges = append(edges, environment.EdgeTenant)
 	}
@@ -7071,6 +7369,9 @@ func (m *EnvironmentMutation) ClearedEdges() []string {
 	}
 	if m.clearedcredentials {
 		edges = append(edges, environment.EdgeCredentials)
+	}
+	if m.clearedvariable_versions {
+		edges = append(edges, environment.EdgeVariableVersions)
 	}
 	return edges
 }
@@ -7085,6 +7386,8 @@ func (m *EnvironmentMutation) EdgeCleared(name string) bool {
 		return m.cleareddeployments
 	case environment.EdgeCredentials:
 		return m.clearedcredentials
+	case environment.EdgeVariableVersions:
+		return m.clearedvariable_versions
 	}
 	return false
 }
@@ -7113,8 +7416,948 @@ func (m *EnvironmentMutation) ResetEdge(name string) error {
 	case environment.EdgeCredentials:
 		m.ResetCredentials()
 		return nil
+	case environment.EdgeVariableVersions:
+		m.ResetVariableVersions()
+		return nil
 	}
 	return fmt.Errorf("unknown Environment edge %s", name)
+}
+
+// EnvironmentVariableVersionMutation represents an operation that mutates the EnvironmentVariableVersion nodes in the graph.
+type EnvironmentVariableVersionMutation struct {
+	config
+	op                 Op
+	typ                string
+	id                 *string
+	created_at         *time.Time
+	version            *int64
+	addversion         *int64
+	variables          *[]envvars.Variable
+	appendvariables    []envvars.Variable
+	set_names          *[]string
+	appendset_names    []string
+	unset_names        *[]string
+	appendunset_names  []string
+	created_by         *string
+	clearedFields      map[string]struct{}
+	tenant             *string
+	clearedtenant      bool
+	environment        *string
+	clearedenvironment bool
+	done               bool
+	oldValue           func(context.Context) (*EnvironmentVariableVersion, error)
+	predicates         []predicate.EnvironmentVariableVersion
+}
+
+var _ ent.Mutation = (*EnvironmentVariableVersionMutation)(nil)
+
+// environmentvariableversionOption allows management of the mutation configuration using functional options.
+type environmentvariableversionOption func(*EnvironmentVariableVersionMutation)
+
+// newEnvironmentVariableVersionMutation creates new mutation for the EnvironmentVariableVersion entity.
+func newEnvironmentVariableVersionMutation(c config, op Op, opts ...environmentvariableversionOption) *EnvironmentVariableVersionMutation {
+	m := &EnvironmentVariableVersionMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEnvironmentVariableVersion,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEnvironmentVariableVersionID sets the ID field of the mutation.
+func withEnvironmentVariableVersionID(id string) environmentvariableversionOption {
+	return func(m *EnvironmentVariableVersionMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *EnvironmentVariableVersion
+		)
+		m.oldValue = func(ctx context.Context) (*EnvironmentVariableVersion, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().EnvironmentVariableVersion.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEnvironmentVariableVersion sets the old EnvironmentVariableVersion of the mutation.
+func withEnvironmentVariableVersion(node *EnvironmentVariableVersion) environmentvariableversionOption {
+	return func(m *EnvironmentVariableVersionMutation) {
+		m.oldValue = func(context.Context) (*EnvironmentVariableVersion, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EnvironmentVariableVersionMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EnvironmentVariableVersionMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of EnvironmentVariableVersion entities.
+func (m *EnvironmentVariableVersionMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EnvironmentVariableVersionMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EnvironmentVariableVersionMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().EnvironmentVariableVersion.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EnvironmentVariableVersionMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EnvironmentVariableVersionMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EnvironmentVariableVersionMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EnvironmentVariableVersionMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *EnvironmentVariableVersionMutation) SetEnvironmentID(s string) {
+	m.environment = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *EnvironmentVariableVersionMutation) ResetEnvironmentID() {
+	m.environment = nil
+}
+
+// SetVersion sets the "version" field.
+func (m *EnvironmentVariableVersionMutation) SetVersion(i int64) {
+	m.version = &i
+	m.addversion = nil
+}
+
+// Version returns the value of the "version" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) Version() (r int64, exists bool) {
+	v := m.version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersion returns the old "version" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldVersion(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersion: %w", err)
+	}
+	return oldValue.Version, nil
+}
+
+// AddVersion adds i to the "version" field.
+func (m *EnvironmentVariableVersionMutation) AddVersion(i int64) {
+	if m.addversion != nil {
+		*m.addversion += i
+	} else {
+		m.addversion = &i
+	}
+}
+
+// AddedVersion returns the value that was added to the "version" field in this mutation.
+func (m *EnvironmentVariableVersionMutation) AddedVersion() (r int64, exists bool) {
+	v := m.addversion
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetVersion resets all changes to the "version" field.
+func (m *EnvironmentVariableVersionMutation) ResetVersion() {
+	m.version = nil
+	m.addversion = nil
+}
+
+// SetVariables sets the "variables" field.
+func (m *EnvironmentVariableVersionMutation) SetVariables(e []envvars.Variable) {
+	m.variables = &e
+	m.appendvariables = nil
+}
+
+// Variables returns the value of the "variables" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) Variables() (r []envvars.Variable, exists bool) {
+	v := m.variables
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVariables returns the old "variables" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldVariables(ctx context.Context) (v []envvars.Variable, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVariables is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVariables requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVariables: %w", err)
+	}
+	return oldValue.Variables, nil
+}
+
+// AppendVariables adds e to the "variables" field.
+func (m *EnvironmentVariableVersionMutation) AppendVariables(e []envvars.Variable) {
+	m.appendvariables = append(m.appendvariables, e...)
+}
+
+// AppendedVariables returns the list of values that were appended to the "variables" field in this mutation.
+func (m *EnvironmentVariableVersionMutation) AppendedVariables() ([]envvars.Variable, bool) {
+	if len(m.appendvariables) == 0 {
+		return nil, false
+	}
+	return m.appendvariables, true
+}
+
+// ResetVariables resets all changes to the "variables" field.
+func (m *EnvironmentVariableVersionMutation) ResetVariables() {
+	m.variables = nil
+	m.appendvariables = nil
+}
+
+// SetSetNames sets the "set_names" field.
+func (m *EnvironmentVariableVersionMutation) SetSetNames(s []string) {
+	m.set_names = &s
+	m.appendset_names = nil
+}
+
+// SetNames returns the value of the "set_names" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) SetNames() (r []string, exists bool) {
+	v := m.set_names
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSetNames returns the old "set_names" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldSetNames(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSetNames is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSetNames requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSetNames: %w", err)
+	}
+	return oldValue.SetNames, nil
+}
+
+// AppendSetNames adds s to the "set_names" field.
+func (m *EnvironmentVariableVersionMutation) AppendSetNames(s []string) {
+	m.appendset_names = append(m.appendset_names, s...)
+}
+
+// AppendedSetNames returns the list of values that were appended to the "set_names" field in this mutation.
+func (m *EnvironmentVariableVersionMutation) AppendedSetNames() ([]string, bool) {
+	if len(m.appendset_names) == 0 {
+		return nil, false
+	}
+	return m.appendset_names, true
+}
+
+// ClearSetNames clears the value of the "set_names" field.
+func (m *EnvironmentVariableVersionMutation) ClearSetNames() {
+	m.set_names = nil
+	m.appendset_names = nil
+	m.clearedFields[environmentvariableversion.FieldSetNames] = struct{}{}
+}
+
+// SetNamesCleared returns if the "set_names" field was cleared in this mutation.
+func (m *EnvironmentVariableVersionMutation) SetNamesCleared() bool {
+	_, ok := m.clearedFields[environmentvariableversion.FieldSetNames]
+	return ok
+}
+
+// ResetSetNames resets all changes to the "set_names" field.
+func (m *EnvironmentVariableVersionMutation) ResetSetNames() {
+	m.set_names = nil
+	m.appendset_names = nil
+	delete(m.clearedFields, environmentvariableversion.FieldSetNames)
+}
+
+// SetUnsetNames sets the "unset_names" field.
+func (m *EnvironmentVariableVersionMutation) SetUnsetNames(s []string) {
+	m.unset_names = &s
+	m.appendunset_names = nil
+}
+
+// UnsetNames returns the value of the "unset_names" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) UnsetNames() (r []string, exists bool) {
+	v := m.unset_names
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUnsetNames returns the old "unset_names" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldUnsetNames(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUnsetNames is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUnsetNames requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUnsetNames: %w", err)
+	}
+	return oldValue.UnsetNames, nil
+}
+
+// AppendUnsetNames adds s to the "unset_names" field.
+func (m *EnvironmentVariableVersionMutation) AppendUnsetNames(s []string) {
+	m.appendunset_names = append(m.appendunset_names, s...)
+}
+
+// AppendedUnsetNames returns the list of values that were appended to the "unset_names" field in this mutation.
+func (m *EnvironmentVariableVersionMutation) AppendedUnsetNames() ([]string, bool) {
+	if len(m.appendunset_names) == 0 {
+		return nil, false
+	}
+	return m.appendunset_names, true
+}
+
+// ClearUnsetNames clears the value of the "unset_names" field.
+func (m *EnvironmentVariableVersionMutation) ClearUnsetNames() {
+	m.unset_names = nil
+	m.appendunset_names = nil
+	m.clearedFields[environmentvariableversion.FieldUnsetNames] = struct{}{}
+}
+
+// UnsetNamesCleared returns if the "unset_names" field was cleared in this mutation.
+func (m *EnvironmentVariableVersionMutation) UnsetNamesCleared() bool {
+	_, ok := m.clearedFields[environmentvariableversion.FieldUnsetNames]
+	return ok
+}
+
+// ResetUnsetNames resets all changes to the "unset_names" field.
+func (m *EnvironmentVariableVersionMutation) ResetUnsetNames() {
+	m.unset_names = nil
+	m.appendunset_names = nil
+	delete(m.clearedFields, environmentvariableversion.FieldUnsetNames)
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *EnvironmentVariableVersionMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *EnvironmentVariableVersionMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the EnvironmentVariableVersion entity.
+// If the EnvironmentVariableVersion object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentVariableVersionMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *EnvironmentVariableVersionMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EnvironmentVariableVersionMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[environmentvariableversion.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EnvironmentVariableVersionMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EnvironmentVariableVersionMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EnvironmentVariableVersionMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearEnvironment clears the "environment" edge to the Environment entity.
+func (m *EnvironmentVariableVersionMutation) ClearEnvironment() {
+	m.clearedenvironment = true
+	m.clearedFields[environmentvariableversion.FieldEnvironmentID] = struct{}{}
+}
+
+// EnvironmentCleared reports if the "environment" edge to the Environment entity was cleared.
+func (m *EnvironmentVariableVersionMutation) EnvironmentCleared() bool {
+	return m.clearedenvironment
+}
+
+// EnvironmentIDs returns the "environment" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// EnvironmentID instead. It exists only for internal usage by the builders.
+func (m *EnvironmentVariableVersionMutation) EnvironmentIDs() (ids []string) {
+	if id := m.environment; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetEnvironment resets all changes to the "environment" edge.
+func (m *EnvironmentVariableVersionMutation) ResetEnvironment() {
+	m.environment = nil
+	m.clearedenvironment = false
+}
+
+// Where appends a list predicates to the EnvironmentVariableVersionMutation builder.
+func (m *EnvironmentVariableVersionMutation) Where(ps ...predicate.EnvironmentVariableVersion) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EnvironmentVariableVersionMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EnvironmentVariableVersionMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.EnvironmentVariableVersion, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EnvironmentVariableVersionMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EnvironmentVariableVersionMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (EnvironmentVariableVersion).
+func (m *EnvironmentVariableVersionMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EnvironmentVariableVersionMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, environmentvariableversion.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, environmentvariableversion.FieldCreatedAt)
+	}
+	if m.environment != nil {
+		fields = append(fields, environmentvariableversion.FieldEnvironmentID)
+	}
+	if m.version != nil {
+		fields = append(fields, environmentvariableversion.FieldVersion)
+	}
+	if m.variables != nil {
+		fields = append(fields, environmentvariableversion.FieldVariables)
+	}
+	if m.set_names != nil {
+		fields = append(fields, environmentvariableversion.FieldSetNames)
+	}
+	if m.unset_names != nil {
+		fields = append(fields, environmentvariableversion.FieldUnsetNames)
+	}
+	if m.created_by != nil {
+		fields = append(fields, environmentvariableversion.FieldCreatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EnvironmentVariableVersionMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case environmentvariableversion.FieldTenantID:
+		return m.TenantID()
+	case environmentvariableversion.FieldCreatedAt:
+		return m.CreatedAt()
+	case environmentvariableversion.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case environmentvariableversion.FieldVersion:
+		return m.Version()
+	case environmentvariableversion.FieldVariables:
+		return m.Variables()
+	case environmentvariableversion.FieldSetNames:
+		return m.SetNames()
+	case environmentvariableversion.FieldUnsetNames:
+		return m.UnsetNames()
+	case environmentvariableversion.FieldCreatedBy:
+		return m.CreatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EnvironmentVariableVersionMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case environmentvariableversion.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case environmentvariableversion.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case environmentvariableversion.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case environmentvariableversion.FieldVersion:
+		return m.OldVersion(ctx)
+	case environmentvariableversion.FieldVariables:
+		return m.OldVariables(ctx)
+	case environmentvariableversion.FieldSetNames:
+		return m.OldSetNames(ctx)
+	case environmentvariableversion.FieldUnsetNames:
+		return m.OldUnsetNames(ctx)
+	case environmentvariableversion.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown EnvironmentVariableVersion field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EnvironmentVariableVersionMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case environmentvariableversion.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case environmentvariableversion.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case environmentvariableversion.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case environmentvariableversion.FieldVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersion(v)
+		return nil
+	case environmentvariableversion.FieldVariables:
+		v, ok := value.([]envvars.Variable)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVariables(v)
+		return nil
+	case environmentvariableversion.FieldSetNames:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSetNames(v)
+		return nil
+	case environmentvariableversion.FieldUnsetNames:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUnsetNames(v)
+		return nil
+	case environmentvariableversion.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EnvironmentVariableVersionMutation) AddedFields() []string {
+	var fields []string
+	if m.addversion != nil {
+		fields = append(fields, environmentvariableversion.FieldVersion)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EnvironmentVariableVersionMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case environmentvariableversion.FieldVersion:
+		return m.AddedVersion()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EnvironmentVariableVersionMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case environmentvariableversion.FieldVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddVersion(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EnvironmentVariableVersionMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(environmentvariableversion.FieldSetNames) {
+		fields = append(fields, environmentvariableversion.FieldSetNames)
+	}
+	if m.FieldCleared(environmentvariableversion.FieldUnsetNames) {
+		fields = append(fields, environmentvariableversion.FieldUnsetNames)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EnvironmentVariableVersionMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EnvironmentVariableVersionMutation) ClearField(name string) error {
+	switch name {
+	case environmentvariableversion.FieldSetNames:
+		m.ClearSetNames()
+		return nil
+	case environmentvariableversion.FieldUnsetNames:
+		m.ClearUnsetNames()
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EnvironmentVariableVersionMutation) ResetField(name string) error {
+	switch name {
+	case environmentvariableversion.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case environmentvariableversion.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case environmentvariableversion.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case environmentvariableversion.FieldVersion:
+		m.ResetVersion()
+		return nil
+	case environmentvariableversion.FieldVariables:
+		m.ResetVariables()
+		return nil
+	case environmentvariableversion.FieldSetNames:
+		m.ResetSetNames()
+		return nil
+	case environmentvariableversion.FieldUnsetNames:
+		m.ResetUnsetNames()
+		return nil
+	case environmentvariableversion.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EnvironmentVariableVersionMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, environmentvariableversion.EdgeTenant)
+	}
+	if m.environment != nil {
+		edges = append(edges, environmentvariableversion.EdgeEnvironment)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EnvironmentVariableVersionMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case environmentvariableversion.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case environmentvariableversion.EdgeEnvironment:
+		if id := m.environment; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EnvironmentVariableVersionMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EnvironmentVariableVersionMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EnvironmentVariableVersionMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, environmentvariableversion.EdgeTenant)
+	}
+	if m.clearedenvironment {
+		edges = append(edges, environmentvariableversion.EdgeEnvironment)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EnvironmentVariableVersionMutation) EdgeCleared(name string) bool {
+	switch name {
+	case environmentvariableversion.EdgeTenant:
+		return m.clearedtenant
+	case environmentvariableversion.EdgeEnvironment:
+		return m.clearedenvironment
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EnvironmentVariableVersionMutation) ClearEdge(name string) error {
+	switch name {
+	case environmentvariableversion.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case environmentvariableversion.EdgeEnvironment:
+		m.ClearEnvironment()
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EnvironmentVariableVersionMutation) ResetEdge(name string) error {
+	switch name {
+	case environmentvariableversion.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case environmentvariableversion.EdgeEnvironment:
+		m.ResetEnvironment()
+		return nil
+	}
+	return fmt.Errorf("unknown EnvironmentVariableVersion edge %s", name)
 }
 
 // EscalationMutation represents an operation that mutates the Escalation nodes in the graph.
@@ -20012,6 +21255,8 @@ type RunMutation struct {
 	sla_queue_deadline_at     *time.Time
 	sla_max_cost_micro_usd    *int64
 	addsla_max_cost_micro_usd *int64
+	env_vars_version          *int64
+	addenv_vars_version       *int64
 	sla_check_at              *time.Time
 	clearedFields             map[string]struct{}
 	tenant                    *string
@@ -21473,6 +22718,62 @@ func (m *RunMutation) ResetSLAMaxCostMicroUsd() {
 	delete(m.clearedFields, run.FieldSLAMaxCostMicroUsd)
 }
 
+// SetEnvVarsVersion sets the "env_vars_version" field.
+func (m *RunMutation) SetEnvVarsVersion(i int64) {
+	m.env_vars_version = &i
+	m.addenv_vars_version = nil
+}
+
+// EnvVarsVersion returns the value of the "env_vars_version" field in the mutation.
+func (m *RunMutation) EnvVarsVersion() (r int64, exists bool) {
+	v := m.env_vars_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvVarsVersion returns the old "env_vars_version" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldEnvVarsVersion(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvVarsVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvVarsVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvVarsVersion: %w", err)
+	}
+	return oldValue.EnvVarsVersion, nil
+}
+
+// AddEnvVarsVersion adds i to the "env_vars_version" field.
+func (m *RunMutation) AddEnvVarsVersion(i int64) {
+	if m.addenv_vars_version != nil {
+		*m.addenv_vars_version += i
+	} else {
+		m.addenv_vars_version = &i
+	}
+}
+
+// AddedEnvVarsVersion returns the value that was added to the "env_vars_version" field in this mutation.
+func (m *RunMutation) AddedEnvVarsVersion() (r int64, exists bool) {
+	v := m.addenv_vars_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetEnvVarsVersion resets all changes to the "env_vars_version" field.
+func (m *RunMutation) ResetEnvVarsVersion() {
+	m.env_vars_version = nil
+	m.addenv_vars_version = nil
+}
+
 // SetSLACheckAt sets the "sla_check_at" field.
 func (m *RunMutation) SetSLACheckAt(t time.Time) {
 	m.sla_check_at = &t
@@ -21772,7 +23073,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 30)
+	fields := make([]string, 0, 31)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -21860,6 +23161,9 @@ func (m *RunMutation) Fields() []string {
 	if m.sla_max_cost_micro_usd != nil {
 		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
 	}
+	if m.env_vars_version != nil {
+		fields = append(fields, run.FieldEnvVarsVersion)
+	}
 	if m.sla_check_at != nil {
 		fields = append(fields, run.FieldSLACheckAt)
 	}
@@ -21929,6 +23233,8 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.SLAQueueDeadlineAt()
 	case run.FieldSLAMaxCostMicroUsd:
 		return m.SLAMaxCostMicroUsd()
+	case run.FieldEnvVarsVersion:
+		return m.EnvVarsVersion()
 	case run.FieldSLACheckAt:
 		return m.SLACheckAt()
 	}
@@ -21998,6 +23304,8 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldSLAQueueDeadlineAt(ctx)
 	case run.FieldSLAMaxCostMicroUsd:
 		return m.OldSLAMaxCostMicroUsd(ctx)
+	case run.FieldEnvVarsVersion:
+		return m.OldEnvVarsVersion(ctx)
 	case run.FieldSLACheckAt:
 		return m.OldSLACheckAt(ctx)
 	}
@@ -22212,6 +23520,13 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSLAMaxCostMicroUsd(v)
 		return nil
+	case run.FieldEnvVarsVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvVarsVersion(v)
+		return nil
 	case run.FieldSLACheckAt:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -22239,6 +23554,9 @@ func (m *RunMutation) AddedFields() []string {
 	if m.addsla_max_cost_micro_usd != nil {
 		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
 	}
+	if m.addenv_vars_version != nil {
+		fields = append(fields, run.FieldEnvVarsVersion)
+	}
 	return fields
 }
 
@@ -22255,6 +23573,8 @@ func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedNextSeq()
 	case run.FieldSLAMaxCostMicroUsd:
 		return m.AddedSLAMaxCostMicroUsd()
+	case run.FieldEnvVarsVersion:
+		return m.AddedEnvVarsVersion()
 	}
 	return nil, false
 }
@@ -22291,6 +23611,13 @@ func (m *RunMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddSLAMaxCostMicroUsd(v)
+		return nil
+	case run.FieldEnvVarsVersion:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddEnvVarsVersion(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Run numeric field %s", name)
@@ -22504,6 +23831,9 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldSLAMaxCostMicroUsd:
 		m.ResetSLAMaxCostMicroUsd()
+		return nil
+	case run.FieldEnvVarsVersion:
+		m.ResetEnvVarsVersion()
 		return nil
 	case run.FieldSLACheckAt:
 		m.ResetSLACheckAt()

@@ -80,6 +80,8 @@ type Run struct {
 	SLAQueueDeadlineAt *time.Time `json:"sla_queue_deadline_at,omitempty"`
 	// The effective maxCostPerRun when the run started.
 	SLAMaxCostMicroUsd *int64 `json:"sla_max_cost_micro_usd,omitempty"`
+	// The environment's variables version the run started with; its resumes read the same set, its replays too.
+	EnvVarsVersion int64 `json:"env_vars_version,omitempty"`
 	// When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.
 	SLACheckAt *time.Time `json:"sla_check_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -181,7 +183,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case run.FieldInput, run.FieldOutput, run.FieldStepCounts:
 			values[i] = new([]byte)
-		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd:
+		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
 			values[i] = new(sql.NullInt64)
 		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
 			values[i] = new(sql.NullString)
@@ -400,6 +402,12 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				_m.SLAMaxCostMicroUsd = new(int64)
 				*_m.SLAMaxCostMicroUsd = value.Int64
 			}
+		case run.FieldEnvVarsVersion:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field env_vars_version", values[i])
+			} else if value.Valid {
+				_m.EnvVarsVersion = value.Int64
+			}
 		case run.FieldSLACheckAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field sla_check_at", values[i])
@@ -583,6 +591,9 @@ func (_m *Run) String() string {
 		builder.WriteString("sla_max_cost_micro_usd=")
 		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
+	builder.WriteString(", ")
+	builder.WriteString("env_vars_version=")
+	builder.WriteString(fmt.Sprintf("%v", _m.EnvVarsVersion))
 	builder.WriteString(", ")
 	if v := _m.SLACheckAt; v != nil {
 		builder.WriteString("sla_check_at=")

@@ -364,6 +364,20 @@ func (_c *RunCreate) SetNillableSLAMaxCostMicroUsd(v *int64) *RunCreate {
 	return _c
 }
 
+// SetEnvVarsVersion sets the "env_vars_version" field.
+func (_c *RunCreate) SetEnvVarsVersion(v int64) *RunCreate {
+	_c.mutation.SetEnvVarsVersion(v)
+	return _c
+}
+
+// SetNillableEnvVarsVersion sets the "env_vars_version" field if the given value is not nil.
+func (_c *RunCreate) SetNillableEnvVarsVersion(v *int64) *RunCreate {
+	if v != nil {
+		_c.SetEnvVarsVersion(*v)
+	}
+	return _c
+}
+
 // SetSLACheckAt sets the "sla_check_at" field.
 func (_c *RunCreate) SetSLACheckAt(v time.Time) *RunCreate {
 	_c.mutation.SetSLACheckAt(v)
@@ -513,6 +527,10 @@ func (_c *RunCreate) defaults() error {
 		v := run.DefaultNextSeq
 		_c.mutation.SetNextSeq(v)
 	}
+	if _, ok := _c.mutation.EnvVarsVersion(); !ok {
+		v := run.DefaultEnvVarsVersion
+		_c.mutation.SetEnvVarsVersion(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if run.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized run.DefaultID (forgotten import ent/runtime?)")
@@ -586,6 +604,9 @@ func (_c *RunCreate) check() error {
 	}
 	if _, ok := _c.mutation.CreatedBy(); !ok {
 		return &ValidationError{Name: "created_by", err: errors.New(`ent: missing required field "Run.created_by"`)}
+	}
+	if _, ok := _c.mutation.EnvVarsVersion(); !ok {
+		return &ValidationError{Name: "env_vars_version", err: errors.New(`ent: missing required field "Run.env_vars_version"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := run.IDValidator(v); err != nil {
@@ -739,6 +760,10 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.SLAMaxCostMicroUsd(); ok {
 		_spec.SetField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64, value)
 		_node.SLAMaxCostMicroUsd = &value
+	}
+	if value, ok := _c.mutation.EnvVarsVersion(); ok {
+		_spec.SetField(run.FieldEnvVarsVersion, field.TypeInt64, value)
+		_node.EnvVarsVersion = value
 	}
 	if value, ok := _c.mutation.SLACheckAt(); ok {
 		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
@@ -1221,6 +1246,9 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.CreatedBy(); exists {
 			s.SetIgnore(run.FieldCreatedBy)
+		}
+		if _, exists := u.create.mutation.EnvVarsVersion(); exists {
+			s.SetIgnore(run.FieldEnvVarsVersion)
 		}
 	}))
 	return u
@@ -1788,6 +1816,9 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.CreatedBy(); exists {
 				s.SetIgnore(run.FieldCreatedBy)
+			}
+			if _, exists := b.mutation.EnvVarsVersion(); exists {
+				s.SetIgnore(run.FieldEnvVarsVersion)
 			}
 		}
 	}))

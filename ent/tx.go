@@ -28,6 +28,8 @@ type Tx struct {
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
+	// EnvironmentVariableVersion is the client for interacting with the EnvironmentVariableVersion builders.
+	EnvironmentVariableVersion *EnvironmentVariableVersionClient
 	// Escalation is the client for interacting with the Escalation builders.
 	Escalation *EscalationClient
 	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
@@ -210,6 +212,7 @@ func (tx *Tx) init() {
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
+	tx.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(tx.config)
 	tx.Escalation = NewEscalationClient(tx.config)
 	tx.EscalationPolicy = NewEscalationPolicyClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)

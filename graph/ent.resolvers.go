@@ -190,6 +190,9 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 	return r.eventData(ctx, obj)
 }
 
+// Environment returns generated.EnvironmentResolver implementation.
+func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
+
 // InboundEvent returns generated.InboundEventResolver implementation.
 func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
 
@@ -232,6 +235,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	environmentResolver     struct{ *Resolver }
 	inboundEventResolver    struct{ *Resolver }
 	incidentResolver        struct{ *Resolver }
 	mapItemResolver         struct{ *Resolver }

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/inboundevent"
@@ -68,6 +69,8 @@ var nodeTables = map[string]string{
 	ids.SLAPolicy:        slapolicy.Table,
 	ids.Incident:         incident.Table,
 	ids.SLABreach:        slabreach.Table,
+
+	ids.EnvironmentVariableVersion: environmentvariableversion.Table,
 }
 
 const maxNodes = 100

@@ -19,7 +19,7 @@ import (
 
 // CreateEnvironment is the resolver for the createEnvironment field.
 func (r *mutationResolver) CreateEnvironment(ctx context.Context, input model.CreateEnvironmentInput) (*ent.Environment, error) {
-	return r.Control.CreateEnvironment(ctx, input.Name, input.Kind)
+	return r.Control.CreateEnvironment(ctx, input.Name, input.Kind, input.Description)
 }
 
 // CreateWorkflow is the resolver for the createWorkflow field.

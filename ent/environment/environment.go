@@ -28,12 +28,20 @@ const (
 	FieldName = "name"
 	// FieldKind holds the string denoting the kind field in the database.
 	FieldKind = "kind"
+	// FieldDescription holds the string denoting the description field in the database.
+	FieldDescription = "description"
+	// FieldArchivedAt holds the string denoting the archived_at field in the database.
+	FieldArchivedAt = "archived_at"
+	// FieldVarsVersion holds the string denoting the vars_version field in the database.
+	FieldVarsVersion = "vars_version"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeDeployments holds the string denoting the deployments edge name in mutations.
 	EdgeDeployments = "deployments"
 	// EdgeCredentials holds the string denoting the credentials edge name in mutations.
 	EdgeCredentials = "credentials"
+	// EdgeVariableVersions holds the string denoting the variable_versions edge name in mutations.
+	EdgeVariableVersions = "variable_versions"
 	// Table holds the table name of the environment in the database.
 	Table = "environments"
 	// TenantTable is the table that holds the tenant relation/edge.
@@ -57,6 +65,13 @@ const (
 	CredentialsInverseTable = "credentials"
 	// CredentialsColumn is the table column denoting the credentials relation/edge.
 	CredentialsColumn = "environment_id"
+	// VariableVersionsTable is the table that holds the variable_versions relation/edge.
+	VariableVersionsTable = "environment_variable_versions"
+	// VariableVersionsInverseTable is the table name for the EnvironmentVariableVersion entity.
+	// It exists in this package in order to avoid circular dependency with the "environmentvariableversion" package.
+	VariableVersionsInverseTable = "environment_variable_versions"
+	// VariableVersionsColumn is the table column denoting the variable_versions relation/edge.
+	VariableVersionsColumn = "environment_id"
 )
 
 // Columns holds all SQL columns for environment fields.
@@ -67,6 +82,9 @@ var Columns = []string{
 	FieldUpdatedAt,
 	FieldName,
 	FieldKind,
+	FieldDescription,
+	FieldArchivedAt,
+	FieldVarsVersion,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -97,6 +115,12 @@ var (
 	UpdateDefaultUpdatedAt func() time.Time
 	// NameValidator is a validator for the "name" field. It is called by the builders before save.
 	NameValidator func(string) error
+	// DefaultDescription holds the default value on creation for the "description" field.
+	DefaultDescription string
+	// DescriptionValidator is a validator for the "description" field. It is called by the builders before save.
+	DescriptionValidator func(string) error
+	// DefaultVarsVersion holds the default value on creation for the "vars_version" field.
+	DefaultVarsVersion int64
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -160,6 +184,21 @@ func ByKind(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldKind, opts...).ToFunc()
 }
 
+// ByDescription orders the results by the description field.
+func ByDescription(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldDescription, opts...).ToFunc()
+}
+
+// ByArchivedAt orders the results by the archived_at field.
+func ByArchivedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldArchivedAt, opts...).ToFunc()
+}
+
+// ByVarsVersion orders the results by the vars_version field.
+func ByVarsVersion(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldVarsVersion, opts...).ToFunc()
+}
+
 // ByTenantField orders the results by tenant field.
 func ByTenantField(field string, opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -194,6 +233,20 @@ func ByCredentials(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newCredentialsStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByVariableVersionsCount orders the results by variable_versions count.
+func ByVariableVersionsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newVariableVersionsStep(), opts...)
+	}
+}
+
+// ByVariableVersions orders the results by variable_versions terms.
+func ByVariableVersions(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newVariableVersionsStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
 func newTenantStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -213,6 +266,13 @@ func newCredentialsStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(CredentialsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, true, CredentialsTable, CredentialsColumn),
+	)
+}
+func newVariableVersionsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(VariableVersionsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, true, VariableVersionsTable, VariableVersionsColumn),
 	)
 }
 

@@ -85,6 +85,21 @@ func Name(v string) predicate.Environment {
 	return predicate.Environment(sql.FieldEQ(FieldName, v))
 }
 
+// Description applies equality check predicate on the "description" field. It's identical to DescriptionEQ.
+func Description(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldDescription, v))
+}
+
+// ArchivedAt applies equality check predicate on the "archived_at" field. It's identical to ArchivedAtEQ.
+func ArchivedAt(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldArchivedAt, v))
+}
+
+// VarsVersion applies equality check predicate on the "vars_version" field. It's identical to VarsVersionEQ.
+func VarsVersion(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldVarsVersion, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.Environment {
 	return predicate.Environment(sql.FieldEQ(FieldTenantID, v))
@@ -315,6 +330,161 @@ func KindNotIn(vs ...Kind) predicate.Environment {
 	return predicate.Environment(sql.FieldNotIn(FieldKind, vs...))
 }
 
+// DescriptionEQ applies the EQ predicate on the "description" field.
+func DescriptionEQ(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldDescription, v))
+}
+
+// DescriptionNEQ applies the NEQ predicate on the "description" field.
+func DescriptionNEQ(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldNEQ(FieldDescription, v))
+}
+
+// DescriptionIn applies the In predicate on the "description" field.
+func DescriptionIn(vs ...string) predicate.Environment {
+	return predicate.Environment(sql.FieldIn(FieldDescription, vs...))
+}
+
+// DescriptionNotIn applies the NotIn predicate on the "description" field.
+func DescriptionNotIn(vs ...string) predicate.Environment {
+	return predicate.Environment(sql.FieldNotIn(FieldDescription, vs...))
+}
+
+// DescriptionGT applies the GT predicate on the "description" field.
+func DescriptionGT(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldGT(FieldDescription, v))
+}
+
+// DescriptionGTE applies the GTE predicate on the "description" field.
+func DescriptionGTE(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldGTE(FieldDescription, v))
+}
+
+// DescriptionLT applies the LT predicate on the "description" field.
+func DescriptionLT(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldLT(FieldDescription, v))
+}
+
+// DescriptionLTE applies the LTE predicate on the "description" field.
+func DescriptionLTE(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldLTE(FieldDescription, v))
+}
+
+// DescriptionContains applies the Contains predicate on the "description" field.
+func DescriptionContains(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldContains(FieldDescription, v))
+}
+
+// DescriptionHasPrefix applies the HasPrefix predicate on the "description" field.
+func DescriptionHasPrefix(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldHasPrefix(FieldDescription, v))
+}
+
+// DescriptionHasSuffix applies the HasSuffix predicate on the "description" field.
+func DescriptionHasSuffix(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldHasSuffix(FieldDescription, v))
+}
+
+// DescriptionEqualFold applies the EqualFold predicate on the "description" field.
+func DescriptionEqualFold(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldEqualFold(FieldDescription, v))
+}
+
+// DescriptionContainsFold applies the ContainsFold predicate on the "description" field.
+func DescriptionContainsFold(v string) predicate.Environment {
+	return predicate.Environment(sql.FieldContainsFold(FieldDescription, v))
+}
+
+// ArchivedAtEQ applies the EQ predicate on the "archived_at" field.
+func ArchivedAtEQ(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldArchivedAt, v))
+}
+
+// ArchivedAtNEQ applies the NEQ predicate on the "archived_at" field.
+func ArchivedAtNEQ(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldNEQ(FieldArchivedAt, v))
+}
+
+// ArchivedAtIn applies the In predicate on the "archived_at" field.
+func ArchivedAtIn(vs ...time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldIn(FieldArchivedAt, vs...))
+}
+
+// ArchivedAtNotIn applies the NotIn predicate on the "archived_at" field.
+func ArchivedAtNotIn(vs ...time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldNotIn(FieldArchivedAt, vs...))
+}
+
+// ArchivedAtGT applies the GT predicate on the "archived_at" field.
+func ArchivedAtGT(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldGT(FieldArchivedAt, v))
+}
+
+// ArchivedAtGTE applies the GTE predicate on the "archived_at" field.
+func ArchivedAtGTE(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldGTE(FieldArchivedAt, v))
+}
+
+// ArchivedAtLT applies the LT predicate on the "archived_at" field.
+func ArchivedAtLT(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldLT(FieldArchivedAt, v))
+}
+
+// ArchivedAtLTE applies the LTE predicate on the "archived_at" field.
+func ArchivedAtLTE(v time.Time) predicate.Environment {
+	return predicate.Environment(sql.FieldLTE(FieldArchivedAt, v))
+}
+
+// ArchivedAtIsNil applies the IsNil predicate on the "archived_at" field.
+func ArchivedAtIsNil() predicate.Environment {
+	return predicate.Environment(sql.FieldIsNull(FieldArchivedAt))
+}
+
+// ArchivedAtNotNil applies the NotNil predicate on the "archived_at" field.
+func ArchivedAtNotNil() predicate.Environment {
+	return predicate.Environment(sql.FieldNotNull(FieldArchivedAt))
+}
+
+// VarsVersionEQ applies the EQ predicate on the "vars_version" field.
+func VarsVersionEQ(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldEQ(FieldVarsVersion, v))
+}
+
+// VarsVersionNEQ applies the NEQ predicate on the "vars_version" field.
+func VarsVersionNEQ(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldNEQ(FieldVarsVersion, v))
+}
+
+// VarsVersionIn applies the In predicate on the "vars_version" field.
+func VarsVersionIn(vs ...int64) predicate.Environment {
+	return predicate.Environment(sql.FieldIn(FieldVarsVersion, vs...))
+}
+
+// VarsVersionNotIn applies the NotIn predicate on the "vars_version" field.
+func VarsVersionNotIn(vs ...int64) predicate.Environment {
+	return predicate.Environment(sql.FieldNotIn(FieldVarsVersion, vs...))
+}
+
+// VarsVersionGT applies the GT predicate on the "vars_version" field.
+func VarsVersionGT(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldGT(FieldVarsVersion, v))
+}
+
+// VarsVersionGTE applies the GTE predicate on the "vars_version" field.
+func VarsVersionGTE(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldGTE(FieldVarsVersion, v))
+}
+
+// VarsVersionLT applies the LT predicate on the "vars_version" field.
+func VarsVersionLT(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldLT(FieldVarsVersion, v))
+}
+
+// VarsVersionLTE applies the LTE predicate on the "vars_version" field.
+func VarsVersionLTE(v int64) predicate.Environment {
+	return predicate.Environment(sql.FieldLTE(FieldVarsVersion, v))
+}
+
 // HasTenant applies the HasEdge predicate on the "tenant" edge.
 func HasTenant() predicate.Environment {
 	return predicate.Environment(func(s *sql.Selector) {
@@ -376,6 +546,29 @@ func HasCredentials() predicate.Environment {
 func HasCredentialsWith(preds ...predicate.Credential) predicate.Environment {
 	return predicate.Environment(func(s *sql.Selector) {
 		step := newCredentialsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasVariableVersions applies the HasEdge predicate on the "variable_versions" edge.
+func HasVariableVersions() predicate.Environment {
+	return predicate.Environment(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, VariableVersionsTable, VariableVersionsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasVariableVersionsWith applies the HasEdge predicate on the "variable_versions" edge with a given conditions (other predicates).
+func HasVariableVersionsWith(preds ...predicate.EnvironmentVariableVersion) predicate.Environment {
+	return predicate.Environment(func(s *sql.Selector) {
+		step := newVariableVersionsStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

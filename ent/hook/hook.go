@@ -93,6 +93,18 @@ func (f EnvironmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EnvironmentMutation", m)
 }
 
+// The EnvironmentVariableVersionFunc type is an adapter to allow the use of ordinary
+// function as EnvironmentVariableVersion mutator.
+type EnvironmentVariableVersionFunc func(context.Context, *ent.EnvironmentVariableVersionMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EnvironmentVariableVersionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EnvironmentVariableVersionMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EnvironmentVariableVersionMutation", m)
+}
+
 // The EscalationFunc type is an adapter to allow the use of ordinary
 // function as Escalation mutator.
 type EscalationFunc func(context.Context, *ent.EscalationMutation) (ent.Value, error)

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
@@ -283,6 +284,33 @@ func (f TraverseEnvironment) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.EnvironmentQuery", q)
+}
+
+// The EnvironmentVariableVersionFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EnvironmentVariableVersionFunc func(context.Context, *ent.EnvironmentVariableVersionQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EnvironmentVariableVersionFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EnvironmentVariableVersionQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EnvironmentVariableVersionQuery", q)
+}
+
+// The TraverseEnvironmentVariableVersion type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEnvironmentVariableVersion func(context.Context, *ent.EnvironmentVariableVersionQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEnvironmentVariableVersion) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEnvironmentVariableVersion) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EnvironmentVariableVersionQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EnvironmentVariableVersionQuery", q)
 }
 
 // The EscalationFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -896,6 +924,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.DeploymentQuery, predicate.Deployment, deployment.OrderOption]{typ: ent.TypeDeployment, tq: q}, nil
 	case *ent.EnvironmentQuery:
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
+	case *ent.EnvironmentVariableVersionQuery:
+		return &query[*ent.EnvironmentVariableVersionQuery, predicate.EnvironmentVariableVersion, environmentvariableversion.OrderOption]{typ: ent.TypeEnvironmentVariableVersion, tq: q}, nil
 	case *ent.EscalationQuery:
 		return &query[*ent.EscalationQuery, predicate.Escalation, escalation.OrderOption]{typ: ent.TypeEscalation, tq: q}, nil
 	case *ent.EscalationPolicyQuery:

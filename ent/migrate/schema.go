@@ -304,6 +304,9 @@ var (
 		{Name: "updated_at", Type: field.TypeTime},
 		{Name: "name", Type: field.TypeString, Size: 63},
 		{Name: "kind", Type: field.TypeEnum, Enums: []string{"development", "staging", "production"}},
+		{Name: "description", Type: field.TypeString, Size: 500, Default: ""},
+		{Name: "archived_at", Type: field.TypeTime, Nullable: true},
+		{Name: "vars_version", Type: field.TypeInt64, Default: 0},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 	}
 	// EnvironmentsTable holds the schema information for the "environments" table.
@@ -314,7 +317,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "environments_tenants_tenant",
-				Columns:    []*schema.Column{EnvironmentsColumns[5]},
+				Columns:    []*schema.Column{EnvironmentsColumns[8]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -323,12 +326,51 @@ var (
 			{
 				Name:    "environment_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{EnvironmentsColumns[5]},
+				Columns: []*schema.Column{EnvironmentsColumns[8]},
 			},
 			{
 				Name:    "environment_tenant_id_name",
 				Unique:  true,
-				Columns: []*schema.Column{EnvironmentsColumns[5], EnvironmentsColumns[3]},
+				Columns: []*schema.Column{EnvironmentsColumns[8], EnvironmentsColumns[3]},
+			},
+		},
+	}
+	// EnvironmentVariableVersionsColumns holds the columns for the "environment_variable_versions" table.
+	EnvironmentVariableVersionsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "version", Type: field.TypeInt64},
+		{Name: "variables", Type: field.TypeJSON},
+		{Name: "set_names", Type: field.TypeJSON, Nullable: true},
+		{Name: "unset_names", Type: field.TypeJSON, Nullable: true},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "environment_id", Type: field.TypeString, Size: 40},
+	}
+	// EnvironmentVariableVersionsTable holds the schema information for the "environment_variable_versions" table.
+	EnvironmentVariableVersionsTable = &schema.Table{
+		Name:       "environment_variable_versions",
+		Columns:    EnvironmentVariableVersionsColumns,
+		PrimaryKey: []*schema.Column{EnvironmentVariableVersionsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "environment_variable_versions_tenants_tenant",
+				Columns:    []*schema.Column{EnvironmentVariableVersionsColumns[7]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "environment_variable_versions_environments_environment",
+				Columns:    []*schema.Column{EnvironmentVariableVersionsColumns[8]},
+				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "environmentvariableversion_tenant_id_environment_id_version",
+				Unique:  true,
+				Columns: []*schema.Column{EnvironmentVariableVersionsColumns[7], EnvironmentVariableVersionsColumns[8], EnvironmentVariableVersionsColumns[2]},
 			},
 		},
 	}
@@ -860,6 +902,7 @@ var (
 		{Name: "sla_deadline_at", Type: field.TypeTime, Nullable: true},
 		{Name: "sla_queue_deadline_at", Type: field.TypeTime, Nullable: true},
 		{Name: "sla_max_cost_micro_usd", Type: field.TypeInt64, Nullable: true},
+		{Name: "env_vars_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_check_at", Type: field.TypeTime, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "workflow_id", Type: field.TypeString, Size: 40},
@@ -874,25 +917,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[27]},
+				Columns:    []*schema.Column{RunsColumns[28]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[28]},
+				Columns:    []*schema.Column{RunsColumns[29]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[29]},
+				Columns:    []*schema.Column{RunsColumns[30]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[30]},
+				Columns:    []*schema.Column{RunsColumns[31]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -901,7 +944,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -909,17 +952,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[28], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[29], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -927,7 +970,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[26]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[27]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -935,7 +978,7 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[27], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[28], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
@@ -1408,6 +1451,7 @@ var (
 		CredentialVersionsTable,
 		DeploymentsTable,
 		EnvironmentsTable,
+		EnvironmentVariableVersionsTable,
 		EscalationsTable,
 		EscalationPoliciesTable,
 		EventWaitsTable,
@@ -1448,6 +1492,8 @@ func init() {
 	DeploymentsTable.ForeignKeys[2].RefTable = EnvironmentsTable
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
+	EnvironmentVariableVersionsTable.ForeignKeys[0].RefTable = TenantsTable
+	EnvironmentVariableVersionsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	EscalationsTable.ForeignKeys[0].RefTable = TenantsTable
 	EscalationPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable

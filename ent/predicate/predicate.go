@@ -27,6 +27,9 @@ type Deployment func(*sql.Selector)
 // Environment is the predicate function for environment builders.
 type Environment func(*sql.Selector)
 
+// EnvironmentVariableVersion is the predicate function for environmentvariableversion builders.
+type EnvironmentVariableVersion func(*sql.Selector)
+
 // Escalation is the predicate function for escalation builders.
 type Escalation func(*sql.Selector)
 

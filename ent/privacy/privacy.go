@@ -279,6 +279,30 @@ func (f EnvironmentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mut
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EnvironmentMutation", m)
 }
 
+// The EnvironmentVariableVersionQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EnvironmentVariableVersionQueryRuleFunc func(context.Context, *ent.EnvironmentVariableVersionQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EnvironmentVariableVersionQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EnvironmentVariableVersionQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EnvironmentVariableVersionQuery", q)
+}
+
+// The EnvironmentVariableVersionMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EnvironmentVariableVersionMutationRuleFunc func(context.Context, *ent.EnvironmentVariableVersionMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EnvironmentVariableVersionMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EnvironmentVariableVersionMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EnvironmentVariableVersionMutation", m)
+}
+
 // The EscalationQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type EscalationQueryRuleFunc func(context.Context, *ent.EscalationQuery) error
@@ -856,6 +880,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EnvironmentQuery:
 		return q.Filter(), nil
+	case *ent.EnvironmentVariableVersionQuery:
+		return q.Filter(), nil
 	case *ent.EscalationQuery:
 		return q.Filter(), nil
 	case *ent.EscalationPolicyQuery:
@@ -920,6 +946,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.DeploymentMutation:
 		return m.Filter(), nil
 	case *ent.EnvironmentMutation:
+		return m.Filter(), nil
+	case *ent.EnvironmentVariableVersionMutation:
 		return m.Filter(), nil
 	case *ent.EscalationMutation:
 		return m.Filter(), nil

@@ -76,6 +76,8 @@ const (
 	FieldSLAQueueDeadlineAt = "sla_queue_deadline_at"
 	// FieldSLAMaxCostMicroUsd holds the string denoting the sla_max_cost_micro_usd field in the database.
 	FieldSLAMaxCostMicroUsd = "sla_max_cost_micro_usd"
+	// FieldEnvVarsVersion holds the string denoting the env_vars_version field in the database.
+	FieldEnvVarsVersion = "env_vars_version"
 	// FieldSLACheckAt holds the string denoting the sla_check_at field in the database.
 	FieldSLACheckAt = "sla_check_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
@@ -168,6 +170,7 @@ var Columns = []string{
 	FieldSLADeadlineAt,
 	FieldSLAQueueDeadlineAt,
 	FieldSLAMaxCostMicroUsd,
+	FieldEnvVarsVersion,
 	FieldSLACheckAt,
 }
 
@@ -205,6 +208,8 @@ var (
 	DefaultCostMicroUsd int64
 	// DefaultNextSeq holds the default value on creation for the "next_seq" field.
 	DefaultNextSeq int64
+	// DefaultEnvVarsVersion holds the default value on creation for the "env_vars_version" field.
+	DefaultEnvVarsVersion int64
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -403,6 +408,11 @@ func BySLAQueueDeadlineAt(opts ...sql.OrderTermOption) OrderOption {
 // BySLAMaxCostMicroUsd orders the results by the sla_max_cost_micro_usd field.
 func BySLAMaxCostMicroUsd(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLAMaxCostMicroUsd, opts...).ToFunc()
+}
+
+// ByEnvVarsVersion orders the results by the env_vars_version field.
+func ByEnvVarsVersion(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldEnvVarsVersion, opts...).ToFunc()
 }
 
 // BySLACheckAt orders the results by the sla_check_at field.

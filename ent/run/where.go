@@ -185,6 +185,11 @@ func SLAMaxCostMicroUsd(v int64) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldSLAMaxCostMicroUsd, v))
 }
 
+// EnvVarsVersion applies equality check predicate on the "env_vars_version" field. It's identical to EnvVarsVersionEQ.
+func EnvVarsVersion(v int64) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldEnvVarsVersion, v))
+}
+
 // SLACheckAt applies equality check predicate on the "sla_check_at" field. It's identical to SLACheckAtEQ.
 func SLACheckAt(v time.Time) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldSLACheckAt, v))
@@ -1688,6 +1693,46 @@ func SLAMaxCostMicroUsdIsNil() predicate.Run {
 // SLAMaxCostMicroUsdNotNil applies the NotNil predicate on the "sla_max_cost_micro_usd" field.
 func SLAMaxCostMicroUsdNotNil() predicate.Run {
 	return predicate.Run(sql.FieldNotNull(FieldSLAMaxCostMicroUsd))
+}
+
+// EnvVarsVersionEQ applies the EQ predicate on the "env_vars_version" field.
+func EnvVarsVersionEQ(v int64) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldEnvVarsVersion, v))
+}
+
+// EnvVarsVersionNEQ applies the NEQ predicate on the "env_vars_version" field.
+func EnvVarsVersionNEQ(v int64) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldEnvVarsVersion, v))
+}
+
+// EnvVarsVersionIn applies the In predicate on the "env_vars_version" field.
+func EnvVarsVersionIn(vs ...int64) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldEnvVarsVersion, vs...))
+}
+
+// EnvVarsVersionNotIn applies the NotIn predicate on the "env_vars_version" field.
+func EnvVarsVersionNotIn(vs ...int64) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldEnvVarsVersion, vs...))
+}
+
+// EnvVarsVersionGT applies the GT predicate on the "env_vars_version" field.
+func EnvVarsVersionGT(v int64) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldEnvVarsVersion, v))
+}
+
+// EnvVarsVersionGTE applies the GTE predicate on the "env_vars_version" field.
+func EnvVarsVersionGTE(v int64) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldEnvVarsVersion, v))
+}
+
+// EnvVarsVersionLT applies the LT predicate on the "env_vars_version" field.
+func EnvVarsVersionLT(v int64) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldEnvVarsVersion, v))
+}
+
+// EnvVarsVersionLTE applies the LTE predicate on the "env_vars_version" field.
+func EnvVarsVersionLTE(v int64) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldEnvVarsVersion, v))
 }
 
 // SLACheckAtEQ applies the EQ predicate on the "sla_check_at" field.

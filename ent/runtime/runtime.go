@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/eventwait"
@@ -458,6 +459,16 @@ func init() {
 			return nil
 		}
 	}()
+	// environmentDescDescription is the schema descriptor for description field.
+	environmentDescDescription := environmentFields[2].Descriptor()
+	// environment.DefaultDescription holds the default value on creation for the description field.
+	environment.DefaultDescription = environmentDescDescription.Default.(string)
+	// environment.DescriptionValidator is a validator for the "description" field. It is called by the builders before save.
+	environment.DescriptionValidator = environmentDescDescription.Validators[0].(func(string) error)
+	// environmentDescVarsVersion is the schema descriptor for vars_version field.
+	environmentDescVarsVersion := environmentFields[4].Descriptor()
+	// environment.DefaultVarsVersion holds the default value on creation for the vars_version field.
+	environment.DefaultVarsVersion = environmentDescVarsVersion.Default.(int64)
 	// environmentDescID is the schema descriptor for id field.
 	environmentDescID := environmentMixinFields0[0].Descriptor()
 	// environment.DefaultID holds the default value on creation for the id field.
@@ -465,6 +476,55 @@ func init() {
 	// environment.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	environment.IDValidator = func() func(string) error {
 		validators := environmentDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	environmentvariableversionMixin := schema.EnvironmentVariableVersion{}.Mixin()
+	environmentvariableversion.Policy = privacy.NewPolicies(environmentvariableversionMixin[1], schema.EnvironmentVariableVersion{})
+	environmentvariableversion.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := environmentvariableversion.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	environmentvariableversionMixinHooks1 := environmentvariableversionMixin[1].Hooks()
+
+	environmentvariableversion.Hooks[1] = environmentvariableversionMixinHooks1[0]
+	environmentvariableversionMixinFields0 := environmentvariableversionMixin[0].Fields()
+	_ = environmentvariableversionMixinFields0
+	environmentvariableversionMixinFields1 := environmentvariableversionMixin[1].Fields()
+	_ = environmentvariableversionMixinFields1
+	environmentvariableversionMixinFields2 := environmentvariableversionMixin[2].Fields()
+	_ = environmentvariableversionMixinFields2
+	environmentvariableversionFields := schema.EnvironmentVariableVersion{}.Fields()
+	_ = environmentvariableversionFields
+	// environmentvariableversionDescTenantID is the schema descriptor for tenant_id field.
+	environmentvariableversionDescTenantID := environmentvariableversionMixinFields1[0].Descriptor()
+	// environmentvariableversion.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	environmentvariableversion.TenantIDValidator = environmentvariableversionDescTenantID.Validators[0].(func(string) error)
+	// environmentvariableversionDescCreatedAt is the schema descriptor for created_at field.
+	environmentvariableversionDescCreatedAt := environmentvariableversionMixinFields2[0].Descriptor()
+	// environmentvariableversion.DefaultCreatedAt holds the default value on creation for the created_at field.
+	environmentvariableversion.DefaultCreatedAt = environmentvariableversionDescCreatedAt.Default.(func() time.Time)
+	// environmentvariableversionDescID is the schema descriptor for id field.
+	environmentvariableversionDescID := environmentvariableversionMixinFields0[0].Descriptor()
+	// environmentvariableversion.DefaultID holds the default value on creation for the id field.
+	environmentvariableversion.DefaultID = environmentvariableversionDescID.Default.(func() string)
+	// environmentvariableversion.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	environmentvariableversion.IDValidator = func() func(string) error {
+		validators := environmentvariableversionDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1195,6 +1255,10 @@ func init() {
 	runDescNextSeq := runFields[17].Descriptor()
 	// run.DefaultNextSeq holds the default value on creation for the next_seq field.
 	run.DefaultNextSeq = runDescNextSeq.Default.(int64)
+	// runDescEnvVarsVersion is the schema descriptor for env_vars_version field.
+	runDescEnvVarsVersion := runFields[26].Descriptor()
+	// run.DefaultEnvVarsVersion holds the default value on creation for the env_vars_version field.
+	run.DefaultEnvVarsVersion = runDescEnvVarsVersion.Default.(int64)
 	// runDescID is the schema descriptor for id field.
 	runDescID := runMixinFields0[0].Descriptor()
 	// run.DefaultID holds the default value on creation for the id field.

@@ -25,6 +25,13 @@ func (Environment) Fields() []ent.Field {
 			Annotations(entgql.OrderField("NAME")),
 		field.Enum("kind").Values("development", "staging", "production").
 			Annotations(entgql.Type("EnvironmentKind")),
+		field.String("description").Default("").MaxLen(500).
+			Annotations(entgql.Skip(entgql.SkipWhereInput)),
+		field.Time("archived_at").Optional().Nillable().
+			Comment("Set while archived: the environment refuses new runs and deploys."),
+		field.Int64("vars_version").Default(0).
+			Comment("The current variables version; 0 is the empty set. Bumped in the transaction of every change.").
+			Annotations(entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)),
 	}
 }
 
@@ -34,6 +41,8 @@ func (Environment) Edges() []ent.Edge {
 			Annotations(entgql.RelayConnection()),
 		edge.From("credentials", Credential.Type).Ref("environment").
 			Annotations(entgql.RelayConnection()),
+		edge.From("variable_versions", EnvironmentVariableVersion.Type).Ref("environment").
+			Annotations(entgql.RelayConnection(), entgql.Skip(entgql.SkipWhereInput)),
 	}
 }
 

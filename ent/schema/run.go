@@ -69,6 +69,9 @@ func (Run) Fields() []ent.Field {
 		field.Int64("sla_max_cost_micro_usd").Optional().Nillable().
 			Comment("The effective maxCostPerRun when the run started.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int64("env_vars_version").Default(0).Immutable().
+			Comment("The environment's variables version the run started with; its resumes read the same set, its replays too.").
+			Annotations(entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)),
 		field.Time("sla_check_at").Optional().Nillable().
 			Comment("When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.").
 			Annotations(entgql.Skip(entgql.SkipAll)),

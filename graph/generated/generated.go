@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -44,6 +45,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Environment() EnvironmentResolver
 	InboundEvent() InboundEventResolver
 	Incident() IncidentResolver
 	MapItem() MapItemResolver
@@ -240,13 +242,19 @@ type ComplexityRoot struct {
 	}
 
 	Environment struct {
-		CreatedAt   func(childComplexity int) int
-		Credentials func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
-		Deployments func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
-		ID          func(childComplexity int) int
-		Kind        func(childComplexity int) int
-		Name        func(childComplexity int) int
-		UpdatedAt   func(childComplexity int) int
+		Archived         func(childComplexity int) int
+		ArchivedAt       func(childComplexity int) int
+		CreatedAt        func(childComplexity int) int
+		Credentials      func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
+		Deployments      func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
+		Description      func(childComplexity int) int
+		ID               func(childComplexity int) int
+		Kind             func(childComplexity int) int
+		Name             func(childComplexity int) int
+		UpdatedAt        func(childComplexity int) int
+		VariableVersions func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EnvironmentVariableVersionOrder) int
+		Variables        func(childComplexity int) int
+		VarsVersion      func(childComplexity int) int
 	}
 
 	EnvironmentConnection struct {
@@ -256,6 +264,35 @@ type ComplexityRoot struct {
 	}
 
 	EnvironmentEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	EnvironmentVariable struct {
+		Name  func(childComplexity int) int
+		Type  func(childComplexity int) int
+		Value func(childComplexity int) int
+	}
+
+	EnvironmentVariableVersion struct {
+		CreatedAt     func(childComplexity int) int
+		CreatedBy     func(childComplexity int) int
+		Environment   func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		ID            func(childComplexity int) int
+		SetNames      func(childComplexity int) int
+		UnsetNames    func(childComplexity int) int
+		Variables     func(childComplexity int) int
+		Version       func(childComplexity int) int
+	}
+
+	EnvironmentVariableVersionConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	EnvironmentVariableVersionEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
 	}
@@ -528,6 +565,7 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
+		ArchiveEnvironment       func(childComplexity int, id string) int
 		CancelRun                func(childComplexity int, id string) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
@@ -544,6 +582,7 @@ type ComplexityRoot struct {
 		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
+		PromoteDeployment        func(childComplexity int, input model.PromoteDeploymentInput) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
@@ -553,9 +592,14 @@ type ComplexityRoot struct {
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
+		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
+		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
+		UnarchiveEnvironment     func(childComplexity int, id string) int
+		UnsetEnvironmentVariable func(childComplexity int, input model.UnsetEnvironmentVariableInput) int
+		UpdateEnvironment        func(childComplexity int, input model.UpdateEnvironmentInput) int
 		UpdateEscalationPolicy   func(childComplexity int, input model.UpdateEscalationPolicyInput) int
 		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
@@ -668,6 +712,7 @@ type ComplexityRoot struct {
 		CreatedAt          func(childComplexity int) int
 		CreatedBy          func(childComplexity int) int
 		Depth              func(childComplexity int) int
+		EnvVarsVersion     func(childComplexity int) int
 		Environment        func(childComplexity int) int
 		EnvironmentID      func(childComplexity int) int
 		Error              func(childComplexity int) int
@@ -1021,6 +1066,10 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type EnvironmentResolver interface {
+	Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error)
+	Archived(ctx context.Context, obj *ent.Environment) (bool, error)
+}
 type InboundEventResolver interface {
 	Data(ctx context.Context, obj *ent.InboundEvent) (map[string]any, error)
 }
@@ -1055,6 +1104,13 @@ type MutationResolver interface {
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
 	DeleteModelPrice(ctx context.Context, id string) (string, error)
 	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
+	SetEnvironmentVariables(ctx context.Context, input model.SetEnvironmentVariablesInput) (*ent.Environment, error)
+	SetEnvironmentVariable(ctx context.Context, input model.SetEnvironmentVariableInput) (*ent.Environment, error)
+	UnsetEnvironmentVariable(ctx context.Context, input model.UnsetEnvironmentVariableInput) (*ent.Environment, error)
+	UpdateEnvironment(ctx context.Context, input model.UpdateEnvironmentInput) (*ent.Environment, error)
+	ArchiveEnvironment(ctx context.Context, id string) (*ent.Environment, error)
+	UnarchiveEnvironment(ctx context.Context, id string) (*ent.Environment, error)
+	PromoteDeployment(ctx context.Context, input model.PromoteDeploymentInput) (*ent.Deployment, error)
 	CreateEscalationPolicy(ctx context.Context, input model.CreateEscalationPolicyInput) (*ent.EscalationPolicy, error)
 	UpdateEscalationPolicy(ctx context.Context, input model.UpdateEscalationPolicyInput) (*ent.EscalationPolicy, error)
 	DeleteEscalationPolicy(ctx context.Context, id string) (string, error)
@@ -1857,6 +1913,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EffectiveSLAObjective.Severity(childComplexity), true
 
+	case "Environment.archived":
+		if e.ComplexityRoot.Environment.Archived == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.Archived(childComplexity), true
+	case "Environment.archivedAt":
+		if e.ComplexityRoot.Environment.ArchivedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.ArchivedAt(childComplexity), true
 	case "Environment.createdAt":
 		if e.ComplexityRoot.Environment.CreatedAt == nil {
 			break
@@ -1885,6 +1953,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Environment.Deployments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.DeploymentOrder), args["where"].(*ent.DeploymentWhereInput)), true
+	case "Environment.description":
+		if e.ComplexityRoot.Environment.Description == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.Description(childComplexity), true
 	case "Environment.id":
 		if e.ComplexityRoot.Environment.ID == nil {
 			break
@@ -1909,6 +1983,29 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Environment.UpdatedAt(childComplexity), true
+	case "Environment.variableVersions":
+		if e.ComplexityRoot.Environment.VariableVersions == nil {
+			break
+		}
+
+		args, err := ec.field_Environment_variableVersions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Environment.VariableVersions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.EnvironmentVariableVersionOrder)), true
+	case "Environment.variables":
+		if e.ComplexityRoot.Environment.Variables == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.Variables(childComplexity), true
+	case "Environment.varsVersion":
+		if e.ComplexityRoot.Environment.VarsVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.VarsVersion(childComplexity), true
 
 	case "EnvironmentConnection.edges":
 		if e.ComplexityRoot.EnvironmentConnection.Edges == nil {
@@ -1941,6 +2038,112 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EnvironmentEdge.Node(childComplexity), true
+
+	case "EnvironmentVariable.name":
+		if e.ComplexityRoot.EnvironmentVariable.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariable.Name(childComplexity), true
+	case "EnvironmentVariable.type":
+		if e.ComplexityRoot.EnvironmentVariable.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariable.Type(childComplexity), true
+	case "EnvironmentVariable.value":
+		if e.ComplexityRoot.EnvironmentVariable.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariable.Value(childComplexity), true
+
+	case "EnvironmentVariableVersion.createdAt":
+		if e.ComplexityRoot.EnvironmentVariableVersion.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.CreatedAt(childComplexity), true
+	case "EnvironmentVariableVersion.createdBy":
+		if e.ComplexityRoot.EnvironmentVariableVersion.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.CreatedBy(childComplexity), true
+	case "EnvironmentVariableVersion.environment":
+		if e.ComplexityRoot.EnvironmentVariableVersion.Environment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.Environment(childComplexity), true
+	case "EnvironmentVariableVersion.environmentID":
+		if e.ComplexityRoot.EnvironmentVariableVersion.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.EnvironmentID(childComplexity), true
+	case "EnvironmentVariableVersion.id":
+		if e.ComplexityRoot.EnvironmentVariableVersion.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.ID(childComplexity), true
+	case "EnvironmentVariableVersion.setNames":
+		if e.ComplexityRoot.EnvironmentVariableVersion.SetNames == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.SetNames(childComplexity), true
+	case "EnvironmentVariableVersion.unsetNames":
+		if e.ComplexityRoot.EnvironmentVariableVersion.UnsetNames == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.UnsetNames(childComplexity), true
+	case "EnvironmentVariableVersion.variables":
+		if e.ComplexityRoot.EnvironmentVariableVersion.Variables == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.Variables(childComplexity), true
+	case "EnvironmentVariableVersion.version":
+		if e.ComplexityRoot.EnvironmentVariableVersion.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersion.Version(childComplexity), true
+
+	case "EnvironmentVariableVersionConnection.edges":
+		if e.ComplexityRoot.EnvironmentVariableVersionConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersionConnection.Edges(childComplexity), true
+	case "EnvironmentVariableVersionConnection.pageInfo":
+		if e.ComplexityRoot.EnvironmentVariableVersionConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersionConnection.PageInfo(childComplexity), true
+	case "EnvironmentVariableVersionConnection.totalCount":
+		if e.ComplexityRoot.EnvironmentVariableVersionConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersionConnection.TotalCount(childComplexity), true
+
+	case "EnvironmentVariableVersionEdge.cursor":
+		if e.ComplexityRoot.EnvironmentVariableVersionEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersionEdge.Cursor(childComplexity), true
+	case "EnvironmentVariableVersionEdge.node":
+		if e.ComplexityRoot.EnvironmentVariableVersionEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentVariableVersionEdge.Node(childComplexity), true
 
 	case "Escalation.acknowledgedAt":
 		if e.ComplexityRoot.Escalation.AcknowledgedAt == nil {
@@ -3061,6 +3264,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.AcknowledgeIncident(childComplexity, args["id"].(string), args["note"].(*string)), true
+	case "Mutation.archiveEnvironment":
+		if e.ComplexityRoot.Mutation.ArchiveEnvironment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_archiveEnvironment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ArchiveEnvironment(childComplexity, args["id"].(string)), true
 	case "Mutation.cancelRun":
 		if e.ComplexityRoot.Mutation.CancelRun == nil {
 			break
@@ -3237,6 +3451,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeployWorkflowVersion(childComplexity, args["input"].(model.DeployWorkflowVersionInput)), true
+	case "Mutation.promoteDeployment":
+		if e.ComplexityRoot.Mutation.PromoteDeployment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_promoteDeployment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PromoteDeployment(childComplexity, args["input"].(model.PromoteDeploymentInput)), true
 	case "Mutation.publishWorkflowVersion":
 		if e.ComplexityRoot.Mutation.PublishWorkflowVersion == nil {
 			break
@@ -3336,6 +3561,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
+	case "Mutation.setEnvironmentVariable":
+		if e.ComplexityRoot.Mutation.SetEnvironmentVariable == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setEnvironmentVariable_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetEnvironmentVariable(childComplexity, args["input"].(model.SetEnvironmentVariableInput)), true
+	case "Mutation.setEnvironmentVariables":
+		if e.ComplexityRoot.Mutation.SetEnvironmentVariables == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setEnvironmentVariables_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetEnvironmentVariables(childComplexity, args["input"].(model.SetEnvironmentVariablesInput)), true
 	case "Mutation.setModelPrice":
 		if e.ComplexityRoot.Mutation.SetModelPrice == nil {
 			break
@@ -3369,6 +3616,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.StartRun(childComplexity, args["input"].(model.StartRunInput)), true
+	case "Mutation.unarchiveEnvironment":
+		if e.ComplexityRoot.Mutation.UnarchiveEnvironment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unarchiveEnvironment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnarchiveEnvironment(childComplexity, args["id"].(string)), true
+	case "Mutation.unsetEnvironmentVariable":
+		if e.ComplexityRoot.Mutation.UnsetEnvironmentVariable == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unsetEnvironmentVariable_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnsetEnvironmentVariable(childComplexity, args["input"].(model.UnsetEnvironmentVariableInput)), true
+	case "Mutation.updateEnvironment":
+		if e.ComplexityRoot.Mutation.UpdateEnvironment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateEnvironment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateEnvironment(childComplexity, args["input"].(model.UpdateEnvironmentInput)), true
 	case "Mutation.updateEscalationPolicy":
 		if e.ComplexityRoot.Mutation.UpdateEscalationPolicy == nil {
 			break
@@ -4012,6 +4292,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.Depth(childComplexity), true
+	case "Run.envVarsVersion":
+		if e.ComplexityRoot.Run.EnvVarsVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.EnvVarsVersion(childComplexity), true
 	case "Run.environment":
 		if e.ComplexityRoot.Run.Environment == nil {
 			break
@@ -5576,6 +5862,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("DeploymentOrder", ec.unmarshalInputDeploymentOrder),
 			graphql.NewInputUnmarshaler("DeploymentWhereInput", ec.unmarshalInputDeploymentWhereInput),
 			graphql.NewInputUnmarshaler("EnvironmentOrder", ec.unmarshalInputEnvironmentOrder),
+			graphql.NewInputUnmarshaler("EnvironmentVariableInput", ec.unmarshalInputEnvironmentVariableInput),
+			graphql.NewInputUnmarshaler("EnvironmentVariableVersionOrder", ec.unmarshalInputEnvironmentVariableVersionOrder),
+			graphql.NewInputUnmarshaler("EnvironmentVariableVersionWhereInput", ec.unmarshalInputEnvironmentVariableVersionWhereInput),
 			graphql.NewInputUnmarshaler("EnvironmentWhereInput", ec.unmarshalInputEnvironmentWhereInput),
 			graphql.NewInputUnmarshaler("EscalationLevelInput", ec.unmarshalInputEscalationLevelInput),
 			graphql.NewInputUnmarshaler("EscalationOrder", ec.unmarshalInputEscalationOrder),
@@ -5597,6 +5886,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("PagerDutySendOrder", ec.unmarshalInputPagerDutySendOrder),
 			graphql.NewInputUnmarshaler("PagerDutySendWhereInput", ec.unmarshalInputPagerDutySendWhereInput),
 			graphql.NewInputUnmarshaler("PagerDutyTargetInput", ec.unmarshalInputPagerDutyTargetInput),
+			graphql.NewInputUnmarshaler("PromoteDeploymentInput", ec.unmarshalInputPromoteDeploymentInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
@@ -5611,12 +5901,16 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("SLASuccessRateObjectiveInput", ec.unmarshalInputSLASuccessRateObjectiveInput),
 			graphql.NewInputUnmarshaler("SLAWindowCostObjectiveInput", ec.unmarshalInputSLAWindowCostObjectiveInput),
 			graphql.NewInputUnmarshaler("SendEventInput", ec.unmarshalInputSendEventInput),
+			graphql.NewInputUnmarshaler("SetEnvironmentVariableInput", ec.unmarshalInputSetEnvironmentVariableInput),
+			graphql.NewInputUnmarshaler("SetEnvironmentVariablesInput", ec.unmarshalInputSetEnvironmentVariablesInput),
 			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
 			graphql.NewInputUnmarshaler("SetTenantBudgetInput", ec.unmarshalInputSetTenantBudgetInput),
 			graphql.NewInputUnmarshaler("StartRunInput", ec.unmarshalInputStartRunInput),
 			graphql.NewInputUnmarshaler("StepAttemptOrder", ec.unmarshalInputStepAttemptOrder),
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
+			graphql.NewInputUnmarshaler("UnsetEnvironmentVariableInput", ec.unmarshalInputUnsetEnvironmentVariableInput),
+			graphql.NewInputUnmarshaler("UpdateEnvironmentInput", ec.unmarshalInputUpdateEnvironmentInput),
 			graphql.NewInputUnmarshaler("UpdateEscalationPolicyInput", ec.unmarshalInputUpdateEscalationPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateSLAPolicyInput", ec.unmarshalInputUpdateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
@@ -6964,6 +7258,15 @@ type Environment implements Node {
   updatedAt: Time!
   name: String!
   kind: EnvironmentKind!
+  description: String!
+  """
+  Set while archived: the environment refuses new runs and deploys.
+  """
+  archivedAt: Time
+  """
+  The current variables version; 0 is the empty set. Bumped in the transaction of every change.
+  """
+  varsVersion: Int!
   deployments(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -7026,6 +7329,32 @@ type Environment implements Node {
     """
     where: CredentialWhereInput
   ): CredentialConnection!
+  variableVersions(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for EnvironmentVariableVersions returned from the connection.
+    """
+    orderBy: EnvironmentVariableVersionOrder
+  ): EnvironmentVariableVersionConnection!
 }
 """
 A connection to a list of items.
@@ -7084,6 +7413,157 @@ Properties by which Environment connections can be ordered.
 enum EnvironmentOrderField {
   CREATED_AT
   NAME
+}
+type EnvironmentVariableVersion implements Node {
+  id: ID!
+  createdAt: Time!
+  environmentID: ID!
+  version: Int!
+  """
+  The whole set, ordered by name.
+  """
+  variables: [EnvironmentVariable!]!
+  """
+  The names set by the change that made this version.
+  """
+  setNames: [String!]
+  """
+  The names removed by the change that made this version.
+  """
+  unsetNames: [String!]
+  createdBy: String!
+  environment: Environment!
+}
+"""
+A connection to a list of items.
+"""
+type EnvironmentVariableVersionConnection {
+  """
+  A list of edges.
+  """
+  edges: [EnvironmentVariableVersionEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type EnvironmentVariableVersionEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: EnvironmentVariableVersion
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for EnvironmentVariableVersion connections
+"""
+input EnvironmentVariableVersionOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order EnvironmentVariableVersions.
+  """
+  field: EnvironmentVariableVersionOrderField!
+}
+"""
+Properties by which EnvironmentVariableVersion connections can be ordered.
+"""
+enum EnvironmentVariableVersionOrderField {
+  CREATED_AT
+  VERSION
+}
+"""
+EnvironmentVariableVersionWhereInput is used for filtering EnvironmentVariableVersion objects.
+Input was generated by ent.
+"""
+input EnvironmentVariableVersionWhereInput {
+  not: EnvironmentVariableVersionWhereInput
+  and: [EnvironmentVariableVersionWhereInput!]
+  or: [EnvironmentVariableVersionWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  environment_id field predicates
+  """
+  environmentID: ID
+  environmentIDNEQ: ID
+  environmentIDIn: [ID!]
+  environmentIDNotIn: [ID!]
+  environmentIDGT: ID
+  environmentIDGTE: ID
+  environmentIDLT: ID
+  environmentIDLTE: ID
+  environmentIDContains: ID
+  environmentIDHasPrefix: ID
+  environmentIDHasSuffix: ID
+  environmentIDEqualFold: ID
+  environmentIDContainsFold: ID
+  """
+  version field predicates
+  """
+  version: Int
+  versionNEQ: Int
+  versionIn: [Int!]
+  versionNotIn: [Int!]
+  versionGT: Int
+  versionGTE: Int
+  versionLT: Int
+  versionLTE: Int
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
+  """
+  environment edge predicates
+  """
+  hasEnvironment: Boolean
+  hasEnvironmentWith: [EnvironmentWhereInput!]
 }
 """
 EnvironmentWhereInput is used for filtering Environment objects.
@@ -7151,6 +7631,19 @@ input EnvironmentWhereInput {
   kindNEQ: EnvironmentKind
   kindIn: [EnvironmentKind!]
   kindNotIn: [EnvironmentKind!]
+  """
+  archived_at field predicates
+  """
+  archivedAt: Time
+  archivedAtNEQ: Time
+  archivedAtIn: [Time!]
+  archivedAtNotIn: [Time!]
+  archivedAtGT: Time
+  archivedAtGTE: Time
+  archivedAtLT: Time
+  archivedAtLTE: Time
+  archivedAtIsNil: Boolean
+  archivedAtNotNil: Boolean
   """
   deployments edge predicates
   """
@@ -9508,6 +10001,10 @@ type Run implements Node {
   When the run's first step must have started (created_at + the effective maxQueueDelay).
   """
   slaQueueDeadlineAt: Time
+  """
+  The environment's variables version the run started with; its resumes read the same set, its replays too.
+  """
+  envVarsVersion: Int!
   workflow: Workflow!
   version: WorkflowVersion!
   environment: Environment!
@@ -11259,6 +11756,86 @@ input WorkflowWhereInput {
   hasDeploymentsWith: [DeploymentWhereInput!]
 }
 `, BuiltIn: false},
+	{Name: "../envs.graphql", Input: `# Environments that isolate: variables, rename/describe/archive, promotion.
+
+"What an environment variable holds. NUMBER is a CEL double, INTEGER a CEL int."
+enum EnvironmentVariableType {
+  STRING
+  NUMBER
+  INTEGER
+  BOOLEAN
+  JSON
+}
+
+"A non-secret value of an environment, read in expressions as env.vars.<name>."
+type EnvironmentVariable {
+  name: String!
+  type: EnvironmentVariableType!
+  value: Any
+}
+
+extend type Environment {
+  "The variables of the current version, ordered by name."
+  variables: [EnvironmentVariable!]!
+  "True while archived: new runs and deploys are refused."
+  archived: Boolean!
+}
+
+input EnvironmentVariableInput {
+  "A CEL identifier: letters, digits and underscores, not starting with a digit; at most 63."
+  name: String!
+  type: EnvironmentVariableType!
+  "The value, of the given type; at most 16 KiB as JSON."
+  value: Any
+}
+
+input SetEnvironmentVariablesInput {
+  environmentID: ID!
+  "Variables to set (added or replaced)."
+  set: [EnvironmentVariableInput!]
+  "Names to remove."
+  unset: [String!]
+}
+
+input SetEnvironmentVariableInput {
+  environmentID: ID!
+  name: String!
+  type: EnvironmentVariableType!
+  value: Any
+}
+
+input UnsetEnvironmentVariableInput {
+  environmentID: ID!
+  name: String!
+}
+
+input UpdateEnvironmentInput {
+  id: ID!
+  "A new name (lower case letters, digits and dashes)."
+  name: String
+  description: String
+}
+
+input PromoteDeploymentInput {
+  fromEnvironmentID: ID!
+  toEnvironmentID: ID!
+  workflowID: ID!
+}
+
+extend type Mutation {
+  "Sets and removes variables in one change: one new variables version. Admins."
+  setEnvironmentVariables(input: SetEnvironmentVariablesInput!): Environment!
+  setEnvironmentVariable(input: SetEnvironmentVariableInput!): Environment!
+  unsetEnvironmentVariable(input: UnsetEnvironmentVariableInput!): Environment!
+  "Renames or describes an environment. Admins."
+  updateEnvironment(input: UpdateEnvironmentInput!): Environment!
+  "Archives an environment: new runs and deploys are refused; its history stays readable. Admins."
+  archiveEnvironment(id: ID!): Environment!
+  unarchiveEnvironment(id: ID!): Environment!
+  "Deploys the version current in fromEnvironmentID to toEnvironmentID, as deployWorkflowVersion would."
+  promoteDeployment(input: PromoteDeploymentInput!): Deployment!
+}
+`, BuiltIn: false},
 	{Name: "../escalation.graphql", Input: `# Escalation policies: who is paged, and when, while an incident or an
 # approval stays open (internal/escalation).
 
@@ -11569,6 +12146,8 @@ enum Role {
 input CreateEnvironmentInput {
   name: String!
   kind: EnvironmentKind!
+  "At most 500 characters."
+  description: String
 }
 
 input CreateWorkflowInput {
@@ -12257,10 +12836,22 @@ func (ec *executionContext) childFields_Environment(ctx context.Context, field g
 		return ec.fieldContext_Environment_name(ctx, field)
 	case "kind":
 		return ec.fieldContext_Environment_kind(ctx, field)
+	case "description":
+		return ec.fieldContext_Environment_description(ctx, field)
+	case "archivedAt":
+		return ec.fieldContext_Environment_archivedAt(ctx, field)
+	case "varsVersion":
+		return ec.fieldContext_Environment_varsVersion(ctx, field)
 	case "deployments":
 		return ec.fieldContext_Environment_deployments(ctx, field)
 	case "credentials":
 		return ec.fieldContext_Environment_credentials(ctx, field)
+	case "variableVersions":
+		return ec.fieldContext_Environment_variableVersions(ctx, field)
+	case "variables":
+		return ec.fieldContext_Environment_variables(ctx, field)
+	case "archived":
+		return ec.fieldContext_Environment_archived(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Environment", field.Name)
 }
@@ -12285,6 +12876,64 @@ func (ec *executionContext) childFields_EnvironmentEdge(ctx context.Context, fie
 		return ec.fieldContext_EnvironmentEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EnvironmentEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EnvironmentVariable(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_EnvironmentVariable_name(ctx, field)
+	case "type":
+		return ec.fieldContext_EnvironmentVariable_type(ctx, field)
+	case "value":
+		return ec.fieldContext_EnvironmentVariable_value(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnvironmentVariable", field.Name)
+}
+
+func (ec *executionContext) childFields_EnvironmentVariableVersion(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_EnvironmentVariableVersion_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_EnvironmentVariableVersion_createdAt(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_EnvironmentVariableVersion_environmentID(ctx, field)
+	case "version":
+		return ec.fieldContext_EnvironmentVariableVersion_version(ctx, field)
+	case "variables":
+		return ec.fieldContext_EnvironmentVariableVersion_variables(ctx, field)
+	case "setNames":
+		return ec.fieldContext_EnvironmentVariableVersion_setNames(ctx, field)
+	case "unsetNames":
+		return ec.fieldContext_EnvironmentVariableVersion_unsetNames(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_EnvironmentVariableVersion_createdBy(ctx, field)
+	case "environment":
+		return ec.fieldContext_EnvironmentVariableVersion_environment(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnvironmentVariableVersion", field.Name)
+}
+
+func (ec *executionContext) childFields_EnvironmentVariableVersionConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_EnvironmentVariableVersionConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_EnvironmentVariableVersionConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_EnvironmentVariableVersionConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnvironmentVariableVersionConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_EnvironmentVariableVersionEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_EnvironmentVariableVersionEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_EnvironmentVariableVersionEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnvironmentVariableVersionEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_Escalation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -13001,6 +13650,8 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_slaDeadlineAt(ctx, field)
 	case "slaQueueDeadlineAt":
 		return ec.fieldContext_Run_slaQueueDeadlineAt(ctx, field)
+	case "envVarsVersion":
+		return ec.fieldContext_Run_envVarsVersion(ctx, field)
 	case "workflow":
 		return ec.fieldContext_Run_workflow(ctx, field)
 	case "version":
@@ -13879,6 +14530,52 @@ func (ec *executionContext) field_Environment_deployments_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Environment_variableVersions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.EnvironmentVariableVersionOrder, error) {
+			return ec.unmarshalOEnvironmentVariableVersionOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	return args, nil
+}
+
 func (ec *executionContext) field_Escalation_pagerDutySends_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -13952,6 +14649,20 @@ func (ec *executionContext) field_Mutation_acknowledgeIncident_args(ctx context.
 		return nil, err
 	}
 	args["note"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_archiveEnvironment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -14179,6 +14890,20 @@ func (ec *executionContext) field_Mutation_deployWorkflowVersion_args(ctx contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_promoteDeployment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.PromoteDeploymentInput, error) {
+			return ec.unmarshalNPromoteDeploymentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPromoteDeploymentInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_publishWorkflowVersion_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -14313,6 +15038,34 @@ func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, r
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_setEnvironmentVariable_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetEnvironmentVariableInput, error) {
+			return ec.unmarshalNSetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentVariableInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setEnvironmentVariables_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetEnvironmentVariablesInput, error) {
+			return ec.unmarshalNSetEnvironmentVariablesInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentVariablesInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setModelPrice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -14347,6 +15100,48 @@ func (ec *executionContext) field_Mutation_startRun_args(ctx context.Context, ra
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.StartRunInput, error) {
 			return ec.unmarshalNStartRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStartRunInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_unarchiveEnvironment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_unsetEnvironmentVariable_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UnsetEnvironmentVariableInput, error) {
+			return ec.unmarshalNUnsetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUnsetEnvironmentVariableInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateEnvironment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateEnvironmentInput, error) {
+			return ec.unmarshalNUpdateEnvironmentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEnvironmentInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -18780,6 +19575,75 @@ func (ec *executionContext) fieldContext_Environment_kind(_ context.Context, fie
 	return graphql.NewScalarFieldContext("Environment", field, false, false, "EnvironmentKind")
 }
 
+func (ec *executionContext) _Environment_description(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_description(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Description, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_description(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Environment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Environment_archivedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_archivedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ArchivedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_archivedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Environment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Environment_varsVersion(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_varsVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VarsVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_varsVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Environment", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Environment_deployments(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -18866,6 +19730,105 @@ func (ec *executionContext) fieldContext_Environment_credentials(ctx context.Con
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Environment_variableVersions(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_variableVersions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.VariableVersions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.EnvironmentVariableVersionOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EnvironmentVariableVersionConnection) graphql.Marshaler {
+			return ec.marshalNEnvironmentVariableVersionConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_variableVersions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Environment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentVariableVersionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Environment_variableVersions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Environment_variables(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_variables(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Environment().Variables(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*envvars.Variable) graphql.Marshaler {
+			return ec.marshalNEnvironmentVariable2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariableᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_variables(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Environment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentVariable(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Environment_archived(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_archived(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Environment().Archived(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_archived(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Environment", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _EnvironmentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentConnection) (ret graphql.Marshaler) {
@@ -19008,6 +19971,442 @@ func (ec *executionContext) _EnvironmentEdge_cursor(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_EnvironmentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EnvironmentEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EnvironmentVariable_name(ctx context.Context, field graphql.CollectedField, obj *envvars.Variable) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariable_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariable_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariable", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentVariable_type(ctx context.Context, field graphql.CollectedField, obj *envvars.Variable) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariable_type(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Type, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v envvars.Type) graphql.Marshaler {
+			return ec.marshalNEnvironmentVariableType2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐType(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariable_type(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariable", field, false, false, "EnvironmentVariableType")
+}
+
+func (ec *executionContext) _EnvironmentVariable_value(ctx context.Context, field graphql.CollectedField, obj *envvars.Variable) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariable_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v any) graphql.Marshaler {
+			return ec.marshalOAny2interface(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariable_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariable", field, false, false, "Any")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_id(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_version(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_variables(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_variables(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variables, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []envvars.Variable) graphql.Marshaler {
+			return ec.marshalNEnvironmentVariable2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariableᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_variables(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentVariableVersion",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentVariable(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_setNames(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_setNames(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SetNames, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_setNames(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_unsetNames(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_unsetNames(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UnsetNames, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_unsetNames(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersion_environment(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersion_environment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Environment(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersion_environment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentVariableVersion",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentVariableVersionConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersionConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EnvironmentVariableVersionEdge) graphql.Marshaler {
+			return ec.marshalOEnvironmentVariableVersionEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersionConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentVariableVersionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentVariableVersionEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentVariableVersionConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersionConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersionConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentVariableVersionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentVariableVersionConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersionConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersionConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersionConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EnvironmentVariableVersionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersionEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EnvironmentVariableVersion) graphql.Marshaler {
+			return ec.marshalOEnvironmentVariableVersion2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersion(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersionEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentVariableVersionEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentVariableVersion(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentVariableVersionEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentVariableVersionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentVariableVersionEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentVariableVersionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentVariableVersionEdge", field, false, false, "Cursor")
 }
 
 func (ec *executionContext) _Escalation_id(ctx context.Context, field graphql.CollectedField, obj *ent.Escalation) (ret graphql.Marshaler) {
@@ -24079,6 +25478,314 @@ func (ec *executionContext) fieldContext_Mutation_setTenantBudget(ctx context.Co
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setEnvironmentVariables(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setEnvironmentVariables(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetEnvironmentVariables(ctx, fc.Args["input"].(model.SetEnvironmentVariablesInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setEnvironmentVariables(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setEnvironmentVariables_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setEnvironmentVariable(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setEnvironmentVariable(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetEnvironmentVariable(ctx, fc.Args["input"].(model.SetEnvironmentVariableInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setEnvironmentVariable(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setEnvironmentVariable_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_unsetEnvironmentVariable(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_unsetEnvironmentVariable(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UnsetEnvironmentVariable(ctx, fc.Args["input"].(model.UnsetEnvironmentVariableInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_unsetEnvironmentVariable(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_unsetEnvironmentVariable_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateEnvironment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateEnvironment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateEnvironment(ctx, fc.Args["input"].(model.UpdateEnvironmentInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateEnvironment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateEnvironment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_archiveEnvironment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_archiveEnvironment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ArchiveEnvironment(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_archiveEnvironment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_archiveEnvironment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_unarchiveEnvironment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_unarchiveEnvironment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UnarchiveEnvironment(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_unarchiveEnvironment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_unarchiveEnvironment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_promoteDeployment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_promoteDeployment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PromoteDeployment(ctx, fc.Args["input"].(model.PromoteDeploymentInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Deployment) graphql.Marshaler {
+			return ec.marshalNDeployment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeployment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_promoteDeployment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Deployment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_promoteDeployment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createEscalationPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -27713,6 +29420,29 @@ func (ec *executionContext) _Run_slaQueueDeadlineAt(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_Run_slaQueueDeadlineAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Run", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Run_envVarsVersion(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_envVarsVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvVarsVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_envVarsVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Run_workflow(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -37484,7 +39214,7 @@ func (ec *executionContext) unmarshalInputCreateEnvironmentInput(ctx context.Con
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "kind"}
+	fieldsInOrder := [...]string{"name", "kind", "description"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -37505,6 +39235,13 @@ func (ec *executionContext) unmarshalInputCreateEnvironmentInput(ctx context.Con
 				return it, err
 			}
 			it.Kind = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
 		}
 	}
 	return it, nil
@@ -39620,6 +41357,549 @@ func UnmarshalEnvironmentOrder(ctx context.Context, raw any) (ent.EnvironmentOrd
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputEnvironmentVariableInput(ctx context.Context, obj any) (model.EnvironmentVariableInput, error) {
+	var it model.EnvironmentVariableInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "type", "value"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "type":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("type"))
+			data, err := ec.unmarshalNEnvironmentVariableType2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐType(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Type = data
+		case "value":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("value"))
+			data, err := ec.unmarshalOAny2interface(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Value = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEnvironmentVariableInput unmarshals raw into the EnvironmentVariableInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEnvironmentVariableInput(ctx context.Context, raw any) (model.EnvironmentVariableInput, error) {
+	var out model.EnvironmentVariableInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EnvironmentVariableInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEnvironmentVariableVersionOrder(ctx context.Context, obj any) (ent.EnvironmentVariableVersionOrder, error) {
+	var it ent.EnvironmentVariableVersionOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNEnvironmentVariableVersionOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEnvironmentVariableVersionOrder unmarshals raw into the EnvironmentVariableVersionOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEnvironmentVariableVersionOrder(ctx context.Context, raw any) (ent.EnvironmentVariableVersionOrder, error) {
+	var out ent.EnvironmentVariableVersionOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EnvironmentVariableVersionOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEnvironmentVariableVersionWhereInput(ctx context.Context, obj any) (ent.EnvironmentVariableVersionWhereInput, error) {
+	var it ent.EnvironmentVariableVersionWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "version", "versionNEQ", "versionIn", "versionNotIn", "versionGT", "versionGTE", "versionLT", "versionLTE", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "hasEnvironment", "hasEnvironmentWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOEnvironmentVariableVersionWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOEnvironmentVariableVersionWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOEnvironmentVariableVersionWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "version":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("version"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Version = data
+		case "versionNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionNEQ = data
+		case "versionIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIn = data
+		case "versionNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionNotIn = data
+		case "versionGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionGT = data
+		case "versionGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionGTE = data
+		case "versionLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionLT = data
+		case "versionLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionLTE = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		case "hasEnvironment":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEnvironment"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEnvironment = data
+		case "hasEnvironmentWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasEnvironmentWith"))
+			data, err := ec.unmarshalOEnvironmentWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasEnvironmentWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEnvironmentVariableVersionWhereInput unmarshals raw into the EnvironmentVariableVersionWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEnvironmentVariableVersionWhereInput(ctx context.Context, raw any) (ent.EnvironmentVariableVersionWhereInput, error) {
+	var out ent.EnvironmentVariableVersionWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EnvironmentVariableVersionWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputEnvironmentWhereInput(ctx context.Context, obj any) (ent.EnvironmentWhereInput, error) {
 	var it ent.EnvironmentWhereInput
 	if obj == nil {
@@ -39631,7 +41911,7 @@ func (ec *executionContext) unmarshalInputEnvironmentWhereInput(ctx context.Cont
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "hasDeployments", "hasDeploymentsWith", "hasCredentials", "hasCredentialsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "archivedAt", "archivedAtNEQ", "archivedAtIn", "archivedAtNotIn", "archivedAtGT", "archivedAtGTE", "archivedAtLT", "archivedAtLTE", "archivedAtIsNil", "archivedAtNotNil", "hasDeployments", "hasDeploymentsWith", "hasCredentials", "hasCredentialsWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -39960,6 +42240,76 @@ func (ec *executionContext) unmarshalInputEnvironmentWhereInput(ctx context.Cont
 				return it, err
 			}
 			it.KindNotIn = data
+		case "archivedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAt = data
+		case "archivedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtNEQ = data
+		case "archivedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtIn = data
+		case "archivedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtNotIn = data
+		case "archivedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtGT = data
+		case "archivedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtGTE = data
+		case "archivedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtLT = data
+		case "archivedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtLTE = data
+		case "archivedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtIsNil = data
+		case "archivedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("archivedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ArchivedAtNotNil = data
 		case "hasDeployments":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasDeployments"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -46271,6 +48621,62 @@ func UnmarshalPagerDutyTargetInput(ctx context.Context, raw any) (model.PagerDut
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputPromoteDeploymentInput(ctx context.Context, obj any) (model.PromoteDeploymentInput, error) {
+	var it model.PromoteDeploymentInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"fromEnvironmentID", "toEnvironmentID", "workflowID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "fromEnvironmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("fromEnvironmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FromEnvironmentID = data
+		case "toEnvironmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("toEnvironmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ToEnvironmentID = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPromoteDeploymentInput unmarshals raw into the PromoteDeploymentInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPromoteDeploymentInput(ctx context.Context, raw any) (model.PromoteDeploymentInput, error) {
+	var out model.PromoteDeploymentInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PromoteDeploymentInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, obj any) (model.ReplayRunInput, error) {
 	var it model.ReplayRunInput
 	if obj == nil {
@@ -49423,6 +51829,125 @@ func UnmarshalSendEventInput(ctx context.Context, raw any) (model.SendEventInput
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetEnvironmentVariableInput(ctx context.Context, obj any) (model.SetEnvironmentVariableInput, error) {
+	var it model.SetEnvironmentVariableInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"environmentID", "name", "type", "value"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "type":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("type"))
+			data, err := ec.unmarshalNEnvironmentVariableType2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐType(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Type = data
+		case "value":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("value"))
+			data, err := ec.unmarshalOAny2interface(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Value = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetEnvironmentVariableInput unmarshals raw into the SetEnvironmentVariableInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetEnvironmentVariableInput(ctx context.Context, raw any) (model.SetEnvironmentVariableInput, error) {
+	var out model.SetEnvironmentVariableInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetEnvironmentVariableInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSetEnvironmentVariablesInput(ctx context.Context, obj any) (model.SetEnvironmentVariablesInput, error) {
+	var it model.SetEnvironmentVariablesInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"environmentID", "set", "unset"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "set":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("set"))
+			data, err := ec.unmarshalOEnvironmentVariableInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEnvironmentVariableInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Set = data
+		case "unset":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("unset"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Unset = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetEnvironmentVariablesInput unmarshals raw into the SetEnvironmentVariablesInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetEnvironmentVariablesInput(ctx context.Context, raw any) (model.SetEnvironmentVariablesInput, error) {
+	var out model.SetEnvironmentVariablesInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetEnvironmentVariablesInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetModelPriceInput(ctx context.Context, obj any) (model.SetModelPriceInput, error) {
 	var it model.SetModelPriceInput
 	if obj == nil {
@@ -49754,6 +52279,111 @@ func (ec *executionContext) unmarshalInputTenantOrder(ctx context.Context, obj a
 func UnmarshalTenantOrder(ctx context.Context, raw any) (ent.TenantOrder, error) {
 	var out ent.TenantOrder
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "TenantOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUnsetEnvironmentVariableInput(ctx context.Context, obj any) (model.UnsetEnvironmentVariableInput, error) {
+	var it model.UnsetEnvironmentVariableInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"environmentID", "name"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUnsetEnvironmentVariableInput unmarshals raw into the UnsetEnvironmentVariableInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUnsetEnvironmentVariableInput(ctx context.Context, raw any) (model.UnsetEnvironmentVariableInput, error) {
+	var out model.UnsetEnvironmentVariableInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UnsetEnvironmentVariableInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateEnvironmentInput(ctx context.Context, obj any) (model.UpdateEnvironmentInput, error) {
+	var it model.UpdateEnvironmentInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "description"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateEnvironmentInput unmarshals raw into the UpdateEnvironmentInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateEnvironmentInput(ctx context.Context, raw any) (model.UpdateEnvironmentInput, error) {
+	var out model.UpdateEnvironmentInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateEnvironmentInput", raw, &out)
 	return out, err
 }
 
@@ -53761,6 +56391,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Escalation(ctx, sel, obj)
+	case *ent.EnvironmentVariableVersion:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._EnvironmentVariableVersion(ctx, sel, obj)
 	case *ent.Environment:
 		if obj == nil {
 			return graphql.Null
@@ -54989,6 +57624,21 @@ func (ec *executionContext) _Environment(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "description":
+			out.Values[i] = ec._Environment_description(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "archivedAt":
+			out.Values[i] = ec._Environment_archivedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "varsVersion":
+			out.Values[i] = ec._Environment_varsVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "deployments":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -55000,6 +57650,24 @@ func (ec *executionContext) _Environment(ctx context.Context, sel ast.SelectionS
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Environment_credentials(ctx, field, obj)
+				})
+		case "variableVersions":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Environment_variableVersions(ctx, field, obj)
+				})
+		case "variables":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Environment_variables(ctx, field, obj)
+				})
+		case "archived":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Environment_archived(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -55079,6 +57747,204 @@ func (ec *executionContext) _EnvironmentEdge(ctx context.Context, sel ast.Select
 			}
 		case "cursor":
 			out.Values[i] = ec._EnvironmentEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var environmentVariableImplementors = []string{"EnvironmentVariable"}
+
+func (ec *executionContext) _EnvironmentVariable(ctx context.Context, sel ast.SelectionSet, obj *envvars.Variable) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, environmentVariableImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnvironmentVariable")
+		case "name":
+			out.Values[i] = ec._EnvironmentVariable_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "type":
+			out.Values[i] = ec._EnvironmentVariable_type(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._EnvironmentVariable_value(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var environmentVariableVersionImplementors = []string{"EnvironmentVariableVersion", "Node"}
+
+func (ec *executionContext) _EnvironmentVariableVersion(ctx context.Context, sel ast.SelectionSet, obj *ent.EnvironmentVariableVersion) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, environmentVariableVersionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnvironmentVariableVersion")
+		case "id":
+			out.Values[i] = ec._EnvironmentVariableVersion_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._EnvironmentVariableVersion_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._EnvironmentVariableVersion_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "version":
+			out.Values[i] = ec._EnvironmentVariableVersion_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "variables":
+			out.Values[i] = ec._EnvironmentVariableVersion_variables(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "setNames":
+			out.Values[i] = ec._EnvironmentVariableVersion_setNames(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "unsetNames":
+			out.Values[i] = ec._EnvironmentVariableVersion_unsetNames(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._EnvironmentVariableVersion_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environment":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EnvironmentVariableVersion_environment(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var environmentVariableVersionConnectionImplementors = []string{"EnvironmentVariableVersionConnection"}
+
+func (ec *executionContext) _EnvironmentVariableVersionConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.EnvironmentVariableVersionConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, environmentVariableVersionConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnvironmentVariableVersionConnection")
+		case "edges":
+			out.Values[i] = ec._EnvironmentVariableVersionConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._EnvironmentVariableVersionConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._EnvironmentVariableVersionConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var environmentVariableVersionEdgeImplementors = []string{"EnvironmentVariableVersionEdge"}
+
+func (ec *executionContext) _EnvironmentVariableVersionEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.EnvironmentVariableVersionEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, environmentVariableVersionEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnvironmentVariableVersionEdge")
+		case "node":
+			out.Values[i] = ec._EnvironmentVariableVersionEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._EnvironmentVariableVersionEdge_cursor(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -56935,6 +59801,55 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setEnvironmentVariables":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setEnvironmentVariables(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setEnvironmentVariable":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setEnvironmentVariable(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unsetEnvironmentVariable":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_unsetEnvironmentVariable(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateEnvironment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateEnvironment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "archiveEnvironment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_archiveEnvironment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unarchiveEnvironment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_unarchiveEnvironment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "promoteDeployment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_promoteDeployment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createEscalationPolicy":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createEscalationPolicy(ctx, field)
@@ -57861,6 +60776,11 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 		case "slaQueueDeadlineAt":
 			out.Values[i] = ec._Run_slaQueueDeadlineAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "envVarsVersion":
+			out.Values[i] = ec._Run_envVarsVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "workflow":
@@ -60828,6 +63748,92 @@ func (ec *executionContext) marshalNEnvironmentOrderField2ᚖgithubᚗcomᚋslui
 	return v
 }
 
+func (ec *executionContext) marshalNEnvironmentVariable2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariable(ctx context.Context, sel ast.SelectionSet, v envvars.Variable) graphql.Marshaler {
+	return ec._EnvironmentVariable(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNEnvironmentVariable2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariableᚄ(ctx context.Context, sel ast.SelectionSet, v []envvars.Variable) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEnvironmentVariable2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariable(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEnvironmentVariable2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariableᚄ(ctx context.Context, sel ast.SelectionSet, v []*envvars.Variable) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEnvironmentVariable2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariable(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEnvironmentVariable2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐVariable(ctx context.Context, sel ast.SelectionSet, v *envvars.Variable) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EnvironmentVariable!")
+		return graphql.Null
+	}
+	return ec._EnvironmentVariable(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEnvironmentVariableInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEnvironmentVariableInput(ctx context.Context, v any) (*model.EnvironmentVariableInput, error) {
+	res, err := ec.unmarshalInputEnvironmentVariableInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNEnvironmentVariableType2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐType(ctx context.Context, v any) (envvars.Type, error) {
+	var res envvars.Type
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEnvironmentVariableType2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋenvvarsᚐType(ctx context.Context, sel ast.SelectionSet, v envvars.Type) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNEnvironmentVariableVersionConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionConnection(ctx context.Context, sel ast.SelectionSet, v *ent.EnvironmentVariableVersionConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EnvironmentVariableVersionConnection!")
+		return graphql.Null
+	}
+	return ec._EnvironmentVariableVersionConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEnvironmentVariableVersionOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionOrderField(ctx context.Context, v any) (*ent.EnvironmentVariableVersionOrderField, error) {
+	var res = new(ent.EnvironmentVariableVersionOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEnvironmentVariableVersionOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.EnvironmentVariableVersionOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EnvironmentVariableVersionOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNEnvironmentVariableVersionWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInput(ctx context.Context, v any) (*ent.EnvironmentVariableVersionWhereInput, error) {
+	res, err := ec.unmarshalInputEnvironmentVariableVersionWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNEnvironmentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInput(ctx context.Context, v any) (*ent.EnvironmentWhereInput, error) {
 	res, err := ec.unmarshalInputEnvironmentWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
@@ -61423,6 +64429,11 @@ func (ec *executionContext) unmarshalNPagerDutySendWhereInput2ᚖgithubᚗcomᚋ
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNPromoteDeploymentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPromoteDeploymentInput(ctx context.Context, v any) (model.PromoteDeploymentInput, error) {
+	res, err := ec.unmarshalInputPromoteDeploymentInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNQueueStats2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStats(ctx context.Context, sel ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "QueueStats!")
@@ -61719,6 +64730,16 @@ func (ec *executionContext) marshalNSendEventPayload2ᚖgithubᚗcomᚋsluicehq�
 	return ec._SendEventPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNSetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentVariableInput(ctx context.Context, v any) (model.SetEnvironmentVariableInput, error) {
+	res, err := ec.unmarshalInputSetEnvironmentVariableInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSetEnvironmentVariablesInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentVariablesInput(ctx context.Context, v any) (model.SetEnvironmentVariablesInput, error) {
+	res, err := ec.unmarshalInputSetEnvironmentVariablesInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNSetModelPriceInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetModelPriceInput(ctx context.Context, v any) (model.SetModelPriceInput, error) {
 	res, err := ec.unmarshalInputSetModelPriceInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -61921,6 +64942,16 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNUnsetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUnsetEnvironmentVariableInput(ctx context.Context, v any) (model.UnsetEnvironmentVariableInput, error) {
+	res, err := ec.unmarshalInputUnsetEnvironmentVariableInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdateEnvironmentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEnvironmentInput(ctx context.Context, v any) (model.UpdateEnvironmentInput, error) {
+	res, err := ec.unmarshalInputUpdateEnvironmentInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
@@ -62910,6 +65941,83 @@ func (ec *executionContext) unmarshalOEnvironmentOrder2ᚕᚖgithubᚗcomᚋslui
 		}
 	}
 	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEnvironmentVariableInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEnvironmentVariableInputᚄ(ctx context.Context, v any) ([]*model.EnvironmentVariableInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EnvironmentVariableInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEnvironmentVariableInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEnvironmentVariableInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOEnvironmentVariableVersion2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersion(ctx context.Context, sel ast.SelectionSet, v *ent.EnvironmentVariableVersion) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EnvironmentVariableVersion(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEnvironmentVariableVersionEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.EnvironmentVariableVersionEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOEnvironmentVariableVersionEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOEnvironmentVariableVersionEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionEdge(ctx context.Context, sel ast.SelectionSet, v *ent.EnvironmentVariableVersionEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EnvironmentVariableVersionEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEnvironmentVariableVersionOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionOrder(ctx context.Context, v any) (*ent.EnvironmentVariableVersionOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEnvironmentVariableVersionOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOEnvironmentVariableVersionWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInputᚄ(ctx context.Context, v any) ([]*ent.EnvironmentVariableVersionWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.EnvironmentVariableVersionWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEnvironmentVariableVersionWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEnvironmentVariableVersionWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentVariableVersionWhereInput(ctx context.Context, v any) (*ent.EnvironmentVariableVersionWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEnvironmentVariableVersionWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOEnvironmentWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironmentWhereInputᚄ(ctx context.Context, v any) ([]*ent.EnvironmentWhereInput, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/incident"
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 )
 
@@ -57,6 +58,8 @@ type CreateCredentialInput struct {
 type CreateEnvironmentInput struct {
 	Name string           `json:"name"`
 	Kind environment.Kind `json:"kind"`
+	// At most 500 characters.
+	Description *string `json:"description,omitempty"`
 }
 
 type CreateEscalationPolicyInput struct {
@@ -136,6 +139,14 @@ type EffectiveSLAObjective struct {
 	EscalationPolicyID *string        `json:"escalationPolicyID,omitempty"`
 }
 
+type EnvironmentVariableInput struct {
+	// A CEL identifier: letters, digits and underscores, not starting with a digit; at most 63.
+	Name string       `json:"name"`
+	Type envvars.Type `json:"type"`
+	// The value, of the given type; at most 16 KiB as JSON.
+	Value any `json:"value,omitempty"`
+}
+
 type EscalationLevelInput struct {
 	// Go duration, at least 0 (e.g. "5m").
 	Delay string `json:"delay"`
@@ -185,6 +196,12 @@ type ModelPriceInfo struct {
 type PagerDutyTargetInput struct {
 	CredentialID string  `json:"credentialID"`
 	Severity     *string `json:"severity,omitempty"`
+}
+
+type PromoteDeploymentInput struct {
+	FromEnvironmentID string `json:"fromEnvironmentID"`
+	ToEnvironmentID   string `json:"toEnvironmentID"`
+	WorkflowID        string `json:"workflowID"`
 }
 
 // The unfinished work of a tenant, read from Postgres at `at`.
@@ -360,6 +377,21 @@ type SendEventPayload struct {
 	Resumed int `json:"resumed"`
 }
 
+type SetEnvironmentVariableInput struct {
+	EnvironmentID string       `json:"environmentID"`
+	Name          string       `json:"name"`
+	Type          envvars.Type `json:"type"`
+	Value         any          `json:"value,omitempty"`
+}
+
+type SetEnvironmentVariablesInput struct {
+	EnvironmentID string `json:"environmentID"`
+	// Variables to set (added or replaced).
+	Set []*EnvironmentVariableInput `json:"set,omitempty"`
+	// Names to remove.
+	Unset []string `json:"unset,omitempty"`
+}
+
 type SetModelPriceInput struct {
 	Provider              string   `json:"provider"`
 	Model                 string   `json:"model"`
@@ -400,6 +432,18 @@ type StepCall struct {
 }
 
 type Subscription struct {
+}
+
+type UnsetEnvironmentVariableInput struct {
+	EnvironmentID string `json:"environmentID"`
+	Name          string `json:"name"`
+}
+
+type UpdateEnvironmentInput struct {
+	ID string `json:"id"`
+	// A new name (lower case letters, digits and dashes).
+	Name        *string `json:"name,omitempty"`
+	Description *string `json:"description,omitempty"`
 }
 
 type UpdateEscalationPolicyInput struct {

@@ -13,7 +13,7 @@ import (
 )
 
 // CreateEnvironment adds an environment to the viewer's tenant. Admins only.
-func (s *Service) CreateEnvironment(ctx context.Context, name string, kind environment.Kind) (*ent.Environment, error) {
+func (s *Service) CreateEnvironment(ctx context.Context, name string, kind environment.Kind, description *string) (*ent.Environment, error) {
 	_, c, err := access.AuthorizeTenantWide(ctx, viewer.RoleAdmin)
 	if err != nil {
 		return nil, err
@@ -24,7 +24,10 @@ func (s *Service) CreateEnvironment(ctx context.Context, name string, kind envir
 	if err := environment.KindValidator(kind); err != nil {
 		return nil, errs.Invalid("input.kind", "must be development, staging or production")
 	}
-	env, err := c.Environment.Create().SetName(name).SetKind(kind).Save(ctx)
+	if description != nil && len(*description) > 500 {
+		return nil, errs.Invalid("input.description", "must be at most 500 characters")
+	}
+	env, err := c.Environment.Create().SetName(name).SetKind(kind).SetNillableDescription(description).Save(ctx)
 	if err != nil {
 		return nil, store.ConflictIfExists(err, "environment "+name)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
@@ -195,17 +196,77 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 	if err != nil {
 		return nil, err
 	}
+	return s.deploy(ctx, c, v, deployRequest{version: wv, env: env, versionPath: "input.versionID", envPath: "input.environmentID", action: "workflow_version.deploy"})
+}
+
+// PromoteDeployment deploys the version current in one environment to
+// another, through the same checks as DeployWorkflowVersion.
+func (s *Service) PromoteDeployment(ctx context.Context, fromEnvironmentID, toEnvironmentID, workflowID string) (*ent.Deployment, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
+	if err != nil {
+		return nil, err
+	}
+	from, err := EnvironmentByID(ctx, c, fromEnvironmentID, "input.fromEnvironmentID")
+	if err != nil {
+		return nil, err
+	}
+	to, err := EnvironmentByID(ctx, c, toEnvironmentID, "input.toEnvironmentID")
+	if err != nil {
+		return nil, err
+	}
+	if from.ID == to.ID {
+		return nil, errs.Invalid("input.toEnvironmentID", "is the environment promoted from")
+	}
+	if _, err := c.Workflow.Get(ctx, workflowID); ent.IsNotFound(err) {
+		return nil, &errs.Error{Code: errs.NotFound, Message: "workflow " + quote(workflowID) + " not found", Problems: []errs.Problem{{Path: "input.workflowID", Message: "not found"}}}
+	} else if err != nil {
+		return nil, err
+	}
+	cur, err := c.Deployment.Query().
+		Where(deployment.WorkflowID(workflowID), deployment.EnvironmentID(from.ID), deployment.Active(true)).
+		WithVersion().Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, errs.Invalid("input.fromEnvironmentID", "no version of this workflow is deployed in environment %s", from.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.deploy(ctx, c, v, deployRequest{version: cur.Edges.Version, env: to, versionPath: "input.fromEnvironmentID", envPath: "input.toEnvironmentID",
+		action: "deployment.promote", extra: map[string]any{"fromEnvironmentID": from.ID, "fromEnvironment": from.Name}})
+}
+
+// deployRequest is one deploy: a version into an environment, the input
+// paths errors name, and the audit action (a deploy or a promotion).
+type deployRequest struct {
+	version              *ent.WorkflowVersion
+	env                  *ent.Environment
+	versionPath, envPath string
+	action               string
+	extra                map[string]any
+}
+
+// deploy is the one function every deploy goes through (deployWorkflowVersion,
+// promoteDeployment): role, archive, publication, credentials and declared
+// variables are checked here, so that gates added later apply to all.
+func (s *Service) deploy(ctx context.Context, c *ent.Client, v *viewer.Viewer, r deployRequest) (*ent.Deployment, error) {
+	wv, env := r.version, r.env
 	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "deploying to production needs the admin role")
 	}
+	if env.ArchivedAt != nil {
+		return nil, ArchivedError(env, r.envPath, "deploys")
+	}
 	if wv.Status != workflowversion.StatusPublished {
-		return nil, errs.Invalid("input.versionID", "version %d is a draft; publish it first", wv.Number)
+		return nil, errs.Invalid(r.versionPath, "version %d is a draft; publish it first", wv.Number)
 	}
 	def, _, err := parseDefinition(wv.Definition)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
+		return nil, err
+	}
+	if err := checkVariables(ctx, c, def, env); err != nil {
 		return nil, err
 	}
 	prev, err := c.Deployment.Query().
@@ -243,7 +304,33 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 	if prevVersion != nil {
 		meta["previousVersionID"] = *prevVersion
 	}
-	return dep, audit.Record(ctx, c, "workflow_version.deploy", "Deployment", dep.ID, meta)
+	for k, x := range r.extra {
+		meta[k] = x
+	}
+	return dep, audit.Record(ctx, c, r.action, "Deployment", dep.ID, meta)
+}
+
+// checkVariables makes sure the environment sets every variable the
+// definition requires without a default, with the declared types.
+func checkVariables(ctx context.Context, c *ent.Client, def *definition.Definition, env *ent.Environment) error {
+	if len(def.Vars) == 0 {
+		return nil
+	}
+	vars, err := EnvironmentVariables(ctx, c, env)
+	if err != nil {
+		return err
+	}
+	found := def.CheckVars(vars)
+	if len(found) == 0 {
+		return nil
+	}
+	problems := make([]errs.Problem, 0, len(found))
+	names := make([]string, 0, len(found))
+	for _, p := range found {
+		problems = append(problems, errs.Problem{Path: "$.vars." + p.Name, Message: p.Message + " (environment " + env.Name + ")"})
+		names = append(names, p.Name)
+	}
+	return errs.InvalidAll("environment "+env.Name+" does not satisfy the variables the version declares: "+strings.Join(names, ", "), problems)
 }
 
 // checkCredentials makes sure every credential a definition names (a

@@ -68,6 +68,9 @@ type Definition struct {
 	Steps         []Step          `json:"steps"`
 	Output        string          `json:"output,omitempty"` // CEL expression
 	MaxCostUSD    *float64        `json:"maxCostUSD,omitempty"`
+	// Vars declares the environment variables the definition reads as
+	// env.vars.<name> (vars.go).
+	Vars map[string]VarDecl `json:"vars,omitempty"`
 
 	// reads maps a step id to the step ids its expressions read, found
 	// while validating (see Reads).

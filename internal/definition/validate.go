@@ -50,6 +50,7 @@ type validator struct {
 
 func (d *Definition) validate(strict bool) []Problem {
 	v := &validator{d: d, strict: strict, index: map[string]int{}, typing: newTyping(d.Input), outputs: map[string]*shape{}}
+	v.checkVarDecls()
 	v.checkIDs()
 	v.checkNeeds()
 	v.checkCycles()
@@ -573,6 +574,7 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 	if !scope.mapItem {
 		v.checkMapVars(path, expr, c.ast)
 	}
+	v.checkEnvVarRefs(path, expr, c.ast)
 	ids, dynamic := stepRefs(c.ast)
 	if scope.output {
 		v.d.outputReads, v.d.outputAll = ids, dynamic

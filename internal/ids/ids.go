@@ -43,6 +43,8 @@ const (
 	SLAPolicy         = "slp"
 	Incident          = "inc"
 	SLABreach         = "slb"
+
+	EnvironmentVariableVersion = "envv"
 )
 
 var (

@@ -123,6 +123,7 @@ func (s *runState) createChild(ctx context.Context, step *definition.Step, input
 		workflowID: step.Workflow, versionID: dep.VersionID, environmentID: s.run.EnvironmentID,
 		input: input, hash: inputHash(input), idempotencyKey: &key, mode: run.ModeLive, def: def,
 		parentRunID: &runID, parentStepID: &stepID, depth: s.run.Depth + 1,
+		varsVersion: s.run.EnvVarsVersion, // the same environment, the parent's values
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("start child run: %w", err)

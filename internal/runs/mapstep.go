@@ -303,7 +303,10 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 	}
 	inner := *step.Step
 	inner.ID = step.ID
-	st := &runState{run: r, def: def, steps: map[string]*ent.StepRun{}}
+	st := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}}
+	if err := st.loadVars(ctx); err != nil {
+		return nil, 0, err
+	}
 	if reads := def.Reads(step.ID); len(reads) > 0 {
 		list, err := stepRows(ctx, tenantID, r.ID, reads)
 		if err != nil {

@@ -85,22 +85,32 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	}
 	// The deployment and the tenant's sla_version (under which SLA
 	// policies are cached) in one round trip.
+	// The environment's variables version (the set the run reads) and
+	// whether it is archived come with the same statement.
 	var deps []struct {
-		VersionID  string `json:"version_id"`
-		SLAVersion int64  `json:"sla_version"`
+		VersionID   string `json:"version_id"`
+		SLAVersion  int64  `json:"sla_version"`
+		VarsVersion int64  `json:"vars_version"`
+		Archived    bool   `json:"archived"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
 		Modify(func(s *entsql.Selector) {
 			s.Select(s.C(deployment.FieldVersionID))
 			s.AppendSelectExprAs(entsql.Expr("(SELECT sla_version FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "sla_version")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT vars_version FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "vars_version")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
 			return nil, errs.NotFoundf("workflow", in.WorkflowID)
 		}
-		if _, eerr := control.EnvironmentByID(ctx, c, in.EnvironmentID, "input.environmentID"); eerr != nil {
+		env, eerr := control.EnvironmentByID(ctx, c, in.EnvironmentID, "input.environmentID")
+		if eerr != nil {
 			return nil, eerr
+		}
+		if env.ArchivedAt != nil {
+			return nil, control.ArchivedError(env, "input.environmentID", "new runs")
 		}
 		return nil, errs.Invalid("input.environmentID", "no version of this workflow is deployed in this environment")
 	}
@@ -111,6 +121,13 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		return nil, fmt.Errorf("%d active deployments of workflow %s in environment %s", len(deps), in.WorkflowID, in.EnvironmentID)
 	}
 	dep := deps[0]
+	if dep.Archived {
+		env, err := control.EnvironmentByID(ctx, c, in.EnvironmentID, "input.environmentID")
+		if err != nil {
+			return nil, err
+		}
+		return nil, control.ArchivedError(env, "input.environmentID", "new runs")
+	}
 	def, err := e.definitionOf(ctx, c, dep.VersionID)
 	if err != nil {
 		return nil, err
@@ -124,7 +141,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	return e.createRun(ctx, c, v, newRun{
 		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
-		auditStart: true, slaVersion: dep.SLAVersion,
+		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion,
 	})
 }
 
@@ -161,6 +178,9 @@ type newRun struct {
 	// slaVersion is the tenant's sla_version read in this transaction;
 	// 0 also when unknown (see createRun).
 	slaVersion int64
+	// varsVersion is the environment's variables version the run reads
+	// (startRun: the current one; a replay or a child: its source's).
+	varsVersion int64
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -169,7 +189,8 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	r := &ent.Run{ID: ids.New(ids.Run), TenantID: v.TenantID, CreatedAt: now, UpdatedAt: now, WorkflowID: nr.workflowID,
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
-		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1)}
+		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1),
+		EnvVarsVersion: nr.varsVersion}
 	if e.sla != nil && nr.mode == run.ModeLive {
 		// A sandbox replay is a rehearsal: it neither counts towards
 		// service levels nor gets deadlines.
@@ -189,6 +210,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: now, all: true,
 		counts: map[string]int{}, countsChanged: true, deferEval: true}
+	if err := s.loadVars(ctx); err != nil {
+		return nil, err
+	}
 	// Steps that can start at once (no needs, no condition, run by a worker)
 	// are created queued with their first attempt. Whatever the fan-out,
 	// the steps are one statement and the attempts another, held with the
@@ -376,6 +400,16 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	mode := run.ModeLive
 	if in.Sandbox {
 		mode = run.ModeSandbox
+	} else {
+		// A live replay is a new run: an archived environment refuses it.
+		// A sandbox replay calls nothing and stays allowed.
+		env, err := control.EnvironmentByID(ctx, c, src.EnvironmentID, "input.runID")
+		if err != nil {
+			return nil, err
+		}
+		if env.ArchivedAt != nil {
+			return nil, control.ArchivedError(env, "input.runID", "new runs (a sandbox replay is allowed)")
+		}
 	}
 	srcID := src.ID
 	// The input as stored: Ent's decoding rounds ints beyond 2^53.
@@ -386,6 +420,7 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	r, err := e.createRun(ctx, c, v, newRun{
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
 		input: input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
+		varsVersion: src.EnvVarsVersion, // the values the source run saw
 	})
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
@@ -61,6 +62,9 @@ type runState struct {
 	endpointsVersion int64
 	// input is the run's input as expressions see it (expressionEnv).
 	input any
+	// vars is the environment's variables of the run's recorded version
+	// (loadVars), as env.vars shows them.
+	vars []envvars.Variable
 	// hold makes flush a no-op, so that several steps finished in one
 	// transaction (runReadyTransforms) are written with one flush.
 	hold bool
@@ -104,6 +108,9 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 	now := e.now()
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: &runChange{}, seq: r.NextSeq, now: now, lockedAt: now,
 		endpointsVersion: endpointsVersion}
+	if err := s.loadVars(ctx); err != nil {
+		return nil, err
+	}
 	if sum(r.StepCounts) == len(def.Steps) {
 		s.counts = maps.Clone(r.StepCounts)
 	}
@@ -350,7 +357,7 @@ func (s *runState) expressionEnv() definition.Env {
 		Input: s.input,
 		Steps: stepsEnv,
 		Run:   map[string]any{"id": s.run.ID, "workflowID": s.run.WorkflowID, "versionID": s.run.VersionID, "environmentID": s.run.EnvironmentID, "mode": string(s.run.Mode)},
-		Env:   map[string]any{"id": s.run.EnvironmentID},
+		Env:   map[string]any{"id": s.run.EnvironmentID, "vars": s.varsValue()},
 	}
 }
 

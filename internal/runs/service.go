@@ -42,6 +42,8 @@ type Service struct {
 	group      *store.Group  // see Options.Group
 	// callbackKeys: tenant id -> key of the tenant's callback tokens (wait.go)
 	callbackKeys sync.Map
+	// vars caches environments' variables versions (envvars.go).
+	vars varsCache
 }
 
 // Options configure a Service.

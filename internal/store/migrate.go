@@ -22,6 +22,9 @@ var appTableGrants = map[string]string{
 	"run_events":       "SELECT, INSERT", // append-only
 	"tenants":          "SELECT, UPDATE", // tenants are created by the owner (`sluice tenant`)
 	"goose_db_version": "",               // migrations belong to the owner
+
+	// Each variables version is immutable: runs read the set they started with.
+	"environment_variable_versions": "SELECT, INSERT",
 }
 
 // Migrator applies the embedded migrations as the owner role.
