@@ -76,6 +76,10 @@ const (
 	FieldSLAQueueDeadlineAt = "sla_queue_deadline_at"
 	// FieldSLAMaxCostMicroUsd holds the string denoting the sla_max_cost_micro_usd field in the database.
 	FieldSLAMaxCostMicroUsd = "sla_max_cost_micro_usd"
+	// FieldReleaseID holds the string denoting the release_id field in the database.
+	FieldReleaseID = "release_id"
+	// FieldReleaseSide holds the string denoting the release_side field in the database.
+	FieldReleaseSide = "release_side"
 	// FieldSLACheckAt holds the string denoting the sla_check_at field in the database.
 	FieldSLACheckAt = "sla_check_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
@@ -168,6 +172,8 @@ var Columns = []string{
 	FieldSLADeadlineAt,
 	FieldSLAQueueDeadlineAt,
 	FieldSLAMaxCostMicroUsd,
+	FieldReleaseID,
+	FieldReleaseSide,
 	FieldSLACheckAt,
 }
 
@@ -264,6 +270,29 @@ func ModeValidator(m Mode) error {
 		return nil
 	default:
 		return fmt.Errorf("run: invalid enum value for mode field: %q", m)
+	}
+}
+
+// ReleaseSide defines the type for the "release_side" enum field.
+type ReleaseSide string
+
+// ReleaseSide values.
+const (
+	ReleaseSideStable    ReleaseSide = "STABLE"
+	ReleaseSideCandidate ReleaseSide = "CANDIDATE"
+)
+
+func (rs ReleaseSide) String() string {
+	return string(rs)
+}
+
+// ReleaseSideValidator is a validator for the "release_side" field enum values. It is called by the builders before save.
+func ReleaseSideValidator(rs ReleaseSide) error {
+	switch rs {
+	case ReleaseSideStable, ReleaseSideCandidate:
+		return nil
+	default:
+		return fmt.Errorf("run: invalid enum value for release_side field: %q", rs)
 	}
 }
 
@@ -405,6 +434,16 @@ func BySLAMaxCostMicroUsd(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLAMaxCostMicroUsd, opts...).ToFunc()
 }
 
+// ByReleaseID orders the results by the release_id field.
+func ByReleaseID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldReleaseID, opts...).ToFunc()
+}
+
+// ByReleaseSide orders the results by the release_side field.
+func ByReleaseSide(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldReleaseSide, opts...).ToFunc()
+}
+
 // BySLACheckAt orders the results by the sla_check_at field.
 func BySLACheckAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLACheckAt, opts...).ToFunc()
@@ -540,6 +579,24 @@ func (e *Mode) UnmarshalGQL(val interface{}) error {
 	*e = Mode(str)
 	if err := ModeValidator(*e); err != nil {
 		return fmt.Errorf("%s is not a valid Mode", str)
+	}
+	return nil
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e ReleaseSide) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *ReleaseSide) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = ReleaseSide(str)
+	if err := ReleaseSideValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid ReleaseSide", str)
 	}
 	return nil
 }

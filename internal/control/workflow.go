@@ -8,7 +8,6 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/credential"
-	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/ent/workflowversion"
@@ -208,36 +207,19 @@ func (s *Service) DeployWorkflowVersion(ctx context.Context, versionID, environm
 	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
 		return nil, err
 	}
-	prev, err := c.Deployment.Query().
-		Where(deployment.WorkflowID(wv.WorkflowID), deployment.EnvironmentID(env.ID), deployment.Active(true)).
-		ForUpdate().Only(ctx)
-	var prevVersion *string
-	switch {
-	case err == nil:
-		if prev.VersionID == wv.ID {
-			return prev, nil
-		}
-		prevVersion = &prev.VersionID
-		if err := prev.Update().SetActive(false).SetSupersededAt(s.now()).Exec(ctx); err != nil {
-			return nil, err
-		}
-	case !ent.IsNotFound(err):
+	if err := activeRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
 		return nil, err
 	}
-	dep, err := c.Deployment.Create().
-		SetWorkflowID(wv.WorkflowID).
-		SetEnvironmentID(env.ID).
-		SetVersionID(wv.ID).
-		SetNillablePreviousVersionID(prevVersion).
-		SetDeployedBy(v.Subject).
-		Save(ctx)
-	if ent.IsConstraintError(err) {
-		// The one active deployment per (workflow, environment) is unique:
-		// a concurrent deploy committed its own between our read and write.
-		return nil, errs.E(errs.Conflict, "another deployment to %s committed first; retry", env.Name)
-	}
+	dep, prev, err := ActivateVersion(ctx, c, v, wv.WorkflowID, env, wv.ID, s.now())
 	if err != nil {
 		return nil, err
+	}
+	if prev != nil && prev.ID == dep.ID {
+		return dep, nil
+	}
+	var prevVersion *string
+	if prev != nil {
+		prevVersion = &prev.VersionID
 	}
 	meta := map[string]any{"workflowID": wv.WorkflowID, "versionID": wv.ID, "number": wv.Number, "environment": env.Name, "environmentKind": string(env.Kind)}
 	if prevVersion != nil {

@@ -43,6 +43,7 @@ const (
 	SLAPolicy         = "slp"
 	Incident          = "inc"
 	SLABreach         = "slb"
+	Release           = "rel"
 )
 
 var (
