@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -68,6 +69,7 @@ var nodeTables = map[string]string{
 	ids.SLAPolicy:        slapolicy.Table,
 	ids.Incident:         incident.Table,
 	ids.SLABreach:        slabreach.Table,
+	ids.Release:          release.Table,
 }
 
 const maxNodes = 100
