@@ -26,7 +26,8 @@ import (
 const AnalysisName = "release-analysis"
 
 // SideSQL measures both sides of a release over the runs finished since
-// $3 ($1 tenant, $2 release), through run_tenant_id_release_id_finished_at.
+// $3 on the stable side and since $4 (>= $3) on the candidate side ($1
+// tenant, $2 release), through run_tenant_id_release_id_finished_at.
 // Runs failed with class permanent (bad input) are counted apart and left
 // out of the rate, the p95 and the cost; cancelled runs are left out.
 const SideSQL = `SELECT release_side,
@@ -37,6 +38,7 @@ const SideSQL = `SELECT release_side,
 		FILTER (WHERE status = 'succeeded' OR error_class IS DISTINCT FROM 'permanent'), 0),
 	coalesce(avg(cost_micro_usd) FILTER (WHERE status = 'succeeded' OR error_class IS DISTINCT FROM 'permanent'), 0)
 	FROM runs WHERE tenant_id = $1 AND release_id = $2 AND finished_at IS NOT NULL AND finished_at >= $3
+	AND (release_side = 'STABLE' OR finished_at >= $4)
 	AND status IN ('succeeded', 'failed')
 	GROUP BY release_side`
 
@@ -89,9 +91,15 @@ func (s *Service) analyzeTenant(ctx context.Context, tenantID string, rep *Repor
 	return errors.Join(all...)
 }
 
-// measure reads both sides' figures.
+// measure reads both sides' figures over the same window: runs finished
+// since the step began. At a step of 100% no new run goes to stable, so
+// the candidate is compared with every stable run of the release.
 func measure(ctx context.Context, c *ent.Client, r *ent.Release) (stable, candidate releasespec.Side, err error) {
-	rows, err := c.QueryContext(ctx, SideSQL, r.TenantID, r.ID, r.StepStartedAt)
+	stableSince := r.StepStartedAt
+	if r.WeightPercent >= 100 {
+		stableSince = r.CreatedAt
+	}
+	rows, err := c.QueryContext(ctx, SideSQL, r.TenantID, r.ID, stableSince, r.StepStartedAt)
 	if err != nil {
 		return stable, candidate, err
 	}
