@@ -875,7 +875,7 @@ var (
 				Unique:  true,
 				Columns: []*schema.Column{ReleasesColumns[20], ReleasesColumns[3], ReleasesColumns[4]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "state IN ('PENDING_APPROVAL', 'PROGRESSING', 'PAUSED')",
+					Where: "state = 'PENDING_APPROVAL' OR state = 'PROGRESSING' OR state = 'PAUSED'",
 				},
 			},
 			{

@@ -61,7 +61,7 @@ func (Release) Indexes() []ent.Index {
 		// One active release per workflow and environment; startRun reads it
 		// through this index in the statement that reads the deployment.
 		index.Fields("tenant_id", "workflow_id", "environment_id").Unique().
-			Annotations(entsql.IndexWhere("state IN ('PENDING_APPROVAL', 'PROGRESSING', 'PAUSED')")),
+			Annotations(entsql.IndexWhere("state = 'PENDING_APPROVAL' OR state = 'PROGRESSING' OR state = 'PAUSED'")),
 		index.Fields("tenant_id", "created_at"),
 	}
 }

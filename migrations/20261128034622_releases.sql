@@ -8,7 +8,7 @@ CREATE TABLE "releases" ("id" character varying NOT NULL, "created_at" timestamp
 -- create index "release_tenant_id_created_at" to table: "releases"
 CREATE INDEX "release_tenant_id_created_at" ON "releases" ("tenant_id", "created_at");
 -- create index "release_tenant_id_workflow_id_environment_id" to table: "releases"
-CREATE UNIQUE INDEX "release_tenant_id_workflow_id_environment_id" ON "releases" ("tenant_id", "workflow_id", "environment_id") WHERE ((state)::text = ANY ((ARRAY['PENDING_APPROVAL'::character varying, 'PROGRESSING'::character varying, 'PAUSED'::character varying])::text[]));
+CREATE UNIQUE INDEX "release_tenant_id_workflow_id_environment_id" ON "releases" ("tenant_id", "workflow_id", "environment_id") WHERE (((state)::text = 'PENDING_APPROVAL'::text) OR ((state)::text = 'PROGRESSING'::text) OR ((state)::text = 'PAUSED'::text));
 
 -- +goose Down
 -- reverse: create index "release_tenant_id_workflow_id_environment_id" to table: "releases"
