@@ -306,6 +306,8 @@ func TestReleaseBadInputIsolationAndRollbackDeployment(t *testing.T) {
 	}
 
 	// rollbackDeployment: the previous version is current again.
+	hooks := newScriptServer(t)
+	hookEndpoint(t, c, hooks.URL+"/dep", "deployment.rolled_back")
 	c.fail("VALIDATION", mRollbackDep, map[string]any{"e": f.prodEnvID, "w": wf})
 	c.ok(mDeploy, map[string]any{"v": cand, "e": f.envID})
 	dep := c.ok(mRollbackDep, map[string]any{"e": f.envID, "w": wf})
@@ -313,4 +315,8 @@ func TestReleaseBadInputIsolationAndRollbackDeployment(t *testing.T) {
 		t.Fatalf("rollbackDeployment: %v", dep)
 	}
 	other.owner.fail("NOT_FOUND", mRollbackDep, map[string]any{"e": f.envID, "w": wf})
+	msg := hookWaitMsgs(t, hooks, "/dep", 1, func(m hookMsg) bool { return m.Type == "deployment.rolled_back" })[0]
+	if str(msg.Data, "versionID") != stable || str(msg.Data, "rolledBackVersionID") != cand || str(msg.Data, "workflowID") != wf {
+		t.Errorf("deployment.rolled_back data %v", msg.Data)
+	}
 }

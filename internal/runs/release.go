@@ -23,7 +23,7 @@ import (
 // NULL (ids never hold '/').
 func releaseSelect(tenantCol, workflowCol, envCol string) string {
 	return "(SELECT r.id || '/' || r.candidate_version_id || '/' || r.weight_percent FROM releases r WHERE r.tenant_id = " + tenantCol +
-		" AND r.workflow_id = " + workflowCol + " AND r.environment_id = " + envCol + " AND r.state IN ('PROGRESSING', 'PAUSED'))"
+		" AND r.workflow_id = " + workflowCol + " AND r.environment_id = " + envCol + " AND (r.state = 'PROGRESSING' OR r.state = 'PAUSED'))"
 }
 
 // route is where startRun sends a new run.
