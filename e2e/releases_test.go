@@ -161,6 +161,10 @@ func TestReleaseRollsBackFailingCandidate(t *testing.T) {
 	if candidateFailed == "" {
 		t.Fatal("no candidate run failed")
 	}
+	n := get(owner.ok(`query($w: ID!) { runs(where: {workflowID: $w, releaseSide: CANDIDATE, status: failed}) { totalCount } }`, map[string]any{"w": wf}), "runs.totalCount")
+	if f, _ := n.(float64); f < 1 {
+		t.Errorf("runs(where: {releaseSide: CANDIDATE, status: failed}): %v", n)
+	}
 	api.failing.Store(false)
 	owner.ok(mEngResume, map[string]any{"id": candidateFailed})
 	waitRun(t, owner, candidateFailed, 20*time.Second, "succeeded")

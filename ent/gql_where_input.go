@@ -8000,6 +8000,14 @@ type RunWhereInput struct {
 	SLAQueueDeadlineAtIsNil  bool        `json:"slaQueueDeadlineAtIsNil,omitempty"`
 	SLAQueueDeadlineAtNotNil bool        `json:"slaQueueDeadlineAtNotNil,omitempty"`
 
+	// "release_side" field predicates.
+	ReleaseSide       *run.ReleaseSide  `json:"releaseSide,omitempty"`
+	ReleaseSideNEQ    *run.ReleaseSide  `json:"releaseSideNEQ,omitempty"`
+	ReleaseSideIn     []run.ReleaseSide `json:"releaseSideIn,omitempty"`
+	ReleaseSideNotIn  []run.ReleaseSide `json:"releaseSideNotIn,omitempty"`
+	ReleaseSideIsNil  bool              `json:"releaseSideIsNil,omitempty"`
+	ReleaseSideNotNil bool              `json:"releaseSideNotNil,omitempty"`
+
 	// "workflow" edge predicates.
 	HasWorkflow     *bool                 `json:"hasWorkflow,omitempty"`
 	HasWorkflowWith []*WorkflowWhereInput `json:"hasWorkflowWith,omitempty"`
@@ -8800,6 +8808,24 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	}
 	if i.SLAQueueDeadlineAtNotNil {
 		predicates = append(predicates, run.SLAQueueDeadlineAtNotNil())
+	}
+	if i.ReleaseSide != nil {
+		predicates = append(predicates, run.ReleaseSideEQ(*i.ReleaseSide))
+	}
+	if i.ReleaseSideNEQ != nil {
+		predicates = append(predicates, run.ReleaseSideNEQ(*i.ReleaseSideNEQ))
+	}
+	if len(i.ReleaseSideIn) > 0 {
+		predicates = append(predicates, run.ReleaseSideIn(i.ReleaseSideIn...))
+	}
+	if len(i.ReleaseSideNotIn) > 0 {
+		predicates = append(predicates, run.ReleaseSideNotIn(i.ReleaseSideNotIn...))
+	}
+	if i.ReleaseSideIsNil {
+		predicates = append(predicates, run.ReleaseSideIsNil())
+	}
+	if i.ReleaseSideNotNil {
+		predicates = append(predicates, run.ReleaseSideNotNil())
 	}
 
 	if i.HasWorkflow != nil {

@@ -74,7 +74,7 @@ func (Run) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)), // Run.release in releases.graphql
 		field.Enum("release_side").NamedValues("Stable", "STABLE", "Candidate", "CANDIDATE").Optional().Nillable().Immutable().
 			Comment("The side of its release the run was routed to; it stays on that side's version (resume and replay keep it).").
-			Annotations(entgql.Type("ReleaseSide"), entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)),
+			Annotations(entgql.Type("ReleaseSide"), entgql.Skip(entgql.SkipOrderField)),
 		field.Time("sla_check_at").Optional().Nillable().
 			Comment("When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.").
 			Annotations(entgql.Skip(entgql.SkipAll)),

@@ -10754,6 +10754,15 @@ input RunWhereInput {
   slaQueueDeadlineAtIsNil: Boolean
   slaQueueDeadlineAtNotNil: Boolean
   """
+  release_side field predicates
+  """
+  releaseSide: ReleaseSide
+  releaseSideNEQ: ReleaseSide
+  releaseSideIn: [ReleaseSide!]
+  releaseSideNotIn: [ReleaseSide!]
+  releaseSideIsNil: Boolean
+  releaseSideNotNil: Boolean
+  """
   workflow edge predicates
   """
   hasWorkflow: Boolean
@@ -50786,7 +50795,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -52487,6 +52496,48 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.SLAQueueDeadlineAtNotNil = data
+		case "releaseSide":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSide"))
+			data, err := ec.unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSide = data
+		case "releaseSideNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNEQ"))
+			data, err := ec.unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNEQ = data
+		case "releaseSideIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideIn"))
+			data, err := ec.unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideIn = data
+		case "releaseSideNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNotIn"))
+			data, err := ec.unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNotIn = data
+		case "releaseSideIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideIsNil = data
+		case "releaseSideNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNotNil = data
 		case "hasWorkflow":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasWorkflow"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -66364,6 +66415,16 @@ func (ec *executionContext) marshalNReleaseOrderField2ᚖgithubᚗcomᚋsluicehq
 	return v
 }
 
+func (ec *executionContext) unmarshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, v any) (run.ReleaseSide, error) {
+	var res run.ReleaseSide
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, sel ast.SelectionSet, v run.ReleaseSide) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNReleaseSideFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐSide(ctx context.Context, sel ast.SelectionSet, v releasespec.Side) graphql.Marshaler {
 	return ec._ReleaseSideFigures(ctx, sel, &v)
 }
@@ -69027,6 +69088,42 @@ func (ec *executionContext) unmarshalOReleaseOrder2ᚖgithubᚗcomᚋsluicehqᚋ
 	}
 	res, err := ec.unmarshalInputReleaseOrder(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx context.Context, v any) ([]run.ReleaseSide, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]run.ReleaseSide, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx context.Context, sel ast.SelectionSet, v []run.ReleaseSide) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, v any) (*run.ReleaseSide, error) {
