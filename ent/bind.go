@@ -146,6 +146,14 @@ func (c *PagerDutySendClient) Bind(_m *PagerDutySend) *PagerDutySend {
 	return _m
 }
 
+// Bind gives a Release that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ReleaseClient) Bind(_m *Release) *Release {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Run that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -33,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -90,6 +91,8 @@ type Client struct {
 	ModelPrice *ModelPriceClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
+	// Release is the client for interacting with the Release builders.
+	Release *ReleaseClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -143,6 +146,7 @@ func (c *Client) init() {
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
 	c.PagerDutySend = NewPagerDutySendClient(c.config)
+	c.Release = NewReleaseClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.SLABreach = NewSLABreachClient(c.config)
@@ -265,6 +269,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
+		Release:                    NewReleaseClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -314,6 +319,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
+		Release:                    NewReleaseClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -358,9 +364,10 @@ func (c *Client) Use(hooks ...Hook) {
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
 		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Release, c.Run,
+		c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -373,9 +380,10 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
 		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Release, c.Run,
+		c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -420,6 +428,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ModelPrice.mutate(ctx, m)
 	case *PagerDutySendMutation:
 		return c.PagerDutySend.mutate(ctx, m)
+	case *ReleaseMutation:
+		return c.Release.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -3405,6 +3415,156 @@ func (c *PagerDutySendClient) mutate(ctx context.Context, m *PagerDutySendMutati
 	}
 }
 
+// ReleaseClient is a client for the Release schema.
+type ReleaseClient struct {
+	config
+}
+
+// NewReleaseClient returns a client for the Release from the given config.
+func NewReleaseClient(c config) *ReleaseClient {
+	return &ReleaseClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `release.Hooks(f(g(h())))`.
+func (c *ReleaseClient) Use(hooks ...Hook) {
+	c.hooks.Release = append(c.hooks.Release, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `release.Intercept(f(g(h())))`.
+func (c *ReleaseClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Release = append(c.inters.Release, interceptors...)
+}
+
+// Create returns a builder for creating a Release entity.
+func (c *ReleaseClient) Create() *ReleaseCreate {
+	mutation := newReleaseMutation(c.config, OpCreate)
+	return &ReleaseCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Release entities.
+func (c *ReleaseClient) CreateBulk(builders ...*ReleaseCreate) *ReleaseCreateBulk {
+	return &ReleaseCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ReleaseClient) MapCreateBulk(slice any, setFunc func(*ReleaseCreate, int)) *ReleaseCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ReleaseCreateBulk{err: fmt.Errorf("calling to ReleaseClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ReleaseCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ReleaseCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Release.
+func (c *ReleaseClient) Update() *ReleaseUpdate {
+	mutation := newReleaseMutation(c.config, OpUpdate)
+	return &ReleaseUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ReleaseClient) UpdateOne(_m *Release) *ReleaseUpdateOne {
+	mutation := newReleaseMutation(c.config, OpUpdateOne, withRelease(_m))
+	return &ReleaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ReleaseClient) UpdateOneID(id string) *ReleaseUpdateOne {
+	mutation := newReleaseMutation(c.config, OpUpdateOne, withReleaseID(id))
+	return &ReleaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Release.
+func (c *ReleaseClient) Delete() *ReleaseDelete {
+	mutation := newReleaseMutation(c.config, OpDelete)
+	return &ReleaseDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ReleaseClient) DeleteOne(_m *Release) *ReleaseDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ReleaseClient) DeleteOneID(id string) *ReleaseDeleteOne {
+	builder := c.Delete().Where(release.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ReleaseDeleteOne{builder}
+}
+
+// Query returns a query builder for Release.
+func (c *ReleaseClient) Query() *ReleaseQuery {
+	return &ReleaseQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRelease},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Release entity by its id.
+func (c *ReleaseClient) Get(ctx context.Context, id string) (*Release, error) {
+	return c.Query().Where(release.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ReleaseClient) GetX(ctx context.Context, id string) *Release {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Release.
+func (c *ReleaseClient) QueryTenant(_m *Release) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(release.Table, release.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, release.TenantTable, release.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ReleaseClient) Hooks() []Hook {
+	hooks := c.hooks.Release
+	return append(hooks[:len(hooks):len(hooks)], release.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ReleaseClient) Interceptors() []Interceptor {
+	return c.inters.Release
+}
+
+func (c *ReleaseClient) mutate(ctx context.Context, m *ReleaseMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ReleaseCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ReleaseUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ReleaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ReleaseDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Release mutation op: %q", m.Op())
+	}
+}
+
 // RunClient is a client for the Run schema.
 type RunClient struct {
 	config
@@ -5451,16 +5611,16 @@ type (
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
 		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
-		PagerDutySend, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt, StepRun,
-		Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		PagerDutySend, Release, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt,
+		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
 		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
-		PagerDutySend, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt, StepRun,
-		Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		PagerDutySend, Release, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt,
+		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowVersion []ent.Interceptor
 	}
 )

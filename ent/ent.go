@@ -30,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -120,6 +121,7 @@ func checkColumn(t, c string) error {
 			modelcall.Table:                  modelcall.ValidColumn,
 			modelprice.Table:                 modelprice.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
+			release.Table:                    release.ValidColumn,
 			run.Table:                        run.ValidColumn,
 			runevent.Table:                   runevent.ValidColumn,
 			slabreach.Table:                  slabreach.ValidColumn,

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -43,7 +44,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 30)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 31)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -500,6 +501,39 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   release.Table,
+			Columns: release.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: release.FieldID,
+			},
+		},
+		Type: "Release",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			release.FieldTenantID:           {Type: field.TypeString, Column: release.FieldTenantID},
+			release.FieldCreatedAt:          {Type: field.TypeTime, Column: release.FieldCreatedAt},
+			release.FieldUpdatedAt:          {Type: field.TypeTime, Column: release.FieldUpdatedAt},
+			release.FieldWorkflowID:         {Type: field.TypeString, Column: release.FieldWorkflowID},
+			release.FieldEnvironmentID:      {Type: field.TypeString, Column: release.FieldEnvironmentID},
+			release.FieldStableVersionID:    {Type: field.TypeString, Column: release.FieldStableVersionID},
+			release.FieldCandidateVersionID: {Type: field.TypeString, Column: release.FieldCandidateVersionID},
+			release.FieldState:              {Type: field.TypeEnum, Column: release.FieldState},
+			release.FieldSteps:              {Type: field.TypeJSON, Column: release.FieldSteps},
+			release.FieldAnalysis:           {Type: field.TypeJSON, Column: release.FieldAnalysis},
+			release.FieldStepIndex:          {Type: field.TypeInt, Column: release.FieldStepIndex},
+			release.FieldWeightPercent:      {Type: field.TypeInt, Column: release.FieldWeightPercent},
+			release.FieldStepStartedAt:      {Type: field.TypeTime, Column: release.FieldStepStartedAt},
+			release.FieldAnalyzedAt:         {Type: field.TypeTime, Column: release.FieldAnalyzedAt},
+			release.FieldLastAnalysis:       {Type: field.TypeJSON, Column: release.FieldLastAnalysis},
+			release.FieldAnalyses:           {Type: field.TypeJSON, Column: release.FieldAnalyses},
+			release.FieldReason:             {Type: field.TypeString, Column: release.FieldReason},
+			release.FieldCreatedBy:          {Type: field.TypeString, Column: release.FieldCreatedBy},
+			release.FieldFinishedBy:         {Type: field.TypeString, Column: release.FieldFinishedBy},
+			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[19] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -539,10 +573,12 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLAQueueDeadlineAt: {Type: field.TypeTime, Column: run.FieldSLAQueueDeadlineAt},
 			run.FieldSLAMaxCostMicroUsd: {Type: field.TypeInt64, Column: run.FieldSLAMaxCostMicroUsd},
 			run.FieldEnvVarsVersion:     {Type: field.TypeInt64, Column: run.FieldEnvVarsVersion},
+			run.FieldReleaseID:          {Type: field.TypeString, Column: run.FieldReleaseID},
+			run.FieldReleaseSide:        {Type: field.TypeEnum, Column: run.FieldReleaseSide},
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -563,7 +599,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -584,7 +620,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -606,7 +642,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -634,7 +670,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -663,7 +699,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -687,7 +723,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -708,7 +744,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -736,7 +772,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -763,7 +799,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -783,7 +819,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1215,6 +1251,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"PagerDutySend",
 		"Escalation",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   release.TenantTable,
+			Columns: []string{release.TenantColumn},
+			Bidi:    false,
+		},
+		"Release",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -3846,6 +3894,160 @@ func (f *PagerDutySendFilter) WhereHasEscalationWith(preds ...predicate.Escalati
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ReleaseQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ReleaseQuery builder.
+func (_q *ReleaseQuery) Filter() *ReleaseFilter {
+	return &ReleaseFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ReleaseMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ReleaseMutation builder.
+func (m *ReleaseMutation) Filter() *ReleaseFilter {
+	return &ReleaseFilter{config: m.config, predicateAdder: m}
+}
+
+// ReleaseFilter provides a generic filtering capability at runtime for ReleaseQuery.
+type ReleaseFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ReleaseFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ReleaseFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(release.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ReleaseFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(release.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ReleaseFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(release.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ReleaseFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(release.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *ReleaseFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(release.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *ReleaseFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(release.FieldEnvironmentID))
+}
+
+// WhereStableVersionID applies the entql string predicate on the stable_version_id field.
+func (f *ReleaseFilter) WhereStableVersionID(p entql.StringP) {
+	f.Where(p.Field(release.FieldStableVersionID))
+}
+
+// WhereCandidateVersionID applies the entql string predicate on the candidate_version_id field.
+func (f *ReleaseFilter) WhereCandidateVersionID(p entql.StringP) {
+	f.Where(p.Field(release.FieldCandidateVersionID))
+}
+
+// WhereState applies the entql string predicate on the state field.
+func (f *ReleaseFilter) WhereState(p entql.StringP) {
+	f.Where(p.Field(release.FieldState))
+}
+
+// WhereSteps applies the entql json.RawMessage predicate on the steps field.
+func (f *ReleaseFilter) WhereSteps(p entql.BytesP) {
+	f.Where(p.Field(release.FieldSteps))
+}
+
+// WhereAnalysis applies the entql json.RawMessage predicate on the analysis field.
+func (f *ReleaseFilter) WhereAnalysis(p entql.BytesP) {
+	f.Where(p.Field(release.FieldAnalysis))
+}
+
+// WhereStepIndex applies the entql int predicate on the step_index field.
+func (f *ReleaseFilter) WhereStepIndex(p entql.IntP) {
+	f.Where(p.Field(release.FieldStepIndex))
+}
+
+// WhereWeightPercent applies the entql int predicate on the weight_percent field.
+func (f *ReleaseFilter) WhereWeightPercent(p entql.IntP) {
+	f.Where(p.Field(release.FieldWeightPercent))
+}
+
+// WhereStepStartedAt applies the entql time.Time predicate on the step_started_at field.
+func (f *ReleaseFilter) WhereStepStartedAt(p entql.TimeP) {
+	f.Where(p.Field(release.FieldStepStartedAt))
+}
+
+// WhereAnalyzedAt applies the entql time.Time predicate on the analyzed_at field.
+func (f *ReleaseFilter) WhereAnalyzedAt(p entql.TimeP) {
+	f.Where(p.Field(release.FieldAnalyzedAt))
+}
+
+// WhereLastAnalysis applies the entql json.RawMessage predicate on the last_analysis field.
+func (f *ReleaseFilter) WhereLastAnalysis(p entql.BytesP) {
+	f.Where(p.Field(release.FieldLastAnalysis))
+}
+
+// WhereAnalyses applies the entql json.RawMessage predicate on the analyses field.
+func (f *ReleaseFilter) WhereAnalyses(p entql.BytesP) {
+	f.Where(p.Field(release.FieldAnalyses))
+}
+
+// WhereReason applies the entql string predicate on the reason field.
+func (f *ReleaseFilter) WhereReason(p entql.StringP) {
+	f.Where(p.Field(release.FieldReason))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *ReleaseFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(release.FieldCreatedBy))
+}
+
+// WhereFinishedBy applies the entql string predicate on the finished_by field.
+func (f *ReleaseFilter) WhereFinishedBy(p entql.StringP) {
+	f.Where(p.Field(release.FieldFinishedBy))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *ReleaseFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(release.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ReleaseFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ReleaseFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -3874,7 +4076,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4035,6 +4237,16 @@ func (f *RunFilter) WhereEnvVarsVersion(p entql.Int64P) {
 	f.Where(p.Field(run.FieldEnvVarsVersion))
 }
 
+// WhereReleaseID applies the entql string predicate on the release_id field.
+func (f *RunFilter) WhereReleaseID(p entql.StringP) {
+	f.Where(p.Field(run.FieldReleaseID))
+}
+
+// WhereReleaseSide applies the entql string predicate on the release_side field.
+func (f *RunFilter) WhereReleaseSide(p entql.StringP) {
+	f.Where(p.Field(run.FieldReleaseSide))
+}
+
 // WhereSLACheckAt applies the entql time.Time predicate on the sla_check_at field.
 func (f *RunFilter) WhereSLACheckAt(p entql.TimeP) {
 	f.Where(p.Field(run.FieldSLACheckAt))
@@ -4153,7 +4365,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4261,7 +4473,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4355,7 +4567,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4454,7 +4666,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4597,7 +4809,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4759,7 +4971,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4854,7 +5066,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4962,7 +5174,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5119,7 +5331,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5257,7 +5469,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5374,7 +5586,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -2691,6 +2692,165 @@ func newPagerDutySendPaginateArgs(rv map[string]any) *pagerdutysendPaginateArgs 
 }
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ReleaseQuery) CollectFields(ctx context.Context, satisfies ...string) (*ReleaseQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ReleaseQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(release.Columns))
+		selectedFields = []string{release.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[release.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, release.FieldCreatedAt)
+				fieldSeen[release.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[release.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, release.FieldUpdatedAt)
+				fieldSeen[release.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[release.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, release.FieldWorkflowID)
+				fieldSeen[release.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[release.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, release.FieldEnvironmentID)
+				fieldSeen[release.FieldEnvironmentID] = struct{}{}
+			}
+		case "stableVersionID":
+			if _, ok := fieldSeen[release.FieldStableVersionID]; !ok {
+				selectedFields = append(selectedFields, release.FieldStableVersionID)
+				fieldSeen[release.FieldStableVersionID] = struct{}{}
+			}
+		case "candidateVersionID":
+			if _, ok := fieldSeen[release.FieldCandidateVersionID]; !ok {
+				selectedFields = append(selectedFields, release.FieldCandidateVersionID)
+				fieldSeen[release.FieldCandidateVersionID] = struct{}{}
+			}
+		case "state":
+			if _, ok := fieldSeen[release.FieldState]; !ok {
+				selectedFields = append(selectedFields, release.FieldState)
+				fieldSeen[release.FieldState] = struct{}{}
+			}
+		case "stepIndex":
+			if _, ok := fieldSeen[release.FieldStepIndex]; !ok {
+				selectedFields = append(selectedFields, release.FieldStepIndex)
+				fieldSeen[release.FieldStepIndex] = struct{}{}
+			}
+		case "weightPercent":
+			if _, ok := fieldSeen[release.FieldWeightPercent]; !ok {
+				selectedFields = append(selectedFields, release.FieldWeightPercent)
+				fieldSeen[release.FieldWeightPercent] = struct{}{}
+			}
+		case "stepStartedAt":
+			if _, ok := fieldSeen[release.FieldStepStartedAt]; !ok {
+				selectedFields = append(selectedFields, release.FieldStepStartedAt)
+				fieldSeen[release.FieldStepStartedAt] = struct{}{}
+			}
+		case "analyzedAt":
+			if _, ok := fieldSeen[release.FieldAnalyzedAt]; !ok {
+				selectedFields = append(selectedFields, release.FieldAnalyzedAt)
+				fieldSeen[release.FieldAnalyzedAt] = struct{}{}
+			}
+		case "reason":
+			if _, ok := fieldSeen[release.FieldReason]; !ok {
+				selectedFields = append(selectedFields, release.FieldReason)
+				fieldSeen[release.FieldReason] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[release.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, release.FieldCreatedBy)
+				fieldSeen[release.FieldCreatedBy] = struct{}{}
+			}
+		case "finishedBy":
+			if _, ok := fieldSeen[release.FieldFinishedBy]; !ok {
+				selectedFields = append(selectedFields, release.FieldFinishedBy)
+				fieldSeen[release.FieldFinishedBy] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[release.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, release.FieldFinishedAt)
+				fieldSeen[release.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type releasePaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ReleasePaginateOption
+}
+
+func newReleasePaginateArgs(rv map[string]any) *releasePaginateArgs {
+	args := &releasePaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ReleaseOrder{Field: &ReleaseOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithReleaseOrder(order))
+			}
+		case *ReleaseOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithReleaseOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*ReleaseWhereInput); ok {
+		args.opts = append(args.opts, WithReleaseFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
 func (_q *RunQuery) CollectFields(ctx context.Context, satisfies ...string) (*RunQuery, error) {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil {
@@ -2860,6 +3020,11 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 			if _, ok := fieldSeen[run.FieldEnvVarsVersion]; !ok {
 				selectedFields = append(selectedFields, run.FieldEnvVarsVersion)
 				fieldSeen[run.FieldEnvVarsVersion] = struct{}{}
+			}
+		case "releaseSide":
+			if _, ok := fieldSeen[run.FieldReleaseSide]; !ok {
+				selectedFields = append(selectedFields, run.FieldReleaseSide)
+				fieldSeen[run.FieldReleaseSide] = struct{}{}
 			}
 		case "id":
 		case "__typename":

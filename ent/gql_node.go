@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -123,6 +124,11 @@ var pagerdutysendImplementors = []string{"PagerDutySend", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*PagerDutySend) IsNode() {}
+
+var releaseImplementors = []string{"Release", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Release) IsNode() {}
 
 var runImplementors = []string{"Run", "Node"}
 
@@ -382,6 +388,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(pagerdutysend.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, pagerdutysendImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case release.Table:
+		query := c.Release.Query().
+			Where(release.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, releaseImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -811,6 +826,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.PagerDutySend.Query().
 			Where(pagerdutysend.IDIn(ids...))
 		query, err := query.CollectFields(ctx, pagerdutysendImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case release.Table:
+		query := c.Release.Query().
+			Where(release.IDIn(ids...))
+		query, err := query.CollectFields(ctx, releaseImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
@@ -7286,6 +7287,804 @@ func (i *PagerDutySendWhereInput) P() (predicate.PagerDutySend, error) {
 	}
 }
 
+// ReleaseWhereInput represents a where input for filtering Release queries.
+type ReleaseWhereInput struct {
+	Predicates []predicate.Release  `json:"-"`
+	Not        *ReleaseWhereInput   `json:"not,omitempty"`
+	Or         []*ReleaseWhereInput `json:"or,omitempty"`
+	And        []*ReleaseWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "stable_version_id" field predicates.
+	StableVersionID             *string  `json:"stableVersionID,omitempty"`
+	StableVersionIDNEQ          *string  `json:"stableVersionIDNEQ,omitempty"`
+	StableVersionIDIn           []string `json:"stableVersionIDIn,omitempty"`
+	StableVersionIDNotIn        []string `json:"stableVersionIDNotIn,omitempty"`
+	StableVersionIDGT           *string  `json:"stableVersionIDGT,omitempty"`
+	StableVersionIDGTE          *string  `json:"stableVersionIDGTE,omitempty"`
+	StableVersionIDLT           *string  `json:"stableVersionIDLT,omitempty"`
+	StableVersionIDLTE          *string  `json:"stableVersionIDLTE,omitempty"`
+	StableVersionIDContains     *string  `json:"stableVersionIDContains,omitempty"`
+	StableVersionIDHasPrefix    *string  `json:"stableVersionIDHasPrefix,omitempty"`
+	StableVersionIDHasSuffix    *string  `json:"stableVersionIDHasSuffix,omitempty"`
+	StableVersionIDEqualFold    *string  `json:"stableVersionIDEqualFold,omitempty"`
+	StableVersionIDContainsFold *string  `json:"stableVersionIDContainsFold,omitempty"`
+
+	// "candidate_version_id" field predicates.
+	CandidateVersionID             *string  `json:"candidateVersionID,omitempty"`
+	CandidateVersionIDNEQ          *string  `json:"candidateVersionIDNEQ,omitempty"`
+	CandidateVersionIDIn           []string `json:"candidateVersionIDIn,omitempty"`
+	CandidateVersionIDNotIn        []string `json:"candidateVersionIDNotIn,omitempty"`
+	CandidateVersionIDGT           *string  `json:"candidateVersionIDGT,omitempty"`
+	CandidateVersionIDGTE          *string  `json:"candidateVersionIDGTE,omitempty"`
+	CandidateVersionIDLT           *string  `json:"candidateVersionIDLT,omitempty"`
+	CandidateVersionIDLTE          *string  `json:"candidateVersionIDLTE,omitempty"`
+	CandidateVersionIDContains     *string  `json:"candidateVersionIDContains,omitempty"`
+	CandidateVersionIDHasPrefix    *string  `json:"candidateVersionIDHasPrefix,omitempty"`
+	CandidateVersionIDHasSuffix    *string  `json:"candidateVersionIDHasSuffix,omitempty"`
+	CandidateVersionIDEqualFold    *string  `json:"candidateVersionIDEqualFold,omitempty"`
+	CandidateVersionIDContainsFold *string  `json:"candidateVersionIDContainsFold,omitempty"`
+
+	// "state" field predicates.
+	State      *release.State  `json:"state,omitempty"`
+	StateNEQ   *release.State  `json:"stateNEQ,omitempty"`
+	StateIn    []release.State `json:"stateIn,omitempty"`
+	StateNotIn []release.State `json:"stateNotIn,omitempty"`
+
+	// "step_index" field predicates.
+	StepIndex      *int  `json:"stepIndex,omitempty"`
+	StepIndexNEQ   *int  `json:"stepIndexNEQ,omitempty"`
+	StepIndexIn    []int `json:"stepIndexIn,omitempty"`
+	StepIndexNotIn []int `json:"stepIndexNotIn,omitempty"`
+	StepIndexGT    *int  `json:"stepIndexGT,omitempty"`
+	StepIndexGTE   *int  `json:"stepIndexGTE,omitempty"`
+	StepIndexLT    *int  `json:"stepIndexLT,omitempty"`
+	StepIndexLTE   *int  `json:"stepIndexLTE,omitempty"`
+
+	// "weight_percent" field predicates.
+	WeightPercent      *int  `json:"weightPercent,omitempty"`
+	WeightPercentNEQ   *int  `json:"weightPercentNEQ,omitempty"`
+	WeightPercentIn    []int `json:"weightPercentIn,omitempty"`
+	WeightPercentNotIn []int `json:"weightPercentNotIn,omitempty"`
+	WeightPercentGT    *int  `json:"weightPercentGT,omitempty"`
+	WeightPercentGTE   *int  `json:"weightPercentGTE,omitempty"`
+	WeightPercentLT    *int  `json:"weightPercentLT,omitempty"`
+	WeightPercentLTE   *int  `json:"weightPercentLTE,omitempty"`
+
+	// "step_started_at" field predicates.
+	StepStartedAt      *time.Time  `json:"stepStartedAt,omitempty"`
+	StepStartedAtNEQ   *time.Time  `json:"stepStartedAtNEQ,omitempty"`
+	StepStartedAtIn    []time.Time `json:"stepStartedAtIn,omitempty"`
+	StepStartedAtNotIn []time.Time `json:"stepStartedAtNotIn,omitempty"`
+	StepStartedAtGT    *time.Time  `json:"stepStartedAtGT,omitempty"`
+	StepStartedAtGTE   *time.Time  `json:"stepStartedAtGTE,omitempty"`
+	StepStartedAtLT    *time.Time  `json:"stepStartedAtLT,omitempty"`
+	StepStartedAtLTE   *time.Time  `json:"stepStartedAtLTE,omitempty"`
+
+	// "analyzed_at" field predicates.
+	AnalyzedAt       *time.Time  `json:"analyzedAt,omitempty"`
+	AnalyzedAtNEQ    *time.Time  `json:"analyzedAtNEQ,omitempty"`
+	AnalyzedAtIn     []time.Time `json:"analyzedAtIn,omitempty"`
+	AnalyzedAtNotIn  []time.Time `json:"analyzedAtNotIn,omitempty"`
+	AnalyzedAtGT     *time.Time  `json:"analyzedAtGT,omitempty"`
+	AnalyzedAtGTE    *time.Time  `json:"analyzedAtGTE,omitempty"`
+	AnalyzedAtLT     *time.Time  `json:"analyzedAtLT,omitempty"`
+	AnalyzedAtLTE    *time.Time  `json:"analyzedAtLTE,omitempty"`
+	AnalyzedAtIsNil  bool        `json:"analyzedAtIsNil,omitempty"`
+	AnalyzedAtNotNil bool        `json:"analyzedAtNotNil,omitempty"`
+
+	// "reason" field predicates.
+	Reason             *string  `json:"reason,omitempty"`
+	ReasonNEQ          *string  `json:"reasonNEQ,omitempty"`
+	ReasonIn           []string `json:"reasonIn,omitempty"`
+	ReasonNotIn        []string `json:"reasonNotIn,omitempty"`
+	ReasonGT           *string  `json:"reasonGT,omitempty"`
+	ReasonGTE          *string  `json:"reasonGTE,omitempty"`
+	ReasonLT           *string  `json:"reasonLT,omitempty"`
+	ReasonLTE          *string  `json:"reasonLTE,omitempty"`
+	ReasonContains     *string  `json:"reasonContains,omitempty"`
+	ReasonHasPrefix    *string  `json:"reasonHasPrefix,omitempty"`
+	ReasonHasSuffix    *string  `json:"reasonHasSuffix,omitempty"`
+	ReasonIsNil        bool     `json:"reasonIsNil,omitempty"`
+	ReasonNotNil       bool     `json:"reasonNotNil,omitempty"`
+	ReasonEqualFold    *string  `json:"reasonEqualFold,omitempty"`
+	ReasonContainsFold *string  `json:"reasonContainsFold,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+
+	// "finished_by" field predicates.
+	FinishedBy             *string  `json:"finishedBy,omitempty"`
+	FinishedByNEQ          *string  `json:"finishedByNEQ,omitempty"`
+	FinishedByIn           []string `json:"finishedByIn,omitempty"`
+	FinishedByNotIn        []string `json:"finishedByNotIn,omitempty"`
+	FinishedByGT           *string  `json:"finishedByGT,omitempty"`
+	FinishedByGTE          *string  `json:"finishedByGTE,omitempty"`
+	FinishedByLT           *string  `json:"finishedByLT,omitempty"`
+	FinishedByLTE          *string  `json:"finishedByLTE,omitempty"`
+	FinishedByContains     *string  `json:"finishedByContains,omitempty"`
+	FinishedByHasPrefix    *string  `json:"finishedByHasPrefix,omitempty"`
+	FinishedByHasSuffix    *string  `json:"finishedByHasSuffix,omitempty"`
+	FinishedByIsNil        bool     `json:"finishedByIsNil,omitempty"`
+	FinishedByNotNil       bool     `json:"finishedByNotNil,omitempty"`
+	FinishedByEqualFold    *string  `json:"finishedByEqualFold,omitempty"`
+	FinishedByContainsFold *string  `json:"finishedByContainsFold,omitempty"`
+
+	// "finished_at" field predicates.
+	FinishedAt       *time.Time  `json:"finishedAt,omitempty"`
+	FinishedAtNEQ    *time.Time  `json:"finishedAtNEQ,omitempty"`
+	FinishedAtIn     []time.Time `json:"finishedAtIn,omitempty"`
+	FinishedAtNotIn  []time.Time `json:"finishedAtNotIn,omitempty"`
+	FinishedAtGT     *time.Time  `json:"finishedAtGT,omitempty"`
+	FinishedAtGTE    *time.Time  `json:"finishedAtGTE,omitempty"`
+	FinishedAtLT     *time.Time  `json:"finishedAtLT,omitempty"`
+	FinishedAtLTE    *time.Time  `json:"finishedAtLTE,omitempty"`
+	FinishedAtIsNil  bool        `json:"finishedAtIsNil,omitempty"`
+	FinishedAtNotNil bool        `json:"finishedAtNotNil,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *ReleaseWhereInput) AddPredicates(predicates ...predicate.Release) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the ReleaseWhereInput filter on the ReleaseQuery builder.
+func (i *ReleaseWhereInput) Filter(q *ReleaseQuery) (*ReleaseQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyReleaseWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyReleaseWhereInput is returned in case the ReleaseWhereInput is empty.
+var ErrEmptyReleaseWhereInput = errors.New("ent: empty predicate ReleaseWhereInput")
+
+// P returns a predicate for filtering releases.
+// An error is returned if the input is empty or invalid.
+func (i *ReleaseWhereInput) P() (predicate.Release, error) {
+	var predicates []predicate.Release
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, release.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Release, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, release.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Release, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, release.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, release.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, release.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, release.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, release.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, release.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, release.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, release.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, release.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, release.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, release.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, release.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, release.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, release.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, release.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, release.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, release.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, release.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, release.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, release.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, release.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, release.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, release.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, release.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, release.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, release.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, release.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, release.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, release.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, release.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, release.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, release.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, release.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, release.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, release.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, release.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, release.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, release.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, release.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, release.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, release.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, release.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, release.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, release.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, release.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, release.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, release.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, release.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, release.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, release.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, release.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, release.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, release.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.StableVersionID != nil {
+		predicates = append(predicates, release.StableVersionIDEQ(*i.StableVersionID))
+	}
+	if i.StableVersionIDNEQ != nil {
+		predicates = append(predicates, release.StableVersionIDNEQ(*i.StableVersionIDNEQ))
+	}
+	if len(i.StableVersionIDIn) > 0 {
+		predicates = append(predicates, release.StableVersionIDIn(i.StableVersionIDIn...))
+	}
+	if len(i.StableVersionIDNotIn) > 0 {
+		predicates = append(predicates, release.StableVersionIDNotIn(i.StableVersionIDNotIn...))
+	}
+	if i.StableVersionIDGT != nil {
+		predicates = append(predicates, release.StableVersionIDGT(*i.StableVersionIDGT))
+	}
+	if i.StableVersionIDGTE != nil {
+		predicates = append(predicates, release.StableVersionIDGTE(*i.StableVersionIDGTE))
+	}
+	if i.StableVersionIDLT != nil {
+		predicates = append(predicates, release.StableVersionIDLT(*i.StableVersionIDLT))
+	}
+	if i.StableVersionIDLTE != nil {
+		predicates = append(predicates, release.StableVersionIDLTE(*i.StableVersionIDLTE))
+	}
+	if i.StableVersionIDContains != nil {
+		predicates = append(predicates, release.StableVersionIDContains(*i.StableVersionIDContains))
+	}
+	if i.StableVersionIDHasPrefix != nil {
+		predicates = append(predicates, release.StableVersionIDHasPrefix(*i.StableVersionIDHasPrefix))
+	}
+	if i.StableVersionIDHasSuffix != nil {
+		predicates = append(predicates, release.StableVersionIDHasSuffix(*i.StableVersionIDHasSuffix))
+	}
+	if i.StableVersionIDEqualFold != nil {
+		predicates = append(predicates, release.StableVersionIDEqualFold(*i.StableVersionIDEqualFold))
+	}
+	if i.StableVersionIDContainsFold != nil {
+		predicates = append(predicates, release.StableVersionIDContainsFold(*i.StableVersionIDContainsFold))
+	}
+	if i.CandidateVersionID != nil {
+		predicates = append(predicates, release.CandidateVersionIDEQ(*i.CandidateVersionID))
+	}
+	if i.CandidateVersionIDNEQ != nil {
+		predicates = append(predicates, release.CandidateVersionIDNEQ(*i.CandidateVersionIDNEQ))
+	}
+	if len(i.CandidateVersionIDIn) > 0 {
+		predicates = append(predicates, release.CandidateVersionIDIn(i.CandidateVersionIDIn...))
+	}
+	if len(i.CandidateVersionIDNotIn) > 0 {
+		predicates = append(predicates, release.CandidateVersionIDNotIn(i.CandidateVersionIDNotIn...))
+	}
+	if i.CandidateVersionIDGT != nil {
+		predicates = append(predicates, release.CandidateVersionIDGT(*i.CandidateVersionIDGT))
+	}
+	if i.CandidateVersionIDGTE != nil {
+		predicates = append(predicates, release.CandidateVersionIDGTE(*i.CandidateVersionIDGTE))
+	}
+	if i.CandidateVersionIDLT != nil {
+		predicates = append(predicates, release.CandidateVersionIDLT(*i.CandidateVersionIDLT))
+	}
+	if i.CandidateVersionIDLTE != nil {
+		predicates = append(predicates, release.CandidateVersionIDLTE(*i.CandidateVersionIDLTE))
+	}
+	if i.CandidateVersionIDContains != nil {
+		predicates = append(predicates, release.CandidateVersionIDContains(*i.CandidateVersionIDContains))
+	}
+	if i.CandidateVersionIDHasPrefix != nil {
+		predicates = append(predicates, release.CandidateVersionIDHasPrefix(*i.CandidateVersionIDHasPrefix))
+	}
+	if i.CandidateVersionIDHasSuffix != nil {
+		predicates = append(predicates, release.CandidateVersionIDHasSuffix(*i.CandidateVersionIDHasSuffix))
+	}
+	if i.CandidateVersionIDEqualFold != nil {
+		predicates = append(predicates, release.CandidateVersionIDEqualFold(*i.CandidateVersionIDEqualFold))
+	}
+	if i.CandidateVersionIDContainsFold != nil {
+		predicates = append(predicates, release.CandidateVersionIDContainsFold(*i.CandidateVersionIDContainsFold))
+	}
+	if i.State != nil {
+		predicates = append(predicates, release.StateEQ(*i.State))
+	}
+	if i.StateNEQ != nil {
+		predicates = append(predicates, release.StateNEQ(*i.StateNEQ))
+	}
+	if len(i.StateIn) > 0 {
+		predicates = append(predicates, release.StateIn(i.StateIn...))
+	}
+	if len(i.StateNotIn) > 0 {
+		predicates = append(predicates, release.StateNotIn(i.StateNotIn...))
+	}
+	if i.StepIndex != nil {
+		predicates = append(predicates, release.StepIndexEQ(*i.StepIndex))
+	}
+	if i.StepIndexNEQ != nil {
+		predicates = append(predicates, release.StepIndexNEQ(*i.StepIndexNEQ))
+	}
+	if len(i.StepIndexIn) > 0 {
+		predicates = append(predicates, release.StepIndexIn(i.StepIndexIn...))
+	}
+	if len(i.StepIndexNotIn) > 0 {
+		predicates = append(predicates, release.StepIndexNotIn(i.StepIndexNotIn...))
+	}
+	if i.StepIndexGT != nil {
+		predicates = append(predicates, release.StepIndexGT(*i.StepIndexGT))
+	}
+	if i.StepIndexGTE != nil {
+		predicates = append(predicates, release.StepIndexGTE(*i.StepIndexGTE))
+	}
+	if i.StepIndexLT != nil {
+		predicates = append(predicates, release.StepIndexLT(*i.StepIndexLT))
+	}
+	if i.StepIndexLTE != nil {
+		predicates = append(predicates, release.StepIndexLTE(*i.StepIndexLTE))
+	}
+	if i.WeightPercent != nil {
+		predicates = append(predicates, release.WeightPercentEQ(*i.WeightPercent))
+	}
+	if i.WeightPercentNEQ != nil {
+		predicates = append(predicates, release.WeightPercentNEQ(*i.WeightPercentNEQ))
+	}
+	if len(i.WeightPercentIn) > 0 {
+		predicates = append(predicates, release.WeightPercentIn(i.WeightPercentIn...))
+	}
+	if len(i.WeightPercentNotIn) > 0 {
+		predicates = append(predicates, release.WeightPercentNotIn(i.WeightPercentNotIn...))
+	}
+	if i.WeightPercentGT != nil {
+		predicates = append(predicates, release.WeightPercentGT(*i.WeightPercentGT))
+	}
+	if i.WeightPercentGTE != nil {
+		predicates = append(predicates, release.WeightPercentGTE(*i.WeightPercentGTE))
+	}
+	if i.WeightPercentLT != nil {
+		predicates = append(predicates, release.WeightPercentLT(*i.WeightPercentLT))
+	}
+	if i.WeightPercentLTE != nil {
+		predicates = append(predicates, release.WeightPercentLTE(*i.WeightPercentLTE))
+	}
+	if i.StepStartedAt != nil {
+		predicates = append(predicates, release.StepStartedAtEQ(*i.StepStartedAt))
+	}
+	if i.StepStartedAtNEQ != nil {
+		predicates = append(predicates, release.StepStartedAtNEQ(*i.StepStartedAtNEQ))
+	}
+	if len(i.StepStartedAtIn) > 0 {
+		predicates = append(predicates, release.StepStartedAtIn(i.StepStartedAtIn...))
+	}
+	if len(i.StepStartedAtNotIn) > 0 {
+		predicates = append(predicates, release.StepStartedAtNotIn(i.StepStartedAtNotIn...))
+	}
+	if i.StepStartedAtGT != nil {
+		predicates = append(predicates, release.StepStartedAtGT(*i.StepStartedAtGT))
+	}
+	if i.StepStartedAtGTE != nil {
+		predicates = append(predicates, release.StepStartedAtGTE(*i.StepStartedAtGTE))
+	}
+	if i.StepStartedAtLT != nil {
+		predicates = append(predicates, release.StepStartedAtLT(*i.StepStartedAtLT))
+	}
+	if i.StepStartedAtLTE != nil {
+		predicates = append(predicates, release.StepStartedAtLTE(*i.StepStartedAtLTE))
+	}
+	if i.AnalyzedAt != nil {
+		predicates = append(predicates, release.AnalyzedAtEQ(*i.AnalyzedAt))
+	}
+	if i.AnalyzedAtNEQ != nil {
+		predicates = append(predicates, release.AnalyzedAtNEQ(*i.AnalyzedAtNEQ))
+	}
+	if len(i.AnalyzedAtIn) > 0 {
+		predicates = append(predicates, release.AnalyzedAtIn(i.AnalyzedAtIn...))
+	}
+	if len(i.AnalyzedAtNotIn) > 0 {
+		predicates = append(predicates, release.AnalyzedAtNotIn(i.AnalyzedAtNotIn...))
+	}
+	if i.AnalyzedAtGT != nil {
+		predicates = append(predicates, release.AnalyzedAtGT(*i.AnalyzedAtGT))
+	}
+	if i.AnalyzedAtGTE != nil {
+		predicates = append(predicates, release.AnalyzedAtGTE(*i.AnalyzedAtGTE))
+	}
+	if i.AnalyzedAtLT != nil {
+		predicates = append(predicates, release.AnalyzedAtLT(*i.AnalyzedAtLT))
+	}
+	if i.AnalyzedAtLTE != nil {
+		predicates = append(predicates, release.AnalyzedAtLTE(*i.AnalyzedAtLTE))
+	}
+	if i.AnalyzedAtIsNil {
+		predicates = append(predicates, release.AnalyzedAtIsNil())
+	}
+	if i.AnalyzedAtNotNil {
+		predicates = append(predicates, release.AnalyzedAtNotNil())
+	}
+	if i.Reason != nil {
+		predicates = append(predicates, release.ReasonEQ(*i.Reason))
+	}
+	if i.ReasonNEQ != nil {
+		predicates = append(predicates, release.ReasonNEQ(*i.ReasonNEQ))
+	}
+	if len(i.ReasonIn) > 0 {
+		predicates = append(predicates, release.ReasonIn(i.ReasonIn...))
+	}
+	if len(i.ReasonNotIn) > 0 {
+		predicates = append(predicates, release.ReasonNotIn(i.ReasonNotIn...))
+	}
+	if i.ReasonGT != nil {
+		predicates = append(predicates, release.ReasonGT(*i.ReasonGT))
+	}
+	if i.ReasonGTE != nil {
+		predicates = append(predicates, release.ReasonGTE(*i.ReasonGTE))
+	}
+	if i.ReasonLT != nil {
+		predicates = append(predicates, release.ReasonLT(*i.ReasonLT))
+	}
+	if i.ReasonLTE != nil {
+		predicates = append(predicates, release.ReasonLTE(*i.ReasonLTE))
+	}
+	if i.ReasonContains != nil {
+		predicates = append(predicates, release.ReasonContains(*i.ReasonContains))
+	}
+	if i.ReasonHasPrefix != nil {
+		predicates = append(predicates, release.ReasonHasPrefix(*i.ReasonHasPrefix))
+	}
+	if i.ReasonHasSuffix != nil {
+		predicates = append(predicates, release.ReasonHasSuffix(*i.ReasonHasSuffix))
+	}
+	if i.ReasonIsNil {
+		predicates = append(predicates, release.ReasonIsNil())
+	}
+	if i.ReasonNotNil {
+		predicates = append(predicates, release.ReasonNotNil())
+	}
+	if i.ReasonEqualFold != nil {
+		predicates = append(predicates, release.ReasonEqualFold(*i.ReasonEqualFold))
+	}
+	if i.ReasonContainsFold != nil {
+		predicates = append(predicates, release.ReasonContainsFold(*i.ReasonContainsFold))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, release.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, release.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, release.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, release.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, release.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, release.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, release.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, release.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, release.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, release.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, release.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, release.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, release.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+	if i.FinishedBy != nil {
+		predicates = append(predicates, release.FinishedByEQ(*i.FinishedBy))
+	}
+	if i.FinishedByNEQ != nil {
+		predicates = append(predicates, release.FinishedByNEQ(*i.FinishedByNEQ))
+	}
+	if len(i.FinishedByIn) > 0 {
+		predicates = append(predicates, release.FinishedByIn(i.FinishedByIn...))
+	}
+	if len(i.FinishedByNotIn) > 0 {
+		predicates = append(predicates, release.FinishedByNotIn(i.FinishedByNotIn...))
+	}
+	if i.FinishedByGT != nil {
+		predicates = append(predicates, release.FinishedByGT(*i.FinishedByGT))
+	}
+	if i.FinishedByGTE != nil {
+		predicates = append(predicates, release.FinishedByGTE(*i.FinishedByGTE))
+	}
+	if i.FinishedByLT != nil {
+		predicates = append(predicates, release.FinishedByLT(*i.FinishedByLT))
+	}
+	if i.FinishedByLTE != nil {
+		predicates = append(predicates, release.FinishedByLTE(*i.FinishedByLTE))
+	}
+	if i.FinishedByContains != nil {
+		predicates = append(predicates, release.FinishedByContains(*i.FinishedByContains))
+	}
+	if i.FinishedByHasPrefix != nil {
+		predicates = append(predicates, release.FinishedByHasPrefix(*i.FinishedByHasPrefix))
+	}
+	if i.FinishedByHasSuffix != nil {
+		predicates = append(predicates, release.FinishedByHasSuffix(*i.FinishedByHasSuffix))
+	}
+	if i.FinishedByIsNil {
+		predicates = append(predicates, release.FinishedByIsNil())
+	}
+	if i.FinishedByNotNil {
+		predicates = append(predicates, release.FinishedByNotNil())
+	}
+	if i.FinishedByEqualFold != nil {
+		predicates = append(predicates, release.FinishedByEqualFold(*i.FinishedByEqualFold))
+	}
+	if i.FinishedByContainsFold != nil {
+		predicates = append(predicates, release.FinishedByContainsFold(*i.FinishedByContainsFold))
+	}
+	if i.FinishedAt != nil {
+		predicates = append(predicates, release.FinishedAtEQ(*i.FinishedAt))
+	}
+	if i.FinishedAtNEQ != nil {
+		predicates = append(predicates, release.FinishedAtNEQ(*i.FinishedAtNEQ))
+	}
+	if len(i.FinishedAtIn) > 0 {
+		predicates = append(predicates, release.FinishedAtIn(i.FinishedAtIn...))
+	}
+	if len(i.FinishedAtNotIn) > 0 {
+		predicates = append(predicates, release.FinishedAtNotIn(i.FinishedAtNotIn...))
+	}
+	if i.FinishedAtGT != nil {
+		predicates = append(predicates, release.FinishedAtGT(*i.FinishedAtGT))
+	}
+	if i.FinishedAtGTE != nil {
+		predicates = append(predicates, release.FinishedAtGTE(*i.FinishedAtGTE))
+	}
+	if i.FinishedAtLT != nil {
+		predicates = append(predicates, release.FinishedAtLT(*i.FinishedAtLT))
+	}
+	if i.FinishedAtLTE != nil {
+		predicates = append(predicates, release.FinishedAtLTE(*i.FinishedAtLTE))
+	}
+	if i.FinishedAtIsNil {
+		predicates = append(predicates, release.FinishedAtIsNil())
+	}
+	if i.FinishedAtNotNil {
+		predicates = append(predicates, release.FinishedAtNotNil())
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyReleaseWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return release.And(predicates...), nil
+	}
+}
+
 // RunWhereInput represents a where input for filtering Run queries.
 type RunWhereInput struct {
 	Predicates []predicate.Run  `json:"-"`
@@ -7573,6 +8372,14 @@ type RunWhereInput struct {
 	SLAQueueDeadlineAtLTE    *time.Time  `json:"slaQueueDeadlineAtLTE,omitempty"`
 	SLAQueueDeadlineAtIsNil  bool        `json:"slaQueueDeadlineAtIsNil,omitempty"`
 	SLAQueueDeadlineAtNotNil bool        `json:"slaQueueDeadlineAtNotNil,omitempty"`
+
+	// "release_side" field predicates.
+	ReleaseSide       *run.ReleaseSide  `json:"releaseSide,omitempty"`
+	ReleaseSideNEQ    *run.ReleaseSide  `json:"releaseSideNEQ,omitempty"`
+	ReleaseSideIn     []run.ReleaseSide `json:"releaseSideIn,omitempty"`
+	ReleaseSideNotIn  []run.ReleaseSide `json:"releaseSideNotIn,omitempty"`
+	ReleaseSideIsNil  bool              `json:"releaseSideIsNil,omitempty"`
+	ReleaseSideNotNil bool              `json:"releaseSideNotNil,omitempty"`
 
 	// "workflow" edge predicates.
 	HasWorkflow     *bool                 `json:"hasWorkflow,omitempty"`
@@ -8374,6 +9181,24 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	}
 	if i.SLAQueueDeadlineAtNotNil {
 		predicates = append(predicates, run.SLAQueueDeadlineAtNotNil())
+	}
+	if i.ReleaseSide != nil {
+		predicates = append(predicates, run.ReleaseSideEQ(*i.ReleaseSide))
+	}
+	if i.ReleaseSideNEQ != nil {
+		predicates = append(predicates, run.ReleaseSideNEQ(*i.ReleaseSideNEQ))
+	}
+	if len(i.ReleaseSideIn) > 0 {
+		predicates = append(predicates, run.ReleaseSideIn(i.ReleaseSideIn...))
+	}
+	if len(i.ReleaseSideNotIn) > 0 {
+		predicates = append(predicates, run.ReleaseSideNotIn(i.ReleaseSideNotIn...))
+	}
+	if i.ReleaseSideIsNil {
+		predicates = append(predicates, run.ReleaseSideIsNil())
+	}
+	if i.ReleaseSideNotNil {
+		predicates = append(predicates, run.ReleaseSideNotNil())
 	}
 
 	if i.HasWorkflow != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -45,6 +46,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/releasespec"
 	"github.com/sluicehq/sluice/internal/slaspec"
 )
 
@@ -75,6 +77,7 @@ const (
 	TypeModelCall                  = "ModelCall"
 	TypeModelPrice                 = "ModelPrice"
 	TypePagerDutySend              = "PagerDutySend"
+	TypeRelease                    = "Release"
 	TypeRun                        = "Run"
 	TypeRunEvent                   = "RunEvent"
 	TypeSLABreach                  = "SLABreach"
@@ -21219,6 +21222,1637 @@ func (m *PagerDutySendMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown PagerDutySend edge %s", name)
 }
 
+// ReleaseMutation represents an operation that mutates the Release nodes in the graph.
+type ReleaseMutation struct {
+	config
+	op                   Op
+	typ                  string
+	id                   *string
+	created_at           *time.Time
+	updated_at           *time.Time
+	workflow_id          *string
+	environment_id       *string
+	stable_version_id    *string
+	candidate_version_id *string
+	state                *release.State
+	steps                *[]releasespec.Step
+	appendsteps          []releasespec.Step
+	analysis             *releasespec.Analysis
+	step_index           *int
+	addstep_index        *int
+	weight_percent       *int
+	addweight_percent    *int
+	step_started_at      *time.Time
+	analyzed_at          *time.Time
+	last_analysis        *releasespec.Figures
+	analyses             *[]releasespec.Figures
+	appendanalyses       []releasespec.Figures
+	reason               *string
+	created_by           *string
+	finished_by          *string
+	finished_at          *time.Time
+	clearedFields        map[string]struct{}
+	tenant               *string
+	clearedtenant        bool
+	done                 bool
+	oldValue             func(context.Context) (*Release, error)
+	predicates           []predicate.Release
+}
+
+var _ ent.Mutation = (*ReleaseMutation)(nil)
+
+// releaseOption allows management of the mutation configuration using functional options.
+type releaseOption func(*ReleaseMutation)
+
+// newReleaseMutation creates new mutation for the Release entity.
+func newReleaseMutation(c config, op Op, opts ...releaseOption) *ReleaseMutation {
+	m := &ReleaseMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeRelease,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withReleaseID sets the ID field of the mutation.
+func withReleaseID(id string) releaseOption {
+	return func(m *ReleaseMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Release
+		)
+		m.oldValue = func(ctx context.Context) (*Release, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Release.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withRelease sets the old Release of the mutation.
+func withRelease(node *Release) releaseOption {
+	return func(m *ReleaseMutation) {
+		m.oldValue = func(context.Context) (*Release, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ReleaseMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ReleaseMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Release entities.
+func (m *ReleaseMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ReleaseMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ReleaseMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Release.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ReleaseMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ReleaseMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ReleaseMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ReleaseMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ReleaseMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ReleaseMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ReleaseMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ReleaseMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ReleaseMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *ReleaseMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *ReleaseMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *ReleaseMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *ReleaseMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *ReleaseMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *ReleaseMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetStableVersionID sets the "stable_version_id" field.
+func (m *ReleaseMutation) SetStableVersionID(s string) {
+	m.stable_version_id = &s
+}
+
+// StableVersionID returns the value of the "stable_version_id" field in the mutation.
+func (m *ReleaseMutation) StableVersionID() (r string, exists bool) {
+	v := m.stable_version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStableVersionID returns the old "stable_version_id" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldStableVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStableVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStableVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStableVersionID: %w", err)
+	}
+	return oldValue.StableVersionID, nil
+}
+
+// ResetStableVersionID resets all changes to the "stable_version_id" field.
+func (m *ReleaseMutation) ResetStableVersionID() {
+	m.stable_version_id = nil
+}
+
+// SetCandidateVersionID sets the "candidate_version_id" field.
+func (m *ReleaseMutation) SetCandidateVersionID(s string) {
+	m.candidate_version_id = &s
+}
+
+// CandidateVersionID returns the value of the "candidate_version_id" field in the mutation.
+func (m *ReleaseMutation) CandidateVersionID() (r string, exists bool) {
+	v := m.candidate_version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateVersionID returns the old "candidate_version_id" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldCandidateVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateVersionID: %w", err)
+	}
+	return oldValue.CandidateVersionID, nil
+}
+
+// ResetCandidateVersionID resets all changes to the "candidate_version_id" field.
+func (m *ReleaseMutation) ResetCandidateVersionID() {
+	m.candidate_version_id = nil
+}
+
+// SetState sets the "state" field.
+func (m *ReleaseMutation) SetState(r release.State) {
+	m.state = &r
+}
+
+// State returns the value of the "state" field in the mutation.
+func (m *ReleaseMutation) State() (r release.State, exists bool) {
+	v := m.state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldState returns the old "state" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldState(ctx context.Context) (v release.State, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldState: %w", err)
+	}
+	return oldValue.State, nil
+}
+
+// ResetState resets all changes to the "state" field.
+func (m *ReleaseMutation) ResetState() {
+	m.state = nil
+}
+
+// SetSteps sets the "steps" field.
+func (m *ReleaseMutation) SetSteps(r []releasespec.Step) {
+	m.steps = &r
+	m.appendsteps = nil
+}
+
+// Steps returns the value of the "steps" field in the mutation.
+func (m *ReleaseMutation) Steps() (r []releasespec.Step, exists bool) {
+	v := m.steps
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSteps returns the old "steps" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldSteps(ctx context.Context) (v []releasespec.Step, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSteps is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSteps requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSteps: %w", err)
+	}
+	return oldValue.Steps, nil
+}
+
+// AppendSteps adds r to the "steps" field.
+func (m *ReleaseMutation) AppendSteps(r []releasespec.Step) {
+	m.appendsteps = append(m.appendsteps, r...)
+}
+
+// AppendedSteps returns the list of values that were appended to the "steps" field in this mutation.
+func (m *ReleaseMutation) AppendedSteps() ([]releasespec.Step, bool) {
+	if len(m.appendsteps) == 0 {
+		return nil, false
+	}
+	return m.appendsteps, true
+}
+
+// ResetSteps resets all changes to the "steps" field.
+func (m *ReleaseMutation) ResetSteps() {
+	m.steps = nil
+	m.appendsteps = nil
+}
+
+// SetAnalysis sets the "analysis" field.
+func (m *ReleaseMutation) SetAnalysis(r releasespec.Analysis) {
+	m.analysis = &r
+}
+
+// Analysis returns the value of the "analysis" field in the mutation.
+func (m *ReleaseMutation) Analysis() (r releasespec.Analysis, exists bool) {
+	v := m.analysis
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAnalysis returns the old "analysis" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldAnalysis(ctx context.Context) (v releasespec.Analysis, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAnalysis is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAnalysis requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAnalysis: %w", err)
+	}
+	return oldValue.Analysis, nil
+}
+
+// ResetAnalysis resets all changes to the "analysis" field.
+func (m *ReleaseMutation) ResetAnalysis() {
+	m.analysis = nil
+}
+
+// SetStepIndex sets the "step_index" field.
+func (m *ReleaseMutation) SetStepIndex(i int) {
+	m.step_index = &i
+	m.addstep_index = nil
+}
+
+// StepIndex returns the value of the "step_index" field in the mutation.
+func (m *ReleaseMutation) StepIndex() (r int, exists bool) {
+	v := m.step_index
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepIndex returns the old "step_index" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldStepIndex(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepIndex is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepIndex requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepIndex: %w", err)
+	}
+	return oldValue.StepIndex, nil
+}
+
+// AddStepIndex adds i to the "step_index" field.
+func (m *ReleaseMutation) AddStepIndex(i int) {
+	if m.addstep_index != nil {
+		*m.addstep_index += i
+	} else {
+		m.addstep_index = &i
+	}
+}
+
+// AddedStepIndex returns the value that was added to the "step_index" field in this mutation.
+func (m *ReleaseMutation) AddedStepIndex() (r int, exists bool) {
+	v := m.addstep_index
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetStepIndex resets all changes to the "step_index" field.
+func (m *ReleaseMutation) ResetStepIndex() {
+	m.step_index = nil
+	m.addstep_index = nil
+}
+
+// SetWeightPercent sets the "weight_percent" field.
+func (m *ReleaseMutation) SetWeightPercent(i int) {
+	m.weight_percent = &i
+	m.addweight_percent = nil
+}
+
+// WeightPercent returns the value of the "weight_percent" field in the mutation.
+func (m *ReleaseMutation) WeightPercent() (r int, exists bool) {
+	v := m.weight_percent
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWeightPercent returns the old "weight_percent" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldWeightPercent(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWeightPercent is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWeightPercent requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWeightPercent: %w", err)
+	}
+	return oldValue.WeightPercent, nil
+}
+
+// AddWeightPercent adds i to the "weight_percent" field.
+func (m *ReleaseMutation) AddWeightPercent(i int) {
+	if m.addweight_percent != nil {
+		*m.addweight_percent += i
+	} else {
+		m.addweight_percent = &i
+	}
+}
+
+// AddedWeightPercent returns the value that was added to the "weight_percent" field in this mutation.
+func (m *ReleaseMutation) AddedWeightPercent() (r int, exists bool) {
+	v := m.addweight_percent
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetWeightPercent resets all changes to the "weight_percent" field.
+func (m *ReleaseMutation) ResetWeightPercent() {
+	m.weight_percent = nil
+	m.addweight_percent = nil
+}
+
+// SetStepStartedAt sets the "step_started_at" field.
+func (m *ReleaseMutation) SetStepStartedAt(t time.Time) {
+	m.step_started_at = &t
+}
+
+// StepStartedAt returns the value of the "step_started_at" field in the mutation.
+func (m *ReleaseMutation) StepStartedAt() (r time.Time, exists bool) {
+	v := m.step_started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepStartedAt returns the old "step_started_at" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldStepStartedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepStartedAt: %w", err)
+	}
+	return oldValue.StepStartedAt, nil
+}
+
+// ResetStepStartedAt resets all changes to the "step_started_at" field.
+func (m *ReleaseMutation) ResetStepStartedAt() {
+	m.step_started_at = nil
+}
+
+// SetAnalyzedAt sets the "analyzed_at" field.
+func (m *ReleaseMutation) SetAnalyzedAt(t time.Time) {
+	m.analyzed_at = &t
+}
+
+// AnalyzedAt returns the value of the "analyzed_at" field in the mutation.
+func (m *ReleaseMutation) AnalyzedAt() (r time.Time, exists bool) {
+	v := m.analyzed_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAnalyzedAt returns the old "analyzed_at" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldAnalyzedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAnalyzedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAnalyzedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAnalyzedAt: %w", err)
+	}
+	return oldValue.AnalyzedAt, nil
+}
+
+// ClearAnalyzedAt clears the value of the "analyzed_at" field.
+func (m *ReleaseMutation) ClearAnalyzedAt() {
+	m.analyzed_at = nil
+	m.clearedFields[release.FieldAnalyzedAt] = struct{}{}
+}
+
+// AnalyzedAtCleared returns if the "analyzed_at" field was cleared in this mutation.
+func (m *ReleaseMutation) AnalyzedAtCleared() bool {
+	_, ok := m.clearedFields[release.FieldAnalyzedAt]
+	return ok
+}
+
+// ResetAnalyzedAt resets all changes to the "analyzed_at" field.
+func (m *ReleaseMutation) ResetAnalyzedAt() {
+	m.analyzed_at = nil
+	delete(m.clearedFields, release.FieldAnalyzedAt)
+}
+
+// SetLastAnalysis sets the "last_analysis" field.
+func (m *ReleaseMutation) SetLastAnalysis(r releasespec.Figures) {
+	m.last_analysis = &r
+}
+
+// LastAnalysis returns the value of the "last_analysis" field in the mutation.
+func (m *ReleaseMutation) LastAnalysis() (r releasespec.Figures, exists bool) {
+	v := m.last_analysis
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastAnalysis returns the old "last_analysis" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldLastAnalysis(ctx context.Context) (v releasespec.Figures, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastAnalysis is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastAnalysis requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastAnalysis: %w", err)
+	}
+	return oldValue.LastAnalysis, nil
+}
+
+// ClearLastAnalysis clears the value of the "last_analysis" field.
+func (m *ReleaseMutation) ClearLastAnalysis() {
+	m.last_analysis = nil
+	m.clearedFields[release.FieldLastAnalysis] = struct{}{}
+}
+
+// LastAnalysisCleared returns if the "last_analysis" field was cleared in this mutation.
+func (m *ReleaseMutation) LastAnalysisCleared() bool {
+	_, ok := m.clearedFields[release.FieldLastAnalysis]
+	return ok
+}
+
+// ResetLastAnalysis resets all changes to the "last_analysis" field.
+func (m *ReleaseMutation) ResetLastAnalysis() {
+	m.last_analysis = nil
+	delete(m.clearedFields, release.FieldLastAnalysis)
+}
+
+// SetAnalyses sets the "analyses" field.
+func (m *ReleaseMutation) SetAnalyses(r []releasespec.Figures) {
+	m.analyses = &r
+	m.appendanalyses = nil
+}
+
+// Analyses returns the value of the "analyses" field in the mutation.
+func (m *ReleaseMutation) Analyses() (r []releasespec.Figures, exists bool) {
+	v := m.analyses
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAnalyses returns the old "analyses" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldAnalyses(ctx context.Context) (v []releasespec.Figures, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAnalyses is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAnalyses requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAnalyses: %w", err)
+	}
+	return oldValue.Analyses, nil
+}
+
+// AppendAnalyses adds r to the "analyses" field.
+func (m *ReleaseMutation) AppendAnalyses(r []releasespec.Figures) {
+	m.appendanalyses = append(m.appendanalyses, r...)
+}
+
+// AppendedAnalyses returns the list of values that were appended to the "analyses" field in this mutation.
+func (m *ReleaseMutation) AppendedAnalyses() ([]releasespec.Figures, bool) {
+	if len(m.appendanalyses) == 0 {
+		return nil, false
+	}
+	return m.appendanalyses, true
+}
+
+// ClearAnalyses clears the value of the "analyses" field.
+func (m *ReleaseMutation) ClearAnalyses() {
+	m.analyses = nil
+	m.appendanalyses = nil
+	m.clearedFields[release.FieldAnalyses] = struct{}{}
+}
+
+// AnalysesCleared returns if the "analyses" field was cleared in this mutation.
+func (m *ReleaseMutation) AnalysesCleared() bool {
+	_, ok := m.clearedFields[release.FieldAnalyses]
+	return ok
+}
+
+// ResetAnalyses resets all changes to the "analyses" field.
+func (m *ReleaseMutation) ResetAnalyses() {
+	m.analyses = nil
+	m.appendanalyses = nil
+	delete(m.clearedFields, release.FieldAnalyses)
+}
+
+// SetReason sets the "reason" field.
+func (m *ReleaseMutation) SetReason(s string) {
+	m.reason = &s
+}
+
+// Reason returns the value of the "reason" field in the mutation.
+func (m *ReleaseMutation) Reason() (r string, exists bool) {
+	v := m.reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReason returns the old "reason" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldReason(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReason: %w", err)
+	}
+	return oldValue.Reason, nil
+}
+
+// ClearReason clears the value of the "reason" field.
+func (m *ReleaseMutation) ClearReason() {
+	m.reason = nil
+	m.clearedFields[release.FieldReason] = struct{}{}
+}
+
+// ReasonCleared returns if the "reason" field was cleared in this mutation.
+func (m *ReleaseMutation) ReasonCleared() bool {
+	_, ok := m.clearedFields[release.FieldReason]
+	return ok
+}
+
+// ResetReason resets all changes to the "reason" field.
+func (m *ReleaseMutation) ResetReason() {
+	m.reason = nil
+	delete(m.clearedFields, release.FieldReason)
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *ReleaseMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *ReleaseMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *ReleaseMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// SetFinishedBy sets the "finished_by" field.
+func (m *ReleaseMutation) SetFinishedBy(s string) {
+	m.finished_by = &s
+}
+
+// FinishedBy returns the value of the "finished_by" field in the mutation.
+func (m *ReleaseMutation) FinishedBy() (r string, exists bool) {
+	v := m.finished_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedBy returns the old "finished_by" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldFinishedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedBy: %w", err)
+	}
+	return oldValue.FinishedBy, nil
+}
+
+// ClearFinishedBy clears the value of the "finished_by" field.
+func (m *ReleaseMutation) ClearFinishedBy() {
+	m.finished_by = nil
+	m.clearedFields[release.FieldFinishedBy] = struct{}{}
+}
+
+// FinishedByCleared returns if the "finished_by" field was cleared in this mutation.
+func (m *ReleaseMutation) FinishedByCleared() bool {
+	_, ok := m.clearedFields[release.FieldFinishedBy]
+	return ok
+}
+
+// ResetFinishedBy resets all changes to the "finished_by" field.
+func (m *ReleaseMutation) ResetFinishedBy() {
+	m.finished_by = nil
+	delete(m.clearedFields, release.FieldFinishedBy)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *ReleaseMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *ReleaseMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the Release entity.
+// If the Release object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ReleaseMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *ReleaseMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[release.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *ReleaseMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[release.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *ReleaseMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, release.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ReleaseMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[release.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ReleaseMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ReleaseMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ReleaseMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ReleaseMutation builder.
+func (m *ReleaseMutation) Where(ps ...predicate.Release) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ReleaseMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ReleaseMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Release, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ReleaseMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ReleaseMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Release).
+func (m *ReleaseMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ReleaseMutation) Fields() []string {
+	fields := make([]string, 0, 20)
+	if m.tenant != nil {
+		fields = append(fields, release.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, release.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, release.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, release.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, release.FieldEnvironmentID)
+	}
+	if m.stable_version_id != nil {
+		fields = append(fields, release.FieldStableVersionID)
+	}
+	if m.candidate_version_id != nil {
+		fields = append(fields, release.FieldCandidateVersionID)
+	}
+	if m.state != nil {
+		fields = append(fields, release.FieldState)
+	}
+	if m.steps != nil {
+		fields = append(fields, release.FieldSteps)
+	}
+	if m.analysis != nil {
+		fields = append(fields, release.FieldAnalysis)
+	}
+	if m.step_index != nil {
+		fields = append(fields, release.FieldStepIndex)
+	}
+	if m.weight_percent != nil {
+		fields = append(fields, release.FieldWeightPercent)
+	}
+	if m.step_started_at != nil {
+		fields = append(fields, release.FieldStepStartedAt)
+	}
+	if m.analyzed_at != nil {
+		fields = append(fields, release.FieldAnalyzedAt)
+	}
+	if m.last_analysis != nil {
+		fields = append(fields, release.FieldLastAnalysis)
+	}
+	if m.analyses != nil {
+		fields = append(fields, release.FieldAnalyses)
+	}
+	if m.reason != nil {
+		fields = append(fields, release.FieldReason)
+	}
+	if m.created_by != nil {
+		fields = append(fields, release.FieldCreatedBy)
+	}
+	if m.finished_by != nil {
+		fields = append(fields, release.FieldFinishedBy)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, release.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ReleaseMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case release.FieldTenantID:
+		return m.TenantID()
+	case release.FieldCreatedAt:
+		return m.CreatedAt()
+	case release.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case release.FieldWorkflowID:
+		return m.WorkflowID()
+	case release.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case release.FieldStableVersionID:
+		return m.StableVersionID()
+	case release.FieldCandidateVersionID:
+		return m.CandidateVersionID()
+	case release.FieldState:
+		return m.State()
+	case release.FieldSteps:
+		return m.Steps()
+	case release.FieldAnalysis:
+		return m.Analysis()
+	case release.FieldStepIndex:
+		return m.StepIndex()
+	case release.FieldWeightPercent:
+		return m.WeightPercent()
+	case release.FieldStepStartedAt:
+		return m.StepStartedAt()
+	case release.FieldAnalyzedAt:
+		return m.AnalyzedAt()
+	case release.FieldLastAnalysis:
+		return m.LastAnalysis()
+	case release.FieldAnalyses:
+		return m.Analyses()
+	case release.FieldReason:
+		return m.Reason()
+	case release.FieldCreatedBy:
+		return m.CreatedBy()
+	case release.FieldFinishedBy:
+		return m.FinishedBy()
+	case release.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ReleaseMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case release.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case release.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case release.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case release.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case release.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case release.FieldStableVersionID:
+		return m.OldStableVersionID(ctx)
+	case release.FieldCandidateVersionID:
+		return m.OldCandidateVersionID(ctx)
+	case release.FieldState:
+		return m.OldState(ctx)
+	case release.FieldSteps:
+		return m.OldSteps(ctx)
+	case release.FieldAnalysis:
+		return m.OldAnalysis(ctx)
+	case release.FieldStepIndex:
+		return m.OldStepIndex(ctx)
+	case release.FieldWeightPercent:
+		return m.OldWeightPercent(ctx)
+	case release.FieldStepStartedAt:
+		return m.OldStepStartedAt(ctx)
+	case release.FieldAnalyzedAt:
+		return m.OldAnalyzedAt(ctx)
+	case release.FieldLastAnalysis:
+		return m.OldLastAnalysis(ctx)
+	case release.FieldAnalyses:
+		return m.OldAnalyses(ctx)
+	case release.FieldReason:
+		return m.OldReason(ctx)
+	case release.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	case release.FieldFinishedBy:
+		return m.OldFinishedBy(ctx)
+	case release.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown Release field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ReleaseMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case release.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case release.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case release.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case release.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case release.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case release.FieldStableVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStableVersionID(v)
+		return nil
+	case release.FieldCandidateVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateVersionID(v)
+		return nil
+	case release.FieldState:
+		v, ok := value.(release.State)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetState(v)
+		return nil
+	case release.FieldSteps:
+		v, ok := value.([]releasespec.Step)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSteps(v)
+		return nil
+	case release.FieldAnalysis:
+		v, ok := value.(releasespec.Analysis)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAnalysis(v)
+		return nil
+	case release.FieldStepIndex:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepIndex(v)
+		return nil
+	case release.FieldWeightPercent:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWeightPercent(v)
+		return nil
+	case release.FieldStepStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepStartedAt(v)
+		return nil
+	case release.FieldAnalyzedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAnalyzedAt(v)
+		return nil
+	case release.FieldLastAnalysis:
+		v, ok := value.(releasespec.Figures)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastAnalysis(v)
+		return nil
+	case release.FieldAnalyses:
+		v, ok := value.([]releasespec.Figures)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAnalyses(v)
+		return nil
+	case release.FieldReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReason(v)
+		return nil
+	case release.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	case release.FieldFinishedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedBy(v)
+		return nil
+	case release.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Release field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ReleaseMutation) AddedFields() []string {
+	var fields []string
+	if m.addstep_index != nil {
+		fields = append(fields, release.FieldStepIndex)
+	}
+	if m.addweight_percent != nil {
+		fields = append(fields, release.FieldWeightPercent)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ReleaseMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case release.FieldStepIndex:
+		return m.AddedStepIndex()
+	case release.FieldWeightPercent:
+		return m.AddedWeightPercent()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ReleaseMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case release.FieldStepIndex:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddStepIndex(v)
+		return nil
+	case release.FieldWeightPercent:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddWeightPercent(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Release numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ReleaseMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(release.FieldAnalyzedAt) {
+		fields = append(fields, release.FieldAnalyzedAt)
+	}
+	if m.FieldCleared(release.FieldLastAnalysis) {
+		fields = append(fields, release.FieldLastAnalysis)
+	}
+	if m.FieldCleared(release.FieldAnalyses) {
+		fields = append(fields, release.FieldAnalyses)
+	}
+	if m.FieldCleared(release.FieldReason) {
+		fields = append(fields, release.FieldReason)
+	}
+	if m.FieldCleared(release.FieldFinishedBy) {
+		fields = append(fields, release.FieldFinishedBy)
+	}
+	if m.FieldCleared(release.FieldFinishedAt) {
+		fields = append(fields, release.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ReleaseMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ReleaseMutation) ClearField(name string) error {
+	switch name {
+	case release.FieldAnalyzedAt:
+		m.ClearAnalyzedAt()
+		return nil
+	case release.FieldLastAnalysis:
+		m.ClearLastAnalysis()
+		return nil
+	case release.FieldAnalyses:
+		m.ClearAnalyses()
+		return nil
+	case release.FieldReason:
+		m.ClearReason()
+		return nil
+	case release.FieldFinishedBy:
+		m.ClearFinishedBy()
+		return nil
+	case release.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Release nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ReleaseMutation) ResetField(name string) error {
+	switch name {
+	case release.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case release.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case release.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case release.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case release.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case release.FieldStableVersionID:
+		m.ResetStableVersionID()
+		return nil
+	case release.FieldCandidateVersionID:
+		m.ResetCandidateVersionID()
+		return nil
+	case release.FieldState:
+		m.ResetState()
+		return nil
+	case release.FieldSteps:
+		m.ResetSteps()
+		return nil
+	case release.FieldAnalysis:
+		m.ResetAnalysis()
+		return nil
+	case release.FieldStepIndex:
+		m.ResetStepIndex()
+		return nil
+	case release.FieldWeightPercent:
+		m.ResetWeightPercent()
+		return nil
+	case release.FieldStepStartedAt:
+		m.ResetStepStartedAt()
+		return nil
+	case release.FieldAnalyzedAt:
+		m.ResetAnalyzedAt()
+		return nil
+	case release.FieldLastAnalysis:
+		m.ResetLastAnalysis()
+		return nil
+	case release.FieldAnalyses:
+		m.ResetAnalyses()
+		return nil
+	case release.FieldReason:
+		m.ResetReason()
+		return nil
+	case release.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	case release.FieldFinishedBy:
+		m.ResetFinishedBy()
+		return nil
+	case release.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Release field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ReleaseMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, release.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ReleaseMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case release.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ReleaseMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ReleaseMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ReleaseMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, release.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ReleaseMutation) EdgeCleared(name string) bool {
+	switch name {
+	case release.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ReleaseMutation) ClearEdge(name string) error {
+	switch name {
+	case release.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Release unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ReleaseMutation) ResetEdge(name string) error {
+	switch name {
+	case release.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Release edge %s", name)
+}
+
 // RunMutation represents an operation that mutates the Run nodes in the graph.
 type RunMutation struct {
 	config
@@ -21257,6 +22891,8 @@ type RunMutation struct {
 	addsla_max_cost_micro_usd *int64
 	env_vars_version          *int64
 	addenv_vars_version       *int64
+	release_id                *string
+	release_side              *run.ReleaseSide
 	sla_check_at              *time.Time
 	clearedFields             map[string]struct{}
 	tenant                    *string
@@ -22774,6 +24410,104 @@ func (m *RunMutation) ResetEnvVarsVersion() {
 	m.addenv_vars_version = nil
 }
 
+// SetReleaseID sets the "release_id" field.
+func (m *RunMutation) SetReleaseID(s string) {
+	m.release_id = &s
+}
+
+// ReleaseID returns the value of the "release_id" field in the mutation.
+func (m *RunMutation) ReleaseID() (r string, exists bool) {
+	v := m.release_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReleaseID returns the old "release_id" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldReleaseID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReleaseID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReleaseID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReleaseID: %w", err)
+	}
+	return oldValue.ReleaseID, nil
+}
+
+// ClearReleaseID clears the value of the "release_id" field.
+func (m *RunMutation) ClearReleaseID() {
+	m.release_id = nil
+	m.clearedFields[run.FieldReleaseID] = struct{}{}
+}
+
+// ReleaseIDCleared returns if the "release_id" field was cleared in this mutation.
+func (m *RunMutation) ReleaseIDCleared() bool {
+	_, ok := m.clearedFields[run.FieldReleaseID]
+	return ok
+}
+
+// ResetReleaseID resets all changes to the "release_id" field.
+func (m *RunMutation) ResetReleaseID() {
+	m.release_id = nil
+	delete(m.clearedFields, run.FieldReleaseID)
+}
+
+// SetReleaseSide sets the "release_side" field.
+func (m *RunMutation) SetReleaseSide(rs run.ReleaseSide) {
+	m.release_side = &rs
+}
+
+// ReleaseSide returns the value of the "release_side" field in the mutation.
+func (m *RunMutation) ReleaseSide() (r run.ReleaseSide, exists bool) {
+	v := m.release_side
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReleaseSide returns the old "release_side" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldReleaseSide(ctx context.Context) (v *run.ReleaseSide, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReleaseSide is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReleaseSide requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReleaseSide: %w", err)
+	}
+	return oldValue.ReleaseSide, nil
+}
+
+// ClearReleaseSide clears the value of the "release_side" field.
+func (m *RunMutation) ClearReleaseSide() {
+	m.release_side = nil
+	m.clearedFields[run.FieldReleaseSide] = struct{}{}
+}
+
+// ReleaseSideCleared returns if the "release_side" field was cleared in this mutation.
+func (m *RunMutation) ReleaseSideCleared() bool {
+	_, ok := m.clearedFields[run.FieldReleaseSide]
+	return ok
+}
+
+// ResetReleaseSide resets all changes to the "release_side" field.
+func (m *RunMutation) ResetReleaseSide() {
+	m.release_side = nil
+	delete(m.clearedFields, run.FieldReleaseSide)
+}
+
 // SetSLACheckAt sets the "sla_check_at" field.
 func (m *RunMutation) SetSLACheckAt(t time.Time) {
 	m.sla_check_at = &t
@@ -23073,7 +24807,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 31)
+	fields := make([]string, 0, 33)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -23164,6 +24898,12 @@ func (m *RunMutation) Fields() []string {
 	if m.env_vars_version != nil {
 		fields = append(fields, run.FieldEnvVarsVersion)
 	}
+	if m.release_id != nil {
+		fields = append(fields, run.FieldReleaseID)
+	}
+	if m.release_side != nil {
+		fields = append(fields, run.FieldReleaseSide)
+	}
 	if m.sla_check_at != nil {
 		fields = append(fields, run.FieldSLACheckAt)
 	}
@@ -23235,6 +24975,10 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.SLAMaxCostMicroUsd()
 	case run.FieldEnvVarsVersion:
 		return m.EnvVarsVersion()
+	case run.FieldReleaseID:
+		return m.ReleaseID()
+	case run.FieldReleaseSide:
+		return m.ReleaseSide()
 	case run.FieldSLACheckAt:
 		return m.SLACheckAt()
 	}
@@ -23306,6 +25050,10 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldSLAMaxCostMicroUsd(ctx)
 	case run.FieldEnvVarsVersion:
 		return m.OldEnvVarsVersion(ctx)
+	case run.FieldReleaseID:
+		return m.OldReleaseID(ctx)
+	case run.FieldReleaseSide:
+		return m.OldReleaseSide(ctx)
 	case run.FieldSLACheckAt:
 		return m.OldSLACheckAt(ctx)
 	}
@@ -23527,6 +25275,20 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetEnvVarsVersion(v)
 		return nil
+	case run.FieldReleaseID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReleaseID(v)
+		return nil
+	case run.FieldReleaseSide:
+		v, ok := value.(run.ReleaseSide)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReleaseSide(v)
+		return nil
 	case run.FieldSLACheckAt:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -23672,6 +25434,12 @@ func (m *RunMutation) ClearedFields() []string {
 	if m.FieldCleared(run.FieldSLAMaxCostMicroUsd) {
 		fields = append(fields, run.FieldSLAMaxCostMicroUsd)
 	}
+	if m.FieldCleared(run.FieldReleaseID) {
+		fields = append(fields, run.FieldReleaseID)
+	}
+	if m.FieldCleared(run.FieldReleaseSide) {
+		fields = append(fields, run.FieldReleaseSide)
+	}
 	if m.FieldCleared(run.FieldSLACheckAt) {
 		fields = append(fields, run.FieldSLACheckAt)
 	}
@@ -23733,6 +25501,12 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldSLAMaxCostMicroUsd:
 		m.ClearSLAMaxCostMicroUsd()
+		return nil
+	case run.FieldReleaseID:
+		m.ClearReleaseID()
+		return nil
+	case run.FieldReleaseSide:
+		m.ClearReleaseSide()
 		return nil
 	case run.FieldSLACheckAt:
 		m.ClearSLACheckAt()
@@ -23834,6 +25608,12 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldEnvVarsVersion:
 		m.ResetEnvVarsVersion()
+		return nil
+	case run.FieldReleaseID:
+		m.ResetReleaseID()
+		return nil
+	case run.FieldReleaseSide:
+		m.ResetReleaseSide()
 		return nil
 	case run.FieldSLACheckAt:
 		m.ResetSLACheckAt()

@@ -82,6 +82,10 @@ type Run struct {
 	SLAMaxCostMicroUsd *int64 `json:"sla_max_cost_micro_usd,omitempty"`
 	// The environment's variables version the run started with; its resumes read the same set, its replays too.
 	EnvVarsVersion int64 `json:"env_vars_version,omitempty"`
+	// The release that routed the run when it started (internal/releases); null outside a release.
+	ReleaseID *string `json:"release_id,omitempty"`
+	// The side of its release the run was routed to; it stays on that side's version (resume and replay keep it).
+	ReleaseSide *run.ReleaseSide `json:"release_side,omitempty"`
 	// When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.
 	SLACheckAt *time.Time `json:"sla_check_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -185,7 +189,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
 			values[i] = new(sql.NullInt64)
-		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy:
+		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide:
 			values[i] = new(sql.NullString)
 		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt, run.FieldSLADeadlineAt, run.FieldSLAQueueDeadlineAt, run.FieldSLACheckAt:
 			values[i] = new(sql.NullTime)
@@ -408,6 +412,20 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.EnvVarsVersion = value.Int64
 			}
+		case run.FieldReleaseID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field release_id", values[i])
+			} else if value.Valid {
+				_m.ReleaseID = new(string)
+				*_m.ReleaseID = value.String
+			}
+		case run.FieldReleaseSide:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field release_side", values[i])
+			} else if value.Valid {
+				_m.ReleaseSide = new(run.ReleaseSide)
+				*_m.ReleaseSide = run.ReleaseSide(value.String)
+			}
 		case run.FieldSLACheckAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field sla_check_at", values[i])
@@ -594,6 +612,16 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("env_vars_version=")
 	builder.WriteString(fmt.Sprintf("%v", _m.EnvVarsVersion))
+	builder.WriteString(", ")
+	if v := _m.ReleaseID; v != nil {
+		builder.WriteString("release_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.ReleaseSide; v != nil {
+		builder.WriteString("release_side=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
 	builder.WriteString(", ")
 	if v := _m.SLACheckAt; v != nil {
 		builder.WriteString("sla_check_at=")

@@ -378,6 +378,34 @@ func (_c *RunCreate) SetNillableEnvVarsVersion(v *int64) *RunCreate {
 	return _c
 }
 
+// SetReleaseID sets the "release_id" field.
+func (_c *RunCreate) SetReleaseID(v string) *RunCreate {
+	_c.mutation.SetReleaseID(v)
+	return _c
+}
+
+// SetNillableReleaseID sets the "release_id" field if the given value is not nil.
+func (_c *RunCreate) SetNillableReleaseID(v *string) *RunCreate {
+	if v != nil {
+		_c.SetReleaseID(*v)
+	}
+	return _c
+}
+
+// SetReleaseSide sets the "release_side" field.
+func (_c *RunCreate) SetReleaseSide(v run.ReleaseSide) *RunCreate {
+	_c.mutation.SetReleaseSide(v)
+	return _c
+}
+
+// SetNillableReleaseSide sets the "release_side" field if the given value is not nil.
+func (_c *RunCreate) SetNillableReleaseSide(v *run.ReleaseSide) *RunCreate {
+	if v != nil {
+		_c.SetReleaseSide(*v)
+	}
+	return _c
+}
+
 // SetSLACheckAt sets the "sla_check_at" field.
 func (_c *RunCreate) SetSLACheckAt(v time.Time) *RunCreate {
 	_c.mutation.SetSLACheckAt(v)
@@ -608,6 +636,11 @@ func (_c *RunCreate) check() error {
 	if _, ok := _c.mutation.EnvVarsVersion(); !ok {
 		return &ValidationError{Name: "env_vars_version", err: errors.New(`ent: missing required field "Run.env_vars_version"`)}
 	}
+	if v, ok := _c.mutation.ReleaseSide(); ok {
+		if err := run.ReleaseSideValidator(v); err != nil {
+			return &ValidationError{Name: "release_side", err: fmt.Errorf(`ent: validator failed for field "Run.release_side": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := run.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "Run.id": %w`, err)}
@@ -764,6 +797,14 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.EnvVarsVersion(); ok {
 		_spec.SetField(run.FieldEnvVarsVersion, field.TypeInt64, value)
 		_node.EnvVarsVersion = value
+	}
+	if value, ok := _c.mutation.ReleaseID(); ok {
+		_spec.SetField(run.FieldReleaseID, field.TypeString, value)
+		_node.ReleaseID = &value
+	}
+	if value, ok := _c.mutation.ReleaseSide(); ok {
+		_spec.SetField(run.FieldReleaseSide, field.TypeEnum, value)
+		_node.ReleaseSide = &value
 	}
 	if value, ok := _c.mutation.SLACheckAt(); ok {
 		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
@@ -1249,6 +1290,12 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.EnvVarsVersion(); exists {
 			s.SetIgnore(run.FieldEnvVarsVersion)
+		}
+		if _, exists := u.create.mutation.ReleaseID(); exists {
+			s.SetIgnore(run.FieldReleaseID)
+		}
+		if _, exists := u.create.mutation.ReleaseSide(); exists {
+			s.SetIgnore(run.FieldReleaseSide)
 		}
 	}))
 	return u
@@ -1819,6 +1866,12 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.EnvVarsVersion(); exists {
 				s.SetIgnore(run.FieldEnvVarsVersion)
+			}
+			if _, exists := b.mutation.ReleaseID(); exists {
+				s.SetIgnore(run.FieldReleaseID)
+			}
+			if _, exists := b.mutation.ReleaseSide(); exists {
+				s.SetIgnore(run.FieldReleaseSide)
 			}
 		}
 	}))

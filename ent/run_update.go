@@ -572,6 +572,12 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.SLAMaxCostMicroUsdCleared() {
 		_spec.ClearField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64)
 	}
+	if _u.mutation.ReleaseIDCleared() {
+		_spec.ClearField(run.FieldReleaseID, field.TypeString)
+	}
+	if _u.mutation.ReleaseSideCleared() {
+		_spec.ClearField(run.FieldReleaseSide, field.TypeEnum)
+	}
 	if value, ok := _u.mutation.SLACheckAt(); ok {
 		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
 	}
@@ -1258,6 +1264,12 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if _u.mutation.SLAMaxCostMicroUsdCleared() {
 		_spec.ClearField(run.FieldSLAMaxCostMicroUsd, field.TypeInt64)
+	}
+	if _u.mutation.ReleaseIDCleared() {
+		_spec.ClearField(run.FieldReleaseID, field.TypeString)
+	}
+	if _u.mutation.ReleaseSideCleared() {
+		_spec.ClearField(run.FieldReleaseSide, field.TypeEnum)
 	}
 	if value, ok := _u.mutation.SLACheckAt(); ok {
 		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)

@@ -50,6 +50,8 @@ type Tx struct {
 	ModelPrice *ModelPriceClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
+	// Release is the client for interacting with the Release builders.
+	Release *ReleaseClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -223,6 +225,7 @@ func (tx *Tx) init() {
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
+	tx.Release = NewReleaseClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.SLABreach = NewSLABreachClient(tx.config)

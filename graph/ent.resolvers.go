@@ -140,6 +140,15 @@ func (r *queryResolver) ModelPrices(ctx context.Context, after *entgql.Cursor[st
 	return c.ModelPrice.Query().Paginate(ctx, after, first, before, last, ent.WithModelPriceOrder(orderBy), ent.WithModelPriceFilter(where.Filter))
 }
 
+// Releases is the resolver for the releases field.
+func (r *queryResolver) Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Release.Query().Paginate(ctx, after, first, before, last, ent.WithReleaseOrder(orderBy), ent.WithReleaseFilter(where.Filter))
+}
+
 // Runs is the resolver for the runs field.
 func (r *queryResolver) Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error) {
 	c, err := client(ctx)
@@ -208,6 +217,9 @@ func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallRe
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
+// Release returns generated.ReleaseResolver implementation.
+func (r *Resolver) Release() generated.ReleaseResolver { return &releaseResolver{r} }
+
 // Run returns generated.RunResolver implementation.
 func (r *Resolver) Run() generated.RunResolver { return &runResolver{r} }
 
@@ -241,6 +253,7 @@ type (
 	mapItemResolver         struct{ *Resolver }
 	modelCallResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
+	releaseResolver         struct{ *Resolver }
 	runResolver             struct{ *Resolver }
 	runEventResolver        struct{ *Resolver }
 	sLABreachResolver       struct{ *Resolver }

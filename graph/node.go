@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -71,6 +72,7 @@ var nodeTables = map[string]string{
 	ids.SLABreach:        slabreach.Table,
 
 	ids.EnvironmentVariableVersion: environmentvariableversion.Table,
+	ids.Release:                    release.Table,
 }
 
 const maxNodes = 100

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -583,6 +584,33 @@ func (f TraversePagerDutySend) Traverse(ctx context.Context, q ent.Query) error 
 	return fmt.Errorf("unexpected query type %T. expect *ent.PagerDutySendQuery", q)
 }
 
+// The ReleaseFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ReleaseFunc func(context.Context, *ent.ReleaseQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ReleaseFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ReleaseQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ReleaseQuery", q)
+}
+
+// The TraverseRelease type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRelease func(context.Context, *ent.ReleaseQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRelease) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRelease) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ReleaseQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ReleaseQuery", q)
+}
+
 // The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
 type RunFunc func(context.Context, *ent.RunQuery) (ent.Value, error)
 
@@ -946,6 +974,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ModelPriceQuery, predicate.ModelPrice, modelprice.OrderOption]{typ: ent.TypeModelPrice, tq: q}, nil
 	case *ent.PagerDutySendQuery:
 		return &query[*ent.PagerDutySendQuery, predicate.PagerDutySend, pagerdutysend.OrderOption]{typ: ent.TypePagerDutySend, tq: q}, nil
+	case *ent.ReleaseQuery:
+		return &query[*ent.ReleaseQuery, predicate.Release, release.OrderOption]{typ: ent.TypeRelease, tq: q}, nil
 	case *ent.RunQuery:
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:

@@ -874,6 +874,59 @@ var (
 			},
 		},
 	}
+	// ReleasesColumns holds the columns for the "releases" table.
+	ReleasesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "stable_version_id", Type: field.TypeString},
+		{Name: "candidate_version_id", Type: field.TypeString},
+		{Name: "state", Type: field.TypeEnum, Enums: []string{"PENDING_APPROVAL", "PROGRESSING", "PAUSED", "PROMOTED", "ROLLED_BACK", "ABORTED"}, Default: "PROGRESSING"},
+		{Name: "steps", Type: field.TypeJSON},
+		{Name: "analysis", Type: field.TypeJSON},
+		{Name: "step_index", Type: field.TypeInt, Default: 0},
+		{Name: "weight_percent", Type: field.TypeInt, Default: 0},
+		{Name: "step_started_at", Type: field.TypeTime},
+		{Name: "analyzed_at", Type: field.TypeTime, Nullable: true},
+		{Name: "last_analysis", Type: field.TypeJSON, Nullable: true},
+		{Name: "analyses", Type: field.TypeJSON, Nullable: true},
+		{Name: "reason", Type: field.TypeString, Nullable: true, Size: 2000},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "finished_by", Type: field.TypeString, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ReleasesTable holds the schema information for the "releases" table.
+	ReleasesTable = &schema.Table{
+		Name:       "releases",
+		Columns:    ReleasesColumns,
+		PrimaryKey: []*schema.Column{ReleasesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "releases_tenants_tenant",
+				Columns:    []*schema.Column{ReleasesColumns[20]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "release_tenant_id_workflow_id_environment_id",
+				Unique:  true,
+				Columns: []*schema.Column{ReleasesColumns[20], ReleasesColumns[3], ReleasesColumns[4]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "state = 'PENDING_APPROVAL' OR state = 'PROGRESSING' OR state = 'PAUSED'",
+				},
+			},
+			{
+				Name:    "release_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{ReleasesColumns[20], ReleasesColumns[1]},
+			},
+		},
+	}
 	// RunsColumns holds the columns for the "runs" table.
 	RunsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -903,6 +956,8 @@ var (
 		{Name: "sla_queue_deadline_at", Type: field.TypeTime, Nullable: true},
 		{Name: "sla_max_cost_micro_usd", Type: field.TypeInt64, Nullable: true},
 		{Name: "env_vars_version", Type: field.TypeInt64, Default: 0},
+		{Name: "release_id", Type: field.TypeString, Nullable: true},
+		{Name: "release_side", Type: field.TypeEnum, Nullable: true, Enums: []string{"STABLE", "CANDIDATE"}},
 		{Name: "sla_check_at", Type: field.TypeTime, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "workflow_id", Type: field.TypeString, Size: 40},
@@ -917,25 +972,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[28]},
+				Columns:    []*schema.Column{RunsColumns[30]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[29]},
+				Columns:    []*schema.Column{RunsColumns[31]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[30]},
+				Columns:    []*schema.Column{RunsColumns[32]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[31]},
+				Columns:    []*schema.Column{RunsColumns[33]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -944,7 +999,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -952,17 +1007,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[29], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[31], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -970,7 +1025,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[27]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[29]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -978,9 +1033,17 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[28], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
+				},
+			},
+			{
+				Name:    "run_tenant_id_release_id_finished_at",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[27], RunsColumns[22]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "release_id IS NOT NULL",
 				},
 			},
 		},
@@ -1462,6 +1525,7 @@ var (
 		ModelCallsTable,
 		ModelPricesTable,
 		PagerDutySendsTable,
+		ReleasesTable,
 		RunsTable,
 		RunEventsTable,
 		SLABreachesTable,
@@ -1507,6 +1571,7 @@ func init() {
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[1].RefTable = EscalationsTable
+	ReleasesTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable

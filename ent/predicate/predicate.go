@@ -60,6 +60,9 @@ type ModelPrice func(*sql.Selector)
 // PagerDutySend is the predicate function for pagerdutysend builders.
 type PagerDutySend func(*sql.Selector)
 
+// Release is the predicate function for release builders.
+type Release func(*sql.Selector)
+
 // Run is the predicate function for run builders.
 type Run func(*sql.Selector)
 

@@ -543,6 +543,30 @@ func (f PagerDutySendMutationRuleFunc) EvalMutation(ctx context.Context, m ent.M
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.PagerDutySendMutation", m)
 }
 
+// The ReleaseQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ReleaseQueryRuleFunc func(context.Context, *ent.ReleaseQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ReleaseQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ReleaseQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ReleaseQuery", q)
+}
+
+// The ReleaseMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ReleaseMutationRuleFunc func(context.Context, *ent.ReleaseMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ReleaseMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ReleaseMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ReleaseMutation", m)
+}
+
 // The RunQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type RunQueryRuleFunc func(context.Context, *ent.RunQuery) error
@@ -902,6 +926,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.PagerDutySendQuery:
 		return q.Filter(), nil
+	case *ent.ReleaseQuery:
+		return q.Filter(), nil
 	case *ent.RunQuery:
 		return q.Filter(), nil
 	case *ent.RunEventQuery:
@@ -968,6 +994,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ModelPriceMutation:
 		return m.Filter(), nil
 	case *ent.PagerDutySendMutation:
+		return m.Filter(), nil
+	case *ent.ReleaseMutation:
 		return m.Filter(), nil
 	case *ent.RunMutation:
 		return m.Filter(), nil

@@ -78,6 +78,10 @@ const (
 	FieldSLAMaxCostMicroUsd = "sla_max_cost_micro_usd"
 	// FieldEnvVarsVersion holds the string denoting the env_vars_version field in the database.
 	FieldEnvVarsVersion = "env_vars_version"
+	// FieldReleaseID holds the string denoting the release_id field in the database.
+	FieldReleaseID = "release_id"
+	// FieldReleaseSide holds the string denoting the release_side field in the database.
+	FieldReleaseSide = "release_side"
 	// FieldSLACheckAt holds the string denoting the sla_check_at field in the database.
 	FieldSLACheckAt = "sla_check_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
@@ -171,6 +175,8 @@ var Columns = []string{
 	FieldSLAQueueDeadlineAt,
 	FieldSLAMaxCostMicroUsd,
 	FieldEnvVarsVersion,
+	FieldReleaseID,
+	FieldReleaseSide,
 	FieldSLACheckAt,
 }
 
@@ -269,6 +275,29 @@ func ModeValidator(m Mode) error {
 		return nil
 	default:
 		return fmt.Errorf("run: invalid enum value for mode field: %q", m)
+	}
+}
+
+// ReleaseSide defines the type for the "release_side" enum field.
+type ReleaseSide string
+
+// ReleaseSide values.
+const (
+	ReleaseSideStable    ReleaseSide = "STABLE"
+	ReleaseSideCandidate ReleaseSide = "CANDIDATE"
+)
+
+func (rs ReleaseSide) String() string {
+	return string(rs)
+}
+
+// ReleaseSideValidator is a validator for the "release_side" field enum values. It is called by the builders before save.
+func ReleaseSideValidator(rs ReleaseSide) error {
+	switch rs {
+	case ReleaseSideStable, ReleaseSideCandidate:
+		return nil
+	default:
+		return fmt.Errorf("run: invalid enum value for release_side field: %q", rs)
 	}
 }
 
@@ -415,6 +444,16 @@ func ByEnvVarsVersion(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldEnvVarsVersion, opts...).ToFunc()
 }
 
+// ByReleaseID orders the results by the release_id field.
+func ByReleaseID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldReleaseID, opts...).ToFunc()
+}
+
+// ByReleaseSide orders the results by the release_side field.
+func ByReleaseSide(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldReleaseSide, opts...).ToFunc()
+}
+
 // BySLACheckAt orders the results by the sla_check_at field.
 func BySLACheckAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLACheckAt, opts...).ToFunc()
@@ -550,6 +589,24 @@ func (e *Mode) UnmarshalGQL(val interface{}) error {
 	*e = Mode(str)
 	if err := ModeValidator(*e); err != nil {
 		return fmt.Errorf("%s is not a valid Mode", str)
+	}
+	return nil
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e ReleaseSide) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *ReleaseSide) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = ReleaseSide(str)
+	if err := ReleaseSideValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid ReleaseSide", str)
 	}
 	return nil
 }

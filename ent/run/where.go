@@ -190,6 +190,11 @@ func EnvVarsVersion(v int64) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldEnvVarsVersion, v))
 }
 
+// ReleaseID applies equality check predicate on the "release_id" field. It's identical to ReleaseIDEQ.
+func ReleaseID(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldReleaseID, v))
+}
+
 // SLACheckAt applies equality check predicate on the "sla_check_at" field. It's identical to SLACheckAtEQ.
 func SLACheckAt(v time.Time) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldSLACheckAt, v))
@@ -1733,6 +1738,111 @@ func EnvVarsVersionLT(v int64) predicate.Run {
 // EnvVarsVersionLTE applies the LTE predicate on the "env_vars_version" field.
 func EnvVarsVersionLTE(v int64) predicate.Run {
 	return predicate.Run(sql.FieldLTE(FieldEnvVarsVersion, v))
+}
+
+// ReleaseIDEQ applies the EQ predicate on the "release_id" field.
+func ReleaseIDEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldReleaseID, v))
+}
+
+// ReleaseIDNEQ applies the NEQ predicate on the "release_id" field.
+func ReleaseIDNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldReleaseID, v))
+}
+
+// ReleaseIDIn applies the In predicate on the "release_id" field.
+func ReleaseIDIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldReleaseID, vs...))
+}
+
+// ReleaseIDNotIn applies the NotIn predicate on the "release_id" field.
+func ReleaseIDNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldReleaseID, vs...))
+}
+
+// ReleaseIDGT applies the GT predicate on the "release_id" field.
+func ReleaseIDGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldReleaseID, v))
+}
+
+// ReleaseIDGTE applies the GTE predicate on the "release_id" field.
+func ReleaseIDGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldReleaseID, v))
+}
+
+// ReleaseIDLT applies the LT predicate on the "release_id" field.
+func ReleaseIDLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldReleaseID, v))
+}
+
+// ReleaseIDLTE applies the LTE predicate on the "release_id" field.
+func ReleaseIDLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldReleaseID, v))
+}
+
+// ReleaseIDContains applies the Contains predicate on the "release_id" field.
+func ReleaseIDContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldReleaseID, v))
+}
+
+// ReleaseIDHasPrefix applies the HasPrefix predicate on the "release_id" field.
+func ReleaseIDHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldReleaseID, v))
+}
+
+// ReleaseIDHasSuffix applies the HasSuffix predicate on the "release_id" field.
+func ReleaseIDHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldReleaseID, v))
+}
+
+// ReleaseIDIsNil applies the IsNil predicate on the "release_id" field.
+func ReleaseIDIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldReleaseID))
+}
+
+// ReleaseIDNotNil applies the NotNil predicate on the "release_id" field.
+func ReleaseIDNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldReleaseID))
+}
+
+// ReleaseIDEqualFold applies the EqualFold predicate on the "release_id" field.
+func ReleaseIDEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldReleaseID, v))
+}
+
+// ReleaseIDContainsFold applies the ContainsFold predicate on the "release_id" field.
+func ReleaseIDContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldReleaseID, v))
+}
+
+// ReleaseSideEQ applies the EQ predicate on the "release_side" field.
+func ReleaseSideEQ(v ReleaseSide) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldReleaseSide, v))
+}
+
+// ReleaseSideNEQ applies the NEQ predicate on the "release_side" field.
+func ReleaseSideNEQ(v ReleaseSide) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldReleaseSide, v))
+}
+
+// ReleaseSideIn applies the In predicate on the "release_side" field.
+func ReleaseSideIn(vs ...ReleaseSide) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldReleaseSide, vs...))
+}
+
+// ReleaseSideNotIn applies the NotIn predicate on the "release_side" field.
+func ReleaseSideNotIn(vs ...ReleaseSide) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldReleaseSide, vs...))
+}
+
+// ReleaseSideIsNil applies the IsNil predicate on the "release_side" field.
+func ReleaseSideIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldReleaseSide))
+}
+
+// ReleaseSideNotNil applies the NotNil predicate on the "release_side" field.
+func ReleaseSideNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldReleaseSide))
 }
 
 // SLACheckAtEQ applies the EQ predicate on the "sla_check_at" field.

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
@@ -1191,6 +1192,73 @@ func init() {
 	// pagerdutysend.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	pagerdutysend.IDValidator = func() func(string) error {
 		validators := pagerdutysendDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	releaseMixin := schema.Release{}.Mixin()
+	release.Policy = privacy.NewPolicies(releaseMixin[1], schema.Release{})
+	release.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := release.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	releaseMixinHooks1 := releaseMixin[1].Hooks()
+
+	release.Hooks[1] = releaseMixinHooks1[0]
+	releaseMixinFields0 := releaseMixin[0].Fields()
+	_ = releaseMixinFields0
+	releaseMixinFields1 := releaseMixin[1].Fields()
+	_ = releaseMixinFields1
+	releaseMixinFields2 := releaseMixin[2].Fields()
+	_ = releaseMixinFields2
+	releaseFields := schema.Release{}.Fields()
+	_ = releaseFields
+	// releaseDescTenantID is the schema descriptor for tenant_id field.
+	releaseDescTenantID := releaseMixinFields1[0].Descriptor()
+	// release.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	release.TenantIDValidator = releaseDescTenantID.Validators[0].(func(string) error)
+	// releaseDescCreatedAt is the schema descriptor for created_at field.
+	releaseDescCreatedAt := releaseMixinFields2[0].Descriptor()
+	// release.DefaultCreatedAt holds the default value on creation for the created_at field.
+	release.DefaultCreatedAt = releaseDescCreatedAt.Default.(func() time.Time)
+	// releaseDescUpdatedAt is the schema descriptor for updated_at field.
+	releaseDescUpdatedAt := releaseMixinFields2[1].Descriptor()
+	// release.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	release.DefaultUpdatedAt = releaseDescUpdatedAt.Default.(func() time.Time)
+	// release.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	release.UpdateDefaultUpdatedAt = releaseDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// releaseDescStepIndex is the schema descriptor for step_index field.
+	releaseDescStepIndex := releaseFields[7].Descriptor()
+	// release.DefaultStepIndex holds the default value on creation for the step_index field.
+	release.DefaultStepIndex = releaseDescStepIndex.Default.(int)
+	// releaseDescWeightPercent is the schema descriptor for weight_percent field.
+	releaseDescWeightPercent := releaseFields[8].Descriptor()
+	// release.DefaultWeightPercent holds the default value on creation for the weight_percent field.
+	release.DefaultWeightPercent = releaseDescWeightPercent.Default.(int)
+	// releaseDescReason is the schema descriptor for reason field.
+	releaseDescReason := releaseFields[13].Descriptor()
+	// release.ReasonValidator is a validator for the "reason" field. It is called by the builders before save.
+	release.ReasonValidator = releaseDescReason.Validators[0].(func(string) error)
+	// releaseDescID is the schema descriptor for id field.
+	releaseDescID := releaseMixinFields0[0].Descriptor()
+	// release.DefaultID holds the default value on creation for the id field.
+	release.DefaultID = releaseDescID.Default.(func() string)
+	// release.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	release.IDValidator = func() func(string) error {
+		validators := releaseDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

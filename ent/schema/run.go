@@ -72,6 +72,12 @@ func (Run) Fields() []ent.Field {
 		field.Int64("env_vars_version").Default(0).Immutable().
 			Comment("The environment's variables version the run started with; its resumes read the same set, its replays too.").
 			Annotations(entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)),
+		field.String("release_id").Optional().Nillable().Immutable().
+			Comment("The release that routed the run when it started (internal/releases); null outside a release.").
+			Annotations(entgql.Skip(entgql.SkipAll)), // Run.release in releases.graphql
+		field.Enum("release_side").NamedValues("Stable", "STABLE", "Candidate", "CANDIDATE").Optional().Nillable().Immutable().
+			Comment("The side of its release the run was routed to; it stays on that side's version (resume and replay keep it).").
+			Annotations(entgql.Type("ReleaseSide"), entgql.Skip(entgql.SkipOrderField)),
 		field.Time("sla_check_at").Optional().Nillable().
 			Comment("When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
@@ -105,6 +111,9 @@ func (Run) Indexes() []ent.Index {
 		// and the check of runs that finished before the sweep saw them.
 		index.Fields("tenant_id", "finished_at").
 			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND mode = 'live'")),
+		// Release analysis: a release's runs finished since its step began.
+		index.Fields("tenant_id", "release_id", "finished_at").
+			Annotations(entsql.IndexWhere("release_id IS NOT NULL")),
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
@@ -31,6 +32,7 @@ import (
 	"github.com/sluicehq/sluice/graph/model"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/releasespec"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -52,6 +54,7 @@ type ResolverRoot interface {
 	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Release() ReleaseResolver
 	Run() RunResolver
 	RunEvent() RunEventResolver
 	SLABreach() SLABreachResolver
@@ -564,6 +567,7 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		AbortRelease             func(childComplexity int, id string, reason *string) int
 		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
 		ArchiveEnvironment       func(childComplexity int, id string) int
 		CancelRun                func(childComplexity int, id string) int
@@ -571,6 +575,7 @@ type ComplexityRoot struct {
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
 		CreateEnvironment        func(childComplexity int, input model.CreateEnvironmentInput) int
 		CreateEscalationPolicy   func(childComplexity int, input model.CreateEscalationPolicyInput) int
+		CreateRelease            func(childComplexity int, input model.CreateReleaseInput) int
 		CreateSLAPolicy          func(childComplexity int, input model.CreateSLAPolicyInput) int
 		CreateWebhookEndpoint    func(childComplexity int, input model.CreateWebhookEndpointInput) int
 		CreateWorkflow           func(childComplexity int, input model.CreateWorkflowInput) int
@@ -582,13 +587,18 @@ type ComplexityRoot struct {
 		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
+		PauseRelease             func(childComplexity int, id string) int
 		PromoteDeployment        func(childComplexity int, input model.PromoteDeploymentInput) int
+		PromoteRelease           func(childComplexity int, id string) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
 		ResolveIncident          func(childComplexity int, id string, note *string) int
+		ResumeRelease            func(childComplexity int, id string) int
 		ResumeRun                func(childComplexity int, id string) int
 		RevokeAPIKey             func(childComplexity int, id string) int
+		RollbackDeployment       func(childComplexity int, environmentID string, workflowID string) int
+		RollbackRelease          func(childComplexity int, id string, reason *string) int
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
@@ -676,6 +686,7 @@ type ComplexityRoot struct {
 		Node                 func(childComplexity int, id string) int
 		Nodes                func(childComplexity int, ids []string) int
 		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
+		Releases             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) int
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
 		SLAPolicies          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) int
 		Viewer               func(childComplexity int) int
@@ -705,6 +716,75 @@ type ComplexityRoot struct {
 		WorkflowID                func(childComplexity int) int
 	}
 
+	Release struct {
+		Analyses           func(childComplexity int) int
+		Analysis           func(childComplexity int) int
+		AnalyzedAt         func(childComplexity int) int
+		CandidateVersionID func(childComplexity int) int
+		CreatedAt          func(childComplexity int) int
+		CreatedBy          func(childComplexity int) int
+		EnvironmentID      func(childComplexity int) int
+		FinishedAt         func(childComplexity int) int
+		FinishedBy         func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		LastAnalysis       func(childComplexity int) int
+		Reason             func(childComplexity int) int
+		StableVersionID    func(childComplexity int) int
+		State              func(childComplexity int) int
+		StepIndex          func(childComplexity int) int
+		StepStartedAt      func(childComplexity int) int
+		Steps              func(childComplexity int) int
+		UpdatedAt          func(childComplexity int) int
+		WeightPercent      func(childComplexity int) int
+		WorkflowID         func(childComplexity int) int
+	}
+
+	ReleaseAnalysis struct {
+		MaxCostIncreasePct func(childComplexity int) int
+		MaxP95IncreasePct  func(childComplexity int) int
+		MaxSuccessRateDrop func(childComplexity int) int
+		MinRunsPerSide     func(childComplexity int) int
+	}
+
+	ReleaseAnalysisFigures struct {
+		At            func(childComplexity int) int
+		Candidate     func(childComplexity int) int
+		Reasons       func(childComplexity int) int
+		Since         func(childComplexity int) int
+		Stable        func(childComplexity int) int
+		Step          func(childComplexity int) int
+		Verdict       func(childComplexity int) int
+		WeightPercent func(childComplexity int) int
+	}
+
+	ReleaseConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	ReleaseEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	ReleaseSideFigures struct {
+		CostPerRun       func(childComplexity int) int
+		Excluded         func(childComplexity int) int
+		P95DurationMs    func(childComplexity int) int
+		Runs             func(childComplexity int) int
+		Succeeded        func(childComplexity int) int
+		SuccessRate      func(childComplexity int) int
+		SuccessRateLower func(childComplexity int) int
+		SuccessRateUpper func(childComplexity int) int
+	}
+
+	ReleaseStep struct {
+		HoldFor       func(childComplexity int) int
+		MinRuns       func(childComplexity int) int
+		WeightPercent func(childComplexity int) int
+	}
+
 	Run struct {
 		Children           func(childComplexity int) int
 		CostMicroUsd       func(childComplexity int) int
@@ -727,6 +807,8 @@ type ComplexityRoot struct {
 		ParentRun          func(childComplexity int) int
 		ParentRunID        func(childComplexity int) int
 		ParentStepID       func(childComplexity int) int
+		Release            func(childComplexity int) int
+		ReleaseSide        func(childComplexity int) int
 		ReplayOf           func(childComplexity int) int
 		SLABreaches        func(childComplexity int) int
 		SLADeadlineAt      func(childComplexity int) int
@@ -1115,6 +1197,13 @@ type MutationResolver interface {
 	UpdateEscalationPolicy(ctx context.Context, input model.UpdateEscalationPolicyInput) (*ent.EscalationPolicy, error)
 	DeleteEscalationPolicy(ctx context.Context, id string) (string, error)
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
+	CreateRelease(ctx context.Context, input model.CreateReleaseInput) (*ent.Release, error)
+	PauseRelease(ctx context.Context, id string) (*ent.Release, error)
+	ResumeRelease(ctx context.Context, id string) (*ent.Release, error)
+	PromoteRelease(ctx context.Context, id string) (*ent.Release, error)
+	RollbackRelease(ctx context.Context, id string, reason *string) (*ent.Release, error)
+	AbortRelease(ctx context.Context, id string, reason *string) (*ent.Release, error)
+	RollbackDeployment(ctx context.Context, environmentID string, workflowID string) (*ent.Deployment, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
 	ResumeRun(ctx context.Context, id string) (*ent.Run, error)
@@ -1146,6 +1235,7 @@ type QueryResolver interface {
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
 	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
 	ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error)
+	Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error)
 	Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error)
 	SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error)
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
@@ -1160,7 +1250,11 @@ type QueryResolver interface {
 	Incidents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) (*ent.IncidentConnection, error)
 	WebhookEventTypes(ctx context.Context) ([]string, error)
 }
+type ReleaseResolver interface {
+	LastAnalysis(ctx context.Context, obj *ent.Release) (*releasespec.Figures, error)
+}
 type RunResolver interface {
+	Release(ctx context.Context, obj *ent.Run) (*ent.Release, error)
 	Output(ctx context.Context, obj *ent.Run) (any, error)
 	Error(ctx context.Context, obj *ent.Run) (*model.RunError, error)
 
@@ -3253,6 +3347,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ModelPriceInfo.Source(childComplexity), true
 
+	case "Mutation.abortRelease":
+		if e.ComplexityRoot.Mutation.AbortRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_abortRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AbortRelease(childComplexity, args["id"].(string), args["reason"].(*string)), true
 	case "Mutation.acknowledgeIncident":
 		if e.ComplexityRoot.Mutation.AcknowledgeIncident == nil {
 			break
@@ -3330,6 +3435,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateEscalationPolicy(childComplexity, args["input"].(model.CreateEscalationPolicyInput)), true
+	case "Mutation.createRelease":
+		if e.ComplexityRoot.Mutation.CreateRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateRelease(childComplexity, args["input"].(model.CreateReleaseInput)), true
 	case "Mutation.createSLAPolicy":
 		if e.ComplexityRoot.Mutation.CreateSLAPolicy == nil {
 			break
@@ -3451,6 +3567,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeployWorkflowVersion(childComplexity, args["input"].(model.DeployWorkflowVersionInput)), true
+	case "Mutation.pauseRelease":
+		if e.ComplexityRoot.Mutation.PauseRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_pauseRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PauseRelease(childComplexity, args["id"].(string)), true
 	case "Mutation.promoteDeployment":
 		if e.ComplexityRoot.Mutation.PromoteDeployment == nil {
 			break
@@ -3462,6 +3589,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.PromoteDeployment(childComplexity, args["input"].(model.PromoteDeploymentInput)), true
+	case "Mutation.promoteRelease":
+		if e.ComplexityRoot.Mutation.PromoteRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_promoteRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PromoteRelease(childComplexity, args["id"].(string)), true
 	case "Mutation.publishWorkflowVersion":
 		if e.ComplexityRoot.Mutation.PublishWorkflowVersion == nil {
 			break
@@ -3506,6 +3644,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ResolveIncident(childComplexity, args["id"].(string), args["note"].(*string)), true
+	case "Mutation.resumeRelease":
+		if e.ComplexityRoot.Mutation.ResumeRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resumeRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResumeRelease(childComplexity, args["id"].(string)), true
 	case "Mutation.resumeRun":
 		if e.ComplexityRoot.Mutation.ResumeRun == nil {
 			break
@@ -3528,6 +3677,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RevokeAPIKey(childComplexity, args["id"].(string)), true
+	case "Mutation.rollbackDeployment":
+		if e.ComplexityRoot.Mutation.RollbackDeployment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rollbackDeployment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RollbackDeployment(childComplexity, args["environmentID"].(string), args["workflowID"].(string)), true
+	case "Mutation.rollbackRelease":
+		if e.ComplexityRoot.Mutation.RollbackRelease == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rollbackRelease_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RollbackRelease(childComplexity, args["id"].(string), args["reason"].(*string)), true
 	case "Mutation.rotateCredential":
 		if e.ComplexityRoot.Mutation.RotateCredential == nil {
 			break
@@ -4102,6 +4273,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.QueueStats(childComplexity, args["workflowID"].(*string), args["environmentID"].(*string)), true
+	case "Query.releases":
+		if e.ComplexityRoot.Query.Releases == nil {
+			break
+		}
+
+		args, err := ec.field_Query_releases_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Releases(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ReleaseOrder), args["where"].(*ent.ReleaseWhereInput)), true
 	case "Query.runs":
 		if e.ComplexityRoot.Query.Runs == nil {
 			break
@@ -4256,6 +4438,301 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.QueueStatsRow.WorkflowID(childComplexity), true
 
+	case "Release.analyses":
+		if e.ComplexityRoot.Release.Analyses == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.Analyses(childComplexity), true
+	case "Release.analysis":
+		if e.ComplexityRoot.Release.Analysis == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.Analysis(childComplexity), true
+	case "Release.analyzedAt":
+		if e.ComplexityRoot.Release.AnalyzedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.AnalyzedAt(childComplexity), true
+	case "Release.candidateVersionID":
+		if e.ComplexityRoot.Release.CandidateVersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.CandidateVersionID(childComplexity), true
+	case "Release.createdAt":
+		if e.ComplexityRoot.Release.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.CreatedAt(childComplexity), true
+	case "Release.createdBy":
+		if e.ComplexityRoot.Release.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.CreatedBy(childComplexity), true
+	case "Release.environmentID":
+		if e.ComplexityRoot.Release.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.EnvironmentID(childComplexity), true
+	case "Release.finishedAt":
+		if e.ComplexityRoot.Release.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.FinishedAt(childComplexity), true
+	case "Release.finishedBy":
+		if e.ComplexityRoot.Release.FinishedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.FinishedBy(childComplexity), true
+	case "Release.id":
+		if e.ComplexityRoot.Release.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.ID(childComplexity), true
+	case "Release.lastAnalysis":
+		if e.ComplexityRoot.Release.LastAnalysis == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.LastAnalysis(childComplexity), true
+	case "Release.reason":
+		if e.ComplexityRoot.Release.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.Reason(childComplexity), true
+	case "Release.stableVersionID":
+		if e.ComplexityRoot.Release.StableVersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.StableVersionID(childComplexity), true
+	case "Release.state":
+		if e.ComplexityRoot.Release.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.State(childComplexity), true
+	case "Release.stepIndex":
+		if e.ComplexityRoot.Release.StepIndex == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.StepIndex(childComplexity), true
+	case "Release.stepStartedAt":
+		if e.ComplexityRoot.Release.StepStartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.StepStartedAt(childComplexity), true
+	case "Release.steps":
+		if e.ComplexityRoot.Release.Steps == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.Steps(childComplexity), true
+	case "Release.updatedAt":
+		if e.ComplexityRoot.Release.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.UpdatedAt(childComplexity), true
+	case "Release.weightPercent":
+		if e.ComplexityRoot.Release.WeightPercent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.WeightPercent(childComplexity), true
+	case "Release.workflowID":
+		if e.ComplexityRoot.Release.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Release.WorkflowID(childComplexity), true
+
+	case "ReleaseAnalysis.maxCostIncreasePct":
+		if e.ComplexityRoot.ReleaseAnalysis.MaxCostIncreasePct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysis.MaxCostIncreasePct(childComplexity), true
+	case "ReleaseAnalysis.maxP95IncreasePct":
+		if e.ComplexityRoot.ReleaseAnalysis.MaxP95IncreasePct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysis.MaxP95IncreasePct(childComplexity), true
+	case "ReleaseAnalysis.maxSuccessRateDrop":
+		if e.ComplexityRoot.ReleaseAnalysis.MaxSuccessRateDrop == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysis.MaxSuccessRateDrop(childComplexity), true
+	case "ReleaseAnalysis.minRunsPerSide":
+		if e.ComplexityRoot.ReleaseAnalysis.MinRunsPerSide == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysis.MinRunsPerSide(childComplexity), true
+
+	case "ReleaseAnalysisFigures.at":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.At(childComplexity), true
+	case "ReleaseAnalysisFigures.candidate":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Candidate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Candidate(childComplexity), true
+	case "ReleaseAnalysisFigures.reasons":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Reasons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Reasons(childComplexity), true
+	case "ReleaseAnalysisFigures.since":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Since == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Since(childComplexity), true
+	case "ReleaseAnalysisFigures.stable":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Stable == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Stable(childComplexity), true
+	case "ReleaseAnalysisFigures.step":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Step == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Step(childComplexity), true
+	case "ReleaseAnalysisFigures.verdict":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.Verdict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.Verdict(childComplexity), true
+	case "ReleaseAnalysisFigures.weightPercent":
+		if e.ComplexityRoot.ReleaseAnalysisFigures.WeightPercent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseAnalysisFigures.WeightPercent(childComplexity), true
+
+	case "ReleaseConnection.edges":
+		if e.ComplexityRoot.ReleaseConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseConnection.Edges(childComplexity), true
+	case "ReleaseConnection.pageInfo":
+		if e.ComplexityRoot.ReleaseConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseConnection.PageInfo(childComplexity), true
+	case "ReleaseConnection.totalCount":
+		if e.ComplexityRoot.ReleaseConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseConnection.TotalCount(childComplexity), true
+
+	case "ReleaseEdge.cursor":
+		if e.ComplexityRoot.ReleaseEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseEdge.Cursor(childComplexity), true
+	case "ReleaseEdge.node":
+		if e.ComplexityRoot.ReleaseEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseEdge.Node(childComplexity), true
+
+	case "ReleaseSideFigures.costPerRun":
+		if e.ComplexityRoot.ReleaseSideFigures.CostPerRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.CostPerRun(childComplexity), true
+	case "ReleaseSideFigures.excluded":
+		if e.ComplexityRoot.ReleaseSideFigures.Excluded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.Excluded(childComplexity), true
+	case "ReleaseSideFigures.p95DurationMs":
+		if e.ComplexityRoot.ReleaseSideFigures.P95DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.P95DurationMs(childComplexity), true
+	case "ReleaseSideFigures.runs":
+		if e.ComplexityRoot.ReleaseSideFigures.Runs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.Runs(childComplexity), true
+	case "ReleaseSideFigures.succeeded":
+		if e.ComplexityRoot.ReleaseSideFigures.Succeeded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.Succeeded(childComplexity), true
+	case "ReleaseSideFigures.successRate":
+		if e.ComplexityRoot.ReleaseSideFigures.SuccessRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.SuccessRate(childComplexity), true
+	case "ReleaseSideFigures.successRateLower":
+		if e.ComplexityRoot.ReleaseSideFigures.SuccessRateLower == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.SuccessRateLower(childComplexity), true
+	case "ReleaseSideFigures.successRateUpper":
+		if e.ComplexityRoot.ReleaseSideFigures.SuccessRateUpper == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseSideFigures.SuccessRateUpper(childComplexity), true
+
+	case "ReleaseStep.holdFor":
+		if e.ComplexityRoot.ReleaseStep.HoldFor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseStep.HoldFor(childComplexity), true
+	case "ReleaseStep.minRuns":
+		if e.ComplexityRoot.ReleaseStep.MinRuns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseStep.MinRuns(childComplexity), true
+	case "ReleaseStep.weightPercent":
+		if e.ComplexityRoot.ReleaseStep.WeightPercent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseStep.WeightPercent(childComplexity), true
+
 	case "Run.children":
 		if e.ComplexityRoot.Run.Children == nil {
 			break
@@ -4387,6 +4864,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ParentStepID(childComplexity), true
+	case "Run.release":
+		if e.ComplexityRoot.Run.Release == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.Release(childComplexity), true
+	case "Run.releaseSide":
+		if e.ComplexityRoot.Run.ReleaseSide == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.ReleaseSide(childComplexity), true
 	case "Run.replayOf":
 		if e.ComplexityRoot.Run.ReplayOf == nil {
 			break
@@ -5851,6 +6340,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
 			graphql.NewInputUnmarshaler("CreateEscalationPolicyInput", ec.unmarshalInputCreateEscalationPolicyInput),
+			graphql.NewInputUnmarshaler("CreateReleaseInput", ec.unmarshalInputCreateReleaseInput),
 			graphql.NewInputUnmarshaler("CreateSLAPolicyInput", ec.unmarshalInputCreateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowInput", ec.unmarshalInputCreateWorkflowInput),
@@ -5887,6 +6377,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("PagerDutySendWhereInput", ec.unmarshalInputPagerDutySendWhereInput),
 			graphql.NewInputUnmarshaler("PagerDutyTargetInput", ec.unmarshalInputPagerDutyTargetInput),
 			graphql.NewInputUnmarshaler("PromoteDeploymentInput", ec.unmarshalInputPromoteDeploymentInput),
+			graphql.NewInputUnmarshaler("ReleaseAnalysisInput", ec.unmarshalInputReleaseAnalysisInput),
+			graphql.NewInputUnmarshaler("ReleaseOrder", ec.unmarshalInputReleaseOrder),
+			graphql.NewInputUnmarshaler("ReleaseStepInput", ec.unmarshalInputReleaseStepInput),
+			graphql.NewInputUnmarshaler("ReleaseWhereInput", ec.unmarshalInputReleaseWhereInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
@@ -9805,6 +10299,37 @@ type Query {
     """
     where: ModelPriceWhereInput
   ): ModelPriceConnection!
+  releases(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for Releases returned from the connection.
+    """
+    orderBy: ReleaseOrder
+
+    """
+    Filtering options for Releases returned from the connection.
+    """
+    where: ReleaseWhereInput
+  ): ReleaseConnection!
   runs(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -9961,6 +10486,329 @@ type Query {
     where: WorkflowWhereInput
   ): WorkflowConnection!
 }
+type Release implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  workflowID: String!
+  environmentID: String!
+  stableVersionID: String!
+  candidateVersionID: String!
+  state: ReleaseState!
+  """
+  The current step (0-based).
+  """
+  stepIndex: Int!
+  """
+  The candidate's share of new runs now: the current step's weight while progressing or paused, 0 once rolled back or aborted, 100 once promoted.
+  """
+  weightPercent: Int!
+  """
+  When the current step began: the analysis window starts here.
+  """
+  stepStartedAt: Time!
+  analyzedAt: Time
+  """
+  Why the release rolled back or was aborted.
+  """
+  reason: String
+  createdBy: String!
+  finishedBy: String
+  finishedAt: Time
+}
+"""
+A connection to a list of items.
+"""
+type ReleaseConnection {
+  """
+  A list of edges.
+  """
+  edges: [ReleaseEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type ReleaseEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Release
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for Release connections
+"""
+input ReleaseOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Releases.
+  """
+  field: ReleaseOrderField!
+}
+"""
+Properties by which Release connections can be ordered.
+"""
+enum ReleaseOrderField {
+  CREATED_AT
+}
+"""
+ReleaseSide is enum for the field release_side
+"""
+enum ReleaseSide @goModel(model: "github.com/sluicehq/sluice/ent/run.ReleaseSide") {
+  STABLE
+  CANDIDATE
+}
+"""
+ReleaseState is enum for the field state
+"""
+enum ReleaseState @goModel(model: "github.com/sluicehq/sluice/ent/release.State") {
+  PENDING_APPROVAL
+  PROGRESSING
+  PAUSED
+  PROMOTED
+  ROLLED_BACK
+  ABORTED
+}
+"""
+ReleaseWhereInput is used for filtering Release objects.
+Input was generated by ent.
+"""
+input ReleaseWhereInput {
+  not: ReleaseWhereInput
+  and: [ReleaseWhereInput!]
+  or: [ReleaseWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  workflow_id field predicates
+  """
+  workflowID: String
+  workflowIDNEQ: String
+  workflowIDIn: [String!]
+  workflowIDNotIn: [String!]
+  workflowIDGT: String
+  workflowIDGTE: String
+  workflowIDLT: String
+  workflowIDLTE: String
+  workflowIDContains: String
+  workflowIDHasPrefix: String
+  workflowIDHasSuffix: String
+  workflowIDEqualFold: String
+  workflowIDContainsFold: String
+  """
+  environment_id field predicates
+  """
+  environmentID: String
+  environmentIDNEQ: String
+  environmentIDIn: [String!]
+  environmentIDNotIn: [String!]
+  environmentIDGT: String
+  environmentIDGTE: String
+  environmentIDLT: String
+  environmentIDLTE: String
+  environmentIDContains: String
+  environmentIDHasPrefix: String
+  environmentIDHasSuffix: String
+  environmentIDEqualFold: String
+  environmentIDContainsFold: String
+  """
+  stable_version_id field predicates
+  """
+  stableVersionID: String
+  stableVersionIDNEQ: String
+  stableVersionIDIn: [String!]
+  stableVersionIDNotIn: [String!]
+  stableVersionIDGT: String
+  stableVersionIDGTE: String
+  stableVersionIDLT: String
+  stableVersionIDLTE: String
+  stableVersionIDContains: String
+  stableVersionIDHasPrefix: String
+  stableVersionIDHasSuffix: String
+  stableVersionIDEqualFold: String
+  stableVersionIDContainsFold: String
+  """
+  candidate_version_id field predicates
+  """
+  candidateVersionID: String
+  candidateVersionIDNEQ: String
+  candidateVersionIDIn: [String!]
+  candidateVersionIDNotIn: [String!]
+  candidateVersionIDGT: String
+  candidateVersionIDGTE: String
+  candidateVersionIDLT: String
+  candidateVersionIDLTE: String
+  candidateVersionIDContains: String
+  candidateVersionIDHasPrefix: String
+  candidateVersionIDHasSuffix: String
+  candidateVersionIDEqualFold: String
+  candidateVersionIDContainsFold: String
+  """
+  state field predicates
+  """
+  state: ReleaseState
+  stateNEQ: ReleaseState
+  stateIn: [ReleaseState!]
+  stateNotIn: [ReleaseState!]
+  """
+  step_index field predicates
+  """
+  stepIndex: Int
+  stepIndexNEQ: Int
+  stepIndexIn: [Int!]
+  stepIndexNotIn: [Int!]
+  stepIndexGT: Int
+  stepIndexGTE: Int
+  stepIndexLT: Int
+  stepIndexLTE: Int
+  """
+  weight_percent field predicates
+  """
+  weightPercent: Int
+  weightPercentNEQ: Int
+  weightPercentIn: [Int!]
+  weightPercentNotIn: [Int!]
+  weightPercentGT: Int
+  weightPercentGTE: Int
+  weightPercentLT: Int
+  weightPercentLTE: Int
+  """
+  step_started_at field predicates
+  """
+  stepStartedAt: Time
+  stepStartedAtNEQ: Time
+  stepStartedAtIn: [Time!]
+  stepStartedAtNotIn: [Time!]
+  stepStartedAtGT: Time
+  stepStartedAtGTE: Time
+  stepStartedAtLT: Time
+  stepStartedAtLTE: Time
+  """
+  analyzed_at field predicates
+  """
+  analyzedAt: Time
+  analyzedAtNEQ: Time
+  analyzedAtIn: [Time!]
+  analyzedAtNotIn: [Time!]
+  analyzedAtGT: Time
+  analyzedAtGTE: Time
+  analyzedAtLT: Time
+  analyzedAtLTE: Time
+  analyzedAtIsNil: Boolean
+  analyzedAtNotNil: Boolean
+  """
+  reason field predicates
+  """
+  reason: String
+  reasonNEQ: String
+  reasonIn: [String!]
+  reasonNotIn: [String!]
+  reasonGT: String
+  reasonGTE: String
+  reasonLT: String
+  reasonLTE: String
+  reasonContains: String
+  reasonHasPrefix: String
+  reasonHasSuffix: String
+  reasonIsNil: Boolean
+  reasonNotNil: Boolean
+  reasonEqualFold: String
+  reasonContainsFold: String
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
+  """
+  finished_by field predicates
+  """
+  finishedBy: String
+  finishedByNEQ: String
+  finishedByIn: [String!]
+  finishedByNotIn: [String!]
+  finishedByGT: String
+  finishedByGTE: String
+  finishedByLT: String
+  finishedByLTE: String
+  finishedByContains: String
+  finishedByHasPrefix: String
+  finishedByHasSuffix: String
+  finishedByIsNil: Boolean
+  finishedByNotNil: Boolean
+  finishedByEqualFold: String
+  finishedByContainsFold: String
+  """
+  finished_at field predicates
+  """
+  finishedAt: Time
+  finishedAtNEQ: Time
+  finishedAtIn: [Time!]
+  finishedAtNotIn: [Time!]
+  finishedAtGT: Time
+  finishedAtGTE: Time
+  finishedAtLT: Time
+  finishedAtLTE: Time
+  finishedAtIsNil: Boolean
+  finishedAtNotNil: Boolean
+}
 type Run implements Node {
   id: ID!
   createdAt: Time!
@@ -10005,6 +10853,10 @@ type Run implements Node {
   The environment's variables version the run started with; its resumes read the same set, its replays too.
   """
   envVarsVersion: Int!
+  """
+  The side of its release the run was routed to; it stays on that side's version (resume and replay keep it).
+  """
+  releaseSide: ReleaseSide
   workflow: Workflow!
   version: WorkflowVersion!
   environment: Environment!
@@ -10398,6 +11250,15 @@ input RunWhereInput {
   slaQueueDeadlineAtLTE: Time
   slaQueueDeadlineAtIsNil: Boolean
   slaQueueDeadlineAtNotNil: Boolean
+  """
+  release_side field predicates
+  """
+  releaseSide: ReleaseSide
+  releaseSideNEQ: ReleaseSide
+  releaseSideIn: [ReleaseSide!]
+  releaseSideNotIn: [ReleaseSide!]
+  releaseSideIsNil: Boolean
+  releaseSideNotNil: Boolean
   """
   workflow edge predicates
   """
@@ -11966,6 +12827,105 @@ type SendEventPayload {
 extend type Mutation {
   "Sends an outside event to an environment: the wait steps of its runs waiting for it take it."
   sendEvent(input: SendEventInput!): SendEventPayload!
+}
+`, BuiltIn: false},
+	{Name: "../releases.graphql", Input: `# Releases: a candidate version takes a growing share of a workflow's new
+# runs in an environment, analysed against the stable version, promoted or
+# rolled back (internal/releases). rollbackDeployment.
+
+"A step of a release: the candidate's share of new runs, how long the step holds at least, and how many candidate runs must have finished in it."
+type ReleaseStep {
+  weightPercent: Int!
+  "A duration such as 10m; empty: no minimum."
+  holdFor: String!
+  minRuns: Int!
+}
+
+input ReleaseStepInput {
+  "1..100, strictly increasing from step to step."
+  weightPercent: Int!
+  holdFor: String
+  minRuns: Int
+}
+
+"How the candidate is compared with the stable side over the same window (runs finished since the step began)."
+type ReleaseAnalysis {
+  "Fewer finished runs on either side: inconclusive, the step holds."
+  minRunsPerSide: Int!
+  "The candidate breaches when the upper Wilson bound of its success rate is below the stable side's lower bound minus this (0..1)."
+  maxSuccessRateDrop: Float!
+  "When set: the candidate breaches when its p95 duration exceeds the stable side's by more than this percentage."
+  maxP95IncreasePct: Float
+  "When set: the candidate breaches when its cost per run exceeds the stable side's by more than this percentage."
+  maxCostIncreasePct: Float
+}
+
+input ReleaseAnalysisInput {
+  minRunsPerSide: Int
+  maxSuccessRateDrop: Float
+  maxP95IncreasePct: Float
+  maxCostIncreasePct: Float
+}
+
+"One side's runs over an analysis window. Runs failed with class permanent are left out."
+type ReleaseSideFigures {
+  runs: Int!
+  succeeded: Int!
+  excluded: Int!
+  successRate: Float!
+  successRateLower: Float!
+  successRateUpper: Float!
+  p95DurationMs: Float!
+  costPerRun: Float!
+}
+
+"What one analysis measured and decided: INCONCLUSIVE (too little data, the step holds), HEALTHY, BREACH (rolled back)."
+type ReleaseAnalysisFigures {
+  at: Time!
+  step: Int!
+  weightPercent: Int!
+  since: Time!
+  stable: ReleaseSideFigures!
+  candidate: ReleaseSideFigures!
+  verdict: String!
+  reasons: [String!]
+}
+
+extend type Release {
+  steps: [ReleaseStep!]!
+  analysis: ReleaseAnalysis!
+  lastAnalysis: ReleaseAnalysisFigures @goField(forceResolver: true)
+  "Every analysis, newest last (the last 200)."
+  analyses: [ReleaseAnalysisFigures!]!
+}
+
+extend type Run {
+  "The release that routed this run, if any."
+  release: Release
+}
+
+input CreateReleaseInput {
+  workflowID: ID!
+  environmentID: ID!
+  "A published version of the same workflow, other than the one deployed."
+  candidateVersionID: ID!
+  steps: [ReleaseStepInput!]!
+  analysis: ReleaseAnalysisInput
+}
+
+extend type Mutation {
+  createRelease(input: CreateReleaseInput!): Release!
+  "Holds the release at its step: the weight stays, the analysis neither advances nor rolls back."
+  pauseRelease(id: ID!): Release!
+  resumeRelease(id: ID!): Release!
+  "Promotes the candidate now: it becomes the deployment."
+  promoteRelease(id: ID!): Release!
+  "New runs all go to stable; candidate runs already started finish on the candidate."
+  rollbackRelease(id: ID!, reason: String): Release!
+  "Ends the release with no change to the deployment; new runs all go to stable."
+  abortRelease(id: ID!, reason: String): Release!
+  "Makes the previously deployed version of the workflow current in the environment again."
+  rollbackDeployment(environmentID: ID!, workflowID: ID!): Deployment!
 }
 `, BuiltIn: false},
 	{Name: "../runs.graphql", Input: `# Runs: durable executions of published workflow versions.
@@ -13606,6 +14566,144 @@ func (ec *executionContext) childFields_QueueStatsRow(ctx context.Context, field
 	return nil, fmt.Errorf("no field named %q was found under type QueueStatsRow", field.Name)
 }
 
+func (ec *executionContext) childFields_Release(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Release_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Release_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Release_updatedAt(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_Release_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_Release_environmentID(ctx, field)
+	case "stableVersionID":
+		return ec.fieldContext_Release_stableVersionID(ctx, field)
+	case "candidateVersionID":
+		return ec.fieldContext_Release_candidateVersionID(ctx, field)
+	case "state":
+		return ec.fieldContext_Release_state(ctx, field)
+	case "stepIndex":
+		return ec.fieldContext_Release_stepIndex(ctx, field)
+	case "weightPercent":
+		return ec.fieldContext_Release_weightPercent(ctx, field)
+	case "stepStartedAt":
+		return ec.fieldContext_Release_stepStartedAt(ctx, field)
+	case "analyzedAt":
+		return ec.fieldContext_Release_analyzedAt(ctx, field)
+	case "reason":
+		return ec.fieldContext_Release_reason(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_Release_createdBy(ctx, field)
+	case "finishedBy":
+		return ec.fieldContext_Release_finishedBy(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_Release_finishedAt(ctx, field)
+	case "steps":
+		return ec.fieldContext_Release_steps(ctx, field)
+	case "analysis":
+		return ec.fieldContext_Release_analysis(ctx, field)
+	case "lastAnalysis":
+		return ec.fieldContext_Release_lastAnalysis(ctx, field)
+	case "analyses":
+		return ec.fieldContext_Release_analyses(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Release", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseAnalysis(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "minRunsPerSide":
+		return ec.fieldContext_ReleaseAnalysis_minRunsPerSide(ctx, field)
+	case "maxSuccessRateDrop":
+		return ec.fieldContext_ReleaseAnalysis_maxSuccessRateDrop(ctx, field)
+	case "maxP95IncreasePct":
+		return ec.fieldContext_ReleaseAnalysis_maxP95IncreasePct(ctx, field)
+	case "maxCostIncreasePct":
+		return ec.fieldContext_ReleaseAnalysis_maxCostIncreasePct(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseAnalysis", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseAnalysisFigures(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_ReleaseAnalysisFigures_at(ctx, field)
+	case "step":
+		return ec.fieldContext_ReleaseAnalysisFigures_step(ctx, field)
+	case "weightPercent":
+		return ec.fieldContext_ReleaseAnalysisFigures_weightPercent(ctx, field)
+	case "since":
+		return ec.fieldContext_ReleaseAnalysisFigures_since(ctx, field)
+	case "stable":
+		return ec.fieldContext_ReleaseAnalysisFigures_stable(ctx, field)
+	case "candidate":
+		return ec.fieldContext_ReleaseAnalysisFigures_candidate(ctx, field)
+	case "verdict":
+		return ec.fieldContext_ReleaseAnalysisFigures_verdict(ctx, field)
+	case "reasons":
+		return ec.fieldContext_ReleaseAnalysisFigures_reasons(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseAnalysisFigures", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_ReleaseConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_ReleaseConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_ReleaseConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_ReleaseEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_ReleaseEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseSideFigures(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "runs":
+		return ec.fieldContext_ReleaseSideFigures_runs(ctx, field)
+	case "succeeded":
+		return ec.fieldContext_ReleaseSideFigures_succeeded(ctx, field)
+	case "excluded":
+		return ec.fieldContext_ReleaseSideFigures_excluded(ctx, field)
+	case "successRate":
+		return ec.fieldContext_ReleaseSideFigures_successRate(ctx, field)
+	case "successRateLower":
+		return ec.fieldContext_ReleaseSideFigures_successRateLower(ctx, field)
+	case "successRateUpper":
+		return ec.fieldContext_ReleaseSideFigures_successRateUpper(ctx, field)
+	case "p95DurationMs":
+		return ec.fieldContext_ReleaseSideFigures_p95DurationMs(ctx, field)
+	case "costPerRun":
+		return ec.fieldContext_ReleaseSideFigures_costPerRun(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseSideFigures", field.Name)
+}
+
+func (ec *executionContext) childFields_ReleaseStep(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "weightPercent":
+		return ec.fieldContext_ReleaseStep_weightPercent(ctx, field)
+	case "holdFor":
+		return ec.fieldContext_ReleaseStep_holdFor(ctx, field)
+	case "minRuns":
+		return ec.fieldContext_ReleaseStep_minRuns(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseStep", field.Name)
+}
+
 func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -13652,12 +14750,16 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_slaQueueDeadlineAt(ctx, field)
 	case "envVarsVersion":
 		return ec.fieldContext_Run_envVarsVersion(ctx, field)
+	case "releaseSide":
+		return ec.fieldContext_Run_releaseSide(ctx, field)
 	case "workflow":
 		return ec.fieldContext_Run_workflow(ctx, field)
 	case "version":
 		return ec.fieldContext_Run_version(ctx, field)
 	case "environment":
 		return ec.fieldContext_Run_environment(ctx, field)
+	case "release":
+		return ec.fieldContext_Run_release(ctx, field)
 	case "output":
 		return ec.fieldContext_Run_output(ctx, field)
 	case "error":
@@ -14630,6 +15732,28 @@ func (ec *executionContext) field_Escalation_pagerDutySends_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_abortRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_acknowledgeIncident_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -14728,6 +15852,20 @@ func (ec *executionContext) field_Mutation_createEscalationPolicy_args(ctx conte
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateEscalationPolicyInput, error) {
 			return ec.unmarshalNCreateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateEscalationPolicyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateReleaseInput, error) {
+			return ec.unmarshalNCreateReleaseInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateReleaseInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -14890,6 +16028,20 @@ func (ec *executionContext) field_Mutation_deployWorkflowVersion_args(ctx contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_pauseRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_promoteDeployment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -14901,6 +16053,20 @@ func (ec *executionContext) field_Mutation_promoteDeployment_args(ctx context.Co
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_promoteRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -14968,6 +16134,20 @@ func (ec *executionContext) field_Mutation_resolveIncident_args(ctx context.Cont
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_resumeRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_resumeRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -14993,6 +16173,50 @@ func (ec *executionContext) field_Mutation_revokeAPIKey_args(ctx context.Context
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_rollbackDeployment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "environmentID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["environmentID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_rollbackRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
 	return args, nil
 }
 
@@ -16043,6 +17267,60 @@ func (ec *executionContext) field_Query_queueStats_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["environmentID"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_releases_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.ReleaseOrder, error) {
+			return ec.unmarshalOReleaseOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.ReleaseWhereInput, error) {
+			return ec.unmarshalOReleaseWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
 	return args, nil
 }
 
@@ -25962,6 +27240,314 @@ func (ec *executionContext) fieldContext_Mutation_sendEvent(ctx context.Context,
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateRelease(ctx, fc.Args["input"].(model.CreateReleaseInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_pauseRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_pauseRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PauseRelease(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_pauseRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_pauseRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resumeRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resumeRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResumeRelease(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resumeRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resumeRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_promoteRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_promoteRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PromoteRelease(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_promoteRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_promoteRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rollbackRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rollbackRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RollbackRelease(ctx, fc.Args["id"].(string), fc.Args["reason"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rollbackRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rollbackRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_abortRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_abortRelease(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AbortRelease(ctx, fc.Args["id"].(string), fc.Args["reason"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_abortRelease(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_abortRelease_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rollbackDeployment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rollbackDeployment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RollbackDeployment(ctx, fc.Args["environmentID"].(string), fc.Args["workflowID"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Deployment) graphql.Marshaler {
+			return ec.marshalNDeployment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeployment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rollbackDeployment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Deployment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rollbackDeployment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_startRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -27996,6 +29582,50 @@ func (ec *executionContext) fieldContext_Query_modelPrices(ctx context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_releases(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_releases(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Releases(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.ReleaseOrder), fc.Args["where"].(*ent.ReleaseWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ReleaseConnection) graphql.Marshaler {
+			return ec.marshalNReleaseConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_releases(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_releases_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_runs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -28939,6 +30569,1191 @@ func (ec *executionContext) fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(
 	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Float")
 }
 
+func (ec *executionContext) _Release_id(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Release_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Release_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Release_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_stableVersionID(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_stableVersionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StableVersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_stableVersionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_candidateVersionID(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_candidateVersionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateVersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_candidateVersionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_state(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v release.State) graphql.Marshaler {
+			return ec.marshalNReleaseState2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "ReleaseState")
+}
+
+func (ec *executionContext) _Release_stepIndex(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_stepIndex(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepIndex, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_stepIndex(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Release_weightPercent(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_weightPercent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WeightPercent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_weightPercent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Release_stepStartedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_stepStartedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepStartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_stepStartedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Release_analyzedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_analyzedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AnalyzedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Release_analyzedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Release_reason(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Release_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_finishedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_finishedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Release_finishedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "String")
+}
+
+func (ec *executionContext) _Release_finishedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Release_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Release", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Release_steps(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_steps(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Steps, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []releasespec.Step) graphql.Marshaler {
+			return ec.marshalNReleaseStep2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStepᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_steps(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Release",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseStep(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Release_analysis(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_analysis(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Analysis, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v releasespec.Analysis) graphql.Marshaler {
+			return ec.marshalNReleaseAnalysis2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐAnalysis(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_analysis(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Release",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseAnalysis(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Release_lastAnalysis(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_lastAnalysis(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Release().LastAnalysis(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *releasespec.Figures) graphql.Marshaler {
+			return ec.marshalOReleaseAnalysisFigures2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFigures(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Release_lastAnalysis(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Release",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseAnalysisFigures(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Release_analyses(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Release_analyses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Analyses, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []releasespec.Figures) graphql.Marshaler {
+			return ec.marshalNReleaseAnalysisFigures2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFiguresᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Release_analyses(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Release",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseAnalysisFigures(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseAnalysis_minRunsPerSide(ctx context.Context, field graphql.CollectedField, obj *releasespec.Analysis) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysis_minRunsPerSide(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinRunsPerSide, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysis_minRunsPerSide(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysis", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseAnalysis_maxSuccessRateDrop(ctx context.Context, field graphql.CollectedField, obj *releasespec.Analysis) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysis_maxSuccessRateDrop(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxSuccessRateDrop, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysis_maxSuccessRateDrop(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysis", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseAnalysis_maxP95IncreasePct(ctx context.Context, field graphql.CollectedField, obj *releasespec.Analysis) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysis_maxP95IncreasePct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxP95IncreasePct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysis_maxP95IncreasePct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysis", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseAnalysis_maxCostIncreasePct(ctx context.Context, field graphql.CollectedField, obj *releasespec.Analysis) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysis_maxCostIncreasePct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxCostIncreasePct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysis_maxCostIncreasePct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysis", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_at(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_step(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_step(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Step, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_step(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_weightPercent(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_weightPercent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WeightPercent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_weightPercent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_since(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_since(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Since, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_since(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_stable(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_stable(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stable, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v releasespec.Side) graphql.Marshaler {
+			return ec.marshalNReleaseSideFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐSide(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_stable(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseAnalysisFigures",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseSideFigures(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_candidate(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_candidate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Candidate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v releasespec.Side) graphql.Marshaler {
+			return ec.marshalNReleaseSideFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐSide(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_candidate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseAnalysisFigures",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseSideFigures(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_verdict(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_verdict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdict, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_verdict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReleaseAnalysisFigures_reasons(ctx context.Context, field graphql.CollectedField, obj *releasespec.Figures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseAnalysisFigures_reasons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reasons, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseAnalysisFigures_reasons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseAnalysisFigures", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReleaseConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.ReleaseConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.ReleaseEdge) graphql.Marshaler {
+			return ec.marshalOReleaseEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.ReleaseConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.ReleaseConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ReleaseEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalORelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.ReleaseEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_runs(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_runs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Runs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_runs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_succeeded(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_succeeded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Succeeded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_succeeded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_excluded(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_excluded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Excluded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_excluded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_successRate(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_successRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SuccessRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_successRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_successRateLower(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_successRateLower(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SuccessRateLower, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_successRateLower(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_successRateUpper(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_successRateUpper(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SuccessRateUpper, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_successRateUpper(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_p95DurationMs(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_p95DurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_p95DurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseSideFigures_costPerRun(ctx context.Context, field graphql.CollectedField, obj *releasespec.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseSideFigures_costPerRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseSideFigures_costPerRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseSideFigures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReleaseStep_weightPercent(ctx context.Context, field graphql.CollectedField, obj *releasespec.Step) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseStep_weightPercent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WeightPercent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseStep_weightPercent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseStep", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReleaseStep_holdFor(ctx context.Context, field graphql.CollectedField, obj *releasespec.Step) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseStep_holdFor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HoldFor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseStep_holdFor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseStep", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReleaseStep_minRuns(ctx context.Context, field graphql.CollectedField, obj *releasespec.Step) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseStep_minRuns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinRuns, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseStep_minRuns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseStep", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Run_id(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -29445,6 +32260,29 @@ func (ec *executionContext) fieldContext_Run_envVarsVersion(_ context.Context, f
 	return graphql.NewScalarFieldContext("Run", field, false, false, "Int")
 }
 
+func (ec *executionContext) _Run_releaseSide(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_releaseSide(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReleaseSide, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *run.ReleaseSide) graphql.Marshaler {
+			return ec.marshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_releaseSide(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "ReleaseSide")
+}
+
 func (ec *executionContext) _Run_workflow(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -29536,6 +32374,38 @@ func (ec *executionContext) fieldContext_Run_environment(_ context.Context, fiel
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Run_release(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_release(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().Release(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalORelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_release(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Run",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
 		},
 	}
 	return fc, nil
@@ -39322,6 +42192,76 @@ func UnmarshalCreateEscalationPolicyInput(ctx context.Context, raw any) (model.C
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateReleaseInput(ctx context.Context, obj any) (model.CreateReleaseInput, error) {
+	var it model.CreateReleaseInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "candidateVersionID", "steps", "analysis"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "candidateVersionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionID = data
+		case "steps":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("steps"))
+			data, err := ec.unmarshalNReleaseStepInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStepᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Steps = data
+		case "analysis":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analysis"))
+			data, err := ec.unmarshalOReleaseAnalysisInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐAnalysis(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Analysis = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateReleaseInput unmarshals raw into the CreateReleaseInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateReleaseInput(ctx context.Context, raw any) (model.CreateReleaseInput, error) {
+	var out model.CreateReleaseInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateReleaseInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateSLAPolicyInput(ctx context.Context, obj any) (model.CreateSLAPolicyInput, error) {
 	var it model.CreateSLAPolicyInput
 	if obj == nil {
@@ -48677,6 +51617,1417 @@ func UnmarshalPromoteDeploymentInput(ctx context.Context, raw any) (model.Promot
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputReleaseAnalysisInput(ctx context.Context, obj any) (releasespec.Analysis, error) {
+	var it releasespec.Analysis
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"minRunsPerSide", "maxSuccessRateDrop", "maxP95IncreasePct", "maxCostIncreasePct"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "minRunsPerSide":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minRunsPerSide"))
+			data, err := ec.unmarshalOInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinRunsPerSide = data
+		case "maxSuccessRateDrop":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxSuccessRateDrop"))
+			data, err := ec.unmarshalOFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxSuccessRateDrop = data
+		case "maxP95IncreasePct":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxP95IncreasePct"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxP95IncreasePct = data
+		case "maxCostIncreasePct":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxCostIncreasePct"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxCostIncreasePct = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReleaseAnalysisInput unmarshals raw into the ReleaseAnalysisInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReleaseAnalysisInput(ctx context.Context, raw any) (releasespec.Analysis, error) {
+	var out releasespec.Analysis
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseAnalysisInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputReleaseOrder(ctx context.Context, obj any) (ent.ReleaseOrder, error) {
+	var it ent.ReleaseOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNReleaseOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReleaseOrder unmarshals raw into the ReleaseOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReleaseOrder(ctx context.Context, raw any) (ent.ReleaseOrder, error) {
+	var out ent.ReleaseOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputReleaseStepInput(ctx context.Context, obj any) (releasespec.Step, error) {
+	var it releasespec.Step
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"weightPercent", "holdFor", "minRuns"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "weightPercent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercent"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercent = data
+		case "holdFor":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("holdFor"))
+			data, err := ec.unmarshalOString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HoldFor = data
+		case "minRuns":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minRuns"))
+			data, err := ec.unmarshalOInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinRuns = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReleaseStepInput unmarshals raw into the ReleaseStepInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReleaseStepInput(ctx context.Context, raw any) (releasespec.Step, error) {
+	var out releasespec.Step
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseStepInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputReleaseWhereInput(ctx context.Context, obj any) (ent.ReleaseWhereInput, error) {
+	var it ent.ReleaseWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "stableVersionID", "stableVersionIDNEQ", "stableVersionIDIn", "stableVersionIDNotIn", "stableVersionIDGT", "stableVersionIDGTE", "stableVersionIDLT", "stableVersionIDLTE", "stableVersionIDContains", "stableVersionIDHasPrefix", "stableVersionIDHasSuffix", "stableVersionIDEqualFold", "stableVersionIDContainsFold", "candidateVersionID", "candidateVersionIDNEQ", "candidateVersionIDIn", "candidateVersionIDNotIn", "candidateVersionIDGT", "candidateVersionIDGTE", "candidateVersionIDLT", "candidateVersionIDLTE", "candidateVersionIDContains", "candidateVersionIDHasPrefix", "candidateVersionIDHasSuffix", "candidateVersionIDEqualFold", "candidateVersionIDContainsFold", "state", "stateNEQ", "stateIn", "stateNotIn", "stepIndex", "stepIndexNEQ", "stepIndexIn", "stepIndexNotIn", "stepIndexGT", "stepIndexGTE", "stepIndexLT", "stepIndexLTE", "weightPercent", "weightPercentNEQ", "weightPercentIn", "weightPercentNotIn", "weightPercentGT", "weightPercentGTE", "weightPercentLT", "weightPercentLTE", "stepStartedAt", "stepStartedAtNEQ", "stepStartedAtIn", "stepStartedAtNotIn", "stepStartedAtGT", "stepStartedAtGTE", "stepStartedAtLT", "stepStartedAtLTE", "analyzedAt", "analyzedAtNEQ", "analyzedAtIn", "analyzedAtNotIn", "analyzedAtGT", "analyzedAtGTE", "analyzedAtLT", "analyzedAtLTE", "analyzedAtIsNil", "analyzedAtNotNil", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "finishedBy", "finishedByNEQ", "finishedByIn", "finishedByNotIn", "finishedByGT", "finishedByGTE", "finishedByLT", "finishedByLTE", "finishedByContains", "finishedByHasPrefix", "finishedByHasSuffix", "finishedByIsNil", "finishedByNotNil", "finishedByEqualFold", "finishedByContainsFold", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOReleaseWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOReleaseWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOReleaseWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "workflowIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNEQ = data
+		case "workflowIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIn = data
+		case "workflowIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotIn = data
+		case "workflowIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGT = data
+		case "workflowIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGTE = data
+		case "workflowIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLT = data
+		case "workflowIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLTE = data
+		case "workflowIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContains = data
+		case "workflowIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasPrefix = data
+		case "workflowIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasSuffix = data
+		case "workflowIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDEqualFold = data
+		case "workflowIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContainsFold = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "stableVersionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionID = data
+		case "stableVersionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDNEQ = data
+		case "stableVersionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDIn = data
+		case "stableVersionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDNotIn = data
+		case "stableVersionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDGT = data
+		case "stableVersionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDGTE = data
+		case "stableVersionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDLT = data
+		case "stableVersionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDLTE = data
+		case "stableVersionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDContains = data
+		case "stableVersionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDHasPrefix = data
+		case "stableVersionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDHasSuffix = data
+		case "stableVersionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDEqualFold = data
+		case "stableVersionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stableVersionIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StableVersionIDContainsFold = data
+		case "candidateVersionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionID = data
+		case "candidateVersionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDNEQ = data
+		case "candidateVersionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDIn = data
+		case "candidateVersionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDNotIn = data
+		case "candidateVersionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDGT = data
+		case "candidateVersionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDGTE = data
+		case "candidateVersionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDLT = data
+		case "candidateVersionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDLTE = data
+		case "candidateVersionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDContains = data
+		case "candidateVersionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDHasPrefix = data
+		case "candidateVersionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDHasSuffix = data
+		case "candidateVersionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDEqualFold = data
+		case "candidateVersionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionIDContainsFold = data
+		case "state":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("state"))
+			data, err := ec.unmarshalOReleaseState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.State = data
+		case "stateNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stateNEQ"))
+			data, err := ec.unmarshalOReleaseState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StateNEQ = data
+		case "stateIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stateIn"))
+			data, err := ec.unmarshalOReleaseState2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐStateᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StateIn = data
+		case "stateNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stateNotIn"))
+			data, err := ec.unmarshalOReleaseState2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐStateᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StateNotIn = data
+		case "stepIndex":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndex"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndex = data
+		case "stepIndexNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexNEQ = data
+		case "stepIndexIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexIn = data
+		case "stepIndexNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexNotIn = data
+		case "stepIndexGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexGT = data
+		case "stepIndexGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexGTE = data
+		case "stepIndexLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexLT = data
+		case "stepIndexLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIndexLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIndexLTE = data
+		case "weightPercent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercent"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercent = data
+		case "weightPercentNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentNEQ = data
+		case "weightPercentIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentIn = data
+		case "weightPercentNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentNotIn = data
+		case "weightPercentGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentGT = data
+		case "weightPercentGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentGTE = data
+		case "weightPercentLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentLT = data
+		case "weightPercentLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weightPercentLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WeightPercentLTE = data
+		case "stepStartedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAt = data
+		case "stepStartedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtNEQ = data
+		case "stepStartedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtIn = data
+		case "stepStartedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtNotIn = data
+		case "stepStartedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtGT = data
+		case "stepStartedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtGTE = data
+		case "stepStartedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtLT = data
+		case "stepStartedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepStartedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepStartedAtLTE = data
+		case "analyzedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAt = data
+		case "analyzedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtNEQ = data
+		case "analyzedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtIn = data
+		case "analyzedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtNotIn = data
+		case "analyzedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtGT = data
+		case "analyzedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtGTE = data
+		case "analyzedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtLT = data
+		case "analyzedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtLTE = data
+		case "analyzedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtIsNil = data
+		case "analyzedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("analyzedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AnalyzedAtNotNil = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "reasonNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonNEQ = data
+		case "reasonIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonIn = data
+		case "reasonNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonNotIn = data
+		case "reasonGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonGT = data
+		case "reasonGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonGTE = data
+		case "reasonLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonLT = data
+		case "reasonLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonLTE = data
+		case "reasonContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonContains = data
+		case "reasonHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonHasPrefix = data
+		case "reasonHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonHasSuffix = data
+		case "reasonIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonIsNil = data
+		case "reasonNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonNotNil = data
+		case "reasonEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonEqualFold = data
+		case "reasonContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReasonContainsFold = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		case "finishedBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedBy = data
+		case "finishedByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByNEQ = data
+		case "finishedByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByIn = data
+		case "finishedByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByNotIn = data
+		case "finishedByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByGT = data
+		case "finishedByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByGTE = data
+		case "finishedByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByLT = data
+		case "finishedByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByLTE = data
+		case "finishedByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByContains = data
+		case "finishedByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByHasPrefix = data
+		case "finishedByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByHasSuffix = data
+		case "finishedByIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByIsNil = data
+		case "finishedByNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByNotNil = data
+		case "finishedByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByEqualFold = data
+		case "finishedByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedByContainsFold = data
+		case "finishedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAt = data
+		case "finishedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtNEQ = data
+		case "finishedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtIn = data
+		case "finishedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtNotIn = data
+		case "finishedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtGT = data
+		case "finishedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtGTE = data
+		case "finishedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtLT = data
+		case "finishedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtLTE = data
+		case "finishedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtIsNil = data
+		case "finishedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("finishedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FinishedAtNotNil = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReleaseWhereInput unmarshals raw into the ReleaseWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReleaseWhereInput(ctx context.Context, raw any) (ent.ReleaseWhereInput, error) {
+	var out ent.ReleaseWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, obj any) (model.ReplayRunInput, error) {
 	var it model.ReplayRunInput
 	if obj == nil {
@@ -48850,7 +53201,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -50551,6 +54902,48 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.SLAQueueDeadlineAtNotNil = data
+		case "releaseSide":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSide"))
+			data, err := ec.unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSide = data
+		case "releaseSideNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNEQ"))
+			data, err := ec.unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNEQ = data
+		case "releaseSideIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideIn"))
+			data, err := ec.unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideIn = data
+		case "releaseSideNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNotIn"))
+			data, err := ec.unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNotIn = data
+		case "releaseSideIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideIsNil = data
+		case "releaseSideNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseSideNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseSideNotNil = data
 		case "hasWorkflow":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasWorkflow"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -56346,6 +60739,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Run(ctx, sel, obj)
+	case *ent.Release:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._Release(ctx, sel, obj)
 	case *ent.PagerDutySend:
 		if obj == nil {
 			return graphql.Null
@@ -59878,6 +64276,55 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pauseRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_pauseRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resumeRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resumeRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "promoteRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_promoteRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbackRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rollbackRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "abortRelease":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_abortRelease(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbackDeployment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rollbackDeployment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "startRun":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_startRun(ctx, field)
@@ -60427,6 +64874,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_modelPrices(ctx, field)
 				})
+		case "releases":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_releases(ctx, field)
+				})
 		case "runs":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -60662,6 +65115,443 @@ func (ec *executionContext) _QueueStatsRow(ctx context.Context, sel ast.Selectio
 	return out
 }
 
+var releaseImplementors = []string{"Release", "Node"}
+
+func (ec *executionContext) _Release(ctx context.Context, sel ast.SelectionSet, obj *ent.Release) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Release")
+		case "id":
+			out.Values[i] = ec._Release_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Release_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Release_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._Release_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._Release_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stableVersionID":
+			out.Values[i] = ec._Release_stableVersionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateVersionID":
+			out.Values[i] = ec._Release_candidateVersionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "state":
+			out.Values[i] = ec._Release_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stepIndex":
+			out.Values[i] = ec._Release_stepIndex(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "weightPercent":
+			out.Values[i] = ec._Release_weightPercent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stepStartedAt":
+			out.Values[i] = ec._Release_stepStartedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "analyzedAt":
+			out.Values[i] = ec._Release_analyzedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "reason":
+			out.Values[i] = ec._Release_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._Release_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedBy":
+			out.Values[i] = ec._Release_finishedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedAt":
+			out.Values[i] = ec._Release_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "steps":
+			out.Values[i] = ec._Release_steps(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "analysis":
+			out.Values[i] = ec._Release_analysis(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastAnalysis":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Release_lastAnalysis(ctx, field, obj)
+				})
+		case "analyses":
+			out.Values[i] = ec._Release_analyses(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseAnalysisImplementors = []string{"ReleaseAnalysis"}
+
+func (ec *executionContext) _ReleaseAnalysis(ctx context.Context, sel ast.SelectionSet, obj *releasespec.Analysis) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseAnalysisImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseAnalysis")
+		case "minRunsPerSide":
+			out.Values[i] = ec._ReleaseAnalysis_minRunsPerSide(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "maxSuccessRateDrop":
+			out.Values[i] = ec._ReleaseAnalysis_maxSuccessRateDrop(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "maxP95IncreasePct":
+			out.Values[i] = ec._ReleaseAnalysis_maxP95IncreasePct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxCostIncreasePct":
+			out.Values[i] = ec._ReleaseAnalysis_maxCostIncreasePct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseAnalysisFiguresImplementors = []string{"ReleaseAnalysisFigures"}
+
+func (ec *executionContext) _ReleaseAnalysisFigures(ctx context.Context, sel ast.SelectionSet, obj *releasespec.Figures) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseAnalysisFiguresImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseAnalysisFigures")
+		case "at":
+			out.Values[i] = ec._ReleaseAnalysisFigures_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "step":
+			out.Values[i] = ec._ReleaseAnalysisFigures_step(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "weightPercent":
+			out.Values[i] = ec._ReleaseAnalysisFigures_weightPercent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "since":
+			out.Values[i] = ec._ReleaseAnalysisFigures_since(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stable":
+			out.Values[i] = ec._ReleaseAnalysisFigures_stable(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "candidate":
+			out.Values[i] = ec._ReleaseAnalysisFigures_candidate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verdict":
+			out.Values[i] = ec._ReleaseAnalysisFigures_verdict(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reasons":
+			out.Values[i] = ec._ReleaseAnalysisFigures_reasons(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseConnectionImplementors = []string{"ReleaseConnection"}
+
+func (ec *executionContext) _ReleaseConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ReleaseConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseConnection")
+		case "edges":
+			out.Values[i] = ec._ReleaseConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._ReleaseConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._ReleaseConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseEdgeImplementors = []string{"ReleaseEdge"}
+
+func (ec *executionContext) _ReleaseEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ReleaseEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseEdge")
+		case "node":
+			out.Values[i] = ec._ReleaseEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._ReleaseEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseSideFiguresImplementors = []string{"ReleaseSideFigures"}
+
+func (ec *executionContext) _ReleaseSideFigures(ctx context.Context, sel ast.SelectionSet, obj *releasespec.Side) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseSideFiguresImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseSideFigures")
+		case "runs":
+			out.Values[i] = ec._ReleaseSideFigures_runs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "succeeded":
+			out.Values[i] = ec._ReleaseSideFigures_succeeded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "excluded":
+			out.Values[i] = ec._ReleaseSideFigures_excluded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "successRate":
+			out.Values[i] = ec._ReleaseSideFigures_successRate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "successRateLower":
+			out.Values[i] = ec._ReleaseSideFigures_successRateLower(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "successRateUpper":
+			out.Values[i] = ec._ReleaseSideFigures_successRateUpper(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p95DurationMs":
+			out.Values[i] = ec._ReleaseSideFigures_p95DurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRun":
+			out.Values[i] = ec._ReleaseSideFigures_costPerRun(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseStepImplementors = []string{"ReleaseStep"}
+
+func (ec *executionContext) _ReleaseStep(ctx context.Context, sel ast.SelectionSet, obj *releasespec.Step) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseStepImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseStep")
+		case "weightPercent":
+			out.Values[i] = ec._ReleaseStep_weightPercent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "holdFor":
+			out.Values[i] = ec._ReleaseStep_holdFor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "minRuns":
+			out.Values[i] = ec._ReleaseStep_minRuns(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var runImplementors = []string{"Run", "Node"}
 
 func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj *ent.Run) graphql.Marshaler {
@@ -60783,6 +65673,11 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "releaseSide":
+			out.Values[i] = ec._Run_releaseSide(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "workflow":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -60800,6 +65695,12 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_environment(ctx, field, obj)
+				})
+		case "release":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_release(ctx, field, obj)
 				})
 		case "output":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -63519,6 +68420,11 @@ func (ec *executionContext) unmarshalNCreateEscalationPolicyInput2githubᚗcom�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateReleaseInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateReleaseInput(ctx context.Context, v any) (model.CreateReleaseInput, error) {
+	res, err := ec.unmarshalInputCreateReleaseInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreateSLAPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateSLAPolicyInput(ctx context.Context, v any) (model.CreateSLAPolicyInput, error) {
 	res, err := ec.unmarshalInputCreateSLAPolicyInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -64464,6 +69370,128 @@ func (ec *executionContext) marshalNQueueStatsRow2ᚖgithubᚗcomᚋsluicehqᚋs
 		return graphql.Null
 	}
 	return ec._QueueStatsRow(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx context.Context, sel ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Release!")
+		return graphql.Null
+	}
+	return ec._Release(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNReleaseAnalysis2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐAnalysis(ctx context.Context, sel ast.SelectionSet, v releasespec.Analysis) graphql.Marshaler {
+	return ec._ReleaseAnalysis(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNReleaseAnalysisFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFigures(ctx context.Context, sel ast.SelectionSet, v releasespec.Figures) graphql.Marshaler {
+	return ec._ReleaseAnalysisFigures(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNReleaseAnalysisFigures2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFiguresᚄ(ctx context.Context, sel ast.SelectionSet, v []releasespec.Figures) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReleaseAnalysisFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFigures(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNReleaseConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseConnection(ctx context.Context, sel ast.SelectionSet, v *ent.ReleaseConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReleaseConnection!")
+		return graphql.Null
+	}
+	return ec._ReleaseConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNReleaseOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseOrderField(ctx context.Context, v any) (*ent.ReleaseOrderField, error) {
+	var res = new(ent.ReleaseOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReleaseOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.ReleaseOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReleaseOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, v any) (run.ReleaseSide, error) {
+	var res run.ReleaseSide
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, sel ast.SelectionSet, v run.ReleaseSide) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNReleaseSideFigures2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐSide(ctx context.Context, sel ast.SelectionSet, v releasespec.Side) graphql.Marshaler {
+	return ec._ReleaseSideFigures(ctx, sel, &v)
+}
+
+func (ec *executionContext) unmarshalNReleaseState2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx context.Context, v any) (release.State, error) {
+	var res release.State
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReleaseState2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx context.Context, sel ast.SelectionSet, v release.State) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNReleaseStep2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStep(ctx context.Context, sel ast.SelectionSet, v releasespec.Step) graphql.Marshaler {
+	return ec._ReleaseStep(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNReleaseStep2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStepᚄ(ctx context.Context, sel ast.SelectionSet, v []releasespec.Step) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReleaseStep2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStep(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNReleaseStepInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStepᚄ(ctx context.Context, v any) ([]*releasespec.Step, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*releasespec.Step, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNReleaseStepInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStep(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNReleaseStepInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐStep(ctx context.Context, v any) (*releasespec.Step, error) {
+	res, err := ec.unmarshalInputReleaseStepInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNReleaseWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInput(ctx context.Context, v any) (*ent.ReleaseWhereInput, error) {
+	res, err := ec.unmarshalInputReleaseWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNReplayRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐReplayRunInput(ctx context.Context, v any) (model.ReplayRunInput, error) {
@@ -66321,6 +71349,17 @@ func (ec *executionContext) unmarshalOEscalationWhereInput2ᚖgithubᚗcomᚋslu
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalOFloat2float64(ctx context.Context, v any) (float64, error) {
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOFloat2float64(ctx context.Context, sel ast.SelectionSet, v float64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalFloatContext(v)
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
 	if v == nil {
 		return nil, nil
@@ -66516,6 +71555,18 @@ func (ec *executionContext) unmarshalOIncidentsWhereInput2ᚖgithubᚗcomᚋslui
 	}
 	res, err := ec.unmarshalInputIncidentsWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOInt2int(ctx context.Context, v any) (int, error) {
+	res, err := graphql.UnmarshalInt(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOInt2int(ctx context.Context, sel ast.SelectionSet, v int) graphql.Marshaler {
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalInt(v)
+	return res
 }
 
 func (ec *executionContext) unmarshalOInt2int64(ctx context.Context, v any) (int64, error) {
@@ -67094,6 +72145,185 @@ func (ec *executionContext) unmarshalOPagerDutyTargetInput2ᚖgithubᚗcomᚋslu
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputPagerDutyTargetInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx context.Context, sel ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Release(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOReleaseAnalysisFigures2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐFigures(ctx context.Context, sel ast.SelectionSet, v *releasespec.Figures) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ReleaseAnalysisFigures(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOReleaseAnalysisInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋreleasespecᚐAnalysis(ctx context.Context, v any) (*releasespec.Analysis, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputReleaseAnalysisInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOReleaseEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.ReleaseEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOReleaseEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOReleaseEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseEdge(ctx context.Context, sel ast.SelectionSet, v *ent.ReleaseEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ReleaseEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOReleaseOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseOrder(ctx context.Context, v any) (*ent.ReleaseOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputReleaseOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx context.Context, v any) ([]run.ReleaseSide, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]run.ReleaseSide, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOReleaseSide2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSideᚄ(ctx context.Context, sel ast.SelectionSet, v []run.ReleaseSide) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReleaseSide2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, v any) (*run.ReleaseSide, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(run.ReleaseSide)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOReleaseSide2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐReleaseSide(ctx context.Context, sel ast.SelectionSet, v *run.ReleaseSide) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOReleaseState2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐStateᚄ(ctx context.Context, v any) ([]release.State, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]release.State, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNReleaseState2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOReleaseState2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐStateᚄ(ctx context.Context, sel ast.SelectionSet, v []release.State) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReleaseState2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOReleaseState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx context.Context, v any) (*release.State, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(release.State)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOReleaseState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋreleaseᚐState(ctx context.Context, sel ast.SelectionSet, v *release.State) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOReleaseWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInputᚄ(ctx context.Context, v any) ([]*ent.ReleaseWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.ReleaseWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNReleaseWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOReleaseWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐReleaseWhereInput(ctx context.Context, v any) (*ent.ReleaseWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputReleaseWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/releasespec"
 )
 
 // One group of a cost report. Only the grouped-by keys are set.
@@ -69,6 +70,15 @@ type CreateEscalationPolicyInput struct {
 	Levels []*EscalationLevelInput `json:"levels"`
 	// How many more times the levels loop after the last (0 to 10).
 	Repeat *int `json:"repeat,omitempty"`
+}
+
+type CreateReleaseInput struct {
+	WorkflowID    string `json:"workflowID"`
+	EnvironmentID string `json:"environmentID"`
+	// A published version of the same workflow, other than the one deployed.
+	CandidateVersionID string                `json:"candidateVersionID"`
+	Steps              []*releasespec.Step   `json:"steps"`
+	Analysis           *releasespec.Analysis `json:"analysis,omitempty"`
 }
 
 type CreateSLAPolicyInput struct {

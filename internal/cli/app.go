@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
@@ -51,6 +52,7 @@ type app struct {
 	webhooks   *webhook.Service
 	escalation *escalation.Service
 	sla        *sla.Service
+	releases   *releases.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -216,6 +218,12 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Log:            log,
 		SweepInterval:  cfg.SLASweepInterval,
 		WindowInterval: cfg.SLAWindowInterval,
+	})
+	a.releases = releases.New(releases.Options{
+		Client:   a.client,
+		Events:   a.webhooks,
+		Log:      log,
+		Interval: cfg.ReleaseAnalysisInterval,
 	})
 	a.runs = runs.New(runs.Options{
 		SLA:        a.sla,

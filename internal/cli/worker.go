@@ -52,6 +52,7 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 	cfg.Loops = append(cfg.Loops,
 		func(ctx context.Context) { a.sla.RunSweeper(ctx, a.db) },
 		func(ctx context.Context) { a.sla.RunWindowEvaluator(ctx, a.db) },
+		func(ctx context.Context) { a.releases.RunAnalyzer(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -253,52 +253,22 @@ func (s *Service) deploy(ctx context.Context, c *ent.Client, v *viewer.Viewer, r
 	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "deploying to production needs the admin role")
 	}
-	if env.ArchivedAt != nil {
-		return nil, ArchivedError(env, r.envPath, "deploys")
+	if err := CheckDeployable(ctx, c, wv, env, r.versionPath, r.envPath); err != nil {
+		return nil, err
 	}
-	if wv.Status != workflowversion.StatusPublished {
-		return nil, errs.Invalid(r.versionPath, "version %d is a draft; publish it first", wv.Number)
+	if err := activeRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
+		return nil, err
 	}
-	def, _, err := parseDefinition(wv.Definition)
+	dep, prev, err := ActivateVersion(ctx, c, v, wv.WorkflowID, env, wv.ID, s.now())
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
-		return nil, err
+	if prev != nil && prev.ID == dep.ID {
+		return dep, nil
 	}
-	if err := checkVariables(ctx, c, def, env); err != nil {
-		return nil, err
-	}
-	prev, err := c.Deployment.Query().
-		Where(deployment.WorkflowID(wv.WorkflowID), deployment.EnvironmentID(env.ID), deployment.Active(true)).
-		ForUpdate().Only(ctx)
 	var prevVersion *string
-	switch {
-	case err == nil:
-		if prev.VersionID == wv.ID {
-			return prev, nil
-		}
+	if prev != nil {
 		prevVersion = &prev.VersionID
-		if err := prev.Update().SetActive(false).SetSupersededAt(s.now()).Exec(ctx); err != nil {
-			return nil, err
-		}
-	case !ent.IsNotFound(err):
-		return nil, err
-	}
-	dep, err := c.Deployment.Create().
-		SetWorkflowID(wv.WorkflowID).
-		SetEnvironmentID(env.ID).
-		SetVersionID(wv.ID).
-		SetNillablePreviousVersionID(prevVersion).
-		SetDeployedBy(v.Subject).
-		Save(ctx)
-	if ent.IsConstraintError(err) {
-		// The one active deployment per (workflow, environment) is unique:
-		// a concurrent deploy committed its own between our read and write.
-		return nil, errs.E(errs.Conflict, "another deployment to %s committed first; retry", env.Name)
-	}
-	if err != nil {
-		return nil, err
 	}
 	meta := map[string]any{"workflowID": wv.WorkflowID, "versionID": wv.ID, "number": wv.Number, "environment": env.Name, "environmentKind": string(env.Kind)}
 	if prevVersion != nil {
@@ -308,6 +278,28 @@ func (s *Service) deploy(ctx context.Context, c *ent.Client, v *viewer.Viewer, r
 		meta[k] = x
 	}
 	return dep, audit.Record(ctx, c, r.action, "Deployment", dep.ID, meta)
+}
+
+// CheckDeployable refuses to make wv run in env when env is archived, wv
+// is a draft, or env lacks a credential or a required variable wv names
+// (VALIDATION at versionPath or envPath, or at the definition's path).
+// Every way a version comes to run in an environment checks it: deploys,
+// promotions, releases (their candidate) and rollbacks.
+func CheckDeployable(ctx context.Context, c *ent.Client, wv *ent.WorkflowVersion, env *ent.Environment, versionPath, envPath string) error {
+	if env.ArchivedAt != nil {
+		return ArchivedError(env, envPath, "deploys")
+	}
+	if wv.Status != workflowversion.StatusPublished {
+		return errs.Invalid(versionPath, "version %d is a draft; publish it first", wv.Number)
+	}
+	def, _, err := parseDefinition(wv.Definition)
+	if err != nil {
+		return err
+	}
+	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
+		return err
+	}
+	return checkVariables(ctx, c, def, env)
 }
 
 // checkVariables makes sure the environment sets every variable the

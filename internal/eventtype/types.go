@@ -90,7 +90,32 @@ const (
 	IncidentResolved Type = "incident.resolved"
 )
 
-var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved}
+// Release and deployment events (internal/releases): tenant events, not
+// run events.
+const (
+	// ReleaseStarted: a release began at its first step.
+	ReleaseStarted Type = "release.started"
+	// ReleaseProgressed: a release moved to its next step.
+	ReleaseProgressed Type = "release.progressed"
+	// ReleasePaused: a release was paused at its step.
+	ReleasePaused Type = "release.paused"
+	// ReleaseResumed: a paused release progresses again.
+	ReleaseResumed Type = "release.resumed"
+	// ReleasePromoted: the candidate became the deployment.
+	ReleasePromoted Type = "release.promoted"
+	// ReleaseRolledBack: new runs all go to the stable version again
+	// (by hand or on an analysis breach).
+	ReleaseRolledBack Type = "release.rolled_back"
+	// ReleaseAborted: a release ended with no change to the deployment.
+	ReleaseAborted Type = "release.aborted"
+	// DeploymentRolledBack: the previously deployed version became
+	// current again (rollbackDeployment).
+	DeploymentRolledBack Type = "deployment.rolled_back"
+)
+
+var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
+	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
+	DeploymentRolledBack}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -99,6 +124,8 @@ var webhook = [...]Type{
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	BudgetExceeded,
 	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
+	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
+	DeploymentRolledBack,
 }
 
 // All returns every run event type, in the README's order.

@@ -45,6 +45,7 @@ const (
 	SLABreach         = "slb"
 
 	EnvironmentVariableVersion = "envv"
+	Release                    = "rel"
 )
 
 var (

@@ -3,6 +3,7 @@ package runs
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -85,13 +86,15 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	}
 	// The deployment and the tenant's sla_version (under which SLA
 	// policies are cached) in one round trip.
-	// The environment's variables version (the set the run reads) and
-	// whether it is archived come with the same statement.
+	// The environment's variables version (the set the run reads), whether
+	// it is archived, and the active release of the workflow in the
+	// environment (releaseSelect) come with the same statement.
 	var deps []struct {
-		VersionID   string `json:"version_id"`
-		SLAVersion  int64  `json:"sla_version"`
-		VarsVersion int64  `json:"vars_version"`
-		Archived    bool   `json:"archived"`
+		VersionID   string         `json:"version_id"`
+		SLAVersion  int64          `json:"sla_version"`
+		VarsVersion int64          `json:"vars_version"`
+		Archived    bool           `json:"archived"`
+		Release     sql.NullString `json:"release"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
@@ -100,6 +103,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			s.AppendSelectExprAs(entsql.Expr("(SELECT sla_version FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "sla_version")
 			s.AppendSelectExprAs(entsql.Expr("(SELECT vars_version FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "vars_version")
 			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
+			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
@@ -128,7 +132,9 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		}
 		return nil, control.ArchivedError(env, "input.environmentID", "new runs")
 	}
-	def, err := e.definitionOf(ctx, c, dep.VersionID)
+	runID := ids.New(ids.Run)
+	rt := routeRun(dep.VersionID, dep.Release, runID, in.IdempotencyKey)
+	def, err := e.definitionOf(ctx, c, rt.versionID)
 	if err != nil {
 		return nil, err
 	}
@@ -139,9 +145,9 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	// key returned above: one entry per run started, none for a repeat,
 	// which changes nothing.
 	return e.createRun(ctx, c, v, newRun{
-		workflowID: in.WorkflowID, versionID: dep.VersionID, environmentID: in.EnvironmentID,
+		workflowID: in.WorkflowID, versionID: rt.versionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
-		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion,
+		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
 	})
 }
 
@@ -181,12 +187,20 @@ type newRun struct {
 	// varsVersion is the environment's variables version the run reads
 	// (startRun: the current one; a replay or a child: its source's).
 	varsVersion int64
+	// runID, when set, is the new run's id (startRun routes by it).
+	runID string
+	// releaseID and releaseSide: the release that routed the run and its side.
+	releaseID   *string
+	releaseSide *run.ReleaseSide
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
 func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer, nr newRun) (*ent.Run, error) {
 	now := e.now()
-	r := &ent.Run{ID: ids.New(ids.Run), TenantID: v.TenantID, CreatedAt: now, UpdatedAt: now, WorkflowID: nr.workflowID,
+	if nr.runID == "" {
+		nr.runID = ids.New(ids.Run)
+	}
+	r := &ent.Run{ID: nr.runID, ReleaseID: nr.releaseID, ReleaseSide: nr.releaseSide, TenantID: v.TenantID, CreatedAt: now, UpdatedAt: now, WorkflowID: nr.workflowID,
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
 		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1),
@@ -240,6 +254,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		s.counts[string(sr.Status)]++
 	}
 	data := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID, "mode": string(r.Mode)}
+	if r.ReleaseID != nil {
+		data["releaseID"], data["releaseSide"] = *r.ReleaseID, string(*r.ReleaseSide)
+	}
 	if nr.replayOf != nil {
 		data["replayOf"] = *nr.replayOf
 	}
@@ -250,6 +267,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		meta := map[string]any{"workflowID": r.WorkflowID, "versionID": r.VersionID, "environmentID": r.EnvironmentID}
 		if nr.idempotencyKey != nil {
 			meta["idempotencyKey"] = *nr.idempotencyKey
+		}
+		if nr.releaseID != nil {
+			meta["releaseID"], meta["releaseSide"] = *nr.releaseID, string(*nr.releaseSide)
 		}
 		if err := audit.Record(store.Held(ctx, "audit_logs:run.start:"+r.ID, 1), c, "run.start", "Run", r.ID, meta); err != nil {
 			return nil, err

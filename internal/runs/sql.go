@@ -319,13 +319,13 @@ func insertRun(ctx context.Context, r *ent.Run) error {
 		`INSERT INTO runs (id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 		input_hash, idempotency_key, replay_of, cost_micro_usd, next_seq, trace_id, created_by, parent_run_id, parent_step_id, depth,
 		sla_deadline_at, sla_queue_deadline_at, sla_max_cost_micro_usd, sla_check_at,
-		env_vars_version)
+		env_vars_version, release_id, release_side)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
-		$24)`,
+		$24, $25, $26)`,
 		r.ID, r.TenantID, r.CreatedAt, r.UpdatedAt, r.WorkflowID, r.VersionID, r.EnvironmentID, r.Status, r.Mode, r.Input,
 		r.InputHash, r.IdempotencyKey, r.ReplayOf, r.NextSeq, r.TraceID, r.CreatedBy, r.ParentRunID, r.ParentStepID, r.Depth,
 		r.SLADeadlineAt, r.SLAQueueDeadlineAt, r.SLAMaxCostMicroUsd, r.SLACheckAt,
-		r.EnvVarsVersion)
+		r.EnvVarsVersion, r.ReleaseID, r.ReleaseSide)
 }
 
 // insertSteps holds the inserts of a new run's steps and first attempts:
