@@ -76,6 +76,8 @@ var webhookTypes = []string{
 	"approval.requested", "approval.decided", "approval.expired", "approval.escalated",
 	"budget.exceeded",
 	"sla.breached", "incident.acknowledged", "incident.escalated", "incident.resolved",
+	"release.started", "release.progressed", "release.paused", "release.resumed", "release.promoted",
+	"release.rolled_back", "release.aborted", "deployment.rolled_back",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.
