@@ -14,6 +14,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -41,33 +43,35 @@ import (
 // nodeTables maps id prefixes of GraphQL-visible types to their tables.
 // Types hidden from the API (credential versions) are deliberately absent.
 var nodeTables = map[string]string{
-	ids.Tenant:           tenant.Table,
-	ids.Member:           member.Table,
-	ids.APIKey:           apikey.Table,
-	ids.Environment:      environment.Table,
-	ids.Workflow:         workflow.Table,
-	ids.WorkflowVersion:  workflowversion.Table,
-	ids.Deployment:       deployment.Table,
-	ids.Credential:       credential.Table,
-	ids.AuditLog:         auditlog.Table,
-	ids.Run:              run.Table,
-	ids.StepRun:          steprun.Table,
-	ids.StepAttempt:      stepattempt.Table,
-	ids.MapItem:          mapitem.Table,
-	ids.RunEvent:         runevent.Table,
-	ids.ApprovalRequest:  approvalrequest.Table,
-	ids.ModelPrice:       modelprice.Table,
-	ids.ModelCall:        modelcall.Table,
-	ids.WebhookEndpoint:  webhookendpoint.Table,
-	ids.WebhookDelivery:  webhookdelivery.Table,
-	ids.WebhookAttempt:   webhookattempt.Table,
-	ids.InboundEvent:     inboundevent.Table,
-	ids.EscalationPolicy: escalationpolicy.Table,
-	ids.Escalation:       escalation.Table,
-	ids.PagerDutySend:    pagerdutysend.Table,
-	ids.SLAPolicy:        slapolicy.Table,
-	ids.Incident:         incident.Table,
-	ids.SLABreach:        slabreach.Table,
+	ids.Tenant:            tenant.Table,
+	ids.Member:            member.Table,
+	ids.APIKey:            apikey.Table,
+	ids.Environment:       environment.Table,
+	ids.Workflow:          workflow.Table,
+	ids.WorkflowVersion:   workflowversion.Table,
+	ids.Deployment:        deployment.Table,
+	ids.Credential:        credential.Table,
+	ids.AuditLog:          auditlog.Table,
+	ids.Run:               run.Table,
+	ids.StepRun:           steprun.Table,
+	ids.StepAttempt:       stepattempt.Table,
+	ids.MapItem:           mapitem.Table,
+	ids.RunEvent:          runevent.Table,
+	ids.ApprovalRequest:   approvalrequest.Table,
+	ids.ModelPrice:        modelprice.Table,
+	ids.ModelCall:         modelcall.Table,
+	ids.WebhookEndpoint:   webhookendpoint.Table,
+	ids.WebhookDelivery:   webhookdelivery.Table,
+	ids.WebhookAttempt:    webhookattempt.Table,
+	ids.InboundEvent:      inboundevent.Table,
+	ids.EscalationPolicy:  escalationpolicy.Table,
+	ids.Escalation:        escalation.Table,
+	ids.PagerDutySend:     pagerdutysend.Table,
+	ids.SLAPolicy:         slapolicy.Table,
+	ids.Incident:          incident.Table,
+	ids.SLABreach:         slabreach.Table,
+	ids.Evaluation:        evaluation.Table,
+	ids.EvaluationExample: evaluationexample.Table,
 }
 
 const maxNodes = 100

@@ -8,6 +8,7 @@ package graph
 import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
+	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/webhook"
@@ -21,6 +22,8 @@ type Resolver struct {
 	// Escalation manages escalation policies.
 	Escalation *escalation.Service
 	SLA        *sla.Service
+	// Evals creates and lists evaluations.
+	Evals *evals.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -65,6 +65,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Webhooks:   a.webhooks,
 		Escalation: a.escalation,
 		SLA:        a.sla,
+		Evals:      a.evals,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

@@ -106,6 +106,9 @@ type Config struct {
 	// cost per window) are evaluated (SLUICE_SLA_WINDOW_INTERVAL). If
 	// unset, 1m.
 	SLAWindowInterval time.Duration
+	// EvalInterval is how often a worker moves open evaluations on
+	// (SLUICE_EVAL_INTERVAL). If unset, 1s.
+	EvalInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -221,6 +224,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
+	c.EvalInterval = durationVar(getenv, "SLUICE_EVAL_INTERVAL", time.Second, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -88,9 +88,12 @@ const (
 	// IncidentResolved: an incident was resolved, by hand or because its
 	// objective holds again.
 	IncidentResolved Type = "incident.resolved"
+	// EvaluationCompleted: an evaluation finished (completed, stopped by
+	// its budget, cancelled or failed); its summary is in the payload.
+	EvaluationCompleted Type = "evaluation.completed"
 )
 
-var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved}
+var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved, EvaluationCompleted}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -99,6 +102,7 @@ var webhook = [...]Type{
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	BudgetExceeded,
 	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
+	EvaluationCompleted,
 }
 
 // All returns every run event type, in the README's order.

@@ -43,6 +43,8 @@ const (
 	SLAPolicy         = "slp"
 	Incident          = "inc"
 	SLABreach         = "slb"
+	Evaluation        = "evl"
+	EvaluationExample = "evx"
 )
 
 var (

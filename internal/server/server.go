@@ -33,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/escalation"
+	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
@@ -54,7 +55,9 @@ type Deps struct {
 	// Escalation manages escalation policies; optional.
 	Escalation *escalation.Service
 	// SLA manages SLA policies and incidents; optional.
-	SLA     *sla.Service
+	SLA *sla.Service
+	// Evals creates and lists evaluations; optional.
+	Evals   *evals.Service
 	Metrics *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
@@ -91,7 +94,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Evals: d.Evals, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
