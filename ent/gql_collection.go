@@ -1547,11 +1547,6 @@ func (_q *EvaluationQuery) collectField(ctx context.Context, oneNode bool, opCtx
 				selectedFields = append(selectedFields, evaluation.FieldConcurrency)
 				fieldSeen[evaluation.FieldConcurrency] = struct{}{}
 			}
-		case "budgetMicroUsd":
-			if _, ok := fieldSeen[evaluation.FieldBudgetMicroUsd]; !ok {
-				selectedFields = append(selectedFields, evaluation.FieldBudgetMicroUsd)
-				fieldSeen[evaluation.FieldBudgetMicroUsd] = struct{}{}
-			}
 		case "status":
 			if _, ok := fieldSeen[evaluation.FieldStatus]; !ok {
 				selectedFields = append(selectedFields, evaluation.FieldStatus)
@@ -1566,11 +1561,6 @@ func (_q *EvaluationQuery) collectField(ctx context.Context, oneNode bool, opCtx
 			if _, ok := fieldSeen[evaluation.FieldDone]; !ok {
 				selectedFields = append(selectedFields, evaluation.FieldDone)
 				fieldSeen[evaluation.FieldDone] = struct{}{}
-			}
-		case "spentMicroUsd":
-			if _, ok := fieldSeen[evaluation.FieldSpentMicroUsd]; !ok {
-				selectedFields = append(selectedFields, evaluation.FieldSpentMicroUsd)
-				fieldSeen[evaluation.FieldSpentMicroUsd] = struct{}{}
 			}
 		case "message":
 			if _, ok := fieldSeen[evaluation.FieldMessage]; !ok {
@@ -1717,16 +1707,6 @@ func (_q *EvaluationExampleQuery) collectField(ctx context.Context, oneNode bool
 			if _, ok := fieldSeen[evaluationexample.FieldCandidateOutput]; !ok {
 				selectedFields = append(selectedFields, evaluationexample.FieldCandidateOutput)
 				fieldSeen[evaluationexample.FieldCandidateOutput] = struct{}{}
-			}
-		case "baselineCostMicroUsd":
-			if _, ok := fieldSeen[evaluationexample.FieldBaselineCostMicroUsd]; !ok {
-				selectedFields = append(selectedFields, evaluationexample.FieldBaselineCostMicroUsd)
-				fieldSeen[evaluationexample.FieldBaselineCostMicroUsd] = struct{}{}
-			}
-		case "candidateCostMicroUsd":
-			if _, ok := fieldSeen[evaluationexample.FieldCandidateCostMicroUsd]; !ok {
-				selectedFields = append(selectedFields, evaluationexample.FieldCandidateCostMicroUsd)
-				fieldSeen[evaluationexample.FieldCandidateCostMicroUsd] = struct{}{}
 			}
 		case "baselineTokens":
 			if _, ok := fieldSeen[evaluationexample.FieldBaselineTokens]; !ok {

@@ -9,7 +9,6 @@ import (
 	"context"
 
 	"entgo.io/contrib/entgql"
-
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/graph/model"

@@ -34,13 +34,15 @@ func (Evaluation) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Bool("recorded_only").Default(false).Immutable(),
 		field.Int("concurrency").Default(4).Immutable(),
-		field.Int64("budget_micro_usd").Optional().Nillable().Immutable(),
+		field.Int64("budget_micro_usd").Optional().Nillable().Immutable().
+			Annotations(entgql.Skip(entgql.SkipAll)), // ...MicroUSD in evaluations.graphql
 		field.Enum("status").NamedValues("Queued", "QUEUED", "Running", "RUNNING", "Completed", "COMPLETED",
 			"AbortedBudget", "ABORTED_BUDGET", "Cancelled", "CANCELLED", "Failed", "FAILED").Default("QUEUED").
 			Annotations(entgql.Type("EvaluationStatus")),
 		field.Int("total").Immutable(),
 		field.Int("done").Default(0),
-		field.Int64("spent_micro_usd").Default(0),
+		field.Int64("spent_micro_usd").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)), // ...MicroUSD in evaluations.graphql
 		field.JSON("summary", map[string]any{}).Optional().
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("message").Optional().Nillable(),
@@ -87,8 +89,10 @@ func (EvaluationExample) Fields() []ent.Field {
 		field.JSON("candidate_output", map[string]any{}).Optional().Annotations(entgql.Type("Map")),
 		field.JSON("diff", []map[string]any{}).Optional().Annotations(entgql.Skip(entgql.SkipAll)),
 		field.JSON("scores", []map[string]any{}).Optional().Annotations(entgql.Skip(entgql.SkipAll)),
-		field.Int64("baseline_cost_micro_usd").Default(0),
-		field.Int64("candidate_cost_micro_usd").Default(0),
+		field.Int64("baseline_cost_micro_usd").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)), // ...MicroUSD in evaluations.graphql
+		field.Int64("candidate_cost_micro_usd").Default(0).
+			Annotations(entgql.Skip(entgql.SkipAll)), // ...MicroUSD in evaluations.graphql
 		field.Int64("baseline_tokens").Default(0),
 		field.Int64("candidate_tokens").Default(0),
 		field.Int64("baseline_duration_ms").Default(0),

@@ -2429,7 +2429,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Evaluation.BaselineVersionID(childComplexity), true
-	case "Evaluation.budgetMicroUsd":
+	case "Evaluation.budgetMicroUSD":
 		if e.ComplexityRoot.Evaluation.BudgetMicroUsd == nil {
 			break
 		}
@@ -2518,7 +2518,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Evaluation.Scorers(childComplexity), true
-	case "Evaluation.spentMicroUsd":
+	case "Evaluation.spentMicroUSD":
 		if e.ComplexityRoot.Evaluation.SpentMicroUsd == nil {
 			break
 		}
@@ -2593,7 +2593,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EvaluationEdge.Node(childComplexity), true
 
-	case "EvaluationExample.baselineCostMicroUsd":
+	case "EvaluationExample.baselineCostMicroUSD":
 		if e.ComplexityRoot.EvaluationExample.BaselineCostMicroUsd == nil {
 			break
 		}
@@ -2617,7 +2617,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationExample.BaselineTokens(childComplexity), true
-	case "EvaluationExample.candidateCostMicroUsd":
+	case "EvaluationExample.candidateCostMicroUSD":
 		if e.ComplexityRoot.EvaluationExample.CandidateCostMicroUsd == nil {
 			break
 		}
@@ -8418,11 +8418,9 @@ type Evaluation implements Node {
   candidateVersionID: String!
   recordedOnly: Boolean!
   concurrency: Int!
-  budgetMicroUsd: Int
   status: EvaluationStatus!
   total: Int!
   done: Int!
-  spentMicroUsd: Int!
   message: String
   createdBy: String!
   finishedAt: Time
@@ -8469,8 +8467,6 @@ type EvaluationExample implements Node {
   verdict: EvaluationVerdict
   baselineOutput: Map
   candidateOutput: Map
-  baselineCostMicroUsd: Int!
-  candidateCostMicroUsd: Int!
   baselineTokens: Int!
   candidateTokens: Int!
   baselineDurationMs: Int!
@@ -12291,6 +12287,8 @@ type ModelOverride {
 }
 
 extend type Evaluation {
+  budgetMicroUSD: Int
+  spentMicroUSD: Int!
   modelOverrides: [ModelOverride!]!
   scorers: [Map!]!
   summary: EvaluationSummary!
@@ -12299,6 +12297,8 @@ extend type Evaluation {
 }
 
 extend type EvaluationExample {
+  baselineCostMicroUSD: Int!
+  candidateCostMicroUSD: Int!
   "RFC 6902-style operations from the baseline output to the candidate's."
   diff: [Map!]!
   scores: [Map!]!
@@ -13435,22 +13435,22 @@ func (ec *executionContext) childFields_Evaluation(ctx context.Context, field gr
 		return ec.fieldContext_Evaluation_recordedOnly(ctx, field)
 	case "concurrency":
 		return ec.fieldContext_Evaluation_concurrency(ctx, field)
-	case "budgetMicroUsd":
-		return ec.fieldContext_Evaluation_budgetMicroUsd(ctx, field)
 	case "status":
 		return ec.fieldContext_Evaluation_status(ctx, field)
 	case "total":
 		return ec.fieldContext_Evaluation_total(ctx, field)
 	case "done":
 		return ec.fieldContext_Evaluation_done(ctx, field)
-	case "spentMicroUsd":
-		return ec.fieldContext_Evaluation_spentMicroUsd(ctx, field)
 	case "message":
 		return ec.fieldContext_Evaluation_message(ctx, field)
 	case "createdBy":
 		return ec.fieldContext_Evaluation_createdBy(ctx, field)
 	case "finishedAt":
 		return ec.fieldContext_Evaluation_finishedAt(ctx, field)
+	case "budgetMicroUSD":
+		return ec.fieldContext_Evaluation_budgetMicroUSD(ctx, field)
+	case "spentMicroUSD":
+		return ec.fieldContext_Evaluation_spentMicroUSD(ctx, field)
 	case "modelOverrides":
 		return ec.fieldContext_Evaluation_modelOverrides(ctx, field)
 	case "scorers":
@@ -13511,10 +13511,6 @@ func (ec *executionContext) childFields_EvaluationExample(ctx context.Context, f
 		return ec.fieldContext_EvaluationExample_baselineOutput(ctx, field)
 	case "candidateOutput":
 		return ec.fieldContext_EvaluationExample_candidateOutput(ctx, field)
-	case "baselineCostMicroUsd":
-		return ec.fieldContext_EvaluationExample_baselineCostMicroUsd(ctx, field)
-	case "candidateCostMicroUsd":
-		return ec.fieldContext_EvaluationExample_candidateCostMicroUsd(ctx, field)
 	case "baselineTokens":
 		return ec.fieldContext_EvaluationExample_baselineTokens(ctx, field)
 	case "candidateTokens":
@@ -13525,6 +13521,10 @@ func (ec *executionContext) childFields_EvaluationExample(ctx context.Context, f
 		return ec.fieldContext_EvaluationExample_candidateDurationMs(ctx, field)
 	case "message":
 		return ec.fieldContext_EvaluationExample_message(ctx, field)
+	case "baselineCostMicroUSD":
+		return ec.fieldContext_EvaluationExample_baselineCostMicroUSD(ctx, field)
+	case "candidateCostMicroUSD":
+		return ec.fieldContext_EvaluationExample_candidateCostMicroUSD(ctx, field)
 	case "diff":
 		return ec.fieldContext_EvaluationExample_diff(ctx, field)
 	case "scores":
@@ -21944,29 +21944,6 @@ func (ec *executionContext) fieldContext_Evaluation_concurrency(_ context.Contex
 	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
 }
 
-func (ec *executionContext) _Evaluation_budgetMicroUsd(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Evaluation_budgetMicroUsd(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.BudgetMicroUsd, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
-			return ec.marshalOInt2ᚖint64(ctx, selections, v)
-		},
-		true,
-		false,
-	)
-}
-func (ec *executionContext) fieldContext_Evaluation_budgetMicroUsd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
-}
-
 func (ec *executionContext) _Evaluation_status(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22033,29 +22010,6 @@ func (ec *executionContext) _Evaluation_done(ctx context.Context, field graphql.
 	)
 }
 func (ec *executionContext) fieldContext_Evaluation_done(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
-}
-
-func (ec *executionContext) _Evaluation_spentMicroUsd(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Evaluation_spentMicroUsd(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.SpentMicroUsd, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
-			return ec.marshalNInt2int64(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_Evaluation_spentMicroUsd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
 }
 
@@ -22126,6 +22080,52 @@ func (ec *executionContext) _Evaluation_finishedAt(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_Evaluation_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Evaluation_budgetMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_budgetMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BudgetMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_budgetMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_spentMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_spentMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SpentMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_spentMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Evaluation_modelOverrides(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
@@ -22677,52 +22677,6 @@ func (ec *executionContext) fieldContext_EvaluationExample_candidateOutput(_ con
 	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Map")
 }
 
-func (ec *executionContext) _EvaluationExample_baselineCostMicroUsd(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_EvaluationExample_baselineCostMicroUsd(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.BaselineCostMicroUsd, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
-			return ec.marshalNInt2int64(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_EvaluationExample_baselineCostMicroUsd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
-}
-
-func (ec *executionContext) _EvaluationExample_candidateCostMicroUsd(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_EvaluationExample_candidateCostMicroUsd(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.CandidateCostMicroUsd, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
-			return ec.marshalNInt2int64(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_EvaluationExample_candidateCostMicroUsd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
-}
-
 func (ec *executionContext) _EvaluationExample_baselineTokens(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22836,6 +22790,52 @@ func (ec *executionContext) _EvaluationExample_message(ctx context.Context, fiel
 }
 func (ec *executionContext) fieldContext_EvaluationExample_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineCostMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineCostMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineCostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineCostMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateCostMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateCostMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateCostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateCostMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
 }
 
 func (ec *executionContext) _EvaluationExample_diff(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
@@ -59489,11 +59489,6 @@ func (ec *executionContext) _Evaluation(ctx context.Context, sel ast.SelectionSe
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "budgetMicroUsd":
-			out.Values[i] = ec._Evaluation_budgetMicroUsd(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
 		case "status":
 			out.Values[i] = ec._Evaluation_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -59506,11 +59501,6 @@ func (ec *executionContext) _Evaluation(ctx context.Context, sel ast.SelectionSe
 			}
 		case "done":
 			out.Values[i] = ec._Evaluation_done(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
-		case "spentMicroUsd":
-			out.Values[i] = ec._Evaluation_spentMicroUsd(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -59527,6 +59517,16 @@ func (ec *executionContext) _Evaluation(ctx context.Context, sel ast.SelectionSe
 		case "finishedAt":
 			out.Values[i] = ec._Evaluation_finishedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "budgetMicroUSD":
+			out.Values[i] = ec._Evaluation_budgetMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "spentMicroUSD":
+			out.Values[i] = ec._Evaluation_spentMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "modelOverrides":
@@ -59723,16 +59723,6 @@ func (ec *executionContext) _EvaluationExample(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "baselineCostMicroUsd":
-			out.Values[i] = ec._EvaluationExample_baselineCostMicroUsd(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
-		case "candidateCostMicroUsd":
-			out.Values[i] = ec._EvaluationExample_candidateCostMicroUsd(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
 		case "baselineTokens":
 			out.Values[i] = ec._EvaluationExample_baselineTokens(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -59756,6 +59746,16 @@ func (ec *executionContext) _EvaluationExample(ctx context.Context, sel ast.Sele
 		case "message":
 			out.Values[i] = ec._EvaluationExample_message(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineCostMicroUSD":
+			out.Values[i] = ec._EvaluationExample_baselineCostMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateCostMicroUSD":
+			out.Values[i] = ec._EvaluationExample_candidateCostMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "diff":
