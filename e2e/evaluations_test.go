@@ -106,6 +106,7 @@ func TestEvaluateModelOverride(t *testing.T) {
 	f.owner.ok(mPublish, map[string]any{"id": v1})
 	f.owner.ok(mDeploy, map[string]any{"v": v1, "e": f.prodEnvID})
 
+	hookEndpoint(t, f.owner, api.URL+"/hooks", "evaluation.completed", "run.succeeded")
 	const n = 50
 	ids := make([]string, n)
 	for i := range n {
@@ -122,7 +123,7 @@ func TestEvaluateModelOverride(t *testing.T) {
 	// What if classify ran on gpt-4o? A CEL scorer prefers longer labels.
 	ev := f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf,
 		"modelOverrides": []any{map[string]any{"stepID": "*", "model": "gpt-4o"}},
-		"scorers": []any{map[string]any{"kind": "CEL", "expression": "candidate.label == baseline.label ? 0 : (size(candidate.label) > size(baseline.label) ? 1 : -1)"}},
+		"scorers":        []any{map[string]any{"kind": "CEL", "expression": "candidate.label == baseline.label ? 0 : (size(candidate.label) > size(baseline.label) ? 1 : -1)"}},
 	}})
 	id := str(ev, "evaluateVersion.id")
 	if str(ev, "evaluateVersion.total") != "" && get(ev, "evaluateVersion.total") != float64(n) || str(ev, "evaluateVersion.candidateVersionID") != v1 {
@@ -187,6 +188,24 @@ func TestEvaluateModelOverride(t *testing.T) {
 	got3 := waitEvaluation(t, f.owner, id3, "COMPLETED", "FAILED", "ABORTED_BUDGET", "CANCELLED")
 	if str(got3, "status") != "ABORTED_BUDGET" || get(got3, "done").(float64) >= 10 || get(got3, "spentMicroUSD").(float64) < 1 {
 		t.Fatalf("budget: %v", got3)
+	}
+
+	// evaluation.completed for each, with its summary; the replays sent no
+	// run webhooks (only the production runs' run.succeeded arrived).
+	done := hookWaitMsgs(t, api, "/hooks", 3, func(m hookMsg) bool { return m.Type == "evaluation.completed" })
+	for _, m := range done {
+		if m.Data["evaluationID"] == id && (m.Data["status"] != "COMPLETED" || get(m.Data, "summary.verdicts.regressed") != float64(n)) {
+			t.Fatalf("evaluation.completed: %v", m.Data)
+		}
+	}
+	succeeded := 0
+	for _, m := range hookMsgs(t, api, "/hooks") {
+		if m.Type == "run.succeeded" {
+			succeeded++
+		}
+	}
+	if succeeded != n {
+		t.Fatalf("run.succeeded webhooks: %d, want %d (the production runs only)", succeeded, n)
 	}
 
 	list := edges(f.owner.ok(`query($w: ID) { evaluations(workflowID: $w) { edges { node { id status } } } }`, map[string]any{"w": wf}), "evaluations")

@@ -473,11 +473,11 @@ var (
 				Columns: []*schema.Column{EvaluationsColumns[20], EvaluationsColumns[1]},
 			},
 			{
-				Name:    "evaluation_tenant_id_status",
+				Name:    "evaluation_open",
 				Unique:  false,
-				Columns: []*schema.Column{EvaluationsColumns[20], EvaluationsColumns[12]},
+				Columns: []*schema.Column{EvaluationsColumns[20], EvaluationsColumns[1]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "status IN ('QUEUED', 'RUNNING')",
+					Where: "finished_at IS NULL",
 				},
 			},
 		},

@@ -54,8 +54,9 @@ func (Evaluation) Fields() []ent.Field {
 func (Evaluation) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("tenant_id", "created_at"),
-		// The driver visits open evaluations only.
-		index.Fields("tenant_id", "status").Annotations(entsql.IndexWhere("status IN ('QUEUED', 'RUNNING')")),
+		// The driver visits open evaluations only (finished_at is set when
+		// one ends).
+		index.Fields("tenant_id", "created_at").Annotations(entsql.IndexWhere("finished_at IS NULL")).StorageKey("evaluation_open"),
 	}
 }
 

@@ -87,7 +87,7 @@ func (s *Service) driveTenant(ctx context.Context, tenantID string) error {
 	err := store.InTenant(viewer.SystemContext(ctx, tenantID), s.o.Client, func(ctx context.Context) error {
 		var err error
 		open, err = ent.FromContext(ctx).Evaluation.Query().
-			Where(evaluation.StatusIn(evaluation.StatusQueued, evaluation.StatusRunning)).Order(ent.Asc(evaluation.FieldCreatedAt)).IDs(ctx)
+			Where(evaluation.FinishedAtIsNil()).Order(ent.Asc(evaluation.FieldCreatedAt)).IDs(ctx)
 		return err
 	})
 	if err != nil {
