@@ -445,19 +445,11 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			j.replayed, j.unrecorded = true, plan.Unrecorded
 		}
 	}
+	if s.run.Mode == run.ModeSandbox && step.HasSideEffect() {
+		j.replayed = true
+	}
 	if j.replayed {
 		if j.unrecorded == "" && s.run.ReplayOf != nil {
-			out, found, err := succeededOutput(ctx, s.run.TenantID, *s.run.ReplayOf, step.ID)
-			if err != nil {
-				return nil, 0, err
-			}
-			if found {
-				j.recorded = decodeJSON(out)
-			}
-		}
-	} else if s.run.Mode == run.ModeSandbox && step.HasSideEffect() {
-		j.replayed = true
-		if s.run.ReplayOf != nil {
 			out, found, err := succeededOutput(ctx, s.run.TenantID, *s.run.ReplayOf, step.ID)
 			if err != nil {
 				return nil, 0, err
