@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -267,6 +268,18 @@ func TestEvaluationIsolationAndBadInput(t *testing.T) {
 	viewerC.fail("FORBIDDEN", mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1}})
 
 	id := str(f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "recordedOnly": true}}), "evaluateVersion.id")
+	// evaluationUpdated streams its progress until it ends.
+	w := connectWS(t, server(1), wsBearer(token(t, f.tenantID, "viewer")))
+	w.subscribe("ev", `subscription($id: ID!) { evaluationUpdated(id: $id) { id status done total } }`, map[string]any{"id": id})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for last := ""; last != "COMPLETED"; {
+		frame, err := w.next(ctx, "ev")
+		if err != nil || frame.Type != "next" || str(frame.Data, "evaluationUpdated.id") != id {
+			t.Fatalf("evaluationUpdated: %v %+v (last status %s)", err, frame, last)
+		}
+		last = str(frame.Data, "evaluationUpdated.status")
+	}
 	// Another tenant sees nothing and can name nothing.
 	if n := get(other.owner.ok(`{ evaluations { totalCount } }`, nil), "evaluations.totalCount"); n != float64(0) {
 		t.Fatalf("other tenant sees %v evaluations", n)

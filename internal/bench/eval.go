@@ -31,7 +31,7 @@ func evalDefinition(base string) map[string]any {
 const (
 	mBenchCred = `mutation($e: ID!, $s: Map!) { createCredential(input: {environmentID: $e, name: "bench-openai", type: openai, secret: $s}) { id } }`
 	mBenchEval = `mutation($w: ID!, $e: ID!, $v: ID!, $n: Int!) { evaluateVersion(input: {workflowID: $w, environmentID: $e, candidateVersionID: $v,
-		recordedOnly: true, concurrency: 8, dataset: {last: $n}}) { id } }`
+		recordedOnly: true, concurrency: 32, dataset: {last: $n}}) { id } }`
 	qBenchEval     = `query($id: ID!) { node(id: $id) { ... on Evaluation { status done message summary { verdicts { unchanged } } } } }`
 	qBenchVersions = `query($w: ID!) { node(id: $w) { ... on Workflow { versions(first: 1) { edges { node { id } } } } } }`
 )

@@ -36,17 +36,32 @@ import (
 // DriverName is the driver's singleton (advisory lock) name.
 const DriverName = "evaluations"
 
-// RunDriver drives open evaluations every Interval until ctx ends.
+// busyInterval is how soon the driver passes again while evaluations are
+// open (Interval when that is shorter): their replays finish within
+// milliseconds, and a pass costs one statement per tenant with one open.
+const busyInterval = 100 * time.Millisecond
+
+// RunDriver drives open evaluations until ctx ends: every Interval, and
+// every busyInterval while some are open.
 func (s *Service) RunDriver(ctx context.Context, db *sql.DB) {
-	t := time.NewTicker(s.o.Interval)
-	defer t.Stop()
 	for {
-		_, err := store.Singleton(ctx, db, DriverName, func(ctx context.Context) error { return s.Drive(ctx) })
+		open := 0
+		_, err := store.Singleton(ctx, db, DriverName, func(ctx context.Context) error {
+			var err error
+			open, err = s.Drive(ctx)
+			return err
+		})
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "evaluation driver", "err", err)
 		}
+		wait := s.o.Interval
+		if open > 0 {
+			wait = min(wait, busyInterval)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
@@ -54,18 +69,19 @@ func (s *Service) RunDriver(ctx context.Context, db *sql.DB) {
 }
 
 // Drive makes one pass over every open evaluation of every tenant that
-// has one. Tests and the benchmark call it directly.
-func (s *Service) Drive(ctx context.Context) error {
+// has one and returns how many tenants had one. Tests and the benchmark
+// call it directly.
+func (s *Service) Drive(ctx context.Context) (int, error) {
 	rows, err := s.o.Client.QueryContext(ctx, "SELECT id FROM sluice_evaluating_tenant_ids() AS t(id)")
 	if err != nil {
-		return fmt.Errorf("list evaluating tenants: %w", err)
+		return 0, fmt.Errorf("list evaluating tenants: %w", err)
 	}
 	var tenants []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		tenants = append(tenants, id)
 	}
@@ -73,13 +89,13 @@ func (s *Service) Drive(ctx context.Context) error {
 	var errs []error
 	for _, tid := range tenants {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return len(tenants), ctx.Err()
 		}
 		if err := s.driveTenant(ctx, tid); err != nil {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", tid, err))
 		}
 	}
-	return errors.Join(errs...)
+	return len(tenants), errors.Join(errs...)
 }
 
 func (s *Service) driveTenant(ctx context.Context, tenantID string) error {
