@@ -69,13 +69,14 @@ var (
 
 // webhookTypes is every type webhooks deliver, in webhookEventTypes' order:
 // hookCatalog's run events, approval escalations, and the tenant events of
-// service levels (their own tests check them).
+// service levels and evaluation.completed (their own tests check them).
 var webhookTypes = []string{
 	"run.started", "run.succeeded", "run.failed", "run.cancelled",
 	"step.failed",
 	"approval.requested", "approval.decided", "approval.expired", "approval.escalated",
 	"budget.exceeded",
 	"sla.breached", "incident.acknowledged", "incident.escalated", "incident.resolved",
+	"evaluation.completed",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.
