@@ -73,12 +73,12 @@ func evalDefinition(api string, extraStep bool) map[string]any {
 
 const (
 	mEvaluate = `mutation($in: EvaluateVersionInput!) { evaluateVersion(input: $in) { id status total baselineVersionID candidateVersionID } }`
-	qEval     = `query($id: ID!) { node(id: $id) { ... on Evaluation { id status total done spentMicroUSD message
+	qEval     = `query($id: ID!) { node(id: $id) { ... on Evaluation { id status total done spentMicroUSD spentUSD budgetUSD message
 		summary { verdicts { improved regressed unchanged error inconclusive } passRate
 			baseline { runs costPerRunMicroUSD p50DurationMs p95DurationMs tokensPerRun }
 			candidate { runs costPerRunMicroUSD p50DurationMs p95DurationMs tokensPerRun }
 			costPerRunDeltaMicroUSD p50DurationDeltaMs p95DurationDeltaMs monthlyRuns projectedMonthlyCostDeltaMicroUSD }
-		examples(first: 3) { totalCount edges { node { verdict baselineOutput candidateOutput diff scores message candidateRunID } } } } } }`
+		examples(first: 3) { totalCount edges { node { verdict baselineCostUSD candidateCostUSD baselineOutput candidateOutput diff scores message candidateRunID } } } } } }`
 )
 
 func waitEvaluation(t *testing.T, c *client, id string, want ...string) map[string]any {
@@ -191,6 +191,9 @@ func TestEvaluateModelOverride(t *testing.T) {
 	id3 := str(f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "budgetMicroUSD": 1, "concurrency": 1,
 		"modelOverrides": []any{map[string]any{"stepID": "classify", "model": "gpt-4o"}}, "dataset": map[string]any{"last": 10}}}), "evaluateVersion.id")
 	got3 := waitEvaluation(t, f.owner, id3, "COMPLETED", "FAILED", "ABORTED_BUDGET", "CANCELLED")
+	if str(got3, "budgetUSD") != "0.000001" || str(got, "budgetUSD") != "" || str(x, "candidateCostUSD") == "" {
+		t.Fatalf("USD fields: %v / %v / %v", got3["budgetUSD"], got["budgetUSD"], x)
+	}
 	if str(got3, "status") != "ABORTED_BUDGET" || get(got3, "done").(float64) >= 10 || get(got3, "spentMicroUSD").(float64) < 1 {
 		t.Fatalf("budget: %v", got3)
 	}

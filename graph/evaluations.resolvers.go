@@ -16,6 +16,15 @@ import (
 	"github.com/sluicehq/sluice/internal/money"
 )
 
+// BudgetUsd is the resolver for the budgetUSD field.
+func (r *evaluationResolver) BudgetUsd(ctx context.Context, obj *ent.Evaluation) (*string, error) {
+	if obj.BudgetMicroUsd == nil {
+		return nil, nil
+	}
+	usd := money.FormatUSD(*obj.BudgetMicroUsd)
+	return &usd, nil
+}
+
 // ModelOverrides is the resolver for the modelOverrides field.
 func (r *evaluationResolver) ModelOverrides(ctx context.Context, obj *ent.Evaluation) ([]*evals.ModelOverride, error) {
 	var out []*evals.ModelOverride
@@ -61,6 +70,16 @@ func (r *evaluationResolver) Examples(ctx context.Context, obj *ent.Evaluation, 
 		q.Where(evaluationexample.VerdictEQ(*verdict))
 	}
 	return q.Paginate(ctx, after, first, before, last, ent.WithEvaluationExampleOrder(&ent.EvaluationExampleOrder{Direction: entgql.OrderDirectionAsc, Field: ent.EvaluationExampleOrderFieldCreatedAt}))
+}
+
+// BaselineCostUsd is the resolver for the baselineCostUSD field.
+func (r *evaluationExampleResolver) BaselineCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error) {
+	return money.FormatUSD(obj.BaselineCostMicroUsd), nil
+}
+
+// CandidateCostUsd is the resolver for the candidateCostUSD field.
+func (r *evaluationExampleResolver) CandidateCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error) {
+	return money.FormatUSD(obj.CandidateCostMicroUsd), nil
 }
 
 // Diff is the resolver for the diff field.

@@ -351,6 +351,7 @@ type ComplexityRoot struct {
 	Evaluation struct {
 		BaselineVersionID  func(childComplexity int) int
 		BudgetMicroUsd     func(childComplexity int) int
+		BudgetUsd          func(childComplexity int) int
 		CandidateVersionID func(childComplexity int) int
 		Concurrency        func(childComplexity int) int
 		CreatedAt          func(childComplexity int) int
@@ -386,10 +387,12 @@ type ComplexityRoot struct {
 
 	EvaluationExample struct {
 		BaselineCostMicroUsd  func(childComplexity int) int
+		BaselineCostUsd       func(childComplexity int) int
 		BaselineDurationMs    func(childComplexity int) int
 		BaselineOutput        func(childComplexity int) int
 		BaselineTokens        func(childComplexity int) int
 		CandidateCostMicroUsd func(childComplexity int) int
+		CandidateCostUsd      func(childComplexity int) int
 		CandidateDurationMs   func(childComplexity int) int
 		CandidateOutput       func(childComplexity int) int
 		CandidateRunID        func(childComplexity int) int
@@ -1138,6 +1141,8 @@ type ComplexityRoot struct {
 // region    ************************** generated!.gotpl **************************
 
 type EvaluationResolver interface {
+	BudgetUsd(ctx context.Context, obj *ent.Evaluation) (*string, error)
+
 	ModelOverrides(ctx context.Context, obj *ent.Evaluation) ([]*evals.ModelOverride, error)
 	Scorers(ctx context.Context, obj *ent.Evaluation) ([]map[string]any, error)
 	Summary(ctx context.Context, obj *ent.Evaluation) (*evals.Summary, error)
@@ -1145,6 +1150,9 @@ type EvaluationResolver interface {
 	Examples(ctx context.Context, obj *ent.Evaluation, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, verdict *evaluationexample.Verdict) (*ent.EvaluationExampleConnection, error)
 }
 type EvaluationExampleResolver interface {
+	BaselineCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error)
+
+	CandidateCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error)
 	Diff(ctx context.Context, obj *ent.EvaluationExample) ([]map[string]any, error)
 	Scores(ctx context.Context, obj *ent.EvaluationExample) ([]map[string]any, error)
 }
@@ -2435,6 +2443,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Evaluation.BudgetMicroUsd(childComplexity), true
+	case "Evaluation.budgetUSD":
+		if e.ComplexityRoot.Evaluation.BudgetUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.BudgetUsd(childComplexity), true
 	case "Evaluation.candidateVersionID":
 		if e.ComplexityRoot.Evaluation.CandidateVersionID == nil {
 			break
@@ -2599,6 +2613,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationExample.BaselineCostMicroUsd(childComplexity), true
+	case "EvaluationExample.baselineCostUSD":
+		if e.ComplexityRoot.EvaluationExample.BaselineCostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineCostUsd(childComplexity), true
 	case "EvaluationExample.baselineDurationMs":
 		if e.ComplexityRoot.EvaluationExample.BaselineDurationMs == nil {
 			break
@@ -2623,6 +2643,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationExample.CandidateCostMicroUsd(childComplexity), true
+	case "EvaluationExample.candidateCostUSD":
+		if e.ComplexityRoot.EvaluationExample.CandidateCostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateCostUsd(childComplexity), true
 	case "EvaluationExample.candidateDurationMs":
 		if e.ComplexityRoot.EvaluationExample.CandidateDurationMs == nil {
 			break
@@ -12288,6 +12314,7 @@ type ModelOverride {
 
 extend type Evaluation {
   budgetMicroUSD: Int
+  budgetUSD: String
   spentMicroUSD: Int!
   modelOverrides: [ModelOverride!]!
   scorers: [Map!]!
@@ -12298,7 +12325,9 @@ extend type Evaluation {
 
 extend type EvaluationExample {
   baselineCostMicroUSD: Int!
+  baselineCostUSD: String!
   candidateCostMicroUSD: Int!
+  candidateCostUSD: String!
   "RFC 6902-style operations from the baseline output to the candidate's."
   diff: [Map!]!
   scores: [Map!]!
@@ -13449,6 +13478,8 @@ func (ec *executionContext) childFields_Evaluation(ctx context.Context, field gr
 		return ec.fieldContext_Evaluation_finishedAt(ctx, field)
 	case "budgetMicroUSD":
 		return ec.fieldContext_Evaluation_budgetMicroUSD(ctx, field)
+	case "budgetUSD":
+		return ec.fieldContext_Evaluation_budgetUSD(ctx, field)
 	case "spentMicroUSD":
 		return ec.fieldContext_Evaluation_spentMicroUSD(ctx, field)
 	case "modelOverrides":
@@ -13523,8 +13554,12 @@ func (ec *executionContext) childFields_EvaluationExample(ctx context.Context, f
 		return ec.fieldContext_EvaluationExample_message(ctx, field)
 	case "baselineCostMicroUSD":
 		return ec.fieldContext_EvaluationExample_baselineCostMicroUSD(ctx, field)
+	case "baselineCostUSD":
+		return ec.fieldContext_EvaluationExample_baselineCostUSD(ctx, field)
 	case "candidateCostMicroUSD":
 		return ec.fieldContext_EvaluationExample_candidateCostMicroUSD(ctx, field)
+	case "candidateCostUSD":
+		return ec.fieldContext_EvaluationExample_candidateCostUSD(ctx, field)
 	case "diff":
 		return ec.fieldContext_EvaluationExample_diff(ctx, field)
 	case "scores":
@@ -22105,6 +22140,29 @@ func (ec *executionContext) fieldContext_Evaluation_budgetMicroUSD(_ context.Con
 	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
 }
 
+func (ec *executionContext) _Evaluation_budgetUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_budgetUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().BudgetUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_budgetUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, true, true, "String")
+}
+
 func (ec *executionContext) _Evaluation_spentMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22815,6 +22873,29 @@ func (ec *executionContext) fieldContext_EvaluationExample_baselineCostMicroUSD(
 	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
 }
 
+func (ec *executionContext) _EvaluationExample_baselineCostUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineCostUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().BaselineCostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineCostUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "String")
+}
+
 func (ec *executionContext) _EvaluationExample_candidateCostMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22836,6 +22917,29 @@ func (ec *executionContext) _EvaluationExample_candidateCostMicroUSD(ctx context
 }
 func (ec *executionContext) fieldContext_EvaluationExample_candidateCostMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateCostUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateCostUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().CandidateCostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateCostUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "String")
 }
 
 func (ec *executionContext) _EvaluationExample_diff(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
@@ -59524,6 +59628,12 @@ func (ec *executionContext) _Evaluation(ctx context.Context, sel ast.SelectionSe
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "budgetUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_budgetUSD(ctx, field, obj)
+				})
 		case "spentMicroUSD":
 			out.Values[i] = ec._Evaluation_spentMicroUSD(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -59753,11 +59863,23 @@ func (ec *executionContext) _EvaluationExample(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "baselineCostUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_baselineCostUSD(ctx, field, obj)
+				})
 		case "candidateCostMicroUSD":
 			out.Values[i] = ec._EvaluationExample_candidateCostMicroUSD(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "candidateCostUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_candidateCostUSD(ctx, field, obj)
+				})
 		case "diff":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
