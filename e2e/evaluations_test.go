@@ -77,7 +77,7 @@ const (
 		summary { verdicts { improved regressed unchanged error inconclusive } passRate
 			baseline { runs costPerRunMicroUSD p50DurationMs p95DurationMs tokensPerRun }
 			candidate { runs costPerRunMicroUSD p50DurationMs p95DurationMs tokensPerRun }
-			costPerRunDeltaMicroUSD p50DurationDeltaMs p95DurationDeltaMs monthlyRuns projectedMonthlyCostDeltaMicroUSD }
+			costPerRunDeltaMicroUSD costPerRunDeltaPct p50DurationDeltaMs p95DurationDeltaMs p95DurationDeltaPct monthlyRuns projectedMonthlyCostDeltaMicroUSD }
 		examples(first: 3) { totalCount edges { node { verdict baselineCostUSD candidateCostUSD baselineOutput candidateOutput diff scores message candidateRunID } } } } } }`
 )
 
@@ -150,7 +150,7 @@ func TestEvaluateModelOverride(t *testing.T) {
 	if get(sum, "verdicts.regressed") != float64(n) || get(sum, "passRate") != float64(0) {
 		t.Fatalf("summary: %v", sum)
 	}
-	if d := get(sum, "costPerRunDeltaMicroUSD").(float64); d <= 0 || get(sum, "candidate.costPerRunMicroUSD").(float64) <= get(sum, "baseline.costPerRunMicroUSD").(float64) {
+	if d := get(sum, "costPerRunDeltaMicroUSD").(float64); d <= 0 || get(sum, "costPerRunDeltaPct").(float64) <= 0 || get(sum, "candidate.costPerRunMicroUSD").(float64) <= get(sum, "baseline.costPerRunMicroUSD").(float64) {
 		t.Fatalf("cost delta %v: %v", d, sum)
 	}
 	if get(sum, "candidate.p50DurationMs").(float64) < 400 || get(sum, "p50DurationDeltaMs").(float64) <= 0 {

@@ -434,9 +434,11 @@ type ComplexityRoot struct {
 		Baseline                          func(childComplexity int) int
 		Candidate                         func(childComplexity int) int
 		CostPerRunDeltaMicroUSD           func(childComplexity int) int
+		CostPerRunDeltaPct                func(childComplexity int) int
 		MonthlyRuns                       func(childComplexity int) int
 		P50DurationDeltaMs                func(childComplexity int) int
 		P95DurationDeltaMs                func(childComplexity int) int
+		P95DurationDeltaPct               func(childComplexity int) int
 		PassRate                          func(childComplexity int) int
 		ProjectedMonthlyCostDeltaMicroUSD func(childComplexity int) int
 		ProjectedMonthlyCostDeltaUSD      func(childComplexity int) int
@@ -2827,6 +2829,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaMicroUSD(childComplexity), true
+	case "EvaluationSummary.costPerRunDeltaPct":
+		if e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaPct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaPct(childComplexity), true
 	case "EvaluationSummary.monthlyRuns":
 		if e.ComplexityRoot.EvaluationSummary.MonthlyRuns == nil {
 			break
@@ -2845,6 +2853,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationSummary.P95DurationDeltaMs(childComplexity), true
+	case "EvaluationSummary.p95DurationDeltaPct":
+		if e.ComplexityRoot.EvaluationSummary.P95DurationDeltaPct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.P95DurationDeltaPct(childComplexity), true
 	case "EvaluationSummary.passRate":
 		if e.ComplexityRoot.EvaluationSummary.PassRate == nil {
 			break
@@ -12298,6 +12312,10 @@ type EvaluationSummary {
   costPerRunDeltaMicroUSD: Int!
   p50DurationDeltaMs: Int!
   p95DurationDeltaMs: Int!
+  "costPerRunDelta / baseline costPerRun, in percent; null when the baseline's is zero."
+  costPerRunDeltaPct: Float
+  "p95DurationDelta / baseline p95, in percent; null when the baseline's is zero."
+  p95DurationDeltaPct: Float
   "Live runs of the workflow in the environment over the last 30 days."
   monthlyRuns: Int!
   "monthlyRuns x costPerRunDelta."
@@ -13624,6 +13642,10 @@ func (ec *executionContext) childFields_EvaluationSummary(ctx context.Context, f
 		return ec.fieldContext_EvaluationSummary_p50DurationDeltaMs(ctx, field)
 	case "p95DurationDeltaMs":
 		return ec.fieldContext_EvaluationSummary_p95DurationDeltaMs(ctx, field)
+	case "costPerRunDeltaPct":
+		return ec.fieldContext_EvaluationSummary_costPerRunDeltaPct(ctx, field)
+	case "p95DurationDeltaPct":
+		return ec.fieldContext_EvaluationSummary_p95DurationDeltaPct(ctx, field)
 	case "monthlyRuns":
 		return ec.fieldContext_EvaluationSummary_monthlyRuns(ctx, field)
 	case "projectedMonthlyCostDeltaMicroUSD":
@@ -23454,6 +23476,52 @@ func (ec *executionContext) _EvaluationSummary_p95DurationDeltaMs(ctx context.Co
 }
 func (ec *executionContext) fieldContext_EvaluationSummary_p95DurationDeltaMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_costPerRunDeltaPct(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_costPerRunDeltaPct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRunDeltaPct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_costPerRunDeltaPct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationSummary_p95DurationDeltaPct(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_p95DurationDeltaPct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationDeltaPct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_p95DurationDeltaPct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Float")
 }
 
 func (ec *executionContext) _EvaluationSummary_monthlyRuns(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
@@ -60092,6 +60160,16 @@ func (ec *executionContext) _EvaluationSummary(ctx context.Context, sel ast.Sele
 		case "p95DurationDeltaMs":
 			out.Values[i] = ec._EvaluationSummary_p95DurationDeltaMs(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRunDeltaPct":
+			out.Values[i] = ec._EvaluationSummary_costPerRunDeltaPct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "p95DurationDeltaPct":
+			out.Values[i] = ec._EvaluationSummary_p95DurationDeltaPct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "monthlyRuns":

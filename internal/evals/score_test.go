@@ -58,6 +58,16 @@ func TestSummary(t *testing.T) {
 	if s.Baseline.P50DurationMs != 10 || s.Candidate.P95DurationMs != 40 || s.P95DurationDeltaMs != 20 {
 		t.Fatalf("durations: %+v", s)
 	}
+	if *s.CostPerRunDeltaPct != 200 || *s.P95DurationDeltaPct != 100 {
+		t.Fatalf("percentages: %v %v", *s.CostPerRunDeltaPct, *s.P95DurationDeltaPct)
+	}
+	minRate, maxReg, maxCost := 0.4, 0, 250.0
+	if v := s.Violations(Policy{MinPassRate: &minRate, MaxCostIncreasePct: &maxCost}); len(v) != 0 {
+		t.Fatalf("violations: %v", v)
+	}
+	if v := s.Violations(Policy{MaxRegressions: &maxReg}); len(v) != 1 {
+		t.Fatalf("one regression allowed none: %v", v)
+	}
 }
 
 func TestApplyOverrides(t *testing.T) {

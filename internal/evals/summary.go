@@ -1,6 +1,7 @@
 package evals
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/sluicehq/sluice/internal/money"
@@ -36,6 +37,10 @@ type Summary struct {
 	CostPerRunDeltaMicroUSD           int64         `json:"costPerRunDeltaMicroUSD"`
 	P50DurationDeltaMs                int64         `json:"p50DurationDeltaMs"`
 	P95DurationDeltaMs                int64         `json:"p95DurationDeltaMs"`
+	// CostPerRunDeltaPct and P95DurationDeltaPct are the deltas relative
+	// to the baseline, in percent; nil when the baseline's is zero.
+	CostPerRunDeltaPct  *float64 `json:"costPerRunDeltaPct"`
+	P95DurationDeltaPct *float64 `json:"p95DurationDeltaPct"`
 	MonthlyRuns                       int64         `json:"monthlyRuns"`
 	ProjectedMonthlyCostDeltaMicroUSD int64         `json:"projectedMonthlyCostDeltaMicroUSD"`
 	ProjectedMonthlyCostDeltaUSD      string        `json:"projectedMonthlyCostDeltaUSD"`
@@ -90,6 +95,8 @@ func summarize(list []measure, monthlyRuns int64) Summary {
 	s.CostPerRunDeltaMicroUSD = s.Candidate.CostPerRunMicroUSD - s.Baseline.CostPerRunMicroUSD
 	s.P50DurationDeltaMs = s.Candidate.P50DurationMs - s.Baseline.P50DurationMs
 	s.P95DurationDeltaMs = s.Candidate.P95DurationMs - s.Baseline.P95DurationMs
+	s.CostPerRunDeltaPct = pct(s.CostPerRunDeltaMicroUSD, s.Baseline.CostPerRunMicroUSD)
+	s.P95DurationDeltaPct = pct(s.P95DurationDeltaMs, s.Baseline.P95DurationMs)
 	s.MonthlyRuns = monthlyRuns
 	s.ProjectedMonthlyCostDeltaMicroUSD = monthlyRuns * s.CostPerRunDeltaMicroUSD
 	s.ProjectedMonthlyCostDeltaUSD = money.FormatUSD(s.ProjectedMonthlyCostDeltaMicroUSD)
@@ -116,4 +123,48 @@ func percentile(sorted []int64, p int) int64 {
 	}
 	i := (p*len(sorted)+99)/100 - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func pct(delta, base int64) *float64 {
+	if base == 0 {
+		return nil
+	}
+	p := 100 * float64(delta) / float64(base)
+	return &p
+}
+
+// Policy is what an evaluation must show to pass a gate (protected
+// environments and releases build on it): each limit is checked when set.
+type Policy struct {
+	MinPassRate        *float64 // 0..1
+	MaxRegressions     *int
+	MaxCostIncreasePct *float64
+	MaxP95IncreasePct  *float64
+}
+
+// Violations lists, in words, the limits of p the summary breaks; none
+// means it passes. A pass rate that cannot be computed (no example judged)
+// breaks a MinPassRate.
+func (s Summary) Violations(p Policy) []string {
+	var out []string
+	if p.MinPassRate != nil && (s.PassRate == nil || *s.PassRate < *p.MinPassRate) {
+		out = append(out, fmt.Sprintf("pass rate %s is below %.4g", rate(s.PassRate), *p.MinPassRate))
+	}
+	if p.MaxRegressions != nil && s.Verdicts.Regressed > *p.MaxRegressions {
+		out = append(out, fmt.Sprintf("%d regressions, more than %d", s.Verdicts.Regressed, *p.MaxRegressions))
+	}
+	if p.MaxCostIncreasePct != nil && s.CostPerRunDeltaPct != nil && *s.CostPerRunDeltaPct > *p.MaxCostIncreasePct {
+		out = append(out, fmt.Sprintf("cost per run up %.1f%%, more than %.4g%%", *s.CostPerRunDeltaPct, *p.MaxCostIncreasePct))
+	}
+	if p.MaxP95IncreasePct != nil && s.P95DurationDeltaPct != nil && *s.P95DurationDeltaPct > *p.MaxP95IncreasePct {
+		out = append(out, fmt.Sprintf("p95 duration up %.1f%%, more than %.4g%%", *s.P95DurationDeltaPct, *p.MaxP95IncreasePct))
+	}
+	return out
+}
+
+func rate(r *float64) string {
+	if r == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.4g", *r)
 }
