@@ -30,20 +30,20 @@ type Side struct {
 // Summary is an evaluation's summary, stored as JSON on the evaluation and
 // recomputed from its examples as they finish.
 type Summary struct {
-	Verdicts                          VerdictCounts `json:"verdicts"`
-	PassRate                          *float64      `json:"passRate"`
-	Baseline                          Side          `json:"baseline"`
-	Candidate                         Side          `json:"candidate"`
-	CostPerRunDeltaMicroUSD           int64         `json:"costPerRunDeltaMicroUSD"`
-	P50DurationDeltaMs                int64         `json:"p50DurationDeltaMs"`
-	P95DurationDeltaMs                int64         `json:"p95DurationDeltaMs"`
+	Verdicts                VerdictCounts `json:"verdicts"`
+	PassRate                *float64      `json:"passRate"`
+	Baseline                Side          `json:"baseline"`
+	Candidate               Side          `json:"candidate"`
+	CostPerRunDeltaMicroUSD int64         `json:"costPerRunDeltaMicroUSD"`
+	P50DurationDeltaMs      int64         `json:"p50DurationDeltaMs"`
+	P95DurationDeltaMs      int64         `json:"p95DurationDeltaMs"`
 	// CostPerRunDeltaPct and P95DurationDeltaPct are the deltas relative
 	// to the baseline, in percent; nil when the baseline's is zero.
-	CostPerRunDeltaPct  *float64 `json:"costPerRunDeltaPct"`
-	P95DurationDeltaPct *float64 `json:"p95DurationDeltaPct"`
-	MonthlyRuns                       int64         `json:"monthlyRuns"`
-	ProjectedMonthlyCostDeltaMicroUSD int64         `json:"projectedMonthlyCostDeltaMicroUSD"`
-	ProjectedMonthlyCostDeltaUSD      string        `json:"projectedMonthlyCostDeltaUSD"`
+	CostPerRunDeltaPct                *float64 `json:"costPerRunDeltaPct"`
+	P95DurationDeltaPct               *float64 `json:"p95DurationDeltaPct"`
+	MonthlyRuns                       int64    `json:"monthlyRuns"`
+	ProjectedMonthlyCostDeltaMicroUSD int64    `json:"projectedMonthlyCostDeltaMicroUSD"`
+	ProjectedMonthlyCostDeltaUSD      string   `json:"projectedMonthlyCostDeltaUSD"`
 }
 
 // ModelOverride replaces an llm step's credential, model and parameters in
