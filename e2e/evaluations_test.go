@@ -220,6 +220,43 @@ func TestEvaluateModelOverride(t *testing.T) {
 	if len(list) != 3 || list[0]["id"] != id3 {
 		t.Fatalf("evaluations: %v", list)
 	}
+
+	// cancelEvaluation stops one in flight: the rest is skipped, the
+	// replays running are cancelled.
+	id4 := str(f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "concurrency": 2,
+		"modelOverrides": []any{map[string]any{"stepID": "classify", "model": "gpt-4o"}}}}), "evaluateVersion.id")
+	qExamples := `query($id: ID!) { node(id: $id) { ... on Evaluation { examples(first: 50) { edges { node { status candidateRunID } } } } } }`
+	var running string
+	eventually(t, 30*time.Second, func() (bool, string) {
+		for _, x := range edges(f.owner.ok(qExamples, map[string]any{"id": id4}), "node.examples") {
+			if x["status"] == "RUNNING" {
+				running = str(x, "candidateRunID")
+				return true, ""
+			}
+		}
+		return false, "no replay running"
+	})
+	c := f.owner.ok(`mutation($id: ID!) { cancelEvaluation(id: $id) { status done message } }`, map[string]any{"id": id4})
+	if str(c, "cancelEvaluation.status") != "CANCELLED" || get(c, "cancelEvaluation.done").(float64) >= n || !strings.Contains(str(c, "cancelEvaluation.message"), "cancelled by") {
+		t.Fatalf("cancel: %v", c)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		ex := edges(f.owner.ok(qExamples, map[string]any{"id": id4}), "node.examples")
+		for _, x := range ex {
+			if x["status"] != "SKIPPED" && x["status"] != "DONE" {
+				return false, fmt.Sprintf("example %v", x)
+			}
+			if id, _ := x["candidateRunID"].(string); id != "" && x["status"] == "SKIPPED" {
+				if st := str(get(f.owner.ok(qRun, map[string]any{"id": id}), "node"), "status"); st != "cancelled" && st != "succeeded" {
+					return false, fmt.Sprintf("replay %s of a cancelled evaluation is %s", id, st)
+				}
+			}
+		}
+		return true, ""
+	})
+	if running == "" {
+		t.Fatal("no replay was running when the evaluation was cancelled")
+	}
 }
 
 func TestEvaluationIsolationAndBadInput(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/store"
@@ -86,16 +87,16 @@ func (s *Service) Drive(ctx context.Context) (int, error) {
 		tenants = append(tenants, id)
 	}
 	rows.Close()
-	var errs []error
+	var errList []error
 	for _, tid := range tenants {
 		if ctx.Err() != nil {
 			return len(tenants), ctx.Err()
 		}
 		if err := s.driveTenant(ctx, tid); err != nil {
-			errs = append(errs, fmt.Errorf("tenant %s: %w", tid, err))
+			errList = append(errList, fmt.Errorf("tenant %s: %w", tid, err))
 		}
 	}
-	return len(tenants), errors.Join(errs...)
+	return len(tenants), errors.Join(errList...)
 }
 
 func (s *Service) driveTenant(ctx context.Context, tenantID string) error {
@@ -365,6 +366,22 @@ func (s *Service) summary(ctx context.Context, c *ent.Client, ev *ent.Evaluation
 // drops, evaluation.completed goes to webhooks and subscribers hear of it.
 func (s *Service) finish(ctx context.Context, c *ent.Client, tenantID string, ev *ent.Evaluation, status evaluation.Status, message string) (*ent.Evaluation, error) {
 	now := s.now()
+	// Replays still running are cancelled (as the evaluation, whoever
+	// stopped it): nothing reads their results any more.
+	inFlight, err := c.EvaluationExample.Query().
+		Where(evaluationexample.EvaluationID(ev.ID), evaluationexample.StatusEQ(evaluationexample.StatusRunning)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sys := viewer.NewContext(ctx, &viewer.Viewer{TenantID: tenantID, Subject: subjectPrefix + ev.ID, System: true})
+	for _, x := range inFlight {
+		if x.CandidateRunID == nil {
+			continue
+		}
+		if _, err := s.o.Runs.CancelRun(sys, *x.CandidateRunID); err != nil && errs.CodeOf(err) != errs.Conflict {
+			return nil, fmt.Errorf("cancel replay %s: %w", *x.CandidateRunID, err)
+		}
+	}
 	if _, err := c.EvaluationExample.Update().
 		Where(evaluationexample.EvaluationID(ev.ID), evaluationexample.StatusIn(evaluationexample.StatusPending, evaluationexample.StatusRunning)).
 		SetStatus(evaluationexample.StatusSkipped).SetUpdatedAt(now).Save(ctx); err != nil {
