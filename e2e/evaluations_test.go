@@ -257,6 +257,11 @@ func TestEvaluateModelOverride(t *testing.T) {
 	if running == "" {
 		t.Fatal("no replay was running when the evaluation was cancelled")
 	}
+	for action, want := range map[string]int{"evaluation.create": 4, "evaluation.cancel": 1} {
+		if logs := edges(f.owner.ok(qHookAudit, map[string]any{"a": action}), "auditLogs"); len(logs) != want {
+			t.Errorf("%d audit entries %s, want %d", len(logs), action, want)
+		}
+	}
 }
 
 func TestEvaluationIsolationAndBadInput(t *testing.T) {
