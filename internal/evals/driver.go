@@ -273,7 +273,7 @@ func (s *Service) step(ctx context.Context, tenantID, id string) error {
 	if !changed {
 		return nil
 	}
-	sum, err := s.summary(ctx, c, ev)
+	sum, err := s.summary(ctx, c, ev, false)
 	if err != nil {
 		return err
 	}
@@ -338,7 +338,7 @@ func unwrap(m map[string]any) any {
 
 // summary recomputes an evaluation's summary from its finished examples
 // and the workflow's live runs of the last 30 days in the environment.
-func (s *Service) summary(ctx context.Context, c *ent.Client, ev *ent.Evaluation) (Summary, error) {
+func (s *Service) summary(ctx context.Context, c *ent.Client, ev *ent.Evaluation, final bool) (Summary, error) {
 	list, err := c.EvaluationExample.Query().
 		Where(evaluationexample.EvaluationID(ev.ID), evaluationexample.StatusEQ(evaluationexample.StatusDone)).All(ctx)
 	if err != nil {
@@ -353,12 +353,21 @@ func (s *Service) summary(ctx context.Context, c *ent.Client, ev *ent.Evaluation
 		}
 		ms = append(ms, m)
 	}
-	monthly, err := c.Run.Query().Where(run.WorkflowID(ev.WorkflowID), run.EnvironmentID(ev.EnvironmentID), run.ModeEQ(run.ModeLive),
-		run.CreatedAtGTE(s.now().Add(-30*24*time.Hour))).Count(ctx)
-	if err != nil {
-		return Summary{}, err
+	// The 30 days' run count is read once while the evaluation runs (the
+	// summary is recomputed on every pass) and again when it ends.
+	var monthly int64
+	var prev Summary
+	if !final && fromMap(ev.Summary, &prev) == nil && prev.MonthlyRuns > 0 {
+		monthly = prev.MonthlyRuns
+	} else {
+		n, err := c.Run.Query().Where(run.WorkflowID(ev.WorkflowID), run.EnvironmentID(ev.EnvironmentID), run.ModeEQ(run.ModeLive),
+			run.CreatedAtGTE(s.now().Add(-30*24*time.Hour))).Count(ctx)
+		if err != nil {
+			return Summary{}, err
+		}
+		monthly = int64(n)
 	}
-	return summarize(ms, int64(monthly)), nil
+	return summarize(ms, monthly), nil
 }
 
 // finish ends an open evaluation with status: examples not finished are
@@ -387,7 +396,7 @@ func (s *Service) finish(ctx context.Context, c *ent.Client, tenantID string, ev
 		SetStatus(evaluationexample.StatusSkipped).SetUpdatedAt(now).Save(ctx); err != nil {
 		return nil, err
 	}
-	sum, err := s.summary(ctx, c, ev)
+	sum, err := s.summary(ctx, c, ev, true)
 	if err != nil {
 		return nil, err
 	}
