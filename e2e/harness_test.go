@@ -196,6 +196,8 @@ func baseEnv() []string {
 		"SLUICE_JWT_AUDIENCE=" + jwtAudience,
 		"SLUICE_EGRESS_ALLOW_CIDRS=127.0.0.0/8",
 		"SLUICE_LOG_LEVEL=debug",
+		// Open evaluations move on five times a second (default 1s).
+		"SLUICE_EVAL_INTERVAL=200ms",
 		// Webhooks: the retry schedule (and the 5-day disable-after period)
 		// runs at 1/1000 speed, so 5s becomes 5ms, 5m 300ms, 30m 1.8s and
 		// a whole schedule about 4.5 minutes; the old secret keeps signing

@@ -69,7 +69,7 @@ var (
 
 // webhookTypes is every type webhooks deliver, in webhookEventTypes' order:
 // hookCatalog's run events, approval escalations, and the tenant events of
-// service levels (their own tests check them).
+// service levels and evaluation.completed (their own tests check them).
 var webhookTypes = []string{
 	"run.started", "run.succeeded", "run.failed", "run.cancelled",
 	"step.failed",
@@ -78,6 +78,7 @@ var webhookTypes = []string{
 	"sla.breached", "incident.acknowledged", "incident.escalated", "incident.resolved",
 	"release.started", "release.progressed", "release.paused", "release.resumed", "release.promoted",
 	"release.rolled_back", "release.aborted", "deployment.rolled_back",
+	"evaluation.completed",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.

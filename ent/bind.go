@@ -82,6 +82,22 @@ func (c *EscalationPolicyClient) Bind(_m *EscalationPolicy) *EscalationPolicy {
 	return _m
 }
 
+// Bind gives a Evaluation that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EvaluationClient) Bind(_m *Evaluation) *Evaluation {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a EvaluationExample that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *EvaluationExampleClient) Bind(_m *EvaluationExample) *EvaluationExample {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a EventWait that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -25,6 +25,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -75,6 +77,10 @@ type Client struct {
 	Escalation *EscalationClient
 	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
 	EscalationPolicy *EscalationPolicyClient
+	// Evaluation is the client for interacting with the Evaluation builders.
+	Evaluation *EvaluationClient
+	// EvaluationExample is the client for interacting with the EvaluationExample builders.
+	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -138,6 +144,8 @@ func (c *Client) init() {
 	c.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(c.config)
 	c.Escalation = NewEscalationClient(c.config)
 	c.EscalationPolicy = NewEscalationPolicyClient(c.config)
+	c.Evaluation = NewEvaluationClient(c.config)
+	c.EvaluationExample = NewEvaluationExampleClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
 	c.Incident = NewIncidentClient(c.config)
@@ -261,6 +269,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
 		Escalation:                 NewEscalationClient(cfg),
 		EscalationPolicy:           NewEscalationPolicyClient(cfg),
+		Evaluation:                 NewEvaluationClient(cfg),
+		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
@@ -311,6 +321,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
 		Escalation:                 NewEscalationClient(cfg),
 		EscalationPolicy:           NewEscalationPolicyClient(cfg),
+		Evaluation:                 NewEvaluationClient(cfg),
+		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
@@ -363,11 +375,11 @@ func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
-		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Release, c.Run,
-		c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant,
-		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
-		c.WorkflowVersion,
+		c.EscalationPolicy, c.Evaluation, c.EvaluationExample, c.EventWait,
+		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Release, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy,
+		c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -379,11 +391,11 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
 		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
-		c.EscalationPolicy, c.EventWait, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.PagerDutySend, c.Release, c.Run,
-		c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant,
-		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
-		c.WorkflowVersion,
+		c.EscalationPolicy, c.Evaluation, c.EvaluationExample, c.EventWait,
+		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
+		c.PagerDutySend, c.Release, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy,
+		c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -412,6 +424,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Escalation.mutate(ctx, m)
 	case *EscalationPolicyMutation:
 		return c.EscalationPolicy.mutate(ctx, m)
+	case *EvaluationMutation:
+		return c.Evaluation.mutate(ctx, m)
+	case *EvaluationExampleMutation:
+		return c.EvaluationExample.mutate(ctx, m)
 	case *EventWaitMutation:
 		return c.EventWait.mutate(ctx, m)
 	case *InboundEventMutation:
@@ -2164,6 +2180,306 @@ func (c *EscalationPolicyClient) mutate(ctx context.Context, m *EscalationPolicy
 		return (&EscalationPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown EscalationPolicy mutation op: %q", m.Op())
+	}
+}
+
+// EvaluationClient is a client for the Evaluation schema.
+type EvaluationClient struct {
+	config
+}
+
+// NewEvaluationClient returns a client for the Evaluation from the given config.
+func NewEvaluationClient(c config) *EvaluationClient {
+	return &EvaluationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `evaluation.Hooks(f(g(h())))`.
+func (c *EvaluationClient) Use(hooks ...Hook) {
+	c.hooks.Evaluation = append(c.hooks.Evaluation, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `evaluation.Intercept(f(g(h())))`.
+func (c *EvaluationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Evaluation = append(c.inters.Evaluation, interceptors...)
+}
+
+// Create returns a builder for creating a Evaluation entity.
+func (c *EvaluationClient) Create() *EvaluationCreate {
+	mutation := newEvaluationMutation(c.config, OpCreate)
+	return &EvaluationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Evaluation entities.
+func (c *EvaluationClient) CreateBulk(builders ...*EvaluationCreate) *EvaluationCreateBulk {
+	return &EvaluationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EvaluationClient) MapCreateBulk(slice any, setFunc func(*EvaluationCreate, int)) *EvaluationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EvaluationCreateBulk{err: fmt.Errorf("calling to EvaluationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EvaluationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EvaluationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Evaluation.
+func (c *EvaluationClient) Update() *EvaluationUpdate {
+	mutation := newEvaluationMutation(c.config, OpUpdate)
+	return &EvaluationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EvaluationClient) UpdateOne(_m *Evaluation) *EvaluationUpdateOne {
+	mutation := newEvaluationMutation(c.config, OpUpdateOne, withEvaluation(_m))
+	return &EvaluationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EvaluationClient) UpdateOneID(id string) *EvaluationUpdateOne {
+	mutation := newEvaluationMutation(c.config, OpUpdateOne, withEvaluationID(id))
+	return &EvaluationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Evaluation.
+func (c *EvaluationClient) Delete() *EvaluationDelete {
+	mutation := newEvaluationMutation(c.config, OpDelete)
+	return &EvaluationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EvaluationClient) DeleteOne(_m *Evaluation) *EvaluationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EvaluationClient) DeleteOneID(id string) *EvaluationDeleteOne {
+	builder := c.Delete().Where(evaluation.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EvaluationDeleteOne{builder}
+}
+
+// Query returns a query builder for Evaluation.
+func (c *EvaluationClient) Query() *EvaluationQuery {
+	return &EvaluationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEvaluation},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Evaluation entity by its id.
+func (c *EvaluationClient) Get(ctx context.Context, id string) (*Evaluation, error) {
+	return c.Query().Where(evaluation.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EvaluationClient) GetX(ctx context.Context, id string) *Evaluation {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Evaluation.
+func (c *EvaluationClient) QueryTenant(_m *Evaluation) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(evaluation.Table, evaluation.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, evaluation.TenantTable, evaluation.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EvaluationClient) Hooks() []Hook {
+	hooks := c.hooks.Evaluation
+	return append(hooks[:len(hooks):len(hooks)], evaluation.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EvaluationClient) Interceptors() []Interceptor {
+	return c.inters.Evaluation
+}
+
+func (c *EvaluationClient) mutate(ctx context.Context, m *EvaluationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EvaluationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EvaluationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EvaluationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EvaluationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Evaluation mutation op: %q", m.Op())
+	}
+}
+
+// EvaluationExampleClient is a client for the EvaluationExample schema.
+type EvaluationExampleClient struct {
+	config
+}
+
+// NewEvaluationExampleClient returns a client for the EvaluationExample from the given config.
+func NewEvaluationExampleClient(c config) *EvaluationExampleClient {
+	return &EvaluationExampleClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `evaluationexample.Hooks(f(g(h())))`.
+func (c *EvaluationExampleClient) Use(hooks ...Hook) {
+	c.hooks.EvaluationExample = append(c.hooks.EvaluationExample, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `evaluationexample.Intercept(f(g(h())))`.
+func (c *EvaluationExampleClient) Intercept(interceptors ...Interceptor) {
+	c.inters.EvaluationExample = append(c.inters.EvaluationExample, interceptors...)
+}
+
+// Create returns a builder for creating a EvaluationExample entity.
+func (c *EvaluationExampleClient) Create() *EvaluationExampleCreate {
+	mutation := newEvaluationExampleMutation(c.config, OpCreate)
+	return &EvaluationExampleCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of EvaluationExample entities.
+func (c *EvaluationExampleClient) CreateBulk(builders ...*EvaluationExampleCreate) *EvaluationExampleCreateBulk {
+	return &EvaluationExampleCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EvaluationExampleClient) MapCreateBulk(slice any, setFunc func(*EvaluationExampleCreate, int)) *EvaluationExampleCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EvaluationExampleCreateBulk{err: fmt.Errorf("calling to EvaluationExampleClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EvaluationExampleCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EvaluationExampleCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for EvaluationExample.
+func (c *EvaluationExampleClient) Update() *EvaluationExampleUpdate {
+	mutation := newEvaluationExampleMutation(c.config, OpUpdate)
+	return &EvaluationExampleUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EvaluationExampleClient) UpdateOne(_m *EvaluationExample) *EvaluationExampleUpdateOne {
+	mutation := newEvaluationExampleMutation(c.config, OpUpdateOne, withEvaluationExample(_m))
+	return &EvaluationExampleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EvaluationExampleClient) UpdateOneID(id string) *EvaluationExampleUpdateOne {
+	mutation := newEvaluationExampleMutation(c.config, OpUpdateOne, withEvaluationExampleID(id))
+	return &EvaluationExampleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for EvaluationExample.
+func (c *EvaluationExampleClient) Delete() *EvaluationExampleDelete {
+	mutation := newEvaluationExampleMutation(c.config, OpDelete)
+	return &EvaluationExampleDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EvaluationExampleClient) DeleteOne(_m *EvaluationExample) *EvaluationExampleDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EvaluationExampleClient) DeleteOneID(id string) *EvaluationExampleDeleteOne {
+	builder := c.Delete().Where(evaluationexample.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EvaluationExampleDeleteOne{builder}
+}
+
+// Query returns a query builder for EvaluationExample.
+func (c *EvaluationExampleClient) Query() *EvaluationExampleQuery {
+	return &EvaluationExampleQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEvaluationExample},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a EvaluationExample entity by its id.
+func (c *EvaluationExampleClient) Get(ctx context.Context, id string) (*EvaluationExample, error) {
+	return c.Query().Where(evaluationexample.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EvaluationExampleClient) GetX(ctx context.Context, id string) *EvaluationExample {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a EvaluationExample.
+func (c *EvaluationExampleClient) QueryTenant(_m *EvaluationExample) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(evaluationexample.Table, evaluationexample.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, evaluationexample.TenantTable, evaluationexample.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EvaluationExampleClient) Hooks() []Hook {
+	hooks := c.hooks.EvaluationExample
+	return append(hooks[:len(hooks):len(hooks)], evaluationexample.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *EvaluationExampleClient) Interceptors() []Interceptor {
+	return c.inters.EvaluationExample
+}
+
+func (c *EvaluationExampleClient) mutate(ctx context.Context, m *EvaluationExampleMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EvaluationExampleCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EvaluationExampleUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EvaluationExampleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EvaluationExampleDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown EvaluationExample mutation op: %q", m.Op())
 	}
 }
 
@@ -5610,18 +5926,18 @@ type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
-		PagerDutySend, Release, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Hook
+		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
+		Member, ModelCall, ModelPrice, PagerDutySend, Release, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		EventWait, InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice,
-		PagerDutySend, Release, Run, RunEvent, SLABreach, SLAPolicy, StepAttempt,
-		StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Interceptor
+		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
+		Member, ModelCall, ModelPrice, PagerDutySend, Release, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -22,6 +22,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -113,6 +115,8 @@ func checkColumn(t, c string) error {
 			environmentvariableversion.Table: environmentvariableversion.ValidColumn,
 			escalation.Table:                 escalation.ValidColumn,
 			escalationpolicy.Table:           escalationpolicy.ValidColumn,
+			evaluation.Table:                 evaluation.ValidColumn,
+			evaluationexample.Table:          evaluationexample.ValidColumn,
 			eventwait.Table:                  eventwait.ValidColumn,
 			inboundevent.Table:               inboundevent.ValidColumn,
 			incident.Table:                   incident.ValidColumn,

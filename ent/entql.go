@@ -13,6 +13,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -44,7 +46,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 31)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 33)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -287,6 +289,72 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   evaluation.Table,
+			Columns: evaluation.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: evaluation.FieldID,
+			},
+		},
+		Type: "Evaluation",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			evaluation.FieldTenantID:           {Type: field.TypeString, Column: evaluation.FieldTenantID},
+			evaluation.FieldCreatedAt:          {Type: field.TypeTime, Column: evaluation.FieldCreatedAt},
+			evaluation.FieldUpdatedAt:          {Type: field.TypeTime, Column: evaluation.FieldUpdatedAt},
+			evaluation.FieldWorkflowID:         {Type: field.TypeString, Column: evaluation.FieldWorkflowID},
+			evaluation.FieldEnvironmentID:      {Type: field.TypeString, Column: evaluation.FieldEnvironmentID},
+			evaluation.FieldBaselineVersionID:  {Type: field.TypeString, Column: evaluation.FieldBaselineVersionID},
+			evaluation.FieldCandidateVersionID: {Type: field.TypeString, Column: evaluation.FieldCandidateVersionID},
+			evaluation.FieldModelOverrides:     {Type: field.TypeJSON, Column: evaluation.FieldModelOverrides},
+			evaluation.FieldScorers:            {Type: field.TypeJSON, Column: evaluation.FieldScorers},
+			evaluation.FieldRecordedOnly:       {Type: field.TypeBool, Column: evaluation.FieldRecordedOnly},
+			evaluation.FieldConcurrency:        {Type: field.TypeInt, Column: evaluation.FieldConcurrency},
+			evaluation.FieldBudgetMicroUsd:     {Type: field.TypeInt64, Column: evaluation.FieldBudgetMicroUsd},
+			evaluation.FieldStatus:             {Type: field.TypeEnum, Column: evaluation.FieldStatus},
+			evaluation.FieldTotal:              {Type: field.TypeInt, Column: evaluation.FieldTotal},
+			evaluation.FieldDone:               {Type: field.TypeInt, Column: evaluation.FieldDone},
+			evaluation.FieldSpentMicroUsd:      {Type: field.TypeInt64, Column: evaluation.FieldSpentMicroUsd},
+			evaluation.FieldSummary:            {Type: field.TypeJSON, Column: evaluation.FieldSummary},
+			evaluation.FieldMessage:            {Type: field.TypeString, Column: evaluation.FieldMessage},
+			evaluation.FieldCreatedBy:          {Type: field.TypeString, Column: evaluation.FieldCreatedBy},
+			evaluation.FieldFinishedAt:         {Type: field.TypeTime, Column: evaluation.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[11] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   evaluationexample.Table,
+			Columns: evaluationexample.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: evaluationexample.FieldID,
+			},
+		},
+		Type: "EvaluationExample",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			evaluationexample.FieldTenantID:              {Type: field.TypeString, Column: evaluationexample.FieldTenantID},
+			evaluationexample.FieldCreatedAt:             {Type: field.TypeTime, Column: evaluationexample.FieldCreatedAt},
+			evaluationexample.FieldUpdatedAt:             {Type: field.TypeTime, Column: evaluationexample.FieldUpdatedAt},
+			evaluationexample.FieldEvaluationID:          {Type: field.TypeString, Column: evaluationexample.FieldEvaluationID},
+			evaluationexample.FieldPosition:              {Type: field.TypeInt, Column: evaluationexample.FieldPosition},
+			evaluationexample.FieldSourceRunID:           {Type: field.TypeString, Column: evaluationexample.FieldSourceRunID},
+			evaluationexample.FieldCandidateRunID:        {Type: field.TypeString, Column: evaluationexample.FieldCandidateRunID},
+			evaluationexample.FieldStatus:                {Type: field.TypeEnum, Column: evaluationexample.FieldStatus},
+			evaluationexample.FieldVerdict:               {Type: field.TypeEnum, Column: evaluationexample.FieldVerdict},
+			evaluationexample.FieldBaselineOutput:        {Type: field.TypeJSON, Column: evaluationexample.FieldBaselineOutput},
+			evaluationexample.FieldCandidateOutput:       {Type: field.TypeJSON, Column: evaluationexample.FieldCandidateOutput},
+			evaluationexample.FieldDiff:                  {Type: field.TypeJSON, Column: evaluationexample.FieldDiff},
+			evaluationexample.FieldScores:                {Type: field.TypeJSON, Column: evaluationexample.FieldScores},
+			evaluationexample.FieldBaselineCostMicroUsd:  {Type: field.TypeInt64, Column: evaluationexample.FieldBaselineCostMicroUsd},
+			evaluationexample.FieldCandidateCostMicroUsd: {Type: field.TypeInt64, Column: evaluationexample.FieldCandidateCostMicroUsd},
+			evaluationexample.FieldBaselineTokens:        {Type: field.TypeInt64, Column: evaluationexample.FieldBaselineTokens},
+			evaluationexample.FieldCandidateTokens:       {Type: field.TypeInt64, Column: evaluationexample.FieldCandidateTokens},
+			evaluationexample.FieldBaselineDurationMs:    {Type: field.TypeInt64, Column: evaluationexample.FieldBaselineDurationMs},
+			evaluationexample.FieldCandidateDurationMs:   {Type: field.TypeInt64, Column: evaluationexample.FieldCandidateDurationMs},
+			evaluationexample.FieldMessage:               {Type: field.TypeString, Column: evaluationexample.FieldMessage},
+		},
+	}
+	graph.Nodes[12] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   eventwait.Table,
 			Columns: eventwait.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -316,7 +384,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
@@ -336,7 +404,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   incident.Table,
 			Columns: incident.Columns,
@@ -372,7 +440,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -403,7 +471,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -421,7 +489,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -450,7 +518,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -471,7 +539,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -499,7 +567,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
@@ -532,7 +600,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -578,7 +646,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -599,7 +667,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -620,7 +688,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -642,7 +710,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -670,7 +738,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -699,7 +767,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -721,9 +789,10 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldMasterKeyID:           {Type: field.TypeString, Column: tenant.FieldMasterKeyID},
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
+			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -744,7 +813,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -772,7 +841,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -799,7 +868,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -819,7 +888,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1118,6 +1187,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"EscalationPolicy",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   evaluation.TenantTable,
+			Columns: []string{evaluation.TenantColumn},
+			Bidi:    false,
+		},
+		"Evaluation",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   evaluationexample.TenantTable,
+			Columns: []string{evaluationexample.TenantColumn},
+			Bidi:    false,
+		},
+		"EvaluationExample",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -2870,6 +2963,314 @@ func (f *EscalationPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *EvaluationQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the EvaluationQuery builder.
+func (_q *EvaluationQuery) Filter() *EvaluationFilter {
+	return &EvaluationFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *EvaluationMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the EvaluationMutation builder.
+func (m *EvaluationMutation) Filter() *EvaluationFilter {
+	return &EvaluationFilter{config: m.config, predicateAdder: m}
+}
+
+// EvaluationFilter provides a generic filtering capability at runtime for EvaluationQuery.
+type EvaluationFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *EvaluationFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *EvaluationFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *EvaluationFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *EvaluationFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(evaluation.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *EvaluationFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(evaluation.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *EvaluationFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *EvaluationFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldEnvironmentID))
+}
+
+// WhereBaselineVersionID applies the entql string predicate on the baseline_version_id field.
+func (f *EvaluationFilter) WhereBaselineVersionID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldBaselineVersionID))
+}
+
+// WhereCandidateVersionID applies the entql string predicate on the candidate_version_id field.
+func (f *EvaluationFilter) WhereCandidateVersionID(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldCandidateVersionID))
+}
+
+// WhereModelOverrides applies the entql json.RawMessage predicate on the model_overrides field.
+func (f *EvaluationFilter) WhereModelOverrides(p entql.BytesP) {
+	f.Where(p.Field(evaluation.FieldModelOverrides))
+}
+
+// WhereScorers applies the entql json.RawMessage predicate on the scorers field.
+func (f *EvaluationFilter) WhereScorers(p entql.BytesP) {
+	f.Where(p.Field(evaluation.FieldScorers))
+}
+
+// WhereRecordedOnly applies the entql bool predicate on the recorded_only field.
+func (f *EvaluationFilter) WhereRecordedOnly(p entql.BoolP) {
+	f.Where(p.Field(evaluation.FieldRecordedOnly))
+}
+
+// WhereConcurrency applies the entql int predicate on the concurrency field.
+func (f *EvaluationFilter) WhereConcurrency(p entql.IntP) {
+	f.Where(p.Field(evaluation.FieldConcurrency))
+}
+
+// WhereBudgetMicroUsd applies the entql int64 predicate on the budget_micro_usd field.
+func (f *EvaluationFilter) WhereBudgetMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(evaluation.FieldBudgetMicroUsd))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *EvaluationFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldStatus))
+}
+
+// WhereTotal applies the entql int predicate on the total field.
+func (f *EvaluationFilter) WhereTotal(p entql.IntP) {
+	f.Where(p.Field(evaluation.FieldTotal))
+}
+
+// WhereDone applies the entql int predicate on the done field.
+func (f *EvaluationFilter) WhereDone(p entql.IntP) {
+	f.Where(p.Field(evaluation.FieldDone))
+}
+
+// WhereSpentMicroUsd applies the entql int64 predicate on the spent_micro_usd field.
+func (f *EvaluationFilter) WhereSpentMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(evaluation.FieldSpentMicroUsd))
+}
+
+// WhereSummary applies the entql json.RawMessage predicate on the summary field.
+func (f *EvaluationFilter) WhereSummary(p entql.BytesP) {
+	f.Where(p.Field(evaluation.FieldSummary))
+}
+
+// WhereMessage applies the entql string predicate on the message field.
+func (f *EvaluationFilter) WhereMessage(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldMessage))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *EvaluationFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(evaluation.FieldCreatedBy))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *EvaluationFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(evaluation.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *EvaluationFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *EvaluationFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *EvaluationExampleQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the EvaluationExampleQuery builder.
+func (_q *EvaluationExampleQuery) Filter() *EvaluationExampleFilter {
+	return &EvaluationExampleFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *EvaluationExampleMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the EvaluationExampleMutation builder.
+func (m *EvaluationExampleMutation) Filter() *EvaluationExampleFilter {
+	return &EvaluationExampleFilter{config: m.config, predicateAdder: m}
+}
+
+// EvaluationExampleFilter provides a generic filtering capability at runtime for EvaluationExampleQuery.
+type EvaluationExampleFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *EvaluationExampleFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *EvaluationExampleFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *EvaluationExampleFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *EvaluationExampleFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(evaluationexample.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *EvaluationExampleFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(evaluationexample.FieldUpdatedAt))
+}
+
+// WhereEvaluationID applies the entql string predicate on the evaluation_id field.
+func (f *EvaluationExampleFilter) WhereEvaluationID(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldEvaluationID))
+}
+
+// WherePosition applies the entql int predicate on the position field.
+func (f *EvaluationExampleFilter) WherePosition(p entql.IntP) {
+	f.Where(p.Field(evaluationexample.FieldPosition))
+}
+
+// WhereSourceRunID applies the entql string predicate on the source_run_id field.
+func (f *EvaluationExampleFilter) WhereSourceRunID(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldSourceRunID))
+}
+
+// WhereCandidateRunID applies the entql string predicate on the candidate_run_id field.
+func (f *EvaluationExampleFilter) WhereCandidateRunID(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldCandidateRunID))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *EvaluationExampleFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldStatus))
+}
+
+// WhereVerdict applies the entql string predicate on the verdict field.
+func (f *EvaluationExampleFilter) WhereVerdict(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldVerdict))
+}
+
+// WhereBaselineOutput applies the entql json.RawMessage predicate on the baseline_output field.
+func (f *EvaluationExampleFilter) WhereBaselineOutput(p entql.BytesP) {
+	f.Where(p.Field(evaluationexample.FieldBaselineOutput))
+}
+
+// WhereCandidateOutput applies the entql json.RawMessage predicate on the candidate_output field.
+func (f *EvaluationExampleFilter) WhereCandidateOutput(p entql.BytesP) {
+	f.Where(p.Field(evaluationexample.FieldCandidateOutput))
+}
+
+// WhereDiff applies the entql json.RawMessage predicate on the diff field.
+func (f *EvaluationExampleFilter) WhereDiff(p entql.BytesP) {
+	f.Where(p.Field(evaluationexample.FieldDiff))
+}
+
+// WhereScores applies the entql json.RawMessage predicate on the scores field.
+func (f *EvaluationExampleFilter) WhereScores(p entql.BytesP) {
+	f.Where(p.Field(evaluationexample.FieldScores))
+}
+
+// WhereBaselineCostMicroUsd applies the entql int64 predicate on the baseline_cost_micro_usd field.
+func (f *EvaluationExampleFilter) WhereBaselineCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldBaselineCostMicroUsd))
+}
+
+// WhereCandidateCostMicroUsd applies the entql int64 predicate on the candidate_cost_micro_usd field.
+func (f *EvaluationExampleFilter) WhereCandidateCostMicroUsd(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldCandidateCostMicroUsd))
+}
+
+// WhereBaselineTokens applies the entql int64 predicate on the baseline_tokens field.
+func (f *EvaluationExampleFilter) WhereBaselineTokens(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldBaselineTokens))
+}
+
+// WhereCandidateTokens applies the entql int64 predicate on the candidate_tokens field.
+func (f *EvaluationExampleFilter) WhereCandidateTokens(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldCandidateTokens))
+}
+
+// WhereBaselineDurationMs applies the entql int64 predicate on the baseline_duration_ms field.
+func (f *EvaluationExampleFilter) WhereBaselineDurationMs(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldBaselineDurationMs))
+}
+
+// WhereCandidateDurationMs applies the entql int64 predicate on the candidate_duration_ms field.
+func (f *EvaluationExampleFilter) WhereCandidateDurationMs(p entql.Int64P) {
+	f.Where(p.Field(evaluationexample.FieldCandidateDurationMs))
+}
+
+// WhereMessage applies the entql string predicate on the message field.
+func (f *EvaluationExampleFilter) WhereMessage(p entql.StringP) {
+	f.Where(p.Field(evaluationexample.FieldMessage))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *EvaluationExampleFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *EvaluationExampleFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *EventWaitQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2898,7 +3299,7 @@ type EventWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EventWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3056,7 +3457,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3159,7 +3560,7 @@ type IncidentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *IncidentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3328,7 +3729,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3472,7 +3873,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3551,7 +3952,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3685,7 +4086,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3779,7 +4180,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3922,7 +4323,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4076,7 +4477,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4365,7 +4766,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4473,7 +4874,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4567,7 +4968,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4666,7 +5067,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4809,7 +5210,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4971,7 +5372,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5037,6 +5438,11 @@ func (f *TenantFilter) WhereSLAVersion(p entql.Int64P) {
 	f.Where(p.Field(tenant.FieldSLAVersion))
 }
 
+// WhereOpenEvaluations applies the entql int predicate on the open_evaluations field.
+func (f *TenantFilter) WhereOpenEvaluations(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldOpenEvaluations))
+}
+
 // addPredicate implements the predicateAdder interface.
 func (_q *WebhookAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
@@ -5066,7 +5472,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5174,7 +5580,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5331,7 +5737,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5469,7 +5875,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5586,7 +5992,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

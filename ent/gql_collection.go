@@ -19,6 +19,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -1720,6 +1722,313 @@ func newEscalationPolicyPaginateArgs(rv map[string]any) *escalationpolicyPaginat
 	}
 	if v, ok := rv[whereField].(*EscalationPolicyWhereInput); ok {
 		args.opts = append(args.opts, WithEscalationPolicyFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *EvaluationQuery) CollectFields(ctx context.Context, satisfies ...string) (*EvaluationQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *EvaluationQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(evaluation.Columns))
+		selectedFields = []string{evaluation.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[evaluation.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldCreatedAt)
+				fieldSeen[evaluation.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[evaluation.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldUpdatedAt)
+				fieldSeen[evaluation.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[evaluation.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldWorkflowID)
+				fieldSeen[evaluation.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[evaluation.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldEnvironmentID)
+				fieldSeen[evaluation.FieldEnvironmentID] = struct{}{}
+			}
+		case "baselineVersionID":
+			if _, ok := fieldSeen[evaluation.FieldBaselineVersionID]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldBaselineVersionID)
+				fieldSeen[evaluation.FieldBaselineVersionID] = struct{}{}
+			}
+		case "candidateVersionID":
+			if _, ok := fieldSeen[evaluation.FieldCandidateVersionID]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldCandidateVersionID)
+				fieldSeen[evaluation.FieldCandidateVersionID] = struct{}{}
+			}
+		case "recordedOnly":
+			if _, ok := fieldSeen[evaluation.FieldRecordedOnly]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldRecordedOnly)
+				fieldSeen[evaluation.FieldRecordedOnly] = struct{}{}
+			}
+		case "concurrency":
+			if _, ok := fieldSeen[evaluation.FieldConcurrency]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldConcurrency)
+				fieldSeen[evaluation.FieldConcurrency] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[evaluation.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldStatus)
+				fieldSeen[evaluation.FieldStatus] = struct{}{}
+			}
+		case "total":
+			if _, ok := fieldSeen[evaluation.FieldTotal]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldTotal)
+				fieldSeen[evaluation.FieldTotal] = struct{}{}
+			}
+		case "done":
+			if _, ok := fieldSeen[evaluation.FieldDone]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldDone)
+				fieldSeen[evaluation.FieldDone] = struct{}{}
+			}
+		case "message":
+			if _, ok := fieldSeen[evaluation.FieldMessage]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldMessage)
+				fieldSeen[evaluation.FieldMessage] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[evaluation.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldCreatedBy)
+				fieldSeen[evaluation.FieldCreatedBy] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[evaluation.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, evaluation.FieldFinishedAt)
+				fieldSeen[evaluation.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type evaluationPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []EvaluationPaginateOption
+}
+
+func newEvaluationPaginateArgs(rv map[string]any) *evaluationPaginateArgs {
+	args := &evaluationPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &EvaluationOrder{Field: &EvaluationOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithEvaluationOrder(order))
+			}
+		case *EvaluationOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithEvaluationOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *EvaluationExampleQuery) CollectFields(ctx context.Context, satisfies ...string) (*EvaluationExampleQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *EvaluationExampleQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(evaluationexample.Columns))
+		selectedFields = []string{evaluationexample.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[evaluationexample.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldCreatedAt)
+				fieldSeen[evaluationexample.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[evaluationexample.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldUpdatedAt)
+				fieldSeen[evaluationexample.FieldUpdatedAt] = struct{}{}
+			}
+		case "evaluationID":
+			if _, ok := fieldSeen[evaluationexample.FieldEvaluationID]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldEvaluationID)
+				fieldSeen[evaluationexample.FieldEvaluationID] = struct{}{}
+			}
+		case "position":
+			if _, ok := fieldSeen[evaluationexample.FieldPosition]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldPosition)
+				fieldSeen[evaluationexample.FieldPosition] = struct{}{}
+			}
+		case "sourceRunID":
+			if _, ok := fieldSeen[evaluationexample.FieldSourceRunID]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldSourceRunID)
+				fieldSeen[evaluationexample.FieldSourceRunID] = struct{}{}
+			}
+		case "candidateRunID":
+			if _, ok := fieldSeen[evaluationexample.FieldCandidateRunID]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldCandidateRunID)
+				fieldSeen[evaluationexample.FieldCandidateRunID] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[evaluationexample.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldStatus)
+				fieldSeen[evaluationexample.FieldStatus] = struct{}{}
+			}
+		case "verdict":
+			if _, ok := fieldSeen[evaluationexample.FieldVerdict]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldVerdict)
+				fieldSeen[evaluationexample.FieldVerdict] = struct{}{}
+			}
+		case "baselineOutput":
+			if _, ok := fieldSeen[evaluationexample.FieldBaselineOutput]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldBaselineOutput)
+				fieldSeen[evaluationexample.FieldBaselineOutput] = struct{}{}
+			}
+		case "candidateOutput":
+			if _, ok := fieldSeen[evaluationexample.FieldCandidateOutput]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldCandidateOutput)
+				fieldSeen[evaluationexample.FieldCandidateOutput] = struct{}{}
+			}
+		case "baselineTokens":
+			if _, ok := fieldSeen[evaluationexample.FieldBaselineTokens]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldBaselineTokens)
+				fieldSeen[evaluationexample.FieldBaselineTokens] = struct{}{}
+			}
+		case "candidateTokens":
+			if _, ok := fieldSeen[evaluationexample.FieldCandidateTokens]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldCandidateTokens)
+				fieldSeen[evaluationexample.FieldCandidateTokens] = struct{}{}
+			}
+		case "baselineDurationMs":
+			if _, ok := fieldSeen[evaluationexample.FieldBaselineDurationMs]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldBaselineDurationMs)
+				fieldSeen[evaluationexample.FieldBaselineDurationMs] = struct{}{}
+			}
+		case "candidateDurationMs":
+			if _, ok := fieldSeen[evaluationexample.FieldCandidateDurationMs]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldCandidateDurationMs)
+				fieldSeen[evaluationexample.FieldCandidateDurationMs] = struct{}{}
+			}
+		case "message":
+			if _, ok := fieldSeen[evaluationexample.FieldMessage]; !ok {
+				selectedFields = append(selectedFields, evaluationexample.FieldMessage)
+				fieldSeen[evaluationexample.FieldMessage] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type evaluationexamplePaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []EvaluationExamplePaginateOption
+}
+
+func newEvaluationExamplePaginateArgs(rv map[string]any) *evaluationexamplePaginateArgs {
+	args := &evaluationexamplePaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &EvaluationExampleOrder{Field: &EvaluationExampleOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithEvaluationExampleOrder(order))
+			}
+		case *EvaluationExampleOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithEvaluationExampleOrder(v))
+			}
+		}
 	}
 	return args
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -89,6 +91,16 @@ var escalationpolicyImplementors = []string{"EscalationPolicy", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*EscalationPolicy) IsNode() {}
+
+var evaluationImplementors = []string{"Evaluation", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Evaluation) IsNode() {}
+
+var evaluationexampleImplementors = []string{"EvaluationExample", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*EvaluationExample) IsNode() {}
 
 var inboundeventImplementors = []string{"InboundEvent", "Node"}
 
@@ -325,6 +337,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(escalationpolicy.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, escalationpolicyImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case evaluation.Table:
+		query := c.Evaluation.Query().
+			Where(evaluation.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, evaluationImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case evaluationexample.Table:
+		query := c.EvaluationExample.Query().
+			Where(evaluationexample.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, evaluationexampleImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -714,6 +744,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.EscalationPolicy.Query().
 			Where(escalationpolicy.IDIn(ids...))
 		query, err := query.CollectFields(ctx, escalationpolicyImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case evaluation.Table:
+		query := c.Evaluation.Query().
+			Where(evaluation.IDIn(ids...))
+		query, err := query.CollectFields(ctx, evaluationImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case evaluationexample.Table:
+		query := c.EvaluationExample.Query().
+			Where(evaluationexample.IDIn(ids...))
+		query, err := query.CollectFields(ctx, evaluationexampleImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -2893,6 +2895,598 @@ func (_m *EscalationPolicy) ToEdge(order *EscalationPolicyOrder) *EscalationPoli
 		order = DefaultEscalationPolicyOrder
 	}
 	return &EscalationPolicyEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// EvaluationEdge is the edge representation of Evaluation.
+type EvaluationEdge struct {
+	Node   *Evaluation `json:"node"`
+	Cursor Cursor      `json:"cursor"`
+}
+
+// EvaluationConnection is the connection containing edges to Evaluation.
+type EvaluationConnection struct {
+	Edges      []*EvaluationEdge `json:"edges"`
+	PageInfo   PageInfo          `json:"pageInfo"`
+	TotalCount int               `json:"totalCount"`
+}
+
+func (c *EvaluationConnection) build(nodes []*Evaluation, pager *evaluationPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Evaluation
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Evaluation {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Evaluation {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*EvaluationEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &EvaluationEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// EvaluationPaginateOption enables pagination customization.
+type EvaluationPaginateOption func(*evaluationPager) error
+
+// WithEvaluationOrder configures pagination ordering.
+func WithEvaluationOrder(order *EvaluationOrder) EvaluationPaginateOption {
+	if order == nil {
+		order = DefaultEvaluationOrder
+	}
+	o := *order
+	return func(pager *evaluationPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultEvaluationOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithEvaluationFilter configures pagination filter.
+func WithEvaluationFilter(filter func(*EvaluationQuery) (*EvaluationQuery, error)) EvaluationPaginateOption {
+	return func(pager *evaluationPager) error {
+		if filter == nil {
+			return errors.New("EvaluationQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type evaluationPager struct {
+	reverse bool
+	order   *EvaluationOrder
+	filter  func(*EvaluationQuery) (*EvaluationQuery, error)
+}
+
+func newEvaluationPager(opts []EvaluationPaginateOption, reverse bool) (*evaluationPager, error) {
+	pager := &evaluationPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultEvaluationOrder
+	}
+	return pager, nil
+}
+
+func (p *evaluationPager) applyFilter(query *EvaluationQuery) (*EvaluationQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *evaluationPager) toCursor(_m *Evaluation) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *evaluationPager) applyCursors(query *EvaluationQuery, after, before *Cursor) (*EvaluationQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultEvaluationOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *evaluationPager) applyOrder(query *EvaluationQuery) *EvaluationQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultEvaluationOrder.Field {
+		query = query.Order(DefaultEvaluationOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *evaluationPager) orderExpr(query *EvaluationQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultEvaluationOrder.Field {
+			b.Comma().Ident(DefaultEvaluationOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Evaluation.
+func (_m *EvaluationQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...EvaluationPaginateOption,
+) (*EvaluationConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newEvaluationPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &EvaluationConnection{Edges: []*EvaluationEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// EvaluationOrderFieldCreatedAt orders Evaluation by created_at.
+	EvaluationOrderFieldCreatedAt = &EvaluationOrderField{
+		Value: func(_m *Evaluation) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: evaluation.FieldCreatedAt,
+		toTerm: evaluation.ByCreatedAt,
+		toCursor: func(_m *Evaluation) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f EvaluationOrderField) String() string {
+	var str string
+	switch f.column {
+	case EvaluationOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f EvaluationOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *EvaluationOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("EvaluationOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *EvaluationOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid EvaluationOrderField", str)
+	}
+	return nil
+}
+
+// EvaluationOrderField defines the ordering field of Evaluation.
+type EvaluationOrderField struct {
+	// Value extracts the ordering value from the given Evaluation.
+	Value    func(*Evaluation) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) evaluation.OrderOption
+	toCursor func(*Evaluation) Cursor
+}
+
+// EvaluationOrder defines the ordering of Evaluation.
+type EvaluationOrder struct {
+	Direction OrderDirection        `json:"direction"`
+	Field     *EvaluationOrderField `json:"field"`
+}
+
+// DefaultEvaluationOrder is the default ordering of Evaluation.
+var DefaultEvaluationOrder = &EvaluationOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &EvaluationOrderField{
+		Value: func(_m *Evaluation) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: evaluation.FieldID,
+		toTerm: evaluation.ByID,
+		toCursor: func(_m *Evaluation) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Evaluation into EvaluationEdge.
+func (_m *Evaluation) ToEdge(order *EvaluationOrder) *EvaluationEdge {
+	if order == nil {
+		order = DefaultEvaluationOrder
+	}
+	return &EvaluationEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// EvaluationExampleEdge is the edge representation of EvaluationExample.
+type EvaluationExampleEdge struct {
+	Node   *EvaluationExample `json:"node"`
+	Cursor Cursor             `json:"cursor"`
+}
+
+// EvaluationExampleConnection is the connection containing edges to EvaluationExample.
+type EvaluationExampleConnection struct {
+	Edges      []*EvaluationExampleEdge `json:"edges"`
+	PageInfo   PageInfo                 `json:"pageInfo"`
+	TotalCount int                      `json:"totalCount"`
+}
+
+func (c *EvaluationExampleConnection) build(nodes []*EvaluationExample, pager *evaluationexamplePager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *EvaluationExample
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *EvaluationExample {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *EvaluationExample {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*EvaluationExampleEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &EvaluationExampleEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// EvaluationExamplePaginateOption enables pagination customization.
+type EvaluationExamplePaginateOption func(*evaluationexamplePager) error
+
+// WithEvaluationExampleOrder configures pagination ordering.
+func WithEvaluationExampleOrder(order *EvaluationExampleOrder) EvaluationExamplePaginateOption {
+	if order == nil {
+		order = DefaultEvaluationExampleOrder
+	}
+	o := *order
+	return func(pager *evaluationexamplePager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultEvaluationExampleOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithEvaluationExampleFilter configures pagination filter.
+func WithEvaluationExampleFilter(filter func(*EvaluationExampleQuery) (*EvaluationExampleQuery, error)) EvaluationExamplePaginateOption {
+	return func(pager *evaluationexamplePager) error {
+		if filter == nil {
+			return errors.New("EvaluationExampleQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type evaluationexamplePager struct {
+	reverse bool
+	order   *EvaluationExampleOrder
+	filter  func(*EvaluationExampleQuery) (*EvaluationExampleQuery, error)
+}
+
+func newEvaluationExamplePager(opts []EvaluationExamplePaginateOption, reverse bool) (*evaluationexamplePager, error) {
+	pager := &evaluationexamplePager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultEvaluationExampleOrder
+	}
+	return pager, nil
+}
+
+func (p *evaluationexamplePager) applyFilter(query *EvaluationExampleQuery) (*EvaluationExampleQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *evaluationexamplePager) toCursor(_m *EvaluationExample) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *evaluationexamplePager) applyCursors(query *EvaluationExampleQuery, after, before *Cursor) (*EvaluationExampleQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultEvaluationExampleOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *evaluationexamplePager) applyOrder(query *EvaluationExampleQuery) *EvaluationExampleQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultEvaluationExampleOrder.Field {
+		query = query.Order(DefaultEvaluationExampleOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *evaluationexamplePager) orderExpr(query *EvaluationExampleQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultEvaluationExampleOrder.Field {
+			b.Comma().Ident(DefaultEvaluationExampleOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to EvaluationExample.
+func (_m *EvaluationExampleQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...EvaluationExamplePaginateOption,
+) (*EvaluationExampleConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newEvaluationExamplePager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &EvaluationExampleConnection{Edges: []*EvaluationExampleEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// EvaluationExampleOrderFieldCreatedAt orders EvaluationExample by created_at.
+	EvaluationExampleOrderFieldCreatedAt = &EvaluationExampleOrderField{
+		Value: func(_m *EvaluationExample) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: evaluationexample.FieldCreatedAt,
+		toTerm: evaluationexample.ByCreatedAt,
+		toCursor: func(_m *EvaluationExample) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f EvaluationExampleOrderField) String() string {
+	var str string
+	switch f.column {
+	case EvaluationExampleOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f EvaluationExampleOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *EvaluationExampleOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("EvaluationExampleOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *EvaluationExampleOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid EvaluationExampleOrderField", str)
+	}
+	return nil
+}
+
+// EvaluationExampleOrderField defines the ordering field of EvaluationExample.
+type EvaluationExampleOrderField struct {
+	// Value extracts the ordering value from the given EvaluationExample.
+	Value    func(*EvaluationExample) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) evaluationexample.OrderOption
+	toCursor func(*EvaluationExample) Cursor
+}
+
+// EvaluationExampleOrder defines the ordering of EvaluationExample.
+type EvaluationExampleOrder struct {
+	Direction OrderDirection               `json:"direction"`
+	Field     *EvaluationExampleOrderField `json:"field"`
+}
+
+// DefaultEvaluationExampleOrder is the default ordering of EvaluationExample.
+var DefaultEvaluationExampleOrder = &EvaluationExampleOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &EvaluationExampleOrderField{
+		Value: func(_m *EvaluationExample) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: evaluationexample.FieldID,
+		toTerm: evaluationexample.ByID,
+		toCursor: func(_m *EvaluationExample) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts EvaluationExample into EvaluationExampleEdge.
+func (_m *EvaluationExample) ToEdge(order *EvaluationExampleOrder) *EvaluationExampleEdge {
+	if order == nil {
+		order = DefaultEvaluationExampleOrder
+	}
+	return &EvaluationExampleEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -69,6 +71,8 @@ const (
 	TypeEnvironmentVariableVersion = "EnvironmentVariableVersion"
 	TypeEscalation                 = "Escalation"
 	TypeEscalationPolicy           = "EscalationPolicy"
+	TypeEvaluation                 = "Evaluation"
+	TypeEvaluationExample          = "EvaluationExample"
 	TypeEventWait                  = "EventWait"
 	TypeInboundEvent               = "InboundEvent"
 	TypeIncident                   = "Incident"
@@ -11167,6 +11171,3554 @@ func (m *EscalationPolicyMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown EscalationPolicy edge %s", name)
+}
+
+// EvaluationMutation represents an operation that mutates the Evaluation nodes in the graph.
+type EvaluationMutation struct {
+	config
+	op                    Op
+	typ                   string
+	id                    *string
+	created_at            *time.Time
+	updated_at            *time.Time
+	workflow_id           *string
+	environment_id        *string
+	baseline_version_id   *string
+	candidate_version_id  *string
+	model_overrides       *[]map[string]interface{}
+	appendmodel_overrides []map[string]interface{}
+	scorers               *[]map[string]interface{}
+	appendscorers         []map[string]interface{}
+	recorded_only         *bool
+	concurrency           *int
+	addconcurrency        *int
+	budget_micro_usd      *int64
+	addbudget_micro_usd   *int64
+	status                *evaluation.Status
+	total                 *int
+	addtotal              *int
+	_done                 *int
+	add_done              *int
+	spent_micro_usd       *int64
+	addspent_micro_usd    *int64
+	summary               *map[string]interface{}
+	message               *string
+	created_by            *string
+	finished_at           *time.Time
+	clearedFields         map[string]struct{}
+	tenant                *string
+	clearedtenant         bool
+	done                  bool
+	oldValue              func(context.Context) (*Evaluation, error)
+	predicates            []predicate.Evaluation
+}
+
+var _ ent.Mutation = (*EvaluationMutation)(nil)
+
+// evaluationOption allows management of the mutation configuration using functional options.
+type evaluationOption func(*EvaluationMutation)
+
+// newEvaluationMutation creates new mutation for the Evaluation entity.
+func newEvaluationMutation(c config, op Op, opts ...evaluationOption) *EvaluationMutation {
+	m := &EvaluationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEvaluation,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEvaluationID sets the ID field of the mutation.
+func withEvaluationID(id string) evaluationOption {
+	return func(m *EvaluationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Evaluation
+		)
+		m.oldValue = func(ctx context.Context) (*Evaluation, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Evaluation.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEvaluation sets the old Evaluation of the mutation.
+func withEvaluation(node *Evaluation) evaluationOption {
+	return func(m *EvaluationMutation) {
+		m.oldValue = func(context.Context) (*Evaluation, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EvaluationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EvaluationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Evaluation entities.
+func (m *EvaluationMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EvaluationMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EvaluationMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Evaluation.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EvaluationMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EvaluationMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EvaluationMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EvaluationMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EvaluationMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EvaluationMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *EvaluationMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *EvaluationMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *EvaluationMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *EvaluationMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *EvaluationMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *EvaluationMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *EvaluationMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *EvaluationMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *EvaluationMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetBaselineVersionID sets the "baseline_version_id" field.
+func (m *EvaluationMutation) SetBaselineVersionID(s string) {
+	m.baseline_version_id = &s
+}
+
+// BaselineVersionID returns the value of the "baseline_version_id" field in the mutation.
+func (m *EvaluationMutation) BaselineVersionID() (r string, exists bool) {
+	v := m.baseline_version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBaselineVersionID returns the old "baseline_version_id" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldBaselineVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBaselineVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBaselineVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBaselineVersionID: %w", err)
+	}
+	return oldValue.BaselineVersionID, nil
+}
+
+// ResetBaselineVersionID resets all changes to the "baseline_version_id" field.
+func (m *EvaluationMutation) ResetBaselineVersionID() {
+	m.baseline_version_id = nil
+}
+
+// SetCandidateVersionID sets the "candidate_version_id" field.
+func (m *EvaluationMutation) SetCandidateVersionID(s string) {
+	m.candidate_version_id = &s
+}
+
+// CandidateVersionID returns the value of the "candidate_version_id" field in the mutation.
+func (m *EvaluationMutation) CandidateVersionID() (r string, exists bool) {
+	v := m.candidate_version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateVersionID returns the old "candidate_version_id" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldCandidateVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateVersionID: %w", err)
+	}
+	return oldValue.CandidateVersionID, nil
+}
+
+// ResetCandidateVersionID resets all changes to the "candidate_version_id" field.
+func (m *EvaluationMutation) ResetCandidateVersionID() {
+	m.candidate_version_id = nil
+}
+
+// SetModelOverrides sets the "model_overrides" field.
+func (m *EvaluationMutation) SetModelOverrides(value []map[string]interface{}) {
+	m.model_overrides = &value
+	m.appendmodel_overrides = nil
+}
+
+// ModelOverrides returns the value of the "model_overrides" field in the mutation.
+func (m *EvaluationMutation) ModelOverrides() (r []map[string]interface{}, exists bool) {
+	v := m.model_overrides
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldModelOverrides returns the old "model_overrides" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldModelOverrides(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldModelOverrides is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldModelOverrides requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldModelOverrides: %w", err)
+	}
+	return oldValue.ModelOverrides, nil
+}
+
+// AppendModelOverrides adds value to the "model_overrides" field.
+func (m *EvaluationMutation) AppendModelOverrides(value []map[string]interface{}) {
+	m.appendmodel_overrides = append(m.appendmodel_overrides, value...)
+}
+
+// AppendedModelOverrides returns the list of values that were appended to the "model_overrides" field in this mutation.
+func (m *EvaluationMutation) AppendedModelOverrides() ([]map[string]interface{}, bool) {
+	if len(m.appendmodel_overrides) == 0 {
+		return nil, false
+	}
+	return m.appendmodel_overrides, true
+}
+
+// ClearModelOverrides clears the value of the "model_overrides" field.
+func (m *EvaluationMutation) ClearModelOverrides() {
+	m.model_overrides = nil
+	m.appendmodel_overrides = nil
+	m.clearedFields[evaluation.FieldModelOverrides] = struct{}{}
+}
+
+// ModelOverridesCleared returns if the "model_overrides" field was cleared in this mutation.
+func (m *EvaluationMutation) ModelOverridesCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldModelOverrides]
+	return ok
+}
+
+// ResetModelOverrides resets all changes to the "model_overrides" field.
+func (m *EvaluationMutation) ResetModelOverrides() {
+	m.model_overrides = nil
+	m.appendmodel_overrides = nil
+	delete(m.clearedFields, evaluation.FieldModelOverrides)
+}
+
+// SetScorers sets the "scorers" field.
+func (m *EvaluationMutation) SetScorers(value []map[string]interface{}) {
+	m.scorers = &value
+	m.appendscorers = nil
+}
+
+// Scorers returns the value of the "scorers" field in the mutation.
+func (m *EvaluationMutation) Scorers() (r []map[string]interface{}, exists bool) {
+	v := m.scorers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScorers returns the old "scorers" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldScorers(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScorers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScorers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScorers: %w", err)
+	}
+	return oldValue.Scorers, nil
+}
+
+// AppendScorers adds value to the "scorers" field.
+func (m *EvaluationMutation) AppendScorers(value []map[string]interface{}) {
+	m.appendscorers = append(m.appendscorers, value...)
+}
+
+// AppendedScorers returns the list of values that were appended to the "scorers" field in this mutation.
+func (m *EvaluationMutation) AppendedScorers() ([]map[string]interface{}, bool) {
+	if len(m.appendscorers) == 0 {
+		return nil, false
+	}
+	return m.appendscorers, true
+}
+
+// ClearScorers clears the value of the "scorers" field.
+func (m *EvaluationMutation) ClearScorers() {
+	m.scorers = nil
+	m.appendscorers = nil
+	m.clearedFields[evaluation.FieldScorers] = struct{}{}
+}
+
+// ScorersCleared returns if the "scorers" field was cleared in this mutation.
+func (m *EvaluationMutation) ScorersCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldScorers]
+	return ok
+}
+
+// ResetScorers resets all changes to the "scorers" field.
+func (m *EvaluationMutation) ResetScorers() {
+	m.scorers = nil
+	m.appendscorers = nil
+	delete(m.clearedFields, evaluation.FieldScorers)
+}
+
+// SetRecordedOnly sets the "recorded_only" field.
+func (m *EvaluationMutation) SetRecordedOnly(b bool) {
+	m.recorded_only = &b
+}
+
+// RecordedOnly returns the value of the "recorded_only" field in the mutation.
+func (m *EvaluationMutation) RecordedOnly() (r bool, exists bool) {
+	v := m.recorded_only
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRecordedOnly returns the old "recorded_only" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldRecordedOnly(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRecordedOnly is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRecordedOnly requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRecordedOnly: %w", err)
+	}
+	return oldValue.RecordedOnly, nil
+}
+
+// ResetRecordedOnly resets all changes to the "recorded_only" field.
+func (m *EvaluationMutation) ResetRecordedOnly() {
+	m.recorded_only = nil
+}
+
+// SetConcurrency sets the "concurrency" field.
+func (m *EvaluationMutation) SetConcurrency(i int) {
+	m.concurrency = &i
+	m.addconcurrency = nil
+}
+
+// Concurrency returns the value of the "concurrency" field in the mutation.
+func (m *EvaluationMutation) Concurrency() (r int, exists bool) {
+	v := m.concurrency
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldConcurrency returns the old "concurrency" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldConcurrency(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldConcurrency is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldConcurrency requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldConcurrency: %w", err)
+	}
+	return oldValue.Concurrency, nil
+}
+
+// AddConcurrency adds i to the "concurrency" field.
+func (m *EvaluationMutation) AddConcurrency(i int) {
+	if m.addconcurrency != nil {
+		*m.addconcurrency += i
+	} else {
+		m.addconcurrency = &i
+	}
+}
+
+// AddedConcurrency returns the value that was added to the "concurrency" field in this mutation.
+func (m *EvaluationMutation) AddedConcurrency() (r int, exists bool) {
+	v := m.addconcurrency
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetConcurrency resets all changes to the "concurrency" field.
+func (m *EvaluationMutation) ResetConcurrency() {
+	m.concurrency = nil
+	m.addconcurrency = nil
+}
+
+// SetBudgetMicroUsd sets the "budget_micro_usd" field.
+func (m *EvaluationMutation) SetBudgetMicroUsd(i int64) {
+	m.budget_micro_usd = &i
+	m.addbudget_micro_usd = nil
+}
+
+// BudgetMicroUsd returns the value of the "budget_micro_usd" field in the mutation.
+func (m *EvaluationMutation) BudgetMicroUsd() (r int64, exists bool) {
+	v := m.budget_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBudgetMicroUsd returns the old "budget_micro_usd" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldBudgetMicroUsd(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBudgetMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBudgetMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBudgetMicroUsd: %w", err)
+	}
+	return oldValue.BudgetMicroUsd, nil
+}
+
+// AddBudgetMicroUsd adds i to the "budget_micro_usd" field.
+func (m *EvaluationMutation) AddBudgetMicroUsd(i int64) {
+	if m.addbudget_micro_usd != nil {
+		*m.addbudget_micro_usd += i
+	} else {
+		m.addbudget_micro_usd = &i
+	}
+}
+
+// AddedBudgetMicroUsd returns the value that was added to the "budget_micro_usd" field in this mutation.
+func (m *EvaluationMutation) AddedBudgetMicroUsd() (r int64, exists bool) {
+	v := m.addbudget_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearBudgetMicroUsd clears the value of the "budget_micro_usd" field.
+func (m *EvaluationMutation) ClearBudgetMicroUsd() {
+	m.budget_micro_usd = nil
+	m.addbudget_micro_usd = nil
+	m.clearedFields[evaluation.FieldBudgetMicroUsd] = struct{}{}
+}
+
+// BudgetMicroUsdCleared returns if the "budget_micro_usd" field was cleared in this mutation.
+func (m *EvaluationMutation) BudgetMicroUsdCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldBudgetMicroUsd]
+	return ok
+}
+
+// ResetBudgetMicroUsd resets all changes to the "budget_micro_usd" field.
+func (m *EvaluationMutation) ResetBudgetMicroUsd() {
+	m.budget_micro_usd = nil
+	m.addbudget_micro_usd = nil
+	delete(m.clearedFields, evaluation.FieldBudgetMicroUsd)
+}
+
+// SetStatus sets the "status" field.
+func (m *EvaluationMutation) SetStatus(e evaluation.Status) {
+	m.status = &e
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *EvaluationMutation) Status() (r evaluation.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldStatus(ctx context.Context) (v evaluation.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *EvaluationMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetTotal sets the "total" field.
+func (m *EvaluationMutation) SetTotal(i int) {
+	m.total = &i
+	m.addtotal = nil
+}
+
+// Total returns the value of the "total" field in the mutation.
+func (m *EvaluationMutation) Total() (r int, exists bool) {
+	v := m.total
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTotal returns the old "total" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldTotal(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTotal is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTotal requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTotal: %w", err)
+	}
+	return oldValue.Total, nil
+}
+
+// AddTotal adds i to the "total" field.
+func (m *EvaluationMutation) AddTotal(i int) {
+	if m.addtotal != nil {
+		*m.addtotal += i
+	} else {
+		m.addtotal = &i
+	}
+}
+
+// AddedTotal returns the value that was added to the "total" field in this mutation.
+func (m *EvaluationMutation) AddedTotal() (r int, exists bool) {
+	v := m.addtotal
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTotal resets all changes to the "total" field.
+func (m *EvaluationMutation) ResetTotal() {
+	m.total = nil
+	m.addtotal = nil
+}
+
+// SetDone sets the "done" field.
+func (m *EvaluationMutation) SetDone(i int) {
+	m._done = &i
+	m.add_done = nil
+}
+
+// Done returns the value of the "done" field in the mutation.
+func (m *EvaluationMutation) Done() (r int, exists bool) {
+	v := m._done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDone returns the old "done" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldDone(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDone is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDone requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDone: %w", err)
+	}
+	return oldValue.Done, nil
+}
+
+// AddDone adds i to the "done" field.
+func (m *EvaluationMutation) AddDone(i int) {
+	if m.add_done != nil {
+		*m.add_done += i
+	} else {
+		m.add_done = &i
+	}
+}
+
+// AddedDone returns the value that was added to the "done" field in this mutation.
+func (m *EvaluationMutation) AddedDone() (r int, exists bool) {
+	v := m.add_done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetDone resets all changes to the "done" field.
+func (m *EvaluationMutation) ResetDone() {
+	m._done = nil
+	m.add_done = nil
+}
+
+// SetSpentMicroUsd sets the "spent_micro_usd" field.
+func (m *EvaluationMutation) SetSpentMicroUsd(i int64) {
+	m.spent_micro_usd = &i
+	m.addspent_micro_usd = nil
+}
+
+// SpentMicroUsd returns the value of the "spent_micro_usd" field in the mutation.
+func (m *EvaluationMutation) SpentMicroUsd() (r int64, exists bool) {
+	v := m.spent_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSpentMicroUsd returns the old "spent_micro_usd" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldSpentMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSpentMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSpentMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSpentMicroUsd: %w", err)
+	}
+	return oldValue.SpentMicroUsd, nil
+}
+
+// AddSpentMicroUsd adds i to the "spent_micro_usd" field.
+func (m *EvaluationMutation) AddSpentMicroUsd(i int64) {
+	if m.addspent_micro_usd != nil {
+		*m.addspent_micro_usd += i
+	} else {
+		m.addspent_micro_usd = &i
+	}
+}
+
+// AddedSpentMicroUsd returns the value that was added to the "spent_micro_usd" field in this mutation.
+func (m *EvaluationMutation) AddedSpentMicroUsd() (r int64, exists bool) {
+	v := m.addspent_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSpentMicroUsd resets all changes to the "spent_micro_usd" field.
+func (m *EvaluationMutation) ResetSpentMicroUsd() {
+	m.spent_micro_usd = nil
+	m.addspent_micro_usd = nil
+}
+
+// SetSummary sets the "summary" field.
+func (m *EvaluationMutation) SetSummary(value map[string]interface{}) {
+	m.summary = &value
+}
+
+// Summary returns the value of the "summary" field in the mutation.
+func (m *EvaluationMutation) Summary() (r map[string]interface{}, exists bool) {
+	v := m.summary
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSummary returns the old "summary" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldSummary(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSummary is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSummary requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSummary: %w", err)
+	}
+	return oldValue.Summary, nil
+}
+
+// ClearSummary clears the value of the "summary" field.
+func (m *EvaluationMutation) ClearSummary() {
+	m.summary = nil
+	m.clearedFields[evaluation.FieldSummary] = struct{}{}
+}
+
+// SummaryCleared returns if the "summary" field was cleared in this mutation.
+func (m *EvaluationMutation) SummaryCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldSummary]
+	return ok
+}
+
+// ResetSummary resets all changes to the "summary" field.
+func (m *EvaluationMutation) ResetSummary() {
+	m.summary = nil
+	delete(m.clearedFields, evaluation.FieldSummary)
+}
+
+// SetMessage sets the "message" field.
+func (m *EvaluationMutation) SetMessage(s string) {
+	m.message = &s
+}
+
+// Message returns the value of the "message" field in the mutation.
+func (m *EvaluationMutation) Message() (r string, exists bool) {
+	v := m.message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMessage returns the old "message" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMessage: %w", err)
+	}
+	return oldValue.Message, nil
+}
+
+// ClearMessage clears the value of the "message" field.
+func (m *EvaluationMutation) ClearMessage() {
+	m.message = nil
+	m.clearedFields[evaluation.FieldMessage] = struct{}{}
+}
+
+// MessageCleared returns if the "message" field was cleared in this mutation.
+func (m *EvaluationMutation) MessageCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldMessage]
+	return ok
+}
+
+// ResetMessage resets all changes to the "message" field.
+func (m *EvaluationMutation) ResetMessage() {
+	m.message = nil
+	delete(m.clearedFields, evaluation.FieldMessage)
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *EvaluationMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *EvaluationMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *EvaluationMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *EvaluationMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *EvaluationMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the Evaluation entity.
+// If the Evaluation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *EvaluationMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[evaluation.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *EvaluationMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[evaluation.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *EvaluationMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, evaluation.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EvaluationMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[evaluation.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EvaluationMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EvaluationMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EvaluationMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the EvaluationMutation builder.
+func (m *EvaluationMutation) Where(ps ...predicate.Evaluation) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EvaluationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EvaluationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Evaluation, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EvaluationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EvaluationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Evaluation).
+func (m *EvaluationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EvaluationMutation) Fields() []string {
+	fields := make([]string, 0, 20)
+	if m.tenant != nil {
+		fields = append(fields, evaluation.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, evaluation.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, evaluation.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, evaluation.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, evaluation.FieldEnvironmentID)
+	}
+	if m.baseline_version_id != nil {
+		fields = append(fields, evaluation.FieldBaselineVersionID)
+	}
+	if m.candidate_version_id != nil {
+		fields = append(fields, evaluation.FieldCandidateVersionID)
+	}
+	if m.model_overrides != nil {
+		fields = append(fields, evaluation.FieldModelOverrides)
+	}
+	if m.scorers != nil {
+		fields = append(fields, evaluation.FieldScorers)
+	}
+	if m.recorded_only != nil {
+		fields = append(fields, evaluation.FieldRecordedOnly)
+	}
+	if m.concurrency != nil {
+		fields = append(fields, evaluation.FieldConcurrency)
+	}
+	if m.budget_micro_usd != nil {
+		fields = append(fields, evaluation.FieldBudgetMicroUsd)
+	}
+	if m.status != nil {
+		fields = append(fields, evaluation.FieldStatus)
+	}
+	if m.total != nil {
+		fields = append(fields, evaluation.FieldTotal)
+	}
+	if m._done != nil {
+		fields = append(fields, evaluation.FieldDone)
+	}
+	if m.spent_micro_usd != nil {
+		fields = append(fields, evaluation.FieldSpentMicroUsd)
+	}
+	if m.summary != nil {
+		fields = append(fields, evaluation.FieldSummary)
+	}
+	if m.message != nil {
+		fields = append(fields, evaluation.FieldMessage)
+	}
+	if m.created_by != nil {
+		fields = append(fields, evaluation.FieldCreatedBy)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, evaluation.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EvaluationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case evaluation.FieldTenantID:
+		return m.TenantID()
+	case evaluation.FieldCreatedAt:
+		return m.CreatedAt()
+	case evaluation.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case evaluation.FieldWorkflowID:
+		return m.WorkflowID()
+	case evaluation.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case evaluation.FieldBaselineVersionID:
+		return m.BaselineVersionID()
+	case evaluation.FieldCandidateVersionID:
+		return m.CandidateVersionID()
+	case evaluation.FieldModelOverrides:
+		return m.ModelOverrides()
+	case evaluation.FieldScorers:
+		return m.Scorers()
+	case evaluation.FieldRecordedOnly:
+		return m.RecordedOnly()
+	case evaluation.FieldConcurrency:
+		return m.Concurrency()
+	case evaluation.FieldBudgetMicroUsd:
+		return m.BudgetMicroUsd()
+	case evaluation.FieldStatus:
+		return m.Status()
+	case evaluation.FieldTotal:
+		return m.Total()
+	case evaluation.FieldDone:
+		return m.Done()
+	case evaluation.FieldSpentMicroUsd:
+		return m.SpentMicroUsd()
+	case evaluation.FieldSummary:
+		return m.Summary()
+	case evaluation.FieldMessage:
+		return m.Message()
+	case evaluation.FieldCreatedBy:
+		return m.CreatedBy()
+	case evaluation.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EvaluationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case evaluation.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case evaluation.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case evaluation.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case evaluation.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case evaluation.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case evaluation.FieldBaselineVersionID:
+		return m.OldBaselineVersionID(ctx)
+	case evaluation.FieldCandidateVersionID:
+		return m.OldCandidateVersionID(ctx)
+	case evaluation.FieldModelOverrides:
+		return m.OldModelOverrides(ctx)
+	case evaluation.FieldScorers:
+		return m.OldScorers(ctx)
+	case evaluation.FieldRecordedOnly:
+		return m.OldRecordedOnly(ctx)
+	case evaluation.FieldConcurrency:
+		return m.OldConcurrency(ctx)
+	case evaluation.FieldBudgetMicroUsd:
+		return m.OldBudgetMicroUsd(ctx)
+	case evaluation.FieldStatus:
+		return m.OldStatus(ctx)
+	case evaluation.FieldTotal:
+		return m.OldTotal(ctx)
+	case evaluation.FieldDone:
+		return m.OldDone(ctx)
+	case evaluation.FieldSpentMicroUsd:
+		return m.OldSpentMicroUsd(ctx)
+	case evaluation.FieldSummary:
+		return m.OldSummary(ctx)
+	case evaluation.FieldMessage:
+		return m.OldMessage(ctx)
+	case evaluation.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	case evaluation.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown Evaluation field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EvaluationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case evaluation.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case evaluation.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case evaluation.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case evaluation.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case evaluation.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case evaluation.FieldBaselineVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBaselineVersionID(v)
+		return nil
+	case evaluation.FieldCandidateVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateVersionID(v)
+		return nil
+	case evaluation.FieldModelOverrides:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetModelOverrides(v)
+		return nil
+	case evaluation.FieldScorers:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScorers(v)
+		return nil
+	case evaluation.FieldRecordedOnly:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRecordedOnly(v)
+		return nil
+	case evaluation.FieldConcurrency:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetConcurrency(v)
+		return nil
+	case evaluation.FieldBudgetMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBudgetMicroUsd(v)
+		return nil
+	case evaluation.FieldStatus:
+		v, ok := value.(evaluation.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case evaluation.FieldTotal:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTotal(v)
+		return nil
+	case evaluation.FieldDone:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDone(v)
+		return nil
+	case evaluation.FieldSpentMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSpentMicroUsd(v)
+		return nil
+	case evaluation.FieldSummary:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSummary(v)
+		return nil
+	case evaluation.FieldMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMessage(v)
+		return nil
+	case evaluation.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	case evaluation.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EvaluationMutation) AddedFields() []string {
+	var fields []string
+	if m.addconcurrency != nil {
+		fields = append(fields, evaluation.FieldConcurrency)
+	}
+	if m.addbudget_micro_usd != nil {
+		fields = append(fields, evaluation.FieldBudgetMicroUsd)
+	}
+	if m.addtotal != nil {
+		fields = append(fields, evaluation.FieldTotal)
+	}
+	if m.add_done != nil {
+		fields = append(fields, evaluation.FieldDone)
+	}
+	if m.addspent_micro_usd != nil {
+		fields = append(fields, evaluation.FieldSpentMicroUsd)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EvaluationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case evaluation.FieldConcurrency:
+		return m.AddedConcurrency()
+	case evaluation.FieldBudgetMicroUsd:
+		return m.AddedBudgetMicroUsd()
+	case evaluation.FieldTotal:
+		return m.AddedTotal()
+	case evaluation.FieldDone:
+		return m.AddedDone()
+	case evaluation.FieldSpentMicroUsd:
+		return m.AddedSpentMicroUsd()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EvaluationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case evaluation.FieldConcurrency:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddConcurrency(v)
+		return nil
+	case evaluation.FieldBudgetMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBudgetMicroUsd(v)
+		return nil
+	case evaluation.FieldTotal:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTotal(v)
+		return nil
+	case evaluation.FieldDone:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddDone(v)
+		return nil
+	case evaluation.FieldSpentMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSpentMicroUsd(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EvaluationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(evaluation.FieldModelOverrides) {
+		fields = append(fields, evaluation.FieldModelOverrides)
+	}
+	if m.FieldCleared(evaluation.FieldScorers) {
+		fields = append(fields, evaluation.FieldScorers)
+	}
+	if m.FieldCleared(evaluation.FieldBudgetMicroUsd) {
+		fields = append(fields, evaluation.FieldBudgetMicroUsd)
+	}
+	if m.FieldCleared(evaluation.FieldSummary) {
+		fields = append(fields, evaluation.FieldSummary)
+	}
+	if m.FieldCleared(evaluation.FieldMessage) {
+		fields = append(fields, evaluation.FieldMessage)
+	}
+	if m.FieldCleared(evaluation.FieldFinishedAt) {
+		fields = append(fields, evaluation.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EvaluationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EvaluationMutation) ClearField(name string) error {
+	switch name {
+	case evaluation.FieldModelOverrides:
+		m.ClearModelOverrides()
+		return nil
+	case evaluation.FieldScorers:
+		m.ClearScorers()
+		return nil
+	case evaluation.FieldBudgetMicroUsd:
+		m.ClearBudgetMicroUsd()
+		return nil
+	case evaluation.FieldSummary:
+		m.ClearSummary()
+		return nil
+	case evaluation.FieldMessage:
+		m.ClearMessage()
+		return nil
+	case evaluation.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EvaluationMutation) ResetField(name string) error {
+	switch name {
+	case evaluation.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case evaluation.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case evaluation.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case evaluation.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case evaluation.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case evaluation.FieldBaselineVersionID:
+		m.ResetBaselineVersionID()
+		return nil
+	case evaluation.FieldCandidateVersionID:
+		m.ResetCandidateVersionID()
+		return nil
+	case evaluation.FieldModelOverrides:
+		m.ResetModelOverrides()
+		return nil
+	case evaluation.FieldScorers:
+		m.ResetScorers()
+		return nil
+	case evaluation.FieldRecordedOnly:
+		m.ResetRecordedOnly()
+		return nil
+	case evaluation.FieldConcurrency:
+		m.ResetConcurrency()
+		return nil
+	case evaluation.FieldBudgetMicroUsd:
+		m.ResetBudgetMicroUsd()
+		return nil
+	case evaluation.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case evaluation.FieldTotal:
+		m.ResetTotal()
+		return nil
+	case evaluation.FieldDone:
+		m.ResetDone()
+		return nil
+	case evaluation.FieldSpentMicroUsd:
+		m.ResetSpentMicroUsd()
+		return nil
+	case evaluation.FieldSummary:
+		m.ResetSummary()
+		return nil
+	case evaluation.FieldMessage:
+		m.ResetMessage()
+		return nil
+	case evaluation.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	case evaluation.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EvaluationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, evaluation.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EvaluationMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case evaluation.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EvaluationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EvaluationMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EvaluationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, evaluation.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EvaluationMutation) EdgeCleared(name string) bool {
+	switch name {
+	case evaluation.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EvaluationMutation) ClearEdge(name string) error {
+	switch name {
+	case evaluation.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EvaluationMutation) ResetEdge(name string) error {
+	switch name {
+	case evaluation.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Evaluation edge %s", name)
+}
+
+// EvaluationExampleMutation represents an operation that mutates the EvaluationExample nodes in the graph.
+type EvaluationExampleMutation struct {
+	config
+	op                          Op
+	typ                         string
+	id                          *string
+	created_at                  *time.Time
+	updated_at                  *time.Time
+	evaluation_id               *string
+	position                    *int
+	addposition                 *int
+	source_run_id               *string
+	candidate_run_id            *string
+	status                      *evaluationexample.Status
+	verdict                     *evaluationexample.Verdict
+	baseline_output             *map[string]interface{}
+	candidate_output            *map[string]interface{}
+	diff                        *[]map[string]interface{}
+	appenddiff                  []map[string]interface{}
+	scores                      *[]map[string]interface{}
+	appendscores                []map[string]interface{}
+	baseline_cost_micro_usd     *int64
+	addbaseline_cost_micro_usd  *int64
+	candidate_cost_micro_usd    *int64
+	addcandidate_cost_micro_usd *int64
+	baseline_tokens             *int64
+	addbaseline_tokens          *int64
+	candidate_tokens            *int64
+	addcandidate_tokens         *int64
+	baseline_duration_ms        *int64
+	addbaseline_duration_ms     *int64
+	candidate_duration_ms       *int64
+	addcandidate_duration_ms    *int64
+	message                     *string
+	clearedFields               map[string]struct{}
+	tenant                      *string
+	clearedtenant               bool
+	done                        bool
+	oldValue                    func(context.Context) (*EvaluationExample, error)
+	predicates                  []predicate.EvaluationExample
+}
+
+var _ ent.Mutation = (*EvaluationExampleMutation)(nil)
+
+// evaluationexampleOption allows management of the mutation configuration using functional options.
+type evaluationexampleOption func(*EvaluationExampleMutation)
+
+// newEvaluationExampleMutation creates new mutation for the EvaluationExample entity.
+func newEvaluationExampleMutation(c config, op Op, opts ...evaluationexampleOption) *EvaluationExampleMutation {
+	m := &EvaluationExampleMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeEvaluationExample,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withEvaluationExampleID sets the ID field of the mutation.
+func withEvaluationExampleID(id string) evaluationexampleOption {
+	return func(m *EvaluationExampleMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *EvaluationExample
+		)
+		m.oldValue = func(ctx context.Context) (*EvaluationExample, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().EvaluationExample.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withEvaluationExample sets the old EvaluationExample of the mutation.
+func withEvaluationExample(node *EvaluationExample) evaluationexampleOption {
+	return func(m *EvaluationExampleMutation) {
+		m.oldValue = func(context.Context) (*EvaluationExample, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m EvaluationExampleMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m EvaluationExampleMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of EvaluationExample entities.
+func (m *EvaluationExampleMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *EvaluationExampleMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *EvaluationExampleMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().EvaluationExample.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *EvaluationExampleMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *EvaluationExampleMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *EvaluationExampleMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *EvaluationExampleMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *EvaluationExampleMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *EvaluationExampleMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *EvaluationExampleMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *EvaluationExampleMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *EvaluationExampleMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetEvaluationID sets the "evaluation_id" field.
+func (m *EvaluationExampleMutation) SetEvaluationID(s string) {
+	m.evaluation_id = &s
+}
+
+// EvaluationID returns the value of the "evaluation_id" field in the mutation.
+func (m *EvaluationExampleMutation) EvaluationID() (r string, exists bool) {
+	v := m.evaluation_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEvaluationID returns the old "evaluation_id" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldEvaluationID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEvaluationID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEvaluationID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEvaluationID: %w", err)
+	}
+	return oldValue.EvaluationID, nil
+}
+
+// ResetEvaluationID resets all changes to the "evaluation_id" field.
+func (m *EvaluationExampleMutation) ResetEvaluationID() {
+	m.evaluation_id = nil
+}
+
+// SetPosition sets the "position" field.
+func (m *EvaluationExampleMutation) SetPosition(i int) {
+	m.position = &i
+	m.addposition = nil
+}
+
+// Position returns the value of the "position" field in the mutation.
+func (m *EvaluationExampleMutation) Position() (r int, exists bool) {
+	v := m.position
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPosition returns the old "position" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldPosition(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPosition is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPosition requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPosition: %w", err)
+	}
+	return oldValue.Position, nil
+}
+
+// AddPosition adds i to the "position" field.
+func (m *EvaluationExampleMutation) AddPosition(i int) {
+	if m.addposition != nil {
+		*m.addposition += i
+	} else {
+		m.addposition = &i
+	}
+}
+
+// AddedPosition returns the value that was added to the "position" field in this mutation.
+func (m *EvaluationExampleMutation) AddedPosition() (r int, exists bool) {
+	v := m.addposition
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPosition resets all changes to the "position" field.
+func (m *EvaluationExampleMutation) ResetPosition() {
+	m.position = nil
+	m.addposition = nil
+}
+
+// SetSourceRunID sets the "source_run_id" field.
+func (m *EvaluationExampleMutation) SetSourceRunID(s string) {
+	m.source_run_id = &s
+}
+
+// SourceRunID returns the value of the "source_run_id" field in the mutation.
+func (m *EvaluationExampleMutation) SourceRunID() (r string, exists bool) {
+	v := m.source_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSourceRunID returns the old "source_run_id" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldSourceRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSourceRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSourceRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSourceRunID: %w", err)
+	}
+	return oldValue.SourceRunID, nil
+}
+
+// ResetSourceRunID resets all changes to the "source_run_id" field.
+func (m *EvaluationExampleMutation) ResetSourceRunID() {
+	m.source_run_id = nil
+}
+
+// SetCandidateRunID sets the "candidate_run_id" field.
+func (m *EvaluationExampleMutation) SetCandidateRunID(s string) {
+	m.candidate_run_id = &s
+}
+
+// CandidateRunID returns the value of the "candidate_run_id" field in the mutation.
+func (m *EvaluationExampleMutation) CandidateRunID() (r string, exists bool) {
+	v := m.candidate_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateRunID returns the old "candidate_run_id" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCandidateRunID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateRunID: %w", err)
+	}
+	return oldValue.CandidateRunID, nil
+}
+
+// ClearCandidateRunID clears the value of the "candidate_run_id" field.
+func (m *EvaluationExampleMutation) ClearCandidateRunID() {
+	m.candidate_run_id = nil
+	m.clearedFields[evaluationexample.FieldCandidateRunID] = struct{}{}
+}
+
+// CandidateRunIDCleared returns if the "candidate_run_id" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) CandidateRunIDCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldCandidateRunID]
+	return ok
+}
+
+// ResetCandidateRunID resets all changes to the "candidate_run_id" field.
+func (m *EvaluationExampleMutation) ResetCandidateRunID() {
+	m.candidate_run_id = nil
+	delete(m.clearedFields, evaluationexample.FieldCandidateRunID)
+}
+
+// SetStatus sets the "status" field.
+func (m *EvaluationExampleMutation) SetStatus(e evaluationexample.Status) {
+	m.status = &e
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *EvaluationExampleMutation) Status() (r evaluationexample.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldStatus(ctx context.Context) (v evaluationexample.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *EvaluationExampleMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetVerdict sets the "verdict" field.
+func (m *EvaluationExampleMutation) SetVerdict(e evaluationexample.Verdict) {
+	m.verdict = &e
+}
+
+// Verdict returns the value of the "verdict" field in the mutation.
+func (m *EvaluationExampleMutation) Verdict() (r evaluationexample.Verdict, exists bool) {
+	v := m.verdict
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVerdict returns the old "verdict" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldVerdict(ctx context.Context) (v *evaluationexample.Verdict, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVerdict is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVerdict requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVerdict: %w", err)
+	}
+	return oldValue.Verdict, nil
+}
+
+// ClearVerdict clears the value of the "verdict" field.
+func (m *EvaluationExampleMutation) ClearVerdict() {
+	m.verdict = nil
+	m.clearedFields[evaluationexample.FieldVerdict] = struct{}{}
+}
+
+// VerdictCleared returns if the "verdict" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) VerdictCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldVerdict]
+	return ok
+}
+
+// ResetVerdict resets all changes to the "verdict" field.
+func (m *EvaluationExampleMutation) ResetVerdict() {
+	m.verdict = nil
+	delete(m.clearedFields, evaluationexample.FieldVerdict)
+}
+
+// SetBaselineOutput sets the "baseline_output" field.
+func (m *EvaluationExampleMutation) SetBaselineOutput(value map[string]interface{}) {
+	m.baseline_output = &value
+}
+
+// BaselineOutput returns the value of the "baseline_output" field in the mutation.
+func (m *EvaluationExampleMutation) BaselineOutput() (r map[string]interface{}, exists bool) {
+	v := m.baseline_output
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBaselineOutput returns the old "baseline_output" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldBaselineOutput(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBaselineOutput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBaselineOutput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBaselineOutput: %w", err)
+	}
+	return oldValue.BaselineOutput, nil
+}
+
+// ClearBaselineOutput clears the value of the "baseline_output" field.
+func (m *EvaluationExampleMutation) ClearBaselineOutput() {
+	m.baseline_output = nil
+	m.clearedFields[evaluationexample.FieldBaselineOutput] = struct{}{}
+}
+
+// BaselineOutputCleared returns if the "baseline_output" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) BaselineOutputCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldBaselineOutput]
+	return ok
+}
+
+// ResetBaselineOutput resets all changes to the "baseline_output" field.
+func (m *EvaluationExampleMutation) ResetBaselineOutput() {
+	m.baseline_output = nil
+	delete(m.clearedFields, evaluationexample.FieldBaselineOutput)
+}
+
+// SetCandidateOutput sets the "candidate_output" field.
+func (m *EvaluationExampleMutation) SetCandidateOutput(value map[string]interface{}) {
+	m.candidate_output = &value
+}
+
+// CandidateOutput returns the value of the "candidate_output" field in the mutation.
+func (m *EvaluationExampleMutation) CandidateOutput() (r map[string]interface{}, exists bool) {
+	v := m.candidate_output
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateOutput returns the old "candidate_output" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCandidateOutput(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateOutput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateOutput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateOutput: %w", err)
+	}
+	return oldValue.CandidateOutput, nil
+}
+
+// ClearCandidateOutput clears the value of the "candidate_output" field.
+func (m *EvaluationExampleMutation) ClearCandidateOutput() {
+	m.candidate_output = nil
+	m.clearedFields[evaluationexample.FieldCandidateOutput] = struct{}{}
+}
+
+// CandidateOutputCleared returns if the "candidate_output" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) CandidateOutputCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldCandidateOutput]
+	return ok
+}
+
+// ResetCandidateOutput resets all changes to the "candidate_output" field.
+func (m *EvaluationExampleMutation) ResetCandidateOutput() {
+	m.candidate_output = nil
+	delete(m.clearedFields, evaluationexample.FieldCandidateOutput)
+}
+
+// SetDiff sets the "diff" field.
+func (m *EvaluationExampleMutation) SetDiff(value []map[string]interface{}) {
+	m.diff = &value
+	m.appenddiff = nil
+}
+
+// Diff returns the value of the "diff" field in the mutation.
+func (m *EvaluationExampleMutation) Diff() (r []map[string]interface{}, exists bool) {
+	v := m.diff
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDiff returns the old "diff" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldDiff(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDiff is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDiff requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDiff: %w", err)
+	}
+	return oldValue.Diff, nil
+}
+
+// AppendDiff adds value to the "diff" field.
+func (m *EvaluationExampleMutation) AppendDiff(value []map[string]interface{}) {
+	m.appenddiff = append(m.appenddiff, value...)
+}
+
+// AppendedDiff returns the list of values that were appended to the "diff" field in this mutation.
+func (m *EvaluationExampleMutation) AppendedDiff() ([]map[string]interface{}, bool) {
+	if len(m.appenddiff) == 0 {
+		return nil, false
+	}
+	return m.appenddiff, true
+}
+
+// ClearDiff clears the value of the "diff" field.
+func (m *EvaluationExampleMutation) ClearDiff() {
+	m.diff = nil
+	m.appenddiff = nil
+	m.clearedFields[evaluationexample.FieldDiff] = struct{}{}
+}
+
+// DiffCleared returns if the "diff" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) DiffCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldDiff]
+	return ok
+}
+
+// ResetDiff resets all changes to the "diff" field.
+func (m *EvaluationExampleMutation) ResetDiff() {
+	m.diff = nil
+	m.appenddiff = nil
+	delete(m.clearedFields, evaluationexample.FieldDiff)
+}
+
+// SetScores sets the "scores" field.
+func (m *EvaluationExampleMutation) SetScores(value []map[string]interface{}) {
+	m.scores = &value
+	m.appendscores = nil
+}
+
+// Scores returns the value of the "scores" field in the mutation.
+func (m *EvaluationExampleMutation) Scores() (r []map[string]interface{}, exists bool) {
+	v := m.scores
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScores returns the old "scores" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldScores(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScores is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScores requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScores: %w", err)
+	}
+	return oldValue.Scores, nil
+}
+
+// AppendScores adds value to the "scores" field.
+func (m *EvaluationExampleMutation) AppendScores(value []map[string]interface{}) {
+	m.appendscores = append(m.appendscores, value...)
+}
+
+// AppendedScores returns the list of values that were appended to the "scores" field in this mutation.
+func (m *EvaluationExampleMutation) AppendedScores() ([]map[string]interface{}, bool) {
+	if len(m.appendscores) == 0 {
+		return nil, false
+	}
+	return m.appendscores, true
+}
+
+// ClearScores clears the value of the "scores" field.
+func (m *EvaluationExampleMutation) ClearScores() {
+	m.scores = nil
+	m.appendscores = nil
+	m.clearedFields[evaluationexample.FieldScores] = struct{}{}
+}
+
+// ScoresCleared returns if the "scores" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) ScoresCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldScores]
+	return ok
+}
+
+// ResetScores resets all changes to the "scores" field.
+func (m *EvaluationExampleMutation) ResetScores() {
+	m.scores = nil
+	m.appendscores = nil
+	delete(m.clearedFields, evaluationexample.FieldScores)
+}
+
+// SetBaselineCostMicroUsd sets the "baseline_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) SetBaselineCostMicroUsd(i int64) {
+	m.baseline_cost_micro_usd = &i
+	m.addbaseline_cost_micro_usd = nil
+}
+
+// BaselineCostMicroUsd returns the value of the "baseline_cost_micro_usd" field in the mutation.
+func (m *EvaluationExampleMutation) BaselineCostMicroUsd() (r int64, exists bool) {
+	v := m.baseline_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBaselineCostMicroUsd returns the old "baseline_cost_micro_usd" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldBaselineCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBaselineCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBaselineCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBaselineCostMicroUsd: %w", err)
+	}
+	return oldValue.BaselineCostMicroUsd, nil
+}
+
+// AddBaselineCostMicroUsd adds i to the "baseline_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) AddBaselineCostMicroUsd(i int64) {
+	if m.addbaseline_cost_micro_usd != nil {
+		*m.addbaseline_cost_micro_usd += i
+	} else {
+		m.addbaseline_cost_micro_usd = &i
+	}
+}
+
+// AddedBaselineCostMicroUsd returns the value that was added to the "baseline_cost_micro_usd" field in this mutation.
+func (m *EvaluationExampleMutation) AddedBaselineCostMicroUsd() (r int64, exists bool) {
+	v := m.addbaseline_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBaselineCostMicroUsd resets all changes to the "baseline_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) ResetBaselineCostMicroUsd() {
+	m.baseline_cost_micro_usd = nil
+	m.addbaseline_cost_micro_usd = nil
+}
+
+// SetCandidateCostMicroUsd sets the "candidate_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) SetCandidateCostMicroUsd(i int64) {
+	m.candidate_cost_micro_usd = &i
+	m.addcandidate_cost_micro_usd = nil
+}
+
+// CandidateCostMicroUsd returns the value of the "candidate_cost_micro_usd" field in the mutation.
+func (m *EvaluationExampleMutation) CandidateCostMicroUsd() (r int64, exists bool) {
+	v := m.candidate_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateCostMicroUsd returns the old "candidate_cost_micro_usd" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCandidateCostMicroUsd(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateCostMicroUsd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateCostMicroUsd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateCostMicroUsd: %w", err)
+	}
+	return oldValue.CandidateCostMicroUsd, nil
+}
+
+// AddCandidateCostMicroUsd adds i to the "candidate_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) AddCandidateCostMicroUsd(i int64) {
+	if m.addcandidate_cost_micro_usd != nil {
+		*m.addcandidate_cost_micro_usd += i
+	} else {
+		m.addcandidate_cost_micro_usd = &i
+	}
+}
+
+// AddedCandidateCostMicroUsd returns the value that was added to the "candidate_cost_micro_usd" field in this mutation.
+func (m *EvaluationExampleMutation) AddedCandidateCostMicroUsd() (r int64, exists bool) {
+	v := m.addcandidate_cost_micro_usd
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCandidateCostMicroUsd resets all changes to the "candidate_cost_micro_usd" field.
+func (m *EvaluationExampleMutation) ResetCandidateCostMicroUsd() {
+	m.candidate_cost_micro_usd = nil
+	m.addcandidate_cost_micro_usd = nil
+}
+
+// SetBaselineTokens sets the "baseline_tokens" field.
+func (m *EvaluationExampleMutation) SetBaselineTokens(i int64) {
+	m.baseline_tokens = &i
+	m.addbaseline_tokens = nil
+}
+
+// BaselineTokens returns the value of the "baseline_tokens" field in the mutation.
+func (m *EvaluationExampleMutation) BaselineTokens() (r int64, exists bool) {
+	v := m.baseline_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBaselineTokens returns the old "baseline_tokens" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldBaselineTokens(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBaselineTokens is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBaselineTokens requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBaselineTokens: %w", err)
+	}
+	return oldValue.BaselineTokens, nil
+}
+
+// AddBaselineTokens adds i to the "baseline_tokens" field.
+func (m *EvaluationExampleMutation) AddBaselineTokens(i int64) {
+	if m.addbaseline_tokens != nil {
+		*m.addbaseline_tokens += i
+	} else {
+		m.addbaseline_tokens = &i
+	}
+}
+
+// AddedBaselineTokens returns the value that was added to the "baseline_tokens" field in this mutation.
+func (m *EvaluationExampleMutation) AddedBaselineTokens() (r int64, exists bool) {
+	v := m.addbaseline_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBaselineTokens resets all changes to the "baseline_tokens" field.
+func (m *EvaluationExampleMutation) ResetBaselineTokens() {
+	m.baseline_tokens = nil
+	m.addbaseline_tokens = nil
+}
+
+// SetCandidateTokens sets the "candidate_tokens" field.
+func (m *EvaluationExampleMutation) SetCandidateTokens(i int64) {
+	m.candidate_tokens = &i
+	m.addcandidate_tokens = nil
+}
+
+// CandidateTokens returns the value of the "candidate_tokens" field in the mutation.
+func (m *EvaluationExampleMutation) CandidateTokens() (r int64, exists bool) {
+	v := m.candidate_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateTokens returns the old "candidate_tokens" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCandidateTokens(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateTokens is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateTokens requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateTokens: %w", err)
+	}
+	return oldValue.CandidateTokens, nil
+}
+
+// AddCandidateTokens adds i to the "candidate_tokens" field.
+func (m *EvaluationExampleMutation) AddCandidateTokens(i int64) {
+	if m.addcandidate_tokens != nil {
+		*m.addcandidate_tokens += i
+	} else {
+		m.addcandidate_tokens = &i
+	}
+}
+
+// AddedCandidateTokens returns the value that was added to the "candidate_tokens" field in this mutation.
+func (m *EvaluationExampleMutation) AddedCandidateTokens() (r int64, exists bool) {
+	v := m.addcandidate_tokens
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCandidateTokens resets all changes to the "candidate_tokens" field.
+func (m *EvaluationExampleMutation) ResetCandidateTokens() {
+	m.candidate_tokens = nil
+	m.addcandidate_tokens = nil
+}
+
+// SetBaselineDurationMs sets the "baseline_duration_ms" field.
+func (m *EvaluationExampleMutation) SetBaselineDurationMs(i int64) {
+	m.baseline_duration_ms = &i
+	m.addbaseline_duration_ms = nil
+}
+
+// BaselineDurationMs returns the value of the "baseline_duration_ms" field in the mutation.
+func (m *EvaluationExampleMutation) BaselineDurationMs() (r int64, exists bool) {
+	v := m.baseline_duration_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBaselineDurationMs returns the old "baseline_duration_ms" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldBaselineDurationMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBaselineDurationMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBaselineDurationMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBaselineDurationMs: %w", err)
+	}
+	return oldValue.BaselineDurationMs, nil
+}
+
+// AddBaselineDurationMs adds i to the "baseline_duration_ms" field.
+func (m *EvaluationExampleMutation) AddBaselineDurationMs(i int64) {
+	if m.addbaseline_duration_ms != nil {
+		*m.addbaseline_duration_ms += i
+	} else {
+		m.addbaseline_duration_ms = &i
+	}
+}
+
+// AddedBaselineDurationMs returns the value that was added to the "baseline_duration_ms" field in this mutation.
+func (m *EvaluationExampleMutation) AddedBaselineDurationMs() (r int64, exists bool) {
+	v := m.addbaseline_duration_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBaselineDurationMs resets all changes to the "baseline_duration_ms" field.
+func (m *EvaluationExampleMutation) ResetBaselineDurationMs() {
+	m.baseline_duration_ms = nil
+	m.addbaseline_duration_ms = nil
+}
+
+// SetCandidateDurationMs sets the "candidate_duration_ms" field.
+func (m *EvaluationExampleMutation) SetCandidateDurationMs(i int64) {
+	m.candidate_duration_ms = &i
+	m.addcandidate_duration_ms = nil
+}
+
+// CandidateDurationMs returns the value of the "candidate_duration_ms" field in the mutation.
+func (m *EvaluationExampleMutation) CandidateDurationMs() (r int64, exists bool) {
+	v := m.candidate_duration_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCandidateDurationMs returns the old "candidate_duration_ms" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldCandidateDurationMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCandidateDurationMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCandidateDurationMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCandidateDurationMs: %w", err)
+	}
+	return oldValue.CandidateDurationMs, nil
+}
+
+// AddCandidateDurationMs adds i to the "candidate_duration_ms" field.
+func (m *EvaluationExampleMutation) AddCandidateDurationMs(i int64) {
+	if m.addcandidate_duration_ms != nil {
+		*m.addcandidate_duration_ms += i
+	} else {
+		m.addcandidate_duration_ms = &i
+	}
+}
+
+// AddedCandidateDurationMs returns the value that was added to the "candidate_duration_ms" field in this mutation.
+func (m *EvaluationExampleMutation) AddedCandidateDurationMs() (r int64, exists bool) {
+	v := m.addcandidate_duration_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCandidateDurationMs resets all changes to the "candidate_duration_ms" field.
+func (m *EvaluationExampleMutation) ResetCandidateDurationMs() {
+	m.candidate_duration_ms = nil
+	m.addcandidate_duration_ms = nil
+}
+
+// SetMessage sets the "message" field.
+func (m *EvaluationExampleMutation) SetMessage(s string) {
+	m.message = &s
+}
+
+// Message returns the value of the "message" field in the mutation.
+func (m *EvaluationExampleMutation) Message() (r string, exists bool) {
+	v := m.message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMessage returns the old "message" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMessage: %w", err)
+	}
+	return oldValue.Message, nil
+}
+
+// ClearMessage clears the value of the "message" field.
+func (m *EvaluationExampleMutation) ClearMessage() {
+	m.message = nil
+	m.clearedFields[evaluationexample.FieldMessage] = struct{}{}
+}
+
+// MessageCleared returns if the "message" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) MessageCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldMessage]
+	return ok
+}
+
+// ResetMessage resets all changes to the "message" field.
+func (m *EvaluationExampleMutation) ResetMessage() {
+	m.message = nil
+	delete(m.clearedFields, evaluationexample.FieldMessage)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *EvaluationExampleMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[evaluationexample.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *EvaluationExampleMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *EvaluationExampleMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *EvaluationExampleMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the EvaluationExampleMutation builder.
+func (m *EvaluationExampleMutation) Where(ps ...predicate.EvaluationExample) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the EvaluationExampleMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *EvaluationExampleMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.EvaluationExample, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *EvaluationExampleMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *EvaluationExampleMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (EvaluationExample).
+func (m *EvaluationExampleMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *EvaluationExampleMutation) Fields() []string {
+	fields := make([]string, 0, 20)
+	if m.tenant != nil {
+		fields = append(fields, evaluationexample.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, evaluationexample.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, evaluationexample.FieldUpdatedAt)
+	}
+	if m.evaluation_id != nil {
+		fields = append(fields, evaluationexample.FieldEvaluationID)
+	}
+	if m.position != nil {
+		fields = append(fields, evaluationexample.FieldPosition)
+	}
+	if m.source_run_id != nil {
+		fields = append(fields, evaluationexample.FieldSourceRunID)
+	}
+	if m.candidate_run_id != nil {
+		fields = append(fields, evaluationexample.FieldCandidateRunID)
+	}
+	if m.status != nil {
+		fields = append(fields, evaluationexample.FieldStatus)
+	}
+	if m.verdict != nil {
+		fields = append(fields, evaluationexample.FieldVerdict)
+	}
+	if m.baseline_output != nil {
+		fields = append(fields, evaluationexample.FieldBaselineOutput)
+	}
+	if m.candidate_output != nil {
+		fields = append(fields, evaluationexample.FieldCandidateOutput)
+	}
+	if m.diff != nil {
+		fields = append(fields, evaluationexample.FieldDiff)
+	}
+	if m.scores != nil {
+		fields = append(fields, evaluationexample.FieldScores)
+	}
+	if m.baseline_cost_micro_usd != nil {
+		fields = append(fields, evaluationexample.FieldBaselineCostMicroUsd)
+	}
+	if m.candidate_cost_micro_usd != nil {
+		fields = append(fields, evaluationexample.FieldCandidateCostMicroUsd)
+	}
+	if m.baseline_tokens != nil {
+		fields = append(fields, evaluationexample.FieldBaselineTokens)
+	}
+	if m.candidate_tokens != nil {
+		fields = append(fields, evaluationexample.FieldCandidateTokens)
+	}
+	if m.baseline_duration_ms != nil {
+		fields = append(fields, evaluationexample.FieldBaselineDurationMs)
+	}
+	if m.candidate_duration_ms != nil {
+		fields = append(fields, evaluationexample.FieldCandidateDurationMs)
+	}
+	if m.message != nil {
+		fields = append(fields, evaluationexample.FieldMessage)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *EvaluationExampleMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case evaluationexample.FieldTenantID:
+		return m.TenantID()
+	case evaluationexample.FieldCreatedAt:
+		return m.CreatedAt()
+	case evaluationexample.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case evaluationexample.FieldEvaluationID:
+		return m.EvaluationID()
+	case evaluationexample.FieldPosition:
+		return m.Position()
+	case evaluationexample.FieldSourceRunID:
+		return m.SourceRunID()
+	case evaluationexample.FieldCandidateRunID:
+		return m.CandidateRunID()
+	case evaluationexample.FieldStatus:
+		return m.Status()
+	case evaluationexample.FieldVerdict:
+		return m.Verdict()
+	case evaluationexample.FieldBaselineOutput:
+		return m.BaselineOutput()
+	case evaluationexample.FieldCandidateOutput:
+		return m.CandidateOutput()
+	case evaluationexample.FieldDiff:
+		return m.Diff()
+	case evaluationexample.FieldScores:
+		return m.Scores()
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		return m.BaselineCostMicroUsd()
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		return m.CandidateCostMicroUsd()
+	case evaluationexample.FieldBaselineTokens:
+		return m.BaselineTokens()
+	case evaluationexample.FieldCandidateTokens:
+		return m.CandidateTokens()
+	case evaluationexample.FieldBaselineDurationMs:
+		return m.BaselineDurationMs()
+	case evaluationexample.FieldCandidateDurationMs:
+		return m.CandidateDurationMs()
+	case evaluationexample.FieldMessage:
+		return m.Message()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *EvaluationExampleMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case evaluationexample.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case evaluationexample.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case evaluationexample.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case evaluationexample.FieldEvaluationID:
+		return m.OldEvaluationID(ctx)
+	case evaluationexample.FieldPosition:
+		return m.OldPosition(ctx)
+	case evaluationexample.FieldSourceRunID:
+		return m.OldSourceRunID(ctx)
+	case evaluationexample.FieldCandidateRunID:
+		return m.OldCandidateRunID(ctx)
+	case evaluationexample.FieldStatus:
+		return m.OldStatus(ctx)
+	case evaluationexample.FieldVerdict:
+		return m.OldVerdict(ctx)
+	case evaluationexample.FieldBaselineOutput:
+		return m.OldBaselineOutput(ctx)
+	case evaluationexample.FieldCandidateOutput:
+		return m.OldCandidateOutput(ctx)
+	case evaluationexample.FieldDiff:
+		return m.OldDiff(ctx)
+	case evaluationexample.FieldScores:
+		return m.OldScores(ctx)
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		return m.OldBaselineCostMicroUsd(ctx)
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		return m.OldCandidateCostMicroUsd(ctx)
+	case evaluationexample.FieldBaselineTokens:
+		return m.OldBaselineTokens(ctx)
+	case evaluationexample.FieldCandidateTokens:
+		return m.OldCandidateTokens(ctx)
+	case evaluationexample.FieldBaselineDurationMs:
+		return m.OldBaselineDurationMs(ctx)
+	case evaluationexample.FieldCandidateDurationMs:
+		return m.OldCandidateDurationMs(ctx)
+	case evaluationexample.FieldMessage:
+		return m.OldMessage(ctx)
+	}
+	return nil, fmt.Errorf("unknown EvaluationExample field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EvaluationExampleMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case evaluationexample.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case evaluationexample.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case evaluationexample.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case evaluationexample.FieldEvaluationID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEvaluationID(v)
+		return nil
+	case evaluationexample.FieldPosition:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPosition(v)
+		return nil
+	case evaluationexample.FieldSourceRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSourceRunID(v)
+		return nil
+	case evaluationexample.FieldCandidateRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateRunID(v)
+		return nil
+	case evaluationexample.FieldStatus:
+		v, ok := value.(evaluationexample.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case evaluationexample.FieldVerdict:
+		v, ok := value.(evaluationexample.Verdict)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVerdict(v)
+		return nil
+	case evaluationexample.FieldBaselineOutput:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBaselineOutput(v)
+		return nil
+	case evaluationexample.FieldCandidateOutput:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateOutput(v)
+		return nil
+	case evaluationexample.FieldDiff:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDiff(v)
+		return nil
+	case evaluationexample.FieldScores:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScores(v)
+		return nil
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBaselineCostMicroUsd(v)
+		return nil
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateCostMicroUsd(v)
+		return nil
+	case evaluationexample.FieldBaselineTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBaselineTokens(v)
+		return nil
+	case evaluationexample.FieldCandidateTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateTokens(v)
+		return nil
+	case evaluationexample.FieldBaselineDurationMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBaselineDurationMs(v)
+		return nil
+	case evaluationexample.FieldCandidateDurationMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCandidateDurationMs(v)
+		return nil
+	case evaluationexample.FieldMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMessage(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *EvaluationExampleMutation) AddedFields() []string {
+	var fields []string
+	if m.addposition != nil {
+		fields = append(fields, evaluationexample.FieldPosition)
+	}
+	if m.addbaseline_cost_micro_usd != nil {
+		fields = append(fields, evaluationexample.FieldBaselineCostMicroUsd)
+	}
+	if m.addcandidate_cost_micro_usd != nil {
+		fields = append(fields, evaluationexample.FieldCandidateCostMicroUsd)
+	}
+	if m.addbaseline_tokens != nil {
+		fields = append(fields, evaluationexample.FieldBaselineTokens)
+	}
+	if m.addcandidate_tokens != nil {
+		fields = append(fields, evaluationexample.FieldCandidateTokens)
+	}
+	if m.addbaseline_duration_ms != nil {
+		fields = append(fields, evaluationexample.FieldBaselineDurationMs)
+	}
+	if m.addcandidate_duration_ms != nil {
+		fields = append(fields, evaluationexample.FieldCandidateDurationMs)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *EvaluationExampleMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case evaluationexample.FieldPosition:
+		return m.AddedPosition()
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		return m.AddedBaselineCostMicroUsd()
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		return m.AddedCandidateCostMicroUsd()
+	case evaluationexample.FieldBaselineTokens:
+		return m.AddedBaselineTokens()
+	case evaluationexample.FieldCandidateTokens:
+		return m.AddedCandidateTokens()
+	case evaluationexample.FieldBaselineDurationMs:
+		return m.AddedBaselineDurationMs()
+	case evaluationexample.FieldCandidateDurationMs:
+		return m.AddedCandidateDurationMs()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *EvaluationExampleMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case evaluationexample.FieldPosition:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPosition(v)
+		return nil
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBaselineCostMicroUsd(v)
+		return nil
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCandidateCostMicroUsd(v)
+		return nil
+	case evaluationexample.FieldBaselineTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBaselineTokens(v)
+		return nil
+	case evaluationexample.FieldCandidateTokens:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCandidateTokens(v)
+		return nil
+	case evaluationexample.FieldBaselineDurationMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBaselineDurationMs(v)
+		return nil
+	case evaluationexample.FieldCandidateDurationMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCandidateDurationMs(v)
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *EvaluationExampleMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(evaluationexample.FieldCandidateRunID) {
+		fields = append(fields, evaluationexample.FieldCandidateRunID)
+	}
+	if m.FieldCleared(evaluationexample.FieldVerdict) {
+		fields = append(fields, evaluationexample.FieldVerdict)
+	}
+	if m.FieldCleared(evaluationexample.FieldBaselineOutput) {
+		fields = append(fields, evaluationexample.FieldBaselineOutput)
+	}
+	if m.FieldCleared(evaluationexample.FieldCandidateOutput) {
+		fields = append(fields, evaluationexample.FieldCandidateOutput)
+	}
+	if m.FieldCleared(evaluationexample.FieldDiff) {
+		fields = append(fields, evaluationexample.FieldDiff)
+	}
+	if m.FieldCleared(evaluationexample.FieldScores) {
+		fields = append(fields, evaluationexample.FieldScores)
+	}
+	if m.FieldCleared(evaluationexample.FieldMessage) {
+		fields = append(fields, evaluationexample.FieldMessage)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *EvaluationExampleMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *EvaluationExampleMutation) ClearField(name string) error {
+	switch name {
+	case evaluationexample.FieldCandidateRunID:
+		m.ClearCandidateRunID()
+		return nil
+	case evaluationexample.FieldVerdict:
+		m.ClearVerdict()
+		return nil
+	case evaluationexample.FieldBaselineOutput:
+		m.ClearBaselineOutput()
+		return nil
+	case evaluationexample.FieldCandidateOutput:
+		m.ClearCandidateOutput()
+		return nil
+	case evaluationexample.FieldDiff:
+		m.ClearDiff()
+		return nil
+	case evaluationexample.FieldScores:
+		m.ClearScores()
+		return nil
+	case evaluationexample.FieldMessage:
+		m.ClearMessage()
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *EvaluationExampleMutation) ResetField(name string) error {
+	switch name {
+	case evaluationexample.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case evaluationexample.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case evaluationexample.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case evaluationexample.FieldEvaluationID:
+		m.ResetEvaluationID()
+		return nil
+	case evaluationexample.FieldPosition:
+		m.ResetPosition()
+		return nil
+	case evaluationexample.FieldSourceRunID:
+		m.ResetSourceRunID()
+		return nil
+	case evaluationexample.FieldCandidateRunID:
+		m.ResetCandidateRunID()
+		return nil
+	case evaluationexample.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case evaluationexample.FieldVerdict:
+		m.ResetVerdict()
+		return nil
+	case evaluationexample.FieldBaselineOutput:
+		m.ResetBaselineOutput()
+		return nil
+	case evaluationexample.FieldCandidateOutput:
+		m.ResetCandidateOutput()
+		return nil
+	case evaluationexample.FieldDiff:
+		m.ResetDiff()
+		return nil
+	case evaluationexample.FieldScores:
+		m.ResetScores()
+		return nil
+	case evaluationexample.FieldBaselineCostMicroUsd:
+		m.ResetBaselineCostMicroUsd()
+		return nil
+	case evaluationexample.FieldCandidateCostMicroUsd:
+		m.ResetCandidateCostMicroUsd()
+		return nil
+	case evaluationexample.FieldBaselineTokens:
+		m.ResetBaselineTokens()
+		return nil
+	case evaluationexample.FieldCandidateTokens:
+		m.ResetCandidateTokens()
+		return nil
+	case evaluationexample.FieldBaselineDurationMs:
+		m.ResetBaselineDurationMs()
+		return nil
+	case evaluationexample.FieldCandidateDurationMs:
+		m.ResetCandidateDurationMs()
+		return nil
+	case evaluationexample.FieldMessage:
+		m.ResetMessage()
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *EvaluationExampleMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, evaluationexample.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *EvaluationExampleMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case evaluationexample.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *EvaluationExampleMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *EvaluationExampleMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *EvaluationExampleMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, evaluationexample.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *EvaluationExampleMutation) EdgeCleared(name string) bool {
+	switch name {
+	case evaluationexample.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *EvaluationExampleMutation) ClearEdge(name string) error {
+	switch name {
+	case evaluationexample.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *EvaluationExampleMutation) ResetEdge(name string) error {
+	switch name {
+	case evaluationexample.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown EvaluationExample edge %s", name)
 }
 
 // EventWaitMutation represents an operation that mutates the EventWait nodes in the graph.
@@ -31369,6 +34921,8 @@ type TenantMutation struct {
 	addwebhooks_version         *int64
 	sla_version                 *int64
 	addsla_version              *int64
+	open_evaluations            *int
+	addopen_evaluations         *int
 	clearedFields               map[string]struct{}
 	done                        bool
 	oldValue                    func(context.Context) (*Tenant, error)
@@ -31982,6 +35536,62 @@ func (m *TenantMutation) ResetSLAVersion() {
 	m.addsla_version = nil
 }
 
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (m *TenantMutation) SetOpenEvaluations(i int) {
+	m.open_evaluations = &i
+	m.addopen_evaluations = nil
+}
+
+// OpenEvaluations returns the value of the "open_evaluations" field in the mutation.
+func (m *TenantMutation) OpenEvaluations() (r int, exists bool) {
+	v := m.open_evaluations
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOpenEvaluations returns the old "open_evaluations" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldOpenEvaluations(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOpenEvaluations is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOpenEvaluations requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOpenEvaluations: %w", err)
+	}
+	return oldValue.OpenEvaluations, nil
+}
+
+// AddOpenEvaluations adds i to the "open_evaluations" field.
+func (m *TenantMutation) AddOpenEvaluations(i int) {
+	if m.addopen_evaluations != nil {
+		*m.addopen_evaluations += i
+	} else {
+		m.addopen_evaluations = &i
+	}
+}
+
+// AddedOpenEvaluations returns the value that was added to the "open_evaluations" field in this mutation.
+func (m *TenantMutation) AddedOpenEvaluations() (r int, exists bool) {
+	v := m.addopen_evaluations
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetOpenEvaluations resets all changes to the "open_evaluations" field.
+func (m *TenantMutation) ResetOpenEvaluations() {
+	m.open_evaluations = nil
+	m.addopen_evaluations = nil
+}
+
 // Where appends a list predicates to the TenantMutation builder.
 func (m *TenantMutation) Where(ps ...predicate.Tenant) {
 	m.predicates = append(m.predicates, ps...)
@@ -32016,7 +35626,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 11)
+	fields := make([]string, 0, 12)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -32050,6 +35660,9 @@ func (m *TenantMutation) Fields() []string {
 	if m.sla_version != nil {
 		fields = append(fields, tenant.FieldSLAVersion)
 	}
+	if m.open_evaluations != nil {
+		fields = append(fields, tenant.FieldOpenEvaluations)
+	}
 	return fields
 }
 
@@ -32080,6 +35693,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.WebhooksVersion()
 	case tenant.FieldSLAVersion:
 		return m.SLAVersion()
+	case tenant.FieldOpenEvaluations:
+		return m.OpenEvaluations()
 	}
 	return nil, false
 }
@@ -32111,6 +35726,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldWebhooksVersion(ctx)
 	case tenant.FieldSLAVersion:
 		return m.OldSLAVersion(ctx)
+	case tenant.FieldOpenEvaluations:
+		return m.OldOpenEvaluations(ctx)
 	}
 	return nil, fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -32197,6 +35814,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSLAVersion(v)
 		return nil
+	case tenant.FieldOpenEvaluations:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOpenEvaluations(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -32217,6 +35841,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addsla_version != nil {
 		fields = append(fields, tenant.FieldSLAVersion)
 	}
+	if m.addopen_evaluations != nil {
+		fields = append(fields, tenant.FieldOpenEvaluations)
+	}
 	return fields
 }
 
@@ -32233,6 +35860,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedWebhooksVersion()
 	case tenant.FieldSLAVersion:
 		return m.AddedSLAVersion()
+	case tenant.FieldOpenEvaluations:
+		return m.AddedOpenEvaluations()
 	}
 	return nil, false
 }
@@ -32269,6 +35898,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddSLAVersion(v)
+		return nil
+	case tenant.FieldOpenEvaluations:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddOpenEvaluations(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant numeric field %s", name)
@@ -32344,6 +35980,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldSLAVersion:
 		m.ResetSLAVersion()
+		return nil
+	case tenant.FieldOpenEvaluations:
+		m.ResetOpenEvaluations()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)

@@ -39,8 +39,10 @@ type Tenant struct {
 	// Bumped with every change to the tenant's webhook endpoints (a hook in internal/store), so that caches of the endpoint list know when they are stale.
 	WebhooksVersion int64 `json:"webhooks_version,omitempty"`
 	// Bumped with every change to the tenant's SLA policies (a hook of the policy schema), so that caches of the policies know when they are stale.
-	SLAVersion   int64 `json:"sla_version,omitempty"`
-	selectValues sql.SelectValues
+	SLAVersion int64 `json:"sla_version,omitempty"`
+	// Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().
+	OpenEvaluations int `json:"open_evaluations,omitempty"`
+	selectValues    sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -50,7 +52,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -146,6 +148,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.SLAVersion = value.Int64
 			}
+		case tenant.FieldOpenEvaluations:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field open_evaluations", values[i])
+			} else if value.Valid {
+				_m.OpenEvaluations = int(value.Int64)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -215,6 +223,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("sla_version=")
 	builder.WriteString(fmt.Sprintf("%v", _m.SLAVersion))
+	builder.WriteString(", ")
+	builder.WriteString("open_evaluations=")
+	builder.WriteString(fmt.Sprintf("%v", _m.OpenEvaluations))
 	builder.WriteByte(')')
 	return builder.String()
 }

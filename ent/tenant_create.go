@@ -137,6 +137,20 @@ func (_c *TenantCreate) SetNillableSLAVersion(v *int64) *TenantCreate {
 	return _c
 }
 
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (_c *TenantCreate) SetOpenEvaluations(v int) *TenantCreate {
+	_c.mutation.SetOpenEvaluations(v)
+	return _c
+}
+
+// SetNillableOpenEvaluations sets the "open_evaluations" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableOpenEvaluations(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetOpenEvaluations(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -214,6 +228,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultSLAVersion
 		_c.mutation.SetSLAVersion(v)
 	}
+	if _, ok := _c.mutation.OpenEvaluations(); !ok {
+		v := tenant.DefaultOpenEvaluations
+		_c.mutation.SetOpenEvaluations(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -267,6 +285,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.SLAVersion(); !ok {
 		return &ValidationError{Name: "sla_version", err: errors.New(`ent: missing required field "Tenant.sla_version"`)}
+	}
+	if _, ok := _c.mutation.OpenEvaluations(); !ok {
+		return &ValidationError{Name: "open_evaluations", err: errors.New(`ent: missing required field "Tenant.open_evaluations"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -352,6 +373,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.SLAVersion(); ok {
 		_spec.SetField(tenant.FieldSLAVersion, field.TypeInt64, value)
 		_node.SLAVersion = value
+	}
+	if value, ok := _c.mutation.OpenEvaluations(); ok {
+		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+		_node.OpenEvaluations = value
 	}
 	return _node, _spec
 }
@@ -546,6 +571,24 @@ func (u *TenantUpsert) UpdateSLAVersion() *TenantUpsert {
 // AddSLAVersion adds v to the "sla_version" field.
 func (u *TenantUpsert) AddSLAVersion(v int64) *TenantUpsert {
 	u.Add(tenant.FieldSLAVersion, v)
+	return u
+}
+
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (u *TenantUpsert) SetOpenEvaluations(v int) *TenantUpsert {
+	u.Set(tenant.FieldOpenEvaluations, v)
+	return u
+}
+
+// UpdateOpenEvaluations sets the "open_evaluations" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateOpenEvaluations() *TenantUpsert {
+	u.SetExcluded(tenant.FieldOpenEvaluations)
+	return u
+}
+
+// AddOpenEvaluations adds v to the "open_evaluations" field.
+func (u *TenantUpsert) AddOpenEvaluations(v int) *TenantUpsert {
+	u.Add(tenant.FieldOpenEvaluations, v)
 	return u
 }
 
@@ -768,6 +811,27 @@ func (u *TenantUpsertOne) AddSLAVersion(v int64) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateSLAVersion() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateSLAVersion()
+	})
+}
+
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (u *TenantUpsertOne) SetOpenEvaluations(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenEvaluations(v)
+	})
+}
+
+// AddOpenEvaluations adds v to the "open_evaluations" field.
+func (u *TenantUpsertOne) AddOpenEvaluations(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenEvaluations(v)
+	})
+}
+
+// UpdateOpenEvaluations sets the "open_evaluations" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateOpenEvaluations() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenEvaluations()
 	})
 }
 
@@ -1157,6 +1221,27 @@ func (u *TenantUpsertBulk) AddSLAVersion(v int64) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateSLAVersion() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateSLAVersion()
+	})
+}
+
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (u *TenantUpsertBulk) SetOpenEvaluations(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenEvaluations(v)
+	})
+}
+
+// AddOpenEvaluations adds v to the "open_evaluations" field.
+func (u *TenantUpsertBulk) AddOpenEvaluations(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenEvaluations(v)
+	})
+}
+
+// UpdateOpenEvaluations sets the "open_evaluations" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateOpenEvaluations() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenEvaluations()
 	})
 }
 

@@ -171,6 +171,27 @@ func (_u *TenantUpdate) AddSLAVersion(v int64) *TenantUpdate {
 	return _u
 }
 
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (_u *TenantUpdate) SetOpenEvaluations(v int) *TenantUpdate {
+	_u.mutation.ResetOpenEvaluations()
+	_u.mutation.SetOpenEvaluations(v)
+	return _u
+}
+
+// SetNillableOpenEvaluations sets the "open_evaluations" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableOpenEvaluations(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetOpenEvaluations(*v)
+	}
+	return _u
+}
+
+// AddOpenEvaluations adds value to the "open_evaluations" field.
+func (_u *TenantUpdate) AddOpenEvaluations(v int) *TenantUpdate {
+	_u.mutation.AddOpenEvaluations(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdate) Mutation() *TenantMutation {
 	return _u.mutation
@@ -295,6 +316,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedSLAVersion(); ok {
 		_spec.AddField(tenant.FieldSLAVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.OpenEvaluations(); ok {
+		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
+		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -460,6 +487,27 @@ func (_u *TenantUpdateOne) AddSLAVersion(v int64) *TenantUpdateOne {
 	return _u
 }
 
+// SetOpenEvaluations sets the "open_evaluations" field.
+func (_u *TenantUpdateOne) SetOpenEvaluations(v int) *TenantUpdateOne {
+	_u.mutation.ResetOpenEvaluations()
+	_u.mutation.SetOpenEvaluations(v)
+	return _u
+}
+
+// SetNillableOpenEvaluations sets the "open_evaluations" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableOpenEvaluations(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetOpenEvaluations(*v)
+	}
+	return _u
+}
+
+// AddOpenEvaluations adds value to the "open_evaluations" field.
+func (_u *TenantUpdateOne) AddOpenEvaluations(v int) *TenantUpdateOne {
+	_u.mutation.AddOpenEvaluations(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdateOne) Mutation() *TenantMutation {
 	return _u.mutation
@@ -614,6 +662,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedSLAVersion(); ok {
 		_spec.AddField(tenant.FieldSLAVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.OpenEvaluations(); ok {
+		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
+		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Tenant{config: _u.config}

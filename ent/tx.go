@@ -34,6 +34,10 @@ type Tx struct {
 	Escalation *EscalationClient
 	// EscalationPolicy is the client for interacting with the EscalationPolicy builders.
 	EscalationPolicy *EscalationPolicyClient
+	// Evaluation is the client for interacting with the Evaluation builders.
+	Evaluation *EvaluationClient
+	// EvaluationExample is the client for interacting with the EvaluationExample builders.
+	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -217,6 +221,8 @@ func (tx *Tx) init() {
 	tx.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(tx.config)
 	tx.Escalation = NewEscalationClient(tx.config)
 	tx.EscalationPolicy = NewEscalationPolicyClient(tx.config)
+	tx.Evaluation = NewEvaluationClient(tx.config)
+	tx.EvaluationExample = NewEvaluationExampleClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.Incident = NewIncidentClient(tx.config)

@@ -202,6 +202,14 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
+// Evaluation returns generated.EvaluationResolver implementation.
+func (r *Resolver) Evaluation() generated.EvaluationResolver { return &evaluationResolver{r} }
+
+// EvaluationExample returns generated.EvaluationExampleResolver implementation.
+func (r *Resolver) EvaluationExample() generated.EvaluationExampleResolver {
+	return &evaluationExampleResolver{r}
+}
+
 // InboundEvent returns generated.InboundEventResolver implementation.
 func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
 
@@ -247,19 +255,21 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
-	environmentResolver     struct{ *Resolver }
-	inboundEventResolver    struct{ *Resolver }
-	incidentResolver        struct{ *Resolver }
-	mapItemResolver         struct{ *Resolver }
-	modelCallResolver       struct{ *Resolver }
-	queryResolver           struct{ *Resolver }
-	releaseResolver         struct{ *Resolver }
-	runResolver             struct{ *Resolver }
-	runEventResolver        struct{ *Resolver }
-	sLABreachResolver       struct{ *Resolver }
-	sLAPolicyResolver       struct{ *Resolver }
-	stepAttemptResolver     struct{ *Resolver }
-	stepRunResolver         struct{ *Resolver }
-	tenantResolver          struct{ *Resolver }
-	webhookDeliveryResolver struct{ *Resolver }
+	environmentResolver       struct{ *Resolver }
+	evaluationResolver        struct{ *Resolver }
+	evaluationExampleResolver struct{ *Resolver }
+	inboundEventResolver      struct{ *Resolver }
+	incidentResolver          struct{ *Resolver }
+	mapItemResolver           struct{ *Resolver }
+	modelCallResolver         struct{ *Resolver }
+	queryResolver             struct{ *Resolver }
+	releaseResolver           struct{ *Resolver }
+	runResolver               struct{ *Resolver }
+	runEventResolver          struct{ *Resolver }
+	sLABreachResolver         struct{ *Resolver }
+	sLAPolicyResolver         struct{ *Resolver }
+	stepAttemptResolver       struct{ *Resolver }
+	stepRunResolver           struct{ *Resolver }
+	tenantResolver            struct{ *Resolver }
+	webhookDeliveryResolver   struct{ *Resolver }
 )

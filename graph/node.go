@@ -15,6 +15,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -73,6 +75,8 @@ var nodeTables = map[string]string{
 
 	ids.EnvironmentVariableVersion: environmentvariableversion.Table,
 	ids.Release:                    release.Table,
+	ids.Evaluation:                 evaluation.Table,
+	ids.EvaluationExample:          evaluationexample.Table,
 }
 
 const maxNodes = 100

@@ -8,6 +8,7 @@ package graph
 import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
+	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -24,6 +25,8 @@ type Resolver struct {
 	SLA        *sla.Service
 	// Releases manages releases and rollbackDeployment.
 	Releases *releases.Service
+	// Evals creates and lists evaluations.
+	Evals *evals.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

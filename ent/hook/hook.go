@@ -129,6 +129,30 @@ func (f EscalationPolicyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.V
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EscalationPolicyMutation", m)
 }
 
+// The EvaluationFunc type is an adapter to allow the use of ordinary
+// function as Evaluation mutator.
+type EvaluationFunc func(context.Context, *ent.EvaluationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EvaluationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EvaluationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EvaluationMutation", m)
+}
+
+// The EvaluationExampleFunc type is an adapter to allow the use of ordinary
+// function as EvaluationExample mutator.
+type EvaluationExampleFunc func(context.Context, *ent.EvaluationExampleMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f EvaluationExampleFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.EvaluationExampleMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EvaluationExampleMutation", m)
+}
+
 // The EventWaitFunc type is an adapter to allow the use of ordinary
 // function as EventWait mutator.
 type EventWaitFunc func(context.Context, *ent.EventWaitMutation) (ent.Value, error)

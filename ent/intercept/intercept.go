@@ -18,6 +18,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -366,6 +368,60 @@ func (f TraverseEscalationPolicy) Traverse(ctx context.Context, q ent.Query) err
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.EscalationPolicyQuery", q)
+}
+
+// The EvaluationFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EvaluationFunc func(context.Context, *ent.EvaluationQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EvaluationFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EvaluationQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EvaluationQuery", q)
+}
+
+// The TraverseEvaluation type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEvaluation func(context.Context, *ent.EvaluationQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEvaluation) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEvaluation) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EvaluationQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EvaluationQuery", q)
+}
+
+// The EvaluationExampleFunc type is an adapter to allow the use of ordinary function as a Querier.
+type EvaluationExampleFunc func(context.Context, *ent.EvaluationExampleQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f EvaluationExampleFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.EvaluationExampleQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.EvaluationExampleQuery", q)
+}
+
+// The TraverseEvaluationExample type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseEvaluationExample func(context.Context, *ent.EvaluationExampleQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseEvaluationExample) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseEvaluationExample) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EvaluationExampleQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.EvaluationExampleQuery", q)
 }
 
 // The EventWaitFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -958,6 +1014,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.EscalationQuery, predicate.Escalation, escalation.OrderOption]{typ: ent.TypeEscalation, tq: q}, nil
 	case *ent.EscalationPolicyQuery:
 		return &query[*ent.EscalationPolicyQuery, predicate.EscalationPolicy, escalationpolicy.OrderOption]{typ: ent.TypeEscalationPolicy, tq: q}, nil
+	case *ent.EvaluationQuery:
+		return &query[*ent.EvaluationQuery, predicate.Evaluation, evaluation.OrderOption]{typ: ent.TypeEvaluation, tq: q}, nil
+	case *ent.EvaluationExampleQuery:
+		return &query[*ent.EvaluationExampleQuery, predicate.EvaluationExample, evaluationexample.OrderOption]{typ: ent.TypeEvaluationExample, tq: q}, nil
 	case *ent.EventWaitQuery:
 		return &query[*ent.EventWaitQuery, predicate.EventWait, eventwait.OrderOption]{typ: ent.TypeEventWait, tq: q}, nil
 	case *ent.InboundEventQuery:

@@ -471,6 +471,104 @@ var (
 			},
 		},
 	}
+	// EvaluationsColumns holds the columns for the "evaluations" table.
+	EvaluationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "baseline_version_id", Type: field.TypeString},
+		{Name: "candidate_version_id", Type: field.TypeString},
+		{Name: "model_overrides", Type: field.TypeJSON, Nullable: true},
+		{Name: "scorers", Type: field.TypeJSON, Nullable: true},
+		{Name: "recorded_only", Type: field.TypeBool, Default: false},
+		{Name: "concurrency", Type: field.TypeInt, Default: 4},
+		{Name: "budget_micro_usd", Type: field.TypeInt64, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "COMPLETED", "ABORTED_BUDGET", "CANCELLED", "FAILED"}, Default: "QUEUED"},
+		{Name: "total", Type: field.TypeInt},
+		{Name: "done", Type: field.TypeInt, Default: 0},
+		{Name: "spent_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "summary", Type: field.TypeJSON, Nullable: true},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// EvaluationsTable holds the schema information for the "evaluations" table.
+	EvaluationsTable = &schema.Table{
+		Name:       "evaluations",
+		Columns:    EvaluationsColumns,
+		PrimaryKey: []*schema.Column{EvaluationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "evaluations_tenants_tenant",
+				Columns:    []*schema.Column{EvaluationsColumns[20]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "evaluation_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{EvaluationsColumns[20], EvaluationsColumns[1]},
+			},
+			{
+				Name:    "evaluation_open",
+				Unique:  false,
+				Columns: []*schema.Column{EvaluationsColumns[20], EvaluationsColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "finished_at IS NULL",
+				},
+			},
+		},
+	}
+	// EvaluationExamplesColumns holds the columns for the "evaluation_examples" table.
+	EvaluationExamplesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "evaluation_id", Type: field.TypeString},
+		{Name: "position", Type: field.TypeInt},
+		{Name: "source_run_id", Type: field.TypeString},
+		{Name: "candidate_run_id", Type: field.TypeString, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "RUNNING", "DONE", "SKIPPED"}, Default: "PENDING"},
+		{Name: "verdict", Type: field.TypeEnum, Nullable: true, Enums: []string{"IMPROVED", "REGRESSED", "UNCHANGED", "ERROR", "INCONCLUSIVE"}},
+		{Name: "baseline_output", Type: field.TypeJSON, Nullable: true},
+		{Name: "candidate_output", Type: field.TypeJSON, Nullable: true},
+		{Name: "diff", Type: field.TypeJSON, Nullable: true},
+		{Name: "scores", Type: field.TypeJSON, Nullable: true},
+		{Name: "baseline_cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "candidate_cost_micro_usd", Type: field.TypeInt64, Default: 0},
+		{Name: "baseline_tokens", Type: field.TypeInt64, Default: 0},
+		{Name: "candidate_tokens", Type: field.TypeInt64, Default: 0},
+		{Name: "baseline_duration_ms", Type: field.TypeInt64, Default: 0},
+		{Name: "candidate_duration_ms", Type: field.TypeInt64, Default: 0},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// EvaluationExamplesTable holds the schema information for the "evaluation_examples" table.
+	EvaluationExamplesTable = &schema.Table{
+		Name:       "evaluation_examples",
+		Columns:    EvaluationExamplesColumns,
+		PrimaryKey: []*schema.Column{EvaluationExamplesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "evaluation_examples_tenants_tenant",
+				Columns:    []*schema.Column{EvaluationExamplesColumns[20]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "evaluationexample_tenant_id_evaluation_id_position",
+				Unique:  true,
+				Columns: []*schema.Column{EvaluationExamplesColumns[20], EvaluationExamplesColumns[3], EvaluationExamplesColumns[4]},
+			},
+		},
+	}
 	// EventWaitsColumns holds the columns for the "event_waits" table.
 	EventWaitsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1274,6 +1372,7 @@ var (
 		{Name: "master_key_id", Type: field.TypeString},
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
+		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{
@@ -1517,6 +1616,8 @@ var (
 		EnvironmentVariableVersionsTable,
 		EscalationsTable,
 		EscalationPoliciesTable,
+		EvaluationsTable,
+		EvaluationExamplesTable,
 		EventWaitsTable,
 		InboundEventsTable,
 		IncidentsTable,
@@ -1560,6 +1661,8 @@ func init() {
 	EnvironmentVariableVersionsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	EscalationsTable.ForeignKeys[0].RefTable = TenantsTable
 	EscalationPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
+	EvaluationsTable.ForeignKeys[0].RefTable = TenantsTable
+	EvaluationExamplesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable

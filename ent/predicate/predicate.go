@@ -36,6 +36,12 @@ type Escalation func(*sql.Selector)
 // EscalationPolicy is the predicate function for escalationpolicy builders.
 type EscalationPolicy func(*sql.Selector)
 
+// Evaluation is the predicate function for evaluation builders.
+type Evaluation func(*sql.Selector)
+
+// EvaluationExample is the predicate function for evaluationexample builders.
+type EvaluationExample func(*sql.Selector)
+
 // EventWait is the predicate function for eventwait builders.
 type EventWait func(*sql.Selector)
 

@@ -351,6 +351,54 @@ func (f EscalationPolicyMutationRuleFunc) EvalMutation(ctx context.Context, m en
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EscalationPolicyMutation", m)
 }
 
+// The EvaluationQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EvaluationQueryRuleFunc func(context.Context, *ent.EvaluationQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EvaluationQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EvaluationQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EvaluationQuery", q)
+}
+
+// The EvaluationMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EvaluationMutationRuleFunc func(context.Context, *ent.EvaluationMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EvaluationMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EvaluationMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EvaluationMutation", m)
+}
+
+// The EvaluationExampleQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type EvaluationExampleQueryRuleFunc func(context.Context, *ent.EvaluationExampleQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f EvaluationExampleQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.EvaluationExampleQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.EvaluationExampleQuery", q)
+}
+
+// The EvaluationExampleMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type EvaluationExampleMutationRuleFunc func(context.Context, *ent.EvaluationExampleMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f EvaluationExampleMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.EvaluationExampleMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EvaluationExampleMutation", m)
+}
+
 // The EventWaitQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type EventWaitQueryRuleFunc func(context.Context, *ent.EventWaitQuery) error
@@ -910,6 +958,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EscalationPolicyQuery:
 		return q.Filter(), nil
+	case *ent.EvaluationQuery:
+		return q.Filter(), nil
+	case *ent.EvaluationExampleQuery:
+		return q.Filter(), nil
 	case *ent.EventWaitQuery:
 		return q.Filter(), nil
 	case *ent.InboundEventQuery:
@@ -978,6 +1030,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EscalationMutation:
 		return m.Filter(), nil
 	case *ent.EscalationPolicyMutation:
+		return m.Filter(), nil
+	case *ent.EvaluationMutation:
+		return m.Filter(), nil
+	case *ent.EvaluationExampleMutation:
 		return m.Filter(), nil
 	case *ent.EventWaitMutation:
 		return m.Filter(), nil

@@ -16,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -674,6 +676,156 @@ func init() {
 	// escalationpolicy.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	escalationpolicy.IDValidator = func() func(string) error {
 		validators := escalationpolicyDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	evaluationMixin := schema.Evaluation{}.Mixin()
+	evaluation.Policy = privacy.NewPolicies(evaluationMixin[1], schema.Evaluation{})
+	evaluation.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := evaluation.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	evaluationMixinHooks1 := evaluationMixin[1].Hooks()
+
+	evaluation.Hooks[1] = evaluationMixinHooks1[0]
+	evaluationMixinFields0 := evaluationMixin[0].Fields()
+	_ = evaluationMixinFields0
+	evaluationMixinFields1 := evaluationMixin[1].Fields()
+	_ = evaluationMixinFields1
+	evaluationMixinFields2 := evaluationMixin[2].Fields()
+	_ = evaluationMixinFields2
+	evaluationFields := schema.Evaluation{}.Fields()
+	_ = evaluationFields
+	// evaluationDescTenantID is the schema descriptor for tenant_id field.
+	evaluationDescTenantID := evaluationMixinFields1[0].Descriptor()
+	// evaluation.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	evaluation.TenantIDValidator = evaluationDescTenantID.Validators[0].(func(string) error)
+	// evaluationDescCreatedAt is the schema descriptor for created_at field.
+	evaluationDescCreatedAt := evaluationMixinFields2[0].Descriptor()
+	// evaluation.DefaultCreatedAt holds the default value on creation for the created_at field.
+	evaluation.DefaultCreatedAt = evaluationDescCreatedAt.Default.(func() time.Time)
+	// evaluationDescUpdatedAt is the schema descriptor for updated_at field.
+	evaluationDescUpdatedAt := evaluationMixinFields2[1].Descriptor()
+	// evaluation.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	evaluation.DefaultUpdatedAt = evaluationDescUpdatedAt.Default.(func() time.Time)
+	// evaluation.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	evaluation.UpdateDefaultUpdatedAt = evaluationDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// evaluationDescRecordedOnly is the schema descriptor for recorded_only field.
+	evaluationDescRecordedOnly := evaluationFields[6].Descriptor()
+	// evaluation.DefaultRecordedOnly holds the default value on creation for the recorded_only field.
+	evaluation.DefaultRecordedOnly = evaluationDescRecordedOnly.Default.(bool)
+	// evaluationDescConcurrency is the schema descriptor for concurrency field.
+	evaluationDescConcurrency := evaluationFields[7].Descriptor()
+	// evaluation.DefaultConcurrency holds the default value on creation for the concurrency field.
+	evaluation.DefaultConcurrency = evaluationDescConcurrency.Default.(int)
+	// evaluationDescDone is the schema descriptor for done field.
+	evaluationDescDone := evaluationFields[11].Descriptor()
+	// evaluation.DefaultDone holds the default value on creation for the done field.
+	evaluation.DefaultDone = evaluationDescDone.Default.(int)
+	// evaluationDescSpentMicroUsd is the schema descriptor for spent_micro_usd field.
+	evaluationDescSpentMicroUsd := evaluationFields[12].Descriptor()
+	// evaluation.DefaultSpentMicroUsd holds the default value on creation for the spent_micro_usd field.
+	evaluation.DefaultSpentMicroUsd = evaluationDescSpentMicroUsd.Default.(int64)
+	// evaluationDescID is the schema descriptor for id field.
+	evaluationDescID := evaluationMixinFields0[0].Descriptor()
+	// evaluation.DefaultID holds the default value on creation for the id field.
+	evaluation.DefaultID = evaluationDescID.Default.(func() string)
+	// evaluation.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	evaluation.IDValidator = func() func(string) error {
+		validators := evaluationDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	evaluationexampleMixin := schema.EvaluationExample{}.Mixin()
+	evaluationexample.Policy = privacy.NewPolicies(evaluationexampleMixin[1], schema.EvaluationExample{})
+	evaluationexample.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := evaluationexample.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	evaluationexampleMixinHooks1 := evaluationexampleMixin[1].Hooks()
+
+	evaluationexample.Hooks[1] = evaluationexampleMixinHooks1[0]
+	evaluationexampleMixinFields0 := evaluationexampleMixin[0].Fields()
+	_ = evaluationexampleMixinFields0
+	evaluationexampleMixinFields1 := evaluationexampleMixin[1].Fields()
+	_ = evaluationexampleMixinFields1
+	evaluationexampleMixinFields2 := evaluationexampleMixin[2].Fields()
+	_ = evaluationexampleMixinFields2
+	evaluationexampleFields := schema.EvaluationExample{}.Fields()
+	_ = evaluationexampleFields
+	// evaluationexampleDescTenantID is the schema descriptor for tenant_id field.
+	evaluationexampleDescTenantID := evaluationexampleMixinFields1[0].Descriptor()
+	// evaluationexample.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	evaluationexample.TenantIDValidator = evaluationexampleDescTenantID.Validators[0].(func(string) error)
+	// evaluationexampleDescCreatedAt is the schema descriptor for created_at field.
+	evaluationexampleDescCreatedAt := evaluationexampleMixinFields2[0].Descriptor()
+	// evaluationexample.DefaultCreatedAt holds the default value on creation for the created_at field.
+	evaluationexample.DefaultCreatedAt = evaluationexampleDescCreatedAt.Default.(func() time.Time)
+	// evaluationexampleDescUpdatedAt is the schema descriptor for updated_at field.
+	evaluationexampleDescUpdatedAt := evaluationexampleMixinFields2[1].Descriptor()
+	// evaluationexample.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	evaluationexample.DefaultUpdatedAt = evaluationexampleDescUpdatedAt.Default.(func() time.Time)
+	// evaluationexample.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	evaluationexample.UpdateDefaultUpdatedAt = evaluationexampleDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// evaluationexampleDescBaselineCostMicroUsd is the schema descriptor for baseline_cost_micro_usd field.
+	evaluationexampleDescBaselineCostMicroUsd := evaluationexampleFields[10].Descriptor()
+	// evaluationexample.DefaultBaselineCostMicroUsd holds the default value on creation for the baseline_cost_micro_usd field.
+	evaluationexample.DefaultBaselineCostMicroUsd = evaluationexampleDescBaselineCostMicroUsd.Default.(int64)
+	// evaluationexampleDescCandidateCostMicroUsd is the schema descriptor for candidate_cost_micro_usd field.
+	evaluationexampleDescCandidateCostMicroUsd := evaluationexampleFields[11].Descriptor()
+	// evaluationexample.DefaultCandidateCostMicroUsd holds the default value on creation for the candidate_cost_micro_usd field.
+	evaluationexample.DefaultCandidateCostMicroUsd = evaluationexampleDescCandidateCostMicroUsd.Default.(int64)
+	// evaluationexampleDescBaselineTokens is the schema descriptor for baseline_tokens field.
+	evaluationexampleDescBaselineTokens := evaluationexampleFields[12].Descriptor()
+	// evaluationexample.DefaultBaselineTokens holds the default value on creation for the baseline_tokens field.
+	evaluationexample.DefaultBaselineTokens = evaluationexampleDescBaselineTokens.Default.(int64)
+	// evaluationexampleDescCandidateTokens is the schema descriptor for candidate_tokens field.
+	evaluationexampleDescCandidateTokens := evaluationexampleFields[13].Descriptor()
+	// evaluationexample.DefaultCandidateTokens holds the default value on creation for the candidate_tokens field.
+	evaluationexample.DefaultCandidateTokens = evaluationexampleDescCandidateTokens.Default.(int64)
+	// evaluationexampleDescBaselineDurationMs is the schema descriptor for baseline_duration_ms field.
+	evaluationexampleDescBaselineDurationMs := evaluationexampleFields[14].Descriptor()
+	// evaluationexample.DefaultBaselineDurationMs holds the default value on creation for the baseline_duration_ms field.
+	evaluationexample.DefaultBaselineDurationMs = evaluationexampleDescBaselineDurationMs.Default.(int64)
+	// evaluationexampleDescCandidateDurationMs is the schema descriptor for candidate_duration_ms field.
+	evaluationexampleDescCandidateDurationMs := evaluationexampleFields[15].Descriptor()
+	// evaluationexample.DefaultCandidateDurationMs holds the default value on creation for the candidate_duration_ms field.
+	evaluationexample.DefaultCandidateDurationMs = evaluationexampleDescCandidateDurationMs.Default.(int64)
+	// evaluationexampleDescID is the schema descriptor for id field.
+	evaluationexampleDescID := evaluationexampleMixinFields0[0].Descriptor()
+	// evaluationexample.DefaultID holds the default value on creation for the id field.
+	evaluationexample.DefaultID = evaluationexampleDescID.Default.(func() string)
+	// evaluationexample.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	evaluationexample.IDValidator = func() func(string) error {
+		validators := evaluationexampleDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1697,6 +1849,10 @@ func init() {
 	tenantDescSLAVersion := tenantFields[8].Descriptor()
 	// tenant.DefaultSLAVersion holds the default value on creation for the sla_version field.
 	tenant.DefaultSLAVersion = tenantDescSLAVersion.Default.(int64)
+	// tenantDescOpenEvaluations is the schema descriptor for open_evaluations field.
+	tenantDescOpenEvaluations := tenantFields[9].Descriptor()
+	// tenant.DefaultOpenEvaluations holds the default value on creation for the open_evaluations field.
+	tenant.DefaultOpenEvaluations = tenantDescOpenEvaluations.Default.(int)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.

@@ -37,6 +37,9 @@ func (Tenant) Fields() []ent.Field {
 		field.Int64("sla_version").Default(0).
 			Comment("Bumped with every change to the tenant's SLA policies (a hook of the policy schema), so that caches of the policies know when they are stale.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("open_evaluations").Default(0).
+			Comment("Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

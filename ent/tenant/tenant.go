@@ -36,6 +36,8 @@ const (
 	FieldWebhooksVersion = "webhooks_version"
 	// FieldSLAVersion holds the string denoting the sla_version field in the database.
 	FieldSLAVersion = "sla_version"
+	// FieldOpenEvaluations holds the string denoting the open_evaluations field in the database.
+	FieldOpenEvaluations = "open_evaluations"
 	// Table holds the table name of the tenant in the database.
 	Table = "tenants"
 )
@@ -54,6 +56,7 @@ var Columns = []string{
 	FieldMasterKeyID,
 	FieldWebhooksVersion,
 	FieldSLAVersion,
+	FieldOpenEvaluations,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -92,6 +95,8 @@ var (
 	DefaultWebhooksVersion int64
 	// DefaultSLAVersion holds the default value on creation for the "sla_version" field.
 	DefaultSLAVersion int64
+	// DefaultOpenEvaluations holds the default value on creation for the "open_evaluations" field.
+	DefaultOpenEvaluations int
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -149,4 +154,9 @@ func ByWebhooksVersion(opts ...sql.OrderTermOption) OrderOption {
 // BySLAVersion orders the results by the sla_version field.
 func BySLAVersion(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLAVersion, opts...).ToFunc()
+}
+
+// ByOpenEvaluations orders the results by the open_evaluations field.
+func ByOpenEvaluations(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOpenEvaluations, opts...).ToFunc()
 }

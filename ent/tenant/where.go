@@ -114,6 +114,11 @@ func SLAVersion(v int64) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldSLAVersion, v))
 }
 
+// OpenEvaluations applies equality check predicate on the "open_evaluations" field. It's identical to OpenEvaluationsEQ.
+func OpenEvaluations(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldCreatedAt, v))
@@ -607,6 +612,46 @@ func SLAVersionLT(v int64) predicate.Tenant {
 // SLAVersionLTE applies the LTE predicate on the "sla_version" field.
 func SLAVersionLTE(v int64) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldSLAVersion, v))
+}
+
+// OpenEvaluationsEQ applies the EQ predicate on the "open_evaluations" field.
+func OpenEvaluationsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
+}
+
+// OpenEvaluationsNEQ applies the NEQ predicate on the "open_evaluations" field.
+func OpenEvaluationsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldOpenEvaluations, v))
+}
+
+// OpenEvaluationsIn applies the In predicate on the "open_evaluations" field.
+func OpenEvaluationsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldOpenEvaluations, vs...))
+}
+
+// OpenEvaluationsNotIn applies the NotIn predicate on the "open_evaluations" field.
+func OpenEvaluationsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldOpenEvaluations, vs...))
+}
+
+// OpenEvaluationsGT applies the GT predicate on the "open_evaluations" field.
+func OpenEvaluationsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldOpenEvaluations, v))
+}
+
+// OpenEvaluationsGTE applies the GTE predicate on the "open_evaluations" field.
+func OpenEvaluationsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldOpenEvaluations, v))
+}
+
+// OpenEvaluationsLT applies the LT predicate on the "open_evaluations" field.
+func OpenEvaluationsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldOpenEvaluations, v))
+}
+
+// OpenEvaluationsLTE applies the LTE predicate on the "open_evaluations" field.
+func OpenEvaluationsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldOpenEvaluations, v))
 }
 
 // And groups predicates with the AND operator between them.

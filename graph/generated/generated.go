@@ -20,6 +20,8 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/escalation"
+	"github.com/sluicehq/sluice/ent/evaluation"
+	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
@@ -32,6 +34,7 @@ import (
 	"github.com/sluicehq/sluice/graph/model"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/releasespec"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -48,6 +51,8 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Environment() EnvironmentResolver
+	Evaluation() EvaluationResolver
+	EvaluationExample() EvaluationExampleResolver
 	InboundEvent() InboundEventResolver
 	Incident() IncidentResolver
 	MapItem() MapItemResolver
@@ -383,6 +388,111 @@ type ComplexityRoot struct {
 		WebhookEndpointID func(childComplexity int) int
 	}
 
+	Evaluation struct {
+		BaselineVersionID  func(childComplexity int) int
+		BudgetMicroUsd     func(childComplexity int) int
+		BudgetUsd          func(childComplexity int) int
+		CandidateVersionID func(childComplexity int) int
+		Concurrency        func(childComplexity int) int
+		CreatedAt          func(childComplexity int) int
+		CreatedBy          func(childComplexity int) int
+		Done               func(childComplexity int) int
+		EnvironmentID      func(childComplexity int) int
+		Examples           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, verdict *evaluationexample.Verdict) int
+		FinishedAt         func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		Message            func(childComplexity int) int
+		ModelOverrides     func(childComplexity int) int
+		RecordedOnly       func(childComplexity int) int
+		Scorers            func(childComplexity int) int
+		SpentMicroUsd      func(childComplexity int) int
+		SpentUsd           func(childComplexity int) int
+		Status             func(childComplexity int) int
+		Summary            func(childComplexity int) int
+		Total              func(childComplexity int) int
+		UpdatedAt          func(childComplexity int) int
+		WorkflowID         func(childComplexity int) int
+	}
+
+	EvaluationConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	EvaluationEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	EvaluationExample struct {
+		BaselineCostMicroUsd  func(childComplexity int) int
+		BaselineCostUsd       func(childComplexity int) int
+		BaselineDurationMs    func(childComplexity int) int
+		BaselineOutput        func(childComplexity int) int
+		BaselineTokens        func(childComplexity int) int
+		CandidateCostMicroUsd func(childComplexity int) int
+		CandidateCostUsd      func(childComplexity int) int
+		CandidateDurationMs   func(childComplexity int) int
+		CandidateOutput       func(childComplexity int) int
+		CandidateRunID        func(childComplexity int) int
+		CandidateTokens       func(childComplexity int) int
+		CreatedAt             func(childComplexity int) int
+		Diff                  func(childComplexity int) int
+		EvaluationID          func(childComplexity int) int
+		ID                    func(childComplexity int) int
+		Message               func(childComplexity int) int
+		Position              func(childComplexity int) int
+		Scores                func(childComplexity int) int
+		SourceRunID           func(childComplexity int) int
+		Status                func(childComplexity int) int
+		UpdatedAt             func(childComplexity int) int
+		Verdict               func(childComplexity int) int
+	}
+
+	EvaluationExampleConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	EvaluationExampleEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	EvaluationSide struct {
+		CostPerRunMicroUSD func(childComplexity int) int
+		CostPerRunUSD      func(childComplexity int) int
+		P50DurationMs      func(childComplexity int) int
+		P95DurationMs      func(childComplexity int) int
+		Runs               func(childComplexity int) int
+		TokensPerRun       func(childComplexity int) int
+	}
+
+	EvaluationSummary struct {
+		Baseline                          func(childComplexity int) int
+		Candidate                         func(childComplexity int) int
+		CostPerRunDeltaMicroUSD           func(childComplexity int) int
+		CostPerRunDeltaPct                func(childComplexity int) int
+		MonthlyRuns                       func(childComplexity int) int
+		P50DurationDeltaMs                func(childComplexity int) int
+		P95DurationDeltaMs                func(childComplexity int) int
+		P95DurationDeltaPct               func(childComplexity int) int
+		PassRate                          func(childComplexity int) int
+		ProjectedMonthlyCostDeltaMicroUSD func(childComplexity int) int
+		ProjectedMonthlyCostDeltaUSD      func(childComplexity int) int
+		Verdicts                          func(childComplexity int) int
+	}
+
+	EvaluationVerdictCounts struct {
+		Error        func(childComplexity int) int
+		Improved     func(childComplexity int) int
+		Inconclusive func(childComplexity int) int
+		Regressed    func(childComplexity int) int
+		Unchanged    func(childComplexity int) int
+	}
+
 	InboundEvent struct {
 		Data          func(childComplexity int) int
 		DedupeID      func(childComplexity int) int
@@ -534,6 +644,13 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	ModelOverride struct {
+		Credential func(childComplexity int) int
+		Model      func(childComplexity int) int
+		Params     func(childComplexity int) int
+		StepID     func(childComplexity int) int
+	}
+
 	ModelPrice struct {
 		CachedInputMicroUsdPerMtok func(childComplexity int) int
 		CreatedAt                  func(childComplexity int) int
@@ -570,6 +687,7 @@ type ComplexityRoot struct {
 		AbortRelease             func(childComplexity int, id string, reason *string) int
 		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
 		ArchiveEnvironment       func(childComplexity int, id string) int
+		CancelEvaluation         func(childComplexity int, id string) int
 		CancelRun                func(childComplexity int, id string) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
@@ -587,6 +705,7 @@ type ComplexityRoot struct {
 		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
+		EvaluateVersion          func(childComplexity int, input model.EvaluateVersionInput) int
 		PauseRelease             func(childComplexity int, id string) int
 		PromoteDeployment        func(childComplexity int, input model.PromoteDeploymentInput) int
 		PromoteRelease           func(childComplexity int, id string) int
@@ -678,6 +797,7 @@ type ComplexityRoot struct {
 		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
 		EscalationPolicies   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationPolicyOrder, where *ent.EscalationPolicyWhereInput) int
 		Escalations          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EscalationOrder, where *ent.EscalationWhereInput) int
+		Evaluations          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) int
 		InboundEvents        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.InboundEventOrder, where *ent.InboundEventWhereInput) int
 		Incidents            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) int
 		Members              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) int
@@ -1000,9 +1120,10 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		IncidentUpdated func(childComplexity int) int
-		RunEvents       func(childComplexity int, runID string, afterSeq *int) int
-		RunUpdated      func(childComplexity int, where *ent.RunWhereInput) int
+		EvaluationUpdated func(childComplexity int, id string) int
+		IncidentUpdated   func(childComplexity int) int
+		RunEvents         func(childComplexity int, runID string, afterSeq *int) int
+		RunUpdated        func(childComplexity int, where *ent.RunWhereInput) int
 	}
 
 	Tenant struct {
@@ -1152,6 +1273,22 @@ type EnvironmentResolver interface {
 	Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error)
 	Archived(ctx context.Context, obj *ent.Environment) (bool, error)
 }
+type EvaluationResolver interface {
+	BudgetUsd(ctx context.Context, obj *ent.Evaluation) (*string, error)
+
+	ModelOverrides(ctx context.Context, obj *ent.Evaluation) ([]*evals.ModelOverride, error)
+	Scorers(ctx context.Context, obj *ent.Evaluation) ([]map[string]any, error)
+	Summary(ctx context.Context, obj *ent.Evaluation) (*evals.Summary, error)
+	SpentUsd(ctx context.Context, obj *ent.Evaluation) (string, error)
+	Examples(ctx context.Context, obj *ent.Evaluation, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, verdict *evaluationexample.Verdict) (*ent.EvaluationExampleConnection, error)
+}
+type EvaluationExampleResolver interface {
+	BaselineCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error)
+
+	CandidateCostUsd(ctx context.Context, obj *ent.EvaluationExample) (string, error)
+	Diff(ctx context.Context, obj *ent.EvaluationExample) ([]map[string]any, error)
+	Scores(ctx context.Context, obj *ent.EvaluationExample) ([]map[string]any, error)
+}
 type InboundEventResolver interface {
 	Data(ctx context.Context, obj *ent.InboundEvent) (map[string]any, error)
 }
@@ -1196,6 +1333,8 @@ type MutationResolver interface {
 	CreateEscalationPolicy(ctx context.Context, input model.CreateEscalationPolicyInput) (*ent.EscalationPolicy, error)
 	UpdateEscalationPolicy(ctx context.Context, input model.UpdateEscalationPolicyInput) (*ent.EscalationPolicy, error)
 	DeleteEscalationPolicy(ctx context.Context, id string) (string, error)
+	EvaluateVersion(ctx context.Context, input model.EvaluateVersionInput) (*ent.Evaluation, error)
+	CancelEvaluation(ctx context.Context, id string) (*ent.Evaluation, error)
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
 	CreateRelease(ctx context.Context, input model.CreateReleaseInput) (*ent.Release, error)
 	PauseRelease(ctx context.Context, id string) (*ent.Release, error)
@@ -1244,6 +1383,7 @@ type QueryResolver interface {
 	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
+	Evaluations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.EvaluationConnection, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
 	EffectiveSLA(ctx context.Context, workflowID string, environmentID string) (*model.EffectiveSLA, error)
@@ -1293,6 +1433,7 @@ type StepRunResolver interface {
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
 	RunUpdated(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error)
+	EvaluationUpdated(ctx context.Context, id string) (<-chan *ent.Evaluation, error)
 	IncidentUpdated(ctx context.Context) (<-chan *ent.Incident, error)
 }
 type TenantResolver interface {
@@ -2589,6 +2730,488 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EscalationTarget.WebhookEndpointID(childComplexity), true
 
+	case "Evaluation.baselineVersionID":
+		if e.ComplexityRoot.Evaluation.BaselineVersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.BaselineVersionID(childComplexity), true
+	case "Evaluation.budgetMicroUSD":
+		if e.ComplexityRoot.Evaluation.BudgetMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.BudgetMicroUsd(childComplexity), true
+	case "Evaluation.budgetUSD":
+		if e.ComplexityRoot.Evaluation.BudgetUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.BudgetUsd(childComplexity), true
+	case "Evaluation.candidateVersionID":
+		if e.ComplexityRoot.Evaluation.CandidateVersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.CandidateVersionID(childComplexity), true
+	case "Evaluation.concurrency":
+		if e.ComplexityRoot.Evaluation.Concurrency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Concurrency(childComplexity), true
+	case "Evaluation.createdAt":
+		if e.ComplexityRoot.Evaluation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.CreatedAt(childComplexity), true
+	case "Evaluation.createdBy":
+		if e.ComplexityRoot.Evaluation.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.CreatedBy(childComplexity), true
+	case "Evaluation.done":
+		if e.ComplexityRoot.Evaluation.Done == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Done(childComplexity), true
+	case "Evaluation.environmentID":
+		if e.ComplexityRoot.Evaluation.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.EnvironmentID(childComplexity), true
+	case "Evaluation.examples":
+		if e.ComplexityRoot.Evaluation.Examples == nil {
+			break
+		}
+
+		args, err := ec.field_Evaluation_examples_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Evaluation.Examples(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["verdict"].(*evaluationexample.Verdict)), true
+	case "Evaluation.finishedAt":
+		if e.ComplexityRoot.Evaluation.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.FinishedAt(childComplexity), true
+	case "Evaluation.id":
+		if e.ComplexityRoot.Evaluation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.ID(childComplexity), true
+	case "Evaluation.message":
+		if e.ComplexityRoot.Evaluation.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Message(childComplexity), true
+	case "Evaluation.modelOverrides":
+		if e.ComplexityRoot.Evaluation.ModelOverrides == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.ModelOverrides(childComplexity), true
+	case "Evaluation.recordedOnly":
+		if e.ComplexityRoot.Evaluation.RecordedOnly == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.RecordedOnly(childComplexity), true
+	case "Evaluation.scorers":
+		if e.ComplexityRoot.Evaluation.Scorers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Scorers(childComplexity), true
+	case "Evaluation.spentMicroUSD":
+		if e.ComplexityRoot.Evaluation.SpentMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.SpentMicroUsd(childComplexity), true
+	case "Evaluation.spentUSD":
+		if e.ComplexityRoot.Evaluation.SpentUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.SpentUsd(childComplexity), true
+	case "Evaluation.status":
+		if e.ComplexityRoot.Evaluation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Status(childComplexity), true
+	case "Evaluation.summary":
+		if e.ComplexityRoot.Evaluation.Summary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Summary(childComplexity), true
+	case "Evaluation.total":
+		if e.ComplexityRoot.Evaluation.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.Total(childComplexity), true
+	case "Evaluation.updatedAt":
+		if e.ComplexityRoot.Evaluation.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.UpdatedAt(childComplexity), true
+	case "Evaluation.workflowID":
+		if e.ComplexityRoot.Evaluation.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Evaluation.WorkflowID(childComplexity), true
+
+	case "EvaluationConnection.edges":
+		if e.ComplexityRoot.EvaluationConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationConnection.Edges(childComplexity), true
+	case "EvaluationConnection.pageInfo":
+		if e.ComplexityRoot.EvaluationConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationConnection.PageInfo(childComplexity), true
+	case "EvaluationConnection.totalCount":
+		if e.ComplexityRoot.EvaluationConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationConnection.TotalCount(childComplexity), true
+
+	case "EvaluationEdge.cursor":
+		if e.ComplexityRoot.EvaluationEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationEdge.Cursor(childComplexity), true
+	case "EvaluationEdge.node":
+		if e.ComplexityRoot.EvaluationEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationEdge.Node(childComplexity), true
+
+	case "EvaluationExample.baselineCostMicroUSD":
+		if e.ComplexityRoot.EvaluationExample.BaselineCostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineCostMicroUsd(childComplexity), true
+	case "EvaluationExample.baselineCostUSD":
+		if e.ComplexityRoot.EvaluationExample.BaselineCostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineCostUsd(childComplexity), true
+	case "EvaluationExample.baselineDurationMs":
+		if e.ComplexityRoot.EvaluationExample.BaselineDurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineDurationMs(childComplexity), true
+	case "EvaluationExample.baselineOutput":
+		if e.ComplexityRoot.EvaluationExample.BaselineOutput == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineOutput(childComplexity), true
+	case "EvaluationExample.baselineTokens":
+		if e.ComplexityRoot.EvaluationExample.BaselineTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.BaselineTokens(childComplexity), true
+	case "EvaluationExample.candidateCostMicroUSD":
+		if e.ComplexityRoot.EvaluationExample.CandidateCostMicroUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateCostMicroUsd(childComplexity), true
+	case "EvaluationExample.candidateCostUSD":
+		if e.ComplexityRoot.EvaluationExample.CandidateCostUsd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateCostUsd(childComplexity), true
+	case "EvaluationExample.candidateDurationMs":
+		if e.ComplexityRoot.EvaluationExample.CandidateDurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateDurationMs(childComplexity), true
+	case "EvaluationExample.candidateOutput":
+		if e.ComplexityRoot.EvaluationExample.CandidateOutput == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateOutput(childComplexity), true
+	case "EvaluationExample.candidateRunID":
+		if e.ComplexityRoot.EvaluationExample.CandidateRunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateRunID(childComplexity), true
+	case "EvaluationExample.candidateTokens":
+		if e.ComplexityRoot.EvaluationExample.CandidateTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CandidateTokens(childComplexity), true
+	case "EvaluationExample.createdAt":
+		if e.ComplexityRoot.EvaluationExample.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.CreatedAt(childComplexity), true
+	case "EvaluationExample.diff":
+		if e.ComplexityRoot.EvaluationExample.Diff == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Diff(childComplexity), true
+	case "EvaluationExample.evaluationID":
+		if e.ComplexityRoot.EvaluationExample.EvaluationID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.EvaluationID(childComplexity), true
+	case "EvaluationExample.id":
+		if e.ComplexityRoot.EvaluationExample.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.ID(childComplexity), true
+	case "EvaluationExample.message":
+		if e.ComplexityRoot.EvaluationExample.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Message(childComplexity), true
+	case "EvaluationExample.position":
+		if e.ComplexityRoot.EvaluationExample.Position == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Position(childComplexity), true
+	case "EvaluationExample.scores":
+		if e.ComplexityRoot.EvaluationExample.Scores == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Scores(childComplexity), true
+	case "EvaluationExample.sourceRunID":
+		if e.ComplexityRoot.EvaluationExample.SourceRunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.SourceRunID(childComplexity), true
+	case "EvaluationExample.status":
+		if e.ComplexityRoot.EvaluationExample.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Status(childComplexity), true
+	case "EvaluationExample.updatedAt":
+		if e.ComplexityRoot.EvaluationExample.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.UpdatedAt(childComplexity), true
+	case "EvaluationExample.verdict":
+		if e.ComplexityRoot.EvaluationExample.Verdict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExample.Verdict(childComplexity), true
+
+	case "EvaluationExampleConnection.edges":
+		if e.ComplexityRoot.EvaluationExampleConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExampleConnection.Edges(childComplexity), true
+	case "EvaluationExampleConnection.pageInfo":
+		if e.ComplexityRoot.EvaluationExampleConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExampleConnection.PageInfo(childComplexity), true
+	case "EvaluationExampleConnection.totalCount":
+		if e.ComplexityRoot.EvaluationExampleConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExampleConnection.TotalCount(childComplexity), true
+
+	case "EvaluationExampleEdge.cursor":
+		if e.ComplexityRoot.EvaluationExampleEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExampleEdge.Cursor(childComplexity), true
+	case "EvaluationExampleEdge.node":
+		if e.ComplexityRoot.EvaluationExampleEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationExampleEdge.Node(childComplexity), true
+
+	case "EvaluationSide.costPerRunMicroUSD":
+		if e.ComplexityRoot.EvaluationSide.CostPerRunMicroUSD == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.CostPerRunMicroUSD(childComplexity), true
+	case "EvaluationSide.costPerRunUSD":
+		if e.ComplexityRoot.EvaluationSide.CostPerRunUSD == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.CostPerRunUSD(childComplexity), true
+	case "EvaluationSide.p50DurationMs":
+		if e.ComplexityRoot.EvaluationSide.P50DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.P50DurationMs(childComplexity), true
+	case "EvaluationSide.p95DurationMs":
+		if e.ComplexityRoot.EvaluationSide.P95DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.P95DurationMs(childComplexity), true
+	case "EvaluationSide.runs":
+		if e.ComplexityRoot.EvaluationSide.Runs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.Runs(childComplexity), true
+	case "EvaluationSide.tokensPerRun":
+		if e.ComplexityRoot.EvaluationSide.TokensPerRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSide.TokensPerRun(childComplexity), true
+
+	case "EvaluationSummary.baseline":
+		if e.ComplexityRoot.EvaluationSummary.Baseline == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.Baseline(childComplexity), true
+	case "EvaluationSummary.candidate":
+		if e.ComplexityRoot.EvaluationSummary.Candidate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.Candidate(childComplexity), true
+	case "EvaluationSummary.costPerRunDeltaMicroUSD":
+		if e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaMicroUSD == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaMicroUSD(childComplexity), true
+	case "EvaluationSummary.costPerRunDeltaPct":
+		if e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaPct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.CostPerRunDeltaPct(childComplexity), true
+	case "EvaluationSummary.monthlyRuns":
+		if e.ComplexityRoot.EvaluationSummary.MonthlyRuns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.MonthlyRuns(childComplexity), true
+	case "EvaluationSummary.p50DurationDeltaMs":
+		if e.ComplexityRoot.EvaluationSummary.P50DurationDeltaMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.P50DurationDeltaMs(childComplexity), true
+	case "EvaluationSummary.p95DurationDeltaMs":
+		if e.ComplexityRoot.EvaluationSummary.P95DurationDeltaMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.P95DurationDeltaMs(childComplexity), true
+	case "EvaluationSummary.p95DurationDeltaPct":
+		if e.ComplexityRoot.EvaluationSummary.P95DurationDeltaPct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.P95DurationDeltaPct(childComplexity), true
+	case "EvaluationSummary.passRate":
+		if e.ComplexityRoot.EvaluationSummary.PassRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.PassRate(childComplexity), true
+	case "EvaluationSummary.projectedMonthlyCostDeltaMicroUSD":
+		if e.ComplexityRoot.EvaluationSummary.ProjectedMonthlyCostDeltaMicroUSD == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.ProjectedMonthlyCostDeltaMicroUSD(childComplexity), true
+	case "EvaluationSummary.projectedMonthlyCostDeltaUSD":
+		if e.ComplexityRoot.EvaluationSummary.ProjectedMonthlyCostDeltaUSD == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.ProjectedMonthlyCostDeltaUSD(childComplexity), true
+	case "EvaluationSummary.verdicts":
+		if e.ComplexityRoot.EvaluationSummary.Verdicts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationSummary.Verdicts(childComplexity), true
+
+	case "EvaluationVerdictCounts.error":
+		if e.ComplexityRoot.EvaluationVerdictCounts.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationVerdictCounts.Error(childComplexity), true
+	case "EvaluationVerdictCounts.improved":
+		if e.ComplexityRoot.EvaluationVerdictCounts.Improved == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationVerdictCounts.Improved(childComplexity), true
+	case "EvaluationVerdictCounts.inconclusive":
+		if e.ComplexityRoot.EvaluationVerdictCounts.Inconclusive == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationVerdictCounts.Inconclusive(childComplexity), true
+	case "EvaluationVerdictCounts.regressed":
+		if e.ComplexityRoot.EvaluationVerdictCounts.Regressed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationVerdictCounts.Regressed(childComplexity), true
+	case "EvaluationVerdictCounts.unchanged":
+		if e.ComplexityRoot.EvaluationVerdictCounts.Unchanged == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationVerdictCounts.Unchanged(childComplexity), true
+
 	case "InboundEvent.data":
 		if e.ComplexityRoot.InboundEvent.Data == nil {
 			break
@@ -3223,6 +3846,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ModelCallEdge.Node(childComplexity), true
 
+	case "ModelOverride.credential":
+		if e.ComplexityRoot.ModelOverride.Credential == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelOverride.Credential(childComplexity), true
+	case "ModelOverride.model":
+		if e.ComplexityRoot.ModelOverride.Model == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelOverride.Model(childComplexity), true
+	case "ModelOverride.params":
+		if e.ComplexityRoot.ModelOverride.Params == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelOverride.Params(childComplexity), true
+	case "ModelOverride.stepID":
+		if e.ComplexityRoot.ModelOverride.StepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelOverride.StepID(childComplexity), true
+
 	case "ModelPrice.cachedInputMicroUSDPerMTok":
 		if e.ComplexityRoot.ModelPrice.CachedInputMicroUsdPerMtok == nil {
 			break
@@ -3380,6 +4028,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ArchiveEnvironment(childComplexity, args["id"].(string)), true
+	case "Mutation.cancelEvaluation":
+		if e.ComplexityRoot.Mutation.CancelEvaluation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_cancelEvaluation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CancelEvaluation(childComplexity, args["id"].(string)), true
 	case "Mutation.cancelRun":
 		if e.ComplexityRoot.Mutation.CancelRun == nil {
 			break
@@ -3567,6 +4226,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeployWorkflowVersion(childComplexity, args["input"].(model.DeployWorkflowVersionInput)), true
+	case "Mutation.evaluateVersion":
+		if e.ComplexityRoot.Mutation.EvaluateVersion == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_evaluateVersion_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EvaluateVersion(childComplexity, args["input"].(model.EvaluateVersionInput)), true
 	case "Mutation.pauseRelease":
 		if e.ComplexityRoot.Mutation.PauseRelease == nil {
 			break
@@ -4184,6 +4854,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Escalations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.EscalationOrder), args["where"].(*ent.EscalationWhereInput)), true
+	case "Query.evaluations":
+		if e.ComplexityRoot.Query.Evaluations == nil {
+			break
+		}
+
+		args, err := ec.field_Query_evaluations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Evaluations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["workflowID"].(*string)), true
 	case "Query.inboundEvents":
 		if e.ComplexityRoot.Query.InboundEvents == nil {
 			break
@@ -5704,6 +6385,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepRun.UpdatedAt(childComplexity), true
 
+	case "Subscription.evaluationUpdated":
+		if e.ComplexityRoot.Subscription.EvaluationUpdated == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_evaluationUpdated_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.EvaluationUpdated(childComplexity, args["id"].(string)), true
 	case "Subscription.incidentUpdated":
 		if e.ComplexityRoot.Subscription.IncidentUpdated == nil {
 			break
@@ -6362,6 +7054,11 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("EscalationPolicyWhereInput", ec.unmarshalInputEscalationPolicyWhereInput),
 			graphql.NewInputUnmarshaler("EscalationTargetInput", ec.unmarshalInputEscalationTargetInput),
 			graphql.NewInputUnmarshaler("EscalationWhereInput", ec.unmarshalInputEscalationWhereInput),
+			graphql.NewInputUnmarshaler("EvaluateVersionInput", ec.unmarshalInputEvaluateVersionInput),
+			graphql.NewInputUnmarshaler("EvaluationDatasetInput", ec.unmarshalInputEvaluationDatasetInput),
+			graphql.NewInputUnmarshaler("EvaluationExampleOrder", ec.unmarshalInputEvaluationExampleOrder),
+			graphql.NewInputUnmarshaler("EvaluationOrder", ec.unmarshalInputEvaluationOrder),
+			graphql.NewInputUnmarshaler("EvaluationScorerInput", ec.unmarshalInputEvaluationScorerInput),
 			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
 			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
 			graphql.NewInputUnmarshaler("IncidentOrder", ec.unmarshalInputIncidentOrder),
@@ -6371,6 +7068,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("MemberWhereInput", ec.unmarshalInputMemberWhereInput),
 			graphql.NewInputUnmarshaler("ModelCallOrder", ec.unmarshalInputModelCallOrder),
 			graphql.NewInputUnmarshaler("ModelCallWhereInput", ec.unmarshalInputModelCallWhereInput),
+			graphql.NewInputUnmarshaler("ModelOverrideInput", ec.unmarshalInputModelOverrideInput),
 			graphql.NewInputUnmarshaler("ModelPriceOrder", ec.unmarshalInputModelPriceOrder),
 			graphql.NewInputUnmarshaler("ModelPriceWhereInput", ec.unmarshalInputModelPriceWhereInput),
 			graphql.NewInputUnmarshaler("PagerDutySendOrder", ec.unmarshalInputPagerDutySendOrder),
@@ -8730,6 +9428,175 @@ input EscalationWhereInput {
   """
   hasPagerDutySends: Boolean
   hasPagerDutySendsWith: [PagerDutySendWhereInput!]
+}
+type Evaluation implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  workflowID: String!
+  """
+  The environment the dataset's runs come from.
+  """
+  environmentID: String!
+  """
+  The version the dataset's runs ran (the environment's current version at creation).
+  """
+  baselineVersionID: String!
+  candidateVersionID: String!
+  recordedOnly: Boolean!
+  concurrency: Int!
+  status: EvaluationStatus!
+  total: Int!
+  done: Int!
+  message: String
+  createdBy: String!
+  finishedAt: Time
+}
+"""
+A connection to a list of items.
+"""
+type EvaluationConnection {
+  """
+  A list of edges.
+  """
+  edges: [EvaluationEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type EvaluationEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Evaluation
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+type EvaluationExample implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  evaluationID: String!
+  position: Int!
+  sourceRunID: String!
+  candidateRunID: String
+  status: EvaluationExampleStatus!
+  verdict: EvaluationVerdict
+  baselineOutput: Map
+  candidateOutput: Map
+  baselineTokens: Int!
+  candidateTokens: Int!
+  baselineDurationMs: Int!
+  candidateDurationMs: Int!
+  message: String
+}
+"""
+A connection to a list of items.
+"""
+type EvaluationExampleConnection {
+  """
+  A list of edges.
+  """
+  edges: [EvaluationExampleEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type EvaluationExampleEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: EvaluationExample
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for EvaluationExample connections
+"""
+input EvaluationExampleOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order EvaluationExamples.
+  """
+  field: EvaluationExampleOrderField!
+}
+"""
+Properties by which EvaluationExample connections can be ordered.
+"""
+enum EvaluationExampleOrderField {
+  CREATED_AT
+}
+"""
+EvaluationExampleStatus is enum for the field status
+"""
+enum EvaluationExampleStatus @goModel(model: "github.com/sluicehq/sluice/ent/evaluationexample.Status") {
+  PENDING
+  RUNNING
+  DONE
+  SKIPPED
+}
+"""
+Ordering options for Evaluation connections
+"""
+input EvaluationOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Evaluations.
+  """
+  field: EvaluationOrderField!
+}
+"""
+Properties by which Evaluation connections can be ordered.
+"""
+enum EvaluationOrderField {
+  CREATED_AT
+}
+"""
+EvaluationStatus is enum for the field status
+"""
+enum EvaluationStatus @goModel(model: "github.com/sluicehq/sluice/ent/evaluation.Status") {
+  QUEUED
+  RUNNING
+  COMPLETED
+  ABORTED_BUDGET
+  CANCELLED
+  FAILED
+}
+"""
+EvaluationVerdict is enum for the field verdict
+"""
+enum EvaluationVerdict @goModel(model: "github.com/sluicehq/sluice/ent/evaluationexample.Verdict") {
+  IMPROVED
+  REGRESSED
+  UNCHANGED
+  ERROR
+  INCONCLUSIVE
 }
 type InboundEvent implements Node {
   id: ID!
@@ -12797,6 +13664,148 @@ extend type Mutation {
   deleteEscalationPolicy(id: ID!): ID!
 }
 `, BuiltIn: false},
+	{Name: "../evaluations.graphql", Input: `# Evaluations: a candidate (a published version of the workflow, or the
+# baseline version with model overrides) replayed in SANDBOX mode on a frozen
+# dataset of recorded runs, scored against the recorded (baseline) outputs.
+
+input EvaluateVersionInput {
+  workflowID: ID!
+  "Where the dataset's runs come from; default: the tenant's production environment."
+  environmentID: ID
+  "A published version of the same workflow. Without it, the candidate is the baseline (the environment's current version) with modelOverrides."
+  candidateVersionID: ID
+  modelOverrides: [ModelOverrideInput!]
+  dataset: EvaluationDatasetInput
+  scorers: [EvaluationScorerInput!]
+  "Answer http steps without sideEffect and model calls from the recording too: a call the recording cannot answer makes the example INCONCLUSIVE."
+  recordedOnly: Boolean
+  "Examples replayed at once; default 4, at most 32."
+  concurrency: Int
+  "Stops the evaluation (ABORTED_BUDGET) once the candidate's replays have spent this much."
+  budgetMicroUSD: Int
+}
+
+input ModelOverrideInput {
+  "An llm step's id, or \"*\" for every llm step."
+  stepID: String!
+  "A credential name in the environment (default: the step's)."
+  credential: String
+  model: String
+  "maxTokens, temperature, topP, seed."
+  params: Map
+}
+
+"The dataset, frozen at creation: runIDs, or the last ` + "`" + `last` + "`" + ` (default 50, at most 1,000) runs of the workflow in the environment with ` + "`" + `status` + "`" + ` (default SUCCEEDED) created in [from, to)."
+input EvaluationDatasetInput {
+  runIDs: [ID!]
+  last: Int
+  status: RunStatus
+  from: Time
+  to: Time
+}
+
+enum EvaluationScorerKind {
+  "The outputs are equal."
+  EXACT
+  "The outputs are equal leaving out ignorePaths (dotted paths such as a.b)."
+  JSON_FIELDS
+  "expression (CEL over baseline and candidate): true passes, false fails; a number: > 0 improved, < 0 regressed, 0 unchanged."
+  CEL
+  "Every number at path (or the output when the path is empty) within tolerance (relative when relative is true)."
+  NUMERIC
+}
+
+input EvaluationScorerInput {
+  kind: EvaluationScorerKind!
+  ignorePaths: [String!]
+  expression: String
+  path: String
+  tolerance: Float
+  relative: Boolean
+}
+
+type EvaluationVerdictCounts {
+  improved: Int!
+  regressed: Int!
+  unchanged: Int!
+  error: Int!
+  inconclusive: Int!
+}
+
+type EvaluationSide {
+  runs: Int!
+  costPerRunMicroUSD: Int!
+  costPerRunUSD: String!
+  tokensPerRun: Int!
+  p50DurationMs: Int!
+  p95DurationMs: Int!
+}
+
+type EvaluationSummary {
+  verdicts: EvaluationVerdictCounts!
+  "(improved + unchanged) / (improved + unchanged + regressed + error); null with none of those."
+  passRate: Float
+  baseline: EvaluationSide!
+  candidate: EvaluationSide!
+  costPerRunDeltaMicroUSD: Int!
+  p50DurationDeltaMs: Int!
+  p95DurationDeltaMs: Int!
+  "costPerRunDelta / baseline costPerRun, in percent; null when the baseline's is zero."
+  costPerRunDeltaPct: Float
+  "p95DurationDelta / baseline p95, in percent; null when the baseline's is zero."
+  p95DurationDeltaPct: Float
+  "Live runs of the workflow in the environment over the last 30 days."
+  monthlyRuns: Int!
+  "monthlyRuns x costPerRunDelta."
+  projectedMonthlyCostDeltaMicroUSD: Int!
+  projectedMonthlyCostDeltaUSD: String!
+}
+
+type ModelOverride {
+  stepID: String!
+  credential: String
+  model: String
+  params: Map
+}
+
+extend type Evaluation {
+  budgetMicroUSD: Int
+  budgetUSD: String
+  spentMicroUSD: Int!
+  modelOverrides: [ModelOverride!]!
+  scorers: [Map!]!
+  summary: EvaluationSummary!
+  spentUSD: String!
+  examples(after: Cursor, first: Int, before: Cursor, last: Int, verdict: EvaluationVerdict): EvaluationExampleConnection!
+}
+
+extend type EvaluationExample {
+  baselineCostMicroUSD: Int!
+  baselineCostUSD: String!
+  candidateCostMicroUSD: Int!
+  candidateCostUSD: String!
+  "RFC 6902-style operations from the baseline output to the candidate's."
+  diff: [Map!]!
+  scores: [Map!]!
+}
+
+extend type Query {
+  "The tenant's evaluations, newest first."
+  evaluations(after: Cursor, first: Int, before: Cursor, last: Int, workflowID: ID): EvaluationConnection!
+}
+
+extend type Mutation {
+  "Editors: freeze a dataset and replay it on a candidate (see README, Evaluations)."
+  evaluateVersion(input: EvaluateVersionInput!): Evaluation!
+  "Stops an open evaluation: examples not finished are skipped."
+  cancelEvaluation(id: ID!): Evaluation!
+}
+
+extend type Subscription {
+  "An evaluation's progress, each time examples finish, until it ends."
+  evaluationUpdated(id: ID!): Evaluation!
+}
+`, BuiltIn: false},
 	{Name: "../events.graphql", Input: `# Outside events: sendEvent stores an event in an environment and resumes the
 # wait steps waiting for it.
 
@@ -14062,6 +15071,216 @@ func (ec *executionContext) childFields_EscalationTarget(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type EscalationTarget", field.Name)
 }
 
+func (ec *executionContext) childFields_Evaluation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Evaluation_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Evaluation_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Evaluation_updatedAt(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_Evaluation_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_Evaluation_environmentID(ctx, field)
+	case "baselineVersionID":
+		return ec.fieldContext_Evaluation_baselineVersionID(ctx, field)
+	case "candidateVersionID":
+		return ec.fieldContext_Evaluation_candidateVersionID(ctx, field)
+	case "recordedOnly":
+		return ec.fieldContext_Evaluation_recordedOnly(ctx, field)
+	case "concurrency":
+		return ec.fieldContext_Evaluation_concurrency(ctx, field)
+	case "status":
+		return ec.fieldContext_Evaluation_status(ctx, field)
+	case "total":
+		return ec.fieldContext_Evaluation_total(ctx, field)
+	case "done":
+		return ec.fieldContext_Evaluation_done(ctx, field)
+	case "message":
+		return ec.fieldContext_Evaluation_message(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_Evaluation_createdBy(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_Evaluation_finishedAt(ctx, field)
+	case "budgetMicroUSD":
+		return ec.fieldContext_Evaluation_budgetMicroUSD(ctx, field)
+	case "budgetUSD":
+		return ec.fieldContext_Evaluation_budgetUSD(ctx, field)
+	case "spentMicroUSD":
+		return ec.fieldContext_Evaluation_spentMicroUSD(ctx, field)
+	case "modelOverrides":
+		return ec.fieldContext_Evaluation_modelOverrides(ctx, field)
+	case "scorers":
+		return ec.fieldContext_Evaluation_scorers(ctx, field)
+	case "summary":
+		return ec.fieldContext_Evaluation_summary(ctx, field)
+	case "spentUSD":
+		return ec.fieldContext_Evaluation_spentUSD(ctx, field)
+	case "examples":
+		return ec.fieldContext_Evaluation_examples(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Evaluation", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_EvaluationConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_EvaluationConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_EvaluationConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_EvaluationEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_EvaluationEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationExample(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_EvaluationExample_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_EvaluationExample_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_EvaluationExample_updatedAt(ctx, field)
+	case "evaluationID":
+		return ec.fieldContext_EvaluationExample_evaluationID(ctx, field)
+	case "position":
+		return ec.fieldContext_EvaluationExample_position(ctx, field)
+	case "sourceRunID":
+		return ec.fieldContext_EvaluationExample_sourceRunID(ctx, field)
+	case "candidateRunID":
+		return ec.fieldContext_EvaluationExample_candidateRunID(ctx, field)
+	case "status":
+		return ec.fieldContext_EvaluationExample_status(ctx, field)
+	case "verdict":
+		return ec.fieldContext_EvaluationExample_verdict(ctx, field)
+	case "baselineOutput":
+		return ec.fieldContext_EvaluationExample_baselineOutput(ctx, field)
+	case "candidateOutput":
+		return ec.fieldContext_EvaluationExample_candidateOutput(ctx, field)
+	case "baselineTokens":
+		return ec.fieldContext_EvaluationExample_baselineTokens(ctx, field)
+	case "candidateTokens":
+		return ec.fieldContext_EvaluationExample_candidateTokens(ctx, field)
+	case "baselineDurationMs":
+		return ec.fieldContext_EvaluationExample_baselineDurationMs(ctx, field)
+	case "candidateDurationMs":
+		return ec.fieldContext_EvaluationExample_candidateDurationMs(ctx, field)
+	case "message":
+		return ec.fieldContext_EvaluationExample_message(ctx, field)
+	case "baselineCostMicroUSD":
+		return ec.fieldContext_EvaluationExample_baselineCostMicroUSD(ctx, field)
+	case "baselineCostUSD":
+		return ec.fieldContext_EvaluationExample_baselineCostUSD(ctx, field)
+	case "candidateCostMicroUSD":
+		return ec.fieldContext_EvaluationExample_candidateCostMicroUSD(ctx, field)
+	case "candidateCostUSD":
+		return ec.fieldContext_EvaluationExample_candidateCostUSD(ctx, field)
+	case "diff":
+		return ec.fieldContext_EvaluationExample_diff(ctx, field)
+	case "scores":
+		return ec.fieldContext_EvaluationExample_scores(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationExample", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationExampleConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_EvaluationExampleConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_EvaluationExampleConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_EvaluationExampleConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationExampleConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationExampleEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_EvaluationExampleEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_EvaluationExampleEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationExampleEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationSide(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "runs":
+		return ec.fieldContext_EvaluationSide_runs(ctx, field)
+	case "costPerRunMicroUSD":
+		return ec.fieldContext_EvaluationSide_costPerRunMicroUSD(ctx, field)
+	case "costPerRunUSD":
+		return ec.fieldContext_EvaluationSide_costPerRunUSD(ctx, field)
+	case "tokensPerRun":
+		return ec.fieldContext_EvaluationSide_tokensPerRun(ctx, field)
+	case "p50DurationMs":
+		return ec.fieldContext_EvaluationSide_p50DurationMs(ctx, field)
+	case "p95DurationMs":
+		return ec.fieldContext_EvaluationSide_p95DurationMs(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationSide", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationSummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "verdicts":
+		return ec.fieldContext_EvaluationSummary_verdicts(ctx, field)
+	case "passRate":
+		return ec.fieldContext_EvaluationSummary_passRate(ctx, field)
+	case "baseline":
+		return ec.fieldContext_EvaluationSummary_baseline(ctx, field)
+	case "candidate":
+		return ec.fieldContext_EvaluationSummary_candidate(ctx, field)
+	case "costPerRunDeltaMicroUSD":
+		return ec.fieldContext_EvaluationSummary_costPerRunDeltaMicroUSD(ctx, field)
+	case "p50DurationDeltaMs":
+		return ec.fieldContext_EvaluationSummary_p50DurationDeltaMs(ctx, field)
+	case "p95DurationDeltaMs":
+		return ec.fieldContext_EvaluationSummary_p95DurationDeltaMs(ctx, field)
+	case "costPerRunDeltaPct":
+		return ec.fieldContext_EvaluationSummary_costPerRunDeltaPct(ctx, field)
+	case "p95DurationDeltaPct":
+		return ec.fieldContext_EvaluationSummary_p95DurationDeltaPct(ctx, field)
+	case "monthlyRuns":
+		return ec.fieldContext_EvaluationSummary_monthlyRuns(ctx, field)
+	case "projectedMonthlyCostDeltaMicroUSD":
+		return ec.fieldContext_EvaluationSummary_projectedMonthlyCostDeltaMicroUSD(ctx, field)
+	case "projectedMonthlyCostDeltaUSD":
+		return ec.fieldContext_EvaluationSummary_projectedMonthlyCostDeltaUSD(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationSummary", field.Name)
+}
+
+func (ec *executionContext) childFields_EvaluationVerdictCounts(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "improved":
+		return ec.fieldContext_EvaluationVerdictCounts_improved(ctx, field)
+	case "regressed":
+		return ec.fieldContext_EvaluationVerdictCounts_regressed(ctx, field)
+	case "unchanged":
+		return ec.fieldContext_EvaluationVerdictCounts_unchanged(ctx, field)
+	case "error":
+		return ec.fieldContext_EvaluationVerdictCounts_error(ctx, field)
+	case "inconclusive":
+		return ec.fieldContext_EvaluationVerdictCounts_inconclusive(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationVerdictCounts", field.Name)
+}
+
 func (ec *executionContext) childFields_InboundEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -14362,6 +15581,20 @@ func (ec *executionContext) childFields_ModelCallEdge(ctx context.Context, field
 		return ec.fieldContext_ModelCallEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ModelCallEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelOverride(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "stepID":
+		return ec.fieldContext_ModelOverride_stepID(ctx, field)
+	case "credential":
+		return ec.fieldContext_ModelOverride_credential(ctx, field)
+	case "model":
+		return ec.fieldContext_ModelOverride_model(ctx, field)
+	case "params":
+		return ec.fieldContext_ModelOverride_params(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelOverride", field.Name)
 }
 
 func (ec *executionContext) childFields_ModelPrice(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -15732,6 +16965,52 @@ func (ec *executionContext) field_Escalation_pagerDutySends_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Evaluation_examples_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "verdict",
+		func(ctx context.Context, v any) (*evaluationexample.Verdict, error) {
+			return ec.unmarshalOEvaluationVerdict2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐVerdict(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["verdict"] = arg4
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_abortRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -15777,6 +17056,20 @@ func (ec *executionContext) field_Mutation_acknowledgeIncident_args(ctx context.
 }
 
 func (ec *executionContext) field_Mutation_archiveEnvironment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_cancelEvaluation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -16020,6 +17313,20 @@ func (ec *executionContext) field_Mutation_deployWorkflowVersion_args(ctx contex
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.DeployWorkflowVersionInput, error) {
 			return ec.unmarshalNDeployWorkflowVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐDeployWorkflowVersionInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_evaluateVersion_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.EvaluateVersionInput, error) {
+			return ec.unmarshalNEvaluateVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluateVersionInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -16958,6 +18265,52 @@ func (ec *executionContext) field_Query_escalations_args(ctx context.Context, ra
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_evaluations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg4
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_inboundEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -17667,6 +19020,20 @@ func (ec *executionContext) field_StepRun_mapItems_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["status"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_evaluationUpdated_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -23104,6 +24471,1920 @@ func (ec *executionContext) fieldContext_EscalationTarget_role(_ context.Context
 	return graphql.NewScalarFieldContext("EscalationTarget", field, false, false, "String")
 }
 
+func (ec *executionContext) _Evaluation_id(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Evaluation_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Evaluation_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Evaluation_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_baselineVersionID(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_baselineVersionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineVersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_baselineVersionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_candidateVersionID(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_candidateVersionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateVersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_candidateVersionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_recordedOnly(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_recordedOnly(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RecordedOnly, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_recordedOnly(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Evaluation_concurrency(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_concurrency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Concurrency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_concurrency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_status(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v evaluation.Status) graphql.Marshaler {
+			return ec.marshalNEvaluationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "EvaluationStatus")
+}
+
+func (ec *executionContext) _Evaluation_total(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_done(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_done(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Done, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_done(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_message(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "String")
+}
+
+func (ec *executionContext) _Evaluation_finishedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Evaluation_budgetMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_budgetMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BudgetMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_budgetMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_budgetUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_budgetUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().BudgetUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_budgetUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, true, true, "String")
+}
+
+func (ec *executionContext) _Evaluation_spentMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_spentMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SpentMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_spentMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Evaluation_modelOverrides(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_modelOverrides(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().ModelOverrides(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*evals.ModelOverride) graphql.Marshaler {
+			return ec.marshalNModelOverride2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐModelOverrideᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_modelOverrides(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Evaluation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelOverride(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Evaluation_scorers(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_scorers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().Scorers(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []map[string]any) graphql.Marshaler {
+			return ec.marshalNMap2ᚕmapᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_scorers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, true, true, "Map")
+}
+
+func (ec *executionContext) _Evaluation_summary(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_summary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().Summary(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *evals.Summary) graphql.Marshaler {
+			return ec.marshalNEvaluationSummary2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐSummary(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_summary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Evaluation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationSummary(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Evaluation_spentUSD(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_spentUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Evaluation().SpentUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_spentUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Evaluation", field, true, true, "String")
+}
+
+func (ec *executionContext) _Evaluation_examples(ctx context.Context, field graphql.CollectedField, obj *ent.Evaluation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Evaluation_examples(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Evaluation().Examples(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["verdict"].(*evaluationexample.Verdict))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EvaluationExampleConnection) graphql.Marshaler {
+			return ec.marshalNEvaluationExampleConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Evaluation_examples(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Evaluation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationExampleConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Evaluation_examples_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EvaluationEdge) graphql.Marshaler {
+			return ec.marshalOEvaluationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+			return ec.marshalOEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Evaluation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EvaluationExample_id(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "ID")
+}
+
+func (ec *executionContext) _EvaluationExample_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EvaluationExample_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EvaluationExample_evaluationID(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_evaluationID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EvaluationID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_evaluationID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_position(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_position(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Position, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_position(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_sourceRunID(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_sourceRunID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SourceRunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_sourceRunID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateRunID(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateRunID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateRunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateRunID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_status(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v evaluationexample.Status) graphql.Marshaler {
+			return ec.marshalNEvaluationExampleStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "EvaluationExampleStatus")
+}
+
+func (ec *executionContext) _EvaluationExample_verdict(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_verdict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdict, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *evaluationexample.Verdict) graphql.Marshaler {
+			return ec.marshalOEvaluationVerdict2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐVerdict(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_verdict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "EvaluationVerdict")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineOutput(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineOutput(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineOutput, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineOutput(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Map")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateOutput(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateOutput(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateOutput, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateOutput(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Map")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineTokens(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateTokens(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateTokens, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineDurationMs(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineDurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineDurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineDurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateDurationMs(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateDurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateDurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateDurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_message(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineCostMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineCostMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BaselineCostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineCostMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_baselineCostUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_baselineCostUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().BaselineCostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_baselineCostUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateCostMicroUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateCostMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateCostMicroUsd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateCostMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExample_candidateCostUSD(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_candidateCostUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().CandidateCostUsd(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_candidateCostUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "String")
+}
+
+func (ec *executionContext) _EvaluationExample_diff(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_diff(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().Diff(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []map[string]any) graphql.Marshaler {
+			return ec.marshalNMap2ᚕmapᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_diff(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "Map")
+}
+
+func (ec *executionContext) _EvaluationExample_scores(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExample) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExample_scores(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EvaluationExample().Scores(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []map[string]any) graphql.Marshaler {
+			return ec.marshalNMap2ᚕmapᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExample_scores(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExample", field, true, true, "Map")
+}
+
+func (ec *executionContext) _EvaluationExampleConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExampleConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExampleConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EvaluationExampleEdge) graphql.Marshaler {
+			return ec.marshalOEvaluationExampleEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExampleConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationExampleConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationExampleEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationExampleConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExampleConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExampleConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExampleConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationExampleConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationExampleConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExampleConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExampleConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExampleConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExampleConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationExampleEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExampleEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExampleEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EvaluationExample) graphql.Marshaler {
+			return ec.marshalOEvaluationExample2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExample(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExampleEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationExampleEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationExample(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationExampleEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.EvaluationExampleEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationExampleEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationExampleEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationExampleEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EvaluationSide_runs(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_runs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Runs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_runs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSide_costPerRunMicroUSD(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_costPerRunMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRunMicroUSD, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_costPerRunMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSide_costPerRunUSD(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_costPerRunUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRunUSD, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_costPerRunUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationSide_tokensPerRun(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_tokensPerRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TokensPerRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_tokensPerRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSide_p50DurationMs(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_p50DurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P50DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_p50DurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSide_p95DurationMs(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSide_p95DurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSide_p95DurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSide", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_verdicts(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_verdicts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdicts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v evals.VerdictCounts) graphql.Marshaler {
+			return ec.marshalNEvaluationVerdictCounts2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐVerdictCounts(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_verdicts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationSummary",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationVerdictCounts(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationSummary_passRate(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_passRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PassRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_passRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationSummary_baseline(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_baseline(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Baseline, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v evals.Side) graphql.Marshaler {
+			return ec.marshalNEvaluationSide2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐSide(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_baseline(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationSummary",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationSide(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationSummary_candidate(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_candidate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Candidate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v evals.Side) graphql.Marshaler {
+			return ec.marshalNEvaluationSide2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐSide(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_candidate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EvaluationSummary",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationSide(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EvaluationSummary_costPerRunDeltaMicroUSD(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_costPerRunDeltaMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRunDeltaMicroUSD, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_costPerRunDeltaMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_p50DurationDeltaMs(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_p50DurationDeltaMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P50DurationDeltaMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_p50DurationDeltaMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_p95DurationDeltaMs(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_p95DurationDeltaMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationDeltaMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_p95DurationDeltaMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_costPerRunDeltaPct(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_costPerRunDeltaPct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CostPerRunDeltaPct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_costPerRunDeltaPct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationSummary_p95DurationDeltaPct(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_p95DurationDeltaPct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationDeltaPct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_p95DurationDeltaPct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationSummary_monthlyRuns(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_monthlyRuns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MonthlyRuns, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_monthlyRuns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_projectedMonthlyCostDeltaMicroUSD(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_projectedMonthlyCostDeltaMicroUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProjectedMonthlyCostDeltaMicroUSD, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_projectedMonthlyCostDeltaMicroUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationSummary_projectedMonthlyCostDeltaUSD(ctx context.Context, field graphql.CollectedField, obj *evals.Summary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationSummary_projectedMonthlyCostDeltaUSD(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProjectedMonthlyCostDeltaUSD, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationSummary_projectedMonthlyCostDeltaUSD(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationVerdictCounts_improved(ctx context.Context, field graphql.CollectedField, obj *evals.VerdictCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationVerdictCounts_improved(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Improved, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationVerdictCounts_improved(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationVerdictCounts_regressed(ctx context.Context, field graphql.CollectedField, obj *evals.VerdictCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationVerdictCounts_regressed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Regressed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationVerdictCounts_regressed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationVerdictCounts_unchanged(ctx context.Context, field graphql.CollectedField, obj *evals.VerdictCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationVerdictCounts_unchanged(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Unchanged, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationVerdictCounts_unchanged(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationVerdictCounts_error(ctx context.Context, field graphql.CollectedField, obj *evals.VerdictCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationVerdictCounts_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationVerdictCounts_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationVerdictCounts_inconclusive(ctx context.Context, field graphql.CollectedField, obj *evals.VerdictCounts) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationVerdictCounts_inconclusive(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Inconclusive, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationVerdictCounts_inconclusive(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
 func (ec *executionContext) _InboundEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -25653,6 +28934,98 @@ func (ec *executionContext) fieldContext_ModelCallEdge_cursor(_ context.Context,
 	return graphql.NewScalarFieldContext("ModelCallEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _ModelOverride_stepID(ctx context.Context, field graphql.CollectedField, obj *evals.ModelOverride) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelOverride_stepID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelOverride_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelOverride", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelOverride_credential(ctx context.Context, field graphql.CollectedField, obj *evals.ModelOverride) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelOverride_credential(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Credential, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelOverride_credential(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelOverride", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelOverride_model(ctx context.Context, field graphql.CollectedField, obj *evals.ModelOverride) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelOverride_model(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Model, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelOverride_model(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelOverride", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelOverride_params(ctx context.Context, field graphql.CollectedField, obj *evals.ModelOverride) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelOverride_params(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Params, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelOverride_params(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelOverride", field, false, false, "Map")
+}
+
 func (ec *executionContext) _ModelPrice_id(ctx context.Context, field graphql.CollectedField, obj *ent.ModelPrice) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -27190,6 +30563,94 @@ func (ec *executionContext) fieldContext_Mutation_deleteEscalationPolicy(ctx con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_deleteEscalationPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_evaluateVersion(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_evaluateVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EvaluateVersion(ctx, fc.Args["input"].(model.EvaluateVersionInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+			return ec.marshalNEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_evaluateVersion(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Evaluation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_evaluateVersion_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_cancelEvaluation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_cancelEvaluation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CancelEvaluation(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+			return ec.marshalNEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_cancelEvaluation(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Evaluation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_cancelEvaluation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -29960,6 +33421,50 @@ func (ec *executionContext) fieldContext_Query_costReport(ctx context.Context, f
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_costReport_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_evaluations(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_evaluations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Evaluations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["workflowID"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.EvaluationConnection) graphql.Marshaler {
+			return ec.marshalNEvaluationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_evaluations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_evaluations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -35795,6 +39300,50 @@ func (ec *executionContext) fieldContext_Subscription_runUpdated(ctx context.Con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_runUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_evaluationUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_evaluationUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().EvaluationUpdated(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+			return ec.marshalNEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_evaluationUpdated(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Evaluation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_evaluationUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -47655,6 +51204,357 @@ func UnmarshalEscalationWhereInput(ctx context.Context, raw any) (ent.Escalation
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputEvaluateVersionInput(ctx context.Context, obj any) (model.EvaluateVersionInput, error) {
+	var it model.EvaluateVersionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "candidateVersionID", "modelOverrides", "dataset", "scorers", "recordedOnly", "concurrency", "budgetMicroUSD"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "candidateVersionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("candidateVersionID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CandidateVersionID = data
+		case "modelOverrides":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("modelOverrides"))
+			data, err := ec.unmarshalOModelOverrideInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelOverrideInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ModelOverrides = data
+		case "dataset":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dataset"))
+			data, err := ec.unmarshalOEvaluationDatasetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationDatasetInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Dataset = data
+		case "scorers":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scorers"))
+			data, err := ec.unmarshalOEvaluationScorerInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scorers = data
+		case "recordedOnly":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("recordedOnly"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RecordedOnly = data
+		case "concurrency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("concurrency"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Concurrency = data
+		case "budgetMicroUSD":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("budgetMicroUSD"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BudgetMicroUsd = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluateVersionInput unmarshals raw into the EvaluateVersionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluateVersionInput(ctx context.Context, raw any) (model.EvaluateVersionInput, error) {
+	var out model.EvaluateVersionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluateVersionInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEvaluationDatasetInput(ctx context.Context, obj any) (model.EvaluationDatasetInput, error) {
+	var it model.EvaluationDatasetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"runIDs", "last", "status", "from", "to"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "runIDs":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDs"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDs = data
+		case "last":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("last"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Last = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalORunStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "from":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("from"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.From = data
+		case "to":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("to"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.To = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluationDatasetInput unmarshals raw into the EvaluationDatasetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluationDatasetInput(ctx context.Context, raw any) (model.EvaluationDatasetInput, error) {
+	var out model.EvaluationDatasetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationDatasetInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEvaluationExampleOrder(ctx context.Context, obj any) (ent.EvaluationExampleOrder, error) {
+	var it ent.EvaluationExampleOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNEvaluationExampleOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluationExampleOrder unmarshals raw into the EvaluationExampleOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluationExampleOrder(ctx context.Context, raw any) (ent.EvaluationExampleOrder, error) {
+	var out ent.EvaluationExampleOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationExampleOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEvaluationOrder(ctx context.Context, obj any) (ent.EvaluationOrder, error) {
+	var it ent.EvaluationOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNEvaluationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluationOrder unmarshals raw into the EvaluationOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluationOrder(ctx context.Context, raw any) (ent.EvaluationOrder, error) {
+	var out ent.EvaluationOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputEvaluationScorerInput(ctx context.Context, obj any) (model.EvaluationScorerInput, error) {
+	var it model.EvaluationScorerInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"kind", "ignorePaths", "expression", "path", "tolerance", "relative"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "kind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kind"))
+			data, err := ec.unmarshalNEvaluationScorerKind2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Kind = data
+		case "ignorePaths":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ignorePaths"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IgnorePaths = data
+		case "expression":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expression"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Expression = data
+		case "path":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("path"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Path = data
+		case "tolerance":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tolerance"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Tolerance = data
+		case "relative":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("relative"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Relative = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluationScorerInput unmarshals raw into the EvaluationScorerInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluationScorerInput(ctx context.Context, raw any) (model.EvaluationScorerInput, error) {
+	var out model.EvaluationScorerInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationScorerInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputInboundEventOrder(ctx context.Context, obj any) (ent.InboundEventOrder, error) {
 	var it ent.InboundEventOrder
 	if obj == nil {
@@ -50031,6 +53931,69 @@ func (ec *executionContext) unmarshalInputModelCallWhereInput(ctx context.Contex
 func UnmarshalModelCallWhereInput(ctx context.Context, raw any) (ent.ModelCallWhereInput, error) {
 	var out ent.ModelCallWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelCallWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputModelOverrideInput(ctx context.Context, obj any) (model.ModelOverrideInput, error) {
+	var it model.ModelOverrideInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"stepID", "credential", "model", "params"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "stepID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepID"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepID = data
+		case "credential":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credential"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credential = data
+		case "model":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("model"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Model = data
+		case "params":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("params"))
+			data, err := ec.unmarshalOMap2map(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Params = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalModelOverrideInput unmarshals raw into the ModelOverrideInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalModelOverrideInput(ctx context.Context, raw any) (model.ModelOverrideInput, error) {
+	var out model.ModelOverrideInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ModelOverrideInput", raw, &out)
 	return out, err
 }
 
@@ -60779,6 +64742,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._InboundEvent(ctx, sel, obj)
+	case *ent.EvaluationExample:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._EvaluationExample(ctx, sel, obj)
+	case *ent.Evaluation:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._Evaluation(ctx, sel, obj)
 	case *ent.EscalationPolicy:
 		if obj == nil {
 			return graphql.Null
@@ -62896,6 +66869,658 @@ func (ec *executionContext) _EscalationTarget(ctx context.Context, sel ast.Selec
 	return out
 }
 
+var evaluationImplementors = []string{"Evaluation", "Node"}
+
+func (ec *executionContext) _Evaluation(ctx context.Context, sel ast.SelectionSet, obj *ent.Evaluation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Evaluation")
+		case "id":
+			out.Values[i] = ec._Evaluation_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Evaluation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Evaluation_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._Evaluation_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._Evaluation_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineVersionID":
+			out.Values[i] = ec._Evaluation_baselineVersionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateVersionID":
+			out.Values[i] = ec._Evaluation_candidateVersionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "recordedOnly":
+			out.Values[i] = ec._Evaluation_recordedOnly(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "concurrency":
+			out.Values[i] = ec._Evaluation_concurrency(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._Evaluation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "total":
+			out.Values[i] = ec._Evaluation_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "done":
+			out.Values[i] = ec._Evaluation_done(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "message":
+			out.Values[i] = ec._Evaluation_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._Evaluation_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedAt":
+			out.Values[i] = ec._Evaluation_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "budgetMicroUSD":
+			out.Values[i] = ec._Evaluation_budgetMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "budgetUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_budgetUSD(ctx, field, obj)
+				})
+		case "spentMicroUSD":
+			out.Values[i] = ec._Evaluation_spentMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "modelOverrides":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_modelOverrides(ctx, field, obj)
+				})
+		case "scorers":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_scorers(ctx, field, obj)
+				})
+		case "summary":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_summary(ctx, field, obj)
+				})
+		case "spentUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_spentUSD(ctx, field, obj)
+				})
+		case "examples":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Evaluation_examples(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationConnectionImplementors = []string{"EvaluationConnection"}
+
+func (ec *executionContext) _EvaluationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.EvaluationConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationConnection")
+		case "edges":
+			out.Values[i] = ec._EvaluationConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._EvaluationConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._EvaluationConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationEdgeImplementors = []string{"EvaluationEdge"}
+
+func (ec *executionContext) _EvaluationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.EvaluationEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationEdge")
+		case "node":
+			out.Values[i] = ec._EvaluationEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._EvaluationEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationExampleImplementors = []string{"EvaluationExample", "Node"}
+
+func (ec *executionContext) _EvaluationExample(ctx context.Context, sel ast.SelectionSet, obj *ent.EvaluationExample) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationExampleImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationExample")
+		case "id":
+			out.Values[i] = ec._EvaluationExample_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._EvaluationExample_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._EvaluationExample_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "evaluationID":
+			out.Values[i] = ec._EvaluationExample_evaluationID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "position":
+			out.Values[i] = ec._EvaluationExample_position(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sourceRunID":
+			out.Values[i] = ec._EvaluationExample_sourceRunID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateRunID":
+			out.Values[i] = ec._EvaluationExample_candidateRunID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._EvaluationExample_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "verdict":
+			out.Values[i] = ec._EvaluationExample_verdict(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineOutput":
+			out.Values[i] = ec._EvaluationExample_baselineOutput(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateOutput":
+			out.Values[i] = ec._EvaluationExample_candidateOutput(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineTokens":
+			out.Values[i] = ec._EvaluationExample_baselineTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateTokens":
+			out.Values[i] = ec._EvaluationExample_candidateTokens(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineDurationMs":
+			out.Values[i] = ec._EvaluationExample_baselineDurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateDurationMs":
+			out.Values[i] = ec._EvaluationExample_candidateDurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "message":
+			out.Values[i] = ec._EvaluationExample_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineCostMicroUSD":
+			out.Values[i] = ec._EvaluationExample_baselineCostMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "baselineCostUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_baselineCostUSD(ctx, field, obj)
+				})
+		case "candidateCostMicroUSD":
+			out.Values[i] = ec._EvaluationExample_candidateCostMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "candidateCostUSD":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_candidateCostUSD(ctx, field, obj)
+				})
+		case "diff":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_diff(ctx, field, obj)
+				})
+		case "scores":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EvaluationExample_scores(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationExampleConnectionImplementors = []string{"EvaluationExampleConnection"}
+
+func (ec *executionContext) _EvaluationExampleConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.EvaluationExampleConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationExampleConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationExampleConnection")
+		case "edges":
+			out.Values[i] = ec._EvaluationExampleConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._EvaluationExampleConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._EvaluationExampleConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationExampleEdgeImplementors = []string{"EvaluationExampleEdge"}
+
+func (ec *executionContext) _EvaluationExampleEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.EvaluationExampleEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationExampleEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationExampleEdge")
+		case "node":
+			out.Values[i] = ec._EvaluationExampleEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._EvaluationExampleEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationSideImplementors = []string{"EvaluationSide"}
+
+func (ec *executionContext) _EvaluationSide(ctx context.Context, sel ast.SelectionSet, obj *evals.Side) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationSideImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationSide")
+		case "runs":
+			out.Values[i] = ec._EvaluationSide_runs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRunMicroUSD":
+			out.Values[i] = ec._EvaluationSide_costPerRunMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRunUSD":
+			out.Values[i] = ec._EvaluationSide_costPerRunUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tokensPerRun":
+			out.Values[i] = ec._EvaluationSide_tokensPerRun(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p50DurationMs":
+			out.Values[i] = ec._EvaluationSide_p50DurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p95DurationMs":
+			out.Values[i] = ec._EvaluationSide_p95DurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationSummaryImplementors = []string{"EvaluationSummary"}
+
+func (ec *executionContext) _EvaluationSummary(ctx context.Context, sel ast.SelectionSet, obj *evals.Summary) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationSummaryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationSummary")
+		case "verdicts":
+			out.Values[i] = ec._EvaluationSummary_verdicts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "passRate":
+			out.Values[i] = ec._EvaluationSummary_passRate(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "baseline":
+			out.Values[i] = ec._EvaluationSummary_baseline(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "candidate":
+			out.Values[i] = ec._EvaluationSummary_candidate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRunDeltaMicroUSD":
+			out.Values[i] = ec._EvaluationSummary_costPerRunDeltaMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p50DurationDeltaMs":
+			out.Values[i] = ec._EvaluationSummary_p50DurationDeltaMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p95DurationDeltaMs":
+			out.Values[i] = ec._EvaluationSummary_p95DurationDeltaMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "costPerRunDeltaPct":
+			out.Values[i] = ec._EvaluationSummary_costPerRunDeltaPct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "p95DurationDeltaPct":
+			out.Values[i] = ec._EvaluationSummary_p95DurationDeltaPct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "monthlyRuns":
+			out.Values[i] = ec._EvaluationSummary_monthlyRuns(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "projectedMonthlyCostDeltaMicroUSD":
+			out.Values[i] = ec._EvaluationSummary_projectedMonthlyCostDeltaMicroUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "projectedMonthlyCostDeltaUSD":
+			out.Values[i] = ec._EvaluationSummary_projectedMonthlyCostDeltaUSD(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var evaluationVerdictCountsImplementors = []string{"EvaluationVerdictCounts"}
+
+func (ec *executionContext) _EvaluationVerdictCounts(ctx context.Context, sel ast.SelectionSet, obj *evals.VerdictCounts) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationVerdictCountsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationVerdictCounts")
+		case "improved":
+			out.Values[i] = ec._EvaluationVerdictCounts_improved(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "regressed":
+			out.Values[i] = ec._EvaluationVerdictCounts_regressed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unchanged":
+			out.Values[i] = ec._EvaluationVerdictCounts_unchanged(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._EvaluationVerdictCounts_error(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "inconclusive":
+			out.Values[i] = ec._EvaluationVerdictCounts_inconclusive(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var inboundEventImplementors = []string{"InboundEvent", "Node"}
 
 func (ec *executionContext) _InboundEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.InboundEvent) graphql.Marshaler {
@@ -63870,6 +68495,54 @@ func (ec *executionContext) _ModelCallEdge(ctx context.Context, sel ast.Selectio
 	return out
 }
 
+var modelOverrideImplementors = []string{"ModelOverride"}
+
+func (ec *executionContext) _ModelOverride(ctx context.Context, sel ast.SelectionSet, obj *evals.ModelOverride) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelOverrideImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelOverride")
+		case "stepID":
+			out.Values[i] = ec._ModelOverride_stepID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "credential":
+			out.Values[i] = ec._ModelOverride_credential(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "model":
+			out.Values[i] = ec._ModelOverride_model(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "params":
+			out.Values[i] = ec._ModelOverride_params(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var modelPriceImplementors = []string{"ModelPrice", "Node"}
 
 func (ec *executionContext) _ModelPrice(ctx context.Context, sel ast.SelectionSet, obj *ent.ModelPrice) graphql.Marshaler {
@@ -64265,6 +68938,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "deleteEscalationPolicy":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_deleteEscalationPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "evaluateVersion":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_evaluateVersion(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelEvaluation":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_cancelEvaluation(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -64927,6 +69614,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_costReport(ctx, field)
+				})
+		case "evaluations":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_evaluations(ctx, field)
 				})
 		case "deadLetter":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -66915,6 +71608,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_runEvents(ctx, fields[0])
 	case "runUpdated":
 		return ec._Subscription_runUpdated(ctx, fields[0])
+	case "evaluationUpdated":
+		return ec._Subscription_evaluationUpdated(ctx, fields[0])
 	case "incidentUpdated":
 		return ec._Subscription_incidentUpdated(ctx, fields[0])
 	default:
@@ -68927,6 +73622,114 @@ func (ec *executionContext) unmarshalNEscalationWhereInput2ᚖgithubᚗcomᚋslu
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNEvaluateVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluateVersionInput(ctx context.Context, v any) (model.EvaluateVersionInput, error) {
+	res, err := ec.unmarshalInputEvaluateVersionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx context.Context, sel ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Evaluation!")
+		return graphql.Null
+	}
+	return ec._Evaluation(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEvaluationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationConnection(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EvaluationConnection!")
+		return graphql.Null
+	}
+	return ec._EvaluationConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEvaluationExampleConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleConnection(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationExampleConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EvaluationExampleConnection!")
+		return graphql.Null
+	}
+	return ec._EvaluationExampleConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEvaluationExampleOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleOrderField(ctx context.Context, v any) (*ent.EvaluationExampleOrderField, error) {
+	var res = new(ent.EvaluationExampleOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluationExampleOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationExampleOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EvaluationExampleOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNEvaluationExampleStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐStatus(ctx context.Context, v any) (evaluationexample.Status, error) {
+	var res evaluationexample.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluationExampleStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐStatus(ctx context.Context, sel ast.SelectionSet, v evaluationexample.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNEvaluationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationOrderField(ctx context.Context, v any) (*ent.EvaluationOrderField, error) {
+	var res = new(ent.EvaluationOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EvaluationOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNEvaluationScorerInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerInput(ctx context.Context, v any) (*model.EvaluationScorerInput, error) {
+	res, err := ec.unmarshalInputEvaluationScorerInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNEvaluationScorerKind2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerKind(ctx context.Context, v any) (model.EvaluationScorerKind, error) {
+	var res model.EvaluationScorerKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluationScorerKind2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerKind(ctx context.Context, sel ast.SelectionSet, v model.EvaluationScorerKind) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNEvaluationSide2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐSide(ctx context.Context, sel ast.SelectionSet, v evals.Side) graphql.Marshaler {
+	return ec._EvaluationSide(ctx, sel, &v)
+}
+
+func (ec *executionContext) unmarshalNEvaluationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationᚐStatus(ctx context.Context, v any) (evaluation.Status, error) {
+	var res evaluation.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEvaluationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationᚐStatus(ctx context.Context, sel ast.SelectionSet, v evaluation.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNEvaluationSummary2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐSummary(ctx context.Context, sel ast.SelectionSet, v *evals.Summary) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EvaluationSummary!")
+		return graphql.Null
+	}
+	return ec._EvaluationSummary(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEvaluationVerdictCounts2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐVerdictCounts(ctx context.Context, sel ast.SelectionSet, v evals.VerdictCounts) graphql.Marshaler {
+	return ec._EvaluationVerdictCounts(ctx, sel, &v)
+}
+
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -69115,6 +73918,35 @@ func (ec *executionContext) marshalNMap2map(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) unmarshalNMap2ᚕmapᚄ(ctx context.Context, v any) ([]map[string]any, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]map[string]any, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNMap2map(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNMap2ᚕmapᚄ(ctx context.Context, sel ast.SelectionSet, v []map[string]any) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNMap2map(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNMapItemConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMapItemConnection(ctx context.Context, sel ast.SelectionSet, v *ent.MapItemConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "MapItemConnection!")
@@ -69198,6 +74030,35 @@ func (ec *executionContext) marshalNModelCallOrderField2ᚖgithubᚗcomᚋsluice
 
 func (ec *executionContext) unmarshalNModelCallWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelCallWhereInput(ctx context.Context, v any) (*ent.ModelCallWhereInput, error) {
 	res, err := ec.unmarshalInputModelCallWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelOverride2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐModelOverrideᚄ(ctx context.Context, sel ast.SelectionSet, v []*evals.ModelOverride) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNModelOverride2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐModelOverride(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNModelOverride2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋevalsᚐModelOverride(ctx context.Context, sel ast.SelectionSet, v *evals.ModelOverride) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelOverride!")
+		return graphql.Null
+	}
+	return ec._ModelOverride(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNModelOverrideInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelOverrideInput(ctx context.Context, v any) (*model.ModelOverrideInput, error) {
+	res, err := ec.unmarshalInputModelOverrideInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -71349,6 +76210,101 @@ func (ec *executionContext) unmarshalOEscalationWhereInput2ᚖgithubᚗcomᚋslu
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalOEvaluation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluation(ctx context.Context, sel ast.SelectionSet, v *ent.Evaluation) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Evaluation(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEvaluationDatasetInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationDatasetInput(ctx context.Context, v any) (*model.EvaluationDatasetInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEvaluationDatasetInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEvaluationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.EvaluationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOEvaluationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOEvaluationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationEdge(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EvaluationEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEvaluationExample2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExample(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationExample) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EvaluationExample(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEvaluationExampleEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.EvaluationExampleEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOEvaluationExampleEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOEvaluationExampleEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEvaluationExampleEdge(ctx context.Context, sel ast.SelectionSet, v *ent.EvaluationExampleEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EvaluationExampleEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEvaluationScorerInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerInputᚄ(ctx context.Context, v any) ([]*model.EvaluationScorerInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EvaluationScorerInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEvaluationScorerInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOEvaluationVerdict2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐVerdict(ctx context.Context, v any) (*evaluationexample.Verdict, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(evaluationexample.Verdict)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEvaluationVerdict2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋevaluationexampleᚐVerdict(ctx context.Context, sel ast.SelectionSet, v *evaluationexample.Verdict) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) unmarshalOFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -71881,6 +76837,23 @@ func (ec *executionContext) unmarshalOModelCallWhereInput2ᚖgithubᚗcomᚋslui
 	}
 	res, err := ec.unmarshalInputModelCallWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOModelOverrideInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelOverrideInputᚄ(ctx context.Context, v any) ([]*model.ModelOverrideInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.ModelOverrideInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNModelOverrideInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐModelOverrideInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 func (ec *executionContext) marshalOModelPrice2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐModelPrice(ctx context.Context, sel ast.SelectionSet, v *ent.ModelPrice) graphql.Marshaler {

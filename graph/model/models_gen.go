@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/incident"
+	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/releasespec"
@@ -173,6 +174,41 @@ type EscalationTargetInput struct {
 	Role *string `json:"role,omitempty"`
 }
 
+type EvaluateVersionInput struct {
+	WorkflowID string `json:"workflowID"`
+	// Where the dataset's runs come from; default: the tenant's production environment.
+	EnvironmentID *string `json:"environmentID,omitempty"`
+	// A published version of the same workflow. Without it, the candidate is the baseline (the environment's current version) with modelOverrides.
+	CandidateVersionID *string                  `json:"candidateVersionID,omitempty"`
+	ModelOverrides     []*ModelOverrideInput    `json:"modelOverrides,omitempty"`
+	Dataset            *EvaluationDatasetInput  `json:"dataset,omitempty"`
+	Scorers            []*EvaluationScorerInput `json:"scorers,omitempty"`
+	// Answer http steps without sideEffect and model calls from the recording too: a call the recording cannot answer makes the example INCONCLUSIVE.
+	RecordedOnly *bool `json:"recordedOnly,omitempty"`
+	// Examples replayed at once; default 4, at most 32.
+	Concurrency *int `json:"concurrency,omitempty"`
+	// Stops the evaluation (ABORTED_BUDGET) once the candidate's replays have spent this much.
+	BudgetMicroUsd *int `json:"budgetMicroUSD,omitempty"`
+}
+
+// The dataset, frozen at creation: runIDs, or the last `last` (default 50, at most 1,000) runs of the workflow in the environment with `status` (default SUCCEEDED) created in [from, to).
+type EvaluationDatasetInput struct {
+	RunIDs []string    `json:"runIDs,omitempty"`
+	Last   *int        `json:"last,omitempty"`
+	Status *run.Status `json:"status,omitempty"`
+	From   *time.Time  `json:"from,omitempty"`
+	To     *time.Time  `json:"to,omitempty"`
+}
+
+type EvaluationScorerInput struct {
+	Kind        EvaluationScorerKind `json:"kind"`
+	IgnorePaths []string             `json:"ignorePaths,omitempty"`
+	Expression  *string              `json:"expression,omitempty"`
+	Path        *string              `json:"path,omitempty"`
+	Tolerance   *float64             `json:"tolerance,omitempty"`
+	Relative    *bool                `json:"relative,omitempty"`
+}
+
 type IncidentsWhereInput struct {
 	Status        *incident.Status   `json:"status,omitempty"`
 	Severity      *incident.Severity `json:"severity,omitempty"`
@@ -188,6 +224,16 @@ type MapItemCounts struct {
 	Succeeded int `json:"succeeded"`
 	Failed    int `json:"failed"`
 	Cancelled int `json:"cancelled"`
+}
+
+type ModelOverrideInput struct {
+	// An llm step's id, or "*" for every llm step.
+	StepID string `json:"stepID"`
+	// A credential name in the environment (default: the step's).
+	Credential *string `json:"credential,omitempty"`
+	Model      *string `json:"model,omitempty"`
+	// maxTokens, temperature, topP, seed.
+	Params map[string]any `json:"params,omitempty"`
 }
 
 // A model's price, shipped or overridden by the tenant.
@@ -602,6 +648,69 @@ func (e *CostGroupBy) UnmarshalJSON(b []byte) error {
 }
 
 func (e CostGroupBy) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type EvaluationScorerKind string
+
+const (
+	// The outputs are equal.
+	EvaluationScorerKindExact EvaluationScorerKind = "EXACT"
+	// The outputs are equal leaving out ignorePaths (dotted paths such as a.b).
+	EvaluationScorerKindJSONFields EvaluationScorerKind = "JSON_FIELDS"
+	// expression (CEL over baseline and candidate): true passes, false fails; a number: > 0 improved, < 0 regressed, 0 unchanged.
+	EvaluationScorerKindCel EvaluationScorerKind = "CEL"
+	// Every number at path (or the output when the path is empty) within tolerance (relative when relative is true).
+	EvaluationScorerKindNumeric EvaluationScorerKind = "NUMERIC"
+)
+
+var AllEvaluationScorerKind = []EvaluationScorerKind{
+	EvaluationScorerKindExact,
+	EvaluationScorerKindJSONFields,
+	EvaluationScorerKindCel,
+	EvaluationScorerKindNumeric,
+}
+
+func (e EvaluationScorerKind) IsValid() bool {
+	switch e {
+	case EvaluationScorerKindExact, EvaluationScorerKindJSONFields, EvaluationScorerKindCel, EvaluationScorerKindNumeric:
+		return true
+	}
+	return false
+}
+
+func (e EvaluationScorerKind) String() string {
+	return string(e)
+}
+
+func (e *EvaluationScorerKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = EvaluationScorerKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid EvaluationScorerKind", str)
+	}
+	return nil
+}
+
+func (e EvaluationScorerKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *EvaluationScorerKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e EvaluationScorerKind) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -96,7 +96,7 @@ const (
 )
 
 // Scenarios lists every scenario in the order they run.
-var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive}
+var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive, ScenarioEval}
 
 // Options tunes a benchmark.
 type Options struct {
@@ -134,6 +134,7 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 		{ScenarioFanOut, s.fanOut},
 		{ScenarioStart, s.startRate},
 		{ScenarioLive, s.live},
+		{ScenarioEval, s.eval},
 	}
 	var errs []error
 	for _, p := range phases {

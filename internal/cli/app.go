@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/escalation"
+	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
@@ -53,6 +54,7 @@ type app struct {
 	escalation *escalation.Service
 	sla        *sla.Service
 	releases   *releases.Service
+	evals      *evals.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -243,6 +245,15 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Group:          group,
 	})
 	a.escalation.SetRuns(a.runs)
+	a.evals = evals.New(evals.Options{
+		Client:    a.client,
+		Runs:      a.runs,
+		Events:    a.webhooks,
+		Publisher: evalPublisher{pub.p},
+		Log:       log,
+		Interval:  cfg.EvalInterval,
+	})
+	a.runs.SetSandboxPlanner(a.evals)
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }
@@ -257,6 +268,14 @@ func (e runPublisher) Publish(ctx context.Context, n runs.RunNotice) {
 		TenantID: n.TenantID, RunID: n.RunID, Status: n.Status,
 		CostMicroUSD: n.CostMicroUSD, Events: events.FromRunEvents(n.Events),
 	})
+}
+
+// evalPublisher tells API processes that an evaluation changed, on the
+// tenant's channel like an incident (the id tells them apart).
+type evalPublisher struct{ p *events.RedisPublisher }
+
+func (e evalPublisher) PublishEvaluation(ctx context.Context, tenantID, id, status string) {
+	e.p.PublishIncident(ctx, tenantID, id, status)
 }
 
 // PublishKeyRevoked hands an API key revocation to the API processes.

@@ -132,9 +132,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		// Sluice's metrics address.
 		"SLUICE_METRICS_ADDR":        "127.0.0.1:0",
 		"SLUICE_WORKER_METRICS_ADDR": "127.0.0.1:0",
-		"DATABASE_URL":               ownerURL,
-		"DATABASE_APP_URL":           appURL,
-		"REDIS_URL":                  fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
+		// The eval scenario's model and API fakes listen in this process.
+		"SLUICE_EGRESS_ALLOW_CIDRS": "127.0.0.1/32",
+		"DATABASE_URL":              ownerURL,
+		"DATABASE_APP_URL":          appURL,
+		"REDIS_URL":                 fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB),
 		// A secret of this benchmark's own: its token is good nowhere else.
 		"SLUICE_JWT_SECRET":         randomHex(32),
 		"SLUICE_JWT_ISSUER":         "sluice-bench",

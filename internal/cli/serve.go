@@ -66,6 +66,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Escalation: a.escalation,
 		SLA:        a.sla,
 		Releases:   a.releases,
+		Evals:      a.evals,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

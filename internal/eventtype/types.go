@@ -88,6 +88,9 @@ const (
 	// IncidentResolved: an incident was resolved, by hand or because its
 	// objective holds again.
 	IncidentResolved Type = "incident.resolved"
+	// EvaluationCompleted: an evaluation finished (completed, stopped by
+	// its budget, cancelled or failed); its summary is in the payload.
+	EvaluationCompleted Type = "evaluation.completed"
 )
 
 // Release and deployment events (internal/releases): tenant events, not
@@ -115,7 +118,7 @@ const (
 
 var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
-	DeploymentRolledBack}
+	DeploymentRolledBack, EvaluationCompleted}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -126,6 +129,7 @@ var webhook = [...]Type{
 	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
 	DeploymentRolledBack,
+	EvaluationCompleted,
 }
 
 // All returns every run event type, in the README's order.

@@ -46,6 +46,8 @@ const (
 
 	EnvironmentVariableVersion = "envv"
 	Release                    = "rel"
+	Evaluation                 = "evl"
+	EvaluationExample          = "evx"
 )
 
 var (

@@ -35,8 +35,11 @@ type job struct {
 	idempotencyKey             string
 	recorded                   any  // sandbox: the source run's output for a side-effect step
 	replayed                   bool // sandbox side-effect step: return recorded, call nothing
-	budget                     *steps.Error
-	budgetData                 map[string]any
+	// unrecorded: why the recording cannot answer this replayed step
+	// (SandboxStep.Unrecorded); the attempt fails, naming it.
+	unrecorded string
+	budget     *steps.Error
+	budgetData map[string]any
 	// runCost and maxRunCost: what the run had spent at the claim and its
 	// maxCostUSD, for the budget checks of an llm step's later calls.
 	runCost    int64
@@ -428,9 +431,25 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
 		finishLoads: s.claimLoads(step, true),
 	}
+	if s.run.Mode == run.ModeSandbox && !step.HasSideEffect() && s.e.sandbox != nil &&
+		(step.Type == definition.StepLLM || step.Type == definition.StepHTTP) {
+		plan, err := s.e.sandbox.StepPlan(ctx, c, s.run, step)
+		if err != nil {
+			return nil, 0, fmt.Errorf("sandbox plan of step %s: %w", step.ID, err)
+		}
+		if plan != nil && plan.Step != nil {
+			step = plan.Step
+			j.step = step
+		}
+		if plan != nil && plan.FromRecording {
+			j.replayed, j.unrecorded = true, plan.Unrecorded
+		}
+	}
 	if s.run.Mode == run.ModeSandbox && step.HasSideEffect() {
 		j.replayed = true
-		if s.run.ReplayOf != nil {
+	}
+	if j.replayed {
+		if j.unrecorded == "" && s.run.ReplayOf != nil {
 			out, found, err := succeededOutput(ctx, s.run.TenantID, *s.run.ReplayOf, step.ID)
 			if err != nil {
 				return nil, 0, err
@@ -567,7 +586,11 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 	}
 	if j.replayed {
 		if j.recorded == nil {
-			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "sandbox replay: the source run has no recorded output for step " + j.step.ID}
+			why := j.unrecorded
+			if why == "" {
+				why = "the source run has no recorded output for step " + j.step.ID
+			}
+			return nil, nil, &steps.Error{Class: steps.Permanent, Message: UnrecordedPrefix + why}
 		}
 		return j.recorded, nil, nil
 	}

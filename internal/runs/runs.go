@@ -447,3 +447,32 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	}
 	return r, audit.Record(ctx, c, "run.replay", "Run", r.ID, map[string]any{"source": src.ID, "mode": string(mode)})
 }
+
+// StartSandboxReplay starts a SANDBOX replay of run sourceID on version
+// versionID (the same workflow's) for the system viewer in ctx, in the
+// tenant transaction of c: an evaluation's example (internal/evals). It
+// writes no audit entry (the evaluation's creation is audited) and checks
+// no role: the caller decided.
+func (e *Service) StartSandboxReplay(ctx context.Context, c *ent.Client, sourceID, versionID string) (*ent.Run, error) {
+	v := viewer.FromContext(ctx)
+	if v == nil || v.TenantID == "" {
+		return nil, errors.New("sandbox replay without a tenant in context")
+	}
+	src, err := c.Run.Get(ctx, sourceID)
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.definitionOf(ctx, c, versionID)
+	if err != nil {
+		return nil, err
+	}
+	input, err := runInput(ctx, src.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
+	}
+	srcID := src.ID
+	return e.createRun(ctx, c, v, newRun{
+		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
+		input: input, hash: src.InputHash, mode: run.ModeSandbox, replayOf: &srcID, def: def,
+	})
+}

@@ -92,3 +92,33 @@ func (d RunDeadlines) CheckAt() *time.Time {
 	}
 	return at
 }
+
+// SandboxPlanner adapts the calls of sandbox runs that evaluate a candidate
+// (internal/evals): model overrides, and answers from the recording when
+// the evaluation is recordedOnly. It is asked only about the http steps
+// without sideEffect and the llm steps of sandbox runs (side-effect steps
+// always answer from the recording).
+type SandboxPlanner interface {
+	StepPlan(ctx context.Context, c *ent.Client, r *ent.Run, step *definition.Step) (*SandboxStep, error)
+}
+
+// SandboxStep is how a sandbox run's step runs; nil means as defined, live.
+type SandboxStep struct {
+	// Step replaces the step's definition (a model override); nil keeps it.
+	Step *definition.Step
+	// FromRecording answers the step with the source run's recorded output
+	// and calls nothing.
+	FromRecording bool
+	// Unrecorded, with FromRecording, says why the recording cannot answer
+	// the call (another model, a step the source run did not run): the
+	// attempt fails permanently with UnrecordedPrefix and this.
+	Unrecorded string
+}
+
+// UnrecordedPrefix starts the error message of a sandbox step that the
+// recording could not answer: an evaluation reads it as inconclusive.
+const UnrecordedPrefix = "sandbox replay: unrecorded call: "
+
+// SetSandboxPlanner sets the planner of sandbox runs (wired once both
+// services exist).
+func (e *Service) SetSandboxPlanner(p SandboxPlanner) { e.sandbox = p }

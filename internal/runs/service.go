@@ -30,6 +30,7 @@ type Service struct {
 	outbox     Outbox
 	escalator  Escalator
 	sla        SLA
+	sandbox    SandboxPlanner // see SetSandboxPlanner
 	executor   *steps.Executor
 	log        *slog.Logger
 	now        func() time.Time
