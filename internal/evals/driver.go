@@ -45,28 +45,20 @@ const busyInterval = 100 * time.Millisecond
 // RunDriver drives open evaluations until ctx ends: every Interval, and
 // every busyInterval while some are open.
 func (s *Service) RunDriver(ctx context.Context, db *sql.DB) {
-	for {
-		open := 0
-		_, err := store.Singleton(ctx, db, DriverName, func(ctx context.Context) error {
-			var err error
-			open, err = s.Drive(ctx)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "evaluation driver", "err", err)
+	open := 0
+	wait := func() time.Duration {
+		busy := open > 0
+		open = 0 // a pass that does not run (another worker holds the job) finds none
+		if busy {
+			return min(s.o.Interval, busyInterval)
 		}
-		wait := s.o.Interval
-		if open > 0 {
-			wait = min(wait, busyInterval)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+		return s.o.Interval
 	}
+	store.RunSingleton(ctx, db, DriverName, s.log, wait, func(ctx context.Context) error {
+		var err error
+		open, err = s.Drive(ctx)
+		return err
+	})
 }
 
 // Drive makes one pass over every open evaluation of every tenant that

@@ -196,20 +196,8 @@ func (s *Service) analyzeRelease(ctx context.Context, c *ent.Client, id string, 
 // RunAnalyzer analyses releases every Interval until ctx ends, under the
 // singleton lock.
 func (s *Service) RunAnalyzer(ctx context.Context, db *sql.DB) {
-	t := time.NewTicker(s.o.Interval)
-	defer t.Stop()
-	for {
-		_, err := store.Singleton(ctx, db, AnalysisName, func(ctx context.Context) error {
-			_, err := s.Analyze(ctx)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "release analysis", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	store.RunSingleton(ctx, db, AnalysisName, s.log, func() time.Duration { return s.o.Interval }, func(ctx context.Context) error {
+		_, err := s.Analyze(ctx)
+		return err
+	})
 }

@@ -402,26 +402,8 @@ func (s *Service) recordApprovals(ctx context.Context, c *ent.Client, tenantID s
 // RunSweeper sweeps every SweepInterval until ctx ends, under the
 // singleton lock: while another worker holds it, this one waits its turn.
 func (s *Service) RunSweeper(ctx context.Context, db *sql.DB) {
-	s.loop(ctx, s.o.SweepInterval, func(ctx context.Context) {
-		_, err := store.Singleton(ctx, db, SweepName, func(ctx context.Context) error {
-			_, err := s.Sweep(ctx)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "SLA sweep", "err", err)
-		}
+	store.RunSingleton(ctx, db, SweepName, s.log, func() time.Duration { return s.o.SweepInterval }, func(ctx context.Context) error {
+		_, err := s.Sweep(ctx)
+		return err
 	})
-}
-
-func (s *Service) loop(ctx context.Context, every time.Duration, fn func(context.Context)) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		fn(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -252,13 +253,8 @@ func (s *Service) resolveOrphans(ctx context.Context, c *ent.Client, tenantID st
 // RunWindowEvaluator evaluates window objectives every WindowInterval
 // until ctx ends, under the singleton lock.
 func (s *Service) RunWindowEvaluator(ctx context.Context, db *sql.DB) {
-	s.loop(ctx, s.o.WindowInterval, func(ctx context.Context) {
-		_, err := store.Singleton(ctx, db, WindowName, func(ctx context.Context) error {
-			_, err := s.EvaluateWindows(ctx)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "SLA window evaluation", "err", err)
-		}
+	store.RunSingleton(ctx, db, WindowName, s.log, func() time.Duration { return s.o.WindowInterval }, func(ctx context.Context) error {
+		_, err := s.EvaluateWindows(ctx)
+		return err
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"time"
 )
 
 // Singleton runs fn unless another process (or goroutine) is running the
@@ -50,4 +52,24 @@ func SingletonKey(name string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("sluice:" + name))
 	return int64(h.Sum64())
+}
+
+// RunSingleton runs fn as the job called name (Singleton) again and again
+// until ctx ends, pausing wait() after each pass (asked after the pass, so
+// it may depend on what the pass found). While another process holds the
+// job, a pass does nothing. fn's errors are logged, never returned: the
+// next pass tries again.
+func RunSingleton(ctx context.Context, db *sql.DB, name string, log *slog.Logger, wait func() time.Duration, fn func(ctx context.Context) error) {
+	for {
+		if _, err := Singleton(ctx, db, name, fn); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "singleton job", "job", name, "err", err)
+		}
+		t := time.NewTimer(wait())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }

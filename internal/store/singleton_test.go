@@ -3,8 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // While one holder runs the job, nobody else does; after it returns, the
@@ -58,5 +62,37 @@ func TestSingleton(t *testing.T) {
 	ran, err = Singleton(ctx, f.db, name, func(context.Context) error { return nil })
 	if err != nil || !ran {
 		t.Fatalf("after the holder died: ran %v, err %v", ran, err)
+	}
+}
+
+// Two workers run the same job again and again: passes never overlap,
+// both loops end when their context does.
+func TestRunSingleton(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	name := fmt.Sprintf("store-run-test-%d", os.Getpid())
+	var running, passes atomic.Int32
+	var overlap atomic.Bool
+	pass := func(context.Context) error {
+		if running.Add(1) > 1 {
+			overlap.Store(true)
+		}
+		defer running.Add(-1)
+		if passes.Add(1) >= 20 {
+			cancel()
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			RunSingleton(ctx, f.db, name, slog.Default(), func() time.Duration { return time.Millisecond }, pass)
+		}()
+	}
+	wg.Wait()
+	if overlap.Load() || passes.Load() < 20 {
+		t.Fatalf("overlap %v, passes %d", overlap.Load(), passes.Load())
 	}
 }
