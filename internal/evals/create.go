@@ -113,7 +113,7 @@ func (s *Service) Evaluate(ctx context.Context, in Input) (*ent.Evaluation, erro
 	} else if len(in.ModelOverrides) == 0 {
 		return nil, errs.Invalid("input.candidateVersionID", "give a candidate version, or model overrides of the baseline")
 	}
-	def, err := s.definitionOf(ctx, c, candidate)
+	def, err := s.o.Runs.DefinitionOf(ctx, c, candidate)
 	if err != nil {
 		return nil, err
 	}
@@ -346,29 +346,6 @@ func fromMap(m any, into any) error {
 		return err
 	}
 	return json.Unmarshal(b, into)
-}
-
-// definitionOf reads and parses a version's definition (cached when published).
-func (s *Service) definitionOf(ctx context.Context, c *ent.Client, versionID string) (*definition.Definition, error) {
-	if d, ok := s.defs.Load(versionID); ok {
-		return d.(*definition.Definition), nil
-	}
-	wv, err := c.WorkflowVersion.Get(ctx, versionID)
-	if err != nil {
-		return nil, fmt.Errorf("load version %s: %w", versionID, err)
-	}
-	raw, err := json.Marshal(wv.Definition)
-	if err != nil {
-		return nil, err
-	}
-	d, err := definition.ParseStored(raw)
-	if err != nil {
-		return nil, fmt.Errorf("parse definition of %s: %w", versionID, err)
-	}
-	if wv.Status == workflowversion.StatusPublished {
-		s.defs.Store(versionID, d)
-	}
-	return d, nil
 }
 
 // Decode converts a stored JSON value (a map or a list of maps) into a

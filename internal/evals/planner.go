@@ -72,7 +72,7 @@ func (s *Service) StepPlan(ctx context.Context, c *ent.Client, r *ent.Run, step 
 	if err != nil {
 		return nil, fmt.Errorf("source run: %w", err)
 	}
-	def, err := s.definitionOf(ctx, c, src.VersionID)
+	def, err := s.o.Runs.DefinitionOf(ctx, c, src.VersionID)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,6 @@ type Service struct {
 	o     Options
 	log   *slog.Logger
 	plans sync.Map // evaluation id -> *plan (an evaluation never changes what it replays)
-	defs  sync.Map // version id -> *definition.Definition (published versions never change)
 }
 
 // New returns a Service.

@@ -175,6 +175,12 @@ func (e *Service) dependentsOf(versionID string, def *definition.Definition) map
 	return m
 }
 
+// DefinitionOf returns the parsed definition of a version, from the same
+// cache the run state machine reads (neighbours such as evaluations use it).
+func (e *Service) DefinitionOf(ctx context.Context, c *ent.Client, versionID string) (*definition.Definition, error) {
+	return e.definitionOf(ctx, c, versionID)
+}
+
 // definitionOf returns the parsed definition of a version. Published
 // versions are immutable, so the parse is cached by version id.
 func (e *Service) definitionOf(ctx context.Context, c *ent.Client, versionID string) (*definition.Definition, error) {
