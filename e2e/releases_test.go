@@ -150,6 +150,15 @@ func TestReleaseRollsBackFailingCandidate(t *testing.T) {
 		t.Errorf("rolled back release: %v", r)
 	}
 	hookWaitMsgs(t, hooks, "/rel", 1, func(m hookMsg) bool { return m.Type == "release.rolled_back" && str(m.Data, "releaseID") == relID })
+	// The automatic rollback opened an incident under the tenant default
+	// policy's releaseRollback objective, scoped to the workflow and
+	// environment, in the rollback's transaction.
+	incs := incidentsOf(t, owner, map[string]any{"workflowID": wf})
+	if len(incs) != 1 || str(incs[0], "objective") != "releaseRollback" || str(incs[0], "severity") != "ERROR" || str(incs[0], "status") != "TRIGGERED" ||
+		str(incs[0], "details.releaseID") != relID || str(incs[0], "details.candidateVersionID") != candidate || get(incs[0], "perRun") != true ||
+		str(incs[0], "scope") != "WORKFLOW_ENVIRONMENT" || str(incs[0], "workflowID") != wf || str(incs[0], "policy.id") == "" {
+		t.Fatalf("incidents of the rolled back release: %v", incs)
+	}
 	// Later runs all go to stable, and record no release.
 	for _, id := range startRuns(t, owner, wf, f.envID, 20) {
 		r := get(owner.ok(qRunRelease, map[string]any{"id": id}), "node")

@@ -43,6 +43,10 @@ func objectivesFromInput(in *model.SLAObjectivesInput) slaspec.Objectives {
 		}
 		o.CompleteBy.RequireRun = d.RequireRun != nil && *d.RequireRun
 	}
+	if e := in.ReleaseRollback; e != nil {
+		cm := slaCommon(e.Severity, e.EscalationPolicyID)
+		o.ReleaseRollback = &cm
+	}
 	return o
 }
 
@@ -74,6 +78,9 @@ func objectivesToModel(o slaspec.Objectives) *model.SLAObjectives {
 		}
 		out.CompleteBy = &model.SLACompleteByObjective{Cron: d.Cron, TimeZone: tz, RequireRun: d.RequireRun,
 			Severity: model.SLASeverity(d.Severity), EscalationPolicyID: d.EscalationPolicyID}
+	}
+	if e := o.ReleaseRollback; e != nil {
+		out.ReleaseRollback = &model.SLAEventObjective{Severity: model.SLASeverity(e.Severity), EscalationPolicyID: e.EscalationPolicyID}
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -107,7 +108,7 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 			return err
 		}
 		// The sla section is the tenant default SLA policy (internal/sla).
-		return applySLA(ctx, c, m.SLA.RunDuration, m.SLA.ApprovalResponse)
+		return applySLA(ctx, c, m.SLA)
 	})
 	if err != nil {
 		return nil, err
@@ -185,6 +186,9 @@ func slaMap(s SLASpec) map[string]any {
 	if s.ApprovalResponse != "" {
 		out["approvalResponse"] = s.ApprovalResponse
 	}
+	if s.ReleaseRollback != "" {
+		out["releaseRollback"] = s.ReleaseRollback
+	}
 	if len(s.EscalateTo) > 0 {
 		out["escalateTo"] = s.EscalateTo
 	}
@@ -193,12 +197,14 @@ func slaMap(s SLASpec) map[string]any {
 
 // applySLA writes the tenant default policy from a tenant
 // manifest's sla section: runDuration is maxDuration (ERROR) and
-// approvalResponse is maxApprovalWait (WARNING). The policy's other
+// approvalResponse is maxApprovalWait (WARNING), releaseRollback the
+// severity of the releaseRollback objective. The policy's other
 // objectives are kept; an empty field leaves its objective as it is. c is
 // the tenant's transaction (system viewer). Policies live in internal/sla;
 // this writes the row as that package reads it.
-func applySLA(ctx context.Context, c *ent.Client, runDuration, approvalResponse string) error {
-	if runDuration == "" && approvalResponse == "" {
+func applySLA(ctx context.Context, c *ent.Client, spec SLASpec) error {
+	runDuration, approvalResponse, rollback := spec.RunDuration, spec.ApprovalResponse, spec.ReleaseRollback
+	if runDuration == "" && approvalResponse == "" && rollback == "" {
 		return nil
 	}
 	p, err := c.SLAPolicy.Query().Where(slapolicy.ScopeKey("")).Only(ctx)
@@ -220,6 +226,13 @@ func applySLA(ctx context.Context, c *ent.Client, runDuration, approvalResponse 
 		if p != nil && p.Objectives.MaxApprovalWait != nil {
 			o.MaxApprovalWait.Common = p.Objectives.MaxApprovalWait.Common
 		}
+	}
+	if rollback != "" {
+		cm := slaspec.Common{Severity: slaspec.Severity(strings.ToUpper(rollback))}
+		if p != nil && p.Objectives.ReleaseRollback != nil {
+			cm.EscalationPolicyID = p.Objectives.ReleaseRollback.EscalationPolicyID
+		}
+		o.ReleaseRollback = &cm
 	}
 	if problems := o.Validate(); len(problems) > 0 {
 		return fmt.Errorf("sla: %s: %s", problems[0].Path, problems[0].Message)

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -50,9 +52,12 @@ type BudgetSpec struct {
 
 // SLASpec holds the tenant's SLA defaults; workflows may override them.
 type SLASpec struct {
-	RunDuration      string   `yaml:"runDuration"`
-	ApprovalResponse string   `yaml:"approvalResponse"`
-	EscalateTo       []string `yaml:"escalateTo"`
+	RunDuration      string `yaml:"runDuration"`
+	ApprovalResponse string `yaml:"approvalResponse"`
+	// ReleaseRollback is the severity (critical, error, warning, info) of
+	// the incident a release's automatic rollback opens.
+	ReleaseRollback string   `yaml:"releaseRollback"`
+	EscalateTo      []string `yaml:"escalateTo"`
 }
 
 var (
@@ -174,6 +179,9 @@ func (m *Manifest) Validate() error {
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
 			bad(field, "must be a positive duration such as 15m (got %q)", v)
 		}
+	}
+	if v := m.SLA.ReleaseRollback; v != "" && !slaspec.Severity(strings.ToUpper(v)).Valid() {
+		bad("sla.releaseRollback", "must be critical, error, warning or info (got %q)", v)
 	}
 	for i, r := range m.SLA.EscalateTo {
 		if !viewer.KnownRole(r) {

@@ -1006,6 +1006,11 @@ type ComplexityRoot struct {
 		Severity           func(childComplexity int) int
 	}
 
+	SLAEventObjective struct {
+		EscalationPolicyID func(childComplexity int) int
+		Severity           func(childComplexity int) int
+	}
+
 	SLAObjectives struct {
 		CompleteBy       func(childComplexity int) int
 		MaxApprovalWait  func(childComplexity int) int
@@ -1014,6 +1019,7 @@ type ComplexityRoot struct {
 		MaxDuration      func(childComplexity int) int
 		MaxQueueDelay    func(childComplexity int) int
 		MinSuccessRate   func(childComplexity int) int
+		ReleaseRollback  func(childComplexity int) int
 	}
 
 	SLAPolicy struct {
@@ -5872,6 +5878,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.SLADurationObjective.Severity(childComplexity), true
 
+	case "SLAEventObjective.escalationPolicyID":
+		if e.ComplexityRoot.SLAEventObjective.EscalationPolicyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAEventObjective.EscalationPolicyID(childComplexity), true
+	case "SLAEventObjective.severity":
+		if e.ComplexityRoot.SLAEventObjective.Severity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAEventObjective.Severity(childComplexity), true
+
 	case "SLAObjectives.completeBy":
 		if e.ComplexityRoot.SLAObjectives.CompleteBy == nil {
 			break
@@ -5914,6 +5933,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SLAObjectives.MinSuccessRate(childComplexity), true
+	case "SLAObjectives.releaseRollback":
+		if e.ComplexityRoot.SLAObjectives.ReleaseRollback == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SLAObjectives.ReleaseRollback(childComplexity), true
 
 	case "SLAPolicy.createdAt":
 		if e.ComplexityRoot.SLAPolicy.CreatedAt == nil {
@@ -7087,6 +7112,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("SLACompleteByObjectiveInput", ec.unmarshalInputSLACompleteByObjectiveInput),
 			graphql.NewInputUnmarshaler("SLACostObjectiveInput", ec.unmarshalInputSLACostObjectiveInput),
 			graphql.NewInputUnmarshaler("SLADurationObjectiveInput", ec.unmarshalInputSLADurationObjectiveInput),
+			graphql.NewInputUnmarshaler("SLAEventObjectiveInput", ec.unmarshalInputSLAEventObjectiveInput),
 			graphql.NewInputUnmarshaler("SLAObjectivesInput", ec.unmarshalInputSLAObjectivesInput),
 			graphql.NewInputUnmarshaler("SLAPolicyOrder", ec.unmarshalInputSLAPolicyOrder),
 			graphql.NewInputUnmarshaler("SLAPolicyWhereInput", ec.unmarshalInputSLAPolicyWhereInput),
@@ -14253,6 +14279,14 @@ type SLAObjectives {
   maxCostPerRun: SLACostObjective
   maxCostPerWindow: SLAWindowCostObjective
   completeBy: SLACompleteByObjective
+  "A release's analysis rolled its candidate back: one incident per workflow and environment, resolved by hand."
+  releaseRollback: SLAEventObjective
+}
+
+"An objective that is an event rather than a measure: when it happens, an incident opens with this severity (and escalation)."
+type SLAEventObjective {
+  severity: SLASeverity!
+  escalationPolicyID: String
 }
 
 input SLADurationObjectiveInput {
@@ -14300,6 +14334,12 @@ input SLAObjectivesInput {
   maxCostPerRun: SLACostObjectiveInput
   maxCostPerWindow: SLAWindowCostObjectiveInput
   completeBy: SLACompleteByObjectiveInput
+  releaseRollback: SLAEventObjectiveInput
+}
+
+input SLAEventObjectiveInput {
+  severity: SLASeverity!
+  escalationPolicyID: String
 }
 
 extend type SLAPolicy {
@@ -16139,6 +16179,16 @@ func (ec *executionContext) childFields_SLADurationObjective(ctx context.Context
 	return nil, fmt.Errorf("no field named %q was found under type SLADurationObjective", field.Name)
 }
 
+func (ec *executionContext) childFields_SLAEventObjective(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "severity":
+		return ec.fieldContext_SLAEventObjective_severity(ctx, field)
+	case "escalationPolicyID":
+		return ec.fieldContext_SLAEventObjective_escalationPolicyID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SLAEventObjective", field.Name)
+}
+
 func (ec *executionContext) childFields_SLAObjectives(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "maxDuration":
@@ -16155,6 +16205,8 @@ func (ec *executionContext) childFields_SLAObjectives(ctx context.Context, field
 		return ec.fieldContext_SLAObjectives_maxCostPerWindow(ctx, field)
 	case "completeBy":
 		return ec.fieldContext_SLAObjectives_completeBy(ctx, field)
+	case "releaseRollback":
+		return ec.fieldContext_SLAObjectives_releaseRollback(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SLAObjectives", field.Name)
 }
@@ -37108,6 +37160,52 @@ func (ec *executionContext) fieldContext_SLADurationObjective_escalationPolicyID
 	return graphql.NewScalarFieldContext("SLADurationObjective", field, false, false, "String")
 }
 
+func (ec *executionContext) _SLAEventObjective_severity(ctx context.Context, field graphql.CollectedField, obj *model.SLAEventObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAEventObjective_severity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Severity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SLASeverity) graphql.Marshaler {
+			return ec.marshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SLAEventObjective_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAEventObjective", field, false, false, "SLASeverity")
+}
+
+func (ec *executionContext) _SLAEventObjective_escalationPolicyID(ctx context.Context, field graphql.CollectedField, obj *model.SLAEventObjective) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAEventObjective_escalationPolicyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EscalationPolicyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAEventObjective_escalationPolicyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SLAEventObjective", field, false, false, "String")
+}
+
 func (ec *executionContext) _SLAObjectives_maxDuration(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -37327,6 +37425,38 @@ func (ec *executionContext) fieldContext_SLAObjectives_completeBy(_ context.Cont
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_SLACompleteByObjective(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SLAObjectives_releaseRollback(ctx context.Context, field graphql.CollectedField, obj *model.SLAObjectives) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SLAObjectives_releaseRollback(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReleaseRollback, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SLAEventObjective) graphql.Marshaler {
+			return ec.marshalOSLAEventObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAEventObjective(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SLAObjectives_releaseRollback(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SLAObjectives",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SLAEventObjective(ctx, field)
 		},
 	}
 	return fc, nil
@@ -59201,6 +59331,55 @@ func UnmarshalSLADurationObjectiveInput(ctx context.Context, raw any) (model.SLA
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSLAEventObjectiveInput(ctx context.Context, obj any) (model.SLAEventObjectiveInput, error) {
+	var it model.SLAEventObjectiveInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"severity", "escalationPolicyID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "severity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("severity"))
+			data, err := ec.unmarshalNSLASeverity2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLASeverity(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Severity = data
+		case "escalationPolicyID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("escalationPolicyID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EscalationPolicyID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSLAEventObjectiveInput unmarshals raw into the SLAEventObjectiveInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSLAEventObjectiveInput(ctx context.Context, raw any) (model.SLAEventObjectiveInput, error) {
+	var out model.SLAEventObjectiveInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SLAEventObjectiveInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSLAObjectivesInput(ctx context.Context, obj any) (model.SLAObjectivesInput, error) {
 	var it model.SLAObjectivesInput
 	if obj == nil {
@@ -59212,7 +59391,7 @@ func (ec *executionContext) unmarshalInputSLAObjectivesInput(ctx context.Context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"maxDuration", "maxQueueDelay", "maxApprovalWait", "minSuccessRate", "maxCostPerRun", "maxCostPerWindow", "completeBy"}
+	fieldsInOrder := [...]string{"maxDuration", "maxQueueDelay", "maxApprovalWait", "minSuccessRate", "maxCostPerRun", "maxCostPerWindow", "completeBy", "releaseRollback"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -59268,6 +59447,13 @@ func (ec *executionContext) unmarshalInputSLAObjectivesInput(ctx context.Context
 				return it, err
 			}
 			it.CompleteBy = data
+		case "releaseRollback":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseRollback"))
+			data, err := ec.unmarshalOSLAEventObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAEventObjectiveInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseRollback = data
 		}
 	}
 	return it, nil
@@ -70882,6 +71068,44 @@ func (ec *executionContext) _SLADurationObjective(ctx context.Context, sel ast.S
 	return out
 }
 
+var sLAEventObjectiveImplementors = []string{"SLAEventObjective"}
+
+func (ec *executionContext) _SLAEventObjective(ctx context.Context, sel ast.SelectionSet, obj *model.SLAEventObjective) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sLAEventObjectiveImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SLAEventObjective")
+		case "severity":
+			out.Values[i] = ec._SLAEventObjective_severity(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "escalationPolicyID":
+			out.Values[i] = ec._SLAEventObjective_escalationPolicyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var sLAObjectivesImplementors = []string{"SLAObjectives"}
 
 func (ec *executionContext) _SLAObjectives(ctx context.Context, sel ast.SelectionSet, obj *model.SLAObjectives) graphql.Marshaler {
@@ -70925,6 +71149,11 @@ func (ec *executionContext) _SLAObjectives(ctx context.Context, sel ast.Selectio
 			}
 		case "completeBy":
 			out.Values[i] = ec._SLAObjectives_completeBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "releaseRollback":
+			out.Values[i] = ec._SLAObjectives_releaseRollback(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -77529,6 +77758,21 @@ func (ec *executionContext) unmarshalOSLADurationObjectiveInput2ᚖgithubᚗcom�
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputSLADurationObjectiveInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSLAEventObjective2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAEventObjective(ctx context.Context, sel ast.SelectionSet, v *model.SLAEventObjective) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SLAEventObjective(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOSLAEventObjectiveInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSLAEventObjectiveInput(ctx context.Context, v any) (*model.SLAEventObjectiveInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputSLAEventObjectiveInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

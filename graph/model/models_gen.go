@@ -357,6 +357,17 @@ type SLADurationObjectiveInput struct {
 	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
 }
 
+// An objective that is an event rather than a measure: when it happens, an incident opens with this severity (and escalation).
+type SLAEventObjective struct {
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
+type SLAEventObjectiveInput struct {
+	Severity           SLASeverity `json:"severity"`
+	EscalationPolicyID *string     `json:"escalationPolicyID,omitempty"`
+}
+
 type SLAObjectives struct {
 	MaxDuration      *SLADurationObjective    `json:"maxDuration,omitempty"`
 	MaxQueueDelay    *SLADurationObjective    `json:"maxQueueDelay,omitempty"`
@@ -365,6 +376,8 @@ type SLAObjectives struct {
 	MaxCostPerRun    *SLACostObjective        `json:"maxCostPerRun,omitempty"`
 	MaxCostPerWindow *SLAWindowCostObjective  `json:"maxCostPerWindow,omitempty"`
 	CompleteBy       *SLACompleteByObjective  `json:"completeBy,omitempty"`
+	// A release's analysis rolled its candidate back: one incident per workflow and environment, resolved by hand.
+	ReleaseRollback *SLAEventObjective `json:"releaseRollback,omitempty"`
 }
 
 type SLAObjectivesInput struct {
@@ -375,6 +388,7 @@ type SLAObjectivesInput struct {
 	MaxCostPerRun    *SLACostObjectiveInput        `json:"maxCostPerRun,omitempty"`
 	MaxCostPerWindow *SLAWindowCostObjectiveInput  `json:"maxCostPerWindow,omitempty"`
 	CompleteBy       *SLACompleteByObjectiveInput  `json:"completeBy,omitempty"`
+	ReleaseRollback  *SLAEventObjectiveInput       `json:"releaseRollback,omitempty"`
 }
 
 type SLASuccessRateObjective struct {

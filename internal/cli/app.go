@@ -222,10 +222,11 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		WindowInterval: cfg.SLAWindowInterval,
 	})
 	a.releases = releases.New(releases.Options{
-		Client:   a.client,
-		Events:   a.webhooks,
-		Log:      log,
-		Interval: cfg.ReleaseAnalysisInterval,
+		Client:    a.client,
+		Events:    a.webhooks,
+		Log:       log,
+		Interval:  cfg.ReleaseAnalysisInterval,
+		Incidents: a.sla,
 	})
 	a.runs = runs.New(runs.Options{
 		SLA:        a.sla,

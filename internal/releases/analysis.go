@@ -170,8 +170,11 @@ func (s *Service) analyzeRelease(ctx context.Context, c *ent.Client, id string, 
 		if len(reasons) > 0 {
 			reason = "analysis breach: " + reasons[0]
 		}
-		_, err = s.end(ctx, c, sys, r, release.StateRolledBack, reason)
-		return err
+		if _, err = s.end(ctx, c, sys, r, release.StateRolledBack, reason); err != nil || s.o.Incidents == nil {
+			return err
+		}
+		return s.o.Incidents.ReleaseRolledBack(ctx, c, r.TenantID, r.ID, r.WorkflowID, r.EnvironmentID,
+			map[string]any{"reason": reason, "candidateVersionID": r.CandidateVersionID, "stableVersionID": r.StableVersionID, "analysis": fig}, now)
 	case verdict == releasespec.Healthy && held && r.StepIndex+1 < len(r.Steps):
 		next := r.StepIndex + 1
 		r, err = u.SetStepIndex(next).SetWeightPercent(r.Steps[next].WeightPercent).SetStepStartedAt(now).Save(ctx)

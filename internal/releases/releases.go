@@ -45,6 +45,15 @@ type Options struct {
 	// Interval is how often releases are analysed. If zero, 30s
 	// (SLUICE_RELEASE_ANALYSIS_INTERVAL).
 	Interval time.Duration
+	// Incidents opens the incident of an automatic rollback (internal/sla);
+	// nil: none is opened.
+	Incidents Incidents
+}
+
+// Incidents opens incidents about releases, in the caller's tenant
+// transaction; internal/sla implements it.
+type Incidents interface {
+	ReleaseRolledBack(ctx context.Context, c *ent.Client, tenantID, releaseID, workflowID, environmentID string, details map[string]any, now time.Time) error
 }
 
 // Service is the releases room's door.

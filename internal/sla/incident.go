@@ -42,6 +42,28 @@ type breach struct {
 	// with either is recorded once (sla_breaches).
 	runID, subject string
 	details        map[string]any
+	// workflowID and environmentID narrow the incident's scope below the
+	// policy's (a release rollback: the release's workflow and
+	// environment); nil: the policy's scope.
+	workflowID, environmentID *string
+}
+
+// scope is the incident's workflow and environment.
+func (b breach) scope() (workflowID, environmentID *string) {
+	if b.workflowID != nil || b.environmentID != nil {
+		return b.workflowID, b.environmentID
+	}
+	return b.policy.WorkflowID, b.policy.EnvironmentID
+}
+
+// key is the incident key of b: IncidentKey, or the same hash over the
+// narrower scope.
+func (b breach) key() string {
+	if b.workflowID == nil && b.environmentID == nil {
+		return IncidentKey(b.policy, b.objective)
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{b.policy.ID, b.objective, scopeKey(b.workflowID, b.environmentID)}, "\x00")))
+	return hex.EncodeToString(sum[:])
 }
 
 func severityOf(c *slaspec.Common) incident.Severity {
@@ -68,7 +90,8 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 	if cm == nil {
 		return false, nil
 	}
-	key := IncidentKey(b.policy, b.objective)
+	key := b.key()
+	workflowID, environmentID := b.scope()
 	inc, err := openIncident(ctx, c, key)
 	if err != nil {
 		return false, err
@@ -95,7 +118,7 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 			samples = []string{b.runID}
 		}
 		inc, err = c.Incident.Create().SetID(incID).SetKey(key).SetPolicyID(b.policy.ID).SetObjective(b.objective).
-			SetNillableWorkflowID(b.policy.WorkflowID).SetNillableEnvironmentID(b.policy.EnvironmentID).
+			SetNillableWorkflowID(workflowID).SetNillableEnvironmentID(environmentID).
 			SetPerRun(slaspec.PerRun(b.objective)).SetSeverity(severityOf(cm)).SetFirstSeenAt(now).SetLastSeenAt(now).
 			SetSampleRunIds(samples).SetNillableEscalationPolicyID(cm.EscalationPolicyID).SetDetails(b.details).
 			SetCreatedAt(now).SetUpdatedAt(now).Save(ctx)
@@ -117,14 +140,14 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 	if opened || b.runID != "" || b.subject != "" {
 		data := map[string]any{
 			"incidentID": inc.ID, "incidentKey": inc.Key, "incidentStatus": string(inc.Status), "objective": b.objective,
-			"policyID": b.policy.ID, "scope": string(ScopeOf(b.policy.WorkflowID, b.policy.EnvironmentID)),
+			"policyID": b.policy.ID, "scope": string(ScopeOf(workflowID, environmentID)),
 			"severity": string(inc.Severity), "count": inc.Count,
 		}
-		if b.policy.WorkflowID != nil {
-			data["workflowID"] = *b.policy.WorkflowID
+		if workflowID != nil {
+			data["workflowID"] = *workflowID
 		}
-		if b.policy.EnvironmentID != nil {
-			data["environmentID"] = *b.policy.EnvironmentID
+		if environmentID != nil {
+			data["environmentID"] = *environmentID
 		}
 		if b.runID != "" {
 			data["runID"] = b.runID
@@ -146,6 +169,29 @@ func (s *Service) record(ctx context.Context, c *ent.Client, tenantID string, b 
 	}
 	s.publishAfterCommit(ctx, tenantID, inc)
 	return true, nil
+}
+
+// ReleaseRolledBack opens, in c's tenant transaction, the incident of a
+// release that its analysis rolled back (or joins the open one of the same
+// workflow and environment), under the policy whose releaseRollback
+// objective applies there; with none, it does nothing. The breach is
+// recorded once per release. It implements releases.Incidents.
+func (s *Service) ReleaseRolledBack(ctx context.Context, c *ent.Client, tenantID, releaseID, workflowID, environmentID string, details map[string]any, now time.Time) error {
+	policies, err := s.tenantPolicies(ctx, c, tenantID, -1)
+	if err != nil {
+		return err
+	}
+	p := Resolve(policies, workflowID, environmentID).Sources[slaspec.ReleaseRollback]
+	if p == nil {
+		return nil
+	}
+	d := map[string]any{"releaseID": releaseID}
+	for k, v := range details {
+		d[k] = v
+	}
+	_, err = s.record(ctx, c, tenantID, breach{policy: p, objective: slaspec.ReleaseRollback, subject: "release:" + releaseID,
+		details: d, workflowID: &workflowID, environmentID: &environmentID}, now)
+	return err
 }
 
 func (s *Service) publishAfterCommit(ctx context.Context, tenantID string, inc *ent.Incident) {

@@ -103,6 +103,8 @@ func copyObjective(dst *slaspec.Objectives, src slaspec.Objectives, name string)
 		dst.MaxCostPerWindow = src.MaxCostPerWindow
 	case slaspec.CompleteBy:
 		dst.CompleteBy = src.CompleteBy
+	case slaspec.ReleaseRollback:
+		dst.ReleaseRollback = src.ReleaseRollback
 	}
 }
 

@@ -38,17 +38,18 @@ const (
 	MaxCostPerRun    = "maxCostPerRun"
 	MaxCostPerWindow = "maxCostPerWindow"
 	CompleteBy       = "completeBy"
+	ReleaseRollback  = "releaseRollback"
 )
 
 // Names lists every objective, in the order they are shown.
-var Names = []string{MaxDuration, MaxQueueDelay, MaxApprovalWait, MinSuccessRate, MaxCostPerRun, MaxCostPerWindow, CompleteBy}
+var Names = []string{MaxDuration, MaxQueueDelay, MaxApprovalWait, MinSuccessRate, MaxCostPerRun, MaxCostPerWindow, CompleteBy, ReleaseRollback}
 
 // PerRun reports whether an objective is judged run by run (its incidents
 // resolve only by hand) rather than over a window (they resolve by
 // themselves once the objective holds again).
 func PerRun(name string) bool {
 	switch name {
-	case MaxDuration, MaxQueueDelay, MaxApprovalWait, MaxCostPerRun:
+	case MaxDuration, MaxQueueDelay, MaxApprovalWait, MaxCostPerRun, ReleaseRollback:
 		return true
 	}
 	return false
@@ -115,6 +116,9 @@ type Objectives struct {
 	MaxCostPerRun    *Cost        `json:"maxCostPerRun,omitempty"`
 	MaxCostPerWindow *WindowCost  `json:"maxCostPerWindow,omitempty"`
 	CompleteBy       *Deadline    `json:"completeBy,omitempty"`
+	// ReleaseRollback: a release's analysis rolled its candidate back
+	// (internal/releases). One incident per workflow and environment.
+	ReleaseRollback *Common `json:"releaseRollback,omitempty"`
 }
 
 // Common returns the common part of the objective called name, or nil when
@@ -149,6 +153,8 @@ func (o Objectives) Common(name string) *Common {
 		if o.CompleteBy != nil {
 			return &o.CompleteBy.Common
 		}
+	case ReleaseRollback:
+		return o.ReleaseRollback
 	}
 	return nil
 }
@@ -236,6 +242,9 @@ func (o Objectives) Validate() []Problem {
 			bad(MaxCostPerWindow+".microUSD", "must be positive (got %d)", c.MicroUSD)
 		}
 		window(MaxCostPerWindow+".window", c.Window)
+	}
+	if c := o.ReleaseRollback; c != nil {
+		common(ReleaseRollback, *c)
 	}
 	if d := o.CompleteBy; d != nil {
 		common(CompleteBy, d.Common)
