@@ -299,6 +299,10 @@ func TestEvaluationIsolationAndBadInput(t *testing.T) {
 		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "dataset": map[string]any{"runIDs": []any{"run_nope"}}}}, "input.dataset.runIDs[0]"},
 		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "scorers": []any{map[string]any{"kind": "CEL", "expression": "candidate +"}}}}, "input.scorers[0].expression"},
 		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "concurrency": 0}}, "input.concurrency"},
+		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "scorers": []any{map[string]any{"kind": "JUDGE", "credential": "openai"}}}}, "input.scorers[0].model"},
+		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "scorers": []any{map[string]any{"kind": "JUDGE", "model": "judge"}}}}, "input.scorers[0].credential"},
+		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "scorers": []any{map[string]any{"kind": "JUDGE", "model": "judge", "credential": "theirs"}}}}, "input.scorers[0].credential"},
+		{map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "scorers": []any{map[string]any{"kind": "JUDGE", "model": "judge", "credential": "openai", "maxTokens": 5000}}}}, "input.scorers[0].maxTokens"},
 	} {
 		res := f.owner.fail("VALIDATION", mEvaluate, tc.vars)
 		if !strings.Contains(fmt.Sprint(res.Errors), tc.path) {

@@ -344,6 +344,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluationexample.FieldCandidateOutput:       {Type: field.TypeJSON, Column: evaluationexample.FieldCandidateOutput},
 			evaluationexample.FieldDiff:                  {Type: field.TypeJSON, Column: evaluationexample.FieldDiff},
 			evaluationexample.FieldScores:                {Type: field.TypeJSON, Column: evaluationexample.FieldScores},
+			evaluationexample.FieldJudgements:            {Type: field.TypeJSON, Column: evaluationexample.FieldJudgements},
 			evaluationexample.FieldBaselineCostMicroUsd:  {Type: field.TypeInt64, Column: evaluationexample.FieldBaselineCostMicroUsd},
 			evaluationexample.FieldCandidateCostMicroUsd: {Type: field.TypeInt64, Column: evaluationexample.FieldCandidateCostMicroUsd},
 			evaluationexample.FieldBaselineTokens:        {Type: field.TypeInt64, Column: evaluationexample.FieldBaselineTokens},
@@ -3219,6 +3220,11 @@ func (f *EvaluationExampleFilter) WhereDiff(p entql.BytesP) {
 // WhereScores applies the entql json.RawMessage predicate on the scores field.
 func (f *EvaluationExampleFilter) WhereScores(p entql.BytesP) {
 	f.Where(p.Field(evaluationexample.FieldScores))
+}
+
+// WhereJudgements applies the entql json.RawMessage predicate on the judgements field.
+func (f *EvaluationExampleFilter) WhereJudgements(p entql.BytesP) {
+	f.Where(p.Field(evaluationexample.FieldJudgements))
 }
 
 // WhereBaselineCostMicroUsd applies the entql int64 predicate on the baseline_cost_micro_usd field.

@@ -45,6 +45,8 @@ type EvaluationExample struct {
 	Diff []map[string]interface{} `json:"diff,omitempty"`
 	// Scores holds the value of the "scores" field.
 	Scores []map[string]interface{} `json:"scores,omitempty"`
+	// JUDGE scorers' answers, recorded between the model call and the verdict (internal/evals/judge.go).
+	Judgements []map[string]interface{} `json:"judgements,omitempty"`
 	// BaselineCostMicroUsd holds the value of the "baseline_cost_micro_usd" field.
 	BaselineCostMicroUsd int64 `json:"baseline_cost_micro_usd,omitempty"`
 	// CandidateCostMicroUsd holds the value of the "candidate_cost_micro_usd" field.
@@ -90,7 +92,7 @@ func (*EvaluationExample) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case evaluationexample.FieldBaselineOutput, evaluationexample.FieldCandidateOutput, evaluationexample.FieldDiff, evaluationexample.FieldScores:
+		case evaluationexample.FieldBaselineOutput, evaluationexample.FieldCandidateOutput, evaluationexample.FieldDiff, evaluationexample.FieldScores, evaluationexample.FieldJudgements:
 			values[i] = new([]byte)
 		case evaluationexample.FieldPosition, evaluationexample.FieldBaselineCostMicroUsd, evaluationexample.FieldCandidateCostMicroUsd, evaluationexample.FieldBaselineTokens, evaluationexample.FieldCandidateTokens, evaluationexample.FieldBaselineDurationMs, evaluationexample.FieldCandidateDurationMs:
 			values[i] = new(sql.NullInt64)
@@ -205,6 +207,14 @@ func (_m *EvaluationExample) assignValues(columns []string, values []any) error 
 			} else if value != nil && len(*value) > 0 {
 				if err := json.Unmarshal(*value, &_m.Scores); err != nil {
 					return fmt.Errorf("unmarshal field scores: %w", err)
+				}
+			}
+		case evaluationexample.FieldJudgements:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field judgements", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Judgements); err != nil {
+					return fmt.Errorf("unmarshal field judgements: %w", err)
 				}
 			}
 		case evaluationexample.FieldBaselineCostMicroUsd:
@@ -333,6 +343,9 @@ func (_m *EvaluationExample) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("scores=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Scores))
+	builder.WriteString(", ")
+	builder.WriteString("judgements=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Judgements))
 	builder.WriteString(", ")
 	builder.WriteString("baseline_cost_micro_usd=")
 	builder.WriteString(fmt.Sprintf("%v", _m.BaselineCostMicroUsd))

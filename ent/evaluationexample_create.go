@@ -142,6 +142,12 @@ func (_c *EvaluationExampleCreate) SetScores(v []map[string]interface{}) *Evalua
 	return _c
 }
 
+// SetJudgements sets the "judgements" field.
+func (_c *EvaluationExampleCreate) SetJudgements(v []map[string]interface{}) *EvaluationExampleCreate {
+	_c.mutation.SetJudgements(v)
+	return _c
+}
+
 // SetBaselineCostMicroUsd sets the "baseline_cost_micro_usd" field.
 func (_c *EvaluationExampleCreate) SetBaselineCostMicroUsd(v int64) *EvaluationExampleCreate {
 	_c.mutation.SetBaselineCostMicroUsd(v)
@@ -496,6 +502,10 @@ func (_c *EvaluationExampleCreate) createSpec() (*EvaluationExample, *sqlgraph.C
 		_spec.SetField(evaluationexample.FieldScores, field.TypeJSON, value)
 		_node.Scores = value
 	}
+	if value, ok := _c.mutation.Judgements(); ok {
+		_spec.SetField(evaluationexample.FieldJudgements, field.TypeJSON, value)
+		_node.Judgements = value
+	}
 	if value, ok := _c.mutation.BaselineCostMicroUsd(); ok {
 		_spec.SetField(evaluationexample.FieldBaselineCostMicroUsd, field.TypeInt64, value)
 		_node.BaselineCostMicroUsd = value
@@ -722,6 +732,24 @@ func (u *EvaluationExampleUpsert) UpdateScores() *EvaluationExampleUpsert {
 // ClearScores clears the value of the "scores" field.
 func (u *EvaluationExampleUpsert) ClearScores() *EvaluationExampleUpsert {
 	u.SetNull(evaluationexample.FieldScores)
+	return u
+}
+
+// SetJudgements sets the "judgements" field.
+func (u *EvaluationExampleUpsert) SetJudgements(v []map[string]interface{}) *EvaluationExampleUpsert {
+	u.Set(evaluationexample.FieldJudgements, v)
+	return u
+}
+
+// UpdateJudgements sets the "judgements" field to the value that was provided on create.
+func (u *EvaluationExampleUpsert) UpdateJudgements() *EvaluationExampleUpsert {
+	u.SetExcluded(evaluationexample.FieldJudgements)
+	return u
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (u *EvaluationExampleUpsert) ClearJudgements() *EvaluationExampleUpsert {
+	u.SetNull(evaluationexample.FieldJudgements)
 	return u
 }
 
@@ -1065,6 +1093,27 @@ func (u *EvaluationExampleUpsertOne) UpdateScores() *EvaluationExampleUpsertOne 
 func (u *EvaluationExampleUpsertOne) ClearScores() *EvaluationExampleUpsertOne {
 	return u.Update(func(s *EvaluationExampleUpsert) {
 		s.ClearScores()
+	})
+}
+
+// SetJudgements sets the "judgements" field.
+func (u *EvaluationExampleUpsertOne) SetJudgements(v []map[string]interface{}) *EvaluationExampleUpsertOne {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.SetJudgements(v)
+	})
+}
+
+// UpdateJudgements sets the "judgements" field to the value that was provided on create.
+func (u *EvaluationExampleUpsertOne) UpdateJudgements() *EvaluationExampleUpsertOne {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.UpdateJudgements()
+	})
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (u *EvaluationExampleUpsertOne) ClearJudgements() *EvaluationExampleUpsertOne {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.ClearJudgements()
 	})
 }
 
@@ -1596,6 +1645,27 @@ func (u *EvaluationExampleUpsertBulk) UpdateScores() *EvaluationExampleUpsertBul
 func (u *EvaluationExampleUpsertBulk) ClearScores() *EvaluationExampleUpsertBulk {
 	return u.Update(func(s *EvaluationExampleUpsert) {
 		s.ClearScores()
+	})
+}
+
+// SetJudgements sets the "judgements" field.
+func (u *EvaluationExampleUpsertBulk) SetJudgements(v []map[string]interface{}) *EvaluationExampleUpsertBulk {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.SetJudgements(v)
+	})
+}
+
+// UpdateJudgements sets the "judgements" field to the value that was provided on create.
+func (u *EvaluationExampleUpsertBulk) UpdateJudgements() *EvaluationExampleUpsertBulk {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.UpdateJudgements()
+	})
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (u *EvaluationExampleUpsertBulk) ClearJudgements() *EvaluationExampleUpsertBulk {
+	return u.Update(func(s *EvaluationExampleUpsert) {
+		s.ClearJudgements()
 	})
 }
 

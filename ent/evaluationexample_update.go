@@ -150,6 +150,24 @@ func (_u *EvaluationExampleUpdate) ClearScores() *EvaluationExampleUpdate {
 	return _u
 }
 
+// SetJudgements sets the "judgements" field.
+func (_u *EvaluationExampleUpdate) SetJudgements(v []map[string]interface{}) *EvaluationExampleUpdate {
+	_u.mutation.SetJudgements(v)
+	return _u
+}
+
+// AppendJudgements appends value to the "judgements" field.
+func (_u *EvaluationExampleUpdate) AppendJudgements(v []map[string]interface{}) *EvaluationExampleUpdate {
+	_u.mutation.AppendJudgements(v)
+	return _u
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (_u *EvaluationExampleUpdate) ClearJudgements() *EvaluationExampleUpdate {
+	_u.mutation.ClearJudgements()
+	return _u
+}
+
 // SetBaselineCostMicroUsd sets the "baseline_cost_micro_usd" field.
 func (_u *EvaluationExampleUpdate) SetBaselineCostMicroUsd(v int64) *EvaluationExampleUpdate {
 	_u.mutation.ResetBaselineCostMicroUsd()
@@ -431,6 +449,17 @@ func (_u *EvaluationExampleUpdate) sqlSave(ctx context.Context) (_node int, err 
 	if _u.mutation.ScoresCleared() {
 		_spec.ClearField(evaluationexample.FieldScores, field.TypeJSON)
 	}
+	if value, ok := _u.mutation.Judgements(); ok {
+		_spec.SetField(evaluationexample.FieldJudgements, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedJudgements(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, evaluationexample.FieldJudgements, value)
+		})
+	}
+	if _u.mutation.JudgementsCleared() {
+		_spec.ClearField(evaluationexample.FieldJudgements, field.TypeJSON)
+	}
 	if value, ok := _u.mutation.BaselineCostMicroUsd(); ok {
 		_spec.SetField(evaluationexample.FieldBaselineCostMicroUsd, field.TypeInt64, value)
 	}
@@ -612,6 +641,24 @@ func (_u *EvaluationExampleUpdateOne) AppendScores(v []map[string]interface{}) *
 // ClearScores clears the value of the "scores" field.
 func (_u *EvaluationExampleUpdateOne) ClearScores() *EvaluationExampleUpdateOne {
 	_u.mutation.ClearScores()
+	return _u
+}
+
+// SetJudgements sets the "judgements" field.
+func (_u *EvaluationExampleUpdateOne) SetJudgements(v []map[string]interface{}) *EvaluationExampleUpdateOne {
+	_u.mutation.SetJudgements(v)
+	return _u
+}
+
+// AppendJudgements appends value to the "judgements" field.
+func (_u *EvaluationExampleUpdateOne) AppendJudgements(v []map[string]interface{}) *EvaluationExampleUpdateOne {
+	_u.mutation.AppendJudgements(v)
+	return _u
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (_u *EvaluationExampleUpdateOne) ClearJudgements() *EvaluationExampleUpdateOne {
+	_u.mutation.ClearJudgements()
 	return _u
 }
 
@@ -925,6 +972,17 @@ func (_u *EvaluationExampleUpdateOne) sqlSave(ctx context.Context) (_node *Evalu
 	}
 	if _u.mutation.ScoresCleared() {
 		_spec.ClearField(evaluationexample.FieldScores, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.Judgements(); ok {
+		_spec.SetField(evaluationexample.FieldJudgements, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedJudgements(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, evaluationexample.FieldJudgements, value)
+		})
+	}
+	if _u.mutation.JudgementsCleared() {
+		_spec.ClearField(evaluationexample.FieldJudgements, field.TypeJSON)
 	}
 	if value, ok := _u.mutation.BaselineCostMicroUsd(); ok {
 		_spec.SetField(evaluationexample.FieldBaselineCostMicroUsd, field.TypeInt64, value)

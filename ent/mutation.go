@@ -12926,6 +12926,8 @@ type EvaluationExampleMutation struct {
 	appenddiff                  []map[string]interface{}
 	scores                      *[]map[string]interface{}
 	appendscores                []map[string]interface{}
+	judgements                  *[]map[string]interface{}
+	appendjudgements            []map[string]interface{}
 	baseline_cost_micro_usd     *int64
 	addbaseline_cost_micro_usd  *int64
 	candidate_cost_micro_usd    *int64
@@ -13649,6 +13651,71 @@ func (m *EvaluationExampleMutation) ResetScores() {
 	delete(m.clearedFields, evaluationexample.FieldScores)
 }
 
+// SetJudgements sets the "judgements" field.
+func (m *EvaluationExampleMutation) SetJudgements(value []map[string]interface{}) {
+	m.judgements = &value
+	m.appendjudgements = nil
+}
+
+// Judgements returns the value of the "judgements" field in the mutation.
+func (m *EvaluationExampleMutation) Judgements() (r []map[string]interface{}, exists bool) {
+	v := m.judgements
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldJudgements returns the old "judgements" field's value of the EvaluationExample entity.
+// If the EvaluationExample object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EvaluationExampleMutation) OldJudgements(ctx context.Context) (v []map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldJudgements is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldJudgements requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldJudgements: %w", err)
+	}
+	return oldValue.Judgements, nil
+}
+
+// AppendJudgements adds value to the "judgements" field.
+func (m *EvaluationExampleMutation) AppendJudgements(value []map[string]interface{}) {
+	m.appendjudgements = append(m.appendjudgements, value...)
+}
+
+// AppendedJudgements returns the list of values that were appended to the "judgements" field in this mutation.
+func (m *EvaluationExampleMutation) AppendedJudgements() ([]map[string]interface{}, bool) {
+	if len(m.appendjudgements) == 0 {
+		return nil, false
+	}
+	return m.appendjudgements, true
+}
+
+// ClearJudgements clears the value of the "judgements" field.
+func (m *EvaluationExampleMutation) ClearJudgements() {
+	m.judgements = nil
+	m.appendjudgements = nil
+	m.clearedFields[evaluationexample.FieldJudgements] = struct{}{}
+}
+
+// JudgementsCleared returns if the "judgements" field was cleared in this mutation.
+func (m *EvaluationExampleMutation) JudgementsCleared() bool {
+	_, ok := m.clearedFields[evaluationexample.FieldJudgements]
+	return ok
+}
+
+// ResetJudgements resets all changes to the "judgements" field.
+func (m *EvaluationExampleMutation) ResetJudgements() {
+	m.judgements = nil
+	m.appendjudgements = nil
+	delete(m.clearedFields, evaluationexample.FieldJudgements)
+}
+
 // SetBaselineCostMicroUsd sets the "baseline_cost_micro_usd" field.
 func (m *EvaluationExampleMutation) SetBaselineCostMicroUsd(i int64) {
 	m.baseline_cost_micro_usd = &i
@@ -14095,7 +14162,7 @@ func (m *EvaluationExampleMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *EvaluationExampleMutation) Fields() []string {
-	fields := make([]string, 0, 20)
+	fields := make([]string, 0, 21)
 	if m.tenant != nil {
 		fields = append(fields, evaluationexample.FieldTenantID)
 	}
@@ -14134,6 +14201,9 @@ func (m *EvaluationExampleMutation) Fields() []string {
 	}
 	if m.scores != nil {
 		fields = append(fields, evaluationexample.FieldScores)
+	}
+	if m.judgements != nil {
+		fields = append(fields, evaluationexample.FieldJudgements)
 	}
 	if m.baseline_cost_micro_usd != nil {
 		fields = append(fields, evaluationexample.FieldBaselineCostMicroUsd)
@@ -14190,6 +14260,8 @@ func (m *EvaluationExampleMutation) Field(name string) (ent.Value, bool) {
 		return m.Diff()
 	case evaluationexample.FieldScores:
 		return m.Scores()
+	case evaluationexample.FieldJudgements:
+		return m.Judgements()
 	case evaluationexample.FieldBaselineCostMicroUsd:
 		return m.BaselineCostMicroUsd()
 	case evaluationexample.FieldCandidateCostMicroUsd:
@@ -14239,6 +14311,8 @@ func (m *EvaluationExampleMutation) OldField(ctx context.Context, name string) (
 		return m.OldDiff(ctx)
 	case evaluationexample.FieldScores:
 		return m.OldScores(ctx)
+	case evaluationexample.FieldJudgements:
+		return m.OldJudgements(ctx)
 	case evaluationexample.FieldBaselineCostMicroUsd:
 		return m.OldBaselineCostMicroUsd(ctx)
 	case evaluationexample.FieldCandidateCostMicroUsd:
@@ -14352,6 +14426,13 @@ func (m *EvaluationExampleMutation) SetField(name string, value ent.Value) error
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetScores(v)
+		return nil
+	case evaluationexample.FieldJudgements:
+		v, ok := value.([]map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetJudgements(v)
 		return nil
 	case evaluationexample.FieldBaselineCostMicroUsd:
 		v, ok := value.(int64)
@@ -14537,6 +14618,9 @@ func (m *EvaluationExampleMutation) ClearedFields() []string {
 	if m.FieldCleared(evaluationexample.FieldScores) {
 		fields = append(fields, evaluationexample.FieldScores)
 	}
+	if m.FieldCleared(evaluationexample.FieldJudgements) {
+		fields = append(fields, evaluationexample.FieldJudgements)
+	}
 	if m.FieldCleared(evaluationexample.FieldMessage) {
 		fields = append(fields, evaluationexample.FieldMessage)
 	}
@@ -14571,6 +14655,9 @@ func (m *EvaluationExampleMutation) ClearField(name string) error {
 		return nil
 	case evaluationexample.FieldScores:
 		m.ClearScores()
+		return nil
+	case evaluationexample.FieldJudgements:
+		m.ClearJudgements()
 		return nil
 	case evaluationexample.FieldMessage:
 		m.ClearMessage()
@@ -14621,6 +14708,9 @@ func (m *EvaluationExampleMutation) ResetField(name string) error {
 		return nil
 	case evaluationexample.FieldScores:
 		m.ResetScores()
+		return nil
+	case evaluationexample.FieldJudgements:
+		m.ResetJudgements()
 		return nil
 	case evaluationexample.FieldBaselineCostMicroUsd:
 		m.ResetBaselineCostMicroUsd()

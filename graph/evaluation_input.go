@@ -40,6 +40,18 @@ func evaluateInput(in model.EvaluateVersionInput) evals.Input {
 		if sc.Relative != nil {
 			x.Relative = *sc.Relative
 		}
+		if sc.Credential != nil {
+			x.Credential = *sc.Credential
+		}
+		if sc.Model != nil {
+			x.Model = *sc.Model
+		}
+		if sc.Criteria != nil {
+			x.Criteria = *sc.Criteria
+		}
+		if sc.MaxTokens != nil {
+			x.MaxTokens = *sc.MaxTokens
+		}
 		out.Scorers = append(out.Scorers, x)
 	}
 	if d := in.Dataset; d != nil {

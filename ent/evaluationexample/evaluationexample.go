@@ -44,6 +44,8 @@ const (
 	FieldDiff = "diff"
 	// FieldScores holds the string denoting the scores field in the database.
 	FieldScores = "scores"
+	// FieldJudgements holds the string denoting the judgements field in the database.
+	FieldJudgements = "judgements"
 	// FieldBaselineCostMicroUsd holds the string denoting the baseline_cost_micro_usd field in the database.
 	FieldBaselineCostMicroUsd = "baseline_cost_micro_usd"
 	// FieldCandidateCostMicroUsd holds the string denoting the candidate_cost_micro_usd field in the database.
@@ -87,6 +89,7 @@ var Columns = []string{
 	FieldCandidateOutput,
 	FieldDiff,
 	FieldScores,
+	FieldJudgements,
 	FieldBaselineCostMicroUsd,
 	FieldCandidateCostMicroUsd,
 	FieldBaselineTokens,

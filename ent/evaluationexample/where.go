@@ -615,6 +615,16 @@ func ScoresNotNil() predicate.EvaluationExample {
 	return predicate.EvaluationExample(sql.FieldNotNull(FieldScores))
 }
 
+// JudgementsIsNil applies the IsNil predicate on the "judgements" field.
+func JudgementsIsNil() predicate.EvaluationExample {
+	return predicate.EvaluationExample(sql.FieldIsNull(FieldJudgements))
+}
+
+// JudgementsNotNil applies the NotNil predicate on the "judgements" field.
+func JudgementsNotNil() predicate.EvaluationExample {
+	return predicate.EvaluationExample(sql.FieldNotNull(FieldJudgements))
+}
+
 // BaselineCostMicroUsdEQ applies the EQ predicate on the "baseline_cost_micro_usd" field.
 func BaselineCostMicroUsdEQ(v int64) predicate.EvaluationExample {
 	return predicate.EvaluationExample(sql.FieldEQ(FieldBaselineCostMicroUsd, v))

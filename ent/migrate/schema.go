@@ -539,6 +539,7 @@ var (
 		{Name: "candidate_output", Type: field.TypeJSON, Nullable: true},
 		{Name: "diff", Type: field.TypeJSON, Nullable: true},
 		{Name: "scores", Type: field.TypeJSON, Nullable: true},
+		{Name: "judgements", Type: field.TypeJSON, Nullable: true},
 		{Name: "baseline_cost_micro_usd", Type: field.TypeInt64, Default: 0},
 		{Name: "candidate_cost_micro_usd", Type: field.TypeInt64, Default: 0},
 		{Name: "baseline_tokens", Type: field.TypeInt64, Default: 0},
@@ -556,7 +557,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "evaluation_examples_tenants_tenant",
-				Columns:    []*schema.Column{EvaluationExamplesColumns[20]},
+				Columns:    []*schema.Column{EvaluationExamplesColumns[21]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -565,7 +566,7 @@ var (
 			{
 				Name:    "evaluationexample_tenant_id_evaluation_id_position",
 				Unique:  true,
-				Columns: []*schema.Column{EvaluationExamplesColumns[20], EvaluationExamplesColumns[3], EvaluationExamplesColumns[4]},
+				Columns: []*schema.Column{EvaluationExamplesColumns[21], EvaluationExamplesColumns[3], EvaluationExamplesColumns[4]},
 			},
 		},
 	}

@@ -796,27 +796,27 @@ func init() {
 	// evaluationexample.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	evaluationexample.UpdateDefaultUpdatedAt = evaluationexampleDescUpdatedAt.UpdateDefault.(func() time.Time)
 	// evaluationexampleDescBaselineCostMicroUsd is the schema descriptor for baseline_cost_micro_usd field.
-	evaluationexampleDescBaselineCostMicroUsd := evaluationexampleFields[10].Descriptor()
+	evaluationexampleDescBaselineCostMicroUsd := evaluationexampleFields[11].Descriptor()
 	// evaluationexample.DefaultBaselineCostMicroUsd holds the default value on creation for the baseline_cost_micro_usd field.
 	evaluationexample.DefaultBaselineCostMicroUsd = evaluationexampleDescBaselineCostMicroUsd.Default.(int64)
 	// evaluationexampleDescCandidateCostMicroUsd is the schema descriptor for candidate_cost_micro_usd field.
-	evaluationexampleDescCandidateCostMicroUsd := evaluationexampleFields[11].Descriptor()
+	evaluationexampleDescCandidateCostMicroUsd := evaluationexampleFields[12].Descriptor()
 	// evaluationexample.DefaultCandidateCostMicroUsd holds the default value on creation for the candidate_cost_micro_usd field.
 	evaluationexample.DefaultCandidateCostMicroUsd = evaluationexampleDescCandidateCostMicroUsd.Default.(int64)
 	// evaluationexampleDescBaselineTokens is the schema descriptor for baseline_tokens field.
-	evaluationexampleDescBaselineTokens := evaluationexampleFields[12].Descriptor()
+	evaluationexampleDescBaselineTokens := evaluationexampleFields[13].Descriptor()
 	// evaluationexample.DefaultBaselineTokens holds the default value on creation for the baseline_tokens field.
 	evaluationexample.DefaultBaselineTokens = evaluationexampleDescBaselineTokens.Default.(int64)
 	// evaluationexampleDescCandidateTokens is the schema descriptor for candidate_tokens field.
-	evaluationexampleDescCandidateTokens := evaluationexampleFields[13].Descriptor()
+	evaluationexampleDescCandidateTokens := evaluationexampleFields[14].Descriptor()
 	// evaluationexample.DefaultCandidateTokens holds the default value on creation for the candidate_tokens field.
 	evaluationexample.DefaultCandidateTokens = evaluationexampleDescCandidateTokens.Default.(int64)
 	// evaluationexampleDescBaselineDurationMs is the schema descriptor for baseline_duration_ms field.
-	evaluationexampleDescBaselineDurationMs := evaluationexampleFields[14].Descriptor()
+	evaluationexampleDescBaselineDurationMs := evaluationexampleFields[15].Descriptor()
 	// evaluationexample.DefaultBaselineDurationMs holds the default value on creation for the baseline_duration_ms field.
 	evaluationexample.DefaultBaselineDurationMs = evaluationexampleDescBaselineDurationMs.Default.(int64)
 	// evaluationexampleDescCandidateDurationMs is the schema descriptor for candidate_duration_ms field.
-	evaluationexampleDescCandidateDurationMs := evaluationexampleFields[15].Descriptor()
+	evaluationexampleDescCandidateDurationMs := evaluationexampleFields[16].Descriptor()
 	// evaluationexample.DefaultCandidateDurationMs holds the default value on creation for the candidate_duration_ms field.
 	evaluationexample.DefaultCandidateDurationMs = evaluationexampleDescCandidateDurationMs.Default.(int64)
 	// evaluationexampleDescID is the schema descriptor for id field.

@@ -90,6 +90,9 @@ func (EvaluationExample) Fields() []ent.Field {
 		field.JSON("candidate_output", map[string]any{}).Optional().Annotations(entgql.Type("Map")),
 		field.JSON("diff", []map[string]any{}).Optional().Annotations(entgql.Skip(entgql.SkipAll)),
 		field.JSON("scores", []map[string]any{}).Optional().Annotations(entgql.Skip(entgql.SkipAll)),
+		field.JSON("judgements", []map[string]any{}).Optional().
+			Comment("JUDGE scorers' answers, recorded between the model call and the verdict (internal/evals/judge.go).").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int64("baseline_cost_micro_usd").Default(0).
 			Annotations(entgql.Skip(entgql.SkipAll)), // ...MicroUSD in evaluations.graphql
 		field.Int64("candidate_cost_micro_usd").Default(0).

@@ -13739,6 +13739,8 @@ enum EvaluationScorerKind {
   CEL
   "Every number at path (or the output when the path is empty) within tolerance (relative when relative is true)."
   NUMERIC
+  "A model (model, through credential, an openai or anthropic credential of the evaluation's environment) compares the two outputs by criteria, shown in an order that alternates between examples: the candidate preferred improves, a tie passes, the baseline preferred regresses, a failed judge call is ERROR. Its cost counts towards the budget."
+  JUDGE
 }
 
 input EvaluationScorerInput {
@@ -13748,6 +13750,14 @@ input EvaluationScorerInput {
   path: String
   tolerance: Float
   relative: Boolean
+  "JUDGE: the credential's name in the evaluation's environment."
+  credential: String
+  "JUDGE: the judge's model."
+  model: String
+  "JUDGE: what makes an output better (default: correct, complete, no longer than needed)."
+  criteria: String
+  "JUDGE: the reply's cap in tokens, 1..4000 (default 300)."
+  maxTokens: Int
 }
 
 type EvaluationVerdictCounts {
@@ -14381,7 +14391,7 @@ type EffectiveSLA {
 extend type Incident {
   "Up to 10 of the runs that breached (per-run objectives), oldest first."
   sampleRunIDs: [ID!]!
-  "The policy's scope, as it was when the incident opened."
+  "The incident's scope: its policy's when it opened, or narrower (a release rollback: the release's workflow and environment)."
   scope: SLAScope!
   policy: SLAPolicy
   "The escalation its objective's escalation policy started (a copy of the policy's levels taken when the incident opened); null when the objective names none."
@@ -51619,7 +51629,7 @@ func (ec *executionContext) unmarshalInputEvaluationScorerInput(ctx context.Cont
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"kind", "ignorePaths", "expression", "path", "tolerance", "relative"}
+	fieldsInOrder := [...]string{"kind", "ignorePaths", "expression", "path", "tolerance", "relative", "credential", "model", "criteria", "maxTokens"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -51668,6 +51678,34 @@ func (ec *executionContext) unmarshalInputEvaluationScorerInput(ctx context.Cont
 				return it, err
 			}
 			it.Relative = data
+		case "credential":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credential"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credential = data
+		case "model":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("model"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Model = data
+		case "criteria":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("criteria"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Criteria = data
+		case "maxTokens":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxTokens"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxTokens = data
 		}
 	}
 	return it, nil

@@ -207,6 +207,14 @@ type EvaluationScorerInput struct {
 	Path        *string              `json:"path,omitempty"`
 	Tolerance   *float64             `json:"tolerance,omitempty"`
 	Relative    *bool                `json:"relative,omitempty"`
+	// JUDGE: the credential's name in the evaluation's environment.
+	Credential *string `json:"credential,omitempty"`
+	// JUDGE: the judge's model.
+	Model *string `json:"model,omitempty"`
+	// JUDGE: what makes an output better (default: correct, complete, no longer than needed).
+	Criteria *string `json:"criteria,omitempty"`
+	// JUDGE: the reply's cap in tokens, 1..4000 (default 300).
+	MaxTokens *int `json:"maxTokens,omitempty"`
 }
 
 type IncidentsWhereInput struct {
@@ -678,6 +686,8 @@ const (
 	EvaluationScorerKindCel EvaluationScorerKind = "CEL"
 	// Every number at path (or the output when the path is empty) within tolerance (relative when relative is true).
 	EvaluationScorerKindNumeric EvaluationScorerKind = "NUMERIC"
+	// A model (model, through credential, an openai or anthropic credential of the evaluation's environment) compares the two outputs by criteria, shown in an order that alternates between examples: the candidate preferred improves, a tie passes, the baseline preferred regresses, a failed judge call is ERROR. Its cost counts towards the budget.
+	EvaluationScorerKindJudge EvaluationScorerKind = "JUDGE"
 )
 
 var AllEvaluationScorerKind = []EvaluationScorerKind{
@@ -685,11 +695,12 @@ var AllEvaluationScorerKind = []EvaluationScorerKind{
 	EvaluationScorerKindJSONFields,
 	EvaluationScorerKindCel,
 	EvaluationScorerKindNumeric,
+	EvaluationScorerKindJudge,
 }
 
 func (e EvaluationScorerKind) IsValid() bool {
 	switch e {
-	case EvaluationScorerKindExact, EvaluationScorerKindJSONFields, EvaluationScorerKindCel, EvaluationScorerKindNumeric:
+	case EvaluationScorerKindExact, EvaluationScorerKindJSONFields, EvaluationScorerKindCel, EvaluationScorerKindNumeric, EvaluationScorerKindJudge:
 		return true
 	}
 	return false

@@ -228,6 +228,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Interval:  cfg.ReleaseAnalysisInterval,
 		Incidents: a.sla,
 	})
+	executor := steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields)
 	a.runs = runs.New(runs.Options{
 		SLA:        a.sla,
 		Client:     a.client,
@@ -236,7 +237,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Publisher:  pub,
 		Outbox:     a.webhooks,
 		Escalator:  a.escalation,
-		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
+		Executor:   executor,
 		Log:        log,
 		Metrics:    runs.NewMetrics(a.metrics.Registry),
 		Tracer:     tracer,
@@ -253,6 +254,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Publisher: evalPublisher{pub.p},
 		Log:       log,
 		Interval:  cfg.EvalInterval,
+		Vault:     v,
+		Models:    executor,
 	})
 	a.runs.SetSandboxPlanner(a.evals)
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})

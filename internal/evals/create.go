@@ -126,6 +126,9 @@ func (s *Service) Evaluate(ctx context.Context, in Input) (*ent.Evaluation, erro
 	if err := checkScorers(in.Scorers); err != nil {
 		return nil, err
 	}
+	if err := checkJudgeCredentials(ctx, c, env.ID, in.Scorers); err != nil {
+		return nil, err
+	}
 	conc := DefaultConcurrency
 	if in.Concurrency != nil {
 		if *in.Concurrency < 1 || *in.Concurrency > MaxConcurrency {
@@ -248,8 +251,41 @@ func checkScorers(list []Scorer) error {
 			if sc.Tolerance < 0 {
 				return errs.Invalid(path+".tolerance", "must not be negative")
 			}
+		case ScorerJudge:
+			switch {
+			case sc.Credential == "":
+				return errs.Invalid(path+".credential", "a JUDGE scorer needs a credential (openai or anthropic) of the evaluation's environment")
+			case sc.Model == "":
+				return errs.Invalid(path+".model", "a JUDGE scorer needs a model")
+			case sc.MaxTokens < 0 || sc.MaxTokens > 4000:
+				return errs.Invalid(path+".maxTokens", "must be 1 to 4000")
+			case len(sc.Criteria) > 4000:
+				return errs.Invalid(path+".criteria", "must be at most 4000 characters")
+			}
 		default:
 			return errs.Invalid(path+".kind", "unknown scorer %q", sc.Kind)
+		}
+	}
+	return nil
+}
+
+// checkJudgeCredentials refuses a JUDGE scorer whose credential is not an
+// openai or anthropic credential of the environment.
+func checkJudgeCredentials(ctx context.Context, c *ent.Client, envID string, list []Scorer) error {
+	for i, sc := range list {
+		if sc.Kind != ScorerJudge {
+			continue
+		}
+		path := fmt.Sprintf("input.scorers[%d].credential", i)
+		cr, err := c.Credential.Query().Where(credential.EnvironmentID(envID), credential.Name(sc.Credential)).Only(ctx)
+		if ent.IsNotFound(err) {
+			return errs.Invalid(path, "no credential %q in the environment", sc.Credential)
+		}
+		if err != nil {
+			return err
+		}
+		if cr.Type != credential.TypeOpenai && cr.Type != credential.TypeAnthropic {
+			return errs.Invalid(path, "credential %q is of type %s; a judge needs openai or anthropic", sc.Credential, cr.Type)
 		}
 	}
 	return nil

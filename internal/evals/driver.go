@@ -106,9 +106,17 @@ func (s *Service) driveTenant(ctx context.Context, tenantID string) error {
 		// One transaction per evaluation: one that fails does not hold the
 		// others back.
 		vctx := viewer.NewContext(ctx, &viewer.Viewer{TenantID: tenantID, Subject: subjectPrefix + id, System: true})
-		if err := store.InTenant(vctx, s.o.Client, func(ctx context.Context) error { return s.step(ctx, tenantID, id) }); err != nil {
+		var judge []judgeTask
+		if err := store.InTenant(vctx, s.o.Client, func(ctx context.Context) error {
+			var err error
+			judge, err = s.step(ctx, tenantID, id)
+			return err
+		}); err != nil {
 			return fmt.Errorf("evaluation %s: %w", id, err)
 		}
+		// Judge calls are made after the pass committed, outside any
+		// transaction (judge.go).
+		s.runJudges(ctx, judge)
 	}
 	return nil
 }
@@ -181,23 +189,26 @@ func finished(r *ent.Run) bool {
 }
 
 // step moves one evaluation on, in the tenant transaction in ctx.
-func (s *Service) step(ctx context.Context, tenantID, id string) error {
+// It returns the examples whose JUDGE scorers are to be asked.
+func (s *Service) step(ctx context.Context, tenantID, id string) ([]judgeTask, error) {
 	c := ent.FromContext(ctx)
 	ev, err := c.Evaluation.Query().Where(evaluation.ID(id)).ForUpdate().Only(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if ev.Status != evaluation.StatusQueued && ev.Status != evaluation.StatusRunning {
-		return nil
+		return nil, nil
 	}
 	var scorers []Scorer
 	if err := fromMap(ev.Scorers, &scorers); err != nil {
-		return err
+		return nil, err
 	}
+	judges := judgeScorers(scorers)
+	var toJudge []judgeTask
 	running, err := c.EvaluationExample.Query().
 		Where(evaluationexample.EvaluationID(id), evaluationexample.StatusEQ(evaluationexample.StatusRunning)).All(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var want []string
 	for _, x := range running {
@@ -205,7 +216,7 @@ func (s *Service) step(ctx context.Context, tenantID, id string) error {
 	}
 	ms, err := measureRuns(ctx, c, want)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	changed := ev.Status == evaluation.StatusQueued
 	spent, done := ev.SpentMicroUsd, ev.Done
@@ -217,38 +228,45 @@ func (s *Service) step(ctx context.Context, tenantID, id string) error {
 			continue
 		}
 		base := ms[x.SourceRunID]
-		if err := s.judge(ctx, c, x, base, cand, scorers); err != nil {
-			return err
+		if len(judges) > 0 && x.Judgements == nil && cand.r.Status == run.StatusSucceeded {
+			toJudge = append(toJudge, judgeTask{tenantID: tenantID, environmentID: ev.EnvironmentID, exampleID: x.ID,
+				candidateFirst: candidateFirst(ev.ID, x.Position), baseline: unwrap(base.output()), candidate: unwrap(cand.output()), scorers: judges})
+			inFlight++
+			continue
 		}
-		spent += cand.r.CostMicroUsd
+		judged, err := s.judge(ctx, c, x, base, cand, scorers)
+		if err != nil {
+			return nil, err
+		}
+		spent += cand.r.CostMicroUsd + judged
 		done++
 		changed = true
 	}
 	u := c.Evaluation.UpdateOne(ev).SetStatus(evaluation.StatusRunning).SetSpentMicroUsd(spent).SetDone(done)
 	if ev.BudgetMicroUsd != nil && spent >= *ev.BudgetMicroUsd {
 		if err := u.Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		ev.SpentMicroUsd, ev.Done = spent, done
 		_, err := s.finish(ctx, c, tenantID, ev, evaluation.StatusAbortedBudget,
 			fmt.Sprintf("budget spent: %d of %d micro-USD", spent, *ev.BudgetMicroUsd))
-		return err
+		return nil, err
 	}
 	if free := ev.Concurrency - inFlight; free > 0 {
 		next, err := c.EvaluationExample.Query().
 			Where(evaluationexample.EvaluationID(id), evaluationexample.StatusEQ(evaluationexample.StatusPending)).
 			Order(ent.Asc(evaluationexample.FieldPosition)).Limit(free).All(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, x := range next {
 			r, err := s.o.Runs.StartSandboxReplay(ctx, c, x.SourceRunID, ev.CandidateVersionID)
 			if err != nil {
-				return fmt.Errorf("replay %s: %w", x.SourceRunID, err)
+				return nil, fmt.Errorf("replay %s: %w", x.SourceRunID, err)
 			}
 			if err := c.EvaluationExample.UpdateOne(x).SetCandidateRunID(r.ID).SetStatus(evaluationexample.StatusRunning).
 				SetUpdatedAt(s.now()).Exec(ctx); err != nil {
-				return err
+				return nil, err
 			}
 			inFlight++
 			changed = true
@@ -256,29 +274,30 @@ func (s *Service) step(ctx context.Context, tenantID, id string) error {
 	}
 	if inFlight == 0 {
 		if err := u.Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		ev.SpentMicroUsd, ev.Done = spent, done
 		_, err := s.finish(ctx, c, tenantID, ev, evaluation.StatusCompleted, "")
-		return err
+		return nil, err
 	}
 	if !changed {
-		return nil
+		return toJudge, nil
 	}
 	sum, err := s.summary(ctx, c, ev, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := u.SetSummary(toMap(sum)).SetUpdatedAt(s.now()).Exec(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	s.publishAfterCommit(ctx, tenantID, id, string(evaluation.StatusRunning))
-	return nil
+	return toJudge, nil
 }
 
 // judge records a finished example: both outputs, their diff, the scores
 // and the verdict, each side's cost, tokens and duration.
-func (s *Service) judge(ctx context.Context, c *ent.Client, x *ent.EvaluationExample, base, cand runMeasure, scorers []Scorer) error {
+// It returns what its JUDGE scorers cost.
+func (s *Service) judge(ctx context.Context, c *ent.Client, x *ent.EvaluationExample, base, cand runMeasure, scorers []Scorer) (int64, error) {
 	u := c.EvaluationExample.UpdateOne(x).SetStatus(evaluationexample.StatusDone).SetUpdatedAt(s.now()).
 		SetCandidateCostMicroUsd(cand.r.CostMicroUsd).SetCandidateTokens(cand.tokens).SetCandidateDurationMs(cand.durationMs())
 	var bout, cout map[string]any
@@ -290,6 +309,7 @@ func (s *Service) judge(ctx context.Context, c *ent.Client, x *ent.EvaluationExa
 		}
 	}
 	var verdict string
+	var cost int64
 	switch {
 	case cand.r.Status == run.StatusSucceeded:
 		cout = cand.output()
@@ -297,9 +317,25 @@ func (s *Service) judge(ctx context.Context, c *ent.Client, x *ent.EvaluationExa
 			u.SetCandidateOutput(cout)
 		}
 		var bv, cv any = unwrap(bout), unwrap(cout)
+		var judgements []Judgement
+		if err := fromMap(x.Judgements, &judgements); err != nil {
+			return 0, err
+		}
 		scores := make([]Score, 0, len(scorers))
-		for _, sc := range scorers {
-			scores = append(scores, sc.score(bv, cv))
+		for i, sc := range scorers {
+			if sc.Kind != ScorerJudge {
+				scores = append(scores, sc.score(bv, cv))
+				continue
+			}
+			var jd *Judgement
+			for k := range judgements {
+				if judgements[k].Scorer == i {
+					jd = &judgements[k]
+				}
+			}
+			sj := judgeScore(jd)
+			cost += sj.CostMicroUSD
+			scores = append(scores, sj)
 		}
 		verdict = verdictOf(scores)
 		u.SetScores(toMaps(scores)).SetDiff(diff(bv, cv, "", []map[string]any{}))
@@ -314,7 +350,7 @@ func (s *Service) judge(ctx context.Context, c *ent.Client, x *ent.EvaluationExa
 		}
 		u.SetMessage(msg)
 	}
-	return u.SetVerdict(evaluationexample.Verdict(verdict)).Exec(ctx)
+	return cost, u.SetVerdict(evaluationexample.Verdict(verdict)).Exec(ctx)
 }
 
 // unwrap undoes output()'s wrapping of a scalar output.

@@ -18,6 +18,7 @@ const (
 	ScorerJSONFields = "JSON_FIELDS"
 	ScorerCEL        = "CEL"
 	ScorerNumeric    = "NUMERIC"
+	ScorerJudge      = "JUDGE"
 )
 
 // Scorer compares a candidate's output with the baseline's.
@@ -28,6 +29,12 @@ type Scorer struct {
 	Path        string   `json:"path,omitempty"`
 	Tolerance   float64  `json:"tolerance,omitempty"`
 	Relative    bool     `json:"relative,omitempty"`
+	// JUDGE: a credential (openai or anthropic) of the evaluation's
+	// environment, the model, what to judge by, and the reply's cap.
+	Credential string `json:"credential,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Criteria   string `json:"criteria,omitempty"`
+	MaxTokens  int    `json:"maxTokens,omitempty"`
 }
 
 // Score is one scorer's result on one example: pass or fail, and for a
@@ -37,6 +44,11 @@ type Score struct {
 	Pass    bool    `json:"pass"`
 	Value   float64 `json:"value"`
 	Message string  `json:"message,omitempty"`
+	// Error: the scorer could not judge (a JUDGE whose model failed); the
+	// example's verdict is ERROR.
+	Error bool `json:"error,omitempty"`
+	// CostMicroUSD is what judging cost (JUDGE).
+	CostMicroUSD int64 `json:"costMicroUSD,omitempty"`
 }
 
 // compileCEL checks a CEL scorer's expression (at creation).
@@ -93,9 +105,15 @@ func (sc Scorer) score(baseline, candidate any) Score {
 	return s
 }
 
-// verdictOf turns scores into a verdict: a failing scorer regresses; a CEL
-// number above zero, with no scorer failing, improves.
+// verdictOf turns scores into a verdict: a scorer that could not judge
+// makes it ERROR; a failing scorer regresses; a CEL number above zero or a
+// JUDGE preferring the candidate, with no scorer failing, improves.
 func verdictOf(scores []Score) string {
+	for _, s := range scores {
+		if s.Error {
+			return VerdictError
+		}
+	}
 	improved := false
 	for _, s := range scores {
 		if !s.Pass {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/steps"
+	"github.com/sluicehq/sluice/internal/vault"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
 
@@ -46,6 +48,15 @@ type Options struct {
 	// Interval is how often the driver looks at open evaluations. If
 	// zero, 1s (SLUICE_EVAL_INTERVAL).
 	Interval time.Duration
+	// Vault opens the credentials of JUDGE scorers and Models asks their
+	// model; without them a JUDGE scorer's examples end in ERROR.
+	Vault  *vault.Vault
+	Models ModelCaller
+}
+
+// ModelCaller asks a model as an llm step would (internal/steps.Executor).
+type ModelCaller interface {
+	LLM(ctx context.Context, req steps.Request) (*steps.Result, error)
 }
 
 // Service is the evaluations room's door.
