@@ -316,6 +316,26 @@ func TestEvaluationIsolationAndBadInput(t *testing.T) {
 	viewerC := newClient(t, 1, token(t, f.tenantID, "viewer"))
 	viewerC.fail("FORBIDDEN", mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1}})
 
+	// A candidate whose input schema the recorded runs do not fit: each
+	// such example is an ERROR naming why, and the evaluation completes.
+	strict := evalDefinition(api.URL, false)
+	strict["input"] = map[string]any{"type": "object", "required": []any{"ticket", "priority"},
+		"properties": map[string]any{"ticket": map[string]any{"type": "string"}, "priority": map[string]any{"type": "integer"}}}
+	v3 := newVersion(t, f.owner, wf, strict)
+	bad := waitEvaluation(t, f.owner, str(f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v3}}), "evaluateVersion.id"),
+		"COMPLETED", "FAILED", "ABORTED_BUDGET", "CANCELLED")
+	if str(bad, "status") != "COMPLETED" || get(bad, "summary.verdicts.error") != float64(1) || !strings.Contains(str(edges(bad, "examples")[0], "message"), "cannot replay") {
+		t.Fatalf("evaluation of a candidate the runs do not fit: %v", bad)
+	}
+	// replayRun on that version is refused the same way, naming the version.
+	for _, mode := range []string{"LIVE", "SANDBOX"} {
+		res := f.owner.fail("VALIDATION", `mutation($id: ID!, $v: ID!, $m: ReplayMode!) { replayRun(input: {runID: $id, versionID: $v, mode: $m}) { id } }`,
+			map[string]any{"id": run, "v": v3, "m": mode})
+		if !strings.Contains(fmt.Sprint(res.Errors), "input.versionID") || !strings.Contains(fmt.Sprint(res.Errors), "priority") {
+			t.Errorf("replay %s on a version the input does not fit: %v", mode, res.Errors)
+		}
+	}
+
 	id := str(f.owner.ok(mEvaluate, map[string]any{"in": map[string]any{"workflowID": wf, "candidateVersionID": v1, "recordedOnly": true}}), "evaluateVersion.id")
 	// evaluationUpdated streams its progress until it ends.
 	w := connectWS(t, server(1), wsBearer(token(t, f.tenantID, "viewer")))

@@ -184,6 +184,20 @@ func measureRuns(ctx context.Context, c *ent.Client, ids []string) (map[string]r
 	return out, nil
 }
 
+// refused reports whether a replay was refused for what it is (its input,
+// its source run) rather than failing for an outage: such an error comes
+// from a check, not a failed statement, so the transaction goes on.
+func refused(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch errs.CodeOf(err) {
+	case errs.Validation, errs.NotFound, errs.Conflict:
+		return true
+	}
+	return ent.IsNotFound(err)
+}
+
 func finished(r *ent.Run) bool {
 	return r.Status == run.StatusSucceeded || r.Status == run.StatusFailed || r.Status == run.StatusCancelled
 }
@@ -261,6 +275,20 @@ func (s *Service) step(ctx context.Context, tenantID, id string) ([]judgeTask, e
 		}
 		for _, x := range next {
 			r, err := s.o.Runs.StartSandboxReplay(ctx, c, x.SourceRunID, ev.CandidateVersionID)
+			if refused(err) {
+				// This run cannot be replayed on the candidate (its input
+				// does not fit the candidate's schema, it is gone): the
+				// example is an ERROR, the others go on.
+				if err := c.EvaluationExample.UpdateOne(x).SetStatus(evaluationexample.StatusDone).
+					SetVerdict(evaluationexample.VerdictError).SetMessage("cannot replay "+x.SourceRunID+" on the candidate: "+err.Error()).
+					SetUpdatedAt(s.now()).Exec(ctx); err != nil {
+					return nil, err
+				}
+				done++
+				u.SetDone(done)
+				changed = true
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("replay %s: %w", x.SourceRunID, err)
 			}

@@ -151,6 +151,15 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	})
 }
 
+// replayInputFits refuses to replay a run's input on another version whose
+// input schema does not accept it: startRun would have refused it too.
+func replayInputFits(def *definition.Definition, input map[string]any, path string) error {
+	if err := def.ValidateInput(input); err != nil {
+		return errs.Invalid(path, "the source run's input does not match this version's input schema: %v", err)
+	}
+	return nil
+}
+
 func validateRunInput(def *definition.Definition, input map[string]any) error {
 	err := def.ValidateInput(input)
 	if err == nil {
@@ -437,6 +446,11 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	if err != nil {
 		return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
 	}
+	if versionID != src.VersionID {
+		if err := replayInputFits(def, input, "input.versionID"); err != nil {
+			return nil, err
+		}
+	}
 	r, err := e.createRun(ctx, c, v, newRun{
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
 		input: input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
@@ -469,6 +483,11 @@ func (e *Service) StartSandboxReplay(ctx context.Context, c *ent.Client, sourceI
 	input, err := runInput(ctx, src.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
+	}
+	if versionID != src.VersionID {
+		if err := replayInputFits(def, input, "versionID"); err != nil {
+			return nil, err
+		}
 	}
 	srcID := src.ID
 	return e.createRun(ctx, c, v, newRun{
