@@ -280,7 +280,7 @@ func (s *Service) step(ctx context.Context, tenantID, id string) ([]judgeTask, e
 				// does not fit the candidate's schema, it is gone): the
 				// example is an ERROR, the others go on.
 				if err := c.EvaluationExample.UpdateOne(x).SetStatus(evaluationexample.StatusDone).
-					SetVerdict(evaluationexample.VerdictError).SetMessage("cannot replay "+x.SourceRunID+" on the candidate: "+err.Error()).
+					SetVerdict(evaluationexample.VerdictError).SetMessage("cannot replay " + x.SourceRunID + " on the candidate: " + err.Error()).
 					SetUpdatedAt(s.now()).Exec(ctx); err != nil {
 					return nil, err
 				}
