@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,6 +130,16 @@ func TestCLITenantApply(t *testing.T) {
 			t.Errorf("environment %s: kind %q, want %q", name, envs[name], kind)
 		}
 	}
+	// The production environment holds the manifest's variables, as its
+	// first variables version; the tenant default SLA policy rolls back
+	// releases at the manifest's severity.
+	vars := owner.ok(`{ environments(where: {name: "production"}) { edges { node { variables { name type value } } } } }`, nil)
+	if got := fmt.Sprint(get(edges(vars, "environments")[0], "variables")); got != "[map[name:apiBase type:STRING value:https://api.acme.example] map[name:maxItems type:INTEGER value:50]]" {
+		t.Errorf("production variables after apply: %s", got)
+	}
+	if s := get(owner.ok(`{ slaPolicies { edges { node { objectives { releaseRollback { severity } } } } } }`, nil), "slaPolicies"); !strings.Contains(fmt.Sprint(s), "severity:CRITICAL") {
+		t.Errorf("tenant default policy's releaseRollback: %v", s)
+	}
 	members := map[string][]string{}
 	for _, m := range edges(owner.ok(`{ members { edges { node { subject roles } } } }`, nil), "members") {
 		var roles []string
@@ -160,10 +171,14 @@ func TestCLITenantApply(t *testing.T) {
 	}
 
 	// Changing values updates the tenant in place.
-	renamed := cliManifest(t, slug, "name: Acme Support Automation", "name: Acme Renamed", "retentionDays: 180", "retentionDays: 200")
+	renamed := cliManifest(t, slug, "name: Acme Support Automation", "name: Acme Renamed", "retentionDays: 180", "retentionDays: 200",
+		"value: 50}", "value: 75}")
 	out, errOut, err = cliRun(t, nil, "tenant", "apply", "-f", renamed)
 	if err != nil {
 		t.Fatalf("apply renamed: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "set variables of production: maxItems (version 2)") {
+		t.Errorf("apply with a changed variable:\n%s", out)
 	}
 	v = newClient(t, 1, cliMint(t, slug, "viewer")).ok(`{ viewer { roles tenant { id slug name retentionDays } } }`, nil)
 	if str(v, "viewer.tenant.name") != "Acme Renamed" || get(v, "viewer.tenant.retentionDays") != float64(200) || str(v, "viewer.tenant.slug") != slug {
@@ -207,6 +222,9 @@ func TestCLITenantApplyRejectsBadManifests(t *testing.T) {
 		{"bad duration", []string{"runDuration: 10m", "runDuration: ten minutes"}, []string{"sla.runDuration"}},
 		{"bad retention", []string{"retentionDays: 180", "retentionDays: -1"}, []string{"retentionDays"}},
 		{"not YAML", []string{"members:", "members: [unclosed"}, []string{"parse manifest"}},
+		{"bad variable type", []string{"{type: integer, value: 50}", "{type: integer, value: fifty}"}, []string{"environments[2].vars.maxItems"}},
+		{"bad variable name", []string{"maxItems:", "max-items:"}, []string{"environments[2].vars.max-items"}},
+		{"bad release rollback severity", []string{"releaseRollback: critical", "releaseRollback: dire"}, []string{"sla.releaseRollback", "dire"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,8 +3,10 @@ package tenants
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/control"
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -104,6 +108,9 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 		if err := applyEnvironments(ctx, c, m, &out); err != nil {
 			return err
 		}
+		if err := applyVariables(ctx, c, m, &out); err != nil {
+			return err
+		}
 		if err := applyMembers(ctx, c, m, &out); err != nil {
 			return err
 		}
@@ -146,6 +153,61 @@ func applyEnvironments(ctx context.Context, c *ent.Client, m *Manifest, out io.W
 		fmt.Fprintf(out, "  environment %s is not in the manifest; left in place\n", name)
 	}
 	return nil
+}
+
+// applyVariables gives each environment the variables its spec names, as
+// one new variables version per environment that changes (through
+// internal/control, which checks them against the deployed versions'
+// needs and audits the change); an environment already holding them is
+// left alone.
+func applyVariables(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
+	ctl := control.New(control.Options{})
+	for i, spec := range m.Environments {
+		if len(spec.Vars) == 0 {
+			continue
+		}
+		env, err := c.Environment.Query().Where(environment.Name(spec.Name)).Only(ctx)
+		if err != nil {
+			return err
+		}
+		current, err := control.EnvironmentVariables(ctx, c, env)
+		if err != nil {
+			return err
+		}
+		have := map[string]envvars.Variable{}
+		for _, v := range current {
+			have[v.Name] = v
+		}
+		var set []envvars.Variable
+		var names []string
+		for _, name := range slices.Sorted(maps.Keys(spec.Vars)) {
+			want, msg := spec.Vars[name].variable(name)
+			if msg != "" {
+				return fmt.Errorf("environments[%d].vars.%s: %s", i, name, msg)
+			}
+			if cur, ok := have[name]; ok && cur.Type == want.Type && sameJSON(cur.Value, want.Value) {
+				continue
+			}
+			set = append(set, want)
+			names = append(names, name)
+		}
+		if len(set) == 0 {
+			continue
+		}
+		path := func(k int) string { return fmt.Sprintf("environments[%d].vars.%s", i, set[k].Name) }
+		env, err = ctl.SetEnvironmentVariables(ctx, env.ID, control.VariableChange{Set: set, SetPath: path})
+		if err != nil {
+			return fmt.Errorf("environment %s: %w", spec.Name, err)
+		}
+		fmt.Fprintf(out, "  set variables of %s: %s (version %d)\n", spec.Name, strings.Join(names, ", "), env.VarsVersion)
+	}
+	return nil
+}
+
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 func applyMembers(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {

@@ -8,12 +8,15 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -37,6 +40,17 @@ type Manifest struct {
 type EnvironmentSpec struct {
 	Name string `yaml:"name"`
 	Kind string `yaml:"kind"`
+	// Vars are variables the environment must hold with these values
+	// (env.vars.<name>); variables set otherwise and not named here are
+	// left as they are.
+	Vars map[string]VarSpec `yaml:"vars"`
+}
+
+// VarSpec is one environment variable: its type (string, number,
+// integer, boolean, json) and value.
+type VarSpec struct {
+	Type  string `yaml:"type"`
+	Value any    `yaml:"value"`
 }
 
 // MemberSpec grants roles to a subject.
@@ -96,6 +110,9 @@ func Parse(data []byte) (*Manifest, error) {
 	if overlay.SLA.ApprovalResponse != "" {
 		m.SLA.ApprovalResponse = overlay.SLA.ApprovalResponse
 	}
+	if overlay.SLA.ReleaseRollback != "" {
+		m.SLA.ReleaseRollback = overlay.SLA.ReleaseRollback
+	}
 	if overlay.SLA.EscalateTo != nil {
 		m.SLA.EscalateTo = overlay.SLA.EscalateTo
 	}
@@ -140,6 +157,14 @@ func (m *Manifest) Validate() error {
 		case "development", "staging", "production":
 		default:
 			bad(f+".kind", "must be development, staging or production (got %q)", e.Kind)
+		}
+		if len(e.Vars) > envvars.MaxVariables {
+			bad(f+".vars", "at most %d variables", envvars.MaxVariables)
+		}
+		for _, name := range slices.Sorted(maps.Keys(e.Vars)) {
+			if _, msg := e.Vars[name].variable(name); msg != "" {
+				bad(f+".vars."+name, "%s", msg)
+			}
 		}
 	}
 	for i, r := range m.Roles {
@@ -189,4 +214,20 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// variable is the spec as an environment variable, or why it is not one.
+func (v VarSpec) variable(name string) (envvars.Variable, string) {
+	if !envvars.NamePattern.MatchString(name) {
+		return envvars.Variable{}, fmt.Sprintf("the name must be letters, digits and underscores, not starting with a digit, at most %d characters", envvars.MaxNameLen)
+	}
+	t := envvars.Type(strings.ToLower(v.Type))
+	if v.Value == nil {
+		return envvars.Variable{}, "value is required"
+	}
+	val, msg := envvars.Check(t, v.Value)
+	if msg != "" {
+		return envvars.Variable{}, msg
+	}
+	return envvars.Variable{Name: name, Type: t, Value: val}, ""
 }
