@@ -199,6 +199,11 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 	return r.eventData(ctx, obj)
 }
 
+// ApprovalRequest returns generated.ApprovalRequestResolver implementation.
+func (r *Resolver) ApprovalRequest() generated.ApprovalRequestResolver {
+	return &approvalRequestResolver{r}
+}
+
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
@@ -255,6 +260,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	approvalRequestResolver   struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }
 	evaluationResolver        struct{ *Resolver }
 	evaluationExampleResolver struct{ *Resolver }
