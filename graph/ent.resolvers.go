@@ -15,6 +15,16 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 )
 
+// RunID is the resolver for the runID field.
+func (r *approvalRequestResolver) RunID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error) {
+	return nullIfEmpty(obj.RunID), nil
+}
+
+// StepID is the resolver for the stepID field.
+func (r *approvalRequestResolver) StepID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error) {
+	return nullIfEmpty(obj.StepID), nil
+}
+
 // Node is the resolver for the node field.
 func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) {
 	return resolveNode(ctx, id)

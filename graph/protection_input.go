@@ -32,3 +32,12 @@ func protectionInput(in model.SetEnvironmentProtectionInput) protection.SetInput
 	}
 	return protection.SetInput{EnvironmentID: in.EnvironmentID, Protection: p}
 }
+
+// nullIfEmpty answers null for an ApprovalRequest's run fields, which a
+// DEPLOYMENT request leaves NULL (Ent reads them as "").
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1326,6 +1326,9 @@ type ComplexityRoot struct {
 // region    ************************** generated!.gotpl **************************
 
 type ApprovalRequestResolver interface {
+	RunID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+	StepID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+
 	Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error)
 	Release(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Release, error)
 }
@@ -20532,18 +20535,18 @@ func (ec *executionContext) _ApprovalRequest_runID(ctx context.Context, field gr
 			return ec.fieldContext_ApprovalRequest_runID(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.RunID, nil
+			return ec.Resolvers.ApprovalRequest().RunID(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalOID2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
 		},
 		true,
 		false,
 	)
 }
 func (ec *executionContext) fieldContext_ApprovalRequest_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "ID")
 }
 
 func (ec *executionContext) _ApprovalRequest_stepID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
@@ -20555,18 +20558,18 @@ func (ec *executionContext) _ApprovalRequest_stepID(ctx context.Context, field g
 			return ec.fieldContext_ApprovalRequest_stepID(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.StepID, nil
+			return ec.Resolvers.ApprovalRequest().StepID(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalOString2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
 		},
 		true,
 		false,
 	)
 }
 func (ec *executionContext) fieldContext_ApprovalRequest_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "String")
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "String")
 }
 
 func (ec *executionContext) _ApprovalRequest_status(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
@@ -67612,15 +67615,17 @@ func (ec *executionContext) _ApprovalRequest(ctx context.Context, sel ast.Select
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "runID":
-			out.Values[i] = ec._ApprovalRequest_runID(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_runID(ctx, field, obj)
+				})
 		case "stepID":
-			out.Values[i] = ec._ApprovalRequest_stepID(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_stepID(ctx, field, obj)
+				})
 		case "status":
 			out.Values[i] = ec._ApprovalRequest_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -79427,18 +79432,6 @@ func (ec *executionContext) unmarshalOFreezeWindowInput2ᚕᚖgithubᚗcomᚋslu
 		}
 	}
 	return res, nil
-}
-
-func (ec *executionContext) unmarshalOID2string(ctx context.Context, v any) (string, error) {
-	res, err := graphql.UnmarshalID(v)
-	return res, graphql.ErrorOnPath(ctx, err)
-}
-
-func (ec *executionContext) marshalOID2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
-	_ = sel
-	_ = ctx
-	res := graphql.MarshalID(v)
-	return res
 }
 
 func (ec *executionContext) unmarshalOID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
