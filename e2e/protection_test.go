@@ -20,7 +20,7 @@ const (
 	qProtection  = `query($id: ID!) { node(id: $id) { ... on Environment { protection { requiredApprovals approverRoles } } } }`
 	aprFields    = `id kind status runID workflowID versionID environmentID releaseID requestedBy requiredApprovals context expiresAt decidedBy approvals { subject } deployment { id active version { id } } release { id state }`
 	mRequestDep  = `mutation($v: ID!, $e: ID!) { requestDeployment(input: {versionID: $v, environmentID: $e}) { deployment { id version { id } } approvalRequest { ` + aprFields + ` } } }`
-	mDecideDep      = `mutation($id: ID!, $d: ApprovalDecision!) { decideApproval(input: {id: $id, decision: $d, comment: "ok"}) { ` + aprFields + ` } }`
+	mDecideDep   = `mutation($id: ID!, $d: ApprovalDecision!) { decideApproval(input: {id: $id, decision: $d, comment: "ok"}) { ` + aprFields + ` } }`
 	qApr         = `query($id: ID!) { node(id: $id) { ... on ApprovalRequest { ` + aprFields + ` } } }`
 	qDeployAprs  = `{ approvals(where: {kind: DEPLOYMENT}) { totalCount edges { node { id kind status } } } }`
 	qCurrentProd = `query($e: ID!) { node(id: $e) { ... on Environment { deployments(where: {active: true}) { edges { node { version { id } } } } } } }`
@@ -200,7 +200,9 @@ func TestProtectedEnvironment(t *testing.T) {
 	if r := get(admin.ok(mDecideDep, map[string]any{"id": rej, "d": "REJECT"}), "decideApproval"); str(r, "status") != "rejected" || get(r, "deployment") != nil {
 		t.Fatalf("rejected request: %v", r)
 	}
-	hookWaitMsgs(t, hooks, "/dep", 1, func(m hookMsg) bool { return m.Type == "deployment.rejected" && str(m.Data, "approvalRequestID") == rej })
+	hookWaitMsgs(t, hooks, "/dep", 1, func(m hookMsg) bool {
+		return m.Type == "deployment.rejected" && str(m.Data, "approvalRequestID") == rej
+	})
 	if cur := edges(get(owner.ok(qCurrentProd, map[string]any{"e": prod}), "node").(map[string]any), "deployments"); len(cur) != 1 || str(cur[0], "version.id") != v2 {
 		t.Fatalf("production after rejection: %v", cur)
 	}
