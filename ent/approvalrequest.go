@@ -59,8 +59,8 @@ type ApprovalRequest struct {
 	WorkflowID *string `json:"workflow_id,omitempty"`
 	// VersionID holds the value of the "version_id" field.
 	VersionID *string `json:"version_id,omitempty"`
-	// EnvironmentID holds the value of the "environment_id" field.
-	EnvironmentID *string `json:"environment_id,omitempty"`
+	// TargetEnvironmentID holds the value of the "target_environment_id" field.
+	TargetEnvironmentID *string `json:"target_environment_id,omitempty"`
 	// ReleaseID holds the value of the "release_id" field.
 	ReleaseID *string `json:"release_id,omitempty"`
 	// RequestedBy holds the value of the "requested_by" field.
@@ -121,7 +121,7 @@ func (*ApprovalRequest) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case approvalrequest.FieldRequiredApprovals:
 			values[i] = new(sql.NullInt64)
-		case approvalrequest.FieldID, approvalrequest.FieldTenantID, approvalrequest.FieldKind, approvalrequest.FieldRunID, approvalrequest.FieldStepID, approvalrequest.FieldStepRunID, approvalrequest.FieldStatus, approvalrequest.FieldMessage, approvalrequest.FieldOnTimeout, approvalrequest.FieldDecidedBy, approvalrequest.FieldComment, approvalrequest.FieldWorkflowID, approvalrequest.FieldVersionID, approvalrequest.FieldEnvironmentID, approvalrequest.FieldReleaseID, approvalrequest.FieldRequestedBy, approvalrequest.FieldDeploymentID:
+		case approvalrequest.FieldID, approvalrequest.FieldTenantID, approvalrequest.FieldKind, approvalrequest.FieldRunID, approvalrequest.FieldStepID, approvalrequest.FieldStepRunID, approvalrequest.FieldStatus, approvalrequest.FieldMessage, approvalrequest.FieldOnTimeout, approvalrequest.FieldDecidedBy, approvalrequest.FieldComment, approvalrequest.FieldWorkflowID, approvalrequest.FieldVersionID, approvalrequest.FieldTargetEnvironmentID, approvalrequest.FieldReleaseID, approvalrequest.FieldRequestedBy, approvalrequest.FieldDeploymentID:
 			values[i] = new(sql.NullString)
 		case approvalrequest.FieldCreatedAt, approvalrequest.FieldUpdatedAt, approvalrequest.FieldExpiresAt, approvalrequest.FieldDecidedAt:
 			values[i] = new(sql.NullTime)
@@ -272,12 +272,12 @@ func (_m *ApprovalRequest) assignValues(columns []string, values []any) error {
 				_m.VersionID = new(string)
 				*_m.VersionID = value.String
 			}
-		case approvalrequest.FieldEnvironmentID:
+		case approvalrequest.FieldTargetEnvironmentID:
 			if value, ok := values[i].(*sql.NullString); !ok {
-				return fmt.Errorf("unexpected type %T for field environment_id", values[i])
+				return fmt.Errorf("unexpected type %T for field target_environment_id", values[i])
 			} else if value.Valid {
-				_m.EnvironmentID = new(string)
-				*_m.EnvironmentID = value.String
+				_m.TargetEnvironmentID = new(string)
+				*_m.TargetEnvironmentID = value.String
 			}
 		case approvalrequest.FieldReleaseID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -429,8 +429,8 @@ func (_m *ApprovalRequest) String() string {
 		builder.WriteString(*v)
 	}
 	builder.WriteString(", ")
-	if v := _m.EnvironmentID; v != nil {
-		builder.WriteString("environment_id=")
+	if v := _m.TargetEnvironmentID; v != nil {
+		builder.WriteString("target_environment_id=")
 		builder.WriteString(*v)
 	}
 	builder.WriteString(", ")

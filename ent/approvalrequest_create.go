@@ -260,16 +260,16 @@ func (_c *ApprovalRequestCreate) SetNillableVersionID(v *string) *ApprovalReques
 	return _c
 }
 
-// SetEnvironmentID sets the "environment_id" field.
-func (_c *ApprovalRequestCreate) SetEnvironmentID(v string) *ApprovalRequestCreate {
-	_c.mutation.SetEnvironmentID(v)
+// SetTargetEnvironmentID sets the "target_environment_id" field.
+func (_c *ApprovalRequestCreate) SetTargetEnvironmentID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetTargetEnvironmentID(v)
 	return _c
 }
 
-// SetNillableEnvironmentID sets the "environment_id" field if the given value is not nil.
-func (_c *ApprovalRequestCreate) SetNillableEnvironmentID(v *string) *ApprovalRequestCreate {
+// SetNillableTargetEnvironmentID sets the "target_environment_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableTargetEnvironmentID(v *string) *ApprovalRequestCreate {
 	if v != nil {
-		_c.SetEnvironmentID(*v)
+		_c.SetTargetEnvironmentID(*v)
 	}
 	return _c
 }
@@ -592,9 +592,9 @@ func (_c *ApprovalRequestCreate) createSpec() (*ApprovalRequest, *sqlgraph.Creat
 		_spec.SetField(approvalrequest.FieldVersionID, field.TypeString, value)
 		_node.VersionID = &value
 	}
-	if value, ok := _c.mutation.EnvironmentID(); ok {
-		_spec.SetField(approvalrequest.FieldEnvironmentID, field.TypeString, value)
-		_node.EnvironmentID = &value
+	if value, ok := _c.mutation.TargetEnvironmentID(); ok {
+		_spec.SetField(approvalrequest.FieldTargetEnvironmentID, field.TypeString, value)
+		_node.TargetEnvironmentID = &value
 	}
 	if value, ok := _c.mutation.ReleaseID(); ok {
 		_spec.SetField(approvalrequest.FieldReleaseID, field.TypeString, value)
@@ -959,8 +959,8 @@ func (u *ApprovalRequestUpsertOne) UpdateNewValues() *ApprovalRequestUpsertOne {
 		if _, exists := u.create.mutation.VersionID(); exists {
 			s.SetIgnore(approvalrequest.FieldVersionID)
 		}
-		if _, exists := u.create.mutation.EnvironmentID(); exists {
-			s.SetIgnore(approvalrequest.FieldEnvironmentID)
+		if _, exists := u.create.mutation.TargetEnvironmentID(); exists {
+			s.SetIgnore(approvalrequest.FieldTargetEnvironmentID)
 		}
 		if _, exists := u.create.mutation.ReleaseID(); exists {
 			s.SetIgnore(approvalrequest.FieldReleaseID)
@@ -1461,8 +1461,8 @@ func (u *ApprovalRequestUpsertBulk) UpdateNewValues() *ApprovalRequestUpsertBulk
 			if _, exists := b.mutation.VersionID(); exists {
 				s.SetIgnore(approvalrequest.FieldVersionID)
 			}
-			if _, exists := b.mutation.EnvironmentID(); exists {
-				s.SetIgnore(approvalrequest.FieldEnvironmentID)
+			if _, exists := b.mutation.TargetEnvironmentID(); exists {
+				s.SetIgnore(approvalrequest.FieldTargetEnvironmentID)
 			}
 			if _, exists := b.mutation.ReleaseID(); exists {
 				s.SetIgnore(approvalrequest.FieldReleaseID)

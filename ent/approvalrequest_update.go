@@ -413,8 +413,8 @@ func (_u *ApprovalRequestUpdate) sqlSave(ctx context.Context) (_node int, err er
 	if _u.mutation.VersionIDCleared() {
 		_spec.ClearField(approvalrequest.FieldVersionID, field.TypeString)
 	}
-	if _u.mutation.EnvironmentIDCleared() {
-		_spec.ClearField(approvalrequest.FieldEnvironmentID, field.TypeString)
+	if _u.mutation.TargetEnvironmentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldTargetEnvironmentID, field.TypeString)
 	}
 	if _u.mutation.ReleaseIDCleared() {
 		_spec.ClearField(approvalrequest.FieldReleaseID, field.TypeString)
@@ -873,8 +873,8 @@ func (_u *ApprovalRequestUpdateOne) sqlSave(ctx context.Context) (_node *Approva
 	if _u.mutation.VersionIDCleared() {
 		_spec.ClearField(approvalrequest.FieldVersionID, field.TypeString)
 	}
-	if _u.mutation.EnvironmentIDCleared() {
-		_spec.ClearField(approvalrequest.FieldEnvironmentID, field.TypeString)
+	if _u.mutation.TargetEnvironmentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldTargetEnvironmentID, field.TypeString)
 	}
 	if _u.mutation.ReleaseIDCleared() {
 		_spec.ClearField(approvalrequest.FieldReleaseID, field.TypeString)

@@ -83,31 +83,31 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		Type: "ApprovalRequest",
 		Fields: map[string]*sqlgraph.FieldSpec{
-			approvalrequest.FieldTenantID:          {Type: field.TypeString, Column: approvalrequest.FieldTenantID},
-			approvalrequest.FieldCreatedAt:         {Type: field.TypeTime, Column: approvalrequest.FieldCreatedAt},
-			approvalrequest.FieldUpdatedAt:         {Type: field.TypeTime, Column: approvalrequest.FieldUpdatedAt},
-			approvalrequest.FieldKind:              {Type: field.TypeEnum, Column: approvalrequest.FieldKind},
-			approvalrequest.FieldRunID:             {Type: field.TypeString, Column: approvalrequest.FieldRunID},
-			approvalrequest.FieldStepID:            {Type: field.TypeString, Column: approvalrequest.FieldStepID},
-			approvalrequest.FieldStepRunID:         {Type: field.TypeString, Column: approvalrequest.FieldStepRunID},
-			approvalrequest.FieldStatus:            {Type: field.TypeEnum, Column: approvalrequest.FieldStatus},
-			approvalrequest.FieldMessage:           {Type: field.TypeString, Column: approvalrequest.FieldMessage},
-			approvalrequest.FieldContext:           {Type: field.TypeJSON, Column: approvalrequest.FieldContext},
-			approvalrequest.FieldApproverRoles:     {Type: field.TypeJSON, Column: approvalrequest.FieldApproverRoles},
-			approvalrequest.FieldApproverSubjects:  {Type: field.TypeJSON, Column: approvalrequest.FieldApproverSubjects},
-			approvalrequest.FieldOnTimeout:         {Type: field.TypeEnum, Column: approvalrequest.FieldOnTimeout},
-			approvalrequest.FieldExpiresAt:         {Type: field.TypeTime, Column: approvalrequest.FieldExpiresAt},
-			approvalrequest.FieldDecidedBy:         {Type: field.TypeString, Column: approvalrequest.FieldDecidedBy},
-			approvalrequest.FieldComment:           {Type: field.TypeString, Column: approvalrequest.FieldComment},
-			approvalrequest.FieldDecidedAt:         {Type: field.TypeTime, Column: approvalrequest.FieldDecidedAt},
-			approvalrequest.FieldWorkflowID:        {Type: field.TypeString, Column: approvalrequest.FieldWorkflowID},
-			approvalrequest.FieldVersionID:         {Type: field.TypeString, Column: approvalrequest.FieldVersionID},
-			approvalrequest.FieldEnvironmentID:     {Type: field.TypeString, Column: approvalrequest.FieldEnvironmentID},
-			approvalrequest.FieldReleaseID:         {Type: field.TypeString, Column: approvalrequest.FieldReleaseID},
-			approvalrequest.FieldRequestedBy:       {Type: field.TypeString, Column: approvalrequest.FieldRequestedBy},
-			approvalrequest.FieldRequiredApprovals: {Type: field.TypeInt, Column: approvalrequest.FieldRequiredApprovals},
-			approvalrequest.FieldApprovals:         {Type: field.TypeJSON, Column: approvalrequest.FieldApprovals},
-			approvalrequest.FieldDeploymentID:      {Type: field.TypeString, Column: approvalrequest.FieldDeploymentID},
+			approvalrequest.FieldTenantID:            {Type: field.TypeString, Column: approvalrequest.FieldTenantID},
+			approvalrequest.FieldCreatedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldCreatedAt},
+			approvalrequest.FieldUpdatedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldUpdatedAt},
+			approvalrequest.FieldKind:                {Type: field.TypeEnum, Column: approvalrequest.FieldKind},
+			approvalrequest.FieldRunID:               {Type: field.TypeString, Column: approvalrequest.FieldRunID},
+			approvalrequest.FieldStepID:              {Type: field.TypeString, Column: approvalrequest.FieldStepID},
+			approvalrequest.FieldStepRunID:           {Type: field.TypeString, Column: approvalrequest.FieldStepRunID},
+			approvalrequest.FieldStatus:              {Type: field.TypeEnum, Column: approvalrequest.FieldStatus},
+			approvalrequest.FieldMessage:             {Type: field.TypeString, Column: approvalrequest.FieldMessage},
+			approvalrequest.FieldContext:             {Type: field.TypeJSON, Column: approvalrequest.FieldContext},
+			approvalrequest.FieldApproverRoles:       {Type: field.TypeJSON, Column: approvalrequest.FieldApproverRoles},
+			approvalrequest.FieldApproverSubjects:    {Type: field.TypeJSON, Column: approvalrequest.FieldApproverSubjects},
+			approvalrequest.FieldOnTimeout:           {Type: field.TypeEnum, Column: approvalrequest.FieldOnTimeout},
+			approvalrequest.FieldExpiresAt:           {Type: field.TypeTime, Column: approvalrequest.FieldExpiresAt},
+			approvalrequest.FieldDecidedBy:           {Type: field.TypeString, Column: approvalrequest.FieldDecidedBy},
+			approvalrequest.FieldComment:             {Type: field.TypeString, Column: approvalrequest.FieldComment},
+			approvalrequest.FieldDecidedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldDecidedAt},
+			approvalrequest.FieldWorkflowID:          {Type: field.TypeString, Column: approvalrequest.FieldWorkflowID},
+			approvalrequest.FieldVersionID:           {Type: field.TypeString, Column: approvalrequest.FieldVersionID},
+			approvalrequest.FieldTargetEnvironmentID: {Type: field.TypeString, Column: approvalrequest.FieldTargetEnvironmentID},
+			approvalrequest.FieldReleaseID:           {Type: field.TypeString, Column: approvalrequest.FieldReleaseID},
+			approvalrequest.FieldRequestedBy:         {Type: field.TypeString, Column: approvalrequest.FieldRequestedBy},
+			approvalrequest.FieldRequiredApprovals:   {Type: field.TypeInt, Column: approvalrequest.FieldRequiredApprovals},
+			approvalrequest.FieldApprovals:           {Type: field.TypeJSON, Column: approvalrequest.FieldApprovals},
+			approvalrequest.FieldDeploymentID:        {Type: field.TypeString, Column: approvalrequest.FieldDeploymentID},
 		},
 	}
 	graph.Nodes[2] = &sqlgraph.Node{
@@ -1963,9 +1963,9 @@ func (f *ApprovalRequestFilter) WhereVersionID(p entql.StringP) {
 	f.Where(p.Field(approvalrequest.FieldVersionID))
 }
 
-// WhereEnvironmentID applies the entql string predicate on the environment_id field.
-func (f *ApprovalRequestFilter) WhereEnvironmentID(p entql.StringP) {
-	f.Where(p.Field(approvalrequest.FieldEnvironmentID))
+// WhereTargetEnvironmentID applies the entql string predicate on the target_environment_id field.
+func (f *ApprovalRequestFilter) WhereTargetEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldTargetEnvironmentID))
 }
 
 // WhereReleaseID applies the entql string predicate on the release_id field.

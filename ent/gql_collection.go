@@ -313,11 +313,6 @@ func (_q *ApprovalRequestQuery) collectField(ctx context.Context, oneNode bool, 
 				selectedFields = append(selectedFields, approvalrequest.FieldVersionID)
 				fieldSeen[approvalrequest.FieldVersionID] = struct{}{}
 			}
-		case "environmentID":
-			if _, ok := fieldSeen[approvalrequest.FieldEnvironmentID]; !ok {
-				selectedFields = append(selectedFields, approvalrequest.FieldEnvironmentID)
-				fieldSeen[approvalrequest.FieldEnvironmentID] = struct{}{}
-			}
 		case "releaseID":
 			if _, ok := fieldSeen[approvalrequest.FieldReleaseID]; !ok {
 				selectedFields = append(selectedFields, approvalrequest.FieldReleaseID)

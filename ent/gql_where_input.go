@@ -803,23 +803,6 @@ type ApprovalRequestWhereInput struct {
 	VersionIDEqualFold    *string  `json:"versionIDEqualFold,omitempty"`
 	VersionIDContainsFold *string  `json:"versionIDContainsFold,omitempty"`
 
-	// "environment_id" field predicates.
-	EnvironmentID             *string  `json:"environmentID,omitempty"`
-	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
-	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
-	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
-	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
-	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
-	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
-	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
-	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
-	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
-	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
-	EnvironmentIDIsNil        bool     `json:"environmentIDIsNil,omitempty"`
-	EnvironmentIDNotNil       bool     `json:"environmentIDNotNil,omitempty"`
-	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
-	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
-
 	// "release_id" field predicates.
 	ReleaseID             *string  `json:"releaseID,omitempty"`
 	ReleaseIDNEQ          *string  `json:"releaseIDNEQ,omitempty"`
@@ -1435,51 +1418,6 @@ func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
 	}
 	if i.VersionIDContainsFold != nil {
 		predicates = append(predicates, approvalrequest.VersionIDContainsFold(*i.VersionIDContainsFold))
-	}
-	if i.EnvironmentID != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDEQ(*i.EnvironmentID))
-	}
-	if i.EnvironmentIDNEQ != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
-	}
-	if len(i.EnvironmentIDIn) > 0 {
-		predicates = append(predicates, approvalrequest.EnvironmentIDIn(i.EnvironmentIDIn...))
-	}
-	if len(i.EnvironmentIDNotIn) > 0 {
-		predicates = append(predicates, approvalrequest.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
-	}
-	if i.EnvironmentIDGT != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDGT(*i.EnvironmentIDGT))
-	}
-	if i.EnvironmentIDGTE != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDGTE(*i.EnvironmentIDGTE))
-	}
-	if i.EnvironmentIDLT != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDLT(*i.EnvironmentIDLT))
-	}
-	if i.EnvironmentIDLTE != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDLTE(*i.EnvironmentIDLTE))
-	}
-	if i.EnvironmentIDContains != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDContains(*i.EnvironmentIDContains))
-	}
-	if i.EnvironmentIDHasPrefix != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
-	}
-	if i.EnvironmentIDHasSuffix != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
-	}
-	if i.EnvironmentIDIsNil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDIsNil())
-	}
-	if i.EnvironmentIDNotNil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDNotNil())
-	}
-	if i.EnvironmentIDEqualFold != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
-	}
-	if i.EnvironmentIDContainsFold != nil {
-		predicates = append(predicates, approvalrequest.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
 	}
 	if i.ReleaseID != nil {
 		predicates = append(predicates, approvalrequest.ReleaseIDEQ(*i.ReleaseID))

@@ -1243,7 +1243,7 @@ type ApprovalRequestMutation struct {
 	decided_at              *time.Time
 	workflow_id             *string
 	version_id              *string
-	environment_id          *string
+	target_environment_id   *string
 	release_id              *string
 	requested_by            *string
 	required_approvals      *int
@@ -2250,53 +2250,53 @@ func (m *ApprovalRequestMutation) ResetVersionID() {
 	delete(m.clearedFields, approvalrequest.FieldVersionID)
 }
 
-// SetEnvironmentID sets the "environment_id" field.
-func (m *ApprovalRequestMutation) SetEnvironmentID(s string) {
-	m.environment_id = &s
+// SetTargetEnvironmentID sets the "target_environment_id" field.
+func (m *ApprovalRequestMutation) SetTargetEnvironmentID(s string) {
+	m.target_environment_id = &s
 }
 
-// EnvironmentID returns the value of the "environment_id" field in the mutation.
-func (m *ApprovalRequestMutation) EnvironmentID() (r string, exists bool) {
-	v := m.environment_id
+// TargetEnvironmentID returns the value of the "target_environment_id" field in the mutation.
+func (m *ApprovalRequestMutation) TargetEnvironmentID() (r string, exists bool) {
+	v := m.target_environment_id
 	if v == nil {
 		return
 	}
 	return *v, true
 }
 
-// OldEnvironmentID returns the old "environment_id" field's value of the ApprovalRequest entity.
+// OldTargetEnvironmentID returns the old "target_environment_id" field's value of the ApprovalRequest entity.
 // If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *ApprovalRequestMutation) OldEnvironmentID(ctx context.Context) (v *string, err error) {
+func (m *ApprovalRequestMutation) OldTargetEnvironmentID(ctx context.Context) (v *string, err error) {
 	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+		return v, errors.New("OldTargetEnvironmentID is only allowed on UpdateOne operations")
 	}
 	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+		return v, errors.New("OldTargetEnvironmentID requires an ID field in the mutation")
 	}
 	oldValue, err := m.oldValue(ctx)
 	if err != nil {
-		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+		return v, fmt.Errorf("querying old value for OldTargetEnvironmentID: %w", err)
 	}
-	return oldValue.EnvironmentID, nil
+	return oldValue.TargetEnvironmentID, nil
 }
 
-// ClearEnvironmentID clears the value of the "environment_id" field.
-func (m *ApprovalRequestMutation) ClearEnvironmentID() {
-	m.environment_id = nil
-	m.clearedFields[approvalrequest.FieldEnvironmentID] = struct{}{}
+// ClearTargetEnvironmentID clears the value of the "target_environment_id" field.
+func (m *ApprovalRequestMutation) ClearTargetEnvironmentID() {
+	m.target_environment_id = nil
+	m.clearedFields[approvalrequest.FieldTargetEnvironmentID] = struct{}{}
 }
 
-// EnvironmentIDCleared returns if the "environment_id" field was cleared in this mutation.
-func (m *ApprovalRequestMutation) EnvironmentIDCleared() bool {
-	_, ok := m.clearedFields[approvalrequest.FieldEnvironmentID]
+// TargetEnvironmentIDCleared returns if the "target_environment_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) TargetEnvironmentIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldTargetEnvironmentID]
 	return ok
 }
 
-// ResetEnvironmentID resets all changes to the "environment_id" field.
-func (m *ApprovalRequestMutation) ResetEnvironmentID() {
-	m.environment_id = nil
-	delete(m.clearedFields, approvalrequest.FieldEnvironmentID)
+// ResetTargetEnvironmentID resets all changes to the "target_environment_id" field.
+func (m *ApprovalRequestMutation) ResetTargetEnvironmentID() {
+	m.target_environment_id = nil
+	delete(m.clearedFields, approvalrequest.FieldTargetEnvironmentID)
 }
 
 // SetReleaseID sets the "release_id" field.
@@ -2713,8 +2713,8 @@ func (m *ApprovalRequestMutation) Fields() []string {
 	if m.version_id != nil {
 		fields = append(fields, approvalrequest.FieldVersionID)
 	}
-	if m.environment_id != nil {
-		fields = append(fields, approvalrequest.FieldEnvironmentID)
+	if m.target_environment_id != nil {
+		fields = append(fields, approvalrequest.FieldTargetEnvironmentID)
 	}
 	if m.release_id != nil {
 		fields = append(fields, approvalrequest.FieldReleaseID)
@@ -2777,8 +2777,8 @@ func (m *ApprovalRequestMutation) Field(name string) (ent.Value, bool) {
 		return m.WorkflowID()
 	case approvalrequest.FieldVersionID:
 		return m.VersionID()
-	case approvalrequest.FieldEnvironmentID:
-		return m.EnvironmentID()
+	case approvalrequest.FieldTargetEnvironmentID:
+		return m.TargetEnvironmentID()
 	case approvalrequest.FieldReleaseID:
 		return m.ReleaseID()
 	case approvalrequest.FieldRequestedBy:
@@ -2836,8 +2836,8 @@ func (m *ApprovalRequestMutation) OldField(ctx context.Context, name string) (en
 		return m.OldWorkflowID(ctx)
 	case approvalrequest.FieldVersionID:
 		return m.OldVersionID(ctx)
-	case approvalrequest.FieldEnvironmentID:
-		return m.OldEnvironmentID(ctx)
+	case approvalrequest.FieldTargetEnvironmentID:
+		return m.OldTargetEnvironmentID(ctx)
 	case approvalrequest.FieldReleaseID:
 		return m.OldReleaseID(ctx)
 	case approvalrequest.FieldRequestedBy:
@@ -2990,12 +2990,12 @@ func (m *ApprovalRequestMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetVersionID(v)
 		return nil
-	case approvalrequest.FieldEnvironmentID:
+	case approvalrequest.FieldTargetEnvironmentID:
 		v, ok := value.(string)
 		if !ok {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
-		m.SetEnvironmentID(v)
+		m.SetTargetEnvironmentID(v)
 		return nil
 	case approvalrequest.FieldReleaseID:
 		v, ok := value.(string)
@@ -3116,8 +3116,8 @@ func (m *ApprovalRequestMutation) ClearedFields() []string {
 	if m.FieldCleared(approvalrequest.FieldVersionID) {
 		fields = append(fields, approvalrequest.FieldVersionID)
 	}
-	if m.FieldCleared(approvalrequest.FieldEnvironmentID) {
-		fields = append(fields, approvalrequest.FieldEnvironmentID)
+	if m.FieldCleared(approvalrequest.FieldTargetEnvironmentID) {
+		fields = append(fields, approvalrequest.FieldTargetEnvironmentID)
 	}
 	if m.FieldCleared(approvalrequest.FieldReleaseID) {
 		fields = append(fields, approvalrequest.FieldReleaseID)
@@ -3184,8 +3184,8 @@ func (m *ApprovalRequestMutation) ClearField(name string) error {
 	case approvalrequest.FieldVersionID:
 		m.ClearVersionID()
 		return nil
-	case approvalrequest.FieldEnvironmentID:
-		m.ClearEnvironmentID()
+	case approvalrequest.FieldTargetEnvironmentID:
+		m.ClearTargetEnvironmentID()
 		return nil
 	case approvalrequest.FieldReleaseID:
 		m.ClearReleaseID()
@@ -3264,8 +3264,8 @@ func (m *ApprovalRequestMutation) ResetField(name string) error {
 	case approvalrequest.FieldVersionID:
 		m.ResetVersionID()
 		return nil
-	case approvalrequest.FieldEnvironmentID:
-		m.ResetEnvironmentID()
+	case approvalrequest.FieldTargetEnvironmentID:
+		m.ResetTargetEnvironmentID()
 		return nil
 	case approvalrequest.FieldReleaseID:
 		m.ResetReleaseID()

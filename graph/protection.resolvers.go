@@ -16,6 +16,11 @@ import (
 	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
+// EnvironmentID is the resolver for the environmentID field.
+func (r *approvalRequestResolver) EnvironmentID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error) {
+	return obj.TargetEnvironmentID, nil
+}
+
 // Deployment is the resolver for the deployment field.
 func (r *approvalRequestResolver) Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error) {
 	return protection.DeploymentOf(ctx, obj)

@@ -56,8 +56,8 @@ const (
 	FieldWorkflowID = "workflow_id"
 	// FieldVersionID holds the string denoting the version_id field in the database.
 	FieldVersionID = "version_id"
-	// FieldEnvironmentID holds the string denoting the environment_id field in the database.
-	FieldEnvironmentID = "environment_id"
+	// FieldTargetEnvironmentID holds the string denoting the target_environment_id field in the database.
+	FieldTargetEnvironmentID = "target_environment_id"
 	// FieldReleaseID holds the string denoting the release_id field in the database.
 	FieldReleaseID = "release_id"
 	// FieldRequestedBy holds the string denoting the requested_by field in the database.
@@ -112,7 +112,7 @@ var Columns = []string{
 	FieldDecidedAt,
 	FieldWorkflowID,
 	FieldVersionID,
-	FieldEnvironmentID,
+	FieldTargetEnvironmentID,
 	FieldReleaseID,
 	FieldRequestedBy,
 	FieldRequiredApprovals,
@@ -324,9 +324,9 @@ func ByVersionID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldVersionID, opts...).ToFunc()
 }
 
-// ByEnvironmentID orders the results by the environment_id field.
-func ByEnvironmentID(opts ...sql.OrderTermOption) OrderOption {
-	return sql.OrderByField(FieldEnvironmentID, opts...).ToFunc()
+// ByTargetEnvironmentID orders the results by the target_environment_id field.
+func ByTargetEnvironmentID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTargetEnvironmentID, opts...).ToFunc()
 }
 
 // ByReleaseID orders the results by the release_id field.

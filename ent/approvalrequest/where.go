@@ -130,9 +130,9 @@ func VersionID(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldEQ(FieldVersionID, v))
 }
 
-// EnvironmentID applies equality check predicate on the "environment_id" field. It's identical to EnvironmentIDEQ.
-func EnvironmentID(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldEQ(FieldEnvironmentID, v))
+// TargetEnvironmentID applies equality check predicate on the "target_environment_id" field. It's identical to TargetEnvironmentIDEQ.
+func TargetEnvironmentID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldTargetEnvironmentID, v))
 }
 
 // ReleaseID applies equality check predicate on the "release_id" field. It's identical to ReleaseIDEQ.
@@ -1090,79 +1090,79 @@ func VersionIDContainsFold(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldVersionID, v))
 }
 
-// EnvironmentIDEQ applies the EQ predicate on the "environment_id" field.
-func EnvironmentIDEQ(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldEQ(FieldEnvironmentID, v))
+// TargetEnvironmentIDEQ applies the EQ predicate on the "target_environment_id" field.
+func TargetEnvironmentIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDNEQ applies the NEQ predicate on the "environment_id" field.
-func EnvironmentIDNEQ(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldNEQ(FieldEnvironmentID, v))
+// TargetEnvironmentIDNEQ applies the NEQ predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDIn applies the In predicate on the "environment_id" field.
-func EnvironmentIDIn(vs ...string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldIn(FieldEnvironmentID, vs...))
+// TargetEnvironmentIDIn applies the In predicate on the "target_environment_id" field.
+func TargetEnvironmentIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldTargetEnvironmentID, vs...))
 }
 
-// EnvironmentIDNotIn applies the NotIn predicate on the "environment_id" field.
-func EnvironmentIDNotIn(vs ...string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldNotIn(FieldEnvironmentID, vs...))
+// TargetEnvironmentIDNotIn applies the NotIn predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldTargetEnvironmentID, vs...))
 }
 
-// EnvironmentIDGT applies the GT predicate on the "environment_id" field.
-func EnvironmentIDGT(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldGT(FieldEnvironmentID, v))
+// TargetEnvironmentIDGT applies the GT predicate on the "target_environment_id" field.
+func TargetEnvironmentIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDGTE applies the GTE predicate on the "environment_id" field.
-func EnvironmentIDGTE(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldGTE(FieldEnvironmentID, v))
+// TargetEnvironmentIDGTE applies the GTE predicate on the "target_environment_id" field.
+func TargetEnvironmentIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDLT applies the LT predicate on the "environment_id" field.
-func EnvironmentIDLT(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldLT(FieldEnvironmentID, v))
+// TargetEnvironmentIDLT applies the LT predicate on the "target_environment_id" field.
+func TargetEnvironmentIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDLTE applies the LTE predicate on the "environment_id" field.
-func EnvironmentIDLTE(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldLTE(FieldEnvironmentID, v))
+// TargetEnvironmentIDLTE applies the LTE predicate on the "target_environment_id" field.
+func TargetEnvironmentIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDContains applies the Contains predicate on the "environment_id" field.
-func EnvironmentIDContains(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldContains(FieldEnvironmentID, v))
+// TargetEnvironmentIDContains applies the Contains predicate on the "target_environment_id" field.
+func TargetEnvironmentIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDHasPrefix applies the HasPrefix predicate on the "environment_id" field.
-func EnvironmentIDHasPrefix(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldEnvironmentID, v))
+// TargetEnvironmentIDHasPrefix applies the HasPrefix predicate on the "target_environment_id" field.
+func TargetEnvironmentIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDHasSuffix applies the HasSuffix predicate on the "environment_id" field.
-func EnvironmentIDHasSuffix(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldEnvironmentID, v))
+// TargetEnvironmentIDHasSuffix applies the HasSuffix predicate on the "target_environment_id" field.
+func TargetEnvironmentIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDIsNil applies the IsNil predicate on the "environment_id" field.
-func EnvironmentIDIsNil() predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldIsNull(FieldEnvironmentID))
+// TargetEnvironmentIDIsNil applies the IsNil predicate on the "target_environment_id" field.
+func TargetEnvironmentIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldTargetEnvironmentID))
 }
 
-// EnvironmentIDNotNil applies the NotNil predicate on the "environment_id" field.
-func EnvironmentIDNotNil() predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldNotNull(FieldEnvironmentID))
+// TargetEnvironmentIDNotNil applies the NotNil predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldTargetEnvironmentID))
 }
 
-// EnvironmentIDEqualFold applies the EqualFold predicate on the "environment_id" field.
-func EnvironmentIDEqualFold(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldEnvironmentID, v))
+// TargetEnvironmentIDEqualFold applies the EqualFold predicate on the "target_environment_id" field.
+func TargetEnvironmentIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldTargetEnvironmentID, v))
 }
 
-// EnvironmentIDContainsFold applies the ContainsFold predicate on the "environment_id" field.
-func EnvironmentIDContainsFold(v string) predicate.ApprovalRequest {
-	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldEnvironmentID, v))
+// TargetEnvironmentIDContainsFold applies the ContainsFold predicate on the "target_environment_id" field.
+func TargetEnvironmentIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldTargetEnvironmentID, v))
 }
 
 // ReleaseIDEQ applies the EQ predicate on the "release_id" field.

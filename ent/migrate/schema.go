@@ -72,7 +72,7 @@ var (
 		{Name: "decided_at", Type: field.TypeTime, Nullable: true},
 		{Name: "workflow_id", Type: field.TypeString, Nullable: true},
 		{Name: "version_id", Type: field.TypeString, Nullable: true},
-		{Name: "environment_id", Type: field.TypeString, Nullable: true},
+		{Name: "target_environment_id", Type: field.TypeString, Nullable: true},
 		{Name: "release_id", Type: field.TypeString, Nullable: true},
 		{Name: "requested_by", Type: field.TypeString, Nullable: true},
 		{Name: "required_approvals", Type: field.TypeInt, Default: 0},

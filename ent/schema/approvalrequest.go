@@ -48,7 +48,11 @@ func (ApprovalRequest) Fields() []ent.Field {
 		// Kind DEPLOYMENT: what waits, who asked, and the votes so far.
 		field.String("workflow_id").Optional().Nillable().Immutable().Annotations(entgql.Type("ID")),
 		field.String("version_id").Optional().Nillable().Immutable().Annotations(entgql.Type("ID")),
-		field.String("environment_id").Optional().Nillable().Immutable().Annotations(entgql.Type("ID")),
+		// Not environment_id: the privacy rules would scope it as an
+		// environment's object for environment-scoped keys, hiding step
+		// approvals (whose column would be NULL) from them.
+		field.String("target_environment_id").Optional().Nillable().Immutable().
+			Annotations(entgql.Skip(entgql.SkipAll)), // environmentID in protection.graphql
 		field.String("release_id").Optional().Nillable().Immutable().Annotations(entgql.Type("ID")),
 		field.String("requested_by").Optional().Nillable().Immutable(),
 		field.Int("required_approvals").Default(0).Immutable().

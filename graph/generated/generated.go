@@ -1329,6 +1329,8 @@ type ApprovalRequestResolver interface {
 	RunID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
 	StepID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
 
+	EnvironmentID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+
 	Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error)
 	Release(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Release, error)
 }
@@ -7885,7 +7887,6 @@ type ApprovalRequest implements Node {
   decidedAt: Time
   workflowID: ID
   versionID: ID
-  environmentID: ID
   releaseID: ID
   requestedBy: String
   requiredApprovals: Int!
@@ -8160,24 +8161,6 @@ input ApprovalRequestWhereInput {
   versionIDNotNil: Boolean
   versionIDEqualFold: ID
   versionIDContainsFold: ID
-  """
-  environment_id field predicates
-  """
-  environmentID: ID
-  environmentIDNEQ: ID
-  environmentIDIn: [ID!]
-  environmentIDNotIn: [ID!]
-  environmentIDGT: ID
-  environmentIDGTE: ID
-  environmentIDLT: ID
-  environmentIDLTE: ID
-  environmentIDContains: ID
-  environmentIDHasPrefix: ID
-  environmentIDHasSuffix: ID
-  environmentIDIsNil: Boolean
-  environmentIDNotNil: Boolean
-  environmentIDEqualFold: ID
-  environmentIDContainsFold: ID
   """
   release_id field predicates
   """
@@ -14386,6 +14369,8 @@ extend type Environment {
 }
 
 extend type ApprovalRequest {
+  "Kind DEPLOYMENT: the environment the deploy or release is into."
+  environmentID: ID
   "Kind DEPLOYMENT: the approvals so far."
   approvals: [DeploymentApproval!]!
   "Kind DEPLOYMENT, once approved: the deployment it made."
@@ -15103,8 +15088,6 @@ func (ec *executionContext) childFields_ApprovalRequest(ctx context.Context, fie
 		return ec.fieldContext_ApprovalRequest_workflowID(ctx, field)
 	case "versionID":
 		return ec.fieldContext_ApprovalRequest_versionID(ctx, field)
-	case "environmentID":
-		return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
 	case "releaseID":
 		return ec.fieldContext_ApprovalRequest_releaseID(ctx, field)
 	case "requestedBy":
@@ -15115,6 +15098,8 @@ func (ec *executionContext) childFields_ApprovalRequest(ctx context.Context, fie
 		return ec.fieldContext_ApprovalRequest_deploymentID(ctx, field)
 	case "run":
 		return ec.fieldContext_ApprovalRequest_run(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
 	case "approvals":
 		return ec.fieldContext_ApprovalRequest_approvals(ctx, field)
 	case "deployment":
@@ -20848,29 +20833,6 @@ func (ec *executionContext) fieldContext_ApprovalRequest_versionID(_ context.Con
 	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
 }
 
-func (ec *executionContext) _ApprovalRequest_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.EnvironmentID, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
-			return ec.marshalOID2ᚖstring(ctx, selections, v)
-		},
-		true,
-		false,
-	)
-}
-func (ec *executionContext) fieldContext_ApprovalRequest_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
-}
-
 func (ec *executionContext) _ApprovalRequest_releaseID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20993,6 +20955,29 @@ func (ec *executionContext) fieldContext_ApprovalRequest_run(_ context.Context, 
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _ApprovalRequest_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ApprovalRequest().EnvironmentID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "ID")
 }
 
 func (ec *executionContext) _ApprovalRequest_approvals(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
@@ -45453,7 +45438,7 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "kind", "kindNEQ", "kindIn", "kindNotIn", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDIsNil", "runIDNotNil", "runIDEqualFold", "runIDContainsFold", "stepID", "stepIDNEQ", "stepIDIn", "stepIDNotIn", "stepIDGT", "stepIDGTE", "stepIDLT", "stepIDLTE", "stepIDContains", "stepIDHasPrefix", "stepIDHasSuffix", "stepIDIsNil", "stepIDNotNil", "stepIDEqualFold", "stepIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "message", "messageNEQ", "messageIn", "messageNotIn", "messageGT", "messageGTE", "messageLT", "messageLTE", "messageContains", "messageHasPrefix", "messageHasSuffix", "messageIsNil", "messageNotNil", "messageEqualFold", "messageContainsFold", "onTimeout", "onTimeoutNEQ", "onTimeoutIn", "onTimeoutNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "decidedBy", "decidedByNEQ", "decidedByIn", "decidedByNotIn", "decidedByGT", "decidedByGTE", "decidedByLT", "decidedByLTE", "decidedByContains", "decidedByHasPrefix", "decidedByHasSuffix", "decidedByIsNil", "decidedByNotNil", "decidedByEqualFold", "decidedByContainsFold", "comment", "commentNEQ", "commentIn", "commentNotIn", "commentGT", "commentGTE", "commentLT", "commentLTE", "commentContains", "commentHasPrefix", "commentHasSuffix", "commentIsNil", "commentNotNil", "commentEqualFold", "commentContainsFold", "decidedAt", "decidedAtNEQ", "decidedAtIn", "decidedAtNotIn", "decidedAtGT", "decidedAtGTE", "decidedAtLT", "decidedAtLTE", "decidedAtIsNil", "decidedAtNotNil", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDIsNil", "workflowIDNotNil", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDIsNil", "versionIDNotNil", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDIsNil", "environmentIDNotNil", "environmentIDEqualFold", "environmentIDContainsFold", "releaseID", "releaseIDNEQ", "releaseIDIn", "releaseIDNotIn", "releaseIDGT", "releaseIDGTE", "releaseIDLT", "releaseIDLTE", "releaseIDContains", "releaseIDHasPrefix", "releaseIDHasSuffix", "releaseIDIsNil", "releaseIDNotNil", "releaseIDEqualFold", "releaseIDContainsFold", "requestedBy", "requestedByNEQ", "requestedByIn", "requestedByNotIn", "requestedByGT", "requestedByGTE", "requestedByLT", "requestedByLTE", "requestedByContains", "requestedByHasPrefix", "requestedByHasSuffix", "requestedByIsNil", "requestedByNotNil", "requestedByEqualFold", "requestedByContainsFold", "deploymentID", "deploymentIDNEQ", "deploymentIDIn", "deploymentIDNotIn", "deploymentIDGT", "deploymentIDGTE", "deploymentIDLT", "deploymentIDLTE", "deploymentIDContains", "deploymentIDHasPrefix", "deploymentIDHasSuffix", "deploymentIDIsNil", "deploymentIDNotNil", "deploymentIDEqualFold", "deploymentIDContainsFold", "hasRun", "hasRunWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "kind", "kindNEQ", "kindIn", "kindNotIn", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDIsNil", "runIDNotNil", "runIDEqualFold", "runIDContainsFold", "stepID", "stepIDNEQ", "stepIDIn", "stepIDNotIn", "stepIDGT", "stepIDGTE", "stepIDLT", "stepIDLTE", "stepIDContains", "stepIDHasPrefix", "stepIDHasSuffix", "stepIDIsNil", "stepIDNotNil", "stepIDEqualFold", "stepIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "message", "messageNEQ", "messageIn", "messageNotIn", "messageGT", "messageGTE", "messageLT", "messageLTE", "messageContains", "messageHasPrefix", "messageHasSuffix", "messageIsNil", "messageNotNil", "messageEqualFold", "messageContainsFold", "onTimeout", "onTimeoutNEQ", "onTimeoutIn", "onTimeoutNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "decidedBy", "decidedByNEQ", "decidedByIn", "decidedByNotIn", "decidedByGT", "decidedByGTE", "decidedByLT", "decidedByLTE", "decidedByContains", "decidedByHasPrefix", "decidedByHasSuffix", "decidedByIsNil", "decidedByNotNil", "decidedByEqualFold", "decidedByContainsFold", "comment", "commentNEQ", "commentIn", "commentNotIn", "commentGT", "commentGTE", "commentLT", "commentLTE", "commentContains", "commentHasPrefix", "commentHasSuffix", "commentIsNil", "commentNotNil", "commentEqualFold", "commentContainsFold", "decidedAt", "decidedAtNEQ", "decidedAtIn", "decidedAtNotIn", "decidedAtGT", "decidedAtGTE", "decidedAtLT", "decidedAtLTE", "decidedAtIsNil", "decidedAtNotNil", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDIsNil", "workflowIDNotNil", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDIsNil", "versionIDNotNil", "versionIDEqualFold", "versionIDContainsFold", "releaseID", "releaseIDNEQ", "releaseIDIn", "releaseIDNotIn", "releaseIDGT", "releaseIDGTE", "releaseIDLT", "releaseIDLTE", "releaseIDContains", "releaseIDHasPrefix", "releaseIDHasSuffix", "releaseIDIsNil", "releaseIDNotNil", "releaseIDEqualFold", "releaseIDContainsFold", "requestedBy", "requestedByNEQ", "requestedByIn", "requestedByNotIn", "requestedByGT", "requestedByGTE", "requestedByLT", "requestedByLTE", "requestedByContains", "requestedByHasPrefix", "requestedByHasSuffix", "requestedByIsNil", "requestedByNotNil", "requestedByEqualFold", "requestedByContainsFold", "deploymentID", "deploymentIDNEQ", "deploymentIDIn", "deploymentIDNotIn", "deploymentIDGT", "deploymentIDGTE", "deploymentIDLT", "deploymentIDLTE", "deploymentIDContains", "deploymentIDHasPrefix", "deploymentIDHasSuffix", "deploymentIDIsNil", "deploymentIDNotNil", "deploymentIDEqualFold", "deploymentIDContainsFold", "hasRun", "hasRunWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -46622,111 +46607,6 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 				return it, err
 			}
 			it.VersionIDContainsFold = data
-		case "environmentID":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentID = data
-		case "environmentIDNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDNEQ = data
-		case "environmentIDIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
-			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDIn = data
-		case "environmentIDNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
-			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDNotIn = data
-		case "environmentIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDGT = data
-		case "environmentIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDGTE = data
-		case "environmentIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDLT = data
-		case "environmentIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDLTE = data
-		case "environmentIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDContains = data
-		case "environmentIDHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDHasPrefix = data
-		case "environmentIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDHasSuffix = data
-		case "environmentIDIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDIsNil = data
-		case "environmentIDNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDNotNil = data
-		case "environmentIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDEqualFold = data
-		case "environmentIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.EnvironmentIDContainsFold = data
 		case "releaseID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -67686,11 +67566,6 @@ func (ec *executionContext) _ApprovalRequest(ctx context.Context, sel ast.Select
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "environmentID":
-			out.Values[i] = ec._ApprovalRequest_environmentID(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
 		case "releaseID":
 			out.Values[i] = ec._ApprovalRequest_releaseID(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -67716,6 +67591,12 @@ func (ec *executionContext) _ApprovalRequest(ctx context.Context, sel ast.Select
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._ApprovalRequest_run(ctx, field, obj)
+				})
+		case "environmentID":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_environmentID(ctx, field, obj)
 				})
 		case "approvals":
 			out.Values[i] = ec._ApprovalRequest_approvals(ctx, field, obj)

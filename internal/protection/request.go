@@ -92,7 +92,7 @@ func busy(ctx context.Context, c *ent.Client, workflowID, envID string) error {
 		return err
 	}
 	if a, err := c.ApprovalRequest.Query().Where(approvalrequest.KindEQ(approvalrequest.KindDeployment), approvalrequest.WorkflowID(workflowID),
-		approvalrequest.EnvironmentID(envID), approvalrequest.StatusEQ(approvalrequest.StatusPending)).First(ctx); err == nil {
+		approvalrequest.TargetEnvironmentID(envID), approvalrequest.StatusEQ(approvalrequest.StatusPending)).First(ctx); err == nil {
 		return errs.E(errs.Conflict, "deployment request %s of this workflow already waits for approval in this environment", a.ID)
 	} else if !ent.IsNotFound(err) {
 		return err
@@ -115,7 +115,7 @@ func (s *Service) open(ctx context.Context, c *ent.Client, v *viewer.Viewer, env
 	}
 	q := c.ApprovalRequest.Create().
 		SetKind(approvalrequest.KindDeployment).
-		SetWorkflowID(wv.WorkflowID).SetVersionID(wv.ID).SetEnvironmentID(env.ID).
+		SetWorkflowID(wv.WorkflowID).SetVersionID(wv.ID).SetTargetEnvironmentID(env.ID).
 		SetRequestedBy(v.Subject).SetRequiredApprovals(p.RequiredApprovals).
 		SetApproverRoles(p.Roles()).SetOnTimeout(approvalrequest.OnTimeoutReject).
 		SetExpiresAt(now.Add(p.Timeout())).SetMessage(what).SetContext(info).
@@ -132,7 +132,7 @@ func (s *Service) open(ctx context.Context, c *ent.Client, v *viewer.Viewer, env
 
 func eventData(apr *ent.ApprovalRequest, extra map[string]any) map[string]any {
 	d := map[string]any{"approvalRequestID": apr.ID, "workflowID": deref(apr.WorkflowID), "versionID": deref(apr.VersionID),
-		"environmentID": deref(apr.EnvironmentID), "requestedBy": deref(apr.RequestedBy), "requiredApprovals": apr.RequiredApprovals,
+		"environmentID": deref(apr.TargetEnvironmentID), "requestedBy": deref(apr.RequestedBy), "requiredApprovals": apr.RequiredApprovals,
 		"approvals": len(apr.Approvals), "status": string(apr.Status), "expiresAt": apr.ExpiresAt}
 	if apr.ReleaseID != nil {
 		d["releaseID"] = *apr.ReleaseID
@@ -209,7 +209,7 @@ func (s *Service) DecideApproval(ctx context.Context, id string, approve bool, c
 // start. The gates that can change while a request waits are checked
 // again: the freeze windows and that the version is still deployable.
 func (s *Service) apply(ctx context.Context, c *ent.Client, v *viewer.Viewer, apr *ent.ApprovalRequest, votes []protectspec.Vote, comment string, now time.Time) (*ent.ApprovalRequest, error) {
-	env, err := c.Environment.Get(ctx, deref(apr.EnvironmentID))
+	env, err := c.Environment.Get(ctx, deref(apr.TargetEnvironmentID))
 	if err != nil {
 		return nil, err
 	}
