@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -96,6 +97,22 @@ func TestProtectedEnvironment(t *testing.T) {
 	if got := waitEvaluation(t, owner, ev, "COMPLETED", "FAILED", "ABORTED_BUDGET", "CANCELLED"); str(got, "status") != "COMPLETED" {
 		t.Fatalf("evaluation: %v", got)
 	}
+	// Too old, then breaking a limit: refused, saying which.
+	db := ownerDB(t)
+	for _, tc := range []struct{ sql, want string }{
+		{`UPDATE evaluations SET finished_at = now() - interval '2 hours' WHERE id = $1`, "ago, more than 1h0m0s"},
+		{`UPDATE evaluations SET finished_at = now(), summary = jsonb_set(summary, '{passRate}', '0.5') WHERE id = $1`, "fails: pass rate 0.5 is below 1"},
+	} {
+		if _, err := db.Exec(tc.sql, ev); err != nil {
+			t.Fatal(err)
+		}
+		if res := owner.fail("VALIDATION", mRequestDep, map[string]any{"v": v2, "e": prod}); !strings.Contains(fmt.Sprint(res.Errors), tc.want) {
+			t.Fatalf("want %q: %v", tc.want, res.Errors)
+		}
+	}
+	if _, err := db.Exec(`UPDATE evaluations SET summary = jsonb_set(summary, '{passRate}', '1') WHERE id = $1`, ev); err != nil {
+		t.Fatal(err)
+	}
 
 	// A passing evaluation: deployWorkflowVersion keeps its shape and
 	// refuses; requestDeployment waits with the evaluation as context.
@@ -140,6 +157,10 @@ func TestProtectedEnvironment(t *testing.T) {
 		t.Fatalf("production after approval: %v", cur)
 	}
 	admin.fail("CONFLICT", mDecideDep, map[string]any{"id": aprID, "d": "APPROVE"})
+	// Asking for the version active already changes nothing and waits for nothing.
+	if d := owner.ok(mRequestDep, map[string]any{"v": v2, "e": prod}); str(d, "requestDeployment.deployment.id") != str(got, "deployment.id") {
+		t.Fatalf("requestDeployment of the active version: %v", d)
+	}
 	hookWaitMsgs(t, hooks, "/dep", 1, func(m hookMsg) bool {
 		return m.Type == "deployment.approved" && str(m.Data, "approvalRequestID") == aprID && str(m.Data, "deploymentID") == str(got, "deployment.id")
 	})
@@ -220,5 +241,50 @@ func TestProtectedEnvironment(t *testing.T) {
 		if !seen[a] {
 			t.Errorf("no audit entry %s: %v", a, seen)
 		}
+	}
+}
+
+// TestProtectedRequestExpiryOutlivesWorkerKill: a deployment request's
+// expiry lives in Postgres: with the worker SIGKILLed and Redis emptied,
+// a new worker expires it, once.
+func TestProtectedRequestExpiryOutlivesWorkerKill(t *testing.T) {
+	t.Parallel()
+	st := newProcessStack(t, 1, "SLUICE_DEPLOY_APPROVAL_SWEEP_INTERVAL=300ms") // its worker is SIGKILLed
+	f := newFixture(t, "protect-kill")
+	owner := f.owner.on(st.server)
+	owner.ok(mProtect, map[string]any{"in": map[string]any{"environmentID": f.envID, "requiredApprovals": 1, "approvalTimeout": "1h"}})
+	v2 := newVersion(t, owner, f.workflowID, simpleDefinition())
+	id := str(owner.ok(mRequestDep, map[string]any{"v": v2, "e": f.envID}), "requestDeployment.approvalRequest.id")
+	w := st.workers[0]
+	_ = w.cmd.Process.Kill()
+	<-w.done
+	rdb := st.redis()
+	defer rdb.Close()
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ownerDB(t).Exec(`UPDATE approval_requests SET expires_at = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if a := get(owner.ok(qApr, map[string]any{"id": id}), "node"); str(a, "status") != "pending" {
+		t.Fatalf("expired with no worker: %v", a)
+	}
+	nw, err := st.startWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.workers[0] = nw
+	eventually(t, 30*time.Second, func() (bool, string) {
+		a := get(owner.ok(qApr, map[string]any{"id": id}), "node")
+		return str(a, "status") == "expired", fmt.Sprintf("request %v", a)
+	})
+	n := 0
+	for _, e := range edges(owner.ok(`{ auditLogs(first: 100) { edges { node { action targetID } } } }`, nil), "auditLogs") {
+		if e["action"] == "deployment.expire" && e["targetID"] == id {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d deployment.expire entries for %s, want 1", n, id)
 	}
 }

@@ -51,6 +51,13 @@ func (s *Service) RequestDeployment(ctx context.Context, versionID, environmentI
 	if err := control.CheckDeployable(ctx, c, wv, env, "input.versionID", "input.environmentID"); err != nil {
 		return nil, nil, err
 	}
+	// The version active already: nothing to approve, as a deploy of it
+	// changes nothing.
+	if cur, err := c.Deployment.Query().Where(deployment.WorkflowID(wv.WorkflowID), deployment.EnvironmentID(env.ID), deployment.Active(true)).Only(ctx); err == nil && cur.VersionID == wv.ID {
+		return cur, nil, nil
+	} else if err != nil && !ent.IsNotFound(err) {
+		return nil, nil, err
+	}
 	if err := busy(ctx, c, wv.WorkflowID, env.ID); err != nil {
 		return nil, nil, err
 	}
