@@ -108,7 +108,10 @@ func (p *Protection) Normalize() {
 	}
 	for i := range p.FreezeWindows {
 		for j, d := range p.FreezeWindows[i].Days {
-			p.FreezeWindows[i].Days[j] = strings.ToUpper(strings.TrimSpace(d))[:min(3, len(strings.TrimSpace(d)))]
+			// "monday" is MON; anything else stays as given, to be refused.
+			if u := strings.ToUpper(strings.TrimSpace(d)); len(u) >= 3 && slices.Contains(weekdays, u[:3]) {
+				p.FreezeWindows[i].Days[j] = u[:3]
+			}
 		}
 	}
 }

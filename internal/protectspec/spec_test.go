@@ -48,7 +48,7 @@ func TestValidatePaths(t *testing.T) {
 	neg := -1
 	p := &Protection{RequiredApprovals: -1, ApproverRoles: []string{"Admin", "boss"}, ApprovalTimeout: "3d",
 		Evaluation:    &EvaluationRule{MaxRegressions: &neg},
-		FreezeWindows: []FreezeWindow{{Start: &start, End: &before}, {Days: []string{"monday", "xx"}, From: "25:00", To: "06:00", TimeZone: "Nowhere/City"}, {}}}
+		FreezeWindows: []FreezeWindow{{Start: &start, End: &before}, {Days: []string{"monday", "ı"}, From: "25:00", To: "06:00", TimeZone: "Nowhere/City"}, {}}}
 	p.Normalize()
 	got := map[string]bool{}
 	for _, pr := range p.Validate("input") {
