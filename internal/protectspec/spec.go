@@ -92,7 +92,7 @@ func (p *Protection) Timeout() time.Duration {
 	return d
 }
 
-// MaxAge is how old a passing evaluation may be.
+// Age is how old a passing evaluation may be (MaxAge, or the default).
 func (r *EvaluationRule) Age() time.Duration {
 	if r == nil || r.MaxAge == "" {
 		return DefaultEvaluationAge
