@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // ApprovalRequest is the model entity for the ApprovalRequest schema.
@@ -26,6 +27,8 @@ type ApprovalRequest struct {
 	CreatedAt time.Time `json:"created_at,omitempty"`
 	// UpdatedAt holds the value of the "updated_at" field.
 	UpdatedAt time.Time `json:"updated_at,omitempty"`
+	// Kind holds the value of the "kind" field.
+	Kind approvalrequest.Kind `json:"kind,omitempty"`
 	// RunID holds the value of the "run_id" field.
 	RunID string `json:"run_id,omitempty"`
 	// StepID holds the value of the "step_id" field.
@@ -52,6 +55,22 @@ type ApprovalRequest struct {
 	Comment *string `json:"comment,omitempty"`
 	// DecidedAt holds the value of the "decided_at" field.
 	DecidedAt *time.Time `json:"decided_at,omitempty"`
+	// WorkflowID holds the value of the "workflow_id" field.
+	WorkflowID *string `json:"workflow_id,omitempty"`
+	// VersionID holds the value of the "version_id" field.
+	VersionID *string `json:"version_id,omitempty"`
+	// TargetEnvironmentID holds the value of the "target_environment_id" field.
+	TargetEnvironmentID *string `json:"target_environment_id,omitempty"`
+	// ReleaseID holds the value of the "release_id" field.
+	ReleaseID *string `json:"release_id,omitempty"`
+	// RequestedBy holds the value of the "requested_by" field.
+	RequestedBy *string `json:"requested_by,omitempty"`
+	// RequiredApprovals holds the value of the "required_approvals" field.
+	RequiredApprovals int `json:"required_approvals,omitempty"`
+	// Approvals holds the value of the "approvals" field.
+	Approvals []protectspec.Vote `json:"approvals,omitempty"`
+	// The deployment an approved deploy made.
+	DeploymentID *string `json:"deployment_id,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ApprovalRequestQuery when eager-loading is set.
 	Edges        ApprovalRequestEdges `json:"edges"`
@@ -98,9 +117,11 @@ func (*ApprovalRequest) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case approvalrequest.FieldContext, approvalrequest.FieldApproverRoles, approvalrequest.FieldApproverSubjects:
+		case approvalrequest.FieldContext, approvalrequest.FieldApproverRoles, approvalrequest.FieldApproverSubjects, approvalrequest.FieldApprovals:
 			values[i] = new([]byte)
-		case approvalrequest.FieldID, approvalrequest.FieldTenantID, approvalrequest.FieldRunID, approvalrequest.FieldStepID, approvalrequest.FieldStepRunID, approvalrequest.FieldStatus, approvalrequest.FieldMessage, approvalrequest.FieldOnTimeout, approvalrequest.FieldDecidedBy, approvalrequest.FieldComment:
+		case approvalrequest.FieldRequiredApprovals:
+			values[i] = new(sql.NullInt64)
+		case approvalrequest.FieldID, approvalrequest.FieldTenantID, approvalrequest.FieldKind, approvalrequest.FieldRunID, approvalrequest.FieldStepID, approvalrequest.FieldStepRunID, approvalrequest.FieldStatus, approvalrequest.FieldMessage, approvalrequest.FieldOnTimeout, approvalrequest.FieldDecidedBy, approvalrequest.FieldComment, approvalrequest.FieldWorkflowID, approvalrequest.FieldVersionID, approvalrequest.FieldTargetEnvironmentID, approvalrequest.FieldReleaseID, approvalrequest.FieldRequestedBy, approvalrequest.FieldDeploymentID:
 			values[i] = new(sql.NullString)
 		case approvalrequest.FieldCreatedAt, approvalrequest.FieldUpdatedAt, approvalrequest.FieldExpiresAt, approvalrequest.FieldDecidedAt:
 			values[i] = new(sql.NullTime)
@@ -142,6 +163,12 @@ func (_m *ApprovalRequest) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field updated_at", values[i])
 			} else if value.Valid {
 				_m.UpdatedAt = value.Time
+			}
+		case approvalrequest.FieldKind:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field kind", values[i])
+			} else if value.Valid {
+				_m.Kind = approvalrequest.Kind(value.String)
 			}
 		case approvalrequest.FieldRunID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -231,6 +258,62 @@ func (_m *ApprovalRequest) assignValues(columns []string, values []any) error {
 				_m.DecidedAt = new(time.Time)
 				*_m.DecidedAt = value.Time
 			}
+		case approvalrequest.FieldWorkflowID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field workflow_id", values[i])
+			} else if value.Valid {
+				_m.WorkflowID = new(string)
+				*_m.WorkflowID = value.String
+			}
+		case approvalrequest.FieldVersionID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field version_id", values[i])
+			} else if value.Valid {
+				_m.VersionID = new(string)
+				*_m.VersionID = value.String
+			}
+		case approvalrequest.FieldTargetEnvironmentID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field target_environment_id", values[i])
+			} else if value.Valid {
+				_m.TargetEnvironmentID = new(string)
+				*_m.TargetEnvironmentID = value.String
+			}
+		case approvalrequest.FieldReleaseID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field release_id", values[i])
+			} else if value.Valid {
+				_m.ReleaseID = new(string)
+				*_m.ReleaseID = value.String
+			}
+		case approvalrequest.FieldRequestedBy:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field requested_by", values[i])
+			} else if value.Valid {
+				_m.RequestedBy = new(string)
+				*_m.RequestedBy = value.String
+			}
+		case approvalrequest.FieldRequiredApprovals:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field required_approvals", values[i])
+			} else if value.Valid {
+				_m.RequiredApprovals = int(value.Int64)
+			}
+		case approvalrequest.FieldApprovals:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field approvals", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Approvals); err != nil {
+					return fmt.Errorf("unmarshal field approvals: %w", err)
+				}
+			}
+		case approvalrequest.FieldDeploymentID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field deployment_id", values[i])
+			} else if value.Valid {
+				_m.DeploymentID = new(string)
+				*_m.DeploymentID = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -286,6 +369,9 @@ func (_m *ApprovalRequest) String() string {
 	builder.WriteString("updated_at=")
 	builder.WriteString(_m.UpdatedAt.Format(time.ANSIC))
 	builder.WriteString(", ")
+	builder.WriteString("kind=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Kind))
+	builder.WriteString(", ")
 	builder.WriteString("run_id=")
 	builder.WriteString(_m.RunID)
 	builder.WriteString(", ")
@@ -331,6 +417,42 @@ func (_m *ApprovalRequest) String() string {
 	if v := _m.DecidedAt; v != nil {
 		builder.WriteString("decided_at=")
 		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.WorkflowID; v != nil {
+		builder.WriteString("workflow_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.VersionID; v != nil {
+		builder.WriteString("version_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.TargetEnvironmentID; v != nil {
+		builder.WriteString("target_environment_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.ReleaseID; v != nil {
+		builder.WriteString("release_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.RequestedBy; v != nil {
+		builder.WriteString("requested_by=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	builder.WriteString("required_approvals=")
+	builder.WriteString(fmt.Sprintf("%v", _m.RequiredApprovals))
+	builder.WriteString(", ")
+	builder.WriteString("approvals=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Approvals))
+	builder.WriteString(", ")
+	if v := _m.DeploymentID; v != nil {
+		builder.WriteString("deployment_id=")
+		builder.WriteString(*v)
 	}
 	builder.WriteByte(')')
 	return builder.String()

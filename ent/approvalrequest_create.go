@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // ApprovalRequestCreate is the builder for creating a ApprovalRequest entity.
@@ -59,9 +60,31 @@ func (_c *ApprovalRequestCreate) SetNillableUpdatedAt(v *time.Time) *ApprovalReq
 	return _c
 }
 
+// SetKind sets the "kind" field.
+func (_c *ApprovalRequestCreate) SetKind(v approvalrequest.Kind) *ApprovalRequestCreate {
+	_c.mutation.SetKind(v)
+	return _c
+}
+
+// SetNillableKind sets the "kind" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableKind(v *approvalrequest.Kind) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetKind(*v)
+	}
+	return _c
+}
+
 // SetRunID sets the "run_id" field.
 func (_c *ApprovalRequestCreate) SetRunID(v string) *ApprovalRequestCreate {
 	_c.mutation.SetRunID(v)
+	return _c
+}
+
+// SetNillableRunID sets the "run_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableRunID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetRunID(*v)
+	}
 	return _c
 }
 
@@ -71,9 +94,25 @@ func (_c *ApprovalRequestCreate) SetStepID(v string) *ApprovalRequestCreate {
 	return _c
 }
 
+// SetNillableStepID sets the "step_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableStepID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetStepID(*v)
+	}
+	return _c
+}
+
 // SetStepRunID sets the "step_run_id" field.
 func (_c *ApprovalRequestCreate) SetStepRunID(v string) *ApprovalRequestCreate {
 	_c.mutation.SetStepRunID(v)
+	return _c
+}
+
+// SetNillableStepRunID sets the "step_run_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableStepRunID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetStepRunID(*v)
+	}
 	return _c
 }
 
@@ -193,6 +232,110 @@ func (_c *ApprovalRequestCreate) SetNillableDecidedAt(v *time.Time) *ApprovalReq
 	return _c
 }
 
+// SetWorkflowID sets the "workflow_id" field.
+func (_c *ApprovalRequestCreate) SetWorkflowID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetWorkflowID(v)
+	return _c
+}
+
+// SetNillableWorkflowID sets the "workflow_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableWorkflowID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetWorkflowID(*v)
+	}
+	return _c
+}
+
+// SetVersionID sets the "version_id" field.
+func (_c *ApprovalRequestCreate) SetVersionID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetVersionID(v)
+	return _c
+}
+
+// SetNillableVersionID sets the "version_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableVersionID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetVersionID(*v)
+	}
+	return _c
+}
+
+// SetTargetEnvironmentID sets the "target_environment_id" field.
+func (_c *ApprovalRequestCreate) SetTargetEnvironmentID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetTargetEnvironmentID(v)
+	return _c
+}
+
+// SetNillableTargetEnvironmentID sets the "target_environment_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableTargetEnvironmentID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetTargetEnvironmentID(*v)
+	}
+	return _c
+}
+
+// SetReleaseID sets the "release_id" field.
+func (_c *ApprovalRequestCreate) SetReleaseID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetReleaseID(v)
+	return _c
+}
+
+// SetNillableReleaseID sets the "release_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableReleaseID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetReleaseID(*v)
+	}
+	return _c
+}
+
+// SetRequestedBy sets the "requested_by" field.
+func (_c *ApprovalRequestCreate) SetRequestedBy(v string) *ApprovalRequestCreate {
+	_c.mutation.SetRequestedBy(v)
+	return _c
+}
+
+// SetNillableRequestedBy sets the "requested_by" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableRequestedBy(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetRequestedBy(*v)
+	}
+	return _c
+}
+
+// SetRequiredApprovals sets the "required_approvals" field.
+func (_c *ApprovalRequestCreate) SetRequiredApprovals(v int) *ApprovalRequestCreate {
+	_c.mutation.SetRequiredApprovals(v)
+	return _c
+}
+
+// SetNillableRequiredApprovals sets the "required_approvals" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableRequiredApprovals(v *int) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetRequiredApprovals(*v)
+	}
+	return _c
+}
+
+// SetApprovals sets the "approvals" field.
+func (_c *ApprovalRequestCreate) SetApprovals(v []protectspec.Vote) *ApprovalRequestCreate {
+	_c.mutation.SetApprovals(v)
+	return _c
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (_c *ApprovalRequestCreate) SetDeploymentID(v string) *ApprovalRequestCreate {
+	_c.mutation.SetDeploymentID(v)
+	return _c
+}
+
+// SetNillableDeploymentID sets the "deployment_id" field if the given value is not nil.
+func (_c *ApprovalRequestCreate) SetNillableDeploymentID(v *string) *ApprovalRequestCreate {
+	if v != nil {
+		_c.SetDeploymentID(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ApprovalRequestCreate) SetID(v string) *ApprovalRequestCreate {
 	_c.mutation.SetID(v)
@@ -268,6 +411,10 @@ func (_c *ApprovalRequestCreate) defaults() error {
 		v := approvalrequest.DefaultUpdatedAt()
 		_c.mutation.SetUpdatedAt(v)
 	}
+	if _, ok := _c.mutation.Kind(); !ok {
+		v := approvalrequest.DefaultKind
+		_c.mutation.SetKind(v)
+	}
 	if _, ok := _c.mutation.Status(); !ok {
 		v := approvalrequest.DefaultStatus
 		_c.mutation.SetStatus(v)
@@ -275,6 +422,10 @@ func (_c *ApprovalRequestCreate) defaults() error {
 	if _, ok := _c.mutation.OnTimeout(); !ok {
 		v := approvalrequest.DefaultOnTimeout
 		_c.mutation.SetOnTimeout(v)
+	}
+	if _, ok := _c.mutation.RequiredApprovals(); !ok {
+		v := approvalrequest.DefaultRequiredApprovals
+		_c.mutation.SetRequiredApprovals(v)
 	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if approvalrequest.DefaultID == nil {
@@ -302,14 +453,13 @@ func (_c *ApprovalRequestCreate) check() error {
 	if _, ok := _c.mutation.UpdatedAt(); !ok {
 		return &ValidationError{Name: "updated_at", err: errors.New(`ent: missing required field "ApprovalRequest.updated_at"`)}
 	}
-	if _, ok := _c.mutation.RunID(); !ok {
-		return &ValidationError{Name: "run_id", err: errors.New(`ent: missing required field "ApprovalRequest.run_id"`)}
+	if _, ok := _c.mutation.Kind(); !ok {
+		return &ValidationError{Name: "kind", err: errors.New(`ent: missing required field "ApprovalRequest.kind"`)}
 	}
-	if _, ok := _c.mutation.StepID(); !ok {
-		return &ValidationError{Name: "step_id", err: errors.New(`ent: missing required field "ApprovalRequest.step_id"`)}
-	}
-	if _, ok := _c.mutation.StepRunID(); !ok {
-		return &ValidationError{Name: "step_run_id", err: errors.New(`ent: missing required field "ApprovalRequest.step_run_id"`)}
+	if v, ok := _c.mutation.Kind(); ok {
+		if err := approvalrequest.KindValidator(v); err != nil {
+			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "ApprovalRequest.kind": %w`, err)}
+		}
 	}
 	if _, ok := _c.mutation.Status(); !ok {
 		return &ValidationError{Name: "status", err: errors.New(`ent: missing required field "ApprovalRequest.status"`)}
@@ -327,6 +477,9 @@ func (_c *ApprovalRequestCreate) check() error {
 			return &ValidationError{Name: "on_timeout", err: fmt.Errorf(`ent: validator failed for field "ApprovalRequest.on_timeout": %w`, err)}
 		}
 	}
+	if _, ok := _c.mutation.RequiredApprovals(); !ok {
+		return &ValidationError{Name: "required_approvals", err: errors.New(`ent: missing required field "ApprovalRequest.required_approvals"`)}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := approvalrequest.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "ApprovalRequest.id": %w`, err)}
@@ -334,9 +487,6 @@ func (_c *ApprovalRequestCreate) check() error {
 	}
 	if len(_c.mutation.TenantIDs()) == 0 {
 		return &ValidationError{Name: "tenant", err: errors.New(`ent: missing required edge "ApprovalRequest.tenant"`)}
-	}
-	if len(_c.mutation.RunIDs()) == 0 {
-		return &ValidationError{Name: "run", err: errors.New(`ent: missing required edge "ApprovalRequest.run"`)}
 	}
 	return nil
 }
@@ -381,6 +531,10 @@ func (_c *ApprovalRequestCreate) createSpec() (*ApprovalRequest, *sqlgraph.Creat
 	if value, ok := _c.mutation.UpdatedAt(); ok {
 		_spec.SetField(approvalrequest.FieldUpdatedAt, field.TypeTime, value)
 		_node.UpdatedAt = value
+	}
+	if value, ok := _c.mutation.Kind(); ok {
+		_spec.SetField(approvalrequest.FieldKind, field.TypeEnum, value)
+		_node.Kind = value
 	}
 	if value, ok := _c.mutation.StepID(); ok {
 		_spec.SetField(approvalrequest.FieldStepID, field.TypeString, value)
@@ -429,6 +583,38 @@ func (_c *ApprovalRequestCreate) createSpec() (*ApprovalRequest, *sqlgraph.Creat
 	if value, ok := _c.mutation.DecidedAt(); ok {
 		_spec.SetField(approvalrequest.FieldDecidedAt, field.TypeTime, value)
 		_node.DecidedAt = &value
+	}
+	if value, ok := _c.mutation.WorkflowID(); ok {
+		_spec.SetField(approvalrequest.FieldWorkflowID, field.TypeString, value)
+		_node.WorkflowID = &value
+	}
+	if value, ok := _c.mutation.VersionID(); ok {
+		_spec.SetField(approvalrequest.FieldVersionID, field.TypeString, value)
+		_node.VersionID = &value
+	}
+	if value, ok := _c.mutation.TargetEnvironmentID(); ok {
+		_spec.SetField(approvalrequest.FieldTargetEnvironmentID, field.TypeString, value)
+		_node.TargetEnvironmentID = &value
+	}
+	if value, ok := _c.mutation.ReleaseID(); ok {
+		_spec.SetField(approvalrequest.FieldReleaseID, field.TypeString, value)
+		_node.ReleaseID = &value
+	}
+	if value, ok := _c.mutation.RequestedBy(); ok {
+		_spec.SetField(approvalrequest.FieldRequestedBy, field.TypeString, value)
+		_node.RequestedBy = &value
+	}
+	if value, ok := _c.mutation.RequiredApprovals(); ok {
+		_spec.SetField(approvalrequest.FieldRequiredApprovals, field.TypeInt, value)
+		_node.RequiredApprovals = value
+	}
+	if value, ok := _c.mutation.Approvals(); ok {
+		_spec.SetField(approvalrequest.FieldApprovals, field.TypeJSON, value)
+		_node.Approvals = value
+	}
+	if value, ok := _c.mutation.DeploymentID(); ok {
+		_spec.SetField(approvalrequest.FieldDeploymentID, field.TypeString, value)
+		_node.DeploymentID = &value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -696,6 +882,42 @@ func (u *ApprovalRequestUpsert) ClearDecidedAt() *ApprovalRequestUpsert {
 	return u
 }
 
+// SetApprovals sets the "approvals" field.
+func (u *ApprovalRequestUpsert) SetApprovals(v []protectspec.Vote) *ApprovalRequestUpsert {
+	u.Set(approvalrequest.FieldApprovals, v)
+	return u
+}
+
+// UpdateApprovals sets the "approvals" field to the value that was provided on create.
+func (u *ApprovalRequestUpsert) UpdateApprovals() *ApprovalRequestUpsert {
+	u.SetExcluded(approvalrequest.FieldApprovals)
+	return u
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (u *ApprovalRequestUpsert) ClearApprovals() *ApprovalRequestUpsert {
+	u.SetNull(approvalrequest.FieldApprovals)
+	return u
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (u *ApprovalRequestUpsert) SetDeploymentID(v string) *ApprovalRequestUpsert {
+	u.Set(approvalrequest.FieldDeploymentID, v)
+	return u
+}
+
+// UpdateDeploymentID sets the "deployment_id" field to the value that was provided on create.
+func (u *ApprovalRequestUpsert) UpdateDeploymentID() *ApprovalRequestUpsert {
+	u.SetExcluded(approvalrequest.FieldDeploymentID)
+	return u
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (u *ApprovalRequestUpsert) ClearDeploymentID() *ApprovalRequestUpsert {
+	u.SetNull(approvalrequest.FieldDeploymentID)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -719,6 +941,9 @@ func (u *ApprovalRequestUpsertOne) UpdateNewValues() *ApprovalRequestUpsertOne {
 		if _, exists := u.create.mutation.CreatedAt(); exists {
 			s.SetIgnore(approvalrequest.FieldCreatedAt)
 		}
+		if _, exists := u.create.mutation.Kind(); exists {
+			s.SetIgnore(approvalrequest.FieldKind)
+		}
 		if _, exists := u.create.mutation.RunID(); exists {
 			s.SetIgnore(approvalrequest.FieldRunID)
 		}
@@ -727,6 +952,24 @@ func (u *ApprovalRequestUpsertOne) UpdateNewValues() *ApprovalRequestUpsertOne {
 		}
 		if _, exists := u.create.mutation.StepRunID(); exists {
 			s.SetIgnore(approvalrequest.FieldStepRunID)
+		}
+		if _, exists := u.create.mutation.WorkflowID(); exists {
+			s.SetIgnore(approvalrequest.FieldWorkflowID)
+		}
+		if _, exists := u.create.mutation.VersionID(); exists {
+			s.SetIgnore(approvalrequest.FieldVersionID)
+		}
+		if _, exists := u.create.mutation.TargetEnvironmentID(); exists {
+			s.SetIgnore(approvalrequest.FieldTargetEnvironmentID)
+		}
+		if _, exists := u.create.mutation.ReleaseID(); exists {
+			s.SetIgnore(approvalrequest.FieldReleaseID)
+		}
+		if _, exists := u.create.mutation.RequestedBy(); exists {
+			s.SetIgnore(approvalrequest.FieldRequestedBy)
+		}
+		if _, exists := u.create.mutation.RequiredApprovals(); exists {
+			s.SetIgnore(approvalrequest.FieldRequiredApprovals)
 		}
 	}))
 	return u
@@ -969,6 +1212,48 @@ func (u *ApprovalRequestUpsertOne) ClearDecidedAt() *ApprovalRequestUpsertOne {
 	})
 }
 
+// SetApprovals sets the "approvals" field.
+func (u *ApprovalRequestUpsertOne) SetApprovals(v []protectspec.Vote) *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.SetApprovals(v)
+	})
+}
+
+// UpdateApprovals sets the "approvals" field to the value that was provided on create.
+func (u *ApprovalRequestUpsertOne) UpdateApprovals() *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.UpdateApprovals()
+	})
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (u *ApprovalRequestUpsertOne) ClearApprovals() *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.ClearApprovals()
+	})
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (u *ApprovalRequestUpsertOne) SetDeploymentID(v string) *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.SetDeploymentID(v)
+	})
+}
+
+// UpdateDeploymentID sets the "deployment_id" field to the value that was provided on create.
+func (u *ApprovalRequestUpsertOne) UpdateDeploymentID() *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.UpdateDeploymentID()
+	})
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (u *ApprovalRequestUpsertOne) ClearDeploymentID() *ApprovalRequestUpsertOne {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.ClearDeploymentID()
+	})
+}
+
 // Exec executes the query.
 func (u *ApprovalRequestUpsertOne) Exec(ctx context.Context) error {
 	if len(u.create.conflict) == 0 {
@@ -1158,6 +1443,9 @@ func (u *ApprovalRequestUpsertBulk) UpdateNewValues() *ApprovalRequestUpsertBulk
 			if _, exists := b.mutation.CreatedAt(); exists {
 				s.SetIgnore(approvalrequest.FieldCreatedAt)
 			}
+			if _, exists := b.mutation.Kind(); exists {
+				s.SetIgnore(approvalrequest.FieldKind)
+			}
 			if _, exists := b.mutation.RunID(); exists {
 				s.SetIgnore(approvalrequest.FieldRunID)
 			}
@@ -1166,6 +1454,24 @@ func (u *ApprovalRequestUpsertBulk) UpdateNewValues() *ApprovalRequestUpsertBulk
 			}
 			if _, exists := b.mutation.StepRunID(); exists {
 				s.SetIgnore(approvalrequest.FieldStepRunID)
+			}
+			if _, exists := b.mutation.WorkflowID(); exists {
+				s.SetIgnore(approvalrequest.FieldWorkflowID)
+			}
+			if _, exists := b.mutation.VersionID(); exists {
+				s.SetIgnore(approvalrequest.FieldVersionID)
+			}
+			if _, exists := b.mutation.TargetEnvironmentID(); exists {
+				s.SetIgnore(approvalrequest.FieldTargetEnvironmentID)
+			}
+			if _, exists := b.mutation.ReleaseID(); exists {
+				s.SetIgnore(approvalrequest.FieldReleaseID)
+			}
+			if _, exists := b.mutation.RequestedBy(); exists {
+				s.SetIgnore(approvalrequest.FieldRequestedBy)
+			}
+			if _, exists := b.mutation.RequiredApprovals(); exists {
+				s.SetIgnore(approvalrequest.FieldRequiredApprovals)
 			}
 		}
 	}))
@@ -1406,6 +1712,48 @@ func (u *ApprovalRequestUpsertBulk) UpdateDecidedAt() *ApprovalRequestUpsertBulk
 func (u *ApprovalRequestUpsertBulk) ClearDecidedAt() *ApprovalRequestUpsertBulk {
 	return u.Update(func(s *ApprovalRequestUpsert) {
 		s.ClearDecidedAt()
+	})
+}
+
+// SetApprovals sets the "approvals" field.
+func (u *ApprovalRequestUpsertBulk) SetApprovals(v []protectspec.Vote) *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.SetApprovals(v)
+	})
+}
+
+// UpdateApprovals sets the "approvals" field to the value that was provided on create.
+func (u *ApprovalRequestUpsertBulk) UpdateApprovals() *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.UpdateApprovals()
+	})
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (u *ApprovalRequestUpsertBulk) ClearApprovals() *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.ClearApprovals()
+	})
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (u *ApprovalRequestUpsertBulk) SetDeploymentID(v string) *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.SetDeploymentID(v)
+	})
+}
+
+// UpdateDeploymentID sets the "deployment_id" field to the value that was provided on create.
+func (u *ApprovalRequestUpsertBulk) UpdateDeploymentID() *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.UpdateDeploymentID()
+	})
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (u *ApprovalRequestUpsertBulk) ClearDeploymentID() *ApprovalRequestUpsertBulk {
+	return u.Update(func(s *ApprovalRequestUpsert) {
+		s.ClearDeploymentID()
 	})
 }
 

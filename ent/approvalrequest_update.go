@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // ApprovalRequestUpdate is the builder for updating ApprovalRequest entities.
@@ -212,6 +213,44 @@ func (_u *ApprovalRequestUpdate) ClearDecidedAt() *ApprovalRequestUpdate {
 	return _u
 }
 
+// SetApprovals sets the "approvals" field.
+func (_u *ApprovalRequestUpdate) SetApprovals(v []protectspec.Vote) *ApprovalRequestUpdate {
+	_u.mutation.SetApprovals(v)
+	return _u
+}
+
+// AppendApprovals appends value to the "approvals" field.
+func (_u *ApprovalRequestUpdate) AppendApprovals(v []protectspec.Vote) *ApprovalRequestUpdate {
+	_u.mutation.AppendApprovals(v)
+	return _u
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (_u *ApprovalRequestUpdate) ClearApprovals() *ApprovalRequestUpdate {
+	_u.mutation.ClearApprovals()
+	return _u
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (_u *ApprovalRequestUpdate) SetDeploymentID(v string) *ApprovalRequestUpdate {
+	_u.mutation.SetDeploymentID(v)
+	return _u
+}
+
+// SetNillableDeploymentID sets the "deployment_id" field if the given value is not nil.
+func (_u *ApprovalRequestUpdate) SetNillableDeploymentID(v *string) *ApprovalRequestUpdate {
+	if v != nil {
+		_u.SetDeploymentID(*v)
+	}
+	return _u
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (_u *ApprovalRequestUpdate) ClearDeploymentID() *ApprovalRequestUpdate {
+	_u.mutation.ClearDeploymentID()
+	return _u
+}
+
 // Mutation returns the ApprovalRequestMutation object of the builder.
 func (_u *ApprovalRequestUpdate) Mutation() *ApprovalRequestMutation {
 	return _u.mutation
@@ -274,9 +313,6 @@ func (_u *ApprovalRequestUpdate) check() error {
 	if _u.mutation.TenantCleared() && len(_u.mutation.TenantIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "ApprovalRequest.tenant"`)
 	}
-	if _u.mutation.RunCleared() && len(_u.mutation.RunIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "ApprovalRequest.run"`)
-	}
 	return nil
 }
 
@@ -300,6 +336,12 @@ func (_u *ApprovalRequestUpdate) sqlSave(ctx context.Context) (_node int, err er
 	}
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(approvalrequest.FieldUpdatedAt, field.TypeTime, value)
+	}
+	if _u.mutation.StepIDCleared() {
+		_spec.ClearField(approvalrequest.FieldStepID, field.TypeString)
+	}
+	if _u.mutation.StepRunIDCleared() {
+		_spec.ClearField(approvalrequest.FieldStepRunID, field.TypeString)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(approvalrequest.FieldStatus, field.TypeEnum, value)
@@ -364,6 +406,38 @@ func (_u *ApprovalRequestUpdate) sqlSave(ctx context.Context) (_node int, err er
 	}
 	if _u.mutation.DecidedAtCleared() {
 		_spec.ClearField(approvalrequest.FieldDecidedAt, field.TypeTime)
+	}
+	if _u.mutation.WorkflowIDCleared() {
+		_spec.ClearField(approvalrequest.FieldWorkflowID, field.TypeString)
+	}
+	if _u.mutation.VersionIDCleared() {
+		_spec.ClearField(approvalrequest.FieldVersionID, field.TypeString)
+	}
+	if _u.mutation.TargetEnvironmentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldTargetEnvironmentID, field.TypeString)
+	}
+	if _u.mutation.ReleaseIDCleared() {
+		_spec.ClearField(approvalrequest.FieldReleaseID, field.TypeString)
+	}
+	if _u.mutation.RequestedByCleared() {
+		_spec.ClearField(approvalrequest.FieldRequestedBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.Approvals(); ok {
+		_spec.SetField(approvalrequest.FieldApprovals, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedApprovals(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, approvalrequest.FieldApprovals, value)
+		})
+	}
+	if _u.mutation.ApprovalsCleared() {
+		_spec.ClearField(approvalrequest.FieldApprovals, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.DeploymentID(); ok {
+		_spec.SetField(approvalrequest.FieldDeploymentID, field.TypeString, value)
+	}
+	if _u.mutation.DeploymentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldDeploymentID, field.TypeString)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -569,6 +643,44 @@ func (_u *ApprovalRequestUpdateOne) ClearDecidedAt() *ApprovalRequestUpdateOne {
 	return _u
 }
 
+// SetApprovals sets the "approvals" field.
+func (_u *ApprovalRequestUpdateOne) SetApprovals(v []protectspec.Vote) *ApprovalRequestUpdateOne {
+	_u.mutation.SetApprovals(v)
+	return _u
+}
+
+// AppendApprovals appends value to the "approvals" field.
+func (_u *ApprovalRequestUpdateOne) AppendApprovals(v []protectspec.Vote) *ApprovalRequestUpdateOne {
+	_u.mutation.AppendApprovals(v)
+	return _u
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (_u *ApprovalRequestUpdateOne) ClearApprovals() *ApprovalRequestUpdateOne {
+	_u.mutation.ClearApprovals()
+	return _u
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (_u *ApprovalRequestUpdateOne) SetDeploymentID(v string) *ApprovalRequestUpdateOne {
+	_u.mutation.SetDeploymentID(v)
+	return _u
+}
+
+// SetNillableDeploymentID sets the "deployment_id" field if the given value is not nil.
+func (_u *ApprovalRequestUpdateOne) SetNillableDeploymentID(v *string) *ApprovalRequestUpdateOne {
+	if v != nil {
+		_u.SetDeploymentID(*v)
+	}
+	return _u
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (_u *ApprovalRequestUpdateOne) ClearDeploymentID() *ApprovalRequestUpdateOne {
+	_u.mutation.ClearDeploymentID()
+	return _u
+}
+
 // Mutation returns the ApprovalRequestMutation object of the builder.
 func (_u *ApprovalRequestUpdateOne) Mutation() *ApprovalRequestMutation {
 	return _u.mutation
@@ -644,9 +756,6 @@ func (_u *ApprovalRequestUpdateOne) check() error {
 	if _u.mutation.TenantCleared() && len(_u.mutation.TenantIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "ApprovalRequest.tenant"`)
 	}
-	if _u.mutation.RunCleared() && len(_u.mutation.RunIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "ApprovalRequest.run"`)
-	}
 	return nil
 }
 
@@ -687,6 +796,12 @@ func (_u *ApprovalRequestUpdateOne) sqlSave(ctx context.Context) (_node *Approva
 	}
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(approvalrequest.FieldUpdatedAt, field.TypeTime, value)
+	}
+	if _u.mutation.StepIDCleared() {
+		_spec.ClearField(approvalrequest.FieldStepID, field.TypeString)
+	}
+	if _u.mutation.StepRunIDCleared() {
+		_spec.ClearField(approvalrequest.FieldStepRunID, field.TypeString)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(approvalrequest.FieldStatus, field.TypeEnum, value)
@@ -751,6 +866,38 @@ func (_u *ApprovalRequestUpdateOne) sqlSave(ctx context.Context) (_node *Approva
 	}
 	if _u.mutation.DecidedAtCleared() {
 		_spec.ClearField(approvalrequest.FieldDecidedAt, field.TypeTime)
+	}
+	if _u.mutation.WorkflowIDCleared() {
+		_spec.ClearField(approvalrequest.FieldWorkflowID, field.TypeString)
+	}
+	if _u.mutation.VersionIDCleared() {
+		_spec.ClearField(approvalrequest.FieldVersionID, field.TypeString)
+	}
+	if _u.mutation.TargetEnvironmentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldTargetEnvironmentID, field.TypeString)
+	}
+	if _u.mutation.ReleaseIDCleared() {
+		_spec.ClearField(approvalrequest.FieldReleaseID, field.TypeString)
+	}
+	if _u.mutation.RequestedByCleared() {
+		_spec.ClearField(approvalrequest.FieldRequestedBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.Approvals(); ok {
+		_spec.SetField(approvalrequest.FieldApprovals, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedApprovals(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, approvalrequest.FieldApprovals, value)
+		})
+	}
+	if _u.mutation.ApprovalsCleared() {
+		_spec.ClearField(approvalrequest.FieldApprovals, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.DeploymentID(); ok {
+		_spec.SetField(approvalrequest.FieldDeploymentID, field.TypeString, value)
+	}
+	if _u.mutation.DeploymentIDCleared() {
+		_spec.ClearField(approvalrequest.FieldDeploymentID, field.TypeString)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &ApprovalRequest{config: _u.config}

@@ -83,22 +83,31 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		Type: "ApprovalRequest",
 		Fields: map[string]*sqlgraph.FieldSpec{
-			approvalrequest.FieldTenantID:         {Type: field.TypeString, Column: approvalrequest.FieldTenantID},
-			approvalrequest.FieldCreatedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldCreatedAt},
-			approvalrequest.FieldUpdatedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldUpdatedAt},
-			approvalrequest.FieldRunID:            {Type: field.TypeString, Column: approvalrequest.FieldRunID},
-			approvalrequest.FieldStepID:           {Type: field.TypeString, Column: approvalrequest.FieldStepID},
-			approvalrequest.FieldStepRunID:        {Type: field.TypeString, Column: approvalrequest.FieldStepRunID},
-			approvalrequest.FieldStatus:           {Type: field.TypeEnum, Column: approvalrequest.FieldStatus},
-			approvalrequest.FieldMessage:          {Type: field.TypeString, Column: approvalrequest.FieldMessage},
-			approvalrequest.FieldContext:          {Type: field.TypeJSON, Column: approvalrequest.FieldContext},
-			approvalrequest.FieldApproverRoles:    {Type: field.TypeJSON, Column: approvalrequest.FieldApproverRoles},
-			approvalrequest.FieldApproverSubjects: {Type: field.TypeJSON, Column: approvalrequest.FieldApproverSubjects},
-			approvalrequest.FieldOnTimeout:        {Type: field.TypeEnum, Column: approvalrequest.FieldOnTimeout},
-			approvalrequest.FieldExpiresAt:        {Type: field.TypeTime, Column: approvalrequest.FieldExpiresAt},
-			approvalrequest.FieldDecidedBy:        {Type: field.TypeString, Column: approvalrequest.FieldDecidedBy},
-			approvalrequest.FieldComment:          {Type: field.TypeString, Column: approvalrequest.FieldComment},
-			approvalrequest.FieldDecidedAt:        {Type: field.TypeTime, Column: approvalrequest.FieldDecidedAt},
+			approvalrequest.FieldTenantID:            {Type: field.TypeString, Column: approvalrequest.FieldTenantID},
+			approvalrequest.FieldCreatedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldCreatedAt},
+			approvalrequest.FieldUpdatedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldUpdatedAt},
+			approvalrequest.FieldKind:                {Type: field.TypeEnum, Column: approvalrequest.FieldKind},
+			approvalrequest.FieldRunID:               {Type: field.TypeString, Column: approvalrequest.FieldRunID},
+			approvalrequest.FieldStepID:              {Type: field.TypeString, Column: approvalrequest.FieldStepID},
+			approvalrequest.FieldStepRunID:           {Type: field.TypeString, Column: approvalrequest.FieldStepRunID},
+			approvalrequest.FieldStatus:              {Type: field.TypeEnum, Column: approvalrequest.FieldStatus},
+			approvalrequest.FieldMessage:             {Type: field.TypeString, Column: approvalrequest.FieldMessage},
+			approvalrequest.FieldContext:             {Type: field.TypeJSON, Column: approvalrequest.FieldContext},
+			approvalrequest.FieldApproverRoles:       {Type: field.TypeJSON, Column: approvalrequest.FieldApproverRoles},
+			approvalrequest.FieldApproverSubjects:    {Type: field.TypeJSON, Column: approvalrequest.FieldApproverSubjects},
+			approvalrequest.FieldOnTimeout:           {Type: field.TypeEnum, Column: approvalrequest.FieldOnTimeout},
+			approvalrequest.FieldExpiresAt:           {Type: field.TypeTime, Column: approvalrequest.FieldExpiresAt},
+			approvalrequest.FieldDecidedBy:           {Type: field.TypeString, Column: approvalrequest.FieldDecidedBy},
+			approvalrequest.FieldComment:             {Type: field.TypeString, Column: approvalrequest.FieldComment},
+			approvalrequest.FieldDecidedAt:           {Type: field.TypeTime, Column: approvalrequest.FieldDecidedAt},
+			approvalrequest.FieldWorkflowID:          {Type: field.TypeString, Column: approvalrequest.FieldWorkflowID},
+			approvalrequest.FieldVersionID:           {Type: field.TypeString, Column: approvalrequest.FieldVersionID},
+			approvalrequest.FieldTargetEnvironmentID: {Type: field.TypeString, Column: approvalrequest.FieldTargetEnvironmentID},
+			approvalrequest.FieldReleaseID:           {Type: field.TypeString, Column: approvalrequest.FieldReleaseID},
+			approvalrequest.FieldRequestedBy:         {Type: field.TypeString, Column: approvalrequest.FieldRequestedBy},
+			approvalrequest.FieldRequiredApprovals:   {Type: field.TypeInt, Column: approvalrequest.FieldRequiredApprovals},
+			approvalrequest.FieldApprovals:           {Type: field.TypeJSON, Column: approvalrequest.FieldApprovals},
+			approvalrequest.FieldDeploymentID:        {Type: field.TypeString, Column: approvalrequest.FieldDeploymentID},
 		},
 	}
 	graph.Nodes[2] = &sqlgraph.Node{
@@ -207,6 +216,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environment.FieldDescription: {Type: field.TypeString, Column: environment.FieldDescription},
 			environment.FieldArchivedAt:  {Type: field.TypeTime, Column: environment.FieldArchivedAt},
 			environment.FieldVarsVersion: {Type: field.TypeInt64, Column: environment.FieldVarsVersion},
+			environment.FieldProtection:  {Type: field.TypeJSON, Column: environment.FieldProtection},
 		},
 	}
 	graph.Nodes[7] = &sqlgraph.Node{
@@ -1874,6 +1884,11 @@ func (f *ApprovalRequestFilter) WhereUpdatedAt(p entql.TimeP) {
 	f.Where(p.Field(approvalrequest.FieldUpdatedAt))
 }
 
+// WhereKind applies the entql string predicate on the kind field.
+func (f *ApprovalRequestFilter) WhereKind(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldKind))
+}
+
 // WhereRunID applies the entql string predicate on the run_id field.
 func (f *ApprovalRequestFilter) WhereRunID(p entql.StringP) {
 	f.Where(p.Field(approvalrequest.FieldRunID))
@@ -1937,6 +1952,46 @@ func (f *ApprovalRequestFilter) WhereComment(p entql.StringP) {
 // WhereDecidedAt applies the entql time.Time predicate on the decided_at field.
 func (f *ApprovalRequestFilter) WhereDecidedAt(p entql.TimeP) {
 	f.Where(p.Field(approvalrequest.FieldDecidedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *ApprovalRequestFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldWorkflowID))
+}
+
+// WhereVersionID applies the entql string predicate on the version_id field.
+func (f *ApprovalRequestFilter) WhereVersionID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldVersionID))
+}
+
+// WhereTargetEnvironmentID applies the entql string predicate on the target_environment_id field.
+func (f *ApprovalRequestFilter) WhereTargetEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldTargetEnvironmentID))
+}
+
+// WhereReleaseID applies the entql string predicate on the release_id field.
+func (f *ApprovalRequestFilter) WhereReleaseID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldReleaseID))
+}
+
+// WhereRequestedBy applies the entql string predicate on the requested_by field.
+func (f *ApprovalRequestFilter) WhereRequestedBy(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldRequestedBy))
+}
+
+// WhereRequiredApprovals applies the entql int predicate on the required_approvals field.
+func (f *ApprovalRequestFilter) WhereRequiredApprovals(p entql.IntP) {
+	f.Where(p.Field(approvalrequest.FieldRequiredApprovals))
+}
+
+// WhereApprovals applies the entql json.RawMessage predicate on the approvals field.
+func (f *ApprovalRequestFilter) WhereApprovals(p entql.BytesP) {
+	f.Where(p.Field(approvalrequest.FieldApprovals))
+}
+
+// WhereDeploymentID applies the entql string predicate on the deployment_id field.
+func (f *ApprovalRequestFilter) WhereDeploymentID(p entql.StringP) {
+	f.Where(p.Field(approvalrequest.FieldDeploymentID))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.
@@ -2520,6 +2575,11 @@ func (f *EnvironmentFilter) WhereArchivedAt(p entql.TimeP) {
 // WhereVarsVersion applies the entql int64 predicate on the vars_version field.
 func (f *EnvironmentFilter) WhereVarsVersion(p entql.Int64P) {
 	f.Where(p.Field(environment.FieldVarsVersion))
+}
+
+// WhereProtection applies the entql json.RawMessage predicate on the protection field.
+func (f *EnvironmentFilter) WhereProtection(p entql.BytesP) {
+	f.Where(p.Field(environment.FieldProtection))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.

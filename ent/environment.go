@@ -3,6 +3,7 @@
 package ent
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // Environment is the model entity for the Environment schema.
@@ -34,6 +36,8 @@ type Environment struct {
 	ArchivedAt *time.Time `json:"archived_at,omitempty"`
 	// The current variables version; 0 is the empty set. Bumped in the transaction of every change.
 	VarsVersion int64 `json:"vars_version,omitempty"`
+	// What deploys and releases into the environment need (internal/protection); null protects nothing.
+	Protection *protectspec.Protection `json:"protection,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the EnvironmentQuery when eager-loading is set.
 	Edges        EnvironmentEdges `json:"edges"`
@@ -104,6 +108,8 @@ func (*Environment) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
+		case environment.FieldProtection:
+			values[i] = new([]byte)
 		case environment.FieldVarsVersion:
 			values[i] = new(sql.NullInt64)
 		case environment.FieldID, environment.FieldTenantID, environment.FieldName, environment.FieldKind, environment.FieldDescription:
@@ -179,6 +185,14 @@ func (_m *Environment) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field vars_version", values[i])
 			} else if value.Valid {
 				_m.VarsVersion = value.Int64
+			}
+		case environment.FieldProtection:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field protection", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Protection); err != nil {
+					return fmt.Errorf("unmarshal field protection: %w", err)
+				}
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -261,6 +275,9 @@ func (_m *Environment) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("vars_version=")
 	builder.WriteString(fmt.Sprintf("%v", _m.VarsVersion))
+	builder.WriteString(", ")
+	builder.WriteString("protection=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Protection))
 	builder.WriteByte(')')
 	return builder.String()
 }

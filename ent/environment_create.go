@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // EnvironmentCreate is the builder for creating a Environment entity.
@@ -112,6 +113,12 @@ func (_c *EnvironmentCreate) SetNillableVarsVersion(v *int64) *EnvironmentCreate
 	if v != nil {
 		_c.SetVarsVersion(*v)
 	}
+	return _c
+}
+
+// SetProtection sets the "protection" field.
+func (_c *EnvironmentCreate) SetProtection(v *protectspec.Protection) *EnvironmentCreate {
+	_c.mutation.SetProtection(v)
 	return _c
 }
 
@@ -363,6 +370,10 @@ func (_c *EnvironmentCreate) createSpec() (*Environment, *sqlgraph.CreateSpec) {
 		_spec.SetField(environment.FieldVarsVersion, field.TypeInt64, value)
 		_node.VarsVersion = value
 	}
+	if value, ok := _c.mutation.Protection(); ok {
+		_spec.SetField(environment.FieldProtection, field.TypeJSON, value)
+		_node.Protection = value
+	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -564,6 +575,24 @@ func (u *EnvironmentUpsert) AddVarsVersion(v int64) *EnvironmentUpsert {
 	return u
 }
 
+// SetProtection sets the "protection" field.
+func (u *EnvironmentUpsert) SetProtection(v *protectspec.Protection) *EnvironmentUpsert {
+	u.Set(environment.FieldProtection, v)
+	return u
+}
+
+// UpdateProtection sets the "protection" field to the value that was provided on create.
+func (u *EnvironmentUpsert) UpdateProtection() *EnvironmentUpsert {
+	u.SetExcluded(environment.FieldProtection)
+	return u
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (u *EnvironmentUpsert) ClearProtection() *EnvironmentUpsert {
+	u.SetNull(environment.FieldProtection)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -713,6 +742,27 @@ func (u *EnvironmentUpsertOne) AddVarsVersion(v int64) *EnvironmentUpsertOne {
 func (u *EnvironmentUpsertOne) UpdateVarsVersion() *EnvironmentUpsertOne {
 	return u.Update(func(s *EnvironmentUpsert) {
 		s.UpdateVarsVersion()
+	})
+}
+
+// SetProtection sets the "protection" field.
+func (u *EnvironmentUpsertOne) SetProtection(v *protectspec.Protection) *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetProtection(v)
+	})
+}
+
+// UpdateProtection sets the "protection" field to the value that was provided on create.
+func (u *EnvironmentUpsertOne) UpdateProtection() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateProtection()
+	})
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (u *EnvironmentUpsertOne) ClearProtection() *EnvironmentUpsertOne {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.ClearProtection()
 	})
 }
 
@@ -1032,6 +1082,27 @@ func (u *EnvironmentUpsertBulk) AddVarsVersion(v int64) *EnvironmentUpsertBulk {
 func (u *EnvironmentUpsertBulk) UpdateVarsVersion() *EnvironmentUpsertBulk {
 	return u.Update(func(s *EnvironmentUpsert) {
 		s.UpdateVarsVersion()
+	})
+}
+
+// SetProtection sets the "protection" field.
+func (u *EnvironmentUpsertBulk) SetProtection(v *protectspec.Protection) *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.SetProtection(v)
+	})
+}
+
+// UpdateProtection sets the "protection" field to the value that was provided on create.
+func (u *EnvironmentUpsertBulk) UpdateProtection() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.UpdateProtection()
+	})
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (u *EnvironmentUpsertBulk) ClearProtection() *EnvironmentUpsertBulk {
+	return u.Update(func(s *EnvironmentUpsert) {
+		s.ClearProtection()
 	})
 }
 

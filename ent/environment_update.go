@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // EnvironmentUpdate is the builder for updating Environment entities.
@@ -118,6 +119,18 @@ func (_u *EnvironmentUpdate) SetNillableVarsVersion(v *int64) *EnvironmentUpdate
 // AddVarsVersion adds value to the "vars_version" field.
 func (_u *EnvironmentUpdate) AddVarsVersion(v int64) *EnvironmentUpdate {
 	_u.mutation.AddVarsVersion(v)
+	return _u
+}
+
+// SetProtection sets the "protection" field.
+func (_u *EnvironmentUpdate) SetProtection(v *protectspec.Protection) *EnvironmentUpdate {
+	_u.mutation.SetProtection(v)
+	return _u
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (_u *EnvironmentUpdate) ClearProtection() *EnvironmentUpdate {
+	_u.mutation.ClearProtection()
 	return _u
 }
 
@@ -340,6 +353,12 @@ func (_u *EnvironmentUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	}
 	if value, ok := _u.mutation.AddedVarsVersion(); ok {
 		_spec.AddField(environment.FieldVarsVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.Protection(); ok {
+		_spec.SetField(environment.FieldProtection, field.TypeJSON, value)
+	}
+	if _u.mutation.ProtectionCleared() {
+		_spec.ClearField(environment.FieldProtection, field.TypeJSON)
 	}
 	if _u.mutation.DeploymentsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -584,6 +603,18 @@ func (_u *EnvironmentUpdateOne) SetNillableVarsVersion(v *int64) *EnvironmentUpd
 // AddVarsVersion adds value to the "vars_version" field.
 func (_u *EnvironmentUpdateOne) AddVarsVersion(v int64) *EnvironmentUpdateOne {
 	_u.mutation.AddVarsVersion(v)
+	return _u
+}
+
+// SetProtection sets the "protection" field.
+func (_u *EnvironmentUpdateOne) SetProtection(v *protectspec.Protection) *EnvironmentUpdateOne {
+	_u.mutation.SetProtection(v)
+	return _u
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (_u *EnvironmentUpdateOne) ClearProtection() *EnvironmentUpdateOne {
+	_u.mutation.ClearProtection()
 	return _u
 }
 
@@ -836,6 +867,12 @@ func (_u *EnvironmentUpdateOne) sqlSave(ctx context.Context) (_node *Environment
 	}
 	if value, ok := _u.mutation.AddedVarsVersion(); ok {
 		_spec.AddField(environment.FieldVarsVersion, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.Protection(); ok {
+		_spec.SetField(environment.FieldProtection, field.TypeJSON, value)
+	}
+	if _u.mutation.ProtectionCleared() {
+		_spec.ClearField(environment.FieldProtection, field.TypeJSON)
 	}
 	if _u.mutation.DeploymentsCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -238,6 +238,11 @@ func (_q *ApprovalRequestQuery) collectField(ctx context.Context, oneNode bool, 
 				selectedFields = append(selectedFields, approvalrequest.FieldUpdatedAt)
 				fieldSeen[approvalrequest.FieldUpdatedAt] = struct{}{}
 			}
+		case "kind":
+			if _, ok := fieldSeen[approvalrequest.FieldKind]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldKind)
+				fieldSeen[approvalrequest.FieldKind] = struct{}{}
+			}
 		case "runID":
 			if _, ok := fieldSeen[approvalrequest.FieldRunID]; !ok {
 				selectedFields = append(selectedFields, approvalrequest.FieldRunID)
@@ -297,6 +302,36 @@ func (_q *ApprovalRequestQuery) collectField(ctx context.Context, oneNode bool, 
 			if _, ok := fieldSeen[approvalrequest.FieldDecidedAt]; !ok {
 				selectedFields = append(selectedFields, approvalrequest.FieldDecidedAt)
 				fieldSeen[approvalrequest.FieldDecidedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[approvalrequest.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldWorkflowID)
+				fieldSeen[approvalrequest.FieldWorkflowID] = struct{}{}
+			}
+		case "versionID":
+			if _, ok := fieldSeen[approvalrequest.FieldVersionID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldVersionID)
+				fieldSeen[approvalrequest.FieldVersionID] = struct{}{}
+			}
+		case "releaseID":
+			if _, ok := fieldSeen[approvalrequest.FieldReleaseID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldReleaseID)
+				fieldSeen[approvalrequest.FieldReleaseID] = struct{}{}
+			}
+		case "requestedBy":
+			if _, ok := fieldSeen[approvalrequest.FieldRequestedBy]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldRequestedBy)
+				fieldSeen[approvalrequest.FieldRequestedBy] = struct{}{}
+			}
+		case "requiredApprovals":
+			if _, ok := fieldSeen[approvalrequest.FieldRequiredApprovals]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldRequiredApprovals)
+				fieldSeen[approvalrequest.FieldRequiredApprovals] = struct{}{}
+			}
+		case "deploymentID":
+			if _, ok := fieldSeen[approvalrequest.FieldDeploymentID]; !ok {
+				selectedFields = append(selectedFields, approvalrequest.FieldDeploymentID)
+				fieldSeen[approvalrequest.FieldDeploymentID] = struct{}{}
 			}
 		case "id":
 		case "__typename":

@@ -21,7 +21,7 @@ func (_m *ApprovalRequest) Run(ctx context.Context) (*Run, error) {
 	if IsNotLoaded(err) {
 		result, err = _m.QueryRun().Only(ctx)
 	}
-	return result, err
+	return result, MaskNotFound(err)
 }
 
 func (_m *Credential) Environment(ctx context.Context) (*Environment, error) {

@@ -642,6 +642,12 @@ type ApprovalRequestWhereInput struct {
 	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
 	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
 
+	// "kind" field predicates.
+	Kind      *approvalrequest.Kind  `json:"kind,omitempty"`
+	KindNEQ   *approvalrequest.Kind  `json:"kindNEQ,omitempty"`
+	KindIn    []approvalrequest.Kind `json:"kindIn,omitempty"`
+	KindNotIn []approvalrequest.Kind `json:"kindNotIn,omitempty"`
+
 	// "run_id" field predicates.
 	RunID             *string  `json:"runID,omitempty"`
 	RunIDNEQ          *string  `json:"runIDNEQ,omitempty"`
@@ -654,6 +660,8 @@ type ApprovalRequestWhereInput struct {
 	RunIDContains     *string  `json:"runIDContains,omitempty"`
 	RunIDHasPrefix    *string  `json:"runIDHasPrefix,omitempty"`
 	RunIDHasSuffix    *string  `json:"runIDHasSuffix,omitempty"`
+	RunIDIsNil        bool     `json:"runIDIsNil,omitempty"`
+	RunIDNotNil       bool     `json:"runIDNotNil,omitempty"`
 	RunIDEqualFold    *string  `json:"runIDEqualFold,omitempty"`
 	RunIDContainsFold *string  `json:"runIDContainsFold,omitempty"`
 
@@ -669,6 +677,8 @@ type ApprovalRequestWhereInput struct {
 	StepIDContains     *string  `json:"stepIDContains,omitempty"`
 	StepIDHasPrefix    *string  `json:"stepIDHasPrefix,omitempty"`
 	StepIDHasSuffix    *string  `json:"stepIDHasSuffix,omitempty"`
+	StepIDIsNil        bool     `json:"stepIDIsNil,omitempty"`
+	StepIDNotNil       bool     `json:"stepIDNotNil,omitempty"`
 	StepIDEqualFold    *string  `json:"stepIDEqualFold,omitempty"`
 	StepIDContainsFold *string  `json:"stepIDContainsFold,omitempty"`
 
@@ -758,6 +768,91 @@ type ApprovalRequestWhereInput struct {
 	DecidedAtLTE    *time.Time  `json:"decidedAtLTE,omitempty"`
 	DecidedAtIsNil  bool        `json:"decidedAtIsNil,omitempty"`
 	DecidedAtNotNil bool        `json:"decidedAtNotNil,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDIsNil        bool     `json:"workflowIDIsNil,omitempty"`
+	WorkflowIDNotNil       bool     `json:"workflowIDNotNil,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "version_id" field predicates.
+	VersionID             *string  `json:"versionID,omitempty"`
+	VersionIDNEQ          *string  `json:"versionIDNEQ,omitempty"`
+	VersionIDIn           []string `json:"versionIDIn,omitempty"`
+	VersionIDNotIn        []string `json:"versionIDNotIn,omitempty"`
+	VersionIDGT           *string  `json:"versionIDGT,omitempty"`
+	VersionIDGTE          *string  `json:"versionIDGTE,omitempty"`
+	VersionIDLT           *string  `json:"versionIDLT,omitempty"`
+	VersionIDLTE          *string  `json:"versionIDLTE,omitempty"`
+	VersionIDContains     *string  `json:"versionIDContains,omitempty"`
+	VersionIDHasPrefix    *string  `json:"versionIDHasPrefix,omitempty"`
+	VersionIDHasSuffix    *string  `json:"versionIDHasSuffix,omitempty"`
+	VersionIDIsNil        bool     `json:"versionIDIsNil,omitempty"`
+	VersionIDNotNil       bool     `json:"versionIDNotNil,omitempty"`
+	VersionIDEqualFold    *string  `json:"versionIDEqualFold,omitempty"`
+	VersionIDContainsFold *string  `json:"versionIDContainsFold,omitempty"`
+
+	// "release_id" field predicates.
+	ReleaseID             *string  `json:"releaseID,omitempty"`
+	ReleaseIDNEQ          *string  `json:"releaseIDNEQ,omitempty"`
+	ReleaseIDIn           []string `json:"releaseIDIn,omitempty"`
+	ReleaseIDNotIn        []string `json:"releaseIDNotIn,omitempty"`
+	ReleaseIDGT           *string  `json:"releaseIDGT,omitempty"`
+	ReleaseIDGTE          *string  `json:"releaseIDGTE,omitempty"`
+	ReleaseIDLT           *string  `json:"releaseIDLT,omitempty"`
+	ReleaseIDLTE          *string  `json:"releaseIDLTE,omitempty"`
+	ReleaseIDContains     *string  `json:"releaseIDContains,omitempty"`
+	ReleaseIDHasPrefix    *string  `json:"releaseIDHasPrefix,omitempty"`
+	ReleaseIDHasSuffix    *string  `json:"releaseIDHasSuffix,omitempty"`
+	ReleaseIDIsNil        bool     `json:"releaseIDIsNil,omitempty"`
+	ReleaseIDNotNil       bool     `json:"releaseIDNotNil,omitempty"`
+	ReleaseIDEqualFold    *string  `json:"releaseIDEqualFold,omitempty"`
+	ReleaseIDContainsFold *string  `json:"releaseIDContainsFold,omitempty"`
+
+	// "requested_by" field predicates.
+	RequestedBy             *string  `json:"requestedBy,omitempty"`
+	RequestedByNEQ          *string  `json:"requestedByNEQ,omitempty"`
+	RequestedByIn           []string `json:"requestedByIn,omitempty"`
+	RequestedByNotIn        []string `json:"requestedByNotIn,omitempty"`
+	RequestedByGT           *string  `json:"requestedByGT,omitempty"`
+	RequestedByGTE          *string  `json:"requestedByGTE,omitempty"`
+	RequestedByLT           *string  `json:"requestedByLT,omitempty"`
+	RequestedByLTE          *string  `json:"requestedByLTE,omitempty"`
+	RequestedByContains     *string  `json:"requestedByContains,omitempty"`
+	RequestedByHasPrefix    *string  `json:"requestedByHasPrefix,omitempty"`
+	RequestedByHasSuffix    *string  `json:"requestedByHasSuffix,omitempty"`
+	RequestedByIsNil        bool     `json:"requestedByIsNil,omitempty"`
+	RequestedByNotNil       bool     `json:"requestedByNotNil,omitempty"`
+	RequestedByEqualFold    *string  `json:"requestedByEqualFold,omitempty"`
+	RequestedByContainsFold *string  `json:"requestedByContainsFold,omitempty"`
+
+	// "deployment_id" field predicates.
+	DeploymentID             *string  `json:"deploymentID,omitempty"`
+	DeploymentIDNEQ          *string  `json:"deploymentIDNEQ,omitempty"`
+	DeploymentIDIn           []string `json:"deploymentIDIn,omitempty"`
+	DeploymentIDNotIn        []string `json:"deploymentIDNotIn,omitempty"`
+	DeploymentIDGT           *string  `json:"deploymentIDGT,omitempty"`
+	DeploymentIDGTE          *string  `json:"deploymentIDGTE,omitempty"`
+	DeploymentIDLT           *string  `json:"deploymentIDLT,omitempty"`
+	DeploymentIDLTE          *string  `json:"deploymentIDLTE,omitempty"`
+	DeploymentIDContains     *string  `json:"deploymentIDContains,omitempty"`
+	DeploymentIDHasPrefix    *string  `json:"deploymentIDHasPrefix,omitempty"`
+	DeploymentIDHasSuffix    *string  `json:"deploymentIDHasSuffix,omitempty"`
+	DeploymentIDIsNil        bool     `json:"deploymentIDIsNil,omitempty"`
+	DeploymentIDNotNil       bool     `json:"deploymentIDNotNil,omitempty"`
+	DeploymentIDEqualFold    *string  `json:"deploymentIDEqualFold,omitempty"`
+	DeploymentIDContainsFold *string  `json:"deploymentIDContainsFold,omitempty"`
 
 	// "run" edge predicates.
 	HasRun     *bool            `json:"hasRun,omitempty"`
@@ -913,6 +1008,18 @@ func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
 	if i.UpdatedAtLTE != nil {
 		predicates = append(predicates, approvalrequest.UpdatedAtLTE(*i.UpdatedAtLTE))
 	}
+	if i.Kind != nil {
+		predicates = append(predicates, approvalrequest.KindEQ(*i.Kind))
+	}
+	if i.KindNEQ != nil {
+		predicates = append(predicates, approvalrequest.KindNEQ(*i.KindNEQ))
+	}
+	if len(i.KindIn) > 0 {
+		predicates = append(predicates, approvalrequest.KindIn(i.KindIn...))
+	}
+	if len(i.KindNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.KindNotIn(i.KindNotIn...))
+	}
 	if i.RunID != nil {
 		predicates = append(predicates, approvalrequest.RunIDEQ(*i.RunID))
 	}
@@ -945,6 +1052,12 @@ func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
 	}
 	if i.RunIDHasSuffix != nil {
 		predicates = append(predicates, approvalrequest.RunIDHasSuffix(*i.RunIDHasSuffix))
+	}
+	if i.RunIDIsNil {
+		predicates = append(predicates, approvalrequest.RunIDIsNil())
+	}
+	if i.RunIDNotNil {
+		predicates = append(predicates, approvalrequest.RunIDNotNil())
 	}
 	if i.RunIDEqualFold != nil {
 		predicates = append(predicates, approvalrequest.RunIDEqualFold(*i.RunIDEqualFold))
@@ -984,6 +1097,12 @@ func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
 	}
 	if i.StepIDHasSuffix != nil {
 		predicates = append(predicates, approvalrequest.StepIDHasSuffix(*i.StepIDHasSuffix))
+	}
+	if i.StepIDIsNil {
+		predicates = append(predicates, approvalrequest.StepIDIsNil())
+	}
+	if i.StepIDNotNil {
+		predicates = append(predicates, approvalrequest.StepIDNotNil())
 	}
 	if i.StepIDEqualFold != nil {
 		predicates = append(predicates, approvalrequest.StepIDEqualFold(*i.StepIDEqualFold))
@@ -1209,6 +1328,231 @@ func (i *ApprovalRequestWhereInput) P() (predicate.ApprovalRequest, error) {
 	}
 	if i.DecidedAtNotNil {
 		predicates = append(predicates, approvalrequest.DecidedAtNotNil())
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDIsNil {
+		predicates = append(predicates, approvalrequest.WorkflowIDIsNil())
+	}
+	if i.WorkflowIDNotNil {
+		predicates = append(predicates, approvalrequest.WorkflowIDNotNil())
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.VersionID != nil {
+		predicates = append(predicates, approvalrequest.VersionIDEQ(*i.VersionID))
+	}
+	if i.VersionIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.VersionIDNEQ(*i.VersionIDNEQ))
+	}
+	if len(i.VersionIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.VersionIDIn(i.VersionIDIn...))
+	}
+	if len(i.VersionIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.VersionIDNotIn(i.VersionIDNotIn...))
+	}
+	if i.VersionIDGT != nil {
+		predicates = append(predicates, approvalrequest.VersionIDGT(*i.VersionIDGT))
+	}
+	if i.VersionIDGTE != nil {
+		predicates = append(predicates, approvalrequest.VersionIDGTE(*i.VersionIDGTE))
+	}
+	if i.VersionIDLT != nil {
+		predicates = append(predicates, approvalrequest.VersionIDLT(*i.VersionIDLT))
+	}
+	if i.VersionIDLTE != nil {
+		predicates = append(predicates, approvalrequest.VersionIDLTE(*i.VersionIDLTE))
+	}
+	if i.VersionIDContains != nil {
+		predicates = append(predicates, approvalrequest.VersionIDContains(*i.VersionIDContains))
+	}
+	if i.VersionIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.VersionIDHasPrefix(*i.VersionIDHasPrefix))
+	}
+	if i.VersionIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.VersionIDHasSuffix(*i.VersionIDHasSuffix))
+	}
+	if i.VersionIDIsNil {
+		predicates = append(predicates, approvalrequest.VersionIDIsNil())
+	}
+	if i.VersionIDNotNil {
+		predicates = append(predicates, approvalrequest.VersionIDNotNil())
+	}
+	if i.VersionIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.VersionIDEqualFold(*i.VersionIDEqualFold))
+	}
+	if i.VersionIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.VersionIDContainsFold(*i.VersionIDContainsFold))
+	}
+	if i.ReleaseID != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDEQ(*i.ReleaseID))
+	}
+	if i.ReleaseIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDNEQ(*i.ReleaseIDNEQ))
+	}
+	if len(i.ReleaseIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.ReleaseIDIn(i.ReleaseIDIn...))
+	}
+	if len(i.ReleaseIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.ReleaseIDNotIn(i.ReleaseIDNotIn...))
+	}
+	if i.ReleaseIDGT != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDGT(*i.ReleaseIDGT))
+	}
+	if i.ReleaseIDGTE != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDGTE(*i.ReleaseIDGTE))
+	}
+	if i.ReleaseIDLT != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDLT(*i.ReleaseIDLT))
+	}
+	if i.ReleaseIDLTE != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDLTE(*i.ReleaseIDLTE))
+	}
+	if i.ReleaseIDContains != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDContains(*i.ReleaseIDContains))
+	}
+	if i.ReleaseIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDHasPrefix(*i.ReleaseIDHasPrefix))
+	}
+	if i.ReleaseIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDHasSuffix(*i.ReleaseIDHasSuffix))
+	}
+	if i.ReleaseIDIsNil {
+		predicates = append(predicates, approvalrequest.ReleaseIDIsNil())
+	}
+	if i.ReleaseIDNotNil {
+		predicates = append(predicates, approvalrequest.ReleaseIDNotNil())
+	}
+	if i.ReleaseIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDEqualFold(*i.ReleaseIDEqualFold))
+	}
+	if i.ReleaseIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.ReleaseIDContainsFold(*i.ReleaseIDContainsFold))
+	}
+	if i.RequestedBy != nil {
+		predicates = append(predicates, approvalrequest.RequestedByEQ(*i.RequestedBy))
+	}
+	if i.RequestedByNEQ != nil {
+		predicates = append(predicates, approvalrequest.RequestedByNEQ(*i.RequestedByNEQ))
+	}
+	if len(i.RequestedByIn) > 0 {
+		predicates = append(predicates, approvalrequest.RequestedByIn(i.RequestedByIn...))
+	}
+	if len(i.RequestedByNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.RequestedByNotIn(i.RequestedByNotIn...))
+	}
+	if i.RequestedByGT != nil {
+		predicates = append(predicates, approvalrequest.RequestedByGT(*i.RequestedByGT))
+	}
+	if i.RequestedByGTE != nil {
+		predicates = append(predicates, approvalrequest.RequestedByGTE(*i.RequestedByGTE))
+	}
+	if i.RequestedByLT != nil {
+		predicates = append(predicates, approvalrequest.RequestedByLT(*i.RequestedByLT))
+	}
+	if i.RequestedByLTE != nil {
+		predicates = append(predicates, approvalrequest.RequestedByLTE(*i.RequestedByLTE))
+	}
+	if i.RequestedByContains != nil {
+		predicates = append(predicates, approvalrequest.RequestedByContains(*i.RequestedByContains))
+	}
+	if i.RequestedByHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.RequestedByHasPrefix(*i.RequestedByHasPrefix))
+	}
+	if i.RequestedByHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.RequestedByHasSuffix(*i.RequestedByHasSuffix))
+	}
+	if i.RequestedByIsNil {
+		predicates = append(predicates, approvalrequest.RequestedByIsNil())
+	}
+	if i.RequestedByNotNil {
+		predicates = append(predicates, approvalrequest.RequestedByNotNil())
+	}
+	if i.RequestedByEqualFold != nil {
+		predicates = append(predicates, approvalrequest.RequestedByEqualFold(*i.RequestedByEqualFold))
+	}
+	if i.RequestedByContainsFold != nil {
+		predicates = append(predicates, approvalrequest.RequestedByContainsFold(*i.RequestedByContainsFold))
+	}
+	if i.DeploymentID != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDEQ(*i.DeploymentID))
+	}
+	if i.DeploymentIDNEQ != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDNEQ(*i.DeploymentIDNEQ))
+	}
+	if len(i.DeploymentIDIn) > 0 {
+		predicates = append(predicates, approvalrequest.DeploymentIDIn(i.DeploymentIDIn...))
+	}
+	if len(i.DeploymentIDNotIn) > 0 {
+		predicates = append(predicates, approvalrequest.DeploymentIDNotIn(i.DeploymentIDNotIn...))
+	}
+	if i.DeploymentIDGT != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDGT(*i.DeploymentIDGT))
+	}
+	if i.DeploymentIDGTE != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDGTE(*i.DeploymentIDGTE))
+	}
+	if i.DeploymentIDLT != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDLT(*i.DeploymentIDLT))
+	}
+	if i.DeploymentIDLTE != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDLTE(*i.DeploymentIDLTE))
+	}
+	if i.DeploymentIDContains != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDContains(*i.DeploymentIDContains))
+	}
+	if i.DeploymentIDHasPrefix != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDHasPrefix(*i.DeploymentIDHasPrefix))
+	}
+	if i.DeploymentIDHasSuffix != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDHasSuffix(*i.DeploymentIDHasSuffix))
+	}
+	if i.DeploymentIDIsNil {
+		predicates = append(predicates, approvalrequest.DeploymentIDIsNil())
+	}
+	if i.DeploymentIDNotNil {
+		predicates = append(predicates, approvalrequest.DeploymentIDNotNil())
+	}
+	if i.DeploymentIDEqualFold != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDEqualFold(*i.DeploymentIDEqualFold))
+	}
+	if i.DeploymentIDContainsFold != nil {
+		predicates = append(predicates, approvalrequest.DeploymentIDContainsFold(*i.DeploymentIDContainsFold))
 	}
 
 	if i.HasRun != nil {

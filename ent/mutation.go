@@ -48,6 +48,7 @@ import (
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
+	"github.com/sluicehq/sluice/internal/protectspec"
 	"github.com/sluicehq/sluice/internal/releasespec"
 	"github.com/sluicehq/sluice/internal/slaspec"
 )
@@ -1225,6 +1226,7 @@ type ApprovalRequestMutation struct {
 	id                      *string
 	created_at              *time.Time
 	updated_at              *time.Time
+	kind                    *approvalrequest.Kind
 	step_id                 *string
 	step_run_id             *string
 	status                  *approvalrequest.Status
@@ -1239,6 +1241,16 @@ type ApprovalRequestMutation struct {
 	decided_by              *string
 	comment                 *string
 	decided_at              *time.Time
+	workflow_id             *string
+	version_id              *string
+	target_environment_id   *string
+	release_id              *string
+	requested_by            *string
+	required_approvals      *int
+	addrequired_approvals   *int
+	approvals               *[]protectspec.Vote
+	appendapprovals         []protectspec.Vote
+	deployment_id           *string
 	clearedFields           map[string]struct{}
 	tenant                  *string
 	clearedtenant           bool
@@ -1461,6 +1473,42 @@ func (m *ApprovalRequestMutation) ResetUpdatedAt() {
 	m.updated_at = nil
 }
 
+// SetKind sets the "kind" field.
+func (m *ApprovalRequestMutation) SetKind(a approvalrequest.Kind) {
+	m.kind = &a
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *ApprovalRequestMutation) Kind() (r approvalrequest.Kind, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldKind(ctx context.Context) (v approvalrequest.Kind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *ApprovalRequestMutation) ResetKind() {
+	m.kind = nil
+}
+
 // SetRunID sets the "run_id" field.
 func (m *ApprovalRequestMutation) SetRunID(s string) {
 	m.run = &s
@@ -1492,9 +1540,22 @@ func (m *ApprovalRequestMutation) OldRunID(ctx context.Context) (v string, err e
 	return oldValue.RunID, nil
 }
 
+// ClearRunID clears the value of the "run_id" field.
+func (m *ApprovalRequestMutation) ClearRunID() {
+	m.run = nil
+	m.clearedFields[approvalrequest.FieldRunID] = struct{}{}
+}
+
+// RunIDCleared returns if the "run_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) RunIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldRunID]
+	return ok
+}
+
 // ResetRunID resets all changes to the "run_id" field.
 func (m *ApprovalRequestMutation) ResetRunID() {
 	m.run = nil
+	delete(m.clearedFields, approvalrequest.FieldRunID)
 }
 
 // SetStepID sets the "step_id" field.
@@ -1528,9 +1589,22 @@ func (m *ApprovalRequestMutation) OldStepID(ctx context.Context) (v string, err 
 	return oldValue.StepID, nil
 }
 
+// ClearStepID clears the value of the "step_id" field.
+func (m *ApprovalRequestMutation) ClearStepID() {
+	m.step_id = nil
+	m.clearedFields[approvalrequest.FieldStepID] = struct{}{}
+}
+
+// StepIDCleared returns if the "step_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) StepIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldStepID]
+	return ok
+}
+
 // ResetStepID resets all changes to the "step_id" field.
 func (m *ApprovalRequestMutation) ResetStepID() {
 	m.step_id = nil
+	delete(m.clearedFields, approvalrequest.FieldStepID)
 }
 
 // SetStepRunID sets the "step_run_id" field.
@@ -1564,9 +1638,22 @@ func (m *ApprovalRequestMutation) OldStepRunID(ctx context.Context) (v string, e
 	return oldValue.StepRunID, nil
 }
 
+// ClearStepRunID clears the value of the "step_run_id" field.
+func (m *ApprovalRequestMutation) ClearStepRunID() {
+	m.step_run_id = nil
+	m.clearedFields[approvalrequest.FieldStepRunID] = struct{}{}
+}
+
+// StepRunIDCleared returns if the "step_run_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) StepRunIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldStepRunID]
+	return ok
+}
+
 // ResetStepRunID resets all changes to the "step_run_id" field.
 func (m *ApprovalRequestMutation) ResetStepRunID() {
 	m.step_run_id = nil
+	delete(m.clearedFields, approvalrequest.FieldStepRunID)
 }
 
 // SetStatus sets the "status" field.
@@ -2065,6 +2152,421 @@ func (m *ApprovalRequestMutation) ResetDecidedAt() {
 	delete(m.clearedFields, approvalrequest.FieldDecidedAt)
 }
 
+// SetWorkflowID sets the "workflow_id" field.
+func (m *ApprovalRequestMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *ApprovalRequestMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldWorkflowID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ClearWorkflowID clears the value of the "workflow_id" field.
+func (m *ApprovalRequestMutation) ClearWorkflowID() {
+	m.workflow_id = nil
+	m.clearedFields[approvalrequest.FieldWorkflowID] = struct{}{}
+}
+
+// WorkflowIDCleared returns if the "workflow_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) WorkflowIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldWorkflowID]
+	return ok
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *ApprovalRequestMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+	delete(m.clearedFields, approvalrequest.FieldWorkflowID)
+}
+
+// SetVersionID sets the "version_id" field.
+func (m *ApprovalRequestMutation) SetVersionID(s string) {
+	m.version_id = &s
+}
+
+// VersionID returns the value of the "version_id" field in the mutation.
+func (m *ApprovalRequestMutation) VersionID() (r string, exists bool) {
+	v := m.version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersionID returns the old "version_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldVersionID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersionID: %w", err)
+	}
+	return oldValue.VersionID, nil
+}
+
+// ClearVersionID clears the value of the "version_id" field.
+func (m *ApprovalRequestMutation) ClearVersionID() {
+	m.version_id = nil
+	m.clearedFields[approvalrequest.FieldVersionID] = struct{}{}
+}
+
+// VersionIDCleared returns if the "version_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) VersionIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldVersionID]
+	return ok
+}
+
+// ResetVersionID resets all changes to the "version_id" field.
+func (m *ApprovalRequestMutation) ResetVersionID() {
+	m.version_id = nil
+	delete(m.clearedFields, approvalrequest.FieldVersionID)
+}
+
+// SetTargetEnvironmentID sets the "target_environment_id" field.
+func (m *ApprovalRequestMutation) SetTargetEnvironmentID(s string) {
+	m.target_environment_id = &s
+}
+
+// TargetEnvironmentID returns the value of the "target_environment_id" field in the mutation.
+func (m *ApprovalRequestMutation) TargetEnvironmentID() (r string, exists bool) {
+	v := m.target_environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTargetEnvironmentID returns the old "target_environment_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldTargetEnvironmentID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTargetEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTargetEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTargetEnvironmentID: %w", err)
+	}
+	return oldValue.TargetEnvironmentID, nil
+}
+
+// ClearTargetEnvironmentID clears the value of the "target_environment_id" field.
+func (m *ApprovalRequestMutation) ClearTargetEnvironmentID() {
+	m.target_environment_id = nil
+	m.clearedFields[approvalrequest.FieldTargetEnvironmentID] = struct{}{}
+}
+
+// TargetEnvironmentIDCleared returns if the "target_environment_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) TargetEnvironmentIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldTargetEnvironmentID]
+	return ok
+}
+
+// ResetTargetEnvironmentID resets all changes to the "target_environment_id" field.
+func (m *ApprovalRequestMutation) ResetTargetEnvironmentID() {
+	m.target_environment_id = nil
+	delete(m.clearedFields, approvalrequest.FieldTargetEnvironmentID)
+}
+
+// SetReleaseID sets the "release_id" field.
+func (m *ApprovalRequestMutation) SetReleaseID(s string) {
+	m.release_id = &s
+}
+
+// ReleaseID returns the value of the "release_id" field in the mutation.
+func (m *ApprovalRequestMutation) ReleaseID() (r string, exists bool) {
+	v := m.release_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReleaseID returns the old "release_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldReleaseID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReleaseID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReleaseID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReleaseID: %w", err)
+	}
+	return oldValue.ReleaseID, nil
+}
+
+// ClearReleaseID clears the value of the "release_id" field.
+func (m *ApprovalRequestMutation) ClearReleaseID() {
+	m.release_id = nil
+	m.clearedFields[approvalrequest.FieldReleaseID] = struct{}{}
+}
+
+// ReleaseIDCleared returns if the "release_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ReleaseIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldReleaseID]
+	return ok
+}
+
+// ResetReleaseID resets all changes to the "release_id" field.
+func (m *ApprovalRequestMutation) ResetReleaseID() {
+	m.release_id = nil
+	delete(m.clearedFields, approvalrequest.FieldReleaseID)
+}
+
+// SetRequestedBy sets the "requested_by" field.
+func (m *ApprovalRequestMutation) SetRequestedBy(s string) {
+	m.requested_by = &s
+}
+
+// RequestedBy returns the value of the "requested_by" field in the mutation.
+func (m *ApprovalRequestMutation) RequestedBy() (r string, exists bool) {
+	v := m.requested_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequestedBy returns the old "requested_by" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldRequestedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequestedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequestedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequestedBy: %w", err)
+	}
+	return oldValue.RequestedBy, nil
+}
+
+// ClearRequestedBy clears the value of the "requested_by" field.
+func (m *ApprovalRequestMutation) ClearRequestedBy() {
+	m.requested_by = nil
+	m.clearedFields[approvalrequest.FieldRequestedBy] = struct{}{}
+}
+
+// RequestedByCleared returns if the "requested_by" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) RequestedByCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldRequestedBy]
+	return ok
+}
+
+// ResetRequestedBy resets all changes to the "requested_by" field.
+func (m *ApprovalRequestMutation) ResetRequestedBy() {
+	m.requested_by = nil
+	delete(m.clearedFields, approvalrequest.FieldRequestedBy)
+}
+
+// SetRequiredApprovals sets the "required_approvals" field.
+func (m *ApprovalRequestMutation) SetRequiredApprovals(i int) {
+	m.required_approvals = &i
+	m.addrequired_approvals = nil
+}
+
+// RequiredApprovals returns the value of the "required_approvals" field in the mutation.
+func (m *ApprovalRequestMutation) RequiredApprovals() (r int, exists bool) {
+	v := m.required_approvals
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequiredApprovals returns the old "required_approvals" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldRequiredApprovals(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequiredApprovals is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequiredApprovals requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequiredApprovals: %w", err)
+	}
+	return oldValue.RequiredApprovals, nil
+}
+
+// AddRequiredApprovals adds i to the "required_approvals" field.
+func (m *ApprovalRequestMutation) AddRequiredApprovals(i int) {
+	if m.addrequired_approvals != nil {
+		*m.addrequired_approvals += i
+	} else {
+		m.addrequired_approvals = &i
+	}
+}
+
+// AddedRequiredApprovals returns the value that was added to the "required_approvals" field in this mutation.
+func (m *ApprovalRequestMutation) AddedRequiredApprovals() (r int, exists bool) {
+	v := m.addrequired_approvals
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRequiredApprovals resets all changes to the "required_approvals" field.
+func (m *ApprovalRequestMutation) ResetRequiredApprovals() {
+	m.required_approvals = nil
+	m.addrequired_approvals = nil
+}
+
+// SetApprovals sets the "approvals" field.
+func (m *ApprovalRequestMutation) SetApprovals(pr []protectspec.Vote) {
+	m.approvals = &pr
+	m.appendapprovals = nil
+}
+
+// Approvals returns the value of the "approvals" field in the mutation.
+func (m *ApprovalRequestMutation) Approvals() (r []protectspec.Vote, exists bool) {
+	v := m.approvals
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldApprovals returns the old "approvals" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldApprovals(ctx context.Context) (v []protectspec.Vote, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldApprovals is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldApprovals requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldApprovals: %w", err)
+	}
+	return oldValue.Approvals, nil
+}
+
+// AppendApprovals adds pr to the "approvals" field.
+func (m *ApprovalRequestMutation) AppendApprovals(pr []protectspec.Vote) {
+	m.appendapprovals = append(m.appendapprovals, pr...)
+}
+
+// AppendedApprovals returns the list of values that were appended to the "approvals" field in this mutation.
+func (m *ApprovalRequestMutation) AppendedApprovals() ([]protectspec.Vote, bool) {
+	if len(m.appendapprovals) == 0 {
+		return nil, false
+	}
+	return m.appendapprovals, true
+}
+
+// ClearApprovals clears the value of the "approvals" field.
+func (m *ApprovalRequestMutation) ClearApprovals() {
+	m.approvals = nil
+	m.appendapprovals = nil
+	m.clearedFields[approvalrequest.FieldApprovals] = struct{}{}
+}
+
+// ApprovalsCleared returns if the "approvals" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) ApprovalsCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldApprovals]
+	return ok
+}
+
+// ResetApprovals resets all changes to the "approvals" field.
+func (m *ApprovalRequestMutation) ResetApprovals() {
+	m.approvals = nil
+	m.appendapprovals = nil
+	delete(m.clearedFields, approvalrequest.FieldApprovals)
+}
+
+// SetDeploymentID sets the "deployment_id" field.
+func (m *ApprovalRequestMutation) SetDeploymentID(s string) {
+	m.deployment_id = &s
+}
+
+// DeploymentID returns the value of the "deployment_id" field in the mutation.
+func (m *ApprovalRequestMutation) DeploymentID() (r string, exists bool) {
+	v := m.deployment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDeploymentID returns the old "deployment_id" field's value of the ApprovalRequest entity.
+// If the ApprovalRequest object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApprovalRequestMutation) OldDeploymentID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDeploymentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDeploymentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDeploymentID: %w", err)
+	}
+	return oldValue.DeploymentID, nil
+}
+
+// ClearDeploymentID clears the value of the "deployment_id" field.
+func (m *ApprovalRequestMutation) ClearDeploymentID() {
+	m.deployment_id = nil
+	m.clearedFields[approvalrequest.FieldDeploymentID] = struct{}{}
+}
+
+// DeploymentIDCleared returns if the "deployment_id" field was cleared in this mutation.
+func (m *ApprovalRequestMutation) DeploymentIDCleared() bool {
+	_, ok := m.clearedFields[approvalrequest.FieldDeploymentID]
+	return ok
+}
+
+// ResetDeploymentID resets all changes to the "deployment_id" field.
+func (m *ApprovalRequestMutation) ResetDeploymentID() {
+	m.deployment_id = nil
+	delete(m.clearedFields, approvalrequest.FieldDeploymentID)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *ApprovalRequestMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -2100,7 +2602,7 @@ func (m *ApprovalRequestMutation) ClearRun() {
 
 // RunCleared reports if the "run" edge to the Run entity was cleared.
 func (m *ApprovalRequestMutation) RunCleared() bool {
-	return m.clearedrun
+	return m.RunIDCleared() || m.clearedrun
 }
 
 // RunIDs returns the "run" edge IDs in the mutation.
@@ -2153,7 +2655,7 @@ func (m *ApprovalRequestMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApprovalRequestMutation) Fields() []string {
-	fields := make([]string, 0, 16)
+	fields := make([]string, 0, 25)
 	if m.tenant != nil {
 		fields = append(fields, approvalrequest.FieldTenantID)
 	}
@@ -2162,6 +2664,9 @@ func (m *ApprovalRequestMutation) Fields() []string {
 	}
 	if m.updated_at != nil {
 		fields = append(fields, approvalrequest.FieldUpdatedAt)
+	}
+	if m.kind != nil {
+		fields = append(fields, approvalrequest.FieldKind)
 	}
 	if m.run != nil {
 		fields = append(fields, approvalrequest.FieldRunID)
@@ -2202,6 +2707,30 @@ func (m *ApprovalRequestMutation) Fields() []string {
 	if m.decided_at != nil {
 		fields = append(fields, approvalrequest.FieldDecidedAt)
 	}
+	if m.workflow_id != nil {
+		fields = append(fields, approvalrequest.FieldWorkflowID)
+	}
+	if m.version_id != nil {
+		fields = append(fields, approvalrequest.FieldVersionID)
+	}
+	if m.target_environment_id != nil {
+		fields = append(fields, approvalrequest.FieldTargetEnvironmentID)
+	}
+	if m.release_id != nil {
+		fields = append(fields, approvalrequest.FieldReleaseID)
+	}
+	if m.requested_by != nil {
+		fields = append(fields, approvalrequest.FieldRequestedBy)
+	}
+	if m.required_approvals != nil {
+		fields = append(fields, approvalrequest.FieldRequiredApprovals)
+	}
+	if m.approvals != nil {
+		fields = append(fields, approvalrequest.FieldApprovals)
+	}
+	if m.deployment_id != nil {
+		fields = append(fields, approvalrequest.FieldDeploymentID)
+	}
 	return fields
 }
 
@@ -2216,6 +2745,8 @@ func (m *ApprovalRequestMutation) Field(name string) (ent.Value, bool) {
 		return m.CreatedAt()
 	case approvalrequest.FieldUpdatedAt:
 		return m.UpdatedAt()
+	case approvalrequest.FieldKind:
+		return m.Kind()
 	case approvalrequest.FieldRunID:
 		return m.RunID()
 	case approvalrequest.FieldStepID:
@@ -2242,6 +2773,22 @@ func (m *ApprovalRequestMutation) Field(name string) (ent.Value, bool) {
 		return m.Comment()
 	case approvalrequest.FieldDecidedAt:
 		return m.DecidedAt()
+	case approvalrequest.FieldWorkflowID:
+		return m.WorkflowID()
+	case approvalrequest.FieldVersionID:
+		return m.VersionID()
+	case approvalrequest.FieldTargetEnvironmentID:
+		return m.TargetEnvironmentID()
+	case approvalrequest.FieldReleaseID:
+		return m.ReleaseID()
+	case approvalrequest.FieldRequestedBy:
+		return m.RequestedBy()
+	case approvalrequest.FieldRequiredApprovals:
+		return m.RequiredApprovals()
+	case approvalrequest.FieldApprovals:
+		return m.Approvals()
+	case approvalrequest.FieldDeploymentID:
+		return m.DeploymentID()
 	}
 	return nil, false
 }
@@ -2257,6 +2804,8 @@ func (m *ApprovalRequestMutation) OldField(ctx context.Context, name string) (en
 		return m.OldCreatedAt(ctx)
 	case approvalrequest.FieldUpdatedAt:
 		return m.OldUpdatedAt(ctx)
+	case approvalrequest.FieldKind:
+		return m.OldKind(ctx)
 	case approvalrequest.FieldRunID:
 		return m.OldRunID(ctx)
 	case approvalrequest.FieldStepID:
@@ -2283,6 +2832,22 @@ func (m *ApprovalRequestMutation) OldField(ctx context.Context, name string) (en
 		return m.OldComment(ctx)
 	case approvalrequest.FieldDecidedAt:
 		return m.OldDecidedAt(ctx)
+	case approvalrequest.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case approvalrequest.FieldVersionID:
+		return m.OldVersionID(ctx)
+	case approvalrequest.FieldTargetEnvironmentID:
+		return m.OldTargetEnvironmentID(ctx)
+	case approvalrequest.FieldReleaseID:
+		return m.OldReleaseID(ctx)
+	case approvalrequest.FieldRequestedBy:
+		return m.OldRequestedBy(ctx)
+	case approvalrequest.FieldRequiredApprovals:
+		return m.OldRequiredApprovals(ctx)
+	case approvalrequest.FieldApprovals:
+		return m.OldApprovals(ctx)
+	case approvalrequest.FieldDeploymentID:
+		return m.OldDeploymentID(ctx)
 	}
 	return nil, fmt.Errorf("unknown ApprovalRequest field %s", name)
 }
@@ -2312,6 +2877,13 @@ func (m *ApprovalRequestMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetUpdatedAt(v)
+		return nil
+	case approvalrequest.FieldKind:
+		v, ok := value.(approvalrequest.Kind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
 		return nil
 	case approvalrequest.FieldRunID:
 		v, ok := value.(string)
@@ -2404,6 +2976,62 @@ func (m *ApprovalRequestMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetDecidedAt(v)
 		return nil
+	case approvalrequest.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case approvalrequest.FieldVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersionID(v)
+		return nil
+	case approvalrequest.FieldTargetEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTargetEnvironmentID(v)
+		return nil
+	case approvalrequest.FieldReleaseID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReleaseID(v)
+		return nil
+	case approvalrequest.FieldRequestedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequestedBy(v)
+		return nil
+	case approvalrequest.FieldRequiredApprovals:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequiredApprovals(v)
+		return nil
+	case approvalrequest.FieldApprovals:
+		v, ok := value.([]protectspec.Vote)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetApprovals(v)
+		return nil
+	case approvalrequest.FieldDeploymentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDeploymentID(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApprovalRequest field %s", name)
 }
@@ -2411,13 +3039,21 @@ func (m *ApprovalRequestMutation) SetField(name string, value ent.Value) error {
 // AddedFields returns all numeric fields that were incremented/decremented during
 // this mutation.
 func (m *ApprovalRequestMutation) AddedFields() []string {
-	return nil
+	var fields []string
+	if m.addrequired_approvals != nil {
+		fields = append(fields, approvalrequest.FieldRequiredApprovals)
+	}
+	return fields
 }
 
 // AddedField returns the numeric value that was incremented/decremented on a field
 // with the given name. The second boolean return value indicates that this field
 // was not set, or was not defined in the schema.
 func (m *ApprovalRequestMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case approvalrequest.FieldRequiredApprovals:
+		return m.AddedRequiredApprovals()
+	}
 	return nil, false
 }
 
@@ -2426,6 +3062,13 @@ func (m *ApprovalRequestMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *ApprovalRequestMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case approvalrequest.FieldRequiredApprovals:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRequiredApprovals(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApprovalRequest numeric field %s", name)
 }
@@ -2434,6 +3077,15 @@ func (m *ApprovalRequestMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *ApprovalRequestMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(approvalrequest.FieldRunID) {
+		fields = append(fields, approvalrequest.FieldRunID)
+	}
+	if m.FieldCleared(approvalrequest.FieldStepID) {
+		fields = append(fields, approvalrequest.FieldStepID)
+	}
+	if m.FieldCleared(approvalrequest.FieldStepRunID) {
+		fields = append(fields, approvalrequest.FieldStepRunID)
+	}
 	if m.FieldCleared(approvalrequest.FieldMessage) {
 		fields = append(fields, approvalrequest.FieldMessage)
 	}
@@ -2458,6 +3110,27 @@ func (m *ApprovalRequestMutation) ClearedFields() []string {
 	if m.FieldCleared(approvalrequest.FieldDecidedAt) {
 		fields = append(fields, approvalrequest.FieldDecidedAt)
 	}
+	if m.FieldCleared(approvalrequest.FieldWorkflowID) {
+		fields = append(fields, approvalrequest.FieldWorkflowID)
+	}
+	if m.FieldCleared(approvalrequest.FieldVersionID) {
+		fields = append(fields, approvalrequest.FieldVersionID)
+	}
+	if m.FieldCleared(approvalrequest.FieldTargetEnvironmentID) {
+		fields = append(fields, approvalrequest.FieldTargetEnvironmentID)
+	}
+	if m.FieldCleared(approvalrequest.FieldReleaseID) {
+		fields = append(fields, approvalrequest.FieldReleaseID)
+	}
+	if m.FieldCleared(approvalrequest.FieldRequestedBy) {
+		fields = append(fields, approvalrequest.FieldRequestedBy)
+	}
+	if m.FieldCleared(approvalrequest.FieldApprovals) {
+		fields = append(fields, approvalrequest.FieldApprovals)
+	}
+	if m.FieldCleared(approvalrequest.FieldDeploymentID) {
+		fields = append(fields, approvalrequest.FieldDeploymentID)
+	}
 	return fields
 }
 
@@ -2472,6 +3145,15 @@ func (m *ApprovalRequestMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *ApprovalRequestMutation) ClearField(name string) error {
 	switch name {
+	case approvalrequest.FieldRunID:
+		m.ClearRunID()
+		return nil
+	case approvalrequest.FieldStepID:
+		m.ClearStepID()
+		return nil
+	case approvalrequest.FieldStepRunID:
+		m.ClearStepRunID()
+		return nil
 	case approvalrequest.FieldMessage:
 		m.ClearMessage()
 		return nil
@@ -2496,6 +3178,27 @@ func (m *ApprovalRequestMutation) ClearField(name string) error {
 	case approvalrequest.FieldDecidedAt:
 		m.ClearDecidedAt()
 		return nil
+	case approvalrequest.FieldWorkflowID:
+		m.ClearWorkflowID()
+		return nil
+	case approvalrequest.FieldVersionID:
+		m.ClearVersionID()
+		return nil
+	case approvalrequest.FieldTargetEnvironmentID:
+		m.ClearTargetEnvironmentID()
+		return nil
+	case approvalrequest.FieldReleaseID:
+		m.ClearReleaseID()
+		return nil
+	case approvalrequest.FieldRequestedBy:
+		m.ClearRequestedBy()
+		return nil
+	case approvalrequest.FieldApprovals:
+		m.ClearApprovals()
+		return nil
+	case approvalrequest.FieldDeploymentID:
+		m.ClearDeploymentID()
+		return nil
 	}
 	return fmt.Errorf("unknown ApprovalRequest nullable field %s", name)
 }
@@ -2512,6 +3215,9 @@ func (m *ApprovalRequestMutation) ResetField(name string) error {
 		return nil
 	case approvalrequest.FieldUpdatedAt:
 		m.ResetUpdatedAt()
+		return nil
+	case approvalrequest.FieldKind:
+		m.ResetKind()
 		return nil
 	case approvalrequest.FieldRunID:
 		m.ResetRunID()
@@ -2551,6 +3257,30 @@ func (m *ApprovalRequestMutation) ResetField(name string) error {
 		return nil
 	case approvalrequest.FieldDecidedAt:
 		m.ResetDecidedAt()
+		return nil
+	case approvalrequest.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case approvalrequest.FieldVersionID:
+		m.ResetVersionID()
+		return nil
+	case approvalrequest.FieldTargetEnvironmentID:
+		m.ResetTargetEnvironmentID()
+		return nil
+	case approvalrequest.FieldReleaseID:
+		m.ResetReleaseID()
+		return nil
+	case approvalrequest.FieldRequestedBy:
+		m.ResetRequestedBy()
+		return nil
+	case approvalrequest.FieldRequiredApprovals:
+		m.ResetRequiredApprovals()
+		return nil
+	case approvalrequest.FieldApprovals:
+		m.ResetApprovals()
+		return nil
+	case approvalrequest.FieldDeploymentID:
+		m.ResetDeploymentID()
 		return nil
 	}
 	return fmt.Errorf("unknown ApprovalRequest field %s", name)
@@ -6371,6 +7101,7 @@ type EnvironmentMutation struct {
 	archived_at              *time.Time
 	vars_version             *int64
 	addvars_version          *int64
+	protection               **protectspec.Protection
 	clearedFields            map[string]struct{}
 	tenant                   *string
 	clearedtenant            bool
@@ -6813,6 +7544,55 @@ func (m *EnvironmentMutation) ResetVarsVersion() {
 	m.addvars_version = nil
 }
 
+// SetProtection sets the "protection" field.
+func (m *EnvironmentMutation) SetProtection(pr *protectspec.Protection) {
+	m.protection = &pr
+}
+
+// Protection returns the value of the "protection" field in the mutation.
+func (m *EnvironmentMutation) Protection() (r *protectspec.Protection, exists bool) {
+	v := m.protection
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProtection returns the old "protection" field's value of the Environment entity.
+// If the Environment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *EnvironmentMutation) OldProtection(ctx context.Context) (v *protectspec.Protection, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProtection is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProtection requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProtection: %w", err)
+	}
+	return oldValue.Protection, nil
+}
+
+// ClearProtection clears the value of the "protection" field.
+func (m *EnvironmentMutation) ClearProtection() {
+	m.protection = nil
+	m.clearedFields[environment.FieldProtection] = struct{}{}
+}
+
+// ProtectionCleared returns if the "protection" field was cleared in this mutation.
+func (m *EnvironmentMutation) ProtectionCleared() bool {
+	_, ok := m.clearedFields[environment.FieldProtection]
+	return ok
+}
+
+// ResetProtection resets all changes to the "protection" field.
+func (m *EnvironmentMutation) ResetProtection() {
+	m.protection = nil
+	delete(m.clearedFields, environment.FieldProtection)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *EnvironmentMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -7036,7 +7816,7 @@ func (m *EnvironmentMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *EnvironmentMutation) Fields() []string {
-	fields := make([]string, 0, 8)
+	fields := make([]string, 0, 9)
 	if m.tenant != nil {
 		fields = append(fields, environment.FieldTenantID)
 	}
@@ -7060,6 +7840,9 @@ func (m *EnvironmentMutation) Fields() []string {
 	}
 	if m.vars_version != nil {
 		fields = append(fields, environment.FieldVarsVersion)
+	}
+	if m.protection != nil {
+		fields = append(fields, environment.FieldProtection)
 	}
 	return fields
 }
@@ -7085,6 +7868,8 @@ func (m *EnvironmentMutation) Field(name string) (ent.Value, bool) {
 		return m.ArchivedAt()
 	case environment.FieldVarsVersion:
 		return m.VarsVersion()
+	case environment.FieldProtection:
+		return m.Protection()
 	}
 	return nil, false
 }
@@ -7110,6 +7895,8 @@ func (m *EnvironmentMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldArchivedAt(ctx)
 	case environment.FieldVarsVersion:
 		return m.OldVarsVersion(ctx)
+	case environment.FieldProtection:
+		return m.OldProtection(ctx)
 	}
 	return nil, fmt.Errorf("unknown Environment field %s", name)
 }
@@ -7175,6 +7962,13 @@ func (m *EnvironmentMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetVarsVersion(v)
 		return nil
+	case environment.FieldProtection:
+		v, ok := value.(*protectspec.Protection)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProtection(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Environment field %s", name)
 }
@@ -7223,6 +8017,9 @@ func (m *EnvironmentMutation) ClearedFields() []string {
 	if m.FieldCleared(environment.FieldArchivedAt) {
 		fields = append(fields, environment.FieldArchivedAt)
 	}
+	if m.FieldCleared(environment.FieldProtection) {
+		fields = append(fields, environment.FieldProtection)
+	}
 	return fields
 }
 
@@ -7239,6 +8036,9 @@ func (m *EnvironmentMutation) ClearField(name string) error {
 	switch name {
 	case environment.FieldArchivedAt:
 		m.ClearArchivedAt()
+		return nil
+	case environment.FieldProtection:
+		m.ClearProtection()
 		return nil
 	}
 	return fmt.Errorf("unknown Environment nullable field %s", name)
@@ -7271,6 +8071,9 @@ func (m *EnvironmentMutation) ResetField(name string) error {
 		return nil
 	case environment.FieldVarsVersion:
 		m.ResetVarsVersion()
+		return nil
+	case environment.FieldProtection:
+		m.ResetProtection()
 		return nil
 	}
 	return fmt.Errorf("unknown Environment field %s", name)

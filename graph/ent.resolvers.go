@@ -15,6 +15,16 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 )
 
+// RunID is the resolver for the runID field.
+func (r *approvalRequestResolver) RunID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error) {
+	return nullIfEmpty(obj.RunID), nil
+}
+
+// StepID is the resolver for the stepID field.
+func (r *approvalRequestResolver) StepID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error) {
+	return nullIfEmpty(obj.StepID), nil
+}
+
 // Node is the resolver for the node field.
 func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) {
 	return resolveNode(ctx, id)
@@ -199,6 +209,11 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 	return r.eventData(ctx, obj)
 }
 
+// ApprovalRequest returns generated.ApprovalRequestResolver implementation.
+func (r *Resolver) ApprovalRequest() generated.ApprovalRequestResolver {
+	return &approvalRequestResolver{r}
+}
+
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
@@ -255,6 +270,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	approvalRequestResolver   struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }
 	evaluationResolver        struct{ *Resolver }
 	evaluationExampleResolver struct{ *Resolver }

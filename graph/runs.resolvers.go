@@ -75,7 +75,13 @@ func (r *mutationResolver) DecideApproval(ctx context.Context, input model.Decid
 	if input.Comment != nil {
 		comment = *input.Comment
 	}
-	return r.Runs.DecideApproval(ctx, input.ID, input.Decision == model.ApprovalDecisionApprove, comment)
+	approve := input.Decision == model.ApprovalDecisionApprove
+	if r.Protection != nil { // deployment requests belong to protected environments
+		if apr, handled, err := r.Protection.DecideApproval(ctx, input.ID, approve, comment); handled || err != nil {
+			return apr, err
+		}
+	}
+	return r.Runs.DecideApproval(ctx, input.ID, approve, comment)
 }
 
 // DeadLetter is the resolver for the deadLetter field.

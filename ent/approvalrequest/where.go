@@ -120,6 +120,41 @@ func DecidedAt(v time.Time) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldEQ(FieldDecidedAt, v))
 }
 
+// WorkflowID applies equality check predicate on the "workflow_id" field. It's identical to WorkflowIDEQ.
+func WorkflowID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldWorkflowID, v))
+}
+
+// VersionID applies equality check predicate on the "version_id" field. It's identical to VersionIDEQ.
+func VersionID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldVersionID, v))
+}
+
+// TargetEnvironmentID applies equality check predicate on the "target_environment_id" field. It's identical to TargetEnvironmentIDEQ.
+func TargetEnvironmentID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldTargetEnvironmentID, v))
+}
+
+// ReleaseID applies equality check predicate on the "release_id" field. It's identical to ReleaseIDEQ.
+func ReleaseID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldReleaseID, v))
+}
+
+// RequestedBy applies equality check predicate on the "requested_by" field. It's identical to RequestedByEQ.
+func RequestedBy(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldRequestedBy, v))
+}
+
+// RequiredApprovals applies equality check predicate on the "required_approvals" field. It's identical to RequiredApprovalsEQ.
+func RequiredApprovals(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldRequiredApprovals, v))
+}
+
+// DeploymentID applies equality check predicate on the "deployment_id" field. It's identical to DeploymentIDEQ.
+func DeploymentID(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldDeploymentID, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldEQ(FieldTenantID, v))
@@ -265,6 +300,26 @@ func UpdatedAtLTE(v time.Time) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldLTE(FieldUpdatedAt, v))
 }
 
+// KindEQ applies the EQ predicate on the "kind" field.
+func KindEQ(v Kind) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldKind, v))
+}
+
+// KindNEQ applies the NEQ predicate on the "kind" field.
+func KindNEQ(v Kind) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldKind, v))
+}
+
+// KindIn applies the In predicate on the "kind" field.
+func KindIn(vs ...Kind) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldKind, vs...))
+}
+
+// KindNotIn applies the NotIn predicate on the "kind" field.
+func KindNotIn(vs ...Kind) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldKind, vs...))
+}
+
 // RunIDEQ applies the EQ predicate on the "run_id" field.
 func RunIDEQ(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldEQ(FieldRunID, v))
@@ -318,6 +373,16 @@ func RunIDHasPrefix(v string) predicate.ApprovalRequest {
 // RunIDHasSuffix applies the HasSuffix predicate on the "run_id" field.
 func RunIDHasSuffix(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldRunID, v))
+}
+
+// RunIDIsNil applies the IsNil predicate on the "run_id" field.
+func RunIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldRunID))
+}
+
+// RunIDNotNil applies the NotNil predicate on the "run_id" field.
+func RunIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldRunID))
 }
 
 // RunIDEqualFold applies the EqualFold predicate on the "run_id" field.
@@ -385,6 +450,16 @@ func StepIDHasSuffix(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldStepID, v))
 }
 
+// StepIDIsNil applies the IsNil predicate on the "step_id" field.
+func StepIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldStepID))
+}
+
+// StepIDNotNil applies the NotNil predicate on the "step_id" field.
+func StepIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldStepID))
+}
+
 // StepIDEqualFold applies the EqualFold predicate on the "step_id" field.
 func StepIDEqualFold(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldStepID, v))
@@ -448,6 +523,16 @@ func StepRunIDHasPrefix(v string) predicate.ApprovalRequest {
 // StepRunIDHasSuffix applies the HasSuffix predicate on the "step_run_id" field.
 func StepRunIDHasSuffix(v string) predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldStepRunID, v))
+}
+
+// StepRunIDIsNil applies the IsNil predicate on the "step_run_id" field.
+func StepRunIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldStepRunID))
+}
+
+// StepRunIDNotNil applies the NotNil predicate on the "step_run_id" field.
+func StepRunIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldStepRunID))
 }
 
 // StepRunIDEqualFold applies the EqualFold predicate on the "step_run_id" field.
@@ -853,6 +938,506 @@ func DecidedAtIsNil() predicate.ApprovalRequest {
 // DecidedAtNotNil applies the NotNil predicate on the "decided_at" field.
 func DecidedAtNotNil() predicate.ApprovalRequest {
 	return predicate.ApprovalRequest(sql.FieldNotNull(FieldDecidedAt))
+}
+
+// WorkflowIDEQ applies the EQ predicate on the "workflow_id" field.
+func WorkflowIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldWorkflowID, v))
+}
+
+// WorkflowIDNEQ applies the NEQ predicate on the "workflow_id" field.
+func WorkflowIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldWorkflowID, v))
+}
+
+// WorkflowIDIn applies the In predicate on the "workflow_id" field.
+func WorkflowIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldWorkflowID, vs...))
+}
+
+// WorkflowIDNotIn applies the NotIn predicate on the "workflow_id" field.
+func WorkflowIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldWorkflowID, vs...))
+}
+
+// WorkflowIDGT applies the GT predicate on the "workflow_id" field.
+func WorkflowIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldWorkflowID, v))
+}
+
+// WorkflowIDGTE applies the GTE predicate on the "workflow_id" field.
+func WorkflowIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldWorkflowID, v))
+}
+
+// WorkflowIDLT applies the LT predicate on the "workflow_id" field.
+func WorkflowIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldWorkflowID, v))
+}
+
+// WorkflowIDLTE applies the LTE predicate on the "workflow_id" field.
+func WorkflowIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldWorkflowID, v))
+}
+
+// WorkflowIDContains applies the Contains predicate on the "workflow_id" field.
+func WorkflowIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldWorkflowID, v))
+}
+
+// WorkflowIDHasPrefix applies the HasPrefix predicate on the "workflow_id" field.
+func WorkflowIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldWorkflowID, v))
+}
+
+// WorkflowIDHasSuffix applies the HasSuffix predicate on the "workflow_id" field.
+func WorkflowIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldWorkflowID, v))
+}
+
+// WorkflowIDIsNil applies the IsNil predicate on the "workflow_id" field.
+func WorkflowIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldWorkflowID))
+}
+
+// WorkflowIDNotNil applies the NotNil predicate on the "workflow_id" field.
+func WorkflowIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldWorkflowID))
+}
+
+// WorkflowIDEqualFold applies the EqualFold predicate on the "workflow_id" field.
+func WorkflowIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldWorkflowID, v))
+}
+
+// WorkflowIDContainsFold applies the ContainsFold predicate on the "workflow_id" field.
+func WorkflowIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldWorkflowID, v))
+}
+
+// VersionIDEQ applies the EQ predicate on the "version_id" field.
+func VersionIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldVersionID, v))
+}
+
+// VersionIDNEQ applies the NEQ predicate on the "version_id" field.
+func VersionIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldVersionID, v))
+}
+
+// VersionIDIn applies the In predicate on the "version_id" field.
+func VersionIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldVersionID, vs...))
+}
+
+// VersionIDNotIn applies the NotIn predicate on the "version_id" field.
+func VersionIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldVersionID, vs...))
+}
+
+// VersionIDGT applies the GT predicate on the "version_id" field.
+func VersionIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldVersionID, v))
+}
+
+// VersionIDGTE applies the GTE predicate on the "version_id" field.
+func VersionIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldVersionID, v))
+}
+
+// VersionIDLT applies the LT predicate on the "version_id" field.
+func VersionIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldVersionID, v))
+}
+
+// VersionIDLTE applies the LTE predicate on the "version_id" field.
+func VersionIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldVersionID, v))
+}
+
+// VersionIDContains applies the Contains predicate on the "version_id" field.
+func VersionIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldVersionID, v))
+}
+
+// VersionIDHasPrefix applies the HasPrefix predicate on the "version_id" field.
+func VersionIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldVersionID, v))
+}
+
+// VersionIDHasSuffix applies the HasSuffix predicate on the "version_id" field.
+func VersionIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldVersionID, v))
+}
+
+// VersionIDIsNil applies the IsNil predicate on the "version_id" field.
+func VersionIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldVersionID))
+}
+
+// VersionIDNotNil applies the NotNil predicate on the "version_id" field.
+func VersionIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldVersionID))
+}
+
+// VersionIDEqualFold applies the EqualFold predicate on the "version_id" field.
+func VersionIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldVersionID, v))
+}
+
+// VersionIDContainsFold applies the ContainsFold predicate on the "version_id" field.
+func VersionIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldVersionID, v))
+}
+
+// TargetEnvironmentIDEQ applies the EQ predicate on the "target_environment_id" field.
+func TargetEnvironmentIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDNEQ applies the NEQ predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDIn applies the In predicate on the "target_environment_id" field.
+func TargetEnvironmentIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldTargetEnvironmentID, vs...))
+}
+
+// TargetEnvironmentIDNotIn applies the NotIn predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldTargetEnvironmentID, vs...))
+}
+
+// TargetEnvironmentIDGT applies the GT predicate on the "target_environment_id" field.
+func TargetEnvironmentIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDGTE applies the GTE predicate on the "target_environment_id" field.
+func TargetEnvironmentIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDLT applies the LT predicate on the "target_environment_id" field.
+func TargetEnvironmentIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDLTE applies the LTE predicate on the "target_environment_id" field.
+func TargetEnvironmentIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDContains applies the Contains predicate on the "target_environment_id" field.
+func TargetEnvironmentIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDHasPrefix applies the HasPrefix predicate on the "target_environment_id" field.
+func TargetEnvironmentIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDHasSuffix applies the HasSuffix predicate on the "target_environment_id" field.
+func TargetEnvironmentIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDIsNil applies the IsNil predicate on the "target_environment_id" field.
+func TargetEnvironmentIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldTargetEnvironmentID))
+}
+
+// TargetEnvironmentIDNotNil applies the NotNil predicate on the "target_environment_id" field.
+func TargetEnvironmentIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldTargetEnvironmentID))
+}
+
+// TargetEnvironmentIDEqualFold applies the EqualFold predicate on the "target_environment_id" field.
+func TargetEnvironmentIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldTargetEnvironmentID, v))
+}
+
+// TargetEnvironmentIDContainsFold applies the ContainsFold predicate on the "target_environment_id" field.
+func TargetEnvironmentIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldTargetEnvironmentID, v))
+}
+
+// ReleaseIDEQ applies the EQ predicate on the "release_id" field.
+func ReleaseIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldReleaseID, v))
+}
+
+// ReleaseIDNEQ applies the NEQ predicate on the "release_id" field.
+func ReleaseIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldReleaseID, v))
+}
+
+// ReleaseIDIn applies the In predicate on the "release_id" field.
+func ReleaseIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldReleaseID, vs...))
+}
+
+// ReleaseIDNotIn applies the NotIn predicate on the "release_id" field.
+func ReleaseIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldReleaseID, vs...))
+}
+
+// ReleaseIDGT applies the GT predicate on the "release_id" field.
+func ReleaseIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldReleaseID, v))
+}
+
+// ReleaseIDGTE applies the GTE predicate on the "release_id" field.
+func ReleaseIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldReleaseID, v))
+}
+
+// ReleaseIDLT applies the LT predicate on the "release_id" field.
+func ReleaseIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldReleaseID, v))
+}
+
+// ReleaseIDLTE applies the LTE predicate on the "release_id" field.
+func ReleaseIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldReleaseID, v))
+}
+
+// ReleaseIDContains applies the Contains predicate on the "release_id" field.
+func ReleaseIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldReleaseID, v))
+}
+
+// ReleaseIDHasPrefix applies the HasPrefix predicate on the "release_id" field.
+func ReleaseIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldReleaseID, v))
+}
+
+// ReleaseIDHasSuffix applies the HasSuffix predicate on the "release_id" field.
+func ReleaseIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldReleaseID, v))
+}
+
+// ReleaseIDIsNil applies the IsNil predicate on the "release_id" field.
+func ReleaseIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldReleaseID))
+}
+
+// ReleaseIDNotNil applies the NotNil predicate on the "release_id" field.
+func ReleaseIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldReleaseID))
+}
+
+// ReleaseIDEqualFold applies the EqualFold predicate on the "release_id" field.
+func ReleaseIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldReleaseID, v))
+}
+
+// ReleaseIDContainsFold applies the ContainsFold predicate on the "release_id" field.
+func ReleaseIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldReleaseID, v))
+}
+
+// RequestedByEQ applies the EQ predicate on the "requested_by" field.
+func RequestedByEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldRequestedBy, v))
+}
+
+// RequestedByNEQ applies the NEQ predicate on the "requested_by" field.
+func RequestedByNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldRequestedBy, v))
+}
+
+// RequestedByIn applies the In predicate on the "requested_by" field.
+func RequestedByIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldRequestedBy, vs...))
+}
+
+// RequestedByNotIn applies the NotIn predicate on the "requested_by" field.
+func RequestedByNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldRequestedBy, vs...))
+}
+
+// RequestedByGT applies the GT predicate on the "requested_by" field.
+func RequestedByGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldRequestedBy, v))
+}
+
+// RequestedByGTE applies the GTE predicate on the "requested_by" field.
+func RequestedByGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldRequestedBy, v))
+}
+
+// RequestedByLT applies the LT predicate on the "requested_by" field.
+func RequestedByLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldRequestedBy, v))
+}
+
+// RequestedByLTE applies the LTE predicate on the "requested_by" field.
+func RequestedByLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldRequestedBy, v))
+}
+
+// RequestedByContains applies the Contains predicate on the "requested_by" field.
+func RequestedByContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldRequestedBy, v))
+}
+
+// RequestedByHasPrefix applies the HasPrefix predicate on the "requested_by" field.
+func RequestedByHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldRequestedBy, v))
+}
+
+// RequestedByHasSuffix applies the HasSuffix predicate on the "requested_by" field.
+func RequestedByHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldRequestedBy, v))
+}
+
+// RequestedByIsNil applies the IsNil predicate on the "requested_by" field.
+func RequestedByIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldRequestedBy))
+}
+
+// RequestedByNotNil applies the NotNil predicate on the "requested_by" field.
+func RequestedByNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldRequestedBy))
+}
+
+// RequestedByEqualFold applies the EqualFold predicate on the "requested_by" field.
+func RequestedByEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldRequestedBy, v))
+}
+
+// RequestedByContainsFold applies the ContainsFold predicate on the "requested_by" field.
+func RequestedByContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldRequestedBy, v))
+}
+
+// RequiredApprovalsEQ applies the EQ predicate on the "required_approvals" field.
+func RequiredApprovalsEQ(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldRequiredApprovals, v))
+}
+
+// RequiredApprovalsNEQ applies the NEQ predicate on the "required_approvals" field.
+func RequiredApprovalsNEQ(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldRequiredApprovals, v))
+}
+
+// RequiredApprovalsIn applies the In predicate on the "required_approvals" field.
+func RequiredApprovalsIn(vs ...int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldRequiredApprovals, vs...))
+}
+
+// RequiredApprovalsNotIn applies the NotIn predicate on the "required_approvals" field.
+func RequiredApprovalsNotIn(vs ...int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldRequiredApprovals, vs...))
+}
+
+// RequiredApprovalsGT applies the GT predicate on the "required_approvals" field.
+func RequiredApprovalsGT(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldRequiredApprovals, v))
+}
+
+// RequiredApprovalsGTE applies the GTE predicate on the "required_approvals" field.
+func RequiredApprovalsGTE(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldRequiredApprovals, v))
+}
+
+// RequiredApprovalsLT applies the LT predicate on the "required_approvals" field.
+func RequiredApprovalsLT(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldRequiredApprovals, v))
+}
+
+// RequiredApprovalsLTE applies the LTE predicate on the "required_approvals" field.
+func RequiredApprovalsLTE(v int) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldRequiredApprovals, v))
+}
+
+// ApprovalsIsNil applies the IsNil predicate on the "approvals" field.
+func ApprovalsIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldApprovals))
+}
+
+// ApprovalsNotNil applies the NotNil predicate on the "approvals" field.
+func ApprovalsNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldApprovals))
+}
+
+// DeploymentIDEQ applies the EQ predicate on the "deployment_id" field.
+func DeploymentIDEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEQ(FieldDeploymentID, v))
+}
+
+// DeploymentIDNEQ applies the NEQ predicate on the "deployment_id" field.
+func DeploymentIDNEQ(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNEQ(FieldDeploymentID, v))
+}
+
+// DeploymentIDIn applies the In predicate on the "deployment_id" field.
+func DeploymentIDIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIn(FieldDeploymentID, vs...))
+}
+
+// DeploymentIDNotIn applies the NotIn predicate on the "deployment_id" field.
+func DeploymentIDNotIn(vs ...string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotIn(FieldDeploymentID, vs...))
+}
+
+// DeploymentIDGT applies the GT predicate on the "deployment_id" field.
+func DeploymentIDGT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGT(FieldDeploymentID, v))
+}
+
+// DeploymentIDGTE applies the GTE predicate on the "deployment_id" field.
+func DeploymentIDGTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldGTE(FieldDeploymentID, v))
+}
+
+// DeploymentIDLT applies the LT predicate on the "deployment_id" field.
+func DeploymentIDLT(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLT(FieldDeploymentID, v))
+}
+
+// DeploymentIDLTE applies the LTE predicate on the "deployment_id" field.
+func DeploymentIDLTE(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldLTE(FieldDeploymentID, v))
+}
+
+// DeploymentIDContains applies the Contains predicate on the "deployment_id" field.
+func DeploymentIDContains(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContains(FieldDeploymentID, v))
+}
+
+// DeploymentIDHasPrefix applies the HasPrefix predicate on the "deployment_id" field.
+func DeploymentIDHasPrefix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasPrefix(FieldDeploymentID, v))
+}
+
+// DeploymentIDHasSuffix applies the HasSuffix predicate on the "deployment_id" field.
+func DeploymentIDHasSuffix(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldHasSuffix(FieldDeploymentID, v))
+}
+
+// DeploymentIDIsNil applies the IsNil predicate on the "deployment_id" field.
+func DeploymentIDIsNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldIsNull(FieldDeploymentID))
+}
+
+// DeploymentIDNotNil applies the NotNil predicate on the "deployment_id" field.
+func DeploymentIDNotNil() predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldNotNull(FieldDeploymentID))
+}
+
+// DeploymentIDEqualFold applies the EqualFold predicate on the "deployment_id" field.
+func DeploymentIDEqualFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldEqualFold(FieldDeploymentID, v))
+}
+
+// DeploymentIDContainsFold applies the ContainsFold predicate on the "deployment_id" field.
+func DeploymentIDContainsFold(v string) predicate.ApprovalRequest {
+	return predicate.ApprovalRequest(sql.FieldContainsFold(FieldDeploymentID, v))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -34,6 +34,8 @@ const (
 	FieldArchivedAt = "archived_at"
 	// FieldVarsVersion holds the string denoting the vars_version field in the database.
 	FieldVarsVersion = "vars_version"
+	// FieldProtection holds the string denoting the protection field in the database.
+	FieldProtection = "protection"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeDeployments holds the string denoting the deployments edge name in mutations.
@@ -85,6 +87,7 @@ var Columns = []string{
 	FieldDescription,
 	FieldArchivedAt,
 	FieldVarsVersion,
+	FieldProtection,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).

@@ -485,6 +485,16 @@ func VarsVersionLTE(v int64) predicate.Environment {
 	return predicate.Environment(sql.FieldLTE(FieldVarsVersion, v))
 }
 
+// ProtectionIsNil applies the IsNil predicate on the "protection" field.
+func ProtectionIsNil() predicate.Environment {
+	return predicate.Environment(sql.FieldIsNull(FieldProtection))
+}
+
+// ProtectionNotNil applies the NotNil predicate on the "protection" field.
+func ProtectionNotNil() predicate.Environment {
+	return predicate.Environment(sql.FieldNotNull(FieldProtection))
+}
+
 // HasTenant applies the HasEdge predicate on the "tenant" edge.
 func HasTenant() predicate.Environment {
 	return predicate.Environment(func(s *sql.Selector) {

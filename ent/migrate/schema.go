@@ -57,8 +57,9 @@ var (
 		{Name: "id", Type: field.TypeString, Size: 40},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
-		{Name: "step_id", Type: field.TypeString},
-		{Name: "step_run_id", Type: field.TypeString},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"STEP", "DEPLOYMENT"}, Default: "STEP"},
+		{Name: "step_id", Type: field.TypeString, Nullable: true},
+		{Name: "step_run_id", Type: field.TypeString, Nullable: true},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "approved", "rejected", "expired", "cancelled"}, Default: "pending"},
 		{Name: "message", Type: field.TypeString, Nullable: true},
 		{Name: "context", Type: field.TypeJSON, Nullable: true},
@@ -69,8 +70,16 @@ var (
 		{Name: "decided_by", Type: field.TypeString, Nullable: true},
 		{Name: "comment", Type: field.TypeString, Nullable: true},
 		{Name: "decided_at", Type: field.TypeTime, Nullable: true},
+		{Name: "workflow_id", Type: field.TypeString, Nullable: true},
+		{Name: "version_id", Type: field.TypeString, Nullable: true},
+		{Name: "target_environment_id", Type: field.TypeString, Nullable: true},
+		{Name: "release_id", Type: field.TypeString, Nullable: true},
+		{Name: "requested_by", Type: field.TypeString, Nullable: true},
+		{Name: "required_approvals", Type: field.TypeInt, Default: 0},
+		{Name: "approvals", Type: field.TypeJSON, Nullable: true},
+		{Name: "deployment_id", Type: field.TypeString, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
-		{Name: "run_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Nullable: true, Size: 40},
 	}
 	// ApprovalRequestsTable holds the schema information for the "approval_requests" table.
 	ApprovalRequestsTable = &schema.Table{
@@ -80,13 +89,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "approval_requests_tenants_tenant",
-				Columns:    []*schema.Column{ApprovalRequestsColumns[15]},
+				Columns:    []*schema.Column{ApprovalRequestsColumns[24]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "approval_requests_runs_run",
-				Columns:    []*schema.Column{ApprovalRequestsColumns[16]},
+				Columns:    []*schema.Column{ApprovalRequestsColumns[25]},
 				RefColumns: []*schema.Column{RunsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -95,17 +104,25 @@ var (
 			{
 				Name:    "approvalrequest_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{ApprovalRequestsColumns[15]},
+				Columns: []*schema.Column{ApprovalRequestsColumns[24]},
 			},
 			{
 				Name:    "approvalrequest_tenant_id_step_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{ApprovalRequestsColumns[15], ApprovalRequestsColumns[4]},
+				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[5]},
 			},
 			{
 				Name:    "approvalrequest_tenant_id_status",
 				Unique:  false,
-				Columns: []*schema.Column{ApprovalRequestsColumns[15], ApprovalRequestsColumns[5]},
+				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[6]},
+			},
+			{
+				Name:    "approval_deployment_pending",
+				Unique:  false,
+				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[12]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "kind = 'DEPLOYMENT' AND status = 'pending'",
+				},
 			},
 		},
 	}
@@ -307,6 +324,7 @@ var (
 		{Name: "description", Type: field.TypeString, Size: 500, Default: ""},
 		{Name: "archived_at", Type: field.TypeTime, Nullable: true},
 		{Name: "vars_version", Type: field.TypeInt64, Default: 0},
+		{Name: "protection", Type: field.TypeJSON, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 	}
 	// EnvironmentsTable holds the schema information for the "environments" table.
@@ -317,7 +335,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "environments_tenants_tenant",
-				Columns:    []*schema.Column{EnvironmentsColumns[8]},
+				Columns:    []*schema.Column{EnvironmentsColumns[9]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -326,12 +344,12 @@ var (
 			{
 				Name:    "environment_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{EnvironmentsColumns[8]},
+				Columns: []*schema.Column{EnvironmentsColumns[9]},
 			},
 			{
 				Name:    "environment_tenant_id_name",
 				Unique:  true,
-				Columns: []*schema.Column{EnvironmentsColumns[8], EnvironmentsColumns[3]},
+				Columns: []*schema.Column{EnvironmentsColumns[9], EnvironmentsColumns[3]},
 			},
 		},
 	}

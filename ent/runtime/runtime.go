@@ -157,6 +157,10 @@ func init() {
 	approvalrequest.DefaultUpdatedAt = approvalrequestDescUpdatedAt.Default.(func() time.Time)
 	// approvalrequest.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	approvalrequest.UpdateDefaultUpdatedAt = approvalrequestDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// approvalrequestDescRequiredApprovals is the schema descriptor for required_approvals field.
+	approvalrequestDescRequiredApprovals := approvalrequestFields[19].Descriptor()
+	// approvalrequest.DefaultRequiredApprovals holds the default value on creation for the required_approvals field.
+	approvalrequest.DefaultRequiredApprovals = approvalrequestDescRequiredApprovals.Default.(int)
 	// approvalrequestDescID is the schema descriptor for id field.
 	approvalrequestDescID := approvalrequestMixinFields0[0].Descriptor()
 	// approvalrequest.DefaultID holds the default value on creation for the id field.

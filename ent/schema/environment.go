@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/protectspec"
 )
 
 // Environment is a place a workflow version is deployed to (development,
@@ -32,6 +33,9 @@ func (Environment) Fields() []ent.Field {
 		field.Int64("vars_version").Default(0).
 			Comment("The current variables version; 0 is the empty set. Bumped in the transaction of every change.").
 			Annotations(entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)),
+		field.JSON("protection", &protectspec.Protection{}).Optional().
+			Comment("What deploys and releases into the environment need (internal/protection); null protects nothing.").
+			Annotations(entgql.Skip(entgql.SkipAll)), // typed in protection.graphql
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/evals"
+	"github.com/sluicehq/sluice/internal/protectspec"
 	"github.com/sluicehq/sluice/internal/releasespec"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -50,7 +51,9 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	ApprovalRequest() ApprovalRequestResolver
 	Environment() EnvironmentResolver
+	EnvironmentProtection() EnvironmentProtectionResolver
 	Evaluation() EvaluationResolver
 	EvaluationExample() EvaluationExampleResolver
 	InboundEvent() InboundEventResolver
@@ -102,22 +105,33 @@ type ComplexityRoot struct {
 	}
 
 	ApprovalRequest struct {
-		ApproverRoles    func(childComplexity int) int
-		ApproverSubjects func(childComplexity int) int
-		Comment          func(childComplexity int) int
-		Context          func(childComplexity int) int
-		CreatedAt        func(childComplexity int) int
-		DecidedAt        func(childComplexity int) int
-		DecidedBy        func(childComplexity int) int
-		ExpiresAt        func(childComplexity int) int
-		ID               func(childComplexity int) int
-		Message          func(childComplexity int) int
-		OnTimeout        func(childComplexity int) int
-		Run              func(childComplexity int) int
-		RunID            func(childComplexity int) int
-		Status           func(childComplexity int) int
-		StepID           func(childComplexity int) int
-		UpdatedAt        func(childComplexity int) int
+		Approvals         func(childComplexity int) int
+		ApproverRoles     func(childComplexity int) int
+		ApproverSubjects  func(childComplexity int) int
+		Comment           func(childComplexity int) int
+		Context           func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		DecidedAt         func(childComplexity int) int
+		DecidedBy         func(childComplexity int) int
+		Deployment        func(childComplexity int) int
+		DeploymentID      func(childComplexity int) int
+		EnvironmentID     func(childComplexity int) int
+		ExpiresAt         func(childComplexity int) int
+		ID                func(childComplexity int) int
+		Kind              func(childComplexity int) int
+		Message           func(childComplexity int) int
+		OnTimeout         func(childComplexity int) int
+		Release           func(childComplexity int) int
+		ReleaseID         func(childComplexity int) int
+		RequestedBy       func(childComplexity int) int
+		RequiredApprovals func(childComplexity int) int
+		Run               func(childComplexity int) int
+		RunID             func(childComplexity int) int
+		Status            func(childComplexity int) int
+		StepID            func(childComplexity int) int
+		UpdatedAt         func(childComplexity int) int
+		VersionID         func(childComplexity int) int
+		WorkflowID        func(childComplexity int) int
 	}
 
 	ApprovalRequestConnection struct {
@@ -225,6 +239,13 @@ type ComplexityRoot struct {
 		WorkflowID        func(childComplexity int) int
 	}
 
+	DeploymentApproval struct {
+		At      func(childComplexity int) int
+		Comment func(childComplexity int) int
+		Roles   func(childComplexity int) int
+		Subject func(childComplexity int) int
+	}
+
 	DeploymentConnection struct {
 		Edges      func(childComplexity int) int
 		PageInfo   func(childComplexity int) int
@@ -259,6 +280,7 @@ type ComplexityRoot struct {
 		ID               func(childComplexity int) int
 		Kind             func(childComplexity int) int
 		Name             func(childComplexity int) int
+		Protection       func(childComplexity int) int
 		UpdatedAt        func(childComplexity int) int
 		VariableVersions func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.EnvironmentVariableVersionOrder) int
 		Variables        func(childComplexity int) int
@@ -274,6 +296,15 @@ type ComplexityRoot struct {
 	EnvironmentEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	EnvironmentProtection struct {
+		ApprovalTimeout   func(childComplexity int) int
+		ApproverRoles     func(childComplexity int) int
+		Evaluation        func(childComplexity int) int
+		FreezeWindows     func(childComplexity int) int
+		FrozenUntil       func(childComplexity int) int
+		RequiredApprovals func(childComplexity int) int
 	}
 
 	EnvironmentVariable struct {
@@ -461,6 +492,14 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	EvaluationRequirement struct {
+		MaxAge             func(childComplexity int) int
+		MaxCostIncreasePct func(childComplexity int) int
+		MaxP95IncreasePct  func(childComplexity int) int
+		MaxRegressions     func(childComplexity int) int
+		MinPassRate        func(childComplexity int) int
+	}
+
 	EvaluationSide struct {
 		CostPerRunMicroUSD func(childComplexity int) int
 		CostPerRunUSD      func(childComplexity int) int
@@ -491,6 +530,16 @@ type ComplexityRoot struct {
 		Inconclusive func(childComplexity int) int
 		Regressed    func(childComplexity int) int
 		Unchanged    func(childComplexity int) int
+	}
+
+	FreezeWindow struct {
+		Days     func(childComplexity int) int
+		End      func(childComplexity int) int
+		From     func(childComplexity int) int
+		Name     func(childComplexity int) int
+		Start    func(childComplexity int) int
+		TimeZone func(childComplexity int) int
+		To       func(childComplexity int) int
 	}
 
 	InboundEvent struct {
@@ -712,6 +761,7 @@ type ComplexityRoot struct {
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
+		RequestDeployment        func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		ResolveIncident          func(childComplexity int, id string, note *string) int
 		ResumeRelease            func(childComplexity int, id string) int
 		ResumeRun                func(childComplexity int, id string) int
@@ -721,6 +771,7 @@ type ComplexityRoot struct {
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
+		SetEnvironmentProtection func(childComplexity int, input model.SetEnvironmentProtectionInput) int
 		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
 		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
@@ -903,6 +954,11 @@ type ComplexityRoot struct {
 		HoldFor       func(childComplexity int) int
 		MinRuns       func(childComplexity int) int
 		WeightPercent func(childComplexity int) int
+	}
+
+	RequestDeploymentPayload struct {
+		ApprovalRequest func(childComplexity int) int
+		Deployment      func(childComplexity int) int
 	}
 
 	Run struct {
@@ -1275,9 +1331,21 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type ApprovalRequestResolver interface {
+	RunID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+	StepID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+
+	EnvironmentID(ctx context.Context, obj *ent.ApprovalRequest) (*string, error)
+
+	Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error)
+	Release(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Release, error)
+}
 type EnvironmentResolver interface {
 	Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error)
 	Archived(ctx context.Context, obj *ent.Environment) (bool, error)
+}
+type EnvironmentProtectionResolver interface {
+	FrozenUntil(ctx context.Context, obj *protectspec.Protection) (*time.Time, error)
 }
 type EvaluationResolver interface {
 	BudgetUsd(ctx context.Context, obj *ent.Evaluation) (*string, error)
@@ -1342,6 +1410,8 @@ type MutationResolver interface {
 	EvaluateVersion(ctx context.Context, input model.EvaluateVersionInput) (*ent.Evaluation, error)
 	CancelEvaluation(ctx context.Context, id string) (*ent.Evaluation, error)
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
+	SetEnvironmentProtection(ctx context.Context, input model.SetEnvironmentProtectionInput) (*ent.Environment, error)
+	RequestDeployment(ctx context.Context, input model.DeployWorkflowVersionInput) (*model.RequestDeploymentPayload, error)
 	CreateRelease(ctx context.Context, input model.CreateReleaseInput) (*ent.Release, error)
 	PauseRelease(ctx context.Context, id string) (*ent.Release, error)
 	ResumeRelease(ctx context.Context, id string) (*ent.Release, error)
@@ -1572,6 +1642,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.APIKeyEdge.Node(childComplexity), true
 
+	case "ApprovalRequest.approvals":
+		if e.ComplexityRoot.ApprovalRequest.Approvals == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.Approvals(childComplexity), true
 	case "ApprovalRequest.approverRoles":
 		if e.ComplexityRoot.ApprovalRequest.ApproverRoles == nil {
 			break
@@ -1614,6 +1690,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApprovalRequest.DecidedBy(childComplexity), true
+	case "ApprovalRequest.deployment":
+		if e.ComplexityRoot.ApprovalRequest.Deployment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.Deployment(childComplexity), true
+	case "ApprovalRequest.deploymentID":
+		if e.ComplexityRoot.ApprovalRequest.DeploymentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.DeploymentID(childComplexity), true
+	case "ApprovalRequest.environmentID":
+		if e.ComplexityRoot.ApprovalRequest.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.EnvironmentID(childComplexity), true
 	case "ApprovalRequest.expiresAt":
 		if e.ComplexityRoot.ApprovalRequest.ExpiresAt == nil {
 			break
@@ -1626,6 +1720,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApprovalRequest.ID(childComplexity), true
+	case "ApprovalRequest.kind":
+		if e.ComplexityRoot.ApprovalRequest.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.Kind(childComplexity), true
 	case "ApprovalRequest.message":
 		if e.ComplexityRoot.ApprovalRequest.Message == nil {
 			break
@@ -1638,6 +1738,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApprovalRequest.OnTimeout(childComplexity), true
+	case "ApprovalRequest.release":
+		if e.ComplexityRoot.ApprovalRequest.Release == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.Release(childComplexity), true
+	case "ApprovalRequest.releaseID":
+		if e.ComplexityRoot.ApprovalRequest.ReleaseID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.ReleaseID(childComplexity), true
+	case "ApprovalRequest.requestedBy":
+		if e.ComplexityRoot.ApprovalRequest.RequestedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.RequestedBy(childComplexity), true
+	case "ApprovalRequest.requiredApprovals":
+		if e.ComplexityRoot.ApprovalRequest.RequiredApprovals == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.RequiredApprovals(childComplexity), true
 	case "ApprovalRequest.run":
 		if e.ComplexityRoot.ApprovalRequest.Run == nil {
 			break
@@ -1668,6 +1792,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApprovalRequest.UpdatedAt(childComplexity), true
+	case "ApprovalRequest.versionID":
+		if e.ComplexityRoot.ApprovalRequest.VersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.VersionID(childComplexity), true
+	case "ApprovalRequest.workflowID":
+		if e.ComplexityRoot.ApprovalRequest.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApprovalRequest.WorkflowID(childComplexity), true
 
 	case "ApprovalRequestConnection.edges":
 		if e.ComplexityRoot.ApprovalRequestConnection.Edges == nil {
@@ -2078,6 +2214,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Deployment.WorkflowID(childComplexity), true
 
+	case "DeploymentApproval.at":
+		if e.ComplexityRoot.DeploymentApproval.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeploymentApproval.At(childComplexity), true
+	case "DeploymentApproval.comment":
+		if e.ComplexityRoot.DeploymentApproval.Comment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeploymentApproval.Comment(childComplexity), true
+	case "DeploymentApproval.roles":
+		if e.ComplexityRoot.DeploymentApproval.Roles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeploymentApproval.Roles(childComplexity), true
+	case "DeploymentApproval.subject":
+		if e.ComplexityRoot.DeploymentApproval.Subject == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeploymentApproval.Subject(childComplexity), true
+
 	case "DeploymentConnection.edges":
 		if e.ComplexityRoot.DeploymentConnection.Edges == nil {
 			break
@@ -2218,6 +2379,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Environment.Name(childComplexity), true
+	case "Environment.protection":
+		if e.ComplexityRoot.Environment.Protection == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Environment.Protection(childComplexity), true
 	case "Environment.updatedAt":
 		if e.ComplexityRoot.Environment.UpdatedAt == nil {
 			break
@@ -2279,6 +2446,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EnvironmentEdge.Node(childComplexity), true
+
+	case "EnvironmentProtection.approvalTimeout":
+		if e.ComplexityRoot.EnvironmentProtection.ApprovalTimeout == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.ApprovalTimeout(childComplexity), true
+	case "EnvironmentProtection.approverRoles":
+		if e.ComplexityRoot.EnvironmentProtection.ApproverRoles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.ApproverRoles(childComplexity), true
+	case "EnvironmentProtection.evaluation":
+		if e.ComplexityRoot.EnvironmentProtection.Evaluation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.Evaluation(childComplexity), true
+	case "EnvironmentProtection.freezeWindows":
+		if e.ComplexityRoot.EnvironmentProtection.FreezeWindows == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.FreezeWindows(childComplexity), true
+	case "EnvironmentProtection.frozenUntil":
+		if e.ComplexityRoot.EnvironmentProtection.FrozenUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.FrozenUntil(childComplexity), true
+	case "EnvironmentProtection.requiredApprovals":
+		if e.ComplexityRoot.EnvironmentProtection.RequiredApprovals == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EnvironmentProtection.RequiredApprovals(childComplexity), true
 
 	case "EnvironmentVariable.name":
 		if e.ComplexityRoot.EnvironmentVariable.Name == nil {
@@ -3077,6 +3281,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EvaluationExampleEdge.Node(childComplexity), true
 
+	case "EvaluationRequirement.maxAge":
+		if e.ComplexityRoot.EvaluationRequirement.MaxAge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationRequirement.MaxAge(childComplexity), true
+	case "EvaluationRequirement.maxCostIncreasePct":
+		if e.ComplexityRoot.EvaluationRequirement.MaxCostIncreasePct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationRequirement.MaxCostIncreasePct(childComplexity), true
+	case "EvaluationRequirement.maxP95IncreasePct":
+		if e.ComplexityRoot.EvaluationRequirement.MaxP95IncreasePct == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationRequirement.MaxP95IncreasePct(childComplexity), true
+	case "EvaluationRequirement.maxRegressions":
+		if e.ComplexityRoot.EvaluationRequirement.MaxRegressions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationRequirement.MaxRegressions(childComplexity), true
+	case "EvaluationRequirement.minPassRate":
+		if e.ComplexityRoot.EvaluationRequirement.MinPassRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EvaluationRequirement.MinPassRate(childComplexity), true
+
 	case "EvaluationSide.costPerRunMicroUSD":
 		if e.ComplexityRoot.EvaluationSide.CostPerRunMicroUSD == nil {
 			break
@@ -3217,6 +3452,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EvaluationVerdictCounts.Unchanged(childComplexity), true
+
+	case "FreezeWindow.days":
+		if e.ComplexityRoot.FreezeWindow.Days == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.Days(childComplexity), true
+	case "FreezeWindow.end":
+		if e.ComplexityRoot.FreezeWindow.End == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.End(childComplexity), true
+	case "FreezeWindow.from":
+		if e.ComplexityRoot.FreezeWindow.From == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.From(childComplexity), true
+	case "FreezeWindow.name":
+		if e.ComplexityRoot.FreezeWindow.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.Name(childComplexity), true
+	case "FreezeWindow.start":
+		if e.ComplexityRoot.FreezeWindow.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.Start(childComplexity), true
+	case "FreezeWindow.timeZone":
+		if e.ComplexityRoot.FreezeWindow.TimeZone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.TimeZone(childComplexity), true
+	case "FreezeWindow.to":
+		if e.ComplexityRoot.FreezeWindow.To == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeWindow.To(childComplexity), true
 
 	case "InboundEvent.data":
 		if e.ComplexityRoot.InboundEvent.Data == nil {
@@ -4309,6 +4587,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ReplayRun(childComplexity, args["input"].(model.ReplayRunInput)), true
+	case "Mutation.requestDeployment":
+		if e.ComplexityRoot.Mutation.RequestDeployment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_requestDeployment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RequestDeployment(childComplexity, args["input"].(model.DeployWorkflowVersionInput)), true
 	case "Mutation.resolveIncident":
 		if e.ComplexityRoot.Mutation.ResolveIncident == nil {
 			break
@@ -4408,6 +4697,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
+	case "Mutation.setEnvironmentProtection":
+		if e.ComplexityRoot.Mutation.SetEnvironmentProtection == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setEnvironmentProtection_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetEnvironmentProtection(childComplexity, args["input"].(model.SetEnvironmentProtectionInput)), true
 	case "Mutation.setEnvironmentVariable":
 		if e.ComplexityRoot.Mutation.SetEnvironmentVariable == nil {
 			break
@@ -5419,6 +5719,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ReleaseStep.WeightPercent(childComplexity), true
+
+	case "RequestDeploymentPayload.approvalRequest":
+		if e.ComplexityRoot.RequestDeploymentPayload.ApprovalRequest == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestDeploymentPayload.ApprovalRequest(childComplexity), true
+	case "RequestDeploymentPayload.deployment":
+		if e.ComplexityRoot.RequestDeploymentPayload.Deployment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestDeploymentPayload.Deployment(childComplexity), true
 
 	case "Run.children":
 		if e.ComplexityRoot.Run.Children == nil {
@@ -7083,7 +7396,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("EvaluationDatasetInput", ec.unmarshalInputEvaluationDatasetInput),
 			graphql.NewInputUnmarshaler("EvaluationExampleOrder", ec.unmarshalInputEvaluationExampleOrder),
 			graphql.NewInputUnmarshaler("EvaluationOrder", ec.unmarshalInputEvaluationOrder),
+			graphql.NewInputUnmarshaler("EvaluationRequirementInput", ec.unmarshalInputEvaluationRequirementInput),
 			graphql.NewInputUnmarshaler("EvaluationScorerInput", ec.unmarshalInputEvaluationScorerInput),
+			graphql.NewInputUnmarshaler("FreezeWindowInput", ec.unmarshalInputFreezeWindowInput),
 			graphql.NewInputUnmarshaler("InboundEventOrder", ec.unmarshalInputInboundEventOrder),
 			graphql.NewInputUnmarshaler("InboundEventWhereInput", ec.unmarshalInputInboundEventWhereInput),
 			graphql.NewInputUnmarshaler("IncidentOrder", ec.unmarshalInputIncidentOrder),
@@ -7119,6 +7434,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("SLASuccessRateObjectiveInput", ec.unmarshalInputSLASuccessRateObjectiveInput),
 			graphql.NewInputUnmarshaler("SLAWindowCostObjectiveInput", ec.unmarshalInputSLAWindowCostObjectiveInput),
 			graphql.NewInputUnmarshaler("SendEventInput", ec.unmarshalInputSendEventInput),
+			graphql.NewInputUnmarshaler("SetEnvironmentProtectionInput", ec.unmarshalInputSetEnvironmentProtectionInput),
 			graphql.NewInputUnmarshaler("SetEnvironmentVariableInput", ec.unmarshalInputSetEnvironmentVariableInput),
 			graphql.NewInputUnmarshaler("SetEnvironmentVariablesInput", ec.unmarshalInputSetEnvironmentVariablesInput),
 			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
@@ -7571,12 +7887,20 @@ input APIKeyWhereInput {
   hasEnvironment: Boolean
   hasEnvironmentWith: [EnvironmentWhereInput!]
 }
+"""
+ApprovalKind is enum for the field kind
+"""
+enum ApprovalKind @goModel(model: "github.com/sluicehq/sluice/ent/approvalrequest.Kind") {
+  STEP
+  DEPLOYMENT
+}
 type ApprovalRequest implements Node {
   id: ID!
   createdAt: Time!
   updatedAt: Time!
-  runID: ID!
-  stepID: String!
+  kind: ApprovalKind!
+  runID: ID
+  stepID: String
   status: ApprovalStatus!
   message: String
   context: Map
@@ -7587,7 +7911,16 @@ type ApprovalRequest implements Node {
   decidedBy: String
   comment: String
   decidedAt: Time
-  run: Run!
+  workflowID: ID
+  versionID: ID
+  releaseID: ID
+  requestedBy: String
+  requiredApprovals: Int!
+  """
+  The deployment an approved deploy made.
+  """
+  deploymentID: ID
+  run: Run
 }
 """
 A connection to a list of items.
@@ -7682,6 +8015,13 @@ input ApprovalRequestWhereInput {
   updatedAtLT: Time
   updatedAtLTE: Time
   """
+  kind field predicates
+  """
+  kind: ApprovalKind
+  kindNEQ: ApprovalKind
+  kindIn: [ApprovalKind!]
+  kindNotIn: [ApprovalKind!]
+  """
   run_id field predicates
   """
   runID: ID
@@ -7695,6 +8035,8 @@ input ApprovalRequestWhereInput {
   runIDContains: ID
   runIDHasPrefix: ID
   runIDHasSuffix: ID
+  runIDIsNil: Boolean
+  runIDNotNil: Boolean
   runIDEqualFold: ID
   runIDContainsFold: ID
   """
@@ -7711,6 +8053,8 @@ input ApprovalRequestWhereInput {
   stepIDContains: String
   stepIDHasPrefix: String
   stepIDHasSuffix: String
+  stepIDIsNil: Boolean
+  stepIDNotNil: Boolean
   stepIDEqualFold: String
   stepIDContainsFold: String
   """
@@ -7807,6 +8151,96 @@ input ApprovalRequestWhereInput {
   decidedAtLTE: Time
   decidedAtIsNil: Boolean
   decidedAtNotNil: Boolean
+  """
+  workflow_id field predicates
+  """
+  workflowID: ID
+  workflowIDNEQ: ID
+  workflowIDIn: [ID!]
+  workflowIDNotIn: [ID!]
+  workflowIDGT: ID
+  workflowIDGTE: ID
+  workflowIDLT: ID
+  workflowIDLTE: ID
+  workflowIDContains: ID
+  workflowIDHasPrefix: ID
+  workflowIDHasSuffix: ID
+  workflowIDIsNil: Boolean
+  workflowIDNotNil: Boolean
+  workflowIDEqualFold: ID
+  workflowIDContainsFold: ID
+  """
+  version_id field predicates
+  """
+  versionID: ID
+  versionIDNEQ: ID
+  versionIDIn: [ID!]
+  versionIDNotIn: [ID!]
+  versionIDGT: ID
+  versionIDGTE: ID
+  versionIDLT: ID
+  versionIDLTE: ID
+  versionIDContains: ID
+  versionIDHasPrefix: ID
+  versionIDHasSuffix: ID
+  versionIDIsNil: Boolean
+  versionIDNotNil: Boolean
+  versionIDEqualFold: ID
+  versionIDContainsFold: ID
+  """
+  release_id field predicates
+  """
+  releaseID: ID
+  releaseIDNEQ: ID
+  releaseIDIn: [ID!]
+  releaseIDNotIn: [ID!]
+  releaseIDGT: ID
+  releaseIDGTE: ID
+  releaseIDLT: ID
+  releaseIDLTE: ID
+  releaseIDContains: ID
+  releaseIDHasPrefix: ID
+  releaseIDHasSuffix: ID
+  releaseIDIsNil: Boolean
+  releaseIDNotNil: Boolean
+  releaseIDEqualFold: ID
+  releaseIDContainsFold: ID
+  """
+  requested_by field predicates
+  """
+  requestedBy: String
+  requestedByNEQ: String
+  requestedByIn: [String!]
+  requestedByNotIn: [String!]
+  requestedByGT: String
+  requestedByGTE: String
+  requestedByLT: String
+  requestedByLTE: String
+  requestedByContains: String
+  requestedByHasPrefix: String
+  requestedByHasSuffix: String
+  requestedByIsNil: Boolean
+  requestedByNotNil: Boolean
+  requestedByEqualFold: String
+  requestedByContainsFold: String
+  """
+  deployment_id field predicates
+  """
+  deploymentID: ID
+  deploymentIDNEQ: ID
+  deploymentIDIn: [ID!]
+  deploymentIDNotIn: [ID!]
+  deploymentIDGT: ID
+  deploymentIDGTE: ID
+  deploymentIDLT: ID
+  deploymentIDLTE: ID
+  deploymentIDContains: ID
+  deploymentIDHasPrefix: ID
+  deploymentIDHasSuffix: ID
+  deploymentIDIsNil: Boolean
+  deploymentIDNotNil: Boolean
+  deploymentIDEqualFold: ID
+  deploymentIDContainsFold: ID
   """
   run edge predicates
   """
@@ -13707,7 +14141,7 @@ input EvaluateVersionInput {
   recordedOnly: Boolean
   "Examples replayed at once; default 4, at most 32."
   concurrency: Int
-  "Stops the evaluation (ABORTED_BUDGET) once the candidate's replays have spent this much."
+  "Stops the evaluation (ABORTED_BUDGET) once the candidate's replays and its JUDGE scorers have spent this much."
   budgetMicroUSD: Int
 }
 
@@ -13872,6 +14306,125 @@ type SendEventPayload {
 extend type Mutation {
   "Sends an outside event to an environment: the wait steps of its runs waiting for it take it."
   sendEvent(input: SendEventInput!): SendEventPayload!
+}
+`, BuiltIn: false},
+	{Name: "../protection.graphql", Input: `# Protected environments (internal/protection): approvals, a passing
+# evaluation and freeze windows required of deploys and releases into an
+# environment. A deploy that waits is an ApprovalRequest of kind DEPLOYMENT.
+
+"What deploys and releases into an environment require."
+type EnvironmentProtection {
+  "Approvals from distinct approvers other than the requester; 0 lets deploys through without any."
+  requiredApprovals: Int!
+  "Roles whose holders approve (admins and owners approve whatever is listed)."
+  approverRoles: [String!]!
+  "A passing evaluation of the candidate, when required."
+  evaluation: EvaluationRequirement
+  "How long a request waits before it expires (a Go duration)."
+  approvalTimeout: String!
+  freezeWindows: [FreezeWindow!]!
+  "The end of the freeze window in force now; null when none is."
+  frozenUntil: Time
+}
+
+"The evaluation a candidate must have passed: the newest completed evaluation of that version (without model overrides) on the protected environment's runs."
+type EvaluationRequirement {
+  "How old the evaluation may be, from its end (a Go duration)."
+  maxAge: String!
+  minPassRate: Float
+  maxRegressions: Int
+  maxCostIncreasePct: Float
+  maxP95IncreasePct: Float
+}
+
+"A time when nothing is deployed: one-off (start, end) or weekly (days, from, to in timeZone; to at or before from crosses midnight)."
+type FreezeWindow {
+  name: String
+  start: Time
+  end: Time
+  "MON..SUN."
+  days: [String!]
+  "HH:MM."
+  from: String
+  "HH:MM."
+  to: String
+  "An IANA time zone such as Europe/Paris; UTC when empty."
+  timeZone: String
+}
+
+input EvaluationRequirementInput {
+  "A Go duration, at most 2160h; 168h when omitted."
+  maxAge: String
+  "Between 0 and 1."
+  minPassRate: Float
+  maxRegressions: Int
+  maxCostIncreasePct: Float
+  maxP95IncreasePct: Float
+}
+
+input FreezeWindowInput {
+  name: String
+  start: Time
+  end: Time
+  days: [String!]
+  from: String
+  to: String
+  timeZone: String
+}
+
+"Replaces the protection of an environment; one that requires nothing removes it."
+input SetEnvironmentProtectionInput {
+  environmentID: ID!
+  "0 to 10; 0 when omitted."
+  requiredApprovals: Int
+  "Role names (owner, admin, editor, operator, viewer); admin and owner when omitted."
+  approverRoles: [String!]
+  evaluation: EvaluationRequirementInput
+  "A Go duration between 1m and 720h; 72h when omitted."
+  approvalTimeout: String
+  freezeWindows: [FreezeWindowInput!]
+}
+
+"One approval of a deployment request."
+type DeploymentApproval {
+  subject: String!
+  roles: [String!]
+  comment: String
+  at: Time!
+}
+
+"What requestDeployment did: deployed now (deployment), or waits for approvals (approvalRequest)."
+type RequestDeploymentPayload {
+  deployment: Deployment
+  approvalRequest: ApprovalRequest
+}
+
+extend type Environment {
+  "What deploys and releases into this environment require; null when nothing."
+  protection: EnvironmentProtection
+}
+
+extend type ApprovalRequest {
+  "Kind DEPLOYMENT: the environment the deploy or release is into."
+  environmentID: ID
+  "Kind DEPLOYMENT: the approvals so far."
+  approvals: [DeploymentApproval!]!
+  "Kind DEPLOYMENT, once approved: the deployment it made."
+  deployment: Deployment
+  "Kind DEPLOYMENT for a release: the release that waits."
+  release: Release
+}
+
+extend type Mutation {
+  "Sets what deploys and releases into an environment require. Admins only."
+  setEnvironmentProtection(input: SetEnvironmentProtectionInput!): Environment!
+  """
+  Deploys a published version, or, in an environment that requires approvals, opens a
+  deployment approval request (decided with decideApproval) and returns it. Editors may request
+  in protected environments; deployWorkflowVersion keeps its shape and refuses (CONFLICT) where
+  approvals are required.
+  """
+  requestDeployment(input: DeployWorkflowVersionInput!): RequestDeploymentPayload!
 }
 `, BuiltIn: false},
 	{Name: "../releases.graphql", Input: `# Releases: a candidate version takes a growing share of a workflow's new
@@ -14555,6 +15108,8 @@ func (ec *executionContext) childFields_ApprovalRequest(ctx context.Context, fie
 		return ec.fieldContext_ApprovalRequest_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_ApprovalRequest_updatedAt(ctx, field)
+	case "kind":
+		return ec.fieldContext_ApprovalRequest_kind(ctx, field)
 	case "runID":
 		return ec.fieldContext_ApprovalRequest_runID(ctx, field)
 	case "stepID":
@@ -14579,8 +15134,28 @@ func (ec *executionContext) childFields_ApprovalRequest(ctx context.Context, fie
 		return ec.fieldContext_ApprovalRequest_comment(ctx, field)
 	case "decidedAt":
 		return ec.fieldContext_ApprovalRequest_decidedAt(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_ApprovalRequest_workflowID(ctx, field)
+	case "versionID":
+		return ec.fieldContext_ApprovalRequest_versionID(ctx, field)
+	case "releaseID":
+		return ec.fieldContext_ApprovalRequest_releaseID(ctx, field)
+	case "requestedBy":
+		return ec.fieldContext_ApprovalRequest_requestedBy(ctx, field)
+	case "requiredApprovals":
+		return ec.fieldContext_ApprovalRequest_requiredApprovals(ctx, field)
+	case "deploymentID":
+		return ec.fieldContext_ApprovalRequest_deploymentID(ctx, field)
 	case "run":
 		return ec.fieldContext_ApprovalRequest_run(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
+	case "approvals":
+		return ec.fieldContext_ApprovalRequest_approvals(ctx, field)
+	case "deployment":
+		return ec.fieldContext_ApprovalRequest_deployment(ctx, field)
+	case "release":
+		return ec.fieldContext_ApprovalRequest_release(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ApprovalRequest", field.Name)
 }
@@ -14795,6 +15370,20 @@ func (ec *executionContext) childFields_Deployment(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type Deployment", field.Name)
 }
 
+func (ec *executionContext) childFields_DeploymentApproval(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "subject":
+		return ec.fieldContext_DeploymentApproval_subject(ctx, field)
+	case "roles":
+		return ec.fieldContext_DeploymentApproval_roles(ctx, field)
+	case "comment":
+		return ec.fieldContext_DeploymentApproval_comment(ctx, field)
+	case "at":
+		return ec.fieldContext_DeploymentApproval_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeploymentApproval", field.Name)
+}
+
 func (ec *executionContext) childFields_DeploymentConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "edges":
@@ -14871,6 +15460,8 @@ func (ec *executionContext) childFields_Environment(ctx context.Context, field g
 		return ec.fieldContext_Environment_variables(ctx, field)
 	case "archived":
 		return ec.fieldContext_Environment_archived(ctx, field)
+	case "protection":
+		return ec.fieldContext_Environment_protection(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Environment", field.Name)
 }
@@ -14895,6 +15486,24 @@ func (ec *executionContext) childFields_EnvironmentEdge(ctx context.Context, fie
 		return ec.fieldContext_EnvironmentEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EnvironmentEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EnvironmentProtection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "requiredApprovals":
+		return ec.fieldContext_EnvironmentProtection_requiredApprovals(ctx, field)
+	case "approverRoles":
+		return ec.fieldContext_EnvironmentProtection_approverRoles(ctx, field)
+	case "evaluation":
+		return ec.fieldContext_EnvironmentProtection_evaluation(ctx, field)
+	case "approvalTimeout":
+		return ec.fieldContext_EnvironmentProtection_approvalTimeout(ctx, field)
+	case "freezeWindows":
+		return ec.fieldContext_EnvironmentProtection_freezeWindows(ctx, field)
+	case "frozenUntil":
+		return ec.fieldContext_EnvironmentProtection_frozenUntil(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EnvironmentProtection", field.Name)
 }
 
 func (ec *executionContext) childFields_EnvironmentVariable(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -15267,6 +15876,22 @@ func (ec *executionContext) childFields_EvaluationExampleEdge(ctx context.Contex
 	return nil, fmt.Errorf("no field named %q was found under type EvaluationExampleEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_EvaluationRequirement(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "maxAge":
+		return ec.fieldContext_EvaluationRequirement_maxAge(ctx, field)
+	case "minPassRate":
+		return ec.fieldContext_EvaluationRequirement_minPassRate(ctx, field)
+	case "maxRegressions":
+		return ec.fieldContext_EvaluationRequirement_maxRegressions(ctx, field)
+	case "maxCostIncreasePct":
+		return ec.fieldContext_EvaluationRequirement_maxCostIncreasePct(ctx, field)
+	case "maxP95IncreasePct":
+		return ec.fieldContext_EvaluationRequirement_maxP95IncreasePct(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EvaluationRequirement", field.Name)
+}
+
 func (ec *executionContext) childFields_EvaluationSide(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "runs":
@@ -15329,6 +15954,26 @@ func (ec *executionContext) childFields_EvaluationVerdictCounts(ctx context.Cont
 		return ec.fieldContext_EvaluationVerdictCounts_inconclusive(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EvaluationVerdictCounts", field.Name)
+}
+
+func (ec *executionContext) childFields_FreezeWindow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_FreezeWindow_name(ctx, field)
+	case "start":
+		return ec.fieldContext_FreezeWindow_start(ctx, field)
+	case "end":
+		return ec.fieldContext_FreezeWindow_end(ctx, field)
+	case "days":
+		return ec.fieldContext_FreezeWindow_days(ctx, field)
+	case "from":
+		return ec.fieldContext_FreezeWindow_from(ctx, field)
+	case "to":
+		return ec.fieldContext_FreezeWindow_to(ctx, field)
+	case "timeZone":
+		return ec.fieldContext_FreezeWindow_timeZone(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FreezeWindow", field.Name)
 }
 
 func (ec *executionContext) childFields_InboundEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -15985,6 +16630,16 @@ func (ec *executionContext) childFields_ReleaseStep(ctx context.Context, field g
 		return ec.fieldContext_ReleaseStep_minRuns(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ReleaseStep", field.Name)
+}
+
+func (ec *executionContext) childFields_RequestDeploymentPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "deployment":
+		return ec.fieldContext_RequestDeploymentPayload_deployment(ctx, field)
+	case "approvalRequest":
+		return ec.fieldContext_RequestDeploymentPayload_approvalRequest(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RequestDeploymentPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -17481,6 +18136,20 @@ func (ec *executionContext) field_Mutation_replayRun_args(ctx context.Context, r
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_requestDeployment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.DeployWorkflowVersionInput, error) {
+			return ec.unmarshalNDeployWorkflowVersionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐDeployWorkflowVersionInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_resolveIncident_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -17623,6 +18292,20 @@ func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, r
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.SendEventInput, error) {
 			return ec.unmarshalNSendEventInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setEnvironmentProtection_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetEnvironmentProtectionInput, error) {
+			return ec.unmarshalNSetEnvironmentProtectionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentProtectionInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -19867,6 +20550,29 @@ func (ec *executionContext) fieldContext_ApprovalRequest_updatedAt(_ context.Con
 	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "Time")
 }
 
+func (ec *executionContext) _ApprovalRequest_kind(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v approvalrequest.Kind) graphql.Marshaler {
+			return ec.marshalNApprovalKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ApprovalKind")
+}
+
 func (ec *executionContext) _ApprovalRequest_runID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -19876,18 +20582,18 @@ func (ec *executionContext) _ApprovalRequest_runID(ctx context.Context, field gr
 			return ec.fieldContext_ApprovalRequest_runID(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.RunID, nil
+			return ec.Resolvers.ApprovalRequest().RunID(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalNID2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_ApprovalRequest_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "ID")
 }
 
 func (ec *executionContext) _ApprovalRequest_stepID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
@@ -19899,18 +20605,18 @@ func (ec *executionContext) _ApprovalRequest_stepID(ctx context.Context, field g
 			return ec.fieldContext_ApprovalRequest_stepID(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.StepID, nil
+			return ec.Resolvers.ApprovalRequest().StepID(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalNString2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_ApprovalRequest_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "String")
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "String")
 }
 
 func (ec *executionContext) _ApprovalRequest_status(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
@@ -20143,6 +20849,144 @@ func (ec *executionContext) fieldContext_ApprovalRequest_decidedAt(_ context.Con
 	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "Time")
 }
 
+func (ec *executionContext) _ApprovalRequest_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ApprovalRequest_versionID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_versionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_versionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ApprovalRequest_releaseID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_releaseID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReleaseID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_releaseID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ApprovalRequest_requestedBy(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_requestedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequestedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_requestedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "String")
+}
+
+func (ec *executionContext) _ApprovalRequest_requiredApprovals(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_requiredApprovals(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequiredApprovals, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_requiredApprovals(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ApprovalRequest_deploymentID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_deploymentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeploymentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_deploymentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, false, false, "ID")
+}
+
 func (ec *executionContext) _ApprovalRequest_run(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20156,10 +21000,10 @@ func (ec *executionContext) _ApprovalRequest_run(ctx context.Context, field grap
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
-			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+			return ec.marshalORun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_ApprovalRequest_run(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -20170,6 +21014,125 @@ func (ec *executionContext) fieldContext_ApprovalRequest_run(_ context.Context, 
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ApprovalRequest_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ApprovalRequest().EnvironmentID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApprovalRequest", field, true, true, "ID")
+}
+
+func (ec *executionContext) _ApprovalRequest_approvals(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_approvals(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Approvals, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []protectspec.Vote) graphql.Marshaler {
+			return ec.marshalNDeploymentApproval2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐVoteᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_approvals(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ApprovalRequest",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeploymentApproval(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ApprovalRequest_deployment(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_deployment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ApprovalRequest().Deployment(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Deployment) graphql.Marshaler {
+			return ec.marshalODeployment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeployment(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_deployment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ApprovalRequest",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Deployment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ApprovalRequest_release(ctx context.Context, field graphql.CollectedField, obj *ent.ApprovalRequest) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApprovalRequest_release(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ApprovalRequest().Release(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Release) graphql.Marshaler {
+			return ec.marshalORelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApprovalRequest_release(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ApprovalRequest",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Release(ctx, field)
 		},
 	}
 	return fc, nil
@@ -21837,6 +22800,98 @@ func (ec *executionContext) fieldContext_Deployment_version(_ context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _DeploymentApproval_subject(ctx context.Context, field graphql.CollectedField, obj *protectspec.Vote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeploymentApproval_subject(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subject, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeploymentApproval_subject(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeploymentApproval", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeploymentApproval_roles(ctx context.Context, field graphql.CollectedField, obj *protectspec.Vote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeploymentApproval_roles(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Roles, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeploymentApproval_roles(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeploymentApproval", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeploymentApproval_comment(ctx context.Context, field graphql.CollectedField, obj *protectspec.Vote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeploymentApproval_comment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Comment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeploymentApproval_comment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeploymentApproval", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeploymentApproval_at(ctx context.Context, field graphql.CollectedField, obj *protectspec.Vote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeploymentApproval_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeploymentApproval_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeploymentApproval", field, false, false, "Time")
+}
+
 func (ec *executionContext) _DeploymentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.DeploymentConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22538,6 +23593,38 @@ func (ec *executionContext) fieldContext_Environment_archived(_ context.Context,
 	return graphql.NewScalarFieldContext("Environment", field, true, true, "Boolean")
 }
 
+func (ec *executionContext) _Environment_protection(ctx context.Context, field graphql.CollectedField, obj *ent.Environment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Environment_protection(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Protection, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *protectspec.Protection) graphql.Marshaler {
+			return ec.marshalOEnvironmentProtection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐProtection(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Environment_protection(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Environment",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnvironmentProtection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _EnvironmentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.EnvironmentConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22678,6 +23765,162 @@ func (ec *executionContext) _EnvironmentEdge_cursor(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_EnvironmentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EnvironmentEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _EnvironmentProtection_requiredApprovals(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_requiredApprovals(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequiredApprovals, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_requiredApprovals(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentProtection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EnvironmentProtection_approverRoles(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_approverRoles(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ApproverRoles, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_approverRoles(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentProtection", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentProtection_evaluation(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_evaluation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Evaluation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *protectspec.EvaluationRule) graphql.Marshaler {
+			return ec.marshalOEvaluationRequirement2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐEvaluationRule(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_evaluation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentProtection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EvaluationRequirement(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentProtection_approvalTimeout(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_approvalTimeout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ApprovalTimeout, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_approvalTimeout(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentProtection", field, false, false, "String")
+}
+
+func (ec *executionContext) _EnvironmentProtection_freezeWindows(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_freezeWindows(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FreezeWindows, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []protectspec.FreezeWindow) graphql.Marshaler {
+			return ec.marshalNFreezeWindow2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐFreezeWindowᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_freezeWindows(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnvironmentProtection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_FreezeWindow(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnvironmentProtection_frozenUntil(ctx context.Context, field graphql.CollectedField, obj *protectspec.Protection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnvironmentProtection_frozenUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EnvironmentProtection().FrozenUntil(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EnvironmentProtection_frozenUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EnvironmentProtection", field, true, true, "Time")
 }
 
 func (ec *executionContext) _EnvironmentVariable_name(ctx context.Context, field graphql.CollectedField, obj *envvars.Variable) (ret graphql.Marshaler) {
@@ -25891,6 +27134,121 @@ func (ec *executionContext) fieldContext_EvaluationExampleEdge_cursor(_ context.
 	return graphql.NewScalarFieldContext("EvaluationExampleEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _EvaluationRequirement_maxAge(ctx context.Context, field graphql.CollectedField, obj *protectspec.EvaluationRule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationRequirement_maxAge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxAge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationRequirement_maxAge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationRequirement", field, false, false, "String")
+}
+
+func (ec *executionContext) _EvaluationRequirement_minPassRate(ctx context.Context, field graphql.CollectedField, obj *protectspec.EvaluationRule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationRequirement_minPassRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinPassRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationRequirement_minPassRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationRequirement", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationRequirement_maxRegressions(ctx context.Context, field graphql.CollectedField, obj *protectspec.EvaluationRule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationRequirement_maxRegressions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxRegressions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationRequirement_maxRegressions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationRequirement", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EvaluationRequirement_maxCostIncreasePct(ctx context.Context, field graphql.CollectedField, obj *protectspec.EvaluationRule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationRequirement_maxCostIncreasePct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxCostIncreasePct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationRequirement_maxCostIncreasePct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationRequirement", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EvaluationRequirement_maxP95IncreasePct(ctx context.Context, field graphql.CollectedField, obj *protectspec.EvaluationRule) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EvaluationRequirement_maxP95IncreasePct(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxP95IncreasePct, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EvaluationRequirement_maxP95IncreasePct(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EvaluationRequirement", field, false, false, "Float")
+}
+
 func (ec *executionContext) _EvaluationSide_runs(ctx context.Context, field graphql.CollectedField, obj *evals.Side) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -26445,6 +27803,167 @@ func (ec *executionContext) _EvaluationVerdictCounts_inconclusive(ctx context.Co
 }
 func (ec *executionContext) fieldContext_EvaluationVerdictCounts_inconclusive(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("EvaluationVerdictCounts", field, false, false, "Int")
+}
+
+func (ec *executionContext) _FreezeWindow_name(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "String")
+}
+
+func (ec *executionContext) _FreezeWindow_start(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "Time")
+}
+
+func (ec *executionContext) _FreezeWindow_end(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_end(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.End, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_end(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "Time")
+}
+
+func (ec *executionContext) _FreezeWindow_days(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_days(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Days, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalOString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_days(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "String")
+}
+
+func (ec *executionContext) _FreezeWindow_from(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_from(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.From, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_from(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "String")
+}
+
+func (ec *executionContext) _FreezeWindow_to(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_to(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.To, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_to(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "String")
+}
+
+func (ec *executionContext) _FreezeWindow_timeZone(ctx context.Context, field graphql.CollectedField, obj *protectspec.FreezeWindow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeWindow_timeZone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimeZone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeWindow_timeZone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FreezeWindow", field, false, false, "String")
 }
 
 func (ec *executionContext) _InboundEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.InboundEvent) (ret graphql.Marshaler) {
@@ -30757,6 +32276,94 @@ func (ec *executionContext) fieldContext_Mutation_sendEvent(ctx context.Context,
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_sendEvent_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setEnvironmentProtection(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setEnvironmentProtection(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetEnvironmentProtection(ctx, fc.Args["input"].(model.SetEnvironmentProtectionInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setEnvironmentProtection(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setEnvironmentProtection_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_requestDeployment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_requestDeployment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RequestDeployment(ctx, fc.Args["input"].(model.DeployWorkflowVersionInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RequestDeploymentPayload) graphql.Marshaler {
+			return ec.marshalNRequestDeploymentPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRequestDeploymentPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_requestDeployment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RequestDeploymentPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_requestDeployment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -35319,6 +36926,70 @@ func (ec *executionContext) _ReleaseStep_minRuns(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_ReleaseStep_minRuns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ReleaseStep", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RequestDeploymentPayload_deployment(ctx context.Context, field graphql.CollectedField, obj *model.RequestDeploymentPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestDeploymentPayload_deployment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Deployment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Deployment) graphql.Marshaler {
+			return ec.marshalODeployment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeployment(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RequestDeploymentPayload_deployment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RequestDeploymentPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Deployment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RequestDeploymentPayload_approvalRequest(ctx context.Context, field graphql.CollectedField, obj *model.RequestDeploymentPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestDeploymentPayload_approvalRequest(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ApprovalRequest, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ApprovalRequest) graphql.Marshaler {
+			return ec.marshalOApprovalRequest2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐApprovalRequest(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RequestDeploymentPayload_approvalRequest(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RequestDeploymentPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ApprovalRequest(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Run_id(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -43907,7 +45578,7 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDEqualFold", "runIDContainsFold", "stepID", "stepIDNEQ", "stepIDIn", "stepIDNotIn", "stepIDGT", "stepIDGTE", "stepIDLT", "stepIDLTE", "stepIDContains", "stepIDHasPrefix", "stepIDHasSuffix", "stepIDEqualFold", "stepIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "message", "messageNEQ", "messageIn", "messageNotIn", "messageGT", "messageGTE", "messageLT", "messageLTE", "messageContains", "messageHasPrefix", "messageHasSuffix", "messageIsNil", "messageNotNil", "messageEqualFold", "messageContainsFold", "onTimeout", "onTimeoutNEQ", "onTimeoutIn", "onTimeoutNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "decidedBy", "decidedByNEQ", "decidedByIn", "decidedByNotIn", "decidedByGT", "decidedByGTE", "decidedByLT", "decidedByLTE", "decidedByContains", "decidedByHasPrefix", "decidedByHasSuffix", "decidedByIsNil", "decidedByNotNil", "decidedByEqualFold", "decidedByContainsFold", "comment", "commentNEQ", "commentIn", "commentNotIn", "commentGT", "commentGTE", "commentLT", "commentLTE", "commentContains", "commentHasPrefix", "commentHasSuffix", "commentIsNil", "commentNotNil", "commentEqualFold", "commentContainsFold", "decidedAt", "decidedAtNEQ", "decidedAtIn", "decidedAtNotIn", "decidedAtGT", "decidedAtGTE", "decidedAtLT", "decidedAtLTE", "decidedAtIsNil", "decidedAtNotNil", "hasRun", "hasRunWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "kind", "kindNEQ", "kindIn", "kindNotIn", "runID", "runIDNEQ", "runIDIn", "runIDNotIn", "runIDGT", "runIDGTE", "runIDLT", "runIDLTE", "runIDContains", "runIDHasPrefix", "runIDHasSuffix", "runIDIsNil", "runIDNotNil", "runIDEqualFold", "runIDContainsFold", "stepID", "stepIDNEQ", "stepIDIn", "stepIDNotIn", "stepIDGT", "stepIDGTE", "stepIDLT", "stepIDLTE", "stepIDContains", "stepIDHasPrefix", "stepIDHasSuffix", "stepIDIsNil", "stepIDNotNil", "stepIDEqualFold", "stepIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "message", "messageNEQ", "messageIn", "messageNotIn", "messageGT", "messageGTE", "messageLT", "messageLTE", "messageContains", "messageHasPrefix", "messageHasSuffix", "messageIsNil", "messageNotNil", "messageEqualFold", "messageContainsFold", "onTimeout", "onTimeoutNEQ", "onTimeoutIn", "onTimeoutNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "decidedBy", "decidedByNEQ", "decidedByIn", "decidedByNotIn", "decidedByGT", "decidedByGTE", "decidedByLT", "decidedByLTE", "decidedByContains", "decidedByHasPrefix", "decidedByHasSuffix", "decidedByIsNil", "decidedByNotNil", "decidedByEqualFold", "decidedByContainsFold", "comment", "commentNEQ", "commentIn", "commentNotIn", "commentGT", "commentGTE", "commentLT", "commentLTE", "commentContains", "commentHasPrefix", "commentHasSuffix", "commentIsNil", "commentNotNil", "commentEqualFold", "commentContainsFold", "decidedAt", "decidedAtNEQ", "decidedAtIn", "decidedAtNotIn", "decidedAtGT", "decidedAtGTE", "decidedAtLT", "decidedAtLTE", "decidedAtIsNil", "decidedAtNotNil", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDIsNil", "workflowIDNotNil", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDIsNil", "versionIDNotNil", "versionIDEqualFold", "versionIDContainsFold", "releaseID", "releaseIDNEQ", "releaseIDIn", "releaseIDNotIn", "releaseIDGT", "releaseIDGTE", "releaseIDLT", "releaseIDLTE", "releaseIDContains", "releaseIDHasPrefix", "releaseIDHasSuffix", "releaseIDIsNil", "releaseIDNotNil", "releaseIDEqualFold", "releaseIDContainsFold", "requestedBy", "requestedByNEQ", "requestedByIn", "requestedByNotIn", "requestedByGT", "requestedByGTE", "requestedByLT", "requestedByLTE", "requestedByContains", "requestedByHasPrefix", "requestedByHasSuffix", "requestedByIsNil", "requestedByNotNil", "requestedByEqualFold", "requestedByContainsFold", "deploymentID", "deploymentIDNEQ", "deploymentIDIn", "deploymentIDNotIn", "deploymentIDGT", "deploymentIDGTE", "deploymentIDLT", "deploymentIDLTE", "deploymentIDContains", "deploymentIDHasPrefix", "deploymentIDHasSuffix", "deploymentIDIsNil", "deploymentIDNotNil", "deploymentIDEqualFold", "deploymentIDContainsFold", "hasRun", "hasRunWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -44117,6 +45788,34 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 				return it, err
 			}
 			it.UpdatedAtLTE = data
+		case "kind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kind"))
+			data, err := ec.unmarshalOApprovalKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Kind = data
+		case "kindNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNEQ"))
+			data, err := ec.unmarshalOApprovalKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNEQ = data
+		case "kindIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindIn"))
+			data, err := ec.unmarshalOApprovalKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindIn = data
+		case "kindNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNotIn"))
+			data, err := ec.unmarshalOApprovalKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNotIn = data
 		case "runID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -44194,6 +45893,20 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 				return it, err
 			}
 			it.RunIDHasSuffix = data
+		case "runIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDIsNil = data
+		case "runIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDNotNil = data
 		case "runIDEqualFold":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDEqualFold"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -44285,6 +45998,20 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 				return it, err
 			}
 			it.StepIDHasSuffix = data
+		case "stepIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDIsNil = data
+		case "stepIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StepIDNotNil = data
 		case "stepIDEqualFold":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stepIDEqualFold"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -44810,6 +46537,531 @@ func (ec *executionContext) unmarshalInputApprovalRequestWhereInput(ctx context.
 				return it, err
 			}
 			it.DecidedAtNotNil = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "workflowIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNEQ = data
+		case "workflowIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIn = data
+		case "workflowIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotIn = data
+		case "workflowIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGT = data
+		case "workflowIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGTE = data
+		case "workflowIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLT = data
+		case "workflowIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLTE = data
+		case "workflowIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContains = data
+		case "workflowIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasPrefix = data
+		case "workflowIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasSuffix = data
+		case "workflowIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIsNil = data
+		case "workflowIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotNil = data
+		case "workflowIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDEqualFold = data
+		case "workflowIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContainsFold = data
+		case "versionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionID = data
+		case "versionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDNEQ = data
+		case "versionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDIn = data
+		case "versionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDNotIn = data
+		case "versionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDGT = data
+		case "versionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDGTE = data
+		case "versionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDLT = data
+		case "versionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDLTE = data
+		case "versionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDContains = data
+		case "versionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDHasPrefix = data
+		case "versionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDHasSuffix = data
+		case "versionIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDIsNil = data
+		case "versionIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDNotNil = data
+		case "versionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDEqualFold = data
+		case "versionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionIDContainsFold = data
+		case "releaseID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseID = data
+		case "releaseIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDNEQ = data
+		case "releaseIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDIn = data
+		case "releaseIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDNotIn = data
+		case "releaseIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDGT = data
+		case "releaseIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDGTE = data
+		case "releaseIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDLT = data
+		case "releaseIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDLTE = data
+		case "releaseIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDContains = data
+		case "releaseIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDHasPrefix = data
+		case "releaseIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDHasSuffix = data
+		case "releaseIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDIsNil = data
+		case "releaseIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDNotNil = data
+		case "releaseIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDEqualFold = data
+		case "releaseIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("releaseIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReleaseIDContainsFold = data
+		case "requestedBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedBy = data
+		case "requestedByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByNEQ = data
+		case "requestedByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByIn = data
+		case "requestedByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByNotIn = data
+		case "requestedByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByGT = data
+		case "requestedByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByGTE = data
+		case "requestedByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByLT = data
+		case "requestedByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByLTE = data
+		case "requestedByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByContains = data
+		case "requestedByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByHasPrefix = data
+		case "requestedByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByHasSuffix = data
+		case "requestedByIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByIsNil = data
+		case "requestedByNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByNotNil = data
+		case "requestedByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByEqualFold = data
+		case "requestedByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedByContainsFold = data
+		case "deploymentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentID = data
+		case "deploymentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDNEQ = data
+		case "deploymentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDIn = data
+		case "deploymentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDNotIn = data
+		case "deploymentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDGT = data
+		case "deploymentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDGTE = data
+		case "deploymentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDLT = data
+		case "deploymentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDLTE = data
+		case "deploymentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDContains = data
+		case "deploymentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDHasPrefix = data
+		case "deploymentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDHasSuffix = data
+		case "deploymentIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDIsNil = data
+		case "deploymentIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDNotNil = data
+		case "deploymentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDEqualFold = data
+		case "deploymentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("deploymentIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DeploymentIDContainsFold = data
 		case "hasRun":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasRun"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -51618,6 +53870,76 @@ func UnmarshalEvaluationOrder(ctx context.Context, raw any) (ent.EvaluationOrder
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputEvaluationRequirementInput(ctx context.Context, obj any) (model.EvaluationRequirementInput, error) {
+	var it model.EvaluationRequirementInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"maxAge", "minPassRate", "maxRegressions", "maxCostIncreasePct", "maxP95IncreasePct"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "maxAge":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxAge"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxAge = data
+		case "minPassRate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minPassRate"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinPassRate = data
+		case "maxRegressions":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxRegressions"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxRegressions = data
+		case "maxCostIncreasePct":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxCostIncreasePct"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxCostIncreasePct = data
+		case "maxP95IncreasePct":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxP95IncreasePct"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxP95IncreasePct = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEvaluationRequirementInput unmarshals raw into the EvaluationRequirementInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEvaluationRequirementInput(ctx context.Context, raw any) (model.EvaluationRequirementInput, error) {
+	var out model.EvaluationRequirementInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationRequirementInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputEvaluationScorerInput(ctx context.Context, obj any) (model.EvaluationScorerInput, error) {
 	var it model.EvaluationScorerInput
 	if obj == nil {
@@ -51720,6 +54042,90 @@ func (ec *executionContext) unmarshalInputEvaluationScorerInput(ctx context.Cont
 func UnmarshalEvaluationScorerInput(ctx context.Context, raw any) (model.EvaluationScorerInput, error) {
 	var out model.EvaluationScorerInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "EvaluationScorerInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputFreezeWindowInput(ctx context.Context, obj any) (model.FreezeWindowInput, error) {
+	var it model.FreezeWindowInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "start", "end", "days", "from", "to", "timeZone"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "start":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("start"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Start = data
+		case "end":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("end"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.End = data
+		case "days":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("days"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Days = data
+		case "from":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("from"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.From = data
+		case "to":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("to"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.To = data
+		case "timeZone":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("timeZone"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TimeZone = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalFreezeWindowInput unmarshals raw into the FreezeWindowInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalFreezeWindowInput(ctx context.Context, raw any) (model.FreezeWindowInput, error) {
+	var out model.FreezeWindowInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "FreezeWindowInput", raw, &out)
 	return out, err
 }
 
@@ -60409,6 +62815,83 @@ func UnmarshalSendEventInput(ctx context.Context, raw any) (model.SendEventInput
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetEnvironmentProtectionInput(ctx context.Context, obj any) (model.SetEnvironmentProtectionInput, error) {
+	var it model.SetEnvironmentProtectionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"environmentID", "requiredApprovals", "approverRoles", "evaluation", "approvalTimeout", "freezeWindows"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "requiredApprovals":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requiredApprovals"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequiredApprovals = data
+		case "approverRoles":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("approverRoles"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ApproverRoles = data
+		case "evaluation":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("evaluation"))
+			data, err := ec.unmarshalOEvaluationRequirementInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationRequirementInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Evaluation = data
+		case "approvalTimeout":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("approvalTimeout"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ApprovalTimeout = data
+		case "freezeWindows":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("freezeWindows"))
+			data, err := ec.unmarshalOFreezeWindowInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐFreezeWindowInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FreezeWindows = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetEnvironmentProtectionInput unmarshals raw into the SetEnvironmentProtectionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetEnvironmentProtectionInput(ctx context.Context, raw any) (model.SetEnvironmentProtectionInput, error) {
+	var out model.SetEnvironmentProtectionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetEnvironmentProtectionInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetEnvironmentVariableInput(ctx context.Context, obj any) (model.SetEnvironmentVariableInput, error) {
 	var it model.SetEnvironmentVariableInput
 	if obj == nil {
@@ -65230,16 +67713,23 @@ func (ec *executionContext) _ApprovalRequest(ctx context.Context, sel ast.Select
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "kind":
+			out.Values[i] = ec._ApprovalRequest_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "runID":
-			out.Values[i] = ec._ApprovalRequest_runID(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_runID(ctx, field, obj)
+				})
 		case "stepID":
-			out.Values[i] = ec._ApprovalRequest_stepID(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_stepID(ctx, field, obj)
+				})
 		case "status":
 			out.Values[i] = ec._ApprovalRequest_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -65290,11 +67780,64 @@ func (ec *executionContext) _ApprovalRequest(ctx context.Context, sel ast.Select
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "workflowID":
+			out.Values[i] = ec._ApprovalRequest_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "versionID":
+			out.Values[i] = ec._ApprovalRequest_versionID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "releaseID":
+			out.Values[i] = ec._ApprovalRequest_releaseID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "requestedBy":
+			out.Values[i] = ec._ApprovalRequest_requestedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "requiredApprovals":
+			out.Values[i] = ec._ApprovalRequest_requiredApprovals(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "deploymentID":
+			out.Values[i] = ec._ApprovalRequest_deploymentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "run":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
+				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._ApprovalRequest_run(ctx, field, obj)
+				})
+		case "environmentID":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_environmentID(ctx, field, obj)
+				})
+		case "approvals":
+			out.Values[i] = ec._ApprovalRequest_approvals(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "deployment":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_deployment(ctx, field, obj)
+				})
+		case "release":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ApprovalRequest_release(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -66011,6 +68554,54 @@ func (ec *executionContext) _Deployment(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var deploymentApprovalImplementors = []string{"DeploymentApproval"}
+
+func (ec *executionContext) _DeploymentApproval(ctx context.Context, sel ast.SelectionSet, obj *protectspec.Vote) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, deploymentApprovalImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DeploymentApproval")
+		case "subject":
+			out.Values[i] = ec._DeploymentApproval_subject(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "roles":
+			out.Values[i] = ec._DeploymentApproval_roles(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "comment":
+			out.Values[i] = ec._DeploymentApproval_comment(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._DeploymentApproval_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var deploymentConnectionImplementors = []string{"DeploymentConnection"}
 
 func (ec *executionContext) _DeploymentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.DeploymentConnection) graphql.Marshaler {
@@ -66264,6 +68855,11 @@ func (ec *executionContext) _Environment(ctx context.Context, sel ast.SelectionS
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Environment_archived(ctx, field, obj)
 				})
+		case "protection":
+			out.Values[i] = ec._Environment_protection(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -66345,6 +68941,65 @@ func (ec *executionContext) _EnvironmentEdge(ctx context.Context, sel ast.Select
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var environmentProtectionImplementors = []string{"EnvironmentProtection"}
+
+func (ec *executionContext) _EnvironmentProtection(ctx context.Context, sel ast.SelectionSet, obj *protectspec.Protection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, environmentProtectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EnvironmentProtection")
+		case "requiredApprovals":
+			out.Values[i] = ec._EnvironmentProtection_requiredApprovals(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "approverRoles":
+			out.Values[i] = ec._EnvironmentProtection_approverRoles(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "evaluation":
+			out.Values[i] = ec._EnvironmentProtection_evaluation(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "approvalTimeout":
+			out.Values[i] = ec._EnvironmentProtection_approvalTimeout(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "freezeWindows":
+			out.Values[i] = ec._EnvironmentProtection_freezeWindows(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "frozenUntil":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EnvironmentProtection_frozenUntil(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -67546,6 +70201,59 @@ func (ec *executionContext) _EvaluationExampleEdge(ctx context.Context, sel ast.
 	return out
 }
 
+var evaluationRequirementImplementors = []string{"EvaluationRequirement"}
+
+func (ec *executionContext) _EvaluationRequirement(ctx context.Context, sel ast.SelectionSet, obj *protectspec.EvaluationRule) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, evaluationRequirementImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EvaluationRequirement")
+		case "maxAge":
+			out.Values[i] = ec._EvaluationRequirement_maxAge(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "minPassRate":
+			out.Values[i] = ec._EvaluationRequirement_minPassRate(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxRegressions":
+			out.Values[i] = ec._EvaluationRequirement_maxRegressions(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxCostIncreasePct":
+			out.Values[i] = ec._EvaluationRequirement_maxCostIncreasePct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxP95IncreasePct":
+			out.Values[i] = ec._EvaluationRequirement_maxP95IncreasePct(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var evaluationSideImplementors = []string{"EvaluationSide"}
 
 func (ec *executionContext) _EvaluationSide(ctx context.Context, sel ast.SelectionSet, obj *evals.Side) graphql.Marshaler {
@@ -67726,6 +70434,69 @@ func (ec *executionContext) _EvaluationVerdictCounts(ctx context.Context, sel as
 		case "inconclusive":
 			out.Values[i] = ec._EvaluationVerdictCounts_inconclusive(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var freezeWindowImplementors = []string{"FreezeWindow"}
+
+func (ec *executionContext) _FreezeWindow(ctx context.Context, sel ast.SelectionSet, obj *protectspec.FreezeWindow) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, freezeWindowImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("FreezeWindow")
+		case "name":
+			out.Values[i] = ec._FreezeWindow_name(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "start":
+			out.Values[i] = ec._FreezeWindow_start(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "end":
+			out.Values[i] = ec._FreezeWindow_end(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "days":
+			out.Values[i] = ec._FreezeWindow_days(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "from":
+			out.Values[i] = ec._FreezeWindow_from(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "to":
+			out.Values[i] = ec._FreezeWindow_to(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "timeZone":
+			out.Values[i] = ec._FreezeWindow_timeZone(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -69187,6 +71958,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setEnvironmentProtection":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setEnvironmentProtection(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requestDeployment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_requestDeployment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createRelease":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createRelease(ctx, field)
@@ -70450,6 +73235,44 @@ func (ec *executionContext) _ReleaseStep(ctx context.Context, sel ast.SelectionS
 		case "minRuns":
 			out.Values[i] = ec._ReleaseStep_minRuns(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var requestDeploymentPayloadImplementors = []string{"RequestDeploymentPayload"}
+
+func (ec *executionContext) _RequestDeploymentPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RequestDeploymentPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, requestDeploymentPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RequestDeploymentPayload")
+		case "deployment":
+			out.Values[i] = ec._RequestDeploymentPayload_deployment(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "approvalRequest":
+			out.Values[i] = ec._RequestDeploymentPayload_approvalRequest(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -73184,6 +76007,16 @@ func (ec *executionContext) marshalNApprovalDecision2githubᚗcomᚋsluicehqᚋs
 	return v
 }
 
+func (ec *executionContext) unmarshalNApprovalKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx context.Context, v any) (approvalrequest.Kind, error) {
+	var res approvalrequest.Kind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNApprovalKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx context.Context, sel ast.SelectionSet, v approvalrequest.Kind) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNApprovalRequest2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐApprovalRequest(ctx context.Context, sel ast.SelectionSet, v *ent.ApprovalRequest) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "ApprovalRequest!")
@@ -73510,6 +76343,26 @@ func (ec *executionContext) marshalNDeployment2ᚖgithubᚗcomᚋsluicehqᚋslui
 		return graphql.Null
 	}
 	return ec._Deployment(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNDeploymentApproval2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐVote(ctx context.Context, sel ast.SelectionSet, v protectspec.Vote) graphql.Marshaler {
+	return ec._DeploymentApproval(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNDeploymentApproval2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐVoteᚄ(ctx context.Context, sel ast.SelectionSet, v []protectspec.Vote) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDeploymentApproval2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐVote(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNDeploymentConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeploymentConnection(ctx context.Context, sel ast.SelectionSet, v *ent.DeploymentConnection) graphql.Marshaler {
@@ -74009,6 +76862,31 @@ func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.S
 		graphql.AddInvalidNullFromMarshaler(ctx, "Float!")
 	}
 	return graphql.WrapContextMarshaler(ctx, res)
+}
+
+func (ec *executionContext) marshalNFreezeWindow2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐFreezeWindow(ctx context.Context, sel ast.SelectionSet, v protectspec.FreezeWindow) graphql.Marshaler {
+	return ec._FreezeWindow(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNFreezeWindow2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐFreezeWindowᚄ(ctx context.Context, sel ast.SelectionSet, v []protectspec.FreezeWindow) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNFreezeWindow2githubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐFreezeWindow(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNFreezeWindowInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐFreezeWindowInput(ctx context.Context, v any) (*model.FreezeWindowInput, error) {
+	res, err := ec.unmarshalInputFreezeWindowInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
@@ -74627,6 +77505,14 @@ func (ec *executionContext) unmarshalNReplayRunInput2githubᚗcomᚋsluicehqᚋs
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNRequestDeploymentPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRequestDeploymentPayload(ctx context.Context, sel ast.SelectionSet, v *model.RequestDeploymentPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RequestDeploymentPayload!")
+		return graphql.Null
+	}
+	return ec._RequestDeploymentPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
 	var res model.Role
 	err := res.UnmarshalGQL(v)
@@ -74884,6 +77770,11 @@ func (ec *executionContext) marshalNSendEventPayload2ᚖgithubᚗcomᚋsluicehq�
 		return graphql.Null
 	}
 	return ec._SendEventPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSetEnvironmentProtectionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentProtectionInput(ctx context.Context, v any) (model.SetEnvironmentProtectionInput, error) {
+	res, err := ec.unmarshalInputSetEnvironmentProtectionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNSetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentVariableInput(ctx context.Context, v any) (model.SetEnvironmentVariableInput, error) {
@@ -75561,6 +78452,58 @@ func (ec *executionContext) marshalOAny2interface(ctx context.Context, sel ast.S
 	return res
 }
 
+func (ec *executionContext) unmarshalOApprovalKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKindᚄ(ctx context.Context, v any) ([]approvalrequest.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]approvalrequest.Kind, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNApprovalKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOApprovalKind2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKindᚄ(ctx context.Context, sel ast.SelectionSet, v []approvalrequest.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNApprovalKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOApprovalKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx context.Context, v any) (*approvalrequest.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(approvalrequest.Kind)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOApprovalKind2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋapprovalrequestᚐKind(ctx context.Context, sel ast.SelectionSet, v *approvalrequest.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) marshalOApprovalRequest2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐApprovalRequest(ctx context.Context, sel ast.SelectionSet, v *ent.ApprovalRequest) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -76099,6 +79042,13 @@ func (ec *executionContext) unmarshalOEnvironmentOrder2ᚕᚖgithubᚗcomᚋslui
 	return res, nil
 }
 
+func (ec *executionContext) marshalOEnvironmentProtection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐProtection(ctx context.Context, sel ast.SelectionSet, v *protectspec.Protection) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EnvironmentProtection(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOEnvironmentVariableInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEnvironmentVariableInputᚄ(ctx context.Context, v any) ([]*model.EnvironmentVariableInput, error) {
 	if v == nil {
 		return nil, nil
@@ -76539,6 +79489,21 @@ func (ec *executionContext) marshalOEvaluationExampleEdge2ᚖgithubᚗcomᚋslui
 	return ec._EvaluationExampleEdge(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOEvaluationRequirement2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋprotectspecᚐEvaluationRule(ctx context.Context, sel ast.SelectionSet, v *protectspec.EvaluationRule) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EvaluationRequirement(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEvaluationRequirementInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationRequirementInput(ctx context.Context, v any) (*model.EvaluationRequirementInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputEvaluationRequirementInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalOEvaluationScorerInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEvaluationScorerInputᚄ(ctx context.Context, v any) ([]*model.EvaluationScorerInput, error) {
 	if v == nil {
 		return nil, nil
@@ -76598,6 +79563,23 @@ func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel as
 	_ = sel
 	res := graphql.MarshalFloatContext(*v)
 	return graphql.WrapContextMarshaler(ctx, res)
+}
+
+func (ec *executionContext) unmarshalOFreezeWindowInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐFreezeWindowInputᚄ(ctx context.Context, v any) ([]*model.FreezeWindowInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.FreezeWindowInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNFreezeWindowInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐFreezeWindowInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 func (ec *executionContext) unmarshalOID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {

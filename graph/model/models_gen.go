@@ -187,7 +187,7 @@ type EvaluateVersionInput struct {
 	RecordedOnly *bool `json:"recordedOnly,omitempty"`
 	// Examples replayed at once; default 4, at most 32.
 	Concurrency *int `json:"concurrency,omitempty"`
-	// Stops the evaluation (ABORTED_BUDGET) once the candidate's replays have spent this much.
+	// Stops the evaluation (ABORTED_BUDGET) once the candidate's replays and its JUDGE scorers have spent this much.
 	BudgetMicroUsd *int `json:"budgetMicroUSD,omitempty"`
 }
 
@@ -198,6 +198,16 @@ type EvaluationDatasetInput struct {
 	Status *run.Status `json:"status,omitempty"`
 	From   *time.Time  `json:"from,omitempty"`
 	To     *time.Time  `json:"to,omitempty"`
+}
+
+type EvaluationRequirementInput struct {
+	// A Go duration, at most 2160h; 168h when omitted.
+	MaxAge *string `json:"maxAge,omitempty"`
+	// Between 0 and 1.
+	MinPassRate        *float64 `json:"minPassRate,omitempty"`
+	MaxRegressions     *int     `json:"maxRegressions,omitempty"`
+	MaxCostIncreasePct *float64 `json:"maxCostIncreasePct,omitempty"`
+	MaxP95IncreasePct  *float64 `json:"maxP95IncreasePct,omitempty"`
 }
 
 type EvaluationScorerInput struct {
@@ -215,6 +225,16 @@ type EvaluationScorerInput struct {
 	Criteria *string `json:"criteria,omitempty"`
 	// JUDGE: the reply's cap in tokens, 1..4000 (default 300).
 	MaxTokens *int `json:"maxTokens,omitempty"`
+}
+
+type FreezeWindowInput struct {
+	Name     *string    `json:"name,omitempty"`
+	Start    *time.Time `json:"start,omitempty"`
+	End      *time.Time `json:"end,omitempty"`
+	Days     []string   `json:"days,omitempty"`
+	From     *string    `json:"from,omitempty"`
+	To       *string    `json:"to,omitempty"`
+	TimeZone *string    `json:"timeZone,omitempty"`
 }
 
 type IncidentsWhereInput struct {
@@ -303,6 +323,12 @@ type ReplayRunInput struct {
 	// Another version of the same workflow; if unset, the source run's version.
 	VersionID *string     `json:"versionID,omitempty"`
 	Mode      *ReplayMode `json:"mode,omitempty"`
+}
+
+// What requestDeployment did: deployed now (deployment), or waits for approvals (approvalRequest).
+type RequestDeploymentPayload struct {
+	Deployment      *ent.Deployment      `json:"deployment,omitempty"`
+	ApprovalRequest *ent.ApprovalRequest `json:"approvalRequest,omitempty"`
 }
 
 type RotateCredentialInput struct {
@@ -453,6 +479,19 @@ type SendEventPayload struct {
 	Duplicate bool `json:"duplicate"`
 	// How many waiting steps the event resumed (at most 1,000, one per run).
 	Resumed int `json:"resumed"`
+}
+
+// Replaces the protection of an environment; one that requires nothing removes it.
+type SetEnvironmentProtectionInput struct {
+	EnvironmentID string `json:"environmentID"`
+	// 0 to 10; 0 when omitted.
+	RequiredApprovals *int `json:"requiredApprovals,omitempty"`
+	// Role names (owner, admin, editor, operator, viewer); admin and owner when omitted.
+	ApproverRoles []string                    `json:"approverRoles,omitempty"`
+	Evaluation    *EvaluationRequirementInput `json:"evaluation,omitempty"`
+	// A Go duration between 1m and 720h; 72h when omitted.
+	ApprovalTimeout *string              `json:"approvalTimeout,omitempty"`
+	FreezeWindows   []*FreezeWindowInput `json:"freezeWindows,omitempty"`
 }
 
 type SetEnvironmentVariableInput struct {

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -55,6 +56,7 @@ type app struct {
 	sla        *sla.Service
 	releases   *releases.Service
 	evals      *evals.Service
+	protection *protection.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -221,7 +223,16 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		SweepInterval:  cfg.SLASweepInterval,
 		WindowInterval: cfg.SLAWindowInterval,
 	})
+	a.protection = protection.New(protection.Options{
+		Client:   a.client,
+		Control:  a.control,
+		Events:   a.webhooks,
+		Log:      log,
+		Interval: cfg.DeployApprovalSweepInterval,
+	})
+	a.control.SetGate(a.protection)
 	a.releases = releases.New(releases.Options{
+		Gate:      a.protection,
 		Client:    a.client,
 		Events:    a.webhooks,
 		Log:       log,

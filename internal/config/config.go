@@ -109,6 +109,10 @@ type Config struct {
 	// ReleaseAnalysisInterval is how often a worker analyses progressing
 	// releases (SLUICE_RELEASE_ANALYSIS_INTERVAL). If unset, 30s.
 	ReleaseAnalysisInterval time.Duration
+	// DeployApprovalSweepInterval is how often a worker expires deployment
+	// approval requests past their timeout
+	// (SLUICE_DEPLOY_APPROVAL_SWEEP_INTERVAL). If unset, 30s.
+	DeployApprovalSweepInterval time.Duration
 	// EvalInterval is how often a worker moves open evaluations on
 	// (SLUICE_EVAL_INTERVAL). If unset, 1s.
 	EvalInterval time.Duration
@@ -227,6 +231,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
 	c.ReleaseAnalysisInterval = durationVar(getenv, "SLUICE_RELEASE_ANALYSIS_INTERVAL", 30*time.Second, &errs)
+	c.DeployApprovalSweepInterval = durationVar(getenv, "SLUICE_DEPLOY_APPROVAL_SWEEP_INTERVAL", 30*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.EvalInterval = durationVar(getenv, "SLUICE_EVAL_INTERVAL", time.Second, &errs)
 	c.WebhookScheduleScale = 1

@@ -19,6 +19,7 @@ type Service struct {
 	vault       *vault.Vault
 	revocations any // a KeyRevocationPublisher, or nil
 	now         func() time.Time
+	gate        DeployGate // protected environments; nil until set
 }
 
 // Options configure a Service.

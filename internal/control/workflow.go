@@ -250,11 +250,16 @@ type deployRequest struct {
 // variables are checked here, so that gates added later apply to all.
 func (s *Service) deploy(ctx context.Context, c *ent.Client, v *viewer.Viewer, r deployRequest) (*ent.Deployment, error) {
 	wv, env := r.version, r.env
-	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) {
+	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) && !RequiresApprovals(env) {
 		return nil, errs.E(errs.Forbidden, "deploying to production needs the admin role")
 	}
 	if err := CheckDeployable(ctx, c, wv, env, r.versionPath, r.envPath); err != nil {
 		return nil, err
+	}
+	if s.gate != nil {
+		if err := s.gate.CheckDeploy(ctx, c, v, wv, env, r.versionPath, r.envPath); err != nil {
+			return nil, err
+		}
 	}
 	if err := activeRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
 		return nil, err

@@ -116,9 +116,24 @@ const (
 	DeploymentRolledBack Type = "deployment.rolled_back"
 )
 
+// Deployment approval events (internal/protection): a deploy or release
+// into a protected environment waits for approvals. Tenant events.
+const (
+	// DeploymentApprovalRequested: a deploy or release waits for approvals.
+	DeploymentApprovalRequested Type = "deployment.approval_requested"
+	// DeploymentApproved: enough approvals came in; the deploy was applied
+	// (or the release started progressing).
+	DeploymentApproved Type = "deployment.approved"
+	// DeploymentRejected: an approver rejected the request.
+	DeploymentRejected Type = "deployment.rejected"
+	// DeploymentExpired: the request waited past its timeout.
+	DeploymentExpired Type = "deployment.expired"
+)
+
 var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
-	DeploymentRolledBack, EvaluationCompleted}
+	DeploymentRolledBack, EvaluationCompleted,
+	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -130,6 +145,7 @@ var webhook = [...]Type{
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
 	DeploymentRolledBack,
 	EvaluationCompleted,
+	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired,
 }
 
 // All returns every run event type, in the README's order.

@@ -35,8 +35,18 @@ type EventRecorder interface {
 	RecordEvent(ctx context.Context, c *ent.Client, tenantID string, ev webhook.Event, now time.Time) ([]string, error)
 }
 
+// Gate guards releases into protected environments (internal/protection):
+// CheckRelease refuses one in a freeze window or without a passing
+// evaluation of the candidate and reports whether it waits for approvals;
+// RequestRelease opens the approval request of a release that waits.
+type Gate interface {
+	CheckRelease(ctx context.Context, c *ent.Client, v *viewer.Viewer, wv *ent.WorkflowVersion, env *ent.Environment) (wait bool, err error)
+	RequestRelease(ctx context.Context, c *ent.Client, v *viewer.Viewer, r *ent.Release) error
+}
+
 // Options configure a Service.
 type Options struct {
+	Gate   Gate        // protected environments; nil protects none
 	Client *ent.Client // the app role's pool, for the analysis's transactions
 	Events EventRecorder
 	Log    *slog.Logger
@@ -144,6 +154,12 @@ func validate(in *CreateInput) error {
 // authorizeEnv checks the role (editor; admin for production, as deploys)
 // and reads the environment in the viewer's scope.
 func authorizeEnv(ctx context.Context, environmentID, path string) (*viewer.Viewer, *ent.Client, *ent.Environment, error) {
+	return authorizeEnvTo(ctx, environmentID, path, false)
+}
+
+// authorizeEnvTo is authorizeEnv; request lets editors ask for a release
+// in a production environment that requires approvals (it waits for them).
+func authorizeEnvTo(ctx context.Context, environmentID, path string, request bool) (*viewer.Viewer, *ent.Client, *ent.Environment, error) {
 	v, c, err := access.Authorize(ctx, viewer.RoleEditor)
 	if err != nil {
 		return nil, nil, nil, err
@@ -152,20 +168,21 @@ func authorizeEnv(ctx context.Context, environmentID, path string) (*viewer.View
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) {
+	if env.Kind == environment.KindProduction && !v.Has(viewer.RoleAdmin) && !(request && control.RequiresApprovals(env)) {
 		return nil, nil, nil, errs.E(errs.Forbidden, "releases and deploys in production need the admin role")
 	}
 	return v, c, env, nil
 }
 
 // CreateRelease starts a release of a candidate version against the
-// version deployed now. It starts progressing at its first step; the
-// pending_approval state is reserved for protected environments.
+// version deployed now. It starts progressing at its first step, or, in a
+// protected environment that requires approvals, waits in
+// PENDING_APPROVAL until they are in (internal/protection).
 func (s *Service) CreateRelease(ctx context.Context, in CreateInput) (*ent.Release, error) {
 	if err := validate(&in); err != nil {
 		return nil, err
 	}
-	v, c, env, err := authorizeEnv(ctx, in.EnvironmentID, "input.environmentID")
+	v, c, env, err := authorizeEnvTo(ctx, in.EnvironmentID, "input.environmentID", true)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +219,15 @@ func (s *Service) CreateRelease(ctx context.Context, in CreateInput) (*ent.Relea
 	if dep.VersionID == wv.ID {
 		return nil, errs.Invalid("input.candidateVersionID", "is the version deployed now")
 	}
+	state, wait := release.StateProgressing, false
+	if s.o.Gate != nil {
+		if wait, err = s.o.Gate.CheckRelease(ctx, c, v, wv, env); err != nil {
+			return nil, err
+		}
+		if wait {
+			state = release.StatePendingApproval
+		}
+	}
 	analysis := releasespec.Analysis{}
 	if in.Analysis != nil {
 		analysis = *in.Analysis
@@ -211,7 +237,7 @@ func (s *Service) CreateRelease(ctx context.Context, in CreateInput) (*ent.Relea
 	r, err := c.Release.Create().
 		SetWorkflowID(in.WorkflowID).SetEnvironmentID(env.ID).
 		SetStableVersionID(dep.VersionID).SetCandidateVersionID(wv.ID).
-		SetState(release.StateProgressing).SetSteps(in.Steps).SetAnalysis(analysis).
+		SetState(state).SetSteps(in.Steps).SetAnalysis(analysis).
 		SetStepIndex(0).SetWeightPercent(in.Steps[0].WeightPercent).SetStepStartedAt(now).
 		SetCreatedBy(v.Subject).SetCreatedAt(now).SetUpdatedAt(now).
 		Save(ctx)
@@ -220,6 +246,11 @@ func (s *Service) CreateRelease(ctx context.Context, in CreateInput) (*ent.Relea
 	}
 	if err != nil {
 		return nil, err
+	}
+	if wait {
+		if err := s.o.Gate.RequestRelease(ctx, c, v, r); err != nil {
+			return nil, err
+		}
 	}
 	return r, s.record(ctx, c, r, eventtype.ReleaseStarted, "release.create", map[string]any{"stepIndex": 0, "weightPercent": r.WeightPercent})
 }
@@ -322,6 +353,9 @@ func (s *Service) promote(ctx context.Context, c *ent.Client, v *viewer.Viewer, 
 		return nil, err
 	}
 	now := s.o.Now()
+	if err := control.CheckFreeze(env, now, "id"); err != nil {
+		return nil, err // an automatic promotion waits for the window's end
+	}
 	dep, _, err := control.ActivateVersion(ctx, c, v, r.WorkflowID, env, r.CandidateVersionID, now)
 	if err != nil {
 		return nil, err

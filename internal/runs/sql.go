@@ -861,7 +861,8 @@ func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now
 	// the partial index on ready_at serve this query.
 	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
 		WHERE tenant_id = $1 AND status = 'running' AND ready_at IS NOT NULL AND updated_at <= $2 AND current_attempt_id IS NOT NULL LIMIT 1000`, tenantID, silentSince)
-	b.Queue(`SELECT id, run_id FROM approval_requests WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= $2 LIMIT 1000`, tenantID, now)
+	// Deployment requests (no run) expire in internal/protection.
+	b.Queue(`SELECT id, run_id FROM approval_requests WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= $2 AND run_id IS NOT NULL LIMIT 1000`, tenantID, now)
 	b.Queue(dueMapItemsSQL, tenantID, readyBefore, silentSince)
 	b.Queue(dueChildStepsSQL, tenantID, readyBefore)
 	br := q.SendBatch(ctx, b)
