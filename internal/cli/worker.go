@@ -55,6 +55,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.releases.RunAnalyzer(ctx, a.db) },
 		// Evaluations move on under a singleton lock too (internal/evals).
 		func(ctx context.Context) { a.evals.RunDriver(ctx, a.db) },
+		// Expired response cache entries go, one worker at a time.
+		func(ctx context.Context) { a.runs.RunResponseCachePurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)
