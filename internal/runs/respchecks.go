@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/internal/definition"
 	"github.com/sluicehq/sluice/internal/drift"
@@ -70,6 +71,14 @@ func (s *runState) prepareResponseChecks(j *job) {
 	}
 }
 
+// prepareItemResponseChecks: a map item's http call goes through the
+// cache like a step's; shapes are learned from steps only.
+func prepareItemResponseChecks(j *job, r *ent.Run) {
+	if j.step.Type == definition.StepHTTP {
+		j.resp = &respCheck{environmentID: r.EnvironmentID}
+	}
+}
+
 func (e *Service) responseCacheStore() *respcache.Cache {
 	e.resp.once.Do(func() { e.resp.cache = respcache.New(e.client) })
 	return e.resp.cache
@@ -91,6 +100,9 @@ func (e *Service) responseCache(j *job) steps.ResponseCache {
 func (e *Service) checkDrift(ctx context.Context, j *job, out map[string]any) error {
 	if j.resp == nil || j.resp.versionID == "" || out == nil {
 		return nil
+	}
+	if st := statusOf(out); st < 200 || st > 299 {
+		return nil // shapes are of successful responses (expect.status may list others)
 	}
 	rc := j.resp
 	shape := drift.Of(out["body"])
