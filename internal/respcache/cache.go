@@ -120,7 +120,11 @@ func (b *Binding) fill(ctx context.Context, key, token string, leased bool, r st
 	now := b.c.now()
 	if resp != nil && len(resp.Body) <= MaxEntryBytes {
 		err := b.store(ctx, key, resp, now, r)
-		return nil, steps.CacheMiss, err
+		if err == nil || !leased {
+			return nil, steps.CacheMiss, err
+		}
+		// Not stored: free the key for the next caller rather than make
+		// it wait out the lease.
 	}
 	if leased {
 		// The lease goes whatever happened to the call, even on a
