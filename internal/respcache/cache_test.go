@@ -145,3 +145,25 @@ func TestEntriesAreKeyedByTenantAndCredentialVersion(t *testing.T) {
 		t.Fatalf("purge of the expired entry: %d, %v", n, err)
 	}
 }
+
+// BenchmarkHit measures serving a fresh entry (one tenant transaction, one
+// indexed read), the cost a cached step pays instead of its call.
+func BenchmarkHit(b *testing.B) {
+	ctx := context.Background()
+	tenant, err := db.Tenant(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(db.App).For(tenant, "", "")
+	r := request("https://api.example.com/bench")
+	var calls atomic.Int64
+	if _, _, err := c.Do(ctx, r, okFill(&calls, 0)); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, state, err := c.Do(ctx, r, okFill(&calls, 0)); err != nil || state != steps.CacheHit {
+			b.Fatalf("%q %v", state, err)
+		}
+	}
+}
