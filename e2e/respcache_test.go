@@ -118,6 +118,9 @@ func TestResponseCacheServesConcurrentRunsFromOneUpstreamCall(t *testing.T) {
 		for _, s := range cacheStates(run) {
 			switch s {
 			case "hit":
+				if call := get(stepOf(run, "fetch"), "calls").([]any)[0]; get(call, "durationMs") != nil || get(call, "statusCode") != float64(200) {
+					t.Fatalf("a hit's call: %v", call)
+				}
 				hits++
 			case "miss":
 				misses++
@@ -272,6 +275,10 @@ func TestSchemaDriftFailsRemovedFieldsAndReportsAdditions(t *testing.T) {
 	}
 	if len(report) != 2 {
 		t.Fatalf("report: %v", report)
+	}
+
+	if r := f.owner.fail("VALIDATION", qDriftReport, map[string]any{"w": "run_nope"}); len(r.Errors) == 0 {
+		t.Fatal("a bad workflow id was accepted")
 	}
 
 	// Another tenant cannot read the report.
