@@ -240,6 +240,9 @@ func TestSchemaDriftFailsRemovedFieldsAndReportsAdditions(t *testing.T) {
 		t.Fatalf("first run (learns the shape): %v", run)
 	}
 
+	hooks := newScriptServer(t)
+	_, secret := hookEndpoint(t, f.owner, hooks.URL+"/drift", "step.response_changed")
+
 	// An added field: one step.response_changed, whichever run sees it first.
 	api.set(`{"subject":"hello","id":1,"priority":"high"}`)
 	added := start()
@@ -252,6 +255,12 @@ func TestSchemaDriftFailsRemovedFieldsAndReportsAdditions(t *testing.T) {
 	}
 	if changed != 1 || countEvents(added, "step.response_changed") != 1 {
 		t.Fatalf("step.response_changed events: %d (first run %d), want 1", changed, countEvents(added, "step.response_changed"))
+	}
+
+	msg := hookWaitMsgs(t, hooks, "/drift", 1, forRun(str(added, "id")))[0]
+	mustVerify(t, msg, secret, "step.response_changed")
+	if msg.Type != "step.response_changed" || str(msg.Data, "stepID") != "fetch" {
+		t.Fatalf("webhook: %s %v", msg.Type, msg.Data)
 	}
 
 	// The field the transform reads is removed: schema_drift naming it.

@@ -127,7 +127,7 @@ var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, Inc
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
 	RunStarted, RunSucceeded, RunFailed, RunCancelled,
-	StepFailed,
+	StepFailed, StepResponseChanged,
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	BudgetExceeded,
 	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
