@@ -36,6 +36,10 @@ import (
 // response is served but not stored.
 const MaxEntryBytes = 1 << 20
 
+// MaxEntriesPerTenant caps a tenant's entries: the purge deletes the least
+// recently stored beyond it (up to a minute late, PurgeInterval).
+const MaxEntriesPerTenant = 10000
+
 // Cache is the response cache. It is safe for concurrent use.
 type Cache struct {
 	client *ent.Client
@@ -43,11 +47,12 @@ type Cache struct {
 	// poll is the first pause of a caller waiting for another's fill; it
 	// doubles up to maxPoll.
 	poll, maxPoll time.Duration
+	maxEntries    int // MaxEntriesPerTenant; tests lower it
 }
 
 // New returns a cache on client (the app role's pool, store.NewClient).
 func New(client *ent.Client) *Cache {
-	return &Cache{client: client, now: func() time.Time { return time.Now().UTC() }, poll: 10 * time.Millisecond, maxPoll: 200 * time.Millisecond}
+	return &Cache{client: client, now: func() time.Time { return time.Now().UTC() }, poll: 10 * time.Millisecond, maxPoll: 200 * time.Millisecond, maxEntries: MaxEntriesPerTenant}
 }
 
 // Binding is the cache as one step attempt sees it: its tenant, and the

@@ -2,6 +2,7 @@ package respcache
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"sync"
@@ -143,6 +144,39 @@ func TestEntriesAreKeyedByTenantAndCredentialVersion(t *testing.T) {
 	}
 	if n, err := c.Purge(ctx); err != nil || n != 1 {
 		t.Fatalf("purge of the expired entry: %d, %v", n, err)
+	}
+}
+
+func TestPurgeKeepsTheNewestEntriesUpToTheCap(t *testing.T) {
+	ctx := context.Background()
+	tenant, err := db.Tenant(ctx, "cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(db.App)
+	c.maxEntries = 3
+	var calls atomic.Int64
+	for i := range 5 {
+		if _, _, err := c.For(tenant, "", "").Do(ctx, request(fmt.Sprintf("https://api.example.com/cap/%d", i)), okFill(&calls, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 5; i++ {
+		if _, state, _ := c.For(tenant, "", "").Do(ctx, request(fmt.Sprintf("https://api.example.com/cap/%d", i)), okFill(&calls, 0)); state != steps.CacheHit {
+			t.Errorf("entry %d, one of the 3 newest, after the purge: %q", i, state)
+		}
+	}
+	rows, err := db.Owner.QueryContext(ctx, `SELECT count(*) FROM response_cache_entries WHERE tenant_id = $1`, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n int
+	if !rows.Next() || rows.Scan(&n) != nil || n != 3 {
+		t.Fatalf("entries after the purge: %d, want 3", n)
 	}
 }
 

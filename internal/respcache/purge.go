@@ -36,6 +36,13 @@ func (c *Cache) Purge(ctx context.Context) (int64, error) {
 			tag, err := q.Exec(ctx, `DELETE FROM response_cache_entries WHERE tenant_id = $1
 				AND (stale_until < $2 OR (status IS NULL AND updated_at < $2 - interval '1 hour'))
 				AND (fill_until IS NULL OR fill_until < $2)`, t, now)
+			if err != nil {
+				return err
+			}
+			total += tag.RowsAffected()
+			// The size cap: the least recently stored entries beyond it go.
+			tag, err = q.Exec(ctx, `DELETE FROM response_cache_entries WHERE tenant_id = $1 AND id IN (
+				SELECT id FROM response_cache_entries WHERE tenant_id = $1 ORDER BY updated_at DESC, id DESC OFFSET $2)`, t, c.maxEntries)
 			total += tag.RowsAffected()
 			return err
 		})
