@@ -45,6 +45,16 @@ type responseChecks struct {
 // maxKnownShapes bounds the memory of known shapes; past it, it starts over.
 const maxKnownShapes = 10000
 
+// maxLearnedShapes bounds the shapes learned per step and version: a
+// response whose keys are data (ids as object keys) would make a new shape
+// every time. Past it, responses are still checked against what was
+// learned, but no shape is learned and no step.response_changed is emitted.
+const maxLearnedShapes = 50
+
+// maxRecordedChanges bounds the changes one new shape records and its
+// event carries.
+const maxRecordedChanges = 100
+
 // respCheck is what an http attempt needs for them, noted at its claim.
 type respCheck struct {
 	environmentID, workflowID, versionID string
@@ -160,7 +170,7 @@ func (e *Service) checkDrift(ctx context.Context, j *job, out map[string]any) er
 	}
 	rc.changes = drift.Compare(base, shape, rc.reads)
 	if broken := drift.Breaking(rc.changes); len(broken) > 0 {
-		rc.changes = broken
+		rc.changes = broken[:min(len(broken), maxRecordedChanges)]
 		parts := make([]string, 0, len(broken))
 		for _, c := range broken {
 			if c.Kind == drift.Removed {
@@ -172,7 +182,14 @@ func (e *Service) checkDrift(ctx context.Context, j *job, out map[string]any) er
 		return &steps.Error{Class: steps.SchemaDrift, Message: "response drifted from the shape learned for this version: " +
 			strings.Join(parts, "; ") + " (read by the workflow's expressions)", StatusCode: statusOf(out)}
 	}
+	if len(learned) >= maxLearnedShapes {
+		rc.changes = nil
+		return nil
+	}
 	rc.learn = shape
+	if len(rc.changes) > maxRecordedChanges {
+		rc.changes = rc.changes[:maxRecordedChanges]
+	}
 	return nil
 }
 
