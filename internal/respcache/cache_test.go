@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/definition"
+	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/steps"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/testdb"
@@ -93,7 +94,7 @@ func TestWaiterTakesOverADeadWorkersLease(t *testing.T) {
 			return err
 		}
 		_, err = q.Exec(ctx, `INSERT INTO response_cache_entries (id, tenant_id, cache_key, created_at, updated_at, fill_token, fill_until)
-			VALUES ('rce_dead', $1, $2, now(), now(), 'fill_dead', $3)`, tenant, key, deadUntil)
+			VALUES ($4, $1, $2, now(), now(), 'fill_dead', $3)`, tenant, key, deadUntil, ids.New(ids.ResponseCacheEntry))
 		return err
 	})
 	if err != nil {
