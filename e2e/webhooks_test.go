@@ -72,7 +72,7 @@ var (
 // service levels and evaluation.completed (their own tests check them).
 var webhookTypes = []string{
 	"run.started", "run.succeeded", "run.failed", "run.cancelled",
-	"step.failed",
+	"step.failed", "step.response_changed",
 	"approval.requested", "approval.decided", "approval.expired", "approval.escalated",
 	"budget.exceeded",
 	"sla.breached", "incident.acknowledged", "incident.escalated", "incident.resolved",

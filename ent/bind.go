@@ -50,6 +50,14 @@ func (c *DeploymentClient) Bind(_m *Deployment) *Deployment {
 	return _m
 }
 
+// Bind gives a DriftChange that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *DriftChangeClient) Bind(_m *DriftChange) *DriftChange {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Environment that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
@@ -166,6 +174,22 @@ func (c *PagerDutySendClient) Bind(_m *PagerDutySend) *PagerDutySend {
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
 func (c *ReleaseClient) Bind(_m *Release) *Release {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a ResponseCacheEntry that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ResponseCacheEntryClient) Bind(_m *ResponseCacheEntry) *ResponseCacheEntry {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a ResponseShape that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ResponseShapeClient) Bind(_m *ResponseShape) *ResponseShape {
 	_m.config = c.config
 	return _m
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -36,6 +37,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -69,6 +72,8 @@ type Client struct {
 	CredentialVersion *CredentialVersionClient
 	// Deployment is the client for interacting with the Deployment builders.
 	Deployment *DeploymentClient
+	// DriftChange is the client for interacting with the DriftChange builders.
+	DriftChange *DriftChangeClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
 	// EnvironmentVariableVersion is the client for interacting with the EnvironmentVariableVersion builders.
@@ -99,6 +104,10 @@ type Client struct {
 	PagerDutySend *PagerDutySendClient
 	// Release is the client for interacting with the Release builders.
 	Release *ReleaseClient
+	// ResponseCacheEntry is the client for interacting with the ResponseCacheEntry builders.
+	ResponseCacheEntry *ResponseCacheEntryClient
+	// ResponseShape is the client for interacting with the ResponseShape builders.
+	ResponseShape *ResponseShapeClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -140,6 +149,7 @@ func (c *Client) init() {
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
+	c.DriftChange = NewDriftChangeClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
 	c.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(c.config)
 	c.Escalation = NewEscalationClient(c.config)
@@ -155,6 +165,8 @@ func (c *Client) init() {
 	c.ModelPrice = NewModelPriceClient(c.config)
 	c.PagerDutySend = NewPagerDutySendClient(c.config)
 	c.Release = NewReleaseClient(c.config)
+	c.ResponseCacheEntry = NewResponseCacheEntryClient(c.config)
+	c.ResponseShape = NewResponseShapeClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.SLABreach = NewSLABreachClient(c.config)
@@ -265,6 +277,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
 		Deployment:                 NewDeploymentClient(cfg),
+		DriftChange:                NewDriftChangeClient(cfg),
 		Environment:                NewEnvironmentClient(cfg),
 		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
 		Escalation:                 NewEscalationClient(cfg),
@@ -280,6 +293,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
 		Release:                    NewReleaseClient(cfg),
+		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
+		ResponseShape:              NewResponseShapeClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -317,6 +332,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
 		Deployment:                 NewDeploymentClient(cfg),
+		DriftChange:                NewDriftChangeClient(cfg),
 		Environment:                NewEnvironmentClient(cfg),
 		EnvironmentVariableVersion: NewEnvironmentVariableVersionClient(cfg),
 		Escalation:                 NewEscalationClient(cfg),
@@ -332,6 +348,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
 		Release:                    NewReleaseClient(cfg),
+		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
+		ResponseShape:              NewResponseShapeClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -374,12 +392,13 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
-		c.EscalationPolicy, c.Evaluation, c.EvaluationExample, c.EventWait,
-		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Release, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy,
-		c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery,
-		c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
+		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
+		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
+		c.ModelPrice, c.PagerDutySend, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -390,12 +409,13 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.Environment, c.EnvironmentVariableVersion, c.Escalation,
-		c.EscalationPolicy, c.Evaluation, c.EvaluationExample, c.EventWait,
-		c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice,
-		c.PagerDutySend, c.Release, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy,
-		c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery,
-		c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
+		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
+		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
+		c.ModelPrice, c.PagerDutySend, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -416,6 +436,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.CredentialVersion.mutate(ctx, m)
 	case *DeploymentMutation:
 		return c.Deployment.mutate(ctx, m)
+	case *DriftChangeMutation:
+		return c.DriftChange.mutate(ctx, m)
 	case *EnvironmentMutation:
 		return c.Environment.mutate(ctx, m)
 	case *EnvironmentVariableVersionMutation:
@@ -446,6 +468,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.PagerDutySend.mutate(ctx, m)
 	case *ReleaseMutation:
 		return c.Release.mutate(ctx, m)
+	case *ResponseCacheEntryMutation:
+		return c.ResponseCacheEntry.mutate(ctx, m)
+	case *ResponseShapeMutation:
+		return c.ResponseShape.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -1500,6 +1526,156 @@ func (c *DeploymentClient) mutate(ctx context.Context, m *DeploymentMutation) (V
 		return (&DeploymentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Deployment mutation op: %q", m.Op())
+	}
+}
+
+// DriftChangeClient is a client for the DriftChange schema.
+type DriftChangeClient struct {
+	config
+}
+
+// NewDriftChangeClient returns a client for the DriftChange from the given config.
+func NewDriftChangeClient(c config) *DriftChangeClient {
+	return &DriftChangeClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `driftchange.Hooks(f(g(h())))`.
+func (c *DriftChangeClient) Use(hooks ...Hook) {
+	c.hooks.DriftChange = append(c.hooks.DriftChange, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `driftchange.Intercept(f(g(h())))`.
+func (c *DriftChangeClient) Intercept(interceptors ...Interceptor) {
+	c.inters.DriftChange = append(c.inters.DriftChange, interceptors...)
+}
+
+// Create returns a builder for creating a DriftChange entity.
+func (c *DriftChangeClient) Create() *DriftChangeCreate {
+	mutation := newDriftChangeMutation(c.config, OpCreate)
+	return &DriftChangeCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of DriftChange entities.
+func (c *DriftChangeClient) CreateBulk(builders ...*DriftChangeCreate) *DriftChangeCreateBulk {
+	return &DriftChangeCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *DriftChangeClient) MapCreateBulk(slice any, setFunc func(*DriftChangeCreate, int)) *DriftChangeCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &DriftChangeCreateBulk{err: fmt.Errorf("calling to DriftChangeClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*DriftChangeCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &DriftChangeCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for DriftChange.
+func (c *DriftChangeClient) Update() *DriftChangeUpdate {
+	mutation := newDriftChangeMutation(c.config, OpUpdate)
+	return &DriftChangeUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *DriftChangeClient) UpdateOne(_m *DriftChange) *DriftChangeUpdateOne {
+	mutation := newDriftChangeMutation(c.config, OpUpdateOne, withDriftChange(_m))
+	return &DriftChangeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *DriftChangeClient) UpdateOneID(id string) *DriftChangeUpdateOne {
+	mutation := newDriftChangeMutation(c.config, OpUpdateOne, withDriftChangeID(id))
+	return &DriftChangeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for DriftChange.
+func (c *DriftChangeClient) Delete() *DriftChangeDelete {
+	mutation := newDriftChangeMutation(c.config, OpDelete)
+	return &DriftChangeDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *DriftChangeClient) DeleteOne(_m *DriftChange) *DriftChangeDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *DriftChangeClient) DeleteOneID(id string) *DriftChangeDeleteOne {
+	builder := c.Delete().Where(driftchange.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &DriftChangeDeleteOne{builder}
+}
+
+// Query returns a query builder for DriftChange.
+func (c *DriftChangeClient) Query() *DriftChangeQuery {
+	return &DriftChangeQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeDriftChange},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a DriftChange entity by its id.
+func (c *DriftChangeClient) Get(ctx context.Context, id string) (*DriftChange, error) {
+	return c.Query().Where(driftchange.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *DriftChangeClient) GetX(ctx context.Context, id string) *DriftChange {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a DriftChange.
+func (c *DriftChangeClient) QueryTenant(_m *DriftChange) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(driftchange.Table, driftchange.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, driftchange.TenantTable, driftchange.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *DriftChangeClient) Hooks() []Hook {
+	hooks := c.hooks.DriftChange
+	return append(hooks[:len(hooks):len(hooks)], driftchange.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *DriftChangeClient) Interceptors() []Interceptor {
+	return c.inters.DriftChange
+}
+
+func (c *DriftChangeClient) mutate(ctx context.Context, m *DriftChangeMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&DriftChangeCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&DriftChangeUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&DriftChangeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&DriftChangeDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown DriftChange mutation op: %q", m.Op())
 	}
 }
 
@@ -3881,6 +4057,306 @@ func (c *ReleaseClient) mutate(ctx context.Context, m *ReleaseMutation) (Value, 
 	}
 }
 
+// ResponseCacheEntryClient is a client for the ResponseCacheEntry schema.
+type ResponseCacheEntryClient struct {
+	config
+}
+
+// NewResponseCacheEntryClient returns a client for the ResponseCacheEntry from the given config.
+func NewResponseCacheEntryClient(c config) *ResponseCacheEntryClient {
+	return &ResponseCacheEntryClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `responsecacheentry.Hooks(f(g(h())))`.
+func (c *ResponseCacheEntryClient) Use(hooks ...Hook) {
+	c.hooks.ResponseCacheEntry = append(c.hooks.ResponseCacheEntry, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `responsecacheentry.Intercept(f(g(h())))`.
+func (c *ResponseCacheEntryClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ResponseCacheEntry = append(c.inters.ResponseCacheEntry, interceptors...)
+}
+
+// Create returns a builder for creating a ResponseCacheEntry entity.
+func (c *ResponseCacheEntryClient) Create() *ResponseCacheEntryCreate {
+	mutation := newResponseCacheEntryMutation(c.config, OpCreate)
+	return &ResponseCacheEntryCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ResponseCacheEntry entities.
+func (c *ResponseCacheEntryClient) CreateBulk(builders ...*ResponseCacheEntryCreate) *ResponseCacheEntryCreateBulk {
+	return &ResponseCacheEntryCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ResponseCacheEntryClient) MapCreateBulk(slice any, setFunc func(*ResponseCacheEntryCreate, int)) *ResponseCacheEntryCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ResponseCacheEntryCreateBulk{err: fmt.Errorf("calling to ResponseCacheEntryClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ResponseCacheEntryCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ResponseCacheEntryCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ResponseCacheEntry.
+func (c *ResponseCacheEntryClient) Update() *ResponseCacheEntryUpdate {
+	mutation := newResponseCacheEntryMutation(c.config, OpUpdate)
+	return &ResponseCacheEntryUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ResponseCacheEntryClient) UpdateOne(_m *ResponseCacheEntry) *ResponseCacheEntryUpdateOne {
+	mutation := newResponseCacheEntryMutation(c.config, OpUpdateOne, withResponseCacheEntry(_m))
+	return &ResponseCacheEntryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ResponseCacheEntryClient) UpdateOneID(id string) *ResponseCacheEntryUpdateOne {
+	mutation := newResponseCacheEntryMutation(c.config, OpUpdateOne, withResponseCacheEntryID(id))
+	return &ResponseCacheEntryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ResponseCacheEntry.
+func (c *ResponseCacheEntryClient) Delete() *ResponseCacheEntryDelete {
+	mutation := newResponseCacheEntryMutation(c.config, OpDelete)
+	return &ResponseCacheEntryDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ResponseCacheEntryClient) DeleteOne(_m *ResponseCacheEntry) *ResponseCacheEntryDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ResponseCacheEntryClient) DeleteOneID(id string) *ResponseCacheEntryDeleteOne {
+	builder := c.Delete().Where(responsecacheentry.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ResponseCacheEntryDeleteOne{builder}
+}
+
+// Query returns a query builder for ResponseCacheEntry.
+func (c *ResponseCacheEntryClient) Query() *ResponseCacheEntryQuery {
+	return &ResponseCacheEntryQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeResponseCacheEntry},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ResponseCacheEntry entity by its id.
+func (c *ResponseCacheEntryClient) Get(ctx context.Context, id string) (*ResponseCacheEntry, error) {
+	return c.Query().Where(responsecacheentry.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ResponseCacheEntryClient) GetX(ctx context.Context, id string) *ResponseCacheEntry {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ResponseCacheEntry.
+func (c *ResponseCacheEntryClient) QueryTenant(_m *ResponseCacheEntry) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(responsecacheentry.Table, responsecacheentry.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, responsecacheentry.TenantTable, responsecacheentry.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ResponseCacheEntryClient) Hooks() []Hook {
+	hooks := c.hooks.ResponseCacheEntry
+	return append(hooks[:len(hooks):len(hooks)], responsecacheentry.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ResponseCacheEntryClient) Interceptors() []Interceptor {
+	return c.inters.ResponseCacheEntry
+}
+
+func (c *ResponseCacheEntryClient) mutate(ctx context.Context, m *ResponseCacheEntryMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ResponseCacheEntryCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ResponseCacheEntryUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ResponseCacheEntryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ResponseCacheEntryDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ResponseCacheEntry mutation op: %q", m.Op())
+	}
+}
+
+// ResponseShapeClient is a client for the ResponseShape schema.
+type ResponseShapeClient struct {
+	config
+}
+
+// NewResponseShapeClient returns a client for the ResponseShape from the given config.
+func NewResponseShapeClient(c config) *ResponseShapeClient {
+	return &ResponseShapeClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `responseshape.Hooks(f(g(h())))`.
+func (c *ResponseShapeClient) Use(hooks ...Hook) {
+	c.hooks.ResponseShape = append(c.hooks.ResponseShape, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `responseshape.Intercept(f(g(h())))`.
+func (c *ResponseShapeClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ResponseShape = append(c.inters.ResponseShape, interceptors...)
+}
+
+// Create returns a builder for creating a ResponseShape entity.
+func (c *ResponseShapeClient) Create() *ResponseShapeCreate {
+	mutation := newResponseShapeMutation(c.config, OpCreate)
+	return &ResponseShapeCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ResponseShape entities.
+func (c *ResponseShapeClient) CreateBulk(builders ...*ResponseShapeCreate) *ResponseShapeCreateBulk {
+	return &ResponseShapeCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ResponseShapeClient) MapCreateBulk(slice any, setFunc func(*ResponseShapeCreate, int)) *ResponseShapeCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ResponseShapeCreateBulk{err: fmt.Errorf("calling to ResponseShapeClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ResponseShapeCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ResponseShapeCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ResponseShape.
+func (c *ResponseShapeClient) Update() *ResponseShapeUpdate {
+	mutation := newResponseShapeMutation(c.config, OpUpdate)
+	return &ResponseShapeUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ResponseShapeClient) UpdateOne(_m *ResponseShape) *ResponseShapeUpdateOne {
+	mutation := newResponseShapeMutation(c.config, OpUpdateOne, withResponseShape(_m))
+	return &ResponseShapeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ResponseShapeClient) UpdateOneID(id string) *ResponseShapeUpdateOne {
+	mutation := newResponseShapeMutation(c.config, OpUpdateOne, withResponseShapeID(id))
+	return &ResponseShapeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ResponseShape.
+func (c *ResponseShapeClient) Delete() *ResponseShapeDelete {
+	mutation := newResponseShapeMutation(c.config, OpDelete)
+	return &ResponseShapeDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ResponseShapeClient) DeleteOne(_m *ResponseShape) *ResponseShapeDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ResponseShapeClient) DeleteOneID(id string) *ResponseShapeDeleteOne {
+	builder := c.Delete().Where(responseshape.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ResponseShapeDeleteOne{builder}
+}
+
+// Query returns a query builder for ResponseShape.
+func (c *ResponseShapeClient) Query() *ResponseShapeQuery {
+	return &ResponseShapeQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeResponseShape},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ResponseShape entity by its id.
+func (c *ResponseShapeClient) Get(ctx context.Context, id string) (*ResponseShape, error) {
+	return c.Query().Where(responseshape.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ResponseShapeClient) GetX(ctx context.Context, id string) *ResponseShape {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ResponseShape.
+func (c *ResponseShapeClient) QueryTenant(_m *ResponseShape) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(responseshape.Table, responseshape.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, responseshape.TenantTable, responseshape.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ResponseShapeClient) Hooks() []Hook {
+	hooks := c.hooks.ResponseShape
+	return append(hooks[:len(hooks):len(hooks)], responseshape.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ResponseShapeClient) Interceptors() []Interceptor {
+	return c.inters.ResponseShape
+}
+
+func (c *ResponseShapeClient) mutate(ctx context.Context, m *ResponseShapeMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ResponseShapeCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ResponseShapeUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ResponseShapeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ResponseShapeDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ResponseShape mutation op: %q", m.Op())
+	}
+}
+
 // RunClient is a client for the Run schema.
 type RunClient struct {
 	config
@@ -5925,19 +6401,21 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 type (
 	hooks struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
-		Member, ModelCall, ModelPrice, PagerDutySend, Release, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
+		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
+		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
+		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Release,
+		ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach, SLAPolicy,
+		StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+		Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
-		Member, ModelCall, ModelPrice, PagerDutySend, Release, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
+		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
+		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
+		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Release,
+		ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach, SLAPolicy,
+		StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+		Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -33,6 +34,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -111,6 +114,7 @@ func checkColumn(t, c string) error {
 			credential.Table:                 credential.ValidColumn,
 			credentialversion.Table:          credentialversion.ValidColumn,
 			deployment.Table:                 deployment.ValidColumn,
+			driftchange.Table:                driftchange.ValidColumn,
 			environment.Table:                environment.ValidColumn,
 			environmentvariableversion.Table: environmentvariableversion.ValidColumn,
 			escalation.Table:                 escalation.ValidColumn,
@@ -126,6 +130,8 @@ func checkColumn(t, c string) error {
 			modelprice.Table:                 modelprice.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
 			release.Table:                    release.ValidColumn,
+			responsecacheentry.Table:         responsecacheentry.ValidColumn,
+			responseshape.Table:              responseshape.ValidColumn,
 			run.Table:                        run.ValidColumn,
 			runevent.Table:                   runevent.ValidColumn,
 			slabreach.Table:                  slabreach.ValidColumn,

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -25,6 +26,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -46,7 +49,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 33)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 36)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -199,6 +202,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[6] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   driftchange.Table,
+			Columns: driftchange.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: driftchange.FieldID,
+			},
+		},
+		Type: "DriftChange",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			driftchange.FieldTenantID:   {Type: field.TypeString, Column: driftchange.FieldTenantID},
+			driftchange.FieldCreatedAt:  {Type: field.TypeTime, Column: driftchange.FieldCreatedAt},
+			driftchange.FieldWorkflowID: {Type: field.TypeString, Column: driftchange.FieldWorkflowID},
+			driftchange.FieldVersionID:  {Type: field.TypeString, Column: driftchange.FieldVersionID},
+			driftchange.FieldStepID:     {Type: field.TypeString, Column: driftchange.FieldStepID},
+			driftchange.FieldPath:       {Type: field.TypeString, Column: driftchange.FieldPath},
+			driftchange.FieldKind:       {Type: field.TypeString, Column: driftchange.FieldKind},
+			driftchange.FieldFromType:   {Type: field.TypeString, Column: driftchange.FieldFromType},
+			driftchange.FieldToType:     {Type: field.TypeString, Column: driftchange.FieldToType},
+			driftchange.FieldBreaking:   {Type: field.TypeBool, Column: driftchange.FieldBreaking},
+			driftchange.FieldFirstRunID: {Type: field.TypeString, Column: driftchange.FieldFirstRunID},
+		},
+	}
+	graph.Nodes[7] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environment.Table,
 			Columns: environment.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -219,7 +246,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environment.FieldProtection:  {Type: field.TypeJSON, Column: environment.FieldProtection},
 		},
 	}
-	graph.Nodes[7] = &sqlgraph.Node{
+	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environmentvariableversion.Table,
 			Columns: environmentvariableversion.Columns,
@@ -240,7 +267,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environmentvariableversion.FieldCreatedBy:     {Type: field.TypeString, Column: environmentvariableversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalation.Table,
 			Columns: escalation.Columns,
@@ -276,7 +303,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalation.FieldResolvedBy:     {Type: field.TypeString, Column: escalation.FieldResolvedBy},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalationpolicy.Table,
 			Columns: escalationpolicy.Columns,
@@ -297,7 +324,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalationpolicy.FieldCreatedBy:   {Type: field.TypeString, Column: escalationpolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluation.Table,
 			Columns: evaluation.Columns,
@@ -330,7 +357,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluation.FieldFinishedAt:         {Type: field.TypeTime, Column: evaluation.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluationexample.Table,
 			Columns: evaluationexample.Columns,
@@ -364,7 +391,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluationexample.FieldMessage:               {Type: field.TypeString, Column: evaluationexample.FieldMessage},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   eventwait.Table,
 			Columns: eventwait.Columns,
@@ -395,7 +422,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
@@ -415,7 +442,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   incident.Table,
 			Columns: incident.Columns,
@@ -451,7 +478,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -482,7 +509,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -500,7 +527,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -529,7 +556,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -550,7 +577,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -578,7 +605,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
@@ -611,7 +638,53 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   responsecacheentry.Table,
+			Columns: responsecacheentry.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: responsecacheentry.FieldID,
+			},
+		},
+		Type: "ResponseCacheEntry",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			responsecacheentry.FieldTenantID:   {Type: field.TypeString, Column: responsecacheentry.FieldTenantID},
+			responsecacheentry.FieldCreatedAt:  {Type: field.TypeTime, Column: responsecacheentry.FieldCreatedAt},
+			responsecacheentry.FieldUpdatedAt:  {Type: field.TypeTime, Column: responsecacheentry.FieldUpdatedAt},
+			responsecacheentry.FieldCacheKey:   {Type: field.TypeString, Column: responsecacheentry.FieldCacheKey},
+			responsecacheentry.FieldStatus:     {Type: field.TypeInt, Column: responsecacheentry.FieldStatus},
+			responsecacheentry.FieldHeaders:    {Type: field.TypeJSON, Column: responsecacheentry.FieldHeaders},
+			responsecacheentry.FieldBody:       {Type: field.TypeBytes, Column: responsecacheentry.FieldBody},
+			responsecacheentry.FieldStoredAt:   {Type: field.TypeTime, Column: responsecacheentry.FieldStoredAt},
+			responsecacheentry.FieldFreshUntil: {Type: field.TypeTime, Column: responsecacheentry.FieldFreshUntil},
+			responsecacheentry.FieldStaleUntil: {Type: field.TypeTime, Column: responsecacheentry.FieldStaleUntil},
+			responsecacheentry.FieldFillToken:  {Type: field.TypeString, Column: responsecacheentry.FieldFillToken},
+			responsecacheentry.FieldFillUntil:  {Type: field.TypeTime, Column: responsecacheentry.FieldFillUntil},
+		},
+	}
+	graph.Nodes[23] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   responseshape.Table,
+			Columns: responseshape.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: responseshape.FieldID,
+			},
+		},
+		Type: "ResponseShape",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			responseshape.FieldTenantID:   {Type: field.TypeString, Column: responseshape.FieldTenantID},
+			responseshape.FieldCreatedAt:  {Type: field.TypeTime, Column: responseshape.FieldCreatedAt},
+			responseshape.FieldWorkflowID: {Type: field.TypeString, Column: responseshape.FieldWorkflowID},
+			responseshape.FieldVersionID:  {Type: field.TypeString, Column: responseshape.FieldVersionID},
+			responseshape.FieldStepID:     {Type: field.TypeString, Column: responseshape.FieldStepID},
+			responseshape.FieldShapeHash:  {Type: field.TypeString, Column: responseshape.FieldShapeHash},
+			responseshape.FieldPaths:      {Type: field.TypeJSON, Column: responseshape.FieldPaths},
+			responseshape.FieldFirstRunID: {Type: field.TypeString, Column: responseshape.FieldFirstRunID},
+		},
+	}
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -657,7 +730,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -678,7 +751,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -699,7 +772,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -721,7 +794,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -749,7 +822,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -778,7 +851,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -803,7 +876,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -824,7 +897,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -852,7 +925,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -879,7 +952,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -899,7 +972,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1091,6 +1164,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Deployment",
 		"WorkflowVersion",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   driftchange.TenantTable,
+			Columns: []string{driftchange.TenantColumn},
+			Bidi:    false,
+		},
+		"DriftChange",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -1366,6 +1451,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"Release",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   responsecacheentry.TenantTable,
+			Columns: []string{responsecacheentry.TenantColumn},
+			Bidi:    false,
+		},
+		"ResponseCacheEntry",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   responseshape.TenantTable,
+			Columns: []string{responseshape.TenantColumn},
+			Bidi:    false,
+		},
+		"ResponseShape",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -2498,6 +2607,115 @@ func (f *DeploymentFilter) WhereHasVersionWith(preds ...predicate.WorkflowVersio
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *DriftChangeQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the DriftChangeQuery builder.
+func (_q *DriftChangeQuery) Filter() *DriftChangeFilter {
+	return &DriftChangeFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *DriftChangeMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the DriftChangeMutation builder.
+func (m *DriftChangeMutation) Filter() *DriftChangeFilter {
+	return &DriftChangeFilter{config: m.config, predicateAdder: m}
+}
+
+// DriftChangeFilter provides a generic filtering capability at runtime for DriftChangeQuery.
+type DriftChangeFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *DriftChangeFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *DriftChangeFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *DriftChangeFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *DriftChangeFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(driftchange.FieldCreatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *DriftChangeFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldWorkflowID))
+}
+
+// WhereVersionID applies the entql string predicate on the version_id field.
+func (f *DriftChangeFilter) WhereVersionID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldVersionID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *DriftChangeFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldStepID))
+}
+
+// WherePath applies the entql string predicate on the path field.
+func (f *DriftChangeFilter) WherePath(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldPath))
+}
+
+// WhereKind applies the entql string predicate on the kind field.
+func (f *DriftChangeFilter) WhereKind(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldKind))
+}
+
+// WhereFromType applies the entql string predicate on the from_type field.
+func (f *DriftChangeFilter) WhereFromType(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldFromType))
+}
+
+// WhereToType applies the entql string predicate on the to_type field.
+func (f *DriftChangeFilter) WhereToType(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldToType))
+}
+
+// WhereBreaking applies the entql bool predicate on the breaking field.
+func (f *DriftChangeFilter) WhereBreaking(p entql.BoolP) {
+	f.Where(p.Field(driftchange.FieldBreaking))
+}
+
+// WhereFirstRunID applies the entql string predicate on the first_run_id field.
+func (f *DriftChangeFilter) WhereFirstRunID(p entql.StringP) {
+	f.Where(p.Field(driftchange.FieldFirstRunID))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *DriftChangeFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *DriftChangeFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *EnvironmentQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2526,7 +2744,7 @@ type EnvironmentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2667,7 +2885,7 @@ type EnvironmentVariableVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentVariableVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2775,7 +2993,7 @@ type EscalationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2958,7 +3176,7 @@ type EscalationPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3052,7 +3270,7 @@ type EvaluationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3206,7 +3424,7 @@ type EvaluationExampleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationExampleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3365,7 +3583,7 @@ type EventWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EventWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3523,7 +3741,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3626,7 +3844,7 @@ type IncidentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *IncidentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3795,7 +4013,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3939,7 +4157,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4018,7 +4236,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4152,7 +4370,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4246,7 +4464,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4389,7 +4607,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4515,6 +4733,214 @@ func (f *ReleaseFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ResponseCacheEntryQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ResponseCacheEntryQuery builder.
+func (_q *ResponseCacheEntryQuery) Filter() *ResponseCacheEntryFilter {
+	return &ResponseCacheEntryFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ResponseCacheEntryMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ResponseCacheEntryMutation builder.
+func (m *ResponseCacheEntryMutation) Filter() *ResponseCacheEntryFilter {
+	return &ResponseCacheEntryFilter{config: m.config, predicateAdder: m}
+}
+
+// ResponseCacheEntryFilter provides a generic filtering capability at runtime for ResponseCacheEntryQuery.
+type ResponseCacheEntryFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ResponseCacheEntryFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ResponseCacheEntryFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(responsecacheentry.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ResponseCacheEntryFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(responsecacheentry.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ResponseCacheEntryFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ResponseCacheEntryFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldUpdatedAt))
+}
+
+// WhereCacheKey applies the entql string predicate on the cache_key field.
+func (f *ResponseCacheEntryFilter) WhereCacheKey(p entql.StringP) {
+	f.Where(p.Field(responsecacheentry.FieldCacheKey))
+}
+
+// WhereStatus applies the entql int predicate on the status field.
+func (f *ResponseCacheEntryFilter) WhereStatus(p entql.IntP) {
+	f.Where(p.Field(responsecacheentry.FieldStatus))
+}
+
+// WhereHeaders applies the entql json.RawMessage predicate on the headers field.
+func (f *ResponseCacheEntryFilter) WhereHeaders(p entql.BytesP) {
+	f.Where(p.Field(responsecacheentry.FieldHeaders))
+}
+
+// WhereBody applies the entql []byte predicate on the body field.
+func (f *ResponseCacheEntryFilter) WhereBody(p entql.BytesP) {
+	f.Where(p.Field(responsecacheentry.FieldBody))
+}
+
+// WhereStoredAt applies the entql time.Time predicate on the stored_at field.
+func (f *ResponseCacheEntryFilter) WhereStoredAt(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldStoredAt))
+}
+
+// WhereFreshUntil applies the entql time.Time predicate on the fresh_until field.
+func (f *ResponseCacheEntryFilter) WhereFreshUntil(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldFreshUntil))
+}
+
+// WhereStaleUntil applies the entql time.Time predicate on the stale_until field.
+func (f *ResponseCacheEntryFilter) WhereStaleUntil(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldStaleUntil))
+}
+
+// WhereFillToken applies the entql string predicate on the fill_token field.
+func (f *ResponseCacheEntryFilter) WhereFillToken(p entql.StringP) {
+	f.Where(p.Field(responsecacheentry.FieldFillToken))
+}
+
+// WhereFillUntil applies the entql time.Time predicate on the fill_until field.
+func (f *ResponseCacheEntryFilter) WhereFillUntil(p entql.TimeP) {
+	f.Where(p.Field(responsecacheentry.FieldFillUntil))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ResponseCacheEntryFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ResponseCacheEntryFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *ResponseShapeQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ResponseShapeQuery builder.
+func (_q *ResponseShapeQuery) Filter() *ResponseShapeFilter {
+	return &ResponseShapeFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ResponseShapeMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ResponseShapeMutation builder.
+func (m *ResponseShapeMutation) Filter() *ResponseShapeFilter {
+	return &ResponseShapeFilter{config: m.config, predicateAdder: m}
+}
+
+// ResponseShapeFilter provides a generic filtering capability at runtime for ResponseShapeQuery.
+type ResponseShapeFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ResponseShapeFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ResponseShapeFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ResponseShapeFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ResponseShapeFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(responseshape.FieldCreatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *ResponseShapeFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldWorkflowID))
+}
+
+// WhereVersionID applies the entql string predicate on the version_id field.
+func (f *ResponseShapeFilter) WhereVersionID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldVersionID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *ResponseShapeFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldStepID))
+}
+
+// WhereShapeHash applies the entql string predicate on the shape_hash field.
+func (f *ResponseShapeFilter) WhereShapeHash(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldShapeHash))
+}
+
+// WherePaths applies the entql json.RawMessage predicate on the paths field.
+func (f *ResponseShapeFilter) WherePaths(p entql.BytesP) {
+	f.Where(p.Field(responseshape.FieldPaths))
+}
+
+// WhereFirstRunID applies the entql string predicate on the first_run_id field.
+func (f *ResponseShapeFilter) WhereFirstRunID(p entql.StringP) {
+	f.Where(p.Field(responseshape.FieldFirstRunID))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ResponseShapeFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ResponseShapeFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -4543,7 +4969,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4832,7 +5258,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4940,7 +5366,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5034,7 +5460,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5133,7 +5559,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5276,7 +5702,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5438,7 +5864,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5538,7 +5964,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5646,7 +6072,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5803,7 +6229,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5941,7 +6367,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6058,7 +6484,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -34,6 +35,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -68,6 +71,7 @@ const (
 	TypeCredential                 = "Credential"
 	TypeCredentialVersion          = "CredentialVersion"
 	TypeDeployment                 = "Deployment"
+	TypeDriftChange                = "DriftChange"
 	TypeEnvironment                = "Environment"
 	TypeEnvironmentVariableVersion = "EnvironmentVariableVersion"
 	TypeEscalation                 = "Escalation"
@@ -83,6 +87,8 @@ const (
 	TypeModelPrice                 = "ModelPrice"
 	TypePagerDutySend              = "PagerDutySend"
 	TypeRelease                    = "Release"
+	TypeResponseCacheEntry         = "ResponseCacheEntry"
+	TypeResponseShape              = "ResponseShape"
 	TypeRun                        = "Run"
 	TypeRunEvent                   = "RunEvent"
 	TypeSLABreach                  = "SLABreach"
@@ -7085,6 +7091,973 @@ func (m *DeploymentMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Deployment edge %s", name)
+}
+
+// DriftChangeMutation represents an operation that mutates the DriftChange nodes in the graph.
+type DriftChangeMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	workflow_id   *string
+	version_id    *string
+	step_id       *string
+	_path         *string
+	kind          *string
+	from_type     *string
+	to_type       *string
+	breaking      *bool
+	first_run_id  *string
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*DriftChange, error)
+	predicates    []predicate.DriftChange
+}
+
+var _ ent.Mutation = (*DriftChangeMutation)(nil)
+
+// driftchangeOption allows management of the mutation configuration using functional options.
+type driftchangeOption func(*DriftChangeMutation)
+
+// newDriftChangeMutation creates new mutation for the DriftChange entity.
+func newDriftChangeMutation(c config, op Op, opts ...driftchangeOption) *DriftChangeMutation {
+	m := &DriftChangeMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeDriftChange,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withDriftChangeID sets the ID field of the mutation.
+func withDriftChangeID(id string) driftchangeOption {
+	return func(m *DriftChangeMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *DriftChange
+		)
+		m.oldValue = func(ctx context.Context) (*DriftChange, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().DriftChange.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withDriftChange sets the old DriftChange of the mutation.
+func withDriftChange(node *DriftChange) driftchangeOption {
+	return func(m *DriftChangeMutation) {
+		m.oldValue = func(context.Context) (*DriftChange, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m DriftChangeMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m DriftChangeMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of DriftChange entities.
+func (m *DriftChangeMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *DriftChangeMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *DriftChangeMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().DriftChange.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *DriftChangeMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *DriftChangeMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *DriftChangeMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *DriftChangeMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *DriftChangeMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *DriftChangeMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *DriftChangeMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *DriftChangeMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *DriftChangeMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetVersionID sets the "version_id" field.
+func (m *DriftChangeMutation) SetVersionID(s string) {
+	m.version_id = &s
+}
+
+// VersionID returns the value of the "version_id" field in the mutation.
+func (m *DriftChangeMutation) VersionID() (r string, exists bool) {
+	v := m.version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersionID returns the old "version_id" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersionID: %w", err)
+	}
+	return oldValue.VersionID, nil
+}
+
+// ResetVersionID resets all changes to the "version_id" field.
+func (m *DriftChangeMutation) ResetVersionID() {
+	m.version_id = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *DriftChangeMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *DriftChangeMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *DriftChangeMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetPath sets the "path" field.
+func (m *DriftChangeMutation) SetPath(s string) {
+	m._path = &s
+}
+
+// Path returns the value of the "path" field in the mutation.
+func (m *DriftChangeMutation) Path() (r string, exists bool) {
+	v := m._path
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPath returns the old "path" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldPath(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPath is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPath requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPath: %w", err)
+	}
+	return oldValue.Path, nil
+}
+
+// ResetPath resets all changes to the "path" field.
+func (m *DriftChangeMutation) ResetPath() {
+	m._path = nil
+}
+
+// SetKind sets the "kind" field.
+func (m *DriftChangeMutation) SetKind(s string) {
+	m.kind = &s
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *DriftChangeMutation) Kind() (r string, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldKind(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *DriftChangeMutation) ResetKind() {
+	m.kind = nil
+}
+
+// SetFromType sets the "from_type" field.
+func (m *DriftChangeMutation) SetFromType(s string) {
+	m.from_type = &s
+}
+
+// FromType returns the value of the "from_type" field in the mutation.
+func (m *DriftChangeMutation) FromType() (r string, exists bool) {
+	v := m.from_type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFromType returns the old "from_type" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldFromType(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFromType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFromType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFromType: %w", err)
+	}
+	return oldValue.FromType, nil
+}
+
+// ClearFromType clears the value of the "from_type" field.
+func (m *DriftChangeMutation) ClearFromType() {
+	m.from_type = nil
+	m.clearedFields[driftchange.FieldFromType] = struct{}{}
+}
+
+// FromTypeCleared returns if the "from_type" field was cleared in this mutation.
+func (m *DriftChangeMutation) FromTypeCleared() bool {
+	_, ok := m.clearedFields[driftchange.FieldFromType]
+	return ok
+}
+
+// ResetFromType resets all changes to the "from_type" field.
+func (m *DriftChangeMutation) ResetFromType() {
+	m.from_type = nil
+	delete(m.clearedFields, driftchange.FieldFromType)
+}
+
+// SetToType sets the "to_type" field.
+func (m *DriftChangeMutation) SetToType(s string) {
+	m.to_type = &s
+}
+
+// ToType returns the value of the "to_type" field in the mutation.
+func (m *DriftChangeMutation) ToType() (r string, exists bool) {
+	v := m.to_type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldToType returns the old "to_type" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldToType(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldToType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldToType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldToType: %w", err)
+	}
+	return oldValue.ToType, nil
+}
+
+// ClearToType clears the value of the "to_type" field.
+func (m *DriftChangeMutation) ClearToType() {
+	m.to_type = nil
+	m.clearedFields[driftchange.FieldToType] = struct{}{}
+}
+
+// ToTypeCleared returns if the "to_type" field was cleared in this mutation.
+func (m *DriftChangeMutation) ToTypeCleared() bool {
+	_, ok := m.clearedFields[driftchange.FieldToType]
+	return ok
+}
+
+// ResetToType resets all changes to the "to_type" field.
+func (m *DriftChangeMutation) ResetToType() {
+	m.to_type = nil
+	delete(m.clearedFields, driftchange.FieldToType)
+}
+
+// SetBreaking sets the "breaking" field.
+func (m *DriftChangeMutation) SetBreaking(b bool) {
+	m.breaking = &b
+}
+
+// Breaking returns the value of the "breaking" field in the mutation.
+func (m *DriftChangeMutation) Breaking() (r bool, exists bool) {
+	v := m.breaking
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBreaking returns the old "breaking" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldBreaking(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBreaking is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBreaking requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBreaking: %w", err)
+	}
+	return oldValue.Breaking, nil
+}
+
+// ResetBreaking resets all changes to the "breaking" field.
+func (m *DriftChangeMutation) ResetBreaking() {
+	m.breaking = nil
+}
+
+// SetFirstRunID sets the "first_run_id" field.
+func (m *DriftChangeMutation) SetFirstRunID(s string) {
+	m.first_run_id = &s
+}
+
+// FirstRunID returns the value of the "first_run_id" field in the mutation.
+func (m *DriftChangeMutation) FirstRunID() (r string, exists bool) {
+	v := m.first_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFirstRunID returns the old "first_run_id" field's value of the DriftChange entity.
+// If the DriftChange object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DriftChangeMutation) OldFirstRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFirstRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFirstRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFirstRunID: %w", err)
+	}
+	return oldValue.FirstRunID, nil
+}
+
+// ResetFirstRunID resets all changes to the "first_run_id" field.
+func (m *DriftChangeMutation) ResetFirstRunID() {
+	m.first_run_id = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *DriftChangeMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[driftchange.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *DriftChangeMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *DriftChangeMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *DriftChangeMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the DriftChangeMutation builder.
+func (m *DriftChangeMutation) Where(ps ...predicate.DriftChange) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the DriftChangeMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *DriftChangeMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.DriftChange, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *DriftChangeMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *DriftChangeMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (DriftChange).
+func (m *DriftChangeMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *DriftChangeMutation) Fields() []string {
+	fields := make([]string, 0, 11)
+	if m.tenant != nil {
+		fields = append(fields, driftchange.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, driftchange.FieldCreatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, driftchange.FieldWorkflowID)
+	}
+	if m.version_id != nil {
+		fields = append(fields, driftchange.FieldVersionID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, driftchange.FieldStepID)
+	}
+	if m._path != nil {
+		fields = append(fields, driftchange.FieldPath)
+	}
+	if m.kind != nil {
+		fields = append(fields, driftchange.FieldKind)
+	}
+	if m.from_type != nil {
+		fields = append(fields, driftchange.FieldFromType)
+	}
+	if m.to_type != nil {
+		fields = append(fields, driftchange.FieldToType)
+	}
+	if m.breaking != nil {
+		fields = append(fields, driftchange.FieldBreaking)
+	}
+	if m.first_run_id != nil {
+		fields = append(fields, driftchange.FieldFirstRunID)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *DriftChangeMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case driftchange.FieldTenantID:
+		return m.TenantID()
+	case driftchange.FieldCreatedAt:
+		return m.CreatedAt()
+	case driftchange.FieldWorkflowID:
+		return m.WorkflowID()
+	case driftchange.FieldVersionID:
+		return m.VersionID()
+	case driftchange.FieldStepID:
+		return m.StepID()
+	case driftchange.FieldPath:
+		return m.Path()
+	case driftchange.FieldKind:
+		return m.Kind()
+	case driftchange.FieldFromType:
+		return m.FromType()
+	case driftchange.FieldToType:
+		return m.ToType()
+	case driftchange.FieldBreaking:
+		return m.Breaking()
+	case driftchange.FieldFirstRunID:
+		return m.FirstRunID()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *DriftChangeMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case driftchange.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case driftchange.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case driftchange.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case driftchange.FieldVersionID:
+		return m.OldVersionID(ctx)
+	case driftchange.FieldStepID:
+		return m.OldStepID(ctx)
+	case driftchange.FieldPath:
+		return m.OldPath(ctx)
+	case driftchange.FieldKind:
+		return m.OldKind(ctx)
+	case driftchange.FieldFromType:
+		return m.OldFromType(ctx)
+	case driftchange.FieldToType:
+		return m.OldToType(ctx)
+	case driftchange.FieldBreaking:
+		return m.OldBreaking(ctx)
+	case driftchange.FieldFirstRunID:
+		return m.OldFirstRunID(ctx)
+	}
+	return nil, fmt.Errorf("unknown DriftChange field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *DriftChangeMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case driftchange.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case driftchange.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case driftchange.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case driftchange.FieldVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersionID(v)
+		return nil
+	case driftchange.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case driftchange.FieldPath:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPath(v)
+		return nil
+	case driftchange.FieldKind:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
+		return nil
+	case driftchange.FieldFromType:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFromType(v)
+		return nil
+	case driftchange.FieldToType:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetToType(v)
+		return nil
+	case driftchange.FieldBreaking:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBreaking(v)
+		return nil
+	case driftchange.FieldFirstRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFirstRunID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown DriftChange field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *DriftChangeMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *DriftChangeMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *DriftChangeMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown DriftChange numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *DriftChangeMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(driftchange.FieldFromType) {
+		fields = append(fields, driftchange.FieldFromType)
+	}
+	if m.FieldCleared(driftchange.FieldToType) {
+		fields = append(fields, driftchange.FieldToType)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *DriftChangeMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *DriftChangeMutation) ClearField(name string) error {
+	switch name {
+	case driftchange.FieldFromType:
+		m.ClearFromType()
+		return nil
+	case driftchange.FieldToType:
+		m.ClearToType()
+		return nil
+	}
+	return fmt.Errorf("unknown DriftChange nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *DriftChangeMutation) ResetField(name string) error {
+	switch name {
+	case driftchange.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case driftchange.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case driftchange.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case driftchange.FieldVersionID:
+		m.ResetVersionID()
+		return nil
+	case driftchange.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case driftchange.FieldPath:
+		m.ResetPath()
+		return nil
+	case driftchange.FieldKind:
+		m.ResetKind()
+		return nil
+	case driftchange.FieldFromType:
+		m.ResetFromType()
+		return nil
+	case driftchange.FieldToType:
+		m.ResetToType()
+		return nil
+	case driftchange.FieldBreaking:
+		m.ResetBreaking()
+		return nil
+	case driftchange.FieldFirstRunID:
+		m.ResetFirstRunID()
+		return nil
+	}
+	return fmt.Errorf("unknown DriftChange field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *DriftChangeMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, driftchange.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *DriftChangeMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case driftchange.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *DriftChangeMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *DriftChangeMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *DriftChangeMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, driftchange.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *DriftChangeMutation) EdgeCleared(name string) bool {
+	switch name {
+	case driftchange.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *DriftChangeMutation) ClearEdge(name string) error {
+	switch name {
+	case driftchange.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown DriftChange unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *DriftChangeMutation) ResetEdge(name string) error {
+	switch name {
+	case driftchange.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown DriftChange edge %s", name)
 }
 
 // EnvironmentMutation represents an operation that mutates the Environment nodes in the graph.
@@ -27296,6 +28269,1942 @@ func (m *ReleaseMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Release edge %s", name)
+}
+
+// ResponseCacheEntryMutation represents an operation that mutates the ResponseCacheEntry nodes in the graph.
+type ResponseCacheEntryMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	updated_at    *time.Time
+	cache_key     *string
+	status        *int
+	addstatus     *int
+	headers       *map[string][]string
+	body          *[]byte
+	stored_at     *time.Time
+	fresh_until   *time.Time
+	stale_until   *time.Time
+	fill_token    *string
+	fill_until    *time.Time
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*ResponseCacheEntry, error)
+	predicates    []predicate.ResponseCacheEntry
+}
+
+var _ ent.Mutation = (*ResponseCacheEntryMutation)(nil)
+
+// responsecacheentryOption allows management of the mutation configuration using functional options.
+type responsecacheentryOption func(*ResponseCacheEntryMutation)
+
+// newResponseCacheEntryMutation creates new mutation for the ResponseCacheEntry entity.
+func newResponseCacheEntryMutation(c config, op Op, opts ...responsecacheentryOption) *ResponseCacheEntryMutation {
+	m := &ResponseCacheEntryMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeResponseCacheEntry,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withResponseCacheEntryID sets the ID field of the mutation.
+func withResponseCacheEntryID(id string) responsecacheentryOption {
+	return func(m *ResponseCacheEntryMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ResponseCacheEntry
+		)
+		m.oldValue = func(ctx context.Context) (*ResponseCacheEntry, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ResponseCacheEntry.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withResponseCacheEntry sets the old ResponseCacheEntry of the mutation.
+func withResponseCacheEntry(node *ResponseCacheEntry) responsecacheentryOption {
+	return func(m *ResponseCacheEntryMutation) {
+		m.oldValue = func(context.Context) (*ResponseCacheEntry, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ResponseCacheEntryMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ResponseCacheEntryMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ResponseCacheEntry entities.
+func (m *ResponseCacheEntryMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ResponseCacheEntryMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ResponseCacheEntryMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ResponseCacheEntry.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ResponseCacheEntryMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ResponseCacheEntryMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ResponseCacheEntryMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ResponseCacheEntryMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ResponseCacheEntryMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ResponseCacheEntryMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ResponseCacheEntryMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ResponseCacheEntryMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ResponseCacheEntryMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetCacheKey sets the "cache_key" field.
+func (m *ResponseCacheEntryMutation) SetCacheKey(s string) {
+	m.cache_key = &s
+}
+
+// CacheKey returns the value of the "cache_key" field in the mutation.
+func (m *ResponseCacheEntryMutation) CacheKey() (r string, exists bool) {
+	v := m.cache_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCacheKey returns the old "cache_key" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldCacheKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCacheKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCacheKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCacheKey: %w", err)
+	}
+	return oldValue.CacheKey, nil
+}
+
+// ResetCacheKey resets all changes to the "cache_key" field.
+func (m *ResponseCacheEntryMutation) ResetCacheKey() {
+	m.cache_key = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *ResponseCacheEntryMutation) SetStatus(i int) {
+	m.status = &i
+	m.addstatus = nil
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *ResponseCacheEntryMutation) Status() (r int, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldStatus(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// AddStatus adds i to the "status" field.
+func (m *ResponseCacheEntryMutation) AddStatus(i int) {
+	if m.addstatus != nil {
+		*m.addstatus += i
+	} else {
+		m.addstatus = &i
+	}
+}
+
+// AddedStatus returns the value that was added to the "status" field in this mutation.
+func (m *ResponseCacheEntryMutation) AddedStatus() (r int, exists bool) {
+	v := m.addstatus
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearStatus clears the value of the "status" field.
+func (m *ResponseCacheEntryMutation) ClearStatus() {
+	m.status = nil
+	m.addstatus = nil
+	m.clearedFields[responsecacheentry.FieldStatus] = struct{}{}
+}
+
+// StatusCleared returns if the "status" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) StatusCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldStatus]
+	return ok
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *ResponseCacheEntryMutation) ResetStatus() {
+	m.status = nil
+	m.addstatus = nil
+	delete(m.clearedFields, responsecacheentry.FieldStatus)
+}
+
+// SetHeaders sets the "headers" field.
+func (m *ResponseCacheEntryMutation) SetHeaders(value map[string][]string) {
+	m.headers = &value
+}
+
+// Headers returns the value of the "headers" field in the mutation.
+func (m *ResponseCacheEntryMutation) Headers() (r map[string][]string, exists bool) {
+	v := m.headers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHeaders returns the old "headers" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldHeaders(ctx context.Context) (v map[string][]string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHeaders is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHeaders requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHeaders: %w", err)
+	}
+	return oldValue.Headers, nil
+}
+
+// ClearHeaders clears the value of the "headers" field.
+func (m *ResponseCacheEntryMutation) ClearHeaders() {
+	m.headers = nil
+	m.clearedFields[responsecacheentry.FieldHeaders] = struct{}{}
+}
+
+// HeadersCleared returns if the "headers" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) HeadersCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldHeaders]
+	return ok
+}
+
+// ResetHeaders resets all changes to the "headers" field.
+func (m *ResponseCacheEntryMutation) ResetHeaders() {
+	m.headers = nil
+	delete(m.clearedFields, responsecacheentry.FieldHeaders)
+}
+
+// SetBody sets the "body" field.
+func (m *ResponseCacheEntryMutation) SetBody(b []byte) {
+	m.body = &b
+}
+
+// Body returns the value of the "body" field in the mutation.
+func (m *ResponseCacheEntryMutation) Body() (r []byte, exists bool) {
+	v := m.body
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBody returns the old "body" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldBody(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBody is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBody requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBody: %w", err)
+	}
+	return oldValue.Body, nil
+}
+
+// ClearBody clears the value of the "body" field.
+func (m *ResponseCacheEntryMutation) ClearBody() {
+	m.body = nil
+	m.clearedFields[responsecacheentry.FieldBody] = struct{}{}
+}
+
+// BodyCleared returns if the "body" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) BodyCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldBody]
+	return ok
+}
+
+// ResetBody resets all changes to the "body" field.
+func (m *ResponseCacheEntryMutation) ResetBody() {
+	m.body = nil
+	delete(m.clearedFields, responsecacheentry.FieldBody)
+}
+
+// SetStoredAt sets the "stored_at" field.
+func (m *ResponseCacheEntryMutation) SetStoredAt(t time.Time) {
+	m.stored_at = &t
+}
+
+// StoredAt returns the value of the "stored_at" field in the mutation.
+func (m *ResponseCacheEntryMutation) StoredAt() (r time.Time, exists bool) {
+	v := m.stored_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStoredAt returns the old "stored_at" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldStoredAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStoredAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStoredAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStoredAt: %w", err)
+	}
+	return oldValue.StoredAt, nil
+}
+
+// ClearStoredAt clears the value of the "stored_at" field.
+func (m *ResponseCacheEntryMutation) ClearStoredAt() {
+	m.stored_at = nil
+	m.clearedFields[responsecacheentry.FieldStoredAt] = struct{}{}
+}
+
+// StoredAtCleared returns if the "stored_at" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) StoredAtCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldStoredAt]
+	return ok
+}
+
+// ResetStoredAt resets all changes to the "stored_at" field.
+func (m *ResponseCacheEntryMutation) ResetStoredAt() {
+	m.stored_at = nil
+	delete(m.clearedFields, responsecacheentry.FieldStoredAt)
+}
+
+// SetFreshUntil sets the "fresh_until" field.
+func (m *ResponseCacheEntryMutation) SetFreshUntil(t time.Time) {
+	m.fresh_until = &t
+}
+
+// FreshUntil returns the value of the "fresh_until" field in the mutation.
+func (m *ResponseCacheEntryMutation) FreshUntil() (r time.Time, exists bool) {
+	v := m.fresh_until
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFreshUntil returns the old "fresh_until" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldFreshUntil(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFreshUntil is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFreshUntil requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFreshUntil: %w", err)
+	}
+	return oldValue.FreshUntil, nil
+}
+
+// ClearFreshUntil clears the value of the "fresh_until" field.
+func (m *ResponseCacheEntryMutation) ClearFreshUntil() {
+	m.fresh_until = nil
+	m.clearedFields[responsecacheentry.FieldFreshUntil] = struct{}{}
+}
+
+// FreshUntilCleared returns if the "fresh_until" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) FreshUntilCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldFreshUntil]
+	return ok
+}
+
+// ResetFreshUntil resets all changes to the "fresh_until" field.
+func (m *ResponseCacheEntryMutation) ResetFreshUntil() {
+	m.fresh_until = nil
+	delete(m.clearedFields, responsecacheentry.FieldFreshUntil)
+}
+
+// SetStaleUntil sets the "stale_until" field.
+func (m *ResponseCacheEntryMutation) SetStaleUntil(t time.Time) {
+	m.stale_until = &t
+}
+
+// StaleUntil returns the value of the "stale_until" field in the mutation.
+func (m *ResponseCacheEntryMutation) StaleUntil() (r time.Time, exists bool) {
+	v := m.stale_until
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStaleUntil returns the old "stale_until" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldStaleUntil(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStaleUntil is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStaleUntil requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStaleUntil: %w", err)
+	}
+	return oldValue.StaleUntil, nil
+}
+
+// ClearStaleUntil clears the value of the "stale_until" field.
+func (m *ResponseCacheEntryMutation) ClearStaleUntil() {
+	m.stale_until = nil
+	m.clearedFields[responsecacheentry.FieldStaleUntil] = struct{}{}
+}
+
+// StaleUntilCleared returns if the "stale_until" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) StaleUntilCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldStaleUntil]
+	return ok
+}
+
+// ResetStaleUntil resets all changes to the "stale_until" field.
+func (m *ResponseCacheEntryMutation) ResetStaleUntil() {
+	m.stale_until = nil
+	delete(m.clearedFields, responsecacheentry.FieldStaleUntil)
+}
+
+// SetFillToken sets the "fill_token" field.
+func (m *ResponseCacheEntryMutation) SetFillToken(s string) {
+	m.fill_token = &s
+}
+
+// FillToken returns the value of the "fill_token" field in the mutation.
+func (m *ResponseCacheEntryMutation) FillToken() (r string, exists bool) {
+	v := m.fill_token
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFillToken returns the old "fill_token" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldFillToken(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFillToken is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFillToken requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFillToken: %w", err)
+	}
+	return oldValue.FillToken, nil
+}
+
+// ClearFillToken clears the value of the "fill_token" field.
+func (m *ResponseCacheEntryMutation) ClearFillToken() {
+	m.fill_token = nil
+	m.clearedFields[responsecacheentry.FieldFillToken] = struct{}{}
+}
+
+// FillTokenCleared returns if the "fill_token" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) FillTokenCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldFillToken]
+	return ok
+}
+
+// ResetFillToken resets all changes to the "fill_token" field.
+func (m *ResponseCacheEntryMutation) ResetFillToken() {
+	m.fill_token = nil
+	delete(m.clearedFields, responsecacheentry.FieldFillToken)
+}
+
+// SetFillUntil sets the "fill_until" field.
+func (m *ResponseCacheEntryMutation) SetFillUntil(t time.Time) {
+	m.fill_until = &t
+}
+
+// FillUntil returns the value of the "fill_until" field in the mutation.
+func (m *ResponseCacheEntryMutation) FillUntil() (r time.Time, exists bool) {
+	v := m.fill_until
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFillUntil returns the old "fill_until" field's value of the ResponseCacheEntry entity.
+// If the ResponseCacheEntry object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseCacheEntryMutation) OldFillUntil(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFillUntil is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFillUntil requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFillUntil: %w", err)
+	}
+	return oldValue.FillUntil, nil
+}
+
+// ClearFillUntil clears the value of the "fill_until" field.
+func (m *ResponseCacheEntryMutation) ClearFillUntil() {
+	m.fill_until = nil
+	m.clearedFields[responsecacheentry.FieldFillUntil] = struct{}{}
+}
+
+// FillUntilCleared returns if the "fill_until" field was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) FillUntilCleared() bool {
+	_, ok := m.clearedFields[responsecacheentry.FieldFillUntil]
+	return ok
+}
+
+// ResetFillUntil resets all changes to the "fill_until" field.
+func (m *ResponseCacheEntryMutation) ResetFillUntil() {
+	m.fill_until = nil
+	delete(m.clearedFields, responsecacheentry.FieldFillUntil)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ResponseCacheEntryMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[responsecacheentry.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ResponseCacheEntryMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ResponseCacheEntryMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ResponseCacheEntryMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ResponseCacheEntryMutation builder.
+func (m *ResponseCacheEntryMutation) Where(ps ...predicate.ResponseCacheEntry) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ResponseCacheEntryMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ResponseCacheEntryMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ResponseCacheEntry, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ResponseCacheEntryMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ResponseCacheEntryMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ResponseCacheEntry).
+func (m *ResponseCacheEntryMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ResponseCacheEntryMutation) Fields() []string {
+	fields := make([]string, 0, 12)
+	if m.tenant != nil {
+		fields = append(fields, responsecacheentry.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, responsecacheentry.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, responsecacheentry.FieldUpdatedAt)
+	}
+	if m.cache_key != nil {
+		fields = append(fields, responsecacheentry.FieldCacheKey)
+	}
+	if m.status != nil {
+		fields = append(fields, responsecacheentry.FieldStatus)
+	}
+	if m.headers != nil {
+		fields = append(fields, responsecacheentry.FieldHeaders)
+	}
+	if m.body != nil {
+		fields = append(fields, responsecacheentry.FieldBody)
+	}
+	if m.stored_at != nil {
+		fields = append(fields, responsecacheentry.FieldStoredAt)
+	}
+	if m.fresh_until != nil {
+		fields = append(fields, responsecacheentry.FieldFreshUntil)
+	}
+	if m.stale_until != nil {
+		fields = append(fields, responsecacheentry.FieldStaleUntil)
+	}
+	if m.fill_token != nil {
+		fields = append(fields, responsecacheentry.FieldFillToken)
+	}
+	if m.fill_until != nil {
+		fields = append(fields, responsecacheentry.FieldFillUntil)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ResponseCacheEntryMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case responsecacheentry.FieldTenantID:
+		return m.TenantID()
+	case responsecacheentry.FieldCreatedAt:
+		return m.CreatedAt()
+	case responsecacheentry.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case responsecacheentry.FieldCacheKey:
+		return m.CacheKey()
+	case responsecacheentry.FieldStatus:
+		return m.Status()
+	case responsecacheentry.FieldHeaders:
+		return m.Headers()
+	case responsecacheentry.FieldBody:
+		return m.Body()
+	case responsecacheentry.FieldStoredAt:
+		return m.StoredAt()
+	case responsecacheentry.FieldFreshUntil:
+		return m.FreshUntil()
+	case responsecacheentry.FieldStaleUntil:
+		return m.StaleUntil()
+	case responsecacheentry.FieldFillToken:
+		return m.FillToken()
+	case responsecacheentry.FieldFillUntil:
+		return m.FillUntil()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ResponseCacheEntryMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case responsecacheentry.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case responsecacheentry.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case responsecacheentry.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case responsecacheentry.FieldCacheKey:
+		return m.OldCacheKey(ctx)
+	case responsecacheentry.FieldStatus:
+		return m.OldStatus(ctx)
+	case responsecacheentry.FieldHeaders:
+		return m.OldHeaders(ctx)
+	case responsecacheentry.FieldBody:
+		return m.OldBody(ctx)
+	case responsecacheentry.FieldStoredAt:
+		return m.OldStoredAt(ctx)
+	case responsecacheentry.FieldFreshUntil:
+		return m.OldFreshUntil(ctx)
+	case responsecacheentry.FieldStaleUntil:
+		return m.OldStaleUntil(ctx)
+	case responsecacheentry.FieldFillToken:
+		return m.OldFillToken(ctx)
+	case responsecacheentry.FieldFillUntil:
+		return m.OldFillUntil(ctx)
+	}
+	return nil, fmt.Errorf("unknown ResponseCacheEntry field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ResponseCacheEntryMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case responsecacheentry.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case responsecacheentry.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case responsecacheentry.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case responsecacheentry.FieldCacheKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCacheKey(v)
+		return nil
+	case responsecacheentry.FieldStatus:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case responsecacheentry.FieldHeaders:
+		v, ok := value.(map[string][]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHeaders(v)
+		return nil
+	case responsecacheentry.FieldBody:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBody(v)
+		return nil
+	case responsecacheentry.FieldStoredAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStoredAt(v)
+		return nil
+	case responsecacheentry.FieldFreshUntil:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFreshUntil(v)
+		return nil
+	case responsecacheentry.FieldStaleUntil:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStaleUntil(v)
+		return nil
+	case responsecacheentry.FieldFillToken:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFillToken(v)
+		return nil
+	case responsecacheentry.FieldFillUntil:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFillUntil(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ResponseCacheEntryMutation) AddedFields() []string {
+	var fields []string
+	if m.addstatus != nil {
+		fields = append(fields, responsecacheentry.FieldStatus)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ResponseCacheEntryMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case responsecacheentry.FieldStatus:
+		return m.AddedStatus()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ResponseCacheEntryMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case responsecacheentry.FieldStatus:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddStatus(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ResponseCacheEntryMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(responsecacheentry.FieldStatus) {
+		fields = append(fields, responsecacheentry.FieldStatus)
+	}
+	if m.FieldCleared(responsecacheentry.FieldHeaders) {
+		fields = append(fields, responsecacheentry.FieldHeaders)
+	}
+	if m.FieldCleared(responsecacheentry.FieldBody) {
+		fields = append(fields, responsecacheentry.FieldBody)
+	}
+	if m.FieldCleared(responsecacheentry.FieldStoredAt) {
+		fields = append(fields, responsecacheentry.FieldStoredAt)
+	}
+	if m.FieldCleared(responsecacheentry.FieldFreshUntil) {
+		fields = append(fields, responsecacheentry.FieldFreshUntil)
+	}
+	if m.FieldCleared(responsecacheentry.FieldStaleUntil) {
+		fields = append(fields, responsecacheentry.FieldStaleUntil)
+	}
+	if m.FieldCleared(responsecacheentry.FieldFillToken) {
+		fields = append(fields, responsecacheentry.FieldFillToken)
+	}
+	if m.FieldCleared(responsecacheentry.FieldFillUntil) {
+		fields = append(fields, responsecacheentry.FieldFillUntil)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ResponseCacheEntryMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ResponseCacheEntryMutation) ClearField(name string) error {
+	switch name {
+	case responsecacheentry.FieldStatus:
+		m.ClearStatus()
+		return nil
+	case responsecacheentry.FieldHeaders:
+		m.ClearHeaders()
+		return nil
+	case responsecacheentry.FieldBody:
+		m.ClearBody()
+		return nil
+	case responsecacheentry.FieldStoredAt:
+		m.ClearStoredAt()
+		return nil
+	case responsecacheentry.FieldFreshUntil:
+		m.ClearFreshUntil()
+		return nil
+	case responsecacheentry.FieldStaleUntil:
+		m.ClearStaleUntil()
+		return nil
+	case responsecacheentry.FieldFillToken:
+		m.ClearFillToken()
+		return nil
+	case responsecacheentry.FieldFillUntil:
+		m.ClearFillUntil()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ResponseCacheEntryMutation) ResetField(name string) error {
+	switch name {
+	case responsecacheentry.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case responsecacheentry.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case responsecacheentry.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case responsecacheentry.FieldCacheKey:
+		m.ResetCacheKey()
+		return nil
+	case responsecacheentry.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case responsecacheentry.FieldHeaders:
+		m.ResetHeaders()
+		return nil
+	case responsecacheentry.FieldBody:
+		m.ResetBody()
+		return nil
+	case responsecacheentry.FieldStoredAt:
+		m.ResetStoredAt()
+		return nil
+	case responsecacheentry.FieldFreshUntil:
+		m.ResetFreshUntil()
+		return nil
+	case responsecacheentry.FieldStaleUntil:
+		m.ResetStaleUntil()
+		return nil
+	case responsecacheentry.FieldFillToken:
+		m.ResetFillToken()
+		return nil
+	case responsecacheentry.FieldFillUntil:
+		m.ResetFillUntil()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ResponseCacheEntryMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, responsecacheentry.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ResponseCacheEntryMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case responsecacheentry.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ResponseCacheEntryMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ResponseCacheEntryMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ResponseCacheEntryMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, responsecacheentry.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ResponseCacheEntryMutation) EdgeCleared(name string) bool {
+	switch name {
+	case responsecacheentry.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ResponseCacheEntryMutation) ClearEdge(name string) error {
+	switch name {
+	case responsecacheentry.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ResponseCacheEntryMutation) ResetEdge(name string) error {
+	switch name {
+	case responsecacheentry.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseCacheEntry edge %s", name)
+}
+
+// ResponseShapeMutation represents an operation that mutates the ResponseShape nodes in the graph.
+type ResponseShapeMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	workflow_id   *string
+	version_id    *string
+	step_id       *string
+	shape_hash    *string
+	paths         *map[string]string
+	first_run_id  *string
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*ResponseShape, error)
+	predicates    []predicate.ResponseShape
+}
+
+var _ ent.Mutation = (*ResponseShapeMutation)(nil)
+
+// responseshapeOption allows management of the mutation configuration using functional options.
+type responseshapeOption func(*ResponseShapeMutation)
+
+// newResponseShapeMutation creates new mutation for the ResponseShape entity.
+func newResponseShapeMutation(c config, op Op, opts ...responseshapeOption) *ResponseShapeMutation {
+	m := &ResponseShapeMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeResponseShape,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withResponseShapeID sets the ID field of the mutation.
+func withResponseShapeID(id string) responseshapeOption {
+	return func(m *ResponseShapeMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ResponseShape
+		)
+		m.oldValue = func(ctx context.Context) (*ResponseShape, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ResponseShape.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withResponseShape sets the old ResponseShape of the mutation.
+func withResponseShape(node *ResponseShape) responseshapeOption {
+	return func(m *ResponseShapeMutation) {
+		m.oldValue = func(context.Context) (*ResponseShape, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ResponseShapeMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ResponseShapeMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ResponseShape entities.
+func (m *ResponseShapeMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ResponseShapeMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ResponseShapeMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ResponseShape.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ResponseShapeMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ResponseShapeMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ResponseShapeMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ResponseShapeMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ResponseShapeMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ResponseShapeMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *ResponseShapeMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *ResponseShapeMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *ResponseShapeMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetVersionID sets the "version_id" field.
+func (m *ResponseShapeMutation) SetVersionID(s string) {
+	m.version_id = &s
+}
+
+// VersionID returns the value of the "version_id" field in the mutation.
+func (m *ResponseShapeMutation) VersionID() (r string, exists bool) {
+	v := m.version_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersionID returns the old "version_id" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldVersionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersionID: %w", err)
+	}
+	return oldValue.VersionID, nil
+}
+
+// ResetVersionID resets all changes to the "version_id" field.
+func (m *ResponseShapeMutation) ResetVersionID() {
+	m.version_id = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *ResponseShapeMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *ResponseShapeMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *ResponseShapeMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetShapeHash sets the "shape_hash" field.
+func (m *ResponseShapeMutation) SetShapeHash(s string) {
+	m.shape_hash = &s
+}
+
+// ShapeHash returns the value of the "shape_hash" field in the mutation.
+func (m *ResponseShapeMutation) ShapeHash() (r string, exists bool) {
+	v := m.shape_hash
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldShapeHash returns the old "shape_hash" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldShapeHash(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldShapeHash is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldShapeHash requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldShapeHash: %w", err)
+	}
+	return oldValue.ShapeHash, nil
+}
+
+// ResetShapeHash resets all changes to the "shape_hash" field.
+func (m *ResponseShapeMutation) ResetShapeHash() {
+	m.shape_hash = nil
+}
+
+// SetPaths sets the "paths" field.
+func (m *ResponseShapeMutation) SetPaths(value map[string]string) {
+	m.paths = &value
+}
+
+// Paths returns the value of the "paths" field in the mutation.
+func (m *ResponseShapeMutation) Paths() (r map[string]string, exists bool) {
+	v := m.paths
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPaths returns the old "paths" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldPaths(ctx context.Context) (v map[string]string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPaths is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPaths requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPaths: %w", err)
+	}
+	return oldValue.Paths, nil
+}
+
+// ResetPaths resets all changes to the "paths" field.
+func (m *ResponseShapeMutation) ResetPaths() {
+	m.paths = nil
+}
+
+// SetFirstRunID sets the "first_run_id" field.
+func (m *ResponseShapeMutation) SetFirstRunID(s string) {
+	m.first_run_id = &s
+}
+
+// FirstRunID returns the value of the "first_run_id" field in the mutation.
+func (m *ResponseShapeMutation) FirstRunID() (r string, exists bool) {
+	v := m.first_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFirstRunID returns the old "first_run_id" field's value of the ResponseShape entity.
+// If the ResponseShape object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ResponseShapeMutation) OldFirstRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFirstRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFirstRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFirstRunID: %w", err)
+	}
+	return oldValue.FirstRunID, nil
+}
+
+// ResetFirstRunID resets all changes to the "first_run_id" field.
+func (m *ResponseShapeMutation) ResetFirstRunID() {
+	m.first_run_id = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ResponseShapeMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[responseshape.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ResponseShapeMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ResponseShapeMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ResponseShapeMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ResponseShapeMutation builder.
+func (m *ResponseShapeMutation) Where(ps ...predicate.ResponseShape) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ResponseShapeMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ResponseShapeMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ResponseShape, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ResponseShapeMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ResponseShapeMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ResponseShape).
+func (m *ResponseShapeMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ResponseShapeMutation) Fields() []string {
+	fields := make([]string, 0, 8)
+	if m.tenant != nil {
+		fields = append(fields, responseshape.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, responseshape.FieldCreatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, responseshape.FieldWorkflowID)
+	}
+	if m.version_id != nil {
+		fields = append(fields, responseshape.FieldVersionID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, responseshape.FieldStepID)
+	}
+	if m.shape_hash != nil {
+		fields = append(fields, responseshape.FieldShapeHash)
+	}
+	if m.paths != nil {
+		fields = append(fields, responseshape.FieldPaths)
+	}
+	if m.first_run_id != nil {
+		fields = append(fields, responseshape.FieldFirstRunID)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ResponseShapeMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case responseshape.FieldTenantID:
+		return m.TenantID()
+	case responseshape.FieldCreatedAt:
+		return m.CreatedAt()
+	case responseshape.FieldWorkflowID:
+		return m.WorkflowID()
+	case responseshape.FieldVersionID:
+		return m.VersionID()
+	case responseshape.FieldStepID:
+		return m.StepID()
+	case responseshape.FieldShapeHash:
+		return m.ShapeHash()
+	case responseshape.FieldPaths:
+		return m.Paths()
+	case responseshape.FieldFirstRunID:
+		return m.FirstRunID()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ResponseShapeMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case responseshape.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case responseshape.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case responseshape.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case responseshape.FieldVersionID:
+		return m.OldVersionID(ctx)
+	case responseshape.FieldStepID:
+		return m.OldStepID(ctx)
+	case responseshape.FieldShapeHash:
+		return m.OldShapeHash(ctx)
+	case responseshape.FieldPaths:
+		return m.OldPaths(ctx)
+	case responseshape.FieldFirstRunID:
+		return m.OldFirstRunID(ctx)
+	}
+	return nil, fmt.Errorf("unknown ResponseShape field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ResponseShapeMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case responseshape.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case responseshape.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case responseshape.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case responseshape.FieldVersionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersionID(v)
+		return nil
+	case responseshape.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case responseshape.FieldShapeHash:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetShapeHash(v)
+		return nil
+	case responseshape.FieldPaths:
+		v, ok := value.(map[string]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPaths(v)
+		return nil
+	case responseshape.FieldFirstRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFirstRunID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseShape field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ResponseShapeMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ResponseShapeMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ResponseShapeMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown ResponseShape numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ResponseShapeMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ResponseShapeMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ResponseShapeMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown ResponseShape nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ResponseShapeMutation) ResetField(name string) error {
+	switch name {
+	case responseshape.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case responseshape.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case responseshape.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case responseshape.FieldVersionID:
+		m.ResetVersionID()
+		return nil
+	case responseshape.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case responseshape.FieldShapeHash:
+		m.ResetShapeHash()
+		return nil
+	case responseshape.FieldPaths:
+		m.ResetPaths()
+		return nil
+	case responseshape.FieldFirstRunID:
+		m.ResetFirstRunID()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseShape field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ResponseShapeMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, responseshape.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ResponseShapeMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case responseshape.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ResponseShapeMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ResponseShapeMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ResponseShapeMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, responseshape.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ResponseShapeMutation) EdgeCleared(name string) bool {
+	switch name {
+	case responseshape.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ResponseShapeMutation) ClearEdge(name string) error {
+	switch name {
+	case responseshape.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseShape unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ResponseShapeMutation) ResetEdge(name string) error {
+	switch name {
+	case responseshape.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ResponseShape edge %s", name)
 }
 
 // RunMutation represents an operation that mutates the Run nodes in the graph.

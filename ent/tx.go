@@ -26,6 +26,8 @@ type Tx struct {
 	CredentialVersion *CredentialVersionClient
 	// Deployment is the client for interacting with the Deployment builders.
 	Deployment *DeploymentClient
+	// DriftChange is the client for interacting with the DriftChange builders.
+	DriftChange *DriftChangeClient
 	// Environment is the client for interacting with the Environment builders.
 	Environment *EnvironmentClient
 	// EnvironmentVariableVersion is the client for interacting with the EnvironmentVariableVersion builders.
@@ -56,6 +58,10 @@ type Tx struct {
 	PagerDutySend *PagerDutySendClient
 	// Release is the client for interacting with the Release builders.
 	Release *ReleaseClient
+	// ResponseCacheEntry is the client for interacting with the ResponseCacheEntry builders.
+	ResponseCacheEntry *ResponseCacheEntryClient
+	// ResponseShape is the client for interacting with the ResponseShape builders.
+	ResponseShape *ResponseShapeClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -217,6 +223,7 @@ func (tx *Tx) init() {
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
+	tx.DriftChange = NewDriftChangeClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(tx.config)
 	tx.Escalation = NewEscalationClient(tx.config)
@@ -232,6 +239,8 @@ func (tx *Tx) init() {
 	tx.ModelPrice = NewModelPriceClient(tx.config)
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
 	tx.Release = NewReleaseClient(tx.config)
+	tx.ResponseCacheEntry = NewResponseCacheEntryClient(tx.config)
+	tx.ResponseShape = NewResponseShapeClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.SLABreach = NewSLABreachClient(tx.config)

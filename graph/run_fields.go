@@ -44,6 +44,9 @@ func stepCalls(calls []map[string]any) []*model.StepCall {
 		b, _ := json.Marshal(c)
 		var sc model.StepCall
 		if err := json.Unmarshal(b, &sc); err == nil {
+			if sc.Cache != nil && (*sc.Cache == "hit" || *sc.Cache == "stale") {
+				sc.DurationMs = nil // served from the response cache: no upstream duration
+			}
 			out = append(out, &sc)
 		}
 	}

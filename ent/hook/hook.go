@@ -81,6 +81,18 @@ func (f DeploymentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, 
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.DeploymentMutation", m)
 }
 
+// The DriftChangeFunc type is an adapter to allow the use of ordinary
+// function as DriftChange mutator.
+type DriftChangeFunc func(context.Context, *ent.DriftChangeMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f DriftChangeFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.DriftChangeMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.DriftChangeMutation", m)
+}
+
 // The EnvironmentFunc type is an adapter to allow the use of ordinary
 // function as Environment mutator.
 type EnvironmentFunc func(context.Context, *ent.EnvironmentMutation) (ent.Value, error)
@@ -259,6 +271,30 @@ func (f ReleaseFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 		return f(ctx, mv)
 	}
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ReleaseMutation", m)
+}
+
+// The ResponseCacheEntryFunc type is an adapter to allow the use of ordinary
+// function as ResponseCacheEntry mutator.
+type ResponseCacheEntryFunc func(context.Context, *ent.ResponseCacheEntryMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ResponseCacheEntryFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ResponseCacheEntryMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ResponseCacheEntryMutation", m)
+}
+
+// The ResponseShapeFunc type is an adapter to allow the use of ordinary
+// function as ResponseShape mutator.
+type ResponseShapeFunc func(context.Context, *ent.ResponseShapeMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ResponseShapeFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ResponseShapeMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ResponseShapeMutation", m)
 }
 
 // The RunFunc type is an adapter to allow the use of ordinary

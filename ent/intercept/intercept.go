@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -30,6 +31,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
@@ -260,6 +263,33 @@ func (f TraverseDeployment) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.DeploymentQuery", q)
+}
+
+// The DriftChangeFunc type is an adapter to allow the use of ordinary function as a Querier.
+type DriftChangeFunc func(context.Context, *ent.DriftChangeQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f DriftChangeFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.DriftChangeQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.DriftChangeQuery", q)
+}
+
+// The TraverseDriftChange type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseDriftChange func(context.Context, *ent.DriftChangeQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseDriftChange) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseDriftChange) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.DriftChangeQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.DriftChangeQuery", q)
 }
 
 // The EnvironmentFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -667,6 +697,60 @@ func (f TraverseRelease) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.ReleaseQuery", q)
 }
 
+// The ResponseCacheEntryFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ResponseCacheEntryFunc func(context.Context, *ent.ResponseCacheEntryQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ResponseCacheEntryFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ResponseCacheEntryQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ResponseCacheEntryQuery", q)
+}
+
+// The TraverseResponseCacheEntry type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseResponseCacheEntry func(context.Context, *ent.ResponseCacheEntryQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseResponseCacheEntry) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseResponseCacheEntry) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ResponseCacheEntryQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ResponseCacheEntryQuery", q)
+}
+
+// The ResponseShapeFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ResponseShapeFunc func(context.Context, *ent.ResponseShapeQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ResponseShapeFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ResponseShapeQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ResponseShapeQuery", q)
+}
+
+// The TraverseResponseShape type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseResponseShape func(context.Context, *ent.ResponseShapeQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseResponseShape) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseResponseShape) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ResponseShapeQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ResponseShapeQuery", q)
+}
+
 // The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
 type RunFunc func(context.Context, *ent.RunQuery) (ent.Value, error)
 
@@ -1006,6 +1090,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.CredentialVersionQuery, predicate.CredentialVersion, credentialversion.OrderOption]{typ: ent.TypeCredentialVersion, tq: q}, nil
 	case *ent.DeploymentQuery:
 		return &query[*ent.DeploymentQuery, predicate.Deployment, deployment.OrderOption]{typ: ent.TypeDeployment, tq: q}, nil
+	case *ent.DriftChangeQuery:
+		return &query[*ent.DriftChangeQuery, predicate.DriftChange, driftchange.OrderOption]{typ: ent.TypeDriftChange, tq: q}, nil
 	case *ent.EnvironmentQuery:
 		return &query[*ent.EnvironmentQuery, predicate.Environment, environment.OrderOption]{typ: ent.TypeEnvironment, tq: q}, nil
 	case *ent.EnvironmentVariableVersionQuery:
@@ -1036,6 +1122,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.PagerDutySendQuery, predicate.PagerDutySend, pagerdutysend.OrderOption]{typ: ent.TypePagerDutySend, tq: q}, nil
 	case *ent.ReleaseQuery:
 		return &query[*ent.ReleaseQuery, predicate.Release, release.OrderOption]{typ: ent.TypeRelease, tq: q}, nil
+	case *ent.ResponseCacheEntryQuery:
+		return &query[*ent.ResponseCacheEntryQuery, predicate.ResponseCacheEntry, responsecacheentry.OrderOption]{typ: ent.TypeResponseCacheEntry, tq: q}, nil
+	case *ent.ResponseShapeQuery:
+		return &query[*ent.ResponseShapeQuery, predicate.ResponseShape, responseshape.OrderOption]{typ: ent.TypeResponseShape, tq: q}, nil
 	case *ent.RunQuery:
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:

@@ -314,6 +314,47 @@ var (
 			},
 		},
 	}
+	// DriftChangesColumns holds the columns for the "drift_changes" table.
+	DriftChangesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "version_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "path", Type: field.TypeString},
+		{Name: "kind", Type: field.TypeString},
+		{Name: "from_type", Type: field.TypeString, Nullable: true},
+		{Name: "to_type", Type: field.TypeString, Nullable: true},
+		{Name: "breaking", Type: field.TypeBool},
+		{Name: "first_run_id", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// DriftChangesTable holds the schema information for the "drift_changes" table.
+	DriftChangesTable = &schema.Table{
+		Name:       "drift_changes",
+		Columns:    DriftChangesColumns,
+		PrimaryKey: []*schema.Column{DriftChangesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "drift_changes_tenants_tenant",
+				Columns:    []*schema.Column{DriftChangesColumns[11]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "driftchange_tenant_id_version_id_step_id_path_kind",
+				Unique:  true,
+				Columns: []*schema.Column{DriftChangesColumns[11], DriftChangesColumns[3], DriftChangesColumns[4], DriftChangesColumns[5], DriftChangesColumns[6]},
+			},
+			{
+				Name:    "driftchange_tenant_id_workflow_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{DriftChangesColumns[11], DriftChangesColumns[2], DriftChangesColumns[1]},
+			},
+		},
+	}
 	// EnvironmentsColumns holds the columns for the "environments" table.
 	EnvironmentsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1044,6 +1085,81 @@ var (
 			},
 		},
 	}
+	// ResponseCacheEntriesColumns holds the columns for the "response_cache_entries" table.
+	ResponseCacheEntriesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "cache_key", Type: field.TypeString},
+		{Name: "status", Type: field.TypeInt, Nullable: true},
+		{Name: "headers", Type: field.TypeJSON, Nullable: true},
+		{Name: "body", Type: field.TypeBytes, Nullable: true},
+		{Name: "stored_at", Type: field.TypeTime, Nullable: true},
+		{Name: "fresh_until", Type: field.TypeTime, Nullable: true},
+		{Name: "stale_until", Type: field.TypeTime, Nullable: true},
+		{Name: "fill_token", Type: field.TypeString, Nullable: true},
+		{Name: "fill_until", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ResponseCacheEntriesTable holds the schema information for the "response_cache_entries" table.
+	ResponseCacheEntriesTable = &schema.Table{
+		Name:       "response_cache_entries",
+		Columns:    ResponseCacheEntriesColumns,
+		PrimaryKey: []*schema.Column{ResponseCacheEntriesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "response_cache_entries_tenants_tenant",
+				Columns:    []*schema.Column{ResponseCacheEntriesColumns[12]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "responsecacheentry_tenant_id_cache_key",
+				Unique:  true,
+				Columns: []*schema.Column{ResponseCacheEntriesColumns[12], ResponseCacheEntriesColumns[3]},
+			},
+			{
+				Name:    "responsecacheentry_tenant_id_stale_until",
+				Unique:  false,
+				Columns: []*schema.Column{ResponseCacheEntriesColumns[12], ResponseCacheEntriesColumns[9]},
+			},
+		},
+	}
+	// ResponseShapesColumns holds the columns for the "response_shapes" table.
+	ResponseShapesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "version_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "shape_hash", Type: field.TypeString},
+		{Name: "paths", Type: field.TypeJSON},
+		{Name: "first_run_id", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ResponseShapesTable holds the schema information for the "response_shapes" table.
+	ResponseShapesTable = &schema.Table{
+		Name:       "response_shapes",
+		Columns:    ResponseShapesColumns,
+		PrimaryKey: []*schema.Column{ResponseShapesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "response_shapes_tenants_tenant",
+				Columns:    []*schema.Column{ResponseShapesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "responseshape_tenant_id_version_id_step_id_shape_hash",
+				Unique:  true,
+				Columns: []*schema.Column{ResponseShapesColumns[8], ResponseShapesColumns[3], ResponseShapesColumns[4], ResponseShapesColumns[5]},
+			},
+		},
+	}
 	// RunsColumns holds the columns for the "runs" table.
 	RunsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1631,6 +1747,7 @@ var (
 		CredentialsTable,
 		CredentialVersionsTable,
 		DeploymentsTable,
+		DriftChangesTable,
 		EnvironmentsTable,
 		EnvironmentVariableVersionsTable,
 		EscalationsTable,
@@ -1646,6 +1763,8 @@ var (
 		ModelPricesTable,
 		PagerDutySendsTable,
 		ReleasesTable,
+		ResponseCacheEntriesTable,
+		ResponseShapesTable,
 		RunsTable,
 		RunEventsTable,
 		SLABreachesTable,
@@ -1675,6 +1794,7 @@ func init() {
 	DeploymentsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	DeploymentsTable.ForeignKeys[2].RefTable = EnvironmentsTable
 	DeploymentsTable.ForeignKeys[3].RefTable = WorkflowVersionsTable
+	DriftChangesTable.ForeignKeys[0].RefTable = TenantsTable
 	EnvironmentsTable.ForeignKeys[0].RefTable = TenantsTable
 	EnvironmentVariableVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	EnvironmentVariableVersionsTable.ForeignKeys[1].RefTable = EnvironmentsTable
@@ -1694,6 +1814,8 @@ func init() {
 	PagerDutySendsTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[1].RefTable = EscalationsTable
 	ReleasesTable.ForeignKeys[0].RefTable = TenantsTable
+	ResponseCacheEntriesTable.ForeignKeys[0].RefTable = TenantsTable
+	ResponseShapesTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable

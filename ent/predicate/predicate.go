@@ -24,6 +24,9 @@ type CredentialVersion func(*sql.Selector)
 // Deployment is the predicate function for deployment builders.
 type Deployment func(*sql.Selector)
 
+// DriftChange is the predicate function for driftchange builders.
+type DriftChange func(*sql.Selector)
+
 // Environment is the predicate function for environment builders.
 type Environment func(*sql.Selector)
 
@@ -68,6 +71,12 @@ type PagerDutySend func(*sql.Selector)
 
 // Release is the predicate function for release builders.
 type Release func(*sql.Selector)
+
+// ResponseCacheEntry is the predicate function for responsecacheentry builders.
+type ResponseCacheEntry func(*sql.Selector)
+
+// ResponseShape is the predicate function for responseshape builders.
+type ResponseShape func(*sql.Selector)
 
 // Run is the predicate function for run builders.
 type Run func(*sql.Selector)

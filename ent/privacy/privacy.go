@@ -255,6 +255,30 @@ func (f DeploymentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Muta
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.DeploymentMutation", m)
 }
 
+// The DriftChangeQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type DriftChangeQueryRuleFunc func(context.Context, *ent.DriftChangeQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f DriftChangeQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.DriftChangeQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.DriftChangeQuery", q)
+}
+
+// The DriftChangeMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type DriftChangeMutationRuleFunc func(context.Context, *ent.DriftChangeMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f DriftChangeMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.DriftChangeMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.DriftChangeMutation", m)
+}
+
 // The EnvironmentQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type EnvironmentQueryRuleFunc func(context.Context, *ent.EnvironmentQuery) error
@@ -615,6 +639,54 @@ func (f ReleaseMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutatio
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ReleaseMutation", m)
 }
 
+// The ResponseCacheEntryQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ResponseCacheEntryQueryRuleFunc func(context.Context, *ent.ResponseCacheEntryQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ResponseCacheEntryQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ResponseCacheEntryQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ResponseCacheEntryQuery", q)
+}
+
+// The ResponseCacheEntryMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ResponseCacheEntryMutationRuleFunc func(context.Context, *ent.ResponseCacheEntryMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ResponseCacheEntryMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ResponseCacheEntryMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ResponseCacheEntryMutation", m)
+}
+
+// The ResponseShapeQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ResponseShapeQueryRuleFunc func(context.Context, *ent.ResponseShapeQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ResponseShapeQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ResponseShapeQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ResponseShapeQuery", q)
+}
+
+// The ResponseShapeMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ResponseShapeMutationRuleFunc func(context.Context, *ent.ResponseShapeMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ResponseShapeMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ResponseShapeMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ResponseShapeMutation", m)
+}
+
 // The RunQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type RunQueryRuleFunc func(context.Context, *ent.RunQuery) error
@@ -950,6 +1022,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.DeploymentQuery:
 		return q.Filter(), nil
+	case *ent.DriftChangeQuery:
+		return q.Filter(), nil
 	case *ent.EnvironmentQuery:
 		return q.Filter(), nil
 	case *ent.EnvironmentVariableVersionQuery:
@@ -979,6 +1053,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 	case *ent.PagerDutySendQuery:
 		return q.Filter(), nil
 	case *ent.ReleaseQuery:
+		return q.Filter(), nil
+	case *ent.ResponseCacheEntryQuery:
+		return q.Filter(), nil
+	case *ent.ResponseShapeQuery:
 		return q.Filter(), nil
 	case *ent.RunQuery:
 		return q.Filter(), nil
@@ -1023,6 +1101,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 		return m.Filter(), nil
 	case *ent.DeploymentMutation:
 		return m.Filter(), nil
+	case *ent.DriftChangeMutation:
+		return m.Filter(), nil
 	case *ent.EnvironmentMutation:
 		return m.Filter(), nil
 	case *ent.EnvironmentVariableVersionMutation:
@@ -1052,6 +1132,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.PagerDutySendMutation:
 		return m.Filter(), nil
 	case *ent.ReleaseMutation:
+		return m.Filter(), nil
+	case *ent.ResponseCacheEntryMutation:
+		return m.Filter(), nil
+	case *ent.ResponseShapeMutation:
 		return m.Filter(), nil
 	case *ent.RunMutation:
 		return m.Filter(), nil

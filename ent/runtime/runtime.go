@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
 	"github.com/sluicehq/sluice/ent/deployment"
+	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -27,6 +28,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/responsecacheentry"
+	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schema"
@@ -400,6 +403,55 @@ func init() {
 	// deployment.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	deployment.IDValidator = func() func(string) error {
 		validators := deploymentDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	driftchangeMixin := schema.DriftChange{}.Mixin()
+	driftchange.Policy = privacy.NewPolicies(driftchangeMixin[1], schema.DriftChange{})
+	driftchange.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := driftchange.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	driftchangeMixinHooks1 := driftchangeMixin[1].Hooks()
+
+	driftchange.Hooks[1] = driftchangeMixinHooks1[0]
+	driftchangeMixinFields0 := driftchangeMixin[0].Fields()
+	_ = driftchangeMixinFields0
+	driftchangeMixinFields1 := driftchangeMixin[1].Fields()
+	_ = driftchangeMixinFields1
+	driftchangeMixinFields2 := driftchangeMixin[2].Fields()
+	_ = driftchangeMixinFields2
+	driftchangeFields := schema.DriftChange{}.Fields()
+	_ = driftchangeFields
+	// driftchangeDescTenantID is the schema descriptor for tenant_id field.
+	driftchangeDescTenantID := driftchangeMixinFields1[0].Descriptor()
+	// driftchange.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	driftchange.TenantIDValidator = driftchangeDescTenantID.Validators[0].(func(string) error)
+	// driftchangeDescCreatedAt is the schema descriptor for created_at field.
+	driftchangeDescCreatedAt := driftchangeMixinFields2[0].Descriptor()
+	// driftchange.DefaultCreatedAt holds the default value on creation for the created_at field.
+	driftchange.DefaultCreatedAt = driftchangeDescCreatedAt.Default.(func() time.Time)
+	// driftchangeDescID is the schema descriptor for id field.
+	driftchangeDescID := driftchangeMixinFields0[0].Descriptor()
+	// driftchange.DefaultID holds the default value on creation for the id field.
+	driftchange.DefaultID = driftchangeDescID.Default.(func() string)
+	// driftchange.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	driftchange.IDValidator = func() func(string) error {
+		validators := driftchangeDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1415,6 +1467,114 @@ func init() {
 	// release.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	release.IDValidator = func() func(string) error {
 		validators := releaseDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	responsecacheentryMixin := schema.ResponseCacheEntry{}.Mixin()
+	responsecacheentry.Policy = privacy.NewPolicies(responsecacheentryMixin[1], schema.ResponseCacheEntry{})
+	responsecacheentry.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := responsecacheentry.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	responsecacheentryMixinHooks1 := responsecacheentryMixin[1].Hooks()
+
+	responsecacheentry.Hooks[1] = responsecacheentryMixinHooks1[0]
+	responsecacheentryMixinFields0 := responsecacheentryMixin[0].Fields()
+	_ = responsecacheentryMixinFields0
+	responsecacheentryMixinFields1 := responsecacheentryMixin[1].Fields()
+	_ = responsecacheentryMixinFields1
+	responsecacheentryMixinFields2 := responsecacheentryMixin[2].Fields()
+	_ = responsecacheentryMixinFields2
+	responsecacheentryFields := schema.ResponseCacheEntry{}.Fields()
+	_ = responsecacheentryFields
+	// responsecacheentryDescTenantID is the schema descriptor for tenant_id field.
+	responsecacheentryDescTenantID := responsecacheentryMixinFields1[0].Descriptor()
+	// responsecacheentry.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	responsecacheentry.TenantIDValidator = responsecacheentryDescTenantID.Validators[0].(func(string) error)
+	// responsecacheentryDescCreatedAt is the schema descriptor for created_at field.
+	responsecacheentryDescCreatedAt := responsecacheentryMixinFields2[0].Descriptor()
+	// responsecacheentry.DefaultCreatedAt holds the default value on creation for the created_at field.
+	responsecacheentry.DefaultCreatedAt = responsecacheentryDescCreatedAt.Default.(func() time.Time)
+	// responsecacheentryDescUpdatedAt is the schema descriptor for updated_at field.
+	responsecacheentryDescUpdatedAt := responsecacheentryMixinFields2[1].Descriptor()
+	// responsecacheentry.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	responsecacheentry.DefaultUpdatedAt = responsecacheentryDescUpdatedAt.Default.(func() time.Time)
+	// responsecacheentry.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	responsecacheentry.UpdateDefaultUpdatedAt = responsecacheentryDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// responsecacheentryDescCacheKey is the schema descriptor for cache_key field.
+	responsecacheentryDescCacheKey := responsecacheentryFields[0].Descriptor()
+	// responsecacheentry.CacheKeyValidator is a validator for the "cache_key" field. It is called by the builders before save.
+	responsecacheentry.CacheKeyValidator = responsecacheentryDescCacheKey.Validators[0].(func(string) error)
+	// responsecacheentryDescID is the schema descriptor for id field.
+	responsecacheentryDescID := responsecacheentryMixinFields0[0].Descriptor()
+	// responsecacheentry.DefaultID holds the default value on creation for the id field.
+	responsecacheentry.DefaultID = responsecacheentryDescID.Default.(func() string)
+	// responsecacheentry.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	responsecacheentry.IDValidator = func() func(string) error {
+		validators := responsecacheentryDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	responseshapeMixin := schema.ResponseShape{}.Mixin()
+	responseshape.Policy = privacy.NewPolicies(responseshapeMixin[1], schema.ResponseShape{})
+	responseshape.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := responseshape.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	responseshapeMixinHooks1 := responseshapeMixin[1].Hooks()
+
+	responseshape.Hooks[1] = responseshapeMixinHooks1[0]
+	responseshapeMixinFields0 := responseshapeMixin[0].Fields()
+	_ = responseshapeMixinFields0
+	responseshapeMixinFields1 := responseshapeMixin[1].Fields()
+	_ = responseshapeMixinFields1
+	responseshapeMixinFields2 := responseshapeMixin[2].Fields()
+	_ = responseshapeMixinFields2
+	responseshapeFields := schema.ResponseShape{}.Fields()
+	_ = responseshapeFields
+	// responseshapeDescTenantID is the schema descriptor for tenant_id field.
+	responseshapeDescTenantID := responseshapeMixinFields1[0].Descriptor()
+	// responseshape.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	responseshape.TenantIDValidator = responseshapeDescTenantID.Validators[0].(func(string) error)
+	// responseshapeDescCreatedAt is the schema descriptor for created_at field.
+	responseshapeDescCreatedAt := responseshapeMixinFields2[0].Descriptor()
+	// responseshape.DefaultCreatedAt holds the default value on creation for the created_at field.
+	responseshape.DefaultCreatedAt = responseshapeDescCreatedAt.Default.(func() time.Time)
+	// responseshapeDescID is the schema descriptor for id field.
+	responseshapeDescID := responseshapeMixinFields0[0].Descriptor()
+	// responseshape.DefaultID holds the default value on creation for the id field.
+	responseshape.DefaultID = responseshapeDescID.Default.(func() string)
+	// responseshape.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	responseshape.IDValidator = func() func(string) error {
+		validators := responseshapeDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -257,6 +257,19 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	DriftChange struct {
+		Breaking   func(childComplexity int) int
+		CreatedAt  func(childComplexity int) int
+		FirstRunID func(childComplexity int) int
+		FromType   func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Kind       func(childComplexity int) int
+		Path       func(childComplexity int) int
+		StepID     func(childComplexity int) int
+		ToType     func(childComplexity int) int
+		VersionID  func(childComplexity int) int
+	}
+
 	EffectiveSLA struct {
 		Objectives func(childComplexity int) int
 		Sources    func(childComplexity int) int
@@ -843,6 +856,7 @@ type ComplexityRoot struct {
 		Credentials          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
 		DeadLetter           func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
 		Deployments          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.DeploymentOrder, where *ent.DeploymentWhereInput) int
+		DriftReport          func(childComplexity int, workflowID string) int
 		EffectiveModelPrices func(childComplexity int) int
 		EffectiveSLA         func(childComplexity int, workflowID string, environmentID string) int
 		Environments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.EnvironmentOrder, where *ent.EnvironmentWhereInput) int
@@ -1143,6 +1157,7 @@ type ComplexityRoot struct {
 	}
 
 	StepCall struct {
+		Cache        func(childComplexity int) int
 		CostMicroUsd func(childComplexity int) int
 		DurationMs   func(childComplexity int) int
 		Error        func(childComplexity int) int
@@ -1459,6 +1474,7 @@ type QueryResolver interface {
 	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
+	DriftReport(ctx context.Context, workflowID string) ([]*ent.DriftChange, error)
 	Evaluations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.EvaluationConnection, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
@@ -2270,6 +2286,67 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.DeploymentEdge.Node(childComplexity), true
+
+	case "DriftChange.breaking":
+		if e.ComplexityRoot.DriftChange.Breaking == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.Breaking(childComplexity), true
+	case "DriftChange.createdAt":
+		if e.ComplexityRoot.DriftChange.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.CreatedAt(childComplexity), true
+	case "DriftChange.firstRunID":
+		if e.ComplexityRoot.DriftChange.FirstRunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.FirstRunID(childComplexity), true
+	case "DriftChange.fromType":
+		if e.ComplexityRoot.DriftChange.FromType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.FromType(childComplexity), true
+	case "DriftChange.id":
+		if e.ComplexityRoot.DriftChange.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.ID(childComplexity), true
+	case "DriftChange.kind":
+		if e.ComplexityRoot.DriftChange.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.Kind(childComplexity), true
+	case "DriftChange.path":
+		if e.ComplexityRoot.DriftChange.Path == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.Path(childComplexity), true
+	case "DriftChange.stepID":
+		if e.ComplexityRoot.DriftChange.StepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.StepID(childComplexity), true
+	case "DriftChange.toType":
+		if e.ComplexityRoot.DriftChange.ToType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.ToType(childComplexity), true
+	case "DriftChange.versionID":
+		if e.ComplexityRoot.DriftChange.VersionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DriftChange.VersionID(childComplexity), true
 
 	case "EffectiveSLA.objectives":
 		if e.ComplexityRoot.EffectiveSLA.Objectives == nil {
@@ -5110,6 +5187,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Deployments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.DeploymentOrder), args["where"].(*ent.DeploymentWhereInput)), true
+	case "Query.driftReport":
+		if e.ComplexityRoot.Query.DriftReport == nil {
+			break
+		}
+
+		args, err := ec.field_Query_driftReport_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.DriftReport(childComplexity, args["workflowID"].(string)), true
 	case "Query.effectiveModelPrices":
 		if e.ComplexityRoot.Query.EffectiveModelPrices == nil {
 			break
@@ -6518,6 +6606,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepAttempt.StepRunID(childComplexity), true
 
+	case "StepCall.cache":
+		if e.ComplexityRoot.StepCall.Cache == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.Cache(childComplexity), true
 	case "StepCall.costMicroUSD":
 		if e.ComplexityRoot.StepCall.CostMicroUsd == nil {
 			break
@@ -7663,6 +7757,37 @@ extend type Mutation {
   setModelPrice(input: SetModelPriceInput!): ModelPrice!
   deleteModelPrice(id: ID!): ID!
   setTenantBudget(input: SetTenantBudgetInput!): Tenant!
+}
+`, BuiltIn: false},
+	{Name: "../drift.graphql", Input: `# Response caching and schema drift of http steps (see README "Response caching", "Schema drift").
+
+extend type StepCall {
+  "http steps with a cache policy: hit (served from the cache, nothing sent), stale (the call failed transiently and an expired response stood in) or miss."
+  cache: String
+}
+
+"A change of an http step's response against the shapes learned for the step under a workflow version."
+type DriftChange {
+  id: ID!
+  versionID: ID!
+  stepID: String!
+  "The JSON path below the step's output, e.g. body.items[].name."
+  path: String!
+  "added, removed, retyped or nullability."
+  kind: String!
+  fromType: String
+  toType: String
+  "The workflow's expressions read the field: the step failed with schema_drift."
+  breaking: Boolean!
+  "The first run whose response showed the change."
+  firstRunID: ID!
+  "When that run saw it."
+  createdAt: Time!
+}
+
+extend type Query {
+  "The response changes seen on a workflow's http steps, oldest first (at most 500)."
+  driftReport(workflowID: ID!): [DriftChange!]!
 }
 `, BuiltIn: false},
 	{Name: "../ent.graphql", Input: `directive @goField(forceResolver: Boolean, name: String, omittable: Boolean) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
@@ -15406,6 +15531,32 @@ func (ec *executionContext) childFields_DeploymentEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type DeploymentEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_DriftChange(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_DriftChange_id(ctx, field)
+	case "versionID":
+		return ec.fieldContext_DriftChange_versionID(ctx, field)
+	case "stepID":
+		return ec.fieldContext_DriftChange_stepID(ctx, field)
+	case "path":
+		return ec.fieldContext_DriftChange_path(ctx, field)
+	case "kind":
+		return ec.fieldContext_DriftChange_kind(ctx, field)
+	case "fromType":
+		return ec.fieldContext_DriftChange_fromType(ctx, field)
+	case "toType":
+		return ec.fieldContext_DriftChange_toType(ctx, field)
+	case "breaking":
+		return ec.fieldContext_DriftChange_breaking(ctx, field)
+	case "firstRunID":
+		return ec.fieldContext_DriftChange_firstRunID(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_DriftChange_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DriftChange", field.Name)
+}
+
 func (ec *executionContext) childFields_EffectiveSLA(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "objectives":
@@ -17032,6 +17183,8 @@ func (ec *executionContext) childFields_StepCall(ctx context.Context, field grap
 		return ec.fieldContext_StepCall_priced(ctx, field)
 	case "error":
 		return ec.fieldContext_StepCall_error(ctx, field)
+	case "cache":
+		return ec.fieldContext_StepCall_cache(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepCall", field.Name)
 }
@@ -18823,6 +18976,20 @@ func (ec *executionContext) field_Query_deployments_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_driftReport_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg0
 	return args, nil
 }
 
@@ -23032,6 +23199,236 @@ func (ec *executionContext) _DeploymentEdge_cursor(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_DeploymentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("DeploymentEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _DriftChange_id(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DriftChange_versionID(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_versionID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VersionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_versionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DriftChange_stepID(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_stepID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_stepID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "String")
+}
+
+func (ec *executionContext) _DriftChange_path(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_path(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Path, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_path(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "String")
+}
+
+func (ec *executionContext) _DriftChange_kind(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "String")
+}
+
+func (ec *executionContext) _DriftChange_fromType(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_fromType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FromType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_fromType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "String")
+}
+
+func (ec *executionContext) _DriftChange_toType(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_toType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ToType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_toType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "String")
+}
+
+func (ec *executionContext) _DriftChange_breaking(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_breaking(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Breaking, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_breaking(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _DriftChange_firstRunID(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_firstRunID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstRunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_firstRunID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DriftChange_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.DriftChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DriftChange_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DriftChange_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DriftChange", field, false, false, "Time")
 }
 
 func (ec *executionContext) _EffectiveSLA_objectives(ctx context.Context, field graphql.CollectedField, obj *model.EffectiveSLA) (ret graphql.Marshaler) {
@@ -35096,6 +35493,50 @@ func (ec *executionContext) fieldContext_Query_costReport(ctx context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_driftReport(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_driftReport(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().DriftReport(ctx, fc.Args["workflowID"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.DriftChange) graphql.Marshaler {
+			return ec.marshalNDriftChange2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDriftChangeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_driftReport(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DriftChange(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_driftReport_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_evaluations(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -40500,6 +40941,29 @@ func (ec *executionContext) _StepCall_error(ctx context.Context, field graphql.C
 	)
 }
 func (ec *executionContext) fieldContext_StepCall_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepCall_cache(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_cache(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cache, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_cache(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
 }
 
@@ -68683,6 +69147,84 @@ func (ec *executionContext) _DeploymentEdge(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var driftChangeImplementors = []string{"DriftChange"}
+
+func (ec *executionContext) _DriftChange(ctx context.Context, sel ast.SelectionSet, obj *ent.DriftChange) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, driftChangeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DriftChange")
+		case "id":
+			out.Values[i] = ec._DriftChange_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "versionID":
+			out.Values[i] = ec._DriftChange_versionID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepID":
+			out.Values[i] = ec._DriftChange_stepID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "path":
+			out.Values[i] = ec._DriftChange_path(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._DriftChange_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fromType":
+			out.Values[i] = ec._DriftChange_fromType(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "toType":
+			out.Values[i] = ec._DriftChange_toType(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "breaking":
+			out.Values[i] = ec._DriftChange_breaking(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firstRunID":
+			out.Values[i] = ec._DriftChange_firstRunID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._DriftChange_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var effectiveSLAImplementors = []string{"EffectiveSLA"}
 
 func (ec *executionContext) _EffectiveSLA(ctx context.Context, sel ast.SelectionSet, obj *model.EffectiveSLA) graphql.Marshaler {
@@ -72624,6 +73166,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_costReport(ctx, field)
 				})
+		case "driftReport":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_driftReport(ctx, field)
+				})
 		case "evaluations":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -74528,6 +75076,11 @@ func (ec *executionContext) _StepCall(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "cache":
+			out.Values[i] = ec._StepCall_cache(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -76390,6 +76943,30 @@ func (ec *executionContext) marshalNDeploymentOrderField2ᚖgithubᚗcomᚋsluic
 func (ec *executionContext) unmarshalNDeploymentWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDeploymentWhereInput(ctx context.Context, v any) (*ent.DeploymentWhereInput, error) {
 	res, err := ec.unmarshalInputDeploymentWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNDriftChange2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDriftChangeᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.DriftChange) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDriftChange2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDriftChange(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDriftChange2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐDriftChange(ctx context.Context, sel ast.SelectionSet, v *ent.DriftChange) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DriftChange!")
+		return graphql.Null
+	}
+	return ec._DriftChange(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNEffectiveSLA2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐEffectiveSLA(ctx context.Context, sel ast.SelectionSet, v *model.EffectiveSLA) graphql.Marshaler {

@@ -546,6 +546,8 @@ type StepCall struct {
 	CostMicroUsd *int    `json:"costMicroUSD,omitempty"`
 	Priced       *bool   `json:"priced,omitempty"`
 	Error        *string `json:"error,omitempty"`
+	// http steps with a cache policy: hit (served from the cache, nothing sent), stale (the call failed transiently and an expired response stood in) or miss.
+	Cache *string `json:"cache,omitempty"`
 }
 
 type Subscription struct {

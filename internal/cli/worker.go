@@ -58,6 +58,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		// Deployment approval requests expire under a singleton lock
 		// (internal/protection).
 		func(ctx context.Context) { a.protection.RunExpirer(ctx, a.db) },
+		// Expired response cache entries go, one worker at a time.
+		func(ctx context.Context) { a.runs.RunResponseCachePurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -80,6 +80,9 @@ type Definition struct {
 	// (the run's output is every step's), so every step is needed.
 	outputReads []string
 	outputAll   bool
+	// outputPaths: the output paths each step's output is read at
+	// (OutputPathsRead).
+	outputPaths map[string][]string
 	// types: the shapes of the input and of every step's output, found
 	// while validating (see InputValue, OutputValue).
 	types definitionTypes
@@ -122,6 +125,9 @@ type Step struct {
 	// http
 	Request *HTTPRequest `json:"request,omitempty"`
 	Expect  *Expect      `json:"expect,omitempty"`
+	// Cache, on an http step without sideEffect, serves its responses
+	// from the response cache (cache.go).
+	Cache *CachePolicy `json:"cache,omitempty"`
 
 	// llm
 	Model       string    `json:"model,omitempty"`

@@ -307,6 +307,7 @@ func (v *validator) checkStepBody(path string, s *Step, scope exprScope) *shape 
 	if s.Delivery != "" && !s.SideEffect {
 		v.add(path+".delivery", "delivery applies only to side-effect steps (sideEffect: true)")
 	}
+	v.checkCache(path, s)
 	if s.OnUncertain != "" && !s.AtMostOnce() {
 		v.add(path+".onUncertain", "onUncertain applies only to steps with delivery: at_most_once")
 	}
@@ -576,6 +577,7 @@ func (v *validator) checkExpr(path, expr string, scope exprScope, wantBool bool)
 	}
 	v.checkEnvVarRefs(path, expr, c.ast)
 	ids, dynamic := stepRefs(c.ast)
+	v.d.noteOutputPaths(c.ast)
 	if scope.output {
 		v.d.outputReads, v.d.outputAll = ids, dynamic
 	}

@@ -38,6 +38,10 @@ const (
 	// StepLatencyBudgetExceeded: an attempt took longer than the step's
 	// latencyBudget.
 	StepLatencyBudgetExceeded Type = "step.latency_budget_exceeded"
+	// StepResponseChanged: an http step's response had a new shape (fields
+	// added, or changed where the workflow does not read them); once per
+	// new shape and workflow version.
+	StepResponseChanged Type = "step.response_changed"
 	// BudgetExceeded: a model call was refused because it could pass the
 	// run's or the tenant's budget.
 	BudgetExceeded Type = "budget.exceeded"
@@ -68,7 +72,7 @@ const (
 var all = [...]Type{
 	RunQueued, RunStarted,
 	StepStarted, StepSucceeded, StepRetrying, StepFailed, StepSkipped, StepWaiting,
-	StepReclaimed, StepLatencyBudgetExceeded, BudgetExceeded,
+	StepReclaimed, StepLatencyBudgetExceeded, BudgetExceeded, StepResponseChanged,
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	RunWaiting, RunRunning, RunResumed, RunSucceeded, RunFailed, RunCancelled,
 }
@@ -138,7 +142,7 @@ var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, Inc
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
 	RunStarted, RunSucceeded, RunFailed, RunCancelled,
-	StepFailed,
+	StepFailed, StepResponseChanged,
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	BudgetExceeded,
 	SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,

@@ -48,6 +48,9 @@ const (
 	Release                    = "rel"
 	Evaluation                 = "evl"
 	EvaluationExample          = "evx"
+	ResponseCacheEntry         = "rce"
+	ResponseShape              = "rsh"
+	DriftChange                = "dch"
 )
 
 var (

@@ -55,6 +55,7 @@ type job struct {
 	// finishLoads are the steps recording the result reads (the step, its
 	// dependents and what they need), read with the run's lock.
 	finishLoads []string
+	resp        *respCheck // an http step's response cache and drift check (respchecks.go)
 }
 
 // AttemptRef names a step attempt as its task carries it. Only ID is
@@ -482,6 +483,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		}
 	}
 	j.started = s.now
+	s.prepareResponseChecks(j)
 	if pure {
 		// Pure work (or a recorded output): it runs inside this transaction
 		// and its result commits with its start, in one flush.
@@ -623,7 +625,10 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		var res *steps.Result
 		var err error
 		if j.step.Type == definition.StepHTTP {
-			res, err = e.executor.HTTP(ctx, req)
+			req.Cache = e.responseCache(j)
+			if res, err = e.executor.HTTP(ctx, req); err == nil {
+				err = e.checkDrift(ctx, j, res.Output)
+			}
 		} else {
 			res, err = e.executor.LLM(ctx, req)
 		}
@@ -652,6 +657,9 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 	sr := s.steps[j.step.ID]
 	if sr == nil || sr.CurrentAttemptID == nil || *sr.CurrentAttemptID != j.attemptID || sr.Status != steprun.StatusRunning {
 		return nil // fenced: another delivery already recorded this attempt
+	}
+	if err := s.recordDrift(ctx, j); err != nil {
+		return err
 	}
 	if errors.Is(execErr, errMapItemsStarted) {
 		return s.mapStarted(ctx, j, sr) // the map step runs on, item by item (mapstep.go)

@@ -320,6 +320,7 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 	env.Item, env.Index = decodeJSON(row.item), int64(row.index)
 	j := &job{tenantID: tenantID, runID: r.ID, attemptID: itemID, attempt: row.attempts, step: &inner, env: env,
 		idempotencyKey: idempotency.Key(r.ID, step.ID+"/"+strconv.Itoa(row.index)), started: now}
+	prepareItemResponseChecks(j, r)
 	if inner.Credential != "" {
 		typ, secret, err := e.vault.OpenCredential(ctx, c, r.EnvironmentID, inner.Credential)
 		switch {

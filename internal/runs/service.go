@@ -45,6 +45,8 @@ type Service struct {
 	callbackKeys sync.Map
 	// vars caches environments' variables versions (envvars.go).
 	vars varsCache
+	// resp: the response cache and learned shapes of http steps (respchecks.go).
+	resp responseChecks
 }
 
 // Options configure a Service.

@@ -52,6 +52,10 @@ type Request struct {
 	// llm step, once its request is built; an error (a Budget *Error to
 	// refuse the call) ends the attempt with it, and nothing is sent.
 	BeforeModelCall func(ctx context.Context, next PlannedCall) error
+	// Cache, when set, serves an http step that has a cache policy
+	// (cache.go); the run state machine binds it to the run's tenant and
+	// the step's credential.
+	Cache ResponseCache
 }
 
 // Call is one outbound call, as recorded in the trace. Every string in it
@@ -77,6 +81,8 @@ type Call struct {
 	RequestBody  string `json:"requestBody,omitempty"`
 	ResponseBody string `json:"responseBody,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Cache is hit, stale or miss for an http step with a cache policy.
+	Cache string `json:"cache,omitempty"`
 }
 
 // Result is what a step attempt produced. Output is nil when the attempt

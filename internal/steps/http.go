@@ -51,7 +51,7 @@ func (x *Executor) HTTP(ctx context.Context, req Request) (*Result, error) {
 
 	res := &Result{Calls: []Call{{Kind: "http"}}}
 	call := &res.Calls[0]
-	ex, e := x.send(ctx, timeout, red, call, hreq, body, req.BeforeSend)
+	ex, e := x.sendCached(ctx, req, timeout, red, call, hreq, body) // send, through the response cache (cache.go)
 	if e != nil {
 		return res, e
 	}
