@@ -210,11 +210,28 @@ func TestProtectedEnvironment(t *testing.T) {
 		t.Fatalf("release's request: %v", a)
 	}
 	editor.fail("FORBIDDEN", mDecideDep, map[string]any{"id": relApr, "d": "APPROVE"})
+	owner.fail("CONFLICT", `mutation($id: ID!) { promoteRelease(id: $id) { id } }`, map[string]any{"id": relID})
 	admin.ok(mDecideDep, map[string]any{"id": relApr, "d": "APPROVE"})
 	if s := str(releaseOf(t, owner, relID), "state"); s != "PROGRESSING" {
 		t.Fatalf("approved release is %s", s)
 	}
 	owner.ok(mAbortRelease, map[string]any{"id": relID})
+	// Aborting a release that waits cancels its request.
+	rel2 := str(owner.ok(mCreateRelease, map[string]any{"in": map[string]any{"workflowID": wf, "environmentID": prod, "candidateVersionID": v3,
+		"steps": []any{map[string]any{"weightPercent": 100}}}}), "createRelease.id")
+	owner.ok(mAbortRelease, map[string]any{"id": rel2})
+	cancelled := 0
+	for _, e := range edges(owner.ok(`{ approvals(where: {kind: DEPLOYMENT}) { edges { node { id status releaseID } } } }`, nil), "approvals") {
+		if e["releaseID"] == rel2 {
+			if e["status"] != "cancelled" {
+				t.Fatalf("request of an aborted release: %v", e)
+			}
+			cancelled++
+		}
+	}
+	if cancelled != 1 {
+		t.Fatalf("%d cancelled requests for release %s, want 1", cancelled, rel2)
+	}
 
 	// A rejection ends a request; nothing is deployed.
 	rej := str(editor.ok(mRequestDep, map[string]any{"v": v3, "e": prod}), "requestDeployment.approvalRequest.id")

@@ -405,3 +405,23 @@ func DeploymentOf(ctx context.Context, apr *ent.ApprovalRequest) (*ent.Deploymen
 	}
 	return d, err
 }
+
+// ReleaseEnded is releases.Gate: a release rolled back or aborted while it
+// waited for approvals cancels its pending request.
+func (s *Service) ReleaseEnded(ctx context.Context, c *ent.Client, r *ent.Release) error {
+	pending, err := c.ApprovalRequest.Query().Where(approvalrequest.KindEQ(approvalrequest.KindDeployment),
+		approvalrequest.ReleaseID(r.ID), approvalrequest.StatusEQ(approvalrequest.StatusPending)).ForUpdate().All(ctx)
+	if err != nil {
+		return err
+	}
+	now := s.o.Now()
+	for _, apr := range pending {
+		if apr, err = apr.Update().SetStatus(approvalrequest.StatusCancelled).SetUpdatedAt(now).Save(ctx); err != nil {
+			return err
+		}
+		if err := s.record(ctx, c, r.TenantID, "deployment.cancel", "ApprovalRequest", apr.ID, "", eventData(apr, map[string]any{"reason": "release is " + string(r.State)})); err != nil {
+			return err
+		}
+	}
+	return nil
+}

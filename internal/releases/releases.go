@@ -42,6 +42,9 @@ type EventRecorder interface {
 type Gate interface {
 	CheckRelease(ctx context.Context, c *ent.Client, v *viewer.Viewer, wv *ent.WorkflowVersion, env *ent.Environment) (wait bool, err error)
 	RequestRelease(ctx context.Context, c *ent.Client, v *viewer.Viewer, r *ent.Release) error
+	// ReleaseEnded cancels the approval request of a release that ended
+	// while it waited for approvals.
+	ReleaseEnded(ctx context.Context, c *ent.Client, r *ent.Release) error
 }
 
 // Options configure a Service.
@@ -344,6 +347,9 @@ func (s *Service) PromoteRelease(ctx context.Context, id string) (*ent.Release, 
 	if !active(r) {
 		return nil, errs.E(errs.Conflict, "release %s is already %s", id, r.State)
 	}
+	if r.State == release.StatePendingApproval {
+		return nil, errs.E(errs.Conflict, "release %s waits for the approvals its environment requires (approvals of kind DEPLOYMENT); it cannot be promoted before", id)
+	}
 	return s.promote(ctx, c, v, r, "promoted by "+v.Subject)
 }
 
@@ -405,9 +411,15 @@ func (s *Service) end(ctx context.Context, c *ent.Client, v *viewer.Viewer, r *e
 		reason = reason[:2000]
 	}
 	now := s.o.Now()
+	waited := r.State == release.StatePendingApproval
 	r, err := r.Update().SetState(to).SetWeightPercent(0).SetReason(reason).SetFinishedAt(now).SetFinishedBy(v.Subject).SetUpdatedAt(now).Save(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if waited && s.o.Gate != nil {
+		if err := s.o.Gate.ReleaseEnded(ctx, c, r); err != nil {
+			return nil, err
+		}
 	}
 	t, action := eventtype.ReleaseRolledBack, "release.rollback"
 	if to == release.StateAborted {
