@@ -32,6 +32,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -125,6 +127,8 @@ func checkColumn(t, c string) error {
 			modelcall.Table:                  modelcall.ValidColumn,
 			modelprice.Table:                 modelprice.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
+			ratelimit.Table:                  ratelimit.ValidColumn,
+			ratelimitcooldown.Table:          ratelimitcooldown.ValidColumn,
 			release.Table:                    release.ValidColumn,
 			run.Table:                        run.ValidColumn,
 			runevent.Table:                   runevent.ValidColumn,

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"fmt"
 
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
@@ -140,6 +141,11 @@ func (r *queryResolver) ModelPrices(ctx context.Context, after *entgql.Cursor[st
 	return c.ModelPrice.Query().Paginate(ctx, after, first, before, last, ent.WithModelPriceOrder(orderBy), ent.WithModelPriceFilter(where.Filter))
 }
 
+// RateLimits is the resolver for the rateLimits field.
+func (r *queryResolver) RateLimits(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) (*ent.RateLimitConnection, error) {
+	panic(fmt.Errorf("not implemented: RateLimits - rateLimits"))
+}
+
 // Releases is the resolver for the releases field.
 func (r *queryResolver) Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error) {
 	c, err := client(ctx)
@@ -225,6 +231,9 @@ func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallRe
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
+// RateLimit returns generated.RateLimitResolver implementation.
+func (r *Resolver) RateLimit() generated.RateLimitResolver { return &rateLimitResolver{r} }
+
 // Release returns generated.ReleaseResolver implementation.
 func (r *Resolver) Release() generated.ReleaseResolver { return &releaseResolver{r} }
 
@@ -263,6 +272,7 @@ type (
 	mapItemResolver           struct{ *Resolver }
 	modelCallResolver         struct{ *Resolver }
 	queryResolver             struct{ *Resolver }
+	rateLimitResolver         struct{ *Resolver }
 	releaseResolver           struct{ *Resolver }
 	runResolver               struct{ *Resolver }
 	runEventResolver          struct{ *Resolver }
