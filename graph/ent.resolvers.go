@@ -7,7 +7,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"entgo.io/contrib/entgql"
 	"github.com/sluicehq/sluice/ent"
@@ -143,7 +142,11 @@ func (r *queryResolver) ModelPrices(ctx context.Context, after *entgql.Cursor[st
 
 // RateLimits is the resolver for the rateLimits field.
 func (r *queryResolver) RateLimits(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) (*ent.RateLimitConnection, error) {
-	panic(fmt.Errorf("not implemented: RateLimits - rateLimits"))
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.RateLimit.Query().Paginate(ctx, after, first, before, last, ent.WithRateLimitOrder(orderBy), ent.WithRateLimitFilter(where.Filter))
 }
 
 // Releases is the resolver for the releases field.

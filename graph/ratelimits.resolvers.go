@@ -7,33 +7,41 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/graph/model"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 )
 
 // CreateRateLimit is the resolver for the createRateLimit field.
 func (r *mutationResolver) CreateRateLimit(ctx context.Context, input model.CreateRateLimitInput) (*ent.RateLimit, error) {
-	panic(fmt.Errorf("not implemented: CreateRateLimit - createRateLimit"))
+	return r.RateLimits.CreatePolicy(ctx, ratelimit.PolicyInput{Scope: input.Scope, CredentialID: input.CredentialID,
+		EnvironmentID: input.EnvironmentID, CredentialName: input.CredentialName, Host: input.Host,
+		AcrossCredentials: input.AcrossCredentials, Rate: input.Rate, Period: input.Period, Burst: input.Burst,
+		MaxConcurrent: input.MaxConcurrent})
 }
 
 // UpdateRateLimit is the resolver for the updateRateLimit field.
 func (r *mutationResolver) UpdateRateLimit(ctx context.Context, input model.UpdateRateLimitInput) (*ent.RateLimit, error) {
-	panic(fmt.Errorf("not implemented: UpdateRateLimit - updateRateLimit"))
+	return r.RateLimits.UpdatePolicy(ctx, input.ID, ratelimit.PolicyInput{Rate: input.Rate, Period: input.Period,
+		Burst: input.Burst, MaxConcurrent: input.MaxConcurrent})
 }
 
 // DeleteRateLimit is the resolver for the deleteRateLimit field.
 func (r *mutationResolver) DeleteRateLimit(ctx context.Context, id string) (string, error) {
-	panic(fmt.Errorf("not implemented: DeleteRateLimit - deleteRateLimit"))
+	return r.RateLimits.DeletePolicy(ctx, id)
 }
 
 // RateLimitCooldowns is the resolver for the rateLimitCooldowns field.
 func (r *queryResolver) RateLimitCooldowns(ctx context.Context) ([]*ent.RateLimitCooldown, error) {
-	panic(fmt.Errorf("not implemented: RateLimitCooldowns - rateLimitCooldowns"))
+	return ratelimit.Cooldowns(ctx)
 }
 
 // State is the resolver for the state field.
 func (r *rateLimitResolver) State(ctx context.Context, obj *ent.RateLimit) (*model.RateLimitState, error) {
-	panic(fmt.Errorf("not implemented: State - state"))
+	st, err := r.RateLimits.State(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	return &model.RateLimitState{NextSlotAt: st.NextSlotAt, InFlight: st.InFlight, CooldownUntil: st.CooldownUntil}, nil
 }

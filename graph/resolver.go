@@ -9,6 +9,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -27,6 +28,8 @@ type Resolver struct {
 	Releases *releases.Service
 	// Evals creates and lists evaluations.
 	Evals *evals.Service
+	// RateLimits manages limit policies and reads their state.
+	RateLimits *ratelimit.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

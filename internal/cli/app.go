@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -55,6 +56,7 @@ type app struct {
 	sla        *sla.Service
 	releases   *releases.Service
 	evals      *evals.Service
+	rateLimits *ratelimit.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -235,7 +237,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Publisher:  pub,
 		Outbox:     a.webhooks,
 		Escalator:  a.escalation,
-		Executor:   steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields),
+		Executor:   a.rateLimited(steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields)),
 		Log:        log,
 		Metrics:    runs.NewMetrics(a.metrics.Registry),
 		Tracer:     tracer,

@@ -67,6 +67,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		SLA:        a.sla,
 		Releases:   a.releases,
 		Evals:      a.evals,
+		RateLimits: a.rateLimits,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,
