@@ -52,20 +52,25 @@ for i = 1, n do
 end
 
 local wait, wi = 0, -1
-local waits = {}
+local waits, held = {}, {}
 for i = 1, n do
   local k = 2 + (i-1)*4
   local T = tonumber(ARGV[5 + (i-1)*3 + 1])
   local tau = tonumber(ARGV[5 + (i-1)*3 + 2])
   waits[i] = 0
-  if T > 0 and redis.call('EXISTS', KEYS[k+4]) == 0 then
+  local r = redis.call('GET', KEYS[k+4])
+  held[i] = r ~= false
+  local at = 0
+  if held[i] then
+    at = tonumber(r)
+  elseif T > 0 then
     local tat = tonumber(redis.call('GET', KEYS[k+2]) or '0')
     if tat < now then tat = now end
-    local at = tat - tau
-    if at > now then
-      waits[i] = at
-      if at > wait then wait, wi = at, i end
-    end
+    at = tat - tau
+  end
+  if at > now then
+    waits[i] = at
+    if at > wait then wait, wi = at, i end
   end
 end
 if wait > 0 then
@@ -73,13 +78,13 @@ if wait > 0 then
     local k = 2 + (i-1)*4
     local T = tonumber(ARGV[5 + (i-1)*3 + 1])
     local tau = tonumber(ARGV[5 + (i-1)*3 + 2])
-    if waits[i] > 0 then
+    if waits[i] > 0 and not held[i] then
       local tat = tonumber(redis.call('GET', KEYS[k+2]) or '0')
       if tat < now then tat = now end
       tat = tat + T
       redis.call('SET', KEYS[k+2], tostring(tat), 'PX', tat - now + tau + 1000)
       redis.call('SET', KEYS[k+4], tostring(waits[i]), 'PX', wait - now + 60000)
-    elseif redis.call('EXISTS', KEYS[k+4]) == 1 then
+    elseif held[i] then
       redis.call('PEXPIRE', KEYS[k+4], wait - now + 60000)
     end
   end
