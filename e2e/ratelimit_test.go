@@ -114,8 +114,8 @@ func checkRunsWaitedNotRetried(t *testing.T, f *fixture, ids []string, timeout t
 	t.Helper()
 	waited := 0
 	for _, id := range ids {
-		r := waitRun(t, f.owner, id, timeout, "SUCCEEDED", "FAILED", "CANCELLED")
-		if r["status"] != "SUCCEEDED" {
+		r := waitRun(t, f.owner, id, timeout, "succeeded", "failed", "cancelled")
+		if r["status"] != "succeeded" {
 			t.Fatalf("run %s: %v", id, r)
 		}
 		s := stepOf(r, "call")

@@ -23,7 +23,8 @@ import (
 //   - the attempt row keeps its id and number and goes back to queued with
 //     scheduled_at = until and no start; the step's `attempts` does not move;
 //   - the trace shows the wait as a step.waiting event {reason, until, cause,
-//     scope, statusCode, calls} (calls: what was sent, a 429's call);
+//     scope, statusCode, calls} (calls: when the upstream refused the call,
+//     what was sent; a wait decided before sending has none);
 //   - a wake-up task of its own ("d" variant): the attempt's own task id is
 //     still in use by the delivery that is deferring it.
 //
@@ -85,8 +86,8 @@ func (s *runState) deferAttempt(ctx context.Context, j *job, sr *ent.StepRun, d 
 	if d.StatusCode != 0 {
 		data["statusCode"] = d.StatusCode
 	}
-	if len(calls) > 0 {
-		data["calls"] = calls
+	if d.StatusCode != 0 && len(calls) > 0 {
+		data["calls"] = calls // what was sent, and refused
 	}
 	s.emit(eventtype.StepWaiting, j.step.ID, j.attempt, data)
 	return true, s.flush(ctx)
