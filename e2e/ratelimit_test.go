@@ -146,7 +146,7 @@ func checkRunsWaitedNotRetried(t *testing.T, f *fixture, ids []string, timeout t
 // reason rate_limit, attempts stays 1) and the API never answers 429.
 func TestRateLimitPolicyKeepsUnderTheAPILimit(t *testing.T) {
 	t.Parallel()
-	const runs = 40 // 8 s at 5/s
+	const runs = 100 // 20 s at 5/s
 	f := newFixture(t, "rl-policy")
 	api := newLimitedAPI(t, 5, 0)
 	p := f.owner.ok(mCreateRateLimit, map[string]any{"in": map[string]any{
@@ -341,5 +341,66 @@ func TestRateLimitIsolationAndBadInput(t *testing.T) {
 	// Tenant a's policy is untouched by all of it.
 	if n := get(a.owner.ok(qRateLimits, nil), "rateLimits.totalCount"); n != float64(1) {
 		t.Fatalf("tenant a has %v rate limits", n)
+	}
+}
+
+// TestRateLimitCooldownSurvivesRedisWipe: a cooldown is durable: after
+// Redis is wiped, the restorer writes it back from Postgres, and a run
+// started then waits for it (cause cooldown) without calling the API.
+func TestRateLimitCooldownSurvivesRedisWipe(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := 0
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen++
+		mu.Unlock()
+		w.Header().Set("Retry-After", "120")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(api.Close)
+	st := newStack(t, 1, "SLUICE_RATE_LIMIT_RESTORE_INTERVAL=200ms")
+	f := newFixture(t, "rl-wipe")
+	owner := f.owner.on(st.server)
+	wf, _ := deployWorkflow(t, f, "rl-wipe", limitedWorkflow(api.URL))
+	first := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"n": 1}}), "startRun.id")
+	host := strings.TrimPrefix(api.URL, "http://")
+	key := "sluice:rl:{" + f.tenantID + "}:cd:h:" + host
+	rdb := st.redis()
+	defer rdb.Close()
+	ctx := t.Context()
+	eventually(t, 30*time.Second, func() (bool, string) {
+		n, _ := rdb.Exists(ctx, key).Result()
+		return n == 1, "no cooldown in Redis yet"
+	})
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		n, _ := rdb.Exists(ctx, key).Result()
+		return n == 1, "the cooldown was not restored into Redis"
+	})
+	second := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"n": 2}}), "startRun.id")
+	eventually(t, 30*time.Second, func() (bool, string) {
+		r, _ := get(owner.ok(qRun, map[string]any{"id": second}), "node").(map[string]any)
+		for _, e := range r["events"].([]any) {
+			if str(e, "type") == "step.waiting" && str(e, "data.cause") == "cooldown" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("second run has not waited for the cooldown: %v", r)
+	})
+	mu.Lock()
+	n := seen
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the API saw %d calls, want 1 (the one it refused)", n)
+	}
+	for _, id := range []string{first, second} {
+		r, _ := get(owner.ok(qRun, map[string]any{"id": id}), "node").(map[string]any)
+		if s := stepOf(r, "call"); s["attempts"] != float64(1) || r["status"] == "failed" {
+			t.Fatalf("run %s: %v", id, r)
+		}
+		owner.ok(`mutation($id: ID!) { cancelRun(id: $id) { id status } }`, map[string]any{"id": id})
 	}
 }

@@ -30,7 +30,10 @@ import (
 //
 // The total wait is capped (SetMaxDeferral, from the step's first start):
 // past it the deferral is the transient failure it wraps, and the step's
-// retry policy decides.
+// retry policy decides. An at_most_once step whose call the upstream
+// refused (429 or 503) is not deferred either: its send is recorded, and
+// its failure is settled as at_most_once failures are. Its waits decided
+// before sending are deferred like any step's.
 
 // DefaultMaxDeferral bounds how long a step may wait for rate limits.
 const DefaultMaxDeferral = 24 * time.Hour
@@ -66,6 +69,11 @@ func (s *runState) deferAttempt(ctx context.Context, j *job, sr *ent.StepRun, d 
 		since = *sr.StartedAt
 	}
 	if s.terminal() || d.Until.Sub(since) > time.Duration(maxDeferral.Load()) {
+		return false, nil
+	}
+	if d.StatusCode != 0 && j.step.AtMostOnce() {
+		// Its send is recorded (sent_at): the refusal is settled as an
+		// at_most_once failure, never sent again by a deferral.
 		return false, nil
 	}
 	until := d.Until.UTC()
