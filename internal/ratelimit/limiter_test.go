@@ -12,7 +12,7 @@ import (
 
 // newTestLimiter is a limiter on a reserved Redis database whose tenant
 // policies are set as given (no Postgres: the version token matches).
-func newTestLimiter(t *testing.T, tenantID string, ps ...policy) *Limiter {
+func newTestLimiter(t testing.TB, tenantID string, ps ...policy) *Limiter {
 	t.Helper()
 	rdb := testdb.Redis(t, "ratelimit-test")
 	l := NewLimiter(LimiterOptions{Redis: rdb, ConcurrencyPoll: 50 * time.Millisecond})
@@ -149,3 +149,29 @@ func TestCooldownHoldsTheScope(t *testing.T) {
 }
 
 func mustWait(_ func(), err error) error { return err }
+
+// BenchmarkAcquire is the check's cost: one Redis round trip with no
+// policy, and with a rate and a concurrency policy (plus the release).
+func BenchmarkAcquire(b *testing.B) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		ps   []policy
+	}{
+		{"no policy", nil},
+		{"rate and concurrency", []policy{{id: "pb", host: "api.test", across: true, interval: time.Millisecond, tolerance: time.Hour, maxConcurrent: 1000}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := newTestLimiter(b, "ten_bench", tc.ps...)
+			for b.Loop() {
+				release, err := l.Acquire(ctx, call("ten_bench", "x"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if release != nil {
+					release()
+				}
+			}
+		})
+	}
+}
