@@ -269,6 +269,9 @@ func TestRateLimitIsolationAndBadInput(t *testing.T) {
 	if n := get(b.owner.ok(qRateLimits, nil), "rateLimits.totalCount"); n != float64(0) {
 		t.Fatalf("tenant b lists %v rate limits", n)
 	}
+	if got := get(a.owner.ok(`query($id: ID!) { node(id: $id) { ... on RateLimit { id rate burst period credentialName } } }`, map[string]any{"id": pa}), "node"); str(got, "id") != pa || get(got, "rate") != float64(10) || str(got, "credentialName") != "crm" {
+		t.Fatalf("tenant a reads its rate limit: %v", got)
+	}
 	if n := get(b.owner.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": pa}), "node"); n != nil {
 		t.Fatalf("tenant b reads a's rate limit: %v", n)
 	}
