@@ -228,8 +228,12 @@ func (l *Limiter) Acquire(ctx context.Context, c steps.LimitedCall) (func(), err
 				scope = ap[idx-1].bucket
 			}
 			until := time.UnixMilli(ms)
-			if cause == "cooldown" {
+			switch cause {
+			case "cooldown":
 				until = until.Add(jitter(until.Sub(l.now())))
+			case "concurrency":
+				// Callers polling a full semaphore spread out.
+				until = until.Add(rand.N(l.concurrencyPoll))
 			}
 			l.metrics.waited(cause)
 			return nil, &steps.Deferral{Reason: steps.DeferRateLimit, Until: until, Cause: cause, Scope: scope}
