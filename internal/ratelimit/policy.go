@@ -121,8 +121,14 @@ func normalizeHost(h string) (string, string) {
 	if err != nil || u.Host != h || u.User != nil || u.Path != "" || strings.ContainsAny(h, "/?#@ ") {
 		return "", "must be a host name with an optional :port, such as api.example.com (no scheme or path)"
 	}
-	if host, port, err := net.SplitHostPort(h); err == nil && (host == "" || port == "") {
-		return "", "must be a host name with an optional :port"
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		if host == "" || port == "" {
+			return "", "must be a host name with an optional :port"
+		}
+		if port == "443" || port == "80" {
+			// Calls name a default port no more (steps.limitHost).
+			h = strings.TrimSuffix(h, ":"+port)
+		}
 	}
 	return h, ""
 }

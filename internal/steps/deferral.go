@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -105,7 +106,7 @@ func (x *Executor) acquire(ctx context.Context, req *http.Request, timeout time.
 	if x.limiter == nil || !ok {
 		return LimitedCall{}, func() {}, nil
 	}
-	c := LimitedCall{LimitScope: scope, Host: req.URL.Host, Hold: timeout + holdMargin}
+	c := LimitedCall{LimitScope: scope, Host: limitHost(req), Hold: timeout + holdMargin}
 	release, err := x.limiter.Acquire(ctx, c)
 	if d, ok := err.(*Deferral); ok {
 		return c, func() {}, deferralError(d)
@@ -132,6 +133,16 @@ func (x *Executor) observe(ctx context.Context, c LimitedCall, ex *exchange) *Er
 	e := deferralError(d)
 	e.StatusCode = ex.status
 	return e
+}
+
+// limitHost is the request's host as policies name it: lower case, its
+// port only when it is not the scheme's default.
+func limitHost(req *http.Request) string {
+	h := strings.ToLower(req.URL.Host)
+	if p := req.URL.Port(); (p == "443" && req.URL.Scheme == "https") || (p == "80" && req.URL.Scheme == "http") {
+		h = strings.TrimSuffix(h, ":"+p)
+	}
+	return h
 }
 
 func deferralError(d *Deferral) *Error {
