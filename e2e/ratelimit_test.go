@@ -204,7 +204,17 @@ func TestRateLimitCooldownPausesEveryWorker(t *testing.T) {
 		}
 		return false, fmt.Sprintf("cooldowns: %v", list)
 	})
+	// Another tenant calling the same host is not cooled down by this one's 429.
+	other := newFixture(t, "rl-cooldown-other")
+	if list, _ := get(other.owner.ok(qCooldowns, nil), "rateLimitCooldowns").([]any); len(list) != 0 {
+		t.Fatalf("another tenant sees cooldowns: %v", list)
+	}
+	owf, _ := deployWorkflow(t, other, "rl-cooldown-other", limitedWorkflow(api.URL))
+	otherRun := str(other.owner.ok(mStartRun, map[string]any{"w": owf, "e": other.envID, "i": map[string]any{"n": 1}}), "startRun.id")
 	waited := checkRunsWaitedNotRetried(t, f, ids, 120*time.Second)
+	if r := waitRun(t, other.owner, otherRun, 60*time.Second, "succeeded", "failed", "cancelled"); r["status"] != "succeeded" {
+		t.Fatalf("the other tenant's run: %v", r)
+	}
 	hits := api.hits()
 	// A 429 at t asks for a second: calls that passed their check before the
 	// cooldown was set may still arrive just after t; none may arrive from
