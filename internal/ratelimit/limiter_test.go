@@ -62,16 +62,25 @@ func TestGCRAReservesSlots(t *testing.T) {
 	if d := deferral(t, mustWait(l.Acquire(ctx, call("ten_a", "a2")))); !d.Until.Equal(d2.Until) {
 		t.Fatalf("a2 asked again early: %s, want its reserved %s", d.Until, d2.Until)
 	}
-	time.Sleep(time.Until(d3.Until) + 5*time.Millisecond) // both slots are due
-	if _, err := l.Acquire(ctx, call("ten_a", "a3")); err != nil {
-		t.Fatalf("a3 at its slot: %v", err)
-	}
+	time.Sleep(time.Until(d2.Until) + 5*time.Millisecond) // a2's slot is due
 	if _, err := l.Acquire(ctx, call("ten_a", "a2")); err != nil {
 		t.Fatalf("a2 at its slot: %v", err)
 	}
+	time.Sleep(time.Until(d3.Until) + 5*time.Millisecond)
+	if _, err := l.Acquire(ctx, call("ten_a", "a3")); err != nil {
+		t.Fatalf("a3 at its slot: %v", err)
+	}
 	// The reservations are spent: a2 again is a new call and waits.
-	if d := deferral(t, mustWait(l.Acquire(ctx, call("ten_a", "a2")))); d.Cause != "rate" {
-		t.Fatalf("a2 again: %+v", d)
+	d4 := deferral(t, mustWait(l.Acquire(ctx, call("ten_a", "a2"))))
+	if d4.Cause != "rate" {
+		t.Fatalf("a2 again: %+v", d4)
+	}
+	// Coming back well after its slot (a slow worker), it does not go at
+	// once with others delayed alike: it takes a new slot.
+	time.Sleep(time.Until(d4.Until) + 250*time.Millisecond)
+	_, _ = l.Acquire(ctx, call("ten_a", "a9")) // another call takes the free slot now
+	if _, err := l.Acquire(ctx, call("ten_a", "a2")); err == nil {
+		t.Fatal("a reservation used late went at once")
 	}
 }
 

@@ -17,7 +17,10 @@ import "github.com/redis/go-redis/v9"
 // cause, policy index (0: the host)} when it must wait. A call that must
 // wait for rate reserves its slot (the tat moves on and a reservation key
 // for the attempt is set), so the attempt finds its slot free when it comes
-// back instead of racing everyone woken at the same time.
+// back instead of racing everyone woken at the same time. A reservation used
+// later than its slot plus one interval and the burst tolerance is dropped
+// (the call takes a new slot), so that calls delayed together do not go
+// out together.
 var checkScript = redis.NewScript(`
 local ver = redis.call('GET', KEYS[1]) or ''
 if ver ~= ARGV[1] then return {0, ver} end
@@ -60,6 +63,12 @@ for i = 1, n do
   waits[i] = 0
   local r = redis.call('GET', KEYS[k+4])
   held[i] = r ~= false
+  if held[i] and tonumber(r) + T + tau < now then
+    -- Used late (its worker was slow): its slot is gone. Going now could
+    -- bunch late calls into a burst; it takes a new slot instead.
+    redis.call('DEL', KEYS[k+4])
+    held[i] = false
+  end
   local at = 0
   if held[i] then
     at = tonumber(r)

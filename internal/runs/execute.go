@@ -27,6 +27,7 @@ import (
 type job struct {
 	tenantID, runID, attemptID string
 	environmentID              string // the run's, for rate limits by credential
+	waitForSlots               bool   // map items: rate limit waits in process, not deferrals
 	stepRunID                  string
 	attempt                    int
 	step                       *definition.Step
@@ -614,7 +615,7 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		if e.executor == nil {
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "this process cannot execute " + j.step.Type + " steps"}
 		}
-		ctx := steps.WithLimitScope(ctx, steps.LimitScope{TenantID: j.tenantID, EnvironmentID: j.environmentID, Credential: j.step.Credential, AttemptID: j.attemptID})
+		ctx := steps.WithLimitScope(ctx, steps.LimitScope{TenantID: j.tenantID, EnvironmentID: j.environmentID, Credential: j.step.Credential, AttemptID: j.attemptID, WaitInProcess: j.waitForSlots})
 		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
 		if j.step.AtMostOnce() {
 			req.BeforeSend = e.markSent(j)

@@ -53,6 +53,11 @@ type LimitScope struct {
 	Credential string
 	// AttemptID keys the attempt's reserved slots and concurrency holds.
 	AttemptID string
+	// WaitInProcess: the call waits for its slot here (within its
+	// context's deadline) instead of returning a Deferral; for callers
+	// that cannot reschedule (map items). An upstream's refusal still
+	// comes back as an *Error with its Deferral, a transient failure.
+	WaitInProcess bool
 }
 
 type limitScopeKey struct{}
@@ -108,6 +113,20 @@ func (x *Executor) acquire(ctx context.Context, req *http.Request, timeout time.
 	}
 	c := LimitedCall{LimitScope: scope, Host: limitHost(req), Hold: timeout + holdMargin}
 	release, err := x.limiter.Acquire(ctx, c)
+	for scope.WaitInProcess {
+		d, ok := err.(*Deferral)
+		if !ok {
+			break
+		}
+		t := time.NewTimer(time.Until(d.Until))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c, func() {}, deferralError(d)
+		case <-t.C:
+		}
+		release, err = x.limiter.Acquire(ctx, c)
+	}
 	if d, ok := err.(*Deferral); ok {
 		return c, func() {}, deferralError(d)
 	}
