@@ -170,6 +170,22 @@ func (c *PagerDutySendClient) Bind(_m *PagerDutySend) *PagerDutySend {
 	return _m
 }
 
+// Bind gives a RateLimit that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *RateLimitClient) Bind(_m *RateLimit) *RateLimit {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a RateLimitCooldown that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *RateLimitCooldownClient) Bind(_m *RateLimitCooldown) *RateLimitCooldown {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Release that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -36,6 +36,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
@@ -102,6 +104,10 @@ type Client struct {
 	ModelPrice *ModelPriceClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
+	// RateLimit is the client for interacting with the RateLimit builders.
+	RateLimit *RateLimitClient
+	// RateLimitCooldown is the client for interacting with the RateLimitCooldown builders.
+	RateLimitCooldown *RateLimitCooldownClient
 	// Release is the client for interacting with the Release builders.
 	Release *ReleaseClient
 	// ResponseCacheEntry is the client for interacting with the ResponseCacheEntry builders.
@@ -164,6 +170,8 @@ func (c *Client) init() {
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
 	c.PagerDutySend = NewPagerDutySendClient(c.config)
+	c.RateLimit = NewRateLimitClient(c.config)
+	c.RateLimitCooldown = NewRateLimitCooldownClient(c.config)
 	c.Release = NewReleaseClient(c.config)
 	c.ResponseCacheEntry = NewResponseCacheEntryClient(c.config)
 	c.ResponseShape = NewResponseShapeClient(c.config)
@@ -292,6 +300,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
+		RateLimit:                  NewRateLimitClient(cfg),
+		RateLimitCooldown:          NewRateLimitCooldownClient(cfg),
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
@@ -347,6 +357,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
+		RateLimit:                  NewRateLimitClient(cfg),
+		RateLimitCooldown:          NewRateLimitCooldownClient(cfg),
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
@@ -395,10 +407,10 @@ func (c *Client) Use(hooks ...Hook) {
 		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
 		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
 		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.PagerDutySend, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.ModelPrice, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -412,10 +424,10 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
 		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
 		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.PagerDutySend, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.ModelPrice, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -466,6 +478,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ModelPrice.mutate(ctx, m)
 	case *PagerDutySendMutation:
 		return c.PagerDutySend.mutate(ctx, m)
+	case *RateLimitMutation:
+		return c.RateLimit.mutate(ctx, m)
+	case *RateLimitCooldownMutation:
+		return c.RateLimitCooldown.mutate(ctx, m)
 	case *ReleaseMutation:
 		return c.Release.mutate(ctx, m)
 	case *ResponseCacheEntryMutation:
@@ -3907,6 +3923,306 @@ func (c *PagerDutySendClient) mutate(ctx context.Context, m *PagerDutySendMutati
 	}
 }
 
+// RateLimitClient is a client for the RateLimit schema.
+type RateLimitClient struct {
+	config
+}
+
+// NewRateLimitClient returns a client for the RateLimit from the given config.
+func NewRateLimitClient(c config) *RateLimitClient {
+	return &RateLimitClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `ratelimit.Hooks(f(g(h())))`.
+func (c *RateLimitClient) Use(hooks ...Hook) {
+	c.hooks.RateLimit = append(c.hooks.RateLimit, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `ratelimit.Intercept(f(g(h())))`.
+func (c *RateLimitClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RateLimit = append(c.inters.RateLimit, interceptors...)
+}
+
+// Create returns a builder for creating a RateLimit entity.
+func (c *RateLimitClient) Create() *RateLimitCreate {
+	mutation := newRateLimitMutation(c.config, OpCreate)
+	return &RateLimitCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RateLimit entities.
+func (c *RateLimitClient) CreateBulk(builders ...*RateLimitCreate) *RateLimitCreateBulk {
+	return &RateLimitCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RateLimitClient) MapCreateBulk(slice any, setFunc func(*RateLimitCreate, int)) *RateLimitCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RateLimitCreateBulk{err: fmt.Errorf("calling to RateLimitClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RateLimitCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RateLimitCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RateLimit.
+func (c *RateLimitClient) Update() *RateLimitUpdate {
+	mutation := newRateLimitMutation(c.config, OpUpdate)
+	return &RateLimitUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RateLimitClient) UpdateOne(_m *RateLimit) *RateLimitUpdateOne {
+	mutation := newRateLimitMutation(c.config, OpUpdateOne, withRateLimit(_m))
+	return &RateLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RateLimitClient) UpdateOneID(id string) *RateLimitUpdateOne {
+	mutation := newRateLimitMutation(c.config, OpUpdateOne, withRateLimitID(id))
+	return &RateLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RateLimit.
+func (c *RateLimitClient) Delete() *RateLimitDelete {
+	mutation := newRateLimitMutation(c.config, OpDelete)
+	return &RateLimitDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RateLimitClient) DeleteOne(_m *RateLimit) *RateLimitDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RateLimitClient) DeleteOneID(id string) *RateLimitDeleteOne {
+	builder := c.Delete().Where(ratelimit.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RateLimitDeleteOne{builder}
+}
+
+// Query returns a query builder for RateLimit.
+func (c *RateLimitClient) Query() *RateLimitQuery {
+	return &RateLimitQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRateLimit},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RateLimit entity by its id.
+func (c *RateLimitClient) Get(ctx context.Context, id string) (*RateLimit, error) {
+	return c.Query().Where(ratelimit.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RateLimitClient) GetX(ctx context.Context, id string) *RateLimit {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RateLimit.
+func (c *RateLimitClient) QueryTenant(_m *RateLimit) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(ratelimit.Table, ratelimit.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, ratelimit.TenantTable, ratelimit.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RateLimitClient) Hooks() []Hook {
+	hooks := c.hooks.RateLimit
+	return append(hooks[:len(hooks):len(hooks)], ratelimit.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RateLimitClient) Interceptors() []Interceptor {
+	return c.inters.RateLimit
+}
+
+func (c *RateLimitClient) mutate(ctx context.Context, m *RateLimitMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RateLimitCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RateLimitUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RateLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RateLimitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RateLimit mutation op: %q", m.Op())
+	}
+}
+
+// RateLimitCooldownClient is a client for the RateLimitCooldown schema.
+type RateLimitCooldownClient struct {
+	config
+}
+
+// NewRateLimitCooldownClient returns a client for the RateLimitCooldown from the given config.
+func NewRateLimitCooldownClient(c config) *RateLimitCooldownClient {
+	return &RateLimitCooldownClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `ratelimitcooldown.Hooks(f(g(h())))`.
+func (c *RateLimitCooldownClient) Use(hooks ...Hook) {
+	c.hooks.RateLimitCooldown = append(c.hooks.RateLimitCooldown, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `ratelimitcooldown.Intercept(f(g(h())))`.
+func (c *RateLimitCooldownClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RateLimitCooldown = append(c.inters.RateLimitCooldown, interceptors...)
+}
+
+// Create returns a builder for creating a RateLimitCooldown entity.
+func (c *RateLimitCooldownClient) Create() *RateLimitCooldownCreate {
+	mutation := newRateLimitCooldownMutation(c.config, OpCreate)
+	return &RateLimitCooldownCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RateLimitCooldown entities.
+func (c *RateLimitCooldownClient) CreateBulk(builders ...*RateLimitCooldownCreate) *RateLimitCooldownCreateBulk {
+	return &RateLimitCooldownCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RateLimitCooldownClient) MapCreateBulk(slice any, setFunc func(*RateLimitCooldownCreate, int)) *RateLimitCooldownCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RateLimitCooldownCreateBulk{err: fmt.Errorf("calling to RateLimitCooldownClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RateLimitCooldownCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RateLimitCooldownCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RateLimitCooldown.
+func (c *RateLimitCooldownClient) Update() *RateLimitCooldownUpdate {
+	mutation := newRateLimitCooldownMutation(c.config, OpUpdate)
+	return &RateLimitCooldownUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RateLimitCooldownClient) UpdateOne(_m *RateLimitCooldown) *RateLimitCooldownUpdateOne {
+	mutation := newRateLimitCooldownMutation(c.config, OpUpdateOne, withRateLimitCooldown(_m))
+	return &RateLimitCooldownUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RateLimitCooldownClient) UpdateOneID(id string) *RateLimitCooldownUpdateOne {
+	mutation := newRateLimitCooldownMutation(c.config, OpUpdateOne, withRateLimitCooldownID(id))
+	return &RateLimitCooldownUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RateLimitCooldown.
+func (c *RateLimitCooldownClient) Delete() *RateLimitCooldownDelete {
+	mutation := newRateLimitCooldownMutation(c.config, OpDelete)
+	return &RateLimitCooldownDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RateLimitCooldownClient) DeleteOne(_m *RateLimitCooldown) *RateLimitCooldownDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RateLimitCooldownClient) DeleteOneID(id string) *RateLimitCooldownDeleteOne {
+	builder := c.Delete().Where(ratelimitcooldown.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RateLimitCooldownDeleteOne{builder}
+}
+
+// Query returns a query builder for RateLimitCooldown.
+func (c *RateLimitCooldownClient) Query() *RateLimitCooldownQuery {
+	return &RateLimitCooldownQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRateLimitCooldown},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RateLimitCooldown entity by its id.
+func (c *RateLimitCooldownClient) Get(ctx context.Context, id string) (*RateLimitCooldown, error) {
+	return c.Query().Where(ratelimitcooldown.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RateLimitCooldownClient) GetX(ctx context.Context, id string) *RateLimitCooldown {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RateLimitCooldown.
+func (c *RateLimitCooldownClient) QueryTenant(_m *RateLimitCooldown) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(ratelimitcooldown.Table, ratelimitcooldown.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, ratelimitcooldown.TenantTable, ratelimitcooldown.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RateLimitCooldownClient) Hooks() []Hook {
+	hooks := c.hooks.RateLimitCooldown
+	return append(hooks[:len(hooks):len(hooks)], ratelimitcooldown.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RateLimitCooldownClient) Interceptors() []Interceptor {
+	return c.inters.RateLimitCooldown
+}
+
+func (c *RateLimitCooldownClient) mutate(ctx context.Context, m *RateLimitCooldownMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RateLimitCooldownCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RateLimitCooldownUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RateLimitCooldownUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RateLimitCooldownDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RateLimitCooldown mutation op: %q", m.Op())
+	}
+}
+
 // ReleaseClient is a client for the Release schema.
 type ReleaseClient struct {
 	config
@@ -6403,19 +6719,19 @@ type (
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
 		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Release,
-		ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach, SLAPolicy,
-		StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
-		Workflow, WorkflowVersion []ent.Hook
+		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
 		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
 		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, Release,
-		ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach, SLAPolicy,
-		StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
-		Workflow, WorkflowVersion []ent.Interceptor
+		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
+		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

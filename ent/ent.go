@@ -33,6 +33,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
@@ -129,6 +131,8 @@ func checkColumn(t, c string) error {
 			modelcall.Table:                  modelcall.ValidColumn,
 			modelprice.Table:                 modelprice.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
+			ratelimit.Table:                  ratelimit.ValidColumn,
+			ratelimitcooldown.Table:          ratelimitcooldown.ValidColumn,
 			release.Table:                    release.ValidColumn,
 			responsecacheentry.Table:         responsecacheentry.ValidColumn,
 			responseshape.Table:              responseshape.ValidColumn,

@@ -25,6 +25,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
@@ -49,7 +51,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 36)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 38)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -607,6 +609,52 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   ratelimit.Table,
+			Columns: ratelimit.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: ratelimit.FieldID,
+			},
+		},
+		Type: "RateLimit",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			ratelimit.FieldTenantID:          {Type: field.TypeString, Column: ratelimit.FieldTenantID},
+			ratelimit.FieldCreatedAt:         {Type: field.TypeTime, Column: ratelimit.FieldCreatedAt},
+			ratelimit.FieldUpdatedAt:         {Type: field.TypeTime, Column: ratelimit.FieldUpdatedAt},
+			ratelimit.FieldScope:             {Type: field.TypeEnum, Column: ratelimit.FieldScope},
+			ratelimit.FieldEnvironmentID:     {Type: field.TypeString, Column: ratelimit.FieldEnvironmentID},
+			ratelimit.FieldCredentialName:    {Type: field.TypeString, Column: ratelimit.FieldCredentialName},
+			ratelimit.FieldHost:              {Type: field.TypeString, Column: ratelimit.FieldHost},
+			ratelimit.FieldAcrossCredentials: {Type: field.TypeBool, Column: ratelimit.FieldAcrossCredentials},
+			ratelimit.FieldScopeKey:          {Type: field.TypeString, Column: ratelimit.FieldScopeKey},
+			ratelimit.FieldRate:              {Type: field.TypeInt, Column: ratelimit.FieldRate},
+			ratelimit.FieldPeriod:            {Type: field.TypeString, Column: ratelimit.FieldPeriod},
+			ratelimit.FieldBurst:             {Type: field.TypeInt, Column: ratelimit.FieldBurst},
+			ratelimit.FieldMaxConcurrent:     {Type: field.TypeInt, Column: ratelimit.FieldMaxConcurrent},
+			ratelimit.FieldCreatedBy:         {Type: field.TypeString, Column: ratelimit.FieldCreatedBy},
+		},
+	}
+	graph.Nodes[22] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   ratelimitcooldown.Table,
+			Columns: ratelimitcooldown.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: ratelimitcooldown.FieldID,
+			},
+		},
+		Type: "RateLimitCooldown",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			ratelimitcooldown.FieldTenantID:   {Type: field.TypeString, Column: ratelimitcooldown.FieldTenantID},
+			ratelimitcooldown.FieldCreatedAt:  {Type: field.TypeTime, Column: ratelimitcooldown.FieldCreatedAt},
+			ratelimitcooldown.FieldUpdatedAt:  {Type: field.TypeTime, Column: ratelimitcooldown.FieldUpdatedAt},
+			ratelimitcooldown.FieldScope:      {Type: field.TypeString, Column: ratelimitcooldown.FieldScope},
+			ratelimitcooldown.FieldUntil:      {Type: field.TypeTime, Column: ratelimitcooldown.FieldUntil},
+			ratelimitcooldown.FieldStatusCode: {Type: field.TypeInt, Column: ratelimitcooldown.FieldStatusCode},
+		},
+	}
+	graph.Nodes[23] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -638,7 +686,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responsecacheentry.Table,
 			Columns: responsecacheentry.Columns,
@@ -663,7 +711,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responsecacheentry.FieldFillUntil:  {Type: field.TypeTime, Column: responsecacheentry.FieldFillUntil},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responseshape.Table,
 			Columns: responseshape.Columns,
@@ -684,7 +732,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responseshape.FieldFirstRunID: {Type: field.TypeString, Column: responseshape.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -730,7 +778,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -751,7 +799,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -772,7 +820,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -794,7 +842,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -822,7 +870,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -851,7 +899,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -876,7 +924,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -897,7 +945,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -925,7 +973,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[33] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -952,7 +1000,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -972,7 +1020,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1440,6 +1488,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"PagerDutySend",
 		"Escalation",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   ratelimit.TenantTable,
+			Columns: []string{ratelimit.TenantColumn},
+			Bidi:    false,
+		},
+		"RateLimit",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   ratelimitcooldown.TenantTable,
+			Columns: []string{ratelimitcooldown.TenantColumn},
+			Bidi:    false,
+		},
+		"RateLimitCooldown",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -4579,6 +4651,214 @@ func (f *PagerDutySendFilter) WhereHasEscalationWith(preds ...predicate.Escalati
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *RateLimitQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RateLimitQuery builder.
+func (_q *RateLimitQuery) Filter() *RateLimitFilter {
+	return &RateLimitFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RateLimitMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RateLimitMutation builder.
+func (m *RateLimitMutation) Filter() *RateLimitFilter {
+	return &RateLimitFilter{config: m.config, predicateAdder: m}
+}
+
+// RateLimitFilter provides a generic filtering capability at runtime for RateLimitQuery.
+type RateLimitFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RateLimitFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RateLimitFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RateLimitFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *RateLimitFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(ratelimit.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *RateLimitFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(ratelimit.FieldUpdatedAt))
+}
+
+// WhereScope applies the entql string predicate on the scope field.
+func (f *RateLimitFilter) WhereScope(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldScope))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *RateLimitFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldEnvironmentID))
+}
+
+// WhereCredentialName applies the entql string predicate on the credential_name field.
+func (f *RateLimitFilter) WhereCredentialName(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldCredentialName))
+}
+
+// WhereHost applies the entql string predicate on the host field.
+func (f *RateLimitFilter) WhereHost(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldHost))
+}
+
+// WhereAcrossCredentials applies the entql bool predicate on the across_credentials field.
+func (f *RateLimitFilter) WhereAcrossCredentials(p entql.BoolP) {
+	f.Where(p.Field(ratelimit.FieldAcrossCredentials))
+}
+
+// WhereScopeKey applies the entql string predicate on the scope_key field.
+func (f *RateLimitFilter) WhereScopeKey(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldScopeKey))
+}
+
+// WhereRate applies the entql int predicate on the rate field.
+func (f *RateLimitFilter) WhereRate(p entql.IntP) {
+	f.Where(p.Field(ratelimit.FieldRate))
+}
+
+// WherePeriod applies the entql string predicate on the period field.
+func (f *RateLimitFilter) WherePeriod(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldPeriod))
+}
+
+// WhereBurst applies the entql int predicate on the burst field.
+func (f *RateLimitFilter) WhereBurst(p entql.IntP) {
+	f.Where(p.Field(ratelimit.FieldBurst))
+}
+
+// WhereMaxConcurrent applies the entql int predicate on the max_concurrent field.
+func (f *RateLimitFilter) WhereMaxConcurrent(p entql.IntP) {
+	f.Where(p.Field(ratelimit.FieldMaxConcurrent))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *RateLimitFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(ratelimit.FieldCreatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RateLimitFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RateLimitFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *RateLimitCooldownQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RateLimitCooldownQuery builder.
+func (_q *RateLimitCooldownQuery) Filter() *RateLimitCooldownFilter {
+	return &RateLimitCooldownFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RateLimitCooldownMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RateLimitCooldownMutation builder.
+func (m *RateLimitCooldownMutation) Filter() *RateLimitCooldownFilter {
+	return &RateLimitCooldownFilter{config: m.config, predicateAdder: m}
+}
+
+// RateLimitCooldownFilter provides a generic filtering capability at runtime for RateLimitCooldownQuery.
+type RateLimitCooldownFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RateLimitCooldownFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RateLimitCooldownFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(ratelimitcooldown.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RateLimitCooldownFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(ratelimitcooldown.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *RateLimitCooldownFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(ratelimitcooldown.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *RateLimitCooldownFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(ratelimitcooldown.FieldUpdatedAt))
+}
+
+// WhereScope applies the entql string predicate on the scope field.
+func (f *RateLimitCooldownFilter) WhereScope(p entql.StringP) {
+	f.Where(p.Field(ratelimitcooldown.FieldScope))
+}
+
+// WhereUntil applies the entql time.Time predicate on the until field.
+func (f *RateLimitCooldownFilter) WhereUntil(p entql.TimeP) {
+	f.Where(p.Field(ratelimitcooldown.FieldUntil))
+}
+
+// WhereStatusCode applies the entql int predicate on the status_code field.
+func (f *RateLimitCooldownFilter) WhereStatusCode(p entql.IntP) {
+	f.Where(p.Field(ratelimitcooldown.FieldStatusCode))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RateLimitCooldownFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RateLimitCooldownFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *ReleaseQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -4607,7 +4887,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4761,7 +5041,7 @@ type ResponseCacheEntryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseCacheEntryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4875,7 +5155,7 @@ type ResponseShapeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseShapeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4969,7 +5249,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5258,7 +5538,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5366,7 +5646,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5460,7 +5740,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5559,7 +5839,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5702,7 +5982,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5864,7 +6144,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5964,7 +6244,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6072,7 +6352,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6229,7 +6509,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6367,7 +6647,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6484,7 +6764,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

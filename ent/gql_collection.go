@@ -28,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -3031,6 +3032,150 @@ func newPagerDutySendPaginateArgs(rv map[string]any) *pagerdutysendPaginateArgs 
 	}
 	if v, ok := rv[whereField].(*PagerDutySendWhereInput); ok {
 		args.opts = append(args.opts, WithPagerDutySendFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *RateLimitQuery) CollectFields(ctx context.Context, satisfies ...string) (*RateLimitQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *RateLimitQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(ratelimit.Columns))
+		selectedFields = []string{ratelimit.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[ratelimit.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldCreatedAt)
+				fieldSeen[ratelimit.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[ratelimit.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldUpdatedAt)
+				fieldSeen[ratelimit.FieldUpdatedAt] = struct{}{}
+			}
+		case "scope":
+			if _, ok := fieldSeen[ratelimit.FieldScope]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldScope)
+				fieldSeen[ratelimit.FieldScope] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[ratelimit.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldEnvironmentID)
+				fieldSeen[ratelimit.FieldEnvironmentID] = struct{}{}
+			}
+		case "credentialName":
+			if _, ok := fieldSeen[ratelimit.FieldCredentialName]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldCredentialName)
+				fieldSeen[ratelimit.FieldCredentialName] = struct{}{}
+			}
+		case "host":
+			if _, ok := fieldSeen[ratelimit.FieldHost]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldHost)
+				fieldSeen[ratelimit.FieldHost] = struct{}{}
+			}
+		case "acrossCredentials":
+			if _, ok := fieldSeen[ratelimit.FieldAcrossCredentials]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldAcrossCredentials)
+				fieldSeen[ratelimit.FieldAcrossCredentials] = struct{}{}
+			}
+		case "rate":
+			if _, ok := fieldSeen[ratelimit.FieldRate]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldRate)
+				fieldSeen[ratelimit.FieldRate] = struct{}{}
+			}
+		case "period":
+			if _, ok := fieldSeen[ratelimit.FieldPeriod]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldPeriod)
+				fieldSeen[ratelimit.FieldPeriod] = struct{}{}
+			}
+		case "burst":
+			if _, ok := fieldSeen[ratelimit.FieldBurst]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldBurst)
+				fieldSeen[ratelimit.FieldBurst] = struct{}{}
+			}
+		case "maxConcurrent":
+			if _, ok := fieldSeen[ratelimit.FieldMaxConcurrent]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldMaxConcurrent)
+				fieldSeen[ratelimit.FieldMaxConcurrent] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[ratelimit.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, ratelimit.FieldCreatedBy)
+				fieldSeen[ratelimit.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type ratelimitPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []RateLimitPaginateOption
+}
+
+func newRateLimitPaginateArgs(rv map[string]any) *ratelimitPaginateArgs {
+	args := &ratelimitPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &RateLimitOrder{Field: &RateLimitOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithRateLimitOrder(order))
+			}
+		case *RateLimitOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithRateLimitOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*RateLimitWhereInput); ok {
+		args.opts = append(args.opts, WithRateLimitFilter(v.Filter))
 	}
 	return args
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -136,6 +137,11 @@ var pagerdutysendImplementors = []string{"PagerDutySend", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*PagerDutySend) IsNode() {}
+
+var ratelimitImplementors = []string{"RateLimit", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*RateLimit) IsNode() {}
 
 var releaseImplementors = []string{"Release", "Node"}
 
@@ -418,6 +424,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(pagerdutysend.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, pagerdutysendImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case ratelimit.Table:
+		query := c.RateLimit.Query().
+			Where(ratelimit.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, ratelimitImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -888,6 +903,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.PagerDutySend.Query().
 			Where(pagerdutysend.IDIn(ids...))
 		query, err := query.CollectFields(ctx, pagerdutysendImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case ratelimit.Table:
+		query := c.RateLimit.Query().
+			Where(ratelimit.IDIn(ids...))
+		query, err := query.CollectFields(ctx, ratelimitImplementors...)
 		if err != nil {
 			return nil, err
 		}

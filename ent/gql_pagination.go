@@ -32,6 +32,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -5577,6 +5578,302 @@ func (_m *PagerDutySend) ToEdge(order *PagerDutySendOrder) *PagerDutySendEdge {
 		order = DefaultPagerDutySendOrder
 	}
 	return &PagerDutySendEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// RateLimitEdge is the edge representation of RateLimit.
+type RateLimitEdge struct {
+	Node   *RateLimit `json:"node"`
+	Cursor Cursor     `json:"cursor"`
+}
+
+// RateLimitConnection is the connection containing edges to RateLimit.
+type RateLimitConnection struct {
+	Edges      []*RateLimitEdge `json:"edges"`
+	PageInfo   PageInfo         `json:"pageInfo"`
+	TotalCount int              `json:"totalCount"`
+}
+
+func (c *RateLimitConnection) build(nodes []*RateLimit, pager *ratelimitPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *RateLimit
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *RateLimit {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *RateLimit {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*RateLimitEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &RateLimitEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// RateLimitPaginateOption enables pagination customization.
+type RateLimitPaginateOption func(*ratelimitPager) error
+
+// WithRateLimitOrder configures pagination ordering.
+func WithRateLimitOrder(order *RateLimitOrder) RateLimitPaginateOption {
+	if order == nil {
+		order = DefaultRateLimitOrder
+	}
+	o := *order
+	return func(pager *ratelimitPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultRateLimitOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithRateLimitFilter configures pagination filter.
+func WithRateLimitFilter(filter func(*RateLimitQuery) (*RateLimitQuery, error)) RateLimitPaginateOption {
+	return func(pager *ratelimitPager) error {
+		if filter == nil {
+			return errors.New("RateLimitQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type ratelimitPager struct {
+	reverse bool
+	order   *RateLimitOrder
+	filter  func(*RateLimitQuery) (*RateLimitQuery, error)
+}
+
+func newRateLimitPager(opts []RateLimitPaginateOption, reverse bool) (*ratelimitPager, error) {
+	pager := &ratelimitPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultRateLimitOrder
+	}
+	return pager, nil
+}
+
+func (p *ratelimitPager) applyFilter(query *RateLimitQuery) (*RateLimitQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *ratelimitPager) toCursor(_m *RateLimit) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *ratelimitPager) applyCursors(query *RateLimitQuery, after, before *Cursor) (*RateLimitQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultRateLimitOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *ratelimitPager) applyOrder(query *RateLimitQuery) *RateLimitQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultRateLimitOrder.Field {
+		query = query.Order(DefaultRateLimitOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *ratelimitPager) orderExpr(query *RateLimitQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultRateLimitOrder.Field {
+			b.Comma().Ident(DefaultRateLimitOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to RateLimit.
+func (_m *RateLimitQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...RateLimitPaginateOption,
+) (*RateLimitConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newRateLimitPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &RateLimitConnection{Edges: []*RateLimitEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// RateLimitOrderFieldCreatedAt orders RateLimit by created_at.
+	RateLimitOrderFieldCreatedAt = &RateLimitOrderField{
+		Value: func(_m *RateLimit) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: ratelimit.FieldCreatedAt,
+		toTerm: ratelimit.ByCreatedAt,
+		toCursor: func(_m *RateLimit) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f RateLimitOrderField) String() string {
+	var str string
+	switch f.column {
+	case RateLimitOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f RateLimitOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *RateLimitOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("RateLimitOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *RateLimitOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid RateLimitOrderField", str)
+	}
+	return nil
+}
+
+// RateLimitOrderField defines the ordering field of RateLimit.
+type RateLimitOrderField struct {
+	// Value extracts the ordering value from the given RateLimit.
+	Value    func(*RateLimit) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) ratelimit.OrderOption
+	toCursor func(*RateLimit) Cursor
+}
+
+// RateLimitOrder defines the ordering of RateLimit.
+type RateLimitOrder struct {
+	Direction OrderDirection       `json:"direction"`
+	Field     *RateLimitOrderField `json:"field"`
+}
+
+// DefaultRateLimitOrder is the default ordering of RateLimit.
+var DefaultRateLimitOrder = &RateLimitOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &RateLimitOrderField{
+		Value: func(_m *RateLimit) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: ratelimit.FieldID,
+		toTerm: ratelimit.ByID,
+		toCursor: func(_m *RateLimit) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts RateLimit into RateLimitEdge.
+func (_m *RateLimit) ToEdge(order *RateLimitOrder) *RateLimitEdge {
+	if order == nil {
+		order = DefaultRateLimitOrder
+	}
+	return &RateLimitEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/slapolicy"
@@ -7628,6 +7629,630 @@ func (i *PagerDutySendWhereInput) P() (predicate.PagerDutySend, error) {
 		return predicates[0], nil
 	default:
 		return pagerdutysend.And(predicates...), nil
+	}
+}
+
+// RateLimitWhereInput represents a where input for filtering RateLimit queries.
+type RateLimitWhereInput struct {
+	Predicates []predicate.RateLimit  `json:"-"`
+	Not        *RateLimitWhereInput   `json:"not,omitempty"`
+	Or         []*RateLimitWhereInput `json:"or,omitempty"`
+	And        []*RateLimitWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "scope" field predicates.
+	Scope      *ratelimit.Scope  `json:"scope,omitempty"`
+	ScopeNEQ   *ratelimit.Scope  `json:"scopeNEQ,omitempty"`
+	ScopeIn    []ratelimit.Scope `json:"scopeIn,omitempty"`
+	ScopeNotIn []ratelimit.Scope `json:"scopeNotIn,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDIsNil        bool     `json:"environmentIDIsNil,omitempty"`
+	EnvironmentIDNotNil       bool     `json:"environmentIDNotNil,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "credential_name" field predicates.
+	CredentialName             *string  `json:"credentialName,omitempty"`
+	CredentialNameNEQ          *string  `json:"credentialNameNEQ,omitempty"`
+	CredentialNameIn           []string `json:"credentialNameIn,omitempty"`
+	CredentialNameNotIn        []string `json:"credentialNameNotIn,omitempty"`
+	CredentialNameGT           *string  `json:"credentialNameGT,omitempty"`
+	CredentialNameGTE          *string  `json:"credentialNameGTE,omitempty"`
+	CredentialNameLT           *string  `json:"credentialNameLT,omitempty"`
+	CredentialNameLTE          *string  `json:"credentialNameLTE,omitempty"`
+	CredentialNameContains     *string  `json:"credentialNameContains,omitempty"`
+	CredentialNameHasPrefix    *string  `json:"credentialNameHasPrefix,omitempty"`
+	CredentialNameHasSuffix    *string  `json:"credentialNameHasSuffix,omitempty"`
+	CredentialNameIsNil        bool     `json:"credentialNameIsNil,omitempty"`
+	CredentialNameNotNil       bool     `json:"credentialNameNotNil,omitempty"`
+	CredentialNameEqualFold    *string  `json:"credentialNameEqualFold,omitempty"`
+	CredentialNameContainsFold *string  `json:"credentialNameContainsFold,omitempty"`
+
+	// "host" field predicates.
+	Host             *string  `json:"host,omitempty"`
+	HostNEQ          *string  `json:"hostNEQ,omitempty"`
+	HostIn           []string `json:"hostIn,omitempty"`
+	HostNotIn        []string `json:"hostNotIn,omitempty"`
+	HostGT           *string  `json:"hostGT,omitempty"`
+	HostGTE          *string  `json:"hostGTE,omitempty"`
+	HostLT           *string  `json:"hostLT,omitempty"`
+	HostLTE          *string  `json:"hostLTE,omitempty"`
+	HostContains     *string  `json:"hostContains,omitempty"`
+	HostHasPrefix    *string  `json:"hostHasPrefix,omitempty"`
+	HostHasSuffix    *string  `json:"hostHasSuffix,omitempty"`
+	HostIsNil        bool     `json:"hostIsNil,omitempty"`
+	HostNotNil       bool     `json:"hostNotNil,omitempty"`
+	HostEqualFold    *string  `json:"hostEqualFold,omitempty"`
+	HostContainsFold *string  `json:"hostContainsFold,omitempty"`
+
+	// "across_credentials" field predicates.
+	AcrossCredentials    *bool `json:"acrossCredentials,omitempty"`
+	AcrossCredentialsNEQ *bool `json:"acrossCredentialsNEQ,omitempty"`
+
+	// "rate" field predicates.
+	Rate      *int  `json:"rate,omitempty"`
+	RateNEQ   *int  `json:"rateNEQ,omitempty"`
+	RateIn    []int `json:"rateIn,omitempty"`
+	RateNotIn []int `json:"rateNotIn,omitempty"`
+	RateGT    *int  `json:"rateGT,omitempty"`
+	RateGTE   *int  `json:"rateGTE,omitempty"`
+	RateLT    *int  `json:"rateLT,omitempty"`
+	RateLTE   *int  `json:"rateLTE,omitempty"`
+
+	// "period" field predicates.
+	Period             *string  `json:"period,omitempty"`
+	PeriodNEQ          *string  `json:"periodNEQ,omitempty"`
+	PeriodIn           []string `json:"periodIn,omitempty"`
+	PeriodNotIn        []string `json:"periodNotIn,omitempty"`
+	PeriodGT           *string  `json:"periodGT,omitempty"`
+	PeriodGTE          *string  `json:"periodGTE,omitempty"`
+	PeriodLT           *string  `json:"periodLT,omitempty"`
+	PeriodLTE          *string  `json:"periodLTE,omitempty"`
+	PeriodContains     *string  `json:"periodContains,omitempty"`
+	PeriodHasPrefix    *string  `json:"periodHasPrefix,omitempty"`
+	PeriodHasSuffix    *string  `json:"periodHasSuffix,omitempty"`
+	PeriodEqualFold    *string  `json:"periodEqualFold,omitempty"`
+	PeriodContainsFold *string  `json:"periodContainsFold,omitempty"`
+
+	// "burst" field predicates.
+	Burst      *int  `json:"burst,omitempty"`
+	BurstNEQ   *int  `json:"burstNEQ,omitempty"`
+	BurstIn    []int `json:"burstIn,omitempty"`
+	BurstNotIn []int `json:"burstNotIn,omitempty"`
+	BurstGT    *int  `json:"burstGT,omitempty"`
+	BurstGTE   *int  `json:"burstGTE,omitempty"`
+	BurstLT    *int  `json:"burstLT,omitempty"`
+	BurstLTE   *int  `json:"burstLTE,omitempty"`
+
+	// "max_concurrent" field predicates.
+	MaxConcurrent      *int  `json:"maxConcurrent,omitempty"`
+	MaxConcurrentNEQ   *int  `json:"maxConcurrentNEQ,omitempty"`
+	MaxConcurrentIn    []int `json:"maxConcurrentIn,omitempty"`
+	MaxConcurrentNotIn []int `json:"maxConcurrentNotIn,omitempty"`
+	MaxConcurrentGT    *int  `json:"maxConcurrentGT,omitempty"`
+	MaxConcurrentGTE   *int  `json:"maxConcurrentGTE,omitempty"`
+	MaxConcurrentLT    *int  `json:"maxConcurrentLT,omitempty"`
+	MaxConcurrentLTE   *int  `json:"maxConcurrentLTE,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *RateLimitWhereInput) AddPredicates(predicates ...predicate.RateLimit) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the RateLimitWhereInput filter on the RateLimitQuery builder.
+func (i *RateLimitWhereInput) Filter(q *RateLimitQuery) (*RateLimitQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyRateLimitWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyRateLimitWhereInput is returned in case the RateLimitWhereInput is empty.
+var ErrEmptyRateLimitWhereInput = errors.New("ent: empty predicate RateLimitWhereInput")
+
+// P returns a predicate for filtering ratelimits.
+// An error is returned if the input is empty or invalid.
+func (i *RateLimitWhereInput) P() (predicate.RateLimit, error) {
+	var predicates []predicate.RateLimit
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, ratelimit.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.RateLimit, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, ratelimit.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.RateLimit, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, ratelimit.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, ratelimit.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, ratelimit.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, ratelimit.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, ratelimit.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, ratelimit.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, ratelimit.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, ratelimit.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, ratelimit.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, ratelimit.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, ratelimit.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, ratelimit.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, ratelimit.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, ratelimit.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, ratelimit.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, ratelimit.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, ratelimit.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, ratelimit.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, ratelimit.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, ratelimit.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, ratelimit.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, ratelimit.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.Scope != nil {
+		predicates = append(predicates, ratelimit.ScopeEQ(*i.Scope))
+	}
+	if i.ScopeNEQ != nil {
+		predicates = append(predicates, ratelimit.ScopeNEQ(*i.ScopeNEQ))
+	}
+	if len(i.ScopeIn) > 0 {
+		predicates = append(predicates, ratelimit.ScopeIn(i.ScopeIn...))
+	}
+	if len(i.ScopeNotIn) > 0 {
+		predicates = append(predicates, ratelimit.ScopeNotIn(i.ScopeNotIn...))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, ratelimit.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, ratelimit.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDIsNil {
+		predicates = append(predicates, ratelimit.EnvironmentIDIsNil())
+	}
+	if i.EnvironmentIDNotNil {
+		predicates = append(predicates, ratelimit.EnvironmentIDNotNil())
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, ratelimit.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.CredentialName != nil {
+		predicates = append(predicates, ratelimit.CredentialNameEQ(*i.CredentialName))
+	}
+	if i.CredentialNameNEQ != nil {
+		predicates = append(predicates, ratelimit.CredentialNameNEQ(*i.CredentialNameNEQ))
+	}
+	if len(i.CredentialNameIn) > 0 {
+		predicates = append(predicates, ratelimit.CredentialNameIn(i.CredentialNameIn...))
+	}
+	if len(i.CredentialNameNotIn) > 0 {
+		predicates = append(predicates, ratelimit.CredentialNameNotIn(i.CredentialNameNotIn...))
+	}
+	if i.CredentialNameGT != nil {
+		predicates = append(predicates, ratelimit.CredentialNameGT(*i.CredentialNameGT))
+	}
+	if i.CredentialNameGTE != nil {
+		predicates = append(predicates, ratelimit.CredentialNameGTE(*i.CredentialNameGTE))
+	}
+	if i.CredentialNameLT != nil {
+		predicates = append(predicates, ratelimit.CredentialNameLT(*i.CredentialNameLT))
+	}
+	if i.CredentialNameLTE != nil {
+		predicates = append(predicates, ratelimit.CredentialNameLTE(*i.CredentialNameLTE))
+	}
+	if i.CredentialNameContains != nil {
+		predicates = append(predicates, ratelimit.CredentialNameContains(*i.CredentialNameContains))
+	}
+	if i.CredentialNameHasPrefix != nil {
+		predicates = append(predicates, ratelimit.CredentialNameHasPrefix(*i.CredentialNameHasPrefix))
+	}
+	if i.CredentialNameHasSuffix != nil {
+		predicates = append(predicates, ratelimit.CredentialNameHasSuffix(*i.CredentialNameHasSuffix))
+	}
+	if i.CredentialNameIsNil {
+		predicates = append(predicates, ratelimit.CredentialNameIsNil())
+	}
+	if i.CredentialNameNotNil {
+		predicates = append(predicates, ratelimit.CredentialNameNotNil())
+	}
+	if i.CredentialNameEqualFold != nil {
+		predicates = append(predicates, ratelimit.CredentialNameEqualFold(*i.CredentialNameEqualFold))
+	}
+	if i.CredentialNameContainsFold != nil {
+		predicates = append(predicates, ratelimit.CredentialNameContainsFold(*i.CredentialNameContainsFold))
+	}
+	if i.Host != nil {
+		predicates = append(predicates, ratelimit.HostEQ(*i.Host))
+	}
+	if i.HostNEQ != nil {
+		predicates = append(predicates, ratelimit.HostNEQ(*i.HostNEQ))
+	}
+	if len(i.HostIn) > 0 {
+		predicates = append(predicates, ratelimit.HostIn(i.HostIn...))
+	}
+	if len(i.HostNotIn) > 0 {
+		predicates = append(predicates, ratelimit.HostNotIn(i.HostNotIn...))
+	}
+	if i.HostGT != nil {
+		predicates = append(predicates, ratelimit.HostGT(*i.HostGT))
+	}
+	if i.HostGTE != nil {
+		predicates = append(predicates, ratelimit.HostGTE(*i.HostGTE))
+	}
+	if i.HostLT != nil {
+		predicates = append(predicates, ratelimit.HostLT(*i.HostLT))
+	}
+	if i.HostLTE != nil {
+		predicates = append(predicates, ratelimit.HostLTE(*i.HostLTE))
+	}
+	if i.HostContains != nil {
+		predicates = append(predicates, ratelimit.HostContains(*i.HostContains))
+	}
+	if i.HostHasPrefix != nil {
+		predicates = append(predicates, ratelimit.HostHasPrefix(*i.HostHasPrefix))
+	}
+	if i.HostHasSuffix != nil {
+		predicates = append(predicates, ratelimit.HostHasSuffix(*i.HostHasSuffix))
+	}
+	if i.HostIsNil {
+		predicates = append(predicates, ratelimit.HostIsNil())
+	}
+	if i.HostNotNil {
+		predicates = append(predicates, ratelimit.HostNotNil())
+	}
+	if i.HostEqualFold != nil {
+		predicates = append(predicates, ratelimit.HostEqualFold(*i.HostEqualFold))
+	}
+	if i.HostContainsFold != nil {
+		predicates = append(predicates, ratelimit.HostContainsFold(*i.HostContainsFold))
+	}
+	if i.AcrossCredentials != nil {
+		predicates = append(predicates, ratelimit.AcrossCredentialsEQ(*i.AcrossCredentials))
+	}
+	if i.AcrossCredentialsNEQ != nil {
+		predicates = append(predicates, ratelimit.AcrossCredentialsNEQ(*i.AcrossCredentialsNEQ))
+	}
+	if i.Rate != nil {
+		predicates = append(predicates, ratelimit.RateEQ(*i.Rate))
+	}
+	if i.RateNEQ != nil {
+		predicates = append(predicates, ratelimit.RateNEQ(*i.RateNEQ))
+	}
+	if len(i.RateIn) > 0 {
+		predicates = append(predicates, ratelimit.RateIn(i.RateIn...))
+	}
+	if len(i.RateNotIn) > 0 {
+		predicates = append(predicates, ratelimit.RateNotIn(i.RateNotIn...))
+	}
+	if i.RateGT != nil {
+		predicates = append(predicates, ratelimit.RateGT(*i.RateGT))
+	}
+	if i.RateGTE != nil {
+		predicates = append(predicates, ratelimit.RateGTE(*i.RateGTE))
+	}
+	if i.RateLT != nil {
+		predicates = append(predicates, ratelimit.RateLT(*i.RateLT))
+	}
+	if i.RateLTE != nil {
+		predicates = append(predicates, ratelimit.RateLTE(*i.RateLTE))
+	}
+	if i.Period != nil {
+		predicates = append(predicates, ratelimit.PeriodEQ(*i.Period))
+	}
+	if i.PeriodNEQ != nil {
+		predicates = append(predicates, ratelimit.PeriodNEQ(*i.PeriodNEQ))
+	}
+	if len(i.PeriodIn) > 0 {
+		predicates = append(predicates, ratelimit.PeriodIn(i.PeriodIn...))
+	}
+	if len(i.PeriodNotIn) > 0 {
+		predicates = append(predicates, ratelimit.PeriodNotIn(i.PeriodNotIn...))
+	}
+	if i.PeriodGT != nil {
+		predicates = append(predicates, ratelimit.PeriodGT(*i.PeriodGT))
+	}
+	if i.PeriodGTE != nil {
+		predicates = append(predicates, ratelimit.PeriodGTE(*i.PeriodGTE))
+	}
+	if i.PeriodLT != nil {
+		predicates = append(predicates, ratelimit.PeriodLT(*i.PeriodLT))
+	}
+	if i.PeriodLTE != nil {
+		predicates = append(predicates, ratelimit.PeriodLTE(*i.PeriodLTE))
+	}
+	if i.PeriodContains != nil {
+		predicates = append(predicates, ratelimit.PeriodContains(*i.PeriodContains))
+	}
+	if i.PeriodHasPrefix != nil {
+		predicates = append(predicates, ratelimit.PeriodHasPrefix(*i.PeriodHasPrefix))
+	}
+	if i.PeriodHasSuffix != nil {
+		predicates = append(predicates, ratelimit.PeriodHasSuffix(*i.PeriodHasSuffix))
+	}
+	if i.PeriodEqualFold != nil {
+		predicates = append(predicates, ratelimit.PeriodEqualFold(*i.PeriodEqualFold))
+	}
+	if i.PeriodContainsFold != nil {
+		predicates = append(predicates, ratelimit.PeriodContainsFold(*i.PeriodContainsFold))
+	}
+	if i.Burst != nil {
+		predicates = append(predicates, ratelimit.BurstEQ(*i.Burst))
+	}
+	if i.BurstNEQ != nil {
+		predicates = append(predicates, ratelimit.BurstNEQ(*i.BurstNEQ))
+	}
+	if len(i.BurstIn) > 0 {
+		predicates = append(predicates, ratelimit.BurstIn(i.BurstIn...))
+	}
+	if len(i.BurstNotIn) > 0 {
+		predicates = append(predicates, ratelimit.BurstNotIn(i.BurstNotIn...))
+	}
+	if i.BurstGT != nil {
+		predicates = append(predicates, ratelimit.BurstGT(*i.BurstGT))
+	}
+	if i.BurstGTE != nil {
+		predicates = append(predicates, ratelimit.BurstGTE(*i.BurstGTE))
+	}
+	if i.BurstLT != nil {
+		predicates = append(predicates, ratelimit.BurstLT(*i.BurstLT))
+	}
+	if i.BurstLTE != nil {
+		predicates = append(predicates, ratelimit.BurstLTE(*i.BurstLTE))
+	}
+	if i.MaxConcurrent != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentEQ(*i.MaxConcurrent))
+	}
+	if i.MaxConcurrentNEQ != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentNEQ(*i.MaxConcurrentNEQ))
+	}
+	if len(i.MaxConcurrentIn) > 0 {
+		predicates = append(predicates, ratelimit.MaxConcurrentIn(i.MaxConcurrentIn...))
+	}
+	if len(i.MaxConcurrentNotIn) > 0 {
+		predicates = append(predicates, ratelimit.MaxConcurrentNotIn(i.MaxConcurrentNotIn...))
+	}
+	if i.MaxConcurrentGT != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentGT(*i.MaxConcurrentGT))
+	}
+	if i.MaxConcurrentGTE != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentGTE(*i.MaxConcurrentGTE))
+	}
+	if i.MaxConcurrentLT != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentLT(*i.MaxConcurrentLT))
+	}
+	if i.MaxConcurrentLTE != nil {
+		predicates = append(predicates, ratelimit.MaxConcurrentLTE(*i.MaxConcurrentLTE))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, ratelimit.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, ratelimit.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, ratelimit.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, ratelimit.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, ratelimit.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, ratelimit.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, ratelimit.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, ratelimit.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, ratelimit.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, ratelimit.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, ratelimit.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, ratelimit.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, ratelimit.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyRateLimitWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return ratelimit.And(predicates...), nil
 	}
 }
 

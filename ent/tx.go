@@ -56,6 +56,10 @@ type Tx struct {
 	ModelPrice *ModelPriceClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
+	// RateLimit is the client for interacting with the RateLimit builders.
+	RateLimit *RateLimitClient
+	// RateLimitCooldown is the client for interacting with the RateLimitCooldown builders.
+	RateLimitCooldown *RateLimitCooldownClient
 	// Release is the client for interacting with the Release builders.
 	Release *ReleaseClient
 	// ResponseCacheEntry is the client for interacting with the ResponseCacheEntry builders.
@@ -238,6 +242,8 @@ func (tx *Tx) init() {
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
+	tx.RateLimit = NewRateLimitClient(tx.config)
+	tx.RateLimitCooldown = NewRateLimitCooldownClient(tx.config)
 	tx.Release = NewReleaseClient(tx.config)
 	tx.ResponseCacheEntry = NewResponseCacheEntryClient(tx.config)
 	tx.ResponseShape = NewResponseShapeClient(tx.config)

@@ -150,6 +150,15 @@ func (r *queryResolver) ModelPrices(ctx context.Context, after *entgql.Cursor[st
 	return c.ModelPrice.Query().Paginate(ctx, after, first, before, last, ent.WithModelPriceOrder(orderBy), ent.WithModelPriceFilter(where.Filter))
 }
 
+// RateLimits is the resolver for the rateLimits field.
+func (r *queryResolver) RateLimits(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) (*ent.RateLimitConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.RateLimit.Query().Paginate(ctx, after, first, before, last, ent.WithRateLimitOrder(orderBy), ent.WithRateLimitFilter(where.Filter))
+}
+
 // Releases is the resolver for the releases field.
 func (r *queryResolver) Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error) {
 	c, err := client(ctx)
@@ -240,6 +249,9 @@ func (r *Resolver) ModelCall() generated.ModelCallResolver { return &modelCallRe
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
+// RateLimit returns generated.RateLimitResolver implementation.
+func (r *Resolver) RateLimit() generated.RateLimitResolver { return &rateLimitResolver{r} }
+
 // Release returns generated.ReleaseResolver implementation.
 func (r *Resolver) Release() generated.ReleaseResolver { return &releaseResolver{r} }
 
@@ -279,6 +291,7 @@ type (
 	mapItemResolver           struct{ *Resolver }
 	modelCallResolver         struct{ *Resolver }
 	queryResolver             struct{ *Resolver }
+	rateLimitResolver         struct{ *Resolver }
 	releaseResolver           struct{ *Resolver }
 	runResolver               struct{ *Resolver }
 	runEventResolver          struct{ *Resolver }

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
@@ -77,6 +78,7 @@ var nodeTables = map[string]string{
 	ids.Release:                    release.Table,
 	ids.Evaluation:                 evaluation.Table,
 	ids.EvaluationExample:          evaluationexample.Table,
+	ids.RateLimit:                  ratelimit.Table,
 }
 
 const maxNodes = 100

@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/protection"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -30,6 +31,8 @@ type Resolver struct {
 	Evals *evals.Service
 	// Protection manages protected environments and deployment requests.
 	Protection *protection.Service
+	// RateLimits manages limit policies and reads their state.
+	RateLimits *ratelimit.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

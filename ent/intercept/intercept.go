@@ -30,6 +30,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
@@ -670,6 +672,60 @@ func (f TraversePagerDutySend) Traverse(ctx context.Context, q ent.Query) error 
 	return fmt.Errorf("unexpected query type %T. expect *ent.PagerDutySendQuery", q)
 }
 
+// The RateLimitFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RateLimitFunc func(context.Context, *ent.RateLimitQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RateLimitFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RateLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RateLimitQuery", q)
+}
+
+// The TraverseRateLimit type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRateLimit func(context.Context, *ent.RateLimitQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRateLimit) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRateLimit) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RateLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RateLimitQuery", q)
+}
+
+// The RateLimitCooldownFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RateLimitCooldownFunc func(context.Context, *ent.RateLimitCooldownQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RateLimitCooldownFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RateLimitCooldownQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RateLimitCooldownQuery", q)
+}
+
+// The TraverseRateLimitCooldown type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRateLimitCooldown func(context.Context, *ent.RateLimitCooldownQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRateLimitCooldown) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRateLimitCooldown) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RateLimitCooldownQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RateLimitCooldownQuery", q)
+}
+
 // The ReleaseFunc type is an adapter to allow the use of ordinary function as a Querier.
 type ReleaseFunc func(context.Context, *ent.ReleaseQuery) (ent.Value, error)
 
@@ -1120,6 +1176,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ModelPriceQuery, predicate.ModelPrice, modelprice.OrderOption]{typ: ent.TypeModelPrice, tq: q}, nil
 	case *ent.PagerDutySendQuery:
 		return &query[*ent.PagerDutySendQuery, predicate.PagerDutySend, pagerdutysend.OrderOption]{typ: ent.TypePagerDutySend, tq: q}, nil
+	case *ent.RateLimitQuery:
+		return &query[*ent.RateLimitQuery, predicate.RateLimit, ratelimit.OrderOption]{typ: ent.TypeRateLimit, tq: q}, nil
+	case *ent.RateLimitCooldownQuery:
+		return &query[*ent.RateLimitCooldownQuery, predicate.RateLimitCooldown, ratelimitcooldown.OrderOption]{typ: ent.TypeRateLimitCooldown, tq: q}, nil
 	case *ent.ReleaseQuery:
 		return &query[*ent.ReleaseQuery, predicate.Release, release.OrderOption]{typ: ent.TypeRelease, tq: q}, nil
 	case *ent.ResponseCacheEntryQuery:

@@ -1032,6 +1032,81 @@ var (
 			},
 		},
 	}
+	// RateLimitsColumns holds the columns for the "rate_limits" table.
+	RateLimitsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "scope", Type: field.TypeEnum, Enums: []string{"CREDENTIAL", "HOST"}},
+		{Name: "environment_id", Type: field.TypeString, Nullable: true},
+		{Name: "credential_name", Type: field.TypeString, Nullable: true},
+		{Name: "host", Type: field.TypeString, Nullable: true},
+		{Name: "across_credentials", Type: field.TypeBool, Default: false},
+		{Name: "scope_key", Type: field.TypeString},
+		{Name: "rate", Type: field.TypeInt, Default: 0},
+		{Name: "period", Type: field.TypeString, Default: "1s"},
+		{Name: "burst", Type: field.TypeInt, Default: 1},
+		{Name: "max_concurrent", Type: field.TypeInt, Default: 0},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// RateLimitsTable holds the schema information for the "rate_limits" table.
+	RateLimitsTable = &schema.Table{
+		Name:       "rate_limits",
+		Columns:    RateLimitsColumns,
+		PrimaryKey: []*schema.Column{RateLimitsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "rate_limits_tenants_tenant",
+				Columns:    []*schema.Column{RateLimitsColumns[14]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "ratelimit_tenant_id_scope_key",
+				Unique:  true,
+				Columns: []*schema.Column{RateLimitsColumns[14], RateLimitsColumns[8]},
+			},
+		},
+	}
+	// RateLimitCooldownsColumns holds the columns for the "rate_limit_cooldowns" table.
+	RateLimitCooldownsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "scope", Type: field.TypeString},
+		{Name: "until", Type: field.TypeTime},
+		{Name: "status_code", Type: field.TypeInt, Default: 0},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// RateLimitCooldownsTable holds the schema information for the "rate_limit_cooldowns" table.
+	RateLimitCooldownsTable = &schema.Table{
+		Name:       "rate_limit_cooldowns",
+		Columns:    RateLimitCooldownsColumns,
+		PrimaryKey: []*schema.Column{RateLimitCooldownsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "rate_limit_cooldowns_tenants_tenant",
+				Columns:    []*schema.Column{RateLimitCooldownsColumns[6]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "ratelimitcooldown_tenant_id_scope",
+				Unique:  true,
+				Columns: []*schema.Column{RateLimitCooldownsColumns[6], RateLimitCooldownsColumns[3]},
+			},
+			{
+				Name:    "ratelimitcooldown_tenant_id_until",
+				Unique:  false,
+				Columns: []*schema.Column{RateLimitCooldownsColumns[6], RateLimitCooldownsColumns[4]},
+			},
+		},
+	}
 	// ReleasesColumns holds the columns for the "releases" table.
 	ReleasesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1762,6 +1837,8 @@ var (
 		ModelCallsTable,
 		ModelPricesTable,
 		PagerDutySendsTable,
+		RateLimitsTable,
+		RateLimitCooldownsTable,
 		ReleasesTable,
 		ResponseCacheEntriesTable,
 		ResponseShapesTable,
@@ -1813,6 +1890,8 @@ func init() {
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[1].RefTable = EscalationsTable
+	RateLimitsTable.ForeignKeys[0].RefTable = TenantsTable
+	RateLimitCooldownsTable.ForeignKeys[0].RefTable = TenantsTable
 	ReleasesTable.ForeignKeys[0].RefTable = TenantsTable
 	ResponseCacheEntriesTable.ForeignKeys[0].RefTable = TenantsTable
 	ResponseShapesTable.ForeignKeys[0].RefTable = TenantsTable

@@ -69,6 +69,12 @@ type ModelPrice func(*sql.Selector)
 // PagerDutySend is the predicate function for pagerdutysend builders.
 type PagerDutySend func(*sql.Selector)
 
+// RateLimit is the predicate function for ratelimit builders.
+type RateLimit func(*sql.Selector)
+
+// RateLimitCooldown is the predicate function for ratelimitcooldown builders.
+type RateLimitCooldown func(*sql.Selector)
+
 // Release is the predicate function for release builders.
 type Release func(*sql.Selector)
 

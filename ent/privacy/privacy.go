@@ -615,6 +615,54 @@ func (f PagerDutySendMutationRuleFunc) EvalMutation(ctx context.Context, m ent.M
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.PagerDutySendMutation", m)
 }
 
+// The RateLimitQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RateLimitQueryRuleFunc func(context.Context, *ent.RateLimitQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RateLimitQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RateLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RateLimitQuery", q)
+}
+
+// The RateLimitMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RateLimitMutationRuleFunc func(context.Context, *ent.RateLimitMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RateLimitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RateLimitMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RateLimitMutation", m)
+}
+
+// The RateLimitCooldownQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RateLimitCooldownQueryRuleFunc func(context.Context, *ent.RateLimitCooldownQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RateLimitCooldownQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RateLimitCooldownQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RateLimitCooldownQuery", q)
+}
+
+// The RateLimitCooldownMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RateLimitCooldownMutationRuleFunc func(context.Context, *ent.RateLimitCooldownMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RateLimitCooldownMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RateLimitCooldownMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RateLimitCooldownMutation", m)
+}
+
 // The ReleaseQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type ReleaseQueryRuleFunc func(context.Context, *ent.ReleaseQuery) error
@@ -1052,6 +1100,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.PagerDutySendQuery:
 		return q.Filter(), nil
+	case *ent.RateLimitQuery:
+		return q.Filter(), nil
+	case *ent.RateLimitCooldownQuery:
+		return q.Filter(), nil
 	case *ent.ReleaseQuery:
 		return q.Filter(), nil
 	case *ent.ResponseCacheEntryQuery:
@@ -1130,6 +1182,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ModelPriceMutation:
 		return m.Filter(), nil
 	case *ent.PagerDutySendMutation:
+		return m.Filter(), nil
+	case *ent.RateLimitMutation:
+		return m.Filter(), nil
+	case *ent.RateLimitCooldownMutation:
 		return m.Filter(), nil
 	case *ent.ReleaseMutation:
 		return m.Filter(), nil

@@ -27,6 +27,8 @@ import (
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
@@ -1400,6 +1402,140 @@ func init() {
 	// pagerdutysend.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	pagerdutysend.IDValidator = func() func(string) error {
 		validators := pagerdutysendDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	ratelimitMixin := schema.RateLimit{}.Mixin()
+	ratelimit.Policy = privacy.NewPolicies(ratelimitMixin[1], schema.RateLimit{})
+	ratelimit.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := ratelimit.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	ratelimitMixinHooks1 := ratelimitMixin[1].Hooks()
+
+	ratelimit.Hooks[1] = ratelimitMixinHooks1[0]
+	ratelimitMixinFields0 := ratelimitMixin[0].Fields()
+	_ = ratelimitMixinFields0
+	ratelimitMixinFields1 := ratelimitMixin[1].Fields()
+	_ = ratelimitMixinFields1
+	ratelimitMixinFields2 := ratelimitMixin[2].Fields()
+	_ = ratelimitMixinFields2
+	ratelimitFields := schema.RateLimit{}.Fields()
+	_ = ratelimitFields
+	// ratelimitDescTenantID is the schema descriptor for tenant_id field.
+	ratelimitDescTenantID := ratelimitMixinFields1[0].Descriptor()
+	// ratelimit.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	ratelimit.TenantIDValidator = ratelimitDescTenantID.Validators[0].(func(string) error)
+	// ratelimitDescCreatedAt is the schema descriptor for created_at field.
+	ratelimitDescCreatedAt := ratelimitMixinFields2[0].Descriptor()
+	// ratelimit.DefaultCreatedAt holds the default value on creation for the created_at field.
+	ratelimit.DefaultCreatedAt = ratelimitDescCreatedAt.Default.(func() time.Time)
+	// ratelimitDescUpdatedAt is the schema descriptor for updated_at field.
+	ratelimitDescUpdatedAt := ratelimitMixinFields2[1].Descriptor()
+	// ratelimit.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	ratelimit.DefaultUpdatedAt = ratelimitDescUpdatedAt.Default.(func() time.Time)
+	// ratelimit.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	ratelimit.UpdateDefaultUpdatedAt = ratelimitDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// ratelimitDescAcrossCredentials is the schema descriptor for across_credentials field.
+	ratelimitDescAcrossCredentials := ratelimitFields[4].Descriptor()
+	// ratelimit.DefaultAcrossCredentials holds the default value on creation for the across_credentials field.
+	ratelimit.DefaultAcrossCredentials = ratelimitDescAcrossCredentials.Default.(bool)
+	// ratelimitDescRate is the schema descriptor for rate field.
+	ratelimitDescRate := ratelimitFields[6].Descriptor()
+	// ratelimit.DefaultRate holds the default value on creation for the rate field.
+	ratelimit.DefaultRate = ratelimitDescRate.Default.(int)
+	// ratelimitDescPeriod is the schema descriptor for period field.
+	ratelimitDescPeriod := ratelimitFields[7].Descriptor()
+	// ratelimit.DefaultPeriod holds the default value on creation for the period field.
+	ratelimit.DefaultPeriod = ratelimitDescPeriod.Default.(string)
+	// ratelimitDescBurst is the schema descriptor for burst field.
+	ratelimitDescBurst := ratelimitFields[8].Descriptor()
+	// ratelimit.DefaultBurst holds the default value on creation for the burst field.
+	ratelimit.DefaultBurst = ratelimitDescBurst.Default.(int)
+	// ratelimitDescMaxConcurrent is the schema descriptor for max_concurrent field.
+	ratelimitDescMaxConcurrent := ratelimitFields[9].Descriptor()
+	// ratelimit.DefaultMaxConcurrent holds the default value on creation for the max_concurrent field.
+	ratelimit.DefaultMaxConcurrent = ratelimitDescMaxConcurrent.Default.(int)
+	// ratelimitDescID is the schema descriptor for id field.
+	ratelimitDescID := ratelimitMixinFields0[0].Descriptor()
+	// ratelimit.DefaultID holds the default value on creation for the id field.
+	ratelimit.DefaultID = ratelimitDescID.Default.(func() string)
+	// ratelimit.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	ratelimit.IDValidator = func() func(string) error {
+		validators := ratelimitDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	ratelimitcooldownMixin := schema.RateLimitCooldown{}.Mixin()
+	ratelimitcooldown.Policy = privacy.NewPolicies(ratelimitcooldownMixin[1], schema.RateLimitCooldown{})
+	ratelimitcooldown.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := ratelimitcooldown.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	ratelimitcooldownMixinHooks1 := ratelimitcooldownMixin[1].Hooks()
+
+	ratelimitcooldown.Hooks[1] = ratelimitcooldownMixinHooks1[0]
+	ratelimitcooldownMixinFields0 := ratelimitcooldownMixin[0].Fields()
+	_ = ratelimitcooldownMixinFields0
+	ratelimitcooldownMixinFields1 := ratelimitcooldownMixin[1].Fields()
+	_ = ratelimitcooldownMixinFields1
+	ratelimitcooldownMixinFields2 := ratelimitcooldownMixin[2].Fields()
+	_ = ratelimitcooldownMixinFields2
+	ratelimitcooldownFields := schema.RateLimitCooldown{}.Fields()
+	_ = ratelimitcooldownFields
+	// ratelimitcooldownDescTenantID is the schema descriptor for tenant_id field.
+	ratelimitcooldownDescTenantID := ratelimitcooldownMixinFields1[0].Descriptor()
+	// ratelimitcooldown.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	ratelimitcooldown.TenantIDValidator = ratelimitcooldownDescTenantID.Validators[0].(func(string) error)
+	// ratelimitcooldownDescCreatedAt is the schema descriptor for created_at field.
+	ratelimitcooldownDescCreatedAt := ratelimitcooldownMixinFields2[0].Descriptor()
+	// ratelimitcooldown.DefaultCreatedAt holds the default value on creation for the created_at field.
+	ratelimitcooldown.DefaultCreatedAt = ratelimitcooldownDescCreatedAt.Default.(func() time.Time)
+	// ratelimitcooldownDescUpdatedAt is the schema descriptor for updated_at field.
+	ratelimitcooldownDescUpdatedAt := ratelimitcooldownMixinFields2[1].Descriptor()
+	// ratelimitcooldown.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	ratelimitcooldown.DefaultUpdatedAt = ratelimitcooldownDescUpdatedAt.Default.(func() time.Time)
+	// ratelimitcooldown.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	ratelimitcooldown.UpdateDefaultUpdatedAt = ratelimitcooldownDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// ratelimitcooldownDescStatusCode is the schema descriptor for status_code field.
+	ratelimitcooldownDescStatusCode := ratelimitcooldownFields[2].Descriptor()
+	// ratelimitcooldown.DefaultStatusCode holds the default value on creation for the status_code field.
+	ratelimitcooldown.DefaultStatusCode = ratelimitcooldownDescStatusCode.Default.(int)
+	// ratelimitcooldownDescID is the schema descriptor for id field.
+	ratelimitcooldownDescID := ratelimitcooldownMixinFields0[0].Descriptor()
+	// ratelimitcooldown.DefaultID holds the default value on creation for the id field.
+	ratelimitcooldown.DefaultID = ratelimitcooldownDescID.Default.(func() string)
+	// ratelimitcooldown.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	ratelimitcooldown.IDValidator = func() func(string) error {
+		validators := ratelimitcooldownDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -62,6 +63,7 @@ type ResolverRoot interface {
 	ModelCall() ModelCallResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
+	RateLimit() RateLimitResolver
 	Release() ReleaseResolver
 	Run() RunResolver
 	RunEvent() RunEventResolver
@@ -755,6 +757,7 @@ type ComplexityRoot struct {
 		CreateCredential         func(childComplexity int, input model.CreateCredentialInput) int
 		CreateEnvironment        func(childComplexity int, input model.CreateEnvironmentInput) int
 		CreateEscalationPolicy   func(childComplexity int, input model.CreateEscalationPolicyInput) int
+		CreateRateLimit          func(childComplexity int, input model.CreateRateLimitInput) int
 		CreateRelease            func(childComplexity int, input model.CreateReleaseInput) int
 		CreateSLAPolicy          func(childComplexity int, input model.CreateSLAPolicyInput) int
 		CreateWebhookEndpoint    func(childComplexity int, input model.CreateWebhookEndpointInput) int
@@ -764,6 +767,7 @@ type ComplexityRoot struct {
 		DeleteCredential         func(childComplexity int, id string) int
 		DeleteEscalationPolicy   func(childComplexity int, id string) int
 		DeleteModelPrice         func(childComplexity int, id string) int
+		DeleteRateLimit          func(childComplexity int, id string) int
 		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
@@ -794,6 +798,7 @@ type ComplexityRoot struct {
 		UnsetEnvironmentVariable func(childComplexity int, input model.UnsetEnvironmentVariableInput) int
 		UpdateEnvironment        func(childComplexity int, input model.UpdateEnvironmentInput) int
 		UpdateEscalationPolicy   func(childComplexity int, input model.UpdateEscalationPolicyInput) int
+		UpdateRateLimit          func(childComplexity int, input model.UpdateRateLimitInput) int
 		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 		UpdateWorkflowVersion    func(childComplexity int, input model.UpdateWorkflowVersionInput) int
@@ -871,6 +876,8 @@ type ComplexityRoot struct {
 		Node                 func(childComplexity int, id string) int
 		Nodes                func(childComplexity int, ids []string) int
 		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
+		RateLimitCooldowns   func(childComplexity int) int
+		RateLimits           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) int
 		Releases             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) int
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
 		SLAPolicies          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) int
@@ -899,6 +906,46 @@ type ComplexityRoot struct {
 		RunsWaiting               func(childComplexity int) int
 		StepsReady                func(childComplexity int) int
 		WorkflowID                func(childComplexity int) int
+	}
+
+	RateLimit struct {
+		AcrossCredentials func(childComplexity int) int
+		Burst             func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		CreatedBy         func(childComplexity int) int
+		CredentialName    func(childComplexity int) int
+		EnvironmentID     func(childComplexity int) int
+		Host              func(childComplexity int) int
+		ID                func(childComplexity int) int
+		MaxConcurrent     func(childComplexity int) int
+		Period            func(childComplexity int) int
+		Rate              func(childComplexity int) int
+		Scope             func(childComplexity int) int
+		State             func(childComplexity int) int
+		UpdatedAt         func(childComplexity int) int
+	}
+
+	RateLimitConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	RateLimitCooldown struct {
+		Scope      func(childComplexity int) int
+		StatusCode func(childComplexity int) int
+		Until      func(childComplexity int) int
+	}
+
+	RateLimitEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	RateLimitState struct {
+		CooldownUntil func(childComplexity int) int
+		InFlight      func(childComplexity int) int
+		NextSlotAt    func(childComplexity int) int
 	}
 
 	Release struct {
@@ -1427,6 +1474,9 @@ type MutationResolver interface {
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
 	SetEnvironmentProtection(ctx context.Context, input model.SetEnvironmentProtectionInput) (*ent.Environment, error)
 	RequestDeployment(ctx context.Context, input model.DeployWorkflowVersionInput) (*model.RequestDeploymentPayload, error)
+	CreateRateLimit(ctx context.Context, input model.CreateRateLimitInput) (*ent.RateLimit, error)
+	UpdateRateLimit(ctx context.Context, input model.UpdateRateLimitInput) (*ent.RateLimit, error)
+	DeleteRateLimit(ctx context.Context, id string) (string, error)
 	CreateRelease(ctx context.Context, input model.CreateReleaseInput) (*ent.Release, error)
 	PauseRelease(ctx context.Context, id string) (*ent.Release, error)
 	ResumeRelease(ctx context.Context, id string) (*ent.Release, error)
@@ -1465,6 +1515,7 @@ type QueryResolver interface {
 	Members(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.MemberOrder, where *ent.MemberWhereInput) (*ent.MemberConnection, error)
 	ModelCalls(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelCallOrder, where *ent.ModelCallWhereInput) (*ent.ModelCallConnection, error)
 	ModelPrices(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) (*ent.ModelPriceConnection, error)
+	RateLimits(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) (*ent.RateLimitConnection, error)
 	Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error)
 	Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error)
 	SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error)
@@ -1476,11 +1527,15 @@ type QueryResolver interface {
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
 	DriftReport(ctx context.Context, workflowID string) ([]*ent.DriftChange, error)
 	Evaluations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.EvaluationConnection, error)
+	RateLimitCooldowns(ctx context.Context) ([]*ent.RateLimitCooldown, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
 	EffectiveSLA(ctx context.Context, workflowID string, environmentID string) (*model.EffectiveSLA, error)
 	Incidents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *model.IncidentsWhereInput) (*ent.IncidentConnection, error)
 	WebhookEventTypes(ctx context.Context) ([]string, error)
+}
+type RateLimitResolver interface {
+	State(ctx context.Context, obj *ent.RateLimit) (*model.RateLimitState, error)
 }
 type ReleaseResolver interface {
 	LastAnalysis(ctx context.Context, obj *ent.Release) (*releasespec.Figures, error)
@@ -4455,6 +4510,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateEscalationPolicy(childComplexity, args["input"].(model.CreateEscalationPolicyInput)), true
+	case "Mutation.createRateLimit":
+		if e.ComplexityRoot.Mutation.CreateRateLimit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createRateLimit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateRateLimit(childComplexity, args["input"].(model.CreateRateLimitInput)), true
 	case "Mutation.createRelease":
 		if e.ComplexityRoot.Mutation.CreateRelease == nil {
 			break
@@ -4554,6 +4620,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteModelPrice(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteRateLimit":
+		if e.ComplexityRoot.Mutation.DeleteRateLimit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteRateLimit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteRateLimit(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteSLAPolicy":
 		if e.ComplexityRoot.Mutation.DeleteSLAPolicy == nil {
 			break
@@ -4884,6 +4961,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateEscalationPolicy(childComplexity, args["input"].(model.UpdateEscalationPolicyInput)), true
+	case "Mutation.updateRateLimit":
+		if e.ComplexityRoot.Mutation.UpdateRateLimit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateRateLimit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateRateLimit(childComplexity, args["input"].(model.UpdateRateLimitInput)), true
 	case "Mutation.updateSLAPolicy":
 		if e.ComplexityRoot.Mutation.UpdateSLAPolicy == nil {
 			break
@@ -5348,6 +5436,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.QueueStats(childComplexity, args["workflowID"].(*string), args["environmentID"].(*string)), true
+	case "Query.rateLimitCooldowns":
+		if e.ComplexityRoot.Query.RateLimitCooldowns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.RateLimitCooldowns(childComplexity), true
+	case "Query.rateLimits":
+		if e.ComplexityRoot.Query.RateLimits == nil {
+			break
+		}
+
+		args, err := ec.field_Query_rateLimits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.RateLimits(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.RateLimitOrder), args["where"].(*ent.RateLimitWhereInput)), true
 	case "Query.releases":
 		if e.ComplexityRoot.Query.Releases == nil {
 			break
@@ -5512,6 +5617,161 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.QueueStatsRow.WorkflowID(childComplexity), true
+
+	case "RateLimit.acrossCredentials":
+		if e.ComplexityRoot.RateLimit.AcrossCredentials == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.AcrossCredentials(childComplexity), true
+	case "RateLimit.burst":
+		if e.ComplexityRoot.RateLimit.Burst == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.Burst(childComplexity), true
+	case "RateLimit.createdAt":
+		if e.ComplexityRoot.RateLimit.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.CreatedAt(childComplexity), true
+	case "RateLimit.createdBy":
+		if e.ComplexityRoot.RateLimit.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.CreatedBy(childComplexity), true
+	case "RateLimit.credentialName":
+		if e.ComplexityRoot.RateLimit.CredentialName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.CredentialName(childComplexity), true
+	case "RateLimit.environmentID":
+		if e.ComplexityRoot.RateLimit.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.EnvironmentID(childComplexity), true
+	case "RateLimit.host":
+		if e.ComplexityRoot.RateLimit.Host == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.Host(childComplexity), true
+	case "RateLimit.id":
+		if e.ComplexityRoot.RateLimit.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.ID(childComplexity), true
+	case "RateLimit.maxConcurrent":
+		if e.ComplexityRoot.RateLimit.MaxConcurrent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.MaxConcurrent(childComplexity), true
+	case "RateLimit.period":
+		if e.ComplexityRoot.RateLimit.Period == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.Period(childComplexity), true
+	case "RateLimit.rate":
+		if e.ComplexityRoot.RateLimit.Rate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.Rate(childComplexity), true
+	case "RateLimit.scope":
+		if e.ComplexityRoot.RateLimit.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.Scope(childComplexity), true
+	case "RateLimit.state":
+		if e.ComplexityRoot.RateLimit.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.State(childComplexity), true
+	case "RateLimit.updatedAt":
+		if e.ComplexityRoot.RateLimit.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimit.UpdatedAt(childComplexity), true
+
+	case "RateLimitConnection.edges":
+		if e.ComplexityRoot.RateLimitConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitConnection.Edges(childComplexity), true
+	case "RateLimitConnection.pageInfo":
+		if e.ComplexityRoot.RateLimitConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitConnection.PageInfo(childComplexity), true
+	case "RateLimitConnection.totalCount":
+		if e.ComplexityRoot.RateLimitConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitConnection.TotalCount(childComplexity), true
+
+	case "RateLimitCooldown.scope":
+		if e.ComplexityRoot.RateLimitCooldown.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitCooldown.Scope(childComplexity), true
+	case "RateLimitCooldown.statusCode":
+		if e.ComplexityRoot.RateLimitCooldown.StatusCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitCooldown.StatusCode(childComplexity), true
+	case "RateLimitCooldown.until":
+		if e.ComplexityRoot.RateLimitCooldown.Until == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitCooldown.Until(childComplexity), true
+
+	case "RateLimitEdge.cursor":
+		if e.ComplexityRoot.RateLimitEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitEdge.Cursor(childComplexity), true
+	case "RateLimitEdge.node":
+		if e.ComplexityRoot.RateLimitEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitEdge.Node(childComplexity), true
+
+	case "RateLimitState.cooldownUntil":
+		if e.ComplexityRoot.RateLimitState.CooldownUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.CooldownUntil(childComplexity), true
+	case "RateLimitState.inFlight":
+		if e.ComplexityRoot.RateLimitState.InFlight == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.InFlight(childComplexity), true
+	case "RateLimitState.nextSlotAt":
+		if e.ComplexityRoot.RateLimitState.NextSlotAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.NextSlotAt(childComplexity), true
 
 	case "Release.analyses":
 		if e.ComplexityRoot.Release.Analyses == nil {
@@ -7464,6 +7724,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
 			graphql.NewInputUnmarshaler("CreateEscalationPolicyInput", ec.unmarshalInputCreateEscalationPolicyInput),
+			graphql.NewInputUnmarshaler("CreateRateLimitInput", ec.unmarshalInputCreateRateLimitInput),
 			graphql.NewInputUnmarshaler("CreateReleaseInput", ec.unmarshalInputCreateReleaseInput),
 			graphql.NewInputUnmarshaler("CreateSLAPolicyInput", ec.unmarshalInputCreateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
@@ -7509,6 +7770,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("PagerDutySendWhereInput", ec.unmarshalInputPagerDutySendWhereInput),
 			graphql.NewInputUnmarshaler("PagerDutyTargetInput", ec.unmarshalInputPagerDutyTargetInput),
 			graphql.NewInputUnmarshaler("PromoteDeploymentInput", ec.unmarshalInputPromoteDeploymentInput),
+			graphql.NewInputUnmarshaler("RateLimitOrder", ec.unmarshalInputRateLimitOrder),
+			graphql.NewInputUnmarshaler("RateLimitWhereInput", ec.unmarshalInputRateLimitWhereInput),
 			graphql.NewInputUnmarshaler("ReleaseAnalysisInput", ec.unmarshalInputReleaseAnalysisInput),
 			graphql.NewInputUnmarshaler("ReleaseOrder", ec.unmarshalInputReleaseOrder),
 			graphql.NewInputUnmarshaler("ReleaseStepInput", ec.unmarshalInputReleaseStepInput),
@@ -7540,6 +7803,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("UnsetEnvironmentVariableInput", ec.unmarshalInputUnsetEnvironmentVariableInput),
 			graphql.NewInputUnmarshaler("UpdateEnvironmentInput", ec.unmarshalInputUpdateEnvironmentInput),
 			graphql.NewInputUnmarshaler("UpdateEscalationPolicyInput", ec.unmarshalInputUpdateEscalationPolicyInput),
+			graphql.NewInputUnmarshaler("UpdateRateLimitInput", ec.unmarshalInputUpdateRateLimitInput),
 			graphql.NewInputUnmarshaler("UpdateSLAPolicyInput", ec.unmarshalInputUpdateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("UpdateWorkflowVersionInput", ec.unmarshalInputUpdateWorkflowVersionInput),
@@ -11751,6 +12015,37 @@ type Query {
     """
     where: ModelPriceWhereInput
   ): ModelPriceConnection!
+  rateLimits(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for RateLimits returned from the connection.
+    """
+    orderBy: RateLimitOrder
+
+    """
+    Filtering options for RateLimits returned from the connection.
+    """
+    where: RateLimitWhereInput
+  ): RateLimitConnection!
   releases(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -11937,6 +12232,276 @@ type Query {
     """
     where: WorkflowWhereInput
   ): WorkflowConnection!
+}
+type RateLimit implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  scope: RateLimitScope!
+  """
+  CREDENTIAL scope: the credential's environment.
+  """
+  environmentID: String
+  """
+  CREDENTIAL scope: the credential's name in its environment (steps name credentials so).
+  """
+  credentialName: String
+  """
+  HOST scope: the host (lower case, with its port when not the scheme's default).
+  """
+  host: String
+  """
+  HOST scope: one bucket for every call of the tenant to the host, whatever its credential; otherwise one per credential.
+  """
+  acrossCredentials: Boolean!
+  """
+  Calls per period; 0: no rate, only maxConcurrent.
+  """
+  rate: Int!
+  """
+  Go duration.
+  """
+  period: String!
+  """
+  Calls that may go back to back before the rate spaces them (at least 1).
+  """
+  burst: Int!
+  """
+  Calls in flight at once; 0: no cap.
+  """
+  maxConcurrent: Int!
+  createdBy: String!
+}
+"""
+A connection to a list of items.
+"""
+type RateLimitConnection {
+  """
+  A list of edges.
+  """
+  edges: [RateLimitEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type RateLimitEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: RateLimit
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for RateLimit connections
+"""
+input RateLimitOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order RateLimits.
+  """
+  field: RateLimitOrderField!
+}
+"""
+Properties by which RateLimit connections can be ordered.
+"""
+enum RateLimitOrderField {
+  CREATED_AT
+}
+"""
+RateLimitScope is enum for the field scope
+"""
+enum RateLimitScope @goModel(model: "github.com/sluicehq/sluice/ent/ratelimit.Scope") {
+  CREDENTIAL
+  HOST
+}
+"""
+RateLimitWhereInput is used for filtering RateLimit objects.
+Input was generated by ent.
+"""
+input RateLimitWhereInput {
+  not: RateLimitWhereInput
+  and: [RateLimitWhereInput!]
+  or: [RateLimitWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  scope field predicates
+  """
+  scope: RateLimitScope
+  scopeNEQ: RateLimitScope
+  scopeIn: [RateLimitScope!]
+  scopeNotIn: [RateLimitScope!]
+  """
+  environment_id field predicates
+  """
+  environmentID: String
+  environmentIDNEQ: String
+  environmentIDIn: [String!]
+  environmentIDNotIn: [String!]
+  environmentIDGT: String
+  environmentIDGTE: String
+  environmentIDLT: String
+  environmentIDLTE: String
+  environmentIDContains: String
+  environmentIDHasPrefix: String
+  environmentIDHasSuffix: String
+  environmentIDIsNil: Boolean
+  environmentIDNotNil: Boolean
+  environmentIDEqualFold: String
+  environmentIDContainsFold: String
+  """
+  credential_name field predicates
+  """
+  credentialName: String
+  credentialNameNEQ: String
+  credentialNameIn: [String!]
+  credentialNameNotIn: [String!]
+  credentialNameGT: String
+  credentialNameGTE: String
+  credentialNameLT: String
+  credentialNameLTE: String
+  credentialNameContains: String
+  credentialNameHasPrefix: String
+  credentialNameHasSuffix: String
+  credentialNameIsNil: Boolean
+  credentialNameNotNil: Boolean
+  credentialNameEqualFold: String
+  credentialNameContainsFold: String
+  """
+  host field predicates
+  """
+  host: String
+  hostNEQ: String
+  hostIn: [String!]
+  hostNotIn: [String!]
+  hostGT: String
+  hostGTE: String
+  hostLT: String
+  hostLTE: String
+  hostContains: String
+  hostHasPrefix: String
+  hostHasSuffix: String
+  hostIsNil: Boolean
+  hostNotNil: Boolean
+  hostEqualFold: String
+  hostContainsFold: String
+  """
+  across_credentials field predicates
+  """
+  acrossCredentials: Boolean
+  acrossCredentialsNEQ: Boolean
+  """
+  rate field predicates
+  """
+  rate: Int
+  rateNEQ: Int
+  rateIn: [Int!]
+  rateNotIn: [Int!]
+  rateGT: Int
+  rateGTE: Int
+  rateLT: Int
+  rateLTE: Int
+  """
+  period field predicates
+  """
+  period: String
+  periodNEQ: String
+  periodIn: [String!]
+  periodNotIn: [String!]
+  periodGT: String
+  periodGTE: String
+  periodLT: String
+  periodLTE: String
+  periodContains: String
+  periodHasPrefix: String
+  periodHasSuffix: String
+  periodEqualFold: String
+  periodContainsFold: String
+  """
+  burst field predicates
+  """
+  burst: Int
+  burstNEQ: Int
+  burstIn: [Int!]
+  burstNotIn: [Int!]
+  burstGT: Int
+  burstGTE: Int
+  burstLT: Int
+  burstLTE: Int
+  """
+  max_concurrent field predicates
+  """
+  maxConcurrent: Int
+  maxConcurrentNEQ: Int
+  maxConcurrentIn: [Int!]
+  maxConcurrentNotIn: [Int!]
+  maxConcurrentGT: Int
+  maxConcurrentGTE: Int
+  maxConcurrentLT: Int
+  maxConcurrentLTE: Int
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
 }
 type Release implements Node {
   id: ID!
@@ -14552,6 +15117,74 @@ extend type Mutation {
   requestDeployment(input: DeployWorkflowVersionInput!): RequestDeploymentPayload!
 }
 `, BuiltIn: false},
+	{Name: "../ratelimits.graphql", Input: `# Rate limits on outbound calls: limit policies per credential or per host,
+# their live state, and the cooldowns upstreams ask for (internal/ratelimit).
+
+"A policy's live state, read from Redis."
+type RateLimitState {
+  "When the next call may go; null when one may go now."
+  nextSlotAt: Time
+  "Calls in flight now (maxConcurrent policies)."
+  inFlight: Int!
+  "Until when a 429 or 503 from the upstream holds every call of the scope; null when none."
+  cooldownUntil: Time
+}
+
+"A cooldown an upstream asked for (a 429 or 503 with Retry-After or a reset header); every call in its scope waits until it ends."
+type RateLimitCooldown {
+  "h:<host> for a host without a policy, p:<policy id>[:<environment id>/<credential>] for a policy's bucket."
+  scope: String!
+  until: Time!
+  statusCode: Int!
+}
+
+extend type RateLimit {
+  "Live state. For a HOST policy kept per credential: the latest next slot and cooldown and the calls in flight over its credentials' buckets."
+  state: RateLimitState!
+}
+
+extend type Query {
+  "Cooldowns not yet over, soonest end first."
+  rateLimitCooldowns: [RateLimitCooldown!]!
+}
+
+input CreateRateLimitInput {
+  scope: RateLimitScope!
+  "CREDENTIAL scope: the credential by id, or by environmentID and credentialName."
+  credentialID: ID
+  environmentID: ID
+  credentialName: String
+  "HOST scope: a host name, with :port when not the default."
+  host: String
+  "HOST scope: one bucket for all the tenant's calls to the host (default false: one per credential)."
+  acrossCredentials: Boolean
+  "Calls per period, at least 0 (0: no rate, only maxConcurrent)."
+  rate: Int
+  "Go duration above 0; default 1s."
+  period: String
+  "Calls that may go back to back, at least 1; default 1."
+  burst: Int
+  "Calls in flight at once, at least 0 (0: no cap)."
+  maxConcurrent: Int
+}
+
+input UpdateRateLimitInput {
+  id: ID!
+  rate: Int
+  period: String
+  burst: Int
+  maxConcurrent: Int
+}
+
+extend type Mutation {
+  "Admins only."
+  createRateLimit(input: CreateRateLimitInput!): RateLimit!
+  "Admins only."
+  updateRateLimit(input: UpdateRateLimitInput!): RateLimit!
+  "Admins only."
+  deleteRateLimit(id: ID!): ID!
+}
+`, BuiltIn: false},
 	{Name: "../releases.graphql", Input: `# Releases: a candidate version takes a growing share of a workflow's new
 # runs in an environment, analysed against the stable version, promoted or
 # rolled back (internal/releases). rollbackDeployment.
@@ -16645,6 +17278,86 @@ func (ec *executionContext) childFields_QueueStatsRow(ctx context.Context, field
 	return nil, fmt.Errorf("no field named %q was found under type QueueStatsRow", field.Name)
 }
 
+func (ec *executionContext) childFields_RateLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_RateLimit_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_RateLimit_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_RateLimit_updatedAt(ctx, field)
+	case "scope":
+		return ec.fieldContext_RateLimit_scope(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_RateLimit_environmentID(ctx, field)
+	case "credentialName":
+		return ec.fieldContext_RateLimit_credentialName(ctx, field)
+	case "host":
+		return ec.fieldContext_RateLimit_host(ctx, field)
+	case "acrossCredentials":
+		return ec.fieldContext_RateLimit_acrossCredentials(ctx, field)
+	case "rate":
+		return ec.fieldContext_RateLimit_rate(ctx, field)
+	case "period":
+		return ec.fieldContext_RateLimit_period(ctx, field)
+	case "burst":
+		return ec.fieldContext_RateLimit_burst(ctx, field)
+	case "maxConcurrent":
+		return ec.fieldContext_RateLimit_maxConcurrent(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_RateLimit_createdBy(ctx, field)
+	case "state":
+		return ec.fieldContext_RateLimit_state(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_RateLimitConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_RateLimitConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_RateLimitConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_RateLimitConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimitConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_RateLimitCooldown(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "scope":
+		return ec.fieldContext_RateLimitCooldown_scope(ctx, field)
+	case "until":
+		return ec.fieldContext_RateLimitCooldown_until(ctx, field)
+	case "statusCode":
+		return ec.fieldContext_RateLimitCooldown_statusCode(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimitCooldown", field.Name)
+}
+
+func (ec *executionContext) childFields_RateLimitEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_RateLimitEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_RateLimitEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimitEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_RateLimitState(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "nextSlotAt":
+		return ec.fieldContext_RateLimitState_nextSlotAt(ctx, field)
+	case "inFlight":
+		return ec.fieldContext_RateLimitState_inFlight(ctx, field)
+	case "cooldownUntil":
+		return ec.fieldContext_RateLimitState_cooldownUntil(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimitState", field.Name)
+}
+
 func (ec *executionContext) childFields_Release(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -18023,6 +18736,20 @@ func (ec *executionContext) field_Mutation_createEscalationPolicy_args(ctx conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createRateLimit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateRateLimitInput, error) {
+			return ec.unmarshalNCreateRateLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateRateLimitInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -18136,6 +18863,20 @@ func (ec *executionContext) field_Mutation_deleteEscalationPolicy_args(ctx conte
 }
 
 func (ec *executionContext) field_Mutation_deleteModelPrice_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteRateLimit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -18585,6 +19326,20 @@ func (ec *executionContext) field_Mutation_updateEscalationPolicy_args(ctx conte
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
 			return ec.unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateRateLimit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateRateLimitInput, error) {
+			return ec.unmarshalNUpdateRateLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateRateLimitInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -19532,6 +20287,60 @@ func (ec *executionContext) field_Query_queueStats_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["environmentID"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_rateLimits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.RateLimitOrder, error) {
+			return ec.unmarshalORateLimitOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.RateLimitWhereInput, error) {
+			return ec.unmarshalORateLimitWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
 	return args, nil
 }
 
@@ -32767,6 +33576,138 @@ func (ec *executionContext) fieldContext_Mutation_requestDeployment(ctx context.
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createRateLimit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createRateLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateRateLimit(ctx, fc.Args["input"].(model.CreateRateLimitInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {
+			return ec.marshalNRateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createRateLimit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimit(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createRateLimit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateRateLimit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateRateLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateRateLimit(ctx, fc.Args["input"].(model.UpdateRateLimitInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {
+			return ec.marshalNRateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateRateLimit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimit(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateRateLimit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteRateLimit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteRateLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteRateLimit(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteRateLimit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteRateLimit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createRelease(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -35109,6 +36050,50 @@ func (ec *executionContext) fieldContext_Query_modelPrices(ctx context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_rateLimits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_rateLimits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().RateLimits(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.RateLimitOrder), fc.Args["where"].(*ent.RateLimitWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.RateLimitConnection) graphql.Marshaler {
+			return ec.marshalNRateLimitConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_rateLimits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimitConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_rateLimits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_releases(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -35577,6 +36562,38 @@ func (ec *executionContext) fieldContext_Query_evaluations(ctx context.Context, 
 	if fc.Args, err = ec.field_Query_evaluations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_rateLimitCooldowns(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_rateLimitCooldowns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().RateLimitCooldowns(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.RateLimitCooldown) graphql.Marshaler {
+			return ec.marshalNRateLimitCooldown2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitCooldownᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_rateLimitCooldowns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimitCooldown(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -36182,6 +37199,617 @@ func (ec *executionContext) _QueueStatsRow_oldestApprovalAgeSeconds(ctx context.
 }
 func (ec *executionContext) fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Float")
+}
+
+func (ec *executionContext) _RateLimit_id(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "ID")
+}
+
+func (ec *executionContext) _RateLimit_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RateLimit_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RateLimit_scope(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scope, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v ratelimit.Scope) graphql.Marshaler {
+			return ec.marshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "RateLimitScope")
+}
+
+func (ec *executionContext) _RateLimit_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimit_credentialName(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_credentialName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CredentialName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_credentialName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimit_host(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_host(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Host, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_host(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimit_acrossCredentials(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_acrossCredentials(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AcrossCredentials, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_acrossCredentials(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _RateLimit_rate(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_rate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_rate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimit_period(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_period(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Period, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_period(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimit_burst(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_burst(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Burst, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_burst(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimit_maxConcurrent(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_maxConcurrent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxConcurrent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_maxConcurrent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimit_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimit_state(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimit_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.RateLimit().State(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RateLimitState) graphql.Marshaler {
+			return ec.marshalNRateLimitState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRateLimitState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimit_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RateLimit",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimitState(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RateLimitConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.RateLimitEdge) graphql.Marshaler {
+			return ec.marshalORateLimitEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RateLimitConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimitEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RateLimitConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RateLimitConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RateLimitConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimitCooldown_scope(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitCooldown) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitCooldown_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scope, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitCooldown_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitCooldown", field, false, false, "String")
+}
+
+func (ec *executionContext) _RateLimitCooldown_until(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitCooldown) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitCooldown_until(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Until, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitCooldown_until(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitCooldown", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RateLimitCooldown_statusCode(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitCooldown) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitCooldown_statusCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusCode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitCooldown_statusCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitCooldown", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimitEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {
+			return ec.marshalORateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RateLimitEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RateLimit(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RateLimitEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimitEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _RateLimitState_nextSlotAt(ctx context.Context, field graphql.CollectedField, obj *model.RateLimitState) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitState_nextSlotAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextSlotAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitState_nextSlotAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitState", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RateLimitState_inFlight(ctx context.Context, field graphql.CollectedField, obj *model.RateLimitState) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitState_inFlight(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InFlight, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitState_inFlight(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitState", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RateLimitState_cooldownUntil(ctx context.Context, field graphql.CollectedField, obj *model.RateLimitState) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RateLimitState_cooldownUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CooldownUntil, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RateLimitState_cooldownUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RateLimitState", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Release_id(ctx context.Context, field graphql.CollectedField, obj *ent.Release) (ret graphql.Marshaler) {
@@ -48597,6 +50225,111 @@ func UnmarshalCreateEscalationPolicyInput(ctx context.Context, raw any) (model.C
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateRateLimitInput(ctx context.Context, obj any) (model.CreateRateLimitInput, error) {
+	var it model.CreateRateLimitInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"scope", "credentialID", "environmentID", "credentialName", "host", "acrossCredentials", "rate", "period", "burst", "maxConcurrent"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "scope":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scope"))
+			data, err := ec.unmarshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scope = data
+		case "credentialID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "credentialName":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialName"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialName = data
+		case "host":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("host"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Host = data
+		case "acrossCredentials":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acrossCredentials"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcrossCredentials = data
+		case "rate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rate"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rate = data
+		case "period":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("period"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Period = data
+		case "burst":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burst"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Burst = data
+		case "maxConcurrent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrent"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrent = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateRateLimitInput unmarshals raw into the CreateRateLimitInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateRateLimitInput(ctx context.Context, raw any) (model.CreateRateLimitInput, error) {
+	var out model.CreateRateLimitInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateRateLimitInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateReleaseInput(ctx context.Context, obj any) (model.CreateReleaseInput, error) {
 	var it model.CreateReleaseInput
 	if obj == nil {
@@ -58618,6 +60351,1004 @@ func UnmarshalPromoteDeploymentInput(ctx context.Context, raw any) (model.Promot
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputRateLimitOrder(ctx context.Context, obj any) (ent.RateLimitOrder, error) {
+	var it ent.RateLimitOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNRateLimitOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRateLimitOrder unmarshals raw into the RateLimitOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRateLimitOrder(ctx context.Context, raw any) (ent.RateLimitOrder, error) {
+	var out ent.RateLimitOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RateLimitOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRateLimitWhereInput(ctx context.Context, obj any) (ent.RateLimitWhereInput, error) {
+	var it ent.RateLimitWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "scope", "scopeNEQ", "scopeIn", "scopeNotIn", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDIsNil", "environmentIDNotNil", "environmentIDEqualFold", "environmentIDContainsFold", "credentialName", "credentialNameNEQ", "credentialNameIn", "credentialNameNotIn", "credentialNameGT", "credentialNameGTE", "credentialNameLT", "credentialNameLTE", "credentialNameContains", "credentialNameHasPrefix", "credentialNameHasSuffix", "credentialNameIsNil", "credentialNameNotNil", "credentialNameEqualFold", "credentialNameContainsFold", "host", "hostNEQ", "hostIn", "hostNotIn", "hostGT", "hostGTE", "hostLT", "hostLTE", "hostContains", "hostHasPrefix", "hostHasSuffix", "hostIsNil", "hostNotNil", "hostEqualFold", "hostContainsFold", "acrossCredentials", "acrossCredentialsNEQ", "rate", "rateNEQ", "rateIn", "rateNotIn", "rateGT", "rateGTE", "rateLT", "rateLTE", "period", "periodNEQ", "periodIn", "periodNotIn", "periodGT", "periodGTE", "periodLT", "periodLTE", "periodContains", "periodHasPrefix", "periodHasSuffix", "periodEqualFold", "periodContainsFold", "burst", "burstNEQ", "burstIn", "burstNotIn", "burstGT", "burstGTE", "burstLT", "burstLTE", "maxConcurrent", "maxConcurrentNEQ", "maxConcurrentIn", "maxConcurrentNotIn", "maxConcurrentGT", "maxConcurrentGTE", "maxConcurrentLT", "maxConcurrentLTE", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalORateLimitWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalORateLimitWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalORateLimitWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "scope":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scope"))
+			data, err := ec.unmarshalORateLimitScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scope = data
+		case "scopeNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scopeNEQ"))
+			data, err := ec.unmarshalORateLimitScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ScopeNEQ = data
+		case "scopeIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scopeIn"))
+			data, err := ec.unmarshalORateLimitScope2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScopeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ScopeIn = data
+		case "scopeNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scopeNotIn"))
+			data, err := ec.unmarshalORateLimitScope2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScopeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ScopeNotIn = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIsNil = data
+		case "environmentIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotNil = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "credentialName":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialName"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialName = data
+		case "credentialNameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameNEQ = data
+		case "credentialNameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameIn = data
+		case "credentialNameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameNotIn = data
+		case "credentialNameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameGT = data
+		case "credentialNameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameGTE = data
+		case "credentialNameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameLT = data
+		case "credentialNameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameLTE = data
+		case "credentialNameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameContains = data
+		case "credentialNameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameHasPrefix = data
+		case "credentialNameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameHasSuffix = data
+		case "credentialNameIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameIsNil = data
+		case "credentialNameNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameNotNil = data
+		case "credentialNameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameEqualFold = data
+		case "credentialNameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialNameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialNameContainsFold = data
+		case "host":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("host"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Host = data
+		case "hostNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostNEQ = data
+		case "hostIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostIn = data
+		case "hostNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostNotIn = data
+		case "hostGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostGT = data
+		case "hostGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostGTE = data
+		case "hostLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostLT = data
+		case "hostLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostLTE = data
+		case "hostContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostContains = data
+		case "hostHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostHasPrefix = data
+		case "hostHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostHasSuffix = data
+		case "hostIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostIsNil = data
+		case "hostNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostNotNil = data
+		case "hostEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostEqualFold = data
+		case "hostContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostContainsFold = data
+		case "acrossCredentials":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acrossCredentials"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcrossCredentials = data
+		case "acrossCredentialsNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("acrossCredentialsNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AcrossCredentialsNEQ = data
+		case "rate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rate"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rate = data
+		case "rateNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateNEQ = data
+		case "rateIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateIn = data
+		case "rateNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateNotIn = data
+		case "rateGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateGT = data
+		case "rateGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateGTE = data
+		case "rateLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLT = data
+		case "rateLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLTE = data
+		case "period":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("period"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Period = data
+		case "periodNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodNEQ = data
+		case "periodIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodIn = data
+		case "periodNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodNotIn = data
+		case "periodGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodGT = data
+		case "periodGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodGTE = data
+		case "periodLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodLT = data
+		case "periodLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodLTE = data
+		case "periodContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodContains = data
+		case "periodHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodHasPrefix = data
+		case "periodHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodHasSuffix = data
+		case "periodEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodEqualFold = data
+		case "periodContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("periodContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PeriodContainsFold = data
+		case "burst":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burst"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Burst = data
+		case "burstNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstNEQ = data
+		case "burstIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstIn = data
+		case "burstNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstNotIn = data
+		case "burstGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstGT = data
+		case "burstGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstGTE = data
+		case "burstLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstLT = data
+		case "burstLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burstLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BurstLTE = data
+		case "maxConcurrent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrent"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrent = data
+		case "maxConcurrentNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentNEQ = data
+		case "maxConcurrentIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentIn = data
+		case "maxConcurrentNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentNotIn = data
+		case "maxConcurrentGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentGT = data
+		case "maxConcurrentGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentGTE = data
+		case "maxConcurrentLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentLT = data
+		case "maxConcurrentLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrentLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrentLTE = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRateLimitWhereInput unmarshals raw into the RateLimitWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRateLimitWhereInput(ctx context.Context, raw any) (ent.RateLimitWhereInput, error) {
+	var out ent.RateLimitWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RateLimitWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReleaseAnalysisInput(ctx context.Context, obj any) (releasespec.Analysis, error) {
 	var it releasespec.Analysis
 	if obj == nil {
@@ -63984,6 +66715,76 @@ func UnmarshalUpdateEscalationPolicyInput(ctx context.Context, raw any) (model.U
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateRateLimitInput(ctx context.Context, obj any) (model.UpdateRateLimitInput, error) {
+	var it model.UpdateRateLimitInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "rate", "period", "burst", "maxConcurrent"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "rate":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rate"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rate = data
+		case "period":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("period"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Period = data
+		case "burst":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burst"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Burst = data
+		case "maxConcurrent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxConcurrent"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxConcurrent = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateRateLimitInput unmarshals raw into the UpdateRateLimitInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateRateLimitInput(ctx context.Context, raw any) (model.UpdateRateLimitInput, error) {
+	var out model.UpdateRateLimitInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateRateLimitInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUpdateSLAPolicyInput(ctx context.Context, obj any) (model.UpdateSLAPolicyInput, error) {
 	var it model.UpdateSLAPolicyInput
 	if obj == nil {
@@ -67878,6 +70679,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Release(ctx, sel, obj)
+	case *ent.RateLimit:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._RateLimit(ctx, sel, obj)
 	case *ent.PagerDutySend:
 		if obj == nil {
 			return graphql.Null
@@ -72514,6 +75320,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createRateLimit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createRateLimit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateRateLimit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateRateLimit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteRateLimit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteRateLimit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createRelease":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createRelease(ctx, field)
@@ -73112,6 +75939,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_modelPrices(ctx, field)
 				})
+		case "rateLimits":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_rateLimits(ctx, field)
+				})
 		case "releases":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -73177,6 +76010,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_evaluations(ctx, field)
+				})
+		case "rateLimitCooldowns":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_rateLimitCooldowns(ctx, field)
 				})
 		case "deadLetter":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -73346,6 +76185,272 @@ func (ec *executionContext) _QueueStatsRow(ctx context.Context, sel ast.Selectio
 		case "oldestApprovalAgeSeconds":
 			out.Values[i] = ec._QueueStatsRow_oldestApprovalAgeSeconds(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rateLimitImplementors = []string{"RateLimit", "Node"}
+
+func (ec *executionContext) _RateLimit(ctx context.Context, sel ast.SelectionSet, obj *ent.RateLimit) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rateLimitImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RateLimit")
+		case "id":
+			out.Values[i] = ec._RateLimit_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._RateLimit_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._RateLimit_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "scope":
+			out.Values[i] = ec._RateLimit_scope(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._RateLimit_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "credentialName":
+			out.Values[i] = ec._RateLimit_credentialName(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "host":
+			out.Values[i] = ec._RateLimit_host(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "acrossCredentials":
+			out.Values[i] = ec._RateLimit_acrossCredentials(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "rate":
+			out.Values[i] = ec._RateLimit_rate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "period":
+			out.Values[i] = ec._RateLimit_period(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "burst":
+			out.Values[i] = ec._RateLimit_burst(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "maxConcurrent":
+			out.Values[i] = ec._RateLimit_maxConcurrent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._RateLimit_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "state":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._RateLimit_state(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rateLimitConnectionImplementors = []string{"RateLimitConnection"}
+
+func (ec *executionContext) _RateLimitConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.RateLimitConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rateLimitConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RateLimitConnection")
+		case "edges":
+			out.Values[i] = ec._RateLimitConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._RateLimitConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._RateLimitConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rateLimitCooldownImplementors = []string{"RateLimitCooldown"}
+
+func (ec *executionContext) _RateLimitCooldown(ctx context.Context, sel ast.SelectionSet, obj *ent.RateLimitCooldown) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rateLimitCooldownImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RateLimitCooldown")
+		case "scope":
+			out.Values[i] = ec._RateLimitCooldown_scope(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "until":
+			out.Values[i] = ec._RateLimitCooldown_until(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "statusCode":
+			out.Values[i] = ec._RateLimitCooldown_statusCode(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rateLimitEdgeImplementors = []string{"RateLimitEdge"}
+
+func (ec *executionContext) _RateLimitEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.RateLimitEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rateLimitEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RateLimitEdge")
+		case "node":
+			out.Values[i] = ec._RateLimitEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._RateLimitEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rateLimitStateImplementors = []string{"RateLimitState"}
+
+func (ec *executionContext) _RateLimitState(ctx context.Context, sel ast.SelectionSet, obj *model.RateLimitState) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rateLimitStateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RateLimitState")
+		case "nextSlotAt":
+			out.Values[i] = ec._RateLimitState_nextSlotAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "inFlight":
+			out.Values[i] = ec._RateLimitState_inFlight(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cooldownUntil":
+			out.Values[i] = ec._RateLimitState_cooldownUntil(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -76768,6 +79873,11 @@ func (ec *executionContext) unmarshalNCreateEscalationPolicyInput2githubᚗcom�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateRateLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateRateLimitInput(ctx context.Context, v any) (model.CreateRateLimitInput, error) {
+	res, err := ec.unmarshalInputCreateRateLimitInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreateReleaseInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateReleaseInput(ctx context.Context, v any) (model.CreateReleaseInput, error) {
 	res, err := ec.unmarshalInputCreateReleaseInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -77955,6 +81065,83 @@ func (ec *executionContext) marshalNQueueStatsRow2ᚖgithubᚗcomᚋsluicehqᚋs
 	return ec._QueueStatsRow(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNRateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RateLimit!")
+		return graphql.Null
+	}
+	return ec._RateLimit(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRateLimitConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitConnection(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimitConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RateLimitConnection!")
+		return graphql.Null
+	}
+	return ec._RateLimitConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRateLimitCooldown2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitCooldownᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.RateLimitCooldown) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRateLimitCooldown2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitCooldown(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNRateLimitCooldown2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitCooldown(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimitCooldown) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RateLimitCooldown!")
+		return graphql.Null
+	}
+	return ec._RateLimitCooldown(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRateLimitOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitOrderField(ctx context.Context, v any) (*ent.RateLimitOrderField, error) {
+	var res = new(ent.RateLimitOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRateLimitOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimitOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RateLimitOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx context.Context, v any) (ratelimit.Scope, error) {
+	var res ratelimit.Scope
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx context.Context, sel ast.SelectionSet, v ratelimit.Scope) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNRateLimitState2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRateLimitState(ctx context.Context, sel ast.SelectionSet, v *model.RateLimitState) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RateLimitState!")
+		return graphql.Null
+	}
+	return ec._RateLimitState(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRateLimitWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInput(ctx context.Context, v any) (*ent.RateLimitWhereInput, error) {
+	res, err := ec.unmarshalInputRateLimitWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNRelease2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRelease(ctx context.Context, sel ast.SelectionSet, v *ent.Release) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Release!")
@@ -78580,6 +81767,11 @@ func (ec *executionContext) unmarshalNUpdateEnvironmentInput2githubᚗcomᚋslui
 
 func (ec *executionContext) unmarshalNUpdateEscalationPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateEscalationPolicyInput(ctx context.Context, v any) (model.UpdateEscalationPolicyInput, error) {
 	res, err := ec.unmarshalInputUpdateEscalationPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdateRateLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateRateLimitInput(ctx context.Context, v any) (model.UpdateRateLimitInput, error) {
+	res, err := ec.unmarshalInputUpdateRateLimitInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -80944,6 +84136,118 @@ func (ec *executionContext) unmarshalOPagerDutyTargetInput2ᚖgithubᚗcomᚋslu
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputPagerDutyTargetInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._RateLimit(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalORateLimitEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.RateLimitEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalORateLimitEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalORateLimitEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitEdge(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimitEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._RateLimitEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalORateLimitOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitOrder(ctx context.Context, v any) (*ent.RateLimitOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputRateLimitOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalORateLimitScope2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScopeᚄ(ctx context.Context, v any) ([]ratelimit.Scope, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]ratelimit.Scope, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalORateLimitScope2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScopeᚄ(ctx context.Context, sel ast.SelectionSet, v []ratelimit.Scope) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRateLimitScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalORateLimitScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx context.Context, v any) (*ratelimit.Scope, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(ratelimit.Scope)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORateLimitScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋratelimitᚐScope(ctx context.Context, sel ast.SelectionSet, v *ratelimit.Scope) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalORateLimitWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInputᚄ(ctx context.Context, v any) ([]*ent.RateLimitWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.RateLimitWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNRateLimitWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalORateLimitWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimitWhereInput(ctx context.Context, v any) (*ent.RateLimitWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputRateLimitWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/incident"
+	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
@@ -71,6 +72,26 @@ type CreateEscalationPolicyInput struct {
 	Levels []*EscalationLevelInput `json:"levels"`
 	// How many more times the levels loop after the last (0 to 10).
 	Repeat *int `json:"repeat,omitempty"`
+}
+
+type CreateRateLimitInput struct {
+	Scope ratelimit.Scope `json:"scope"`
+	// CREDENTIAL scope: the credential by id, or by environmentID and credentialName.
+	CredentialID   *string `json:"credentialID,omitempty"`
+	EnvironmentID  *string `json:"environmentID,omitempty"`
+	CredentialName *string `json:"credentialName,omitempty"`
+	// HOST scope: a host name, with :port when not the default.
+	Host *string `json:"host,omitempty"`
+	// HOST scope: one bucket for all the tenant's calls to the host (default false: one per credential).
+	AcrossCredentials *bool `json:"acrossCredentials,omitempty"`
+	// Calls per period, at least 0 (0: no rate, only maxConcurrent).
+	Rate *int `json:"rate,omitempty"`
+	// Go duration above 0; default 1s.
+	Period *string `json:"period,omitempty"`
+	// Calls that may go back to back, at least 1; default 1.
+	Burst *int `json:"burst,omitempty"`
+	// Calls in flight at once, at least 0 (0: no cap).
+	MaxConcurrent *int `json:"maxConcurrent,omitempty"`
 }
 
 type CreateReleaseInput struct {
@@ -316,6 +337,16 @@ type QueueStatsRow struct {
 	OldestApprovalAt *time.Time `json:"oldestApprovalAt,omitempty"`
 	// Seconds since oldestApprovalAt, at `at`; 0 without one.
 	OldestApprovalAgeSeconds float64 `json:"oldestApprovalAgeSeconds"`
+}
+
+// A policy's live state, read from Redis.
+type RateLimitState struct {
+	// When the next call may go; null when one may go now.
+	NextSlotAt *time.Time `json:"nextSlotAt,omitempty"`
+	// Calls in flight now (maxConcurrent policies).
+	InFlight int `json:"inFlight"`
+	// Until when a 429 or 503 from the upstream holds every call of the scope; null when none.
+	CooldownUntil *time.Time `json:"cooldownUntil,omitempty"`
 }
 
 type ReplayRunInput struct {
@@ -571,6 +602,14 @@ type UpdateEscalationPolicyInput struct {
 	Description *string                 `json:"description,omitempty"`
 	Levels      []*EscalationLevelInput `json:"levels,omitempty"`
 	Repeat      *int                    `json:"repeat,omitempty"`
+}
+
+type UpdateRateLimitInput struct {
+	ID            string  `json:"id"`
+	Rate          *int    `json:"rate,omitempty"`
+	Period        *string `json:"period,omitempty"`
+	Burst         *int    `json:"burst,omitempty"`
+	MaxConcurrent *int    `json:"maxConcurrent,omitempty"`
 }
 
 type UpdateSLAPolicyInput struct {

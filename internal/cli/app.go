@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/protection"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -57,6 +58,7 @@ type app struct {
 	releases   *releases.Service
 	evals      *evals.Service
 	protection *protection.Service
+	rateLimits *ratelimit.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -239,7 +241,10 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Interval:  cfg.ReleaseAnalysisInterval,
 		Incidents: a.sla,
 	})
-	executor := steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields)
+	newExecutor := func() *steps.Executor {
+		return steps.NewExecutor(egress.NewClient(egress.Config{AllowCIDRs: cfg.EgressAllowCIDRs})).WithSensitiveFields(cfg.RedactFields)
+	}
+	executor := a.rateLimited(newExecutor())
 	a.runs = runs.New(runs.Options{
 		SLA:        a.sla,
 		Client:     a.client,
@@ -266,7 +271,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Log:       log,
 		Interval:  cfg.EvalInterval,
 		Vault:     v,
-		Models:    executor,
+		// Judge calls are not steps: no limiter defers them.
+		Models: newExecutor(),
 	})
 	a.runs.SetSandboxPlanner(a.evals)
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})

@@ -68,6 +68,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Releases:   a.releases,
 		Evals:      a.evals,
 		Protection: a.protection,
+		RateLimits: a.rateLimits,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

@@ -60,6 +60,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.protection.RunExpirer(ctx, a.db) },
 		// Expired response cache entries go, one worker at a time.
 		func(ctx context.Context) { a.runs.RunResponseCachePurger(ctx, a.db) },
+		// Cooldowns back into Redis after a wipe (internal/ratelimit).
+		a.restoreCooldowns,
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -116,6 +116,17 @@ type Config struct {
 	// EvalInterval is how often a worker moves open evaluations on
 	// (SLUICE_EVAL_INTERVAL). If unset, 1s.
 	EvalInterval time.Duration
+	// RateLimitMaxWait bounds how long a step may wait for rate limits and
+	// cooldowns, from its first start, before a wait is a transient failure
+	// (SLUICE_RATE_LIMIT_MAX_WAIT). If unset, 24h.
+	RateLimitMaxWait time.Duration
+	// RateLimitRestoreInterval is how often a worker copies unexpired
+	// cooldowns from Postgres back into Redis (SLUICE_RATE_LIMIT_RESTORE_INTERVAL).
+	// If unset, 5s.
+	RateLimitRestoreInterval time.Duration
+	// RateLimitConcurrencyPoll is how soon a call refused by a full
+	// maxConcurrent looks again (SLUICE_RATE_LIMIT_CONCURRENCY_POLL). If unset, 250ms.
+	RateLimitConcurrencyPoll time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -234,6 +245,9 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.DeployApprovalSweepInterval = durationVar(getenv, "SLUICE_DEPLOY_APPROVAL_SWEEP_INTERVAL", 30*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.EvalInterval = durationVar(getenv, "SLUICE_EVAL_INTERVAL", time.Second, &errs)
+	c.RateLimitMaxWait = durationVar(getenv, "SLUICE_RATE_LIMIT_MAX_WAIT", 24*time.Hour, &errs)
+	c.RateLimitRestoreInterval = durationVar(getenv, "SLUICE_RATE_LIMIT_RESTORE_INTERVAL", 5*time.Second, &errs)
+	c.RateLimitConcurrencyPoll = durationVar(getenv, "SLUICE_RATE_LIMIT_CONCURRENCY_POLL", 250*time.Millisecond, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

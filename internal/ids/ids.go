@@ -51,6 +51,8 @@ const (
 	ResponseCacheEntry         = "rce"
 	ResponseShape              = "rsh"
 	DriftChange                = "dch"
+	RateLimit                  = "rl"
+	RateLimitCooldown          = "rlc"
 )
 
 var (

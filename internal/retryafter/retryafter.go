@@ -44,3 +44,48 @@ func Parse(v string, now time.Time) time.Duration {
 func FromHeader(h http.Header, now time.Time) time.Duration {
 	return Parse(h.Get("Retry-After"), now)
 }
+
+// resetHeaders are the rate-limit reset headers APIs send besides
+// Retry-After, in the order they are read: the IETF draft's RateLimit-Reset
+// (seconds) and the common X- forms (seconds, or a Unix time).
+var resetHeaders = []string{"RateLimit-Reset", "X-RateLimit-Reset", "X-Rate-Limit-Reset", "X-RateLimit-Reset-After"}
+
+// unixFrom is the smallest value read as a Unix time rather than a delay
+// in seconds (2001-09-09): no API asks for a 30-year wait.
+const unixFrom = 1_000_000_000
+
+// Cooldown is how long a server that refused a call (a 429 or 503) asked
+// every caller to wait: Retry-After when it is set, otherwise a rate-limit
+// reset header, whose value is a delay in seconds (fractions allowed) or a
+// Unix time in seconds or milliseconds. Capped at Max; 0 when nothing
+// usable is there.
+func Cooldown(h http.Header, now time.Time) time.Duration {
+	if d := FromHeader(h, now); d > 0 {
+		return d
+	}
+	for _, name := range resetHeaders {
+		v := strings.TrimSpace(h.Get(name))
+		if v == "" {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f != f {
+			continue
+		}
+		var d time.Duration
+		switch {
+		case f >= unixFrom*1000: // Unix milliseconds
+			d = time.UnixMilli(int64(f)).Sub(now)
+		case f >= unixFrom: // Unix seconds
+			d = time.Unix(int64(f), 0).Sub(now)
+		case f >= float64(Max/time.Second):
+			d = Max
+		default:
+			d = time.Duration(f * float64(time.Second))
+		}
+		if d > 0 {
+			return min(d, Max)
+		}
+	}
+	return 0
+}

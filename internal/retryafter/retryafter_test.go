@@ -2,6 +2,7 @@ package retryafter_test
 
 import (
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -53,5 +54,30 @@ func TestFromHeader(t *testing.T) {
 	}
 	if d := retryafter.FromHeader(http.Header{}, now); d != 0 {
 		t.Errorf("FromHeader without the header = %v", d)
+	}
+}
+
+func TestCooldown(t *testing.T) {
+	now := time.Date(2026, 11, 28, 5, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name, header, value string
+		want                time.Duration
+	}{
+		{"retry-after wins", "Retry-After", "3", 3 * time.Second},
+		{"draft reset seconds", "RateLimit-Reset", "7", 7 * time.Second},
+		{"x reset delta", "X-RateLimit-Reset", "1.5", 1500 * time.Millisecond},
+		{"x reset unix seconds", "X-RateLimit-Reset", strconv.FormatInt(now.Add(20*time.Second).Unix(), 10), 20 * time.Second},
+		{"x reset unix millis", "X-RateLimit-Reset", strconv.FormatInt(now.Add(2500*time.Millisecond).UnixMilli(), 10), 2500 * time.Millisecond},
+		{"reset in the past", "X-RateLimit-Reset", strconv.FormatInt(now.Add(-time.Minute).Unix(), 10), 0},
+		{"garbage", "X-RateLimit-Reset", "soon", 0},
+		{"huge delta capped", "RateLimit-Reset", "999999999", retryafter.Max},
+		{"nothing", "X-Other", "5", 0},
+	}
+	for _, c := range cases {
+		h := http.Header{}
+		h.Set(c.header, c.value)
+		if got := retryafter.Cooldown(h, now); got != c.want {
+			t.Errorf("%s: Cooldown(%s: %s) = %s, want %s", c.name, c.header, c.value, got, c.want)
+		}
 	}
 }

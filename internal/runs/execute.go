@@ -26,6 +26,8 @@ import (
 // run outside any transaction.
 type job struct {
 	tenantID, runID, attemptID string
+	environmentID              string // the run's, for rate limits by credential
+	waitForSlots               bool   // map items: rate limit waits in process, not deferrals
 	stepRunID                  string
 	attempt                    int
 	step                       *definition.Step
@@ -428,7 +430,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		s.setStatus(run.StatusRunning, nil)
 	}
 	j := &job{
-		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID,
+		tenantID: s.run.TenantID, runID: s.run.ID, attemptID: attemptID, attempt: number, stepRunID: sr.ID, environmentID: s.run.EnvironmentID,
 		step: step, env: s.expressionEnv(), idempotencyKey: idempotency.Key(s.run.ID, step.ID), claimed: claimed,
 		finishLoads: s.claimLoads(step, true),
 	}
@@ -615,6 +617,7 @@ func (e *Service) runStep(ctx context.Context, j *job) (any, []steps.Call, error
 		if e.executor == nil {
 			return nil, nil, &steps.Error{Class: steps.Permanent, Message: "this process cannot execute " + j.step.Type + " steps"}
 		}
+		ctx := steps.WithLimitScope(ctx, steps.LimitScope{TenantID: j.tenantID, EnvironmentID: j.environmentID, Credential: j.step.Credential, AttemptID: j.attemptID, WaitInProcess: j.waitForSlots})
 		req := steps.Request{RunID: j.runID, StepID: j.step.ID, Attempt: j.attempt, Step: j.step, Env: j.env, Credential: j.credential, IdempotencyKey: j.idempotencyKey}
 		if j.step.AtMostOnce() {
 			req.BeforeSend = e.markSent(j)
@@ -667,6 +670,12 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 	callMaps := make([]map[string]any, 0, len(calls))
 	for _, call := range calls {
 		callMaps = append(callMaps, callToMap(call))
+	}
+	if d := deferralOf(execErr); d != nil {
+		// Waits for a rate limit: no retry spent (deferral.go).
+		if deferred, err := s.deferAttempt(ctx, j, sr, d, callMaps); deferred || err != nil {
+			return err
+		}
 	}
 	cost, err := s.priceCalls(ctx, j, callMaps, calls)
 	if err != nil {

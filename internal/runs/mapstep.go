@@ -318,7 +318,7 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 	}
 	env := st.expressionEnv()
 	env.Item, env.Index = decodeJSON(row.item), int64(row.index)
-	j := &job{tenantID: tenantID, runID: r.ID, attemptID: itemID, attempt: row.attempts, step: &inner, env: env,
+	j := &job{tenantID: tenantID, runID: r.ID, attemptID: itemID, attempt: row.attempts, step: &inner, env: env, environmentID: r.EnvironmentID, waitForSlots: true,
 		idempotencyKey: idempotency.Key(r.ID, step.ID+"/"+strconv.Itoa(row.index)), started: now}
 	prepareItemResponseChecks(j, r)
 	if inner.Credential != "" {

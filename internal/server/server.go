@@ -36,6 +36,7 @@ import (
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/protection"
+	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
@@ -65,6 +66,8 @@ type Deps struct {
 	// Protection manages protected environments; optional.
 	Protection *protection.Service
 	Metrics    *Metrics
+	// RateLimits manages limit policies; optional.
+	RateLimits *ratelimit.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -100,7 +103,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))

@@ -58,6 +58,9 @@ type Error struct {
 	// Request.BeforeSend (at_most_once steps), whose other failures may
 	// have been sent.
 	NotSent bool
+	// Deferral, when set, says the attempt is to wait for a rate limit's
+	// slot or an upstream's cooldown rather than fail (deferral.go).
+	Deferral *Deferral
 }
 
 func (e *Error) Error() string { return string(e.Class) + ": " + e.Message }

@@ -98,6 +98,7 @@ type Executor struct {
 	tokens    tokenCache
 	now       func() time.Time
 	sensitive map[string]bool // lower-case JSON field names scrubbed from recorded bodies
+	limiter   Limiter         // if nil, calls are not limited (WithLimiter)
 }
 
 // DefaultSensitiveFields are JSON field names whose values recorded bodies
@@ -188,6 +189,11 @@ func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets
 		call.Error = e.Message
 		return nil, e
 	}
+	lc, release, wait := x.acquire(ctx, req, timeout)
+	if wait != nil {
+		return fail(wait)
+	}
+	defer release()
 	var connected atomic.Bool
 	if beforeSend != nil {
 		// At most once: nothing may resend this request, not even the
@@ -227,7 +233,12 @@ func (x *Executor) send(ctx context.Context, timeout time.Duration, red *secrets
 		return fail(e)
 	}
 	call.DurationMs = time.Since(start).Milliseconds()
-	return &exchange{status: resp.StatusCode, header: resp.Header, body: data}, nil
+	ex := &exchange{status: resp.StatusCode, header: resp.Header, body: data}
+	if e := x.observe(ctx, lc, ex); e != nil {
+		call.Error = e.Message
+		return nil, e
+	}
+	return ex, nil
 }
 
 // ctxClassify prefers the context's verdict: once the step's own deadline

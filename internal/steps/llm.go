@@ -177,7 +177,7 @@ func (x *Executor) LLM(ctx context.Context, req Request) (*Result, error) {
 // step retries the same model after its Retry-After) and, under
 // at_most_once, a failure after which the call may have been sent.
 func fallsBack(req Request, e *Error) bool {
-	if e.Class != Transient {
+	if e.Class != Transient || e.Deferral != nil {
 		return false
 	}
 	if req.Step.AtMostOnce() && !e.NotSent {
