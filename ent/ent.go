@@ -15,8 +15,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/environmentvariableversion"
@@ -31,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
@@ -108,8 +111,10 @@ func checkColumn(t, c string) error {
 			apikey.Table:                     apikey.ValidColumn,
 			approvalrequest.Table:            approvalrequest.ValidColumn,
 			auditlog.Table:                   auditlog.ValidColumn,
+			connection.Table:                 connection.ValidColumn,
 			credential.Table:                 credential.ValidColumn,
 			credentialversion.Table:          credentialversion.ValidColumn,
+			credentialwait.Table:             credentialwait.ValidColumn,
 			deployment.Table:                 deployment.ValidColumn,
 			environment.Table:                environment.ValidColumn,
 			environmentvariableversion.Table: environmentvariableversion.ValidColumn,
@@ -124,6 +129,7 @@ func checkColumn(t, c string) error {
 			member.Table:                     member.ValidColumn,
 			modelcall.Table:                  modelcall.ValidColumn,
 			modelprice.Table:                 modelprice.ValidColumn,
+			oauthstate.Table:                 oauthstate.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
 			release.Table:                    release.ValidColumn,
 			run.Table:                        run.ValidColumn,

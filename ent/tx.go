@@ -20,10 +20,14 @@ type Tx struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// Connection is the client for interacting with the Connection builders.
+	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
 	Credential *CredentialClient
 	// CredentialVersion is the client for interacting with the CredentialVersion builders.
 	CredentialVersion *CredentialVersionClient
+	// CredentialWait is the client for interacting with the CredentialWait builders.
+	CredentialWait *CredentialWaitClient
 	// Deployment is the client for interacting with the Deployment builders.
 	Deployment *DeploymentClient
 	// Environment is the client for interacting with the Environment builders.
@@ -52,6 +56,8 @@ type Tx struct {
 	ModelCall *ModelCallClient
 	// ModelPrice is the client for interacting with the ModelPrice builders.
 	ModelPrice *ModelPriceClient
+	// OAuthState is the client for interacting with the OAuthState builders.
+	OAuthState *OAuthStateClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
 	// Release is the client for interacting with the Release builders.
@@ -214,8 +220,10 @@ func (tx *Tx) init() {
 	tx.APIKey = NewAPIKeyClient(tx.config)
 	tx.ApprovalRequest = NewApprovalRequestClient(tx.config)
 	tx.AuditLog = NewAuditLogClient(tx.config)
+	tx.Connection = NewConnectionClient(tx.config)
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
+	tx.CredentialWait = NewCredentialWaitClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
 	tx.EnvironmentVariableVersion = NewEnvironmentVariableVersionClient(tx.config)
@@ -230,6 +238,7 @@ func (tx *Tx) init() {
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
+	tx.OAuthState = NewOAuthStateClient(tx.config)
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
 	tx.Release = NewReleaseClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
