@@ -116,9 +116,25 @@ const (
 	DeploymentRolledBack Type = "deployment.rolled_back"
 )
 
+// Connection events (internal/connections): tenant events about an oauth2
+// credential's connection.
+const (
+	// CredentialReauthorizationRequired: a connection's grant was refused
+	// (revoked, invalid_grant); runs needing it wait until someone
+	// authorizes it again. Sent once per transition.
+	CredentialReauthorizationRequired Type = "credential.reauthorization_required"
+	// CredentialExpiring: a connection's refresh failed and will be tried
+	// again; its token expires at expiresAt unless a refresh succeeds.
+	CredentialExpiring Type = "credential.expiring"
+	// CredentialRestored: a degraded or reauthorization_required
+	// connection is active again.
+	CredentialRestored Type = "credential.restored"
+)
+
 var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
-	DeploymentRolledBack, EvaluationCompleted}
+	DeploymentRolledBack, EvaluationCompleted,
+	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -130,6 +146,7 @@ var webhook = [...]Type{
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
 	DeploymentRolledBack,
 	EvaluationCompleted,
+	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored,
 }
 
 // All returns every run event type, in the README's order.
