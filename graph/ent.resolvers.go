@@ -199,6 +199,9 @@ func (r *runEventResolver) Data(ctx context.Context, obj *ent.RunEvent) (map[str
 	return r.eventData(ctx, obj)
 }
 
+// Credential returns generated.CredentialResolver implementation.
+func (r *Resolver) Credential() generated.CredentialResolver { return &credentialResolver{r} }
+
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
@@ -255,6 +258,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 }
 
 type (
+	credentialResolver        struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }
 	evaluationResolver        struct{ *Resolver }
 	evaluationExampleResolver struct{ *Resolver }

@@ -6,6 +6,7 @@
 package graph
 
 import (
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
@@ -27,6 +28,8 @@ type Resolver struct {
 	Releases *releases.Service
 	// Evals creates and lists evaluations.
 	Evals *evals.Service
+	// Connections manages OAuth2 connections.
+	Connections *connections.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/escalation"
@@ -55,6 +56,7 @@ type app struct {
 	sla        *sla.Service
 	releases   *releases.Service
 	evals      *evals.Service
+	conns      *connections.Service // OAuth2 connections
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -254,6 +256,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Interval:  cfg.EvalInterval,
 	})
 	a.runs.SetSandboxPlanner(a.evals)
+	a.conns = newConnections(cfg, v, a, log)
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }

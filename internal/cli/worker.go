@@ -55,6 +55,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.releases.RunAnalyzer(ctx, a.db) },
 		// Evaluations move on under a singleton lock too (internal/evals).
 		func(ctx context.Context) { a.evals.RunDriver(ctx, a.db) },
+		// Connections are refreshed ahead of expiry under one too.
+		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -95,7 +95,7 @@ func (s *Service) Source(tenantID, credentialID string) steps.TokenSource {
 }
 
 type source struct {
-	s                        *Service
+	s                      *Service
 	tenantID, credentialID string
 }
 

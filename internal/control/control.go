@@ -19,6 +19,7 @@ type Service struct {
 	vault       *vault.Vault
 	revocations any // a KeyRevocationPublisher, or nil
 	now         func() time.Time
+	connections ConnectionHooks // oauth2 connections, or nil (connections.go)
 }
 
 // Options configure a Service.

@@ -45,6 +45,8 @@ type Service struct {
 	callbackKeys sync.Map
 	// vars caches environments' variables versions (envvars.go).
 	vars varsCache
+	// creds: steps waiting for connections (credwait.go); nil without.
+	creds *credentialWaits
 }
 
 // Options configure a Service.
