@@ -79,6 +79,7 @@ var webhookTypes = []string{
 	"release.started", "release.progressed", "release.paused", "release.resumed", "release.promoted",
 	"release.rolled_back", "release.aborted", "deployment.rolled_back",
 	"evaluation.completed",
+	"credential.reauthorization_required", "credential.expiring", "credential.restored",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.
