@@ -31,10 +31,10 @@ const (
 )
 
 // connStack is a stack configured for connection tests: the callback URL,
-// a fast refresh sweep and reconciler.
-func connStack(t *testing.T, workers int) *stack {
-	return newStack(t, workers, "SLUICE_OAUTH_REDIRECT_URL="+connRedirect,
-		"SLUICE_CONNECTION_SWEEP_INTERVAL=300ms", "SLUICE_WORKER_RECONCILE_INTERVAL=500ms")
+// a fast refresh sweep and reconciler (extra settings win).
+func connStack(t *testing.T, workers int, extra ...string) *stack {
+	return newStack(t, workers, append([]string{"SLUICE_OAUTH_REDIRECT_URL=" + connRedirect,
+		"SLUICE_CONNECTION_SWEEP_INTERVAL=300ms", "SLUICE_WORKER_RECONCILE_INTERVAL=500ms"}, extra...)...)
 }
 
 // noRedirect is an HTTP client that shows redirects instead of following.
@@ -175,18 +175,21 @@ func TestConnectionAuthorizationCode(t *testing.T) {
 }
 
 // TestConnectionRotationAcrossWorkers: access tokens live 2 s and every
-// refresh rotates the refresh token; two workers (and the suite's) run many
-// runs while the sweep refreshes too. Every API call carries a valid token,
-// no refresh token is ever presented twice and no invalid_grant happens.
+// refresh rotates the refresh token; the runs come in waves, each after the
+// last token expired, so that the workers (two of the stack's and the
+// suite's) find it expired together and race to refresh it (the stack's
+// sweep is off: a 2 s token is always due for it, so it would refresh
+// ahead of every wave). Every API call carries a valid token, no
+// refresh token is ever presented twice and no invalid_grant happens.
 // SLUICE_E2E_OAUTH_RUNS sets the number of runs (default 200).
 func TestConnectionRotationAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	runs := 200
+	runs, waves := 200, 4
 	if v, err := strconv.Atoi(os.Getenv("SLUICE_E2E_OAUTH_RUNS")); err == nil && v > 0 {
 		runs = v
 	}
 	fake := newOAuthFake(t, 2*time.Second)
-	st := connStack(t, 2)
+	st := connStack(t, 2, "SLUICE_CONNECTION_SWEEP_INTERVAL=1h")
 	f := newFixture(t, "oauth-rotate")
 	owner := f.owner.on(st.server)
 	credID := str(owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "api", "t": "oauth2", "s": map[string]any{
@@ -197,22 +200,23 @@ func TestConnectionRotationAcrossWorkers(t *testing.T) {
 	wf := connWorkflow(t, f, fake, "oauth-rotate")
 	start := time.Now()
 	var ids []string
-	var mu sync.Mutex
-	startWave := func(n int) {
+	startWave := func(n int) []string {
+		var mu sync.Mutex
+		var wave []string
 		var wg sync.WaitGroup
 		errc := make(chan error, n)
-		for i := range 4 {
+		for i := range 8 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for j := i; j < n; j += 4 {
+				for j := i; j < n; j += 8 {
 					d, err := owner.tryOK(mStartRun, map[string]any{"w": wf, "e": f.envID})
 					if err != nil {
 						errc <- err
 						return
 					}
 					mu.Lock()
-					ids = append(ids, str(d, "startRun.id"))
+					wave = append(wave, str(d, "startRun.id"))
 					mu.Unlock()
 				}
 			}()
@@ -222,34 +226,37 @@ func TestConnectionRotationAcrossWorkers(t *testing.T) {
 		for err := range errc {
 			t.Fatal(err)
 		}
+		return wave
 	}
-	startWave(runs / 2)
-	// The tokens rotate under the runs: wait until the provider has seen
-	// a few refreshes (the 2 s tokens expire, the sweep refreshes them)
-	// before the second half.
-	eventually(t, 30*time.Second, func() (bool, string) {
-		_, _, n, _, _ := fake.stats()
-		return n >= 3, fmt.Sprintf("%d refreshes", n)
-	})
-	startWave(runs - runs/2)
-	for _, id := range ids {
-		run := waitRun(t, owner, id, 120*time.Second, "succeeded", "failed")
-		if str(run, "status") != "succeeded" {
-			t.Fatalf("run %s: %v", id, run)
+	for w := range waves {
+		if w > 0 {
+			// The last token issued has expired: the wave starts on an
+			// expired token.
+			eventually(t, 30*time.Second, func() (bool, string) {
+				return fake.allExpired(), "the provider's last token is still valid"
+			})
 		}
+		wave := startWave(runs/waves + min(1, max(0, runs%waves-w)))
+		for _, id := range wave {
+			run := waitRun(t, owner, id, 120*time.Second, "succeeded", "failed", "waiting")
+			if str(run, "status") != "succeeded" {
+				t.Fatalf("run %s: %v", id, run)
+			}
+		}
+		ids = append(ids, wave...)
 	}
 	took := time.Since(start)
 	reused, invalid, refreshes, ok, bad := fake.stats()
-	t.Logf("%d runs in %s: %d valid API calls, %d refreshes (rotations), %d reused refresh tokens, %d invalid_grant",
-		len(ids), took.Round(time.Millisecond), ok, refreshes, reused, invalid)
+	t.Logf("%d runs in %d waves in %s: %d valid API calls, %d refreshes (rotations), %d reused refresh tokens, %d invalid_grant",
+		len(ids), waves, took.Round(time.Millisecond), ok, refreshes, reused, invalid)
 	if reused != 0 || invalid != 0 {
 		t.Errorf("refresh tokens presented twice: %d, invalid_grant answers: %d", reused, invalid)
 	}
 	if len(bad) > 0 {
 		t.Errorf("%d API calls carried a token that was not valid: %v", len(bad), bad[:min(len(bad), 5)])
 	}
-	if ok < len(ids) || refreshes < 3 {
-		t.Errorf("valid API calls %d (runs %d), refreshes %d", ok, len(ids), refreshes)
+	if len(ids) != runs || ok < runs || refreshes < waves {
+		t.Errorf("runs %d of %d, valid API calls %d, refreshes %d (want at least one per wave)", len(ids), runs, ok, refreshes)
 	}
 	if conn := connStatus(t, owner, credID); str(conn, "status") != "active" || get(conn, "consecutiveFailures") != float64(0) {
 		t.Errorf("connection after the runs: %v", conn)

@@ -98,6 +98,19 @@ func (f *oauthFake) stats() (reused, invalid, refreshes, apiOK int, apiBad []str
 	return f.reused, f.invalid, f.refreshes, f.apiOK, append([]string(nil), f.apiBad...)
 }
 
+// allExpired reports whether every access token issued has passed its
+// advertised expiry.
+func (f *oauthFake) allExpired() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, a := range f.access {
+		if time.Now().Before(a.expiry) {
+			return false
+		}
+	}
+	return true
+}
+
 // tokenStrings is every token the fake issued (to look for leaks).
 func (f *oauthFake) tokenStrings() []string {
 	f.mu.Lock()
