@@ -71,13 +71,14 @@ func usable(ts tokenSet, rejected string, refreshedAt *time.Time, now time.Time)
 
 // nextRefresh is when a token that expires at expiry (issued at issued)
 // is refreshed ahead: at the later of 5 minutes or 10% of its lifetime
-// before expiry, and within idle at the latest.
+// before expiry (so a short-lived token is not refreshed at once after it
+// was issued), and within idle at the latest.
 func nextRefresh(expiry, issued, now time.Time, idle time.Duration) time.Time {
 	latest := now.Add(idle)
 	if expiry.IsZero() {
 		return latest
 	}
-	lead := max(5*time.Minute, expiry.Sub(issued)/10)
+	lead := min(5*time.Minute, expiry.Sub(issued)/10)
 	at := expiry.Add(-lead)
 	if at.Before(now) {
 		at = now
