@@ -279,3 +279,20 @@ func (e *Service) WakeCredentialWaits(ctx context.Context, tenantID, credentialI
 	}
 	return woken, nil
 }
+
+// attachItemConnection gives a map item's oauth2 credential its
+// connection's tokens, like attachConnection for a step. (An item whose
+// connection needs a person fails like any failed item: items do not wait
+// for connections.)
+func (e *Service) attachItemConnection(ctx context.Context, c *ent.Client, r *ent.Run, j *job) error {
+	if e.creds == nil || j.credential == nil || j.credential.Type != string(credential.TypeOauth2) {
+		return nil
+	}
+	st := &runState{e: e, c: c, run: r}
+	credID, _, err := st.connectionOf(ctx, j.step.Credential)
+	if err != nil || credID == "" {
+		return err
+	}
+	j.credential.Tokens = e.creds.tokens.Source(r.TenantID, credID)
+	return nil
+}
