@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -433,4 +434,43 @@ func TestConnectionIsolationAndBadInput(t *testing.T) {
 			t.Errorf("rows after refused input: %d states (want 1), %d connections (want 1)", states, conns)
 		}
 	})
+}
+
+// TestConnectionProductionRequiresHTTPS: with SLUICE_ENV=production,
+// provider URLs and redirectAfter must be https: VALIDATION with the path,
+// nothing written.
+func TestConnectionProductionRequiresHTTPS(t *testing.T) {
+	t.Parallel()
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i*7 + 3)
+	}
+	st := newStack(t, 0, "SLUICE_ENV=production", "SLUICE_MASTER_KEYS=prod1:"+base64.StdEncoding.EncodeToString(key),
+		"SLUICE_MASTER_KEY_ID=prod1", "SLUICE_OAUTH_REDIRECT_URL=https://sluice.example.com/oauth/callback")
+	f := newFixture(t, "oauth-prod")
+	owner := f.owner.on(st.server)
+	before := credCount(owner)
+	cases := []struct {
+		secret map[string]any
+		path   string
+	}{
+		{map[string]any{"clientId": "c", "clientSecret": "s", "tokenURL": "http://provider.example.com/token"}, "input.secret.tokenURL"},
+		{map[string]any{"clientId": "c", "clientSecret": "s", "tokenURL": "https://provider.example.com/token", "authURL": "http://provider.example.com/auth"}, "input.secret.authURL"},
+	}
+	for _, tc := range cases {
+		r := owner.fail("VALIDATION", mCreateCred, map[string]any{"e": f.envID, "n": "prod", "t": "oauth2", "s": tc.secret})
+		if !hasProblemAt(r, tc.path) || !strings.Contains(r.Raw, "https") {
+			t.Errorf("%s: %s", tc.path, r.Raw)
+		}
+	}
+	if r := owner.fail("VALIDATION", mBeginAuth, map[string]any{"c": f.credentialID, "r": "http://app.example.com/after"}); !hasProblemAt(r, "input.redirectAfter") {
+		t.Errorf("http redirectAfter: %s", r.Raw)
+	}
+	if n := credCount(owner); n != before {
+		t.Errorf("credentials: %d before, %d after", before, n)
+	}
+	var conns int
+	if err := ownerDB(t).QueryRow(`SELECT count(*) FROM connections WHERE tenant_id = $1`, f.tenantID).Scan(&conns); err != nil || conns != 0 {
+		t.Errorf("connections written: %d (%v)", conns, err)
+	}
 }
