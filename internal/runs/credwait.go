@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -54,8 +55,12 @@ type credentialWaits struct {
 	// oauth2, to spare their steps the lookup; a credential's type never
 	// changes (one deleted and created again with another type is found
 	// by the finish path, credentialFailed).
-	plain sync.Map
+	plain      sync.Map
+	plainCount atomic.Int64
 }
+
+// maxPlainCredentials bounds credentialWaits.plain.
+const maxPlainCredentials = 100_000
 
 // SetConnections registers the connections service and the credential wait
 // timeout (zero: DefaultCredentialWaitTimeout).
@@ -82,6 +87,10 @@ func (s *runState) connectionOf(ctx context.Context, name string) (credID, statu
 		return "", "", fmt.Errorf("read credential %s: %w", name, err)
 	}
 	if cred.Type != credential.TypeOauth2 {
+		if s.e.creds.plainCount.Add(1) > maxPlainCredentials {
+			s.e.creds.plain.Clear() // bounded: start over
+			s.e.creds.plainCount.Store(0)
+		}
 		s.e.creds.plain.Store(key, true)
 		return "", "", nil
 	}
@@ -116,10 +125,14 @@ func (s *runState) credentialGate(ctx context.Context, step *definition.Step, sr
 	if err != nil || credID == "" {
 		return "", false, err
 	}
-	w, err := s.c.CredentialWait.Query().Where(credentialwait.StepRunID(sr.ID), credentialwait.StatusEQ(credentialwait.StatusWaiting)).
-		Order(ent.Desc(credentialwait.FieldCreatedAt)).First(ctx)
-	if err != nil && !ent.IsNotFound(err) {
-		return "", false, fmt.Errorf("credential wait of step %s: %w", step.ID, err)
+	var w *ent.CredentialWait
+	if sr.Status == steprun.StatusWaiting {
+		// Only a waiting step has an open wait (beginCredentialWait).
+		w, err = s.c.CredentialWait.Query().Where(credentialwait.StepRunID(sr.ID), credentialwait.StatusEQ(credentialwait.StatusWaiting)).
+			Order(ent.Desc(credentialwait.FieldCreatedAt)).First(ctx)
+		if err != nil && !ent.IsNotFound(err) {
+			return "", false, fmt.Errorf("credential wait of step %s: %w", step.ID, err)
+		}
 	}
 	if w != nil && w.Attempt != sr.Attempts {
 		w = nil // an earlier attempt's, left by a resume
