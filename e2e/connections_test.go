@@ -175,6 +175,42 @@ func TestConnectionAuthorizationCode(t *testing.T) {
 	})
 }
 
+// TestConnectionClientCredentials: a connection with the client credentials
+// grant is active from creation and gets its token on first use.
+func TestConnectionClientCredentials(t *testing.T) {
+	t.Parallel()
+	fake := newOAuthFake(t, time.Hour)
+	st := connStack(t, 1)
+	f := newFixture(t, "oauth-cc")
+	owner := f.owner.on(st.server)
+	credID := str(owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "api", "t": "oauth2", "s": map[string]any{
+		"clientId": fake.clientID, "clientSecret": fake.clientSecret, "tokenURL": fake.URL + "/token", "scopes": "read"}}), "createCredential.id")
+	if c := connStatus(t, owner, credID); str(c, "status") != "active" || str(c, "grant") != "client_credentials" {
+		t.Fatalf("client credentials connection: %v", c)
+	}
+	r := owner.fail("VALIDATION", mBeginAuth, map[string]any{"c": credID, "r": connAfter})
+	if !hasProblemAt(r, "input.credentialID") {
+		t.Errorf("beginAuthorization of a client credentials connection: %s", r.Raw)
+	}
+	wf := connWorkflow(t, f, fake, "oauth-cc")
+	for range 3 {
+		id := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+		if run := waitRun(t, owner, id, 30*time.Second, "succeeded", "failed", "waiting"); str(run, "status") != "succeeded" {
+			t.Fatalf("run: %v", run)
+		}
+	}
+	fake.mu.Lock()
+	grants, ok := fake.clientGrants, fake.apiOK
+	fake.mu.Unlock()
+	// One token for the three runs: the stored one is reused while valid.
+	if grants != 1 || ok != 3 {
+		t.Fatalf("client credentials grants %d (want 1), valid API calls %d (want 3)", grants, ok)
+	}
+	if c := connStatus(t, owner, credID); str(c, "expiresAt") == "" || str(c, "lastRefreshedAt") == "" {
+		t.Fatalf("connection after use: %v", c)
+	}
+}
+
 // TestConnectionRotationAcrossWorkers: access tokens live 2 s and every
 // refresh rotates the refresh token; the runs come in waves, each after the
 // last token expired, so that the workers (two of the stack's and the

@@ -37,6 +37,8 @@ type oauthFake struct {
 	invalid   int // invalid_grant answers
 	refreshes int // successful refresh-token grants
 	exchanges int // successful code exchanges
+	// clientGrants: tokens issued by the client credentials grant
+	clientGrants int
 	apiOK     int
 	apiBad    []string // why API calls were refused
 }
@@ -203,6 +205,12 @@ func (f *oauthFake) token(w http.ResponseWriter, r *http.Request) {
 			f.refreshes++
 			f.issue(w, rt.grant)
 		}
+	case "client_credentials":
+		f.clientGrants++
+		at := "at-" + randHex(16)
+		f.access[at] = fakeAccess{grant: "client", expiry: time.Now().Add(f.ttl)}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "Bearer", "expires_in": int(f.ttl / time.Second)})
 	default:
 		f.fail(w, 400, "unsupported_grant_type")
 	}
