@@ -209,6 +209,29 @@ func TestConnectionClientCredentials(t *testing.T) {
 	if c := connStatus(t, owner, credID); str(c, "expiresAt") == "" || str(c, "lastRefreshedAt") == "" {
 		t.Fatalf("connection after use: %v", c)
 	}
+
+	t.Run("disabled: runs wait until enabled", func(t *testing.T) {
+		const mEnable = `mutation($c: ID!, $on: Boolean!) { setConnectionEnabled(credentialID: $c, enabled: $on) { status } }`
+		operator := newClient(t, 0, token(t, f.tenantID, "operator")).on(st.server)
+		operator.fail("FORBIDDEN", mEnable, map[string]any{"c": credID, "on": false})
+		if s := str(owner.ok(mEnable, map[string]any{"c": credID, "on": false}), "setConnectionEnabled.status"); s != "disabled" {
+			t.Fatalf("disabled: %q", s)
+		}
+		id := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+		waitRun(t, owner, id, 30*time.Second, "waiting")
+		if s := str(owner.ok(mEnable, map[string]any{"c": credID, "on": true}), "setConnectionEnabled.status"); s != "active" {
+			t.Fatalf("enabled: %q", s)
+		}
+		if run := waitRun(t, owner, id, 30*time.Second, "succeeded", "failed"); str(run, "status") != "succeeded" {
+			t.Fatalf("run after enabling: %v", run)
+		}
+		_, audit := credAudit(owner)
+		for _, a := range []string{"credential.connection.disable", "credential.connection.enable"} {
+			if audit[a+" "+credID] == nil {
+				t.Errorf("no audit entry %s", a)
+			}
+		}
+	})
 }
 
 // TestConnectionRotationAcrossWorkers: access tokens live 2 s and every

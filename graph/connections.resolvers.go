@@ -37,6 +37,15 @@ func (r *mutationResolver) BeginAuthorization(ctx context.Context, input model.B
 	return &model.BeginAuthorizationPayload{URL: a.URL, ExpiresAt: a.ExpiresAt}, nil
 }
 
+// SetConnectionEnabled is the resolver for the setConnectionEnabled field.
+func (r *mutationResolver) SetConnectionEnabled(ctx context.Context, credentialID string, enabled bool) (*model.OAuthConnection, error) {
+	info, err := r.Connections.SetEnabled(ctx, credentialID, enabled)
+	if err != nil {
+		return nil, err
+	}
+	return connectionModel(info), nil
+}
+
 // OauthProviders is the resolver for the oauthProviders field.
 func (r *queryResolver) OauthProviders(ctx context.Context) ([]*model.OAuthProvider, error) {
 	out := make([]*model.OAuthProvider, 0, len(connections.Presets))

@@ -729,6 +729,7 @@ type ComplexityRoot struct {
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
+		SetConnectionEnabled     func(childComplexity int, credentialID string, enabled bool) int
 		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
 		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
@@ -1354,6 +1355,7 @@ type MutationResolver interface {
 	CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.CreateAPIKeyPayload, error)
 	RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error)
 	BeginAuthorization(ctx context.Context, input model.BeginAuthorizationInput) (*model.BeginAuthorizationPayload, error)
+	SetConnectionEnabled(ctx context.Context, credentialID string, enabled bool) (*model.OAuthConnection, error)
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
 	DeleteModelPrice(ctx context.Context, id string) (string, error)
 	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
@@ -4467,6 +4469,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
+	case "Mutation.setConnectionEnabled":
+		if e.ComplexityRoot.Mutation.SetConnectionEnabled == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setConnectionEnabled_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetConnectionEnabled(childComplexity, args["credentialID"].(string), args["enabled"].(bool)), true
 	case "Mutation.setEnvironmentVariable":
 		if e.ComplexityRoot.Mutation.SetEnvironmentVariable == nil {
 			break
@@ -7478,6 +7491,11 @@ extend type Mutation {
   provider sends the user back to GET /oauth/callback. Admins only.
   """
   beginAuthorization(input: BeginAuthorizationInput!): BeginAuthorizationPayload!
+  """
+  Disables an oauth2 credential's connection (steps that need it wait, it
+  is not refreshed) or enables it again. Admins only.
+  """
+  setConnectionEnabled(credentialID: ID!, enabled: Boolean!): OAuthConnection!
 }
 `, BuiltIn: false},
 	{Name: "../cost.graphql", Input: `# Cost: model prices, per-call cost, reports and budgets. Money is integer
@@ -17868,6 +17886,28 @@ func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, r
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setConnectionEnabled_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "credentialID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credentialID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "enabled",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["enabled"] = arg1
 	return args, nil
 }
 
@@ -30415,6 +30455,50 @@ func (ec *executionContext) fieldContext_Mutation_beginAuthorization(ctx context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_beginAuthorization_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setConnectionEnabled(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setConnectionEnabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetConnectionEnabled(ctx, fc.Args["credentialID"].(string), fc.Args["enabled"].(bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+			return ec.marshalNOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setConnectionEnabled(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OAuthConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setConnectionEnabled_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -69752,6 +69836,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setConnectionEnabled":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setConnectionEnabled(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "setModelPrice":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setModelPrice(ctx, field)
@@ -75180,6 +75271,14 @@ func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋe
 	})
 
 	return ret
+}
+
+func (ec *executionContext) marshalNOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx context.Context, sel ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OAuthConnection!")
+		return graphql.Null
+	}
+	return ec._OAuthConnection(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNOAuthProvider2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthProviderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.OAuthProvider) graphql.Marshaler {

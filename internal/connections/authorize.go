@@ -274,3 +274,55 @@ func (s *Service) wake(ctx context.Context, tenantID, credentialID string) {
 		s.o.Log.WarnContext(ctx, "wake credential waits", "credential_id", credentialID, "err", err)
 	}
 }
+
+// SetEnabled disables a connection (steps that need it wait, nothing is
+// refreshed) or enables it again: active when it can get tokens by itself
+// (stored tokens, client credentials), pending_authorization otherwise;
+// the runs waiting for it are woken after commit. Admins only; audited.
+func (s *Service) SetEnabled(ctx context.Context, credentialID string, enabled bool) (*Info, error) {
+	v, c, err := access.Authorize(ctx, viewer.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	_, row, err := credentialOf(ctx, c, v, credentialID)
+	if err != nil {
+		return nil, err
+	}
+	if row, err = c.Connection.Query().Where(connection.ID(row.ID)).ForUpdate().Only(ctx); err != nil {
+		return nil, err
+	}
+	to := connection.StatusDisabled
+	if enabled {
+		if row.Status != connection.StatusDisabled {
+			return InfoOf(ctx, c, credentialID)
+		}
+		to = connection.StatusPendingAuthorization
+		if len(row.Tokens) > 0 || row.Grant == connection.GrantClientCredentials {
+			to = connection.StatusActive
+		}
+	} else if row.Status == connection.StatusDisabled {
+		return InfoOf(ctx, c, credentialID)
+	}
+	u := c.Connection.UpdateOneID(row.ID).SetStatus(to)
+	if to == connection.StatusActive {
+		u.SetNextRefreshAt(s.o.Now()).SetConsecutiveFailures(0).ClearLastError()
+	} else if to == connection.StatusDisabled {
+		u.ClearNextRefreshAt()
+	}
+	if err := u.Exec(ctx); err != nil {
+		return nil, err
+	}
+	action := "credential.connection.disable"
+	if enabled {
+		action = "credential.connection.enable"
+	}
+	if err := audit.Record(ctx, c, action, "Credential", credentialID, map[string]any{"from": string(row.Status), "to": string(to)}); err != nil {
+		return nil, err
+	}
+	s.cache.drop(cacheKey(row.TenantID, credentialID))
+	if to == connection.StatusActive {
+		tenantID := row.TenantID
+		store.AfterCommit(ctx, func() { s.wake(context.WithoutCancel(ctx), tenantID, credentialID) })
+	}
+	return InfoOf(ctx, c, credentialID)
+}
