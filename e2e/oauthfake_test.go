@@ -39,8 +39,8 @@ type oauthFake struct {
 	exchanges int // successful code exchanges
 	// clientGrants: tokens issued by the client credentials grant
 	clientGrants int
-	apiOK     int
-	apiBad    []string // why API calls were refused
+	apiOK        int
+	apiBad       []string // why API calls were refused
 }
 
 type fakeCode struct {
