@@ -234,6 +234,52 @@ func TestConnectionClientCredentials(t *testing.T) {
 	})
 }
 
+// TestConnectionDegradedAndRestored: a refresh that fails transiently (the
+// token endpoint answers 503) moves the connection to degraded with the
+// failure counted and credential.expiring sent; the next successful refresh
+// makes it active again with credential.restored.
+func TestConnectionDegradedAndRestored(t *testing.T) {
+	t.Parallel()
+	fake := newOAuthFake(t, 2*time.Second)
+	st := connStack(t, 1)
+	f := newFixture(t, "oauth-degraded")
+	owner := f.owner.on(st.server)
+	hooks := newScriptServer(t)
+	hookEndpoint(t, owner, hooks.URL+"/hooks/cred", "credential.reauthorization_required", "credential.restored", "credential.expiring")
+	credID := str(owner.ok(mCreateCred, map[string]any{"e": f.envID, "n": "api", "t": "oauth2", "s": map[string]any{
+		"clientId": fake.clientID, "clientSecret": fake.clientSecret, "tokenURL": fake.URL + "/token", "refreshToken": fake.newGrant()}}), "createCredential.id")
+	wf := connWorkflow(t, f, fake, "oauth-degraded")
+	// A first run gets a 2 s token; the sweep refreshes it ahead of expiry.
+	id := str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	waitRun(t, owner, id, 30*time.Second, "succeeded")
+
+	fake.setDown(true)
+	var conn map[string]any
+	eventually(t, 30*time.Second, func() (bool, string) {
+		conn = connStatus(t, owner, credID)
+		return str(conn, "status") == "degraded", fmt.Sprint(conn)
+	})
+	if get(conn, "consecutiveFailures").(float64) < 1 || !strings.Contains(str(conn, "lastError"), "503") || str(conn, "nextRefreshAt") == "" {
+		t.Fatalf("degraded connection: %v", conn)
+	}
+	hookWaitMsgs(t, hooks, "/hooks/cred", 1, func(m hookMsg) bool { return m.Type == "credential.expiring" })
+
+	fake.setDown(false)
+	// A run needs a token: the expired one is refreshed on use.
+	eventually(t, 30*time.Second, func() (bool, string) { return fake.allExpired(), "token still valid" })
+	id = str(owner.ok(mStartRun, map[string]any{"w": wf, "e": f.envID}), "startRun.id")
+	if run := waitRun(t, owner, id, 30*time.Second, "succeeded", "failed"); str(run, "status") != "succeeded" {
+		t.Fatalf("run after recovery: %v", run)
+	}
+	if conn = connStatus(t, owner, credID); str(conn, "status") != "active" || get(conn, "consecutiveFailures") != float64(0) || conn["lastError"] != nil {
+		t.Fatalf("recovered connection: %v", conn)
+	}
+	hookWaitMsgs(t, hooks, "/hooks/cred", 1, func(m hookMsg) bool { return m.Type == "credential.restored" })
+	if reused, invalid, _, _, _ := fake.stats(); reused != 0 || invalid != 0 {
+		t.Fatalf("reused refresh tokens %d, invalid_grant %d", reused, invalid)
+	}
+}
+
 // TestConnectionRotationAcrossWorkers: access tokens live 2 s and every
 // refresh rotates the refresh token; the runs come in waves, each after the
 // last token expired, so that the workers (two of the stack's and the

@@ -39,6 +39,8 @@ type oauthFake struct {
 	exchanges int // successful code exchanges
 	// clientGrants: tokens issued by the client credentials grant
 	clientGrants int
+	// down: the token endpoint answers 503 (setDown)
+	down bool
 	apiOK        int
 	apiBad       []string // why API calls were refused
 }
@@ -80,6 +82,13 @@ func (f *oauthFake) newGrant() string {
 	rt := "rt-" + randHex(16)
 	f.refresh[rt] = &fakeRefresh{grant: g}
 	return rt
+}
+
+// setDown makes the token endpoint answer 503 (or work again).
+func (f *oauthFake) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
 }
 
 // revokeAll revokes every grant issued so far.
@@ -173,6 +182,10 @@ func (f *oauthFake) token(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		f.fail(w, http.StatusServiceUnavailable, "temporarily_unavailable")
+		return
+	}
 	switch r.PostForm.Get("grant_type") {
 	case "authorization_code":
 		c, ok := f.codes[r.PostForm.Get("code")]
