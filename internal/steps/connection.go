@@ -31,20 +31,25 @@ type TokenSource interface {
 }
 
 // connectionToken asks c's connection for a token and classifies failures.
+// They happen before the step's request is sent (NotSent: an at_most_once
+// step may try again).
 func connectionToken(ctx context.Context, c *Credential, rejected string) (string, *Error) {
 	tok, err := c.Tokens.AccessToken(ctx, rejected)
 	if err == nil {
 		return tok, nil
 	}
-	if errors.Is(err, ErrNeedsAuthorization) {
-		return "", newError(CredentialClass, "oauth2 connection: %s", err.Error())
-	}
+	var e Error
 	var se *Error
-	if errors.As(err, &se) {
-		return "", se
+	switch {
+	case errors.Is(err, ErrNeedsAuthorization):
+		e = *newError(CredentialClass, "oauth2 connection: %s", err.Error())
+	case errors.As(err, &se):
+		e = *se
+	default:
+		e = *ctxClassify(ctx, err)
+		e.Message = "oauth2 connection: " + e.Message
 	}
-	e := *ctxClassify(ctx, err)
-	e.Message = "oauth2 connection: " + e.Message
+	e.NotSent = true
 	return "", &e
 }
 
