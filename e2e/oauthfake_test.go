@@ -40,9 +40,9 @@ type oauthFake struct {
 	// clientGrants: tokens issued by the client credentials grant
 	clientGrants int
 	// down: the token endpoint answers 503 (setDown)
-	down bool
-	apiOK        int
-	apiBad       []string // why API calls were refused
+	down   bool
+	apiOK  int
+	apiBad []string // why API calls were refused
 }
 
 type fakeCode struct {
