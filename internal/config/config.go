@@ -228,7 +228,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 	}
 	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
-	c.Connections = loadConnections(getenv, c.PublicURL, !c.Development(), &errs)
+	c.Connections = loadConnections(getenv, c.PublicURL, c.Addr, !c.Development(), &errs)
 	c.ReleaseAnalysisInterval = durationVar(getenv, "SLUICE_RELEASE_ANALYSIS_INTERVAL", 30*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.EvalInterval = durationVar(getenv, "SLUICE_EVAL_INTERVAL", time.Second, &errs)

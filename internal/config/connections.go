@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -11,7 +12,9 @@ import (
 type Connections struct {
 	// RedirectURL is the OAuth callback URL given to providers
 	// (SLUICE_OAUTH_REDIRECT_URL). If unset, SLUICE_PUBLIC_URL +
-	// /oauth/callback; if that is unset too, authorizations cannot begin.
+	// /oauth/callback; if that is unset too, in development
+	// http://localhost:<port of SLUICE_ADDR>/oauth/callback, in production
+	// none (authorizations cannot begin).
 	RedirectURL string
 	// SweepInterval is how often a worker refreshes connections due for
 	// it (SLUICE_CONNECTION_SWEEP_INTERVAL). If unset, 30s.
@@ -25,7 +28,7 @@ type Connections struct {
 	CredentialWaitTimeout time.Duration
 }
 
-func loadConnections(getenv func(string) string, publicURL string, production bool, errs *[]error) Connections {
+func loadConnections(getenv func(string) string, publicURL, addr string, production bool, errs *[]error) Connections {
 	c := Connections{
 		RedirectURL:           strings.TrimSpace(getenv("SLUICE_OAUTH_REDIRECT_URL")),
 		SweepInterval:         durationVar(getenv, "SLUICE_CONNECTION_SWEEP_INTERVAL", 30*time.Second, errs),
@@ -34,6 +37,11 @@ func loadConnections(getenv func(string) string, publicURL string, production bo
 	}
 	if c.RedirectURL == "" && publicURL != "" {
 		c.RedirectURL = publicURL + "/oauth/callback"
+	}
+	if c.RedirectURL == "" && !production {
+		if _, port, err := net.SplitHostPort(addr); err == nil && port != "" && port != "0" {
+			c.RedirectURL = "http://localhost:" + port + "/oauth/callback"
+		}
 	}
 	if c.RedirectURL != "" {
 		u, err := url.Parse(c.RedirectURL)
