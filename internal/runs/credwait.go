@@ -74,8 +74,17 @@ func (e *Service) SetConnections(tokens ConnectionTokens, timeout time.Duration)
 // connectionOf returns the credential id and connection status of the
 // run's credential name, or "" when it is not a connection.
 func (s *runState) connectionOf(ctx context.Context, name string) (credID, status string, err error) {
+	return s.connectionLookup(ctx, name, false)
+}
+
+// connectionLookup is connectionOf; oauth2 says the credential was just
+// opened as oauth2, so a cached "not oauth2" (a credential deleted and
+// created again under its name) is stale.
+func (s *runState) connectionLookup(ctx context.Context, name string, oauth2 bool) (credID, status string, err error) {
 	key := s.run.TenantID + "\x00" + s.run.EnvironmentID + "\x00" + name
-	if _, ok := s.e.creds.plain.Load(key); ok {
+	if oauth2 {
+		s.e.creds.plain.Delete(key)
+	} else if _, ok := s.e.creds.plain.Load(key); ok {
 		return "", "", nil
 	}
 	cred, err := s.c.Credential.Query().Where(credential.EnvironmentID(s.run.EnvironmentID), credential.Name(name)).
@@ -162,7 +171,7 @@ func (s *runState) attachConnection(ctx context.Context, j *job, credID string) 
 	}
 	if credID == "" {
 		var err error
-		if credID, _, err = s.connectionOf(ctx, j.step.Credential); err != nil || credID == "" {
+		if credID, _, err = s.connectionLookup(ctx, j.step.Credential, true); err != nil || credID == "" {
 			return err
 		}
 	}
@@ -232,7 +241,7 @@ func (s *runState) credentialFailed(ctx context.Context, j *job, sr *ent.StepRun
 	credID := ""
 	if s.e.creds != nil {
 		var err error
-		if credID, _, err = s.connectionOf(ctx, j.step.Credential); err != nil {
+		if credID, _, err = s.connectionLookup(ctx, j.step.Credential, true); err != nil {
 			return err
 		}
 	}
@@ -302,7 +311,7 @@ func (e *Service) attachItemConnection(ctx context.Context, c *ent.Client, r *en
 		return nil
 	}
 	st := &runState{e: e, c: c, run: r}
-	credID, _, err := st.connectionOf(ctx, j.step.Credential)
+	credID, _, err := st.connectionLookup(ctx, j.step.Credential, true)
 	if err != nil || credID == "" {
 		return err
 	}
