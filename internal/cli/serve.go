@@ -56,22 +56,23 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 	}
 	defer hub.Close()
 	h := server.New(server.Deps{
-		Config:      a.cfg,
-		Log:         a.log,
-		Client:      a.client,
-		Auth:        a.auth,
-		Control:     a.control,
-		Runs:        a.runs,
-		Webhooks:    a.webhooks,
-		Escalation:  a.escalation,
-		SLA:         a.sla,
-		Releases:    a.releases,
-		Evals:       a.evals,
-		Connections: a.conns,
-		Metrics:     metrics,
-		Hub:         hub,
-		Leases:      leases,
-		Ready:       a.ready,
+		Config:     a.cfg,
+		Log:        a.log,
+		Client:     a.client,
+		Auth:       a.auth,
+		Control:    a.control,
+		Runs:       a.runs,
+		Webhooks:   a.webhooks,
+		Escalation: a.escalation,
+		SLA:        a.sla,
+		Releases:   a.releases,
+		Evals:      a.evals,
+		Metrics:    metrics,
+		Hub:        hub,
+		Leases:     leases,
+		Ready:      a.ready,
+
+		Connections: a.conns, // OAuth2 connections: /oauth/callback
 	})
 	if a.cfg.MetricsAddr != "" {
 		// Apart from the API port: series name every tenant's operations,

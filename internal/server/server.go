@@ -61,10 +61,8 @@ type Deps struct {
 	// Releases manages releases and rollbackDeployment; optional.
 	Releases *releases.Service
 	// Evals creates and lists evaluations; optional.
-	Evals *evals.Service
-	// Connections serves /oauth/callback and the connection API; optional.
-	Connections *connections.Service
-	Metrics     *Metrics
+	Evals   *evals.Service
+	Metrics *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -73,6 +71,8 @@ type Deps struct {
 	Leases *auth.Leases
 	// Ready reports whether dependencies (database, Redis) are reachable.
 	Ready func(ctx context.Context) error
+	// Connections serves /oauth/callback and the connection API; optional.
+	Connections *connections.Service
 }
 
 // Server is the API's HTTP handler. Besides ordinary requests, which
