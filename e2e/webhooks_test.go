@@ -80,6 +80,7 @@ var webhookTypes = []string{
 	"release.rolled_back", "release.aborted", "deployment.rolled_back",
 	"evaluation.completed",
 	"deployment.approval_requested", "deployment.approved", "deployment.rejected", "deployment.expired",
+	"credential.reauthorization_required", "credential.expiring", "credential.restored",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.

@@ -26,6 +26,14 @@ func (c *AuditLogClient) Bind(_m *AuditLog) *AuditLog {
 	return _m
 }
 
+// Bind gives a Connection that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ConnectionClient) Bind(_m *Connection) *Connection {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Credential that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
@@ -38,6 +46,14 @@ func (c *CredentialClient) Bind(_m *Credential) *Credential {
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
 func (c *CredentialVersionClient) Bind(_m *CredentialVersion) *CredentialVersion {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a CredentialWait that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *CredentialWaitClient) Bind(_m *CredentialWait) *CredentialWait {
 	_m.config = c.config
 	return _m
 }
@@ -158,6 +174,14 @@ func (c *ModelCallClient) Bind(_m *ModelCall) *ModelCall {
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.
 func (c *ModelPriceClient) Bind(_m *ModelPrice) *ModelPrice {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a OAuthState that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *OAuthStateClient) Bind(_m *OAuthState) *OAuthState {
 	_m.config = c.config
 	return _m
 }

@@ -18,8 +18,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -35,6 +37,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
@@ -68,10 +71,14 @@ type Client struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// Connection is the client for interacting with the Connection builders.
+	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
 	Credential *CredentialClient
 	// CredentialVersion is the client for interacting with the CredentialVersion builders.
 	CredentialVersion *CredentialVersionClient
+	// CredentialWait is the client for interacting with the CredentialWait builders.
+	CredentialWait *CredentialWaitClient
 	// Deployment is the client for interacting with the Deployment builders.
 	Deployment *DeploymentClient
 	// DriftChange is the client for interacting with the DriftChange builders.
@@ -102,6 +109,8 @@ type Client struct {
 	ModelCall *ModelCallClient
 	// ModelPrice is the client for interacting with the ModelPrice builders.
 	ModelPrice *ModelPriceClient
+	// OAuthState is the client for interacting with the OAuthState builders.
+	OAuthState *OAuthStateClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
 	// RateLimit is the client for interacting with the RateLimit builders.
@@ -152,8 +161,10 @@ func (c *Client) init() {
 	c.APIKey = NewAPIKeyClient(c.config)
 	c.ApprovalRequest = NewApprovalRequestClient(c.config)
 	c.AuditLog = NewAuditLogClient(c.config)
+	c.Connection = NewConnectionClient(c.config)
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
+	c.CredentialWait = NewCredentialWaitClient(c.config)
 	c.Deployment = NewDeploymentClient(c.config)
 	c.DriftChange = NewDriftChangeClient(c.config)
 	c.Environment = NewEnvironmentClient(c.config)
@@ -169,6 +180,7 @@ func (c *Client) init() {
 	c.Member = NewMemberClient(c.config)
 	c.ModelCall = NewModelCallClient(c.config)
 	c.ModelPrice = NewModelPriceClient(c.config)
+	c.OAuthState = NewOAuthStateClient(c.config)
 	c.PagerDutySend = NewPagerDutySendClient(c.config)
 	c.RateLimit = NewRateLimitClient(c.config)
 	c.RateLimitCooldown = NewRateLimitCooldownClient(c.config)
@@ -282,8 +294,10 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
+		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
+		CredentialWait:             NewCredentialWaitClient(cfg),
 		Deployment:                 NewDeploymentClient(cfg),
 		DriftChange:                NewDriftChangeClient(cfg),
 		Environment:                NewEnvironmentClient(cfg),
@@ -299,6 +313,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Member:                     NewMemberClient(cfg),
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
+		OAuthState:                 NewOAuthStateClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
 		RateLimit:                  NewRateLimitClient(cfg),
 		RateLimitCooldown:          NewRateLimitCooldownClient(cfg),
@@ -339,8 +354,10 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
+		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
+		CredentialWait:             NewCredentialWaitClient(cfg),
 		Deployment:                 NewDeploymentClient(cfg),
 		DriftChange:                NewDriftChangeClient(cfg),
 		Environment:                NewEnvironmentClient(cfg),
@@ -356,6 +373,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Member:                     NewMemberClient(cfg),
 		ModelCall:                  NewModelCallClient(cfg),
 		ModelPrice:                 NewModelPriceClient(cfg),
+		OAuthState:                 NewOAuthStateClient(cfg),
 		PagerDutySend:              NewPagerDutySendClient(cfg),
 		RateLimit:                  NewRateLimitClient(cfg),
 		RateLimitCooldown:          NewRateLimitCooldownClient(cfg),
@@ -403,14 +421,15 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
-		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
-		c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
+		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
+		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
+		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -420,14 +439,15 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Credential, c.CredentialVersion,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
-		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
-		c.SLAPolicy, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
+		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
+		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
+		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
+		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -442,10 +462,14 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ApprovalRequest.mutate(ctx, m)
 	case *AuditLogMutation:
 		return c.AuditLog.mutate(ctx, m)
+	case *ConnectionMutation:
+		return c.Connection.mutate(ctx, m)
 	case *CredentialMutation:
 		return c.Credential.mutate(ctx, m)
 	case *CredentialVersionMutation:
 		return c.CredentialVersion.mutate(ctx, m)
+	case *CredentialWaitMutation:
+		return c.CredentialWait.mutate(ctx, m)
 	case *DeploymentMutation:
 		return c.Deployment.mutate(ctx, m)
 	case *DriftChangeMutation:
@@ -476,6 +500,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ModelCall.mutate(ctx, m)
 	case *ModelPriceMutation:
 		return c.ModelPrice.mutate(ctx, m)
+	case *OAuthStateMutation:
+		return c.OAuthState.mutate(ctx, m)
 	case *PagerDutySendMutation:
 		return c.PagerDutySend.mutate(ctx, m)
 	case *RateLimitMutation:
@@ -999,6 +1025,172 @@ func (c *AuditLogClient) mutate(ctx context.Context, m *AuditLogMutation) (Value
 	}
 }
 
+// ConnectionClient is a client for the Connection schema.
+type ConnectionClient struct {
+	config
+}
+
+// NewConnectionClient returns a client for the Connection from the given config.
+func NewConnectionClient(c config) *ConnectionClient {
+	return &ConnectionClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `connection.Hooks(f(g(h())))`.
+func (c *ConnectionClient) Use(hooks ...Hook) {
+	c.hooks.Connection = append(c.hooks.Connection, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `connection.Intercept(f(g(h())))`.
+func (c *ConnectionClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Connection = append(c.inters.Connection, interceptors...)
+}
+
+// Create returns a builder for creating a Connection entity.
+func (c *ConnectionClient) Create() *ConnectionCreate {
+	mutation := newConnectionMutation(c.config, OpCreate)
+	return &ConnectionCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Connection entities.
+func (c *ConnectionClient) CreateBulk(builders ...*ConnectionCreate) *ConnectionCreateBulk {
+	return &ConnectionCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ConnectionClient) MapCreateBulk(slice any, setFunc func(*ConnectionCreate, int)) *ConnectionCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ConnectionCreateBulk{err: fmt.Errorf("calling to ConnectionClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ConnectionCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ConnectionCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Connection.
+func (c *ConnectionClient) Update() *ConnectionUpdate {
+	mutation := newConnectionMutation(c.config, OpUpdate)
+	return &ConnectionUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ConnectionClient) UpdateOne(_m *Connection) *ConnectionUpdateOne {
+	mutation := newConnectionMutation(c.config, OpUpdateOne, withConnection(_m))
+	return &ConnectionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ConnectionClient) UpdateOneID(id string) *ConnectionUpdateOne {
+	mutation := newConnectionMutation(c.config, OpUpdateOne, withConnectionID(id))
+	return &ConnectionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Connection.
+func (c *ConnectionClient) Delete() *ConnectionDelete {
+	mutation := newConnectionMutation(c.config, OpDelete)
+	return &ConnectionDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ConnectionClient) DeleteOne(_m *Connection) *ConnectionDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ConnectionClient) DeleteOneID(id string) *ConnectionDeleteOne {
+	builder := c.Delete().Where(connection.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ConnectionDeleteOne{builder}
+}
+
+// Query returns a query builder for Connection.
+func (c *ConnectionClient) Query() *ConnectionQuery {
+	return &ConnectionQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeConnection},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Connection entity by its id.
+func (c *ConnectionClient) Get(ctx context.Context, id string) (*Connection, error) {
+	return c.Query().Where(connection.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ConnectionClient) GetX(ctx context.Context, id string) *Connection {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Connection.
+func (c *ConnectionClient) QueryTenant(_m *Connection) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(connection.Table, connection.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, connection.TenantTable, connection.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryCredential queries the credential edge of a Connection.
+func (c *ConnectionClient) QueryCredential(_m *Connection) *CredentialQuery {
+	query := (&CredentialClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(connection.Table, connection.FieldID, id),
+			sqlgraph.To(credential.Table, credential.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, connection.CredentialTable, connection.CredentialColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ConnectionClient) Hooks() []Hook {
+	hooks := c.hooks.Connection
+	return append(hooks[:len(hooks):len(hooks)], connection.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ConnectionClient) Interceptors() []Interceptor {
+	return c.inters.Connection
+}
+
+func (c *ConnectionClient) mutate(ctx context.Context, m *ConnectionMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ConnectionCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ConnectionUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ConnectionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ConnectionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Connection mutation op: %q", m.Op())
+	}
+}
+
 // CredentialClient is a client for the Credential schema.
 type CredentialClient struct {
 	config
@@ -1344,6 +1536,172 @@ func (c *CredentialVersionClient) mutate(ctx context.Context, m *CredentialVersi
 		return (&CredentialVersionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown CredentialVersion mutation op: %q", m.Op())
+	}
+}
+
+// CredentialWaitClient is a client for the CredentialWait schema.
+type CredentialWaitClient struct {
+	config
+}
+
+// NewCredentialWaitClient returns a client for the CredentialWait from the given config.
+func NewCredentialWaitClient(c config) *CredentialWaitClient {
+	return &CredentialWaitClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `credentialwait.Hooks(f(g(h())))`.
+func (c *CredentialWaitClient) Use(hooks ...Hook) {
+	c.hooks.CredentialWait = append(c.hooks.CredentialWait, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `credentialwait.Intercept(f(g(h())))`.
+func (c *CredentialWaitClient) Intercept(interceptors ...Interceptor) {
+	c.inters.CredentialWait = append(c.inters.CredentialWait, interceptors...)
+}
+
+// Create returns a builder for creating a CredentialWait entity.
+func (c *CredentialWaitClient) Create() *CredentialWaitCreate {
+	mutation := newCredentialWaitMutation(c.config, OpCreate)
+	return &CredentialWaitCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of CredentialWait entities.
+func (c *CredentialWaitClient) CreateBulk(builders ...*CredentialWaitCreate) *CredentialWaitCreateBulk {
+	return &CredentialWaitCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *CredentialWaitClient) MapCreateBulk(slice any, setFunc func(*CredentialWaitCreate, int)) *CredentialWaitCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &CredentialWaitCreateBulk{err: fmt.Errorf("calling to CredentialWaitClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*CredentialWaitCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &CredentialWaitCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for CredentialWait.
+func (c *CredentialWaitClient) Update() *CredentialWaitUpdate {
+	mutation := newCredentialWaitMutation(c.config, OpUpdate)
+	return &CredentialWaitUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *CredentialWaitClient) UpdateOne(_m *CredentialWait) *CredentialWaitUpdateOne {
+	mutation := newCredentialWaitMutation(c.config, OpUpdateOne, withCredentialWait(_m))
+	return &CredentialWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *CredentialWaitClient) UpdateOneID(id string) *CredentialWaitUpdateOne {
+	mutation := newCredentialWaitMutation(c.config, OpUpdateOne, withCredentialWaitID(id))
+	return &CredentialWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for CredentialWait.
+func (c *CredentialWaitClient) Delete() *CredentialWaitDelete {
+	mutation := newCredentialWaitMutation(c.config, OpDelete)
+	return &CredentialWaitDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *CredentialWaitClient) DeleteOne(_m *CredentialWait) *CredentialWaitDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *CredentialWaitClient) DeleteOneID(id string) *CredentialWaitDeleteOne {
+	builder := c.Delete().Where(credentialwait.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &CredentialWaitDeleteOne{builder}
+}
+
+// Query returns a query builder for CredentialWait.
+func (c *CredentialWaitClient) Query() *CredentialWaitQuery {
+	return &CredentialWaitQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeCredentialWait},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a CredentialWait entity by its id.
+func (c *CredentialWaitClient) Get(ctx context.Context, id string) (*CredentialWait, error) {
+	return c.Query().Where(credentialwait.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *CredentialWaitClient) GetX(ctx context.Context, id string) *CredentialWait {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a CredentialWait.
+func (c *CredentialWaitClient) QueryTenant(_m *CredentialWait) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(credentialwait.Table, credentialwait.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, credentialwait.TenantTable, credentialwait.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryRun queries the run edge of a CredentialWait.
+func (c *CredentialWaitClient) QueryRun(_m *CredentialWait) *RunQuery {
+	query := (&RunClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(credentialwait.Table, credentialwait.FieldID, id),
+			sqlgraph.To(run.Table, run.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, credentialwait.RunTable, credentialwait.RunColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *CredentialWaitClient) Hooks() []Hook {
+	hooks := c.hooks.CredentialWait
+	return append(hooks[:len(hooks):len(hooks)], credentialwait.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *CredentialWaitClient) Interceptors() []Interceptor {
+	return c.inters.CredentialWait
+}
+
+func (c *CredentialWaitClient) mutate(ctx context.Context, m *CredentialWaitMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&CredentialWaitCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&CredentialWaitUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&CredentialWaitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&CredentialWaitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown CredentialWait mutation op: %q", m.Op())
 	}
 }
 
@@ -3754,6 +4112,172 @@ func (c *ModelPriceClient) mutate(ctx context.Context, m *ModelPriceMutation) (V
 		return (&ModelPriceDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown ModelPrice mutation op: %q", m.Op())
+	}
+}
+
+// OAuthStateClient is a client for the OAuthState schema.
+type OAuthStateClient struct {
+	config
+}
+
+// NewOAuthStateClient returns a client for the OAuthState from the given config.
+func NewOAuthStateClient(c config) *OAuthStateClient {
+	return &OAuthStateClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `oauthstate.Hooks(f(g(h())))`.
+func (c *OAuthStateClient) Use(hooks ...Hook) {
+	c.hooks.OAuthState = append(c.hooks.OAuthState, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `oauthstate.Intercept(f(g(h())))`.
+func (c *OAuthStateClient) Intercept(interceptors ...Interceptor) {
+	c.inters.OAuthState = append(c.inters.OAuthState, interceptors...)
+}
+
+// Create returns a builder for creating a OAuthState entity.
+func (c *OAuthStateClient) Create() *OAuthStateCreate {
+	mutation := newOAuthStateMutation(c.config, OpCreate)
+	return &OAuthStateCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of OAuthState entities.
+func (c *OAuthStateClient) CreateBulk(builders ...*OAuthStateCreate) *OAuthStateCreateBulk {
+	return &OAuthStateCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *OAuthStateClient) MapCreateBulk(slice any, setFunc func(*OAuthStateCreate, int)) *OAuthStateCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &OAuthStateCreateBulk{err: fmt.Errorf("calling to OAuthStateClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*OAuthStateCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &OAuthStateCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for OAuthState.
+func (c *OAuthStateClient) Update() *OAuthStateUpdate {
+	mutation := newOAuthStateMutation(c.config, OpUpdate)
+	return &OAuthStateUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *OAuthStateClient) UpdateOne(_m *OAuthState) *OAuthStateUpdateOne {
+	mutation := newOAuthStateMutation(c.config, OpUpdateOne, withOAuthState(_m))
+	return &OAuthStateUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *OAuthStateClient) UpdateOneID(id string) *OAuthStateUpdateOne {
+	mutation := newOAuthStateMutation(c.config, OpUpdateOne, withOAuthStateID(id))
+	return &OAuthStateUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for OAuthState.
+func (c *OAuthStateClient) Delete() *OAuthStateDelete {
+	mutation := newOAuthStateMutation(c.config, OpDelete)
+	return &OAuthStateDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *OAuthStateClient) DeleteOne(_m *OAuthState) *OAuthStateDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *OAuthStateClient) DeleteOneID(id string) *OAuthStateDeleteOne {
+	builder := c.Delete().Where(oauthstate.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &OAuthStateDeleteOne{builder}
+}
+
+// Query returns a query builder for OAuthState.
+func (c *OAuthStateClient) Query() *OAuthStateQuery {
+	return &OAuthStateQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeOAuthState},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a OAuthState entity by its id.
+func (c *OAuthStateClient) Get(ctx context.Context, id string) (*OAuthState, error) {
+	return c.Query().Where(oauthstate.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *OAuthStateClient) GetX(ctx context.Context, id string) *OAuthState {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a OAuthState.
+func (c *OAuthStateClient) QueryTenant(_m *OAuthState) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(oauthstate.Table, oauthstate.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, oauthstate.TenantTable, oauthstate.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryCredential queries the credential edge of a OAuthState.
+func (c *OAuthStateClient) QueryCredential(_m *OAuthState) *CredentialQuery {
+	query := (&CredentialClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(oauthstate.Table, oauthstate.FieldID, id),
+			sqlgraph.To(credential.Table, credential.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, oauthstate.CredentialTable, oauthstate.CredentialColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *OAuthStateClient) Hooks() []Hook {
+	hooks := c.hooks.OAuthState
+	return append(hooks[:len(hooks):len(hooks)], oauthstate.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *OAuthStateClient) Interceptors() []Interceptor {
+	return c.inters.OAuthState
+}
+
+func (c *OAuthStateClient) mutate(ctx context.Context, m *OAuthStateMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&OAuthStateCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&OAuthStateUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&OAuthStateUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&OAuthStateDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown OAuthState mutation op: %q", m.Op())
 	}
 }
 
@@ -6716,22 +7240,24 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
-		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
+		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
+		CredentialWait, Deployment, DriftChange, Environment,
+		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
+		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
+		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
+		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
+		SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
 	}
 	inters struct {
-		APIKey, ApprovalRequest, AuditLog, Credential, CredentialVersion, Deployment,
-		DriftChange, Environment, EnvironmentVariableVersion, Escalation,
-		EscalationPolicy, Evaluation, EvaluationExample, EventWait, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
-		SLABreach, SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
+		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
+		CredentialWait, Deployment, DriftChange, Environment,
+		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
+		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
+		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
+		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
+		SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
 	}
 )
 

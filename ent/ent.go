@@ -15,8 +15,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -32,6 +34,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
@@ -113,8 +116,10 @@ func checkColumn(t, c string) error {
 			apikey.Table:                     apikey.ValidColumn,
 			approvalrequest.Table:            approvalrequest.ValidColumn,
 			auditlog.Table:                   auditlog.ValidColumn,
+			connection.Table:                 connection.ValidColumn,
 			credential.Table:                 credential.ValidColumn,
 			credentialversion.Table:          credentialversion.ValidColumn,
+			credentialwait.Table:             credentialwait.ValidColumn,
 			deployment.Table:                 deployment.ValidColumn,
 			driftchange.Table:                driftchange.ValidColumn,
 			environment.Table:                environment.ValidColumn,
@@ -130,6 +135,7 @@ func checkColumn(t, c string) error {
 			member.Table:                     member.ValidColumn,
 			modelcall.Table:                  modelcall.ValidColumn,
 			modelprice.Table:                 modelprice.ValidColumn,
+			oauthstate.Table:                 oauthstate.ValidColumn,
 			pagerdutysend.Table:              pagerdutysend.ValidColumn,
 			ratelimit.Table:                  ratelimit.ValidColumn,
 			ratelimitcooldown.Table:          ratelimitcooldown.ValidColumn,

@@ -6,8 +6,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -23,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/ratelimit"
@@ -51,7 +54,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 38)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 41)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -139,6 +142,40 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[3] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   connection.Table,
+			Columns: connection.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: connection.FieldID,
+			},
+		},
+		Type: "Connection",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			connection.FieldTenantID:            {Type: field.TypeString, Column: connection.FieldTenantID},
+			connection.FieldCreatedAt:           {Type: field.TypeTime, Column: connection.FieldCreatedAt},
+			connection.FieldUpdatedAt:           {Type: field.TypeTime, Column: connection.FieldUpdatedAt},
+			connection.FieldCredentialID:        {Type: field.TypeString, Column: connection.FieldCredentialID},
+			connection.FieldEnvironmentID:       {Type: field.TypeString, Column: connection.FieldEnvironmentID},
+			connection.FieldGrant:               {Type: field.TypeEnum, Column: connection.FieldGrant},
+			connection.FieldProvider:            {Type: field.TypeString, Column: connection.FieldProvider},
+			connection.FieldAuthURL:             {Type: field.TypeString, Column: connection.FieldAuthURL},
+			connection.FieldTokenURL:            {Type: field.TypeString, Column: connection.FieldTokenURL},
+			connection.FieldScopes:              {Type: field.TypeJSON, Column: connection.FieldScopes},
+			connection.FieldExtraParams:         {Type: field.TypeJSON, Column: connection.FieldExtraParams},
+			connection.FieldStatus:              {Type: field.TypeEnum, Column: connection.FieldStatus},
+			connection.FieldAccount:             {Type: field.TypeString, Column: connection.FieldAccount},
+			connection.FieldGrantedScopes:       {Type: field.TypeJSON, Column: connection.FieldGrantedScopes},
+			connection.FieldExpiresAt:           {Type: field.TypeTime, Column: connection.FieldExpiresAt},
+			connection.FieldLastRefreshedAt:     {Type: field.TypeTime, Column: connection.FieldLastRefreshedAt},
+			connection.FieldNextRefreshAt:       {Type: field.TypeTime, Column: connection.FieldNextRefreshAt},
+			connection.FieldConsecutiveFailures: {Type: field.TypeInt, Column: connection.FieldConsecutiveFailures},
+			connection.FieldLastError:           {Type: field.TypeString, Column: connection.FieldLastError},
+			connection.FieldTokenVersion:        {Type: field.TypeInt, Column: connection.FieldTokenVersion},
+			connection.FieldTokens:              {Type: field.TypeBytes, Column: connection.FieldTokens},
+		},
+	}
+	graph.Nodes[4] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credential.Table,
 			Columns: credential.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -160,7 +197,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credential.FieldRotatedAt:      {Type: field.TypeTime, Column: credential.FieldRotatedAt},
 		},
 	}
-	graph.Nodes[4] = &sqlgraph.Node{
+	graph.Nodes[5] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credentialversion.Table,
 			Columns: credentialversion.Columns,
@@ -180,7 +217,31 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credentialversion.FieldCreatedBy:    {Type: field.TypeString, Column: credentialversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[6] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   credentialwait.Table,
+			Columns: credentialwait.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: credentialwait.FieldID,
+			},
+		},
+		Type: "CredentialWait",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			credentialwait.FieldTenantID:     {Type: field.TypeString, Column: credentialwait.FieldTenantID},
+			credentialwait.FieldCreatedAt:    {Type: field.TypeTime, Column: credentialwait.FieldCreatedAt},
+			credentialwait.FieldUpdatedAt:    {Type: field.TypeTime, Column: credentialwait.FieldUpdatedAt},
+			credentialwait.FieldRunID:        {Type: field.TypeString, Column: credentialwait.FieldRunID},
+			credentialwait.FieldStepID:       {Type: field.TypeString, Column: credentialwait.FieldStepID},
+			credentialwait.FieldStepRunID:    {Type: field.TypeString, Column: credentialwait.FieldStepRunID},
+			credentialwait.FieldAttempt:      {Type: field.TypeInt, Column: credentialwait.FieldAttempt},
+			credentialwait.FieldCredentialID: {Type: field.TypeString, Column: credentialwait.FieldCredentialID},
+			credentialwait.FieldStatus:       {Type: field.TypeEnum, Column: credentialwait.FieldStatus},
+			credentialwait.FieldExpiresAt:    {Type: field.TypeTime, Column: credentialwait.FieldExpiresAt},
+			credentialwait.FieldResolvedAt:   {Type: field.TypeTime, Column: credentialwait.FieldResolvedAt},
+		},
+	}
+	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   deployment.Table,
 			Columns: deployment.Columns,
@@ -202,7 +263,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			deployment.FieldSupersededAt:      {Type: field.TypeTime, Column: deployment.FieldSupersededAt},
 		},
 	}
-	graph.Nodes[6] = &sqlgraph.Node{
+	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   driftchange.Table,
 			Columns: driftchange.Columns,
@@ -226,7 +287,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			driftchange.FieldFirstRunID: {Type: field.TypeString, Column: driftchange.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[7] = &sqlgraph.Node{
+	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environment.Table,
 			Columns: environment.Columns,
@@ -248,7 +309,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environment.FieldProtection:  {Type: field.TypeJSON, Column: environment.FieldProtection},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environmentvariableversion.Table,
 			Columns: environmentvariableversion.Columns,
@@ -269,7 +330,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environmentvariableversion.FieldCreatedBy:     {Type: field.TypeString, Column: environmentvariableversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalation.Table,
 			Columns: escalation.Columns,
@@ -305,7 +366,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalation.FieldResolvedBy:     {Type: field.TypeString, Column: escalation.FieldResolvedBy},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalationpolicy.Table,
 			Columns: escalationpolicy.Columns,
@@ -326,7 +387,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalationpolicy.FieldCreatedBy:   {Type: field.TypeString, Column: escalationpolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluation.Table,
 			Columns: evaluation.Columns,
@@ -359,7 +420,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluation.FieldFinishedAt:         {Type: field.TypeTime, Column: evaluation.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluationexample.Table,
 			Columns: evaluationexample.Columns,
@@ -393,7 +454,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluationexample.FieldMessage:               {Type: field.TypeString, Column: evaluationexample.FieldMessage},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   eventwait.Table,
 			Columns: eventwait.Columns,
@@ -424,7 +485,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
@@ -444,7 +505,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   incident.Table,
 			Columns: incident.Columns,
@@ -480,7 +541,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -511,7 +572,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -529,7 +590,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -558,7 +619,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -579,7 +640,29 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   oauthstate.Table,
+			Columns: oauthstate.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: oauthstate.FieldID,
+			},
+		},
+		Type: "OAuthState",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			oauthstate.FieldTenantID:      {Type: field.TypeString, Column: oauthstate.FieldTenantID},
+			oauthstate.FieldCreatedAt:     {Type: field.TypeTime, Column: oauthstate.FieldCreatedAt},
+			oauthstate.FieldCredentialID:  {Type: field.TypeString, Column: oauthstate.FieldCredentialID},
+			oauthstate.FieldStateHash:     {Type: field.TypeString, Column: oauthstate.FieldStateHash},
+			oauthstate.FieldRedirectAfter: {Type: field.TypeString, Column: oauthstate.FieldRedirectAfter},
+			oauthstate.FieldRedirectURI:   {Type: field.TypeString, Column: oauthstate.FieldRedirectURI},
+			oauthstate.FieldCreatedBy:     {Type: field.TypeString, Column: oauthstate.FieldCreatedBy},
+			oauthstate.FieldExpiresAt:     {Type: field.TypeTime, Column: oauthstate.FieldExpiresAt},
+			oauthstate.FieldUsedAt:        {Type: field.TypeTime, Column: oauthstate.FieldUsedAt},
+		},
+	}
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -607,7 +690,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimit.Table,
 			Columns: ratelimit.Columns,
@@ -634,7 +717,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimit.FieldCreatedBy:         {Type: field.TypeString, Column: ratelimit.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimitcooldown.Table,
 			Columns: ratelimitcooldown.Columns,
@@ -653,7 +736,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimitcooldown.FieldStatusCode: {Type: field.TypeInt, Column: ratelimitcooldown.FieldStatusCode},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
@@ -686,7 +769,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responsecacheentry.Table,
 			Columns: responsecacheentry.Columns,
@@ -711,7 +794,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responsecacheentry.FieldFillUntil:  {Type: field.TypeTime, Column: responsecacheentry.FieldFillUntil},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responseshape.Table,
 			Columns: responseshape.Columns,
@@ -732,7 +815,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responseshape.FieldFirstRunID: {Type: field.TypeString, Column: responseshape.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -778,7 +861,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -799,7 +882,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -820,7 +903,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -842,7 +925,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -870,7 +953,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -899,7 +982,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -924,7 +1007,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 		},
 	}
-	graph.Nodes[33] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -945,7 +1028,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -973,7 +1056,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1000,7 +1083,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[36] = &sqlgraph.Node{
+	graph.Nodes[39] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1020,7 +1103,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[37] = &sqlgraph.Node{
+	graph.Nodes[40] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1110,6 +1193,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		&sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
 			Inverse: false,
+			Table:   connection.TenantTable,
+			Columns: []string{connection.TenantColumn},
+			Bidi:    false,
+		},
+		"Connection",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"credential",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   connection.CredentialTable,
+			Columns: []string{connection.CredentialColumn},
+			Bidi:    false,
+		},
+		"Connection",
+		"Credential",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
 			Table:   credential.TenantTable,
 			Columns: []string{credential.TenantColumn},
 			Bidi:    false,
@@ -1164,6 +1271,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"CredentialVersion",
 		"Credential",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   credentialwait.TenantTable,
+			Columns: []string{credentialwait.TenantColumn},
+			Bidi:    false,
+		},
+		"CredentialWait",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"run",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   credentialwait.RunTable,
+			Columns: []string{credentialwait.RunColumn},
+			Bidi:    false,
+		},
+		"CredentialWait",
+		"Run",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -1464,6 +1595,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"ModelPrice",
 		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   oauthstate.TenantTable,
+			Columns: []string{oauthstate.TenantColumn},
+			Bidi:    false,
+		},
+		"OAuthState",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"credential",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   oauthstate.CredentialTable,
+			Columns: []string{oauthstate.CredentialColumn},
+			Bidi:    false,
+		},
+		"OAuthState",
+		"Credential",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -2303,6 +2458,179 @@ func (f *AuditLogFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ConnectionQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ConnectionQuery builder.
+func (_q *ConnectionQuery) Filter() *ConnectionFilter {
+	return &ConnectionFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ConnectionMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ConnectionMutation builder.
+func (m *ConnectionMutation) Filter() *ConnectionFilter {
+	return &ConnectionFilter{config: m.config, predicateAdder: m}
+}
+
+// ConnectionFilter provides a generic filtering capability at runtime for ConnectionQuery.
+type ConnectionFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ConnectionFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ConnectionFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(connection.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ConnectionFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(connection.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ConnectionFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(connection.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ConnectionFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(connection.FieldUpdatedAt))
+}
+
+// WhereCredentialID applies the entql string predicate on the credential_id field.
+func (f *ConnectionFilter) WhereCredentialID(p entql.StringP) {
+	f.Where(p.Field(connection.FieldCredentialID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *ConnectionFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(connection.FieldEnvironmentID))
+}
+
+// WhereGrant applies the entql string predicate on the grant field.
+func (f *ConnectionFilter) WhereGrant(p entql.StringP) {
+	f.Where(p.Field(connection.FieldGrant))
+}
+
+// WhereProvider applies the entql string predicate on the provider field.
+func (f *ConnectionFilter) WhereProvider(p entql.StringP) {
+	f.Where(p.Field(connection.FieldProvider))
+}
+
+// WhereAuthURL applies the entql string predicate on the auth_url field.
+func (f *ConnectionFilter) WhereAuthURL(p entql.StringP) {
+	f.Where(p.Field(connection.FieldAuthURL))
+}
+
+// WhereTokenURL applies the entql string predicate on the token_url field.
+func (f *ConnectionFilter) WhereTokenURL(p entql.StringP) {
+	f.Where(p.Field(connection.FieldTokenURL))
+}
+
+// WhereScopes applies the entql json.RawMessage predicate on the scopes field.
+func (f *ConnectionFilter) WhereScopes(p entql.BytesP) {
+	f.Where(p.Field(connection.FieldScopes))
+}
+
+// WhereExtraParams applies the entql json.RawMessage predicate on the extra_params field.
+func (f *ConnectionFilter) WhereExtraParams(p entql.BytesP) {
+	f.Where(p.Field(connection.FieldExtraParams))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *ConnectionFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(connection.FieldStatus))
+}
+
+// WhereAccount applies the entql string predicate on the account field.
+func (f *ConnectionFilter) WhereAccount(p entql.StringP) {
+	f.Where(p.Field(connection.FieldAccount))
+}
+
+// WhereGrantedScopes applies the entql json.RawMessage predicate on the granted_scopes field.
+func (f *ConnectionFilter) WhereGrantedScopes(p entql.BytesP) {
+	f.Where(p.Field(connection.FieldGrantedScopes))
+}
+
+// WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
+func (f *ConnectionFilter) WhereExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(connection.FieldExpiresAt))
+}
+
+// WhereLastRefreshedAt applies the entql time.Time predicate on the last_refreshed_at field.
+func (f *ConnectionFilter) WhereLastRefreshedAt(p entql.TimeP) {
+	f.Where(p.Field(connection.FieldLastRefreshedAt))
+}
+
+// WhereNextRefreshAt applies the entql time.Time predicate on the next_refresh_at field.
+func (f *ConnectionFilter) WhereNextRefreshAt(p entql.TimeP) {
+	f.Where(p.Field(connection.FieldNextRefreshAt))
+}
+
+// WhereConsecutiveFailures applies the entql int predicate on the consecutive_failures field.
+func (f *ConnectionFilter) WhereConsecutiveFailures(p entql.IntP) {
+	f.Where(p.Field(connection.FieldConsecutiveFailures))
+}
+
+// WhereLastError applies the entql string predicate on the last_error field.
+func (f *ConnectionFilter) WhereLastError(p entql.StringP) {
+	f.Where(p.Field(connection.FieldLastError))
+}
+
+// WhereTokenVersion applies the entql int predicate on the token_version field.
+func (f *ConnectionFilter) WhereTokenVersion(p entql.IntP) {
+	f.Where(p.Field(connection.FieldTokenVersion))
+}
+
+// WhereTokens applies the entql []byte predicate on the tokens field.
+func (f *ConnectionFilter) WhereTokens(p entql.BytesP) {
+	f.Where(p.Field(connection.FieldTokens))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ConnectionFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ConnectionFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasCredential applies a predicate to check if query has an edge credential.
+func (f *ConnectionFilter) WhereHasCredential() {
+	f.Where(entql.HasEdge("credential"))
+}
+
+// WhereHasCredentialWith applies a predicate to check if query has an edge credential with a given conditions (other predicates).
+func (f *ConnectionFilter) WhereHasCredentialWith(preds ...predicate.Credential) {
+	f.Where(entql.HasEdgeWith("credential", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *CredentialQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2331,7 +2659,7 @@ type CredentialFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2463,7 +2791,7 @@ type CredentialVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2538,6 +2866,129 @@ func (f *CredentialVersionFilter) WhereHasCredentialWith(preds ...predicate.Cred
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *CredentialWaitQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the CredentialWaitQuery builder.
+func (_q *CredentialWaitQuery) Filter() *CredentialWaitFilter {
+	return &CredentialWaitFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *CredentialWaitMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the CredentialWaitMutation builder.
+func (m *CredentialWaitMutation) Filter() *CredentialWaitFilter {
+	return &CredentialWaitFilter{config: m.config, predicateAdder: m}
+}
+
+// CredentialWaitFilter provides a generic filtering capability at runtime for CredentialWaitQuery.
+type CredentialWaitFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *CredentialWaitFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *CredentialWaitFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *CredentialWaitFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *CredentialWaitFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(credentialwait.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *CredentialWaitFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(credentialwait.FieldUpdatedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *CredentialWaitFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *CredentialWaitFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldStepID))
+}
+
+// WhereStepRunID applies the entql string predicate on the step_run_id field.
+func (f *CredentialWaitFilter) WhereStepRunID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldStepRunID))
+}
+
+// WhereAttempt applies the entql int predicate on the attempt field.
+func (f *CredentialWaitFilter) WhereAttempt(p entql.IntP) {
+	f.Where(p.Field(credentialwait.FieldAttempt))
+}
+
+// WhereCredentialID applies the entql string predicate on the credential_id field.
+func (f *CredentialWaitFilter) WhereCredentialID(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldCredentialID))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *CredentialWaitFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(credentialwait.FieldStatus))
+}
+
+// WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
+func (f *CredentialWaitFilter) WhereExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(credentialwait.FieldExpiresAt))
+}
+
+// WhereResolvedAt applies the entql time.Time predicate on the resolved_at field.
+func (f *CredentialWaitFilter) WhereResolvedAt(p entql.TimeP) {
+	f.Where(p.Field(credentialwait.FieldResolvedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *CredentialWaitFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *CredentialWaitFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasRun applies a predicate to check if query has an edge run.
+func (f *CredentialWaitFilter) WhereHasRun() {
+	f.Where(entql.HasEdge("run"))
+}
+
+// WhereHasRunWith applies a predicate to check if query has an edge run with a given conditions (other predicates).
+func (f *CredentialWaitFilter) WhereHasRunWith(preds ...predicate.Run) {
+	f.Where(entql.HasEdgeWith("run", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *DeploymentQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2566,7 +3017,7 @@ type DeploymentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *DeploymentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2707,7 +3158,7 @@ type DriftChangeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *DriftChangeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2816,7 +3267,7 @@ type EnvironmentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2957,7 +3408,7 @@ type EnvironmentVariableVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentVariableVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3065,7 +3516,7 @@ type EscalationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3248,7 +3699,7 @@ type EscalationPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3342,7 +3793,7 @@ type EvaluationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3496,7 +3947,7 @@ type EvaluationExampleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationExampleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3655,7 +4106,7 @@ type EventWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EventWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3813,7 +4264,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3916,7 +4367,7 @@ type IncidentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *IncidentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4085,7 +4536,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4229,7 +4680,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4308,7 +4759,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4442,7 +4893,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4508,6 +4959,119 @@ func (f *ModelPriceFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *OAuthStateQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the OAuthStateQuery builder.
+func (_q *OAuthStateQuery) Filter() *OAuthStateFilter {
+	return &OAuthStateFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *OAuthStateMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the OAuthStateMutation builder.
+func (m *OAuthStateMutation) Filter() *OAuthStateFilter {
+	return &OAuthStateFilter{config: m.config, predicateAdder: m}
+}
+
+// OAuthStateFilter provides a generic filtering capability at runtime for OAuthStateQuery.
+type OAuthStateFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *OAuthStateFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *OAuthStateFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *OAuthStateFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *OAuthStateFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(oauthstate.FieldCreatedAt))
+}
+
+// WhereCredentialID applies the entql string predicate on the credential_id field.
+func (f *OAuthStateFilter) WhereCredentialID(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldCredentialID))
+}
+
+// WhereStateHash applies the entql string predicate on the state_hash field.
+func (f *OAuthStateFilter) WhereStateHash(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldStateHash))
+}
+
+// WhereRedirectAfter applies the entql string predicate on the redirect_after field.
+func (f *OAuthStateFilter) WhereRedirectAfter(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldRedirectAfter))
+}
+
+// WhereRedirectURI applies the entql string predicate on the redirect_uri field.
+func (f *OAuthStateFilter) WhereRedirectURI(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldRedirectURI))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *OAuthStateFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(oauthstate.FieldCreatedBy))
+}
+
+// WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
+func (f *OAuthStateFilter) WhereExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(oauthstate.FieldExpiresAt))
+}
+
+// WhereUsedAt applies the entql time.Time predicate on the used_at field.
+func (f *OAuthStateFilter) WhereUsedAt(p entql.TimeP) {
+	f.Where(p.Field(oauthstate.FieldUsedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *OAuthStateFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *OAuthStateFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasCredential applies a predicate to check if query has an edge credential.
+func (f *OAuthStateFilter) WhereHasCredential() {
+	f.Where(entql.HasEdge("credential"))
+}
+
+// WhereHasCredentialWith applies a predicate to check if query has an edge credential with a given conditions (other predicates).
+func (f *OAuthStateFilter) WhereHasCredentialWith(preds ...predicate.Credential) {
+	f.Where(entql.HasEdgeWith("credential", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *PagerDutySendQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -4536,7 +5100,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4679,7 +5243,7 @@ type RateLimitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4803,7 +5367,7 @@ type RateLimitCooldownFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitCooldownFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4887,7 +5451,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5041,7 +5605,7 @@ type ResponseCacheEntryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseCacheEntryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5155,7 +5719,7 @@ type ResponseShapeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseShapeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5249,7 +5813,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5538,7 +6102,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5646,7 +6210,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5740,7 +6304,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5839,7 +6403,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5982,7 +6546,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6144,7 +6708,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6244,7 +6808,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6352,7 +6916,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6509,7 +7073,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6647,7 +7211,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6764,7 +7328,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

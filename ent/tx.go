@@ -20,10 +20,14 @@ type Tx struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// Connection is the client for interacting with the Connection builders.
+	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
 	Credential *CredentialClient
 	// CredentialVersion is the client for interacting with the CredentialVersion builders.
 	CredentialVersion *CredentialVersionClient
+	// CredentialWait is the client for interacting with the CredentialWait builders.
+	CredentialWait *CredentialWaitClient
 	// Deployment is the client for interacting with the Deployment builders.
 	Deployment *DeploymentClient
 	// DriftChange is the client for interacting with the DriftChange builders.
@@ -54,6 +58,8 @@ type Tx struct {
 	ModelCall *ModelCallClient
 	// ModelPrice is the client for interacting with the ModelPrice builders.
 	ModelPrice *ModelPriceClient
+	// OAuthState is the client for interacting with the OAuthState builders.
+	OAuthState *OAuthStateClient
 	// PagerDutySend is the client for interacting with the PagerDutySend builders.
 	PagerDutySend *PagerDutySendClient
 	// RateLimit is the client for interacting with the RateLimit builders.
@@ -224,8 +230,10 @@ func (tx *Tx) init() {
 	tx.APIKey = NewAPIKeyClient(tx.config)
 	tx.ApprovalRequest = NewApprovalRequestClient(tx.config)
 	tx.AuditLog = NewAuditLogClient(tx.config)
+	tx.Connection = NewConnectionClient(tx.config)
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)
+	tx.CredentialWait = NewCredentialWaitClient(tx.config)
 	tx.Deployment = NewDeploymentClient(tx.config)
 	tx.DriftChange = NewDriftChangeClient(tx.config)
 	tx.Environment = NewEnvironmentClient(tx.config)
@@ -241,6 +249,7 @@ func (tx *Tx) init() {
 	tx.Member = NewMemberClient(tx.config)
 	tx.ModelCall = NewModelCallClient(tx.config)
 	tx.ModelPrice = NewModelPriceClient(tx.config)
+	tx.OAuthState = NewOAuthStateClient(tx.config)
 	tx.PagerDutySend = NewPagerDutySendClient(tx.config)
 	tx.RateLimit = NewRateLimitClient(tx.config)
 	tx.RateLimitCooldown = NewRateLimitCooldownClient(tx.config)

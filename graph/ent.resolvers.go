@@ -223,6 +223,9 @@ func (r *Resolver) ApprovalRequest() generated.ApprovalRequestResolver {
 	return &approvalRequestResolver{r}
 }
 
+// Credential returns generated.CredentialResolver implementation.
+func (r *Resolver) Credential() generated.CredentialResolver { return &credentialResolver{r} }
+
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
@@ -283,6 +286,7 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 
 type (
 	approvalRequestResolver   struct{ *Resolver }
+	credentialResolver        struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }
 	evaluationResolver        struct{ *Resolver }
 	evaluationExampleResolver struct{ *Resolver }

@@ -6,6 +6,7 @@
 package graph
 
 import (
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
@@ -33,6 +34,8 @@ type Resolver struct {
 	Protection *protection.Service
 	// RateLimits manages limit policies and reads their state.
 	RateLimits *ratelimit.Service
+	// Connections manages OAuth2 connections.
+	Connections *connections.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

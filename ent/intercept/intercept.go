@@ -11,8 +11,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -28,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/predicate"
 	"github.com/sluicehq/sluice/ent/ratelimit"
@@ -186,6 +189,33 @@ func (f TraverseAuditLog) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.AuditLogQuery", q)
 }
 
+// The ConnectionFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ConnectionFunc func(context.Context, *ent.ConnectionQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ConnectionFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ConnectionQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ConnectionQuery", q)
+}
+
+// The TraverseConnection type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseConnection func(context.Context, *ent.ConnectionQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseConnection) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseConnection) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ConnectionQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ConnectionQuery", q)
+}
+
 // The CredentialFunc type is an adapter to allow the use of ordinary function as a Querier.
 type CredentialFunc func(context.Context, *ent.CredentialQuery) (ent.Value, error)
 
@@ -238,6 +268,33 @@ func (f TraverseCredentialVersion) Traverse(ctx context.Context, q ent.Query) er
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.CredentialVersionQuery", q)
+}
+
+// The CredentialWaitFunc type is an adapter to allow the use of ordinary function as a Querier.
+type CredentialWaitFunc func(context.Context, *ent.CredentialWaitQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f CredentialWaitFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.CredentialWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.CredentialWaitQuery", q)
+}
+
+// The TraverseCredentialWait type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseCredentialWait func(context.Context, *ent.CredentialWaitQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseCredentialWait) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseCredentialWait) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.CredentialWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.CredentialWaitQuery", q)
 }
 
 // The DeploymentFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -643,6 +700,33 @@ func (f TraverseModelPrice) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.ModelPriceQuery", q)
+}
+
+// The OAuthStateFunc type is an adapter to allow the use of ordinary function as a Querier.
+type OAuthStateFunc func(context.Context, *ent.OAuthStateQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f OAuthStateFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.OAuthStateQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.OAuthStateQuery", q)
+}
+
+// The TraverseOAuthState type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseOAuthState func(context.Context, *ent.OAuthStateQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseOAuthState) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseOAuthState) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.OAuthStateQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.OAuthStateQuery", q)
 }
 
 // The PagerDutySendFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -1140,10 +1224,14 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ApprovalRequestQuery, predicate.ApprovalRequest, approvalrequest.OrderOption]{typ: ent.TypeApprovalRequest, tq: q}, nil
 	case *ent.AuditLogQuery:
 		return &query[*ent.AuditLogQuery, predicate.AuditLog, auditlog.OrderOption]{typ: ent.TypeAuditLog, tq: q}, nil
+	case *ent.ConnectionQuery:
+		return &query[*ent.ConnectionQuery, predicate.Connection, connection.OrderOption]{typ: ent.TypeConnection, tq: q}, nil
 	case *ent.CredentialQuery:
 		return &query[*ent.CredentialQuery, predicate.Credential, credential.OrderOption]{typ: ent.TypeCredential, tq: q}, nil
 	case *ent.CredentialVersionQuery:
 		return &query[*ent.CredentialVersionQuery, predicate.CredentialVersion, credentialversion.OrderOption]{typ: ent.TypeCredentialVersion, tq: q}, nil
+	case *ent.CredentialWaitQuery:
+		return &query[*ent.CredentialWaitQuery, predicate.CredentialWait, credentialwait.OrderOption]{typ: ent.TypeCredentialWait, tq: q}, nil
 	case *ent.DeploymentQuery:
 		return &query[*ent.DeploymentQuery, predicate.Deployment, deployment.OrderOption]{typ: ent.TypeDeployment, tq: q}, nil
 	case *ent.DriftChangeQuery:
@@ -1174,6 +1262,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ModelCallQuery, predicate.ModelCall, modelcall.OrderOption]{typ: ent.TypeModelCall, tq: q}, nil
 	case *ent.ModelPriceQuery:
 		return &query[*ent.ModelPriceQuery, predicate.ModelPrice, modelprice.OrderOption]{typ: ent.TypeModelPrice, tq: q}, nil
+	case *ent.OAuthStateQuery:
+		return &query[*ent.OAuthStateQuery, predicate.OAuthState, oauthstate.OrderOption]{typ: ent.TypeOAuthState, tq: q}, nil
 	case *ent.PagerDutySendQuery:
 		return &query[*ent.PagerDutySendQuery, predicate.PagerDutySend, pagerdutysend.OrderOption]{typ: ent.TypePagerDutySend, tq: q}, nil
 	case *ent.RateLimitQuery:

@@ -165,6 +165,68 @@ var (
 			},
 		},
 	}
+	// ConnectionsColumns holds the columns for the "connections" table.
+	ConnectionsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "grant", Type: field.TypeEnum, Enums: []string{"authorization_code", "client_credentials"}},
+		{Name: "provider", Type: field.TypeString, Nullable: true},
+		{Name: "auth_url", Type: field.TypeString, Nullable: true},
+		{Name: "token_url", Type: field.TypeString},
+		{Name: "scopes", Type: field.TypeJSON, Nullable: true},
+		{Name: "extra_params", Type: field.TypeJSON, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending_authorization", "active", "degraded", "reauthorization_required", "disabled"}},
+		{Name: "account", Type: field.TypeString, Nullable: true},
+		{Name: "granted_scopes", Type: field.TypeJSON, Nullable: true},
+		{Name: "expires_at", Type: field.TypeTime, Nullable: true},
+		{Name: "last_refreshed_at", Type: field.TypeTime, Nullable: true},
+		{Name: "next_refresh_at", Type: field.TypeTime, Nullable: true},
+		{Name: "consecutive_failures", Type: field.TypeInt, Default: 0},
+		{Name: "last_error", Type: field.TypeString, Nullable: true},
+		{Name: "token_version", Type: field.TypeInt, Default: 0},
+		{Name: "tokens", Type: field.TypeBytes, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "credential_id", Type: field.TypeString, Size: 40},
+	}
+	// ConnectionsTable holds the schema information for the "connections" table.
+	ConnectionsTable = &schema.Table{
+		Name:       "connections",
+		Columns:    ConnectionsColumns,
+		PrimaryKey: []*schema.Column{ConnectionsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "connections_tenants_tenant",
+				Columns:    []*schema.Column{ConnectionsColumns[20]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "connections_credentials_credential",
+				Columns:    []*schema.Column{ConnectionsColumns[21]},
+				RefColumns: []*schema.Column{CredentialsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "connection_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{ConnectionsColumns[20]},
+			},
+			{
+				Name:    "connection_tenant_id_credential_id",
+				Unique:  true,
+				Columns: []*schema.Column{ConnectionsColumns[20], ConnectionsColumns[21]},
+			},
+			{
+				Name:    "connection_tenant_id_next_refresh_at",
+				Unique:  false,
+				Columns: []*schema.Column{ConnectionsColumns[20], ConnectionsColumns[15]},
+			},
+		},
+	}
 	// CredentialsColumns holds the columns for the "credentials" table.
 	CredentialsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -251,6 +313,58 @@ var (
 				Name:    "credentialversion_tenant_id_credential_id_version",
 				Unique:  true,
 				Columns: []*schema.Column{CredentialVersionsColumns[6], CredentialVersionsColumns[7], CredentialVersionsColumns[2]},
+			},
+		},
+	}
+	// CredentialWaitsColumns holds the columns for the "credential_waits" table.
+	CredentialWaitsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "step_run_id", Type: field.TypeString},
+		{Name: "attempt", Type: field.TypeInt},
+		{Name: "credential_id", Type: field.TypeString},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"waiting", "resumed", "expired", "cancelled"}, Default: "waiting"},
+		{Name: "expires_at", Type: field.TypeTime},
+		{Name: "resolved_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString, Size: 40},
+	}
+	// CredentialWaitsTable holds the schema information for the "credential_waits" table.
+	CredentialWaitsTable = &schema.Table{
+		Name:       "credential_waits",
+		Columns:    CredentialWaitsColumns,
+		PrimaryKey: []*schema.Column{CredentialWaitsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "credential_waits_tenants_tenant",
+				Columns:    []*schema.Column{CredentialWaitsColumns[10]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "credential_waits_runs_run",
+				Columns:    []*schema.Column{CredentialWaitsColumns[11]},
+				RefColumns: []*schema.Column{RunsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "credentialwait_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{CredentialWaitsColumns[10]},
+			},
+			{
+				Name:    "credentialwait_tenant_id_credential_id_status",
+				Unique:  false,
+				Columns: []*schema.Column{CredentialWaitsColumns[10], CredentialWaitsColumns[6], CredentialWaitsColumns[7]},
+			},
+			{
+				Name:    "credentialwait_tenant_id_step_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{CredentialWaitsColumns[10], CredentialWaitsColumns[4]},
 			},
 		},
 	}
@@ -975,6 +1089,51 @@ var (
 				Name:    "modelprice_tenant_id_provider_model",
 				Unique:  true,
 				Columns: []*schema.Column{ModelPricesColumns[8], ModelPricesColumns[3], ModelPricesColumns[4]},
+			},
+		},
+	}
+	// OauthStatesColumns holds the columns for the "oauth_states" table.
+	OauthStatesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "state_hash", Type: field.TypeString},
+		{Name: "redirect_after", Type: field.TypeString},
+		{Name: "redirect_uri", Type: field.TypeString},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "expires_at", Type: field.TypeTime},
+		{Name: "used_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "credential_id", Type: field.TypeString, Size: 40},
+	}
+	// OauthStatesTable holds the schema information for the "oauth_states" table.
+	OauthStatesTable = &schema.Table{
+		Name:       "oauth_states",
+		Columns:    OauthStatesColumns,
+		PrimaryKey: []*schema.Column{OauthStatesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "oauth_states_tenants_tenant",
+				Columns:    []*schema.Column{OauthStatesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "oauth_states_credentials_credential",
+				Columns:    []*schema.Column{OauthStatesColumns[9]},
+				RefColumns: []*schema.Column{CredentialsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "oauthstate_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{OauthStatesColumns[8]},
+			},
+			{
+				Name:    "oauthstate_tenant_id_state_hash",
+				Unique:  true,
+				Columns: []*schema.Column{OauthStatesColumns[8], OauthStatesColumns[2]},
 			},
 		},
 	}
@@ -1819,8 +1978,10 @@ var (
 		APIKeysTable,
 		ApprovalRequestsTable,
 		AuditLogsTable,
+		ConnectionsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
+		CredentialWaitsTable,
 		DeploymentsTable,
 		DriftChangesTable,
 		EnvironmentsTable,
@@ -1836,6 +1997,7 @@ var (
 		MembersTable,
 		ModelCallsTable,
 		ModelPricesTable,
+		OauthStatesTable,
 		PagerDutySendsTable,
 		RateLimitsTable,
 		RateLimitCooldownsTable,
@@ -1863,10 +2025,14 @@ func init() {
 	ApprovalRequestsTable.ForeignKeys[0].RefTable = TenantsTable
 	ApprovalRequestsTable.ForeignKeys[1].RefTable = RunsTable
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
+	ConnectionsTable.ForeignKeys[0].RefTable = TenantsTable
+	ConnectionsTable.ForeignKeys[1].RefTable = CredentialsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable
 	CredentialsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	CredentialVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	CredentialVersionsTable.ForeignKeys[1].RefTable = CredentialsTable
+	CredentialWaitsTable.ForeignKeys[0].RefTable = TenantsTable
+	CredentialWaitsTable.ForeignKeys[1].RefTable = RunsTable
 	DeploymentsTable.ForeignKeys[0].RefTable = TenantsTable
 	DeploymentsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	DeploymentsTable.ForeignKeys[2].RefTable = EnvironmentsTable
@@ -1888,6 +2054,8 @@ func init() {
 	MembersTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelCallsTable.ForeignKeys[0].RefTable = TenantsTable
 	ModelPricesTable.ForeignKeys[0].RefTable = TenantsTable
+	OauthStatesTable.ForeignKeys[0].RefTable = TenantsTable
+	OauthStatesTable.ForeignKeys[1].RefTable = CredentialsTable
 	PagerDutySendsTable.ForeignKeys[0].RefTable = TenantsTable
 	PagerDutySendsTable.ForeignKeys[1].RefTable = EscalationsTable
 	RateLimitsTable.ForeignKeys[0].RefTable = TenantsTable

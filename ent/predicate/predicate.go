@@ -15,11 +15,17 @@ type ApprovalRequest func(*sql.Selector)
 // AuditLog is the predicate function for auditlog builders.
 type AuditLog func(*sql.Selector)
 
+// Connection is the predicate function for connection builders.
+type Connection func(*sql.Selector)
+
 // Credential is the predicate function for credential builders.
 type Credential func(*sql.Selector)
 
 // CredentialVersion is the predicate function for credentialversion builders.
 type CredentialVersion func(*sql.Selector)
+
+// CredentialWait is the predicate function for credentialwait builders.
+type CredentialWait func(*sql.Selector)
 
 // Deployment is the predicate function for deployment builders.
 type Deployment func(*sql.Selector)
@@ -65,6 +71,9 @@ type ModelCall func(*sql.Selector)
 
 // ModelPrice is the predicate function for modelprice builders.
 type ModelPrice func(*sql.Selector)
+
+// OAuthState is the predicate function for oauthstate builders.
+type OAuthState func(*sql.Selector)
 
 // PagerDutySend is the predicate function for pagerdutysend builders.
 type PagerDutySend func(*sql.Selector)

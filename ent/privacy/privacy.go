@@ -183,6 +183,30 @@ func (f AuditLogMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.AuditLogMutation", m)
 }
 
+// The ConnectionQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ConnectionQueryRuleFunc func(context.Context, *ent.ConnectionQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ConnectionQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ConnectionQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ConnectionQuery", q)
+}
+
+// The ConnectionMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ConnectionMutationRuleFunc func(context.Context, *ent.ConnectionMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ConnectionMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ConnectionMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ConnectionMutation", m)
+}
+
 // The CredentialQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type CredentialQueryRuleFunc func(context.Context, *ent.CredentialQuery) error
@@ -229,6 +253,30 @@ func (f CredentialVersionMutationRuleFunc) EvalMutation(ctx context.Context, m e
 		return f(ctx, m)
 	}
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.CredentialVersionMutation", m)
+}
+
+// The CredentialWaitQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type CredentialWaitQueryRuleFunc func(context.Context, *ent.CredentialWaitQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f CredentialWaitQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.CredentialWaitQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.CredentialWaitQuery", q)
+}
+
+// The CredentialWaitMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type CredentialWaitMutationRuleFunc func(context.Context, *ent.CredentialWaitMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f CredentialWaitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.CredentialWaitMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.CredentialWaitMutation", m)
 }
 
 // The DeploymentQueryRuleFunc type is an adapter to allow the use of ordinary
@@ -589,6 +637,30 @@ func (f ModelPriceMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Muta
 		return f(ctx, m)
 	}
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ModelPriceMutation", m)
+}
+
+// The OAuthStateQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type OAuthStateQueryRuleFunc func(context.Context, *ent.OAuthStateQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f OAuthStateQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.OAuthStateQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.OAuthStateQuery", q)
+}
+
+// The OAuthStateMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type OAuthStateMutationRuleFunc func(context.Context, *ent.OAuthStateMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f OAuthStateMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.OAuthStateMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.OAuthStateMutation", m)
 }
 
 // The PagerDutySendQueryRuleFunc type is an adapter to allow the use of ordinary
@@ -1064,9 +1136,13 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.AuditLogQuery:
 		return q.Filter(), nil
+	case *ent.ConnectionQuery:
+		return q.Filter(), nil
 	case *ent.CredentialQuery:
 		return q.Filter(), nil
 	case *ent.CredentialVersionQuery:
+		return q.Filter(), nil
+	case *ent.CredentialWaitQuery:
 		return q.Filter(), nil
 	case *ent.DeploymentQuery:
 		return q.Filter(), nil
@@ -1097,6 +1173,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 	case *ent.ModelCallQuery:
 		return q.Filter(), nil
 	case *ent.ModelPriceQuery:
+		return q.Filter(), nil
+	case *ent.OAuthStateQuery:
 		return q.Filter(), nil
 	case *ent.PagerDutySendQuery:
 		return q.Filter(), nil
@@ -1147,9 +1225,13 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 		return m.Filter(), nil
 	case *ent.AuditLogMutation:
 		return m.Filter(), nil
+	case *ent.ConnectionMutation:
+		return m.Filter(), nil
 	case *ent.CredentialMutation:
 		return m.Filter(), nil
 	case *ent.CredentialVersionMutation:
+		return m.Filter(), nil
+	case *ent.CredentialWaitMutation:
 		return m.Filter(), nil
 	case *ent.DeploymentMutation:
 		return m.Filter(), nil
@@ -1180,6 +1262,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ModelCallMutation:
 		return m.Filter(), nil
 	case *ent.ModelPriceMutation:
+		return m.Filter(), nil
+	case *ent.OAuthStateMutation:
 		return m.Filter(), nil
 	case *ent.PagerDutySendMutation:
 		return m.Filter(), nil

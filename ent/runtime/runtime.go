@@ -9,8 +9,10 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/driftchange"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -26,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/modelcall"
 	"github.com/sluicehq/sluice/ent/modelprice"
+	"github.com/sluicehq/sluice/ent/oauthstate"
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/ratelimitcooldown"
@@ -235,6 +238,69 @@ func init() {
 			return nil
 		}
 	}()
+	connectionMixin := schema.Connection{}.Mixin()
+	connection.Policy = privacy.NewPolicies(connectionMixin[1], schema.Connection{})
+	connection.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := connection.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	connectionMixinHooks1 := connectionMixin[1].Hooks()
+
+	connection.Hooks[1] = connectionMixinHooks1[0]
+	connectionMixinFields0 := connectionMixin[0].Fields()
+	_ = connectionMixinFields0
+	connectionMixinFields1 := connectionMixin[1].Fields()
+	_ = connectionMixinFields1
+	connectionMixinFields2 := connectionMixin[2].Fields()
+	_ = connectionMixinFields2
+	connectionFields := schema.Connection{}.Fields()
+	_ = connectionFields
+	// connectionDescTenantID is the schema descriptor for tenant_id field.
+	connectionDescTenantID := connectionMixinFields1[0].Descriptor()
+	// connection.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	connection.TenantIDValidator = connectionDescTenantID.Validators[0].(func(string) error)
+	// connectionDescCreatedAt is the schema descriptor for created_at field.
+	connectionDescCreatedAt := connectionMixinFields2[0].Descriptor()
+	// connection.DefaultCreatedAt holds the default value on creation for the created_at field.
+	connection.DefaultCreatedAt = connectionDescCreatedAt.Default.(func() time.Time)
+	// connectionDescUpdatedAt is the schema descriptor for updated_at field.
+	connectionDescUpdatedAt := connectionMixinFields2[1].Descriptor()
+	// connection.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	connection.DefaultUpdatedAt = connectionDescUpdatedAt.Default.(func() time.Time)
+	// connection.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	connection.UpdateDefaultUpdatedAt = connectionDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// connectionDescConsecutiveFailures is the schema descriptor for consecutive_failures field.
+	connectionDescConsecutiveFailures := connectionFields[14].Descriptor()
+	// connection.DefaultConsecutiveFailures holds the default value on creation for the consecutive_failures field.
+	connection.DefaultConsecutiveFailures = connectionDescConsecutiveFailures.Default.(int)
+	// connectionDescTokenVersion is the schema descriptor for token_version field.
+	connectionDescTokenVersion := connectionFields[16].Descriptor()
+	// connection.DefaultTokenVersion holds the default value on creation for the token_version field.
+	connection.DefaultTokenVersion = connectionDescTokenVersion.Default.(int)
+	// connectionDescID is the schema descriptor for id field.
+	connectionDescID := connectionMixinFields0[0].Descriptor()
+	// connection.DefaultID holds the default value on creation for the id field.
+	connection.DefaultID = connectionDescID.Default.(func() string)
+	// connection.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	connection.IDValidator = func() func(string) error {
+		validators := connectionDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	credentialMixin := schema.Credential{}.Mixin()
 	credential.Policy = privacy.NewPolicies(credentialMixin[1], schema.Credential{})
 	credential.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -352,6 +418,61 @@ func init() {
 	// credentialversion.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	credentialversion.IDValidator = func() func(string) error {
 		validators := credentialversionDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	credentialwaitMixin := schema.CredentialWait{}.Mixin()
+	credentialwait.Policy = privacy.NewPolicies(credentialwaitMixin[1], schema.CredentialWait{})
+	credentialwait.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := credentialwait.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	credentialwaitMixinHooks1 := credentialwaitMixin[1].Hooks()
+
+	credentialwait.Hooks[1] = credentialwaitMixinHooks1[0]
+	credentialwaitMixinFields0 := credentialwaitMixin[0].Fields()
+	_ = credentialwaitMixinFields0
+	credentialwaitMixinFields1 := credentialwaitMixin[1].Fields()
+	_ = credentialwaitMixinFields1
+	credentialwaitMixinFields2 := credentialwaitMixin[2].Fields()
+	_ = credentialwaitMixinFields2
+	credentialwaitFields := schema.CredentialWait{}.Fields()
+	_ = credentialwaitFields
+	// credentialwaitDescTenantID is the schema descriptor for tenant_id field.
+	credentialwaitDescTenantID := credentialwaitMixinFields1[0].Descriptor()
+	// credentialwait.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	credentialwait.TenantIDValidator = credentialwaitDescTenantID.Validators[0].(func(string) error)
+	// credentialwaitDescCreatedAt is the schema descriptor for created_at field.
+	credentialwaitDescCreatedAt := credentialwaitMixinFields2[0].Descriptor()
+	// credentialwait.DefaultCreatedAt holds the default value on creation for the created_at field.
+	credentialwait.DefaultCreatedAt = credentialwaitDescCreatedAt.Default.(func() time.Time)
+	// credentialwaitDescUpdatedAt is the schema descriptor for updated_at field.
+	credentialwaitDescUpdatedAt := credentialwaitMixinFields2[1].Descriptor()
+	// credentialwait.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	credentialwait.DefaultUpdatedAt = credentialwaitDescUpdatedAt.Default.(func() time.Time)
+	// credentialwait.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	credentialwait.UpdateDefaultUpdatedAt = credentialwaitDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// credentialwaitDescID is the schema descriptor for id field.
+	credentialwaitDescID := credentialwaitMixinFields0[0].Descriptor()
+	// credentialwait.DefaultID holds the default value on creation for the id field.
+	credentialwait.DefaultID = credentialwaitDescID.Default.(func() string)
+	// credentialwait.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	credentialwait.IDValidator = func() func(string) error {
+		validators := credentialwaitDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1343,6 +1464,55 @@ func init() {
 	// modelprice.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	modelprice.IDValidator = func() func(string) error {
 		validators := modelpriceDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	oauthstateMixin := schema.OAuthState{}.Mixin()
+	oauthstate.Policy = privacy.NewPolicies(oauthstateMixin[1], schema.OAuthState{})
+	oauthstate.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := oauthstate.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	oauthstateMixinHooks1 := oauthstateMixin[1].Hooks()
+
+	oauthstate.Hooks[1] = oauthstateMixinHooks1[0]
+	oauthstateMixinFields0 := oauthstateMixin[0].Fields()
+	_ = oauthstateMixinFields0
+	oauthstateMixinFields1 := oauthstateMixin[1].Fields()
+	_ = oauthstateMixinFields1
+	oauthstateMixinFields2 := oauthstateMixin[2].Fields()
+	_ = oauthstateMixinFields2
+	oauthstateFields := schema.OAuthState{}.Fields()
+	_ = oauthstateFields
+	// oauthstateDescTenantID is the schema descriptor for tenant_id field.
+	oauthstateDescTenantID := oauthstateMixinFields1[0].Descriptor()
+	// oauthstate.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	oauthstate.TenantIDValidator = oauthstateDescTenantID.Validators[0].(func(string) error)
+	// oauthstateDescCreatedAt is the schema descriptor for created_at field.
+	oauthstateDescCreatedAt := oauthstateMixinFields2[0].Descriptor()
+	// oauthstate.DefaultCreatedAt holds the default value on creation for the created_at field.
+	oauthstate.DefaultCreatedAt = oauthstateDescCreatedAt.Default.(func() time.Time)
+	// oauthstateDescID is the schema descriptor for id field.
+	oauthstateDescID := oauthstateMixinFields0[0].Descriptor()
+	// oauthstate.DefaultID holds the default value on creation for the id field.
+	oauthstate.DefaultID = oauthstateDescID.Default.(func() string)
+	// oauthstate.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	oauthstate.IDValidator = func() func(string) error {
+		validators := oauthstateDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

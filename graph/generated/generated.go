@@ -53,6 +53,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	ApprovalRequest() ApprovalRequestResolver
+	Credential() CredentialResolver
 	Environment() EnvironmentResolver
 	EnvironmentProtection() EnvironmentProtectionResolver
 	Evaluation() EvaluationResolver
@@ -170,6 +171,11 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	BeginAuthorizationPayload struct {
+		ExpiresAt func(childComplexity int) int
+		URL       func(childComplexity int) int
+	}
+
 	CostReportRow struct {
 		Calls         func(childComplexity int) int
 		CostMicroUsd  func(childComplexity int) int
@@ -196,6 +202,7 @@ type ComplexityRoot struct {
 	}
 
 	Credential struct {
+		Connection     func(childComplexity int) int
 		CreatedAt      func(childComplexity int) int
 		CreatedBy      func(childComplexity int) int
 		CurrentVersion func(childComplexity int) int
@@ -751,6 +758,7 @@ type ComplexityRoot struct {
 		AbortRelease             func(childComplexity int, id string, reason *string) int
 		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
 		ArchiveEnvironment       func(childComplexity int, id string) int
+		BeginAuthorization       func(childComplexity int, input model.BeginAuthorizationInput) int
 		CancelEvaluation         func(childComplexity int, id string) int
 		CancelRun                func(childComplexity int, id string) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
@@ -788,6 +796,7 @@ type ComplexityRoot struct {
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
+		SetConnectionEnabled     func(childComplexity int, credentialID string, enabled bool) int
 		SetEnvironmentProtection func(childComplexity int, input model.SetEnvironmentProtectionInput) int
 		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
 		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
@@ -802,6 +811,27 @@ type ComplexityRoot struct {
 		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 		UpdateWorkflowVersion    func(childComplexity int, input model.UpdateWorkflowVersionInput) int
+	}
+
+	OAuthConnection struct {
+		Account             func(childComplexity int) int
+		ConsecutiveFailures func(childComplexity int) int
+		ExpiresAt           func(childComplexity int) int
+		Grant               func(childComplexity int) int
+		GrantedScopes       func(childComplexity int) int
+		LastError           func(childComplexity int) int
+		LastRefreshedAt     func(childComplexity int) int
+		NextRefreshAt       func(childComplexity int) int
+		Provider            func(childComplexity int) int
+		Scopes              func(childComplexity int) int
+		Status              func(childComplexity int) int
+	}
+
+	OAuthProvider struct {
+		AuthURL  func(childComplexity int) int
+		Name     func(childComplexity int) int
+		Scopes   func(childComplexity int) int
+		TokenURL func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -875,6 +905,7 @@ type ComplexityRoot struct {
 		ModelPrices          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ModelPriceOrder, where *ent.ModelPriceWhereInput) int
 		Node                 func(childComplexity int, id string) int
 		Nodes                func(childComplexity int, ids []string) int
+		OauthProviders       func(childComplexity int) int
 		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
 		RateLimitCooldowns   func(childComplexity int) int
 		RateLimits           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) int
@@ -1402,6 +1433,9 @@ type ApprovalRequestResolver interface {
 	Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error)
 	Release(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Release, error)
 }
+type CredentialResolver interface {
+	Connection(ctx context.Context, obj *ent.Credential) (*model.OAuthConnection, error)
+}
 type EnvironmentResolver interface {
 	Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error)
 	Archived(ctx context.Context, obj *ent.Environment) (bool, error)
@@ -1456,6 +1490,8 @@ type MutationResolver interface {
 	DeleteCredential(ctx context.Context, id string) (string, error)
 	CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.CreateAPIKeyPayload, error)
 	RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error)
+	BeginAuthorization(ctx context.Context, input model.BeginAuthorizationInput) (*model.BeginAuthorizationPayload, error)
+	SetConnectionEnabled(ctx context.Context, credentialID string, enabled bool) (*model.OAuthConnection, error)
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
 	DeleteModelPrice(ctx context.Context, id string) (string, error)
 	SetTenantBudget(ctx context.Context, input model.SetTenantBudgetInput) (*ent.Tenant, error)
@@ -1523,6 +1559,7 @@ type QueryResolver interface {
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
 	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
+	OauthProviders(ctx context.Context) ([]*model.OAuthProvider, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
 	DriftReport(ctx context.Context, workflowID string) ([]*ent.DriftChange, error)
@@ -1995,6 +2032,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditLogEdge.Node(childComplexity), true
 
+	case "BeginAuthorizationPayload.expiresAt":
+		if e.ComplexityRoot.BeginAuthorizationPayload.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BeginAuthorizationPayload.ExpiresAt(childComplexity), true
+	case "BeginAuthorizationPayload.url":
+		if e.ComplexityRoot.BeginAuthorizationPayload.URL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BeginAuthorizationPayload.URL(childComplexity), true
+
 	case "CostReportRow.calls":
 		if e.ComplexityRoot.CostReportRow.Calls == nil {
 			break
@@ -2094,6 +2144,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CreateWebhookEndpointPayload.Secret(childComplexity), true
 
+	case "Credential.connection":
+		if e.ComplexityRoot.Credential.Connection == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Credential.Connection(childComplexity), true
 	case "Credential.createdAt":
 		if e.ComplexityRoot.Credential.CreatedAt == nil {
 			break
@@ -4444,6 +4500,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ArchiveEnvironment(childComplexity, args["id"].(string)), true
+	case "Mutation.beginAuthorization":
+		if e.ComplexityRoot.Mutation.BeginAuthorization == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_beginAuthorization_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.BeginAuthorization(childComplexity, args["input"].(model.BeginAuthorizationInput)), true
 	case "Mutation.cancelEvaluation":
 		if e.ComplexityRoot.Mutation.CancelEvaluation == nil {
 			break
@@ -4851,6 +4918,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
+	case "Mutation.setConnectionEnabled":
+		if e.ComplexityRoot.Mutation.SetConnectionEnabled == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setConnectionEnabled_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetConnectionEnabled(childComplexity, args["credentialID"].(string), args["enabled"].(bool)), true
 	case "Mutation.setEnvironmentProtection":
 		if e.ComplexityRoot.Mutation.SetEnvironmentProtection == nil {
 			break
@@ -5005,6 +5083,98 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateWorkflowVersion(childComplexity, args["input"].(model.UpdateWorkflowVersionInput)), true
+
+	case "OAuthConnection.account":
+		if e.ComplexityRoot.OAuthConnection.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.Account(childComplexity), true
+	case "OAuthConnection.consecutiveFailures":
+		if e.ComplexityRoot.OAuthConnection.ConsecutiveFailures == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.ConsecutiveFailures(childComplexity), true
+	case "OAuthConnection.expiresAt":
+		if e.ComplexityRoot.OAuthConnection.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.ExpiresAt(childComplexity), true
+	case "OAuthConnection.grant":
+		if e.ComplexityRoot.OAuthConnection.Grant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.Grant(childComplexity), true
+	case "OAuthConnection.grantedScopes":
+		if e.ComplexityRoot.OAuthConnection.GrantedScopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.GrantedScopes(childComplexity), true
+	case "OAuthConnection.lastError":
+		if e.ComplexityRoot.OAuthConnection.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.LastError(childComplexity), true
+	case "OAuthConnection.lastRefreshedAt":
+		if e.ComplexityRoot.OAuthConnection.LastRefreshedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.LastRefreshedAt(childComplexity), true
+	case "OAuthConnection.nextRefreshAt":
+		if e.ComplexityRoot.OAuthConnection.NextRefreshAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.NextRefreshAt(childComplexity), true
+	case "OAuthConnection.provider":
+		if e.ComplexityRoot.OAuthConnection.Provider == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.Provider(childComplexity), true
+	case "OAuthConnection.scopes":
+		if e.ComplexityRoot.OAuthConnection.Scopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.Scopes(childComplexity), true
+	case "OAuthConnection.status":
+		if e.ComplexityRoot.OAuthConnection.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthConnection.Status(childComplexity), true
+
+	case "OAuthProvider.authURL":
+		if e.ComplexityRoot.OAuthProvider.AuthURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthProvider.AuthURL(childComplexity), true
+	case "OAuthProvider.name":
+		if e.ComplexityRoot.OAuthProvider.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthProvider.Name(childComplexity), true
+	case "OAuthProvider.scopes":
+		if e.ComplexityRoot.OAuthProvider.Scopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthProvider.Scopes(childComplexity), true
+	case "OAuthProvider.tokenURL":
+		if e.ComplexityRoot.OAuthProvider.TokenURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OAuthProvider.TokenURL(childComplexity), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -5425,6 +5595,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Nodes(childComplexity, args["ids"].([]string)), true
+	case "Query.oauthProviders":
+		if e.ComplexityRoot.Query.OauthProviders == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.OauthProviders(childComplexity), true
 	case "Query.queueStats":
 		if e.ComplexityRoot.Query.QueueStats == nil {
 			break
@@ -7720,6 +7896,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ApprovalRequestWhereInput", ec.unmarshalInputApprovalRequestWhereInput),
 			graphql.NewInputUnmarshaler("AuditLogOrder", ec.unmarshalInputAuditLogOrder),
 			graphql.NewInputUnmarshaler("AuditLogWhereInput", ec.unmarshalInputAuditLogWhereInput),
+			graphql.NewInputUnmarshaler("BeginAuthorizationInput", ec.unmarshalInputBeginAuthorizationInput),
 			graphql.NewInputUnmarshaler("CreateAPIKeyInput", ec.unmarshalInputCreateAPIKeyInput),
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
@@ -7944,6 +8121,81 @@ type QueueStatsRow {
 extend type Query {
   "The backlog of the tenant, or of one workflow and/or environment. Every role may read it; a key scoped to one environment sees that environment's only."
   queueStats(workflowID: ID, environmentID: ID): QueueStats!
+}
+`, BuiltIn: false},
+	{Name: "../connections.graphql", Input: `# OAuth2 connections (internal/connections): an oauth2 credential's
+# lifecycle. Tokens and secrets never come back through the API.
+
+"""
+An oauth2 credential's connection. status is one of pending_authorization,
+active, degraded (refresh failing, retried with backoff),
+reauthorization_required (the grant was refused: someone must authorize it
+again; steps that need it wait) and disabled.
+"""
+type OAuthConnection {
+  status: String!
+  "authorization_code or client_credentials"
+  grant: String!
+  "The preset used, if any (see oauthProviders)."
+  provider: String
+  scopes: [String!]!
+  "Scopes the provider says it granted, when it says."
+  grantedScopes: [String!]!
+  "The account the provider says the tokens belong to, when it says."
+  account: String
+  "When the current access token expires."
+  expiresAt: Time
+  lastRefreshedAt: Time
+  "When the connection is refreshed next (ahead of expiry, daily at least, or after a failure's backoff)."
+  nextRefreshAt: Time
+  consecutiveFailures: Int!
+  "The last refresh failure: the provider's error code, never its response."
+  lastError: String
+}
+
+extend type Credential {
+  "The connection of an oauth2 credential; null for other types."
+  connection: OAuthConnection
+}
+
+"A provider preset: its endpoints, used when a credential's secret names it as provider."
+type OAuthProvider {
+  name: String!
+  authURL: String!
+  tokenURL: String!
+  scopes: [String!]!
+}
+
+input BeginAuthorizationInput {
+  "An oauth2 credential using the authorization_code grant."
+  credentialID: ID!
+  "Where the callback sends the user when done, with connection=active or connection=error&error=<code>."
+  redirectAfter: String!
+}
+
+type BeginAuthorizationPayload {
+  "The provider's authorize URL (with state and a PKCE challenge) to send the user to."
+  url: String!
+  "The state expires then (single use)."
+  expiresAt: Time!
+}
+
+extend type Query {
+  "The provider presets."
+  oauthProviders: [OAuthProvider!]!
+}
+
+extend type Mutation {
+  """
+  Begins the authorization code grant (PKCE) of an oauth2 credential; the
+  provider sends the user back to GET /oauth/callback. Admins only.
+  """
+  beginAuthorization(input: BeginAuthorizationInput!): BeginAuthorizationPayload!
+  """
+  Disables an oauth2 credential's connection (steps that need it wait, it
+  is not refreshed) or enables it again. Admins only.
+  """
+  setConnectionEnabled(credentialID: ID!, enabled: Boolean!): OAuthConnection!
 }
 `, BuiltIn: false},
 	{Name: "../cost.graphql", Input: `# Cost: model prices, per-call cost, reports and budgets. Money is integer
@@ -15986,6 +16238,16 @@ func (ec *executionContext) childFields_AuditLogEdge(ctx context.Context, field 
 	return nil, fmt.Errorf("no field named %q was found under type AuditLogEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_BeginAuthorizationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "url":
+		return ec.fieldContext_BeginAuthorizationPayload_url(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_BeginAuthorizationPayload_expiresAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BeginAuthorizationPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_CostReportRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "workflowID":
@@ -16060,6 +16322,8 @@ func (ec *executionContext) childFields_Credential(ctx context.Context, field gr
 		return ec.fieldContext_Credential_rotatedAt(ctx, field)
 	case "environment":
 		return ec.fieldContext_Credential_environment(ctx, field)
+	case "connection":
+		return ec.fieldContext_Credential_connection(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Credential", field.Name)
 }
@@ -17138,6 +17402,48 @@ func (ec *executionContext) childFields_ModelPriceInfo(ctx context.Context, fiel
 		return ec.fieldContext_ModelPriceInfo_asOf(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ModelPriceInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_OAuthConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "status":
+		return ec.fieldContext_OAuthConnection_status(ctx, field)
+	case "grant":
+		return ec.fieldContext_OAuthConnection_grant(ctx, field)
+	case "provider":
+		return ec.fieldContext_OAuthConnection_provider(ctx, field)
+	case "scopes":
+		return ec.fieldContext_OAuthConnection_scopes(ctx, field)
+	case "grantedScopes":
+		return ec.fieldContext_OAuthConnection_grantedScopes(ctx, field)
+	case "account":
+		return ec.fieldContext_OAuthConnection_account(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_OAuthConnection_expiresAt(ctx, field)
+	case "lastRefreshedAt":
+		return ec.fieldContext_OAuthConnection_lastRefreshedAt(ctx, field)
+	case "nextRefreshAt":
+		return ec.fieldContext_OAuthConnection_nextRefreshAt(ctx, field)
+	case "consecutiveFailures":
+		return ec.fieldContext_OAuthConnection_consecutiveFailures(ctx, field)
+	case "lastError":
+		return ec.fieldContext_OAuthConnection_lastError(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OAuthConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_OAuthProvider(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_OAuthProvider_name(ctx, field)
+	case "authURL":
+		return ec.fieldContext_OAuthProvider_authURL(ctx, field)
+	case "tokenURL":
+		return ec.fieldContext_OAuthProvider_tokenURL(ctx, field)
+	case "scopes":
+		return ec.fieldContext_OAuthProvider_scopes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OAuthProvider", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -18652,6 +18958,20 @@ func (ec *executionContext) field_Mutation_archiveEnvironment_args(ctx context.C
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_beginAuthorization_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.BeginAuthorizationInput, error) {
+			return ec.unmarshalNBeginAuthorizationInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBeginAuthorizationInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_cancelEvaluation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -19191,6 +19511,28 @@ func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, r
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setConnectionEnabled_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "credentialID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credentialID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "enabled",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["enabled"] = arg1
 	return args, nil
 }
 
@@ -22605,6 +22947,52 @@ func (ec *executionContext) fieldContext_AuditLogEdge_cursor(_ context.Context, 
 	return graphql.NewScalarFieldContext("AuditLogEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _BeginAuthorizationPayload_url(ctx context.Context, field graphql.CollectedField, obj *model.BeginAuthorizationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BeginAuthorizationPayload_url(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.URL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BeginAuthorizationPayload_url(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BeginAuthorizationPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _BeginAuthorizationPayload_expiresAt(ctx context.Context, field graphql.CollectedField, obj *model.BeginAuthorizationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BeginAuthorizationPayload_expiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BeginAuthorizationPayload_expiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BeginAuthorizationPayload", field, false, false, "Time")
+}
+
 func (ec *executionContext) _CostReportRow_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -23248,6 +23636,38 @@ func (ec *executionContext) fieldContext_Credential_environment(_ context.Contex
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Credential_connection(ctx context.Context, field graphql.CollectedField, obj *ent.Credential) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Credential_connection(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Credential().Connection(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+			return ec.marshalOOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Credential_connection(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Credential",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OAuthConnection(ctx, field)
 		},
 	}
 	return fc, nil
@@ -32784,6 +33204,94 @@ func (ec *executionContext) fieldContext_Mutation_revokeAPIKey(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_beginAuthorization(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_beginAuthorization(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().BeginAuthorization(ctx, fc.Args["input"].(model.BeginAuthorizationInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BeginAuthorizationPayload) graphql.Marshaler {
+			return ec.marshalNBeginAuthorizationPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBeginAuthorizationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_beginAuthorization(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BeginAuthorizationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_beginAuthorization_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setConnectionEnabled(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setConnectionEnabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetConnectionEnabled(ctx, fc.Args["credentialID"].(string), fc.Args["enabled"].(bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+			return ec.marshalNOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setConnectionEnabled(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OAuthConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setConnectionEnabled_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_setModelPrice(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -34676,6 +35184,351 @@ func (ec *executionContext) fieldContext_Mutation_redeliverWebhookDelivery(ctx c
 	return fc, nil
 }
 
+func (ec *executionContext) _OAuthConnection_status(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_grant(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_grant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Grant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_grant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_provider(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_provider(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Provider, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_provider(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_scopes(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_scopes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scopes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_scopes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_grantedScopes(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_grantedScopes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.GrantedScopes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_grantedScopes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_account(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthConnection_expiresAt(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_expiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_expiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OAuthConnection_lastRefreshedAt(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_lastRefreshedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastRefreshedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_lastRefreshedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OAuthConnection_nextRefreshAt(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_nextRefreshAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextRefreshAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_nextRefreshAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OAuthConnection_consecutiveFailures(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_consecutiveFailures(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ConsecutiveFailures, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_consecutiveFailures(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _OAuthConnection_lastError(ctx context.Context, field graphql.CollectedField, obj *model.OAuthConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthConnection_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthConnection_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthConnection", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthProvider_name(ctx context.Context, field graphql.CollectedField, obj *model.OAuthProvider) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthProvider_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthProvider_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthProvider", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthProvider_authURL(ctx context.Context, field graphql.CollectedField, obj *model.OAuthProvider) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthProvider_authURL(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AuthURL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthProvider_authURL(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthProvider", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthProvider_tokenURL(ctx context.Context, field graphql.CollectedField, obj *model.OAuthProvider) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthProvider_tokenURL(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TokenURL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthProvider_tokenURL(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthProvider", field, false, false, "String")
+}
+
+func (ec *executionContext) _OAuthProvider_scopes(ctx context.Context, field graphql.CollectedField, obj *model.OAuthProvider) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OAuthProvider_scopes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scopes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OAuthProvider_scopes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OAuthProvider", field, false, false, "String")
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[string]) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -36398,6 +37251,38 @@ func (ec *executionContext) fieldContext_Query_queueStats(ctx context.Context, f
 	if fc.Args, err = ec.field_Query_queueStats_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_oauthProviders(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_oauthProviders(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().OauthProviders(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.OAuthProvider) graphql.Marshaler {
+			return ec.marshalNOAuthProvider2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthProviderᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_oauthProviders(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OAuthProvider(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -49977,6 +50862,55 @@ func (ec *executionContext) unmarshalInputAuditLogWhereInput(ctx context.Context
 func UnmarshalAuditLogWhereInput(ctx context.Context, raw any) (ent.AuditLogWhereInput, error) {
 	var out ent.AuditLogWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "AuditLogWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBeginAuthorizationInput(ctx context.Context, obj any) (model.BeginAuthorizationInput, error) {
+	var it model.BeginAuthorizationInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"credentialID", "redirectAfter"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "credentialID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credentialID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CredentialID = data
+		case "redirectAfter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("redirectAfter"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RedirectAfter = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBeginAuthorizationInput unmarshals raw into the BeginAuthorizationInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBeginAuthorizationInput(ctx context.Context, raw any) (model.BeginAuthorizationInput, error) {
+	var out model.BeginAuthorizationInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BeginAuthorizationInput", raw, &out)
 	return out, err
 }
 
@@ -71361,6 +72295,44 @@ func (ec *executionContext) _AuditLogEdge(ctx context.Context, sel ast.Selection
 	return out
 }
 
+var beginAuthorizationPayloadImplementors = []string{"BeginAuthorizationPayload"}
+
+func (ec *executionContext) _BeginAuthorizationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.BeginAuthorizationPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, beginAuthorizationPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BeginAuthorizationPayload")
+		case "url":
+			out.Values[i] = ec._BeginAuthorizationPayload_url(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expiresAt":
+			out.Values[i] = ec._BeginAuthorizationPayload_expiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var costReportRowImplementors = []string{"CostReportRow"}
 
 func (ec *executionContext) _CostReportRow(ctx context.Context, sel ast.SelectionSet, obj *model.CostReportRow) graphql.Marshaler {
@@ -71591,6 +72563,12 @@ func (ec *executionContext) _Credential(ctx context.Context, sel ast.SelectionSe
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Credential_environment(ctx, field, obj)
+				})
+		case "connection":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Credential_connection(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -75194,6 +76172,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "beginAuthorization":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_beginAuthorization(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setConnectionEnabled":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setConnectionEnabled(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "setModelPrice":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setModelPrice(ctx, field)
@@ -75492,6 +76484,137 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_redeliverWebhookDelivery(ctx, field)
 			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var oAuthConnectionImplementors = []string{"OAuthConnection"}
+
+func (ec *executionContext) _OAuthConnection(ctx context.Context, sel ast.SelectionSet, obj *model.OAuthConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, oAuthConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OAuthConnection")
+		case "status":
+			out.Values[i] = ec._OAuthConnection_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "grant":
+			out.Values[i] = ec._OAuthConnection_grant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "provider":
+			out.Values[i] = ec._OAuthConnection_provider(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "scopes":
+			out.Values[i] = ec._OAuthConnection_scopes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "grantedScopes":
+			out.Values[i] = ec._OAuthConnection_grantedScopes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._OAuthConnection_account(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "expiresAt":
+			out.Values[i] = ec._OAuthConnection_expiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastRefreshedAt":
+			out.Values[i] = ec._OAuthConnection_lastRefreshedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "nextRefreshAt":
+			out.Values[i] = ec._OAuthConnection_nextRefreshAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "consecutiveFailures":
+			out.Values[i] = ec._OAuthConnection_consecutiveFailures(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastError":
+			out.Values[i] = ec._OAuthConnection_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var oAuthProviderImplementors = []string{"OAuthProvider"}
+
+func (ec *executionContext) _OAuthProvider(ctx context.Context, sel ast.SelectionSet, obj *model.OAuthProvider) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, oAuthProviderImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OAuthProvider")
+		case "name":
+			out.Values[i] = ec._OAuthProvider_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "authURL":
+			out.Values[i] = ec._OAuthProvider_authURL(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tokenURL":
+			out.Values[i] = ec._OAuthProvider_tokenURL(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scopes":
+			out.Values[i] = ec._OAuthProvider_scopes(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -75986,6 +77109,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_queueStats(ctx, field)
+				})
+		case "oauthProviders":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_oauthProviders(ctx, field)
 				})
 		case "effectiveModelPrices":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -79767,6 +80896,19 @@ func (ec *executionContext) unmarshalNAuditLogWhereInput2ᚖgithubᚗcomᚋsluic
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNBeginAuthorizationInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBeginAuthorizationInput(ctx context.Context, v any) (model.BeginAuthorizationInput, error) {
+	res, err := ec.unmarshalInputBeginAuthorizationInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBeginAuthorizationPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBeginAuthorizationPayload(ctx context.Context, sel ast.SelectionSet, v *model.BeginAuthorizationPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BeginAuthorizationPayload!")
+		return graphql.Null
+	}
+	return ec._BeginAuthorizationPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -80961,6 +82103,38 @@ func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋe
 	})
 
 	return ret
+}
+
+func (ec *executionContext) marshalNOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx context.Context, sel ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OAuthConnection!")
+		return graphql.Null
+	}
+	return ec._OAuthConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOAuthProvider2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthProviderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.OAuthProvider) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNOAuthProvider2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthProvider(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNOAuthProvider2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthProvider(ctx context.Context, sel ast.SelectionSet, v *model.OAuthProvider) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OAuthProvider!")
+		return graphql.Null
+	}
+	return ec._OAuthProvider(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx context.Context, v any) (entgql.OrderDirection, error) {
@@ -83939,6 +85113,13 @@ func (ec *executionContext) marshalONode2githubᚗcomᚋsluicehqᚋsluiceᚋent�
 		return graphql.Null
 	}
 	return ec._Node(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOOAuthConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐOAuthConnection(ctx context.Context, sel ast.SelectionSet, v *model.OAuthConnection) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._OAuthConnection(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOPagerDutyAction2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋpagerdutysendᚐActionᚄ(ctx context.Context, v any) ([]pagerdutysend.Action, error) {

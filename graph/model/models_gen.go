@@ -20,6 +20,20 @@ import (
 	"github.com/sluicehq/sluice/internal/releasespec"
 )
 
+type BeginAuthorizationInput struct {
+	// An oauth2 credential using the authorization_code grant.
+	CredentialID string `json:"credentialID"`
+	// Where the callback sends the user when done, with connection=active or connection=error&error=<code>.
+	RedirectAfter string `json:"redirectAfter"`
+}
+
+type BeginAuthorizationPayload struct {
+	// The provider's authorize URL (with state and a PKCE challenge) to send the user to.
+	URL string `json:"url"`
+	// The state expires then (single use).
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
 // One group of a cost report. Only the grouped-by keys are set.
 type CostReportRow struct {
 	WorkflowID    *string `json:"workflowID,omitempty"`
@@ -296,6 +310,39 @@ type ModelPriceInfo struct {
 	Source string `json:"source"`
 	// The date the shipped prices were taken.
 	AsOf string `json:"asOf"`
+}
+
+// An oauth2 credential's connection. status is one of pending_authorization,
+// active, degraded (refresh failing, retried with backoff),
+// reauthorization_required (the grant was refused: someone must authorize it
+// again; steps that need it wait) and disabled.
+type OAuthConnection struct {
+	Status string `json:"status"`
+	// authorization_code or client_credentials
+	Grant string `json:"grant"`
+	// The preset used, if any (see oauthProviders).
+	Provider *string  `json:"provider,omitempty"`
+	Scopes   []string `json:"scopes"`
+	// Scopes the provider says it granted, when it says.
+	GrantedScopes []string `json:"grantedScopes"`
+	// The account the provider says the tokens belong to, when it says.
+	Account *string `json:"account,omitempty"`
+	// When the current access token expires.
+	ExpiresAt       *time.Time `json:"expiresAt,omitempty"`
+	LastRefreshedAt *time.Time `json:"lastRefreshedAt,omitempty"`
+	// When the connection is refreshed next (ahead of expiry, daily at least, or after a failure's backoff).
+	NextRefreshAt       *time.Time `json:"nextRefreshAt,omitempty"`
+	ConsecutiveFailures int        `json:"consecutiveFailures"`
+	// The last refresh failure: the provider's error code, never its response.
+	LastError *string `json:"lastError,omitempty"`
+}
+
+// A provider preset: its endpoints, used when a credential's secret names it as provider.
+type OAuthProvider struct {
+	Name     string   `json:"name"`
+	AuthURL  string   `json:"authURL"`
+	TokenURL string   `json:"tokenURL"`
+	Scopes   []string `json:"scopes"`
 }
 
 type PagerDutyTargetInput struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/egress"
 	"github.com/sluicehq/sluice/internal/escalation"
@@ -59,6 +60,7 @@ type app struct {
 	evals      *evals.Service
 	protection *protection.Service
 	rateLimits *ratelimit.Service
+	conns      *connections.Service // OAuth2 connections
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -275,6 +277,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Models: newExecutor(),
 	})
 	a.runs.SetSandboxPlanner(a.evals)
+	a.conns = newConnections(cfg, v, a, log)
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }

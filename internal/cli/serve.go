@@ -73,6 +73,8 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Hub:        hub,
 		Leases:     leases,
 		Ready:      a.ready,
+
+		Connections: a.conns, // OAuth2 connections: /oauth/callback
 	})
 	if a.cfg.MetricsAddr != "" {
 		// Apart from the API port: series name every tenant's operations,

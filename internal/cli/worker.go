@@ -62,6 +62,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.runs.RunResponseCachePurger(ctx, a.db) },
 		// Cooldowns back into Redis after a wipe (internal/ratelimit).
 		a.restoreCooldowns,
+		// Connections are refreshed ahead of expiry under one too.
+		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -99,6 +99,8 @@ type Config struct {
 	// when scraped (SLUICE_BACKLOG_METRICS_INTERVAL): a scrape reads
 	// Postgres again only after it. If unset, 10s.
 	BacklogMetricsInterval time.Duration
+	// Connections configures OAuth2 connections (connections.go).
+	Connections Connections
 	// SLASweepInterval is how often a worker looks for runs and approvals
 	// past an SLA deadline (SLUICE_SLA_SWEEP_INTERVAL). If unset, 5s.
 	SLASweepInterval time.Duration
@@ -241,6 +243,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 	}
 	c.SLASweepInterval = durationVar(getenv, "SLUICE_SLA_SWEEP_INTERVAL", 5*time.Second, &errs)
+	c.Connections = loadConnections(getenv, c.PublicURL, c.Addr, !c.Development(), &errs)
 	c.ReleaseAnalysisInterval = durationVar(getenv, "SLUICE_RELEASE_ANALYSIS_INTERVAL", 30*time.Second, &errs)
 	c.DeployApprovalSweepInterval = durationVar(getenv, "SLUICE_DEPLOY_APPROVAL_SWEEP_INTERVAL", 30*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)

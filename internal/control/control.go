@@ -19,7 +19,8 @@ type Service struct {
 	vault       *vault.Vault
 	revocations any // a KeyRevocationPublisher, or nil
 	now         func() time.Time
-	gate        DeployGate // protected environments; nil until set
+	gate        DeployGate      // protected environments; nil until set
+	connections ConnectionHooks // oauth2 connections, or nil (connections.go)
 }
 
 // Options configure a Service.

@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/store"
@@ -25,7 +26,7 @@ var secretShapes = map[credential.Type]struct{ required, optional []string }{
 	credential.TypeOpenai:    {required: []string{"apiKey"}, optional: []string{"baseURL", "organization"}},
 	credential.TypeAnthropic: {required: []string{"apiKey"}, optional: []string{"baseURL"}},
 	credential.TypePagerduty: {required: []string{"routingKey"}, optional: []string{"eventsURL"}},
-	credential.TypeOauth2:    {required: []string{"clientId", "clientSecret", "tokenURL"}, optional: []string{"refreshToken", "accessToken", "scopes", "expiry"}},
+	credential.TypeOauth2:    {required: []string{"clientId", "clientSecret"}, optional: connections.SecretFields},
 }
 
 // validateSecret checks a secret against its type's shape. Messages name
@@ -62,7 +63,7 @@ func validateSecret(typ credential.Type, secret map[string]any, path string) err
 			problems = append(problems, errs.Problem{Path: path + "." + k, Message: fmt.Sprintf("is not a field of a %s credential", typ)})
 		}
 	}
-	for _, k := range []string{"baseURL", "tokenURL", "eventsURL"} {
+	for _, k := range []string{"baseURL", "tokenURL", "authURL", "eventsURL"} {
 		if s, ok := secret[k].(string); ok && s != "" {
 			if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				problems = append(problems, errs.Problem{Path: path + "." + k, Message: "must be an http(s) URL"})
@@ -91,6 +92,9 @@ func (s *Service) CreateCredential(ctx context.Context, environmentID, name stri
 	if err := validateSecret(typ, secret, "input.secret"); err != nil {
 		return nil, err
 	}
+	if err := s.validateConnection(typ, secret, "input.secret"); err != nil {
+		return nil, err
+	}
 	env, err := EnvironmentByID(ctx, c, environmentID, "input.environmentID")
 	if err != nil {
 		return nil, err
@@ -113,6 +117,9 @@ func (s *Service) CreateCredential(ctx context.Context, environmentID, name stri
 		return nil, store.ConflictIfExists(err, "credential "+name+" in environment "+env.Name)
 	}
 	if err := c.CredentialVersion.Create().SetCredentialID(id).SetVersion(1).SetCiphertext(ct).SetFingerprint(fp).SetCreatedBy(v.Subject).Exec(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.connectionCreated(ctx, c, cred, secret); err != nil {
 		return nil, err
 	}
 	return cred, audit.Record(ctx, c, "credential.create", "Credential", cred.ID, map[string]any{"name": name, "type": string(typ), "environmentID": env.ID, "fingerprint": fp})
@@ -138,6 +145,9 @@ func (s *Service) RotateCredential(ctx context.Context, id string, secret map[st
 	if err := validateSecret(cred.Type, secret, "input.secret"); err != nil {
 		return nil, err
 	}
+	if err := s.validateConnection(cred.Type, secret, "input.secret"); err != nil {
+		return nil, err
+	}
 	next := cred.CurrentVersion + 1
 	ct, fp, err := s.vault.SealCredential(ctx, c, cred.ID, next, secret)
 	if err != nil {
@@ -148,6 +158,9 @@ func (s *Service) RotateCredential(ctx context.Context, id string, secret map[st
 	}
 	cred, err = cred.Update().SetCurrentVersion(next).SetFingerprint(fp).SetRotatedAt(s.now()).Save(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.connectionRotated(ctx, c, cred, secret); err != nil {
 		return nil, err
 	}
 	return cred, audit.Record(ctx, c, "credential.rotate", "Credential", cred.ID, map[string]any{"version": next, "fingerprint": fp})

@@ -134,10 +134,26 @@ const (
 	DeploymentExpired Type = "deployment.expired"
 )
 
+// Connection events (internal/connections): tenant events about an oauth2
+// credential's connection.
+const (
+	// CredentialReauthorizationRequired: a connection's grant was refused
+	// (revoked, invalid_grant); runs needing it wait until someone
+	// authorizes it again. Sent once per transition.
+	CredentialReauthorizationRequired Type = "credential.reauthorization_required"
+	// CredentialExpiring: a connection's refresh failed and will be tried
+	// again; its token expires at expiresAt unless a refresh succeeds.
+	CredentialExpiring Type = "credential.expiring"
+	// CredentialRestored: a degraded or reauthorization_required
+	// connection is active again.
+	CredentialRestored Type = "credential.restored"
+)
+
 var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
 	DeploymentRolledBack, EvaluationCompleted,
-	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired}
+	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired,
+	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -150,6 +166,7 @@ var webhook = [...]Type{
 	DeploymentRolledBack,
 	EvaluationCompleted,
 	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired,
+	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored,
 }
 
 // All returns every run event type, in the README's order.

@@ -346,6 +346,7 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 	c := s.c
 	attemptID := *sr.CurrentAttemptID
 	number := sr.Attempts // the current attempt is the step's latest
+	var connID string     // the step's oauth2 connection (credwait.go)
 	switch sr.Status {
 	case steprun.StatusQueued, steprun.StatusWaiting:
 		if sr.ReadyAt != nil && sr.ReadyAt.After(s.now) {
@@ -370,6 +371,13 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			}
 			sr = s.steps[step.ID]
 		}
+		// A connection that needs a person: the step waits (credwait.go).
+		var handled bool
+		var gateErr error
+		if connID, handled, gateErr = s.credentialGate(ctx, step, sr); handled || gateErr != nil {
+			return nil, 0, gateErr
+		}
+		sr = s.steps[step.ID]
 	case steprun.StatusRunning:
 		if step.Type == definition.StepMap {
 			// Its claim committed with its items started: they run on
@@ -470,6 +478,9 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			return nil, 0, err
 		default:
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
+			if err := s.attachConnection(ctx, j, connID); err != nil {
+				return nil, 0, err
+			}
 		}
 	}
 	if step.Type == definition.StepLLM && !j.replayed {
@@ -743,6 +754,13 @@ func (e *Service) finishAttempt(ctx context.Context, j *job, out any, calls []st
 	}
 	if err := s.setAttempt(ctx, j.attemptID, au.SetStatus(stepattempt.StatusFailed).SetErrorClass(string(se.Class)).SetErrorMessage(se.Message), 1); err != nil {
 		return err
+	}
+	if se.Class == steps.CredentialClass && !s.terminal() {
+		// Its connection needs a person: wait for it (credwait.go).
+		if err := s.credentialFailed(ctx, j, sr); err != nil {
+			return err
+		}
+		return s.flush(ctx)
 	}
 	policy := j.step.RetryPolicy()
 	if se.Class == steps.Transient && sr.Attempts < policy.MaxAttempts && !s.terminal() {

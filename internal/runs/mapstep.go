@@ -330,6 +330,9 @@ func (e *Service) claimItem(ctx context.Context, tenantID, runID, itemID string)
 			return nil, 0, err
 		default:
 			j.credential = &steps.Credential{Type: string(typ), Secret: secret}
+			if err := e.attachItemConnection(ctx, c, r, j); err != nil {
+				return nil, 0, err
+			}
 		}
 	}
 	if inner.Type == definition.StepLLM {

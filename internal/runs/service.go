@@ -47,6 +47,8 @@ type Service struct {
 	vars varsCache
 	// resp: the response cache and learned shapes of http steps (respchecks.go).
 	resp responseChecks
+	// creds: steps waiting for connections (credwait.go); nil without.
+	creds *credentialWaits
 }
 
 // Options configure a Service.

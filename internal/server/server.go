@@ -30,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/graph/generated"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/escalation"
@@ -76,6 +77,8 @@ type Deps struct {
 	Leases *auth.Leases
 	// Ready reports whether dependencies (database, Redis) are reachable.
 	Ready func(ctx context.Context) error
+	// Connections serves /oauth/callback and the connection API; optional.
+	Connections *connections.Service
 }
 
 // Server is the API's HTTP handler. Besides ordinary requests, which
@@ -103,7 +106,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -147,6 +150,10 @@ func New(d Deps) *Server {
 	mux.Handle("POST /graphql", withUnavailableStatus(readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live))))
 	mux.Handle("OPTIONS /graphql", gql)
 	mux.Handle("POST "+callbackRoute+"/{token}", callback(d.Runs, d.Config.MaxBodyBytes, d.Log))
+	if d.Connections != nil {
+		// No bearer token: the state names the tenant (internal/connections).
+		mux.Handle("GET "+connections.CallbackPath, d.Connections.CallbackHandler())
+	}
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
 	// connection_init message before any operation runs.

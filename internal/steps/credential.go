@@ -31,6 +31,10 @@ const (
 type Credential struct {
 	Type   string
 	Secret map[string]any
+	// Tokens, when set, is the oauth2 credential's connection, which
+	// gives its access tokens (connection.go); the secret's own token
+	// fields are then not used.
+	Tokens TokenSource
 }
 
 func (c *Credential) field(name string) string {
@@ -135,7 +139,7 @@ func (x *Executor) authorize(ctx context.Context, c *Credential, req *http.Reque
 		req.Header.Set("x-api-key", c.field("apiKey"))
 		req.Header.Set("anthropic-version", anthropicVersion)
 	case CredentialOAuth2:
-		token, e := x.tokens.accessToken(ctx, x.client, c)
+		token, e := x.oauthToken(ctx, c, "")
 		if e != nil {
 			return nil, e
 		}
@@ -145,6 +149,15 @@ func (x *Executor) authorize(ctx context.Context, c *Credential, req *http.Reque
 		return nil, newError(Permanent, "unsupported credential type %q", c.Type)
 	}
 	return nil, nil
+}
+
+// oauthToken is the access token of an oauth2 credential: from its
+// connection when it has one, else from the in-memory cache.
+func (x *Executor) oauthToken(ctx context.Context, c *Credential, rejected string) (string, *Error) {
+	if c.Tokens != nil {
+		return connectionToken(ctx, c, rejected)
+	}
+	return x.tokens.accessToken(ctx, x.client, c)
 }
 
 // tokenCache keeps OAuth access tokens between attempts and steps so that

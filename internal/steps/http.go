@@ -56,7 +56,15 @@ func (x *Executor) HTTP(ctx context.Context, req Request) (*Result, error) {
 		return res, e
 	}
 	if ex.status == http.StatusUnauthorized && req.Credential != nil && req.Credential.Type == CredentialOAuth2 {
-		x.tokens.forget(req.Credential) // the next attempt fetches a fresh token
+		if req.Credential.Tokens != nil {
+			// A connection: refresh and send again, once (connection.go).
+			if ex, red, e = x.resendAuthorized(ctx, req, timeout, res, hreq, ex, red); e != nil {
+				return res, e
+			}
+			call = &res.Calls[len(res.Calls)-1]
+		} else {
+			x.tokens.forget(req.Credential) // the next attempt fetches a fresh token
+		}
 	}
 	out, e := x.httpOutcome(s, hreq.Method, ex, red)
 	if e != nil {
