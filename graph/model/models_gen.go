@@ -187,7 +187,7 @@ type EvaluateVersionInput struct {
 	RecordedOnly *bool `json:"recordedOnly,omitempty"`
 	// Examples replayed at once; default 4, at most 32.
 	Concurrency *int `json:"concurrency,omitempty"`
-	// Stops the evaluation (ABORTED_BUDGET) once the candidate's replays have spent this much.
+	// Stops the evaluation (ABORTED_BUDGET) once the candidate's replays and its JUDGE scorers have spent this much.
 	BudgetMicroUsd *int `json:"budgetMicroUSD,omitempty"`
 }
 

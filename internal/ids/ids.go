@@ -48,6 +48,8 @@ const (
 	Release                    = "rel"
 	Evaluation                 = "evl"
 	EvaluationExample          = "evx"
+	Schedule                   = "sch"
+	ScheduleAction             = "sca"
 )
 
 var (
