@@ -26,6 +26,8 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
@@ -77,6 +79,8 @@ var nodeTables = map[string]string{
 	ids.Release:                    release.Table,
 	ids.Evaluation:                 evaluation.Table,
 	ids.EvaluationExample:          evaluationexample.Table,
+	ids.Schedule:                   schedule.Table,
+	ids.ScheduleAction:             scheduleaction.Table,
 }
 
 const maxNodes = 100

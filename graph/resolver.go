@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
@@ -27,6 +28,8 @@ type Resolver struct {
 	Releases *releases.Service
 	// Evals creates and lists evaluations.
 	Evals *evals.Service
+	// Schedules manages schedules (internal/schedules).
+	Scheduler *schedules.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -55,6 +56,7 @@ type app struct {
 	sla        *sla.Service
 	releases   *releases.Service
 	evals      *evals.Service
+	schedules  *schedules.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -258,6 +260,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Models:    executor,
 	})
 	a.runs.SetSandboxPlanner(a.evals)
+	a.schedules = schedules.New(schedules.Options{Client: a.client, Runs: a.runs, Log: log, Interval: cfg.ScheduleInterval})
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }

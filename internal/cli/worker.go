@@ -55,6 +55,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.releases.RunAnalyzer(ctx, a.db) },
 		// Evaluations move on under a singleton lock too (internal/evals).
 		func(ctx context.Context) { a.evals.RunDriver(ctx, a.db) },
+		// Schedules: the ticker, one pass at a time (internal/schedules).
+		func(ctx context.Context) { a.schedules.RunTicker(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -112,6 +112,9 @@ type Config struct {
 	// EvalInterval is how often a worker moves open evaluations on
 	// (SLUICE_EVAL_INTERVAL). If unset, 1s.
 	EvalInterval time.Duration
+	// ScheduleInterval is how often a worker's schedule ticker looks for
+	// due slots (SLUICE_SCHEDULE_INTERVAL). If unset, 1s.
+	ScheduleInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -229,6 +232,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.ReleaseAnalysisInterval = durationVar(getenv, "SLUICE_RELEASE_ANALYSIS_INTERVAL", 30*time.Second, &errs)
 	c.SLAWindowInterval = durationVar(getenv, "SLUICE_SLA_WINDOW_INTERVAL", time.Minute, &errs)
 	c.EvalInterval = durationVar(getenv, "SLUICE_EVAL_INTERVAL", time.Second, &errs)
+	c.ScheduleInterval = durationVar(getenv, "SLUICE_SCHEDULE_INTERVAL", time.Second, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
