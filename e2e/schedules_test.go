@@ -359,7 +359,7 @@ func TestSchedulesBadInputAndIsolation(t *testing.T) {
 			m["endAt"] = "2027-01-01T00:00:00Z"
 		}), "input.endAt"},
 		{"input refused by the schema", base(func(m map[string]any) { m["input"] = map[string]any{"n": "one"} }), "input.input.n"},
-		{"input missing a required field", base(func(m map[string]any) { m["input"] = map[string]any{} }), "input.input"},
+		{"input missing a required field", base(func(m map[string]any) { m["input"] = map[string]any{} }), "input.input.n"},
 		{"unknown workflow", base(func(m map[string]any) { m["workflowID"] = "wf_01nothere" }), "input.workflowID"},
 	}
 	for _, tc := range cases {

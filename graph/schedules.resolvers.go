@@ -7,7 +7,6 @@ package graph
 
 import (
 	"context"
-
 	"time"
 
 	"entgo.io/contrib/entgql"
@@ -84,8 +83,12 @@ func (r *scheduleResolver) NextFireTimes(ctx context.Context, obj *ent.Schedule,
 }
 
 // RecentActions is the resolver for the recentActions field.
-func (r *scheduleResolver) RecentActions(ctx context.Context, obj *ent.Schedule, first int) ([]*ent.ScheduleAction, error) {
-	return r.Scheduler.RecentActions(ctx, obj.ID, first)
+func (r *scheduleResolver) RecentActions(ctx context.Context, obj *ent.Schedule, first *int) ([]*ent.ScheduleAction, error) {
+	n := 20
+	if first != nil {
+		n = *first
+	}
+	return r.Scheduler.RecentActions(ctx, obj.ID, n)
 }
 
 // Run is the resolver for the run field.

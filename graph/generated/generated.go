@@ -1093,7 +1093,7 @@ type ComplexityRoot struct {
 		Offset        func(childComplexity int) int
 		Overlap       func(childComplexity int) int
 		Paused        func(childComplexity int) int
-		RecentActions func(childComplexity int, first int) int
+		RecentActions func(childComplexity int, first *int) int
 		StartAt       func(childComplexity int) int
 		Timezone      func(childComplexity int) int
 		UpdatedAt     func(childComplexity int) int
@@ -1502,7 +1502,7 @@ type ScheduleResolver interface {
 	CatchupWindow(ctx context.Context, obj *ent.Schedule) (string, error)
 	Jitter(ctx context.Context, obj *ent.Schedule) (string, error)
 	NextFireTimes(ctx context.Context, obj *ent.Schedule, n int) ([]*time.Time, error)
-	RecentActions(ctx context.Context, obj *ent.Schedule, first int) ([]*ent.ScheduleAction, error)
+	RecentActions(ctx context.Context, obj *ent.Schedule, first *int) ([]*ent.ScheduleAction, error)
 }
 type ScheduleActionResolver interface {
 	Run(ctx context.Context, obj *ent.ScheduleAction) (*ent.Run, error)
@@ -6386,7 +6386,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Schedule.RecentActions(childComplexity, args["first"].(int)), true
+		return e.ComplexityRoot.Schedule.RecentActions(childComplexity, args["first"].(*int)), true
 	case "Schedule.startAt":
 		if e.ComplexityRoot.Schedule.StartAt == nil {
 			break
@@ -14758,8 +14758,8 @@ extend type Schedule {
   jitter: String!
   "The next n fire times (slot plus jitter), at most 1000."
   nextFireTimes(n: Int! = 5): [Time!]!
-  "The last actions, newest first (at most 1000)."
-  recentActions(first: Int! = 20): [ScheduleAction!]!
+  "The last actions, newest first (first: default and cap as for connections)."
+  recentActions(first: Int): [ScheduleAction!]!
 }
 
 extend type ScheduleAction {
@@ -20012,8 +20012,8 @@ func (ec *executionContext) field_Schedule_recentActions_args(ctx context.Contex
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
-		func(ctx context.Context, v any) (int, error) {
-			return ec.unmarshalNInt2int(ctx, v)
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -39940,7 +39940,7 @@ func (ec *executionContext) _Schedule_recentActions(ctx context.Context, field g
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Schedule().RecentActions(ctx, obj, fc.Args["first"].(int))
+			return ec.Resolvers.Schedule().RecentActions(ctx, obj, fc.Args["first"].(*int))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []*ent.ScheduleAction) graphql.Marshaler {
