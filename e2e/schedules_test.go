@@ -158,7 +158,7 @@ func TestSchedulesOutageCatchup(t *testing.T) {
 	// Slots on the hour plus an offset that puts the next one 30 minutes
 	// away: 30m, 1h30m, 2h30m, 3h30m and 4h30m late after the move.
 	now := time.Now().UTC()
-	offset := now.Add(30 * time.Minute).Sub(now.Truncate(time.Hour)) % time.Hour
+	offset := now.Add(30*time.Minute).Sub(now.Truncate(time.Hour)) % time.Hour
 	offset = offset.Truncate(time.Second)
 	mk := func(overlap string) string {
 		return str(c.ok(mCreateSchedule, map[string]any{"in": map[string]any{"workflowID": f.workflowID, "environmentID": f.envID,
