@@ -314,3 +314,67 @@ func TestPauseResumeAndTrigger(t *testing.T) {
 	x.tick(x.sched)
 	equal(t, outcomes(x.actions(sc.ID)), []string{"STARTED", "STARTED"})
 }
+
+// A jittered slot fires at the slot plus its deterministic jitter, not
+// before; nextFireTimes says when.
+func TestJitteredSlotFiresAtItsJitter(t *testing.T) {
+	x := newH(t, time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	sc := x.create(schedules.Input{Every: ptr("1m"), Jitter: ptr("30s")})
+	slot := time.Date(2026, 6, 1, 12, 1, 0, 0, time.UTC)
+	fire := slot.Add(schedules.Jitter(sc.ID, slot, 30*time.Second))
+	if !sc.NextFireAt.Equal(fire) {
+		t.Fatalf("next fire %s, want %s", sc.NextFireAt, fire)
+	}
+	times, err := schedules.NextFireTimes(sc, 2)
+	if err != nil || len(times) != 2 || !times[0].Equal(fire) {
+		t.Fatalf("nextFireTimes %v (%v), want %s first", times, err, fire)
+	}
+	x.clock.Advance(fire.Sub(x.clock.Now()) - time.Millisecond)
+	x.tick(x.sched)
+	if n := len(x.actions(sc.ID)); n != 0 {
+		t.Fatalf("%d actions a millisecond before the jittered fire time", n)
+	}
+	x.clock.Advance(time.Millisecond)
+	x.tick(x.sched)
+	acts := x.actions(sc.ID)
+	equal(t, outcomes(acts), []string{"STARTED"})
+	if !acts[0].ScheduledAt.Equal(slot) {
+		t.Fatalf("slot %s, want %s (the key names the slot, not the fire time)", acts[0].ScheduledAt, slot)
+	}
+}
+
+// A slot whose run the state machine refuses (the input no longer fits
+// the version deployed since) is recorded FAILED with why, and the
+// schedule goes on.
+func TestRefusedRunIsRecordedFailed(t *testing.T) {
+	x := newH(t, time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	sc := x.create(schedules.Input{Every: ptr("1m"), Input: map[string]any{"n": "text"}})
+	ctl := control.New(control.Options{Vault: vault.New(secrets.DevKeyRing()), Now: x.clock.Now})
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		ver, err := ctl.CreateWorkflowVersion(ctx, x.wfID, map[string]any{"schemaVersion": 1,
+			"input": map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}},
+			"steps": []any{map[string]any{"id": "a", "type": "transform", "output": "1"}}})
+		if err != nil {
+			return err
+		}
+		if _, err := ctl.PublishWorkflowVersion(ctx, ver.ID); err != nil {
+			return err
+		}
+		_, err = ctl.DeployWorkflowVersion(ctx, ver.ID, x.envID)
+		return err
+	})
+	x.clock.Advance(time.Minute)
+	x.tick(x.sched)
+	acts := x.actions(sc.ID)
+	equal(t, outcomes(acts), []string{"FAILED"})
+	if acts[0].Message == nil || acts[0].RunID != nil {
+		t.Fatalf("failed action: %+v", acts[0])
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		got, err := c.Schedule.Get(ctx, sc.ID)
+		if err == nil && !got.NextSlotAt.Equal(time.Date(2026, 6, 1, 12, 2, 0, 0, time.UTC)) {
+			t.Errorf("next slot %s: the schedule did not go on", got.NextSlotAt)
+		}
+		return err
+	})
+}
