@@ -14,7 +14,7 @@ import (
 const (
 	mCreateSchedule = `mutation($in: CreateScheduleInput!) { createSchedule(input: $in) { id cron every offset timezone overlap catchupWindow jitter paused nextSlotAt nextFireAt createdBy } }`
 	qSchedule       = `query($id: ID!) { node(id: $id) { ... on Schedule { id paused note nextSlotAt nextFireAt nextFireTimes(n: 3)
-		recentActions(first: 200) { source outcome scheduledAt runID message run { id status createdBy idempotencyKey } } } } }`
+		recentActions(first: 200) { source outcome scheduledAt runID message run { id status createdBy idempotencyKey scheduleID } } } } }`
 	mTriggerSchedule  = `mutation($id: ID!) { triggerSchedule(id: $id) { source outcome runID message } }`
 	mPauseSchedule    = `mutation($id: ID!, $n: String) { pauseSchedule(id: $id, note: $n) { id paused note } }`
 	mBackfillSchedule = `mutation($id: ID!, $f: Time!, $t: Time!, $d: Boolean) { backfillSchedule(id: $id, from: $f, to: $t, dryRun: $d) { dryRun slots actions { outcome scheduledAt runID } } }`
@@ -93,7 +93,7 @@ func TestSchedulesOneRunPerSlot(t *testing.T) {
 		if str(a, "outcome") != "STARTED" || str(a, "source") != "SLOT" {
 			t.Fatalf("action %v: want only STARTED slots", a)
 		}
-		if str(a, "run.createdBy") != "schedule:"+id || !strings.HasPrefix(str(a, "run.idempotencyKey"), "sched:"+id+":") {
+		if str(a, "run.createdBy") != "schedule:"+id || str(a, "run.scheduleID") != id || !strings.HasPrefix(str(a, "run.idempotencyKey"), "sched:"+id+":") {
 			t.Fatalf("run of %v", a)
 		}
 		ts, err := time.Parse(time.RFC3339Nano, str(a, "scheduledAt"))

@@ -59,6 +59,11 @@ func (r *queryResolver) Schedules(ctx context.Context, after *entgql.Cursor[stri
 	return q.Paginate(ctx, after, first, before, last, ent.WithScheduleOrder(&ent.ScheduleOrder{Direction: entgql.OrderDirectionDesc, Field: ent.ScheduleOrderFieldCreatedAt}))
 }
 
+// ScheduleID is the resolver for the scheduleID field.
+func (r *runResolver) ScheduleID(ctx context.Context, obj *ent.Run) (*string, error) {
+	return schedules.ScheduleIDOf(obj.CreatedBy), nil
+}
+
 // CatchupWindow is the resolver for the catchupWindow field.
 func (r *scheduleResolver) CatchupWindow(ctx context.Context, obj *ent.Schedule) (string, error) {
 	return (time.Duration(obj.CatchupWindowMs) * time.Millisecond).String(), nil

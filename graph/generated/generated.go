@@ -946,6 +946,7 @@ type ComplexityRoot struct {
 		SLABreaches        func(childComplexity int) int
 		SLADeadlineAt      func(childComplexity int) int
 		SLAQueueDeadlineAt func(childComplexity int) int
+		ScheduleID         func(childComplexity int) int
 		StartedAt          func(childComplexity int) int
 		Status             func(childComplexity int) int
 		Steps              func(childComplexity int) int
@@ -1486,6 +1487,7 @@ type RunResolver interface {
 	Events(ctx context.Context, obj *ent.Run, afterSeq *int, first *int) ([]*ent.RunEvent, error)
 	ParentRun(ctx context.Context, obj *ent.Run) (*ent.Run, error)
 	Children(ctx context.Context, obj *ent.Run) ([]*ent.Run, error)
+	ScheduleID(ctx context.Context, obj *ent.Run) (*string, error)
 	SLABreaches(ctx context.Context, obj *ent.Run) ([]*ent.SLABreach, error)
 }
 type RunEventResolver interface {
@@ -5761,6 +5763,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.SLAQueueDeadlineAt(childComplexity), true
+	case "Run.scheduleID":
+		if e.ComplexityRoot.Run.ScheduleID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.ScheduleID(childComplexity), true
 	case "Run.startedAt":
 		if e.ComplexityRoot.Run.StartedAt == nil {
 			break
@@ -14785,6 +14793,11 @@ extend type Mutation {
   "Starts one run per slot in [from, to] (at most 1000 slots, to not in the future), whatever the overlap policy; a slot that already started a run starts no other. dryRun lists the slots and writes nothing."
   backfillSchedule(id: ID!, from: Time!, to: Time!, dryRun: Boolean): ScheduleBackfill!
 }
+
+extend type Run {
+  "The schedule that started this run (its createdBy is schedule:<id>); null for runs started otherwise."
+  scheduleID: ID
+}
 `, BuiltIn: false},
 	{Name: "../schema.graphql", Input: `# Sluice API: hand-written part. Ent types, connections, where and order
 # inputs are generated into ent.graphql from ent/schema.
@@ -16726,6 +16739,8 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_parentRun(ctx, field)
 	case "children":
 		return ec.fieldContext_Run_children(ctx, field)
+	case "scheduleID":
+		return ec.fieldContext_Run_scheduleID(ctx, field)
 	case "slaBreaches":
 		return ec.fieldContext_Run_slaBreaches(ctx, field)
 	}
@@ -37560,6 +37575,29 @@ func (ec *executionContext) fieldContext_Run_children(_ context.Context, field g
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Run_scheduleID(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_scheduleID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().ScheduleID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_scheduleID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "ID")
 }
 
 func (ec *executionContext) _Run_slaBreaches(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -73461,6 +73499,12 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_children(ctx, field, obj)
+				})
+		case "scheduleID":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_scheduleID(ctx, field, obj)
 				})
 		case "slaBreaches":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
@@ -366,4 +367,13 @@ func refused(err error) bool {
 		return true
 	}
 	return false
+}
+
+// ScheduleIDOf returns the schedule that a run's createdBy names, or nil.
+func ScheduleIDOf(createdBy string) *string {
+	id, ok := strings.CutPrefix(createdBy, "schedule:")
+	if !ok || id == "" {
+		return nil
+	}
+	return &id
 }
