@@ -28,7 +28,7 @@ type Resolver struct {
 	Releases *releases.Service
 	// Evals creates and lists evaluations.
 	Evals *evals.Service
-	// Schedules manages schedules (internal/schedules).
+	// Scheduler manages schedules (internal/schedules).
 	Scheduler *schedules.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string

@@ -61,10 +61,10 @@ type Deps struct {
 	// Releases manages releases and rollbackDeployment; optional.
 	Releases *releases.Service
 	// Evals creates and lists evaluations; optional.
-	Evals *evals.Service
+	Evals   *evals.Service
+	Metrics *Metrics
 	// Schedules manages schedules; optional.
 	Schedules *schedules.Service
-	Metrics   *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
