@@ -395,6 +395,18 @@ func TestSchedulesBadInputAndIsolation(t *testing.T) {
 		t.Fatalf("audit entries for schedule.create: %d (%v)", audits, err)
 	}
 
+	// A key scoped to the production environment does not reach the
+	// development environment's schedule, nor create one there.
+	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "prod-editor", roles: [EDITOR], environmentID: $e}) { token } }`, map[string]any{"e": f.prodEnvID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	if n := get(scoped.ok(qSchedule, map[string]any{"id": id}), "node"); n != nil {
+		t.Fatalf("a key of another environment read %v", n)
+	}
+	scoped.fail("NOT_FOUND", mTriggerSchedule, map[string]any{"id": id})
+	if r := scoped.do(mCreateSchedule, base(func(map[string]any) {})); r.Code() == "" {
+		t.Fatalf("a production key created a development schedule: %s", r.Raw)
+	}
+
 	// Another tenant: the schedule reads like one that never existed.
 	other := newFixture(t, "schedother")
 	if n := get(other.owner.ok(qSchedule, map[string]any{"id": id}), "node"); n != nil {
