@@ -391,8 +391,10 @@ func TestTickerPassOverManyDueSchedules(t *testing.T) {
 	start := time.Now()
 	acted, err := x.sched.Tick(context.Background())
 	took := time.Since(start)
-	if err != nil || acted != n {
-		t.Fatalf("acted on %d slots (%v), want %d", acted, err, n)
+	// Tick visits every tenant of the test database: other tests' schedules
+	// may be due on this clock too, so acted is at least n.
+	if err != nil || acted < n {
+		t.Fatalf("acted on %d slots (%v), want at least %d", acted, err, n)
 	}
 	x.in(func(ctx context.Context, c *ent.Client) error {
 		got, err := c.Run.Query().Where(run.CreatedByHasPrefix("schedule:")).Count(ctx)
@@ -401,5 +403,5 @@ func TestTickerPassOverManyDueSchedules(t *testing.T) {
 		}
 		return err
 	})
-	t.Logf("one pass: %d due schedules in %s, %s per slot", n, took.Round(time.Millisecond), (took / n).Round(10*time.Microsecond))
+	t.Logf("one pass: %d due slots in %s, %s per slot", acted, took.Round(time.Millisecond), (took / time.Duration(acted)).Round(10*time.Microsecond))
 }
