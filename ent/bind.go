@@ -266,6 +266,22 @@ func (c *SLAPolicyClient) Bind(_m *SLAPolicy) *SLAPolicy {
 	return _m
 }
 
+// Bind gives a Schedule that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ScheduleClient) Bind(_m *Schedule) *Schedule {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a ScheduleAction that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ScheduleActionClient) Bind(_m *ScheduleAction) *ScheduleAction {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a StepAttempt that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

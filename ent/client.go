@@ -46,6 +46,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -131,6 +133,10 @@ type Client struct {
 	SLABreach *SLABreachClient
 	// SLAPolicy is the client for interacting with the SLAPolicy builders.
 	SLAPolicy *SLAPolicyClient
+	// Schedule is the client for interacting with the Schedule builders.
+	Schedule *ScheduleClient
+	// ScheduleAction is the client for interacting with the ScheduleAction builders.
+	ScheduleAction *ScheduleActionClient
 	// StepAttempt is the client for interacting with the StepAttempt builders.
 	StepAttempt *StepAttemptClient
 	// StepRun is the client for interacting with the StepRun builders.
@@ -191,6 +197,8 @@ func (c *Client) init() {
 	c.RunEvent = NewRunEventClient(c.config)
 	c.SLABreach = NewSLABreachClient(c.config)
 	c.SLAPolicy = NewSLAPolicyClient(c.config)
+	c.Schedule = NewScheduleClient(c.config)
+	c.ScheduleAction = NewScheduleActionClient(c.config)
 	c.StepAttempt = NewStepAttemptClient(c.config)
 	c.StepRun = NewStepRunClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
@@ -324,6 +332,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
 		SLAPolicy:                  NewSLAPolicyClient(cfg),
+		Schedule:                   NewScheduleClient(cfg),
+		ScheduleAction:             NewScheduleActionClient(cfg),
 		StepAttempt:                NewStepAttemptClient(cfg),
 		StepRun:                    NewStepRunClient(cfg),
 		Tenant:                     NewTenantClient(cfg),
@@ -384,6 +394,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
 		SLAPolicy:                  NewSLAPolicyClient(cfg),
+		Schedule:                   NewScheduleClient(cfg),
+		ScheduleAction:             NewScheduleActionClient(cfg),
 		StepAttempt:                NewStepAttemptClient(cfg),
 		StepRun:                    NewStepRunClient(cfg),
 		Tenant:                     NewTenantClient(cfg),
@@ -427,9 +439,9 @@ func (c *Client) Use(hooks ...Hook) {
 		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
+		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -445,9 +457,9 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.StepAttempt,
-		c.StepRun, c.Tenant, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
+		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -522,6 +534,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.SLABreach.mutate(ctx, m)
 	case *SLAPolicyMutation:
 		return c.SLAPolicy.mutate(ctx, m)
+	case *ScheduleMutation:
+		return c.Schedule.mutate(ctx, m)
+	case *ScheduleActionMutation:
+		return c.ScheduleAction.mutate(ctx, m)
 	case *StepAttemptMutation:
 		return c.StepAttempt.mutate(ctx, m)
 	case *StepRunMutation:
@@ -5893,6 +5909,306 @@ func (c *SLAPolicyClient) mutate(ctx context.Context, m *SLAPolicyMutation) (Val
 	}
 }
 
+// ScheduleClient is a client for the Schedule schema.
+type ScheduleClient struct {
+	config
+}
+
+// NewScheduleClient returns a client for the Schedule from the given config.
+func NewScheduleClient(c config) *ScheduleClient {
+	return &ScheduleClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `schedule.Hooks(f(g(h())))`.
+func (c *ScheduleClient) Use(hooks ...Hook) {
+	c.hooks.Schedule = append(c.hooks.Schedule, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `schedule.Intercept(f(g(h())))`.
+func (c *ScheduleClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Schedule = append(c.inters.Schedule, interceptors...)
+}
+
+// Create returns a builder for creating a Schedule entity.
+func (c *ScheduleClient) Create() *ScheduleCreate {
+	mutation := newScheduleMutation(c.config, OpCreate)
+	return &ScheduleCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Schedule entities.
+func (c *ScheduleClient) CreateBulk(builders ...*ScheduleCreate) *ScheduleCreateBulk {
+	return &ScheduleCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ScheduleClient) MapCreateBulk(slice any, setFunc func(*ScheduleCreate, int)) *ScheduleCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ScheduleCreateBulk{err: fmt.Errorf("calling to ScheduleClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ScheduleCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ScheduleCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Schedule.
+func (c *ScheduleClient) Update() *ScheduleUpdate {
+	mutation := newScheduleMutation(c.config, OpUpdate)
+	return &ScheduleUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ScheduleClient) UpdateOne(_m *Schedule) *ScheduleUpdateOne {
+	mutation := newScheduleMutation(c.config, OpUpdateOne, withSchedule(_m))
+	return &ScheduleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ScheduleClient) UpdateOneID(id string) *ScheduleUpdateOne {
+	mutation := newScheduleMutation(c.config, OpUpdateOne, withScheduleID(id))
+	return &ScheduleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Schedule.
+func (c *ScheduleClient) Delete() *ScheduleDelete {
+	mutation := newScheduleMutation(c.config, OpDelete)
+	return &ScheduleDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ScheduleClient) DeleteOne(_m *Schedule) *ScheduleDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ScheduleClient) DeleteOneID(id string) *ScheduleDeleteOne {
+	builder := c.Delete().Where(schedule.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ScheduleDeleteOne{builder}
+}
+
+// Query returns a query builder for Schedule.
+func (c *ScheduleClient) Query() *ScheduleQuery {
+	return &ScheduleQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSchedule},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Schedule entity by its id.
+func (c *ScheduleClient) Get(ctx context.Context, id string) (*Schedule, error) {
+	return c.Query().Where(schedule.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ScheduleClient) GetX(ctx context.Context, id string) *Schedule {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Schedule.
+func (c *ScheduleClient) QueryTenant(_m *Schedule) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(schedule.Table, schedule.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, schedule.TenantTable, schedule.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ScheduleClient) Hooks() []Hook {
+	hooks := c.hooks.Schedule
+	return append(hooks[:len(hooks):len(hooks)], schedule.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ScheduleClient) Interceptors() []Interceptor {
+	return c.inters.Schedule
+}
+
+func (c *ScheduleClient) mutate(ctx context.Context, m *ScheduleMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ScheduleCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ScheduleUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ScheduleUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ScheduleDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Schedule mutation op: %q", m.Op())
+	}
+}
+
+// ScheduleActionClient is a client for the ScheduleAction schema.
+type ScheduleActionClient struct {
+	config
+}
+
+// NewScheduleActionClient returns a client for the ScheduleAction from the given config.
+func NewScheduleActionClient(c config) *ScheduleActionClient {
+	return &ScheduleActionClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `scheduleaction.Hooks(f(g(h())))`.
+func (c *ScheduleActionClient) Use(hooks ...Hook) {
+	c.hooks.ScheduleAction = append(c.hooks.ScheduleAction, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `scheduleaction.Intercept(f(g(h())))`.
+func (c *ScheduleActionClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ScheduleAction = append(c.inters.ScheduleAction, interceptors...)
+}
+
+// Create returns a builder for creating a ScheduleAction entity.
+func (c *ScheduleActionClient) Create() *ScheduleActionCreate {
+	mutation := newScheduleActionMutation(c.config, OpCreate)
+	return &ScheduleActionCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ScheduleAction entities.
+func (c *ScheduleActionClient) CreateBulk(builders ...*ScheduleActionCreate) *ScheduleActionCreateBulk {
+	return &ScheduleActionCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ScheduleActionClient) MapCreateBulk(slice any, setFunc func(*ScheduleActionCreate, int)) *ScheduleActionCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ScheduleActionCreateBulk{err: fmt.Errorf("calling to ScheduleActionClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ScheduleActionCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ScheduleActionCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ScheduleAction.
+func (c *ScheduleActionClient) Update() *ScheduleActionUpdate {
+	mutation := newScheduleActionMutation(c.config, OpUpdate)
+	return &ScheduleActionUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ScheduleActionClient) UpdateOne(_m *ScheduleAction) *ScheduleActionUpdateOne {
+	mutation := newScheduleActionMutation(c.config, OpUpdateOne, withScheduleAction(_m))
+	return &ScheduleActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ScheduleActionClient) UpdateOneID(id string) *ScheduleActionUpdateOne {
+	mutation := newScheduleActionMutation(c.config, OpUpdateOne, withScheduleActionID(id))
+	return &ScheduleActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ScheduleAction.
+func (c *ScheduleActionClient) Delete() *ScheduleActionDelete {
+	mutation := newScheduleActionMutation(c.config, OpDelete)
+	return &ScheduleActionDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ScheduleActionClient) DeleteOne(_m *ScheduleAction) *ScheduleActionDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ScheduleActionClient) DeleteOneID(id string) *ScheduleActionDeleteOne {
+	builder := c.Delete().Where(scheduleaction.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ScheduleActionDeleteOne{builder}
+}
+
+// Query returns a query builder for ScheduleAction.
+func (c *ScheduleActionClient) Query() *ScheduleActionQuery {
+	return &ScheduleActionQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeScheduleAction},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ScheduleAction entity by its id.
+func (c *ScheduleActionClient) Get(ctx context.Context, id string) (*ScheduleAction, error) {
+	return c.Query().Where(scheduleaction.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ScheduleActionClient) GetX(ctx context.Context, id string) *ScheduleAction {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ScheduleAction.
+func (c *ScheduleActionClient) QueryTenant(_m *ScheduleAction) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(scheduleaction.Table, scheduleaction.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, scheduleaction.TenantTable, scheduleaction.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ScheduleActionClient) Hooks() []Hook {
+	hooks := c.hooks.ScheduleAction
+	return append(hooks[:len(hooks):len(hooks)], scheduleaction.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ScheduleActionClient) Interceptors() []Interceptor {
+	return c.inters.ScheduleAction
+}
+
+func (c *ScheduleActionClient) mutate(ctx context.Context, m *ScheduleActionMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ScheduleActionCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ScheduleActionUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ScheduleActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ScheduleActionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ScheduleAction mutation op: %q", m.Op())
+	}
+}
+
 // StepAttemptClient is a client for the StepAttempt schema.
 type StepAttemptClient struct {
 	config
@@ -7246,8 +7562,9 @@ type (
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowVersion []ent.Hook
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
@@ -7256,8 +7573,9 @@ type (
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, StepAttempt, StepRun, Tenant, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowVersion []ent.Interceptor
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -43,6 +43,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -146,6 +148,8 @@ func checkColumn(t, c string) error {
 			runevent.Table:                   runevent.ValidColumn,
 			slabreach.Table:                  slabreach.ValidColumn,
 			slapolicy.Table:                  slapolicy.ValidColumn,
+			schedule.Table:                   schedule.ValidColumn,
+			scheduleaction.Table:             scheduleaction.ValidColumn,
 			stepattempt.Table:                stepattempt.ValidColumn,
 			steprun.Table:                    steprun.ValidColumn,
 			tenant.Table:                     tenant.ValidColumn,

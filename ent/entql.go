@@ -35,6 +35,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -54,7 +56,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 41)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 43)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -927,6 +929,64 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   schedule.Table,
+			Columns: schedule.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: schedule.FieldID,
+			},
+		},
+		Type: "Schedule",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			schedule.FieldTenantID:        {Type: field.TypeString, Column: schedule.FieldTenantID},
+			schedule.FieldCreatedAt:       {Type: field.TypeTime, Column: schedule.FieldCreatedAt},
+			schedule.FieldUpdatedAt:       {Type: field.TypeTime, Column: schedule.FieldUpdatedAt},
+			schedule.FieldWorkflowID:      {Type: field.TypeString, Column: schedule.FieldWorkflowID},
+			schedule.FieldEnvironmentID:   {Type: field.TypeString, Column: schedule.FieldEnvironmentID},
+			schedule.FieldCron:            {Type: field.TypeString, Column: schedule.FieldCron},
+			schedule.FieldEvery:           {Type: field.TypeString, Column: schedule.FieldEvery},
+			schedule.FieldOffset:          {Type: field.TypeString, Column: schedule.FieldOffset},
+			schedule.FieldTimezone:        {Type: field.TypeString, Column: schedule.FieldTimezone},
+			schedule.FieldInput:           {Type: field.TypeJSON, Column: schedule.FieldInput},
+			schedule.FieldOverlap:         {Type: field.TypeEnum, Column: schedule.FieldOverlap},
+			schedule.FieldCatchupWindowMs: {Type: field.TypeInt64, Column: schedule.FieldCatchupWindowMs},
+			schedule.FieldJitterMs:        {Type: field.TypeInt64, Column: schedule.FieldJitterMs},
+			schedule.FieldStartAt:         {Type: field.TypeTime, Column: schedule.FieldStartAt},
+			schedule.FieldEndAt:           {Type: field.TypeTime, Column: schedule.FieldEndAt},
+			schedule.FieldPaused:          {Type: field.TypeBool, Column: schedule.FieldPaused},
+			schedule.FieldNote:            {Type: field.TypeString, Column: schedule.FieldNote},
+			schedule.FieldNextSlotAt:      {Type: field.TypeTime, Column: schedule.FieldNextSlotAt},
+			schedule.FieldNextFireAt:      {Type: field.TypeTime, Column: schedule.FieldNextFireAt},
+			schedule.FieldBufferedSlotAt:  {Type: field.TypeTime, Column: schedule.FieldBufferedSlotAt},
+			schedule.FieldCreatedBy:       {Type: field.TypeString, Column: schedule.FieldCreatedBy},
+		},
+	}
+	graph.Nodes[34] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   scheduleaction.Table,
+			Columns: scheduleaction.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: scheduleaction.FieldID,
+			},
+		},
+		Type: "ScheduleAction",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			scheduleaction.FieldTenantID:      {Type: field.TypeString, Column: scheduleaction.FieldTenantID},
+			scheduleaction.FieldCreatedAt:     {Type: field.TypeTime, Column: scheduleaction.FieldCreatedAt},
+			scheduleaction.FieldScheduleID:    {Type: field.TypeString, Column: scheduleaction.FieldScheduleID},
+			scheduleaction.FieldEnvironmentID: {Type: field.TypeString, Column: scheduleaction.FieldEnvironmentID},
+			scheduleaction.FieldSource:        {Type: field.TypeEnum, Column: scheduleaction.FieldSource},
+			scheduleaction.FieldOutcome:       {Type: field.TypeEnum, Column: scheduleaction.FieldOutcome},
+			scheduleaction.FieldScheduledAt:   {Type: field.TypeTime, Column: scheduleaction.FieldScheduledAt},
+			scheduleaction.FieldActedAt:       {Type: field.TypeTime, Column: scheduleaction.FieldActedAt},
+			scheduleaction.FieldRunID:         {Type: field.TypeString, Column: scheduleaction.FieldRunID},
+			scheduleaction.FieldMessage:       {Type: field.TypeString, Column: scheduleaction.FieldMessage},
+			scheduleaction.FieldRunOpen:       {Type: field.TypeBool, Column: scheduleaction.FieldRunOpen},
+		},
+	}
+	graph.Nodes[35] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -953,7 +1013,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -982,7 +1042,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -1005,9 +1065,10 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
+			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 		},
 	}
-	graph.Nodes[36] = &sqlgraph.Node{
+	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -1028,7 +1089,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[37] = &sqlgraph.Node{
+	graph.Nodes[39] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -1056,7 +1117,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[38] = &sqlgraph.Node{
+	graph.Nodes[40] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1083,7 +1144,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[39] = &sqlgraph.Node{
+	graph.Nodes[41] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1103,7 +1164,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[40] = &sqlgraph.Node{
+	graph.Nodes[42] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1822,6 +1883,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"SLAPolicy",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   schedule.TenantTable,
+			Columns: []string{schedule.TenantColumn},
+			Bidi:    false,
+		},
+		"Schedule",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   scheduleaction.TenantTable,
+			Columns: []string{scheduleaction.TenantColumn},
+			Bidi:    false,
+		},
+		"ScheduleAction",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -6375,6 +6460,274 @@ func (f *SLAPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *ScheduleQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ScheduleQuery builder.
+func (_q *ScheduleQuery) Filter() *ScheduleFilter {
+	return &ScheduleFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ScheduleMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ScheduleMutation builder.
+func (m *ScheduleMutation) Filter() *ScheduleFilter {
+	return &ScheduleFilter{config: m.config, predicateAdder: m}
+}
+
+// ScheduleFilter provides a generic filtering capability at runtime for ScheduleQuery.
+type ScheduleFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ScheduleFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ScheduleFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ScheduleFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ScheduleFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *ScheduleFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *ScheduleFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *ScheduleFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldEnvironmentID))
+}
+
+// WhereCron applies the entql string predicate on the cron field.
+func (f *ScheduleFilter) WhereCron(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldCron))
+}
+
+// WhereEvery applies the entql string predicate on the every field.
+func (f *ScheduleFilter) WhereEvery(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldEvery))
+}
+
+// WhereOffset applies the entql string predicate on the offset field.
+func (f *ScheduleFilter) WhereOffset(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldOffset))
+}
+
+// WhereTimezone applies the entql string predicate on the timezone field.
+func (f *ScheduleFilter) WhereTimezone(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldTimezone))
+}
+
+// WhereInput applies the entql json.RawMessage predicate on the input field.
+func (f *ScheduleFilter) WhereInput(p entql.BytesP) {
+	f.Where(p.Field(schedule.FieldInput))
+}
+
+// WhereOverlap applies the entql string predicate on the overlap field.
+func (f *ScheduleFilter) WhereOverlap(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldOverlap))
+}
+
+// WhereCatchupWindowMs applies the entql int64 predicate on the catchup_window_ms field.
+func (f *ScheduleFilter) WhereCatchupWindowMs(p entql.Int64P) {
+	f.Where(p.Field(schedule.FieldCatchupWindowMs))
+}
+
+// WhereJitterMs applies the entql int64 predicate on the jitter_ms field.
+func (f *ScheduleFilter) WhereJitterMs(p entql.Int64P) {
+	f.Where(p.Field(schedule.FieldJitterMs))
+}
+
+// WhereStartAt applies the entql time.Time predicate on the start_at field.
+func (f *ScheduleFilter) WhereStartAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldStartAt))
+}
+
+// WhereEndAt applies the entql time.Time predicate on the end_at field.
+func (f *ScheduleFilter) WhereEndAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldEndAt))
+}
+
+// WherePaused applies the entql bool predicate on the paused field.
+func (f *ScheduleFilter) WherePaused(p entql.BoolP) {
+	f.Where(p.Field(schedule.FieldPaused))
+}
+
+// WhereNote applies the entql string predicate on the note field.
+func (f *ScheduleFilter) WhereNote(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldNote))
+}
+
+// WhereNextSlotAt applies the entql time.Time predicate on the next_slot_at field.
+func (f *ScheduleFilter) WhereNextSlotAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldNextSlotAt))
+}
+
+// WhereNextFireAt applies the entql time.Time predicate on the next_fire_at field.
+func (f *ScheduleFilter) WhereNextFireAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldNextFireAt))
+}
+
+// WhereBufferedSlotAt applies the entql time.Time predicate on the buffered_slot_at field.
+func (f *ScheduleFilter) WhereBufferedSlotAt(p entql.TimeP) {
+	f.Where(p.Field(schedule.FieldBufferedSlotAt))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *ScheduleFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(schedule.FieldCreatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ScheduleFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ScheduleFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *ScheduleActionQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the ScheduleActionQuery builder.
+func (_q *ScheduleActionQuery) Filter() *ScheduleActionFilter {
+	return &ScheduleActionFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *ScheduleActionMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the ScheduleActionMutation builder.
+func (m *ScheduleActionMutation) Filter() *ScheduleActionFilter {
+	return &ScheduleActionFilter{config: m.config, predicateAdder: m}
+}
+
+// ScheduleActionFilter provides a generic filtering capability at runtime for ScheduleActionQuery.
+type ScheduleActionFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *ScheduleActionFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *ScheduleActionFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *ScheduleActionFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *ScheduleActionFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(scheduleaction.FieldCreatedAt))
+}
+
+// WhereScheduleID applies the entql string predicate on the schedule_id field.
+func (f *ScheduleActionFilter) WhereScheduleID(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldScheduleID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *ScheduleActionFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldEnvironmentID))
+}
+
+// WhereSource applies the entql string predicate on the source field.
+func (f *ScheduleActionFilter) WhereSource(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldSource))
+}
+
+// WhereOutcome applies the entql string predicate on the outcome field.
+func (f *ScheduleActionFilter) WhereOutcome(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldOutcome))
+}
+
+// WhereScheduledAt applies the entql time.Time predicate on the scheduled_at field.
+func (f *ScheduleActionFilter) WhereScheduledAt(p entql.TimeP) {
+	f.Where(p.Field(scheduleaction.FieldScheduledAt))
+}
+
+// WhereActedAt applies the entql time.Time predicate on the acted_at field.
+func (f *ScheduleActionFilter) WhereActedAt(p entql.TimeP) {
+	f.Where(p.Field(scheduleaction.FieldActedAt))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *ScheduleActionFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldRunID))
+}
+
+// WhereMessage applies the entql string predicate on the message field.
+func (f *ScheduleActionFilter) WhereMessage(p entql.StringP) {
+	f.Where(p.Field(scheduleaction.FieldMessage))
+}
+
+// WhereRunOpen applies the entql bool predicate on the run_open field.
+func (f *ScheduleActionFilter) WhereRunOpen(p entql.BoolP) {
+	f.Where(p.Field(scheduleaction.FieldRunOpen))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *ScheduleActionFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *ScheduleActionFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *StepAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -6403,7 +6756,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6546,7 +6899,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6708,7 +7061,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6779,6 +7132,11 @@ func (f *TenantFilter) WhereOpenEvaluations(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldOpenEvaluations))
 }
 
+// WhereSchedules applies the entql int predicate on the schedules field.
+func (f *TenantFilter) WhereSchedules(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldSchedules))
+}
+
 // addPredicate implements the predicateAdder interface.
 func (_q *WebhookAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
@@ -6808,7 +7166,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6916,7 +7274,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7073,7 +7431,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7211,7 +7569,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7328,7 +7686,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

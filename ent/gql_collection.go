@@ -32,6 +32,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -3913,6 +3915,298 @@ func newSLAPolicyPaginateArgs(rv map[string]any) *slapolicyPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*SLAPolicyWhereInput); ok {
 		args.opts = append(args.opts, WithSLAPolicyFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ScheduleQuery) CollectFields(ctx context.Context, satisfies ...string) (*ScheduleQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ScheduleQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(schedule.Columns))
+		selectedFields = []string{schedule.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[schedule.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldCreatedAt)
+				fieldSeen[schedule.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[schedule.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldUpdatedAt)
+				fieldSeen[schedule.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[schedule.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldWorkflowID)
+				fieldSeen[schedule.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[schedule.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldEnvironmentID)
+				fieldSeen[schedule.FieldEnvironmentID] = struct{}{}
+			}
+		case "cron":
+			if _, ok := fieldSeen[schedule.FieldCron]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldCron)
+				fieldSeen[schedule.FieldCron] = struct{}{}
+			}
+		case "every":
+			if _, ok := fieldSeen[schedule.FieldEvery]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldEvery)
+				fieldSeen[schedule.FieldEvery] = struct{}{}
+			}
+		case "offset":
+			if _, ok := fieldSeen[schedule.FieldOffset]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldOffset)
+				fieldSeen[schedule.FieldOffset] = struct{}{}
+			}
+		case "timezone":
+			if _, ok := fieldSeen[schedule.FieldTimezone]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldTimezone)
+				fieldSeen[schedule.FieldTimezone] = struct{}{}
+			}
+		case "input":
+			if _, ok := fieldSeen[schedule.FieldInput]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldInput)
+				fieldSeen[schedule.FieldInput] = struct{}{}
+			}
+		case "overlap":
+			if _, ok := fieldSeen[schedule.FieldOverlap]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldOverlap)
+				fieldSeen[schedule.FieldOverlap] = struct{}{}
+			}
+		case "startAt":
+			if _, ok := fieldSeen[schedule.FieldStartAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldStartAt)
+				fieldSeen[schedule.FieldStartAt] = struct{}{}
+			}
+		case "endAt":
+			if _, ok := fieldSeen[schedule.FieldEndAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldEndAt)
+				fieldSeen[schedule.FieldEndAt] = struct{}{}
+			}
+		case "paused":
+			if _, ok := fieldSeen[schedule.FieldPaused]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldPaused)
+				fieldSeen[schedule.FieldPaused] = struct{}{}
+			}
+		case "note":
+			if _, ok := fieldSeen[schedule.FieldNote]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldNote)
+				fieldSeen[schedule.FieldNote] = struct{}{}
+			}
+		case "nextSlotAt":
+			if _, ok := fieldSeen[schedule.FieldNextSlotAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldNextSlotAt)
+				fieldSeen[schedule.FieldNextSlotAt] = struct{}{}
+			}
+		case "nextFireAt":
+			if _, ok := fieldSeen[schedule.FieldNextFireAt]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldNextFireAt)
+				fieldSeen[schedule.FieldNextFireAt] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[schedule.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, schedule.FieldCreatedBy)
+				fieldSeen[schedule.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type schedulePaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []SchedulePaginateOption
+}
+
+func newSchedulePaginateArgs(rv map[string]any) *schedulePaginateArgs {
+	args := &schedulePaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ScheduleOrder{Field: &ScheduleOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithScheduleOrder(order))
+			}
+		case *ScheduleOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithScheduleOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ScheduleActionQuery) CollectFields(ctx context.Context, satisfies ...string) (*ScheduleActionQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ScheduleActionQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(scheduleaction.Columns))
+		selectedFields = []string{scheduleaction.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[scheduleaction.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldCreatedAt)
+				fieldSeen[scheduleaction.FieldCreatedAt] = struct{}{}
+			}
+		case "scheduleID":
+			if _, ok := fieldSeen[scheduleaction.FieldScheduleID]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldScheduleID)
+				fieldSeen[scheduleaction.FieldScheduleID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[scheduleaction.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldEnvironmentID)
+				fieldSeen[scheduleaction.FieldEnvironmentID] = struct{}{}
+			}
+		case "source":
+			if _, ok := fieldSeen[scheduleaction.FieldSource]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldSource)
+				fieldSeen[scheduleaction.FieldSource] = struct{}{}
+			}
+		case "outcome":
+			if _, ok := fieldSeen[scheduleaction.FieldOutcome]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldOutcome)
+				fieldSeen[scheduleaction.FieldOutcome] = struct{}{}
+			}
+		case "scheduledAt":
+			if _, ok := fieldSeen[scheduleaction.FieldScheduledAt]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldScheduledAt)
+				fieldSeen[scheduleaction.FieldScheduledAt] = struct{}{}
+			}
+		case "actedAt":
+			if _, ok := fieldSeen[scheduleaction.FieldActedAt]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldActedAt)
+				fieldSeen[scheduleaction.FieldActedAt] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[scheduleaction.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldRunID)
+				fieldSeen[scheduleaction.FieldRunID] = struct{}{}
+			}
+		case "message":
+			if _, ok := fieldSeen[scheduleaction.FieldMessage]; !ok {
+				selectedFields = append(selectedFields, scheduleaction.FieldMessage)
+				fieldSeen[scheduleaction.FieldMessage] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type scheduleactionPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ScheduleActionPaginateOption
+}
+
+func newScheduleActionPaginateArgs(rv map[string]any) *scheduleactionPaginateArgs {
+	args := &scheduleactionPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ScheduleActionOrder{Field: &ScheduleActionOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithScheduleActionOrder(order))
+			}
+		case *ScheduleActionOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithScheduleActionOrder(v))
+			}
+		}
 	}
 	return args
 }

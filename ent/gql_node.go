@@ -31,6 +31,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -167,6 +169,16 @@ var slapolicyImplementors = []string{"SLAPolicy", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*SLAPolicy) IsNode() {}
+
+var scheduleImplementors = []string{"Schedule", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Schedule) IsNode() {}
+
+var scheduleactionImplementors = []string{"ScheduleAction", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*ScheduleAction) IsNode() {}
 
 var stepattemptImplementors = []string{"StepAttempt", "Node"}
 
@@ -478,6 +490,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(slapolicy.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, slapolicyImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case schedule.Table:
+		query := c.Schedule.Query().
+			Where(schedule.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, scheduleImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case scheduleaction.Table:
+		query := c.ScheduleAction.Query().
+			Where(scheduleaction.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, scheduleactionImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -999,6 +1029,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.SLAPolicy.Query().
 			Where(slapolicy.IDIn(ids...))
 		query, err := query.CollectFields(ctx, slapolicyImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case schedule.Table:
+		query := c.Schedule.Query().
+			Where(schedule.IDIn(ids...))
+		query, err := query.CollectFields(ctx, scheduleImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case scheduleaction.Table:
+		query := c.ScheduleAction.Query().
+			Where(scheduleaction.IDIn(ids...))
+		query, err := query.CollectFields(ctx, scheduleactionImplementors...)
 		if err != nil {
 			return nil, err
 		}

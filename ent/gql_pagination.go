@@ -36,6 +36,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -7325,6 +7327,598 @@ func (_m *SLAPolicy) ToEdge(order *SLAPolicyOrder) *SLAPolicyEdge {
 		order = DefaultSLAPolicyOrder
 	}
 	return &SLAPolicyEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// ScheduleEdge is the edge representation of Schedule.
+type ScheduleEdge struct {
+	Node   *Schedule `json:"node"`
+	Cursor Cursor    `json:"cursor"`
+}
+
+// ScheduleConnection is the connection containing edges to Schedule.
+type ScheduleConnection struct {
+	Edges      []*ScheduleEdge `json:"edges"`
+	PageInfo   PageInfo        `json:"pageInfo"`
+	TotalCount int             `json:"totalCount"`
+}
+
+func (c *ScheduleConnection) build(nodes []*Schedule, pager *schedulePager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Schedule
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Schedule {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Schedule {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*ScheduleEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &ScheduleEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// SchedulePaginateOption enables pagination customization.
+type SchedulePaginateOption func(*schedulePager) error
+
+// WithScheduleOrder configures pagination ordering.
+func WithScheduleOrder(order *ScheduleOrder) SchedulePaginateOption {
+	if order == nil {
+		order = DefaultScheduleOrder
+	}
+	o := *order
+	return func(pager *schedulePager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultScheduleOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithScheduleFilter configures pagination filter.
+func WithScheduleFilter(filter func(*ScheduleQuery) (*ScheduleQuery, error)) SchedulePaginateOption {
+	return func(pager *schedulePager) error {
+		if filter == nil {
+			return errors.New("ScheduleQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type schedulePager struct {
+	reverse bool
+	order   *ScheduleOrder
+	filter  func(*ScheduleQuery) (*ScheduleQuery, error)
+}
+
+func newSchedulePager(opts []SchedulePaginateOption, reverse bool) (*schedulePager, error) {
+	pager := &schedulePager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultScheduleOrder
+	}
+	return pager, nil
+}
+
+func (p *schedulePager) applyFilter(query *ScheduleQuery) (*ScheduleQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *schedulePager) toCursor(_m *Schedule) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *schedulePager) applyCursors(query *ScheduleQuery, after, before *Cursor) (*ScheduleQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultScheduleOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *schedulePager) applyOrder(query *ScheduleQuery) *ScheduleQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultScheduleOrder.Field {
+		query = query.Order(DefaultScheduleOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *schedulePager) orderExpr(query *ScheduleQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultScheduleOrder.Field {
+			b.Comma().Ident(DefaultScheduleOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Schedule.
+func (_m *ScheduleQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...SchedulePaginateOption,
+) (*ScheduleConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newSchedulePager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &ScheduleConnection{Edges: []*ScheduleEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// ScheduleOrderFieldCreatedAt orders Schedule by created_at.
+	ScheduleOrderFieldCreatedAt = &ScheduleOrderField{
+		Value: func(_m *Schedule) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: schedule.FieldCreatedAt,
+		toTerm: schedule.ByCreatedAt,
+		toCursor: func(_m *Schedule) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f ScheduleOrderField) String() string {
+	var str string
+	switch f.column {
+	case ScheduleOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f ScheduleOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *ScheduleOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("ScheduleOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *ScheduleOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid ScheduleOrderField", str)
+	}
+	return nil
+}
+
+// ScheduleOrderField defines the ordering field of Schedule.
+type ScheduleOrderField struct {
+	// Value extracts the ordering value from the given Schedule.
+	Value    func(*Schedule) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) schedule.OrderOption
+	toCursor func(*Schedule) Cursor
+}
+
+// ScheduleOrder defines the ordering of Schedule.
+type ScheduleOrder struct {
+	Direction OrderDirection      `json:"direction"`
+	Field     *ScheduleOrderField `json:"field"`
+}
+
+// DefaultScheduleOrder is the default ordering of Schedule.
+var DefaultScheduleOrder = &ScheduleOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &ScheduleOrderField{
+		Value: func(_m *Schedule) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: schedule.FieldID,
+		toTerm: schedule.ByID,
+		toCursor: func(_m *Schedule) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Schedule into ScheduleEdge.
+func (_m *Schedule) ToEdge(order *ScheduleOrder) *ScheduleEdge {
+	if order == nil {
+		order = DefaultScheduleOrder
+	}
+	return &ScheduleEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// ScheduleActionEdge is the edge representation of ScheduleAction.
+type ScheduleActionEdge struct {
+	Node   *ScheduleAction `json:"node"`
+	Cursor Cursor          `json:"cursor"`
+}
+
+// ScheduleActionConnection is the connection containing edges to ScheduleAction.
+type ScheduleActionConnection struct {
+	Edges      []*ScheduleActionEdge `json:"edges"`
+	PageInfo   PageInfo              `json:"pageInfo"`
+	TotalCount int                   `json:"totalCount"`
+}
+
+func (c *ScheduleActionConnection) build(nodes []*ScheduleAction, pager *scheduleactionPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *ScheduleAction
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *ScheduleAction {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *ScheduleAction {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*ScheduleActionEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &ScheduleActionEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// ScheduleActionPaginateOption enables pagination customization.
+type ScheduleActionPaginateOption func(*scheduleactionPager) error
+
+// WithScheduleActionOrder configures pagination ordering.
+func WithScheduleActionOrder(order *ScheduleActionOrder) ScheduleActionPaginateOption {
+	if order == nil {
+		order = DefaultScheduleActionOrder
+	}
+	o := *order
+	return func(pager *scheduleactionPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultScheduleActionOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithScheduleActionFilter configures pagination filter.
+func WithScheduleActionFilter(filter func(*ScheduleActionQuery) (*ScheduleActionQuery, error)) ScheduleActionPaginateOption {
+	return func(pager *scheduleactionPager) error {
+		if filter == nil {
+			return errors.New("ScheduleActionQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type scheduleactionPager struct {
+	reverse bool
+	order   *ScheduleActionOrder
+	filter  func(*ScheduleActionQuery) (*ScheduleActionQuery, error)
+}
+
+func newScheduleActionPager(opts []ScheduleActionPaginateOption, reverse bool) (*scheduleactionPager, error) {
+	pager := &scheduleactionPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultScheduleActionOrder
+	}
+	return pager, nil
+}
+
+func (p *scheduleactionPager) applyFilter(query *ScheduleActionQuery) (*ScheduleActionQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *scheduleactionPager) toCursor(_m *ScheduleAction) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *scheduleactionPager) applyCursors(query *ScheduleActionQuery, after, before *Cursor) (*ScheduleActionQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultScheduleActionOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *scheduleactionPager) applyOrder(query *ScheduleActionQuery) *ScheduleActionQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultScheduleActionOrder.Field {
+		query = query.Order(DefaultScheduleActionOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *scheduleactionPager) orderExpr(query *ScheduleActionQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultScheduleActionOrder.Field {
+			b.Comma().Ident(DefaultScheduleActionOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to ScheduleAction.
+func (_m *ScheduleActionQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...ScheduleActionPaginateOption,
+) (*ScheduleActionConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newScheduleActionPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &ScheduleActionConnection{Edges: []*ScheduleActionEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// ScheduleActionOrderFieldCreatedAt orders ScheduleAction by created_at.
+	ScheduleActionOrderFieldCreatedAt = &ScheduleActionOrderField{
+		Value: func(_m *ScheduleAction) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: scheduleaction.FieldCreatedAt,
+		toTerm: scheduleaction.ByCreatedAt,
+		toCursor: func(_m *ScheduleAction) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f ScheduleActionOrderField) String() string {
+	var str string
+	switch f.column {
+	case ScheduleActionOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f ScheduleActionOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *ScheduleActionOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("ScheduleActionOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *ScheduleActionOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid ScheduleActionOrderField", str)
+	}
+	return nil
+}
+
+// ScheduleActionOrderField defines the ordering field of ScheduleAction.
+type ScheduleActionOrderField struct {
+	// Value extracts the ordering value from the given ScheduleAction.
+	Value    func(*ScheduleAction) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) scheduleaction.OrderOption
+	toCursor func(*ScheduleAction) Cursor
+}
+
+// ScheduleActionOrder defines the ordering of ScheduleAction.
+type ScheduleActionOrder struct {
+	Direction OrderDirection            `json:"direction"`
+	Field     *ScheduleActionOrderField `json:"field"`
+}
+
+// DefaultScheduleActionOrder is the default ordering of ScheduleAction.
+var DefaultScheduleActionOrder = &ScheduleActionOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &ScheduleActionOrderField{
+		Value: func(_m *ScheduleAction) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: scheduleaction.FieldID,
+		toTerm: scheduleaction.ByID,
+		toCursor: func(_m *ScheduleAction) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts ScheduleAction into ScheduleActionEdge.
+func (_m *ScheduleAction) ToEdge(order *ScheduleActionOrder) *ScheduleActionEdge {
+	if order == nil {
+		order = DefaultScheduleActionOrder
+	}
+	return &ScheduleActionEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -44,6 +44,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -103,6 +105,8 @@ const (
 	TypeRunEvent                   = "RunEvent"
 	TypeSLABreach                  = "SLABreach"
 	TypeSLAPolicy                  = "SLAPolicy"
+	TypeSchedule                   = "Schedule"
+	TypeScheduleAction             = "ScheduleAction"
 	TypeStepAttempt                = "StepAttempt"
 	TypeStepRun                    = "StepRun"
 	TypeTenant                     = "Tenant"
@@ -41457,6 +41461,2701 @@ func (m *SLAPolicyMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown SLAPolicy edge %s", name)
 }
 
+// ScheduleMutation represents an operation that mutates the Schedule nodes in the graph.
+type ScheduleMutation struct {
+	config
+	op                   Op
+	typ                  string
+	id                   *string
+	created_at           *time.Time
+	updated_at           *time.Time
+	workflow_id          *string
+	environment_id       *string
+	cron                 *string
+	every                *string
+	_offset              *string
+	timezone             *string
+	input                *map[string]interface{}
+	overlap              *schedule.Overlap
+	catchup_window_ms    *int64
+	addcatchup_window_ms *int64
+	jitter_ms            *int64
+	addjitter_ms         *int64
+	start_at             *time.Time
+	end_at               *time.Time
+	paused               *bool
+	note                 *string
+	next_slot_at         *time.Time
+	next_fire_at         *time.Time
+	buffered_slot_at     *time.Time
+	created_by           *string
+	clearedFields        map[string]struct{}
+	tenant               *string
+	clearedtenant        bool
+	done                 bool
+	oldValue             func(context.Context) (*Schedule, error)
+	predicates           []predicate.Schedule
+}
+
+var _ ent.Mutation = (*ScheduleMutation)(nil)
+
+// scheduleOption allows management of the mutation configuration using functional options.
+type scheduleOption func(*ScheduleMutation)
+
+// newScheduleMutation creates new mutation for the Schedule entity.
+func newScheduleMutation(c config, op Op, opts ...scheduleOption) *ScheduleMutation {
+	m := &ScheduleMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSchedule,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withScheduleID sets the ID field of the mutation.
+func withScheduleID(id string) scheduleOption {
+	return func(m *ScheduleMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Schedule
+		)
+		m.oldValue = func(ctx context.Context) (*Schedule, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Schedule.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSchedule sets the old Schedule of the mutation.
+func withSchedule(node *Schedule) scheduleOption {
+	return func(m *ScheduleMutation) {
+		m.oldValue = func(context.Context) (*Schedule, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ScheduleMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ScheduleMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Schedule entities.
+func (m *ScheduleMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ScheduleMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ScheduleMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Schedule.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ScheduleMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ScheduleMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ScheduleMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ScheduleMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ScheduleMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ScheduleMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ScheduleMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ScheduleMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ScheduleMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *ScheduleMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *ScheduleMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *ScheduleMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *ScheduleMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *ScheduleMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *ScheduleMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetCron sets the "cron" field.
+func (m *ScheduleMutation) SetCron(s string) {
+	m.cron = &s
+}
+
+// Cron returns the value of the "cron" field in the mutation.
+func (m *ScheduleMutation) Cron() (r string, exists bool) {
+	v := m.cron
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCron returns the old "cron" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldCron(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCron is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCron requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCron: %w", err)
+	}
+	return oldValue.Cron, nil
+}
+
+// ClearCron clears the value of the "cron" field.
+func (m *ScheduleMutation) ClearCron() {
+	m.cron = nil
+	m.clearedFields[schedule.FieldCron] = struct{}{}
+}
+
+// CronCleared returns if the "cron" field was cleared in this mutation.
+func (m *ScheduleMutation) CronCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldCron]
+	return ok
+}
+
+// ResetCron resets all changes to the "cron" field.
+func (m *ScheduleMutation) ResetCron() {
+	m.cron = nil
+	delete(m.clearedFields, schedule.FieldCron)
+}
+
+// SetEvery sets the "every" field.
+func (m *ScheduleMutation) SetEvery(s string) {
+	m.every = &s
+}
+
+// Every returns the value of the "every" field in the mutation.
+func (m *ScheduleMutation) Every() (r string, exists bool) {
+	v := m.every
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEvery returns the old "every" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldEvery(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEvery is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEvery requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEvery: %w", err)
+	}
+	return oldValue.Every, nil
+}
+
+// ClearEvery clears the value of the "every" field.
+func (m *ScheduleMutation) ClearEvery() {
+	m.every = nil
+	m.clearedFields[schedule.FieldEvery] = struct{}{}
+}
+
+// EveryCleared returns if the "every" field was cleared in this mutation.
+func (m *ScheduleMutation) EveryCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldEvery]
+	return ok
+}
+
+// ResetEvery resets all changes to the "every" field.
+func (m *ScheduleMutation) ResetEvery() {
+	m.every = nil
+	delete(m.clearedFields, schedule.FieldEvery)
+}
+
+// SetOffset sets the "offset" field.
+func (m *ScheduleMutation) SetOffset(s string) {
+	m._offset = &s
+}
+
+// Offset returns the value of the "offset" field in the mutation.
+func (m *ScheduleMutation) Offset() (r string, exists bool) {
+	v := m._offset
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOffset returns the old "offset" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldOffset(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOffset is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOffset requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOffset: %w", err)
+	}
+	return oldValue.Offset, nil
+}
+
+// ClearOffset clears the value of the "offset" field.
+func (m *ScheduleMutation) ClearOffset() {
+	m._offset = nil
+	m.clearedFields[schedule.FieldOffset] = struct{}{}
+}
+
+// OffsetCleared returns if the "offset" field was cleared in this mutation.
+func (m *ScheduleMutation) OffsetCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldOffset]
+	return ok
+}
+
+// ResetOffset resets all changes to the "offset" field.
+func (m *ScheduleMutation) ResetOffset() {
+	m._offset = nil
+	delete(m.clearedFields, schedule.FieldOffset)
+}
+
+// SetTimezone sets the "timezone" field.
+func (m *ScheduleMutation) SetTimezone(s string) {
+	m.timezone = &s
+}
+
+// Timezone returns the value of the "timezone" field in the mutation.
+func (m *ScheduleMutation) Timezone() (r string, exists bool) {
+	v := m.timezone
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTimezone returns the old "timezone" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldTimezone(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTimezone is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTimezone requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTimezone: %w", err)
+	}
+	return oldValue.Timezone, nil
+}
+
+// ResetTimezone resets all changes to the "timezone" field.
+func (m *ScheduleMutation) ResetTimezone() {
+	m.timezone = nil
+}
+
+// SetInput sets the "input" field.
+func (m *ScheduleMutation) SetInput(value map[string]interface{}) {
+	m.input = &value
+}
+
+// Input returns the value of the "input" field in the mutation.
+func (m *ScheduleMutation) Input() (r map[string]interface{}, exists bool) {
+	v := m.input
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInput returns the old "input" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldInput(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInput: %w", err)
+	}
+	return oldValue.Input, nil
+}
+
+// ClearInput clears the value of the "input" field.
+func (m *ScheduleMutation) ClearInput() {
+	m.input = nil
+	m.clearedFields[schedule.FieldInput] = struct{}{}
+}
+
+// InputCleared returns if the "input" field was cleared in this mutation.
+func (m *ScheduleMutation) InputCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldInput]
+	return ok
+}
+
+// ResetInput resets all changes to the "input" field.
+func (m *ScheduleMutation) ResetInput() {
+	m.input = nil
+	delete(m.clearedFields, schedule.FieldInput)
+}
+
+// SetOverlap sets the "overlap" field.
+func (m *ScheduleMutation) SetOverlap(s schedule.Overlap) {
+	m.overlap = &s
+}
+
+// Overlap returns the value of the "overlap" field in the mutation.
+func (m *ScheduleMutation) Overlap() (r schedule.Overlap, exists bool) {
+	v := m.overlap
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOverlap returns the old "overlap" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldOverlap(ctx context.Context) (v schedule.Overlap, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOverlap is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOverlap requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOverlap: %w", err)
+	}
+	return oldValue.Overlap, nil
+}
+
+// ResetOverlap resets all changes to the "overlap" field.
+func (m *ScheduleMutation) ResetOverlap() {
+	m.overlap = nil
+}
+
+// SetCatchupWindowMs sets the "catchup_window_ms" field.
+func (m *ScheduleMutation) SetCatchupWindowMs(i int64) {
+	m.catchup_window_ms = &i
+	m.addcatchup_window_ms = nil
+}
+
+// CatchupWindowMs returns the value of the "catchup_window_ms" field in the mutation.
+func (m *ScheduleMutation) CatchupWindowMs() (r int64, exists bool) {
+	v := m.catchup_window_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCatchupWindowMs returns the old "catchup_window_ms" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldCatchupWindowMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCatchupWindowMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCatchupWindowMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCatchupWindowMs: %w", err)
+	}
+	return oldValue.CatchupWindowMs, nil
+}
+
+// AddCatchupWindowMs adds i to the "catchup_window_ms" field.
+func (m *ScheduleMutation) AddCatchupWindowMs(i int64) {
+	if m.addcatchup_window_ms != nil {
+		*m.addcatchup_window_ms += i
+	} else {
+		m.addcatchup_window_ms = &i
+	}
+}
+
+// AddedCatchupWindowMs returns the value that was added to the "catchup_window_ms" field in this mutation.
+func (m *ScheduleMutation) AddedCatchupWindowMs() (r int64, exists bool) {
+	v := m.addcatchup_window_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCatchupWindowMs resets all changes to the "catchup_window_ms" field.
+func (m *ScheduleMutation) ResetCatchupWindowMs() {
+	m.catchup_window_ms = nil
+	m.addcatchup_window_ms = nil
+}
+
+// SetJitterMs sets the "jitter_ms" field.
+func (m *ScheduleMutation) SetJitterMs(i int64) {
+	m.jitter_ms = &i
+	m.addjitter_ms = nil
+}
+
+// JitterMs returns the value of the "jitter_ms" field in the mutation.
+func (m *ScheduleMutation) JitterMs() (r int64, exists bool) {
+	v := m.jitter_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldJitterMs returns the old "jitter_ms" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldJitterMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldJitterMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldJitterMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldJitterMs: %w", err)
+	}
+	return oldValue.JitterMs, nil
+}
+
+// AddJitterMs adds i to the "jitter_ms" field.
+func (m *ScheduleMutation) AddJitterMs(i int64) {
+	if m.addjitter_ms != nil {
+		*m.addjitter_ms += i
+	} else {
+		m.addjitter_ms = &i
+	}
+}
+
+// AddedJitterMs returns the value that was added to the "jitter_ms" field in this mutation.
+func (m *ScheduleMutation) AddedJitterMs() (r int64, exists bool) {
+	v := m.addjitter_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetJitterMs resets all changes to the "jitter_ms" field.
+func (m *ScheduleMutation) ResetJitterMs() {
+	m.jitter_ms = nil
+	m.addjitter_ms = nil
+}
+
+// SetStartAt sets the "start_at" field.
+func (m *ScheduleMutation) SetStartAt(t time.Time) {
+	m.start_at = &t
+}
+
+// StartAt returns the value of the "start_at" field in the mutation.
+func (m *ScheduleMutation) StartAt() (r time.Time, exists bool) {
+	v := m.start_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartAt returns the old "start_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldStartAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartAt: %w", err)
+	}
+	return oldValue.StartAt, nil
+}
+
+// ClearStartAt clears the value of the "start_at" field.
+func (m *ScheduleMutation) ClearStartAt() {
+	m.start_at = nil
+	m.clearedFields[schedule.FieldStartAt] = struct{}{}
+}
+
+// StartAtCleared returns if the "start_at" field was cleared in this mutation.
+func (m *ScheduleMutation) StartAtCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldStartAt]
+	return ok
+}
+
+// ResetStartAt resets all changes to the "start_at" field.
+func (m *ScheduleMutation) ResetStartAt() {
+	m.start_at = nil
+	delete(m.clearedFields, schedule.FieldStartAt)
+}
+
+// SetEndAt sets the "end_at" field.
+func (m *ScheduleMutation) SetEndAt(t time.Time) {
+	m.end_at = &t
+}
+
+// EndAt returns the value of the "end_at" field in the mutation.
+func (m *ScheduleMutation) EndAt() (r time.Time, exists bool) {
+	v := m.end_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEndAt returns the old "end_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldEndAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEndAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEndAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEndAt: %w", err)
+	}
+	return oldValue.EndAt, nil
+}
+
+// ClearEndAt clears the value of the "end_at" field.
+func (m *ScheduleMutation) ClearEndAt() {
+	m.end_at = nil
+	m.clearedFields[schedule.FieldEndAt] = struct{}{}
+}
+
+// EndAtCleared returns if the "end_at" field was cleared in this mutation.
+func (m *ScheduleMutation) EndAtCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldEndAt]
+	return ok
+}
+
+// ResetEndAt resets all changes to the "end_at" field.
+func (m *ScheduleMutation) ResetEndAt() {
+	m.end_at = nil
+	delete(m.clearedFields, schedule.FieldEndAt)
+}
+
+// SetPaused sets the "paused" field.
+func (m *ScheduleMutation) SetPaused(b bool) {
+	m.paused = &b
+}
+
+// Paused returns the value of the "paused" field in the mutation.
+func (m *ScheduleMutation) Paused() (r bool, exists bool) {
+	v := m.paused
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPaused returns the old "paused" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldPaused(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPaused is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPaused requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPaused: %w", err)
+	}
+	return oldValue.Paused, nil
+}
+
+// ResetPaused resets all changes to the "paused" field.
+func (m *ScheduleMutation) ResetPaused() {
+	m.paused = nil
+}
+
+// SetNote sets the "note" field.
+func (m *ScheduleMutation) SetNote(s string) {
+	m.note = &s
+}
+
+// Note returns the value of the "note" field in the mutation.
+func (m *ScheduleMutation) Note() (r string, exists bool) {
+	v := m.note
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNote returns the old "note" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldNote(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNote is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNote requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNote: %w", err)
+	}
+	return oldValue.Note, nil
+}
+
+// ClearNote clears the value of the "note" field.
+func (m *ScheduleMutation) ClearNote() {
+	m.note = nil
+	m.clearedFields[schedule.FieldNote] = struct{}{}
+}
+
+// NoteCleared returns if the "note" field was cleared in this mutation.
+func (m *ScheduleMutation) NoteCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldNote]
+	return ok
+}
+
+// ResetNote resets all changes to the "note" field.
+func (m *ScheduleMutation) ResetNote() {
+	m.note = nil
+	delete(m.clearedFields, schedule.FieldNote)
+}
+
+// SetNextSlotAt sets the "next_slot_at" field.
+func (m *ScheduleMutation) SetNextSlotAt(t time.Time) {
+	m.next_slot_at = &t
+}
+
+// NextSlotAt returns the value of the "next_slot_at" field in the mutation.
+func (m *ScheduleMutation) NextSlotAt() (r time.Time, exists bool) {
+	v := m.next_slot_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextSlotAt returns the old "next_slot_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldNextSlotAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextSlotAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextSlotAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextSlotAt: %w", err)
+	}
+	return oldValue.NextSlotAt, nil
+}
+
+// ClearNextSlotAt clears the value of the "next_slot_at" field.
+func (m *ScheduleMutation) ClearNextSlotAt() {
+	m.next_slot_at = nil
+	m.clearedFields[schedule.FieldNextSlotAt] = struct{}{}
+}
+
+// NextSlotAtCleared returns if the "next_slot_at" field was cleared in this mutation.
+func (m *ScheduleMutation) NextSlotAtCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldNextSlotAt]
+	return ok
+}
+
+// ResetNextSlotAt resets all changes to the "next_slot_at" field.
+func (m *ScheduleMutation) ResetNextSlotAt() {
+	m.next_slot_at = nil
+	delete(m.clearedFields, schedule.FieldNextSlotAt)
+}
+
+// SetNextFireAt sets the "next_fire_at" field.
+func (m *ScheduleMutation) SetNextFireAt(t time.Time) {
+	m.next_fire_at = &t
+}
+
+// NextFireAt returns the value of the "next_fire_at" field in the mutation.
+func (m *ScheduleMutation) NextFireAt() (r time.Time, exists bool) {
+	v := m.next_fire_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextFireAt returns the old "next_fire_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldNextFireAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextFireAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextFireAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextFireAt: %w", err)
+	}
+	return oldValue.NextFireAt, nil
+}
+
+// ClearNextFireAt clears the value of the "next_fire_at" field.
+func (m *ScheduleMutation) ClearNextFireAt() {
+	m.next_fire_at = nil
+	m.clearedFields[schedule.FieldNextFireAt] = struct{}{}
+}
+
+// NextFireAtCleared returns if the "next_fire_at" field was cleared in this mutation.
+func (m *ScheduleMutation) NextFireAtCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldNextFireAt]
+	return ok
+}
+
+// ResetNextFireAt resets all changes to the "next_fire_at" field.
+func (m *ScheduleMutation) ResetNextFireAt() {
+	m.next_fire_at = nil
+	delete(m.clearedFields, schedule.FieldNextFireAt)
+}
+
+// SetBufferedSlotAt sets the "buffered_slot_at" field.
+func (m *ScheduleMutation) SetBufferedSlotAt(t time.Time) {
+	m.buffered_slot_at = &t
+}
+
+// BufferedSlotAt returns the value of the "buffered_slot_at" field in the mutation.
+func (m *ScheduleMutation) BufferedSlotAt() (r time.Time, exists bool) {
+	v := m.buffered_slot_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBufferedSlotAt returns the old "buffered_slot_at" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldBufferedSlotAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBufferedSlotAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBufferedSlotAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBufferedSlotAt: %w", err)
+	}
+	return oldValue.BufferedSlotAt, nil
+}
+
+// ClearBufferedSlotAt clears the value of the "buffered_slot_at" field.
+func (m *ScheduleMutation) ClearBufferedSlotAt() {
+	m.buffered_slot_at = nil
+	m.clearedFields[schedule.FieldBufferedSlotAt] = struct{}{}
+}
+
+// BufferedSlotAtCleared returns if the "buffered_slot_at" field was cleared in this mutation.
+func (m *ScheduleMutation) BufferedSlotAtCleared() bool {
+	_, ok := m.clearedFields[schedule.FieldBufferedSlotAt]
+	return ok
+}
+
+// ResetBufferedSlotAt resets all changes to the "buffered_slot_at" field.
+func (m *ScheduleMutation) ResetBufferedSlotAt() {
+	m.buffered_slot_at = nil
+	delete(m.clearedFields, schedule.FieldBufferedSlotAt)
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *ScheduleMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *ScheduleMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the Schedule entity.
+// If the Schedule object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *ScheduleMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ScheduleMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[schedule.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ScheduleMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ScheduleMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ScheduleMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ScheduleMutation builder.
+func (m *ScheduleMutation) Where(ps ...predicate.Schedule) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ScheduleMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ScheduleMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Schedule, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ScheduleMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ScheduleMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Schedule).
+func (m *ScheduleMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ScheduleMutation) Fields() []string {
+	fields := make([]string, 0, 21)
+	if m.tenant != nil {
+		fields = append(fields, schedule.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, schedule.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, schedule.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, schedule.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, schedule.FieldEnvironmentID)
+	}
+	if m.cron != nil {
+		fields = append(fields, schedule.FieldCron)
+	}
+	if m.every != nil {
+		fields = append(fields, schedule.FieldEvery)
+	}
+	if m._offset != nil {
+		fields = append(fields, schedule.FieldOffset)
+	}
+	if m.timezone != nil {
+		fields = append(fields, schedule.FieldTimezone)
+	}
+	if m.input != nil {
+		fields = append(fields, schedule.FieldInput)
+	}
+	if m.overlap != nil {
+		fields = append(fields, schedule.FieldOverlap)
+	}
+	if m.catchup_window_ms != nil {
+		fields = append(fields, schedule.FieldCatchupWindowMs)
+	}
+	if m.jitter_ms != nil {
+		fields = append(fields, schedule.FieldJitterMs)
+	}
+	if m.start_at != nil {
+		fields = append(fields, schedule.FieldStartAt)
+	}
+	if m.end_at != nil {
+		fields = append(fields, schedule.FieldEndAt)
+	}
+	if m.paused != nil {
+		fields = append(fields, schedule.FieldPaused)
+	}
+	if m.note != nil {
+		fields = append(fields, schedule.FieldNote)
+	}
+	if m.next_slot_at != nil {
+		fields = append(fields, schedule.FieldNextSlotAt)
+	}
+	if m.next_fire_at != nil {
+		fields = append(fields, schedule.FieldNextFireAt)
+	}
+	if m.buffered_slot_at != nil {
+		fields = append(fields, schedule.FieldBufferedSlotAt)
+	}
+	if m.created_by != nil {
+		fields = append(fields, schedule.FieldCreatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ScheduleMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case schedule.FieldTenantID:
+		return m.TenantID()
+	case schedule.FieldCreatedAt:
+		return m.CreatedAt()
+	case schedule.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case schedule.FieldWorkflowID:
+		return m.WorkflowID()
+	case schedule.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case schedule.FieldCron:
+		return m.Cron()
+	case schedule.FieldEvery:
+		return m.Every()
+	case schedule.FieldOffset:
+		return m.Offset()
+	case schedule.FieldTimezone:
+		return m.Timezone()
+	case schedule.FieldInput:
+		return m.Input()
+	case schedule.FieldOverlap:
+		return m.Overlap()
+	case schedule.FieldCatchupWindowMs:
+		return m.CatchupWindowMs()
+	case schedule.FieldJitterMs:
+		return m.JitterMs()
+	case schedule.FieldStartAt:
+		return m.StartAt()
+	case schedule.FieldEndAt:
+		return m.EndAt()
+	case schedule.FieldPaused:
+		return m.Paused()
+	case schedule.FieldNote:
+		return m.Note()
+	case schedule.FieldNextSlotAt:
+		return m.NextSlotAt()
+	case schedule.FieldNextFireAt:
+		return m.NextFireAt()
+	case schedule.FieldBufferedSlotAt:
+		return m.BufferedSlotAt()
+	case schedule.FieldCreatedBy:
+		return m.CreatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ScheduleMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case schedule.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case schedule.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case schedule.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case schedule.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case schedule.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case schedule.FieldCron:
+		return m.OldCron(ctx)
+	case schedule.FieldEvery:
+		return m.OldEvery(ctx)
+	case schedule.FieldOffset:
+		return m.OldOffset(ctx)
+	case schedule.FieldTimezone:
+		return m.OldTimezone(ctx)
+	case schedule.FieldInput:
+		return m.OldInput(ctx)
+	case schedule.FieldOverlap:
+		return m.OldOverlap(ctx)
+	case schedule.FieldCatchupWindowMs:
+		return m.OldCatchupWindowMs(ctx)
+	case schedule.FieldJitterMs:
+		return m.OldJitterMs(ctx)
+	case schedule.FieldStartAt:
+		return m.OldStartAt(ctx)
+	case schedule.FieldEndAt:
+		return m.OldEndAt(ctx)
+	case schedule.FieldPaused:
+		return m.OldPaused(ctx)
+	case schedule.FieldNote:
+		return m.OldNote(ctx)
+	case schedule.FieldNextSlotAt:
+		return m.OldNextSlotAt(ctx)
+	case schedule.FieldNextFireAt:
+		return m.OldNextFireAt(ctx)
+	case schedule.FieldBufferedSlotAt:
+		return m.OldBufferedSlotAt(ctx)
+	case schedule.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown Schedule field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ScheduleMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case schedule.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case schedule.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case schedule.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case schedule.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case schedule.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case schedule.FieldCron:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCron(v)
+		return nil
+	case schedule.FieldEvery:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEvery(v)
+		return nil
+	case schedule.FieldOffset:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOffset(v)
+		return nil
+	case schedule.FieldTimezone:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTimezone(v)
+		return nil
+	case schedule.FieldInput:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInput(v)
+		return nil
+	case schedule.FieldOverlap:
+		v, ok := value.(schedule.Overlap)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOverlap(v)
+		return nil
+	case schedule.FieldCatchupWindowMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCatchupWindowMs(v)
+		return nil
+	case schedule.FieldJitterMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetJitterMs(v)
+		return nil
+	case schedule.FieldStartAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartAt(v)
+		return nil
+	case schedule.FieldEndAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEndAt(v)
+		return nil
+	case schedule.FieldPaused:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPaused(v)
+		return nil
+	case schedule.FieldNote:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNote(v)
+		return nil
+	case schedule.FieldNextSlotAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextSlotAt(v)
+		return nil
+	case schedule.FieldNextFireAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextFireAt(v)
+		return nil
+	case schedule.FieldBufferedSlotAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBufferedSlotAt(v)
+		return nil
+	case schedule.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ScheduleMutation) AddedFields() []string {
+	var fields []string
+	if m.addcatchup_window_ms != nil {
+		fields = append(fields, schedule.FieldCatchupWindowMs)
+	}
+	if m.addjitter_ms != nil {
+		fields = append(fields, schedule.FieldJitterMs)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ScheduleMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case schedule.FieldCatchupWindowMs:
+		return m.AddedCatchupWindowMs()
+	case schedule.FieldJitterMs:
+		return m.AddedJitterMs()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ScheduleMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case schedule.FieldCatchupWindowMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCatchupWindowMs(v)
+		return nil
+	case schedule.FieldJitterMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddJitterMs(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ScheduleMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(schedule.FieldCron) {
+		fields = append(fields, schedule.FieldCron)
+	}
+	if m.FieldCleared(schedule.FieldEvery) {
+		fields = append(fields, schedule.FieldEvery)
+	}
+	if m.FieldCleared(schedule.FieldOffset) {
+		fields = append(fields, schedule.FieldOffset)
+	}
+	if m.FieldCleared(schedule.FieldInput) {
+		fields = append(fields, schedule.FieldInput)
+	}
+	if m.FieldCleared(schedule.FieldStartAt) {
+		fields = append(fields, schedule.FieldStartAt)
+	}
+	if m.FieldCleared(schedule.FieldEndAt) {
+		fields = append(fields, schedule.FieldEndAt)
+	}
+	if m.FieldCleared(schedule.FieldNote) {
+		fields = append(fields, schedule.FieldNote)
+	}
+	if m.FieldCleared(schedule.FieldNextSlotAt) {
+		fields = append(fields, schedule.FieldNextSlotAt)
+	}
+	if m.FieldCleared(schedule.FieldNextFireAt) {
+		fields = append(fields, schedule.FieldNextFireAt)
+	}
+	if m.FieldCleared(schedule.FieldBufferedSlotAt) {
+		fields = append(fields, schedule.FieldBufferedSlotAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ScheduleMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ScheduleMutation) ClearField(name string) error {
+	switch name {
+	case schedule.FieldCron:
+		m.ClearCron()
+		return nil
+	case schedule.FieldEvery:
+		m.ClearEvery()
+		return nil
+	case schedule.FieldOffset:
+		m.ClearOffset()
+		return nil
+	case schedule.FieldInput:
+		m.ClearInput()
+		return nil
+	case schedule.FieldStartAt:
+		m.ClearStartAt()
+		return nil
+	case schedule.FieldEndAt:
+		m.ClearEndAt()
+		return nil
+	case schedule.FieldNote:
+		m.ClearNote()
+		return nil
+	case schedule.FieldNextSlotAt:
+		m.ClearNextSlotAt()
+		return nil
+	case schedule.FieldNextFireAt:
+		m.ClearNextFireAt()
+		return nil
+	case schedule.FieldBufferedSlotAt:
+		m.ClearBufferedSlotAt()
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ScheduleMutation) ResetField(name string) error {
+	switch name {
+	case schedule.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case schedule.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case schedule.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case schedule.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case schedule.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case schedule.FieldCron:
+		m.ResetCron()
+		return nil
+	case schedule.FieldEvery:
+		m.ResetEvery()
+		return nil
+	case schedule.FieldOffset:
+		m.ResetOffset()
+		return nil
+	case schedule.FieldTimezone:
+		m.ResetTimezone()
+		return nil
+	case schedule.FieldInput:
+		m.ResetInput()
+		return nil
+	case schedule.FieldOverlap:
+		m.ResetOverlap()
+		return nil
+	case schedule.FieldCatchupWindowMs:
+		m.ResetCatchupWindowMs()
+		return nil
+	case schedule.FieldJitterMs:
+		m.ResetJitterMs()
+		return nil
+	case schedule.FieldStartAt:
+		m.ResetStartAt()
+		return nil
+	case schedule.FieldEndAt:
+		m.ResetEndAt()
+		return nil
+	case schedule.FieldPaused:
+		m.ResetPaused()
+		return nil
+	case schedule.FieldNote:
+		m.ResetNote()
+		return nil
+	case schedule.FieldNextSlotAt:
+		m.ResetNextSlotAt()
+		return nil
+	case schedule.FieldNextFireAt:
+		m.ResetNextFireAt()
+		return nil
+	case schedule.FieldBufferedSlotAt:
+		m.ResetBufferedSlotAt()
+		return nil
+	case schedule.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ScheduleMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, schedule.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ScheduleMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case schedule.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ScheduleMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ScheduleMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ScheduleMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, schedule.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ScheduleMutation) EdgeCleared(name string) bool {
+	switch name {
+	case schedule.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ScheduleMutation) ClearEdge(name string) error {
+	switch name {
+	case schedule.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ScheduleMutation) ResetEdge(name string) error {
+	switch name {
+	case schedule.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Schedule edge %s", name)
+}
+
+// ScheduleActionMutation represents an operation that mutates the ScheduleAction nodes in the graph.
+type ScheduleActionMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	created_at     *time.Time
+	schedule_id    *string
+	environment_id *string
+	source         *scheduleaction.Source
+	outcome        *scheduleaction.Outcome
+	scheduled_at   *time.Time
+	acted_at       *time.Time
+	run_id         *string
+	message        *string
+	run_open       *bool
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	done           bool
+	oldValue       func(context.Context) (*ScheduleAction, error)
+	predicates     []predicate.ScheduleAction
+}
+
+var _ ent.Mutation = (*ScheduleActionMutation)(nil)
+
+// scheduleactionOption allows management of the mutation configuration using functional options.
+type scheduleactionOption func(*ScheduleActionMutation)
+
+// newScheduleActionMutation creates new mutation for the ScheduleAction entity.
+func newScheduleActionMutation(c config, op Op, opts ...scheduleactionOption) *ScheduleActionMutation {
+	m := &ScheduleActionMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeScheduleAction,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withScheduleActionID sets the ID field of the mutation.
+func withScheduleActionID(id string) scheduleactionOption {
+	return func(m *ScheduleActionMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ScheduleAction
+		)
+		m.oldValue = func(ctx context.Context) (*ScheduleAction, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ScheduleAction.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withScheduleAction sets the old ScheduleAction of the mutation.
+func withScheduleAction(node *ScheduleAction) scheduleactionOption {
+	return func(m *ScheduleActionMutation) {
+		m.oldValue = func(context.Context) (*ScheduleAction, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ScheduleActionMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ScheduleActionMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ScheduleAction entities.
+func (m *ScheduleActionMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ScheduleActionMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ScheduleActionMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ScheduleAction.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ScheduleActionMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ScheduleActionMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ScheduleActionMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ScheduleActionMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ScheduleActionMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ScheduleActionMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetScheduleID sets the "schedule_id" field.
+func (m *ScheduleActionMutation) SetScheduleID(s string) {
+	m.schedule_id = &s
+}
+
+// ScheduleID returns the value of the "schedule_id" field in the mutation.
+func (m *ScheduleActionMutation) ScheduleID() (r string, exists bool) {
+	v := m.schedule_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScheduleID returns the old "schedule_id" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldScheduleID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScheduleID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScheduleID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScheduleID: %w", err)
+	}
+	return oldValue.ScheduleID, nil
+}
+
+// ResetScheduleID resets all changes to the "schedule_id" field.
+func (m *ScheduleActionMutation) ResetScheduleID() {
+	m.schedule_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *ScheduleActionMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *ScheduleActionMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *ScheduleActionMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetSource sets the "source" field.
+func (m *ScheduleActionMutation) SetSource(s scheduleaction.Source) {
+	m.source = &s
+}
+
+// Source returns the value of the "source" field in the mutation.
+func (m *ScheduleActionMutation) Source() (r scheduleaction.Source, exists bool) {
+	v := m.source
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSource returns the old "source" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldSource(ctx context.Context) (v scheduleaction.Source, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSource is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSource requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSource: %w", err)
+	}
+	return oldValue.Source, nil
+}
+
+// ResetSource resets all changes to the "source" field.
+func (m *ScheduleActionMutation) ResetSource() {
+	m.source = nil
+}
+
+// SetOutcome sets the "outcome" field.
+func (m *ScheduleActionMutation) SetOutcome(s scheduleaction.Outcome) {
+	m.outcome = &s
+}
+
+// Outcome returns the value of the "outcome" field in the mutation.
+func (m *ScheduleActionMutation) Outcome() (r scheduleaction.Outcome, exists bool) {
+	v := m.outcome
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutcome returns the old "outcome" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldOutcome(ctx context.Context) (v scheduleaction.Outcome, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutcome is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutcome requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutcome: %w", err)
+	}
+	return oldValue.Outcome, nil
+}
+
+// ResetOutcome resets all changes to the "outcome" field.
+func (m *ScheduleActionMutation) ResetOutcome() {
+	m.outcome = nil
+}
+
+// SetScheduledAt sets the "scheduled_at" field.
+func (m *ScheduleActionMutation) SetScheduledAt(t time.Time) {
+	m.scheduled_at = &t
+}
+
+// ScheduledAt returns the value of the "scheduled_at" field in the mutation.
+func (m *ScheduleActionMutation) ScheduledAt() (r time.Time, exists bool) {
+	v := m.scheduled_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScheduledAt returns the old "scheduled_at" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldScheduledAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScheduledAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScheduledAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScheduledAt: %w", err)
+	}
+	return oldValue.ScheduledAt, nil
+}
+
+// ResetScheduledAt resets all changes to the "scheduled_at" field.
+func (m *ScheduleActionMutation) ResetScheduledAt() {
+	m.scheduled_at = nil
+}
+
+// SetActedAt sets the "acted_at" field.
+func (m *ScheduleActionMutation) SetActedAt(t time.Time) {
+	m.acted_at = &t
+}
+
+// ActedAt returns the value of the "acted_at" field in the mutation.
+func (m *ScheduleActionMutation) ActedAt() (r time.Time, exists bool) {
+	v := m.acted_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldActedAt returns the old "acted_at" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldActedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldActedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldActedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldActedAt: %w", err)
+	}
+	return oldValue.ActedAt, nil
+}
+
+// ResetActedAt resets all changes to the "acted_at" field.
+func (m *ScheduleActionMutation) ResetActedAt() {
+	m.acted_at = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *ScheduleActionMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *ScheduleActionMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldRunID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ClearRunID clears the value of the "run_id" field.
+func (m *ScheduleActionMutation) ClearRunID() {
+	m.run_id = nil
+	m.clearedFields[scheduleaction.FieldRunID] = struct{}{}
+}
+
+// RunIDCleared returns if the "run_id" field was cleared in this mutation.
+func (m *ScheduleActionMutation) RunIDCleared() bool {
+	_, ok := m.clearedFields[scheduleaction.FieldRunID]
+	return ok
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *ScheduleActionMutation) ResetRunID() {
+	m.run_id = nil
+	delete(m.clearedFields, scheduleaction.FieldRunID)
+}
+
+// SetMessage sets the "message" field.
+func (m *ScheduleActionMutation) SetMessage(s string) {
+	m.message = &s
+}
+
+// Message returns the value of the "message" field in the mutation.
+func (m *ScheduleActionMutation) Message() (r string, exists bool) {
+	v := m.message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMessage returns the old "message" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMessage: %w", err)
+	}
+	return oldValue.Message, nil
+}
+
+// ClearMessage clears the value of the "message" field.
+func (m *ScheduleActionMutation) ClearMessage() {
+	m.message = nil
+	m.clearedFields[scheduleaction.FieldMessage] = struct{}{}
+}
+
+// MessageCleared returns if the "message" field was cleared in this mutation.
+func (m *ScheduleActionMutation) MessageCleared() bool {
+	_, ok := m.clearedFields[scheduleaction.FieldMessage]
+	return ok
+}
+
+// ResetMessage resets all changes to the "message" field.
+func (m *ScheduleActionMutation) ResetMessage() {
+	m.message = nil
+	delete(m.clearedFields, scheduleaction.FieldMessage)
+}
+
+// SetRunOpen sets the "run_open" field.
+func (m *ScheduleActionMutation) SetRunOpen(b bool) {
+	m.run_open = &b
+}
+
+// RunOpen returns the value of the "run_open" field in the mutation.
+func (m *ScheduleActionMutation) RunOpen() (r bool, exists bool) {
+	v := m.run_open
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunOpen returns the old "run_open" field's value of the ScheduleAction entity.
+// If the ScheduleAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ScheduleActionMutation) OldRunOpen(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunOpen is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunOpen requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunOpen: %w", err)
+	}
+	return oldValue.RunOpen, nil
+}
+
+// ResetRunOpen resets all changes to the "run_open" field.
+func (m *ScheduleActionMutation) ResetRunOpen() {
+	m.run_open = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ScheduleActionMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[scheduleaction.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ScheduleActionMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ScheduleActionMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ScheduleActionMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ScheduleActionMutation builder.
+func (m *ScheduleActionMutation) Where(ps ...predicate.ScheduleAction) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ScheduleActionMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ScheduleActionMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ScheduleAction, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ScheduleActionMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ScheduleActionMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ScheduleAction).
+func (m *ScheduleActionMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ScheduleActionMutation) Fields() []string {
+	fields := make([]string, 0, 11)
+	if m.tenant != nil {
+		fields = append(fields, scheduleaction.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, scheduleaction.FieldCreatedAt)
+	}
+	if m.schedule_id != nil {
+		fields = append(fields, scheduleaction.FieldScheduleID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, scheduleaction.FieldEnvironmentID)
+	}
+	if m.source != nil {
+		fields = append(fields, scheduleaction.FieldSource)
+	}
+	if m.outcome != nil {
+		fields = append(fields, scheduleaction.FieldOutcome)
+	}
+	if m.scheduled_at != nil {
+		fields = append(fields, scheduleaction.FieldScheduledAt)
+	}
+	if m.acted_at != nil {
+		fields = append(fields, scheduleaction.FieldActedAt)
+	}
+	if m.run_id != nil {
+		fields = append(fields, scheduleaction.FieldRunID)
+	}
+	if m.message != nil {
+		fields = append(fields, scheduleaction.FieldMessage)
+	}
+	if m.run_open != nil {
+		fields = append(fields, scheduleaction.FieldRunOpen)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ScheduleActionMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case scheduleaction.FieldTenantID:
+		return m.TenantID()
+	case scheduleaction.FieldCreatedAt:
+		return m.CreatedAt()
+	case scheduleaction.FieldScheduleID:
+		return m.ScheduleID()
+	case scheduleaction.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case scheduleaction.FieldSource:
+		return m.Source()
+	case scheduleaction.FieldOutcome:
+		return m.Outcome()
+	case scheduleaction.FieldScheduledAt:
+		return m.ScheduledAt()
+	case scheduleaction.FieldActedAt:
+		return m.ActedAt()
+	case scheduleaction.FieldRunID:
+		return m.RunID()
+	case scheduleaction.FieldMessage:
+		return m.Message()
+	case scheduleaction.FieldRunOpen:
+		return m.RunOpen()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ScheduleActionMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case scheduleaction.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case scheduleaction.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case scheduleaction.FieldScheduleID:
+		return m.OldScheduleID(ctx)
+	case scheduleaction.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case scheduleaction.FieldSource:
+		return m.OldSource(ctx)
+	case scheduleaction.FieldOutcome:
+		return m.OldOutcome(ctx)
+	case scheduleaction.FieldScheduledAt:
+		return m.OldScheduledAt(ctx)
+	case scheduleaction.FieldActedAt:
+		return m.OldActedAt(ctx)
+	case scheduleaction.FieldRunID:
+		return m.OldRunID(ctx)
+	case scheduleaction.FieldMessage:
+		return m.OldMessage(ctx)
+	case scheduleaction.FieldRunOpen:
+		return m.OldRunOpen(ctx)
+	}
+	return nil, fmt.Errorf("unknown ScheduleAction field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ScheduleActionMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case scheduleaction.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case scheduleaction.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case scheduleaction.FieldScheduleID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScheduleID(v)
+		return nil
+	case scheduleaction.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case scheduleaction.FieldSource:
+		v, ok := value.(scheduleaction.Source)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSource(v)
+		return nil
+	case scheduleaction.FieldOutcome:
+		v, ok := value.(scheduleaction.Outcome)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutcome(v)
+		return nil
+	case scheduleaction.FieldScheduledAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScheduledAt(v)
+		return nil
+	case scheduleaction.FieldActedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetActedAt(v)
+		return nil
+	case scheduleaction.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case scheduleaction.FieldMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMessage(v)
+		return nil
+	case scheduleaction.FieldRunOpen:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunOpen(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ScheduleAction field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ScheduleActionMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ScheduleActionMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ScheduleActionMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown ScheduleAction numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ScheduleActionMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(scheduleaction.FieldRunID) {
+		fields = append(fields, scheduleaction.FieldRunID)
+	}
+	if m.FieldCleared(scheduleaction.FieldMessage) {
+		fields = append(fields, scheduleaction.FieldMessage)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ScheduleActionMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ScheduleActionMutation) ClearField(name string) error {
+	switch name {
+	case scheduleaction.FieldRunID:
+		m.ClearRunID()
+		return nil
+	case scheduleaction.FieldMessage:
+		m.ClearMessage()
+		return nil
+	}
+	return fmt.Errorf("unknown ScheduleAction nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ScheduleActionMutation) ResetField(name string) error {
+	switch name {
+	case scheduleaction.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case scheduleaction.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case scheduleaction.FieldScheduleID:
+		m.ResetScheduleID()
+		return nil
+	case scheduleaction.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case scheduleaction.FieldSource:
+		m.ResetSource()
+		return nil
+	case scheduleaction.FieldOutcome:
+		m.ResetOutcome()
+		return nil
+	case scheduleaction.FieldScheduledAt:
+		m.ResetScheduledAt()
+		return nil
+	case scheduleaction.FieldActedAt:
+		m.ResetActedAt()
+		return nil
+	case scheduleaction.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case scheduleaction.FieldMessage:
+		m.ResetMessage()
+		return nil
+	case scheduleaction.FieldRunOpen:
+		m.ResetRunOpen()
+		return nil
+	}
+	return fmt.Errorf("unknown ScheduleAction field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ScheduleActionMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, scheduleaction.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ScheduleActionMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case scheduleaction.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ScheduleActionMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ScheduleActionMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ScheduleActionMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, scheduleaction.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ScheduleActionMutation) EdgeCleared(name string) bool {
+	switch name {
+	case scheduleaction.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ScheduleActionMutation) ClearEdge(name string) error {
+	switch name {
+	case scheduleaction.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ScheduleAction unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ScheduleActionMutation) ResetEdge(name string) error {
+	switch name {
+	case scheduleaction.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ScheduleAction edge %s", name)
+}
+
 // StepAttemptMutation represents an operation that mutates the StepAttempt nodes in the graph.
 type StepAttemptMutation struct {
 	config
@@ -44420,6 +47119,8 @@ type TenantMutation struct {
 	addsla_version              *int64
 	open_evaluations            *int
 	addopen_evaluations         *int
+	schedules                   *int
+	addschedules                *int
 	clearedFields               map[string]struct{}
 	done                        bool
 	oldValue                    func(context.Context) (*Tenant, error)
@@ -45089,6 +47790,62 @@ func (m *TenantMutation) ResetOpenEvaluations() {
 	m.addopen_evaluations = nil
 }
 
+// SetSchedules sets the "schedules" field.
+func (m *TenantMutation) SetSchedules(i int) {
+	m.schedules = &i
+	m.addschedules = nil
+}
+
+// Schedules returns the value of the "schedules" field in the mutation.
+func (m *TenantMutation) Schedules() (r int, exists bool) {
+	v := m.schedules
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSchedules returns the old "schedules" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldSchedules(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSchedules is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSchedules requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSchedules: %w", err)
+	}
+	return oldValue.Schedules, nil
+}
+
+// AddSchedules adds i to the "schedules" field.
+func (m *TenantMutation) AddSchedules(i int) {
+	if m.addschedules != nil {
+		*m.addschedules += i
+	} else {
+		m.addschedules = &i
+	}
+}
+
+// AddedSchedules returns the value that was added to the "schedules" field in this mutation.
+func (m *TenantMutation) AddedSchedules() (r int, exists bool) {
+	v := m.addschedules
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSchedules resets all changes to the "schedules" field.
+func (m *TenantMutation) ResetSchedules() {
+	m.schedules = nil
+	m.addschedules = nil
+}
+
 // Where appends a list predicates to the TenantMutation builder.
 func (m *TenantMutation) Where(ps ...predicate.Tenant) {
 	m.predicates = append(m.predicates, ps...)
@@ -45123,7 +47880,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 12)
+	fields := make([]string, 0, 13)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -45160,6 +47917,9 @@ func (m *TenantMutation) Fields() []string {
 	if m.open_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
 	}
+	if m.schedules != nil {
+		fields = append(fields, tenant.FieldSchedules)
+	}
 	return fields
 }
 
@@ -45192,6 +47952,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.SLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.OpenEvaluations()
+	case tenant.FieldSchedules:
+		return m.Schedules()
 	}
 	return nil, false
 }
@@ -45225,6 +47987,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldSLAVersion(ctx)
 	case tenant.FieldOpenEvaluations:
 		return m.OldOpenEvaluations(ctx)
+	case tenant.FieldSchedules:
+		return m.OldSchedules(ctx)
 	}
 	return nil, fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -45318,6 +48082,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetOpenEvaluations(v)
 		return nil
+	case tenant.FieldSchedules:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSchedules(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -45341,6 +48112,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addopen_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
 	}
+	if m.addschedules != nil {
+		fields = append(fields, tenant.FieldSchedules)
+	}
 	return fields
 }
 
@@ -45359,6 +48133,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedSLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.AddedOpenEvaluations()
+	case tenant.FieldSchedules:
+		return m.AddedSchedules()
 	}
 	return nil, false
 }
@@ -45402,6 +48178,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddOpenEvaluations(v)
+		return nil
+	case tenant.FieldSchedules:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSchedules(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant numeric field %s", name)
@@ -45480,6 +48263,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldOpenEvaluations:
 		m.ResetOpenEvaluations()
+		return nil
+	case tenant.FieldSchedules:
+		m.ResetSchedules()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)

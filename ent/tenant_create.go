@@ -151,6 +151,20 @@ func (_c *TenantCreate) SetNillableOpenEvaluations(v *int) *TenantCreate {
 	return _c
 }
 
+// SetSchedules sets the "schedules" field.
+func (_c *TenantCreate) SetSchedules(v int) *TenantCreate {
+	_c.mutation.SetSchedules(v)
+	return _c
+}
+
+// SetNillableSchedules sets the "schedules" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableSchedules(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetSchedules(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -232,6 +246,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultOpenEvaluations
 		_c.mutation.SetOpenEvaluations(v)
 	}
+	if _, ok := _c.mutation.Schedules(); !ok {
+		v := tenant.DefaultSchedules
+		_c.mutation.SetSchedules(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -288,6 +306,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.OpenEvaluations(); !ok {
 		return &ValidationError{Name: "open_evaluations", err: errors.New(`ent: missing required field "Tenant.open_evaluations"`)}
+	}
+	if _, ok := _c.mutation.Schedules(); !ok {
+		return &ValidationError{Name: "schedules", err: errors.New(`ent: missing required field "Tenant.schedules"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -377,6 +398,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.OpenEvaluations(); ok {
 		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 		_node.OpenEvaluations = value
+	}
+	if value, ok := _c.mutation.Schedules(); ok {
+		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
+		_node.Schedules = value
 	}
 	return _node, _spec
 }
@@ -589,6 +614,24 @@ func (u *TenantUpsert) UpdateOpenEvaluations() *TenantUpsert {
 // AddOpenEvaluations adds v to the "open_evaluations" field.
 func (u *TenantUpsert) AddOpenEvaluations(v int) *TenantUpsert {
 	u.Add(tenant.FieldOpenEvaluations, v)
+	return u
+}
+
+// SetSchedules sets the "schedules" field.
+func (u *TenantUpsert) SetSchedules(v int) *TenantUpsert {
+	u.Set(tenant.FieldSchedules, v)
+	return u
+}
+
+// UpdateSchedules sets the "schedules" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateSchedules() *TenantUpsert {
+	u.SetExcluded(tenant.FieldSchedules)
+	return u
+}
+
+// AddSchedules adds v to the "schedules" field.
+func (u *TenantUpsert) AddSchedules(v int) *TenantUpsert {
+	u.Add(tenant.FieldSchedules, v)
 	return u
 }
 
@@ -832,6 +875,27 @@ func (u *TenantUpsertOne) AddOpenEvaluations(v int) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateOpenEvaluations() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetSchedules sets the "schedules" field.
+func (u *TenantUpsertOne) SetSchedules(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetSchedules(v)
+	})
+}
+
+// AddSchedules adds v to the "schedules" field.
+func (u *TenantUpsertOne) AddSchedules(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddSchedules(v)
+	})
+}
+
+// UpdateSchedules sets the "schedules" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateSchedules() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateSchedules()
 	})
 }
 
@@ -1242,6 +1306,27 @@ func (u *TenantUpsertBulk) AddOpenEvaluations(v int) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateOpenEvaluations() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetSchedules sets the "schedules" field.
+func (u *TenantUpsertBulk) SetSchedules(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetSchedules(v)
+	})
+}
+
+// AddSchedules adds v to the "schedules" field.
+func (u *TenantUpsertBulk) AddSchedules(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddSchedules(v)
+	})
+}
+
+// UpdateSchedules sets the "schedules" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateSchedules() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateSchedules()
 	})
 }
 

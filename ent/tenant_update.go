@@ -192,6 +192,27 @@ func (_u *TenantUpdate) AddOpenEvaluations(v int) *TenantUpdate {
 	return _u
 }
 
+// SetSchedules sets the "schedules" field.
+func (_u *TenantUpdate) SetSchedules(v int) *TenantUpdate {
+	_u.mutation.ResetSchedules()
+	_u.mutation.SetSchedules(v)
+	return _u
+}
+
+// SetNillableSchedules sets the "schedules" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableSchedules(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetSchedules(*v)
+	}
+	return _u
+}
+
+// AddSchedules adds value to the "schedules" field.
+func (_u *TenantUpdate) AddSchedules(v int) *TenantUpdate {
+	_u.mutation.AddSchedules(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdate) Mutation() *TenantMutation {
 	return _u.mutation
@@ -322,6 +343,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.Schedules(); ok {
+		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedSchedules(); ok {
+		_spec.AddField(tenant.FieldSchedules, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -508,6 +535,27 @@ func (_u *TenantUpdateOne) AddOpenEvaluations(v int) *TenantUpdateOne {
 	return _u
 }
 
+// SetSchedules sets the "schedules" field.
+func (_u *TenantUpdateOne) SetSchedules(v int) *TenantUpdateOne {
+	_u.mutation.ResetSchedules()
+	_u.mutation.SetSchedules(v)
+	return _u
+}
+
+// SetNillableSchedules sets the "schedules" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableSchedules(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetSchedules(*v)
+	}
+	return _u
+}
+
+// AddSchedules adds value to the "schedules" field.
+func (_u *TenantUpdateOne) AddSchedules(v int) *TenantUpdateOne {
+	_u.mutation.AddSchedules(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdateOne) Mutation() *TenantMutation {
 	return _u.mutation
@@ -668,6 +716,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.Schedules(); ok {
+		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedSchedules(); ok {
+		_spec.AddField(tenant.FieldSchedules, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Tenant{config: _u.config}

@@ -80,6 +80,10 @@ type Tx struct {
 	SLABreach *SLABreachClient
 	// SLAPolicy is the client for interacting with the SLAPolicy builders.
 	SLAPolicy *SLAPolicyClient
+	// Schedule is the client for interacting with the Schedule builders.
+	Schedule *ScheduleClient
+	// ScheduleAction is the client for interacting with the ScheduleAction builders.
+	ScheduleAction *ScheduleActionClient
 	// StepAttempt is the client for interacting with the StepAttempt builders.
 	StepAttempt *StepAttemptClient
 	// StepRun is the client for interacting with the StepRun builders.
@@ -260,6 +264,8 @@ func (tx *Tx) init() {
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.SLABreach = NewSLABreachClient(tx.config)
 	tx.SLAPolicy = NewSLAPolicyClient(tx.config)
+	tx.Schedule = NewScheduleClient(tx.config)
+	tx.ScheduleAction = NewScheduleActionClient(tx.config)
 	tx.StepAttempt = NewStepAttemptClient(tx.config)
 	tx.StepRun = NewStepRunClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)

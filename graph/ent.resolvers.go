@@ -270,6 +270,14 @@ func (r *Resolver) SLABreach() generated.SLABreachResolver { return &sLABreachRe
 // SLAPolicy returns generated.SLAPolicyResolver implementation.
 func (r *Resolver) SLAPolicy() generated.SLAPolicyResolver { return &sLAPolicyResolver{r} }
 
+// Schedule returns generated.ScheduleResolver implementation.
+func (r *Resolver) Schedule() generated.ScheduleResolver { return &scheduleResolver{r} }
+
+// ScheduleAction returns generated.ScheduleActionResolver implementation.
+func (r *Resolver) ScheduleAction() generated.ScheduleActionResolver {
+	return &scheduleActionResolver{r}
+}
+
 // StepAttempt returns generated.StepAttemptResolver implementation.
 func (r *Resolver) StepAttempt() generated.StepAttemptResolver { return &stepAttemptResolver{r} }
 
@@ -301,6 +309,8 @@ type (
 	runEventResolver          struct{ *Resolver }
 	sLABreachResolver         struct{ *Resolver }
 	sLAPolicyResolver         struct{ *Resolver }
+	scheduleResolver          struct{ *Resolver }
+	scheduleActionResolver    struct{ *Resolver }
 	stepAttemptResolver       struct{ *Resolver }
 	stepRunResolver           struct{ *Resolver }
 	tenantResolver            struct{ *Resolver }

@@ -28,6 +28,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -79,6 +81,8 @@ var nodeTables = map[string]string{
 	ids.Evaluation:                 evaluation.Table,
 	ids.EvaluationExample:          evaluationexample.Table,
 	ids.RateLimit:                  ratelimit.Table,
+	ids.Schedule:                   schedule.Table,
+	ids.ScheduleAction:             scheduleaction.Table,
 }
 
 const maxNodes = 100

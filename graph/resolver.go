@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
@@ -36,6 +37,8 @@ type Resolver struct {
 	RateLimits *ratelimit.Service
 	// Connections manages OAuth2 connections.
 	Connections *connections.Service
+	// Scheduler manages schedules (internal/schedules).
+	Scheduler *schedules.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

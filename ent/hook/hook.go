@@ -405,6 +405,30 @@ func (f SLAPolicyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, e
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.SLAPolicyMutation", m)
 }
 
+// The ScheduleFunc type is an adapter to allow the use of ordinary
+// function as Schedule mutator.
+type ScheduleFunc func(context.Context, *ent.ScheduleMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ScheduleFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ScheduleMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ScheduleMutation", m)
+}
+
+// The ScheduleActionFunc type is an adapter to allow the use of ordinary
+// function as ScheduleAction mutator.
+type ScheduleActionFunc func(context.Context, *ent.ScheduleActionMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ScheduleActionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ScheduleActionMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ScheduleActionMutation", m)
+}
+
 // The StepAttemptFunc type is an adapter to allow the use of ordinary
 // function as StepAttempt mutator.
 type StepAttemptFunc func(context.Context, *ent.StepAttemptMutation) (ent.Value, error)

@@ -40,6 +40,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
 	"github.com/sluicehq/sluice/ent/stepattempt"
@@ -999,6 +1001,60 @@ func (f TraverseSLAPolicy) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.SLAPolicyQuery", q)
 }
 
+// The ScheduleFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ScheduleFunc func(context.Context, *ent.ScheduleQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ScheduleFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ScheduleQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ScheduleQuery", q)
+}
+
+// The TraverseSchedule type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseSchedule func(context.Context, *ent.ScheduleQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseSchedule) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseSchedule) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ScheduleQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ScheduleQuery", q)
+}
+
+// The ScheduleActionFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ScheduleActionFunc func(context.Context, *ent.ScheduleActionQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ScheduleActionFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ScheduleActionQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ScheduleActionQuery", q)
+}
+
+// The TraverseScheduleAction type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseScheduleAction func(context.Context, *ent.ScheduleActionQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseScheduleAction) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseScheduleAction) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ScheduleActionQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ScheduleActionQuery", q)
+}
+
 // The StepAttemptFunc type is an adapter to allow the use of ordinary function as a Querier.
 type StepAttemptFunc func(context.Context, *ent.StepAttemptQuery) (ent.Value, error)
 
@@ -1284,6 +1340,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.SLABreachQuery, predicate.SLABreach, slabreach.OrderOption]{typ: ent.TypeSLABreach, tq: q}, nil
 	case *ent.SLAPolicyQuery:
 		return &query[*ent.SLAPolicyQuery, predicate.SLAPolicy, slapolicy.OrderOption]{typ: ent.TypeSLAPolicy, tq: q}, nil
+	case *ent.ScheduleQuery:
+		return &query[*ent.ScheduleQuery, predicate.Schedule, schedule.OrderOption]{typ: ent.TypeSchedule, tq: q}, nil
+	case *ent.ScheduleActionQuery:
+		return &query[*ent.ScheduleActionQuery, predicate.ScheduleAction, scheduleaction.OrderOption]{typ: ent.TypeScheduleAction, tq: q}, nil
 	case *ent.StepAttemptQuery:
 		return &query[*ent.StepAttemptQuery, predicate.StepAttempt, stepattempt.OrderOption]{typ: ent.TypeStepAttempt, tq: q}, nil
 	case *ent.StepRunQuery:

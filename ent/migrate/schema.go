@@ -1621,6 +1621,104 @@ var (
 			},
 		},
 	}
+	// SchedulesColumns holds the columns for the "schedules" table.
+	SchedulesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "cron", Type: field.TypeString, Nullable: true},
+		{Name: "every", Type: field.TypeString, Nullable: true},
+		{Name: "offset", Type: field.TypeString, Nullable: true},
+		{Name: "timezone", Type: field.TypeString, Default: "UTC"},
+		{Name: "input", Type: field.TypeJSON, Nullable: true},
+		{Name: "overlap", Type: field.TypeEnum, Enums: []string{"SKIP", "BUFFER_ONE", "ALLOW_ALL", "CANCEL_OTHER"}, Default: "SKIP"},
+		{Name: "catchup_window_ms", Type: field.TypeInt64, Default: 3600000},
+		{Name: "jitter_ms", Type: field.TypeInt64, Default: 0},
+		{Name: "start_at", Type: field.TypeTime, Nullable: true},
+		{Name: "end_at", Type: field.TypeTime, Nullable: true},
+		{Name: "paused", Type: field.TypeBool, Default: false},
+		{Name: "note", Type: field.TypeString, Nullable: true},
+		{Name: "next_slot_at", Type: field.TypeTime, Nullable: true},
+		{Name: "next_fire_at", Type: field.TypeTime, Nullable: true},
+		{Name: "buffered_slot_at", Type: field.TypeTime, Nullable: true},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// SchedulesTable holds the schema information for the "schedules" table.
+	SchedulesTable = &schema.Table{
+		Name:       "schedules",
+		Columns:    SchedulesColumns,
+		PrimaryKey: []*schema.Column{SchedulesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "schedules_tenants_tenant",
+				Columns:    []*schema.Column{SchedulesColumns[21]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "schedule_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{SchedulesColumns[21], SchedulesColumns[1]},
+			},
+			{
+				Name:    "schedule_due",
+				Unique:  false,
+				Columns: []*schema.Column{SchedulesColumns[21], SchedulesColumns[18]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "next_fire_at IS NOT NULL AND NOT paused",
+				},
+			},
+		},
+	}
+	// ScheduleActionsColumns holds the columns for the "schedule_actions" table.
+	ScheduleActionsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "schedule_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "source", Type: field.TypeEnum, Enums: []string{"SLOT", "TRIGGER", "BACKFILL"}},
+		{Name: "outcome", Type: field.TypeEnum, Enums: []string{"STARTED", "SKIPPED_OVERLAP", "BUFFERED", "MISSED", "FAILED"}},
+		{Name: "scheduled_at", Type: field.TypeTime},
+		{Name: "acted_at", Type: field.TypeTime},
+		{Name: "run_id", Type: field.TypeString, Nullable: true},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "run_open", Type: field.TypeBool, Default: false},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ScheduleActionsTable holds the schema information for the "schedule_actions" table.
+	ScheduleActionsTable = &schema.Table{
+		Name:       "schedule_actions",
+		Columns:    ScheduleActionsColumns,
+		PrimaryKey: []*schema.Column{ScheduleActionsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "schedule_actions_tenants_tenant",
+				Columns:    []*schema.Column{ScheduleActionsColumns[11]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "scheduleaction_tenant_id_schedule_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{ScheduleActionsColumns[11], ScheduleActionsColumns[2], ScheduleActionsColumns[1]},
+			},
+			{
+				Name:    "schedule_action_open",
+				Unique:  false,
+				Columns: []*schema.Column{ScheduleActionsColumns[11], ScheduleActionsColumns[2]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "run_open",
+				},
+			},
+		},
+	}
 	// StepAttemptsColumns holds the columns for the "step_attempts" table.
 	StepAttemptsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1742,6 +1840,7 @@ var (
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
+		{Name: "schedules", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{
@@ -2008,6 +2107,8 @@ var (
 		RunEventsTable,
 		SLABreachesTable,
 		SLAPoliciesTable,
+		SchedulesTable,
+		ScheduleActionsTable,
 		StepAttemptsTable,
 		StepRunsTable,
 		TenantsTable,
@@ -2071,6 +2172,8 @@ func init() {
 	RunEventsTable.ForeignKeys[1].RefTable = RunsTable
 	SLABreachesTable.ForeignKeys[0].RefTable = TenantsTable
 	SLAPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
+	SchedulesTable.ForeignKeys[0].RefTable = TenantsTable
+	ScheduleActionsTable.ForeignKeys[0].RefTable = TenantsTable
 	StepAttemptsTable.ForeignKeys[0].RefTable = TenantsTable
 	StepAttemptsTable.ForeignKeys[1].RefTable = StepRunsTable
 	StepRunsTable.ForeignKeys[0].RefTable = TenantsTable

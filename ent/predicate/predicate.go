@@ -105,6 +105,12 @@ type SLABreach func(*sql.Selector)
 // SLAPolicy is the predicate function for slapolicy builders.
 type SLAPolicy func(*sql.Selector)
 
+// Schedule is the predicate function for schedule builders.
+type Schedule func(*sql.Selector)
+
+// ScheduleAction is the predicate function for scheduleaction builders.
+type ScheduleAction func(*sql.Selector)
+
 // StepAttempt is the predicate function for stepattempt builders.
 type StepAttempt func(*sql.Selector)
 

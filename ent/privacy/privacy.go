@@ -903,6 +903,54 @@ func (f SLAPolicyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutat
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.SLAPolicyMutation", m)
 }
 
+// The ScheduleQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ScheduleQueryRuleFunc func(context.Context, *ent.ScheduleQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ScheduleQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ScheduleQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ScheduleQuery", q)
+}
+
+// The ScheduleMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ScheduleMutationRuleFunc func(context.Context, *ent.ScheduleMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ScheduleMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ScheduleMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ScheduleMutation", m)
+}
+
+// The ScheduleActionQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ScheduleActionQueryRuleFunc func(context.Context, *ent.ScheduleActionQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ScheduleActionQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ScheduleActionQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ScheduleActionQuery", q)
+}
+
+// The ScheduleActionMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ScheduleActionMutationRuleFunc func(context.Context, *ent.ScheduleActionMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ScheduleActionMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ScheduleActionMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ScheduleActionMutation", m)
+}
+
 // The StepAttemptQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type StepAttemptQueryRuleFunc func(context.Context, *ent.StepAttemptQuery) error
@@ -1196,6 +1244,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.SLAPolicyQuery:
 		return q.Filter(), nil
+	case *ent.ScheduleQuery:
+		return q.Filter(), nil
+	case *ent.ScheduleActionQuery:
+		return q.Filter(), nil
 	case *ent.StepAttemptQuery:
 		return q.Filter(), nil
 	case *ent.StepRunQuery:
@@ -1284,6 +1336,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.SLABreachMutation:
 		return m.Filter(), nil
 	case *ent.SLAPolicyMutation:
+		return m.Filter(), nil
+	case *ent.ScheduleMutation:
+		return m.Filter(), nil
+	case *ent.ScheduleActionMutation:
 		return m.Filter(), nil
 	case *ent.StepAttemptMutation:
 		return m.Filter(), nil

@@ -37,6 +37,8 @@ import (
 	"github.com/sluicehq/sluice/ent/responseshape"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
+	"github.com/sluicehq/sluice/ent/schedule"
+	"github.com/sluicehq/sluice/ent/scheduleaction"
 	"github.com/sluicehq/sluice/ent/schema"
 	"github.com/sluicehq/sluice/ent/slabreach"
 	"github.com/sluicehq/sluice/ent/slapolicy"
@@ -2127,6 +2129,130 @@ func init() {
 			return nil
 		}
 	}()
+	scheduleMixin := schema.Schedule{}.Mixin()
+	schedule.Policy = privacy.NewPolicies(scheduleMixin[1], schema.Schedule{})
+	schedule.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := schedule.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	scheduleMixinHooks1 := scheduleMixin[1].Hooks()
+
+	schedule.Hooks[1] = scheduleMixinHooks1[0]
+	scheduleMixinFields0 := scheduleMixin[0].Fields()
+	_ = scheduleMixinFields0
+	scheduleMixinFields1 := scheduleMixin[1].Fields()
+	_ = scheduleMixinFields1
+	scheduleMixinFields2 := scheduleMixin[2].Fields()
+	_ = scheduleMixinFields2
+	scheduleFields := schema.Schedule{}.Fields()
+	_ = scheduleFields
+	// scheduleDescTenantID is the schema descriptor for tenant_id field.
+	scheduleDescTenantID := scheduleMixinFields1[0].Descriptor()
+	// schedule.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	schedule.TenantIDValidator = scheduleDescTenantID.Validators[0].(func(string) error)
+	// scheduleDescCreatedAt is the schema descriptor for created_at field.
+	scheduleDescCreatedAt := scheduleMixinFields2[0].Descriptor()
+	// schedule.DefaultCreatedAt holds the default value on creation for the created_at field.
+	schedule.DefaultCreatedAt = scheduleDescCreatedAt.Default.(func() time.Time)
+	// scheduleDescUpdatedAt is the schema descriptor for updated_at field.
+	scheduleDescUpdatedAt := scheduleMixinFields2[1].Descriptor()
+	// schedule.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	schedule.DefaultUpdatedAt = scheduleDescUpdatedAt.Default.(func() time.Time)
+	// schedule.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	schedule.UpdateDefaultUpdatedAt = scheduleDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// scheduleDescTimezone is the schema descriptor for timezone field.
+	scheduleDescTimezone := scheduleFields[5].Descriptor()
+	// schedule.DefaultTimezone holds the default value on creation for the timezone field.
+	schedule.DefaultTimezone = scheduleDescTimezone.Default.(string)
+	// scheduleDescCatchupWindowMs is the schema descriptor for catchup_window_ms field.
+	scheduleDescCatchupWindowMs := scheduleFields[8].Descriptor()
+	// schedule.DefaultCatchupWindowMs holds the default value on creation for the catchup_window_ms field.
+	schedule.DefaultCatchupWindowMs = scheduleDescCatchupWindowMs.Default.(int64)
+	// scheduleDescJitterMs is the schema descriptor for jitter_ms field.
+	scheduleDescJitterMs := scheduleFields[9].Descriptor()
+	// schedule.DefaultJitterMs holds the default value on creation for the jitter_ms field.
+	schedule.DefaultJitterMs = scheduleDescJitterMs.Default.(int64)
+	// scheduleDescPaused is the schema descriptor for paused field.
+	scheduleDescPaused := scheduleFields[12].Descriptor()
+	// schedule.DefaultPaused holds the default value on creation for the paused field.
+	schedule.DefaultPaused = scheduleDescPaused.Default.(bool)
+	// scheduleDescID is the schema descriptor for id field.
+	scheduleDescID := scheduleMixinFields0[0].Descriptor()
+	// schedule.DefaultID holds the default value on creation for the id field.
+	schedule.DefaultID = scheduleDescID.Default.(func() string)
+	// schedule.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	schedule.IDValidator = func() func(string) error {
+		validators := scheduleDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	scheduleactionMixin := schema.ScheduleAction{}.Mixin()
+	scheduleaction.Policy = privacy.NewPolicies(scheduleactionMixin[1], schema.ScheduleAction{})
+	scheduleaction.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := scheduleaction.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	scheduleactionMixinHooks1 := scheduleactionMixin[1].Hooks()
+
+	scheduleaction.Hooks[1] = scheduleactionMixinHooks1[0]
+	scheduleactionMixinFields0 := scheduleactionMixin[0].Fields()
+	_ = scheduleactionMixinFields0
+	scheduleactionMixinFields1 := scheduleactionMixin[1].Fields()
+	_ = scheduleactionMixinFields1
+	scheduleactionMixinFields2 := scheduleactionMixin[2].Fields()
+	_ = scheduleactionMixinFields2
+	scheduleactionFields := schema.ScheduleAction{}.Fields()
+	_ = scheduleactionFields
+	// scheduleactionDescTenantID is the schema descriptor for tenant_id field.
+	scheduleactionDescTenantID := scheduleactionMixinFields1[0].Descriptor()
+	// scheduleaction.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	scheduleaction.TenantIDValidator = scheduleactionDescTenantID.Validators[0].(func(string) error)
+	// scheduleactionDescCreatedAt is the schema descriptor for created_at field.
+	scheduleactionDescCreatedAt := scheduleactionMixinFields2[0].Descriptor()
+	// scheduleaction.DefaultCreatedAt holds the default value on creation for the created_at field.
+	scheduleaction.DefaultCreatedAt = scheduleactionDescCreatedAt.Default.(func() time.Time)
+	// scheduleactionDescRunOpen is the schema descriptor for run_open field.
+	scheduleactionDescRunOpen := scheduleactionFields[8].Descriptor()
+	// scheduleaction.DefaultRunOpen holds the default value on creation for the run_open field.
+	scheduleaction.DefaultRunOpen = scheduleactionDescRunOpen.Default.(bool)
+	// scheduleactionDescID is the schema descriptor for id field.
+	scheduleactionDescID := scheduleactionMixinFields0[0].Descriptor()
+	// scheduleaction.DefaultID holds the default value on creation for the id field.
+	scheduleaction.DefaultID = scheduleactionDescID.Default.(func() string)
+	// scheduleaction.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	scheduleaction.IDValidator = func() func(string) error {
+		validators := scheduleactionDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	stepattemptMixin := schema.StepAttempt{}.Mixin()
 	stepattempt.Policy = privacy.NewPolicies(stepattemptMixin[1], schema.StepAttempt{})
 	stepattempt.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -2323,6 +2449,10 @@ func init() {
 	tenantDescOpenEvaluations := tenantFields[9].Descriptor()
 	// tenant.DefaultOpenEvaluations holds the default value on creation for the open_evaluations field.
 	tenant.DefaultOpenEvaluations = tenantDescOpenEvaluations.Default.(int)
+	// tenantDescSchedules is the schema descriptor for schedules field.
+	tenantDescSchedules := tenantFields[10].Descriptor()
+	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
+	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.

@@ -38,6 +38,8 @@ const (
 	FieldSLAVersion = "sla_version"
 	// FieldOpenEvaluations holds the string denoting the open_evaluations field in the database.
 	FieldOpenEvaluations = "open_evaluations"
+	// FieldSchedules holds the string denoting the schedules field in the database.
+	FieldSchedules = "schedules"
 	// Table holds the table name of the tenant in the database.
 	Table = "tenants"
 )
@@ -57,6 +59,7 @@ var Columns = []string{
 	FieldWebhooksVersion,
 	FieldSLAVersion,
 	FieldOpenEvaluations,
+	FieldSchedules,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -97,6 +100,8 @@ var (
 	DefaultSLAVersion int64
 	// DefaultOpenEvaluations holds the default value on creation for the "open_evaluations" field.
 	DefaultOpenEvaluations int
+	// DefaultSchedules holds the default value on creation for the "schedules" field.
+	DefaultSchedules int
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -159,4 +164,9 @@ func BySLAVersion(opts ...sql.OrderTermOption) OrderOption {
 // ByOpenEvaluations orders the results by the open_evaluations field.
 func ByOpenEvaluations(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldOpenEvaluations, opts...).ToFunc()
+}
+
+// BySchedules orders the results by the schedules field.
+func BySchedules(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSchedules, opts...).ToFunc()
 }

@@ -119,6 +119,11 @@ func OpenEvaluations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
 }
 
+// Schedules applies equality check predicate on the "schedules" field. It's identical to SchedulesEQ.
+func Schedules(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldSchedules, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldCreatedAt, v))
@@ -652,6 +657,46 @@ func OpenEvaluationsLT(v int) predicate.Tenant {
 // OpenEvaluationsLTE applies the LTE predicate on the "open_evaluations" field.
 func OpenEvaluationsLTE(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldOpenEvaluations, v))
+}
+
+// SchedulesEQ applies the EQ predicate on the "schedules" field.
+func SchedulesEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldSchedules, v))
+}
+
+// SchedulesNEQ applies the NEQ predicate on the "schedules" field.
+func SchedulesNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldSchedules, v))
+}
+
+// SchedulesIn applies the In predicate on the "schedules" field.
+func SchedulesIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldSchedules, vs...))
+}
+
+// SchedulesNotIn applies the NotIn predicate on the "schedules" field.
+func SchedulesNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldSchedules, vs...))
+}
+
+// SchedulesGT applies the GT predicate on the "schedules" field.
+func SchedulesGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldSchedules, v))
+}
+
+// SchedulesGTE applies the GTE predicate on the "schedules" field.
+func SchedulesGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldSchedules, v))
+}
+
+// SchedulesLT applies the LT predicate on the "schedules" field.
+func SchedulesLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldSchedules, v))
+}
+
+// SchedulesLTE applies the LTE predicate on the "schedules" field.
+func SchedulesLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldSchedules, v))
 }
 
 // And groups predicates with the AND operator between them.

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/schedule"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/releasespec"
@@ -123,6 +124,31 @@ type CreateSLAPolicyInput struct {
 	EnvironmentID *string             `json:"environmentID,omitempty"`
 	Name          *string             `json:"name,omitempty"`
 	Objectives    *SLAObjectivesInput `json:"objectives"`
+}
+
+type CreateScheduleInput struct {
+	WorkflowID    string `json:"workflowID"`
+	EnvironmentID string `json:"environmentID"`
+	// 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds first); descriptors such as @daily. Give cron or every.
+	Cron *string `json:"cron,omitempty"`
+	// A Go duration, at least 1s: slots at the Unix epoch plus offset plus multiples of it.
+	Every *string `json:"every,omitempty"`
+	// With every: a Go duration from 0 to every.
+	Offset *string `json:"offset,omitempty"`
+	// An IANA time zone (default UTC) in which cron is read.
+	Timezone *string `json:"timezone,omitempty"`
+	// The runs' input, checked against the deployed version's input schema.
+	Input map[string]any `json:"input,omitempty"`
+	// Default SKIP.
+	Overlap *schedule.Overlap `json:"overlap,omitempty"`
+	// A Go duration, at least 0 (default 1h; under 10s counts as 10s): slots due longer ago than this when the ticker reaches them are MISSED.
+	CatchupWindow *string `json:"catchupWindow,omitempty"`
+	// A Go duration, 0 to 24h: each slot fires after a deterministic delay in [0, jitter).
+	Jitter  *string    `json:"jitter,omitempty"`
+	StartAt *time.Time `json:"startAt,omitempty"`
+	EndAt   *time.Time `json:"endAt,omitempty"`
+	Paused  *bool      `json:"paused,omitempty"`
+	Note    *string    `json:"note,omitempty"`
 }
 
 type CreateWebhookEndpointInput struct {
@@ -664,6 +690,21 @@ type UpdateSLAPolicyInput struct {
 	Name *string `json:"name,omitempty"`
 	// Replaces every objective.
 	Objectives *SLAObjectivesInput `json:"objectives"`
+}
+
+type UpdateScheduleInput struct {
+	Cron          *string           `json:"cron,omitempty"`
+	Every         *string           `json:"every,omitempty"`
+	Offset        *string           `json:"offset,omitempty"`
+	Timezone      *string           `json:"timezone,omitempty"`
+	Input         map[string]any    `json:"input,omitempty"`
+	Overlap       *schedule.Overlap `json:"overlap,omitempty"`
+	CatchupWindow *string           `json:"catchupWindow,omitempty"`
+	Jitter        *string           `json:"jitter,omitempty"`
+	StartAt       *time.Time        `json:"startAt,omitempty"`
+	EndAt         *time.Time        `json:"endAt,omitempty"`
+	Paused        *bool             `json:"paused,omitempty"`
+	Note          *string           `json:"note,omitempty"`
 }
 
 type UpdateWebhookEndpointInput struct {

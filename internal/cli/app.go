@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/server"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -61,6 +62,7 @@ type app struct {
 	protection *protection.Service
 	rateLimits *ratelimit.Service
 	conns      *connections.Service // OAuth2 connections
+	schedules  *schedules.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -278,6 +280,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	})
 	a.runs.SetSandboxPlanner(a.evals)
 	a.conns = newConnections(cfg, v, a, log)
+	a.schedules = schedules.New(schedules.Options{Client: a.client, Runs: a.runs, Log: log, Interval: cfg.ScheduleInterval})
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }

@@ -69,6 +69,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Evals:      a.evals,
 		Protection: a.protection,
 		RateLimits: a.rateLimits,
+		Schedules:  a.schedules,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

@@ -64,6 +64,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		a.restoreCooldowns,
 		// Connections are refreshed ahead of expiry under one too.
 		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
+		// Schedules: the ticker, one pass at a time (internal/schedules).
+		func(ctx context.Context) { a.schedules.RunTicker(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

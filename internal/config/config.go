@@ -129,6 +129,9 @@ type Config struct {
 	// RateLimitConcurrencyPoll is how soon a call refused by a full
 	// maxConcurrent looks again (SLUICE_RATE_LIMIT_CONCURRENCY_POLL). If unset, 250ms.
 	RateLimitConcurrencyPoll time.Duration
+	// ScheduleInterval is how often a worker's schedule ticker looks for
+	// due slots (SLUICE_SCHEDULE_INTERVAL). If unset, 1s.
+	ScheduleInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -251,6 +254,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.RateLimitMaxWait = durationVar(getenv, "SLUICE_RATE_LIMIT_MAX_WAIT", 24*time.Hour, &errs)
 	c.RateLimitRestoreInterval = durationVar(getenv, "SLUICE_RATE_LIMIT_RESTORE_INTERVAL", 5*time.Second, &errs)
 	c.RateLimitConcurrencyPoll = durationVar(getenv, "SLUICE_RATE_LIMIT_CONCURRENCY_POLL", 250*time.Millisecond, &errs)
+	c.ScheduleInterval = durationVar(getenv, "SLUICE_SCHEDULE_INTERVAL", time.Second, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

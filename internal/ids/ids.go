@@ -53,6 +53,8 @@ const (
 	DriftChange                = "dch"
 	RateLimit                  = "rl"
 	RateLimitCooldown          = "rlc"
+	Schedule                   = "sch"
+	ScheduleAction             = "sca"
 )
 
 var (

@@ -41,6 +41,7 @@ import (
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
@@ -69,6 +70,8 @@ type Deps struct {
 	Metrics    *Metrics
 	// RateLimits manages limit policies; optional.
 	RateLimits *ratelimit.Service
+	// Schedules manages schedules; optional.
+	Schedules *schedules.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -106,7 +109,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
