@@ -221,8 +221,10 @@ func TestSLABreachesSurviveASweeperKill(t *testing.T) {
 	st.workers[0] = nw
 	// Deliveries are at least once (a delivery interrupted by the kill is
 	// sent again with its webhook-id): a breach is reported once when one
-	// webhook-id carries it.
-	eventually(t, 30*time.Second, func() (bool, string) {
+	// webhook-id carries it. A delivery the killed worker held comes back
+	// when its task's lease in the queue ends (30s) and the recoverer
+	// hands it out again, so the deadline leaves room beyond that.
+	eventually(t, 90*time.Second, func() (bool, string) {
 		seen := map[string]bool{}
 		for _, m := range hookMsgs(t, recv, "/sla") {
 			seen[m.ID] = true
