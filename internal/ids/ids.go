@@ -48,6 +48,8 @@ const (
 	Release                    = "rel"
 	Evaluation                 = "evl"
 	EvaluationExample          = "evx"
+	Trigger                    = "trg"
+	TriggerDelivery            = "trd"
 )
 
 var (
