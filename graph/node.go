@@ -32,6 +32,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -77,6 +79,8 @@ var nodeTables = map[string]string{
 	ids.Release:                    release.Table,
 	ids.Evaluation:                 evaluation.Table,
 	ids.EvaluationExample:          evaluationexample.Table,
+	ids.Trigger:                    trigger.Table,
+	ids.TriggerDelivery:            triggerdelivery.Table,
 }
 
 const maxNodes = 100

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
+	"github.com/sluicehq/sluice/internal/triggers"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
 
@@ -27,6 +28,8 @@ type Resolver struct {
 	Releases *releases.Service
 	// Evals creates and lists evaluations.
 	Evals *evals.Service
+	// Triggers manages inbound webhook triggers.
+	Triggers *triggers.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -10,7 +10,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/sluicehq/sluice/internal/ids"
-	"github.com/sluicehq/sluice/internal/triggers/spec"
+	"github.com/sluicehq/sluice/internal/triggerspec"
 )
 
 // Trigger is an inbound webhook URL (/hooks/<hook id>) that starts runs of
@@ -32,7 +32,7 @@ func (Trigger) Fields() []ent.Field {
 		field.String("hook_id").Immutable().NotEmpty().Unique().
 			Comment("The opaque, unguessable last segment of the trigger's URL.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
-		field.JSON("verification", spec.Verification{}).
+		field.JSON("verification", triggerspec.Verification{}).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Bytes("secret").Sensitive().
 			Annotations(entgql.Skip(entgql.SkipAll)),
@@ -41,12 +41,12 @@ func (Trigger) Fields() []ent.Field {
 		field.Bytes("previous_secret").Optional().Nillable().Sensitive().
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Time("previous_secret_expires_at").Optional().Nillable(),
-		field.JSON("dedup", spec.Dedup{}).
+		field.JSON("dedup", triggerspec.Dedup{}).
 			Annotations(entgql.Skip(entgql.SkipAll)),
-		field.String("filter").Optional().MaxLen(4000),
-		field.JSON("input_mapping", spec.InputMapping{}).Optional().
+		field.String("event_filter").Optional().MaxLen(4000),
+		field.JSON("input_mapping", triggerspec.InputMapping{}).Optional().
 			Annotations(entgql.Skip(entgql.SkipAll)),
-		field.JSON("rate_limit", spec.RateLimit{}).
+		field.JSON("rate_limit", triggerspec.RateLimit{}).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Time("rate_tat").Optional().Nillable().
 			Comment("The rate limit's theoretical arrival time (GCRA).").

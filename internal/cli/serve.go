@@ -67,6 +67,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		SLA:        a.sla,
 		Releases:   a.releases,
 		Evals:      a.evals,
+		Triggers:   a.triggers,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

@@ -40,6 +40,7 @@ import (
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/triggers"
 	"github.com/sluicehq/sluice/internal/viewer"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
@@ -60,8 +61,10 @@ type Deps struct {
 	// Releases manages releases and rollbackDeployment; optional.
 	Releases *releases.Service
 	// Evals creates and lists evaluations; optional.
-	Evals   *evals.Service
-	Metrics *Metrics
+	Evals *evals.Service
+	// Triggers manages inbound webhook triggers and serves /hooks/{id}; optional.
+	Triggers *triggers.Service
+	Metrics  *Metrics
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -97,7 +100,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Triggers: d.Triggers, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -141,6 +144,9 @@ func New(d Deps) *Server {
 	mux.Handle("POST /graphql", withUnavailableStatus(readBody(d.Config.MaxBodyBytes, authenticate(d.Auth, live))))
 	mux.Handle("OPTIONS /graphql", gql)
 	mux.Handle("POST "+callbackRoute+"/{token}", callback(d.Runs, d.Config.MaxBodyBytes, d.Log))
+	if d.Triggers != nil {
+		mux.Handle("POST "+triggers.PathPrefix+"{id}", d.Triggers.Handler())
+	}
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
 	// connection_init message before any operation runs.
@@ -203,6 +209,9 @@ func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
 		case strings.HasPrefix(route, callbackRoute+"/"):
 			// The token is a credential: never logged.
 			route, path = callbackRoute, callbackRoute+"/…"
+		case strings.HasPrefix(route, triggers.PathPrefix):
+			// The hook id is the URL's only secret part: never logged.
+			route, path = "/hooks", triggers.PathPrefix+"…"
 		default:
 			route = "other"
 		}

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/triggers/spec"
+	spec "github.com/sluicehq/sluice/internal/triggerspec"
 )
 
 // Verification of inbound webhooks. Every scheme checks the raw bytes of

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/triggers/spec"
+	spec "github.com/sluicehq/sluice/internal/triggerspec"
 )
 
 func hdr(kv ...string) http.Header {

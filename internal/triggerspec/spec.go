@@ -1,7 +1,7 @@
-// Package spec holds the stored shapes of an inbound webhook trigger's
+// Package triggerspec holds the stored shapes of an inbound webhook trigger's
 // settings (verification, dedup, input mapping, rate limit). It is a leaf:
 // the Ent schema stores these types as JSON, internal/triggers interprets them.
-package spec
+package triggerspec
 
 // Schemes of verification. Their names are part of the API.
 const (
