@@ -92,8 +92,8 @@ func (r *triggerDeliveryResolver) Headers(ctx context.Context, obj *ent.TriggerD
 
 // Body is the resolver for the body field.
 func (r *triggerDeliveryResolver) Body(ctx context.Context, obj *ent.TriggerDelivery) (*string, error) {
-	if obj.Body == nil {
-		return nil, nil
+	if obj.Body == nil || !obj.Verified {
+		return nil, nil // unverified deliveries keep no body
 	}
 	s := string(*obj.Body)
 	return &s, nil
