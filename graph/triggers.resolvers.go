@@ -98,16 +98,3 @@ func (r *triggerDeliveryResolver) Body(ctx context.Context, obj *ent.TriggerDeli
 	s := string(*obj.Body)
 	return &s, nil
 }
-
-// !!! WARNING !!!
-// The code below was going to be deleted when updating resolvers. It has been copied here so you have
-// one last chance to move it out of harms way if you want. There are two reasons this happens:
-//  - When renaming or deleting a resolver the old code will be put in here. You can safely delete
-//    it when you're done.
-//  - You have helper methods in this file. Move them out to keep these resolver files clean.
-/*
-	func (r *Resolver) Trigger() generated.TriggerResolver { return &triggerResolver{r} }
-func (r *Resolver) TriggerDelivery() generated.TriggerDeliveryResolver {
-	return &triggerDeliveryResolver{r}
-}
-*/
