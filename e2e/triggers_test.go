@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 const (
@@ -64,19 +66,19 @@ func hookPost(t *testing.T, path string, body []byte, headers map[string]string)
 	return a
 }
 
-// standardSign returns Standard Webhooks headers for a message.
+// standardSign returns Standard Webhooks headers for a message, signed by
+// the specification's reference library.
 func standardSign(t *testing.T, secret, id string, at time.Time, body []byte) map[string]string {
 	t.Helper()
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
 		t.Fatalf("secret %q: %v", secret, err)
 	}
-	ts := strconv.FormatInt(at.Unix(), 10)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id + "." + ts + "."))
-	m.Write(body)
-	return map[string]string{"webhook-id": id, "webhook-timestamp": ts,
-		"webhook-signature": "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))}
+	sig, err := wh.Sign(id, at, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"webhook-id": id, "webhook-timestamp": strconv.FormatInt(at.Unix(), 10), "webhook-signature": sig}
 }
 
 func runCount(t *testing.T, c *client, workflowID string) int {
@@ -181,6 +183,7 @@ func TestTriggerStandardWebhooks(t *testing.T) {
 	}
 
 	// The deliveries, newest last (ids sort by time).
+	defer triggerAfterRecords(t, f, id, path, secret, newSecret, runID, body)
 	ds := deliveriesOf(t, f.owner, id)
 	var outcomes []string
 	for _, d := range ds {
@@ -421,5 +424,40 @@ func TestTriggerBadInput(t *testing.T) {
 	}
 	if n := get(a.owner.ok(`query($id: ID!) { node(id: $id) { ... on Trigger { name eventFilter } } }`, map[string]any{"id": id}), "node.name"); n != "bad" {
 		t.Fatalf("bad update renamed the trigger to %v", n)
+	}
+}
+
+// triggerAfterRecords runs after the delivery records were checked: the
+// overlap and the dedup window end (their recorded instants moved back in
+// Postgres), and a deleted trigger's URL answers 404.
+func triggerAfterRecords(t *testing.T, f *fixture, id, path, oldSecret, newSecret, runID string, body []byte) {
+	if t.Failed() {
+		return
+	}
+	owner := ownerDB(t)
+	if _, err := owner.Exec(`UPDATE triggers SET previous_secret_expires_at = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	late := []byte(`{"type":"order.created","data":{"customer":"late","amount":3}}`)
+	if a := hookPost(t, path, late, standardSign(t, oldSecret, "msg_late", time.Now(), late)); a.status != http.StatusUnauthorized {
+		t.Fatalf("old secret after the overlap: %d %v", a.status, a.body)
+	}
+	// After the window the same message id is new again; its run's
+	// idempotency key is the same, so it is the same run, not a second.
+	if _, err := owner.Exec(`UPDATE trigger_deliveries SET received_at = received_at - interval '25 hours' WHERE trigger_id = $1 AND dedup_key = 'webhook-id:msg_1'`, id); err != nil {
+		t.Fatal(err)
+	}
+	before := runCount(t, f.owner, str(f.owner.ok(`query($id: ID!) { node(id: $id) { ... on Trigger { workflowID } } }`, map[string]any{"id": id}), "node.workflowID"))
+	a := hookPost(t, path, body, standardSign(t, newSecret, "msg_1", time.Now(), body))
+	if a.status != http.StatusAccepted || a.header.Get("Sluice-Duplicate") != "" || a.body["runID"] != runID {
+		t.Fatalf("msg_1 after the window: %d %v %v", a.status, a.header, a.body)
+	}
+	after := runCount(t, f.owner, str(f.owner.ok(`query($id: ID!) { node(id: $id) { ... on Trigger { workflowID } } }`, map[string]any{"id": id}), "node.workflowID"))
+	if after != before {
+		t.Fatalf("runs %d -> %d after msg_1 came back", before, after)
+	}
+	f.owner.ok(`mutation($id: ID!) { deleteTrigger(id: $id) }`, map[string]any{"id": id})
+	if a := hookPost(t, path, body, standardSign(t, newSecret, "msg_gone", time.Now(), body)); a.status != http.StatusNotFound {
+		t.Fatalf("deleted trigger: %d %v", a.status, a.body)
 	}
 }
