@@ -461,3 +461,46 @@ func triggerAfterRecords(t *testing.T, f *fixture, id, path, oldSecret, newSecre
 		t.Fatalf("deleted trigger: %d %v", a.status, a.body)
 	}
 }
+
+// TestTriggerEnvironmentScope: a key scoped to one environment neither
+// sees nor manages the triggers (and deliveries) of another, nor creates
+// one there.
+func TestTriggerEnvironmentScope(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "trg-scope")
+	wf, ver := deployWorkflow(t, f, "scoped", triggerDefinition())
+	f.owner.ok(mDeploy, map[string]any{"v": ver, "e": f.prodEnvID})
+	prod := f.owner.ok(mCreateTrigger, map[string]any{"in": map[string]any{
+		"workflowID": wf, "environmentID": f.prodEnvID, "name": "prod",
+		"verification": map[string]any{"scheme": "STATIC_TOKEN", "header": "X-Token"},
+	}})
+	prodID, prodPath, prodSecret := str(prod, "createTrigger.trigger.id"), str(prod, "createTrigger.trigger.path"), str(prod, "createTrigger.secret")
+	if a := hookPost(t, prodPath, []byte(`{"customer":"p","amount":1}`), map[string]string{"X-Token": prodSecret}); a.status != http.StatusAccepted {
+		t.Fatalf("prod delivery: %d %v", a.status, a.body)
+	}
+	deliveryID := str(deliveriesOf(t, f.owner, prodID)[0], "id")
+
+	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-editor", roles: [EDITOR, OPERATOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
+	scoped := newClient(t, 0, str(key, "createAPIKey.token"))
+	for _, nid := range []string{prodID, deliveryID} {
+		if r := scoped.do(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": nid}); get(r.Data, "node") != nil {
+			t.Errorf("scoped key reads %s: %s", nid, r.Raw)
+		}
+	}
+	if n := get(scoped.ok(qTriggers, nil), "triggers.totalCount"); n != 0.0 {
+		t.Errorf("scoped key lists %v triggers", n)
+	}
+	scoped.fail("NOT_FOUND", `mutation($id: ID!) { rotateTriggerSecret(id: $id) { secret } }`, map[string]any{"id": prodID})
+	r := scoped.fail("VALIDATION", mCreateTrigger, map[string]any{"in": map[string]any{
+		"workflowID": wf, "environmentID": f.prodEnvID, "name": "sneaky",
+		"verification": map[string]any{"scheme": "STANDARD_WEBHOOKS"},
+	}})
+	if !hasProblemAt(r, "input.environmentID") {
+		t.Errorf("create in another environment: %s", r.Raw)
+	}
+	// In its own environment it may.
+	scoped.ok(mCreateTrigger, map[string]any{"in": map[string]any{
+		"workflowID": wf, "environmentID": f.envID, "name": "dev",
+		"verification": map[string]any{"scheme": "STANDARD_WEBHOOKS"},
+	}})
+}
