@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/trigger"
@@ -142,7 +143,7 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 			return Response{}, err
 		}
 		// Recorded without the body: nothing unverified is kept or run.
-		rec, err := d.SetVerified(false).SetOutcome(OutcomeUnverified).SetReason(err.Error()).Save(ctx)
+		rec, err := d.SetVerified(false).SetOutcome(OutcomeUnverified).SetReason(truncate(err.Error(), 2000)).Save(ctx)
 		if err != nil {
 			return Response{}, err
 		}
@@ -154,7 +155,7 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 
 	key, err := dedupKey(ctx, t, req, act)
 	if err != nil {
-		return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason("dedup key: "+err.Error()), http.StatusAccepted, nil)
+		return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason(truncate("dedup key: "+err.Error(), 2000)), http.StatusAccepted, nil)
 	}
 	claim := claimOf(key)
 	window := defaultWindow
@@ -180,15 +181,19 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 	if t.EventFilter != "" {
 		pass, err := evalFilter(ctx, t.EventFilter, act)
 		if err != nil {
-			return s.record(ctx, d.SetFiltered(true).SetOutcome(OutcomeFiltered).SetReason("filter: "+err.Error()), http.StatusAccepted, map[string]string{HeaderFiltered: "true"})
+			return s.record(ctx, d.SetFiltered(true).SetOutcome(OutcomeFiltered).SetReason(truncate("filter: "+err.Error(), 2000)), http.StatusAccepted, map[string]string{HeaderFiltered: "true"})
 		}
 		if !pass {
 			return s.record(ctx, d.SetFiltered(true).SetOutcome(OutcomeFiltered), http.StatusAccepted, map[string]string{HeaderFiltered: "true"})
 		}
 	}
 	input, err := mapInput(ctx, t.InputMapping, act)
+	if err == nil && hasNUL(input) {
+		// Postgres cannot store it (jsonb), so no run could start.
+		err = errors.New("the input holds a NUL character")
+	}
 	if err != nil {
-		return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason("inputMapping: "+err.Error()), http.StatusAccepted, nil)
+		return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason(truncate("inputMapping: "+err.Error(), 2000)), http.StatusAccepted, nil)
 	}
 	// The same trigger and dedup key always name the same run: a retry
 	// can never start a second one.
@@ -199,7 +204,7 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 		case errs.Validation, errs.NotFound, errs.Conflict, errs.Forbidden:
 			// The event came and is kept; the run could not start (the
 			// input does not match the schema, nothing is deployed...).
-			return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason(err.Error()), http.StatusAccepted, nil)
+			return s.record(ctx, d.SetOutcome(OutcomeInputRejected).SetReason(truncate(err.Error(), 2000)), http.StatusAccepted, nil)
 		}
 		return Response{}, err
 	}
@@ -348,9 +353,37 @@ func storedHeaders(h http.Header, v spec.Verification) map[string]string {
 	return out
 }
 
+// truncate makes s storable as text: valid UTF-8, no NUL, at most n bytes
+// (cut on a rune boundary).
 func truncate(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n]
+}
+
+// hasNUL reports whether a JSON value holds a NUL character in a string or
+// a key.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsRune(v, 0)
+	case map[string]any:
+		for k, e := range v {
+			if strings.ContainsRune(k, 0) || hasNUL(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -112,3 +112,18 @@ func TestCheckVerificationPaths(t *testing.T) {
 		t.Fatalf("generated secret %q: %v", secret, err)
 	}
 }
+
+func TestTruncateKeepsTextStorable(t *testing.T) {
+	if got := truncate("a\x00b\xffc", 100); got != "ab\uFFFDc" {
+		t.Fatalf("got %q", got)
+	}
+	if got := truncate("héllo", 2); got != "h" {
+		t.Fatalf("cut inside a rune: %q", got)
+	}
+}
+
+func TestHasNUL(t *testing.T) {
+	if !hasNUL(map[string]any{"a": []any{"x\x00"}}) || hasNUL(map[string]any{"a": []any{"x", int64(1)}}) {
+		t.Fatal("hasNUL")
+	}
+}
