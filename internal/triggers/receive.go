@@ -117,7 +117,7 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 	now := s.now()
 	// The row lock serialises a trigger's deliveries: the rate limit and
 	// the dedup check below see every earlier delivery committed.
-	t, err := c.Trigger.Query().Where(trigger.ID(triggerID), trigger.HookID(req.HookID)).ForUpdate().Only(ctx)
+	t, err := c.Trigger.Query().Where(trigger.ID(triggerID), trigger.HookID(req.HookID), trigger.Enabled(true)).ForUpdate().Only(ctx)
 	if ent.IsNotFound(err) {
 		return Response{}, ErrNoTrigger
 	}
@@ -128,7 +128,9 @@ func (s *Service) receive(ctx context.Context, triggerID string, req Request) (R
 		secs := int(math.Ceil(wait.Seconds()))
 		return Response{Status: http.StatusTooManyRequests, Headers: map[string]string{"Retry-After": strconv.Itoa(max(secs, 1))},
 			Body: map[string]any{"error": "rate limited"}}, nil
-	} else if err := c.Trigger.UpdateOne(t).SetRateTat(nextTAT(t, now)).Exec(ctx); err != nil {
+	}
+	// updatedAt keeps saying when the trigger's settings last changed.
+	if err := c.Trigger.UpdateOne(t).SetRateTat(nextTAT(t, now)).SetUpdatedAt(t.UpdatedAt).Exec(ctx); err != nil {
 		return Response{}, err
 	}
 
