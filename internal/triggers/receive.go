@@ -280,6 +280,13 @@ func dedupKey(ctx context.Context, t *ent.Trigger, req Request, act activation) 
 				return "stripe-event:" + id, nil
 			}
 		}
+	case spec.SchemeSlack:
+		// The Events API repeats event_id on its retries.
+		if m, ok := act.vars["body"].(map[string]any); ok {
+			if id, ok := m["event_id"].(string); ok && id != "" {
+				return "slack-event:" + id, nil
+			}
+		}
 	}
 	sum := sha256.Sum256(req.Body)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil

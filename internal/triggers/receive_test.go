@@ -43,7 +43,7 @@ func TestDedupKeyDefaults(t *testing.T) {
 		{spec.SchemeStandardWebhooks, http.Header{"Webhook-Id": {"msg_1"}}, "webhook-id:msg_1"},
 		{spec.SchemeGitHub, http.Header{"X-Github-Delivery": {"d-1"}}, "github-delivery:d-1"},
 		{spec.SchemeStripe, http.Header{}, "stripe-event:evt_1"},
-		{spec.SchemeSlack, http.Header{}, "sha256:"},
+		{spec.SchemeHMAC, http.Header{}, "sha256:"},
 	}
 	for _, c := range cases {
 		tr := &ent.Trigger{Verification: spec.Verification{Scheme: c.scheme}}
@@ -52,7 +52,12 @@ func TestDedupKeyDefaults(t *testing.T) {
 			t.Errorf("%s: key %q (%v), want prefix %q", c.scheme, k, err, c.want)
 		}
 	}
-	tr := &ent.Trigger{Dedup: spec.Dedup{Key: `body.type + ":" + body.id`}}
+	slack := []byte(`{"event_id":"Ev1"}`)
+	tr := &ent.Trigger{Verification: spec.Verification{Scheme: spec.SchemeSlack}}
+	if k, _ := dedupKey(ctx, tr, Request{Body: slack}, newActivation(nil, nil, slack, "application/json")); k != "slack-event:Ev1" {
+		t.Errorf("slack key %q", k)
+	}
+	tr = &ent.Trigger{Dedup: spec.Dedup{Key: `body.type + ":" + body.id`}}
 	if k, err := dedupKey(ctx, tr, Request{Body: body}, act); err != nil || k != "x:evt_1" {
 		t.Errorf("CEL key %q, %v", k, err)
 	}
