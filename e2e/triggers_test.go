@@ -254,8 +254,10 @@ func TestTriggerStandardWebhooks(t *testing.T) {
 }
 
 // TestTriggerRateLimitAndSchemes: over the rate a trigger answers 429 with
-// Retry-After; a GitHub trigger deduplicates by X-GitHub-Delivery; a static
-// token trigger never stores its token header.
+// Retry-After; a GitHub trigger deduplicates by X-GitHub-Delivery and a
+// Stripe one by the event id (a stale Stripe timestamp is 401); a static
+// token trigger never stores its token header; without a mapping the body
+// is the input, and one that breaks the schema is recorded, not run.
 func TestTriggerRateLimitAndSchemes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "trg-rl")
@@ -286,8 +288,33 @@ func TestTriggerRateLimitAndSchemes(t *testing.T) {
 	if c.status != http.StatusTooManyRequests || c.header.Get("Retry-After") == "" {
 		t.Fatalf("over the rate: %d %v %v", c.status, c.header, c.body)
 	}
-	if n := runCount(t, f.owner, wf); n != 1 {
-		t.Fatalf("%d runs, want 1", n)
+	// Stripe: the endpoint secret is Stripe's (required); the event id dedups.
+	st := f.owner.ok(mCreateTrigger, map[string]any{"in": map[string]any{
+		"workflowID": wf, "environmentID": f.envID, "name": "stripe",
+		"verification": map[string]any{"scheme": "STRIPE", "secret": "whsec_from_stripe_dashboard"},
+		"inputMapping": `{"customer": body.data.object.customer, "amount": body.data.object.amount}`,
+	}})
+	spath := str(st, "createTrigger.trigger.path")
+	stripeSign := func(b []byte, at time.Time) map[string]string {
+		ts := strconv.FormatInt(at.Unix(), 10)
+		m := hmac.New(sha256.New, []byte("whsec_from_stripe_dashboard"))
+		m.Write([]byte(ts + "."))
+		m.Write(b)
+		return map[string]string{"Stripe-Signature": "t=" + ts + ",v1=" + hexString(m.Sum(nil))}
+	}
+	evt := []byte(`{"id":"evt_1","type":"charge.succeeded","data":{"object":{"customer":"cus_1","amount":500}}}`)
+	if a := hookPost(t, spath, evt, stripeSign(evt, time.Now())); a.status != http.StatusAccepted || a.body["runID"] == nil {
+		t.Fatalf("stripe: %d %v", a.status, a.body)
+	}
+	if a := hookPost(t, spath, evt, stripeSign(evt, time.Now())); a.status != http.StatusOK || a.header.Get("Sluice-Duplicate") != "true" {
+		t.Fatalf("stripe retry: %d %v", a.status, a.body)
+	}
+	if a := hookPost(t, spath, evt, stripeSign(evt, time.Now().Add(-6*time.Minute))); a.status != http.StatusUnauthorized {
+		t.Fatalf("stripe stale: %d %v", a.status, a.body)
+	}
+
+	if n := runCount(t, f.owner, wf); n != 2 {
+		t.Fatalf("%d runs, want 2 (one GitHub delivery, one Stripe event)", n)
 	}
 
 	tok := f.owner.ok(mCreateTrigger, map[string]any{"in": map[string]any{
