@@ -445,6 +445,16 @@ func TestTriggerBadInput(t *testing.T) {
 	}
 	// And an update with CEL that does not compile changes nothing.
 	id := str(a.owner.ok(mCreateTrigger, map[string]any{"in": base()}), "createTrigger.trigger.id")
+	a.owner.ok(`mutation($id: ID!) { updateTrigger(input: {id: $id, enabled: true}) { id } }`, map[string]any{"id": id})
+	a.owner.ok(`mutation($id: ID!) { rotateTriggerSecret(id: $id) { secret } }`, map[string]any{"id": id})
+	var actions []string
+	for _, e := range edges(a.owner.ok(`query($id: String!) { auditLogs(where: {targetID: $id}) { edges { node { action actor } } } }`, map[string]any{"id": id}), "auditLogs") {
+		actions = append(actions, str(e, "action"))
+	}
+	slices.Sort(actions)
+	if !slices.Equal(actions, []string{"trigger.create", "trigger.rotate_secret", "trigger.update"}) {
+		t.Fatalf("audit entries of the trigger: %v", actions)
+	}
 	r := a.owner.fail("VALIDATION", `mutation($id: ID!) { updateTrigger(input: {id: $id, filter: "1 +", name: "renamed"}) { id } }`, map[string]any{"id": id})
 	if !hasProblemAt(r, "input.filter") {
 		t.Errorf("update: %s", r.Raw)
