@@ -26,7 +26,7 @@ type TriggerDelivery struct {
 	TriggerID string `json:"trigger_id,omitempty"`
 	// ReceivedAt holds the value of the "received_at" field.
 	ReceivedAt time.Time `json:"received_at,omitempty"`
-	// started, duplicate, filtered, unverified, input_rejected or failed.
+	// started, duplicate, filtered, unverified or input_rejected.
 	Outcome string `json:"outcome,omitempty"`
 	// Verified holds the value of the "verified" field.
 	Verified bool `json:"verified,omitempty"`

@@ -88,7 +88,7 @@ func (TriggerDelivery) Fields() []ent.Field {
 		field.Time("received_at").Immutable().Default(now).
 			Annotations(entgql.OrderField("RECEIVED_AT")),
 		field.String("outcome").
-			Comment("started, duplicate, filtered, unverified, input_rejected or failed."),
+			Comment("started, duplicate, filtered, unverified or input_rejected."),
 		field.Bool("verified").Immutable(),
 		field.String("reason").Optional().Nillable().
 			Comment("Why it did not verify, or why no run started."),

@@ -13094,7 +13094,7 @@ type TriggerDelivery implements Node {
   triggerID: ID!
   receivedAt: Time!
   """
-  started, duplicate, filtered, unverified, input_rejected or failed.
+  started, duplicate, filtered, unverified or input_rejected.
   """
   outcome: String!
   verified: Boolean!
