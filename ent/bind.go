@@ -306,6 +306,22 @@ func (c *TenantClient) Bind(_m *Tenant) *Tenant {
 	return _m
 }
 
+// Bind gives a Trigger that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *TriggerClient) Bind(_m *Trigger) *Trigger {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a TriggerDelivery that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *TriggerDeliveryClient) Bind(_m *TriggerDelivery) *TriggerDelivery {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a WebhookAttempt that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

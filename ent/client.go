@@ -53,6 +53,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -143,6 +145,10 @@ type Client struct {
 	StepRun *StepRunClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
+	// Trigger is the client for interacting with the Trigger builders.
+	Trigger *TriggerClient
+	// TriggerDelivery is the client for interacting with the TriggerDelivery builders.
+	TriggerDelivery *TriggerDeliveryClient
 	// WebhookAttempt is the client for interacting with the WebhookAttempt builders.
 	WebhookAttempt *WebhookAttemptClient
 	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
@@ -202,6 +208,8 @@ func (c *Client) init() {
 	c.StepAttempt = NewStepAttemptClient(c.config)
 	c.StepRun = NewStepRunClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
+	c.Trigger = NewTriggerClient(c.config)
+	c.TriggerDelivery = NewTriggerDeliveryClient(c.config)
 	c.WebhookAttempt = NewWebhookAttemptClient(c.config)
 	c.WebhookDelivery = NewWebhookDeliveryClient(c.config)
 	c.WebhookEndpoint = NewWebhookEndpointClient(c.config)
@@ -337,6 +345,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		StepAttempt:                NewStepAttemptClient(cfg),
 		StepRun:                    NewStepRunClient(cfg),
 		Tenant:                     NewTenantClient(cfg),
+		Trigger:                    NewTriggerClient(cfg),
+		TriggerDelivery:            NewTriggerDeliveryClient(cfg),
 		WebhookAttempt:             NewWebhookAttemptClient(cfg),
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
@@ -399,6 +409,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		StepAttempt:                NewStepAttemptClient(cfg),
 		StepRun:                    NewStepRunClient(cfg),
 		Tenant:                     NewTenantClient(cfg),
+		Trigger:                    NewTriggerClient(cfg),
+		TriggerDelivery:            NewTriggerDeliveryClient(cfg),
 		WebhookAttempt:             NewWebhookAttemptClient(cfg),
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
@@ -440,8 +452,9 @@ func (c *Client) Use(hooks ...Hook) {
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
 		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
+		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -458,8 +471,9 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
 		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowVersion,
+		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
+		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
+		c.Workflow, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -544,6 +558,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.StepRun.mutate(ctx, m)
 	case *TenantMutation:
 		return c.Tenant.mutate(ctx, m)
+	case *TriggerMutation:
+		return c.Trigger.mutate(ctx, m)
+	case *TriggerDeliveryMutation:
+		return c.TriggerDelivery.mutate(ctx, m)
 	case *WebhookAttemptMutation:
 		return c.WebhookAttempt.mutate(ctx, m)
 	case *WebhookDeliveryMutation:
@@ -6691,6 +6709,338 @@ func (c *TenantClient) mutate(ctx context.Context, m *TenantMutation) (Value, er
 	}
 }
 
+// TriggerClient is a client for the Trigger schema.
+type TriggerClient struct {
+	config
+}
+
+// NewTriggerClient returns a client for the Trigger from the given config.
+func NewTriggerClient(c config) *TriggerClient {
+	return &TriggerClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `trigger.Hooks(f(g(h())))`.
+func (c *TriggerClient) Use(hooks ...Hook) {
+	c.hooks.Trigger = append(c.hooks.Trigger, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `trigger.Intercept(f(g(h())))`.
+func (c *TriggerClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Trigger = append(c.inters.Trigger, interceptors...)
+}
+
+// Create returns a builder for creating a Trigger entity.
+func (c *TriggerClient) Create() *TriggerCreate {
+	mutation := newTriggerMutation(c.config, OpCreate)
+	return &TriggerCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Trigger entities.
+func (c *TriggerClient) CreateBulk(builders ...*TriggerCreate) *TriggerCreateBulk {
+	return &TriggerCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *TriggerClient) MapCreateBulk(slice any, setFunc func(*TriggerCreate, int)) *TriggerCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &TriggerCreateBulk{err: fmt.Errorf("calling to TriggerClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*TriggerCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &TriggerCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Trigger.
+func (c *TriggerClient) Update() *TriggerUpdate {
+	mutation := newTriggerMutation(c.config, OpUpdate)
+	return &TriggerUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *TriggerClient) UpdateOne(_m *Trigger) *TriggerUpdateOne {
+	mutation := newTriggerMutation(c.config, OpUpdateOne, withTrigger(_m))
+	return &TriggerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *TriggerClient) UpdateOneID(id string) *TriggerUpdateOne {
+	mutation := newTriggerMutation(c.config, OpUpdateOne, withTriggerID(id))
+	return &TriggerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Trigger.
+func (c *TriggerClient) Delete() *TriggerDelete {
+	mutation := newTriggerMutation(c.config, OpDelete)
+	return &TriggerDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *TriggerClient) DeleteOne(_m *Trigger) *TriggerDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *TriggerClient) DeleteOneID(id string) *TriggerDeleteOne {
+	builder := c.Delete().Where(trigger.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &TriggerDeleteOne{builder}
+}
+
+// Query returns a query builder for Trigger.
+func (c *TriggerClient) Query() *TriggerQuery {
+	return &TriggerQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeTrigger},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Trigger entity by its id.
+func (c *TriggerClient) Get(ctx context.Context, id string) (*Trigger, error) {
+	return c.Query().Where(trigger.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *TriggerClient) GetX(ctx context.Context, id string) *Trigger {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Trigger.
+func (c *TriggerClient) QueryTenant(_m *Trigger) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(trigger.Table, trigger.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, trigger.TenantTable, trigger.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryDeliveries queries the deliveries edge of a Trigger.
+func (c *TriggerClient) QueryDeliveries(_m *Trigger) *TriggerDeliveryQuery {
+	query := (&TriggerDeliveryClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(trigger.Table, trigger.FieldID, id),
+			sqlgraph.To(triggerdelivery.Table, triggerdelivery.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, true, trigger.DeliveriesTable, trigger.DeliveriesColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *TriggerClient) Hooks() []Hook {
+	hooks := c.hooks.Trigger
+	return append(hooks[:len(hooks):len(hooks)], trigger.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *TriggerClient) Interceptors() []Interceptor {
+	return c.inters.Trigger
+}
+
+func (c *TriggerClient) mutate(ctx context.Context, m *TriggerMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&TriggerCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&TriggerUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&TriggerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&TriggerDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Trigger mutation op: %q", m.Op())
+	}
+}
+
+// TriggerDeliveryClient is a client for the TriggerDelivery schema.
+type TriggerDeliveryClient struct {
+	config
+}
+
+// NewTriggerDeliveryClient returns a client for the TriggerDelivery from the given config.
+func NewTriggerDeliveryClient(c config) *TriggerDeliveryClient {
+	return &TriggerDeliveryClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `triggerdelivery.Hooks(f(g(h())))`.
+func (c *TriggerDeliveryClient) Use(hooks ...Hook) {
+	c.hooks.TriggerDelivery = append(c.hooks.TriggerDelivery, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `triggerdelivery.Intercept(f(g(h())))`.
+func (c *TriggerDeliveryClient) Intercept(interceptors ...Interceptor) {
+	c.inters.TriggerDelivery = append(c.inters.TriggerDelivery, interceptors...)
+}
+
+// Create returns a builder for creating a TriggerDelivery entity.
+func (c *TriggerDeliveryClient) Create() *TriggerDeliveryCreate {
+	mutation := newTriggerDeliveryMutation(c.config, OpCreate)
+	return &TriggerDeliveryCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of TriggerDelivery entities.
+func (c *TriggerDeliveryClient) CreateBulk(builders ...*TriggerDeliveryCreate) *TriggerDeliveryCreateBulk {
+	return &TriggerDeliveryCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *TriggerDeliveryClient) MapCreateBulk(slice any, setFunc func(*TriggerDeliveryCreate, int)) *TriggerDeliveryCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &TriggerDeliveryCreateBulk{err: fmt.Errorf("calling to TriggerDeliveryClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*TriggerDeliveryCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &TriggerDeliveryCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for TriggerDelivery.
+func (c *TriggerDeliveryClient) Update() *TriggerDeliveryUpdate {
+	mutation := newTriggerDeliveryMutation(c.config, OpUpdate)
+	return &TriggerDeliveryUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *TriggerDeliveryClient) UpdateOne(_m *TriggerDelivery) *TriggerDeliveryUpdateOne {
+	mutation := newTriggerDeliveryMutation(c.config, OpUpdateOne, withTriggerDelivery(_m))
+	return &TriggerDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *TriggerDeliveryClient) UpdateOneID(id string) *TriggerDeliveryUpdateOne {
+	mutation := newTriggerDeliveryMutation(c.config, OpUpdateOne, withTriggerDeliveryID(id))
+	return &TriggerDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for TriggerDelivery.
+func (c *TriggerDeliveryClient) Delete() *TriggerDeliveryDelete {
+	mutation := newTriggerDeliveryMutation(c.config, OpDelete)
+	return &TriggerDeliveryDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *TriggerDeliveryClient) DeleteOne(_m *TriggerDelivery) *TriggerDeliveryDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *TriggerDeliveryClient) DeleteOneID(id string) *TriggerDeliveryDeleteOne {
+	builder := c.Delete().Where(triggerdelivery.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &TriggerDeliveryDeleteOne{builder}
+}
+
+// Query returns a query builder for TriggerDelivery.
+func (c *TriggerDeliveryClient) Query() *TriggerDeliveryQuery {
+	return &TriggerDeliveryQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeTriggerDelivery},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a TriggerDelivery entity by its id.
+func (c *TriggerDeliveryClient) Get(ctx context.Context, id string) (*TriggerDelivery, error) {
+	return c.Query().Where(triggerdelivery.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *TriggerDeliveryClient) GetX(ctx context.Context, id string) *TriggerDelivery {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a TriggerDelivery.
+func (c *TriggerDeliveryClient) QueryTenant(_m *TriggerDelivery) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(triggerdelivery.Table, triggerdelivery.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, triggerdelivery.TenantTable, triggerdelivery.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryTrigger queries the trigger edge of a TriggerDelivery.
+func (c *TriggerDeliveryClient) QueryTrigger(_m *TriggerDelivery) *TriggerQuery {
+	query := (&TriggerClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(triggerdelivery.Table, triggerdelivery.FieldID, id),
+			sqlgraph.To(trigger.Table, trigger.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, triggerdelivery.TriggerTable, triggerdelivery.TriggerColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *TriggerDeliveryClient) Hooks() []Hook {
+	hooks := c.hooks.TriggerDelivery
+	return append(hooks[:len(hooks):len(hooks)], triggerdelivery.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *TriggerDeliveryClient) Interceptors() []Interceptor {
+	return c.inters.TriggerDelivery
+}
+
+func (c *TriggerDeliveryClient) mutate(ctx context.Context, m *TriggerDeliveryMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&TriggerDeliveryCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&TriggerDeliveryUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&TriggerDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&TriggerDeliveryDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown TriggerDelivery mutation op: %q", m.Op())
+	}
+}
+
 // WebhookAttemptClient is a client for the WebhookAttempt schema.
 type WebhookAttemptClient struct {
 	config
@@ -7562,8 +7912,8 @@ type (
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
+		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowVersion []ent.Hook
 	}
 	inters struct {
@@ -7573,8 +7923,8 @@ type (
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
+		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowVersion []ent.Interceptor
 	}
 )

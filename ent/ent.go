@@ -50,6 +50,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -153,6 +155,8 @@ func checkColumn(t, c string) error {
 			stepattempt.Table:                stepattempt.ValidColumn,
 			steprun.Table:                    steprun.ValidColumn,
 			tenant.Table:                     tenant.ValidColumn,
+			trigger.Table:                    trigger.ValidColumn,
+			triggerdelivery.Table:            triggerdelivery.ValidColumn,
 			webhookattempt.Table:             webhookattempt.ValidColumn,
 			webhookdelivery.Table:            webhookdelivery.ValidColumn,
 			webhookendpoint.Table:            webhookendpoint.ValidColumn,

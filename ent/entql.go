@@ -42,6 +42,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -56,7 +58,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 43)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 45)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -1070,6 +1072,65 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   trigger.Table,
+			Columns: trigger.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: trigger.FieldID,
+			},
+		},
+		Type: "Trigger",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			trigger.FieldTenantID:                {Type: field.TypeString, Column: trigger.FieldTenantID},
+			trigger.FieldCreatedAt:               {Type: field.TypeTime, Column: trigger.FieldCreatedAt},
+			trigger.FieldUpdatedAt:               {Type: field.TypeTime, Column: trigger.FieldUpdatedAt},
+			trigger.FieldWorkflowID:              {Type: field.TypeString, Column: trigger.FieldWorkflowID},
+			trigger.FieldEnvironmentID:           {Type: field.TypeString, Column: trigger.FieldEnvironmentID},
+			trigger.FieldName:                    {Type: field.TypeString, Column: trigger.FieldName},
+			trigger.FieldHookID:                  {Type: field.TypeString, Column: trigger.FieldHookID},
+			trigger.FieldVerification:            {Type: field.TypeJSON, Column: trigger.FieldVerification},
+			trigger.FieldSecret:                  {Type: field.TypeBytes, Column: trigger.FieldSecret},
+			trigger.FieldSecretVersion:           {Type: field.TypeInt, Column: trigger.FieldSecretVersion},
+			trigger.FieldPreviousSecret:          {Type: field.TypeBytes, Column: trigger.FieldPreviousSecret},
+			trigger.FieldPreviousSecretExpiresAt: {Type: field.TypeTime, Column: trigger.FieldPreviousSecretExpiresAt},
+			trigger.FieldDedup:                   {Type: field.TypeJSON, Column: trigger.FieldDedup},
+			trigger.FieldEventFilter:             {Type: field.TypeString, Column: trigger.FieldEventFilter},
+			trigger.FieldInputMapping:            {Type: field.TypeJSON, Column: trigger.FieldInputMapping},
+			trigger.FieldRateLimit:               {Type: field.TypeJSON, Column: trigger.FieldRateLimit},
+			trigger.FieldRateTat:                 {Type: field.TypeTime, Column: trigger.FieldRateTat},
+			trigger.FieldEnabled:                 {Type: field.TypeBool, Column: trigger.FieldEnabled},
+			trigger.FieldCreatedBy:               {Type: field.TypeString, Column: trigger.FieldCreatedBy},
+		},
+	}
+	graph.Nodes[39] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   triggerdelivery.Table,
+			Columns: triggerdelivery.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: triggerdelivery.FieldID,
+			},
+		},
+		Type: "TriggerDelivery",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			triggerdelivery.FieldTenantID:   {Type: field.TypeString, Column: triggerdelivery.FieldTenantID},
+			triggerdelivery.FieldTriggerID:  {Type: field.TypeString, Column: triggerdelivery.FieldTriggerID},
+			triggerdelivery.FieldReceivedAt: {Type: field.TypeTime, Column: triggerdelivery.FieldReceivedAt},
+			triggerdelivery.FieldOutcome:    {Type: field.TypeString, Column: triggerdelivery.FieldOutcome},
+			triggerdelivery.FieldVerified:   {Type: field.TypeBool, Column: triggerdelivery.FieldVerified},
+			triggerdelivery.FieldReason:     {Type: field.TypeString, Column: triggerdelivery.FieldReason},
+			triggerdelivery.FieldDedupKey:   {Type: field.TypeString, Column: triggerdelivery.FieldDedupKey},
+			triggerdelivery.FieldDedupClaim: {Type: field.TypeString, Column: triggerdelivery.FieldDedupClaim},
+			triggerdelivery.FieldDuplicate:  {Type: field.TypeBool, Column: triggerdelivery.FieldDuplicate},
+			triggerdelivery.FieldFiltered:   {Type: field.TypeBool, Column: triggerdelivery.FieldFiltered},
+			triggerdelivery.FieldRunID:      {Type: field.TypeString, Column: triggerdelivery.FieldRunID},
+			triggerdelivery.FieldHeaders:    {Type: field.TypeJSON, Column: triggerdelivery.FieldHeaders},
+			triggerdelivery.FieldBody:       {Type: field.TypeBytes, Column: triggerdelivery.FieldBody},
+			triggerdelivery.FieldBodyBytes:  {Type: field.TypeInt, Column: triggerdelivery.FieldBodyBytes},
+		},
+	}
+	graph.Nodes[40] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -1089,7 +1150,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[39] = &sqlgraph.Node{
+	graph.Nodes[41] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -1117,7 +1178,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[40] = &sqlgraph.Node{
+	graph.Nodes[42] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1144,7 +1205,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[41] = &sqlgraph.Node{
+	graph.Nodes[43] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1164,7 +1225,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[42] = &sqlgraph.Node{
+	graph.Nodes[44] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1968,6 +2029,54 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"StepRun",
 		"StepAttempt",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   trigger.TenantTable,
+			Columns: []string{trigger.TenantColumn},
+			Bidi:    false,
+		},
+		"Trigger",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"deliveries",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: true,
+			Table:   trigger.DeliveriesTable,
+			Columns: []string{trigger.DeliveriesColumn},
+			Bidi:    false,
+		},
+		"Trigger",
+		"TriggerDelivery",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   triggerdelivery.TenantTable,
+			Columns: []string{triggerdelivery.TenantColumn},
+			Bidi:    false,
+		},
+		"TriggerDelivery",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"trigger",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   triggerdelivery.TriggerTable,
+			Columns: []string{triggerdelivery.TriggerColumn},
+			Bidi:    false,
+		},
+		"TriggerDelivery",
+		"Trigger",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -7138,6 +7247,307 @@ func (f *TenantFilter) WhereSchedules(p entql.IntP) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *TriggerQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the TriggerQuery builder.
+func (_q *TriggerQuery) Filter() *TriggerFilter {
+	return &TriggerFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *TriggerMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the TriggerMutation builder.
+func (m *TriggerMutation) Filter() *TriggerFilter {
+	return &TriggerFilter{config: m.config, predicateAdder: m}
+}
+
+// TriggerFilter provides a generic filtering capability at runtime for TriggerQuery.
+type TriggerFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *TriggerFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *TriggerFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *TriggerFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *TriggerFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(trigger.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *TriggerFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(trigger.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *TriggerFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *TriggerFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldEnvironmentID))
+}
+
+// WhereName applies the entql string predicate on the name field.
+func (f *TriggerFilter) WhereName(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldName))
+}
+
+// WhereHookID applies the entql string predicate on the hook_id field.
+func (f *TriggerFilter) WhereHookID(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldHookID))
+}
+
+// WhereVerification applies the entql json.RawMessage predicate on the verification field.
+func (f *TriggerFilter) WhereVerification(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldVerification))
+}
+
+// WhereSecret applies the entql []byte predicate on the secret field.
+func (f *TriggerFilter) WhereSecret(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldSecret))
+}
+
+// WhereSecretVersion applies the entql int predicate on the secret_version field.
+func (f *TriggerFilter) WhereSecretVersion(p entql.IntP) {
+	f.Where(p.Field(trigger.FieldSecretVersion))
+}
+
+// WherePreviousSecret applies the entql []byte predicate on the previous_secret field.
+func (f *TriggerFilter) WherePreviousSecret(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldPreviousSecret))
+}
+
+// WherePreviousSecretExpiresAt applies the entql time.Time predicate on the previous_secret_expires_at field.
+func (f *TriggerFilter) WherePreviousSecretExpiresAt(p entql.TimeP) {
+	f.Where(p.Field(trigger.FieldPreviousSecretExpiresAt))
+}
+
+// WhereDedup applies the entql json.RawMessage predicate on the dedup field.
+func (f *TriggerFilter) WhereDedup(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldDedup))
+}
+
+// WhereEventFilter applies the entql string predicate on the event_filter field.
+func (f *TriggerFilter) WhereEventFilter(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldEventFilter))
+}
+
+// WhereInputMapping applies the entql json.RawMessage predicate on the input_mapping field.
+func (f *TriggerFilter) WhereInputMapping(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldInputMapping))
+}
+
+// WhereRateLimit applies the entql json.RawMessage predicate on the rate_limit field.
+func (f *TriggerFilter) WhereRateLimit(p entql.BytesP) {
+	f.Where(p.Field(trigger.FieldRateLimit))
+}
+
+// WhereRateTat applies the entql time.Time predicate on the rate_tat field.
+func (f *TriggerFilter) WhereRateTat(p entql.TimeP) {
+	f.Where(p.Field(trigger.FieldRateTat))
+}
+
+// WhereEnabled applies the entql bool predicate on the enabled field.
+func (f *TriggerFilter) WhereEnabled(p entql.BoolP) {
+	f.Where(p.Field(trigger.FieldEnabled))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *TriggerFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(trigger.FieldCreatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *TriggerFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *TriggerFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasDeliveries applies a predicate to check if query has an edge deliveries.
+func (f *TriggerFilter) WhereHasDeliveries() {
+	f.Where(entql.HasEdge("deliveries"))
+}
+
+// WhereHasDeliveriesWith applies a predicate to check if query has an edge deliveries with a given conditions (other predicates).
+func (f *TriggerFilter) WhereHasDeliveriesWith(preds ...predicate.TriggerDelivery) {
+	f.Where(entql.HasEdgeWith("deliveries", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *TriggerDeliveryQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the TriggerDeliveryQuery builder.
+func (_q *TriggerDeliveryQuery) Filter() *TriggerDeliveryFilter {
+	return &TriggerDeliveryFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *TriggerDeliveryMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the TriggerDeliveryMutation builder.
+func (m *TriggerDeliveryMutation) Filter() *TriggerDeliveryFilter {
+	return &TriggerDeliveryFilter{config: m.config, predicateAdder: m}
+}
+
+// TriggerDeliveryFilter provides a generic filtering capability at runtime for TriggerDeliveryQuery.
+type TriggerDeliveryFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *TriggerDeliveryFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *TriggerDeliveryFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *TriggerDeliveryFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldTenantID))
+}
+
+// WhereTriggerID applies the entql string predicate on the trigger_id field.
+func (f *TriggerDeliveryFilter) WhereTriggerID(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldTriggerID))
+}
+
+// WhereReceivedAt applies the entql time.Time predicate on the received_at field.
+func (f *TriggerDeliveryFilter) WhereReceivedAt(p entql.TimeP) {
+	f.Where(p.Field(triggerdelivery.FieldReceivedAt))
+}
+
+// WhereOutcome applies the entql string predicate on the outcome field.
+func (f *TriggerDeliveryFilter) WhereOutcome(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldOutcome))
+}
+
+// WhereVerified applies the entql bool predicate on the verified field.
+func (f *TriggerDeliveryFilter) WhereVerified(p entql.BoolP) {
+	f.Where(p.Field(triggerdelivery.FieldVerified))
+}
+
+// WhereReason applies the entql string predicate on the reason field.
+func (f *TriggerDeliveryFilter) WhereReason(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldReason))
+}
+
+// WhereDedupKey applies the entql string predicate on the dedup_key field.
+func (f *TriggerDeliveryFilter) WhereDedupKey(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldDedupKey))
+}
+
+// WhereDedupClaim applies the entql string predicate on the dedup_claim field.
+func (f *TriggerDeliveryFilter) WhereDedupClaim(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldDedupClaim))
+}
+
+// WhereDuplicate applies the entql bool predicate on the duplicate field.
+func (f *TriggerDeliveryFilter) WhereDuplicate(p entql.BoolP) {
+	f.Where(p.Field(triggerdelivery.FieldDuplicate))
+}
+
+// WhereFiltered applies the entql bool predicate on the filtered field.
+func (f *TriggerDeliveryFilter) WhereFiltered(p entql.BoolP) {
+	f.Where(p.Field(triggerdelivery.FieldFiltered))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *TriggerDeliveryFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(triggerdelivery.FieldRunID))
+}
+
+// WhereHeaders applies the entql json.RawMessage predicate on the headers field.
+func (f *TriggerDeliveryFilter) WhereHeaders(p entql.BytesP) {
+	f.Where(p.Field(triggerdelivery.FieldHeaders))
+}
+
+// WhereBody applies the entql []byte predicate on the body field.
+func (f *TriggerDeliveryFilter) WhereBody(p entql.BytesP) {
+	f.Where(p.Field(triggerdelivery.FieldBody))
+}
+
+// WhereBodyBytes applies the entql int predicate on the body_bytes field.
+func (f *TriggerDeliveryFilter) WhereBodyBytes(p entql.IntP) {
+	f.Where(p.Field(triggerdelivery.FieldBodyBytes))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *TriggerDeliveryFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *TriggerDeliveryFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasTrigger applies a predicate to check if query has an edge trigger.
+func (f *TriggerDeliveryFilter) WhereHasTrigger() {
+	f.Where(entql.HasEdge("trigger"))
+}
+
+// WhereHasTriggerWith applies a predicate to check if query has an edge trigger with a given conditions (other predicates).
+func (f *TriggerDeliveryFilter) WhereHasTriggerWith(preds ...predicate.Trigger) {
+	f.Where(entql.HasEdgeWith("trigger", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *WebhookAttemptQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -7166,7 +7576,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7274,7 +7684,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7431,7 +7841,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7569,7 +7979,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7686,7 +8096,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

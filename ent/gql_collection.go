@@ -39,6 +39,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -4608,6 +4610,370 @@ func newTenantPaginateArgs(rv map[string]any) *tenantPaginateArgs {
 		case *TenantOrder:
 			if v != nil {
 				args.opts = append(args.opts, WithTenantOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *TriggerQuery) CollectFields(ctx context.Context, satisfies ...string) (*TriggerQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *TriggerQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(trigger.Columns))
+		selectedFields = []string{trigger.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "deliveries":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&TriggerDeliveryClient{config: _q.config}).Query()
+			)
+			args := newTriggerDeliveryPaginateArgs(fieldArgs(ctx, nil, path...))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newTriggerDeliveryPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
+			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*Trigger) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID string `sql:"trigger_id"`
+							Count  int    `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(trigger.DeliveriesColumn), ids...))
+						})
+						if err := query.GroupBy(trigger.DeliveriesColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[string]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[0][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*Trigger) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.Deliveries)
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[0][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if field := collectedField(ctx, path...); field != nil {
+				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, triggerdeliveryImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(trigger.DeliveriesColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedDeliveries(alias, func(wq *TriggerDeliveryQuery) {
+				*wq = *query
+			})
+		case "createdAt":
+			if _, ok := fieldSeen[trigger.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldCreatedAt)
+				fieldSeen[trigger.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[trigger.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldUpdatedAt)
+				fieldSeen[trigger.FieldUpdatedAt] = struct{}{}
+			}
+		case "workflowID":
+			if _, ok := fieldSeen[trigger.FieldWorkflowID]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldWorkflowID)
+				fieldSeen[trigger.FieldWorkflowID] = struct{}{}
+			}
+		case "environmentID":
+			if _, ok := fieldSeen[trigger.FieldEnvironmentID]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldEnvironmentID)
+				fieldSeen[trigger.FieldEnvironmentID] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[trigger.FieldName]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldName)
+				fieldSeen[trigger.FieldName] = struct{}{}
+			}
+		case "previousSecretExpiresAt":
+			if _, ok := fieldSeen[trigger.FieldPreviousSecretExpiresAt]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldPreviousSecretExpiresAt)
+				fieldSeen[trigger.FieldPreviousSecretExpiresAt] = struct{}{}
+			}
+		case "eventFilter":
+			if _, ok := fieldSeen[trigger.FieldEventFilter]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldEventFilter)
+				fieldSeen[trigger.FieldEventFilter] = struct{}{}
+			}
+		case "enabled":
+			if _, ok := fieldSeen[trigger.FieldEnabled]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldEnabled)
+				fieldSeen[trigger.FieldEnabled] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[trigger.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, trigger.FieldCreatedBy)
+				fieldSeen[trigger.FieldCreatedBy] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type triggerPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []TriggerPaginateOption
+}
+
+func newTriggerPaginateArgs(rv map[string]any) *triggerPaginateArgs {
+	args := &triggerPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &TriggerOrder{Field: &TriggerOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithTriggerOrder(order))
+			}
+		case *TriggerOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithTriggerOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*TriggerWhereInput); ok {
+		args.opts = append(args.opts, WithTriggerFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *TriggerDeliveryQuery) CollectFields(ctx context.Context, satisfies ...string) (*TriggerDeliveryQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *TriggerDeliveryQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(triggerdelivery.Columns))
+		selectedFields = []string{triggerdelivery.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "trigger":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&TriggerClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, triggerImplementors)...); err != nil {
+				return err
+			}
+			_q.withTrigger = query
+			if _, ok := fieldSeen[triggerdelivery.FieldTriggerID]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldTriggerID)
+				fieldSeen[triggerdelivery.FieldTriggerID] = struct{}{}
+			}
+		case "triggerID":
+			if _, ok := fieldSeen[triggerdelivery.FieldTriggerID]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldTriggerID)
+				fieldSeen[triggerdelivery.FieldTriggerID] = struct{}{}
+			}
+		case "receivedAt":
+			if _, ok := fieldSeen[triggerdelivery.FieldReceivedAt]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldReceivedAt)
+				fieldSeen[triggerdelivery.FieldReceivedAt] = struct{}{}
+			}
+		case "outcome":
+			if _, ok := fieldSeen[triggerdelivery.FieldOutcome]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldOutcome)
+				fieldSeen[triggerdelivery.FieldOutcome] = struct{}{}
+			}
+		case "verified":
+			if _, ok := fieldSeen[triggerdelivery.FieldVerified]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldVerified)
+				fieldSeen[triggerdelivery.FieldVerified] = struct{}{}
+			}
+		case "reason":
+			if _, ok := fieldSeen[triggerdelivery.FieldReason]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldReason)
+				fieldSeen[triggerdelivery.FieldReason] = struct{}{}
+			}
+		case "dedupKey":
+			if _, ok := fieldSeen[triggerdelivery.FieldDedupKey]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldDedupKey)
+				fieldSeen[triggerdelivery.FieldDedupKey] = struct{}{}
+			}
+		case "duplicate":
+			if _, ok := fieldSeen[triggerdelivery.FieldDuplicate]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldDuplicate)
+				fieldSeen[triggerdelivery.FieldDuplicate] = struct{}{}
+			}
+		case "filtered":
+			if _, ok := fieldSeen[triggerdelivery.FieldFiltered]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldFiltered)
+				fieldSeen[triggerdelivery.FieldFiltered] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[triggerdelivery.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldRunID)
+				fieldSeen[triggerdelivery.FieldRunID] = struct{}{}
+			}
+		case "bodyBytes":
+			if _, ok := fieldSeen[triggerdelivery.FieldBodyBytes]; !ok {
+				selectedFields = append(selectedFields, triggerdelivery.FieldBodyBytes)
+				fieldSeen[triggerdelivery.FieldBodyBytes] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type triggerdeliveryPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []TriggerDeliveryPaginateOption
+}
+
+func newTriggerDeliveryPaginateArgs(rv map[string]any) *triggerdeliveryPaginateArgs {
+	args := &triggerdeliveryPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &TriggerDeliveryOrder{Field: &TriggerDeliveryOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithTriggerDeliveryOrder(order))
+			}
+		case *TriggerDeliveryOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithTriggerDeliveryOrder(v))
 			}
 		}
 	}

@@ -211,6 +211,34 @@ func (_m *StepRun) Run(ctx context.Context) (*Run, error) {
 	return result, err
 }
 
+func (_m *Trigger) Deliveries(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *TriggerDeliveryOrder,
+) (*TriggerDeliveryConnection, error) {
+	opts := []TriggerDeliveryPaginateOption{
+		WithTriggerDeliveryOrder(orderBy),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
+	if nodes, err := _m.NamedDeliveries(alias); err == nil || hasTotalCount {
+		pager, err := newTriggerDeliveryPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &TriggerDeliveryConnection{Edges: []*TriggerDeliveryEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QueryDeliveries().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *TriggerDelivery) Trigger(ctx context.Context) (*Trigger, error) {
+	result, err := _m.Edges.TriggerOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryTrigger().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *WebhookAttempt) Delivery(ctx context.Context) (*WebhookDelivery, error) {
 	result, err := _m.Edges.DeliveryOrErr()
 	if IsNotLoaded(err) {

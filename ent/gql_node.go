@@ -38,6 +38,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -194,6 +196,16 @@ var tenantImplementors = []string{"Tenant", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Tenant) IsNode() {}
+
+var triggerImplementors = []string{"Trigger", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Trigger) IsNode() {}
+
+var triggerdeliveryImplementors = []string{"TriggerDelivery", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*TriggerDelivery) IsNode() {}
 
 var webhookattemptImplementors = []string{"WebhookAttempt", "Node"}
 
@@ -535,6 +547,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(tenant.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, tenantImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case trigger.Table:
+		query := c.Trigger.Query().
+			Where(trigger.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, triggerImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case triggerdelivery.Table:
+		query := c.TriggerDelivery.Query().
+			Where(triggerdelivery.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, triggerdeliveryImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -1109,6 +1139,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.Tenant.Query().
 			Where(tenant.IDIn(ids...))
 		query, err := query.CollectFields(ctx, tenantImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case trigger.Table:
+		query := c.Trigger.Query().
+			Where(trigger.IDIn(ids...))
+		query, err := query.CollectFields(ctx, triggerImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case triggerdelivery.Table:
+		query := c.TriggerDelivery.Query().
+			Where(triggerdelivery.IDIn(ids...))
+		query, err := query.CollectFields(ctx, triggerdeliveryImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -43,6 +43,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -8807,6 +8809,616 @@ func (_m *Tenant) ToEdge(order *TenantOrder) *TenantEdge {
 		order = DefaultTenantOrder
 	}
 	return &TenantEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// TriggerEdge is the edge representation of Trigger.
+type TriggerEdge struct {
+	Node   *Trigger `json:"node"`
+	Cursor Cursor   `json:"cursor"`
+}
+
+// TriggerConnection is the connection containing edges to Trigger.
+type TriggerConnection struct {
+	Edges      []*TriggerEdge `json:"edges"`
+	PageInfo   PageInfo       `json:"pageInfo"`
+	TotalCount int            `json:"totalCount"`
+}
+
+func (c *TriggerConnection) build(nodes []*Trigger, pager *triggerPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *Trigger
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *Trigger {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *Trigger {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*TriggerEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &TriggerEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// TriggerPaginateOption enables pagination customization.
+type TriggerPaginateOption func(*triggerPager) error
+
+// WithTriggerOrder configures pagination ordering.
+func WithTriggerOrder(order *TriggerOrder) TriggerPaginateOption {
+	if order == nil {
+		order = DefaultTriggerOrder
+	}
+	o := *order
+	return func(pager *triggerPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultTriggerOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithTriggerFilter configures pagination filter.
+func WithTriggerFilter(filter func(*TriggerQuery) (*TriggerQuery, error)) TriggerPaginateOption {
+	return func(pager *triggerPager) error {
+		if filter == nil {
+			return errors.New("TriggerQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type triggerPager struct {
+	reverse bool
+	order   *TriggerOrder
+	filter  func(*TriggerQuery) (*TriggerQuery, error)
+}
+
+func newTriggerPager(opts []TriggerPaginateOption, reverse bool) (*triggerPager, error) {
+	pager := &triggerPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultTriggerOrder
+	}
+	return pager, nil
+}
+
+func (p *triggerPager) applyFilter(query *TriggerQuery) (*TriggerQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *triggerPager) toCursor(_m *Trigger) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *triggerPager) applyCursors(query *TriggerQuery, after, before *Cursor) (*TriggerQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultTriggerOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *triggerPager) applyOrder(query *TriggerQuery) *TriggerQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultTriggerOrder.Field {
+		query = query.Order(DefaultTriggerOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *triggerPager) orderExpr(query *TriggerQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultTriggerOrder.Field {
+			b.Comma().Ident(DefaultTriggerOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to Trigger.
+func (_m *TriggerQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...TriggerPaginateOption,
+) (*TriggerConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newTriggerPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &TriggerConnection{Edges: []*TriggerEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// TriggerOrderFieldCreatedAt orders Trigger by created_at.
+	TriggerOrderFieldCreatedAt = &TriggerOrderField{
+		Value: func(_m *Trigger) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: trigger.FieldCreatedAt,
+		toTerm: trigger.ByCreatedAt,
+		toCursor: func(_m *Trigger) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// TriggerOrderFieldName orders Trigger by name.
+	TriggerOrderFieldName = &TriggerOrderField{
+		Value: func(_m *Trigger) (ent.Value, error) {
+			return _m.Name, nil
+		},
+		column: trigger.FieldName,
+		toTerm: trigger.ByName,
+		toCursor: func(_m *Trigger) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Name,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f TriggerOrderField) String() string {
+	var str string
+	switch f.column {
+	case TriggerOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case TriggerOrderFieldName.column:
+		str = "NAME"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f TriggerOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *TriggerOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("TriggerOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *TriggerOrderFieldCreatedAt
+	case "NAME":
+		*f = *TriggerOrderFieldName
+	default:
+		return fmt.Errorf("%s is not a valid TriggerOrderField", str)
+	}
+	return nil
+}
+
+// TriggerOrderField defines the ordering field of Trigger.
+type TriggerOrderField struct {
+	// Value extracts the ordering value from the given Trigger.
+	Value    func(*Trigger) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) trigger.OrderOption
+	toCursor func(*Trigger) Cursor
+}
+
+// TriggerOrder defines the ordering of Trigger.
+type TriggerOrder struct {
+	Direction OrderDirection     `json:"direction"`
+	Field     *TriggerOrderField `json:"field"`
+}
+
+// DefaultTriggerOrder is the default ordering of Trigger.
+var DefaultTriggerOrder = &TriggerOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &TriggerOrderField{
+		Value: func(_m *Trigger) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: trigger.FieldID,
+		toTerm: trigger.ByID,
+		toCursor: func(_m *Trigger) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts Trigger into TriggerEdge.
+func (_m *Trigger) ToEdge(order *TriggerOrder) *TriggerEdge {
+	if order == nil {
+		order = DefaultTriggerOrder
+	}
+	return &TriggerEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// TriggerDeliveryEdge is the edge representation of TriggerDelivery.
+type TriggerDeliveryEdge struct {
+	Node   *TriggerDelivery `json:"node"`
+	Cursor Cursor           `json:"cursor"`
+}
+
+// TriggerDeliveryConnection is the connection containing edges to TriggerDelivery.
+type TriggerDeliveryConnection struct {
+	Edges      []*TriggerDeliveryEdge `json:"edges"`
+	PageInfo   PageInfo               `json:"pageInfo"`
+	TotalCount int                    `json:"totalCount"`
+}
+
+func (c *TriggerDeliveryConnection) build(nodes []*TriggerDelivery, pager *triggerdeliveryPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *TriggerDelivery
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *TriggerDelivery {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *TriggerDelivery {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*TriggerDeliveryEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &TriggerDeliveryEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// TriggerDeliveryPaginateOption enables pagination customization.
+type TriggerDeliveryPaginateOption func(*triggerdeliveryPager) error
+
+// WithTriggerDeliveryOrder configures pagination ordering.
+func WithTriggerDeliveryOrder(order *TriggerDeliveryOrder) TriggerDeliveryPaginateOption {
+	if order == nil {
+		order = DefaultTriggerDeliveryOrder
+	}
+	o := *order
+	return func(pager *triggerdeliveryPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultTriggerDeliveryOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithTriggerDeliveryFilter configures pagination filter.
+func WithTriggerDeliveryFilter(filter func(*TriggerDeliveryQuery) (*TriggerDeliveryQuery, error)) TriggerDeliveryPaginateOption {
+	return func(pager *triggerdeliveryPager) error {
+		if filter == nil {
+			return errors.New("TriggerDeliveryQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type triggerdeliveryPager struct {
+	reverse bool
+	order   *TriggerDeliveryOrder
+	filter  func(*TriggerDeliveryQuery) (*TriggerDeliveryQuery, error)
+}
+
+func newTriggerDeliveryPager(opts []TriggerDeliveryPaginateOption, reverse bool) (*triggerdeliveryPager, error) {
+	pager := &triggerdeliveryPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultTriggerDeliveryOrder
+	}
+	return pager, nil
+}
+
+func (p *triggerdeliveryPager) applyFilter(query *TriggerDeliveryQuery) (*TriggerDeliveryQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *triggerdeliveryPager) toCursor(_m *TriggerDelivery) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *triggerdeliveryPager) applyCursors(query *TriggerDeliveryQuery, after, before *Cursor) (*TriggerDeliveryQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultTriggerDeliveryOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *triggerdeliveryPager) applyOrder(query *TriggerDeliveryQuery) *TriggerDeliveryQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultTriggerDeliveryOrder.Field {
+		query = query.Order(DefaultTriggerDeliveryOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *triggerdeliveryPager) orderExpr(query *TriggerDeliveryQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultTriggerDeliveryOrder.Field {
+			b.Comma().Ident(DefaultTriggerDeliveryOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to TriggerDelivery.
+func (_m *TriggerDeliveryQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...TriggerDeliveryPaginateOption,
+) (*TriggerDeliveryConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newTriggerDeliveryPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &TriggerDeliveryConnection{Edges: []*TriggerDeliveryEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// TriggerDeliveryOrderFieldReceivedAt orders TriggerDelivery by received_at.
+	TriggerDeliveryOrderFieldReceivedAt = &TriggerDeliveryOrderField{
+		Value: func(_m *TriggerDelivery) (ent.Value, error) {
+			return _m.ReceivedAt, nil
+		},
+		column: triggerdelivery.FieldReceivedAt,
+		toTerm: triggerdelivery.ByReceivedAt,
+		toCursor: func(_m *TriggerDelivery) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.ReceivedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f TriggerDeliveryOrderField) String() string {
+	var str string
+	switch f.column {
+	case TriggerDeliveryOrderFieldReceivedAt.column:
+		str = "RECEIVED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f TriggerDeliveryOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *TriggerDeliveryOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("TriggerDeliveryOrderField %T must be a string", v)
+	}
+	switch str {
+	case "RECEIVED_AT":
+		*f = *TriggerDeliveryOrderFieldReceivedAt
+	default:
+		return fmt.Errorf("%s is not a valid TriggerDeliveryOrderField", str)
+	}
+	return nil
+}
+
+// TriggerDeliveryOrderField defines the ordering field of TriggerDelivery.
+type TriggerDeliveryOrderField struct {
+	// Value extracts the ordering value from the given TriggerDelivery.
+	Value    func(*TriggerDelivery) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) triggerdelivery.OrderOption
+	toCursor func(*TriggerDelivery) Cursor
+}
+
+// TriggerDeliveryOrder defines the ordering of TriggerDelivery.
+type TriggerDeliveryOrder struct {
+	Direction OrderDirection             `json:"direction"`
+	Field     *TriggerDeliveryOrderField `json:"field"`
+}
+
+// DefaultTriggerDeliveryOrder is the default ordering of TriggerDelivery.
+var DefaultTriggerDeliveryOrder = &TriggerDeliveryOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &TriggerDeliveryOrderField{
+		Value: func(_m *TriggerDelivery) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: triggerdelivery.FieldID,
+		toTerm: triggerdelivery.ByID,
+		toCursor: func(_m *TriggerDelivery) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts TriggerDelivery into TriggerDeliveryEdge.
+func (_m *TriggerDelivery) ToEdge(order *TriggerDeliveryOrder) *TriggerDeliveryEdge {
+	if order == nil {
+		order = DefaultTriggerDeliveryOrder
+	}
+	return &TriggerDeliveryEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

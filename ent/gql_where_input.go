@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/slapolicy"
+	"github.com/sluicehq/sluice/ent/trigger"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
@@ -10671,6 +10672,536 @@ func (i *SLAPolicyWhereInput) P() (predicate.SLAPolicy, error) {
 		return predicates[0], nil
 	default:
 		return slapolicy.And(predicates...), nil
+	}
+}
+
+// TriggerWhereInput represents a where input for filtering Trigger queries.
+type TriggerWhereInput struct {
+	Predicates []predicate.Trigger  `json:"-"`
+	Not        *TriggerWhereInput   `json:"not,omitempty"`
+	Or         []*TriggerWhereInput `json:"or,omitempty"`
+	And        []*TriggerWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "workflow_id" field predicates.
+	WorkflowID             *string  `json:"workflowID,omitempty"`
+	WorkflowIDNEQ          *string  `json:"workflowIDNEQ,omitempty"`
+	WorkflowIDIn           []string `json:"workflowIDIn,omitempty"`
+	WorkflowIDNotIn        []string `json:"workflowIDNotIn,omitempty"`
+	WorkflowIDGT           *string  `json:"workflowIDGT,omitempty"`
+	WorkflowIDGTE          *string  `json:"workflowIDGTE,omitempty"`
+	WorkflowIDLT           *string  `json:"workflowIDLT,omitempty"`
+	WorkflowIDLTE          *string  `json:"workflowIDLTE,omitempty"`
+	WorkflowIDContains     *string  `json:"workflowIDContains,omitempty"`
+	WorkflowIDHasPrefix    *string  `json:"workflowIDHasPrefix,omitempty"`
+	WorkflowIDHasSuffix    *string  `json:"workflowIDHasSuffix,omitempty"`
+	WorkflowIDEqualFold    *string  `json:"workflowIDEqualFold,omitempty"`
+	WorkflowIDContainsFold *string  `json:"workflowIDContainsFold,omitempty"`
+
+	// "environment_id" field predicates.
+	EnvironmentID             *string  `json:"environmentID,omitempty"`
+	EnvironmentIDNEQ          *string  `json:"environmentIDNEQ,omitempty"`
+	EnvironmentIDIn           []string `json:"environmentIDIn,omitempty"`
+	EnvironmentIDNotIn        []string `json:"environmentIDNotIn,omitempty"`
+	EnvironmentIDGT           *string  `json:"environmentIDGT,omitempty"`
+	EnvironmentIDGTE          *string  `json:"environmentIDGTE,omitempty"`
+	EnvironmentIDLT           *string  `json:"environmentIDLT,omitempty"`
+	EnvironmentIDLTE          *string  `json:"environmentIDLTE,omitempty"`
+	EnvironmentIDContains     *string  `json:"environmentIDContains,omitempty"`
+	EnvironmentIDHasPrefix    *string  `json:"environmentIDHasPrefix,omitempty"`
+	EnvironmentIDHasSuffix    *string  `json:"environmentIDHasSuffix,omitempty"`
+	EnvironmentIDEqualFold    *string  `json:"environmentIDEqualFold,omitempty"`
+	EnvironmentIDContainsFold *string  `json:"environmentIDContainsFold,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "previous_secret_expires_at" field predicates.
+	PreviousSecretExpiresAt       *time.Time  `json:"previousSecretExpiresAt,omitempty"`
+	PreviousSecretExpiresAtNEQ    *time.Time  `json:"previousSecretExpiresAtNEQ,omitempty"`
+	PreviousSecretExpiresAtIn     []time.Time `json:"previousSecretExpiresAtIn,omitempty"`
+	PreviousSecretExpiresAtNotIn  []time.Time `json:"previousSecretExpiresAtNotIn,omitempty"`
+	PreviousSecretExpiresAtGT     *time.Time  `json:"previousSecretExpiresAtGT,omitempty"`
+	PreviousSecretExpiresAtGTE    *time.Time  `json:"previousSecretExpiresAtGTE,omitempty"`
+	PreviousSecretExpiresAtLT     *time.Time  `json:"previousSecretExpiresAtLT,omitempty"`
+	PreviousSecretExpiresAtLTE    *time.Time  `json:"previousSecretExpiresAtLTE,omitempty"`
+	PreviousSecretExpiresAtIsNil  bool        `json:"previousSecretExpiresAtIsNil,omitempty"`
+	PreviousSecretExpiresAtNotNil bool        `json:"previousSecretExpiresAtNotNil,omitempty"`
+
+	// "event_filter" field predicates.
+	EventFilter             *string  `json:"eventFilter,omitempty"`
+	EventFilterNEQ          *string  `json:"eventFilterNEQ,omitempty"`
+	EventFilterIn           []string `json:"eventFilterIn,omitempty"`
+	EventFilterNotIn        []string `json:"eventFilterNotIn,omitempty"`
+	EventFilterGT           *string  `json:"eventFilterGT,omitempty"`
+	EventFilterGTE          *string  `json:"eventFilterGTE,omitempty"`
+	EventFilterLT           *string  `json:"eventFilterLT,omitempty"`
+	EventFilterLTE          *string  `json:"eventFilterLTE,omitempty"`
+	EventFilterContains     *string  `json:"eventFilterContains,omitempty"`
+	EventFilterHasPrefix    *string  `json:"eventFilterHasPrefix,omitempty"`
+	EventFilterHasSuffix    *string  `json:"eventFilterHasSuffix,omitempty"`
+	EventFilterIsNil        bool     `json:"eventFilterIsNil,omitempty"`
+	EventFilterNotNil       bool     `json:"eventFilterNotNil,omitempty"`
+	EventFilterEqualFold    *string  `json:"eventFilterEqualFold,omitempty"`
+	EventFilterContainsFold *string  `json:"eventFilterContainsFold,omitempty"`
+
+	// "enabled" field predicates.
+	Enabled    *bool `json:"enabled,omitempty"`
+	EnabledNEQ *bool `json:"enabledNEQ,omitempty"`
+
+	// "created_by" field predicates.
+	CreatedBy             *string  `json:"createdBy,omitempty"`
+	CreatedByNEQ          *string  `json:"createdByNEQ,omitempty"`
+	CreatedByIn           []string `json:"createdByIn,omitempty"`
+	CreatedByNotIn        []string `json:"createdByNotIn,omitempty"`
+	CreatedByGT           *string  `json:"createdByGT,omitempty"`
+	CreatedByGTE          *string  `json:"createdByGTE,omitempty"`
+	CreatedByLT           *string  `json:"createdByLT,omitempty"`
+	CreatedByLTE          *string  `json:"createdByLTE,omitempty"`
+	CreatedByContains     *string  `json:"createdByContains,omitempty"`
+	CreatedByHasPrefix    *string  `json:"createdByHasPrefix,omitempty"`
+	CreatedByHasSuffix    *string  `json:"createdByHasSuffix,omitempty"`
+	CreatedByEqualFold    *string  `json:"createdByEqualFold,omitempty"`
+	CreatedByContainsFold *string  `json:"createdByContainsFold,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *TriggerWhereInput) AddPredicates(predicates ...predicate.Trigger) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the TriggerWhereInput filter on the TriggerQuery builder.
+func (i *TriggerWhereInput) Filter(q *TriggerQuery) (*TriggerQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyTriggerWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyTriggerWhereInput is returned in case the TriggerWhereInput is empty.
+var ErrEmptyTriggerWhereInput = errors.New("ent: empty predicate TriggerWhereInput")
+
+// P returns a predicate for filtering triggers.
+// An error is returned if the input is empty or invalid.
+func (i *TriggerWhereInput) P() (predicate.Trigger, error) {
+	var predicates []predicate.Trigger
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, trigger.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Trigger, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, trigger.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Trigger, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, trigger.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, trigger.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, trigger.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, trigger.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, trigger.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, trigger.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, trigger.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, trigger.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, trigger.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, trigger.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, trigger.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, trigger.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, trigger.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, trigger.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, trigger.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, trigger.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, trigger.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, trigger.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, trigger.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, trigger.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, trigger.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, trigger.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, trigger.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, trigger.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, trigger.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, trigger.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, trigger.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.WorkflowID != nil {
+		predicates = append(predicates, trigger.WorkflowIDEQ(*i.WorkflowID))
+	}
+	if i.WorkflowIDNEQ != nil {
+		predicates = append(predicates, trigger.WorkflowIDNEQ(*i.WorkflowIDNEQ))
+	}
+	if len(i.WorkflowIDIn) > 0 {
+		predicates = append(predicates, trigger.WorkflowIDIn(i.WorkflowIDIn...))
+	}
+	if len(i.WorkflowIDNotIn) > 0 {
+		predicates = append(predicates, trigger.WorkflowIDNotIn(i.WorkflowIDNotIn...))
+	}
+	if i.WorkflowIDGT != nil {
+		predicates = append(predicates, trigger.WorkflowIDGT(*i.WorkflowIDGT))
+	}
+	if i.WorkflowIDGTE != nil {
+		predicates = append(predicates, trigger.WorkflowIDGTE(*i.WorkflowIDGTE))
+	}
+	if i.WorkflowIDLT != nil {
+		predicates = append(predicates, trigger.WorkflowIDLT(*i.WorkflowIDLT))
+	}
+	if i.WorkflowIDLTE != nil {
+		predicates = append(predicates, trigger.WorkflowIDLTE(*i.WorkflowIDLTE))
+	}
+	if i.WorkflowIDContains != nil {
+		predicates = append(predicates, trigger.WorkflowIDContains(*i.WorkflowIDContains))
+	}
+	if i.WorkflowIDHasPrefix != nil {
+		predicates = append(predicates, trigger.WorkflowIDHasPrefix(*i.WorkflowIDHasPrefix))
+	}
+	if i.WorkflowIDHasSuffix != nil {
+		predicates = append(predicates, trigger.WorkflowIDHasSuffix(*i.WorkflowIDHasSuffix))
+	}
+	if i.WorkflowIDEqualFold != nil {
+		predicates = append(predicates, trigger.WorkflowIDEqualFold(*i.WorkflowIDEqualFold))
+	}
+	if i.WorkflowIDContainsFold != nil {
+		predicates = append(predicates, trigger.WorkflowIDContainsFold(*i.WorkflowIDContainsFold))
+	}
+	if i.EnvironmentID != nil {
+		predicates = append(predicates, trigger.EnvironmentIDEQ(*i.EnvironmentID))
+	}
+	if i.EnvironmentIDNEQ != nil {
+		predicates = append(predicates, trigger.EnvironmentIDNEQ(*i.EnvironmentIDNEQ))
+	}
+	if len(i.EnvironmentIDIn) > 0 {
+		predicates = append(predicates, trigger.EnvironmentIDIn(i.EnvironmentIDIn...))
+	}
+	if len(i.EnvironmentIDNotIn) > 0 {
+		predicates = append(predicates, trigger.EnvironmentIDNotIn(i.EnvironmentIDNotIn...))
+	}
+	if i.EnvironmentIDGT != nil {
+		predicates = append(predicates, trigger.EnvironmentIDGT(*i.EnvironmentIDGT))
+	}
+	if i.EnvironmentIDGTE != nil {
+		predicates = append(predicates, trigger.EnvironmentIDGTE(*i.EnvironmentIDGTE))
+	}
+	if i.EnvironmentIDLT != nil {
+		predicates = append(predicates, trigger.EnvironmentIDLT(*i.EnvironmentIDLT))
+	}
+	if i.EnvironmentIDLTE != nil {
+		predicates = append(predicates, trigger.EnvironmentIDLTE(*i.EnvironmentIDLTE))
+	}
+	if i.EnvironmentIDContains != nil {
+		predicates = append(predicates, trigger.EnvironmentIDContains(*i.EnvironmentIDContains))
+	}
+	if i.EnvironmentIDHasPrefix != nil {
+		predicates = append(predicates, trigger.EnvironmentIDHasPrefix(*i.EnvironmentIDHasPrefix))
+	}
+	if i.EnvironmentIDHasSuffix != nil {
+		predicates = append(predicates, trigger.EnvironmentIDHasSuffix(*i.EnvironmentIDHasSuffix))
+	}
+	if i.EnvironmentIDEqualFold != nil {
+		predicates = append(predicates, trigger.EnvironmentIDEqualFold(*i.EnvironmentIDEqualFold))
+	}
+	if i.EnvironmentIDContainsFold != nil {
+		predicates = append(predicates, trigger.EnvironmentIDContainsFold(*i.EnvironmentIDContainsFold))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, trigger.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, trigger.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, trigger.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, trigger.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, trigger.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, trigger.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, trigger.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, trigger.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, trigger.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, trigger.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, trigger.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, trigger.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, trigger.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.PreviousSecretExpiresAt != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtEQ(*i.PreviousSecretExpiresAt))
+	}
+	if i.PreviousSecretExpiresAtNEQ != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtNEQ(*i.PreviousSecretExpiresAtNEQ))
+	}
+	if len(i.PreviousSecretExpiresAtIn) > 0 {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtIn(i.PreviousSecretExpiresAtIn...))
+	}
+	if len(i.PreviousSecretExpiresAtNotIn) > 0 {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtNotIn(i.PreviousSecretExpiresAtNotIn...))
+	}
+	if i.PreviousSecretExpiresAtGT != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtGT(*i.PreviousSecretExpiresAtGT))
+	}
+	if i.PreviousSecretExpiresAtGTE != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtGTE(*i.PreviousSecretExpiresAtGTE))
+	}
+	if i.PreviousSecretExpiresAtLT != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtLT(*i.PreviousSecretExpiresAtLT))
+	}
+	if i.PreviousSecretExpiresAtLTE != nil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtLTE(*i.PreviousSecretExpiresAtLTE))
+	}
+	if i.PreviousSecretExpiresAtIsNil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtIsNil())
+	}
+	if i.PreviousSecretExpiresAtNotNil {
+		predicates = append(predicates, trigger.PreviousSecretExpiresAtNotNil())
+	}
+	if i.EventFilter != nil {
+		predicates = append(predicates, trigger.EventFilterEQ(*i.EventFilter))
+	}
+	if i.EventFilterNEQ != nil {
+		predicates = append(predicates, trigger.EventFilterNEQ(*i.EventFilterNEQ))
+	}
+	if len(i.EventFilterIn) > 0 {
+		predicates = append(predicates, trigger.EventFilterIn(i.EventFilterIn...))
+	}
+	if len(i.EventFilterNotIn) > 0 {
+		predicates = append(predicates, trigger.EventFilterNotIn(i.EventFilterNotIn...))
+	}
+	if i.EventFilterGT != nil {
+		predicates = append(predicates, trigger.EventFilterGT(*i.EventFilterGT))
+	}
+	if i.EventFilterGTE != nil {
+		predicates = append(predicates, trigger.EventFilterGTE(*i.EventFilterGTE))
+	}
+	if i.EventFilterLT != nil {
+		predicates = append(predicates, trigger.EventFilterLT(*i.EventFilterLT))
+	}
+	if i.EventFilterLTE != nil {
+		predicates = append(predicates, trigger.EventFilterLTE(*i.EventFilterLTE))
+	}
+	if i.EventFilterContains != nil {
+		predicates = append(predicates, trigger.EventFilterContains(*i.EventFilterContains))
+	}
+	if i.EventFilterHasPrefix != nil {
+		predicates = append(predicates, trigger.EventFilterHasPrefix(*i.EventFilterHasPrefix))
+	}
+	if i.EventFilterHasSuffix != nil {
+		predicates = append(predicates, trigger.EventFilterHasSuffix(*i.EventFilterHasSuffix))
+	}
+	if i.EventFilterIsNil {
+		predicates = append(predicates, trigger.EventFilterIsNil())
+	}
+	if i.EventFilterNotNil {
+		predicates = append(predicates, trigger.EventFilterNotNil())
+	}
+	if i.EventFilterEqualFold != nil {
+		predicates = append(predicates, trigger.EventFilterEqualFold(*i.EventFilterEqualFold))
+	}
+	if i.EventFilterContainsFold != nil {
+		predicates = append(predicates, trigger.EventFilterContainsFold(*i.EventFilterContainsFold))
+	}
+	if i.Enabled != nil {
+		predicates = append(predicates, trigger.EnabledEQ(*i.Enabled))
+	}
+	if i.EnabledNEQ != nil {
+		predicates = append(predicates, trigger.EnabledNEQ(*i.EnabledNEQ))
+	}
+	if i.CreatedBy != nil {
+		predicates = append(predicates, trigger.CreatedByEQ(*i.CreatedBy))
+	}
+	if i.CreatedByNEQ != nil {
+		predicates = append(predicates, trigger.CreatedByNEQ(*i.CreatedByNEQ))
+	}
+	if len(i.CreatedByIn) > 0 {
+		predicates = append(predicates, trigger.CreatedByIn(i.CreatedByIn...))
+	}
+	if len(i.CreatedByNotIn) > 0 {
+		predicates = append(predicates, trigger.CreatedByNotIn(i.CreatedByNotIn...))
+	}
+	if i.CreatedByGT != nil {
+		predicates = append(predicates, trigger.CreatedByGT(*i.CreatedByGT))
+	}
+	if i.CreatedByGTE != nil {
+		predicates = append(predicates, trigger.CreatedByGTE(*i.CreatedByGTE))
+	}
+	if i.CreatedByLT != nil {
+		predicates = append(predicates, trigger.CreatedByLT(*i.CreatedByLT))
+	}
+	if i.CreatedByLTE != nil {
+		predicates = append(predicates, trigger.CreatedByLTE(*i.CreatedByLTE))
+	}
+	if i.CreatedByContains != nil {
+		predicates = append(predicates, trigger.CreatedByContains(*i.CreatedByContains))
+	}
+	if i.CreatedByHasPrefix != nil {
+		predicates = append(predicates, trigger.CreatedByHasPrefix(*i.CreatedByHasPrefix))
+	}
+	if i.CreatedByHasSuffix != nil {
+		predicates = append(predicates, trigger.CreatedByHasSuffix(*i.CreatedByHasSuffix))
+	}
+	if i.CreatedByEqualFold != nil {
+		predicates = append(predicates, trigger.CreatedByEqualFold(*i.CreatedByEqualFold))
+	}
+	if i.CreatedByContainsFold != nil {
+		predicates = append(predicates, trigger.CreatedByContainsFold(*i.CreatedByContainsFold))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyTriggerWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return trigger.And(predicates...), nil
 	}
 }
 

@@ -51,6 +51,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -61,6 +63,7 @@ import (
 	"github.com/sluicehq/sluice/internal/protectspec"
 	"github.com/sluicehq/sluice/internal/releasespec"
 	"github.com/sluicehq/sluice/internal/slaspec"
+	"github.com/sluicehq/sluice/internal/triggerspec"
 )
 
 const (
@@ -110,6 +113,8 @@ const (
 	TypeStepAttempt                = "StepAttempt"
 	TypeStepRun                    = "StepRun"
 	TypeTenant                     = "Tenant"
+	TypeTrigger                    = "Trigger"
+	TypeTriggerDelivery            = "TriggerDelivery"
 	TypeWebhookAttempt             = "WebhookAttempt"
 	TypeWebhookDelivery            = "WebhookDelivery"
 	TypeWebhookEndpoint            = "WebhookEndpoint"
@@ -48317,6 +48322,2870 @@ func (m *TenantMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *TenantMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Tenant edge %s", name)
+}
+
+// TriggerMutation represents an operation that mutates the Trigger nodes in the graph.
+type TriggerMutation struct {
+	config
+	op                         Op
+	typ                        string
+	id                         *string
+	created_at                 *time.Time
+	updated_at                 *time.Time
+	workflow_id                *string
+	environment_id             *string
+	name                       *string
+	hook_id                    *string
+	verification               *triggerspec.Verification
+	secret                     *[]byte
+	secret_version             *int
+	addsecret_version          *int
+	previous_secret            *[]byte
+	previous_secret_expires_at *time.Time
+	dedup                      *triggerspec.Dedup
+	event_filter               *string
+	input_mapping              *triggerspec.InputMapping
+	rate_limit                 *triggerspec.RateLimit
+	rate_tat                   *time.Time
+	enabled                    *bool
+	created_by                 *string
+	clearedFields              map[string]struct{}
+	tenant                     *string
+	clearedtenant              bool
+	deliveries                 map[string]struct{}
+	removeddeliveries          map[string]struct{}
+	cleareddeliveries          bool
+	done                       bool
+	oldValue                   func(context.Context) (*Trigger, error)
+	predicates                 []predicate.Trigger
+}
+
+var _ ent.Mutation = (*TriggerMutation)(nil)
+
+// triggerOption allows management of the mutation configuration using functional options.
+type triggerOption func(*TriggerMutation)
+
+// newTriggerMutation creates new mutation for the Trigger entity.
+func newTriggerMutation(c config, op Op, opts ...triggerOption) *TriggerMutation {
+	m := &TriggerMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeTrigger,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withTriggerID sets the ID field of the mutation.
+func withTriggerID(id string) triggerOption {
+	return func(m *TriggerMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Trigger
+		)
+		m.oldValue = func(ctx context.Context) (*Trigger, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Trigger.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withTrigger sets the old Trigger of the mutation.
+func withTrigger(node *Trigger) triggerOption {
+	return func(m *TriggerMutation) {
+		m.oldValue = func(context.Context) (*Trigger, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m TriggerMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m TriggerMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Trigger entities.
+func (m *TriggerMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *TriggerMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *TriggerMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Trigger.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *TriggerMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *TriggerMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *TriggerMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *TriggerMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *TriggerMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *TriggerMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *TriggerMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *TriggerMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *TriggerMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *TriggerMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *TriggerMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *TriggerMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *TriggerMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *TriggerMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *TriggerMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetName sets the "name" field.
+func (m *TriggerMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *TriggerMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *TriggerMutation) ResetName() {
+	m.name = nil
+}
+
+// SetHookID sets the "hook_id" field.
+func (m *TriggerMutation) SetHookID(s string) {
+	m.hook_id = &s
+}
+
+// HookID returns the value of the "hook_id" field in the mutation.
+func (m *TriggerMutation) HookID() (r string, exists bool) {
+	v := m.hook_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHookID returns the old "hook_id" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldHookID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHookID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHookID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHookID: %w", err)
+	}
+	return oldValue.HookID, nil
+}
+
+// ResetHookID resets all changes to the "hook_id" field.
+func (m *TriggerMutation) ResetHookID() {
+	m.hook_id = nil
+}
+
+// SetVerification sets the "verification" field.
+func (m *TriggerMutation) SetVerification(t triggerspec.Verification) {
+	m.verification = &t
+}
+
+// Verification returns the value of the "verification" field in the mutation.
+func (m *TriggerMutation) Verification() (r triggerspec.Verification, exists bool) {
+	v := m.verification
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVerification returns the old "verification" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldVerification(ctx context.Context) (v triggerspec.Verification, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVerification is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVerification requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVerification: %w", err)
+	}
+	return oldValue.Verification, nil
+}
+
+// ResetVerification resets all changes to the "verification" field.
+func (m *TriggerMutation) ResetVerification() {
+	m.verification = nil
+}
+
+// SetSecret sets the "secret" field.
+func (m *TriggerMutation) SetSecret(b []byte) {
+	m.secret = &b
+}
+
+// Secret returns the value of the "secret" field in the mutation.
+func (m *TriggerMutation) Secret() (r []byte, exists bool) {
+	v := m.secret
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSecret returns the old "secret" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldSecret(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSecret is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSecret requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSecret: %w", err)
+	}
+	return oldValue.Secret, nil
+}
+
+// ResetSecret resets all changes to the "secret" field.
+func (m *TriggerMutation) ResetSecret() {
+	m.secret = nil
+}
+
+// SetSecretVersion sets the "secret_version" field.
+func (m *TriggerMutation) SetSecretVersion(i int) {
+	m.secret_version = &i
+	m.addsecret_version = nil
+}
+
+// SecretVersion returns the value of the "secret_version" field in the mutation.
+func (m *TriggerMutation) SecretVersion() (r int, exists bool) {
+	v := m.secret_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSecretVersion returns the old "secret_version" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldSecretVersion(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSecretVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSecretVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSecretVersion: %w", err)
+	}
+	return oldValue.SecretVersion, nil
+}
+
+// AddSecretVersion adds i to the "secret_version" field.
+func (m *TriggerMutation) AddSecretVersion(i int) {
+	if m.addsecret_version != nil {
+		*m.addsecret_version += i
+	} else {
+		m.addsecret_version = &i
+	}
+}
+
+// AddedSecretVersion returns the value that was added to the "secret_version" field in this mutation.
+func (m *TriggerMutation) AddedSecretVersion() (r int, exists bool) {
+	v := m.addsecret_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSecretVersion resets all changes to the "secret_version" field.
+func (m *TriggerMutation) ResetSecretVersion() {
+	m.secret_version = nil
+	m.addsecret_version = nil
+}
+
+// SetPreviousSecret sets the "previous_secret" field.
+func (m *TriggerMutation) SetPreviousSecret(b []byte) {
+	m.previous_secret = &b
+}
+
+// PreviousSecret returns the value of the "previous_secret" field in the mutation.
+func (m *TriggerMutation) PreviousSecret() (r []byte, exists bool) {
+	v := m.previous_secret
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPreviousSecret returns the old "previous_secret" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldPreviousSecret(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPreviousSecret is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPreviousSecret requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPreviousSecret: %w", err)
+	}
+	return oldValue.PreviousSecret, nil
+}
+
+// ClearPreviousSecret clears the value of the "previous_secret" field.
+func (m *TriggerMutation) ClearPreviousSecret() {
+	m.previous_secret = nil
+	m.clearedFields[trigger.FieldPreviousSecret] = struct{}{}
+}
+
+// PreviousSecretCleared returns if the "previous_secret" field was cleared in this mutation.
+func (m *TriggerMutation) PreviousSecretCleared() bool {
+	_, ok := m.clearedFields[trigger.FieldPreviousSecret]
+	return ok
+}
+
+// ResetPreviousSecret resets all changes to the "previous_secret" field.
+func (m *TriggerMutation) ResetPreviousSecret() {
+	m.previous_secret = nil
+	delete(m.clearedFields, trigger.FieldPreviousSecret)
+}
+
+// SetPreviousSecretExpiresAt sets the "previous_secret_expires_at" field.
+func (m *TriggerMutation) SetPreviousSecretExpiresAt(t time.Time) {
+	m.previous_secret_expires_at = &t
+}
+
+// PreviousSecretExpiresAt returns the value of the "previous_secret_expires_at" field in the mutation.
+func (m *TriggerMutation) PreviousSecretExpiresAt() (r time.Time, exists bool) {
+	v := m.previous_secret_expires_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPreviousSecretExpiresAt returns the old "previous_secret_expires_at" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldPreviousSecretExpiresAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPreviousSecretExpiresAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPreviousSecretExpiresAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPreviousSecretExpiresAt: %w", err)
+	}
+	return oldValue.PreviousSecretExpiresAt, nil
+}
+
+// ClearPreviousSecretExpiresAt clears the value of the "previous_secret_expires_at" field.
+func (m *TriggerMutation) ClearPreviousSecretExpiresAt() {
+	m.previous_secret_expires_at = nil
+	m.clearedFields[trigger.FieldPreviousSecretExpiresAt] = struct{}{}
+}
+
+// PreviousSecretExpiresAtCleared returns if the "previous_secret_expires_at" field was cleared in this mutation.
+func (m *TriggerMutation) PreviousSecretExpiresAtCleared() bool {
+	_, ok := m.clearedFields[trigger.FieldPreviousSecretExpiresAt]
+	return ok
+}
+
+// ResetPreviousSecretExpiresAt resets all changes to the "previous_secret_expires_at" field.
+func (m *TriggerMutation) ResetPreviousSecretExpiresAt() {
+	m.previous_secret_expires_at = nil
+	delete(m.clearedFields, trigger.FieldPreviousSecretExpiresAt)
+}
+
+// SetDedup sets the "dedup" field.
+func (m *TriggerMutation) SetDedup(t triggerspec.Dedup) {
+	m.dedup = &t
+}
+
+// Dedup returns the value of the "dedup" field in the mutation.
+func (m *TriggerMutation) Dedup() (r triggerspec.Dedup, exists bool) {
+	v := m.dedup
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedup returns the old "dedup" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldDedup(ctx context.Context) (v triggerspec.Dedup, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedup is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedup requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedup: %w", err)
+	}
+	return oldValue.Dedup, nil
+}
+
+// ResetDedup resets all changes to the "dedup" field.
+func (m *TriggerMutation) ResetDedup() {
+	m.dedup = nil
+}
+
+// SetEventFilter sets the "event_filter" field.
+func (m *TriggerMutation) SetEventFilter(s string) {
+	m.event_filter = &s
+}
+
+// EventFilter returns the value of the "event_filter" field in the mutation.
+func (m *TriggerMutation) EventFilter() (r string, exists bool) {
+	v := m.event_filter
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEventFilter returns the old "event_filter" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldEventFilter(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEventFilter is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEventFilter requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEventFilter: %w", err)
+	}
+	return oldValue.EventFilter, nil
+}
+
+// ClearEventFilter clears the value of the "event_filter" field.
+func (m *TriggerMutation) ClearEventFilter() {
+	m.event_filter = nil
+	m.clearedFields[trigger.FieldEventFilter] = struct{}{}
+}
+
+// EventFilterCleared returns if the "event_filter" field was cleared in this mutation.
+func (m *TriggerMutation) EventFilterCleared() bool {
+	_, ok := m.clearedFields[trigger.FieldEventFilter]
+	return ok
+}
+
+// ResetEventFilter resets all changes to the "event_filter" field.
+func (m *TriggerMutation) ResetEventFilter() {
+	m.event_filter = nil
+	delete(m.clearedFields, trigger.FieldEventFilter)
+}
+
+// SetInputMapping sets the "input_mapping" field.
+func (m *TriggerMutation) SetInputMapping(tm triggerspec.InputMapping) {
+	m.input_mapping = &tm
+}
+
+// InputMapping returns the value of the "input_mapping" field in the mutation.
+func (m *TriggerMutation) InputMapping() (r triggerspec.InputMapping, exists bool) {
+	v := m.input_mapping
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInputMapping returns the old "input_mapping" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldInputMapping(ctx context.Context) (v triggerspec.InputMapping, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInputMapping is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInputMapping requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInputMapping: %w", err)
+	}
+	return oldValue.InputMapping, nil
+}
+
+// ClearInputMapping clears the value of the "input_mapping" field.
+func (m *TriggerMutation) ClearInputMapping() {
+	m.input_mapping = nil
+	m.clearedFields[trigger.FieldInputMapping] = struct{}{}
+}
+
+// InputMappingCleared returns if the "input_mapping" field was cleared in this mutation.
+func (m *TriggerMutation) InputMappingCleared() bool {
+	_, ok := m.clearedFields[trigger.FieldInputMapping]
+	return ok
+}
+
+// ResetInputMapping resets all changes to the "input_mapping" field.
+func (m *TriggerMutation) ResetInputMapping() {
+	m.input_mapping = nil
+	delete(m.clearedFields, trigger.FieldInputMapping)
+}
+
+// SetRateLimit sets the "rate_limit" field.
+func (m *TriggerMutation) SetRateLimit(tl triggerspec.RateLimit) {
+	m.rate_limit = &tl
+}
+
+// RateLimit returns the value of the "rate_limit" field in the mutation.
+func (m *TriggerMutation) RateLimit() (r triggerspec.RateLimit, exists bool) {
+	v := m.rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRateLimit returns the old "rate_limit" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldRateLimit(ctx context.Context) (v triggerspec.RateLimit, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRateLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRateLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRateLimit: %w", err)
+	}
+	return oldValue.RateLimit, nil
+}
+
+// ResetRateLimit resets all changes to the "rate_limit" field.
+func (m *TriggerMutation) ResetRateLimit() {
+	m.rate_limit = nil
+}
+
+// SetRateTat sets the "rate_tat" field.
+func (m *TriggerMutation) SetRateTat(t time.Time) {
+	m.rate_tat = &t
+}
+
+// RateTat returns the value of the "rate_tat" field in the mutation.
+func (m *TriggerMutation) RateTat() (r time.Time, exists bool) {
+	v := m.rate_tat
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRateTat returns the old "rate_tat" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldRateTat(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRateTat is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRateTat requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRateTat: %w", err)
+	}
+	return oldValue.RateTat, nil
+}
+
+// ClearRateTat clears the value of the "rate_tat" field.
+func (m *TriggerMutation) ClearRateTat() {
+	m.rate_tat = nil
+	m.clearedFields[trigger.FieldRateTat] = struct{}{}
+}
+
+// RateTatCleared returns if the "rate_tat" field was cleared in this mutation.
+func (m *TriggerMutation) RateTatCleared() bool {
+	_, ok := m.clearedFields[trigger.FieldRateTat]
+	return ok
+}
+
+// ResetRateTat resets all changes to the "rate_tat" field.
+func (m *TriggerMutation) ResetRateTat() {
+	m.rate_tat = nil
+	delete(m.clearedFields, trigger.FieldRateTat)
+}
+
+// SetEnabled sets the "enabled" field.
+func (m *TriggerMutation) SetEnabled(b bool) {
+	m.enabled = &b
+}
+
+// Enabled returns the value of the "enabled" field in the mutation.
+func (m *TriggerMutation) Enabled() (r bool, exists bool) {
+	v := m.enabled
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnabled returns the old "enabled" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldEnabled(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnabled is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnabled requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnabled: %w", err)
+	}
+	return oldValue.Enabled, nil
+}
+
+// ResetEnabled resets all changes to the "enabled" field.
+func (m *TriggerMutation) ResetEnabled() {
+	m.enabled = nil
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *TriggerMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *TriggerMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the Trigger entity.
+// If the Trigger object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *TriggerMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *TriggerMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[trigger.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *TriggerMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *TriggerMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *TriggerMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// AddDeliveryIDs adds the "deliveries" edge to the TriggerDelivery entity by ids.
+func (m *TriggerMutation) AddDeliveryIDs(ids ...string) {
+	if m.deliveries == nil {
+		m.deliveries = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.deliveries[ids[i]] = struct{}{}
+	}
+}
+
+// ClearDeliveries clears the "deliveries" edge to the TriggerDelivery entity.
+func (m *TriggerMutation) ClearDeliveries() {
+	m.cleareddeliveries = true
+}
+
+// DeliveriesCleared reports if the "deliveries" edge to the TriggerDelivery entity was cleared.
+func (m *TriggerMutation) DeliveriesCleared() bool {
+	return m.cleareddeliveries
+}
+
+// RemoveDeliveryIDs removes the "deliveries" edge to the TriggerDelivery entity by IDs.
+func (m *TriggerMutation) RemoveDeliveryIDs(ids ...string) {
+	if m.removeddeliveries == nil {
+		m.removeddeliveries = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.deliveries, ids[i])
+		m.removeddeliveries[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedDeliveries returns the removed IDs of the "deliveries" edge to the TriggerDelivery entity.
+func (m *TriggerMutation) RemovedDeliveriesIDs() (ids []string) {
+	for id := range m.removeddeliveries {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// DeliveriesIDs returns the "deliveries" edge IDs in the mutation.
+func (m *TriggerMutation) DeliveriesIDs() (ids []string) {
+	for id := range m.deliveries {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetDeliveries resets all changes to the "deliveries" edge.
+func (m *TriggerMutation) ResetDeliveries() {
+	m.deliveries = nil
+	m.cleareddeliveries = false
+	m.removeddeliveries = nil
+}
+
+// Where appends a list predicates to the TriggerMutation builder.
+func (m *TriggerMutation) Where(ps ...predicate.Trigger) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the TriggerMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *TriggerMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Trigger, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *TriggerMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *TriggerMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Trigger).
+func (m *TriggerMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *TriggerMutation) Fields() []string {
+	fields := make([]string, 0, 19)
+	if m.tenant != nil {
+		fields = append(fields, trigger.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, trigger.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, trigger.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, trigger.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, trigger.FieldEnvironmentID)
+	}
+	if m.name != nil {
+		fields = append(fields, trigger.FieldName)
+	}
+	if m.hook_id != nil {
+		fields = append(fields, trigger.FieldHookID)
+	}
+	if m.verification != nil {
+		fields = append(fields, trigger.FieldVerification)
+	}
+	if m.secret != nil {
+		fields = append(fields, trigger.FieldSecret)
+	}
+	if m.secret_version != nil {
+		fields = append(fields, trigger.FieldSecretVersion)
+	}
+	if m.previous_secret != nil {
+		fields = append(fields, trigger.FieldPreviousSecret)
+	}
+	if m.previous_secret_expires_at != nil {
+		fields = append(fields, trigger.FieldPreviousSecretExpiresAt)
+	}
+	if m.dedup != nil {
+		fields = append(fields, trigger.FieldDedup)
+	}
+	if m.event_filter != nil {
+		fields = append(fields, trigger.FieldEventFilter)
+	}
+	if m.input_mapping != nil {
+		fields = append(fields, trigger.FieldInputMapping)
+	}
+	if m.rate_limit != nil {
+		fields = append(fields, trigger.FieldRateLimit)
+	}
+	if m.rate_tat != nil {
+		fields = append(fields, trigger.FieldRateTat)
+	}
+	if m.enabled != nil {
+		fields = append(fields, trigger.FieldEnabled)
+	}
+	if m.created_by != nil {
+		fields = append(fields, trigger.FieldCreatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *TriggerMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case trigger.FieldTenantID:
+		return m.TenantID()
+	case trigger.FieldCreatedAt:
+		return m.CreatedAt()
+	case trigger.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case trigger.FieldWorkflowID:
+		return m.WorkflowID()
+	case trigger.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case trigger.FieldName:
+		return m.Name()
+	case trigger.FieldHookID:
+		return m.HookID()
+	case trigger.FieldVerification:
+		return m.Verification()
+	case trigger.FieldSecret:
+		return m.Secret()
+	case trigger.FieldSecretVersion:
+		return m.SecretVersion()
+	case trigger.FieldPreviousSecret:
+		return m.PreviousSecret()
+	case trigger.FieldPreviousSecretExpiresAt:
+		return m.PreviousSecretExpiresAt()
+	case trigger.FieldDedup:
+		return m.Dedup()
+	case trigger.FieldEventFilter:
+		return m.EventFilter()
+	case trigger.FieldInputMapping:
+		return m.InputMapping()
+	case trigger.FieldRateLimit:
+		return m.RateLimit()
+	case trigger.FieldRateTat:
+		return m.RateTat()
+	case trigger.FieldEnabled:
+		return m.Enabled()
+	case trigger.FieldCreatedBy:
+		return m.CreatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *TriggerMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case trigger.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case trigger.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case trigger.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case trigger.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case trigger.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case trigger.FieldName:
+		return m.OldName(ctx)
+	case trigger.FieldHookID:
+		return m.OldHookID(ctx)
+	case trigger.FieldVerification:
+		return m.OldVerification(ctx)
+	case trigger.FieldSecret:
+		return m.OldSecret(ctx)
+	case trigger.FieldSecretVersion:
+		return m.OldSecretVersion(ctx)
+	case trigger.FieldPreviousSecret:
+		return m.OldPreviousSecret(ctx)
+	case trigger.FieldPreviousSecretExpiresAt:
+		return m.OldPreviousSecretExpiresAt(ctx)
+	case trigger.FieldDedup:
+		return m.OldDedup(ctx)
+	case trigger.FieldEventFilter:
+		return m.OldEventFilter(ctx)
+	case trigger.FieldInputMapping:
+		return m.OldInputMapping(ctx)
+	case trigger.FieldRateLimit:
+		return m.OldRateLimit(ctx)
+	case trigger.FieldRateTat:
+		return m.OldRateTat(ctx)
+	case trigger.FieldEnabled:
+		return m.OldEnabled(ctx)
+	case trigger.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown Trigger field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *TriggerMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case trigger.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case trigger.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case trigger.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case trigger.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case trigger.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case trigger.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case trigger.FieldHookID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHookID(v)
+		return nil
+	case trigger.FieldVerification:
+		v, ok := value.(triggerspec.Verification)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVerification(v)
+		return nil
+	case trigger.FieldSecret:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSecret(v)
+		return nil
+	case trigger.FieldSecretVersion:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSecretVersion(v)
+		return nil
+	case trigger.FieldPreviousSecret:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPreviousSecret(v)
+		return nil
+	case trigger.FieldPreviousSecretExpiresAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPreviousSecretExpiresAt(v)
+		return nil
+	case trigger.FieldDedup:
+		v, ok := value.(triggerspec.Dedup)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedup(v)
+		return nil
+	case trigger.FieldEventFilter:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEventFilter(v)
+		return nil
+	case trigger.FieldInputMapping:
+		v, ok := value.(triggerspec.InputMapping)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInputMapping(v)
+		return nil
+	case trigger.FieldRateLimit:
+		v, ok := value.(triggerspec.RateLimit)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRateLimit(v)
+		return nil
+	case trigger.FieldRateTat:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRateTat(v)
+		return nil
+	case trigger.FieldEnabled:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnabled(v)
+		return nil
+	case trigger.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *TriggerMutation) AddedFields() []string {
+	var fields []string
+	if m.addsecret_version != nil {
+		fields = append(fields, trigger.FieldSecretVersion)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *TriggerMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case trigger.FieldSecretVersion:
+		return m.AddedSecretVersion()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *TriggerMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case trigger.FieldSecretVersion:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSecretVersion(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *TriggerMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(trigger.FieldPreviousSecret) {
+		fields = append(fields, trigger.FieldPreviousSecret)
+	}
+	if m.FieldCleared(trigger.FieldPreviousSecretExpiresAt) {
+		fields = append(fields, trigger.FieldPreviousSecretExpiresAt)
+	}
+	if m.FieldCleared(trigger.FieldEventFilter) {
+		fields = append(fields, trigger.FieldEventFilter)
+	}
+	if m.FieldCleared(trigger.FieldInputMapping) {
+		fields = append(fields, trigger.FieldInputMapping)
+	}
+	if m.FieldCleared(trigger.FieldRateTat) {
+		fields = append(fields, trigger.FieldRateTat)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *TriggerMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *TriggerMutation) ClearField(name string) error {
+	switch name {
+	case trigger.FieldPreviousSecret:
+		m.ClearPreviousSecret()
+		return nil
+	case trigger.FieldPreviousSecretExpiresAt:
+		m.ClearPreviousSecretExpiresAt()
+		return nil
+	case trigger.FieldEventFilter:
+		m.ClearEventFilter()
+		return nil
+	case trigger.FieldInputMapping:
+		m.ClearInputMapping()
+		return nil
+	case trigger.FieldRateTat:
+		m.ClearRateTat()
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *TriggerMutation) ResetField(name string) error {
+	switch name {
+	case trigger.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case trigger.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case trigger.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case trigger.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case trigger.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case trigger.FieldName:
+		m.ResetName()
+		return nil
+	case trigger.FieldHookID:
+		m.ResetHookID()
+		return nil
+	case trigger.FieldVerification:
+		m.ResetVerification()
+		return nil
+	case trigger.FieldSecret:
+		m.ResetSecret()
+		return nil
+	case trigger.FieldSecretVersion:
+		m.ResetSecretVersion()
+		return nil
+	case trigger.FieldPreviousSecret:
+		m.ResetPreviousSecret()
+		return nil
+	case trigger.FieldPreviousSecretExpiresAt:
+		m.ResetPreviousSecretExpiresAt()
+		return nil
+	case trigger.FieldDedup:
+		m.ResetDedup()
+		return nil
+	case trigger.FieldEventFilter:
+		m.ResetEventFilter()
+		return nil
+	case trigger.FieldInputMapping:
+		m.ResetInputMapping()
+		return nil
+	case trigger.FieldRateLimit:
+		m.ResetRateLimit()
+		return nil
+	case trigger.FieldRateTat:
+		m.ResetRateTat()
+		return nil
+	case trigger.FieldEnabled:
+		m.ResetEnabled()
+		return nil
+	case trigger.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *TriggerMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, trigger.EdgeTenant)
+	}
+	if m.deliveries != nil {
+		edges = append(edges, trigger.EdgeDeliveries)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *TriggerMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case trigger.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case trigger.EdgeDeliveries:
+		ids := make([]ent.Value, 0, len(m.deliveries))
+		for id := range m.deliveries {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *TriggerMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.removeddeliveries != nil {
+		edges = append(edges, trigger.EdgeDeliveries)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *TriggerMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case trigger.EdgeDeliveries:
+		ids := make([]ent.Value, 0, len(m.removeddeliveries))
+		for id := range m.removeddeliveries {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *TriggerMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, trigger.EdgeTenant)
+	}
+	if m.cleareddeliveries {
+		edges = append(edges, trigger.EdgeDeliveries)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *TriggerMutation) EdgeCleared(name string) bool {
+	switch name {
+	case trigger.EdgeTenant:
+		return m.clearedtenant
+	case trigger.EdgeDeliveries:
+		return m.cleareddeliveries
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *TriggerMutation) ClearEdge(name string) error {
+	switch name {
+	case trigger.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *TriggerMutation) ResetEdge(name string) error {
+	switch name {
+	case trigger.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case trigger.EdgeDeliveries:
+		m.ResetDeliveries()
+		return nil
+	}
+	return fmt.Errorf("unknown Trigger edge %s", name)
+}
+
+// TriggerDeliveryMutation represents an operation that mutates the TriggerDelivery nodes in the graph.
+type TriggerDeliveryMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	received_at    *time.Time
+	outcome        *string
+	verified       *bool
+	reason         *string
+	dedup_key      *string
+	dedup_claim    *string
+	duplicate      *bool
+	filtered       *bool
+	run_id         *string
+	headers        *map[string]string
+	body           *[]byte
+	body_bytes     *int
+	addbody_bytes  *int
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	trigger        *string
+	clearedtrigger bool
+	done           bool
+	oldValue       func(context.Context) (*TriggerDelivery, error)
+	predicates     []predicate.TriggerDelivery
+}
+
+var _ ent.Mutation = (*TriggerDeliveryMutation)(nil)
+
+// triggerdeliveryOption allows management of the mutation configuration using functional options.
+type triggerdeliveryOption func(*TriggerDeliveryMutation)
+
+// newTriggerDeliveryMutation creates new mutation for the TriggerDelivery entity.
+func newTriggerDeliveryMutation(c config, op Op, opts ...triggerdeliveryOption) *TriggerDeliveryMutation {
+	m := &TriggerDeliveryMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeTriggerDelivery,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withTriggerDeliveryID sets the ID field of the mutation.
+func withTriggerDeliveryID(id string) triggerdeliveryOption {
+	return func(m *TriggerDeliveryMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *TriggerDelivery
+		)
+		m.oldValue = func(ctx context.Context) (*TriggerDelivery, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().TriggerDelivery.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withTriggerDelivery sets the old TriggerDelivery of the mutation.
+func withTriggerDelivery(node *TriggerDelivery) triggerdeliveryOption {
+	return func(m *TriggerDeliveryMutation) {
+		m.oldValue = func(context.Context) (*TriggerDelivery, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m TriggerDeliveryMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m TriggerDeliveryMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of TriggerDelivery entities.
+func (m *TriggerDeliveryMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *TriggerDeliveryMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *TriggerDeliveryMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().TriggerDelivery.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *TriggerDeliveryMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *TriggerDeliveryMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *TriggerDeliveryMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetTriggerID sets the "trigger_id" field.
+func (m *TriggerDeliveryMutation) SetTriggerID(s string) {
+	m.trigger = &s
+}
+
+// TriggerID returns the value of the "trigger_id" field in the mutation.
+func (m *TriggerDeliveryMutation) TriggerID() (r string, exists bool) {
+	v := m.trigger
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTriggerID returns the old "trigger_id" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldTriggerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTriggerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTriggerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTriggerID: %w", err)
+	}
+	return oldValue.TriggerID, nil
+}
+
+// ResetTriggerID resets all changes to the "trigger_id" field.
+func (m *TriggerDeliveryMutation) ResetTriggerID() {
+	m.trigger = nil
+}
+
+// SetReceivedAt sets the "received_at" field.
+func (m *TriggerDeliveryMutation) SetReceivedAt(t time.Time) {
+	m.received_at = &t
+}
+
+// ReceivedAt returns the value of the "received_at" field in the mutation.
+func (m *TriggerDeliveryMutation) ReceivedAt() (r time.Time, exists bool) {
+	v := m.received_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReceivedAt returns the old "received_at" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldReceivedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReceivedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReceivedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReceivedAt: %w", err)
+	}
+	return oldValue.ReceivedAt, nil
+}
+
+// ResetReceivedAt resets all changes to the "received_at" field.
+func (m *TriggerDeliveryMutation) ResetReceivedAt() {
+	m.received_at = nil
+}
+
+// SetOutcome sets the "outcome" field.
+func (m *TriggerDeliveryMutation) SetOutcome(s string) {
+	m.outcome = &s
+}
+
+// Outcome returns the value of the "outcome" field in the mutation.
+func (m *TriggerDeliveryMutation) Outcome() (r string, exists bool) {
+	v := m.outcome
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOutcome returns the old "outcome" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldOutcome(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOutcome is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOutcome requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOutcome: %w", err)
+	}
+	return oldValue.Outcome, nil
+}
+
+// ResetOutcome resets all changes to the "outcome" field.
+func (m *TriggerDeliveryMutation) ResetOutcome() {
+	m.outcome = nil
+}
+
+// SetVerified sets the "verified" field.
+func (m *TriggerDeliveryMutation) SetVerified(b bool) {
+	m.verified = &b
+}
+
+// Verified returns the value of the "verified" field in the mutation.
+func (m *TriggerDeliveryMutation) Verified() (r bool, exists bool) {
+	v := m.verified
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVerified returns the old "verified" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldVerified(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVerified is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVerified requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVerified: %w", err)
+	}
+	return oldValue.Verified, nil
+}
+
+// ResetVerified resets all changes to the "verified" field.
+func (m *TriggerDeliveryMutation) ResetVerified() {
+	m.verified = nil
+}
+
+// SetReason sets the "reason" field.
+func (m *TriggerDeliveryMutation) SetReason(s string) {
+	m.reason = &s
+}
+
+// Reason returns the value of the "reason" field in the mutation.
+func (m *TriggerDeliveryMutation) Reason() (r string, exists bool) {
+	v := m.reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReason returns the old "reason" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldReason(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReason: %w", err)
+	}
+	return oldValue.Reason, nil
+}
+
+// ClearReason clears the value of the "reason" field.
+func (m *TriggerDeliveryMutation) ClearReason() {
+	m.reason = nil
+	m.clearedFields[triggerdelivery.FieldReason] = struct{}{}
+}
+
+// ReasonCleared returns if the "reason" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) ReasonCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldReason]
+	return ok
+}
+
+// ResetReason resets all changes to the "reason" field.
+func (m *TriggerDeliveryMutation) ResetReason() {
+	m.reason = nil
+	delete(m.clearedFields, triggerdelivery.FieldReason)
+}
+
+// SetDedupKey sets the "dedup_key" field.
+func (m *TriggerDeliveryMutation) SetDedupKey(s string) {
+	m.dedup_key = &s
+}
+
+// DedupKey returns the value of the "dedup_key" field in the mutation.
+func (m *TriggerDeliveryMutation) DedupKey() (r string, exists bool) {
+	v := m.dedup_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupKey returns the old "dedup_key" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldDedupKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupKey: %w", err)
+	}
+	return oldValue.DedupKey, nil
+}
+
+// ClearDedupKey clears the value of the "dedup_key" field.
+func (m *TriggerDeliveryMutation) ClearDedupKey() {
+	m.dedup_key = nil
+	m.clearedFields[triggerdelivery.FieldDedupKey] = struct{}{}
+}
+
+// DedupKeyCleared returns if the "dedup_key" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) DedupKeyCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldDedupKey]
+	return ok
+}
+
+// ResetDedupKey resets all changes to the "dedup_key" field.
+func (m *TriggerDeliveryMutation) ResetDedupKey() {
+	m.dedup_key = nil
+	delete(m.clearedFields, triggerdelivery.FieldDedupKey)
+}
+
+// SetDedupClaim sets the "dedup_claim" field.
+func (m *TriggerDeliveryMutation) SetDedupClaim(s string) {
+	m.dedup_claim = &s
+}
+
+// DedupClaim returns the value of the "dedup_claim" field in the mutation.
+func (m *TriggerDeliveryMutation) DedupClaim() (r string, exists bool) {
+	v := m.dedup_claim
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDedupClaim returns the old "dedup_claim" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldDedupClaim(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDedupClaim is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDedupClaim requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDedupClaim: %w", err)
+	}
+	return oldValue.DedupClaim, nil
+}
+
+// ClearDedupClaim clears the value of the "dedup_claim" field.
+func (m *TriggerDeliveryMutation) ClearDedupClaim() {
+	m.dedup_claim = nil
+	m.clearedFields[triggerdelivery.FieldDedupClaim] = struct{}{}
+}
+
+// DedupClaimCleared returns if the "dedup_claim" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) DedupClaimCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldDedupClaim]
+	return ok
+}
+
+// ResetDedupClaim resets all changes to the "dedup_claim" field.
+func (m *TriggerDeliveryMutation) ResetDedupClaim() {
+	m.dedup_claim = nil
+	delete(m.clearedFields, triggerdelivery.FieldDedupClaim)
+}
+
+// SetDuplicate sets the "duplicate" field.
+func (m *TriggerDeliveryMutation) SetDuplicate(b bool) {
+	m.duplicate = &b
+}
+
+// Duplicate returns the value of the "duplicate" field in the mutation.
+func (m *TriggerDeliveryMutation) Duplicate() (r bool, exists bool) {
+	v := m.duplicate
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDuplicate returns the old "duplicate" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldDuplicate(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDuplicate is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDuplicate requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDuplicate: %w", err)
+	}
+	return oldValue.Duplicate, nil
+}
+
+// ResetDuplicate resets all changes to the "duplicate" field.
+func (m *TriggerDeliveryMutation) ResetDuplicate() {
+	m.duplicate = nil
+}
+
+// SetFiltered sets the "filtered" field.
+func (m *TriggerDeliveryMutation) SetFiltered(b bool) {
+	m.filtered = &b
+}
+
+// Filtered returns the value of the "filtered" field in the mutation.
+func (m *TriggerDeliveryMutation) Filtered() (r bool, exists bool) {
+	v := m.filtered
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFiltered returns the old "filtered" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldFiltered(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFiltered is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFiltered requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFiltered: %w", err)
+	}
+	return oldValue.Filtered, nil
+}
+
+// ResetFiltered resets all changes to the "filtered" field.
+func (m *TriggerDeliveryMutation) ResetFiltered() {
+	m.filtered = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *TriggerDeliveryMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *TriggerDeliveryMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldRunID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ClearRunID clears the value of the "run_id" field.
+func (m *TriggerDeliveryMutation) ClearRunID() {
+	m.run_id = nil
+	m.clearedFields[triggerdelivery.FieldRunID] = struct{}{}
+}
+
+// RunIDCleared returns if the "run_id" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) RunIDCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldRunID]
+	return ok
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *TriggerDeliveryMutation) ResetRunID() {
+	m.run_id = nil
+	delete(m.clearedFields, triggerdelivery.FieldRunID)
+}
+
+// SetHeaders sets the "headers" field.
+func (m *TriggerDeliveryMutation) SetHeaders(value map[string]string) {
+	m.headers = &value
+}
+
+// Headers returns the value of the "headers" field in the mutation.
+func (m *TriggerDeliveryMutation) Headers() (r map[string]string, exists bool) {
+	v := m.headers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHeaders returns the old "headers" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldHeaders(ctx context.Context) (v map[string]string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHeaders is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHeaders requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHeaders: %w", err)
+	}
+	return oldValue.Headers, nil
+}
+
+// ClearHeaders clears the value of the "headers" field.
+func (m *TriggerDeliveryMutation) ClearHeaders() {
+	m.headers = nil
+	m.clearedFields[triggerdelivery.FieldHeaders] = struct{}{}
+}
+
+// HeadersCleared returns if the "headers" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) HeadersCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldHeaders]
+	return ok
+}
+
+// ResetHeaders resets all changes to the "headers" field.
+func (m *TriggerDeliveryMutation) ResetHeaders() {
+	m.headers = nil
+	delete(m.clearedFields, triggerdelivery.FieldHeaders)
+}
+
+// SetBody sets the "body" field.
+func (m *TriggerDeliveryMutation) SetBody(b []byte) {
+	m.body = &b
+}
+
+// Body returns the value of the "body" field in the mutation.
+func (m *TriggerDeliveryMutation) Body() (r []byte, exists bool) {
+	v := m.body
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBody returns the old "body" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldBody(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBody is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBody requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBody: %w", err)
+	}
+	return oldValue.Body, nil
+}
+
+// ClearBody clears the value of the "body" field.
+func (m *TriggerDeliveryMutation) ClearBody() {
+	m.body = nil
+	m.clearedFields[triggerdelivery.FieldBody] = struct{}{}
+}
+
+// BodyCleared returns if the "body" field was cleared in this mutation.
+func (m *TriggerDeliveryMutation) BodyCleared() bool {
+	_, ok := m.clearedFields[triggerdelivery.FieldBody]
+	return ok
+}
+
+// ResetBody resets all changes to the "body" field.
+func (m *TriggerDeliveryMutation) ResetBody() {
+	m.body = nil
+	delete(m.clearedFields, triggerdelivery.FieldBody)
+}
+
+// SetBodyBytes sets the "body_bytes" field.
+func (m *TriggerDeliveryMutation) SetBodyBytes(i int) {
+	m.body_bytes = &i
+	m.addbody_bytes = nil
+}
+
+// BodyBytes returns the value of the "body_bytes" field in the mutation.
+func (m *TriggerDeliveryMutation) BodyBytes() (r int, exists bool) {
+	v := m.body_bytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBodyBytes returns the old "body_bytes" field's value of the TriggerDelivery entity.
+// If the TriggerDelivery object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TriggerDeliveryMutation) OldBodyBytes(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBodyBytes is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBodyBytes requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBodyBytes: %w", err)
+	}
+	return oldValue.BodyBytes, nil
+}
+
+// AddBodyBytes adds i to the "body_bytes" field.
+func (m *TriggerDeliveryMutation) AddBodyBytes(i int) {
+	if m.addbody_bytes != nil {
+		*m.addbody_bytes += i
+	} else {
+		m.addbody_bytes = &i
+	}
+}
+
+// AddedBodyBytes returns the value that was added to the "body_bytes" field in this mutation.
+func (m *TriggerDeliveryMutation) AddedBodyBytes() (r int, exists bool) {
+	v := m.addbody_bytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBodyBytes resets all changes to the "body_bytes" field.
+func (m *TriggerDeliveryMutation) ResetBodyBytes() {
+	m.body_bytes = nil
+	m.addbody_bytes = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *TriggerDeliveryMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[triggerdelivery.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *TriggerDeliveryMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *TriggerDeliveryMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *TriggerDeliveryMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// ClearTrigger clears the "trigger" edge to the Trigger entity.
+func (m *TriggerDeliveryMutation) ClearTrigger() {
+	m.clearedtrigger = true
+	m.clearedFields[triggerdelivery.FieldTriggerID] = struct{}{}
+}
+
+// TriggerCleared reports if the "trigger" edge to the Trigger entity was cleared.
+func (m *TriggerDeliveryMutation) TriggerCleared() bool {
+	return m.clearedtrigger
+}
+
+// TriggerIDs returns the "trigger" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TriggerID instead. It exists only for internal usage by the builders.
+func (m *TriggerDeliveryMutation) TriggerIDs() (ids []string) {
+	if id := m.trigger; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTrigger resets all changes to the "trigger" edge.
+func (m *TriggerDeliveryMutation) ResetTrigger() {
+	m.trigger = nil
+	m.clearedtrigger = false
+}
+
+// Where appends a list predicates to the TriggerDeliveryMutation builder.
+func (m *TriggerDeliveryMutation) Where(ps ...predicate.TriggerDelivery) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the TriggerDeliveryMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *TriggerDeliveryMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.TriggerDelivery, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *TriggerDeliveryMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *TriggerDeliveryMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (TriggerDelivery).
+func (m *TriggerDeliveryMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *TriggerDeliveryMutation) Fields() []string {
+	fields := make([]string, 0, 14)
+	if m.tenant != nil {
+		fields = append(fields, triggerdelivery.FieldTenantID)
+	}
+	if m.trigger != nil {
+		fields = append(fields, triggerdelivery.FieldTriggerID)
+	}
+	if m.received_at != nil {
+		fields = append(fields, triggerdelivery.FieldReceivedAt)
+	}
+	if m.outcome != nil {
+		fields = append(fields, triggerdelivery.FieldOutcome)
+	}
+	if m.verified != nil {
+		fields = append(fields, triggerdelivery.FieldVerified)
+	}
+	if m.reason != nil {
+		fields = append(fields, triggerdelivery.FieldReason)
+	}
+	if m.dedup_key != nil {
+		fields = append(fields, triggerdelivery.FieldDedupKey)
+	}
+	if m.dedup_claim != nil {
+		fields = append(fields, triggerdelivery.FieldDedupClaim)
+	}
+	if m.duplicate != nil {
+		fields = append(fields, triggerdelivery.FieldDuplicate)
+	}
+	if m.filtered != nil {
+		fields = append(fields, triggerdelivery.FieldFiltered)
+	}
+	if m.run_id != nil {
+		fields = append(fields, triggerdelivery.FieldRunID)
+	}
+	if m.headers != nil {
+		fields = append(fields, triggerdelivery.FieldHeaders)
+	}
+	if m.body != nil {
+		fields = append(fields, triggerdelivery.FieldBody)
+	}
+	if m.body_bytes != nil {
+		fields = append(fields, triggerdelivery.FieldBodyBytes)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *TriggerDeliveryMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case triggerdelivery.FieldTenantID:
+		return m.TenantID()
+	case triggerdelivery.FieldTriggerID:
+		return m.TriggerID()
+	case triggerdelivery.FieldReceivedAt:
+		return m.ReceivedAt()
+	case triggerdelivery.FieldOutcome:
+		return m.Outcome()
+	case triggerdelivery.FieldVerified:
+		return m.Verified()
+	case triggerdelivery.FieldReason:
+		return m.Reason()
+	case triggerdelivery.FieldDedupKey:
+		return m.DedupKey()
+	case triggerdelivery.FieldDedupClaim:
+		return m.DedupClaim()
+	case triggerdelivery.FieldDuplicate:
+		return m.Duplicate()
+	case triggerdelivery.FieldFiltered:
+		return m.Filtered()
+	case triggerdelivery.FieldRunID:
+		return m.RunID()
+	case triggerdelivery.FieldHeaders:
+		return m.Headers()
+	case triggerdelivery.FieldBody:
+		return m.Body()
+	case triggerdelivery.FieldBodyBytes:
+		return m.BodyBytes()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *TriggerDeliveryMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case triggerdelivery.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case triggerdelivery.FieldTriggerID:
+		return m.OldTriggerID(ctx)
+	case triggerdelivery.FieldReceivedAt:
+		return m.OldReceivedAt(ctx)
+	case triggerdelivery.FieldOutcome:
+		return m.OldOutcome(ctx)
+	case triggerdelivery.FieldVerified:
+		return m.OldVerified(ctx)
+	case triggerdelivery.FieldReason:
+		return m.OldReason(ctx)
+	case triggerdelivery.FieldDedupKey:
+		return m.OldDedupKey(ctx)
+	case triggerdelivery.FieldDedupClaim:
+		return m.OldDedupClaim(ctx)
+	case triggerdelivery.FieldDuplicate:
+		return m.OldDuplicate(ctx)
+	case triggerdelivery.FieldFiltered:
+		return m.OldFiltered(ctx)
+	case triggerdelivery.FieldRunID:
+		return m.OldRunID(ctx)
+	case triggerdelivery.FieldHeaders:
+		return m.OldHeaders(ctx)
+	case triggerdelivery.FieldBody:
+		return m.OldBody(ctx)
+	case triggerdelivery.FieldBodyBytes:
+		return m.OldBodyBytes(ctx)
+	}
+	return nil, fmt.Errorf("unknown TriggerDelivery field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *TriggerDeliveryMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case triggerdelivery.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case triggerdelivery.FieldTriggerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTriggerID(v)
+		return nil
+	case triggerdelivery.FieldReceivedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReceivedAt(v)
+		return nil
+	case triggerdelivery.FieldOutcome:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOutcome(v)
+		return nil
+	case triggerdelivery.FieldVerified:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVerified(v)
+		return nil
+	case triggerdelivery.FieldReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReason(v)
+		return nil
+	case triggerdelivery.FieldDedupKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupKey(v)
+		return nil
+	case triggerdelivery.FieldDedupClaim:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDedupClaim(v)
+		return nil
+	case triggerdelivery.FieldDuplicate:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDuplicate(v)
+		return nil
+	case triggerdelivery.FieldFiltered:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFiltered(v)
+		return nil
+	case triggerdelivery.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case triggerdelivery.FieldHeaders:
+		v, ok := value.(map[string]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHeaders(v)
+		return nil
+	case triggerdelivery.FieldBody:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBody(v)
+		return nil
+	case triggerdelivery.FieldBodyBytes:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBodyBytes(v)
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *TriggerDeliveryMutation) AddedFields() []string {
+	var fields []string
+	if m.addbody_bytes != nil {
+		fields = append(fields, triggerdelivery.FieldBodyBytes)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *TriggerDeliveryMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case triggerdelivery.FieldBodyBytes:
+		return m.AddedBodyBytes()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *TriggerDeliveryMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case triggerdelivery.FieldBodyBytes:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBodyBytes(v)
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *TriggerDeliveryMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(triggerdelivery.FieldReason) {
+		fields = append(fields, triggerdelivery.FieldReason)
+	}
+	if m.FieldCleared(triggerdelivery.FieldDedupKey) {
+		fields = append(fields, triggerdelivery.FieldDedupKey)
+	}
+	if m.FieldCleared(triggerdelivery.FieldDedupClaim) {
+		fields = append(fields, triggerdelivery.FieldDedupClaim)
+	}
+	if m.FieldCleared(triggerdelivery.FieldRunID) {
+		fields = append(fields, triggerdelivery.FieldRunID)
+	}
+	if m.FieldCleared(triggerdelivery.FieldHeaders) {
+		fields = append(fields, triggerdelivery.FieldHeaders)
+	}
+	if m.FieldCleared(triggerdelivery.FieldBody) {
+		fields = append(fields, triggerdelivery.FieldBody)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *TriggerDeliveryMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *TriggerDeliveryMutation) ClearField(name string) error {
+	switch name {
+	case triggerdelivery.FieldReason:
+		m.ClearReason()
+		return nil
+	case triggerdelivery.FieldDedupKey:
+		m.ClearDedupKey()
+		return nil
+	case triggerdelivery.FieldDedupClaim:
+		m.ClearDedupClaim()
+		return nil
+	case triggerdelivery.FieldRunID:
+		m.ClearRunID()
+		return nil
+	case triggerdelivery.FieldHeaders:
+		m.ClearHeaders()
+		return nil
+	case triggerdelivery.FieldBody:
+		m.ClearBody()
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *TriggerDeliveryMutation) ResetField(name string) error {
+	switch name {
+	case triggerdelivery.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case triggerdelivery.FieldTriggerID:
+		m.ResetTriggerID()
+		return nil
+	case triggerdelivery.FieldReceivedAt:
+		m.ResetReceivedAt()
+		return nil
+	case triggerdelivery.FieldOutcome:
+		m.ResetOutcome()
+		return nil
+	case triggerdelivery.FieldVerified:
+		m.ResetVerified()
+		return nil
+	case triggerdelivery.FieldReason:
+		m.ResetReason()
+		return nil
+	case triggerdelivery.FieldDedupKey:
+		m.ResetDedupKey()
+		return nil
+	case triggerdelivery.FieldDedupClaim:
+		m.ResetDedupClaim()
+		return nil
+	case triggerdelivery.FieldDuplicate:
+		m.ResetDuplicate()
+		return nil
+	case triggerdelivery.FieldFiltered:
+		m.ResetFiltered()
+		return nil
+	case triggerdelivery.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case triggerdelivery.FieldHeaders:
+		m.ResetHeaders()
+		return nil
+	case triggerdelivery.FieldBody:
+		m.ResetBody()
+		return nil
+	case triggerdelivery.FieldBodyBytes:
+		m.ResetBodyBytes()
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *TriggerDeliveryMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.tenant != nil {
+		edges = append(edges, triggerdelivery.EdgeTenant)
+	}
+	if m.trigger != nil {
+		edges = append(edges, triggerdelivery.EdgeTrigger)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *TriggerDeliveryMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case triggerdelivery.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	case triggerdelivery.EdgeTrigger:
+		if id := m.trigger; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *TriggerDeliveryMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *TriggerDeliveryMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *TriggerDeliveryMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtenant {
+		edges = append(edges, triggerdelivery.EdgeTenant)
+	}
+	if m.clearedtrigger {
+		edges = append(edges, triggerdelivery.EdgeTrigger)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *TriggerDeliveryMutation) EdgeCleared(name string) bool {
+	switch name {
+	case triggerdelivery.EdgeTenant:
+		return m.clearedtenant
+	case triggerdelivery.EdgeTrigger:
+		return m.clearedtrigger
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *TriggerDeliveryMutation) ClearEdge(name string) error {
+	switch name {
+	case triggerdelivery.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	case triggerdelivery.EdgeTrigger:
+		m.ClearTrigger()
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *TriggerDeliveryMutation) ResetEdge(name string) error {
+	switch name {
+	case triggerdelivery.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	case triggerdelivery.EdgeTrigger:
+		m.ResetTrigger()
+		return nil
+	}
+	return fmt.Errorf("unknown TriggerDelivery edge %s", name)
 }
 
 // WebhookAttemptMutation represents an operation that mutates the WebhookAttempt nodes in the graph.

@@ -90,6 +90,10 @@ type Tx struct {
 	StepRun *StepRunClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
+	// Trigger is the client for interacting with the Trigger builders.
+	Trigger *TriggerClient
+	// TriggerDelivery is the client for interacting with the TriggerDelivery builders.
+	TriggerDelivery *TriggerDeliveryClient
 	// WebhookAttempt is the client for interacting with the WebhookAttempt builders.
 	WebhookAttempt *WebhookAttemptClient
 	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
@@ -269,6 +273,8 @@ func (tx *Tx) init() {
 	tx.StepAttempt = NewStepAttemptClient(tx.config)
 	tx.StepRun = NewStepRunClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)
+	tx.Trigger = NewTriggerClient(tx.config)
+	tx.TriggerDelivery = NewTriggerDeliveryClient(tx.config)
 	tx.WebhookAttempt = NewWebhookAttemptClient(tx.config)
 	tx.WebhookDelivery = NewWebhookDeliveryClient(tx.config)
 	tx.WebhookEndpoint = NewWebhookEndpointClient(tx.config)

@@ -186,6 +186,15 @@ func (r *queryResolver) SLAPolicies(ctx context.Context, after *entgql.Cursor[st
 	return c.SLAPolicy.Query().Paginate(ctx, after, first, before, last, ent.WithSLAPolicyOrder(orderBy), ent.WithSLAPolicyFilter(where.Filter))
 }
 
+// Triggers is the resolver for the triggers field.
+func (r *queryResolver) Triggers(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TriggerOrder, where *ent.TriggerWhereInput) (*ent.TriggerConnection, error) {
+	c, err := client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Trigger.Query().Paginate(ctx, after, first, before, last, ent.WithTriggerOrder(orderBy), ent.WithTriggerFilter(where.Filter))
+}
+
 // WebhookDeliveries is the resolver for the webhookDeliveries field.
 func (r *queryResolver) WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
 	c, err := client(ctx)
@@ -287,6 +296,14 @@ func (r *Resolver) StepRun() generated.StepRunResolver { return &stepRunResolver
 // Tenant returns generated.TenantResolver implementation.
 func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
 
+// Trigger returns generated.TriggerResolver implementation.
+func (r *Resolver) Trigger() generated.TriggerResolver { return &triggerResolver{r} }
+
+// TriggerDelivery returns generated.TriggerDeliveryResolver implementation.
+func (r *Resolver) TriggerDelivery() generated.TriggerDeliveryResolver {
+	return &triggerDeliveryResolver{r}
+}
+
 // WebhookDelivery returns generated.WebhookDeliveryResolver implementation.
 func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 	return &webhookDeliveryResolver{r}
@@ -314,5 +331,7 @@ type (
 	stepAttemptResolver       struct{ *Resolver }
 	stepRunResolver           struct{ *Resolver }
 	tenantResolver            struct{ *Resolver }
+	triggerResolver           struct{ *Resolver }
+	triggerDeliveryResolver   struct{ *Resolver }
 	webhookDeliveryResolver   struct{ *Resolver }
 )

@@ -35,6 +35,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -83,6 +85,8 @@ var nodeTables = map[string]string{
 	ids.RateLimit:                  ratelimit.Table,
 	ids.Schedule:                   schedule.Table,
 	ids.ScheduleAction:             scheduleaction.Table,
+	ids.Trigger:                    trigger.Table,
+	ids.TriggerDelivery:            triggerdelivery.Table,
 }
 
 const maxNodes = 100

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
+	"github.com/sluicehq/sluice/internal/triggers"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
 
@@ -39,6 +40,8 @@ type Resolver struct {
 	Connections *connections.Service
 	// Scheduler manages schedules (internal/schedules).
 	Scheduler *schedules.Service
+	// Triggers manages inbound webhook triggers.
+	Triggers *triggers.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -465,6 +465,30 @@ func (f TenantFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, erro
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.TenantMutation", m)
 }
 
+// The TriggerFunc type is an adapter to allow the use of ordinary
+// function as Trigger mutator.
+type TriggerFunc func(context.Context, *ent.TriggerMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f TriggerFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.TriggerMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.TriggerMutation", m)
+}
+
+// The TriggerDeliveryFunc type is an adapter to allow the use of ordinary
+// function as TriggerDelivery mutator.
+type TriggerDeliveryFunc func(context.Context, *ent.TriggerDeliveryMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f TriggerDeliveryFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.TriggerDeliveryMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.TriggerDeliveryMutation", m)
+}
+
 // The WebhookAttemptFunc type is an adapter to allow the use of ordinary
 // function as WebhookAttempt mutator.
 type WebhookAttemptFunc func(context.Context, *ent.WebhookAttemptMutation) (ent.Value, error)

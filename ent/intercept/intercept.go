@@ -47,6 +47,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -1136,6 +1138,60 @@ func (f TraverseTenant) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.TenantQuery", q)
 }
 
+// The TriggerFunc type is an adapter to allow the use of ordinary function as a Querier.
+type TriggerFunc func(context.Context, *ent.TriggerQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f TriggerFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.TriggerQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.TriggerQuery", q)
+}
+
+// The TraverseTrigger type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseTrigger func(context.Context, *ent.TriggerQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseTrigger) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseTrigger) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.TriggerQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.TriggerQuery", q)
+}
+
+// The TriggerDeliveryFunc type is an adapter to allow the use of ordinary function as a Querier.
+type TriggerDeliveryFunc func(context.Context, *ent.TriggerDeliveryQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f TriggerDeliveryFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.TriggerDeliveryQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.TriggerDeliveryQuery", q)
+}
+
+// The TraverseTriggerDelivery type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseTriggerDelivery func(context.Context, *ent.TriggerDeliveryQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseTriggerDelivery) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseTriggerDelivery) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.TriggerDeliveryQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.TriggerDeliveryQuery", q)
+}
+
 // The WebhookAttemptFunc type is an adapter to allow the use of ordinary function as a Querier.
 type WebhookAttemptFunc func(context.Context, *ent.WebhookAttemptQuery) (ent.Value, error)
 
@@ -1350,6 +1406,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.StepRunQuery, predicate.StepRun, steprun.OrderOption]{typ: ent.TypeStepRun, tq: q}, nil
 	case *ent.TenantQuery:
 		return &query[*ent.TenantQuery, predicate.Tenant, tenant.OrderOption]{typ: ent.TypeTenant, tq: q}, nil
+	case *ent.TriggerQuery:
+		return &query[*ent.TriggerQuery, predicate.Trigger, trigger.OrderOption]{typ: ent.TypeTrigger, tq: q}, nil
+	case *ent.TriggerDeliveryQuery:
+		return &query[*ent.TriggerDeliveryQuery, predicate.TriggerDelivery, triggerdelivery.OrderOption]{typ: ent.TypeTriggerDelivery, tq: q}, nil
 	case *ent.WebhookAttemptQuery:
 		return &query[*ent.WebhookAttemptQuery, predicate.WebhookAttempt, webhookattempt.OrderOption]{typ: ent.TypeWebhookAttempt, tq: q}, nil
 	case *ent.WebhookDeliveryQuery:

@@ -1848,6 +1848,100 @@ var (
 		Columns:    TenantsColumns,
 		PrimaryKey: []*schema.Column{TenantsColumns[0]},
 	}
+	// TriggersColumns holds the columns for the "triggers" table.
+	TriggersColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "name", Type: field.TypeString, Size: 100},
+		{Name: "hook_id", Type: field.TypeString, Unique: true},
+		{Name: "verification", Type: field.TypeJSON},
+		{Name: "secret", Type: field.TypeBytes},
+		{Name: "secret_version", Type: field.TypeInt, Default: 1},
+		{Name: "previous_secret", Type: field.TypeBytes, Nullable: true},
+		{Name: "previous_secret_expires_at", Type: field.TypeTime, Nullable: true},
+		{Name: "dedup", Type: field.TypeJSON},
+		{Name: "event_filter", Type: field.TypeString, Nullable: true, Size: 4000},
+		{Name: "input_mapping", Type: field.TypeJSON, Nullable: true},
+		{Name: "rate_limit", Type: field.TypeJSON},
+		{Name: "rate_tat", Type: field.TypeTime, Nullable: true},
+		{Name: "enabled", Type: field.TypeBool, Default: true},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// TriggersTable holds the schema information for the "triggers" table.
+	TriggersTable = &schema.Table{
+		Name:       "triggers",
+		Columns:    TriggersColumns,
+		PrimaryKey: []*schema.Column{TriggersColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "triggers_tenants_tenant",
+				Columns:    []*schema.Column{TriggersColumns[19]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "trigger_tenant_id_name",
+				Unique:  true,
+				Columns: []*schema.Column{TriggersColumns[19], TriggersColumns[5]},
+			},
+		},
+	}
+	// TriggerDeliveriesColumns holds the columns for the "trigger_deliveries" table.
+	TriggerDeliveriesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "received_at", Type: field.TypeTime},
+		{Name: "outcome", Type: field.TypeString},
+		{Name: "verified", Type: field.TypeBool},
+		{Name: "reason", Type: field.TypeString, Nullable: true},
+		{Name: "dedup_key", Type: field.TypeString, Nullable: true, Size: 512},
+		{Name: "dedup_claim", Type: field.TypeString, Nullable: true},
+		{Name: "duplicate", Type: field.TypeBool, Default: false},
+		{Name: "filtered", Type: field.TypeBool, Default: false},
+		{Name: "run_id", Type: field.TypeString, Nullable: true},
+		{Name: "headers", Type: field.TypeJSON, Nullable: true},
+		{Name: "body", Type: field.TypeBytes, Nullable: true},
+		{Name: "body_bytes", Type: field.TypeInt},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+		{Name: "trigger_id", Type: field.TypeString, Size: 40},
+	}
+	// TriggerDeliveriesTable holds the schema information for the "trigger_deliveries" table.
+	TriggerDeliveriesTable = &schema.Table{
+		Name:       "trigger_deliveries",
+		Columns:    TriggerDeliveriesColumns,
+		PrimaryKey: []*schema.Column{TriggerDeliveriesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "trigger_deliveries_tenants_tenant",
+				Columns:    []*schema.Column{TriggerDeliveriesColumns[13]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "trigger_deliveries_triggers_trigger",
+				Columns:    []*schema.Column{TriggerDeliveriesColumns[14]},
+				RefColumns: []*schema.Column{TriggersColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "triggerdelivery_tenant_id_trigger_id_received_at",
+				Unique:  false,
+				Columns: []*schema.Column{TriggerDeliveriesColumns[13], TriggerDeliveriesColumns[14], TriggerDeliveriesColumns[1]},
+			},
+			{
+				Name:    "triggerdelivery_tenant_id_trigger_id_dedup_claim",
+				Unique:  true,
+				Columns: []*schema.Column{TriggerDeliveriesColumns[13], TriggerDeliveriesColumns[14], TriggerDeliveriesColumns[6]},
+			},
+		},
+	}
 	// WebhookAttemptsColumns holds the columns for the "webhook_attempts" table.
 	WebhookAttemptsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -2112,6 +2206,8 @@ var (
 		StepAttemptsTable,
 		StepRunsTable,
 		TenantsTable,
+		TriggersTable,
+		TriggerDeliveriesTable,
 		WebhookAttemptsTable,
 		WebhookDeliveriesTable,
 		WebhookEndpointsTable,
@@ -2178,6 +2274,9 @@ func init() {
 	StepAttemptsTable.ForeignKeys[1].RefTable = StepRunsTable
 	StepRunsTable.ForeignKeys[0].RefTable = TenantsTable
 	StepRunsTable.ForeignKeys[1].RefTable = RunsTable
+	TriggersTable.ForeignKeys[0].RefTable = TenantsTable
+	TriggerDeliveriesTable.ForeignKeys[0].RefTable = TenantsTable
+	TriggerDeliveriesTable.ForeignKeys[1].RefTable = TriggersTable
 	WebhookAttemptsTable.ForeignKeys[0].RefTable = TenantsTable
 	WebhookAttemptsTable.ForeignKeys[1].RefTable = WebhookDeliveriesTable
 	WebhookDeliveriesTable.ForeignKeys[0].RefTable = TenantsTable

@@ -120,6 +120,12 @@ type StepRun func(*sql.Selector)
 // Tenant is the predicate function for tenant builders.
 type Tenant func(*sql.Selector)
 
+// Trigger is the predicate function for trigger builders.
+type Trigger func(*sql.Selector)
+
+// TriggerDelivery is the predicate function for triggerdelivery builders.
+type TriggerDelivery func(*sql.Selector)
+
 // WebhookAttempt is the predicate function for webhookattempt builders.
 type WebhookAttempt func(*sql.Selector)
 

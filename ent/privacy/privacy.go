@@ -1023,6 +1023,54 @@ func (f TenantMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.TenantMutation", m)
 }
 
+// The TriggerQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type TriggerQueryRuleFunc func(context.Context, *ent.TriggerQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f TriggerQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.TriggerQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.TriggerQuery", q)
+}
+
+// The TriggerMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type TriggerMutationRuleFunc func(context.Context, *ent.TriggerMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f TriggerMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.TriggerMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.TriggerMutation", m)
+}
+
+// The TriggerDeliveryQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type TriggerDeliveryQueryRuleFunc func(context.Context, *ent.TriggerDeliveryQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f TriggerDeliveryQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.TriggerDeliveryQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.TriggerDeliveryQuery", q)
+}
+
+// The TriggerDeliveryMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type TriggerDeliveryMutationRuleFunc func(context.Context, *ent.TriggerDeliveryMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f TriggerDeliveryMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.TriggerDeliveryMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.TriggerDeliveryMutation", m)
+}
+
 // The WebhookAttemptQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type WebhookAttemptQueryRuleFunc func(context.Context, *ent.WebhookAttemptQuery) error
@@ -1254,6 +1302,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.TenantQuery:
 		return q.Filter(), nil
+	case *ent.TriggerQuery:
+		return q.Filter(), nil
+	case *ent.TriggerDeliveryQuery:
+		return q.Filter(), nil
 	case *ent.WebhookAttemptQuery:
 		return q.Filter(), nil
 	case *ent.WebhookDeliveryQuery:
@@ -1346,6 +1398,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.StepRunMutation:
 		return m.Filter(), nil
 	case *ent.TenantMutation:
+		return m.Filter(), nil
+	case *ent.TriggerMutation:
+		return m.Filter(), nil
+	case *ent.TriggerDeliveryMutation:
 		return m.Filter(), nil
 	case *ent.WebhookAttemptMutation:
 		return m.Filter(), nil

@@ -45,6 +45,8 @@ import (
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/ent/tenant"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookattempt"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
@@ -2460,6 +2462,154 @@ func init() {
 	// tenant.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	tenant.IDValidator = func() func(string) error {
 		validators := tenantDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	triggerMixin := schema.Trigger{}.Mixin()
+	trigger.Policy = privacy.NewPolicies(triggerMixin[1], schema.Trigger{})
+	trigger.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := trigger.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	triggerMixinHooks1 := triggerMixin[1].Hooks()
+
+	trigger.Hooks[1] = triggerMixinHooks1[0]
+	triggerMixinFields0 := triggerMixin[0].Fields()
+	_ = triggerMixinFields0
+	triggerMixinFields1 := triggerMixin[1].Fields()
+	_ = triggerMixinFields1
+	triggerMixinFields2 := triggerMixin[2].Fields()
+	_ = triggerMixinFields2
+	triggerFields := schema.Trigger{}.Fields()
+	_ = triggerFields
+	// triggerDescTenantID is the schema descriptor for tenant_id field.
+	triggerDescTenantID := triggerMixinFields1[0].Descriptor()
+	// trigger.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	trigger.TenantIDValidator = triggerDescTenantID.Validators[0].(func(string) error)
+	// triggerDescCreatedAt is the schema descriptor for created_at field.
+	triggerDescCreatedAt := triggerMixinFields2[0].Descriptor()
+	// trigger.DefaultCreatedAt holds the default value on creation for the created_at field.
+	trigger.DefaultCreatedAt = triggerDescCreatedAt.Default.(func() time.Time)
+	// triggerDescUpdatedAt is the schema descriptor for updated_at field.
+	triggerDescUpdatedAt := triggerMixinFields2[1].Descriptor()
+	// trigger.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	trigger.DefaultUpdatedAt = triggerDescUpdatedAt.Default.(func() time.Time)
+	// trigger.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	trigger.UpdateDefaultUpdatedAt = triggerDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// triggerDescName is the schema descriptor for name field.
+	triggerDescName := triggerFields[2].Descriptor()
+	// trigger.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	trigger.NameValidator = func() func(string) error {
+		validators := triggerDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// triggerDescHookID is the schema descriptor for hook_id field.
+	triggerDescHookID := triggerFields[3].Descriptor()
+	// trigger.HookIDValidator is a validator for the "hook_id" field. It is called by the builders before save.
+	trigger.HookIDValidator = triggerDescHookID.Validators[0].(func(string) error)
+	// triggerDescSecretVersion is the schema descriptor for secret_version field.
+	triggerDescSecretVersion := triggerFields[6].Descriptor()
+	// trigger.DefaultSecretVersion holds the default value on creation for the secret_version field.
+	trigger.DefaultSecretVersion = triggerDescSecretVersion.Default.(int)
+	// triggerDescEventFilter is the schema descriptor for event_filter field.
+	triggerDescEventFilter := triggerFields[10].Descriptor()
+	// trigger.EventFilterValidator is a validator for the "event_filter" field. It is called by the builders before save.
+	trigger.EventFilterValidator = triggerDescEventFilter.Validators[0].(func(string) error)
+	// triggerDescEnabled is the schema descriptor for enabled field.
+	triggerDescEnabled := triggerFields[14].Descriptor()
+	// trigger.DefaultEnabled holds the default value on creation for the enabled field.
+	trigger.DefaultEnabled = triggerDescEnabled.Default.(bool)
+	// triggerDescID is the schema descriptor for id field.
+	triggerDescID := triggerMixinFields0[0].Descriptor()
+	// trigger.DefaultID holds the default value on creation for the id field.
+	trigger.DefaultID = triggerDescID.Default.(func() string)
+	// trigger.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	trigger.IDValidator = func() func(string) error {
+		validators := triggerDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	triggerdeliveryMixin := schema.TriggerDelivery{}.Mixin()
+	triggerdelivery.Policy = privacy.NewPolicies(triggerdeliveryMixin[1], schema.TriggerDelivery{})
+	triggerdelivery.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := triggerdelivery.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	triggerdeliveryMixinHooks1 := triggerdeliveryMixin[1].Hooks()
+
+	triggerdelivery.Hooks[1] = triggerdeliveryMixinHooks1[0]
+	triggerdeliveryMixinFields0 := triggerdeliveryMixin[0].Fields()
+	_ = triggerdeliveryMixinFields0
+	triggerdeliveryMixinFields1 := triggerdeliveryMixin[1].Fields()
+	_ = triggerdeliveryMixinFields1
+	triggerdeliveryFields := schema.TriggerDelivery{}.Fields()
+	_ = triggerdeliveryFields
+	// triggerdeliveryDescTenantID is the schema descriptor for tenant_id field.
+	triggerdeliveryDescTenantID := triggerdeliveryMixinFields1[0].Descriptor()
+	// triggerdelivery.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	triggerdelivery.TenantIDValidator = triggerdeliveryDescTenantID.Validators[0].(func(string) error)
+	// triggerdeliveryDescReceivedAt is the schema descriptor for received_at field.
+	triggerdeliveryDescReceivedAt := triggerdeliveryFields[1].Descriptor()
+	// triggerdelivery.DefaultReceivedAt holds the default value on creation for the received_at field.
+	triggerdelivery.DefaultReceivedAt = triggerdeliveryDescReceivedAt.Default.(func() time.Time)
+	// triggerdeliveryDescDedupKey is the schema descriptor for dedup_key field.
+	triggerdeliveryDescDedupKey := triggerdeliveryFields[5].Descriptor()
+	// triggerdelivery.DedupKeyValidator is a validator for the "dedup_key" field. It is called by the builders before save.
+	triggerdelivery.DedupKeyValidator = triggerdeliveryDescDedupKey.Validators[0].(func(string) error)
+	// triggerdeliveryDescDuplicate is the schema descriptor for duplicate field.
+	triggerdeliveryDescDuplicate := triggerdeliveryFields[7].Descriptor()
+	// triggerdelivery.DefaultDuplicate holds the default value on creation for the duplicate field.
+	triggerdelivery.DefaultDuplicate = triggerdeliveryDescDuplicate.Default.(bool)
+	// triggerdeliveryDescFiltered is the schema descriptor for filtered field.
+	triggerdeliveryDescFiltered := triggerdeliveryFields[8].Descriptor()
+	// triggerdelivery.DefaultFiltered holds the default value on creation for the filtered field.
+	triggerdelivery.DefaultFiltered = triggerdeliveryDescFiltered.Default.(bool)
+	// triggerdeliveryDescID is the schema descriptor for id field.
+	triggerdeliveryDescID := triggerdeliveryMixinFields0[0].Descriptor()
+	// triggerdelivery.DefaultID holds the default value on creation for the id field.
+	triggerdelivery.DefaultID = triggerdeliveryDescID.Default.(func() string)
+	// triggerdelivery.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	triggerdelivery.IDValidator = func() func(string) error {
+		validators := triggerdeliveryDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -79,6 +79,8 @@ type ResolverRoot interface {
 	StepRun() StepRunResolver
 	Subscription() SubscriptionResolver
 	Tenant() TenantResolver
+	Trigger() TriggerResolver
+	TriggerDelivery() TriggerDeliveryResolver
 	WebhookDelivery() WebhookDeliveryResolver
 }
 
@@ -775,6 +777,7 @@ type ComplexityRoot struct {
 		CreateRelease            func(childComplexity int, input model.CreateReleaseInput) int
 		CreateSLAPolicy          func(childComplexity int, input model.CreateSLAPolicyInput) int
 		CreateSchedule           func(childComplexity int, input model.CreateScheduleInput) int
+		CreateTrigger            func(childComplexity int, input model.CreateTriggerInput) int
 		CreateWebhookEndpoint    func(childComplexity int, input model.CreateWebhookEndpointInput) int
 		CreateWorkflow           func(childComplexity int, input model.CreateWorkflowInput) int
 		CreateWorkflowVersion    func(childComplexity int, input model.CreateWorkflowVersionInput) int
@@ -785,6 +788,7 @@ type ComplexityRoot struct {
 		DeleteRateLimit          func(childComplexity int, id string) int
 		DeleteSLAPolicy          func(childComplexity int, id string) int
 		DeleteSchedule           func(childComplexity int, id string) int
+		DeleteTrigger            func(childComplexity int, id string) int
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		EvaluateVersion          func(childComplexity int, input model.EvaluateVersionInput) int
@@ -804,6 +808,7 @@ type ComplexityRoot struct {
 		RollbackDeployment       func(childComplexity int, environmentID string, workflowID string) int
 		RollbackRelease          func(childComplexity int, id string, reason *string) int
 		RotateCredential         func(childComplexity int, input model.RotateCredentialInput) int
+		RotateTriggerSecret      func(childComplexity int, id string, secret *string) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
 		SetConnectionEnabled     func(childComplexity int, credentialID string, enabled bool) int
@@ -821,6 +826,7 @@ type ComplexityRoot struct {
 		UpdateRateLimit          func(childComplexity int, input model.UpdateRateLimitInput) int
 		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateSchedule           func(childComplexity int, id string, input model.UpdateScheduleInput) int
+		UpdateTrigger            func(childComplexity int, input model.UpdateTriggerInput) int
 		UpdateWebhookEndpoint    func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 		UpdateWorkflowVersion    func(childComplexity int, input model.UpdateWorkflowVersionInput) int
 	}
@@ -925,6 +931,7 @@ type ComplexityRoot struct {
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
 		SLAPolicies          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) int
 		Schedules            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) int
+		Triggers             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TriggerOrder, where *ent.TriggerWhereInput) int
 		Viewer               func(childComplexity int) int
 		WebhookDeliveries    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		WebhookEndpoints     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) int
@@ -1363,6 +1370,91 @@ type ComplexityRoot struct {
 		UpdatedAt             func(childComplexity int) int
 	}
 
+	Trigger struct {
+		CreatedAt               func(childComplexity int) int
+		CreatedBy               func(childComplexity int) int
+		Dedup                   func(childComplexity int) int
+		Deliveries              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TriggerDeliveryOrder) int
+		Enabled                 func(childComplexity int) int
+		EnvironmentID           func(childComplexity int) int
+		EventFilter             func(childComplexity int) int
+		ID                      func(childComplexity int) int
+		InputMapping            func(childComplexity int) int
+		Name                    func(childComplexity int) int
+		Path                    func(childComplexity int) int
+		PreviousSecretExpiresAt func(childComplexity int) int
+		RateLimit               func(childComplexity int) int
+		URL                     func(childComplexity int) int
+		UpdatedAt               func(childComplexity int) int
+		Verification            func(childComplexity int) int
+		WorkflowID              func(childComplexity int) int
+	}
+
+	TriggerConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	TriggerDedup struct {
+		Key           func(childComplexity int) int
+		WindowSeconds func(childComplexity int) int
+	}
+
+	TriggerDelivery struct {
+		Body       func(childComplexity int) int
+		BodyBytes  func(childComplexity int) int
+		DedupKey   func(childComplexity int) int
+		Duplicate  func(childComplexity int) int
+		Filtered   func(childComplexity int) int
+		Headers    func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Outcome    func(childComplexity int) int
+		Reason     func(childComplexity int) int
+		ReceivedAt func(childComplexity int) int
+		RunID      func(childComplexity int) int
+		Trigger    func(childComplexity int) int
+		TriggerID  func(childComplexity int) int
+		Verified   func(childComplexity int) int
+	}
+
+	TriggerDeliveryConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	TriggerDeliveryEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	TriggerEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	TriggerRateLimit struct {
+		Burst     func(childComplexity int) int
+		PerSecond func(childComplexity int) int
+	}
+
+	TriggerSecretPayload struct {
+		Secret  func(childComplexity int) int
+		Trigger func(childComplexity int) int
+	}
+
+	TriggerVerification struct {
+		Algorithm        func(childComplexity int) int
+		Encoding         func(childComplexity int) int
+		Header           func(childComplexity int) int
+		Prefix           func(childComplexity int) int
+		Scheme           func(childComplexity int) int
+		Signed           func(childComplexity int) int
+		TimestampHeader  func(childComplexity int) int
+		ToleranceSeconds func(childComplexity int) int
+	}
+
 	Viewer struct {
 		APIKeyID func(childComplexity int) int
 		Roles    func(childComplexity int) int
@@ -1607,6 +1699,10 @@ type MutationResolver interface {
 	DeleteSLAPolicy(ctx context.Context, id string) (string, error)
 	AcknowledgeIncident(ctx context.Context, id string, note *string) (*ent.Incident, error)
 	ResolveIncident(ctx context.Context, id string, note *string) (*ent.Incident, error)
+	CreateTrigger(ctx context.Context, input model.CreateTriggerInput) (*model.TriggerSecretPayload, error)
+	UpdateTrigger(ctx context.Context, input model.UpdateTriggerInput) (*ent.Trigger, error)
+	DeleteTrigger(ctx context.Context, id string) (string, error)
+	RotateTriggerSecret(ctx context.Context, id string, secret *string) (*model.TriggerSecretPayload, error)
 	CreateWebhookEndpoint(ctx context.Context, input model.CreateWebhookEndpointInput) (*model.CreateWebhookEndpointPayload, error)
 	UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*ent.WebhookEndpoint, error)
 	RotateWebhookSecret(ctx context.Context, id string) (*model.CreateWebhookEndpointPayload, error)
@@ -1632,6 +1728,7 @@ type QueryResolver interface {
 	Releases(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) (*ent.ReleaseConnection, error)
 	Runs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) (*ent.RunConnection, error)
 	SLAPolicies(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) (*ent.SLAPolicyConnection, error)
+	Triggers(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TriggerOrder, where *ent.TriggerWhereInput) (*ent.TriggerConnection, error)
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
@@ -1710,6 +1807,18 @@ type SubscriptionResolver interface {
 }
 type TenantResolver interface {
 	MonthlyBudgetUsd(ctx context.Context, obj *ent.Tenant) (*string, error)
+}
+type TriggerResolver interface {
+	Path(ctx context.Context, obj *ent.Trigger) (string, error)
+	URL(ctx context.Context, obj *ent.Trigger) (string, error)
+	Verification(ctx context.Context, obj *ent.Trigger) (*model.TriggerVerification, error)
+	Dedup(ctx context.Context, obj *ent.Trigger) (*model.TriggerDedup, error)
+	InputMapping(ctx context.Context, obj *ent.Trigger) (any, error)
+	RateLimit(ctx context.Context, obj *ent.Trigger) (*model.TriggerRateLimit, error)
+}
+type TriggerDeliveryResolver interface {
+	Headers(ctx context.Context, obj *ent.TriggerDelivery) (map[string]any, error)
+	Body(ctx context.Context, obj *ent.TriggerDelivery) (*string, error)
 }
 type WebhookDeliveryResolver interface {
 	AttemptList(ctx context.Context, obj *ent.WebhookDelivery) ([]*ent.WebhookAttempt, error)
@@ -4720,6 +4829,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateSchedule(childComplexity, args["input"].(model.CreateScheduleInput)), true
+	case "Mutation.createTrigger":
+		if e.ComplexityRoot.Mutation.CreateTrigger == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createTrigger_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateTrigger(childComplexity, args["input"].(model.CreateTriggerInput)), true
 	case "Mutation.createWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.CreateWebhookEndpoint == nil {
 			break
@@ -4830,6 +4950,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteSchedule(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteTrigger":
+		if e.ComplexityRoot.Mutation.DeleteTrigger == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteTrigger_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteTrigger(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.DeleteWebhookEndpoint == nil {
 			break
@@ -5039,6 +5170,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateCredential(childComplexity, args["input"].(model.RotateCredentialInput)), true
+	case "Mutation.rotateTriggerSecret":
+		if e.ComplexityRoot.Mutation.RotateTriggerSecret == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateTriggerSecret_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateTriggerSecret(childComplexity, args["id"].(string), args["secret"].(*string)), true
 	case "Mutation.rotateWebhookSecret":
 		if e.ComplexityRoot.Mutation.RotateWebhookSecret == nil {
 			break
@@ -5226,6 +5368,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateSchedule(childComplexity, args["id"].(string), args["input"].(model.UpdateScheduleInput)), true
+	case "Mutation.updateTrigger":
+		if e.ComplexityRoot.Mutation.UpdateTrigger == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateTrigger_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateTrigger(childComplexity, args["input"].(model.UpdateTriggerInput)), true
 	case "Mutation.updateWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.UpdateWebhookEndpoint == nil {
 			break
@@ -5838,6 +5991,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Schedules(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["workflowID"].(*string)), true
+	case "Query.triggers":
+		if e.ComplexityRoot.Query.Triggers == nil {
+			break
+		}
+
+		args, err := ec.field_Query_triggers_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Triggers(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.TriggerOrder), args["where"].(*ent.TriggerWhereInput)), true
 	case "Query.viewer":
 		if e.ComplexityRoot.Query.Viewer == nil {
 			break
@@ -7791,6 +7955,351 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Tenant.UpdatedAt(childComplexity), true
 
+	case "Trigger.createdAt":
+		if e.ComplexityRoot.Trigger.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.CreatedAt(childComplexity), true
+	case "Trigger.createdBy":
+		if e.ComplexityRoot.Trigger.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.CreatedBy(childComplexity), true
+	case "Trigger.dedup":
+		if e.ComplexityRoot.Trigger.Dedup == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.Dedup(childComplexity), true
+	case "Trigger.deliveries":
+		if e.ComplexityRoot.Trigger.Deliveries == nil {
+			break
+		}
+
+		args, err := ec.field_Trigger_deliveries_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Trigger.Deliveries(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.TriggerDeliveryOrder)), true
+	case "Trigger.enabled":
+		if e.ComplexityRoot.Trigger.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.Enabled(childComplexity), true
+	case "Trigger.environmentID":
+		if e.ComplexityRoot.Trigger.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.EnvironmentID(childComplexity), true
+	case "Trigger.eventFilter":
+		if e.ComplexityRoot.Trigger.EventFilter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.EventFilter(childComplexity), true
+	case "Trigger.id":
+		if e.ComplexityRoot.Trigger.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.ID(childComplexity), true
+	case "Trigger.inputMapping":
+		if e.ComplexityRoot.Trigger.InputMapping == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.InputMapping(childComplexity), true
+	case "Trigger.name":
+		if e.ComplexityRoot.Trigger.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.Name(childComplexity), true
+	case "Trigger.path":
+		if e.ComplexityRoot.Trigger.Path == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.Path(childComplexity), true
+	case "Trigger.previousSecretExpiresAt":
+		if e.ComplexityRoot.Trigger.PreviousSecretExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.PreviousSecretExpiresAt(childComplexity), true
+	case "Trigger.rateLimit":
+		if e.ComplexityRoot.Trigger.RateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.RateLimit(childComplexity), true
+	case "Trigger.url":
+		if e.ComplexityRoot.Trigger.URL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.URL(childComplexity), true
+	case "Trigger.updatedAt":
+		if e.ComplexityRoot.Trigger.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.UpdatedAt(childComplexity), true
+	case "Trigger.verification":
+		if e.ComplexityRoot.Trigger.Verification == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.Verification(childComplexity), true
+	case "Trigger.workflowID":
+		if e.ComplexityRoot.Trigger.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Trigger.WorkflowID(childComplexity), true
+
+	case "TriggerConnection.edges":
+		if e.ComplexityRoot.TriggerConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerConnection.Edges(childComplexity), true
+	case "TriggerConnection.pageInfo":
+		if e.ComplexityRoot.TriggerConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerConnection.PageInfo(childComplexity), true
+	case "TriggerConnection.totalCount":
+		if e.ComplexityRoot.TriggerConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerConnection.TotalCount(childComplexity), true
+
+	case "TriggerDedup.key":
+		if e.ComplexityRoot.TriggerDedup.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDedup.Key(childComplexity), true
+	case "TriggerDedup.windowSeconds":
+		if e.ComplexityRoot.TriggerDedup.WindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDedup.WindowSeconds(childComplexity), true
+
+	case "TriggerDelivery.body":
+		if e.ComplexityRoot.TriggerDelivery.Body == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Body(childComplexity), true
+	case "TriggerDelivery.bodyBytes":
+		if e.ComplexityRoot.TriggerDelivery.BodyBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.BodyBytes(childComplexity), true
+	case "TriggerDelivery.dedupKey":
+		if e.ComplexityRoot.TriggerDelivery.DedupKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.DedupKey(childComplexity), true
+	case "TriggerDelivery.duplicate":
+		if e.ComplexityRoot.TriggerDelivery.Duplicate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Duplicate(childComplexity), true
+	case "TriggerDelivery.filtered":
+		if e.ComplexityRoot.TriggerDelivery.Filtered == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Filtered(childComplexity), true
+	case "TriggerDelivery.headers":
+		if e.ComplexityRoot.TriggerDelivery.Headers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Headers(childComplexity), true
+	case "TriggerDelivery.id":
+		if e.ComplexityRoot.TriggerDelivery.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.ID(childComplexity), true
+	case "TriggerDelivery.outcome":
+		if e.ComplexityRoot.TriggerDelivery.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Outcome(childComplexity), true
+	case "TriggerDelivery.reason":
+		if e.ComplexityRoot.TriggerDelivery.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Reason(childComplexity), true
+	case "TriggerDelivery.receivedAt":
+		if e.ComplexityRoot.TriggerDelivery.ReceivedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.ReceivedAt(childComplexity), true
+	case "TriggerDelivery.runID":
+		if e.ComplexityRoot.TriggerDelivery.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.RunID(childComplexity), true
+	case "TriggerDelivery.trigger":
+		if e.ComplexityRoot.TriggerDelivery.Trigger == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Trigger(childComplexity), true
+	case "TriggerDelivery.triggerID":
+		if e.ComplexityRoot.TriggerDelivery.TriggerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.TriggerID(childComplexity), true
+	case "TriggerDelivery.verified":
+		if e.ComplexityRoot.TriggerDelivery.Verified == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDelivery.Verified(childComplexity), true
+
+	case "TriggerDeliveryConnection.edges":
+		if e.ComplexityRoot.TriggerDeliveryConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDeliveryConnection.Edges(childComplexity), true
+	case "TriggerDeliveryConnection.pageInfo":
+		if e.ComplexityRoot.TriggerDeliveryConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDeliveryConnection.PageInfo(childComplexity), true
+	case "TriggerDeliveryConnection.totalCount":
+		if e.ComplexityRoot.TriggerDeliveryConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDeliveryConnection.TotalCount(childComplexity), true
+
+	case "TriggerDeliveryEdge.cursor":
+		if e.ComplexityRoot.TriggerDeliveryEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDeliveryEdge.Cursor(childComplexity), true
+	case "TriggerDeliveryEdge.node":
+		if e.ComplexityRoot.TriggerDeliveryEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerDeliveryEdge.Node(childComplexity), true
+
+	case "TriggerEdge.cursor":
+		if e.ComplexityRoot.TriggerEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerEdge.Cursor(childComplexity), true
+	case "TriggerEdge.node":
+		if e.ComplexityRoot.TriggerEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerEdge.Node(childComplexity), true
+
+	case "TriggerRateLimit.burst":
+		if e.ComplexityRoot.TriggerRateLimit.Burst == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerRateLimit.Burst(childComplexity), true
+	case "TriggerRateLimit.perSecond":
+		if e.ComplexityRoot.TriggerRateLimit.PerSecond == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerRateLimit.PerSecond(childComplexity), true
+
+	case "TriggerSecretPayload.secret":
+		if e.ComplexityRoot.TriggerSecretPayload.Secret == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerSecretPayload.Secret(childComplexity), true
+	case "TriggerSecretPayload.trigger":
+		if e.ComplexityRoot.TriggerSecretPayload.Trigger == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerSecretPayload.Trigger(childComplexity), true
+
+	case "TriggerVerification.algorithm":
+		if e.ComplexityRoot.TriggerVerification.Algorithm == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Algorithm(childComplexity), true
+	case "TriggerVerification.encoding":
+		if e.ComplexityRoot.TriggerVerification.Encoding == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Encoding(childComplexity), true
+	case "TriggerVerification.header":
+		if e.ComplexityRoot.TriggerVerification.Header == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Header(childComplexity), true
+	case "TriggerVerification.prefix":
+		if e.ComplexityRoot.TriggerVerification.Prefix == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Prefix(childComplexity), true
+	case "TriggerVerification.scheme":
+		if e.ComplexityRoot.TriggerVerification.Scheme == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Scheme(childComplexity), true
+	case "TriggerVerification.signed":
+		if e.ComplexityRoot.TriggerVerification.Signed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.Signed(childComplexity), true
+	case "TriggerVerification.timestampHeader":
+		if e.ComplexityRoot.TriggerVerification.TimestampHeader == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.TimestampHeader(childComplexity), true
+	case "TriggerVerification.toleranceSeconds":
+		if e.ComplexityRoot.TriggerVerification.ToleranceSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TriggerVerification.ToleranceSeconds(childComplexity), true
+
 	case "Viewer.apiKeyID":
 		if e.ComplexityRoot.Viewer.APIKeyID == nil {
 			break
@@ -8348,6 +8857,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateReleaseInput", ec.unmarshalInputCreateReleaseInput),
 			graphql.NewInputUnmarshaler("CreateSLAPolicyInput", ec.unmarshalInputCreateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("CreateScheduleInput", ec.unmarshalInputCreateScheduleInput),
+			graphql.NewInputUnmarshaler("CreateTriggerInput", ec.unmarshalInputCreateTriggerInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowInput", ec.unmarshalInputCreateWorkflowInput),
 			graphql.NewInputUnmarshaler("CreateWorkflowVersionInput", ec.unmarshalInputCreateWorkflowVersionInput),
@@ -8423,12 +8933,19 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("StepAttemptOrder", ec.unmarshalInputStepAttemptOrder),
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
+			graphql.NewInputUnmarshaler("TriggerDedupInput", ec.unmarshalInputTriggerDedupInput),
+			graphql.NewInputUnmarshaler("TriggerDeliveryOrder", ec.unmarshalInputTriggerDeliveryOrder),
+			graphql.NewInputUnmarshaler("TriggerOrder", ec.unmarshalInputTriggerOrder),
+			graphql.NewInputUnmarshaler("TriggerRateLimitInput", ec.unmarshalInputTriggerRateLimitInput),
+			graphql.NewInputUnmarshaler("TriggerVerificationInput", ec.unmarshalInputTriggerVerificationInput),
+			graphql.NewInputUnmarshaler("TriggerWhereInput", ec.unmarshalInputTriggerWhereInput),
 			graphql.NewInputUnmarshaler("UnsetEnvironmentVariableInput", ec.unmarshalInputUnsetEnvironmentVariableInput),
 			graphql.NewInputUnmarshaler("UpdateEnvironmentInput", ec.unmarshalInputUpdateEnvironmentInput),
 			graphql.NewInputUnmarshaler("UpdateEscalationPolicyInput", ec.unmarshalInputUpdateEscalationPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateRateLimitInput", ec.unmarshalInputUpdateRateLimitInput),
 			graphql.NewInputUnmarshaler("UpdateSLAPolicyInput", ec.unmarshalInputUpdateSLAPolicyInput),
 			graphql.NewInputUnmarshaler("UpdateScheduleInput", ec.unmarshalInputUpdateScheduleInput),
+			graphql.NewInputUnmarshaler("UpdateTriggerInput", ec.unmarshalInputUpdateTriggerInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("UpdateWorkflowVersionInput", ec.unmarshalInputUpdateWorkflowVersionInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
@@ -12838,6 +13355,37 @@ type Query {
     """
     where: SLAPolicyWhereInput
   ): SLAPolicyConnection!
+  triggers(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for Triggers returned from the connection.
+    """
+    orderBy: TriggerOrder
+
+    """
+    Filtering options for Triggers returned from the connection.
+    """
+    where: TriggerWhereInput
+  ): TriggerConnection!
   webhookDeliveries(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -14451,6 +14999,307 @@ enum TenantOrderField {
 The builtin Time type
 """
 scalar Time
+type Trigger implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  workflowID: String!
+  environmentID: String!
+  name: String!
+  previousSecretExpiresAt: Time
+  eventFilter: String
+  enabled: Boolean!
+  createdBy: String!
+  deliveries(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for TriggerDeliveries returned from the connection.
+    """
+    orderBy: TriggerDeliveryOrder
+  ): TriggerDeliveryConnection!
+}
+"""
+A connection to a list of items.
+"""
+type TriggerConnection {
+  """
+  A list of edges.
+  """
+  edges: [TriggerEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+type TriggerDelivery implements Node {
+  id: ID!
+  triggerID: ID!
+  receivedAt: Time!
+  """
+  started, duplicate, filtered, unverified or input_rejected.
+  """
+  outcome: String!
+  verified: Boolean!
+  """
+  Why it did not verify, or why no run started.
+  """
+  reason: String
+  dedupKey: String
+  duplicate: Boolean!
+  filtered: Boolean!
+  runID: String
+  bodyBytes: Int!
+  trigger: Trigger!
+}
+"""
+A connection to a list of items.
+"""
+type TriggerDeliveryConnection {
+  """
+  A list of edges.
+  """
+  edges: [TriggerDeliveryEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type TriggerDeliveryEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: TriggerDelivery
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for TriggerDelivery connections
+"""
+input TriggerDeliveryOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order TriggerDeliveries.
+  """
+  field: TriggerDeliveryOrderField!
+}
+"""
+Properties by which TriggerDelivery connections can be ordered.
+"""
+enum TriggerDeliveryOrderField {
+  RECEIVED_AT
+}
+"""
+An edge in a connection.
+"""
+type TriggerEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Trigger
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for Trigger connections
+"""
+input TriggerOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Triggers.
+  """
+  field: TriggerOrderField!
+}
+"""
+Properties by which Trigger connections can be ordered.
+"""
+enum TriggerOrderField {
+  CREATED_AT
+  NAME
+}
+"""
+TriggerWhereInput is used for filtering Trigger objects.
+Input was generated by ent.
+"""
+input TriggerWhereInput {
+  not: TriggerWhereInput
+  and: [TriggerWhereInput!]
+  or: [TriggerWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  workflow_id field predicates
+  """
+  workflowID: String
+  workflowIDNEQ: String
+  workflowIDIn: [String!]
+  workflowIDNotIn: [String!]
+  workflowIDGT: String
+  workflowIDGTE: String
+  workflowIDLT: String
+  workflowIDLTE: String
+  workflowIDContains: String
+  workflowIDHasPrefix: String
+  workflowIDHasSuffix: String
+  workflowIDEqualFold: String
+  workflowIDContainsFold: String
+  """
+  environment_id field predicates
+  """
+  environmentID: String
+  environmentIDNEQ: String
+  environmentIDIn: [String!]
+  environmentIDNotIn: [String!]
+  environmentIDGT: String
+  environmentIDGTE: String
+  environmentIDLT: String
+  environmentIDLTE: String
+  environmentIDContains: String
+  environmentIDHasPrefix: String
+  environmentIDHasSuffix: String
+  environmentIDEqualFold: String
+  environmentIDContainsFold: String
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  previous_secret_expires_at field predicates
+  """
+  previousSecretExpiresAt: Time
+  previousSecretExpiresAtNEQ: Time
+  previousSecretExpiresAtIn: [Time!]
+  previousSecretExpiresAtNotIn: [Time!]
+  previousSecretExpiresAtGT: Time
+  previousSecretExpiresAtGTE: Time
+  previousSecretExpiresAtLT: Time
+  previousSecretExpiresAtLTE: Time
+  previousSecretExpiresAtIsNil: Boolean
+  previousSecretExpiresAtNotNil: Boolean
+  """
+  event_filter field predicates
+  """
+  eventFilter: String
+  eventFilterNEQ: String
+  eventFilterIn: [String!]
+  eventFilterNotIn: [String!]
+  eventFilterGT: String
+  eventFilterGTE: String
+  eventFilterLT: String
+  eventFilterLTE: String
+  eventFilterContains: String
+  eventFilterHasPrefix: String
+  eventFilterHasSuffix: String
+  eventFilterIsNil: Boolean
+  eventFilterNotNil: Boolean
+  eventFilterEqualFold: String
+  eventFilterContainsFold: String
+  """
+  enabled field predicates
+  """
+  enabled: Boolean
+  enabledNEQ: Boolean
+  """
+  created_by field predicates
+  """
+  createdBy: String
+  createdByNEQ: String
+  createdByIn: [String!]
+  createdByNotIn: [String!]
+  createdByGT: String
+  createdByGTE: String
+  createdByLT: String
+  createdByLTE: String
+  createdByContains: String
+  createdByHasPrefix: String
+  createdByHasSuffix: String
+  createdByEqualFold: String
+  createdByContainsFold: String
+}
 type WebhookAttempt implements Node {
   id: ID!
   createdAt: Time!
@@ -16684,6 +17533,135 @@ type Subscription {
   runEvents(runID: ID!, afterSeq: Int): RunEvent!
   "Status and cost changes of runs matching where."
   runUpdated(where: RunWhereInput): Run!
+}
+`, BuiltIn: false},
+	{Name: "../triggers.graphql", Input: `# Inbound webhook triggers: URLs that start runs from other systems'
+# webhooks (internal/triggers).
+
+enum TriggerScheme {
+  "webhook-id / webhook-timestamp / webhook-signature, whsec_ secrets."
+  STANDARD_WEBHOOKS
+  "Stripe-Signature (t=, v1=); the secret is Stripe's endpoint secret."
+  STRIPE
+  "X-Hub-Signature-256 (sha256=)."
+  GITHUB
+  "X-Slack-Signature (v0=) with X-Slack-Request-Timestamp."
+  SLACK
+  "An HMAC of the body (or timestamp.body) in a header of your choice."
+  HMAC
+  "A header that carries the secret itself."
+  STATIC_TOKEN
+}
+
+input TriggerVerificationInput {
+  "One of the TriggerScheme values: STANDARD_WEBHOOKS, STRIPE, GITHUB, SLACK, HMAC, STATIC_TOKEN."
+  scheme: String!
+  "The secret the sender signs with. Required for STRIPE and SLACK (the sender makes it); generated when absent otherwise and returned once."
+  secret: String
+  "HMAC and STATIC_TOKEN: the header holding the signature or token."
+  header: String
+  "HMAC: sha1, sha256 (default) or sha512."
+  algorithm: String
+  "HMAC: hex (default) or base64."
+  encoding: String
+  "HMAC and STATIC_TOKEN: text before the signature or token (e.g. \"sha256=\", \"Bearer \")."
+  prefix: String
+  "HMAC: \"body\" (default) or \"timestamp.body\" (then timestampHeader is required)."
+  signed: String
+  timestampHeader: String
+  "Age allowed for a signed timestamp, 1 to 3600 seconds; 300 when absent."
+  toleranceSeconds: Int
+}
+
+input TriggerDedupInput {
+  "CEL over headers (lower-case names) and body giving a string; absent: the scheme's delivery id header, else sha256 of the body."
+  key: String
+  "How long a key is remembered, 60 seconds to 30 days; 86400 when absent."
+  windowSeconds: Int
+}
+
+input TriggerRateLimitInput {
+  "Sustained requests per second (0.01 to 1000); 10 when absent."
+  perSecond: Float
+  "Requests allowed at once (1 to 10000); 20 when absent."
+  burst: Int
+}
+
+input CreateTriggerInput {
+  workflowID: ID!
+  environmentID: ID!
+  name: String!
+  verification: TriggerVerificationInput!
+  dedup: TriggerDedupInput
+  "CEL over headers and body: the event is ignored (recorded, no run) unless it is true."
+  filter: String
+  "The run input: a CEL expression (a string) or an object of CEL expressions, over body, headers and query. Absent: the body."
+  inputMapping: Any
+  rateLimit: TriggerRateLimitInput
+}
+
+input UpdateTriggerInput {
+  id: ID!
+  name: String
+  enabled: Boolean
+  dedup: TriggerDedupInput
+  "An empty string removes the filter."
+  filter: String
+  inputMapping: Any
+  rateLimit: TriggerRateLimitInput
+}
+
+type TriggerVerification {
+  scheme: TriggerScheme!
+  header: String
+  algorithm: String
+  encoding: String
+  prefix: String
+  signed: String
+  timestampHeader: String
+  toleranceSeconds: Int!
+}
+
+type TriggerDedup {
+  key: String
+  windowSeconds: Int!
+}
+
+type TriggerRateLimit {
+  perSecond: Float!
+  burst: Int!
+}
+
+extend type Trigger {
+  "The path senders POST to: /hooks/<opaque id>."
+  path: String!
+  "The full URL when SLUICE_PUBLIC_URL is set, else the path."
+  url: String!
+  verification: TriggerVerification!
+  dedup: TriggerDedup!
+  inputMapping: Any
+  rateLimit: TriggerRateLimit!
+}
+
+extend type TriggerDelivery {
+  "The headers received, without credentials (Authorization, Cookie, signatures)."
+  headers: Map
+  "The body as received (UTF-8), for deliveries that verified."
+  body: String
+}
+
+type TriggerSecretPayload {
+  trigger: Trigger!
+  "The secret, shown only here, once; null when you gave it."
+  secret: String
+}
+
+extend type Mutation {
+  createTrigger(input: CreateTriggerInput!): TriggerSecretPayload!
+  updateTrigger(input: UpdateTriggerInput!): Trigger!
+  deleteTrigger(id: ID!): ID!
+  "A new secret (yours, or generated); the old one keeps verifying during the overlap (SLUICE_TRIGGER_SECRET_OVERLAP, 24h)."
+  rotateTriggerSecret(id: ID!, secret: String): TriggerSecretPayload!
 }
 `, BuiltIn: false},
 	{Name: "../webhooks.graphql", Input: `# Webhooks: run events delivered to tenants' endpoints, signed per the
@@ -19072,6 +20050,176 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 	return nil, fmt.Errorf("no field named %q was found under type Tenant", field.Name)
 }
 
+func (ec *executionContext) childFields_Trigger(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Trigger_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Trigger_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Trigger_updatedAt(ctx, field)
+	case "workflowID":
+		return ec.fieldContext_Trigger_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_Trigger_environmentID(ctx, field)
+	case "name":
+		return ec.fieldContext_Trigger_name(ctx, field)
+	case "previousSecretExpiresAt":
+		return ec.fieldContext_Trigger_previousSecretExpiresAt(ctx, field)
+	case "eventFilter":
+		return ec.fieldContext_Trigger_eventFilter(ctx, field)
+	case "enabled":
+		return ec.fieldContext_Trigger_enabled(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_Trigger_createdBy(ctx, field)
+	case "deliveries":
+		return ec.fieldContext_Trigger_deliveries(ctx, field)
+	case "path":
+		return ec.fieldContext_Trigger_path(ctx, field)
+	case "url":
+		return ec.fieldContext_Trigger_url(ctx, field)
+	case "verification":
+		return ec.fieldContext_Trigger_verification(ctx, field)
+	case "dedup":
+		return ec.fieldContext_Trigger_dedup(ctx, field)
+	case "inputMapping":
+		return ec.fieldContext_Trigger_inputMapping(ctx, field)
+	case "rateLimit":
+		return ec.fieldContext_Trigger_rateLimit(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Trigger", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_TriggerConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_TriggerConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_TriggerConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerDedup(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "key":
+		return ec.fieldContext_TriggerDedup_key(ctx, field)
+	case "windowSeconds":
+		return ec.fieldContext_TriggerDedup_windowSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerDedup", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerDelivery(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_TriggerDelivery_id(ctx, field)
+	case "triggerID":
+		return ec.fieldContext_TriggerDelivery_triggerID(ctx, field)
+	case "receivedAt":
+		return ec.fieldContext_TriggerDelivery_receivedAt(ctx, field)
+	case "outcome":
+		return ec.fieldContext_TriggerDelivery_outcome(ctx, field)
+	case "verified":
+		return ec.fieldContext_TriggerDelivery_verified(ctx, field)
+	case "reason":
+		return ec.fieldContext_TriggerDelivery_reason(ctx, field)
+	case "dedupKey":
+		return ec.fieldContext_TriggerDelivery_dedupKey(ctx, field)
+	case "duplicate":
+		return ec.fieldContext_TriggerDelivery_duplicate(ctx, field)
+	case "filtered":
+		return ec.fieldContext_TriggerDelivery_filtered(ctx, field)
+	case "runID":
+		return ec.fieldContext_TriggerDelivery_runID(ctx, field)
+	case "bodyBytes":
+		return ec.fieldContext_TriggerDelivery_bodyBytes(ctx, field)
+	case "trigger":
+		return ec.fieldContext_TriggerDelivery_trigger(ctx, field)
+	case "headers":
+		return ec.fieldContext_TriggerDelivery_headers(ctx, field)
+	case "body":
+		return ec.fieldContext_TriggerDelivery_body(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerDelivery", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerDeliveryConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_TriggerDeliveryConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_TriggerDeliveryConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_TriggerDeliveryConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerDeliveryConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerDeliveryEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_TriggerDeliveryEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_TriggerDeliveryEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerDeliveryEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_TriggerEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_TriggerEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerRateLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "perSecond":
+		return ec.fieldContext_TriggerRateLimit_perSecond(ctx, field)
+	case "burst":
+		return ec.fieldContext_TriggerRateLimit_burst(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerRateLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerSecretPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "trigger":
+		return ec.fieldContext_TriggerSecretPayload_trigger(ctx, field)
+	case "secret":
+		return ec.fieldContext_TriggerSecretPayload_secret(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerSecretPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_TriggerVerification(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "scheme":
+		return ec.fieldContext_TriggerVerification_scheme(ctx, field)
+	case "header":
+		return ec.fieldContext_TriggerVerification_header(ctx, field)
+	case "algorithm":
+		return ec.fieldContext_TriggerVerification_algorithm(ctx, field)
+	case "encoding":
+		return ec.fieldContext_TriggerVerification_encoding(ctx, field)
+	case "prefix":
+		return ec.fieldContext_TriggerVerification_prefix(ctx, field)
+	case "signed":
+		return ec.fieldContext_TriggerVerification_signed(ctx, field)
+	case "timestampHeader":
+		return ec.fieldContext_TriggerVerification_timestampHeader(ctx, field)
+	case "toleranceSeconds":
+		return ec.fieldContext_TriggerVerification_toleranceSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TriggerVerification", field.Name)
+}
+
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "tenant":
@@ -19944,6 +21092,20 @@ func (ec *executionContext) field_Mutation_createSchedule_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createTrigger_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateTriggerInput, error) {
+			return ec.unmarshalNCreateTriggerInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateTriggerInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createWebhookEndpoint_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -20071,6 +21233,20 @@ func (ec *executionContext) field_Mutation_deleteSLAPolicy_args(ctx context.Cont
 }
 
 func (ec *executionContext) field_Mutation_deleteSchedule_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteTrigger_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -20382,6 +21558,28 @@ func (ec *executionContext) field_Mutation_rotateCredential_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_rotateTriggerSecret_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "secret",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["secret"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_rotateWebhookSecret_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -20633,6 +21831,20 @@ func (ec *executionContext) field_Mutation_updateSchedule_args(ctx context.Conte
 		return nil, err
 	}
 	args["input"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateTrigger_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateTriggerInput, error) {
+			return ec.unmarshalNUpdateTriggerInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateTriggerInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -21826,6 +23038,60 @@ func (ec *executionContext) field_Query_slaPolicies_args(ctx context.Context, ra
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_triggers_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.TriggerOrder, error) {
+			return ec.unmarshalOTriggerOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.TriggerWhereInput, error) {
+			return ec.unmarshalOTriggerWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_webhookDeliveries_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -22139,6 +23405,52 @@ func (ec *executionContext) field_Subscription_runUpdated_args(ctx context.Conte
 		return nil, err
 	}
 	args["where"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Trigger_deliveries_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.TriggerDeliveryOrder, error) {
+			return ec.unmarshalOTriggerDeliveryOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
 	return args, nil
 }
 
@@ -36278,6 +37590,182 @@ func (ec *executionContext) fieldContext_Mutation_resolveIncident(ctx context.Co
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createTrigger(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createTrigger(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateTrigger(ctx, fc.Args["input"].(model.CreateTriggerInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TriggerSecretPayload) graphql.Marshaler {
+			return ec.marshalNTriggerSecretPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerSecretPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createTrigger(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerSecretPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createTrigger_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateTrigger(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateTrigger(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateTrigger(ctx, fc.Args["input"].(model.UpdateTriggerInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+			return ec.marshalNTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateTrigger(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Trigger(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateTrigger_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteTrigger(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteTrigger(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteTrigger(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteTrigger(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteTrigger_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rotateTriggerSecret(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rotateTriggerSecret(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RotateTriggerSecret(ctx, fc.Args["id"].(string), fc.Args["secret"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TriggerSecretPayload) graphql.Marshaler {
+			return ec.marshalNTriggerSecretPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerSecretPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rotateTriggerSecret(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerSecretPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rotateTriggerSecret_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createWebhookEndpoint(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -38387,6 +39875,50 @@ func (ec *executionContext) fieldContext_Query_slaPolicies(ctx context.Context, 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_slaPolicies_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_triggers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_triggers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Triggers(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.TriggerOrder), fc.Args["where"].(*ent.TriggerWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.TriggerConnection) graphql.Marshaler {
+			return ec.marshalNTriggerConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_triggers(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_triggers_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -46788,6 +48320,1391 @@ func (ec *executionContext) fieldContext_Tenant_monthlyBudgetUSD(_ context.Conte
 	return graphql.NewScalarFieldContext("Tenant", field, true, true, "String")
 }
 
+func (ec *executionContext) _Trigger_id(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Trigger_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Trigger_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Trigger_workflowID(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "String")
+}
+
+func (ec *executionContext) _Trigger_environmentID(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "String")
+}
+
+func (ec *executionContext) _Trigger_name(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "String")
+}
+
+func (ec *executionContext) _Trigger_previousSecretExpiresAt(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_previousSecretExpiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PreviousSecretExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_previousSecretExpiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Trigger_eventFilter(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_eventFilter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EventFilter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_eventFilter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "String")
+}
+
+func (ec *executionContext) _Trigger_enabled(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Trigger_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, false, false, "String")
+}
+
+func (ec *executionContext) _Trigger_deliveries(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_deliveries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.Deliveries(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.TriggerDeliveryOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.TriggerDeliveryConnection) graphql.Marshaler {
+			return ec.marshalNTriggerDeliveryConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_deliveries(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Trigger",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerDeliveryConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Trigger_deliveries_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Trigger_path(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_path(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().Path(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_path(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, true, true, "String")
+}
+
+func (ec *executionContext) _Trigger_url(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_url(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().URL(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_url(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, true, true, "String")
+}
+
+func (ec *executionContext) _Trigger_verification(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_verification(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().Verification(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TriggerVerification) graphql.Marshaler {
+			return ec.marshalNTriggerVerification2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerVerification(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_verification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Trigger",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerVerification(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Trigger_dedup(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_dedup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().Dedup(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TriggerDedup) graphql.Marshaler {
+			return ec.marshalNTriggerDedup2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerDedup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_dedup(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Trigger",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerDedup(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Trigger_inputMapping(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_inputMapping(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().InputMapping(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v any) graphql.Marshaler {
+			return ec.marshalOAny2interface(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_inputMapping(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Trigger", field, true, true, "Any")
+}
+
+func (ec *executionContext) _Trigger_rateLimit(ctx context.Context, field graphql.CollectedField, obj *ent.Trigger) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Trigger_rateLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Trigger().RateLimit(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TriggerRateLimit) graphql.Marshaler {
+			return ec.marshalNTriggerRateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerRateLimit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Trigger_rateLimit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Trigger",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerRateLimit(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.TriggerEdge) graphql.Marshaler {
+			return ec.marshalOTriggerEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TriggerDedup_key(ctx context.Context, field graphql.CollectedField, obj *model.TriggerDedup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDedup_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDedup_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDedup", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerDedup_windowSeconds(ctx context.Context, field graphql.CollectedField, obj *model.TriggerDedup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDedup_windowSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WindowSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDedup_windowSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDedup", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TriggerDelivery_id(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TriggerDelivery_triggerID(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_triggerID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TriggerID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_triggerID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TriggerDelivery_receivedAt(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_receivedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReceivedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_receivedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TriggerDelivery_outcome(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_outcome(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Outcome, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_outcome(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerDelivery_verified(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_verified(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verified, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_verified(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _TriggerDelivery_reason(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerDelivery_dedupKey(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_dedupKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DedupKey, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_dedupKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerDelivery_duplicate(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_duplicate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Duplicate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_duplicate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _TriggerDelivery_filtered(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_filtered(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Filtered, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_filtered(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _TriggerDelivery_runID(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerDelivery_bodyBytes(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_bodyBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BodyBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_bodyBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TriggerDelivery_trigger(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_trigger(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Trigger(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+			return ec.marshalNTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_trigger(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerDelivery",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Trigger(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerDelivery_headers(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_headers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.TriggerDelivery().Headers(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_headers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, true, true, "Map")
+}
+
+func (ec *executionContext) _TriggerDelivery_body(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDelivery_body(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.TriggerDelivery().Body(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDelivery_body(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDelivery", field, true, true, "String")
+}
+
+func (ec *executionContext) _TriggerDeliveryConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDeliveryConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDeliveryConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.TriggerDeliveryEdge) graphql.Marshaler {
+			return ec.marshalOTriggerDeliveryEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDeliveryConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerDeliveryConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerDeliveryEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerDeliveryConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDeliveryConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDeliveryConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDeliveryConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerDeliveryConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerDeliveryConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDeliveryConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDeliveryConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDeliveryConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDeliveryConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TriggerDeliveryEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDeliveryEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDeliveryEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.TriggerDelivery) graphql.Marshaler {
+			return ec.marshalOTriggerDelivery2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDelivery(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDeliveryEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerDeliveryEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TriggerDelivery(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerDeliveryEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerDeliveryEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerDeliveryEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerDeliveryEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerDeliveryEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _TriggerEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+			return ec.marshalOTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Trigger(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.TriggerEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _TriggerRateLimit_perSecond(ctx context.Context, field graphql.CollectedField, obj *model.TriggerRateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerRateLimit_perSecond(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PerSecond, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerRateLimit_perSecond(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerRateLimit", field, false, false, "Float")
+}
+
+func (ec *executionContext) _TriggerRateLimit_burst(ctx context.Context, field graphql.CollectedField, obj *model.TriggerRateLimit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerRateLimit_burst(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Burst, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerRateLimit_burst(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerRateLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TriggerSecretPayload_trigger(ctx context.Context, field graphql.CollectedField, obj *model.TriggerSecretPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerSecretPayload_trigger(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Trigger, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+			return ec.marshalNTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerSecretPayload_trigger(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TriggerSecretPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Trigger(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TriggerSecretPayload_secret(ctx context.Context, field graphql.CollectedField, obj *model.TriggerSecretPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerSecretPayload_secret(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Secret, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerSecretPayload_secret(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerSecretPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_scheme(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_scheme(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scheme, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.TriggerScheme) graphql.Marshaler {
+			return ec.marshalNTriggerScheme2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerScheme(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_scheme(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "TriggerScheme")
+}
+
+func (ec *executionContext) _TriggerVerification_header(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_header(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Header, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_header(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_algorithm(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_algorithm(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Algorithm, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_algorithm(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_encoding(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_encoding(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Encoding, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_encoding(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_prefix(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_prefix(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Prefix, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_prefix(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_signed(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_signed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Signed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_signed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_timestampHeader(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_timestampHeader(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimestampHeader, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_timestampHeader(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "String")
+}
+
+func (ec *executionContext) _TriggerVerification_toleranceSeconds(ctx context.Context, field graphql.CollectedField, obj *model.TriggerVerification) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TriggerVerification_toleranceSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ToleranceSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TriggerVerification_toleranceSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TriggerVerification", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Viewer_tenant(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -53938,6 +56855,97 @@ func (ec *executionContext) unmarshalInputCreateScheduleInput(ctx context.Contex
 func UnmarshalCreateScheduleInput(ctx context.Context, raw any) (model.CreateScheduleInput, error) {
 	var out model.CreateScheduleInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateScheduleInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateTriggerInput(ctx context.Context, obj any) (model.CreateTriggerInput, error) {
+	var it model.CreateTriggerInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "name", "verification", "dedup", "filter", "inputMapping", "rateLimit"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "verification":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("verification"))
+			data, err := ec.unmarshalNTriggerVerificationInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerVerificationInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Verification = data
+		case "dedup":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedup"))
+			data, err := ec.unmarshalOTriggerDedupInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerDedupInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Dedup = data
+		case "filter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("filter"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Filter = data
+		case "inputMapping":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputMapping"))
+			data, err := ec.unmarshalOAny2interface(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputMapping = data
+		case "rateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLimit"))
+			data, err := ec.unmarshalOTriggerRateLimitInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerRateLimitInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLimit = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateTriggerInput unmarshals raw into the CreateTriggerInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateTriggerInput(ctx context.Context, raw any) (model.CreateTriggerInput, error) {
+	var out model.CreateTriggerInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateTriggerInput", raw, &out)
 	return out, err
 }
 
@@ -70124,6 +73132,1099 @@ func UnmarshalTenantOrder(ctx context.Context, raw any) (ent.TenantOrder, error)
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputTriggerDedupInput(ctx context.Context, obj any) (model.TriggerDedupInput, error) {
+	var it model.TriggerDedupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"key", "windowSeconds"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "key":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("key"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Key = data
+		case "windowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("windowSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WindowSeconds = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerDedupInput unmarshals raw into the TriggerDedupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerDedupInput(ctx context.Context, raw any) (model.TriggerDedupInput, error) {
+	var out model.TriggerDedupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerDedupInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTriggerDeliveryOrder(ctx context.Context, obj any) (ent.TriggerDeliveryOrder, error) {
+	var it ent.TriggerDeliveryOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNTriggerDeliveryOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerDeliveryOrder unmarshals raw into the TriggerDeliveryOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerDeliveryOrder(ctx context.Context, raw any) (ent.TriggerDeliveryOrder, error) {
+	var out ent.TriggerDeliveryOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerDeliveryOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTriggerOrder(ctx context.Context, obj any) (ent.TriggerOrder, error) {
+	var it ent.TriggerOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNTriggerOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerOrder unmarshals raw into the TriggerOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerOrder(ctx context.Context, raw any) (ent.TriggerOrder, error) {
+	var out ent.TriggerOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTriggerRateLimitInput(ctx context.Context, obj any) (model.TriggerRateLimitInput, error) {
+	var it model.TriggerRateLimitInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"perSecond", "burst"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "perSecond":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("perSecond"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PerSecond = data
+		case "burst":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("burst"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Burst = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerRateLimitInput unmarshals raw into the TriggerRateLimitInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerRateLimitInput(ctx context.Context, raw any) (model.TriggerRateLimitInput, error) {
+	var out model.TriggerRateLimitInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerRateLimitInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTriggerVerificationInput(ctx context.Context, obj any) (model.TriggerVerificationInput, error) {
+	var it model.TriggerVerificationInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"scheme", "secret", "header", "algorithm", "encoding", "prefix", "signed", "timestampHeader", "toleranceSeconds"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "scheme":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scheme"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scheme = data
+		case "secret":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("secret"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Secret = data
+		case "header":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("header"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Header = data
+		case "algorithm":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("algorithm"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Algorithm = data
+		case "encoding":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("encoding"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Encoding = data
+		case "prefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("prefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Prefix = data
+		case "signed":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("signed"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Signed = data
+		case "timestampHeader":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("timestampHeader"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TimestampHeader = data
+		case "toleranceSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("toleranceSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ToleranceSeconds = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerVerificationInput unmarshals raw into the TriggerVerificationInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerVerificationInput(ctx context.Context, raw any) (model.TriggerVerificationInput, error) {
+	var out model.TriggerVerificationInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerVerificationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTriggerWhereInput(ctx context.Context, obj any) (ent.TriggerWhereInput, error) {
+	var it ent.TriggerWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "previousSecretExpiresAt", "previousSecretExpiresAtNEQ", "previousSecretExpiresAtIn", "previousSecretExpiresAtNotIn", "previousSecretExpiresAtGT", "previousSecretExpiresAtGTE", "previousSecretExpiresAtLT", "previousSecretExpiresAtLTE", "previousSecretExpiresAtIsNil", "previousSecretExpiresAtNotNil", "eventFilter", "eventFilterNEQ", "eventFilterIn", "eventFilterNotIn", "eventFilterGT", "eventFilterGTE", "eventFilterLT", "eventFilterLTE", "eventFilterContains", "eventFilterHasPrefix", "eventFilterHasSuffix", "eventFilterIsNil", "eventFilterNotNil", "eventFilterEqualFold", "eventFilterContainsFold", "enabled", "enabledNEQ", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOTriggerWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOTriggerWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOTriggerWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "updatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAt = data
+		case "updatedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNEQ = data
+		case "updatedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtIn = data
+		case "updatedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtNotIn = data
+		case "updatedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGT = data
+		case "updatedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtGTE = data
+		case "updatedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLT = data
+		case "updatedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UpdatedAtLTE = data
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "workflowIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNEQ = data
+		case "workflowIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDIn = data
+		case "workflowIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDNotIn = data
+		case "workflowIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGT = data
+		case "workflowIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDGTE = data
+		case "workflowIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLT = data
+		case "workflowIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDLTE = data
+		case "workflowIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContains = data
+		case "workflowIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasPrefix = data
+		case "workflowIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDHasSuffix = data
+		case "workflowIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDEqualFold = data
+		case "workflowIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowIDContainsFold = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "environmentIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNEQ = data
+		case "environmentIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDIn = data
+		case "environmentIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDNotIn = data
+		case "environmentIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGT = data
+		case "environmentIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDGTE = data
+		case "environmentIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLT = data
+		case "environmentIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDLTE = data
+		case "environmentIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContains = data
+		case "environmentIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasPrefix = data
+		case "environmentIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDHasSuffix = data
+		case "environmentIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDEqualFold = data
+		case "environmentIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentIDContainsFold = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "nameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNEQ = data
+		case "nameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIn = data
+		case "nameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotIn = data
+		case "nameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGT = data
+		case "nameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGTE = data
+		case "nameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLT = data
+		case "nameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLTE = data
+		case "nameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContains = data
+		case "nameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasPrefix = data
+		case "nameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasSuffix = data
+		case "nameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameEqualFold = data
+		case "nameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContainsFold = data
+		case "previousSecretExpiresAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAt = data
+		case "previousSecretExpiresAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtNEQ = data
+		case "previousSecretExpiresAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtIn = data
+		case "previousSecretExpiresAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtNotIn = data
+		case "previousSecretExpiresAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtGT = data
+		case "previousSecretExpiresAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtGTE = data
+		case "previousSecretExpiresAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtLT = data
+		case "previousSecretExpiresAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtLTE = data
+		case "previousSecretExpiresAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtIsNil = data
+		case "previousSecretExpiresAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("previousSecretExpiresAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PreviousSecretExpiresAtNotNil = data
+		case "eventFilter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilter"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilter = data
+		case "eventFilterNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterNEQ = data
+		case "eventFilterIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterIn = data
+		case "eventFilterNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterNotIn = data
+		case "eventFilterGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterGT = data
+		case "eventFilterGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterGTE = data
+		case "eventFilterLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterLT = data
+		case "eventFilterLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterLTE = data
+		case "eventFilterContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterContains = data
+		case "eventFilterHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterHasPrefix = data
+		case "eventFilterHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterHasSuffix = data
+		case "eventFilterIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterIsNil = data
+		case "eventFilterNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterNotNil = data
+		case "eventFilterEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterEqualFold = data
+		case "eventFilterContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventFilterContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventFilterContainsFold = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		case "enabledNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabledNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnabledNEQ = data
+		case "createdBy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdBy"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedBy = data
+		case "createdByNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNEQ = data
+		case "createdByIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByIn = data
+		case "createdByNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByNotIn = data
+		case "createdByGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGT = data
+		case "createdByGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByGTE = data
+		case "createdByLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLT = data
+		case "createdByLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByLTE = data
+		case "createdByContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContains = data
+		case "createdByHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasPrefix = data
+		case "createdByHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByHasSuffix = data
+		case "createdByEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByEqualFold = data
+		case "createdByContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdByContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedByContainsFold = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTriggerWhereInput unmarshals raw into the TriggerWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTriggerWhereInput(ctx context.Context, raw any) (ent.TriggerWhereInput, error) {
+	var out ent.TriggerWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TriggerWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUnsetEnvironmentVariableInput(ctx context.Context, obj any) (model.UnsetEnvironmentVariableInput, error) {
 	var it model.UnsetEnvironmentVariableInput
 	if obj == nil {
@@ -70541,6 +74642,90 @@ func (ec *executionContext) unmarshalInputUpdateScheduleInput(ctx context.Contex
 func UnmarshalUpdateScheduleInput(ctx context.Context, raw any) (model.UpdateScheduleInput, error) {
 	var out model.UpdateScheduleInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateScheduleInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateTriggerInput(ctx context.Context, obj any) (model.UpdateTriggerInput, error) {
+	var it model.UpdateTriggerInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "enabled", "dedup", "filter", "inputMapping", "rateLimit"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		case "dedup":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dedup"))
+			data, err := ec.unmarshalOTriggerDedupInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerDedupInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Dedup = data
+		case "filter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("filter"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Filter = data
+		case "inputMapping":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputMapping"))
+			data, err := ec.unmarshalOAny2interface(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputMapping = data
+		case "rateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLimit"))
+			data, err := ec.unmarshalOTriggerRateLimitInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerRateLimitInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLimit = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateTriggerInput unmarshals raw into the UpdateTriggerInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateTriggerInput(ctx context.Context, raw any) (model.UpdateTriggerInput, error) {
+	var out model.UpdateTriggerInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateTriggerInput", raw, &out)
 	return out, err
 }
 
@@ -74342,6 +78527,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._WebhookAttempt(ctx, sel, obj)
+	case *ent.TriggerDelivery:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._TriggerDelivery(ctx, sel, obj)
+	case *ent.Trigger:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._Trigger(ctx, sel, obj)
 	case *ent.Tenant:
 		if obj == nil {
 			return graphql.Null
@@ -79280,6 +83475,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createTrigger":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createTrigger(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateTrigger":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateTrigger(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteTrigger":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteTrigger(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rotateTriggerSecret":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rotateTriggerSecret(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createWebhookEndpoint":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createWebhookEndpoint(ctx, field)
@@ -79913,6 +84136,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_slaPolicies(ctx, field)
+				})
+		case "triggers":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_triggers(ctx, field)
 				})
 		case "webhookDeliveries":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -82758,6 +86987,571 @@ func (ec *executionContext) _Tenant(ctx context.Context, sel ast.SelectionSet, o
 	return out
 }
 
+var triggerImplementors = []string{"Trigger", "Node"}
+
+func (ec *executionContext) _Trigger(ctx context.Context, sel ast.SelectionSet, obj *ent.Trigger) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Trigger")
+		case "id":
+			out.Values[i] = ec._Trigger_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Trigger_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Trigger_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "workflowID":
+			out.Values[i] = ec._Trigger_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "environmentID":
+			out.Values[i] = ec._Trigger_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "name":
+			out.Values[i] = ec._Trigger_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "previousSecretExpiresAt":
+			out.Values[i] = ec._Trigger_previousSecretExpiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "eventFilter":
+			out.Values[i] = ec._Trigger_eventFilter(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "enabled":
+			out.Values[i] = ec._Trigger_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._Trigger_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "deliveries":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_deliveries(ctx, field, obj)
+				})
+		case "path":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_path(ctx, field, obj)
+				})
+		case "url":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_url(ctx, field, obj)
+				})
+		case "verification":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_verification(ctx, field, obj)
+				})
+		case "dedup":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_dedup(ctx, field, obj)
+				})
+		case "inputMapping":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_inputMapping(ctx, field, obj)
+				})
+		case "rateLimit":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Trigger_rateLimit(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerConnectionImplementors = []string{"TriggerConnection"}
+
+func (ec *executionContext) _TriggerConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.TriggerConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerConnection")
+		case "edges":
+			out.Values[i] = ec._TriggerConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._TriggerConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._TriggerConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerDedupImplementors = []string{"TriggerDedup"}
+
+func (ec *executionContext) _TriggerDedup(ctx context.Context, sel ast.SelectionSet, obj *model.TriggerDedup) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerDedupImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerDedup")
+		case "key":
+			out.Values[i] = ec._TriggerDedup_key(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "windowSeconds":
+			out.Values[i] = ec._TriggerDedup_windowSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerDeliveryImplementors = []string{"TriggerDelivery", "Node"}
+
+func (ec *executionContext) _TriggerDelivery(ctx context.Context, sel ast.SelectionSet, obj *ent.TriggerDelivery) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerDeliveryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerDelivery")
+		case "id":
+			out.Values[i] = ec._TriggerDelivery_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "triggerID":
+			out.Values[i] = ec._TriggerDelivery_triggerID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "receivedAt":
+			out.Values[i] = ec._TriggerDelivery_receivedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "outcome":
+			out.Values[i] = ec._TriggerDelivery_outcome(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "verified":
+			out.Values[i] = ec._TriggerDelivery_verified(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "reason":
+			out.Values[i] = ec._TriggerDelivery_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "dedupKey":
+			out.Values[i] = ec._TriggerDelivery_dedupKey(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "duplicate":
+			out.Values[i] = ec._TriggerDelivery_duplicate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "filtered":
+			out.Values[i] = ec._TriggerDelivery_filtered(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._TriggerDelivery_runID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "bodyBytes":
+			out.Values[i] = ec._TriggerDelivery_bodyBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "trigger":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TriggerDelivery_trigger(ctx, field, obj)
+				})
+		case "headers":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TriggerDelivery_headers(ctx, field, obj)
+				})
+		case "body":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TriggerDelivery_body(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerDeliveryConnectionImplementors = []string{"TriggerDeliveryConnection"}
+
+func (ec *executionContext) _TriggerDeliveryConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.TriggerDeliveryConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerDeliveryConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerDeliveryConnection")
+		case "edges":
+			out.Values[i] = ec._TriggerDeliveryConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._TriggerDeliveryConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._TriggerDeliveryConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerDeliveryEdgeImplementors = []string{"TriggerDeliveryEdge"}
+
+func (ec *executionContext) _TriggerDeliveryEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.TriggerDeliveryEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerDeliveryEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerDeliveryEdge")
+		case "node":
+			out.Values[i] = ec._TriggerDeliveryEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._TriggerDeliveryEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerEdgeImplementors = []string{"TriggerEdge"}
+
+func (ec *executionContext) _TriggerEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.TriggerEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerEdge")
+		case "node":
+			out.Values[i] = ec._TriggerEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._TriggerEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerRateLimitImplementors = []string{"TriggerRateLimit"}
+
+func (ec *executionContext) _TriggerRateLimit(ctx context.Context, sel ast.SelectionSet, obj *model.TriggerRateLimit) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerRateLimitImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerRateLimit")
+		case "perSecond":
+			out.Values[i] = ec._TriggerRateLimit_perSecond(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "burst":
+			out.Values[i] = ec._TriggerRateLimit_burst(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerSecretPayloadImplementors = []string{"TriggerSecretPayload"}
+
+func (ec *executionContext) _TriggerSecretPayload(ctx context.Context, sel ast.SelectionSet, obj *model.TriggerSecretPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerSecretPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerSecretPayload")
+		case "trigger":
+			out.Values[i] = ec._TriggerSecretPayload_trigger(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "secret":
+			out.Values[i] = ec._TriggerSecretPayload_secret(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var triggerVerificationImplementors = []string{"TriggerVerification"}
+
+func (ec *executionContext) _TriggerVerification(ctx context.Context, sel ast.SelectionSet, obj *model.TriggerVerification) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, triggerVerificationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TriggerVerification")
+		case "scheme":
+			out.Values[i] = ec._TriggerVerification_scheme(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "header":
+			out.Values[i] = ec._TriggerVerification_header(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "algorithm":
+			out.Values[i] = ec._TriggerVerification_algorithm(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "encoding":
+			out.Values[i] = ec._TriggerVerification_encoding(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "prefix":
+			out.Values[i] = ec._TriggerVerification_prefix(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "signed":
+			out.Values[i] = ec._TriggerVerification_signed(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "timestampHeader":
+			out.Values[i] = ec._TriggerVerification_timestampHeader(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "toleranceSeconds":
+			out.Values[i] = ec._TriggerVerification_toleranceSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var viewerImplementors = []string{"Viewer"}
 
 func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *model.Viewer) graphql.Marshaler {
@@ -84222,6 +89016,11 @@ func (ec *executionContext) unmarshalNCreateSLAPolicyInput2githubᚗcomᚋsluice
 
 func (ec *executionContext) unmarshalNCreateScheduleInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateScheduleInput(ctx context.Context, v any) (model.CreateScheduleInput, error) {
 	res, err := ec.unmarshalInputCreateScheduleInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNCreateTriggerInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCreateTriggerInput(ctx context.Context, v any) (model.CreateTriggerInput, error) {
+	res, err := ec.unmarshalInputCreateTriggerInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -86306,6 +91105,110 @@ func (ec *executionContext) marshalNTime2ᚖtimeᚐTime(ctx context.Context, sel
 	return res
 }
 
+func (ec *executionContext) marshalNTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx context.Context, sel ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Trigger!")
+		return graphql.Null
+	}
+	return ec._Trigger(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNTriggerConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerConnection(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerConnection!")
+		return graphql.Null
+	}
+	return ec._TriggerConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNTriggerDedup2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerDedup(ctx context.Context, sel ast.SelectionSet, v *model.TriggerDedup) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerDedup!")
+		return graphql.Null
+	}
+	return ec._TriggerDedup(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNTriggerDeliveryConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryConnection(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerDeliveryConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerDeliveryConnection!")
+		return graphql.Null
+	}
+	return ec._TriggerDeliveryConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNTriggerDeliveryOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryOrderField(ctx context.Context, v any) (*ent.TriggerDeliveryOrderField, error) {
+	var res = new(ent.TriggerDeliveryOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTriggerDeliveryOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerDeliveryOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerDeliveryOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNTriggerOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerOrderField(ctx context.Context, v any) (*ent.TriggerOrderField, error) {
+	var res = new(ent.TriggerOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTriggerOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalNTriggerRateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerRateLimit(ctx context.Context, sel ast.SelectionSet, v *model.TriggerRateLimit) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerRateLimit!")
+		return graphql.Null
+	}
+	return ec._TriggerRateLimit(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNTriggerScheme2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerScheme(ctx context.Context, v any) (model.TriggerScheme, error) {
+	var res model.TriggerScheme
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTriggerScheme2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerScheme(ctx context.Context, sel ast.SelectionSet, v model.TriggerScheme) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNTriggerSecretPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerSecretPayload(ctx context.Context, sel ast.SelectionSet, v *model.TriggerSecretPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerSecretPayload!")
+		return graphql.Null
+	}
+	return ec._TriggerSecretPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNTriggerVerification2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerVerification(ctx context.Context, sel ast.SelectionSet, v *model.TriggerVerification) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TriggerVerification!")
+		return graphql.Null
+	}
+	return ec._TriggerVerification(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNTriggerVerificationInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerVerificationInput(ctx context.Context, v any) (*model.TriggerVerificationInput, error) {
+	res, err := ec.unmarshalInputTriggerVerificationInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNTriggerWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInput(ctx context.Context, v any) (*ent.TriggerWhereInput, error) {
+	res, err := ec.unmarshalInputTriggerWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNUnsetEnvironmentVariableInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUnsetEnvironmentVariableInput(ctx context.Context, v any) (model.UnsetEnvironmentVariableInput, error) {
 	res, err := ec.unmarshalInputUnsetEnvironmentVariableInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -86333,6 +91236,11 @@ func (ec *executionContext) unmarshalNUpdateSLAPolicyInput2githubᚗcomᚋsluice
 
 func (ec *executionContext) unmarshalNUpdateScheduleInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateScheduleInput(ctx context.Context, v any) (model.UpdateScheduleInput, error) {
 	res, err := ec.unmarshalInputUpdateScheduleInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdateTriggerInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐUpdateTriggerInput(ctx context.Context, v any) (model.UpdateTriggerInput, error) {
+	res, err := ec.unmarshalInputUpdateTriggerInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -89489,6 +94397,117 @@ func (ec *executionContext) marshalOTime2ᚖtimeᚐTime(ctx context.Context, sel
 	_ = ctx
 	res := graphql.MarshalTime(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOTrigger2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTrigger(ctx context.Context, sel ast.SelectionSet, v *ent.Trigger) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Trigger(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOTriggerDedupInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerDedupInput(ctx context.Context, v any) (*model.TriggerDedupInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTriggerDedupInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOTriggerDelivery2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDelivery(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerDelivery) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._TriggerDelivery(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOTriggerDeliveryEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.TriggerDeliveryEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOTriggerDeliveryEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOTriggerDeliveryEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryEdge(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerDeliveryEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._TriggerDeliveryEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOTriggerDeliveryOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerDeliveryOrder(ctx context.Context, v any) (*ent.TriggerDeliveryOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTriggerDeliveryOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOTriggerEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.TriggerEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOTriggerEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOTriggerEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerEdge(ctx context.Context, sel ast.SelectionSet, v *ent.TriggerEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._TriggerEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOTriggerOrder2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerOrder(ctx context.Context, v any) (*ent.TriggerOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTriggerOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOTriggerRateLimitInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐTriggerRateLimitInput(ctx context.Context, v any) (*model.TriggerRateLimitInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTriggerRateLimitInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOTriggerWhereInput2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInputᚄ(ctx context.Context, v any) ([]*ent.TriggerWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.TriggerWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNTriggerWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOTriggerWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐTriggerWhereInput(ctx context.Context, v any) (*ent.TriggerWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTriggerWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalOWebhookDelivery2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐWebhookDelivery(ctx context.Context, sel ast.SelectionSet, v *ent.WebhookDelivery) graphql.Marshaler {

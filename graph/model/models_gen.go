@@ -151,6 +151,19 @@ type CreateScheduleInput struct {
 	Note    *string    `json:"note,omitempty"`
 }
 
+type CreateTriggerInput struct {
+	WorkflowID    string                    `json:"workflowID"`
+	EnvironmentID string                    `json:"environmentID"`
+	Name          string                    `json:"name"`
+	Verification  *TriggerVerificationInput `json:"verification"`
+	Dedup         *TriggerDedupInput        `json:"dedup,omitempty"`
+	// CEL over headers and body: the event is ignored (recorded, no run) unless it is true.
+	Filter *string `json:"filter,omitempty"`
+	// The run input: a CEL expression (a string) or an object of CEL expressions, over body, headers and query. Absent: the body.
+	InputMapping any                    `json:"inputMapping,omitempty"`
+	RateLimit    *TriggerRateLimitInput `json:"rateLimit,omitempty"`
+}
+
 type CreateWebhookEndpointInput struct {
 	// https required in production; private and loopback targets are refused.
 	URL string `json:"url"`
@@ -657,6 +670,67 @@ type StepCall struct {
 type Subscription struct {
 }
 
+type TriggerDedup struct {
+	Key           *string `json:"key,omitempty"`
+	WindowSeconds int     `json:"windowSeconds"`
+}
+
+type TriggerDedupInput struct {
+	// CEL over headers (lower-case names) and body giving a string; absent: the scheme's delivery id header, else sha256 of the body.
+	Key *string `json:"key,omitempty"`
+	// How long a key is remembered, 60 seconds to 30 days; 86400 when absent.
+	WindowSeconds *int `json:"windowSeconds,omitempty"`
+}
+
+type TriggerRateLimit struct {
+	PerSecond float64 `json:"perSecond"`
+	Burst     int     `json:"burst"`
+}
+
+type TriggerRateLimitInput struct {
+	// Sustained requests per second (0.01 to 1000); 10 when absent.
+	PerSecond *float64 `json:"perSecond,omitempty"`
+	// Requests allowed at once (1 to 10000); 20 when absent.
+	Burst *int `json:"burst,omitempty"`
+}
+
+type TriggerSecretPayload struct {
+	Trigger *ent.Trigger `json:"trigger"`
+	// The secret, shown only here, once; null when you gave it.
+	Secret *string `json:"secret,omitempty"`
+}
+
+type TriggerVerification struct {
+	Scheme           TriggerScheme `json:"scheme"`
+	Header           *string       `json:"header,omitempty"`
+	Algorithm        *string       `json:"algorithm,omitempty"`
+	Encoding         *string       `json:"encoding,omitempty"`
+	Prefix           *string       `json:"prefix,omitempty"`
+	Signed           *string       `json:"signed,omitempty"`
+	TimestampHeader  *string       `json:"timestampHeader,omitempty"`
+	ToleranceSeconds int           `json:"toleranceSeconds"`
+}
+
+type TriggerVerificationInput struct {
+	// One of the TriggerScheme values: STANDARD_WEBHOOKS, STRIPE, GITHUB, SLACK, HMAC, STATIC_TOKEN.
+	Scheme string `json:"scheme"`
+	// The secret the sender signs with. Required for STRIPE and SLACK (the sender makes it); generated when absent otherwise and returned once.
+	Secret *string `json:"secret,omitempty"`
+	// HMAC and STATIC_TOKEN: the header holding the signature or token.
+	Header *string `json:"header,omitempty"`
+	// HMAC: sha1, sha256 (default) or sha512.
+	Algorithm *string `json:"algorithm,omitempty"`
+	// HMAC: hex (default) or base64.
+	Encoding *string `json:"encoding,omitempty"`
+	// HMAC and STATIC_TOKEN: text before the signature or token (e.g. "sha256=", "Bearer ").
+	Prefix *string `json:"prefix,omitempty"`
+	// HMAC: "body" (default) or "timestamp.body" (then timestampHeader is required).
+	Signed          *string `json:"signed,omitempty"`
+	TimestampHeader *string `json:"timestampHeader,omitempty"`
+	// Age allowed for a signed timestamp, 1 to 3600 seconds; 300 when absent.
+	ToleranceSeconds *int `json:"toleranceSeconds,omitempty"`
+}
+
 type UnsetEnvironmentVariableInput struct {
 	EnvironmentID string `json:"environmentID"`
 	Name          string `json:"name"`
@@ -705,6 +779,17 @@ type UpdateScheduleInput struct {
 	EndAt         *time.Time        `json:"endAt,omitempty"`
 	Paused        *bool             `json:"paused,omitempty"`
 	Note          *string           `json:"note,omitempty"`
+}
+
+type UpdateTriggerInput struct {
+	ID      string             `json:"id"`
+	Name    *string            `json:"name,omitempty"`
+	Enabled *bool              `json:"enabled,omitempty"`
+	Dedup   *TriggerDedupInput `json:"dedup,omitempty"`
+	// An empty string removes the filter.
+	Filter       *string                `json:"filter,omitempty"`
+	InputMapping any                    `json:"inputMapping,omitempty"`
+	RateLimit    *TriggerRateLimitInput `json:"rateLimit,omitempty"`
 }
 
 type UpdateWebhookEndpointInput struct {
@@ -1139,6 +1224,75 @@ func (e *SLASeverity) UnmarshalJSON(b []byte) error {
 }
 
 func (e SLASeverity) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type TriggerScheme string
+
+const (
+	// webhook-id / webhook-timestamp / webhook-signature, whsec_ secrets.
+	TriggerSchemeStandardWebhooks TriggerScheme = "STANDARD_WEBHOOKS"
+	// Stripe-Signature (t=, v1=); the secret is Stripe's endpoint secret.
+	TriggerSchemeStripe TriggerScheme = "STRIPE"
+	// X-Hub-Signature-256 (sha256=).
+	TriggerSchemeGithub TriggerScheme = "GITHUB"
+	// X-Slack-Signature (v0=) with X-Slack-Request-Timestamp.
+	TriggerSchemeSLACk TriggerScheme = "SLACK"
+	// An HMAC of the body (or timestamp.body) in a header of your choice.
+	TriggerSchemeHmac TriggerScheme = "HMAC"
+	// A header that carries the secret itself.
+	TriggerSchemeStaticToken TriggerScheme = "STATIC_TOKEN"
+)
+
+var AllTriggerScheme = []TriggerScheme{
+	TriggerSchemeStandardWebhooks,
+	TriggerSchemeStripe,
+	TriggerSchemeGithub,
+	TriggerSchemeSLACk,
+	TriggerSchemeHmac,
+	TriggerSchemeStaticToken,
+}
+
+func (e TriggerScheme) IsValid() bool {
+	switch e {
+	case TriggerSchemeStandardWebhooks, TriggerSchemeStripe, TriggerSchemeGithub, TriggerSchemeSLACk, TriggerSchemeHmac, TriggerSchemeStaticToken:
+		return true
+	}
+	return false
+}
+
+func (e TriggerScheme) String() string {
+	return string(e)
+}
+
+func (e *TriggerScheme) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TriggerScheme(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TriggerScheme", str)
+	}
+	return nil
+}
+
+func (e TriggerScheme) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TriggerScheme) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TriggerScheme) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -13,6 +13,8 @@ import (
 	entgen "github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/run"
+	"github.com/sluicehq/sluice/ent/trigger"
+	"github.com/sluicehq/sluice/ent/triggerdelivery"
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -97,6 +99,8 @@ func FilterRunChildrenRule() privacy.QueryRule {
 			q.Where(runInEnvironment("run_id", env))
 		case *entgen.PagerDutySendQuery:
 			q.Where(func(s *sql.Selector) { s.Where(sql.False()) })
+		case *entgen.TriggerDeliveryQuery:
+			q.Where(triggerInEnvironment(env))
 		}
 		return privacy.Skip
 	})
@@ -154,6 +158,17 @@ func deliveryInEnvironment(col, env string) func(*sql.Selector) {
 		d := b.Table(webhookdelivery.Table).As("scope_deliveries")
 		s.Where(sql.In(s.C(col), b.Select(d.C(webhookdelivery.FieldID)).From(d).
 			Where(sql.In(d.C(webhookdelivery.FieldRunID), runsIn(s.Dialect(), env)))))
+	}
+}
+
+// triggerInEnvironment keeps the trigger deliveries of triggers in
+// environment env.
+func triggerInEnvironment(env string) func(*sql.Selector) {
+	return func(s *sql.Selector) {
+		b := sql.Dialect(s.Dialect())
+		t := b.Table(trigger.Table).As("scope_triggers")
+		s.Where(sql.In(s.C(triggerdelivery.FieldTriggerID), b.Select(t.C(trigger.FieldID)).From(t).
+			Where(sql.EQ(t.C(trigger.FieldEnvironmentID), env))))
 	}
 }
 

@@ -37,6 +37,7 @@ import (
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/tally"
 	"github.com/sluicehq/sluice/internal/tracing"
+	"github.com/sluicehq/sluice/internal/triggers"
 	"github.com/sluicehq/sluice/internal/vault"
 	"github.com/sluicehq/sluice/internal/webhook"
 	"github.com/sluicehq/sluice/internal/worker"
@@ -56,6 +57,7 @@ type app struct {
 	runs       *runs.Service
 	webhooks   *webhook.Service
 	escalation *escalation.Service
+	triggers   *triggers.Service
 	sla        *sla.Service
 	releases   *releases.Service
 	evals      *evals.Service
@@ -281,6 +283,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	a.runs.SetSandboxPlanner(a.evals)
 	a.conns = newConnections(cfg, v, a, log)
 	a.schedules = schedules.New(schedules.Options{Client: a.client, Runs: a.runs, Log: log, Interval: cfg.ScheduleInterval})
+	a.triggers = triggers.New(triggers.Options{Client: a.client, Vault: v, Runs: a.runs, Log: log, SecretOverlap: cfg.TriggerSecretOverlap})
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
 }

@@ -95,6 +95,10 @@ type Config struct {
 	// WebhookRotationGrace is how long an old webhook secret keeps signing
 	// after a rotation (SLUICE_WEBHOOK_ROTATION_GRACE). If unset, 24h.
 	WebhookRotationGrace time.Duration
+	// TriggerSecretOverlap is how long an inbound trigger's previous secret
+	// keeps verifying after a rotation (SLUICE_TRIGGER_SECRET_OVERLAP). If
+	// unset, 24h.
+	TriggerSecretOverlap time.Duration
 	// BacklogMetricsInterval is how old the sluice_backlog_* gauges may be
 	// when scraped (SLUICE_BACKLOG_METRICS_INTERVAL): a scrape reads
 	// Postgres again only after it. If unset, 10s.
@@ -238,6 +242,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.OTLPEndpoint = getenv("SLUICE_OTLP_ENDPOINT")
 	c.RedactFields = list(getenv("SLUICE_REDACT_FIELDS"))
 	c.WebhookRotationGrace = durationVar(getenv, "SLUICE_WEBHOOK_ROTATION_GRACE", 24*time.Hour, &errs)
+	c.TriggerSecretOverlap = durationVar(getenv, "SLUICE_TRIGGER_SECRET_OVERLAP", 24*time.Hour, &errs)
 	c.BacklogMetricsInterval = durationVar(getenv, "SLUICE_BACKLOG_METRICS_INTERVAL", 10*time.Second, &errs)
 	c.PagerDutyEventsURL = getenv("SLUICE_PAGERDUTY_EVENTS_URL")
 	if v := c.PagerDutyEventsURL; v != "" {

@@ -55,6 +55,8 @@ const (
 	RateLimitCooldown          = "rlc"
 	Schedule                   = "sch"
 	ScheduleAction             = "sca"
+	Trigger                    = "trg"
+	TriggerDelivery            = "trd"
 )
 
 var (

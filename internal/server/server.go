@@ -44,6 +44,7 @@ import (
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/triggers"
 	"github.com/sluicehq/sluice/internal/viewer"
 	"github.com/sluicehq/sluice/internal/webhook"
 )
@@ -72,6 +73,8 @@ type Deps struct {
 	RateLimits *ratelimit.Service
 	// Schedules manages schedules; optional.
 	Schedules *schedules.Service
+	// Triggers manages inbound webhook triggers and serves /hooks/{id}; optional.
+	Triggers *triggers.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -109,7 +112,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, PublicURL: d.Config.PublicURL}}))
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Triggers: d.Triggers, PublicURL: d.Config.PublicURL}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -156,6 +159,9 @@ func New(d Deps) *Server {
 	if d.Connections != nil {
 		// No bearer token: the state names the tenant (internal/connections).
 		mux.Handle("GET "+connections.CallbackPath, d.Connections.CallbackHandler())
+	}
+	if d.Triggers != nil {
+		mux.Handle("POST "+triggers.PathPrefix+"{id}", d.Triggers.Handler())
 	}
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the
@@ -219,6 +225,9 @@ func withRequest(log *slog.Logger, m *Metrics, next http.Handler) http.Handler {
 		case strings.HasPrefix(route, callbackRoute+"/"):
 			// The token is a credential: never logged.
 			route, path = callbackRoute, callbackRoute+"/…"
+		case strings.HasPrefix(route, triggers.PathPrefix):
+			// The hook id is the URL's only secret part: never logged.
+			route, path = "/hooks", triggers.PathPrefix+"…"
 		default:
 			route = "other"
 		}
