@@ -6,6 +6,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/credentialwait"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/stepattempt"
 	"github.com/sluicehq/sluice/ent/steprun"
@@ -195,8 +196,8 @@ func (s *runState) overridable(stepID string) (*definition.Step, *ent.StepRun, e
 
 // releaseWaitingStep ends what a waiting step waits on: its scheduled
 // attempt (a delay, a rate limit or connection wait: a late task finds the
-// attempt no longer current), its open approvals (and their escalations)
-// and its event waits.
+// attempt no longer current), its open approvals (and their escalations),
+// its event waits and connection waits.
 func (s *runState) releaseWaitingStep(ctx context.Context, sr *ent.StepRun, by string) error {
 	if sr.CurrentAttemptID != nil {
 		if err := s.setAttempt(ctx, *sr.CurrentAttemptID, changeAttempt().SetStatus(stepattempt.StatusCancelled).SetFinishedAt(s.now), -1); err != nil {
@@ -217,6 +218,10 @@ func (s *runState) releaseWaitingStep(ctx context.Context, sr *ent.StepRun, by s
 		if err := s.resolveEscalation(ctx, sr.StepID, id, by); err != nil {
 			return err
 		}
+	}
+	if err := s.c.CredentialWait.Update().Where(credentialwait.StepRunID(sr.ID), credentialwait.StatusEQ(credentialwait.StatusWaiting)).
+		SetStatus(credentialwait.StatusCancelled).SetResolvedAt(s.now).Exec(ctx); err != nil {
+		return err
 	}
 	return store.Hold(ctx, "event_waits:of:"+sr.ID, -1,
 		`UPDATE event_waits SET status = 'cancelled', resolved_at = $3, updated_at = $3 WHERE tenant_id = $1 AND step_run_id = $2 AND status = 'pending'`,
