@@ -212,3 +212,22 @@ func TestOperatorSkipWaitingApproval(t *testing.T) {
 		t.Errorf("events: %v", eventTypes(run))
 	}
 }
+
+// TestOperatorSkipWaitingEvent: a wait step skipped while it waits for an
+// outside event closes its wait: the event arriving later resumes nothing.
+func TestOperatorSkipWaitingEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "ovr-event")
+	wf, _ := deployWorkflow(t, f, "event", waitDefinition("1h", ""))
+	order := "o-" + randHex(4)
+	runID, _ := waitingRun(t, f.owner, f, wf, order)
+	operator := newClient(t, 1, token(t, f.tenantID, "operator"))
+	operator.ok(mSkipStep, map[string]any{"r": runID, "s": "paid", "o": map[string]any{"amount": 12}, "why": "paid by wire"})
+	run := engFinish(t, f.owner, runID, "succeeded")
+	if got := fmt.Sprint(run["output"]); got != "map[amount:12]" {
+		t.Errorf("run output: %s", got)
+	}
+	if got := sendEvent(f.owner, f.envID, "payment.settled", map[string]any{"order": order}, ""); fmt.Sprint(got["resumed"]) != "0" {
+		t.Errorf("event after the skip resumed %v", got["resumed"])
+	}
+}
