@@ -231,3 +231,36 @@ func TestOperatorSkipWaitingEvent(t *testing.T) {
 		t.Errorf("event after the skip resumed %v", got["resumed"])
 	}
 }
+
+// TestOperatorSkipLastStep: skipping the step that completes the run leaves
+// the run's output expression to a worker; the run succeeds with it.
+func TestOperatorSkipLastStep(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "ovr-last")
+	srv := newScriptServer(t)
+	srv.script("/o/last", reply{Status: 400, Body: map[string]any{"error": "partner down"}})
+	def := overrideDef(srv.URL + "/o/last")
+	def["steps"] = def["steps"].([]any)[:1]
+	def["output"] = "{'subject': steps.fetch.output.body.subject, 'status': steps.fetch.output.status}"
+	wf, _ := deployWorkflow(t, f, "last", def)
+	runID := engStart(t, f.owner, f, wf, nil)
+	engFinish(t, f.owner, runID, "failed")
+	operator := newClient(t, 1, token(t, f.tenantID, "operator"))
+	operator.ok(mSkipStep, map[string]any{"r": runID, "s": "fetch", "o": map[string]any{"status": 299, "body": map[string]any{"subject": "manual"}}, "why": "last"})
+	run := engFinish(t, f.owner, runID, "succeeded")
+	if got := fmt.Sprint(run["output"]); got != "map[status:299 subject:manual]" {
+		t.Errorf("run output: %s", got)
+	}
+	fetch := stepOf(run, "fetch")
+	if fetch["status"] != "succeeded" || fetch["attempts"] != float64(2) {
+		t.Errorf("fetch: %v", fetch)
+	}
+	trace := get(f.owner.ok(qOverrideTrace, map[string]any{"id": runID}), "node")
+	attempts := stepOf(trace.(map[string]any), "fetch")["attemptList"].([]any)
+	if last := attempts[len(attempts)-1]; get(last, "status") != "succeeded" || !strings.Contains(fmt.Sprint(get(last, "calls")), "override:skip") {
+		t.Errorf("override attempt: %v", last)
+	}
+	if eventOf(run, "step.skipped_by_operator") == nil || len(srv.calls("/o/last")) != 1 {
+		t.Errorf("events %v, partner calls %d", eventTypes(run), len(srv.calls("/o/last")))
+	}
+}

@@ -3,6 +3,7 @@ package runs
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
@@ -82,40 +83,64 @@ func (e *Service) SkipStep(ctx context.Context, runID, stepID string, output any
 			return nil, err
 		}
 	}
-	// The override is the step's last attempt: its span in the trace.
-	n := sr.Attempts + 1
-	att := newAttempt(s.run.TenantID, s.run.ID, sr, n, s.now, s.now)
-	if err := insertAttempt(ctx, att); err != nil {
-		return nil, err
-	}
-	call := overrideCall("skip", v.Subject, reason)
-	if err := s.setAttempt(ctx, att.ID, changeAttempt().SetStatus(stepattempt.StatusSucceeded).
-		SetStartedAt(s.now).SetFinishedAt(s.now).SetCalls([]map[string]any{call}), 1); err != nil {
-		return nil, err
-	}
-	u := changeStep().SetStatus(steprun.StatusSucceeded).SetOutput(raw).SetAttempts(n).SetCurrentAttemptID(att.ID).
-		SetFinishedAt(s.now).ClearErrorClass().ClearErrorMessage().ClearReadyAt()
-	if sr.StartedAt == nil {
-		u.SetStartedAt(s.now)
-	}
-	if err := s.setStep(ctx, sr, u); err != nil {
-		return nil, err
-	}
-	s.emit(eventtype.StepSkippedByOperator, stepID, n, map[string]any{"by": v.Subject, "reason": reason, "attemptID": att.ID})
-	s.traceOverride(step, att.ID, n, call)
 	if s.run.Status == run.StatusFailed {
 		if err := s.reopen(ctx, map[string]any{"by": v.Subject, "override": "skip", "stepID": stepID}); err != nil {
 			return nil, err
 		}
+		sr = s.steps[stepID] // pending now
 	}
 	s.deferEval = true
+	last, err := s.lastOpenStep(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The override is the step's last attempt: its span in the trace.
+	n := sr.Attempts + 1
+	call := overrideCall("skip", v.Subject, reason)
+	var attemptID string
+	if last {
+		// Finishing this step finishes the run, whose output is a tenant
+		// expression that only workers evaluate: the step is queued with
+		// the supplied output and a worker's claim finishes it
+		// (finishSkip).
+		if err := s.scheduleAttemptAs(ctx, sr, s.now, steprun.StatusQueued); err != nil {
+			return nil, err
+		}
+		attemptID = *s.steps[stepID].CurrentAttemptID
+		if err := s.setAttempt(ctx, attemptID, changeAttempt().SetCalls([]map[string]any{call}), 1); err != nil {
+			return nil, err
+		}
+		if err := s.setStep(ctx, s.steps[stepID], changeStep().SetOutput(raw)); err != nil {
+			return nil, err
+		}
+	} else {
+		att := newAttempt(s.run.TenantID, s.run.ID, sr, n, s.now, s.now)
+		attemptID = att.ID
+		if err := insertAttempt(ctx, att); err != nil {
+			return nil, err
+		}
+		if err := s.setAttempt(ctx, att.ID, changeAttempt().SetStatus(stepattempt.StatusSucceeded).
+			SetStartedAt(s.now).SetFinishedAt(s.now).SetCalls([]map[string]any{call}), 1); err != nil {
+			return nil, err
+		}
+		u := changeStep().SetStatus(steprun.StatusSucceeded).SetOutput(raw).SetAttempts(n).SetCurrentAttemptID(att.ID).
+			SetFinishedAt(s.now).ClearErrorClass().ClearErrorMessage().ClearReadyAt()
+		if sr.StartedAt == nil {
+			u.SetStartedAt(s.now)
+		}
+		if err := s.setStep(ctx, sr, u); err != nil {
+			return nil, err
+		}
+	}
+	s.emit(eventtype.StepSkippedByOperator, stepID, n, map[string]any{"by": v.Subject, "reason": reason, "attemptID": attemptID})
+	s.traceOverride(step, attemptID, n, call)
 	if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	return s.run, audit.Record(ctx, c, "run.skip_step", "Run", runID, map[string]any{"stepID": stepID, "reason": reason, "attemptID": att.ID})
+	return s.run, audit.Record(ctx, c, "run.skip_step", "Run", runID, map[string]any{"stepID": stepID, "reason": reason, "attemptID": attemptID})
 }
 
 // RetryStep runs a failed step again now, as a new attempt, and resumes its
@@ -242,4 +267,34 @@ func (s *runState) traceOverride(step *definition.Step, attemptID string, number
 		AttemptID: attemptID, Number: number, Start: s.now, End: s.now, Calls: []map[string]any{call}}
 	tr := s.e.tracer
 	s.afterCommit = append(s.afterCommit, func() { tr.RecordAttempt(span) })
+}
+
+// finishSkip is a worker's claim of a step skipped by an operator as its
+// run's last open step (SkipStep): queued with the supplied output already
+// in place and the override recorded on its attempt. It ends the step with
+// that output and settles the run, evaluating its output here. It reports
+// whether sr was such a step. Only a queued step with an output is looked
+// at further (one read of its attempt): no other queued step has one.
+func (s *runState) finishSkip(ctx context.Context, sr *ent.StepRun) (bool, error) {
+	if sr.Status != steprun.StatusQueued || len(sr.Output) == 0 || sr.CurrentAttemptID == nil {
+		return false, nil
+	}
+	att, err := s.c.StepAttempt.Get(ctx, *sr.CurrentAttemptID)
+	if err != nil {
+		return false, fmt.Errorf("attempt of step %s: %w", sr.StepID, err)
+	}
+	if len(att.Calls) != 1 || att.Calls[0]["kind"] != "override" || att.Calls[0]["override"] != "skip" {
+		return false, nil
+	}
+	if err := s.setAttempt(ctx, att.ID, changeAttempt().SetStatus(stepattempt.StatusSucceeded).SetStartedAt(s.now).SetFinishedAt(s.now), 1); err != nil {
+		return true, err
+	}
+	u := changeStep().SetStatus(steprun.StatusSucceeded).SetFinishedAt(s.now).ClearReadyAt()
+	if sr.StartedAt == nil {
+		u.SetStartedAt(s.now)
+	}
+	if err := s.setStep(ctx, sr, u); err != nil {
+		return true, err
+	}
+	return true, s.advanceFrom(ctx, sr.StepID)
 }
