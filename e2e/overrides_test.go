@@ -211,6 +211,11 @@ func TestOperatorSkipWaitingApproval(t *testing.T) {
 	if eventOf(run, "step.skipped_by_operator") == nil {
 		t.Errorf("events: %v", eventTypes(run))
 	}
+	// A cancelled run's steps cannot be overridden.
+	cancelled := engStart(t, f.owner, f, wf, nil)
+	engPendingApproval(t, f.owner, cancelled)
+	f.owner.ok(mEngCancel, map[string]any{"id": cancelled})
+	operator.fail("CONFLICT", mSkipStep, map[string]any{"r": cancelled, "s": "review", "o": map[string]any{"approved": true}, "why": "late"})
 }
 
 // TestOperatorSkipWaitingEvent: a wait step skipped while it waits for an
