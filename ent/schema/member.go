@@ -10,8 +10,9 @@ import (
 	"github.com/sluicehq/sluice/internal/ids"
 )
 
-// Member grants roles to a subject (a JWT sub) in a tenant. Roles in a token
-// are used as given; a Member row supplies them when the token carries none.
+// Member grants roles to a subject (a JWT sub) in a tenant. A member's token
+// that carries roles gets those the member holds; one that carries none gets
+// the member's (internal/auth CombineRoles, README "Members").
 type Member struct{ ent.Schema }
 
 func (Member) Mixin() []ent.Mixin {

@@ -764,6 +764,7 @@ type ComplexityRoot struct {
 	Mutation struct {
 		AbortRelease             func(childComplexity int, id string, reason *string) int
 		AcknowledgeIncident      func(childComplexity int, id string, note *string) int
+		AddMember                func(childComplexity int, subject string, roles []string) int
 		ArchiveEnvironment       func(childComplexity int, id string) int
 		BackfillSchedule         func(childComplexity int, id string, from time.Time, to time.Time, dryRun *bool) int
 		BeginAuthorization       func(childComplexity int, input model.BeginAuthorizationInput) int
@@ -798,12 +799,14 @@ type ComplexityRoot struct {
 		PromoteRelease           func(childComplexity int, id string) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
+		RemoveMember             func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
 		RequestDeployment        func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		ResolveIncident          func(childComplexity int, id string, note *string) int
 		ResumeRelease            func(childComplexity int, id string) int
 		ResumeRun                func(childComplexity int, id string) int
 		ResumeSchedule           func(childComplexity int, id string) int
+		RetryStep                func(childComplexity int, runID string, stepID string, reason string) int
 		RevokeAPIKey             func(childComplexity int, id string) int
 		RollbackDeployment       func(childComplexity int, environmentID string, workflowID string) int
 		RollbackRelease          func(childComplexity int, id string, reason *string) int
@@ -817,12 +820,14 @@ type ComplexityRoot struct {
 		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
+		SkipStep                 func(childComplexity int, runID string, stepID string, output any, reason string) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
 		TriggerSchedule          func(childComplexity int, id string) int
 		UnarchiveEnvironment     func(childComplexity int, id string) int
 		UnsetEnvironmentVariable func(childComplexity int, input model.UnsetEnvironmentVariableInput) int
 		UpdateEnvironment        func(childComplexity int, input model.UpdateEnvironmentInput) int
 		UpdateEscalationPolicy   func(childComplexity int, input model.UpdateEscalationPolicyInput) int
+		UpdateMember             func(childComplexity int, id string, roles []string) int
 		UpdateRateLimit          func(childComplexity int, input model.UpdateRateLimitInput) int
 		UpdateSLAPolicy          func(childComplexity int, input model.UpdateSLAPolicyInput) int
 		UpdateSchedule           func(childComplexity int, id string, input model.UpdateScheduleInput) int
@@ -1312,6 +1317,7 @@ type ComplexityRoot struct {
 	}
 
 	StepCall struct {
+		By           func(childComplexity int) int
 		Cache        func(childComplexity int) int
 		CostMicroUsd func(childComplexity int) int
 		DurationMs   func(childComplexity int) int
@@ -1322,9 +1328,11 @@ type ComplexityRoot struct {
 		Method       func(childComplexity int) int
 		Model        func(childComplexity int) int
 		OutputTokens func(childComplexity int) int
+		Override     func(childComplexity int) int
 		Path         func(childComplexity int) int
 		Priced       func(childComplexity int) int
 		Provider     func(childComplexity int) int
+		Reason       func(childComplexity int) int
 		StatusCode   func(childComplexity int) int
 	}
 
@@ -1670,6 +1678,11 @@ type MutationResolver interface {
 	EvaluateVersion(ctx context.Context, input model.EvaluateVersionInput) (*ent.Evaluation, error)
 	CancelEvaluation(ctx context.Context, id string) (*ent.Evaluation, error)
 	SendEvent(ctx context.Context, input model.SendEventInput) (*model.SendEventPayload, error)
+	AddMember(ctx context.Context, subject string, roles []string) (*ent.Member, error)
+	UpdateMember(ctx context.Context, id string, roles []string) (*ent.Member, error)
+	RemoveMember(ctx context.Context, id string) (string, error)
+	SkipStep(ctx context.Context, runID string, stepID string, output any, reason string) (*ent.Run, error)
+	RetryStep(ctx context.Context, runID string, stepID string, reason string) (*ent.Run, error)
 	SetEnvironmentProtection(ctx context.Context, input model.SetEnvironmentProtectionInput) (*ent.Environment, error)
 	RequestDeployment(ctx context.Context, input model.DeployWorkflowVersionInput) (*model.RequestDeploymentPayload, error)
 	CreateRateLimit(ctx context.Context, input model.CreateRateLimitInput) (*ent.RateLimit, error)
@@ -4686,6 +4699,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.AcknowledgeIncident(childComplexity, args["id"].(string), args["note"].(*string)), true
+	case "Mutation.addMember":
+		if e.ComplexityRoot.Mutation.AddMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_addMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AddMember(childComplexity, args["subject"].(string), args["roles"].([]string)), true
 	case "Mutation.archiveEnvironment":
 		if e.ComplexityRoot.Mutation.ArchiveEnvironment == nil {
 			break
@@ -5060,6 +5084,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RedeliverWebhookDelivery(childComplexity, args["id"].(string)), true
+	case "Mutation.removeMember":
+		if e.ComplexityRoot.Mutation.RemoveMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removeMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemoveMember(childComplexity, args["id"].(string)), true
 	case "Mutation.replayRun":
 		if e.ComplexityRoot.Mutation.ReplayRun == nil {
 			break
@@ -5126,6 +5161,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ResumeSchedule(childComplexity, args["id"].(string)), true
+	case "Mutation.retryStep":
+		if e.ComplexityRoot.Mutation.RetryStep == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_retryStep_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RetryStep(childComplexity, args["runID"].(string), args["stepID"].(string), args["reason"].(string)), true
 	case "Mutation.revokeAPIKey":
 		if e.ComplexityRoot.Mutation.RevokeAPIKey == nil {
 			break
@@ -5269,6 +5315,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetTenantBudget(childComplexity, args["input"].(model.SetTenantBudgetInput)), true
+	case "Mutation.skipStep":
+		if e.ComplexityRoot.Mutation.SkipStep == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_skipStep_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SkipStep(childComplexity, args["runID"].(string), args["stepID"].(string), args["output"].(any), args["reason"].(string)), true
 	case "Mutation.startRun":
 		if e.ComplexityRoot.Mutation.StartRun == nil {
 			break
@@ -5335,6 +5392,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateEscalationPolicy(childComplexity, args["input"].(model.UpdateEscalationPolicyInput)), true
+	case "Mutation.updateMember":
+		if e.ComplexityRoot.Mutation.UpdateMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateMember(childComplexity, args["id"].(string), args["roles"].([]string)), true
 	case "Mutation.updateRateLimit":
 		if e.ComplexityRoot.Mutation.UpdateRateLimit == nil {
 			break
@@ -7649,6 +7717,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepAttempt.StepRunID(childComplexity), true
 
+	case "StepCall.by":
+		if e.ComplexityRoot.StepCall.By == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.By(childComplexity), true
 	case "StepCall.cache":
 		if e.ComplexityRoot.StepCall.Cache == nil {
 			break
@@ -7709,6 +7783,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepCall.OutputTokens(childComplexity), true
+	case "StepCall.override":
+		if e.ComplexityRoot.StepCall.Override == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.Override(childComplexity), true
 	case "StepCall.path":
 		if e.ComplexityRoot.StepCall.Path == nil {
 			break
@@ -7727,6 +7807,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepCall.Provider(childComplexity), true
+	case "StepCall.reason":
+		if e.ComplexityRoot.StepCall.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepCall.Reason(childComplexity), true
 	case "StepCall.statusCode":
 		if e.ComplexityRoot.StepCall.StatusCode == nil {
 			break
@@ -16688,6 +16774,35 @@ extend type Mutation {
   sendEvent(input: SendEventInput!): SendEventPayload!
 }
 `, BuiltIn: false},
+	{Name: "../members.graphql", Input: `# Members: roles of JWT subjects in the tenant (see README "Members").
+
+extend type Mutation {
+  "Makes a JWT subject a member with roles (admins; only an owner grants owner). Audited as member.add."
+  addMember(subject: String!, roles: [String!]!): Member!
+  "Replaces a member's roles (admins; only an owner changes an owner). Demoting the last owner is CONFLICT. Audited as member.update."
+  updateMember(id: ID!, roles: [String!]!): Member!
+  "Removes a member (admins; only an owner removes an owner). Removing the last owner is CONFLICT. Audited as member.remove."
+  removeMember(id: ID!): ID!
+}
+`, BuiltIn: false},
+	{Name: "../overrides.graphql", Input: `# Operator overrides of one step of a run (see README "Operator overrides").
+
+extend type Mutation {
+  "Ends a failed or waiting step with the supplied output, checked against the step's known output shape (VALIDATION at output.<field>), and continues the run (a failed run runs again). Operators and admins; audited as run.skip_step with the reason."
+  skipStep(runID: ID!, stepID: String!, output: Any!, reason: String!): Run!
+  "Runs a failed step again now, as a new attempt, and resumes its run. Operators and admins; audited as run.retry_step with the reason."
+  retryStep(runID: ID!, stepID: String!, reason: String!): Run!
+}
+
+extend type StepCall {
+  "Operator overrides (kind override): skip or retry."
+  override: String
+  "Operator overrides: who made it."
+  by: String
+  "Operator overrides: the reason given."
+  reason: String
+}
+`, BuiltIn: false},
 	{Name: "../protection.graphql", Input: `# Protected environments (internal/protection): approvals, a passing
 # evaluation and freeze windows required of deploys and releases into an
 # environment. A deploy that waits is an ApprovalRequest of kind DEPLOYMENT.
@@ -19976,6 +20091,12 @@ func (ec *executionContext) childFields_StepCall(ctx context.Context, field grap
 		return ec.fieldContext_StepCall_error(ctx, field)
 	case "cache":
 		return ec.fieldContext_StepCall_cache(ctx, field)
+	case "override":
+		return ec.fieldContext_StepCall_override(ctx, field)
+	case "by":
+		return ec.fieldContext_StepCall_by(ctx, field)
+	case "reason":
+		return ec.fieldContext_StepCall_reason(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepCall", field.Name)
 }
@@ -20886,6 +21007,28 @@ func (ec *executionContext) field_Mutation_acknowledgeIncident_args(ctx context.
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_addMember_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "subject",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["subject"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "roles",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalNString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["roles"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_archiveEnvironment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -21394,6 +21537,20 @@ func (ec *executionContext) field_Mutation_redeliverWebhookDelivery_args(ctx con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_removeMember_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_replayRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -21483,6 +21640,36 @@ func (ec *executionContext) field_Mutation_resumeSchedule_args(ctx context.Conte
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_retryStep_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "stepID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["stepID"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg2
 	return args, nil
 }
 
@@ -21700,6 +21887,44 @@ func (ec *executionContext) field_Mutation_setTenantBudget_args(ctx context.Cont
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_skipStep_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "stepID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["stepID"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "output",
+		func(ctx context.Context, v any) (any, error) {
+			return ec.unmarshalNAny2interface(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["output"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg3
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_startRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -21781,6 +22006,28 @@ func (ec *executionContext) field_Mutation_updateEscalationPolicy_args(ctx conte
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateMember_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "roles",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalNString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["roles"] = arg1
 	return args, nil
 }
 
@@ -36314,6 +36561,232 @@ func (ec *executionContext) fieldContext_Mutation_sendEvent(ctx context.Context,
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_addMember(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_addMember(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AddMember(ctx, fc.Args["subject"].(string), fc.Args["roles"].([]string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Member) graphql.Marshaler {
+			return ec.marshalNMember2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMember(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_addMember(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Member(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_addMember_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateMember(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateMember(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateMember(ctx, fc.Args["id"].(string), fc.Args["roles"].([]string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Member) graphql.Marshaler {
+			return ec.marshalNMember2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMember(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateMember(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Member(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateMember_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_removeMember(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_removeMember(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RemoveMember(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_removeMember(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type ID does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_removeMember_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_skipStep(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_skipStep(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SkipStep(ctx, fc.Args["runID"].(string), fc.Args["stepID"].(string),
+				func() any {
+					if fc.Args["output"] == nil {
+						return nil
+					}
+					return fc.Args["output"].(any)
+				}(), fc.Args["reason"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_skipStep(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_skipStep_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_retryStep(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_retryStep(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RetryStep(ctx, fc.Args["runID"].(string), fc.Args["stepID"].(string), fc.Args["reason"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_retryStep(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_retryStep_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_setEnvironmentProtection(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -47420,6 +47893,75 @@ func (ec *executionContext) _StepCall_cache(ctx context.Context, field graphql.C
 	)
 }
 func (ec *executionContext) fieldContext_StepCall_cache(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepCall_override(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_override(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Override, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_override(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepCall_by(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_by(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.By, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_by(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepCall_reason(ctx context.Context, field graphql.CollectedField, obj *model.StepCall) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepCall_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepCall_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepCall", field, false, false, "String")
 }
 
@@ -83272,6 +83814,41 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "addMember":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_addMember(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateMember":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateMember(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "removeMember":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_removeMember(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "skipStep":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_skipStep(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "retryStep":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_retryStep(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "setEnvironmentProtection":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setEnvironmentProtection(ctx, field)
@@ -86734,6 +87311,21 @@ func (ec *executionContext) _StepCall(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "override":
+			out.Values[i] = ec._StepCall_override(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "by":
+			out.Values[i] = ec._StepCall_by(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._StepCall_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -88768,6 +89360,24 @@ func (ec *executionContext) unmarshalNAPIKeyWhereInput2ᚖgithubᚗcomᚋsluiceh
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNAny2interface(ctx context.Context, v any) (any, error) {
+	res, err := graphql.UnmarshalAny(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAny2interface(ctx context.Context, sel ast.SelectionSet, v any) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Any!")
+		return graphql.Null
+	}
+	_ = sel
+	res := graphql.MarshalAny(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Any!")
+	}
+	return res
+}
+
 func (ec *executionContext) unmarshalNApprovalDecision2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐApprovalDecision(ctx context.Context, v any) (model.ApprovalDecision, error) {
 	var res model.ApprovalDecision
 	err := res.UnmarshalGQL(v)
@@ -89945,6 +90555,14 @@ func (ec *executionContext) unmarshalNMapItemStatus2githubᚗcomᚋsluicehqᚋsl
 
 func (ec *executionContext) marshalNMapItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋmapitemᚐStatus(ctx context.Context, sel ast.SelectionSet, v mapitem.Status) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNMember2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMember(ctx context.Context, sel ast.SelectionSet, v *ent.Member) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Member!")
+		return graphql.Null
+	}
+	return ec._Member(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNMemberConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐMemberConnection(ctx context.Context, sel ast.SelectionSet, v *ent.MemberConnection) graphql.Marshaler {

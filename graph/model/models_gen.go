@@ -665,6 +665,12 @@ type StepCall struct {
 	Error        *string `json:"error,omitempty"`
 	// http steps with a cache policy: hit (served from the cache, nothing sent), stale (the call failed transiently and an expired response stood in) or miss.
 	Cache *string `json:"cache,omitempty"`
+	// Operator overrides (kind override): skip or retry.
+	Override *string `json:"override,omitempty"`
+	// Operator overrides: who made it.
+	By *string `json:"by,omitempty"`
+	// Operator overrides: the reason given.
+	Reason *string `json:"reason,omitempty"`
 }
 
 type Subscription struct {

@@ -79,18 +79,17 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (*v
 		return nil, unauthenticated("invalid token: tid names no tenant")
 	}
 	v := &viewer.Viewer{TenantID: claims.TenantID, Subject: claims.Subject, ExpiresAt: claims.ExpiresAt}
+	var tokenRoles []string
 	for _, r := range claims.Roles {
-		if viewer.KnownRole(r) && !slices.Contains(v.Roles, r) {
-			v.Roles = append(v.Roles, r)
+		if viewer.KnownRole(r) && !slices.Contains(tokenRoles, r) {
+			tokenRoles = append(tokenRoles, r)
 		}
 	}
-	if len(v.Roles) == 0 {
-		roles, err := a.memberRoles(ctx, v.TenantID, v.Subject)
-		if err != nil {
-			return nil, err
-		}
-		v.Roles = roles
+	memberRoles, isMember, err := a.memberRoles(ctx, v.TenantID, v.Subject)
+	if err != nil {
+		return nil, err
 	}
+	v.Roles = CombineRoles(tokenRoles, memberRoles, isMember)
 	if len(v.Roles) == 0 {
 		return nil, errs.E(errs.Forbidden, "the token grants no role in this tenant")
 	}
@@ -118,10 +117,9 @@ func (a *Authenticator) tenantExists(ctx context.Context, tenantID string) (bool
 	return exists, nil
 }
 
-func (a *Authenticator) memberRoles(ctx context.Context, tenantID, subject string) ([]string, error) {
-	var roles []string
+func (a *Authenticator) memberRoles(ctx context.Context, tenantID, subject string) (roles []string, found bool, err error) {
 	sys := viewer.SystemContext(ctx, tenantID)
-	err := store.InTenant(sys, a.client, func(ctx context.Context) error {
+	err = store.InTenant(sys, a.client, func(ctx context.Context) error {
 		m, err := ent.FromContext(ctx).Member.Query().Where(member.Subject(subject)).Only(ctx)
 		if ent.IsNotFound(err) {
 			return nil
@@ -129,13 +127,13 @@ func (a *Authenticator) memberRoles(ctx context.Context, tenantID, subject strin
 		if err != nil {
 			return err
 		}
-		roles = m.Roles
+		roles, found = m.Roles, true
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load member roles: %w", err)
+		return nil, false, fmt.Errorf("load member roles: %w", err)
 	}
-	return roles, nil
+	return roles, found, nil
 }
 
 var errKeyRejected = errors.New("auth: api key rejected")

@@ -29,6 +29,11 @@ const (
 	StepFailed Type = "step.failed"
 	// StepSkipped: a step's `if` was false.
 	StepSkipped Type = "step.skipped"
+	// StepSkippedByOperator: an operator ended a failed or waiting step
+	// with a supplied output (skipStep); the step counts as succeeded.
+	StepSkippedByOperator Type = "step.skipped_by_operator"
+	// StepRetriedByOperator: an operator ran a failed step again (retryStep).
+	StepRetriedByOperator Type = "step.retried_by_operator"
 	// StepWaiting: a delay step waits until its end, or a wait step for
 	// its outside event.
 	StepWaiting Type = "step.waiting"
@@ -71,7 +76,7 @@ const (
 
 var all = [...]Type{
 	RunQueued, RunStarted,
-	StepStarted, StepSucceeded, StepRetrying, StepFailed, StepSkipped, StepWaiting,
+	StepStarted, StepSucceeded, StepRetrying, StepFailed, StepSkipped, StepSkippedByOperator, StepRetriedByOperator, StepWaiting,
 	StepReclaimed, StepLatencyBudgetExceeded, BudgetExceeded, StepResponseChanged,
 	ApprovalRequested, ApprovalDecided, ApprovalExpired, ApprovalEscalated,
 	RunWaiting, RunRunning, RunResumed, RunSucceeded, RunFailed, RunCancelled,

@@ -27,6 +27,9 @@ import (
 // decide settles what the claim of a queued step must decide before the
 // step runs. It reports whether it handled the step (nothing to run).
 func (s *runState) decide(ctx context.Context, step *definition.Step, sr *ent.StepRun) (bool, error) {
+	if done, err := s.finishSkip(ctx, sr); done || err != nil {
+		return done, err // an operator's skip (override.go)
+	}
 	switch step.Type {
 	case definition.StepApproval:
 		apr, err := latestApprovalOfStep(ctx, s.run.TenantID, sr.ID)

@@ -357,21 +357,9 @@ func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 		// evaluate it).
 		return nil, errs.E(errs.Conflict, "run %s failed at its output (evaluating or storing it), not at a step; there is nothing to resume", id)
 	}
-	s.deferEval = true
-	for _, sr := range s.steps {
-		switch sr.Status {
-		case steprun.StatusFailed, steprun.StatusCancelled:
-			u := changeStep().SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
-			if err := s.setStep(ctx, sr, u); err != nil {
-				return nil, err
-			}
-		}
+	if err := s.reopen(ctx, map[string]any{"by": v.Subject}); err != nil {
+		return nil, err
 	}
-	s.update.ClearErrorClass().ClearErrorMessage().ClearFailedStepID().ClearFinishedAt()
-	s.run.Status = run.StatusRunning
-	s.run.FinishedAt = nil
-	s.update.SetStatus(run.StatusRunning)
-	s.emit(eventtype.RunResumed, "", 0, map[string]any{"by": v.Subject})
 	if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
@@ -379,6 +367,28 @@ func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 		return nil, err
 	}
 	return s.run, audit.Record(ctx, c, "run.resume", "Run", id, nil)
+}
+
+// reopen moves a failed run back to running (run.resumed with data): its
+// failed and cancelled steps are pending again; the caller advances it.
+// Tenant expressions are left to workers (deferEval).
+func (s *runState) reopen(ctx context.Context, data map[string]any) error {
+	s.deferEval = true
+	for _, sr := range s.steps {
+		switch sr.Status {
+		case steprun.StatusFailed, steprun.StatusCancelled:
+			u := changeStep().SetStatus(steprun.StatusPending).ClearErrorClass().ClearErrorMessage().ClearFinishedAt().ClearReadyAt()
+			if err := s.setStep(ctx, sr, u); err != nil {
+				return err
+			}
+		}
+	}
+	s.update.ClearErrorClass().ClearErrorMessage().ClearFailedStepID().ClearFinishedAt()
+	s.run.Status = run.StatusRunning
+	s.run.FinishedAt = nil
+	s.update.SetStatus(run.StatusRunning)
+	s.emit(eventtype.RunResumed, "", 0, data)
+	return nil
 }
 
 // ReplayInput is what replayRun takes.
