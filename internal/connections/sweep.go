@@ -44,7 +44,7 @@ func (s *Service) RunSweeper(ctx context.Context, db *sql.DB) {
 // not take the singleton lock (RunSweeper does).
 func (s *Service) Sweep(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
-	tenants, err := connectionTenantIDs(ctx, s.o.Client)
+	tenants, err := store.TenantIDsOf(ctx, s.o.Client, store.TenantsConnecting)
 	if err != nil {
 		return rep, err
 	}
@@ -108,23 +108,3 @@ func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepRe
 	return nil
 }
 
-// connectionTenantIDs lists the tenants with connections due for a refresh
-// or steps waiting for a connection, through sluice_connection_tenant_ids()
-// (SECURITY DEFINER: the app role sees no tenant's rows outside its
-// transaction), so that a pass costs nothing for the other tenants.
-func connectionTenantIDs(ctx context.Context, client *ent.Client) ([]string, error) {
-	rows, err := client.QueryContext(ctx, "SELECT id FROM sluice_connection_tenant_ids() AS t(id)")
-	if err != nil {
-		return nil, fmt.Errorf("list connection tenants: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
-}

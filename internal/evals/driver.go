@@ -65,20 +65,10 @@ func (s *Service) RunDriver(ctx context.Context, db *sql.DB) {
 // has one and returns how many tenants had one. Tests and the benchmark
 // call it directly.
 func (s *Service) Drive(ctx context.Context) (int, error) {
-	rows, err := s.o.Client.QueryContext(ctx, "SELECT id FROM sluice_evaluating_tenant_ids() AS t(id)")
+	tenants, err := store.TenantIDsOf(ctx, s.o.Client, store.TenantsEvaluating)
 	if err != nil {
-		return 0, fmt.Errorf("list evaluating tenants: %w", err)
+		return 0, err
 	}
-	var tenants []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		tenants = append(tenants, id)
-	}
-	rows.Close()
 	var errList []error
 	for _, tid := range tenants {
 		if ctx.Err() != nil {

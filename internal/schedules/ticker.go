@@ -45,21 +45,8 @@ func (s *Service) RunTicker(ctx context.Context, db *sql.DB) {
 // schedules and returns how many slots and buffered slots it acted on.
 // Tests call it directly, with their clock.
 func (s *Service) Tick(ctx context.Context) (int, error) {
-	rows, err := s.o.Client.QueryContext(ctx, "SELECT id FROM sluice_scheduling_tenant_ids() AS t(id)")
+	tenants, err := store.TenantIDsOf(ctx, s.o.Client, store.TenantsScheduling)
 	if err != nil {
-		return 0, fmt.Errorf("list scheduling tenants: %w", err)
-	}
-	var tenants []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		tenants = append(tenants, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	acted := 0

@@ -141,9 +141,25 @@ func Client(ctx context.Context) (*ent.Client, error) {
 // DEFINER function owned by the schema owner: the app role cannot read the
 // tenants registry, but the reconciler must visit every tenant.
 func TenantIDs(ctx context.Context, client *ent.Client) ([]string, error) {
-	rows, err := client.QueryContext(ctx, "SELECT id FROM sluice_tenant_ids() AS t(id)")
+	return TenantIDsOf(ctx, client, TenantsAll)
+}
+
+// Tenant lists: SECURITY DEFINER functions (migrations) that give the app
+// role the ids of the tenants a singleton job must visit, so that a pass
+// costs nothing for tenants with nothing to do.
+const (
+	TenantsAll        = "sluice_tenant_ids"            // every tenant
+	TenantsEvaluating = "sluice_evaluating_tenant_ids" // open evaluations
+	TenantsConnecting = "sluice_connection_tenant_ids" // connections due or steps waiting for one
+	TenantsScheduling = "sluice_scheduling_tenant_ids" // schedules
+)
+
+// TenantIDsOf lists the tenant ids the function list (one of the Tenants
+// constants) returns.
+func TenantIDsOf(ctx context.Context, client *ent.Client, list string) ([]string, error) {
+	rows, err := client.QueryContext(ctx, "SELECT id FROM "+list+"() AS t(id)")
 	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
+		return nil, fmt.Errorf("list tenants (%s): %w", list, err)
 	}
 	defer rows.Close()
 	var out []string
