@@ -107,4 +107,3 @@ func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepRe
 	}
 	return nil
 }
-
