@@ -3,8 +3,6 @@ package connections
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -48,17 +46,10 @@ func (s *Service) Sweep(ctx context.Context) (SweepReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	var errList []error
-	for _, tid := range tenants {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
+	return rep, store.EachTenant(ctx, tenants, func(tid string) error {
 		rep.Tenants++
-		if err := s.sweepTenant(ctx, tid, &rep); err != nil {
-			errList = append(errList, fmt.Errorf("tenant %s: %w", tid, err))
-		}
-	}
-	return rep, errors.Join(errList...)
+		return s.sweepTenant(ctx, tid, &rep)
+	})
 }
 
 func (s *Service) sweepTenant(ctx context.Context, tenantID string, rep *SweepReport) error {

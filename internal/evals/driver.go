@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -69,16 +68,7 @@ func (s *Service) Drive(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var errList []error
-	for _, tid := range tenants {
-		if ctx.Err() != nil {
-			return len(tenants), ctx.Err()
-		}
-		if err := s.driveTenant(ctx, tid); err != nil {
-			errList = append(errList, fmt.Errorf("tenant %s: %w", tid, err))
-		}
-	}
-	return len(tenants), errors.Join(errList...)
+	return len(tenants), store.EachTenant(ctx, tenants, func(tid string) error { return s.driveTenant(ctx, tid) })
 }
 
 func (s *Service) driveTenant(ctx context.Context, tenantID string) error {

@@ -55,17 +55,10 @@ func (s *Service) Analyze(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	var all []error
-	for _, tid := range tenants {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
+	return rep, store.EachTenant(ctx, tenants, func(tid string) error {
 		rep.Tenants++
-		if err := s.analyzeTenant(ctx, tid, &rep); err != nil {
-			all = append(all, fmt.Errorf("tenant %s: %w", tid, err))
-		}
-	}
-	return rep, errors.Join(all...)
+		return s.analyzeTenant(ctx, tid, &rep)
+	})
 }
 
 func (s *Service) analyzeTenant(ctx context.Context, tenantID string, rep *Report) error {

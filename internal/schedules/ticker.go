@@ -50,18 +50,12 @@ func (s *Service) Tick(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	acted := 0
-	var errList []error
-	for _, tid := range tenants {
-		if ctx.Err() != nil {
-			return acted, ctx.Err()
-		}
+	err = store.EachTenant(ctx, tenants, func(tid string) error {
 		n, err := s.tickTenant(ctx, tid)
 		acted += n
-		if err != nil {
-			errList = append(errList, fmt.Errorf("tenant %s: %w", tid, err))
-		}
-	}
-	return acted, errors.Join(errList...)
+		return err
+	})
+	return acted, err
 }
 
 func (s *Service) tickTenant(ctx context.Context, tenantID string) (int, error) {

@@ -3,7 +3,6 @@ package sla
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -68,16 +67,7 @@ func (s *Service) EvaluateWindows(ctx context.Context) (WindowReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	var errs []error
-	for _, tid := range tenants {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		if err := s.evaluateTenant(ctx, tid, &rep); err != nil {
-			errs = append(errs, fmt.Errorf("tenant %s: %w", tid, err))
-		}
-	}
-	return rep, errors.Join(errs...)
+	return rep, store.EachTenant(ctx, tenants, func(tid string) error { return s.evaluateTenant(ctx, tid, &rep) })
 }
 
 // verdict of one (policy, objective).

@@ -154,6 +154,23 @@ const (
 	TenantsScheduling = "sluice_scheduling_tenant_ids" // schedules
 )
 
+// EachTenant calls fn for each tenant in turn, until ctx ends: a singleton
+// job's pass over the tenants TenantIDsOf listed. A tenant whose fn fails
+// does not hold the others back; the errors are joined, each naming its
+// tenant.
+func EachTenant(ctx context.Context, tenants []string, fn func(tenantID string) error) error {
+	var all []error
+	for _, tid := range tenants {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(tid); err != nil {
+			all = append(all, fmt.Errorf("tenant %s: %w", tid, err))
+		}
+	}
+	return errors.Join(all...)
+}
+
 // TenantIDsOf lists the tenant ids the function list (one of the Tenants
 // constants) returns.
 func TenantIDsOf(ctx context.Context, client *ent.Client, list string) ([]string, error) {
