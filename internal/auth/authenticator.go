@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/apikey"
-	"github.com/sluicehq/sluice/ent/member"
 	"github.com/sluicehq/sluice/ent/tenant"
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/ids"
@@ -117,23 +117,31 @@ func (a *Authenticator) tenantExists(ctx context.Context, tenantID string) (bool
 	return exists, nil
 }
 
+// memberRoles reads the subject's member row in the tenant: one statement
+// through sluice_member_roles (migrations), outside any transaction, so a
+// request pays one round trip for it.
 func (a *Authenticator) memberRoles(ctx context.Context, tenantID, subject string) (roles []string, found bool, err error) {
-	sys := viewer.SystemContext(ctx, tenantID)
-	err = store.InTenant(sys, a.client, func(ctx context.Context) error {
-		m, err := ent.FromContext(ctx).Member.Query().Where(member.Subject(subject)).Only(ctx)
-		if ent.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		roles, found = m.Roles, true
-		return nil
-	})
+	rows, err := a.client.QueryContext(ctx, "SELECT sluice_member_roles($1, $2)", tenantID, subject)
 	if err != nil {
 		return nil, false, fmt.Errorf("load member roles: %w", err)
 	}
-	return roles, found, nil
+	defer rows.Close()
+	var raw []byte
+	if rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return nil, false, fmt.Errorf("load member roles: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("load member roles: %w", err)
+	}
+	if raw == nil {
+		return nil, false, nil
+	}
+	if err := json.Unmarshal(raw, &roles); err != nil {
+		return nil, false, fmt.Errorf("member roles: %w", err)
+	}
+	return roles, true, nil
 }
 
 var errKeyRejected = errors.New("auth: api key rejected")
