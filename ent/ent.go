@@ -52,6 +52,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
 
@@ -153,6 +154,7 @@ func checkColumn(t, c string) error {
 			webhookdelivery.Table:            webhookdelivery.ValidColumn,
 			webhookendpoint.Table:            webhookendpoint.ValidColumn,
 			workflow.Table:                   workflow.ValidColumn,
+			workflowpause.Table:              workflowpause.ValidColumn,
 			workflowversion.Table:            workflowversion.ValidColumn,
 		})
 	})

@@ -53,6 +53,7 @@ const (
 	DriftChange                = "dch"
 	RateLimit                  = "rl"
 	RateLimitCooldown          = "rlc"
+	WorkflowPause              = "wfp"
 )
 
 var (
