@@ -187,7 +187,7 @@ func TestPauseQueueAndResume(t *testing.T) {
 	}
 	logs := fmt.Sprint(f.owner.ok(`{ auditLogs(first: 50) { edges { node { action targetID } } } }`, nil))
 	for _, action := range []string{"workflow.pause", "workflow.resume"} {
-		if strings.Count(logs, action+" "+wf) != 1 {
+		if strings.Count(logs, "action:"+action+" targetID:"+wf+"]") != 1 {
 			t.Errorf("audit: want one %s of %s: %s", action, wf, logs)
 		}
 	}

@@ -55,7 +55,8 @@ type Options struct {
 	// Runs sends held steps on resume; nil sends none (the reconciler
 	// does, within its grace).
 	Runs HeldSteps
-	// Now is the clock. If nil, the UTC wall clock.
+	// Now is the clock. If nil, the UTC wall clock at microseconds (what
+	// Postgres keeps, so a pause reads back as it was returned).
 	Now func() time.Time
 }
 
@@ -65,7 +66,7 @@ type Service struct{ o Options }
 // New returns a Service.
 func New(o Options) *Service {
 	if o.Now == nil {
-		o.Now = func() time.Time { return time.Now().UTC() }
+		o.Now = func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 	}
 	return &Service{o: o}
 }
