@@ -355,3 +355,36 @@ func TestPauseSurvivesWorkerKillAndRedisWipe(t *testing.T) {
 		}
 	}
 }
+
+// TestPauseHoldsStepsAfterApproval: an approval decided while the workflow
+// is paused is recorded, and the step after it is held until resume.
+func TestPauseHoldsStepsAfterApproval(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "pause-apr")
+	gs := newGateServer(t)
+	review := engApproval("review", "1h", "reject")
+	post := engHTTP("post", "GET", gs.URL+"/after-approval", "review")
+	wf, _ := deployWorkflow(t, f, "paused-approval", engDef(nil, "steps.post.output.body", review, post))
+	operator := newClient(t, 1, token(t, f.tenantID, "operator"))
+	runID := engStart(t, operator, f, wf, map[string]any{})
+	apr := engPendingApproval(t, operator, runID)
+	operator.ok(mPause, map[string]any{"w": wf, "e": f.envID, "m": "REJECT", "r": "hold"})
+	if d := operator.ok(mEngDecide, map[string]any{"id": apr, "d": "APPROVE"}); str(d, "decideApproval.status") != "approved" {
+		t.Fatalf("decideApproval while paused: %v", d)
+	}
+	waitQueueHandled(t, suiteRedis(t), "steps", runID)
+	r := heldRun(t, operator, runID)
+	if ev := stepEvents(r); slices.Contains(ev, "step.started:post") || gs.count("/after-approval") != 0 {
+		t.Fatalf("post started while paused: %v", ev)
+	}
+	if st := stepOf(r, "post"); str(st, "status") != "queued" || r["queueReason"] != "PAUSED" {
+		t.Fatalf("after the approval while paused: post %v, queueReason %v", st, r["queueReason"])
+	}
+	operator.ok(mResume, map[string]any{"w": wf, "e": f.envID})
+	if r := waitRun(t, operator, runID, engWait, "succeeded", "failed", "cancelled"); r["status"] != "succeeded" {
+		t.Fatalf("run after resume: %v", r)
+	}
+	if n := gs.count("/after-approval"); n != 1 {
+		t.Fatalf("post called %d times, want 1", n)
+	}
+}

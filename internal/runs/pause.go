@@ -32,6 +32,11 @@ const notPausedStep = `NOT EXISTS (SELECT 1 FROM runs r JOIN workflow_pauses p O
 		AND p.workflow_id = r.workflow_id AND p.environment_id = r.environment_id
 		WHERE r.tenant_id = step_runs.tenant_id AND r.id = step_runs.run_id)`
 
+// notPausedStepS is notPausedStep for step_runs aliased s.
+const notPausedStepS = `NOT EXISTS (SELECT 1 FROM runs r JOIN workflow_pauses p ON p.tenant_id = r.tenant_id
+		AND p.workflow_id = r.workflow_id AND p.environment_id = r.environment_id
+		WHERE r.tenant_id = s.tenant_id AND r.id = s.run_id)`
+
 // pauseSelect is the pause of a workflow in an environment as JSON text, or
 // NULL: a column of startRun's deployment statement.
 func pauseSelect(tenantCol, workflowCol, envCol string) string {
