@@ -205,6 +205,8 @@ func TestPauseRejectAndBadInput(t *testing.T) {
 	countRuns := func() int {
 		return len(edges(f.owner.ok(`query($w: ID!) { runs(first: 100, where: {workflowID: $w}) { edges { node { id } } } }`, map[string]any{"w": f.workflowID}), "runs"))
 	}
+	hooks := newScriptServer(t)
+	hookEndpoint(t, f.owner, hooks.URL+"/hooks/pause", "workflow.paused", "workflow.resumed")
 	pausesOf := func() []any {
 		l, _ := get(f.owner.ok(qPauses, map[string]any{"id": f.workflowID}), "node.pauses").([]any)
 		return l
@@ -266,6 +268,21 @@ func TestPauseRejectAndBadInput(t *testing.T) {
 	if r := waitRun(t, operator, id, engWait, "succeeded", "failed"); r["status"] != "succeeded" {
 		t.Fatalf("queued run after resume: %v", r)
 	}
+	// Tenant webhook events: paused (REJECT, then updated to QUEUE) and resumed.
+	ofWF := func(typ string) func(hookMsg) bool {
+		return func(m hookMsg) bool {
+			return m.Type == typ && str(m.Data, "workflowID") == f.workflowID && str(m.Data, "environmentID") == f.envID
+		}
+	}
+	paused := hookWaitMsgs(t, hooks, "/hooks/pause", 2, ofWF("workflow.paused"))
+	modes := map[string]string{} // deliveries may arrive in either order
+	for _, m := range paused {
+		modes[str(m.Data, "mode")] = str(m.Data, "reason")
+	}
+	if len(paused) != 2 || modes["REJECT"] != "migrating the CRM" || modes["QUEUE"] != "" {
+		t.Errorf("workflow.paused payloads: %v", modes)
+	}
+	hookWaitMsgs(t, hooks, "/hooks/pause", 1, ofWF("workflow.resumed"))
 }
 
 // TestPauseIsolation: another tenant can neither pause a workflow nor see
