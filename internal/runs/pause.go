@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -111,7 +112,12 @@ func (e *Service) DispatchHeld(ctx context.Context, tenantID, workflowID, enviro
 		if err := r.Scan(&runID, &stepID, &typ, &attemptID, &readyAt); err != nil {
 			return tasks.Task{}, err
 		}
-		return stepTask(tenantID, runID, stepID, typ, attemptID, later(readyAt, now)), nil
+		t := stepTask(tenantID, runID, stepID, typ, attemptID, later(readyAt, now))
+		// A wake-up of its own: the attempt's task may still be in the
+		// queue (a delivery refused while paused, not yet acknowledged),
+		// and a duplicate delivery is fenced.
+		t.Variant = "p" + strconv.FormatInt(now.UnixMilli(), 36)
+		return t, nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("held steps: %w", err)
