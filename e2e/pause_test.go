@@ -340,7 +340,7 @@ func TestPauseSurvivesWorkerKillAndRedisWipe(t *testing.T) {
 	if err := st.workers[0].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = st.workers[0].cmd.Wait()
+	<-st.workers[0].done // the harness waits for the process
 	rdb := st.redis()
 	defer rdb.Close()
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
