@@ -81,6 +81,7 @@ var webhookTypes = []string{
 	"evaluation.completed",
 	"deployment.approval_requested", "deployment.approved", "deployment.rejected", "deployment.expired",
 	"credential.reauthorization_required", "credential.expiring", "credential.restored",
+	"workflow.paused", "workflow.resumed",
 }
 
 // hookMsg is one message a receiver got: the request and its decoded body.

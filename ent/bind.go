@@ -354,6 +354,14 @@ func (c *WorkflowClient) Bind(_m *Workflow) *Workflow {
 	return _m
 }
 
+// Bind gives a WorkflowPause that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *WorkflowPauseClient) Bind(_m *WorkflowPause) *WorkflowPause {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a WorkflowVersion that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -59,6 +59,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
 	stdsql "database/sql"
@@ -157,6 +158,8 @@ type Client struct {
 	WebhookEndpoint *WebhookEndpointClient
 	// Workflow is the client for interacting with the Workflow builders.
 	Workflow *WorkflowClient
+	// WorkflowPause is the client for interacting with the WorkflowPause builders.
+	WorkflowPause *WorkflowPauseClient
 	// WorkflowVersion is the client for interacting with the WorkflowVersion builders.
 	WorkflowVersion *WorkflowVersionClient
 }
@@ -214,6 +217,7 @@ func (c *Client) init() {
 	c.WebhookDelivery = NewWebhookDeliveryClient(c.config)
 	c.WebhookEndpoint = NewWebhookEndpointClient(c.config)
 	c.Workflow = NewWorkflowClient(c.config)
+	c.WorkflowPause = NewWorkflowPauseClient(c.config)
 	c.WorkflowVersion = NewWorkflowVersionClient(c.config)
 }
 
@@ -351,6 +355,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
 		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowPause:              NewWorkflowPauseClient(cfg),
 		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
 }
@@ -415,6 +420,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
 		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowPause:              NewWorkflowPauseClient(cfg),
 		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
 }
@@ -454,7 +460,7 @@ func (c *Client) Use(hooks ...Hook) {
 		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
 		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
 		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -473,7 +479,7 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
 		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
 		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowVersion,
+		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -570,6 +576,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.WebhookEndpoint.mutate(ctx, m)
 	case *WorkflowMutation:
 		return c.Workflow.mutate(ctx, m)
+	case *WorkflowPauseMutation:
+		return c.WorkflowPause.mutate(ctx, m)
 	case *WorkflowVersionMutation:
 		return c.WorkflowVersion.mutate(ctx, m)
 	default:
@@ -7737,6 +7745,156 @@ func (c *WorkflowClient) mutate(ctx context.Context, m *WorkflowMutation) (Value
 	}
 }
 
+// WorkflowPauseClient is a client for the WorkflowPause schema.
+type WorkflowPauseClient struct {
+	config
+}
+
+// NewWorkflowPauseClient returns a client for the WorkflowPause from the given config.
+func NewWorkflowPauseClient(c config) *WorkflowPauseClient {
+	return &WorkflowPauseClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `workflowpause.Hooks(f(g(h())))`.
+func (c *WorkflowPauseClient) Use(hooks ...Hook) {
+	c.hooks.WorkflowPause = append(c.hooks.WorkflowPause, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `workflowpause.Intercept(f(g(h())))`.
+func (c *WorkflowPauseClient) Intercept(interceptors ...Interceptor) {
+	c.inters.WorkflowPause = append(c.inters.WorkflowPause, interceptors...)
+}
+
+// Create returns a builder for creating a WorkflowPause entity.
+func (c *WorkflowPauseClient) Create() *WorkflowPauseCreate {
+	mutation := newWorkflowPauseMutation(c.config, OpCreate)
+	return &WorkflowPauseCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of WorkflowPause entities.
+func (c *WorkflowPauseClient) CreateBulk(builders ...*WorkflowPauseCreate) *WorkflowPauseCreateBulk {
+	return &WorkflowPauseCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *WorkflowPauseClient) MapCreateBulk(slice any, setFunc func(*WorkflowPauseCreate, int)) *WorkflowPauseCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &WorkflowPauseCreateBulk{err: fmt.Errorf("calling to WorkflowPauseClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*WorkflowPauseCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &WorkflowPauseCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for WorkflowPause.
+func (c *WorkflowPauseClient) Update() *WorkflowPauseUpdate {
+	mutation := newWorkflowPauseMutation(c.config, OpUpdate)
+	return &WorkflowPauseUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *WorkflowPauseClient) UpdateOne(_m *WorkflowPause) *WorkflowPauseUpdateOne {
+	mutation := newWorkflowPauseMutation(c.config, OpUpdateOne, withWorkflowPause(_m))
+	return &WorkflowPauseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *WorkflowPauseClient) UpdateOneID(id string) *WorkflowPauseUpdateOne {
+	mutation := newWorkflowPauseMutation(c.config, OpUpdateOne, withWorkflowPauseID(id))
+	return &WorkflowPauseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for WorkflowPause.
+func (c *WorkflowPauseClient) Delete() *WorkflowPauseDelete {
+	mutation := newWorkflowPauseMutation(c.config, OpDelete)
+	return &WorkflowPauseDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *WorkflowPauseClient) DeleteOne(_m *WorkflowPause) *WorkflowPauseDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *WorkflowPauseClient) DeleteOneID(id string) *WorkflowPauseDeleteOne {
+	builder := c.Delete().Where(workflowpause.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &WorkflowPauseDeleteOne{builder}
+}
+
+// Query returns a query builder for WorkflowPause.
+func (c *WorkflowPauseClient) Query() *WorkflowPauseQuery {
+	return &WorkflowPauseQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeWorkflowPause},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a WorkflowPause entity by its id.
+func (c *WorkflowPauseClient) Get(ctx context.Context, id string) (*WorkflowPause, error) {
+	return c.Query().Where(workflowpause.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *WorkflowPauseClient) GetX(ctx context.Context, id string) *WorkflowPause {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a WorkflowPause.
+func (c *WorkflowPauseClient) QueryTenant(_m *WorkflowPause) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(workflowpause.Table, workflowpause.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, workflowpause.TenantTable, workflowpause.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *WorkflowPauseClient) Hooks() []Hook {
+	hooks := c.hooks.WorkflowPause
+	return append(hooks[:len(hooks):len(hooks)], workflowpause.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *WorkflowPauseClient) Interceptors() []Interceptor {
+	return c.inters.WorkflowPause
+}
+
+func (c *WorkflowPauseClient) mutate(ctx context.Context, m *WorkflowPauseMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&WorkflowPauseCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&WorkflowPauseUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&WorkflowPauseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&WorkflowPauseDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown WorkflowPause mutation op: %q", m.Op())
+	}
+}
+
 // WorkflowVersionClient is a client for the WorkflowVersion schema.
 type WorkflowVersionClient struct {
 	config
@@ -7914,7 +8072,7 @@ type (
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
 		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
 		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Hook
+		WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
@@ -7925,7 +8083,7 @@ type (
 		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
 		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
 		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowVersion []ent.Interceptor
+		WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -48,6 +48,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
 	"entgo.io/ent/dialect/sql"
@@ -58,7 +59,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 45)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 46)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -1227,6 +1228,27 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[44] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   workflowpause.Table,
+			Columns: workflowpause.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: workflowpause.FieldID,
+			},
+		},
+		Type: "WorkflowPause",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			workflowpause.FieldTenantID:      {Type: field.TypeString, Column: workflowpause.FieldTenantID},
+			workflowpause.FieldCreatedAt:     {Type: field.TypeTime, Column: workflowpause.FieldCreatedAt},
+			workflowpause.FieldUpdatedAt:     {Type: field.TypeTime, Column: workflowpause.FieldUpdatedAt},
+			workflowpause.FieldWorkflowID:    {Type: field.TypeString, Column: workflowpause.FieldWorkflowID},
+			workflowpause.FieldEnvironmentID: {Type: field.TypeString, Column: workflowpause.FieldEnvironmentID},
+			workflowpause.FieldMode:          {Type: field.TypeEnum, Column: workflowpause.FieldMode},
+			workflowpause.FieldReason:        {Type: field.TypeString, Column: workflowpause.FieldReason},
+			workflowpause.FieldPausedBy:      {Type: field.TypeString, Column: workflowpause.FieldPausedBy},
+		},
+	}
+	graph.Nodes[45] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -2197,6 +2219,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Workflow",
 		"Deployment",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   workflowpause.TenantTable,
+			Columns: []string{workflowpause.TenantColumn},
+			Bidi:    false,
+		},
+		"WorkflowPause",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -8068,6 +8102,100 @@ func (f *WorkflowFilter) WhereHasDeploymentsWith(preds ...predicate.Deployment) 
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *WorkflowPauseQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the WorkflowPauseQuery builder.
+func (_q *WorkflowPauseQuery) Filter() *WorkflowPauseFilter {
+	return &WorkflowPauseFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *WorkflowPauseMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the WorkflowPauseMutation builder.
+func (m *WorkflowPauseMutation) Filter() *WorkflowPauseFilter {
+	return &WorkflowPauseFilter{config: m.config, predicateAdder: m}
+}
+
+// WorkflowPauseFilter provides a generic filtering capability at runtime for WorkflowPauseQuery.
+type WorkflowPauseFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *WorkflowPauseFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *WorkflowPauseFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *WorkflowPauseFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *WorkflowPauseFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(workflowpause.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *WorkflowPauseFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(workflowpause.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *WorkflowPauseFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *WorkflowPauseFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldEnvironmentID))
+}
+
+// WhereMode applies the entql string predicate on the mode field.
+func (f *WorkflowPauseFilter) WhereMode(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldMode))
+}
+
+// WhereReason applies the entql string predicate on the reason field.
+func (f *WorkflowPauseFilter) WhereReason(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldReason))
+}
+
+// WherePausedBy applies the entql string predicate on the paused_by field.
+func (f *WorkflowPauseFilter) WherePausedBy(p entql.StringP) {
+	f.Where(p.Field(workflowpause.FieldPausedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *WorkflowPauseFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *WorkflowPauseFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *WorkflowVersionQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -8096,7 +8224,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -235,6 +235,9 @@ func (r *Resolver) ApprovalRequest() generated.ApprovalRequestResolver {
 // Credential returns generated.CredentialResolver implementation.
 func (r *Resolver) Credential() generated.CredentialResolver { return &credentialResolver{r} }
 
+// Deployment returns generated.DeploymentResolver implementation.
+func (r *Resolver) Deployment() generated.DeploymentResolver { return &deploymentResolver{r} }
+
 // Environment returns generated.EnvironmentResolver implementation.
 func (r *Resolver) Environment() generated.EnvironmentResolver { return &environmentResolver{r} }
 
@@ -309,9 +312,13 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 	return &webhookDeliveryResolver{r}
 }
 
+// Workflow returns generated.WorkflowResolver implementation.
+func (r *Resolver) Workflow() generated.WorkflowResolver { return &workflowResolver{r} }
+
 type (
 	approvalRequestResolver   struct{ *Resolver }
 	credentialResolver        struct{ *Resolver }
+	deploymentResolver        struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }
 	evaluationResolver        struct{ *Resolver }
 	evaluationExampleResolver struct{ *Resolver }
@@ -334,4 +341,5 @@ type (
 	triggerResolver           struct{ *Resolver }
 	triggerDeliveryResolver   struct{ *Resolver }
 	webhookDeliveryResolver   struct{ *Resolver }
+	workflowResolver          struct{ *Resolver }
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
+	"github.com/sluicehq/sluice/internal/pause"
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
@@ -42,6 +43,8 @@ type Resolver struct {
 	Scheduler *schedules.Service
 	// Triggers manages inbound webhook triggers.
 	Triggers *triggers.Service
+	// Pause pauses and resumes workflows in environments.
+	Pause *pause.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -537,6 +537,18 @@ func (f WorkflowFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, er
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.WorkflowMutation", m)
 }
 
+// The WorkflowPauseFunc type is an adapter to allow the use of ordinary
+// function as WorkflowPause mutator.
+type WorkflowPauseFunc func(context.Context, *ent.WorkflowPauseMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f WorkflowPauseFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.WorkflowPauseMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.WorkflowPauseMutation", m)
+}
+
 // The WorkflowVersionFunc type is an adapter to allow the use of ordinary
 // function as WorkflowVersion mutator.
 type WorkflowVersionFunc func(context.Context, *ent.WorkflowVersionMutation) (ent.Value, error)

@@ -53,6 +53,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
 
@@ -1300,6 +1301,33 @@ func (f TraverseWorkflow) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.WorkflowQuery", q)
 }
 
+// The WorkflowPauseFunc type is an adapter to allow the use of ordinary function as a Querier.
+type WorkflowPauseFunc func(context.Context, *ent.WorkflowPauseQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f WorkflowPauseFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.WorkflowPauseQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.WorkflowPauseQuery", q)
+}
+
+// The TraverseWorkflowPause type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseWorkflowPause func(context.Context, *ent.WorkflowPauseQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseWorkflowPause) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseWorkflowPause) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.WorkflowPauseQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.WorkflowPauseQuery", q)
+}
+
 // The WorkflowVersionFunc type is an adapter to allow the use of ordinary function as a Querier.
 type WorkflowVersionFunc func(context.Context, *ent.WorkflowVersionQuery) (ent.Value, error)
 
@@ -1418,6 +1446,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.WebhookEndpointQuery, predicate.WebhookEndpoint, webhookendpoint.OrderOption]{typ: ent.TypeWebhookEndpoint, tq: q}, nil
 	case *ent.WorkflowQuery:
 		return &query[*ent.WorkflowQuery, predicate.Workflow, workflow.OrderOption]{typ: ent.TypeWorkflow, tq: q}, nil
+	case *ent.WorkflowPauseQuery:
+		return &query[*ent.WorkflowPauseQuery, predicate.WorkflowPause, workflowpause.OrderOption]{typ: ent.TypeWorkflowPause, tq: q}, nil
 	case *ent.WorkflowVersionQuery:
 		return &query[*ent.WorkflowVersionQuery, predicate.WorkflowVersion, workflowversion.OrderOption]{typ: ent.TypeWorkflowVersion, tq: q}, nil
 	default:

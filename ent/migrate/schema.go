@@ -2118,6 +2118,39 @@ var (
 			},
 		},
 	}
+	// WorkflowPausesColumns holds the columns for the "workflow_pauses" table.
+	WorkflowPausesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "mode", Type: field.TypeEnum, Enums: []string{"QUEUE", "REJECT"}},
+		{Name: "reason", Type: field.TypeString, Size: 2000, Default: ""},
+		{Name: "paused_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// WorkflowPausesTable holds the schema information for the "workflow_pauses" table.
+	WorkflowPausesTable = &schema.Table{
+		Name:       "workflow_pauses",
+		Columns:    WorkflowPausesColumns,
+		PrimaryKey: []*schema.Column{WorkflowPausesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "workflow_pauses_tenants_tenant",
+				Columns:    []*schema.Column{WorkflowPausesColumns[8]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "workflowpause_tenant_id_workflow_id_environment_id",
+				Unique:  true,
+				Columns: []*schema.Column{WorkflowPausesColumns[8], WorkflowPausesColumns[3], WorkflowPausesColumns[4]},
+			},
+		},
+	}
 	// WorkflowVersionsColumns holds the columns for the "workflow_versions" table.
 	WorkflowVersionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -2212,6 +2245,7 @@ var (
 		WebhookDeliveriesTable,
 		WebhookEndpointsTable,
 		WorkflowsTable,
+		WorkflowPausesTable,
 		WorkflowVersionsTable,
 	}
 )
@@ -2283,6 +2317,7 @@ func init() {
 	WebhookDeliveriesTable.ForeignKeys[1].RefTable = WebhookEndpointsTable
 	WebhookEndpointsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowsTable.ForeignKeys[0].RefTable = TenantsTable
+	WorkflowPausesTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[1].RefTable = WorkflowsTable
 }

@@ -138,5 +138,8 @@ type WebhookEndpoint func(*sql.Selector)
 // Workflow is the predicate function for workflow builders.
 type Workflow func(*sql.Selector)
 
+// WorkflowPause is the predicate function for workflowpause builders.
+type WorkflowPause func(*sql.Selector)
+
 // WorkflowVersion is the predicate function for workflowversion builders.
 type WorkflowVersion func(*sql.Selector)

@@ -1167,6 +1167,30 @@ func (f WorkflowMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.WorkflowMutation", m)
 }
 
+// The WorkflowPauseQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type WorkflowPauseQueryRuleFunc func(context.Context, *ent.WorkflowPauseQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f WorkflowPauseQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.WorkflowPauseQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.WorkflowPauseQuery", q)
+}
+
+// The WorkflowPauseMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type WorkflowPauseMutationRuleFunc func(context.Context, *ent.WorkflowPauseMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f WorkflowPauseMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.WorkflowPauseMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.WorkflowPauseMutation", m)
+}
+
 // The WorkflowVersionQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type WorkflowVersionQueryRuleFunc func(context.Context, *ent.WorkflowVersionQuery) error
@@ -1314,6 +1338,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.WorkflowQuery:
 		return q.Filter(), nil
+	case *ent.WorkflowPauseQuery:
+		return q.Filter(), nil
 	case *ent.WorkflowVersionQuery:
 		return q.Filter(), nil
 	default:
@@ -1410,6 +1436,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.WebhookEndpointMutation:
 		return m.Filter(), nil
 	case *ent.WorkflowMutation:
+		return m.Filter(), nil
+	case *ent.WorkflowPauseMutation:
 		return m.Filter(), nil
 	case *ent.WorkflowVersionMutation:
 		return m.Filter(), nil

@@ -51,6 +51,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
 	"entgo.io/ent"
@@ -2901,6 +2902,67 @@ func init() {
 	// workflow.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	workflow.IDValidator = func() func(string) error {
 		validators := workflowDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	workflowpauseMixin := schema.WorkflowPause{}.Mixin()
+	workflowpause.Policy = privacy.NewPolicies(workflowpauseMixin[1], schema.WorkflowPause{})
+	workflowpause.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := workflowpause.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	workflowpauseMixinHooks1 := workflowpauseMixin[1].Hooks()
+
+	workflowpause.Hooks[1] = workflowpauseMixinHooks1[0]
+	workflowpauseMixinFields0 := workflowpauseMixin[0].Fields()
+	_ = workflowpauseMixinFields0
+	workflowpauseMixinFields1 := workflowpauseMixin[1].Fields()
+	_ = workflowpauseMixinFields1
+	workflowpauseMixinFields2 := workflowpauseMixin[2].Fields()
+	_ = workflowpauseMixinFields2
+	workflowpauseFields := schema.WorkflowPause{}.Fields()
+	_ = workflowpauseFields
+	// workflowpauseDescTenantID is the schema descriptor for tenant_id field.
+	workflowpauseDescTenantID := workflowpauseMixinFields1[0].Descriptor()
+	// workflowpause.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	workflowpause.TenantIDValidator = workflowpauseDescTenantID.Validators[0].(func(string) error)
+	// workflowpauseDescCreatedAt is the schema descriptor for created_at field.
+	workflowpauseDescCreatedAt := workflowpauseMixinFields2[0].Descriptor()
+	// workflowpause.DefaultCreatedAt holds the default value on creation for the created_at field.
+	workflowpause.DefaultCreatedAt = workflowpauseDescCreatedAt.Default.(func() time.Time)
+	// workflowpauseDescUpdatedAt is the schema descriptor for updated_at field.
+	workflowpauseDescUpdatedAt := workflowpauseMixinFields2[1].Descriptor()
+	// workflowpause.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	workflowpause.DefaultUpdatedAt = workflowpauseDescUpdatedAt.Default.(func() time.Time)
+	// workflowpause.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	workflowpause.UpdateDefaultUpdatedAt = workflowpauseDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// workflowpauseDescReason is the schema descriptor for reason field.
+	workflowpauseDescReason := workflowpauseFields[3].Descriptor()
+	// workflowpause.DefaultReason holds the default value on creation for the reason field.
+	workflowpause.DefaultReason = workflowpauseDescReason.Default.(string)
+	// workflowpause.ReasonValidator is a validator for the "reason" field. It is called by the builders before save.
+	workflowpause.ReasonValidator = workflowpauseDescReason.Validators[0].(func(string) error)
+	// workflowpauseDescID is the schema descriptor for id field.
+	workflowpauseDescID := workflowpauseMixinFields0[0].Descriptor()
+	// workflowpause.DefaultID holds the default value on creation for the id field.
+	workflowpause.DefaultID = workflowpauseDescID.Default.(func() string)
+	// workflowpause.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	workflowpause.IDValidator = func() func(string) error {
+		validators := workflowpauseDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

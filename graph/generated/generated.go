@@ -57,6 +57,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	ApprovalRequest() ApprovalRequestResolver
 	Credential() CredentialResolver
+	Deployment() DeploymentResolver
 	Environment() EnvironmentResolver
 	EnvironmentProtection() EnvironmentProtectionResolver
 	Evaluation() EvaluationResolver
@@ -82,6 +83,7 @@ type ResolverRoot interface {
 	Trigger() TriggerResolver
 	TriggerDelivery() TriggerDeliveryResolver
 	WebhookDelivery() WebhookDeliveryResolver
+	Workflow() WorkflowResolver
 }
 
 type DirectiveRoot struct {
@@ -247,6 +249,7 @@ type ComplexityRoot struct {
 		Environment       func(childComplexity int) int
 		EnvironmentID     func(childComplexity int) int
 		ID                func(childComplexity int) int
+		Paused            func(childComplexity int) int
 		PreviousVersionID func(childComplexity int) int
 		SupersededAt      func(childComplexity int) int
 		Version           func(childComplexity int) int
@@ -795,6 +798,7 @@ type ComplexityRoot struct {
 		EvaluateVersion          func(childComplexity int, input model.EvaluateVersionInput) int
 		PauseRelease             func(childComplexity int, id string) int
 		PauseSchedule            func(childComplexity int, id string, note *string) int
+		PauseWorkflow            func(childComplexity int, input model.PauseWorkflowInput) int
 		PromoteDeployment        func(childComplexity int, input model.PromoteDeploymentInput) int
 		PromoteRelease           func(childComplexity int, id string) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
@@ -806,6 +810,7 @@ type ComplexityRoot struct {
 		ResumeRelease            func(childComplexity int, id string) int
 		ResumeRun                func(childComplexity int, id string) int
 		ResumeSchedule           func(childComplexity int, id string) int
+		ResumeWorkflow           func(childComplexity int, input model.ResumeWorkflowInput) int
 		RetryStep                func(childComplexity int, runID string, stepID string, reason string) int
 		RevokeAPIKey             func(childComplexity int, id string) int
 		RollbackDeployment       func(childComplexity int, environmentID string, workflowID string) int
@@ -904,6 +909,17 @@ type ComplexityRoot struct {
 	PagerDutyTarget struct {
 		CredentialID func(childComplexity int) int
 		Severity     func(childComplexity int) int
+	}
+
+	Pause struct {
+		Environment   func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		Mode          func(childComplexity int) int
+		PausedAt      func(childComplexity int) int
+		PausedBy      func(childComplexity int) int
+		Reason        func(childComplexity int) int
+		UpdatedAt     func(childComplexity int) int
+		WorkflowID    func(childComplexity int) int
 	}
 
 	Query struct {
@@ -1078,6 +1094,11 @@ type ComplexityRoot struct {
 		Deployment      func(childComplexity int) int
 	}
 
+	ResumeWorkflowPayload struct {
+		DispatchedSteps func(childComplexity int) int
+		Resumed         func(childComplexity int) int
+	}
+
 	Run struct {
 		Children           func(childComplexity int) int
 		CostMicroUsd       func(childComplexity int) int
@@ -1100,6 +1121,8 @@ type ComplexityRoot struct {
 		ParentRun          func(childComplexity int) int
 		ParentRunID        func(childComplexity int) int
 		ParentStepID       func(childComplexity int) int
+		QueueReason        func(childComplexity int) int
+		QueuedSince        func(childComplexity int) int
 		Release            func(childComplexity int) int
 		ReleaseSide        func(childComplexity int) int
 		ReplayOf           func(childComplexity int) int
@@ -1546,6 +1569,7 @@ type ComplexityRoot struct {
 		Description func(childComplexity int) int
 		ID          func(childComplexity int) int
 		Name        func(childComplexity int) int
+		Pauses      func(childComplexity int) int
 		Slug        func(childComplexity int) int
 		UpdatedAt   func(childComplexity int) int
 		Versions    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WorkflowVersionOrder, where *ent.WorkflowVersionWhereInput) int
@@ -1605,6 +1629,9 @@ type ApprovalRequestResolver interface {
 }
 type CredentialResolver interface {
 	Connection(ctx context.Context, obj *ent.Credential) (*model.OAuthConnection, error)
+}
+type DeploymentResolver interface {
+	Paused(ctx context.Context, obj *ent.Deployment) (*model.Pause, error)
 }
 type EnvironmentResolver interface {
 	Variables(ctx context.Context, obj *ent.Environment) ([]*envvars.Variable, error)
@@ -1683,6 +1710,8 @@ type MutationResolver interface {
 	RemoveMember(ctx context.Context, id string) (string, error)
 	SkipStep(ctx context.Context, runID string, stepID string, output any, reason string) (*ent.Run, error)
 	RetryStep(ctx context.Context, runID string, stepID string, reason string) (*ent.Run, error)
+	PauseWorkflow(ctx context.Context, input model.PauseWorkflowInput) (*model.Pause, error)
+	ResumeWorkflow(ctx context.Context, input model.ResumeWorkflowInput) (*model.ResumeWorkflowPayload, error)
 	SetEnvironmentProtection(ctx context.Context, input model.SetEnvironmentProtectionInput) (*ent.Environment, error)
 	RequestDeployment(ctx context.Context, input model.DeployWorkflowVersionInput) (*model.RequestDeploymentPayload, error)
 	CreateRateLimit(ctx context.Context, input model.CreateRateLimitInput) (*ent.RateLimit, error)
@@ -1766,6 +1795,8 @@ type ReleaseResolver interface {
 	LastAnalysis(ctx context.Context, obj *ent.Release) (*releasespec.Figures, error)
 }
 type RunResolver interface {
+	QueueReason(ctx context.Context, obj *ent.Run) (*model.QueueReason, error)
+	QueuedSince(ctx context.Context, obj *ent.Run) (*time.Time, error)
 	Release(ctx context.Context, obj *ent.Run) (*ent.Release, error)
 	Output(ctx context.Context, obj *ent.Run) (any, error)
 	Error(ctx context.Context, obj *ent.Run) (*model.RunError, error)
@@ -1835,6 +1866,9 @@ type TriggerDeliveryResolver interface {
 }
 type WebhookDeliveryResolver interface {
 	AttemptList(ctx context.Context, obj *ent.WebhookDelivery) ([]*ent.WebhookAttempt, error)
+}
+type WorkflowResolver interface {
+	Pauses(ctx context.Context, obj *ent.Workflow) ([]*model.Pause, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -2514,6 +2548,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Deployment.ID(childComplexity), true
+	case "Deployment.paused":
+		if e.ComplexityRoot.Deployment.Paused == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Deployment.Paused(childComplexity), true
 	case "Deployment.previousVersionID":
 		if e.ComplexityRoot.Deployment.PreviousVersionID == nil {
 			break
@@ -5040,6 +5080,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.PauseSchedule(childComplexity, args["id"].(string), args["note"].(*string)), true
+	case "Mutation.pauseWorkflow":
+		if e.ComplexityRoot.Mutation.PauseWorkflow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_pauseWorkflow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PauseWorkflow(childComplexity, args["input"].(model.PauseWorkflowInput)), true
 	case "Mutation.promoteDeployment":
 		if e.ComplexityRoot.Mutation.PromoteDeployment == nil {
 			break
@@ -5161,6 +5212,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ResumeSchedule(childComplexity, args["id"].(string)), true
+	case "Mutation.resumeWorkflow":
+		if e.ComplexityRoot.Mutation.ResumeWorkflow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resumeWorkflow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResumeWorkflow(childComplexity, args["input"].(model.ResumeWorkflowInput)), true
 	case "Mutation.retryStep":
 		if e.ComplexityRoot.Mutation.RetryStep == nil {
 			break
@@ -5753,6 +5815,55 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PagerDutyTarget.Severity(childComplexity), true
+
+	case "Pause.environment":
+		if e.ComplexityRoot.Pause.Environment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.Environment(childComplexity), true
+	case "Pause.environmentID":
+		if e.ComplexityRoot.Pause.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.EnvironmentID(childComplexity), true
+	case "Pause.mode":
+		if e.ComplexityRoot.Pause.Mode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.Mode(childComplexity), true
+	case "Pause.pausedAt":
+		if e.ComplexityRoot.Pause.PausedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.PausedAt(childComplexity), true
+	case "Pause.pausedBy":
+		if e.ComplexityRoot.Pause.PausedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.PausedBy(childComplexity), true
+	case "Pause.reason":
+		if e.ComplexityRoot.Pause.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.Reason(childComplexity), true
+	case "Pause.updatedAt":
+		if e.ComplexityRoot.Pause.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.UpdatedAt(childComplexity), true
+	case "Pause.workflowID":
+		if e.ComplexityRoot.Pause.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Pause.WorkflowID(childComplexity), true
 
 	case "Query.apiKeys":
 		if e.ComplexityRoot.Query.APIKeys == nil {
@@ -6665,6 +6776,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.RequestDeploymentPayload.Deployment(childComplexity), true
 
+	case "ResumeWorkflowPayload.dispatchedSteps":
+		if e.ComplexityRoot.ResumeWorkflowPayload.DispatchedSteps == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ResumeWorkflowPayload.DispatchedSteps(childComplexity), true
+	case "ResumeWorkflowPayload.resumed":
+		if e.ComplexityRoot.ResumeWorkflowPayload.Resumed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ResumeWorkflowPayload.Resumed(childComplexity), true
+
 	case "Run.children":
 		if e.ComplexityRoot.Run.Children == nil {
 			break
@@ -6796,6 +6920,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ParentStepID(childComplexity), true
+	case "Run.queueReason":
+		if e.ComplexityRoot.Run.QueueReason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.QueueReason(childComplexity), true
+	case "Run.queuedSince":
+		if e.ComplexityRoot.Run.QueuedSince == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.QueuedSince(childComplexity), true
 	case "Run.release":
 		if e.ComplexityRoot.Run.Release == nil {
 			break
@@ -8752,6 +8888,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Workflow.Name(childComplexity), true
+	case "Workflow.pauses":
+		if e.ComplexityRoot.Workflow.Pauses == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Workflow.Pauses(childComplexity), true
 	case "Workflow.slug":
 		if e.ComplexityRoot.Workflow.Slug == nil {
 			break
@@ -8986,6 +9128,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("PagerDutySendOrder", ec.unmarshalInputPagerDutySendOrder),
 			graphql.NewInputUnmarshaler("PagerDutySendWhereInput", ec.unmarshalInputPagerDutySendWhereInput),
 			graphql.NewInputUnmarshaler("PagerDutyTargetInput", ec.unmarshalInputPagerDutyTargetInput),
+			graphql.NewInputUnmarshaler("PauseWorkflowInput", ec.unmarshalInputPauseWorkflowInput),
 			graphql.NewInputUnmarshaler("PromoteDeploymentInput", ec.unmarshalInputPromoteDeploymentInput),
 			graphql.NewInputUnmarshaler("RateLimitOrder", ec.unmarshalInputRateLimitOrder),
 			graphql.NewInputUnmarshaler("RateLimitWhereInput", ec.unmarshalInputRateLimitWhereInput),
@@ -8994,6 +9137,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ReleaseStepInput", ec.unmarshalInputReleaseStepInput),
 			graphql.NewInputUnmarshaler("ReleaseWhereInput", ec.unmarshalInputReleaseWhereInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
+			graphql.NewInputUnmarshaler("ResumeWorkflowInput", ec.unmarshalInputResumeWorkflowInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
 			graphql.NewInputUnmarshaler("RunWhereInput", ec.unmarshalInputRunWhereInput),
@@ -16803,6 +16947,78 @@ extend type StepCall {
   reason: String
 }
 `, BuiltIn: false},
+	{Name: "../pause.graphql", Input: `# Pausing a workflow in an environment (internal/pause): new runs queue or
+# are refused, running runs stop at the next step boundary, resume continues.
+
+"What startRun does while a workflow is paused: QUEUE creates the run queued and starts nothing; REJECT refuses it with CONFLICT."
+enum PauseMode {
+  QUEUE
+  REJECT
+}
+
+"Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control."
+enum QueueReason {
+  PAUSED
+}
+
+"A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it."
+type Pause {
+  workflowID: ID!
+  environmentID: ID!
+  environment: Environment!
+  mode: PauseMode!
+  reason: String!
+  "The subject that paused it last."
+  pausedBy: String!
+  "When it was first paused (pausing again changes mode and reason, not this)."
+  pausedAt: Time!
+  updatedAt: Time!
+}
+
+input PauseWorkflowInput {
+  workflowID: ID!
+  environmentID: ID!
+  mode: PauseMode!
+  "Shown to whoever is refused or looks at the pause (at most 2,000 characters)."
+  reason: String
+}
+
+input ResumeWorkflowInput {
+  workflowID: ID!
+  environmentID: ID!
+}
+
+type ResumeWorkflowPayload {
+  "False when the workflow was not paused there (nothing changed)."
+  resumed: Boolean!
+  "Held steps sent to workers."
+  dispatchedSteps: Int!
+}
+
+extend type Workflow {
+  "The environments where this workflow is paused."
+  pauses: [Pause!]!
+}
+
+extend type Deployment {
+  "The pause of this deployment's workflow in its environment, if any."
+  paused: Pause
+}
+
+extend type Run {
+  "Why the run is held, null when it is not."
+  queueReason: QueueReason
+  "Since when it is held for queueReason: its pause or its creation, whichever is later."
+  queuedSince: Time
+}
+
+extend type Mutation {
+  "Editors and operators (and admins, owners). Pausing a paused workflow updates its mode and reason."
+  pauseWorkflow(input: PauseWorkflowInput!): Pause!
+  "Editors and operators. Resuming a workflow that is not paused changes nothing (resumed: false)."
+  resumeWorkflow(input: ResumeWorkflowInput!): ResumeWorkflowPayload!
+}
+`, BuiltIn: false},
 	{Name: "../protection.graphql", Input: `# Protected environments (internal/protection): approvals, a passing
 # evaluation and freeze windows required of deploys and releases into an
 # environment. A deploy that waits is an ApprovalRequest of kind DEPLOYMENT.
@@ -18161,6 +18377,8 @@ func (ec *executionContext) childFields_Deployment(ctx context.Context, field gr
 		return ec.fieldContext_Deployment_environment(ctx, field)
 	case "version":
 		return ec.fieldContext_Deployment_version(ctx, field)
+	case "paused":
+		return ec.fieldContext_Deployment_paused(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Deployment", field.Name)
 }
@@ -19317,6 +19535,28 @@ func (ec *executionContext) childFields_PagerDutyTarget(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type PagerDutyTarget", field.Name)
 }
 
+func (ec *executionContext) childFields_Pause(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "workflowID":
+		return ec.fieldContext_Pause_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_Pause_environmentID(ctx, field)
+	case "environment":
+		return ec.fieldContext_Pause_environment(ctx, field)
+	case "mode":
+		return ec.fieldContext_Pause_mode(ctx, field)
+	case "reason":
+		return ec.fieldContext_Pause_reason(ctx, field)
+	case "pausedBy":
+		return ec.fieldContext_Pause_pausedBy(ctx, field)
+	case "pausedAt":
+		return ec.fieldContext_Pause_pausedAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Pause_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Pause", field.Name)
+}
+
 func (ec *executionContext) childFields_QueueStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "at":
@@ -19585,6 +19825,16 @@ func (ec *executionContext) childFields_RequestDeploymentPayload(ctx context.Con
 	return nil, fmt.Errorf("no field named %q was found under type RequestDeploymentPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_ResumeWorkflowPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "resumed":
+		return ec.fieldContext_ResumeWorkflowPayload_resumed(ctx, field)
+	case "dispatchedSteps":
+		return ec.fieldContext_ResumeWorkflowPayload_dispatchedSteps(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ResumeWorkflowPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -19639,6 +19889,10 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_version(ctx, field)
 	case "environment":
 		return ec.fieldContext_Run_environment(ctx, field)
+	case "queueReason":
+		return ec.fieldContext_Run_queueReason(ctx, field)
+	case "queuedSince":
+		return ec.fieldContext_Run_queuedSince(ctx, field)
 	case "release":
 		return ec.fieldContext_Run_release(ctx, field)
 	case "output":
@@ -20513,6 +20767,8 @@ func (ec *executionContext) childFields_Workflow(ctx context.Context, field grap
 		return ec.fieldContext_Workflow_versions(ctx, field)
 	case "deployments":
 		return ec.fieldContext_Workflow_deployments(ctx, field)
+	case "pauses":
+		return ec.fieldContext_Workflow_pauses(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Workflow", field.Name)
 }
@@ -21481,6 +21737,20 @@ func (ec *executionContext) field_Mutation_pauseSchedule_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_pauseWorkflow_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.PauseWorkflowInput, error) {
+			return ec.unmarshalNPauseWorkflowInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseWorkflowInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_promoteDeployment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -21640,6 +21910,20 @@ func (ec *executionContext) field_Mutation_resumeSchedule_args(ctx context.Conte
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_resumeWorkflow_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ResumeWorkflowInput, error) {
+			return ec.unmarshalNResumeWorkflowInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐResumeWorkflowInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -26756,6 +27040,38 @@ func (ec *executionContext) fieldContext_Deployment_version(_ context.Context, f
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_WorkflowVersion(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Deployment_paused(ctx context.Context, field graphql.CollectedField, obj *ent.Deployment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Deployment_paused(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Deployment().Paused(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Pause) graphql.Marshaler {
+			return ec.marshalOPause2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPause(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Deployment_paused(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Deployment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Pause(ctx, field)
 		},
 	}
 	return fc, nil
@@ -36787,6 +37103,94 @@ func (ec *executionContext) fieldContext_Mutation_retryStep(ctx context.Context,
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_pauseWorkflow(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_pauseWorkflow(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PauseWorkflow(ctx, fc.Args["input"].(model.PauseWorkflowInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Pause) graphql.Marshaler {
+			return ec.marshalNPause2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPause(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_pauseWorkflow(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Pause(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_pauseWorkflow_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resumeWorkflow(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resumeWorkflow(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResumeWorkflow(ctx, fc.Args["input"].(model.ResumeWorkflowInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ResumeWorkflowPayload) graphql.Marshaler {
+			return ec.marshalNResumeWorkflowPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐResumeWorkflowPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resumeWorkflow(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ResumeWorkflowPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resumeWorkflow_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_setEnvironmentProtection(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -39560,6 +39964,199 @@ func (ec *executionContext) _PagerDutyTarget_severity(ctx context.Context, field
 }
 func (ec *executionContext) fieldContext_PagerDutyTarget_severity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PagerDutyTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _Pause_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Pause_environmentID(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Pause_environment(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_environment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Environment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Environment) graphql.Marshaler {
+			return ec.marshalNEnvironment2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐEnvironment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_environment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Pause",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Environment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Pause_mode(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_mode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.PauseMode) graphql.Marshaler {
+			return ec.marshalNPauseMode2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseMode(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_mode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "PauseMode")
+}
+
+func (ec *executionContext) _Pause_reason(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "String")
+}
+
+func (ec *executionContext) _Pause_pausedBy(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_pausedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PausedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_pausedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "String")
+}
+
+func (ec *executionContext) _Pause_pausedAt(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_pausedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PausedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_pausedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Pause_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.Pause) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Pause_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Pause_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Pause", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Query_node(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -43309,6 +43906,52 @@ func (ec *executionContext) fieldContext_RequestDeploymentPayload_approvalReques
 	return fc, nil
 }
 
+func (ec *executionContext) _ResumeWorkflowPayload_resumed(ctx context.Context, field graphql.CollectedField, obj *model.ResumeWorkflowPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ResumeWorkflowPayload_resumed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Resumed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ResumeWorkflowPayload_resumed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ResumeWorkflowPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ResumeWorkflowPayload_dispatchedSteps(ctx context.Context, field graphql.CollectedField, obj *model.ResumeWorkflowPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ResumeWorkflowPayload_dispatchedSteps(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DispatchedSteps, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ResumeWorkflowPayload_dispatchedSteps(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ResumeWorkflowPayload", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Run_id(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -43932,6 +44575,52 @@ func (ec *executionContext) fieldContext_Run_environment(_ context.Context, fiel
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Run_queueReason(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_queueReason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().QueueReason(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.QueueReason) graphql.Marshaler {
+			return ec.marshalOQueueReason2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_queueReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "QueueReason")
+}
+
+func (ec *executionContext) _Run_queuedSince(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_queuedSince(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().QueuedSince(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_queuedSince(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "Time")
 }
 
 func (ec *executionContext) _Run_release(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -51799,6 +52488,38 @@ func (ec *executionContext) fieldContext_Workflow_deployments(ctx context.Contex
 	if fc.Args, err = ec.field_Workflow_deployments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Workflow_pauses(ctx context.Context, field graphql.CollectedField, obj *ent.Workflow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Workflow_pauses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Workflow().Pauses(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Pause) graphql.Marshaler {
+			return ec.marshalNPause2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Workflow_pauses(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Workflow",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Pause(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -67323,6 +68044,69 @@ func UnmarshalPagerDutyTargetInput(ctx context.Context, raw any) (model.PagerDut
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputPauseWorkflowInput(ctx context.Context, obj any) (model.PauseWorkflowInput, error) {
+	var it model.PauseWorkflowInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "mode", "reason"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "mode":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("mode"))
+			data, err := ec.unmarshalNPauseMode2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseMode(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Mode = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPauseWorkflowInput unmarshals raw into the PauseWorkflowInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPauseWorkflowInput(ctx context.Context, raw any) (model.PauseWorkflowInput, error) {
+	var out model.PauseWorkflowInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PauseWorkflowInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputPromoteDeploymentInput(ctx context.Context, obj any) (model.PromoteDeploymentInput, error) {
 	var it model.PromoteDeploymentInput
 	if obj == nil {
@@ -69845,6 +70629,55 @@ func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, ob
 func UnmarshalReplayRunInput(ctx context.Context, raw any) (model.ReplayRunInput, error) {
 	var out model.ReplayRunInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReplayRunInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputResumeWorkflowInput(ctx context.Context, obj any) (model.ResumeWorkflowInput, error) {
+	var it model.ResumeWorkflowInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalResumeWorkflowInput unmarshals raw into the ResumeWorkflowInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalResumeWorkflowInput(ctx context.Context, raw any) (model.ResumeWorkflowInput, error) {
+	var out model.ResumeWorkflowInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ResumeWorkflowInput", raw, &out)
 	return out, err
 }
 
@@ -80301,6 +81134,12 @@ func (ec *executionContext) _Deployment(ctx context.Context, sel ast.SelectionSe
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Deployment_version(ctx, field, obj)
 				})
+		case "paused":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Deployment_paused(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -83849,6 +84688,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "pauseWorkflow":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_pauseWorkflow(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resumeWorkflow":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resumeWorkflow(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "setEnvironmentProtection":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setEnvironmentProtection(ctx, field)
@@ -84568,6 +85421,74 @@ func (ec *executionContext) _PagerDutyTarget(ctx context.Context, sel ast.Select
 		case "severity":
 			out.Values[i] = ec._PagerDutyTarget_severity(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var pauseImplementors = []string{"Pause"}
+
+func (ec *executionContext) _Pause(ctx context.Context, sel ast.SelectionSet, obj *model.Pause) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pauseImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Pause")
+		case "workflowID":
+			out.Values[i] = ec._Pause_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "environmentID":
+			out.Values[i] = ec._Pause_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "environment":
+			out.Values[i] = ec._Pause_environment(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mode":
+			out.Values[i] = ec._Pause_mode(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._Pause_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pausedBy":
+			out.Values[i] = ec._Pause_pausedBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pausedAt":
+			out.Values[i] = ec._Pause_pausedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Pause_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -85714,6 +86635,44 @@ func (ec *executionContext) _RequestDeploymentPayload(ctx context.Context, sel a
 	return out
 }
 
+var resumeWorkflowPayloadImplementors = []string{"ResumeWorkflowPayload"}
+
+func (ec *executionContext) _ResumeWorkflowPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ResumeWorkflowPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, resumeWorkflowPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ResumeWorkflowPayload")
+		case "resumed":
+			out.Values[i] = ec._ResumeWorkflowPayload_resumed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "dispatchedSteps":
+			out.Values[i] = ec._ResumeWorkflowPayload_dispatchedSteps(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var runImplementors = []string{"Run", "Node"}
 
 func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj *ent.Run) graphql.Marshaler {
@@ -85857,6 +86816,18 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_environment(ctx, field, obj)
+				})
+		case "queueReason":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_queueReason(ctx, field, obj)
+				})
+		case "queuedSince":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_queuedSince(ctx, field, obj)
 				})
 		case "release":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -88690,6 +89661,12 @@ func (ec *executionContext) _Workflow(ctx context.Context, sel ast.SelectionSet,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Workflow_deployments(ctx, field, obj)
 				})
+		case "pauses":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Workflow_pauses(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -90814,6 +91791,45 @@ func (ec *executionContext) unmarshalNPagerDutySendWhereInput2ᚖgithubᚗcomᚋ
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNPause2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Pause) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPause2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPause(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNPause2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPause(ctx context.Context, sel ast.SelectionSet, v *model.Pause) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Pause!")
+		return graphql.Null
+	}
+	return ec._Pause(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNPauseMode2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseMode(ctx context.Context, v any) (model.PauseMode, error) {
+	var res model.PauseMode
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNPauseMode2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseMode(ctx context.Context, sel ast.SelectionSet, v model.PauseMode) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNPauseWorkflowInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPauseWorkflowInput(ctx context.Context, v any) (model.PauseWorkflowInput, error) {
+	res, err := ec.unmarshalInputPauseWorkflowInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNPromoteDeploymentInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPromoteDeploymentInput(ctx context.Context, v any) (model.PromoteDeploymentInput, error) {
 	res, err := ec.unmarshalInputPromoteDeploymentInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -91061,6 +92077,19 @@ func (ec *executionContext) marshalNRequestDeploymentPayload2ᚖgithubᚗcomᚋs
 		return graphql.Null
 	}
 	return ec._RequestDeploymentPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNResumeWorkflowInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐResumeWorkflowInput(ctx context.Context, v any) (model.ResumeWorkflowInput, error) {
+	res, err := ec.unmarshalInputResumeWorkflowInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNResumeWorkflowPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐResumeWorkflowPayload(ctx context.Context, sel ast.SelectionSet, v *model.ResumeWorkflowPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ResumeWorkflowPayload!")
+		return graphql.Null
+	}
+	return ec._ResumeWorkflowPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
@@ -94226,6 +95255,29 @@ func (ec *executionContext) unmarshalOPagerDutyTargetInput2ᚖgithubᚗcomᚋslu
 	}
 	res, err := ec.unmarshalInputPagerDutyTargetInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOPause2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐPause(ctx context.Context, sel ast.SelectionSet, v *model.Pause) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Pause(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOQueueReason2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx context.Context, v any) (*model.QueueReason, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.QueueReason)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOQueueReason2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx context.Context, sel ast.SelectionSet, v *model.QueueReason) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalORateLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRateLimit(ctx context.Context, sel ast.SelectionSet, v *ent.RateLimit) graphql.Marshaler {

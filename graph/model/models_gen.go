@@ -389,6 +389,28 @@ type PagerDutyTargetInput struct {
 	Severity     *string `json:"severity,omitempty"`
 }
 
+// A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it.
+type Pause struct {
+	WorkflowID    string           `json:"workflowID"`
+	EnvironmentID string           `json:"environmentID"`
+	Environment   *ent.Environment `json:"environment"`
+	Mode          PauseMode        `json:"mode"`
+	Reason        string           `json:"reason"`
+	// The subject that paused it last.
+	PausedBy string `json:"pausedBy"`
+	// When it was first paused (pausing again changes mode and reason, not this).
+	PausedAt  time.Time `json:"pausedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+type PauseWorkflowInput struct {
+	WorkflowID    string    `json:"workflowID"`
+	EnvironmentID string    `json:"environmentID"`
+	Mode          PauseMode `json:"mode"`
+	// Shown to whoever is refused or looks at the pause (at most 2,000 characters).
+	Reason *string `json:"reason,omitempty"`
+}
+
 type PromoteDeploymentInput struct {
 	FromEnvironmentID string `json:"fromEnvironmentID"`
 	ToEnvironmentID   string `json:"toEnvironmentID"`
@@ -446,6 +468,18 @@ type ReplayRunInput struct {
 type RequestDeploymentPayload struct {
 	Deployment      *ent.Deployment      `json:"deployment,omitempty"`
 	ApprovalRequest *ent.ApprovalRequest `json:"approvalRequest,omitempty"`
+}
+
+type ResumeWorkflowInput struct {
+	WorkflowID    string `json:"workflowID"`
+	EnvironmentID string `json:"environmentID"`
+}
+
+type ResumeWorkflowPayload struct {
+	// False when the workflow was not paused there (nothing changed).
+	Resumed bool `json:"resumed"`
+	// Held steps sent to workers.
+	DispatchedSteps int `json:"dispatchedSteps"`
 }
 
 type RotateCredentialInput struct {
@@ -995,6 +1029,116 @@ func (e *EvaluationScorerKind) UnmarshalJSON(b []byte) error {
 }
 
 func (e EvaluationScorerKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What startRun does while a workflow is paused: QUEUE creates the run queued and starts nothing; REJECT refuses it with CONFLICT.
+type PauseMode string
+
+const (
+	PauseModeQueue  PauseMode = "QUEUE"
+	PauseModeReject PauseMode = "REJECT"
+)
+
+var AllPauseMode = []PauseMode{
+	PauseModeQueue,
+	PauseModeReject,
+}
+
+func (e PauseMode) IsValid() bool {
+	switch e {
+	case PauseModeQueue, PauseModeReject:
+		return true
+	}
+	return false
+}
+
+func (e PauseMode) String() string {
+	return string(e)
+}
+
+func (e *PauseMode) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = PauseMode(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid PauseMode", str)
+	}
+	return nil
+}
+
+func (e PauseMode) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *PauseMode) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e PauseMode) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control.
+type QueueReason string
+
+const (
+	QueueReasonPaused QueueReason = "PAUSED"
+)
+
+var AllQueueReason = []QueueReason{
+	QueueReasonPaused,
+}
+
+func (e QueueReason) IsValid() bool {
+	switch e {
+	case QueueReasonPaused:
+		return true
+	}
+	return false
+}
+
+func (e QueueReason) String() string {
+	return string(e)
+}
+
+func (e *QueueReason) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = QueueReason(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid QueueReason", str)
+	}
+	return nil
+}
+
+func (e QueueReason) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *QueueReason) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e QueueReason) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

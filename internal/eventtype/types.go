@@ -154,11 +154,22 @@ const (
 	CredentialRestored Type = "credential.restored"
 )
 
+// Pause events (internal/pause): tenant events about a workflow paused or
+// resumed in an environment.
+const (
+	// WorkflowPaused: a workflow was paused in an environment (or its
+	// pause changed mode or reason).
+	WorkflowPaused Type = "workflow.paused"
+	// WorkflowResumed: a paused workflow was resumed in an environment.
+	WorkflowResumed Type = "workflow.resumed"
+)
+
 var tenant = [...]Type{SLABreached, IncidentAcknowledged, IncidentEscalated, IncidentResolved,
 	ReleaseStarted, ReleaseProgressed, ReleasePaused, ReleaseResumed, ReleasePromoted, ReleaseRolledBack, ReleaseAborted,
 	DeploymentRolledBack, EvaluationCompleted,
 	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired,
-	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored}
+	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored,
+	WorkflowPaused, WorkflowResumed}
 
 // webhook are the types webhooks deliver.
 var webhook = [...]Type{
@@ -172,6 +183,7 @@ var webhook = [...]Type{
 	EvaluationCompleted,
 	DeploymentApprovalRequested, DeploymentApproved, DeploymentRejected, DeploymentExpired,
 	CredentialReauthorizationRequired, CredentialExpiring, CredentialRestored,
+	WorkflowPaused, WorkflowResumed,
 }
 
 // All returns every run event type, in the README's order.

@@ -57,6 +57,7 @@ const (
 	ScheduleAction             = "sca"
 	Trigger                    = "trg"
 	TriggerDelivery            = "trd"
+	WorkflowPause              = "wfp"
 )
 
 var (

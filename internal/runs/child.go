@@ -296,4 +296,5 @@ const dueChildStepsSQL = `SELECT s.run_id, s.step_id, s.type, s.current_attempt_
 		JOIN runs c ON c.tenant_id = s.tenant_id AND c.idempotency_key = 'child:' || s.run_id || ':' || s.step_id || ':' || s.attempts
 		WHERE s.tenant_id = $1 AND s.status = 'waiting' AND s.type = 'workflow' AND s.current_attempt_id IS NOT NULL
 			AND c.status IN ('succeeded', 'failed', 'cancelled') AND c.finished_at <= $2
+			AND ` + notPausedStepS + `
 		LIMIT 1000`

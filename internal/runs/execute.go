@@ -357,6 +357,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			}
 			return nil, 0, nil
 		}
+		if s.paused {
+			// Held at the step boundary until resumeWorkflow sends it again.
+			return nil, 0, nil
+		}
 		if sr.Status == steprun.StatusWaiting && step.Type == definition.StepWait {
 			// Its deadline, or a look at the stored events (wait.go).
 			return nil, 0, s.wakeWait(ctx, step, sr)

@@ -95,6 +95,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		VarsVersion int64          `json:"vars_version"`
 		Archived    bool           `json:"archived"`
 		Release     sql.NullString `json:"release"`
+		Pause       *string        `json:"pause"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
@@ -104,6 +105,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			s.AppendSelectExprAs(entsql.Expr("(SELECT vars_version FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "vars_version")
 			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
 			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
+			s.AppendSelectExprAs(entsql.Expr(pauseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "pause")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
@@ -132,6 +134,13 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		}
 		return nil, control.ArchivedError(env, "input.environmentID", "new runs")
 	}
+	pause, err := parsePause(dep.Pause)
+	if err != nil {
+		return nil, err
+	}
+	if pause != nil && pause.Mode == "REJECT" {
+		return nil, pause.refuse()
+	}
 	runID := ids.New(ids.Run)
 	rt := routeRun(dep.VersionID, dep.Release, runID, in.IdempotencyKey)
 	def, err := e.definitionOf(ctx, c, rt.versionID)
@@ -148,6 +157,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		workflowID: in.WorkflowID, versionID: rt.versionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
+		paused: pause != nil,
 	})
 }
 
@@ -201,6 +211,9 @@ type newRun struct {
 	// releaseID and releaseSide: the release that routed the run and its side.
 	releaseID   *string
 	releaseSide *run.ReleaseSide
+	// paused: the workflow is paused in the environment (QUEUE): the run
+	// is created queued and none of its steps is sent (pause.go).
+	paused bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -232,7 +245,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		return nil, err
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: now, all: true,
-		counts: map[string]int{}, countsChanged: true, deferEval: true}
+		counts: map[string]int{}, countsChanged: true, deferEval: true, paused: nr.paused}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}

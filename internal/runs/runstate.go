@@ -68,6 +68,9 @@ type runState struct {
 	// hold makes flush a no-op, so that several steps finished in one
 	// transaction (runReadyTransforms) are written with one flush.
 	hold bool
+	// paused: the run's workflow is paused in its environment (pause.go),
+	// as read with the run's lock: no step starts or is sent to the queue.
+	paused bool
 	// deferEval marks a run state changed by an API request: starting a
 	// step that evaluates a tenant expression is left to a worker (see
 	// decide.go).
@@ -90,13 +93,14 @@ func (e *Service) lockRun(ctx context.Context, c *ent.Client, runID string) (*ru
 func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
 	var r *ent.Run
 	var endpointsVersion int64
+	var paused bool
 	var preloaded []*ent.StepRun
 	var err error
 	if len(stepIDs) > 0 {
 		// The lock and the steps in one round trip.
-		r, endpointsVersion, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
+		r, endpointsVersion, paused, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
 	} else {
-		r, endpointsVersion, err = lockRunRow(ctx, runID)
+		r, endpointsVersion, paused, err = lockRunRow(ctx, runID)
 	}
 	if err != nil {
 		return nil, err
@@ -107,7 +111,7 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 	}
 	now := e.now()
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: &runChange{}, seq: r.NextSeq, now: now, lockedAt: now,
-		endpointsVersion: endpointsVersion}
+		endpointsVersion: endpointsVersion, paused: paused}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}
@@ -302,6 +306,7 @@ func (s *runState) flush(ctx context.Context) error {
 		s.update = &runChange{}
 		s.dirty = false
 	}
+	s.holdDispatch()
 	if s.continueWith != nil && s.continueWith.ID == "" {
 		for i, t := range s.tasks {
 			if t.Kind == tasks.KindStep && !t.At.After(s.now) {

@@ -126,26 +126,29 @@ func bindRun(ctx context.Context, r *ent.Run) *ent.Run {
 // change to it, and with it the tenant's webhooks_version, under which the
 // outbox caches the tenant's webhook endpoints (see Outbox): no round trip
 // of its own.
-func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, error) {
+func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, bool, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	var version int64
-	r, err := scanRun(q.QueryRow(ctx, lockRunSQL, runID), &version)
+	var paused bool
+	r, err := scanRun(q.QueryRow(ctx, lockRunSQL, runID), &version, &paused)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, errs.NotFoundf("run", runID)
+		return nil, 0, false, errs.NotFoundf("run", runID)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("lock run: %w", err)
+		return nil, 0, false, fmt.Errorf("lock run: %w", err)
 	}
-	return bindRun(ctx, r), version, nil
+	return bindRun(ctx, r), version, paused, nil
 }
 
-// lockRunSQL locks a run by id, with its tenant's webhooks_version. The
+// lockRunSQL locks a run by id, with its tenant's webhooks_version and
+// whether its workflow is paused in its environment (pause.go). The
 // tenant is checked by row-level security (see columnSet.hold for why not
 // by the statement too).
-var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id)
+var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id),
+		` + pauseExists + `
 		FROM runs WHERE id = $1 FOR UPDATE`
 
 // stepsByIDSQL reads the steps of a run ($1, $2) named in $3.
@@ -154,37 +157,38 @@ var stepsByIDSQL = `SELECT ` + stepColumns + ` FROM step_runs WHERE tenant_id = 
 // lockRunWithSteps is lockRunRow and stepRows of the named steps in one
 // round trip: the steps are read after the lock is taken, so they are as
 // current as a read after it.
-func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []string) (*ent.Run, int64, []*ent.StepRun, error) {
+func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []string) (*ent.Run, int64, bool, []*ent.StepRun, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, 0, false, nil, err
 	}
 	b := &pgx.Batch{}
 	b.Queue(lockRunSQL, runID)
 	b.Queue(stepsByIDSQL, tenantID, runID, stepIDs)
 	br := q.SendBatch(ctx, b)
 	var version int64
-	r, err := scanRun(br.QueryRow(), &version)
+	var paused bool
+	r, err := scanRun(br.QueryRow(), &version, &paused)
 	if err != nil {
 		_ = br.Close()
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, 0, nil, errs.NotFoundf("run", runID)
+			return nil, 0, false, nil, errs.NotFoundf("run", runID)
 		}
-		return nil, 0, nil, fmt.Errorf("lock run: %w", err)
+		return nil, 0, false, nil, fmt.Errorf("lock run: %w", err)
 	}
 	rows, err := br.Query()
 	if err != nil {
 		_ = br.Close()
-		return nil, 0, nil, fmt.Errorf("load steps: %w", err)
+		return nil, 0, false, nil, fmt.Errorf("load steps: %w", err)
 	}
 	steps, err := scanSteps(ctx, rows)
 	if cerr := br.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("load steps: %w", err)
+		return nil, 0, false, nil, fmt.Errorf("load steps: %w", err)
 	}
-	return bindRun(ctx, r), version, steps, nil
+	return bindRun(ctx, r), version, paused, steps, nil
 }
 
 // stepRows reads a run's steps: those named, or all of them when stepIDs
@@ -856,7 +860,8 @@ func dueRows(ctx context.Context, tenantID string, readyBefore, silentSince, now
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
-		WHERE tenant_id = $1 AND status IN ('queued', 'waiting') AND ready_at <= $2 AND current_attempt_id IS NOT NULL LIMIT 1000`, tenantID, readyBefore)
+		WHERE tenant_id = $1 AND status IN ('queued', 'waiting') AND ready_at <= $2 AND current_attempt_id IS NOT NULL
+		AND `+notPausedStep+` LIMIT 1000`, tenantID, readyBefore)
 	// A running step keeps its ready_at until it finishes; saying so lets
 	// the partial index on ready_at serve this query.
 	b.Queue(`SELECT run_id, step_id, type, current_attempt_id, updated_at FROM step_runs
