@@ -59,9 +59,9 @@ func ActivateVersion(ctx context.Context, c *ent.Client, v *viewer.Viewer, workf
 	return dep, prev, err
 }
 
-// activeRelease refuses a deploy while a release of the workflow is under
+// ActiveRelease refuses a deploy while a release of the workflow is under
 // way in the environment: promote, roll back or abort it first.
-func activeRelease(ctx context.Context, c *ent.Client, workflowID, environmentID string) error {
+func ActiveRelease(ctx context.Context, c *ent.Client, workflowID, environmentID string) error {
 	r, err := c.Release.Query().Where(release.WorkflowID(workflowID), release.EnvironmentID(environmentID),
 		release.StateIn(release.StatePendingApproval, release.StateProgressing, release.StatePaused)).First(ctx)
 	if ent.IsNotFound(err) {

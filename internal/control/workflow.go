@@ -261,7 +261,7 @@ func (s *Service) deploy(ctx context.Context, c *ent.Client, v *viewer.Viewer, r
 			return nil, err
 		}
 	}
-	if err := activeRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
+	if err := ActiveRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
 		return nil, err
 	}
 	dep, prev, err := ActivateVersion(ctx, c, v, wv.WorkflowID, env, wv.ID, s.now())

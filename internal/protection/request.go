@@ -259,7 +259,7 @@ func (s *Service) apply(ctx context.Context, c *ent.Client, v *viewer.Viewer, ap
 			return nil, err
 		}
 	} else {
-		if err := busyRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
+		if err := control.ActiveRelease(ctx, c, wv.WorkflowID, env.ID); err != nil {
 			return nil, err
 		}
 		// The deployment is the requester's: approvers let it happen.
@@ -284,18 +284,6 @@ func (s *Service) apply(ctx context.Context, c *ent.Client, v *viewer.Viewer, ap
 	}
 	extra["approvedBy"] = subjects(votes)
 	return apr, s.record(ctx, c, v.TenantID, "deployment.approve", "ApprovalRequest", apr.ID, string(eventtype.DeploymentApproved), eventData(apr, extra))
-}
-
-func busyRelease(ctx context.Context, c *ent.Client, workflowID, envID string) error {
-	r, err := c.Release.Query().Where(release.WorkflowID(workflowID), release.EnvironmentID(envID),
-		release.StateIn(release.StatePendingApproval, release.StateProgressing, release.StatePaused)).First(ctx)
-	if ent.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return errs.E(errs.Conflict, "release %s of this workflow is %s in this environment; promote, roll back or abort it first", r.ID, r.State)
 }
 
 func subjects(votes []protectspec.Vote) []string {
