@@ -140,6 +140,10 @@ func TestCLITenantApply(t *testing.T) {
 	if s := get(owner.ok(`{ slaPolicies { edges { node { objectives { releaseRollback { severity } } } } } }`, nil), "slaPolicies"); !strings.Contains(fmt.Sprint(s), "severity:CRITICAL") {
 		t.Errorf("tenant default policy's releaseRollback: %v", s)
 	}
+	// Members are added through the control plane: audited like addMember.
+	if logs := edges(owner.ok(qHookAudit, map[string]any{"a": "member.add"}), "auditLogs"); len(logs) != 3 {
+		t.Errorf("member.add audit entries after apply: %d, want 3", len(logs))
+	}
 	members := map[string][]string{}
 	for _, m := range edges(owner.ok(`{ members { edges { node { subject roles } } } }`, nil), "members") {
 		var roles []string
@@ -187,6 +191,19 @@ func TestCLITenantApply(t *testing.T) {
 	if n := cliListed(t, slug); n != 1 {
 		t.Errorf("tenant list shows %s %d times after rename", slug, n)
 	}
+
+	// A manifest that would leave the tenant without an owner is refused,
+	// and changes nothing.
+	t.Run("last owner kept", func(t *testing.T) {
+		demoted := cliManifest(t, slug, "name: Acme Support Automation", "name: No Owner", "roles: [owner]", "roles: [admin]")
+		out, errOut, err := cliRun(t, nil, "tenant", "apply", "-f", demoted)
+		if err == nil || !strings.Contains(errOut, "last owner") {
+			t.Fatalf("demoting the last owner: err %v\n%s%s", err, out, errOut)
+		}
+		if name := str(owner.ok(`{ viewer { tenant { name } } }`, nil), "viewer.tenant.name"); name != "Acme Renamed" {
+			t.Errorf("refused apply changed the tenant name to %q", name)
+		}
+	})
 
 	// A manifest that fails while applying leaves the tenant as it was.
 	t.Run("failed apply writes nothing", func(t *testing.T) {

@@ -210,21 +210,38 @@ func sameJSON(a, b any) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
+// applyMembers adds the manifest's members and sets their roles through
+// internal/control, as addMember and updateMember do: each change is
+// audited, and one that would leave the tenant without an owner is refused.
+// Members that become owners are applied first, so a manifest may hand
+// ownership from one member to another.
 func applyMembers(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
-	for _, spec := range m.Members {
+	ctl := control.New(control.Options{})
+	specs := slices.Clone(m.Members)
+	slices.SortStableFunc(specs, func(a, b MemberSpec) int {
+		ao, bo := slices.Contains(a.Roles, viewer.RoleOwner), slices.Contains(b.Roles, viewer.RoleOwner)
+		switch {
+		case ao && !bo:
+			return -1
+		case bo && !ao:
+			return 1
+		}
+		return 0
+	})
+	for _, spec := range specs {
 		roles := slices.Compact(slices.Sorted(slices.Values(spec.Roles)))
 		cur, err := c.Member.Query().Where(member.Subject(spec.Subject)).Only(ctx)
 		switch {
 		case ent.IsNotFound(err):
-			if err := c.Member.Create().SetSubject(spec.Subject).SetRoles(roles).Exec(ctx); err != nil {
-				return fmt.Errorf("create member %s: %w", spec.Subject, err)
+			if _, err := ctl.AddMember(ctx, spec.Subject, roles); err != nil {
+				return fmt.Errorf("add member %s: %w", spec.Subject, err)
 			}
 			fmt.Fprintf(out, "  added member %s %v\n", spec.Subject, roles)
 		case err != nil:
 			return err
 		case !slices.Equal(cur.Roles, roles):
-			if err := cur.Update().SetRoles(roles).Exec(ctx); err != nil {
-				return err
+			if _, err := ctl.UpdateMember(ctx, cur.ID, roles); err != nil {
+				return fmt.Errorf("member %s: %w", spec.Subject, err)
 			}
 			fmt.Fprintf(out, "  member %s roles %v -> %v\n", spec.Subject, cur.Roles, roles)
 		}
