@@ -346,7 +346,9 @@ func TestConnectionRotationAcrossWorkers(t *testing.T) {
 		for _, id := range wave {
 			run := waitRun(t, owner, id, 120*time.Second, "succeeded", "failed", "waiting")
 			if str(run, "status") != "succeeded" {
-				t.Fatalf("run %s: %v", id, run)
+				reused, invalid, refreshes, ok, bad := fake.stats()
+				t.Fatalf("run %s: %v\nconnection: %v\nprovider: %d reused refresh tokens, %d invalid_grant, %d refreshes, %d valid calls, refused calls %v",
+					id, run, connStatus(t, owner, credID), reused, invalid, refreshes, ok, bad)
 			}
 		}
 		ids = append(ids, wave...)

@@ -36,6 +36,10 @@ var failureBackoff = backoff.Exponential{Initial: 30 * time.Second, Max: 30 * ti
 // refreshTimeout bounds one token request (the row stays locked meanwhile).
 const refreshTimeout = 30 * time.Second
 
+// lockWait bounds how long a refresh waits for the connection's row lock
+// (another worker refreshing) on top of its own token request.
+const lockWait = 30 * time.Second
+
 // needsPerson reports whether a connection in status st can give no token
 // until someone authorizes it.
 func needsPerson(st connection.Status) bool {
@@ -179,6 +183,13 @@ func (s *Service) openTokens(ctx context.Context, c *ent.Client, row *ent.Connec
 // tokens are sealed and written in the same transaction; a failure moves
 // the connection to degraded or reauthorization_required.
 func (s *Service) refresh(ctx context.Context, tenantID, credentialID string, seenVersion int, rejected string, keepAlive bool) (string, error) {
+	// A refresh, once asked for, runs to its commit even when the step that
+	// asked gives up (its timeout, a cancelled run): a provider that rotates
+	// refresh tokens has consumed the old one as soon as it answers, and a
+	// transaction rolled back then would keep a dead refresh token, whose
+	// next use is invalid_grant and a person to re-authorize.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout+lockWait)
+	defer cancel()
 	ctx = viewer.SystemContext(ctx, tenantID)
 	var token string
 	var result error
