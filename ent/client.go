@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -102,6 +103,8 @@ type Client struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// HeldStep is the client for interacting with the HeldStep builders.
+	HeldStep *HeldStepClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
 	// Incident is the client for interacting with the Incident builders.
@@ -189,6 +192,7 @@ func (c *Client) init() {
 	c.Evaluation = NewEvaluationClient(c.config)
 	c.EvaluationExample = NewEvaluationExampleClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
+	c.HeldStep = NewHeldStepClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
 	c.Incident = NewIncidentClient(c.config)
 	c.MapItem = NewMapItemClient(c.config)
@@ -327,6 +331,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
 		MapItem:                    NewMapItemClient(cfg),
@@ -392,6 +397,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
 		MapItem:                    NewMapItemClient(cfg),
@@ -454,13 +460,13 @@ func (c *Client) Use(hooks ...Hook) {
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
 		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
 		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
-		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
-		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
-		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.HeldStep, c.InboundEvent,
+		c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState,
+		c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
+		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -473,13 +479,13 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
 		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
 		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
-		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
-		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
-		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.HeldStep, c.InboundEvent,
+		c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState,
+		c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
+		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -520,6 +526,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.EvaluationExample.mutate(ctx, m)
 	case *EventWaitMutation:
 		return c.EventWait.mutate(ctx, m)
+	case *HeldStepMutation:
+		return c.HeldStep.mutate(ctx, m)
 	case *InboundEventMutation:
 		return c.InboundEvent.mutate(ctx, m)
 	case *IncidentMutation:
@@ -3238,6 +3246,156 @@ func (c *EventWaitClient) mutate(ctx context.Context, m *EventWaitMutation) (Val
 		return (&EventWaitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown EventWait mutation op: %q", m.Op())
+	}
+}
+
+// HeldStepClient is a client for the HeldStep schema.
+type HeldStepClient struct {
+	config
+}
+
+// NewHeldStepClient returns a client for the HeldStep from the given config.
+func NewHeldStepClient(c config) *HeldStepClient {
+	return &HeldStepClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `heldstep.Hooks(f(g(h())))`.
+func (c *HeldStepClient) Use(hooks ...Hook) {
+	c.hooks.HeldStep = append(c.hooks.HeldStep, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `heldstep.Intercept(f(g(h())))`.
+func (c *HeldStepClient) Intercept(interceptors ...Interceptor) {
+	c.inters.HeldStep = append(c.inters.HeldStep, interceptors...)
+}
+
+// Create returns a builder for creating a HeldStep entity.
+func (c *HeldStepClient) Create() *HeldStepCreate {
+	mutation := newHeldStepMutation(c.config, OpCreate)
+	return &HeldStepCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of HeldStep entities.
+func (c *HeldStepClient) CreateBulk(builders ...*HeldStepCreate) *HeldStepCreateBulk {
+	return &HeldStepCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *HeldStepClient) MapCreateBulk(slice any, setFunc func(*HeldStepCreate, int)) *HeldStepCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &HeldStepCreateBulk{err: fmt.Errorf("calling to HeldStepClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*HeldStepCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &HeldStepCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for HeldStep.
+func (c *HeldStepClient) Update() *HeldStepUpdate {
+	mutation := newHeldStepMutation(c.config, OpUpdate)
+	return &HeldStepUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *HeldStepClient) UpdateOne(_m *HeldStep) *HeldStepUpdateOne {
+	mutation := newHeldStepMutation(c.config, OpUpdateOne, withHeldStep(_m))
+	return &HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *HeldStepClient) UpdateOneID(id string) *HeldStepUpdateOne {
+	mutation := newHeldStepMutation(c.config, OpUpdateOne, withHeldStepID(id))
+	return &HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for HeldStep.
+func (c *HeldStepClient) Delete() *HeldStepDelete {
+	mutation := newHeldStepMutation(c.config, OpDelete)
+	return &HeldStepDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *HeldStepClient) DeleteOne(_m *HeldStep) *HeldStepDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *HeldStepClient) DeleteOneID(id string) *HeldStepDeleteOne {
+	builder := c.Delete().Where(heldstep.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &HeldStepDeleteOne{builder}
+}
+
+// Query returns a query builder for HeldStep.
+func (c *HeldStepClient) Query() *HeldStepQuery {
+	return &HeldStepQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeHeldStep},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a HeldStep entity by its id.
+func (c *HeldStepClient) Get(ctx context.Context, id string) (*HeldStep, error) {
+	return c.Query().Where(heldstep.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *HeldStepClient) GetX(ctx context.Context, id string) *HeldStep {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a HeldStep.
+func (c *HeldStepClient) QueryTenant(_m *HeldStep) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(heldstep.Table, heldstep.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, heldstep.TenantTable, heldstep.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *HeldStepClient) Hooks() []Hook {
+	hooks := c.hooks.HeldStep
+	return append(hooks[:len(hooks):len(hooks)], heldstep.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *HeldStepClient) Interceptors() []Interceptor {
+	return c.inters.HeldStep
+}
+
+func (c *HeldStepClient) mutate(ctx context.Context, m *HeldStepMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&HeldStepCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&HeldStepUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&HeldStepDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown HeldStep mutation op: %q", m.Op())
 	}
 }
 
@@ -8067,23 +8225,23 @@ type (
 		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
 		CredentialWait, Deployment, DriftChange, Environment,
 		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
-		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
-		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
-		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowPause, WorkflowVersion []ent.Hook
+		EvaluationExample, EventWait, HeldStep, InboundEvent, Incident, MapItem,
+		Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
+		SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
+		Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+		Workflow, WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
 		CredentialWait, Deployment, DriftChange, Environment,
 		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
-		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
-		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
-		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowPause, WorkflowVersion []ent.Interceptor
+		EvaluationExample, EventWait, HeldStep, InboundEvent, Incident, MapItem,
+		Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
+		SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
+		Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+		Workflow, WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )
 

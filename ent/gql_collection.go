@@ -3439,6 +3439,11 @@ func (_q *RunQuery) collectField(ctx context.Context, oneNode bool, opCtx *graph
 				selectedFields = append(selectedFields, run.FieldStatus)
 				fieldSeen[run.FieldStatus] = struct{}{}
 			}
+		case "priority":
+			if _, ok := fieldSeen[run.FieldPriority]; !ok {
+				selectedFields = append(selectedFields, run.FieldPriority)
+				fieldSeen[run.FieldPriority] = struct{}{}
+			}
 		case "mode":
 			if _, ok := fieldSeen[run.FieldMode]; !ok {
 				selectedFields = append(selectedFields, run.FieldMode)

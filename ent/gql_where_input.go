@@ -9145,6 +9145,16 @@ type RunWhereInput struct {
 	StatusIn    []run.Status `json:"statusIn,omitempty"`
 	StatusNotIn []run.Status `json:"statusNotIn,omitempty"`
 
+	// "priority" field predicates.
+	Priority      *int  `json:"priority,omitempty"`
+	PriorityNEQ   *int  `json:"priorityNEQ,omitempty"`
+	PriorityIn    []int `json:"priorityIn,omitempty"`
+	PriorityNotIn []int `json:"priorityNotIn,omitempty"`
+	PriorityGT    *int  `json:"priorityGT,omitempty"`
+	PriorityGTE   *int  `json:"priorityGTE,omitempty"`
+	PriorityLT    *int  `json:"priorityLT,omitempty"`
+	PriorityLTE   *int  `json:"priorityLTE,omitempty"`
+
 	// "mode" field predicates.
 	Mode      *run.Mode  `json:"mode,omitempty"`
 	ModeNEQ   *run.Mode  `json:"modeNEQ,omitempty"`
@@ -9641,6 +9651,30 @@ func (i *RunWhereInput) P() (predicate.Run, error) {
 	}
 	if len(i.StatusNotIn) > 0 {
 		predicates = append(predicates, run.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Priority != nil {
+		predicates = append(predicates, run.PriorityEQ(*i.Priority))
+	}
+	if i.PriorityNEQ != nil {
+		predicates = append(predicates, run.PriorityNEQ(*i.PriorityNEQ))
+	}
+	if len(i.PriorityIn) > 0 {
+		predicates = append(predicates, run.PriorityIn(i.PriorityIn...))
+	}
+	if len(i.PriorityNotIn) > 0 {
+		predicates = append(predicates, run.PriorityNotIn(i.PriorityNotIn...))
+	}
+	if i.PriorityGT != nil {
+		predicates = append(predicates, run.PriorityGT(*i.PriorityGT))
+	}
+	if i.PriorityGTE != nil {
+		predicates = append(predicates, run.PriorityGTE(*i.PriorityGTE))
+	}
+	if i.PriorityLT != nil {
+		predicates = append(predicates, run.PriorityLT(*i.PriorityLT))
+	}
+	if i.PriorityLTE != nil {
+		predicates = append(predicates, run.PriorityLTE(*i.PriorityLTE))
 	}
 	if i.Mode != nil {
 		predicates = append(predicates, run.ModeEQ(*i.Mode))

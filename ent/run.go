@@ -36,6 +36,8 @@ type Run struct {
 	EnvironmentID string `json:"environment_id,omitempty"`
 	// Status holds the value of the "status" field.
 	Status run.Status `json:"status,omitempty"`
+	// 1 (first) to 5 (last): the order of the run's steps among its tenant's held steps (fair dispatch). startRun's default is 3; replays default to 5.
+	Priority int `json:"priority,omitempty"`
 	// Mode holds the value of the "mode" field.
 	Mode run.Mode `json:"mode,omitempty"`
 	// Input holds the value of the "input" field.
@@ -187,7 +189,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case run.FieldInput, run.FieldOutput, run.FieldStepCounts:
 			values[i] = new([]byte)
-		case run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
+		case run.FieldPriority, run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
 			values[i] = new(sql.NullInt64)
 		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide:
 			values[i] = new(sql.NullString)
@@ -255,6 +257,12 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field status", values[i])
 			} else if value.Valid {
 				_m.Status = run.Status(value.String)
+			}
+		case run.FieldPriority:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field priority", values[i])
+			} else if value.Valid {
+				_m.Priority = int(value.Int64)
 			}
 		case run.FieldMode:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -519,6 +527,9 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))
+	builder.WriteString(", ")
+	builder.WriteString("priority=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Priority))
 	builder.WriteString(", ")
 	builder.WriteString("mode=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Mode))

@@ -96,6 +96,20 @@ func (_c *RunCreate) SetNillableStatus(v *run.Status) *RunCreate {
 	return _c
 }
 
+// SetPriority sets the "priority" field.
+func (_c *RunCreate) SetPriority(v int) *RunCreate {
+	_c.mutation.SetPriority(v)
+	return _c
+}
+
+// SetNillablePriority sets the "priority" field if the given value is not nil.
+func (_c *RunCreate) SetNillablePriority(v *int) *RunCreate {
+	if v != nil {
+		_c.SetPriority(*v)
+	}
+	return _c
+}
+
 // SetMode sets the "mode" field.
 func (_c *RunCreate) SetMode(v run.Mode) *RunCreate {
 	_c.mutation.SetMode(v)
@@ -539,6 +553,10 @@ func (_c *RunCreate) defaults() error {
 		v := run.DefaultStatus
 		_c.mutation.SetStatus(v)
 	}
+	if _, ok := _c.mutation.Priority(); !ok {
+		v := run.DefaultPriority
+		_c.mutation.SetPriority(v)
+	}
 	if _, ok := _c.mutation.Mode(); !ok {
 		v := run.DefaultMode
 		_c.mutation.SetMode(v)
@@ -600,6 +618,14 @@ func (_c *RunCreate) check() error {
 	if v, ok := _c.mutation.Status(); ok {
 		if err := run.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Run.status": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.Priority(); !ok {
+		return &ValidationError{Name: "priority", err: errors.New(`ent: missing required field "Run.priority"`)}
+	}
+	if v, ok := _c.mutation.Priority(); ok {
+		if err := run.PriorityValidator(v); err != nil {
+			return &ValidationError{Name: "priority", err: fmt.Errorf(`ent: validator failed for field "Run.priority": %w`, err)}
 		}
 	}
 	if _, ok := _c.mutation.Mode(); !ok {
@@ -705,6 +731,10 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(run.FieldStatus, field.TypeEnum, value)
 		_node.Status = value
+	}
+	if value, ok := _c.mutation.Priority(); ok {
+		_spec.SetField(run.FieldPriority, field.TypeInt, value)
+		_node.Priority = value
 	}
 	if value, ok := _c.mutation.Mode(); ok {
 		_spec.SetField(run.FieldMode, field.TypeEnum, value)
@@ -1257,6 +1287,9 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.EnvironmentID(); exists {
 			s.SetIgnore(run.FieldEnvironmentID)
+		}
+		if _, exists := u.create.mutation.Priority(); exists {
+			s.SetIgnore(run.FieldPriority)
 		}
 		if _, exists := u.create.mutation.Mode(); exists {
 			s.SetIgnore(run.FieldMode)
@@ -1833,6 +1866,9 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.EnvironmentID(); exists {
 				s.SetIgnore(run.FieldEnvironmentID)
+			}
+			if _, exists := b.mutation.Priority(); exists {
+				s.SetIgnore(run.FieldPriority)
 			}
 			if _, exists := b.mutation.Mode(); exists {
 				s.SetIgnore(run.FieldMode)

@@ -46,6 +46,8 @@ type Tx struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// HeldStep is the client for interacting with the HeldStep builders.
+	HeldStep *HeldStepClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
 	// Incident is the client for interacting with the Incident builders.
@@ -253,6 +255,7 @@ func (tx *Tx) init() {
 	tx.Evaluation = NewEvaluationClient(tx.config)
 	tx.EvaluationExample = NewEvaluationExampleClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
+	tx.HeldStep = NewHeldStepClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.Incident = NewIncidentClient(tx.config)
 	tx.MapItem = NewMapItemClient(tx.config)

@@ -47,7 +47,7 @@ func (r *mapItemResolver) Calls(ctx context.Context, obj *ent.MapItem) ([]*model
 func (r *mutationResolver) StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error) {
 	return r.Runs.StartRun(ctx, runs.StartRunInput{
 		WorkflowID: input.WorkflowID, EnvironmentID: input.EnvironmentID,
-		Input: input.Input, IdempotencyKey: input.IdempotencyKey,
+		Input: input.Input, IdempotencyKey: input.IdempotencyKey, Priority: input.Priority,
 	})
 }
 
@@ -65,7 +65,8 @@ func (r *mutationResolver) ResumeRun(ctx context.Context, id string) (*ent.Run, 
 func (r *mutationResolver) ReplayRun(ctx context.Context, input model.ReplayRunInput) (*ent.Run, error) {
 	return r.Runs.ReplayRun(ctx, runs.ReplayInput{
 		RunID: input.RunID, VersionID: input.VersionID,
-		Sandbox: input.Mode != nil && *input.Mode == model.ReplayModeSandbox,
+		Sandbox:  input.Mode != nil && *input.Mode == model.ReplayModeSandbox,
+		Priority: input.Priority,
 	})
 }
 

@@ -90,16 +90,23 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 				SetRetentionDays(m.RetentionDays).
 				SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
 				SetSLADefaults(slaMap(m.SLA)).
+				SetDispatchWeight(m.Plan.Weight).SetNillableMaxConcurrentSteps(stepCap(m.Plan)).
 				Save(ctx)
 			if err != nil {
 				return fmt.Errorf("create tenant: %w", err)
 			}
 			fmt.Fprintf(&out, "created tenant %s (%s)\n", t.Slug, t.ID)
 		} else {
-			t, err = c.Tenant.UpdateOneID(id).SetName(m.Name).SetRetentionDays(m.RetentionDays).
+			u := c.Tenant.UpdateOneID(id).SetName(m.Name).SetRetentionDays(m.RetentionDays).
 				SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
 				SetSLADefaults(slaMap(m.SLA)).
-				Save(ctx)
+				SetDispatchWeight(m.Plan.Weight)
+			if n := stepCap(m.Plan); n != nil {
+				u.SetMaxConcurrentSteps(*n)
+			} else {
+				u.ClearMaxConcurrentSteps()
+			}
+			t, err = u.Save(ctx)
 			if err != nil {
 				return fmt.Errorf("update tenant: %w", err)
 			}
@@ -324,4 +331,13 @@ func applySLA(ctx context.Context, c *ent.Client, spec SLASpec) error {
 		return nil
 	}
 	return p.Update().SetObjectives(o).Exec(ctx)
+}
+
+// stepCap is the tenant's max_concurrent_steps: nil for no cap.
+func stepCap(p PlanSpec) *int {
+	if p.MaxConcurrentSteps <= 0 {
+		return nil
+	}
+	n := p.MaxConcurrentSteps
+	return &n
 }

@@ -34,6 +34,15 @@ type Manifest struct {
 	RetentionDays int               `yaml:"retentionDays"`
 	Budget        BudgetSpec        `yaml:"budget"`
 	SLA           SLASpec           `yaml:"sla"`
+	Plan          PlanSpec          `yaml:"plan"`
+}
+
+// PlanSpec is the tenant's place in fair dispatch: its weight (its share
+// of the step queue is SLUICE_DISPATCH_SHARE times it) and the most steps
+// it may run at once (0: no cap).
+type PlanSpec struct {
+	Weight             int `yaml:"weight"`
+	MaxConcurrentSteps int `yaml:"maxConcurrentSteps"`
 }
 
 // EnvironmentSpec declares one environment.
@@ -103,6 +112,12 @@ func Parse(data []byte) (*Manifest, error) {
 	}
 	if overlay.Budget.MonthlyUSD != 0 {
 		m.Budget = overlay.Budget
+	}
+	if overlay.Plan.Weight != 0 {
+		m.Plan.Weight = overlay.Plan.Weight
+	}
+	if overlay.Plan.MaxConcurrentSteps != 0 {
+		m.Plan.MaxConcurrentSteps = overlay.Plan.MaxConcurrentSteps
 	}
 	if overlay.SLA.RunDuration != "" {
 		m.SLA.RunDuration = overlay.SLA.RunDuration
@@ -196,6 +211,12 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Budget.MonthlyUSD < 0 {
 		bad("budget.monthlyUSD", "must not be negative")
+	}
+	if m.Plan.Weight < 1 || m.Plan.Weight > 100 {
+		bad("plan.weight", "must be between 1 and 100")
+	}
+	if m.Plan.MaxConcurrentSteps < 0 || m.Plan.MaxConcurrentSteps > 100000 {
+		bad("plan.maxConcurrentSteps", "must be between 1 and 100000, or 0 for no cap")
 	}
 	for field, v := range map[string]string{"sla.runDuration": m.SLA.RunDuration, "sla.approvalResponse": m.SLA.ApprovalResponse} {
 		if v == "" {

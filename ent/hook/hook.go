@@ -201,6 +201,18 @@ func (f EventWaitFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, e
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.EventWaitMutation", m)
 }
 
+// The HeldStepFunc type is an adapter to allow the use of ordinary
+// function as HeldStep mutator.
+type HeldStepFunc func(context.Context, *ent.HeldStepMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f HeldStepFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.HeldStepMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.HeldStepMutation", m)
+}
+
 // The InboundEventFunc type is an adapter to allow the use of ordinary
 // function as InboundEvent mutator.
 type InboundEventFunc func(context.Context, *ent.InboundEventMutation) (ent.Value, error)

@@ -813,6 +813,43 @@ var (
 			},
 		},
 	}
+	// HeldStepsColumns holds the columns for the "held_steps" table.
+	HeldStepsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "priority", Type: field.TypeInt},
+		{Name: "reason", Type: field.TypeString},
+		{Name: "since", Type: field.TypeTime},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// HeldStepsTable holds the schema information for the "held_steps" table.
+	HeldStepsTable = &schema.Table{
+		Name:       "held_steps",
+		Columns:    HeldStepsColumns,
+		PrimaryKey: []*schema.Column{HeldStepsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "held_steps_tenants_tenant",
+				Columns:    []*schema.Column{HeldStepsColumns[7]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "heldstep_tenant_id_workflow_id_priority_since",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
+			},
+			{
+				Name:    "heldstep_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
+			},
+		},
+	}
 	// InboundEventsColumns holds the columns for the "inbound_events" table.
 	InboundEventsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1400,6 +1437,7 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "waiting", "succeeded", "failed", "cancelled"}, Default: "queued"},
+		{Name: "priority", Type: field.TypeInt, Default: 3},
 		{Name: "mode", Type: field.TypeEnum, Enums: []string{"live", "sandbox"}, Default: "live"},
 		{Name: "input", Type: field.TypeJSON},
 		{Name: "input_hash", Type: field.TypeString},
@@ -1439,25 +1477,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[30]},
+				Columns:    []*schema.Column{RunsColumns[31]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[31]},
+				Columns:    []*schema.Column{RunsColumns[32]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[32]},
+				Columns:    []*schema.Column{RunsColumns[33]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[33]},
+				Columns:    []*schema.Column{RunsColumns[34]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -1466,7 +1504,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[9]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -1474,17 +1512,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[31], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[32], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[11]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -1492,7 +1530,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[29]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[30]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -1500,7 +1538,7 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
@@ -1508,7 +1546,7 @@ var (
 			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[27], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[31], RunsColumns[28], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "release_id IS NOT NULL",
 				},
@@ -1840,6 +1878,8 @@ var (
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
+		{Name: "dispatch_weight", Type: field.TypeInt, Default: 1},
+		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
@@ -2217,6 +2257,7 @@ var (
 		EvaluationsTable,
 		EvaluationExamplesTable,
 		EventWaitsTable,
+		HeldStepsTable,
 		InboundEventsTable,
 		IncidentsTable,
 		MapItemsTable,
@@ -2278,6 +2319,7 @@ func init() {
 	EvaluationExamplesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
+	HeldStepsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	IncidentsTable.ForeignKeys[0].RefTable = TenantsTable

@@ -495,6 +495,30 @@ func (f EventWaitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutat
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EventWaitMutation", m)
 }
 
+// The HeldStepQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type HeldStepQueryRuleFunc func(context.Context, *ent.HeldStepQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f HeldStepQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.HeldStepQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.HeldStepQuery", q)
+}
+
+// The HeldStepMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type HeldStepMutationRuleFunc func(context.Context, *ent.HeldStepMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f HeldStepMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.HeldStepMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.HeldStepMutation", m)
+}
+
 // The InboundEventQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type InboundEventQueryRuleFunc func(context.Context, *ent.InboundEventQuery) error
@@ -1282,6 +1306,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EventWaitQuery:
 		return q.Filter(), nil
+	case *ent.HeldStepQuery:
+		return q.Filter(), nil
 	case *ent.InboundEventQuery:
 		return q.Filter(), nil
 	case *ent.IncidentQuery:
@@ -1380,6 +1406,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EvaluationExampleMutation:
 		return m.Filter(), nil
 	case *ent.EventWaitMutation:
+		return m.Filter(), nil
+	case *ent.HeldStepMutation:
 		return m.Filter(), nil
 	case *ent.InboundEventMutation:
 		return m.Filter(), nil

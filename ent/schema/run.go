@@ -29,6 +29,8 @@ func (Run) Fields() []ent.Field {
 		field.String("environment_id").Immutable(),
 		field.Enum("status").Values("queued", "running", "waiting", "succeeded", "failed", "cancelled").Default("queued").
 			Annotations(entgql.Type("RunStatus"), entgql.OrderField("STATUS")),
+		field.Int("priority").Default(3).Range(1, 5).Immutable().
+			Comment("1 (first) to 5 (last): the order of the run's steps among its tenant's held steps (fair dispatch). startRun's default is 3; replays default to 5."),
 		field.Enum("mode").Values("live", "sandbox").Default("live").Immutable().
 			Annotations(entgql.Type("RunMode")),
 		field.JSON("input", map[string]any{}).Immutable().

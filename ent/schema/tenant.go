@@ -40,6 +40,12 @@ func (Tenant) Fields() []ent.Field {
 		field.Int("open_evaluations").Default(0).
 			Comment("Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("dispatch_weight").Default(1).Range(1, 100).
+			Comment("The tenant's weight in fair dispatch (plan.weight in the manifest): its share of the step queue is the configured share times the weight.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("max_concurrent_steps").Optional().Nillable().Range(1, 100000).
+			Comment("At most this many of the tenant's steps run at once (plan.maxConcurrentSteps); nil means no cap.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int("schedules").Default(0).
 			Comment("Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),

@@ -35,6 +35,8 @@ type Sizes struct {
 	Subscribers    int           // websocket subscribers on one run
 	LiveSteps      int           // steps whose events the subscribers receive live, in a burst
 	LiveGates      int           // approvals decided one at a time while the subscribers listen
+	FairnessRuns   int           // tenant A's runs started at once (fairness)
+	FairnessProbes int           // tenant B's runs timed one at a time, idle and under A's burst
 }
 
 // FullSizes is the benchmark the targets are stated for.
@@ -42,7 +44,7 @@ func FullSizes() Sizes {
 	return Sizes{
 		BaselineTasks: 20000, Commits: 1000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
 		Chains: []int{40, 400}, FanOut: 1000, StartRate: 200, StartFor: 5 * time.Second,
-		Subscribers: 1000, LiveSteps: 5, LiveGates: 6,
+		Subscribers: 1000, LiveSteps: 5, LiveGates: 6, FairnessRuns: 5000, FairnessProbes: 20,
 	}
 }
 
@@ -52,7 +54,7 @@ func SmokeSizes() Sizes {
 	return Sizes{
 		BaselineTasks: 200, Commits: 20, LatencyRuns: 3, ThroughputRuns: 20, InFlight: 10,
 		Chains: []int{5, 10}, FanOut: 20, StartRate: 50, StartFor: 200 * time.Millisecond,
-		Subscribers: 5, LiveSteps: 2, LiveGates: 2,
+		Subscribers: 5, LiveSteps: 2, LiveGates: 2, FairnessRuns: 30, FairnessProbes: 2,
 	}
 }
 
@@ -66,6 +68,7 @@ type Process struct {
 type Target struct {
 	APIURL      string // http://host:port of the API process the benchmark talks to
 	Token       string // a bearer token of the benchmark tenant's owner
+	OtherToken  string // an owner's token of a second tenant (fairness); empty: fairness fails
 	RedisAddr   string // the Redis server, for the baseline
 	DatabaseURL string // the benchmark's database (a role that may create a table), for the commit baseline
 	BaselineDB  int    // a Redis database of the baseline's own, flushed before and after
@@ -96,7 +99,7 @@ const (
 )
 
 // Scenarios lists every scenario in the order they run.
-var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive, ScenarioEval}
+var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive, ScenarioEval, ScenarioFairness}
 
 // Options tunes a benchmark.
 type Options struct {
@@ -135,6 +138,7 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 		{ScenarioStart, s.startRate},
 		{ScenarioLive, s.live},
 		{ScenarioEval, s.eval},
+		{ScenarioFairness, s.fairness},
 	}
 	var errs []error
 	for _, p := range phases {

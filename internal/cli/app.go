@@ -267,6 +267,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		HeartbeatStale: cfg.StepStaleAfter,
 		CrashLimit:     cfg.StepCrashLimit,
 		Group:          group,
+		// Fair dispatch across tenants (internal/runs/dispatch.go).
+		DispatchShare: cfg.DispatchShare,
 	})
 	a.escalation.SetRuns(a.runs)
 	a.evals = evals.New(evals.Options{

@@ -40,7 +40,7 @@ const (
 var benchPassthrough = []string{
 	"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG", "GOCOVERDIR",
 	"SLUICE_LOG_LEVEL", "SLUICE_DB_MAX_CONNS", "SLUICE_WORKER_RECONCILE_INTERVAL",
-	"SLUICE_STEP_COMMIT_LANES", "SLUICE_STEP_GROUP_MAX",
+	"SLUICE_STEP_COMMIT_LANES", "SLUICE_STEP_GROUP_MAX", "SLUICE_DISPATCH_SHARE",
 }
 
 // runBench measures Sluice on this machine: it creates a fresh database
@@ -166,6 +166,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	// A second tenant, for the fairness scenario.
+	var other bytes.Buffer
+	if err := runTenant(ctx, []string{"create", "--slug", "bench-other", "--name", "Benchmark (second tenant)"}, benchEnv, &other); err != nil {
+		return fmt.Errorf("tenant create: %w", err)
+	}
+	otherToken, err := mintToken(cfg, strings.TrimSpace(other.String()), "bench@sluice.local", []string{"owner"}, 4*time.Hour)
+	if err != nil {
+		return err
+	}
 	if slaBench {
 		if err := benchSLA(ctx, ownerURL, appURL, strings.TrimSpace(out.String()), stdout); err != nil {
 			return err
@@ -176,7 +185,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	target := bench.Target{
-		Token: token, RedisAddr: *redisAddr, BaselineDB: baselineDB, DatabaseURL: ownerURL,
+		Token: token, OtherToken: otherToken, RedisAddr: *redisAddr, BaselineDB: baselineDB, DatabaseURL: ownerURL,
 		Workers: *workers, Concurrency: *concurrency,
 		PeersDir: *peersDir,
 		NewDatabase: func(ctx context.Context, prefix string) (string, func(), error) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/dispatch"
 	"github.com/sluicehq/sluice/internal/worker"
 )
 
@@ -47,6 +48,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func (a *app) newWorker(cfg worker.Config) *worker.Worker {
+	// Held steps (fair dispatch, a tenant's cap on running steps) are
+	// released by the workers: when a step transaction of their tenant
+	// makes room, and on a sweep (internal/dispatch).
+	rel := dispatch.New(a.runs, a.log, a.cfg.DispatchSweep)
+	a.runs.SetReleaser(rel)
+	cfg.Loops = append(cfg.Loops, rel.Run)
 	// The SLA sweep and window evaluation run in every worker; a singleton
 	// lock in Postgres lets one at a time work.
 	cfg.Loops = append(cfg.Loops,

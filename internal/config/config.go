@@ -166,6 +166,15 @@ type Config struct {
 	// (SLUICE_STEP_GROUP_MAX); 1 turns grouping off: every step then has a
 	// transaction of its own and no lane limit applies. If unset, 16.
 	StepGroupMax int
+	// DispatchShare is how many ready steps a tenant of weight 1 may have
+	// waiting in the step queue before the rest wait in Postgres, released
+	// in turns as the queue drains (fair dispatch; SLUICE_DISPATCH_SHARE).
+	// 0 turns fair dispatch off. If unset, 32.
+	DispatchShare int
+	// DispatchSweep is how often a worker releases the held steps of every
+	// tenant that has some, beside the releases step transactions ask for
+	// (SLUICE_DISPATCH_SWEEP). If unset, 1s.
+	DispatchSweep time.Duration
 }
 
 // Development reports whether Sluice runs in development mode.
@@ -222,6 +231,11 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.StepCrashLimit = intVar(getenv, "SLUICE_STEP_CRASH_LIMIT", 3, &errs)
 	c.StepCommitLanes = intVar(getenv, "SLUICE_STEP_COMMIT_LANES", 4, &errs)
 	c.StepGroupMax = intVar(getenv, "SLUICE_STEP_GROUP_MAX", 16, &errs)
+	c.DispatchShare = intVar(getenv, "SLUICE_DISPATCH_SHARE", 32, &errs)
+	if c.DispatchShare < 0 {
+		errs = append(errs, fmt.Errorf("SLUICE_DISPATCH_SHARE must be 0 (off) or a positive integer, got %d", c.DispatchShare))
+	}
+	c.DispatchSweep = durationVar(getenv, "SLUICE_DISPATCH_SWEEP", time.Second, &errs)
 	c.Introspection = c.Development()
 	if v := getenv("SLUICE_GRAPHQL_INTROSPECTION"); v != "" {
 		b, err := strconv.ParseBool(v)

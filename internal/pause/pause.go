@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
@@ -213,26 +214,48 @@ func For(ctx context.Context, c *ent.Client, workflowID, environmentID string) (
 // QueueReason is why a run is held.
 type QueueReason string
 
-// Queue reasons; flow control adds more.
+// Queue reasons: a pause, and fair dispatch (internal/runs/dispatch.go).
 const (
 	QueuePaused QueueReason = "PAUSED"
+	// QueueTenantShare: the tenant has its share of ready steps in the
+	// queue already; the run's step waits in Postgres for its turn.
+	QueueTenantShare QueueReason = "TENANT_SHARE"
+	// QueueTenantConcurrency: the tenant runs its plan's
+	// maxConcurrentSteps already.
+	QueueTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
 )
 
 // Held says why an unfinished run is held and since when: PAUSED while its
 // workflow is paused in its environment, since the pause or the run's
-// creation, whichever is later. A finished run is not held.
+// creation, whichever is later; otherwise TENANT_SHARE or
+// TENANT_CONCURRENCY while fair dispatch holds one of its steps, since the
+// oldest such step was held. A finished run is not held.
 func Held(ctx context.Context, c *ent.Client, r *ent.Run) (QueueReason, *time.Time, error) {
 	switch r.Status {
 	case "succeeded", "failed", "cancelled":
 		return "", nil, nil
 	}
 	p, err := For(ctx, c, r.WorkflowID, r.EnvironmentID)
-	if err != nil || p == nil {
+	if err != nil {
 		return "", nil, err
 	}
-	since := p.CreatedAt
-	if r.CreatedAt.After(since) {
-		since = r.CreatedAt
+	if p != nil {
+		since := p.CreatedAt
+		if r.CreatedAt.After(since) {
+			since = r.CreatedAt
+		}
+		return QueuePaused, &since, nil
 	}
-	return QueuePaused, &since, nil
+	h, err := c.HeldStep.Query().Where(heldstep.RunID(r.ID)).Order(ent.Asc(heldstep.FieldSince)).First(ctx)
+	if ent.IsNotFound(err) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	reason := QueueTenantShare
+	if h.Reason == "tenant_concurrency" {
+		reason = QueueTenantConcurrency
+	}
+	return reason, &h.Since, nil
 }

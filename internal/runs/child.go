@@ -124,6 +124,7 @@ func (s *runState) createChild(ctx context.Context, step *definition.Step, input
 		input: input, hash: inputHash(input), idempotencyKey: &key, mode: run.ModeLive, def: def,
 		parentRunID: &runID, parentStepID: &stepID, depth: s.run.Depth + 1,
 		varsVersion: s.run.EnvVarsVersion, // the same environment, the parent's values
+		priority:    s.run.Priority,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("start child run: %w", err)

@@ -361,6 +361,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			// Held at the step boundary until resumeWorkflow sends it again.
 			return nil, 0, nil
 		}
+		if sr.Status == steprun.StatusQueued && sr.ReadyAt == nil {
+			// Held by fair dispatch (dispatch.go): its release sends it.
+			return nil, 0, nil
+		}
 		if sr.Status == steprun.StatusWaiting && step.Type == definition.StepWait {
 			// Its deadline, or a look at the stored events (wait.go).
 			return nil, 0, s.wakeWait(ctx, step, sr)
@@ -370,6 +374,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			return nil, 0, s.wakeChild(ctx, step, sr)
 		}
 		if sr.Status == steprun.StatusQueued {
+			// A tenant capped by maxConcurrentSteps: wait for a slot.
+			if free, err := s.claimSlot(ctx, sr); err != nil || !free {
+				return nil, 0, err
+			}
 			if handled, err := s.decide(ctx, step, sr); handled || err != nil {
 				return nil, 0, err
 			}

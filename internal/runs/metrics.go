@@ -11,6 +11,8 @@ type Metrics struct {
 	stepDuration *prometheus.HistogramVec
 	tokens       *prometheus.CounterVec
 	cost         *prometheus.CounterVec
+	held         *prometheus.CounterVec
+	released     prometheus.Counter
 }
 
 // NewMetrics registers the run state machine's metrics on reg.
@@ -33,8 +35,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_model_cost_micro_usd_total",
 			Help: "Model cost in micro-USD by provider and model.",
 		}, []string{"provider", "model"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_dispatch_held_steps_total",
+			Help: "Ready steps held in Postgres by fair dispatch, by where: admission (the tenant's share of the queue, or its cap, was full when the step became ready) or claim (its running steps were at its cap).",
+		}, []string{"at"}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_dispatch_released_steps_total",
+			Help: "Held steps released to the queue.",
+		}),
 	}
-	reg.MustRegister(m.runsFinished, m.stepDuration, m.tokens, m.cost)
+	reg.MustRegister(m.runsFinished, m.stepDuration, m.tokens, m.cost, m.held, m.released)
 	return m
 }
 
@@ -55,5 +65,17 @@ func (m *Metrics) modelCall(provider, model string, in, out, cost int64) {
 		m.tokens.WithLabelValues(provider, model, "input").Add(float64(in))
 		m.tokens.WithLabelValues(provider, model, "output").Add(float64(out))
 		m.cost.WithLabelValues(provider, model).Add(float64(cost))
+	}
+}
+
+func (m *Metrics) heldSteps(n int, reason string) {
+	if m != nil {
+		m.held.WithLabelValues(reason).Add(float64(n))
+	}
+}
+
+func (m *Metrics) releasedSteps(n int) {
+	if m != nil {
+		m.released.Add(float64(n))
 	}
 }

@@ -37,6 +37,28 @@ type StartRunInput struct {
 	EnvironmentID  string
 	Input          map[string]any
 	IdempotencyKey *string
+	// Priority orders the run's steps among its tenant's held steps (fair
+	// dispatch): 1 first to 5 last; if nil, DefaultPriority.
+	Priority *int
+}
+
+// Run priorities (fair dispatch): 1 goes first, 5 last.
+const (
+	DefaultPriority = 3
+	// ReplayPriority is a replay's priority when none is given: a replay
+	// or a bulk operation must not hold back the runs users start.
+	ReplayPriority = 5
+)
+
+// priorityOf validates a priority given at path; def when nil.
+func priorityOf(p *int, def int, path string) (int, error) {
+	if p == nil {
+		return def, nil
+	}
+	if *p < 1 || *p > 5 {
+		return 0, errs.Invalid(path, "must be 1 (first) to 5 (last), got %d", *p)
+	}
+	return *p, nil
 }
 
 // inputHash identifies a run input for idempotency: same key with the same
@@ -57,6 +79,10 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	}
 	if in.Input == nil {
 		in.Input = map[string]any{}
+	}
+	priority, err := priorityOf(in.Priority, DefaultPriority, "input.priority")
+	if err != nil {
+		return nil, err
 	}
 	hash := inputHash(in.Input)
 	if k := in.IdempotencyKey; k != nil {
@@ -157,7 +183,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		workflowID: in.WorkflowID, versionID: rt.versionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
-		paused: pause != nil,
+		paused: pause != nil, priority: priority,
 	})
 }
 
@@ -214,6 +240,8 @@ type newRun struct {
 	// paused: the workflow is paused in the environment (QUEUE): the run
 	// is created queued and none of its steps is sent (pause.go).
 	paused bool
+	// priority: 1 to 5 (fair dispatch); 0 means DefaultPriority.
+	priority int
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -226,7 +254,10 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		VersionID: nr.versionID, EnvironmentID: nr.environmentID, Status: run.StatusQueued, Mode: nr.mode, Input: nr.input,
 		InputHash: nr.hash, IdempotencyKey: nr.idempotencyKey, ReplayOf: nr.replayOf, NextSeq: 1,
 		TraceID: tracing.NewTraceID(), CreatedBy: v.Subject, ParentRunID: nr.parentRunID, ParentStepID: nr.parentStepID, Depth: max(nr.depth, 1),
-		EnvVarsVersion: nr.varsVersion}
+		EnvVarsVersion: nr.varsVersion, Priority: nr.priority}
+	if r.Priority == 0 {
+		r.Priority = DefaultPriority
+	}
 	if e.sla != nil && nr.mode == run.ModeLive {
 		// A sandbox replay is a rehearsal: it neither counts towards
 		// service levels nor gets deadlines.
@@ -409,12 +440,18 @@ type ReplayInput struct {
 	RunID     string
 	VersionID *string
 	Sandbox   bool
+	// Priority of the new run; if nil, ReplayPriority.
+	Priority *int
 }
 
 // ReplayRun starts a new run with the input of another. In sandbox mode,
 // side-effect steps return the source run's recorded outputs and call nothing.
 func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, error) {
 	v, c, err := access.Authorize(ctx, viewer.RoleOperator)
+	if err != nil {
+		return nil, err
+	}
+	priority, err := priorityOf(in.Priority, ReplayPriority, "input.priority")
 	if err != nil {
 		return nil, err
 	}
@@ -478,6 +515,7 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
 		input: input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
 		varsVersion: src.EnvVarsVersion, // the values the source run saw
+		priority:    priority,
 	})
 	if err != nil {
 		return nil, err
@@ -516,5 +554,6 @@ func (e *Service) StartSandboxReplay(ctx context.Context, c *ent.Client, sourceI
 	return e.createRun(ctx, c, v, newRun{
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
 		input: input, hash: src.InputHash, mode: run.ModeSandbox, replayOf: &srcID, def: def,
+		priority: ReplayPriority, // an evaluation's example
 	})
 }

@@ -71,6 +71,11 @@ type runState struct {
 	// paused: the run's workflow is paused in its environment (pause.go),
 	// as read with the run's lock: no step starts or is sent to the queue.
 	paused bool
+	// capped: the run's tenant has a cap on the steps it runs at once, so a
+	// claim checks for a free slot (dispatch.go). tenantHeld: the tenant had
+	// held steps when the run was locked; after commit the service asks for
+	// a release.
+	capped, tenantHeld bool
 	// deferEval marks a run state changed by an API request: starting a
 	// step that evaluates a tenant expression is left to a worker (see
 	// decide.go).
@@ -93,14 +98,14 @@ func (e *Service) lockRun(ctx context.Context, c *ent.Client, runID string) (*ru
 func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string, stepIDs ...string) (*runState, error) {
 	var r *ent.Run
 	var endpointsVersion int64
-	var paused bool
+	var flags lockFlags
 	var preloaded []*ent.StepRun
 	var err error
 	if len(stepIDs) > 0 {
 		// The lock and the steps in one round trip.
-		r, endpointsVersion, paused, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
+		r, endpointsVersion, flags, preloaded, err = lockRunWithSteps(ctx, tenantOf(ctx), runID, stepIDs)
 	} else {
-		r, endpointsVersion, paused, err = lockRunRow(ctx, runID)
+		r, endpointsVersion, flags, err = lockRunRow(ctx, runID)
 	}
 	if err != nil {
 		return nil, err
@@ -111,7 +116,7 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 	}
 	now := e.now()
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: &runChange{}, seq: r.NextSeq, now: now, lockedAt: now,
-		endpointsVersion: endpointsVersion, paused: paused}
+		endpointsVersion: endpointsVersion, paused: flags.paused, capped: flags.capped, tenantHeld: flags.tenantHeld}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}
@@ -321,6 +326,12 @@ func (s *runState) flush(ctx context.Context) error {
 			}
 		}
 	}
+	// The steps sent to the queue go through the tenant's share; a
+	// continuation (above) takes over its predecessor's place.
+	if err := s.admit(ctx); err != nil {
+		return err
+	}
+	s.askRelease(ctx)
 	markCheckFirst(s.tasks)
 	// After-commit work runs last registered first (store.AfterCommit wraps
 	// Ent's commit hooks): the tasks are registered last so that a worker

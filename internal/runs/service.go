@@ -49,6 +49,9 @@ type Service struct {
 	resp responseChecks
 	// creds: steps waiting for connections (credwait.go); nil without.
 	creds *credentialWaits
+	// share and releaser: fair dispatch (dispatch.go).
+	share    int
+	releaser Releaser
 }
 
 // Options configure a Service.
@@ -81,6 +84,10 @@ type Options struct {
 	// together under load (group commit, see store.Group); workers set
 	// it. If nil, each step has a transaction of its own.
 	Group *store.Group
+	// DispatchShare is how many ready steps a tenant of weight 1 may have
+	// waiting in the queue before more wait in Postgres (fair dispatch,
+	// dispatch.go); 0 turns fair dispatch off.
+	DispatchShare int
 }
 
 // DefaultCrashLimit is Options.CrashLimit's default.
@@ -103,5 +110,5 @@ func New(o Options) *Service {
 	}
 	return &Service{stale: o.HeartbeatStale, crashLimit: o.CrashLimit, client: o.Client, vault: o.Vault, dispatcher: o.Dispatcher,
 		publisher: o.Publisher, outbox: o.Outbox, escalator: o.Escalator, sla: o.SLA, executor: o.Executor, log: log, metrics: o.Metrics, tracer: o.Tracer, now: o.Now,
-		group: o.Group}
+		group: o.Group, share: o.DispatchShare}
 }

@@ -40,7 +40,7 @@ import (
 const runColumns = `id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 	input_hash, output, idempotency_key, replay_of, error_class, error_message, failed_step_id, cost_micro_usd, next_seq,
 	step_counts, trace_id, created_by, started_at, finished_at, parent_run_id, parent_step_id, depth, sla_deadline_at, sla_queue_deadline_at,
-	env_vars_version`
+	env_vars_version, priority`
 
 func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 	r := &ent.Run{}
@@ -48,7 +48,7 @@ func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 		&r.InputHash, &r.Output, &r.IdempotencyKey, &r.ReplayOf, &r.ErrorClass, &r.ErrorMessage, &r.FailedStepID, &r.CostMicroUsd, &r.NextSeq,
 		&r.StepCounts, &r.TraceID, &r.CreatedBy, &r.StartedAt, &r.FinishedAt, &r.ParentRunID, &r.ParentStepID, &r.Depth,
 		&r.SLADeadlineAt, &r.SLAQueueDeadlineAt,
-		&r.EnvVarsVersion}
+		&r.EnvVarsVersion, &r.Priority}
 	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return nil, err
 	}
@@ -126,21 +126,33 @@ func bindRun(ctx context.Context, r *ent.Run) *ent.Run {
 // change to it, and with it the tenant's webhooks_version, under which the
 // outbox caches the tenant's webhook endpoints (see Outbox): no round trip
 // of its own.
-func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, bool, error) {
+func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, lockFlags, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, 0, false, err
+		return nil, 0, lockFlags{}, err
 	}
 	var version int64
-	var paused bool
-	r, err := scanRun(q.QueryRow(ctx, lockRunSQL, runID), &version, &paused)
+	var f lockFlags
+	r, err := scanRun(q.QueryRow(ctx, lockRunSQL, runID), f.dest(&version)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, false, errs.NotFoundf("run", runID)
+		return nil, 0, lockFlags{}, errs.NotFoundf("run", runID)
 	}
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("lock run: %w", err)
+		return nil, 0, lockFlags{}, fmt.Errorf("lock run: %w", err)
 	}
-	return bindRun(ctx, r), version, paused, nil
+	return bindRun(ctx, r), version, f, nil
+}
+
+// lockFlags are what lockRunSQL reads beside the run: whether its workflow
+// is paused in its environment (pause.go), whether its tenant has a cap on
+// the steps it runs at once and whether it has held steps (dispatch.go).
+type lockFlags struct {
+	paused, capped, tenantHeld bool
+}
+
+// dest is what lockRunSQL's columns after the run's scan into.
+func (f *lockFlags) dest(version *int64) []any {
+	return []any{version, &f.paused, &f.capped, &f.tenantHeld}
 }
 
 // lockRunSQL locks a run by id, with its tenant's webhooks_version and
@@ -148,7 +160,7 @@ func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, bool, error
 // tenant is checked by row-level security (see columnSet.hold for why not
 // by the statement too).
 var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenants WHERE id = runs.tenant_id),
-		` + pauseExists + `
+		` + pauseExists + `, ` + dispatchFlags + `
 		FROM runs WHERE id = $1 FOR UPDATE`
 
 // stepsByIDSQL reads the steps of a run ($1, $2) named in $3.
@@ -157,38 +169,38 @@ var stepsByIDSQL = `SELECT ` + stepColumns + ` FROM step_runs WHERE tenant_id = 
 // lockRunWithSteps is lockRunRow and stepRows of the named steps in one
 // round trip: the steps are read after the lock is taken, so they are as
 // current as a read after it.
-func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []string) (*ent.Run, int64, bool, []*ent.StepRun, error) {
+func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []string) (*ent.Run, int64, lockFlags, []*ent.StepRun, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
-		return nil, 0, false, nil, err
+		return nil, 0, lockFlags{}, nil, err
 	}
 	b := &pgx.Batch{}
 	b.Queue(lockRunSQL, runID)
 	b.Queue(stepsByIDSQL, tenantID, runID, stepIDs)
 	br := q.SendBatch(ctx, b)
 	var version int64
-	var paused bool
-	r, err := scanRun(br.QueryRow(), &version, &paused)
+	var f lockFlags
+	r, err := scanRun(br.QueryRow(), f.dest(&version)...)
 	if err != nil {
 		_ = br.Close()
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, 0, false, nil, errs.NotFoundf("run", runID)
+			return nil, 0, lockFlags{}, nil, errs.NotFoundf("run", runID)
 		}
-		return nil, 0, false, nil, fmt.Errorf("lock run: %w", err)
+		return nil, 0, lockFlags{}, nil, fmt.Errorf("lock run: %w", err)
 	}
 	rows, err := br.Query()
 	if err != nil {
 		_ = br.Close()
-		return nil, 0, false, nil, fmt.Errorf("load steps: %w", err)
+		return nil, 0, lockFlags{}, nil, fmt.Errorf("load steps: %w", err)
 	}
 	steps, err := scanSteps(ctx, rows)
 	if cerr := br.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, 0, false, nil, fmt.Errorf("load steps: %w", err)
+		return nil, 0, lockFlags{}, nil, fmt.Errorf("load steps: %w", err)
 	}
-	return bindRun(ctx, r), version, paused, steps, nil
+	return bindRun(ctx, r), version, f, steps, nil
 }
 
 // stepRows reads a run's steps: those named, or all of them when stepIDs
@@ -323,13 +335,13 @@ func insertRun(ctx context.Context, r *ent.Run) error {
 		`INSERT INTO runs (id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 		input_hash, idempotency_key, replay_of, cost_micro_usd, next_seq, trace_id, created_by, parent_run_id, parent_step_id, depth,
 		sla_deadline_at, sla_queue_deadline_at, sla_max_cost_micro_usd, sla_check_at,
-		env_vars_version, release_id, release_side)
+		env_vars_version, release_id, release_side, priority)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
-		$24, $25, $26)`,
+		$24, $25, $26, $27)`,
 		r.ID, r.TenantID, r.CreatedAt, r.UpdatedAt, r.WorkflowID, r.VersionID, r.EnvironmentID, r.Status, r.Mode, r.Input,
 		r.InputHash, r.IdempotencyKey, r.ReplayOf, r.NextSeq, r.TraceID, r.CreatedBy, r.ParentRunID, r.ParentStepID, r.Depth,
 		r.SLADeadlineAt, r.SLAQueueDeadlineAt, r.SLAMaxCostMicroUsd, r.SLACheckAt,
-		r.EnvVarsVersion, r.ReleaseID, r.ReleaseSide)
+		r.EnvVarsVersion, r.ReleaseID, r.ReleaseSide, r.Priority)
 }
 
 // insertSteps holds the inserts of a new run's steps and first attempts:

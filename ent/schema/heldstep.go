@@ -1,0 +1,50 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// HeldStep is a ready step that flow control keeps in Postgres instead of
+// sending it to the queue (internal/runs/dispatch.go): its tenant has its
+// share of steps waiting in the queue already, or all the steps its plan
+// lets it run at once. While the row exists the step's ready_at is NULL, so
+// neither the reconciler nor a claim runs it; a release deletes the row,
+// sets ready_at and sends the step. The row's id is the step run's id.
+type HeldStep struct{ ent.Schema }
+
+func (HeldStep) Mixin() []ent.Mixin {
+	return []ent.Mixin{TenantMixin{LedByOwnIndexes: true}}
+}
+
+func (HeldStep) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("id").Immutable().NotEmpty().MaxLen(40).
+			Comment("The held step run's id."),
+		field.String("run_id").Immutable(),
+		field.String("step_id").Immutable(),
+		field.String("workflow_id").Immutable().
+			Comment("The run's workflow: releases take turns between a tenant's workflows."),
+		field.Int("priority").Immutable().
+			Comment("The run's priority, 1 (first) to 5 (last)."),
+		field.String("reason").Immutable().
+			Comment("tenant_share (the tenant's share of the queue is full) or tenant_concurrency (its plan's maxConcurrentSteps are running)."),
+		field.Time("since").Immutable(),
+	}
+}
+
+func (HeldStep) Indexes() []ent.Index {
+	return []ent.Index{
+		// Release order inside a workflow, and the walk over a tenant's
+		// workflows that have held steps.
+		index.Fields("tenant_id", "workflow_id", "priority", "since"),
+		index.Fields("tenant_id", "run_id"),
+	}
+}
+
+func (HeldStep) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.Skip(entgql.SkipAll)}
+}

@@ -1,0 +1,123 @@
+// Package dispatch releases the steps fair dispatch holds in Postgres
+// (internal/runs/dispatch.go decides what is held, in the state machine's
+// transactions). A worker's Releaser runs the releases: at once for a tenant
+// whose step transaction saw held steps (a step taken from the queue or
+// finished makes room), coalesced so that a busy tenant has at most one
+// release in flight per worker, and on a sweep over every tenant with held
+// steps as a safety net (after a crash, a Redis wipe or a change of a plan).
+// Nothing here decides what runs: the release itself is one SQL function,
+// serialised per tenant in Postgres, so any number of workers may run it.
+package dispatch
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Store is what the Releaser needs of the run state machine.
+type Store interface {
+	// ReleaseHeld releases what fits of the tenant's held steps and sends
+	// them; it returns how many.
+	ReleaseHeld(ctx context.Context, tenantID string) (int, error)
+	// HeldTenants lists the tenants with held steps.
+	HeldTenants(ctx context.Context) ([]string, error)
+}
+
+// Releaser runs releases for tenants that asked (Release) and sweeps.
+type Releaser struct {
+	store Store
+	log   *slog.Logger
+	sweep time.Duration
+
+	mu      sync.Mutex
+	pending map[string]bool // tenants asked for since their last release began
+	running map[string]bool // tenants with a release in flight
+	sem     chan struct{}   // bounds releases in flight across tenants
+}
+
+// New returns a Releaser that sweeps every sweep (if zero, a second).
+func New(s Store, log *slog.Logger, sweep time.Duration) *Releaser {
+	if sweep <= 0 {
+		sweep = time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Releaser{store: s, log: log, sweep: sweep, pending: map[string]bool{}, running: map[string]bool{}, sem: make(chan struct{}, 4)}
+}
+
+// Release asks for a release of the tenant's held steps. It never blocks:
+// a tenant with a release in flight gets one more after it, whatever the
+// number of asks in between.
+func (r *Releaser) Release(tenantID string) {
+	r.mu.Lock()
+	if r.running[tenantID] {
+		r.pending[tenantID] = true
+		r.mu.Unlock()
+		return
+	}
+	r.running[tenantID] = true
+	r.mu.Unlock()
+	go r.loop(tenantID)
+}
+
+// loop releases for one tenant until no ask is pending.
+func (r *Releaser) loop(tenantID string) {
+	for {
+		r.sem <- struct{}{}
+		n, err := r.store.ReleaseHeld(context.Background(), tenantID)
+		<-r.sem
+		if err != nil {
+			r.log.Warn("release held steps", "tenant_id", tenantID, "err", err)
+		}
+		r.mu.Lock()
+		again := r.pending[tenantID]
+		delete(r.pending, tenantID)
+		if !again {
+			delete(r.running, tenantID)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		_ = n
+	}
+}
+
+// Run sweeps until ctx ends: every tenant with held steps gets a release.
+func (r *Releaser) Run(ctx context.Context) {
+	t := time.NewTicker(r.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := r.SweepOnce(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("dispatch sweep", "err", err)
+		}
+	}
+}
+
+// SweepOnce asks for a release of every tenant with held steps and
+// returns once the releases it started have ended.
+func (r *Releaser) SweepOnce(ctx context.Context) error {
+	ids, err := r.store.HeldTenants(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.sem <- struct{}{}
+		_, err := r.store.ReleaseHeld(ctx, id)
+		<-r.sem
+		if err != nil {
+			r.log.Warn("release held steps", "tenant_id", id, "err", err)
+		}
+	}
+	return nil
+}
