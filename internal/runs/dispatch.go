@@ -25,7 +25,7 @@ import (
 // keys never enlarges a tenant's share, which is counted per tenant.
 //
 // Everything that decides is in Postgres (the SQL functions of migration
-// 20261128090000_fair_dispatch): a crash or a Redis wipe loses no held step,
+// 20261128083100_fair_dispatch_rls): a crash or a Redis wipe loses no held step,
 // and no slot is held by anything but a step row in a state that holds it
 // (queued and due, or running). Waiting steps (approvals, delays, rate
 // limits, credentials, retries' backoff) hold none.
