@@ -231,9 +231,13 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.StepCrashLimit = intVar(getenv, "SLUICE_STEP_CRASH_LIMIT", 3, &errs)
 	c.StepCommitLanes = intVar(getenv, "SLUICE_STEP_COMMIT_LANES", 4, &errs)
 	c.StepGroupMax = intVar(getenv, "SLUICE_STEP_GROUP_MAX", 16, &errs)
-	c.DispatchShare = intVar(getenv, "SLUICE_DISPATCH_SHARE", 32, &errs)
-	if c.DispatchShare < 0 {
-		errs = append(errs, fmt.Errorf("SLUICE_DISPATCH_SHARE must be 0 (off) or a positive integer, got %d", c.DispatchShare))
+	c.DispatchShare = 32
+	if v := getenv("SLUICE_DISPATCH_SHARE"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("SLUICE_DISPATCH_SHARE must be 0 (fair dispatch off) or a positive integer, got %q", v))
+		} else {
+			c.DispatchShare = n
+		}
 	}
 	c.DispatchSweep = durationVar(getenv, "SLUICE_DISPATCH_SWEEP", time.Second, &errs)
 	c.Introspection = c.Development()
