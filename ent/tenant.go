@@ -42,6 +42,8 @@ type Tenant struct {
 	SLAVersion int64 `json:"sla_version,omitempty"`
 	// Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().
 	OpenEvaluations int `json:"open_evaluations,omitempty"`
+	// Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().
+	OpenBulkOperations int `json:"open_bulk_operations,omitempty"`
 	// Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().
 	Schedules    int `json:"schedules,omitempty"`
 	selectValues sql.SelectValues
@@ -54,7 +56,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldSchedules:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldOpenBulkOperations, tenant.FieldSchedules:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -156,6 +158,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.OpenEvaluations = int(value.Int64)
 			}
+		case tenant.FieldOpenBulkOperations:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field open_bulk_operations", values[i])
+			} else if value.Valid {
+				_m.OpenBulkOperations = int(value.Int64)
+			}
 		case tenant.FieldSchedules:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
 				return fmt.Errorf("unexpected type %T for field schedules", values[i])
@@ -234,6 +242,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("open_evaluations=")
 	builder.WriteString(fmt.Sprintf("%v", _m.OpenEvaluations))
+	builder.WriteString(", ")
+	builder.WriteString("open_bulk_operations=")
+	builder.WriteString(fmt.Sprintf("%v", _m.OpenBulkOperations))
 	builder.WriteString(", ")
 	builder.WriteString("schedules=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Schedules))

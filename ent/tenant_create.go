@@ -151,6 +151,20 @@ func (_c *TenantCreate) SetNillableOpenEvaluations(v *int) *TenantCreate {
 	return _c
 }
 
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_c *TenantCreate) SetOpenBulkOperations(v int) *TenantCreate {
+	_c.mutation.SetOpenBulkOperations(v)
+	return _c
+}
+
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableOpenBulkOperations(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetOpenBulkOperations(*v)
+	}
+	return _c
+}
+
 // SetSchedules sets the "schedules" field.
 func (_c *TenantCreate) SetSchedules(v int) *TenantCreate {
 	_c.mutation.SetSchedules(v)
@@ -246,6 +260,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultOpenEvaluations
 		_c.mutation.SetOpenEvaluations(v)
 	}
+	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
+		v := tenant.DefaultOpenBulkOperations
+		_c.mutation.SetOpenBulkOperations(v)
+	}
 	if _, ok := _c.mutation.Schedules(); !ok {
 		v := tenant.DefaultSchedules
 		_c.mutation.SetSchedules(v)
@@ -306,6 +324,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.OpenEvaluations(); !ok {
 		return &ValidationError{Name: "open_evaluations", err: errors.New(`ent: missing required field "Tenant.open_evaluations"`)}
+	}
+	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
+		return &ValidationError{Name: "open_bulk_operations", err: errors.New(`ent: missing required field "Tenant.open_bulk_operations"`)}
 	}
 	if _, ok := _c.mutation.Schedules(); !ok {
 		return &ValidationError{Name: "schedules", err: errors.New(`ent: missing required field "Tenant.schedules"`)}
@@ -398,6 +419,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.OpenEvaluations(); ok {
 		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 		_node.OpenEvaluations = value
+	}
+	if value, ok := _c.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
+		_node.OpenBulkOperations = value
 	}
 	if value, ok := _c.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
@@ -614,6 +639,24 @@ func (u *TenantUpsert) UpdateOpenEvaluations() *TenantUpsert {
 // AddOpenEvaluations adds v to the "open_evaluations" field.
 func (u *TenantUpsert) AddOpenEvaluations(v int) *TenantUpsert {
 	u.Add(tenant.FieldOpenEvaluations, v)
+	return u
+}
+
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsert) SetOpenBulkOperations(v int) *TenantUpsert {
+	u.Set(tenant.FieldOpenBulkOperations, v)
+	return u
+}
+
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateOpenBulkOperations() *TenantUpsert {
+	u.SetExcluded(tenant.FieldOpenBulkOperations)
+	return u
+}
+
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsert) AddOpenBulkOperations(v int) *TenantUpsert {
+	u.Add(tenant.FieldOpenBulkOperations, v)
 	return u
 }
 
@@ -875,6 +918,27 @@ func (u *TenantUpsertOne) AddOpenEvaluations(v int) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateOpenEvaluations() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsertOne) SetOpenBulkOperations(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenBulkOperations(v)
+	})
+}
+
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsertOne) AddOpenBulkOperations(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenBulkOperations(v)
+	})
+}
+
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateOpenBulkOperations() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenBulkOperations()
 	})
 }
 
@@ -1306,6 +1370,27 @@ func (u *TenantUpsertBulk) AddOpenEvaluations(v int) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateOpenEvaluations() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsertBulk) SetOpenBulkOperations(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenBulkOperations(v)
+	})
+}
+
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsertBulk) AddOpenBulkOperations(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenBulkOperations(v)
+	})
+}
+
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateOpenBulkOperations() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenBulkOperations()
 	})
 }
 

@@ -192,6 +192,27 @@ func (_u *TenantUpdate) AddOpenEvaluations(v int) *TenantUpdate {
 	return _u
 }
 
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_u *TenantUpdate) SetOpenBulkOperations(v int) *TenantUpdate {
+	_u.mutation.ResetOpenBulkOperations()
+	_u.mutation.SetOpenBulkOperations(v)
+	return _u
+}
+
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableOpenBulkOperations(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetOpenBulkOperations(*v)
+	}
+	return _u
+}
+
+// AddOpenBulkOperations adds value to the "open_bulk_operations" field.
+func (_u *TenantUpdate) AddOpenBulkOperations(v int) *TenantUpdate {
+	_u.mutation.AddOpenBulkOperations(v)
+	return _u
+}
+
 // SetSchedules sets the "schedules" field.
 func (_u *TenantUpdate) SetSchedules(v int) *TenantUpdate {
 	_u.mutation.ResetSchedules()
@@ -343,6 +364,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenBulkOperations(); ok {
+		_spec.AddField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
 	if value, ok := _u.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
@@ -535,6 +562,27 @@ func (_u *TenantUpdateOne) AddOpenEvaluations(v int) *TenantUpdateOne {
 	return _u
 }
 
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_u *TenantUpdateOne) SetOpenBulkOperations(v int) *TenantUpdateOne {
+	_u.mutation.ResetOpenBulkOperations()
+	_u.mutation.SetOpenBulkOperations(v)
+	return _u
+}
+
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableOpenBulkOperations(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetOpenBulkOperations(*v)
+	}
+	return _u
+}
+
+// AddOpenBulkOperations adds value to the "open_bulk_operations" field.
+func (_u *TenantUpdateOne) AddOpenBulkOperations(v int) *TenantUpdateOne {
+	_u.mutation.AddOpenBulkOperations(v)
+	return _u
+}
+
 // SetSchedules sets the "schedules" field.
 func (_u *TenantUpdateOne) SetSchedules(v int) *TenantUpdateOne {
 	_u.mutation.ResetSchedules()
@@ -716,6 +764,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenBulkOperations(); ok {
+		_spec.AddField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
 	if value, ok := _u.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)

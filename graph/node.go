@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"context"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -87,6 +89,8 @@ var nodeTables = map[string]string{
 	ids.ScheduleAction:             scheduleaction.Table,
 	ids.Trigger:                    trigger.Table,
 	ids.TriggerDelivery:            triggerdelivery.Table,
+	ids.BulkOperation:              bulkoperation.Table,
+	ids.BulkOperationItem:          bulkoperationitem.Table,
 }
 
 const maxNodes = 100

@@ -165,6 +165,96 @@ var (
 			},
 		},
 	}
+	// BulkOperationsColumns holds the columns for the "bulk_operations" table.
+	BulkOperationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "action", Type: field.TypeEnum, Enums: []string{"CANCEL", "RESUME", "REPLAY"}},
+		{Name: "run_filter", Type: field.TypeJSON, Nullable: true},
+		{Name: "options", Type: field.TypeJSON, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "COMPLETED", "CANCELLED"}, Default: "QUEUED"},
+		{Name: "total", Type: field.TypeInt},
+		{Name: "done", Type: field.TypeInt, Default: 0},
+		{Name: "succeeded", Type: field.TypeInt, Default: 0},
+		{Name: "failed", Type: field.TypeInt, Default: 0},
+		{Name: "skipped", Type: field.TypeInt, Default: 0},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "environment_scope", Type: field.TypeString, Default: ""},
+		{Name: "cancelled_by", Type: field.TypeString, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// BulkOperationsTable holds the schema information for the "bulk_operations" table.
+	BulkOperationsTable = &schema.Table{
+		Name:       "bulk_operations",
+		Columns:    BulkOperationsColumns,
+		PrimaryKey: []*schema.Column{BulkOperationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bulk_operations_tenants_tenant",
+				Columns:    []*schema.Column{BulkOperationsColumns[16]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bulkoperation_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{BulkOperationsColumns[16], BulkOperationsColumns[1]},
+			},
+			{
+				Name:    "bulk_operation_open",
+				Unique:  false,
+				Columns: []*schema.Column{BulkOperationsColumns[16], BulkOperationsColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "finished_at IS NULL",
+				},
+			},
+		},
+	}
+	// BulkOperationItemsColumns holds the columns for the "bulk_operation_items" table.
+	BulkOperationItemsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "operation_id", Type: field.TypeString},
+		{Name: "position", Type: field.TypeInt},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "SUCCEEDED", "FAILED", "SKIPPED"}, Default: "PENDING"},
+		{Name: "result_run_id", Type: field.TypeString, Nullable: true},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "tries", Type: field.TypeInt, Default: 0},
+		{Name: "acted_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// BulkOperationItemsTable holds the schema information for the "bulk_operation_items" table.
+	BulkOperationItemsTable = &schema.Table{
+		Name:       "bulk_operation_items",
+		Columns:    BulkOperationItemsColumns,
+		PrimaryKey: []*schema.Column{BulkOperationItemsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bulk_operation_items_tenants_tenant",
+				Columns:    []*schema.Column{BulkOperationItemsColumns[11]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bulkoperationitem_tenant_id_operation_id_position",
+				Unique:  true,
+				Columns: []*schema.Column{BulkOperationItemsColumns[11], BulkOperationItemsColumns[3], BulkOperationItemsColumns[4]},
+			},
+			{
+				Name:    "bulkoperationitem_tenant_id_operation_id_run_id",
+				Unique:  true,
+				Columns: []*schema.Column{BulkOperationItemsColumns[11], BulkOperationItemsColumns[3], BulkOperationItemsColumns[5]},
+			},
+		},
+	}
 	// ConnectionsColumns holds the columns for the "connections" table.
 	ConnectionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1840,6 +1930,7 @@ var (
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
+		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
@@ -2204,6 +2295,8 @@ var (
 		APIKeysTable,
 		ApprovalRequestsTable,
 		AuditLogsTable,
+		BulkOperationsTable,
+		BulkOperationItemsTable,
 		ConnectionsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
@@ -2256,6 +2349,8 @@ func init() {
 	ApprovalRequestsTable.ForeignKeys[0].RefTable = TenantsTable
 	ApprovalRequestsTable.ForeignKeys[1].RefTable = RunsTable
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
+	BulkOperationsTable.ForeignKeys[0].RefTable = TenantsTable
+	BulkOperationItemsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[1].RefTable = CredentialsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable

@@ -9,6 +9,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -230,6 +232,140 @@ func init() {
 	// auditlog.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	auditlog.IDValidator = func() func(string) error {
 		validators := auditlogDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	bulkoperationMixin := schema.BulkOperation{}.Mixin()
+	bulkoperation.Policy = privacy.NewPolicies(bulkoperationMixin[1], schema.BulkOperation{})
+	bulkoperation.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := bulkoperation.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	bulkoperationMixinHooks1 := bulkoperationMixin[1].Hooks()
+
+	bulkoperation.Hooks[1] = bulkoperationMixinHooks1[0]
+	bulkoperationMixinFields0 := bulkoperationMixin[0].Fields()
+	_ = bulkoperationMixinFields0
+	bulkoperationMixinFields1 := bulkoperationMixin[1].Fields()
+	_ = bulkoperationMixinFields1
+	bulkoperationMixinFields2 := bulkoperationMixin[2].Fields()
+	_ = bulkoperationMixinFields2
+	bulkoperationFields := schema.BulkOperation{}.Fields()
+	_ = bulkoperationFields
+	// bulkoperationDescTenantID is the schema descriptor for tenant_id field.
+	bulkoperationDescTenantID := bulkoperationMixinFields1[0].Descriptor()
+	// bulkoperation.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	bulkoperation.TenantIDValidator = bulkoperationDescTenantID.Validators[0].(func(string) error)
+	// bulkoperationDescCreatedAt is the schema descriptor for created_at field.
+	bulkoperationDescCreatedAt := bulkoperationMixinFields2[0].Descriptor()
+	// bulkoperation.DefaultCreatedAt holds the default value on creation for the created_at field.
+	bulkoperation.DefaultCreatedAt = bulkoperationDescCreatedAt.Default.(func() time.Time)
+	// bulkoperationDescUpdatedAt is the schema descriptor for updated_at field.
+	bulkoperationDescUpdatedAt := bulkoperationMixinFields2[1].Descriptor()
+	// bulkoperation.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	bulkoperation.DefaultUpdatedAt = bulkoperationDescUpdatedAt.Default.(func() time.Time)
+	// bulkoperation.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	bulkoperation.UpdateDefaultUpdatedAt = bulkoperationDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// bulkoperationDescDone is the schema descriptor for done field.
+	bulkoperationDescDone := bulkoperationFields[5].Descriptor()
+	// bulkoperation.DefaultDone holds the default value on creation for the done field.
+	bulkoperation.DefaultDone = bulkoperationDescDone.Default.(int)
+	// bulkoperationDescSucceeded is the schema descriptor for succeeded field.
+	bulkoperationDescSucceeded := bulkoperationFields[6].Descriptor()
+	// bulkoperation.DefaultSucceeded holds the default value on creation for the succeeded field.
+	bulkoperation.DefaultSucceeded = bulkoperationDescSucceeded.Default.(int)
+	// bulkoperationDescFailed is the schema descriptor for failed field.
+	bulkoperationDescFailed := bulkoperationFields[7].Descriptor()
+	// bulkoperation.DefaultFailed holds the default value on creation for the failed field.
+	bulkoperation.DefaultFailed = bulkoperationDescFailed.Default.(int)
+	// bulkoperationDescSkipped is the schema descriptor for skipped field.
+	bulkoperationDescSkipped := bulkoperationFields[8].Descriptor()
+	// bulkoperation.DefaultSkipped holds the default value on creation for the skipped field.
+	bulkoperation.DefaultSkipped = bulkoperationDescSkipped.Default.(int)
+	// bulkoperationDescEnvironmentScope is the schema descriptor for environment_scope field.
+	bulkoperationDescEnvironmentScope := bulkoperationFields[10].Descriptor()
+	// bulkoperation.DefaultEnvironmentScope holds the default value on creation for the environment_scope field.
+	bulkoperation.DefaultEnvironmentScope = bulkoperationDescEnvironmentScope.Default.(string)
+	// bulkoperationDescID is the schema descriptor for id field.
+	bulkoperationDescID := bulkoperationMixinFields0[0].Descriptor()
+	// bulkoperation.DefaultID holds the default value on creation for the id field.
+	bulkoperation.DefaultID = bulkoperationDescID.Default.(func() string)
+	// bulkoperation.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	bulkoperation.IDValidator = func() func(string) error {
+		validators := bulkoperationDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	bulkoperationitemMixin := schema.BulkOperationItem{}.Mixin()
+	bulkoperationitem.Policy = privacy.NewPolicies(bulkoperationitemMixin[1], schema.BulkOperationItem{})
+	bulkoperationitem.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := bulkoperationitem.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	bulkoperationitemMixinHooks1 := bulkoperationitemMixin[1].Hooks()
+
+	bulkoperationitem.Hooks[1] = bulkoperationitemMixinHooks1[0]
+	bulkoperationitemMixinFields0 := bulkoperationitemMixin[0].Fields()
+	_ = bulkoperationitemMixinFields0
+	bulkoperationitemMixinFields1 := bulkoperationitemMixin[1].Fields()
+	_ = bulkoperationitemMixinFields1
+	bulkoperationitemMixinFields2 := bulkoperationitemMixin[2].Fields()
+	_ = bulkoperationitemMixinFields2
+	bulkoperationitemFields := schema.BulkOperationItem{}.Fields()
+	_ = bulkoperationitemFields
+	// bulkoperationitemDescTenantID is the schema descriptor for tenant_id field.
+	bulkoperationitemDescTenantID := bulkoperationitemMixinFields1[0].Descriptor()
+	// bulkoperationitem.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	bulkoperationitem.TenantIDValidator = bulkoperationitemDescTenantID.Validators[0].(func(string) error)
+	// bulkoperationitemDescCreatedAt is the schema descriptor for created_at field.
+	bulkoperationitemDescCreatedAt := bulkoperationitemMixinFields2[0].Descriptor()
+	// bulkoperationitem.DefaultCreatedAt holds the default value on creation for the created_at field.
+	bulkoperationitem.DefaultCreatedAt = bulkoperationitemDescCreatedAt.Default.(func() time.Time)
+	// bulkoperationitemDescUpdatedAt is the schema descriptor for updated_at field.
+	bulkoperationitemDescUpdatedAt := bulkoperationitemMixinFields2[1].Descriptor()
+	// bulkoperationitem.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	bulkoperationitem.DefaultUpdatedAt = bulkoperationitemDescUpdatedAt.Default.(func() time.Time)
+	// bulkoperationitem.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	bulkoperationitem.UpdateDefaultUpdatedAt = bulkoperationitemDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// bulkoperationitemDescTries is the schema descriptor for tries field.
+	bulkoperationitemDescTries := bulkoperationitemFields[6].Descriptor()
+	// bulkoperationitem.DefaultTries holds the default value on creation for the tries field.
+	bulkoperationitem.DefaultTries = bulkoperationitemDescTries.Default.(int)
+	// bulkoperationitemDescID is the schema descriptor for id field.
+	bulkoperationitemDescID := bulkoperationitemMixinFields0[0].Descriptor()
+	// bulkoperationitem.DefaultID holds the default value on creation for the id field.
+	bulkoperationitem.DefaultID = bulkoperationitemDescID.Default.(func() string)
+	// bulkoperationitem.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	bulkoperationitem.IDValidator = func() func(string) error {
+		validators := bulkoperationitemDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -2452,8 +2588,12 @@ func init() {
 	tenantDescOpenEvaluations := tenantFields[9].Descriptor()
 	// tenant.DefaultOpenEvaluations holds the default value on creation for the open_evaluations field.
 	tenant.DefaultOpenEvaluations = tenantDescOpenEvaluations.Default.(int)
+	// tenantDescOpenBulkOperations is the schema descriptor for open_bulk_operations field.
+	tenantDescOpenBulkOperations := tenantFields[10].Descriptor()
+	// tenant.DefaultOpenBulkOperations holds the default value on creation for the open_bulk_operations field.
+	tenant.DefaultOpenBulkOperations = tenantDescOpenBulkOperations.Default.(int)
 	// tenantDescSchedules is the schema descriptor for schedules field.
-	tenantDescSchedules := tenantFields[10].Descriptor()
+	tenantDescSchedules := tenantFields[11].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescID is the schema descriptor for id field.

@@ -40,6 +40,9 @@ func (Tenant) Fields() []ent.Field {
 		field.Int("open_evaluations").Default(0).
 			Comment("Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("open_bulk_operations").Default(0).
+			Comment("Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int("schedules").Default(0).
 			Comment("Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),

@@ -38,6 +38,8 @@ const (
 	FieldSLAVersion = "sla_version"
 	// FieldOpenEvaluations holds the string denoting the open_evaluations field in the database.
 	FieldOpenEvaluations = "open_evaluations"
+	// FieldOpenBulkOperations holds the string denoting the open_bulk_operations field in the database.
+	FieldOpenBulkOperations = "open_bulk_operations"
 	// FieldSchedules holds the string denoting the schedules field in the database.
 	FieldSchedules = "schedules"
 	// Table holds the table name of the tenant in the database.
@@ -59,6 +61,7 @@ var Columns = []string{
 	FieldWebhooksVersion,
 	FieldSLAVersion,
 	FieldOpenEvaluations,
+	FieldOpenBulkOperations,
 	FieldSchedules,
 }
 
@@ -100,6 +103,8 @@ var (
 	DefaultSLAVersion int64
 	// DefaultOpenEvaluations holds the default value on creation for the "open_evaluations" field.
 	DefaultOpenEvaluations int
+	// DefaultOpenBulkOperations holds the default value on creation for the "open_bulk_operations" field.
+	DefaultOpenBulkOperations int
 	// DefaultSchedules holds the default value on creation for the "schedules" field.
 	DefaultSchedules int
 	// DefaultID holds the default value on creation for the "id" field.
@@ -164,6 +169,11 @@ func BySLAVersion(opts ...sql.OrderTermOption) OrderOption {
 // ByOpenEvaluations orders the results by the open_evaluations field.
 func ByOpenEvaluations(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldOpenEvaluations, opts...).ToFunc()
+}
+
+// ByOpenBulkOperations orders the results by the open_bulk_operations field.
+func ByOpenBulkOperations(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOpenBulkOperations, opts...).ToFunc()
 }
 
 // BySchedules orders the results by the schedules field.

@@ -119,6 +119,11 @@ func OpenEvaluations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
 }
 
+// OpenBulkOperations applies equality check predicate on the "open_bulk_operations" field. It's identical to OpenBulkOperationsEQ.
+func OpenBulkOperations(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
+}
+
 // Schedules applies equality check predicate on the "schedules" field. It's identical to SchedulesEQ.
 func Schedules(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldSchedules, v))
@@ -657,6 +662,46 @@ func OpenEvaluationsLT(v int) predicate.Tenant {
 // OpenEvaluationsLTE applies the LTE predicate on the "open_evaluations" field.
 func OpenEvaluationsLTE(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldOpenEvaluations, v))
+}
+
+// OpenBulkOperationsEQ applies the EQ predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
+}
+
+// OpenBulkOperationsNEQ applies the NEQ predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldOpenBulkOperations, v))
+}
+
+// OpenBulkOperationsIn applies the In predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldOpenBulkOperations, vs...))
+}
+
+// OpenBulkOperationsNotIn applies the NotIn predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldOpenBulkOperations, vs...))
+}
+
+// OpenBulkOperationsGT applies the GT predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldOpenBulkOperations, v))
+}
+
+// OpenBulkOperationsGTE applies the GTE predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldOpenBulkOperations, v))
+}
+
+// OpenBulkOperationsLT applies the LT predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldOpenBulkOperations, v))
+}
+
+// OpenBulkOperationsLTE applies the LTE predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldOpenBulkOperations, v))
 }
 
 // SchedulesEQ applies the EQ predicate on the "schedules" field.

@@ -152,6 +152,7 @@ const (
 	TenantsEvaluating = "sluice_evaluating_tenant_ids" // open evaluations
 	TenantsConnecting = "sluice_connection_tenant_ids" // connections due or steps waiting for one
 	TenantsScheduling = "sluice_scheduling_tenant_ids" // schedules
+	TenantsBulk       = "sluice_bulk_tenant_ids"       // open bulk operations
 )
 
 // EachTenant calls fn for each tenant in turn, until ctx ends: a singleton

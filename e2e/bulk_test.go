@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/idempotency"
+)
+
+const (
+	mBulk = `mutation($in: BulkRunActionInput!) { bulkRunAction(input: $in) {
+		dryRun { count runIDs needsConfirmLarge }
+		operation { id status action total done succeeded failed skipped pending } } }`
+	qBulkOp = `query($id: ID!) { bulkOperation(id: $id) { id status total done succeeded failed skipped pending
+		items(first: 5) { totalCount edges { node { status message run { id status } } } } } }`
+	mCancelBulk = `mutation($id: ID!) { cancelBulkOperation(id: $id) { id status done skipped pending } }`
+)
+
+// partner is a fake HTTP partner that is down (503) until it comes back,
+// then answers 200 once per Idempotency-Key and counts every key it was
+// sent while up.
+type partner struct {
+	*httptest.Server
+	up   atomic.Bool
+	mu   sync.Mutex
+	seen map[string]int // Idempotency-Key -> 2xx answers
+	down atomic.Int64   // 503 answers
+}
+
+func newPartner(t *testing.T) *partner {
+	p := &partner{seen: map[string]int{}}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !p.up.Load() {
+			p.down.Add(1)
+			http.Error(w, "partner outage", http.StatusServiceUnavailable)
+			return
+		}
+		p.mu.Lock()
+		p.seen[r.Header.Get("Idempotency-Key")]++
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *partner) answered(key string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[key]
+}
+
+func (p *partner) keys() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.seen)
+}
+
+// partnerDefinition is one side-effect http step to the partner, with a
+// retry policy small enough that an outage exhausts it at once.
+func partnerDefinition(url string) map[string]any {
+	return map[string]any{
+		"schemaVersion": 1,
+		"input":         map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}},
+		"steps": []any{map[string]any{
+			"id": "notify", "type": "http", "sideEffect": true, "timeout": "10s",
+			"request": map[string]any{"method": "POST", "url": url + "/notify", "body": map[string]any{"n": "{{ input.n }}"}},
+			"retry":   map[string]any{"maxAttempts": 2, "initialInterval": "100ms", "maxInterval": "200ms"},
+		}},
+	}
+}
+
+func bulkOp(t *testing.T, g *client, id string) map[string]any {
+	t.Helper()
+	op, _ := g.ok(qBulkOp, map[string]any{"id": id})["bulkOperation"].(map[string]any)
+	if op == nil {
+		t.Fatalf("bulk operation %s not found", id)
+	}
+	return op
+}
+
+func num(v any) int {
+	f, _ := v.(float64)
+	return int(f)
+}
+
+// TestBulkResumeAfterPartnerOutage: 300 runs fail against a partner that
+// is down (transient, retries exhausted); a dry run of RESUME by failure
+// class counts 300 and writes nothing; once the partner is back the real
+// operation resumes every run exactly once while its only worker is
+// SIGKILLed and Redis wiped mid-operation; progress reaches 300/300 (also
+// through bulkOperationUpdated), each run is audited once, and another
+// tenant can name none of it.
+func TestBulkResumeAfterPartnerOutage(t *testing.T) {
+	withoutSuiteWorkers(t)
+	st := newProcessStack(t, 1, "SLUICE_BULK_RATE=50", "SLUICE_BULK_INTERVAL=200ms")
+	f := newFixture(t, "bulk")
+	g := f.owner.on(st.server)
+	p := newPartner(t)
+	db := ownerDB(t)
+
+	wf, err := g.deployDef(f.envID, "bulk-partner", partnerDefinition(p.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	runIDs, err := g.startRuns(wf, f.envID, n, 8, 0, func(i int) map[string]any { return map[string]any{"n": i} }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses, err := g.waitTerminal(runIDs, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, s := range statuses {
+		if s != "failed" {
+			t.Fatalf("run %s is %s during the outage, want failed", id, s)
+		}
+	}
+	// The dead-letter view offers the filter that takes them.
+	dl := g.ok(`query($w: ID!) { deadLetter(workflowID: $w) { class count bulkFilter { workflowID status failureClass } } }`, map[string]any{"w": wf})
+	groups := get(dl, "deadLetter").([]any)
+	if len(groups) != 1 || str(groups[0], "class") != "transient" || num(get(groups[0], "count")) != n ||
+		str(groups[0], "bulkFilter.failureClass") != "transient" || str(groups[0], "bulkFilter.workflowID") != wf {
+		t.Fatalf("dead letter: %v", groups)
+	}
+
+	filter := map[string]any{"failureClass": "transient"}
+	dry := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "filter": filter, "dryRun": true}})
+	if num(get(dry, "bulkRunAction.dryRun.count")) != n || get(dry, "bulkRunAction.operation") != nil ||
+		len(get(dry, "bulkRunAction.dryRun.runIDs").([]any)) != 100 || get(dry, "bulkRunAction.dryRun.needsConfirmLarge") != false {
+		t.Fatalf("dry run: %v", dry)
+	}
+	var ops int
+	if err := db.QueryRow(`SELECT count(*) FROM bulk_operations WHERE tenant_id = $1`, f.tenantID).Scan(&ops); err != nil || ops != 0 {
+		t.Fatalf("a dry run wrote %d operations (%v)", ops, err)
+	}
+
+	p.up.Store(true)
+	created := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "filter": filter}})
+	opID := str(created, "bulkRunAction.operation.id")
+	if num(get(created, "bulkRunAction.operation.total")) != n {
+		t.Fatalf("operation: %v", created)
+	}
+	// Progress streams to a subscriber.
+	ws := connectWS(t, st.server, wsBearer(token(t, f.tenantID, "viewer")))
+	ws.subscribe("bulk", `subscription($id: ID!) { bulkOperationUpdated(id: $id) { id status done succeeded total } }`, map[string]any{"id": opID})
+
+	// Mid-operation, the only worker dies and Redis is wiped.
+	eventually(t, 60*time.Second, func() (bool, string) {
+		op := bulkOp(t, g, opID)
+		return num(op["done"]) >= 40, fmt.Sprintf("operation: %v", op)
+	})
+	wk := st.workers[0]
+	if err := wk.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-wk.done
+	mid := bulkOp(t, g, opID)
+	if num(mid["done"]) >= n {
+		t.Fatalf("the operation finished before the kill (rate too high for the test): %v", mid)
+	}
+	rdb := st.redis()
+	defer rdb.Close()
+	if err := rdb.FlushDB(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	nw, err := st.startWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.workers[0] = nw
+
+	eventually(t, 2*time.Minute, func() (bool, string) {
+		op := bulkOp(t, g, opID)
+		return str(op, "status") == "COMPLETED", fmt.Sprintf("operation: %v", op)
+	})
+	op := bulkOp(t, g, opID)
+	if num(op["done"]) != n || num(op["succeeded"]) != n || num(op["failed"]) != 0 || num(op["skipped"]) != 0 || num(op["pending"]) != 0 {
+		t.Fatalf("operation at the end: %v", op)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for last := ""; last != "COMPLETED"; {
+		frame, err := ws.next(ctx, "bulk")
+		if err != nil || frame.Type != "next" || str(frame.Data, "bulkOperationUpdated.id") != opID {
+			t.Fatalf("bulkOperationUpdated: %v %+v (last status %s)", err, frame, last)
+		}
+		last = str(frame.Data, "bulkOperationUpdated.status")
+		if last == "COMPLETED" && num(get(frame.Data, "bulkOperationUpdated.done")) != n {
+			t.Fatalf("bulkOperationUpdated completed at %v", frame.Data)
+		}
+	}
+
+	statuses, err = g.waitTerminal(runIDs, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, s := range statuses {
+		if s != "succeeded" {
+			t.Errorf("run %s is %s after the bulk resume", id, s)
+		}
+	}
+	// Each run reached the partner once with its key, and was resumed once.
+	for _, id := range runIDs {
+		if got := p.answered(idempotency.Key(id, "notify")); got != 1 {
+			t.Errorf("partner answered run %s %d times, want 1", id, got)
+		}
+	}
+	if p.keys() != n {
+		t.Errorf("partner saw %d keys, want %d", p.keys(), n)
+	}
+	var resumed, audited, doubles int
+	if err := db.QueryRow(`SELECT count(*), count(DISTINCT run_id) FROM run_events WHERE tenant_id = $1 AND type = 'run.resumed'`, f.tenantID).Scan(&resumed, &doubles); err != nil {
+		t.Fatal(err)
+	}
+	if resumed != n || doubles != n {
+		t.Errorf("run.resumed events: %d over %d runs, want %d once each", resumed, doubles, n)
+	}
+	if err := db.QueryRow(`SELECT count(DISTINCT target_id) FROM audit_logs WHERE tenant_id = $1 AND action = 'run.resume' AND metadata->>'bulkOperationID' = $2`,
+		f.tenantID, opID).Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	var entries int
+	_ = db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'run.resume'`, f.tenantID).Scan(&entries)
+	if audited != n || entries != n {
+		t.Errorf("run.resume audit entries: %d for %d runs, want one per run (%d)", entries, audited, n)
+	}
+	// A second pass changes nothing: the operation is over.
+	g.fail("CONFLICT", mCancelBulk, map[string]any{"id": opID})
+
+	// Another tenant: the operation and the runs answer as missing ones.
+	other := newFixture(t, "bulk-other")
+	og := other.owner.on(st.server)
+	if v := og.ok(qBulkOp, map[string]any{"id": opID})["bulkOperation"]; v != nil {
+		t.Fatalf("other tenant reads the operation: %v", v)
+	}
+	if v := og.ok(`query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": opID})["node"]; v != nil {
+		t.Fatalf("other tenant's node: %v", v)
+	}
+	og.fail("NOT_FOUND", mCancelBulk, map[string]any{"id": opID})
+	og.fail("NOT_FOUND", mCancelBulk, map[string]any{"id": "bop_01JZZZZZZZZZZZZZZZZZZZZZZZ"})
+	og.fail("NOT_FOUND", mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "runIDs": []any{runIDs[0]}}})
+	og.fail("NOT_FOUND", mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "filter": map[string]any{"workflowID": wf}, "dryRun": true}})
+	if n := get(og.ok(`{ bulkOperations { totalCount } }`, nil), "bulkOperations.totalCount"); n != float64(0) {
+		t.Fatalf("other tenant lists %v operations", n)
+	}
+	ows := connectWS(t, st.server, wsBearer(token(t, other.tenantID, "viewer")))
+	ows.subscribe("x", `subscription($id: ID!) { bulkOperationUpdated(id: $id) { id } }`, map[string]any{"id": opID})
+	frame, err := ows.next(ctx, "x")
+	if err != nil || frame.Type != "error" || fmt.Sprint(frame.Errors) == "" || !containsCode(frame.Errors, "NOT_FOUND") {
+		t.Fatalf("other tenant's subscription: %v %+v", err, frame)
+	}
+}
+
+func containsCode(list []gqlError, code string) bool {
+	for _, e := range list {
+		if e.Extensions["code"] == code {
+			return true
+		}
+	}
+	return false
+}
