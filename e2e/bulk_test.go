@@ -268,3 +268,133 @@ func containsCode(list []gqlError, code string) bool {
 	}
 	return false
 }
+
+// errPath is the extensions.path of a response's first error.
+func errPath(r *result) string {
+	if len(r.Errors) == 0 {
+		return ""
+	}
+	p, _ := r.Errors[0].Extensions["path"].(string)
+	return p
+}
+
+// TestBulkBadInput: each bad bulk request is VALIDATION at its field path
+// (or NOT_FOUND for ids that do not exist) and writes nothing; a filter
+// over more than 10,000 runs needs confirmLarge; cancelling an operation
+// skips its pending items; resumeRun on a version with other steps is
+// refused at versionID, and with an inputPatch that breaks the schema at
+// inputPatch.
+func TestBulkBadInput(t *testing.T) {
+	f := newFixture(t, "bulk-bad")
+	g := f.owner
+	p := newPartner(t)
+	db := ownerDB(t)
+	wf, err := g.deployDef(f.envID, "bulk-bad", partnerDefinition(p.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := str(g.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"n": 1}}), "startRun.id")
+	waitRun(t, g, run, 60*time.Second, "failed")
+
+	other := newFixture(t, "bulk-bad-other")
+	otherRun := str(other.owner.ok(mStartRun, map[string]any{"w": other.workflowID, "e": other.envID, "i": map[string]any{"name": "x"}}), "startRun.id")
+	draft := str(g.ok(mCreateVer, map[string]any{"w": wf, "d": partnerDefinition(p.URL)}), "createWorkflowVersion.id")
+
+	cases := []struct {
+		name, code, path string
+		in               map[string]any
+	}{
+		{"neither", "VALIDATION", "input.filter", map[string]any{"action": "RESUME"}},
+		{"both", "VALIDATION", "input.runIDs", map[string]any{"action": "RESUME", "runIDs": []any{run}, "filter": map[string]any{}}},
+		{"empty ids", "VALIDATION", "input.runIDs", map[string]any{"action": "RESUME", "runIDs": []any{}}},
+		{"repeated id", "VALIDATION", "input.runIDs[1]", map[string]any{"action": "RESUME", "runIDs": []any{run, run}}},
+		{"resume succeeded", "VALIDATION", "input.filter.status[1]", map[string]any{"action": "RESUME", "filter": map[string]any{"status": []any{"failed", "succeeded"}}}},
+		{"cancel failed", "VALIDATION", "input.filter.status[0]", map[string]any{"action": "CANCEL", "filter": map[string]any{"status": []any{"failed"}}}},
+		{"cancel by class", "VALIDATION", "input.filter.failureClass", map[string]any{"action": "CANCEL", "filter": map[string]any{"failureClass": "transient"}}},
+		{"empty class", "VALIDATION", "input.filter.failureClass", map[string]any{"action": "RESUME", "filter": map[string]any{"failureClass": ""}}},
+		{"window", "VALIDATION", "input.filter.to", map[string]any{"action": "REPLAY", "filter": map[string]any{"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}}},
+		{"cancel version", "VALIDATION", "input.options.versionID", map[string]any{"action": "CANCEL", "runIDs": []any{run}, "options": map[string]any{"versionID": draft}}},
+		{"mode on resume", "VALIDATION", "input.options.mode", map[string]any{"action": "RESUME", "runIDs": []any{run}, "options": map[string]any{"mode": "SANDBOX"}}},
+		{"sandbox patch", "VALIDATION", "input.options.inputPatch", map[string]any{"action": "REPLAY", "runIDs": []any{run}, "options": map[string]any{"mode": "SANDBOX", "inputPatch": map[string]any{"n": 2}}}},
+		{"draft version", "VALIDATION", "input.options.versionID", map[string]any{"action": "REPLAY", "filter": map[string]any{"workflowID": wf}, "options": map[string]any{"versionID": draft}}},
+		{"version without workflow", "VALIDATION", "input.options.versionID", map[string]any{"action": "REPLAY", "filter": map[string]any{"status": []any{"failed"}}, "options": map[string]any{"versionID": draft}}},
+		{"nothing matches", "VALIDATION", "input.filter", map[string]any{"action": "CANCEL", "filter": map[string]any{"workflowID": wf}}},
+		{"other tenant's run", "NOT_FOUND", "", map[string]any{"action": "RESUME", "runIDs": []any{run, otherRun}}},
+		{"other tenant's workflow", "NOT_FOUND", "", map[string]any{"action": "RESUME", "filter": map[string]any{"workflowID": other.workflowID}}},
+		{"other tenant's environment", "NOT_FOUND", "", map[string]any{"action": "RESUME", "filter": map[string]any{"environmentID": other.envID}}},
+	}
+	for _, c := range cases {
+		r := g.fail(c.code, mBulk, map[string]any{"in": c.in})
+		if c.path != "" && errPath(r) != c.path {
+			t.Errorf("%s: error at %q, want %q: %s", c.name, errPath(r), c.path, r.Raw)
+		}
+	}
+	viewer := newClient(t, 0, token(t, f.tenantID, "viewer"))
+	viewer.fail("FORBIDDEN", mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "runIDs": []any{run}}})
+	var ops, audits int
+	if err := db.QueryRow(`SELECT (SELECT count(*) FROM bulk_operations WHERE tenant_id = $1), (SELECT count(*) FROM bulk_operation_items WHERE tenant_id = $1)`,
+		f.tenantID).Scan(&ops, &audits); err != nil || ops+audits != 0 {
+		t.Fatalf("bad input wrote %d operations, %d items (%v)", ops, audits, err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action LIKE 'bulk_operation.%'`, f.tenantID).Scan(&audits); err != nil || audits != 0 {
+		t.Fatalf("bad input wrote %d audit entries (%v)", audits, err)
+	}
+
+	// resumeRun with options: a version with other steps, a patch that
+	// breaks the input schema; the run stays failed.
+	otherSteps := partnerDefinition(p.URL)
+	otherSteps["steps"] = append(otherSteps["steps"].([]any), map[string]any{"id": "extra", "type": "transform", "needs": []any{"notify"}, "output": map[string]any{"x": "1"}})
+	v2 := str(g.ok(mCreateVer, map[string]any{"w": wf, "d": otherSteps}), "createWorkflowVersion.id")
+	g.ok(mPublish, map[string]any{"id": v2})
+	mResume := `mutation($id: ID!, $v: ID, $p: Map) { resumeRun(id: $id, versionID: $v, inputPatch: $p) { id status } }`
+	if r := g.fail("VALIDATION", mResume, map[string]any{"id": run, "v": v2}); errPath(r) != "versionID" {
+		t.Errorf("resume on a version with other steps: %s", r.Raw)
+	}
+	if r := g.fail("VALIDATION", mResume, map[string]any{"id": run, "p": map[string]any{"n": "not a number"}}); errPath(r) != "inputPatch" {
+		t.Errorf("resume with a patch that breaks the schema: %s", r.Raw)
+	}
+	waitRun(t, g, run, 10*time.Second, "failed")
+	// A good patch resumes the run with the patched input (the partner is
+	// still down: it fails again, having sent n = 7).
+	got := g.ok(mResume, map[string]any{"id": run, "p": map[string]any{"n": 7}})
+	if str(got, "resumeRun.status") != "running" && str(got, "resumeRun.status") != "queued" {
+		t.Fatalf("resume with a patch: %v", got)
+	}
+	in := get(g.ok(`query($id: ID!) { node(id: $id) { ... on Run { input } } }`, map[string]any{"id": run}), "node.input")
+	if get(in, "n") != float64(7) {
+		t.Fatalf("patched input: %v", in)
+	}
+	waitRun(t, g, run, 60*time.Second, "failed")
+
+	// More than 10,000 matching runs: copies of the failed run.
+	if _, err := db.Exec(`INSERT INTO runs SELECT (jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object('id', 'run_bulkbig' || lpad(g::text, 6, '0'), 'idempotency_key', NULL))).*
+		FROM runs r, generate_series(1, 10000) g WHERE r.id = $1`, run); err != nil {
+		t.Fatal(err)
+	}
+	filter := map[string]any{"workflowID": wf, "failureClass": "transient"}
+	dry := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "REPLAY", "filter": filter, "dryRun": true}})
+	if num(get(dry, "bulkRunAction.dryRun.count")) != 10_001 || get(dry, "bulkRunAction.dryRun.needsConfirmLarge") != true {
+		t.Fatalf("dry run over 10,001 runs: %v", dry)
+	}
+	if r := g.fail("VALIDATION", mBulk, map[string]any{"in": map[string]any{"action": "REPLAY", "filter": filter}}); errPath(r) != "input.confirmLarge" {
+		t.Errorf("over 10,000 without confirmLarge: %s", r.Raw)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM bulk_operations WHERE tenant_id = $1`, f.tenantID).Scan(&ops); err != nil || ops != 0 {
+		t.Fatalf("refused large action wrote %d operations (%v)", ops, err)
+	}
+	// With confirmLarge it is created; cancelled at once, its items are
+	// skipped (a suite worker may have acted on a few first).
+	op := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "REPLAY", "filter": filter, "confirmLarge": true, "options": map[string]any{"mode": "SANDBOX"}}})
+	opID := str(op, "bulkRunAction.operation.id")
+	if num(get(op, "bulkRunAction.operation.total")) != 10_001 {
+		t.Fatalf("large operation: %v", op)
+	}
+	c := g.ok(mCancelBulk, map[string]any{"id": opID})
+	if str(c, "cancelBulkOperation.status") != "CANCELLED" || num(get(c, "cancelBulkOperation.pending")) != 0 || num(get(c, "cancelBulkOperation.skipped")) < 9_000 {
+		t.Fatalf("cancelled operation: %v", c)
+	}
+	g.fail("CONFLICT", mCancelBulk, map[string]any{"id": opID})
+	if err := db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'bulk_operation.cancel' AND target_id = $2`, f.tenantID, opID).Scan(&audits); err != nil || audits != 1 {
+		t.Fatalf("cancel audit entries: %d (%v)", audits, err)
+	}
+}

@@ -1,8 +1,6 @@
 package graph
 
 import (
-	"github.com/sluicehq/sluice/ent/bulkoperation"
-	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"context"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -11,6 +9,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"github.com/sluicehq/sluice/internal/bulk"
 	"context"
 	"database/sql"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"

@@ -7,11 +7,11 @@
 package server
 
 import (
-	"github.com/sluicehq/sluice/internal/bulk"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/pause"
 	"io"
 	"log/slog"
