@@ -400,3 +400,95 @@ func TestBulkBadInput(t *testing.T) {
 		t.Fatalf("cancel audit entries: %d (%v)", audits, err)
 	}
 }
+
+func waitBulk(t *testing.T, g *client, id string) map[string]any {
+	t.Helper()
+	var op map[string]any
+	eventually(t, 90*time.Second, func() (bool, string) {
+		op = bulkOp(t, g, id)
+		return str(op, "status") == "COMPLETED", fmt.Sprintf("operation: %v", op)
+	})
+	return op
+}
+
+// TestBulkReplayAndCancel: a bulk REPLAY on another version with an input
+// patch starts one run per source run, with the patched input and the key
+// bulk:<operation>:<run>; a bulk CANCEL of waiting runs cancels each; a
+// bulk RESUME of a run that did not fail skips it and says why. Each run
+// acted on has one audit entry naming the operation.
+func TestBulkReplayAndCancel(t *testing.T) {
+	f := newFixture(t, "bulk-replay")
+	g := f.owner
+	p := newPartner(t)
+	db := ownerDB(t)
+	wf, err := g.deployDef(f.envID, "bulk-replay", partnerDefinition(p.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []string
+	for i := range 3 {
+		id := str(g.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"n": i}}), "startRun.id")
+		waitRun(t, g, id, 60*time.Second, "failed")
+		sources = append(sources, id)
+	}
+	v2 := newVersion(t, g, wf, partnerDefinition(p.URL+"/v2"))
+	p.up.Store(true)
+	created := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "REPLAY", "runIDs": sources,
+		"options": map[string]any{"versionID": v2, "inputPatch": map[string]any{"n": 42}}}})
+	opID := str(created, "bulkRunAction.operation.id")
+	op := waitBulk(t, g, opID)
+	if num(op["succeeded"]) != 3 {
+		t.Fatalf("replay operation: %v", op)
+	}
+	items := g.ok(`query($id: ID!) { bulkOperation(id: $id) { items { edges { node { status run { id } resultRun { id } } } } } }`, map[string]any{"id": opID})
+	for _, e := range edges(items, "bulkOperation.items") {
+		src, res := str(e, "run.id"), str(e, "resultRun.id")
+		waitRun(t, g, res, 60*time.Second, "succeeded")
+		d := g.ok(`query($id: ID!) { node(id: $id) { ... on Run { input idempotencyKey replayOf version { id } } } }`, map[string]any{"id": res})
+		if str(d, "node.idempotencyKey") != "bulk:"+opID+":"+src {
+			t.Errorf("replay %s of %s has idempotency key %v", res, src, get(d, "node.idempotencyKey"))
+		}
+		if get(d, "node.input.n") != float64(42) || str(d, "node.version.id") != v2 {
+			t.Errorf("replay %s: %v", res, d)
+		}
+	}
+	var audited int
+	if err := db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'run.replay' AND metadata->>'bulkOperationID' = $2 AND actor = $3`,
+		f.tenantID, opID, "bulk:"+opID).Scan(&audited); err != nil || audited != 3 {
+		t.Fatalf("run.replay audit entries of the operation: %d (%v)", audited, err)
+	}
+
+	// RESUME of a run that did not fail: skipped, with why.
+	skip := str(g.ok(mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "runIDs": []any{str(edges(items, "bulkOperation.items")[0], "resultRun.id")}}}), "bulkRunAction.operation.id")
+	op = waitBulk(t, g, skip)
+	msg := str(edges(bulkOp(t, g, skip), "items")[0], "message")
+	if num(op["skipped"]) != 1 || num(op["succeeded"]) != 0 || msg == "" {
+		t.Fatalf("resume of a succeeded run: %v (%q)", op, msg)
+	}
+
+	// CANCEL of waiting runs.
+	appWF, _ := deployWorkflow(t, f, "bulk-approval", map[string]any{"schemaVersion": 1, "steps": []any{
+		map[string]any{"id": "review", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}},
+	}})
+	var waiting []string
+	for range 2 {
+		id := str(g.ok(mStartRun, map[string]any{"w": appWF, "e": f.envID, "i": map[string]any{}}), "startRun.id")
+		waitRun(t, g, id, 60*time.Second, "waiting")
+		waiting = append(waiting, id)
+	}
+	filter := map[string]any{"workflowID": appWF}
+	if n := num(get(g.ok(mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "filter": filter, "dryRun": true}}), "bulkRunAction.dryRun.count")); n != 2 {
+		t.Fatalf("dry run of the cancel: %d runs", n)
+	}
+	cancelOp := str(g.ok(mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "filter": filter}}), "bulkRunAction.operation.id")
+	if op := waitBulk(t, g, cancelOp); num(op["succeeded"]) != 2 {
+		t.Fatalf("cancel operation: %v", op)
+	}
+	for _, id := range waiting {
+		waitRun(t, g, id, 30*time.Second, "cancelled")
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'run.cancel' AND metadata->>'bulkOperationID' = $2`,
+		f.tenantID, cancelOp).Scan(&audited); err != nil || audited != 2 {
+		t.Fatalf("run.cancel audit entries of the operation: %d (%v)", audited, err)
+	}
+}
