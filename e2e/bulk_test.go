@@ -29,12 +29,13 @@ type partner struct {
 	*httptest.Server
 	up   atomic.Bool
 	mu   sync.Mutex
-	seen map[string]int // Idempotency-Key -> 2xx answers
-	down atomic.Int64   // 503 answers
+	seen map[string]int    // Idempotency-Key -> 2xx answers
+	path map[string]string // Idempotency-Key -> path of its last 2xx answer
+	down atomic.Int64      // 503 answers
 }
 
 func newPartner(t *testing.T) *partner {
-	p := &partner{seen: map[string]int{}}
+	p := &partner{seen: map[string]int{}, path: map[string]string{}}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !p.up.Load() {
 			p.down.Add(1)
@@ -43,6 +44,7 @@ func newPartner(t *testing.T) *partner {
 		}
 		p.mu.Lock()
 		p.seen[r.Header.Get("Idempotency-Key")]++
+		p.path[r.Header.Get("Idempotency-Key")] = r.URL.Path
 		p.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"ok":true}`)
@@ -456,6 +458,27 @@ func TestBulkReplayAndCancel(t *testing.T) {
 	if err := db.QueryRow(`SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'run.replay' AND metadata->>'bulkOperationID' = $2 AND actor = $3`,
 		f.tenantID, opID, "bulk:"+opID).Scan(&audited); err != nil || audited != 3 {
 		t.Fatalf("run.replay audit entries of the operation: %d (%v)", audited, err)
+	}
+
+	// RESUME of the failed sources on v2 (same steps, another URL) with a
+	// patched input: each continues on v2 and calls its URL.
+	resumeOp := str(g.ok(mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "filter": map[string]any{"workflowID": wf},
+		"options": map[string]any{"versionID": v2, "inputPatch": map[string]any{"n": 9}}}}), "bulkRunAction.operation.id")
+	if op := waitBulk(t, g, resumeOp); num(op["succeeded"]) != 3 {
+		t.Fatalf("resume operation: %v", op)
+	}
+	for _, id := range sources {
+		waitRun(t, g, id, 60*time.Second, "succeeded")
+		d := g.ok(`query($id: ID!) { node(id: $id) { ... on Run { input version { id } } } }`, map[string]any{"id": id})
+		if get(d, "node.input.n") != float64(9) || str(d, "node.version.id") != v2 {
+			t.Errorf("resumed %s: %v", id, d)
+		}
+		p.mu.Lock()
+		path := p.path[idempotency.Key(id, "notify")]
+		p.mu.Unlock()
+		if path != "/v2/notify" {
+			t.Errorf("resumed %s called %q, want /v2/notify", id, path)
+		}
 	}
 
 	// RESUME of a run that did not fail: skipped, with why.

@@ -57,7 +57,9 @@ func (s *Service) RunProcessor(ctx context.Context, db *sql.DB) {
 }
 
 // Process makes one pass: it acts on up to Rate*tick pending items,
-// shared among the tenants with open operations, and returns how many
+// shared among the tenants with open operations (a pass starts with the
+// tenant after the one the last pass started with, so that with more
+// tenants than items per pass each gets its turn), and returns how many
 // tenants had one. Tests call it directly.
 func (s *Service) Process(ctx context.Context) (int, error) {
 	tenants, err := store.TenantIDsOf(ctx, s.o.Client, store.TenantsBulk)
@@ -66,10 +68,21 @@ func (s *Service) Process(ctx context.Context) (int, error) {
 	}
 	budget := max(1, int(float64(s.o.Rate)*tick.Seconds()))
 	share := max(1, budget/len(tenants))
-	return len(tenants), store.EachTenant(ctx, tenants, func(tid string) error { return s.processTenant(ctx, tid, share) })
+	start := int(s.turn.Add(1)) % len(tenants)
+	order := append(tenants[start:len(tenants):len(tenants)], tenants[:start]...)
+	return len(tenants), store.EachTenant(ctx, order, func(tid string) error {
+		if budget <= 0 {
+			return nil
+		}
+		n, err := s.processTenant(ctx, tid, min(share, budget))
+		budget -= n
+		return err
+	})
 }
 
-func (s *Service) processTenant(ctx context.Context, tenantID string, budget int) error {
+// processTenant acts on up to budget items of the tenant's open
+// operations, oldest operation first, and returns how many it settled.
+func (s *Service) processTenant(ctx context.Context, tenantID string, budget int) (int, error) {
 	var open []*ent.BulkOperation
 	err := store.InTenant(viewer.SystemContext(ctx, tenantID), s.o.Client, func(ctx context.Context) error {
 		var err error
@@ -78,19 +91,20 @@ func (s *Service) processTenant(ctx context.Context, tenantID string, budget int
 		return err
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
+	settled := 0
 	for _, op := range open {
-		if budget <= 0 {
-			return nil
+		if settled >= budget {
+			break
 		}
-		n, err := s.processOperation(ctx, tenantID, op, budget)
-		budget -= n
+		n, err := s.processOperation(ctx, tenantID, op, budget-settled)
+		settled += n
 		if err != nil {
-			return fmt.Errorf("bulk operation %s: %w", op.ID, err)
+			return settled, fmt.Errorf("bulk operation %s: %w", op.ID, err)
 		}
 	}
-	return nil
+	return settled, nil
 }
 
 // opContext is the viewer an operation acts as: Sluice on behalf of its

@@ -14,6 +14,7 @@ package bulk
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
@@ -63,6 +64,8 @@ type Options struct {
 type Service struct {
 	o   Options
 	log *slog.Logger
+	// turn rotates the tenant a processor pass starts with (Process).
+	turn atomic.Uint64
 }
 
 // New returns a Service.
