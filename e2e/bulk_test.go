@@ -146,6 +146,7 @@ func TestBulkResumeAfterPartnerOutage(t *testing.T) {
 	}
 
 	p.up.Store(true)
+	began := time.Now()
 	created := g.ok(mBulk, map[string]any{"in": map[string]any{"action": "RESUME", "filter": filter}})
 	opID := str(created, "bulkRunAction.operation.id")
 	if num(get(created, "bulkRunAction.operation.total")) != n {
@@ -185,6 +186,10 @@ func TestBulkResumeAfterPartnerOutage(t *testing.T) {
 		op := bulkOp(t, g, opID)
 		return str(op, "status") == "COMPLETED", fmt.Sprintf("operation: %v", op)
 	})
+	// The rate holds: 50 runs a second cannot do 300 in under 6s.
+	if took := time.Since(began); took < 5*time.Second {
+		t.Errorf("300 runs at SLUICE_BULK_RATE=50 took %s", took)
+	}
 	op := bulkOp(t, g, opID)
 	if num(op["done"]) != n || num(op["succeeded"]) != n || num(op["failed"]) != 0 || num(op["skipped"]) != 0 || num(op["pending"]) != 0 {
 		t.Fatalf("operation at the end: %v", op)
@@ -514,4 +519,27 @@ func TestBulkReplayAndCancel(t *testing.T) {
 		f.tenantID, cancelOp).Scan(&audited); err != nil || audited != 2 {
 		t.Fatalf("run.cancel audit entries of the operation: %d (%v)", audited, err)
 	}
+
+	// A key scoped to development sees and takes development's runs only,
+	// and not the operations made outside its environment.
+	v := newVersion(t, g, appWF, map[string]any{"schemaVersion": 1, "steps": []any{
+		map[string]any{"id": "review", "type": "approval", "approvers": map[string]any{"roles": []any{"operator"}}}}})
+	g.ok(mDeploy, map[string]any{"v": v, "e": f.prodEnvID})
+	prodRun := str(g.ok(mStartRun, map[string]any{"w": appWF, "e": f.prodEnvID, "i": map[string]any{}}), "startRun.id")
+	devRun := str(g.ok(mStartRun, map[string]any{"w": appWF, "e": f.envID, "i": map[string]any{}}), "startRun.id")
+	waitRun(t, g, prodRun, 60*time.Second, "waiting")
+	waitRun(t, g, devRun, 60*time.Second, "waiting")
+	key := g.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-only", roles: [OPERATOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	dry := scoped.ok(mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "filter": filter, "dryRun": true}})
+	if ids := get(dry, "bulkRunAction.dryRun.runIDs").([]any); len(ids) != 1 || ids[0] != devRun {
+		t.Fatalf("a development key's dry run: %v", dry)
+	}
+	scoped.fail("NOT_FOUND", mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "runIDs": []any{prodRun}}})
+	scoped.fail("NOT_FOUND", mBulk, map[string]any{"in": map[string]any{"action": "CANCEL", "filter": map[string]any{"environmentID": f.prodEnvID}}})
+	if v := scoped.ok(qBulkOp, map[string]any{"id": cancelOp})["bulkOperation"]; v != nil {
+		t.Fatalf("a development key reads an operation made outside it: %v", v)
+	}
+	scoped.fail("NOT_FOUND", mCancelBulk, map[string]any{"id": cancelOp})
+	waitRun(t, g, prodRun, 5*time.Second, "waiting")
 }

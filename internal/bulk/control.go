@@ -20,7 +20,7 @@ import (
 // viewer may see (another tenant's, or, for a viewer restricted to one
 // environment, one created outside it).
 func Get(ctx context.Context, id string) (*ent.BulkOperation, error) {
-	v, c, err := access.Authorize(ctx, viewer.RoleViewer)
+	v, c, err := access.Authorize(ctx, viewer.RoleViewer, viewer.RoleOperator, viewer.RoleEditor)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func visible(v *viewer.Viewer, op *ent.BulkOperation) bool {
 
 // List is the query of the operations the viewer may see, newest first.
 func List(ctx context.Context, status *bulkoperation.Status) (*ent.BulkOperationQuery, error) {
-	v, c, err := access.Authorize(ctx, viewer.RoleViewer)
+	v, c, err := access.Authorize(ctx, viewer.RoleViewer, viewer.RoleOperator, viewer.RoleEditor)
 	if err != nil {
 		return nil, err
 	}
