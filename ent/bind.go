@@ -26,6 +26,22 @@ func (c *AuditLogClient) Bind(_m *AuditLog) *AuditLog {
 	return _m
 }
 
+// Bind gives a BulkOperation that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *BulkOperationClient) Bind(_m *BulkOperation) *BulkOperation {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a BulkOperationItem that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *BulkOperationItemClient) Bind(_m *BulkOperationItem) *BulkOperationItem {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Connection that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

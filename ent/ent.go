@@ -15,6 +15,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -122,6 +124,8 @@ func checkColumn(t, c string) error {
 			apikey.Table:                     apikey.ValidColumn,
 			approvalrequest.Table:            approvalrequest.ValidColumn,
 			auditlog.Table:                   auditlog.ValidColumn,
+			bulkoperation.Table:              bulkoperation.ValidColumn,
+			bulkoperationitem.Table:          bulkoperationitem.ValidColumn,
 			connection.Table:                 connection.ValidColumn,
 			credential.Table:                 credential.ValidColumn,
 			credentialversion.Table:          credentialversion.ValidColumn,

@@ -6,6 +6,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -19,7 +21,6 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
-	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -60,7 +61,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 47)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 48)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -148,6 +149,59 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[3] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   bulkoperation.Table,
+			Columns: bulkoperation.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: bulkoperation.FieldID,
+			},
+		},
+		Type: "BulkOperation",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			bulkoperation.FieldTenantID:         {Type: field.TypeString, Column: bulkoperation.FieldTenantID},
+			bulkoperation.FieldCreatedAt:        {Type: field.TypeTime, Column: bulkoperation.FieldCreatedAt},
+			bulkoperation.FieldUpdatedAt:        {Type: field.TypeTime, Column: bulkoperation.FieldUpdatedAt},
+			bulkoperation.FieldAction:           {Type: field.TypeEnum, Column: bulkoperation.FieldAction},
+			bulkoperation.FieldRunFilter:        {Type: field.TypeJSON, Column: bulkoperation.FieldRunFilter},
+			bulkoperation.FieldOptions:          {Type: field.TypeJSON, Column: bulkoperation.FieldOptions},
+			bulkoperation.FieldStatus:           {Type: field.TypeEnum, Column: bulkoperation.FieldStatus},
+			bulkoperation.FieldTotal:            {Type: field.TypeInt, Column: bulkoperation.FieldTotal},
+			bulkoperation.FieldDone:             {Type: field.TypeInt, Column: bulkoperation.FieldDone},
+			bulkoperation.FieldSucceeded:        {Type: field.TypeInt, Column: bulkoperation.FieldSucceeded},
+			bulkoperation.FieldFailed:           {Type: field.TypeInt, Column: bulkoperation.FieldFailed},
+			bulkoperation.FieldSkipped:          {Type: field.TypeInt, Column: bulkoperation.FieldSkipped},
+			bulkoperation.FieldCreatedBy:        {Type: field.TypeString, Column: bulkoperation.FieldCreatedBy},
+			bulkoperation.FieldEnvironmentScope: {Type: field.TypeString, Column: bulkoperation.FieldEnvironmentScope},
+			bulkoperation.FieldCancelledBy:      {Type: field.TypeString, Column: bulkoperation.FieldCancelledBy},
+			bulkoperation.FieldFinishedAt:       {Type: field.TypeTime, Column: bulkoperation.FieldFinishedAt},
+		},
+	}
+	graph.Nodes[4] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   bulkoperationitem.Table,
+			Columns: bulkoperationitem.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: bulkoperationitem.FieldID,
+			},
+		},
+		Type: "BulkOperationItem",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			bulkoperationitem.FieldTenantID:    {Type: field.TypeString, Column: bulkoperationitem.FieldTenantID},
+			bulkoperationitem.FieldCreatedAt:   {Type: field.TypeTime, Column: bulkoperationitem.FieldCreatedAt},
+			bulkoperationitem.FieldUpdatedAt:   {Type: field.TypeTime, Column: bulkoperationitem.FieldUpdatedAt},
+			bulkoperationitem.FieldOperationID: {Type: field.TypeString, Column: bulkoperationitem.FieldOperationID},
+			bulkoperationitem.FieldPosition:    {Type: field.TypeInt, Column: bulkoperationitem.FieldPosition},
+			bulkoperationitem.FieldRunID:       {Type: field.TypeString, Column: bulkoperationitem.FieldRunID},
+			bulkoperationitem.FieldStatus:      {Type: field.TypeEnum, Column: bulkoperationitem.FieldStatus},
+			bulkoperationitem.FieldResultRunID: {Type: field.TypeString, Column: bulkoperationitem.FieldResultRunID},
+			bulkoperationitem.FieldMessage:     {Type: field.TypeString, Column: bulkoperationitem.FieldMessage},
+			bulkoperationitem.FieldTries:       {Type: field.TypeInt, Column: bulkoperationitem.FieldTries},
+			bulkoperationitem.FieldActedAt:     {Type: field.TypeTime, Column: bulkoperationitem.FieldActedAt},
+		},
+	}
+	graph.Nodes[5] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   connection.Table,
 			Columns: connection.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -180,7 +234,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			connection.FieldTokens:              {Type: field.TypeBytes, Column: connection.FieldTokens},
 		},
 	}
-	graph.Nodes[4] = &sqlgraph.Node{
+	graph.Nodes[6] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credential.Table,
 			Columns: credential.Columns,
@@ -203,7 +257,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credential.FieldRotatedAt:      {Type: field.TypeTime, Column: credential.FieldRotatedAt},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credentialversion.Table,
 			Columns: credentialversion.Columns,
@@ -223,7 +277,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credentialversion.FieldCreatedBy:    {Type: field.TypeString, Column: credentialversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[6] = &sqlgraph.Node{
+	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   credentialwait.Table,
 			Columns: credentialwait.Columns,
@@ -247,7 +301,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			credentialwait.FieldResolvedAt:   {Type: field.TypeTime, Column: credentialwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[7] = &sqlgraph.Node{
+	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   deployment.Table,
 			Columns: deployment.Columns,
@@ -269,7 +323,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			deployment.FieldSupersededAt:      {Type: field.TypeTime, Column: deployment.FieldSupersededAt},
 		},
 	}
-	graph.Nodes[8] = &sqlgraph.Node{
+	graph.Nodes[10] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   driftchange.Table,
 			Columns: driftchange.Columns,
@@ -293,7 +347,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			driftchange.FieldFirstRunID: {Type: field.TypeString, Column: driftchange.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[9] = &sqlgraph.Node{
+	graph.Nodes[11] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environment.Table,
 			Columns: environment.Columns,
@@ -315,7 +369,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environment.FieldProtection:  {Type: field.TypeJSON, Column: environment.FieldProtection},
 		},
 	}
-	graph.Nodes[10] = &sqlgraph.Node{
+	graph.Nodes[12] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   environmentvariableversion.Table,
 			Columns: environmentvariableversion.Columns,
@@ -336,7 +390,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			environmentvariableversion.FieldCreatedBy:     {Type: field.TypeString, Column: environmentvariableversion.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[11] = &sqlgraph.Node{
+	graph.Nodes[13] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalation.Table,
 			Columns: escalation.Columns,
@@ -372,7 +426,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalation.FieldResolvedBy:     {Type: field.TypeString, Column: escalation.FieldResolvedBy},
 		},
 	}
-	graph.Nodes[12] = &sqlgraph.Node{
+	graph.Nodes[14] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   escalationpolicy.Table,
 			Columns: escalationpolicy.Columns,
@@ -393,7 +447,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			escalationpolicy.FieldCreatedBy:   {Type: field.TypeString, Column: escalationpolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[13] = &sqlgraph.Node{
+	graph.Nodes[15] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluation.Table,
 			Columns: evaluation.Columns,
@@ -426,7 +480,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluation.FieldFinishedAt:         {Type: field.TypeTime, Column: evaluation.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[14] = &sqlgraph.Node{
+	graph.Nodes[16] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   evaluationexample.Table,
 			Columns: evaluationexample.Columns,
@@ -460,7 +514,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			evaluationexample.FieldMessage:               {Type: field.TypeString, Column: evaluationexample.FieldMessage},
 		},
 	}
-	graph.Nodes[15] = &sqlgraph.Node{
+	graph.Nodes[17] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   eventwait.Table,
 			Columns: eventwait.Columns,
@@ -491,27 +545,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			eventwait.FieldResolvedAt:    {Type: field.TypeTime, Column: eventwait.FieldResolvedAt},
 		},
 	}
-	graph.Nodes[16] = &sqlgraph.Node{
-		NodeSpec: sqlgraph.NodeSpec{
-			Table:   heldstep.Table,
-			Columns: heldstep.Columns,
-			ID: &sqlgraph.FieldSpec{
-				Type:   field.TypeString,
-				Column: heldstep.FieldID,
-			},
-		},
-		Type: "HeldStep",
-		Fields: map[string]*sqlgraph.FieldSpec{
-			heldstep.FieldTenantID:   {Type: field.TypeString, Column: heldstep.FieldTenantID},
-			heldstep.FieldRunID:      {Type: field.TypeString, Column: heldstep.FieldRunID},
-			heldstep.FieldStepID:     {Type: field.TypeString, Column: heldstep.FieldStepID},
-			heldstep.FieldWorkflowID: {Type: field.TypeString, Column: heldstep.FieldWorkflowID},
-			heldstep.FieldPriority:   {Type: field.TypeInt, Column: heldstep.FieldPriority},
-			heldstep.FieldReason:     {Type: field.TypeString, Column: heldstep.FieldReason},
-			heldstep.FieldSince:      {Type: field.TypeTime, Column: heldstep.FieldSince},
-		},
-	}
-	graph.Nodes[17] = &sqlgraph.Node{
+	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
@@ -531,7 +565,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[18] = &sqlgraph.Node{
+	graph.Nodes[19] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   incident.Table,
 			Columns: incident.Columns,
@@ -567,7 +601,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -598,7 +632,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -616,7 +650,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -645,7 +679,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -666,7 +700,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   oauthstate.Table,
 			Columns: oauthstate.Columns,
@@ -688,7 +722,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			oauthstate.FieldUsedAt:        {Type: field.TypeTime, Column: oauthstate.FieldUsedAt},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -716,7 +750,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimit.Table,
 			Columns: ratelimit.Columns,
@@ -743,7 +777,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimit.FieldCreatedBy:         {Type: field.TypeString, Column: ratelimit.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimitcooldown.Table,
 			Columns: ratelimitcooldown.Columns,
@@ -762,7 +796,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimitcooldown.FieldStatusCode: {Type: field.TypeInt, Column: ratelimitcooldown.FieldStatusCode},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
@@ -795,7 +829,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responsecacheentry.Table,
 			Columns: responsecacheentry.Columns,
@@ -820,7 +854,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responsecacheentry.FieldFillUntil:  {Type: field.TypeTime, Column: responsecacheentry.FieldFillUntil},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responseshape.Table,
 			Columns: responseshape.Columns,
@@ -841,7 +875,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responseshape.FieldFirstRunID: {Type: field.TypeString, Column: responseshape.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -859,7 +893,6 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldVersionID:          {Type: field.TypeString, Column: run.FieldVersionID},
 			run.FieldEnvironmentID:      {Type: field.TypeString, Column: run.FieldEnvironmentID},
 			run.FieldStatus:             {Type: field.TypeEnum, Column: run.FieldStatus},
-			run.FieldPriority:           {Type: field.TypeInt, Column: run.FieldPriority},
 			run.FieldMode:               {Type: field.TypeEnum, Column: run.FieldMode},
 			run.FieldInput:              {Type: field.TypeJSON, Column: run.FieldInput},
 			run.FieldInputHash:          {Type: field.TypeString, Column: run.FieldInputHash},
@@ -888,7 +921,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -909,7 +942,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -930,7 +963,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[33] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -952,7 +985,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   schedule.Table,
 			Columns: schedule.Columns,
@@ -986,7 +1019,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			schedule.FieldCreatedBy:       {Type: field.TypeString, Column: schedule.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   scheduleaction.Table,
 			Columns: scheduleaction.Columns,
@@ -1010,7 +1043,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			scheduleaction.FieldRunOpen:       {Type: field.TypeBool, Column: scheduleaction.FieldRunOpen},
 		},
 	}
-	graph.Nodes[36] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -1038,7 +1071,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[37] = &sqlgraph.Node{
+	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -1067,7 +1100,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[38] = &sqlgraph.Node{
+	graph.Nodes[39] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -1090,12 +1123,11 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
-			tenant.FieldDispatchWeight:        {Type: field.TypeInt, Column: tenant.FieldDispatchWeight},
-			tenant.FieldMaxConcurrentSteps:    {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentSteps},
+			tenant.FieldOpenBulkOperations:    {Type: field.TypeInt, Column: tenant.FieldOpenBulkOperations},
 			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 		},
 	}
-	graph.Nodes[39] = &sqlgraph.Node{
+	graph.Nodes[40] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   trigger.Table,
 			Columns: trigger.Columns,
@@ -1127,7 +1159,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			trigger.FieldCreatedBy:               {Type: field.TypeString, Column: trigger.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[40] = &sqlgraph.Node{
+	graph.Nodes[41] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   triggerdelivery.Table,
 			Columns: triggerdelivery.Columns,
@@ -1154,7 +1186,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			triggerdelivery.FieldBodyBytes:  {Type: field.TypeInt, Column: triggerdelivery.FieldBodyBytes},
 		},
 	}
-	graph.Nodes[41] = &sqlgraph.Node{
+	graph.Nodes[42] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -1175,7 +1207,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[42] = &sqlgraph.Node{
+	graph.Nodes[43] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -1203,7 +1235,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[43] = &sqlgraph.Node{
+	graph.Nodes[44] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1230,7 +1262,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[44] = &sqlgraph.Node{
+	graph.Nodes[45] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1250,7 +1282,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[45] = &sqlgraph.Node{
+	graph.Nodes[46] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowpause.Table,
 			Columns: workflowpause.Columns,
@@ -1271,7 +1303,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflowpause.FieldPausedBy:      {Type: field.TypeString, Column: workflowpause.FieldPausedBy},
 		},
 	}
-	graph.Nodes[46] = &sqlgraph.Node{
+	graph.Nodes[47] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1354,6 +1386,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"AuditLog",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   bulkoperation.TenantTable,
+			Columns: []string{bulkoperation.TenantColumn},
+			Bidi:    false,
+		},
+		"BulkOperation",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   bulkoperationitem.TenantTable,
+			Columns: []string{bulkoperationitem.TenantColumn},
+			Bidi:    false,
+		},
+		"BulkOperationItem",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -1679,18 +1735,6 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"EventWait",
 		"Run",
-	)
-	graph.MustAddE(
-		"tenant",
-		&sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.M2O,
-			Inverse: false,
-			Table:   heldstep.TenantTable,
-			Columns: []string{heldstep.TenantColumn},
-			Bidi:    false,
-		},
-		"HeldStep",
-		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -2722,6 +2766,249 @@ func (f *AuditLogFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *BulkOperationQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the BulkOperationQuery builder.
+func (_q *BulkOperationQuery) Filter() *BulkOperationFilter {
+	return &BulkOperationFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *BulkOperationMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the BulkOperationMutation builder.
+func (m *BulkOperationMutation) Filter() *BulkOperationFilter {
+	return &BulkOperationFilter{config: m.config, predicateAdder: m}
+}
+
+// BulkOperationFilter provides a generic filtering capability at runtime for BulkOperationQuery.
+type BulkOperationFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *BulkOperationFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *BulkOperationFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *BulkOperationFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *BulkOperationFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperation.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *BulkOperationFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperation.FieldUpdatedAt))
+}
+
+// WhereAction applies the entql string predicate on the action field.
+func (f *BulkOperationFilter) WhereAction(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldAction))
+}
+
+// WhereRunFilter applies the entql json.RawMessage predicate on the run_filter field.
+func (f *BulkOperationFilter) WhereRunFilter(p entql.BytesP) {
+	f.Where(p.Field(bulkoperation.FieldRunFilter))
+}
+
+// WhereOptions applies the entql json.RawMessage predicate on the options field.
+func (f *BulkOperationFilter) WhereOptions(p entql.BytesP) {
+	f.Where(p.Field(bulkoperation.FieldOptions))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *BulkOperationFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldStatus))
+}
+
+// WhereTotal applies the entql int predicate on the total field.
+func (f *BulkOperationFilter) WhereTotal(p entql.IntP) {
+	f.Where(p.Field(bulkoperation.FieldTotal))
+}
+
+// WhereDone applies the entql int predicate on the done field.
+func (f *BulkOperationFilter) WhereDone(p entql.IntP) {
+	f.Where(p.Field(bulkoperation.FieldDone))
+}
+
+// WhereSucceeded applies the entql int predicate on the succeeded field.
+func (f *BulkOperationFilter) WhereSucceeded(p entql.IntP) {
+	f.Where(p.Field(bulkoperation.FieldSucceeded))
+}
+
+// WhereFailed applies the entql int predicate on the failed field.
+func (f *BulkOperationFilter) WhereFailed(p entql.IntP) {
+	f.Where(p.Field(bulkoperation.FieldFailed))
+}
+
+// WhereSkipped applies the entql int predicate on the skipped field.
+func (f *BulkOperationFilter) WhereSkipped(p entql.IntP) {
+	f.Where(p.Field(bulkoperation.FieldSkipped))
+}
+
+// WhereCreatedBy applies the entql string predicate on the created_by field.
+func (f *BulkOperationFilter) WhereCreatedBy(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldCreatedBy))
+}
+
+// WhereEnvironmentScope applies the entql string predicate on the environment_scope field.
+func (f *BulkOperationFilter) WhereEnvironmentScope(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldEnvironmentScope))
+}
+
+// WhereCancelledBy applies the entql string predicate on the cancelled_by field.
+func (f *BulkOperationFilter) WhereCancelledBy(p entql.StringP) {
+	f.Where(p.Field(bulkoperation.FieldCancelledBy))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *BulkOperationFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperation.FieldFinishedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *BulkOperationFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *BulkOperationFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *BulkOperationItemQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the BulkOperationItemQuery builder.
+func (_q *BulkOperationItemQuery) Filter() *BulkOperationItemFilter {
+	return &BulkOperationItemFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *BulkOperationItemMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the BulkOperationItemMutation builder.
+func (m *BulkOperationItemMutation) Filter() *BulkOperationItemFilter {
+	return &BulkOperationItemFilter{config: m.config, predicateAdder: m}
+}
+
+// BulkOperationItemFilter provides a generic filtering capability at runtime for BulkOperationItemQuery.
+type BulkOperationItemFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *BulkOperationItemFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *BulkOperationItemFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *BulkOperationItemFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *BulkOperationItemFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperationitem.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *BulkOperationItemFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperationitem.FieldUpdatedAt))
+}
+
+// WhereOperationID applies the entql string predicate on the operation_id field.
+func (f *BulkOperationItemFilter) WhereOperationID(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldOperationID))
+}
+
+// WherePosition applies the entql int predicate on the position field.
+func (f *BulkOperationItemFilter) WherePosition(p entql.IntP) {
+	f.Where(p.Field(bulkoperationitem.FieldPosition))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *BulkOperationItemFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldRunID))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *BulkOperationItemFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldStatus))
+}
+
+// WhereResultRunID applies the entql string predicate on the result_run_id field.
+func (f *BulkOperationItemFilter) WhereResultRunID(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldResultRunID))
+}
+
+// WhereMessage applies the entql string predicate on the message field.
+func (f *BulkOperationItemFilter) WhereMessage(p entql.StringP) {
+	f.Where(p.Field(bulkoperationitem.FieldMessage))
+}
+
+// WhereTries applies the entql int predicate on the tries field.
+func (f *BulkOperationItemFilter) WhereTries(p entql.IntP) {
+	f.Where(p.Field(bulkoperationitem.FieldTries))
+}
+
+// WhereActedAt applies the entql time.Time predicate on the acted_at field.
+func (f *BulkOperationItemFilter) WhereActedAt(p entql.TimeP) {
+	f.Where(p.Field(bulkoperationitem.FieldActedAt))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *BulkOperationItemFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *BulkOperationItemFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *ConnectionQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -2750,7 +3037,7 @@ type ConnectionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ConnectionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -2923,7 +3210,7 @@ type CredentialFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3055,7 +3342,7 @@ type CredentialVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3158,7 +3445,7 @@ type CredentialWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CredentialWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3281,7 +3568,7 @@ type DeploymentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *DeploymentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3422,7 +3709,7 @@ type DriftChangeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *DriftChangeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3531,7 +3818,7 @@ type EnvironmentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3672,7 +3959,7 @@ type EnvironmentVariableVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EnvironmentVariableVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[10].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3780,7 +4067,7 @@ type EscalationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[11].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -3963,7 +4250,7 @@ type EscalationPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EscalationPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[12].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4057,7 +4344,7 @@ type EvaluationFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[13].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4211,7 +4498,7 @@ type EvaluationExampleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EvaluationExampleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[14].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4370,7 +4657,7 @@ type EventWaitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *EventWaitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[15].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4500,95 +4787,6 @@ func (f *EventWaitFilter) WhereHasRunWith(preds ...predicate.Run) {
 }
 
 // addPredicate implements the predicateAdder interface.
-func (_q *HeldStepQuery) addPredicate(pred func(s *sql.Selector)) {
-	_q.predicates = append(_q.predicates, pred)
-}
-
-// Filter returns a Filter implementation to apply filters on the HeldStepQuery builder.
-func (_q *HeldStepQuery) Filter() *HeldStepFilter {
-	return &HeldStepFilter{config: _q.config, predicateAdder: _q}
-}
-
-// addPredicate implements the predicateAdder interface.
-func (m *HeldStepMutation) addPredicate(pred func(s *sql.Selector)) {
-	m.predicates = append(m.predicates, pred)
-}
-
-// Filter returns an entql.Where implementation to apply filters on the HeldStepMutation builder.
-func (m *HeldStepMutation) Filter() *HeldStepFilter {
-	return &HeldStepFilter{config: m.config, predicateAdder: m}
-}
-
-// HeldStepFilter provides a generic filtering capability at runtime for HeldStepQuery.
-type HeldStepFilter struct {
-	predicateAdder
-	config
-}
-
-// Where applies the entql predicate on the query filter.
-func (f *HeldStepFilter) Where(p entql.P) {
-	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[16].Type, p, s); err != nil {
-			s.AddError(err)
-		}
-	})
-}
-
-// WhereID applies the entql string predicate on the id field.
-func (f *HeldStepFilter) WhereID(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldID))
-}
-
-// WhereTenantID applies the entql string predicate on the tenant_id field.
-func (f *HeldStepFilter) WhereTenantID(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldTenantID))
-}
-
-// WhereRunID applies the entql string predicate on the run_id field.
-func (f *HeldStepFilter) WhereRunID(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldRunID))
-}
-
-// WhereStepID applies the entql string predicate on the step_id field.
-func (f *HeldStepFilter) WhereStepID(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldStepID))
-}
-
-// WhereWorkflowID applies the entql string predicate on the workflow_id field.
-func (f *HeldStepFilter) WhereWorkflowID(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldWorkflowID))
-}
-
-// WherePriority applies the entql int predicate on the priority field.
-func (f *HeldStepFilter) WherePriority(p entql.IntP) {
-	f.Where(p.Field(heldstep.FieldPriority))
-}
-
-// WhereReason applies the entql string predicate on the reason field.
-func (f *HeldStepFilter) WhereReason(p entql.StringP) {
-	f.Where(p.Field(heldstep.FieldReason))
-}
-
-// WhereSince applies the entql time.Time predicate on the since field.
-func (f *HeldStepFilter) WhereSince(p entql.TimeP) {
-	f.Where(p.Field(heldstep.FieldSince))
-}
-
-// WhereHasTenant applies a predicate to check if query has an edge tenant.
-func (f *HeldStepFilter) WhereHasTenant() {
-	f.Where(entql.HasEdge("tenant"))
-}
-
-// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
-func (f *HeldStepFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
-	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
-		for _, p := range preds {
-			p(s)
-		}
-	})))
-}
-
-// addPredicate implements the predicateAdder interface.
 func (_q *InboundEventQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -4617,7 +4815,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[17].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4720,7 +4918,7 @@ type IncidentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *IncidentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4889,7 +5087,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5033,7 +5231,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5112,7 +5310,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5246,7 +5444,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5340,7 +5538,7 @@ type OAuthStateFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *OAuthStateFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5453,7 +5651,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5596,7 +5794,7 @@ type RateLimitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5720,7 +5918,7 @@ type RateLimitCooldownFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitCooldownFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5804,7 +6002,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5958,7 +6156,7 @@ type ResponseCacheEntryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseCacheEntryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6072,7 +6270,7 @@ type ResponseShapeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseShapeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6166,7 +6364,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6210,11 +6408,6 @@ func (f *RunFilter) WhereEnvironmentID(p entql.StringP) {
 // WhereStatus applies the entql string predicate on the status field.
 func (f *RunFilter) WhereStatus(p entql.StringP) {
 	f.Where(p.Field(run.FieldStatus))
-}
-
-// WherePriority applies the entql int predicate on the priority field.
-func (f *RunFilter) WherePriority(p entql.IntP) {
-	f.Where(p.Field(run.FieldPriority))
 }
 
 // WhereMode applies the entql string predicate on the mode field.
@@ -6460,7 +6653,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6568,7 +6761,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6662,7 +6855,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6761,7 +6954,7 @@ type ScheduleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6920,7 +7113,7 @@ type ScheduleActionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleActionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7029,7 +7222,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7172,7 +7365,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7334,7 +7527,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7405,14 +7598,9 @@ func (f *TenantFilter) WhereOpenEvaluations(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldOpenEvaluations))
 }
 
-// WhereDispatchWeight applies the entql int predicate on the dispatch_weight field.
-func (f *TenantFilter) WhereDispatchWeight(p entql.IntP) {
-	f.Where(p.Field(tenant.FieldDispatchWeight))
-}
-
-// WhereMaxConcurrentSteps applies the entql int predicate on the max_concurrent_steps field.
-func (f *TenantFilter) WhereMaxConcurrentSteps(p entql.IntP) {
-	f.Where(p.Field(tenant.FieldMaxConcurrentSteps))
+// WhereOpenBulkOperations applies the entql int predicate on the open_bulk_operations field.
+func (f *TenantFilter) WhereOpenBulkOperations(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldOpenBulkOperations))
 }
 
 // WhereSchedules applies the entql int predicate on the schedules field.
@@ -7449,7 +7637,7 @@ type TriggerFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7612,7 +7800,7 @@ type TriggerDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7750,7 +7938,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7858,7 +8046,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8015,7 +8203,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8153,7 +8341,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8270,7 +8458,7 @@ type WorkflowPauseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowPauseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[46].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8364,7 +8552,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[46].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[47].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

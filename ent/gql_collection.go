@@ -13,6 +13,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -521,6 +523,288 @@ func newAuditLogPaginateArgs(rv map[string]any) *auditlogPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*AuditLogWhereInput); ok {
 		args.opts = append(args.opts, WithAuditLogFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *BulkOperationQuery) CollectFields(ctx context.Context, satisfies ...string) (*BulkOperationQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *BulkOperationQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(bulkoperation.Columns))
+		selectedFields = []string{bulkoperation.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[bulkoperation.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldCreatedAt)
+				fieldSeen[bulkoperation.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[bulkoperation.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldUpdatedAt)
+				fieldSeen[bulkoperation.FieldUpdatedAt] = struct{}{}
+			}
+		case "action":
+			if _, ok := fieldSeen[bulkoperation.FieldAction]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldAction)
+				fieldSeen[bulkoperation.FieldAction] = struct{}{}
+			}
+		case "runFilter":
+			if _, ok := fieldSeen[bulkoperation.FieldRunFilter]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldRunFilter)
+				fieldSeen[bulkoperation.FieldRunFilter] = struct{}{}
+			}
+		case "options":
+			if _, ok := fieldSeen[bulkoperation.FieldOptions]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldOptions)
+				fieldSeen[bulkoperation.FieldOptions] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[bulkoperation.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldStatus)
+				fieldSeen[bulkoperation.FieldStatus] = struct{}{}
+			}
+		case "total":
+			if _, ok := fieldSeen[bulkoperation.FieldTotal]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldTotal)
+				fieldSeen[bulkoperation.FieldTotal] = struct{}{}
+			}
+		case "done":
+			if _, ok := fieldSeen[bulkoperation.FieldDone]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldDone)
+				fieldSeen[bulkoperation.FieldDone] = struct{}{}
+			}
+		case "succeeded":
+			if _, ok := fieldSeen[bulkoperation.FieldSucceeded]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldSucceeded)
+				fieldSeen[bulkoperation.FieldSucceeded] = struct{}{}
+			}
+		case "failed":
+			if _, ok := fieldSeen[bulkoperation.FieldFailed]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldFailed)
+				fieldSeen[bulkoperation.FieldFailed] = struct{}{}
+			}
+		case "skipped":
+			if _, ok := fieldSeen[bulkoperation.FieldSkipped]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldSkipped)
+				fieldSeen[bulkoperation.FieldSkipped] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[bulkoperation.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldCreatedBy)
+				fieldSeen[bulkoperation.FieldCreatedBy] = struct{}{}
+			}
+		case "cancelledBy":
+			if _, ok := fieldSeen[bulkoperation.FieldCancelledBy]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldCancelledBy)
+				fieldSeen[bulkoperation.FieldCancelledBy] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[bulkoperation.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperation.FieldFinishedAt)
+				fieldSeen[bulkoperation.FieldFinishedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type bulkoperationPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []BulkOperationPaginateOption
+}
+
+func newBulkOperationPaginateArgs(rv map[string]any) *bulkoperationPaginateArgs {
+	args := &bulkoperationPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &BulkOperationOrder{Field: &BulkOperationOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithBulkOperationOrder(order))
+			}
+		case *BulkOperationOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithBulkOperationOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *BulkOperationItemQuery) CollectFields(ctx context.Context, satisfies ...string) (*BulkOperationItemQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *BulkOperationItemQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(bulkoperationitem.Columns))
+		selectedFields = []string{bulkoperationitem.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[bulkoperationitem.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldCreatedAt)
+				fieldSeen[bulkoperationitem.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[bulkoperationitem.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldUpdatedAt)
+				fieldSeen[bulkoperationitem.FieldUpdatedAt] = struct{}{}
+			}
+		case "operationID":
+			if _, ok := fieldSeen[bulkoperationitem.FieldOperationID]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldOperationID)
+				fieldSeen[bulkoperationitem.FieldOperationID] = struct{}{}
+			}
+		case "position":
+			if _, ok := fieldSeen[bulkoperationitem.FieldPosition]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldPosition)
+				fieldSeen[bulkoperationitem.FieldPosition] = struct{}{}
+			}
+		case "runID":
+			if _, ok := fieldSeen[bulkoperationitem.FieldRunID]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldRunID)
+				fieldSeen[bulkoperationitem.FieldRunID] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[bulkoperationitem.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldStatus)
+				fieldSeen[bulkoperationitem.FieldStatus] = struct{}{}
+			}
+		case "resultRunID":
+			if _, ok := fieldSeen[bulkoperationitem.FieldResultRunID]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldResultRunID)
+				fieldSeen[bulkoperationitem.FieldResultRunID] = struct{}{}
+			}
+		case "message":
+			if _, ok := fieldSeen[bulkoperationitem.FieldMessage]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldMessage)
+				fieldSeen[bulkoperationitem.FieldMessage] = struct{}{}
+			}
+		case "tries":
+			if _, ok := fieldSeen[bulkoperationitem.FieldTries]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldTries)
+				fieldSeen[bulkoperationitem.FieldTries] = struct{}{}
+			}
+		case "actedAt":
+			if _, ok := fieldSeen[bulkoperationitem.FieldActedAt]; !ok {
+				selectedFields = append(selectedFields, bulkoperationitem.FieldActedAt)
+				fieldSeen[bulkoperationitem.FieldActedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type bulkoperationitemPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []BulkOperationItemPaginateOption
+}
+
+func newBulkOperationItemPaginateArgs(rv map[string]any) *bulkoperationitemPaginateArgs {
+	args := &bulkoperationitemPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &BulkOperationItemOrder{Field: &BulkOperationItemOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithBulkOperationItemOrder(order))
+			}
+		case *BulkOperationItemOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithBulkOperationItemOrder(v))
+			}
+		}
 	}
 	return args
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -66,6 +68,16 @@ var auditlogImplementors = []string{"AuditLog", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*AuditLog) IsNode() {}
+
+var bulkoperationImplementors = []string{"BulkOperation", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*BulkOperation) IsNode() {}
+
+var bulkoperationitemImplementors = []string{"BulkOperationItem", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*BulkOperationItem) IsNode() {}
 
 var credentialImplementors = []string{"Credential", "Node"}
 
@@ -313,6 +325,24 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(auditlog.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, auditlogImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case bulkoperation.Table:
+		query := c.BulkOperation.Query().
+			Where(bulkoperation.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, bulkoperationImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case bulkoperationitem.Table:
+		query := c.BulkOperationItem.Query().
+			Where(bulkoperationitem.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, bulkoperationitemImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -723,6 +753,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.AuditLog.Query().
 			Where(auditlog.IDIn(ids...))
 		query, err := query.CollectFields(ctx, auditlogImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case bulkoperation.Table:
+		query := c.BulkOperation.Query().
+			Where(bulkoperation.IDIn(ids...))
+		query, err := query.CollectFields(ctx, bulkoperationImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case bulkoperationitem.Table:
+		query := c.BulkOperationItem.Query().
+			Where(bulkoperationitem.IDIn(ids...))
+		query, err := query.CollectFields(ctx, bulkoperationitemImplementors...)
 		if err != nil {
 			return nil, err
 		}

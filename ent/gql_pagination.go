@@ -17,6 +17,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -1016,6 +1018,598 @@ func (_m *AuditLog) ToEdge(order *AuditLogOrder) *AuditLogEdge {
 		order = DefaultAuditLogOrder
 	}
 	return &AuditLogEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// BulkOperationEdge is the edge representation of BulkOperation.
+type BulkOperationEdge struct {
+	Node   *BulkOperation `json:"node"`
+	Cursor Cursor         `json:"cursor"`
+}
+
+// BulkOperationConnection is the connection containing edges to BulkOperation.
+type BulkOperationConnection struct {
+	Edges      []*BulkOperationEdge `json:"edges"`
+	PageInfo   PageInfo             `json:"pageInfo"`
+	TotalCount int                  `json:"totalCount"`
+}
+
+func (c *BulkOperationConnection) build(nodes []*BulkOperation, pager *bulkoperationPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *BulkOperation
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *BulkOperation {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *BulkOperation {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*BulkOperationEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &BulkOperationEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// BulkOperationPaginateOption enables pagination customization.
+type BulkOperationPaginateOption func(*bulkoperationPager) error
+
+// WithBulkOperationOrder configures pagination ordering.
+func WithBulkOperationOrder(order *BulkOperationOrder) BulkOperationPaginateOption {
+	if order == nil {
+		order = DefaultBulkOperationOrder
+	}
+	o := *order
+	return func(pager *bulkoperationPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultBulkOperationOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithBulkOperationFilter configures pagination filter.
+func WithBulkOperationFilter(filter func(*BulkOperationQuery) (*BulkOperationQuery, error)) BulkOperationPaginateOption {
+	return func(pager *bulkoperationPager) error {
+		if filter == nil {
+			return errors.New("BulkOperationQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type bulkoperationPager struct {
+	reverse bool
+	order   *BulkOperationOrder
+	filter  func(*BulkOperationQuery) (*BulkOperationQuery, error)
+}
+
+func newBulkOperationPager(opts []BulkOperationPaginateOption, reverse bool) (*bulkoperationPager, error) {
+	pager := &bulkoperationPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultBulkOperationOrder
+	}
+	return pager, nil
+}
+
+func (p *bulkoperationPager) applyFilter(query *BulkOperationQuery) (*BulkOperationQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *bulkoperationPager) toCursor(_m *BulkOperation) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *bulkoperationPager) applyCursors(query *BulkOperationQuery, after, before *Cursor) (*BulkOperationQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultBulkOperationOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *bulkoperationPager) applyOrder(query *BulkOperationQuery) *BulkOperationQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultBulkOperationOrder.Field {
+		query = query.Order(DefaultBulkOperationOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *bulkoperationPager) orderExpr(query *BulkOperationQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultBulkOperationOrder.Field {
+			b.Comma().Ident(DefaultBulkOperationOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to BulkOperation.
+func (_m *BulkOperationQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...BulkOperationPaginateOption,
+) (*BulkOperationConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newBulkOperationPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &BulkOperationConnection{Edges: []*BulkOperationEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// BulkOperationOrderFieldCreatedAt orders BulkOperation by created_at.
+	BulkOperationOrderFieldCreatedAt = &BulkOperationOrderField{
+		Value: func(_m *BulkOperation) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: bulkoperation.FieldCreatedAt,
+		toTerm: bulkoperation.ByCreatedAt,
+		toCursor: func(_m *BulkOperation) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f BulkOperationOrderField) String() string {
+	var str string
+	switch f.column {
+	case BulkOperationOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f BulkOperationOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *BulkOperationOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("BulkOperationOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *BulkOperationOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid BulkOperationOrderField", str)
+	}
+	return nil
+}
+
+// BulkOperationOrderField defines the ordering field of BulkOperation.
+type BulkOperationOrderField struct {
+	// Value extracts the ordering value from the given BulkOperation.
+	Value    func(*BulkOperation) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) bulkoperation.OrderOption
+	toCursor func(*BulkOperation) Cursor
+}
+
+// BulkOperationOrder defines the ordering of BulkOperation.
+type BulkOperationOrder struct {
+	Direction OrderDirection           `json:"direction"`
+	Field     *BulkOperationOrderField `json:"field"`
+}
+
+// DefaultBulkOperationOrder is the default ordering of BulkOperation.
+var DefaultBulkOperationOrder = &BulkOperationOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &BulkOperationOrderField{
+		Value: func(_m *BulkOperation) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: bulkoperation.FieldID,
+		toTerm: bulkoperation.ByID,
+		toCursor: func(_m *BulkOperation) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts BulkOperation into BulkOperationEdge.
+func (_m *BulkOperation) ToEdge(order *BulkOperationOrder) *BulkOperationEdge {
+	if order == nil {
+		order = DefaultBulkOperationOrder
+	}
+	return &BulkOperationEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// BulkOperationItemEdge is the edge representation of BulkOperationItem.
+type BulkOperationItemEdge struct {
+	Node   *BulkOperationItem `json:"node"`
+	Cursor Cursor             `json:"cursor"`
+}
+
+// BulkOperationItemConnection is the connection containing edges to BulkOperationItem.
+type BulkOperationItemConnection struct {
+	Edges      []*BulkOperationItemEdge `json:"edges"`
+	PageInfo   PageInfo                 `json:"pageInfo"`
+	TotalCount int                      `json:"totalCount"`
+}
+
+func (c *BulkOperationItemConnection) build(nodes []*BulkOperationItem, pager *bulkoperationitemPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *BulkOperationItem
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *BulkOperationItem {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *BulkOperationItem {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*BulkOperationItemEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &BulkOperationItemEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// BulkOperationItemPaginateOption enables pagination customization.
+type BulkOperationItemPaginateOption func(*bulkoperationitemPager) error
+
+// WithBulkOperationItemOrder configures pagination ordering.
+func WithBulkOperationItemOrder(order *BulkOperationItemOrder) BulkOperationItemPaginateOption {
+	if order == nil {
+		order = DefaultBulkOperationItemOrder
+	}
+	o := *order
+	return func(pager *bulkoperationitemPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultBulkOperationItemOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithBulkOperationItemFilter configures pagination filter.
+func WithBulkOperationItemFilter(filter func(*BulkOperationItemQuery) (*BulkOperationItemQuery, error)) BulkOperationItemPaginateOption {
+	return func(pager *bulkoperationitemPager) error {
+		if filter == nil {
+			return errors.New("BulkOperationItemQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type bulkoperationitemPager struct {
+	reverse bool
+	order   *BulkOperationItemOrder
+	filter  func(*BulkOperationItemQuery) (*BulkOperationItemQuery, error)
+}
+
+func newBulkOperationItemPager(opts []BulkOperationItemPaginateOption, reverse bool) (*bulkoperationitemPager, error) {
+	pager := &bulkoperationitemPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultBulkOperationItemOrder
+	}
+	return pager, nil
+}
+
+func (p *bulkoperationitemPager) applyFilter(query *BulkOperationItemQuery) (*BulkOperationItemQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *bulkoperationitemPager) toCursor(_m *BulkOperationItem) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *bulkoperationitemPager) applyCursors(query *BulkOperationItemQuery, after, before *Cursor) (*BulkOperationItemQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultBulkOperationItemOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *bulkoperationitemPager) applyOrder(query *BulkOperationItemQuery) *BulkOperationItemQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultBulkOperationItemOrder.Field {
+		query = query.Order(DefaultBulkOperationItemOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *bulkoperationitemPager) orderExpr(query *BulkOperationItemQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultBulkOperationItemOrder.Field {
+			b.Comma().Ident(DefaultBulkOperationItemOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to BulkOperationItem.
+func (_m *BulkOperationItemQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...BulkOperationItemPaginateOption,
+) (*BulkOperationItemConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newBulkOperationItemPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &BulkOperationItemConnection{Edges: []*BulkOperationItemEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// BulkOperationItemOrderFieldCreatedAt orders BulkOperationItem by created_at.
+	BulkOperationItemOrderFieldCreatedAt = &BulkOperationItemOrderField{
+		Value: func(_m *BulkOperationItem) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: bulkoperationitem.FieldCreatedAt,
+		toTerm: bulkoperationitem.ByCreatedAt,
+		toCursor: func(_m *BulkOperationItem) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f BulkOperationItemOrderField) String() string {
+	var str string
+	switch f.column {
+	case BulkOperationItemOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f BulkOperationItemOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *BulkOperationItemOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("BulkOperationItemOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *BulkOperationItemOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid BulkOperationItemOrderField", str)
+	}
+	return nil
+}
+
+// BulkOperationItemOrderField defines the ordering field of BulkOperationItem.
+type BulkOperationItemOrderField struct {
+	// Value extracts the ordering value from the given BulkOperationItem.
+	Value    func(*BulkOperationItem) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) bulkoperationitem.OrderOption
+	toCursor func(*BulkOperationItem) Cursor
+}
+
+// BulkOperationItemOrder defines the ordering of BulkOperationItem.
+type BulkOperationItemOrder struct {
+	Direction OrderDirection               `json:"direction"`
+	Field     *BulkOperationItemOrderField `json:"field"`
+}
+
+// DefaultBulkOperationItemOrder is the default ordering of BulkOperationItem.
+var DefaultBulkOperationItemOrder = &BulkOperationItemOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &BulkOperationItemOrderField{
+		Value: func(_m *BulkOperationItem) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: bulkoperationitem.FieldID,
+		toTerm: bulkoperationitem.ByID,
+		toCursor: func(_m *BulkOperationItem) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts BulkOperationItem into BulkOperationItemEdge.
+func (_m *BulkOperationItem) ToEdge(order *BulkOperationItemOrder) *BulkOperationItemEdge {
+	if order == nil {
+		order = DefaultBulkOperationItemOrder
+	}
+	return &BulkOperationItemEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

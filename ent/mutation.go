@@ -15,6 +15,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -28,7 +30,6 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
-	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -80,6 +81,8 @@ const (
 	TypeAPIKey                     = "APIKey"
 	TypeApprovalRequest            = "ApprovalRequest"
 	TypeAuditLog                   = "AuditLog"
+	TypeBulkOperation              = "BulkOperation"
+	TypeBulkOperationItem          = "BulkOperationItem"
 	TypeConnection                 = "Connection"
 	TypeCredential                 = "Credential"
 	TypeCredentialVersion          = "CredentialVersion"
@@ -93,7 +96,6 @@ const (
 	TypeEvaluation                 = "Evaluation"
 	TypeEvaluationExample          = "EvaluationExample"
 	TypeEventWait                  = "EventWait"
-	TypeHeldStep                   = "HeldStep"
 	TypeInboundEvent               = "InboundEvent"
 	TypeIncident                   = "Incident"
 	TypeMapItem                    = "MapItem"
@@ -4264,6 +4266,2504 @@ func (m *AuditLogMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown AuditLog edge %s", name)
+}
+
+// BulkOperationMutation represents an operation that mutates the BulkOperation nodes in the graph.
+type BulkOperationMutation struct {
+	config
+	op                Op
+	typ               string
+	id                *string
+	created_at        *time.Time
+	updated_at        *time.Time
+	action            *bulkoperation.Action
+	run_filter        *map[string]interface{}
+	options           *map[string]interface{}
+	status            *bulkoperation.Status
+	total             *int
+	addtotal          *int
+	_done             *int
+	add_done          *int
+	succeeded         *int
+	addsucceeded      *int
+	failed            *int
+	addfailed         *int
+	skipped           *int
+	addskipped        *int
+	created_by        *string
+	environment_scope *string
+	cancelled_by      *string
+	finished_at       *time.Time
+	clearedFields     map[string]struct{}
+	tenant            *string
+	clearedtenant     bool
+	done              bool
+	oldValue          func(context.Context) (*BulkOperation, error)
+	predicates        []predicate.BulkOperation
+}
+
+var _ ent.Mutation = (*BulkOperationMutation)(nil)
+
+// bulkoperationOption allows management of the mutation configuration using functional options.
+type bulkoperationOption func(*BulkOperationMutation)
+
+// newBulkOperationMutation creates new mutation for the BulkOperation entity.
+func newBulkOperationMutation(c config, op Op, opts ...bulkoperationOption) *BulkOperationMutation {
+	m := &BulkOperationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeBulkOperation,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withBulkOperationID sets the ID field of the mutation.
+func withBulkOperationID(id string) bulkoperationOption {
+	return func(m *BulkOperationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *BulkOperation
+		)
+		m.oldValue = func(ctx context.Context) (*BulkOperation, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().BulkOperation.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withBulkOperation sets the old BulkOperation of the mutation.
+func withBulkOperation(node *BulkOperation) bulkoperationOption {
+	return func(m *BulkOperationMutation) {
+		m.oldValue = func(context.Context) (*BulkOperation, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m BulkOperationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m BulkOperationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of BulkOperation entities.
+func (m *BulkOperationMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *BulkOperationMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *BulkOperationMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().BulkOperation.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *BulkOperationMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *BulkOperationMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *BulkOperationMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *BulkOperationMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *BulkOperationMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *BulkOperationMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *BulkOperationMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *BulkOperationMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *BulkOperationMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetAction sets the "action" field.
+func (m *BulkOperationMutation) SetAction(b bulkoperation.Action) {
+	m.action = &b
+}
+
+// Action returns the value of the "action" field in the mutation.
+func (m *BulkOperationMutation) Action() (r bulkoperation.Action, exists bool) {
+	v := m.action
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAction returns the old "action" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldAction(ctx context.Context) (v bulkoperation.Action, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAction is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAction requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAction: %w", err)
+	}
+	return oldValue.Action, nil
+}
+
+// ResetAction resets all changes to the "action" field.
+func (m *BulkOperationMutation) ResetAction() {
+	m.action = nil
+}
+
+// SetRunFilter sets the "run_filter" field.
+func (m *BulkOperationMutation) SetRunFilter(value map[string]interface{}) {
+	m.run_filter = &value
+}
+
+// RunFilter returns the value of the "run_filter" field in the mutation.
+func (m *BulkOperationMutation) RunFilter() (r map[string]interface{}, exists bool) {
+	v := m.run_filter
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunFilter returns the old "run_filter" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldRunFilter(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunFilter is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunFilter requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunFilter: %w", err)
+	}
+	return oldValue.RunFilter, nil
+}
+
+// ClearRunFilter clears the value of the "run_filter" field.
+func (m *BulkOperationMutation) ClearRunFilter() {
+	m.run_filter = nil
+	m.clearedFields[bulkoperation.FieldRunFilter] = struct{}{}
+}
+
+// RunFilterCleared returns if the "run_filter" field was cleared in this mutation.
+func (m *BulkOperationMutation) RunFilterCleared() bool {
+	_, ok := m.clearedFields[bulkoperation.FieldRunFilter]
+	return ok
+}
+
+// ResetRunFilter resets all changes to the "run_filter" field.
+func (m *BulkOperationMutation) ResetRunFilter() {
+	m.run_filter = nil
+	delete(m.clearedFields, bulkoperation.FieldRunFilter)
+}
+
+// SetOptions sets the "options" field.
+func (m *BulkOperationMutation) SetOptions(value map[string]interface{}) {
+	m.options = &value
+}
+
+// Options returns the value of the "options" field in the mutation.
+func (m *BulkOperationMutation) Options() (r map[string]interface{}, exists bool) {
+	v := m.options
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOptions returns the old "options" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldOptions(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOptions is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOptions requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOptions: %w", err)
+	}
+	return oldValue.Options, nil
+}
+
+// ClearOptions clears the value of the "options" field.
+func (m *BulkOperationMutation) ClearOptions() {
+	m.options = nil
+	m.clearedFields[bulkoperation.FieldOptions] = struct{}{}
+}
+
+// OptionsCleared returns if the "options" field was cleared in this mutation.
+func (m *BulkOperationMutation) OptionsCleared() bool {
+	_, ok := m.clearedFields[bulkoperation.FieldOptions]
+	return ok
+}
+
+// ResetOptions resets all changes to the "options" field.
+func (m *BulkOperationMutation) ResetOptions() {
+	m.options = nil
+	delete(m.clearedFields, bulkoperation.FieldOptions)
+}
+
+// SetStatus sets the "status" field.
+func (m *BulkOperationMutation) SetStatus(b bulkoperation.Status) {
+	m.status = &b
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *BulkOperationMutation) Status() (r bulkoperation.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldStatus(ctx context.Context) (v bulkoperation.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *BulkOperationMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetTotal sets the "total" field.
+func (m *BulkOperationMutation) SetTotal(i int) {
+	m.total = &i
+	m.addtotal = nil
+}
+
+// Total returns the value of the "total" field in the mutation.
+func (m *BulkOperationMutation) Total() (r int, exists bool) {
+	v := m.total
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTotal returns the old "total" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldTotal(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTotal is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTotal requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTotal: %w", err)
+	}
+	return oldValue.Total, nil
+}
+
+// AddTotal adds i to the "total" field.
+func (m *BulkOperationMutation) AddTotal(i int) {
+	if m.addtotal != nil {
+		*m.addtotal += i
+	} else {
+		m.addtotal = &i
+	}
+}
+
+// AddedTotal returns the value that was added to the "total" field in this mutation.
+func (m *BulkOperationMutation) AddedTotal() (r int, exists bool) {
+	v := m.addtotal
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTotal resets all changes to the "total" field.
+func (m *BulkOperationMutation) ResetTotal() {
+	m.total = nil
+	m.addtotal = nil
+}
+
+// SetDone sets the "done" field.
+func (m *BulkOperationMutation) SetDone(i int) {
+	m._done = &i
+	m.add_done = nil
+}
+
+// Done returns the value of the "done" field in the mutation.
+func (m *BulkOperationMutation) Done() (r int, exists bool) {
+	v := m._done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDone returns the old "done" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldDone(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDone is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDone requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDone: %w", err)
+	}
+	return oldValue.Done, nil
+}
+
+// AddDone adds i to the "done" field.
+func (m *BulkOperationMutation) AddDone(i int) {
+	if m.add_done != nil {
+		*m.add_done += i
+	} else {
+		m.add_done = &i
+	}
+}
+
+// AddedDone returns the value that was added to the "done" field in this mutation.
+func (m *BulkOperationMutation) AddedDone() (r int, exists bool) {
+	v := m.add_done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetDone resets all changes to the "done" field.
+func (m *BulkOperationMutation) ResetDone() {
+	m._done = nil
+	m.add_done = nil
+}
+
+// SetSucceeded sets the "succeeded" field.
+func (m *BulkOperationMutation) SetSucceeded(i int) {
+	m.succeeded = &i
+	m.addsucceeded = nil
+}
+
+// Succeeded returns the value of the "succeeded" field in the mutation.
+func (m *BulkOperationMutation) Succeeded() (r int, exists bool) {
+	v := m.succeeded
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSucceeded returns the old "succeeded" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldSucceeded(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSucceeded is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSucceeded requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSucceeded: %w", err)
+	}
+	return oldValue.Succeeded, nil
+}
+
+// AddSucceeded adds i to the "succeeded" field.
+func (m *BulkOperationMutation) AddSucceeded(i int) {
+	if m.addsucceeded != nil {
+		*m.addsucceeded += i
+	} else {
+		m.addsucceeded = &i
+	}
+}
+
+// AddedSucceeded returns the value that was added to the "succeeded" field in this mutation.
+func (m *BulkOperationMutation) AddedSucceeded() (r int, exists bool) {
+	v := m.addsucceeded
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSucceeded resets all changes to the "succeeded" field.
+func (m *BulkOperationMutation) ResetSucceeded() {
+	m.succeeded = nil
+	m.addsucceeded = nil
+}
+
+// SetFailed sets the "failed" field.
+func (m *BulkOperationMutation) SetFailed(i int) {
+	m.failed = &i
+	m.addfailed = nil
+}
+
+// Failed returns the value of the "failed" field in the mutation.
+func (m *BulkOperationMutation) Failed() (r int, exists bool) {
+	v := m.failed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailed returns the old "failed" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldFailed(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailed is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailed requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailed: %w", err)
+	}
+	return oldValue.Failed, nil
+}
+
+// AddFailed adds i to the "failed" field.
+func (m *BulkOperationMutation) AddFailed(i int) {
+	if m.addfailed != nil {
+		*m.addfailed += i
+	} else {
+		m.addfailed = &i
+	}
+}
+
+// AddedFailed returns the value that was added to the "failed" field in this mutation.
+func (m *BulkOperationMutation) AddedFailed() (r int, exists bool) {
+	v := m.addfailed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetFailed resets all changes to the "failed" field.
+func (m *BulkOperationMutation) ResetFailed() {
+	m.failed = nil
+	m.addfailed = nil
+}
+
+// SetSkipped sets the "skipped" field.
+func (m *BulkOperationMutation) SetSkipped(i int) {
+	m.skipped = &i
+	m.addskipped = nil
+}
+
+// Skipped returns the value of the "skipped" field in the mutation.
+func (m *BulkOperationMutation) Skipped() (r int, exists bool) {
+	v := m.skipped
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSkipped returns the old "skipped" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldSkipped(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSkipped is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSkipped requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSkipped: %w", err)
+	}
+	return oldValue.Skipped, nil
+}
+
+// AddSkipped adds i to the "skipped" field.
+func (m *BulkOperationMutation) AddSkipped(i int) {
+	if m.addskipped != nil {
+		*m.addskipped += i
+	} else {
+		m.addskipped = &i
+	}
+}
+
+// AddedSkipped returns the value that was added to the "skipped" field in this mutation.
+func (m *BulkOperationMutation) AddedSkipped() (r int, exists bool) {
+	v := m.addskipped
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSkipped resets all changes to the "skipped" field.
+func (m *BulkOperationMutation) ResetSkipped() {
+	m.skipped = nil
+	m.addskipped = nil
+}
+
+// SetCreatedBy sets the "created_by" field.
+func (m *BulkOperationMutation) SetCreatedBy(s string) {
+	m.created_by = &s
+}
+
+// CreatedBy returns the value of the "created_by" field in the mutation.
+func (m *BulkOperationMutation) CreatedBy() (r string, exists bool) {
+	v := m.created_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedBy returns the old "created_by" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldCreatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedBy: %w", err)
+	}
+	return oldValue.CreatedBy, nil
+}
+
+// ResetCreatedBy resets all changes to the "created_by" field.
+func (m *BulkOperationMutation) ResetCreatedBy() {
+	m.created_by = nil
+}
+
+// SetEnvironmentScope sets the "environment_scope" field.
+func (m *BulkOperationMutation) SetEnvironmentScope(s string) {
+	m.environment_scope = &s
+}
+
+// EnvironmentScope returns the value of the "environment_scope" field in the mutation.
+func (m *BulkOperationMutation) EnvironmentScope() (r string, exists bool) {
+	v := m.environment_scope
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentScope returns the old "environment_scope" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldEnvironmentScope(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentScope is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentScope requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentScope: %w", err)
+	}
+	return oldValue.EnvironmentScope, nil
+}
+
+// ResetEnvironmentScope resets all changes to the "environment_scope" field.
+func (m *BulkOperationMutation) ResetEnvironmentScope() {
+	m.environment_scope = nil
+}
+
+// SetCancelledBy sets the "cancelled_by" field.
+func (m *BulkOperationMutation) SetCancelledBy(s string) {
+	m.cancelled_by = &s
+}
+
+// CancelledBy returns the value of the "cancelled_by" field in the mutation.
+func (m *BulkOperationMutation) CancelledBy() (r string, exists bool) {
+	v := m.cancelled_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCancelledBy returns the old "cancelled_by" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldCancelledBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCancelledBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCancelledBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCancelledBy: %w", err)
+	}
+	return oldValue.CancelledBy, nil
+}
+
+// ClearCancelledBy clears the value of the "cancelled_by" field.
+func (m *BulkOperationMutation) ClearCancelledBy() {
+	m.cancelled_by = nil
+	m.clearedFields[bulkoperation.FieldCancelledBy] = struct{}{}
+}
+
+// CancelledByCleared returns if the "cancelled_by" field was cleared in this mutation.
+func (m *BulkOperationMutation) CancelledByCleared() bool {
+	_, ok := m.clearedFields[bulkoperation.FieldCancelledBy]
+	return ok
+}
+
+// ResetCancelledBy resets all changes to the "cancelled_by" field.
+func (m *BulkOperationMutation) ResetCancelledBy() {
+	m.cancelled_by = nil
+	delete(m.clearedFields, bulkoperation.FieldCancelledBy)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *BulkOperationMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *BulkOperationMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the BulkOperation entity.
+// If the BulkOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *BulkOperationMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[bulkoperation.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *BulkOperationMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[bulkoperation.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *BulkOperationMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, bulkoperation.FieldFinishedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *BulkOperationMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[bulkoperation.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *BulkOperationMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *BulkOperationMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *BulkOperationMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the BulkOperationMutation builder.
+func (m *BulkOperationMutation) Where(ps ...predicate.BulkOperation) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the BulkOperationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *BulkOperationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.BulkOperation, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *BulkOperationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *BulkOperationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (BulkOperation).
+func (m *BulkOperationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *BulkOperationMutation) Fields() []string {
+	fields := make([]string, 0, 16)
+	if m.tenant != nil {
+		fields = append(fields, bulkoperation.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, bulkoperation.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, bulkoperation.FieldUpdatedAt)
+	}
+	if m.action != nil {
+		fields = append(fields, bulkoperation.FieldAction)
+	}
+	if m.run_filter != nil {
+		fields = append(fields, bulkoperation.FieldRunFilter)
+	}
+	if m.options != nil {
+		fields = append(fields, bulkoperation.FieldOptions)
+	}
+	if m.status != nil {
+		fields = append(fields, bulkoperation.FieldStatus)
+	}
+	if m.total != nil {
+		fields = append(fields, bulkoperation.FieldTotal)
+	}
+	if m._done != nil {
+		fields = append(fields, bulkoperation.FieldDone)
+	}
+	if m.succeeded != nil {
+		fields = append(fields, bulkoperation.FieldSucceeded)
+	}
+	if m.failed != nil {
+		fields = append(fields, bulkoperation.FieldFailed)
+	}
+	if m.skipped != nil {
+		fields = append(fields, bulkoperation.FieldSkipped)
+	}
+	if m.created_by != nil {
+		fields = append(fields, bulkoperation.FieldCreatedBy)
+	}
+	if m.environment_scope != nil {
+		fields = append(fields, bulkoperation.FieldEnvironmentScope)
+	}
+	if m.cancelled_by != nil {
+		fields = append(fields, bulkoperation.FieldCancelledBy)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, bulkoperation.FieldFinishedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *BulkOperationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case bulkoperation.FieldTenantID:
+		return m.TenantID()
+	case bulkoperation.FieldCreatedAt:
+		return m.CreatedAt()
+	case bulkoperation.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case bulkoperation.FieldAction:
+		return m.Action()
+	case bulkoperation.FieldRunFilter:
+		return m.RunFilter()
+	case bulkoperation.FieldOptions:
+		return m.Options()
+	case bulkoperation.FieldStatus:
+		return m.Status()
+	case bulkoperation.FieldTotal:
+		return m.Total()
+	case bulkoperation.FieldDone:
+		return m.Done()
+	case bulkoperation.FieldSucceeded:
+		return m.Succeeded()
+	case bulkoperation.FieldFailed:
+		return m.Failed()
+	case bulkoperation.FieldSkipped:
+		return m.Skipped()
+	case bulkoperation.FieldCreatedBy:
+		return m.CreatedBy()
+	case bulkoperation.FieldEnvironmentScope:
+		return m.EnvironmentScope()
+	case bulkoperation.FieldCancelledBy:
+		return m.CancelledBy()
+	case bulkoperation.FieldFinishedAt:
+		return m.FinishedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *BulkOperationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case bulkoperation.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case bulkoperation.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case bulkoperation.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case bulkoperation.FieldAction:
+		return m.OldAction(ctx)
+	case bulkoperation.FieldRunFilter:
+		return m.OldRunFilter(ctx)
+	case bulkoperation.FieldOptions:
+		return m.OldOptions(ctx)
+	case bulkoperation.FieldStatus:
+		return m.OldStatus(ctx)
+	case bulkoperation.FieldTotal:
+		return m.OldTotal(ctx)
+	case bulkoperation.FieldDone:
+		return m.OldDone(ctx)
+	case bulkoperation.FieldSucceeded:
+		return m.OldSucceeded(ctx)
+	case bulkoperation.FieldFailed:
+		return m.OldFailed(ctx)
+	case bulkoperation.FieldSkipped:
+		return m.OldSkipped(ctx)
+	case bulkoperation.FieldCreatedBy:
+		return m.OldCreatedBy(ctx)
+	case bulkoperation.FieldEnvironmentScope:
+		return m.OldEnvironmentScope(ctx)
+	case bulkoperation.FieldCancelledBy:
+		return m.OldCancelledBy(ctx)
+	case bulkoperation.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown BulkOperation field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BulkOperationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case bulkoperation.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case bulkoperation.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case bulkoperation.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case bulkoperation.FieldAction:
+		v, ok := value.(bulkoperation.Action)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAction(v)
+		return nil
+	case bulkoperation.FieldRunFilter:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunFilter(v)
+		return nil
+	case bulkoperation.FieldOptions:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOptions(v)
+		return nil
+	case bulkoperation.FieldStatus:
+		v, ok := value.(bulkoperation.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case bulkoperation.FieldTotal:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTotal(v)
+		return nil
+	case bulkoperation.FieldDone:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDone(v)
+		return nil
+	case bulkoperation.FieldSucceeded:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSucceeded(v)
+		return nil
+	case bulkoperation.FieldFailed:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailed(v)
+		return nil
+	case bulkoperation.FieldSkipped:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSkipped(v)
+		return nil
+	case bulkoperation.FieldCreatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedBy(v)
+		return nil
+	case bulkoperation.FieldEnvironmentScope:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentScope(v)
+		return nil
+	case bulkoperation.FieldCancelledBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCancelledBy(v)
+		return nil
+	case bulkoperation.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *BulkOperationMutation) AddedFields() []string {
+	var fields []string
+	if m.addtotal != nil {
+		fields = append(fields, bulkoperation.FieldTotal)
+	}
+	if m.add_done != nil {
+		fields = append(fields, bulkoperation.FieldDone)
+	}
+	if m.addsucceeded != nil {
+		fields = append(fields, bulkoperation.FieldSucceeded)
+	}
+	if m.addfailed != nil {
+		fields = append(fields, bulkoperation.FieldFailed)
+	}
+	if m.addskipped != nil {
+		fields = append(fields, bulkoperation.FieldSkipped)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *BulkOperationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case bulkoperation.FieldTotal:
+		return m.AddedTotal()
+	case bulkoperation.FieldDone:
+		return m.AddedDone()
+	case bulkoperation.FieldSucceeded:
+		return m.AddedSucceeded()
+	case bulkoperation.FieldFailed:
+		return m.AddedFailed()
+	case bulkoperation.FieldSkipped:
+		return m.AddedSkipped()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BulkOperationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case bulkoperation.FieldTotal:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTotal(v)
+		return nil
+	case bulkoperation.FieldDone:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddDone(v)
+		return nil
+	case bulkoperation.FieldSucceeded:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSucceeded(v)
+		return nil
+	case bulkoperation.FieldFailed:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddFailed(v)
+		return nil
+	case bulkoperation.FieldSkipped:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSkipped(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *BulkOperationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(bulkoperation.FieldRunFilter) {
+		fields = append(fields, bulkoperation.FieldRunFilter)
+	}
+	if m.FieldCleared(bulkoperation.FieldOptions) {
+		fields = append(fields, bulkoperation.FieldOptions)
+	}
+	if m.FieldCleared(bulkoperation.FieldCancelledBy) {
+		fields = append(fields, bulkoperation.FieldCancelledBy)
+	}
+	if m.FieldCleared(bulkoperation.FieldFinishedAt) {
+		fields = append(fields, bulkoperation.FieldFinishedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *BulkOperationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *BulkOperationMutation) ClearField(name string) error {
+	switch name {
+	case bulkoperation.FieldRunFilter:
+		m.ClearRunFilter()
+		return nil
+	case bulkoperation.FieldOptions:
+		m.ClearOptions()
+		return nil
+	case bulkoperation.FieldCancelledBy:
+		m.ClearCancelledBy()
+		return nil
+	case bulkoperation.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *BulkOperationMutation) ResetField(name string) error {
+	switch name {
+	case bulkoperation.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case bulkoperation.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case bulkoperation.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case bulkoperation.FieldAction:
+		m.ResetAction()
+		return nil
+	case bulkoperation.FieldRunFilter:
+		m.ResetRunFilter()
+		return nil
+	case bulkoperation.FieldOptions:
+		m.ResetOptions()
+		return nil
+	case bulkoperation.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case bulkoperation.FieldTotal:
+		m.ResetTotal()
+		return nil
+	case bulkoperation.FieldDone:
+		m.ResetDone()
+		return nil
+	case bulkoperation.FieldSucceeded:
+		m.ResetSucceeded()
+		return nil
+	case bulkoperation.FieldFailed:
+		m.ResetFailed()
+		return nil
+	case bulkoperation.FieldSkipped:
+		m.ResetSkipped()
+		return nil
+	case bulkoperation.FieldCreatedBy:
+		m.ResetCreatedBy()
+		return nil
+	case bulkoperation.FieldEnvironmentScope:
+		m.ResetEnvironmentScope()
+		return nil
+	case bulkoperation.FieldCancelledBy:
+		m.ResetCancelledBy()
+		return nil
+	case bulkoperation.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *BulkOperationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, bulkoperation.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *BulkOperationMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case bulkoperation.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *BulkOperationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *BulkOperationMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *BulkOperationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, bulkoperation.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *BulkOperationMutation) EdgeCleared(name string) bool {
+	switch name {
+	case bulkoperation.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *BulkOperationMutation) ClearEdge(name string) error {
+	switch name {
+	case bulkoperation.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *BulkOperationMutation) ResetEdge(name string) error {
+	switch name {
+	case bulkoperation.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperation edge %s", name)
+}
+
+// BulkOperationItemMutation represents an operation that mutates the BulkOperationItem nodes in the graph.
+type BulkOperationItemMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	created_at    *time.Time
+	updated_at    *time.Time
+	operation_id  *string
+	position      *int
+	addposition   *int
+	run_id        *string
+	status        *bulkoperationitem.Status
+	result_run_id *string
+	message       *string
+	tries         *int
+	addtries      *int
+	acted_at      *time.Time
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*BulkOperationItem, error)
+	predicates    []predicate.BulkOperationItem
+}
+
+var _ ent.Mutation = (*BulkOperationItemMutation)(nil)
+
+// bulkoperationitemOption allows management of the mutation configuration using functional options.
+type bulkoperationitemOption func(*BulkOperationItemMutation)
+
+// newBulkOperationItemMutation creates new mutation for the BulkOperationItem entity.
+func newBulkOperationItemMutation(c config, op Op, opts ...bulkoperationitemOption) *BulkOperationItemMutation {
+	m := &BulkOperationItemMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeBulkOperationItem,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withBulkOperationItemID sets the ID field of the mutation.
+func withBulkOperationItemID(id string) bulkoperationitemOption {
+	return func(m *BulkOperationItemMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *BulkOperationItem
+		)
+		m.oldValue = func(ctx context.Context) (*BulkOperationItem, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().BulkOperationItem.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withBulkOperationItem sets the old BulkOperationItem of the mutation.
+func withBulkOperationItem(node *BulkOperationItem) bulkoperationitemOption {
+	return func(m *BulkOperationItemMutation) {
+		m.oldValue = func(context.Context) (*BulkOperationItem, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m BulkOperationItemMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m BulkOperationItemMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of BulkOperationItem entities.
+func (m *BulkOperationItemMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *BulkOperationItemMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *BulkOperationItemMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().BulkOperationItem.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *BulkOperationItemMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *BulkOperationItemMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *BulkOperationItemMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *BulkOperationItemMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *BulkOperationItemMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *BulkOperationItemMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *BulkOperationItemMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *BulkOperationItemMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *BulkOperationItemMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetOperationID sets the "operation_id" field.
+func (m *BulkOperationItemMutation) SetOperationID(s string) {
+	m.operation_id = &s
+}
+
+// OperationID returns the value of the "operation_id" field in the mutation.
+func (m *BulkOperationItemMutation) OperationID() (r string, exists bool) {
+	v := m.operation_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOperationID returns the old "operation_id" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldOperationID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOperationID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOperationID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOperationID: %w", err)
+	}
+	return oldValue.OperationID, nil
+}
+
+// ResetOperationID resets all changes to the "operation_id" field.
+func (m *BulkOperationItemMutation) ResetOperationID() {
+	m.operation_id = nil
+}
+
+// SetPosition sets the "position" field.
+func (m *BulkOperationItemMutation) SetPosition(i int) {
+	m.position = &i
+	m.addposition = nil
+}
+
+// Position returns the value of the "position" field in the mutation.
+func (m *BulkOperationItemMutation) Position() (r int, exists bool) {
+	v := m.position
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPosition returns the old "position" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldPosition(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPosition is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPosition requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPosition: %w", err)
+	}
+	return oldValue.Position, nil
+}
+
+// AddPosition adds i to the "position" field.
+func (m *BulkOperationItemMutation) AddPosition(i int) {
+	if m.addposition != nil {
+		*m.addposition += i
+	} else {
+		m.addposition = &i
+	}
+}
+
+// AddedPosition returns the value that was added to the "position" field in this mutation.
+func (m *BulkOperationItemMutation) AddedPosition() (r int, exists bool) {
+	v := m.addposition
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPosition resets all changes to the "position" field.
+func (m *BulkOperationItemMutation) ResetPosition() {
+	m.position = nil
+	m.addposition = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *BulkOperationItemMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *BulkOperationItemMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *BulkOperationItemMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *BulkOperationItemMutation) SetStatus(b bulkoperationitem.Status) {
+	m.status = &b
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *BulkOperationItemMutation) Status() (r bulkoperationitem.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldStatus(ctx context.Context) (v bulkoperationitem.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *BulkOperationItemMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetResultRunID sets the "result_run_id" field.
+func (m *BulkOperationItemMutation) SetResultRunID(s string) {
+	m.result_run_id = &s
+}
+
+// ResultRunID returns the value of the "result_run_id" field in the mutation.
+func (m *BulkOperationItemMutation) ResultRunID() (r string, exists bool) {
+	v := m.result_run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResultRunID returns the old "result_run_id" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldResultRunID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResultRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResultRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResultRunID: %w", err)
+	}
+	return oldValue.ResultRunID, nil
+}
+
+// ClearResultRunID clears the value of the "result_run_id" field.
+func (m *BulkOperationItemMutation) ClearResultRunID() {
+	m.result_run_id = nil
+	m.clearedFields[bulkoperationitem.FieldResultRunID] = struct{}{}
+}
+
+// ResultRunIDCleared returns if the "result_run_id" field was cleared in this mutation.
+func (m *BulkOperationItemMutation) ResultRunIDCleared() bool {
+	_, ok := m.clearedFields[bulkoperationitem.FieldResultRunID]
+	return ok
+}
+
+// ResetResultRunID resets all changes to the "result_run_id" field.
+func (m *BulkOperationItemMutation) ResetResultRunID() {
+	m.result_run_id = nil
+	delete(m.clearedFields, bulkoperationitem.FieldResultRunID)
+}
+
+// SetMessage sets the "message" field.
+func (m *BulkOperationItemMutation) SetMessage(s string) {
+	m.message = &s
+}
+
+// Message returns the value of the "message" field in the mutation.
+func (m *BulkOperationItemMutation) Message() (r string, exists bool) {
+	v := m.message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMessage returns the old "message" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldMessage(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMessage: %w", err)
+	}
+	return oldValue.Message, nil
+}
+
+// ClearMessage clears the value of the "message" field.
+func (m *BulkOperationItemMutation) ClearMessage() {
+	m.message = nil
+	m.clearedFields[bulkoperationitem.FieldMessage] = struct{}{}
+}
+
+// MessageCleared returns if the "message" field was cleared in this mutation.
+func (m *BulkOperationItemMutation) MessageCleared() bool {
+	_, ok := m.clearedFields[bulkoperationitem.FieldMessage]
+	return ok
+}
+
+// ResetMessage resets all changes to the "message" field.
+func (m *BulkOperationItemMutation) ResetMessage() {
+	m.message = nil
+	delete(m.clearedFields, bulkoperationitem.FieldMessage)
+}
+
+// SetTries sets the "tries" field.
+func (m *BulkOperationItemMutation) SetTries(i int) {
+	m.tries = &i
+	m.addtries = nil
+}
+
+// Tries returns the value of the "tries" field in the mutation.
+func (m *BulkOperationItemMutation) Tries() (r int, exists bool) {
+	v := m.tries
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTries returns the old "tries" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldTries(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTries is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTries requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTries: %w", err)
+	}
+	return oldValue.Tries, nil
+}
+
+// AddTries adds i to the "tries" field.
+func (m *BulkOperationItemMutation) AddTries(i int) {
+	if m.addtries != nil {
+		*m.addtries += i
+	} else {
+		m.addtries = &i
+	}
+}
+
+// AddedTries returns the value that was added to the "tries" field in this mutation.
+func (m *BulkOperationItemMutation) AddedTries() (r int, exists bool) {
+	v := m.addtries
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTries resets all changes to the "tries" field.
+func (m *BulkOperationItemMutation) ResetTries() {
+	m.tries = nil
+	m.addtries = nil
+}
+
+// SetActedAt sets the "acted_at" field.
+func (m *BulkOperationItemMutation) SetActedAt(t time.Time) {
+	m.acted_at = &t
+}
+
+// ActedAt returns the value of the "acted_at" field in the mutation.
+func (m *BulkOperationItemMutation) ActedAt() (r time.Time, exists bool) {
+	v := m.acted_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldActedAt returns the old "acted_at" field's value of the BulkOperationItem entity.
+// If the BulkOperationItem object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BulkOperationItemMutation) OldActedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldActedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldActedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldActedAt: %w", err)
+	}
+	return oldValue.ActedAt, nil
+}
+
+// ClearActedAt clears the value of the "acted_at" field.
+func (m *BulkOperationItemMutation) ClearActedAt() {
+	m.acted_at = nil
+	m.clearedFields[bulkoperationitem.FieldActedAt] = struct{}{}
+}
+
+// ActedAtCleared returns if the "acted_at" field was cleared in this mutation.
+func (m *BulkOperationItemMutation) ActedAtCleared() bool {
+	_, ok := m.clearedFields[bulkoperationitem.FieldActedAt]
+	return ok
+}
+
+// ResetActedAt resets all changes to the "acted_at" field.
+func (m *BulkOperationItemMutation) ResetActedAt() {
+	m.acted_at = nil
+	delete(m.clearedFields, bulkoperationitem.FieldActedAt)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *BulkOperationItemMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[bulkoperationitem.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *BulkOperationItemMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *BulkOperationItemMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *BulkOperationItemMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the BulkOperationItemMutation builder.
+func (m *BulkOperationItemMutation) Where(ps ...predicate.BulkOperationItem) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the BulkOperationItemMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *BulkOperationItemMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.BulkOperationItem, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *BulkOperationItemMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *BulkOperationItemMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (BulkOperationItem).
+func (m *BulkOperationItemMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *BulkOperationItemMutation) Fields() []string {
+	fields := make([]string, 0, 11)
+	if m.tenant != nil {
+		fields = append(fields, bulkoperationitem.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, bulkoperationitem.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, bulkoperationitem.FieldUpdatedAt)
+	}
+	if m.operation_id != nil {
+		fields = append(fields, bulkoperationitem.FieldOperationID)
+	}
+	if m.position != nil {
+		fields = append(fields, bulkoperationitem.FieldPosition)
+	}
+	if m.run_id != nil {
+		fields = append(fields, bulkoperationitem.FieldRunID)
+	}
+	if m.status != nil {
+		fields = append(fields, bulkoperationitem.FieldStatus)
+	}
+	if m.result_run_id != nil {
+		fields = append(fields, bulkoperationitem.FieldResultRunID)
+	}
+	if m.message != nil {
+		fields = append(fields, bulkoperationitem.FieldMessage)
+	}
+	if m.tries != nil {
+		fields = append(fields, bulkoperationitem.FieldTries)
+	}
+	if m.acted_at != nil {
+		fields = append(fields, bulkoperationitem.FieldActedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *BulkOperationItemMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case bulkoperationitem.FieldTenantID:
+		return m.TenantID()
+	case bulkoperationitem.FieldCreatedAt:
+		return m.CreatedAt()
+	case bulkoperationitem.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case bulkoperationitem.FieldOperationID:
+		return m.OperationID()
+	case bulkoperationitem.FieldPosition:
+		return m.Position()
+	case bulkoperationitem.FieldRunID:
+		return m.RunID()
+	case bulkoperationitem.FieldStatus:
+		return m.Status()
+	case bulkoperationitem.FieldResultRunID:
+		return m.ResultRunID()
+	case bulkoperationitem.FieldMessage:
+		return m.Message()
+	case bulkoperationitem.FieldTries:
+		return m.Tries()
+	case bulkoperationitem.FieldActedAt:
+		return m.ActedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *BulkOperationItemMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case bulkoperationitem.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case bulkoperationitem.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case bulkoperationitem.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case bulkoperationitem.FieldOperationID:
+		return m.OldOperationID(ctx)
+	case bulkoperationitem.FieldPosition:
+		return m.OldPosition(ctx)
+	case bulkoperationitem.FieldRunID:
+		return m.OldRunID(ctx)
+	case bulkoperationitem.FieldStatus:
+		return m.OldStatus(ctx)
+	case bulkoperationitem.FieldResultRunID:
+		return m.OldResultRunID(ctx)
+	case bulkoperationitem.FieldMessage:
+		return m.OldMessage(ctx)
+	case bulkoperationitem.FieldTries:
+		return m.OldTries(ctx)
+	case bulkoperationitem.FieldActedAt:
+		return m.OldActedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown BulkOperationItem field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BulkOperationItemMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case bulkoperationitem.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case bulkoperationitem.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case bulkoperationitem.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case bulkoperationitem.FieldOperationID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOperationID(v)
+		return nil
+	case bulkoperationitem.FieldPosition:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPosition(v)
+		return nil
+	case bulkoperationitem.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case bulkoperationitem.FieldStatus:
+		v, ok := value.(bulkoperationitem.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case bulkoperationitem.FieldResultRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResultRunID(v)
+		return nil
+	case bulkoperationitem.FieldMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMessage(v)
+		return nil
+	case bulkoperationitem.FieldTries:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTries(v)
+		return nil
+	case bulkoperationitem.FieldActedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetActedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *BulkOperationItemMutation) AddedFields() []string {
+	var fields []string
+	if m.addposition != nil {
+		fields = append(fields, bulkoperationitem.FieldPosition)
+	}
+	if m.addtries != nil {
+		fields = append(fields, bulkoperationitem.FieldTries)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *BulkOperationItemMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case bulkoperationitem.FieldPosition:
+		return m.AddedPosition()
+	case bulkoperationitem.FieldTries:
+		return m.AddedTries()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BulkOperationItemMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case bulkoperationitem.FieldPosition:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPosition(v)
+		return nil
+	case bulkoperationitem.FieldTries:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTries(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *BulkOperationItemMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(bulkoperationitem.FieldResultRunID) {
+		fields = append(fields, bulkoperationitem.FieldResultRunID)
+	}
+	if m.FieldCleared(bulkoperationitem.FieldMessage) {
+		fields = append(fields, bulkoperationitem.FieldMessage)
+	}
+	if m.FieldCleared(bulkoperationitem.FieldActedAt) {
+		fields = append(fields, bulkoperationitem.FieldActedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *BulkOperationItemMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *BulkOperationItemMutation) ClearField(name string) error {
+	switch name {
+	case bulkoperationitem.FieldResultRunID:
+		m.ClearResultRunID()
+		return nil
+	case bulkoperationitem.FieldMessage:
+		m.ClearMessage()
+		return nil
+	case bulkoperationitem.FieldActedAt:
+		m.ClearActedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *BulkOperationItemMutation) ResetField(name string) error {
+	switch name {
+	case bulkoperationitem.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case bulkoperationitem.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case bulkoperationitem.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case bulkoperationitem.FieldOperationID:
+		m.ResetOperationID()
+		return nil
+	case bulkoperationitem.FieldPosition:
+		m.ResetPosition()
+		return nil
+	case bulkoperationitem.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case bulkoperationitem.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case bulkoperationitem.FieldResultRunID:
+		m.ResetResultRunID()
+		return nil
+	case bulkoperationitem.FieldMessage:
+		m.ResetMessage()
+		return nil
+	case bulkoperationitem.FieldTries:
+		m.ResetTries()
+		return nil
+	case bulkoperationitem.FieldActedAt:
+		m.ResetActedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *BulkOperationItemMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, bulkoperationitem.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *BulkOperationItemMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case bulkoperationitem.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *BulkOperationItemMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *BulkOperationItemMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *BulkOperationItemMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, bulkoperationitem.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *BulkOperationItemMutation) EdgeCleared(name string) bool {
+	switch name {
+	case bulkoperationitem.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *BulkOperationItemMutation) ClearEdge(name string) error {
+	switch name {
+	case bulkoperationitem.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *BulkOperationItemMutation) ResetEdge(name string) error {
+	switch name {
+	case bulkoperationitem.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown BulkOperationItem edge %s", name)
 }
 
 // ConnectionMutation represents an operation that mutates the Connection nodes in the graph.
@@ -20968,752 +23468,6 @@ func (m *EventWaitMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown EventWait edge %s", name)
 }
 
-// HeldStepMutation represents an operation that mutates the HeldStep nodes in the graph.
-type HeldStepMutation struct {
-	config
-	op            Op
-	typ           string
-	id            *string
-	run_id        *string
-	step_id       *string
-	workflow_id   *string
-	priority      *int
-	addpriority   *int
-	reason        *string
-	since         *time.Time
-	clearedFields map[string]struct{}
-	tenant        *string
-	clearedtenant bool
-	done          bool
-	oldValue      func(context.Context) (*HeldStep, error)
-	predicates    []predicate.HeldStep
-}
-
-var _ ent.Mutation = (*HeldStepMutation)(nil)
-
-// heldstepOption allows management of the mutation configuration using functional options.
-type heldstepOption func(*HeldStepMutation)
-
-// newHeldStepMutation creates new mutation for the HeldStep entity.
-func newHeldStepMutation(c config, op Op, opts ...heldstepOption) *HeldStepMutation {
-	m := &HeldStepMutation{
-		config:        c,
-		op:            op,
-		typ:           TypeHeldStep,
-		clearedFields: make(map[string]struct{}),
-	}
-	for _, opt := range opts {
-		opt(m)
-	}
-	return m
-}
-
-// withHeldStepID sets the ID field of the mutation.
-func withHeldStepID(id string) heldstepOption {
-	return func(m *HeldStepMutation) {
-		var (
-			err   error
-			once  sync.Once
-			value *HeldStep
-		)
-		m.oldValue = func(ctx context.Context) (*HeldStep, error) {
-			once.Do(func() {
-				if m.done {
-					err = errors.New("querying old values post mutation is not allowed")
-				} else {
-					value, err = m.Client().HeldStep.Get(ctx, id)
-				}
-			})
-			return value, err
-		}
-		m.id = &id
-	}
-}
-
-// withHeldStep sets the old HeldStep of the mutation.
-func withHeldStep(node *HeldStep) heldstepOption {
-	return func(m *HeldStepMutation) {
-		m.oldValue = func(context.Context) (*HeldStep, error) {
-			return node, nil
-		}
-		m.id = &node.ID
-	}
-}
-
-// Client returns a new `ent.Client` from the mutation. If the mutation was
-// executed in a transaction (ent.Tx), a transactional client is returned.
-func (m HeldStepMutation) Client() *Client {
-	client := &Client{config: m.config}
-	client.init()
-	return client
-}
-
-// Tx returns an `ent.Tx` for mutations that were executed in transactions;
-// it returns an error otherwise.
-func (m HeldStepMutation) Tx() (*Tx, error) {
-	if _, ok := m.driver.(*txDriver); !ok {
-		return nil, errors.New("ent: mutation is not running in a transaction")
-	}
-	tx := &Tx{config: m.config}
-	tx.init()
-	return tx, nil
-}
-
-// SetID sets the value of the id field. Note that this
-// operation is only accepted on creation of HeldStep entities.
-func (m *HeldStepMutation) SetID(id string) {
-	m.id = &id
-}
-
-// ID returns the ID value in the mutation. Note that the ID is only available
-// if it was provided to the builder or after it was returned from the database.
-func (m *HeldStepMutation) ID() (id string, exists bool) {
-	if m.id == nil {
-		return
-	}
-	return *m.id, true
-}
-
-// IDs queries the database and returns the entity ids that match the mutation's predicate.
-// That means, if the mutation is applied within a transaction with an isolation level such
-// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
-// or updated by the mutation.
-func (m *HeldStepMutation) IDs(ctx context.Context) ([]string, error) {
-	switch {
-	case m.op.Is(OpUpdateOne | OpDeleteOne):
-		id, exists := m.ID()
-		if exists {
-			return []string{id}, nil
-		}
-		fallthrough
-	case m.op.Is(OpUpdate | OpDelete):
-		return m.Client().HeldStep.Query().Where(m.predicates...).IDs(ctx)
-	default:
-		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
-	}
-}
-
-// SetTenantID sets the "tenant_id" field.
-func (m *HeldStepMutation) SetTenantID(s string) {
-	m.tenant = &s
-}
-
-// TenantID returns the value of the "tenant_id" field in the mutation.
-func (m *HeldStepMutation) TenantID() (r string, exists bool) {
-	v := m.tenant
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldTenantID returns the old "tenant_id" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldTenantID(ctx context.Context) (v string, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldTenantID requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
-	}
-	return oldValue.TenantID, nil
-}
-
-// ResetTenantID resets all changes to the "tenant_id" field.
-func (m *HeldStepMutation) ResetTenantID() {
-	m.tenant = nil
-}
-
-// SetRunID sets the "run_id" field.
-func (m *HeldStepMutation) SetRunID(s string) {
-	m.run_id = &s
-}
-
-// RunID returns the value of the "run_id" field in the mutation.
-func (m *HeldStepMutation) RunID() (r string, exists bool) {
-	v := m.run_id
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldRunID returns the old "run_id" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldRunID(ctx context.Context) (v string, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldRunID requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
-	}
-	return oldValue.RunID, nil
-}
-
-// ResetRunID resets all changes to the "run_id" field.
-func (m *HeldStepMutation) ResetRunID() {
-	m.run_id = nil
-}
-
-// SetStepID sets the "step_id" field.
-func (m *HeldStepMutation) SetStepID(s string) {
-	m.step_id = &s
-}
-
-// StepID returns the value of the "step_id" field in the mutation.
-func (m *HeldStepMutation) StepID() (r string, exists bool) {
-	v := m.step_id
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldStepID returns the old "step_id" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldStepID(ctx context.Context) (v string, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldStepID requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
-	}
-	return oldValue.StepID, nil
-}
-
-// ResetStepID resets all changes to the "step_id" field.
-func (m *HeldStepMutation) ResetStepID() {
-	m.step_id = nil
-}
-
-// SetWorkflowID sets the "workflow_id" field.
-func (m *HeldStepMutation) SetWorkflowID(s string) {
-	m.workflow_id = &s
-}
-
-// WorkflowID returns the value of the "workflow_id" field in the mutation.
-func (m *HeldStepMutation) WorkflowID() (r string, exists bool) {
-	v := m.workflow_id
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldWorkflowID returns the old "workflow_id" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
-	}
-	return oldValue.WorkflowID, nil
-}
-
-// ResetWorkflowID resets all changes to the "workflow_id" field.
-func (m *HeldStepMutation) ResetWorkflowID() {
-	m.workflow_id = nil
-}
-
-// SetPriority sets the "priority" field.
-func (m *HeldStepMutation) SetPriority(i int) {
-	m.priority = &i
-	m.addpriority = nil
-}
-
-// Priority returns the value of the "priority" field in the mutation.
-func (m *HeldStepMutation) Priority() (r int, exists bool) {
-	v := m.priority
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldPriority returns the old "priority" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldPriority(ctx context.Context) (v int, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldPriority is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldPriority requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldPriority: %w", err)
-	}
-	return oldValue.Priority, nil
-}
-
-// AddPriority adds i to the "priority" field.
-func (m *HeldStepMutation) AddPriority(i int) {
-	if m.addpriority != nil {
-		*m.addpriority += i
-	} else {
-		m.addpriority = &i
-	}
-}
-
-// AddedPriority returns the value that was added to the "priority" field in this mutation.
-func (m *HeldStepMutation) AddedPriority() (r int, exists bool) {
-	v := m.addpriority
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// ResetPriority resets all changes to the "priority" field.
-func (m *HeldStepMutation) ResetPriority() {
-	m.priority = nil
-	m.addpriority = nil
-}
-
-// SetReason sets the "reason" field.
-func (m *HeldStepMutation) SetReason(s string) {
-	m.reason = &s
-}
-
-// Reason returns the value of the "reason" field in the mutation.
-func (m *HeldStepMutation) Reason() (r string, exists bool) {
-	v := m.reason
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldReason returns the old "reason" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldReason(ctx context.Context) (v string, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldReason is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldReason requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldReason: %w", err)
-	}
-	return oldValue.Reason, nil
-}
-
-// ResetReason resets all changes to the "reason" field.
-func (m *HeldStepMutation) ResetReason() {
-	m.reason = nil
-}
-
-// SetSince sets the "since" field.
-func (m *HeldStepMutation) SetSince(t time.Time) {
-	m.since = &t
-}
-
-// Since returns the value of the "since" field in the mutation.
-func (m *HeldStepMutation) Since() (r time.Time, exists bool) {
-	v := m.since
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldSince returns the old "since" field's value of the HeldStep entity.
-// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *HeldStepMutation) OldSince(ctx context.Context) (v time.Time, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldSince is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldSince requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldSince: %w", err)
-	}
-	return oldValue.Since, nil
-}
-
-// ResetSince resets all changes to the "since" field.
-func (m *HeldStepMutation) ResetSince() {
-	m.since = nil
-}
-
-// ClearTenant clears the "tenant" edge to the Tenant entity.
-func (m *HeldStepMutation) ClearTenant() {
-	m.clearedtenant = true
-	m.clearedFields[heldstep.FieldTenantID] = struct{}{}
-}
-
-// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
-func (m *HeldStepMutation) TenantCleared() bool {
-	return m.clearedtenant
-}
-
-// TenantIDs returns the "tenant" edge IDs in the mutation.
-// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
-// TenantID instead. It exists only for internal usage by the builders.
-func (m *HeldStepMutation) TenantIDs() (ids []string) {
-	if id := m.tenant; id != nil {
-		ids = append(ids, *id)
-	}
-	return
-}
-
-// ResetTenant resets all changes to the "tenant" edge.
-func (m *HeldStepMutation) ResetTenant() {
-	m.tenant = nil
-	m.clearedtenant = false
-}
-
-// Where appends a list predicates to the HeldStepMutation builder.
-func (m *HeldStepMutation) Where(ps ...predicate.HeldStep) {
-	m.predicates = append(m.predicates, ps...)
-}
-
-// WhereP appends storage-level predicates to the HeldStepMutation builder. Using this method,
-// users can use type-assertion to append predicates that do not depend on any generated package.
-func (m *HeldStepMutation) WhereP(ps ...func(*sql.Selector)) {
-	p := make([]predicate.HeldStep, len(ps))
-	for i := range ps {
-		p[i] = ps[i]
-	}
-	m.Where(p...)
-}
-
-// Op returns the operation name.
-func (m *HeldStepMutation) Op() Op {
-	return m.op
-}
-
-// SetOp allows setting the mutation operation.
-func (m *HeldStepMutation) SetOp(op Op) {
-	m.op = op
-}
-
-// Type returns the node type of this mutation (HeldStep).
-func (m *HeldStepMutation) Type() string {
-	return m.typ
-}
-
-// Fields returns all fields that were changed during this mutation. Note that in
-// order to get all numeric fields that were incremented/decremented, call
-// AddedFields().
-func (m *HeldStepMutation) Fields() []string {
-	fields := make([]string, 0, 7)
-	if m.tenant != nil {
-		fields = append(fields, heldstep.FieldTenantID)
-	}
-	if m.run_id != nil {
-		fields = append(fields, heldstep.FieldRunID)
-	}
-	if m.step_id != nil {
-		fields = append(fields, heldstep.FieldStepID)
-	}
-	if m.workflow_id != nil {
-		fields = append(fields, heldstep.FieldWorkflowID)
-	}
-	if m.priority != nil {
-		fields = append(fields, heldstep.FieldPriority)
-	}
-	if m.reason != nil {
-		fields = append(fields, heldstep.FieldReason)
-	}
-	if m.since != nil {
-		fields = append(fields, heldstep.FieldSince)
-	}
-	return fields
-}
-
-// Field returns the value of a field with the given name. The second boolean
-// return value indicates that this field was not set, or was not defined in the
-// schema.
-func (m *HeldStepMutation) Field(name string) (ent.Value, bool) {
-	switch name {
-	case heldstep.FieldTenantID:
-		return m.TenantID()
-	case heldstep.FieldRunID:
-		return m.RunID()
-	case heldstep.FieldStepID:
-		return m.StepID()
-	case heldstep.FieldWorkflowID:
-		return m.WorkflowID()
-	case heldstep.FieldPriority:
-		return m.Priority()
-	case heldstep.FieldReason:
-		return m.Reason()
-	case heldstep.FieldSince:
-		return m.Since()
-	}
-	return nil, false
-}
-
-// OldField returns the old value of the field from the database. An error is
-// returned if the mutation operation is not UpdateOne, or the query to the
-// database failed.
-func (m *HeldStepMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
-	switch name {
-	case heldstep.FieldTenantID:
-		return m.OldTenantID(ctx)
-	case heldstep.FieldRunID:
-		return m.OldRunID(ctx)
-	case heldstep.FieldStepID:
-		return m.OldStepID(ctx)
-	case heldstep.FieldWorkflowID:
-		return m.OldWorkflowID(ctx)
-	case heldstep.FieldPriority:
-		return m.OldPriority(ctx)
-	case heldstep.FieldReason:
-		return m.OldReason(ctx)
-	case heldstep.FieldSince:
-		return m.OldSince(ctx)
-	}
-	return nil, fmt.Errorf("unknown HeldStep field %s", name)
-}
-
-// SetField sets the value of a field with the given name. It returns an error if
-// the field is not defined in the schema, or if the type mismatched the field
-// type.
-func (m *HeldStepMutation) SetField(name string, value ent.Value) error {
-	switch name {
-	case heldstep.FieldTenantID:
-		v, ok := value.(string)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetTenantID(v)
-		return nil
-	case heldstep.FieldRunID:
-		v, ok := value.(string)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetRunID(v)
-		return nil
-	case heldstep.FieldStepID:
-		v, ok := value.(string)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetStepID(v)
-		return nil
-	case heldstep.FieldWorkflowID:
-		v, ok := value.(string)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetWorkflowID(v)
-		return nil
-	case heldstep.FieldPriority:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetPriority(v)
-		return nil
-	case heldstep.FieldReason:
-		v, ok := value.(string)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetReason(v)
-		return nil
-	case heldstep.FieldSince:
-		v, ok := value.(time.Time)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetSince(v)
-		return nil
-	}
-	return fmt.Errorf("unknown HeldStep field %s", name)
-}
-
-// AddedFields returns all numeric fields that were incremented/decremented during
-// this mutation.
-func (m *HeldStepMutation) AddedFields() []string {
-	var fields []string
-	if m.addpriority != nil {
-		fields = append(fields, heldstep.FieldPriority)
-	}
-	return fields
-}
-
-// AddedField returns the numeric value that was incremented/decremented on a field
-// with the given name. The second boolean return value indicates that this field
-// was not set, or was not defined in the schema.
-func (m *HeldStepMutation) AddedField(name string) (ent.Value, bool) {
-	switch name {
-	case heldstep.FieldPriority:
-		return m.AddedPriority()
-	}
-	return nil, false
-}
-
-// AddField adds the value to the field with the given name. It returns an error if
-// the field is not defined in the schema, or if the type mismatched the field
-// type.
-func (m *HeldStepMutation) AddField(name string, value ent.Value) error {
-	switch name {
-	case heldstep.FieldPriority:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.AddPriority(v)
-		return nil
-	}
-	return fmt.Errorf("unknown HeldStep numeric field %s", name)
-}
-
-// ClearedFields returns all nullable fields that were cleared during this
-// mutation.
-func (m *HeldStepMutation) ClearedFields() []string {
-	return nil
-}
-
-// FieldCleared returns a boolean indicating if a field with the given name was
-// cleared in this mutation.
-func (m *HeldStepMutation) FieldCleared(name string) bool {
-	_, ok := m.clearedFields[name]
-	return ok
-}
-
-// ClearField clears the value of the field with the given name. It returns an
-// error if the field is not defined in the schema.
-func (m *HeldStepMutation) ClearField(name string) error {
-	return fmt.Errorf("unknown HeldStep nullable field %s", name)
-}
-
-// ResetField resets all changes in the mutation for the field with the given name.
-// It returns an error if the field is not defined in the schema.
-func (m *HeldStepMutation) ResetField(name string) error {
-	switch name {
-	case heldstep.FieldTenantID:
-		m.ResetTenantID()
-		return nil
-	case heldstep.FieldRunID:
-		m.ResetRunID()
-		return nil
-	case heldstep.FieldStepID:
-		m.ResetStepID()
-		return nil
-	case heldstep.FieldWorkflowID:
-		m.ResetWorkflowID()
-		return nil
-	case heldstep.FieldPriority:
-		m.ResetPriority()
-		return nil
-	case heldstep.FieldReason:
-		m.ResetReason()
-		return nil
-	case heldstep.FieldSince:
-		m.ResetSince()
-		return nil
-	}
-	return fmt.Errorf("unknown HeldStep field %s", name)
-}
-
-// AddedEdges returns all edge names that were set/added in this mutation.
-func (m *HeldStepMutation) AddedEdges() []string {
-	edges := make([]string, 0, 1)
-	if m.tenant != nil {
-		edges = append(edges, heldstep.EdgeTenant)
-	}
-	return edges
-}
-
-// AddedIDs returns all IDs (to other nodes) that were added for the given edge
-// name in this mutation.
-func (m *HeldStepMutation) AddedIDs(name string) []ent.Value {
-	switch name {
-	case heldstep.EdgeTenant:
-		if id := m.tenant; id != nil {
-			return []ent.Value{*id}
-		}
-	}
-	return nil
-}
-
-// RemovedEdges returns all edge names that were removed in this mutation.
-func (m *HeldStepMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 1)
-	return edges
-}
-
-// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
-// the given name in this mutation.
-func (m *HeldStepMutation) RemovedIDs(name string) []ent.Value {
-	return nil
-}
-
-// ClearedEdges returns all edge names that were cleared in this mutation.
-func (m *HeldStepMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 1)
-	if m.clearedtenant {
-		edges = append(edges, heldstep.EdgeTenant)
-	}
-	return edges
-}
-
-// EdgeCleared returns a boolean which indicates if the edge with the given name
-// was cleared in this mutation.
-func (m *HeldStepMutation) EdgeCleared(name string) bool {
-	switch name {
-	case heldstep.EdgeTenant:
-		return m.clearedtenant
-	}
-	return false
-}
-
-// ClearEdge clears the value of the edge with the given name. It returns an error
-// if that edge is not defined in the schema.
-func (m *HeldStepMutation) ClearEdge(name string) error {
-	switch name {
-	case heldstep.EdgeTenant:
-		m.ClearTenant()
-		return nil
-	}
-	return fmt.Errorf("unknown HeldStep unique edge %s", name)
-}
-
-// ResetEdge resets all changes to the edge with the given name in this mutation.
-// It returns an error if the edge is not defined in the schema.
-func (m *HeldStepMutation) ResetEdge(name string) error {
-	switch name {
-	case heldstep.EdgeTenant:
-		m.ResetTenant()
-		return nil
-	}
-	return fmt.Errorf("unknown HeldStep edge %s", name)
-}
-
 // InboundEventMutation represents an operation that mutates the InboundEvent nodes in the graph.
 type InboundEventMutation struct {
 	config
@@ -36670,8 +38424,6 @@ type RunMutation struct {
 	created_at                *time.Time
 	updated_at                *time.Time
 	status                    *run.Status
-	priority                  *int
-	addpriority               *int
 	mode                      *run.Mode
 	input                     *map[string]interface{}
 	input_hash                *string
@@ -37078,62 +38830,6 @@ func (m *RunMutation) OldStatus(ctx context.Context) (v run.Status, err error) {
 // ResetStatus resets all changes to the "status" field.
 func (m *RunMutation) ResetStatus() {
 	m.status = nil
-}
-
-// SetPriority sets the "priority" field.
-func (m *RunMutation) SetPriority(i int) {
-	m.priority = &i
-	m.addpriority = nil
-}
-
-// Priority returns the value of the "priority" field in the mutation.
-func (m *RunMutation) Priority() (r int, exists bool) {
-	v := m.priority
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldPriority returns the old "priority" field's value of the Run entity.
-// If the Run object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *RunMutation) OldPriority(ctx context.Context) (v int, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldPriority is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldPriority requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldPriority: %w", err)
-	}
-	return oldValue.Priority, nil
-}
-
-// AddPriority adds i to the "priority" field.
-func (m *RunMutation) AddPriority(i int) {
-	if m.addpriority != nil {
-		*m.addpriority += i
-	} else {
-		m.addpriority = &i
-	}
-}
-
-// AddedPriority returns the value that was added to the "priority" field in this mutation.
-func (m *RunMutation) AddedPriority() (r int, exists bool) {
-	v := m.addpriority
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// ResetPriority resets all changes to the "priority" field.
-func (m *RunMutation) ResetPriority() {
-	m.priority = nil
-	m.addpriority = nil
 }
 
 // SetMode sets the "mode" field.
@@ -38673,7 +40369,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 34)
+	fields := make([]string, 0, 33)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -38694,9 +40390,6 @@ func (m *RunMutation) Fields() []string {
 	}
 	if m.status != nil {
 		fields = append(fields, run.FieldStatus)
-	}
-	if m.priority != nil {
-		fields = append(fields, run.FieldPriority)
 	}
 	if m.mode != nil {
 		fields = append(fields, run.FieldMode)
@@ -38798,8 +40491,6 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.EnvironmentID()
 	case run.FieldStatus:
 		return m.Status()
-	case run.FieldPriority:
-		return m.Priority()
 	case run.FieldMode:
 		return m.Mode()
 	case run.FieldInput:
@@ -38875,8 +40566,6 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldEnvironmentID(ctx)
 	case run.FieldStatus:
 		return m.OldStatus(ctx)
-	case run.FieldPriority:
-		return m.OldPriority(ctx)
 	case run.FieldMode:
 		return m.OldMode(ctx)
 	case run.FieldInput:
@@ -38986,13 +40675,6 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetStatus(v)
-		return nil
-	case run.FieldPriority:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetPriority(v)
 		return nil
 	case run.FieldMode:
 		v, ok := value.(run.Mode)
@@ -39184,9 +40866,6 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 // this mutation.
 func (m *RunMutation) AddedFields() []string {
 	var fields []string
-	if m.addpriority != nil {
-		fields = append(fields, run.FieldPriority)
-	}
 	if m.adddepth != nil {
 		fields = append(fields, run.FieldDepth)
 	}
@@ -39210,8 +40889,6 @@ func (m *RunMutation) AddedFields() []string {
 // was not set, or was not defined in the schema.
 func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
-	case run.FieldPriority:
-		return m.AddedPriority()
 	case run.FieldDepth:
 		return m.AddedDepth()
 	case run.FieldCostMicroUsd:
@@ -39231,13 +40908,6 @@ func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *RunMutation) AddField(name string, value ent.Value) error {
 	switch name {
-	case run.FieldPriority:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.AddPriority(v)
-		return nil
 	case run.FieldDepth:
 		v, ok := value.(int)
 		if !ok {
@@ -39431,9 +41101,6 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldStatus:
 		m.ResetStatus()
-		return nil
-	case run.FieldPriority:
-		m.ResetPriority()
 		return nil
 	case run.FieldMode:
 		m.ResetMode()
@@ -47961,10 +49628,8 @@ type TenantMutation struct {
 	addsla_version              *int64
 	open_evaluations            *int
 	addopen_evaluations         *int
-	dispatch_weight             *int
-	adddispatch_weight          *int
-	max_concurrent_steps        *int
-	addmax_concurrent_steps     *int
+	open_bulk_operations        *int
+	addopen_bulk_operations     *int
 	schedules                   *int
 	addschedules                *int
 	clearedFields               map[string]struct{}
@@ -48636,130 +50301,60 @@ func (m *TenantMutation) ResetOpenEvaluations() {
 	m.addopen_evaluations = nil
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (m *TenantMutation) SetDispatchWeight(i int) {
-	m.dispatch_weight = &i
-	m.adddispatch_weight = nil
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (m *TenantMutation) SetOpenBulkOperations(i int) {
+	m.open_bulk_operations = &i
+	m.addopen_bulk_operations = nil
 }
 
-// DispatchWeight returns the value of the "dispatch_weight" field in the mutation.
-func (m *TenantMutation) DispatchWeight() (r int, exists bool) {
-	v := m.dispatch_weight
+// OpenBulkOperations returns the value of the "open_bulk_operations" field in the mutation.
+func (m *TenantMutation) OpenBulkOperations() (r int, exists bool) {
+	v := m.open_bulk_operations
 	if v == nil {
 		return
 	}
 	return *v, true
 }
 
-// OldDispatchWeight returns the old "dispatch_weight" field's value of the Tenant entity.
+// OldOpenBulkOperations returns the old "open_bulk_operations" field's value of the Tenant entity.
 // If the Tenant object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *TenantMutation) OldDispatchWeight(ctx context.Context) (v int, err error) {
+func (m *TenantMutation) OldOpenBulkOperations(ctx context.Context) (v int, err error) {
 	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldDispatchWeight is only allowed on UpdateOne operations")
+		return v, errors.New("OldOpenBulkOperations is only allowed on UpdateOne operations")
 	}
 	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldDispatchWeight requires an ID field in the mutation")
+		return v, errors.New("OldOpenBulkOperations requires an ID field in the mutation")
 	}
 	oldValue, err := m.oldValue(ctx)
 	if err != nil {
-		return v, fmt.Errorf("querying old value for OldDispatchWeight: %w", err)
+		return v, fmt.Errorf("querying old value for OldOpenBulkOperations: %w", err)
 	}
-	return oldValue.DispatchWeight, nil
+	return oldValue.OpenBulkOperations, nil
 }
 
-// AddDispatchWeight adds i to the "dispatch_weight" field.
-func (m *TenantMutation) AddDispatchWeight(i int) {
-	if m.adddispatch_weight != nil {
-		*m.adddispatch_weight += i
+// AddOpenBulkOperations adds i to the "open_bulk_operations" field.
+func (m *TenantMutation) AddOpenBulkOperations(i int) {
+	if m.addopen_bulk_operations != nil {
+		*m.addopen_bulk_operations += i
 	} else {
-		m.adddispatch_weight = &i
+		m.addopen_bulk_operations = &i
 	}
 }
 
-// AddedDispatchWeight returns the value that was added to the "dispatch_weight" field in this mutation.
-func (m *TenantMutation) AddedDispatchWeight() (r int, exists bool) {
-	v := m.adddispatch_weight
+// AddedOpenBulkOperations returns the value that was added to the "open_bulk_operations" field in this mutation.
+func (m *TenantMutation) AddedOpenBulkOperations() (r int, exists bool) {
+	v := m.addopen_bulk_operations
 	if v == nil {
 		return
 	}
 	return *v, true
 }
 
-// ResetDispatchWeight resets all changes to the "dispatch_weight" field.
-func (m *TenantMutation) ResetDispatchWeight() {
-	m.dispatch_weight = nil
-	m.adddispatch_weight = nil
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (m *TenantMutation) SetMaxConcurrentSteps(i int) {
-	m.max_concurrent_steps = &i
-	m.addmax_concurrent_steps = nil
-}
-
-// MaxConcurrentSteps returns the value of the "max_concurrent_steps" field in the mutation.
-func (m *TenantMutation) MaxConcurrentSteps() (r int, exists bool) {
-	v := m.max_concurrent_steps
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// OldMaxConcurrentSteps returns the old "max_concurrent_steps" field's value of the Tenant entity.
-// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
-// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *TenantMutation) OldMaxConcurrentSteps(ctx context.Context) (v *int, err error) {
-	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldMaxConcurrentSteps is only allowed on UpdateOne operations")
-	}
-	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldMaxConcurrentSteps requires an ID field in the mutation")
-	}
-	oldValue, err := m.oldValue(ctx)
-	if err != nil {
-		return v, fmt.Errorf("querying old value for OldMaxConcurrentSteps: %w", err)
-	}
-	return oldValue.MaxConcurrentSteps, nil
-}
-
-// AddMaxConcurrentSteps adds i to the "max_concurrent_steps" field.
-func (m *TenantMutation) AddMaxConcurrentSteps(i int) {
-	if m.addmax_concurrent_steps != nil {
-		*m.addmax_concurrent_steps += i
-	} else {
-		m.addmax_concurrent_steps = &i
-	}
-}
-
-// AddedMaxConcurrentSteps returns the value that was added to the "max_concurrent_steps" field in this mutation.
-func (m *TenantMutation) AddedMaxConcurrentSteps() (r int, exists bool) {
-	v := m.addmax_concurrent_steps
-	if v == nil {
-		return
-	}
-	return *v, true
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (m *TenantMutation) ClearMaxConcurrentSteps() {
-	m.max_concurrent_steps = nil
-	m.addmax_concurrent_steps = nil
-	m.clearedFields[tenant.FieldMaxConcurrentSteps] = struct{}{}
-}
-
-// MaxConcurrentStepsCleared returns if the "max_concurrent_steps" field was cleared in this mutation.
-func (m *TenantMutation) MaxConcurrentStepsCleared() bool {
-	_, ok := m.clearedFields[tenant.FieldMaxConcurrentSteps]
-	return ok
-}
-
-// ResetMaxConcurrentSteps resets all changes to the "max_concurrent_steps" field.
-func (m *TenantMutation) ResetMaxConcurrentSteps() {
-	m.max_concurrent_steps = nil
-	m.addmax_concurrent_steps = nil
-	delete(m.clearedFields, tenant.FieldMaxConcurrentSteps)
+// ResetOpenBulkOperations resets all changes to the "open_bulk_operations" field.
+func (m *TenantMutation) ResetOpenBulkOperations() {
+	m.open_bulk_operations = nil
+	m.addopen_bulk_operations = nil
 }
 
 // SetSchedules sets the "schedules" field.
@@ -48852,7 +50447,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 15)
+	fields := make([]string, 0, 14)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -48889,11 +50484,8 @@ func (m *TenantMutation) Fields() []string {
 	if m.open_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
 	}
-	if m.dispatch_weight != nil {
-		fields = append(fields, tenant.FieldDispatchWeight)
-	}
-	if m.max_concurrent_steps != nil {
-		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	if m.open_bulk_operations != nil {
+		fields = append(fields, tenant.FieldOpenBulkOperations)
 	}
 	if m.schedules != nil {
 		fields = append(fields, tenant.FieldSchedules)
@@ -48930,10 +50522,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.SLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.OpenEvaluations()
-	case tenant.FieldDispatchWeight:
-		return m.DispatchWeight()
-	case tenant.FieldMaxConcurrentSteps:
-		return m.MaxConcurrentSteps()
+	case tenant.FieldOpenBulkOperations:
+		return m.OpenBulkOperations()
 	case tenant.FieldSchedules:
 		return m.Schedules()
 	}
@@ -48969,10 +50559,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldSLAVersion(ctx)
 	case tenant.FieldOpenEvaluations:
 		return m.OldOpenEvaluations(ctx)
-	case tenant.FieldDispatchWeight:
-		return m.OldDispatchWeight(ctx)
-	case tenant.FieldMaxConcurrentSteps:
-		return m.OldMaxConcurrentSteps(ctx)
+	case tenant.FieldOpenBulkOperations:
+		return m.OldOpenBulkOperations(ctx)
 	case tenant.FieldSchedules:
 		return m.OldSchedules(ctx)
 	}
@@ -49068,19 +50656,12 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetOpenEvaluations(v)
 		return nil
-	case tenant.FieldDispatchWeight:
+	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
-		m.SetDispatchWeight(v)
-		return nil
-	case tenant.FieldMaxConcurrentSteps:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetMaxConcurrentSteps(v)
+		m.SetOpenBulkOperations(v)
 		return nil
 	case tenant.FieldSchedules:
 		v, ok := value.(int)
@@ -49112,11 +50693,8 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addopen_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
 	}
-	if m.adddispatch_weight != nil {
-		fields = append(fields, tenant.FieldDispatchWeight)
-	}
-	if m.addmax_concurrent_steps != nil {
-		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	if m.addopen_bulk_operations != nil {
+		fields = append(fields, tenant.FieldOpenBulkOperations)
 	}
 	if m.addschedules != nil {
 		fields = append(fields, tenant.FieldSchedules)
@@ -49139,10 +50717,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedSLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.AddedOpenEvaluations()
-	case tenant.FieldDispatchWeight:
-		return m.AddedDispatchWeight()
-	case tenant.FieldMaxConcurrentSteps:
-		return m.AddedMaxConcurrentSteps()
+	case tenant.FieldOpenBulkOperations:
+		return m.AddedOpenBulkOperations()
 	case tenant.FieldSchedules:
 		return m.AddedSchedules()
 	}
@@ -49189,19 +50765,12 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddOpenEvaluations(v)
 		return nil
-	case tenant.FieldDispatchWeight:
+	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
-		m.AddDispatchWeight(v)
-		return nil
-	case tenant.FieldMaxConcurrentSteps:
-		v, ok := value.(int)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.AddMaxConcurrentSteps(v)
+		m.AddOpenBulkOperations(v)
 		return nil
 	case tenant.FieldSchedules:
 		v, ok := value.(int)
@@ -49224,9 +50793,6 @@ func (m *TenantMutation) ClearedFields() []string {
 	if m.FieldCleared(tenant.FieldSLADefaults) {
 		fields = append(fields, tenant.FieldSLADefaults)
 	}
-	if m.FieldCleared(tenant.FieldMaxConcurrentSteps) {
-		fields = append(fields, tenant.FieldMaxConcurrentSteps)
-	}
 	return fields
 }
 
@@ -49246,9 +50812,6 @@ func (m *TenantMutation) ClearField(name string) error {
 		return nil
 	case tenant.FieldSLADefaults:
 		m.ClearSLADefaults()
-		return nil
-	case tenant.FieldMaxConcurrentSteps:
-		m.ClearMaxConcurrentSteps()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant nullable field %s", name)
@@ -49294,11 +50857,8 @@ func (m *TenantMutation) ResetField(name string) error {
 	case tenant.FieldOpenEvaluations:
 		m.ResetOpenEvaluations()
 		return nil
-	case tenant.FieldDispatchWeight:
-		m.ResetDispatchWeight()
-		return nil
-	case tenant.FieldMaxConcurrentSteps:
-		m.ResetMaxConcurrentSteps()
+	case tenant.FieldOpenBulkOperations:
+		m.ResetOpenBulkOperations()
 		return nil
 	case tenant.FieldSchedules:
 		m.ResetSchedules()

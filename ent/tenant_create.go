@@ -151,30 +151,16 @@ func (_c *TenantCreate) SetNillableOpenEvaluations(v *int) *TenantCreate {
 	return _c
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (_c *TenantCreate) SetDispatchWeight(v int) *TenantCreate {
-	_c.mutation.SetDispatchWeight(v)
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_c *TenantCreate) SetOpenBulkOperations(v int) *TenantCreate {
+	_c.mutation.SetOpenBulkOperations(v)
 	return _c
 }
 
-// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
-func (_c *TenantCreate) SetNillableDispatchWeight(v *int) *TenantCreate {
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableOpenBulkOperations(v *int) *TenantCreate {
 	if v != nil {
-		_c.SetDispatchWeight(*v)
-	}
-	return _c
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (_c *TenantCreate) SetMaxConcurrentSteps(v int) *TenantCreate {
-	_c.mutation.SetMaxConcurrentSteps(v)
-	return _c
-}
-
-// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
-func (_c *TenantCreate) SetNillableMaxConcurrentSteps(v *int) *TenantCreate {
-	if v != nil {
-		_c.SetMaxConcurrentSteps(*v)
+		_c.SetOpenBulkOperations(*v)
 	}
 	return _c
 }
@@ -274,9 +260,9 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultOpenEvaluations
 		_c.mutation.SetOpenEvaluations(v)
 	}
-	if _, ok := _c.mutation.DispatchWeight(); !ok {
-		v := tenant.DefaultDispatchWeight
-		_c.mutation.SetDispatchWeight(v)
+	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
+		v := tenant.DefaultOpenBulkOperations
+		_c.mutation.SetOpenBulkOperations(v)
 	}
 	if _, ok := _c.mutation.Schedules(); !ok {
 		v := tenant.DefaultSchedules
@@ -339,18 +325,8 @@ func (_c *TenantCreate) check() error {
 	if _, ok := _c.mutation.OpenEvaluations(); !ok {
 		return &ValidationError{Name: "open_evaluations", err: errors.New(`ent: missing required field "Tenant.open_evaluations"`)}
 	}
-	if _, ok := _c.mutation.DispatchWeight(); !ok {
-		return &ValidationError{Name: "dispatch_weight", err: errors.New(`ent: missing required field "Tenant.dispatch_weight"`)}
-	}
-	if v, ok := _c.mutation.DispatchWeight(); ok {
-		if err := tenant.DispatchWeightValidator(v); err != nil {
-			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
-		}
-	}
-	if v, ok := _c.mutation.MaxConcurrentSteps(); ok {
-		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
-			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
-		}
+	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
+		return &ValidationError{Name: "open_bulk_operations", err: errors.New(`ent: missing required field "Tenant.open_bulk_operations"`)}
 	}
 	if _, ok := _c.mutation.Schedules(); !ok {
 		return &ValidationError{Name: "schedules", err: errors.New(`ent: missing required field "Tenant.schedules"`)}
@@ -444,13 +420,9 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 		_node.OpenEvaluations = value
 	}
-	if value, ok := _c.mutation.DispatchWeight(); ok {
-		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
-		_node.DispatchWeight = value
-	}
-	if value, ok := _c.mutation.MaxConcurrentSteps(); ok {
-		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
-		_node.MaxConcurrentSteps = &value
+	if value, ok := _c.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
+		_node.OpenBulkOperations = value
 	}
 	if value, ok := _c.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
@@ -670,45 +642,21 @@ func (u *TenantUpsert) AddOpenEvaluations(v int) *TenantUpsert {
 	return u
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (u *TenantUpsert) SetDispatchWeight(v int) *TenantUpsert {
-	u.Set(tenant.FieldDispatchWeight, v)
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsert) SetOpenBulkOperations(v int) *TenantUpsert {
+	u.Set(tenant.FieldOpenBulkOperations, v)
 	return u
 }
 
-// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
-func (u *TenantUpsert) UpdateDispatchWeight() *TenantUpsert {
-	u.SetExcluded(tenant.FieldDispatchWeight)
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateOpenBulkOperations() *TenantUpsert {
+	u.SetExcluded(tenant.FieldOpenBulkOperations)
 	return u
 }
 
-// AddDispatchWeight adds v to the "dispatch_weight" field.
-func (u *TenantUpsert) AddDispatchWeight(v int) *TenantUpsert {
-	u.Add(tenant.FieldDispatchWeight, v)
-	return u
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (u *TenantUpsert) SetMaxConcurrentSteps(v int) *TenantUpsert {
-	u.Set(tenant.FieldMaxConcurrentSteps, v)
-	return u
-}
-
-// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
-func (u *TenantUpsert) UpdateMaxConcurrentSteps() *TenantUpsert {
-	u.SetExcluded(tenant.FieldMaxConcurrentSteps)
-	return u
-}
-
-// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
-func (u *TenantUpsert) AddMaxConcurrentSteps(v int) *TenantUpsert {
-	u.Add(tenant.FieldMaxConcurrentSteps, v)
-	return u
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (u *TenantUpsert) ClearMaxConcurrentSteps() *TenantUpsert {
-	u.SetNull(tenant.FieldMaxConcurrentSteps)
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsert) AddOpenBulkOperations(v int) *TenantUpsert {
+	u.Add(tenant.FieldOpenBulkOperations, v)
 	return u
 }
 
@@ -973,52 +921,24 @@ func (u *TenantUpsertOne) UpdateOpenEvaluations() *TenantUpsertOne {
 	})
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (u *TenantUpsertOne) SetDispatchWeight(v int) *TenantUpsertOne {
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsertOne) SetOpenBulkOperations(v int) *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
-		s.SetDispatchWeight(v)
+		s.SetOpenBulkOperations(v)
 	})
 }
 
-// AddDispatchWeight adds v to the "dispatch_weight" field.
-func (u *TenantUpsertOne) AddDispatchWeight(v int) *TenantUpsertOne {
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsertOne) AddOpenBulkOperations(v int) *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
-		s.AddDispatchWeight(v)
+		s.AddOpenBulkOperations(v)
 	})
 }
 
-// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
-func (u *TenantUpsertOne) UpdateDispatchWeight() *TenantUpsertOne {
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateOpenBulkOperations() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
-		s.UpdateDispatchWeight()
-	})
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (u *TenantUpsertOne) SetMaxConcurrentSteps(v int) *TenantUpsertOne {
-	return u.Update(func(s *TenantUpsert) {
-		s.SetMaxConcurrentSteps(v)
-	})
-}
-
-// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
-func (u *TenantUpsertOne) AddMaxConcurrentSteps(v int) *TenantUpsertOne {
-	return u.Update(func(s *TenantUpsert) {
-		s.AddMaxConcurrentSteps(v)
-	})
-}
-
-// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
-func (u *TenantUpsertOne) UpdateMaxConcurrentSteps() *TenantUpsertOne {
-	return u.Update(func(s *TenantUpsert) {
-		s.UpdateMaxConcurrentSteps()
-	})
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (u *TenantUpsertOne) ClearMaxConcurrentSteps() *TenantUpsertOne {
-	return u.Update(func(s *TenantUpsert) {
-		s.ClearMaxConcurrentSteps()
+		s.UpdateOpenBulkOperations()
 	})
 }
 
@@ -1453,52 +1373,24 @@ func (u *TenantUpsertBulk) UpdateOpenEvaluations() *TenantUpsertBulk {
 	})
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (u *TenantUpsertBulk) SetDispatchWeight(v int) *TenantUpsertBulk {
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (u *TenantUpsertBulk) SetOpenBulkOperations(v int) *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
-		s.SetDispatchWeight(v)
+		s.SetOpenBulkOperations(v)
 	})
 }
 
-// AddDispatchWeight adds v to the "dispatch_weight" field.
-func (u *TenantUpsertBulk) AddDispatchWeight(v int) *TenantUpsertBulk {
+// AddOpenBulkOperations adds v to the "open_bulk_operations" field.
+func (u *TenantUpsertBulk) AddOpenBulkOperations(v int) *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
-		s.AddDispatchWeight(v)
+		s.AddOpenBulkOperations(v)
 	})
 }
 
-// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
-func (u *TenantUpsertBulk) UpdateDispatchWeight() *TenantUpsertBulk {
+// UpdateOpenBulkOperations sets the "open_bulk_operations" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateOpenBulkOperations() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
-		s.UpdateDispatchWeight()
-	})
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (u *TenantUpsertBulk) SetMaxConcurrentSteps(v int) *TenantUpsertBulk {
-	return u.Update(func(s *TenantUpsert) {
-		s.SetMaxConcurrentSteps(v)
-	})
-}
-
-// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
-func (u *TenantUpsertBulk) AddMaxConcurrentSteps(v int) *TenantUpsertBulk {
-	return u.Update(func(s *TenantUpsert) {
-		s.AddMaxConcurrentSteps(v)
-	})
-}
-
-// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
-func (u *TenantUpsertBulk) UpdateMaxConcurrentSteps() *TenantUpsertBulk {
-	return u.Update(func(s *TenantUpsert) {
-		s.UpdateMaxConcurrentSteps()
-	})
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (u *TenantUpsertBulk) ClearMaxConcurrentSteps() *TenantUpsertBulk {
-	return u.Update(func(s *TenantUpsert) {
-		s.ClearMaxConcurrentSteps()
+		s.UpdateOpenBulkOperations()
 	})
 }
 

@@ -192,51 +192,24 @@ func (_u *TenantUpdate) AddOpenEvaluations(v int) *TenantUpdate {
 	return _u
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (_u *TenantUpdate) SetDispatchWeight(v int) *TenantUpdate {
-	_u.mutation.ResetDispatchWeight()
-	_u.mutation.SetDispatchWeight(v)
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_u *TenantUpdate) SetOpenBulkOperations(v int) *TenantUpdate {
+	_u.mutation.ResetOpenBulkOperations()
+	_u.mutation.SetOpenBulkOperations(v)
 	return _u
 }
 
-// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
-func (_u *TenantUpdate) SetNillableDispatchWeight(v *int) *TenantUpdate {
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableOpenBulkOperations(v *int) *TenantUpdate {
 	if v != nil {
-		_u.SetDispatchWeight(*v)
+		_u.SetOpenBulkOperations(*v)
 	}
 	return _u
 }
 
-// AddDispatchWeight adds value to the "dispatch_weight" field.
-func (_u *TenantUpdate) AddDispatchWeight(v int) *TenantUpdate {
-	_u.mutation.AddDispatchWeight(v)
-	return _u
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (_u *TenantUpdate) SetMaxConcurrentSteps(v int) *TenantUpdate {
-	_u.mutation.ResetMaxConcurrentSteps()
-	_u.mutation.SetMaxConcurrentSteps(v)
-	return _u
-}
-
-// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
-func (_u *TenantUpdate) SetNillableMaxConcurrentSteps(v *int) *TenantUpdate {
-	if v != nil {
-		_u.SetMaxConcurrentSteps(*v)
-	}
-	return _u
-}
-
-// AddMaxConcurrentSteps adds value to the "max_concurrent_steps" field.
-func (_u *TenantUpdate) AddMaxConcurrentSteps(v int) *TenantUpdate {
-	_u.mutation.AddMaxConcurrentSteps(v)
-	return _u
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (_u *TenantUpdate) ClearMaxConcurrentSteps() *TenantUpdate {
-	_u.mutation.ClearMaxConcurrentSteps()
+// AddOpenBulkOperations adds value to the "open_bulk_operations" field.
+func (_u *TenantUpdate) AddOpenBulkOperations(v int) *TenantUpdate {
+	_u.mutation.AddOpenBulkOperations(v)
 	return _u
 }
 
@@ -320,16 +293,6 @@ func (_u *TenantUpdate) check() error {
 			return &ValidationError{Name: "retention_days", err: fmt.Errorf(`ent: validator failed for field "Tenant.retention_days": %w`, err)}
 		}
 	}
-	if v, ok := _u.mutation.DispatchWeight(); ok {
-		if err := tenant.DispatchWeightValidator(v); err != nil {
-			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
-		}
-	}
-	if v, ok := _u.mutation.MaxConcurrentSteps(); ok {
-		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
-			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
-		}
-	}
 	return nil
 }
 
@@ -402,20 +365,11 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 	}
-	if value, ok := _u.mutation.DispatchWeight(); ok {
-		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	if value, ok := _u.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
-	if value, ok := _u.mutation.AddedDispatchWeight(); ok {
-		_spec.AddField(tenant.FieldDispatchWeight, field.TypeInt, value)
-	}
-	if value, ok := _u.mutation.MaxConcurrentSteps(); ok {
-		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
-	}
-	if value, ok := _u.mutation.AddedMaxConcurrentSteps(); ok {
-		_spec.AddField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
-	}
-	if _u.mutation.MaxConcurrentStepsCleared() {
-		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
+	if value, ok := _u.mutation.AddedOpenBulkOperations(); ok {
+		_spec.AddField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
 	if value, ok := _u.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
@@ -608,51 +562,24 @@ func (_u *TenantUpdateOne) AddOpenEvaluations(v int) *TenantUpdateOne {
 	return _u
 }
 
-// SetDispatchWeight sets the "dispatch_weight" field.
-func (_u *TenantUpdateOne) SetDispatchWeight(v int) *TenantUpdateOne {
-	_u.mutation.ResetDispatchWeight()
-	_u.mutation.SetDispatchWeight(v)
+// SetOpenBulkOperations sets the "open_bulk_operations" field.
+func (_u *TenantUpdateOne) SetOpenBulkOperations(v int) *TenantUpdateOne {
+	_u.mutation.ResetOpenBulkOperations()
+	_u.mutation.SetOpenBulkOperations(v)
 	return _u
 }
 
-// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
-func (_u *TenantUpdateOne) SetNillableDispatchWeight(v *int) *TenantUpdateOne {
+// SetNillableOpenBulkOperations sets the "open_bulk_operations" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableOpenBulkOperations(v *int) *TenantUpdateOne {
 	if v != nil {
-		_u.SetDispatchWeight(*v)
+		_u.SetOpenBulkOperations(*v)
 	}
 	return _u
 }
 
-// AddDispatchWeight adds value to the "dispatch_weight" field.
-func (_u *TenantUpdateOne) AddDispatchWeight(v int) *TenantUpdateOne {
-	_u.mutation.AddDispatchWeight(v)
-	return _u
-}
-
-// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
-func (_u *TenantUpdateOne) SetMaxConcurrentSteps(v int) *TenantUpdateOne {
-	_u.mutation.ResetMaxConcurrentSteps()
-	_u.mutation.SetMaxConcurrentSteps(v)
-	return _u
-}
-
-// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
-func (_u *TenantUpdateOne) SetNillableMaxConcurrentSteps(v *int) *TenantUpdateOne {
-	if v != nil {
-		_u.SetMaxConcurrentSteps(*v)
-	}
-	return _u
-}
-
-// AddMaxConcurrentSteps adds value to the "max_concurrent_steps" field.
-func (_u *TenantUpdateOne) AddMaxConcurrentSteps(v int) *TenantUpdateOne {
-	_u.mutation.AddMaxConcurrentSteps(v)
-	return _u
-}
-
-// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
-func (_u *TenantUpdateOne) ClearMaxConcurrentSteps() *TenantUpdateOne {
-	_u.mutation.ClearMaxConcurrentSteps()
+// AddOpenBulkOperations adds value to the "open_bulk_operations" field.
+func (_u *TenantUpdateOne) AddOpenBulkOperations(v int) *TenantUpdateOne {
+	_u.mutation.AddOpenBulkOperations(v)
 	return _u
 }
 
@@ -749,16 +676,6 @@ func (_u *TenantUpdateOne) check() error {
 			return &ValidationError{Name: "retention_days", err: fmt.Errorf(`ent: validator failed for field "Tenant.retention_days": %w`, err)}
 		}
 	}
-	if v, ok := _u.mutation.DispatchWeight(); ok {
-		if err := tenant.DispatchWeightValidator(v); err != nil {
-			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
-		}
-	}
-	if v, ok := _u.mutation.MaxConcurrentSteps(); ok {
-		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
-			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
-		}
-	}
 	return nil
 }
 
@@ -848,20 +765,11 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 	}
-	if value, ok := _u.mutation.DispatchWeight(); ok {
-		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	if value, ok := _u.mutation.OpenBulkOperations(); ok {
+		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
-	if value, ok := _u.mutation.AddedDispatchWeight(); ok {
-		_spec.AddField(tenant.FieldDispatchWeight, field.TypeInt, value)
-	}
-	if value, ok := _u.mutation.MaxConcurrentSteps(); ok {
-		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
-	}
-	if value, ok := _u.mutation.AddedMaxConcurrentSteps(); ok {
-		_spec.AddField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
-	}
-	if _u.mutation.MaxConcurrentStepsCleared() {
-		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
+	if value, ok := _u.mutation.AddedOpenBulkOperations(); ok {
+		_spec.AddField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
 	}
 	if value, ok := _u.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)

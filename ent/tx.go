@@ -20,6 +20,10 @@ type Tx struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// BulkOperation is the client for interacting with the BulkOperation builders.
+	BulkOperation *BulkOperationClient
+	// BulkOperationItem is the client for interacting with the BulkOperationItem builders.
+	BulkOperationItem *BulkOperationItemClient
 	// Connection is the client for interacting with the Connection builders.
 	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
@@ -242,6 +246,8 @@ func (tx *Tx) init() {
 	tx.APIKey = NewAPIKeyClient(tx.config)
 	tx.ApprovalRequest = NewApprovalRequestClient(tx.config)
 	tx.AuditLog = NewAuditLogClient(tx.config)
+	tx.BulkOperation = NewBulkOperationClient(tx.config)
+	tx.BulkOperationItem = NewBulkOperationItemClient(tx.config)
 	tx.Connection = NewConnectionClient(tx.config)
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)

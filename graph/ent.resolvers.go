@@ -232,6 +232,14 @@ func (r *Resolver) ApprovalRequest() generated.ApprovalRequestResolver {
 	return &approvalRequestResolver{r}
 }
 
+// BulkOperation returns generated.BulkOperationResolver implementation.
+func (r *Resolver) BulkOperation() generated.BulkOperationResolver { return &bulkOperationResolver{r} }
+
+// BulkOperationItem returns generated.BulkOperationItemResolver implementation.
+func (r *Resolver) BulkOperationItem() generated.BulkOperationItemResolver {
+	return &bulkOperationItemResolver{r}
+}
+
 // Credential returns generated.CredentialResolver implementation.
 func (r *Resolver) Credential() generated.CredentialResolver { return &credentialResolver{r} }
 
@@ -317,6 +325,8 @@ func (r *Resolver) Workflow() generated.WorkflowResolver { return &workflowResol
 
 type (
 	approvalRequestResolver   struct{ *Resolver }
+	bulkOperationResolver     struct{ *Resolver }
+	bulkOperationItemResolver struct{ *Resolver }
 	credentialResolver        struct{ *Resolver }
 	deploymentResolver        struct{ *Resolver }
 	environmentResolver       struct{ *Resolver }

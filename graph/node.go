@@ -9,6 +9,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/environment"
@@ -87,6 +89,8 @@ var nodeTables = map[string]string{
 	ids.ScheduleAction:             scheduleaction.Table,
 	ids.Trigger:                    trigger.Table,
 	ids.TriggerDelivery:            triggerdelivery.Table,
+	ids.BulkOperation:              bulkoperation.Table,
+	ids.BulkOperationItem:          bulkoperationitem.Table,
 }
 
 const maxNodes = 100

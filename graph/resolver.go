@@ -6,6 +6,7 @@
 package graph
 
 import (
+	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
@@ -43,6 +44,8 @@ type Resolver struct {
 	Scheduler *schedules.Service
 	// Triggers manages inbound webhook triggers.
 	Triggers *triggers.Service
+	// Bulk creates, cancels and reads bulk operations (internal/bulk).
+	Bulk *bulk.Service
 	// Pause pauses and resumes workflows in environments.
 	Pause *pause.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).

@@ -57,16 +57,17 @@ func (r *mutationResolver) CancelRun(ctx context.Context, id string) (*ent.Run, 
 }
 
 // ResumeRun is the resolver for the resumeRun field.
-func (r *mutationResolver) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
-	return r.Runs.ResumeRun(ctx, id)
+func (r *mutationResolver) ResumeRun(ctx context.Context, id string, versionID *string, inputPatch map[string]any) (*ent.Run, error) {
+	return r.Runs.ResumeRunWith(ctx, runs.ResumeInput{ID: id, VersionID: versionID, InputPatch: inputPatch})
 }
 
 // ReplayRun is the resolver for the replayRun field.
 func (r *mutationResolver) ReplayRun(ctx context.Context, input model.ReplayRunInput) (*ent.Run, error) {
 	return r.Runs.ReplayRun(ctx, runs.ReplayInput{
 		RunID: input.RunID, VersionID: input.VersionID,
-		Sandbox:  input.Mode != nil && *input.Mode == model.ReplayModeSandbox,
-		Priority: input.Priority,
+		Sandbox:    input.Mode != nil && *input.Mode == model.ReplayModeSandbox,
+		Priority:   input.Priority,
+		InputPatch: input.InputPatch,
 	})
 }
 
@@ -101,7 +102,9 @@ func (r *queryResolver) DeadLetter(ctx context.Context, workflowID *string, envi
 	}
 	out := make([]*model.DeadLetterGroup, len(groups))
 	for i, g := range groups {
-		out[i] = &model.DeadLetterGroup{Class: g.Class, Count: g.Count, Runs: g.Runs}
+		class := g.Class
+		out[i] = &model.DeadLetterGroup{Class: g.Class, Count: g.Count, Runs: g.Runs, BulkFilter: &model.BulkRunFilterValue{
+			WorkflowID: workflowID, EnvironmentID: environmentID, Status: []run.Status{run.StatusFailed}, FailureClass: &class}}
 	}
 	return out, nil
 }

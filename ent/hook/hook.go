@@ -45,6 +45,30 @@ func (f AuditLogFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, er
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AuditLogMutation", m)
 }
 
+// The BulkOperationFunc type is an adapter to allow the use of ordinary
+// function as BulkOperation mutator.
+type BulkOperationFunc func(context.Context, *ent.BulkOperationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f BulkOperationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.BulkOperationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BulkOperationMutation", m)
+}
+
+// The BulkOperationItemFunc type is an adapter to allow the use of ordinary
+// function as BulkOperationItem mutator.
+type BulkOperationItemFunc func(context.Context, *ent.BulkOperationItemMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f BulkOperationItemFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.BulkOperationItemMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BulkOperationItemMutation", m)
+}
+
 // The ConnectionFunc type is an adapter to allow the use of ordinary
 // function as Connection mutator.
 type ConnectionFunc func(context.Context, *ent.ConnectionMutation) (ent.Value, error)

@@ -11,6 +11,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -193,6 +195,60 @@ func (f TraverseAuditLog) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.AuditLogQuery", q)
+}
+
+// The BulkOperationFunc type is an adapter to allow the use of ordinary function as a Querier.
+type BulkOperationFunc func(context.Context, *ent.BulkOperationQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f BulkOperationFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.BulkOperationQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.BulkOperationQuery", q)
+}
+
+// The TraverseBulkOperation type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseBulkOperation func(context.Context, *ent.BulkOperationQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseBulkOperation) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseBulkOperation) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.BulkOperationQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.BulkOperationQuery", q)
+}
+
+// The BulkOperationItemFunc type is an adapter to allow the use of ordinary function as a Querier.
+type BulkOperationItemFunc func(context.Context, *ent.BulkOperationItemQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f BulkOperationItemFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.BulkOperationItemQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.BulkOperationItemQuery", q)
+}
+
+// The TraverseBulkOperationItem type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseBulkOperationItem func(context.Context, *ent.BulkOperationItemQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseBulkOperationItem) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseBulkOperationItem) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.BulkOperationItemQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.BulkOperationItemQuery", q)
 }
 
 // The ConnectionFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -1392,6 +1448,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ApprovalRequestQuery, predicate.ApprovalRequest, approvalrequest.OrderOption]{typ: ent.TypeApprovalRequest, tq: q}, nil
 	case *ent.AuditLogQuery:
 		return &query[*ent.AuditLogQuery, predicate.AuditLog, auditlog.OrderOption]{typ: ent.TypeAuditLog, tq: q}, nil
+	case *ent.BulkOperationQuery:
+		return &query[*ent.BulkOperationQuery, predicate.BulkOperation, bulkoperation.OrderOption]{typ: ent.TypeBulkOperation, tq: q}, nil
+	case *ent.BulkOperationItemQuery:
+		return &query[*ent.BulkOperationItemQuery, predicate.BulkOperationItem, bulkoperationitem.OrderOption]{typ: ent.TypeBulkOperationItem, tq: q}, nil
 	case *ent.ConnectionQuery:
 		return &query[*ent.ConnectionQuery, predicate.Connection, connection.OrderOption]{typ: ent.TypeConnection, tq: q}, nil
 	case *ent.CredentialQuery:

@@ -165,6 +165,96 @@ var (
 			},
 		},
 	}
+	// BulkOperationsColumns holds the columns for the "bulk_operations" table.
+	BulkOperationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "action", Type: field.TypeEnum, Enums: []string{"CANCEL", "RESUME", "REPLAY"}},
+		{Name: "run_filter", Type: field.TypeJSON, Nullable: true},
+		{Name: "options", Type: field.TypeJSON, Nullable: true},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "COMPLETED", "CANCELLED"}, Default: "QUEUED"},
+		{Name: "total", Type: field.TypeInt},
+		{Name: "done", Type: field.TypeInt, Default: 0},
+		{Name: "succeeded", Type: field.TypeInt, Default: 0},
+		{Name: "failed", Type: field.TypeInt, Default: 0},
+		{Name: "skipped", Type: field.TypeInt, Default: 0},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "environment_scope", Type: field.TypeString, Default: ""},
+		{Name: "cancelled_by", Type: field.TypeString, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// BulkOperationsTable holds the schema information for the "bulk_operations" table.
+	BulkOperationsTable = &schema.Table{
+		Name:       "bulk_operations",
+		Columns:    BulkOperationsColumns,
+		PrimaryKey: []*schema.Column{BulkOperationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bulk_operations_tenants_tenant",
+				Columns:    []*schema.Column{BulkOperationsColumns[16]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bulkoperation_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{BulkOperationsColumns[16], BulkOperationsColumns[1]},
+			},
+			{
+				Name:    "bulk_operation_open",
+				Unique:  false,
+				Columns: []*schema.Column{BulkOperationsColumns[16], BulkOperationsColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "finished_at IS NULL",
+				},
+			},
+		},
+	}
+	// BulkOperationItemsColumns holds the columns for the "bulk_operation_items" table.
+	BulkOperationItemsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "operation_id", Type: field.TypeString},
+		{Name: "position", Type: field.TypeInt},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "SUCCEEDED", "FAILED", "SKIPPED"}, Default: "PENDING"},
+		{Name: "result_run_id", Type: field.TypeString, Nullable: true},
+		{Name: "message", Type: field.TypeString, Nullable: true},
+		{Name: "tries", Type: field.TypeInt, Default: 0},
+		{Name: "acted_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// BulkOperationItemsTable holds the schema information for the "bulk_operation_items" table.
+	BulkOperationItemsTable = &schema.Table{
+		Name:       "bulk_operation_items",
+		Columns:    BulkOperationItemsColumns,
+		PrimaryKey: []*schema.Column{BulkOperationItemsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bulk_operation_items_tenants_tenant",
+				Columns:    []*schema.Column{BulkOperationItemsColumns[11]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bulkoperationitem_tenant_id_operation_id_position",
+				Unique:  true,
+				Columns: []*schema.Column{BulkOperationItemsColumns[11], BulkOperationItemsColumns[3], BulkOperationItemsColumns[4]},
+			},
+			{
+				Name:    "bulkoperationitem_tenant_id_operation_id_run_id",
+				Unique:  true,
+				Columns: []*schema.Column{BulkOperationItemsColumns[11], BulkOperationItemsColumns[3], BulkOperationItemsColumns[5]},
+			},
+		},
+	}
 	// ConnectionsColumns holds the columns for the "connections" table.
 	ConnectionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -813,43 +903,6 @@ var (
 			},
 		},
 	}
-	// HeldStepsColumns holds the columns for the "held_steps" table.
-	HeldStepsColumns = []*schema.Column{
-		{Name: "id", Type: field.TypeString, Size: 40},
-		{Name: "run_id", Type: field.TypeString},
-		{Name: "step_id", Type: field.TypeString},
-		{Name: "workflow_id", Type: field.TypeString},
-		{Name: "priority", Type: field.TypeInt},
-		{Name: "reason", Type: field.TypeString},
-		{Name: "since", Type: field.TypeTime},
-		{Name: "tenant_id", Type: field.TypeString, Size: 40},
-	}
-	// HeldStepsTable holds the schema information for the "held_steps" table.
-	HeldStepsTable = &schema.Table{
-		Name:       "held_steps",
-		Columns:    HeldStepsColumns,
-		PrimaryKey: []*schema.Column{HeldStepsColumns[0]},
-		ForeignKeys: []*schema.ForeignKey{
-			{
-				Symbol:     "held_steps_tenants_tenant",
-				Columns:    []*schema.Column{HeldStepsColumns[7]},
-				RefColumns: []*schema.Column{TenantsColumns[0]},
-				OnDelete:   schema.NoAction,
-			},
-		},
-		Indexes: []*schema.Index{
-			{
-				Name:    "heldstep_tenant_id_workflow_id_priority_since",
-				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
-			},
-			{
-				Name:    "heldstep_tenant_id_run_id",
-				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
-			},
-		},
-	}
 	// InboundEventsColumns holds the columns for the "inbound_events" table.
 	InboundEventsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1437,7 +1490,6 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "waiting", "succeeded", "failed", "cancelled"}, Default: "queued"},
-		{Name: "priority", Type: field.TypeInt, Default: 3},
 		{Name: "mode", Type: field.TypeEnum, Enums: []string{"live", "sandbox"}, Default: "live"},
 		{Name: "input", Type: field.TypeJSON},
 		{Name: "input_hash", Type: field.TypeString},
@@ -1477,25 +1529,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[31]},
+				Columns:    []*schema.Column{RunsColumns[30]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[32]},
+				Columns:    []*schema.Column{RunsColumns[31]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[33]},
+				Columns:    []*schema.Column{RunsColumns[32]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[34]},
+				Columns:    []*schema.Column{RunsColumns[33]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -1504,7 +1556,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[9]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -1512,17 +1564,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[32], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[31], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[11]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -1530,7 +1582,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[30]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[29]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -1538,7 +1590,7 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[23]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
@@ -1546,7 +1598,7 @@ var (
 			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[31], RunsColumns[28], RunsColumns[23]},
+				Columns: []*schema.Column{RunsColumns[30], RunsColumns[27], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "release_id IS NOT NULL",
 				},
@@ -1878,8 +1930,7 @@ var (
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
-		{Name: "dispatch_weight", Type: field.TypeInt, Default: 1},
-		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
+		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
@@ -2244,6 +2295,8 @@ var (
 		APIKeysTable,
 		ApprovalRequestsTable,
 		AuditLogsTable,
+		BulkOperationsTable,
+		BulkOperationItemsTable,
 		ConnectionsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
@@ -2257,7 +2310,6 @@ var (
 		EvaluationsTable,
 		EvaluationExamplesTable,
 		EventWaitsTable,
-		HeldStepsTable,
 		InboundEventsTable,
 		IncidentsTable,
 		MapItemsTable,
@@ -2297,6 +2349,8 @@ func init() {
 	ApprovalRequestsTable.ForeignKeys[0].RefTable = TenantsTable
 	ApprovalRequestsTable.ForeignKeys[1].RefTable = RunsTable
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
+	BulkOperationsTable.ForeignKeys[0].RefTable = TenantsTable
+	BulkOperationItemsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[1].RefTable = CredentialsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable
@@ -2319,7 +2373,6 @@ func init() {
 	EvaluationExamplesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
-	HeldStepsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	IncidentsTable.ForeignKeys[0].RefTable = TenantsTable

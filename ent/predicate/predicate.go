@@ -15,6 +15,12 @@ type ApprovalRequest func(*sql.Selector)
 // AuditLog is the predicate function for auditlog builders.
 type AuditLog func(*sql.Selector)
 
+// BulkOperation is the predicate function for bulkoperation builders.
+type BulkOperation func(*sql.Selector)
+
+// BulkOperationItem is the predicate function for bulkoperationitem builders.
+type BulkOperationItem func(*sql.Selector)
+
 // Connection is the predicate function for connection builders.
 type Connection func(*sql.Selector)
 

@@ -183,6 +183,54 @@ func (f AuditLogMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.AuditLogMutation", m)
 }
 
+// The BulkOperationQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type BulkOperationQueryRuleFunc func(context.Context, *ent.BulkOperationQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f BulkOperationQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.BulkOperationQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.BulkOperationQuery", q)
+}
+
+// The BulkOperationMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type BulkOperationMutationRuleFunc func(context.Context, *ent.BulkOperationMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f BulkOperationMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.BulkOperationMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.BulkOperationMutation", m)
+}
+
+// The BulkOperationItemQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type BulkOperationItemQueryRuleFunc func(context.Context, *ent.BulkOperationItemQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f BulkOperationItemQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.BulkOperationItemQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.BulkOperationItemQuery", q)
+}
+
+// The BulkOperationItemMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type BulkOperationItemMutationRuleFunc func(context.Context, *ent.BulkOperationItemMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f BulkOperationItemMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.BulkOperationItemMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.BulkOperationItemMutation", m)
+}
+
 // The ConnectionQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type ConnectionQueryRuleFunc func(context.Context, *ent.ConnectionQuery) error
@@ -1280,6 +1328,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.AuditLogQuery:
 		return q.Filter(), nil
+	case *ent.BulkOperationQuery:
+		return q.Filter(), nil
+	case *ent.BulkOperationItemQuery:
+		return q.Filter(), nil
 	case *ent.ConnectionQuery:
 		return q.Filter(), nil
 	case *ent.CredentialQuery:
@@ -1380,6 +1432,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ApprovalRequestMutation:
 		return m.Filter(), nil
 	case *ent.AuditLogMutation:
+		return m.Filter(), nil
+	case *ent.BulkOperationMutation:
+		return m.Filter(), nil
+	case *ent.BulkOperationItemMutation:
 		return m.Filter(), nil
 	case *ent.ConnectionMutation:
 		return m.Filter(), nil

@@ -9,6 +9,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -22,7 +24,6 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
-	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -231,6 +232,140 @@ func init() {
 	// auditlog.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	auditlog.IDValidator = func() func(string) error {
 		validators := auditlogDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	bulkoperationMixin := schema.BulkOperation{}.Mixin()
+	bulkoperation.Policy = privacy.NewPolicies(bulkoperationMixin[1], schema.BulkOperation{})
+	bulkoperation.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := bulkoperation.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	bulkoperationMixinHooks1 := bulkoperationMixin[1].Hooks()
+
+	bulkoperation.Hooks[1] = bulkoperationMixinHooks1[0]
+	bulkoperationMixinFields0 := bulkoperationMixin[0].Fields()
+	_ = bulkoperationMixinFields0
+	bulkoperationMixinFields1 := bulkoperationMixin[1].Fields()
+	_ = bulkoperationMixinFields1
+	bulkoperationMixinFields2 := bulkoperationMixin[2].Fields()
+	_ = bulkoperationMixinFields2
+	bulkoperationFields := schema.BulkOperation{}.Fields()
+	_ = bulkoperationFields
+	// bulkoperationDescTenantID is the schema descriptor for tenant_id field.
+	bulkoperationDescTenantID := bulkoperationMixinFields1[0].Descriptor()
+	// bulkoperation.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	bulkoperation.TenantIDValidator = bulkoperationDescTenantID.Validators[0].(func(string) error)
+	// bulkoperationDescCreatedAt is the schema descriptor for created_at field.
+	bulkoperationDescCreatedAt := bulkoperationMixinFields2[0].Descriptor()
+	// bulkoperation.DefaultCreatedAt holds the default value on creation for the created_at field.
+	bulkoperation.DefaultCreatedAt = bulkoperationDescCreatedAt.Default.(func() time.Time)
+	// bulkoperationDescUpdatedAt is the schema descriptor for updated_at field.
+	bulkoperationDescUpdatedAt := bulkoperationMixinFields2[1].Descriptor()
+	// bulkoperation.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	bulkoperation.DefaultUpdatedAt = bulkoperationDescUpdatedAt.Default.(func() time.Time)
+	// bulkoperation.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	bulkoperation.UpdateDefaultUpdatedAt = bulkoperationDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// bulkoperationDescDone is the schema descriptor for done field.
+	bulkoperationDescDone := bulkoperationFields[5].Descriptor()
+	// bulkoperation.DefaultDone holds the default value on creation for the done field.
+	bulkoperation.DefaultDone = bulkoperationDescDone.Default.(int)
+	// bulkoperationDescSucceeded is the schema descriptor for succeeded field.
+	bulkoperationDescSucceeded := bulkoperationFields[6].Descriptor()
+	// bulkoperation.DefaultSucceeded holds the default value on creation for the succeeded field.
+	bulkoperation.DefaultSucceeded = bulkoperationDescSucceeded.Default.(int)
+	// bulkoperationDescFailed is the schema descriptor for failed field.
+	bulkoperationDescFailed := bulkoperationFields[7].Descriptor()
+	// bulkoperation.DefaultFailed holds the default value on creation for the failed field.
+	bulkoperation.DefaultFailed = bulkoperationDescFailed.Default.(int)
+	// bulkoperationDescSkipped is the schema descriptor for skipped field.
+	bulkoperationDescSkipped := bulkoperationFields[8].Descriptor()
+	// bulkoperation.DefaultSkipped holds the default value on creation for the skipped field.
+	bulkoperation.DefaultSkipped = bulkoperationDescSkipped.Default.(int)
+	// bulkoperationDescEnvironmentScope is the schema descriptor for environment_scope field.
+	bulkoperationDescEnvironmentScope := bulkoperationFields[10].Descriptor()
+	// bulkoperation.DefaultEnvironmentScope holds the default value on creation for the environment_scope field.
+	bulkoperation.DefaultEnvironmentScope = bulkoperationDescEnvironmentScope.Default.(string)
+	// bulkoperationDescID is the schema descriptor for id field.
+	bulkoperationDescID := bulkoperationMixinFields0[0].Descriptor()
+	// bulkoperation.DefaultID holds the default value on creation for the id field.
+	bulkoperation.DefaultID = bulkoperationDescID.Default.(func() string)
+	// bulkoperation.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	bulkoperation.IDValidator = func() func(string) error {
+		validators := bulkoperationDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	bulkoperationitemMixin := schema.BulkOperationItem{}.Mixin()
+	bulkoperationitem.Policy = privacy.NewPolicies(bulkoperationitemMixin[1], schema.BulkOperationItem{})
+	bulkoperationitem.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := bulkoperationitem.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	bulkoperationitemMixinHooks1 := bulkoperationitemMixin[1].Hooks()
+
+	bulkoperationitem.Hooks[1] = bulkoperationitemMixinHooks1[0]
+	bulkoperationitemMixinFields0 := bulkoperationitemMixin[0].Fields()
+	_ = bulkoperationitemMixinFields0
+	bulkoperationitemMixinFields1 := bulkoperationitemMixin[1].Fields()
+	_ = bulkoperationitemMixinFields1
+	bulkoperationitemMixinFields2 := bulkoperationitemMixin[2].Fields()
+	_ = bulkoperationitemMixinFields2
+	bulkoperationitemFields := schema.BulkOperationItem{}.Fields()
+	_ = bulkoperationitemFields
+	// bulkoperationitemDescTenantID is the schema descriptor for tenant_id field.
+	bulkoperationitemDescTenantID := bulkoperationitemMixinFields1[0].Descriptor()
+	// bulkoperationitem.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	bulkoperationitem.TenantIDValidator = bulkoperationitemDescTenantID.Validators[0].(func(string) error)
+	// bulkoperationitemDescCreatedAt is the schema descriptor for created_at field.
+	bulkoperationitemDescCreatedAt := bulkoperationitemMixinFields2[0].Descriptor()
+	// bulkoperationitem.DefaultCreatedAt holds the default value on creation for the created_at field.
+	bulkoperationitem.DefaultCreatedAt = bulkoperationitemDescCreatedAt.Default.(func() time.Time)
+	// bulkoperationitemDescUpdatedAt is the schema descriptor for updated_at field.
+	bulkoperationitemDescUpdatedAt := bulkoperationitemMixinFields2[1].Descriptor()
+	// bulkoperationitem.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	bulkoperationitem.DefaultUpdatedAt = bulkoperationitemDescUpdatedAt.Default.(func() time.Time)
+	// bulkoperationitem.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	bulkoperationitem.UpdateDefaultUpdatedAt = bulkoperationitemDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// bulkoperationitemDescTries is the schema descriptor for tries field.
+	bulkoperationitemDescTries := bulkoperationitemFields[6].Descriptor()
+	// bulkoperationitem.DefaultTries holds the default value on creation for the tries field.
+	bulkoperationitem.DefaultTries = bulkoperationitemDescTries.Default.(int)
+	// bulkoperationitemDescID is the schema descriptor for id field.
+	bulkoperationitemDescID := bulkoperationitemMixinFields0[0].Descriptor()
+	// bulkoperationitem.DefaultID holds the default value on creation for the id field.
+	bulkoperationitem.DefaultID = bulkoperationitemDescID.Default.(func() string)
+	// bulkoperationitem.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	bulkoperationitem.IDValidator = func() func(string) error {
+		validators := bulkoperationitemDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1070,45 +1205,6 @@ func init() {
 	// eventwait.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	eventwait.IDValidator = func() func(string) error {
 		validators := eventwaitDescID.Validators
-		fns := [...]func(string) error{
-			validators[0].(func(string) error),
-			validators[1].(func(string) error),
-		}
-		return func(id string) error {
-			for _, fn := range fns {
-				if err := fn(id); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}()
-	heldstepMixin := schema.HeldStep{}.Mixin()
-	heldstep.Policy = privacy.NewPolicies(heldstepMixin[0], schema.HeldStep{})
-	heldstep.Hooks[0] = func(next ent.Mutator) ent.Mutator {
-		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
-			if err := heldstep.Policy.EvalMutation(ctx, m); err != nil {
-				return nil, err
-			}
-			return next.Mutate(ctx, m)
-		})
-	}
-	heldstepMixinHooks0 := heldstepMixin[0].Hooks()
-
-	heldstep.Hooks[1] = heldstepMixinHooks0[0]
-	heldstepMixinFields0 := heldstepMixin[0].Fields()
-	_ = heldstepMixinFields0
-	heldstepFields := schema.HeldStep{}.Fields()
-	_ = heldstepFields
-	// heldstepDescTenantID is the schema descriptor for tenant_id field.
-	heldstepDescTenantID := heldstepMixinFields0[0].Descriptor()
-	// heldstep.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
-	heldstep.TenantIDValidator = heldstepDescTenantID.Validators[0].(func(string) error)
-	// heldstepDescID is the schema descriptor for id field.
-	heldstepDescID := heldstepFields[0].Descriptor()
-	// heldstep.IDValidator is a validator for the "id" field. It is called by the builders before save.
-	heldstep.IDValidator = func() func(string) error {
-		validators := heldstepDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -1974,30 +2070,24 @@ func init() {
 	run.DefaultUpdatedAt = runDescUpdatedAt.Default.(func() time.Time)
 	// run.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	run.UpdateDefaultUpdatedAt = runDescUpdatedAt.UpdateDefault.(func() time.Time)
-	// runDescPriority is the schema descriptor for priority field.
-	runDescPriority := runFields[4].Descriptor()
-	// run.DefaultPriority holds the default value on creation for the priority field.
-	run.DefaultPriority = runDescPriority.Default.(int)
-	// run.PriorityValidator is a validator for the "priority" field. It is called by the builders before save.
-	run.PriorityValidator = runDescPriority.Validators[0].(func(int) error)
 	// runDescIdempotencyKey is the schema descriptor for idempotency_key field.
-	runDescIdempotencyKey := runFields[9].Descriptor()
+	runDescIdempotencyKey := runFields[8].Descriptor()
 	// run.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	run.IdempotencyKeyValidator = runDescIdempotencyKey.Validators[0].(func(string) error)
 	// runDescDepth is the schema descriptor for depth field.
-	runDescDepth := runFields[13].Descriptor()
+	runDescDepth := runFields[12].Descriptor()
 	// run.DefaultDepth holds the default value on creation for the depth field.
 	run.DefaultDepth = runDescDepth.Default.(int)
 	// runDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
-	runDescCostMicroUsd := runFields[17].Descriptor()
+	runDescCostMicroUsd := runFields[16].Descriptor()
 	// run.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
 	run.DefaultCostMicroUsd = runDescCostMicroUsd.Default.(int64)
 	// runDescNextSeq is the schema descriptor for next_seq field.
-	runDescNextSeq := runFields[18].Descriptor()
+	runDescNextSeq := runFields[17].Descriptor()
 	// run.DefaultNextSeq holds the default value on creation for the next_seq field.
 	run.DefaultNextSeq = runDescNextSeq.Default.(int64)
 	// runDescEnvVarsVersion is the schema descriptor for env_vars_version field.
-	runDescEnvVarsVersion := runFields[27].Descriptor()
+	runDescEnvVarsVersion := runFields[26].Descriptor()
 	// run.DefaultEnvVarsVersion holds the default value on creation for the env_vars_version field.
 	run.DefaultEnvVarsVersion = runDescEnvVarsVersion.Default.(int64)
 	// runDescID is the schema descriptor for id field.
@@ -2498,18 +2588,12 @@ func init() {
 	tenantDescOpenEvaluations := tenantFields[9].Descriptor()
 	// tenant.DefaultOpenEvaluations holds the default value on creation for the open_evaluations field.
 	tenant.DefaultOpenEvaluations = tenantDescOpenEvaluations.Default.(int)
-	// tenantDescDispatchWeight is the schema descriptor for dispatch_weight field.
-	tenantDescDispatchWeight := tenantFields[10].Descriptor()
-	// tenant.DefaultDispatchWeight holds the default value on creation for the dispatch_weight field.
-	tenant.DefaultDispatchWeight = tenantDescDispatchWeight.Default.(int)
-	// tenant.DispatchWeightValidator is a validator for the "dispatch_weight" field. It is called by the builders before save.
-	tenant.DispatchWeightValidator = tenantDescDispatchWeight.Validators[0].(func(int) error)
-	// tenantDescMaxConcurrentSteps is the schema descriptor for max_concurrent_steps field.
-	tenantDescMaxConcurrentSteps := tenantFields[11].Descriptor()
-	// tenant.MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
-	tenant.MaxConcurrentStepsValidator = tenantDescMaxConcurrentSteps.Validators[0].(func(int) error)
+	// tenantDescOpenBulkOperations is the schema descriptor for open_bulk_operations field.
+	tenantDescOpenBulkOperations := tenantFields[10].Descriptor()
+	// tenant.DefaultOpenBulkOperations holds the default value on creation for the open_bulk_operations field.
+	tenant.DefaultOpenBulkOperations = tenantDescOpenBulkOperations.Default.(int)
 	// tenantDescSchedules is the schema descriptor for schedules field.
-	tenantDescSchedules := tenantFields[12].Descriptor()
+	tenantDescSchedules := tenantFields[11].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescID is the schema descriptor for id field.

@@ -38,10 +38,8 @@ const (
 	FieldSLAVersion = "sla_version"
 	// FieldOpenEvaluations holds the string denoting the open_evaluations field in the database.
 	FieldOpenEvaluations = "open_evaluations"
-	// FieldDispatchWeight holds the string denoting the dispatch_weight field in the database.
-	FieldDispatchWeight = "dispatch_weight"
-	// FieldMaxConcurrentSteps holds the string denoting the max_concurrent_steps field in the database.
-	FieldMaxConcurrentSteps = "max_concurrent_steps"
+	// FieldOpenBulkOperations holds the string denoting the open_bulk_operations field in the database.
+	FieldOpenBulkOperations = "open_bulk_operations"
 	// FieldSchedules holds the string denoting the schedules field in the database.
 	FieldSchedules = "schedules"
 	// Table holds the table name of the tenant in the database.
@@ -63,8 +61,7 @@ var Columns = []string{
 	FieldWebhooksVersion,
 	FieldSLAVersion,
 	FieldOpenEvaluations,
-	FieldDispatchWeight,
-	FieldMaxConcurrentSteps,
+	FieldOpenBulkOperations,
 	FieldSchedules,
 }
 
@@ -106,12 +103,8 @@ var (
 	DefaultSLAVersion int64
 	// DefaultOpenEvaluations holds the default value on creation for the "open_evaluations" field.
 	DefaultOpenEvaluations int
-	// DefaultDispatchWeight holds the default value on creation for the "dispatch_weight" field.
-	DefaultDispatchWeight int
-	// DispatchWeightValidator is a validator for the "dispatch_weight" field. It is called by the builders before save.
-	DispatchWeightValidator func(int) error
-	// MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
-	MaxConcurrentStepsValidator func(int) error
+	// DefaultOpenBulkOperations holds the default value on creation for the "open_bulk_operations" field.
+	DefaultOpenBulkOperations int
 	// DefaultSchedules holds the default value on creation for the "schedules" field.
 	DefaultSchedules int
 	// DefaultID holds the default value on creation for the "id" field.
@@ -178,14 +171,9 @@ func ByOpenEvaluations(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldOpenEvaluations, opts...).ToFunc()
 }
 
-// ByDispatchWeight orders the results by the dispatch_weight field.
-func ByDispatchWeight(opts ...sql.OrderTermOption) OrderOption {
-	return sql.OrderByField(FieldDispatchWeight, opts...).ToFunc()
-}
-
-// ByMaxConcurrentSteps orders the results by the max_concurrent_steps field.
-func ByMaxConcurrentSteps(opts ...sql.OrderTermOption) OrderOption {
-	return sql.OrderByField(FieldMaxConcurrentSteps, opts...).ToFunc()
+// ByOpenBulkOperations orders the results by the open_bulk_operations field.
+func ByOpenBulkOperations(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOpenBulkOperations, opts...).ToFunc()
 }
 
 // BySchedules orders the results by the schedules field.

@@ -119,14 +119,9 @@ func OpenEvaluations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
 }
 
-// DispatchWeight applies equality check predicate on the "dispatch_weight" field. It's identical to DispatchWeightEQ.
-func DispatchWeight(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldEQ(FieldDispatchWeight, v))
-}
-
-// MaxConcurrentSteps applies equality check predicate on the "max_concurrent_steps" field. It's identical to MaxConcurrentStepsEQ.
-func MaxConcurrentSteps(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentSteps, v))
+// OpenBulkOperations applies equality check predicate on the "open_bulk_operations" field. It's identical to OpenBulkOperationsEQ.
+func OpenBulkOperations(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
 }
 
 // Schedules applies equality check predicate on the "schedules" field. It's identical to SchedulesEQ.
@@ -669,94 +664,44 @@ func OpenEvaluationsLTE(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldOpenEvaluations, v))
 }
 
-// DispatchWeightEQ applies the EQ predicate on the "dispatch_weight" field.
-func DispatchWeightEQ(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldEQ(FieldDispatchWeight, v))
+// OpenBulkOperationsEQ applies the EQ predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
 }
 
-// DispatchWeightNEQ applies the NEQ predicate on the "dispatch_weight" field.
-func DispatchWeightNEQ(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldNEQ(FieldDispatchWeight, v))
+// OpenBulkOperationsNEQ applies the NEQ predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldOpenBulkOperations, v))
 }
 
-// DispatchWeightIn applies the In predicate on the "dispatch_weight" field.
-func DispatchWeightIn(vs ...int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldIn(FieldDispatchWeight, vs...))
+// OpenBulkOperationsIn applies the In predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldOpenBulkOperations, vs...))
 }
 
-// DispatchWeightNotIn applies the NotIn predicate on the "dispatch_weight" field.
-func DispatchWeightNotIn(vs ...int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldNotIn(FieldDispatchWeight, vs...))
+// OpenBulkOperationsNotIn applies the NotIn predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldOpenBulkOperations, vs...))
 }
 
-// DispatchWeightGT applies the GT predicate on the "dispatch_weight" field.
-func DispatchWeightGT(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldGT(FieldDispatchWeight, v))
+// OpenBulkOperationsGT applies the GT predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldOpenBulkOperations, v))
 }
 
-// DispatchWeightGTE applies the GTE predicate on the "dispatch_weight" field.
-func DispatchWeightGTE(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldGTE(FieldDispatchWeight, v))
+// OpenBulkOperationsGTE applies the GTE predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldOpenBulkOperations, v))
 }
 
-// DispatchWeightLT applies the LT predicate on the "dispatch_weight" field.
-func DispatchWeightLT(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldLT(FieldDispatchWeight, v))
+// OpenBulkOperationsLT applies the LT predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldOpenBulkOperations, v))
 }
 
-// DispatchWeightLTE applies the LTE predicate on the "dispatch_weight" field.
-func DispatchWeightLTE(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldLTE(FieldDispatchWeight, v))
-}
-
-// MaxConcurrentStepsEQ applies the EQ predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsEQ(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsNEQ applies the NEQ predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsNEQ(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldNEQ(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsIn applies the In predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsIn(vs ...int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldIn(FieldMaxConcurrentSteps, vs...))
-}
-
-// MaxConcurrentStepsNotIn applies the NotIn predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsNotIn(vs ...int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldNotIn(FieldMaxConcurrentSteps, vs...))
-}
-
-// MaxConcurrentStepsGT applies the GT predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsGT(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldGT(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsGTE applies the GTE predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsGTE(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldGTE(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsLT applies the LT predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsLT(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldLT(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsLTE applies the LTE predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsLTE(v int) predicate.Tenant {
-	return predicate.Tenant(sql.FieldLTE(FieldMaxConcurrentSteps, v))
-}
-
-// MaxConcurrentStepsIsNil applies the IsNil predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsIsNil() predicate.Tenant {
-	return predicate.Tenant(sql.FieldIsNull(FieldMaxConcurrentSteps))
-}
-
-// MaxConcurrentStepsNotNil applies the NotNil predicate on the "max_concurrent_steps" field.
-func MaxConcurrentStepsNotNil() predicate.Tenant {
-	return predicate.Tenant(sql.FieldNotNull(FieldMaxConcurrentSteps))
+// OpenBulkOperationsLTE applies the LTE predicate on the "open_bulk_operations" field.
+func OpenBulkOperationsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldOpenBulkOperations, v))
 }
 
 // SchedulesEQ applies the EQ predicate on the "schedules" field.

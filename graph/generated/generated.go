@@ -17,6 +17,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/escalation"
@@ -56,6 +58,8 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	ApprovalRequest() ApprovalRequestResolver
+	BulkOperation() BulkOperationResolver
+	BulkOperationItem() BulkOperationItemResolver
 	Credential() CredentialResolver
 	Deployment() DeploymentResolver
 	Environment() EnvironmentResolver
@@ -185,6 +189,82 @@ type ComplexityRoot struct {
 		URL       func(childComplexity int) int
 	}
 
+	BulkOperation struct {
+		Action      func(childComplexity int) int
+		CancelledBy func(childComplexity int) int
+		CreatedAt   func(childComplexity int) int
+		CreatedBy   func(childComplexity int) int
+		Done        func(childComplexity int) int
+		Failed      func(childComplexity int) int
+		FinishedAt  func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Items       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperationitem.Status) int
+		Options     func(childComplexity int) int
+		Pending     func(childComplexity int) int
+		RunFilter   func(childComplexity int) int
+		Skipped     func(childComplexity int) int
+		Status      func(childComplexity int) int
+		Succeeded   func(childComplexity int) int
+		Total       func(childComplexity int) int
+		UpdatedAt   func(childComplexity int) int
+	}
+
+	BulkOperationConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	BulkOperationEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	BulkOperationItem struct {
+		ActedAt     func(childComplexity int) int
+		CreatedAt   func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Message     func(childComplexity int) int
+		OperationID func(childComplexity int) int
+		Position    func(childComplexity int) int
+		ResultRun   func(childComplexity int) int
+		ResultRunID func(childComplexity int) int
+		Run         func(childComplexity int) int
+		RunID       func(childComplexity int) int
+		Status      func(childComplexity int) int
+		Tries       func(childComplexity int) int
+		UpdatedAt   func(childComplexity int) int
+	}
+
+	BulkOperationItemConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	BulkOperationItemEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	BulkRunActionPayload struct {
+		DryRun    func(childComplexity int) int
+		Operation func(childComplexity int) int
+	}
+
+	BulkRunDryRun struct {
+		Count             func(childComplexity int) int
+		NeedsConfirmLarge func(childComplexity int) int
+		RunIDs            func(childComplexity int) int
+	}
+
+	BulkRunFilterValue struct {
+		EnvironmentID func(childComplexity int) int
+		FailureClass  func(childComplexity int) int
+		Status        func(childComplexity int) int
+		WorkflowID    func(childComplexity int) int
+	}
+
 	CostReportRow struct {
 		Calls         func(childComplexity int) int
 		CostMicroUsd  func(childComplexity int) int
@@ -237,9 +317,10 @@ type ComplexityRoot struct {
 	}
 
 	DeadLetterGroup struct {
-		Class func(childComplexity int) int
-		Count func(childComplexity int) int
-		Runs  func(childComplexity int) int
+		BulkFilter func(childComplexity int) int
+		Class      func(childComplexity int) int
+		Count      func(childComplexity int) int
+		Runs       func(childComplexity int) int
 	}
 
 	Deployment struct {
@@ -771,6 +852,8 @@ type ComplexityRoot struct {
 		ArchiveEnvironment       func(childComplexity int, id string) int
 		BackfillSchedule         func(childComplexity int, id string, from time.Time, to time.Time, dryRun *bool) int
 		BeginAuthorization       func(childComplexity int, input model.BeginAuthorizationInput) int
+		BulkRunAction            func(childComplexity int, input model.BulkRunActionInput) int
+		CancelBulkOperation      func(childComplexity int, id string) int
 		CancelEvaluation         func(childComplexity int, id string) int
 		CancelRun                func(childComplexity int, id string) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
@@ -808,7 +891,7 @@ type ComplexityRoot struct {
 		RequestDeployment        func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		ResolveIncident          func(childComplexity int, id string, note *string) int
 		ResumeRelease            func(childComplexity int, id string) int
-		ResumeRun                func(childComplexity int, id string) int
+		ResumeRun                func(childComplexity int, id string, versionID *string, inputPatch map[string]any) int
 		ResumeSchedule           func(childComplexity int, id string) int
 		ResumeWorkflow           func(childComplexity int, input model.ResumeWorkflowInput) int
 		RetryStep                func(childComplexity int, runID string, stepID string, reason string) int
@@ -926,6 +1009,8 @@ type ComplexityRoot struct {
 		APIKeys              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.APIKeyOrder, where *ent.APIKeyWhereInput) int
 		Approvals            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApprovalRequestOrder, where *ent.ApprovalRequestWhereInput) int
 		AuditLogs            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) int
+		BulkOperation        func(childComplexity int, id string) int
+		BulkOperations       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperation.Status) int
 		CostReport           func(childComplexity int, from time.Time, to time.Time, groupBy []model.CostGroupBy) int
 		Credentials          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
 		DeadLetter           func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
@@ -1121,7 +1206,6 @@ type ComplexityRoot struct {
 		ParentRun          func(childComplexity int) int
 		ParentRunID        func(childComplexity int) int
 		ParentStepID       func(childComplexity int) int
-		Priority           func(childComplexity int) int
 		QueueReason        func(childComplexity int) int
 		QueuedSince        func(childComplexity int) int
 		Release            func(childComplexity int) int
@@ -1384,10 +1468,11 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		EvaluationUpdated func(childComplexity int, id string) int
-		IncidentUpdated   func(childComplexity int) int
-		RunEvents         func(childComplexity int, runID string, afterSeq *int) int
-		RunUpdated        func(childComplexity int, where *ent.RunWhereInput) int
+		BulkOperationUpdated func(childComplexity int, id string) int
+		EvaluationUpdated    func(childComplexity int, id string) int
+		IncidentUpdated      func(childComplexity int) int
+		RunEvents            func(childComplexity int, runID string, afterSeq *int) int
+		RunUpdated           func(childComplexity int, where *ent.RunWhereInput) int
 	}
 
 	Tenant struct {
@@ -1628,6 +1713,14 @@ type ApprovalRequestResolver interface {
 	Deployment(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Deployment, error)
 	Release(ctx context.Context, obj *ent.ApprovalRequest) (*ent.Release, error)
 }
+type BulkOperationResolver interface {
+	Pending(ctx context.Context, obj *ent.BulkOperation) (int, error)
+	Items(ctx context.Context, obj *ent.BulkOperation, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperationitem.Status) (*ent.BulkOperationItemConnection, error)
+}
+type BulkOperationItemResolver interface {
+	Run(ctx context.Context, obj *ent.BulkOperationItem) (*ent.Run, error)
+	ResultRun(ctx context.Context, obj *ent.BulkOperationItem) (*ent.Run, error)
+}
 type CredentialResolver interface {
 	Connection(ctx context.Context, obj *ent.Credential) (*model.OAuthConnection, error)
 }
@@ -1688,6 +1781,8 @@ type MutationResolver interface {
 	DeleteCredential(ctx context.Context, id string) (string, error)
 	CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.CreateAPIKeyPayload, error)
 	RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error)
+	BulkRunAction(ctx context.Context, input model.BulkRunActionInput) (*model.BulkRunActionPayload, error)
+	CancelBulkOperation(ctx context.Context, id string) (*ent.BulkOperation, error)
 	BeginAuthorization(ctx context.Context, input model.BeginAuthorizationInput) (*model.BeginAuthorizationPayload, error)
 	SetConnectionEnabled(ctx context.Context, credentialID string, enabled bool) (*model.OAuthConnection, error)
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
@@ -1727,7 +1822,7 @@ type MutationResolver interface {
 	RollbackDeployment(ctx context.Context, environmentID string, workflowID string) (*ent.Deployment, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
-	ResumeRun(ctx context.Context, id string) (*ent.Run, error)
+	ResumeRun(ctx context.Context, id string, versionID *string, inputPatch map[string]any) (*ent.Run, error)
 	ReplayRun(ctx context.Context, input model.ReplayRunInput) (*ent.Run, error)
 	DecideApproval(ctx context.Context, input model.DecideApprovalInput) (*ent.ApprovalRequest, error)
 	CreateSchedule(ctx context.Context, input model.CreateScheduleInput) (*ent.Schedule, error)
@@ -1776,6 +1871,8 @@ type QueryResolver interface {
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	Workflows(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) (*ent.WorkflowConnection, error)
 	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
+	BulkOperations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperation.Status) (*ent.BulkOperationConnection, error)
+	BulkOperation(ctx context.Context, id string) (*ent.BulkOperation, error)
 	OauthProviders(ctx context.Context) ([]*model.OAuthProvider, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
@@ -1847,6 +1944,7 @@ type StepRunResolver interface {
 type SubscriptionResolver interface {
 	RunEvents(ctx context.Context, runID string, afterSeq *int) (<-chan *ent.RunEvent, error)
 	RunUpdated(ctx context.Context, where *ent.RunWhereInput) (<-chan *ent.Run, error)
+	BulkOperationUpdated(ctx context.Context, id string) (<-chan *ent.BulkOperation, error)
 	EvaluationUpdated(ctx context.Context, id string) (<-chan *ent.Evaluation, error)
 	IncidentUpdated(ctx context.Context) (<-chan *ent.Incident, error)
 }
@@ -2290,6 +2388,314 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.BeginAuthorizationPayload.URL(childComplexity), true
 
+	case "BulkOperation.action":
+		if e.ComplexityRoot.BulkOperation.Action == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Action(childComplexity), true
+	case "BulkOperation.cancelledBy":
+		if e.ComplexityRoot.BulkOperation.CancelledBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.CancelledBy(childComplexity), true
+	case "BulkOperation.createdAt":
+		if e.ComplexityRoot.BulkOperation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.CreatedAt(childComplexity), true
+	case "BulkOperation.createdBy":
+		if e.ComplexityRoot.BulkOperation.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.CreatedBy(childComplexity), true
+	case "BulkOperation.done":
+		if e.ComplexityRoot.BulkOperation.Done == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Done(childComplexity), true
+	case "BulkOperation.failed":
+		if e.ComplexityRoot.BulkOperation.Failed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Failed(childComplexity), true
+	case "BulkOperation.finishedAt":
+		if e.ComplexityRoot.BulkOperation.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.FinishedAt(childComplexity), true
+	case "BulkOperation.id":
+		if e.ComplexityRoot.BulkOperation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.ID(childComplexity), true
+	case "BulkOperation.items":
+		if e.ComplexityRoot.BulkOperation.Items == nil {
+			break
+		}
+
+		args, err := ec.field_BulkOperation_items_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.BulkOperation.Items(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["status"].(*bulkoperationitem.Status)), true
+	case "BulkOperation.options":
+		if e.ComplexityRoot.BulkOperation.Options == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Options(childComplexity), true
+	case "BulkOperation.pending":
+		if e.ComplexityRoot.BulkOperation.Pending == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Pending(childComplexity), true
+	case "BulkOperation.runFilter":
+		if e.ComplexityRoot.BulkOperation.RunFilter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.RunFilter(childComplexity), true
+	case "BulkOperation.skipped":
+		if e.ComplexityRoot.BulkOperation.Skipped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Skipped(childComplexity), true
+	case "BulkOperation.status":
+		if e.ComplexityRoot.BulkOperation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Status(childComplexity), true
+	case "BulkOperation.succeeded":
+		if e.ComplexityRoot.BulkOperation.Succeeded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Succeeded(childComplexity), true
+	case "BulkOperation.total":
+		if e.ComplexityRoot.BulkOperation.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.Total(childComplexity), true
+	case "BulkOperation.updatedAt":
+		if e.ComplexityRoot.BulkOperation.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperation.UpdatedAt(childComplexity), true
+
+	case "BulkOperationConnection.edges":
+		if e.ComplexityRoot.BulkOperationConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationConnection.Edges(childComplexity), true
+	case "BulkOperationConnection.pageInfo":
+		if e.ComplexityRoot.BulkOperationConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationConnection.PageInfo(childComplexity), true
+	case "BulkOperationConnection.totalCount":
+		if e.ComplexityRoot.BulkOperationConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationConnection.TotalCount(childComplexity), true
+
+	case "BulkOperationEdge.cursor":
+		if e.ComplexityRoot.BulkOperationEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationEdge.Cursor(childComplexity), true
+	case "BulkOperationEdge.node":
+		if e.ComplexityRoot.BulkOperationEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationEdge.Node(childComplexity), true
+
+	case "BulkOperationItem.actedAt":
+		if e.ComplexityRoot.BulkOperationItem.ActedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.ActedAt(childComplexity), true
+	case "BulkOperationItem.createdAt":
+		if e.ComplexityRoot.BulkOperationItem.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.CreatedAt(childComplexity), true
+	case "BulkOperationItem.id":
+		if e.ComplexityRoot.BulkOperationItem.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.ID(childComplexity), true
+	case "BulkOperationItem.message":
+		if e.ComplexityRoot.BulkOperationItem.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.Message(childComplexity), true
+	case "BulkOperationItem.operationID":
+		if e.ComplexityRoot.BulkOperationItem.OperationID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.OperationID(childComplexity), true
+	case "BulkOperationItem.position":
+		if e.ComplexityRoot.BulkOperationItem.Position == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.Position(childComplexity), true
+	case "BulkOperationItem.resultRun":
+		if e.ComplexityRoot.BulkOperationItem.ResultRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.ResultRun(childComplexity), true
+	case "BulkOperationItem.resultRunID":
+		if e.ComplexityRoot.BulkOperationItem.ResultRunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.ResultRunID(childComplexity), true
+	case "BulkOperationItem.run":
+		if e.ComplexityRoot.BulkOperationItem.Run == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.Run(childComplexity), true
+	case "BulkOperationItem.runID":
+		if e.ComplexityRoot.BulkOperationItem.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.RunID(childComplexity), true
+	case "BulkOperationItem.status":
+		if e.ComplexityRoot.BulkOperationItem.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.Status(childComplexity), true
+	case "BulkOperationItem.tries":
+		if e.ComplexityRoot.BulkOperationItem.Tries == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.Tries(childComplexity), true
+	case "BulkOperationItem.updatedAt":
+		if e.ComplexityRoot.BulkOperationItem.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItem.UpdatedAt(childComplexity), true
+
+	case "BulkOperationItemConnection.edges":
+		if e.ComplexityRoot.BulkOperationItemConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItemConnection.Edges(childComplexity), true
+	case "BulkOperationItemConnection.pageInfo":
+		if e.ComplexityRoot.BulkOperationItemConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItemConnection.PageInfo(childComplexity), true
+	case "BulkOperationItemConnection.totalCount":
+		if e.ComplexityRoot.BulkOperationItemConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItemConnection.TotalCount(childComplexity), true
+
+	case "BulkOperationItemEdge.cursor":
+		if e.ComplexityRoot.BulkOperationItemEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItemEdge.Cursor(childComplexity), true
+	case "BulkOperationItemEdge.node":
+		if e.ComplexityRoot.BulkOperationItemEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkOperationItemEdge.Node(childComplexity), true
+
+	case "BulkRunActionPayload.dryRun":
+		if e.ComplexityRoot.BulkRunActionPayload.DryRun == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunActionPayload.DryRun(childComplexity), true
+	case "BulkRunActionPayload.operation":
+		if e.ComplexityRoot.BulkRunActionPayload.Operation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunActionPayload.Operation(childComplexity), true
+
+	case "BulkRunDryRun.count":
+		if e.ComplexityRoot.BulkRunDryRun.Count == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunDryRun.Count(childComplexity), true
+	case "BulkRunDryRun.needsConfirmLarge":
+		if e.ComplexityRoot.BulkRunDryRun.NeedsConfirmLarge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunDryRun.NeedsConfirmLarge(childComplexity), true
+	case "BulkRunDryRun.runIDs":
+		if e.ComplexityRoot.BulkRunDryRun.RunIDs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunDryRun.RunIDs(childComplexity), true
+
+	case "BulkRunFilterValue.environmentID":
+		if e.ComplexityRoot.BulkRunFilterValue.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunFilterValue.EnvironmentID(childComplexity), true
+	case "BulkRunFilterValue.failureClass":
+		if e.ComplexityRoot.BulkRunFilterValue.FailureClass == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunFilterValue.FailureClass(childComplexity), true
+	case "BulkRunFilterValue.status":
+		if e.ComplexityRoot.BulkRunFilterValue.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunFilterValue.Status(childComplexity), true
+	case "BulkRunFilterValue.workflowID":
+		if e.ComplexityRoot.BulkRunFilterValue.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BulkRunFilterValue.WorkflowID(childComplexity), true
+
 	case "CostReportRow.calls":
 		if e.ComplexityRoot.CostReportRow.Calls == nil {
 			break
@@ -2494,6 +2900,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CredentialEdge.Node(childComplexity), true
 
+	case "DeadLetterGroup.bulkFilter":
+		if e.ComplexityRoot.DeadLetterGroup.BulkFilter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetterGroup.BulkFilter(childComplexity), true
 	case "DeadLetterGroup.class":
 		if e.ComplexityRoot.DeadLetterGroup.Class == nil {
 			break
@@ -4784,6 +5196,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.BeginAuthorization(childComplexity, args["input"].(model.BeginAuthorizationInput)), true
+	case "Mutation.bulkRunAction":
+		if e.ComplexityRoot.Mutation.BulkRunAction == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_bulkRunAction_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.BulkRunAction(childComplexity, args["input"].(model.BulkRunActionInput)), true
+	case "Mutation.cancelBulkOperation":
+		if e.ComplexityRoot.Mutation.CancelBulkOperation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_cancelBulkOperation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CancelBulkOperation(childComplexity, args["id"].(string)), true
 	case "Mutation.cancelEvaluation":
 		if e.ComplexityRoot.Mutation.CancelEvaluation == nil {
 			break
@@ -5201,7 +5635,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.ResumeRun(childComplexity, args["id"].(string)), true
+		return e.ComplexityRoot.Mutation.ResumeRun(childComplexity, args["id"].(string), args["versionID"].(*string), args["inputPatch"].(map[string]any)), true
 	case "Mutation.resumeSchedule":
 		if e.ComplexityRoot.Mutation.ResumeSchedule == nil {
 			break
@@ -5899,6 +6333,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditLogs(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.AuditLogOrder), args["where"].(*ent.AuditLogWhereInput)), true
+	case "Query.bulkOperation":
+		if e.ComplexityRoot.Query.BulkOperation == nil {
+			break
+		}
+
+		args, err := ec.field_Query_bulkOperation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.BulkOperation(childComplexity, args["id"].(string)), true
+	case "Query.bulkOperations":
+		if e.ComplexityRoot.Query.BulkOperations == nil {
+			break
+		}
+
+		args, err := ec.field_Query_bulkOperations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.BulkOperations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["status"].(*bulkoperation.Status)), true
 	case "Query.costReport":
 		if e.ComplexityRoot.Query.CostReport == nil {
 			break
@@ -6921,12 +7377,6 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ParentStepID(childComplexity), true
-	case "Run.priority":
-		if e.ComplexityRoot.Run.Priority == nil {
-			break
-		}
-
-		return e.ComplexityRoot.Run.Priority(childComplexity), true
 	case "Run.queueReason":
 		if e.ComplexityRoot.Run.QueueReason == nil {
 			break
@@ -8089,6 +8539,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepRun.UpdatedAt(childComplexity), true
 
+	case "Subscription.bulkOperationUpdated":
+		if e.ComplexityRoot.Subscription.BulkOperationUpdated == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_bulkOperationUpdated_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.BulkOperationUpdated(childComplexity, args["id"].(string)), true
 	case "Subscription.evaluationUpdated":
 		if e.ComplexityRoot.Subscription.EvaluationUpdated == nil {
 			break
@@ -9084,6 +9545,11 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AuditLogOrder", ec.unmarshalInputAuditLogOrder),
 			graphql.NewInputUnmarshaler("AuditLogWhereInput", ec.unmarshalInputAuditLogWhereInput),
 			graphql.NewInputUnmarshaler("BeginAuthorizationInput", ec.unmarshalInputBeginAuthorizationInput),
+			graphql.NewInputUnmarshaler("BulkOperationItemOrder", ec.unmarshalInputBulkOperationItemOrder),
+			graphql.NewInputUnmarshaler("BulkOperationOrder", ec.unmarshalInputBulkOperationOrder),
+			graphql.NewInputUnmarshaler("BulkRunActionInput", ec.unmarshalInputBulkRunActionInput),
+			graphql.NewInputUnmarshaler("BulkRunFilter", ec.unmarshalInputBulkRunFilter),
+			graphql.NewInputUnmarshaler("BulkRunOptions", ec.unmarshalInputBulkRunOptions),
 			graphql.NewInputUnmarshaler("CreateAPIKeyInput", ec.unmarshalInputCreateAPIKeyInput),
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
@@ -9322,6 +9788,108 @@ type QueueStatsRow {
 extend type Query {
   "The backlog of the tenant, or of one workflow and/or environment. Every role may read it; a key scoped to one environment sees that environment's only."
   queueStats(workflowID: ID, environmentID: ID): QueueStats!
+}
+`, BuiltIn: false},
+	{Name: "../bulk.graphql", Input: `# Bulk triage (internal/bulk): cancel, resume or replay many runs at once,
+# chosen by ids or by a filter, fixed when the operation is created and
+# processed in the background by the workers at a bounded rate.
+
+"Which runs a bulk action takes. Every field narrows the set; failureClass implies status failed."
+input BulkRunFilter {
+  workflowID: ID
+  environmentID: ID
+  "Runs in any of these statuses. RESUME takes failed runs only (the default); CANCEL unfinished ones (queued, running, waiting: the default)."
+  status: [RunStatus!]
+  "The class of the run's error (transient, permanent, schema_drift, budget, ...), as the dead-letter view groups them."
+  failureClass: String
+  "The step that failed the run."
+  failedStepID: String
+  "The version the runs ran."
+  versionID: ID
+  "Runs created at or after from, and before to."
+  from: Time
+  to: Time
+}
+
+input BulkRunOptions {
+  "RESUME and REPLAY: run on this published version of the runs' workflow. A resume needs the version to have the same steps (ids and types) as the run's."
+  versionID: ID
+  "RESUME and REPLAY: a JSON merge patch (RFC 7396) applied to each run's input; the result must match the version's input schema."
+  inputPatch: Map
+  "REPLAY only: LIVE (default) or SANDBOX."
+  mode: ReplayMode
+}
+
+input BulkRunActionInput {
+  action: BulkRunActionKind!
+  "At most 10,000 ids; give either runIDs or filter."
+  runIDs: [ID!]
+  filter: BulkRunFilter
+  options: BulkRunOptions
+  "Count the runs and list the first ones; write nothing."
+  dryRun: Boolean = false
+  "Needed when more than 10,000 runs match."
+  confirmLarge: Boolean = false
+}
+
+type BulkRunDryRun {
+  "How many runs the action would take."
+  count: Int!
+  "The first of them (at most 100), oldest first."
+  runIDs: [ID!]!
+  "Whether the real action needs confirmLarge: true."
+  needsConfirmLarge: Boolean!
+}
+
+type BulkRunActionPayload {
+  "Set unless dryRun."
+  operation: BulkOperation
+  "Set for a dryRun."
+  dryRun: BulkRunDryRun
+}
+
+extend type BulkOperation {
+  "Runs not acted on yet."
+  pending: Int!
+  "The operation's runs in the order they are processed; status filters them."
+  items(after: Cursor, first: Int, before: Cursor, last: Int, status: BulkOperationItemStatus): BulkOperationItemConnection!
+}
+
+extend type BulkOperationItem {
+  run: Run
+  "A replay's new run."
+  resultRun: Run
+}
+
+extend type DeadLetterGroup {
+  "The filter that takes this group's runs (with the query's workflow and environment): pass it to bulkRunAction."
+  bulkFilter: BulkRunFilterValue!
+}
+
+"A BulkRunFilter as the server gives it (dead-letter groups)."
+type BulkRunFilterValue {
+  workflowID: ID
+  environmentID: ID
+  status: [RunStatus!]!
+  failureClass: String
+}
+
+extend type Query {
+  "The tenant's bulk operations, newest first."
+  bulkOperations(after: Cursor, first: Int, before: Cursor, last: Int, status: BulkOperationStatus): BulkOperationConnection!
+  bulkOperation(id: ID!): BulkOperation
+}
+
+extend type Mutation {
+  "Operators. Creates a bulk operation over a fixed set of runs (or counts them with dryRun)."
+  bulkRunAction(input: BulkRunActionInput!): BulkRunActionPayload!
+  "Operators. Stops a queued or running bulk operation; runs not acted on yet are skipped. Runs already acted on stay as they are."
+  cancelBulkOperation(id: ID!): BulkOperation!
+}
+
+extend type Subscription {
+  "A bulk operation's progress: its current state, then each change, ending when it finishes."
+  bulkOperationUpdated(id: ID!): BulkOperation!
 }
 `, BuiltIn: false},
 	{Name: "../connections.graphql", Input: `# OAuth2 connections (internal/connections): an oauth2 credential's
@@ -10310,6 +10878,175 @@ input AuditLogWhereInput {
   requestIDNotNil: Boolean
   requestIDEqualFold: String
   requestIDContainsFold: String
+}
+type BulkOperation implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  action: BulkRunActionKind!
+  """
+  The filter the runs were chosen by, as given (null when runIDs were given).
+  """
+  runFilter: Map
+  """
+  versionID, inputPatch and mode, as given.
+  """
+  options: Map
+  status: BulkOperationStatus!
+  total: Int!
+  done: Int!
+  succeeded: Int!
+  failed: Int!
+  skipped: Int!
+  createdBy: String!
+  cancelledBy: String
+  finishedAt: Time
+}
+"""
+A connection to a list of items.
+"""
+type BulkOperationConnection {
+  """
+  A list of edges.
+  """
+  edges: [BulkOperationEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type BulkOperationEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: BulkOperation
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+type BulkOperationItem implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  operationID: String!
+  position: Int!
+  runID: String!
+  status: BulkOperationItemStatus!
+  """
+  A replay's new run.
+  """
+  resultRunID: String
+  """
+  Why the item failed or was skipped.
+  """
+  message: String
+  """
+  Passes that failed on an unexpected error (an outage) before the item was settled.
+  """
+  tries: Int!
+  actedAt: Time
+}
+"""
+A connection to a list of items.
+"""
+type BulkOperationItemConnection {
+  """
+  A list of edges.
+  """
+  edges: [BulkOperationItemEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type BulkOperationItemEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: BulkOperationItem
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for BulkOperationItem connections
+"""
+input BulkOperationItemOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order BulkOperationItems.
+  """
+  field: BulkOperationItemOrderField!
+}
+"""
+Properties by which BulkOperationItem connections can be ordered.
+"""
+enum BulkOperationItemOrderField {
+  CREATED_AT
+}
+"""
+BulkOperationItemStatus is enum for the field status
+"""
+enum BulkOperationItemStatus @goModel(model: "github.com/sluicehq/sluice/ent/bulkoperationitem.Status") {
+  PENDING
+  SUCCEEDED
+  FAILED
+  SKIPPED
+}
+"""
+Ordering options for BulkOperation connections
+"""
+input BulkOperationOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order BulkOperations.
+  """
+  field: BulkOperationOrderField!
+}
+"""
+Properties by which BulkOperation connections can be ordered.
+"""
+enum BulkOperationOrderField {
+  CREATED_AT
+}
+"""
+BulkOperationStatus is enum for the field status
+"""
+enum BulkOperationStatus @goModel(model: "github.com/sluicehq/sluice/ent/bulkoperation.Status") {
+  QUEUED
+  RUNNING
+  COMPLETED
+  CANCELLED
+}
+"""
+BulkRunActionKind is enum for the field action
+"""
+enum BulkRunActionKind @goModel(model: "github.com/sluicehq/sluice/ent/bulkoperation.Action") {
+  CANCEL
+  RESUME
+  REPLAY
 }
 type Credential implements Node {
   id: ID!
@@ -14318,10 +15055,6 @@ type Run implements Node {
   versionID: ID!
   environmentID: ID!
   status: RunStatus!
-  """
-  1 (first) to 5 (last): the order of the run's steps among its tenant's held steps (fair dispatch). startRun's default is 3; replays default to 5.
-  """
-  priority: Int!
   mode: RunMode!
   input: Map!
   idempotencyKey: String
@@ -14543,17 +15276,6 @@ input RunWhereInput {
   statusNEQ: RunStatus
   statusIn: [RunStatus!]
   statusNotIn: [RunStatus!]
-  """
-  priority field predicates
-  """
-  priority: Int
-  priorityNEQ: Int
-  priorityIn: [Int!]
-  priorityNotIn: [Int!]
-  priorityGT: Int
-  priorityGTE: Int
-  priorityLT: Int
-  priorityLTE: Int
   """
   mode field predicates
   """
@@ -16978,15 +17700,9 @@ enum PauseMode {
   REJECT
 }
 
-"""
-Why a run is held. PAUSED: its workflow is paused in its environment.
-TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
-TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
-"""
+"Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control."
 enum QueueReason {
   PAUSED
-  TENANT_SHARE
-  TENANT_CONCURRENCY
 }
 
 "A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it."
@@ -17036,7 +17752,7 @@ extend type Deployment {
 extend type Run {
   "Why the run is held, null when it is not."
   queueReason: QueueReason
-  "Since when it is held for queueReason: its pause or its creation, whichever is later; for fair dispatch, since its step was held."
+  "Since when it is held for queueReason: its pause or its creation, whichever is later."
   queuedSince: Time
 }
 
@@ -17441,8 +18157,6 @@ input StartRunInput {
   input: Map
   "Same key and same input return the same run; same key and other input is CONFLICT."
   idempotencyKey: String
-  "1 (first) to 5 (last): orders the run's steps among its tenant's steps held by fair dispatch. Default 3."
-  priority: Int
 }
 
 input ReplayRunInput {
@@ -17450,8 +18164,8 @@ input ReplayRunInput {
   "Another version of the same workflow; if unset, the source run's version."
   versionID: ID
   mode: ReplayMode = LIVE
-  "1 (first) to 5 (last), as in startRun. Default 5: replays give way to the runs users start."
-  priority: Int
+  "A JSON merge patch (RFC 7396) of the source run's input; the result must match the version's input schema. LIVE replays only."
+  inputPatch: Map
 }
 
 input DecideApprovalInput {
@@ -17476,8 +18190,12 @@ extend type Query {
 extend type Mutation {
   startRun(input: StartRunInput!): Run!
   cancelRun(id: ID!): Run!
-  "Continues a failed run from its failed steps; completed outputs are reused."
-  resumeRun(id: ID!): Run!
+  """
+  Continues a failed run from its failed steps; completed outputs are reused.
+  versionID moves the run to another published version of its workflow with the same steps (ids and types);
+  inputPatch is a JSON merge patch (RFC 7396) of its input, checked against the version's input schema.
+  """
+  resumeRun(id: ID!, versionID: ID, inputPatch: Map): Run!
   "Starts a new run with the source run's input."
   replayRun(input: ReplayRunInput!): Run!
   decideApproval(input: DecideApprovalInput!): ApprovalRequest!
@@ -18269,6 +18987,158 @@ func (ec *executionContext) childFields_BeginAuthorizationPayload(ctx context.Co
 	return nil, fmt.Errorf("no field named %q was found under type BeginAuthorizationPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_BulkOperation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_BulkOperation_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_BulkOperation_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_BulkOperation_updatedAt(ctx, field)
+	case "action":
+		return ec.fieldContext_BulkOperation_action(ctx, field)
+	case "runFilter":
+		return ec.fieldContext_BulkOperation_runFilter(ctx, field)
+	case "options":
+		return ec.fieldContext_BulkOperation_options(ctx, field)
+	case "status":
+		return ec.fieldContext_BulkOperation_status(ctx, field)
+	case "total":
+		return ec.fieldContext_BulkOperation_total(ctx, field)
+	case "done":
+		return ec.fieldContext_BulkOperation_done(ctx, field)
+	case "succeeded":
+		return ec.fieldContext_BulkOperation_succeeded(ctx, field)
+	case "failed":
+		return ec.fieldContext_BulkOperation_failed(ctx, field)
+	case "skipped":
+		return ec.fieldContext_BulkOperation_skipped(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_BulkOperation_createdBy(ctx, field)
+	case "cancelledBy":
+		return ec.fieldContext_BulkOperation_cancelledBy(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_BulkOperation_finishedAt(ctx, field)
+	case "pending":
+		return ec.fieldContext_BulkOperation_pending(ctx, field)
+	case "items":
+		return ec.fieldContext_BulkOperation_items(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperation", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkOperationConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_BulkOperationConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_BulkOperationConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_BulkOperationConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperationConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkOperationEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_BulkOperationEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_BulkOperationEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperationEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkOperationItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_BulkOperationItem_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_BulkOperationItem_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_BulkOperationItem_updatedAt(ctx, field)
+	case "operationID":
+		return ec.fieldContext_BulkOperationItem_operationID(ctx, field)
+	case "position":
+		return ec.fieldContext_BulkOperationItem_position(ctx, field)
+	case "runID":
+		return ec.fieldContext_BulkOperationItem_runID(ctx, field)
+	case "status":
+		return ec.fieldContext_BulkOperationItem_status(ctx, field)
+	case "resultRunID":
+		return ec.fieldContext_BulkOperationItem_resultRunID(ctx, field)
+	case "message":
+		return ec.fieldContext_BulkOperationItem_message(ctx, field)
+	case "tries":
+		return ec.fieldContext_BulkOperationItem_tries(ctx, field)
+	case "actedAt":
+		return ec.fieldContext_BulkOperationItem_actedAt(ctx, field)
+	case "run":
+		return ec.fieldContext_BulkOperationItem_run(ctx, field)
+	case "resultRun":
+		return ec.fieldContext_BulkOperationItem_resultRun(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperationItem", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkOperationItemConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_BulkOperationItemConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_BulkOperationItemConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_BulkOperationItemConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperationItemConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkOperationItemEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_BulkOperationItemEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_BulkOperationItemEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkOperationItemEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkRunActionPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "operation":
+		return ec.fieldContext_BulkRunActionPayload_operation(ctx, field)
+	case "dryRun":
+		return ec.fieldContext_BulkRunActionPayload_dryRun(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkRunActionPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkRunDryRun(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "count":
+		return ec.fieldContext_BulkRunDryRun_count(ctx, field)
+	case "runIDs":
+		return ec.fieldContext_BulkRunDryRun_runIDs(ctx, field)
+	case "needsConfirmLarge":
+		return ec.fieldContext_BulkRunDryRun_needsConfirmLarge(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkRunDryRun", field.Name)
+}
+
+func (ec *executionContext) childFields_BulkRunFilterValue(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "workflowID":
+		return ec.fieldContext_BulkRunFilterValue_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_BulkRunFilterValue_environmentID(ctx, field)
+	case "status":
+		return ec.fieldContext_BulkRunFilterValue_status(ctx, field)
+	case "failureClass":
+		return ec.fieldContext_BulkRunFilterValue_failureClass(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BulkRunFilterValue", field.Name)
+}
+
 func (ec *executionContext) childFields_CostReportRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "workflowID":
@@ -18379,6 +19249,8 @@ func (ec *executionContext) childFields_DeadLetterGroup(ctx context.Context, fie
 		return ec.fieldContext_DeadLetterGroup_count(ctx, field)
 	case "runs":
 		return ec.fieldContext_DeadLetterGroup_runs(ctx, field)
+	case "bulkFilter":
+		return ec.fieldContext_DeadLetterGroup_bulkFilter(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type DeadLetterGroup", field.Name)
 }
@@ -19883,8 +20755,6 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_environmentID(ctx, field)
 	case "status":
 		return ec.fieldContext_Run_status(ctx, field)
-	case "priority":
-		return ec.fieldContext_Run_priority(ctx, field)
 	case "mode":
 		return ec.fieldContext_Run_mode(ctx, field)
 	case "input":
@@ -20999,6 +21869,52 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) field_BulkOperation_items_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) (*bulkoperationitem.Status, error) {
+			return ec.unmarshalOBulkOperationItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg4
+	return args, nil
+}
+
 func (ec *executionContext) field_Environment_credentials_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -21382,6 +22298,34 @@ func (ec *executionContext) field_Mutation_beginAuthorization_args(ctx context.C
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_bulkRunAction_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.BulkRunActionInput, error) {
+			return ec.unmarshalNBulkRunActionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunActionInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_cancelBulkOperation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -21930,6 +22874,22 @@ func (ec *executionContext) field_Mutation_resumeRun_args(ctx context.Context, r
 		return nil, err
 	}
 	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "versionID",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["versionID"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "inputPatch",
+		func(ctx context.Context, v any) (map[string]any, error) {
+			return ec.unmarshalOMap2map(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["inputPatch"] = arg2
 	return args, nil
 }
 
@@ -22614,6 +23574,66 @@ func (ec *executionContext) field_Query_auditLogs_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_bulkOperation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_bulkOperations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) (*bulkoperation.Status, error) {
+			return ec.unmarshalOBulkOperationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg4
 	return args, nil
 }
 
@@ -23920,6 +24940,20 @@ func (ec *executionContext) field_StepRun_mapItems_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["status"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_bulkOperationUpdated_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -25876,6 +26910,1244 @@ func (ec *executionContext) fieldContext_BeginAuthorizationPayload_expiresAt(_ c
 	return graphql.NewScalarFieldContext("BeginAuthorizationPayload", field, false, false, "Time")
 }
 
+func (ec *executionContext) _BulkOperation_id(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BulkOperation_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperation_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperation_action(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_action(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Action, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bulkoperation.Action) graphql.Marshaler {
+			return ec.marshalNBulkRunActionKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_action(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "BulkRunActionKind")
+}
+
+func (ec *executionContext) _BulkOperation_runFilter(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_runFilter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunFilter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_runFilter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Map")
+}
+
+func (ec *executionContext) _BulkOperation_options(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_options(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Options, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_options(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Map")
+}
+
+func (ec *executionContext) _BulkOperation_status(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bulkoperation.Status) graphql.Marshaler {
+			return ec.marshalNBulkOperationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "BulkOperationStatus")
+}
+
+func (ec *executionContext) _BulkOperation_total(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_done(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_done(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Done, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_done(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_succeeded(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_succeeded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Succeeded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_succeeded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_failed(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_failed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_failed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_skipped(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_skipped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Skipped, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_skipped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_createdBy(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperation_cancelledBy(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_cancelledBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelledBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_cancelledBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperation_finishedAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperation_pending(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_pending(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.BulkOperation().Pending(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_pending(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperation", field, true, true, "Int")
+}
+
+func (ec *executionContext) _BulkOperation_items(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperation_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.BulkOperation().Items(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["status"].(*bulkoperationitem.Status))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperationItemConnection) graphql.Marshaler {
+			return ec.marshalNBulkOperationItemConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperation_items(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperationItemConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_BulkOperation_items_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.BulkOperationEdge) graphql.Marshaler {
+			return ec.marshalOBulkOperationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperationEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+			return ec.marshalOBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _BulkOperationItem_id(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BulkOperationItem_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperationItem_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperationItem_operationID(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_operationID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OperationID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_operationID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperationItem_position(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_position(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Position, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_position(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperationItem_runID(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_runID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_runID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperationItem_status(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bulkoperationitem.Status) graphql.Marshaler {
+			return ec.marshalNBulkOperationItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "BulkOperationItemStatus")
+}
+
+func (ec *executionContext) _BulkOperationItem_resultRunID(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_resultRunID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResultRunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_resultRunID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperationItem_message(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _BulkOperationItem_tries(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_tries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Tries, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_tries(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperationItem_actedAt(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_actedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ActedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_actedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItem", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BulkOperationItem_run(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_run(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.BulkOperationItem().Run(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalORun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_run(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationItem",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationItem_resultRun(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItem_resultRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.BulkOperationItem().ResultRun(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalORun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItem_resultRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationItem",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationItemConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItemConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.BulkOperationItemEdge) graphql.Marshaler {
+			return ec.marshalOBulkOperationItemEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItemConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationItemConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperationItemEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationItemConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItemConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItemConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationItemConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationItemConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItemConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItemConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItemConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItemConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkOperationItemEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItemEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItemEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperationItem) graphql.Marshaler {
+			return ec.marshalOBulkOperationItem2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItem(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItemEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkOperationItemEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperationItem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkOperationItemEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.BulkOperationItemEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkOperationItemEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkOperationItemEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkOperationItemEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _BulkRunActionPayload_operation(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunActionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunActionPayload_operation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Operation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+			return ec.marshalOBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunActionPayload_operation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkRunActionPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkRunActionPayload_dryRun(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunActionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunActionPayload_dryRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DryRun, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BulkRunDryRun) graphql.Marshaler {
+			return ec.marshalOBulkRunDryRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunDryRun(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunActionPayload_dryRun(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BulkRunActionPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkRunDryRun(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BulkRunDryRun_count(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunDryRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunDryRun_count(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Count, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunDryRun_count(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunDryRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BulkRunDryRun_runIDs(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunDryRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunDryRun_runIDs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunIDs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunDryRun_runIDs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunDryRun", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BulkRunDryRun_needsConfirmLarge(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunDryRun) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunDryRun_needsConfirmLarge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NeedsConfirmLarge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunDryRun_needsConfirmLarge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunDryRun", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _BulkRunFilterValue_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunFilterValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunFilterValue_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunFilterValue_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BulkRunFilterValue_environmentID(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunFilterValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunFilterValue_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunFilterValue_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BulkRunFilterValue_status(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunFilterValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunFilterValue_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []run.Status) graphql.Marshaler {
+			return ec.marshalNRunStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatusᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunFilterValue_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "RunStatus")
+}
+
+func (ec *executionContext) _BulkRunFilterValue_failureClass(ctx context.Context, field graphql.CollectedField, obj *model.BulkRunFilterValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BulkRunFilterValue_failureClass(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FailureClass, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BulkRunFilterValue_failureClass(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "String")
+}
+
 func (ec *executionContext) _CostReportRow_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -26771,6 +29043,38 @@ func (ec *executionContext) fieldContext_DeadLetterGroup_runs(_ context.Context,
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Run(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _DeadLetterGroup_bulkFilter(ctx context.Context, field graphql.CollectedField, obj *model.DeadLetterGroup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeadLetterGroup_bulkFilter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BulkFilter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BulkRunFilterValue) graphql.Marshaler {
+			return ec.marshalNBulkRunFilterValue2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunFilterValue(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeadLetterGroup_bulkFilter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DeadLetterGroup",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkRunFilterValue(ctx, field)
 		},
 	}
 	return fc, nil
@@ -36119,6 +38423,94 @@ func (ec *executionContext) fieldContext_Mutation_revokeAPIKey(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_bulkRunAction(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_bulkRunAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().BulkRunAction(ctx, fc.Args["input"].(model.BulkRunActionInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BulkRunActionPayload) graphql.Marshaler {
+			return ec.marshalNBulkRunActionPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunActionPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_bulkRunAction(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkRunActionPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_bulkRunAction_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_cancelBulkOperation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_cancelBulkOperation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CancelBulkOperation(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+			return ec.marshalNBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_cancelBulkOperation(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_cancelBulkOperation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_beginAuthorization(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -37851,7 +40243,7 @@ func (ec *executionContext) _Mutation_resumeRun(ctx context.Context, field graph
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ResumeRun(ctx, fc.Args["id"].(string))
+			return ec.Resolvers.Mutation().ResumeRun(ctx, fc.Args["id"].(string), fc.Args["versionID"].(*string), fc.Args["inputPatch"].(map[string]any))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
@@ -41205,6 +43597,94 @@ func (ec *executionContext) fieldContext_Query_queueStats(ctx context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_bulkOperations(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_bulkOperations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().BulkOperations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["status"].(*bulkoperation.Status))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperationConnection) graphql.Marshaler {
+			return ec.marshalNBulkOperationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_bulkOperations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_bulkOperations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_bulkOperation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_bulkOperation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().BulkOperation(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+			return ec.marshalOBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_bulkOperation(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_bulkOperation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_oauthProviders(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -44145,29 +46625,6 @@ func (ec *executionContext) _Run_status(ctx context.Context, field graphql.Colle
 }
 func (ec *executionContext) fieldContext_Run_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Run", field, false, false, "RunStatus")
-}
-
-func (ec *executionContext) _Run_priority(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Run_priority(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			return obj.Priority, nil
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
-			return ec.marshalNInt2int(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_Run_priority(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Run", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Run_mode(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -49319,6 +51776,50 @@ func (ec *executionContext) fieldContext_Subscription_runUpdated(ctx context.Con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_runUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_bulkOperationUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_bulkOperationUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().BulkOperationUpdated(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+			return ec.marshalNBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_bulkOperationUpdated(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BulkOperation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_bulkOperationUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -57559,6 +60060,343 @@ func (ec *executionContext) unmarshalInputBeginAuthorizationInput(ctx context.Co
 func UnmarshalBeginAuthorizationInput(ctx context.Context, raw any) (model.BeginAuthorizationInput, error) {
 	var out model.BeginAuthorizationInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "BeginAuthorizationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBulkOperationItemOrder(ctx context.Context, obj any) (ent.BulkOperationItemOrder, error) {
+	var it ent.BulkOperationItemOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNBulkOperationItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBulkOperationItemOrder unmarshals raw into the BulkOperationItemOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBulkOperationItemOrder(ctx context.Context, raw any) (ent.BulkOperationItemOrder, error) {
+	var out ent.BulkOperationItemOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkOperationItemOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBulkOperationOrder(ctx context.Context, obj any) (ent.BulkOperationOrder, error) {
+	var it ent.BulkOperationOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNBulkOperationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBulkOperationOrder unmarshals raw into the BulkOperationOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBulkOperationOrder(ctx context.Context, raw any) (ent.BulkOperationOrder, error) {
+	var out ent.BulkOperationOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkOperationOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBulkRunActionInput(ctx context.Context, obj any) (model.BulkRunActionInput, error) {
+	var it model.BulkRunActionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["dryRun"]; !present {
+		asMap["dryRun"] = false
+	}
+	if _, present := asMap["confirmLarge"]; !present {
+		asMap["confirmLarge"] = false
+	}
+
+	fieldsInOrder := [...]string{"action", "runIDs", "filter", "options", "dryRun", "confirmLarge"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "action":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("action"))
+			data, err := ec.unmarshalNBulkRunActionKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐAction(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Action = data
+		case "runIDs":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runIDs"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunIDs = data
+		case "filter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("filter"))
+			data, err := ec.unmarshalOBulkRunFilter2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunFilter(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Filter = data
+		case "options":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("options"))
+			data, err := ec.unmarshalOBulkRunOptions2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunOptions(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Options = data
+		case "dryRun":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("dryRun"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DryRun = data
+		case "confirmLarge":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("confirmLarge"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ConfirmLarge = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBulkRunActionInput unmarshals raw into the BulkRunActionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBulkRunActionInput(ctx context.Context, raw any) (model.BulkRunActionInput, error) {
+	var out model.BulkRunActionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkRunActionInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBulkRunFilter(ctx context.Context, obj any) (model.BulkRunFilter, error) {
+	var it model.BulkRunFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "status", "failureClass", "failedStepID", "versionID", "from", "to"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalORunStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "failureClass":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("failureClass"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FailureClass = data
+		case "failedStepID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("failedStepID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.FailedStepID = data
+		case "versionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionID = data
+		case "from":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("from"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.From = data
+		case "to":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("to"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.To = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBulkRunFilter unmarshals raw into the BulkRunFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBulkRunFilter(ctx context.Context, raw any) (model.BulkRunFilter, error) {
+	var out model.BulkRunFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkRunFilter", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputBulkRunOptions(ctx context.Context, obj any) (model.BulkRunOptions, error) {
+	var it model.BulkRunOptions
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"versionID", "inputPatch", "mode"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "versionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("versionID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.VersionID = data
+		case "inputPatch":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputPatch"))
+			data, err := ec.unmarshalOMap2map(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.InputPatch = data
+		case "mode":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("mode"))
+			data, err := ec.unmarshalOReplayMode2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐReplayMode(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Mode = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBulkRunOptions unmarshals raw into the BulkRunOptions input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBulkRunOptions(ctx context.Context, raw any) (model.BulkRunOptions, error) {
+	var out model.BulkRunOptions
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkRunOptions", raw, &out)
 	return out, err
 }
 
@@ -70644,7 +73482,7 @@ func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, ob
 		asMap["mode"] = "LIVE"
 	}
 
-	fieldsInOrder := [...]string{"runID", "versionID", "mode", "priority"}
+	fieldsInOrder := [...]string{"runID", "versionID", "mode", "inputPatch"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -70672,13 +73510,13 @@ func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, ob
 				return it, err
 			}
 			it.Mode = data
-		case "priority":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+		case "inputPatch":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputPatch"))
+			data, err := ec.unmarshalOMap2map(ctx, v)
 			if err != nil {
 				return it, err
 			}
-			it.Priority = data
+			it.InputPatch = data
 		}
 	}
 	return it, nil
@@ -70858,7 +73696,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "priority", "priorityNEQ", "priorityIn", "priorityNotIn", "priorityGT", "priorityGTE", "priorityLT", "priorityLTE", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -71369,62 +74207,6 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.StatusNotIn = data
-		case "priority":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Priority = data
-		case "priorityNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityNEQ = data
-		case "priorityIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityIn"))
-			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityIn = data
-		case "priorityNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityNotIn"))
-			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityNotIn = data
-		case "priorityGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityGT"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityGT = data
-		case "priorityGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityGTE"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityGTE = data
-		case "priorityLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityLT"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityLT = data
-		case "priorityLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityLTE"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PriorityLTE = data
 		case "mode":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("mode"))
 			data, err := ec.unmarshalORunMode2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐMode(ctx, v)
@@ -74416,7 +77198,7 @@ func (ec *executionContext) unmarshalInputStartRunInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"workflowID", "environmentID", "input", "idempotencyKey", "priority"}
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "input", "idempotencyKey"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -74451,13 +77233,6 @@ func (ec *executionContext) unmarshalInputStartRunInput(ctx context.Context, obj
 				return it, err
 			}
 			it.IdempotencyKey = data
-		case "priority":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Priority = data
 		}
 	}
 	return it, nil
@@ -80169,6 +82944,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._Credential(ctx, sel, obj)
+	case *ent.BulkOperationItem:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._BulkOperationItem(ctx, sel, obj)
+	case *ent.BulkOperation:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._BulkOperation(ctx, sel, obj)
 	case *ent.AuditLog:
 		if obj == nil {
 			return graphql.Null
@@ -80809,6 +83594,507 @@ func (ec *executionContext) _BeginAuthorizationPayload(ctx context.Context, sel 
 	return out
 }
 
+var bulkOperationImplementors = []string{"BulkOperation", "Node"}
+
+func (ec *executionContext) _BulkOperation(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperation")
+		case "id":
+			out.Values[i] = ec._BulkOperation_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._BulkOperation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._BulkOperation_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "action":
+			out.Values[i] = ec._BulkOperation_action(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runFilter":
+			out.Values[i] = ec._BulkOperation_runFilter(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "options":
+			out.Values[i] = ec._BulkOperation_options(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._BulkOperation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "total":
+			out.Values[i] = ec._BulkOperation_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "done":
+			out.Values[i] = ec._BulkOperation_done(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "succeeded":
+			out.Values[i] = ec._BulkOperation_succeeded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "failed":
+			out.Values[i] = ec._BulkOperation_failed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "skipped":
+			out.Values[i] = ec._BulkOperation_skipped(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdBy":
+			out.Values[i] = ec._BulkOperation_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "cancelledBy":
+			out.Values[i] = ec._BulkOperation_cancelledBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedAt":
+			out.Values[i] = ec._BulkOperation_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "pending":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._BulkOperation_pending(ctx, field, obj)
+				})
+		case "items":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._BulkOperation_items(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkOperationConnectionImplementors = []string{"BulkOperationConnection"}
+
+func (ec *executionContext) _BulkOperationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperationConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperationConnection")
+		case "edges":
+			out.Values[i] = ec._BulkOperationConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._BulkOperationConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._BulkOperationConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkOperationEdgeImplementors = []string{"BulkOperationEdge"}
+
+func (ec *executionContext) _BulkOperationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperationEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperationEdge")
+		case "node":
+			out.Values[i] = ec._BulkOperationEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._BulkOperationEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkOperationItemImplementors = []string{"BulkOperationItem", "Node"}
+
+func (ec *executionContext) _BulkOperationItem(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperationItem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationItemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperationItem")
+		case "id":
+			out.Values[i] = ec._BulkOperationItem_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._BulkOperationItem_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._BulkOperationItem_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "operationID":
+			out.Values[i] = ec._BulkOperationItem_operationID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "position":
+			out.Values[i] = ec._BulkOperationItem_position(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runID":
+			out.Values[i] = ec._BulkOperationItem_runID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._BulkOperationItem_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resultRunID":
+			out.Values[i] = ec._BulkOperationItem_resultRunID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "message":
+			out.Values[i] = ec._BulkOperationItem_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "tries":
+			out.Values[i] = ec._BulkOperationItem_tries(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "actedAt":
+			out.Values[i] = ec._BulkOperationItem_actedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "run":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._BulkOperationItem_run(ctx, field, obj)
+				})
+		case "resultRun":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._BulkOperationItem_resultRun(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkOperationItemConnectionImplementors = []string{"BulkOperationItemConnection"}
+
+func (ec *executionContext) _BulkOperationItemConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperationItemConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationItemConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperationItemConnection")
+		case "edges":
+			out.Values[i] = ec._BulkOperationItemConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._BulkOperationItemConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._BulkOperationItemConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkOperationItemEdgeImplementors = []string{"BulkOperationItemEdge"}
+
+func (ec *executionContext) _BulkOperationItemEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.BulkOperationItemEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkOperationItemEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkOperationItemEdge")
+		case "node":
+			out.Values[i] = ec._BulkOperationItemEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._BulkOperationItemEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkRunActionPayloadImplementors = []string{"BulkRunActionPayload"}
+
+func (ec *executionContext) _BulkRunActionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.BulkRunActionPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkRunActionPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkRunActionPayload")
+		case "operation":
+			out.Values[i] = ec._BulkRunActionPayload_operation(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "dryRun":
+			out.Values[i] = ec._BulkRunActionPayload_dryRun(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkRunDryRunImplementors = []string{"BulkRunDryRun"}
+
+func (ec *executionContext) _BulkRunDryRun(ctx context.Context, sel ast.SelectionSet, obj *model.BulkRunDryRun) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkRunDryRunImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkRunDryRun")
+		case "count":
+			out.Values[i] = ec._BulkRunDryRun_count(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runIDs":
+			out.Values[i] = ec._BulkRunDryRun_runIDs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "needsConfirmLarge":
+			out.Values[i] = ec._BulkRunDryRun_needsConfirmLarge(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var bulkRunFilterValueImplementors = []string{"BulkRunFilterValue"}
+
+func (ec *executionContext) _BulkRunFilterValue(ctx context.Context, sel ast.SelectionSet, obj *model.BulkRunFilterValue) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bulkRunFilterValueImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BulkRunFilterValue")
+		case "workflowID":
+			out.Values[i] = ec._BulkRunFilterValue_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "environmentID":
+			out.Values[i] = ec._BulkRunFilterValue_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._BulkRunFilterValue_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failureClass":
+			out.Values[i] = ec._BulkRunFilterValue_failureClass(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var costReportRowImplementors = []string{"CostReportRow"}
 
 func (ec *executionContext) _CostReportRow(ctx context.Context, sel ast.SelectionSet, obj *model.CostReportRow) graphql.Marshaler {
@@ -81167,6 +84453,11 @@ func (ec *executionContext) _DeadLetterGroup(ctx context.Context, sel ast.Select
 			}
 		case "runs":
 			out.Values[i] = ec._DeadLetterGroup_runs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bulkFilter":
+			out.Values[i] = ec._DeadLetterGroup_bulkFilter(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -84654,6 +87945,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "bulkRunAction":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_bulkRunAction(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelBulkOperation":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_cancelBulkOperation(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "beginAuthorization":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_beginAuthorization(ctx, field)
@@ -85792,6 +89097,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_queueStats(ctx, field)
 				})
+		case "bulkOperations":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_bulkOperations(ctx, field)
+				})
+		case "bulkOperation":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_bulkOperation(ctx, field)
+				})
 		case "oauthProviders":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -86843,11 +90160,6 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			}
 		case "status":
 			out.Values[i] = ec._Run_status(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
-		case "priority":
-			out.Values[i] = ec._Run_priority(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -88599,6 +91911,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_runEvents(ctx, fields[0])
 	case "runUpdated":
 		return ec._Subscription_runUpdated(ctx, fields[0])
+	case "bulkOperationUpdated":
+		return ec._Subscription_bulkOperationUpdated(ctx, fields[0])
 	case "evaluationUpdated":
 		return ec._Subscription_evaluationUpdated(ctx, fields[0])
 	case "incidentUpdated":
@@ -90626,6 +93940,109 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) marshalNBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkOperation!")
+		return graphql.Null
+	}
+	return ec._BulkOperation(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBulkOperationConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationConnection(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkOperationConnection!")
+		return graphql.Null
+	}
+	return ec._BulkOperationConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBulkOperationItemConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemConnection(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationItemConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkOperationItemConnection!")
+		return graphql.Null
+	}
+	return ec._BulkOperationItemConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNBulkOperationItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemOrderField(ctx context.Context, v any) (*ent.BulkOperationItemOrderField, error) {
+	var res = new(ent.BulkOperationItemOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBulkOperationItemOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationItemOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkOperationItemOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNBulkOperationItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx context.Context, v any) (bulkoperationitem.Status, error) {
+	var res bulkoperationitem.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBulkOperationItemStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx context.Context, sel ast.SelectionSet, v bulkoperationitem.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNBulkOperationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationOrderField(ctx context.Context, v any) (*ent.BulkOperationOrderField, error) {
+	var res = new(ent.BulkOperationOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBulkOperationOrderField2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkOperationOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNBulkOperationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx context.Context, v any) (bulkoperation.Status, error) {
+	var res bulkoperation.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBulkOperationStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx context.Context, sel ast.SelectionSet, v bulkoperation.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNBulkRunActionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunActionInput(ctx context.Context, v any) (model.BulkRunActionInput, error) {
+	res, err := ec.unmarshalInputBulkRunActionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNBulkRunActionKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐAction(ctx context.Context, v any) (bulkoperation.Action, error) {
+	var res bulkoperation.Action
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBulkRunActionKind2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐAction(ctx context.Context, sel ast.SelectionSet, v bulkoperation.Action) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNBulkRunActionPayload2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunActionPayload(ctx context.Context, sel ast.SelectionSet, v *model.BulkRunActionPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkRunActionPayload!")
+		return graphql.Null
+	}
+	return ec._BulkRunActionPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBulkRunFilterValue2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunFilterValue(ctx context.Context, sel ast.SelectionSet, v *model.BulkRunFilterValue) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BulkRunFilterValue!")
+		return graphql.Null
+	}
+	return ec._BulkRunFilterValue(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx context.Context, v any) (model.CostGroupBy, error) {
 	var res model.CostGroupBy
 	err := res.UnmarshalGQL(v)
@@ -92359,6 +95776,36 @@ func (ec *executionContext) marshalNRunStatus2githubᚗcomᚋsluicehqᚋsluice�
 	return v
 }
 
+func (ec *executionContext) unmarshalNRunStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatusᚄ(ctx context.Context, v any) ([]run.Status, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]run.Status, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNRunStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNRunStatus2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []run.Status) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRunStatus2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNRunWhereInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRunWhereInput(ctx context.Context, v any) (*ent.RunWhereInput, error) {
 	res, err := ec.unmarshalInputRunWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
@@ -93768,6 +97215,115 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	_ = ctx
 	res := graphql.MarshalBoolean(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOBulkOperation2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperation(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperation) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BulkOperation(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOBulkOperationEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.BulkOperationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOBulkOperationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOBulkOperationEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationEdge(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BulkOperationEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOBulkOperationItem2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItem(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationItem) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BulkOperationItem(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOBulkOperationItemEdge2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.BulkOperationItemEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOBulkOperationItemEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOBulkOperationItemEdge2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐBulkOperationItemEdge(ctx context.Context, sel ast.SelectionSet, v *ent.BulkOperationItemEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BulkOperationItemEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOBulkOperationItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx context.Context, v any) (*bulkoperationitem.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(bulkoperationitem.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOBulkOperationItemStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationitemᚐStatus(ctx context.Context, sel ast.SelectionSet, v *bulkoperationitem.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOBulkOperationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx context.Context, v any) (*bulkoperation.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(bulkoperation.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOBulkOperationStatus2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋbulkoperationᚐStatus(ctx context.Context, sel ast.SelectionSet, v *bulkoperation.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalOBulkRunDryRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunDryRun(ctx context.Context, sel ast.SelectionSet, v *model.BulkRunDryRun) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BulkRunDryRun(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOBulkRunFilter2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunFilter(ctx context.Context, v any) (*model.BulkRunFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputBulkRunFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOBulkRunOptions2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐBulkRunOptions(ctx context.Context, v any) (*model.BulkRunOptions, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputBulkRunOptions(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalOCredential2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐCredential(ctx context.Context, sel ast.SelectionSet, v *ent.Credential) graphql.Marshaler {

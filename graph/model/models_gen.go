@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -33,6 +34,68 @@ type BeginAuthorizationPayload struct {
 	URL string `json:"url"`
 	// The state expires then (single use).
 	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+type BulkRunActionInput struct {
+	Action bulkoperation.Action `json:"action"`
+	// At most 10,000 ids; give either runIDs or filter.
+	RunIDs  []string        `json:"runIDs,omitempty"`
+	Filter  *BulkRunFilter  `json:"filter,omitempty"`
+	Options *BulkRunOptions `json:"options,omitempty"`
+	// Count the runs and list the first ones; write nothing.
+	DryRun *bool `json:"dryRun,omitempty"`
+	// Needed when more than 10,000 runs match.
+	ConfirmLarge *bool `json:"confirmLarge,omitempty"`
+}
+
+type BulkRunActionPayload struct {
+	// Set unless dryRun.
+	Operation *ent.BulkOperation `json:"operation,omitempty"`
+	// Set for a dryRun.
+	DryRun *BulkRunDryRun `json:"dryRun,omitempty"`
+}
+
+type BulkRunDryRun struct {
+	// How many runs the action would take.
+	Count int `json:"count"`
+	// The first of them (at most 100), oldest first.
+	RunIDs []string `json:"runIDs"`
+	// Whether the real action needs confirmLarge: true.
+	NeedsConfirmLarge bool `json:"needsConfirmLarge"`
+}
+
+// Which runs a bulk action takes. Every field narrows the set; failureClass implies status failed.
+type BulkRunFilter struct {
+	WorkflowID    *string `json:"workflowID,omitempty"`
+	EnvironmentID *string `json:"environmentID,omitempty"`
+	// Runs in any of these statuses. RESUME takes failed runs only (the default); CANCEL unfinished ones (queued, running, waiting: the default).
+	Status []run.Status `json:"status,omitempty"`
+	// The class of the run's error (transient, permanent, schema_drift, budget, ...), as the dead-letter view groups them.
+	FailureClass *string `json:"failureClass,omitempty"`
+	// The step that failed the run.
+	FailedStepID *string `json:"failedStepID,omitempty"`
+	// The version the runs ran.
+	VersionID *string `json:"versionID,omitempty"`
+	// Runs created at or after from, and before to.
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to,omitempty"`
+}
+
+// A BulkRunFilter as the server gives it (dead-letter groups).
+type BulkRunFilterValue struct {
+	WorkflowID    *string      `json:"workflowID,omitempty"`
+	EnvironmentID *string      `json:"environmentID,omitempty"`
+	Status        []run.Status `json:"status"`
+	FailureClass  *string      `json:"failureClass,omitempty"`
+}
+
+type BulkRunOptions struct {
+	// RESUME and REPLAY: run on this published version of the runs' workflow. A resume needs the version to have the same steps (ids and types) as the run's.
+	VersionID *string `json:"versionID,omitempty"`
+	// RESUME and REPLAY: a JSON merge patch (RFC 7396) applied to each run's input; the result must match the version's input schema.
+	InputPatch map[string]any `json:"inputPatch,omitempty"`
+	// REPLAY only: LIVE (default) or SANDBOX.
+	Mode *ReplayMode `json:"mode,omitempty"`
 }
 
 // One group of a cost report. Only the grouped-by keys are set.
@@ -195,6 +258,8 @@ type DeadLetterGroup struct {
 	Count int    `json:"count"`
 	// The most recent failed runs of this class.
 	Runs []*ent.Run `json:"runs"`
+	// The filter that takes this group's runs (with the query's workflow and environment): pass it to bulkRunAction.
+	BulkFilter *BulkRunFilterValue `json:"bulkFilter"`
 }
 
 type DecideApprovalInput struct {
@@ -462,8 +527,8 @@ type ReplayRunInput struct {
 	// Another version of the same workflow; if unset, the source run's version.
 	VersionID *string     `json:"versionID,omitempty"`
 	Mode      *ReplayMode `json:"mode,omitempty"`
-	// 1 (first) to 5 (last), as in startRun. Default 5: replays give way to the runs users start.
-	Priority *int `json:"priority,omitempty"`
+	// A JSON merge patch (RFC 7396) of the source run's input; the result must match the version's input schema. LIVE replays only.
+	InputPatch map[string]any `json:"inputPatch,omitempty"`
 }
 
 // What requestDeployment did: deployed now (deployment), or waits for approvals (approvalRequest).
@@ -681,8 +746,6 @@ type StartRunInput struct {
 	Input         map[string]any `json:"input,omitempty"`
 	// Same key and same input return the same run; same key and other input is CONFLICT.
 	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
-	// 1 (first) to 5 (last): orders the run's steps among its tenant's steps held by fair dispatch. Default 3.
-	Priority *int `json:"priority,omitempty"`
 }
 
 // One outbound call made by an attempt.
@@ -1094,26 +1157,20 @@ func (e PauseMode) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Why a run is held. PAUSED: its workflow is paused in its environment.
-// TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
-// TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+// Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control.
 type QueueReason string
 
 const (
-	QueueReasonPaused            QueueReason = "PAUSED"
-	QueueReasonTenantShare       QueueReason = "TENANT_SHARE"
-	QueueReasonTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
+	QueueReasonPaused QueueReason = "PAUSED"
 )
 
 var AllQueueReason = []QueueReason{
 	QueueReasonPaused,
-	QueueReasonTenantShare,
-	QueueReasonTenantConcurrency,
 }
 
 func (e QueueReason) IsValid() bool {
 	switch e {
-	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency:
+	case QueueReasonPaused:
 		return true
 	}
 	return false

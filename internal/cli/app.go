@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
@@ -65,6 +66,7 @@ type app struct {
 	rateLimits *ratelimit.Service
 	conns      *connections.Service // OAuth2 connections
 	schedules  *schedules.Service
+	bulk       *bulk.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -285,6 +287,7 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	a.runs.SetSandboxPlanner(a.evals)
 	a.conns = newConnections(cfg, v, a, log)
 	a.schedules = schedules.New(schedules.Options{Client: a.client, Runs: a.runs, Log: log, Interval: cfg.ScheduleInterval})
+	a.bulk = bulk.New(bulk.Options{Client: a.client, Runs: a.runs, Publisher: bulkPublisher{pub.p}, Log: log, Rate: cfg.BulkRate, Interval: cfg.BulkInterval})
 	a.triggers = triggers.New(triggers.Options{Client: a.client, Vault: v, Runs: a.runs, Log: log, SecretOverlap: cfg.TriggerSecretOverlap})
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
 	return a, nil
@@ -307,6 +310,14 @@ func (e runPublisher) Publish(ctx context.Context, n runs.RunNotice) {
 type evalPublisher struct{ p *events.RedisPublisher }
 
 func (e evalPublisher) PublishEvaluation(ctx context.Context, tenantID, id, status string) {
+	e.p.PublishIncident(ctx, tenantID, id, status)
+}
+
+// bulkPublisher tells API processes that a bulk operation changed, on the
+// tenant's channel like an incident (the id tells them apart).
+type bulkPublisher struct{ p *events.RedisPublisher }
+
+func (e bulkPublisher) PublishBulkOperation(ctx context.Context, tenantID, id, status string) {
 	e.p.PublishIncident(ctx, tenantID, id, status)
 }
 

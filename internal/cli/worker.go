@@ -73,6 +73,9 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
 		// Schedules: the ticker, one pass at a time (internal/schedules).
 		func(ctx context.Context) { a.schedules.RunTicker(ctx, a.db) },
+		// Bulk operations: the processor, one pass at a time at a bounded
+		// rate (internal/bulk).
+		func(ctx context.Context) { a.bulk.RunProcessor(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

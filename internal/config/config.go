@@ -136,6 +136,12 @@ type Config struct {
 	// ScheduleInterval is how often a worker's schedule ticker looks for
 	// due slots (SLUICE_SCHEDULE_INTERVAL). If unset, 1s.
 	ScheduleInterval time.Duration
+	// BulkRate is how many runs per second the workers' bulk processor acts
+	// on, across all workers and tenants (SLUICE_BULK_RATE). If unset, 20.
+	BulkRate int
+	// BulkInterval is how often a worker's bulk processor looks for open
+	// bulk operations when none is open (SLUICE_BULK_INTERVAL). If unset, 1s.
+	BulkInterval time.Duration
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -278,6 +284,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.RateLimitRestoreInterval = durationVar(getenv, "SLUICE_RATE_LIMIT_RESTORE_INTERVAL", 5*time.Second, &errs)
 	c.RateLimitConcurrencyPoll = durationVar(getenv, "SLUICE_RATE_LIMIT_CONCURRENCY_POLL", 250*time.Millisecond, &errs)
 	c.ScheduleInterval = durationVar(getenv, "SLUICE_SCHEDULE_INTERVAL", time.Second, &errs)
+	c.BulkRate = intVar(getenv, "SLUICE_BULK_RATE", 20, &errs)
+	c.BulkInterval = durationVar(getenv, "SLUICE_BULK_INTERVAL", time.Second, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 
 	entsql "entgo.io/ent/dialect/sql"
 
@@ -15,7 +16,6 @@ import (
 	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/steprun"
-	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
 	"github.com/sluicehq/sluice/internal/control"
@@ -371,6 +371,12 @@ func (e *Service) operateRun(ctx context.Context, id string) (*viewer.Viewer, *e
 // CancelRun stops a run. Steps already running finish and keep their result;
 // nothing after them starts.
 func (e *Service) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
+	return e.CancelRunFor(ctx, id, nil)
+}
+
+// CancelRunFor is CancelRun with auditMeta added to its run.cancel audit
+// entry (a bulk operation names itself there).
+func (e *Service) CancelRunFor(ctx context.Context, id string, auditMeta map[string]any) (*ent.Run, error) {
 	v, c, s, err := e.operateRun(ctx, id)
 	if err != nil {
 		return nil, err
@@ -382,12 +388,19 @@ func (e *Service) CancelRun(ctx context.Context, id string) (*ent.Run, error) {
 	if err := s.cancel(ctx, "cancelled by "+v.Subject, map[string]any{"by": v.Subject}); err != nil {
 		return nil, err
 	}
-	return s.run, audit.Record(ctx, c, "run.cancel", "Run", id, nil)
+	return s.run, audit.Record(ctx, c, "run.cancel", "Run", id, auditMeta)
 }
 
 // ResumeRun continues a failed run from its failed steps. Steps that
 // succeeded keep their outputs and are not run again.
 func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
+	return e.ResumeRunWith(ctx, ResumeInput{ID: id})
+}
+
+// ResumeRunWith is ResumeRun on another version and with a patched input
+// when in says so (rerun.go).
+func (e *Service) ResumeRunWith(ctx context.Context, in ResumeInput) (*ent.Run, error) {
+	id := in.ID
 	v, c, s, err := e.operateRun(ctx, id)
 	if err != nil {
 		return nil, err
@@ -401,7 +414,51 @@ func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 		// evaluate it).
 		return nil, errs.E(errs.Conflict, "run %s failed at its output (evaluating or storing it), not at a step; there is nothing to resume", id)
 	}
-	if err := s.reopen(ctx, map[string]any{"by": v.Subject}); err != nil {
+	data := map[string]any{"by": v.Subject}
+	meta := map[string]any{}
+	if in.VersionID != nil && *in.VersionID != s.run.VersionID {
+		wv, err := publishedVersionOf(ctx, c, *in.VersionID, s.run.WorkflowID, joinPath(in.Path, "versionID"))
+		if err != nil {
+			return nil, err
+		}
+		def, err := e.definitionOf(ctx, c, wv.ID)
+		if err != nil {
+			return nil, err
+		}
+		if err := sameSteps(s.def, def, joinPath(in.Path, "versionID")); err != nil {
+			return nil, err
+		}
+		if in.InputPatch == nil {
+			input, err := runInput(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("read input of %s: %w", id, err)
+			}
+			if err := replayInputFits(def, input, joinPath(in.Path, "versionID")); err != nil {
+				return nil, err
+			}
+		}
+		data["fromVersionID"], data["versionID"] = s.run.VersionID, wv.ID
+		meta["fromVersionID"], meta["versionID"] = s.run.VersionID, wv.ID
+		s.def = def
+		s.run.VersionID = wv.ID
+		s.update.SetVersionID(wv.ID)
+	}
+	if in.InputPatch != nil {
+		input, err := patchedInput(ctx, id, in.InputPatch, s.def, joinPath(in.Path, "inputPatch"))
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(input)
+		if err != nil {
+			return nil, err
+		}
+		data["inputPatched"], meta["inputPatch"] = true, in.InputPatch
+		s.run.Input = input
+		s.input = nil // expressions read the patched input
+		s.update.SetInput(b)
+	}
+	maps.Copy(meta, in.AuditMeta)
+	if err := s.reopen(ctx, data); err != nil {
 		return nil, err
 	}
 	if err := s.advance(ctx); err != nil {
@@ -410,7 +467,10 @@ func (e *Service) ResumeRun(ctx context.Context, id string) (*ent.Run, error) {
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	return s.run, audit.Record(ctx, c, "run.resume", "Run", id, nil)
+	if len(meta) == 0 {
+		meta = nil
+	}
+	return s.run, audit.Record(ctx, c, "run.resume", "Run", id, meta)
 }
 
 // reopen moves a failed run back to running (run.resumed with data): its
@@ -442,16 +502,31 @@ type ReplayInput struct {
 	Sandbox   bool
 	// Priority of the new run; if nil, ReplayPriority.
 	Priority *int
+	// InputPatch, when set, is a JSON merge patch (RFC 7396) of the source
+	// run's input; the result must match the version's input schema.
+	InputPatch map[string]any
+	// IdempotencyKey, when set, makes the replay's new run carry it: a
+	// second replay with the same key returns the first one's run (a bulk
+	// operation derives it from itself and the source run).
+	IdempotencyKey *string
+	// AuditMeta is added to the run.replay audit entry.
+	AuditMeta map[string]any
+	// Path prefixes the field paths of VALIDATION errors ("input" if empty).
+	Path string
 }
 
 // ReplayRun starts a new run with the input of another. In sandbox mode,
 // side-effect steps return the source run's recorded outputs and call nothing.
 func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, error) {
+	path := in.Path
+	if path == "" {
+		path = "input"
+	}
 	v, c, err := access.Authorize(ctx, viewer.RoleOperator)
 	if err != nil {
 		return nil, err
 	}
-	priority, err := priorityOf(in.Priority, ReplayPriority, "input.priority")
+	priority, err := priorityOf(in.Priority, ReplayPriority, path+".priority")
 	if err != nil {
 		return nil, err
 	}
@@ -465,20 +540,26 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	if !access.InScope(v, src.EnvironmentID) {
 		return nil, errs.NotFoundf("run", in.RunID)
 	}
-	versionID := src.VersionID
-	if in.VersionID != nil {
-		wv, err := c.WorkflowVersion.Get(ctx, *in.VersionID)
-		if ent.IsNotFound(err) {
-			return nil, errs.NotFoundf("workflow version", *in.VersionID)
-		}
-		if err != nil {
+	if k := in.IdempotencyKey; k != nil {
+		if _, err := c.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", v.TenantID+"/"+*k); err != nil {
 			return nil, err
 		}
-		if wv.WorkflowID != src.WorkflowID {
-			return nil, errs.Invalid("input.versionID", "belongs to another workflow")
+		existing, err := c.Run.Query().Where(run.IdempotencyKey(*k)).Only(ctx)
+		if err == nil {
+			if existing.ReplayOf == nil || *existing.ReplayOf != src.ID {
+				return nil, errs.E(errs.Conflict, "idempotency key %q was used for another run", *k)
+			}
+			return existing, nil
 		}
-		if wv.Status != workflowversion.StatusPublished {
-			return nil, errs.Invalid("input.versionID", "is a draft; publish it first")
+		if !ent.IsNotFound(err) {
+			return nil, err
+		}
+	}
+	versionID := src.VersionID
+	if in.VersionID != nil {
+		wv, err := publishedVersionOf(ctx, c, *in.VersionID, src.WorkflowID, path+".versionID")
+		if err != nil {
+			return nil, err
 		}
 		versionID = wv.ID
 	}
@@ -492,35 +573,53 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	} else {
 		// A live replay is a new run: an archived environment refuses it.
 		// A sandbox replay calls nothing and stays allowed.
-		env, err := control.EnvironmentByID(ctx, c, src.EnvironmentID, "input.runID")
+		env, err := control.EnvironmentByID(ctx, c, src.EnvironmentID, path+".runID")
 		if err != nil {
 			return nil, err
 		}
 		if env.ArchivedAt != nil {
-			return nil, control.ArchivedError(env, "input.runID", "new runs (a sandbox replay is allowed)")
+			return nil, control.ArchivedError(env, path+".runID", "new runs (a sandbox replay is allowed)")
 		}
 	}
 	srcID := src.ID
-	// The input as stored: Ent's decoding rounds ints beyond 2^53.
-	input, err := runInput(ctx, src.ID)
-	if err != nil {
-		return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
-	}
-	if versionID != src.VersionID {
-		if err := replayInputFits(def, input, "input.versionID"); err != nil {
+	hash := src.InputHash
+	var input map[string]any
+	if in.InputPatch != nil {
+		if in.Sandbox {
+			// A sandbox replay answers side effects with the source run's
+			// recorded responses: with another input they would not match.
+			return nil, errs.Invalid(path+".inputPatch", "a SANDBOX replay runs the source run's input; patch the input in a LIVE replay")
+		}
+		if input, err = patchedInput(ctx, src.ID, in.InputPatch, def, path+".inputPatch"); err != nil {
 			return nil, err
+		}
+		hash = inputHash(input)
+	} else {
+		// The input as stored: Ent's decoding rounds ints beyond 2^53.
+		if input, err = runInput(ctx, src.ID); err != nil {
+			return nil, fmt.Errorf("read input of %s: %w", src.ID, err)
+		}
+		if versionID != src.VersionID {
+			if err := replayInputFits(def, input, path+".versionID"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	r, err := e.createRun(ctx, c, v, newRun{
 		workflowID: src.WorkflowID, versionID: versionID, environmentID: src.EnvironmentID,
-		input: input, hash: src.InputHash, mode: mode, replayOf: &srcID, def: def,
+		input: input, hash: hash, mode: mode, replayOf: &srcID, def: def, idempotencyKey: in.IdempotencyKey,
 		varsVersion: src.EnvVarsVersion, // the values the source run saw
 		priority:    priority,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return r, audit.Record(ctx, c, "run.replay", "Run", r.ID, map[string]any{"source": src.ID, "mode": string(mode)})
+	meta := map[string]any{"source": src.ID, "mode": string(mode)}
+	if in.InputPatch != nil {
+		meta["inputPatch"] = in.InputPatch
+	}
+	maps.Copy(meta, in.AuditMeta)
+	return r, audit.Record(ctx, c, "run.replay", "Run", r.ID, meta)
 }
 
 // StartSandboxReplay starts a SANDBOX replay of run sourceID on version

@@ -574,6 +574,15 @@ func (u *runChange) on(col string, v any, f func(*ent.Run)) *runChange {
 	return u
 }
 
+// SetVersionID and SetInput change what the Ent schema keeps immutable
+// for every other path: a resume on another version or with a patched
+// input (ResumeRunWith) is the one place a run's version and input move.
+func (u *runChange) SetVersionID(v string) *runChange {
+	return u.on("version_id", v, func(r *ent.Run) { r.VersionID = v })
+}
+func (u *runChange) SetInput(v json.RawMessage) *runChange {
+	return u.on("input", v, func(*ent.Run) {}) // the caller set r.Input
+}
 func (u *runChange) SetStatus(v run.Status) *runChange {
 	return u.on("status", v, func(r *ent.Run) { r.Status = v })
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/pause"
 	"io"
 	"log/slog"
@@ -74,6 +75,8 @@ type Deps struct {
 	RateLimits *ratelimit.Service
 	// Schedules manages schedules; optional.
 	Schedules *schedules.Service
+	// Bulk runs bulk triage (bulkRunAction); optional.
+	Bulk *bulk.Service
 	// Triggers manages inbound webhook triggers and serves /hooks/{id}; optional.
 	Triggers *triggers.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
@@ -113,7 +116,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Triggers: d.Triggers, PublicURL: d.Config.PublicURL,
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, PublicURL: d.Config.PublicURL,
 		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs})}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.

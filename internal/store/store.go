@@ -153,6 +153,7 @@ const (
 	TenantsConnecting = "sluice_connection_tenant_ids" // connections due or steps waiting for one
 	TenantsScheduling = "sluice_scheduling_tenant_ids" // schedules
 	TenantsHolding    = "sluice_held_tenant_ids"       // held steps (fair dispatch)
+	TenantsBulk       = "sluice_bulk_tenant_ids"       // open bulk operations
 )
 
 // EachTenant calls fn for each tenant in turn, until ctx ends: a singleton
