@@ -44,6 +44,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -128,6 +130,10 @@ type Client struct {
 	ResponseCacheEntry *ResponseCacheEntryClient
 	// ResponseShape is the client for interacting with the ResponseShape builders.
 	ResponseShape *ResponseShapeClient
+	// RetentionPass is the client for interacting with the RetentionPass builders.
+	RetentionPass *RetentionPassClient
+	// RetentionPolicy is the client for interacting with the RetentionPolicy builders.
+	RetentionPolicy *RetentionPolicyClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -202,6 +208,8 @@ func (c *Client) init() {
 	c.Release = NewReleaseClient(c.config)
 	c.ResponseCacheEntry = NewResponseCacheEntryClient(c.config)
 	c.ResponseShape = NewResponseShapeClient(c.config)
+	c.RetentionPass = NewRetentionPassClient(c.config)
+	c.RetentionPolicy = NewRetentionPolicyClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.SLABreach = NewSLABreachClient(c.config)
@@ -340,6 +348,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
+		RetentionPass:              NewRetentionPassClient(cfg),
+		RetentionPolicy:            NewRetentionPolicyClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -405,6 +415,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
+		RetentionPass:              NewRetentionPassClient(cfg),
+		RetentionPolicy:            NewRetentionPolicyClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -457,10 +469,11 @@ func (c *Client) Use(hooks ...Hook) {
 		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
-		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
+		c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -476,10 +489,11 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
 		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
 		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule,
-		c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant, c.Trigger,
-		c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint,
-		c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
+		c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -546,6 +560,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ResponseCacheEntry.mutate(ctx, m)
 	case *ResponseShapeMutation:
 		return c.ResponseShape.mutate(ctx, m)
+	case *RetentionPassMutation:
+		return c.RetentionPass.mutate(ctx, m)
+	case *RetentionPolicyMutation:
+		return c.RetentionPolicy.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -5239,6 +5257,306 @@ func (c *ResponseShapeClient) mutate(ctx context.Context, m *ResponseShapeMutati
 	}
 }
 
+// RetentionPassClient is a client for the RetentionPass schema.
+type RetentionPassClient struct {
+	config
+}
+
+// NewRetentionPassClient returns a client for the RetentionPass from the given config.
+func NewRetentionPassClient(c config) *RetentionPassClient {
+	return &RetentionPassClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `retentionpass.Hooks(f(g(h())))`.
+func (c *RetentionPassClient) Use(hooks ...Hook) {
+	c.hooks.RetentionPass = append(c.hooks.RetentionPass, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `retentionpass.Intercept(f(g(h())))`.
+func (c *RetentionPassClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RetentionPass = append(c.inters.RetentionPass, interceptors...)
+}
+
+// Create returns a builder for creating a RetentionPass entity.
+func (c *RetentionPassClient) Create() *RetentionPassCreate {
+	mutation := newRetentionPassMutation(c.config, OpCreate)
+	return &RetentionPassCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RetentionPass entities.
+func (c *RetentionPassClient) CreateBulk(builders ...*RetentionPassCreate) *RetentionPassCreateBulk {
+	return &RetentionPassCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RetentionPassClient) MapCreateBulk(slice any, setFunc func(*RetentionPassCreate, int)) *RetentionPassCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RetentionPassCreateBulk{err: fmt.Errorf("calling to RetentionPassClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RetentionPassCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RetentionPassCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RetentionPass.
+func (c *RetentionPassClient) Update() *RetentionPassUpdate {
+	mutation := newRetentionPassMutation(c.config, OpUpdate)
+	return &RetentionPassUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RetentionPassClient) UpdateOne(_m *RetentionPass) *RetentionPassUpdateOne {
+	mutation := newRetentionPassMutation(c.config, OpUpdateOne, withRetentionPass(_m))
+	return &RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RetentionPassClient) UpdateOneID(id string) *RetentionPassUpdateOne {
+	mutation := newRetentionPassMutation(c.config, OpUpdateOne, withRetentionPassID(id))
+	return &RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RetentionPass.
+func (c *RetentionPassClient) Delete() *RetentionPassDelete {
+	mutation := newRetentionPassMutation(c.config, OpDelete)
+	return &RetentionPassDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RetentionPassClient) DeleteOne(_m *RetentionPass) *RetentionPassDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RetentionPassClient) DeleteOneID(id string) *RetentionPassDeleteOne {
+	builder := c.Delete().Where(retentionpass.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RetentionPassDeleteOne{builder}
+}
+
+// Query returns a query builder for RetentionPass.
+func (c *RetentionPassClient) Query() *RetentionPassQuery {
+	return &RetentionPassQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRetentionPass},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RetentionPass entity by its id.
+func (c *RetentionPassClient) Get(ctx context.Context, id string) (*RetentionPass, error) {
+	return c.Query().Where(retentionpass.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RetentionPassClient) GetX(ctx context.Context, id string) *RetentionPass {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RetentionPass.
+func (c *RetentionPassClient) QueryTenant(_m *RetentionPass) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(retentionpass.Table, retentionpass.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, retentionpass.TenantTable, retentionpass.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RetentionPassClient) Hooks() []Hook {
+	hooks := c.hooks.RetentionPass
+	return append(hooks[:len(hooks):len(hooks)], retentionpass.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RetentionPassClient) Interceptors() []Interceptor {
+	return c.inters.RetentionPass
+}
+
+func (c *RetentionPassClient) mutate(ctx context.Context, m *RetentionPassMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RetentionPassCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RetentionPassUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RetentionPassDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RetentionPass mutation op: %q", m.Op())
+	}
+}
+
+// RetentionPolicyClient is a client for the RetentionPolicy schema.
+type RetentionPolicyClient struct {
+	config
+}
+
+// NewRetentionPolicyClient returns a client for the RetentionPolicy from the given config.
+func NewRetentionPolicyClient(c config) *RetentionPolicyClient {
+	return &RetentionPolicyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `retentionpolicy.Hooks(f(g(h())))`.
+func (c *RetentionPolicyClient) Use(hooks ...Hook) {
+	c.hooks.RetentionPolicy = append(c.hooks.RetentionPolicy, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `retentionpolicy.Intercept(f(g(h())))`.
+func (c *RetentionPolicyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RetentionPolicy = append(c.inters.RetentionPolicy, interceptors...)
+}
+
+// Create returns a builder for creating a RetentionPolicy entity.
+func (c *RetentionPolicyClient) Create() *RetentionPolicyCreate {
+	mutation := newRetentionPolicyMutation(c.config, OpCreate)
+	return &RetentionPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RetentionPolicy entities.
+func (c *RetentionPolicyClient) CreateBulk(builders ...*RetentionPolicyCreate) *RetentionPolicyCreateBulk {
+	return &RetentionPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RetentionPolicyClient) MapCreateBulk(slice any, setFunc func(*RetentionPolicyCreate, int)) *RetentionPolicyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RetentionPolicyCreateBulk{err: fmt.Errorf("calling to RetentionPolicyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RetentionPolicyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RetentionPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Update() *RetentionPolicyUpdate {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdate)
+	return &RetentionPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RetentionPolicyClient) UpdateOne(_m *RetentionPolicy) *RetentionPolicyUpdateOne {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdateOne, withRetentionPolicy(_m))
+	return &RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RetentionPolicyClient) UpdateOneID(id string) *RetentionPolicyUpdateOne {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdateOne, withRetentionPolicyID(id))
+	return &RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Delete() *RetentionPolicyDelete {
+	mutation := newRetentionPolicyMutation(c.config, OpDelete)
+	return &RetentionPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RetentionPolicyClient) DeleteOne(_m *RetentionPolicy) *RetentionPolicyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RetentionPolicyClient) DeleteOneID(id string) *RetentionPolicyDeleteOne {
+	builder := c.Delete().Where(retentionpolicy.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RetentionPolicyDeleteOne{builder}
+}
+
+// Query returns a query builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Query() *RetentionPolicyQuery {
+	return &RetentionPolicyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRetentionPolicy},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RetentionPolicy entity by its id.
+func (c *RetentionPolicyClient) Get(ctx context.Context, id string) (*RetentionPolicy, error) {
+	return c.Query().Where(retentionpolicy.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RetentionPolicyClient) GetX(ctx context.Context, id string) *RetentionPolicy {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RetentionPolicy.
+func (c *RetentionPolicyClient) QueryTenant(_m *RetentionPolicy) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(retentionpolicy.Table, retentionpolicy.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, retentionpolicy.TenantTable, retentionpolicy.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RetentionPolicyClient) Hooks() []Hook {
+	hooks := c.hooks.RetentionPolicy
+	return append(hooks[:len(hooks):len(hooks)], retentionpolicy.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RetentionPolicyClient) Interceptors() []Interceptor {
+	return c.inters.RetentionPolicy
+}
+
+func (c *RetentionPolicyClient) mutate(ctx context.Context, m *RetentionPolicyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RetentionPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RetentionPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RetentionPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RetentionPolicy mutation op: %q", m.Op())
+	}
+}
+
 // RunClient is a client for the Run schema.
 type RunClient struct {
 	config
@@ -8069,10 +8387,10 @@ type (
 		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
-		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowPause, WorkflowVersion []ent.Hook
+		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
+		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
+		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
@@ -8080,10 +8398,10 @@ type (
 		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
 		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
 		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, Run, RunEvent, SLABreach,
-		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
-		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
-		WorkflowPause, WorkflowVersion []ent.Interceptor
+		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
+		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
+		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -33,6 +33,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -59,7 +61,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 46)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 48)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -822,6 +824,52 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   retentionpass.Table,
+			Columns: retentionpass.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: retentionpass.FieldID,
+			},
+		},
+		Type: "RetentionPass",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			retentionpass.FieldTenantID:                 {Type: field.TypeString, Column: retentionpass.FieldTenantID},
+			retentionpass.FieldStartedAt:                {Type: field.TypeTime, Column: retentionpass.FieldStartedAt},
+			retentionpass.FieldFinishedAt:               {Type: field.TypeTime, Column: retentionpass.FieldFinishedAt},
+			retentionpass.FieldPayloadRuns:              {Type: field.TypeInt64, Column: retentionpass.FieldPayloadRuns},
+			retentionpass.FieldRunsDeleted:              {Type: field.TypeInt64, Column: retentionpass.FieldRunsDeleted},
+			retentionpass.FieldAuditDeleted:             {Type: field.TypeInt64, Column: retentionpass.FieldAuditDeleted},
+			retentionpass.FieldWebhookDeliveriesDeleted: {Type: field.TypeInt64, Column: retentionpass.FieldWebhookDeliveriesDeleted},
+			retentionpass.FieldPayloadBytes:             {Type: field.TypeInt64, Column: retentionpass.FieldPayloadBytes},
+			retentionpass.FieldBatches:                  {Type: field.TypeInt, Column: retentionpass.FieldBatches},
+			retentionpass.FieldError:                    {Type: field.TypeString, Column: retentionpass.FieldError},
+		},
+	}
+	graph.Nodes[30] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   retentionpolicy.Table,
+			Columns: retentionpolicy.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: retentionpolicy.FieldID,
+			},
+		},
+		Type: "RetentionPolicy",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			retentionpolicy.FieldTenantID:            {Type: field.TypeString, Column: retentionpolicy.FieldTenantID},
+			retentionpolicy.FieldCreatedAt:           {Type: field.TypeTime, Column: retentionpolicy.FieldCreatedAt},
+			retentionpolicy.FieldUpdatedAt:           {Type: field.TypeTime, Column: retentionpolicy.FieldUpdatedAt},
+			retentionpolicy.FieldScope:               {Type: field.TypeEnum, Column: retentionpolicy.FieldScope},
+			retentionpolicy.FieldTargetID:            {Type: field.TypeString, Column: retentionpolicy.FieldTargetID},
+			retentionpolicy.FieldPayloadDays:         {Type: field.TypeInt, Column: retentionpolicy.FieldPayloadDays},
+			retentionpolicy.FieldRunDays:             {Type: field.TypeInt, Column: retentionpolicy.FieldRunDays},
+			retentionpolicy.FieldAuditDays:           {Type: field.TypeInt, Column: retentionpolicy.FieldAuditDays},
+			retentionpolicy.FieldWebhookDeliveryDays: {Type: field.TypeInt, Column: retentionpolicy.FieldWebhookDeliveryDays},
+			retentionpolicy.FieldUpdatedBy:           {Type: field.TypeString, Column: retentionpolicy.FieldUpdatedBy},
+		},
+	}
+	graph.Nodes[31] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -864,9 +912,14 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldReleaseID:          {Type: field.TypeString, Column: run.FieldReleaseID},
 			run.FieldReleaseSide:        {Type: field.TypeEnum, Column: run.FieldReleaseSide},
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
+			run.FieldPayloadPurgedAt:    {Type: field.TypeTime, Column: run.FieldPayloadPurgedAt},
+			run.FieldPayloadPurgedBy:    {Type: field.TypeString, Column: run.FieldPayloadPurgedBy},
+			run.FieldHoldReason:         {Type: field.TypeString, Column: run.FieldHoldReason},
+			run.FieldHeldBy:             {Type: field.TypeString, Column: run.FieldHeldBy},
+			run.FieldHeldAt:             {Type: field.TypeTime, Column: run.FieldHeldAt},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -887,7 +940,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -908,7 +961,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -930,7 +983,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[33] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   schedule.Table,
 			Columns: schedule.Columns,
@@ -964,7 +1017,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			schedule.FieldCreatedBy:       {Type: field.TypeString, Column: schedule.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   scheduleaction.Table,
 			Columns: scheduleaction.Columns,
@@ -988,7 +1041,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			scheduleaction.FieldRunOpen:       {Type: field.TypeBool, Column: scheduleaction.FieldRunOpen},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -1016,7 +1069,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[36] = &sqlgraph.Node{
+	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -1045,7 +1098,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[37] = &sqlgraph.Node{
+	graph.Nodes[39] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -1071,7 +1124,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 		},
 	}
-	graph.Nodes[38] = &sqlgraph.Node{
+	graph.Nodes[40] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   trigger.Table,
 			Columns: trigger.Columns,
@@ -1103,7 +1156,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			trigger.FieldCreatedBy:               {Type: field.TypeString, Column: trigger.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[39] = &sqlgraph.Node{
+	graph.Nodes[41] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   triggerdelivery.Table,
 			Columns: triggerdelivery.Columns,
@@ -1130,7 +1183,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			triggerdelivery.FieldBodyBytes:  {Type: field.TypeInt, Column: triggerdelivery.FieldBodyBytes},
 		},
 	}
-	graph.Nodes[40] = &sqlgraph.Node{
+	graph.Nodes[42] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -1151,7 +1204,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[41] = &sqlgraph.Node{
+	graph.Nodes[43] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -1179,7 +1232,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[42] = &sqlgraph.Node{
+	graph.Nodes[44] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1206,7 +1259,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[43] = &sqlgraph.Node{
+	graph.Nodes[45] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1226,7 +1279,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[44] = &sqlgraph.Node{
+	graph.Nodes[46] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowpause.Table,
 			Columns: workflowpause.Columns,
@@ -1247,7 +1300,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflowpause.FieldPausedBy:      {Type: field.TypeString, Column: workflowpause.FieldPausedBy},
 		},
 	}
-	graph.Nodes[45] = &sqlgraph.Node{
+	graph.Nodes[47] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1846,6 +1899,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"ResponseShape",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   retentionpass.TenantTable,
+			Columns: []string{retentionpass.TenantColumn},
+			Bidi:    false,
+		},
+		"RetentionPass",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   retentionpolicy.TenantTable,
+			Columns: []string{retentionpolicy.TenantColumn},
+			Bidi:    false,
+		},
+		"RetentionPolicy",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -6013,6 +6090,214 @@ func (f *ResponseShapeFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *RetentionPassQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RetentionPassQuery builder.
+func (_q *RetentionPassQuery) Filter() *RetentionPassFilter {
+	return &RetentionPassFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RetentionPassMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RetentionPassMutation builder.
+func (m *RetentionPassMutation) Filter() *RetentionPassFilter {
+	return &RetentionPassFilter{config: m.config, predicateAdder: m}
+}
+
+// RetentionPassFilter provides a generic filtering capability at runtime for RetentionPassQuery.
+type RetentionPassFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RetentionPassFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RetentionPassFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RetentionPassFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldTenantID))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *RetentionPassFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpass.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *RetentionPassFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpass.FieldFinishedAt))
+}
+
+// WherePayloadRuns applies the entql int64 predicate on the payload_runs field.
+func (f *RetentionPassFilter) WherePayloadRuns(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldPayloadRuns))
+}
+
+// WhereRunsDeleted applies the entql int64 predicate on the runs_deleted field.
+func (f *RetentionPassFilter) WhereRunsDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldRunsDeleted))
+}
+
+// WhereAuditDeleted applies the entql int64 predicate on the audit_deleted field.
+func (f *RetentionPassFilter) WhereAuditDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldAuditDeleted))
+}
+
+// WhereWebhookDeliveriesDeleted applies the entql int64 predicate on the webhook_deliveries_deleted field.
+func (f *RetentionPassFilter) WhereWebhookDeliveriesDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldWebhookDeliveriesDeleted))
+}
+
+// WherePayloadBytes applies the entql int64 predicate on the payload_bytes field.
+func (f *RetentionPassFilter) WherePayloadBytes(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldPayloadBytes))
+}
+
+// WhereBatches applies the entql int predicate on the batches field.
+func (f *RetentionPassFilter) WhereBatches(p entql.IntP) {
+	f.Where(p.Field(retentionpass.FieldBatches))
+}
+
+// WhereError applies the entql string predicate on the error field.
+func (f *RetentionPassFilter) WhereError(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldError))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RetentionPassFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RetentionPassFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *RetentionPolicyQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RetentionPolicyQuery builder.
+func (_q *RetentionPolicyQuery) Filter() *RetentionPolicyFilter {
+	return &RetentionPolicyFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RetentionPolicyMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RetentionPolicyMutation builder.
+func (m *RetentionPolicyMutation) Filter() *RetentionPolicyFilter {
+	return &RetentionPolicyFilter{config: m.config, predicateAdder: m}
+}
+
+// RetentionPolicyFilter provides a generic filtering capability at runtime for RetentionPolicyQuery.
+type RetentionPolicyFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RetentionPolicyFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RetentionPolicyFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RetentionPolicyFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *RetentionPolicyFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpolicy.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *RetentionPolicyFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpolicy.FieldUpdatedAt))
+}
+
+// WhereScope applies the entql string predicate on the scope field.
+func (f *RetentionPolicyFilter) WhereScope(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldScope))
+}
+
+// WhereTargetID applies the entql string predicate on the target_id field.
+func (f *RetentionPolicyFilter) WhereTargetID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldTargetID))
+}
+
+// WherePayloadDays applies the entql int predicate on the payload_days field.
+func (f *RetentionPolicyFilter) WherePayloadDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldPayloadDays))
+}
+
+// WhereRunDays applies the entql int predicate on the run_days field.
+func (f *RetentionPolicyFilter) WhereRunDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldRunDays))
+}
+
+// WhereAuditDays applies the entql int predicate on the audit_days field.
+func (f *RetentionPolicyFilter) WhereAuditDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldAuditDays))
+}
+
+// WhereWebhookDeliveryDays applies the entql int predicate on the webhook_delivery_days field.
+func (f *RetentionPolicyFilter) WhereWebhookDeliveryDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldWebhookDeliveryDays))
+}
+
+// WhereUpdatedBy applies the entql string predicate on the updated_by field.
+func (f *RetentionPolicyFilter) WhereUpdatedBy(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldUpdatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RetentionPolicyFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RetentionPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -6041,7 +6326,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6217,6 +6502,31 @@ func (f *RunFilter) WhereSLACheckAt(p entql.TimeP) {
 	f.Where(p.Field(run.FieldSLACheckAt))
 }
 
+// WherePayloadPurgedAt applies the entql time.Time predicate on the payload_purged_at field.
+func (f *RunFilter) WherePayloadPurgedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldPayloadPurgedAt))
+}
+
+// WherePayloadPurgedBy applies the entql string predicate on the payload_purged_by field.
+func (f *RunFilter) WherePayloadPurgedBy(p entql.StringP) {
+	f.Where(p.Field(run.FieldPayloadPurgedBy))
+}
+
+// WhereHoldReason applies the entql string predicate on the hold_reason field.
+func (f *RunFilter) WhereHoldReason(p entql.StringP) {
+	f.Where(p.Field(run.FieldHoldReason))
+}
+
+// WhereHeldBy applies the entql string predicate on the held_by field.
+func (f *RunFilter) WhereHeldBy(p entql.StringP) {
+	f.Where(p.Field(run.FieldHeldBy))
+}
+
+// WhereHeldAt applies the entql time.Time predicate on the held_at field.
+func (f *RunFilter) WhereHeldAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldHeldAt))
+}
+
 // WhereHasTenant applies a predicate to check if query has an edge tenant.
 func (f *RunFilter) WhereHasTenant() {
 	f.Where(entql.HasEdge("tenant"))
@@ -6330,7 +6640,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6438,7 +6748,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6532,7 +6842,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6631,7 +6941,7 @@ type ScheduleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6790,7 +7100,7 @@ type ScheduleActionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleActionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6899,7 +7209,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7042,7 +7352,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7204,7 +7514,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7309,7 +7619,7 @@ type TriggerFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7472,7 +7782,7 @@ type TriggerDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7610,7 +7920,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7718,7 +8028,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7875,7 +8185,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8013,7 +8323,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8130,7 +8440,7 @@ type WorkflowPauseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowPauseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[46].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8224,7 +8534,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[47].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/money"
+	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/store"
@@ -112,6 +113,9 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 			return err
 		}
 		if err := applyMembers(ctx, c, m, &out); err != nil {
+			return err
+		}
+		if err := applyRetention(ctx, c, m, &out); err != nil {
 			return err
 		}
 		// The sla section is the tenant default SLA policy (internal/sla).
@@ -324,4 +328,28 @@ func applySLA(ctx context.Context, c *ent.Client, spec SLASpec) error {
 		return nil
 	}
 	return p.Update().SetObjectives(o).Exec(ctx)
+}
+
+// applyRetention writes the manifest's retention block as the tenant's
+// policy and its environments' overrides (internal/retention, audited).
+func applyRetention(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
+	if m.Retention == nil {
+		return nil
+	}
+	days := func(d RetentionDaysSpec) retention.Days {
+		return retention.Days{Payload: d.PayloadDays, Run: d.RunDays, Audit: d.AuditDays, WebhookDelivery: d.WebhookDeliveryDays}
+	}
+	levels := map[string]retention.Days{"": days(m.Retention.RetentionDaysSpec)}
+	for name, d := range m.Retention.Environments {
+		env, err := c.Environment.Query().Where(environment.Name(name)).Only(ctx)
+		if err != nil {
+			return fmt.Errorf("retention.environments.%s: %w", name, err)
+		}
+		levels[env.ID] = days(d)
+	}
+	if err := retention.Apply(ctx, c, levels); err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	fmt.Fprintf(out, "  retention policy applied (%d environment overrides)\n", len(m.Retention.Environments))
+	return nil
 }

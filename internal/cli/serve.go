@@ -70,6 +70,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Protection: a.protection,
 		RateLimits: a.rateLimits,
 		Schedules:  a.schedules,
+		Retention:  a.retention,
 		Triggers:   a.triggers,
 		Metrics:    metrics,
 		Hub:        hub,

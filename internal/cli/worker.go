@@ -66,6 +66,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
 		// Schedules: the ticker, one pass at a time (internal/schedules).
 		func(ctx context.Context) { a.schedules.RunTicker(ctx, a.db) },
+		// Retention: the purge, one pass at a time (internal/retention).
+		func(ctx context.Context) { a.retention.RunPurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -58,6 +58,8 @@ const (
 	Trigger                    = "trg"
 	TriggerDelivery            = "trd"
 	WorkflowPause              = "wfp"
+	RetentionPolicy            = "rtp"
+	RetentionPass              = "rtr"
 )
 
 var (
