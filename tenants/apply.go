@@ -347,9 +347,12 @@ func applyRetention(ctx context.Context, c *ent.Client, m *Manifest, out io.Writ
 		}
 		levels[env.ID] = days(d)
 	}
-	if err := retention.Apply(ctx, c, levels); err != nil {
+	n, err := retention.Apply(ctx, c, levels)
+	if err != nil {
 		return fmt.Errorf("retention: %w", err)
 	}
-	fmt.Fprintf(out, "  retention policy applied (%d environment overrides)\n", len(m.Retention.Environments))
+	if n > 0 {
+		fmt.Fprintf(out, "  set retention policy: %d levels updated\n", n)
+	}
 	return nil
 }

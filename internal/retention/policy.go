@@ -372,27 +372,43 @@ func upsert(ctx context.Context, c *ent.Client, by string, in Input) error {
 
 // Apply writes a tenant's policy levels as a manifest names them, as the
 // system (tenant apply): levels is keyed by environment id ("" for the
-// tenant). It writes an audit entry per changed level.
-func Apply(ctx context.Context, c *ent.Client, levels map[string]Days) error {
+// tenant). A level that already holds its values is left alone; each
+// changed level is audited. It returns how many changed.
+func Apply(ctx context.Context, c *ent.Client, levels map[string]Days) (int, error) {
+	changed := 0
 	for target, d := range levels {
 		in := Input{Scope: ScopeTenant, Days: d}
 		if target != "" {
 			in.Scope, in.TargetID = ScopeEnvironment, target
 		}
 		if err := validate(ctx, c, "retention", in); err != nil {
-			return err
+			return changed, err
+		}
+		cur, err := c.RetentionPolicy.Query().
+			Where(retentionpolicy.ScopeEQ(in.Scope), retentionpolicy.TargetID(in.TargetID)).Only(ctx)
+		if err != nil && !ent.IsNotFound(err) {
+			return changed, err
+		}
+		if sameDays(daysOf(cur), d) {
+			continue
 		}
 		if err := upsert(ctx, c, "manifest", in); err != nil {
-			return err
+			return changed, err
 		}
 		t := target
 		if t == "" {
 			t = viewer.FromContext(ctx).TenantID
 		}
 		if err := audit.Record(ctx, c, "retention.set_policy", "RetentionPolicy", t, map[string]any{
-			"scope": string(in.Scope), "targetID": in.TargetID, "after": describe(d), "source": "manifest"}); err != nil {
-			return err
+			"scope": string(in.Scope), "targetID": in.TargetID, "before": describe(daysOf(cur)), "after": describe(d), "source": "manifest"}); err != nil {
+			return changed, err
 		}
+		changed++
 	}
-	return nil
+	return changed, nil
+}
+
+func sameDays(a, b Days) bool {
+	eq := func(x, y *int) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return eq(a.Payload, b.Payload) && eq(a.Run, b.Run) && eq(a.Audit, b.Audit) && eq(a.WebhookDelivery, b.WebhookDelivery)
 }

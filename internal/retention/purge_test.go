@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/run"
@@ -47,13 +50,18 @@ type h struct {
 
 func newH(t *testing.T, batch int) *h {
 	t.Helper()
+	return newHWith(t, batch, nil)
+}
+
+func newHWith(t *testing.T, batch int, purged *prometheus.CounterVec) *h {
+	t.Helper()
 	tenantID, err := testDB.Tenant(context.Background(), "retention test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := testdb.NewClock(time.Now())
 	x := &h{t: t, clock: clk, tenant: tenantID,
-		svc: retention.New(retention.Options{Client: testDB.App, Day: time.Hour, Batch: batch, Now: clk.Now}),
+		svc: retention.New(retention.Options{Client: testDB.App, Day: time.Hour, Batch: batch, Now: clk.Now, Purged: purged}),
 		ctx: viewer.NewContext(context.Background(), &viewer.Viewer{TenantID: tenantID, Subject: "user_owner", Roles: []string{viewer.RoleOwner}})}
 	ctl := control.New(control.Options{Vault: vault.New(secrets.DevKeyRing()), Now: clk.Now})
 	x.in(func(ctx context.Context, c *ent.Client) error {
@@ -138,7 +146,8 @@ func (x *h) setPolicy(in retention.Input) {
 func days(n int) *int { return &n }
 
 func TestPurgeInBatchesKeepsTombstones(t *testing.T) {
-	x := newH(t, 3)
+	purged := retention.NewPurgedCounter(prometheus.NewRegistry())
+	x := newHWith(t, 3, purged)
 	x.setPolicy(retention.Input{Scope: retention.ScopeTenant, Days: retention.Days{Payload: days(1)}})
 	var old []string
 	for range 7 {
@@ -157,6 +166,12 @@ func TestPurgeInBatchesKeepsTombstones(t *testing.T) {
 	}
 	if got.PayloadRuns != 7 || got.Batches != 3 {
 		t.Fatalf("purged %d runs in %d batches, want 7 in 3 (batches of 3)", got.PayloadRuns, got.Batches)
+	}
+	if n := counter(t, purged, retention.KindPayloads); n != 7 {
+		t.Fatalf("sluice_retention_purged_total{kind=payloads} = %v, want 7", n)
+	}
+	if n := counter(t, purged, retention.KindBytes); n != float64(got.PayloadBytes) {
+		t.Fatalf("sluice_retention_purged_total{kind=payload_bytes} = %v, want %d", n, got.PayloadBytes)
 	}
 	if preview.PayloadRuns != got.PayloadRuns || preview.PayloadBytes != got.PayloadBytes || got.PayloadBytes <= 0 {
 		t.Fatalf("preview %d runs %d bytes; purge %d runs %d bytes", preview.PayloadRuns, preview.PayloadBytes, got.PayloadRuns, got.PayloadBytes)
@@ -318,4 +333,44 @@ func TestPolicyValidation(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Audit entries go only after auditDays, through the SECURITY DEFINER
+// function (the app role cannot delete them itself).
+func TestAuditPurgedAfterAuditDays(t *testing.T) {
+	x := newH(t, 2)
+	x.setPolicy(retention.Input{Scope: retention.ScopeTenant, Days: retention.Days{Audit: days(2)}})
+	var before int
+	x.in(func(ctx context.Context, c *ent.Client) error { before = c.AuditLog.Query().CountX(ctx); return nil })
+	if before == 0 {
+		t.Fatal("no audit entries to purge")
+	}
+	// One day and a half later: none is past auditDays.
+	x.clock.Advance(90 * time.Minute)
+	got, err := x.svc.PurgeTenant(context.Background(), x.tenant)
+	if err != nil || got.AuditDeleted != 0 {
+		t.Fatalf("purge within auditDays: %+v %v", got, err)
+	}
+	x.clock.Advance(time.Hour)
+	got, err = x.svc.PurgeTenant(context.Background(), x.tenant)
+	if err != nil || got.AuditDeleted != int64(before) {
+		t.Fatalf("purge past auditDays: %+v %v, want %d entries deleted", got, err, before)
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		// What is left: the pass's own retention.purge entry.
+		list := c.AuditLog.Query().AllX(ctx)
+		if len(list) != 1 || list[0].Action != "retention.purge" {
+			t.Errorf("audit after the purge: %d entries", len(list))
+		}
+		return nil
+	})
+}
+
+func counter(t *testing.T, c *prometheus.CounterVec, kind string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.WithLabelValues(kind).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
