@@ -72,6 +72,12 @@ func TestRetentionPurge(t *testing.T) {
 	}
 	c.fail("VALIDATION", mSetRetention, map[string]any{"in": map[string]any{"scope": "TENANT", "payloadDays": 100, "runDays": 30}})
 	c.fail("VALIDATION", mHoldRun, map[string]any{"id": held, "r": "  "})
+	if r := c.fail("VALIDATION", `{ retentionRuns(first: 0) { id } }`, nil); r.Errors[0].Extensions["path"] != "first" {
+		t.Errorf("retentionRuns(first: 0): %s", r.Raw)
+	}
+	if r := c.fail("VALIDATION", qPreview, map[string]any{"p": map[string]any{"scope": "TENANT", "runDays": 0}}); r.Errors[0].Extensions["path"] != "policy.runDays" {
+		t.Errorf("previewRetention runDays 0: %s", r.Raw)
+	}
 	if got := get(c.ok(qRetention, nil), "retentionPolicy.payloadDays"); got != nil {
 		t.Fatalf("refused input wrote a policy: payloadDays %v", got)
 	}

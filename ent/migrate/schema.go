@@ -1589,6 +1589,14 @@ var (
 				},
 			},
 			{
+				Name:    "run_retention_tombstone",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[30]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "payload_purged_at IS NOT NULL",
+				},
+			},
+			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
 				Columns: []*schema.Column{RunsColumns[35], RunsColumns[27], RunsColumns[22]},

@@ -128,6 +128,10 @@ func (Run) Indexes() []ent.Index {
 		// The retention purge: finished runs whose payloads are kept.
 		index.Fields("tenant_id", "finished_at").StorageKey("run_retention_payload").
 			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND payload_purged_at IS NULL")),
+		// The retention purge's deletion of tombstones past runDays (rows
+		// only the purge writes).
+		index.Fields("tenant_id", "payload_purged_at").StorageKey("run_retention_tombstone").
+			Annotations(entsql.IndexWhere("payload_purged_at IS NOT NULL")),
 		// Release analysis: a release's runs finished since its step began.
 		index.Fields("tenant_id", "release_id", "finished_at").
 			Annotations(entsql.IndexWhere("release_id IS NOT NULL")),

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/access"
+	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -94,8 +95,8 @@ func (s *Service) Passes(ctx context.Context, first int) ([]*ent.RetentionPass, 
 	if err != nil {
 		return nil, err
 	}
-	if first <= 0 || first > 100 {
-		first = 20
+	if first < 1 || first > 100 {
+		return nil, errs.Invalid("first", "must be between 1 and 100")
 	}
 	return c.RetentionPass.Query().Order(ent.Desc("started_at"), ent.Desc("id")).Limit(first).All(ctx)
 }

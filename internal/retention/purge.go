@@ -3,6 +3,7 @@ package retention
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -259,6 +260,9 @@ func (p *pass) commit() {
 func (p *pass) finish(ctx context.Context, passErr error) error {
 	return store.InTenant(context.WithoutCancel(ctx), p.s.o.Client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)
+		if p.id == "" && errors.Is(passErr, context.Canceled) {
+			return nil // stopped (shutdown) before purging anything here
+		}
 		if p.id == "" {
 			// A pass that failed before purging anything records the error.
 			r, err := c.RetentionPass.Create().SetStartedAt(p.now).Save(ctx)
