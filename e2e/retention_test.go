@@ -288,7 +288,7 @@ func TestRetentionPurgeSurvivesWorkerKill(t *testing.T) {
 	f := newFixture(t, "retention-kill")
 	runs := 0
 	var ids []string
-	for range 12 {
+	for range 30 {
 		id := str(f.owner.ok(mStartRun, map[string]any{"w": f.workflowID, "e": f.envID, "i": map[string]any{"name": "n"}}), "startRun.id")
 		ids = append(ids, id)
 	}
@@ -308,6 +308,8 @@ func TestRetentionPurgeSurvivesWorkerKill(t *testing.T) {
 	w := st.workers[0]
 	_ = w.cmd.Process.Kill()
 	<-w.done
+	list, _ := get(c.ok(qRetentionRuns, nil), "retentionRuns").([]any)
+	t.Logf("worker killed after %v (of %d runs purged: the next worker does the rest)", list, runs)
 	rdb := st.redis()
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
