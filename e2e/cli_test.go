@@ -140,6 +140,11 @@ func TestCLITenantApply(t *testing.T) {
 	if s := get(owner.ok(`{ slaPolicies { edges { node { objectives { releaseRollback { severity } } } } } }`, nil), "slaPolicies"); !strings.Contains(fmt.Sprint(s), "severity:CRITICAL") {
 		t.Errorf("tenant default policy's releaseRollback: %v", s)
 	}
+	// The retention block: the tenant level and development's override.
+	pol := fmt.Sprint(get(owner.ok(`{ retentionPolicies { scope payloadDays effective { payloadDays runDays auditDays } } }`, nil), "retentionPolicies"))
+	if pol != "[map[effective:map[auditDays:400 payloadDays:30 runDays:180] payloadDays:30 scope:TENANT] map[effective:map[auditDays:400 payloadDays:7 runDays:180] payloadDays:7 scope:ENVIRONMENT]]" {
+		t.Errorf("retention policies after apply: %s", pol)
+	}
 	// Members are added through the control plane: audited like addMember.
 	if logs := edges(owner.ok(qHookAudit, map[string]any{"a": "member.add"}), "auditLogs"); len(logs) != 3 {
 		t.Errorf("member.add audit entries after apply: %d, want 3", len(logs))
@@ -238,6 +243,9 @@ func TestCLITenantApplyRejectsBadManifests(t *testing.T) {
 		{"unknown escalation role", []string{"escalateTo: [admin, owner]", "escalateTo: [admin, boss]"}, []string{"sla.escalateTo[1]", "boss"}},
 		{"bad duration", []string{"runDuration: 10m", "runDuration: ten minutes"}, []string{"sla.runDuration"}},
 		{"bad retention", []string{"retentionDays: 180", "retentionDays: -1"}, []string{"retentionDays"}},
+		{"retention payload past runDays", []string{"payloadDays: 30", "payloadDays: 365"}, []string{"retention.payloadDays"}},
+		{"retention unknown environment", []string{"development: {payloadDays: 7}", "dev: {payloadDays: 7}"}, []string{"retention.environments.dev"}},
+		{"retention audit per environment", []string{"development: {payloadDays: 7}", "development: {auditDays: 7}"}, []string{"retention.environments.development.auditDays"}},
 		{"not YAML", []string{"members:", "members: [unclosed"}, []string{"parse manifest"}},
 		{"bad variable type", []string{"{type: integer, value: 50}", "{type: integer, value: fifty}"}, []string{"environments[2].vars.maxItems"}},
 		{"bad variable name", []string{"maxItems:", "max-items:"}, []string{"environments[2].vars.max-items"}},

@@ -258,6 +258,22 @@ func (c *ResponseShapeClient) Bind(_m *ResponseShape) *ResponseShape {
 	return _m
 }
 
+// Bind gives a RetentionPass that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *RetentionPassClient) Bind(_m *RetentionPass) *RetentionPass {
+	_m.config = c.config
+	return _m
+}
+
+// Bind gives a RetentionPolicy that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *RetentionPolicyClient) Bind(_m *RetentionPolicy) *RetentionPolicy {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Run that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -18,8 +18,6 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
-	"github.com/sluicehq/sluice/ent/bulkoperation"
-	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -46,6 +44,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -78,10 +78,6 @@ type Client struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
-	// BulkOperation is the client for interacting with the BulkOperation builders.
-	BulkOperation *BulkOperationClient
-	// BulkOperationItem is the client for interacting with the BulkOperationItem builders.
-	BulkOperationItem *BulkOperationItemClient
 	// Connection is the client for interacting with the Connection builders.
 	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
@@ -134,6 +130,10 @@ type Client struct {
 	ResponseCacheEntry *ResponseCacheEntryClient
 	// ResponseShape is the client for interacting with the ResponseShape builders.
 	ResponseShape *ResponseShapeClient
+	// RetentionPass is the client for interacting with the RetentionPass builders.
+	RetentionPass *RetentionPassClient
+	// RetentionPolicy is the client for interacting with the RetentionPolicy builders.
+	RetentionPolicy *RetentionPolicyClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -182,8 +182,6 @@ func (c *Client) init() {
 	c.APIKey = NewAPIKeyClient(c.config)
 	c.ApprovalRequest = NewApprovalRequestClient(c.config)
 	c.AuditLog = NewAuditLogClient(c.config)
-	c.BulkOperation = NewBulkOperationClient(c.config)
-	c.BulkOperationItem = NewBulkOperationItemClient(c.config)
 	c.Connection = NewConnectionClient(c.config)
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
@@ -210,6 +208,8 @@ func (c *Client) init() {
 	c.Release = NewReleaseClient(c.config)
 	c.ResponseCacheEntry = NewResponseCacheEntryClient(c.config)
 	c.ResponseShape = NewResponseShapeClient(c.config)
+	c.RetentionPass = NewRetentionPassClient(c.config)
+	c.RetentionPolicy = NewRetentionPolicyClient(c.config)
 	c.Run = NewRunClient(c.config)
 	c.RunEvent = NewRunEventClient(c.config)
 	c.SLABreach = NewSLABreachClient(c.config)
@@ -322,8 +322,6 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
-		BulkOperation:              NewBulkOperationClient(cfg),
-		BulkOperationItem:          NewBulkOperationItemClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -350,6 +348,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
+		RetentionPass:              NewRetentionPassClient(cfg),
+		RetentionPolicy:            NewRetentionPolicyClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -389,8 +389,6 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
-		BulkOperation:              NewBulkOperationClient(cfg),
-		BulkOperationItem:          NewBulkOperationItemClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -417,6 +415,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Release:                    NewReleaseClient(cfg),
 		ResponseCacheEntry:         NewResponseCacheEntryClient(cfg),
 		ResponseShape:              NewResponseShapeClient(cfg),
+		RetentionPass:              NewRetentionPassClient(cfg),
+		RetentionPolicy:            NewRetentionPolicyClient(cfg),
 		Run:                        NewRunClient(cfg),
 		RunEvent:                   NewRunEventClient(cfg),
 		SLABreach:                  NewSLABreachClient(cfg),
@@ -463,13 +463,13 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
-		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown,
-		c.Release, c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
+		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
+		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
+		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
 		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
 		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
 		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
@@ -483,13 +483,13 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
-		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.InboundEvent, c.Incident, c.MapItem, c.Member, c.ModelCall,
-		c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit, c.RateLimitCooldown,
-		c.Release, c.ResponseCacheEntry, c.ResponseShape, c.Run, c.RunEvent,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
+		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
+		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
+		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
+		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
 		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
 		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
 		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
@@ -508,10 +508,6 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ApprovalRequest.mutate(ctx, m)
 	case *AuditLogMutation:
 		return c.AuditLog.mutate(ctx, m)
-	case *BulkOperationMutation:
-		return c.BulkOperation.mutate(ctx, m)
-	case *BulkOperationItemMutation:
-		return c.BulkOperationItem.mutate(ctx, m)
 	case *ConnectionMutation:
 		return c.Connection.mutate(ctx, m)
 	case *CredentialMutation:
@@ -564,6 +560,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ResponseCacheEntry.mutate(ctx, m)
 	case *ResponseShapeMutation:
 		return c.ResponseShape.mutate(ctx, m)
+	case *RetentionPassMutation:
+		return c.RetentionPass.mutate(ctx, m)
+	case *RetentionPolicyMutation:
+		return c.RetentionPolicy.mutate(ctx, m)
 	case *RunMutation:
 		return c.Run.mutate(ctx, m)
 	case *RunEventMutation:
@@ -1082,306 +1082,6 @@ func (c *AuditLogClient) mutate(ctx context.Context, m *AuditLogMutation) (Value
 		return (&AuditLogDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown AuditLog mutation op: %q", m.Op())
-	}
-}
-
-// BulkOperationClient is a client for the BulkOperation schema.
-type BulkOperationClient struct {
-	config
-}
-
-// NewBulkOperationClient returns a client for the BulkOperation from the given config.
-func NewBulkOperationClient(c config) *BulkOperationClient {
-	return &BulkOperationClient{config: c}
-}
-
-// Use adds a list of mutation hooks to the hooks stack.
-// A call to `Use(f, g, h)` equals to `bulkoperation.Hooks(f(g(h())))`.
-func (c *BulkOperationClient) Use(hooks ...Hook) {
-	c.hooks.BulkOperation = append(c.hooks.BulkOperation, hooks...)
-}
-
-// Intercept adds a list of query interceptors to the interceptors stack.
-// A call to `Intercept(f, g, h)` equals to `bulkoperation.Intercept(f(g(h())))`.
-func (c *BulkOperationClient) Intercept(interceptors ...Interceptor) {
-	c.inters.BulkOperation = append(c.inters.BulkOperation, interceptors...)
-}
-
-// Create returns a builder for creating a BulkOperation entity.
-func (c *BulkOperationClient) Create() *BulkOperationCreate {
-	mutation := newBulkOperationMutation(c.config, OpCreate)
-	return &BulkOperationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// CreateBulk returns a builder for creating a bulk of BulkOperation entities.
-func (c *BulkOperationClient) CreateBulk(builders ...*BulkOperationCreate) *BulkOperationCreateBulk {
-	return &BulkOperationCreateBulk{config: c.config, builders: builders}
-}
-
-// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
-// a builder and applies setFunc on it.
-func (c *BulkOperationClient) MapCreateBulk(slice any, setFunc func(*BulkOperationCreate, int)) *BulkOperationCreateBulk {
-	rv := reflect.ValueOf(slice)
-	if rv.Kind() != reflect.Slice {
-		return &BulkOperationCreateBulk{err: fmt.Errorf("calling to BulkOperationClient.MapCreateBulk with wrong type %T, need slice", slice)}
-	}
-	builders := make([]*BulkOperationCreate, rv.Len())
-	for i := 0; i < rv.Len(); i++ {
-		builders[i] = c.Create()
-		setFunc(builders[i], i)
-	}
-	return &BulkOperationCreateBulk{config: c.config, builders: builders}
-}
-
-// Update returns an update builder for BulkOperation.
-func (c *BulkOperationClient) Update() *BulkOperationUpdate {
-	mutation := newBulkOperationMutation(c.config, OpUpdate)
-	return &BulkOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// UpdateOne returns an update builder for the given entity.
-func (c *BulkOperationClient) UpdateOne(_m *BulkOperation) *BulkOperationUpdateOne {
-	mutation := newBulkOperationMutation(c.config, OpUpdateOne, withBulkOperation(_m))
-	return &BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// UpdateOneID returns an update builder for the given id.
-func (c *BulkOperationClient) UpdateOneID(id string) *BulkOperationUpdateOne {
-	mutation := newBulkOperationMutation(c.config, OpUpdateOne, withBulkOperationID(id))
-	return &BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// Delete returns a delete builder for BulkOperation.
-func (c *BulkOperationClient) Delete() *BulkOperationDelete {
-	mutation := newBulkOperationMutation(c.config, OpDelete)
-	return &BulkOperationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// DeleteOne returns a builder for deleting the given entity.
-func (c *BulkOperationClient) DeleteOne(_m *BulkOperation) *BulkOperationDeleteOne {
-	return c.DeleteOneID(_m.ID)
-}
-
-// DeleteOneID returns a builder for deleting the given entity by its id.
-func (c *BulkOperationClient) DeleteOneID(id string) *BulkOperationDeleteOne {
-	builder := c.Delete().Where(bulkoperation.ID(id))
-	builder.mutation.id = &id
-	builder.mutation.op = OpDeleteOne
-	return &BulkOperationDeleteOne{builder}
-}
-
-// Query returns a query builder for BulkOperation.
-func (c *BulkOperationClient) Query() *BulkOperationQuery {
-	return &BulkOperationQuery{
-		config: c.config,
-		ctx:    &QueryContext{Type: TypeBulkOperation},
-		inters: c.Interceptors(),
-	}
-}
-
-// Get returns a BulkOperation entity by its id.
-func (c *BulkOperationClient) Get(ctx context.Context, id string) (*BulkOperation, error) {
-	return c.Query().Where(bulkoperation.ID(id)).Only(ctx)
-}
-
-// GetX is like Get, but panics if an error occurs.
-func (c *BulkOperationClient) GetX(ctx context.Context, id string) *BulkOperation {
-	obj, err := c.Get(ctx, id)
-	if err != nil {
-		panic(err)
-	}
-	return obj
-}
-
-// QueryTenant queries the tenant edge of a BulkOperation.
-func (c *BulkOperationClient) QueryTenant(_m *BulkOperation) *TenantQuery {
-	query := (&TenantClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(bulkoperation.Table, bulkoperation.FieldID, id),
-			sqlgraph.To(tenant.Table, tenant.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, false, bulkoperation.TenantTable, bulkoperation.TenantColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
-}
-
-// Hooks returns the client hooks.
-func (c *BulkOperationClient) Hooks() []Hook {
-	hooks := c.hooks.BulkOperation
-	return append(hooks[:len(hooks):len(hooks)], bulkoperation.Hooks[:]...)
-}
-
-// Interceptors returns the client interceptors.
-func (c *BulkOperationClient) Interceptors() []Interceptor {
-	return c.inters.BulkOperation
-}
-
-func (c *BulkOperationClient) mutate(ctx context.Context, m *BulkOperationMutation) (Value, error) {
-	switch m.Op() {
-	case OpCreate:
-		return (&BulkOperationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpUpdate:
-		return (&BulkOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpUpdateOne:
-		return (&BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpDelete, OpDeleteOne:
-		return (&BulkOperationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
-	default:
-		return nil, fmt.Errorf("ent: unknown BulkOperation mutation op: %q", m.Op())
-	}
-}
-
-// BulkOperationItemClient is a client for the BulkOperationItem schema.
-type BulkOperationItemClient struct {
-	config
-}
-
-// NewBulkOperationItemClient returns a client for the BulkOperationItem from the given config.
-func NewBulkOperationItemClient(c config) *BulkOperationItemClient {
-	return &BulkOperationItemClient{config: c}
-}
-
-// Use adds a list of mutation hooks to the hooks stack.
-// A call to `Use(f, g, h)` equals to `bulkoperationitem.Hooks(f(g(h())))`.
-func (c *BulkOperationItemClient) Use(hooks ...Hook) {
-	c.hooks.BulkOperationItem = append(c.hooks.BulkOperationItem, hooks...)
-}
-
-// Intercept adds a list of query interceptors to the interceptors stack.
-// A call to `Intercept(f, g, h)` equals to `bulkoperationitem.Intercept(f(g(h())))`.
-func (c *BulkOperationItemClient) Intercept(interceptors ...Interceptor) {
-	c.inters.BulkOperationItem = append(c.inters.BulkOperationItem, interceptors...)
-}
-
-// Create returns a builder for creating a BulkOperationItem entity.
-func (c *BulkOperationItemClient) Create() *BulkOperationItemCreate {
-	mutation := newBulkOperationItemMutation(c.config, OpCreate)
-	return &BulkOperationItemCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// CreateBulk returns a builder for creating a bulk of BulkOperationItem entities.
-func (c *BulkOperationItemClient) CreateBulk(builders ...*BulkOperationItemCreate) *BulkOperationItemCreateBulk {
-	return &BulkOperationItemCreateBulk{config: c.config, builders: builders}
-}
-
-// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
-// a builder and applies setFunc on it.
-func (c *BulkOperationItemClient) MapCreateBulk(slice any, setFunc func(*BulkOperationItemCreate, int)) *BulkOperationItemCreateBulk {
-	rv := reflect.ValueOf(slice)
-	if rv.Kind() != reflect.Slice {
-		return &BulkOperationItemCreateBulk{err: fmt.Errorf("calling to BulkOperationItemClient.MapCreateBulk with wrong type %T, need slice", slice)}
-	}
-	builders := make([]*BulkOperationItemCreate, rv.Len())
-	for i := 0; i < rv.Len(); i++ {
-		builders[i] = c.Create()
-		setFunc(builders[i], i)
-	}
-	return &BulkOperationItemCreateBulk{config: c.config, builders: builders}
-}
-
-// Update returns an update builder for BulkOperationItem.
-func (c *BulkOperationItemClient) Update() *BulkOperationItemUpdate {
-	mutation := newBulkOperationItemMutation(c.config, OpUpdate)
-	return &BulkOperationItemUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// UpdateOne returns an update builder for the given entity.
-func (c *BulkOperationItemClient) UpdateOne(_m *BulkOperationItem) *BulkOperationItemUpdateOne {
-	mutation := newBulkOperationItemMutation(c.config, OpUpdateOne, withBulkOperationItem(_m))
-	return &BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// UpdateOneID returns an update builder for the given id.
-func (c *BulkOperationItemClient) UpdateOneID(id string) *BulkOperationItemUpdateOne {
-	mutation := newBulkOperationItemMutation(c.config, OpUpdateOne, withBulkOperationItemID(id))
-	return &BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// Delete returns a delete builder for BulkOperationItem.
-func (c *BulkOperationItemClient) Delete() *BulkOperationItemDelete {
-	mutation := newBulkOperationItemMutation(c.config, OpDelete)
-	return &BulkOperationItemDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
-}
-
-// DeleteOne returns a builder for deleting the given entity.
-func (c *BulkOperationItemClient) DeleteOne(_m *BulkOperationItem) *BulkOperationItemDeleteOne {
-	return c.DeleteOneID(_m.ID)
-}
-
-// DeleteOneID returns a builder for deleting the given entity by its id.
-func (c *BulkOperationItemClient) DeleteOneID(id string) *BulkOperationItemDeleteOne {
-	builder := c.Delete().Where(bulkoperationitem.ID(id))
-	builder.mutation.id = &id
-	builder.mutation.op = OpDeleteOne
-	return &BulkOperationItemDeleteOne{builder}
-}
-
-// Query returns a query builder for BulkOperationItem.
-func (c *BulkOperationItemClient) Query() *BulkOperationItemQuery {
-	return &BulkOperationItemQuery{
-		config: c.config,
-		ctx:    &QueryContext{Type: TypeBulkOperationItem},
-		inters: c.Interceptors(),
-	}
-}
-
-// Get returns a BulkOperationItem entity by its id.
-func (c *BulkOperationItemClient) Get(ctx context.Context, id string) (*BulkOperationItem, error) {
-	return c.Query().Where(bulkoperationitem.ID(id)).Only(ctx)
-}
-
-// GetX is like Get, but panics if an error occurs.
-func (c *BulkOperationItemClient) GetX(ctx context.Context, id string) *BulkOperationItem {
-	obj, err := c.Get(ctx, id)
-	if err != nil {
-		panic(err)
-	}
-	return obj
-}
-
-// QueryTenant queries the tenant edge of a BulkOperationItem.
-func (c *BulkOperationItemClient) QueryTenant(_m *BulkOperationItem) *TenantQuery {
-	query := (&TenantClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(bulkoperationitem.Table, bulkoperationitem.FieldID, id),
-			sqlgraph.To(tenant.Table, tenant.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, false, bulkoperationitem.TenantTable, bulkoperationitem.TenantColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
-}
-
-// Hooks returns the client hooks.
-func (c *BulkOperationItemClient) Hooks() []Hook {
-	hooks := c.hooks.BulkOperationItem
-	return append(hooks[:len(hooks):len(hooks)], bulkoperationitem.Hooks[:]...)
-}
-
-// Interceptors returns the client interceptors.
-func (c *BulkOperationItemClient) Interceptors() []Interceptor {
-	return c.inters.BulkOperationItem
-}
-
-func (c *BulkOperationItemClient) mutate(ctx context.Context, m *BulkOperationItemMutation) (Value, error) {
-	switch m.Op() {
-	case OpCreate:
-		return (&BulkOperationItemCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpUpdate:
-		return (&BulkOperationItemUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpUpdateOne:
-		return (&BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
-	case OpDelete, OpDeleteOne:
-		return (&BulkOperationItemDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
-	default:
-		return nil, fmt.Errorf("ent: unknown BulkOperationItem mutation op: %q", m.Op())
 	}
 }
 
@@ -5557,6 +5257,306 @@ func (c *ResponseShapeClient) mutate(ctx context.Context, m *ResponseShapeMutati
 	}
 }
 
+// RetentionPassClient is a client for the RetentionPass schema.
+type RetentionPassClient struct {
+	config
+}
+
+// NewRetentionPassClient returns a client for the RetentionPass from the given config.
+func NewRetentionPassClient(c config) *RetentionPassClient {
+	return &RetentionPassClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `retentionpass.Hooks(f(g(h())))`.
+func (c *RetentionPassClient) Use(hooks ...Hook) {
+	c.hooks.RetentionPass = append(c.hooks.RetentionPass, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `retentionpass.Intercept(f(g(h())))`.
+func (c *RetentionPassClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RetentionPass = append(c.inters.RetentionPass, interceptors...)
+}
+
+// Create returns a builder for creating a RetentionPass entity.
+func (c *RetentionPassClient) Create() *RetentionPassCreate {
+	mutation := newRetentionPassMutation(c.config, OpCreate)
+	return &RetentionPassCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RetentionPass entities.
+func (c *RetentionPassClient) CreateBulk(builders ...*RetentionPassCreate) *RetentionPassCreateBulk {
+	return &RetentionPassCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RetentionPassClient) MapCreateBulk(slice any, setFunc func(*RetentionPassCreate, int)) *RetentionPassCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RetentionPassCreateBulk{err: fmt.Errorf("calling to RetentionPassClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RetentionPassCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RetentionPassCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RetentionPass.
+func (c *RetentionPassClient) Update() *RetentionPassUpdate {
+	mutation := newRetentionPassMutation(c.config, OpUpdate)
+	return &RetentionPassUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RetentionPassClient) UpdateOne(_m *RetentionPass) *RetentionPassUpdateOne {
+	mutation := newRetentionPassMutation(c.config, OpUpdateOne, withRetentionPass(_m))
+	return &RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RetentionPassClient) UpdateOneID(id string) *RetentionPassUpdateOne {
+	mutation := newRetentionPassMutation(c.config, OpUpdateOne, withRetentionPassID(id))
+	return &RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RetentionPass.
+func (c *RetentionPassClient) Delete() *RetentionPassDelete {
+	mutation := newRetentionPassMutation(c.config, OpDelete)
+	return &RetentionPassDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RetentionPassClient) DeleteOne(_m *RetentionPass) *RetentionPassDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RetentionPassClient) DeleteOneID(id string) *RetentionPassDeleteOne {
+	builder := c.Delete().Where(retentionpass.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RetentionPassDeleteOne{builder}
+}
+
+// Query returns a query builder for RetentionPass.
+func (c *RetentionPassClient) Query() *RetentionPassQuery {
+	return &RetentionPassQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRetentionPass},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RetentionPass entity by its id.
+func (c *RetentionPassClient) Get(ctx context.Context, id string) (*RetentionPass, error) {
+	return c.Query().Where(retentionpass.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RetentionPassClient) GetX(ctx context.Context, id string) *RetentionPass {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RetentionPass.
+func (c *RetentionPassClient) QueryTenant(_m *RetentionPass) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(retentionpass.Table, retentionpass.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, retentionpass.TenantTable, retentionpass.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RetentionPassClient) Hooks() []Hook {
+	hooks := c.hooks.RetentionPass
+	return append(hooks[:len(hooks):len(hooks)], retentionpass.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RetentionPassClient) Interceptors() []Interceptor {
+	return c.inters.RetentionPass
+}
+
+func (c *RetentionPassClient) mutate(ctx context.Context, m *RetentionPassMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RetentionPassCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RetentionPassUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RetentionPassUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RetentionPassDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RetentionPass mutation op: %q", m.Op())
+	}
+}
+
+// RetentionPolicyClient is a client for the RetentionPolicy schema.
+type RetentionPolicyClient struct {
+	config
+}
+
+// NewRetentionPolicyClient returns a client for the RetentionPolicy from the given config.
+func NewRetentionPolicyClient(c config) *RetentionPolicyClient {
+	return &RetentionPolicyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `retentionpolicy.Hooks(f(g(h())))`.
+func (c *RetentionPolicyClient) Use(hooks ...Hook) {
+	c.hooks.RetentionPolicy = append(c.hooks.RetentionPolicy, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `retentionpolicy.Intercept(f(g(h())))`.
+func (c *RetentionPolicyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.RetentionPolicy = append(c.inters.RetentionPolicy, interceptors...)
+}
+
+// Create returns a builder for creating a RetentionPolicy entity.
+func (c *RetentionPolicyClient) Create() *RetentionPolicyCreate {
+	mutation := newRetentionPolicyMutation(c.config, OpCreate)
+	return &RetentionPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of RetentionPolicy entities.
+func (c *RetentionPolicyClient) CreateBulk(builders ...*RetentionPolicyCreate) *RetentionPolicyCreateBulk {
+	return &RetentionPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *RetentionPolicyClient) MapCreateBulk(slice any, setFunc func(*RetentionPolicyCreate, int)) *RetentionPolicyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &RetentionPolicyCreateBulk{err: fmt.Errorf("calling to RetentionPolicyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*RetentionPolicyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &RetentionPolicyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Update() *RetentionPolicyUpdate {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdate)
+	return &RetentionPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *RetentionPolicyClient) UpdateOne(_m *RetentionPolicy) *RetentionPolicyUpdateOne {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdateOne, withRetentionPolicy(_m))
+	return &RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *RetentionPolicyClient) UpdateOneID(id string) *RetentionPolicyUpdateOne {
+	mutation := newRetentionPolicyMutation(c.config, OpUpdateOne, withRetentionPolicyID(id))
+	return &RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Delete() *RetentionPolicyDelete {
+	mutation := newRetentionPolicyMutation(c.config, OpDelete)
+	return &RetentionPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *RetentionPolicyClient) DeleteOne(_m *RetentionPolicy) *RetentionPolicyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *RetentionPolicyClient) DeleteOneID(id string) *RetentionPolicyDeleteOne {
+	builder := c.Delete().Where(retentionpolicy.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &RetentionPolicyDeleteOne{builder}
+}
+
+// Query returns a query builder for RetentionPolicy.
+func (c *RetentionPolicyClient) Query() *RetentionPolicyQuery {
+	return &RetentionPolicyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeRetentionPolicy},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a RetentionPolicy entity by its id.
+func (c *RetentionPolicyClient) Get(ctx context.Context, id string) (*RetentionPolicy, error) {
+	return c.Query().Where(retentionpolicy.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *RetentionPolicyClient) GetX(ctx context.Context, id string) *RetentionPolicy {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a RetentionPolicy.
+func (c *RetentionPolicyClient) QueryTenant(_m *RetentionPolicy) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(retentionpolicy.Table, retentionpolicy.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, retentionpolicy.TenantTable, retentionpolicy.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *RetentionPolicyClient) Hooks() []Hook {
+	hooks := c.hooks.RetentionPolicy
+	return append(hooks[:len(hooks):len(hooks)], retentionpolicy.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *RetentionPolicyClient) Interceptors() []Interceptor {
+	return c.inters.RetentionPolicy
+}
+
+func (c *RetentionPolicyClient) mutate(ctx context.Context, m *RetentionPolicyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&RetentionPolicyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&RetentionPolicyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&RetentionPolicyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&RetentionPolicyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown RetentionPolicy mutation op: %q", m.Op())
+	}
+}
+
 // RunClient is a client for the Run schema.
 type RunClient struct {
 	config
@@ -8382,26 +8382,26 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
-		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
-		Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
-		SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
-		Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
-		Workflow, WorkflowPause, WorkflowVersion []ent.Hook
+		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
+		CredentialWait, Deployment, DriftChange, Environment,
+		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
+		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
+		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
+		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
+		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
+		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
-		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
-		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, InboundEvent, Incident, MapItem,
-		Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, Run, RunEvent,
-		SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant,
-		Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
-		Workflow, WorkflowPause, WorkflowVersion []ent.Interceptor
+		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
+		CredentialWait, Deployment, DriftChange, Environment,
+		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
+		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
+		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
+		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
+		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
+		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
+		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -44,6 +44,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -153,6 +155,8 @@ func checkColumn(t, c string) error {
 			release.Table:                    release.ValidColumn,
 			responsecacheentry.Table:         responsecacheentry.ValidColumn,
 			responseshape.Table:              responseshape.ValidColumn,
+			retentionpass.Table:              retentionpass.ValidColumn,
+			retentionpolicy.Table:            retentionpolicy.ValidColumn,
 			run.Table:                        run.ValidColumn,
 			runevent.Table:                   runevent.ValidColumn,
 			slabreach.Table:                  slabreach.ValidColumn,

@@ -35,6 +35,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -877,6 +879,52 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   retentionpass.Table,
+			Columns: retentionpass.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: retentionpass.FieldID,
+			},
+		},
+		Type: "RetentionPass",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			retentionpass.FieldTenantID:                 {Type: field.TypeString, Column: retentionpass.FieldTenantID},
+			retentionpass.FieldStartedAt:                {Type: field.TypeTime, Column: retentionpass.FieldStartedAt},
+			retentionpass.FieldFinishedAt:               {Type: field.TypeTime, Column: retentionpass.FieldFinishedAt},
+			retentionpass.FieldPayloadRuns:              {Type: field.TypeInt64, Column: retentionpass.FieldPayloadRuns},
+			retentionpass.FieldRunsDeleted:              {Type: field.TypeInt64, Column: retentionpass.FieldRunsDeleted},
+			retentionpass.FieldAuditDeleted:             {Type: field.TypeInt64, Column: retentionpass.FieldAuditDeleted},
+			retentionpass.FieldWebhookDeliveriesDeleted: {Type: field.TypeInt64, Column: retentionpass.FieldWebhookDeliveriesDeleted},
+			retentionpass.FieldPayloadBytes:             {Type: field.TypeInt64, Column: retentionpass.FieldPayloadBytes},
+			retentionpass.FieldBatches:                  {Type: field.TypeInt, Column: retentionpass.FieldBatches},
+			retentionpass.FieldError:                    {Type: field.TypeString, Column: retentionpass.FieldError},
+		},
+	}
+	graph.Nodes[30] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   retentionpolicy.Table,
+			Columns: retentionpolicy.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: retentionpolicy.FieldID,
+			},
+		},
+		Type: "RetentionPolicy",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			retentionpolicy.FieldTenantID:            {Type: field.TypeString, Column: retentionpolicy.FieldTenantID},
+			retentionpolicy.FieldCreatedAt:           {Type: field.TypeTime, Column: retentionpolicy.FieldCreatedAt},
+			retentionpolicy.FieldUpdatedAt:           {Type: field.TypeTime, Column: retentionpolicy.FieldUpdatedAt},
+			retentionpolicy.FieldScope:               {Type: field.TypeEnum, Column: retentionpolicy.FieldScope},
+			retentionpolicy.FieldTargetID:            {Type: field.TypeString, Column: retentionpolicy.FieldTargetID},
+			retentionpolicy.FieldPayloadDays:         {Type: field.TypeInt, Column: retentionpolicy.FieldPayloadDays},
+			retentionpolicy.FieldRunDays:             {Type: field.TypeInt, Column: retentionpolicy.FieldRunDays},
+			retentionpolicy.FieldAuditDays:           {Type: field.TypeInt, Column: retentionpolicy.FieldAuditDays},
+			retentionpolicy.FieldWebhookDeliveryDays: {Type: field.TypeInt, Column: retentionpolicy.FieldWebhookDeliveryDays},
+			retentionpolicy.FieldUpdatedBy:           {Type: field.TypeString, Column: retentionpolicy.FieldUpdatedBy},
+		},
+	}
+	graph.Nodes[31] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -919,6 +967,11 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldReleaseID:          {Type: field.TypeString, Column: run.FieldReleaseID},
 			run.FieldReleaseSide:        {Type: field.TypeEnum, Column: run.FieldReleaseSide},
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
+			run.FieldPayloadPurgedAt:    {Type: field.TypeTime, Column: run.FieldPayloadPurgedAt},
+			run.FieldPayloadPurgedBy:    {Type: field.TypeString, Column: run.FieldPayloadPurgedBy},
+			run.FieldHoldReason:         {Type: field.TypeString, Column: run.FieldHoldReason},
+			run.FieldHeldBy:             {Type: field.TypeString, Column: run.FieldHeldBy},
+			run.FieldHeldAt:             {Type: field.TypeTime, Column: run.FieldHeldAt},
 		},
 	}
 	graph.Nodes[32] = &sqlgraph.Node{
@@ -1926,6 +1979,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 			Bidi:    false,
 		},
 		"ResponseShape",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   retentionpass.TenantTable,
+			Columns: []string{retentionpass.TenantColumn},
+			Bidi:    false,
+		},
+		"RetentionPass",
+		"Tenant",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   retentionpolicy.TenantTable,
+			Columns: []string{retentionpolicy.TenantColumn},
+			Bidi:    false,
+		},
+		"RetentionPolicy",
 		"Tenant",
 	)
 	graph.MustAddE(
@@ -6336,6 +6413,214 @@ func (f *ResponseShapeFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *RetentionPassQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RetentionPassQuery builder.
+func (_q *RetentionPassQuery) Filter() *RetentionPassFilter {
+	return &RetentionPassFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RetentionPassMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RetentionPassMutation builder.
+func (m *RetentionPassMutation) Filter() *RetentionPassFilter {
+	return &RetentionPassFilter{config: m.config, predicateAdder: m}
+}
+
+// RetentionPassFilter provides a generic filtering capability at runtime for RetentionPassQuery.
+type RetentionPassFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RetentionPassFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RetentionPassFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RetentionPassFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldTenantID))
+}
+
+// WhereStartedAt applies the entql time.Time predicate on the started_at field.
+func (f *RetentionPassFilter) WhereStartedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpass.FieldStartedAt))
+}
+
+// WhereFinishedAt applies the entql time.Time predicate on the finished_at field.
+func (f *RetentionPassFilter) WhereFinishedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpass.FieldFinishedAt))
+}
+
+// WherePayloadRuns applies the entql int64 predicate on the payload_runs field.
+func (f *RetentionPassFilter) WherePayloadRuns(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldPayloadRuns))
+}
+
+// WhereRunsDeleted applies the entql int64 predicate on the runs_deleted field.
+func (f *RetentionPassFilter) WhereRunsDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldRunsDeleted))
+}
+
+// WhereAuditDeleted applies the entql int64 predicate on the audit_deleted field.
+func (f *RetentionPassFilter) WhereAuditDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldAuditDeleted))
+}
+
+// WhereWebhookDeliveriesDeleted applies the entql int64 predicate on the webhook_deliveries_deleted field.
+func (f *RetentionPassFilter) WhereWebhookDeliveriesDeleted(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldWebhookDeliveriesDeleted))
+}
+
+// WherePayloadBytes applies the entql int64 predicate on the payload_bytes field.
+func (f *RetentionPassFilter) WherePayloadBytes(p entql.Int64P) {
+	f.Where(p.Field(retentionpass.FieldPayloadBytes))
+}
+
+// WhereBatches applies the entql int predicate on the batches field.
+func (f *RetentionPassFilter) WhereBatches(p entql.IntP) {
+	f.Where(p.Field(retentionpass.FieldBatches))
+}
+
+// WhereError applies the entql string predicate on the error field.
+func (f *RetentionPassFilter) WhereError(p entql.StringP) {
+	f.Where(p.Field(retentionpass.FieldError))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RetentionPassFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RetentionPassFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *RetentionPolicyQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the RetentionPolicyQuery builder.
+func (_q *RetentionPolicyQuery) Filter() *RetentionPolicyFilter {
+	return &RetentionPolicyFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *RetentionPolicyMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the RetentionPolicyMutation builder.
+func (m *RetentionPolicyMutation) Filter() *RetentionPolicyFilter {
+	return &RetentionPolicyFilter{config: m.config, predicateAdder: m}
+}
+
+// RetentionPolicyFilter provides a generic filtering capability at runtime for RetentionPolicyQuery.
+type RetentionPolicyFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *RetentionPolicyFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *RetentionPolicyFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *RetentionPolicyFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *RetentionPolicyFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpolicy.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *RetentionPolicyFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(retentionpolicy.FieldUpdatedAt))
+}
+
+// WhereScope applies the entql string predicate on the scope field.
+func (f *RetentionPolicyFilter) WhereScope(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldScope))
+}
+
+// WhereTargetID applies the entql string predicate on the target_id field.
+func (f *RetentionPolicyFilter) WhereTargetID(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldTargetID))
+}
+
+// WherePayloadDays applies the entql int predicate on the payload_days field.
+func (f *RetentionPolicyFilter) WherePayloadDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldPayloadDays))
+}
+
+// WhereRunDays applies the entql int predicate on the run_days field.
+func (f *RetentionPolicyFilter) WhereRunDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldRunDays))
+}
+
+// WhereAuditDays applies the entql int predicate on the audit_days field.
+func (f *RetentionPolicyFilter) WhereAuditDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldAuditDays))
+}
+
+// WhereWebhookDeliveryDays applies the entql int predicate on the webhook_delivery_days field.
+func (f *RetentionPolicyFilter) WhereWebhookDeliveryDays(p entql.IntP) {
+	f.Where(p.Field(retentionpolicy.FieldWebhookDeliveryDays))
+}
+
+// WhereUpdatedBy applies the entql string predicate on the updated_by field.
+func (f *RetentionPolicyFilter) WhereUpdatedBy(p entql.StringP) {
+	f.Where(p.Field(retentionpolicy.FieldUpdatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *RetentionPolicyFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *RetentionPolicyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *RunQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -6538,6 +6823,31 @@ func (f *RunFilter) WhereReleaseSide(p entql.StringP) {
 // WhereSLACheckAt applies the entql time.Time predicate on the sla_check_at field.
 func (f *RunFilter) WhereSLACheckAt(p entql.TimeP) {
 	f.Where(p.Field(run.FieldSLACheckAt))
+}
+
+// WherePayloadPurgedAt applies the entql time.Time predicate on the payload_purged_at field.
+func (f *RunFilter) WherePayloadPurgedAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldPayloadPurgedAt))
+}
+
+// WherePayloadPurgedBy applies the entql string predicate on the payload_purged_by field.
+func (f *RunFilter) WherePayloadPurgedBy(p entql.StringP) {
+	f.Where(p.Field(run.FieldPayloadPurgedBy))
+}
+
+// WhereHoldReason applies the entql string predicate on the hold_reason field.
+func (f *RunFilter) WhereHoldReason(p entql.StringP) {
+	f.Where(p.Field(run.FieldHoldReason))
+}
+
+// WhereHeldBy applies the entql string predicate on the held_by field.
+func (f *RunFilter) WhereHeldBy(p entql.StringP) {
+	f.Where(p.Field(run.FieldHeldBy))
+}
+
+// WhereHeldAt applies the entql time.Time predicate on the held_at field.
+func (f *RunFilter) WhereHeldAt(p entql.TimeP) {
+	f.Where(p.Field(run.FieldHeldAt))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.

@@ -44,6 +44,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -109,6 +111,8 @@ const (
 	TypeRelease                    = "Release"
 	TypeResponseCacheEntry         = "ResponseCacheEntry"
 	TypeResponseShape              = "ResponseShape"
+	TypeRetentionPass              = "RetentionPass"
+	TypeRetentionPolicy            = "RetentionPolicy"
 	TypeRun                        = "Run"
 	TypeRunEvent                   = "RunEvent"
 	TypeSLABreach                  = "SLABreach"
@@ -38415,6 +38419,2210 @@ func (m *ResponseShapeMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown ResponseShape edge %s", name)
 }
 
+// RetentionPassMutation represents an operation that mutates the RetentionPass nodes in the graph.
+type RetentionPassMutation struct {
+	config
+	op                            Op
+	typ                           string
+	id                            *string
+	started_at                    *time.Time
+	finished_at                   *time.Time
+	payload_runs                  *int64
+	addpayload_runs               *int64
+	runs_deleted                  *int64
+	addruns_deleted               *int64
+	audit_deleted                 *int64
+	addaudit_deleted              *int64
+	webhook_deliveries_deleted    *int64
+	addwebhook_deliveries_deleted *int64
+	payload_bytes                 *int64
+	addpayload_bytes              *int64
+	batches                       *int
+	addbatches                    *int
+	error                         *string
+	clearedFields                 map[string]struct{}
+	tenant                        *string
+	clearedtenant                 bool
+	done                          bool
+	oldValue                      func(context.Context) (*RetentionPass, error)
+	predicates                    []predicate.RetentionPass
+}
+
+var _ ent.Mutation = (*RetentionPassMutation)(nil)
+
+// retentionpassOption allows management of the mutation configuration using functional options.
+type retentionpassOption func(*RetentionPassMutation)
+
+// newRetentionPassMutation creates new mutation for the RetentionPass entity.
+func newRetentionPassMutation(c config, op Op, opts ...retentionpassOption) *RetentionPassMutation {
+	m := &RetentionPassMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeRetentionPass,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withRetentionPassID sets the ID field of the mutation.
+func withRetentionPassID(id string) retentionpassOption {
+	return func(m *RetentionPassMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *RetentionPass
+		)
+		m.oldValue = func(ctx context.Context) (*RetentionPass, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().RetentionPass.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withRetentionPass sets the old RetentionPass of the mutation.
+func withRetentionPass(node *RetentionPass) retentionpassOption {
+	return func(m *RetentionPassMutation) {
+		m.oldValue = func(context.Context) (*RetentionPass, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m RetentionPassMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m RetentionPassMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of RetentionPass entities.
+func (m *RetentionPassMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *RetentionPassMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *RetentionPassMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().RetentionPass.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *RetentionPassMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *RetentionPassMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *RetentionPassMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *RetentionPassMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *RetentionPassMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldStartedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *RetentionPassMutation) ResetStartedAt() {
+	m.started_at = nil
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *RetentionPassMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *RetentionPassMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *RetentionPassMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[retentionpass.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *RetentionPassMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[retentionpass.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *RetentionPassMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, retentionpass.FieldFinishedAt)
+}
+
+// SetPayloadRuns sets the "payload_runs" field.
+func (m *RetentionPassMutation) SetPayloadRuns(i int64) {
+	m.payload_runs = &i
+	m.addpayload_runs = nil
+}
+
+// PayloadRuns returns the value of the "payload_runs" field in the mutation.
+func (m *RetentionPassMutation) PayloadRuns() (r int64, exists bool) {
+	v := m.payload_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayloadRuns returns the old "payload_runs" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldPayloadRuns(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayloadRuns is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayloadRuns requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayloadRuns: %w", err)
+	}
+	return oldValue.PayloadRuns, nil
+}
+
+// AddPayloadRuns adds i to the "payload_runs" field.
+func (m *RetentionPassMutation) AddPayloadRuns(i int64) {
+	if m.addpayload_runs != nil {
+		*m.addpayload_runs += i
+	} else {
+		m.addpayload_runs = &i
+	}
+}
+
+// AddedPayloadRuns returns the value that was added to the "payload_runs" field in this mutation.
+func (m *RetentionPassMutation) AddedPayloadRuns() (r int64, exists bool) {
+	v := m.addpayload_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPayloadRuns resets all changes to the "payload_runs" field.
+func (m *RetentionPassMutation) ResetPayloadRuns() {
+	m.payload_runs = nil
+	m.addpayload_runs = nil
+}
+
+// SetRunsDeleted sets the "runs_deleted" field.
+func (m *RetentionPassMutation) SetRunsDeleted(i int64) {
+	m.runs_deleted = &i
+	m.addruns_deleted = nil
+}
+
+// RunsDeleted returns the value of the "runs_deleted" field in the mutation.
+func (m *RetentionPassMutation) RunsDeleted() (r int64, exists bool) {
+	v := m.runs_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunsDeleted returns the old "runs_deleted" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldRunsDeleted(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunsDeleted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunsDeleted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunsDeleted: %w", err)
+	}
+	return oldValue.RunsDeleted, nil
+}
+
+// AddRunsDeleted adds i to the "runs_deleted" field.
+func (m *RetentionPassMutation) AddRunsDeleted(i int64) {
+	if m.addruns_deleted != nil {
+		*m.addruns_deleted += i
+	} else {
+		m.addruns_deleted = &i
+	}
+}
+
+// AddedRunsDeleted returns the value that was added to the "runs_deleted" field in this mutation.
+func (m *RetentionPassMutation) AddedRunsDeleted() (r int64, exists bool) {
+	v := m.addruns_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRunsDeleted resets all changes to the "runs_deleted" field.
+func (m *RetentionPassMutation) ResetRunsDeleted() {
+	m.runs_deleted = nil
+	m.addruns_deleted = nil
+}
+
+// SetAuditDeleted sets the "audit_deleted" field.
+func (m *RetentionPassMutation) SetAuditDeleted(i int64) {
+	m.audit_deleted = &i
+	m.addaudit_deleted = nil
+}
+
+// AuditDeleted returns the value of the "audit_deleted" field in the mutation.
+func (m *RetentionPassMutation) AuditDeleted() (r int64, exists bool) {
+	v := m.audit_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAuditDeleted returns the old "audit_deleted" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldAuditDeleted(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAuditDeleted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAuditDeleted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAuditDeleted: %w", err)
+	}
+	return oldValue.AuditDeleted, nil
+}
+
+// AddAuditDeleted adds i to the "audit_deleted" field.
+func (m *RetentionPassMutation) AddAuditDeleted(i int64) {
+	if m.addaudit_deleted != nil {
+		*m.addaudit_deleted += i
+	} else {
+		m.addaudit_deleted = &i
+	}
+}
+
+// AddedAuditDeleted returns the value that was added to the "audit_deleted" field in this mutation.
+func (m *RetentionPassMutation) AddedAuditDeleted() (r int64, exists bool) {
+	v := m.addaudit_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAuditDeleted resets all changes to the "audit_deleted" field.
+func (m *RetentionPassMutation) ResetAuditDeleted() {
+	m.audit_deleted = nil
+	m.addaudit_deleted = nil
+}
+
+// SetWebhookDeliveriesDeleted sets the "webhook_deliveries_deleted" field.
+func (m *RetentionPassMutation) SetWebhookDeliveriesDeleted(i int64) {
+	m.webhook_deliveries_deleted = &i
+	m.addwebhook_deliveries_deleted = nil
+}
+
+// WebhookDeliveriesDeleted returns the value of the "webhook_deliveries_deleted" field in the mutation.
+func (m *RetentionPassMutation) WebhookDeliveriesDeleted() (r int64, exists bool) {
+	v := m.webhook_deliveries_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWebhookDeliveriesDeleted returns the old "webhook_deliveries_deleted" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldWebhookDeliveriesDeleted(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWebhookDeliveriesDeleted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWebhookDeliveriesDeleted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWebhookDeliveriesDeleted: %w", err)
+	}
+	return oldValue.WebhookDeliveriesDeleted, nil
+}
+
+// AddWebhookDeliveriesDeleted adds i to the "webhook_deliveries_deleted" field.
+func (m *RetentionPassMutation) AddWebhookDeliveriesDeleted(i int64) {
+	if m.addwebhook_deliveries_deleted != nil {
+		*m.addwebhook_deliveries_deleted += i
+	} else {
+		m.addwebhook_deliveries_deleted = &i
+	}
+}
+
+// AddedWebhookDeliveriesDeleted returns the value that was added to the "webhook_deliveries_deleted" field in this mutation.
+func (m *RetentionPassMutation) AddedWebhookDeliveriesDeleted() (r int64, exists bool) {
+	v := m.addwebhook_deliveries_deleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetWebhookDeliveriesDeleted resets all changes to the "webhook_deliveries_deleted" field.
+func (m *RetentionPassMutation) ResetWebhookDeliveriesDeleted() {
+	m.webhook_deliveries_deleted = nil
+	m.addwebhook_deliveries_deleted = nil
+}
+
+// SetPayloadBytes sets the "payload_bytes" field.
+func (m *RetentionPassMutation) SetPayloadBytes(i int64) {
+	m.payload_bytes = &i
+	m.addpayload_bytes = nil
+}
+
+// PayloadBytes returns the value of the "payload_bytes" field in the mutation.
+func (m *RetentionPassMutation) PayloadBytes() (r int64, exists bool) {
+	v := m.payload_bytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayloadBytes returns the old "payload_bytes" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldPayloadBytes(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayloadBytes is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayloadBytes requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayloadBytes: %w", err)
+	}
+	return oldValue.PayloadBytes, nil
+}
+
+// AddPayloadBytes adds i to the "payload_bytes" field.
+func (m *RetentionPassMutation) AddPayloadBytes(i int64) {
+	if m.addpayload_bytes != nil {
+		*m.addpayload_bytes += i
+	} else {
+		m.addpayload_bytes = &i
+	}
+}
+
+// AddedPayloadBytes returns the value that was added to the "payload_bytes" field in this mutation.
+func (m *RetentionPassMutation) AddedPayloadBytes() (r int64, exists bool) {
+	v := m.addpayload_bytes
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPayloadBytes resets all changes to the "payload_bytes" field.
+func (m *RetentionPassMutation) ResetPayloadBytes() {
+	m.payload_bytes = nil
+	m.addpayload_bytes = nil
+}
+
+// SetBatches sets the "batches" field.
+func (m *RetentionPassMutation) SetBatches(i int) {
+	m.batches = &i
+	m.addbatches = nil
+}
+
+// Batches returns the value of the "batches" field in the mutation.
+func (m *RetentionPassMutation) Batches() (r int, exists bool) {
+	v := m.batches
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBatches returns the old "batches" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldBatches(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBatches is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBatches requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBatches: %w", err)
+	}
+	return oldValue.Batches, nil
+}
+
+// AddBatches adds i to the "batches" field.
+func (m *RetentionPassMutation) AddBatches(i int) {
+	if m.addbatches != nil {
+		*m.addbatches += i
+	} else {
+		m.addbatches = &i
+	}
+}
+
+// AddedBatches returns the value that was added to the "batches" field in this mutation.
+func (m *RetentionPassMutation) AddedBatches() (r int, exists bool) {
+	v := m.addbatches
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetBatches resets all changes to the "batches" field.
+func (m *RetentionPassMutation) ResetBatches() {
+	m.batches = nil
+	m.addbatches = nil
+}
+
+// SetError sets the "error" field.
+func (m *RetentionPassMutation) SetError(s string) {
+	m.error = &s
+}
+
+// Error returns the value of the "error" field in the mutation.
+func (m *RetentionPassMutation) Error() (r string, exists bool) {
+	v := m.error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldError returns the old "error" field's value of the RetentionPass entity.
+// If the RetentionPass object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPassMutation) OldError(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldError: %w", err)
+	}
+	return oldValue.Error, nil
+}
+
+// ClearError clears the value of the "error" field.
+func (m *RetentionPassMutation) ClearError() {
+	m.error = nil
+	m.clearedFields[retentionpass.FieldError] = struct{}{}
+}
+
+// ErrorCleared returns if the "error" field was cleared in this mutation.
+func (m *RetentionPassMutation) ErrorCleared() bool {
+	_, ok := m.clearedFields[retentionpass.FieldError]
+	return ok
+}
+
+// ResetError resets all changes to the "error" field.
+func (m *RetentionPassMutation) ResetError() {
+	m.error = nil
+	delete(m.clearedFields, retentionpass.FieldError)
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *RetentionPassMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[retentionpass.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *RetentionPassMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *RetentionPassMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *RetentionPassMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the RetentionPassMutation builder.
+func (m *RetentionPassMutation) Where(ps ...predicate.RetentionPass) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the RetentionPassMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *RetentionPassMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.RetentionPass, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *RetentionPassMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *RetentionPassMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (RetentionPass).
+func (m *RetentionPassMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *RetentionPassMutation) Fields() []string {
+	fields := make([]string, 0, 10)
+	if m.tenant != nil {
+		fields = append(fields, retentionpass.FieldTenantID)
+	}
+	if m.started_at != nil {
+		fields = append(fields, retentionpass.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, retentionpass.FieldFinishedAt)
+	}
+	if m.payload_runs != nil {
+		fields = append(fields, retentionpass.FieldPayloadRuns)
+	}
+	if m.runs_deleted != nil {
+		fields = append(fields, retentionpass.FieldRunsDeleted)
+	}
+	if m.audit_deleted != nil {
+		fields = append(fields, retentionpass.FieldAuditDeleted)
+	}
+	if m.webhook_deliveries_deleted != nil {
+		fields = append(fields, retentionpass.FieldWebhookDeliveriesDeleted)
+	}
+	if m.payload_bytes != nil {
+		fields = append(fields, retentionpass.FieldPayloadBytes)
+	}
+	if m.batches != nil {
+		fields = append(fields, retentionpass.FieldBatches)
+	}
+	if m.error != nil {
+		fields = append(fields, retentionpass.FieldError)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *RetentionPassMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case retentionpass.FieldTenantID:
+		return m.TenantID()
+	case retentionpass.FieldStartedAt:
+		return m.StartedAt()
+	case retentionpass.FieldFinishedAt:
+		return m.FinishedAt()
+	case retentionpass.FieldPayloadRuns:
+		return m.PayloadRuns()
+	case retentionpass.FieldRunsDeleted:
+		return m.RunsDeleted()
+	case retentionpass.FieldAuditDeleted:
+		return m.AuditDeleted()
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		return m.WebhookDeliveriesDeleted()
+	case retentionpass.FieldPayloadBytes:
+		return m.PayloadBytes()
+	case retentionpass.FieldBatches:
+		return m.Batches()
+	case retentionpass.FieldError:
+		return m.Error()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *RetentionPassMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case retentionpass.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case retentionpass.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case retentionpass.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	case retentionpass.FieldPayloadRuns:
+		return m.OldPayloadRuns(ctx)
+	case retentionpass.FieldRunsDeleted:
+		return m.OldRunsDeleted(ctx)
+	case retentionpass.FieldAuditDeleted:
+		return m.OldAuditDeleted(ctx)
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		return m.OldWebhookDeliveriesDeleted(ctx)
+	case retentionpass.FieldPayloadBytes:
+		return m.OldPayloadBytes(ctx)
+	case retentionpass.FieldBatches:
+		return m.OldBatches(ctx)
+	case retentionpass.FieldError:
+		return m.OldError(ctx)
+	}
+	return nil, fmt.Errorf("unknown RetentionPass field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RetentionPassMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case retentionpass.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case retentionpass.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case retentionpass.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	case retentionpass.FieldPayloadRuns:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayloadRuns(v)
+		return nil
+	case retentionpass.FieldRunsDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunsDeleted(v)
+		return nil
+	case retentionpass.FieldAuditDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAuditDeleted(v)
+		return nil
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWebhookDeliveriesDeleted(v)
+		return nil
+	case retentionpass.FieldPayloadBytes:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayloadBytes(v)
+		return nil
+	case retentionpass.FieldBatches:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBatches(v)
+		return nil
+	case retentionpass.FieldError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetError(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *RetentionPassMutation) AddedFields() []string {
+	var fields []string
+	if m.addpayload_runs != nil {
+		fields = append(fields, retentionpass.FieldPayloadRuns)
+	}
+	if m.addruns_deleted != nil {
+		fields = append(fields, retentionpass.FieldRunsDeleted)
+	}
+	if m.addaudit_deleted != nil {
+		fields = append(fields, retentionpass.FieldAuditDeleted)
+	}
+	if m.addwebhook_deliveries_deleted != nil {
+		fields = append(fields, retentionpass.FieldWebhookDeliveriesDeleted)
+	}
+	if m.addpayload_bytes != nil {
+		fields = append(fields, retentionpass.FieldPayloadBytes)
+	}
+	if m.addbatches != nil {
+		fields = append(fields, retentionpass.FieldBatches)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *RetentionPassMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case retentionpass.FieldPayloadRuns:
+		return m.AddedPayloadRuns()
+	case retentionpass.FieldRunsDeleted:
+		return m.AddedRunsDeleted()
+	case retentionpass.FieldAuditDeleted:
+		return m.AddedAuditDeleted()
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		return m.AddedWebhookDeliveriesDeleted()
+	case retentionpass.FieldPayloadBytes:
+		return m.AddedPayloadBytes()
+	case retentionpass.FieldBatches:
+		return m.AddedBatches()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RetentionPassMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case retentionpass.FieldPayloadRuns:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPayloadRuns(v)
+		return nil
+	case retentionpass.FieldRunsDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRunsDeleted(v)
+		return nil
+	case retentionpass.FieldAuditDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAuditDeleted(v)
+		return nil
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddWebhookDeliveriesDeleted(v)
+		return nil
+	case retentionpass.FieldPayloadBytes:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPayloadBytes(v)
+		return nil
+	case retentionpass.FieldBatches:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddBatches(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *RetentionPassMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(retentionpass.FieldFinishedAt) {
+		fields = append(fields, retentionpass.FieldFinishedAt)
+	}
+	if m.FieldCleared(retentionpass.FieldError) {
+		fields = append(fields, retentionpass.FieldError)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *RetentionPassMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *RetentionPassMutation) ClearField(name string) error {
+	switch name {
+	case retentionpass.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	case retentionpass.FieldError:
+		m.ClearError()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *RetentionPassMutation) ResetField(name string) error {
+	switch name {
+	case retentionpass.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case retentionpass.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case retentionpass.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	case retentionpass.FieldPayloadRuns:
+		m.ResetPayloadRuns()
+		return nil
+	case retentionpass.FieldRunsDeleted:
+		m.ResetRunsDeleted()
+		return nil
+	case retentionpass.FieldAuditDeleted:
+		m.ResetAuditDeleted()
+		return nil
+	case retentionpass.FieldWebhookDeliveriesDeleted:
+		m.ResetWebhookDeliveriesDeleted()
+		return nil
+	case retentionpass.FieldPayloadBytes:
+		m.ResetPayloadBytes()
+		return nil
+	case retentionpass.FieldBatches:
+		m.ResetBatches()
+		return nil
+	case retentionpass.FieldError:
+		m.ResetError()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *RetentionPassMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, retentionpass.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *RetentionPassMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case retentionpass.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *RetentionPassMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *RetentionPassMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *RetentionPassMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, retentionpass.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *RetentionPassMutation) EdgeCleared(name string) bool {
+	switch name {
+	case retentionpass.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *RetentionPassMutation) ClearEdge(name string) error {
+	switch name {
+	case retentionpass.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *RetentionPassMutation) ResetEdge(name string) error {
+	switch name {
+	case retentionpass.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPass edge %s", name)
+}
+
+// RetentionPolicyMutation represents an operation that mutates the RetentionPolicy nodes in the graph.
+type RetentionPolicyMutation struct {
+	config
+	op                       Op
+	typ                      string
+	id                       *string
+	created_at               *time.Time
+	updated_at               *time.Time
+	scope                    *retentionpolicy.Scope
+	target_id                *string
+	payload_days             *int
+	addpayload_days          *int
+	run_days                 *int
+	addrun_days              *int
+	audit_days               *int
+	addaudit_days            *int
+	webhook_delivery_days    *int
+	addwebhook_delivery_days *int
+	updated_by               *string
+	clearedFields            map[string]struct{}
+	tenant                   *string
+	clearedtenant            bool
+	done                     bool
+	oldValue                 func(context.Context) (*RetentionPolicy, error)
+	predicates               []predicate.RetentionPolicy
+}
+
+var _ ent.Mutation = (*RetentionPolicyMutation)(nil)
+
+// retentionpolicyOption allows management of the mutation configuration using functional options.
+type retentionpolicyOption func(*RetentionPolicyMutation)
+
+// newRetentionPolicyMutation creates new mutation for the RetentionPolicy entity.
+func newRetentionPolicyMutation(c config, op Op, opts ...retentionpolicyOption) *RetentionPolicyMutation {
+	m := &RetentionPolicyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeRetentionPolicy,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withRetentionPolicyID sets the ID field of the mutation.
+func withRetentionPolicyID(id string) retentionpolicyOption {
+	return func(m *RetentionPolicyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *RetentionPolicy
+		)
+		m.oldValue = func(ctx context.Context) (*RetentionPolicy, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().RetentionPolicy.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withRetentionPolicy sets the old RetentionPolicy of the mutation.
+func withRetentionPolicy(node *RetentionPolicy) retentionpolicyOption {
+	return func(m *RetentionPolicyMutation) {
+		m.oldValue = func(context.Context) (*RetentionPolicy, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m RetentionPolicyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m RetentionPolicyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of RetentionPolicy entities.
+func (m *RetentionPolicyMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *RetentionPolicyMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *RetentionPolicyMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().RetentionPolicy.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *RetentionPolicyMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *RetentionPolicyMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *RetentionPolicyMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *RetentionPolicyMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *RetentionPolicyMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *RetentionPolicyMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *RetentionPolicyMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *RetentionPolicyMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *RetentionPolicyMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetScope sets the "scope" field.
+func (m *RetentionPolicyMutation) SetScope(r retentionpolicy.Scope) {
+	m.scope = &r
+}
+
+// Scope returns the value of the "scope" field in the mutation.
+func (m *RetentionPolicyMutation) Scope() (r retentionpolicy.Scope, exists bool) {
+	v := m.scope
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldScope returns the old "scope" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldScope(ctx context.Context) (v retentionpolicy.Scope, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldScope is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldScope requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldScope: %w", err)
+	}
+	return oldValue.Scope, nil
+}
+
+// ResetScope resets all changes to the "scope" field.
+func (m *RetentionPolicyMutation) ResetScope() {
+	m.scope = nil
+}
+
+// SetTargetID sets the "target_id" field.
+func (m *RetentionPolicyMutation) SetTargetID(s string) {
+	m.target_id = &s
+}
+
+// TargetID returns the value of the "target_id" field in the mutation.
+func (m *RetentionPolicyMutation) TargetID() (r string, exists bool) {
+	v := m.target_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTargetID returns the old "target_id" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldTargetID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTargetID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTargetID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTargetID: %w", err)
+	}
+	return oldValue.TargetID, nil
+}
+
+// ResetTargetID resets all changes to the "target_id" field.
+func (m *RetentionPolicyMutation) ResetTargetID() {
+	m.target_id = nil
+}
+
+// SetPayloadDays sets the "payload_days" field.
+func (m *RetentionPolicyMutation) SetPayloadDays(i int) {
+	m.payload_days = &i
+	m.addpayload_days = nil
+}
+
+// PayloadDays returns the value of the "payload_days" field in the mutation.
+func (m *RetentionPolicyMutation) PayloadDays() (r int, exists bool) {
+	v := m.payload_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayloadDays returns the old "payload_days" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldPayloadDays(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayloadDays is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayloadDays requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayloadDays: %w", err)
+	}
+	return oldValue.PayloadDays, nil
+}
+
+// AddPayloadDays adds i to the "payload_days" field.
+func (m *RetentionPolicyMutation) AddPayloadDays(i int) {
+	if m.addpayload_days != nil {
+		*m.addpayload_days += i
+	} else {
+		m.addpayload_days = &i
+	}
+}
+
+// AddedPayloadDays returns the value that was added to the "payload_days" field in this mutation.
+func (m *RetentionPolicyMutation) AddedPayloadDays() (r int, exists bool) {
+	v := m.addpayload_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearPayloadDays clears the value of the "payload_days" field.
+func (m *RetentionPolicyMutation) ClearPayloadDays() {
+	m.payload_days = nil
+	m.addpayload_days = nil
+	m.clearedFields[retentionpolicy.FieldPayloadDays] = struct{}{}
+}
+
+// PayloadDaysCleared returns if the "payload_days" field was cleared in this mutation.
+func (m *RetentionPolicyMutation) PayloadDaysCleared() bool {
+	_, ok := m.clearedFields[retentionpolicy.FieldPayloadDays]
+	return ok
+}
+
+// ResetPayloadDays resets all changes to the "payload_days" field.
+func (m *RetentionPolicyMutation) ResetPayloadDays() {
+	m.payload_days = nil
+	m.addpayload_days = nil
+	delete(m.clearedFields, retentionpolicy.FieldPayloadDays)
+}
+
+// SetRunDays sets the "run_days" field.
+func (m *RetentionPolicyMutation) SetRunDays(i int) {
+	m.run_days = &i
+	m.addrun_days = nil
+}
+
+// RunDays returns the value of the "run_days" field in the mutation.
+func (m *RetentionPolicyMutation) RunDays() (r int, exists bool) {
+	v := m.run_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunDays returns the old "run_days" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldRunDays(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunDays is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunDays requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunDays: %w", err)
+	}
+	return oldValue.RunDays, nil
+}
+
+// AddRunDays adds i to the "run_days" field.
+func (m *RetentionPolicyMutation) AddRunDays(i int) {
+	if m.addrun_days != nil {
+		*m.addrun_days += i
+	} else {
+		m.addrun_days = &i
+	}
+}
+
+// AddedRunDays returns the value that was added to the "run_days" field in this mutation.
+func (m *RetentionPolicyMutation) AddedRunDays() (r int, exists bool) {
+	v := m.addrun_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearRunDays clears the value of the "run_days" field.
+func (m *RetentionPolicyMutation) ClearRunDays() {
+	m.run_days = nil
+	m.addrun_days = nil
+	m.clearedFields[retentionpolicy.FieldRunDays] = struct{}{}
+}
+
+// RunDaysCleared returns if the "run_days" field was cleared in this mutation.
+func (m *RetentionPolicyMutation) RunDaysCleared() bool {
+	_, ok := m.clearedFields[retentionpolicy.FieldRunDays]
+	return ok
+}
+
+// ResetRunDays resets all changes to the "run_days" field.
+func (m *RetentionPolicyMutation) ResetRunDays() {
+	m.run_days = nil
+	m.addrun_days = nil
+	delete(m.clearedFields, retentionpolicy.FieldRunDays)
+}
+
+// SetAuditDays sets the "audit_days" field.
+func (m *RetentionPolicyMutation) SetAuditDays(i int) {
+	m.audit_days = &i
+	m.addaudit_days = nil
+}
+
+// AuditDays returns the value of the "audit_days" field in the mutation.
+func (m *RetentionPolicyMutation) AuditDays() (r int, exists bool) {
+	v := m.audit_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAuditDays returns the old "audit_days" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldAuditDays(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAuditDays is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAuditDays requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAuditDays: %w", err)
+	}
+	return oldValue.AuditDays, nil
+}
+
+// AddAuditDays adds i to the "audit_days" field.
+func (m *RetentionPolicyMutation) AddAuditDays(i int) {
+	if m.addaudit_days != nil {
+		*m.addaudit_days += i
+	} else {
+		m.addaudit_days = &i
+	}
+}
+
+// AddedAuditDays returns the value that was added to the "audit_days" field in this mutation.
+func (m *RetentionPolicyMutation) AddedAuditDays() (r int, exists bool) {
+	v := m.addaudit_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearAuditDays clears the value of the "audit_days" field.
+func (m *RetentionPolicyMutation) ClearAuditDays() {
+	m.audit_days = nil
+	m.addaudit_days = nil
+	m.clearedFields[retentionpolicy.FieldAuditDays] = struct{}{}
+}
+
+// AuditDaysCleared returns if the "audit_days" field was cleared in this mutation.
+func (m *RetentionPolicyMutation) AuditDaysCleared() bool {
+	_, ok := m.clearedFields[retentionpolicy.FieldAuditDays]
+	return ok
+}
+
+// ResetAuditDays resets all changes to the "audit_days" field.
+func (m *RetentionPolicyMutation) ResetAuditDays() {
+	m.audit_days = nil
+	m.addaudit_days = nil
+	delete(m.clearedFields, retentionpolicy.FieldAuditDays)
+}
+
+// SetWebhookDeliveryDays sets the "webhook_delivery_days" field.
+func (m *RetentionPolicyMutation) SetWebhookDeliveryDays(i int) {
+	m.webhook_delivery_days = &i
+	m.addwebhook_delivery_days = nil
+}
+
+// WebhookDeliveryDays returns the value of the "webhook_delivery_days" field in the mutation.
+func (m *RetentionPolicyMutation) WebhookDeliveryDays() (r int, exists bool) {
+	v := m.webhook_delivery_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWebhookDeliveryDays returns the old "webhook_delivery_days" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldWebhookDeliveryDays(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWebhookDeliveryDays is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWebhookDeliveryDays requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWebhookDeliveryDays: %w", err)
+	}
+	return oldValue.WebhookDeliveryDays, nil
+}
+
+// AddWebhookDeliveryDays adds i to the "webhook_delivery_days" field.
+func (m *RetentionPolicyMutation) AddWebhookDeliveryDays(i int) {
+	if m.addwebhook_delivery_days != nil {
+		*m.addwebhook_delivery_days += i
+	} else {
+		m.addwebhook_delivery_days = &i
+	}
+}
+
+// AddedWebhookDeliveryDays returns the value that was added to the "webhook_delivery_days" field in this mutation.
+func (m *RetentionPolicyMutation) AddedWebhookDeliveryDays() (r int, exists bool) {
+	v := m.addwebhook_delivery_days
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearWebhookDeliveryDays clears the value of the "webhook_delivery_days" field.
+func (m *RetentionPolicyMutation) ClearWebhookDeliveryDays() {
+	m.webhook_delivery_days = nil
+	m.addwebhook_delivery_days = nil
+	m.clearedFields[retentionpolicy.FieldWebhookDeliveryDays] = struct{}{}
+}
+
+// WebhookDeliveryDaysCleared returns if the "webhook_delivery_days" field was cleared in this mutation.
+func (m *RetentionPolicyMutation) WebhookDeliveryDaysCleared() bool {
+	_, ok := m.clearedFields[retentionpolicy.FieldWebhookDeliveryDays]
+	return ok
+}
+
+// ResetWebhookDeliveryDays resets all changes to the "webhook_delivery_days" field.
+func (m *RetentionPolicyMutation) ResetWebhookDeliveryDays() {
+	m.webhook_delivery_days = nil
+	m.addwebhook_delivery_days = nil
+	delete(m.clearedFields, retentionpolicy.FieldWebhookDeliveryDays)
+}
+
+// SetUpdatedBy sets the "updated_by" field.
+func (m *RetentionPolicyMutation) SetUpdatedBy(s string) {
+	m.updated_by = &s
+}
+
+// UpdatedBy returns the value of the "updated_by" field in the mutation.
+func (m *RetentionPolicyMutation) UpdatedBy() (r string, exists bool) {
+	v := m.updated_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedBy returns the old "updated_by" field's value of the RetentionPolicy entity.
+// If the RetentionPolicy object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RetentionPolicyMutation) OldUpdatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedBy: %w", err)
+	}
+	return oldValue.UpdatedBy, nil
+}
+
+// ResetUpdatedBy resets all changes to the "updated_by" field.
+func (m *RetentionPolicyMutation) ResetUpdatedBy() {
+	m.updated_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *RetentionPolicyMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[retentionpolicy.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *RetentionPolicyMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *RetentionPolicyMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *RetentionPolicyMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the RetentionPolicyMutation builder.
+func (m *RetentionPolicyMutation) Where(ps ...predicate.RetentionPolicy) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the RetentionPolicyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *RetentionPolicyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.RetentionPolicy, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *RetentionPolicyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *RetentionPolicyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (RetentionPolicy).
+func (m *RetentionPolicyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *RetentionPolicyMutation) Fields() []string {
+	fields := make([]string, 0, 10)
+	if m.tenant != nil {
+		fields = append(fields, retentionpolicy.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, retentionpolicy.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, retentionpolicy.FieldUpdatedAt)
+	}
+	if m.scope != nil {
+		fields = append(fields, retentionpolicy.FieldScope)
+	}
+	if m.target_id != nil {
+		fields = append(fields, retentionpolicy.FieldTargetID)
+	}
+	if m.payload_days != nil {
+		fields = append(fields, retentionpolicy.FieldPayloadDays)
+	}
+	if m.run_days != nil {
+		fields = append(fields, retentionpolicy.FieldRunDays)
+	}
+	if m.audit_days != nil {
+		fields = append(fields, retentionpolicy.FieldAuditDays)
+	}
+	if m.webhook_delivery_days != nil {
+		fields = append(fields, retentionpolicy.FieldWebhookDeliveryDays)
+	}
+	if m.updated_by != nil {
+		fields = append(fields, retentionpolicy.FieldUpdatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *RetentionPolicyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case retentionpolicy.FieldTenantID:
+		return m.TenantID()
+	case retentionpolicy.FieldCreatedAt:
+		return m.CreatedAt()
+	case retentionpolicy.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case retentionpolicy.FieldScope:
+		return m.Scope()
+	case retentionpolicy.FieldTargetID:
+		return m.TargetID()
+	case retentionpolicy.FieldPayloadDays:
+		return m.PayloadDays()
+	case retentionpolicy.FieldRunDays:
+		return m.RunDays()
+	case retentionpolicy.FieldAuditDays:
+		return m.AuditDays()
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		return m.WebhookDeliveryDays()
+	case retentionpolicy.FieldUpdatedBy:
+		return m.UpdatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *RetentionPolicyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case retentionpolicy.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case retentionpolicy.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case retentionpolicy.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case retentionpolicy.FieldScope:
+		return m.OldScope(ctx)
+	case retentionpolicy.FieldTargetID:
+		return m.OldTargetID(ctx)
+	case retentionpolicy.FieldPayloadDays:
+		return m.OldPayloadDays(ctx)
+	case retentionpolicy.FieldRunDays:
+		return m.OldRunDays(ctx)
+	case retentionpolicy.FieldAuditDays:
+		return m.OldAuditDays(ctx)
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		return m.OldWebhookDeliveryDays(ctx)
+	case retentionpolicy.FieldUpdatedBy:
+		return m.OldUpdatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown RetentionPolicy field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RetentionPolicyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case retentionpolicy.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case retentionpolicy.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case retentionpolicy.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case retentionpolicy.FieldScope:
+		v, ok := value.(retentionpolicy.Scope)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetScope(v)
+		return nil
+	case retentionpolicy.FieldTargetID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTargetID(v)
+		return nil
+	case retentionpolicy.FieldPayloadDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayloadDays(v)
+		return nil
+	case retentionpolicy.FieldRunDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunDays(v)
+		return nil
+	case retentionpolicy.FieldAuditDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAuditDays(v)
+		return nil
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWebhookDeliveryDays(v)
+		return nil
+	case retentionpolicy.FieldUpdatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *RetentionPolicyMutation) AddedFields() []string {
+	var fields []string
+	if m.addpayload_days != nil {
+		fields = append(fields, retentionpolicy.FieldPayloadDays)
+	}
+	if m.addrun_days != nil {
+		fields = append(fields, retentionpolicy.FieldRunDays)
+	}
+	if m.addaudit_days != nil {
+		fields = append(fields, retentionpolicy.FieldAuditDays)
+	}
+	if m.addwebhook_delivery_days != nil {
+		fields = append(fields, retentionpolicy.FieldWebhookDeliveryDays)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *RetentionPolicyMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case retentionpolicy.FieldPayloadDays:
+		return m.AddedPayloadDays()
+	case retentionpolicy.FieldRunDays:
+		return m.AddedRunDays()
+	case retentionpolicy.FieldAuditDays:
+		return m.AddedAuditDays()
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		return m.AddedWebhookDeliveryDays()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *RetentionPolicyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case retentionpolicy.FieldPayloadDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPayloadDays(v)
+		return nil
+	case retentionpolicy.FieldRunDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRunDays(v)
+		return nil
+	case retentionpolicy.FieldAuditDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAuditDays(v)
+		return nil
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddWebhookDeliveryDays(v)
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *RetentionPolicyMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(retentionpolicy.FieldPayloadDays) {
+		fields = append(fields, retentionpolicy.FieldPayloadDays)
+	}
+	if m.FieldCleared(retentionpolicy.FieldRunDays) {
+		fields = append(fields, retentionpolicy.FieldRunDays)
+	}
+	if m.FieldCleared(retentionpolicy.FieldAuditDays) {
+		fields = append(fields, retentionpolicy.FieldAuditDays)
+	}
+	if m.FieldCleared(retentionpolicy.FieldWebhookDeliveryDays) {
+		fields = append(fields, retentionpolicy.FieldWebhookDeliveryDays)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *RetentionPolicyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *RetentionPolicyMutation) ClearField(name string) error {
+	switch name {
+	case retentionpolicy.FieldPayloadDays:
+		m.ClearPayloadDays()
+		return nil
+	case retentionpolicy.FieldRunDays:
+		m.ClearRunDays()
+		return nil
+	case retentionpolicy.FieldAuditDays:
+		m.ClearAuditDays()
+		return nil
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		m.ClearWebhookDeliveryDays()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *RetentionPolicyMutation) ResetField(name string) error {
+	switch name {
+	case retentionpolicy.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case retentionpolicy.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case retentionpolicy.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case retentionpolicy.FieldScope:
+		m.ResetScope()
+		return nil
+	case retentionpolicy.FieldTargetID:
+		m.ResetTargetID()
+		return nil
+	case retentionpolicy.FieldPayloadDays:
+		m.ResetPayloadDays()
+		return nil
+	case retentionpolicy.FieldRunDays:
+		m.ResetRunDays()
+		return nil
+	case retentionpolicy.FieldAuditDays:
+		m.ResetAuditDays()
+		return nil
+	case retentionpolicy.FieldWebhookDeliveryDays:
+		m.ResetWebhookDeliveryDays()
+		return nil
+	case retentionpolicy.FieldUpdatedBy:
+		m.ResetUpdatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *RetentionPolicyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, retentionpolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *RetentionPolicyMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case retentionpolicy.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *RetentionPolicyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *RetentionPolicyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *RetentionPolicyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, retentionpolicy.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *RetentionPolicyMutation) EdgeCleared(name string) bool {
+	switch name {
+	case retentionpolicy.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *RetentionPolicyMutation) ClearEdge(name string) error {
+	switch name {
+	case retentionpolicy.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *RetentionPolicyMutation) ResetEdge(name string) error {
+	switch name {
+	case retentionpolicy.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown RetentionPolicy edge %s", name)
+}
+
 // RunMutation represents an operation that mutates the Run nodes in the graph.
 type RunMutation struct {
 	config
@@ -38456,6 +40664,11 @@ type RunMutation struct {
 	release_id                *string
 	release_side              *run.ReleaseSide
 	sla_check_at              *time.Time
+	payload_purged_at         *time.Time
+	payload_purged_by         *string
+	hold_reason               *string
+	held_by                   *string
+	held_at                   *time.Time
 	clearedFields             map[string]struct{}
 	tenant                    *string
 	clearedtenant             bool
@@ -40119,6 +42332,251 @@ func (m *RunMutation) ResetSLACheckAt() {
 	delete(m.clearedFields, run.FieldSLACheckAt)
 }
 
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (m *RunMutation) SetPayloadPurgedAt(t time.Time) {
+	m.payload_purged_at = &t
+}
+
+// PayloadPurgedAt returns the value of the "payload_purged_at" field in the mutation.
+func (m *RunMutation) PayloadPurgedAt() (r time.Time, exists bool) {
+	v := m.payload_purged_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayloadPurgedAt returns the old "payload_purged_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldPayloadPurgedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayloadPurgedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayloadPurgedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayloadPurgedAt: %w", err)
+	}
+	return oldValue.PayloadPurgedAt, nil
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (m *RunMutation) ClearPayloadPurgedAt() {
+	m.payload_purged_at = nil
+	m.clearedFields[run.FieldPayloadPurgedAt] = struct{}{}
+}
+
+// PayloadPurgedAtCleared returns if the "payload_purged_at" field was cleared in this mutation.
+func (m *RunMutation) PayloadPurgedAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldPayloadPurgedAt]
+	return ok
+}
+
+// ResetPayloadPurgedAt resets all changes to the "payload_purged_at" field.
+func (m *RunMutation) ResetPayloadPurgedAt() {
+	m.payload_purged_at = nil
+	delete(m.clearedFields, run.FieldPayloadPurgedAt)
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (m *RunMutation) SetPayloadPurgedBy(s string) {
+	m.payload_purged_by = &s
+}
+
+// PayloadPurgedBy returns the value of the "payload_purged_by" field in the mutation.
+func (m *RunMutation) PayloadPurgedBy() (r string, exists bool) {
+	v := m.payload_purged_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayloadPurgedBy returns the old "payload_purged_by" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldPayloadPurgedBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayloadPurgedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayloadPurgedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayloadPurgedBy: %w", err)
+	}
+	return oldValue.PayloadPurgedBy, nil
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (m *RunMutation) ClearPayloadPurgedBy() {
+	m.payload_purged_by = nil
+	m.clearedFields[run.FieldPayloadPurgedBy] = struct{}{}
+}
+
+// PayloadPurgedByCleared returns if the "payload_purged_by" field was cleared in this mutation.
+func (m *RunMutation) PayloadPurgedByCleared() bool {
+	_, ok := m.clearedFields[run.FieldPayloadPurgedBy]
+	return ok
+}
+
+// ResetPayloadPurgedBy resets all changes to the "payload_purged_by" field.
+func (m *RunMutation) ResetPayloadPurgedBy() {
+	m.payload_purged_by = nil
+	delete(m.clearedFields, run.FieldPayloadPurgedBy)
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (m *RunMutation) SetHoldReason(s string) {
+	m.hold_reason = &s
+}
+
+// HoldReason returns the value of the "hold_reason" field in the mutation.
+func (m *RunMutation) HoldReason() (r string, exists bool) {
+	v := m.hold_reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHoldReason returns the old "hold_reason" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldHoldReason(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHoldReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHoldReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHoldReason: %w", err)
+	}
+	return oldValue.HoldReason, nil
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (m *RunMutation) ClearHoldReason() {
+	m.hold_reason = nil
+	m.clearedFields[run.FieldHoldReason] = struct{}{}
+}
+
+// HoldReasonCleared returns if the "hold_reason" field was cleared in this mutation.
+func (m *RunMutation) HoldReasonCleared() bool {
+	_, ok := m.clearedFields[run.FieldHoldReason]
+	return ok
+}
+
+// ResetHoldReason resets all changes to the "hold_reason" field.
+func (m *RunMutation) ResetHoldReason() {
+	m.hold_reason = nil
+	delete(m.clearedFields, run.FieldHoldReason)
+}
+
+// SetHeldBy sets the "held_by" field.
+func (m *RunMutation) SetHeldBy(s string) {
+	m.held_by = &s
+}
+
+// HeldBy returns the value of the "held_by" field in the mutation.
+func (m *RunMutation) HeldBy() (r string, exists bool) {
+	v := m.held_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHeldBy returns the old "held_by" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldHeldBy(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHeldBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHeldBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHeldBy: %w", err)
+	}
+	return oldValue.HeldBy, nil
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (m *RunMutation) ClearHeldBy() {
+	m.held_by = nil
+	m.clearedFields[run.FieldHeldBy] = struct{}{}
+}
+
+// HeldByCleared returns if the "held_by" field was cleared in this mutation.
+func (m *RunMutation) HeldByCleared() bool {
+	_, ok := m.clearedFields[run.FieldHeldBy]
+	return ok
+}
+
+// ResetHeldBy resets all changes to the "held_by" field.
+func (m *RunMutation) ResetHeldBy() {
+	m.held_by = nil
+	delete(m.clearedFields, run.FieldHeldBy)
+}
+
+// SetHeldAt sets the "held_at" field.
+func (m *RunMutation) SetHeldAt(t time.Time) {
+	m.held_at = &t
+}
+
+// HeldAt returns the value of the "held_at" field in the mutation.
+func (m *RunMutation) HeldAt() (r time.Time, exists bool) {
+	v := m.held_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHeldAt returns the old "held_at" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldHeldAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHeldAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHeldAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHeldAt: %w", err)
+	}
+	return oldValue.HeldAt, nil
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (m *RunMutation) ClearHeldAt() {
+	m.held_at = nil
+	m.clearedFields[run.FieldHeldAt] = struct{}{}
+}
+
+// HeldAtCleared returns if the "held_at" field was cleared in this mutation.
+func (m *RunMutation) HeldAtCleared() bool {
+	_, ok := m.clearedFields[run.FieldHeldAt]
+	return ok
+}
+
+// ResetHeldAt resets all changes to the "held_at" field.
+func (m *RunMutation) ResetHeldAt() {
+	m.held_at = nil
+	delete(m.clearedFields, run.FieldHeldAt)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *RunMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -40369,7 +42827,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 33)
+	fields := make([]string, 0, 38)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -40469,6 +42927,21 @@ func (m *RunMutation) Fields() []string {
 	if m.sla_check_at != nil {
 		fields = append(fields, run.FieldSLACheckAt)
 	}
+	if m.payload_purged_at != nil {
+		fields = append(fields, run.FieldPayloadPurgedAt)
+	}
+	if m.payload_purged_by != nil {
+		fields = append(fields, run.FieldPayloadPurgedBy)
+	}
+	if m.hold_reason != nil {
+		fields = append(fields, run.FieldHoldReason)
+	}
+	if m.held_by != nil {
+		fields = append(fields, run.FieldHeldBy)
+	}
+	if m.held_at != nil {
+		fields = append(fields, run.FieldHeldAt)
+	}
 	return fields
 }
 
@@ -40543,6 +43016,16 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.ReleaseSide()
 	case run.FieldSLACheckAt:
 		return m.SLACheckAt()
+	case run.FieldPayloadPurgedAt:
+		return m.PayloadPurgedAt()
+	case run.FieldPayloadPurgedBy:
+		return m.PayloadPurgedBy()
+	case run.FieldHoldReason:
+		return m.HoldReason()
+	case run.FieldHeldBy:
+		return m.HeldBy()
+	case run.FieldHeldAt:
+		return m.HeldAt()
 	}
 	return nil, false
 }
@@ -40618,6 +43101,16 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldReleaseSide(ctx)
 	case run.FieldSLACheckAt:
 		return m.OldSLACheckAt(ctx)
+	case run.FieldPayloadPurgedAt:
+		return m.OldPayloadPurgedAt(ctx)
+	case run.FieldPayloadPurgedBy:
+		return m.OldPayloadPurgedBy(ctx)
+	case run.FieldHoldReason:
+		return m.OldHoldReason(ctx)
+	case run.FieldHeldBy:
+		return m.OldHeldBy(ctx)
+	case run.FieldHeldAt:
+		return m.OldHeldAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown Run field %s", name)
 }
@@ -40858,6 +43351,41 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSLACheckAt(v)
 		return nil
+	case run.FieldPayloadPurgedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayloadPurgedAt(v)
+		return nil
+	case run.FieldPayloadPurgedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayloadPurgedBy(v)
+		return nil
+	case run.FieldHoldReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHoldReason(v)
+		return nil
+	case run.FieldHeldBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHeldBy(v)
+		return nil
+	case run.FieldHeldAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHeldAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Run field %s", name)
 }
@@ -41005,6 +43533,21 @@ func (m *RunMutation) ClearedFields() []string {
 	if m.FieldCleared(run.FieldSLACheckAt) {
 		fields = append(fields, run.FieldSLACheckAt)
 	}
+	if m.FieldCleared(run.FieldPayloadPurgedAt) {
+		fields = append(fields, run.FieldPayloadPurgedAt)
+	}
+	if m.FieldCleared(run.FieldPayloadPurgedBy) {
+		fields = append(fields, run.FieldPayloadPurgedBy)
+	}
+	if m.FieldCleared(run.FieldHoldReason) {
+		fields = append(fields, run.FieldHoldReason)
+	}
+	if m.FieldCleared(run.FieldHeldBy) {
+		fields = append(fields, run.FieldHeldBy)
+	}
+	if m.FieldCleared(run.FieldHeldAt) {
+		fields = append(fields, run.FieldHeldAt)
+	}
 	return fields
 }
 
@@ -41072,6 +43615,21 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldSLACheckAt:
 		m.ClearSLACheckAt()
+		return nil
+	case run.FieldPayloadPurgedAt:
+		m.ClearPayloadPurgedAt()
+		return nil
+	case run.FieldPayloadPurgedBy:
+		m.ClearPayloadPurgedBy()
+		return nil
+	case run.FieldHoldReason:
+		m.ClearHoldReason()
+		return nil
+	case run.FieldHeldBy:
+		m.ClearHeldBy()
+		return nil
+	case run.FieldHeldAt:
+		m.ClearHeldAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Run nullable field %s", name)
@@ -41179,6 +43737,21 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldSLACheckAt:
 		m.ResetSLACheckAt()
+		return nil
+	case run.FieldPayloadPurgedAt:
+		m.ResetPayloadPurgedAt()
+		return nil
+	case run.FieldPayloadPurgedBy:
+		m.ResetPayloadPurgedBy()
+		return nil
+	case run.FieldHoldReason:
+		m.ResetHoldReason()
+		return nil
+	case run.FieldHeldBy:
+		m.ResetHeldBy()
+		return nil
+	case run.FieldHeldAt:
+		m.ResetHeldAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Run field %s", name)

@@ -90,6 +90,16 @@ type Run struct {
 	ReleaseSide *run.ReleaseSide `json:"release_side,omitempty"`
 	// When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.
 	SLACheckAt *time.Time `json:"sla_check_at,omitempty"`
+	// When the run's payloads (input, output, step outputs, recorded calls, event data) were purged; the row stays as a tombstone.
+	PayloadPurgedAt *time.Time `json:"payload_purged_at,omitempty"`
+	// PayloadPurgedBy holds the value of the "payload_purged_by" field.
+	PayloadPurgedBy *string `json:"payload_purged_by,omitempty"`
+	// A legal hold (holdRun): while set, retention purges nothing of the run.
+	HoldReason *string `json:"hold_reason,omitempty"`
+	// HeldBy holds the value of the "held_by" field.
+	HeldBy *string `json:"held_by,omitempty"`
+	// HeldAt holds the value of the "held_at" field.
+	HeldAt *time.Time `json:"held_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the RunQuery when eager-loading is set.
 	Edges        RunEdges `json:"edges"`
@@ -191,9 +201,9 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case run.FieldPriority, run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
 			values[i] = new(sql.NullInt64)
-		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide:
+		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide, run.FieldPayloadPurgedBy, run.FieldHoldReason, run.FieldHeldBy:
 			values[i] = new(sql.NullString)
-		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt, run.FieldSLADeadlineAt, run.FieldSLAQueueDeadlineAt, run.FieldSLACheckAt:
+		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt, run.FieldSLADeadlineAt, run.FieldSLAQueueDeadlineAt, run.FieldSLACheckAt, run.FieldPayloadPurgedAt, run.FieldHeldAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -441,6 +451,41 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				_m.SLACheckAt = new(time.Time)
 				*_m.SLACheckAt = value.Time
 			}
+		case run.FieldPayloadPurgedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field payload_purged_at", values[i])
+			} else if value.Valid {
+				_m.PayloadPurgedAt = new(time.Time)
+				*_m.PayloadPurgedAt = value.Time
+			}
+		case run.FieldPayloadPurgedBy:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field payload_purged_by", values[i])
+			} else if value.Valid {
+				_m.PayloadPurgedBy = new(string)
+				*_m.PayloadPurgedBy = value.String
+			}
+		case run.FieldHoldReason:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field hold_reason", values[i])
+			} else if value.Valid {
+				_m.HoldReason = new(string)
+				*_m.HoldReason = value.String
+			}
+		case run.FieldHeldBy:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field held_by", values[i])
+			} else if value.Valid {
+				_m.HeldBy = new(string)
+				*_m.HeldBy = value.String
+			}
+		case run.FieldHeldAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field held_at", values[i])
+			} else if value.Valid {
+				_m.HeldAt = new(time.Time)
+				*_m.HeldAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -636,6 +681,31 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	if v := _m.SLACheckAt; v != nil {
 		builder.WriteString("sla_check_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.PayloadPurgedAt; v != nil {
+		builder.WriteString("payload_purged_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.PayloadPurgedBy; v != nil {
+		builder.WriteString("payload_purged_by=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.HoldReason; v != nil {
+		builder.WriteString("hold_reason=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.HeldBy; v != nil {
+		builder.WriteString("held_by=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.HeldAt; v != nil {
+		builder.WriteString("held_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')

@@ -434,6 +434,76 @@ func (_c *RunCreate) SetNillableSLACheckAt(v *time.Time) *RunCreate {
 	return _c
 }
 
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (_c *RunCreate) SetPayloadPurgedAt(v time.Time) *RunCreate {
+	_c.mutation.SetPayloadPurgedAt(v)
+	return _c
+}
+
+// SetNillablePayloadPurgedAt sets the "payload_purged_at" field if the given value is not nil.
+func (_c *RunCreate) SetNillablePayloadPurgedAt(v *time.Time) *RunCreate {
+	if v != nil {
+		_c.SetPayloadPurgedAt(*v)
+	}
+	return _c
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (_c *RunCreate) SetPayloadPurgedBy(v string) *RunCreate {
+	_c.mutation.SetPayloadPurgedBy(v)
+	return _c
+}
+
+// SetNillablePayloadPurgedBy sets the "payload_purged_by" field if the given value is not nil.
+func (_c *RunCreate) SetNillablePayloadPurgedBy(v *string) *RunCreate {
+	if v != nil {
+		_c.SetPayloadPurgedBy(*v)
+	}
+	return _c
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (_c *RunCreate) SetHoldReason(v string) *RunCreate {
+	_c.mutation.SetHoldReason(v)
+	return _c
+}
+
+// SetNillableHoldReason sets the "hold_reason" field if the given value is not nil.
+func (_c *RunCreate) SetNillableHoldReason(v *string) *RunCreate {
+	if v != nil {
+		_c.SetHoldReason(*v)
+	}
+	return _c
+}
+
+// SetHeldBy sets the "held_by" field.
+func (_c *RunCreate) SetHeldBy(v string) *RunCreate {
+	_c.mutation.SetHeldBy(v)
+	return _c
+}
+
+// SetNillableHeldBy sets the "held_by" field if the given value is not nil.
+func (_c *RunCreate) SetNillableHeldBy(v *string) *RunCreate {
+	if v != nil {
+		_c.SetHeldBy(*v)
+	}
+	return _c
+}
+
+// SetHeldAt sets the "held_at" field.
+func (_c *RunCreate) SetHeldAt(v time.Time) *RunCreate {
+	_c.mutation.SetHeldAt(v)
+	return _c
+}
+
+// SetNillableHeldAt sets the "held_at" field if the given value is not nil.
+func (_c *RunCreate) SetNillableHeldAt(v *time.Time) *RunCreate {
+	if v != nil {
+		_c.SetHeldAt(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *RunCreate) SetID(v string) *RunCreate {
 	_c.mutation.SetID(v)
@@ -839,6 +909,26 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.SLACheckAt(); ok {
 		_spec.SetField(run.FieldSLACheckAt, field.TypeTime, value)
 		_node.SLACheckAt = &value
+	}
+	if value, ok := _c.mutation.PayloadPurgedAt(); ok {
+		_spec.SetField(run.FieldPayloadPurgedAt, field.TypeTime, value)
+		_node.PayloadPurgedAt = &value
+	}
+	if value, ok := _c.mutation.PayloadPurgedBy(); ok {
+		_spec.SetField(run.FieldPayloadPurgedBy, field.TypeString, value)
+		_node.PayloadPurgedBy = &value
+	}
+	if value, ok := _c.mutation.HoldReason(); ok {
+		_spec.SetField(run.FieldHoldReason, field.TypeString, value)
+		_node.HoldReason = &value
+	}
+	if value, ok := _c.mutation.HeldBy(); ok {
+		_spec.SetField(run.FieldHeldBy, field.TypeString, value)
+		_node.HeldBy = &value
+	}
+	if value, ok := _c.mutation.HeldAt(); ok {
+		_spec.SetField(run.FieldHeldAt, field.TypeTime, value)
+		_node.HeldAt = &value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -1256,6 +1346,96 @@ func (u *RunUpsert) ClearSLACheckAt() *RunUpsert {
 	return u
 }
 
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (u *RunUpsert) SetPayloadPurgedAt(v time.Time) *RunUpsert {
+	u.Set(run.FieldPayloadPurgedAt, v)
+	return u
+}
+
+// UpdatePayloadPurgedAt sets the "payload_purged_at" field to the value that was provided on create.
+func (u *RunUpsert) UpdatePayloadPurgedAt() *RunUpsert {
+	u.SetExcluded(run.FieldPayloadPurgedAt)
+	return u
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (u *RunUpsert) ClearPayloadPurgedAt() *RunUpsert {
+	u.SetNull(run.FieldPayloadPurgedAt)
+	return u
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (u *RunUpsert) SetPayloadPurgedBy(v string) *RunUpsert {
+	u.Set(run.FieldPayloadPurgedBy, v)
+	return u
+}
+
+// UpdatePayloadPurgedBy sets the "payload_purged_by" field to the value that was provided on create.
+func (u *RunUpsert) UpdatePayloadPurgedBy() *RunUpsert {
+	u.SetExcluded(run.FieldPayloadPurgedBy)
+	return u
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (u *RunUpsert) ClearPayloadPurgedBy() *RunUpsert {
+	u.SetNull(run.FieldPayloadPurgedBy)
+	return u
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (u *RunUpsert) SetHoldReason(v string) *RunUpsert {
+	u.Set(run.FieldHoldReason, v)
+	return u
+}
+
+// UpdateHoldReason sets the "hold_reason" field to the value that was provided on create.
+func (u *RunUpsert) UpdateHoldReason() *RunUpsert {
+	u.SetExcluded(run.FieldHoldReason)
+	return u
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (u *RunUpsert) ClearHoldReason() *RunUpsert {
+	u.SetNull(run.FieldHoldReason)
+	return u
+}
+
+// SetHeldBy sets the "held_by" field.
+func (u *RunUpsert) SetHeldBy(v string) *RunUpsert {
+	u.Set(run.FieldHeldBy, v)
+	return u
+}
+
+// UpdateHeldBy sets the "held_by" field to the value that was provided on create.
+func (u *RunUpsert) UpdateHeldBy() *RunUpsert {
+	u.SetExcluded(run.FieldHeldBy)
+	return u
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (u *RunUpsert) ClearHeldBy() *RunUpsert {
+	u.SetNull(run.FieldHeldBy)
+	return u
+}
+
+// SetHeldAt sets the "held_at" field.
+func (u *RunUpsert) SetHeldAt(v time.Time) *RunUpsert {
+	u.Set(run.FieldHeldAt, v)
+	return u
+}
+
+// UpdateHeldAt sets the "held_at" field to the value that was provided on create.
+func (u *RunUpsert) UpdateHeldAt() *RunUpsert {
+	u.SetExcluded(run.FieldHeldAt)
+	return u
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (u *RunUpsert) ClearHeldAt() *RunUpsert {
+	u.SetNull(run.FieldHeldAt)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -1666,6 +1846,111 @@ func (u *RunUpsertOne) UpdateSLACheckAt() *RunUpsertOne {
 func (u *RunUpsertOne) ClearSLACheckAt() *RunUpsertOne {
 	return u.Update(func(s *RunUpsert) {
 		s.ClearSLACheckAt()
+	})
+}
+
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (u *RunUpsertOne) SetPayloadPurgedAt(v time.Time) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetPayloadPurgedAt(v)
+	})
+}
+
+// UpdatePayloadPurgedAt sets the "payload_purged_at" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdatePayloadPurgedAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdatePayloadPurgedAt()
+	})
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (u *RunUpsertOne) ClearPayloadPurgedAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearPayloadPurgedAt()
+	})
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (u *RunUpsertOne) SetPayloadPurgedBy(v string) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetPayloadPurgedBy(v)
+	})
+}
+
+// UpdatePayloadPurgedBy sets the "payload_purged_by" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdatePayloadPurgedBy() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdatePayloadPurgedBy()
+	})
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (u *RunUpsertOne) ClearPayloadPurgedBy() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearPayloadPurgedBy()
+	})
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (u *RunUpsertOne) SetHoldReason(v string) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHoldReason(v)
+	})
+}
+
+// UpdateHoldReason sets the "hold_reason" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateHoldReason() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHoldReason()
+	})
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (u *RunUpsertOne) ClearHoldReason() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHoldReason()
+	})
+}
+
+// SetHeldBy sets the "held_by" field.
+func (u *RunUpsertOne) SetHeldBy(v string) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHeldBy(v)
+	})
+}
+
+// UpdateHeldBy sets the "held_by" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateHeldBy() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHeldBy()
+	})
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (u *RunUpsertOne) ClearHeldBy() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHeldBy()
+	})
+}
+
+// SetHeldAt sets the "held_at" field.
+func (u *RunUpsertOne) SetHeldAt(v time.Time) *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHeldAt(v)
+	})
+}
+
+// UpdateHeldAt sets the "held_at" field to the value that was provided on create.
+func (u *RunUpsertOne) UpdateHeldAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHeldAt()
+	})
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (u *RunUpsertOne) ClearHeldAt() *RunUpsertOne {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHeldAt()
 	})
 }
 
@@ -2246,6 +2531,111 @@ func (u *RunUpsertBulk) UpdateSLACheckAt() *RunUpsertBulk {
 func (u *RunUpsertBulk) ClearSLACheckAt() *RunUpsertBulk {
 	return u.Update(func(s *RunUpsert) {
 		s.ClearSLACheckAt()
+	})
+}
+
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (u *RunUpsertBulk) SetPayloadPurgedAt(v time.Time) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetPayloadPurgedAt(v)
+	})
+}
+
+// UpdatePayloadPurgedAt sets the "payload_purged_at" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdatePayloadPurgedAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdatePayloadPurgedAt()
+	})
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (u *RunUpsertBulk) ClearPayloadPurgedAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearPayloadPurgedAt()
+	})
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (u *RunUpsertBulk) SetPayloadPurgedBy(v string) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetPayloadPurgedBy(v)
+	})
+}
+
+// UpdatePayloadPurgedBy sets the "payload_purged_by" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdatePayloadPurgedBy() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdatePayloadPurgedBy()
+	})
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (u *RunUpsertBulk) ClearPayloadPurgedBy() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearPayloadPurgedBy()
+	})
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (u *RunUpsertBulk) SetHoldReason(v string) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHoldReason(v)
+	})
+}
+
+// UpdateHoldReason sets the "hold_reason" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateHoldReason() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHoldReason()
+	})
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (u *RunUpsertBulk) ClearHoldReason() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHoldReason()
+	})
+}
+
+// SetHeldBy sets the "held_by" field.
+func (u *RunUpsertBulk) SetHeldBy(v string) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHeldBy(v)
+	})
+}
+
+// UpdateHeldBy sets the "held_by" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateHeldBy() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHeldBy()
+	})
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (u *RunUpsertBulk) ClearHeldBy() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHeldBy()
+	})
+}
+
+// SetHeldAt sets the "held_at" field.
+func (u *RunUpsertBulk) SetHeldAt(v time.Time) *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.SetHeldAt(v)
+	})
+}
+
+// UpdateHeldAt sets the "held_at" field to the value that was provided on create.
+func (u *RunUpsertBulk) UpdateHeldAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.UpdateHeldAt()
+	})
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (u *RunUpsertBulk) ClearHeldAt() *RunUpsertBulk {
+	return u.Update(func(s *RunUpsert) {
+		s.ClearHeldAt()
 	})
 }
 

@@ -312,6 +312,106 @@ func (_u *RunUpdate) ClearSLACheckAt() *RunUpdate {
 	return _u
 }
 
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (_u *RunUpdate) SetPayloadPurgedAt(v time.Time) *RunUpdate {
+	_u.mutation.SetPayloadPurgedAt(v)
+	return _u
+}
+
+// SetNillablePayloadPurgedAt sets the "payload_purged_at" field if the given value is not nil.
+func (_u *RunUpdate) SetNillablePayloadPurgedAt(v *time.Time) *RunUpdate {
+	if v != nil {
+		_u.SetPayloadPurgedAt(*v)
+	}
+	return _u
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (_u *RunUpdate) ClearPayloadPurgedAt() *RunUpdate {
+	_u.mutation.ClearPayloadPurgedAt()
+	return _u
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (_u *RunUpdate) SetPayloadPurgedBy(v string) *RunUpdate {
+	_u.mutation.SetPayloadPurgedBy(v)
+	return _u
+}
+
+// SetNillablePayloadPurgedBy sets the "payload_purged_by" field if the given value is not nil.
+func (_u *RunUpdate) SetNillablePayloadPurgedBy(v *string) *RunUpdate {
+	if v != nil {
+		_u.SetPayloadPurgedBy(*v)
+	}
+	return _u
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (_u *RunUpdate) ClearPayloadPurgedBy() *RunUpdate {
+	_u.mutation.ClearPayloadPurgedBy()
+	return _u
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (_u *RunUpdate) SetHoldReason(v string) *RunUpdate {
+	_u.mutation.SetHoldReason(v)
+	return _u
+}
+
+// SetNillableHoldReason sets the "hold_reason" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableHoldReason(v *string) *RunUpdate {
+	if v != nil {
+		_u.SetHoldReason(*v)
+	}
+	return _u
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (_u *RunUpdate) ClearHoldReason() *RunUpdate {
+	_u.mutation.ClearHoldReason()
+	return _u
+}
+
+// SetHeldBy sets the "held_by" field.
+func (_u *RunUpdate) SetHeldBy(v string) *RunUpdate {
+	_u.mutation.SetHeldBy(v)
+	return _u
+}
+
+// SetNillableHeldBy sets the "held_by" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableHeldBy(v *string) *RunUpdate {
+	if v != nil {
+		_u.SetHeldBy(*v)
+	}
+	return _u
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (_u *RunUpdate) ClearHeldBy() *RunUpdate {
+	_u.mutation.ClearHeldBy()
+	return _u
+}
+
+// SetHeldAt sets the "held_at" field.
+func (_u *RunUpdate) SetHeldAt(v time.Time) *RunUpdate {
+	_u.mutation.SetHeldAt(v)
+	return _u
+}
+
+// SetNillableHeldAt sets the "held_at" field if the given value is not nil.
+func (_u *RunUpdate) SetNillableHeldAt(v *time.Time) *RunUpdate {
+	if v != nil {
+		_u.SetHeldAt(*v)
+	}
+	return _u
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (_u *RunUpdate) ClearHeldAt() *RunUpdate {
+	_u.mutation.ClearHeldAt()
+	return _u
+}
+
 // AddStepIDs adds the "steps" edge to the StepRun entity by IDs.
 func (_u *RunUpdate) AddStepIDs(ids ...string) *RunUpdate {
 	_u.mutation.AddStepIDs(ids...)
@@ -583,6 +683,36 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.SLACheckAtCleared() {
 		_spec.ClearField(run.FieldSLACheckAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.PayloadPurgedAt(); ok {
+		_spec.SetField(run.FieldPayloadPurgedAt, field.TypeTime, value)
+	}
+	if _u.mutation.PayloadPurgedAtCleared() {
+		_spec.ClearField(run.FieldPayloadPurgedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.PayloadPurgedBy(); ok {
+		_spec.SetField(run.FieldPayloadPurgedBy, field.TypeString, value)
+	}
+	if _u.mutation.PayloadPurgedByCleared() {
+		_spec.ClearField(run.FieldPayloadPurgedBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.HoldReason(); ok {
+		_spec.SetField(run.FieldHoldReason, field.TypeString, value)
+	}
+	if _u.mutation.HoldReasonCleared() {
+		_spec.ClearField(run.FieldHoldReason, field.TypeString)
+	}
+	if value, ok := _u.mutation.HeldBy(); ok {
+		_spec.SetField(run.FieldHeldBy, field.TypeString, value)
+	}
+	if _u.mutation.HeldByCleared() {
+		_spec.ClearField(run.FieldHeldBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.HeldAt(); ok {
+		_spec.SetField(run.FieldHeldAt, field.TypeTime, value)
+	}
+	if _u.mutation.HeldAtCleared() {
+		_spec.ClearField(run.FieldHeldAt, field.TypeTime)
 	}
 	if _u.mutation.StepsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -975,6 +1105,106 @@ func (_u *RunUpdateOne) ClearSLACheckAt() *RunUpdateOne {
 	return _u
 }
 
+// SetPayloadPurgedAt sets the "payload_purged_at" field.
+func (_u *RunUpdateOne) SetPayloadPurgedAt(v time.Time) *RunUpdateOne {
+	_u.mutation.SetPayloadPurgedAt(v)
+	return _u
+}
+
+// SetNillablePayloadPurgedAt sets the "payload_purged_at" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillablePayloadPurgedAt(v *time.Time) *RunUpdateOne {
+	if v != nil {
+		_u.SetPayloadPurgedAt(*v)
+	}
+	return _u
+}
+
+// ClearPayloadPurgedAt clears the value of the "payload_purged_at" field.
+func (_u *RunUpdateOne) ClearPayloadPurgedAt() *RunUpdateOne {
+	_u.mutation.ClearPayloadPurgedAt()
+	return _u
+}
+
+// SetPayloadPurgedBy sets the "payload_purged_by" field.
+func (_u *RunUpdateOne) SetPayloadPurgedBy(v string) *RunUpdateOne {
+	_u.mutation.SetPayloadPurgedBy(v)
+	return _u
+}
+
+// SetNillablePayloadPurgedBy sets the "payload_purged_by" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillablePayloadPurgedBy(v *string) *RunUpdateOne {
+	if v != nil {
+		_u.SetPayloadPurgedBy(*v)
+	}
+	return _u
+}
+
+// ClearPayloadPurgedBy clears the value of the "payload_purged_by" field.
+func (_u *RunUpdateOne) ClearPayloadPurgedBy() *RunUpdateOne {
+	_u.mutation.ClearPayloadPurgedBy()
+	return _u
+}
+
+// SetHoldReason sets the "hold_reason" field.
+func (_u *RunUpdateOne) SetHoldReason(v string) *RunUpdateOne {
+	_u.mutation.SetHoldReason(v)
+	return _u
+}
+
+// SetNillableHoldReason sets the "hold_reason" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableHoldReason(v *string) *RunUpdateOne {
+	if v != nil {
+		_u.SetHoldReason(*v)
+	}
+	return _u
+}
+
+// ClearHoldReason clears the value of the "hold_reason" field.
+func (_u *RunUpdateOne) ClearHoldReason() *RunUpdateOne {
+	_u.mutation.ClearHoldReason()
+	return _u
+}
+
+// SetHeldBy sets the "held_by" field.
+func (_u *RunUpdateOne) SetHeldBy(v string) *RunUpdateOne {
+	_u.mutation.SetHeldBy(v)
+	return _u
+}
+
+// SetNillableHeldBy sets the "held_by" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableHeldBy(v *string) *RunUpdateOne {
+	if v != nil {
+		_u.SetHeldBy(*v)
+	}
+	return _u
+}
+
+// ClearHeldBy clears the value of the "held_by" field.
+func (_u *RunUpdateOne) ClearHeldBy() *RunUpdateOne {
+	_u.mutation.ClearHeldBy()
+	return _u
+}
+
+// SetHeldAt sets the "held_at" field.
+func (_u *RunUpdateOne) SetHeldAt(v time.Time) *RunUpdateOne {
+	_u.mutation.SetHeldAt(v)
+	return _u
+}
+
+// SetNillableHeldAt sets the "held_at" field if the given value is not nil.
+func (_u *RunUpdateOne) SetNillableHeldAt(v *time.Time) *RunUpdateOne {
+	if v != nil {
+		_u.SetHeldAt(*v)
+	}
+	return _u
+}
+
+// ClearHeldAt clears the value of the "held_at" field.
+func (_u *RunUpdateOne) ClearHeldAt() *RunUpdateOne {
+	_u.mutation.ClearHeldAt()
+	return _u
+}
+
 // AddStepIDs adds the "steps" edge to the StepRun entity by IDs.
 func (_u *RunUpdateOne) AddStepIDs(ids ...string) *RunUpdateOne {
 	_u.mutation.AddStepIDs(ids...)
@@ -1276,6 +1506,36 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if _u.mutation.SLACheckAtCleared() {
 		_spec.ClearField(run.FieldSLACheckAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.PayloadPurgedAt(); ok {
+		_spec.SetField(run.FieldPayloadPurgedAt, field.TypeTime, value)
+	}
+	if _u.mutation.PayloadPurgedAtCleared() {
+		_spec.ClearField(run.FieldPayloadPurgedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.PayloadPurgedBy(); ok {
+		_spec.SetField(run.FieldPayloadPurgedBy, field.TypeString, value)
+	}
+	if _u.mutation.PayloadPurgedByCleared() {
+		_spec.ClearField(run.FieldPayloadPurgedBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.HoldReason(); ok {
+		_spec.SetField(run.FieldHoldReason, field.TypeString, value)
+	}
+	if _u.mutation.HoldReasonCleared() {
+		_spec.ClearField(run.FieldHoldReason, field.TypeString)
+	}
+	if value, ok := _u.mutation.HeldBy(); ok {
+		_spec.SetField(run.FieldHeldBy, field.TypeString, value)
+	}
+	if _u.mutation.HeldByCleared() {
+		_spec.ClearField(run.FieldHeldBy, field.TypeString)
+	}
+	if value, ok := _u.mutation.HeldAt(); ok {
+		_spec.SetField(run.FieldHeldAt, field.TypeTime, value)
+	}
+	if _u.mutation.HeldAtCleared() {
+		_spec.ClearField(run.FieldHeldAt, field.TypeTime)
 	}
 	if _u.mutation.StepsCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -78,6 +78,10 @@ type Tx struct {
 	ResponseCacheEntry *ResponseCacheEntryClient
 	// ResponseShape is the client for interacting with the ResponseShape builders.
 	ResponseShape *ResponseShapeClient
+	// RetentionPass is the client for interacting with the RetentionPass builders.
+	RetentionPass *RetentionPassClient
+	// RetentionPolicy is the client for interacting with the RetentionPolicy builders.
+	RetentionPolicy *RetentionPolicyClient
 	// Run is the client for interacting with the Run builders.
 	Run *RunClient
 	// RunEvent is the client for interacting with the RunEvent builders.
@@ -275,6 +279,8 @@ func (tx *Tx) init() {
 	tx.Release = NewReleaseClient(tx.config)
 	tx.ResponseCacheEntry = NewResponseCacheEntryClient(tx.config)
 	tx.ResponseShape = NewResponseShapeClient(tx.config)
+	tx.RetentionPass = NewRetentionPassClient(tx.config)
+	tx.RetentionPolicy = NewRetentionPolicyClient(tx.config)
 	tx.Run = NewRunClient(tx.config)
 	tx.RunEvent = NewRunEventClient(tx.config)
 	tx.SLABreach = NewSLABreachClient(tx.config)

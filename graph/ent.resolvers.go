@@ -323,6 +323,11 @@ func (r *Resolver) WebhookDelivery() generated.WebhookDeliveryResolver {
 // Workflow returns generated.WorkflowResolver implementation.
 func (r *Resolver) Workflow() generated.WorkflowResolver { return &workflowResolver{r} }
 
+// AuditLogWhereInput returns generated.AuditLogWhereInputResolver implementation.
+func (r *Resolver) AuditLogWhereInput() generated.AuditLogWhereInputResolver {
+	return &auditLogWhereInputResolver{r}
+}
+
 type (
 	approvalRequestResolver   struct{ *Resolver }
 	bulkOperationResolver     struct{ *Resolver }
@@ -352,4 +357,5 @@ type (
 	triggerDeliveryResolver   struct{ *Resolver }
 	webhookDeliveryResolver   struct{ *Resolver }
 	workflowResolver          struct{ *Resolver }
+	auditLogWhereInputResolver struct{ *Resolver }
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
+	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -48,6 +49,9 @@ type Resolver struct {
 	Bulk *bulk.Service
 	// Pause pauses and resumes workflows in environments.
 	Pause *pause.Service
+	// Retention serves retention policies, legal holds and the purge's
+	// record (internal/retention).
+	Retention *retention.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/money"
+	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/secrets"
 	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/store"
@@ -119,6 +120,9 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 			return err
 		}
 		if err := applyMembers(ctx, c, m, &out); err != nil {
+			return err
+		}
+		if err := applyRetention(ctx, c, m, &out); err != nil {
 			return err
 		}
 		// The sla section is the tenant default SLA policy (internal/sla).
@@ -340,4 +344,31 @@ func stepCap(p PlanSpec) *int {
 	}
 	n := p.MaxConcurrentSteps
 	return &n
+}
+
+// applyRetention writes the manifest's retention block as the tenant's
+// policy and its environments' overrides (internal/retention, audited).
+func applyRetention(ctx context.Context, c *ent.Client, m *Manifest, out io.Writer) error {
+	if m.Retention == nil {
+		return nil
+	}
+	days := func(d RetentionDaysSpec) retention.Days {
+		return retention.Days{Payload: d.PayloadDays, Run: d.RunDays, Audit: d.AuditDays, WebhookDelivery: d.WebhookDeliveryDays}
+	}
+	levels := map[string]retention.Days{"": days(m.Retention.RetentionDaysSpec)}
+	for name, d := range m.Retention.Environments {
+		env, err := c.Environment.Query().Where(environment.Name(name)).Only(ctx)
+		if err != nil {
+			return fmt.Errorf("retention.environments.%s: %w", name, err)
+		}
+		levels[env.ID] = days(d)
+	}
+	n, err := retention.Apply(ctx, c, levels)
+	if err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	if n > 0 {
+		fmt.Fprintf(out, "  set retention policy: %d levels updated\n", n)
+	}
+	return nil
 }

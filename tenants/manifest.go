@@ -32,6 +32,7 @@ type Manifest struct {
 	Roles         []string          `yaml:"roles"`
 	Members       []MemberSpec      `yaml:"members"`
 	RetentionDays int               `yaml:"retentionDays"`
+	Retention     *RetentionSpec    `yaml:"retention"`
 	Budget        BudgetSpec        `yaml:"budget"`
 	SLA           SLASpec           `yaml:"sla"`
 	Plan          PlanSpec          `yaml:"plan"`
@@ -60,6 +61,24 @@ type EnvironmentSpec struct {
 type VarSpec struct {
 	Type  string `yaml:"type"`
 	Value any    `yaml:"value"`
+}
+
+// RetentionDaysSpec is one level of retention (internal/retention); an
+// omitted value inherits.
+type RetentionDaysSpec struct {
+	PayloadDays         *int `yaml:"payloadDays"`
+	RunDays             *int `yaml:"runDays"`
+	AuditDays           *int `yaml:"auditDays"`
+	WebhookDeliveryDays *int `yaml:"webhookDeliveryDays"`
+}
+
+// RetentionSpec is the tenant's retention policy and its overrides per
+// environment (by name). Applying a manifest with it replaces those
+// levels; without it, policies set through the API are left alone.
+// retentionDays is the tenant's runDays when runDays is omitted.
+type RetentionSpec struct {
+	RetentionDaysSpec `yaml:",inline"`
+	Environments      map[string]RetentionDaysSpec `yaml:"environments"`
 }
 
 // MemberSpec grants roles to a subject.
@@ -109,6 +128,12 @@ func Parse(data []byte) (*Manifest, error) {
 	m.Members = overlay.Members
 	if overlay.RetentionDays != 0 {
 		m.RetentionDays = overlay.RetentionDays
+	}
+	if overlay.Retention != nil {
+		m.Retention = overlay.Retention
+		if r := overlay.Retention.RunDays; r != nil && overlay.RetentionDays == 0 {
+			m.RetentionDays = *r
+		}
 	}
 	if overlay.Budget.MonthlyUSD != 0 {
 		m.Budget = overlay.Budget
@@ -208,6 +233,42 @@ func (m *Manifest) Validate() error {
 	}
 	if m.RetentionDays < 1 || m.RetentionDays > 3650 {
 		bad("retentionDays", "must be between 1 and 3650")
+	}
+	if r := m.Retention; r != nil {
+		if r.RunDays != nil && *r.RunDays != m.RetentionDays {
+			bad("retention.runDays", "is %d but retentionDays is %d: set one of them", *r.RunDays, m.RetentionDays)
+		}
+		checkRetention := func(path string, d RetentionDaysSpec, tenantLevel bool) {
+			rng := func(f string, v *int, least int) {
+				if v != nil && (*v < least || *v > 3650) {
+					bad(path+f, "must be between %d and 3650", least)
+				}
+			}
+			rng("payloadDays", d.PayloadDays, 0)
+			rng("runDays", d.RunDays, 1)
+			rng("auditDays", d.AuditDays, 1)
+			rng("webhookDeliveryDays", d.WebhookDeliveryDays, 0)
+			if !tenantLevel && d.AuditDays != nil {
+				bad(path+"auditDays", "is set for the whole tenant only")
+			}
+			if !tenantLevel && d.WebhookDeliveryDays != nil {
+				bad(path+"webhookDeliveryDays", "is set for the whole tenant only")
+			}
+			run := m.RetentionDays
+			if d.RunDays != nil {
+				run = *d.RunDays
+			}
+			if d.PayloadDays != nil && *d.PayloadDays > run {
+				bad(path+"payloadDays", "must not exceed runDays (%d)", run)
+			}
+		}
+		checkRetention("retention.", r.RetentionDaysSpec, true)
+		for _, name := range slices.Sorted(maps.Keys(r.Environments)) {
+			if !slices.ContainsFunc(m.Environments, func(e EnvironmentSpec) bool { return e.Name == name }) {
+				bad("retention.environments."+name, "names no environment of the manifest")
+			}
+			checkRetention("retention.environments."+name+".", r.Environments[name], false)
+		}
 	}
 	if m.Budget.MonthlyUSD < 0 {
 		bad("budget.monthlyUSD", "must not be negative")

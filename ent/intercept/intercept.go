@@ -41,6 +41,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -980,6 +982,60 @@ func (f TraverseResponseShape) Traverse(ctx context.Context, q ent.Query) error 
 	return fmt.Errorf("unexpected query type %T. expect *ent.ResponseShapeQuery", q)
 }
 
+// The RetentionPassFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RetentionPassFunc func(context.Context, *ent.RetentionPassQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RetentionPassFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RetentionPassQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RetentionPassQuery", q)
+}
+
+// The TraverseRetentionPass type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRetentionPass func(context.Context, *ent.RetentionPassQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRetentionPass) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRetentionPass) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RetentionPassQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RetentionPassQuery", q)
+}
+
+// The RetentionPolicyFunc type is an adapter to allow the use of ordinary function as a Querier.
+type RetentionPolicyFunc func(context.Context, *ent.RetentionPolicyQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f RetentionPolicyFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.RetentionPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.RetentionPolicyQuery", q)
+}
+
+// The TraverseRetentionPolicy type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseRetentionPolicy func(context.Context, *ent.RetentionPolicyQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseRetentionPolicy) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseRetentionPolicy) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RetentionPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.RetentionPolicyQuery", q)
+}
+
 // The RunFunc type is an adapter to allow the use of ordinary function as a Querier.
 type RunFunc func(context.Context, *ent.RunQuery) (ent.Value, error)
 
@@ -1506,6 +1562,10 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.ResponseCacheEntryQuery, predicate.ResponseCacheEntry, responsecacheentry.OrderOption]{typ: ent.TypeResponseCacheEntry, tq: q}, nil
 	case *ent.ResponseShapeQuery:
 		return &query[*ent.ResponseShapeQuery, predicate.ResponseShape, responseshape.OrderOption]{typ: ent.TypeResponseShape, tq: q}, nil
+	case *ent.RetentionPassQuery:
+		return &query[*ent.RetentionPassQuery, predicate.RetentionPass, retentionpass.OrderOption]{typ: ent.TypeRetentionPass, tq: q}, nil
+	case *ent.RetentionPolicyQuery:
+		return &query[*ent.RetentionPolicyQuery, predicate.RetentionPolicy, retentionpolicy.OrderOption]{typ: ent.TypeRetentionPolicy, tq: q}, nil
 	case *ent.RunQuery:
 		return &query[*ent.RunQuery, predicate.Run, run.OrderOption]{typ: ent.TypeRun, tq: q}, nil
 	case *ent.RunEventQuery:

@@ -1484,6 +1484,76 @@ var (
 			},
 		},
 	}
+	// RetentionPassesColumns holds the columns for the "retention_passes" table.
+	RetentionPassesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "started_at", Type: field.TypeTime},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "payload_runs", Type: field.TypeInt64, Default: 0},
+		{Name: "runs_deleted", Type: field.TypeInt64, Default: 0},
+		{Name: "audit_deleted", Type: field.TypeInt64, Default: 0},
+		{Name: "webhook_deliveries_deleted", Type: field.TypeInt64, Default: 0},
+		{Name: "payload_bytes", Type: field.TypeInt64, Default: 0},
+		{Name: "batches", Type: field.TypeInt, Default: 0},
+		{Name: "error", Type: field.TypeString, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// RetentionPassesTable holds the schema information for the "retention_passes" table.
+	RetentionPassesTable = &schema.Table{
+		Name:       "retention_passes",
+		Columns:    RetentionPassesColumns,
+		PrimaryKey: []*schema.Column{RetentionPassesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "retention_passes_tenants_tenant",
+				Columns:    []*schema.Column{RetentionPassesColumns[10]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "retentionpass_tenant_id_started_at",
+				Unique:  false,
+				Columns: []*schema.Column{RetentionPassesColumns[10], RetentionPassesColumns[1]},
+			},
+		},
+	}
+	// RetentionPoliciesColumns holds the columns for the "retention_policies" table.
+	RetentionPoliciesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "scope", Type: field.TypeEnum, Enums: []string{"TENANT", "ENVIRONMENT", "WORKFLOW"}},
+		{Name: "target_id", Type: field.TypeString, Default: ""},
+		{Name: "payload_days", Type: field.TypeInt, Nullable: true},
+		{Name: "run_days", Type: field.TypeInt, Nullable: true},
+		{Name: "audit_days", Type: field.TypeInt, Nullable: true},
+		{Name: "webhook_delivery_days", Type: field.TypeInt, Nullable: true},
+		{Name: "updated_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// RetentionPoliciesTable holds the schema information for the "retention_policies" table.
+	RetentionPoliciesTable = &schema.Table{
+		Name:       "retention_policies",
+		Columns:    RetentionPoliciesColumns,
+		PrimaryKey: []*schema.Column{RetentionPoliciesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "retention_policies_tenants_tenant",
+				Columns:    []*schema.Column{RetentionPoliciesColumns[10]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "retentionpolicy_tenant_id_scope_target_id",
+				Unique:  true,
+				Columns: []*schema.Column{RetentionPoliciesColumns[10], RetentionPoliciesColumns[3], RetentionPoliciesColumns[4]},
+			},
+		},
+	}
 	// RunsColumns holds the columns for the "runs" table.
 	RunsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1516,6 +1586,11 @@ var (
 		{Name: "release_id", Type: field.TypeString, Nullable: true},
 		{Name: "release_side", Type: field.TypeEnum, Nullable: true, Enums: []string{"STABLE", "CANDIDATE"}},
 		{Name: "sla_check_at", Type: field.TypeTime, Nullable: true},
+		{Name: "payload_purged_at", Type: field.TypeTime, Nullable: true},
+		{Name: "payload_purged_by", Type: field.TypeString, Nullable: true},
+		{Name: "hold_reason", Type: field.TypeString, Nullable: true},
+		{Name: "held_by", Type: field.TypeString, Nullable: true},
+		{Name: "held_at", Type: field.TypeTime, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "workflow_id", Type: field.TypeString, Size: 40},
 		{Name: "version_id", Type: field.TypeString, Size: 40},
@@ -1529,25 +1604,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[30]},
+				Columns:    []*schema.Column{RunsColumns[35]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[31]},
+				Columns:    []*schema.Column{RunsColumns[36]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[32]},
+				Columns:    []*schema.Column{RunsColumns[37]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[33]},
+				Columns:    []*schema.Column{RunsColumns[38]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -1556,7 +1631,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -1564,17 +1639,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[31], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[36], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[10]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -1582,7 +1657,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[29]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[29]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -1590,15 +1665,31 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
 			},
 			{
+				Name:    "run_retention_payload",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[22]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "finished_at IS NOT NULL AND payload_purged_at IS NULL",
+				},
+			},
+			{
+				Name:    "run_retention_tombstone",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[30]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "payload_purged_at IS NOT NULL",
+				},
+			},
+			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[30], RunsColumns[27], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[35], RunsColumns[27], RunsColumns[22]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "release_id IS NOT NULL",
 				},
@@ -2323,6 +2414,8 @@ var (
 		ReleasesTable,
 		ResponseCacheEntriesTable,
 		ResponseShapesTable,
+		RetentionPassesTable,
+		RetentionPoliciesTable,
 		RunsTable,
 		RunEventsTable,
 		SLABreachesTable,
@@ -2389,6 +2482,8 @@ func init() {
 	ReleasesTable.ForeignKeys[0].RefTable = TenantsTable
 	ResponseCacheEntriesTable.ForeignKeys[0].RefTable = TenantsTable
 	ResponseShapesTable.ForeignKeys[0].RefTable = TenantsTable
+	RetentionPassesTable.ForeignKeys[0].RefTable = TenantsTable
+	RetentionPoliciesTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[0].RefTable = TenantsTable
 	RunsTable.ForeignKeys[1].RefTable = WorkflowsTable
 	RunsTable.ForeignKeys[2].RefTable = WorkflowVersionsTable

@@ -102,6 +102,12 @@ type ResponseCacheEntry func(*sql.Selector)
 // ResponseShape is the predicate function for responseshape builders.
 type ResponseShape func(*sql.Selector)
 
+// RetentionPass is the predicate function for retentionpass builders.
+type RetentionPass func(*sql.Selector)
+
+// RetentionPolicy is the predicate function for retentionpolicy builders.
+type RetentionPolicy func(*sql.Selector)
+
 // Run is the predicate function for run builders.
 type Run func(*sql.Selector)
 

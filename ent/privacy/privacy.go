@@ -879,6 +879,54 @@ func (f ResponseShapeMutationRuleFunc) EvalMutation(ctx context.Context, m ent.M
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ResponseShapeMutation", m)
 }
 
+// The RetentionPassQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RetentionPassQueryRuleFunc func(context.Context, *ent.RetentionPassQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RetentionPassQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RetentionPassQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RetentionPassQuery", q)
+}
+
+// The RetentionPassMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RetentionPassMutationRuleFunc func(context.Context, *ent.RetentionPassMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RetentionPassMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RetentionPassMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RetentionPassMutation", m)
+}
+
+// The RetentionPolicyQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type RetentionPolicyQueryRuleFunc func(context.Context, *ent.RetentionPolicyQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f RetentionPolicyQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.RetentionPolicyQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.RetentionPolicyQuery", q)
+}
+
+// The RetentionPolicyMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type RetentionPolicyMutationRuleFunc func(context.Context, *ent.RetentionPolicyMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f RetentionPolicyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.RetentionPolicyMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.RetentionPolicyMutation", m)
+}
+
 // The RunQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type RunQueryRuleFunc func(context.Context, *ent.RunQuery) error
@@ -1386,6 +1434,10 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.ResponseShapeQuery:
 		return q.Filter(), nil
+	case *ent.RetentionPassQuery:
+		return q.Filter(), nil
+	case *ent.RetentionPolicyQuery:
+		return q.Filter(), nil
 	case *ent.RunQuery:
 		return q.Filter(), nil
 	case *ent.RunEventQuery:
@@ -1490,6 +1542,10 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.ResponseCacheEntryMutation:
 		return m.Filter(), nil
 	case *ent.ResponseShapeMutation:
+		return m.Filter(), nil
+	case *ent.RetentionPassMutation:
+		return m.Filter(), nil
+	case *ent.RetentionPolicyMutation:
 		return m.Filter(), nil
 	case *ent.RunMutation:
 		return m.Filter(), nil

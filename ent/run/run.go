@@ -86,6 +86,16 @@ const (
 	FieldReleaseSide = "release_side"
 	// FieldSLACheckAt holds the string denoting the sla_check_at field in the database.
 	FieldSLACheckAt = "sla_check_at"
+	// FieldPayloadPurgedAt holds the string denoting the payload_purged_at field in the database.
+	FieldPayloadPurgedAt = "payload_purged_at"
+	// FieldPayloadPurgedBy holds the string denoting the payload_purged_by field in the database.
+	FieldPayloadPurgedBy = "payload_purged_by"
+	// FieldHoldReason holds the string denoting the hold_reason field in the database.
+	FieldHoldReason = "hold_reason"
+	// FieldHeldBy holds the string denoting the held_by field in the database.
+	FieldHeldBy = "held_by"
+	// FieldHeldAt holds the string denoting the held_at field in the database.
+	FieldHeldAt = "held_at"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeWorkflow holds the string denoting the workflow edge name in mutations.
@@ -181,6 +191,11 @@ var Columns = []string{
 	FieldReleaseID,
 	FieldReleaseSide,
 	FieldSLACheckAt,
+	FieldPayloadPurgedAt,
+	FieldPayloadPurgedBy,
+	FieldHoldReason,
+	FieldHeldBy,
+	FieldHeldAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -469,6 +484,31 @@ func ByReleaseSide(opts ...sql.OrderTermOption) OrderOption {
 // BySLACheckAt orders the results by the sla_check_at field.
 func BySLACheckAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSLACheckAt, opts...).ToFunc()
+}
+
+// ByPayloadPurgedAt orders the results by the payload_purged_at field.
+func ByPayloadPurgedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPayloadPurgedAt, opts...).ToFunc()
+}
+
+// ByPayloadPurgedBy orders the results by the payload_purged_by field.
+func ByPayloadPurgedBy(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPayloadPurgedBy, opts...).ToFunc()
+}
+
+// ByHoldReason orders the results by the hold_reason field.
+func ByHoldReason(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldHoldReason, opts...).ToFunc()
+}
+
+// ByHeldBy orders the results by the held_by field.
+func ByHeldBy(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldHeldBy, opts...).ToFunc()
+}
+
+// ByHeldAt orders the results by the held_at field.
+func ByHeldAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldHeldAt, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

@@ -205,6 +205,31 @@ func SLACheckAt(v time.Time) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldSLACheckAt, v))
 }
 
+// PayloadPurgedAt applies equality check predicate on the "payload_purged_at" field. It's identical to PayloadPurgedAtEQ.
+func PayloadPurgedAt(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedBy applies equality check predicate on the "payload_purged_by" field. It's identical to PayloadPurgedByEQ.
+func PayloadPurgedBy(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldPayloadPurgedBy, v))
+}
+
+// HoldReason applies equality check predicate on the "hold_reason" field. It's identical to HoldReasonEQ.
+func HoldReason(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHoldReason, v))
+}
+
+// HeldBy applies equality check predicate on the "held_by" field. It's identical to HeldByEQ.
+func HeldBy(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHeldBy, v))
+}
+
+// HeldAt applies equality check predicate on the "held_at" field. It's identical to HeldAtEQ.
+func HeldAt(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHeldAt, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldTenantID, v))
@@ -1938,6 +1963,331 @@ func SLACheckAtIsNil() predicate.Run {
 // SLACheckAtNotNil applies the NotNil predicate on the "sla_check_at" field.
 func SLACheckAtNotNil() predicate.Run {
 	return predicate.Run(sql.FieldNotNull(FieldSLACheckAt))
+}
+
+// PayloadPurgedAtEQ applies the EQ predicate on the "payload_purged_at" field.
+func PayloadPurgedAtEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtNEQ applies the NEQ predicate on the "payload_purged_at" field.
+func PayloadPurgedAtNEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtIn applies the In predicate on the "payload_purged_at" field.
+func PayloadPurgedAtIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldPayloadPurgedAt, vs...))
+}
+
+// PayloadPurgedAtNotIn applies the NotIn predicate on the "payload_purged_at" field.
+func PayloadPurgedAtNotIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldPayloadPurgedAt, vs...))
+}
+
+// PayloadPurgedAtGT applies the GT predicate on the "payload_purged_at" field.
+func PayloadPurgedAtGT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtGTE applies the GTE predicate on the "payload_purged_at" field.
+func PayloadPurgedAtGTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtLT applies the LT predicate on the "payload_purged_at" field.
+func PayloadPurgedAtLT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtLTE applies the LTE predicate on the "payload_purged_at" field.
+func PayloadPurgedAtLTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldPayloadPurgedAt, v))
+}
+
+// PayloadPurgedAtIsNil applies the IsNil predicate on the "payload_purged_at" field.
+func PayloadPurgedAtIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldPayloadPurgedAt))
+}
+
+// PayloadPurgedAtNotNil applies the NotNil predicate on the "payload_purged_at" field.
+func PayloadPurgedAtNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldPayloadPurgedAt))
+}
+
+// PayloadPurgedByEQ applies the EQ predicate on the "payload_purged_by" field.
+func PayloadPurgedByEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByNEQ applies the NEQ predicate on the "payload_purged_by" field.
+func PayloadPurgedByNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByIn applies the In predicate on the "payload_purged_by" field.
+func PayloadPurgedByIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldPayloadPurgedBy, vs...))
+}
+
+// PayloadPurgedByNotIn applies the NotIn predicate on the "payload_purged_by" field.
+func PayloadPurgedByNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldPayloadPurgedBy, vs...))
+}
+
+// PayloadPurgedByGT applies the GT predicate on the "payload_purged_by" field.
+func PayloadPurgedByGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByGTE applies the GTE predicate on the "payload_purged_by" field.
+func PayloadPurgedByGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByLT applies the LT predicate on the "payload_purged_by" field.
+func PayloadPurgedByLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByLTE applies the LTE predicate on the "payload_purged_by" field.
+func PayloadPurgedByLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByContains applies the Contains predicate on the "payload_purged_by" field.
+func PayloadPurgedByContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByHasPrefix applies the HasPrefix predicate on the "payload_purged_by" field.
+func PayloadPurgedByHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByHasSuffix applies the HasSuffix predicate on the "payload_purged_by" field.
+func PayloadPurgedByHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByIsNil applies the IsNil predicate on the "payload_purged_by" field.
+func PayloadPurgedByIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldPayloadPurgedBy))
+}
+
+// PayloadPurgedByNotNil applies the NotNil predicate on the "payload_purged_by" field.
+func PayloadPurgedByNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldPayloadPurgedBy))
+}
+
+// PayloadPurgedByEqualFold applies the EqualFold predicate on the "payload_purged_by" field.
+func PayloadPurgedByEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldPayloadPurgedBy, v))
+}
+
+// PayloadPurgedByContainsFold applies the ContainsFold predicate on the "payload_purged_by" field.
+func PayloadPurgedByContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldPayloadPurgedBy, v))
+}
+
+// HoldReasonEQ applies the EQ predicate on the "hold_reason" field.
+func HoldReasonEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHoldReason, v))
+}
+
+// HoldReasonNEQ applies the NEQ predicate on the "hold_reason" field.
+func HoldReasonNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldHoldReason, v))
+}
+
+// HoldReasonIn applies the In predicate on the "hold_reason" field.
+func HoldReasonIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldHoldReason, vs...))
+}
+
+// HoldReasonNotIn applies the NotIn predicate on the "hold_reason" field.
+func HoldReasonNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldHoldReason, vs...))
+}
+
+// HoldReasonGT applies the GT predicate on the "hold_reason" field.
+func HoldReasonGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldHoldReason, v))
+}
+
+// HoldReasonGTE applies the GTE predicate on the "hold_reason" field.
+func HoldReasonGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldHoldReason, v))
+}
+
+// HoldReasonLT applies the LT predicate on the "hold_reason" field.
+func HoldReasonLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldHoldReason, v))
+}
+
+// HoldReasonLTE applies the LTE predicate on the "hold_reason" field.
+func HoldReasonLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldHoldReason, v))
+}
+
+// HoldReasonContains applies the Contains predicate on the "hold_reason" field.
+func HoldReasonContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldHoldReason, v))
+}
+
+// HoldReasonHasPrefix applies the HasPrefix predicate on the "hold_reason" field.
+func HoldReasonHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldHoldReason, v))
+}
+
+// HoldReasonHasSuffix applies the HasSuffix predicate on the "hold_reason" field.
+func HoldReasonHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldHoldReason, v))
+}
+
+// HoldReasonIsNil applies the IsNil predicate on the "hold_reason" field.
+func HoldReasonIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldHoldReason))
+}
+
+// HoldReasonNotNil applies the NotNil predicate on the "hold_reason" field.
+func HoldReasonNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldHoldReason))
+}
+
+// HoldReasonEqualFold applies the EqualFold predicate on the "hold_reason" field.
+func HoldReasonEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldHoldReason, v))
+}
+
+// HoldReasonContainsFold applies the ContainsFold predicate on the "hold_reason" field.
+func HoldReasonContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldHoldReason, v))
+}
+
+// HeldByEQ applies the EQ predicate on the "held_by" field.
+func HeldByEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHeldBy, v))
+}
+
+// HeldByNEQ applies the NEQ predicate on the "held_by" field.
+func HeldByNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldHeldBy, v))
+}
+
+// HeldByIn applies the In predicate on the "held_by" field.
+func HeldByIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldHeldBy, vs...))
+}
+
+// HeldByNotIn applies the NotIn predicate on the "held_by" field.
+func HeldByNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldHeldBy, vs...))
+}
+
+// HeldByGT applies the GT predicate on the "held_by" field.
+func HeldByGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldHeldBy, v))
+}
+
+// HeldByGTE applies the GTE predicate on the "held_by" field.
+func HeldByGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldHeldBy, v))
+}
+
+// HeldByLT applies the LT predicate on the "held_by" field.
+func HeldByLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldHeldBy, v))
+}
+
+// HeldByLTE applies the LTE predicate on the "held_by" field.
+func HeldByLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldHeldBy, v))
+}
+
+// HeldByContains applies the Contains predicate on the "held_by" field.
+func HeldByContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldHeldBy, v))
+}
+
+// HeldByHasPrefix applies the HasPrefix predicate on the "held_by" field.
+func HeldByHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldHeldBy, v))
+}
+
+// HeldByHasSuffix applies the HasSuffix predicate on the "held_by" field.
+func HeldByHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldHeldBy, v))
+}
+
+// HeldByIsNil applies the IsNil predicate on the "held_by" field.
+func HeldByIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldHeldBy))
+}
+
+// HeldByNotNil applies the NotNil predicate on the "held_by" field.
+func HeldByNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldHeldBy))
+}
+
+// HeldByEqualFold applies the EqualFold predicate on the "held_by" field.
+func HeldByEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldHeldBy, v))
+}
+
+// HeldByContainsFold applies the ContainsFold predicate on the "held_by" field.
+func HeldByContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldHeldBy, v))
+}
+
+// HeldAtEQ applies the EQ predicate on the "held_at" field.
+func HeldAtEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldHeldAt, v))
+}
+
+// HeldAtNEQ applies the NEQ predicate on the "held_at" field.
+func HeldAtNEQ(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldHeldAt, v))
+}
+
+// HeldAtIn applies the In predicate on the "held_at" field.
+func HeldAtIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldHeldAt, vs...))
+}
+
+// HeldAtNotIn applies the NotIn predicate on the "held_at" field.
+func HeldAtNotIn(vs ...time.Time) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldHeldAt, vs...))
+}
+
+// HeldAtGT applies the GT predicate on the "held_at" field.
+func HeldAtGT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldHeldAt, v))
+}
+
+// HeldAtGTE applies the GTE predicate on the "held_at" field.
+func HeldAtGTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldHeldAt, v))
+}
+
+// HeldAtLT applies the LT predicate on the "held_at" field.
+func HeldAtLT(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldHeldAt, v))
+}
+
+// HeldAtLTE applies the LTE predicate on the "held_at" field.
+func HeldAtLTE(v time.Time) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldHeldAt, v))
+}
+
+// HeldAtIsNil applies the IsNil predicate on the "held_at" field.
+func HeldAtIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldHeldAt))
+}
+
+// HeldAtNotNil applies the NotNil predicate on the "held_at" field.
+func HeldAtNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldHeldAt))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -37,6 +37,8 @@ import (
 	"github.com/sluicehq/sluice/ent/release"
 	"github.com/sluicehq/sluice/ent/responsecacheentry"
 	"github.com/sluicehq/sluice/ent/responseshape"
+	"github.com/sluicehq/sluice/ent/retentionpass"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/runevent"
 	"github.com/sluicehq/sluice/ent/schedule"
@@ -2022,6 +2024,132 @@ func init() {
 	// responseshape.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	responseshape.IDValidator = func() func(string) error {
 		validators := responseshapeDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	retentionpassMixin := schema.RetentionPass{}.Mixin()
+	retentionpass.Policy = privacy.NewPolicies(retentionpassMixin[1], schema.RetentionPass{})
+	retentionpass.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := retentionpass.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	retentionpassMixinHooks1 := retentionpassMixin[1].Hooks()
+
+	retentionpass.Hooks[1] = retentionpassMixinHooks1[0]
+	retentionpassMixinFields0 := retentionpassMixin[0].Fields()
+	_ = retentionpassMixinFields0
+	retentionpassMixinFields1 := retentionpassMixin[1].Fields()
+	_ = retentionpassMixinFields1
+	retentionpassFields := schema.RetentionPass{}.Fields()
+	_ = retentionpassFields
+	// retentionpassDescTenantID is the schema descriptor for tenant_id field.
+	retentionpassDescTenantID := retentionpassMixinFields1[0].Descriptor()
+	// retentionpass.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	retentionpass.TenantIDValidator = retentionpassDescTenantID.Validators[0].(func(string) error)
+	// retentionpassDescPayloadRuns is the schema descriptor for payload_runs field.
+	retentionpassDescPayloadRuns := retentionpassFields[2].Descriptor()
+	// retentionpass.DefaultPayloadRuns holds the default value on creation for the payload_runs field.
+	retentionpass.DefaultPayloadRuns = retentionpassDescPayloadRuns.Default.(int64)
+	// retentionpassDescRunsDeleted is the schema descriptor for runs_deleted field.
+	retentionpassDescRunsDeleted := retentionpassFields[3].Descriptor()
+	// retentionpass.DefaultRunsDeleted holds the default value on creation for the runs_deleted field.
+	retentionpass.DefaultRunsDeleted = retentionpassDescRunsDeleted.Default.(int64)
+	// retentionpassDescAuditDeleted is the schema descriptor for audit_deleted field.
+	retentionpassDescAuditDeleted := retentionpassFields[4].Descriptor()
+	// retentionpass.DefaultAuditDeleted holds the default value on creation for the audit_deleted field.
+	retentionpass.DefaultAuditDeleted = retentionpassDescAuditDeleted.Default.(int64)
+	// retentionpassDescWebhookDeliveriesDeleted is the schema descriptor for webhook_deliveries_deleted field.
+	retentionpassDescWebhookDeliveriesDeleted := retentionpassFields[5].Descriptor()
+	// retentionpass.DefaultWebhookDeliveriesDeleted holds the default value on creation for the webhook_deliveries_deleted field.
+	retentionpass.DefaultWebhookDeliveriesDeleted = retentionpassDescWebhookDeliveriesDeleted.Default.(int64)
+	// retentionpassDescPayloadBytes is the schema descriptor for payload_bytes field.
+	retentionpassDescPayloadBytes := retentionpassFields[6].Descriptor()
+	// retentionpass.DefaultPayloadBytes holds the default value on creation for the payload_bytes field.
+	retentionpass.DefaultPayloadBytes = retentionpassDescPayloadBytes.Default.(int64)
+	// retentionpassDescBatches is the schema descriptor for batches field.
+	retentionpassDescBatches := retentionpassFields[7].Descriptor()
+	// retentionpass.DefaultBatches holds the default value on creation for the batches field.
+	retentionpass.DefaultBatches = retentionpassDescBatches.Default.(int)
+	// retentionpassDescID is the schema descriptor for id field.
+	retentionpassDescID := retentionpassMixinFields0[0].Descriptor()
+	// retentionpass.DefaultID holds the default value on creation for the id field.
+	retentionpass.DefaultID = retentionpassDescID.Default.(func() string)
+	// retentionpass.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	retentionpass.IDValidator = func() func(string) error {
+		validators := retentionpassDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	retentionpolicyMixin := schema.RetentionPolicy{}.Mixin()
+	retentionpolicy.Policy = privacy.NewPolicies(retentionpolicyMixin[1], schema.RetentionPolicy{})
+	retentionpolicy.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := retentionpolicy.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	retentionpolicyMixinHooks1 := retentionpolicyMixin[1].Hooks()
+
+	retentionpolicy.Hooks[1] = retentionpolicyMixinHooks1[0]
+	retentionpolicyMixinFields0 := retentionpolicyMixin[0].Fields()
+	_ = retentionpolicyMixinFields0
+	retentionpolicyMixinFields1 := retentionpolicyMixin[1].Fields()
+	_ = retentionpolicyMixinFields1
+	retentionpolicyMixinFields2 := retentionpolicyMixin[2].Fields()
+	_ = retentionpolicyMixinFields2
+	retentionpolicyFields := schema.RetentionPolicy{}.Fields()
+	_ = retentionpolicyFields
+	// retentionpolicyDescTenantID is the schema descriptor for tenant_id field.
+	retentionpolicyDescTenantID := retentionpolicyMixinFields1[0].Descriptor()
+	// retentionpolicy.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	retentionpolicy.TenantIDValidator = retentionpolicyDescTenantID.Validators[0].(func(string) error)
+	// retentionpolicyDescCreatedAt is the schema descriptor for created_at field.
+	retentionpolicyDescCreatedAt := retentionpolicyMixinFields2[0].Descriptor()
+	// retentionpolicy.DefaultCreatedAt holds the default value on creation for the created_at field.
+	retentionpolicy.DefaultCreatedAt = retentionpolicyDescCreatedAt.Default.(func() time.Time)
+	// retentionpolicyDescUpdatedAt is the schema descriptor for updated_at field.
+	retentionpolicyDescUpdatedAt := retentionpolicyMixinFields2[1].Descriptor()
+	// retentionpolicy.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	retentionpolicy.DefaultUpdatedAt = retentionpolicyDescUpdatedAt.Default.(func() time.Time)
+	// retentionpolicy.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	retentionpolicy.UpdateDefaultUpdatedAt = retentionpolicyDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// retentionpolicyDescTargetID is the schema descriptor for target_id field.
+	retentionpolicyDescTargetID := retentionpolicyFields[1].Descriptor()
+	// retentionpolicy.DefaultTargetID holds the default value on creation for the target_id field.
+	retentionpolicy.DefaultTargetID = retentionpolicyDescTargetID.Default.(string)
+	// retentionpolicyDescID is the schema descriptor for id field.
+	retentionpolicyDescID := retentionpolicyMixinFields0[0].Descriptor()
+	// retentionpolicy.DefaultID holds the default value on creation for the id field.
+	retentionpolicy.DefaultID = retentionpolicyDescID.Default.(func() string)
+	// retentionpolicy.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	retentionpolicy.IDValidator = func() func(string) error {
+		validators := retentionpolicyDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -83,6 +83,20 @@ func (Run) Fields() []ent.Field {
 		field.Time("sla_check_at").Optional().Nillable().
 			Comment("When the SLA sweep must next look at the run (its earliest deadline not yet judged); null when none is left. Served by a partial index over unfinished runs.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		// Retention (internal/retention): the tombstone of a purged run and
+		// its legal hold. Typed in graph/retention.graphql.
+		field.Time("payload_purged_at").Optional().Nillable().
+			Comment("When the run's payloads (input, output, step outputs, recorded calls, event data) were purged; the row stays as a tombstone.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("payload_purged_by").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("hold_reason").Optional().Nillable().
+			Comment("A legal hold (holdRun): while set, retention purges nothing of the run.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("held_by").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Time("held_at").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 
@@ -113,6 +127,13 @@ func (Run) Indexes() []ent.Index {
 		// and the check of runs that finished before the sweep saw them.
 		index.Fields("tenant_id", "finished_at").
 			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND mode = 'live'")),
+		// The retention purge: finished runs whose payloads are kept.
+		index.Fields("tenant_id", "finished_at").StorageKey("run_retention_payload").
+			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND payload_purged_at IS NULL")),
+		// The retention purge's deletion of tombstones past runDays (rows
+		// only the purge writes).
+		index.Fields("tenant_id", "payload_purged_at").StorageKey("run_retention_tombstone").
+			Annotations(entsql.IndexWhere("payload_purged_at IS NOT NULL")),
 		// Release analysis: a release's runs finished since its step began.
 		index.Fields("tenant_id", "release_id", "finished_at").
 			Annotations(entsql.IndexWhere("release_id IS NOT NULL")),

@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/ent/pagerdutysend"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/release"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/schedule"
 	"github.com/sluicehq/sluice/ent/scheduleaction"
@@ -88,6 +89,7 @@ type ResolverRoot interface {
 	TriggerDelivery() TriggerDeliveryResolver
 	WebhookDelivery() WebhookDeliveryResolver
 	Workflow() WorkflowResolver
+	AuditLogWhereInput() AuditLogWhereInputResolver
 }
 
 type DirectiveRoot struct {
@@ -879,6 +881,7 @@ type ComplexityRoot struct {
 		DeleteWebhookEndpoint    func(childComplexity int, id string) int
 		DeployWorkflowVersion    func(childComplexity int, input model.DeployWorkflowVersionInput) int
 		EvaluateVersion          func(childComplexity int, input model.EvaluateVersionInput) int
+		HoldRun                  func(childComplexity int, runID string, reason string) int
 		PauseRelease             func(childComplexity int, id string) int
 		PauseSchedule            func(childComplexity int, id string, note *string) int
 		PauseWorkflow            func(childComplexity int, input model.PauseWorkflowInput) int
@@ -886,6 +889,7 @@ type ComplexityRoot struct {
 		PromoteRelease           func(childComplexity int, id string) int
 		PublishWorkflowVersion   func(childComplexity int, id string) int
 		RedeliverWebhookDelivery func(childComplexity int, id string) int
+		ReleaseHold              func(childComplexity int, runID string) int
 		RemoveMember             func(childComplexity int, id string) int
 		ReplayRun                func(childComplexity int, input model.ReplayRunInput) int
 		RequestDeployment        func(childComplexity int, input model.DeployWorkflowVersionInput) int
@@ -907,6 +911,7 @@ type ComplexityRoot struct {
 		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
 		SetEnvironmentVariables  func(childComplexity int, input model.SetEnvironmentVariablesInput) int
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
+		SetRetentionPolicy       func(childComplexity int, input model.RetentionPolicyInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
 		SkipStep                 func(childComplexity int, runID string, stepID string, output any, reason string) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
@@ -1030,10 +1035,14 @@ type ComplexityRoot struct {
 		Node                 func(childComplexity int, id string) int
 		Nodes                func(childComplexity int, ids []string) int
 		OauthProviders       func(childComplexity int) int
+		PreviewRetention     func(childComplexity int, policy model.RetentionPolicyInput) int
 		QueueStats           func(childComplexity int, workflowID *string, environmentID *string) int
 		RateLimitCooldowns   func(childComplexity int) int
 		RateLimits           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RateLimitOrder, where *ent.RateLimitWhereInput) int
 		Releases             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ReleaseOrder, where *ent.ReleaseWhereInput) int
+		RetentionPolicies    func(childComplexity int) int
+		RetentionPolicy      func(childComplexity int, scope *retentionpolicy.Scope, targetID *string) int
+		RetentionRuns        func(childComplexity int, first *int) int
 		Runs                 func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.RunOrder, where *ent.RunWhereInput) int
 		SLAPolicies          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.SLAPolicyOrder, where *ent.SLAPolicyWhereInput) int
 		Schedules            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) int
@@ -1184,6 +1193,47 @@ type ComplexityRoot struct {
 		Resumed         func(childComplexity int) int
 	}
 
+	RetentionDays struct {
+		AuditDays           func(childComplexity int) int
+		PayloadDays         func(childComplexity int) int
+		RunDays             func(childComplexity int) int
+		WebhookDeliveryDays func(childComplexity int) int
+	}
+
+	RetentionPolicy struct {
+		AuditDays           func(childComplexity int) int
+		Effective           func(childComplexity int) int
+		PayloadDays         func(childComplexity int) int
+		RunDays             func(childComplexity int) int
+		Scope               func(childComplexity int) int
+		TargetID            func(childComplexity int) int
+		UpdatedAt           func(childComplexity int) int
+		UpdatedBy           func(childComplexity int) int
+		WebhookDeliveryDays func(childComplexity int) int
+	}
+
+	RetentionPreview struct {
+		At                func(childComplexity int) int
+		AuditEntries      func(childComplexity int) int
+		Bytes             func(childComplexity int) int
+		Runs              func(childComplexity int) int
+		RunsDeleted       func(childComplexity int) int
+		WebhookDeliveries func(childComplexity int) int
+	}
+
+	RetentionRun struct {
+		AuditDeleted             func(childComplexity int) int
+		Batches                  func(childComplexity int) int
+		Error                    func(childComplexity int) int
+		FinishedAt               func(childComplexity int) int
+		ID                       func(childComplexity int) int
+		PayloadBytes             func(childComplexity int) int
+		PayloadRuns              func(childComplexity int) int
+		RunsDeleted              func(childComplexity int) int
+		StartedAt                func(childComplexity int) int
+		WebhookDeliveriesDeleted func(childComplexity int) int
+	}
+
 	Run struct {
 		Children           func(childComplexity int) int
 		CostMicroUsd       func(childComplexity int) int
@@ -1198,6 +1248,7 @@ type ComplexityRoot struct {
 		Events             func(childComplexity int, afterSeq *int, first *int) int
 		FailedStepID       func(childComplexity int) int
 		FinishedAt         func(childComplexity int) int
+		Hold               func(childComplexity int) int
 		ID                 func(childComplexity int) int
 		IdempotencyKey     func(childComplexity int) int
 		Input              func(childComplexity int) int
@@ -1206,11 +1257,16 @@ type ComplexityRoot struct {
 		ParentRun          func(childComplexity int) int
 		ParentRunID        func(childComplexity int) int
 		ParentStepID       func(childComplexity int) int
+		PayloadPurged      func(childComplexity int) int
+		PurgedAt           func(childComplexity int) int
+		PurgedBy           func(childComplexity int) int
 		QueueReason        func(childComplexity int) int
 		QueuedSince        func(childComplexity int) int
 		Release            func(childComplexity int) int
 		ReleaseSide        func(childComplexity int) int
 		ReplayOf           func(childComplexity int) int
+		RetainedUntil      func(childComplexity int) int
+		RetentionReason    func(childComplexity int) int
 		SLABreaches        func(childComplexity int) int
 		SLADeadlineAt      func(childComplexity int) int
 		SLAQueueDeadlineAt func(childComplexity int) int
@@ -1253,6 +1309,12 @@ type ComplexityRoot struct {
 		Seq     func(childComplexity int) int
 		StepID  func(childComplexity int) int
 		Type    func(childComplexity int) int
+	}
+
+	RunHold struct {
+		HeldAt func(childComplexity int) int
+		HeldBy func(childComplexity int) int
+		Reason func(childComplexity int) int
 	}
 
 	SLABreach struct {
@@ -1820,6 +1882,9 @@ type MutationResolver interface {
 	RollbackRelease(ctx context.Context, id string, reason *string) (*ent.Release, error)
 	AbortRelease(ctx context.Context, id string, reason *string) (*ent.Release, error)
 	RollbackDeployment(ctx context.Context, environmentID string, workflowID string) (*ent.Deployment, error)
+	SetRetentionPolicy(ctx context.Context, input model.RetentionPolicyInput) (*model.RetentionPolicy, error)
+	HoldRun(ctx context.Context, runID string, reason string) (*ent.Run, error)
+	ReleaseHold(ctx context.Context, runID string) (*ent.Run, error)
 	StartRun(ctx context.Context, input model.StartRunInput) (*ent.Run, error)
 	CancelRun(ctx context.Context, id string) (*ent.Run, error)
 	ResumeRun(ctx context.Context, id string, versionID *string, inputPatch map[string]any) (*ent.Run, error)
@@ -1879,6 +1944,10 @@ type QueryResolver interface {
 	DriftReport(ctx context.Context, workflowID string) ([]*ent.DriftChange, error)
 	Evaluations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.EvaluationConnection, error)
 	RateLimitCooldowns(ctx context.Context) ([]*ent.RateLimitCooldown, error)
+	RetentionPolicy(ctx context.Context, scope *retentionpolicy.Scope, targetID *string) (*model.RetentionPolicy, error)
+	RetentionPolicies(ctx context.Context) ([]*model.RetentionPolicy, error)
+	PreviewRetention(ctx context.Context, policy model.RetentionPolicyInput) (*model.RetentionPreview, error)
+	RetentionRuns(ctx context.Context, first *int) ([]*ent.RetentionPass, error)
 	DeadLetter(ctx context.Context, workflowID *string, environmentID *string, limit *int) ([]*model.DeadLetterGroup, error)
 	Schedules(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.ScheduleConnection, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
@@ -1896,6 +1965,12 @@ type RunResolver interface {
 	QueueReason(ctx context.Context, obj *ent.Run) (*model.QueueReason, error)
 	QueuedSince(ctx context.Context, obj *ent.Run) (*time.Time, error)
 	Release(ctx context.Context, obj *ent.Run) (*ent.Release, error)
+	PayloadPurged(ctx context.Context, obj *ent.Run) (bool, error)
+	PurgedAt(ctx context.Context, obj *ent.Run) (*time.Time, error)
+	PurgedBy(ctx context.Context, obj *ent.Run) (*string, error)
+	Hold(ctx context.Context, obj *ent.Run) (*model.RunHold, error)
+	RetentionReason(ctx context.Context, obj *ent.Run) (model.RetentionReason, error)
+	RetainedUntil(ctx context.Context, obj *ent.Run) (*time.Time, error)
 	Output(ctx context.Context, obj *ent.Run) (any, error)
 	Error(ctx context.Context, obj *ent.Run) (*model.RunError, error)
 
@@ -1968,6 +2043,11 @@ type WebhookDeliveryResolver interface {
 }
 type WorkflowResolver interface {
 	Pauses(ctx context.Context, obj *ent.Workflow) ([]*model.Pause, error)
+}
+
+type AuditLogWhereInputResolver interface {
+	From(ctx context.Context, obj *ent.AuditLogWhereInput, data *time.Time) error
+	To(ctx context.Context, obj *ent.AuditLogWhereInput, data *time.Time) error
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -5493,6 +5573,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.EvaluateVersion(childComplexity, args["input"].(model.EvaluateVersionInput)), true
+	case "Mutation.holdRun":
+		if e.ComplexityRoot.Mutation.HoldRun == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_holdRun_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.HoldRun(childComplexity, args["runID"].(string), args["reason"].(string)), true
 	case "Mutation.pauseRelease":
 		if e.ComplexityRoot.Mutation.PauseRelease == nil {
 			break
@@ -5570,6 +5661,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RedeliverWebhookDelivery(childComplexity, args["id"].(string)), true
+	case "Mutation.releaseHold":
+		if e.ComplexityRoot.Mutation.ReleaseHold == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_releaseHold_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReleaseHold(childComplexity, args["runID"].(string)), true
 	case "Mutation.removeMember":
 		if e.ComplexityRoot.Mutation.RemoveMember == nil {
 			break
@@ -5801,6 +5903,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetModelPrice(childComplexity, args["input"].(model.SetModelPriceInput)), true
+	case "Mutation.setRetentionPolicy":
+		if e.ComplexityRoot.Mutation.SetRetentionPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setRetentionPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetRetentionPolicy(childComplexity, args["input"].(model.RetentionPolicyInput)), true
 	case "Mutation.setTenantBudget":
 		if e.ComplexityRoot.Mutation.SetTenantBudget == nil {
 			break
@@ -6555,6 +6668,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.OauthProviders(childComplexity), true
+	case "Query.previewRetention":
+		if e.ComplexityRoot.Query.PreviewRetention == nil {
+			break
+		}
+
+		args, err := ec.field_Query_previewRetention_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.PreviewRetention(childComplexity, args["policy"].(model.RetentionPolicyInput)), true
 	case "Query.queueStats":
 		if e.ComplexityRoot.Query.QueueStats == nil {
 			break
@@ -6594,6 +6718,34 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Releases(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ReleaseOrder), args["where"].(*ent.ReleaseWhereInput)), true
+	case "Query.retentionPolicies":
+		if e.ComplexityRoot.Query.RetentionPolicies == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.RetentionPolicies(childComplexity), true
+	case "Query.retentionPolicy":
+		if e.ComplexityRoot.Query.RetentionPolicy == nil {
+			break
+		}
+
+		args, err := ec.field_Query_retentionPolicy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.RetentionPolicy(childComplexity, args["scope"].(*retentionpolicy.Scope), args["targetID"].(*string)), true
+	case "Query.retentionRuns":
+		if e.ComplexityRoot.Query.RetentionRuns == nil {
+			break
+		}
+
+		args, err := ec.field_Query_retentionRuns_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.RetentionRuns(childComplexity, args["first"].(*int)), true
 	case "Query.runs":
 		if e.ComplexityRoot.Query.Runs == nil {
 			break
@@ -7246,6 +7398,184 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ResumeWorkflowPayload.Resumed(childComplexity), true
 
+	case "RetentionDays.auditDays":
+		if e.ComplexityRoot.RetentionDays.AuditDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionDays.AuditDays(childComplexity), true
+	case "RetentionDays.payloadDays":
+		if e.ComplexityRoot.RetentionDays.PayloadDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionDays.PayloadDays(childComplexity), true
+	case "RetentionDays.runDays":
+		if e.ComplexityRoot.RetentionDays.RunDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionDays.RunDays(childComplexity), true
+	case "RetentionDays.webhookDeliveryDays":
+		if e.ComplexityRoot.RetentionDays.WebhookDeliveryDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionDays.WebhookDeliveryDays(childComplexity), true
+
+	case "RetentionPolicy.auditDays":
+		if e.ComplexityRoot.RetentionPolicy.AuditDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.AuditDays(childComplexity), true
+	case "RetentionPolicy.effective":
+		if e.ComplexityRoot.RetentionPolicy.Effective == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.Effective(childComplexity), true
+	case "RetentionPolicy.payloadDays":
+		if e.ComplexityRoot.RetentionPolicy.PayloadDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.PayloadDays(childComplexity), true
+	case "RetentionPolicy.runDays":
+		if e.ComplexityRoot.RetentionPolicy.RunDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.RunDays(childComplexity), true
+	case "RetentionPolicy.scope":
+		if e.ComplexityRoot.RetentionPolicy.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.Scope(childComplexity), true
+	case "RetentionPolicy.targetID":
+		if e.ComplexityRoot.RetentionPolicy.TargetID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.TargetID(childComplexity), true
+	case "RetentionPolicy.updatedAt":
+		if e.ComplexityRoot.RetentionPolicy.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.UpdatedAt(childComplexity), true
+	case "RetentionPolicy.updatedBy":
+		if e.ComplexityRoot.RetentionPolicy.UpdatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.UpdatedBy(childComplexity), true
+	case "RetentionPolicy.webhookDeliveryDays":
+		if e.ComplexityRoot.RetentionPolicy.WebhookDeliveryDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPolicy.WebhookDeliveryDays(childComplexity), true
+
+	case "RetentionPreview.at":
+		if e.ComplexityRoot.RetentionPreview.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.At(childComplexity), true
+	case "RetentionPreview.auditEntries":
+		if e.ComplexityRoot.RetentionPreview.AuditEntries == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.AuditEntries(childComplexity), true
+	case "RetentionPreview.bytes":
+		if e.ComplexityRoot.RetentionPreview.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.Bytes(childComplexity), true
+	case "RetentionPreview.runs":
+		if e.ComplexityRoot.RetentionPreview.Runs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.Runs(childComplexity), true
+	case "RetentionPreview.runsDeleted":
+		if e.ComplexityRoot.RetentionPreview.RunsDeleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.RunsDeleted(childComplexity), true
+	case "RetentionPreview.webhookDeliveries":
+		if e.ComplexityRoot.RetentionPreview.WebhookDeliveries == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionPreview.WebhookDeliveries(childComplexity), true
+
+	case "RetentionRun.auditDeleted":
+		if e.ComplexityRoot.RetentionRun.AuditDeleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.AuditDeleted(childComplexity), true
+	case "RetentionRun.batches":
+		if e.ComplexityRoot.RetentionRun.Batches == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.Batches(childComplexity), true
+	case "RetentionRun.error":
+		if e.ComplexityRoot.RetentionRun.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.Error(childComplexity), true
+	case "RetentionRun.finishedAt":
+		if e.ComplexityRoot.RetentionRun.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.FinishedAt(childComplexity), true
+	case "RetentionRun.id":
+		if e.ComplexityRoot.RetentionRun.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.ID(childComplexity), true
+	case "RetentionRun.payloadBytes":
+		if e.ComplexityRoot.RetentionRun.PayloadBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.PayloadBytes(childComplexity), true
+	case "RetentionRun.payloadRuns":
+		if e.ComplexityRoot.RetentionRun.PayloadRuns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.PayloadRuns(childComplexity), true
+	case "RetentionRun.runsDeleted":
+		if e.ComplexityRoot.RetentionRun.RunsDeleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.RunsDeleted(childComplexity), true
+	case "RetentionRun.startedAt":
+		if e.ComplexityRoot.RetentionRun.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.StartedAt(childComplexity), true
+	case "RetentionRun.webhookDeliveriesDeleted":
+		if e.ComplexityRoot.RetentionRun.WebhookDeliveriesDeleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RetentionRun.WebhookDeliveriesDeleted(childComplexity), true
+
 	case "Run.children":
 		if e.ComplexityRoot.Run.Children == nil {
 			break
@@ -7329,6 +7659,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.FinishedAt(childComplexity), true
+	case "Run.hold":
+		if e.ComplexityRoot.Run.Hold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.Hold(childComplexity), true
 	case "Run.id":
 		if e.ComplexityRoot.Run.ID == nil {
 			break
@@ -7377,6 +7713,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ParentStepID(childComplexity), true
+	case "Run.payloadPurged":
+		if e.ComplexityRoot.Run.PayloadPurged == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.PayloadPurged(childComplexity), true
+	case "Run.purgedAt":
+		if e.ComplexityRoot.Run.PurgedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.PurgedAt(childComplexity), true
+	case "Run.purgedBy":
+		if e.ComplexityRoot.Run.PurgedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.PurgedBy(childComplexity), true
 	case "Run.queueReason":
 		if e.ComplexityRoot.Run.QueueReason == nil {
 			break
@@ -7407,6 +7761,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.ReplayOf(childComplexity), true
+	case "Run.retainedUntil":
+		if e.ComplexityRoot.Run.RetainedUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.RetainedUntil(childComplexity), true
+	case "Run.retentionReason":
+		if e.ComplexityRoot.Run.RetentionReason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.RetentionReason(childComplexity), true
 	case "Run.slaBreaches":
 		if e.ComplexityRoot.Run.SLABreaches == nil {
 			break
@@ -7591,6 +7957,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.RunEvent.Type(childComplexity), true
+
+	case "RunHold.heldAt":
+		if e.ComplexityRoot.RunHold.HeldAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RunHold.HeldAt(childComplexity), true
+	case "RunHold.heldBy":
+		if e.ComplexityRoot.RunHold.HeldBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RunHold.HeldBy(childComplexity), true
+	case "RunHold.reason":
+		if e.ComplexityRoot.RunHold.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RunHold.Reason(childComplexity), true
 
 	case "SLABreach.createdAt":
 		if e.ComplexityRoot.SLABreach.CreatedAt == nil {
@@ -9611,6 +9996,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ReleaseWhereInput", ec.unmarshalInputReleaseWhereInput),
 			graphql.NewInputUnmarshaler("ReplayRunInput", ec.unmarshalInputReplayRunInput),
 			graphql.NewInputUnmarshaler("ResumeWorkflowInput", ec.unmarshalInputResumeWorkflowInput),
+			graphql.NewInputUnmarshaler("RetentionPolicyInput", ec.unmarshalInputRetentionPolicyInput),
 			graphql.NewInputUnmarshaler("RotateCredentialInput", ec.unmarshalInputRotateCredentialInput),
 			graphql.NewInputUnmarshaler("RunOrder", ec.unmarshalInputRunOrder),
 			graphql.NewInputUnmarshaler("RunWhereInput", ec.unmarshalInputRunWhereInput),
@@ -18049,6 +18435,150 @@ extend type Mutation {
   rollbackDeployment(environmentID: ID!, workflowID: ID!): Deployment!
 }
 `, BuiltIn: false},
+	{Name: "../retention.graphql", Input: `# Retention (internal/retention): policies per tenant, environment and
+# workflow, legal holds, the purge's record and a preview of a change.
+
+"The level a retention policy applies at. An ENVIRONMENT or WORKFLOW policy overrides the TENANT one for its runs (a workflow's over its environment's)."
+enum RetentionScope {
+  TENANT
+  ENVIRONMENT
+  WORKFLOW
+}
+
+"Why a run keeps its payloads (or, once purged, its tombstone)."
+enum RetentionReason {
+  "Payloads purged; the tombstone stays until retainedUntil (runDays)."
+  PURGED
+  "The run is not finished: nothing of an open run is purged."
+  OPEN
+  "Under a legal hold (holdRun) until releaseHold."
+  LEGAL_HOLD
+  "Named by an unresolved SLA incident."
+  OPEN_INCIDENT
+  "In an evaluation's dataset."
+  EVALUATION_DATASET
+  "An unfinished run still reads it (its parent, or a sandbox replay of it)."
+  IN_USE
+  "Kept by its policy until retainedUntil."
+  POLICY
+}
+
+"Days of retention, counted from a run's finish (from creation for audit entries, from the last attempt for webhook deliveries)."
+type RetentionDays {
+  "Run input and output, step outputs, recorded requests and responses, model prompts and replies, event data."
+  payloadDays: Int!
+  "The run's row (its tombstone once purged), steps and events."
+  runDays: Int!
+  auditDays: Int!
+  webhookDeliveryDays: Int!
+}
+
+type RetentionPolicy {
+  scope: RetentionScope!
+  "The environment or workflow of an override; null for TENANT."
+  targetID: ID
+  "What this level sets; null inherits from the level above."
+  payloadDays: Int
+  runDays: Int
+  auditDays: Int
+  webhookDeliveryDays: Int
+  "What applies at this level, inherited values and defaults included."
+  effective: RetentionDays!
+  updatedBy: String
+  updatedAt: Time
+}
+
+input RetentionPolicyInput {
+  scope: RetentionScope!
+  "The environment (ENVIRONMENT) or workflow (WORKFLOW); omitted for TENANT."
+  targetID: ID
+  "0 to 3650. Omitted: inherit."
+  payloadDays: Int
+  "1 to 3650, at least payloadDays."
+  runDays: Int
+  "1 to 3650, TENANT only."
+  auditDays: Int
+  "0 to 3650, TENANT only."
+  webhookDeliveryDays: Int
+}
+
+"What a policy would purge now if it were applied."
+type RetentionPreview {
+  "Finished runs whose payloads would go."
+  runs: Int!
+  "Their payloads' stored size, in bytes."
+  bytes: Int!
+  "Runs past runDays that would be deleted (as tombstones, after their payloads)."
+  runsDeleted: Int!
+  auditEntries: Int!
+  webhookDeliveries: Int!
+  "The instant counted for."
+  at: Time!
+}
+
+"One pass of the retention purge in this tenant (passes that purged nothing are not recorded)."
+type RetentionRun {
+  id: ID!
+  startedAt: Time!
+  "Null while it runs, or if its worker died (the next pass goes on)."
+  finishedAt: Time
+  "Runs whose payloads were purged."
+  payloadRuns: Int!
+  payloadBytes: Int!
+  runsDeleted: Int!
+  auditDeleted: Int!
+  webhookDeliveriesDeleted: Int!
+  "Transactions it took."
+  batches: Int!
+  error: String
+}
+
+"A legal hold on a run."
+type RunHold {
+  reason: String!
+  heldBy: String!
+  heldAt: Time!
+}
+
+extend type Run {
+  "True once retention purged the run's payloads (input and output read as empty)."
+  payloadPurged: Boolean!
+  purgedAt: Time
+  purgedBy: String
+  hold: RunHold
+  "Why the run is kept."
+  retentionReason: RetentionReason!
+  "When its payloads go (POLICY) or its tombstone goes (PURGED); null while kept whatever the policy."
+  retainedUntil: Time
+}
+
+extend type Query {
+  "A level's policy (admins). TENANT when scope is omitted."
+  retentionPolicy(scope: RetentionScope = TENANT, targetID: ID): RetentionPolicy!
+  "The tenant's policy and every override (admins)."
+  retentionPolicies: [RetentionPolicy!]!
+  "What applying policy would purge now; nothing is written (admins)."
+  previewRetention(policy: RetentionPolicyInput!): RetentionPreview!
+  "The latest passes of the purge in this tenant, newest first (admins; first: 1 to 100, default 20)."
+  retentionRuns(first: Int = 20): [RetentionRun!]!
+}
+
+extend type Mutation {
+  "Replaces a level's values (omitted ones inherit). Admins; audited."
+  setRetentionPolicy(input: RetentionPolicyInput!): RetentionPolicy!
+  "Puts a run under a legal hold: nothing of it is purged until releaseHold. Admins; audited."
+  holdRun(runID: ID!, reason: String!): Run!
+  "Ends a run's legal hold. Admins; audited. A run that is not held is returned unchanged."
+  releaseHold(runID: ID!): Run!
+}
+
+extend input AuditLogWhereInput {
+  "Entries at or after this instant."
+  from: Time
+  "Entries before this instant."
+  to: Time
+}
+`, BuiltIn: false},
 	{Name: "../runs.graphql", Input: `# Runs: durable executions of published workflow versions.
 
 "Any JSON value."
@@ -20739,6 +21269,88 @@ func (ec *executionContext) childFields_ResumeWorkflowPayload(ctx context.Contex
 	return nil, fmt.Errorf("no field named %q was found under type ResumeWorkflowPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_RetentionDays(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "payloadDays":
+		return ec.fieldContext_RetentionDays_payloadDays(ctx, field)
+	case "runDays":
+		return ec.fieldContext_RetentionDays_runDays(ctx, field)
+	case "auditDays":
+		return ec.fieldContext_RetentionDays_auditDays(ctx, field)
+	case "webhookDeliveryDays":
+		return ec.fieldContext_RetentionDays_webhookDeliveryDays(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RetentionDays", field.Name)
+}
+
+func (ec *executionContext) childFields_RetentionPolicy(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "scope":
+		return ec.fieldContext_RetentionPolicy_scope(ctx, field)
+	case "targetID":
+		return ec.fieldContext_RetentionPolicy_targetID(ctx, field)
+	case "payloadDays":
+		return ec.fieldContext_RetentionPolicy_payloadDays(ctx, field)
+	case "runDays":
+		return ec.fieldContext_RetentionPolicy_runDays(ctx, field)
+	case "auditDays":
+		return ec.fieldContext_RetentionPolicy_auditDays(ctx, field)
+	case "webhookDeliveryDays":
+		return ec.fieldContext_RetentionPolicy_webhookDeliveryDays(ctx, field)
+	case "effective":
+		return ec.fieldContext_RetentionPolicy_effective(ctx, field)
+	case "updatedBy":
+		return ec.fieldContext_RetentionPolicy_updatedBy(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_RetentionPolicy_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RetentionPolicy", field.Name)
+}
+
+func (ec *executionContext) childFields_RetentionPreview(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "runs":
+		return ec.fieldContext_RetentionPreview_runs(ctx, field)
+	case "bytes":
+		return ec.fieldContext_RetentionPreview_bytes(ctx, field)
+	case "runsDeleted":
+		return ec.fieldContext_RetentionPreview_runsDeleted(ctx, field)
+	case "auditEntries":
+		return ec.fieldContext_RetentionPreview_auditEntries(ctx, field)
+	case "webhookDeliveries":
+		return ec.fieldContext_RetentionPreview_webhookDeliveries(ctx, field)
+	case "at":
+		return ec.fieldContext_RetentionPreview_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RetentionPreview", field.Name)
+}
+
+func (ec *executionContext) childFields_RetentionRun(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_RetentionRun_id(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_RetentionRun_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_RetentionRun_finishedAt(ctx, field)
+	case "payloadRuns":
+		return ec.fieldContext_RetentionRun_payloadRuns(ctx, field)
+	case "payloadBytes":
+		return ec.fieldContext_RetentionRun_payloadBytes(ctx, field)
+	case "runsDeleted":
+		return ec.fieldContext_RetentionRun_runsDeleted(ctx, field)
+	case "auditDeleted":
+		return ec.fieldContext_RetentionRun_auditDeleted(ctx, field)
+	case "webhookDeliveriesDeleted":
+		return ec.fieldContext_RetentionRun_webhookDeliveriesDeleted(ctx, field)
+	case "batches":
+		return ec.fieldContext_RetentionRun_batches(ctx, field)
+	case "error":
+		return ec.fieldContext_RetentionRun_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RetentionRun", field.Name)
+}
+
 func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -20799,6 +21411,18 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_queuedSince(ctx, field)
 	case "release":
 		return ec.fieldContext_Run_release(ctx, field)
+	case "payloadPurged":
+		return ec.fieldContext_Run_payloadPurged(ctx, field)
+	case "purgedAt":
+		return ec.fieldContext_Run_purgedAt(ctx, field)
+	case "purgedBy":
+		return ec.fieldContext_Run_purgedBy(ctx, field)
+	case "hold":
+		return ec.fieldContext_Run_hold(ctx, field)
+	case "retentionReason":
+		return ec.fieldContext_Run_retentionReason(ctx, field)
+	case "retainedUntil":
+		return ec.fieldContext_Run_retainedUntil(ctx, field)
 	case "output":
 		return ec.fieldContext_Run_output(ctx, field)
 	case "error":
@@ -20879,6 +21503,18 @@ func (ec *executionContext) childFields_RunEvent(ctx context.Context, field grap
 		return ec.fieldContext_RunEvent_run(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type RunEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_RunHold(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reason":
+		return ec.fieldContext_RunHold_reason(ctx, field)
+	case "heldBy":
+		return ec.fieldContext_RunHold_heldBy(ctx, field)
+	case "heldAt":
+		return ec.fieldContext_RunHold_heldAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RunHold", field.Name)
 }
 
 func (ec *executionContext) childFields_SLABreach(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -22679,6 +23315,28 @@ func (ec *executionContext) field_Mutation_evaluateVersion_args(ctx context.Cont
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_holdRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_pauseRelease_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -22782,6 +23440,20 @@ func (ec *executionContext) field_Mutation_redeliverWebhookDelivery_args(ctx con
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_releaseHold_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runID"] = arg0
 	return args, nil
 }
 
@@ -23143,6 +23815,20 @@ func (ec *executionContext) field_Mutation_setModelPrice_args(ctx context.Contex
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.SetModelPriceInput, error) {
 			return ec.unmarshalNSetModelPriceInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetModelPriceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setRetentionPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RetentionPolicyInput, error) {
+			return ec.unmarshalNRetentionPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -24339,6 +25025,20 @@ func (ec *executionContext) field_Query_nodes_args(ctx context.Context, rawArgs 
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_previewRetention_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "policy",
+		func(ctx context.Context, v any) (model.RetentionPolicyInput, error) {
+			return ec.unmarshalNRetentionPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["policy"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_queueStats_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -24466,6 +25166,42 @@ func (ec *executionContext) field_Query_releases_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_retentionPolicy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "scope",
+		func(ctx context.Context, v any) (*retentionpolicy.Scope, error) {
+			return ec.unmarshalORetentionScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["scope"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "targetID",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["targetID"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_retentionRuns_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
 	return args, nil
 }
 
@@ -40145,6 +40881,138 @@ func (ec *executionContext) fieldContext_Mutation_rollbackDeployment(ctx context
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setRetentionPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setRetentionPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetRetentionPolicy(ctx, fc.Args["input"].(model.RetentionPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RetentionPolicy) graphql.Marshaler {
+			return ec.marshalNRetentionPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setRetentionPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setRetentionPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_holdRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_holdRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().HoldRun(ctx, fc.Args["runID"].(string), fc.Args["reason"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_holdRun(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_holdRun_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_releaseHold(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_releaseHold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReleaseHold(ctx, fc.Args["runID"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Run) graphql.Marshaler {
+			return ec.marshalNRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_releaseHold(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Run(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_releaseHold_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_startRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -43913,6 +44781,170 @@ func (ec *executionContext) fieldContext_Query_rateLimitCooldowns(_ context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_retentionPolicy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_retentionPolicy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().RetentionPolicy(ctx, fc.Args["scope"].(*retentionpolicy.Scope), fc.Args["targetID"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RetentionPolicy) graphql.Marshaler {
+			return ec.marshalNRetentionPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_retentionPolicy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionPolicy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_retentionPolicy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_retentionPolicies(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_retentionPolicies(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().RetentionPolicies(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.RetentionPolicy) graphql.Marshaler {
+			return ec.marshalNRetentionPolicy2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicyᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_retentionPolicies(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionPolicy(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_previewRetention(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_previewRetention(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().PreviewRetention(ctx, fc.Args["policy"].(model.RetentionPolicyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RetentionPreview) graphql.Marshaler {
+			return ec.marshalNRetentionPreview2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPreview(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_previewRetention(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionPreview(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_previewRetention_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_retentionRuns(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_retentionRuns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().RetentionRuns(ctx, fc.Args["first"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.RetentionPass) graphql.Marshaler {
+			return ec.marshalNRetentionRun2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRetentionPassᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_retentionRuns(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionRun(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_retentionRuns_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_deadLetter(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -46466,6 +47498,682 @@ func (ec *executionContext) fieldContext_ResumeWorkflowPayload_dispatchedSteps(_
 	return graphql.NewScalarFieldContext("ResumeWorkflowPayload", field, false, false, "Int")
 }
 
+func (ec *executionContext) _RetentionDays_payloadDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionDays) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionDays_payloadDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PayloadDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionDays_payloadDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionDays", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionDays_runDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionDays) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionDays_runDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionDays_runDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionDays", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionDays_auditDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionDays) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionDays_auditDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AuditDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionDays_auditDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionDays", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionDays_webhookDeliveryDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionDays) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionDays_webhookDeliveryDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookDeliveryDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionDays_webhookDeliveryDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionDays", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPolicy_scope(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_scope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scope, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v retentionpolicy.Scope) graphql.Marshaler {
+			return ec.marshalNRetentionScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_scope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "RetentionScope")
+}
+
+func (ec *executionContext) _RetentionPolicy_targetID(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_targetID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TargetID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_targetID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "ID")
+}
+
+func (ec *executionContext) _RetentionPolicy_payloadDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_payloadDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PayloadDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_payloadDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPolicy_runDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_runDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_runDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPolicy_auditDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_auditDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AuditDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_auditDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPolicy_webhookDeliveryDays(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_webhookDeliveryDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookDeliveryDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_webhookDeliveryDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPolicy_effective(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_effective(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Effective, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RetentionDays) graphql.Marshaler {
+			return ec.marshalNRetentionDays2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionDays(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_effective(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RetentionPolicy",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RetentionDays(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RetentionPolicy_updatedBy(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_updatedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_updatedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "String")
+}
+
+func (ec *executionContext) _RetentionPolicy_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPolicy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPolicy_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPolicy_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPolicy", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RetentionPreview_runs(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_runs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Runs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_runs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPreview_bytes(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPreview_runsDeleted(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_runsDeleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunsDeleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_runsDeleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPreview_auditEntries(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_auditEntries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AuditEntries, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_auditEntries(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPreview_webhookDeliveries(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_webhookDeliveries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookDeliveries, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_webhookDeliveries(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionPreview_at(ctx context.Context, field graphql.CollectedField, obj *model.RetentionPreview) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionPreview_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionPreview_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionPreview", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RetentionRun_id(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "ID")
+}
+
+func (ec *executionContext) _RetentionRun_startedAt(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RetentionRun_finishedAt(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RetentionRun_payloadRuns(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_payloadRuns(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PayloadRuns, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_payloadRuns(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_payloadBytes(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_payloadBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PayloadBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_payloadBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_runsDeleted(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_runsDeleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunsDeleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_runsDeleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_auditDeleted(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_auditDeleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AuditDeleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_auditDeleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_webhookDeliveriesDeleted(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_webhookDeliveriesDeleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WebhookDeliveriesDeleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_webhookDeliveriesDeleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_batches(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_batches(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Batches, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_batches(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RetentionRun_error(ctx context.Context, field graphql.CollectedField, obj *ent.RetentionPass) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RetentionRun_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RetentionRun_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RetentionRun", field, false, false, "String")
+}
+
 func (ec *executionContext) _Run_id(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -47167,6 +48875,153 @@ func (ec *executionContext) fieldContext_Run_release(_ context.Context, field gr
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Run_payloadPurged(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_payloadPurged(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().PayloadPurged(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_payloadPurged(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "Boolean")
+}
+
+func (ec *executionContext) _Run_purgedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_purgedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().PurgedAt(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_purgedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "Time")
+}
+
+func (ec *executionContext) _Run_purgedBy(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_purgedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().PurgedBy(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_purgedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "String")
+}
+
+func (ec *executionContext) _Run_hold(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_hold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().Hold(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RunHold) graphql.Marshaler {
+			return ec.marshalORunHold2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRunHold(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_hold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Run",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RunHold(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Run_retentionReason(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_retentionReason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().RetentionReason(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.RetentionReason) graphql.Marshaler {
+			return ec.marshalNRetentionReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionReason(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_retentionReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "RetentionReason")
+}
+
+func (ec *executionContext) _Run_retainedUntil(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_retainedUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Run().RetainedUntil(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Run_retainedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, true, true, "Time")
 }
 
 func (ec *executionContext) _Run_output(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -47890,6 +49745,75 @@ func (ec *executionContext) fieldContext_RunEvent_run(_ context.Context, field g
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _RunHold_reason(ctx context.Context, field graphql.CollectedField, obj *model.RunHold) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RunHold_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RunHold_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RunHold", field, false, false, "String")
+}
+
+func (ec *executionContext) _RunHold_heldBy(ctx context.Context, field graphql.CollectedField, obj *model.RunHold) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RunHold_heldBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HeldBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RunHold_heldBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RunHold", field, false, false, "String")
+}
+
+func (ec *executionContext) _RunHold_heldAt(ctx context.Context, field graphql.CollectedField, obj *model.RunHold) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RunHold_heldAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HeldAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RunHold_heldAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RunHold", field, false, false, "Time")
 }
 
 func (ec *executionContext) _SLABreach_id(ctx context.Context, field graphql.CollectedField, obj *ent.SLABreach) (ret graphql.Marshaler) {
@@ -59283,7 +61207,7 @@ func (ec *executionContext) unmarshalInputAuditLogWhereInput(ctx context.Context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "actor", "actorNEQ", "actorIn", "actorNotIn", "actorGT", "actorGTE", "actorLT", "actorLTE", "actorContains", "actorHasPrefix", "actorHasSuffix", "actorEqualFold", "actorContainsFold", "actorType", "actorTypeNEQ", "actorTypeIn", "actorTypeNotIn", "actorTypeGT", "actorTypeGTE", "actorTypeLT", "actorTypeLTE", "actorTypeContains", "actorTypeHasPrefix", "actorTypeHasSuffix", "actorTypeEqualFold", "actorTypeContainsFold", "action", "actionNEQ", "actionIn", "actionNotIn", "actionGT", "actionGTE", "actionLT", "actionLTE", "actionContains", "actionHasPrefix", "actionHasSuffix", "actionEqualFold", "actionContainsFold", "targetType", "targetTypeNEQ", "targetTypeIn", "targetTypeNotIn", "targetTypeGT", "targetTypeGTE", "targetTypeLT", "targetTypeLTE", "targetTypeContains", "targetTypeHasPrefix", "targetTypeHasSuffix", "targetTypeEqualFold", "targetTypeContainsFold", "targetID", "targetIDNEQ", "targetIDIn", "targetIDNotIn", "targetIDGT", "targetIDGTE", "targetIDLT", "targetIDLTE", "targetIDContains", "targetIDHasPrefix", "targetIDHasSuffix", "targetIDEqualFold", "targetIDContainsFold", "requestID", "requestIDNEQ", "requestIDIn", "requestIDNotIn", "requestIDGT", "requestIDGTE", "requestIDLT", "requestIDLTE", "requestIDContains", "requestIDHasPrefix", "requestIDHasSuffix", "requestIDIsNil", "requestIDNotNil", "requestIDEqualFold", "requestIDContainsFold"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "actor", "actorNEQ", "actorIn", "actorNotIn", "actorGT", "actorGTE", "actorLT", "actorLTE", "actorContains", "actorHasPrefix", "actorHasSuffix", "actorEqualFold", "actorContainsFold", "actorType", "actorTypeNEQ", "actorTypeIn", "actorTypeNotIn", "actorTypeGT", "actorTypeGTE", "actorTypeLT", "actorTypeLTE", "actorTypeContains", "actorTypeHasPrefix", "actorTypeHasSuffix", "actorTypeEqualFold", "actorTypeContainsFold", "action", "actionNEQ", "actionIn", "actionNotIn", "actionGT", "actionGTE", "actionLT", "actionLTE", "actionContains", "actionHasPrefix", "actionHasSuffix", "actionEqualFold", "actionContainsFold", "targetType", "targetTypeNEQ", "targetTypeIn", "targetTypeNotIn", "targetTypeGT", "targetTypeGTE", "targetTypeLT", "targetTypeLTE", "targetTypeContains", "targetTypeHasPrefix", "targetTypeHasSuffix", "targetTypeEqualFold", "targetTypeContainsFold", "targetID", "targetIDNEQ", "targetIDIn", "targetIDNotIn", "targetIDGT", "targetIDGTE", "targetIDLT", "targetIDLTE", "targetIDContains", "targetIDHasPrefix", "targetIDHasSuffix", "targetIDEqualFold", "targetIDContainsFold", "requestID", "requestIDNEQ", "requestIDIn", "requestIDNotIn", "requestIDGT", "requestIDGTE", "requestIDLT", "requestIDLTE", "requestIDContains", "requestIDHasPrefix", "requestIDHasSuffix", "requestIDIsNil", "requestIDNotNil", "requestIDEqualFold", "requestIDContainsFold", "from", "to"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -59997,6 +61921,24 @@ func (ec *executionContext) unmarshalInputAuditLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.RequestIDContainsFold = data
+		case "from":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("from"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.AuditLogWhereInput().From(ctx, &it, data); err != nil {
+				return it, err
+			}
+		case "to":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("to"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.AuditLogWhereInput().To(ctx, &it, data); err != nil {
+				return it, err
+			}
 		}
 	}
 	return it, nil
@@ -73580,6 +75522,83 @@ func (ec *executionContext) unmarshalInputResumeWorkflowInput(ctx context.Contex
 func UnmarshalResumeWorkflowInput(ctx context.Context, raw any) (model.ResumeWorkflowInput, error) {
 	var out model.ResumeWorkflowInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ResumeWorkflowInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRetentionPolicyInput(ctx context.Context, obj any) (model.RetentionPolicyInput, error) {
+	var it model.RetentionPolicyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"scope", "targetID", "payloadDays", "runDays", "auditDays", "webhookDeliveryDays"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "scope":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scope"))
+			data, err := ec.unmarshalNRetentionScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scope = data
+		case "targetID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TargetID = data
+		case "payloadDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("payloadDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PayloadDays = data
+		case "runDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RunDays = data
+		case "auditDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("auditDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AuditDays = data
+		case "webhookDeliveryDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("webhookDeliveryDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WebhookDeliveryDays = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRetentionPolicyInput unmarshals raw into the RetentionPolicyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRetentionPolicyInput(ctx context.Context, raw any) (model.RetentionPolicyInput, error) {
+	var out model.RetentionPolicyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RetentionPolicyInput", raw, &out)
 	return out, err
 }
 
@@ -88218,6 +90237,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setRetentionPolicy":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setRetentionPolicy(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "holdRun":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_holdRun(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "releaseHold":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_releaseHold(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "startRun":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_startRun(ctx, field)
@@ -89144,6 +91184,30 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_rateLimitCooldowns(ctx, field)
+				})
+		case "retentionPolicy":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_retentionPolicy(ctx, field)
+				})
+		case "retentionPolicies":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_retentionPolicies(ctx, field)
+				})
+		case "previewRetention":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_previewRetention(ctx, field)
+				})
+		case "retentionRuns":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_retentionRuns(ctx, field)
 				})
 		case "deadLetter":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -90117,6 +92181,263 @@ func (ec *executionContext) _ResumeWorkflowPayload(ctx context.Context, sel ast.
 	return out
 }
 
+var retentionDaysImplementors = []string{"RetentionDays"}
+
+func (ec *executionContext) _RetentionDays(ctx context.Context, sel ast.SelectionSet, obj *model.RetentionDays) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, retentionDaysImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RetentionDays")
+		case "payloadDays":
+			out.Values[i] = ec._RetentionDays_payloadDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runDays":
+			out.Values[i] = ec._RetentionDays_runDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "auditDays":
+			out.Values[i] = ec._RetentionDays_auditDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "webhookDeliveryDays":
+			out.Values[i] = ec._RetentionDays_webhookDeliveryDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var retentionPolicyImplementors = []string{"RetentionPolicy"}
+
+func (ec *executionContext) _RetentionPolicy(ctx context.Context, sel ast.SelectionSet, obj *model.RetentionPolicy) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, retentionPolicyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RetentionPolicy")
+		case "scope":
+			out.Values[i] = ec._RetentionPolicy_scope(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "targetID":
+			out.Values[i] = ec._RetentionPolicy_targetID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "payloadDays":
+			out.Values[i] = ec._RetentionPolicy_payloadDays(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "runDays":
+			out.Values[i] = ec._RetentionPolicy_runDays(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "auditDays":
+			out.Values[i] = ec._RetentionPolicy_auditDays(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "webhookDeliveryDays":
+			out.Values[i] = ec._RetentionPolicy_webhookDeliveryDays(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "effective":
+			out.Values[i] = ec._RetentionPolicy_effective(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedBy":
+			out.Values[i] = ec._RetentionPolicy_updatedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._RetentionPolicy_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var retentionPreviewImplementors = []string{"RetentionPreview"}
+
+func (ec *executionContext) _RetentionPreview(ctx context.Context, sel ast.SelectionSet, obj *model.RetentionPreview) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, retentionPreviewImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RetentionPreview")
+		case "runs":
+			out.Values[i] = ec._RetentionPreview_runs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._RetentionPreview_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runsDeleted":
+			out.Values[i] = ec._RetentionPreview_runsDeleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "auditEntries":
+			out.Values[i] = ec._RetentionPreview_auditEntries(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "webhookDeliveries":
+			out.Values[i] = ec._RetentionPreview_webhookDeliveries(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._RetentionPreview_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var retentionRunImplementors = []string{"RetentionRun"}
+
+func (ec *executionContext) _RetentionRun(ctx context.Context, sel ast.SelectionSet, obj *ent.RetentionPass) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, retentionRunImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RetentionRun")
+		case "id":
+			out.Values[i] = ec._RetentionRun_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._RetentionRun_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._RetentionRun_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "payloadRuns":
+			out.Values[i] = ec._RetentionRun_payloadRuns(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "payloadBytes":
+			out.Values[i] = ec._RetentionRun_payloadBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "runsDeleted":
+			out.Values[i] = ec._RetentionRun_runsDeleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "auditDeleted":
+			out.Values[i] = ec._RetentionRun_auditDeleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "webhookDeliveriesDeleted":
+			out.Values[i] = ec._RetentionRun_webhookDeliveriesDeleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "batches":
+			out.Values[i] = ec._RetentionRun_batches(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._RetentionRun_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var runImplementors = []string{"Run", "Node"}
 
 func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj *ent.Run) graphql.Marshaler {
@@ -90278,6 +92599,42 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Run_release(ctx, field, obj)
+				})
+		case "payloadPurged":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_payloadPurged(ctx, field, obj)
+				})
+		case "purgedAt":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_purgedAt(ctx, field, obj)
+				})
+		case "purgedBy":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_purgedBy(ctx, field, obj)
+				})
+		case "hold":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_hold(ctx, field, obj)
+				})
+		case "retentionReason":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_retentionReason(ctx, field, obj)
+				})
+		case "retainedUntil":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Run_retainedUntil(ctx, field, obj)
 				})
 		case "output":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -90537,6 +92894,49 @@ func (ec *executionContext) _RunEvent(ctx context.Context, sel ast.SelectionSet,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._RunEvent_run(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var runHoldImplementors = []string{"RunHold"}
+
+func (ec *executionContext) _RunHold(ctx context.Context, sel ast.SelectionSet, obj *model.RunHold) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, runHoldImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RunHold")
+		case "reason":
+			out.Values[i] = ec._RunHold_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "heldBy":
+			out.Values[i] = ec._RunHold_heldBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "heldAt":
+			out.Values[i] = ec._RunHold_heldAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -95641,6 +98041,95 @@ func (ec *executionContext) marshalNResumeWorkflowPayload2ᚖgithubᚗcomᚋslui
 	return ec._ResumeWorkflowPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNRetentionDays2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionDays(ctx context.Context, sel ast.SelectionSet, v *model.RetentionDays) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RetentionDays!")
+		return graphql.Null
+	}
+	return ec._RetentionDays(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRetentionPolicy2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicyᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.RetentionPolicy) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRetentionPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicy(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNRetentionPolicy2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicy(ctx context.Context, sel ast.SelectionSet, v *model.RetentionPolicy) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RetentionPolicy!")
+		return graphql.Null
+	}
+	return ec._RetentionPolicy(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRetentionPolicyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPolicyInput(ctx context.Context, v any) (model.RetentionPolicyInput, error) {
+	res, err := ec.unmarshalInputRetentionPolicyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRetentionPreview2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionPreview(ctx context.Context, sel ast.SelectionSet, v *model.RetentionPreview) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RetentionPreview!")
+		return graphql.Null
+	}
+	return ec._RetentionPreview(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRetentionReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionReason(ctx context.Context, v any) (model.RetentionReason, error) {
+	var res model.RetentionReason
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRetentionReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRetentionReason(ctx context.Context, sel ast.SelectionSet, v model.RetentionReason) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNRetentionRun2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRetentionPassᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.RetentionPass) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRetentionRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRetentionPass(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNRetentionRun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRetentionPass(ctx context.Context, sel ast.SelectionSet, v *ent.RetentionPass) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RetentionRun!")
+		return graphql.Null
+	}
+	return ec._RetentionRun(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRetentionScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx context.Context, v any) (retentionpolicy.Scope, error) {
+	var res retentionpolicy.Scope
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRetentionScope2githubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx context.Context, sel ast.SelectionSet, v retentionpolicy.Scope) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
 	var res model.Role
 	err := res.UnmarshalGQL(v)
@@ -99275,6 +101764,22 @@ func (ec *executionContext) marshalOReplayMode2ᚖgithubᚗcomᚋsluicehqᚋslui
 	return v
 }
 
+func (ec *executionContext) unmarshalORetentionScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx context.Context, v any) (*retentionpolicy.Scope, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(retentionpolicy.Scope)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORetentionScope2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋretentionpolicyᚐScope(ctx context.Context, sel ast.SelectionSet, v *retentionpolicy.Scope) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) marshalORun2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐRun(ctx context.Context, sel ast.SelectionSet, v *ent.Run) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -99307,6 +101812,13 @@ func (ec *executionContext) marshalORunError2ᚖgithubᚗcomᚋsluicehqᚋsluice
 		return graphql.Null
 	}
 	return ec._RunError(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalORunHold2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐRunHold(ctx context.Context, sel ast.SelectionSet, v *model.RunHold) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._RunHold(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalORunMode2ᚕgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐModeᚄ(ctx context.Context, v any) ([]run.Mode, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/ent/environment"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/ratelimit"
+	"github.com/sluicehq/sluice/ent/retentionpolicy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/schedule"
 	"github.com/sluicehq/sluice/internal/envvars"
@@ -549,6 +550,44 @@ type ResumeWorkflowPayload struct {
 	DispatchedSteps int `json:"dispatchedSteps"`
 }
 
+// Days of retention, counted from a run's finish (from creation for audit entries, from the last attempt for webhook deliveries).
+type RetentionDays struct {
+	// Run input and output, step outputs, recorded requests and responses, model prompts and replies, event data.
+	PayloadDays int `json:"payloadDays"`
+	// The run's row (its tombstone once purged), steps and events.
+	RunDays             int `json:"runDays"`
+	AuditDays           int `json:"auditDays"`
+	WebhookDeliveryDays int `json:"webhookDeliveryDays"`
+}
+
+type RetentionPolicyInput struct {
+	Scope retentionpolicy.Scope `json:"scope"`
+	// The environment (ENVIRONMENT) or workflow (WORKFLOW); omitted for TENANT.
+	TargetID *string `json:"targetID,omitempty"`
+	// 0 to 3650. Omitted: inherit.
+	PayloadDays *int `json:"payloadDays,omitempty"`
+	// 1 to 3650, at least payloadDays.
+	RunDays *int `json:"runDays,omitempty"`
+	// 1 to 3650, TENANT only.
+	AuditDays *int `json:"auditDays,omitempty"`
+	// 0 to 3650, TENANT only.
+	WebhookDeliveryDays *int `json:"webhookDeliveryDays,omitempty"`
+}
+
+// What a policy would purge now if it were applied.
+type RetentionPreview struct {
+	// Finished runs whose payloads would go.
+	Runs int `json:"runs"`
+	// Their payloads' stored size, in bytes.
+	Bytes int `json:"bytes"`
+	// Runs past runDays that would be deleted (as tombstones, after their payloads).
+	RunsDeleted       int `json:"runsDeleted"`
+	AuditEntries      int `json:"auditEntries"`
+	WebhookDeliveries int `json:"webhookDeliveries"`
+	// The instant counted for.
+	At time.Time `json:"at"`
+}
+
 type RotateCredentialInput struct {
 	ID     string         `json:"id"`
 	Secret map[string]any `json:"secret"`
@@ -561,6 +600,13 @@ type RunError struct {
 	Message string `json:"message"`
 	// The step that failed, for run errors.
 	StepID *string `json:"stepID,omitempty"`
+}
+
+// A legal hold on a run.
+type RunHold struct {
+	Reason string    `json:"reason"`
+	HeldBy string    `json:"heldBy"`
+	HeldAt time.Time `json:"heldAt"`
 }
 
 // At each instant of cron (in timeZone), every live run of the scope created since the previous instant must have succeeded.
@@ -1261,6 +1307,79 @@ func (e *ReplayMode) UnmarshalJSON(b []byte) error {
 }
 
 func (e ReplayMode) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Why a run keeps its payloads (or, once purged, its tombstone).
+type RetentionReason string
+
+const (
+	// Payloads purged; the tombstone stays until retainedUntil (runDays).
+	RetentionReasonPurged RetentionReason = "PURGED"
+	// The run is not finished: nothing of an open run is purged.
+	RetentionReasonOpen RetentionReason = "OPEN"
+	// Under a legal hold (holdRun) until releaseHold.
+	RetentionReasonLegalHold RetentionReason = "LEGAL_HOLD"
+	// Named by an unresolved SLA incident.
+	RetentionReasonOpenIncident RetentionReason = "OPEN_INCIDENT"
+	// In an evaluation's dataset.
+	RetentionReasonEvaluationDataset RetentionReason = "EVALUATION_DATASET"
+	// An unfinished run still reads it (its parent, or a sandbox replay of it).
+	RetentionReasonInUse RetentionReason = "IN_USE"
+	// Kept by its policy until retainedUntil.
+	RetentionReasonPolicy RetentionReason = "POLICY"
+)
+
+var AllRetentionReason = []RetentionReason{
+	RetentionReasonPurged,
+	RetentionReasonOpen,
+	RetentionReasonLegalHold,
+	RetentionReasonOpenIncident,
+	RetentionReasonEvaluationDataset,
+	RetentionReasonInUse,
+	RetentionReasonPolicy,
+}
+
+func (e RetentionReason) IsValid() bool {
+	switch e {
+	case RetentionReasonPurged, RetentionReasonOpen, RetentionReasonLegalHold, RetentionReasonOpenIncident, RetentionReasonEvaluationDataset, RetentionReasonInUse, RetentionReasonPolicy:
+		return true
+	}
+	return false
+}
+
+func (e RetentionReason) String() string {
+	return string(e)
+}
+
+func (e *RetentionReason) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RetentionReason(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RetentionReason", str)
+	}
+	return nil
+}
+
+func (e RetentionReason) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RetentionReason) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RetentionReason) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

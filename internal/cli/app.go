@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
+	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -67,6 +68,7 @@ type app struct {
 	conns      *connections.Service // OAuth2 connections
 	schedules  *schedules.Service
 	bulk       *bulk.Service
+	retention  *retention.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -290,6 +292,14 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	a.bulk = bulk.New(bulk.Options{Client: a.client, Runs: a.runs, Publisher: bulkPublisher{pub.p}, Log: log, Rate: cfg.BulkRate, Interval: cfg.BulkInterval})
 	a.triggers = triggers.New(triggers.Options{Client: a.client, Vault: v, Runs: a.runs, Log: log, SecretOverlap: cfg.TriggerSecretOverlap})
 	a.sla.SetEscalator(escalation.Incidents{S: a.escalation})
+	a.retention = retention.New(retention.Options{
+		Client:   a.client,
+		Log:      log,
+		Day:      cfg.RetentionDay,
+		Interval: cfg.RetentionInterval,
+		Batch:    cfg.RetentionBatch,
+		Purged:   retention.NewPurgedCounter(a.metrics.Registry),
+	})
 	return a, nil
 }
 

@@ -71,6 +71,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		RateLimits: a.rateLimits,
 		Schedules:  a.schedules,
 		Bulk:       a.bulk,
+		Retention:  a.retention,
 		Triggers:   a.triggers,
 		Metrics:    metrics,
 		Hub:        hub,

@@ -76,6 +76,8 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		// Bulk operations: the processor, one pass at a time at a bounded
 		// rate (internal/bulk).
 		func(ctx context.Context) { a.bulk.RunProcessor(ctx, a.db) },
+		// Retention: the purge, one pass at a time (internal/retention).
+		func(ctx context.Context) { a.retention.RunPurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

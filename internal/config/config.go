@@ -142,6 +142,16 @@ type Config struct {
 	// BulkInterval is how often a worker's bulk processor looks for open
 	// bulk operations when none is open (SLUICE_BULK_INTERVAL). If unset, 1s.
 	BulkInterval time.Duration
+	// RetentionInterval is the pause between passes of the retention
+	// purge in workers (SLUICE_RETENTION_INTERVAL). If unset, 1h.
+	RetentionInterval time.Duration
+	// RetentionDay is the length of a retention policy's day
+	// (SLUICE_RETENTION_DAY), for tests that cannot wait days. If unset,
+	// 24h; production refuses less than 1h.
+	RetentionDay time.Duration
+	// RetentionBatch is how many runs (or entries) one transaction of the
+	// retention purge takes (SLUICE_RETENTION_BATCH). If unset, 500.
+	RetentionBatch int
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -286,6 +296,9 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.ScheduleInterval = durationVar(getenv, "SLUICE_SCHEDULE_INTERVAL", time.Second, &errs)
 	c.BulkRate = intVar(getenv, "SLUICE_BULK_RATE", 20, &errs)
 	c.BulkInterval = durationVar(getenv, "SLUICE_BULK_INTERVAL", time.Second, &errs)
+	c.RetentionInterval = durationVar(getenv, "SLUICE_RETENTION_INTERVAL", time.Hour, &errs)
+	c.RetentionDay = durationVar(getenv, "SLUICE_RETENTION_DAY", 24*time.Hour, &errs)
+	c.RetentionBatch = intVar(getenv, "SLUICE_RETENTION_BATCH", 500, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -332,6 +345,9 @@ func (c *Config) CheckProduction() error {
 	}
 	if c.RedisURL == "" {
 		errs = append(errs, errors.New("REDIS_URL is required in production"))
+	}
+	if c.RetentionDay != 0 && c.RetentionDay < time.Hour {
+		errs = append(errs, fmt.Errorf("SLUICE_RETENTION_DAY is %s; production needs at least 1h (a shorter day purges data sooner than its policy says)", c.RetentionDay))
 	}
 	return errors.Join(errs...)
 }

@@ -60,6 +60,8 @@ const (
 	WorkflowPause              = "wfp"
 	BulkOperation              = "bop"
 	BulkOperationItem          = "boi"
+	RetentionPolicy            = "rtp"
+	RetentionPass              = "rtr"
 )
 
 var (

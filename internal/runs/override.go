@@ -53,6 +53,9 @@ func (e *Service) SkipStep(ctx context.Context, runID, stepID string, output any
 	if err != nil {
 		return nil, err
 	}
+	if err := refusePurgedID(ctx, c, runID, "continued"); err != nil {
+		return nil, err
+	}
 	switch {
 	case sr.Status != steprun.StatusFailed && sr.Status != steprun.StatusWaiting:
 		return nil, errs.E(errs.Conflict, "step %s is %s: only a failed or waiting step can be skipped", stepID, sr.Status)
@@ -155,6 +158,9 @@ func (e *Service) RetryStep(ctx context.Context, runID, stepID, reason string) (
 	}
 	step, sr, err := s.overridable(stepID)
 	if err != nil {
+		return nil, err
+	}
+	if err := refusePurgedID(ctx, c, runID, "continued"); err != nil {
 		return nil, err
 	}
 	if sr.Status != steprun.StatusFailed {

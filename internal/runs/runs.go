@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
 
@@ -408,6 +409,9 @@ func (e *Service) ResumeRunWith(ctx context.Context, in ResumeInput) (*ent.Run, 
 	if s.run.Status != run.StatusFailed {
 		return nil, errs.E(errs.Conflict, "only failed runs can be resumed; run %s is %s", id, s.run.Status)
 	}
+	if err := refusePurgedID(ctx, c, id, "resumed"); err != nil {
+		return nil, err
+	}
 	if s.run.FailedStepID == nil || *s.run.FailedStepID == "" {
 		// Every step succeeded and the run's output failed (its expression
 		// or its size): it would fail the same way again (and only workers
@@ -540,6 +544,9 @@ func (e *Service) ReplayRun(ctx context.Context, in ReplayInput) (*ent.Run, erro
 	if !access.InScope(v, src.EnvironmentID) {
 		return nil, errs.NotFoundf("run", in.RunID)
 	}
+	if err := refusePurged(src, "replayed"); err != nil {
+		return nil, err
+	}
 	if k := in.IdempotencyKey; k != nil {
 		if _, err := c.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", v.TenantID+"/"+*k); err != nil {
 			return nil, err
@@ -636,6 +643,9 @@ func (e *Service) StartSandboxReplay(ctx context.Context, c *ent.Client, sourceI
 	if err != nil {
 		return nil, err
 	}
+	if err := refusePurged(src, "replayed"); err != nil {
+		return nil, err
+	}
 	def, err := e.definitionOf(ctx, c, versionID)
 	if err != nil {
 		return nil, err
@@ -655,4 +665,27 @@ func (e *Service) StartSandboxReplay(ctx context.Context, c *ent.Client, sourceI
 		input: input, hash: src.InputHash, mode: run.ModeSandbox, replayOf: &srcID, def: def,
 		priority: ReplayPriority, // an evaluation's example
 	})
+}
+
+// refusePurged refuses to replay or resume a run whose payloads retention
+// purged (internal/retention): its input, step outputs and recorded calls
+// are gone, so nothing could run as it did.
+func refusePurged(r *ent.Run, what string) error {
+	if r.PayloadPurgedAt == nil {
+		return nil
+	}
+	return errs.E(errs.Conflict, "run %s cannot be %s: its payloads (input, step outputs, recorded calls) were purged by retention at %s",
+		r.ID, what, r.PayloadPurgedAt.UTC().Format(time.RFC3339))
+}
+
+// refusePurgedID is refusePurged for the run id, read in c's transaction.
+func refusePurgedID(ctx context.Context, c *ent.Client, id, what string) error {
+	r, err := c.Run.Query().Where(run.ID(id), run.PayloadPurgedAtNotNil()).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return refusePurged(r, what)
 }

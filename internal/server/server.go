@@ -42,6 +42,7 @@ import (
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/requestid"
+	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/runs"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
@@ -89,6 +90,9 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Connections serves /oauth/callback and the connection API; optional.
 	Connections *connections.Service
+	// Retention serves retention policies, holds and the purge's record;
+	// optional.
+	Retention *retention.Service
 }
 
 // Server is the API's HTTP handler. Besides ordinary requests, which
@@ -116,7 +120,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, PublicURL: d.Config.PublicURL,
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, PublicURL: d.Config.PublicURL, Retention: d.Retention,
 		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs})}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
