@@ -369,17 +369,14 @@ func (c *Conn) clientType(t string) string {
 
 // initialise waits for connection_init and runs InitFunc.
 func (c *Conn) initialise() bool {
-	ctx := context.Background()
 	if c.t.InitTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.t.InitTimeout)
-		defer cancel()
+		// A timer, not a read deadline: coder/websocket drops the
+		// connection without a close frame when a read's context ends.
+		timeout := time.AfterFunc(c.t.InitTimeout, func() { c.Close(CloseProtocolError, "connection initialisation timeout") })
+		defer timeout.Stop()
 	}
-	m, err := c.next(ctx)
+	m, err := c.next(context.Background())
 	switch {
-	case err != nil && ctx.Err() != nil:
-		c.Close(CloseProtocolError, "connection initialisation timeout")
-		return false
 	case errors.Is(err, errInvalidJSON):
 		c.connectionError("invalid json")
 		c.Close(CloseProtocolError, "decoding error")
