@@ -13,8 +13,10 @@
 //     every subscriber, see graph.FrameCache) appended in place. gqlgen
 //     JSON-encodes the response, then encodes the protocol message around
 //     it again (validating and copying the data twice).
-//   - The operation's goroutine writes its frames itself: one websocket
-//     write per frame, no goroutine in between.
+//   - The operation's goroutine writes its frames itself, one websocket
+//     write per frame; for runEvents it also takes the events off the Hub
+//     (graph.LiveUpdates), so a frame leaves one goroutine hand-off after
+//     the notice arrives.
 //   - Keep-alive pings and the end of a connection's context are timers and
 //     context callbacks, not goroutines parked per connection.
 //
