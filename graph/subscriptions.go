@@ -28,9 +28,11 @@ import (
 // one short tenant transaction per delivered value. TenantTransaction skips
 // subscriptions: a transaction must never stay open while a subscriber waits.
 //
-// runEvents values go through Frames: the stream hands its events to
-// InterceptResponse, which renders each (event, selection, access) once per
-// process and gives every other subscriber of it the same bytes.
+// runEvents values go through Frames: InterceptResponse takes the stream's
+// next event itself (on the operation's goroutine, which then writes the
+// frame: no goroutine in between) and renders each (event, selection,
+// access) once per process, giving every other subscriber of it the same
+// bytes.
 type LiveUpdates struct {
 	Hub       *events.Hub
 	Client    *ent.Client // app role pool
@@ -62,13 +64,13 @@ type liveOperation struct {
 // it can answer with a value rendered for another subscriber instead of
 // executing the selection again.
 type eventFeed struct {
-	in  <-chan *ent.RunEvent // the stream's events; closed when it ends
-	gql chan *ent.RunEvent   // the resolver's channel gqlgen reads; buffer 1
+	stream *runEventStream    // pulled by InterceptResponse
+	gql    chan *ent.RunEvent // the resolver's channel gqlgen reads; buffer 1
 	// cacheable: the selection reads no database (no run edge) and the
 	// operation's digest could be taken.
 	cacheable bool
 	selection [32]byte // selectionDigest
-	ended     bool     // in was closed; gql is closed
+	ended     bool     // the stream ended; gql is closed
 }
 
 type liveOperationKey struct{}
@@ -138,16 +140,10 @@ func (l LiveUpdates) nextEvent(ctx context.Context, f *eventFeed, next graphql.R
 	if f.ended {
 		return nil
 	}
-	var e *ent.RunEvent
-	select {
-	case v, ok := <-f.in:
-		if !ok {
-			f.ended = true
-			close(f.gql)
-			return nil
-		}
-		e = v
-	case <-ctx.Done():
+	e := f.stream.next(ctx)
+	if e == nil {
+		f.ended = true
+		close(f.gql)
 		return nil
 	}
 	render := func() *graphql.Response {
@@ -285,9 +281,11 @@ func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-cha
 		op: op, tenantID: v.TenantID, runID: runID, last: after,
 		reload: selects(ctx, "run"),
 		sub:    op.live.Hub.SubscribeRun(v.TenantID, runID),
-		out:    make(chan *ent.RunEvent),
+		lease:  auth.LeaseFrom(ctx),
+		ctx:    ctx,
 	}
-	feed := &eventFeed{in: s.out, gql: make(chan *ent.RunEvent, 1)}
+	s.sent = s.last
+	feed := &eventFeed{stream: s, gql: make(chan *ent.RunEvent, 1)}
 	if !s.reload {
 		feed.selection, feed.cacheable = selectionDigest(ctx)
 	}
@@ -302,10 +300,12 @@ func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-cha
 		s.sub.Close()
 		return nil, err
 	}
+	s.queue(first)
+	// However the operation ends, its Hub subscription goes with it.
+	s.stopSub = context.AfterFunc(ctx, s.sub.Close)
 	op.mu.Lock()
 	op.feed = feed
 	op.mu.Unlock()
-	go s.run(ctx, first)
 	return feed.gql, nil
 }
 
@@ -319,16 +319,29 @@ func selects(ctx context.Context, name string) bool {
 	return false
 }
 
-// runEventStream is one runEvents subscriber.
+// runEventStream is one runEvents subscriber. It is pulled: next is called
+// by the operation's goroutine (InterceptResponse) for each value, and
+// waits on the Hub subscription itself when nothing is queued.
 type runEventStream struct {
+	// ctx is the resolver's (the operation's, with the field's path): log
+	// reads and the stream's errors use it.
+	ctx             context.Context
 	op              *liveOperation
 	tenantID, runID string
 	sub             *events.Subscription
-	out             chan *ent.RunEvent
-	last            int64 // seq of the last event sent
+	lease           *auth.Lease
+	stopSub         func() bool
+	last            int64 // seq of the last event queued (or sent)
+	sent            int64 // seq of the last event handed out
 	// reload: the selection reads the run edge, which events decoded from
 	// a notice cannot load; such subscribers read every change from the log.
 	reload bool
+
+	pending []*ent.RunEvent // queued, in seq order, after sent
+	more    bool            // the last log page read was full: read on
+	final   bool            // the run is final and every event is queued
+	endErr  *gqlerror.Error // end with this once pending is sent
+	ended   bool
 }
 
 // logPage is one read of a run's log.
@@ -338,94 +351,136 @@ type logPage struct {
 	environmentID string
 }
 
-func (s *runEventStream) run(ctx context.Context, first logPage) {
-	defer close(s.out)
-	defer s.sub.Close()
-	lease := auth.LeaseFrom(ctx)
-	done, err := s.sendPage(ctx, first)
-	for !done && err == nil {
+// next returns the stream's next event, or nil once it ended: the run is
+// final and everything was sent, ctx ended, or the stream ends with an
+// error (the operation's end, sent after the last value).
+func (s *runEventStream) next(rctx context.Context) *ent.RunEvent {
+	ctx := s.ctx
+	for {
+		if len(s.pending) > 0 {
+			e := s.pending[0]
+			s.pending[0] = nil
+			s.pending = s.pending[1:]
+			s.sent = e.Seq
+			return e
+		}
+		switch {
+		case s.ended:
+			return nil
+		case s.endErr != nil:
+			s.op.endWith(s.endErr)
+			return s.finish()
+		case ctx.Err() != nil, rctx.Err() != nil:
+			return s.finish()
+		case s.more:
+			p, err := s.readLog(ctx)
+			if err != nil {
+				s.fail(ctx, err)
+				continue
+			}
+			s.queue(p)
+			continue
+		case s.final:
+			return s.finish()
+		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-lease.Done():
+			return s.finish()
+		case <-rctx.Done():
+			return s.finish()
+		case <-s.lease.Done():
 			s.op.credentialEnded(ctx)
-			return
+			return s.finish()
 		case n, ok := <-s.sub.C():
 			if !ok {
-				s.op.endWith(dropError(ctx, s.sub.Err(), s.last))
-				return
+				s.op.endWith(dropError(ctx, s.sub.Err(), s.sent))
+				return s.finish()
 			}
-			done, err = s.deliver(ctx, n)
+			if err := s.deliver(ctx, n); err != nil {
+				s.fail(ctx, err)
+			}
 		}
-	}
-	if err != nil && ctx.Err() == nil {
-		s.op.endWith(s.op.present(ctx, err))
 	}
 }
 
-// deliver forwards a notice's events that come next; a gap is read from the
-// log first. It reports done once the run is final and fully sent.
-func (s *runEventStream) deliver(ctx context.Context, n *events.Notice) (bool, error) {
+// fail ends the stream with err once what is queued is sent.
+func (s *runEventStream) fail(ctx context.Context, err error) {
+	s.more, s.final = false, false
+	if ctx.Err() != nil {
+		s.ended = true
+		s.sub.Close()
+		return
+	}
+	s.endErr = s.op.present(ctx, err)
+}
+
+// finish ends the stream and its Hub subscription.
+func (s *runEventStream) finish() *ent.RunEvent {
+	s.ended = true
+	s.pending = nil
+	if s.stopSub != nil {
+		s.stopSub()
+	}
+	s.sub.Close()
+	return nil
+}
+
+// deliver queues a notice's events that come next; a gap is read from the
+// log first. It marks the stream final once the run is final and all of it
+// is queued.
+func (s *runEventStream) deliver(ctx context.Context, n *events.Notice) error {
 	if n.Resync || s.reload {
 		return s.catchUp(ctx)
 	}
 	for _, e := range n.Events {
 		switch {
 		case e.Seq <= s.last:
-			continue // already sent (from the log or an earlier notice)
+			continue // already queued (from the log or an earlier notice)
 		case e.Seq > s.last+1:
 			// An earlier notice was lost or is still on its way: the log has
 			// it, since notices are published after commit.
-			if done, err := s.catchUp(ctx); done || err != nil {
-				return done, err
+			if err := s.catchUp(ctx); err != nil || s.more || s.final {
+				return err // the rest comes from the log
 			}
 			continue
 		}
-		if err := s.send(ctx, e.RunEvent(s.tenantID, s.runID)); err != nil {
-			return false, err
-		}
+		s.pending = append(s.pending, e.RunEvent(s.tenantID, s.runID))
+		s.last = e.Seq
 	}
 	if !events.Terminal(n.Status) {
-		return false, nil
+		return nil
 	}
 	if l := len(n.Events); l > 0 && eventtype.Type(n.Events[l-1].Type) == eventtype.ForRunStatus(n.Status) && s.last >= n.Events[l-1].Seq {
-		// This notice made the run final and all of it is sent.
-		return true, nil
+		// This notice made the run final and all of it is queued.
+		s.final = true
+		return nil
 	}
 	// A final status without its event here (a late step result, or a
 	// notice overtaken): the log says whether anything is left.
 	return s.catchUp(ctx)
 }
 
-// catchUp sends every stored event after the last one sent, and reports
-// whether the run is final with nothing left to send.
-func (s *runEventStream) catchUp(ctx context.Context) (bool, error) {
+// catchUp queues a page of stored events after the last one queued.
+func (s *runEventStream) catchUp(ctx context.Context) error {
 	p, err := s.readLog(ctx)
 	if err != nil {
-		return false, err
+		return err
 	}
-	return s.sendPage(ctx, p)
+	s.queue(p)
+	return nil
 }
 
-// sendPage sends a page read from the log and reads on while pages are full.
-func (s *runEventStream) sendPage(ctx context.Context, p logPage) (bool, error) {
-	for {
-		for _, e := range p.events {
-			if e.Seq <= s.last {
-				continue
-			}
-			if err := s.send(ctx, e); err != nil {
-				return false, err
-			}
+// queue queues a page read from the log; a full page means more to read.
+func (s *runEventStream) queue(p logPage) {
+	for _, e := range p.events {
+		if e.Seq <= s.last {
+			continue
 		}
-		if len(p.events) < catchUpPage {
-			return p.final, nil
-		}
-		var err error
-		if p, err = s.readLog(ctx); err != nil {
-			return false, err
-		}
+		s.pending = append(s.pending, e)
+		s.last = e.Seq
 	}
+	s.more = len(p.events) >= catchUpPage
+	s.final = !s.more && p.final
 }
 
 // readLog reads the run's status and up to a page of events after the last
@@ -460,16 +515,6 @@ func (s *runEventStream) readLog(ctx context.Context) (logPage, error) {
 		return p, fmt.Errorf("read events of run %s: %w", s.runID, err)
 	}
 	return p, nil
-}
-
-func (s *runEventStream) send(ctx context.Context, e *ent.RunEvent) error {
-	select {
-	case s.out <- e:
-		s.last = e.Seq
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // subscribeRunUpdates streams the runs of the viewer's tenant that match
