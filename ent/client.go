@@ -18,6 +18,8 @@ import (
 	"github.com/sluicehq/sluice/ent/apikey"
 	"github.com/sluicehq/sluice/ent/approvalrequest"
 	"github.com/sluicehq/sluice/ent/auditlog"
+	"github.com/sluicehq/sluice/ent/bulkoperation"
+	"github.com/sluicehq/sluice/ent/bulkoperationitem"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -31,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -78,6 +81,10 @@ type Client struct {
 	ApprovalRequest *ApprovalRequestClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// BulkOperation is the client for interacting with the BulkOperation builders.
+	BulkOperation *BulkOperationClient
+	// BulkOperationItem is the client for interacting with the BulkOperationItem builders.
+	BulkOperationItem *BulkOperationItemClient
 	// Connection is the client for interacting with the Connection builders.
 	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
@@ -104,6 +111,8 @@ type Client struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// HeldStep is the client for interacting with the HeldStep builders.
+	HeldStep *HeldStepClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
 	// Incident is the client for interacting with the Incident builders.
@@ -182,6 +191,8 @@ func (c *Client) init() {
 	c.APIKey = NewAPIKeyClient(c.config)
 	c.ApprovalRequest = NewApprovalRequestClient(c.config)
 	c.AuditLog = NewAuditLogClient(c.config)
+	c.BulkOperation = NewBulkOperationClient(c.config)
+	c.BulkOperationItem = NewBulkOperationItemClient(c.config)
 	c.Connection = NewConnectionClient(c.config)
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
@@ -195,6 +206,7 @@ func (c *Client) init() {
 	c.Evaluation = NewEvaluationClient(c.config)
 	c.EvaluationExample = NewEvaluationExampleClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
+	c.HeldStep = NewHeldStepClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
 	c.Incident = NewIncidentClient(c.config)
 	c.MapItem = NewMapItemClient(c.config)
@@ -322,6 +334,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
+		BulkOperation:              NewBulkOperationClient(cfg),
+		BulkOperationItem:          NewBulkOperationItemClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -335,6 +349,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
 		MapItem:                    NewMapItemClient(cfg),
@@ -389,6 +404,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		APIKey:                     NewAPIKeyClient(cfg),
 		ApprovalRequest:            NewApprovalRequestClient(cfg),
 		AuditLog:                   NewAuditLogClient(cfg),
+		BulkOperation:              NewBulkOperationClient(cfg),
+		BulkOperationItem:          NewBulkOperationItemClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -402,6 +419,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
 		MapItem:                    NewMapItemClient(cfg),
@@ -463,17 +481,17 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
-		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
-		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
-		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
-		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
-		c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
+		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
+		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
+		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
+		c.EventWait, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem, c.Member,
+		c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit,
+		c.RateLimitCooldown, c.Release, c.ResponseCacheEntry, c.ResponseShape,
+		c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
+		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -483,17 +501,17 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.APIKey, c.ApprovalRequest, c.AuditLog, c.Connection, c.Credential,
-		c.CredentialVersion, c.CredentialWait, c.Deployment, c.DriftChange,
-		c.Environment, c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy,
-		c.Evaluation, c.EvaluationExample, c.EventWait, c.InboundEvent, c.Incident,
-		c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
-		c.WorkflowVersion,
+		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
+		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
+		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
+		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
+		c.EventWait, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem, c.Member,
+		c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit,
+		c.RateLimitCooldown, c.Release, c.ResponseCacheEntry, c.ResponseShape,
+		c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent, c.SLABreach,
+		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
+		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
+		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -508,6 +526,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ApprovalRequest.mutate(ctx, m)
 	case *AuditLogMutation:
 		return c.AuditLog.mutate(ctx, m)
+	case *BulkOperationMutation:
+		return c.BulkOperation.mutate(ctx, m)
+	case *BulkOperationItemMutation:
+		return c.BulkOperationItem.mutate(ctx, m)
 	case *ConnectionMutation:
 		return c.Connection.mutate(ctx, m)
 	case *CredentialMutation:
@@ -534,6 +556,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.EvaluationExample.mutate(ctx, m)
 	case *EventWaitMutation:
 		return c.EventWait.mutate(ctx, m)
+	case *HeldStepMutation:
+		return c.HeldStep.mutate(ctx, m)
 	case *InboundEventMutation:
 		return c.InboundEvent.mutate(ctx, m)
 	case *IncidentMutation:
@@ -1082,6 +1106,306 @@ func (c *AuditLogClient) mutate(ctx context.Context, m *AuditLogMutation) (Value
 		return (&AuditLogDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown AuditLog mutation op: %q", m.Op())
+	}
+}
+
+// BulkOperationClient is a client for the BulkOperation schema.
+type BulkOperationClient struct {
+	config
+}
+
+// NewBulkOperationClient returns a client for the BulkOperation from the given config.
+func NewBulkOperationClient(c config) *BulkOperationClient {
+	return &BulkOperationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `bulkoperation.Hooks(f(g(h())))`.
+func (c *BulkOperationClient) Use(hooks ...Hook) {
+	c.hooks.BulkOperation = append(c.hooks.BulkOperation, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `bulkoperation.Intercept(f(g(h())))`.
+func (c *BulkOperationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.BulkOperation = append(c.inters.BulkOperation, interceptors...)
+}
+
+// Create returns a builder for creating a BulkOperation entity.
+func (c *BulkOperationClient) Create() *BulkOperationCreate {
+	mutation := newBulkOperationMutation(c.config, OpCreate)
+	return &BulkOperationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of BulkOperation entities.
+func (c *BulkOperationClient) CreateBulk(builders ...*BulkOperationCreate) *BulkOperationCreateBulk {
+	return &BulkOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *BulkOperationClient) MapCreateBulk(slice any, setFunc func(*BulkOperationCreate, int)) *BulkOperationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &BulkOperationCreateBulk{err: fmt.Errorf("calling to BulkOperationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*BulkOperationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &BulkOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for BulkOperation.
+func (c *BulkOperationClient) Update() *BulkOperationUpdate {
+	mutation := newBulkOperationMutation(c.config, OpUpdate)
+	return &BulkOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *BulkOperationClient) UpdateOne(_m *BulkOperation) *BulkOperationUpdateOne {
+	mutation := newBulkOperationMutation(c.config, OpUpdateOne, withBulkOperation(_m))
+	return &BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *BulkOperationClient) UpdateOneID(id string) *BulkOperationUpdateOne {
+	mutation := newBulkOperationMutation(c.config, OpUpdateOne, withBulkOperationID(id))
+	return &BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for BulkOperation.
+func (c *BulkOperationClient) Delete() *BulkOperationDelete {
+	mutation := newBulkOperationMutation(c.config, OpDelete)
+	return &BulkOperationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *BulkOperationClient) DeleteOne(_m *BulkOperation) *BulkOperationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *BulkOperationClient) DeleteOneID(id string) *BulkOperationDeleteOne {
+	builder := c.Delete().Where(bulkoperation.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &BulkOperationDeleteOne{builder}
+}
+
+// Query returns a query builder for BulkOperation.
+func (c *BulkOperationClient) Query() *BulkOperationQuery {
+	return &BulkOperationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeBulkOperation},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a BulkOperation entity by its id.
+func (c *BulkOperationClient) Get(ctx context.Context, id string) (*BulkOperation, error) {
+	return c.Query().Where(bulkoperation.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *BulkOperationClient) GetX(ctx context.Context, id string) *BulkOperation {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a BulkOperation.
+func (c *BulkOperationClient) QueryTenant(_m *BulkOperation) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(bulkoperation.Table, bulkoperation.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, bulkoperation.TenantTable, bulkoperation.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *BulkOperationClient) Hooks() []Hook {
+	hooks := c.hooks.BulkOperation
+	return append(hooks[:len(hooks):len(hooks)], bulkoperation.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *BulkOperationClient) Interceptors() []Interceptor {
+	return c.inters.BulkOperation
+}
+
+func (c *BulkOperationClient) mutate(ctx context.Context, m *BulkOperationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&BulkOperationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&BulkOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&BulkOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&BulkOperationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown BulkOperation mutation op: %q", m.Op())
+	}
+}
+
+// BulkOperationItemClient is a client for the BulkOperationItem schema.
+type BulkOperationItemClient struct {
+	config
+}
+
+// NewBulkOperationItemClient returns a client for the BulkOperationItem from the given config.
+func NewBulkOperationItemClient(c config) *BulkOperationItemClient {
+	return &BulkOperationItemClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `bulkoperationitem.Hooks(f(g(h())))`.
+func (c *BulkOperationItemClient) Use(hooks ...Hook) {
+	c.hooks.BulkOperationItem = append(c.hooks.BulkOperationItem, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `bulkoperationitem.Intercept(f(g(h())))`.
+func (c *BulkOperationItemClient) Intercept(interceptors ...Interceptor) {
+	c.inters.BulkOperationItem = append(c.inters.BulkOperationItem, interceptors...)
+}
+
+// Create returns a builder for creating a BulkOperationItem entity.
+func (c *BulkOperationItemClient) Create() *BulkOperationItemCreate {
+	mutation := newBulkOperationItemMutation(c.config, OpCreate)
+	return &BulkOperationItemCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of BulkOperationItem entities.
+func (c *BulkOperationItemClient) CreateBulk(builders ...*BulkOperationItemCreate) *BulkOperationItemCreateBulk {
+	return &BulkOperationItemCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *BulkOperationItemClient) MapCreateBulk(slice any, setFunc func(*BulkOperationItemCreate, int)) *BulkOperationItemCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &BulkOperationItemCreateBulk{err: fmt.Errorf("calling to BulkOperationItemClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*BulkOperationItemCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &BulkOperationItemCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for BulkOperationItem.
+func (c *BulkOperationItemClient) Update() *BulkOperationItemUpdate {
+	mutation := newBulkOperationItemMutation(c.config, OpUpdate)
+	return &BulkOperationItemUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *BulkOperationItemClient) UpdateOne(_m *BulkOperationItem) *BulkOperationItemUpdateOne {
+	mutation := newBulkOperationItemMutation(c.config, OpUpdateOne, withBulkOperationItem(_m))
+	return &BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *BulkOperationItemClient) UpdateOneID(id string) *BulkOperationItemUpdateOne {
+	mutation := newBulkOperationItemMutation(c.config, OpUpdateOne, withBulkOperationItemID(id))
+	return &BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for BulkOperationItem.
+func (c *BulkOperationItemClient) Delete() *BulkOperationItemDelete {
+	mutation := newBulkOperationItemMutation(c.config, OpDelete)
+	return &BulkOperationItemDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *BulkOperationItemClient) DeleteOne(_m *BulkOperationItem) *BulkOperationItemDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *BulkOperationItemClient) DeleteOneID(id string) *BulkOperationItemDeleteOne {
+	builder := c.Delete().Where(bulkoperationitem.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &BulkOperationItemDeleteOne{builder}
+}
+
+// Query returns a query builder for BulkOperationItem.
+func (c *BulkOperationItemClient) Query() *BulkOperationItemQuery {
+	return &BulkOperationItemQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeBulkOperationItem},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a BulkOperationItem entity by its id.
+func (c *BulkOperationItemClient) Get(ctx context.Context, id string) (*BulkOperationItem, error) {
+	return c.Query().Where(bulkoperationitem.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *BulkOperationItemClient) GetX(ctx context.Context, id string) *BulkOperationItem {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a BulkOperationItem.
+func (c *BulkOperationItemClient) QueryTenant(_m *BulkOperationItem) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(bulkoperationitem.Table, bulkoperationitem.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, bulkoperationitem.TenantTable, bulkoperationitem.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *BulkOperationItemClient) Hooks() []Hook {
+	hooks := c.hooks.BulkOperationItem
+	return append(hooks[:len(hooks):len(hooks)], bulkoperationitem.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *BulkOperationItemClient) Interceptors() []Interceptor {
+	return c.inters.BulkOperationItem
+}
+
+func (c *BulkOperationItemClient) mutate(ctx context.Context, m *BulkOperationItemMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&BulkOperationItemCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&BulkOperationItemUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&BulkOperationItemUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&BulkOperationItemDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown BulkOperationItem mutation op: %q", m.Op())
 	}
 }
 
@@ -3256,6 +3580,156 @@ func (c *EventWaitClient) mutate(ctx context.Context, m *EventWaitMutation) (Val
 		return (&EventWaitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown EventWait mutation op: %q", m.Op())
+	}
+}
+
+// HeldStepClient is a client for the HeldStep schema.
+type HeldStepClient struct {
+	config
+}
+
+// NewHeldStepClient returns a client for the HeldStep from the given config.
+func NewHeldStepClient(c config) *HeldStepClient {
+	return &HeldStepClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `heldstep.Hooks(f(g(h())))`.
+func (c *HeldStepClient) Use(hooks ...Hook) {
+	c.hooks.HeldStep = append(c.hooks.HeldStep, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `heldstep.Intercept(f(g(h())))`.
+func (c *HeldStepClient) Intercept(interceptors ...Interceptor) {
+	c.inters.HeldStep = append(c.inters.HeldStep, interceptors...)
+}
+
+// Create returns a builder for creating a HeldStep entity.
+func (c *HeldStepClient) Create() *HeldStepCreate {
+	mutation := newHeldStepMutation(c.config, OpCreate)
+	return &HeldStepCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of HeldStep entities.
+func (c *HeldStepClient) CreateBulk(builders ...*HeldStepCreate) *HeldStepCreateBulk {
+	return &HeldStepCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *HeldStepClient) MapCreateBulk(slice any, setFunc func(*HeldStepCreate, int)) *HeldStepCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &HeldStepCreateBulk{err: fmt.Errorf("calling to HeldStepClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*HeldStepCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &HeldStepCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for HeldStep.
+func (c *HeldStepClient) Update() *HeldStepUpdate {
+	mutation := newHeldStepMutation(c.config, OpUpdate)
+	return &HeldStepUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *HeldStepClient) UpdateOne(_m *HeldStep) *HeldStepUpdateOne {
+	mutation := newHeldStepMutation(c.config, OpUpdateOne, withHeldStep(_m))
+	return &HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *HeldStepClient) UpdateOneID(id string) *HeldStepUpdateOne {
+	mutation := newHeldStepMutation(c.config, OpUpdateOne, withHeldStepID(id))
+	return &HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for HeldStep.
+func (c *HeldStepClient) Delete() *HeldStepDelete {
+	mutation := newHeldStepMutation(c.config, OpDelete)
+	return &HeldStepDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *HeldStepClient) DeleteOne(_m *HeldStep) *HeldStepDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *HeldStepClient) DeleteOneID(id string) *HeldStepDeleteOne {
+	builder := c.Delete().Where(heldstep.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &HeldStepDeleteOne{builder}
+}
+
+// Query returns a query builder for HeldStep.
+func (c *HeldStepClient) Query() *HeldStepQuery {
+	return &HeldStepQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeHeldStep},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a HeldStep entity by its id.
+func (c *HeldStepClient) Get(ctx context.Context, id string) (*HeldStep, error) {
+	return c.Query().Where(heldstep.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *HeldStepClient) GetX(ctx context.Context, id string) *HeldStep {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a HeldStep.
+func (c *HeldStepClient) QueryTenant(_m *HeldStep) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(heldstep.Table, heldstep.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, heldstep.TenantTable, heldstep.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *HeldStepClient) Hooks() []Hook {
+	hooks := c.hooks.HeldStep
+	return append(hooks[:len(hooks):len(hooks)], heldstep.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *HeldStepClient) Interceptors() []Interceptor {
+	return c.inters.HeldStep
+}
+
+func (c *HeldStepClient) mutate(ctx context.Context, m *HeldStepMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&HeldStepCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&HeldStepUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&HeldStepUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&HeldStepDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown HeldStep mutation op: %q", m.Op())
 	}
 }
 
@@ -8382,26 +8856,28 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
-		CredentialWait, Deployment, DriftChange, Environment,
-		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
-		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
-		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
-		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
-		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Hook
+		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
+		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
+		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
+		Evaluation, EvaluationExample, EventWait, HeldStep, InboundEvent, Incident,
+		MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, RetentionPass,
+		RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction,
+		StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
+		WorkflowVersion []ent.Hook
 	}
 	inters struct {
-		APIKey, ApprovalRequest, AuditLog, Connection, Credential, CredentialVersion,
-		CredentialWait, Deployment, DriftChange, Environment,
-		EnvironmentVariableVersion, Escalation, EscalationPolicy, Evaluation,
-		EvaluationExample, EventWait, InboundEvent, Incident, MapItem, Member,
-		ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit, RateLimitCooldown,
-		Release, ResponseCacheEntry, ResponseShape, RetentionPass, RetentionPolicy,
-		Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction, StepAttempt,
-		StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt, WebhookDelivery,
-		WebhookEndpoint, Workflow, WorkflowPause, WorkflowVersion []ent.Interceptor
+		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
+		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
+		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
+		Evaluation, EvaluationExample, EventWait, HeldStep, InboundEvent, Incident,
+		MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
+		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, RetentionPass,
+		RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction,
+		StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt,
+		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
+		WorkflowVersion []ent.Interceptor
 	}
 )
 

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -63,7 +64,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 48)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 51)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -549,6 +550,26 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[18] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   heldstep.Table,
+			Columns: heldstep.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: heldstep.FieldID,
+			},
+		},
+		Type: "HeldStep",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			heldstep.FieldTenantID:   {Type: field.TypeString, Column: heldstep.FieldTenantID},
+			heldstep.FieldRunID:      {Type: field.TypeString, Column: heldstep.FieldRunID},
+			heldstep.FieldStepID:     {Type: field.TypeString, Column: heldstep.FieldStepID},
+			heldstep.FieldWorkflowID: {Type: field.TypeString, Column: heldstep.FieldWorkflowID},
+			heldstep.FieldPriority:   {Type: field.TypeInt, Column: heldstep.FieldPriority},
+			heldstep.FieldReason:     {Type: field.TypeString, Column: heldstep.FieldReason},
+			heldstep.FieldSince:      {Type: field.TypeTime, Column: heldstep.FieldSince},
+		},
+	}
+	graph.Nodes[19] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   inboundevent.Table,
 			Columns: inboundevent.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -567,7 +588,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			inboundevent.FieldReceivedAt:    {Type: field.TypeTime, Column: inboundevent.FieldReceivedAt},
 		},
 	}
-	graph.Nodes[19] = &sqlgraph.Node{
+	graph.Nodes[20] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   incident.Table,
 			Columns: incident.Columns,
@@ -603,7 +624,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			incident.FieldNote:               {Type: field.TypeString, Column: incident.FieldNote},
 		},
 	}
-	graph.Nodes[20] = &sqlgraph.Node{
+	graph.Nodes[21] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   mapitem.Table,
 			Columns: mapitem.Columns,
@@ -634,7 +655,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			mapitem.FieldFinishedAt:   {Type: field.TypeTime, Column: mapitem.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[21] = &sqlgraph.Node{
+	graph.Nodes[22] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   member.Table,
 			Columns: member.Columns,
@@ -652,7 +673,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			member.FieldRoles:     {Type: field.TypeJSON, Column: member.FieldRoles},
 		},
 	}
-	graph.Nodes[22] = &sqlgraph.Node{
+	graph.Nodes[23] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelcall.Table,
 			Columns: modelcall.Columns,
@@ -681,7 +702,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelcall.FieldLatencyMs:         {Type: field.TypeInt64, Column: modelcall.FieldLatencyMs},
 		},
 	}
-	graph.Nodes[23] = &sqlgraph.Node{
+	graph.Nodes[24] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   modelprice.Table,
 			Columns: modelprice.Columns,
@@ -702,7 +723,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			modelprice.FieldCachedInputMicroUsdPerMtok: {Type: field.TypeInt64, Column: modelprice.FieldCachedInputMicroUsdPerMtok},
 		},
 	}
-	graph.Nodes[24] = &sqlgraph.Node{
+	graph.Nodes[25] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   oauthstate.Table,
 			Columns: oauthstate.Columns,
@@ -724,7 +745,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			oauthstate.FieldUsedAt:        {Type: field.TypeTime, Column: oauthstate.FieldUsedAt},
 		},
 	}
-	graph.Nodes[25] = &sqlgraph.Node{
+	graph.Nodes[26] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   pagerdutysend.Table,
 			Columns: pagerdutysend.Columns,
@@ -752,7 +773,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			pagerdutysend.FieldAttemptList:    {Type: field.TypeJSON, Column: pagerdutysend.FieldAttemptList},
 		},
 	}
-	graph.Nodes[26] = &sqlgraph.Node{
+	graph.Nodes[27] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimit.Table,
 			Columns: ratelimit.Columns,
@@ -779,7 +800,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimit.FieldCreatedBy:         {Type: field.TypeString, Column: ratelimit.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[27] = &sqlgraph.Node{
+	graph.Nodes[28] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   ratelimitcooldown.Table,
 			Columns: ratelimitcooldown.Columns,
@@ -798,7 +819,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			ratelimitcooldown.FieldStatusCode: {Type: field.TypeInt, Column: ratelimitcooldown.FieldStatusCode},
 		},
 	}
-	graph.Nodes[28] = &sqlgraph.Node{
+	graph.Nodes[29] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   release.Table,
 			Columns: release.Columns,
@@ -831,7 +852,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			release.FieldFinishedAt:         {Type: field.TypeTime, Column: release.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[29] = &sqlgraph.Node{
+	graph.Nodes[30] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responsecacheentry.Table,
 			Columns: responsecacheentry.Columns,
@@ -856,7 +877,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responsecacheentry.FieldFillUntil:  {Type: field.TypeTime, Column: responsecacheentry.FieldFillUntil},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[31] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   responseshape.Table,
 			Columns: responseshape.Columns,
@@ -877,7 +898,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			responseshape.FieldFirstRunID: {Type: field.TypeString, Column: responseshape.FieldFirstRunID},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[32] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   retentionpass.Table,
 			Columns: retentionpass.Columns,
@@ -900,7 +921,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			retentionpass.FieldError:                    {Type: field.TypeString, Column: retentionpass.FieldError},
 		},
 	}
-	graph.Nodes[30] = &sqlgraph.Node{
+	graph.Nodes[33] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   retentionpolicy.Table,
 			Columns: retentionpolicy.Columns,
@@ -923,7 +944,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			retentionpolicy.FieldUpdatedBy:           {Type: field.TypeString, Column: retentionpolicy.FieldUpdatedBy},
 		},
 	}
-	graph.Nodes[31] = &sqlgraph.Node{
+	graph.Nodes[34] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   run.Table,
 			Columns: run.Columns,
@@ -941,6 +962,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldVersionID:          {Type: field.TypeString, Column: run.FieldVersionID},
 			run.FieldEnvironmentID:      {Type: field.TypeString, Column: run.FieldEnvironmentID},
 			run.FieldStatus:             {Type: field.TypeEnum, Column: run.FieldStatus},
+			run.FieldPriority:           {Type: field.TypeInt, Column: run.FieldPriority},
 			run.FieldMode:               {Type: field.TypeEnum, Column: run.FieldMode},
 			run.FieldInput:              {Type: field.TypeJSON, Column: run.FieldInput},
 			run.FieldInputHash:          {Type: field.TypeString, Column: run.FieldInputHash},
@@ -974,7 +996,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldHeldAt:             {Type: field.TypeTime, Column: run.FieldHeldAt},
 		},
 	}
-	graph.Nodes[32] = &sqlgraph.Node{
+	graph.Nodes[35] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   runevent.Table,
 			Columns: runevent.Columns,
@@ -995,7 +1017,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			runevent.FieldAt:       {Type: field.TypeTime, Column: runevent.FieldAt},
 		},
 	}
-	graph.Nodes[33] = &sqlgraph.Node{
+	graph.Nodes[36] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slabreach.Table,
 			Columns: slabreach.Columns,
@@ -1016,7 +1038,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slabreach.FieldDetails:    {Type: field.TypeJSON, Column: slabreach.FieldDetails},
 		},
 	}
-	graph.Nodes[34] = &sqlgraph.Node{
+	graph.Nodes[37] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   slapolicy.Table,
 			Columns: slapolicy.Columns,
@@ -1038,7 +1060,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			slapolicy.FieldCreatedBy:     {Type: field.TypeString, Column: slapolicy.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[35] = &sqlgraph.Node{
+	graph.Nodes[38] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   schedule.Table,
 			Columns: schedule.Columns,
@@ -1072,7 +1094,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			schedule.FieldCreatedBy:       {Type: field.TypeString, Column: schedule.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[36] = &sqlgraph.Node{
+	graph.Nodes[39] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   scheduleaction.Table,
 			Columns: scheduleaction.Columns,
@@ -1096,7 +1118,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			scheduleaction.FieldRunOpen:       {Type: field.TypeBool, Column: scheduleaction.FieldRunOpen},
 		},
 	}
-	graph.Nodes[37] = &sqlgraph.Node{
+	graph.Nodes[40] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   stepattempt.Table,
 			Columns: stepattempt.Columns,
@@ -1124,7 +1146,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			stepattempt.FieldSentAt:       {Type: field.TypeTime, Column: stepattempt.FieldSentAt},
 		},
 	}
-	graph.Nodes[38] = &sqlgraph.Node{
+	graph.Nodes[41] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   steprun.Table,
 			Columns: steprun.Columns,
@@ -1153,7 +1175,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			steprun.FieldFinishedAt:       {Type: field.TypeTime, Column: steprun.FieldFinishedAt},
 		},
 	}
-	graph.Nodes[39] = &sqlgraph.Node{
+	graph.Nodes[42] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
@@ -1176,11 +1198,13 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldWebhooksVersion:       {Type: field.TypeInt64, Column: tenant.FieldWebhooksVersion},
 			tenant.FieldSLAVersion:            {Type: field.TypeInt64, Column: tenant.FieldSLAVersion},
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
+			tenant.FieldDispatchWeight:        {Type: field.TypeInt, Column: tenant.FieldDispatchWeight},
+			tenant.FieldMaxConcurrentSteps:    {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentSteps},
 			tenant.FieldOpenBulkOperations:    {Type: field.TypeInt, Column: tenant.FieldOpenBulkOperations},
 			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 		},
 	}
-	graph.Nodes[40] = &sqlgraph.Node{
+	graph.Nodes[43] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   trigger.Table,
 			Columns: trigger.Columns,
@@ -1212,7 +1236,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			trigger.FieldCreatedBy:               {Type: field.TypeString, Column: trigger.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[41] = &sqlgraph.Node{
+	graph.Nodes[44] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   triggerdelivery.Table,
 			Columns: triggerdelivery.Columns,
@@ -1239,7 +1263,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			triggerdelivery.FieldBodyBytes:  {Type: field.TypeInt, Column: triggerdelivery.FieldBodyBytes},
 		},
 	}
-	graph.Nodes[42] = &sqlgraph.Node{
+	graph.Nodes[45] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -1260,7 +1284,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[43] = &sqlgraph.Node{
+	graph.Nodes[46] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -1288,7 +1312,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookdelivery.FieldDeliveredAt:    {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
 		},
 	}
-	graph.Nodes[44] = &sqlgraph.Node{
+	graph.Nodes[47] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookendpoint.Table,
 			Columns: webhookendpoint.Columns,
@@ -1315,7 +1339,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookendpoint.FieldCreatedBy:               {Type: field.TypeString, Column: webhookendpoint.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[45] = &sqlgraph.Node{
+	graph.Nodes[48] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflow.Table,
 			Columns: workflow.Columns,
@@ -1335,7 +1359,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflow.FieldCreatedBy:   {Type: field.TypeString, Column: workflow.FieldCreatedBy},
 		},
 	}
-	graph.Nodes[46] = &sqlgraph.Node{
+	graph.Nodes[49] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowpause.Table,
 			Columns: workflowpause.Columns,
@@ -1356,7 +1380,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflowpause.FieldPausedBy:      {Type: field.TypeString, Column: workflowpause.FieldPausedBy},
 		},
 	}
-	graph.Nodes[47] = &sqlgraph.Node{
+	graph.Nodes[50] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -1788,6 +1812,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"EventWait",
 		"Run",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   heldstep.TenantTable,
+			Columns: []string{heldstep.TenantColumn},
+			Bidi:    false,
+		},
+		"HeldStep",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -4864,6 +4900,95 @@ func (f *EventWaitFilter) WhereHasRunWith(preds ...predicate.Run) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *HeldStepQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the HeldStepQuery builder.
+func (_q *HeldStepQuery) Filter() *HeldStepFilter {
+	return &HeldStepFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *HeldStepMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the HeldStepMutation builder.
+func (m *HeldStepMutation) Filter() *HeldStepFilter {
+	return &HeldStepFilter{config: m.config, predicateAdder: m}
+}
+
+// HeldStepFilter provides a generic filtering capability at runtime for HeldStepQuery.
+type HeldStepFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *HeldStepFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *HeldStepFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *HeldStepFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldTenantID))
+}
+
+// WhereRunID applies the entql string predicate on the run_id field.
+func (f *HeldStepFilter) WhereRunID(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldRunID))
+}
+
+// WhereStepID applies the entql string predicate on the step_id field.
+func (f *HeldStepFilter) WhereStepID(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldStepID))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *HeldStepFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldWorkflowID))
+}
+
+// WherePriority applies the entql int predicate on the priority field.
+func (f *HeldStepFilter) WherePriority(p entql.IntP) {
+	f.Where(p.Field(heldstep.FieldPriority))
+}
+
+// WhereReason applies the entql string predicate on the reason field.
+func (f *HeldStepFilter) WhereReason(p entql.StringP) {
+	f.Where(p.Field(heldstep.FieldReason))
+}
+
+// WhereSince applies the entql time.Time predicate on the since field.
+func (f *HeldStepFilter) WhereSince(p entql.TimeP) {
+	f.Where(p.Field(heldstep.FieldSince))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *HeldStepFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *HeldStepFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *InboundEventQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -4892,7 +5017,7 @@ type InboundEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *InboundEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[18].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -4995,7 +5120,7 @@ type IncidentFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *IncidentFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[19].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5164,7 +5289,7 @@ type MapItemFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MapItemFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[20].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5308,7 +5433,7 @@ type MemberFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *MemberFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[21].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5387,7 +5512,7 @@ type ModelCallFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelCallFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[22].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5521,7 +5646,7 @@ type ModelPriceFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ModelPriceFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[23].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5615,7 +5740,7 @@ type OAuthStateFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *OAuthStateFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[24].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5728,7 +5853,7 @@ type PagerDutySendFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *PagerDutySendFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[25].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5871,7 +5996,7 @@ type RateLimitFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[26].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -5995,7 +6120,7 @@ type RateLimitCooldownFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RateLimitCooldownFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[27].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6079,7 +6204,7 @@ type ReleaseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ReleaseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[28].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6233,7 +6358,7 @@ type ResponseCacheEntryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseCacheEntryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6347,7 +6472,7 @@ type ResponseShapeFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ResponseShapeFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6441,7 +6566,7 @@ type RetentionPassFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RetentionPassFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[29].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6545,7 +6670,7 @@ type RetentionPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RetentionPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[30].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6649,7 +6774,7 @@ type RunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[31].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -6693,6 +6818,11 @@ func (f *RunFilter) WhereEnvironmentID(p entql.StringP) {
 // WhereStatus applies the entql string predicate on the status field.
 func (f *RunFilter) WhereStatus(p entql.StringP) {
 	f.Where(p.Field(run.FieldStatus))
+}
+
+// WherePriority applies the entql int predicate on the priority field.
+func (f *RunFilter) WherePriority(p entql.IntP) {
+	f.Where(p.Field(run.FieldPriority))
 }
 
 // WhereMode applies the entql string predicate on the mode field.
@@ -6963,7 +7093,7 @@ type RunEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *RunEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[32].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7071,7 +7201,7 @@ type SLABreachFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLABreachFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[33].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7165,7 +7295,7 @@ type SLAPolicyFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *SLAPolicyFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[34].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7264,7 +7394,7 @@ type ScheduleFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[35].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7423,7 +7553,7 @@ type ScheduleActionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ScheduleActionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[36].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7532,7 +7662,7 @@ type StepAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[37].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7675,7 +7805,7 @@ type StepRunFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *StepRunFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[38].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7837,7 +7967,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[39].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -7908,6 +8038,16 @@ func (f *TenantFilter) WhereOpenEvaluations(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldOpenEvaluations))
 }
 
+// WhereDispatchWeight applies the entql int predicate on the dispatch_weight field.
+func (f *TenantFilter) WhereDispatchWeight(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldDispatchWeight))
+}
+
+// WhereMaxConcurrentSteps applies the entql int predicate on the max_concurrent_steps field.
+func (f *TenantFilter) WhereMaxConcurrentSteps(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldMaxConcurrentSteps))
+}
+
 // WhereOpenBulkOperations applies the entql int predicate on the open_bulk_operations field.
 func (f *TenantFilter) WhereOpenBulkOperations(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldOpenBulkOperations))
@@ -7947,7 +8087,7 @@ type TriggerFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[40].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8110,7 +8250,7 @@ type TriggerDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TriggerDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[41].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8248,7 +8388,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[42].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8356,7 +8496,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[43].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[46].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8513,7 +8653,7 @@ type WebhookEndpointFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookEndpointFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[44].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[47].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8651,7 +8791,7 @@ type WorkflowFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[45].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[48].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8768,7 +8908,7 @@ type WorkflowPauseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowPauseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[46].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[49].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -8862,7 +9002,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[47].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[50].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

@@ -30,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -98,6 +99,7 @@ const (
 	TypeEvaluation                 = "Evaluation"
 	TypeEvaluationExample          = "EvaluationExample"
 	TypeEventWait                  = "EventWait"
+	TypeHeldStep                   = "HeldStep"
 	TypeInboundEvent               = "InboundEvent"
 	TypeIncident                   = "Incident"
 	TypeMapItem                    = "MapItem"
@@ -23472,6 +23474,752 @@ func (m *EventWaitMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown EventWait edge %s", name)
 }
 
+// HeldStepMutation represents an operation that mutates the HeldStep nodes in the graph.
+type HeldStepMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	run_id        *string
+	step_id       *string
+	workflow_id   *string
+	priority      *int
+	addpriority   *int
+	reason        *string
+	since         *time.Time
+	clearedFields map[string]struct{}
+	tenant        *string
+	clearedtenant bool
+	done          bool
+	oldValue      func(context.Context) (*HeldStep, error)
+	predicates    []predicate.HeldStep
+}
+
+var _ ent.Mutation = (*HeldStepMutation)(nil)
+
+// heldstepOption allows management of the mutation configuration using functional options.
+type heldstepOption func(*HeldStepMutation)
+
+// newHeldStepMutation creates new mutation for the HeldStep entity.
+func newHeldStepMutation(c config, op Op, opts ...heldstepOption) *HeldStepMutation {
+	m := &HeldStepMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeHeldStep,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withHeldStepID sets the ID field of the mutation.
+func withHeldStepID(id string) heldstepOption {
+	return func(m *HeldStepMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *HeldStep
+		)
+		m.oldValue = func(ctx context.Context) (*HeldStep, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().HeldStep.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withHeldStep sets the old HeldStep of the mutation.
+func withHeldStep(node *HeldStep) heldstepOption {
+	return func(m *HeldStepMutation) {
+		m.oldValue = func(context.Context) (*HeldStep, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m HeldStepMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m HeldStepMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of HeldStep entities.
+func (m *HeldStepMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *HeldStepMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *HeldStepMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().HeldStep.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *HeldStepMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *HeldStepMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *HeldStepMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetRunID sets the "run_id" field.
+func (m *HeldStepMutation) SetRunID(s string) {
+	m.run_id = &s
+}
+
+// RunID returns the value of the "run_id" field in the mutation.
+func (m *HeldStepMutation) RunID() (r string, exists bool) {
+	v := m.run_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunID returns the old "run_id" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldRunID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunID: %w", err)
+	}
+	return oldValue.RunID, nil
+}
+
+// ResetRunID resets all changes to the "run_id" field.
+func (m *HeldStepMutation) ResetRunID() {
+	m.run_id = nil
+}
+
+// SetStepID sets the "step_id" field.
+func (m *HeldStepMutation) SetStepID(s string) {
+	m.step_id = &s
+}
+
+// StepID returns the value of the "step_id" field in the mutation.
+func (m *HeldStepMutation) StepID() (r string, exists bool) {
+	v := m.step_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStepID returns the old "step_id" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldStepID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStepID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStepID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStepID: %w", err)
+	}
+	return oldValue.StepID, nil
+}
+
+// ResetStepID resets all changes to the "step_id" field.
+func (m *HeldStepMutation) ResetStepID() {
+	m.step_id = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *HeldStepMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *HeldStepMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *HeldStepMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetPriority sets the "priority" field.
+func (m *HeldStepMutation) SetPriority(i int) {
+	m.priority = &i
+	m.addpriority = nil
+}
+
+// Priority returns the value of the "priority" field in the mutation.
+func (m *HeldStepMutation) Priority() (r int, exists bool) {
+	v := m.priority
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPriority returns the old "priority" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldPriority(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPriority is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPriority requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPriority: %w", err)
+	}
+	return oldValue.Priority, nil
+}
+
+// AddPriority adds i to the "priority" field.
+func (m *HeldStepMutation) AddPriority(i int) {
+	if m.addpriority != nil {
+		*m.addpriority += i
+	} else {
+		m.addpriority = &i
+	}
+}
+
+// AddedPriority returns the value that was added to the "priority" field in this mutation.
+func (m *HeldStepMutation) AddedPriority() (r int, exists bool) {
+	v := m.addpriority
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPriority resets all changes to the "priority" field.
+func (m *HeldStepMutation) ResetPriority() {
+	m.priority = nil
+	m.addpriority = nil
+}
+
+// SetReason sets the "reason" field.
+func (m *HeldStepMutation) SetReason(s string) {
+	m.reason = &s
+}
+
+// Reason returns the value of the "reason" field in the mutation.
+func (m *HeldStepMutation) Reason() (r string, exists bool) {
+	v := m.reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReason returns the old "reason" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldReason(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReason: %w", err)
+	}
+	return oldValue.Reason, nil
+}
+
+// ResetReason resets all changes to the "reason" field.
+func (m *HeldStepMutation) ResetReason() {
+	m.reason = nil
+}
+
+// SetSince sets the "since" field.
+func (m *HeldStepMutation) SetSince(t time.Time) {
+	m.since = &t
+}
+
+// Since returns the value of the "since" field in the mutation.
+func (m *HeldStepMutation) Since() (r time.Time, exists bool) {
+	v := m.since
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSince returns the old "since" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldSince(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSince is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSince requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSince: %w", err)
+	}
+	return oldValue.Since, nil
+}
+
+// ResetSince resets all changes to the "since" field.
+func (m *HeldStepMutation) ResetSince() {
+	m.since = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *HeldStepMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[heldstep.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *HeldStepMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *HeldStepMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *HeldStepMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the HeldStepMutation builder.
+func (m *HeldStepMutation) Where(ps ...predicate.HeldStep) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the HeldStepMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *HeldStepMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.HeldStep, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *HeldStepMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *HeldStepMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (HeldStep).
+func (m *HeldStepMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *HeldStepMutation) Fields() []string {
+	fields := make([]string, 0, 7)
+	if m.tenant != nil {
+		fields = append(fields, heldstep.FieldTenantID)
+	}
+	if m.run_id != nil {
+		fields = append(fields, heldstep.FieldRunID)
+	}
+	if m.step_id != nil {
+		fields = append(fields, heldstep.FieldStepID)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, heldstep.FieldWorkflowID)
+	}
+	if m.priority != nil {
+		fields = append(fields, heldstep.FieldPriority)
+	}
+	if m.reason != nil {
+		fields = append(fields, heldstep.FieldReason)
+	}
+	if m.since != nil {
+		fields = append(fields, heldstep.FieldSince)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *HeldStepMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case heldstep.FieldTenantID:
+		return m.TenantID()
+	case heldstep.FieldRunID:
+		return m.RunID()
+	case heldstep.FieldStepID:
+		return m.StepID()
+	case heldstep.FieldWorkflowID:
+		return m.WorkflowID()
+	case heldstep.FieldPriority:
+		return m.Priority()
+	case heldstep.FieldReason:
+		return m.Reason()
+	case heldstep.FieldSince:
+		return m.Since()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *HeldStepMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case heldstep.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case heldstep.FieldRunID:
+		return m.OldRunID(ctx)
+	case heldstep.FieldStepID:
+		return m.OldStepID(ctx)
+	case heldstep.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case heldstep.FieldPriority:
+		return m.OldPriority(ctx)
+	case heldstep.FieldReason:
+		return m.OldReason(ctx)
+	case heldstep.FieldSince:
+		return m.OldSince(ctx)
+	}
+	return nil, fmt.Errorf("unknown HeldStep field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *HeldStepMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case heldstep.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case heldstep.FieldRunID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunID(v)
+		return nil
+	case heldstep.FieldStepID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStepID(v)
+		return nil
+	case heldstep.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case heldstep.FieldPriority:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPriority(v)
+		return nil
+	case heldstep.FieldReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReason(v)
+		return nil
+	case heldstep.FieldSince:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSince(v)
+		return nil
+	}
+	return fmt.Errorf("unknown HeldStep field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *HeldStepMutation) AddedFields() []string {
+	var fields []string
+	if m.addpriority != nil {
+		fields = append(fields, heldstep.FieldPriority)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *HeldStepMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case heldstep.FieldPriority:
+		return m.AddedPriority()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *HeldStepMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case heldstep.FieldPriority:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPriority(v)
+		return nil
+	}
+	return fmt.Errorf("unknown HeldStep numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *HeldStepMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *HeldStepMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *HeldStepMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown HeldStep nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *HeldStepMutation) ResetField(name string) error {
+	switch name {
+	case heldstep.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case heldstep.FieldRunID:
+		m.ResetRunID()
+		return nil
+	case heldstep.FieldStepID:
+		m.ResetStepID()
+		return nil
+	case heldstep.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case heldstep.FieldPriority:
+		m.ResetPriority()
+		return nil
+	case heldstep.FieldReason:
+		m.ResetReason()
+		return nil
+	case heldstep.FieldSince:
+		m.ResetSince()
+		return nil
+	}
+	return fmt.Errorf("unknown HeldStep field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *HeldStepMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, heldstep.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *HeldStepMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case heldstep.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *HeldStepMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *HeldStepMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *HeldStepMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, heldstep.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *HeldStepMutation) EdgeCleared(name string) bool {
+	switch name {
+	case heldstep.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *HeldStepMutation) ClearEdge(name string) error {
+	switch name {
+	case heldstep.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown HeldStep unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *HeldStepMutation) ResetEdge(name string) error {
+	switch name {
+	case heldstep.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown HeldStep edge %s", name)
+}
+
 // InboundEventMutation represents an operation that mutates the InboundEvent nodes in the graph.
 type InboundEventMutation struct {
 	config
@@ -40632,6 +41380,8 @@ type RunMutation struct {
 	created_at                *time.Time
 	updated_at                *time.Time
 	status                    *run.Status
+	priority                  *int
+	addpriority               *int
 	mode                      *run.Mode
 	input                     *map[string]interface{}
 	input_hash                *string
@@ -41043,6 +41793,62 @@ func (m *RunMutation) OldStatus(ctx context.Context) (v run.Status, err error) {
 // ResetStatus resets all changes to the "status" field.
 func (m *RunMutation) ResetStatus() {
 	m.status = nil
+}
+
+// SetPriority sets the "priority" field.
+func (m *RunMutation) SetPriority(i int) {
+	m.priority = &i
+	m.addpriority = nil
+}
+
+// Priority returns the value of the "priority" field in the mutation.
+func (m *RunMutation) Priority() (r int, exists bool) {
+	v := m.priority
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPriority returns the old "priority" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldPriority(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPriority is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPriority requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPriority: %w", err)
+	}
+	return oldValue.Priority, nil
+}
+
+// AddPriority adds i to the "priority" field.
+func (m *RunMutation) AddPriority(i int) {
+	if m.addpriority != nil {
+		*m.addpriority += i
+	} else {
+		m.addpriority = &i
+	}
+}
+
+// AddedPriority returns the value that was added to the "priority" field in this mutation.
+func (m *RunMutation) AddedPriority() (r int, exists bool) {
+	v := m.addpriority
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPriority resets all changes to the "priority" field.
+func (m *RunMutation) ResetPriority() {
+	m.priority = nil
+	m.addpriority = nil
 }
 
 // SetMode sets the "mode" field.
@@ -42827,7 +43633,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 38)
+	fields := make([]string, 0, 39)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -42848,6 +43654,9 @@ func (m *RunMutation) Fields() []string {
 	}
 	if m.status != nil {
 		fields = append(fields, run.FieldStatus)
+	}
+	if m.priority != nil {
+		fields = append(fields, run.FieldPriority)
 	}
 	if m.mode != nil {
 		fields = append(fields, run.FieldMode)
@@ -42964,6 +43773,8 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.EnvironmentID()
 	case run.FieldStatus:
 		return m.Status()
+	case run.FieldPriority:
+		return m.Priority()
 	case run.FieldMode:
 		return m.Mode()
 	case run.FieldInput:
@@ -43049,6 +43860,8 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldEnvironmentID(ctx)
 	case run.FieldStatus:
 		return m.OldStatus(ctx)
+	case run.FieldPriority:
+		return m.OldPriority(ctx)
 	case run.FieldMode:
 		return m.OldMode(ctx)
 	case run.FieldInput:
@@ -43168,6 +43981,13 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetStatus(v)
+		return nil
+	case run.FieldPriority:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPriority(v)
 		return nil
 	case run.FieldMode:
 		v, ok := value.(run.Mode)
@@ -43394,6 +44214,9 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 // this mutation.
 func (m *RunMutation) AddedFields() []string {
 	var fields []string
+	if m.addpriority != nil {
+		fields = append(fields, run.FieldPriority)
+	}
 	if m.adddepth != nil {
 		fields = append(fields, run.FieldDepth)
 	}
@@ -43417,6 +44240,8 @@ func (m *RunMutation) AddedFields() []string {
 // was not set, or was not defined in the schema.
 func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
+	case run.FieldPriority:
+		return m.AddedPriority()
 	case run.FieldDepth:
 		return m.AddedDepth()
 	case run.FieldCostMicroUsd:
@@ -43436,6 +44261,13 @@ func (m *RunMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *RunMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case run.FieldPriority:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPriority(v)
+		return nil
 	case run.FieldDepth:
 		v, ok := value.(int)
 		if !ok {
@@ -43659,6 +44491,9 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldStatus:
 		m.ResetStatus()
+		return nil
+	case run.FieldPriority:
+		m.ResetPriority()
 		return nil
 	case run.FieldMode:
 		m.ResetMode()
@@ -52201,6 +53036,10 @@ type TenantMutation struct {
 	addsla_version              *int64
 	open_evaluations            *int
 	addopen_evaluations         *int
+	dispatch_weight             *int
+	adddispatch_weight          *int
+	max_concurrent_steps        *int
+	addmax_concurrent_steps     *int
 	open_bulk_operations        *int
 	addopen_bulk_operations     *int
 	schedules                   *int
@@ -52874,6 +53713,132 @@ func (m *TenantMutation) ResetOpenEvaluations() {
 	m.addopen_evaluations = nil
 }
 
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (m *TenantMutation) SetDispatchWeight(i int) {
+	m.dispatch_weight = &i
+	m.adddispatch_weight = nil
+}
+
+// DispatchWeight returns the value of the "dispatch_weight" field in the mutation.
+func (m *TenantMutation) DispatchWeight() (r int, exists bool) {
+	v := m.dispatch_weight
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDispatchWeight returns the old "dispatch_weight" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldDispatchWeight(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDispatchWeight is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDispatchWeight requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDispatchWeight: %w", err)
+	}
+	return oldValue.DispatchWeight, nil
+}
+
+// AddDispatchWeight adds i to the "dispatch_weight" field.
+func (m *TenantMutation) AddDispatchWeight(i int) {
+	if m.adddispatch_weight != nil {
+		*m.adddispatch_weight += i
+	} else {
+		m.adddispatch_weight = &i
+	}
+}
+
+// AddedDispatchWeight returns the value that was added to the "dispatch_weight" field in this mutation.
+func (m *TenantMutation) AddedDispatchWeight() (r int, exists bool) {
+	v := m.adddispatch_weight
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetDispatchWeight resets all changes to the "dispatch_weight" field.
+func (m *TenantMutation) ResetDispatchWeight() {
+	m.dispatch_weight = nil
+	m.adddispatch_weight = nil
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (m *TenantMutation) SetMaxConcurrentSteps(i int) {
+	m.max_concurrent_steps = &i
+	m.addmax_concurrent_steps = nil
+}
+
+// MaxConcurrentSteps returns the value of the "max_concurrent_steps" field in the mutation.
+func (m *TenantMutation) MaxConcurrentSteps() (r int, exists bool) {
+	v := m.max_concurrent_steps
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxConcurrentSteps returns the old "max_concurrent_steps" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldMaxConcurrentSteps(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxConcurrentSteps is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxConcurrentSteps requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxConcurrentSteps: %w", err)
+	}
+	return oldValue.MaxConcurrentSteps, nil
+}
+
+// AddMaxConcurrentSteps adds i to the "max_concurrent_steps" field.
+func (m *TenantMutation) AddMaxConcurrentSteps(i int) {
+	if m.addmax_concurrent_steps != nil {
+		*m.addmax_concurrent_steps += i
+	} else {
+		m.addmax_concurrent_steps = &i
+	}
+}
+
+// AddedMaxConcurrentSteps returns the value that was added to the "max_concurrent_steps" field in this mutation.
+func (m *TenantMutation) AddedMaxConcurrentSteps() (r int, exists bool) {
+	v := m.addmax_concurrent_steps
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (m *TenantMutation) ClearMaxConcurrentSteps() {
+	m.max_concurrent_steps = nil
+	m.addmax_concurrent_steps = nil
+	m.clearedFields[tenant.FieldMaxConcurrentSteps] = struct{}{}
+}
+
+// MaxConcurrentStepsCleared returns if the "max_concurrent_steps" field was cleared in this mutation.
+func (m *TenantMutation) MaxConcurrentStepsCleared() bool {
+	_, ok := m.clearedFields[tenant.FieldMaxConcurrentSteps]
+	return ok
+}
+
+// ResetMaxConcurrentSteps resets all changes to the "max_concurrent_steps" field.
+func (m *TenantMutation) ResetMaxConcurrentSteps() {
+	m.max_concurrent_steps = nil
+	m.addmax_concurrent_steps = nil
+	delete(m.clearedFields, tenant.FieldMaxConcurrentSteps)
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (m *TenantMutation) SetOpenBulkOperations(i int) {
 	m.open_bulk_operations = &i
@@ -53020,7 +53985,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 14)
+	fields := make([]string, 0, 16)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -53056,6 +54021,12 @@ func (m *TenantMutation) Fields() []string {
 	}
 	if m.open_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
+	}
+	if m.dispatch_weight != nil {
+		fields = append(fields, tenant.FieldDispatchWeight)
+	}
+	if m.max_concurrent_steps != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentSteps)
 	}
 	if m.open_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
@@ -53095,6 +54066,10 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.SLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.OpenEvaluations()
+	case tenant.FieldDispatchWeight:
+		return m.DispatchWeight()
+	case tenant.FieldMaxConcurrentSteps:
+		return m.MaxConcurrentSteps()
 	case tenant.FieldOpenBulkOperations:
 		return m.OpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -53132,6 +54107,10 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldSLAVersion(ctx)
 	case tenant.FieldOpenEvaluations:
 		return m.OldOpenEvaluations(ctx)
+	case tenant.FieldDispatchWeight:
+		return m.OldDispatchWeight(ctx)
+	case tenant.FieldMaxConcurrentSteps:
+		return m.OldMaxConcurrentSteps(ctx)
 	case tenant.FieldOpenBulkOperations:
 		return m.OldOpenBulkOperations(ctx)
 	case tenant.FieldSchedules:
@@ -53229,6 +54208,20 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetOpenEvaluations(v)
 		return nil
+	case tenant.FieldDispatchWeight:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDispatchWeight(v)
+		return nil
+	case tenant.FieldMaxConcurrentSteps:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxConcurrentSteps(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -53266,6 +54259,12 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addopen_evaluations != nil {
 		fields = append(fields, tenant.FieldOpenEvaluations)
 	}
+	if m.adddispatch_weight != nil {
+		fields = append(fields, tenant.FieldDispatchWeight)
+	}
+	if m.addmax_concurrent_steps != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	}
 	if m.addopen_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
 	}
@@ -53290,6 +54289,10 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedSLAVersion()
 	case tenant.FieldOpenEvaluations:
 		return m.AddedOpenEvaluations()
+	case tenant.FieldDispatchWeight:
+		return m.AddedDispatchWeight()
+	case tenant.FieldMaxConcurrentSteps:
+		return m.AddedMaxConcurrentSteps()
 	case tenant.FieldOpenBulkOperations:
 		return m.AddedOpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -53338,6 +54341,20 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddOpenEvaluations(v)
 		return nil
+	case tenant.FieldDispatchWeight:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddDispatchWeight(v)
+		return nil
+	case tenant.FieldMaxConcurrentSteps:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxConcurrentSteps(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -53366,6 +54383,9 @@ func (m *TenantMutation) ClearedFields() []string {
 	if m.FieldCleared(tenant.FieldSLADefaults) {
 		fields = append(fields, tenant.FieldSLADefaults)
 	}
+	if m.FieldCleared(tenant.FieldMaxConcurrentSteps) {
+		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	}
 	return fields
 }
 
@@ -53385,6 +54405,9 @@ func (m *TenantMutation) ClearField(name string) error {
 		return nil
 	case tenant.FieldSLADefaults:
 		m.ClearSLADefaults()
+		return nil
+	case tenant.FieldMaxConcurrentSteps:
+		m.ClearMaxConcurrentSteps()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant nullable field %s", name)
@@ -53429,6 +54452,12 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldOpenEvaluations:
 		m.ResetOpenEvaluations()
+		return nil
+	case tenant.FieldDispatchWeight:
+		m.ResetDispatchWeight()
+		return nil
+	case tenant.FieldMaxConcurrentSteps:
+		m.ResetMaxConcurrentSteps()
 		return nil
 	case tenant.FieldOpenBulkOperations:
 		m.ResetOpenBulkOperations()

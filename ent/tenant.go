@@ -42,6 +42,10 @@ type Tenant struct {
 	SLAVersion int64 `json:"sla_version,omitempty"`
 	// Evaluations queued or running (internal/evals): the evaluation driver visits only tenants with some, through sluice_evaluating_tenant_ids().
 	OpenEvaluations int `json:"open_evaluations,omitempty"`
+	// The tenant's weight in fair dispatch (plan.weight in the manifest): its share of the step queue is the configured share times the weight.
+	DispatchWeight int `json:"dispatch_weight,omitempty"`
+	// At most this many of the tenant's steps run at once (plan.maxConcurrentSteps); nil means no cap.
+	MaxConcurrentSteps *int `json:"max_concurrent_steps,omitempty"`
 	// Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().
 	OpenBulkOperations int `json:"open_bulk_operations,omitempty"`
 	// Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().
@@ -56,7 +60,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldOpenBulkOperations, tenant.FieldSchedules:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldDispatchWeight, tenant.FieldMaxConcurrentSteps, tenant.FieldOpenBulkOperations, tenant.FieldSchedules:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -158,6 +162,19 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.OpenEvaluations = int(value.Int64)
 			}
+		case tenant.FieldDispatchWeight:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field dispatch_weight", values[i])
+			} else if value.Valid {
+				_m.DispatchWeight = int(value.Int64)
+			}
+		case tenant.FieldMaxConcurrentSteps:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field max_concurrent_steps", values[i])
+			} else if value.Valid {
+				_m.MaxConcurrentSteps = new(int)
+				*_m.MaxConcurrentSteps = int(value.Int64)
+			}
 		case tenant.FieldOpenBulkOperations:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
 				return fmt.Errorf("unexpected type %T for field open_bulk_operations", values[i])
@@ -242,6 +259,14 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("open_evaluations=")
 	builder.WriteString(fmt.Sprintf("%v", _m.OpenEvaluations))
+	builder.WriteString(", ")
+	builder.WriteString("dispatch_weight=")
+	builder.WriteString(fmt.Sprintf("%v", _m.DispatchWeight))
+	builder.WriteString(", ")
+	if v := _m.MaxConcurrentSteps; v != nil {
+		builder.WriteString("max_concurrent_steps=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
 	builder.WriteString(", ")
 	builder.WriteString("open_bulk_operations=")
 	builder.WriteString(fmt.Sprintf("%v", _m.OpenBulkOperations))

@@ -151,6 +151,34 @@ func (_c *TenantCreate) SetNillableOpenEvaluations(v *int) *TenantCreate {
 	return _c
 }
 
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (_c *TenantCreate) SetDispatchWeight(v int) *TenantCreate {
+	_c.mutation.SetDispatchWeight(v)
+	return _c
+}
+
+// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableDispatchWeight(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetDispatchWeight(*v)
+	}
+	return _c
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (_c *TenantCreate) SetMaxConcurrentSteps(v int) *TenantCreate {
+	_c.mutation.SetMaxConcurrentSteps(v)
+	return _c
+}
+
+// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableMaxConcurrentSteps(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetMaxConcurrentSteps(*v)
+	}
+	return _c
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_c *TenantCreate) SetOpenBulkOperations(v int) *TenantCreate {
 	_c.mutation.SetOpenBulkOperations(v)
@@ -260,6 +288,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultOpenEvaluations
 		_c.mutation.SetOpenEvaluations(v)
 	}
+	if _, ok := _c.mutation.DispatchWeight(); !ok {
+		v := tenant.DefaultDispatchWeight
+		_c.mutation.SetDispatchWeight(v)
+	}
 	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
 		v := tenant.DefaultOpenBulkOperations
 		_c.mutation.SetOpenBulkOperations(v)
@@ -324,6 +356,19 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.OpenEvaluations(); !ok {
 		return &ValidationError{Name: "open_evaluations", err: errors.New(`ent: missing required field "Tenant.open_evaluations"`)}
+	}
+	if _, ok := _c.mutation.DispatchWeight(); !ok {
+		return &ValidationError{Name: "dispatch_weight", err: errors.New(`ent: missing required field "Tenant.dispatch_weight"`)}
+	}
+	if v, ok := _c.mutation.DispatchWeight(); ok {
+		if err := tenant.DispatchWeightValidator(v); err != nil {
+			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.MaxConcurrentSteps(); ok {
+		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
+		}
 	}
 	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
 		return &ValidationError{Name: "open_bulk_operations", err: errors.New(`ent: missing required field "Tenant.open_bulk_operations"`)}
@@ -419,6 +464,14 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.OpenEvaluations(); ok {
 		_spec.SetField(tenant.FieldOpenEvaluations, field.TypeInt, value)
 		_node.OpenEvaluations = value
+	}
+	if value, ok := _c.mutation.DispatchWeight(); ok {
+		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
+		_node.DispatchWeight = value
+	}
+	if value, ok := _c.mutation.MaxConcurrentSteps(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
+		_node.MaxConcurrentSteps = &value
 	}
 	if value, ok := _c.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
@@ -639,6 +692,48 @@ func (u *TenantUpsert) UpdateOpenEvaluations() *TenantUpsert {
 // AddOpenEvaluations adds v to the "open_evaluations" field.
 func (u *TenantUpsert) AddOpenEvaluations(v int) *TenantUpsert {
 	u.Add(tenant.FieldOpenEvaluations, v)
+	return u
+}
+
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (u *TenantUpsert) SetDispatchWeight(v int) *TenantUpsert {
+	u.Set(tenant.FieldDispatchWeight, v)
+	return u
+}
+
+// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateDispatchWeight() *TenantUpsert {
+	u.SetExcluded(tenant.FieldDispatchWeight)
+	return u
+}
+
+// AddDispatchWeight adds v to the "dispatch_weight" field.
+func (u *TenantUpsert) AddDispatchWeight(v int) *TenantUpsert {
+	u.Add(tenant.FieldDispatchWeight, v)
+	return u
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (u *TenantUpsert) SetMaxConcurrentSteps(v int) *TenantUpsert {
+	u.Set(tenant.FieldMaxConcurrentSteps, v)
+	return u
+}
+
+// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateMaxConcurrentSteps() *TenantUpsert {
+	u.SetExcluded(tenant.FieldMaxConcurrentSteps)
+	return u
+}
+
+// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
+func (u *TenantUpsert) AddMaxConcurrentSteps(v int) *TenantUpsert {
+	u.Add(tenant.FieldMaxConcurrentSteps, v)
+	return u
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (u *TenantUpsert) ClearMaxConcurrentSteps() *TenantUpsert {
+	u.SetNull(tenant.FieldMaxConcurrentSteps)
 	return u
 }
 
@@ -918,6 +1013,55 @@ func (u *TenantUpsertOne) AddOpenEvaluations(v int) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateOpenEvaluations() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (u *TenantUpsertOne) SetDispatchWeight(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetDispatchWeight(v)
+	})
+}
+
+// AddDispatchWeight adds v to the "dispatch_weight" field.
+func (u *TenantUpsertOne) AddDispatchWeight(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddDispatchWeight(v)
+	})
+}
+
+// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateDispatchWeight() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateDispatchWeight()
+	})
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (u *TenantUpsertOne) SetMaxConcurrentSteps(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetMaxConcurrentSteps(v)
+	})
+}
+
+// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
+func (u *TenantUpsertOne) AddMaxConcurrentSteps(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddMaxConcurrentSteps(v)
+	})
+}
+
+// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateMaxConcurrentSteps() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateMaxConcurrentSteps()
+	})
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (u *TenantUpsertOne) ClearMaxConcurrentSteps() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.ClearMaxConcurrentSteps()
 	})
 }
 
@@ -1370,6 +1514,55 @@ func (u *TenantUpsertBulk) AddOpenEvaluations(v int) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateOpenEvaluations() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateOpenEvaluations()
+	})
+}
+
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (u *TenantUpsertBulk) SetDispatchWeight(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetDispatchWeight(v)
+	})
+}
+
+// AddDispatchWeight adds v to the "dispatch_weight" field.
+func (u *TenantUpsertBulk) AddDispatchWeight(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddDispatchWeight(v)
+	})
+}
+
+// UpdateDispatchWeight sets the "dispatch_weight" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateDispatchWeight() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateDispatchWeight()
+	})
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (u *TenantUpsertBulk) SetMaxConcurrentSteps(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetMaxConcurrentSteps(v)
+	})
+}
+
+// AddMaxConcurrentSteps adds v to the "max_concurrent_steps" field.
+func (u *TenantUpsertBulk) AddMaxConcurrentSteps(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddMaxConcurrentSteps(v)
+	})
+}
+
+// UpdateMaxConcurrentSteps sets the "max_concurrent_steps" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateMaxConcurrentSteps() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateMaxConcurrentSteps()
+	})
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (u *TenantUpsertBulk) ClearMaxConcurrentSteps() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.ClearMaxConcurrentSteps()
 	})
 }
 

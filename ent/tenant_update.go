@@ -192,6 +192,54 @@ func (_u *TenantUpdate) AddOpenEvaluations(v int) *TenantUpdate {
 	return _u
 }
 
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (_u *TenantUpdate) SetDispatchWeight(v int) *TenantUpdate {
+	_u.mutation.ResetDispatchWeight()
+	_u.mutation.SetDispatchWeight(v)
+	return _u
+}
+
+// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableDispatchWeight(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetDispatchWeight(*v)
+	}
+	return _u
+}
+
+// AddDispatchWeight adds value to the "dispatch_weight" field.
+func (_u *TenantUpdate) AddDispatchWeight(v int) *TenantUpdate {
+	_u.mutation.AddDispatchWeight(v)
+	return _u
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (_u *TenantUpdate) SetMaxConcurrentSteps(v int) *TenantUpdate {
+	_u.mutation.ResetMaxConcurrentSteps()
+	_u.mutation.SetMaxConcurrentSteps(v)
+	return _u
+}
+
+// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableMaxConcurrentSteps(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetMaxConcurrentSteps(*v)
+	}
+	return _u
+}
+
+// AddMaxConcurrentSteps adds value to the "max_concurrent_steps" field.
+func (_u *TenantUpdate) AddMaxConcurrentSteps(v int) *TenantUpdate {
+	_u.mutation.AddMaxConcurrentSteps(v)
+	return _u
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (_u *TenantUpdate) ClearMaxConcurrentSteps() *TenantUpdate {
+	_u.mutation.ClearMaxConcurrentSteps()
+	return _u
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_u *TenantUpdate) SetOpenBulkOperations(v int) *TenantUpdate {
 	_u.mutation.ResetOpenBulkOperations()
@@ -293,6 +341,16 @@ func (_u *TenantUpdate) check() error {
 			return &ValidationError{Name: "retention_days", err: fmt.Errorf(`ent: validator failed for field "Tenant.retention_days": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.DispatchWeight(); ok {
+		if err := tenant.DispatchWeightValidator(v); err != nil {
+			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.MaxConcurrentSteps(); ok {
+		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -364,6 +422,21 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.DispatchWeight(); ok {
+		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedDispatchWeight(); ok {
+		_spec.AddField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.MaxConcurrentSteps(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxConcurrentSteps(); ok {
+		_spec.AddField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
+	}
+	if _u.mutation.MaxConcurrentStepsCleared() {
+		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
 	}
 	if value, ok := _u.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
@@ -562,6 +635,54 @@ func (_u *TenantUpdateOne) AddOpenEvaluations(v int) *TenantUpdateOne {
 	return _u
 }
 
+// SetDispatchWeight sets the "dispatch_weight" field.
+func (_u *TenantUpdateOne) SetDispatchWeight(v int) *TenantUpdateOne {
+	_u.mutation.ResetDispatchWeight()
+	_u.mutation.SetDispatchWeight(v)
+	return _u
+}
+
+// SetNillableDispatchWeight sets the "dispatch_weight" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableDispatchWeight(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetDispatchWeight(*v)
+	}
+	return _u
+}
+
+// AddDispatchWeight adds value to the "dispatch_weight" field.
+func (_u *TenantUpdateOne) AddDispatchWeight(v int) *TenantUpdateOne {
+	_u.mutation.AddDispatchWeight(v)
+	return _u
+}
+
+// SetMaxConcurrentSteps sets the "max_concurrent_steps" field.
+func (_u *TenantUpdateOne) SetMaxConcurrentSteps(v int) *TenantUpdateOne {
+	_u.mutation.ResetMaxConcurrentSteps()
+	_u.mutation.SetMaxConcurrentSteps(v)
+	return _u
+}
+
+// SetNillableMaxConcurrentSteps sets the "max_concurrent_steps" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableMaxConcurrentSteps(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetMaxConcurrentSteps(*v)
+	}
+	return _u
+}
+
+// AddMaxConcurrentSteps adds value to the "max_concurrent_steps" field.
+func (_u *TenantUpdateOne) AddMaxConcurrentSteps(v int) *TenantUpdateOne {
+	_u.mutation.AddMaxConcurrentSteps(v)
+	return _u
+}
+
+// ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
+func (_u *TenantUpdateOne) ClearMaxConcurrentSteps() *TenantUpdateOne {
+	_u.mutation.ClearMaxConcurrentSteps()
+	return _u
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_u *TenantUpdateOne) SetOpenBulkOperations(v int) *TenantUpdateOne {
 	_u.mutation.ResetOpenBulkOperations()
@@ -676,6 +797,16 @@ func (_u *TenantUpdateOne) check() error {
 			return &ValidationError{Name: "retention_days", err: fmt.Errorf(`ent: validator failed for field "Tenant.retention_days": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.DispatchWeight(); ok {
+		if err := tenant.DispatchWeightValidator(v); err != nil {
+			return &ValidationError{Name: "dispatch_weight", err: fmt.Errorf(`ent: validator failed for field "Tenant.dispatch_weight": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.MaxConcurrentSteps(); ok {
+		if err := tenant.MaxConcurrentStepsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -764,6 +895,21 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedOpenEvaluations(); ok {
 		_spec.AddField(tenant.FieldOpenEvaluations, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.DispatchWeight(); ok {
+		_spec.SetField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedDispatchWeight(); ok {
+		_spec.AddField(tenant.FieldDispatchWeight, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.MaxConcurrentSteps(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxConcurrentSteps(); ok {
+		_spec.AddField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
+	}
+	if _u.mutation.MaxConcurrentStepsCleared() {
+		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
 	}
 	if value, ok := _u.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)

@@ -329,33 +329,33 @@ func (r *Resolver) AuditLogWhereInput() generated.AuditLogWhereInputResolver {
 }
 
 type (
-	approvalRequestResolver   struct{ *Resolver }
-	bulkOperationResolver     struct{ *Resolver }
-	bulkOperationItemResolver struct{ *Resolver }
-	credentialResolver        struct{ *Resolver }
-	deploymentResolver        struct{ *Resolver }
-	environmentResolver       struct{ *Resolver }
-	evaluationResolver        struct{ *Resolver }
-	evaluationExampleResolver struct{ *Resolver }
-	inboundEventResolver      struct{ *Resolver }
-	incidentResolver          struct{ *Resolver }
-	mapItemResolver           struct{ *Resolver }
-	modelCallResolver         struct{ *Resolver }
-	queryResolver             struct{ *Resolver }
-	rateLimitResolver         struct{ *Resolver }
-	releaseResolver           struct{ *Resolver }
-	runResolver               struct{ *Resolver }
-	runEventResolver          struct{ *Resolver }
-	sLABreachResolver         struct{ *Resolver }
-	sLAPolicyResolver         struct{ *Resolver }
-	scheduleResolver          struct{ *Resolver }
-	scheduleActionResolver    struct{ *Resolver }
-	stepAttemptResolver       struct{ *Resolver }
-	stepRunResolver           struct{ *Resolver }
-	tenantResolver            struct{ *Resolver }
-	triggerResolver           struct{ *Resolver }
-	triggerDeliveryResolver   struct{ *Resolver }
-	webhookDeliveryResolver   struct{ *Resolver }
-	workflowResolver          struct{ *Resolver }
+	approvalRequestResolver    struct{ *Resolver }
+	bulkOperationResolver      struct{ *Resolver }
+	bulkOperationItemResolver  struct{ *Resolver }
+	credentialResolver         struct{ *Resolver }
+	deploymentResolver         struct{ *Resolver }
+	environmentResolver        struct{ *Resolver }
+	evaluationResolver         struct{ *Resolver }
+	evaluationExampleResolver  struct{ *Resolver }
+	inboundEventResolver       struct{ *Resolver }
+	incidentResolver           struct{ *Resolver }
+	mapItemResolver            struct{ *Resolver }
+	modelCallResolver          struct{ *Resolver }
+	queryResolver              struct{ *Resolver }
+	rateLimitResolver          struct{ *Resolver }
+	releaseResolver            struct{ *Resolver }
+	runResolver                struct{ *Resolver }
+	runEventResolver           struct{ *Resolver }
+	sLABreachResolver          struct{ *Resolver }
+	sLAPolicyResolver          struct{ *Resolver }
+	scheduleResolver           struct{ *Resolver }
+	scheduleActionResolver     struct{ *Resolver }
+	stepAttemptResolver        struct{ *Resolver }
+	stepRunResolver            struct{ *Resolver }
+	tenantResolver             struct{ *Resolver }
+	triggerResolver            struct{ *Resolver }
+	triggerDeliveryResolver    struct{ *Resolver }
+	webhookDeliveryResolver    struct{ *Resolver }
+	workflowResolver           struct{ *Resolver }
 	auditLogWhereInputResolver struct{ *Resolver }
 )

@@ -903,6 +903,43 @@ var (
 			},
 		},
 	}
+	// HeldStepsColumns holds the columns for the "held_steps" table.
+	HeldStepsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "run_id", Type: field.TypeString},
+		{Name: "step_id", Type: field.TypeString},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "priority", Type: field.TypeInt},
+		{Name: "reason", Type: field.TypeString},
+		{Name: "since", Type: field.TypeTime},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// HeldStepsTable holds the schema information for the "held_steps" table.
+	HeldStepsTable = &schema.Table{
+		Name:       "held_steps",
+		Columns:    HeldStepsColumns,
+		PrimaryKey: []*schema.Column{HeldStepsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "held_steps_tenants_tenant",
+				Columns:    []*schema.Column{HeldStepsColumns[7]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "heldstep_tenant_id_workflow_id_priority_since",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
+			},
+			{
+				Name:    "heldstep_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
+			},
+		},
+	}
 	// InboundEventsColumns holds the columns for the "inbound_events" table.
 	InboundEventsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -1560,6 +1597,7 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"queued", "running", "waiting", "succeeded", "failed", "cancelled"}, Default: "queued"},
+		{Name: "priority", Type: field.TypeInt, Default: 3},
 		{Name: "mode", Type: field.TypeEnum, Enums: []string{"live", "sandbox"}, Default: "live"},
 		{Name: "input", Type: field.TypeJSON},
 		{Name: "input_hash", Type: field.TypeString},
@@ -1604,25 +1642,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[35]},
+				Columns:    []*schema.Column{RunsColumns[36]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[36]},
+				Columns:    []*schema.Column{RunsColumns[37]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[37]},
+				Columns:    []*schema.Column{RunsColumns[38]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[38]},
+				Columns:    []*schema.Column{RunsColumns[39]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -1631,7 +1669,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[8]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[9]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -1639,17 +1677,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[36], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[37], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[10]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[11]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -1657,7 +1695,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[29]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[30]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -1665,7 +1703,7 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
@@ -1673,7 +1711,7 @@ var (
 			{
 				Name:    "run_retention_payload",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND payload_purged_at IS NULL",
 				},
@@ -1681,7 +1719,7 @@ var (
 			{
 				Name:    "run_retention_tombstone",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[30]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[31]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "payload_purged_at IS NOT NULL",
 				},
@@ -1689,7 +1727,7 @@ var (
 			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[35], RunsColumns[27], RunsColumns[22]},
+				Columns: []*schema.Column{RunsColumns[36], RunsColumns[28], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "release_id IS NOT NULL",
 				},
@@ -2021,6 +2059,8 @@ var (
 		{Name: "webhooks_version", Type: field.TypeInt64, Default: 0},
 		{Name: "sla_version", Type: field.TypeInt64, Default: 0},
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
+		{Name: "dispatch_weight", Type: field.TypeInt, Default: 1},
+		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
 		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 	}
@@ -2401,6 +2441,7 @@ var (
 		EvaluationsTable,
 		EvaluationExamplesTable,
 		EventWaitsTable,
+		HeldStepsTable,
 		InboundEventsTable,
 		IncidentsTable,
 		MapItemsTable,
@@ -2466,6 +2507,7 @@ func init() {
 	EvaluationExamplesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
+	HeldStepsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable
 	IncidentsTable.ForeignKeys[0].RefTable = TenantsTable

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -1220,6 +1221,45 @@ func init() {
 			return nil
 		}
 	}()
+	heldstepMixin := schema.HeldStep{}.Mixin()
+	heldstep.Policy = privacy.NewPolicies(heldstepMixin[0], schema.HeldStep{})
+	heldstep.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := heldstep.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	heldstepMixinHooks0 := heldstepMixin[0].Hooks()
+
+	heldstep.Hooks[1] = heldstepMixinHooks0[0]
+	heldstepMixinFields0 := heldstepMixin[0].Fields()
+	_ = heldstepMixinFields0
+	heldstepFields := schema.HeldStep{}.Fields()
+	_ = heldstepFields
+	// heldstepDescTenantID is the schema descriptor for tenant_id field.
+	heldstepDescTenantID := heldstepMixinFields0[0].Descriptor()
+	// heldstep.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	heldstep.TenantIDValidator = heldstepDescTenantID.Validators[0].(func(string) error)
+	// heldstepDescID is the schema descriptor for id field.
+	heldstepDescID := heldstepFields[0].Descriptor()
+	// heldstep.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	heldstep.IDValidator = func() func(string) error {
+		validators := heldstepDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	inboundeventMixin := schema.InboundEvent{}.Mixin()
 	inboundevent.Policy = privacy.NewPolicies(inboundeventMixin[1], schema.InboundEvent{})
 	inboundevent.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -2198,24 +2238,30 @@ func init() {
 	run.DefaultUpdatedAt = runDescUpdatedAt.Default.(func() time.Time)
 	// run.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	run.UpdateDefaultUpdatedAt = runDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// runDescPriority is the schema descriptor for priority field.
+	runDescPriority := runFields[4].Descriptor()
+	// run.DefaultPriority holds the default value on creation for the priority field.
+	run.DefaultPriority = runDescPriority.Default.(int)
+	// run.PriorityValidator is a validator for the "priority" field. It is called by the builders before save.
+	run.PriorityValidator = runDescPriority.Validators[0].(func(int) error)
 	// runDescIdempotencyKey is the schema descriptor for idempotency_key field.
-	runDescIdempotencyKey := runFields[8].Descriptor()
+	runDescIdempotencyKey := runFields[9].Descriptor()
 	// run.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	run.IdempotencyKeyValidator = runDescIdempotencyKey.Validators[0].(func(string) error)
 	// runDescDepth is the schema descriptor for depth field.
-	runDescDepth := runFields[12].Descriptor()
+	runDescDepth := runFields[13].Descriptor()
 	// run.DefaultDepth holds the default value on creation for the depth field.
 	run.DefaultDepth = runDescDepth.Default.(int)
 	// runDescCostMicroUsd is the schema descriptor for cost_micro_usd field.
-	runDescCostMicroUsd := runFields[16].Descriptor()
+	runDescCostMicroUsd := runFields[17].Descriptor()
 	// run.DefaultCostMicroUsd holds the default value on creation for the cost_micro_usd field.
 	run.DefaultCostMicroUsd = runDescCostMicroUsd.Default.(int64)
 	// runDescNextSeq is the schema descriptor for next_seq field.
-	runDescNextSeq := runFields[17].Descriptor()
+	runDescNextSeq := runFields[18].Descriptor()
 	// run.DefaultNextSeq holds the default value on creation for the next_seq field.
 	run.DefaultNextSeq = runDescNextSeq.Default.(int64)
 	// runDescEnvVarsVersion is the schema descriptor for env_vars_version field.
-	runDescEnvVarsVersion := runFields[26].Descriptor()
+	runDescEnvVarsVersion := runFields[27].Descriptor()
 	// run.DefaultEnvVarsVersion holds the default value on creation for the env_vars_version field.
 	run.DefaultEnvVarsVersion = runDescEnvVarsVersion.Default.(int64)
 	// runDescID is the schema descriptor for id field.
@@ -2716,12 +2762,22 @@ func init() {
 	tenantDescOpenEvaluations := tenantFields[9].Descriptor()
 	// tenant.DefaultOpenEvaluations holds the default value on creation for the open_evaluations field.
 	tenant.DefaultOpenEvaluations = tenantDescOpenEvaluations.Default.(int)
+	// tenantDescDispatchWeight is the schema descriptor for dispatch_weight field.
+	tenantDescDispatchWeight := tenantFields[10].Descriptor()
+	// tenant.DefaultDispatchWeight holds the default value on creation for the dispatch_weight field.
+	tenant.DefaultDispatchWeight = tenantDescDispatchWeight.Default.(int)
+	// tenant.DispatchWeightValidator is a validator for the "dispatch_weight" field. It is called by the builders before save.
+	tenant.DispatchWeightValidator = tenantDescDispatchWeight.Validators[0].(func(int) error)
+	// tenantDescMaxConcurrentSteps is the schema descriptor for max_concurrent_steps field.
+	tenantDescMaxConcurrentSteps := tenantFields[11].Descriptor()
+	// tenant.MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
+	tenant.MaxConcurrentStepsValidator = tenantDescMaxConcurrentSteps.Validators[0].(func(int) error)
 	// tenantDescOpenBulkOperations is the schema descriptor for open_bulk_operations field.
-	tenantDescOpenBulkOperations := tenantFields[10].Descriptor()
+	tenantDescOpenBulkOperations := tenantFields[12].Descriptor()
 	// tenant.DefaultOpenBulkOperations holds the default value on creation for the open_bulk_operations field.
 	tenant.DefaultOpenBulkOperations = tenantDescOpenBulkOperations.Default.(int)
 	// tenantDescSchedules is the schema descriptor for schedules field.
-	tenantDescSchedules := tenantFields[11].Descriptor()
+	tenantDescSchedules := tenantFields[13].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescID is the schema descriptor for id field.

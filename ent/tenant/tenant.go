@@ -38,6 +38,10 @@ const (
 	FieldSLAVersion = "sla_version"
 	// FieldOpenEvaluations holds the string denoting the open_evaluations field in the database.
 	FieldOpenEvaluations = "open_evaluations"
+	// FieldDispatchWeight holds the string denoting the dispatch_weight field in the database.
+	FieldDispatchWeight = "dispatch_weight"
+	// FieldMaxConcurrentSteps holds the string denoting the max_concurrent_steps field in the database.
+	FieldMaxConcurrentSteps = "max_concurrent_steps"
 	// FieldOpenBulkOperations holds the string denoting the open_bulk_operations field in the database.
 	FieldOpenBulkOperations = "open_bulk_operations"
 	// FieldSchedules holds the string denoting the schedules field in the database.
@@ -61,6 +65,8 @@ var Columns = []string{
 	FieldWebhooksVersion,
 	FieldSLAVersion,
 	FieldOpenEvaluations,
+	FieldDispatchWeight,
+	FieldMaxConcurrentSteps,
 	FieldOpenBulkOperations,
 	FieldSchedules,
 }
@@ -103,6 +109,12 @@ var (
 	DefaultSLAVersion int64
 	// DefaultOpenEvaluations holds the default value on creation for the "open_evaluations" field.
 	DefaultOpenEvaluations int
+	// DefaultDispatchWeight holds the default value on creation for the "dispatch_weight" field.
+	DefaultDispatchWeight int
+	// DispatchWeightValidator is a validator for the "dispatch_weight" field. It is called by the builders before save.
+	DispatchWeightValidator func(int) error
+	// MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
+	MaxConcurrentStepsValidator func(int) error
 	// DefaultOpenBulkOperations holds the default value on creation for the "open_bulk_operations" field.
 	DefaultOpenBulkOperations int
 	// DefaultSchedules holds the default value on creation for the "schedules" field.
@@ -169,6 +181,16 @@ func BySLAVersion(opts ...sql.OrderTermOption) OrderOption {
 // ByOpenEvaluations orders the results by the open_evaluations field.
 func ByOpenEvaluations(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldOpenEvaluations, opts...).ToFunc()
+}
+
+// ByDispatchWeight orders the results by the dispatch_weight field.
+func ByDispatchWeight(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldDispatchWeight, opts...).ToFunc()
+}
+
+// ByMaxConcurrentSteps orders the results by the max_concurrent_steps field.
+func ByMaxConcurrentSteps(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldMaxConcurrentSteps, opts...).ToFunc()
 }
 
 // ByOpenBulkOperations orders the results by the open_bulk_operations field.

@@ -119,6 +119,16 @@ func OpenEvaluations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenEvaluations, v))
 }
 
+// DispatchWeight applies equality check predicate on the "dispatch_weight" field. It's identical to DispatchWeightEQ.
+func DispatchWeight(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldDispatchWeight, v))
+}
+
+// MaxConcurrentSteps applies equality check predicate on the "max_concurrent_steps" field. It's identical to MaxConcurrentStepsEQ.
+func MaxConcurrentSteps(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentSteps, v))
+}
+
 // OpenBulkOperations applies equality check predicate on the "open_bulk_operations" field. It's identical to OpenBulkOperationsEQ.
 func OpenBulkOperations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
@@ -662,6 +672,96 @@ func OpenEvaluationsLT(v int) predicate.Tenant {
 // OpenEvaluationsLTE applies the LTE predicate on the "open_evaluations" field.
 func OpenEvaluationsLTE(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldOpenEvaluations, v))
+}
+
+// DispatchWeightEQ applies the EQ predicate on the "dispatch_weight" field.
+func DispatchWeightEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldDispatchWeight, v))
+}
+
+// DispatchWeightNEQ applies the NEQ predicate on the "dispatch_weight" field.
+func DispatchWeightNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldDispatchWeight, v))
+}
+
+// DispatchWeightIn applies the In predicate on the "dispatch_weight" field.
+func DispatchWeightIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldDispatchWeight, vs...))
+}
+
+// DispatchWeightNotIn applies the NotIn predicate on the "dispatch_weight" field.
+func DispatchWeightNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldDispatchWeight, vs...))
+}
+
+// DispatchWeightGT applies the GT predicate on the "dispatch_weight" field.
+func DispatchWeightGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldDispatchWeight, v))
+}
+
+// DispatchWeightGTE applies the GTE predicate on the "dispatch_weight" field.
+func DispatchWeightGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldDispatchWeight, v))
+}
+
+// DispatchWeightLT applies the LT predicate on the "dispatch_weight" field.
+func DispatchWeightLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldDispatchWeight, v))
+}
+
+// DispatchWeightLTE applies the LTE predicate on the "dispatch_weight" field.
+func DispatchWeightLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldDispatchWeight, v))
+}
+
+// MaxConcurrentStepsEQ applies the EQ predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsNEQ applies the NEQ predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsIn applies the In predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldMaxConcurrentSteps, vs...))
+}
+
+// MaxConcurrentStepsNotIn applies the NotIn predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldMaxConcurrentSteps, vs...))
+}
+
+// MaxConcurrentStepsGT applies the GT predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsGTE applies the GTE predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsLT applies the LT predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsLTE applies the LTE predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldMaxConcurrentSteps, v))
+}
+
+// MaxConcurrentStepsIsNil applies the IsNil predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsIsNil() predicate.Tenant {
+	return predicate.Tenant(sql.FieldIsNull(FieldMaxConcurrentSteps))
+}
+
+// MaxConcurrentStepsNotNil applies the NotNil predicate on the "max_concurrent_steps" field.
+func MaxConcurrentStepsNotNil() predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotNull(FieldMaxConcurrentSteps))
 }
 
 // OpenBulkOperationsEQ applies the EQ predicate on the "open_bulk_operations" field.

@@ -1258,6 +1258,7 @@ type ComplexityRoot struct {
 		ParentRunID        func(childComplexity int) int
 		ParentStepID       func(childComplexity int) int
 		PayloadPurged      func(childComplexity int) int
+		Priority           func(childComplexity int) int
 		PurgedAt           func(childComplexity int) int
 		PurgedBy           func(childComplexity int) int
 		QueueReason        func(childComplexity int) int
@@ -7719,6 +7720,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Run.PayloadPurged(childComplexity), true
+	case "Run.priority":
+		if e.ComplexityRoot.Run.Priority == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Run.Priority(childComplexity), true
 	case "Run.purgedAt":
 		if e.ComplexityRoot.Run.PurgedAt == nil {
 			break
@@ -15441,6 +15448,10 @@ type Run implements Node {
   versionID: ID!
   environmentID: ID!
   status: RunStatus!
+  """
+  1 (first) to 5 (last): the order of the run's steps among its tenant's held steps (fair dispatch). startRun's default is 3; replays default to 5.
+  """
+  priority: Int!
   mode: RunMode!
   input: Map!
   idempotencyKey: String
@@ -15662,6 +15673,17 @@ input RunWhereInput {
   statusNEQ: RunStatus
   statusIn: [RunStatus!]
   statusNotIn: [RunStatus!]
+  """
+  priority field predicates
+  """
+  priority: Int
+  priorityNEQ: Int
+  priorityIn: [Int!]
+  priorityNotIn: [Int!]
+  priorityGT: Int
+  priorityGTE: Int
+  priorityLT: Int
+  priorityLTE: Int
   """
   mode field predicates
   """
@@ -18086,9 +18108,15 @@ enum PauseMode {
   REJECT
 }
 
-"Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control."
+"""
+Why a run is held. PAUSED: its workflow is paused in its environment.
+TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
+TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+"""
 enum QueueReason {
   PAUSED
+  TENANT_SHARE
+  TENANT_CONCURRENCY
 }
 
 "A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it."
@@ -18138,7 +18166,7 @@ extend type Deployment {
 extend type Run {
   "Why the run is held, null when it is not."
   queueReason: QueueReason
-  "Since when it is held for queueReason: its pause or its creation, whichever is later."
+  "Since when it is held for queueReason: its pause or its creation, whichever is later; for fair dispatch, since its step was held."
   queuedSince: Time
 }
 
@@ -18687,6 +18715,8 @@ input StartRunInput {
   input: Map
   "Same key and same input return the same run; same key and other input is CONFLICT."
   idempotencyKey: String
+  "1 (first) to 5 (last): orders the run's steps among its tenant's steps held by fair dispatch. Default 3."
+  priority: Int
 }
 
 input ReplayRunInput {
@@ -18694,6 +18724,8 @@ input ReplayRunInput {
   "Another version of the same workflow; if unset, the source run's version."
   versionID: ID
   mode: ReplayMode = LIVE
+  "1 (first) to 5 (last), as in startRun. Default 5: replays give way to the runs users start."
+  priority: Int
   "A JSON merge patch (RFC 7396) of the source run's input; the result must match the version's input schema. LIVE replays only."
   inputPatch: Map
 }
@@ -21367,6 +21399,8 @@ func (ec *executionContext) childFields_Run(ctx context.Context, field graphql.C
 		return ec.fieldContext_Run_environmentID(ctx, field)
 	case "status":
 		return ec.fieldContext_Run_status(ctx, field)
+	case "priority":
+		return ec.fieldContext_Run_priority(ctx, field)
 	case "mode":
 		return ec.fieldContext_Run_mode(ctx, field)
 	case "input":
@@ -48333,6 +48367,29 @@ func (ec *executionContext) _Run_status(ctx context.Context, field graphql.Colle
 }
 func (ec *executionContext) fieldContext_Run_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Run", field, false, false, "RunStatus")
+}
+
+func (ec *executionContext) _Run_priority(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Run_priority(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Priority, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Run_priority(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Run", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Run_mode(ctx context.Context, field graphql.CollectedField, obj *ent.Run) (ret graphql.Marshaler) {
@@ -75424,7 +75481,7 @@ func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, ob
 		asMap["mode"] = "LIVE"
 	}
 
-	fieldsInOrder := [...]string{"runID", "versionID", "mode", "inputPatch"}
+	fieldsInOrder := [...]string{"runID", "versionID", "mode", "priority", "inputPatch"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -75452,6 +75509,13 @@ func (ec *executionContext) unmarshalInputReplayRunInput(ctx context.Context, ob
 				return it, err
 			}
 			it.Mode = data
+		case "priority":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Priority = data
 		case "inputPatch":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("inputPatch"))
 			data, err := ec.unmarshalOMap2map(ctx, v)
@@ -75715,7 +75779,7 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "workflowID", "workflowIDNEQ", "workflowIDIn", "workflowIDNotIn", "workflowIDGT", "workflowIDGTE", "workflowIDLT", "workflowIDLTE", "workflowIDContains", "workflowIDHasPrefix", "workflowIDHasSuffix", "workflowIDEqualFold", "workflowIDContainsFold", "versionID", "versionIDNEQ", "versionIDIn", "versionIDNotIn", "versionIDGT", "versionIDGTE", "versionIDLT", "versionIDLTE", "versionIDContains", "versionIDHasPrefix", "versionIDHasSuffix", "versionIDEqualFold", "versionIDContainsFold", "environmentID", "environmentIDNEQ", "environmentIDIn", "environmentIDNotIn", "environmentIDGT", "environmentIDGTE", "environmentIDLT", "environmentIDLTE", "environmentIDContains", "environmentIDHasPrefix", "environmentIDHasSuffix", "environmentIDEqualFold", "environmentIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "priority", "priorityNEQ", "priorityIn", "priorityNotIn", "priorityGT", "priorityGTE", "priorityLT", "priorityLTE", "mode", "modeNEQ", "modeIn", "modeNotIn", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "replayOf", "replayOfNEQ", "replayOfIn", "replayOfNotIn", "replayOfGT", "replayOfGTE", "replayOfLT", "replayOfLTE", "replayOfContains", "replayOfHasPrefix", "replayOfHasSuffix", "replayOfIsNil", "replayOfNotNil", "replayOfEqualFold", "replayOfContainsFold", "parentRunID", "parentRunIDNEQ", "parentRunIDIn", "parentRunIDNotIn", "parentRunIDGT", "parentRunIDGTE", "parentRunIDLT", "parentRunIDLTE", "parentRunIDContains", "parentRunIDHasPrefix", "parentRunIDHasSuffix", "parentRunIDIsNil", "parentRunIDNotNil", "parentRunIDEqualFold", "parentRunIDContainsFold", "parentStepID", "parentStepIDNEQ", "parentStepIDIn", "parentStepIDNotIn", "parentStepIDGT", "parentStepIDGTE", "parentStepIDLT", "parentStepIDLTE", "parentStepIDContains", "parentStepIDHasPrefix", "parentStepIDHasSuffix", "parentStepIDIsNil", "parentStepIDNotNil", "parentStepIDEqualFold", "parentStepIDContainsFold", "depth", "depthNEQ", "depthIn", "depthNotIn", "depthGT", "depthGTE", "depthLT", "depthLTE", "errorClass", "errorClassNEQ", "errorClassIn", "errorClassNotIn", "errorClassGT", "errorClassGTE", "errorClassLT", "errorClassLTE", "errorClassContains", "errorClassHasPrefix", "errorClassHasSuffix", "errorClassIsNil", "errorClassNotNil", "errorClassEqualFold", "errorClassContainsFold", "failedStepID", "failedStepIDNEQ", "failedStepIDIn", "failedStepIDNotIn", "failedStepIDGT", "failedStepIDGTE", "failedStepIDLT", "failedStepIDLTE", "failedStepIDContains", "failedStepIDHasPrefix", "failedStepIDHasSuffix", "failedStepIDIsNil", "failedStepIDNotNil", "failedStepIDEqualFold", "failedStepIDContainsFold", "traceID", "traceIDNEQ", "traceIDIn", "traceIDNotIn", "traceIDGT", "traceIDGTE", "traceIDLT", "traceIDLTE", "traceIDContains", "traceIDHasPrefix", "traceIDHasSuffix", "traceIDIsNil", "traceIDNotNil", "traceIDEqualFold", "traceIDContainsFold", "createdBy", "createdByNEQ", "createdByIn", "createdByNotIn", "createdByGT", "createdByGTE", "createdByLT", "createdByLTE", "createdByContains", "createdByHasPrefix", "createdByHasSuffix", "createdByEqualFold", "createdByContainsFold", "startedAt", "startedAtNEQ", "startedAtIn", "startedAtNotIn", "startedAtGT", "startedAtGTE", "startedAtLT", "startedAtLTE", "startedAtIsNil", "startedAtNotNil", "finishedAt", "finishedAtNEQ", "finishedAtIn", "finishedAtNotIn", "finishedAtGT", "finishedAtGTE", "finishedAtLT", "finishedAtLTE", "finishedAtIsNil", "finishedAtNotNil", "slaDeadlineAt", "slaDeadlineAtNEQ", "slaDeadlineAtIn", "slaDeadlineAtNotIn", "slaDeadlineAtGT", "slaDeadlineAtGTE", "slaDeadlineAtLT", "slaDeadlineAtLTE", "slaDeadlineAtIsNil", "slaDeadlineAtNotNil", "slaQueueDeadlineAt", "slaQueueDeadlineAtNEQ", "slaQueueDeadlineAtIn", "slaQueueDeadlineAtNotIn", "slaQueueDeadlineAtGT", "slaQueueDeadlineAtGTE", "slaQueueDeadlineAtLT", "slaQueueDeadlineAtLTE", "slaQueueDeadlineAtIsNil", "slaQueueDeadlineAtNotNil", "releaseSide", "releaseSideNEQ", "releaseSideIn", "releaseSideNotIn", "releaseSideIsNil", "releaseSideNotNil", "hasWorkflow", "hasWorkflowWith", "hasVersion", "hasVersionWith", "hasEnvironment", "hasEnvironmentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -76226,6 +76290,62 @@ func (ec *executionContext) unmarshalInputRunWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.StatusNotIn = data
+		case "priority":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Priority = data
+		case "priorityNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityNEQ = data
+		case "priorityIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityIn = data
+		case "priorityNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityNotIn = data
+		case "priorityGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityGT = data
+		case "priorityGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityGTE = data
+		case "priorityLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityLT = data
+		case "priorityLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priorityLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriorityLTE = data
 		case "mode":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("mode"))
 			data, err := ec.unmarshalORunMode2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚋrunᚐMode(ctx, v)
@@ -79217,7 +79337,7 @@ func (ec *executionContext) unmarshalInputStartRunInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"workflowID", "environmentID", "input", "idempotencyKey"}
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "input", "idempotencyKey", "priority"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -79252,6 +79372,13 @@ func (ec *executionContext) unmarshalInputStartRunInput(ctx context.Context, obj
 				return it, err
 			}
 			it.IdempotencyKey = data
+		case "priority":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Priority = data
 		}
 	}
 	return it, nil
@@ -92481,6 +92608,11 @@ func (ec *executionContext) _Run(ctx context.Context, sel ast.SelectionSet, obj 
 			}
 		case "status":
 			out.Values[i] = ec._Run_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "priority":
+			out.Values[i] = ec._Run_priority(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}

@@ -528,6 +528,8 @@ type ReplayRunInput struct {
 	// Another version of the same workflow; if unset, the source run's version.
 	VersionID *string     `json:"versionID,omitempty"`
 	Mode      *ReplayMode `json:"mode,omitempty"`
+	// 1 (first) to 5 (last), as in startRun. Default 5: replays give way to the runs users start.
+	Priority *int `json:"priority,omitempty"`
 	// A JSON merge patch (RFC 7396) of the source run's input; the result must match the version's input schema. LIVE replays only.
 	InputPatch map[string]any `json:"inputPatch,omitempty"`
 }
@@ -792,6 +794,8 @@ type StartRunInput struct {
 	Input         map[string]any `json:"input,omitempty"`
 	// Same key and same input return the same run; same key and other input is CONFLICT.
 	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
+	// 1 (first) to 5 (last): orders the run's steps among its tenant's steps held by fair dispatch. Default 3.
+	Priority *int `json:"priority,omitempty"`
 }
 
 // One outbound call made by an attempt.
@@ -1203,20 +1207,26 @@ func (e PauseMode) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Why a run is held. PAUSED: its workflow is paused in its environment. More reasons come with flow control.
+// Why a run is held. PAUSED: its workflow is paused in its environment.
+// TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
+// TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
 type QueueReason string
 
 const (
-	QueueReasonPaused QueueReason = "PAUSED"
+	QueueReasonPaused            QueueReason = "PAUSED"
+	QueueReasonTenantShare       QueueReason = "TENANT_SHARE"
+	QueueReasonTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
 )
 
 var AllQueueReason = []QueueReason{
 	QueueReasonPaused,
+	QueueReasonTenantShare,
+	QueueReasonTenantConcurrency,
 }
 
 func (e QueueReason) IsValid() bool {
 	switch e {
-	case QueueReasonPaused:
+	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency:
 		return true
 	}
 	return false
