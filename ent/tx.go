@@ -46,6 +46,8 @@ type Tx struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// Export is the client for interacting with the Export builders.
+	Export *ExportClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
 	InboundEvent *InboundEventClient
 	// Incident is the client for interacting with the Incident builders.
@@ -253,6 +255,7 @@ func (tx *Tx) init() {
 	tx.Evaluation = NewEvaluationClient(tx.config)
 	tx.EvaluationExample = NewEvaluationExampleClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
+	tx.Export = NewExportClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.Incident = NewIncidentClient(tx.config)
 	tx.MapItem = NewMapItemClient(tx.config)

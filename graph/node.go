@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
+	entexport "github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -87,6 +88,7 @@ var nodeTables = map[string]string{
 	ids.ScheduleAction:             scheduleaction.Table,
 	ids.Trigger:                    trigger.Table,
 	ids.TriggerDelivery:            triggerdelivery.Table,
+	ids.Export:                     entexport.Table,
 }
 
 const maxNodes = 100

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/export"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/triggers"
@@ -41,6 +42,8 @@ type Resolver struct {
 	Connections *connections.Service
 	// Scheduler manages schedules (internal/schedules).
 	Scheduler *schedules.Service
+	// Exports manages data exports (internal/export).
+	Exporter *export.Service
 	// Triggers manages inbound webhook triggers.
 	Triggers *triggers.Service
 	// Pause pauses and resumes workflows in environments.

@@ -54,6 +54,9 @@ type EvaluationExample func(*sql.Selector)
 // EventWait is the predicate function for eventwait builders.
 type EventWait func(*sql.Selector)
 
+// Export is the predicate function for export builders.
+type Export func(*sql.Selector)
+
 // InboundEvent is the predicate function for inboundevent builders.
 type InboundEvent func(*sql.Selector)
 

@@ -71,6 +71,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		RateLimits: a.rateLimits,
 		Schedules:  a.schedules,
 		Triggers:   a.triggers,
+		Exports:    a.exports,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

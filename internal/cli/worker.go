@@ -66,6 +66,10 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.conns.RunSweeper(ctx, a.db) },
 		// Schedules: the ticker, one pass at a time (internal/schedules).
 		func(ctx context.Context) { a.schedules.RunTicker(ctx, a.db) },
+		// Exports: written one worker per export (its advisory lock), and
+		// purged after their TTL one worker at a time (internal/export).
+		a.exports.RunDriver,
+		func(ctx context.Context) { a.exports.RunPurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

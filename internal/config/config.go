@@ -136,6 +136,8 @@ type Config struct {
 	// ScheduleInterval is how often a worker's schedule ticker looks for
 	// due slots (SLUICE_SCHEDULE_INTERVAL). If unset, 1s.
 	ScheduleInterval time.Duration
+	// Export configures data exports (config/export.go).
+	Export Export
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -260,6 +262,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.RateLimitRestoreInterval = durationVar(getenv, "SLUICE_RATE_LIMIT_RESTORE_INTERVAL", 5*time.Second, &errs)
 	c.RateLimitConcurrencyPoll = durationVar(getenv, "SLUICE_RATE_LIMIT_CONCURRENCY_POLL", 250*time.Millisecond, &errs)
 	c.ScheduleInterval = durationVar(getenv, "SLUICE_SCHEDULE_INTERVAL", time.Second, &errs)
+	c.Export = loadExport(getenv, c.Development(), c.JWTSecret+c.JWTJWKSURL, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -306,6 +309,9 @@ func (c *Config) CheckProduction() error {
 	}
 	if c.RedisURL == "" {
 		errs = append(errs, errors.New("REDIS_URL is required in production"))
+	}
+	if len(c.Export.URLSecret) == 0 {
+		errs = append(errs, errors.New("SLUICE_EXPORT_URL_SECRET is required in production (it signs export download URLs)"))
 	}
 	return errors.Join(errs...)
 }

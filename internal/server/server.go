@@ -42,6 +42,7 @@ import (
 	"github.com/sluicehq/sluice/internal/releases"
 	"github.com/sluicehq/sluice/internal/requestid"
 	"github.com/sluicehq/sluice/internal/runs"
+	"github.com/sluicehq/sluice/internal/export"
 	"github.com/sluicehq/sluice/internal/schedules"
 	"github.com/sluicehq/sluice/internal/sla"
 	"github.com/sluicehq/sluice/internal/store"
@@ -76,6 +77,9 @@ type Deps struct {
 	Schedules *schedules.Service
 	// Triggers manages inbound webhook triggers and serves /hooks/{id}; optional.
 	Triggers *triggers.Service
+	// Exports manages data exports and serves their signed download URLs
+	// (GET /exports/{id}/{file}); optional.
+	Exports *export.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -113,7 +117,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Triggers: d.Triggers, PublicURL: d.Config.PublicURL,
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Triggers: d.Triggers, Exporter: d.Exports, PublicURL: d.Config.PublicURL,
 		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs})}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
@@ -164,6 +168,10 @@ func New(d Deps) *Server {
 	}
 	if d.Triggers != nil {
 		mux.Handle("POST "+triggers.PathPrefix+"{id}", d.Triggers.Handler())
+	}
+	if d.Exports != nil {
+		// No bearer token: the URL's signature is the credential.
+		mux.Handle("/exports/{id}/{file}", d.Exports.Handler())
 	}
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the

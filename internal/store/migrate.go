@@ -149,6 +149,7 @@ func EnsureAppRole(ctx context.Context, db *sql.DB, appURL string) error {
 		"GRANT EXECUTE ON FUNCTION sluice_evaluating_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_connection_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_scheduling_tenant_ids() TO " + ident,
+		"GRANT EXECUTE ON FUNCTION sluice_exporting_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_member_roles(character varying, character varying) TO " + ident,
 	}
 	rows, err := db.QueryContext(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
