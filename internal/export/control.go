@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
-	entexport "github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/environment"
+	entexport "github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/tenant"
-	"github.com/sluicehq/sluice/internal/exportspec"
 	"github.com/sluicehq/sluice/ent/workflow"
 	"github.com/sluicehq/sluice/internal/access"
 	"github.com/sluicehq/sluice/internal/audit"
 	"github.com/sluicehq/sluice/internal/errs"
+	"github.com/sluicehq/sluice/internal/exportspec"
 	"github.com/sluicehq/sluice/internal/ids"
 	"github.com/sluicehq/sluice/internal/viewer"
 )

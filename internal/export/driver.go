@@ -11,8 +11,8 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	entexport "github.com/sluicehq/sluice/ent/export"
-	"github.com/sluicehq/sluice/internal/exportspec"
 	"github.com/sluicehq/sluice/internal/audit"
+	"github.com/sluicehq/sluice/internal/exportspec"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -194,19 +194,19 @@ func safeError(err error) string {
 
 // Manifest is the manifest.json of an export.
 type Manifest struct {
-	ExportID  string              `json:"exportID"`
-	TenantID  string              `json:"tenantID"`
-	Scope     string              `json:"scope"`
-	ScopeID   *string             `json:"scopeID"`
-	From      time.Time           `json:"from"`
-	To        time.Time           `json:"to"`
-	Include   []string            `json:"include"`
+	ExportID  string            `json:"exportID"`
+	TenantID  string            `json:"tenantID"`
+	Scope     string            `json:"scope"`
+	ScopeID   *string           `json:"scopeID"`
+	From      time.Time         `json:"from"`
+	To        time.Time         `json:"to"`
+	Include   []string          `json:"include"`
 	Files     []exportspec.File `json:"files"`
-	Counts    map[string]int64    `json:"counts"`
-	CreatedAt time.Time           `json:"createdAt"`
-	CreatedBy string              `json:"createdBy"`
-	WrittenAt time.Time           `json:"writtenAt"`
-	Format    string              `json:"format"`
+	Counts    map[string]int64  `json:"counts"`
+	CreatedAt time.Time         `json:"createdAt"`
+	CreatedBy string            `json:"createdBy"`
+	WrittenAt time.Time         `json:"writtenAt"`
+	Format    string            `json:"format"`
 }
 
 func (s *Service) writeManifest(ctx context.Context, e *ent.Export, files []exportspec.File) (exportspec.File, error) {
