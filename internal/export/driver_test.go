@@ -161,7 +161,10 @@ func TestDriverTakesOverAbandonedExport(t *testing.T) {
 	sc := bufio.NewScanner(zr)
 	var actions []string
 	for sc.Scan() {
-		var row struct{ Action, TargetID string }
+		var row struct {
+			Action   string `json:"action"`
+			TargetID string `json:"target_id"`
+		}
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			t.Fatalf("audit line: %v: %s", err, sc.Text())
 		}
