@@ -858,7 +858,7 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{ExportsColumns[17], ExportsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "status IN ('QUEUED', 'RUNNING')",
+					Where: "status = 'QUEUED' OR status = 'RUNNING'",
 				},
 			},
 			{

@@ -53,7 +53,7 @@ func (Export) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("tenant_id", "created_at"),
 		// The driver reads the open exports of a tenant through this.
-		index.Fields("tenant_id", "status").Annotations(entsql.IndexWhere("status IN ('QUEUED', 'RUNNING')")).StorageKey("export_open"),
+		index.Fields("tenant_id", "status").Annotations(entsql.IndexWhere("status = 'QUEUED' OR status = 'RUNNING'")).StorageKey("export_open"),
 		// The purge reads the exports past their expiry through this.
 		index.Fields("tenant_id", "expires_at").Annotations(entsql.IndexWhere("purged_at IS NULL")).StorageKey("export_unpurged"),
 	}
