@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/internal/errs"
 	"github.com/sluicehq/sluice/internal/exportspec"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
 
@@ -184,7 +185,12 @@ func (s *Service) DownloadURL(ctx context.Context, id, file string, expiresIn *s
 		exp = e.ExpiresAt
 	}
 	exp = exp.Truncate(time.Second)
-	if err := audit.Record(ctx, c, "export.download_url", "Export", e.ID, map[string]any{"file": file, "expiresAt": exp}); err != nil {
+	// downloadURL is a query field, and a query's transaction is rolled
+	// back: the entry goes in a transaction of its own, committed before
+	// the URL is handed out.
+	if err := store.InTenant(ctx, s.o.Client, func(ctx context.Context) error {
+		return audit.Record(ctx, ent.FromContext(ctx), "export.download_url", "Export", e.ID, map[string]any{"file": file, "expiresAt": exp})
+	}); err != nil {
 		return "", time.Time{}, err
 	}
 	return s.o.PublicURL + s.signer.Path(e.ID, file, exp), exp, nil
