@@ -86,7 +86,9 @@ func (s *Service) Pass(ctx context.Context, wait bool) error {
 			}
 			go func() {
 				defer func() { <-s.slots }()
-				if _, err := s.Process(context.WithoutCancel(ctx), tid, id); err != nil {
+				// Shutdown cancels ctx: the write stops, the export stays
+				// RUNNING with its lock released, and the next worker writes it.
+				if _, err := s.Process(ctx, tid, id); err != nil && ctx.Err() == nil {
 					s.log.WarnContext(ctx, "export", "export", id, "err", err)
 				}
 			}()
