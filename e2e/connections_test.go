@@ -553,7 +553,8 @@ func TestConnectionProductionRequiresHTTPS(t *testing.T) {
 		key[i] = byte(i*7 + 3)
 	}
 	st := newStack(t, 0, "SLUICE_ENV=production", "SLUICE_MASTER_KEYS=prod1:"+base64.StdEncoding.EncodeToString(key),
-		"SLUICE_MASTER_KEY_ID=prod1", "SLUICE_OAUTH_REDIRECT_URL=https://sluice.example.com/oauth/callback")
+		"SLUICE_MASTER_KEY_ID=prod1", "SLUICE_OAUTH_REDIRECT_URL=https://sluice.example.com/oauth/callback",
+		"SLUICE_EXPORT_URL_SECRET=production-export-url-secret-of-32-bytes-or-more")
 	f := newFixture(t, "oauth-prod")
 	owner := f.owner.on(st.server)
 	before := credCount(owner)

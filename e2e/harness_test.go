@@ -76,6 +76,8 @@ var suite struct {
 	servers  []*process
 	workers  []*process
 	redisDB  int
+	// exportDir is the export store (SLUICE_EXPORT_DIR) of every process.
+	exportDir string
 }
 
 func TestMain(m *testing.M) {
@@ -93,6 +95,7 @@ func setup() (func(*testing.M) int, error) {
 		return nil, err
 	}
 	suite.bin = filepath.Join(dir, "sluice")
+	suite.exportDir = filepath.Join(dir, "exports")
 	build := exec.Command("go", "build", "-o", suite.bin, "../cmd/sluice")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -204,6 +207,10 @@ func baseEnv() []string {
 		// for 3s after a rotation instead of 24h.
 		"SLUICE_WEBHOOK_SCHEDULE_SCALE=0.001",
 		"SLUICE_WEBHOOK_ROTATION_GRACE=3s",
+		// Exports: one store for every process (local disk), looked for
+		// five times a second (default 2s).
+		"SLUICE_EXPORT_DIR=" + suite.exportDir,
+		"SLUICE_EXPORT_INTERVAL=200ms",
 		// Every API process of the suite serves /metrics on a port of its
 		// own (process.metricsURL).
 		"SLUICE_METRICS_ADDR=127.0.0.1:0",

@@ -146,6 +146,14 @@ func (c *EventWaitClient) Bind(_m *EventWait) *EventWait {
 	return _m
 }
 
+// Bind gives a Export that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ExportClient) Bind(_m *Export) *Export {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a HeldStep that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

@@ -33,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -111,6 +112,8 @@ type Client struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// Export is the client for interacting with the Export builders.
+	Export *ExportClient
 	// HeldStep is the client for interacting with the HeldStep builders.
 	HeldStep *HeldStepClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -206,6 +209,7 @@ func (c *Client) init() {
 	c.Evaluation = NewEvaluationClient(c.config)
 	c.EvaluationExample = NewEvaluationExampleClient(c.config)
 	c.EventWait = NewEventWaitClient(c.config)
+	c.Export = NewExportClient(c.config)
 	c.HeldStep = NewHeldStepClient(c.config)
 	c.InboundEvent = NewInboundEventClient(c.config)
 	c.Incident = NewIncidentClient(c.config)
@@ -349,6 +353,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		Export:                     NewExportClient(cfg),
 		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
@@ -419,6 +424,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Evaluation:                 NewEvaluationClient(cfg),
 		EvaluationExample:          NewEvaluationExampleClient(cfg),
 		EventWait:                  NewEventWaitClient(cfg),
+		Export:                     NewExportClient(cfg),
 		HeldStep:                   NewHeldStepClient(cfg),
 		InboundEvent:               NewInboundEventClient(cfg),
 		Incident:                   NewIncidentClient(cfg),
@@ -485,13 +491,14 @@ func (c *Client) Use(hooks ...Hook) {
 		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
 		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
 		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem, c.Member,
-		c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit,
-		c.RateLimitCooldown, c.Release, c.ResponseCacheEntry, c.ResponseShape,
-		c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent, c.SLABreach,
-		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
-		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
-		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.EventWait, c.Export, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem,
+		c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
+		c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -505,13 +512,14 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
 		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
 		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem, c.Member,
-		c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend, c.RateLimit,
-		c.RateLimitCooldown, c.Release, c.ResponseCacheEntry, c.ResponseShape,
-		c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent, c.SLABreach,
-		c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt, c.StepRun, c.Tenant,
-		c.Trigger, c.TriggerDelivery, c.WebhookAttempt, c.WebhookDelivery,
-		c.WebhookEndpoint, c.Workflow, c.WorkflowPause, c.WorkflowVersion,
+		c.EventWait, c.Export, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem,
+		c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
+		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
+		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
+		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
+		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
+		c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -556,6 +564,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.EvaluationExample.mutate(ctx, m)
 	case *EventWaitMutation:
 		return c.EventWait.mutate(ctx, m)
+	case *ExportMutation:
+		return c.Export.mutate(ctx, m)
 	case *HeldStepMutation:
 		return c.HeldStep.mutate(ctx, m)
 	case *InboundEventMutation:
@@ -3580,6 +3590,156 @@ func (c *EventWaitClient) mutate(ctx context.Context, m *EventWaitMutation) (Val
 		return (&EventWaitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown EventWait mutation op: %q", m.Op())
+	}
+}
+
+// ExportClient is a client for the Export schema.
+type ExportClient struct {
+	config
+}
+
+// NewExportClient returns a client for the Export from the given config.
+func NewExportClient(c config) *ExportClient {
+	return &ExportClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `export.Hooks(f(g(h())))`.
+func (c *ExportClient) Use(hooks ...Hook) {
+	c.hooks.Export = append(c.hooks.Export, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `export.Intercept(f(g(h())))`.
+func (c *ExportClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Export = append(c.inters.Export, interceptors...)
+}
+
+// Create returns a builder for creating a Export entity.
+func (c *ExportClient) Create() *ExportCreate {
+	mutation := newExportMutation(c.config, OpCreate)
+	return &ExportCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Export entities.
+func (c *ExportClient) CreateBulk(builders ...*ExportCreate) *ExportCreateBulk {
+	return &ExportCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ExportClient) MapCreateBulk(slice any, setFunc func(*ExportCreate, int)) *ExportCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ExportCreateBulk{err: fmt.Errorf("calling to ExportClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ExportCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ExportCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Export.
+func (c *ExportClient) Update() *ExportUpdate {
+	mutation := newExportMutation(c.config, OpUpdate)
+	return &ExportUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ExportClient) UpdateOne(_m *Export) *ExportUpdateOne {
+	mutation := newExportMutation(c.config, OpUpdateOne, withExport(_m))
+	return &ExportUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ExportClient) UpdateOneID(id string) *ExportUpdateOne {
+	mutation := newExportMutation(c.config, OpUpdateOne, withExportID(id))
+	return &ExportUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Export.
+func (c *ExportClient) Delete() *ExportDelete {
+	mutation := newExportMutation(c.config, OpDelete)
+	return &ExportDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ExportClient) DeleteOne(_m *Export) *ExportDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ExportClient) DeleteOneID(id string) *ExportDeleteOne {
+	builder := c.Delete().Where(export.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ExportDeleteOne{builder}
+}
+
+// Query returns a query builder for Export.
+func (c *ExportClient) Query() *ExportQuery {
+	return &ExportQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeExport},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Export entity by its id.
+func (c *ExportClient) Get(ctx context.Context, id string) (*Export, error) {
+	return c.Query().Where(export.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ExportClient) GetX(ctx context.Context, id string) *Export {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a Export.
+func (c *ExportClient) QueryTenant(_m *Export) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(export.Table, export.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, export.TenantTable, export.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ExportClient) Hooks() []Hook {
+	hooks := c.hooks.Export
+	return append(hooks[:len(hooks):len(hooks)], export.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ExportClient) Interceptors() []Interceptor {
+	return c.inters.Export
+}
+
+func (c *ExportClient) mutate(ctx context.Context, m *ExportMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ExportCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ExportUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ExportUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ExportDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Export mutation op: %q", m.Op())
 	}
 }
 
@@ -8859,24 +9019,24 @@ type (
 		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
 		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, HeldStep, InboundEvent, Incident,
-		MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, RetentionPass,
-		RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction,
-		StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
+		Evaluation, EvaluationExample, EventWait, Export, HeldStep, InboundEvent,
+		Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend,
+		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
+		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
+		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
 		WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
 		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
 		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, HeldStep, InboundEvent, Incident,
-		MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend, RateLimit,
-		RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape, RetentionPass,
-		RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule, ScheduleAction,
-		StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery, WebhookAttempt,
-		WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
+		Evaluation, EvaluationExample, EventWait, Export, HeldStep, InboundEvent,
+		Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend,
+		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
+		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
+		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
 		WorkflowVersion []ent.Interceptor
 	}
 )

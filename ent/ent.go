@@ -30,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -141,6 +142,7 @@ func checkColumn(t, c string) error {
 			evaluation.Table:                 evaluation.ValidColumn,
 			evaluationexample.Table:          evaluationexample.ValidColumn,
 			eventwait.Table:                  eventwait.ValidColumn,
+			export.Table:                     export.ValidColumn,
 			heldstep.Table:                   heldstep.ValidColumn,
 			inboundevent.Table:               inboundevent.ValidColumn,
 			incident.Table:                   incident.ValidColumn,

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -2351,6 +2352,152 @@ func newEvaluationExamplePaginateArgs(rv map[string]any) *evaluationexamplePagin
 		case *EvaluationExampleOrder:
 			if v != nil {
 				args.opts = append(args.opts, WithEvaluationExampleOrder(v))
+			}
+		}
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *ExportQuery) CollectFields(ctx context.Context, satisfies ...string) (*ExportQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *ExportQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(export.Columns))
+		selectedFields = []string{export.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[export.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, export.FieldCreatedAt)
+				fieldSeen[export.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[export.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, export.FieldUpdatedAt)
+				fieldSeen[export.FieldUpdatedAt] = struct{}{}
+			}
+		case "scope":
+			if _, ok := fieldSeen[export.FieldScope]; !ok {
+				selectedFields = append(selectedFields, export.FieldScope)
+				fieldSeen[export.FieldScope] = struct{}{}
+			}
+		case "scopeID":
+			if _, ok := fieldSeen[export.FieldScopeID]; !ok {
+				selectedFields = append(selectedFields, export.FieldScopeID)
+				fieldSeen[export.FieldScopeID] = struct{}{}
+			}
+		case "rangeFrom":
+			if _, ok := fieldSeen[export.FieldRangeFrom]; !ok {
+				selectedFields = append(selectedFields, export.FieldRangeFrom)
+				fieldSeen[export.FieldRangeFrom] = struct{}{}
+			}
+		case "rangeTo":
+			if _, ok := fieldSeen[export.FieldRangeTo]; !ok {
+				selectedFields = append(selectedFields, export.FieldRangeTo)
+				fieldSeen[export.FieldRangeTo] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[export.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, export.FieldStatus)
+				fieldSeen[export.FieldStatus] = struct{}{}
+			}
+		case "attempts":
+			if _, ok := fieldSeen[export.FieldAttempts]; !ok {
+				selectedFields = append(selectedFields, export.FieldAttempts)
+				fieldSeen[export.FieldAttempts] = struct{}{}
+			}
+		case "error":
+			if _, ok := fieldSeen[export.FieldError]; !ok {
+				selectedFields = append(selectedFields, export.FieldError)
+				fieldSeen[export.FieldError] = struct{}{}
+			}
+		case "createdBy":
+			if _, ok := fieldSeen[export.FieldCreatedBy]; !ok {
+				selectedFields = append(selectedFields, export.FieldCreatedBy)
+				fieldSeen[export.FieldCreatedBy] = struct{}{}
+			}
+		case "startedAt":
+			if _, ok := fieldSeen[export.FieldStartedAt]; !ok {
+				selectedFields = append(selectedFields, export.FieldStartedAt)
+				fieldSeen[export.FieldStartedAt] = struct{}{}
+			}
+		case "finishedAt":
+			if _, ok := fieldSeen[export.FieldFinishedAt]; !ok {
+				selectedFields = append(selectedFields, export.FieldFinishedAt)
+				fieldSeen[export.FieldFinishedAt] = struct{}{}
+			}
+		case "expiresAt":
+			if _, ok := fieldSeen[export.FieldExpiresAt]; !ok {
+				selectedFields = append(selectedFields, export.FieldExpiresAt)
+				fieldSeen[export.FieldExpiresAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type exportPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []ExportPaginateOption
+}
+
+func newExportPaginateArgs(rv map[string]any) *exportPaginateArgs {
+	args := &exportPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &ExportOrder{Field: &ExportOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithExportOrder(order))
+			}
+		case *ExportOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithExportOrder(v))
 			}
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -118,6 +119,11 @@ var evaluationexampleImplementors = []string{"EvaluationExample", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*EvaluationExample) IsNode() {}
+
+var exportImplementors = []string{"Export", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*Export) IsNode() {}
 
 var inboundeventImplementors = []string{"InboundEvent", "Node"}
 
@@ -415,6 +421,15 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(evaluationexample.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, evaluationexampleImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case export.Table:
+		query := c.Export.Query().
+			Where(export.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, exportImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -913,6 +928,22 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		query := c.EvaluationExample.Query().
 			Where(evaluationexample.IDIn(ids...))
 		query, err := query.CollectFields(ctx, evaluationexampleImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case export.Table:
+		query := c.Export.Query().
+			Where(export.IDIn(ids...))
+		query, err := query.CollectFields(ctx, exportImplementors...)
 		if err != nil {
 			return nil, err
 		}

@@ -49,7 +49,9 @@ type Tenant struct {
 	// Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().
 	OpenBulkOperations int `json:"open_bulk_operations,omitempty"`
 	// Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().
-	Schedules    int `json:"schedules,omitempty"`
+	Schedules int `json:"schedules,omitempty"`
+	// Exports queued or running (internal/export): the export driver visits only tenants with some, through sluice_exporting_tenant_ids().
+	OpenExports  int `json:"open_exports,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -60,7 +62,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldDispatchWeight, tenant.FieldMaxConcurrentSteps, tenant.FieldOpenBulkOperations, tenant.FieldSchedules:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldDispatchWeight, tenant.FieldMaxConcurrentSteps, tenant.FieldOpenBulkOperations, tenant.FieldSchedules, tenant.FieldOpenExports:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -187,6 +189,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Schedules = int(value.Int64)
 			}
+		case tenant.FieldOpenExports:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field open_exports", values[i])
+			} else if value.Valid {
+				_m.OpenExports = int(value.Int64)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -273,6 +281,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("schedules=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Schedules))
+	builder.WriteString(", ")
+	builder.WriteString("open_exports=")
+	builder.WriteString(fmt.Sprintf("%v", _m.OpenExports))
 	builder.WriteByte(')')
 	return builder.String()
 }

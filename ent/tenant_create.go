@@ -207,6 +207,20 @@ func (_c *TenantCreate) SetNillableSchedules(v *int) *TenantCreate {
 	return _c
 }
 
+// SetOpenExports sets the "open_exports" field.
+func (_c *TenantCreate) SetOpenExports(v int) *TenantCreate {
+	_c.mutation.SetOpenExports(v)
+	return _c
+}
+
+// SetNillableOpenExports sets the "open_exports" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableOpenExports(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetOpenExports(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -300,6 +314,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultSchedules
 		_c.mutation.SetSchedules(v)
 	}
+	if _, ok := _c.mutation.OpenExports(); !ok {
+		v := tenant.DefaultOpenExports
+		_c.mutation.SetOpenExports(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -375,6 +393,9 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.Schedules(); !ok {
 		return &ValidationError{Name: "schedules", err: errors.New(`ent: missing required field "Tenant.schedules"`)}
+	}
+	if _, ok := _c.mutation.OpenExports(); !ok {
+		return &ValidationError{Name: "open_exports", err: errors.New(`ent: missing required field "Tenant.open_exports"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -480,6 +501,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Schedules(); ok {
 		_spec.SetField(tenant.FieldSchedules, field.TypeInt, value)
 		_node.Schedules = value
+	}
+	if value, ok := _c.mutation.OpenExports(); ok {
+		_spec.SetField(tenant.FieldOpenExports, field.TypeInt, value)
+		_node.OpenExports = value
 	}
 	return _node, _spec
 }
@@ -770,6 +795,24 @@ func (u *TenantUpsert) UpdateSchedules() *TenantUpsert {
 // AddSchedules adds v to the "schedules" field.
 func (u *TenantUpsert) AddSchedules(v int) *TenantUpsert {
 	u.Add(tenant.FieldSchedules, v)
+	return u
+}
+
+// SetOpenExports sets the "open_exports" field.
+func (u *TenantUpsert) SetOpenExports(v int) *TenantUpsert {
+	u.Set(tenant.FieldOpenExports, v)
+	return u
+}
+
+// UpdateOpenExports sets the "open_exports" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateOpenExports() *TenantUpsert {
+	u.SetExcluded(tenant.FieldOpenExports)
+	return u
+}
+
+// AddOpenExports adds v to the "open_exports" field.
+func (u *TenantUpsert) AddOpenExports(v int) *TenantUpsert {
+	u.Add(tenant.FieldOpenExports, v)
 	return u
 }
 
@@ -1104,6 +1147,27 @@ func (u *TenantUpsertOne) AddSchedules(v int) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateSchedules() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateSchedules()
+	})
+}
+
+// SetOpenExports sets the "open_exports" field.
+func (u *TenantUpsertOne) SetOpenExports(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenExports(v)
+	})
+}
+
+// AddOpenExports adds v to the "open_exports" field.
+func (u *TenantUpsertOne) AddOpenExports(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenExports(v)
+	})
+}
+
+// UpdateOpenExports sets the "open_exports" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateOpenExports() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenExports()
 	})
 }
 
@@ -1605,6 +1669,27 @@ func (u *TenantUpsertBulk) AddSchedules(v int) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateSchedules() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateSchedules()
+	})
+}
+
+// SetOpenExports sets the "open_exports" field.
+func (u *TenantUpsertBulk) SetOpenExports(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetOpenExports(v)
+	})
+}
+
+// AddOpenExports adds v to the "open_exports" field.
+func (u *TenantUpsertBulk) AddOpenExports(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddOpenExports(v)
+	})
+}
+
+// UpdateOpenExports sets the "open_exports" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateOpenExports() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateOpenExports()
 	})
 }
 

@@ -282,6 +282,27 @@ func (_u *TenantUpdate) AddSchedules(v int) *TenantUpdate {
 	return _u
 }
 
+// SetOpenExports sets the "open_exports" field.
+func (_u *TenantUpdate) SetOpenExports(v int) *TenantUpdate {
+	_u.mutation.ResetOpenExports()
+	_u.mutation.SetOpenExports(v)
+	return _u
+}
+
+// SetNillableOpenExports sets the "open_exports" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableOpenExports(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetOpenExports(*v)
+	}
+	return _u
+}
+
+// AddOpenExports adds value to the "open_exports" field.
+func (_u *TenantUpdate) AddOpenExports(v int) *TenantUpdate {
+	_u.mutation.AddOpenExports(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdate) Mutation() *TenantMutation {
 	return _u.mutation
@@ -449,6 +470,12 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedSchedules(); ok {
 		_spec.AddField(tenant.FieldSchedules, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.OpenExports(); ok {
+		_spec.SetField(tenant.FieldOpenExports, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenExports(); ok {
+		_spec.AddField(tenant.FieldOpenExports, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -725,6 +752,27 @@ func (_u *TenantUpdateOne) AddSchedules(v int) *TenantUpdateOne {
 	return _u
 }
 
+// SetOpenExports sets the "open_exports" field.
+func (_u *TenantUpdateOne) SetOpenExports(v int) *TenantUpdateOne {
+	_u.mutation.ResetOpenExports()
+	_u.mutation.SetOpenExports(v)
+	return _u
+}
+
+// SetNillableOpenExports sets the "open_exports" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableOpenExports(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetOpenExports(*v)
+	}
+	return _u
+}
+
+// AddOpenExports adds value to the "open_exports" field.
+func (_u *TenantUpdateOne) AddOpenExports(v int) *TenantUpdateOne {
+	_u.mutation.AddOpenExports(v)
+	return _u
+}
+
 // Mutation returns the TenantMutation object of the builder.
 func (_u *TenantUpdateOne) Mutation() *TenantMutation {
 	return _u.mutation
@@ -922,6 +970,12 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.AddedSchedules(); ok {
 		_spec.AddField(tenant.FieldSchedules, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.OpenExports(); ok {
+		_spec.SetField(tenant.FieldOpenExports, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedOpenExports(); ok {
+		_spec.AddField(tenant.FieldOpenExports, field.TypeInt, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Tenant{config: _u.config}

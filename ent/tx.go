@@ -50,6 +50,8 @@ type Tx struct {
 	EvaluationExample *EvaluationExampleClient
 	// EventWait is the client for interacting with the EventWait builders.
 	EventWait *EventWaitClient
+	// Export is the client for interacting with the Export builders.
+	Export *ExportClient
 	// HeldStep is the client for interacting with the HeldStep builders.
 	HeldStep *HeldStepClient
 	// InboundEvent is the client for interacting with the InboundEvent builders.
@@ -265,6 +267,7 @@ func (tx *Tx) init() {
 	tx.Evaluation = NewEvaluationClient(tx.config)
 	tx.EvaluationExample = NewEvaluationExampleClient(tx.config)
 	tx.EventWait = NewEventWaitClient(tx.config)
+	tx.Export = NewExportClient(tx.config)
 	tx.HeldStep = NewHeldStepClient(tx.config)
 	tx.InboundEvent = NewInboundEventClient(tx.config)
 	tx.Incident = NewIncidentClient(tx.config)

@@ -257,6 +257,9 @@ func (r *Resolver) EvaluationExample() generated.EvaluationExampleResolver {
 	return &evaluationExampleResolver{r}
 }
 
+// Export returns generated.ExportResolver implementation.
+func (r *Resolver) Export() generated.ExportResolver { return &exportResolver{r} }
+
 // InboundEvent returns generated.InboundEventResolver implementation.
 func (r *Resolver) InboundEvent() generated.InboundEventResolver { return &inboundEventResolver{r} }
 
@@ -337,6 +340,7 @@ type (
 	environmentResolver        struct{ *Resolver }
 	evaluationResolver         struct{ *Resolver }
 	evaluationExampleResolver  struct{ *Resolver }
+	exportResolver             struct{ *Resolver }
 	inboundEventResolver       struct{ *Resolver }
 	incidentResolver           struct{ *Resolver }
 	mapItemResolver            struct{ *Resolver }

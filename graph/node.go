@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ent/escalationpolicy"
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
+	entexport "github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/mapitem"
@@ -91,6 +92,7 @@ var nodeTables = map[string]string{
 	ids.TriggerDelivery:            triggerdelivery.Table,
 	ids.BulkOperation:              bulkoperation.Table,
 	ids.BulkOperationItem:          bulkoperationitem.Table,
+	ids.Export:                     entexport.Table,
 }
 
 const maxNodes = 100

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
+	"github.com/sluicehq/sluice/internal/export"
 	"github.com/sluicehq/sluice/internal/pause"
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
@@ -43,6 +44,8 @@ type Resolver struct {
 	Connections *connections.Service
 	// Scheduler manages schedules (internal/schedules).
 	Scheduler *schedules.Service
+	// Exports manages data exports (internal/export).
+	Exporter *export.Service
 	// Triggers manages inbound webhook triggers.
 	Triggers *triggers.Service
 	// Bulk creates, cancels and reads bulk operations (internal/bulk).

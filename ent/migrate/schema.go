@@ -903,6 +903,64 @@ var (
 			},
 		},
 	}
+	// ExportsColumns holds the columns for the "exports" table.
+	ExportsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "scope", Type: field.TypeEnum, Enums: []string{"TENANT", "ENVIRONMENT", "WORKFLOW"}},
+		{Name: "scope_id", Type: field.TypeString, Nullable: true},
+		{Name: "range_from", Type: field.TypeTime},
+		{Name: "range_to", Type: field.TypeTime},
+		{Name: "include", Type: field.TypeJSON},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "EXPIRED"}, Default: "QUEUED"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "files", Type: field.TypeJSON, Nullable: true},
+		{Name: "error", Type: field.TypeString, Nullable: true},
+		{Name: "created_by", Type: field.TypeString},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "expires_at", Type: field.TypeTime},
+		{Name: "purged_at", Type: field.TypeTime, Nullable: true},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ExportsTable holds the schema information for the "exports" table.
+	ExportsTable = &schema.Table{
+		Name:       "exports",
+		Columns:    ExportsColumns,
+		PrimaryKey: []*schema.Column{ExportsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "exports_tenants_tenant",
+				Columns:    []*schema.Column{ExportsColumns[17]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "export_tenant_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{ExportsColumns[17], ExportsColumns[1]},
+			},
+			{
+				Name:    "export_open",
+				Unique:  false,
+				Columns: []*schema.Column{ExportsColumns[17], ExportsColumns[8]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status = 'QUEUED' OR status = 'RUNNING'",
+				},
+			},
+			{
+				Name:    "export_unpurged",
+				Unique:  false,
+				Columns: []*schema.Column{ExportsColumns[17], ExportsColumns[15]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "purged_at IS NULL",
+				},
+			},
+		},
+	}
 	// HeldStepsColumns holds the columns for the "held_steps" table.
 	HeldStepsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -2063,6 +2121,7 @@ var (
 		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
 		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
+		{Name: "open_exports", Type: field.TypeInt, Default: 0},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{
@@ -2441,6 +2500,7 @@ var (
 		EvaluationsTable,
 		EvaluationExamplesTable,
 		EventWaitsTable,
+		ExportsTable,
 		HeldStepsTable,
 		InboundEventsTable,
 		IncidentsTable,
@@ -2507,6 +2567,7 @@ func init() {
 	EvaluationExamplesTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[0].RefTable = TenantsTable
 	EventWaitsTable.ForeignKeys[1].RefTable = RunsTable
+	ExportsTable.ForeignKeys[0].RefTable = TenantsTable
 	HeldStepsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[0].RefTable = TenantsTable
 	InboundEventsTable.ForeignKeys[1].RefTable = EnvironmentsTable

@@ -60,6 +60,9 @@ type EvaluationExample func(*sql.Selector)
 // EventWait is the predicate function for eventwait builders.
 type EventWait func(*sql.Selector)
 
+// Export is the predicate function for export builders.
+type Export func(*sql.Selector)
+
 // HeldStep is the predicate function for heldstep builders.
 type HeldStep func(*sql.Selector)
 

@@ -543,6 +543,30 @@ func (f EventWaitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutat
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.EventWaitMutation", m)
 }
 
+// The ExportQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ExportQueryRuleFunc func(context.Context, *ent.ExportQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ExportQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ExportQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ExportQuery", q)
+}
+
+// The ExportMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ExportMutationRuleFunc func(context.Context, *ent.ExportMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ExportMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ExportMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ExportMutation", m)
+}
+
 // The HeldStepQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type HeldStepQueryRuleFunc func(context.Context, *ent.HeldStepQuery) error
@@ -1406,6 +1430,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.EventWaitQuery:
 		return q.Filter(), nil
+	case *ent.ExportQuery:
+		return q.Filter(), nil
 	case *ent.HeldStepQuery:
 		return q.Filter(), nil
 	case *ent.InboundEventQuery:
@@ -1514,6 +1540,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.EvaluationExampleMutation:
 		return m.Filter(), nil
 	case *ent.EventWaitMutation:
+		return m.Filter(), nil
+	case *ent.ExportMutation:
 		return m.Filter(), nil
 	case *ent.HeldStepMutation:
 		return m.Filter(), nil

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/ent/evaluation"
 	"github.com/sluicehq/sluice/ent/evaluationexample"
 	"github.com/sluicehq/sluice/ent/eventwait"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/heldstep"
 	"github.com/sluicehq/sluice/ent/inboundevent"
 	"github.com/sluicehq/sluice/ent/incident"
@@ -1208,6 +1209,65 @@ func init() {
 	// eventwait.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	eventwait.IDValidator = func() func(string) error {
 		validators := eventwaitDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	exportMixin := schema.Export{}.Mixin()
+	export.Policy = privacy.NewPolicies(exportMixin[1], schema.Export{})
+	export.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := export.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	exportMixinHooks1 := exportMixin[1].Hooks()
+
+	export.Hooks[1] = exportMixinHooks1[0]
+	exportMixinFields0 := exportMixin[0].Fields()
+	_ = exportMixinFields0
+	exportMixinFields1 := exportMixin[1].Fields()
+	_ = exportMixinFields1
+	exportMixinFields2 := exportMixin[2].Fields()
+	_ = exportMixinFields2
+	exportFields := schema.Export{}.Fields()
+	_ = exportFields
+	// exportDescTenantID is the schema descriptor for tenant_id field.
+	exportDescTenantID := exportMixinFields1[0].Descriptor()
+	// export.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	export.TenantIDValidator = exportDescTenantID.Validators[0].(func(string) error)
+	// exportDescCreatedAt is the schema descriptor for created_at field.
+	exportDescCreatedAt := exportMixinFields2[0].Descriptor()
+	// export.DefaultCreatedAt holds the default value on creation for the created_at field.
+	export.DefaultCreatedAt = exportDescCreatedAt.Default.(func() time.Time)
+	// exportDescUpdatedAt is the schema descriptor for updated_at field.
+	exportDescUpdatedAt := exportMixinFields2[1].Descriptor()
+	// export.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	export.DefaultUpdatedAt = exportDescUpdatedAt.Default.(func() time.Time)
+	// export.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	export.UpdateDefaultUpdatedAt = exportDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// exportDescAttempts is the schema descriptor for attempts field.
+	exportDescAttempts := exportFields[6].Descriptor()
+	// export.DefaultAttempts holds the default value on creation for the attempts field.
+	export.DefaultAttempts = exportDescAttempts.Default.(int)
+	// exportDescID is the schema descriptor for id field.
+	exportDescID := exportMixinFields0[0].Descriptor()
+	// export.DefaultID holds the default value on creation for the id field.
+	export.DefaultID = exportDescID.Default.(func() string)
+	// export.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	export.IDValidator = func() func(string) error {
+		validators := exportDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -2780,6 +2840,10 @@ func init() {
 	tenantDescSchedules := tenantFields[13].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
+	// tenantDescOpenExports is the schema descriptor for open_exports field.
+	tenantDescOpenExports := tenantFields[14].Descriptor()
+	// tenant.DefaultOpenExports holds the default value on creation for the open_exports field.
+	tenant.DefaultOpenExports = tenantDescOpenExports.Default.(int)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.

@@ -52,6 +52,9 @@ func (Tenant) Fields() []ent.Field {
 		field.Int("schedules").Default(0).
 			Comment("Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("open_exports").Default(0).
+			Comment("Exports queued or running (internal/export): the export driver visits only tenants with some, through sluice_exporting_tenant_ids().").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

@@ -46,6 +46,8 @@ const (
 	FieldOpenBulkOperations = "open_bulk_operations"
 	// FieldSchedules holds the string denoting the schedules field in the database.
 	FieldSchedules = "schedules"
+	// FieldOpenExports holds the string denoting the open_exports field in the database.
+	FieldOpenExports = "open_exports"
 	// Table holds the table name of the tenant in the database.
 	Table = "tenants"
 )
@@ -69,6 +71,7 @@ var Columns = []string{
 	FieldMaxConcurrentSteps,
 	FieldOpenBulkOperations,
 	FieldSchedules,
+	FieldOpenExports,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -119,6 +122,8 @@ var (
 	DefaultOpenBulkOperations int
 	// DefaultSchedules holds the default value on creation for the "schedules" field.
 	DefaultSchedules int
+	// DefaultOpenExports holds the default value on creation for the "open_exports" field.
+	DefaultOpenExports int
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -201,4 +206,9 @@ func ByOpenBulkOperations(opts ...sql.OrderTermOption) OrderOption {
 // BySchedules orders the results by the schedules field.
 func BySchedules(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSchedules, opts...).ToFunc()
+}
+
+// ByOpenExports orders the results by the open_exports field.
+func ByOpenExports(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOpenExports, opts...).ToFunc()
 }

@@ -139,6 +139,11 @@ func Schedules(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldSchedules, v))
 }
 
+// OpenExports applies equality check predicate on the "open_exports" field. It's identical to OpenExportsEQ.
+func OpenExports(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenExports, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldCreatedAt, v))
@@ -842,6 +847,46 @@ func SchedulesLT(v int) predicate.Tenant {
 // SchedulesLTE applies the LTE predicate on the "schedules" field.
 func SchedulesLTE(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldLTE(FieldSchedules, v))
+}
+
+// OpenExportsEQ applies the EQ predicate on the "open_exports" field.
+func OpenExportsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldOpenExports, v))
+}
+
+// OpenExportsNEQ applies the NEQ predicate on the "open_exports" field.
+func OpenExportsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldOpenExports, v))
+}
+
+// OpenExportsIn applies the In predicate on the "open_exports" field.
+func OpenExportsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldOpenExports, vs...))
+}
+
+// OpenExportsNotIn applies the NotIn predicate on the "open_exports" field.
+func OpenExportsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldOpenExports, vs...))
+}
+
+// OpenExportsGT applies the GT predicate on the "open_exports" field.
+func OpenExportsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldOpenExports, v))
+}
+
+// OpenExportsGTE applies the GTE predicate on the "open_exports" field.
+func OpenExportsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldOpenExports, v))
+}
+
+// OpenExportsLT applies the LT predicate on the "open_exports" field.
+func OpenExportsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldOpenExports, v))
+}
+
+// OpenExportsLTE applies the LTE predicate on the "open_exports" field.
+func OpenExportsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldOpenExports, v))
 }
 
 // And groups predicates with the AND operator between them.

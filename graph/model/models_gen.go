@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/environment"
+	"github.com/sluicehq/sluice/ent/export"
 	"github.com/sluicehq/sluice/ent/incident"
 	"github.com/sluicehq/sluice/ent/ratelimit"
 	"github.com/sluicehq/sluice/ent/retentionpolicy"
@@ -151,6 +152,19 @@ type CreateEscalationPolicyInput struct {
 	Levels []*EscalationLevelInput `json:"levels"`
 	// How many more times the levels loop after the last (0 to 10).
 	Repeat *int `json:"repeat,omitempty"`
+}
+
+type CreateExportInput struct {
+	// TENANT, ENVIRONMENT or WORKFLOW.
+	Scope export.Scope `json:"scope"`
+	// The environment (ENVIRONMENT) or workflow (WORKFLOW) exported; not given for TENANT.
+	ScopeID *string `json:"scopeID,omitempty"`
+	// Runs created (audit entries written) at or after it.
+	From time.Time `json:"from"`
+	// Runs created (audit entries written) before it; after from, at most 366 days later.
+	To time.Time `json:"to"`
+	// The kinds of rows to write, one file each; at least one.
+	Include []ExportInclude `json:"include"`
 }
 
 type CreateRateLimitInput struct {
@@ -365,6 +379,24 @@ type EvaluationScorerInput struct {
 	Criteria *string `json:"criteria,omitempty"`
 	// JUDGE: the reply's cap in tokens, 1..4000 (default 300).
 	MaxTokens *int `json:"maxTokens,omitempty"`
+}
+
+type ExportDownload struct {
+	// A URL served by Sluice that streams the file; it needs no token and works until expiresAt.
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+type ExportFile struct {
+	// The file's name, as downloadURL takes it (runs.ndjson.gz, ..., manifest.json).
+	Name string `json:"name"`
+	// RUNS, EVENTS, STEPS, AUDIT, COST or MANIFEST.
+	Kind string `json:"kind"`
+	// Lines (rows) in the file; 0 for the manifest.
+	Count int `json:"count"`
+	Bytes int `json:"bytes"`
+	// Hex SHA-256 of the file's bytes as stored (the gzipped bytes for .ndjson.gz).
+	Sha256 string `json:"sha256"`
 }
 
 type FreezeWindowInput struct {
@@ -1146,6 +1178,67 @@ func (e *EvaluationScorerKind) UnmarshalJSON(b []byte) error {
 }
 
 func (e EvaluationScorerKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ExportInclude string
+
+const (
+	ExportIncludeRuns   ExportInclude = "RUNS"
+	ExportIncludeEvents ExportInclude = "EVENTS"
+	ExportIncludeSteps  ExportInclude = "STEPS"
+	ExportIncludeAudit  ExportInclude = "AUDIT"
+	ExportIncludeCost   ExportInclude = "COST"
+)
+
+var AllExportInclude = []ExportInclude{
+	ExportIncludeRuns,
+	ExportIncludeEvents,
+	ExportIncludeSteps,
+	ExportIncludeAudit,
+	ExportIncludeCost,
+}
+
+func (e ExportInclude) IsValid() bool {
+	switch e {
+	case ExportIncludeRuns, ExportIncludeEvents, ExportIncludeSteps, ExportIncludeAudit, ExportIncludeCost:
+		return true
+	}
+	return false
+}
+
+func (e ExportInclude) String() string {
+	return string(e)
+}
+
+func (e *ExportInclude) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ExportInclude(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ExportInclude", str)
+	}
+	return nil
+}
+
+func (e ExportInclude) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ExportInclude) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ExportInclude) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/export"
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
@@ -69,6 +70,7 @@ type app struct {
 	schedules  *schedules.Service
 	bulk       *bulk.Service
 	retention  *retention.Service
+	exports    *export.Service
 	asynq      *asynq.Client
 	metrics    *server.Metrics
 	dispatcher *worker.Dispatcher
@@ -300,7 +302,28 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		Batch:    cfg.RetentionBatch,
 		Purged:   retention.NewPurgedCounter(a.metrics.Registry),
 	})
+	if a.exports, err = newExports(cfg, a, log); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
+}
+
+// newExports builds the export service on the configured store: S3 when
+// SLUICE_EXPORT_S3_ENDPOINT is set, the local directory otherwise.
+func newExports(cfg *config.Config, a *app, log *slog.Logger) (*export.Service, error) {
+	var st export.Store = export.LocalStore{Dir: cfg.Export.Dir}
+	if s3 := cfg.Export.S3; s3.Endpoint != "" {
+		s, err := export.NewS3Store(export.S3Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region,
+			AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, PathStyle: s3.PathStyle})
+		if err != nil {
+			return nil, err
+		}
+		st = s
+	}
+	return export.New(export.Options{Client: a.client, DB: a.db, Store: st, URLSecret: cfg.Export.URLSecret, Log: log,
+		TTL: cfg.Export.TTL, URLTTL: cfg.Export.URLTTL, PublicURL: cfg.PublicURL,
+		Interval: cfg.Export.Interval, PurgeInterval: cfg.Export.PurgeInterval}), nil
 }
 
 // runPublisher hands the run state machine's committed changes to the

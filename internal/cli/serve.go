@@ -73,6 +73,7 @@ func serveHTTP(ctx context.Context, a *app, stdout io.Writer) error {
 		Bulk:       a.bulk,
 		Retention:  a.retention,
 		Triggers:   a.triggers,
+		Exports:    a.exports,
 		Metrics:    metrics,
 		Hub:        hub,
 		Leases:     leases,

@@ -78,6 +78,10 @@ func (a *app) newWorker(cfg worker.Config) *worker.Worker {
 		func(ctx context.Context) { a.bulk.RunProcessor(ctx, a.db) },
 		// Retention: the purge, one pass at a time (internal/retention).
 		func(ctx context.Context) { a.retention.RunPurger(ctx, a.db) },
+		// Exports: written one worker per export (its advisory lock), and
+		// purged after their TTL one worker at a time (internal/export).
+		a.exports.RunDriver,
+		func(ctx context.Context) { a.exports.RunPurger(ctx, a.db) },
 	)
 	w := worker.New(a.redis, a.runs, a.webhooks, a.dispatcher, a.log, cfg)
 	w.SetEscalation(a.escalation)

@@ -152,6 +152,8 @@ type Config struct {
 	// RetentionBatch is how many runs (or entries) one transaction of the
 	// retention purge takes (SLUICE_RETENTION_BATCH). If unset, 500.
 	RetentionBatch int
+	// Export configures data exports (config/export.go).
+	Export Export
 	// MetricsAddr is where `sluice serve` (and `dev`) serves /metrics, apart
 	// from the public API port (SLUICE_METRICS_ADDR). If unset,
 	// DefaultMetricsAddr; "off" serves none.
@@ -299,6 +301,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	c.RetentionInterval = durationVar(getenv, "SLUICE_RETENTION_INTERVAL", time.Hour, &errs)
 	c.RetentionDay = durationVar(getenv, "SLUICE_RETENTION_DAY", 24*time.Hour, &errs)
 	c.RetentionBatch = intVar(getenv, "SLUICE_RETENTION_BATCH", 500, &errs)
+	c.Export = loadExport(getenv, c.Development(), c.JWTSecret+c.JWTJWKSURL, &errs)
 	c.WebhookScheduleScale = 1
 	if v := getenv("SLUICE_WEBHOOK_SCHEDULE_SCALE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -348,6 +351,9 @@ func (c *Config) CheckProduction() error {
 	}
 	if c.RetentionDay != 0 && c.RetentionDay < time.Hour {
 		errs = append(errs, fmt.Errorf("SLUICE_RETENTION_DAY is %s; production needs at least 1h (a shorter day purges data sooner than its policy says)", c.RetentionDay))
+	}
+	if len(c.Export.URLSecret) == 0 {
+		errs = append(errs, errors.New("SLUICE_EXPORT_URL_SECRET is required in production (it signs export download URLs)"))
 	}
 	return errors.Join(errs...)
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/events"
+	"github.com/sluicehq/sluice/internal/export"
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
 	"github.com/sluicehq/sluice/internal/releases"
@@ -80,6 +81,9 @@ type Deps struct {
 	Bulk *bulk.Service
 	// Triggers manages inbound webhook triggers and serves /hooks/{id}; optional.
 	Triggers *triggers.Service
+	// Exports manages data exports and serves their signed download URLs
+	// (GET /exports/{id}/{file}); optional.
+	Exports *export.Service
 	// Hub fans live run changes out to subscriptions. If nil, subscriptions
 	// fail with an internal error.
 	Hub *events.Hub
@@ -120,7 +124,7 @@ func (s *Server) WaitStreams(ctx context.Context) error {
 func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
-	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, PublicURL: d.Config.PublicURL, Retention: d.Retention,
+	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, Exporter: d.Exports, PublicURL: d.Config.PublicURL, Retention: d.Retention,
 		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs})}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
@@ -171,6 +175,10 @@ func New(d Deps) *Server {
 	}
 	if d.Triggers != nil {
 		mux.Handle("POST "+triggers.PathPrefix+"{id}", d.Triggers.Handler())
+	}
+	if d.Exports != nil {
+		// No bearer token: the URL's signature is the credential.
+		mux.Handle("/exports/{id}/{file}", d.Exports.Handler())
 	}
 	// A websocket handshake carries no Authorization header (browsers cannot
 	// set one): it goes straight to gqlgen, whose InitFunc authenticates the

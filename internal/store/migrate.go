@@ -151,6 +151,7 @@ func EnsureAppRole(ctx context.Context, db *sql.DB, appURL string) error {
 		"GRANT EXECUTE ON FUNCTION sluice_scheduling_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_held_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_bulk_tenant_ids() TO " + ident,
+		"GRANT EXECUTE ON FUNCTION sluice_exporting_tenant_ids() TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_member_roles(character varying, character varying) TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_retention_purge_event_data(character varying, character varying[]) TO " + ident,
 		"GRANT EXECUTE ON FUNCTION sluice_retention_purge_audit(character varying, timestamptz, integer) TO " + ident,
