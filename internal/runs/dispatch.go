@@ -171,7 +171,6 @@ func (e *Service) ReleaseHeld(ctx context.Context, tenantID string) (int, error)
 			}
 			t := stepTask(tenantID, runID, stepID, typ, *attemptID, now)
 			t.VersionID = versionID
-			t.CheckFirst = false
 			return t, nil
 		})
 		if err != nil {

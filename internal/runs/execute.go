@@ -553,7 +553,9 @@ const transformBatch = 64
 // that needs it starts. The siblings' own deliveries then find nothing to
 // do (AttemptRef.CheckFirst).
 func (e *Service) runReadyTransforms(ctx context.Context, s *runState, cont *AttemptRef) error {
-	if s.terminal() || s.counts == nil {
+	if s.terminal() || s.counts == nil || store.RepeatInGroup(ctx) {
+		// In a group after another delivery of this run, the steps it made
+		// ready are not committed yet: they run on their own deliveries.
 		return nil
 	}
 	var fresh []string // made ready here

@@ -214,9 +214,15 @@ func (g *Group) runGroup(calls []*groupCall) (results []error, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	for _, i := range order {
+	for n, i := range order {
 		c := calls[i]
-		if err := runCall(ent.NewContext(ent.NewTxContext(c.ctx, tx), tx.Client()), c.fn); err != nil {
+		cctx := c.ctx
+		if n > 0 && calls[order[n-1]].key == c.key {
+			// A second caller of the same run in this transaction: what the
+			// first one made ready is not committed yet (see RepeatInGroup).
+			cctx = context.WithValue(cctx, repeatKey{}, true)
+		}
+		if err := runCall(ent.NewContext(ent.NewTxContext(cctx, tx), tx.Client()), c.fn); err != nil {
 			_ = tx.Rollback()
 			return nil, false
 		}
@@ -251,4 +257,16 @@ func runCall(ctx context.Context, fn func(ctx context.Context) error) (err error
 		}
 	}()
 	return fn(ctx)
+}
+
+type repeatKey struct{}
+
+// RepeatInGroup reports whether the caller runs in a group transaction
+// after another caller with the same key (the same run): rows that caller
+// wrote are visible but not committed, so work that must only start after
+// a commit (a step whose input was recorded by the earlier caller) must
+// not start in this caller.
+func RepeatInGroup(ctx context.Context) bool {
+	v, _ := ctx.Value(repeatKey{}).(bool)
+	return v
 }

@@ -272,3 +272,51 @@ func TestGroupCallerAloneRunsAtOnce(t *testing.T) {
 	}
 	f.inUse(t, "after the call")
 }
+
+// TestGroupMarksASecondCallerOfTheSameKey: in one group, a caller after
+// another with the same key (the same run) is told so (RepeatInGroup);
+// the first caller of each key is not.
+func TestGroupMarksASecondCallerOfTheSameKey(t *testing.T) {
+	f := newGroupFixture(t)
+	release, holding := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = f.g.InTenant(viewer.SystemContext(context.Background(), "t0"), "0", func(ctx context.Context) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	keys := []string{"r1", "r2", "r1"}
+	repeat := make([]bool, len(keys))
+	txids := make([]int64, len(keys))
+	for i, key := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f.g.InTenant(viewer.SystemContext(context.Background(), "t1"), key, func(ctx context.Context) error {
+				repeat[i] = RepeatInGroup(ctx)
+				q, err := Raw(ctx)
+				if err != nil {
+					return err
+				}
+				return q.QueryRow(ctx, "SELECT txid_current()").Scan(&txids[i])
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	f.queued(t, len(keys))
+	close(release)
+	wg.Wait()
+	if txids[0] != txids[1] || txids[1] != txids[2] {
+		t.Fatalf("callers ran in transactions %v, want one group", txids)
+	}
+	if repeat[1] || repeat[0] == repeat[2] {
+		t.Fatalf("RepeatInGroup %v for keys %v: want exactly one of the two r1 callers marked, r2 not", repeat, keys)
+	}
+}
