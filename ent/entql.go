@@ -1022,6 +1022,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			run.FieldSLACheckAt:         {Type: field.TypeTime, Column: run.FieldSLACheckAt},
 			run.FieldPayloadPurgedAt:    {Type: field.TypeTime, Column: run.FieldPayloadPurgedAt},
 			run.FieldPayloadPurgedBy:    {Type: field.TypeString, Column: run.FieldPayloadPurgedBy},
+			run.FieldConcurrencyKey:     {Type: field.TypeString, Column: run.FieldConcurrencyKey},
 			run.FieldHoldReason:         {Type: field.TypeString, Column: run.FieldHoldReason},
 			run.FieldHeldBy:             {Type: field.TypeString, Column: run.FieldHeldBy},
 			run.FieldHeldAt:             {Type: field.TypeTime, Column: run.FieldHeldAt},
@@ -7146,6 +7147,11 @@ func (f *RunFilter) WherePayloadPurgedAt(p entql.TimeP) {
 // WherePayloadPurgedBy applies the entql string predicate on the payload_purged_by field.
 func (f *RunFilter) WherePayloadPurgedBy(p entql.StringP) {
 	f.Where(p.Field(run.FieldPayloadPurgedBy))
+}
+
+// WhereConcurrencyKey applies the entql string predicate on the concurrency_key field.
+func (f *RunFilter) WhereConcurrencyKey(p entql.StringP) {
+	f.Where(p.Field(run.FieldConcurrencyKey))
 }
 
 // WhereHoldReason applies the entql string predicate on the hold_reason field.

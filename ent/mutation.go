@@ -42855,6 +42855,7 @@ type RunMutation struct {
 	sla_check_at              *time.Time
 	payload_purged_at         *time.Time
 	payload_purged_by         *string
+	concurrency_key           *string
 	hold_reason               *string
 	held_by                   *string
 	held_at                   *time.Time
@@ -44675,6 +44676,55 @@ func (m *RunMutation) ResetPayloadPurgedBy() {
 	delete(m.clearedFields, run.FieldPayloadPurgedBy)
 }
 
+// SetConcurrencyKey sets the "concurrency_key" field.
+func (m *RunMutation) SetConcurrencyKey(s string) {
+	m.concurrency_key = &s
+}
+
+// ConcurrencyKey returns the value of the "concurrency_key" field in the mutation.
+func (m *RunMutation) ConcurrencyKey() (r string, exists bool) {
+	v := m.concurrency_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldConcurrencyKey returns the old "concurrency_key" field's value of the Run entity.
+// If the Run object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *RunMutation) OldConcurrencyKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldConcurrencyKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldConcurrencyKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldConcurrencyKey: %w", err)
+	}
+	return oldValue.ConcurrencyKey, nil
+}
+
+// ClearConcurrencyKey clears the value of the "concurrency_key" field.
+func (m *RunMutation) ClearConcurrencyKey() {
+	m.concurrency_key = nil
+	m.clearedFields[run.FieldConcurrencyKey] = struct{}{}
+}
+
+// ConcurrencyKeyCleared returns if the "concurrency_key" field was cleared in this mutation.
+func (m *RunMutation) ConcurrencyKeyCleared() bool {
+	_, ok := m.clearedFields[run.FieldConcurrencyKey]
+	return ok
+}
+
+// ResetConcurrencyKey resets all changes to the "concurrency_key" field.
+func (m *RunMutation) ResetConcurrencyKey() {
+	m.concurrency_key = nil
+	delete(m.clearedFields, run.FieldConcurrencyKey)
+}
+
 // SetHoldReason sets the "hold_reason" field.
 func (m *RunMutation) SetHoldReason(s string) {
 	m.hold_reason = &s
@@ -45072,7 +45122,7 @@ func (m *RunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *RunMutation) Fields() []string {
-	fields := make([]string, 0, 39)
+	fields := make([]string, 0, 40)
 	if m.tenant != nil {
 		fields = append(fields, run.FieldTenantID)
 	}
@@ -45181,6 +45231,9 @@ func (m *RunMutation) Fields() []string {
 	if m.payload_purged_by != nil {
 		fields = append(fields, run.FieldPayloadPurgedBy)
 	}
+	if m.concurrency_key != nil {
+		fields = append(fields, run.FieldConcurrencyKey)
+	}
 	if m.hold_reason != nil {
 		fields = append(fields, run.FieldHoldReason)
 	}
@@ -45270,6 +45323,8 @@ func (m *RunMutation) Field(name string) (ent.Value, bool) {
 		return m.PayloadPurgedAt()
 	case run.FieldPayloadPurgedBy:
 		return m.PayloadPurgedBy()
+	case run.FieldConcurrencyKey:
+		return m.ConcurrencyKey()
 	case run.FieldHoldReason:
 		return m.HoldReason()
 	case run.FieldHeldBy:
@@ -45357,6 +45412,8 @@ func (m *RunMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldPayloadPurgedAt(ctx)
 	case run.FieldPayloadPurgedBy:
 		return m.OldPayloadPurgedBy(ctx)
+	case run.FieldConcurrencyKey:
+		return m.OldConcurrencyKey(ctx)
 	case run.FieldHoldReason:
 		return m.OldHoldReason(ctx)
 	case run.FieldHeldBy:
@@ -45624,6 +45681,13 @@ func (m *RunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetPayloadPurgedBy(v)
 		return nil
+	case run.FieldConcurrencyKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetConcurrencyKey(v)
+		return nil
 	case run.FieldHoldReason:
 		v, ok := value.(string)
 		if !ok {
@@ -45810,6 +45874,9 @@ func (m *RunMutation) ClearedFields() []string {
 	if m.FieldCleared(run.FieldPayloadPurgedBy) {
 		fields = append(fields, run.FieldPayloadPurgedBy)
 	}
+	if m.FieldCleared(run.FieldConcurrencyKey) {
+		fields = append(fields, run.FieldConcurrencyKey)
+	}
 	if m.FieldCleared(run.FieldHoldReason) {
 		fields = append(fields, run.FieldHoldReason)
 	}
@@ -45892,6 +45959,9 @@ func (m *RunMutation) ClearField(name string) error {
 		return nil
 	case run.FieldPayloadPurgedBy:
 		m.ClearPayloadPurgedBy()
+		return nil
+	case run.FieldConcurrencyKey:
+		m.ClearConcurrencyKey()
 		return nil
 	case run.FieldHoldReason:
 		m.ClearHoldReason()
@@ -46017,6 +46087,9 @@ func (m *RunMutation) ResetField(name string) error {
 		return nil
 	case run.FieldPayloadPurgedBy:
 		m.ResetPayloadPurgedBy()
+		return nil
+	case run.FieldConcurrencyKey:
+		m.ResetConcurrencyKey()
 		return nil
 	case run.FieldHoldReason:
 		m.ResetHoldReason()

@@ -94,6 +94,8 @@ type Run struct {
 	PayloadPurgedAt *time.Time `json:"payload_purged_at,omitempty"`
 	// PayloadPurgedBy holds the value of the "payload_purged_by" field.
 	PayloadPurgedBy *string `json:"payload_purged_by,omitempty"`
+	// The run's key under its definition's concurrency limit (internal/runs/concurrency.go); NULL without one.
+	ConcurrencyKey *string `json:"concurrency_key,omitempty"`
 	// A legal hold (holdRun): while set, retention purges nothing of the run.
 	HoldReason *string `json:"hold_reason,omitempty"`
 	// HeldBy holds the value of the "held_by" field.
@@ -201,7 +203,7 @@ func (*Run) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case run.FieldPriority, run.FieldDepth, run.FieldCostMicroUsd, run.FieldNextSeq, run.FieldSLAMaxCostMicroUsd, run.FieldEnvVarsVersion:
 			values[i] = new(sql.NullInt64)
-		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide, run.FieldPayloadPurgedBy, run.FieldHoldReason, run.FieldHeldBy:
+		case run.FieldID, run.FieldTenantID, run.FieldWorkflowID, run.FieldVersionID, run.FieldEnvironmentID, run.FieldStatus, run.FieldMode, run.FieldInputHash, run.FieldIdempotencyKey, run.FieldReplayOf, run.FieldParentRunID, run.FieldParentStepID, run.FieldErrorClass, run.FieldErrorMessage, run.FieldFailedStepID, run.FieldTraceID, run.FieldCreatedBy, run.FieldReleaseID, run.FieldReleaseSide, run.FieldPayloadPurgedBy, run.FieldConcurrencyKey, run.FieldHoldReason, run.FieldHeldBy:
 			values[i] = new(sql.NullString)
 		case run.FieldCreatedAt, run.FieldUpdatedAt, run.FieldStartedAt, run.FieldFinishedAt, run.FieldSLADeadlineAt, run.FieldSLAQueueDeadlineAt, run.FieldSLACheckAt, run.FieldPayloadPurgedAt, run.FieldHeldAt:
 			values[i] = new(sql.NullTime)
@@ -465,6 +467,13 @@ func (_m *Run) assignValues(columns []string, values []any) error {
 				_m.PayloadPurgedBy = new(string)
 				*_m.PayloadPurgedBy = value.String
 			}
+		case run.FieldConcurrencyKey:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field concurrency_key", values[i])
+			} else if value.Valid {
+				_m.ConcurrencyKey = new(string)
+				*_m.ConcurrencyKey = value.String
+			}
 		case run.FieldHoldReason:
 			if value, ok := values[i].(*sql.NullString); !ok {
 				return fmt.Errorf("unexpected type %T for field hold_reason", values[i])
@@ -691,6 +700,11 @@ func (_m *Run) String() string {
 	builder.WriteString(", ")
 	if v := _m.PayloadPurgedBy; v != nil {
 		builder.WriteString("payload_purged_by=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.ConcurrencyKey; v != nil {
+		builder.WriteString("concurrency_key=")
 		builder.WriteString(*v)
 	}
 	builder.WriteString(", ")

@@ -462,6 +462,20 @@ func (_c *RunCreate) SetNillablePayloadPurgedBy(v *string) *RunCreate {
 	return _c
 }
 
+// SetConcurrencyKey sets the "concurrency_key" field.
+func (_c *RunCreate) SetConcurrencyKey(v string) *RunCreate {
+	_c.mutation.SetConcurrencyKey(v)
+	return _c
+}
+
+// SetNillableConcurrencyKey sets the "concurrency_key" field if the given value is not nil.
+func (_c *RunCreate) SetNillableConcurrencyKey(v *string) *RunCreate {
+	if v != nil {
+		_c.SetConcurrencyKey(*v)
+	}
+	return _c
+}
+
 // SetHoldReason sets the "hold_reason" field.
 func (_c *RunCreate) SetHoldReason(v string) *RunCreate {
 	_c.mutation.SetHoldReason(v)
@@ -737,6 +751,11 @@ func (_c *RunCreate) check() error {
 			return &ValidationError{Name: "release_side", err: fmt.Errorf(`ent: validator failed for field "Run.release_side": %w`, err)}
 		}
 	}
+	if v, ok := _c.mutation.ConcurrencyKey(); ok {
+		if err := run.ConcurrencyKeyValidator(v); err != nil {
+			return &ValidationError{Name: "concurrency_key", err: fmt.Errorf(`ent: validator failed for field "Run.concurrency_key": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := run.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "Run.id": %w`, err)}
@@ -917,6 +936,10 @@ func (_c *RunCreate) createSpec() (*Run, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.PayloadPurgedBy(); ok {
 		_spec.SetField(run.FieldPayloadPurgedBy, field.TypeString, value)
 		_node.PayloadPurgedBy = &value
+	}
+	if value, ok := _c.mutation.ConcurrencyKey(); ok {
+		_spec.SetField(run.FieldConcurrencyKey, field.TypeString, value)
+		_node.ConcurrencyKey = &value
 	}
 	if value, ok := _c.mutation.HoldReason(); ok {
 		_spec.SetField(run.FieldHoldReason, field.TypeString, value)
@@ -1509,6 +1532,9 @@ func (u *RunUpsertOne) UpdateNewValues() *RunUpsertOne {
 		}
 		if _, exists := u.create.mutation.ReleaseSide(); exists {
 			s.SetIgnore(run.FieldReleaseSide)
+		}
+		if _, exists := u.create.mutation.ConcurrencyKey(); exists {
+			s.SetIgnore(run.FieldConcurrencyKey)
 		}
 	}))
 	return u
@@ -2193,6 +2219,9 @@ func (u *RunUpsertBulk) UpdateNewValues() *RunUpsertBulk {
 			}
 			if _, exists := b.mutation.ReleaseSide(); exists {
 				s.SetIgnore(run.FieldReleaseSide)
+			}
+			if _, exists := b.mutation.ConcurrencyKey(); exists {
+				s.SetIgnore(run.FieldConcurrencyKey)
 			}
 		}
 	}))

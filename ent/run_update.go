@@ -696,6 +696,9 @@ func (_u *RunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.PayloadPurgedByCleared() {
 		_spec.ClearField(run.FieldPayloadPurgedBy, field.TypeString)
 	}
+	if _u.mutation.ConcurrencyKeyCleared() {
+		_spec.ClearField(run.FieldConcurrencyKey, field.TypeString)
+	}
 	if value, ok := _u.mutation.HoldReason(); ok {
 		_spec.SetField(run.FieldHoldReason, field.TypeString, value)
 	}
@@ -1518,6 +1521,9 @@ func (_u *RunUpdateOne) sqlSave(ctx context.Context) (_node *Run, err error) {
 	}
 	if _u.mutation.PayloadPurgedByCleared() {
 		_spec.ClearField(run.FieldPayloadPurgedBy, field.TypeString)
+	}
+	if _u.mutation.ConcurrencyKeyCleared() {
+		_spec.ClearField(run.FieldConcurrencyKey, field.TypeString)
 	}
 	if value, ok := _u.mutation.HoldReason(); ok {
 		_spec.SetField(run.FieldHoldReason, field.TypeString, value)

@@ -1684,6 +1684,7 @@ var (
 		{Name: "sla_check_at", Type: field.TypeTime, Nullable: true},
 		{Name: "payload_purged_at", Type: field.TypeTime, Nullable: true},
 		{Name: "payload_purged_by", Type: field.TypeString, Nullable: true},
+		{Name: "concurrency_key", Type: field.TypeString, Nullable: true, Size: 255},
 		{Name: "hold_reason", Type: field.TypeString, Nullable: true},
 		{Name: "held_by", Type: field.TypeString, Nullable: true},
 		{Name: "held_at", Type: field.TypeTime, Nullable: true},
@@ -1700,25 +1701,25 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "runs_tenants_tenant",
-				Columns:    []*schema.Column{RunsColumns[36]},
+				Columns:    []*schema.Column{RunsColumns[37]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflows_workflow",
-				Columns:    []*schema.Column{RunsColumns[37]},
+				Columns:    []*schema.Column{RunsColumns[38]},
 				RefColumns: []*schema.Column{WorkflowsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_workflow_versions_version",
-				Columns:    []*schema.Column{RunsColumns[38]},
+				Columns:    []*schema.Column{RunsColumns[39]},
 				RefColumns: []*schema.Column{WorkflowVersionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "runs_environments_environment",
-				Columns:    []*schema.Column{RunsColumns[39]},
+				Columns:    []*schema.Column{RunsColumns[40]},
 				RefColumns: []*schema.Column{EnvironmentsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -1727,7 +1728,7 @@ var (
 			{
 				Name:    "run_tenant_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[9]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[9]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "idempotency_key IS NOT NULL",
 				},
@@ -1735,17 +1736,17 @@ var (
 			{
 				Name:    "run_tenant_id_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[3], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[3], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_workflow_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[37], RunsColumns[1]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[38], RunsColumns[1]},
 			},
 			{
 				Name:    "run_tenant_id_parent_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[11]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[11]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "parent_run_id IS NOT NULL",
 				},
@@ -1753,7 +1754,7 @@ var (
 			{
 				Name:    "run_tenant_id_sla_check_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[30]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[30]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "sla_check_at IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
 				},
@@ -1761,7 +1762,7 @@ var (
 			{
 				Name:    "run_tenant_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[23]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND mode = 'live'",
 				},
@@ -1769,7 +1770,7 @@ var (
 			{
 				Name:    "run_retention_payload",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[23]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "finished_at IS NOT NULL AND payload_purged_at IS NULL",
 				},
@@ -1777,15 +1778,23 @@ var (
 			{
 				Name:    "run_retention_tombstone",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[31]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[31]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "payload_purged_at IS NOT NULL",
 				},
 			},
 			{
+				Name:    "run_concurrency_key",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[38], RunsColumns[40], RunsColumns[33], RunsColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "concurrency_key IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')",
+				},
+			},
+			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[36], RunsColumns[28], RunsColumns[23]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[28], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "release_id IS NOT NULL",
 				},

@@ -90,6 +90,8 @@ const (
 	FieldPayloadPurgedAt = "payload_purged_at"
 	// FieldPayloadPurgedBy holds the string denoting the payload_purged_by field in the database.
 	FieldPayloadPurgedBy = "payload_purged_by"
+	// FieldConcurrencyKey holds the string denoting the concurrency_key field in the database.
+	FieldConcurrencyKey = "concurrency_key"
 	// FieldHoldReason holds the string denoting the hold_reason field in the database.
 	FieldHoldReason = "hold_reason"
 	// FieldHeldBy holds the string denoting the held_by field in the database.
@@ -193,6 +195,7 @@ var Columns = []string{
 	FieldSLACheckAt,
 	FieldPayloadPurgedAt,
 	FieldPayloadPurgedBy,
+	FieldConcurrencyKey,
 	FieldHoldReason,
 	FieldHeldBy,
 	FieldHeldAt,
@@ -238,6 +241,8 @@ var (
 	DefaultNextSeq int64
 	// DefaultEnvVarsVersion holds the default value on creation for the "env_vars_version" field.
 	DefaultEnvVarsVersion int64
+	// ConcurrencyKeyValidator is a validator for the "concurrency_key" field. It is called by the builders before save.
+	ConcurrencyKeyValidator func(string) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -494,6 +499,11 @@ func ByPayloadPurgedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByPayloadPurgedBy orders the results by the payload_purged_by field.
 func ByPayloadPurgedBy(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldPayloadPurgedBy, opts...).ToFunc()
+}
+
+// ByConcurrencyKey orders the results by the concurrency_key field.
+func ByConcurrencyKey(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldConcurrencyKey, opts...).ToFunc()
 }
 
 // ByHoldReason orders the results by the hold_reason field.

@@ -215,6 +215,11 @@ func PayloadPurgedBy(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldPayloadPurgedBy, v))
 }
 
+// ConcurrencyKey applies equality check predicate on the "concurrency_key" field. It's identical to ConcurrencyKeyEQ.
+func ConcurrencyKey(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldConcurrencyKey, v))
+}
+
 // HoldReason applies equality check predicate on the "hold_reason" field. It's identical to HoldReasonEQ.
 func HoldReason(v string) predicate.Run {
 	return predicate.Run(sql.FieldEQ(FieldHoldReason, v))
@@ -2088,6 +2093,81 @@ func PayloadPurgedByEqualFold(v string) predicate.Run {
 // PayloadPurgedByContainsFold applies the ContainsFold predicate on the "payload_purged_by" field.
 func PayloadPurgedByContainsFold(v string) predicate.Run {
 	return predicate.Run(sql.FieldContainsFold(FieldPayloadPurgedBy, v))
+}
+
+// ConcurrencyKeyEQ applies the EQ predicate on the "concurrency_key" field.
+func ConcurrencyKeyEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldEQ(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyNEQ applies the NEQ predicate on the "concurrency_key" field.
+func ConcurrencyKeyNEQ(v string) predicate.Run {
+	return predicate.Run(sql.FieldNEQ(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyIn applies the In predicate on the "concurrency_key" field.
+func ConcurrencyKeyIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldIn(FieldConcurrencyKey, vs...))
+}
+
+// ConcurrencyKeyNotIn applies the NotIn predicate on the "concurrency_key" field.
+func ConcurrencyKeyNotIn(vs ...string) predicate.Run {
+	return predicate.Run(sql.FieldNotIn(FieldConcurrencyKey, vs...))
+}
+
+// ConcurrencyKeyGT applies the GT predicate on the "concurrency_key" field.
+func ConcurrencyKeyGT(v string) predicate.Run {
+	return predicate.Run(sql.FieldGT(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyGTE applies the GTE predicate on the "concurrency_key" field.
+func ConcurrencyKeyGTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldGTE(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyLT applies the LT predicate on the "concurrency_key" field.
+func ConcurrencyKeyLT(v string) predicate.Run {
+	return predicate.Run(sql.FieldLT(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyLTE applies the LTE predicate on the "concurrency_key" field.
+func ConcurrencyKeyLTE(v string) predicate.Run {
+	return predicate.Run(sql.FieldLTE(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyContains applies the Contains predicate on the "concurrency_key" field.
+func ConcurrencyKeyContains(v string) predicate.Run {
+	return predicate.Run(sql.FieldContains(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyHasPrefix applies the HasPrefix predicate on the "concurrency_key" field.
+func ConcurrencyKeyHasPrefix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasPrefix(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyHasSuffix applies the HasSuffix predicate on the "concurrency_key" field.
+func ConcurrencyKeyHasSuffix(v string) predicate.Run {
+	return predicate.Run(sql.FieldHasSuffix(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyIsNil applies the IsNil predicate on the "concurrency_key" field.
+func ConcurrencyKeyIsNil() predicate.Run {
+	return predicate.Run(sql.FieldIsNull(FieldConcurrencyKey))
+}
+
+// ConcurrencyKeyNotNil applies the NotNil predicate on the "concurrency_key" field.
+func ConcurrencyKeyNotNil() predicate.Run {
+	return predicate.Run(sql.FieldNotNull(FieldConcurrencyKey))
+}
+
+// ConcurrencyKeyEqualFold applies the EqualFold predicate on the "concurrency_key" field.
+func ConcurrencyKeyEqualFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldEqualFold(FieldConcurrencyKey, v))
+}
+
+// ConcurrencyKeyContainsFold applies the ContainsFold predicate on the "concurrency_key" field.
+func ConcurrencyKeyContainsFold(v string) predicate.Run {
+	return predicate.Run(sql.FieldContainsFold(FieldConcurrencyKey, v))
 }
 
 // HoldReasonEQ applies the EQ predicate on the "hold_reason" field.

@@ -2324,6 +2324,10 @@ func init() {
 	runDescEnvVarsVersion := runFields[27].Descriptor()
 	// run.DefaultEnvVarsVersion holds the default value on creation for the env_vars_version field.
 	run.DefaultEnvVarsVersion = runDescEnvVarsVersion.Default.(int64)
+	// runDescConcurrencyKey is the schema descriptor for concurrency_key field.
+	runDescConcurrencyKey := runFields[33].Descriptor()
+	// run.ConcurrencyKeyValidator is a validator for the "concurrency_key" field. It is called by the builders before save.
+	run.ConcurrencyKeyValidator = runDescConcurrencyKey.Validators[0].(func(string) error)
 	// runDescID is the schema descriptor for id field.
 	runDescID := runMixinFields0[0].Descriptor()
 	// run.DefaultID holds the default value on creation for the id field.

@@ -90,6 +90,9 @@ func (Run) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("payload_purged_by").Optional().Nillable().
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.String("concurrency_key").Optional().Nillable().Immutable().MaxLen(255).
+			Comment("The run's key under its definition's concurrency limit (internal/runs/concurrency.go); NULL without one.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.String("hold_reason").Optional().Nillable().
 			Comment("A legal hold (holdRun): while set, retention purges nothing of the run.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
@@ -134,6 +137,10 @@ func (Run) Indexes() []ent.Index {
 		// only the purge writes).
 		index.Fields("tenant_id", "payload_purged_at").StorageKey("run_retention_tombstone").
 			Annotations(entsql.IndexWhere("payload_purged_at IS NOT NULL")),
+		// Concurrency keys: a key's unfinished runs (counted and released
+		// under the key's lock).
+		index.Fields("tenant_id", "workflow_id", "environment_id", "concurrency_key", "created_at").StorageKey("run_concurrency_key").
+			Annotations(entsql.IndexWhere("concurrency_key IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')")),
 		// Release analysis: a release's runs finished since its step began.
 		index.Fields("tenant_id", "release_id", "finished_at").
 			Annotations(entsql.IndexWhere("release_id IS NOT NULL")),

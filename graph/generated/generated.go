@@ -18542,11 +18542,13 @@ enum PauseMode {
 Why a run is held. PAUSED: its workflow is paused in its environment.
 TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
 TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
 """
 enum QueueReason {
   PAUSED
   TENANT_SHARE
   TENANT_CONCURRENCY
+  KEY_CONCURRENCY
 }
 
 "A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it."

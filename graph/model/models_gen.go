@@ -1303,23 +1303,26 @@ func (e PauseMode) MarshalJSON() ([]byte, error) {
 // Why a run is held. PAUSED: its workflow is paused in its environment.
 // TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
 // TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+// KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
 type QueueReason string
 
 const (
 	QueueReasonPaused            QueueReason = "PAUSED"
 	QueueReasonTenantShare       QueueReason = "TENANT_SHARE"
 	QueueReasonTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
+	QueueReasonKeyConcurrency    QueueReason = "KEY_CONCURRENCY"
 )
 
 var AllQueueReason = []QueueReason{
 	QueueReasonPaused,
 	QueueReasonTenantShare,
 	QueueReasonTenantConcurrency,
+	QueueReasonKeyConcurrency,
 }
 
 func (e QueueReason) IsValid() bool {
 	switch e {
-	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency:
+	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency, QueueReasonKeyConcurrency:
 		return true
 	}
 	return false

@@ -71,6 +71,9 @@ type Definition struct {
 	// Vars declares the environment variables the definition reads as
 	// env.vars.<name> (vars.go).
 	Vars map[string]VarDecl `json:"vars,omitempty"`
+	// Concurrency limits the workflow's unfinished runs per key in an
+	// environment (concurrency.go).
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
 
 	// reads maps a step id to the step ids its expressions read, found
 	// while validating (see Reads).

@@ -76,6 +76,7 @@ func (d *Definition) validate(strict bool) []Problem {
 	if d.Output != "" {
 		v.checkExpr("$.output", d.Output, exprScope{output: true}, false)
 	}
+	v.checkConcurrency()
 	d.types = definitionTypes{input: v.typing.input, outputs: v.outputs}
 	return v.problems
 }

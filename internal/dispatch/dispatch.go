@@ -4,7 +4,9 @@
 // whose step transaction saw held steps (a step taken from the queue or
 // finished makes room), coalesced so that a busy tenant has at most one
 // release in flight per worker, and on a sweep over every tenant with held
-// steps as a safety net (after a crash, a Redis wipe or a change of a plan).
+// steps as a safety net (after a crash, a Redis wipe or a change of a plan),
+// which also releases runs waiting for a workflow's concurrency key that a
+// finishing run did not release (runs.Service.ReleaseKeys).
 // Nothing here decides what runs: the release itself is one SQL function,
 // serialised per tenant in Postgres, so any number of workers may run it.
 package dispatch
@@ -23,6 +25,10 @@ type Store interface {
 	ReleaseHeld(ctx context.Context, tenantID string) (int, error)
 	// HeldTenants lists the tenants with held steps.
 	HeldTenants(ctx context.Context) ([]string, error)
+	// ReleaseKeys releases the runs waiting for a workflow's concurrency
+	// key that fit under its limit (a finishing run releases them itself;
+	// this recovers those it could not); it returns how many steps.
+	ReleaseKeys(ctx context.Context, tenantID string) (int, error)
 }
 
 // Releaser runs releases for tenants that asked (Release) and sweeps.
@@ -114,9 +120,13 @@ func (r *Releaser) SweepOnce(ctx context.Context) error {
 		}
 		r.sem <- struct{}{}
 		_, err := r.store.ReleaseHeld(ctx, id)
+		_, kerr := r.store.ReleaseKeys(ctx, id)
 		<-r.sem
 		if err != nil {
 			r.log.Warn("release held steps", "tenant_id", id, "err", err)
+		}
+		if kerr != nil {
+			r.log.Warn("release concurrency keys", "tenant_id", id, "err", kerr)
 		}
 	}
 	return nil

@@ -223,6 +223,9 @@ const (
 	// QueueTenantConcurrency: the tenant runs its plan's
 	// maxConcurrentSteps already.
 	QueueTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
+	// QueueKeyConcurrency: the workflow's concurrency limit for the run's
+	// key is reached in its environment (internal/runs/concurrency.go).
+	QueueKeyConcurrency QueueReason = "KEY_CONCURRENCY"
 )
 
 // Held says why an unfinished run is held and since when: PAUSED while its
@@ -254,8 +257,11 @@ func Held(ctx context.Context, c *ent.Client, r *ent.Run) (QueueReason, *time.Ti
 		return "", nil, err
 	}
 	reason := QueueTenantShare
-	if h.Reason == "tenant_concurrency" {
+	switch h.Reason {
+	case "tenant_concurrency":
 		reason = QueueTenantConcurrency
+	case "key_concurrency":
+		reason = QueueKeyConcurrency
 	}
 	return reason, &h.Since, nil
 }

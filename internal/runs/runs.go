@@ -243,6 +243,9 @@ type newRun struct {
 	paused bool
 	// priority: 1 to 5 (fair dispatch); 0 means DefaultPriority.
 	priority int
+	// keyPath is where a concurrency key that cannot be evaluated for the
+	// input is reported ("input.input" if empty).
+	keyPath string
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -272,6 +275,14 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		}
 		r.SLADeadlineAt, r.SLAQueueDeadlineAt, r.SLAMaxCostMicroUsd, r.SLACheckAt = d.DeadlineAt, d.QueueDeadlineAt, d.MaxCostMicroUSD, d.CheckAt()
 	}
+	keyPath := nr.keyPath
+	if keyPath == "" {
+		keyPath = "input.input"
+	}
+	decision, err := e.decideKey(ctx, c, r, nr.def, keyPath)
+	if err != nil {
+		return nil, err
+	}
 	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err
@@ -290,7 +301,15 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	for _, st := range nr.def.Steps {
 		sr := c.StepRun.Bind(&ent.StepRun{ID: ids.New(ids.StepRun), TenantID: r.TenantID, CreatedAt: now, UpdatedAt: now, RunID: r.ID, StepID: st.ID,
 			Type: st.Type, Status: steprun.StatusPending})
-		if startsQueued(st) {
+		switch {
+		case decision == keySkip:
+			sr.Status = steprun.StatusCancelled
+		case startsQueued(st) && decision == keyHold:
+			// Waits for its concurrency key: queued, not ready, held.
+			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
+			sr.Status, sr.Attempts, sr.CurrentAttemptID = steprun.StatusQueued, 1, &a.ID
+			attempts = append(attempts, a)
+		case startsQueued(st):
 			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
 			sr.Status, sr.Attempts, sr.CurrentAttemptID, sr.ReadyAt = steprun.StatusQueued, 1, &a.ID, &now
 			attempts = append(attempts, a)
@@ -302,6 +321,11 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	}
 	if err := insertSteps(ctx, r, list, attempts); err != nil {
 		return nil, err
+	}
+	if decision == keyHold {
+		if err := holdForKey(ctx, r, list); err != nil {
+			return nil, err
+		}
 	}
 	for _, sr := range list {
 		s.steps[sr.StepID] = sr
@@ -329,7 +353,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 			return nil, err
 		}
 	}
-	if err := s.advance(ctx); err != nil {
+	if decision == keySkip {
+		s.skipForKey()
+	} else if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.flush(ctx); err != nil {

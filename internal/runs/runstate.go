@@ -76,6 +76,9 @@ type runState struct {
 	// held steps when the run was locked; after commit the service asks for
 	// a release.
 	capped, tenantHeld bool
+	// noKeyRelease: when the run finishes, it releases no run waiting for
+	// its concurrency key (concurrency.go): a new run takes its place.
+	noKeyRelease bool
 	// deferEval marks a run state changed by an API request: starting a
 	// step that evaluates a tenant expression is left to a worker (see
 	// decide.go).
@@ -350,6 +353,10 @@ func (s *runState) flush(ctx context.Context) error {
 		}
 	}
 	if s.finishedRun {
+		// A run with a concurrency key makes room for the key's next one.
+		if err := s.releaseKey(ctx); err != nil {
+			return err
+		}
 		s.finishedRun = false
 		store.AfterCommit(ctx, func() { tally.Rename(ctx, "finish") })
 	}

@@ -40,7 +40,7 @@ import (
 const runColumns = `id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 	input_hash, output, idempotency_key, replay_of, error_class, error_message, failed_step_id, cost_micro_usd, next_seq,
 	step_counts, trace_id, created_by, started_at, finished_at, parent_run_id, parent_step_id, depth, sla_deadline_at, sla_queue_deadline_at,
-	env_vars_version, priority`
+	env_vars_version, priority, concurrency_key`
 
 func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 	r := &ent.Run{}
@@ -48,7 +48,7 @@ func scanRun(row pgx.Row, extra ...any) (*ent.Run, error) {
 		&r.InputHash, &r.Output, &r.IdempotencyKey, &r.ReplayOf, &r.ErrorClass, &r.ErrorMessage, &r.FailedStepID, &r.CostMicroUsd, &r.NextSeq,
 		&r.StepCounts, &r.TraceID, &r.CreatedBy, &r.StartedAt, &r.FinishedAt, &r.ParentRunID, &r.ParentStepID, &r.Depth,
 		&r.SLADeadlineAt, &r.SLAQueueDeadlineAt,
-		&r.EnvVarsVersion, &r.Priority}
+		&r.EnvVarsVersion, &r.Priority, &r.ConcurrencyKey}
 	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return nil, err
 	}
@@ -335,13 +335,13 @@ func insertRun(ctx context.Context, r *ent.Run) error {
 		`INSERT INTO runs (id, tenant_id, created_at, updated_at, workflow_id, version_id, environment_id, status, mode, input,
 		input_hash, idempotency_key, replay_of, cost_micro_usd, next_seq, trace_id, created_by, parent_run_id, parent_step_id, depth,
 		sla_deadline_at, sla_queue_deadline_at, sla_max_cost_micro_usd, sla_check_at,
-		env_vars_version, release_id, release_side, priority)
+		env_vars_version, release_id, release_side, priority, concurrency_key)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
-		$24, $25, $26, $27)`,
+		$24, $25, $26, $27, $28)`,
 		r.ID, r.TenantID, r.CreatedAt, r.UpdatedAt, r.WorkflowID, r.VersionID, r.EnvironmentID, r.Status, r.Mode, r.Input,
 		r.InputHash, r.IdempotencyKey, r.ReplayOf, r.NextSeq, r.TraceID, r.CreatedBy, r.ParentRunID, r.ParentStepID, r.Depth,
 		r.SLADeadlineAt, r.SLAQueueDeadlineAt, r.SLAMaxCostMicroUsd, r.SLACheckAt,
-		r.EnvVarsVersion, r.ReleaseID, r.ReleaseSide, r.Priority)
+		r.EnvVarsVersion, r.ReleaseID, r.ReleaseSide, r.Priority, r.ConcurrencyKey)
 }
 
 // insertSteps holds the inserts of a new run's steps and first attempts:
