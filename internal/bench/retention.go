@@ -244,20 +244,22 @@ func cloneRuns(ctx context.Context, url, tmpl string, n int) error {
 		return fmt.Errorf("clone runs: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	// id || suffix for every id column, per table.
+	// id || suffix for every id column, per table. The template's rows are
+	// read once (a materialized CTE: without it the planner may scan a table
+	// per clone, step_runs and the others having no index led by run_id).
 	stmts := []string{
-		`INSERT INTO runs SELECT (jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object(
+		`INSERT INTO runs WITH r AS MATERIALIZED (SELECT * FROM runs WHERE id = $1) SELECT (jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object(
 			'id', r.id || $4::text || g, 'idempotency_key', NULL))).*
-			FROM runs r, generate_series($2::int, $3::int) g WHERE r.id = $1`,
-		`INSERT INTO step_runs SELECT (jsonb_populate_record(NULL::step_runs, to_jsonb(x) || jsonb_build_object(
+			FROM r, generate_series($2::int, $3::int) g`,
+		`INSERT INTO step_runs WITH x AS MATERIALIZED (SELECT * FROM step_runs WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::step_runs, to_jsonb(x) || jsonb_build_object(
 			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'current_attempt_id', x.current_attempt_id || $4::text || g))).*
-			FROM step_runs x, generate_series($2::int, $3::int) g WHERE x.run_id = $1`,
-		`INSERT INTO step_attempts SELECT (jsonb_populate_record(NULL::step_attempts, to_jsonb(x) || jsonb_build_object(
+			FROM x, generate_series($2::int, $3::int) g`,
+		`INSERT INTO step_attempts WITH x AS MATERIALIZED (SELECT * FROM step_attempts WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::step_attempts, to_jsonb(x) || jsonb_build_object(
 			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'step_run_id', x.step_run_id || $4::text || g))).*
-			FROM step_attempts x, generate_series($2::int, $3::int) g WHERE x.run_id = $1`,
-		`INSERT INTO run_events SELECT (jsonb_populate_record(NULL::run_events, to_jsonb(x) || jsonb_build_object(
+			FROM x, generate_series($2::int, $3::int) g`,
+		`INSERT INTO run_events WITH x AS MATERIALIZED (SELECT * FROM run_events WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::run_events, to_jsonb(x) || jsonb_build_object(
 			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g))).*
-			FROM run_events x, generate_series($2::int, $3::int) g WHERE x.run_id = $1`,
+			FROM x, generate_series($2::int, $3::int) g`,
 	}
 	for lo := 1; lo <= n; lo += cloneBatch {
 		hi := min(lo+cloneBatch-1, n)
