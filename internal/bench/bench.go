@@ -1,6 +1,7 @@
 // Package bench owns Sluice's end-to-end benchmark (`sluice bench`): a raw
 // asynq baseline, then run latency and throughput, long chains, fan-out,
-// startRun at a fixed rate and live-update latency, measured against
+// startRun at a fixed rate, live-update latency, fairness across tenants
+// and the retention purge under run traffic, measured against
 // running API and worker processes as a client sees them (GraphQL over
 // HTTP and websockets), plus the processes' peak memory, and the same
 // 3-step workflow on a peer (DBOS Transact for Go) for comparison. The command sets
