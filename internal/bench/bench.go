@@ -1,6 +1,7 @@
 // Package bench owns Sluice's end-to-end benchmark (`sluice bench`): a raw
 // asynq baseline, then run latency and throughput, long chains, fan-out,
-// startRun at a fixed rate and live-update latency, measured against
+// startRun at a fixed rate, live-update latency, fairness across tenants
+// and the retention purge under run traffic, measured against
 // running API and worker processes as a client sees them (GraphQL over
 // HTTP and websockets), plus the processes' peak memory, and the same
 // 3-step workflow on a peer (DBOS Transact for Go) for comparison. The command sets
@@ -37,6 +38,9 @@ type Sizes struct {
 	LiveGates      int           // approvals decided one at a time while the subscribers listen
 	FairnessRuns   int           // tenant A's runs started at once (fairness)
 	FairnessProbes int           // tenant B's runs timed one at a time, idle and under A's burst
+	RetentionRuns  int           // finished runs (cloned by SQL) whose payloads the retention purge clears
+	RetentionProbe int           // 3-step runs timed one at a time, before and during the purge
+	RetentionBatch int           // runs per purge transaction (SLUICE_RETENTION_BATCH the command gives the workers)
 }
 
 // FullSizes is the benchmark the targets are stated for.
@@ -45,6 +49,7 @@ func FullSizes() Sizes {
 		BaselineTasks: 20000, Commits: 1000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
 		Chains: []int{40, 400}, FanOut: 1000, StartRate: 200, StartFor: 5 * time.Second,
 		Subscribers: 1000, LiveSteps: 5, LiveGates: 6, FairnessRuns: 5000, FairnessProbes: 20,
+		RetentionRuns: 50000, RetentionProbe: 100, RetentionBatch: 500,
 	}
 }
 
@@ -55,6 +60,7 @@ func SmokeSizes() Sizes {
 		BaselineTasks: 200, Commits: 20, LatencyRuns: 3, ThroughputRuns: 20, InFlight: 10,
 		Chains: []int{5, 10}, FanOut: 20, StartRate: 50, StartFor: 200 * time.Millisecond,
 		Subscribers: 5, LiveSteps: 2, LiveGates: 2, FairnessRuns: 30, FairnessProbes: 2,
+		RetentionRuns: 300, RetentionProbe: 3, RetentionBatch: 50,
 	}
 }
 
@@ -99,7 +105,7 @@ const (
 )
 
 // Scenarios lists every scenario in the order they run.
-var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive, ScenarioEval, ScenarioFairness}
+var Scenarios = []string{ScenarioBaseline, ScenarioThreeStep, ScenarioPeers, ScenarioChain, ScenarioFanOut, ScenarioStart, ScenarioLive, ScenarioEval, ScenarioFairness, ScenarioRetention}
 
 // Options tunes a benchmark.
 type Options struct {
@@ -139,6 +145,8 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 		{ScenarioLive, s.live},
 		{ScenarioEval, s.eval},
 		{ScenarioFairness, s.fairness},
+		// Last: it sets the tenant's payloadDays to 0.
+		{ScenarioRetention, s.retention},
 	}
 	var errs []error
 	for _, p := range phases {

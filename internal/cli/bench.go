@@ -41,6 +41,7 @@ var benchPassthrough = []string{
 	"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG", "GOCOVERDIR",
 	"SLUICE_LOG_LEVEL", "SLUICE_DB_MAX_CONNS", "SLUICE_WORKER_RECONCILE_INTERVAL",
 	"SLUICE_STEP_COMMIT_LANES", "SLUICE_STEP_GROUP_MAX", "SLUICE_DISPATCH_SHARE",
+	"SLUICE_RETENTION_INTERVAL", "SLUICE_RETENTION_BATCH", "SLUICE_RETENTION_DAY",
 }
 
 // runBench measures Sluice on this machine: it creates a fresh database
@@ -142,6 +143,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		"SLUICE_JWT_ISSUER":         "sluice-bench",
 		"SLUICE_JWT_AUDIENCE":       "sluice",
 		"SLUICE_WORKER_CONCURRENCY": strconv.Itoa(*concurrency),
+		// The retention scenario: the purge passes every second (it finds
+		// nothing due until the scenario sets payloadDays 0), in batches of
+		// the size's runs.
+		"SLUICE_RETENTION_INTERVAL": "1s",
+		"SLUICE_RETENTION_BATCH":    strconv.Itoa(sizes.RetentionBatch),
 	}
 	for _, k := range benchPassthrough {
 		if v := getenv(k); v != "" {

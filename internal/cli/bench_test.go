@@ -75,7 +75,7 @@ func TestBenchSmoke(t *testing.T) {
 	if m == nil || m[1] != m[2] || m[1] == "0" {
 		t.Fatalf("want every run started to have succeeded, got:\n%s", out)
 	}
-	for _, scenario := range []string{"baseline", "3-step", "peers", "chain", "fan-out", "start", "live", "memory"} {
+	for _, scenario := range []string{"baseline", "3-step", "peers", "chain", "fan-out", "start", "live", "retention", "memory"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(scenario) + `\s`).MatchString(out) {
 			t.Errorf("no %s figure in the report:\n%s", scenario, out)
 		}
