@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -177,29 +176,12 @@ func (e *Service) releaseKey(ctx context.Context, tenantID, workflowID, envID, k
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.Query(ctx, `SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_key($1, $2, $3, $4, $5, $6, $7)`,
+	ts, err := releasedTasks(ctx, q, e.now(), tenantID,
+		`SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_key($1, $2, $3, $4, $5, $6, $7)`,
 		tenantID, workflowID, envID, key, limit, e.now(), wait)
 	if err != nil {
 		return nil, fmt.Errorf("release concurrency key: %w", err)
 	}
-	now := e.now()
-	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
-		var runID, stepID, typ, versionID string
-		var attemptID *string
-		if err := r.Scan(&runID, &stepID, &typ, &attemptID, &versionID); err != nil {
-			return tasks.Task{}, err
-		}
-		if attemptID == nil {
-			return tasks.Task{}, nil
-		}
-		t := stepTask(tenantID, runID, stepID, typ, *attemptID, now)
-		t.VersionID = versionID
-		return t, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("release concurrency key: %w", err)
-	}
-	ts = slices.DeleteFunc(ts, func(t tasks.Task) bool { return t.ID == "" })
 	if e.metrics != nil && len(ts) > 0 {
 		e.metrics.releasedSteps(len(ts))
 	}

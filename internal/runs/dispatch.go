@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -155,28 +156,11 @@ func (e *Service) ReleaseHeld(ctx context.Context, tenantID string) (int, error)
 		if err != nil {
 			return err
 		}
-		rows, err := q.Query(ctx, `SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_held($1, $2, $3)`, tenantID, e.now(), share)
+		ts, err = releasedTasks(ctx, q, e.now(), tenantID,
+			`SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_held($1, $2, $3)`, tenantID, e.now(), share)
 		if err != nil {
 			return fmt.Errorf("release held steps: %w", err)
 		}
-		now := e.now()
-		ts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
-			var runID, stepID, typ, versionID string
-			var attemptID *string
-			if err := r.Scan(&runID, &stepID, &typ, &attemptID, &versionID); err != nil {
-				return tasks.Task{}, err
-			}
-			if attemptID == nil {
-				return tasks.Task{}, nil
-			}
-			t := stepTask(tenantID, runID, stepID, typ, *attemptID, now)
-			t.VersionID = versionID
-			return t, nil
-		})
-		if err != nil {
-			return fmt.Errorf("release held steps: %w", err)
-		}
-		ts = slices.DeleteFunc(ts, func(t tasks.Task) bool { return t.ID == "" })
 		e.dispatchAfterCommit(ctx, ts)
 		return nil
 	})
@@ -193,4 +177,31 @@ func (e *Service) ReleaseHeld(ctx context.Context, tenantID string) (int, error)
 // past row-level security: the sweep's list, no tenant's data).
 func (e *Service) HeldTenants(ctx context.Context) ([]string, error) {
 	return store.TenantIDsOf(ctx, e.client, store.TenantsHolding)
+}
+
+// releasedTasks runs sql, a release function returning (run_id, step_id,
+// step_type, attempt_id, version_id) rows, and makes the step tasks that
+// send what it released; rows without an attempt are left out.
+func releasedTasks(ctx context.Context, q store.Querier, now time.Time, tenantID, sql string, args ...any) ([]tasks.Task, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
+		var runID, stepID, typ, versionID string
+		var attemptID *string
+		if err := r.Scan(&runID, &stepID, &typ, &attemptID, &versionID); err != nil {
+			return tasks.Task{}, err
+		}
+		if attemptID == nil {
+			return tasks.Task{}, nil
+		}
+		t := stepTask(tenantID, runID, stepID, typ, *attemptID, now)
+		t.VersionID = versionID
+		return t, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(ts, func(t tasks.Task) bool { return t.ID == "" }), nil
 }
