@@ -10,7 +10,7 @@ dev: services
 
 ## test: the whole suite (CI runs this)
 test: services vet check-generated
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -parallel 4 -timeout 25m ./...
 
 build:
 	$(GO) build -o bin/sluice ./cmd/sluice
@@ -37,7 +37,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 e2e: services
-	$(GO) test -count=1 -timeout 25m ./e2e
+	$(GO) test -count=1 -parallel 4 -timeout 25m ./...
 
 ## bench: measure Sluice on this machine against its targets (BENCHMARKS.md); BENCH_FLAGS=--smoke for a quick check
 bench: services

@@ -294,6 +294,7 @@ func errPath(r *result) string {
 // refused at versionID, and with an inputPatch that breaks the schema at
 // inputPatch.
 func TestBulkBadInput(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "bulk-bad")
 	g := f.owner
 	p := newPartner(t)
@@ -424,6 +425,7 @@ func waitBulk(t *testing.T, g *client, id string) map[string]any {
 // bulk RESUME of a run that did not fail skips it and says why. Each run
 // acted on has one audit entry naming the operation.
 func TestBulkReplayAndCancel(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "bulk-replay")
 	g := f.owner
 	p := newPartner(t)

@@ -79,6 +79,7 @@ func startManyRuns(t *testing.T, c *client, wf, env string, n int) {
 // cannot see, mint or fetch it, a non-admin is refused, and bad input is
 // VALIDATION with the field path and writes nothing.
 func TestExport(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "export")
 	def := map[string]any{
 		"schemaVersion": 1,

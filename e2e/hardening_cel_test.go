@@ -54,7 +54,9 @@ func TestTransformOutputBombFailsStep(t *testing.T) {
 func TestTransformOutputSizeCap(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "celsize")
-	leaf := `lists.range(300000).map(x, 'abcdefghijklmnopqrstuvwxyz').join('')` // 7.8 MB each
+	// 7.8 MB from 30,000 joins of 260 characters: cheap enough to stay far
+	// inside the 2 s evaluation limit on a busy machine.
+	leaf := `lists.range(30000).map(x, '` + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 10) + `').join('')`
 	wf, _ := deployWorkflow(t, f, "size", map[string]any{
 		"schemaVersion": 1,
 		"steps": []any{
@@ -73,7 +75,9 @@ func TestTransformOutputSizeCap(t *testing.T) {
 func TestRunOutputTotalCap(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "celtotal")
-	leaf := `lists.range(300000).map(x, 'abcdefghijklmnopqrstuvwxyz').join('')`
+	// 7.8 MB from 30,000 joins of 260 characters: cheap enough to stay far
+	// inside the 2 s evaluation limit on a busy machine.
+	leaf := `lists.range(30000).map(x, '` + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 10) + `').join('')`
 	var list []any
 	prev := ""
 	for i := range 9 {
@@ -128,6 +132,7 @@ func vmHWM(t *testing.T, p *process) int {
 // in the API process. The API answers at once with its memory unchanged;
 // a worker evaluates the condition, which fails the step with class limit.
 func TestIfBombNotEvaluatedByAPI(t *testing.T) {
+	t.Parallel()
 	st := newProcessStack(t, 1) // the API's peak memory is read from /proc
 	f := newFixture(t, "celif")
 	wf, _ := deployWorkflow(t, f, "ifbomb", map[string]any{
@@ -159,6 +164,7 @@ func TestIfBombNotEvaluatedByAPI(t *testing.T) {
 // The same condition after an approval: decideApproval does not evaluate
 // the dependents' expressions either; a worker does.
 func TestApprovalDependentsNotEvaluatedByAPI(t *testing.T) {
+	t.Parallel()
 	st := newProcessStack(t, 1) // the API's peak memory is read from /proc
 	f := newFixture(t, "celapr")
 	c := f.owner.on(st.server)

@@ -84,6 +84,7 @@ func finishRun(t *testing.T, c *client, id string) map[string]any {
 }
 
 func TestResponseCacheServesConcurrentRunsFromOneUpstreamCall(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "rcache")
 	api := newCacheAPI(t, `{"name":"ada"}`)
 	wf, _ := deployWorkflow(t, f, "cached", cachedDef(api.srv.URL+"/items/1", map[string]any{"ttl": "60s"}))

@@ -285,6 +285,7 @@ func firstString(m map[string]any) any {
 // passes finish the job. Every finished run is purged exactly once: the
 // passes' counts add up to the runs purged.
 func TestRetentionPurgeSurvivesWorkerKill(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "retention-kill")
 	runs := 0
 	var ids []string
