@@ -391,20 +391,6 @@ func (s *runEventStream) next(rctx context.Context) *ent.RunEvent {
 		case s.final:
 			return s.finish()
 		}
-		// A notice already waiting is taken before the values handed out
-		// are written, so that a burst's notices share writes too.
-		select {
-		case n, ok := <-s.sub.C():
-			if !ok {
-				s.op.endWith(dropError(ctx, s.sub.Err(), s.sent))
-				return s.finish()
-			}
-			if err := s.deliver(ctx, n); err != nil {
-				s.fail(ctx, err)
-			}
-			continue
-		default:
-		}
 		s.flushValues()
 		select {
 		case <-ctx.Done():

@@ -118,7 +118,7 @@ func (r *rawConn) writeCount() int {
 }
 
 // hijackWriter hands coder/websocket's Accept a rawConn in place of the
-// hijacked connection, and a write buffer of its own on it.
+// hijacked connection, under the write buffer the server hijacked with.
 type hijackWriter struct {
 	http.ResponseWriter
 	raw *rawConn
@@ -141,5 +141,6 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.raw = &rawConn{Conn: nc}
-	return w.raw, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.raw, brw.Writer.Size())), nil
+	brw.Writer.Reset(w.raw) // the same buffer, writing through rawConn
+	return w.raw, brw, nil
 }
