@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/internal/events"
 	"github.com/sluicehq/sluice/internal/eventtype"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/livews"
 	"github.com/sluicehq/sluice/internal/store"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -288,6 +289,9 @@ func subscribeRunEvents(ctx context.Context, runID string, afterSeq *int) (<-cha
 	feed := &eventFeed{stream: s, gql: make(chan *ent.RunEvent, 1)}
 	if !s.reload {
 		feed.selection, feed.cacheable = selectionDigest(ctx)
+		// Values that read no database are written together; the others
+		// (a transaction each) one by one.
+		s.flush = livews.Coalesce(ctx)
 	}
 	// One read checks the run and fetches the first page of its log.
 	first, err := s.readLog(ctx)
@@ -331,8 +335,12 @@ type runEventStream struct {
 	sub             *events.Subscription
 	lease           *auth.Lease
 	stopSub         func() bool
-	last            int64 // seq of the last event queued (or sent)
-	sent            int64 // seq of the last event handed out
+	// flush, on a livews connection, writes the values handed out so far:
+	// they wait in the connection's buffer until the stream has nothing at
+	// hand, so a notice's events leave in one write (nil elsewhere).
+	flush func()
+	last  int64 // seq of the last event queued (or sent)
+	sent  int64 // seq of the last event handed out
 	// reload: the selection reads the run edge, which events decoded from
 	// a notice cannot load; such subscribers read every change from the log.
 	reload bool
@@ -383,6 +391,7 @@ func (s *runEventStream) next(rctx context.Context) *ent.RunEvent {
 		case s.final:
 			return s.finish()
 		}
+		s.flushValues()
 		select {
 		case <-ctx.Done():
 			return s.finish()
@@ -400,6 +409,15 @@ func (s *runEventStream) next(rctx context.Context) *ent.RunEvent {
 				s.fail(ctx, err)
 			}
 		}
+	}
+}
+
+// flushValues writes the values handed out that wait in the connection's
+// buffer: called before the stream waits for anything (a notice, a read of
+// the log).
+func (s *runEventStream) flushValues() {
+	if s.flush != nil {
+		s.flush()
 	}
 }
 
@@ -486,6 +504,7 @@ func (s *runEventStream) queue(p logPage) {
 // readLog reads the run's status and up to a page of events after the last
 // one sent, in one short tenant transaction.
 func (s *runEventStream) readLog(ctx context.Context) (logPage, error) {
+	s.flushValues()
 	var p logPage
 	err := store.InTenant(ctx, s.op.live.Client, func(ctx context.Context) error {
 		c := ent.FromContext(ctx)

@@ -13,10 +13,18 @@
 //     every subscriber, see graph.FrameCache) appended in place. gqlgen
 //     JSON-encodes the response, then encodes the protocol message around
 //     it again (validating and copying the data twice).
-//   - The operation's goroutine writes its frames itself, one websocket
-//     write per frame; for runEvents it also takes the events off the Hub
-//     (graph.LiveUpdates), so a frame leaves one goroutine hand-off after
-//     the notice arrives.
+//   - The operation's goroutine writes its frames itself; for runEvents it
+//     also takes the events off the Hub (graph.LiveUpdates), so a frame
+//     leaves one goroutine hand-off after the notice arrives.
+//   - Server-to-client frames are Sluice's own (frame.go): a message's
+//     frame header is put before it in the connection's buffer, and the
+//     frames waiting there leave in one write on the hijacked connection.
+//     An operation that opted in with Coalesce keeps its frames there until
+//     its source has nothing more at hand, so a commit's events reach a
+//     subscriber in one write instead of one write per event (coder/websocket
+//     flushes every message it writes). coder/websocket still does the
+//     handshake, reads the client's frames, answers pings and runs the close
+//     handshake.
 //   - Keep-alive pings and the end of a connection's context are timers and
 //     context callbacks, not goroutines parked per connection.
 //
@@ -32,6 +40,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -119,9 +128,15 @@ func (t Transport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Graph
 			opts.Subprotocols = append(opts.Subprotocols, p)
 		}
 	}
-	ws, err := coderws.Accept(w, r, &opts)
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := coderws.Accept(hw, r, &opts)
 	if err != nil {
 		return // Accept wrote the HTTP error
+	}
+	if hw.raw == nil {
+		// Not through Hijack: nothing to write frames on.
+		_ = ws.CloseNow()
+		return
 	}
 	limit := t.PayloadReadLimit
 	if limit == 0 {
@@ -132,7 +147,7 @@ func (t Transport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Graph
 	} else {
 		ws.SetReadLimit(-1)
 	}
-	c := &Conn{t: t, ws: ws, exec: exec, headers: r.Header, active: map[string]context.CancelFunc{}}
+	c := &Conn{t: t, ws: ws, raw: hw.raw, exec: exec, headers: r.Header, active: map[string]context.CancelFunc{}}
 	c.proto = protoGraphQLWS
 	if ws.Subprotocol() == SubprotocolTransportWS {
 		c.proto = protoTransportWS
@@ -159,7 +174,8 @@ const (
 // Conn is one websocket connection.
 type Conn struct {
 	t       Transport
-	ws      *coderws.Conn
+	ws      *coderws.Conn // the handshake, reads, pongs and the close handshake
+	raw     *rawConn      // the hijacked connection Sluice's frames are written on
 	exec    graphql.GraphExecutor
 	headers http.Header
 	proto   proto
@@ -167,7 +183,7 @@ type Conn struct {
 	init    InitPayload
 
 	wmu sync.Mutex // serialises writes; guards buf
-	buf []byte
+	buf []byte     // frames not written yet, in order
 
 	mu      sync.Mutex
 	active  map[string]context.CancelFunc
@@ -469,6 +485,7 @@ func (c *Conn) subscribe(start time.Time, m message) bool {
 	c.active[id] = cancel
 	c.mu.Unlock()
 	op := &operation{c: c, id: id, quotedID: quote(id)}
+	ctx = context.WithValue(ctx, operationKey{}, op)
 	go op.run(ctx, rc, cancel)
 	return true
 }
@@ -478,6 +495,28 @@ type operation struct {
 	c        *Conn
 	id       string
 	quotedID []byte // the id as a JSON string, encoded once
+	// coalesce: the operation's values stay in the connection's buffer
+	// until its source calls flush (see Coalesce).
+	coalesce atomic.Bool
+}
+
+type operationKey struct{}
+
+// Coalesce makes the values of ctx's operation wait in its connection's
+// buffer instead of being written one by one, so that values that are at
+// hand together (the events of one commit) leave in one write. It returns
+// the flush the operation's source must call, on the operation's goroutine
+// (the one asking for its responses), before it waits for anything: a
+// notice, a database read. The buffer is also written when it grows past
+// 64 KiB, when any other message of the connection is written, and when
+// the operation ends. Outside a livews operation it returns nil.
+func Coalesce(ctx context.Context) (flush func()) {
+	op, ok := ctx.Value(operationKey{}).(*operation)
+	if !ok {
+		return nil
+	}
+	op.coalesce.Store(true)
+	return op.c.flush
 }
 
 func (op *operation) run(ctx context.Context, rc *graphql.OperationContext, cancel context.CancelFunc) {
@@ -502,6 +541,8 @@ func (op *operation) run(ctx context.Context, rc *graphql.OperationContext, canc
 			// A cancelled connection closes the socket; complete would
 			// signal a normal end.
 			c.write(func(b []byte) []byte { return appendMessage(b, tComplete, op.quotedID, nil) })
+		} else {
+			c.flush() // values still waiting go before the close
 		}
 	}()
 	responses, ctx := c.exec.DispatchOperation(ctx, rc)
@@ -523,7 +564,7 @@ func (op *operation) send(resp *graphql.Response) {
 	t := c.nextType()
 	if len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Label == "" && resp.Path == nil && resp.HasNext == nil &&
 		len(resp.Data) > 0 && json.Valid(resp.Data) {
-		c.write(func(b []byte) []byte {
+		c.queue(!op.coalesce.Load(), func(b []byte) []byte {
 			b = append(b, `{"payload":{"data":`...)
 			b = append(b, resp.Data...)
 			b = append(b, `},"id":`...)
@@ -576,16 +617,43 @@ func (c *Conn) writeMessage(t, id string, payload []byte) {
 	c.write(func(b []byte) []byte { return appendMessage(b, t, qid, payload) })
 }
 
-// write builds a message in the connection's buffer and writes it as one
-// text frame. Errors end nothing here: a broken socket fails its read,
-// which ends the connection.
-func (c *Conn) write(build func([]byte) []byte) {
+// write builds a message as a text frame in the connection's buffer and
+// writes the buffer (the frames waiting there first).
+func (c *Conn) write(build func([]byte) []byte) { c.queue(true, build) }
+
+// coalesceLimit is the size of waiting frames that is written without
+// waiting for a flush.
+const coalesceLimit = 64 << 10
+
+// queue builds a message as a text frame after the frames waiting in the
+// connection's buffer; with flush, or once the buffer passed
+// coalesceLimit, it writes them all in one write.
+func (c *Conn) queue(flush bool, build func([]byte) []byte) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := build(c.buf[:0])
-	_ = c.ws.Write(context.Background(), coderws.MessageText, b)
-	if cap(b) <= 64<<10 {
-		c.buf = b // kept for the next message; a huge one is not kept
+	c.buf = appendTextFrame(c.buf, build)
+	if flush || len(c.buf) >= coalesceLimit {
+		c.flushLocked()
+	}
+}
+
+// flush writes the frames waiting in the connection's buffer.
+func (c *Conn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.flushLocked()
+}
+
+// flushLocked writes the waiting frames with one write. Errors end nothing
+// here: a failed write closes the socket, whose read then fails, which ends
+// the connection. c.wmu is held.
+func (c *Conn) flushLocked() {
+	if len(c.buf) == 0 {
+		return
+	}
+	_ = c.raw.writeFrames(c.buf)
+	if cap(c.buf) <= coalesceLimit*2 {
+		c.buf = c.buf[:0] // kept for the next messages; a huge one is not kept
 	} else {
 		c.buf = nil
 	}
