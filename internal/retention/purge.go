@@ -177,6 +177,9 @@ func (s *Service) PurgeTenant(ctx context.Context, tenantID string) (Counts, err
 	if err == nil {
 		err = p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.deliveries(ctx, q, eff) })
 	}
+	if err == nil {
+		err = p.loop(ctx, p.oauthStates)
+	}
 	if p.id != "" || err != nil {
 		if ferr := p.finish(ctx, err); ferr != nil && err == nil {
 			err = ferr
@@ -443,4 +446,19 @@ func (p *pass) deliveries(ctx context.Context, q store.Querier, eff Effective) (
 		return false, nil
 	}
 	return n == int64(p.s.o.Batch), p.record(ctx, q, Counts{WebhookDeliveriesDeleted: n})
+}
+
+// oauthStates deletes one batch of OAuth authorization states (connections'
+// authorize flow) that expired more than a policy day ago, used or not: an
+// expired state can never be redeemed, and its credential's audit entries
+// keep the record of the authorization. They are not counted in the pass.
+func (p *pass) oauthStates(ctx context.Context, q store.Querier) (bool, error) {
+	before := p.now.Add(-p.s.o.Day)
+	tag, err := q.Exec(ctx, `DELETE FROM oauth_states WHERE tenant_id = $1 AND id IN (
+		SELECT id FROM oauth_states WHERE tenant_id = $1 AND expires_at <= $2
+		ORDER BY expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)`, p.tenant, before, p.s.o.Batch)
+	if err != nil {
+		return false, fmt.Errorf("delete expired oauth states: %w", err)
+	}
+	return tag.RowsAffected() == int64(p.s.o.Batch), nil
 }

@@ -9,6 +9,7 @@ package retention_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -373,4 +374,46 @@ func counter(t *testing.T, c *prometheus.CounterVec, kind string) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// OAuth authorization states go a policy day after they expire, used or
+// not; one that expired less than a day ago, or has not expired, stays.
+func TestExpiredOAuthStatesPurged(t *testing.T) {
+	x := newH(t, 2)
+	now := x.clock.Now()
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		cred, err := c.Credential.Create().SetEnvironmentID(x.envID).SetName("crm-" + testdb.RandHex(3)).
+			SetType("oauth2").SetCurrentVersion(1).SetFingerprint("f").SetCreatedBy("user_owner").Save(ctx)
+		if err != nil {
+			return err
+		}
+		for i, exp := range []time.Duration{-5 * time.Hour, -3 * time.Hour, -2 * time.Hour, -30 * time.Minute, 10 * time.Minute} {
+			st := c.OAuthState.Create().SetCredentialID(cred.ID).SetStateHash(fmt.Sprintf("h%d-%s", i, testdb.RandHex(4))).
+				SetRedirectAfter("/").SetRedirectURI("http://127.0.0.1/cb").SetCreatedBy("user_owner").SetExpiresAt(now.Add(exp))
+			if i == 0 {
+				st.SetUsedAt(now.Add(exp - time.Minute))
+			}
+			if _, err := st.Save(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// Day is an hour here: the three that expired over an hour ago go (in
+	// two batches of 2), the other two stay.
+	if _, err := x.svc.PurgeTenant(context.Background(), x.tenant); err != nil {
+		t.Fatal(err)
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		left := c.OAuthState.Query().AllX(ctx)
+		if len(left) != 2 {
+			t.Fatalf("%d states left, want 2", len(left))
+		}
+		for _, st := range left {
+			if st.ExpiresAt.Before(now.Add(-time.Hour)) {
+				t.Errorf("a state expired at %s (over a day before %s) was kept", st.ExpiresAt, now)
+			}
+		}
+		return nil
+	})
 }
