@@ -1232,6 +1232,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 			tenant.FieldDispatchWeight:        {Type: field.TypeInt, Column: tenant.FieldDispatchWeight},
 			tenant.FieldMaxConcurrentSteps:    {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentSteps},
+			tenant.FieldMaxConcurrentRuns:     {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentRuns},
 			tenant.FieldOpenBulkOperations:    {Type: field.TypeInt, Column: tenant.FieldOpenBulkOperations},
 			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 			tenant.FieldOpenExports:           {Type: field.TypeInt, Column: tenant.FieldOpenExports},
@@ -8235,6 +8236,11 @@ func (f *TenantFilter) WhereDispatchWeight(p entql.IntP) {
 // WhereMaxConcurrentSteps applies the entql int predicate on the max_concurrent_steps field.
 func (f *TenantFilter) WhereMaxConcurrentSteps(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldMaxConcurrentSteps))
+}
+
+// WhereMaxConcurrentRuns applies the entql int predicate on the max_concurrent_runs field.
+func (f *TenantFilter) WhereMaxConcurrentRuns(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldMaxConcurrentRuns))
 }
 
 // WhereOpenBulkOperations applies the entql int predicate on the open_bulk_operations field.

@@ -54552,6 +54552,8 @@ type TenantMutation struct {
 	adddispatch_weight          *int
 	max_concurrent_steps        *int
 	addmax_concurrent_steps     *int
+	max_concurrent_runs         *int
+	addmax_concurrent_runs      *int
 	open_bulk_operations        *int
 	addopen_bulk_operations     *int
 	schedules                   *int
@@ -55353,6 +55355,76 @@ func (m *TenantMutation) ResetMaxConcurrentSteps() {
 	delete(m.clearedFields, tenant.FieldMaxConcurrentSteps)
 }
 
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (m *TenantMutation) SetMaxConcurrentRuns(i int) {
+	m.max_concurrent_runs = &i
+	m.addmax_concurrent_runs = nil
+}
+
+// MaxConcurrentRuns returns the value of the "max_concurrent_runs" field in the mutation.
+func (m *TenantMutation) MaxConcurrentRuns() (r int, exists bool) {
+	v := m.max_concurrent_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxConcurrentRuns returns the old "max_concurrent_runs" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldMaxConcurrentRuns(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxConcurrentRuns is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxConcurrentRuns requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxConcurrentRuns: %w", err)
+	}
+	return oldValue.MaxConcurrentRuns, nil
+}
+
+// AddMaxConcurrentRuns adds i to the "max_concurrent_runs" field.
+func (m *TenantMutation) AddMaxConcurrentRuns(i int) {
+	if m.addmax_concurrent_runs != nil {
+		*m.addmax_concurrent_runs += i
+	} else {
+		m.addmax_concurrent_runs = &i
+	}
+}
+
+// AddedMaxConcurrentRuns returns the value that was added to the "max_concurrent_runs" field in this mutation.
+func (m *TenantMutation) AddedMaxConcurrentRuns() (r int, exists bool) {
+	v := m.addmax_concurrent_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (m *TenantMutation) ClearMaxConcurrentRuns() {
+	m.max_concurrent_runs = nil
+	m.addmax_concurrent_runs = nil
+	m.clearedFields[tenant.FieldMaxConcurrentRuns] = struct{}{}
+}
+
+// MaxConcurrentRunsCleared returns if the "max_concurrent_runs" field was cleared in this mutation.
+func (m *TenantMutation) MaxConcurrentRunsCleared() bool {
+	_, ok := m.clearedFields[tenant.FieldMaxConcurrentRuns]
+	return ok
+}
+
+// ResetMaxConcurrentRuns resets all changes to the "max_concurrent_runs" field.
+func (m *TenantMutation) ResetMaxConcurrentRuns() {
+	m.max_concurrent_runs = nil
+	m.addmax_concurrent_runs = nil
+	delete(m.clearedFields, tenant.FieldMaxConcurrentRuns)
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (m *TenantMutation) SetOpenBulkOperations(i int) {
 	m.open_bulk_operations = &i
@@ -55555,7 +55627,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 17)
+	fields := make([]string, 0, 18)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -55597,6 +55669,9 @@ func (m *TenantMutation) Fields() []string {
 	}
 	if m.max_concurrent_steps != nil {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	}
+	if m.max_concurrent_runs != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
 	}
 	if m.open_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
@@ -55643,6 +55718,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.DispatchWeight()
 	case tenant.FieldMaxConcurrentSteps:
 		return m.MaxConcurrentSteps()
+	case tenant.FieldMaxConcurrentRuns:
+		return m.MaxConcurrentRuns()
 	case tenant.FieldOpenBulkOperations:
 		return m.OpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -55686,6 +55763,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldDispatchWeight(ctx)
 	case tenant.FieldMaxConcurrentSteps:
 		return m.OldMaxConcurrentSteps(ctx)
+	case tenant.FieldMaxConcurrentRuns:
+		return m.OldMaxConcurrentRuns(ctx)
 	case tenant.FieldOpenBulkOperations:
 		return m.OldOpenBulkOperations(ctx)
 	case tenant.FieldSchedules:
@@ -55799,6 +55878,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetMaxConcurrentSteps(v)
 		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxConcurrentRuns(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -55849,6 +55935,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addmax_concurrent_steps != nil {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
 	}
+	if m.addmax_concurrent_runs != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
+	}
 	if m.addopen_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
 	}
@@ -55880,6 +55969,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedDispatchWeight()
 	case tenant.FieldMaxConcurrentSteps:
 		return m.AddedMaxConcurrentSteps()
+	case tenant.FieldMaxConcurrentRuns:
+		return m.AddedMaxConcurrentRuns()
 	case tenant.FieldOpenBulkOperations:
 		return m.AddedOpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -55944,6 +56035,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddMaxConcurrentSteps(v)
 		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxConcurrentRuns(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -55982,6 +56080,9 @@ func (m *TenantMutation) ClearedFields() []string {
 	if m.FieldCleared(tenant.FieldMaxConcurrentSteps) {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
 	}
+	if m.FieldCleared(tenant.FieldMaxConcurrentRuns) {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
+	}
 	return fields
 }
 
@@ -56004,6 +56105,9 @@ func (m *TenantMutation) ClearField(name string) error {
 		return nil
 	case tenant.FieldMaxConcurrentSteps:
 		m.ClearMaxConcurrentSteps()
+		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		m.ClearMaxConcurrentRuns()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant nullable field %s", name)
@@ -56054,6 +56158,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldMaxConcurrentSteps:
 		m.ResetMaxConcurrentSteps()
+		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		m.ResetMaxConcurrentRuns()
 		return nil
 	case tenant.FieldOpenBulkOperations:
 		m.ResetOpenBulkOperations()

@@ -996,6 +996,14 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
 			},
+			{
+				Name:    "heldstep_dispatchable",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "reason = 'tenant_share' OR reason = 'tenant_concurrency'",
+				},
+			},
 		},
 	}
 	// InboundEventsColumns holds the columns for the "inbound_events" table.
@@ -2128,6 +2136,7 @@ var (
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
 		{Name: "dispatch_weight", Type: field.TypeInt, Default: 1},
 		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
+		{Name: "max_concurrent_runs", Type: field.TypeInt, Nullable: true},
 		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 		{Name: "open_exports", Type: field.TypeInt, Default: 0},

@@ -2836,16 +2836,20 @@ func init() {
 	tenantDescMaxConcurrentSteps := tenantFields[11].Descriptor()
 	// tenant.MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
 	tenant.MaxConcurrentStepsValidator = tenantDescMaxConcurrentSteps.Validators[0].(func(int) error)
+	// tenantDescMaxConcurrentRuns is the schema descriptor for max_concurrent_runs field.
+	tenantDescMaxConcurrentRuns := tenantFields[12].Descriptor()
+	// tenant.MaxConcurrentRunsValidator is a validator for the "max_concurrent_runs" field. It is called by the builders before save.
+	tenant.MaxConcurrentRunsValidator = tenantDescMaxConcurrentRuns.Validators[0].(func(int) error)
 	// tenantDescOpenBulkOperations is the schema descriptor for open_bulk_operations field.
-	tenantDescOpenBulkOperations := tenantFields[12].Descriptor()
+	tenantDescOpenBulkOperations := tenantFields[13].Descriptor()
 	// tenant.DefaultOpenBulkOperations holds the default value on creation for the open_bulk_operations field.
 	tenant.DefaultOpenBulkOperations = tenantDescOpenBulkOperations.Default.(int)
 	// tenantDescSchedules is the schema descriptor for schedules field.
-	tenantDescSchedules := tenantFields[13].Descriptor()
+	tenantDescSchedules := tenantFields[14].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescOpenExports is the schema descriptor for open_exports field.
-	tenantDescOpenExports := tenantFields[14].Descriptor()
+	tenantDescOpenExports := tenantFields[15].Descriptor()
 	// tenant.DefaultOpenExports holds the default value on creation for the open_exports field.
 	tenant.DefaultOpenExports = tenantDescOpenExports.Default.(int)
 	// tenantDescID is the schema descriptor for id field.

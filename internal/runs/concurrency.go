@@ -47,9 +47,10 @@ const ClassConcurrencySkipped = "concurrency_skipped"
 type keyDecision int
 
 const (
-	keyStart keyDecision = iota // under the limit, or no limit
-	keyHold                     // queue: hold its first steps
-	keySkip                     // skip_new: created cancelled
+	keyStart   keyDecision = iota // under the limit, or no limit
+	keyHold                       // queue: hold its first steps
+	keySkip                       // skip_new: created cancelled
+	tenantHold                    // the tenant's cap on runs: hold its first steps (runcap.go)
 )
 
 // decideKey evaluates the run's concurrency key (setting r.ConcurrencyKey)
@@ -124,9 +125,17 @@ func (e *Service) cancelInProgress(ctx context.Context, c *ent.Client, r *ent.Ru
 	return nil
 }
 
-// holdForKey holds a new run's first steps for its key: one held_steps row
-// each, written with the run's inserts.
-func holdForKey(ctx context.Context, r *ent.Run, list []*ent.StepRun) error {
+// Reasons of held_steps rows that hold a whole run for a run-level limit
+// (fair dispatch's sluice_release_held leaves them alone).
+const (
+	heldForKey        = "key_concurrency"
+	heldForTenantRuns = "tenant_runs"
+)
+
+// holdFirstSteps holds a new run's first steps for a run-level limit
+// (reason heldForKey or heldForTenantRuns): one held_steps row each,
+// written with the run's inserts.
+func holdFirstSteps(ctx context.Context, r *ent.Run, list []*ent.StepRun, reason string) error {
 	var ids, stepIDs []string
 	for _, sr := range list {
 		if sr.CurrentAttemptID != nil && sr.ReadyAt == nil {
@@ -136,10 +145,10 @@ func holdForKey(ctx context.Context, r *ent.Run, list []*ent.StepRun) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return store.Hold(ctx, "held_steps:key:"+r.ID, len(ids),
+	return store.Hold(ctx, "held_steps:"+reason+":"+r.ID, len(ids),
 		`INSERT INTO held_steps (id, tenant_id, run_id, step_id, workflow_id, priority, reason, since)
-		SELECT t.id, $1, $2, t.step_id, $3, $4, 'key_concurrency', $5 FROM unnest($6::text[], $7::text[]) AS t(id, step_id)`,
-		r.TenantID, r.ID, r.WorkflowID, r.Priority, r.CreatedAt, ids, stepIDs)
+		SELECT t.id, $1, $2, t.step_id, $3, $4, $5, $6 FROM unnest($7::text[], $8::text[]) AS t(id, step_id)`,
+		r.TenantID, r.ID, r.WorkflowID, r.Priority, reason, r.CreatedAt, ids, stepIDs)
 }
 
 // skipForKey finishes a new run skipped by its key's limit: its steps are

@@ -123,6 +123,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		Archived    bool           `json:"archived"`
 		Release     sql.NullString `json:"release"`
 		Pause       *string        `json:"pause"`
+		RunCap      *int           `json:"run_cap"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
@@ -133,6 +134,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
 			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
 			s.AppendSelectExprAs(entsql.Expr(pauseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "pause")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT max_concurrent_runs FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "run_cap")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
@@ -184,7 +186,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		workflowID: in.WorkflowID, versionID: rt.versionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
-		paused: pause != nil, priority: priority,
+		paused: pause != nil, priority: priority, runCap: capValue(dep.RunCap), runCapRead: true,
 	})
 }
 
@@ -246,6 +248,11 @@ type newRun struct {
 	// keyPath is where a concurrency key that cannot be evaluated for the
 	// input is reported ("input.input" if empty).
 	keyPath string
+	// runCap is the tenant's max_concurrent_runs (0: no cap) when
+	// runCapRead (startRun reads it with the deployment); otherwise
+	// createRun reads it (runcap.go).
+	runCap     int
+	runCapRead bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -283,12 +290,23 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if err != nil {
 		return nil, err
 	}
+	runCap, err := e.tenantRunCap(ctx, r, nr)
+	if err != nil {
+		return nil, err
+	}
+	if decision == keyStart {
+		// After the key's decision: a run waiting for its key does not
+		// count toward the tenant's cap, and its key's release checks it.
+		if decision, err = e.decideRunCap(ctx, r, runCap); err != nil {
+			return nil, err
+		}
+	}
 	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: now, all: true,
-		counts: map[string]int{}, countsChanged: true, deferEval: true, paused: nr.paused}
+		counts: map[string]int{}, countsChanged: true, deferEval: true, paused: nr.paused, runCapped: runCap > 0}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}
@@ -304,8 +322,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		switch {
 		case decision == keySkip:
 			sr.Status = steprun.StatusCancelled
-		case startsQueued(st) && decision == keyHold:
-			// Waits for its concurrency key: queued, not ready, held.
+		case startsQueued(st) && (decision == keyHold || decision == tenantHold):
+			// Waits for its concurrency key or its tenant's cap on runs:
+			// queued, not ready, held.
 			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
 			sr.Status, sr.Attempts, sr.CurrentAttemptID = steprun.StatusQueued, 1, &a.ID
 			attempts = append(attempts, a)
@@ -322,8 +341,13 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if err := insertSteps(ctx, r, list, attempts); err != nil {
 		return nil, err
 	}
-	if decision == keyHold {
-		if err := holdForKey(ctx, r, list); err != nil {
+	switch decision {
+	case keyHold:
+		if err := holdFirstSteps(ctx, r, list, heldForKey); err != nil {
+			return nil, err
+		}
+	case tenantHold:
+		if err := holdFirstSteps(ctx, r, list, heldForTenantRuns); err != nil {
 			return nil, err
 		}
 	}
