@@ -8,6 +8,8 @@ import (
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/steprun"
+	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/tally"
 )
 
 // capRuns sets the tenant's cap on unfinished runs (plan.maxConcurrentRuns).
@@ -202,5 +204,56 @@ func TestRunCapSweepRecovers(t *testing.T) {
 		if r := x.run(id); r.Status != run.StatusSucceeded {
 			t.Fatalf("run %s: %s", id, r.Status)
 		}
+	}
+}
+
+// TestRunCapCost: a tenant without a cap on runs pays nothing for it; a
+// capped tenant pays one statement at a run's start (sluice_runs_active)
+// and one at its finish (sluice_release_runs). Each start and finish is
+// measured after a warm-up (statements are prepared once per connection).
+func TestRunCapCost(t *testing.T) {
+	measure := func(capped bool) (start, finish int64) {
+		x := newH(t)
+		if capped {
+			x.capRuns(1000)
+		}
+		wf := x.deploy(def("steps.a.output", map[string]any{"id": "a", "type": "transform", "output": "1"}))
+		for i := 0; i < 3; i++ {
+			x.start(wf, nil)
+			x.drain()
+		}
+		var st tally.Tally
+		var id string
+		err := store.InTenant(tally.With(x.ctx, &st), x.e.client, func(ctx context.Context) error {
+			r, err := x.e.StartRun(ctx, StartRunInput{WorkflowID: wf, EnvironmentID: x.envID})
+			if r != nil {
+				id = r.ID
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := tasksOfRun(x.rec.take(), id)
+		if len(ts) != 1 {
+			t.Fatalf("%d step tasks", len(ts))
+		}
+		tk := ts[0]
+		// The step's transaction finishes the run: filed under "finish".
+		before := tally.Snapshot()["finish"]
+		if err := x.execute(tk); err != nil {
+			t.Fatal(err)
+		}
+		fin := tally.Snapshot()["finish"].Minus(before)
+		if r := x.run(id); r.Status != run.StatusSucceeded || fin.Units != 1 {
+			t.Fatalf("run %s, %d finishes counted", r.Status, fin.Units)
+		}
+		return st.Statements.Load(), fin.Statements
+	}
+	start, finish := measure(false)
+	cStart, cFinish := measure(true)
+	t.Logf("statements: startRun %d (capped %d), a one-step run's finishing step %d (capped %d)", start, cStart, finish, cFinish)
+	if cStart != start+1 || cFinish != finish+1 {
+		t.Fatalf("capped tenant: startRun %d and finish %d statements, want one more than without a cap (%d, %d)", cStart, cFinish, start, finish)
 	}
 }
