@@ -2417,6 +2417,40 @@ var (
 			},
 		},
 	}
+	// WorkflowConcurrenciesColumns holds the columns for the "workflow_concurrencies" table.
+	WorkflowConcurrenciesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "run_limit", Type: field.TypeInt},
+		{Name: "key", Type: field.TypeString, Size: 4000, Default: ""},
+		{Name: "on_limit", Type: field.TypeString, Default: "queue"},
+		{Name: "updated_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// WorkflowConcurrenciesTable holds the schema information for the "workflow_concurrencies" table.
+	WorkflowConcurrenciesTable = &schema.Table{
+		Name:       "workflow_concurrencies",
+		Columns:    WorkflowConcurrenciesColumns,
+		PrimaryKey: []*schema.Column{WorkflowConcurrenciesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "workflow_concurrencies_tenants_tenant",
+				Columns:    []*schema.Column{WorkflowConcurrenciesColumns[9]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "workflowconcurrency_tenant_id_workflow_id_environment_id",
+				Unique:  true,
+				Columns: []*schema.Column{WorkflowConcurrenciesColumns[9], WorkflowConcurrenciesColumns[3], WorkflowConcurrenciesColumns[4]},
+			},
+		},
+	}
 	// WorkflowPausesColumns holds the columns for the "workflow_pauses" table.
 	WorkflowPausesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -2550,6 +2584,7 @@ var (
 		WebhookDeliveriesTable,
 		WebhookEndpointsTable,
 		WorkflowsTable,
+		WorkflowConcurrenciesTable,
 		WorkflowPausesTable,
 		WorkflowVersionsTable,
 	}
@@ -2628,6 +2663,7 @@ func init() {
 	WebhookDeliveriesTable.ForeignKeys[1].RefTable = WebhookEndpointsTable
 	WebhookEndpointsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowsTable.ForeignKeys[0].RefTable = TenantsTable
+	WorkflowConcurrenciesTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowPausesTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[1].RefTable = WorkflowsTable

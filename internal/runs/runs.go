@@ -124,6 +124,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		Release     sql.NullString `json:"release"`
 		Pause       *string        `json:"pause"`
 		RunCap      *int           `json:"run_cap"`
+		Concurrency *string        `json:"concurrency"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
@@ -135,6 +136,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
 			s.AppendSelectExprAs(entsql.Expr(pauseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "pause")
 			s.AppendSelectExprAs(entsql.Expr("(SELECT max_concurrent_runs FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "run_cap")
+			s.AppendSelectExprAs(entsql.Expr(envConcurrencySelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "concurrency")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
@@ -170,6 +172,10 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	if pause != nil && pause.Mode == "REJECT" {
 		return nil, pause.refuse()
 	}
+	override, err := parseEnvConcurrency(dep.Concurrency)
+	if err != nil {
+		return nil, err
+	}
 	runID := ids.New(ids.Run)
 	rt := routeRun(dep.VersionID, dep.Release, runID, in.IdempotencyKey)
 	def, err := e.definitionOf(ctx, c, rt.versionID)
@@ -187,6 +193,7 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
 		paused: pause != nil, priority: priority, runCap: capValue(dep.RunCap), runCapRead: true,
+		concurrency: override, concurrencyRead: true,
 	})
 }
 
@@ -253,6 +260,11 @@ type newRun struct {
 	// createRun reads it (runcap.go).
 	runCap     int
 	runCapRead bool
+	// concurrency is the environment's concurrency override (nil: none)
+	// when concurrencyRead (startRun reads it with the deployment);
+	// otherwise createRun reads it (envconcurrency.go).
+	concurrency     *definition.Concurrency
+	concurrencyRead bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -286,7 +298,16 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if keyPath == "" {
 		keyPath = "input.input"
 	}
-	decision, err := e.decideKey(ctx, c, r, nr.def, keyPath)
+	lim := nr.def.Concurrency
+	if nr.mode == run.ModeLive {
+		// The environment's setting, if any, wins over the definition's.
+		l, err := e.effectiveConcurrency(ctx, r, nr)
+		if err != nil {
+			return nil, err
+		}
+		lim = l
+	}
+	decision, err := e.decideKey(ctx, c, r, lim, nr.def, keyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +399,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		}
 	}
 	if decision == keySkip {
-		s.skipForKey()
+		s.skipForKey(lim)
 	} else if err := s.advance(ctx); err != nil {
 		return nil, err
 	}
