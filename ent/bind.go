@@ -402,6 +402,14 @@ func (c *WorkflowClient) Bind(_m *Workflow) *Workflow {
 	return _m
 }
 
+// Bind gives a WorkflowConcurrency that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *WorkflowConcurrencyClient) Bind(_m *WorkflowConcurrency) *WorkflowConcurrency {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a WorkflowPause that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

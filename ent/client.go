@@ -65,6 +65,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
@@ -176,6 +177,8 @@ type Client struct {
 	WebhookEndpoint *WebhookEndpointClient
 	// Workflow is the client for interacting with the Workflow builders.
 	Workflow *WorkflowClient
+	// WorkflowConcurrency is the client for interacting with the WorkflowConcurrency builders.
+	WorkflowConcurrency *WorkflowConcurrencyClient
 	// WorkflowPause is the client for interacting with the WorkflowPause builders.
 	WorkflowPause *WorkflowPauseClient
 	// WorkflowVersion is the client for interacting with the WorkflowVersion builders.
@@ -241,6 +244,7 @@ func (c *Client) init() {
 	c.WebhookDelivery = NewWebhookDeliveryClient(c.config)
 	c.WebhookEndpoint = NewWebhookEndpointClient(c.config)
 	c.Workflow = NewWorkflowClient(c.config)
+	c.WorkflowConcurrency = NewWorkflowConcurrencyClient(c.config)
 	c.WorkflowPause = NewWorkflowPauseClient(c.config)
 	c.WorkflowVersion = NewWorkflowVersionClient(c.config)
 }
@@ -385,6 +389,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
 		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowConcurrency:        NewWorkflowConcurrencyClient(cfg),
 		WorkflowPause:              NewWorkflowPauseClient(cfg),
 		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
@@ -456,6 +461,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		WebhookDelivery:            NewWebhookDeliveryClient(cfg),
 		WebhookEndpoint:            NewWebhookEndpointClient(cfg),
 		Workflow:                   NewWorkflowClient(cfg),
+		WorkflowConcurrency:        NewWorkflowConcurrencyClient(cfg),
 		WorkflowPause:              NewWorkflowPauseClient(cfg),
 		WorkflowVersion:            NewWorkflowVersionClient(cfg),
 	}, nil
@@ -497,8 +503,8 @@ func (c *Client) Use(hooks ...Hook) {
 		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
 		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
 		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
-		c.WorkflowVersion,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowConcurrency,
+		c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -518,8 +524,8 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
 		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
 		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowPause,
-		c.WorkflowVersion,
+		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowConcurrency,
+		c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -628,6 +634,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.WebhookEndpoint.mutate(ctx, m)
 	case *WorkflowMutation:
 		return c.Workflow.mutate(ctx, m)
+	case *WorkflowConcurrencyMutation:
+		return c.WorkflowConcurrency.mutate(ctx, m)
 	case *WorkflowPauseMutation:
 		return c.WorkflowPause.mutate(ctx, m)
 	case *WorkflowVersionMutation:
@@ -8697,6 +8705,156 @@ func (c *WorkflowClient) mutate(ctx context.Context, m *WorkflowMutation) (Value
 	}
 }
 
+// WorkflowConcurrencyClient is a client for the WorkflowConcurrency schema.
+type WorkflowConcurrencyClient struct {
+	config
+}
+
+// NewWorkflowConcurrencyClient returns a client for the WorkflowConcurrency from the given config.
+func NewWorkflowConcurrencyClient(c config) *WorkflowConcurrencyClient {
+	return &WorkflowConcurrencyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `workflowconcurrency.Hooks(f(g(h())))`.
+func (c *WorkflowConcurrencyClient) Use(hooks ...Hook) {
+	c.hooks.WorkflowConcurrency = append(c.hooks.WorkflowConcurrency, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `workflowconcurrency.Intercept(f(g(h())))`.
+func (c *WorkflowConcurrencyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.WorkflowConcurrency = append(c.inters.WorkflowConcurrency, interceptors...)
+}
+
+// Create returns a builder for creating a WorkflowConcurrency entity.
+func (c *WorkflowConcurrencyClient) Create() *WorkflowConcurrencyCreate {
+	mutation := newWorkflowConcurrencyMutation(c.config, OpCreate)
+	return &WorkflowConcurrencyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of WorkflowConcurrency entities.
+func (c *WorkflowConcurrencyClient) CreateBulk(builders ...*WorkflowConcurrencyCreate) *WorkflowConcurrencyCreateBulk {
+	return &WorkflowConcurrencyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *WorkflowConcurrencyClient) MapCreateBulk(slice any, setFunc func(*WorkflowConcurrencyCreate, int)) *WorkflowConcurrencyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &WorkflowConcurrencyCreateBulk{err: fmt.Errorf("calling to WorkflowConcurrencyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*WorkflowConcurrencyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &WorkflowConcurrencyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for WorkflowConcurrency.
+func (c *WorkflowConcurrencyClient) Update() *WorkflowConcurrencyUpdate {
+	mutation := newWorkflowConcurrencyMutation(c.config, OpUpdate)
+	return &WorkflowConcurrencyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *WorkflowConcurrencyClient) UpdateOne(_m *WorkflowConcurrency) *WorkflowConcurrencyUpdateOne {
+	mutation := newWorkflowConcurrencyMutation(c.config, OpUpdateOne, withWorkflowConcurrency(_m))
+	return &WorkflowConcurrencyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *WorkflowConcurrencyClient) UpdateOneID(id string) *WorkflowConcurrencyUpdateOne {
+	mutation := newWorkflowConcurrencyMutation(c.config, OpUpdateOne, withWorkflowConcurrencyID(id))
+	return &WorkflowConcurrencyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for WorkflowConcurrency.
+func (c *WorkflowConcurrencyClient) Delete() *WorkflowConcurrencyDelete {
+	mutation := newWorkflowConcurrencyMutation(c.config, OpDelete)
+	return &WorkflowConcurrencyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *WorkflowConcurrencyClient) DeleteOne(_m *WorkflowConcurrency) *WorkflowConcurrencyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *WorkflowConcurrencyClient) DeleteOneID(id string) *WorkflowConcurrencyDeleteOne {
+	builder := c.Delete().Where(workflowconcurrency.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &WorkflowConcurrencyDeleteOne{builder}
+}
+
+// Query returns a query builder for WorkflowConcurrency.
+func (c *WorkflowConcurrencyClient) Query() *WorkflowConcurrencyQuery {
+	return &WorkflowConcurrencyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeWorkflowConcurrency},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a WorkflowConcurrency entity by its id.
+func (c *WorkflowConcurrencyClient) Get(ctx context.Context, id string) (*WorkflowConcurrency, error) {
+	return c.Query().Where(workflowconcurrency.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *WorkflowConcurrencyClient) GetX(ctx context.Context, id string) *WorkflowConcurrency {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a WorkflowConcurrency.
+func (c *WorkflowConcurrencyClient) QueryTenant(_m *WorkflowConcurrency) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(workflowconcurrency.Table, workflowconcurrency.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, workflowconcurrency.TenantTable, workflowconcurrency.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *WorkflowConcurrencyClient) Hooks() []Hook {
+	hooks := c.hooks.WorkflowConcurrency
+	return append(hooks[:len(hooks):len(hooks)], workflowconcurrency.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *WorkflowConcurrencyClient) Interceptors() []Interceptor {
+	return c.inters.WorkflowConcurrency
+}
+
+func (c *WorkflowConcurrencyClient) mutate(ctx context.Context, m *WorkflowConcurrencyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&WorkflowConcurrencyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&WorkflowConcurrencyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&WorkflowConcurrencyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&WorkflowConcurrencyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown WorkflowConcurrency mutation op: %q", m.Op())
+	}
+}
+
 // WorkflowPauseClient is a client for the WorkflowPause schema.
 type WorkflowPauseClient struct {
 	config
@@ -9024,8 +9182,8 @@ type (
 		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
 		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
 		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
-		WorkflowVersion []ent.Hook
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowConcurrency, WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
 		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
@@ -9036,8 +9194,8 @@ type (
 		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
 		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
 		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow, WorkflowPause,
-		WorkflowVersion []ent.Interceptor
+		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		WorkflowConcurrency, WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )
 

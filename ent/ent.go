@@ -62,6 +62,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
@@ -174,6 +175,7 @@ func checkColumn(t, c string) error {
 			webhookdelivery.Table:            webhookdelivery.ValidColumn,
 			webhookendpoint.Table:            webhookendpoint.ValidColumn,
 			workflow.Table:                   workflow.ValidColumn,
+			workflowconcurrency.Table:        workflowconcurrency.ValidColumn,
 			workflowpause.Table:              workflowpause.ValidColumn,
 			workflowversion.Table:            workflowversion.ValidColumn,
 		})

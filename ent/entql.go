@@ -54,6 +54,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
@@ -65,7 +66,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 52)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 53)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -1232,6 +1233,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldOpenEvaluations:       {Type: field.TypeInt, Column: tenant.FieldOpenEvaluations},
 			tenant.FieldDispatchWeight:        {Type: field.TypeInt, Column: tenant.FieldDispatchWeight},
 			tenant.FieldMaxConcurrentSteps:    {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentSteps},
+			tenant.FieldMaxConcurrentRuns:     {Type: field.TypeInt, Column: tenant.FieldMaxConcurrentRuns},
 			tenant.FieldOpenBulkOperations:    {Type: field.TypeInt, Column: tenant.FieldOpenBulkOperations},
 			tenant.FieldSchedules:             {Type: field.TypeInt, Column: tenant.FieldSchedules},
 			tenant.FieldOpenExports:           {Type: field.TypeInt, Column: tenant.FieldOpenExports},
@@ -1394,6 +1396,28 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[50] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   workflowconcurrency.Table,
+			Columns: workflowconcurrency.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: workflowconcurrency.FieldID,
+			},
+		},
+		Type: "WorkflowConcurrency",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			workflowconcurrency.FieldTenantID:      {Type: field.TypeString, Column: workflowconcurrency.FieldTenantID},
+			workflowconcurrency.FieldCreatedAt:     {Type: field.TypeTime, Column: workflowconcurrency.FieldCreatedAt},
+			workflowconcurrency.FieldUpdatedAt:     {Type: field.TypeTime, Column: workflowconcurrency.FieldUpdatedAt},
+			workflowconcurrency.FieldWorkflowID:    {Type: field.TypeString, Column: workflowconcurrency.FieldWorkflowID},
+			workflowconcurrency.FieldEnvironmentID: {Type: field.TypeString, Column: workflowconcurrency.FieldEnvironmentID},
+			workflowconcurrency.FieldRunLimit:      {Type: field.TypeInt, Column: workflowconcurrency.FieldRunLimit},
+			workflowconcurrency.FieldKey:           {Type: field.TypeString, Column: workflowconcurrency.FieldKey},
+			workflowconcurrency.FieldOnLimit:       {Type: field.TypeString, Column: workflowconcurrency.FieldOnLimit},
+			workflowconcurrency.FieldUpdatedBy:     {Type: field.TypeString, Column: workflowconcurrency.FieldUpdatedBy},
+		},
+	}
+	graph.Nodes[51] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowpause.Table,
 			Columns: workflowpause.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -1413,7 +1437,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			workflowpause.FieldPausedBy:      {Type: field.TypeString, Column: workflowpause.FieldPausedBy},
 		},
 	}
-	graph.Nodes[51] = &sqlgraph.Node{
+	graph.Nodes[52] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   workflowversion.Table,
 			Columns: workflowversion.Columns,
@@ -2457,6 +2481,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Workflow",
 		"Deployment",
+	)
+	graph.MustAddE(
+		"tenant",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   workflowconcurrency.TenantTable,
+			Columns: []string{workflowconcurrency.TenantColumn},
+			Bidi:    false,
+		},
+		"WorkflowConcurrency",
+		"Tenant",
 	)
 	graph.MustAddE(
 		"tenant",
@@ -8237,6 +8273,11 @@ func (f *TenantFilter) WhereMaxConcurrentSteps(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldMaxConcurrentSteps))
 }
 
+// WhereMaxConcurrentRuns applies the entql int predicate on the max_concurrent_runs field.
+func (f *TenantFilter) WhereMaxConcurrentRuns(p entql.IntP) {
+	f.Where(p.Field(tenant.FieldMaxConcurrentRuns))
+}
+
 // WhereOpenBulkOperations applies the entql int predicate on the open_bulk_operations field.
 func (f *TenantFilter) WhereOpenBulkOperations(p entql.IntP) {
 	f.Where(p.Field(tenant.FieldOpenBulkOperations))
@@ -9074,6 +9115,105 @@ func (f *WorkflowFilter) WhereHasDeploymentsWith(preds ...predicate.Deployment) 
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *WorkflowConcurrencyQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the WorkflowConcurrencyQuery builder.
+func (_q *WorkflowConcurrencyQuery) Filter() *WorkflowConcurrencyFilter {
+	return &WorkflowConcurrencyFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *WorkflowConcurrencyMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the WorkflowConcurrencyMutation builder.
+func (m *WorkflowConcurrencyMutation) Filter() *WorkflowConcurrencyFilter {
+	return &WorkflowConcurrencyFilter{config: m.config, predicateAdder: m}
+}
+
+// WorkflowConcurrencyFilter provides a generic filtering capability at runtime for WorkflowConcurrencyQuery.
+type WorkflowConcurrencyFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *WorkflowConcurrencyFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[50].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *WorkflowConcurrencyFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *WorkflowConcurrencyFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldTenantID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *WorkflowConcurrencyFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(workflowconcurrency.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *WorkflowConcurrencyFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(workflowconcurrency.FieldUpdatedAt))
+}
+
+// WhereWorkflowID applies the entql string predicate on the workflow_id field.
+func (f *WorkflowConcurrencyFilter) WhereWorkflowID(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldWorkflowID))
+}
+
+// WhereEnvironmentID applies the entql string predicate on the environment_id field.
+func (f *WorkflowConcurrencyFilter) WhereEnvironmentID(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldEnvironmentID))
+}
+
+// WhereRunLimit applies the entql int predicate on the run_limit field.
+func (f *WorkflowConcurrencyFilter) WhereRunLimit(p entql.IntP) {
+	f.Where(p.Field(workflowconcurrency.FieldRunLimit))
+}
+
+// WhereKey applies the entql string predicate on the key field.
+func (f *WorkflowConcurrencyFilter) WhereKey(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldKey))
+}
+
+// WhereOnLimit applies the entql string predicate on the on_limit field.
+func (f *WorkflowConcurrencyFilter) WhereOnLimit(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldOnLimit))
+}
+
+// WhereUpdatedBy applies the entql string predicate on the updated_by field.
+func (f *WorkflowConcurrencyFilter) WhereUpdatedBy(p entql.StringP) {
+	f.Where(p.Field(workflowconcurrency.FieldUpdatedBy))
+}
+
+// WhereHasTenant applies a predicate to check if query has an edge tenant.
+func (f *WorkflowConcurrencyFilter) WhereHasTenant() {
+	f.Where(entql.HasEdge("tenant"))
+}
+
+// WhereHasTenantWith applies a predicate to check if query has an edge tenant with a given conditions (other predicates).
+func (f *WorkflowConcurrencyFilter) WhereHasTenantWith(preds ...predicate.Tenant) {
+	f.Where(entql.HasEdgeWith("tenant", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *WorkflowPauseQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -9102,7 +9242,7 @@ type WorkflowPauseFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowPauseFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[50].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[51].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -9196,7 +9336,7 @@ type WorkflowVersionFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WorkflowVersionFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[51].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[52].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

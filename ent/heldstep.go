@@ -29,7 +29,7 @@ type HeldStep struct {
 	WorkflowID string `json:"workflow_id,omitempty"`
 	// The run's priority, 1 (first) to 5 (last).
 	Priority int `json:"priority,omitempty"`
-	// tenant_share (the tenant's share of the queue is full) or tenant_concurrency (its plan's maxConcurrentSteps are running).
+	// tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (the run waits for its concurrency key) or tenant_runs (the run waits for its plan's maxConcurrentRuns).
 	Reason string `json:"reason,omitempty"`
 	// Since holds the value of the "since" field.
 	Since time.Time `json:"since,omitempty"`

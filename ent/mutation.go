@@ -63,6 +63,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 	"github.com/sluicehq/sluice/internal/envvars"
@@ -133,6 +134,7 @@ const (
 	TypeWebhookDelivery            = "WebhookDelivery"
 	TypeWebhookEndpoint            = "WebhookEndpoint"
 	TypeWorkflow                   = "Workflow"
+	TypeWorkflowConcurrency        = "WorkflowConcurrency"
 	TypeWorkflowPause              = "WorkflowPause"
 	TypeWorkflowVersion            = "WorkflowVersion"
 )
@@ -54552,6 +54554,8 @@ type TenantMutation struct {
 	adddispatch_weight          *int
 	max_concurrent_steps        *int
 	addmax_concurrent_steps     *int
+	max_concurrent_runs         *int
+	addmax_concurrent_runs      *int
 	open_bulk_operations        *int
 	addopen_bulk_operations     *int
 	schedules                   *int
@@ -55353,6 +55357,76 @@ func (m *TenantMutation) ResetMaxConcurrentSteps() {
 	delete(m.clearedFields, tenant.FieldMaxConcurrentSteps)
 }
 
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (m *TenantMutation) SetMaxConcurrentRuns(i int) {
+	m.max_concurrent_runs = &i
+	m.addmax_concurrent_runs = nil
+}
+
+// MaxConcurrentRuns returns the value of the "max_concurrent_runs" field in the mutation.
+func (m *TenantMutation) MaxConcurrentRuns() (r int, exists bool) {
+	v := m.max_concurrent_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxConcurrentRuns returns the old "max_concurrent_runs" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldMaxConcurrentRuns(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxConcurrentRuns is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxConcurrentRuns requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxConcurrentRuns: %w", err)
+	}
+	return oldValue.MaxConcurrentRuns, nil
+}
+
+// AddMaxConcurrentRuns adds i to the "max_concurrent_runs" field.
+func (m *TenantMutation) AddMaxConcurrentRuns(i int) {
+	if m.addmax_concurrent_runs != nil {
+		*m.addmax_concurrent_runs += i
+	} else {
+		m.addmax_concurrent_runs = &i
+	}
+}
+
+// AddedMaxConcurrentRuns returns the value that was added to the "max_concurrent_runs" field in this mutation.
+func (m *TenantMutation) AddedMaxConcurrentRuns() (r int, exists bool) {
+	v := m.addmax_concurrent_runs
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (m *TenantMutation) ClearMaxConcurrentRuns() {
+	m.max_concurrent_runs = nil
+	m.addmax_concurrent_runs = nil
+	m.clearedFields[tenant.FieldMaxConcurrentRuns] = struct{}{}
+}
+
+// MaxConcurrentRunsCleared returns if the "max_concurrent_runs" field was cleared in this mutation.
+func (m *TenantMutation) MaxConcurrentRunsCleared() bool {
+	_, ok := m.clearedFields[tenant.FieldMaxConcurrentRuns]
+	return ok
+}
+
+// ResetMaxConcurrentRuns resets all changes to the "max_concurrent_runs" field.
+func (m *TenantMutation) ResetMaxConcurrentRuns() {
+	m.max_concurrent_runs = nil
+	m.addmax_concurrent_runs = nil
+	delete(m.clearedFields, tenant.FieldMaxConcurrentRuns)
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (m *TenantMutation) SetOpenBulkOperations(i int) {
 	m.open_bulk_operations = &i
@@ -55555,7 +55629,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 17)
+	fields := make([]string, 0, 18)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -55597,6 +55671,9 @@ func (m *TenantMutation) Fields() []string {
 	}
 	if m.max_concurrent_steps != nil {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
+	}
+	if m.max_concurrent_runs != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
 	}
 	if m.open_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
@@ -55643,6 +55720,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.DispatchWeight()
 	case tenant.FieldMaxConcurrentSteps:
 		return m.MaxConcurrentSteps()
+	case tenant.FieldMaxConcurrentRuns:
+		return m.MaxConcurrentRuns()
 	case tenant.FieldOpenBulkOperations:
 		return m.OpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -55686,6 +55765,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldDispatchWeight(ctx)
 	case tenant.FieldMaxConcurrentSteps:
 		return m.OldMaxConcurrentSteps(ctx)
+	case tenant.FieldMaxConcurrentRuns:
+		return m.OldMaxConcurrentRuns(ctx)
 	case tenant.FieldOpenBulkOperations:
 		return m.OldOpenBulkOperations(ctx)
 	case tenant.FieldSchedules:
@@ -55799,6 +55880,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetMaxConcurrentSteps(v)
 		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxConcurrentRuns(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -55849,6 +55937,9 @@ func (m *TenantMutation) AddedFields() []string {
 	if m.addmax_concurrent_steps != nil {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
 	}
+	if m.addmax_concurrent_runs != nil {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
+	}
 	if m.addopen_bulk_operations != nil {
 		fields = append(fields, tenant.FieldOpenBulkOperations)
 	}
@@ -55880,6 +55971,8 @@ func (m *TenantMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedDispatchWeight()
 	case tenant.FieldMaxConcurrentSteps:
 		return m.AddedMaxConcurrentSteps()
+	case tenant.FieldMaxConcurrentRuns:
+		return m.AddedMaxConcurrentRuns()
 	case tenant.FieldOpenBulkOperations:
 		return m.AddedOpenBulkOperations()
 	case tenant.FieldSchedules:
@@ -55944,6 +56037,13 @@ func (m *TenantMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddMaxConcurrentSteps(v)
 		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxConcurrentRuns(v)
+		return nil
 	case tenant.FieldOpenBulkOperations:
 		v, ok := value.(int)
 		if !ok {
@@ -55982,6 +56082,9 @@ func (m *TenantMutation) ClearedFields() []string {
 	if m.FieldCleared(tenant.FieldMaxConcurrentSteps) {
 		fields = append(fields, tenant.FieldMaxConcurrentSteps)
 	}
+	if m.FieldCleared(tenant.FieldMaxConcurrentRuns) {
+		fields = append(fields, tenant.FieldMaxConcurrentRuns)
+	}
 	return fields
 }
 
@@ -56004,6 +56107,9 @@ func (m *TenantMutation) ClearField(name string) error {
 		return nil
 	case tenant.FieldMaxConcurrentSteps:
 		m.ClearMaxConcurrentSteps()
+		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		m.ClearMaxConcurrentRuns()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant nullable field %s", name)
@@ -56054,6 +56160,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldMaxConcurrentSteps:
 		m.ResetMaxConcurrentSteps()
+		return nil
+	case tenant.FieldMaxConcurrentRuns:
+		m.ResetMaxConcurrentRuns()
 		return nil
 	case tenant.FieldOpenBulkOperations:
 		m.ResetOpenBulkOperations()
@@ -63688,6 +63797,860 @@ func (m *WorkflowMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Workflow edge %s", name)
+}
+
+// WorkflowConcurrencyMutation represents an operation that mutates the WorkflowConcurrency nodes in the graph.
+type WorkflowConcurrencyMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	created_at     *time.Time
+	updated_at     *time.Time
+	workflow_id    *string
+	environment_id *string
+	run_limit      *int
+	addrun_limit   *int
+	key            *string
+	on_limit       *string
+	updated_by     *string
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	done           bool
+	oldValue       func(context.Context) (*WorkflowConcurrency, error)
+	predicates     []predicate.WorkflowConcurrency
+}
+
+var _ ent.Mutation = (*WorkflowConcurrencyMutation)(nil)
+
+// workflowconcurrencyOption allows management of the mutation configuration using functional options.
+type workflowconcurrencyOption func(*WorkflowConcurrencyMutation)
+
+// newWorkflowConcurrencyMutation creates new mutation for the WorkflowConcurrency entity.
+func newWorkflowConcurrencyMutation(c config, op Op, opts ...workflowconcurrencyOption) *WorkflowConcurrencyMutation {
+	m := &WorkflowConcurrencyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeWorkflowConcurrency,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withWorkflowConcurrencyID sets the ID field of the mutation.
+func withWorkflowConcurrencyID(id string) workflowconcurrencyOption {
+	return func(m *WorkflowConcurrencyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *WorkflowConcurrency
+		)
+		m.oldValue = func(ctx context.Context) (*WorkflowConcurrency, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().WorkflowConcurrency.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withWorkflowConcurrency sets the old WorkflowConcurrency of the mutation.
+func withWorkflowConcurrency(node *WorkflowConcurrency) workflowconcurrencyOption {
+	return func(m *WorkflowConcurrencyMutation) {
+		m.oldValue = func(context.Context) (*WorkflowConcurrency, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m WorkflowConcurrencyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m WorkflowConcurrencyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of WorkflowConcurrency entities.
+func (m *WorkflowConcurrencyMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *WorkflowConcurrencyMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *WorkflowConcurrencyMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().WorkflowConcurrency.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *WorkflowConcurrencyMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *WorkflowConcurrencyMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *WorkflowConcurrencyMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *WorkflowConcurrencyMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *WorkflowConcurrencyMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *WorkflowConcurrencyMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *WorkflowConcurrencyMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *WorkflowConcurrencyMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *WorkflowConcurrencyMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetWorkflowID sets the "workflow_id" field.
+func (m *WorkflowConcurrencyMutation) SetWorkflowID(s string) {
+	m.workflow_id = &s
+}
+
+// WorkflowID returns the value of the "workflow_id" field in the mutation.
+func (m *WorkflowConcurrencyMutation) WorkflowID() (r string, exists bool) {
+	v := m.workflow_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorkflowID returns the old "workflow_id" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldWorkflowID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorkflowID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorkflowID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorkflowID: %w", err)
+	}
+	return oldValue.WorkflowID, nil
+}
+
+// ResetWorkflowID resets all changes to the "workflow_id" field.
+func (m *WorkflowConcurrencyMutation) ResetWorkflowID() {
+	m.workflow_id = nil
+}
+
+// SetEnvironmentID sets the "environment_id" field.
+func (m *WorkflowConcurrencyMutation) SetEnvironmentID(s string) {
+	m.environment_id = &s
+}
+
+// EnvironmentID returns the value of the "environment_id" field in the mutation.
+func (m *WorkflowConcurrencyMutation) EnvironmentID() (r string, exists bool) {
+	v := m.environment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironmentID returns the old "environment_id" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldEnvironmentID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironmentID: %w", err)
+	}
+	return oldValue.EnvironmentID, nil
+}
+
+// ResetEnvironmentID resets all changes to the "environment_id" field.
+func (m *WorkflowConcurrencyMutation) ResetEnvironmentID() {
+	m.environment_id = nil
+}
+
+// SetRunLimit sets the "run_limit" field.
+func (m *WorkflowConcurrencyMutation) SetRunLimit(i int) {
+	m.run_limit = &i
+	m.addrun_limit = nil
+}
+
+// RunLimit returns the value of the "run_limit" field in the mutation.
+func (m *WorkflowConcurrencyMutation) RunLimit() (r int, exists bool) {
+	v := m.run_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunLimit returns the old "run_limit" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldRunLimit(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunLimit: %w", err)
+	}
+	return oldValue.RunLimit, nil
+}
+
+// AddRunLimit adds i to the "run_limit" field.
+func (m *WorkflowConcurrencyMutation) AddRunLimit(i int) {
+	if m.addrun_limit != nil {
+		*m.addrun_limit += i
+	} else {
+		m.addrun_limit = &i
+	}
+}
+
+// AddedRunLimit returns the value that was added to the "run_limit" field in this mutation.
+func (m *WorkflowConcurrencyMutation) AddedRunLimit() (r int, exists bool) {
+	v := m.addrun_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRunLimit resets all changes to the "run_limit" field.
+func (m *WorkflowConcurrencyMutation) ResetRunLimit() {
+	m.run_limit = nil
+	m.addrun_limit = nil
+}
+
+// SetKey sets the "key" field.
+func (m *WorkflowConcurrencyMutation) SetKey(s string) {
+	m.key = &s
+}
+
+// Key returns the value of the "key" field in the mutation.
+func (m *WorkflowConcurrencyMutation) Key() (r string, exists bool) {
+	v := m.key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKey returns the old "key" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKey: %w", err)
+	}
+	return oldValue.Key, nil
+}
+
+// ResetKey resets all changes to the "key" field.
+func (m *WorkflowConcurrencyMutation) ResetKey() {
+	m.key = nil
+}
+
+// SetOnLimit sets the "on_limit" field.
+func (m *WorkflowConcurrencyMutation) SetOnLimit(s string) {
+	m.on_limit = &s
+}
+
+// OnLimit returns the value of the "on_limit" field in the mutation.
+func (m *WorkflowConcurrencyMutation) OnLimit() (r string, exists bool) {
+	v := m.on_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOnLimit returns the old "on_limit" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldOnLimit(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOnLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOnLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOnLimit: %w", err)
+	}
+	return oldValue.OnLimit, nil
+}
+
+// ResetOnLimit resets all changes to the "on_limit" field.
+func (m *WorkflowConcurrencyMutation) ResetOnLimit() {
+	m.on_limit = nil
+}
+
+// SetUpdatedBy sets the "updated_by" field.
+func (m *WorkflowConcurrencyMutation) SetUpdatedBy(s string) {
+	m.updated_by = &s
+}
+
+// UpdatedBy returns the value of the "updated_by" field in the mutation.
+func (m *WorkflowConcurrencyMutation) UpdatedBy() (r string, exists bool) {
+	v := m.updated_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedBy returns the old "updated_by" field's value of the WorkflowConcurrency entity.
+// If the WorkflowConcurrency object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *WorkflowConcurrencyMutation) OldUpdatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedBy: %w", err)
+	}
+	return oldValue.UpdatedBy, nil
+}
+
+// ResetUpdatedBy resets all changes to the "updated_by" field.
+func (m *WorkflowConcurrencyMutation) ResetUpdatedBy() {
+	m.updated_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *WorkflowConcurrencyMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[workflowconcurrency.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *WorkflowConcurrencyMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *WorkflowConcurrencyMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *WorkflowConcurrencyMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the WorkflowConcurrencyMutation builder.
+func (m *WorkflowConcurrencyMutation) Where(ps ...predicate.WorkflowConcurrency) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the WorkflowConcurrencyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *WorkflowConcurrencyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.WorkflowConcurrency, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *WorkflowConcurrencyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *WorkflowConcurrencyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (WorkflowConcurrency).
+func (m *WorkflowConcurrencyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *WorkflowConcurrencyMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.tenant != nil {
+		fields = append(fields, workflowconcurrency.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, workflowconcurrency.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, workflowconcurrency.FieldUpdatedAt)
+	}
+	if m.workflow_id != nil {
+		fields = append(fields, workflowconcurrency.FieldWorkflowID)
+	}
+	if m.environment_id != nil {
+		fields = append(fields, workflowconcurrency.FieldEnvironmentID)
+	}
+	if m.run_limit != nil {
+		fields = append(fields, workflowconcurrency.FieldRunLimit)
+	}
+	if m.key != nil {
+		fields = append(fields, workflowconcurrency.FieldKey)
+	}
+	if m.on_limit != nil {
+		fields = append(fields, workflowconcurrency.FieldOnLimit)
+	}
+	if m.updated_by != nil {
+		fields = append(fields, workflowconcurrency.FieldUpdatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *WorkflowConcurrencyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case workflowconcurrency.FieldTenantID:
+		return m.TenantID()
+	case workflowconcurrency.FieldCreatedAt:
+		return m.CreatedAt()
+	case workflowconcurrency.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case workflowconcurrency.FieldWorkflowID:
+		return m.WorkflowID()
+	case workflowconcurrency.FieldEnvironmentID:
+		return m.EnvironmentID()
+	case workflowconcurrency.FieldRunLimit:
+		return m.RunLimit()
+	case workflowconcurrency.FieldKey:
+		return m.Key()
+	case workflowconcurrency.FieldOnLimit:
+		return m.OnLimit()
+	case workflowconcurrency.FieldUpdatedBy:
+		return m.UpdatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *WorkflowConcurrencyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case workflowconcurrency.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case workflowconcurrency.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case workflowconcurrency.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case workflowconcurrency.FieldWorkflowID:
+		return m.OldWorkflowID(ctx)
+	case workflowconcurrency.FieldEnvironmentID:
+		return m.OldEnvironmentID(ctx)
+	case workflowconcurrency.FieldRunLimit:
+		return m.OldRunLimit(ctx)
+	case workflowconcurrency.FieldKey:
+		return m.OldKey(ctx)
+	case workflowconcurrency.FieldOnLimit:
+		return m.OldOnLimit(ctx)
+	case workflowconcurrency.FieldUpdatedBy:
+		return m.OldUpdatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown WorkflowConcurrency field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *WorkflowConcurrencyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case workflowconcurrency.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case workflowconcurrency.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case workflowconcurrency.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case workflowconcurrency.FieldWorkflowID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorkflowID(v)
+		return nil
+	case workflowconcurrency.FieldEnvironmentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironmentID(v)
+		return nil
+	case workflowconcurrency.FieldRunLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunLimit(v)
+		return nil
+	case workflowconcurrency.FieldKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKey(v)
+		return nil
+	case workflowconcurrency.FieldOnLimit:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOnLimit(v)
+		return nil
+	case workflowconcurrency.FieldUpdatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown WorkflowConcurrency field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *WorkflowConcurrencyMutation) AddedFields() []string {
+	var fields []string
+	if m.addrun_limit != nil {
+		fields = append(fields, workflowconcurrency.FieldRunLimit)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *WorkflowConcurrencyMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case workflowconcurrency.FieldRunLimit:
+		return m.AddedRunLimit()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *WorkflowConcurrencyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case workflowconcurrency.FieldRunLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRunLimit(v)
+		return nil
+	}
+	return fmt.Errorf("unknown WorkflowConcurrency numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *WorkflowConcurrencyMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *WorkflowConcurrencyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *WorkflowConcurrencyMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown WorkflowConcurrency nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *WorkflowConcurrencyMutation) ResetField(name string) error {
+	switch name {
+	case workflowconcurrency.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case workflowconcurrency.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case workflowconcurrency.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case workflowconcurrency.FieldWorkflowID:
+		m.ResetWorkflowID()
+		return nil
+	case workflowconcurrency.FieldEnvironmentID:
+		m.ResetEnvironmentID()
+		return nil
+	case workflowconcurrency.FieldRunLimit:
+		m.ResetRunLimit()
+		return nil
+	case workflowconcurrency.FieldKey:
+		m.ResetKey()
+		return nil
+	case workflowconcurrency.FieldOnLimit:
+		m.ResetOnLimit()
+		return nil
+	case workflowconcurrency.FieldUpdatedBy:
+		m.ResetUpdatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown WorkflowConcurrency field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *WorkflowConcurrencyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, workflowconcurrency.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *WorkflowConcurrencyMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case workflowconcurrency.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *WorkflowConcurrencyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *WorkflowConcurrencyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *WorkflowConcurrencyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, workflowconcurrency.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *WorkflowConcurrencyMutation) EdgeCleared(name string) bool {
+	switch name {
+	case workflowconcurrency.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *WorkflowConcurrencyMutation) ClearEdge(name string) error {
+	switch name {
+	case workflowconcurrency.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown WorkflowConcurrency unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *WorkflowConcurrencyMutation) ResetEdge(name string) error {
+	switch name {
+	case workflowconcurrency.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown WorkflowConcurrency edge %s", name)
 }
 
 // WorkflowPauseMutation represents an operation that mutates the WorkflowPause nodes in the graph.

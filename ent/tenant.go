@@ -46,6 +46,8 @@ type Tenant struct {
 	DispatchWeight int `json:"dispatch_weight,omitempty"`
 	// At most this many of the tenant's steps run at once (plan.maxConcurrentSteps); nil means no cap.
 	MaxConcurrentSteps *int `json:"max_concurrent_steps,omitempty"`
+	// At most this many of the tenant's runs are unfinished and not waiting for a limit at once (plan.maxConcurrentRuns, internal/runs/runcap.go); nil means no cap.
+	MaxConcurrentRuns *int `json:"max_concurrent_runs,omitempty"`
 	// Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().
 	OpenBulkOperations int `json:"open_bulk_operations,omitempty"`
 	// Schedules that exist (internal/schedules): the schedule ticker visits only tenants with some, through sluice_scheduling_tenant_ids().
@@ -62,7 +64,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldSLADefaults, tenant.FieldDataKey:
 			values[i] = new([]byte)
-		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldDispatchWeight, tenant.FieldMaxConcurrentSteps, tenant.FieldOpenBulkOperations, tenant.FieldSchedules, tenant.FieldOpenExports:
+		case tenant.FieldRetentionDays, tenant.FieldMonthlyBudgetMicroUsd, tenant.FieldWebhooksVersion, tenant.FieldSLAVersion, tenant.FieldOpenEvaluations, tenant.FieldDispatchWeight, tenant.FieldMaxConcurrentSteps, tenant.FieldMaxConcurrentRuns, tenant.FieldOpenBulkOperations, tenant.FieldSchedules, tenant.FieldOpenExports:
 			values[i] = new(sql.NullInt64)
 		case tenant.FieldID, tenant.FieldSlug, tenant.FieldName, tenant.FieldMasterKeyID:
 			values[i] = new(sql.NullString)
@@ -177,6 +179,13 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 				_m.MaxConcurrentSteps = new(int)
 				*_m.MaxConcurrentSteps = int(value.Int64)
 			}
+		case tenant.FieldMaxConcurrentRuns:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field max_concurrent_runs", values[i])
+			} else if value.Valid {
+				_m.MaxConcurrentRuns = new(int)
+				*_m.MaxConcurrentRuns = int(value.Int64)
+			}
 		case tenant.FieldOpenBulkOperations:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
 				return fmt.Errorf("unexpected type %T for field open_bulk_operations", values[i])
@@ -273,6 +282,11 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	if v := _m.MaxConcurrentSteps; v != nil {
 		builder.WriteString("max_concurrent_steps=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.MaxConcurrentRuns; v != nil {
+		builder.WriteString("max_concurrent_runs=")
 		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
 	builder.WriteString(", ")

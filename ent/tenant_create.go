@@ -179,6 +179,20 @@ func (_c *TenantCreate) SetNillableMaxConcurrentSteps(v *int) *TenantCreate {
 	return _c
 }
 
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (_c *TenantCreate) SetMaxConcurrentRuns(v int) *TenantCreate {
+	_c.mutation.SetMaxConcurrentRuns(v)
+	return _c
+}
+
+// SetNillableMaxConcurrentRuns sets the "max_concurrent_runs" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableMaxConcurrentRuns(v *int) *TenantCreate {
+	if v != nil {
+		_c.SetMaxConcurrentRuns(*v)
+	}
+	return _c
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_c *TenantCreate) SetOpenBulkOperations(v int) *TenantCreate {
 	_c.mutation.SetOpenBulkOperations(v)
@@ -388,6 +402,11 @@ func (_c *TenantCreate) check() error {
 			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
 		}
 	}
+	if v, ok := _c.mutation.MaxConcurrentRuns(); ok {
+		if err := tenant.MaxConcurrentRunsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_runs", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_runs": %w`, err)}
+		}
+	}
 	if _, ok := _c.mutation.OpenBulkOperations(); !ok {
 		return &ValidationError{Name: "open_bulk_operations", err: errors.New(`ent: missing required field "Tenant.open_bulk_operations"`)}
 	}
@@ -493,6 +512,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.MaxConcurrentSteps(); ok {
 		_spec.SetField(tenant.FieldMaxConcurrentSteps, field.TypeInt, value)
 		_node.MaxConcurrentSteps = &value
+	}
+	if value, ok := _c.mutation.MaxConcurrentRuns(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentRuns, field.TypeInt, value)
+		_node.MaxConcurrentRuns = &value
 	}
 	if value, ok := _c.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
@@ -759,6 +782,30 @@ func (u *TenantUpsert) AddMaxConcurrentSteps(v int) *TenantUpsert {
 // ClearMaxConcurrentSteps clears the value of the "max_concurrent_steps" field.
 func (u *TenantUpsert) ClearMaxConcurrentSteps() *TenantUpsert {
 	u.SetNull(tenant.FieldMaxConcurrentSteps)
+	return u
+}
+
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (u *TenantUpsert) SetMaxConcurrentRuns(v int) *TenantUpsert {
+	u.Set(tenant.FieldMaxConcurrentRuns, v)
+	return u
+}
+
+// UpdateMaxConcurrentRuns sets the "max_concurrent_runs" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateMaxConcurrentRuns() *TenantUpsert {
+	u.SetExcluded(tenant.FieldMaxConcurrentRuns)
+	return u
+}
+
+// AddMaxConcurrentRuns adds v to the "max_concurrent_runs" field.
+func (u *TenantUpsert) AddMaxConcurrentRuns(v int) *TenantUpsert {
+	u.Add(tenant.FieldMaxConcurrentRuns, v)
+	return u
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (u *TenantUpsert) ClearMaxConcurrentRuns() *TenantUpsert {
+	u.SetNull(tenant.FieldMaxConcurrentRuns)
 	return u
 }
 
@@ -1105,6 +1152,34 @@ func (u *TenantUpsertOne) UpdateMaxConcurrentSteps() *TenantUpsertOne {
 func (u *TenantUpsertOne) ClearMaxConcurrentSteps() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.ClearMaxConcurrentSteps()
+	})
+}
+
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (u *TenantUpsertOne) SetMaxConcurrentRuns(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetMaxConcurrentRuns(v)
+	})
+}
+
+// AddMaxConcurrentRuns adds v to the "max_concurrent_runs" field.
+func (u *TenantUpsertOne) AddMaxConcurrentRuns(v int) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddMaxConcurrentRuns(v)
+	})
+}
+
+// UpdateMaxConcurrentRuns sets the "max_concurrent_runs" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateMaxConcurrentRuns() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateMaxConcurrentRuns()
+	})
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (u *TenantUpsertOne) ClearMaxConcurrentRuns() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.ClearMaxConcurrentRuns()
 	})
 }
 
@@ -1627,6 +1702,34 @@ func (u *TenantUpsertBulk) UpdateMaxConcurrentSteps() *TenantUpsertBulk {
 func (u *TenantUpsertBulk) ClearMaxConcurrentSteps() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.ClearMaxConcurrentSteps()
+	})
+}
+
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (u *TenantUpsertBulk) SetMaxConcurrentRuns(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetMaxConcurrentRuns(v)
+	})
+}
+
+// AddMaxConcurrentRuns adds v to the "max_concurrent_runs" field.
+func (u *TenantUpsertBulk) AddMaxConcurrentRuns(v int) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.AddMaxConcurrentRuns(v)
+	})
+}
+
+// UpdateMaxConcurrentRuns sets the "max_concurrent_runs" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateMaxConcurrentRuns() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateMaxConcurrentRuns()
+	})
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (u *TenantUpsertBulk) ClearMaxConcurrentRuns() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.ClearMaxConcurrentRuns()
 	})
 }
 

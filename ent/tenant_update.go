@@ -240,6 +240,33 @@ func (_u *TenantUpdate) ClearMaxConcurrentSteps() *TenantUpdate {
 	return _u
 }
 
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (_u *TenantUpdate) SetMaxConcurrentRuns(v int) *TenantUpdate {
+	_u.mutation.ResetMaxConcurrentRuns()
+	_u.mutation.SetMaxConcurrentRuns(v)
+	return _u
+}
+
+// SetNillableMaxConcurrentRuns sets the "max_concurrent_runs" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableMaxConcurrentRuns(v *int) *TenantUpdate {
+	if v != nil {
+		_u.SetMaxConcurrentRuns(*v)
+	}
+	return _u
+}
+
+// AddMaxConcurrentRuns adds value to the "max_concurrent_runs" field.
+func (_u *TenantUpdate) AddMaxConcurrentRuns(v int) *TenantUpdate {
+	_u.mutation.AddMaxConcurrentRuns(v)
+	return _u
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (_u *TenantUpdate) ClearMaxConcurrentRuns() *TenantUpdate {
+	_u.mutation.ClearMaxConcurrentRuns()
+	return _u
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_u *TenantUpdate) SetOpenBulkOperations(v int) *TenantUpdate {
 	_u.mutation.ResetOpenBulkOperations()
@@ -372,6 +399,11 @@ func (_u *TenantUpdate) check() error {
 			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.MaxConcurrentRuns(); ok {
+		if err := tenant.MaxConcurrentRunsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_runs", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_runs": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -458,6 +490,15 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.MaxConcurrentStepsCleared() {
 		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
+	}
+	if value, ok := _u.mutation.MaxConcurrentRuns(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentRuns, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxConcurrentRuns(); ok {
+		_spec.AddField(tenant.FieldMaxConcurrentRuns, field.TypeInt, value)
+	}
+	if _u.mutation.MaxConcurrentRunsCleared() {
+		_spec.ClearField(tenant.FieldMaxConcurrentRuns, field.TypeInt)
 	}
 	if value, ok := _u.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)
@@ -710,6 +751,33 @@ func (_u *TenantUpdateOne) ClearMaxConcurrentSteps() *TenantUpdateOne {
 	return _u
 }
 
+// SetMaxConcurrentRuns sets the "max_concurrent_runs" field.
+func (_u *TenantUpdateOne) SetMaxConcurrentRuns(v int) *TenantUpdateOne {
+	_u.mutation.ResetMaxConcurrentRuns()
+	_u.mutation.SetMaxConcurrentRuns(v)
+	return _u
+}
+
+// SetNillableMaxConcurrentRuns sets the "max_concurrent_runs" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableMaxConcurrentRuns(v *int) *TenantUpdateOne {
+	if v != nil {
+		_u.SetMaxConcurrentRuns(*v)
+	}
+	return _u
+}
+
+// AddMaxConcurrentRuns adds value to the "max_concurrent_runs" field.
+func (_u *TenantUpdateOne) AddMaxConcurrentRuns(v int) *TenantUpdateOne {
+	_u.mutation.AddMaxConcurrentRuns(v)
+	return _u
+}
+
+// ClearMaxConcurrentRuns clears the value of the "max_concurrent_runs" field.
+func (_u *TenantUpdateOne) ClearMaxConcurrentRuns() *TenantUpdateOne {
+	_u.mutation.ClearMaxConcurrentRuns()
+	return _u
+}
+
 // SetOpenBulkOperations sets the "open_bulk_operations" field.
 func (_u *TenantUpdateOne) SetOpenBulkOperations(v int) *TenantUpdateOne {
 	_u.mutation.ResetOpenBulkOperations()
@@ -855,6 +923,11 @@ func (_u *TenantUpdateOne) check() error {
 			return &ValidationError{Name: "max_concurrent_steps", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_steps": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.MaxConcurrentRuns(); ok {
+		if err := tenant.MaxConcurrentRunsValidator(v); err != nil {
+			return &ValidationError{Name: "max_concurrent_runs", err: fmt.Errorf(`ent: validator failed for field "Tenant.max_concurrent_runs": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -958,6 +1031,15 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if _u.mutation.MaxConcurrentStepsCleared() {
 		_spec.ClearField(tenant.FieldMaxConcurrentSteps, field.TypeInt)
+	}
+	if value, ok := _u.mutation.MaxConcurrentRuns(); ok {
+		_spec.SetField(tenant.FieldMaxConcurrentRuns, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxConcurrentRuns(); ok {
+		_spec.AddField(tenant.FieldMaxConcurrentRuns, field.TypeInt, value)
+	}
+	if _u.mutation.MaxConcurrentRunsCleared() {
+		_spec.ClearField(tenant.FieldMaxConcurrentRuns, field.TypeInt)
 	}
 	if value, ok := _u.mutation.OpenBulkOperations(); ok {
 		_spec.SetField(tenant.FieldOpenBulkOperations, field.TypeInt, value)

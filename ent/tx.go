@@ -114,6 +114,8 @@ type Tx struct {
 	WebhookEndpoint *WebhookEndpointClient
 	// Workflow is the client for interacting with the Workflow builders.
 	Workflow *WorkflowClient
+	// WorkflowConcurrency is the client for interacting with the WorkflowConcurrency builders.
+	WorkflowConcurrency *WorkflowConcurrencyClient
 	// WorkflowPause is the client for interacting with the WorkflowPause builders.
 	WorkflowPause *WorkflowPauseClient
 	// WorkflowVersion is the client for interacting with the WorkflowVersion builders.
@@ -299,6 +301,7 @@ func (tx *Tx) init() {
 	tx.WebhookDelivery = NewWebhookDeliveryClient(tx.config)
 	tx.WebhookEndpoint = NewWebhookEndpointClient(tx.config)
 	tx.Workflow = NewWorkflowClient(tx.config)
+	tx.WorkflowConcurrency = NewWorkflowConcurrencyClient(tx.config)
 	tx.WorkflowPause = NewWorkflowPauseClient(tx.config)
 	tx.WorkflowVersion = NewWorkflowVersionClient(tx.config)
 }

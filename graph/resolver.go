@@ -7,6 +7,7 @@ package graph
 
 import (
 	"github.com/sluicehq/sluice/internal/bulk"
+	"github.com/sluicehq/sluice/internal/concurrency"
 	"github.com/sluicehq/sluice/internal/connections"
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/escalation"
@@ -52,6 +53,9 @@ type Resolver struct {
 	Bulk *bulk.Service
 	// Pause pauses and resumes workflows in environments.
 	Pause *pause.Service
+	// Concurrency sets and reads workflows' concurrency per environment
+	// (internal/concurrency); nil: a default one.
+	Concurrency *concurrency.Service
 	// Retention serves retention policies, legal holds and the purge's
 	// record (internal/retention).
 	Retention *retention.Service

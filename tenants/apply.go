@@ -92,6 +92,7 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 				SetNillableMonthlyBudgetMicroUsd(budgetMicro(m.Budget)).
 				SetSLADefaults(slaMap(m.SLA)).
 				SetDispatchWeight(m.Plan.Weight).SetNillableMaxConcurrentSteps(stepCap(m.Plan)).
+				SetNillableMaxConcurrentRuns(runCap(m.Plan)).
 				Save(ctx)
 			if err != nil {
 				return fmt.Errorf("create tenant: %w", err)
@@ -106,6 +107,11 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 				u.SetMaxConcurrentSteps(*n)
 			} else {
 				u.ClearMaxConcurrentSteps()
+			}
+			if n := runCap(m.Plan); n != nil {
+				u.SetMaxConcurrentRuns(*n)
+			} else {
+				u.ClearMaxConcurrentRuns()
 			}
 			t, err = u.Save(ctx)
 			if err != nil {
@@ -343,6 +349,15 @@ func stepCap(p PlanSpec) *int {
 		return nil
 	}
 	n := p.MaxConcurrentSteps
+	return &n
+}
+
+// runCap is the tenant's max_concurrent_runs: nil for no cap.
+func runCap(p PlanSpec) *int {
+	if p.MaxConcurrentRuns <= 0 {
+		return nil
+	}
+	n := p.MaxConcurrentRuns
 	return &n
 }
 

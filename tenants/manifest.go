@@ -39,11 +39,13 @@ type Manifest struct {
 }
 
 // PlanSpec is the tenant's place in fair dispatch: its weight (its share
-// of the step queue is SLUICE_DISPATCH_SHARE times it) and the most steps
-// it may run at once (0: no cap).
+// of the step queue is SLUICE_DISPATCH_SHARE times it), the most steps it
+// may run at once and the most runs it may have unfinished at once (0: no
+// cap; internal/runs/runcap.go).
 type PlanSpec struct {
 	Weight             int `yaml:"weight"`
 	MaxConcurrentSteps int `yaml:"maxConcurrentSteps"`
+	MaxConcurrentRuns  int `yaml:"maxConcurrentRuns"`
 }
 
 // EnvironmentSpec declares one environment.
@@ -143,6 +145,9 @@ func Parse(data []byte) (*Manifest, error) {
 	}
 	if overlay.Plan.MaxConcurrentSteps != 0 {
 		m.Plan.MaxConcurrentSteps = overlay.Plan.MaxConcurrentSteps
+	}
+	if overlay.Plan.MaxConcurrentRuns != 0 {
+		m.Plan.MaxConcurrentRuns = overlay.Plan.MaxConcurrentRuns
 	}
 	if overlay.SLA.RunDuration != "" {
 		m.SLA.RunDuration = overlay.SLA.RunDuration
@@ -278,6 +283,9 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Plan.MaxConcurrentSteps < 0 || m.Plan.MaxConcurrentSteps > 100000 {
 		bad("plan.maxConcurrentSteps", "must be between 1 and 100000, or 0 for no cap")
+	}
+	if m.Plan.MaxConcurrentRuns < 0 || m.Plan.MaxConcurrentRuns > 100000 {
+		bad("plan.maxConcurrentRuns", "must be between 1 and 100000, or 0 for no cap")
 	}
 	for field, v := range map[string]string{"sla.runDuration": m.SLA.RunDuration, "sla.approvalResponse": m.SLA.ApprovalResponse} {
 		if v == "" {

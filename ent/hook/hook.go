@@ -609,6 +609,18 @@ func (f WorkflowFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, er
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.WorkflowMutation", m)
 }
 
+// The WorkflowConcurrencyFunc type is an adapter to allow the use of ordinary
+// function as WorkflowConcurrency mutator.
+type WorkflowConcurrencyFunc func(context.Context, *ent.WorkflowConcurrencyMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f WorkflowConcurrencyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.WorkflowConcurrencyMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.WorkflowConcurrencyMutation", m)
+}
+
 // The WorkflowPauseFunc type is an adapter to allow the use of ordinary
 // function as WorkflowPause mutator.
 type WorkflowPauseFunc func(context.Context, *ent.WorkflowPauseMutation) (ent.Value, error)

@@ -59,6 +59,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 )
@@ -1469,6 +1470,33 @@ func (f TraverseWorkflow) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.WorkflowQuery", q)
 }
 
+// The WorkflowConcurrencyFunc type is an adapter to allow the use of ordinary function as a Querier.
+type WorkflowConcurrencyFunc func(context.Context, *ent.WorkflowConcurrencyQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f WorkflowConcurrencyFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.WorkflowConcurrencyQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.WorkflowConcurrencyQuery", q)
+}
+
+// The TraverseWorkflowConcurrency type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseWorkflowConcurrency func(context.Context, *ent.WorkflowConcurrencyQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseWorkflowConcurrency) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseWorkflowConcurrency) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.WorkflowConcurrencyQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.WorkflowConcurrencyQuery", q)
+}
+
 // The WorkflowPauseFunc type is an adapter to allow the use of ordinary function as a Querier.
 type WorkflowPauseFunc func(context.Context, *ent.WorkflowPauseQuery) (ent.Value, error)
 
@@ -1626,6 +1654,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.WebhookEndpointQuery, predicate.WebhookEndpoint, webhookendpoint.OrderOption]{typ: ent.TypeWebhookEndpoint, tq: q}, nil
 	case *ent.WorkflowQuery:
 		return &query[*ent.WorkflowQuery, predicate.Workflow, workflow.OrderOption]{typ: ent.TypeWorkflow, tq: q}, nil
+	case *ent.WorkflowConcurrencyQuery:
+		return &query[*ent.WorkflowConcurrencyQuery, predicate.WorkflowConcurrency, workflowconcurrency.OrderOption]{typ: ent.TypeWorkflowConcurrency, tq: q}, nil
 	case *ent.WorkflowPauseQuery:
 		return &query[*ent.WorkflowPauseQuery, predicate.WorkflowPause, workflowpause.OrderOption]{typ: ent.TypeWorkflowPause, tq: q}, nil
 	case *ent.WorkflowVersionQuery:

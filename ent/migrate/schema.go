@@ -996,6 +996,14 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
 			},
+			{
+				Name:    "heldstep_dispatchable",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[7]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "reason = 'tenant_share' OR reason = 'tenant_concurrency'",
+				},
+			},
 		},
 	}
 	// InboundEventsColumns holds the columns for the "inbound_events" table.
@@ -2128,6 +2136,7 @@ var (
 		{Name: "open_evaluations", Type: field.TypeInt, Default: 0},
 		{Name: "dispatch_weight", Type: field.TypeInt, Default: 1},
 		{Name: "max_concurrent_steps", Type: field.TypeInt, Nullable: true},
+		{Name: "max_concurrent_runs", Type: field.TypeInt, Nullable: true},
 		{Name: "open_bulk_operations", Type: field.TypeInt, Default: 0},
 		{Name: "schedules", Type: field.TypeInt, Default: 0},
 		{Name: "open_exports", Type: field.TypeInt, Default: 0},
@@ -2408,6 +2417,40 @@ var (
 			},
 		},
 	}
+	// WorkflowConcurrenciesColumns holds the columns for the "workflow_concurrencies" table.
+	WorkflowConcurrenciesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "workflow_id", Type: field.TypeString},
+		{Name: "environment_id", Type: field.TypeString},
+		{Name: "run_limit", Type: field.TypeInt},
+		{Name: "key", Type: field.TypeString, Size: 4000, Default: ""},
+		{Name: "on_limit", Type: field.TypeString, Default: "queue"},
+		{Name: "updated_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// WorkflowConcurrenciesTable holds the schema information for the "workflow_concurrencies" table.
+	WorkflowConcurrenciesTable = &schema.Table{
+		Name:       "workflow_concurrencies",
+		Columns:    WorkflowConcurrenciesColumns,
+		PrimaryKey: []*schema.Column{WorkflowConcurrenciesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "workflow_concurrencies_tenants_tenant",
+				Columns:    []*schema.Column{WorkflowConcurrenciesColumns[9]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "workflowconcurrency_tenant_id_workflow_id_environment_id",
+				Unique:  true,
+				Columns: []*schema.Column{WorkflowConcurrenciesColumns[9], WorkflowConcurrenciesColumns[3], WorkflowConcurrenciesColumns[4]},
+			},
+		},
+	}
 	// WorkflowPausesColumns holds the columns for the "workflow_pauses" table.
 	WorkflowPausesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -2541,6 +2584,7 @@ var (
 		WebhookDeliveriesTable,
 		WebhookEndpointsTable,
 		WorkflowsTable,
+		WorkflowConcurrenciesTable,
 		WorkflowPausesTable,
 		WorkflowVersionsTable,
 	}
@@ -2619,6 +2663,7 @@ func init() {
 	WebhookDeliveriesTable.ForeignKeys[1].RefTable = WebhookEndpointsTable
 	WebhookEndpointsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowsTable.ForeignKeys[0].RefTable = TenantsTable
+	WorkflowConcurrenciesTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowPausesTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[0].RefTable = TenantsTable
 	WorkflowVersionsTable.ForeignKeys[1].RefTable = WorkflowsTable

@@ -156,6 +156,9 @@ type WebhookEndpoint func(*sql.Selector)
 // Workflow is the predicate function for workflow builders.
 type Workflow func(*sql.Selector)
 
+// WorkflowConcurrency is the predicate function for workflowconcurrency builders.
+type WorkflowConcurrency func(*sql.Selector)
+
 // WorkflowPause is the predicate function for workflowpause builders.
 type WorkflowPause func(*sql.Selector)
 

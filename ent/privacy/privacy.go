@@ -1311,6 +1311,30 @@ func (f WorkflowMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.WorkflowMutation", m)
 }
 
+// The WorkflowConcurrencyQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type WorkflowConcurrencyQueryRuleFunc func(context.Context, *ent.WorkflowConcurrencyQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f WorkflowConcurrencyQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.WorkflowConcurrencyQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.WorkflowConcurrencyQuery", q)
+}
+
+// The WorkflowConcurrencyMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type WorkflowConcurrencyMutationRuleFunc func(context.Context, *ent.WorkflowConcurrencyMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f WorkflowConcurrencyMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.WorkflowConcurrencyMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.WorkflowConcurrencyMutation", m)
+}
+
 // The WorkflowPauseQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type WorkflowPauseQueryRuleFunc func(context.Context, *ent.WorkflowPauseQuery) error
@@ -1494,6 +1518,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.WorkflowQuery:
 		return q.Filter(), nil
+	case *ent.WorkflowConcurrencyQuery:
+		return q.Filter(), nil
 	case *ent.WorkflowPauseQuery:
 		return q.Filter(), nil
 	case *ent.WorkflowVersionQuery:
@@ -1604,6 +1630,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.WebhookEndpointMutation:
 		return m.Filter(), nil
 	case *ent.WorkflowMutation:
+		return m.Filter(), nil
+	case *ent.WorkflowConcurrencyMutation:
 		return m.Filter(), nil
 	case *ent.WorkflowPauseMutation:
 		return m.Filter(), nil

@@ -57,6 +57,7 @@ import (
 	"github.com/sluicehq/sluice/ent/webhookdelivery"
 	"github.com/sluicehq/sluice/ent/webhookendpoint"
 	"github.com/sluicehq/sluice/ent/workflow"
+	"github.com/sluicehq/sluice/ent/workflowconcurrency"
 	"github.com/sluicehq/sluice/ent/workflowpause"
 	"github.com/sluicehq/sluice/ent/workflowversion"
 
@@ -2836,16 +2837,20 @@ func init() {
 	tenantDescMaxConcurrentSteps := tenantFields[11].Descriptor()
 	// tenant.MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
 	tenant.MaxConcurrentStepsValidator = tenantDescMaxConcurrentSteps.Validators[0].(func(int) error)
+	// tenantDescMaxConcurrentRuns is the schema descriptor for max_concurrent_runs field.
+	tenantDescMaxConcurrentRuns := tenantFields[12].Descriptor()
+	// tenant.MaxConcurrentRunsValidator is a validator for the "max_concurrent_runs" field. It is called by the builders before save.
+	tenant.MaxConcurrentRunsValidator = tenantDescMaxConcurrentRuns.Validators[0].(func(int) error)
 	// tenantDescOpenBulkOperations is the schema descriptor for open_bulk_operations field.
-	tenantDescOpenBulkOperations := tenantFields[12].Descriptor()
+	tenantDescOpenBulkOperations := tenantFields[13].Descriptor()
 	// tenant.DefaultOpenBulkOperations holds the default value on creation for the open_bulk_operations field.
 	tenant.DefaultOpenBulkOperations = tenantDescOpenBulkOperations.Default.(int)
 	// tenantDescSchedules is the schema descriptor for schedules field.
-	tenantDescSchedules := tenantFields[13].Descriptor()
+	tenantDescSchedules := tenantFields[14].Descriptor()
 	// tenant.DefaultSchedules holds the default value on creation for the schedules field.
 	tenant.DefaultSchedules = tenantDescSchedules.Default.(int)
 	// tenantDescOpenExports is the schema descriptor for open_exports field.
-	tenantDescOpenExports := tenantFields[14].Descriptor()
+	tenantDescOpenExports := tenantFields[15].Descriptor()
 	// tenant.DefaultOpenExports holds the default value on creation for the open_exports field.
 	tenant.DefaultOpenExports = tenantDescOpenExports.Default.(int)
 	// tenantDescID is the schema descriptor for id field.
@@ -3294,6 +3299,75 @@ func init() {
 	// workflow.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	workflow.IDValidator = func() func(string) error {
 		validators := workflowDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	workflowconcurrencyMixin := schema.WorkflowConcurrency{}.Mixin()
+	workflowconcurrency.Policy = privacy.NewPolicies(workflowconcurrencyMixin[1], schema.WorkflowConcurrency{})
+	workflowconcurrency.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := workflowconcurrency.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	workflowconcurrencyMixinHooks1 := workflowconcurrencyMixin[1].Hooks()
+
+	workflowconcurrency.Hooks[1] = workflowconcurrencyMixinHooks1[0]
+	workflowconcurrencyMixinFields0 := workflowconcurrencyMixin[0].Fields()
+	_ = workflowconcurrencyMixinFields0
+	workflowconcurrencyMixinFields1 := workflowconcurrencyMixin[1].Fields()
+	_ = workflowconcurrencyMixinFields1
+	workflowconcurrencyMixinFields2 := workflowconcurrencyMixin[2].Fields()
+	_ = workflowconcurrencyMixinFields2
+	workflowconcurrencyFields := schema.WorkflowConcurrency{}.Fields()
+	_ = workflowconcurrencyFields
+	// workflowconcurrencyDescTenantID is the schema descriptor for tenant_id field.
+	workflowconcurrencyDescTenantID := workflowconcurrencyMixinFields1[0].Descriptor()
+	// workflowconcurrency.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	workflowconcurrency.TenantIDValidator = workflowconcurrencyDescTenantID.Validators[0].(func(string) error)
+	// workflowconcurrencyDescCreatedAt is the schema descriptor for created_at field.
+	workflowconcurrencyDescCreatedAt := workflowconcurrencyMixinFields2[0].Descriptor()
+	// workflowconcurrency.DefaultCreatedAt holds the default value on creation for the created_at field.
+	workflowconcurrency.DefaultCreatedAt = workflowconcurrencyDescCreatedAt.Default.(func() time.Time)
+	// workflowconcurrencyDescUpdatedAt is the schema descriptor for updated_at field.
+	workflowconcurrencyDescUpdatedAt := workflowconcurrencyMixinFields2[1].Descriptor()
+	// workflowconcurrency.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	workflowconcurrency.DefaultUpdatedAt = workflowconcurrencyDescUpdatedAt.Default.(func() time.Time)
+	// workflowconcurrency.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	workflowconcurrency.UpdateDefaultUpdatedAt = workflowconcurrencyDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// workflowconcurrencyDescRunLimit is the schema descriptor for run_limit field.
+	workflowconcurrencyDescRunLimit := workflowconcurrencyFields[2].Descriptor()
+	// workflowconcurrency.RunLimitValidator is a validator for the "run_limit" field. It is called by the builders before save.
+	workflowconcurrency.RunLimitValidator = workflowconcurrencyDescRunLimit.Validators[0].(func(int) error)
+	// workflowconcurrencyDescKey is the schema descriptor for key field.
+	workflowconcurrencyDescKey := workflowconcurrencyFields[3].Descriptor()
+	// workflowconcurrency.DefaultKey holds the default value on creation for the key field.
+	workflowconcurrency.DefaultKey = workflowconcurrencyDescKey.Default.(string)
+	// workflowconcurrency.KeyValidator is a validator for the "key" field. It is called by the builders before save.
+	workflowconcurrency.KeyValidator = workflowconcurrencyDescKey.Validators[0].(func(string) error)
+	// workflowconcurrencyDescOnLimit is the schema descriptor for on_limit field.
+	workflowconcurrencyDescOnLimit := workflowconcurrencyFields[4].Descriptor()
+	// workflowconcurrency.DefaultOnLimit holds the default value on creation for the on_limit field.
+	workflowconcurrency.DefaultOnLimit = workflowconcurrencyDescOnLimit.Default.(string)
+	// workflowconcurrencyDescID is the schema descriptor for id field.
+	workflowconcurrencyDescID := workflowconcurrencyMixinFields0[0].Descriptor()
+	// workflowconcurrency.DefaultID holds the default value on creation for the id field.
+	workflowconcurrency.DefaultID = workflowconcurrencyDescID.Default.(func() string)
+	// workflowconcurrency.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	workflowconcurrency.IDValidator = func() func(string) error {
+		validators := workflowconcurrencyDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -3,6 +3,7 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
@@ -31,7 +32,7 @@ func (HeldStep) Fields() []ent.Field {
 		field.Int("priority").Immutable().
 			Comment("The run's priority, 1 (first) to 5 (last)."),
 		field.String("reason").Immutable().
-			Comment("tenant_share (the tenant's share of the queue is full) or tenant_concurrency (its plan's maxConcurrentSteps are running)."),
+			Comment("tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (the run waits for its concurrency key) or tenant_runs (the run waits for its plan's maxConcurrentRuns)."),
 		field.Time("since").Immutable(),
 	}
 }
@@ -42,6 +43,12 @@ func (HeldStep) Indexes() []ent.Index {
 		// workflows that have held steps.
 		index.Fields("tenant_id", "workflow_id", "priority", "since"),
 		index.Fields("tenant_id", "run_id"),
+		// The rows fair dispatch releases (sluice_release_held): lockRunSQL's
+		// "tenant has held steps" flag looks only at these, so a tenant whose
+		// held rows all wait for a limit triggers no release.
+		index.Fields("tenant_id").
+			Annotations(entsql.IndexWhere("reason = 'tenant_share' OR reason = 'tenant_concurrency'")).
+			StorageKey("heldstep_dispatchable"),
 	}
 }
 

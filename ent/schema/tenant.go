@@ -46,6 +46,9 @@ func (Tenant) Fields() []ent.Field {
 		field.Int("max_concurrent_steps").Optional().Nillable().Range(1, 100000).
 			Comment("At most this many of the tenant's steps run at once (plan.maxConcurrentSteps); nil means no cap.").
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		field.Int("max_concurrent_runs").Optional().Nillable().Range(1, 100000).
+			Comment("At most this many of the tenant's runs are unfinished and not waiting for a limit at once (plan.maxConcurrentRuns, internal/runs/runcap.go); nil means no cap.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Int("open_bulk_operations").Default(0).
 			Comment("Bulk operations queued or running (internal/bulk): the bulk processor visits only tenants with some, through sluice_bulk_tenant_ids().").
 			Annotations(entgql.Skip(entgql.SkipAll)),

@@ -42,6 +42,8 @@ const (
 	FieldDispatchWeight = "dispatch_weight"
 	// FieldMaxConcurrentSteps holds the string denoting the max_concurrent_steps field in the database.
 	FieldMaxConcurrentSteps = "max_concurrent_steps"
+	// FieldMaxConcurrentRuns holds the string denoting the max_concurrent_runs field in the database.
+	FieldMaxConcurrentRuns = "max_concurrent_runs"
 	// FieldOpenBulkOperations holds the string denoting the open_bulk_operations field in the database.
 	FieldOpenBulkOperations = "open_bulk_operations"
 	// FieldSchedules holds the string denoting the schedules field in the database.
@@ -69,6 +71,7 @@ var Columns = []string{
 	FieldOpenEvaluations,
 	FieldDispatchWeight,
 	FieldMaxConcurrentSteps,
+	FieldMaxConcurrentRuns,
 	FieldOpenBulkOperations,
 	FieldSchedules,
 	FieldOpenExports,
@@ -118,6 +121,8 @@ var (
 	DispatchWeightValidator func(int) error
 	// MaxConcurrentStepsValidator is a validator for the "max_concurrent_steps" field. It is called by the builders before save.
 	MaxConcurrentStepsValidator func(int) error
+	// MaxConcurrentRunsValidator is a validator for the "max_concurrent_runs" field. It is called by the builders before save.
+	MaxConcurrentRunsValidator func(int) error
 	// DefaultOpenBulkOperations holds the default value on creation for the "open_bulk_operations" field.
 	DefaultOpenBulkOperations int
 	// DefaultSchedules holds the default value on creation for the "schedules" field.
@@ -196,6 +201,11 @@ func ByDispatchWeight(opts ...sql.OrderTermOption) OrderOption {
 // ByMaxConcurrentSteps orders the results by the max_concurrent_steps field.
 func ByMaxConcurrentSteps(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldMaxConcurrentSteps, opts...).ToFunc()
+}
+
+// ByMaxConcurrentRuns orders the results by the max_concurrent_runs field.
+func ByMaxConcurrentRuns(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldMaxConcurrentRuns, opts...).ToFunc()
 }
 
 // ByOpenBulkOperations orders the results by the open_bulk_operations field.

@@ -129,6 +129,11 @@ func MaxConcurrentSteps(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentSteps, v))
 }
 
+// MaxConcurrentRuns applies equality check predicate on the "max_concurrent_runs" field. It's identical to MaxConcurrentRunsEQ.
+func MaxConcurrentRuns(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentRuns, v))
+}
+
 // OpenBulkOperations applies equality check predicate on the "open_bulk_operations" field. It's identical to OpenBulkOperationsEQ.
 func OpenBulkOperations(v int) predicate.Tenant {
 	return predicate.Tenant(sql.FieldEQ(FieldOpenBulkOperations, v))
@@ -767,6 +772,56 @@ func MaxConcurrentStepsIsNil() predicate.Tenant {
 // MaxConcurrentStepsNotNil applies the NotNil predicate on the "max_concurrent_steps" field.
 func MaxConcurrentStepsNotNil() predicate.Tenant {
 	return predicate.Tenant(sql.FieldNotNull(FieldMaxConcurrentSteps))
+}
+
+// MaxConcurrentRunsEQ applies the EQ predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldEQ(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsNEQ applies the NEQ predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsNEQ(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNEQ(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsIn applies the In predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldIn(FieldMaxConcurrentRuns, vs...))
+}
+
+// MaxConcurrentRunsNotIn applies the NotIn predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsNotIn(vs ...int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotIn(FieldMaxConcurrentRuns, vs...))
+}
+
+// MaxConcurrentRunsGT applies the GT predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsGT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGT(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsGTE applies the GTE predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsGTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldGTE(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsLT applies the LT predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsLT(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLT(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsLTE applies the LTE predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsLTE(v int) predicate.Tenant {
+	return predicate.Tenant(sql.FieldLTE(FieldMaxConcurrentRuns, v))
+}
+
+// MaxConcurrentRunsIsNil applies the IsNil predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsIsNil() predicate.Tenant {
+	return predicate.Tenant(sql.FieldIsNull(FieldMaxConcurrentRuns))
+}
+
+// MaxConcurrentRunsNotNil applies the NotNil predicate on the "max_concurrent_runs" field.
+func MaxConcurrentRunsNotNil() predicate.Tenant {
+	return predicate.Tenant(sql.FieldNotNull(FieldMaxConcurrentRuns))
 }
 
 // OpenBulkOperationsEQ applies the EQ predicate on the "open_bulk_operations" field.

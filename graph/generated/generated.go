@@ -269,6 +269,12 @@ type ComplexityRoot struct {
 		WorkflowID    func(childComplexity int) int
 	}
 
+	ConcurrencySetting struct {
+		Key     func(childComplexity int) int
+		Limit   func(childComplexity int) int
+		OnLimit func(childComplexity int) int
+	}
+
 	CostReportRow struct {
 		Calls         func(childComplexity int) int
 		CostMicroUsd  func(childComplexity int) int
@@ -961,6 +967,7 @@ type ComplexityRoot struct {
 		SetModelPrice            func(childComplexity int, input model.SetModelPriceInput) int
 		SetRetentionPolicy       func(childComplexity int, input model.RetentionPolicyInput) int
 		SetTenantBudget          func(childComplexity int, input model.SetTenantBudgetInput) int
+		SetWorkflowConcurrency   func(childComplexity int, input model.SetWorkflowConcurrencyInput) int
 		SkipStep                 func(childComplexity int, runID string, stepID string, output any, reason string) int
 		StartRun                 func(childComplexity int, input model.StartRunInput) int
 		TriggerSchedule          func(childComplexity int, id string) int
@@ -1100,6 +1107,7 @@ type ComplexityRoot struct {
 		WebhookDeliveries    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		WebhookEndpoints     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) int
 		WebhookEventTypes    func(childComplexity int) int
+		WorkflowConcurrency  func(childComplexity int, workflowID string, environmentID string) int
 		Workflows            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) int
 	}
 
@@ -1773,6 +1781,16 @@ type ComplexityRoot struct {
 		Versions    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WorkflowVersionOrder, where *ent.WorkflowVersionWhereInput) int
 	}
 
+	WorkflowConcurrencySetting struct {
+		Concurrency   func(childComplexity int) int
+		EnvironmentID func(childComplexity int) int
+		Override      func(childComplexity int) int
+		Source        func(childComplexity int) int
+		UpdatedAt     func(childComplexity int) int
+		UpdatedBy     func(childComplexity int) int
+		WorkflowID    func(childComplexity int) int
+	}
+
 	WorkflowConnection struct {
 		Edges      func(childComplexity int) int
 		PageInfo   func(childComplexity int) int
@@ -1901,6 +1919,7 @@ type MutationResolver interface {
 	RevokeAPIKey(ctx context.Context, id string) (*ent.APIKey, error)
 	BulkRunAction(ctx context.Context, input model.BulkRunActionInput) (*model.BulkRunActionPayload, error)
 	CancelBulkOperation(ctx context.Context, id string) (*ent.BulkOperation, error)
+	SetWorkflowConcurrency(ctx context.Context, input model.SetWorkflowConcurrencyInput) (*model.WorkflowConcurrencySetting, error)
 	BeginAuthorization(ctx context.Context, input model.BeginAuthorizationInput) (*model.BeginAuthorizationPayload, error)
 	SetConnectionEnabled(ctx context.Context, credentialID string, enabled bool) (*model.OAuthConnection, error)
 	SetModelPrice(ctx context.Context, input model.SetModelPriceInput) (*ent.ModelPrice, error)
@@ -1995,6 +2014,7 @@ type QueryResolver interface {
 	QueueStats(ctx context.Context, workflowID *string, environmentID *string) (*model.QueueStats, error)
 	BulkOperations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperation.Status) (*ent.BulkOperationConnection, error)
 	BulkOperation(ctx context.Context, id string) (*ent.BulkOperation, error)
+	WorkflowConcurrency(ctx context.Context, workflowID string, environmentID string) (*model.WorkflowConcurrencySetting, error)
 	OauthProviders(ctx context.Context) ([]*model.OAuthProvider, error)
 	EffectiveModelPrices(ctx context.Context) ([]*model.ModelPriceInfo, error)
 	CostReport(ctx context.Context, from time.Time, to time.Time, groupBy []model.CostGroupBy) ([]*model.CostReportRow, error)
@@ -2833,6 +2853,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.BulkRunFilterValue.WorkflowID(childComplexity), true
+
+	case "ConcurrencySetting.key":
+		if e.ComplexityRoot.ConcurrencySetting.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencySetting.Key(childComplexity), true
+	case "ConcurrencySetting.limit":
+		if e.ComplexityRoot.ConcurrencySetting.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencySetting.Limit(childComplexity), true
+	case "ConcurrencySetting.onLimit":
+		if e.ComplexityRoot.ConcurrencySetting.OnLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencySetting.OnLimit(childComplexity), true
 
 	case "CostReportRow.calls":
 		if e.ComplexityRoot.CostReportRow.Calls == nil {
@@ -6184,6 +6223,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetTenantBudget(childComplexity, args["input"].(model.SetTenantBudgetInput)), true
+	case "Mutation.setWorkflowConcurrency":
+		if e.ComplexityRoot.Mutation.SetWorkflowConcurrency == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setWorkflowConcurrency_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetWorkflowConcurrency(childComplexity, args["input"].(model.SetWorkflowConcurrencyInput)), true
 	case "Mutation.skipStep":
 		if e.ComplexityRoot.Mutation.SkipStep == nil {
 			break
@@ -7094,6 +7144,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.WebhookEventTypes(childComplexity), true
+	case "Query.workflowConcurrency":
+		if e.ComplexityRoot.Query.WorkflowConcurrency == nil {
+			break
+		}
+
+		args, err := ec.field_Query_workflowConcurrency_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.WorkflowConcurrency(childComplexity, args["workflowID"].(string), args["environmentID"].(string)), true
 	case "Query.workflows":
 		if e.ComplexityRoot.Query.Workflows == nil {
 			break
@@ -10047,6 +10108,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Workflow.Versions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.WorkflowVersionOrder), args["where"].(*ent.WorkflowVersionWhereInput)), true
 
+	case "WorkflowConcurrencySetting.concurrency":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.Concurrency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.Concurrency(childComplexity), true
+	case "WorkflowConcurrencySetting.environmentID":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.EnvironmentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.EnvironmentID(childComplexity), true
+	case "WorkflowConcurrencySetting.override":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.Override == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.Override(childComplexity), true
+	case "WorkflowConcurrencySetting.source":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.Source(childComplexity), true
+	case "WorkflowConcurrencySetting.updatedAt":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.UpdatedAt(childComplexity), true
+	case "WorkflowConcurrencySetting.updatedBy":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.UpdatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.UpdatedBy(childComplexity), true
+	case "WorkflowConcurrencySetting.workflowID":
+		if e.ComplexityRoot.WorkflowConcurrencySetting.WorkflowID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WorkflowConcurrencySetting.WorkflowID(childComplexity), true
+
 	case "WorkflowConnection.edges":
 		if e.ComplexityRoot.WorkflowConnection.Edges == nil {
 			break
@@ -10211,6 +10315,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("BulkRunActionInput", ec.unmarshalInputBulkRunActionInput),
 			graphql.NewInputUnmarshaler("BulkRunFilter", ec.unmarshalInputBulkRunFilter),
 			graphql.NewInputUnmarshaler("BulkRunOptions", ec.unmarshalInputBulkRunOptions),
+			graphql.NewInputUnmarshaler("ConcurrencySettingInput", ec.unmarshalInputConcurrencySettingInput),
 			graphql.NewInputUnmarshaler("CreateAPIKeyInput", ec.unmarshalInputCreateAPIKeyInput),
 			graphql.NewInputUnmarshaler("CreateCredentialInput", ec.unmarshalInputCreateCredentialInput),
 			graphql.NewInputUnmarshaler("CreateEnvironmentInput", ec.unmarshalInputCreateEnvironmentInput),
@@ -10296,6 +10401,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("SetEnvironmentVariablesInput", ec.unmarshalInputSetEnvironmentVariablesInput),
 			graphql.NewInputUnmarshaler("SetModelPriceInput", ec.unmarshalInputSetModelPriceInput),
 			graphql.NewInputUnmarshaler("SetTenantBudgetInput", ec.unmarshalInputSetTenantBudgetInput),
+			graphql.NewInputUnmarshaler("SetWorkflowConcurrencyInput", ec.unmarshalInputSetWorkflowConcurrencyInput),
 			graphql.NewInputUnmarshaler("StartRunInput", ec.unmarshalInputStartRunInput),
 			graphql.NewInputUnmarshaler("StepAttemptOrder", ec.unmarshalInputStepAttemptOrder),
 			graphql.NewInputUnmarshaler("StepRunOrder", ec.unmarshalInputStepRunOrder),
@@ -10554,6 +10660,69 @@ extend type Mutation {
 extend type Subscription {
   "A bulk operation's progress: its current state, then each change, ending when it finishes."
   bulkOperationUpdated(id: ID!): BulkOperation!
+}
+`, BuiltIn: false},
+	{Name: "../concurrency.graphql", Input: `# A workflow's concurrency setting per environment (internal/concurrency):
+# it overrides the definition's ` + "`" + `concurrency` + "`" + ` for runs in that environment.
+
+"Where the concurrency setting a workflow's runs get in an environment comes from."
+enum ConcurrencySource {
+  "The deployed version's definition (` + "`" + `concurrency` + "`" + `)."
+  DEFINITION
+  "The environment's override (setWorkflowConcurrency)."
+  ENVIRONMENT
+}
+
+"""
+A concurrency setting: at most limit unfinished runs of the workflow in the environment share a key
+(key: a CEL expression over input; null: the workflow in the environment is one key).
+onLimit is queue, cancel_in_progress or skip_new, as in a definition.
+"""
+type ConcurrencySetting {
+  limit: Int!
+  key: String
+  onLimit: String!
+}
+
+input ConcurrencySettingInput {
+  "1 to 10000."
+  limit: Int!
+  "A CEL expression over input only, type-checked against the input schema of the version deployed in the environment."
+  key: String
+  "queue (default), cancel_in_progress or skip_new."
+  onLimit: String
+}
+
+"A workflow's concurrency setting in one environment."
+type WorkflowConcurrencySetting {
+  workflowID: ID!
+  environmentID: ID!
+  "The setting its runs there get: the environment's override, else the deployed definition's; null when neither has one."
+  concurrency: ConcurrencySetting
+  "Where concurrency comes from; null when there is none."
+  source: ConcurrencySource
+  "The environment's override, if any."
+  override: ConcurrencySetting
+  "Who set the override last, and when."
+  updatedBy: String
+  updatedAt: Time
+}
+
+input SetWorkflowConcurrencyInput {
+  workflowID: ID!
+  environmentID: ID!
+  "The override; null removes it (the definition's setting applies again)."
+  concurrency: ConcurrencySettingInput
+}
+
+extend type Query {
+  "The concurrency setting of a workflow's runs in an environment, and where it comes from."
+  workflowConcurrency(workflowID: ID!, environmentID: ID!): WorkflowConcurrencySetting!
+}
+
+extend type Mutation {
+  "Editors (and admins, owners). Sets or removes (concurrency: null) the workflow's concurrency override in the environment; audited."
+  setWorkflowConcurrency(input: SetWorkflowConcurrencyInput!): WorkflowConcurrencySetting!
 }
 `, BuiltIn: false},
 	{Name: "../connections.graphql", Input: `# OAuth2 connections (internal/connections): an oauth2 credential's
@@ -18541,7 +18710,7 @@ enum PauseMode {
 """
 Why a run is held. PAUSED: its workflow is paused in its environment.
 TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
-TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps, or has the plan's maxConcurrentRuns runs unfinished (plan.maxConcurrentRuns).
 KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
 """
 enum QueueReason {
@@ -20131,6 +20300,18 @@ func (ec *executionContext) childFields_BulkRunFilterValue(ctx context.Context, 
 		return ec.fieldContext_BulkRunFilterValue_failureClass(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type BulkRunFilterValue", field.Name)
+}
+
+func (ec *executionContext) childFields_ConcurrencySetting(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "limit":
+		return ec.fieldContext_ConcurrencySetting_limit(ctx, field)
+	case "key":
+		return ec.fieldContext_ConcurrencySetting_key(ctx, field)
+	case "onLimit":
+		return ec.fieldContext_ConcurrencySetting_onLimit(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ConcurrencySetting", field.Name)
 }
 
 func (ec *executionContext) childFields_CostReportRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -22869,6 +23050,26 @@ func (ec *executionContext) childFields_Workflow(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type Workflow", field.Name)
 }
 
+func (ec *executionContext) childFields_WorkflowConcurrencySetting(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "workflowID":
+		return ec.fieldContext_WorkflowConcurrencySetting_workflowID(ctx, field)
+	case "environmentID":
+		return ec.fieldContext_WorkflowConcurrencySetting_environmentID(ctx, field)
+	case "concurrency":
+		return ec.fieldContext_WorkflowConcurrencySetting_concurrency(ctx, field)
+	case "source":
+		return ec.fieldContext_WorkflowConcurrencySetting_source(ctx, field)
+	case "override":
+		return ec.fieldContext_WorkflowConcurrencySetting_override(ctx, field)
+	case "updatedBy":
+		return ec.fieldContext_WorkflowConcurrencySetting_updatedBy(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_WorkflowConcurrencySetting_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type WorkflowConcurrencySetting", field.Name)
+}
+
 func (ec *executionContext) childFields_WorkflowConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "edges":
@@ -24435,6 +24636,20 @@ func (ec *executionContext) field_Mutation_setTenantBudget_args(ctx context.Cont
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.SetTenantBudgetInput, error) {
 			return ec.unmarshalNSetTenantBudgetInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetTenantBudgetInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setWorkflowConcurrency_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetWorkflowConcurrencyInput, error) {
+			return ec.unmarshalNSetWorkflowConcurrencyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetWorkflowConcurrencyInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -26148,6 +26363,28 @@ func (ec *executionContext) field_Query_webhookEndpoints_args(ctx context.Contex
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_workflowConcurrency_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "workflowID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["workflowID"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "environmentID",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["environmentID"] = arg1
 	return args, nil
 }
 
@@ -29512,6 +29749,75 @@ func (ec *executionContext) _BulkRunFilterValue_failureClass(ctx context.Context
 }
 func (ec *executionContext) fieldContext_BulkRunFilterValue_failureClass(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "String")
+}
+
+func (ec *executionContext) _ConcurrencySetting_limit(ctx context.Context, field graphql.CollectedField, obj *model.ConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencySetting_limit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limit, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencySetting_limit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencySetting", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ConcurrencySetting_key(ctx context.Context, field graphql.CollectedField, obj *model.ConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencySetting_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencySetting_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencySetting", field, false, false, "String")
+}
+
+func (ec *executionContext) _ConcurrencySetting_onLimit(ctx context.Context, field graphql.CollectedField, obj *model.ConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencySetting_onLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OnLimit, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencySetting_onLimit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencySetting", field, false, false, "String")
 }
 
 func (ec *executionContext) _CostReportRow_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.CostReportRow) (ret graphql.Marshaler) {
@@ -40624,6 +40930,50 @@ func (ec *executionContext) fieldContext_Mutation_cancelBulkOperation(ctx contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setWorkflowConcurrency(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setWorkflowConcurrency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetWorkflowConcurrency(ctx, fc.Args["input"].(model.SetWorkflowConcurrencyInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.WorkflowConcurrencySetting) graphql.Marshaler {
+			return ec.marshalNWorkflowConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐWorkflowConcurrencySetting(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setWorkflowConcurrency(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WorkflowConcurrencySetting(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setWorkflowConcurrency_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_beginAuthorization(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -45968,6 +46318,50 @@ func (ec *executionContext) fieldContext_Query_bulkOperation(ctx context.Context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_bulkOperation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_workflowConcurrency(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_workflowConcurrency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().WorkflowConcurrency(ctx, fc.Args["workflowID"].(string), fc.Args["environmentID"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.WorkflowConcurrencySetting) graphql.Marshaler {
+			return ec.marshalNWorkflowConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐWorkflowConcurrencySetting(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_workflowConcurrency(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_WorkflowConcurrencySetting(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_workflowConcurrency_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -58494,6 +58888,185 @@ func (ec *executionContext) fieldContext_Workflow_pauses(_ context.Context, fiel
 	return fc, nil
 }
 
+func (ec *executionContext) _WorkflowConcurrencySetting_workflowID(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_workflowID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WorkflowID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_workflowID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WorkflowConcurrencySetting", field, false, false, "ID")
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_environmentID(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_environmentID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EnvironmentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_environmentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WorkflowConcurrencySetting", field, false, false, "ID")
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_concurrency(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_concurrency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Concurrency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ConcurrencySetting) graphql.Marshaler {
+			return ec.marshalOConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySetting(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_concurrency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "WorkflowConcurrencySetting",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ConcurrencySetting(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_source(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ConcurrencySource) graphql.Marshaler {
+			return ec.marshalOConcurrencySource2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySource(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WorkflowConcurrencySetting", field, false, false, "ConcurrencySource")
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_override(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_override(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Override, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ConcurrencySetting) graphql.Marshaler {
+			return ec.marshalOConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySetting(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_override(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "WorkflowConcurrencySetting",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ConcurrencySetting(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_updatedBy(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_updatedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_updatedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WorkflowConcurrencySetting", field, false, false, "String")
+}
+
+func (ec *executionContext) _WorkflowConcurrencySetting_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.WorkflowConcurrencySetting) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WorkflowConcurrencySetting_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_WorkflowConcurrencySetting_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WorkflowConcurrencySetting", field, false, false, "Time")
+}
+
 func (ec *executionContext) _WorkflowConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.WorkflowConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -63827,6 +64400,62 @@ func (ec *executionContext) unmarshalInputBulkRunOptions(ctx context.Context, ob
 func UnmarshalBulkRunOptions(ctx context.Context, raw any) (model.BulkRunOptions, error) {
 	var out model.BulkRunOptions
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "BulkRunOptions", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputConcurrencySettingInput(ctx context.Context, obj any) (model.ConcurrencySettingInput, error) {
+	var it model.ConcurrencySettingInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"limit", "key", "onLimit"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "limit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limit"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Limit = data
+		case "key":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("key"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Key = data
+		case "onLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("onLimit"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OnLimit = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalConcurrencySettingInput unmarshals raw into the ConcurrencySettingInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalConcurrencySettingInput(ctx context.Context, raw any) (model.ConcurrencySettingInput, error) {
+	var out model.ConcurrencySettingInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ConcurrencySettingInput", raw, &out)
 	return out, err
 }
 
@@ -80880,6 +81509,62 @@ func UnmarshalSetTenantBudgetInput(ctx context.Context, raw any) (model.SetTenan
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetWorkflowConcurrencyInput(ctx context.Context, obj any) (model.SetWorkflowConcurrencyInput, error) {
+	var it model.SetWorkflowConcurrencyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"workflowID", "environmentID", "concurrency"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "workflowID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("workflowID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WorkflowID = data
+		case "environmentID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("environmentID"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EnvironmentID = data
+		case "concurrency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("concurrency"))
+			data, err := ec.unmarshalOConcurrencySettingInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySettingInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Concurrency = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetWorkflowConcurrencyInput unmarshals raw into the SetWorkflowConcurrencyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetWorkflowConcurrencyInput(ctx context.Context, raw any) (model.SetWorkflowConcurrencyInput, error) {
+	var out model.SetWorkflowConcurrencyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetWorkflowConcurrencyInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputStartRunInput(ctx context.Context, obj any) (model.StartRunInput, error) {
 	var it model.StartRunInput
 	if obj == nil {
@@ -87800,6 +88485,49 @@ func (ec *executionContext) _BulkRunFilterValue(ctx context.Context, sel ast.Sel
 	return out
 }
 
+var concurrencySettingImplementors = []string{"ConcurrencySetting"}
+
+func (ec *executionContext) _ConcurrencySetting(ctx context.Context, sel ast.SelectionSet, obj *model.ConcurrencySetting) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, concurrencySettingImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ConcurrencySetting")
+		case "limit":
+			out.Values[i] = ec._ConcurrencySetting_limit(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "key":
+			out.Values[i] = ec._ConcurrencySetting_key(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "onLimit":
+			out.Values[i] = ec._ConcurrencySetting_onLimit(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var costReportRowImplementors = []string{"CostReportRow"}
 
 func (ec *executionContext) _CostReportRow(ctx context.Context, sel ast.SelectionSet, obj *model.CostReportRow) graphql.Marshaler {
@@ -91958,6 +92686,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setWorkflowConcurrency":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setWorkflowConcurrency(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "beginAuthorization":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_beginAuthorization(ctx, field)
@@ -93135,6 +93870,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_bulkOperation(ctx, field)
+				})
+		case "workflowConcurrency":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_workflowConcurrency(ctx, field)
 				})
 		case "oauthProviders":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -97528,6 +98269,69 @@ func (ec *executionContext) _Workflow(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var workflowConcurrencySettingImplementors = []string{"WorkflowConcurrencySetting"}
+
+func (ec *executionContext) _WorkflowConcurrencySetting(ctx context.Context, sel ast.SelectionSet, obj *model.WorkflowConcurrencySetting) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, workflowConcurrencySettingImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("WorkflowConcurrencySetting")
+		case "workflowID":
+			out.Values[i] = ec._WorkflowConcurrencySetting_workflowID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "environmentID":
+			out.Values[i] = ec._WorkflowConcurrencySetting_environmentID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "concurrency":
+			out.Values[i] = ec._WorkflowConcurrencySetting_concurrency(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._WorkflowConcurrencySetting_source(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "override":
+			out.Values[i] = ec._WorkflowConcurrencySetting_override(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "updatedBy":
+			out.Values[i] = ec._WorkflowConcurrencySetting_updatedBy(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._WorkflowConcurrencySetting_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var workflowConnectionImplementors = []string{"WorkflowConnection"}
 
 func (ec *executionContext) _WorkflowConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.WorkflowConnection) graphql.Marshaler {
@@ -100675,6 +101479,11 @@ func (ec *executionContext) unmarshalNSetTenantBudgetInput2githubᚗcomᚋsluice
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNSetWorkflowConcurrencyInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetWorkflowConcurrencyInput(ctx context.Context, v any) (model.SetWorkflowConcurrencyInput, error) {
+	res, err := ec.unmarshalInputSetWorkflowConcurrencyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNStartRunInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐStartRunInput(ctx context.Context, v any) (model.StartRunInput, error) {
 	res, err := ec.unmarshalInputStartRunInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -101226,6 +102035,14 @@ func (ec *executionContext) marshalNWorkflow2ᚖgithubᚗcomᚋsluicehqᚋsluice
 		return graphql.Null
 	}
 	return ec._Workflow(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNWorkflowConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐWorkflowConcurrencySetting(ctx context.Context, sel ast.SelectionSet, v *model.WorkflowConcurrencySetting) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "WorkflowConcurrencySetting!")
+		return graphql.Null
+	}
+	return ec._WorkflowConcurrencySetting(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNWorkflowConnection2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐWorkflowConnection(ctx context.Context, sel ast.SelectionSet, v *ent.WorkflowConnection) graphql.Marshaler {
@@ -101938,6 +102755,37 @@ func (ec *executionContext) unmarshalOBulkRunOptions2ᚖgithubᚗcomᚋsluicehq�
 	}
 	res, err := ec.unmarshalInputBulkRunOptions(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOConcurrencySetting2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySetting(ctx context.Context, sel ast.SelectionSet, v *model.ConcurrencySetting) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ConcurrencySetting(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOConcurrencySettingInput2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySettingInput(ctx context.Context, v any) (*model.ConcurrencySettingInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputConcurrencySettingInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOConcurrencySource2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySource(ctx context.Context, v any) (*model.ConcurrencySource, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.ConcurrencySource)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOConcurrencySource2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐConcurrencySource(ctx context.Context, sel ast.SelectionSet, v *model.ConcurrencySource) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalOCredential2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋentᚐCredential(ctx context.Context, sel ast.SelectionSet, v *ent.Credential) graphql.Marshaler {

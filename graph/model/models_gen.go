@@ -100,6 +100,24 @@ type BulkRunOptions struct {
 	Mode *ReplayMode `json:"mode,omitempty"`
 }
 
+// A concurrency setting: at most limit unfinished runs of the workflow in the environment share a key
+// (key: a CEL expression over input; null: the workflow in the environment is one key).
+// onLimit is queue, cancel_in_progress or skip_new, as in a definition.
+type ConcurrencySetting struct {
+	Limit   int     `json:"limit"`
+	Key     *string `json:"key,omitempty"`
+	OnLimit string  `json:"onLimit"`
+}
+
+type ConcurrencySettingInput struct {
+	// 1 to 10000.
+	Limit int `json:"limit"`
+	// A CEL expression over input only, type-checked against the input schema of the version deployed in the environment.
+	Key *string `json:"key,omitempty"`
+	// queue (default), cancel_in_progress or skip_new.
+	OnLimit *string `json:"onLimit,omitempty"`
+}
+
 // One group of a cost report. Only the grouped-by keys are set.
 type CostReportRow struct {
 	WorkflowID    *string `json:"workflowID,omitempty"`
@@ -820,6 +838,13 @@ type SetTenantBudgetInput struct {
 	MonthlyUsd *float64 `json:"monthlyUSD,omitempty"`
 }
 
+type SetWorkflowConcurrencyInput struct {
+	WorkflowID    string `json:"workflowID"`
+	EnvironmentID string `json:"environmentID"`
+	// The override; null removes it (the definition's setting applies again).
+	Concurrency *ConcurrencySettingInput `json:"concurrency,omitempty"`
+}
+
 type StartRunInput struct {
 	WorkflowID    string         `json:"workflowID"`
 	EnvironmentID string         `json:"environmentID"`
@@ -1001,6 +1026,21 @@ type Viewer struct {
 	APIKeyID *string     `json:"apiKeyID,omitempty"`
 }
 
+// A workflow's concurrency setting in one environment.
+type WorkflowConcurrencySetting struct {
+	WorkflowID    string `json:"workflowID"`
+	EnvironmentID string `json:"environmentID"`
+	// The setting its runs there get: the environment's override, else the deployed definition's; null when neither has one.
+	Concurrency *ConcurrencySetting `json:"concurrency,omitempty"`
+	// Where concurrency comes from; null when there is none.
+	Source *ConcurrencySource `json:"source,omitempty"`
+	// The environment's override, if any.
+	Override *ConcurrencySetting `json:"override,omitempty"`
+	// Who set the override last, and when.
+	UpdatedBy *string    `json:"updatedBy,omitempty"`
+	UpdatedAt *time.Time `json:"updatedAt,omitempty"`
+}
+
 type ApprovalDecision string
 
 const (
@@ -1051,6 +1091,64 @@ func (e *ApprovalDecision) UnmarshalJSON(b []byte) error {
 }
 
 func (e ApprovalDecision) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Where the concurrency setting a workflow's runs get in an environment comes from.
+type ConcurrencySource string
+
+const (
+	// The deployed version's definition (`concurrency`).
+	ConcurrencySourceDefinition ConcurrencySource = "DEFINITION"
+	// The environment's override (setWorkflowConcurrency).
+	ConcurrencySourceEnvironment ConcurrencySource = "ENVIRONMENT"
+)
+
+var AllConcurrencySource = []ConcurrencySource{
+	ConcurrencySourceDefinition,
+	ConcurrencySourceEnvironment,
+}
+
+func (e ConcurrencySource) IsValid() bool {
+	switch e {
+	case ConcurrencySourceDefinition, ConcurrencySourceEnvironment:
+		return true
+	}
+	return false
+}
+
+func (e ConcurrencySource) String() string {
+	return string(e)
+}
+
+func (e *ConcurrencySource) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ConcurrencySource(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ConcurrencySource", str)
+	}
+	return nil
+}
+
+func (e ConcurrencySource) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ConcurrencySource) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ConcurrencySource) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -1302,7 +1400,7 @@ func (e PauseMode) MarshalJSON() ([]byte, error) {
 
 // Why a run is held. PAUSED: its workflow is paused in its environment.
 // TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
-// TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps.
+// TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps, or has the plan's maxConcurrentRuns runs unfinished (plan.maxConcurrentRuns).
 // KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
 type QueueReason string
 

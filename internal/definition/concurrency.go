@@ -82,16 +82,55 @@ func (v *validator) checkConcurrency() {
 	}
 }
 
+// MaxConcurrencyLimit is the largest limit a concurrency setting may have.
+const MaxConcurrencyLimit = 10000
+
+// CheckConcurrency checks a concurrency setting made outside a definition
+// (a per-environment override, internal/concurrency) by the rules of a
+// definition's: limit 1 to MaxConcurrencyLimit, a known onLimit, and a key
+// that compiles, reads only input and, when d is not nil, type-checks
+// against d's input schema (d: the version deployed where it applies).
+// Problems' paths are relative to the setting: "$.limit", "$.key",
+// "$.onLimit".
+func CheckConcurrency(c *Concurrency, d *Definition) []Problem {
+	var input json.RawMessage
+	if d != nil {
+		input = d.Input
+	}
+	v := &validator{d: &Definition{Input: input, Concurrency: c}, strict: d != nil, typing: newTyping(input)}
+	if c.Limit < 1 || c.Limit > MaxConcurrencyLimit {
+		v.add("$.limit", "must be between 1 and %d", MaxConcurrencyLimit)
+	}
+	switch c.OnLimit {
+	case "", OnLimitQueue, OnLimitCancelInProgress, OnLimitSkipNew:
+	default:
+		v.add("$.onLimit", "must be %s, %s or %s", OnLimitQueue, OnLimitCancelInProgress, OnLimitSkipNew)
+	}
+	v.checkConcurrency()
+	for i := range v.problems {
+		if v.problems[i].Path == "$.concurrency.key" {
+			v.problems[i].Path = "$.key"
+		}
+	}
+	return v.problems
+}
+
 // ConcurrencyKey evaluates the definition's concurrency key for a run
 // input (the value as expressions see it, InputValue). Without a key
 // expression it is "" (one key for the workflow in the environment). A
 // value that is not a string is keyed by its JSON text; a key longer than
 // MaxConcurrencyKey by its SHA-256.
 func (d *Definition) ConcurrencyKey(input any) (string, error) {
-	if d.Concurrency == nil || d.Concurrency.Key == "" {
+	return d.Concurrency.KeyOf(input)
+}
+
+// KeyOf evaluates the setting's key for a run input, as ConcurrencyKey
+// does for a definition's.
+func (c *Concurrency) KeyOf(input any) (string, error) {
+	if c == nil || c.Key == "" {
 		return "", nil
 	}
-	v, err := Eval("$.concurrency.key", d.Concurrency.Key, Env{Input: input})
+	v, err := Eval("$.concurrency.key", c.Key, Env{Input: input})
 	if err != nil {
 		return "", err
 	}
@@ -103,7 +142,7 @@ func (d *Definition) ConcurrencyKey(input any) (string, error) {
 		b, _ := json.Marshal(x)
 		key = string(b)
 	default:
-		return "", fmt.Errorf("the concurrency key %q is a %T, not a string, a number or a bool", truncate(d.Concurrency.Key, 200), v)
+		return "", fmt.Errorf("the concurrency key %q is a %T, not a string, a number or a bool", truncate(c.Key, 200), v)
 	}
 	if len(key) > MaxConcurrencyKey {
 		sum := sha256.Sum256([]byte(key))

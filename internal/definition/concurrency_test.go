@@ -69,3 +69,44 @@ func TestConcurrencyKey(t *testing.T) {
 		t.Fatalf("default key %q, %v", k, err)
 	}
 }
+
+// TestCheckConcurrency: a setting made outside a definition (a
+// per-environment override) is checked by the definition's rules, its key
+// type-checked against the deployed definition's input schema when there
+// is one, with paths relative to the setting.
+func TestCheckConcurrency(t *testing.T) {
+	d, err := Parse([]byte(concurrencyDoc(`{"limit":1}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		c    Concurrency
+		def  *Definition
+		path string
+	}{
+		{"limit 0", Concurrency{Limit: 0}, d, "$.limit"},
+		{"limit too large", Concurrency{Limit: MaxConcurrencyLimit + 1}, nil, "$.limit"},
+		{"unknown onLimit", Concurrency{Limit: 1, OnLimit: "drop"}, d, "$.onLimit"},
+		{"key does not compile", Concurrency{Limit: 1, Key: "input.customer +"}, nil, "$.key"},
+		{"key reads a step", Concurrency{Limit: 1, Key: "steps.a.output"}, d, "$.key"},
+		{"key type error", Concurrency{Limit: 1, Key: "input.customer + 1"}, d, "$.key"},
+		{"key is an object", Concurrency{Limit: 1, Key: "input.o"}, d, "$.key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := CheckConcurrency(&tt.c, tt.def)
+			if !slices.ContainsFunc(problems, func(p Problem) bool { return p.Path == tt.path }) {
+				t.Fatalf("problems %v, want one at %s", problems, tt.path)
+			}
+		})
+	}
+	for _, c := range []Concurrency{{Limit: 1}, {Limit: 10000, Key: "input.customer", OnLimit: OnLimitSkipNew}} {
+		if problems := CheckConcurrency(&c, d); len(problems) != 0 {
+			t.Fatalf("%+v: %v", c, problems)
+		}
+	}
+	// Without a deployed definition there are no input types to check.
+	if problems := CheckConcurrency(&Concurrency{Limit: 1, Key: "input.customer + 1"}, nil); len(problems) != 0 {
+		t.Fatalf("unchecked types: %v", problems)
+	}
+}

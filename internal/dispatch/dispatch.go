@@ -5,8 +5,9 @@
 // finished makes room), coalesced so that a busy tenant has at most one
 // release in flight per worker, and on a sweep over every tenant with held
 // steps as a safety net (after a crash, a Redis wipe or a change of a plan),
-// which also releases runs waiting for a workflow's concurrency key that a
-// finishing run did not release (runs.Service.ReleaseKeys).
+// which also releases runs waiting for a workflow's concurrency key or for
+// the tenant's cap on runs that a finishing run did not release
+// (runs.Service.ReleaseKeys, ReleaseRuns).
 // Nothing here decides what runs: the release itself is one SQL function,
 // serialised per tenant in Postgres, so any number of workers may run it.
 package dispatch
@@ -29,6 +30,11 @@ type Store interface {
 	// key that fit under its limit (a finishing run releases them itself;
 	// this recovers those it could not); it returns how many steps.
 	ReleaseKeys(ctx context.Context, tenantID string) (int, error)
+	// ReleaseRuns releases the runs waiting for the tenant's cap on
+	// unfinished runs (plan.maxConcurrentRuns) that fit under it (a
+	// finishing run releases them itself; this recovers those it could
+	// not, and applies a raised or removed cap); it returns how many steps.
+	ReleaseRuns(ctx context.Context, tenantID string) (int, error)
 }
 
 // Releaser runs releases for tenants that asked (Release) and sweeps.
@@ -121,12 +127,18 @@ func (r *Releaser) SweepOnce(ctx context.Context) error {
 		r.sem <- struct{}{}
 		_, err := r.store.ReleaseHeld(ctx, id)
 		_, kerr := r.store.ReleaseKeys(ctx, id)
+		// After the keys: a key's release may hold its runs for the
+		// tenant's cap instead.
+		_, rerr := r.store.ReleaseRuns(ctx, id)
 		<-r.sem
 		if err != nil {
 			r.log.Warn("release held steps", "tenant_id", id, "err", err)
 		}
 		if kerr != nil {
 			r.log.Warn("release concurrency keys", "tenant_id", id, "err", kerr)
+		}
+		if rerr != nil {
+			r.log.Warn("release runs waiting for the tenant's cap", "tenant_id", id, "err", rerr)
 		}
 	}
 	return nil

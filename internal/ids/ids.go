@@ -58,6 +58,7 @@ const (
 	Trigger                    = "trg"
 	TriggerDelivery            = "trd"
 	WorkflowPause              = "wfp"
+	WorkflowConcurrency        = "wfc"
 	BulkOperation              = "bop"
 	BulkOperationItem          = "boi"
 	RetentionPolicy            = "rtp"

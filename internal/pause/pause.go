@@ -221,7 +221,8 @@ const (
 	// queue already; the run's step waits in Postgres for its turn.
 	QueueTenantShare QueueReason = "TENANT_SHARE"
 	// QueueTenantConcurrency: the tenant runs its plan's
-	// maxConcurrentSteps already.
+	// maxConcurrentSteps, or has its plan's maxConcurrentRuns unfinished,
+	// already.
 	QueueTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
 	// QueueKeyConcurrency: the workflow's concurrency limit for the run's
 	// key is reached in its environment (internal/runs/concurrency.go).
@@ -262,6 +263,9 @@ func Held(ctx context.Context, c *ent.Client, r *ent.Run) (QueueReason, *time.Ti
 		reason = QueueTenantConcurrency
 	case "key_concurrency":
 		reason = QueueKeyConcurrency
+	case "tenant_runs":
+		// The plan's maxConcurrentRuns (internal/runs/runcap.go).
+		reason = QueueTenantConcurrency
 	}
 	return reason, &h.Since, nil
 }

@@ -47,20 +47,22 @@ const ClassConcurrencySkipped = "concurrency_skipped"
 type keyDecision int
 
 const (
-	keyStart keyDecision = iota // under the limit, or no limit
-	keyHold                     // queue: hold its first steps
-	keySkip                     // skip_new: created cancelled
+	keyStart   keyDecision = iota // under the limit, or no limit
+	keyHold                       // queue: hold its first steps
+	keySkip                       // skip_new: created cancelled
+	tenantHold                    // the tenant's cap on runs: hold its first steps (runcap.go)
 )
 
 // decideKey evaluates the run's concurrency key (setting r.ConcurrencyKey)
-// and, under the key's lock, applies its limit. Sandbox replays call
+// and, under the key's lock, applies its limit. lim is the run's
+// concurrency setting: the environment's override, else the definition's
+// (envconcurrency.go). Sandbox replays call
 // nothing and are not limited.
-func (e *Service) decideKey(ctx context.Context, c *ent.Client, r *ent.Run, def *definition.Definition, path string) (keyDecision, error) {
-	lim := def.Concurrency
+func (e *Service) decideKey(ctx context.Context, c *ent.Client, r *ent.Run, lim *definition.Concurrency, def *definition.Definition, path string) (keyDecision, error) {
 	if lim == nil || r.Mode != run.ModeLive {
 		return keyStart, nil
 	}
-	key, err := def.ConcurrencyKey(def.InputValue(r.Input))
+	key, err := lim.KeyOf(def.InputValue(r.Input))
 	if err != nil {
 		return 0, errs.Invalid(path, "the workflow's concurrency key cannot be evaluated for this input: %v", err)
 	}
@@ -124,9 +126,17 @@ func (e *Service) cancelInProgress(ctx context.Context, c *ent.Client, r *ent.Ru
 	return nil
 }
 
-// holdForKey holds a new run's first steps for its key: one held_steps row
-// each, written with the run's inserts.
-func holdForKey(ctx context.Context, r *ent.Run, list []*ent.StepRun) error {
+// Reasons of held_steps rows that hold a whole run for a run-level limit
+// (fair dispatch's sluice_release_held leaves them alone).
+const (
+	heldForKey        = "key_concurrency"
+	heldForTenantRuns = "tenant_runs"
+)
+
+// holdFirstSteps holds a new run's first steps for a run-level limit
+// (reason heldForKey or heldForTenantRuns): one held_steps row each,
+// written with the run's inserts.
+func holdFirstSteps(ctx context.Context, r *ent.Run, list []*ent.StepRun, reason string) error {
 	var ids, stepIDs []string
 	for _, sr := range list {
 		if sr.CurrentAttemptID != nil && sr.ReadyAt == nil {
@@ -136,17 +146,17 @@ func holdForKey(ctx context.Context, r *ent.Run, list []*ent.StepRun) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return store.Hold(ctx, "held_steps:key:"+r.ID, len(ids),
+	return store.Hold(ctx, "held_steps:"+reason+":"+r.ID, len(ids),
 		`INSERT INTO held_steps (id, tenant_id, run_id, step_id, workflow_id, priority, reason, since)
-		SELECT t.id, $1, $2, t.step_id, $3, $4, 'key_concurrency', $5 FROM unnest($6::text[], $7::text[]) AS t(id, step_id)`,
-		r.TenantID, r.ID, r.WorkflowID, r.Priority, r.CreatedAt, ids, stepIDs)
+		SELECT t.id, $1, $2, t.step_id, $3, $4, $5, $6 FROM unnest($7::text[], $8::text[]) AS t(id, step_id)`,
+		r.TenantID, r.ID, r.WorkflowID, r.Priority, reason, r.CreatedAt, ids, stepIDs)
 }
 
 // skipForKey finishes a new run skipped by its key's limit: its steps are
 // created cancelled, and so is the run.
-func (s *runState) skipForKey() {
+func (s *runState) skipForKey(lim *definition.Concurrency) {
 	msg := fmt.Sprintf("skipped: the workflow's concurrency limit (%d) for key %q is reached in this environment (onLimit skip_new)",
-		s.def.Concurrency.Limit, *s.run.ConcurrencyKey)
+		lim.Limit, *s.run.ConcurrencyKey)
 	class := ClassConcurrencySkipped
 	s.update.SetErrorClass(class).SetErrorMessage(msg)
 	s.run.ErrorClass, s.run.ErrorMessage = &class, &msg
@@ -158,10 +168,12 @@ func (s *runState) skipForKey() {
 // oldest runs waiting for its key that fit under the limit, and adds their
 // step tasks to the flush.
 func (s *runState) releaseKey(ctx context.Context) error {
-	if s.noKeyRelease || s.run.ConcurrencyKey == nil || s.def.Concurrency == nil {
+	if s.noKeyRelease || s.run.ConcurrencyKey == nil {
 		return nil
 	}
-	ts, err := s.e.releaseKey(ctx, s.run.TenantID, s.run.WorkflowID, s.run.EnvironmentID, *s.run.ConcurrencyKey, s.def.Concurrency.Limit, false)
+	// The limit in force: the environment's override (read by
+	// sluice_release_key), else the definition's.
+	ts, err := s.e.releaseKey(ctx, s.run.TenantID, s.run.WorkflowID, s.run.EnvironmentID, *s.run.ConcurrencyKey, definitionLimit(s.def), false)
 	if err != nil {
 		return err
 	}
@@ -235,10 +247,7 @@ func (e *Service) ReleaseKeys(ctx context.Context, tenantID string) (int, error)
 			if err != nil {
 				return err
 			}
-			if def.Concurrency == nil {
-				return fmt.Errorf("version %s has no concurrency limit but has runs waiting for a key", k.versionID)
-			}
-			ts, err := e.releaseKey(ctx, tenantID, k.workflowID, k.envID, k.key, def.Concurrency.Limit, true)
+			ts, err := e.releaseKey(ctx, tenantID, k.workflowID, k.envID, k.key, definitionLimit(def), true)
 			if err != nil {
 				return err
 			}

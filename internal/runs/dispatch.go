@@ -46,9 +46,14 @@ import (
 //     safety net.
 
 // dispatchFlags are lockRunSQL's columns for dispatch: whether the tenant
-// caps its running steps, and whether it has held steps.
+// caps its running steps, whether it has held steps that fair dispatch
+// releases (rows held for a run-level limit wait for that limit's release,
+// so they ask for none; the partial index heldstep_dispatchable answers
+// without visiting them), and whether it caps its unfinished runs
+// (runcap.go).
 const dispatchFlags = `(SELECT max_concurrent_steps IS NOT NULL FROM tenants WHERE id = runs.tenant_id),
-		EXISTS (SELECT 1 FROM held_steps h WHERE h.tenant_id = runs.tenant_id)`
+		EXISTS (SELECT 1 FROM held_steps h WHERE h.tenant_id = runs.tenant_id AND (h.reason = 'tenant_share' OR h.reason = 'tenant_concurrency')),
+		(SELECT max_concurrent_runs IS NOT NULL FROM tenants WHERE id = runs.tenant_id)`
 
 // Releaser is told, after commit, about tenants that have held steps and
 // may have room for them (internal/dispatch runs ReleaseHeld for them).

@@ -123,6 +123,8 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		Archived    bool           `json:"archived"`
 		Release     sql.NullString `json:"release"`
 		Pause       *string        `json:"pause"`
+		RunCap      *int           `json:"run_cap"`
+		Concurrency *string        `json:"concurrency"`
 	}
 	err = c.Deployment.Query().
 		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
@@ -133,6 +135,8 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
 			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
 			s.AppendSelectExprAs(entsql.Expr(pauseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "pause")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT max_concurrent_runs FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "run_cap")
+			s.AppendSelectExprAs(entsql.Expr(envConcurrencySelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "concurrency")
 		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
@@ -168,6 +172,10 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 	if pause != nil && pause.Mode == "REJECT" {
 		return nil, pause.refuse()
 	}
+	override, err := parseEnvConcurrency(dep.Concurrency)
+	if err != nil {
+		return nil, err
+	}
 	runID := ids.New(ids.Run)
 	rt := routeRun(dep.VersionID, dep.Release, runID, in.IdempotencyKey)
 	def, err := e.definitionOf(ctx, c, rt.versionID)
@@ -184,7 +192,8 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		workflowID: in.WorkflowID, versionID: rt.versionID, environmentID: in.EnvironmentID,
 		input: in.Input, hash: hash, idempotencyKey: in.IdempotencyKey, mode: run.ModeLive, def: def,
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
-		paused: pause != nil, priority: priority,
+		paused: pause != nil, priority: priority, runCap: capValue(dep.RunCap), runCapRead: true,
+		concurrency: override, concurrencyRead: true,
 	})
 }
 
@@ -246,6 +255,16 @@ type newRun struct {
 	// keyPath is where a concurrency key that cannot be evaluated for the
 	// input is reported ("input.input" if empty).
 	keyPath string
+	// runCap is the tenant's max_concurrent_runs (0: no cap) when
+	// runCapRead (startRun reads it with the deployment); otherwise
+	// createRun reads it (runcap.go).
+	runCap     int
+	runCapRead bool
+	// concurrency is the environment's concurrency override (nil: none)
+	// when concurrencyRead (startRun reads it with the deployment);
+	// otherwise createRun reads it (envconcurrency.go).
+	concurrency     *definition.Concurrency
+	concurrencyRead bool
 }
 
 // createRun inserts a run and its steps and schedules the first ones.
@@ -279,16 +298,36 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if keyPath == "" {
 		keyPath = "input.input"
 	}
-	decision, err := e.decideKey(ctx, c, r, nr.def, keyPath)
+	lim := nr.def.Concurrency
+	if nr.mode == run.ModeLive {
+		// The environment's setting, if any, wins over the definition's.
+		l, err := e.effectiveConcurrency(ctx, r, nr)
+		if err != nil {
+			return nil, err
+		}
+		lim = l
+	}
+	decision, err := e.decideKey(ctx, c, r, lim, nr.def, keyPath)
 	if err != nil {
 		return nil, err
+	}
+	runCap, err := e.tenantRunCap(ctx, r, nr)
+	if err != nil {
+		return nil, err
+	}
+	if decision == keyStart {
+		// After the key's decision: a run waiting for its key does not
+		// count toward the tenant's cap, and its key's release checks it.
+		if decision, err = e.decideRunCap(ctx, r, runCap); err != nil {
+			return nil, err
+		}
 	}
 	c.Run.Bind(r)
 	if err := insertRun(ctx, r); err != nil {
 		return nil, err
 	}
 	s := &runState{e: e, c: c, run: r, def: nr.def, steps: make(map[string]*ent.StepRun, len(nr.def.Steps)), update: &runChange{}, seq: r.NextSeq, now: now, all: true,
-		counts: map[string]int{}, countsChanged: true, deferEval: true, paused: nr.paused}
+		counts: map[string]int{}, countsChanged: true, deferEval: true, paused: nr.paused, runCapped: runCap > 0}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}
@@ -304,8 +343,9 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		switch {
 		case decision == keySkip:
 			sr.Status = steprun.StatusCancelled
-		case startsQueued(st) && decision == keyHold:
-			// Waits for its concurrency key: queued, not ready, held.
+		case startsQueued(st) && (decision == keyHold || decision == tenantHold):
+			// Waits for its concurrency key or its tenant's cap on runs:
+			// queued, not ready, held.
 			a := newAttempt(r.TenantID, r.ID, sr, 1, now, now)
 			sr.Status, sr.Attempts, sr.CurrentAttemptID = steprun.StatusQueued, 1, &a.ID
 			attempts = append(attempts, a)
@@ -322,8 +362,13 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 	if err := insertSteps(ctx, r, list, attempts); err != nil {
 		return nil, err
 	}
-	if decision == keyHold {
-		if err := holdForKey(ctx, r, list); err != nil {
+	switch decision {
+	case keyHold:
+		if err := holdFirstSteps(ctx, r, list, heldForKey); err != nil {
+			return nil, err
+		}
+	case tenantHold:
+		if err := holdFirstSteps(ctx, r, list, heldForTenantRuns); err != nil {
 			return nil, err
 		}
 	}
@@ -354,7 +399,7 @@ func (e *Service) createRun(ctx context.Context, c *ent.Client, v *viewer.Viewer
 		}
 	}
 	if decision == keySkip {
-		s.skipForKey()
+		s.skipForKey(lim)
 	} else if err := s.advance(ctx); err != nil {
 		return nil, err
 	}

@@ -76,6 +76,10 @@ type runState struct {
 	// held steps when the run was locked; after commit the service asks for
 	// a release.
 	capped, tenantHeld bool
+	// runCapped: the run's tenant caps its unfinished runs
+	// (plan.maxConcurrentRuns): when the run finishes, its transaction
+	// releases the next waiting run (runcap.go).
+	runCapped bool
 	// noKeyRelease: when the run finishes, it releases no run waiting for
 	// its concurrency key (concurrency.go): a new run takes its place.
 	noKeyRelease bool
@@ -119,7 +123,7 @@ func (e *Service) lockRunSteps(ctx context.Context, c *ent.Client, runID string,
 	}
 	now := e.now()
 	s := &runState{e: e, c: c, run: r, def: def, steps: map[string]*ent.StepRun{}, update: &runChange{}, seq: r.NextSeq, now: now, lockedAt: now,
-		endpointsVersion: endpointsVersion, paused: flags.paused, capped: flags.capped, tenantHeld: flags.tenantHeld}
+		endpointsVersion: endpointsVersion, paused: flags.paused, capped: flags.capped, tenantHeld: flags.tenantHeld, runCapped: flags.runCapped}
 	if err := s.loadVars(ctx); err != nil {
 		return nil, err
 	}
@@ -355,6 +359,10 @@ func (s *runState) flush(ctx context.Context) error {
 	if s.finishedRun {
 		// A run with a concurrency key makes room for the key's next one.
 		if err := s.releaseKey(ctx); err != nil {
+			return err
+		}
+		// A run of a tenant with a cap on runs makes room for its next one.
+		if err := s.releaseRuns(ctx); err != nil {
 			return err
 		}
 		s.finishedRun = false

@@ -145,14 +145,15 @@ func lockRunRow(ctx context.Context, runID string) (*ent.Run, int64, lockFlags, 
 
 // lockFlags are what lockRunSQL reads beside the run: whether its workflow
 // is paused in its environment (pause.go), whether its tenant has a cap on
-// the steps it runs at once and whether it has held steps (dispatch.go).
+// the steps it runs at once and whether it has held steps (dispatch.go),
+// and whether it has a cap on its unfinished runs (runcap.go).
 type lockFlags struct {
-	paused, capped, tenantHeld bool
+	paused, capped, tenantHeld, runCapped bool
 }
 
 // dest is what lockRunSQL's columns after the run's scan into.
 func (f *lockFlags) dest(version *int64) []any {
-	return []any{version, &f.paused, &f.capped, &f.tenantHeld}
+	return []any{version, &f.paused, &f.capped, &f.tenantHeld, &f.runCapped}
 }
 
 // lockRunSQL locks a run by id, with its tenant's webhooks_version and

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/sluicehq/sluice/internal/bulk"
+	"github.com/sluicehq/sluice/internal/concurrency"
 	"github.com/sluicehq/sluice/internal/pause"
 	"io"
 	"log/slog"
@@ -125,7 +126,7 @@ func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
 	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, Exporter: d.Exports, PublicURL: d.Config.PublicURL, Retention: d.Retention,
-		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs})}}))
+		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs}), Concurrency: concurrency.New(nil)}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
