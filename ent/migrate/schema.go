@@ -255,6 +255,37 @@ var (
 			},
 		},
 	}
+	// ConcurrencyLimitsColumns holds the columns for the "concurrency_limits" table.
+	ConcurrencyLimitsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 63},
+		{Name: "max_running", Type: field.TypeInt},
+		{Name: "updated_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ConcurrencyLimitsTable holds the schema information for the "concurrency_limits" table.
+	ConcurrencyLimitsTable = &schema.Table{
+		Name:       "concurrency_limits",
+		Columns:    ConcurrencyLimitsColumns,
+		PrimaryKey: []*schema.Column{ConcurrencyLimitsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "concurrency_limits_tenants_tenant",
+				Columns:    []*schema.Column{ConcurrencyLimitsColumns[6]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "concurrencylimit_tenant_id_name",
+				Unique:  true,
+				Columns: []*schema.Column{ConcurrencyLimitsColumns[6], ConcurrencyLimitsColumns[3]},
+			},
+		},
+	}
 	// ConnectionsColumns holds the columns for the "connections" table.
 	ConnectionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -970,6 +1001,7 @@ var (
 		{Name: "priority", Type: field.TypeInt},
 		{Name: "reason", Type: field.TypeString},
 		{Name: "since", Type: field.TypeTime},
+		{Name: "limit_name", Type: field.TypeString, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 	}
 	// HeldStepsTable holds the schema information for the "held_steps" table.
@@ -980,7 +1012,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "held_steps_tenants_tenant",
-				Columns:    []*schema.Column{HeldStepsColumns[7]},
+				Columns:    []*schema.Column{HeldStepsColumns[8]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -989,12 +1021,20 @@ var (
 			{
 				Name:    "heldstep_tenant_id_workflow_id_priority_since",
 				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
 			},
 			{
 				Name:    "heldstep_tenant_id_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[1]},
+			},
+			{
+				Name:    "heldstep_tenant_id_limit_name_priority_since",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[7], HeldStepsColumns[4], HeldStepsColumns[6]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "limit_name IS NOT NULL",
+				},
 			},
 		},
 	}
@@ -2073,6 +2113,7 @@ var (
 		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
 		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "limit_name", Type: field.TypeString, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "run_id", Type: field.TypeString, Size: 40},
 	}
@@ -2084,13 +2125,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "step_runs_tenants_tenant",
-				Columns:    []*schema.Column{StepRunsColumns[15]},
+				Columns:    []*schema.Column{StepRunsColumns[16]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "step_runs_runs_run",
-				Columns:    []*schema.Column{StepRunsColumns[16]},
+				Columns:    []*schema.Column{StepRunsColumns[17]},
 				RefColumns: []*schema.Column{RunsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -2099,14 +2140,22 @@ var (
 			{
 				Name:    "steprun_tenant_id_run_id_step_id",
 				Unique:  true,
-				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[16], StepRunsColumns[3]},
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[17], StepRunsColumns[3]},
 			},
 			{
 				Name:    "steprun_tenant_id_status_ready_at",
 				Unique:  false,
-				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[5], StepRunsColumns[8]},
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[5], StepRunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "ready_at IS NOT NULL",
+				},
+			},
+			{
+				Name:    "steprun_tenant_id_limit_name",
+				Unique:  false,
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[15]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "limit_name IS NOT NULL AND (status = 'queued' OR status = 'running')",
 				},
 			},
 		},
@@ -2496,6 +2545,7 @@ var (
 		AuditLogsTable,
 		BulkOperationsTable,
 		BulkOperationItemsTable,
+		ConcurrencyLimitsTable,
 		ConnectionsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
@@ -2554,6 +2604,7 @@ func init() {
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
 	BulkOperationsTable.ForeignKeys[0].RefTable = TenantsTable
 	BulkOperationItemsTable.ForeignKeys[0].RefTable = TenantsTable
+	ConcurrencyLimitsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[1].RefTable = CredentialsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable

@@ -3,6 +3,7 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
@@ -31,8 +32,10 @@ func (HeldStep) Fields() []ent.Field {
 		field.Int("priority").Immutable().
 			Comment("The run's priority, 1 (first) to 5 (last)."),
 		field.String("reason").Immutable().
-			Comment("tenant_share (the tenant's share of the queue is full) or tenant_concurrency (its plan's maxConcurrentSteps are running)."),
+			Comment("Why it is held: tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (its run waits for the workflow's concurrency key) or named_limit (the named concurrency limit in limit_name is full)."),
 		field.Time("since").Immutable(),
+		field.String("limit_name").Optional().Nillable().Immutable().
+			Comment("Reason named_limit: the limit the step waits for (its release is by name)."),
 	}
 }
 
@@ -42,6 +45,9 @@ func (HeldStep) Indexes() []ent.Index {
 		// workflows that have held steps.
 		index.Fields("tenant_id", "workflow_id", "priority", "since"),
 		index.Fields("tenant_id", "run_id"),
+		// A named limit's release: its oldest held steps first.
+		index.Fields("tenant_id", "limit_name", "priority", "since").
+			Annotations(entsql.IndexWhere("limit_name IS NOT NULL")),
 	}
 }
 

@@ -62,6 +62,7 @@ const (
 	BulkOperationItem          = "boi"
 	RetentionPolicy            = "rtp"
 	RetentionPass              = "rtr"
+	ConcurrencyLimit           = "cl"
 )
 
 var (
