@@ -19,7 +19,7 @@ import (
 // Named concurrency limits (internal/limits). A step that names a limit
 // (`limit: "crm-api"`, http and llm steps) is checked at its claim, like
 // a capped tenant's steps: sluice_claim_limit (migration
-// 20261128111500_named_limits_rls) takes the lock of (tenant, limit name),
+// 20261128115000_named_limits_rls) takes the lock of (tenant, limit name),
 // counts the name's busy steps, that is its running steps and the steps
 // released for it that no worker has claimed yet (step_runs.limit_name,
 // set at the claim and by a release), and either lets the step start (its
