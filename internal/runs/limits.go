@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -164,6 +165,10 @@ func (e *Service) releaseLimit(ctx context.Context, tenantID, name string, wait 
 		}
 		t := stepTask(tenantID, *runID, *stepID, *typ, *attemptID, now)
 		t.VersionID = *versionID
+		// A queue task of its own: the attempt's first task may still be
+		// in flight (its claim held the step moments ago), and the queue
+		// refuses a second task with its id.
+		t.Variant = "l" + strconv.FormatInt(now.UnixMilli(), 36)
 		ts = append(ts, t)
 	}
 	rows.Close()
