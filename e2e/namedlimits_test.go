@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,11 +21,11 @@ const (
 // concurrencyLimits and queueStats count the running and held steps; all
 // runs succeed. Bad input is VALIDATION with its path and writes nothing;
 // another tenant can neither read nor change the limit.
-// Each call takes 700ms, so the ten steps would overlap without the limit.
+// Each call takes 1.5s, so the ten steps would overlap without the limit.
 func TestNamedLimitAcrossWorkflows(t *testing.T) {
 	t.Parallel()
 	st := newStack(t, 2, "SLUICE_WORKER_CONCURRENCY=8")
-	srv := newQueueServer(t, 700*time.Millisecond) // each call takes a while: steps overlap
+	srv := newQueueServer(t, 1500*time.Millisecond) // each call takes a while: steps overlap
 	_, c := applyTenant(t, st, "limits", "limits:\n  crm-api: 2\n")
 	env := devEnv(t, c)
 	step := func(id string) map[string]any {
@@ -45,26 +46,31 @@ func TestNamedLimitAcrossWorkflows(t *testing.T) {
 	// While they run: the limit holds some steps (NAMED_LIMIT on their
 	// runs, counted by concurrencyLimits and queueStats), never more than 2
 	// run at once.
+	// Each figure is read at its own moment: what was seen sticks.
+	var sawNamed, sawLimitHeld, sawStatsHeld bool
 	eventually(t, engWait, func() (bool, string) {
 		l := c.ok(qLimits, nil)
-		if r, _ := get(l, "concurrencyLimits.0.running").(float64); r > 2 {
+		if r, _ := at(l, "concurrencyLimits.0.running").(float64); r > 2 {
 			t.Fatalf("%v steps running under limit 2: %v", r, l)
 		}
+		if h, _ := at(l, "concurrencyLimits.0.held").(float64); h > 0 {
+			sawLimitHeld = true
+		}
 		qs := c.ok(qHeldStats, nil)
-		named := false
-		for _, id := range ids {
+		if h, _ := get(qs, "queueStats.total.stepsHeld").(float64); h > 0 && at(qs, "queueStats.total.held.0.reason") == "NAMED_LIMIT" &&
+			at(qs, "queueStats.total.held.0.steps") == h && at(qs, "queueStats.total.held.0.oldestSince") != nil {
+			sawStatsHeld = true
+		}
+		for _, id := range ids[2:] {
 			if r := heldRun(t, c, id); r["queueReason"] == "NAMED_LIMIT" && r["queuedSince"] != nil {
-				named = true
+				sawNamed = true
 				break
 			}
 		}
-		held, _ := get(l, "concurrencyLimits.0.held").(float64)
-		statsHeld, _ := get(qs, "queueStats.total.stepsHeld").(float64)
-		reason := get(qs, "queueStats.total.held.0.reason")
-		return named && held > 0 && statsHeld > 0 && reason == "NAMED_LIMIT" && get(qs, "queueStats.total.held.0.oldestSince") != nil,
-			fmt.Sprintf("NAMED_LIMIT seen %v; limits %v; queueStats %v", named, l, qs)
+		return sawNamed && sawLimitHeld && sawStatsHeld,
+			fmt.Sprintf("seen: NAMED_LIMIT %v, held in concurrencyLimits %v, in queueStats %v; calls %d", sawNamed, sawLimitHeld, sawStatsHeld, len(srv.order))
 	})
-	if l := c.ok(qLimits, nil); get(l, "concurrencyLimits.0.name") != "crm-api" || get(l, "concurrencyLimits.0.limit") != float64(2) {
+	if l := c.ok(qLimits, nil); at(l, "concurrencyLimits.0.name") != "crm-api" || at(l, "concurrencyLimits.0.limit") != float64(2) {
 		t.Fatalf("concurrencyLimits: %v", l)
 	}
 
@@ -96,7 +102,7 @@ func TestNamedLimitAcrossWorkflows(t *testing.T) {
 	if r := c.fail("VALIDATION", mCreateVer, map[string]any{"w": wfBad, "d": bad}); !strings.Contains(fmt.Sprint(r.Errors), "$.steps[0].limit") {
 		t.Errorf("unknown limit: %v does not name $.steps[0].limit", r.Errors)
 	}
-	if l := c.ok(qLimits, nil); len(get(l, "concurrencyLimits").([]any)) != 1 || get(l, "concurrencyLimits.0.limit") != float64(2) {
+	if l := c.ok(qLimits, nil); len(get(l, "concurrencyLimits").([]any)) != 1 || at(l, "concurrencyLimits.0.limit") != float64(2) {
 		t.Fatalf("after refused and foreign changes: %v", l)
 	}
 
@@ -111,4 +117,24 @@ func TestNamedLimitAcrossWorkflows(t *testing.T) {
 	if qs := c.ok(qHeldStats, nil); get(qs, "queueStats.total.stepsHeld") != float64(0) {
 		t.Fatalf("queueStats after: %v", qs)
 	}
+}
+
+// at is get with list indexes in the path ("concurrencyLimits.0.held").
+func at(data any, path string) any {
+	cur := data
+	for _, k := range strings.Split(path, ".") {
+		switch v := cur.(type) {
+		case map[string]any:
+			cur = v[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i < 0 || i >= len(v) {
+				return nil
+			}
+			cur = v[i]
+		default:
+			return nil
+		}
+	}
+	return cur
 }
