@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/privacy"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/steprun"
@@ -297,6 +298,17 @@ func TestNamedLimitDeletedRunsUnlimited(t *testing.T) {
 			t.Fatalf("run %s: %s", id, r.Status)
 		}
 	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		actions, err := c.AuditLog.Query().Where(auditlog.TargetType("ConcurrencyLimit")).
+			Order(ent.Asc(auditlog.FieldCreatedAt)).Select(auditlog.FieldAction).Strings(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(actions, []string{"concurrency_limit.create", "concurrency_limit.delete"}) {
+			t.Errorf("audit actions %v, want create then delete", actions)
+		}
+		return nil
+	})
 	err := x.try(func(ctx context.Context, c *ent.Client) error {
 		w, err := x.ctl.CreateWorkflow(ctx, "wf", "wf-"+randHex(4), "")
 		if err != nil {
